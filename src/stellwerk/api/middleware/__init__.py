@@ -1,0 +1,1 @@
+"""Pure ASGI middleware of the HTTP service, one module per concern."""

@@ -1,0 +1,1 @@
+"""Operations: metrics and logging of a running Stellwerk process."""

@@ -1,0 +1,111 @@
+"""Prometheus metrics of one Stellwerk process, kept in a registry owned by one app instance.
+
+Each `Metrics` object owns its own `CollectorRegistry` instead of using prometheus_client's global
+one, so that several apps can live in one process (tests do this all the time) without
+"Duplicated timeseries" errors.
+
+Adding metrics for a new part of Stellwerk follows one convention: the part defines its metric
+families when it is built, on the registry of the `Metrics` object the composition root hands it,
+and keeps them as attributes::
+
+    class DeliveryMetrics:
+        def __init__(self, metrics: Metrics) -> None:
+            self.attempts = Counter(
+                "stellwerk_delivery_attempts_total",
+                "Delivery attempts by target type and outcome.",
+                ["tenant", "target_type", "outcome"],
+                registry=metrics.registry,
+            )
+
+Names start with `stellwerk_<part>_`, carry a unit suffix (`_seconds`, `_bytes`, `_total` for
+counters) and have label values drawn from small, known sets: tenant, bus, route template, status
+code, outcome. Never an event id, a raw path, a key or anything else a client can choose freely,
+because every distinct label value is a time series kept in memory forever.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import choose_encoder
+
+from stellwerk import __version__
+
+__all__ = ["HTTP_DURATION_BUCKETS", "Metrics"]
+
+# Ingest answers in well under a millisecond when the log commit is batched, while admin calls that
+# touch PostgreSQL or a slow target can take seconds: the buckets span both ends.
+HTTP_DURATION_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class Metrics:
+    """The metric families of one app instance and the means to render them.
+
+    `registry` is public: other parts register their own families on it (see the module
+    docstring). `process=False` leaves out the process, platform and garbage-collector families,
+    for embedding where the host process already exports them.
+    """
+
+    def __init__(self, *, process: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.http_requests = Counter(
+            "stellwerk_http_requests_total",
+            "HTTP requests answered, by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.http_request_duration = Histogram(
+            "stellwerk_http_request_duration_seconds",
+            "Time from receiving an HTTP request to sending the last byte of its response.",
+            ["method", "route"],
+            buckets=HTTP_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.http_requests_in_flight = Gauge(
+            "stellwerk_http_requests_in_flight",
+            "HTTP requests received and not yet answered completely.",
+            registry=self.registry,
+        )
+        # The Python version is in python_info already (PlatformCollector).
+        self.build_info = Info(
+            "stellwerk_build", "Version of the running Stellwerk.", registry=self.registry
+        )
+        self.build_info.info({"version": __version__})
+        if process:
+            # process_cpu_seconds_total, process_resident_memory_bytes, open fds, start time
+            # (Linux /proc only; elsewhere the collector quietly reports nothing).
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+
+    def render(self, accept_header: str | None = None) -> tuple[bytes, str]:
+        """The exposition of every family in the registry and its content type.
+
+        The format follows the scraper's `Accept` header: OpenMetrics when asked for, the classic
+        Prometheus text format otherwise.
+        """
+        encoder, content_type = choose_encoder(accept_header or "")
+        return encoder(self.registry), content_type
