@@ -1,0 +1,27 @@
+"""The event model: CloudEvents 1.0 envelopes, their validation and encoding (pure, no I/O)."""
+
+from stellwerk.events.errors import EventError, EventErrorCode
+from stellwerk.events.model import (
+    OWNED_EXTENSIONS,
+    SPECVERSION,
+    CloudEvent,
+    ExtensionValue,
+    encode_event,
+)
+from stellwerk.events.rfc3339 import format_rfc3339, parse_rfc3339
+from stellwerk.events.validate import MAX_EVENT_SIZE, check_event_size, validate_event
+
+__all__ = [
+    "MAX_EVENT_SIZE",
+    "OWNED_EXTENSIONS",
+    "SPECVERSION",
+    "CloudEvent",
+    "EventError",
+    "EventErrorCode",
+    "ExtensionValue",
+    "check_event_size",
+    "encode_event",
+    "format_rfc3339",
+    "parse_rfc3339",
+    "validate_event",
+]

@@ -1,0 +1,56 @@
+"""RFC 3339 timestamps: strict parsing of `date-time` and the one format Stellwerk writes.
+
+`datetime.fromisoformat` accepts much more than RFC 3339 (dates alone, week dates, missing
+offsets), so CloudEvents `time` and API time windows go through this stricter parser.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+# RFC 3339 section 5.6; "T" and "Z" may be lower case (section 5.6, note). The space separator
+# the RFC tolerates "for readability" is not part of the grammar and is refused.
+_DATE_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """Parse an RFC 3339 `date-time` into an aware datetime; raise ValueError if it is not one.
+
+    A leap second (`:60`) is accepted, as the RFC allows, and read as the last microsecond of
+    the preceding second because `datetime` cannot hold it. Fractions beyond microseconds are
+    truncated.
+    """
+    match = _DATE_TIME.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not an RFC 3339 date-time")
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    fraction = match.group(7) or ""
+    micro = int((fraction + "000000")[:6])
+    if second == 60:
+        second, micro = 59, 999_999
+    if match.group(8):
+        tz: timezone = UTC
+    else:
+        offset_h, offset_m = int(match.group(10)), int(match.group(11))
+        if offset_h > 23 or offset_m > 59:
+            raise ValueError(f"{text!r} has an invalid UTC offset")
+        sign = -1 if match.group(9) == "-" else 1
+        tz = timezone(sign * timedelta(hours=offset_h, minutes=offset_m))
+    try:
+        return datetime(year, month, day, hour, minute, second, micro, tzinfo=tz)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a valid date-time: {exc}") from None
+
+
+def format_rfc3339(moment: datetime) -> str:
+    """Format an aware datetime in UTC with microseconds and `Z`: `2026-01-02T03:04:05.000006Z`.
+
+    The fixed width makes the strings sort like the instants they name.
+    """
+    if moment.tzinfo is None:
+        raise ValueError("a naive datetime has no place in an event; give it a time zone")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,217 @@
+"""Turn one decoded JSON object into a CloudEvent, or say precisely why it is not one.
+
+The rules are those of CloudEvents 1.0.2 (core spec and JSON format), with these decisions:
+
+- `id`, `source`, `type` must be non-empty strings and `specversion` must be "1.0". Optional
+  attributes, when present, must be non-empty strings; a JSON `null` counts as absent.
+- `time` must be an RFC 3339 `date-time` (the producer's string is kept as sent).
+- Extension names must consist of lower-case ASCII letters and digits (a MUST of the spec). The
+  spec's 20-character length is only a SHOULD, so longer names are accepted up to 64 characters;
+  beyond that a name is refused as unreasonable. `data` and `data_base64` are not extensions, and
+  the names of context attributes cannot be reused. Extension values must be a string, a boolean
+  or an integer within the spec's 32-bit range (the CloudEvents type system has no floats, objects
+  or arrays).
+- `data` and `data_base64` are mutually exclusive; `data_base64` must be valid padded base64.
+- Stellwerk's own extensions (`tenant`, `bus`, `recordedtime`, `replayname`) are dropped, not
+  refused: Stellwerk sets them itself on every stored event, and refusing them would break
+  forwarding an event from one Stellwerk bus (or site) into another.
+- The size limit applies to the event encoded by `encode_event` without Stellwerk's extensions,
+  so a producer can predict it: 256 KiB by default, like Amazon EventBridge.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any, Final
+
+import msgspec
+
+from stellwerk.events.errors import EventError, EventErrorCode
+from stellwerk.events.model import OWNED_EXTENSIONS, SPECVERSION, CloudEvent, ExtensionValue
+from stellwerk.events.rfc3339 import parse_rfc3339
+
+MAX_EVENT_SIZE: Final = 256 * 1024
+MAX_EXTENSION_NAME_LENGTH: Final = 64
+
+_CONTEXT_ATTRIBUTES: Final = frozenset(
+    {
+        "id",
+        "source",
+        "type",
+        "specversion",
+        "time",
+        "subject",
+        "datacontenttype",
+        "dataschema",
+        "data",
+        "data_base64",
+    }
+)
+_EXTENSION_NAME: Final = re.compile(r"[a-z0-9]+", re.ASCII)
+_INT32_MIN: Final = -(2**31)
+_INT32_MAX: Final = 2**31 - 1
+
+
+def validate_event(obj: object) -> CloudEvent:
+    """Validate one decoded JSON value as a CloudEvents 1.0 event; raise `EventError` if it is not.
+
+    The first problem found is reported; required attributes are checked first.
+    """
+    if not isinstance(obj, dict):
+        raise EventError(
+            EventErrorCode.NOT_AN_OBJECT,
+            None,
+            f"an event must be a JSON object, not {_json_kind(obj)}",
+        )
+    event_id = _required_string(obj, "id")
+    source = _required_string(obj, "source")
+    specversion = obj.get("specversion")
+    if specversion is None:
+        raise EventError(
+            EventErrorCode.MISSING_ATTRIBUTE, "specversion", "attribute 'specversion' is missing"
+        )
+    if specversion != SPECVERSION:
+        raise EventError(
+            EventErrorCode.INVALID_ATTRIBUTE,
+            "specversion",
+            f"attribute 'specversion' must be \"1.0\", not {_shown(specversion)}",
+        )
+    event_type = _required_string(obj, "type")
+    time = _optional_string(obj, "time")
+    if time is not None:
+        try:
+            parse_rfc3339(time)
+        except ValueError:
+            raise EventError(
+                EventErrorCode.INVALID_ATTRIBUTE,
+                "time",
+                f"attribute 'time' must be an RFC 3339 date-time, not {_shown(time)}",
+            ) from None
+    data: Any = obj.get("data", msgspec.UNSET)
+    if data is None:
+        data = msgspec.UNSET
+    data_base64 = obj.get("data_base64")
+    if data_base64 is not None:
+        _check_base64(data_base64, has_data=data is not msgspec.UNSET)
+    return CloudEvent(
+        id=event_id,
+        source=source,
+        type=event_type,
+        time=time,
+        subject=_optional_string(obj, "subject"),
+        datacontenttype=_optional_string(obj, "datacontenttype"),
+        dataschema=_optional_string(obj, "dataschema"),
+        data=data,
+        data_base64=data_base64,
+        extensions=_extensions(obj),
+    )
+
+
+def check_event_size(encoded: bytes, limit: int = MAX_EVENT_SIZE) -> None:
+    """Refuse an encoded event above `limit` bytes with `EventTooLarge`."""
+    if len(encoded) > limit:
+        raise EventError(
+            EventErrorCode.EVENT_TOO_LARGE,
+            None,
+            f"the event is {len(encoded)} bytes encoded; the limit is {limit} bytes",
+        )
+
+
+def _required_string(obj: dict[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if value is None:
+        raise EventError(EventErrorCode.MISSING_ATTRIBUTE, name, f"attribute '{name}' is missing")
+    if not isinstance(value, str) or not value:
+        raise EventError(
+            EventErrorCode.INVALID_ATTRIBUTE,
+            name,
+            f"attribute '{name}' must be a non-empty string, not {_shown(value)}",
+        )
+    return value
+
+
+def _optional_string(obj: dict[str, Any], name: str) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise EventError(
+            EventErrorCode.INVALID_ATTRIBUTE,
+            name,
+            f"attribute '{name}' must be a non-empty string when present, not {_shown(value)}",
+        )
+    return value
+
+
+def _check_base64(value: object, *, has_data: bool) -> None:
+    if has_data:
+        raise EventError(
+            EventErrorCode.INVALID_DATA,
+            "data_base64",
+            "an event carries either 'data' or 'data_base64', not both",
+        )
+    if not isinstance(value, str):
+        raise EventError(
+            EventErrorCode.INVALID_DATA,
+            "data_base64",
+            f"'data_base64' must be a base64 string, not {_json_kind(value)}",
+        )
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise EventError(
+            EventErrorCode.INVALID_DATA, "data_base64", "'data_base64' is not valid base64"
+        ) from None
+
+
+def _extensions(obj: dict[str, Any]) -> dict[str, ExtensionValue]:
+    extensions: dict[str, ExtensionValue] = {}
+    for name, value in obj.items():
+        if name in _CONTEXT_ATTRIBUTES or name in OWNED_EXTENSIONS or value is None:
+            continue
+        if not _EXTENSION_NAME.fullmatch(name) or len(name) > MAX_EXTENSION_NAME_LENGTH:
+            raise EventError(
+                EventErrorCode.INVALID_EXTENSION,
+                name,
+                f"extension name {_shown(name)} must be 1 to {MAX_EXTENSION_NAME_LENGTH} "
+                "lower-case ASCII letters or digits",
+            )
+        if not _valid_extension_value(value):
+            raise EventError(
+                EventErrorCode.INVALID_EXTENSION,
+                name,
+                f"extension '{name}' must be a string, a boolean or a 32-bit integer, "
+                f"not {_shown(value)}",
+            )
+        extensions[name] = value
+    return extensions
+
+
+def _valid_extension_value(value: object) -> bool:
+    if isinstance(value, bool | str):
+        return True
+    return isinstance(value, int) and _INT32_MIN <= value <= _INT32_MAX
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null"
+
+
+def _shown(value: object) -> str:
+    """A bad value, short enough for a message: enough to recognise, never a whole payload."""
+    if isinstance(value, dict | list):
+        return _json_kind(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

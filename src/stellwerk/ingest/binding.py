@@ -1,0 +1,318 @@
+"""The CloudEvents HTTP binding (1.0.2): one request's content type, headers and body to events.
+
+Pure functions, no I/O. The mode follows the binding's rules: `application/cloudevents+json` is
+structured, `application/cloudevents-batch+json` is batch, and any other request that carries a
+`ce-specversion` header is binary. Stellwerk adds one mode of its own: plain `application/json`
+holding one event object or an array of them.
+
+Problems with the request as a whole (unreadable JSON, the wrong JSON shape, an unsupported media
+type, a body or batch above its limit) raise `BindingError` with the HTTP status to answer.
+Problems with one event become an `EventFailure` at its index, so a batch can partly succeed.
+
+In binary mode the body is the event's data: a JSON media type (`application/json`, `text/json`
+or a `+json` suffix) makes it `data`, and a body that then is not JSON fails the event with
+`InvalidData` rather than being stored as something the producer did not mean. Any other media
+type, or none, makes it `data_base64`, so the bytes are kept exactly. An empty body means no data.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+import msgspec
+
+from stellwerk.events import (
+    MAX_EVENT_SIZE,
+    CloudEvent,
+    EventError,
+    EventErrorCode,
+    check_event_size,
+    encode_event,
+    validate_event,
+)
+
+STRUCTURED_CONTENT_TYPE: Final = "application/cloudevents+json"
+BATCH_CONTENT_TYPE: Final = "application/cloudevents-batch+json"
+JSON_CONTENT_TYPE: Final = "application/json"
+
+_CE_PREFIX: Final = "ce-"
+_decoder: Final = msgspec.json.Decoder()
+
+
+class Mode(StrEnum):
+    """How the events travel in the request."""
+
+    STRUCTURED = "structured"
+    BINARY = "binary"
+    BATCH = "batch"
+    JSON = "json"
+
+
+class BindingErrorCode(StrEnum):
+    """Reasons a whole request is refused; the values travel in API answers as `error`."""
+
+    INVALID_JSON = "InvalidJson"
+    NOT_AN_OBJECT = "NotAnObject"
+    NOT_AN_ARRAY = "NotAnArray"
+    NOT_AN_OBJECT_OR_ARRAY = "NotAnObjectOrArray"
+    UNSUPPORTED_MEDIA_TYPE = "UnsupportedMediaType"
+    BODY_TOO_LARGE = "BodyTooLarge"
+    BATCH_TOO_LARGE = "BatchTooLarge"
+
+
+class BindingError(Exception):
+    """The request as a whole cannot be read; answer `status` with `code` and `message`."""
+
+    def __init__(self, status: int, code: BindingErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class BindingLimits:
+    """Limits on one request; the HTTP layer should stop reading a body above `max_body_size`."""
+
+    max_body_size: int = 4 * 1024 * 1024
+    max_batch_size: int = 1000
+    max_event_size: int = MAX_EVENT_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedEvent:
+    """A valid event at `index` of the request, with its JSON encoding (see `encode_event`)."""
+
+    index: int
+    event: CloudEvent
+    encoded: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EventFailure:
+    """The event at `index` was refused; `id` is its id when it had a usable one."""
+
+    index: int
+    id: str | None
+    code: EventErrorCode
+    attribute: str | None
+    message: str
+
+
+DecodeResult = DecodedEvent | EventFailure
+
+
+def detect_mode(content_type: str | None, headers: Mapping[str, str]) -> Mode:
+    """The binding mode of a request; raise `BindingError` (415) if Stellwerk does not take it."""
+    media_type, params = _parse_content_type(content_type)
+    if media_type == STRUCTURED_CONTENT_TYPE:
+        mode = Mode.STRUCTURED
+    elif media_type == BATCH_CONTENT_TYPE:
+        mode = Mode.BATCH
+    elif any(name.lower() == "ce-specversion" for name in headers):
+        return Mode.BINARY
+    elif media_type == JSON_CONTENT_TYPE:
+        mode = Mode.JSON
+    else:
+        shown = repr(media_type) if media_type else "no content type"
+        raise BindingError(
+            415,
+            BindingErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"{shown} is not accepted: send {STRUCTURED_CONTENT_TYPE}, {BATCH_CONTENT_TYPE}, "
+            f"{JSON_CONTENT_TYPE}, or binary mode with ce-* headers",
+        )
+    charset = params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise BindingError(
+            415,
+            BindingErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"charset {charset!r} is not accepted: JSON is UTF-8",
+        )
+    return mode
+
+
+def decode_request(
+    content_type: str | None,
+    headers: Mapping[str, str],
+    body: bytes,
+    limits: BindingLimits | None = None,
+) -> list[DecodeResult]:
+    """Decode one HTTP request of the CloudEvents binding into a result per event, in order.
+
+    `content_type` is the request's `Content-Type` header (also expected in `headers` or not:
+    it is read from the argument only). Header names are matched case-insensitively.
+    """
+    limits = limits or BindingLimits()
+    mode = detect_mode(content_type, headers)
+    if len(body) > limits.max_body_size:
+        raise BindingError(
+            413,
+            BindingErrorCode.BODY_TOO_LARGE,
+            f"the body is {len(body)} bytes; the limit is {limits.max_body_size} bytes",
+        )
+    if mode is Mode.BINARY:
+        return [_decode_binary(content_type, headers, body, limits)]
+    value = _decode_json(body)
+    if mode is Mode.STRUCTURED:
+        if not isinstance(value, dict):
+            raise BindingError(
+                400,
+                BindingErrorCode.NOT_AN_OBJECT,
+                f"a structured-mode body must be one JSON object, not {_kind(value)}",
+            )
+        items: list[Any] = [value]
+    elif mode is Mode.BATCH:
+        if not isinstance(value, list):
+            raise BindingError(
+                400,
+                BindingErrorCode.NOT_AN_ARRAY,
+                f"a batch-mode body must be a JSON array, not {_kind(value)}",
+            )
+        items = value
+    elif isinstance(value, dict):
+        items = [value]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise BindingError(
+            400,
+            BindingErrorCode.NOT_AN_OBJECT_OR_ARRAY,
+            f"an application/json body must be an event object or an array, not {_kind(value)}",
+        )
+    if len(items) > limits.max_batch_size:
+        raise BindingError(
+            413,
+            BindingErrorCode.BATCH_TOO_LARGE,
+            f"the batch has {len(items)} events; the limit is {limits.max_batch_size}",
+        )
+    return [_decode_one(index, item, limits) for index, item in enumerate(items)]
+
+
+def _decode_one(index: int, obj: object, limits: BindingLimits) -> DecodeResult:
+    try:
+        event = validate_event(obj)
+        encoded = encode_event(event)
+        check_event_size(encoded, limits.max_event_size)
+    except EventError as exc:
+        return EventFailure(index, _id_of(obj), exc.code, exc.attribute, exc.message)
+    return DecodedEvent(index, event, encoded)
+
+
+def _decode_binary(
+    content_type: str | None, headers: Mapping[str, str], body: bytes, limits: BindingLimits
+) -> DecodeResult:
+    obj: dict[str, Any] = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        # datacontenttype travels as Content-Type in binary mode, never as a ce- header.
+        if not lowered.startswith(_CE_PREFIX) or lowered == "ce-datacontenttype":
+            continue
+        attribute = lowered[len(_CE_PREFIX) :]
+        try:
+            obj[attribute] = percent_decode(value)
+        except ValueError:
+            return EventFailure(
+                0,
+                None,
+                EventErrorCode.INVALID_ATTRIBUTE,
+                attribute,
+                f"header '{name}' is not valid percent-encoded UTF-8",
+            )
+    if content_type:
+        obj["datacontenttype"] = content_type
+    if body:
+        if _is_json_media_type(_parse_content_type(content_type)[0]):
+            try:
+                obj["data"] = _decoder.decode(body)
+            except (msgspec.DecodeError, RecursionError):
+                return EventFailure(
+                    0,
+                    _id_of(obj),
+                    EventErrorCode.INVALID_DATA,
+                    "data",
+                    f"the body is not valid JSON but the content type is {content_type!r}",
+                )
+        else:
+            obj["data_base64"] = base64.b64encode(body).decode("ascii")
+    return _decode_one(0, obj, limits)
+
+
+def percent_decode(value: str) -> str:
+    """Undo the binding's percent-encoding of a header value (section 3.1.3.2), strictly as UTF-8.
+
+    Raise ValueError for a malformed escape or bytes that are not UTF-8. Servers hand over header
+    bytes as Latin-1 text, so non-ASCII characters are turned back into their bytes first.
+    """
+    if "%" not in value and value.isascii():
+        return value
+    try:
+        raw = value.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8")
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        byte = raw[i]
+        if byte == 0x25:  # "%"
+            escape = raw[i + 1 : i + 3]
+            if len(escape) != 2:
+                raise ValueError("truncated percent escape")
+            try:
+                out += binascii.unhexlify(escape)
+            except binascii.Error:
+                raise ValueError("malformed percent escape") from None
+            i += 3
+        else:
+            out.append(byte)
+            i += 1
+    return out.decode("utf-8")
+
+
+def _decode_json(body: bytes) -> Any:
+    try:
+        return _decoder.decode(body)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise BindingError(
+            400, BindingErrorCode.INVALID_JSON, f"the body is not valid JSON: {exc}"
+        ) from None
+
+
+def _parse_content_type(content_type: str | None) -> tuple[str, dict[str, str]]:
+    if not content_type:
+        return "", {}
+    media_type, _, rest = content_type.partition(";")
+    params: dict[str, str] = {}
+    for part in rest.split(";"):
+        key, sep, val = part.partition("=")
+        if sep:
+            params[key.strip().lower()] = val.strip().strip('"')
+    return media_type.strip().lower(), params
+
+
+def _is_json_media_type(media_type: str) -> bool:
+    return media_type in ("application/json", "text/json") or media_type.endswith("+json")
+
+
+def _id_of(obj: object) -> str | None:
+    if isinstance(obj, dict):
+        event_id = obj.get("id")
+        if isinstance(event_id, str) and event_id:
+            return event_id
+    return None
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    return "a boolean" if isinstance(value, bool) else "a number"
