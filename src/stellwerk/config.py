@@ -1,0 +1,231 @@
+"""The configuration of a Stellwerk process, validated in one place.
+
+Every setting is a flag of `stellwerk serve` with a `STELLWERK_<FLAG>` environment equivalent.
+Values arrive as text (from either source) and are checked here, so a bad value is reported once,
+in one line that names the flag, the variable and the reason, before anything starts.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class Role(enum.StrEnum):
+    ALL = "all"
+    GATEWAY = "gateway"
+    ROUTER = "router"
+    DELIVERY = "delivery"
+    STATUS = "status"
+    SCHEDULER = "scheduler"
+
+
+class ConfigError(ValueError):
+    """A setting has a value Stellwerk cannot run with."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{flag_of(name)} ({env_of(name)}): {reason}")
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env_of(name: str) -> str:
+    return "STELLWERK_" + name.upper()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a process needs to know before it starts; defaults are the embedded mode."""
+
+    data_dir: Path = Path("./stellwerk-data")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    role: Role = Role.ALL
+    nats_url: str | None = None
+    database_url: str | None = None
+    redis_url: str | None = None
+    allow_private_targets: bool = False
+    log_level: str = "info"
+    log_format: str = "auto"
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_buses_per_tenant: int = 100
+    drain_seconds: float = 0.0
+    shutdown_timeout_seconds: float = 30.0
+    key_cache_seconds: float = 5.0
+    tenant_request_rate: float = 10_000.0
+
+    @property
+    def control_database_url(self) -> str:
+        """The SQLAlchemy URL of the control plane: the given one, or SQLite in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'control.db').resolve()}"
+
+    @property
+    def embedded(self) -> bool:
+        return self.nats_url is None
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
+
+
+def _seconds(high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number of seconds") from None
+        if not 0 <= value <= high:
+            raise ValueError(f"{value} is outside 0..{high} seconds")
+        return value
+
+    return parse
+
+
+def _choice(options: type[enum.StrEnum] | tuple[str, ...]) -> Callable[[str], Any]:
+    allowed = tuple(str(o) for o in options)
+
+    def parse(text: str) -> Any:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"{text!r} is not one of {', '.join(allowed)}")
+        return options(value) if isinstance(options, type) else value
+
+    return parse
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"{text!r} is not a boolean (true/false)")
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip()
+        parts = urlsplit(value)
+        if parts.scheme not in schemes:
+            raise ValueError(f"{value!r} must start with {' or '.join(s + '://' for s in schemes)}")
+        if not parts.netloc and not parts.path.strip("/"):
+            raise ValueError(f"{value!r} names no host or database")
+        return value
+
+    return parse
+
+
+def _database_url(text: str) -> str:
+    value = text.strip()
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        raise ValueError(f"{value!r} is not a URL")
+    # Users paste the URLs their tools print; map them onto the async drivers Stellwerk uses.
+    aliases = {
+        "postgres": "postgresql+asyncpg",
+        "postgresql": "postgresql+asyncpg",
+        "postgresql+asyncpg": "postgresql+asyncpg",
+        "sqlite": "sqlite+aiosqlite",
+        "sqlite+aiosqlite": "sqlite+aiosqlite",
+    }
+    if scheme not in aliases:
+        raise ValueError(
+            f"{value!r}: only postgresql+asyncpg:// and sqlite:// databases are supported"
+        )
+    if not rest.strip("/"):
+        raise ValueError(f"{value!r} names no database")
+    return f"{aliases[scheme]}://{rest}"
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of requests per second") from None
+    if not 0 <= value <= 10_000_000:
+        raise ValueError(f"{value} is outside 0..10000000 (0: unlimited)")
+    return value
+
+
+def _text(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "data_dir": lambda t: Path(_text(t)),
+    "host": _text,
+    "port": _int_in(0, 65535),
+    "role": _choice(Role),
+    "nats_url": _url("nats", "tls", "ws", "wss"),
+    "database_url": _database_url,
+    "redis_url": _url("redis", "rediss", "unix"),
+    "allow_private_targets": _bool,
+    "log_level": _choice(("debug", "info", "warning", "error")),
+    "log_format": _choice(("auto", "json", "console")),
+    "max_body_bytes": _int_in(1024, 1024 * 1024 * 1024),
+    "max_buses_per_tenant": _int_in(1, 100_000),
+    "drain_seconds": _seconds(600),
+    "shutdown_timeout_seconds": _seconds(3600),
+    "key_cache_seconds": _seconds(3600),
+    "tenant_request_rate": _rate,
+}
+
+
+def load_settings(values: Mapping[str, str | bool | int | float | Path | None]) -> Settings:
+    """Build `Settings` from raw values by name; `None` means "use the default".
+
+    Raises `ConfigError` naming the first bad setting.
+    """
+    known = {f.name for f in fields(Settings)}
+    parsed: dict[str, Any] = {}
+    for name, raw in values.items():
+        if name not in known:
+            raise ConfigError(name, "is not a setting")
+        if raw is None:
+            continue
+        try:
+            parsed[name] = PARSERS[name](
+                str(raw) if not isinstance(raw, bool) else str(raw).lower()
+            )
+        except ValueError as exc:
+            raise ConfigError(name, str(exc)) from None
+    settings = Settings(**parsed)
+    _check_combination(settings)
+    return settings
+
+
+def _check_combination(settings: Settings) -> None:
+    if settings.role is not Role.ALL and settings.nats_url is None:
+        raise ConfigError(
+            "role",
+            f"role {settings.role} runs on its own only in scale-out mode (give --nats-url); "
+            "with embedded storage every role runs in one process (--role all)",
+        )
+    if settings.nats_url is not None:
+        raise ConfigError(
+            "nats_url",
+            "the NATS JetStream backend is not part of this version yet; "
+            "leave it unset to run on embedded storage",
+        )

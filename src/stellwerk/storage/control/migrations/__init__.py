@@ -1,0 +1,1 @@
+"""Alembic migrations of the control plane (run by `stellwerk.storage.control.migrate`)."""

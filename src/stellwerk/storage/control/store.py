@@ -1,0 +1,308 @@
+"""The control plane store on SQLAlchemy Core: every tenant-owned query filters by `tenant_id`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from stellwerk.auth import Scope, generate_key, hash_key
+from stellwerk.names import check_name
+from stellwerk.storage.control import migrate
+from stellwerk.storage.control.tables import api_keys, buses, tenants
+
+DEFAULT_BUS = "default"
+DEFAULT_TENANT = "default"
+
+
+class NotFoundError(LookupError):
+    """The named resource does not exist for this tenant."""
+
+
+class ConflictError(ValueError):
+    """The change contradicts what is stored: a name taken, a limit hit, a protected resource."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRecord:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    id: str
+    tenant_id: str
+    scope: Scope
+    key_hash: str
+    description: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class BusRecord:
+    tenant_id: str
+    name: str
+    description: str
+    created_at: datetime
+    updated_at: datetime
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything Stellwerk stores is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _tenant(row: sa.Row[Any]) -> TenantRecord:
+    return TenantRecord(id=row.id, name=row.name, created_at=_utc(row.created_at))
+
+
+def _key(row: sa.Row[Any]) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        scope=Scope(row.scope),
+        key_hash=row.key_hash,
+        description=row.description,
+        created_at=_utc(row.created_at),
+        revoked_at=_utc(row.revoked_at) if row.revoked_at else None,
+    )
+
+
+def _bus(row: sa.Row[Any]) -> BusRecord:
+    return BusRecord(
+        tenant_id=row.tenant_id,
+        name=row.name,
+        description=row.description,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+    )
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for the control plane; SQLite gets WAL and waits for locks, not fails."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_async_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself (below) instead of the driver's implicit transactions.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        # IMMEDIATE takes the write lock up front, so a read-then-write transaction next to another
+        # process (the CLI beside a running server) waits for the lock instead of failing.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class ControlPlane:
+    """Tenants, keys and buses. Construct with `await ControlPlane.open(url)`."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] | None = None) -> None:
+        self._engine = engine
+        self._now = clock or (lambda: datetime.now(UTC))
+
+    @classmethod
+    async def open(cls, url: str, *, run_migrations: bool = True) -> ControlPlane:
+        engine = create_engine(url)
+        if run_migrations:
+            await migrate.upgrade(engine)
+        return cls(engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def ping(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    # tenants -------------------------------------------------------------------------------
+
+    async def create_tenant(self, name: str) -> TenantRecord:
+        check_name("tenant", name)
+        now = self._now()
+        record = TenantRecord(id=str(uuid.uuid4()), name=name, created_at=now)
+        async with self._engine.begin() as conn:
+            if await self._tenant_row(conn, name) is not None:
+                raise ConflictError(f"tenant {name!r} already exists")
+            await conn.execute(tenants.insert().values(id=record.id, name=name, created_at=now))
+            await conn.execute(
+                buses.insert().values(
+                    tenant_id=record.id, name=DEFAULT_BUS, created_at=now, updated_at=now
+                )
+            )
+        return record
+
+    async def get_tenant(self, name: str) -> TenantRecord | None:
+        async with self._engine.connect() as conn:
+            row = await self._tenant_row(conn, name)
+        return _tenant(row) if row else None
+
+    async def list_tenants(self) -> list[TenantRecord]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(tenants.select().order_by(tenants.c.name))).all()
+        return [_tenant(r) for r in rows]
+
+    @staticmethod
+    async def _tenant_row(conn: AsyncConnection, name: str) -> sa.Row[Any] | None:
+        return (await conn.execute(tenants.select().where(tenants.c.name == name))).first()
+
+    # API keys ------------------------------------------------------------------------------
+
+    async def create_key(
+        self, tenant_id: str, scope: Scope, description: str = ""
+    ) -> tuple[ApiKeyRecord, str]:
+        """A new key for the tenant; returns the record and the key text, which is never stored."""
+        key_id, key = generate_key()
+        record = ApiKeyRecord(
+            id=key_id,
+            tenant_id=tenant_id,
+            scope=scope,
+            key_hash=hash_key(key),
+            description=description,
+            created_at=self._now(),
+            revoked_at=None,
+        )
+        async with self._engine.begin() as conn:
+            exists = await conn.execute(sa.select(tenants.c.id).where(tenants.c.id == tenant_id))
+            if exists.first() is None:
+                raise NotFoundError("tenant does not exist")
+            await conn.execute(
+                api_keys.insert().values(
+                    id=record.id,
+                    tenant_id=tenant_id,
+                    scope=str(scope),
+                    key_hash=record.key_hash,
+                    description=description,
+                    created_at=record.created_at,
+                )
+            )
+        return record, key
+
+    async def find_key(self, key_id: str) -> tuple[ApiKeyRecord, TenantRecord] | None:
+        """The key with this id and its tenant, revoked or not; authentication decides."""
+        query = (
+            sa.select(
+                api_keys, tenants.c.name.label("tenant_name"), tenants.c.created_at.label("tc")
+            )
+            .join(tenants, tenants.c.id == api_keys.c.tenant_id)
+            .where(api_keys.c.id == key_id)
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        tenant = TenantRecord(id=row.tenant_id, name=row.tenant_name, created_at=_utc(row.tc))
+        return _key(row), tenant
+
+    async def list_keys(self, tenant_id: str) -> list[ApiKeyRecord]:
+        query = (
+            api_keys.select()
+            .where(api_keys.c.tenant_id == tenant_id)
+            .order_by(api_keys.c.created_at)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_key(r) for r in rows]
+
+    async def revoke_key(self, tenant_id: str, key_id: str) -> ApiKeyRecord:
+        where = sa.and_(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                api_keys.update()
+                .where(where, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=self._now())
+            )
+            row = (await conn.execute(api_keys.select().where(where))).first()
+        if row is None:
+            raise NotFoundError(f"key {key_id!r} does not exist")
+        return _key(row)
+
+    # buses ---------------------------------------------------------------------------------
+
+    async def put_bus(
+        self, tenant_id: str, name: str, *, description: str = "", max_buses: int = 100
+    ) -> tuple[BusRecord, bool]:
+        """Create or update a bus; returns the bus and whether it was created."""
+        check_name("bus", name)
+        now = self._now()
+        where = sa.and_(buses.c.tenant_id == tenant_id, buses.c.name == name)
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(buses.select().where(where))).first()
+            if row is None:
+                count = await conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(buses)
+                    .where(buses.c.tenant_id == tenant_id)
+                )
+                if (count or 0) >= max_buses:
+                    raise ConflictError(f"the tenant already has {count} buses (limit {max_buses})")
+                await conn.execute(
+                    buses.insert().values(
+                        tenant_id=tenant_id,
+                        name=name,
+                        description=description,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                created = True
+            else:
+                await conn.execute(
+                    buses.update().where(where).values(description=description, updated_at=now)
+                )
+                created = False
+            row = (await conn.execute(buses.select().where(where))).one()
+        return _bus(row), created
+
+    async def get_bus(self, tenant_id: str, name: str) -> BusRecord | None:
+        where = sa.and_(buses.c.tenant_id == tenant_id, buses.c.name == name)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(buses.select().where(where))).first()
+        return _bus(row) if row else None
+
+    async def list_buses(self, tenant_id: str) -> list[BusRecord]:
+        query = buses.select().where(buses.c.tenant_id == tenant_id).order_by(buses.c.name)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_bus(r) for r in rows]
+
+    async def delete_bus(self, tenant_id: str, name: str) -> None:
+        if name == DEFAULT_BUS:
+            raise ConflictError("the default bus cannot be deleted")
+        where = sa.and_(buses.c.tenant_id == tenant_id, buses.c.name == name)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(buses.delete().where(where))
+        if result.rowcount == 0:
+            raise NotFoundError(f"bus {name!r} does not exist")

@@ -1,0 +1,58 @@
+"""Provisioning tenants with their first keys, and the bootstrap of an empty installation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+from stellwerk.auth import Scope
+from stellwerk.storage.control import ConflictError, ControlPlane
+from stellwerk.storage.control.store import DEFAULT_TENANT
+
+
+class ProvisionedTenant(msgspec.Struct):
+    """What `tenants create` and `bootstrap.json` show, once: the only time keys are visible."""
+
+    tenant: str
+    admin_key: str
+    ingest_key: str
+
+
+async def provision_tenant(control: ControlPlane, name: str) -> ProvisionedTenant:
+    tenant = await control.create_tenant(name)
+    _, admin_key = await control.create_key(tenant.id, Scope.ADMIN, "first admin key")
+    _, ingest_key = await control.create_key(tenant.id, Scope.INGEST, "first ingest key")
+    return ProvisionedTenant(tenant=name, admin_key=admin_key, ingest_key=ingest_key)
+
+
+async def bootstrap(control: ControlPlane, data_dir: Path) -> Path | None:
+    """On an installation without tenants, create `default` and write its keys to bootstrap.json.
+
+    Returns the file's path when it was written now. Safe when several processes start at once:
+    only the one that creates the tenant writes the file.
+    """
+    if await control.list_tenants():
+        return None
+    try:
+        provisioned = await provision_tenant(control, DEFAULT_TENANT)
+    except ConflictError:
+        return None
+    path = data_dir / "bootstrap.json"
+    write_private(path, msgspec.json.format(msgspec.json.encode(provisioned)) + b"\n")
+    return path
+
+
+def write_private(path: Path, content: bytes) -> None:
+    """Write a file only its owner can read, atomically: it never exists with wider permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, content)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -1,0 +1,116 @@
+"""Fixtures shared by every test folder: databases, a running app, free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+
+from stellwerk.config import Settings, load_settings
+
+POSTGRES_ADMIN_DSN = os.environ.get(
+    "STELLWERK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI") == "true"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def _postgres_reachable() -> str | None:
+    try:
+        conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return f"PostgreSQL at {POSTGRES_ADMIN_DSN} is not reachable: {exc}"
+    await conn.close()
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> None:
+    problem = asyncio.run(_postgres_reachable())
+    if problem is None:
+        return
+    if IN_CI:
+        pytest.fail(f"{problem} (CI=true: PostgreSQL is required)")
+    pytest.skip(problem)
+
+
+@pytest.fixture
+def postgres_url(postgres_available: None) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    name = f"stellwerk_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The control plane database, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'control.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+class Bootstrap(msgspec.Struct):
+    tenant: str
+    admin_key: str
+    ingest_key: str
+
+
+@dataclass
+class RunningApp:
+    client: httpx.AsyncClient
+    services: Any
+    settings: Settings
+    bootstrap: Bootstrap
+
+    def auth(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return self.auth(self.bootstrap.admin_key)
+
+
+@pytest.fixture
+async def running_app(tmp_path: Path, database_url: str) -> AsyncIterator[RunningApp]:
+    """The whole ASGI app with its lifespan, on SQLite and on PostgreSQL, talked to in-process."""
+    from stellwerk.app import build_app  # noqa: PLC0415 - keep other folders' tests importable
+
+    settings = load_settings({"data_dir": str(tmp_path / "data"), "database_url": database_url})
+    app = build_app(settings)
+    async with app.router.lifespan_context(app):
+        services = await asyncio.wait_for(app.state.lifecycle.wait_started(), 30)
+        bootstrap = msgspec.json.decode(
+            (settings.data_dir / "bootstrap.json").read_bytes(), type=Bootstrap
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://stellwerk") as client:
+            yield RunningApp(client, services, settings, bootstrap)
