@@ -1,0 +1,141 @@
+"""The event log seam: append batches durably, read a bus from a position or a time window, trim.
+
+Shaped so that two backends fit: the embedded SQLite log (`storage.sqlite`) and, later, NATS
+JetStream with a stream per tenant and a subject per bus. A *position* is what a consumer resumes
+from: it increases with every event stored on a bus but need not be dense (JetStream stream
+sequences are shared by the subjects of a stream; the SQLite log numbers all buses together).
+
+Appends are idempotent per bus: an event with the same `id` and `source` as one stored on the same
+tenant and bus within the dedup window (24 hours by default) is answered as a duplicate, with the
+first one's position, and not stored again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Final, Protocol, Self
+
+import msgspec
+
+DEFAULT_DEDUP_WINDOW: Final = timedelta(hours=24)
+DEFAULT_READ_LIMIT: Final = 1000
+
+
+class NewEvent(msgspec.Struct, frozen=True):
+    """An event to append to a tenant's bus.
+
+    `body` is the event in the CloudEvents JSON format as made by `stellwerk.events.encode_event`:
+    one compact object from `{` to `}`. The log adds `tenant`, `bus` and `recordedtime` to it
+    (overriding any values already there). `id`, `source`, `type` and `subject` repeat the event's
+    attributes so the log can index them without decoding the body.
+    """
+
+    tenant: str
+    bus: str
+    id: str
+    source: str
+    type: str
+    subject: str | None
+    body: bytes
+
+
+class AppendStatus(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+
+
+class AppendResult(msgspec.Struct, frozen=True):
+    """What became of one event: stored at `position`, or a duplicate of the event there."""
+
+    status: AppendStatus
+    position: int
+
+    @property
+    def duplicate(self) -> bool:
+        return self.status is AppendStatus.DUPLICATE
+
+
+class StoredEvent(msgspec.Struct, frozen=True):
+    """An event as the log holds it; `body` is its JSON with Stellwerk's extensions set."""
+
+    tenant: str
+    bus: str
+    position: int
+    id: str
+    source: str
+    type: str
+    subject: str | None
+    recorded_time: datetime
+    body: bytes
+
+
+class EventLogError(Exception):
+    """Base of the errors an event log raises on purpose."""
+
+
+class LogOverloaded(EventLogError):
+    """The log cannot take more now; answer 503 and ask the client to retry after a while."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class LogClosed(EventLogError):
+    """The log is not open (not started yet, or closed)."""
+
+
+class EventLog(Protocol):
+    """A durable, append-only log of events per tenant and bus.
+
+    Use as `async with log:` or call `start()` and `close()`. Every method may raise `LogClosed`.
+    """
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None:
+        """Stop taking appends, finish those already taken, and release the storage."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def ping(self) -> None:
+        """Return if the log can take appends and serve reads now; raise `EventLogError` if not."""
+        ...
+
+    async def append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
+        """Store a batch (one HTTP request's events); return when every stored event is durable.
+
+        Results are in batch order. Raises `LogOverloaded` instead of queueing without bound.
+        """
+        ...
+
+    async def read(
+        self, tenant: str, bus: str, after: int = 0, limit: int = DEFAULT_READ_LIMIT
+    ) -> list[StoredEvent]:
+        """Up to `limit` events of a bus with positions above `after`, in log order."""
+        ...
+
+    async def read_window(
+        self,
+        tenant: str,
+        bus: str,
+        start: datetime,
+        end: datetime,
+        after: int = 0,
+        limit: int = DEFAULT_READ_LIMIT,
+    ) -> list[StoredEvent]:
+        """Like `read`, limited to events recorded in `[start, end)`; page on with `after`."""
+        ...
+
+    async def last_position(self, tenant: str, bus: str) -> int:
+        """The position of the newest event ever stored on the bus (0 if none), trimmed or not."""
+        ...
+
+    async def trim(self, older_than: datetime) -> int:
+        """Remove events recorded before `older_than` on every bus; return how many went."""
+        ...

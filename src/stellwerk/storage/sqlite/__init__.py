@@ -1,0 +1,5 @@
+"""Embedded storage on SQLite files in the data directory: the event log (data plane)."""
+
+from stellwerk.storage.sqlite.eventlog import EVENTS_FILE, SqliteEventLog
+
+__all__ = ["EVENTS_FILE", "SqliteEventLog"]
