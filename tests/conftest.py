@@ -102,7 +102,7 @@ class RunningApp:
 @pytest.fixture
 async def running_app(tmp_path: Path, database_url: str) -> AsyncIterator[RunningApp]:
     """The whole ASGI app with its lifespan, on SQLite and on PostgreSQL, talked to in-process."""
-    from stellwerk.app import build_app  # noqa: PLC0415 - keep other folders' tests importable
+    from stellwerk.app import build_app
 
     settings = load_settings({"data_dir": str(tmp_path / "data"), "database_url": database_url})
     app = build_app(settings)

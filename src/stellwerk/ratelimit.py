@@ -29,7 +29,7 @@ class TokenBuckets:
         self._buckets: dict[str, _Bucket] = {}
 
     def acquire(self, key: str, tokens: float = 1.0) -> float:
-        """Take `tokens` from the key's bucket: 0.0 when granted, else seconds until they would be."""
+        """Take `tokens` from the bucket of `key`: 0.0 when granted, else seconds until they are."""
         if self.rate <= 0:
             return 0.0
         now = self._clock()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 import sqlalchemy as sa
 
 from stellwerk.auth import Scope, hash_key, parse_key
 from stellwerk.names import InvalidNameError
-from stellwerk.storage.control import ConflictError, ControlPlane, NotFoundError
-from stellwerk.storage.control import migrate
+from stellwerk.storage.control import ConflictError, ControlPlane, NotFoundError, migrate
 from stellwerk.storage.control.store import create_engine
 
 
@@ -34,9 +35,9 @@ async def test_migrations_reach_head_and_go_back_down(database_url: str) -> None
 
 
 @pytest.fixture
-async def control(database_url: str) -> ControlPlane:
+async def control(database_url: str) -> AsyncIterator[ControlPlane]:
     plane = await ControlPlane.open(database_url)
-    yield plane  # type: ignore[misc]
+    yield plane
     await plane.close()
 
 

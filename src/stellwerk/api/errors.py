@@ -1,0 +1,126 @@
+"""The error body every failing request gets, and the outermost middleware that guarantees it.
+
+Errors are `{"error": "<Code>", "message": "...", ...}`. Code raises `ApiError`; whatever else
+escapes becomes a 500 `InternalError` whose body never carries a traceback (the log does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = structlog.get_logger("stellwerk.api")
+
+_encode = msgspec.json.Encoder().encode
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """The JSON body of every error response."""
+
+    error: str
+    message: str
+    field: str | None = None
+
+
+class ApiError(Exception):
+    """An error that answers the request with `status` and a machine-readable `error` code."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.headers = headers or {}
+        self.extra = {k: v for k, v in extra.items() if v is not None}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, "message": self.message, **self.extra}
+
+    def response(self) -> Response:
+        return Response(
+            _encode(self.body()),
+            status_code=self.status,
+            headers=self.headers,
+            media_type="application/json",
+        )
+
+
+# Status codes Starlette raises itself (routing, methods), with the codes Stellwerk answers.
+_HTTP_CODES = {
+    400: "InvalidRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    422: "ValidationFailed",
+    429: "TooManyRequests",
+    503: "ServiceUnavailable",
+}
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "NotFound", f"{what} does not exist")
+
+
+async def handle_api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "HTTPError")
+    if exc.status_code == 404:
+        message = f"no resource at {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return ApiError(exc.status_code, code, message, headers=dict(exc.headers or {})).response()
+
+
+class ErrorMiddleware:
+    """Outermost layer: an exception becomes a log line and, if nothing was sent yet, a JSON 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except ApiError as exc:
+            # Raised outside routing (e.g. by a middleware while reading the body).
+            if not started:
+                await exc.response()(scope, receive, send)
+        except Exception:
+            log.exception("request failed", method=scope.get("method"), path=scope.get("path"))
+            if not started:
+                body = ApiError(500, "InternalError", "the server failed to handle the request")
+                await body.response()(scope, receive, send)

@@ -1,0 +1,53 @@
+"""Request body limit: 413 as soon as the declared or received size passes the bound.
+
+A declared `Content-Length` over the limit is refused before any of the body is read; a chunked
+body is counted as it arrives and refused at the first chunk that crosses the bound.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stellwerk.api.errors import ApiError
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(
+        413, "PayloadTooLarge", f"the request body is larger than {limit} bytes", limit=limit
+    )
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.limit = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared < 0:
+                    error = ApiError(400, "InvalidRequest", "Content-Length is not a number")
+                    await error.response()(scope, receive, send)
+                    return
+                if declared > self.limit:
+                    await too_large(self.limit).response()(scope, receive, send)
+                    return
+        received = 0
+
+        async def receive_counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise too_large(self.limit)
+            return message
+
+        await self.app(scope, receive_counted, send)

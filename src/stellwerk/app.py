@@ -1,0 +1,149 @@
+"""The composition root: builds the services of a process and the ASGI app that serves them.
+
+The app listens at once; the services open in the background (migrations, bootstrap) so that the
+probes can tell "starting" from "ready", and a store that is down at start is retried, not fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from stellwerk import __version__
+from stellwerk.api import openapi
+from stellwerk.api.bodies import json_response
+from stellwerk.api.endpoints import Endpoint, build_routes
+from stellwerk.api.errors import (
+    ApiError,
+    ErrorMiddleware,
+    handle_api_error,
+    handle_http_exception,
+)
+from stellwerk.api.middleware.auth import Authenticator
+from stellwerk.api.middleware.limits import BodyLimitMiddleware
+from stellwerk.api.middleware.metrics import RequestMetricsMiddleware
+from stellwerk.api.routes import buses, health, keys
+from stellwerk.config import Settings
+from stellwerk.ops.lifecycle import Lifecycle, NotReadyError
+from stellwerk.ops.metrics import Metrics
+from stellwerk.ratelimit import TokenBuckets
+from stellwerk.services import Services
+from stellwerk.storage.control import ControlPlane
+from stellwerk.tenancy import bootstrap
+
+log = structlog.get_logger("stellwerk")
+
+ENDPOINTS: list[Endpoint] = [*health.ENDPOINTS, *buses.ENDPOINTS, *keys.ENDPOINTS]
+
+RETRY_START_MAX_SECONDS = 10.0
+
+
+async def open_services(settings: Settings, metrics: Metrics) -> Services:
+    control = await ControlPlane.open(settings.control_database_url)
+    try:
+        written = await bootstrap(control, settings.data_dir)
+        if written is not None:
+            log.warning(
+                "created tenant 'default'; its admin and ingest keys are in the file",
+                file=str(written.resolve()),
+            )
+    except BaseException:
+        await control.close()
+        raise
+    authenticator = Authenticator(control, cache_seconds=settings.key_cache_seconds)
+    return Services(
+        settings=settings, control=control, authenticator=authenticator, metrics=metrics
+    )
+
+
+async def _start(settings: Settings, lifecycle: Lifecycle[Services], metrics: Metrics) -> None:
+    delay = 0.1
+    while True:
+        try:
+            services = await open_services(settings, metrics)
+        except Exception as exc:
+            lifecycle.last_start_error = f"{type(exc).__name__}: {exc}"
+            log.error("start failed, retrying", error=lifecycle.last_start_error, retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_START_MAX_SECONDS)
+            continue
+        lifecycle.last_start_error = None
+        lifecycle.ready(services)
+        log.info("ready", database=services.control.dialect, data_dir=str(settings.data_dir))
+        return
+
+
+def openapi_document() -> dict[str, object]:
+    operations = [
+        openapi.Operation(
+            method=e.method,
+            path=e.path,
+            summary=e.summary,
+            tags=(e.tag,),
+            scopes=(str(e.scope),) if e.scope else (),
+            request_body=e.request_body,
+            request_content_types=e.request_content_types,
+            responses=e.responses,
+            path_params=e.path_params,
+        )
+        for e in ENDPOINTS
+    ]
+    return openapi.build_openapi(operations, title="Stellwerk", version=__version__)
+
+
+def build_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlette:
+    metrics = metrics or Metrics()
+    lifecycle: Lifecycle[Services] = Lifecycle()
+    document = openapi_document()
+
+    def authenticator() -> Authenticator:
+        try:
+            return lifecycle.services.authenticator
+        except NotReadyError as exc:
+            raise ApiError(
+                503, "ServiceUnavailable", str(exc), headers={"Retry-After": "1"}
+            ) from None
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        starting = asyncio.create_task(_start(settings, lifecycle, metrics))
+        try:
+            yield
+        finally:
+            lifecycle.stop()
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            if lifecycle.started:
+                await lifecycle.services.close()
+
+    async def openapi_json(_request: Request) -> Response:
+        return json_response(document)
+
+    rate_limit = TokenBuckets(settings.tenant_request_rate)
+    routes = [
+        *build_routes(ENDPOINTS, authenticator, rate_limit),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(ErrorMiddleware),
+            Middleware(RequestMetricsMiddleware, metrics),
+            Middleware(BodyLimitMiddleware, settings.max_body_bytes),
+        ],
+        exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
+        lifespan=lifespan,
+    )
+    app.state.lifecycle = lifecycle
+    app.state.metrics = metrics
+    app.state.settings = settings
+    return app

@@ -1,0 +1,47 @@
+"""`stellwerk bench NAME`: run a benchmark from the checkout's `bench/` folder.
+
+Benchmarks are scripts with `main(argv) -> int` that print their figures beside a baseline
+measured in the same run; `stellwerk bench all` runs each of them in turn.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import click
+
+
+def bench_dir() -> Path:
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "bench"
+        if candidate.is_dir() and (parent / "pyproject.toml").exists():
+            return candidate
+    raise click.ClickException("no bench/ folder: benchmarks run from a source checkout")
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in bench_dir().glob("*.py") if not p.stem.startswith("_"))
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("name")
+@click.pass_context
+def bench(ctx: click.Context, name: str) -> int:
+    """Run benchmark NAME (or `all`); extra arguments go to the benchmark."""
+    names = available() if name == "all" else [name]
+    for each in names:
+        path = bench_dir() / f"{each}.py"
+        if not path.exists():
+            raise click.UsageError(f"no benchmark {each!r}; have: {', '.join(available())}")
+        spec = importlib.util.spec_from_file_location(f"stellwerk_bench_{each}", path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        click.echo(f"== bench {each}", err=True)
+        code = module.main(list(ctx.args))
+        if code:
+            return int(code)
+    return 0

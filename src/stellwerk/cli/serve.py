@@ -1,0 +1,99 @@
+"""`stellwerk serve`: run the platform (by default every role in one process, embedded storage)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import FrameType
+from typing import Any
+
+import click
+import uvicorn
+
+from stellwerk.app import build_app
+from stellwerk.cli.options import setting_option, settings_from, store_options
+from stellwerk.config import Settings
+from stellwerk.ops.lifecycle import Lifecycle
+from stellwerk.ops.logging import configure_logging
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with a drain phase on SIGTERM/SIGINT.
+
+    First readiness goes false (load balancers stop sending) while requests are still served for
+    `drain_seconds`; then the listener closes and requests in flight finish (up to the shutdown
+    timeout); then the stores close and the process exits with status 0. A second signal exits now.
+    """
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle[Any], drain_seconds: float):
+        super().__init__(config)
+        self._lifecycle = lifecycle
+        self._drain_seconds = drain_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining:
+            self.should_exit = True
+            self.force_exit = True
+            return
+        self._draining = True
+        self._lifecycle.drain()
+        if self._drain_seconds <= 0 or self._loop is None:
+            self.should_exit = True
+            return
+        self._loop.call_soon_threadsafe(self._loop.call_later, self._drain_seconds, self._exit)
+
+    def _exit(self) -> None:
+        self.should_exit = True
+
+
+def run(settings: Settings) -> None:
+    app = build_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds) or None,
+    )
+    DrainingServer(config, app.state.lifecycle, settings.drain_seconds).run()
+
+
+@click.command()
+@store_options
+@setting_option("host", "Address to listen on.")
+@setting_option("port", "Port to listen on (0: any free port).")
+@setting_option("role", "all, gateway, router, delivery, status or scheduler.")
+@setting_option("nats_url", "NATS JetStream for the event log (scale-out mode).")
+@setting_option("redis_url", "Redis for shared caches.")
+@click.option(
+    "--allow-private-targets",
+    "allow_private_targets",
+    is_flag=True,
+    default=None,
+    envvar="STELLWERK_ALLOW_PRIVATE_TARGETS",
+    show_envvar=True,
+    help="Let targets reach private, loopback and link-local addresses.",
+)
+@setting_option("log_level", "debug, info, warning or error.")
+@setting_option("log_format", "auto (console on a terminal, else JSON), json or console.")
+@setting_option("max_body_bytes", "Largest request body accepted.")
+@setting_option("max_buses_per_tenant", "How many buses one tenant may have.")
+@setting_option("drain_seconds", "On SIGTERM, how long to keep serving with readiness false.")
+@setting_option("shutdown_timeout_seconds", "How long requests in flight may take at shutdown.")
+@setting_option("key_cache_seconds", "How long a key lookup is cached (revocation delay).")
+@setting_option("tenant_request_rate", "Requests per second one tenant may make (0: unlimited).")
+def serve(**values: Any) -> None:
+    """Run Stellwerk."""
+    settings = settings_from(values)
+    configure_logging(settings.log_level, settings.log_format)  # type: ignore[arg-type]
+    run(settings)
