@@ -13,6 +13,7 @@ chunks between groups, so they never hold the database for long.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
@@ -81,6 +82,7 @@ class SqliteEventLog:
         max_queue_delay: float = 1.0,
         max_group_events: int = 10_000,
         readers: int = 2,
+        dedup_sweep_interval: float = 1.0,
     ) -> None:
         self.path = Path(path)
         self._dedup_window_us = dedup_window // timedelta(microseconds=1)
@@ -101,7 +103,8 @@ class SqliteEventLog:
         self._streams: dict[tuple[str, str], int] = {}
         self._next_position = 1
         self._last_recorded_us = 0
-        self._last_sweep = 0.0
+        self._sweep_interval = dedup_sweep_interval
+        self._last_sweep = -float("inf")
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -320,7 +323,9 @@ class SqliteEventLog:
             self._next_position = event_rows[-1][0] + 1
             self._last_recorded_us = now_us
         if self._on_commit is not None:
-            self._on_commit(len(events), time.perf_counter() - started)
+            # The group is durable whatever the observer does; its failure must not fail it.
+            with contextlib.suppress(Exception):
+                self._on_commit(len(events), time.perf_counter() - started)
         split: list[list[AppendResult]] = []
         offset = 0
         for pending in group:
@@ -388,13 +393,13 @@ class SqliteEventLog:
         return results, event_rows, dedup_rows, last
 
     def _sweep_dedup(self) -> None:
-        """Drop expired dedup entries, a chunk at a time, at most once a second."""
-        if self._dedup_window_us <= 0 or time.monotonic() - self._last_sweep < 1.0:
+        """Drop expired dedup entries, a chunk at a time, at most once per sweep interval."""
+        if self._dedup_window_us <= 0 or time.monotonic() - self._last_sweep < self._sweep_interval:
             return
         self._last_sweep = time.monotonic()
         conn = self._writer_conn()
         cutoff = max(_to_us(self._clock()), self._last_recorded_us) - self._dedup_window_us
-        first_live = _first_position_since(conn, cutoff) or self._next_position
+        first_live = _first_position_since(conn, cutoff + 1) or self._next_position
         lowest = conn.execute(schema.MIN_DEDUP_POSITION).fetchone()[0]
         if lowest is None or lowest >= first_live:
             return

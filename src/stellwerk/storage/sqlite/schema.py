@@ -67,12 +67,13 @@ LAST_MARK: Final = "SELECT recorded_us FROM marks ORDER BY position DESC LIMIT 1
 FIRST_POSITION_SINCE: Final = (
     "SELECT position FROM marks WHERE recorded_us >= ? ORDER BY recorded_us, position LIMIT 1"
 )
-# Live duplicates of a group's keys, given as a JSON array of [stream, source, id] triples.
+# Live duplicates (recorded after the cutoff) of a group's keys, given as a JSON array of
+# [stream, source, id] triples.
 FIND_DUPLICATES: Final = """
     SELECT k.key, d.position FROM json_each(?) AS k
     JOIN dedup AS d
       ON d.stream = k.value ->> 0 AND d.source = k.value ->> 1 AND d.id = k.value ->> 2
-    WHERE d.recorded_us >= ?
+    WHERE d.recorded_us > ?
 """
 # REPLACE takes over an expired entry for the same key that the sweep has not removed yet.
 UPSERT_DEDUP: Final = (

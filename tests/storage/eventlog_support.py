@@ -1,0 +1,73 @@
+"""Helpers for the event log tests: a clock the tests move, and events to append."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+
+from stellwerk.events import CloudEvent, encode_event
+from stellwerk.storage.eventlog import DEFAULT_DEDUP_WINDOW, EventLog, NewEvent
+from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+BACKENDS = ["sqlite"]
+
+
+class MovableClock:
+    """Wall time that stands still until a test moves it (the one fake the log tests use)."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+def new_event(
+    event_id: str,
+    *,
+    tenant: str = "acme",
+    bus: str = "default",
+    source: str = "/orders",
+    event_type: str = "order.created",
+    subject: str | None = None,
+    data: object = None,
+    extensions: dict[str, str | int | bool] | None = None,
+) -> NewEvent:
+    event = CloudEvent(
+        id=event_id,
+        source=source,
+        type=event_type,
+        subject=subject,
+        data=data if data is not None else {"n": event_id},
+        extensions=extensions or {},
+    )
+    return NewEvent(tenant, bus, event_id, source, event_type, subject, encode_event(event))
+
+
+def body_of(raw: bytes) -> dict[str, object]:
+    decoded = msgspec.json.decode(raw)
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+@dataclass
+class LogFactory:
+    """Makes (unstarted) logs of one backend on the same storage, so a test can reopen it."""
+
+    backend: str
+    data_dir: Path
+    clock: MovableClock
+
+    def __call__(self, *, dedup_window: timedelta = DEFAULT_DEDUP_WINDOW) -> EventLog:
+        if self.backend == "sqlite":
+            return SqliteEventLog(
+                self.data_dir / EVENTS_FILE, clock=self.clock, dedup_window=dedup_window
+            )
+        raise AssertionError(f"unknown backend {self.backend}")

@@ -1,0 +1,198 @@
+"""What only the embedded SQLite log promises: group commit, bounded queue, its file's health."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from tests.storage.eventlog_support import MovableClock, new_event
+
+from stellwerk.storage.eventlog import AppendStatus, LogOverloaded, NewEvent
+from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+
+
+class CommitGate:
+    """An `on_commit` observer that can hold the writer thread after its next commit.
+
+    Holding the writer is how a test lets appends pile up in the queue deterministically.
+    """
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self._hold = False
+        self._held = threading.Event()
+        self._release = threading.Event()
+
+    def __call__(self, events: int, seconds: float) -> None:
+        assert seconds >= 0
+        self.batches.append(events)
+        if self._hold:
+            self._hold = False
+            self._held.set()
+            self._release.wait()
+
+    def hold_next(self) -> None:
+        self._hold = True
+
+    async def wait_held(self) -> None:
+        await asyncio.to_thread(self._held.wait)
+
+    def release(self) -> None:
+        self._release.set()
+
+
+async def _start_tasks(count: int) -> None:
+    """Let tasks created just before run up to their first real wait (their append is queued)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def test_concurrent_appends_share_one_commit(tmp_path: Path) -> None:
+    gate = CommitGate()
+    async with SqliteEventLog(tmp_path / EVENTS_FILE, on_commit=gate) as log:
+        gate.hold_next()
+        first = asyncio.create_task(log.append([new_event("first")]))
+        await gate.wait_held()
+
+        singles = [asyncio.create_task(log.append([new_event(f"e{i}")])) for i in range(100)]
+        await _start_tasks(1)
+        assert log.queued_events == 100
+        gate.release()
+        results = await asyncio.gather(first, *singles)
+
+        assert gate.batches == [1, 100]
+        positions = [r[0].position for r in results]
+        assert positions == sorted(positions)
+        assert len(set(positions)) == 101
+        assert len(await log.read("acme", "default")) == 101
+
+
+async def test_a_full_queue_refuses_instead_of_buffering(tmp_path: Path) -> None:
+    gate = CommitGate()
+    log = SqliteEventLog(tmp_path / EVENTS_FILE, on_commit=gate, max_queue_events=10)
+    async with log:
+        gate.hold_next()
+        first = asyncio.create_task(log.append([new_event("first")]))
+        await gate.wait_held()
+
+        queued = asyncio.create_task(log.append([new_event(f"q{i}") for i in range(6)]))
+        await _start_tasks(1)
+        with pytest.raises(LogOverloaded) as refused:
+            await log.append([new_event(f"r{i}") for i in range(5)])
+        assert refused.value.retry_after >= 1
+        fits = asyncio.create_task(log.append([new_event(f"f{i}") for i in range(4)]))
+        await _start_tasks(1)
+        assert log.queued_events == 10
+
+        gate.release()
+        await asyncio.gather(first, queued, fits)
+        stored = {e.id for e in await log.read("acme", "default")}
+        assert stored == {"first"} | {f"q{i}" for i in range(6)} | {f"f{i}" for i in range(4)}
+        # With the queue drained the log takes appends again.
+        assert (await log.append([new_event("r0")]))[0].status is AppendStatus.STORED
+
+
+async def test_an_append_waiting_too_long_makes_the_log_refuse_more(tmp_path: Path) -> None:
+    gate = CommitGate()
+    log = SqliteEventLog(tmp_path / EVENTS_FILE, on_commit=gate, max_queue_delay=0.0)
+    async with log:
+        gate.hold_next()
+        first = asyncio.create_task(log.append([new_event("first")]))
+        await gate.wait_held()
+        waiting = asyncio.create_task(log.append([new_event("waiting")]))
+        await _start_tasks(1)
+
+        with pytest.raises(LogOverloaded):
+            await log.append([new_event("refused")])
+        gate.release()
+        await asyncio.gather(first, waiting)
+
+
+async def test_one_batch_above_the_bounds_gets_through_an_empty_queue(tmp_path: Path) -> None:
+    async with SqliteEventLog(tmp_path / EVENTS_FILE, max_queue_events=5) as log:
+        results = await log.append([new_event(f"e{i}") for i in range(50)])
+    assert len({r.position for r in results}) == 50
+
+
+async def test_appends_are_acknowledged_after_the_closing_drain(tmp_path: Path) -> None:
+    log = SqliteEventLog(tmp_path / EVENTS_FILE)
+    await log.start()
+    pending = [asyncio.create_task(log.append([new_event(f"e{i}")])) for i in range(20)]
+    await _start_tasks(1)
+    await log.close()
+    results = await asyncio.gather(*pending)
+    assert all(r[0].status is AppendStatus.STORED for r in results)
+    async with SqliteEventLog(tmp_path / EVENTS_FILE) as reopened:
+        assert len(await reopened.read("acme", "default")) == 20
+
+
+async def test_a_failing_observer_does_not_fail_durable_appends(tmp_path: Path) -> None:
+    def broken(events: int, seconds: float) -> None:
+        raise RuntimeError("metrics are down")
+
+    async with SqliteEventLog(tmp_path / EVENTS_FILE, on_commit=broken) as log:
+        (result,) = await log.append([new_event("e1")])
+        assert result.status is AppendStatus.STORED
+
+
+async def test_a_cancelled_caller_leaves_the_writer_working(tmp_path: Path) -> None:
+    gate = CommitGate()
+    async with SqliteEventLog(tmp_path / EVENTS_FILE, on_commit=gate) as log:
+        gate.hold_next()
+        first = asyncio.create_task(log.append([new_event("first")]))
+        await gate.wait_held()
+        abandoned = asyncio.create_task(log.append([new_event("abandoned")]))
+        await _start_tasks(1)
+        abandoned.cancel()
+        gate.release()
+        await first
+        (after,) = await log.append([new_event("after")])
+        assert after.status is AppendStatus.STORED
+        # Once queued an append is stored even if its caller has gone (it cannot be unsent).
+        ids = [e.id for e in await log.read("acme", "default")]
+        assert ids == ["first", "abandoned", "after"]
+
+
+async def test_a_body_that_is_not_one_json_object_is_refused(tmp_path: Path) -> None:
+    bad = NewEvent("acme", "default", "e1", "/s", "t", None, b"[1]")
+    async with SqliteEventLog(tmp_path / EVENTS_FILE) as log:
+        with pytest.raises(ValueError, match="e1"):
+            await log.append([bad])
+        assert await log.read("acme", "default") == []
+
+
+async def test_expired_dedup_entries_are_swept(tmp_path: Path) -> None:
+    clock = MovableClock()
+    path = tmp_path / EVENTS_FILE
+    log = SqliteEventLog(path, clock=clock, dedup_window=timedelta(hours=1), dedup_sweep_interval=0)
+    async with log:
+        await log.append([new_event(f"old{i}") for i in range(30)])
+        clock.advance(timedelta(hours=2))
+        await log.append([new_event("new")])
+        # The sweep runs in the writer after a group; the next append is queued behind it.
+        await log.append([new_event("newer")])
+
+    with sqlite3.connect(path) as conn:
+        keys = {row[0] for row in conn.execute("SELECT id FROM dedup")}
+        assert keys == {"new", "newer"}
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 32
+
+
+async def test_the_file_is_wal_and_intact_after_a_busy_run(tmp_path: Path) -> None:
+    path = tmp_path / EVENTS_FILE
+    async with SqliteEventLog(path, max_group_events=64) as log:
+        await asyncio.gather(
+            *(
+                log.append([new_event(f"t{task}-{i}", bus=f"bus{task % 3}") for i in range(10)])
+                for task in range(50)
+            )
+        )
+        await log.trim(datetime.now(UTC) + timedelta(days=1))
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
