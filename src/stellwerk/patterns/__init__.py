@@ -2,5 +2,16 @@
 
 from stellwerk.patterns.compiled import CompiledPattern, compile_pattern
 from stellwerk.patterns.errors import InvalidPatternError
+from stellwerk.patterns.explain import ClauseExplanation, Explanation, FieldMismatch, explain
+from stellwerk.patterns.matcher import Matcher
 
-__all__ = ["CompiledPattern", "InvalidPatternError", "compile_pattern"]
+__all__ = [
+    "ClauseExplanation",
+    "CompiledPattern",
+    "Explanation",
+    "FieldMismatch",
+    "InvalidPatternError",
+    "Matcher",
+    "compile_pattern",
+    "explain",
+]

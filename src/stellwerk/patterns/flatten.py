@@ -1,9 +1,8 @@
 """Reading from an event only the leaf values that some pattern asks for.
 
-Patterns name dotted paths. A *path trie* maps every way of splitting such a path into event keys
-(``detail.state`` is ``detail`` then ``state``, or one key ``detail.state``, as EventBridge joins
-keys with dots) onto the path's number, so one walk over the event collects every value any rule
-needs without looking at the rest of the event.
+Patterns name dotted paths. A *path trie* of the paths' parts leads one walk over the event to
+every value any rule needs, without looking at the rest of the event. EventBridge joins keys with
+dots, so an event key ``"state.status"`` is found where ``state`` then ``status`` lead.
 
 Arrays are crushed out as EventBridge does: every element is a value of the field. Values that sit
 inside objects in arrays also carry their *membership*, the array elements they came from, so that
@@ -12,7 +11,7 @@ a clause can refuse to combine fields from different elements of the same array.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 # (id of the array, index in it) for each array of objects on the way to a value.
@@ -21,44 +20,41 @@ Membership = tuple[tuple[int, int], ...]
 Trie = dict[str, tuple["Trie | None", int]]
 Values = dict[int, list[Any]]
 Placed = dict[int, list[tuple[Any, Membership]]]
+# Evaluates one leaf value of a path into the set of matched operator ids.
+Evaluator = Callable[[Any, set[int]], None]
 
 _MISSING = object()
-# A path with more dots than this is only matched by its plain split, keeping the trie small.
-_MAX_SPLIT_DOTS = 10
-
-
-def _splits(path: str) -> Iterable[list[str]]:
-    parts = path.split(".")
-    if len(parts) - 1 > _MAX_SPLIT_DOTS:
-        yield parts
-        yield [path]
-        return
-    for mask in range(1 << (len(parts) - 1)):
-        keys = [parts[0]]
-        for index, part in enumerate(parts[1:]):
-            if mask >> index & 1:
-                keys[-1] = f"{keys[-1]}.{part}"
-            else:
-                keys.append(part)
-        yield keys
 
 
 def build_trie(paths: Sequence[str]) -> Trie:
     root: Trie = {}
     for number, path in enumerate(paths):
-        for keys in _splits(path):
-            node = root
-            for depth, key in enumerate(keys):
-                children, leaf = node.get(key, (None, -1))
-                last = depth == len(keys) - 1
-                if last:
-                    node[key] = (children, number)
-                else:
-                    if children is None:
-                        children = {}
-                    node[key] = (children, leaf)
-                    node = children
+        keys = path.split(".")
+        node = root
+        for depth, key in enumerate(keys):
+            children, leaf = node.get(key, (None, -1))
+            if depth == len(keys) - 1:
+                node[key] = (children, number)
+            else:
+                if children is None:
+                    children = {}
+                node[key] = (children, leaf)
+                node = children
     return root
+
+
+def _dotted(obj: dict[str, Any], trie: Trie) -> Iterator[tuple[Any, Trie | None, int]]:
+    """Values under keys that contain dots, found where their parts lead in the trie."""
+    for key, value in obj.items():
+        if "." not in key:
+            continue
+        node: Trie | None = trie
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.get(part, (None, -1))[0] if node is not None else None
+        if node is not None and parts[-1] in node:
+            children, number = node[parts[-1]]
+            yield value, children, number
 
 
 def collect(event: Any, trie: Trie) -> tuple[Values, Placed | None]:
@@ -70,7 +66,68 @@ def collect(event: Any, trie: Trie) -> tuple[Values, Placed | None]:
     return values, placed or None
 
 
-def _walk(obj: dict[str, Any], trie: Trie, values: Values, placed: Placed, member: Membership) -> None:
+def _walk(
+    obj: dict[str, Any], trie: Trie, values: Values, placed: Placed, member: Membership
+) -> None:
+    get = obj.get
+    for key, (children, number) in trie.items():
+        value = get(key, _MISSING)
+        if value is not _MISSING:
+            _take(value, children, number, values, placed, member)
+    if "." in "".join(obj):
+        for value, children, number in _dotted(obj, trie):
+            _take(value, children, number, values, placed, member)
+
+
+def _take(
+    value: Any,
+    children: Trie | None,
+    number: int,
+    values: Values,
+    placed: Placed,
+    member: Membership,
+) -> None:
+    kind = type(value)
+    if kind is dict:
+        if children is not None:
+            _walk(value, children, values, placed, member)
+    elif kind is list:
+        for index, item in enumerate(value):
+            # Scalars of one array are values of the same field, so their index never matters;
+            # objects (and nested arrays) in it are told apart by the element they sit in.
+            if type(item) is dict or type(item) is list:
+                _take(item, children, number, values, placed, (*member, (id(value), index)))
+            else:
+                _take(item, children, number, values, placed, member)
+    elif number >= 0:
+        values.setdefault(number, []).append(value)
+        if member:
+            placed.setdefault(number, []).append((value, member))
+
+
+def scan(
+    event: Any, trie: Trie, evaluators: Sequence[Evaluator], hit: set[int], seen: set[int]
+) -> Placed | None:
+    """The matcher's walk: evaluates every leaf value as it is found, instead of collecting it.
+
+    Fills ``hit`` with matched operator ids and ``seen`` with the paths present; returns the
+    values that sit in arrays of objects, which need the array-consistency check.
+    """
+    placed: Placed = {}
+    if type(event) is dict:
+        _scan(event, trie, evaluators, hit, seen, placed, ())
+    return placed or None
+
+
+def _scan(
+    obj: dict[str, Any],
+    trie: Trie,
+    evaluators: Sequence[Evaluator],
+    hit: set[int],
+    seen: set[int],
+    placed: Placed,
+    member: Membership,
+) -> None:
     get = obj.get
     for key, (children, number) in trie.items():
         value = get(key, _MISSING)
@@ -79,49 +136,46 @@ def _walk(obj: dict[str, Any], trie: Trie, values: Values, placed: Placed, membe
         kind = type(value)
         if kind is dict:
             if children is not None:
-                _walk(value, children, values, placed, member)
+                _scan(value, children, evaluators, hit, seen, placed, member)
         elif kind is list:
-            _walk_array(value, children, number, values, placed, member)
+            _scan_value(value, children, number, evaluators, hit, seen, placed, member)
         elif number >= 0:
-            if member or number in placed:
-                _place(number, value, member, values, placed)
-            else:
-                found = values.get(number)
-                if found is None:
-                    values[number] = [value]
-                else:
-                    found.append(value)
+            evaluators[number](value, hit)
+            seen.add(number)
+            if member:
+                placed.setdefault(number, []).append((value, member))
+    # EventBridge joins keys with dots, so a key "a.b" is the path a -> b.
+    if "." in "".join(obj):
+        for value, children, number in _dotted(obj, trie):
+            _scan_value(value, children, number, evaluators, hit, seen, placed, member)
 
 
-def _walk_array(
-    array: list[Any],
+def _scan_value(
+    value: Any,
     children: Trie | None,
     number: int,
-    values: Values,
+    evaluators: Sequence[Evaluator],
+    hit: set[int],
+    seen: set[int],
     placed: Placed,
     member: Membership,
 ) -> None:
-    for index, item in enumerate(array):
-        kind = type(item)
-        if kind is dict:
-            if children is not None:
-                _walk(item, children, values, placed, (*member, (id(array), index)))
-        elif kind is list:
-            _walk_array(item, children, number, values, placed, (*member, (id(array), index)))
-        elif number >= 0:
-            # Scalars of one array are values of the same field, so their index never matters.
-            if member or number in placed:
-                _place(number, item, member, values, placed)
+    kind = type(value)
+    if kind is dict:
+        if children is not None:
+            _scan(value, children, evaluators, hit, seen, placed, member)
+    elif kind is list:
+        for index, item in enumerate(value):
+            if type(item) is dict or type(item) is list:
+                inner = (*member, (id(value), index))
+                _scan_value(item, children, number, evaluators, hit, seen, placed, inner)
             else:
-                values.setdefault(number, []).append(item)
-
-
-def _place(number: int, value: Any, member: Membership, values: Values, placed: Placed) -> None:
-    found = values.setdefault(number, [])
-    if number not in placed:
-        placed[number] = [(earlier, ()) for earlier in found]
-    found.append(value)
-    placed[number].append((value, member))
+                _scan_value(item, children, number, evaluators, hit, seen, placed, member)
+    elif number >= 0:
+        evaluators[number](value, hit)
+        seen.add(number)
+        if member:
+            placed.setdefault(number, []).append((value, member))
 
 
 def compatible(first: Membership, second: Membership) -> bool:
