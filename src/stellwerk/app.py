@@ -24,6 +24,7 @@ from stellwerk.api.bodies import json_response
 from stellwerk.api.endpoints import Endpoint, build_routes
 from stellwerk.api.errors import (
     ApiError,
+    ErrorBody,
     ErrorMiddleware,
     handle_api_error,
     handle_http_exception,
@@ -97,7 +98,9 @@ def openapi_document() -> dict[str, object]:
         )
         for e in ENDPOINTS
     ]
-    return openapi.build_openapi(operations, title="Stellwerk", version=__version__)
+    return openapi.build_openapi(
+        operations, title="Stellwerk", version=__version__, error_body=ErrorBody
+    )
 
 
 def build_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlette:

@@ -1,0 +1,82 @@
+"""A real `stellwerk serve` process on a loopback port, for tests that need signals and sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    data_dir: Path
+
+    def wait_until(self, path: str, status: int, timeout: float = 30.0) -> httpx.Response:
+        """Poll `path` until it answers `status` (a bounded loop, not a sleep)."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"server exited with {self.process.returncode}: {self.output()}"
+                )
+            try:
+                response = httpx.get(self.url + path, timeout=2)
+                if response.status_code == status:
+                    return response
+                last = response.status_code
+            except httpx.TransportError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise AssertionError(f"{path} did not answer {status} within {timeout}s (last: {last})")
+
+    def output(self) -> str:
+        if self.process.stdout is None or self.process.poll() is None:
+            return ""
+        return self.process.stdout.read().decode(errors="replace")
+
+    def terminate(self, sig: int = signal.SIGTERM) -> None:
+        self.process.send_signal(sig)
+
+
+@contextmanager
+def running_server(
+    data_dir: Path, port: int, *args: str, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    command: Sequence[str] = [
+        STELLWERK,
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+        *args,
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "STELLWERK_LOG_FORMAT": "json", **(env or {})},
+    )
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", data_dir)
+    try:
+        server.wait_until("/readyz", 200)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+        if process.stdout:
+            process.stdout.close()
