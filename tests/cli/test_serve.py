@@ -1,4 +1,4 @@
-"""`stellwerk serve` as a real process: first start, graceful drain on SIGTERM, the CLI beside it."""
+"""`stellwerk serve` as a real process: first start, SIGTERM drain, the CLI beside it."""
 
 from __future__ import annotations
 
