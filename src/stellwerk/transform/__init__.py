@@ -1,0 +1,6 @@
+"""Input transformation: what a target receives, shaped from the event (EventBridge compatible)."""
+
+from stellwerk.transform.errors import InvalidTransformerError
+from stellwerk.transform.transformer import BUILTINS, MAX_VARIABLES, InputTransformer
+
+__all__ = ["BUILTINS", "MAX_VARIABLES", "InputTransformer", "InvalidTransformerError"]
