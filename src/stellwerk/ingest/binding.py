@@ -12,7 +12,9 @@ Problems with one event become an `EventFailure` at its index, so a batch can pa
 In binary mode the body is the event's data: a JSON media type (`application/json`, `text/json`
 or a `+json` suffix) makes it `data`, and a body that then is not JSON fails the event with
 `InvalidData` rather than being stored as something the producer did not mean. Any other media
-type, or none, makes it `data_base64`, so the bytes are kept exactly. An empty body means no data.
+type makes it `data_base64`, so the bytes are kept exactly. Without a content type (the SDKs send
+none for JSON data) the body is `data` if it is JSON, else `data_base64`; a JSON `null` body
+counts as no data, like an empty body.
 """
 
 from __future__ import annotations
@@ -213,12 +215,20 @@ def _decode_binary(
         if not lowered.startswith(_CE_PREFIX) or lowered == "ce-datacontenttype":
             continue
         attribute = lowered[len(_CE_PREFIX) :]
+        if attribute in ("data", "data_base64"):
+            return EventFailure(
+                0,
+                _id_of(obj),
+                EventErrorCode.INVALID_EXTENSION,
+                attribute,
+                f"header '{name}' is not allowed: the body carries the data in binary mode",
+            )
         try:
             obj[attribute] = percent_decode(value)
         except ValueError:
             return EventFailure(
                 0,
-                None,
+                _id_of(obj),
                 EventErrorCode.INVALID_ATTRIBUTE,
                 attribute,
                 f"header '{name}' is not valid percent-encoded UTF-8",
@@ -226,19 +236,21 @@ def _decode_binary(
     if content_type:
         obj["datacontenttype"] = content_type
     if body:
-        if _is_json_media_type(_parse_content_type(content_type)[0]):
+        if content_type and not _is_json(content_type):
+            obj["data_base64"] = base64.b64encode(body).decode("ascii")
+        else:
             try:
                 obj["data"] = _decoder.decode(body)
             except (msgspec.DecodeError, RecursionError):
-                return EventFailure(
-                    0,
-                    _id_of(obj),
-                    EventErrorCode.INVALID_DATA,
-                    "data",
-                    f"the body is not valid JSON but the content type is {content_type!r}",
-                )
-        else:
-            obj["data_base64"] = base64.b64encode(body).decode("ascii")
+                if content_type:
+                    return EventFailure(
+                        0,
+                        _id_of(obj),
+                        EventErrorCode.INVALID_DATA,
+                        "data",
+                        f"the body is not valid JSON but the content type is {content_type!r}",
+                    )
+                obj["data_base64"] = base64.b64encode(body).decode("ascii")
     return _decode_one(0, obj, limits)
 
 
@@ -294,7 +306,8 @@ def _parse_content_type(content_type: str | None) -> tuple[str, dict[str, str]]:
     return media_type.strip().lower(), params
 
 
-def _is_json_media_type(media_type: str) -> bool:
+def _is_json(content_type: str) -> bool:
+    media_type = _parse_content_type(content_type)[0]
     return media_type in ("application/json", "text/json") or media_type.endswith("+json")
 
 

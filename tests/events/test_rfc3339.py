@@ -1,0 +1,61 @@
+"""RFC 3339 parsing and formatting."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stellwerk.events import format_rfc3339, parse_rfc3339
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-03-01T12:00:00Z", datetime(2026, 3, 1, 12, tzinfo=UTC)),
+        ("2026-03-01t12:00:00z", datetime(2026, 3, 1, 12, tzinfo=UTC)),
+        ("2026-03-01T12:00:00.5Z", datetime(2026, 3, 1, 12, 0, 0, 500_000, tzinfo=UTC)),
+        (
+            "2026-03-01T12:00:00.123456789-05:30",
+            datetime(
+                2026, 3, 1, 12, 0, 0, 123456, tzinfo=timezone(-timedelta(hours=5, minutes=30))
+            ),
+        ),
+        ("2016-12-31T23:59:60Z", datetime(2016, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)),
+    ],
+)
+def test_parses_rfc3339_date_times(text: str, expected: datetime) -> None:
+    assert parse_rfc3339(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "2026-03-01",
+        "2026-03-01T12:00Z",
+        "2026-03-01T12:00:00",
+        "2026-13-01T00:00:00Z",
+        "2026-03-01T12:00:00+25:00",
+        "2026-03-01T12:00:00.Z",
+        "\uff12\uff10\uff12\uff16-03-01T12:00:00Z",
+    ],
+)
+def test_refuses_what_is_not_rfc3339(text: str) -> None:
+    with pytest.raises(ValueError, match=r"RFC 3339|valid"):
+        parse_rfc3339(text)
+
+
+@given(st.datetimes(timezones=st.just(UTC), min_value=datetime(1000, 1, 1)))
+def test_format_then_parse_is_the_same_instant(moment: datetime) -> None:
+    text = format_rfc3339(moment)
+    assert parse_rfc3339(text) == moment
+    assert text.endswith("Z")
+    assert len(text) == 27
+
+
+def test_format_refuses_naive_datetimes() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        format_rfc3339(datetime(2026, 3, 1))

@@ -1,0 +1,316 @@
+"""The CloudEvents HTTP binding decoder, checked against the real `cloudevents` SDK."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import pytest
+from cloudevents.core.bindings import http as ce_http
+from cloudevents.core.v1.event import CloudEvent as SdkEvent
+from cloudevents.v1 import conversion as ce_conversion
+from cloudevents.v1.http import CloudEvent as SdkEventV1
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stellwerk.events import EventErrorCode, parse_rfc3339
+from stellwerk.ingest.binding import (
+    BATCH_CONTENT_TYPE,
+    STRUCTURED_CONTENT_TYPE,
+    BindingError,
+    BindingErrorCode,
+    BindingLimits,
+    DecodedEvent,
+    DecodeResult,
+    EventFailure,
+    decode_request,
+    percent_decode,
+)
+
+TIME = datetime(2026, 3, 1, 12, 30, 15, 250000, tzinfo=UTC)
+
+
+def sdk_attributes(**extra: Any) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "id": "evt-1",
+        "source": "https://shop.example/orders",
+        "type": "com.example.order.created",
+        "specversion": "1.0",
+        "time": TIME,
+        "subject": "order/7",
+    }
+    attributes.update(extra)
+    return attributes
+
+
+def only_event(results: list[DecodeResult]) -> DecodedEvent:
+    assert len(results) == 1
+    (result,) = results
+    assert isinstance(result, DecodedEvent), result
+    return result
+
+
+def only_failure(results: list[DecodeResult]) -> EventFailure:
+    assert len(results) == 1
+    (result,) = results
+    assert isinstance(result, EventFailure), result
+    return result
+
+
+def assert_same_attributes(decoded: DecodedEvent, sdk_attrs: dict[str, Any]) -> None:
+    event = decoded.event
+    assert (event.id, event.source, event.type, event.specversion) == (
+        sdk_attrs["id"],
+        sdk_attrs["source"],
+        sdk_attrs["type"],
+        sdk_attrs["specversion"],
+    )
+    assert event.subject == sdk_attrs.get("subject")
+    assert event.time is not None
+    expected_time = sdk_attrs["time"]
+    if isinstance(expected_time, str):
+        expected_time = parse_rfc3339(expected_time)
+    assert parse_rfc3339(event.time) == expected_time
+    known = {"id", "source", "type", "specversion", "time", "subject", "datacontenttype"}
+    assert event.extensions == {k: v for k, v in sdk_attrs.items() if k not in known}
+
+
+@pytest.mark.parametrize("extension", ["plain", 'with space, % and "quotes" and ümlauts'])
+def test_sdk_binary_mode_with_percent_encoded_headers(extension: str) -> None:
+    attrs = sdk_attributes(comexampletrace=extension)
+    message = ce_http.to_binary_event(SdkEvent(dict(attrs), {"total": 120, "items": ["a"]}))
+
+    decoded = only_event(
+        decode_request(message.headers.get("content-type"), message.headers, message.body)
+    )
+
+    assert_same_attributes(decoded, attrs)
+    assert decoded.event.data == {"total": 120, "items": ["a"]}
+
+
+def test_sdk_structured_mode() -> None:
+    attrs = sdk_attributes(datacontenttype="application/json", region="eu1")
+    message = ce_http.to_structured_event(SdkEvent(dict(attrs), {"total": 120}))
+
+    decoded = only_event(decode_request(message.headers["content-type"], {}, message.body))
+
+    assert_same_attributes(decoded, attrs)
+    assert decoded.event.datacontenttype == "application/json"
+    assert decoded.event.data == {"total": 120}
+
+
+def test_sdk_v1_structured_and_binary_with_bytes_data() -> None:
+    attrs = sdk_attributes(datacontenttype="application/octet-stream", time=TIME.isoformat())
+    payload = b"\x00\x01binary\xff"
+    event = SdkEventV1(dict(attrs), payload)
+    headers, body = ce_conversion.to_structured(event)
+    structured = only_event(decode_request(headers["content-type"], headers, body))
+    headers, body = ce_conversion.to_binary(event)
+    binary = only_event(decode_request(headers["content-type"], headers, body))
+
+    for decoded in (structured, binary):
+        assert_same_attributes(decoded, attrs)
+        assert decoded.event.data_base64 is not None
+        assert base64.b64decode(decoded.event.data_base64) == payload
+
+
+def test_batch_mode_of_sdk_events_keeps_order() -> None:
+    events = [
+        json.loads(ce_http.to_structured_event(SdkEvent(sdk_attributes(id=f"e{i}"), {"i": i})).body)
+        for i in range(3)
+    ]
+    results = decode_request(BATCH_CONTENT_TYPE, {}, json.dumps(events).encode())
+
+    assert [r.index for r in results] == [0, 1, 2]
+    assert [r.event.id for r in results if isinstance(r, DecodedEvent)] == ["e0", "e1", "e2"]
+
+
+def test_plain_json_takes_an_object_or_an_array() -> None:
+    event = {"specversion": "1.0", "id": "a", "source": "/s", "type": "t"}
+    one = decode_request("application/json; charset=utf-8", {}, msgspec.json.encode(event))
+    many = decode_request("Application/JSON", {}, msgspec.json.encode([event, event]))
+
+    assert only_event(one).event.id == "a"
+    assert len(many) == 2
+
+
+def test_a_batch_partly_fails_per_index() -> None:
+    good = {"specversion": "1.0", "id": "ok", "source": "/s", "type": "t"}
+    batch = [
+        good,
+        {**good, "id": "late", "time": "yesterday"},
+        {**good, "id": None},
+        "not an event",
+        {**good, "id": "big", "data": "x" * 2000},
+    ]
+    limits = BindingLimits(max_event_size=1000)
+
+    results = decode_request(BATCH_CONTENT_TYPE, {}, msgspec.json.encode(batch), limits)
+
+    assert isinstance(results[0], DecodedEvent)
+    failures = [r for r in results if isinstance(r, EventFailure)]
+    assert [(f.index, f.id, f.code, f.attribute) for f in failures] == [
+        (1, "late", EventErrorCode.INVALID_ATTRIBUTE, "time"),
+        (2, None, EventErrorCode.MISSING_ATTRIBUTE, "id"),
+        (3, None, EventErrorCode.NOT_AN_OBJECT, None),
+        (4, "big", EventErrorCode.EVENT_TOO_LARGE, None),
+    ]
+
+
+def test_encoded_event_is_what_was_sent_minus_stellwerk_extensions() -> None:
+    sent = {
+        "specversion": "1.0",
+        "id": "a",
+        "source": "/s",
+        "type": "t",
+        "tenant": "someone-else",
+        "ext": 1,
+        "data": {"k": [1.5, None, True]},
+    }
+    decoded = only_event(decode_request(STRUCTURED_CONTENT_TYPE, {}, msgspec.json.encode(sent)))
+
+    del sent["tenant"]
+    assert msgspec.json.decode(decoded.encoded) == sent
+
+
+def test_binary_mode_data_by_content_type() -> None:
+    headers = {"CE-SpecVersion": "1.0", "ce-id": "b1", "ce-source": "/s", "ce-type": "t"}
+
+    text = only_event(decode_request("text/plain", headers, b"hello"))
+    assert text.event.data_base64 == base64.b64encode(b"hello").decode()
+    assert text.event.datacontenttype == "text/plain"
+    cloud_json = only_event(decode_request("application/vnd.x+json", headers, b"[1,2]"))
+    assert cloud_json.event.data == [1, 2]
+    untyped = only_event(decode_request(None, headers, b"\xff\xfe"))
+    assert untyped.event.data_base64 == base64.b64encode(b"\xff\xfe").decode()
+    empty = only_event(decode_request("application/json", headers, b""))
+    assert empty.event.data is msgspec.UNSET
+    assert empty.event.data_base64 is None
+
+    broken = only_failure(decode_request("application/json", headers, b"{oops"))
+    assert (broken.id, broken.code, broken.attribute) == ("b1", EventErrorCode.INVALID_DATA, "data")
+
+
+def test_binary_mode_refuses_bad_headers_per_event() -> None:
+    headers = {"ce-specversion": "1.0", "ce-id": "b1", "ce-source": "/s", "ce-type": "t"}
+
+    bad_escape = only_failure(decode_request(None, {**headers, "ce-note": "50%"}, b""))
+    assert (bad_escape.code, bad_escape.attribute) == (EventErrorCode.INVALID_ATTRIBUTE, "note")
+    not_utf8 = only_failure(decode_request(None, {**headers, "ce-note": "%FF"}, b""))
+    assert not_utf8.code is EventErrorCode.INVALID_ATTRIBUTE
+    data_header = only_failure(decode_request(None, {**headers, "ce-data": "x"}, b""))
+    assert data_header.code is EventErrorCode.INVALID_EXTENSION
+    missing = only_failure(decode_request(None, {"ce-specversion": "1.0", "ce-id": "x"}, b""))
+    assert (missing.code, missing.attribute) == (EventErrorCode.MISSING_ATTRIBUTE, "source")
+
+
+def test_percent_decoding_follows_the_binding() -> None:
+    assert percent_decode("plain") == "plain"
+    assert percent_decode("%C3%BCber%20%25%22") == 'über %"'
+    assert percent_decode("caf\u00c3\u00a9") == "café"  # UTF-8 bytes a server read as Latin-1
+    for bad in ["%", "%4", "%zz", "%C3"]:
+        with pytest.raises(ValueError, match=r"percent|utf-8|decode"):
+            percent_decode(bad)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status", "code"),
+    [
+        (STRUCTURED_CONTENT_TYPE, b"{not json", 400, BindingErrorCode.INVALID_JSON),
+        (STRUCTURED_CONTENT_TYPE, b"[]", 400, BindingErrorCode.NOT_AN_OBJECT),
+        (BATCH_CONTENT_TYPE, b"{}", 400, BindingErrorCode.NOT_AN_ARRAY),
+        ("application/json", b'"event"', 400, BindingErrorCode.NOT_AN_OBJECT_OR_ARRAY),
+        ("application/json", b"[" * 2000 + b"]" * 2000, 400, BindingErrorCode.INVALID_JSON),
+        ("text/plain", b"{}", 415, BindingErrorCode.UNSUPPORTED_MEDIA_TYPE),
+        (None, b"{}", 415, BindingErrorCode.UNSUPPORTED_MEDIA_TYPE),
+        ("application/cloudevents+avro", b"{}", 415, BindingErrorCode.UNSUPPORTED_MEDIA_TYPE),
+        ("application/json; charset=latin-1", b"{}", 415, BindingErrorCode.UNSUPPORTED_MEDIA_TYPE),
+        ("application/json", b"[" + b"{}," * 10 + b"{}]", 413, BindingErrorCode.BATCH_TOO_LARGE),
+        ("application/json", b" " * 5000 + b"{}", 413, BindingErrorCode.BODY_TOO_LARGE),
+    ],
+)
+def test_whole_request_errors(
+    content_type: str | None, body: bytes, status: int, code: BindingErrorCode
+) -> None:
+    limits = BindingLimits(max_batch_size=10, max_body_size=4096)
+    with pytest.raises(BindingError) as caught:
+        decode_request(content_type, {}, body, limits)
+    assert (caught.value.status, caught.value.code) == (status, code)
+    assert caught.value.message
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+_event_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "specversion": st.sampled_from(["1.0", "0.3", 1]),
+        "id": st.text(max_size=5) | st.integers(),
+        "source": st.text(max_size=5),
+        "type": st.text(max_size=5),
+        "time": st.sampled_from(["2026-01-01T00:00:00Z", "nope", ""]),
+        "data": _json_values,
+        "data_base64": st.text(max_size=8),
+        "tenant": st.text(max_size=3),
+    },
+).flatmap(
+    lambda d: st.dictionaries(st.text(max_size=6), _json_values, max_size=3).map(
+        lambda extra: {**extra, **d}
+    )
+)
+_content_types = st.sampled_from(
+    [
+        None,
+        "",
+        STRUCTURED_CONTENT_TYPE,
+        BATCH_CONTENT_TYPE,
+        "application/json",
+        "application/json; charset=utf-8",
+        "text/plain",
+        "application/xml+json",
+        ";;=",
+    ]
+) | st.text(max_size=20)
+_headers = st.dictionaries(
+    st.sampled_from(["ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", "CE-X", "ce-"])
+    | st.text(max_size=8),
+    st.text(max_size=12),
+    max_size=6,
+)
+_bodies = (
+    st.binary(max_size=64)
+    | _json_values.map(msgspec.json.encode)
+    | _event_like.map(msgspec.json.encode)
+    | st.lists(_event_like, max_size=5).map(msgspec.json.encode)
+)
+
+
+@settings(max_examples=250, suppress_health_check=[HealthCheck.too_slow])
+@given(content_type=_content_types, headers=_headers, body=_bodies)
+def test_fuzzed_requests_only_raise_binding_errors(
+    content_type: str | None, headers: dict[str, str], body: bytes
+) -> None:
+    limits = BindingLimits(max_batch_size=4, max_event_size=2048)
+    try:
+        results = decode_request(content_type, headers, body, limits)
+    except BindingError as exc:
+        status = exc.status
+        assert status in (400, 413, 415)
+        return
+    assert [r.index for r in results] == list(range(len(results)))
+    for result in results:
+        if isinstance(result, DecodedEvent):
+            assert len(result.encoded) <= limits.max_event_size
+            decoded = msgspec.json.decode(result.encoded)
+            assert isinstance(decoded, dict)
+            assert decoded["id"] == result.event.id
+            assert "tenant" not in decoded
+        else:
+            assert isinstance(result, EventFailure)
+            assert result.message
