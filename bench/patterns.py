@@ -22,10 +22,16 @@ import msgspec
 
 from stellwerk.patterns import CompiledPattern, Matcher, compile_pattern
 
-TYPES = [f"com.example.{noun}.{verb}" for noun in ("order", "user", "invoice", "shipment",
-         "payment", "cart") for verb in ("created", "updated", "deleted", "failed")]
-SOURCES = [f"/{team}/{svc}" for team in ("shop", "billing", "logistics", "identity")
-           for svc in ("api", "worker", "cron")]
+TYPES = [
+    f"com.example.{noun}.{verb}"
+    for noun in ("order", "user", "invoice", "shipment", "payment", "cart")
+    for verb in ("created", "updated", "deleted", "failed")
+]
+SOURCES = [
+    f"/{team}/{svc}"
+    for team in ("shop", "billing", "logistics", "identity")
+    for svc in ("api", "worker", "cron")
+]
 COUNTRIES = ["DE", "FR", "US", "GB", "NL", "SE", "PL", "IT", "ES", "AT"]
 STATES = ["new", "paid", "shipped", "cancelled", "refunded", "on-hold", "initializing"]
 TIERS = ["free", "pro", "team", "enterprise"]
@@ -33,8 +39,11 @@ TIERS = ["free", "pro", "team", "enterprise"]
 
 def make_event(rng: random.Random, number: int) -> dict[str, Any]:
     items = [
-        {"sku": f"SKU-{rng.randint(1000, 9999)}", "quantity": rng.randint(1, 5),
-         "price": round(rng.uniform(1, 300), 2)}
+        {
+            "sku": f"SKU-{rng.randint(1000, 9999)}",
+            "quantity": rng.randint(1, 5),
+            "price": round(rng.uniform(1, 300), 2),
+        }
         for _ in range(rng.randint(1, 4))
     ]
     return {
@@ -90,8 +99,10 @@ def make_rule(rng: random.Random, number: int) -> dict[str, Any]:
     elif kind == 5:
         rule["subject"] = [{"wildcard": f"orders/{rng.randint(1, 9)}*"}]
     elif kind == 6:
-        data["items"] = {"sku": [{"prefix": f"SKU-{rng.randint(1, 9)}"}],
-                         "quantity": [{"numeric": [">", 2]}]}
+        data["items"] = {
+            "sku": [{"prefix": f"SKU-{rng.randint(1, 9)}"}],
+            "quantity": [{"numeric": [">", 2]}],
+        }
     elif kind == 7:
         data["flags"] = {"test": [False]}
         data["coupon"] = [{"exists": False}]
@@ -188,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rebuilt.add("one-more", rules[300])
     rebuilt.remove("rule-0")
-    print(f"add + remove one rule: {(time.perf_counter() - start) * 1e6:.0f} µs "
-          "(the snapshot is rebuilt lazily on the next match)")
+    print(
+        f"add + remove one rule: {(time.perf_counter() - start) * 1e6:.0f} µs "
+        "(the snapshot is rebuilt lazily on the next match)"
+    )
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from bisect import bisect_left
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 from typing import Any
 
 from stellwerk.patterns.conditions import (
@@ -217,6 +217,7 @@ class PathIndex:
         return found
 
     def _strings(self, value: str, hit: set[int]) -> None:
+        ids: Collection[int] | None
         for length, table in self.prefixes:
             ids = table.get(value[:length])
             if ids:
@@ -264,11 +265,16 @@ class PathIndex:
 
     def _excluded(self, value: Any) -> set[int]:
         excluded: set[int] = set()
+        ids: Collection[int] | None
         kind = type(value)
         if kind is bool:
             key: Hashable = TRUE_KEY if value else FALSE_KEY
         elif kind is int or kind is float:
-            key = round(value, NUMERIC_DECIMALS) if -NUMERIC_LIMIT <= value <= NUMERIC_LIMIT else value
+            key = (
+                round(value, NUMERIC_DECIMALS)
+                if -NUMERIC_LIMIT <= value <= NUMERIC_LIMIT
+                else value
+            )
         else:
             key = value
         ids = self.but_values.get(key)

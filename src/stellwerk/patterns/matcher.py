@@ -3,8 +3,9 @@
 Like event-ruler's state machine, the work is shared between rules rather than repeated per rule:
 the event is walked once for the union of all paths the rules read; each distinct operator on a
 path is evaluated once (mostly by dictionary lookups, see ``index``); then only the clauses whose
-narrowest field matched are looked at, by set lookups in the operators that matched. A rule whose clause mixes fields from objects inside
-arrays gets the exact array-consistency check afterwards, as EventBridge requires.
+narrowest field matched are looked at, by set lookups in the operators that matched. A clause
+that mixes fields from objects inside arrays gets the exact array-consistency check afterwards,
+as EventBridge requires.
 
 Rules are added and removed copy-on-write: a change swaps in a new rule table and drops the
 compiled snapshot; the next ``match`` builds a fresh snapshot. A ``match`` already running keeps
@@ -33,7 +34,6 @@ from stellwerk.patterns.conditions import (
 )
 from stellwerk.patterns.flatten import Membership, Placed, Trie, build_trie, consistent, scan
 from stellwerk.patterns.index import PathIndex
-
 
 # How many events an operator typically lets through, lowest first: a clause is looked at only
 # when the operator of its narrowest field matched, so most clauses are never touched.
@@ -124,8 +124,8 @@ class _Snapshot:
                 rule = rule_of[cid]
                 if rule in rules:
                     continue
-                for tids in rest[cid]:
-                    if disjoint(tids):
+                for needed in rest[cid]:
+                    if disjoint(needed):
                         break
                 else:
                     if (

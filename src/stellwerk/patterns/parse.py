@@ -76,8 +76,7 @@ def load(pattern: dict[str, Any] | str | bytes) -> dict[str, Any]:
             raise InvalidPatternError(f"Event pattern is not JSON: {error}") from None
         if size > MAX_PATTERN_CHARS:
             raise InvalidPatternError(
-                f"Event pattern is {size} characters long as JSON; "
-                f"the limit is {MAX_PATTERN_CHARS}"
+                f"Event pattern is {size} characters long as JSON; the limit is {MAX_PATTERN_CHARS}"
             )
         loaded = pattern
     if not isinstance(loaded, dict):

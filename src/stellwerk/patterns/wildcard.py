@@ -74,7 +74,9 @@ def complexity(patterns: Sequence[Sequence[Token]]) -> int:
     def size(states: frozenset[tuple[int, int]]) -> int:
         return len(
             {
-                ("shared", tuple(patterns[which][:pos])) if pos <= first_star[which] else (which, pos)
+                ("shared", tuple(patterns[which][:pos]))
+                if pos <= first_star[which]
+                else (which, pos)
                 for which, pos in states
             }
         )

@@ -150,12 +150,12 @@ class InputTransformer:
             )
         pieces = _scan_template(template)
         for piece in pieces:
-            if piece.name is not None and piece.name not in self._paths:
-                if piece.name not in BUILTINS:
-                    raise InvalidTransformerError(
-                        f"input_template uses <{piece.name}>, which input_paths does not define",
-                        "input_template",
-                    )
+            known = piece.name in self._paths or piece.name in BUILTINS
+            if piece.name is not None and not known:
+                raise InvalidTransformerError(
+                    f"input_template uses <{piece.name}>, which input_paths does not define",
+                    "input_template",
+                )
         if template.lstrip()[:1] in ("{", "["):
             _check_json_template(pieces)
         return pieces
