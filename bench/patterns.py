@@ -148,7 +148,7 @@ def _matcher(rules: Sequence[dict[str, Any]]) -> Matcher:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=2000, help="distinct events per round")
+    parser.add_argument("--events", type=int, default=1000, help="distinct events per round")
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
