@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import structlog
 from starlette.applications import Starlette
@@ -32,24 +33,40 @@ from stellwerk.api.errors import (
 from stellwerk.api.middleware.auth import Authenticator
 from stellwerk.api.middleware.limits import BodyLimitMiddleware
 from stellwerk.api.middleware.metrics import RequestMetricsMiddleware
-from stellwerk.api.routes import buses, health, keys
+from stellwerk.api.routes import buses, events, health, keys
 from stellwerk.config import Settings
+from stellwerk.ingest.binding import BindingLimits
+from stellwerk.ingest.metrics import IngestMetrics
 from stellwerk.ops.lifecycle import Lifecycle, NotReadyError
 from stellwerk.ops.metrics import Metrics
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.services import Services
 from stellwerk.storage.control import ControlPlane
+from stellwerk.storage.control.directory import BusDirectory
+from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 from stellwerk.tenancy import bootstrap
 
 log = structlog.get_logger("stellwerk")
 
-ENDPOINTS: list[Endpoint] = [*health.ENDPOINTS, *buses.ENDPOINTS, *keys.ENDPOINTS]
+ENDPOINTS: list[Endpoint] = [
+    *health.ENDPOINTS,
+    *buses.ENDPOINTS,
+    *events.ENDPOINTS,
+    *keys.ENDPOINTS,
+]
 
 RETRY_START_MAX_SECONDS = 10.0
 
 
-async def open_services(settings: Settings, metrics: Metrics) -> Services:
+async def open_services(
+    settings: Settings, metrics: Metrics, ingest_metrics: IngestMetrics
+) -> Services:
     control = await ControlPlane.open(settings.control_database_url)
+    event_log = SqliteEventLog(
+        settings.data_dir / EVENTS_FILE,
+        dedup_window=timedelta(seconds=settings.dedup_window_seconds),
+        on_commit=ingest_metrics.on_commit,
+    )
     try:
         written = await bootstrap(control, settings.data_dir)
         if written is not None:
@@ -57,20 +74,32 @@ async def open_services(settings: Settings, metrics: Metrics) -> Services:
                 "created tenant 'default'; its admin and ingest keys are in the file",
                 file=str(written.resolve()),
             )
+        await event_log.start()
     except BaseException:
+        await event_log.close()
         await control.close()
         raise
-    authenticator = Authenticator(control, cache_seconds=settings.key_cache_seconds)
     return Services(
-        settings=settings, control=control, authenticator=authenticator, metrics=metrics
+        settings=settings,
+        control=control,
+        authenticator=Authenticator(control, cache_seconds=settings.key_cache_seconds),
+        metrics=metrics,
+        event_log=event_log,
+        buses=BusDirectory(control, ttl=settings.key_cache_seconds),
+        ingest_metrics=ingest_metrics,
+        binding_limits=BindingLimits(
+            max_body_size=settings.max_body_bytes, max_batch_size=settings.max_batch_events
+        ),
+        event_rate=TokenBuckets(settings.tenant_event_rate),
     )
 
 
 async def _start(settings: Settings, lifecycle: Lifecycle[Services], metrics: Metrics) -> None:
+    ingest_metrics = IngestMetrics(metrics)
     delay = 0.1
     while True:
         try:
-            services = await open_services(settings, metrics)
+            services = await open_services(settings, metrics, ingest_metrics)
         except Exception as exc:
             lifecycle.last_start_error = f"{type(exc).__name__}: {exc}"
             log.error("start failed, retrying", error=lifecycle.last_start_error, retry_in=delay)

@@ -61,6 +61,9 @@ class Settings:
     shutdown_timeout_seconds: float = 30.0
     key_cache_seconds: float = 5.0
     tenant_request_rate: float = 10_000.0
+    tenant_event_rate: float = 200_000.0
+    max_batch_events: int = 1000
+    dedup_window_seconds: float = 86_400.0
 
     @property
     def control_database_url(self) -> str:
@@ -190,6 +193,9 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "shutdown_timeout_seconds": _seconds(3600),
     "key_cache_seconds": _seconds(3600),
     "tenant_request_rate": _rate,
+    "tenant_event_rate": _rate,
+    "max_batch_events": _int_in(1, 100_000),
+    "dedup_window_seconds": _seconds(30 * 86_400),
 }
 
 

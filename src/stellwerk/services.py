@@ -6,8 +6,13 @@ from dataclasses import dataclass
 
 from stellwerk.api.middleware.auth import Authenticator
 from stellwerk.config import Settings
+from stellwerk.ingest.binding import BindingLimits
+from stellwerk.ingest.metrics import IngestMetrics
 from stellwerk.ops.metrics import Metrics
+from stellwerk.ratelimit import TokenBuckets
 from stellwerk.storage.control import ControlPlane
+from stellwerk.storage.control.directory import BusDirectory
+from stellwerk.storage.eventlog import EventLog
 
 
 @dataclass
@@ -16,6 +21,19 @@ class Services:
     control: ControlPlane
     authenticator: Authenticator
     metrics: Metrics
+    event_log: EventLog
+    buses: BusDirectory
+    ingest_metrics: IngestMetrics
+    binding_limits: BindingLimits
+    event_rate: TokenBuckets
+
+    async def ping(self) -> None:
+        """Raise if a store this process needs does not answer."""
+        await self.control.ping()
+        await self.event_log.ping()
 
     async def close(self) -> None:
-        await self.control.close()
+        try:
+            await self.event_log.close()
+        finally:
+            await self.control.close()

@@ -13,6 +13,7 @@ import click
 from stellwerk import __version__
 from stellwerk.cli.bench import bench
 from stellwerk.cli.keys import keys
+from stellwerk.cli.pattern import pattern
 from stellwerk.cli.serve import serve
 from stellwerk.cli.tenants import tenants
 
@@ -27,6 +28,7 @@ cli.add_command(serve)
 cli.add_command(tenants)
 cli.add_command(keys)
 cli.add_command(bench)
+cli.add_command(pattern)
 
 
 def main(argv: list[str] | None = None) -> int:

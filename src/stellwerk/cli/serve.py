@@ -92,6 +92,9 @@ def run(settings: Settings) -> None:
 @setting_option("shutdown_timeout_seconds", "How long requests in flight may take at shutdown.")
 @setting_option("key_cache_seconds", "How long a key lookup is cached (revocation delay).")
 @setting_option("tenant_request_rate", "Requests per second one tenant may make (0: unlimited).")
+@setting_option("tenant_event_rate", "Events per second one tenant may send (0: unlimited).")
+@setting_option("max_batch_events", "Most events one ingest request may carry.")
+@setting_option("dedup_window_seconds", "How long a repeated event id+source is a duplicate.")
 def serve(**values: Any) -> None:
     """Run Stellwerk."""
     settings = settings_from(values)

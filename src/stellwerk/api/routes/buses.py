@@ -72,6 +72,7 @@ async def put_bus(request: Request) -> Response:
         )
     except ConflictError as exc:
         raise ApiError(409, "LimitExceeded", str(exc)) from None
+    services.buses.forget(record.tenant_id, name)
     return json_response(_bus(record), 201 if created else 200)
 
 
@@ -85,8 +86,11 @@ async def get_bus(request: Request) -> Response:
 
 async def delete_bus(request: Request) -> Response:
     name = bus_name(request)
+    services = services_of(request)
+    tenant_id = principal_of(request.scope).tenant_id
     try:
-        await services_of(request).control.delete_bus(principal_of(request.scope).tenant_id, name)
+        await services.control.delete_bus(tenant_id, name)
+        services.buses.forget(tenant_id, name)
     except NotFoundError:
         raise not_found(f"bus {name!r}") from None
     except ConflictError as exc:

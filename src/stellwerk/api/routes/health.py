@@ -45,6 +45,12 @@ async def readyz(request: Request) -> Response:
     except Exception as exc:
         log.warning("control plane unreachable", error=str(exc))
         return json_response(Health(status="unavailable", reason="control plane unreachable"), 503)
+    try:
+        async with asyncio.timeout(PING_TIMEOUT_SECONDS):
+            await lifecycle.services.event_log.ping()
+    except Exception as exc:
+        log.warning("event log unavailable", error=str(exc))
+        return json_response(Health(status="unavailable", reason="event log unavailable"), 503)
     return json_response(Health(status="ready"))
 
 

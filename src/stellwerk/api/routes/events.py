@@ -1,0 +1,172 @@
+"""Ingest: `POST /v1/buses/{bus}/events` in every mode of the CloudEvents HTTP binding.
+
+The answer is 202 only after every accepted event is durable in the log. A batch may partly
+succeed: valid events are stored and the others are listed in `failed` with their index, id and
+reason. A request in which no event is valid is answered 400 with the same list, so that a single
+bad event (structured or binary mode) gets a plain client error.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from stellwerk.api.bodies import json_response
+from stellwerk.api.context import services_of
+from stellwerk.api.endpoints import Endpoint
+from stellwerk.api.errors import ApiError, ErrorBody, not_found
+from stellwerk.api.middleware.auth import principal_of
+from stellwerk.api.routes.buses import bus_name
+from stellwerk.auth import Scope
+from stellwerk.ingest.binding import (
+    BATCH_CONTENT_TYPE,
+    JSON_CONTENT_TYPE,
+    STRUCTURED_CONTENT_TYPE,
+    BindingError,
+    DecodedEvent,
+    EventFailure,
+    decode_request,
+)
+from stellwerk.storage.eventlog import LogOverloaded, NewEvent
+
+
+class FailedEvent(msgspec.Struct, omit_defaults=True):
+    index: int
+    error: str
+    message: str
+    id: str | None = None
+    field: str | None = None
+
+
+class IngestResult(msgspec.Struct):
+    """`accepted` counts every event that is durable now, duplicates of earlier ones included."""
+
+    accepted: int
+    failed: list[FailedEvent]
+    duplicates: int = 0
+
+
+class CloudEventBody(msgspec.Struct):
+    """A CloudEvent (structured mode), or an array of them (batch and plain JSON)."""
+
+    id: str
+    source: str
+    type: str
+    specversion: str = "1.0"
+    time: str | None = None
+    subject: str | None = None
+    datacontenttype: str | None = None
+    data: Any = None
+
+
+def _failed(failure: EventFailure) -> FailedEvent:
+    return FailedEvent(
+        index=failure.index,
+        id=failure.id,
+        error=str(failure.code),
+        message=failure.message,
+        field=failure.attribute,
+    )
+
+
+async def put_events(request: Request) -> Response:
+    name = bus_name(request)
+    services = services_of(request)
+    principal = principal_of(request.scope)
+    if not await services.buses.exists(principal.tenant_id, name):
+        raise not_found(f"bus {name!r}")
+    metrics = services.ingest_metrics
+    body = await request.body()
+    metrics.bytes_in.labels(principal.tenant, name).inc(len(body))
+    try:
+        results = decode_request(
+            request.headers.get("content-type"), request.headers, body, services.binding_limits
+        )
+    except BindingError as exc:
+        metrics.rejected.labels(principal.tenant, name, str(exc.code)).inc()
+        raise ApiError(exc.status, str(exc.code), exc.message) from None
+
+    decoded = [r for r in results if isinstance(r, DecodedEvent)]
+    failed = [_failed(r) for r in results if isinstance(r, EventFailure)]
+    for failure in failed:
+        metrics.rejected.labels(principal.tenant, name, failure.error).inc()
+    if not decoded:
+        first = failed[0]
+        raise ApiError(
+            400,
+            first.error,
+            first.message if len(failed) == 1 else f"no event is valid; first: {first.message}",
+            field=first.field,
+            accepted=0,
+            failed=[msgspec.to_builtins(f) for f in failed],
+        )
+
+    wait = services.event_rate.acquire(principal.tenant_id, len(decoded))
+    if wait > 0:
+        metrics.rejected.labels(principal.tenant, name, "TooManyRequests").inc(len(decoded))
+        raise ApiError(
+            429,
+            "TooManyRequests",
+            f"the tenant's event rate limit ({services.event_rate.rate:g}/s) is exhausted",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+
+    batch = [
+        NewEvent(
+            tenant=principal.tenant,
+            bus=name,
+            id=d.event.id,
+            source=d.event.source,
+            type=d.event.type,
+            subject=d.event.subject,
+            body=d.encoded,
+        )
+        for d in decoded
+    ]
+    try:
+        appended = await services.event_log.append(batch)
+    except LogOverloaded as exc:
+        metrics.rejected.labels(principal.tenant, name, "Overloaded").inc(len(batch))
+        raise ApiError(
+            503,
+            "ServiceUnavailable",
+            f"the event log is overloaded: {exc}",
+            headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+        ) from None
+    duplicates = sum(1 for r in appended if r.duplicate)
+    metrics.accepted.labels(principal.tenant, name).inc(len(batch) - duplicates)
+    if duplicates:
+        metrics.duplicates.labels(principal.tenant, name).inc(duplicates)
+    return json_response(
+        IngestResult(accepted=len(batch), failed=failed, duplicates=duplicates), 202
+    )
+
+
+ENDPOINTS = [
+    Endpoint(
+        "post",
+        "/v1/buses/{bus}/events",
+        put_events,
+        "Send events (CloudEvents HTTP binding: structured, binary, batch, or plain JSON)",
+        "events",
+        Scope.INGEST,
+        request_body=CloudEventBody,
+        request_content_types=(STRUCTURED_CONTENT_TYPE, BATCH_CONTENT_TYPE, JSON_CONTENT_TYPE),
+        responses={
+            202: IngestResult,
+            400: ErrorBody,
+            401: ErrorBody,
+            403: ErrorBody,
+            404: ErrorBody,
+            413: ErrorBody,
+            415: ErrorBody,
+            429: ErrorBody,
+            503: ErrorBody,
+        },
+        path_params={"bus": "the bus name"},
+    ),
+]

@@ -1,0 +1,56 @@
+"""Ingest metrics: what came in, what was kept, what was refused and why, and the log's pace."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+from stellwerk.ops.metrics import Metrics
+
+_BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+_COMMIT_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class IngestMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        registry = metrics.registry
+        self.accepted = Counter(
+            "stellwerk_ingest_events_accepted_total",
+            "Events stored durably (duplicates not included).",
+            ["tenant", "bus"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "stellwerk_ingest_events_duplicate_total",
+            "Events answered as accepted without storing: same id and source within the window.",
+            ["tenant", "bus"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "stellwerk_ingest_events_rejected_total",
+            "Events refused, by reason (the error code of the answer).",
+            ["tenant", "bus", "reason"],
+            registry=registry,
+        )
+        self.bytes_in = Counter(
+            "stellwerk_ingest_bytes_total",
+            "Request body bytes received by the ingest endpoint.",
+            ["tenant", "bus"],
+            registry=registry,
+        )
+        self.append_batch = Histogram(
+            "stellwerk_log_append_batch_events",
+            "Events committed together by one group commit of the event log.",
+            buckets=_BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.append_seconds = Histogram(
+            "stellwerk_log_append_commit_seconds",
+            "Time one group commit of the event log took.",
+            buckets=_COMMIT_BUCKETS,
+            registry=registry,
+        )
+
+    def on_commit(self, events: int, seconds: float) -> None:
+        """Called by the event log (in its writer thread) after each group commit."""
+        self.append_batch.observe(events)
+        self.append_seconds.observe(seconds)
