@@ -33,7 +33,7 @@ from stellwerk.api.errors import (
 from stellwerk.api.middleware.auth import Authenticator
 from stellwerk.api.middleware.limits import BodyLimitMiddleware
 from stellwerk.api.middleware.metrics import RequestMetricsMiddleware
-from stellwerk.api.routes import buses, events, health, keys
+from stellwerk.api.routes import buses, events, failed_events, health, keys, schemas
 from stellwerk.config import Settings
 from stellwerk.ingest.binding import BindingLimits
 from stellwerk.ingest.metrics import IngestMetrics
@@ -52,6 +52,8 @@ ENDPOINTS: list[Endpoint] = [
     *health.ENDPOINTS,
     *buses.ENDPOINTS,
     *events.ENDPOINTS,
+    *failed_events.ENDPOINTS,
+    *schemas.ENDPOINTS,
     *keys.ENDPOINTS,
 ]
 

@@ -31,6 +31,12 @@ class IngestMetrics:
             ["tenant", "bus", "reason"],
             registry=registry,
         )
+        self.failed_validation = Counter(
+            "stellwerk_ingest_events_failed_validation_total",
+            "Events whose data broke their type's schema, by the bus's mode (warn or enforce).",
+            ["tenant", "bus", "mode"],
+            registry=registry,
+        )
         self.bytes_in = Counter(
             "stellwerk_ingest_bytes_total",
             "Request body bytes received by the ingest endpoint.",

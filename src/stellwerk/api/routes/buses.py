@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 import msgspec
 from starlette.requests import Request
@@ -17,16 +18,24 @@ from stellwerk.auth import Scope
 from stellwerk.names import NAME_RULE, InvalidNameError, check_name
 from stellwerk.storage.control import BusRecord, ConflictError, NotFoundError
 
+ValidationMode = Literal["off", "warn", "enforce"]
+
 
 class BusInput(msgspec.Struct, forbid_unknown_fields=True):
-    """The body of `PUT /v1/buses/{bus}` (optional: an empty body creates the bus as it is)."""
+    """The body of `PUT /v1/buses/{bus}` (optional: an empty body creates the bus as it is).
+
+    `schema_validation`: `off` (default), `warn` (store, but report events that break their
+    type's schema), `enforce` (keep such events in the failed-events store instead of the bus).
+    """
 
     description: str = ""
+    schema_validation: ValidationMode = "off"
 
 
 class Bus(msgspec.Struct):
     name: str
     description: str
+    schema_validation: ValidationMode
     created_at: datetime
     updated_at: datetime
 
@@ -39,6 +48,7 @@ def _bus(record: BusRecord) -> Bus:
     return Bus(
         name=record.name,
         description=record.description,
+        schema_validation=record.schema_validation,  # type: ignore[arg-type]
         created_at=record.created_at,
         updated_at=record.updated_at,
     )
@@ -68,11 +78,12 @@ async def put_bus(request: Request) -> Response:
             principal_of(request.scope).tenant_id,
             name,
             description=body.description,
+            schema_validation=body.schema_validation,
             max_buses=services.settings.max_buses_per_tenant,
         )
     except ConflictError as exc:
         raise ApiError(409, "LimitExceeded", str(exc)) from None
-    services.buses.forget(record.tenant_id, name)
+    services.buses.forget_bus(record.tenant_id, name)
     return json_response(_bus(record), 201 if created else 200)
 
 
@@ -90,7 +101,7 @@ async def delete_bus(request: Request) -> Response:
     tenant_id = principal_of(request.scope).tenant_id
     try:
         await services.control.delete_bus(tenant_id, name)
-        services.buses.forget(tenant_id, name)
+        services.buses.forget_bus(tenant_id, name)
     except NotFoundError:
         raise not_found(f"bus {name!r}") from None
     except ConflictError as exc:

@@ -31,23 +31,43 @@ from stellwerk.ingest.binding import (
     EventFailure,
     decode_request,
 )
+from stellwerk.schemas import SchemaViolation, event_violations
+from stellwerk.services import Services
+from stellwerk.storage.control.failed import NewFailedEvent
 from stellwerk.storage.eventlog import LogOverloaded, NewEvent
+
+SCHEMA_FAILURE = "SchemaValidationFailed"
 
 
 class FailedEvent(msgspec.Struct, omit_defaults=True):
+    """An event that was not put on the bus. `failed_event_id`: kept in the failed-events store."""
+
     index: int
     error: str
     message: str
     id: str | None = None
     field: str | None = None
+    failed_event_id: int | None = None
+
+
+class SchemaWarning(msgspec.Struct):
+    """An event stored although it breaks its type's schema (bus in `warn` mode)."""
+
+    index: int
+    id: str
+    message: str
 
 
 class IngestResult(msgspec.Struct):
-    """`accepted` counts every event that is durable now, duplicates of earlier ones included."""
+    """`accepted` counts every event that is durable now, duplicates of earlier ones included.
+
+    `warnings` appears only on buses in `warn` mode, for stored events that break their schema.
+    """
 
     accepted: int
     failed: list[FailedEvent]
     duplicates: int = 0
+    warnings: list[SchemaWarning] | msgspec.UnsetType = msgspec.UNSET
 
 
 class CloudEventBody(msgspec.Struct):
@@ -77,7 +97,8 @@ async def put_events(request: Request) -> Response:
     name = bus_name(request)
     services = services_of(request)
     principal = principal_of(request.scope)
-    if not await services.buses.exists(principal.tenant_id, name):
+    bus = await services.buses.bus(principal.tenant_id, name)
+    if bus is None:
         raise not_found(f"bus {name!r}")
     metrics = services.ingest_metrics
     body = await request.body()
@@ -94,6 +115,15 @@ async def put_events(request: Request) -> Response:
     failed = [_failed(r) for r in results if isinstance(r, EventFailure)]
     for failure in failed:
         metrics.rejected.labels(principal.tenant, name, failure.error).inc()
+    warnings: list[SchemaWarning] = []
+    if bus.schema_validation != "off" and decoded:
+        decoded, refused, warnings = await check_schemas(
+            services, principal.tenant_id, name, decoded, enforce=bus.schema_validation == "enforce"
+        )
+        failed = sorted([*failed, *refused], key=lambda f: f.index)
+        metrics.failed_validation.labels(principal.tenant, name, bus.schema_validation).inc(
+            len(refused) + len(warnings)
+        )
     if not decoded:
         first = failed[0]
         raise ApiError(
@@ -142,8 +172,68 @@ async def put_events(request: Request) -> Response:
     if duplicates:
         metrics.duplicates.labels(principal.tenant, name).inc(duplicates)
     return json_response(
-        IngestResult(accepted=len(batch), failed=failed, duplicates=duplicates), 202
+        IngestResult(
+            accepted=len(batch),
+            failed=failed,
+            duplicates=duplicates,
+            warnings=warnings or msgspec.UNSET,
+        ),
+        202,
     )
+
+
+async def check_schemas(
+    services: Services, tenant_id: str, bus: str, decoded: list[DecodedEvent], *, enforce: bool
+) -> tuple[list[DecodedEvent], list[FailedEvent], list[SchemaWarning]]:
+    """Split events by their type's schema: kept, refused (stored as failed events), warned."""
+    kept: list[DecodedEvent] = []
+    refused: list[tuple[DecodedEvent, list[SchemaViolation]]] = []
+    warnings: list[SchemaWarning] = []
+    for item in decoded:
+        schema = await services.buses.schema(tenant_id, item.event.type)
+        violations = event_violations(item.event, schema) if schema else []
+        if not violations:
+            kept.append(item)
+        elif enforce:
+            refused.append((item, violations))
+        else:
+            kept.append(item)
+            warnings.append(SchemaWarning(item.index, item.event.id, describe(violations)))
+    if not refused:
+        return kept, [], warnings
+    ids = await services.control.failed_events.add(
+        tenant_id,
+        [
+            NewFailedEvent(
+                bus=bus,
+                event_id=item.event.id,
+                source=item.event.source,
+                type=item.event.type,
+                reason=SCHEMA_FAILURE,
+                errors=[{"path": v.path, "message": v.message} for v in violations],
+                body=item.encoded,
+            )
+            for item, violations in refused
+        ],
+    )
+    failures = [
+        FailedEvent(
+            index=item.index,
+            id=item.event.id,
+            error=SCHEMA_FAILURE,
+            message=describe(violations),
+            field="data" + violations[0].path.rstrip("/").replace("/", "."),
+            failed_event_id=failed_id,
+        )
+        for (item, violations), failed_id in zip(refused, ids, strict=True)
+    ]
+    return kept, failures, warnings
+
+
+def describe(violations: list[SchemaViolation]) -> str:
+    first = violations[0]
+    more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+    return f"data does not match the schema of its type at {first.path}: {first.message}{more}"
 
 
 ENDPOINTS = [

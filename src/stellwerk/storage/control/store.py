@@ -17,9 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from stellwerk.auth import Scope, generate_key, hash_key
 from stellwerk.names import check_name
 from stellwerk.storage.control import migrate
+from stellwerk.storage.control.failed import FailedEventStore
+from stellwerk.storage.control.records import utc
+from stellwerk.storage.control.schemas import SchemaRegistry
 from stellwerk.storage.control.tables import api_keys, buses, tenants
 
 DEFAULT_BUS = "default"
+VALIDATION_MODES = ("off", "warn", "enforce")
 DEFAULT_TENANT = "default"
 
 
@@ -56,15 +60,11 @@ class BusRecord:
     description: str
     created_at: datetime
     updated_at: datetime
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything Stellwerk stores is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    schema_validation: str = "off"
 
 
 def _tenant(row: sa.Row[Any]) -> TenantRecord:
-    return TenantRecord(id=row.id, name=row.name, created_at=_utc(row.created_at))
+    return TenantRecord(id=row.id, name=row.name, created_at=utc(row.created_at))
 
 
 def _key(row: sa.Row[Any]) -> ApiKeyRecord:
@@ -74,8 +74,8 @@ def _key(row: sa.Row[Any]) -> ApiKeyRecord:
         scope=Scope(row.scope),
         key_hash=row.key_hash,
         description=row.description,
-        created_at=_utc(row.created_at),
-        revoked_at=_utc(row.revoked_at) if row.revoked_at else None,
+        created_at=utc(row.created_at),
+        revoked_at=utc(row.revoked_at) if row.revoked_at else None,
     )
 
 
@@ -84,8 +84,9 @@ def _bus(row: sa.Row[Any]) -> BusRecord:
         tenant_id=row.tenant_id,
         name=row.name,
         description=row.description,
-        created_at=_utc(row.created_at),
-        updated_at=_utc(row.updated_at),
+        created_at=utc(row.created_at),
+        updated_at=utc(row.updated_at),
+        schema_validation=row.schema_validation,
     )
 
 
@@ -124,6 +125,8 @@ class ControlPlane:
     def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] | None = None) -> None:
         self._engine = engine
         self._now = clock or (lambda: datetime.now(UTC))
+        self.schemas = SchemaRegistry(engine, self._now)
+        self.failed_events = FailedEventStore(engine, self._now)
 
     @classmethod
     async def open(cls, url: str, *, run_migrations: bool = True) -> ControlPlane:
@@ -223,7 +226,7 @@ class ControlPlane:
             row = (await conn.execute(query)).first()
         if row is None:
             return None
-        tenant = TenantRecord(id=row.tenant_id, name=row.tenant_name, created_at=_utc(row.tc))
+        tenant = TenantRecord(id=row.tenant_id, name=row.tenant_name, created_at=utc(row.tc))
         return _key(row), tenant
 
     async def list_keys(self, tenant_id: str) -> list[ApiKeyRecord]:
@@ -252,10 +255,18 @@ class ControlPlane:
     # buses ---------------------------------------------------------------------------------
 
     async def put_bus(
-        self, tenant_id: str, name: str, *, description: str = "", max_buses: int = 100
+        self,
+        tenant_id: str,
+        name: str,
+        *,
+        description: str = "",
+        schema_validation: str = "off",
+        max_buses: int = 100,
     ) -> tuple[BusRecord, bool]:
         """Create or update a bus; returns the bus and whether it was created."""
         check_name("bus", name)
+        if schema_validation not in VALIDATION_MODES:
+            raise ValueError(f"schema_validation must be one of {', '.join(VALIDATION_MODES)}")
         now = self._now()
         where = sa.and_(buses.c.tenant_id == tenant_id, buses.c.name == name)
         async with self._engine.begin() as conn:
@@ -273,6 +284,7 @@ class ControlPlane:
                         tenant_id=tenant_id,
                         name=name,
                         description=description,
+                        schema_validation=schema_validation,
                         created_at=now,
                         updated_at=now,
                     )
@@ -280,7 +292,13 @@ class ControlPlane:
                 created = True
             else:
                 await conn.execute(
-                    buses.update().where(where).values(description=description, updated_at=now)
+                    buses.update()
+                    .where(where)
+                    .values(
+                        description=description,
+                        schema_validation=schema_validation,
+                        updated_at=now,
+                    )
                 )
                 created = False
             row = (await conn.execute(buses.select().where(where))).one()

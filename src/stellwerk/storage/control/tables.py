@@ -49,4 +49,40 @@ buses = sa.Table(
     sa.Column("description", sa.String(512), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("schema_validation", sa.String(8), nullable=False, server_default="off"),
+)
+
+schemas = sa.Table(
+    "schemas",
+    metadata,
+    sa.Column(
+        "tenant_id",
+        sa.String(36),
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("type", sa.String(256), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("document", sa.Text, nullable=False),
+    sa.Column("description", sa.String(512), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+failed_events = sa.Table(
+    "failed_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column(
+        "tenant_id", sa.String(36), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("bus", sa.String(64), nullable=False),
+    sa.Column("event_id", sa.String(1024), nullable=False),
+    sa.Column("source", sa.String(4096), nullable=False),
+    sa.Column("type", sa.String(1024), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("errors", sa.Text, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("resubmitted_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_failed_events_tenant_bus_id", "tenant_id", "bus", "id"),
 )
