@@ -13,24 +13,18 @@ chunks between groups, so they never hold the database for long.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Self, TypeVar
 
-import msgspec
-
-from stellwerk.events.rfc3339 import format_rfc3339
 from stellwerk.storage.eventlog import (
     DEFAULT_DEDUP_WINDOW,
     DEFAULT_READ_LIMIT,
     AppendResult,
-    AppendStatus,
     EventLogError,
     LogClosed,
     LogOverloaded,
@@ -38,25 +32,15 @@ from stellwerk.storage.eventlog import (
     StoredEvent,
 )
 from stellwerk.storage.sqlite import schema
+from stellwerk.storage.sqlite.commit import GroupCommitter, first_position_since, from_us, to_us
 from stellwerk.storage.sqlite.writer import Job, LogWriter, PendingAppend
 
 EVENTS_FILE: Final = "events.db"
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_TRIM_CHUNK: Final = 20_000
-_encode_json: Final = msgspec.json.Encoder().encode
 _T = TypeVar("_T")
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _to_us(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def _from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 class SqliteEventLog:
@@ -85,9 +69,12 @@ class SqliteEventLog:
         dedup_sweep_interval: float = 1.0,
     ) -> None:
         self.path = Path(path)
-        self._dedup_window_us = dedup_window // timedelta(microseconds=1)
-        self._clock = clock
-        self._on_commit = on_commit
+        self._committer = GroupCommitter(
+            dedup_window=dedup_window,
+            clock=clock,
+            on_commit=on_commit,
+            sweep_interval=dedup_sweep_interval,
+        )
         self._max_queue_events = max_queue_events
         self._max_queue_bytes = max_queue_bytes
         self._max_queue_delay = max_queue_delay
@@ -98,25 +85,18 @@ class SqliteEventLog:
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
         self._max_group_events = max_group_events
-        # Writer-thread state: owned by the writer thread once started.
-        self._conn: sqlite3.Connection | None = None
-        self._streams: dict[tuple[str, str], int] = {}
-        self._next_position = 1
-        self._last_recorded_us = 0
-        self._sweep_interval = dedup_sweep_interval
-        self._last_sweep = -float("inf")
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
         if self._writer is not None:
             raise EventLogError("the event log was already started")
-        await asyncio.to_thread(self._open)
+        await asyncio.to_thread(self._committer.open, self.path)
         self._reader_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="eventlog-read")
         self._writer = LogWriter(
-            commit_group=self._commit_group,
-            run_job=self._run_job,
-            idle=self._sweep_dedup,
+            commit_group=self._committer.commit_group,
+            run_job=self._committer.run_job,
+            idle=self._committer.sweep_dedup,
             max_group_events=self._max_group_events,
         )
         self._writer.start()
@@ -131,9 +111,7 @@ class SqliteEventLog:
         for conn in self._reader_conns:
             conn.close()
         self._reader_conns.clear()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._committer.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -197,15 +175,15 @@ class SqliteEventLog:
         after: int = 0,
         limit: int = DEFAULT_READ_LIMIT,
     ) -> list[StoredEvent]:
-        start_us, end_us = _to_us(start), _to_us(end)
+        start_us, end_us = to_us(start), to_us(end)
 
         def query(conn: sqlite3.Connection) -> list[StoredEvent]:
             if start_us >= end_us:
                 return []
-            first = _first_position_since(conn, start_us)
+            first = first_position_since(conn, start_us)
             if first is None:
                 return []
-            beyond = _first_position_since(conn, end_us)
+            beyond = first_position_since(conn, end_us)
             upper = beyond if beyond is not None else 2**63 - 1
             params = (tenant, bus, max(after, first - 1), upper, limit)
             return _stored(tenant, bus, conn.execute(schema.READ_RANGE, params).fetchall())
@@ -223,10 +201,12 @@ class SqliteEventLog:
 
     async def trim(self, older_than: datetime) -> int:
         """Remove events recorded before `older_than`, a chunk per writer transaction."""
-        cut_us = _to_us(older_than)
+        cut_us = to_us(older_than)
         total = 0
         while True:
-            removed: int = await self._submit_job(lambda conn: self._trim_chunk(conn, cut_us))
+            removed: int = await self._submit_job(
+                lambda conn: self._committer.trim_chunk(conn, cut_us)
+            )
             if removed == 0:
                 return total
             total += removed
@@ -257,16 +237,6 @@ class SqliteEventLog:
 
     # -- the writer thread's side --------------------------------------------------------------
 
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = schema.connect(self.path, writer=True)
-        for stream, tenant, bus, last_position in conn.execute(schema.SELECT_STREAMS):
-            self._streams[(tenant, bus)] = stream
-            self._next_position = max(self._next_position, last_position + 1)
-        row = conn.execute(schema.LAST_MARK).fetchone()
-        self._last_recorded_us = row[0] if row else 0
-        self._conn = conn
-
     async def _submit_job(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         writer = self._running_writer()
         loop = asyncio.get_running_loop()
@@ -275,164 +245,6 @@ class SqliteEventLog:
         result: _T = await job.future
         return result
 
-    def _run_job(self, job: Job) -> Any:
-        conn = self._writer_conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = job.work(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return result
-
-    def _writer_conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise LogClosed("the event log is not open")
-        return self._conn
-
-    def _commit_group(self, group: Sequence[PendingAppend]) -> list[list[AppendResult]]:
-        """Store a group of appends in one transaction; return each one's results."""
-        conn = self._writer_conn()
-        started = time.perf_counter()
-        now_us = max(_to_us(self._clock()), self._last_recorded_us)
-        recorded = format_rfc3339(_from_us(now_us)).encode()
-        events = [event for pending in group for event in pending.batch]
-        new_streams: list[tuple[str, str]] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            streams = [self._stream_id(conn, e.tenant, e.bus, new_streams) for e in events]
-            duplicates = self._live_duplicates(conn, events, streams, now_us)
-            results, event_rows, dedup_rows, last = self._plan(
-                events, streams, duplicates, now_us, recorded
-            )
-            if event_rows:
-                conn.executemany(schema.INSERT_EVENT, event_rows)
-                conn.execute(schema.INSERT_MARK, (event_rows[0][0], now_us))
-                if dedup_rows:
-                    conn.executemany(schema.UPSERT_DEDUP, dedup_rows)
-                conn.executemany(schema.UPDATE_STREAM, [(p, s) for s, p in last.items()])
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            for key in new_streams:
-                del self._streams[key]
-            raise
-        if event_rows:
-            self._next_position = event_rows[-1][0] + 1
-            self._last_recorded_us = now_us
-        if self._on_commit is not None:
-            # The group is durable whatever the observer does; its failure must not fail it.
-            with contextlib.suppress(Exception):
-                self._on_commit(len(events), time.perf_counter() - started)
-        split: list[list[AppendResult]] = []
-        offset = 0
-        for pending in group:
-            split.append(results[offset : offset + len(pending.batch)])
-            offset += len(pending.batch)
-        return split
-
-    def _stream_id(
-        self, conn: sqlite3.Connection, tenant: str, bus: str, created: list[tuple[str, str]]
-    ) -> int:
-        key = (tenant, bus)
-        stream = self._streams.get(key)
-        if stream is None:
-            cursor = conn.execute(schema.INSERT_STREAM, key)
-            stream = self._streams[key] = int(cursor.lastrowid or 0)
-            created.append(key)
-        return stream
-
-    def _live_duplicates(
-        self, conn: sqlite3.Connection, events: list[NewEvent], streams: list[int], now_us: int
-    ) -> dict[int, int]:
-        """Index in `events` to the position of an earlier event with the same key, if live."""
-        if self._dedup_window_us <= 0:
-            return {}
-        keys = _encode_json([[s, e.source, e.id] for s, e in zip(streams, events, strict=True)])
-        cutoff = now_us - self._dedup_window_us
-        rows = conn.execute(schema.FIND_DUPLICATES, (keys.decode(), cutoff)).fetchall()
-        return {int(index): position for index, position in rows}
-
-    def _plan(
-        self,
-        events: list[NewEvent],
-        streams: list[int],
-        duplicates: dict[int, int],
-        now_us: int,
-        recorded: bytes,
-    ) -> tuple[list[AppendResult], list[tuple[Any, ...]], list[tuple[Any, ...]], dict[int, int]]:
-        dedup = self._dedup_window_us > 0
-        seen: dict[tuple[int, str, str], int] = {}
-        suffixes: dict[int, bytes] = {}
-        results: list[AppendResult] = []
-        event_rows: list[tuple[Any, ...]] = []
-        dedup_rows: list[tuple[Any, ...]] = []
-        last: dict[int, int] = {}
-        position = self._next_position
-        for index, (event, stream) in enumerate(zip(events, streams, strict=True)):
-            key = (stream, event.source, event.id)
-            earlier = duplicates.get(index) or seen.get(key)
-            if earlier is not None:
-                results.append(AppendResult(AppendStatus.DUPLICATE, earlier))
-                continue
-            suffix = suffixes.get(stream)
-            if suffix is None:
-                suffix = suffixes[stream] = _owned_suffix(event.tenant, event.bus, recorded)
-            body = event.body[:-1] + suffix
-            event_rows.append(
-                (position, stream, now_us, event.id, event.source, event.type, event.subject, body)
-            )
-            if dedup:
-                seen[key] = position
-                dedup_rows.append((position, stream, event.source, event.id, now_us))
-            last[stream] = position
-            results.append(AppendResult(AppendStatus.STORED, position))
-            position += 1
-        return results, event_rows, dedup_rows, last
-
-    def _sweep_dedup(self) -> None:
-        """Drop expired dedup entries, a chunk at a time, at most once per sweep interval."""
-        if self._dedup_window_us <= 0 or time.monotonic() - self._last_sweep < self._sweep_interval:
-            return
-        self._last_sweep = time.monotonic()
-        conn = self._writer_conn()
-        cutoff = max(_to_us(self._clock()), self._last_recorded_us) - self._dedup_window_us
-        first_live = _first_position_since(conn, cutoff + 1) or self._next_position
-        lowest = conn.execute(schema.MIN_DEDUP_POSITION).fetchone()[0]
-        if lowest is None or lowest >= first_live:
-            return
-        conn.execute(schema.DELETE_DEDUP_BELOW, (min(first_live, lowest + _TRIM_CHUNK),))
-
-    def _trim_chunk(self, conn: sqlite3.Connection, cut_us: int) -> int:
-        cut = _first_position_since(conn, cut_us) or self._next_position
-        lowest = conn.execute(schema.MIN_EVENT_POSITION).fetchone()[0]
-        if lowest is None or lowest >= cut:
-            return 0
-        bound = min(cut, lowest + _TRIM_CHUNK)
-        removed = conn.execute(schema.DELETE_EVENTS_BELOW, (bound,)).rowcount
-        conn.execute(schema.DELETE_MARKS_BELOW, (bound,))
-        return removed
-
-
-def _first_position_since(conn: sqlite3.Connection, moment_us: int) -> int | None:
-    row = conn.execute(schema.FIRST_POSITION_SINCE, (moment_us,)).fetchone()
-    return int(row[0]) if row else None
-
-
-def _owned_suffix(tenant: str, bus: str, recorded: bytes) -> bytes:
-    """The end of a stored body: Stellwerk's extensions, last so that they win over any copies."""
-    return (
-        b',"tenant":'
-        + _encode_json(tenant)
-        + b',"bus":'
-        + _encode_json(bus)
-        + b',"recordedtime":"'
-        + recorded
-        + b'"}'
-    )
-
 
 def _stored(tenant: str, bus: str, rows: list[Any]) -> list[StoredEvent]:
     times: dict[int, datetime] = {}
@@ -440,7 +252,7 @@ def _stored(tenant: str, bus: str, rows: list[Any]) -> list[StoredEvent]:
     for position, recorded_us, event_id, source, event_type, subject, body in rows:
         recorded_time = times.get(recorded_us)
         if recorded_time is None:
-            recorded_time = times[recorded_us] = _from_us(recorded_us)
+            recorded_time = times[recorded_us] = from_us(recorded_us)
         out.append(
             StoredEvent(
                 tenant, bus, position, event_id, source, event_type, subject, recorded_time, body
