@@ -33,7 +33,15 @@ from stellwerk.api.errors import (
 from stellwerk.api.middleware.auth import Authenticator
 from stellwerk.api.middleware.limits import BodyLimitMiddleware
 from stellwerk.api.middleware.metrics import RequestMetricsMiddleware
-from stellwerk.api.routes import buses, events, failed_events, health, keys, schemas
+from stellwerk.api.routes import (
+    buses,
+    events,
+    failed_events,
+    health,
+    keys,
+    patterns,
+    schemas,
+)
 from stellwerk.config import Settings
 from stellwerk.ingest.binding import BindingLimits
 from stellwerk.ingest.metrics import IngestMetrics
@@ -55,6 +63,7 @@ ENDPOINTS: list[Endpoint] = [
     *failed_events.ENDPOINTS,
     *schemas.ENDPOINTS,
     *keys.ENDPOINTS,
+    *patterns.ENDPOINTS,
 ]
 
 RETRY_START_MAX_SECONDS = 10.0
