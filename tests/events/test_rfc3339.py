@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stellwerk.events import format_rfc3339, parse_rfc3339
+from stellwerk.events import format_rfc3339, is_rfc3339, parse_rfc3339
 
 
 @pytest.mark.parametrize(
@@ -59,3 +59,27 @@ def test_format_then_parse_is_the_same_instant(moment: datetime) -> None:
 def test_format_refuses_naive_datetimes() -> None:
     with pytest.raises(ValueError, match="naive"):
         format_rfc3339(datetime(2026, 3, 1))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-03-01T12:00:00Z",
+        "2024-02-29T00:00:00+14:00",
+        "2016-12-31T23:59:60.5z",
+        "2025-02-29T00:00:00Z",
+        "2026-04-31T00:00:00Z",
+        "2026-03-01T24:00:00Z",
+        "2026-03-01T12:60:00Z",
+        "2026-03-01T12:00:61Z",
+        "2026-03-01T12:00:00+24:00",
+        "0000-01-01T00:00:00Z",
+    ],
+)
+def test_the_cheap_check_agrees_with_the_parser(text: str) -> None:
+    try:
+        parse_rfc3339(text)
+        parsed = True
+    except ValueError:
+        parsed = False
+    assert is_rfc3339(text) is parsed

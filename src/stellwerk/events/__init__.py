@@ -8,7 +8,7 @@ from stellwerk.events.model import (
     ExtensionValue,
     encode_event,
 )
-from stellwerk.events.rfc3339 import format_rfc3339, parse_rfc3339
+from stellwerk.events.rfc3339 import format_rfc3339, is_rfc3339, parse_rfc3339
 from stellwerk.events.validate import MAX_EVENT_SIZE, check_event_size, validate_event
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "check_event_size",
     "encode_event",
     "format_rfc3339",
+    "is_rfc3339",
     "parse_rfc3339",
     "validate_event",
 ]

@@ -7,7 +7,7 @@ offsets), so CloudEvents `time` and API time windows go through this stricter pa
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 # RFC 3339 section 5.6; "T" and "Z" may be lower case (section 5.6, note). The space separator
 # the RFC tolerates "for readability" is not part of the grammar and is refused.
@@ -15,6 +15,25 @@ _DATE_TIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
     re.ASCII,
 )
+
+
+# The same grammar with the ranges of each field, for a check that needs no datetime.
+_CHECKED = re.compile(
+    r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])[Tt](?:[01]\d|2[0-3]):[0-5]\d:(?:[0-5]\d|60)"
+    r"(?:\.\d+)?(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)",
+    re.ASCII,
+)
+
+
+def is_rfc3339(text: str) -> bool:
+    """Whether `text` is an RFC 3339 `date-time`; the cheap check for validating every event."""
+    if _CHECKED.fullmatch(text) is None:
+        return False
+    try:
+        date.fromisoformat(text[:10])  # the day exists in its month and year
+    except ValueError:
+        return False
+    return True
 
 
 def parse_rfc3339(text: str) -> datetime:

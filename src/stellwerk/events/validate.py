@@ -30,7 +30,7 @@ import msgspec
 
 from stellwerk.events.errors import EventError, EventErrorCode
 from stellwerk.events.model import OWNED_EXTENSIONS, SPECVERSION, CloudEvent, ExtensionValue
-from stellwerk.events.rfc3339 import parse_rfc3339
+from stellwerk.events.rfc3339 import is_rfc3339
 
 MAX_EVENT_SIZE: Final = 256 * 1024
 MAX_EXTENSION_NAME_LENGTH: Final = 64
@@ -49,6 +49,7 @@ _CONTEXT_ATTRIBUTES: Final = frozenset(
         "data_base64",
     }
 )
+_NOT_EXTENSIONS: Final = _CONTEXT_ATTRIBUTES | OWNED_EXTENSIONS
 _EXTENSION_NAME: Final = re.compile(r"[a-z0-9]+", re.ASCII)
 _INT32_MIN: Final = -(2**31)
 _INT32_MAX: Final = 2**31 - 1
@@ -80,15 +81,12 @@ def validate_event(obj: object) -> CloudEvent:
         )
     event_type = _required_string(obj, "type")
     time = _optional_string(obj, "time")
-    if time is not None:
-        try:
-            parse_rfc3339(time)
-        except ValueError:
-            raise EventError(
-                EventErrorCode.INVALID_ATTRIBUTE,
-                "time",
-                f"attribute 'time' must be an RFC 3339 date-time, not {_shown(time)}",
-            ) from None
+    if time is not None and not is_rfc3339(time):
+        raise EventError(
+            EventErrorCode.INVALID_ATTRIBUTE,
+            "time",
+            f"attribute 'time' must be an RFC 3339 date-time, not {_shown(time)}",
+        )
     data: Any = obj.get("data", msgspec.UNSET)
     if data is None:
         data = msgspec.UNSET
@@ -168,8 +166,10 @@ def _check_base64(value: object, *, has_data: bool) -> None:
 
 def _extensions(obj: dict[str, Any]) -> dict[str, ExtensionValue]:
     extensions: dict[str, ExtensionValue] = {}
-    for name, value in obj.items():
-        if name in _CONTEXT_ATTRIBUTES or name in OWNED_EXTENSIONS or value is None:
+    # A set difference in C finds the few extension names; sorting keeps encodings stable.
+    for name in sorted(obj.keys() - _NOT_EXTENSIONS):
+        value = obj[name]
+        if value is None:
             continue
         if not _EXTENSION_NAME.fullmatch(name) or len(name) > MAX_EXTENSION_NAME_LENGTH:
             raise EventError(
