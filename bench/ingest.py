@@ -1,0 +1,229 @@
+"""Benchmark of ingestion over HTTP: `stellwerk bench ingest [options]`.
+
+With `--url` it drives that running server (`--key` or `$STELLWERK_INGEST_KEY`, `--bus`) and prints
+requests/s, events/s and latency percentiles for `--mode single` (structured mode), `batch`, or
+`both`. Without `--url` it runs the whole comparison of issue 4 by itself, in one run: it starts
+a bare ASGI app that answers 202 (`stellwerk.loadgen.baseline`, same uvicorn settings) and
+`stellwerk serve` with rate limits off, each on a free loopback port with a temporary data
+directory, drives both with the same generator and load, and prints
+
+- single-event requests/s of Stellwerk and of the bare app, and their ratio (target >= 0.5);
+- durable events/s with batches of `--batch-size` (target >= 100,000/s);
+- acknowledgement latency p99 at half of Stellwerk's measured single-event maximum, in an open
+  loop at that fixed rate (target <= 10 ms).
+
+Single-event phases alternate (bare, Stellwerk, bare, Stellwerk) and the better of each pair
+counts, so a neighbour's burst on a shared machine does not decide the ratio. Every answer other
+than 202 is listed; the exit status is 1 if there was any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from stellwerk.loadgen import HEADER, LoadResult, LoadSpec, Mode, Target, problems, run_load
+from stellwerk.loadgen import summary_line as line
+
+STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="stellwerk bench ingest", description=__doc__)
+    parser.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8080")
+    parser.add_argument("--key", default=os.environ.get("STELLWERK_INGEST_KEY"))
+    parser.add_argument("--bus", default="default")
+    parser.add_argument("--mode", choices=["single", "batch", "both"], default="both")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--data-bytes", type=int, default=512, help="payload per event")
+    parser.add_argument("--concurrency", type=int, default=64, help="connections in all")
+    parser.add_argument("--batch-concurrency", type=int, default=16)
+    parser.add_argument("--processes", type=int, default=1, help="generator processes")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per phase")
+    parser.add_argument("--requests", type=int, help="stop a phase after this many requests")
+    parser.add_argument("--rate", type=float, help="open loop: requests/s in all")
+    parser.add_argument("--warmup", type=float, default=0.5, help="seconds not counted")
+    parser.add_argument("--timeout", type=float, default=30.0, help="per request")
+    return parser.parse_args(argv)
+
+
+def spec(args: argparse.Namespace, target: Target, mode: Mode, **changes: object) -> LoadSpec:
+    values: dict[str, object] = {
+        "target": target,
+        "mode": mode,
+        "batch_size": args.batch_size,
+        "data_bytes": args.data_bytes,
+        "concurrency": args.batch_concurrency if mode is Mode.BATCH else args.concurrency,
+        "processes": args.processes,
+        "duration": args.duration,
+        "requests": args.requests,
+        "rate": args.rate,
+        "warmup": args.warmup,
+        "timeout": args.timeout,
+    }
+    values.update(changes)
+    return LoadSpec(**values)  # type: ignore[arg-type]
+
+
+def show(name: str, result: LoadResult, failures: list[str]) -> LoadResult:
+    print(line(name, result), flush=True)
+    failures.extend(problems(name, result))
+    return result
+
+
+def drive(args: argparse.Namespace) -> int:
+    if not args.key:
+        print(
+            "stellwerk bench ingest: --url needs --key (or $STELLWERK_INGEST_KEY)", file=sys.stderr
+        )
+        return 2
+    target = Target(args.url, args.key, args.bus)
+    modes = [Mode.SINGLE, Mode.BATCH] if args.mode == "both" else [Mode(args.mode)]
+    failures: list[str] = []
+    print(HEADER)
+    for mode in modes:
+        name = f"{mode.value}" + (f" x{args.batch_size}" if mode is Mode.BATCH else "")
+        show(name, run_load(spec(args, target, mode)), failures)
+    print("\n".join(failures))
+    return 1 if failures else 0
+
+
+# -- the comparison ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Poll `url` until it answers 2xx (bounded; fails if the process exits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args!r} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 (loopback)
+                if 200 <= answer.status < 300:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"{url} did not answer within {timeout}s")
+
+
+@contextmanager
+def started(command: list[str], ready_url: str) -> Iterator[None]:
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(ready_url, process)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def compare(args: argparse.Namespace) -> int:
+    bare_port, stellwerk_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory(prefix="stellwerk-bench-") as tmp:
+        data_dir = Path(tmp)
+        bare_cmd = [sys.executable, "-m", "stellwerk.loadgen.baseline", "--port", str(bare_port)]
+        stellwerk_cmd = [
+            *(STELLWERK, "serve", "--data-dir", str(data_dir), "--port", str(stellwerk_port)),
+            *("--tenant-event-rate", "0", "--tenant-request-rate", "0", "--log-level", "warning"),
+        ]
+        bare_url = f"http://127.0.0.1:{bare_port}"
+        stellwerk_url = f"http://127.0.0.1:{stellwerk_port}"
+        with (
+            started(bare_cmd, bare_url + "/"),
+            started(stellwerk_cmd, stellwerk_url + "/readyz"),
+        ):
+            key = json.loads((data_dir / "bootstrap.json").read_text())["ingest_key"]
+            return run_comparison(args, Target(bare_url, key), Target(stellwerk_url, key))
+
+
+def run_comparison(args: argparse.Namespace, bare: Target, stellwerk: Target) -> int:
+    failures: list[str] = []
+    print(
+        f"load: {args.concurrency} connections for single events, {args.batch_concurrency} for "
+        f"batches of {args.batch_size}, {args.processes} generator process(es), "
+        f"{args.duration:g} s per phase, ~{args.data_bytes} B payload per event"
+    )
+    print(HEADER, flush=True)
+    single_bare: list[LoadResult] = []
+    single_stellwerk: list[LoadResult] = []
+    for round_ in (1, 2):
+        single_bare.append(
+            show(f"bare app, single #{round_}", run_load(spec(args, bare, Mode.SINGLE)), failures)
+        )
+        single_stellwerk.append(
+            show(
+                f"stellwerk, single #{round_}",
+                run_load(spec(args, stellwerk, Mode.SINGLE)),
+                failures,
+            )
+        )
+    batch = show(
+        f"stellwerk, batch x{args.batch_size}",
+        run_load(spec(args, stellwerk, Mode.BATCH)),
+        failures,
+    )
+    best_bare = max(r.requests_per_second for r in single_bare)
+    best_stellwerk = max(r.requests_per_second for r in single_stellwerk)
+    half = best_stellwerk / 2
+    paced = show(
+        f"stellwerk, single @{half:,.0f}/s",
+        run_load(spec(args, stellwerk, Mode.SINGLE, rate=half, duration=args.duration * 2)),
+        failures,
+    )
+    ratio = best_stellwerk / best_bare if best_bare else 0.0
+    p99_ms = paced.latency.percentile(99) / 1e6
+    print()
+    print(f"single events: stellwerk {best_stellwerk:,.0f} req/s, bare app {best_bare:,.0f} req/s")
+    print(f"  ratio {ratio:.2f} (target >= 0.5: {verdict(ratio >= 0.5)})")
+    print(
+        f"batches of {args.batch_size}: {batch.events_per_second:,.0f} durable events/s "
+        f"(target >= 100,000: {verdict(batch.events_per_second >= 100_000)})"
+    )
+    print(
+        f"ack latency at {half:,.0f} req/s (half the maximum): p99 {p99_ms:.2f} ms "
+        f"(target <= 10 ms: {verdict(p99_ms <= 10)})"
+    )
+    if failures:
+        print("\nrequests without a 202:")
+        print("\n".join(failures))
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse(argv)
+    if args.url:
+        return drive(args)
+    args.rate = None  # the comparison sets its own rate for the latency phase
+    return compare(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
