@@ -1,11 +1,16 @@
-"""The event log contract: every backend must pass these tests (see conftest.BACKENDS)."""
+"""The event log contract: every backend must pass these (see eventlog_support.BACKENDS)."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tests.storage.eventlog_support import T0, LogFactory, MovableClock, body_of, new_event
 
 from stellwerk.events import parse_rfc3339
@@ -239,3 +244,56 @@ async def test_a_closed_log_says_so(log_factory: LogFactory) -> None:
         await log.read("acme", "default")
     with pytest.raises(LogClosed):
         await log.ping()
+
+
+_keys = st.tuples(
+    st.sampled_from(["default", "audit"]), st.sampled_from(["/a", "/b"]), st.sampled_from("uvwxyz")
+)
+_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.lists(_keys, min_size=1, max_size=6)),
+        st.tuples(st.just("advance"), st.sampled_from([0, 1, 30, 59, 60])),
+    ),
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=_steps)
+async def test_dedup_and_positions_match_a_model(
+    log_factory: LogFactory, steps: list[tuple[str, Any]]
+) -> None:
+    clock = MovableClock()
+    factory = replace(log_factory, data_dir=log_factory.data_dir / uuid.uuid4().hex, clock=clock)
+    window = timedelta(hours=1)
+    first_seen: dict[tuple[str, str, str], tuple[datetime, int]] = {}
+    model: list[tuple[str, str, str, int]] = []
+    last_position = 0
+    async with factory(dedup_window=window) as log:
+        for kind, arg in steps:
+            if kind == "advance":
+                clock.advance(timedelta(minutes=arg))
+                continue
+            batch = [new_event(event_id, bus=bus, source=source) for bus, source, event_id in arg]
+            results = await log.append(batch)
+            for key, result in zip(arg, results, strict=True):
+                seen = first_seen.get(key)
+                if seen is not None and clock.now - seen[0] < window:
+                    assert result.status is AppendStatus.DUPLICATE
+                    assert result.position == seen[1]
+                else:
+                    assert result.status is AppendStatus.STORED
+                    assert result.position > last_position
+                    last_position = result.position
+                    first_seen[key] = (clock.now, result.position)
+                    model.append((*key, result.position))
+        stored = [
+            (e.bus, e.source, e.id, e.position)
+            for bus in ("default", "audit")
+            for e in await log.read("acme", bus)
+        ]
+    assert sorted(stored, key=lambda row: row[3]) == model

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tests.storage.eventlog_support import MovableClock, new_event
 
-from stellwerk.storage.eventlog import AppendStatus, LogOverloaded, NewEvent
+from stellwerk.storage.eventlog import AppendStatus, EventLogError, LogOverloaded, NewEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 
 
@@ -196,3 +196,55 @@ async def test_the_file_is_wal_and_intact_after_a_busy_run(tmp_path: Path) -> No
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+
+
+async def test_a_failed_commit_fails_its_whole_group_and_nothing_else(tmp_path: Path) -> None:
+    path = tmp_path / EVENTS_FILE
+    async with SqliteEventLog(path) as log:
+        (before,) = await log.append([new_event("before")])
+    with sqlite3.connect(path) as conn:
+        # A real SQLite error in the middle of a group's transaction.
+        conn.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.id = 'poison'"
+            " BEGIN SELECT RAISE(ABORT, 'poisoned event'); END"
+        )
+    gate = CommitGate()
+    async with SqliteEventLog(path, on_commit=gate) as log:
+        gate.hold_next()
+        held = asyncio.create_task(log.append([new_event("held")]))
+        await gate.wait_held()
+        fresh_bus = asyncio.create_task(log.append([new_event("f1", bus="fresh")]))
+        poisoned = asyncio.create_task(log.append([new_event("poison")]))
+        await _start_tasks(1)
+        gate.release()
+        await held
+        for task in (fresh_bus, poisoned):
+            with pytest.raises(EventLogError, match="poisoned event"):
+                await task
+
+        (after,) = await log.append([new_event("f2", bus="fresh")])
+        assert [e.id for e in await log.read("acme", "fresh")] == ["f2"]
+        assert [e.id for e in await log.read("acme", "default")] == ["before", "held"]
+        assert after.position > before.position
+        assert await log.last_position("acme", "fresh") == after.position
+        # The failed group stored no dedup entry either: the event can be sent again.
+        (again,) = await log.append([new_event("f1", bus="fresh")])
+        assert again.status is AppendStatus.STORED
+
+
+async def test_queued_bytes_are_bounded_too(tmp_path: Path) -> None:
+    gate = CommitGate()
+    big = [new_event(f"big{i}", data="x" * 4000) for i in range(3)]
+    log = SqliteEventLog(tmp_path / EVENTS_FILE, on_commit=gate, max_queue_bytes=10_000)
+    async with log:
+        gate.hold_next()
+        first = asyncio.create_task(log.append([new_event("first")]))
+        await gate.wait_held()
+        queued = asyncio.create_task(log.append(big[:2]))
+        await _start_tasks(1)
+        with pytest.raises(LogOverloaded, match="bytes"):
+            await log.append(big[2:])
+        gate.release()
+        await asyncio.gather(first, queued)
+        (later,) = await log.append(big[2:])
+        assert later.status is AppendStatus.STORED

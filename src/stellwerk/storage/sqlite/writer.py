@@ -175,9 +175,8 @@ class LogWriter:
         try:
             outcomes = self._commit_group(group)
         except Exception as exc:
-            failure = EventLogError(f"the append could not be stored: {exc}")
-            failure.__cause__ = exc
-            outcomes = [failure] * len(group)
+            # One exception object per caller: each gets its own traceback when it raises.
+            outcomes = [_store_failure(exc) for _ in group]
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
         for pending, outcome in zip(group, outcomes, strict=True):
             by_loop.setdefault(pending.loop, []).append((pending.future, outcome))
@@ -207,3 +206,9 @@ def _settle(pairs: list[tuple[asyncio.Future[Any], Any]]) -> None:
             future.set_exception(outcome)
         else:
             future.set_result(outcome)
+
+
+def _store_failure(cause: Exception) -> EventLogError:
+    failure = EventLogError(f"the append could not be stored: {cause}")
+    failure.__cause__ = cause
+    return failure
