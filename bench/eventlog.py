@@ -25,10 +25,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from stellwerk.events import CloudEvent, encode_event
-from stellwerk.storage.eventlog import NewEvent
+from stellwerk.storage.eventlog import DEFAULT_DEDUP_WINDOW, NewEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog, schema
 
 PAD = "x" * 820  # with the envelope, ~1 KB per event
@@ -106,7 +107,12 @@ def raw_sqlite(path: Path, batch_size: int, seconds: float, template: bytes) -> 
 
 
 async def through_log(
-    path: Path, batch_size: int, appenders: int, seconds: float, template: bytes
+    path: Path,
+    batch_size: int,
+    appenders: int,
+    seconds: float,
+    template: bytes,
+    dedup_window: timedelta = DEFAULT_DEDUP_WINDOW,
 ) -> Result:
     commits = 0
 
@@ -116,7 +122,7 @@ async def through_log(
 
     latencies: list[float] = []
     stored = 0
-    async with SqliteEventLog(path, on_commit=on_commit) as log:
+    async with SqliteEventLog(path, on_commit=on_commit, dedup_window=dedup_window) as log:
         deadline = time.perf_counter() + seconds
 
         async def appender(task: int) -> None:
@@ -134,24 +140,38 @@ async def through_log(
         await asyncio.gather(*(appender(task) for task in range(appenders)))
         elapsed = time.perf_counter() - started
     name = f"log, {_label(batch_size)} x{appenders}"
+    if not dedup_window:
+        name += " nodedup"
     return Result(name, stored, elapsed, latencies, commits)
 
 
 async def paced(
-    path: Path, batch_size: int, rate: float, seconds: float, template: bytes
+    path: Path,
+    batch_size: int,
+    rate: float,
+    seconds: float,
+    template: bytes,
+    dedup_window: timedelta = DEFAULT_DEDUP_WINDOW,
 ) -> Result:
     """Open-loop load at a fixed rate of events/s: latency when the log is not saturated."""
     latencies: list[float] = []
     stored = 0
+    commits = 0
     interval = batch_size / rate
-    async with SqliteEventLog(path) as log:
+
+    def on_commit(events: int, commit_seconds: float) -> None:
+        nonlocal commits
+        commits += 1
+
+    async with SqliteEventLog(path, on_commit=on_commit, dedup_window=dedup_window) as log:
 
         async def one(number: int) -> None:
             nonlocal stored
             batch = make_batch(f"p{number}", batch_size, template)
             t0 = time.perf_counter()
-            stored += len(await log.append(batch))
+            results = await log.append(batch)
             latencies.append(time.perf_counter() - t0)
+            stored += len(results)
 
         started = time.perf_counter()
         tasks = []
@@ -162,7 +182,8 @@ async def paced(
             number += 1
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
-    return Result(f"log, {_label(batch_size)} @{rate:,.0f}/s", stored, elapsed, latencies)
+    name = f"log, {_label(batch_size)} @{rate:,.0f}/s"
+    return Result(name, stored, elapsed, latencies, commits)
 
 
 def _label(batch_size: int) -> str:
@@ -175,20 +196,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=100, help="events per batch (default 100)")
     parser.add_argument("--appenders", type=int, default=16, help="concurrent batch appenders")
     parser.add_argument("--singles", type=int, default=256, help="concurrent single appenders")
+    parser.add_argument(
+        "--dedup-window",
+        type=float,
+        default=DEFAULT_DEDUP_WINDOW.total_seconds() / 3600,
+        help="hours (default 24); 0 turns duplicate detection off",
+    )
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: tmp)")
     args = parser.parse_args(argv)
 
     template = make_body("TEMPLATE")
+    window = timedelta(hours=args.dedup_window)
     print(f"event size: {len(template) - len('TEMPLATE') + 8} bytes, {args.seconds:g} s per phase")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         base = Path(tmp)
         phases: list[Callable[[Path], Result]] = [
             lambda p: raw_sqlite(p, args.batch, args.seconds, template),
             lambda p: asyncio.run(
-                through_log(p, args.batch, args.appenders, args.seconds, template)
+                through_log(p, args.batch, args.appenders, args.seconds, template, window)
             ),
             lambda p: raw_sqlite(p, 1, args.seconds, template),
-            lambda p: asyncio.run(through_log(p, 1, args.singles, args.seconds, template)),
+            lambda p: asyncio.run(through_log(p, 1, args.singles, args.seconds, template, window)),
         ]
         header = f"{'phase':<24} {'events/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'commits':>8}"
         print(f"{header} {'ev/commit':>9}")
@@ -203,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         directory = base / "paced"
         directory.mkdir()
         paced_result = asyncio.run(
-            paced(directory / EVENTS_FILE, args.batch, half, args.seconds, template)
+            paced(directory / EVENTS_FILE, args.batch, half, args.seconds, template, window)
         )
         print(paced_result.row(), flush=True)
     return 0

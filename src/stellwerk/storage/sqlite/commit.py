@@ -74,7 +74,10 @@ class GroupCommitter:
         self._conn = conn
 
     def close(self) -> None:
+        """Close the file, folding the WAL into it first so a stopped log is one compact file."""
         if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
             self._conn = None
 

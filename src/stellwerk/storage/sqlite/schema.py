@@ -117,6 +117,8 @@ def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
             conn.close()
             raise sqlite3.OperationalError(f"{path} cannot be put in WAL mode (got {mode})")
         conn.execute("PRAGMA cache_size = -32768")
+        # After a checkpoint, shrink a WAL that a burst made large, so the disk use stays bounded.
+        conn.execute("PRAGMA journal_size_limit = 67108864")
         for statement in DDL:
             conn.execute(statement)
     else:
