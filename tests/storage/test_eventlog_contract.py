@@ -297,3 +297,26 @@ async def test_dedup_and_positions_match_a_model(
             for e in await log.read("acme", bus)
         ]
     assert sorted(stored, key=lambda row: row[3]) == model
+
+
+async def test_trimming_does_not_shorten_the_dedup_window(
+    log_factory: LogFactory, clock: MovableClock
+) -> None:
+    async with log_factory(dedup_window=timedelta(hours=1)) as log:
+        (first,) = await log.append([new_event("e1")])
+        clock.advance(timedelta(minutes=10))
+        await log.append([new_event("e2")])
+        assert await log.trim(clock.now) == 1
+        await log.append([new_event("e3")])  # lets housekeeping after a group run
+        (again,) = await log.append([new_event("e1")])
+
+    assert again.status is AppendStatus.DUPLICATE
+    assert again.position == first.position
+
+
+async def test_reads_are_always_bounded(event_log: EventLog) -> None:
+    for limit in (0, -1):
+        with pytest.raises(ValueError, match="limit"):
+            await event_log.read("acme", "default", limit=limit)
+        with pytest.raises(ValueError, match="limit"):
+            await event_log.read_window("acme", "default", T0, T0, limit=limit)

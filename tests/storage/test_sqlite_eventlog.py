@@ -172,13 +172,13 @@ async def test_expired_dedup_entries_are_swept(tmp_path: Path) -> None:
     async with log:
         await log.append([new_event(f"old{i}") for i in range(30)])
         clock.advance(timedelta(hours=2))
-        await log.append([new_event("new")])
+        (new,) = await log.append([new_event("new")])
         # The sweep runs in the writer after a group; the next append is queued behind it.
-        await log.append([new_event("newer")])
+        (newer,) = await log.append([new_event("newer")])
 
     with sqlite3.connect(path) as conn:
-        keys = {row[0] for row in conn.execute("SELECT id FROM dedup")}
-        assert keys == {"new", "newer"}
+        kept = {row[0] for row in conn.execute("SELECT position FROM dedup")}
+        assert kept == {new.position, newer.position}
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 32
 
 

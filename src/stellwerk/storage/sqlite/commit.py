@@ -213,7 +213,14 @@ class GroupCommitter:
             return 0
         bound = min(cut, lowest + TRIM_CHUNK)
         removed = conn.execute(schema.DELETE_EVENTS_BELOW, (bound,)).rowcount
-        conn.execute(schema.DELETE_MARKS_BELOW, (bound,))
+        # Marks still inside the dedup window stay: the dedup sweep tells live entries by them,
+        # even when retention is shorter than the window.
+        marks_bound = bound
+        if self._dedup_window_us > 0:
+            live_cutoff = self._last_recorded_us - self._dedup_window_us + 1
+            first_live = first_position_since(conn, live_cutoff) or self._next_position
+            marks_bound = min(bound, first_live)
+        conn.execute(schema.DELETE_MARKS_BELOW, (marks_bound,))
         return removed
 
     def _writer_conn(self) -> sqlite3.Connection:

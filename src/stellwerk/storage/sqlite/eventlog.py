@@ -106,8 +106,9 @@ class SqliteEventLog:
         if writer is None:
             return
         await asyncio.to_thread(writer.stop)
-        if self._reader_pool is not None:
-            self._reader_pool.shutdown(wait=True)
+        pool, self._reader_pool = self._reader_pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True)
         for conn in self._reader_conns:
             conn.close()
         self._reader_conns.clear()
@@ -159,6 +160,8 @@ class SqliteEventLog:
     async def read(
         self, tenant: str, bus: str, after: int = 0, limit: int = DEFAULT_READ_LIMIT
     ) -> list[StoredEvent]:
+        _check_limit(limit)
+
         def query(conn: sqlite3.Connection) -> list[StoredEvent]:
             rows = conn.execute(schema.READ, (tenant, bus, after, limit)).fetchall()
             return _stored(tenant, bus, rows)
@@ -175,6 +178,7 @@ class SqliteEventLog:
         after: int = 0,
         limit: int = DEFAULT_READ_LIMIT,
     ) -> list[StoredEvent]:
+        _check_limit(limit)
         start_us, end_us = to_us(start), to_us(end)
 
         def query(conn: sqlite3.Connection) -> list[StoredEvent]:
@@ -224,7 +228,11 @@ class SqliteEventLog:
         if pool is None:
             raise LogClosed("the event log is not open")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(pool, lambda: query(self._reader_conn()))
+        try:
+            future = loop.run_in_executor(pool, lambda: query(self._reader_conn()))
+        except RuntimeError:  # the pool shut down between the check and the call
+            raise LogClosed("the event log is closing") from None
+        return await future
 
     def _reader_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
@@ -244,6 +252,12 @@ class SqliteEventLog:
         writer.submit_job(job)
         result: _T = await job.future
         return result
+
+
+def _check_limit(limit: int) -> None:
+    # SQLite reads a negative LIMIT as no limit at all: a read must never be unbounded.
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
 
 
 def _stored(tenant: str, bus: str, rows: list[Any]) -> list[StoredEvent]:
