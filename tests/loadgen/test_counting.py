@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from stellwerk.loadgen import LoadSpec, Mode, Target, generate, render
+from stellwerk.loadgen import LoadSpec, Mode, Target, generate, render, run_load
 from stellwerk.loadgen.requests import BATCH, STRUCTURED
 
 JSON_202 = b'{"accepted":%d,"failed":[],"duplicates":0}'
@@ -170,3 +170,15 @@ async def test_duration_ends_the_run_and_warmup_is_counted_apart() -> None:
     assert result.accepted_requests > 0
     assert warm + result.accepted_requests == tally.requests
     assert result.elapsed > 0
+
+
+async def test_worker_processes_split_the_load_and_their_counts_add_up() -> None:
+    async with tiny_server(mixed) as (target, tally):
+        spec = LoadSpec(
+            target=target, concurrency=4, processes=2, requests=100, duration=None, timeout=10
+        )
+        result = await asyncio.to_thread(run_load, spec)
+    assert tally.requests == 100
+    assert dict(tally.statuses) == result.statuses
+    assert sum(result.errors.values()) == tally.dropped
+    assert len(set(tally.ids)) == 100
