@@ -15,6 +15,7 @@ from cloudevents.v1 import conversion as ce_conversion
 from cloudevents.v1.http import CloudEvent as SdkEventV1
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.datastructures import Headers
 
 from stellwerk.events import EventErrorCode, parse_rfc3339
 from stellwerk.ingest.binding import (
@@ -314,3 +315,23 @@ def test_fuzzed_requests_only_raise_binding_errors(
         else:
             assert isinstance(result, EventFailure)
             assert result.message
+
+
+def test_binary_mode_from_starlette_headers_as_a_server_hands_them_over() -> None:
+    # Raw header bytes as they arrive: a producer that skipped percent-encoding sent UTF-8.
+    headers = Headers(
+        raw=[
+            (b"content-type", b"application/json"),
+            (b"ce-specversion", b"1.0"),
+            (b"ce-id", b"raw-1"),
+            (b"ce-source", b"/s"),
+            (b"ce-type", b"t"),
+            (b"ce-city", "Zürich".encode()),
+            (b"ce-encoded", b"Z%C3%BCrich"),
+        ]
+    )
+
+    decoded = only_event(decode_request(headers.get("content-type"), headers, b'{"a": 1}'))
+
+    assert decoded.event.extensions == {"city": "Zürich", "encoded": "Zürich"}
+    assert decoded.event.data == {"a": 1}
