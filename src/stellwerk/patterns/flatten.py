@@ -11,7 +11,7 @@ a clause can refuse to combine fields from different elements of the same array.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 # (id of the array, index in it) for each array of objects on the way to a value.
@@ -20,8 +20,6 @@ Membership = tuple[tuple[int, int], ...]
 Trie = dict[str, tuple["Trie | None", int]]
 Values = dict[int, list[Any]]
 Placed = dict[int, list[tuple[Any, Membership]]]
-# Evaluates one leaf value of a path into the set of matched operator ids.
-Evaluator = Callable[[Any, set[int]], None]
 
 _MISSING = object()
 
@@ -62,24 +60,24 @@ def collect(event: Any, trie: Trie) -> tuple[Values, Placed | None]:
     values: Values = {}
     placed: Placed = {}
     if type(event) is dict:
-        _walk(event, trie, values, placed, ())
+        walk(event, trie, values, placed, ())
     return values, placed or None
 
 
-def _walk(
+def walk(
     obj: dict[str, Any], trie: Trie, values: Values, placed: Placed, member: Membership
 ) -> None:
     get = obj.get
     for key, (children, number) in trie.items():
         value = get(key, _MISSING)
         if value is not _MISSING:
-            _take(value, children, number, values, placed, member)
+            take(value, children, number, values, placed, member)
     if "." in "".join(obj):
         for value, children, number in _dotted(obj, trie):
-            _take(value, children, number, values, placed, member)
+            take(value, children, number, values, placed, member)
 
 
-def _take(
+def take(
     value: Any,
     children: Trie | None,
     number: int,
@@ -90,90 +88,17 @@ def _take(
     kind = type(value)
     if kind is dict:
         if children is not None:
-            _walk(value, children, values, placed, member)
+            walk(value, children, values, placed, member)
     elif kind is list:
         for index, item in enumerate(value):
             # Scalars of one array are values of the same field, so their index never matters;
             # objects (and nested arrays) in it are told apart by the element they sit in.
             if type(item) is dict or type(item) is list:
-                _take(item, children, number, values, placed, (*member, (id(value), index)))
+                take(item, children, number, values, placed, (*member, (id(value), index)))
             else:
-                _take(item, children, number, values, placed, member)
+                take(item, children, number, values, placed, member)
     elif number >= 0:
         values.setdefault(number, []).append(value)
-        if member:
-            placed.setdefault(number, []).append((value, member))
-
-
-def scan(
-    event: Any, trie: Trie, evaluators: Sequence[Evaluator], hit: set[int], seen: set[int]
-) -> Placed | None:
-    """The matcher's walk: evaluates every leaf value as it is found, instead of collecting it.
-
-    Fills ``hit`` with matched operator ids and ``seen`` with the paths present; returns the
-    values that sit in arrays of objects, which need the array-consistency check.
-    """
-    placed: Placed = {}
-    if type(event) is dict:
-        _scan(event, trie, evaluators, hit, seen, placed, ())
-    return placed or None
-
-
-def _scan(
-    obj: dict[str, Any],
-    trie: Trie,
-    evaluators: Sequence[Evaluator],
-    hit: set[int],
-    seen: set[int],
-    placed: Placed,
-    member: Membership,
-) -> None:
-    get = obj.get
-    for key, (children, number) in trie.items():
-        value = get(key, _MISSING)
-        if value is _MISSING:
-            continue
-        kind = type(value)
-        if kind is dict:
-            if children is not None:
-                _scan(value, children, evaluators, hit, seen, placed, member)
-        elif kind is list:
-            _scan_value(value, children, number, evaluators, hit, seen, placed, member)
-        elif number >= 0:
-            evaluators[number](value, hit)
-            seen.add(number)
-            if member:
-                placed.setdefault(number, []).append((value, member))
-    # EventBridge joins keys with dots, so a key "a.b" is the path a -> b.
-    if "." in "".join(obj):
-        for value, children, number in _dotted(obj, trie):
-            _scan_value(value, children, number, evaluators, hit, seen, placed, member)
-
-
-def _scan_value(
-    value: Any,
-    children: Trie | None,
-    number: int,
-    evaluators: Sequence[Evaluator],
-    hit: set[int],
-    seen: set[int],
-    placed: Placed,
-    member: Membership,
-) -> None:
-    kind = type(value)
-    if kind is dict:
-        if children is not None:
-            _scan(value, children, evaluators, hit, seen, placed, member)
-    elif kind is list:
-        for index, item in enumerate(value):
-            if type(item) is dict or type(item) is list:
-                inner = (*member, (id(value), index))
-                _scan_value(item, children, number, evaluators, hit, seen, placed, inner)
-            else:
-                _scan_value(item, children, number, evaluators, hit, seen, placed, member)
-    elif number >= 0:
-        evaluators[number](value, hit)
-        seen.add(number)
         if member:
             placed.setdefault(number, []).append((value, member))
 

@@ -1,15 +1,16 @@
 """The multi-rule matcher: all rules of a bus against an event in one pass.
 
-Like event-ruler's state machine, the work is shared between rules rather than repeated per rule:
-the event is walked once for the union of all paths the rules read; each distinct operator on a
-path is evaluated once (mostly by dictionary lookups, see ``index``); then only the clauses whose
-narrowest field matched are looked at, by set lookups in the operators that matched. A clause
-that mixes fields from objects inside arrays gets the exact array-consistency check afterwards,
-as EventBridge requires.
+Every clause of every rule (one per ``$or`` alternative) is a bit of a Python int. The event is
+walked once, along the union of the paths the rules name, by code generated for the rule set
+(``codegen``); each value found is turned into the mask of clauses it does not rule out by a few
+table lookups (``index``), and the masks are ANDed together. What is left are the matching
+clauses, so the work per event depends on the paths the rules read, not on how many rules there
+are; a subtree no remaining clause reads is skipped. Clauses that combine fields from objects
+inside arrays get EventBridge's exact same-element check afterwards.
 
 Rules are added and removed copy-on-write: a change swaps in a new rule table and drops the
-compiled snapshot; the next ``match`` builds a fresh snapshot. A ``match`` already running keeps
-using the snapshot it started with, so changes never disturb it.
+compiled snapshot; the next ``match`` builds a fresh one. A ``match`` already running keeps using
+the snapshot it started with, so changes never disturb it.
 """
 
 from __future__ import annotations
@@ -18,144 +19,129 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from stellwerk.patterns.codegen import Found, Program, WalkWriter, slot_function
 from stellwerk.patterns.compiled import CompiledPattern, Event, compile_pattern, load_event
-from stellwerk.patterns.conditions import (
-    AnythingBut,
-    Cidr,
-    Equals,
-    EqualsIgnoreCase,
-    Exists,
-    Field,
-    Numeric,
-    Operator,
-    Prefix,
-    Suffix,
-    Wildcard,
-)
-from stellwerk.patterns.flatten import Membership, Placed, Trie, build_trie, consistent, scan
-from stellwerk.patterns.index import PathIndex
-
-# How many events an operator typically lets through, lowest first: a clause is looked at only
-# when the operator of its narrowest field matched, so most clauses are never touched.
-_BREADTH: dict[type[Operator], int] = {
-    Equals: 1,
-    EqualsIgnoreCase: 2,
-    Cidr: 3,
-    Prefix: 3,
-    Suffix: 3,
-    Wildcard: 4,
-    Numeric: 5,
-    AnythingBut: 8,
-    Exists: 9,
-}
-
-
-def _breadth(field: Field) -> tuple[int, int]:
-    return max(_BREADTH[type(op)] for op in field.operators), len(field.operators)
+from stellwerk.patterns.conditions import Field
+from stellwerk.patterns.flatten import Membership, build_trie, consistent
+from stellwerk.patterns.index import SlotIndex
 
 
 class _Snapshot:
     """Immutable compiled form of a set of rules."""
 
     def __init__(self, rules: dict[str, CompiledPattern]) -> None:
-        self.names = list(rules)
+        # Bit i of a mask is clause i; clauses are numbered in rule order, so the bits of a mask
+        # read from low to high give the matching rules in the order they were added.
+        self.clause_names: list[str] = []
+        self.clause_fields: list[tuple[tuple[int, Field], ...]] = []
         path_numbers: dict[str, int] = {}
-        operator_ids: dict[tuple[int, Operator], int] = {}
-        self.indexes: list[PathIndex] = []
-        gated: list[list[int]] = []
-        self.clause_rule: list[int] = []
-        self.clause_rest: list[tuple[frozenset[int], ...]] = []
-        self.clause_fields: list[tuple[tuple[int, frozenset[int]], ...]] = []
-        self.clause_paths: list[frozenset[int]] = []
-        for rule_number, pattern in enumerate(rules.values()):
+        slots: list[SlotIndex] = []
+        self.slots_of_path: dict[int, list[SlotIndex]] = {}
+        for name, pattern in rules.items():
             for clause in pattern.clauses:
-                numbered: list[tuple[int, frozenset[int]]] = []
-                field_tids: dict[frozenset[int], Field] = {}
+                bit = len(self.clause_names)
+                self.clause_names.append(name)
+                occurrences: dict[int, int] = {}
                 for field in clause:
                     number = path_numbers.setdefault(field.path, len(path_numbers))
-                    if number == len(self.indexes):
-                        self.indexes.append(PathIndex())
-                    tids = set()
-                    for op in field.operators:
-                        tid = operator_ids.get((number, op))
-                        if tid is None:
-                            tid = operator_ids[(number, op)] = len(operator_ids)
-                            self.indexes[number].add(op, tid)
-                            gated.append([])
-                        tids.add(tid)
-                    field_tids.setdefault(frozenset(tids), field)
-                    numbered.append((number, frozenset(tids)))
-                cid = len(self.clause_rule)
-                gate = min(field_tids, key=lambda tids: _breadth(field_tids[tids]))
-                for tid in gate:
-                    gated[tid].append(cid)
-                self.clause_rule.append(rule_number)
-                self.clause_rest.append(tuple(tids for tids in field_tids if tids != gate))
-                self.clause_fields.append(tuple(numbered))
-                self.clause_paths.append(frozenset(number for number, _ in numbered))
-        for index in self.indexes:
-            index.freeze()
-        self.gated = [tuple(cids) for cids in gated]
-        self.evaluators = [index.evaluator() for index in self.indexes]
-        self.absent = [
-            (number, tuple(index.absent))
-            for number, index in enumerate(self.indexes)
-            if index.absent
-        ]
-        self.trie: Trie = build_trie(list(path_numbers))
+                    occurrence = occurrences[number] = occurrences.get(number, -1) + 1
+                    path_slots = self.slots_of_path.setdefault(number, [])
+                    if occurrence == len(path_slots):
+                        slot = SlotIndex(len(slots), field.path)
+                        slots.append(slot)
+                        path_slots.append(slot)
+                    path_slots[occurrence].add(field, bit)
+                self.clause_fields.append(
+                    tuple((path_numbers[field.path], field) for field in clause)
+                )
+        every = (1 << len(self.clause_names)) - 1
+        program = Program()
+        evaluators: dict[int, Any] = {}
+        for slot in slots:
+            slot_function(program, slot, every & ~slot.ref)
+        trie = build_trie(list(path_numbers))
+        entry = WalkWriter(program, trie, self.slots_of_path, every, evaluators).write()
+        namespace = program.build()
+        evaluators.update({slot.number: namespace[f"_s{slot.number}"] for slot in slots})
+        self.source: str = namespace["__source__"]
+        self.walk = namespace[entry]
 
     def match(self, event: Any) -> list[str]:
-        hit: set[int] = set()
-        seen: set[int] = set()
-        placed = scan(event, self.trie, self.evaluators, hit, seen)
-        for number, tids in self.absent:
-            if number not in seen:
-                hit.update(tids)
-        if not hit:
-            return []
-        gated = self.gated
-        rest = self.clause_rest
-        rule_of = self.clause_rule
-        disjoint = hit.isdisjoint
-        rules: set[int] = set()
-        per_value: dict[int, list[tuple[Membership, set[int]]]] = {}
-        for tid in hit:
-            for cid in gated[tid]:
-                rule = rule_of[cid]
-                if rule in rules:
-                    continue
-                for needed in rest[cid]:
-                    if disjoint(needed):
-                        break
-                else:
-                    if (
-                        placed is not None
-                        and len(self.clause_paths[cid] & placed.keys()) >= 2
-                        and not self._consistent(cid, placed, per_value)
-                    ):
-                        continue
-                    rules.add(rule)
-        names = self.names
-        return [names[rule] for rule in sorted(rules)]
+        found: Found = {}
+        mask = self.walk(event, found)
+        if found and mask:
+            mask = self._same_elements(mask, found)
+        names = self.clause_names
+        matched: list[str] = []
+        last = None
+        while mask:
+            lowest = mask & -mask
+            name = names[lowest.bit_length() - 1]
+            if name is not last:  # the $or alternatives of one rule are neighbours
+                matched.append(name)
+                last = name
+            mask ^= lowest
+        return matched
 
-    def _consistent(
-        self, cid: int, placed: Placed, per_value: dict[int, list[tuple[Membership, set[int]]]]
-    ) -> bool:
-        """Whether the clause matches with all its fields taken from the same array elements."""
+    def _same_elements(self, mask: int, found: Found) -> int:
+        """Drop clauses whose fields were satisfied only by different elements of one array."""
+        once = twice = 0
+        for path, (_, masks) in found.items():
+            for slot in self.slots_of_path[path]:
+                if masks is None:
+                    twice |= slot.ref
+                twice |= once & slot.ref
+                once |= slot.ref
+        suspects = mask & twice
+        if not suspects:
+            return mask
+        same = self._one_array(found)
+        if same is not None:
+            return mask & ~(suspects & ~same)
+        while suspects:
+            lowest = suspects & -suspects
+            if not self._consistent(lowest.bit_length() - 1, found):
+                mask &= ~lowest
+            suspects ^= lowest
+        return mask
+
+    def _one_array(self, found: Found) -> int | None:
+        """With every value in the elements of one array (the usual case), the clauses that one
+        element satisfies alone; None when the values sit in several arrays or nested ones."""
+        elements: dict[Membership, int] = {}
+        array = None
+        for entries, masks in found.values():
+            if masks is None:
+                return None
+            for _, member in entries:
+                if len(member) != 1 or (array is not None and member[0][0] != array):
+                    return None
+                array = member[0][0]
+                elements[member] = -1
+        for path, (entries, masks) in found.items():
+            for slot, slot_masks in zip(self.slots_of_path[path], masks or (), strict=True):
+                satisfied = dict.fromkeys(elements, ~slot.ref)
+                for (_, member), clauses in zip(entries, slot_masks, strict=True):
+                    satisfied[member] |= clauses & slot.ref
+                for member, clauses in satisfied.items():
+                    elements[member] &= clauses
+        same = 0
+        for clauses in elements.values():
+            same |= clauses
+        return same
+
+    def _consistent(self, clause: int, found: Found) -> bool:
+        """The clause's fields can all be taken from the same array elements (as in compiled)."""
         choices: list[list[Membership]] = []
-        for number, tids in self.clause_fields[cid]:
-            entries = placed.get(number)
-            if entries is None:
+        for number, field in self.clause_fields[clause]:
+            got = found.get(number)
+            if got is None:
                 continue  # not inside an array of objects: compatible with everything
-            hits = per_value.get(number)
-            if hits is None:
-                hits = per_value[number] = [
-                    (member, self.indexes[number].hits([value])) for value, member in entries
-                ]
-            members = [member for member, found in hits if not found.isdisjoint(tids)]
+            members = [member for value, member in got[0] if field.matches(value)]
             if not members:
                 return False
-            choices.append(members)
+            if any(members):
+                choices.append(members)
         return len(choices) < 2 or consistent(choices)
 
 
