@@ -18,10 +18,10 @@ from stellwerk.auth import MalformedKeyError, Principal, verify_key
 from stellwerk.auth import Scope as KeyScope
 from stellwerk.auth.keys import parse_key
 from stellwerk.ratelimit import TokenBuckets
+from stellwerk.storage.cache import TtlCache
 from stellwerk.storage.control import ApiKeyRecord, ControlPlane, TenantRecord
 
 PRINCIPAL = "stellwerk.principal"
-_MAX_CACHED = 10_000
 
 
 def unauthorized(message: str) -> ApiError:
@@ -30,7 +30,6 @@ def unauthorized(message: str) -> ApiError:
 
 @dataclass(frozen=True, slots=True)
 class _Cached:
-    expires: float
     key: ApiKeyRecord
     tenant: TenantRecord
 
@@ -50,9 +49,8 @@ class Authenticator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._control = control
-        self._ttl = cache_seconds
-        self._clock = clock
-        self._cache: dict[str, _Cached] = {}
+        # Unknown ids are cached too (briefly), so a flood of made-up keys does not reach the store.
+        self._keys: TtlCache[str, _Cached | None] = TtlCache(self._load, cache_seconds, clock)
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -76,22 +74,16 @@ class Authenticator:
         )
 
     def forget(self, key_id: str) -> None:
-        self._cache.pop(key_id, None)
+        self._keys.forget(key_id)
 
     async def _lookup(self, key_id: str) -> _Cached | None:
-        now = self._clock()
-        cached = self._cache.get(key_id)
-        if cached is not None and cached.expires > now:
-            return cached
+        return await self._keys.get(key_id)
+
+    async def _load(self, key_id: str) -> _Cached | None:
         found = await self._control.find_key(key_id)
         if found is None:
-            self._cache.pop(key_id, None)
             return None
-        if len(self._cache) >= _MAX_CACHED:
-            self._cache.clear()
-        entry = _Cached(expires=now + self._ttl, key=found[0], tenant=found[1])
-        self._cache[key_id] = entry
-        return entry
+        return _Cached(key=found[0], tenant=found[1])
 
 
 class AuthMiddleware:

@@ -7,46 +7,9 @@ take effect within `ttl` seconds.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
-
 from stellwerk.schemas import CompiledSchema, InvalidSchemaError, compile_schema
+from stellwerk.storage.cache import TtlCache
 from stellwerk.storage.control.store import BusRecord, ControlPlane
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-_MAX_ENTRIES = 100_000
-
-
-class TtlCache(Generic[K, V]):
-    """Values (absence included) loaded on demand and kept for `ttl` seconds."""
-
-    def __init__(
-        self,
-        load: Callable[[K], Awaitable[V]],
-        ttl: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._load = load
-        self._ttl = ttl
-        self._clock = clock
-        self._entries: dict[K, tuple[float, V]] = {}
-
-    async def get(self, key: K) -> V:
-        now = self._clock()
-        cached = self._entries.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        value = await self._load(key)
-        if len(self._entries) >= _MAX_ENTRIES:
-            self._entries.clear()
-        self._entries[key] = (now + self._ttl, value)
-        return value
-
-    def forget(self, key: K) -> None:
-        self._entries.pop(key, None)
 
 
 class BusDirectory:
@@ -66,9 +29,7 @@ class BusDirectory:
                 return None
 
         self._buses: TtlCache[tuple[str, str], BusRecord | None] = TtlCache(load_bus, ttl)
-        self._schemas: TtlCache[tuple[str, str], CompiledSchema | None] = TtlCache(
-            load_schema, ttl
-        )
+        self._schemas: TtlCache[tuple[str, str], CompiledSchema | None] = TtlCache(load_schema, ttl)
 
     async def bus(self, tenant_id: str, name: str) -> BusRecord | None:
         return await self._buses.get((tenant_id, name))
