@@ -1,0 +1,1 @@
+"""Delivery: events on their way to targets, with retries and dead letters."""
