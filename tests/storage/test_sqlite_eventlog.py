@@ -248,3 +248,17 @@ async def test_queued_bytes_are_bounded_too(tmp_path: Path) -> None:
         await asyncio.gather(first, queued)
         (later,) = await log.append(big[2:])
         assert later.status is AppendStatus.STORED
+
+
+async def test_the_writer_bounds_the_wal_when_background_checkpoints_lag(tmp_path: Path) -> None:
+    wal_sizes: dict[str, int] = {}
+    for name, max_wal_bytes in [("bounded", 64 * 1024), ("unbounded", 2**40)]:
+        path = tmp_path / name / EVENTS_FILE
+        # No background checkpoints: the writer's own bound is all that folds the WAL in.
+        log = SqliteEventLog(path, checkpoint_interval=None, max_wal_bytes=max_wal_bytes)
+        async with log:
+            for i in range(40):
+                await log.append([new_event(f"{i}-{j}", data="x" * 1000) for j in range(10)])
+            wal_sizes[name] = path.with_name(path.name + "-wal").stat().st_size
+            assert len(await log.read("acme", "default", limit=1000)) == 400
+    assert wal_sizes["bounded"] < 256 * 1024 < wal_sizes["unbounded"]

@@ -47,12 +47,15 @@ class GroupCommitter:
         clock: Callable[[], datetime],
         on_commit: Callable[[int, float], None] | None,
         sweep_interval: float,
+        max_wal_bytes: int,
     ) -> None:
         self._dedup_window_us = dedup_window // timedelta(microseconds=1)
         self._clock = clock
         self._on_commit = on_commit
         self._sweep_interval = sweep_interval
         self._last_sweep = -float("inf")
+        self._max_wal_bytes = max_wal_bytes
+        self._wal_path: Path | None = None
         self._conn: sqlite3.Connection | None = None
         self._streams: dict[tuple[str, str], int] = {}
         self._next_position = 1
@@ -65,12 +68,13 @@ class GroupCommitter:
     def open(self, path: Path) -> None:
         """Open the file (creating the schema) and load where the log left off."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = schema.connect(path, writer=True)
+        conn = schema.connect(path, role=schema.Role.WRITER)
         for stream, tenant, bus, last_position in conn.execute(schema.SELECT_STREAMS):
             self._streams[(tenant, bus)] = stream
             self._next_position = max(self._next_position, last_position + 1)
         row = conn.execute(schema.LAST_MARK).fetchone()
         self._last_recorded_us = row[0] if row else 0
+        self._wal_path = path.with_name(path.name + "-wal")
         self._conn = conn
 
     def close(self) -> None:
@@ -192,6 +196,24 @@ class GroupCommitter:
             results.append(AppendResult(AppendStatus.STORED, position))
             position += 1
         return results, event_rows, dedup_rows, last
+
+    def housekeeping(self) -> None:
+        """Between groups: expire dedup entries and keep the WAL within its bound."""
+        # Each step that fails now (a full disk, say) is tried again after the next group.
+        with contextlib.suppress(sqlite3.Error):
+            self.sweep_dedup()
+        with contextlib.suppress(sqlite3.Error, OSError):
+            self.bound_wal()
+
+    def bound_wal(self) -> None:
+        """Checkpoint here, in the writer, when the background checkpoints cannot keep up.
+
+        Between groups nothing appends, so this checkpoint can fold in the whole WAL and the
+        next transaction starts it over (see checkpoint.py).
+        """
+        if self._wal_path is None or self._wal_path.stat().st_size <= self._max_wal_bytes:
+            return
+        self._writer_conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def sweep_dedup(self) -> None:
         """Drop expired dedup entries, a chunk at a time, at most once per sweep interval."""

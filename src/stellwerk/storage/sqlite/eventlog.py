@@ -7,7 +7,8 @@ fsyncs per second stays near constant as load grows while events per fsync rise.
 
 Readers have their own connections in a small thread pool; WAL lets them read a consistent
 snapshot while the writer commits. Trims and dedup expiry run in the writer thread too, in
-chunks between groups, so they never hold the database for long.
+chunks between groups, so they never hold the database for long. A third thread folds the WAL
+into the file (`checkpoint.py`) so that no acknowledgement waits for a checkpoint.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from stellwerk.storage.eventlog import (
     StoredEvent,
 )
 from stellwerk.storage.sqlite import schema
+from stellwerk.storage.sqlite.checkpoint import Checkpointer
 from stellwerk.storage.sqlite.commit import GroupCommitter, first_position_since, from_us, to_us
 from stellwerk.storage.sqlite.writer import Job, LogWriter, PendingAppend
 
@@ -52,6 +54,10 @@ class SqliteEventLog:
     and no append may wait longer than `max_queue_delay` seconds; beyond that `append` raises
     `LogOverloaded`. One batch larger than the bounds is taken when the queue is empty, so every
     batch the HTTP layer allows can get through.
+
+    The WAL is folded into the file by a background thread at most every `checkpoint_interval`
+    seconds (None: never in the background), and by the writer itself once the WAL file passes
+    `max_wal_bytes` (see `checkpoint.py`).
     """
 
     def __init__(
@@ -67,6 +73,8 @@ class SqliteEventLog:
         max_group_events: int = 10_000,
         readers: int = 2,
         dedup_sweep_interval: float = 1.0,
+        checkpoint_interval: float | None = 0.1,
+        max_wal_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.path = Path(path)
         self._committer = GroupCommitter(
@@ -74,7 +82,10 @@ class SqliteEventLog:
             clock=clock,
             on_commit=on_commit,
             sweep_interval=dedup_sweep_interval,
+            max_wal_bytes=max_wal_bytes,
         )
+        self._checkpoint_interval = checkpoint_interval
+        self._checkpointer: Checkpointer | None = None
         self._max_queue_events = max_queue_events
         self._max_queue_bytes = max_queue_bytes
         self._max_queue_delay = max_queue_delay
@@ -93,10 +104,13 @@ class SqliteEventLog:
             raise EventLogError("the event log was already started")
         await asyncio.to_thread(self._committer.open, self.path)
         self._reader_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="eventlog-read")
+        if self._checkpoint_interval is not None:
+            self._checkpointer = Checkpointer(self.path, interval=self._checkpoint_interval)
+            self._checkpointer.start()
         self._writer = LogWriter(
             commit_group=self._committer.commit_group,
             run_job=self._committer.run_job,
-            idle=self._committer.sweep_dedup,
+            idle=self._between_groups,
             max_group_events=self._max_group_events,
         )
         self._writer.start()
@@ -106,6 +120,9 @@ class SqliteEventLog:
         if writer is None:
             return
         await asyncio.to_thread(writer.stop)
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            await asyncio.to_thread(checkpointer.stop)
         pool, self._reader_pool = self._reader_pool, None
         if pool is not None:
             await asyncio.to_thread(pool.shutdown, wait=True)
@@ -215,6 +232,12 @@ class SqliteEventLog:
                 return total
             total += removed
 
+    def _between_groups(self) -> None:
+        """In the writer thread after each group or job."""
+        if self._checkpointer is not None:
+            self._checkpointer.nudge()
+        self._committer.housekeeping()
+
     # -- reading -------------------------------------------------------------------------------
 
     def _running_writer(self) -> LogWriter:
@@ -237,7 +260,7 @@ class SqliteEventLog:
     def _reader_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
         if conn is None:
-            conn = schema.connect(self.path, writer=False)
+            conn = schema.connect(self.path, role=schema.Role.READER)
             self._reader_local.conn = conn
             with self._reader_lock:
                 self._reader_conns.append(conn)

@@ -17,6 +17,7 @@ meaning of what is there.
 from __future__ import annotations
 
 import sqlite3
+from enum import Enum
 from pathlib import Path
 from typing import Final
 
@@ -102,25 +103,35 @@ READ_RANGE: Final = (
 LAST_POSITION: Final = "SELECT last_position FROM streams WHERE tenant = ? AND bus = ?"
 
 
-def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
+class Role(Enum):
+    """Who opens a connection: the one writer, a reader, or the background checkpointer."""
+
+    WRITER = "writer"
+    READER = "reader"
+    CHECKPOINTER = "checkpointer"
+
+
+def connect(path: Path, *, role: Role) -> sqlite3.Connection:
     """Open a connection in autocommit mode (transactions are explicit) with the log's pragmas.
 
     `synchronous=FULL` makes a commit durable against power loss in WAL mode, not just against a
-    crash of the process; that is what acknowledging an event promises.
+    crash of the process; that is what acknowledging an event promises. The writer never
+    checkpoints by itself (see `checkpoint.py`); the writer creates the schema.
     """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
     conn.execute("PRAGMA synchronous = FULL")
-    if writer:
+    if role is Role.WRITER:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             conn.close()
             raise sqlite3.OperationalError(f"{path} cannot be put in WAL mode (got {mode})")
         conn.execute("PRAGMA cache_size = -32768")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
         # After a checkpoint, shrink a WAL that a burst made large, so the disk use stays bounded.
         conn.execute("PRAGMA journal_size_limit = 67108864")
         for statement in DDL:
             conn.execute(statement)
-    else:
+    elif role is Role.READER:
         conn.execute("PRAGMA query_only = ON")
     return conn
