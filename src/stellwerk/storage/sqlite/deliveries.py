@@ -22,7 +22,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Self, TypeVar
 
@@ -114,7 +114,7 @@ def to_us(moment: datetime) -> int:
 
 
 def from_us(us: int) -> datetime:
-    return datetime.fromtimestamp(us / 1_000_000, UTC)
+    return _EPOCH + timedelta(microseconds=us)
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -358,7 +358,10 @@ class SqliteDeliveryQueue:
                 target = self._target_ids.get(key)
                 if target is not None:
                     caps[target] = cap
-            due = sorted((t for t, e in self._earliest.items() if e <= now_us), key=self._earliest.__getitem__)
+            due = sorted(
+                (t for t, e in self._earliest.items() if e <= now_us),
+                key=self._earliest.__getitem__,
+            )
             out: list[LeasedDelivery] = []
             for target in due:
                 room = min(limit - len(out), caps.get(target, limit))
@@ -463,11 +466,13 @@ class SqliteDeliveryQueue:
             rows = conn.execute(
                 f"SELECT {_DEAD_COLUMNS} FROM targets AS t"
                 " JOIN deliveries AS d ON d.target = t.target AND d.state = 2"
-                " WHERE t.tenant = ? AND t.bus = ? AND (?1 IS NULL OR t.rule = ?3)"
-                " AND (?4 IS NULL OR t.target_id = ?4) AND d.id > ?5 ORDER BY d.id LIMIT ?6"
-                .replace("?1", "?3"),
-                (tenant, bus, rule, target_id, after, limit),
-            ).fetchall()
+                " WHERE t.tenant = :tenant AND t.bus = :bus"
+                " AND (:rule IS NULL OR t.rule = :rule)"
+                " AND (:target_id IS NULL OR t.target_id = :target_id)"
+                " AND d.id > :after ORDER BY d.id LIMIT :limit",
+                {"tenant": tenant, "bus": bus, "rule": rule, "target_id": target_id,
+                 "after": after, "limit": limit},
+            ).fetchall()  # fmt: skip
             return [
                 DeadLetter(
                     id=r[0], tenant=tenant, bus=bus, rule=r[1], target_id=r[2], event_id=r[3],
@@ -497,9 +502,10 @@ class SqliteDeliveryQueue:
                 if wanted is not None and delivery_id not in wanted:
                     continue
                 state = READY
-                if ordering_key is not None and conn.execute(
-                    _GROUP_BUSY, (target, ordering_key)
-                ).fetchone():
+                if (
+                    ordering_key is not None
+                    and conn.execute(_GROUP_BUSY, (target, ordering_key)).fetchone()
+                ):
                     state = WAITING
                 conn.execute(
                     "UPDATE deliveries SET state = ?, due_us = ?, age_from_us = ?, leased = 0,"
