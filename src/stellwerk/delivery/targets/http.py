@@ -1,0 +1,213 @@
+"""The `http` target: POST each event to a URL, signed, authorized, guarded, within its budget.
+
+What the receiver gets: the payload as the body with the delivery's content type (normally
+`application/cloudevents+json`), Standard Webhooks headers (`webhook-id` is the event id, the
+receiver's idempotency key) and the connection's authorization.
+
+How answers map onto outcomes:
+- 2xx: `Delivered`.
+- 429: `RetryLater(throttled=True)`, 5xx: `RetryLater`, both with the `Retry-After` they sent.
+- timeouts, refused or reset connections, DNS failures: `RetryLater`.
+- 401 with an OAuth connection: one fresh token and one more try in the same attempt.
+- other 4xx, and addresses the SSRF guard refuses: `GiveUp` (the dead-letter queue, redrivable).
+- redirects: 307 and 308 are followed, at most `MAX_REDIRECTS` hops, each hop checked by the
+  guard like the first; the connection's credentials go only to the target's own origin.
+  301, 302 and 303 are `GiveUp`: clients turn them into a GET, which would drop the event, and a
+  webhook URL that moved is better fixed in the rule than followed forever.
+
+Each target has its own semaphore (`concurrency`) and optional token bucket (`rate_limit`, in
+invocations per second), so a receiver that hangs holds only its own slots. All targets share
+the process's `SessionPool` and so its keep-alive connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final
+
+import aiohttp
+from yarl import URL
+
+from stellwerk.delivery.model import Delivered, Delivery, GiveUp, Outcome, RetryLater
+from stellwerk.delivery.targets.connections import AuthError, ConnectionAuth
+from stellwerk.delivery.targets.errors import InvalidTargetError, UnsafeTargetError
+from stellwerk.delivery.targets.responses import describe_status, parse_retry_after, read_limited
+from stellwerk.delivery.targets.session import SessionPool
+from stellwerk.delivery.targets.ssrf import AddressPolicy, UnsafeAddressError
+from stellwerk.delivery.targets.webhooks import WebhookSigner, generate_secret
+from stellwerk.ratelimit import TokenBuckets
+
+DEFAULT_TIMEOUT_SECONDS: Final = 5.0
+MAX_TIMEOUT_SECONDS: Final = 300.0
+DEFAULT_CONCURRENCY: Final = 16
+MAX_CONCURRENCY: Final = 1024
+MAX_REDIRECTS: Final = 3
+# Waiting this long for a rate-limit token is cheaper than a round trip through the queue.
+MAX_THROTTLE_WAIT_SECONDS: Final = 0.05
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_TIMEOUT_SECONDS",
+    "MAX_REDIRECTS",
+    "HttpTarget",
+    "generate_secret",
+]
+
+
+class HttpTarget:
+    """Delivers to one URL. `clock` is monotonic seconds, `wall_clock` Unix seconds (injectable)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        session_pool: SessionPool,
+        secret: str,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        rate_limit: float | None = None,
+        auth: ConnectionAuth | None = None,
+        allow_private: bool = False,
+        allowed_networks: Iterable[str] = (),
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 0 < timeout <= MAX_TIMEOUT_SECONDS:
+            raise InvalidTargetError(
+                "timeout", f"must be above 0 and at most {MAX_TIMEOUT_SECONDS:g} s"
+            )
+        if not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise InvalidTargetError("concurrency", f"must be 1 to {MAX_CONCURRENCY}")
+        if rate_limit is not None and not rate_limit > 0:
+            raise InvalidTargetError("rate_limit", "must be above 0 invocations per second")
+        self._policy = AddressPolicy.build(allow_private, allowed_networks)
+        self.url = self._policy.check_url(url)
+        self._signer = WebhookSigner(secret)
+        self._pool = session_pool
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._bucket = TokenBuckets(rate_limit, clock=clock) if rate_limit is not None else None
+        self._auth = auth
+        self._wall_clock = wall_clock
+
+    async def deliver(self, delivery: Delivery) -> Outcome:
+        throttled = await self._throttle()
+        if throttled is not None:
+            return throttled
+        async with self._semaphore:
+            try:
+                auth_headers = await self._auth.headers() if self._auth is not None else {}
+            except AuthError as exc:
+                if exc.retryable:
+                    return RetryLater(exc.reason, retry_after=exc.retry_after)
+                return GiveUp(exc.reason)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    return await self._post(delivery, auth_headers)
+            except TimeoutError:
+                return RetryLater(f"timed out after {self.timeout:g} s")
+            except AuthError as exc:
+                if exc.retryable:
+                    return RetryLater(exc.reason, retry_after=exc.retry_after)
+                return GiveUp(exc.reason)
+
+    async def close(self) -> None:
+        """Nothing of its own to release: the session pool and connections belong to the process."""
+
+    async def _throttle(self) -> RetryLater | None:
+        if self._bucket is None:
+            return None
+        wait = self._bucket.acquire("")
+        if 0 < wait <= MAX_THROTTLE_WAIT_SECONDS:
+            await asyncio.sleep(wait)
+            wait = self._bucket.acquire("")
+        if wait > 0:
+            return RetryLater("rate limit of the target reached", retry_after=wait, throttled=True)
+        return None
+
+    async def _post(self, delivery: Delivery, auth_headers: Mapping[str, str]) -> Outcome:
+        body = delivery.payload
+        signed = self._signer.headers(delivery.event_id, int(self._wall_clock()), body)
+        signed["Content-Type"] = delivery.content_type
+        session = self._pool.session(self._policy)
+        url = self.url
+        hops = 0
+        renewed = False
+        while True:
+            try:
+                self._policy.check_url(url)
+            except UnsafeTargetError as exc:
+                return GiveUp(f"refused {url}: {exc.reason}")
+            headers = dict(signed)
+            if url.origin() == self.url.origin():
+                headers.update(auth_headers)
+            try:
+                async with session.post(
+                    url, data=body, headers=headers, allow_redirects=False
+                ) as response:
+                    answer = await read_limited(response)
+                    status = response.status
+                    location = response.headers.get("Location")
+                    retry_after = parse_retry_after(
+                        response.headers.get("Retry-After"), self._wall_clock()
+                    )
+                    description = describe_status(response, answer)
+            except (aiohttp.ClientError, OSError) as exc:
+                return _network_outcome(url, exc)
+            if 200 <= status < 300:
+                return Delivered(f"HTTP {status}")
+            if status in (307, 308) and location:
+                hops += 1
+                if hops > MAX_REDIRECTS:
+                    return GiveUp(f"more than {MAX_REDIRECTS} redirects, the last to {location}")
+                try:
+                    url = url.join(URL(location))
+                except ValueError:
+                    return GiveUp(f"redirect to an unreadable location {location!r}")
+                continue
+            if 300 <= status < 400:
+                return GiveUp(
+                    f"{description} (redirects other than 307/308 are not followed, as they "
+                    "would turn the POST into a GET; point the target at the final URL)"
+                )
+            if status == 401 and self._auth is not None and not renewed:
+                renewed = True
+                if self._auth.rejected(auth_headers):
+                    auth_headers = await self._auth.headers()
+                    url = self.url
+                    continue
+            if status == 429:
+                return RetryLater(description, retry_after=retry_after, throttled=True)
+            if status >= 500:
+                return RetryLater(description, retry_after=retry_after)
+            return GiveUp(description)
+
+    def __repr__(self) -> str:
+        return f"HttpTarget({str(self.url)!r}, concurrency={self.concurrency})"
+
+
+def _network_outcome(url: URL, exc: BaseException) -> Outcome:
+    unsafe = _find_unsafe(exc)
+    if unsafe is not None:
+        return GiveUp(f"refused {url}: {unsafe}")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return GiveUp(f"invalid URL {url}: {exc}")
+    return RetryLater(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+
+def _find_unsafe(exc: BaseException) -> UnsafeAddressError | None:
+    """The guard's refusal inside aiohttp's wrapping (`ClientConnectorDNSError.os_error`)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, UnsafeAddressError):
+            return current
+        inner = getattr(current, "os_error", None)
+        if isinstance(inner, UnsafeAddressError):
+            return inner
+        current = current.__cause__ or current.__context__
+    return None
