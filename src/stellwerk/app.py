@@ -41,17 +41,21 @@ from stellwerk.api.routes import (
     keys,
     patterns,
     schemas,
+    tail,
 )
 from stellwerk.config import Settings
+from stellwerk.delivery.registry import TargetRegistry
 from stellwerk.ingest.binding import BindingLimits
 from stellwerk.ingest.metrics import IngestMetrics
 from stellwerk.ops.lifecycle import Lifecycle, NotReadyError
 from stellwerk.ops.metrics import Metrics
 from stellwerk.ratelimit import TokenBuckets
+from stellwerk.rules.changes import RuleChanges
 from stellwerk.services import Services
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.directory import BusDirectory
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+from stellwerk.storage.watch import LogWatch
 from stellwerk.tenancy import bootstrap
 
 log = structlog.get_logger("stellwerk")
@@ -64,6 +68,7 @@ ENDPOINTS: list[Endpoint] = [
     *schemas.ENDPOINTS,
     *keys.ENDPOINTS,
     *patterns.ENDPOINTS,
+    *tail.ENDPOINTS,
 ]
 
 RETRY_START_MAX_SECONDS = 10.0
@@ -102,6 +107,9 @@ async def open_services(
             max_body_size=settings.max_body_bytes, max_batch_size=settings.max_batch_events
         ),
         event_rate=TokenBuckets(settings.tenant_event_rate),
+        targets=TargetRegistry(control, allow_private_targets=settings.allow_private_targets),
+        rule_changes=RuleChanges(),
+        log_watch=LogWatch(),
     )
 
 

@@ -57,6 +57,7 @@ class Settings:
     log_format: str = "auto"
     max_body_bytes: int = 4 * 1024 * 1024
     max_buses_per_tenant: int = 100
+    max_rules_per_bus: int = 300
     drain_seconds: float = 0.0
     shutdown_timeout_seconds: float = 30.0
     key_cache_seconds: float = 5.0
@@ -189,6 +190,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "log_format": _choice(("auto", "json", "console")),
     "max_body_bytes": _int_in(1024, 1024 * 1024 * 1024),
     "max_buses_per_tenant": _int_in(1, 100_000),
+    "max_rules_per_bus": _int_in(1, 10_000),
     "drain_seconds": _seconds(600),
     "shutdown_timeout_seconds": _seconds(3600),
     "key_cache_seconds": _seconds(3600),

@@ -6,13 +6,16 @@ from dataclasses import dataclass
 
 from stellwerk.api.middleware.auth import Authenticator
 from stellwerk.config import Settings
+from stellwerk.delivery.registry import TargetRegistry
 from stellwerk.ingest.binding import BindingLimits
 from stellwerk.ingest.metrics import IngestMetrics
 from stellwerk.ops.metrics import Metrics
 from stellwerk.ratelimit import TokenBuckets
+from stellwerk.rules.changes import RuleChanges
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.directory import BusDirectory
 from stellwerk.storage.eventlog import EventLog
+from stellwerk.storage.watch import LogWatch
 
 
 @dataclass
@@ -26,6 +29,12 @@ class Services:
     ingest_metrics: IngestMetrics
     binding_limits: BindingLimits
     event_rate: TokenBuckets
+    targets: TargetRegistry
+    rule_changes: RuleChanges
+    log_watch: LogWatch
+
+    def rules_changed(self, tenant_id: str, bus: str) -> None:
+        self.rule_changes.notify(tenant_id, bus)
 
     async def ping(self) -> None:
         """Raise if a store this process needs does not answer."""

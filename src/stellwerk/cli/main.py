@@ -12,6 +12,7 @@ import click
 
 from stellwerk import __version__
 from stellwerk.cli.bench import bench
+from stellwerk.cli.events import events
 from stellwerk.cli.keys import keys
 from stellwerk.cli.pattern import pattern
 from stellwerk.cli.serve import serve
@@ -29,6 +30,7 @@ cli.add_command(tenants)
 cli.add_command(keys)
 cli.add_command(bench)
 cli.add_command(pattern)
+cli.add_command(events)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -167,6 +167,7 @@ async def put_events(request: Request) -> Response:
             f"the event log is overloaded: {exc}",
             headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
         ) from None
+    services.log_watch.appended(principal.tenant, name)
     duplicates = sum(1 for r in appended if r.duplicate)
     metrics.accepted.labels(principal.tenant, name).inc(len(batch) - duplicates)
     if duplicates:

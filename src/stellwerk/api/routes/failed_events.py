@@ -185,6 +185,7 @@ async def resubmit(request: Request) -> Response:
             raise ApiError(
                 503, "ServiceUnavailable", str(exc), headers={"Retry-After": "1"}
             ) from None
+        services.log_watch.appended(principal.tenant, name)
         await control.failed_events.mark_resubmitted(
             principal.tenant_id, [record.id for record, _ in passing]
         )

@@ -4,14 +4,9 @@ One implementation on SQLAlchemy Core serves both databases: SQLite in the data 
 default, PostgreSQL (asyncpg) for scale-out. Both run the same Alembic migrations.
 """
 
-from stellwerk.storage.control.store import (
-    ApiKeyRecord,
-    BusRecord,
-    ConflictError,
-    ControlPlane,
-    NotFoundError,
-    TenantRecord,
-)
+from stellwerk.storage.control.records import ConflictError, NotFoundError
+from stellwerk.storage.control.rules import Sealing
+from stellwerk.storage.control.store import ApiKeyRecord, BusRecord, ControlPlane, TenantRecord
 
 __all__ = [
     "ApiKeyRecord",
@@ -19,5 +14,6 @@ __all__ = [
     "ConflictError",
     "ControlPlane",
     "NotFoundError",
+    "Sealing",
     "TenantRecord",
 ]

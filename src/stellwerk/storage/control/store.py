@@ -18,21 +18,14 @@ from stellwerk.auth import Scope, generate_key, hash_key
 from stellwerk.names import check_name
 from stellwerk.storage.control import migrate
 from stellwerk.storage.control.failed import FailedEventStore
-from stellwerk.storage.control.records import utc
+from stellwerk.storage.control.records import ConflictError, NotFoundError, utc
+from stellwerk.storage.control.rules import RuleStore, Sealing
 from stellwerk.storage.control.schemas import SchemaRegistry
 from stellwerk.storage.control.tables import api_keys, buses, tenants
 
 DEFAULT_BUS = "default"
 VALIDATION_MODES = ("off", "warn", "enforce")
 DEFAULT_TENANT = "default"
-
-
-class NotFoundError(LookupError):
-    """The named resource does not exist for this tenant."""
-
-
-class ConflictError(ValueError):
-    """The change contradicts what is stored: a name taken, a limit hit, a protected resource."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,18 +115,27 @@ def create_engine(url: str) -> AsyncEngine:
 class ControlPlane:
     """Tenants, keys and buses. Construct with `await ControlPlane.open(url)`."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        sealing: Sealing | None = None,
+    ) -> None:
         self._engine = engine
         self._now = clock or (lambda: datetime.now(UTC))
+        self.rules = RuleStore(engine, self._now, sealing or Sealing.unavailable())
         self.schemas = SchemaRegistry(engine, self._now)
         self.failed_events = FailedEventStore(engine, self._now)
 
     @classmethod
-    async def open(cls, url: str, *, run_migrations: bool = True) -> ControlPlane:
+    async def open(
+        cls, url: str, *, run_migrations: bool = True, sealing: Sealing | None = None
+    ) -> ControlPlane:
         engine = create_engine(url)
         if run_migrations:
             await migrate.upgrade(engine)
-        return cls(engine)
+        return cls(engine, sealing=sealing)
 
     @property
     def engine(self) -> AsyncEngine:

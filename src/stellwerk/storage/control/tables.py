@@ -86,3 +86,37 @@ failed_events = sa.Table(
     sa.Column("resubmitted_at", sa.DateTime(timezone=True), nullable=True),
     sa.Index("ix_failed_events_tenant_bus_id", "tenant_id", "bus", "id"),
 )
+
+rules = sa.Table(
+    "rules",
+    metadata,
+    sa.Column("tenant_id", sa.String(36), primary_key=True),
+    sa.Column("bus", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("pattern", sa.Text, nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("targets", sa.Text, nullable=False),
+    sa.Column("description", sa.String(512), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(
+        ["tenant_id", "bus"], ["buses.tenant_id", "buses.name"], ondelete="CASCADE"
+    ),
+)
+
+connections = sa.Table(
+    "connections",
+    metadata,
+    sa.Column(
+        "tenant_id",
+        sa.String(36),
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("parameters", sa.Text, nullable=False),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,120 @@
+"""Rules of a tenant's buses. Target secrets are stored encrypted (by the `seal`/`unseal` given)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from stellwerk.rules import Rule, RuleInput, TargetSpec
+from stellwerk.storage.control.records import ConflictError, utc
+from stellwerk.storage.control.tables import rules
+
+_targets_decoder = msgspec.json.Decoder(list[TargetSpec])
+
+
+@dataclass(frozen=True, slots=True)
+class Sealing:
+    """How secrets are kept at rest: `seal` encrypts, `unseal` decrypts (identity in tests only)."""
+
+    seal: Callable[[str], str]
+    unseal: Callable[[str], str]
+
+    @classmethod
+    def unavailable(cls) -> Sealing:
+        """For tools that never touch secrets (e.g. `tenants create`): any use is a bug."""
+
+        def refuse(_text: str) -> str:
+            raise RuntimeError("secrets cannot be sealed or unsealed without the secret key")
+
+        return cls(refuse, refuse)
+
+
+class RuleStore:
+    def __init__(self, engine: AsyncEngine, now: Callable[[], datetime], sealing: Sealing) -> None:
+        self._engine = engine
+        self._now = now
+        self._sealing = sealing
+
+    def _encode_targets(self, targets: list[TargetSpec]) -> str:
+        sealed = [
+            msgspec.structs.replace(t, secret=self._sealing.seal(t.secret)) if t.secret else t
+            for t in targets
+        ]
+        return msgspec.json.encode(sealed).decode()
+
+    def _rule(self, row: sa.Row[Any]) -> Rule:
+        targets = [
+            msgspec.structs.replace(t, secret=self._sealing.unseal(t.secret)) if t.secret else t
+            for t in _targets_decoder.decode(row.targets)
+        ]
+        return Rule(
+            name=row.name,
+            bus=row.bus,
+            pattern=msgspec.json.decode(row.pattern),
+            state=row.state,
+            targets=targets,
+            description=row.description,
+            created_at=utc(row.created_at),
+            updated_at=utc(row.updated_at),
+        )
+
+    async def put(
+        self, tenant_id: str, bus: str, name: str, body: RuleInput, *, max_rules: int
+    ) -> tuple[Rule, bool]:
+        """Create or replace a rule; returns it and whether it was created."""
+        now = self._now()
+        where = sa.and_(rules.c.tenant_id == tenant_id, rules.c.bus == bus, rules.c.name == name)
+        values = {
+            "pattern": msgspec.json.encode(body.pattern).decode(),
+            "state": body.state,
+            "targets": self._encode_targets(body.targets),
+            "description": body.description,
+            "updated_at": now,
+        }
+        async with self._engine.begin() as conn:
+            existing = (await conn.execute(sa.select(rules.c.name).where(where))).first()
+            if existing is None:
+                count = await conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(rules)
+                    .where(rules.c.tenant_id == tenant_id, rules.c.bus == bus)
+                )
+                if (count or 0) >= max_rules:
+                    raise ConflictError(f"the bus already has {count} rules (limit {max_rules})")
+                await conn.execute(
+                    rules.insert().values(
+                        tenant_id=tenant_id, bus=bus, name=name, created_at=now, **values
+                    )
+                )
+            else:
+                await conn.execute(rules.update().where(where).values(**values))
+            row = (await conn.execute(rules.select().where(where))).one()
+        return self._rule(row), existing is None
+
+    async def get(self, tenant_id: str, bus: str, name: str) -> Rule | None:
+        where = sa.and_(rules.c.tenant_id == tenant_id, rules.c.bus == bus, rules.c.name == name)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(rules.select().where(where))).first()
+        return self._rule(row) if row else None
+
+    async def for_bus(self, tenant_id: str, bus: str) -> list[Rule]:
+        query = (
+            rules.select()
+            .where(rules.c.tenant_id == tenant_id, rules.c.bus == bus)
+            .order_by(rules.c.name)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [self._rule(r) for r in rows]
+
+    async def delete(self, tenant_id: str, bus: str, name: str) -> bool:
+        where = sa.and_(rules.c.tenant_id == tenant_id, rules.c.bus == bus, rules.c.name == name)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(rules.delete().where(where))
+        return result.rowcount > 0
