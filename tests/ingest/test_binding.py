@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -30,6 +31,8 @@ from stellwerk.ingest.binding import (
     decode_request,
     percent_decode,
 )
+from stellwerk.storage.eventlog import NewEvent
+from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 
 TIME = datetime(2026, 3, 1, 12, 30, 15, 250000, tzinfo=UTC)
 
@@ -335,3 +338,16 @@ def test_binary_mode_from_starlette_headers_as_a_server_hands_them_over() -> Non
 
     assert decoded.event.extensions == {"city": "Zürich", "encoded": "Zürich"}
     assert decoded.event.data == {"a": 1}
+
+
+async def test_a_decoded_event_goes_into_the_log_as_sent(tmp_path: Path) -> None:
+    sent = {"specversion": "1.0", "id": "a", "source": "/s", "type": "t", "subject": "x"}
+    decoded = only_event(decode_request(STRUCTURED_CONTENT_TYPE, {}, msgspec.json.encode(sent)))
+
+    async with SqliteEventLog(tmp_path / EVENTS_FILE) as log:
+        await log.append([NewEvent.of("acme", "orders", decoded.event, decoded.encoded)])
+        (stored,) = await log.read("acme", "orders")
+
+    assert (stored.id, stored.source, stored.type, stored.subject) == ("a", "/s", "t", "x")
+    body = msgspec.json.decode(stored.body)
+    assert body == {**sent, "tenant": "acme", "bus": "orders", "recordedtime": body["recordedtime"]}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from stellwerk.events import CloudEvent, encode_event
+from stellwerk.events import CloudEvent
 from stellwerk.storage.eventlog import DEFAULT_DEDUP_WINDOW, EventLog, NewEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 
@@ -48,7 +48,7 @@ def new_event(
         data=data if data is not None else {"n": event_id},
         extensions=extensions or {},
     )
-    return NewEvent(tenant, bus, event_id, source, event_type, subject, encode_event(event))
+    return NewEvent.of(tenant, bus, event)
 
 
 def body_of(raw: bytes) -> dict[str, object]:

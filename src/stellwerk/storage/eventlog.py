@@ -19,6 +19,8 @@ from typing import Final, Protocol, Self
 
 import msgspec
 
+from stellwerk.events import CloudEvent, encode_event
+
 DEFAULT_DEDUP_WINDOW: Final = timedelta(hours=24)
 DEFAULT_READ_LIMIT: Final = 1000
 
@@ -39,6 +41,12 @@ class NewEvent(msgspec.Struct, frozen=True):
     type: str
     subject: str | None
     body: bytes
+
+    @classmethod
+    def of(cls, tenant: str, bus: str, event: CloudEvent, body: bytes | None = None) -> NewEvent:
+        """The event for a bus; pass `body` when the event is already encoded (as ingest has it)."""
+        encoded = body if body is not None else encode_event(event)
+        return cls(tenant, bus, event.id, event.source, event.type, event.subject, encoded)
 
 
 class AppendStatus(StrEnum):
