@@ -1,0 +1,207 @@
+"""The delivery queue seam: deliveries waiting for their targets, leased, retried or dead.
+
+Shaped so that two backends fit: the embedded SQLite queue (`storage.sqlite.deliveries`) and,
+later, NATS JetStream with a work-queue stream (lease = pull with an ack wait, `ack`, `retry` =
+nak with a delay, `dead_letter` = term plus a publish to a dead-letter stream, max-deliver and
+backoff kept by `delivery.backoff` rather than by the server, so both backends behave alike).
+
+A delivery moves through these states:
+
+- *ready*: due at `next_attempt_at` (a new one at its event's recorded time);
+- *in flight*: leased by a worker until the lease expires; an expired lease makes it ready
+  again, so the deliveries of a crashed worker come back by themselves;
+- *waiting* (ordered targets only): behind an earlier unfinished delivery of the same
+  (tenant, bus, rule, target, ordering key); it becomes ready when that one is finished;
+- finished: acknowledged (gone), or *dead* (in the dead-letter queue until redriven).
+
+`route` writes the deliveries of a run of events and moves the bus's router cursor past them in
+one step, so a router that restarts from the cursor neither routes an event twice nor skips one.
+(A JetStream backend makes the same promise with publish dedup ids of the form
+`bus/position/rule/target` and the cursor in a KV bucket, written after the publishes.)
+
+Work may run more than once: a lease can expire while its worker is still busy, and an `ack`,
+`retry` or `dead_letter` by id is taken from whoever sends it. Targets get the event id as an
+idempotency key for that reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Final, NamedTuple, Protocol, Self
+
+import msgspec
+
+from stellwerk.delivery.model import Delivery, NewDelivery
+
+DEFAULT_DEAD_LETTER_PAGE: Final = 100
+MAX_DEAD_LETTER_PAGE: Final = 1000
+
+
+class TargetKey(NamedTuple):
+    """One target of one rule: the unit of concurrency budgets, ordering and metrics labels."""
+
+    tenant: str
+    bus: str
+    rule: str
+    target_id: str
+
+
+class LeasedDelivery(Delivery, frozen=True):
+    """A delivery as `lease` hands it out.
+
+    `age_from` is when its `maximum_event_age_seconds` starts counting: the event's recorded
+    time, or the last redrive (so a redriven delivery gets a full age budget again).
+    """
+
+    age_from: datetime | None = None
+
+    @property
+    def key(self) -> TargetKey:
+        return TargetKey(self.tenant, self.bus, self.rule, self.target_id)
+
+    @property
+    def age_origin(self) -> datetime:
+        return self.age_from if self.age_from is not None else self.recorded_time
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A delivery in the dead-letter queue: what it carried and why it was given up."""
+
+    id: int
+    tenant: str
+    bus: str
+    rule: str
+    target_id: str
+    event_id: str
+    event_source: str
+    position: int
+    recorded_time: datetime
+    dead_time: datetime
+    attempts: int
+    last_error: str | None
+    payload: bytes
+    content_type: str
+    ordering_key: str | None = None
+
+
+class QueueDepth(msgspec.Struct, frozen=True):
+    """Unfinished and dead deliveries of one target, for the queue-depth metrics.
+
+    `pending` counts ready and waiting deliveries, `in_flight` those leased now;
+    `oldest_pending_seconds` is the age (from recorded time) of the oldest unfinished one.
+    """
+
+    key: TargetKey
+    pending: int
+    in_flight: int
+    dead: int
+    oldest_pending_seconds: float | None
+
+
+class DeliveryQueueError(Exception):
+    """Base of the errors a delivery queue raises on purpose."""
+
+
+class QueueClosed(DeliveryQueueError):
+    """The queue is not open (not started yet, or closed)."""
+
+
+class CursorConflict(DeliveryQueueError):
+    """`route` was asked to route events at or below the bus's cursor: they were routed already.
+
+    Two routers on one bus, or one that lost track of its cursor; nothing was written. Read
+    `cursor` again and go on from there.
+    """
+
+
+class DeliveryQueue(Protocol):
+    """Deliveries on their way to targets. Use as `async with queue:` or `start()`/`close()`.
+
+    Every method may raise `QueueClosed`. Times are timezone-aware datetimes.
+    """
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def route(
+        self, tenant: str, bus: str, position: int, deliveries: Sequence[NewDelivery]
+    ) -> None:
+        """Enqueue the deliveries of the bus's events up to `position` and move its cursor there.
+
+        Both happen or neither does. Every delivery must belong to the bus and have a position
+        above the current cursor and at most `position`; `position` must be above the cursor
+        (`CursorConflict` otherwise). A run of events without deliveries still moves the cursor.
+        """
+        ...
+
+    async def cursor(self, tenant: str, bus: str) -> int:
+        """The position of the last event routed on the bus (0 before the first)."""
+        ...
+
+    async def lease(
+        self,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        per_target_limits: Mapping[TargetKey, int] | None = None,
+    ) -> list[LeasedDelivery]:
+        """Lease up to `limit` ready deliveries due at `now`, each until `now + lease_seconds`.
+
+        A target named in `per_target_limits` gets at most that many (its free concurrency
+        slots); others share `limit`. Of an ordered group only the oldest unfinished delivery is
+        ever ready, and only while no delivery of the group is in flight. Deliveries that are
+        due longest come first.
+        """
+        ...
+
+    async def ack(self, delivery_id: int) -> None:
+        """The delivery is finished: delivered, or dropped because its target keeps no DLQ."""
+        ...
+
+    async def retry(self, delivery_id: int, next_attempt_at: datetime, error: str) -> None:
+        """An attempt failed; count it, keep `error`, and make the delivery due again then."""
+        ...
+
+    async def release(self, delivery_ids: Sequence[int]) -> None:
+        """Give leased deliveries back unattempted (a worker stopping): ready now, not counted."""
+        ...
+
+    async def dead_letter(self, delivery_id: int, error: str) -> None:
+        """The last attempt failed for good; count it and move the delivery to the DLQ."""
+        ...
+
+    async def dead_letters(
+        self,
+        tenant: str,
+        bus: str,
+        *,
+        rule: str | None = None,
+        target_id: str | None = None,
+        after: int = 0,
+        limit: int = DEFAULT_DEAD_LETTER_PAGE,
+    ) -> list[DeadLetter]:
+        """Dead deliveries of a bus (optionally of one rule or target) with ids above `after`.
+
+        In id order, at most `limit` (1..1000); page on with the last id as `after`.
+        """
+        ...
+
+    async def redrive(self, tenant: str, bus: str, ids: Sequence[int] | None = None) -> int:
+        """Move dead deliveries of the bus (those with `ids`, or all) back to the queue.
+
+        They are due now with their attempts reset to 0, and their maximum event age counts
+        from now (`LeasedDelivery.age_from`), not from the event's recorded time: an operator
+        who redrives after fixing a receiver means "try again", even for day-old events. Ids
+        that are not dead deliveries of the bus are ignored. Returns how many were moved.
+        """
+        ...
+
+    async def depth(self) -> list[QueueDepth]:
+        """Pending, in-flight and dead counts and the oldest pending age, per target."""
+        ...

@@ -1,0 +1,639 @@
+"""The embedded delivery queue: its own SQLite file (WAL, `synchronous=FULL`), one writer thread.
+
+Every write (`route`, `lease`, `ack`, ...) is an operation that the writer thread runs in a
+SAVEPOINT inside a shared transaction: it takes all operations waiting, runs them, commits once
+and only then resolves the callers. Many workers acking at once thus share one fsync (group
+commit), and an operation that fails rolls back alone.
+
+`lease` stays cheap however long the queue: ready deliveries are indexed by (target, due time),
+and the writer keeps in memory, per target, a lower bound of its earliest due time. A lease
+visits only the targets with something due and reads their first rows by index; a target with a
+long backlog and no free slots costs nothing. Ordered deliveries behind an unfinished one wait in
+a state of their own, outside that index, so they are never scanned either.
+Reads that do not write (`cursor`, `dead_letters`, `depth`) use a connection of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, Self, TypeVar
+
+from stellwerk.delivery.model import NewDelivery
+from stellwerk.storage.deliveries import (
+    DEFAULT_DEAD_LETTER_PAGE,
+    MAX_DEAD_LETTER_PAGE,
+    CursorConflict,
+    DeadLetter,
+    DeliveryQueueError,
+    LeasedDelivery,
+    QueueClosed,
+    QueueDepth,
+    TargetKey,
+)
+
+DELIVERIES_FILE: Final = "deliveries.db"
+READY, WAITING, DEAD = 0, 1, 2
+_T = TypeVar("_T")
+
+# Durable-format rule as for the event log: add columns with defaults and new tables only.
+_DDL: Final = (
+    """CREATE TABLE IF NOT EXISTS targets (
+        target INTEGER PRIMARY KEY,
+        tenant TEXT NOT NULL, bus TEXT NOT NULL, rule TEXT NOT NULL, target_id TEXT NOT NULL,
+        UNIQUE (tenant, bus, rule, target_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS cursors (
+        tenant TEXT NOT NULL, bus TEXT NOT NULL, position INTEGER NOT NULL,
+        PRIMARY KEY (tenant, bus)
+    ) WITHOUT ROWID""",
+    # due_us: when a ready delivery may be leased next; while leased, when the lease expires.
+    # age_from_us: where maximum_event_age counts from (recorded time, or the last redrive).
+    """CREATE TABLE IF NOT EXISTS deliveries (
+        id INTEGER PRIMARY KEY,
+        target INTEGER NOT NULL,
+        state INTEGER NOT NULL,
+        due_us INTEGER NOT NULL,
+        leased INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        event_id TEXT NOT NULL,
+        event_source TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        recorded_us INTEGER NOT NULL,
+        age_from_us INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        content_type TEXT NOT NULL,
+        ordering_key TEXT,
+        last_error TEXT,
+        dead_us INTEGER
+    )""",
+    "CREATE INDEX IF NOT EXISTS ready_by_target ON deliveries (target, due_us) WHERE state = 0",
+    """CREATE INDEX IF NOT EXISTS ordered_groups ON deliveries (target, ordering_key, id)
+        WHERE ordering_key IS NOT NULL AND state < 2""",
+    "CREATE INDEX IF NOT EXISTS dead_by_target ON deliveries (target, id) WHERE state = 2",
+)
+_COLUMNS: Final = (
+    "id, target, attempts, event_id, event_source, position, recorded_us, age_from_us,"
+    " payload, content_type, ordering_key, last_error"
+)
+_INSERT: Final = (
+    "INSERT INTO deliveries (target, state, due_us, event_id, event_source, position,"
+    " recorded_us, age_from_us, payload, content_type, ordering_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_LEASE: Final = (
+    f"SELECT {_COLUMNS} FROM deliveries WHERE target = ? AND state = 0 AND due_us <= ?"
+    " ORDER BY due_us, id LIMIT ?"
+)
+_EARLIEST: Final = "SELECT min(due_us) FROM deliveries WHERE target = ? AND state = 0"
+_GROUP_BUSY: Final = (
+    "SELECT 1 FROM deliveries WHERE target = ? AND ordering_key = ? AND state < 2 LIMIT 1"
+)
+_NEXT_IN_GROUP: Final = (
+    "SELECT id, due_us FROM deliveries WHERE target = ? AND ordering_key = ? AND state = 1"
+    " ORDER BY id LIMIT 1"
+)
+_DEAD_COLUMNS: Final = (
+    "d.id, t.rule, t.target_id, d.event_id, d.event_source, d.position, d.recorded_us,"
+    " d.dead_us, d.attempts, d.last_error, d.payload, d.content_type, d.ordering_key"
+)
+
+
+def to_us(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError("times must be timezone-aware")
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _connect(path: Path, *, writer: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    # FULL: a route or redrive that returned survives power loss, not just a crash.
+    conn.execute("PRAGMA synchronous = FULL")
+    if writer:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            conn.close()
+            raise sqlite3.OperationalError(f"{path} cannot be put in WAL mode (got {mode})")
+        conn.execute("PRAGMA cache_size = -32768")
+        for statement in _DDL:
+            conn.execute(statement)
+    else:
+        conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+class _Operation:
+    __slots__ = ("future", "loop", "work")
+
+    def __init__(
+        self, work: Callable[[sqlite3.Connection], Any], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.work = work
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+
+class _Writer:
+    """One thread, one connection: runs operations in groups, one transaction per group."""
+
+    def __init__(self, conn: sqlite3.Connection, on_failure: Callable[[], None]) -> None:
+        self._conn = conn
+        self._on_failure = on_failure
+        self._cond = threading.Condition()
+        self._queue: deque[_Operation] = deque()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="deliveries-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join()
+
+    def submit(self, operation: _Operation) -> None:
+        with self._cond:
+            if self._stopping:
+                raise QueueClosed("the delivery queue is closing")
+            self._queue.append(operation)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                group = list(self._queue)
+                self._queue.clear()
+            self._execute(group)
+
+    def _execute(self, group: list[_Operation]) -> None:
+        conn = self._conn
+        outcomes: list[Any] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for operation in group:
+                conn.execute("SAVEPOINT operation")
+                try:
+                    outcomes.append(operation.work(conn))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO operation")
+                    self._on_failure()
+                    outcomes.append(exc)
+                conn.execute("RELEASE operation")
+            conn.execute("COMMIT")
+        except Exception as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._on_failure()
+            failure = DeliveryQueueError(f"the delivery queue could not commit: {exc}")
+            outcomes = [failure] * len(group)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        for operation, outcome in zip(group, outcomes, strict=True):
+            by_loop.setdefault(operation.loop, []).append((operation.future, outcome))
+        for loop, pairs in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop has no one waiting
+                loop.call_soon_threadsafe(_settle, pairs)
+
+
+def _settle(pairs: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for future, outcome in pairs:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SqliteDeliveryQueue:
+    """The `DeliveryQueue` on one file: `SqliteDeliveryQueue(data_dir / DELIVERIES_FILE)`.
+
+    `clock` stamps dead letters and redrives and measures depth (a test can move it); `lease`
+    takes its time from the caller.
+    """
+
+    def __init__(self, path: str | Path, *, clock: Callable[[], datetime] = _utc_now) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._writer: _Writer | None = None
+        self._write_conn: sqlite3.Connection | None = None
+        self._read_conn: sqlite3.Connection | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        # Writer-thread state, rebuilt from the file whenever an operation fails.
+        self._target_ids: dict[TargetKey, int] = {}
+        self._keys: dict[int, TargetKey] = {}
+        self._earliest: dict[int, int] = {}  # target -> lower bound of its earliest ready due_us
+        self._stale = True
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._writer is not None:
+            raise DeliveryQueueError("the delivery queue was already started")
+        self._write_conn = await asyncio.to_thread(_connect, self.path, writer=True)
+        self._read_conn = await asyncio.to_thread(_connect, self.path, writer=False)
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="deliveries-read")
+        self._stale = True
+        self._writer = _Writer(self._write_conn, self._mark_stale)
+        self._writer.start()
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        await asyncio.to_thread(writer.stop)
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await asyncio.to_thread(reader.shutdown, wait=True)
+        for conn in (self._write_conn, self._read_conn):
+            if conn is not None:
+                conn.close()
+        self._write_conn = self._read_conn = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- routing -------------------------------------------------------------------------------
+
+    async def route(
+        self, tenant: str, bus: str, position: int, deliveries: Sequence[NewDelivery]
+    ) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            self._refresh(conn)
+            row = conn.execute(
+                "SELECT position FROM cursors WHERE tenant = ? AND bus = ?", (tenant, bus)
+            ).fetchone()
+            current = row[0] if row else 0
+            if position <= current:
+                raise CursorConflict(
+                    f"{tenant}/{bus} is routed up to {current}; cannot route up to {position}"
+                )
+            rows = []
+            heads: set[tuple[int, str]] = set()
+            for d in deliveries:
+                if (d.tenant, d.bus) != (tenant, bus) or not current < d.position <= position:
+                    raise ValueError(
+                        f"delivery of {d.tenant}/{d.bus} at {d.position} does not belong in"
+                        f" {tenant}/{bus} ({current}, {position}]"
+                    )
+                target = self._target(conn, TargetKey(tenant, bus, d.rule, d.target_id))
+                state = READY
+                if d.ordering_key is not None:
+                    group = (target, d.ordering_key)
+                    if group in heads or conn.execute(_GROUP_BUSY, group).fetchone():
+                        state = WAITING
+                    heads.add(group)
+                recorded = to_us(d.recorded_time)
+                if state == READY:
+                    self._lower(target, recorded)
+                rows.append(
+                    (target, state, recorded, d.event_id, d.event_source, d.position, recorded,
+                     recorded, d.payload, d.content_type, d.ordering_key)
+                )  # fmt: skip
+            conn.executemany(_INSERT, rows)
+            conn.execute(
+                "INSERT INTO cursors (tenant, bus, position) VALUES (?, ?, ?)"
+                " ON CONFLICT (tenant, bus) DO UPDATE SET position = excluded.position",
+                (tenant, bus, position),
+            )
+
+        await self._write(work)
+
+    async def cursor(self, tenant: str, bus: str) -> int:
+        def query(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT position FROM cursors WHERE tenant = ? AND bus = ?", (tenant, bus)
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._read(query)
+
+    # -- leasing and outcomes ------------------------------------------------------------------
+
+    async def lease(
+        self,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        per_target_limits: Mapping[TargetKey, int] | None = None,
+    ) -> list[LeasedDelivery]:
+        if limit < 1:
+            return []
+        now_us = to_us(now)
+        until_us = now_us + int(lease_seconds * 1_000_000)
+
+        def work(conn: sqlite3.Connection) -> list[LeasedDelivery]:
+            self._refresh(conn)
+            caps: dict[int, int] = {}
+            for key, cap in (per_target_limits or {}).items():
+                target = self._target_ids.get(key)
+                if target is not None:
+                    caps[target] = cap
+            due = sorted(
+                (t for t, e in self._earliest.items() if e <= now_us),
+                key=self._earliest.__getitem__,
+            )
+            out: list[LeasedDelivery] = []
+            for target in due:
+                room = min(limit - len(out), caps.get(target, limit))
+                if room <= 0:
+                    if len(out) >= limit:
+                        break
+                    continue
+                rows = conn.execute(_LEASE, (target, now_us, room)).fetchall()
+                if rows:
+                    conn.executemany(
+                        "UPDATE deliveries SET leased = 1, due_us = ? WHERE id = ?",
+                        [(until_us, row[0]) for row in rows],
+                    )
+                    key = self._keys[target]
+                    out.extend(_leased(key, row) for row in rows)
+                earliest = conn.execute(_EARLIEST, (target,)).fetchone()[0]
+                if earliest is None:
+                    del self._earliest[target]
+                else:
+                    self._earliest[target] = earliest
+            return out
+
+        return await self._write(work)
+
+    async def ack(self, delivery_id: int) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "DELETE FROM deliveries WHERE id = ? RETURNING target, state, ordering_key",
+                (delivery_id,),
+            ).fetchone()
+            if row is not None and row[1] == READY and row[2] is not None:
+                self._promote(conn, row[0], row[2])
+
+        await self._write(work)
+
+    async def retry(self, delivery_id: int, next_attempt_at: datetime, error: str) -> None:
+        due_us = to_us(next_attempt_at)
+
+        def work(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "UPDATE deliveries SET leased = 0, due_us = ?, attempts = attempts + 1,"
+                " last_error = ? WHERE id = ? AND state = 0 RETURNING target",
+                (due_us, error, delivery_id),
+            ).fetchone()
+            if row is not None:
+                self._lower(row[0], due_us)
+
+        await self._write(work)
+
+    async def release(self, delivery_ids: Sequence[int]) -> None:
+        if not delivery_ids:
+            return
+        now_us = to_us(self._clock())
+
+        def work(conn: sqlite3.Connection) -> None:
+            for delivery_id in delivery_ids:
+                row = conn.execute(
+                    "UPDATE deliveries SET leased = 0, due_us = min(due_us, ?)"
+                    " WHERE id = ? AND state = 0 AND leased = 1 RETURNING target, due_us",
+                    (now_us, delivery_id),
+                ).fetchone()
+                if row is not None:
+                    self._lower(row[0], row[1])
+
+        await self._write(work)
+
+    async def dead_letter(self, delivery_id: int, error: str) -> None:
+        dead_us = to_us(self._clock())
+
+        def work(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT target, state, ordering_key FROM deliveries WHERE id = ?", (delivery_id,)
+            ).fetchone()
+            if row is None or row[1] == DEAD:
+                return
+            conn.execute(
+                "UPDATE deliveries SET state = 2, leased = 0, attempts = attempts + 1,"
+                " last_error = ?, dead_us = ? WHERE id = ?",
+                (error, dead_us, delivery_id),
+            )
+            if row[1] == READY and row[2] is not None:
+                self._promote(conn, row[0], row[2])
+
+        await self._write(work)
+
+    # -- dead letters --------------------------------------------------------------------------
+
+    async def dead_letters(
+        self,
+        tenant: str,
+        bus: str,
+        *,
+        rule: str | None = None,
+        target_id: str | None = None,
+        after: int = 0,
+        limit: int = DEFAULT_DEAD_LETTER_PAGE,
+    ) -> list[DeadLetter]:
+        if not 1 <= limit <= MAX_DEAD_LETTER_PAGE:
+            raise ValueError(f"limit must be 1..{MAX_DEAD_LETTER_PAGE}, not {limit}")
+
+        def query(conn: sqlite3.Connection) -> list[DeadLetter]:
+            rows = conn.execute(
+                f"SELECT {_DEAD_COLUMNS} FROM targets AS t"
+                " JOIN deliveries AS d ON d.target = t.target AND d.state = 2"
+                " WHERE t.tenant = :tenant AND t.bus = :bus"
+                " AND (:rule IS NULL OR t.rule = :rule)"
+                " AND (:target_id IS NULL OR t.target_id = :target_id)"
+                " AND d.id > :after ORDER BY d.id LIMIT :limit",
+                {"tenant": tenant, "bus": bus, "rule": rule, "target_id": target_id,
+                 "after": after, "limit": limit},
+            ).fetchall()  # fmt: skip
+            return [
+                DeadLetter(
+                    id=r[0], tenant=tenant, bus=bus, rule=r[1], target_id=r[2], event_id=r[3],
+                    event_source=r[4], position=r[5], recorded_time=from_us(r[6]),
+                    dead_time=from_us(r[7]), attempts=r[8], last_error=r[9], payload=r[10],
+                    content_type=r[11], ordering_key=r[12],
+                )
+                for r in rows
+            ]  # fmt: skip
+
+        return await self._read(query)
+
+    async def redrive(self, tenant: str, bus: str, ids: Sequence[int] | None = None) -> int:
+        now_us = to_us(self._clock())
+        wanted = None if ids is None else set(ids)
+
+        def work(conn: sqlite3.Connection) -> int:
+            self._refresh(conn)
+            rows = conn.execute(
+                "SELECT d.id, d.target, d.ordering_key FROM targets AS t"
+                " JOIN deliveries AS d ON d.target = t.target AND d.state = 2"
+                " WHERE t.tenant = ? AND t.bus = ? ORDER BY d.id",
+                (tenant, bus),
+            ).fetchall()
+            moved = 0
+            for delivery_id, target, ordering_key in rows:
+                if wanted is not None and delivery_id not in wanted:
+                    continue
+                state = READY
+                if (
+                    ordering_key is not None
+                    and conn.execute(_GROUP_BUSY, (target, ordering_key)).fetchone()
+                ):
+                    state = WAITING
+                conn.execute(
+                    "UPDATE deliveries SET state = ?, due_us = ?, age_from_us = ?, leased = 0,"
+                    " attempts = 0, dead_us = NULL WHERE id = ?",
+                    (state, now_us, now_us, delivery_id),
+                )
+                if state == READY:
+                    self._lower(target, now_us)
+                moved += 1
+            return moved
+
+        return await self._write(work)
+
+    async def depth(self) -> list[QueueDepth]:
+        now_us = to_us(self._clock())
+
+        def query(conn: sqlite3.Connection) -> list[QueueDepth]:
+            rows = conn.execute(
+                "SELECT t.tenant, t.bus, t.rule, t.target_id,"
+                " sum(d.state < 2), sum(d.state = 0 AND d.leased = 1 AND d.due_us > ?1),"
+                " sum(d.state = 2), min(CASE WHEN d.state < 2 THEN d.recorded_us END)"
+                " FROM deliveries AS d JOIN targets AS t ON t.target = d.target"
+                " GROUP BY d.target ORDER BY t.tenant, t.bus, t.rule, t.target_id",
+                (now_us,),
+            ).fetchall()
+            out = []
+            for tenant, bus, rule, target_id, unfinished, in_flight, dead, oldest in rows:
+                out.append(
+                    QueueDepth(
+                        key=TargetKey(tenant, bus, rule, target_id),
+                        pending=unfinished - in_flight,
+                        in_flight=in_flight,
+                        dead=dead,
+                        oldest_pending_seconds=(
+                            None if oldest is None else max(0, now_us - oldest) / 1_000_000
+                        ),
+                    )
+                )
+            return out
+
+        return await self._read(query)
+
+    # -- the writer thread's side --------------------------------------------------------------
+
+    def _mark_stale(self) -> None:
+        # A rolled-back operation may have cached target ids or due times that never committed.
+        self._stale = True
+
+    def _refresh(self, conn: sqlite3.Connection) -> None:
+        if not self._stale:
+            return
+        self._target_ids.clear()
+        self._keys.clear()
+        for target, tenant, bus, rule, target_id in conn.execute(
+            "SELECT target, tenant, bus, rule, target_id FROM targets"
+        ):
+            key = TargetKey(tenant, bus, rule, target_id)
+            self._target_ids[key] = target
+            self._keys[target] = key
+        self._earliest = dict(
+            conn.execute(
+                "SELECT target, min(due_us) FROM deliveries WHERE state = 0 GROUP BY target"
+            )
+        )
+        self._stale = False
+
+    def _target(self, conn: sqlite3.Connection, key: TargetKey) -> int:
+        target = self._target_ids.get(key)
+        if target is None:
+            target = conn.execute(
+                "INSERT INTO targets (tenant, bus, rule, target_id) VALUES (?, ?, ?, ?)"
+                " RETURNING target",
+                key,
+            ).fetchone()[0]
+            self._target_ids[key] = target
+            self._keys[target] = key
+        return target
+
+    def _lower(self, target: int, due_us: int) -> None:
+        current = self._earliest.get(target)
+        if current is None or due_us < current:
+            self._earliest[target] = due_us
+
+    def _promote(self, conn: sqlite3.Connection, target: int, ordering_key: str) -> None:
+        """The head of an ordered group finished: the next delivery of the group is ready."""
+        row = conn.execute(_NEXT_IN_GROUP, (target, ordering_key)).fetchone()
+        if row is not None:
+            conn.execute("UPDATE deliveries SET state = 0 WHERE id = ?", (row[0],))
+            self._lower(target, row[1])
+
+    async def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        writer = self._writer
+        if writer is None:
+            raise QueueClosed("the delivery queue is not open")
+        operation = _Operation(work, asyncio.get_running_loop())
+        writer.submit(operation)
+        result: _T = await operation.future
+        return result
+
+    async def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
+        reader, conn = self._reader, self._read_conn
+        if reader is None or conn is None:
+            raise QueueClosed("the delivery queue is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(reader, query, conn)
+        except RuntimeError:  # shut down between the check and the call
+            raise QueueClosed("the delivery queue is closing") from None
+        return await future
+
+
+def _leased(key: TargetKey, row: Any) -> LeasedDelivery:
+    (delivery_id, _, attempts, event_id, source, position, recorded_us, age_from_us,
+     payload, content_type, ordering_key, last_error) = row  # fmt: skip
+    return LeasedDelivery(
+        id=delivery_id,
+        tenant=key.tenant,
+        bus=key.bus,
+        rule=key.rule,
+        target_id=key.target_id,
+        event_id=event_id,
+        event_source=source,
+        position=position,
+        recorded_time=from_us(recorded_us),
+        payload=payload,
+        content_type=content_type,
+        attempts=attempts,
+        ordering_key=ordering_key,
+        last_error=last_error,
+        age_from=None if age_from_us == recorded_us else from_us(age_from_us),
+    )

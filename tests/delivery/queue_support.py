@@ -1,0 +1,54 @@
+"""Helpers for the delivery queue and worker tests: a queue per backend, deliveries to route."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from tests.storage.eventlog_support import T0, MovableClock
+
+from stellwerk.delivery.model import NewDelivery
+from stellwerk.storage.deliveries import DeliveryQueue
+from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+
+BACKENDS = ["sqlite"]
+
+
+@dataclass
+class QueueFactory:
+    """Makes (unstarted) queues of one backend on the same storage, so a test can reopen it."""
+
+    backend: str
+    data_dir: Path
+    clock: MovableClock
+
+    def __call__(self) -> DeliveryQueue:
+        if self.backend == "sqlite":
+            return SqliteDeliveryQueue(self.data_dir / DELIVERIES_FILE, clock=self.clock)
+        raise AssertionError(f"unknown backend {self.backend}")
+
+
+def new_delivery(
+    position: int,
+    *,
+    tenant: str = "acme",
+    bus: str = "default",
+    rule: str = "r1",
+    target_id: str = "t1",
+    ordering_key: str | None = None,
+    recorded_time: datetime = T0,
+) -> NewDelivery:
+    return NewDelivery(
+        tenant=tenant,
+        bus=bus,
+        rule=rule,
+        target_id=target_id,
+        event_id=f"e{position}",
+        event_source="/orders",
+        position=position,
+        recorded_time=recorded_time,
+        payload=f'{{"n":{position}}}'.encode(),
+        content_type="application/cloudevents+json",
+        ordering_key=ordering_key,
+    )

@@ -1,0 +1,229 @@
+"""The contract every delivery queue backend must keep: routing with the cursor, leases, ordering,
+retries, dead letters and redrive. Runs once per backend in `queue_support.BACKENDS`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from tests.delivery.queue_support import QueueFactory, new_delivery
+from tests.storage.eventlog_support import T0, MovableClock
+
+from stellwerk.storage.deliveries import CursorConflict, DeliveryQueue, TargetKey
+
+LEASE = 30.0
+
+
+async def test_route_stores_deliveries_and_moves_the_cursor(queue: DeliveryQueue) -> None:
+    assert await queue.cursor("acme", "default") == 0
+    await queue.route("acme", "default", 5, [new_delivery(2), new_delivery(4)])
+    assert await queue.cursor("acme", "default") == 5
+    assert await queue.cursor("acme", "other") == 0
+    leased = await queue.lease(T0, 10, LEASE)
+    assert [(d.event_id, d.position, d.attempts) for d in leased] == [("e2", 2, 0), ("e4", 4, 0)]
+    assert leased[0].payload == b'{"n":2}'
+    assert leased[0].key == TargetKey("acme", "default", "r1", "t1")
+    assert leased[0].recorded_time == T0
+
+
+async def test_a_run_without_deliveries_still_moves_the_cursor(queue: DeliveryQueue) -> None:
+    await queue.route("acme", "default", 7, [])
+    assert await queue.cursor("acme", "default") == 7
+    assert await queue.lease(T0, 10, LEASE) == []
+
+
+async def test_routing_again_at_or_below_the_cursor_writes_nothing(queue: DeliveryQueue) -> None:
+    await queue.route("acme", "default", 5, [new_delivery(5)])
+    with pytest.raises(CursorConflict):
+        await queue.route("acme", "default", 5, [new_delivery(5)])
+    with pytest.raises(CursorConflict):
+        await queue.route("acme", "default", 3, [])
+    # Part of the run already routed: the whole call is refused, the cursor stays.
+    with pytest.raises(ValueError, match="does not belong"):
+        await queue.route("acme", "default", 9, [new_delivery(8), new_delivery(4)])
+    with pytest.raises(ValueError, match="does not belong"):
+        await queue.route("acme", "default", 9, [new_delivery(8, bus="other")])
+    assert await queue.cursor("acme", "default") == 5
+    assert [d.position for d in await queue.lease(T0, 10, LEASE)] == [5]
+
+
+async def test_routed_deliveries_and_cursor_survive_a_reopen(queue_factory: QueueFactory) -> None:
+    async with queue_factory() as queue:
+        await queue.route("acme", "default", 3, [new_delivery(1), new_delivery(3)])
+        first = await queue.lease(T0, 1, LEASE)
+    async with queue_factory() as queue:
+        assert await queue.cursor("acme", "default") == 3
+        # The lease taken before the reopen still holds; the other delivery is due.
+        ten = T0 + timedelta(seconds=10)
+        assert [d.position for d in await queue.lease(ten, 10, LEASE)] == [3]
+        later = T0 + timedelta(seconds=LEASE)
+        assert [d.id for d in await queue.lease(later, 10, LEASE)] == [first[0].id]
+
+
+async def test_an_expired_lease_returns_the_delivery(queue: DeliveryQueue) -> None:
+    await queue.route("acme", "default", 1, [new_delivery(1)])
+    (first,) = await queue.lease(T0, 10, LEASE)
+    assert await queue.lease(T0 + timedelta(seconds=LEASE - 1), 10, LEASE) == []
+    (again,) = await queue.lease(T0 + timedelta(seconds=LEASE), 10, LEASE)
+    assert again.id == first.id
+    assert again.attempts == 0  # a lost lease is not a failed attempt
+
+
+async def test_ack_finishes_a_delivery(queue: DeliveryQueue) -> None:
+    await queue.route("acme", "default", 1, [new_delivery(1)])
+    (leased,) = await queue.lease(T0, 10, LEASE)
+    await queue.ack(leased.id)
+    assert await queue.lease(T0 + timedelta(hours=1), 10, LEASE) == []
+    assert await queue.depth() == []
+
+
+async def test_retry_counts_the_attempt_and_waits(queue: DeliveryQueue) -> None:
+    await queue.route("acme", "default", 1, [new_delivery(1)])
+    (leased,) = await queue.lease(T0, 10, LEASE)
+    await queue.retry(leased.id, T0 + timedelta(seconds=90), "503 Service Unavailable")
+    assert await queue.lease(T0 + timedelta(seconds=89), 10, LEASE) == []
+    (again,) = await queue.lease(T0 + timedelta(seconds=90), 10, LEASE)
+    assert (again.id, again.attempts, again.last_error) == (leased.id, 1, "503 Service Unavailable")
+
+
+async def test_release_gives_work_back_unattempted(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    await queue.route("acme", "default", 2, [new_delivery(1), new_delivery(2)])
+    leased = await queue.lease(T0, 10, LEASE)
+    await queue.release([d.id for d in leased])
+    again = await queue.lease(clock(), 10, LEASE)
+    assert [(d.id, d.attempts) for d in again] == [(d.id, 0) for d in leased]
+
+
+async def test_per_target_limits_cap_one_target_without_starving_others(
+    queue: DeliveryQueue,
+) -> None:
+    slow = [new_delivery(p, target_id="slow") for p in range(1, 6)]
+    fast = [new_delivery(p, target_id="fast") for p in range(1, 6)]
+    await queue.route("acme", "default", 5, slow + fast)
+    slow_key = TargetKey("acme", "default", "r1", "slow")
+    leased = await queue.lease(T0, 10, LEASE, {slow_key: 0})
+    assert sorted(d.target_id for d in leased) == ["fast"] * 5
+    leased = await queue.lease(T0, 10, LEASE, {slow_key: 2})
+    assert [d.position for d in leased] == [1, 2]
+
+
+async def test_limit_caps_the_lease(queue: DeliveryQueue) -> None:
+    await queue.route("acme", "default", 9, [new_delivery(p) for p in range(1, 10)])
+    assert [d.position for d in await queue.lease(T0, 4, LEASE)] == [1, 2, 3, 4]
+    assert [d.position for d in await queue.lease(T0, 100, LEASE)] == [5, 6, 7, 8, 9]
+
+
+async def test_ordered_groups_go_one_at_a_time_in_log_order(queue: DeliveryQueue) -> None:
+    batch = [
+        new_delivery(1, ordering_key="a"),
+        new_delivery(2, ordering_key="b"),
+        new_delivery(3, ordering_key="a"),
+        new_delivery(4),
+        new_delivery(5, ordering_key="a"),
+    ]
+    await queue.route("acme", "default", 5, batch)
+    first = await queue.lease(T0, 10, LEASE)
+    assert [d.position for d in first] == [1, 2, 4]
+    a1 = first[0]
+    # In flight: nothing more of group "a", even when asked again.
+    assert await queue.lease(T0, 10, LEASE) == []
+    # A retry keeps the group's turn: the next one waits behind it.
+    await queue.retry(a1.id, T0 + timedelta(seconds=10), "timeout")
+    assert await queue.lease(T0 + timedelta(seconds=5), 10, LEASE) == []
+    (again,) = await queue.lease(T0 + timedelta(seconds=10), 10, LEASE)
+    assert again.id == a1.id
+    await queue.ack(a1.id)
+    (a3,) = await queue.lease(T0 + timedelta(seconds=10), 10, LEASE)
+    assert a3.position == 3
+    # A dead-lettered head is finished too: the group goes on.
+    await queue.dead_letter(a3.id, "410 Gone")
+    (a5,) = await queue.lease(T0 + timedelta(seconds=10), 10, LEASE)
+    assert a5.position == 5
+
+
+async def test_ordered_group_continues_across_routed_runs(queue: DeliveryQueue) -> None:
+    await queue.route("acme", "default", 1, [new_delivery(1, ordering_key="a")])
+    (a1,) = await queue.lease(T0, 10, LEASE)
+    await queue.route("acme", "default", 2, [new_delivery(2, ordering_key="a")])
+    assert await queue.lease(T0, 10, LEASE) == []
+    await queue.ack(a1.id)
+    assert [d.position for d in await queue.lease(T0, 10, LEASE)] == [2]
+
+
+async def test_dead_letters_are_listed_filtered_and_paged(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    batch = [new_delivery(p, target_id="t1" if p % 2 else "t2") for p in range(1, 7)]
+    batch.append(new_delivery(7, bus="other"))
+    await queue.route("acme", "default", 6, batch[:-1])
+    await queue.route("acme", "other", 7, batch[-1:])
+    clock.advance(timedelta(minutes=5))
+    for delivery in await queue.lease(clock(), 10, LEASE):
+        await queue.dead_letter(delivery.id, f"400 for {delivery.event_id}")
+    dead = await queue.dead_letters("acme", "default")
+    assert [d.event_id for d in dead] == [f"e{p}" for p in range(1, 7)]
+    assert dead[0].last_error == "400 for e1"
+    assert (dead[0].attempts, dead[0].rule, dead[0].dead_time) == (1, "r1", clock())
+    assert dead[0].payload == b'{"n":1}'
+    only_t2 = await queue.dead_letters("acme", "default", target_id="t2")
+    assert [d.event_id for d in only_t2] == ["e2", "e4", "e6"]
+    assert await queue.dead_letters("acme", "default", rule="nope") == []
+    page = await queue.dead_letters("acme", "default", limit=4)
+    rest = await queue.dead_letters("acme", "default", after=page[-1].id, limit=4)
+    assert [d.event_id for d in page + rest] == [d.event_id for d in dead]
+    assert [d.event_id for d in await queue.dead_letters("acme", "other")] == ["e7"]
+    assert await queue.dead_letters("other-tenant", "default") == []
+    with pytest.raises(ValueError, match="limit"):
+        await queue.dead_letters("acme", "default", limit=0)
+
+
+async def test_redrive_selected_and_all(queue: DeliveryQueue, clock: MovableClock) -> None:
+    await queue.route("acme", "default", 4, [new_delivery(p) for p in range(1, 5)])
+    await queue.route("acme", "other", 5, [new_delivery(5, bus="other")])
+    for delivery in await queue.lease(clock(), 10, LEASE):
+        await queue.retry(delivery.id, clock(), "500")
+    for delivery in await queue.lease(clock(), 10, LEASE):
+        await queue.dead_letter(delivery.id, "500 again")
+    dead = await queue.dead_letters("acme", "default")
+    assert [d.attempts for d in dead] == [2, 2, 2, 2]
+    clock.advance(timedelta(hours=2))
+    # An id of another bus is ignored, as are ids that are not dead.
+    other_id = (await queue.dead_letters("acme", "other"))[0].id
+    assert await queue.redrive("acme", "default", [dead[1].id, other_id, 99_999]) == 1
+    (back,) = await queue.lease(clock(), 10, LEASE)
+    assert (back.id, back.attempts, back.last_error) == (dead[1].id, 0, "500 again")
+    assert back.age_origin == clock()  # maximum_event_age counts from the redrive
+    assert back.recorded_time == T0
+    assert await queue.redrive("acme", "default") == 3
+    assert sorted(d.id for d in await queue.lease(clock(), 10, LEASE)) == sorted(
+        d.id for d in dead if d.id != dead[1].id
+    )
+    assert await queue.dead_letters("acme", "default") == []
+    assert len(await queue.dead_letters("acme", "other")) == 1
+
+
+async def test_depth_counts_per_target(queue: DeliveryQueue, clock: MovableClock) -> None:
+    batch = [new_delivery(p) for p in range(1, 5)] + [new_delivery(5, target_id="t2")]
+    await queue.route("acme", "default", 5, batch)
+    clock.advance(timedelta(seconds=40))
+    leased = await queue.lease(clock(), 2, LEASE)  # e1 and e2
+    await queue.dead_letter(leased[0].id, "gone")
+    depth = {d.key.target_id: d for d in await queue.depth()}
+    t1 = depth["t1"]
+    assert (t1.pending, t1.in_flight, t1.dead) == (2, 1, 1)
+    assert t1.oldest_pending_seconds == 40.0
+    assert (depth["t2"].pending, depth["t2"].in_flight, depth["t2"].dead) == (1, 0, 0)
+    # An expired lease is pending again.
+    clock.advance(timedelta(seconds=LEASE))
+    assert {d.key.target_id: d.pending for d in await queue.depth()}["t1"] == 3
+
+
+async def test_tenants_and_buses_keep_their_own_cursors(queue: DeliveryQueue) -> None:
+    await queue.route("acme", "default", 4, [new_delivery(4)])
+    await queue.route("globex", "default", 2, [new_delivery(2, tenant="globex")])
+    assert await queue.cursor("acme", "default") == 4
+    assert await queue.cursor("globex", "default") == 2
+    tenants = sorted(d.tenant for d in await queue.lease(T0, 10, LEASE))
+    assert tenants == ["acme", "globex"]
