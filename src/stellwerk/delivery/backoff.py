@@ -1,0 +1,101 @@
+"""When to try a failed delivery again, and when to stop: EventBridge's retry policy.
+
+EventBridge documents only "exponential back off and jitter" for up to 185 retries or 24 hours.
+Stellwerk uses *full jitter* (a uniform delay between 0 and an exponential ceiling, as in the AWS
+architecture blog's "Exponential Backoff And Jitter"): the ceiling starts at `BASE_SECONDS` (1 s)
+and doubles per retry up to `CAP_SECONDS` (900 s). Full jitter spreads the retries of many
+deliveries that failed together, so a receiver coming back is not hit by all of them at once.
+The cap is chosen so that EventBridge's defaults end together: once at the cap, retries come on
+average every 450 s, and 185 of them take about 23 hours, close to the 24-hour age limit.
+
+A target's `Retry-After` is a floor: the next attempt is never earlier than it asks.
+
+The policy ends retrying when either limit is reached, whichever comes first:
+- `maximum_retry_attempts`: that many retries after the first attempt (0: a single attempt);
+- `maximum_event_age_seconds`: no attempt starts later than that after the event's recorded time
+  (after the last redrive for a redriven delivery); a retry that would be due later is not
+  scheduled at all.
+Then the delivery goes to the dead-letter queue with the last error, or, when the target keeps
+no dead letters (`dead_letter: false`), it is dropped and counted as such.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Final
+
+import msgspec
+
+from stellwerk.delivery.model import GiveUp, RetryLater, RetryPolicy
+
+BASE_SECONDS: Final = 1.0
+CAP_SECONDS: Final = 900.0
+
+
+def backoff_seconds(
+    retry: int,
+    *,
+    rng: random.Random | None = None,
+    base: float = BASE_SECONDS,
+    cap: float = CAP_SECONDS,
+) -> float:
+    """The delay before retry number `retry` (1 for the first retry): uniform in [0, ceiling]."""
+    if retry < 1:
+        raise ValueError(f"retries are numbered from 1, not {retry}")
+    # 2**60 s is past any cap; bounding the exponent keeps the float finite for any retry number.
+    ceiling = min(cap, base * 2.0 ** min(retry - 1, 60))
+    return (rng or random).uniform(0.0, ceiling)
+
+
+class Verdict(StrEnum):
+    RETRY = "retry"
+    DEAD_LETTER = "dead_letter"
+    DROP = "drop"
+
+
+class Decision(msgspec.Struct, frozen=True):
+    """What becomes of a delivery after a failed attempt; `retry_at` is set for `RETRY`."""
+
+    verdict: Verdict
+    reason: str
+    retry_at: datetime | None = None
+
+
+def decide(
+    outcome: RetryLater | GiveUp,
+    *,
+    attempts: int,
+    age_from: datetime,
+    policy: RetryPolicy,
+    dead_letter: bool,
+    now: datetime,
+    rng: random.Random | None = None,
+) -> Decision:
+    """Decide after a failed attempt. `attempts` counts attempts made, the failed one included."""
+    if isinstance(outcome, RetryLater):
+        retries_made = attempts - 1
+        if retries_made >= policy.maximum_retry_attempts:
+            reason = (
+                f"{outcome.reason} (gave up after {attempts} attempts:"
+                f" maximum_retry_attempts is {policy.maximum_retry_attempts})"
+            )
+            return _exhausted(reason, dead_letter)
+        delay = backoff_seconds(retries_made + 1, rng=rng)
+        if outcome.retry_after is not None:
+            delay = max(delay, outcome.retry_after)
+        retry_at = now + timedelta(seconds=delay)
+        deadline = age_from + timedelta(seconds=policy.maximum_event_age_seconds)
+        if retry_at > deadline:
+            reason = (
+                f"{outcome.reason} (gave up after {attempts} attempts: the next one would come"
+                f" after maximum_event_age_seconds, {policy.maximum_event_age_seconds})"
+            )
+            return _exhausted(reason, dead_letter)
+        return Decision(Verdict.RETRY, outcome.reason, retry_at)
+    return _exhausted(outcome.reason, dead_letter)
+
+
+def _exhausted(reason: str, dead_letter: bool) -> Decision:
+    return Decision(Verdict.DEAD_LETTER if dead_letter else Verdict.DROP, reason)

@@ -1,0 +1,274 @@
+"""The delivery worker: lease due deliveries, hand each to its target, settle the outcome.
+
+The loop, in the manner of arq's: take as many due deliveries as there is room for, start one task
+per delivery, and sleep until something changes: the router routed new deliveries (`wake` is
+set), a task finished (a slot is free), or the poll interval passed (retries came due).
+
+Each target has its own concurrency budget (`TargetBinding.concurrency`). The worker asks the
+queue only for as many deliveries of a target as it has free slots, so a target that hangs fills
+its own slots and nothing else: the other targets' deliveries keep being leased and run.
+
+Work may run twice (a lease can expire while a target is slow; a worker can die after the
+target got the event and before the ack); keep `lease_seconds` above every target's timeout.
+`run(burst=True)` returns once nothing is due and nothing runs, which makes tests deterministic.
+`stop(grace)` stops leasing, lets running attempts finish for up to `grace` seconds and gives
+back the rest unattempted.
+
+Metrics, through `DeliveryHooks`, with EventBridge's meanings:
+- `on_attempt`: every attempt (InvocationAttempts); for a delivery's first attempt also the
+  seconds from the event's recorded time to the attempt's start (ingestion to invocation);
+- `on_outcome`: every attempt's outcome (a `RetryLater` with `throttled` counts as throttled);
+- `on_finished`: once per delivery when it is done (Invocations): "delivered", or
+  "dead_lettered"/"dropped" (FailedInvocations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, Protocol
+
+import structlog
+
+from stellwerk.delivery.backoff import Verdict, decide
+from stellwerk.delivery.model import Delivered, Outcome, RetryLater, RetryPolicy, Target
+from stellwerk.storage.deliveries import DeliveryQueue, LeasedDelivery, TargetKey
+
+DEFAULT_CONCURRENCY: Final = 16
+DEFAULT_MAX_IN_FLIGHT: Final = 512
+DEFAULT_LEASE_SECONDS: Final = 60.0
+DEFAULT_POLL_SECONDS: Final = 1.0
+DEFAULT_STOP_GRACE_SECONDS: Final = 10.0
+
+log = structlog.get_logger("stellwerk.delivery")
+
+Finish = Literal["delivered", "dead_lettered", "dropped"]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetBinding:
+    """A target as the control plane configured it: where to deliver and how to fail."""
+
+    target: Target
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    dead_letter: bool = True
+    concurrency: int = DEFAULT_CONCURRENCY
+
+
+TargetResolver = Callable[[str, str, str, str], TargetBinding | None]
+"""`targets(tenant, bus, rule, target_id)`: the binding, or None when it no longer exists."""
+
+
+class DeliveryHooks(Protocol):
+    def on_attempt(self, key: TargetKey, ingestion_seconds: float | None) -> None: ...
+
+    def on_outcome(self, key: TargetKey, outcome: Outcome) -> None: ...
+
+    def on_finished(self, key: TargetKey, finish: Finish) -> None: ...
+
+
+class NoHooks:
+    def on_attempt(self, key: TargetKey, ingestion_seconds: float | None) -> None:
+        pass
+
+    def on_outcome(self, key: TargetKey, outcome: Outcome) -> None:
+        pass
+
+    def on_finished(self, key: TargetKey, finish: Finish) -> None:
+        pass
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class DeliveryWorker:
+    """Delivers what `queue` holds to the targets that `targets` resolves.
+
+    Set `wake` (or call `notify`) after routing so new deliveries start at once. `clock` is the
+    time used for leases, backoff and latency (a test can move it); `rng` drives the jitter.
+    """
+
+    def __init__(
+        self,
+        queue: DeliveryQueue,
+        targets: TargetResolver,
+        *,
+        hooks: DeliveryHooks | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+        wake: asyncio.Event | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.queue = queue
+        self.targets = targets
+        self.hooks: DeliveryHooks = hooks or NoHooks()
+        self.clock = clock
+        self.wake = wake or asyncio.Event()
+        self.max_in_flight = max_in_flight
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self._rng = rng
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._busy: Counter[TargetKey] = Counter()
+        self._budgets: dict[TargetKey, int] = {}
+        self._stopping = False
+        self._grace = DEFAULT_STOP_GRACE_SECONDS
+        self._running: asyncio.Event | None = None
+
+    def notify(self) -> None:
+        self.wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def run(self, *, burst: bool = False) -> None:
+        """Deliver until `stop()`; with `burst`, until nothing is due or running."""
+        self._stopping = False
+        done = self._running = asyncio.Event()
+        try:
+            while not self._stopping:
+                self.wake.clear()
+                started = await self._start_due()
+                if started:
+                    continue  # more may be due for targets with room left
+                # A task that finished during the lease set `wake`: its slot was not offered.
+                if burst and not self._in_flight and not self.wake.is_set():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.poll_seconds)
+        finally:
+            await self._drain()
+            done.set()
+
+    async def stop(self, grace: float = DEFAULT_STOP_GRACE_SECONDS) -> None:
+        """Stop leasing; wait up to `grace` s for running attempts, release the rest; return
+        when `run` has returned."""
+        self._stopping = True
+        self._grace = grace
+        self.wake.set()
+        if self._running is not None:
+            await self._running.wait()
+
+    # -- the loop's steps ----------------------------------------------------------------------
+
+    async def _start_due(self) -> int:
+        room = self.max_in_flight - len(self._in_flight)
+        if room <= 0:
+            return 0
+        limits = {
+            key: max(0, budget - self._busy[key])
+            for key, budget in self._budgets.items()
+            if budget - self._busy[key] < room
+        }
+        leased = await self.queue.lease(self.clock(), room, self.lease_seconds, limits)
+        started = 0
+        surplus: list[int] = []
+        for delivery in leased:
+            if delivery.id in self._in_flight:
+                continue  # our own attempt outlived its lease; the new lease just extends it
+            binding = self.targets(*delivery.key)
+            if binding is None:
+                self._spawn(delivery, self._orphaned(delivery))
+                started += 1
+                continue
+            key = delivery.key
+            self._budgets[key] = binding.concurrency
+            if self._busy[key] >= binding.concurrency:
+                # Leased before its budget was known to us; give it back for a later round.
+                surplus.append(delivery.id)
+                continue
+            self._busy[key] += 1
+            self._spawn(delivery, self._attempt(delivery, binding))
+            started += 1
+        if surplus:
+            await self.queue.release(surplus)
+        return started
+
+    def _spawn(self, delivery: LeasedDelivery, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=f"delivery-{delivery.id}")
+        self._in_flight[delivery.id] = task
+
+    async def _attempt(self, delivery: LeasedDelivery, binding: TargetBinding) -> None:
+        key = delivery.key
+        try:
+            started = self.clock()
+            first = delivery.attempts == 0
+            latency = (started - delivery.recorded_time).total_seconds() if first else None
+            self.hooks.on_attempt(key, latency)
+            try:
+                outcome = await binding.target.deliver(delivery)
+            except Exception as exc:  # the protocol says return an Outcome; a bug must not stick
+                outcome = RetryLater(f"the target raised {type(exc).__name__}: {exc}")
+            self.hooks.on_outcome(key, outcome)
+            await self._settle(delivery, binding, outcome)
+        except Exception:
+            # The queue failed us; the lease runs out and the delivery comes back by itself.
+            log.exception("delivery_settle_failed", delivery=delivery.id, target=list(key))
+        finally:
+            self._busy[key] -= 1
+            self._done(delivery)
+
+    async def _settle(
+        self, delivery: LeasedDelivery, binding: TargetBinding, outcome: Outcome
+    ) -> None:
+        key = delivery.key
+        if isinstance(outcome, Delivered):
+            await self.queue.ack(delivery.id)
+            self.hooks.on_finished(key, "delivered")
+            return
+        decision = decide(
+            outcome,
+            attempts=delivery.attempts + 1,
+            age_from=delivery.age_origin,
+            policy=binding.retry_policy,
+            dead_letter=binding.dead_letter,
+            now=self.clock(),
+            rng=self._rng,
+        )
+        if decision.verdict is Verdict.RETRY:
+            assert decision.retry_at is not None
+            await self.queue.retry(delivery.id, decision.retry_at, decision.reason)
+        elif decision.verdict is Verdict.DEAD_LETTER:
+            await self.queue.dead_letter(delivery.id, decision.reason)
+            self.hooks.on_finished(key, "dead_lettered")
+        else:
+            await self.queue.ack(delivery.id)
+            log.warning("delivery_dropped", delivery=delivery.id, reason=decision.reason)
+            self.hooks.on_finished(key, "dropped")
+
+    async def _orphaned(self, delivery: LeasedDelivery) -> None:
+        """The rule or target is gone: dead-letter (redrivable once it is back), never drop."""
+        try:
+            reason = f"rule {delivery.rule!r} has no target {delivery.target_id!r} any more"
+            await self.queue.dead_letter(delivery.id, reason)
+            self.hooks.on_finished(delivery.key, "dead_lettered")
+        except Exception:
+            log.exception("delivery_settle_failed", delivery=delivery.id)
+        finally:
+            self._done(delivery)
+
+    def _done(self, delivery: LeasedDelivery) -> None:
+        self._in_flight.pop(delivery.id, None)
+        self.wake.set()  # a slot is free, and an ordered group may have its next one ready
+
+    async def _drain(self) -> None:
+        tasks = dict(self._in_flight)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks.values(), timeout=self._grace)
+        unfinished = [delivery_id for delivery_id, task in tasks.items() if task in pending]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if unfinished:
+            with contextlib.suppress(Exception):  # if the queue is gone, the leases expire
+                await self.queue.release(unfinished)

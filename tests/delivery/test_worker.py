@@ -1,0 +1,335 @@
+"""The delivery worker against a real queue, with small in-test targets that record what they get.
+
+No sleeps: burst runs end when nothing is due, the clock is moved to make retries due, and
+targets that hang do so on an `asyncio.Event` the test controls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+from tests.delivery.queue_support import new_delivery
+from tests.storage.eventlog_support import MovableClock
+
+from stellwerk.delivery.backoff import CAP_SECONDS
+from stellwerk.delivery.model import (
+    Delivered,
+    Delivery,
+    GiveUp,
+    NewDelivery,
+    Outcome,
+    RetryLater,
+    RetryPolicy,
+)
+from stellwerk.delivery.worker import DeliveryWorker, Finish, TargetBinding
+from stellwerk.storage.deliveries import DeliveryQueue, TargetKey
+
+LATER = timedelta(seconds=CAP_SECONDS + 1)  # every backoff delay is shorter
+
+
+class RecordingTarget:
+    """Records each attempt and answers with `answer(delivery)` (Delivered by default)."""
+
+    def __init__(self, answer: Callable[[Delivery], Outcome] | None = None) -> None:
+        self.answer = answer or (lambda _: Delivered())
+        self.attempts: list[Delivery] = []
+
+    async def deliver(self, delivery: Delivery) -> Outcome:
+        self.attempts.append(delivery)
+        return self.answer(delivery)
+
+    async def close(self) -> None:
+        pass
+
+    @property
+    def events(self) -> list[str]:
+        return [d.event_id for d in self.attempts]
+
+
+class GatedTarget:
+    """Holds every attempt until `gate` is set; `entered` is set once `expect` attempts wait,
+    `all_delivered` once `total` attempts went through."""
+
+    def __init__(self, expect: int = 1, total: int = 1) -> None:
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.all_delivered = asyncio.Event()
+        self.expect = expect
+        self.total = total
+        self.waiting = 0
+        self.delivered: list[str] = []
+
+    async def deliver(self, delivery: Delivery) -> Outcome:
+        self.waiting += 1
+        if self.waiting >= self.expect:
+            self.entered.set()
+        await self.gate.wait()
+        self.waiting -= 1
+        self.delivered.append(delivery.event_id)
+        if len(self.delivered) >= self.total:
+            self.all_delivered.set()
+        return Delivered()
+
+    async def close(self) -> None:
+        pass
+
+
+class CountingHooks:
+    def __init__(self) -> None:
+        self.attempts: Counter[TargetKey] = Counter()
+        self.latencies: list[float] = []
+        self.throttled = 0
+        self.finished: Counter[Finish] = Counter()
+
+    def on_attempt(self, key: TargetKey, ingestion_seconds: float | None) -> None:
+        self.attempts[key] += 1
+        if ingestion_seconds is not None:
+            self.latencies.append(ingestion_seconds)
+
+    def on_outcome(self, key: TargetKey, outcome: Outcome) -> None:
+        if isinstance(outcome, RetryLater) and outcome.throttled:
+            self.throttled += 1
+
+    def on_finished(self, key: TargetKey, finish: Finish) -> None:
+        self.finished[finish] += 1
+
+
+async def route(queue: DeliveryQueue, deliveries: Sequence[NewDelivery]) -> None:
+    position = max(d.position for d in deliveries)
+    await queue.route("acme", "default", position, deliveries)
+
+
+def worker_for(
+    queue: DeliveryQueue,
+    clock: MovableClock,
+    bindings: dict[str, TargetBinding],
+    hooks: CountingHooks | None = None,
+) -> DeliveryWorker:
+    def targets(tenant: str, bus: str, rule: str, target_id: str) -> TargetBinding | None:
+        return bindings.get(target_id)
+
+    return DeliveryWorker(queue, targets, clock=clock, hooks=hooks, rng=random.Random(5))
+
+
+async def test_burst_delivers_everything_due_and_acks_it(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    target = RecordingTarget()
+    hooks = CountingHooks()
+    await route(queue, [new_delivery(p) for p in range(1, 51)])
+    clock.advance(timedelta(seconds=2))
+    await worker_for(queue, clock, {"t1": TargetBinding(target)}, hooks).run(burst=True)
+    assert sorted(target.events) == sorted(f"e{p}" for p in range(1, 51))
+    assert await queue.depth() == []
+    assert hooks.finished == Counter(delivered=50)
+    # Ingestion to invocation: from the recorded time to the start of the first attempt.
+    assert hooks.latencies == [2.0] * 50
+
+
+async def test_failures_retry_with_backoff_until_maximum_retry_attempts(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    target = RecordingTarget(lambda d: RetryLater(f"503 on attempt {d.attempts + 1}"))
+    hooks = CountingHooks()
+    policy = RetryPolicy(maximum_retry_attempts=3, maximum_event_age_seconds=86_400)
+    worker = worker_for(queue, clock, {"t1": TargetBinding(target, policy)}, hooks)
+    await route(queue, [new_delivery(1)])
+    rounds = 0
+    while not await queue.dead_letters("acme", "default"):
+        await worker.run(burst=True)
+        clock.advance(LATER)
+        rounds += 1
+    assert rounds == 4
+    assert [d.attempts for d in target.attempts] == [0, 1, 2, 3]
+    (dead,) = await queue.dead_letters("acme", "default")
+    assert dead.attempts == 4
+    assert dead.last_error is not None
+    assert dead.last_error.startswith("503 on attempt 4")
+    assert hooks.finished == Counter(dead_lettered=1)
+    assert sum(hooks.attempts.values()) == 4
+    assert len(hooks.latencies) == 1  # only the first attempt has an ingestion latency
+
+
+async def test_a_retry_is_not_attempted_before_it_is_due(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    target = RecordingTarget(
+        lambda d: (
+            RetryLater("429", retry_after=120, throttled=True) if d.attempts == 0 else Delivered()
+        )
+    )
+    hooks = CountingHooks()
+    worker = worker_for(queue, clock, {"t1": TargetBinding(target)}, hooks)
+    await route(queue, [new_delivery(1)])
+    await worker.run(burst=True)
+    clock.advance(timedelta(seconds=119))
+    await worker.run(burst=True)
+    assert len(target.attempts) == 1  # Retry-After is a floor
+    assert hooks.throttled == 1
+    clock.advance(timedelta(seconds=CAP_SECONDS))
+    await worker.run(burst=True)
+    assert [d.attempts for d in target.attempts] == [0, 1]
+    assert target.attempts[1].last_error == "429"
+    assert hooks.finished == Counter(delivered=1)
+
+
+async def test_events_too_old_for_another_try_are_dead_lettered(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    target = RecordingTarget(lambda d: RetryLater("timeout", retry_after=61))
+    policy = RetryPolicy(maximum_retry_attempts=185, maximum_event_age_seconds=60)
+    await route(queue, [new_delivery(1)])
+    await worker_for(queue, clock, {"t1": TargetBinding(target, policy)}).run(burst=True)
+    (dead,) = await queue.dead_letters("acme", "default")
+    assert "maximum_event_age_seconds" in (dead.last_error or "")
+    assert len(target.attempts) == 1
+
+
+async def test_give_up_dead_letters_and_redrive_delivers_again(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    gone = {"e1", "e3"}
+    target = RecordingTarget(lambda d: GiveUp("410 Gone") if d.event_id in gone else Delivered())
+    worker = worker_for(queue, clock, {"t1": TargetBinding(target)})
+    await route(queue, [new_delivery(p) for p in range(1, 5)])
+    await worker.run(burst=True)
+    dead = await queue.dead_letters("acme", "default")
+    assert [(d.event_id, d.last_error) for d in dead] == [("e1", "410 Gone"), ("e3", "410 Gone")]
+    gone.clear()  # the receiver is fixed
+    assert await queue.redrive("acme", "default") == 2
+    await worker.run(burst=True)
+    assert Counter(target.events) == Counter(e1=2, e2=1, e3=2, e4=1)
+    assert await queue.dead_letters("acme", "default") == []
+    assert await queue.depth() == []
+
+
+async def test_without_a_dead_letter_queue_failures_are_dropped(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    hooks = CountingHooks()
+    target = RecordingTarget(lambda d: GiveUp("400 Bad Request"))
+    binding = TargetBinding(target, dead_letter=False)
+    await route(queue, [new_delivery(1), new_delivery(2)])
+    await worker_for(queue, clock, {"t1": binding}, hooks).run(burst=True)
+    assert await queue.dead_letters("acme", "default") == []
+    assert await queue.depth() == []
+    assert hooks.finished == Counter(dropped=2)
+
+
+async def test_a_target_that_no_longer_exists_is_dead_lettered(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    await route(queue, [new_delivery(1, target_id="removed")])
+    await worker_for(queue, clock, {}).run(burst=True)
+    (dead,) = await queue.dead_letters("acme", "default")
+    assert dead.target_id == "removed"
+    assert "no target 'removed'" in (dead.last_error or "")
+
+
+async def test_a_hanging_target_does_not_hold_up_another(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    slow = GatedTarget(expect=2, total=200)
+    fast_done = asyncio.Event()
+    fast = RecordingTarget()
+
+    def fast_answer(delivery: Delivery) -> Outcome:
+        if len(fast.attempts) == 200:
+            fast_done.set()
+        return Delivered()
+
+    fast.answer = fast_answer
+    bindings = {
+        "slow": TargetBinding(slow, concurrency=2),
+        "fast": TargetBinding(fast, concurrency=4),
+    }
+    batch = [new_delivery(p, target_id="slow") for p in range(1, 201)]
+    batch += [new_delivery(p, target_id="fast") for p in range(1, 201)]
+    await route(queue, batch)
+    worker = worker_for(queue, clock, bindings)
+    running = asyncio.create_task(worker.run())
+    await slow.entered.wait()
+    await fast_done.wait()
+    # Every fast delivery went out while the slow target held its two slots and no more.
+    assert len(fast.attempts) == 200
+    assert slow.waiting == 2
+    assert slow.delivered == []
+    slow.gate.set()
+    await slow.all_delivered.wait()
+    await worker.stop()
+    await running
+    assert sorted(slow.delivered) == sorted(f"e{p}" for p in range(1, 201))
+    assert await queue.depth() == []
+
+
+async def test_stop_releases_attempts_that_do_not_finish_in_time(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    slow = GatedTarget()
+    await route(queue, [new_delivery(1, target_id="slow")])
+    worker = worker_for(queue, clock, {"slow": TargetBinding(slow)})
+    running = asyncio.create_task(worker.run())
+    await slow.entered.wait()
+    await worker.stop(grace=0)
+    await running
+    (back,) = await queue.lease(clock(), 10, 30)
+    assert (back.event_id, back.attempts) == ("e1", 0)
+
+
+async def test_stop_lets_running_attempts_finish(queue: DeliveryQueue, clock: MovableClock) -> None:
+    slow = GatedTarget()
+    await route(queue, [new_delivery(1, target_id="slow")])
+    worker = worker_for(queue, clock, {"slow": TargetBinding(slow)})
+    running = asyncio.create_task(worker.run())
+    await slow.entered.wait()
+    stopping = asyncio.create_task(worker.stop(grace=60))
+    slow.gate.set()
+    await stopping
+    await running
+    assert slow.delivered == ["e1"]
+    assert await queue.depth() == []
+
+
+async def test_work_of_a_crashed_worker_comes_back_after_its_lease(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    await route(queue, [new_delivery(1), new_delivery(2)])
+    # A worker leased both and died without a word.
+    assert len(await queue.lease(clock(), 10, 30)) == 2
+    target = RecordingTarget()
+    worker = worker_for(queue, clock, {"t1": TargetBinding(target)})
+    await worker.run(burst=True)
+    assert target.attempts == []
+    clock.advance(timedelta(seconds=30))
+    await worker.run(burst=True)
+    assert sorted(target.events) == ["e1", "e2"]
+
+
+async def test_ordered_target_gets_each_key_in_log_order_despite_retries(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    failed_once: set[str] = set()
+
+    def answer(delivery: Delivery) -> Outcome:
+        # Every second event of each key fails once: its successors must wait for its retry.
+        if delivery.position % 4 in (1, 2) and delivery.event_id not in failed_once:
+            failed_once.add(delivery.event_id)
+            return RetryLater("500")
+        return Delivered()
+
+    target = RecordingTarget(answer)
+    batch = [new_delivery(p, ordering_key=f"k{p % 2}") for p in range(1, 21)]
+    await route(queue, batch)
+    worker = worker_for(queue, clock, {"t1": TargetBinding(target, concurrency=10)})
+    while await queue.depth():
+        await worker.run(burst=True)
+        clock.advance(LATER)
+    delivered = [d for d in target.attempts if d.event_id not in failed_once or d.attempts == 1]
+    for key in ("k0", "k1"):
+        positions = [d.position for d in delivered if d.ordering_key == key]
+        assert positions == sorted(positions)
+        assert len(positions) == 10
