@@ -1,0 +1,251 @@
+"""The router: turns each bus's log into deliveries, one cursor per bus.
+
+For a bus it reads the events after the bus's cursor in batches, matches each against all the
+bus's rules at once (`Matcher`), builds a delivery per (event, matched rule, target) and hands the
+batch's deliveries to the queue together with the new cursor (`DeliveryQueue.route`), which
+stores both in one step: a router that crashes resumes at the cursor, and no event is routed twice
+or skipped. A bus without rules still moves its cursor.
+
+Rules are taken as they are when an event is routed; a router that keeps up routes each event
+moments after it was recorded, so a rule change applies to the events recorded after it.
+
+The router sleeps until told that events were appended (`notify(tenant, bus)`, or the `appended`
+event for "some bus"), and looks at every bus at least every `poll_seconds` anyway. After routing
+it sets the worker's wake event, so deliveries start at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import msgspec
+import structlog
+
+from stellwerk.delivery.model import NewDelivery
+from stellwerk.patterns import Matcher
+from stellwerk.storage.deliveries import CursorConflict, DeliveryQueue
+from stellwerk.storage.eventlog import EventLog, StoredEvent
+from stellwerk.transform import InputTransformer
+
+DEFAULT_BATCH: Final = 1000
+DEFAULT_POLL_SECONDS: Final = 1.0
+EVENT_CONTENT_TYPE: Final = "application/cloudevents+json"
+PARTITION_KEY: Final = "partitionkey"
+
+log = structlog.get_logger("stellwerk.routing")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTarget:
+    """What the router needs of one target of a rule.
+
+    `content_type` is what the target receives: by default the event as CloudEvents JSON, or,
+    with a transformer, `application/json` when its output is JSON and `text/plain` otherwise.
+    With `ordered`, the deliveries of events with the same `partitionkey` extension (or, without
+    one, `subject`) go out one at a time in log order; events with neither are not ordered.
+    """
+
+    id: str
+    transformer: InputTransformer | None = None
+    ordered: bool = False
+    content_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """The enabled rules of one bus: their patterns in `matcher`, their targets by rule name."""
+
+    matcher: Matcher
+    targets: Mapping[str, Sequence[RouteTarget]] = field(default_factory=dict)
+
+
+RuleSource = Callable[[str, str], "RuleSet | Awaitable[RuleSet]"]
+"""`rules_for(tenant, bus)`: the bus's current rule set (cached by the caller; called per batch)."""
+
+
+class RouterHooks(Protocol):
+    def on_routed(self, tenant: str, bus: str, events: int, deliveries: int) -> None: ...
+
+    def on_matched(self, tenant: str, bus: str, rules: Sequence[str]) -> None:
+        """An event matched these rules (MatchedEvents per rule, TriggeredRules)."""
+        ...
+
+
+class NoRouterHooks:
+    def on_routed(self, tenant: str, bus: str, events: int, deliveries: int) -> None:
+        pass
+
+    def on_matched(self, tenant: str, bus: str, rules: Sequence[str]) -> None:
+        pass
+
+
+class Router:
+    """Routes the buses that `buses()` names from `log` into `queue`, with `rules_for`'s rules."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        queue: DeliveryQueue,
+        rules_for: RuleSource,
+        buses: Callable[[], Iterable[tuple[str, str]]],
+        *,
+        appended: asyncio.Event | None = None,
+        wake: asyncio.Event | None = None,
+        hooks: RouterHooks | None = None,
+        batch: int = DEFAULT_BATCH,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+    ) -> None:
+        self.log = log
+        self.queue = queue
+        self.rules_for = rules_for
+        self.buses = buses
+        self.appended = appended or asyncio.Event()
+        self.wake = wake
+        self.hooks: RouterHooks = hooks or NoRouterHooks()
+        self.batch = batch
+        self.poll_seconds = poll_seconds
+        self._cursors: dict[tuple[str, str], int] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._stopping = False
+
+    def notify(self, tenant: str, bus: str) -> None:
+        """Events were appended to this bus."""
+        self._dirty.add((tenant, bus))
+        self.appended.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.appended.set()
+
+    async def run(self, *, burst: bool = False) -> None:
+        """Route until `stop()`; with `burst`, until every bus is routed to its end."""
+        self._stopping = False
+        loop = asyncio.get_running_loop()
+        next_sweep = 0.0
+        while not self._stopping:
+            self.appended.clear()
+            dirty, self._dirty = self._dirty, set()
+            if loop.time() >= next_sweep or burst:
+                # Every bus now and then: an `appended` without a bus, or a missed notification.
+                dirty.update(self.buses())
+                next_sweep = loop.time() + self.poll_seconds
+            elif not dirty:
+                dirty.update(self.buses())  # a bare `appended.set()` means "some bus"
+            routed = 0
+            for tenant, bus in sorted(dirty):
+                try:
+                    routed += await self.route_bus(tenant, bus)
+                except Exception:
+                    log.exception("routing_failed", tenant=tenant, bus=bus)
+            if burst and routed == 0:
+                return
+            if routed:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.appended.wait(), self.poll_seconds)
+
+    async def route_bus(self, tenant: str, bus: str) -> int:
+        """Route the bus up to its end; return how many events were routed."""
+        total = 0
+        while not self._stopping:
+            routed = await self.route_batch(tenant, bus)
+            if routed == 0:
+                break
+            total += routed
+        return total
+
+    async def route_batch(self, tenant: str, bus: str) -> int:
+        """Route the next batch of the bus's events; return how many (0 at the end)."""
+        key = (tenant, bus)
+        cursor = self._cursors.get(key)
+        if cursor is None:
+            cursor = self._cursors[key] = await self.queue.cursor(tenant, bus)
+        events = await self.log.read(tenant, bus, after=cursor, limit=self.batch)
+        if not events:
+            return 0
+        rules = self.rules_for(tenant, bus)
+        if inspect.isawaitable(rules):
+            rules = await rules
+        deliveries = self._deliveries(rules, events)
+        position = events[-1].position
+        try:
+            await self.queue.route(tenant, bus, position, deliveries)
+        except CursorConflict:
+            # Someone else routed these events: take their cursor and go on from there.
+            del self._cursors[key]
+            raise
+        self._cursors[key] = position
+        self.hooks.on_routed(tenant, bus, len(events), len(deliveries))
+        if deliveries and self.wake is not None:
+            self.wake.set()
+        return len(events)
+
+    def _deliveries(self, rules: RuleSet, events: Sequence[StoredEvent]) -> list[NewDelivery]:
+        out: list[NewDelivery] = []
+        matcher = rules.matcher
+        if not len(matcher):
+            return out
+        for event in events:
+            matched = matcher.match(event.body)
+            if not matched:
+                continue
+            self.hooks.on_matched(event.tenant, event.bus, matched)
+            decoded: dict[str, Any] | None = None
+            for rule in matched:
+                for target in rules.targets.get(rule, ()):
+                    if decoded is None and (target.transformer is not None or target.ordered):
+                        decoded = msgspec.json.decode(event.body)
+                    delivery = _delivery(event, rule, target, decoded)
+                    if delivery is not None:
+                        out.append(delivery)
+        return out
+
+
+def _delivery(
+    event: StoredEvent, rule: str, target: RouteTarget, decoded: dict[str, Any] | None
+) -> NewDelivery | None:
+    payload = event.body
+    content_type = target.content_type or EVENT_CONTENT_TYPE
+    if target.transformer is not None:
+        assert decoded is not None
+        try:
+            text = target.transformer.apply(
+                decoded, rule_name=rule, ingestion_time=event.recorded_time
+            )
+        except Exception:
+            # Templates are checked when the rule is saved; one that still fails must not stop
+            # the bus. The event stays in the log and can be replayed once the rule is fixed.
+            log.exception("transform_failed", tenant=event.tenant, bus=event.bus, rule=rule)
+            return None
+        payload = text.encode()
+        content_type = target.content_type or _text_type(payload)
+    ordering_key = None
+    if target.ordered and decoded is not None:
+        key = decoded.get(PARTITION_KEY, event.subject)
+        ordering_key = None if key is None else str(key)
+    return NewDelivery(
+        tenant=event.tenant,
+        bus=event.bus,
+        rule=rule,
+        target_id=target.id,
+        event_id=event.id,
+        event_source=event.source,
+        position=event.position,
+        recorded_time=event.recorded_time,
+        payload=payload,
+        content_type=content_type,
+        ordering_key=ordering_key,
+    )
+
+
+def _text_type(payload: bytes) -> str:
+    try:
+        msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        return "text/plain"
+    return "application/json"

@@ -1,0 +1,242 @@
+"""The router on a real event log and a real delivery queue (SQLite files in tmp_path)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from tests.storage.eventlog_support import MovableClock, new_event
+
+from stellwerk.patterns import Matcher
+from stellwerk.routing import Router, RouteTarget, RuleSet
+from stellwerk.storage.deliveries import CursorConflict, LeasedDelivery
+from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+from stellwerk.transform import InputTransformer
+
+BUSES = [("acme", "default")]
+
+
+@dataclass
+class Rules:
+    """A mutable rule table, as the control plane would keep it per bus."""
+
+    sets: dict[tuple[str, str], RuleSet]
+
+    def __call__(self, tenant: str, bus: str) -> RuleSet:
+        return self.sets.get((tenant, bus)) or RuleSet(Matcher())
+
+    def put(
+        self, tenant: str, bus: str, rule: str, pattern: dict[str, Any], *targets: RouteTarget
+    ) -> None:
+        current = self.sets.setdefault((tenant, bus), RuleSet(Matcher(), {}))
+        current.matcher.add(rule, pattern)
+        self.sets[tenant, bus] = RuleSet(current.matcher, {**current.targets, rule: targets})
+
+
+@dataclass
+class Setup:
+    log: SqliteEventLog
+    queue: SqliteDeliveryQueue
+    rules: Rules
+    clock: MovableClock
+
+    def router(
+        self, *, batch: int = 1000, wake: asyncio.Event | None = None, poll_seconds: float = 1.0
+    ) -> Router:
+        return Router(
+            self.log,
+            self.queue,
+            self.rules,
+            lambda: BUSES,
+            batch=batch,
+            wake=wake,
+            poll_seconds=poll_seconds,
+        )
+
+    async def append(self, *ids: str, **kwargs: Any) -> None:
+        await self.log.append([new_event(i, **kwargs) for i in ids])
+
+    async def leased(self) -> list[LeasedDelivery]:
+        return await self.queue.lease(self.clock(), 10_000, 60)
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    clock = MovableClock()
+    async with (
+        SqliteEventLog(tmp_path / EVENTS_FILE, clock=clock) as log,
+        SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=clock) as queue,
+    ):
+        yield Setup(log, queue, Rules({}), clock)
+
+
+def triples(deliveries: list[LeasedDelivery]) -> Counter[tuple[str, str, str]]:
+    return Counter((d.event_id, d.rule, d.target_id) for d in deliveries)
+
+
+async def test_each_match_becomes_one_delivery_per_target(setup: Setup) -> None:
+    setup.rules.put(
+        "acme",
+        "default",
+        "created",
+        {"type": ["order.created"]},
+        RouteTarget("t1"),
+        RouteTarget("t2"),
+    )
+    setup.rules.put("acme", "default", "orders", {"source": ["/orders"]}, RouteTarget("t3"))
+    await setup.append("e1", event_type="order.created")
+    await setup.append("e2", event_type="order.paid")
+    await setup.append("e3", event_type="order.created", source="/elsewhere")
+    await setup.append("e4", event_type="other", source="/elsewhere")
+    await setup.router().run(burst=True)
+    assert triples(await setup.leased()) == Counter(
+        {
+            ("e1", "created", "t1"): 1,
+            ("e1", "created", "t2"): 1,
+            ("e1", "orders", "t3"): 1,
+            ("e2", "orders", "t3"): 1,
+            ("e3", "created", "t1"): 1,
+            ("e3", "created", "t2"): 1,
+        }
+    )
+    assert await setup.queue.cursor("acme", "default") == await setup.log.last_position(
+        "acme", "default"
+    )
+
+
+async def test_payload_is_the_stored_event_or_the_transformer_output(setup: Setup) -> None:
+    as_json = InputTransformer({"id": "$.id"}, '{"order": <id>, "rule": "<stellwerk.rule-name>"}')
+    as_text = InputTransformer({"id": "$.id"}, "order <id> was created")
+    setup.rules.put(
+        "acme",
+        "default",
+        "r",
+        {"type": ["order.created"]},
+        RouteTarget("raw"),
+        RouteTarget("json", as_json),
+        RouteTarget("text", as_text),
+    )
+    await setup.append("e1")
+    await setup.router().run(burst=True)
+    (stored,) = await setup.log.read("acme", "default")
+    by_target = {d.target_id: d for d in await setup.leased()}
+    raw = by_target["raw"]
+    assert (raw.payload, raw.content_type) == (stored.body, "application/cloudevents+json")
+    assert (raw.position, raw.recorded_time, raw.event_source) == (
+        stored.position,
+        stored.recorded_time,
+        "/orders",
+    )
+    assert msgspec.json.decode(by_target["json"].payload) == {"order": "e1", "rule": "r"}
+    assert by_target["json"].content_type == "application/json"
+    assert (by_target["text"].payload, by_target["text"].content_type) == (
+        b'order "e1" was created',
+        "text/plain",
+    )
+
+
+async def test_ordered_targets_key_by_partitionkey_then_subject(setup: Setup) -> None:
+    setup.rules.put(
+        "acme",
+        "default",
+        "r",
+        {"source": ["/orders"]},
+        RouteTarget("t", ordered=True),
+        RouteTarget("u"),
+    )
+    await setup.append("p", subject="s1", extensions={"partitionkey": "pk"})
+    await setup.append("s", subject="s1")
+    await setup.append("n")
+    await setup.router().run(burst=True)
+    # Unordered and the three ordering keys are all ready: each is the head of its group.
+    keys = {(d.target_id, d.event_id): d.ordering_key for d in await setup.leased()}
+    assert keys == {
+        ("t", "p"): "pk",
+        ("t", "s"): "s1",
+        ("t", "n"): None,
+        ("u", "p"): None,
+        ("u", "s"): None,
+        ("u", "n"): None,
+    }
+
+
+async def test_a_bus_without_rules_still_moves_its_cursor(setup: Setup) -> None:
+    await setup.append("e1", "e2", "e3")
+    await setup.router().run(burst=True)
+    assert await setup.queue.cursor("acme", "default") == await setup.log.last_position(
+        "acme", "default"
+    )
+    assert await setup.leased() == []
+
+
+async def test_rule_changes_apply_to_events_routed_after_them(setup: Setup) -> None:
+    setup.rules.put("acme", "default", "old", {"source": ["/orders"]}, RouteTarget("t"))
+    router = setup.router()
+    await setup.append("before")
+    await router.run(burst=True)
+    setup.rules.put("acme", "default", "new", {"source": ["/orders"]}, RouteTarget("t"))
+    await setup.append("after")
+    await router.run(burst=True)
+    assert triples(await setup.leased()) == Counter(
+        {("before", "old", "t"): 1, ("after", "old", "t"): 1, ("after", "new", "t"): 1}
+    )
+
+
+async def test_restart_resumes_at_the_cursor_without_repeats_or_gaps(tmp_path: Path) -> None:
+    clock = MovableClock()
+    rules = Rules({})
+    rules.put("acme", "default", "r", {"source": ["/orders"]}, RouteTarget("t1"), RouteTarget("t2"))
+    ids = [f"e{n}" for n in range(20)]
+    async with (
+        SqliteEventLog(tmp_path / EVENTS_FILE, clock=clock) as log,
+        SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=clock) as queue,
+    ):
+        await log.append([new_event(i) for i in ids])
+        router = Router(log, queue, rules, lambda: BUSES, batch=3)
+        assert await router.route_batch("acme", "default") == 3
+        assert await router.route_batch("acme", "default") == 3
+        # Stopped here, between two batches: a new process starts from the files alone.
+    async with (
+        SqliteEventLog(tmp_path / EVENTS_FILE, clock=clock) as log,
+        SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=clock) as queue,
+    ):
+        assert await queue.cursor("acme", "default") == 6
+        await Router(log, queue, rules, lambda: BUSES, batch=3).run(burst=True)
+        leased = await queue.lease(clock(), 10_000, 60)
+    expected = Counter({(i, "r", t): 1 for i in ids for t in ("t1", "t2")})
+    assert triples(leased) == expected
+
+
+async def test_a_stale_router_is_refused_and_catches_up(setup: Setup) -> None:
+    setup.rules.put("acme", "default", "r", {"source": ["/orders"]}, RouteTarget("t"))
+    ids = [f"e{n}" for n in range(9)]
+    await setup.append(*ids)
+    first = setup.router(batch=3)
+    second = setup.router(batch=3)
+    assert await first.route_batch("acme", "default") == 3
+    assert await second.route_batch("acme", "default") == 3  # reads the stored cursor
+    with pytest.raises(CursorConflict):
+        await first.route_batch("acme", "default")  # still believes it is at 3
+    await first.run(burst=True)
+    assert triples(await setup.leased()) == Counter({(i, "r", "t"): 1 for i in ids})
+
+
+async def test_notify_routes_at_once_and_wakes_the_worker(setup: Setup) -> None:
+    setup.rules.put("acme", "default", "r", {"source": ["/orders"]}, RouteTarget("t"))
+    wake = asyncio.Event()
+    # A poll far beyond the test's life: only the notification can make it route.
+    router = setup.router(wake=wake, poll_seconds=3600)
+    running = asyncio.create_task(router.run())
+    await setup.append("e1")
+    router.notify("acme", "default")
+    await wake.wait()
+    router.stop()
+    await running
+    assert triples(await setup.leased()) == Counter({("e1", "r", "t"): 1})
