@@ -14,6 +14,7 @@ from typing import Any
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.core.result import Ok
 from schemathesis.generation import GenerationMode
 from tests.cli.server import running_server
 from tests.conftest import free_port
@@ -30,7 +31,10 @@ def test_no_generated_request_makes_the_server_fail(tmp_path: Path) -> None:
         schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
         failures: list[str] = []
         statuses: dict[int, int] = {}
-        operations = [result.ok() for result in schema.get_all_operations()]
+        operations = []
+        for result in schema.get_all_operations():
+            assert isinstance(result, Ok), f"schemathesis cannot read an operation: {result}"
+            operations.append(result.ok())
         assert len(operations) >= 20
 
         for operation in operations:
