@@ -152,6 +152,9 @@ class SecretBox:
             raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
         except (binascii.Error, ValueError) as exc:
             raise DecryptionError("sealed secret is corrupt (bad base64)") from exc
+        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != encoded:
+            # Lenient base64 ignores spare bits; a changed character must not go unnoticed.
+            raise DecryptionError("sealed secret is corrupt (not canonical base64)")
         if len(raw) < _NONCE_BYTES + 16:
             raise DecryptionError("sealed secret is corrupt (too short)")
         try:

@@ -186,7 +186,7 @@ def _parse(url: str) -> URL:
         parsed = URL(url)
     except (ValueError, TypeError) as exc:
         raise UnsafeTargetError(f"{url!r} is not a URL: {exc}") from exc
-    if not parsed.is_absolute():
+    if not parsed.scheme:
         raise UnsafeTargetError(f"{url!r} is not an absolute URL")
     return parsed
 
