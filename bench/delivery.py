@@ -1,0 +1,227 @@
+"""Benchmark of routing and delivery on the embedded stores, beside raw SQLite inserts.
+
+Run `.venv/bin/python bench/delivery.py [--events N] [--rules R] [--deliveries M] [--dir DIR]`
+(or `stellwerk bench delivery`). Phases, each on fresh files in WAL mode with `synchronous=FULL`:
+
+- `raw sqlite3 insert`: `executemany` of delivery rows (~1 KB payload) into a table of the same
+  shape, 1,000 rows per transaction: what the disk and SQLite give without any queue logic.
+- `router`: N events (~1 KB, the pattern benchmark's generator) already in the log; the router
+  reads them in batches of 1,000, matches each against R rules (the pattern benchmark's
+  *realistic* mix, one target per rule) and stores the deliveries with the cursor. Events/s and
+  deliveries/s.
+- `worker, no-op target`: M deliveries queued; a worker in burst mode delivers them all to a
+  target that returns at once (lease, one task per delivery, ack with group commit).
+- `worker, + hanging target`: the same M deliveries to the healthy target while as many go to a
+  second target that never answers (its 16 slots stay full); the healthy target's rate should stay
+  within 10% of the previous phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import msgspec
+
+from stellwerk.delivery.model import Delivered, Delivery, NewDelivery, Outcome
+from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
+from stellwerk.patterns import Matcher
+from stellwerk.routing import Router, RouteTarget, RuleSet
+from stellwerk.storage.eventlog import NewEvent
+from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+
+PAYLOAD = b'{"pad":"' + b"x" * 1000 + b'"}'
+TENANT, BUS = "bench", "default"
+
+
+def _pattern_bench() -> ModuleType:
+    """The pattern benchmark's event and rule generators, so both benchmarks see the same bus."""
+    path = Path(__file__).with_name("patterns.py")
+    spec = importlib.util.spec_from_file_location("stellwerk_bench_patterns", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def row(name: str, count: int, seconds: float, unit: str = "/s", extra: str = "") -> str:
+    return f"{name:<34} {count:>9,} {count / seconds:>12,.0f} {unit:<14} {extra}"
+
+
+def raw_inserts(path: Path, rows: int) -> str:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(
+        "CREATE TABLE d (id INTEGER PRIMARY KEY, target INTEGER, state INTEGER, due_us INTEGER,"
+        " event_id TEXT, event_source TEXT, position INTEGER, recorded_us INTEGER,"
+        " payload BLOB, content_type TEXT)"
+    )
+    started = time.perf_counter()
+    for start in range(0, rows, 1000):
+        batch = [
+            (n % 300, 0, n, f"e{n}", "/bench", n, n, PAYLOAD, "application/cloudevents+json")
+            for n in range(start, min(rows, start + 1000))
+        ]
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO d (target, state, due_us, event_id, event_source, position,"
+            " recorded_us, payload, content_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            batch,
+        )
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return row("raw sqlite3 insert, 1,000/txn", rows, elapsed, "rows/s")
+
+
+async def route_phase(directory: Path, events: int, rules: int, seed: int) -> str:
+    patterns = _pattern_bench()
+    rng = random.Random(seed)
+    matcher = Matcher()
+    targets: dict[str, list[RouteTarget]] = {}
+    for number in range(rules):
+        matcher.add(f"rule-{number}", patterns.make_realistic_rule(rng, number))
+        targets[f"rule-{number}"] = [RouteTarget("t")]
+    rule_set = RuleSet(matcher, targets)
+    async with (
+        SqliteEventLog(directory / EVENTS_FILE) as log,
+        SqliteDeliveryQueue(directory / DELIVERIES_FILE) as queue,
+    ):
+        for start in range(0, events, 1000):
+            batch = []
+            for number in range(start, min(events, start + 1000)):
+                event: dict[str, Any] = patterns.make_event(rng, number)
+                body = msgspec.json.encode(event)
+                batch.append(
+                    NewEvent(
+                        TENANT,
+                        BUS,
+                        str(event["id"]),
+                        str(event["source"]),
+                        str(event["type"]),
+                        event.get("subject"),
+                        body,
+                    )
+                )
+            await log.append(batch)
+        routed = 0
+
+        class Count:
+            def on_routed(self, tenant: str, bus: str, events: int, deliveries: int) -> None:
+                nonlocal routed
+                routed += deliveries
+
+            def on_matched(self, tenant: str, bus: str, rules: Any) -> None:
+                pass
+
+        router = Router(log, queue, lambda t, b: rule_set, lambda: [(TENANT, BUS)], hooks=Count())
+        started = time.perf_counter()
+        await router.run(burst=True)
+        elapsed = time.perf_counter() - started
+        assert await queue.cursor(TENANT, BUS) == await log.last_position(TENANT, BUS)
+    extra = f"{routed / events:.1f} deliveries/event, {routed / elapsed:,.0f} deliveries/s"
+    return row(f"router, {rules} rules", events, elapsed, "events/s", extra)
+
+
+class NoOpTarget:
+    def __init__(self, expect: int) -> None:
+        self.count = 0
+        self.expect = expect
+        self.done = asyncio.Event()
+
+    async def deliver(self, delivery: Delivery) -> Outcome:
+        self.count += 1
+        if self.count >= self.expect:
+            self.done.set()
+        return Delivered()
+
+    async def close(self) -> None:
+        pass
+
+
+class HangingTarget:
+    async def deliver(self, delivery: Delivery) -> Outcome:
+        await asyncio.Event().wait()
+        raise AssertionError("never answers")
+
+    async def close(self) -> None:
+        pass
+
+
+async def _fill(queue: SqliteDeliveryQueue, count: int, target_ids: list[str]) -> float:
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    for start in range(0, count, 1000):
+        positions = range(start + 1, min(count, start + 1000) + 1)
+        batch = [
+            NewDelivery(TENANT, BUS, "r", t, f"e{p}", "/bench", p, now, PAYLOAD, "a/b")
+            for p in positions
+            for t in target_ids
+        ]
+        await queue.route(TENANT, BUS, positions[-1], batch)
+    return time.perf_counter() - started
+
+
+async def worker_phase(directory: Path, deliveries: int, hanging: bool) -> list[str]:
+    lines = []
+    async with SqliteDeliveryQueue(directory / DELIVERIES_FILE) as queue:
+        ids = ["healthy", "hanging"] if hanging else ["healthy"]
+        fill = await _fill(queue, deliveries, ids)
+        if not hanging:
+            lines.append(row("queue.route, 1,000/call", deliveries, fill, "deliveries/s"))
+        healthy = NoOpTarget(deliveries)
+        bindings = {
+            "healthy": TargetBinding(healthy, concurrency=256),
+            "hanging": TargetBinding(HangingTarget(), concurrency=16),
+        }
+        worker = DeliveryWorker(queue, lambda t, b, r, i: bindings.get(i))
+        started = time.perf_counter()
+        running = asyncio.create_task(worker.run())
+        await healthy.done.wait()
+        elapsed = time.perf_counter() - started
+        await worker.stop(grace=0)
+        await running
+        name = "worker, no-op + hanging target" if hanging else "worker, no-op target"
+        lines.append(row(name, deliveries, elapsed, "deliveries/s"))
+    return lines
+
+
+async def run(args: argparse.Namespace, directory: Path) -> None:
+    print(f"{'phase':<34} {'count':>9} {'rate':>12} unit")
+    print(raw_inserts(directory / "raw.db", args.deliveries))
+    (directory / "route").mkdir()
+    print(await route_phase(directory / "route", args.events, args.rules, args.seed))
+    for hanging in (False, True):
+        (directory / f"worker{hanging}").mkdir()
+        for line in await worker_phase(directory / f"worker{hanging}", args.deliveries, hanging):
+            print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=20_000, help="events to route")
+    parser.add_argument("--rules", type=int, default=300, help="rules on the bus")
+    parser.add_argument("--deliveries", type=int, default=20_000, help="deliveries to deliver")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dir", type=Path, default=None, help="where to put the files")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        asyncio.run(run(args, Path(tmp)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
