@@ -113,7 +113,7 @@ def _expected(rules: list[dict[str, Any]], event: dict[str, Any]) -> list[str]:
     return [f"r{n}" for n, rule in enumerate(rules) if compile_pattern(rule).matches(event)]
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(patterns(), min_size=1, max_size=8), events)
 def test_matcher_agrees_with_every_rule_alone(
     rules: list[dict[str, Any]], event: dict[str, Any]
@@ -150,7 +150,7 @@ def array_patterns(draw: st.DrawFn) -> dict[str, Any]:
     return pattern
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(array_patterns(), min_size=1, max_size=6), array_events)
 def test_arrays_of_flat_objects_take_fields_from_one_element(
     rules: list[dict[str, Any]], event: dict[str, Any]
@@ -165,7 +165,7 @@ def test_arrays_of_flat_objects_take_fields_from_one_element(
     assert matcher.match(event) == _expected(rules, event)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from([0, 1, 2.5, -1, 1.000001, 1e-6, 4_999_999_999.5]),
     st.floats(-2e-6, 2e-6, allow_nan=False),

@@ -47,7 +47,7 @@ def _nest(path: tuple[str, ...], condition: list[Any]) -> dict[str, Any]:
     return pattern
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(events, st.data())
 def test_rule_built_from_event_values_matches_it(
     event: dict[str, Any], data: st.DataObject
@@ -63,7 +63,7 @@ def test_rule_built_from_event_values_matches_it(
     assert matcher.match(event) == ["r"]
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.one_of(st.text(max_size=6), st.integers(-1000, 1000)), scalars)
 def test_anything_but_never_matches_that_value(excluded: Any, other: Any) -> None:
     pattern = {"f": [{"anything-but": excluded}]}
@@ -95,7 +95,7 @@ small_events = st.dictionaries(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(small_patterns, small_patterns, small_events)
 def test_or_matches_exactly_when_either_side_does(
     left: dict[str, Any], right: dict[str, Any], event: dict[str, Any]
@@ -108,7 +108,7 @@ def test_or_matches_exactly_when_either_side_does(
     assert (matcher.match(event) == ["or"]) is either
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(small_patterns, min_size=1, max_size=12), small_events)
 def test_matcher_agrees_with_each_rule_alone(
     patterns: list[dict[str, Any]], event: dict[str, Any]
@@ -143,7 +143,7 @@ operator_names = st.sampled_from(
 )
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(
     st.one_of(
         json_values,

@@ -22,6 +22,7 @@ from typing import Any
 from stellwerk.patterns.conditions import FALSE_KEY, NUMERIC_DECIMALS, NUMERIC_LIMIT, TRUE_KEY
 from stellwerk.patterns.flatten import Membership, Placed, Trie, take, walk
 from stellwerk.patterns.index import SlotIndex
+from stellwerk.patterns.wildcard import STAR, tokenize
 
 # Values found in arrays of objects, per path: each with its array membership, and each one's
 # clause mask per slot of the path (None when the path also had values outside such arrays).
@@ -128,6 +129,21 @@ def _numeric_points(slot: SlotIndex, but: dict[str, Any] | None) -> list[float]:
     return sorted(points)
 
 
+def _wildcards_by_prefix(
+    slot: SlotIndex,
+) -> dict[int, dict[str, tuple[tuple[Callable[[str], Any], int], ...]]]:
+    tables: dict[int, dict[str, tuple[tuple[Callable[[str], Any], int], ...]]] = {}
+    for op, clauses in slot.wildcard.items():
+        literal = ""
+        for token in tokenize(op.text, slot.path):
+            if token is STAR:
+                break
+            literal += token
+        table = tables.setdefault(len(literal), {})
+        table[literal] = (*table.get(literal, ()), (op.regex.fullmatch, clauses))
+    return tables
+
+
 def slot_function(program: Program, slot: SlotIndex, notref: int) -> str:
     """Emit ``def _s<n>(v)``: the clause mask of one leaf value in this slot."""
     k = slot.number
@@ -177,9 +193,12 @@ def slot_function(program: Program, slot: SlotIndex, notref: int) -> str:
         e(2, "l = v.lower()")
     if lowered_terms:
         e(2, f"m |= {' | '.join(lowered_terms)}")
-    for op, clauses in slot.wildcard.items():
-        e(2, f"if {c(f'W{k}_', op.regex.fullmatch)}(v) is not None:")
-        e(3, f"m |= {c(f'WM{k}_', clauses)}")
+    # Wildcards by the literal text before their first star: only those whose text the value
+    # starts with are tried.
+    for length, candidates in sorted(_wildcards_by_prefix(slot).items()):
+        e(2, f"for f, w in {c(f'W{k}_', candidates)}.get(v[:{length}], ()):")
+        e(3, "if f(v) is not None:")
+        e(4, "m |= w")
     if slot.cidr:
         e(2, f"m |= {c(f'C{k}_', _cidr_lookup(slot.cidr))}(v)")
     if but is not None:
@@ -205,44 +224,29 @@ def slot_function(program: Program, slot: SlotIndex, notref: int) -> str:
     if residual:
         e(2, f"m |= {residual}(v)")
     e(2, "return m")
-    # Numbers (bool is its own class, so it is not caught here).
-    e(1, "if c is int or c is float:")
-    # Only anything-but of values can exclude a number; every other anything-but admits it.
-    number_but = bool(but is not None and but["values"])
-    number_base = base | (0 if number_but else but_all)
-    e(2, f"if {-NUMERIC_LIMIT} <= v <= {NUMERIC_LIMIT}:")
+    # Numbers (bool is its own class, so it is not caught here): one binary search.
     points = _numeric_points(slot, but)
-    if points:
-        # round(v, 6) costs microseconds; it can only change the outcome near a number that
-        # some operator names, since it moves v by less than a millionth.
-        p = c(f"PT{k}_", points)
-        e(3, "if c is int:")
-        e(4, "n = v")
-        e(3, "else:")
-        e(4, f"j = _bisect({p}, v)")
-        e(
-            4,
-            f"near = (j and v - {p}[j - 1] < {_NEAR})"
-            f" or (j < {len(points)} and {p}[j] - v < {_NEAR})",
-        )
-        e(4, f"n = round(v, {NUMERIC_DECIMALS}) if near else v")
-    else:
-        e(3, "n = v  # no operator here names a number, so rounding cannot matter")
-    if slot.numeric:
-        bounds, masks = slot.segments(number_base)
-        b, s = c(f"NB{k}_", bounds), c(f"NS{k}_", masks)
-        e(3, f"i = _bisect({b}, n)")
-        e(3, f"m = {s}[2 * i - 1 if i and {b}[i - 1] == n else 2 * i]")
-    else:
-        e(3, f"m = {c(f'NM{k}_', number_base)}")
-    e(2, "else:")
+    excluded_values = but["values"] if but is not None else {}
+    segments = slot.segments(points, base, but_all, excluded_values)
+    pt, seg = c(f"PT{k}_", points), c(f"SEG{k}_", segments)
+    e(1, "if c is int or c is float:")
+    e(2, f"if {-NUMERIC_LIMIT} <= v <= {NUMERIC_LIMIT}:")
     e(3, "n = v")
-    e(3, f"m = {c(f'NM{k}_', number_base)}")
+    e(3, f"i = _bisect({pt}, n)")
+    # round(v, 6) costs microseconds; it can only change the outcome near a number that some
+    # operator names, since it moves v by less than a millionth.
+    near = f"(i and n - {pt}[i - 1] < {_NEAR}) or (i < {len(points)} and {pt}[i] - n < {_NEAR})"
+    e(3, f"if c is float and ({near}):")
+    e(4, f"n = round(v, {NUMERIC_DECIMALS})")
+    e(4, f"i = _bisect({pt}, n)")
+    e(3, f"m = {seg}[2 * i - 1 if i and {pt}[i - 1] == n else 2 * i]")
+    e(2, "else:")
+    far = f"m = {c(f'NM{k}_', base)}"
     if exact:
-        e(2, f"m |= {exact}.get(n, 0)")
-    if but is not None and number_but:
-        excluded_numbers = c(f"BV{k}_", but["values"])
-        e(2, f"m |= {c(f'BA{k}_', but_all)} & ~{excluded_numbers}.get(n, 0)")
+        far += f" | {exact}.get(v, 0)"
+    if but_all:
+        far += f" | ({c(f'BA{k}_', but_all)} & ~{c(f'BV{k}_', excluded_values)}.get(v, 0))"
+    e(3, far)
     if residual:
         e(2, f"m |= {residual}(v)")
     e(2, "return m")
@@ -257,6 +261,24 @@ def slot_function(program: Program, slot: SlotIndex, notref: int) -> str:
     e(1, f"return {reference}(v)")
     e(0, "")
     return f"_s{k}"
+
+
+# How many distinct strings a slot remembers the mask of. A full memo starts afresh: values that
+# repeat (states, types) are back at once, unique ones (ids, addresses) never hit anyway.
+MEMO_SIZE = 512
+
+
+def _remembering(
+    memo: dict[str, int], evaluators: dict[int, SlotEvaluator], slot: int
+) -> SlotEvaluator:
+    def remember(value: str) -> int:
+        mask = evaluators[slot](value)
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[value] = mask
+        return mask
+
+    return remember
 
 
 def _generic(
@@ -330,6 +352,12 @@ def _array_rest(leaves: Sequence[tuple[int, int]], every: int) -> Callable[..., 
     return rest
 
 
+def _nested(trie: Trie) -> bool:
+    """Whether keys with dots can matter in an object at this node: only if they can lead
+    through a child object to a rule's path, so not when every child is a leaf."""
+    return any(children is not None for children, _ in trie.values())
+
+
 class WalkWriter:
     """Writes ``_walk_event(ev, found)``: the clause mask of an event, visiting only rule paths."""
 
@@ -382,8 +410,9 @@ class WalkWriter:
         e(0, "def _walk_event(ev, F):")
         e(1, "if ev.__class__ is not dict:")
         e(2, f"return {c('ABS', root_absent)}")
-        e(1, "if '.' in ''.join(ev):")
-        e(2, f"return {c('G', root)}(ev, F)")
+        if _nested(self.trie):
+            e(1, "if '.' in ''.join(ev):")
+            e(2, f"return {c('G', root)}(ev, F)")
         e(1, f"M = {c('ALL', self.every)}")
         self._node(self.trie, "ev", 1, 0)
         e(1, "return M")
@@ -407,50 +436,55 @@ class WalkWriter:
     def _evaluate(self, number: int) -> str:
         return " & ".join(f"_s{slot.number}(v)" for slot in self.slots_of_path[number])
 
+    def _string(self, slot: SlotIndex, var: str) -> str:
+        """The mask of a string value: one lookup, in the slot's table or in its memo."""
+        c = self.program.const
+        if slot.exact_strings_only:
+            notref = self.every & ~slot.ref
+            table = {key: notref | clauses for key, clauses in slot.exact.items()}
+            return f"{c('X', table)}.get({var}, {c('N', notref)})"
+        # Event values repeat (states, channels, countries): a bounded memo per slot saves
+        # evaluating prefixes, wildcards and anything-but again for each of them.
+        memo: dict[str, int] = {}
+        remember = c("K", _remembering(memo, self.evaluators, slot.number))
+        return f"({remember}({var}) if (t := {c('C', memo)}.get({var})) is None else t)"
+
     def _leaf(self, key: str, number: int, var: str, indent: int) -> None:
         c, e = self.program.const, self.program.emit
-        absent, ref = self._fold([number])
+        absent, _ = self._fold([number])
         generic = c("G", _generic(None, number, self._plan([number]), self.every, self.evaluators))
         slots = self.slots_of_path[number]
-        if len(slots) == 1 and slots[0].exact_strings_only:
-            # The anchors of most rules (type, source): one lookup, no call.
-            notref = self.every & ~slots[0].ref
-            table = {key: notref | clauses for key, clauses in slots[0].exact.items()}
-            e(indent, f"v = {var}.get({key!r}, _M)")
+        e(indent, f"v = {var}.get({key!r}, _M)")
+        if len(slots) == 1:
             e(indent, "if v.__class__ is str:")
-            e(indent + 1, f"M &= {c('X', table)}.get(v, {c('N', notref)})")
+            e(indent + 1, f"M &= {self._string(slots[0], 'v')}")
             e(indent, "elif v is _M:")
-            e(indent + 1, f"M &= {c('ABS', absent)}")
-            e(indent, "elif v.__class__ is list:")
-            self._scalars(number, absent, generic, indent + 1)
-            e(indent, "elif v.__class__ is dict:")
-            e(indent + 1, f"M &= {c('ABS', absent)}")
-            e(indent, "else:")
-            e(indent + 1, f"M &= {self._evaluate(number)}")
-            return
-        e(indent, f"if M & {c('REF', ref)}:")
-        e(indent + 1, f"v = {var}.get({key!r}, _M)")
-        e(indent + 1, "if v is _M:")
-        e(indent + 2, f"M &= {c('ABS', absent)}")
-        e(indent + 1, "elif v.__class__ is list:")
-        self._scalars(number, absent, generic, indent + 2)
-        e(indent + 1, "elif v.__class__ is dict:")
-        e(indent + 2, f"M &= {c('ABS', absent)}")
-        e(indent + 1, "else:")
-        e(indent + 2, f"M &= {self._evaluate(number)}")
+        else:
+            e(indent, "if v is _M:")
+        e(indent + 1, f"M &= {c('ABS', absent)}")
+        e(indent, "elif v.__class__ is list:")
+        self._scalars(number, absent, generic, indent + 1)
+        e(indent, "elif v.__class__ is dict:")
+        e(indent + 1, f"M &= {c('ABS', absent)}")
+        e(indent, "else:")
+        e(indent + 1, f"M &= {self._evaluate(number)}")
 
     def _scalars(self, number: int, absent: int, generic: str, indent: int) -> None:
         """An array of scalars at a leaf (``tags: ["a", "b"]``): the union of their masks."""
         c, e = self.program.const, self.program.emit
-        if len(self.slots_of_path[number]) != 1:
+        slots = self.slots_of_path[number]
+        if len(slots) != 1:
             e(indent, f"M &= {generic}(v, F)")
             return
         e(indent, "u = 0")
         e(indent, "for x in v:")
-        e(indent + 1, "if x.__class__ is list or x.__class__ is dict:")
+        e(indent + 1, "if x.__class__ is str:")
+        e(indent + 2, f"u |= {self._string(slots[0], 'x')}")
+        e(indent + 1, "elif x.__class__ is list or x.__class__ is dict:")
         e(indent + 2, f"u = {generic}(v, F)")
         e(indent + 2, "break")
-        e(indent + 1, f"u |= _s{self.slots_of_path[number][0].number}(x)")
+        e(indent + 1, "else:")
+        e(indent + 2, f"u |= _s{slots[0].number}(x)")
         e(indent, f"M &= u if v else {c('ABS', absent)}")
 
     def _inner(
@@ -466,14 +500,18 @@ class WalkWriter:
         e(indent, f"if M & {c('REF', ref)}:")
         e(indent + 1, f"v = {var}.get({key!r}, _M)")
         e(indent + 1, "if v.__class__ is dict:")
-        e(indent + 2, "if '.' in ''.join(v):")
-        e(indent + 3, f"M &= {generic}(v, F)")
-        e(indent + 2, "else:")
+        if _nested(children):
+            e(indent + 2, "if '.' in ''.join(v):")
+            e(indent + 3, f"M &= {generic}(v, F)")
+            e(indent + 2, "else:")
+            indent += 1
         if number >= 0:
             own, _ = self._fold([number])
-            e(indent + 3, f"M &= {c('ABS', own)}")
-        e(indent + 3, f"{inner} = v")
-        self._node(children, inner, indent + 3, depth + 1)
+            e(indent + 2, f"M &= {c('ABS', own)}")
+        e(indent + 2, f"{inner} = v")
+        self._node(children, inner, indent + 2, depth + 1)
+        if _nested(children):
+            indent -= 1
         e(indent + 1, "elif v is _M:")
         e(indent + 2, f"M &= {c('ABS', absent)}")
         e(indent + 1, "elif v.__class__ is list:")
@@ -495,7 +533,8 @@ class WalkWriter:
 
         EventBridge requires a clause's fields in one array to be satisfied by one element, so
         the mask is the union over elements of what each element satisfies on its own. Anything
-        but scalars in flat objects goes to the generic walk.
+        but scalars in flat objects goes to the generic walk. Keys with dots need no care here:
+        in an object whose fields are all leaves they cannot name a rule's path.
         """
         c, e = self.program.const, self.program.emit
         leaves = list(children.items())
@@ -513,9 +552,6 @@ class WalkWriter:
         e(indent + 3, "ok = False")
         e(indent + 3, "break")
         e(indent + 2, "continue")
-        e(indent + 1, "if '.' in ''.join(x):")
-        e(indent + 2, "ok = False")
-        e(indent + 2, "break")
         e(indent + 1, f"a = {every}")
         e(indent + 1, "ms = 0")
         for column, (key, (_, leaf)) in enumerate(leaves):
@@ -525,6 +561,9 @@ class WalkWriter:
             e(indent + 1, "elif y.__class__ is list or y.__class__ is dict:")
             e(indent + 2, "ok = False")
             e(indent + 2, "break")
+            e(indent + 1, "elif y.__class__ is str:")
+            e(indent + 2, f"a &= {self._string(self.slots_of_path[leaf][0], 'y')}")
+            e(indent + 2, f"sn |= {1 << column}")
             e(indent + 1, "else:")
             e(indent + 2, f"a &= _s{self.slots_of_path[leaf][0].number}(y)")
             e(indent + 2, f"sn |= {1 << column}")

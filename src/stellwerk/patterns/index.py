@@ -114,26 +114,31 @@ class SlotIndex:
                 mask |= clauses
         return mask
 
-    def segments(self, base: int) -> tuple[list[float], list[int]]:
-        """Sorted range bounds and the mask of each segment they cut the number line into.
+    def segments(
+        self, points: list[float], base: int, but_all: int, excluded: dict[Hashable, int]
+    ) -> list[int]:
+        """The mask of each segment that ``points`` (sorted) cut the number line into.
 
-        Segment 2i is the open interval below bounds[i], 2i+1 the point bounds[i] itself, and the
-        last one lies above every bound.
+        ``points`` are all numbers that operators here name. Segment 2i is the open interval
+        below points[i], 2i+1 the point itself, the last one lies above every point. Exact
+        values and anything-but exclusions only ever hit points, so they are folded in too.
         """
-        bounds = sorted({b for op in self.numeric for b in (op.lower, op.upper) if b is not None})
-        masks = [base] * (2 * len(bounds) + 1)
+        masks = [base | but_all] * (2 * len(points) + 1)
+        for index, point in enumerate(points):
+            at = 2 * index + 1
+            masks[at] = base | self.exact.get(point, 0) | (but_all & ~excluded.get(point, 0))
         for op, clauses in self.numeric.items():
             if op.lower is None:
                 first = 0
             else:
-                first = 2 * bisect_left(bounds, op.lower) + (1 if op.lower_inclusive else 2)
+                first = 2 * bisect_left(points, op.lower) + (1 if op.lower_inclusive else 2)
             if op.upper is None:
                 last = len(masks) - 1
             else:
-                last = 2 * bisect_left(bounds, op.upper) + (1 if op.upper_inclusive else 0)
+                last = 2 * bisect_left(points, op.upper) + (1 if op.upper_inclusive else 0)
             for segment in range(first, last + 1):
                 masks[segment] |= clauses
-        return bounds, masks
+        return masks
 
     def but_exclusions(self) -> dict[str, Any]:
         """Lookup tables of the values that each anything-but operator excludes."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from itertools import chain, compress
 from typing import Any
 
 from stellwerk.patterns.codegen import Found, Program, WalkWriter, slot_function
@@ -24,6 +25,21 @@ from stellwerk.patterns.compiled import CompiledPattern, Event, compile_pattern,
 from stellwerk.patterns.conditions import Field
 from stellwerk.patterns.flatten import Membership, build_trie, consistent
 from stellwerk.patterns.index import SlotIndex
+
+
+class _ByteNames(dict[tuple[int, int], tuple[str, ...]]):
+    """(byte position, byte of a clause mask) -> the rule names of its bits, filled on demand."""
+
+    def __init__(self, clause_names: list[str]) -> None:
+        super().__init__()
+        self.clause_names = clause_names
+
+    def __missing__(self, key: tuple[int, int]) -> tuple[str, ...]:
+        at, bits = key
+        names = self.clause_names
+        group = tuple(dict.fromkeys(names[at * 8 + n] for n in range(8) if bits >> n & 1))
+        self[key] = group
+        return group
 
 
 class _Snapshot:
@@ -63,14 +79,39 @@ class _Snapshot:
         entry = WalkWriter(program, trie, self.slots_of_path, every, evaluators).write()
         namespace = program.build()
         evaluators.update({slot.number: namespace[f"_s{slot.number}"] for slot in slots})
+        self.width = (len(self.clause_names) + 7) // 8
+        self._positions = range(self.width)
+        self._names = _ByteNames(self.clause_names)
+        self._shared = 0
+        for bit in range(1, len(self.clause_names)):
+            if self.clause_names[bit] is self.clause_names[bit - 1]:
+                self._shared |= 1 << bit
         self.source: str = namespace["__source__"]
         self.walk = namespace[entry]
 
     def match(self, event: Any) -> list[str]:
         found: Found = {}
         mask = self.walk(event, found)
-        if found and mask:
+        if not mask:
+            return []
+        if found:
             mask = self._same_elements(mask, found)
+        # The mask is read a byte at a time, only its non-zero bytes, each through a table of
+        # the rule names of its bits, all in C: one bit at a time costs three big-int
+        # operations per matching clause.
+        if mask.bit_count() <= 16:
+            return self._few(mask)
+        data = mask.to_bytes(self.width, "little")
+        groups = map(
+            self._names.__getitem__, compress(zip(self._positions, data, strict=True), data)
+        )
+        matched = list(chain.from_iterable(groups))
+        if mask & self._shared:  # a rule whose $or alternatives fall into different bytes
+            return list(dict.fromkeys(matched))
+        return matched
+
+    def _few(self, mask: int) -> list[str]:
+        """The names of a sparse mask, one bit at a time."""
         names = self.clause_names
         matched: list[str] = []
         last = None
@@ -200,4 +241,5 @@ class Matcher:
 
     def match(self, event: Event) -> list[str]:
         """The names of all rules the event matches, in the order the rules were added."""
-        return self._current().match(load_event(event))
+        snapshot = self._snapshot or self._current()
+        return snapshot.match(event if event.__class__ is dict else load_event(event))
