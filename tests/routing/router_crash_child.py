@@ -1,0 +1,43 @@
+"""Child process of the router crash test: route a filled log in small batches, report progress.
+
+Run as `python router_crash_child.py DATA_DIR`. After each batch it writes the bus's new cursor
+on stdout; the parent kills it with SIGKILL somewhere in the middle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from stellwerk.patterns import Matcher
+from stellwerk.routing import Router, RouteTarget, RuleSet
+from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+
+BATCH = 10
+
+
+def rules() -> RuleSet:
+    matcher = Matcher()
+    matcher.add("all", {"source": ["/crash"]})
+    matcher.add("even", {"data": {"even": [True]}})
+    return RuleSet(
+        matcher, {"all": [RouteTarget("a1"), RouteTarget("a2")], "even": [RouteTarget("e")]}
+    )
+
+
+async def main(data_dir: Path) -> None:
+    async with (
+        SqliteEventLog(data_dir / EVENTS_FILE) as log,
+        SqliteDeliveryQueue(data_dir / DELIVERIES_FILE) as queue,
+    ):
+        ruleset = rules()
+        router = Router(log, queue, lambda t, b: ruleset, lambda: [("acme", "crash")], batch=BATCH)
+        while await router.route_batch("acme", "crash"):
+            sys.stdout.write(f"{await queue.cursor('acme', 'crash')}\n")
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1])))
