@@ -14,6 +14,9 @@ Run `.venv/bin/python bench/delivery.py [--events N] [--rules R] [--deliveries M
 - `worker, + hanging target`: the same M deliveries to the healthy target while as many go to a
   second target that never answers (its 16 slots stay full); the healthy target's rate should stay
   within 10% of the previous phase.
+- `lease`: leases of one delivery per call, first with an empty queue around it, then beside a
+  backlog of 100,000 due deliveries of a target with no free slots: the backlog should cost
+  nothing (leases visit only targets with due work and free slots).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from stellwerk.delivery.model import Delivered, Delivery, NewDelivery, Outcome
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 from stellwerk.patterns import Matcher
 from stellwerk.routing import Router, RouteTarget, RuleSet
+from stellwerk.storage.deliveries import TargetKey
 from stellwerk.storage.eventlog import NewEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
@@ -199,6 +203,25 @@ async def worker_phase(directory: Path, deliveries: int, hanging: bool) -> list[
     return lines
 
 
+async def lease_phase(directory: Path, backlog: int, calls: int = 2000) -> str:
+    async with SqliteDeliveryQueue(directory / DELIVERIES_FILE) as queue:
+        if backlog:
+            await _fill(queue, backlog, ["backlog"])
+        now = datetime.now(UTC)
+        batch = [
+            NewDelivery(TENANT, BUS, "r", "other", f"o{p}", "/bench", p, now, PAYLOAD, "a/b")
+            for p in range(backlog + 1, backlog + calls + 1)
+        ]
+        await queue.route(TENANT, BUS, backlog + calls, batch)
+        full = {TargetKey(TENANT, BUS, "r", "backlog"): 0}
+        started = time.perf_counter()
+        for _ in range(calls):
+            (leased,) = await queue.lease(datetime.now(UTC), 1, 60, full)
+            assert leased.target_id == "other"
+        elapsed = time.perf_counter() - started
+    return row(f"lease 1, beside {backlog:,} backlog", calls, elapsed, "leases/s")
+
+
 async def run(args: argparse.Namespace, directory: Path) -> None:
     print(f"{'phase':<34} {'count':>9} {'rate':>12} unit")
     print(raw_inserts(directory / "raw.db", args.deliveries))
@@ -208,6 +231,9 @@ async def run(args: argparse.Namespace, directory: Path) -> None:
         (directory / f"worker{hanging}").mkdir()
         for line in await worker_phase(directory / f"worker{hanging}", args.deliveries, hanging):
             print(line)
+    for backlog in (0, args.backlog):
+        (directory / f"lease{backlog}").mkdir()
+        print(await lease_phase(directory / f"lease{backlog}", backlog))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20_000, help="events to route")
     parser.add_argument("--rules", type=int, default=300, help="rules on the bus")
     parser.add_argument("--deliveries", type=int, default=20_000, help="deliveries to deliver")
+    parser.add_argument("--backlog", type=int, default=100_000, help="for the lease phase")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", type=Path, default=None, help="where to put the files")
     args = parser.parse_args(argv)

@@ -227,3 +227,16 @@ async def test_tenants_and_buses_keep_their_own_cursors(queue: DeliveryQueue) ->
     assert await queue.cursor("globex", "default") == 2
     tenants = sorted(d.tenant for d in await queue.lease(T0, 10, LEASE))
     assert tenants == ["acme", "globex"]
+
+
+async def test_a_redriven_ordered_delivery_queues_behind_its_group(queue: DeliveryQueue) -> None:
+    await queue.route("acme", "default", 2, [new_delivery(p, ordering_key="a") for p in (1, 2)])
+    (a1,) = await queue.lease(T0, 10, LEASE)
+    await queue.dead_letter(a1.id, "400")
+    (a2,) = await queue.lease(T0, 10, LEASE)
+    assert await queue.redrive("acme", "default") == 1
+    # a2 is in flight: the redriven a1 must not run beside it.
+    assert await queue.lease(T0, 10, LEASE) == []
+    await queue.ack(a2.id)
+    (again,) = await queue.lease(T0, 10, LEASE)
+    assert again.id == a1.id
