@@ -127,11 +127,11 @@ def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) 
 
 
 @contextmanager
-def started(command: list[str], ready_url: str) -> Iterator[None]:
+def started(command: list[str], ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
     try:
         wait_for(ready_url, process)
-        yield
+        yield process
     finally:
         process.terminate()
         try:
@@ -157,14 +157,69 @@ def compare(args: argparse.Namespace) -> int:
         bare_url = f"http://127.0.0.1:{bare_port}"
         stellwerk_url = f"http://127.0.0.1:{stellwerk_port}"
         with (
-            started(bare_cmd, bare_url + "/"),
-            started(stellwerk_cmd, stellwerk_url + "/readyz"),
+            started(bare_cmd, bare_url + "/") as bare_process,
+            started(stellwerk_cmd, stellwerk_url + "/readyz") as stellwerk_process,
         ):
             key = json.loads((data_dir / "bootstrap.json").read_text())["ingest_key"]
-            return run_comparison(args, Target(bare_url, key), Target(stellwerk_url, key))
+            servers = {bare_url: bare_process.pid, stellwerk_url: stellwerk_process.pid}
+            return run_comparison(args, Target(bare_url, key), Target(stellwerk_url, key), servers)
 
 
-def run_comparison(args: argparse.Namespace, bare: Target, stellwerk: Target) -> int:
+_TICK = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) per thread name of a process, from /proc/<pid>/task/*/stat.
+
+    Counting CPU rather than wall time keeps neighbours on a shared machine out of the figure.
+    Threads of one name (the reader pool, say) are added up.
+    """
+    totals: dict[str, float] = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        # After the name: state is field 3, utime field 14, stime field 15 (proc(5)).
+        seconds = (int(fields[11]) + int(fields[12])) * _TICK
+        totals[name] = totals.get(name, 0.0) + seconds
+    return totals
+
+
+def measured(
+    name: str,
+    load: LoadSpec,
+    pid: int | None,
+    failures: list[str],
+) -> LoadResult:
+    """Run one phase and print its figures, with the server's CPU per request and per event."""
+    before = thread_cpu(pid) if pid is not None else {}
+    result = run_load(load)
+    show(name, result, failures)
+    if pid is not None and result.answered:
+        after = thread_cpu(pid)
+        spent = {k: v - before.get(k, 0.0) for k, v in after.items()}
+        total = sum(spent.values())
+        # The warm-up's requests are not in `answered` but their CPU is: a small overestimate.
+        requests = result.answered
+        events = max(1, result.events_acknowledged)
+        top = sorted(spent.items(), key=lambda kv: -kv[1])[:3]
+        split = ", ".join(f"{k} {v * 1e6 / requests:.0f}" for k, v in top if v > 0)
+        print(
+            f"{'':<28} server CPU {total * 1e6 / requests:,.0f} us/request, "
+            f"{total * 1e6 / events:,.1f} us/event ({split} us/request)",
+            flush=True,
+        )
+    return result
+
+
+def run_comparison(
+    args: argparse.Namespace, bare: Target, stellwerk: Target, pids: dict[str, int] | None = None
+) -> int:
+    pids = pids or {}
+    bare_pid, stellwerk_pid = pids.get(bare.url), pids.get(stellwerk.url)
     failures: list[str] = []
     print(
         f"load: {args.concurrency} connections for single events, {args.batch_concurrency} for "
@@ -176,26 +231,31 @@ def run_comparison(args: argparse.Namespace, bare: Target, stellwerk: Target) ->
     single_stellwerk: list[LoadResult] = []
     for round_ in (1, 2):
         single_bare.append(
-            show(f"bare app, single #{round_}", run_load(spec(args, bare, Mode.SINGLE)), failures)
+            measured(
+                f"bare app, single #{round_}", spec(args, bare, Mode.SINGLE), bare_pid, failures
+            )
         )
         single_stellwerk.append(
-            show(
+            measured(
                 f"stellwerk, single #{round_}",
-                run_load(spec(args, stellwerk, Mode.SINGLE)),
+                spec(args, stellwerk, Mode.SINGLE),
+                stellwerk_pid,
                 failures,
             )
         )
-    batch = show(
+    batch = measured(
         f"stellwerk, batch x{args.batch_size}",
-        run_load(spec(args, stellwerk, Mode.BATCH)),
+        spec(args, stellwerk, Mode.BATCH),
+        stellwerk_pid,
         failures,
     )
     best_bare = max(r.requests_per_second for r in single_bare)
     best_stellwerk = max(r.requests_per_second for r in single_stellwerk)
     half = best_stellwerk / 2
-    paced = show(
+    paced = measured(
         f"stellwerk, single @{half:,.0f}/s",
-        run_load(spec(args, stellwerk, Mode.SINGLE, rate=half, duration=args.duration * 2)),
+        spec(args, stellwerk, Mode.SINGLE, rate=half, duration=args.duration * 2),
+        stellwerk_pid,
         failures,
     )
     paced_bare = show(

@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from tests.storage.eventlog_support import MovableClock, new_event
+from tests.storage.eventlog_support import MovableClock, body_of, new_event
 
 from stellwerk.storage.eventlog import AppendStatus, EventLogError, LogOverloaded, NewEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+from stellwerk.storage.sqlite.commit import key_hash
+from stellwerk.storage.sqlite.schema import SEGMENT_EVENTS
 
 
 class CommitGate:
@@ -177,9 +179,9 @@ async def test_expired_dedup_entries_are_swept(tmp_path: Path) -> None:
         (newer,) = await log.append([new_event("newer")])
 
     with sqlite3.connect(path) as conn:
-        kept = {row[0] for row in conn.execute("SELECT position FROM dedup")}
+        kept = {row[0] for row in conn.execute("SELECT position FROM dedup_keys")}
         assert kept == {new.position, newer.position}
-        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 32
+        assert conn.execute("SELECT sum(count) FROM segments").fetchone()[0] == 32
 
 
 async def test_the_file_is_wal_and_intact_after_a_busy_run(tmp_path: Path) -> None:
@@ -195,7 +197,7 @@ async def test_the_file_is_wal_and_intact_after_a_busy_run(tmp_path: Path) -> No
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM segments").fetchone()[0] == 0
 
 
 async def test_a_failed_commit_fails_its_whole_group_and_nothing_else(tmp_path: Path) -> None:
@@ -205,7 +207,7 @@ async def test_a_failed_commit_fails_its_whole_group_and_nothing_else(tmp_path: 
     with sqlite3.connect(path) as conn:
         # A real SQLite error in the middle of a group's transaction.
         conn.execute(
-            "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.id = 'poison'"
+            "CREATE TRIGGER poison BEFORE INSERT ON segments WHEN instr(NEW.meta, 'poison') > 0"
             " BEGIN SELECT RAISE(ABORT, 'poisoned event'); END"
         )
     gate = CommitGate()
@@ -262,3 +264,103 @@ async def test_the_writer_bounds_the_wal_when_background_checkpoints_lag(tmp_pat
             wal_sizes[name] = path.with_name(path.name + "-wal").stat().st_size
             assert len(await log.read("acme", "default", limit=1000)) == 400
     assert wal_sizes["bounded"] < 256 * 1024 < wal_sizes["unbounded"]
+
+
+async def test_a_hash_collision_keeps_dedup_exact(tmp_path: Path) -> None:
+    path = tmp_path / EVENTS_FILE
+    async with SqliteEventLog(path) as log:
+        (first,) = await log.append([new_event("first")])
+    stream = 1
+    taken = key_hash(stream, "/orders", "victim")
+    with sqlite3.connect(path) as conn:
+        # Another key already holds the hash "victim" will have: what a real collision looks like.
+        conn.execute(
+            "INSERT INTO dedup_keys (hash, position, stream, source, id) VALUES (?, ?, ?, ?, ?)",
+            (taken, first.position, stream, "/elsewhere", "other"),
+        )
+    async with SqliteEventLog(path) as log:
+        (stored,) = await log.append([new_event("victim")])
+        assert stored.status is AppendStatus.STORED
+        (again,) = await log.append([new_event("victim")])
+        assert again.status is AppendStatus.DUPLICATE
+        assert again.position == stored.position
+    async with SqliteEventLog(path) as log:  # the spilled entry is found after reopening too
+        (third,) = await log.append([new_event("victim")])
+        assert third.status is AppendStatus.DUPLICATE
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT id FROM dedup_spill").fetchall() == [("victim",)]
+
+
+async def test_a_log_of_the_row_per_event_layout_is_moved_into_segments(tmp_path: Path) -> None:
+    path = tmp_path / EVENTS_FILE
+    legacy = [(1, "a", b'{"id":"a","tenant":"acme"}'), (2, "b", b'{"id":"b","tenant":"acme"}')]
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE streams (stream INTEGER PRIMARY KEY, tenant TEXT NOT NULL,
+                bus TEXT NOT NULL, last_position INTEGER NOT NULL DEFAULT 0, UNIQUE (tenant, bus));
+            CREATE TABLE events (position INTEGER PRIMARY KEY, stream INTEGER NOT NULL,
+                recorded_us INTEGER NOT NULL, id TEXT NOT NULL, source TEXT NOT NULL,
+                type TEXT NOT NULL, subject TEXT, body BLOB NOT NULL);
+            CREATE TABLE marks (position INTEGER PRIMARY KEY, recorded_us INTEGER NOT NULL);
+            CREATE TABLE dedup (position INTEGER PRIMARY KEY, stream INTEGER NOT NULL,
+                source TEXT NOT NULL, id TEXT NOT NULL, recorded_us INTEGER NOT NULL);
+            INSERT INTO streams VALUES (1, 'acme', 'default', 2);
+            """
+        )
+        now_us = int(datetime.now(UTC).timestamp() * 1e6)
+        conn.execute("INSERT INTO marks VALUES (1, ?)", (now_us,))
+        for position, event_id, body in legacy:
+            conn.execute(
+                "INSERT INTO events VALUES (?, 1, ?, ?, '/orders', 'order.created', NULL, ?)",
+                (position, now_us, event_id, body),
+            )
+            conn.execute(
+                "INSERT INTO dedup VALUES (?, 1, '/orders', ?, ?)", (position, event_id, now_us)
+            )
+    async with SqliteEventLog(path) as log:
+        read = await log.read("acme", "default")
+        assert [(e.position, e.id, e.body) for e in read] == legacy
+        (repeat,) = await log.append([new_event("b")])
+        assert repeat.status is AppendStatus.DUPLICATE
+        assert repeat.position == 2
+        (fresh,) = await log.append([new_event("c")])
+        assert fresh.position == 3
+    with sqlite3.connect(path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "events" not in tables
+        assert "dedup" not in tables
+
+
+async def test_reads_cross_segments_of_interleaved_buses(tmp_path: Path) -> None:
+    gate = CommitGate()
+    async with SqliteEventLog(tmp_path / EVENTS_FILE, on_commit=gate) as log:
+        gate.hold_next()
+        first = asyncio.create_task(log.append([new_event("first")]))
+        await gate.wait_held()
+        # One group with appends of two buses, interleaved, and runs longer than a segment.
+        size = SEGMENT_EVENTS + 10
+        appends = [
+            asyncio.create_task(
+                log.append([new_event(f"{bus}-{n}-{i}", bus=bus) for i in range(size // 2)])
+            )
+            for n in range(2)
+            for bus in ("default", "audit")
+        ]
+        await _start_tasks(1)
+        gate.release()
+        await asyncio.gather(first, *appends)
+        assert gate.batches == [1, 2 * size]
+        for bus, count in (("default", 2 * (size // 2) + 1), ("audit", 2 * (size // 2))):
+            everything = await log.read("acme", bus, limit=10_000)
+            assert len(everything) == count
+            positions = [e.position for e in everything]
+            assert positions == sorted(set(positions))
+            # Pages that start and end inside segments give the same events.
+            paged = []
+            after = 0
+            while page := await log.read("acme", bus, after=after, limit=97):
+                paged.extend(page)
+                after = page[-1].position
+            assert paged == everything
+            assert all(e.bus == bus and body_of(e.body)["bus"] == bus for e in everything)

@@ -2,17 +2,22 @@
 
 Everything here runs in the single writer thread and owns that thread's state: the connection,
 the cache of stream ids, the next position and the last recorded time. Positions are assigned
-here in commit order; recorded time is read once per group and never goes back, so that
-positions and recorded times sort alike (the `marks` table relies on it).
+here in commit order, bus by bus within a group so that each bus's events form one dense segment
+(see `schema.py`); recorded time is read once per group and never goes back, so that positions
+and recorded times sort alike (the `marks` table relies on it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sqlite3
+import sys
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,8 +29,13 @@ from stellwerk.storage.sqlite import schema
 from stellwerk.storage.sqlite.writer import Job, PendingAppend
 
 TRIM_CHUNK: Final = 20_000
+LEGACY_CHUNK: Final = 10_000
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _encode_json: Final = msgspec.json.Encoder().encode
+_encode_meta: Final = msgspec.msgpack.Encoder().encode
+Meta = list[tuple[str, str, str, str | None]]
+decode_meta: Final = msgspec.msgpack.Decoder(Meta).decode
+DedupKey = tuple[int, str, str]
 
 
 def to_us(moment: datetime) -> int:
@@ -60,6 +70,7 @@ class GroupCommitter:
         self._streams: dict[tuple[str, str], int] = {}
         self._next_position = 1
         self._last_recorded_us = 0
+        self._spilled = 0
 
     @property
     def next_position(self) -> int:
@@ -69,11 +80,13 @@ class GroupCommitter:
         """Open the file (creating the schema) and load where the log left off."""
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = schema.connect(path, role=schema.Role.WRITER)
+        migrate_legacy(conn)
         for stream, tenant, bus, last_position in conn.execute(schema.SELECT_STREAMS):
             self._streams[(tenant, bus)] = stream
             self._next_position = max(self._next_position, last_position + 1)
         row = conn.execute(schema.LAST_MARK).fetchone()
         self._last_recorded_us = row[0] if row else 0
+        self._spilled = conn.execute(schema.COUNT_SPILLED).fetchone()[0]
         self._wal_path = path.with_name(path.name + "-wal")
         self._conn = conn
 
@@ -102,21 +115,37 @@ class GroupCommitter:
         started = time.perf_counter()
         now_us = max(to_us(self._clock()), self._last_recorded_us)
         recorded = format_rfc3339(from_us(now_us)).encode()
-        events = [event for pending in group for event in pending.batch]
         new_streams: list[tuple[str, str]] = []
+        spilled = 0
         conn.execute("BEGIN IMMEDIATE")
         try:
-            streams = [self._stream_id(conn, e.tenant, e.bus, new_streams) for e in events]
-            duplicates = self._live_duplicates(conn, events, streams, now_us)
-            results, event_rows, dedup_rows, last = self._plan(
-                events, streams, duplicates, now_us, recorded
+            # Concurrent appends have no order among them: taking them bus by bus makes each
+            # bus's events of the group one run, so one segment row.
+            order = sorted(
+                range(len(group)),
+                key=lambda i: self._stream_id(
+                    conn, group[i].batch[0].tenant, group[i].batch[0].bus, new_streams
+                ),
             )
-            if event_rows:
-                conn.executemany(schema.INSERT_EVENT, event_rows)
-                conn.execute(schema.INSERT_MARK, (event_rows[0][0], now_us))
-                if dedup_rows:
-                    conn.executemany(schema.UPSERT_DEDUP, dedup_rows)
-                conn.executemany(schema.UPDATE_STREAM, [(p, s) for s, p in last.items()])
+            events = [event for i in order for event in group[i].batch]
+            streams = [self._stream_id(conn, e.tenant, e.bus, new_streams) for e in events]
+            plan = _Plan(events, streams, self._next_position, recorded)
+            if self._dedup_window_us > 0:
+                first_live = (
+                    first_position_since(conn, now_us - self._dedup_window_us + 1)
+                    or self._next_position
+                )
+                self._find_duplicates(conn, plan, first_live)
+            plan.assign()
+            if plan.segments:
+                conn.executemany(schema.INSERT_SEGMENT, plan.segment_rows(now_us))
+                conn.execute(schema.INSERT_MARK, (self._next_position, now_us))
+                if self._dedup_window_us > 0:
+                    conn.executemany(schema.UPSERT_HASH, plan.hash_rows)
+                    if plan.spill_rows:
+                        conn.executemany(schema.UPSERT_SPILLED, plan.spill_rows)
+                        spilled = len(plan.spill_rows)
+                conn.executemany(schema.UPDATE_STREAM, [(p, s) for s, p in plan.last.items()])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -124,18 +153,20 @@ class GroupCommitter:
             for key in new_streams:
                 del self._streams[key]
             raise
-        if event_rows:
-            self._next_position = event_rows[-1][0] + 1
+        if plan.segments:
+            self._next_position = plan.next_position
             self._last_recorded_us = now_us
+        self._spilled += spilled
         if self._on_commit is not None:
             # The group is durable whatever the observer does; its failure must not fail it.
             with contextlib.suppress(Exception):
                 self._on_commit(len(events), time.perf_counter() - started)
-        split: list[list[AppendResult]] = []
+        split: list[list[AppendResult]] = [[] for _ in group]
         offset = 0
-        for pending in group:
-            split.append(results[offset : offset + len(pending.batch)])
-            offset += len(pending.batch)
+        for i in order:
+            count = len(group[i].batch)
+            split[i] = plan.results[offset : offset + count]
+            offset += count
         return split
 
     def _stream_id(
@@ -149,53 +180,18 @@ class GroupCommitter:
             created.append(key)
         return stream
 
-    def _live_duplicates(
-        self, conn: sqlite3.Connection, events: list[NewEvent], streams: list[int], now_us: int
-    ) -> dict[int, int]:
-        """Index in `events` to the position of an earlier event with the same key, if live."""
-        if self._dedup_window_us <= 0:
-            return {}
-        keys = _encode_json([[s, e.source, e.id] for s, e in zip(streams, events, strict=True)])
-        cutoff = now_us - self._dedup_window_us
-        rows = conn.execute(schema.FIND_DUPLICATES, (keys.decode(), cutoff)).fetchall()
-        return {int(index): position for index, position in rows}
-
-    def _plan(
-        self,
-        events: list[NewEvent],
-        streams: list[int],
-        duplicates: dict[int, int],
-        now_us: int,
-        recorded: bytes,
-    ) -> tuple[list[AppendResult], list[tuple[Any, ...]], list[tuple[Any, ...]], dict[int, int]]:
-        dedup = self._dedup_window_us > 0
-        seen: dict[tuple[int, str, str], int] = {}
-        suffixes: dict[int, bytes] = {}
-        results: list[AppendResult] = []
-        event_rows: list[tuple[Any, ...]] = []
-        dedup_rows: list[tuple[Any, ...]] = []
-        last: dict[int, int] = {}
-        position = self._next_position
-        for index, (event, stream) in enumerate(zip(events, streams, strict=True)):
-            key = (stream, event.source, event.id)
-            earlier = duplicates.get(index) or seen.get(key)
-            if earlier is not None:
-                results.append(AppendResult(AppendStatus.DUPLICATE, earlier))
-                continue
-            suffix = suffixes.get(stream)
-            if suffix is None:
-                suffix = suffixes[stream] = _owned_suffix(event.tenant, event.bus, recorded)
-            body = event.body[:-1] + suffix
-            event_rows.append(
-                (position, stream, now_us, event.id, event.source, event.type, event.subject, body)
-            )
-            if dedup:
-                seen[key] = position
-                dedup_rows.append((position, stream, event.source, event.id, now_us))
-            last[stream] = position
-            results.append(AppendResult(AppendStatus.STORED, position))
-            position += 1
-        return results, event_rows, dedup_rows, last
+    def _find_duplicates(self, conn: sqlite3.Connection, plan: _Plan, first_live: int) -> None:
+        """Mark the group's events that repeat a live one, and keys whose hash is taken."""
+        hits = conn.execute(schema.FIND_HASHES, (_encode_json(plan.hashes), first_live))
+        for index, position, stream, source, event_id in hits:
+            if (stream, source, event_id) == plan.keys[index]:
+                plan.earlier[index] = position
+            else:  # another key with the same hash: this one's entry goes to the spill table
+                plan.hash_taken.add(plan.hashes[index])
+        if self._spilled:
+            triples = _encode_json([list(key) for key in plan.keys])
+            for index, position in conn.execute(schema.FIND_SPILLED, (triples, first_live)):
+                plan.earlier[index] = position
 
     def housekeeping(self) -> None:
         """Between groups: expire dedup entries and keep the WAL within its bound."""
@@ -223,6 +219,9 @@ class GroupCommitter:
         conn = self._writer_conn()
         cutoff = max(to_us(self._clock()), self._last_recorded_us) - self._dedup_window_us
         first_live = first_position_since(conn, cutoff + 1) or self._next_position
+        if self._spilled:
+            conn.execute(schema.DELETE_SPILLED_BELOW, (first_live,))
+            self._spilled = conn.execute(schema.COUNT_SPILLED).fetchone()[0]
         lowest = conn.execute(schema.MIN_DEDUP_POSITION).fetchone()[0]
         if lowest is None or lowest >= first_live:
             return
@@ -230,11 +229,11 @@ class GroupCommitter:
 
     def trim_chunk(self, conn: sqlite3.Connection, cut_us: int) -> int:
         cut = first_position_since(conn, cut_us) or self._next_position
-        lowest = conn.execute(schema.MIN_EVENT_POSITION).fetchone()[0]
+        lowest = conn.execute(schema.MIN_SEGMENT_POSITION).fetchone()[0]
         if lowest is None or lowest >= cut:
             return 0
         bound = min(cut, lowest + TRIM_CHUNK)
-        removed = conn.execute(schema.DELETE_EVENTS_BELOW, (bound,)).rowcount
+        removed = sum(int(n) for (n,) in conn.execute(schema.DELETE_SEGMENTS_BELOW, (bound,)))
         # Marks still inside the dedup window stay: the dedup sweep tells live entries by them,
         # even when retention is shorter than the window.
         marks_bound = bound
@@ -249,6 +248,164 @@ class GroupCommitter:
         if self._conn is None:
             raise LogClosed("the event log is not open")
         return self._conn
+
+
+class _Plan:
+    """One group's events laid out as segments: positions, bodies, dedup entries and results."""
+
+    def __init__(
+        self, events: list[NewEvent], streams: list[int], first_position: int, recorded: bytes
+    ) -> None:
+        self.events = events
+        self.streams = streams
+        self.keys: list[DedupKey] = [
+            (s, e.source, e.id) for s, e in zip(streams, events, strict=True)
+        ]
+        self.hashes = [key_hash(*key) for key in self.keys]
+        self.earlier: dict[int, int] = {}
+        self.hash_taken: set[int] = set()
+        self.next_position = first_position
+        self.recorded = recorded
+        self.results: list[AppendResult] = []
+        self.segments: list[tuple[int, int, list[int]]] = []  # (position, stream, indexes)
+        self.hash_rows: list[tuple[int, int, int, str, str]] = []
+        self.spill_rows: list[tuple[int, int, str, str]] = []
+        self.last: dict[int, int] = {}
+
+    def assign(self) -> None:
+        """Give stored events their positions in order; a run of one bus's events is a segment."""
+        positions: list[int] = [0] * len(self.events)
+        duplicate = [False] * len(self.events)
+        seen: dict[DedupKey, int] = {}
+        position = self.next_position
+        run: list[int] = []
+        run_stream = -1
+        for index, key in enumerate(self.keys):
+            earlier = self.earlier.get(index) or seen.get(key)
+            if earlier is not None:
+                positions[index] = earlier
+                duplicate[index] = True
+                continue
+            stream = key[0]
+            if stream != run_stream or len(run) == schema.SEGMENT_EVENTS:
+                if run:
+                    self.segments.append((positions[run[0]], run_stream, run))
+                run, run_stream = [], stream
+            run.append(index)
+            seen[key] = position
+            positions[index] = position
+            hashed = self.hashes[index]
+            if hashed in self.hash_taken:
+                self.spill_rows.append((position, stream, key[1], key[2]))
+            else:
+                self.hash_taken.add(hashed)
+                self.hash_rows.append((hashed, position, *key))
+            self.last[stream] = position
+            position += 1
+        if run:
+            self.segments.append((positions[run[0]], run_stream, run))
+        self.next_position = position
+        self.results = [
+            AppendResult(AppendStatus.DUPLICATE if dup else AppendStatus.STORED, position)
+            for dup, position in zip(duplicate, positions, strict=True)
+        ]
+
+    def segment_rows(self, now_us: int) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
+        events = self.events
+        for position, _stream, chunk in self.segments:
+            first = events[chunk[0]]
+            suffix = _owned_suffix(first.tenant, first.bus, self.recorded)
+            bodies = [events[i].body[:-1] + suffix for i in chunk]
+            meta = [
+                (events[i].id, events[i].source, events[i].type, events[i].subject) for i in chunk
+            ]
+            ends = array("I", accumulate(map(len, bodies)))
+            rows.append(
+                (
+                    position,
+                    _stream,
+                    len(chunk),
+                    now_us,
+                    _encode_meta(meta),
+                    _little_endian(ends),
+                    b"".join(bodies),
+                )
+            )
+        return rows
+
+
+def key_hash(stream: int, source: str, event_id: str) -> int:
+    """The 64-bit dedup hash of a key, stable across processes (unlike `hash`)."""
+    text = f"{stream}:{len(source)}:{source}{event_id}".encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(text, digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def _little_endian(ends: array[int]) -> bytes:
+    if ends.itemsize != 4:
+        raise RuntimeError("this platform's array('I') is not 32 bits wide")
+    if sys.byteorder != "little":
+        ends.byteswap()
+    return ends.tobytes()
+
+
+def unpack_ends(raw: bytes) -> array[int]:
+    ends = array("I")
+    ends.frombytes(raw)
+    if sys.byteorder != "little":
+        ends.byteswap()
+    return ends
+
+
+def migrate_legacy(conn: sqlite3.Connection) -> None:
+    """Move a log of the row-per-event layout into segments (one per old row), once."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "events" not in tables:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        after = 0
+        while rows := conn.execute(schema.LEGACY_EVENTS, (after, LEGACY_CHUNK)).fetchall():
+            conn.executemany(
+                schema.INSERT_SEGMENT,
+                [
+                    (
+                        p,
+                        stream,
+                        1,
+                        rec,
+                        _encode_meta([(i, src, t, subj)]),
+                        _little_endian(array("I", [len(body)])),
+                        body,
+                    )
+                    for p, stream, rec, i, src, t, subj, body in rows
+                ],
+            )
+            after = rows[-1][0]
+        if "dedup" in tables:
+            after = 0
+            while rows := conn.execute(schema.LEGACY_DEDUP, (after, LEGACY_CHUNK)).fetchall():
+                taken = set()
+                for position, stream, source, event_id in rows:
+                    hashed = key_hash(stream, source, event_id)
+                    exists = conn.execute(
+                        "SELECT 1 FROM dedup_keys WHERE hash = ?", (hashed,)
+                    ).fetchone()
+                    if exists or hashed in taken:
+                        conn.execute(schema.UPSERT_SPILLED, (position, stream, source, event_id))
+                    else:
+                        taken.add(hashed)
+                        conn.execute(
+                            schema.UPSERT_HASH, (hashed, position, stream, source, event_id)
+                        )
+                after = rows[-1][0]
+        for table in schema.LEGACY_TABLES:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def first_position_since(conn: sqlite3.Connection, moment_us: int) -> int | None:

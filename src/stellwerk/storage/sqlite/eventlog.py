@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Self, TypeVar
+from typing import Final, Self, TypeVar
 
 from stellwerk.storage.eventlog import (
     DEFAULT_DEDUP_WINDOW,
@@ -34,7 +34,14 @@ from stellwerk.storage.eventlog import (
 )
 from stellwerk.storage.sqlite import schema
 from stellwerk.storage.sqlite.checkpoint import Checkpointer
-from stellwerk.storage.sqlite.commit import GroupCommitter, first_position_since, from_us, to_us
+from stellwerk.storage.sqlite.commit import (
+    GroupCommitter,
+    decode_meta,
+    first_position_since,
+    from_us,
+    to_us,
+    unpack_ends,
+)
 from stellwerk.storage.sqlite.writer import Job, LogWriter, PendingAppend
 
 EVENTS_FILE: Final = "events.db"
@@ -180,8 +187,7 @@ class SqliteEventLog:
         _check_limit(limit)
 
         def query(conn: sqlite3.Connection) -> list[StoredEvent]:
-            rows = conn.execute(schema.READ, (tenant, bus, after, limit)).fetchall()
-            return _stored(tenant, bus, rows)
+            return _read_segments(conn, tenant, bus, after, 2**63 - 1, limit)
 
         self._running_writer()
         return await self._read(query)
@@ -206,8 +212,7 @@ class SqliteEventLog:
                 return []
             beyond = first_position_since(conn, end_us)
             upper = beyond if beyond is not None else 2**63 - 1
-            params = (tenant, bus, max(after, first - 1), upper, limit)
-            return _stored(tenant, bus, conn.execute(schema.READ_RANGE, params).fetchall())
+            return _read_segments(conn, tenant, bus, max(after, first - 1), upper, limit)
 
         self._running_writer()
         return await self._read(query)
@@ -283,16 +288,45 @@ def _check_limit(limit: int) -> None:
         raise ValueError(f"limit must be at least 1, not {limit}")
 
 
-def _stored(tenant: str, bus: str, rows: list[Any]) -> list[StoredEvent]:
-    times: dict[int, datetime] = {}
+def _read_segments(
+    conn: sqlite3.Connection, tenant: str, bus: str, after: int, before: int, limit: int
+) -> list[StoredEvent]:
+    """Up to `limit` events of a bus at positions in `(after, before)`, from its segments."""
+    row = conn.execute(schema.STREAM_OF, (tenant, bus)).fetchone()
+    if row is None:
+        return []
     out: list[StoredEvent] = []
-    for position, recorded_us, event_id, source, event_type, subject, body in rows:
-        recorded_time = times.get(recorded_us)
-        if recorded_time is None:
-            recorded_time = times[recorded_us] = from_us(recorded_us)
-        out.append(
-            StoredEvent(
-                tenant, bus, position, event_id, source, event_type, subject, recorded_time, body
-            )
-        )
+    # One read transaction for all the segments, so they come from one snapshot.
+    cursor = conn.execute(schema.READ_SEGMENTS, (row[0], after, before))
+    try:
+        for position, count, recorded_us, meta, ends, bodies in cursor:
+            first = max(0, after + 1 - position)
+            last = min(count, before - position, first + limit - len(out))
+            if first >= last:
+                continue
+            recorded_time = from_us(recorded_us)
+            attributes = decode_meta(meta)
+            offsets = unpack_ends(ends)
+            start = offsets[first - 1] if first else 0
+            for index in range(first, last):
+                end = offsets[index]
+                event_id, source, event_type, subject = attributes[index]
+                out.append(
+                    StoredEvent(
+                        tenant,
+                        bus,
+                        position + index,
+                        event_id,
+                        source,
+                        event_type,
+                        subject,
+                        recorded_time,
+                        bodies[start:end],
+                    )
+                )
+                start = end
+            if len(out) >= limit:
+                break
+    finally:
+        cursor.close()
     return out
