@@ -144,12 +144,15 @@ def _wildcards_by_prefix(
     return tables
 
 
-def slot_function(program: Program, slot: SlotIndex, notref: int) -> str:
-    """Emit ``def _s<n>(v)``: the clause mask of one leaf value in this slot."""
+def string_block(program: Program, slot: SlotIndex, notref: int) -> list[tuple[int, str]]:
+    """Statements that set ``m`` to the clause mask of the string ``s`` in this slot.
+
+    Lines come with their indent relative to the block, so that the block can be written into
+    the slot's function and inline into the walk alike.
+    """
     k = slot.number
     c = program.const
-    base = notref | slot.present
-    str_base = base
+    str_base = notref | slot.present
     str_terms: list[str] = []
     lowered_terms: list[str] = []
     for (length, ignore_case), table in sorted(slot.prefix.items()):
@@ -158,7 +161,7 @@ def slot_function(program: Program, slot: SlotIndex, notref: int) -> str:
             continue
         name = c(f"P{k}_", table)
         (lowered_terms if ignore_case else str_terms).append(
-            f"{name}.get({'l' if ignore_case else 'v'}[:{length}], 0)"
+            f"{name}.get({'l' if ignore_case else 's'}[:{length}], 0)"
         )
     for (length, ignore_case), table in sorted(slot.suffix.items()):
         if length == 0:
@@ -166,89 +169,124 @@ def slot_function(program: Program, slot: SlotIndex, notref: int) -> str:
             continue
         name = c(f"S{k}_", table)
         (lowered_terms if ignore_case else str_terms).append(
-            f"{name}.get({'l' if ignore_case else 'v'}[-{length}:], 0)"
+            f"{name}.get({'l' if ignore_case else 's'}[-{length}:], 0)"
         )
     if slot.ignore_case:
         lowered_terms.append(f"{c(f'I{k}_', slot.ignore_case)}.get(l, 0)")
-    exact = c(f"E{k}_", slot.exact) if slot.exact else None
     but = slot.but_exclusions() if slot.but else None
-    but_all = 0
+    lines: list[tuple[int, str]] = []
+    terms = [c(f"SB{k}_", str_base)]
+    if slot.exact:
+        terms.append(f"{c(f'E{k}_', slot.exact)}.get(s, 0)")
+    terms += str_terms
+    lines.append((0, f"m = {' | '.join(terms)}"))
+    if lowered_terms or (but and but["ignore_case"]):
+        lines.append((0, "l = s.lower()"))
+    if lowered_terms:
+        lines.append((0, f"m |= {' | '.join(lowered_terms)}"))
+    # Wildcards by the literal text before their first star: only those whose text the value
+    # starts with are tried.
+    for length, candidates in sorted(_wildcards_by_prefix(slot).items()):
+        lines.append((0, f"for f, w in {c(f'W{k}_', candidates)}.get(s[:{length}], ()):"))
+        lines.append((1, "if f(s) is not None:"))
+        lines.append((2, "m |= w"))
+    if slot.cidr:
+        lines.append((0, f"m |= {c(f'C{k}_', _cidr_lookup(slot.cidr))}(s)"))
+    if but is not None:
+        excluded: list[str] = []
+        if but["values"]:
+            excluded.append(f"{c(f'BV{k}_', but['values'])}.get(s, 0)")
+        if but["ignore_case"]:
+            excluded.append(f"{c(f'BI{k}_', but['ignore_case'])}.get(l, 0)")
+        for length, table in sorted(but["prefix"].items()):
+            excluded.append(f"{c(f'BP{k}_', table)}.get(s[:{length}], 0)")
+        for length, table in sorted(but["suffix"].items()):
+            excluded.append(f"{c(f'BS{k}_', table)}.get(s[-{length}:], 0)")
+        excluded += [
+            f"({c(f'BWM{k}_', clauses)} if {c(f'BW{k}_', regex.fullmatch)}(s) else 0)"
+            for regex, clauses in but["wildcards"]
+        ]
+        all_name = c(f"BA{k}_", _but_all(slot))
+        if excluded:
+            lines.append((0, f"m |= {all_name} & ~({' | '.join(excluded)})"))
+        else:
+            lines.append((0, f"m |= {all_name}"))
+    if slot.residual:
+        lines.append((0, f"m |= {c(f'R{k}_', _residual_lookup(slot))}(s)"))
+    return lines
+
+
+def number_block(program: Program, slot: SlotIndex, notref: int) -> list[tuple[int, str]]:
+    """Statements that set ``m`` to the clause mask of the number ``s``: one binary search."""
+    k = slot.number
+    c = program.const
+    base = notref | slot.present
+    but = slot.but_exclusions() if slot.but else None
+    but_all = _but_all(slot)
+    points = _numeric_points(slot, but)
+    excluded = but["values"] if but is not None else {}
+    pt = c(f"PT{k}_", points)
+    seg = c(f"SEG{k}_", slot.segments(points, base, but_all, excluded))
+    # round(v, 6) costs microseconds; it can only change the outcome near a number that some
+    # operator names, since it moves v by less than a millionth.
+    near = f"(i and n - {pt}[i - 1] < {_NEAR}) or (i < {len(points)} and {pt}[i] - n < {_NEAR})"
+    far = f"m = {c(f'NM{k}_', base)}"
+    if slot.exact:
+        far += f" | {c(f'E{k}_', slot.exact)}.get(s, 0)"
+    if but_all:
+        far += f" | ({c(f'BA{k}_', but_all)} & ~{c(f'BV{k}_', excluded)}.get(s, 0))"
+    lines = [
+        (0, f"if {-NUMERIC_LIMIT} <= s <= {NUMERIC_LIMIT}:"),
+        (1, "n = s"),
+        (1, f"i = _bisect({pt}, n)"),
+        (1, f"if s.__class__ is float and ({near}):"),
+        (2, f"n = round(s, {NUMERIC_DECIMALS})"),
+        (2, f"i = _bisect({pt}, n)"),
+        (1, f"m = {seg}[2 * i - 1 if i and {pt}[i - 1] == n else 2 * i]"),
+        (0, "else:"),
+        (1, far),
+    ]
+    if slot.residual:
+        lines.append((0, f"m |= {c(f'R{k}_', _residual_lookup(slot))}(s)"))
+    return lines
+
+
+def _but_all(slot: SlotIndex) -> int:
+    mask = 0
     for clauses in slot.but.values():
-        but_all |= clauses
+        mask |= clauses
+    return mask
+
+
+def slot_function(
+    program: Program,
+    slot: SlotIndex,
+    notref: int,
+    strings: list[tuple[int, str]],
+    numbers: list[tuple[int, str]],
+) -> str:
+    """Emit ``def _s<n>(v)``: the clause mask of one leaf value in this slot."""
+    k = slot.number
+    c = program.const
+    base = notref | slot.present
+    exact = c(f"E{k}_", slot.exact) if slot.exact else None
+    but_all = _but_all(slot)
     residual = c(f"R{k}_", _residual_lookup(slot)) if slot.residual else None
     reference = c(f"REF{k}_", lambda value: slot.reference(value, notref))
 
     e = program.emit
     e(0, f"def _s{k}(v):")
     e(1, "c = v.__class__")
-    # Strings.
     e(1, "if c is str:")
-    terms = [c(f"SB{k}_", str_base)]
-    if exact:
-        terms.append(f"{exact}.get(v, 0)")
-    terms += str_terms
-    e(2, f"m = {' | '.join(terms)}")
-    needs_lower = bool(lowered_terms) or bool(but and but["ignore_case"])
-    if needs_lower:
-        e(2, "l = v.lower()")
-    if lowered_terms:
-        e(2, f"m |= {' | '.join(lowered_terms)}")
-    # Wildcards by the literal text before their first star: only those whose text the value
-    # starts with are tried.
-    for length, candidates in sorted(_wildcards_by_prefix(slot).items()):
-        e(2, f"for f, w in {c(f'W{k}_', candidates)}.get(v[:{length}], ()):")
-        e(3, "if f(v) is not None:")
-        e(4, "m |= w")
-    if slot.cidr:
-        e(2, f"m |= {c(f'C{k}_', _cidr_lookup(slot.cidr))}(v)")
-    if but is not None:
-        excluded: list[str] = []
-        if but["values"]:
-            excluded.append(f"{c(f'BV{k}_', but['values'])}.get(v, 0)")
-        if but["ignore_case"]:
-            excluded.append(f"{c(f'BI{k}_', but['ignore_case'])}.get(l, 0)")
-        for length, table in sorted(but["prefix"].items()):
-            excluded.append(f"{c(f'BP{k}_', table)}.get(v[:{length}], 0)")
-        for length, table in sorted(but["suffix"].items()):
-            excluded.append(f"{c(f'BS{k}_', table)}.get(v[-{length}:], 0)")
-        wildcards = [
-            f"({c(f'BWM{k}_', clauses)} if {c(f'BW{k}_', regex.fullmatch)}(v) else 0)"
-            for regex, clauses in but["wildcards"]
-        ]
-        excluded += wildcards
-        all_name = c(f"BA{k}_", but_all)
-        if excluded:
-            e(2, f"m |= {all_name} & ~({' | '.join(excluded)})")
-        else:
-            e(2, f"m |= {all_name}")
-    if residual:
-        e(2, f"m |= {residual}(v)")
+    e(2, "s = v")
+    for indent, line in strings:
+        e(2 + indent, line)
     e(2, "return m")
-    # Numbers (bool is its own class, so it is not caught here): one binary search.
-    points = _numeric_points(slot, but)
-    excluded_values = but["values"] if but is not None else {}
-    segments = slot.segments(points, base, but_all, excluded_values)
-    pt, seg = c(f"PT{k}_", points), c(f"SEG{k}_", segments)
+    # Numbers (bool is its own class, so it is not caught here).
     e(1, "if c is int or c is float:")
-    e(2, f"if {-NUMERIC_LIMIT} <= v <= {NUMERIC_LIMIT}:")
-    e(3, "n = v")
-    e(3, f"i = _bisect({pt}, n)")
-    # round(v, 6) costs microseconds; it can only change the outcome near a number that some
-    # operator names, since it moves v by less than a millionth.
-    near = f"(i and n - {pt}[i - 1] < {_NEAR}) or (i < {len(points)} and {pt}[i] - n < {_NEAR})"
-    e(3, f"if c is float and ({near}):")
-    e(4, f"n = round(v, {NUMERIC_DECIMALS})")
-    e(4, f"i = _bisect({pt}, n)")
-    e(3, f"m = {seg}[2 * i - 1 if i and {pt}[i - 1] == n else 2 * i]")
-    e(2, "else:")
-    far = f"m = {c(f'NM{k}_', base)}"
-    if exact:
-        far += f" | {exact}.get(v, 0)"
-    if but_all:
-        far += f" | ({c(f'BA{k}_', but_all)} & ~{c(f'BV{k}_', excluded_values)}.get(v, 0))"
-    e(3, far)
-    if residual:
-        e(2, f"m |= {residual}(v)")
+    e(2, "s = v")
+    for indent, line in numbers:
+        e(2 + indent, line)
     e(2, "return m")
     # true, false and null: only exact values, anything-but and exists can match them.
     other = c(f"OM{k}_", base | but_all)
@@ -261,24 +299,6 @@ def slot_function(program: Program, slot: SlotIndex, notref: int) -> str:
     e(1, f"return {reference}(v)")
     e(0, "")
     return f"_s{k}"
-
-
-# How many distinct strings a slot remembers the mask of. A full memo starts afresh: values that
-# repeat (states, types) are back at once, unique ones (ids, addresses) never hit anyway.
-MEMO_SIZE = 512
-
-
-def _remembering(
-    memo: dict[str, int], evaluators: dict[int, SlotEvaluator], slot: int
-) -> SlotEvaluator:
-    def remember(value: str) -> int:
-        mask = evaluators[slot](value)
-        if len(memo) >= MEMO_SIZE:
-            memo.clear()
-        memo[value] = mask
-        return mask
-
-    return remember
 
 
 def _generic(
@@ -368,12 +388,16 @@ class WalkWriter:
         slots_of_path: dict[int, list[SlotIndex]],
         every: int,
         evaluators: dict[int, SlotEvaluator],
+        strings: dict[int, list[tuple[int, str]]],
+        numbers: dict[int, list[tuple[int, str]]],
     ) -> None:
         self.program = program
         self.trie = trie
         self.slots_of_path = slots_of_path
         self.every = every
         self.evaluators = evaluators
+        self.strings = strings  # per slot, the statements of ``string_block``
+        self.numbers = numbers  # and of ``number_block``, for slots that compare numbers
 
     def _absent_ok(self, slot: SlotIndex) -> int:
         return (self.every & ~slot.ref) | slot.absent
@@ -436,18 +460,32 @@ class WalkWriter:
     def _evaluate(self, number: int) -> str:
         return " & ".join(f"_s{slot.number}(v)" for slot in self.slots_of_path[number])
 
-    def _string(self, slot: SlotIndex, var: str) -> str:
-        """The mask of a string value: one lookup, in the slot's table or in its memo."""
-        c = self.program.const
+    def _string(self, slot: SlotIndex, var: str, target: str, indent: int) -> None:
+        """``target &= mask`` of the string ``var``, inline: one lookup for exact values."""
+        c, e = self.program.const, self.program.emit
         if slot.exact_strings_only:
             notref = self.every & ~slot.ref
             table = {key: notref | clauses for key, clauses in slot.exact.items()}
-            return f"{c('X', table)}.get({var}, {c('N', notref)})"
-        # Event values repeat (states, channels, countries): a bounded memo per slot saves
-        # evaluating prefixes, wildcards and anything-but again for each of them.
-        memo: dict[str, int] = {}
-        remember = c("K", _remembering(memo, self.evaluators, slot.number))
-        return f"({remember}({var}) if (t := {c('C', memo)}.get({var})) is None else t)"
+            e(indent, f"{target} &= {c('X', table)}.get({var}, {c('N', notref)})")
+            return
+        e(indent, f"s = {var}")
+        for relative, line in self.strings[slot.number]:
+            e(indent + relative, line)
+        e(indent, f"{target} &= m")
+
+    def _number(self, slot: SlotIndex, var: str, target: str, indent: int) -> bool:
+        """``elif`` branch: ``target &= mask`` of the number ``var``, inline, if slot compares
+        numbers at all (else numbers are rare there and go through ``_s``)."""
+        e = self.program.emit
+        lines = self.numbers.get(slot.number)
+        if lines is None:
+            return False
+        e(indent, f"elif {var}.__class__ is int or {var}.__class__ is float:")
+        e(indent + 1, f"s = {var}")
+        for relative, line in lines:
+            e(indent + 1 + relative, line)
+        e(indent + 1, f"{target} &= m")
+        return True
 
     def _leaf(self, key: str, number: int, var: str, indent: int) -> None:
         c, e = self.program.const, self.program.emit
@@ -457,7 +495,8 @@ class WalkWriter:
         e(indent, f"v = {var}.get({key!r}, _M)")
         if len(slots) == 1:
             e(indent, "if v.__class__ is str:")
-            e(indent + 1, f"M &= {self._string(slots[0], 'v')}")
+            self._string(slots[0], "v", "M", indent + 1)
+            self._number(slots[0], "v", "M", indent)
             e(indent, "elif v is _M:")
         else:
             e(indent, "if v is _M:")
@@ -479,7 +518,9 @@ class WalkWriter:
         e(indent, "u = 0")
         e(indent, "for x in v:")
         e(indent + 1, "if x.__class__ is str:")
-        e(indent + 2, f"u |= {self._string(slots[0], 'x')}")
+        e(indent + 2, f"q = {c('ALL', self.every)}")
+        self._string(slots[0], "x", "q", indent + 2)
+        e(indent + 2, "u |= q")
         e(indent + 1, "elif x.__class__ is list or x.__class__ is dict:")
         e(indent + 2, f"u = {generic}(v, F)")
         e(indent + 2, "break")
@@ -562,8 +603,10 @@ class WalkWriter:
             e(indent + 2, "ok = False")
             e(indent + 2, "break")
             e(indent + 1, "elif y.__class__ is str:")
-            e(indent + 2, f"a &= {self._string(self.slots_of_path[leaf][0], 'y')}")
+            self._string(self.slots_of_path[leaf][0], "y", "a", indent + 2)
             e(indent + 2, f"sn |= {1 << column}")
+            if self._number(self.slots_of_path[leaf][0], "y", "a", indent + 1):
+                e(indent + 2, f"sn |= {1 << column}")
             e(indent + 1, "else:")
             e(indent + 2, f"a &= _s{self.slots_of_path[leaf][0].number}(y)")
             e(indent + 2, f"sn |= {1 << column}")

@@ -106,6 +106,19 @@ class SlotIndex:
             and not self.present
         )
 
+    @property
+    def compares_numbers(self) -> bool:
+        """Whether an operator here names a number (numeric ranges, exact or excluded ones)."""
+        return (
+            bool(self.numeric)
+            or any(type(key) in (int, float) for key in self.exact)
+            or any(
+                op.kind == ANYTHING_BUT_VALUES
+                and any(type(key) in (int, float) for key in op.items)
+                for op in self.but
+            )
+        )
+
     def reference(self, value: Any, notref: int) -> int:
         """The clause mask of one value by asking each operator: slow, but exact for any value."""
         mask = notref

@@ -17,29 +17,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from itertools import chain, compress
 from typing import Any
 
-from stellwerk.patterns.codegen import Found, Program, WalkWriter, slot_function
+from stellwerk.patterns.codegen import (
+    Found,
+    Program,
+    WalkWriter,
+    number_block,
+    slot_function,
+    string_block,
+)
 from stellwerk.patterns.compiled import CompiledPattern, Event, compile_pattern, load_event
 from stellwerk.patterns.conditions import Field
 from stellwerk.patterns.flatten import Membership, build_trie, consistent
 from stellwerk.patterns.index import SlotIndex
-
-
-class _ByteNames(dict[tuple[int, int], tuple[str, ...]]):
-    """(byte position, byte of a clause mask) -> the rule names of its bits, filled on demand."""
-
-    def __init__(self, clause_names: list[str]) -> None:
-        super().__init__()
-        self.clause_names = clause_names
-
-    def __missing__(self, key: tuple[int, int]) -> tuple[str, ...]:
-        at, bits = key
-        names = self.clause_names
-        group = tuple(dict.fromkeys(names[at * 8 + n] for n in range(8) if bits >> n & 1))
-        self[key] = group
-        return group
 
 
 class _Snapshot:
@@ -73,19 +64,22 @@ class _Snapshot:
         every = (1 << len(self.clause_names)) - 1
         program = Program()
         evaluators: dict[int, Any] = {}
+        strings, numbers = {}, {}
         for slot in slots:
-            slot_function(program, slot, every & ~slot.ref)
+            notref = every & ~slot.ref
+            strings[slot.number] = string_block(program, slot, notref)
+            numbers[slot.number] = number_block(program, slot, notref)
+            slot_function(program, slot, notref, strings[slot.number], numbers[slot.number])
         trie = build_trie(list(path_numbers))
-        entry = WalkWriter(program, trie, self.slots_of_path, every, evaluators).write()
+        compares_numbers = {
+            slot.number: numbers[slot.number] for slot in slots if slot.compares_numbers
+        }
+        writer = WalkWriter(
+            program, trie, self.slots_of_path, every, evaluators, strings, compares_numbers
+        )
+        entry = writer.write()
         namespace = program.build()
         evaluators.update({slot.number: namespace[f"_s{slot.number}"] for slot in slots})
-        self.width = (len(self.clause_names) + 7) // 8
-        self._positions = range(self.width)
-        self._names = _ByteNames(self.clause_names)
-        self._shared = 0
-        for bit in range(1, len(self.clause_names)):
-            if self.clause_names[bit] is self.clause_names[bit - 1]:
-                self._shared |= 1 << bit
         self.source: str = namespace["__source__"]
         self.walk = namespace[entry]
 
@@ -96,32 +90,19 @@ class _Snapshot:
             return []
         if found:
             mask = self._same_elements(mask, found)
-        # The mask is read a byte at a time, only its non-zero bytes, each through a table of
-        # the rule names of its bits, all in C: one bit at a time costs three big-int
-        # operations per matching clause.
-        if mask.bit_count() <= 16:
-            return self._few(mask)
-        data = mask.to_bytes(self.width, "little")
-        groups = map(
-            self._names.__getitem__, compress(zip(self._positions, data, strict=True), data)
-        )
-        matched = list(chain.from_iterable(groups))
-        if mask & self._shared:  # a rule whose $or alternatives fall into different bytes
-            return list(dict.fromkeys(matched))
-        return matched
-
-    def _few(self, mask: int) -> list[str]:
-        """The names of a sparse mask, one bit at a time."""
+        # Highest bit first: bit_length() finds it in constant time, and the single-bit int to
+        # clear it is cheaper to make than the lowest bit's (mask & -mask).
         names = self.clause_names
         matched: list[str] = []
         last = None
         while mask:
-            lowest = mask & -mask
-            name = names[lowest.bit_length() - 1]
+            top = mask.bit_length() - 1
+            name = names[top]
             if name is not last:  # the $or alternatives of one rule are neighbours
                 matched.append(name)
                 last = name
-            mask ^= lowest
+            mask ^= 1 << top
+        matched.reverse()
         return matched
 
     def _same_elements(self, mask: int, found: Found) -> int:
