@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from tests.delivery.targets.support import Clock, Receiver, make_delivery, start_receiver
+from tests.delivery.targets.support import (
+    Clock,
+    Receiver,
+    StaticResolver,
+    make_delivery,
+    start_receiver,
+)
 
 from stellwerk.delivery.model import Delivered, GiveUp, RetryLater
 from stellwerk.delivery.targets import (
@@ -336,3 +342,57 @@ def test_sealed_connections_keep_secrets_encrypted_and_open_again() -> None:
         view = public_view(spec)
         assert "hunter2" not in json.dumps(view)
         assert view["type"] == stored["type"]
+
+
+async def test_credentials_do_not_follow_a_redirect_to_another_origin(
+    receiver: Receiver, pool: SessionPool
+) -> None:
+    elsewhere, runner = await start_receiver("127.0.0.1")
+    try:
+
+        async def away(request: web.Request) -> web.StreamResponse:
+            return web.Response(status=307, headers={"Location": elsewhere.url("/in")})
+
+        async def same_origin(request: web.Request) -> web.StreamResponse:
+            return web.Response(status=308, headers={"Location": "/away"})
+
+        receiver.on("/hook", same_origin)
+        receiver.on("/away", away)
+        spec = parse_connection({"type": "api_key", "header": "X-Api-Key", "value": "k-123"})
+        auth = build_auth(spec, session_pool=pool, policy=LOOPBACK)
+        outcome = await http_target(receiver, pool, auth).deliver(make_delivery())
+    finally:
+        await runner.cleanup()
+    assert isinstance(outcome, Delivered)
+    assert [seen.headers.get("X-Api-Key") for seen in receiver.seen] == ["k-123", "k-123"]
+    [arrived] = elsewhere.seen
+    assert "X-Api-Key" not in arrived.headers
+    assert arrived.headers["webhook-id"] == "ev-1"
+
+
+async def test_a_token_endpoint_name_resolving_to_loopback_gives_up(
+    receiver: Receiver, token_endpoint: TokenEndpoint
+) -> None:
+    resolver = StaticResolver({"auth.example.test": ["127.0.0.1"]})
+    pool = SessionPool(resolver_factory=lambda: resolver)
+    try:
+        port = token_endpoint.receiver.port
+        spec = parse_connection(
+            {
+                "type": "oauth_client_credentials",
+                "token_url": f"http://auth.example.test:{port}/oauth/token",
+                "client_id": "c",
+                "client_secret": "s",
+            }
+        )
+        auth = build_auth(spec, session_pool=pool, policy=AddressPolicy())
+        outcome = await http_target(receiver, pool, auth).deliver(make_delivery())
+    finally:
+        await pool.close()
+    assert isinstance(outcome, GiveUp)
+    assert (
+        "token endpoint: host 'auth.example.test' resolves to 127.0.0.1 (loopback)"
+        in outcome.reason
+    )
+    assert token_endpoint.forms == []
+    assert receiver.seen == []

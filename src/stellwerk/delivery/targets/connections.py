@@ -25,7 +25,7 @@ import msgspec
 from stellwerk.delivery.targets.errors import InvalidConnectionError, UnsafeTargetError
 from stellwerk.delivery.targets.responses import describe_status, parse_retry_after, read_limited
 from stellwerk.delivery.targets.session import SessionPool
-from stellwerk.delivery.targets.ssrf import AddressPolicy
+from stellwerk.delivery.targets.ssrf import AddressPolicy, find_refusal
 from stellwerk.secrets import SecretBox
 
 DEFAULT_TOKEN_LIFETIME_SECONDS: Final = 300.0
@@ -311,7 +311,10 @@ class OAuthClientCredentials:
                 description = describe_status(response, body)
         except TimeoutError as exc:
             raise AuthError("token endpoint: timed out", retryable=True) from exc
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
+            refusal = find_refusal(exc)
+            if refusal is not None:
+                raise AuthError(f"token endpoint: {refusal}", retryable=False) from exc
             raise AuthError(f"token endpoint: {exc}", retryable=True) from exc
         if status == 429 or status >= 500:
             raise AuthError(

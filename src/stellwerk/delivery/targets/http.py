@@ -35,7 +35,7 @@ from stellwerk.delivery.targets.connections import AuthError, ConnectionAuth
 from stellwerk.delivery.targets.errors import InvalidTargetError, UnsafeTargetError
 from stellwerk.delivery.targets.responses import describe_status, parse_retry_after, read_limited
 from stellwerk.delivery.targets.session import SessionPool
-from stellwerk.delivery.targets.ssrf import AddressPolicy, UnsafeAddressError
+from stellwerk.delivery.targets.ssrf import AddressPolicy, find_refusal
 from stellwerk.delivery.targets.webhooks import WebhookSigner, generate_secret
 from stellwerk.ratelimit import TokenBuckets
 
@@ -137,10 +137,12 @@ class HttpTarget:
         hops = 0
         renewed = False
         while True:
-            try:
-                self._policy.check_url(url)
-            except UnsafeTargetError as exc:
-                return GiveUp(f"refused {url}: {exc.reason}")
+            if url is not self.url:
+                # The target's own URL passed the same policy when it was built.
+                try:
+                    self._policy.check_url(url)
+                except UnsafeTargetError as exc:
+                    return GiveUp(f"refused {url}: {exc.reason}")
             headers = dict(signed)
             if url.origin() == self.url.origin():
                 headers.update(auth_headers)
@@ -190,24 +192,9 @@ class HttpTarget:
 
 
 def _network_outcome(url: URL, exc: BaseException) -> Outcome:
-    unsafe = _find_unsafe(exc)
+    unsafe = find_refusal(exc)
     if unsafe is not None:
         return GiveUp(f"refused {url}: {unsafe}")
     if isinstance(exc, aiohttp.InvalidURL):
         return GiveUp(f"invalid URL {url}: {exc}")
     return RetryLater(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-
-
-def _find_unsafe(exc: BaseException) -> UnsafeAddressError | None:
-    """The guard's refusal inside aiohttp's wrapping (`ClientConnectorDNSError.os_error`)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, UnsafeAddressError):
-            return current
-        inner = getattr(current, "os_error", None)
-        if isinstance(inner, UnsafeAddressError):
-            return inner
-        current = current.__cause__ or current.__context__
-    return None

@@ -242,3 +242,18 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+def find_refusal(exc: BaseException) -> UnsafeAddressError | None:
+    """The guard's refusal inside aiohttp's wrapping (`ClientConnectorDNSError.os_error`)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, UnsafeAddressError):
+            return current
+        inner = getattr(current, "os_error", None)
+        if isinstance(inner, UnsafeAddressError):
+            return inner
+        current = current.__cause__ or current.__context__
+    return None
