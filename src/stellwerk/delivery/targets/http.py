@@ -11,7 +11,8 @@ How answers map onto outcomes:
 - 401 with an OAuth connection: one fresh token and one more try in the same attempt.
 - other 4xx, and addresses the SSRF guard refuses: `GiveUp` (the dead-letter queue, redrivable).
 - redirects: 307 and 308 are followed, at most `MAX_REDIRECTS` hops, each hop checked by the
-  guard like the first; the connection's credentials go only to the target's own origin.
+  guard like the first, never from https down to http; the connection's credentials go only to
+  the target's own origin.
   301, 302 and 303 are `GiveUp`: clients turn them into a GET, which would drop the event, and a
   webhook URL that moved is better fixed in the rule than followed forever.
 
@@ -166,16 +167,20 @@ class HttpTarget:
                 if hops > MAX_REDIRECTS:
                     return GiveUp(f"more than {MAX_REDIRECTS} redirects, the last to {location}")
                 try:
-                    url = url.join(URL(location))
+                    following = url.join(URL(location))
                 except ValueError:
                     return GiveUp(f"redirect to an unreadable location {location!r}")
+                if url.scheme == "https" and following.scheme == "http":
+                    return GiveUp(f"redirect from https to plain http ({following}) refused")
+                url = following
                 continue
             if 300 <= status < 400:
                 return GiveUp(
                     f"{description} (redirects other than 307/308 are not followed, as they "
                     "would turn the POST into a GET; point the target at the final URL)"
                 )
-            if status == 401 and self._auth is not None and not renewed:
+            own_origin = url.origin() == self.url.origin()
+            if status == 401 and self._auth is not None and own_origin and not renewed:
                 renewed = True
                 if self._auth.rejected(auth_headers):
                     auth_headers = await self._auth.headers()
