@@ -2,11 +2,11 @@
 
 Every clause of every rule (one per ``$or`` alternative) is a bit of a Python int. The event is
 walked once, along the union of the paths the rules name, by code generated for the rule set
-(``codegen``); each value found is turned into the mask of clauses it does not rule out by a few
-table lookups (``index``), and the masks are ANDed together. What is left are the matching
-clauses, so the work per event depends on the paths the rules read, not on how many rules there
-are; a subtree no remaining clause reads is skipped. Clauses that combine fields from objects
-inside arrays get EventBridge's exact same-element check afterwards.
+(``eventwalk``, ``codegen``); each value found is turned into the mask of clauses it does not
+rule out by a few table lookups (``index``), and the masks are ANDed together. What is left are
+the matching clauses, so the work per event depends on the paths the rules read, not on how many
+rules there are; a subtree no remaining clause reads is skipped. Clauses that combine fields from
+objects inside arrays get EventBridge's exact same-element check.
 
 Rules are added and removed copy-on-write: a change swaps in a new rule table and drops the
 compiled snapshot; the next ``match`` builds a fresh one. A ``match`` already running keeps using
@@ -22,13 +22,13 @@ from typing import Any
 from stellwerk.patterns.codegen import (
     Found,
     Program,
-    WalkWriter,
     number_block,
     slot_function,
     string_block,
 )
 from stellwerk.patterns.compiled import CompiledPattern, Event, compile_pattern, load_event
 from stellwerk.patterns.conditions import Field
+from stellwerk.patterns.eventwalk import WalkWriter
 from stellwerk.patterns.flatten import Membership, build_trie, consistent
 from stellwerk.patterns.index import SlotIndex
 
