@@ -18,7 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.datastructures import Headers
 
-from stellwerk.events import EventErrorCode, parse_rfc3339
+from stellwerk.events import (
+    EventError,
+    EventErrorCode,
+    encode_event,
+    parse_rfc3339,
+    validate_event,
+)
 from stellwerk.ingest.binding import (
     BATCH_CONTENT_TYPE,
     STRUCTURED_CONTENT_TYPE,
@@ -351,3 +357,85 @@ async def test_a_decoded_event_goes_into_the_log_as_sent(tmp_path: Path) -> None
     assert (stored.id, stored.source, stored.type, stored.subject) == ("a", "/s", "t", "x")
     body = msgspec.json.decode(stored.body)
     assert body == {**sent, "tenant": "acme", "bus": "orders", "recordedtime": body["recordedtime"]}
+
+
+_valid_strings = st.text(min_size=1, max_size=8)
+_mostly_valid = st.fixed_dictionaries(
+    {
+        "specversion": st.just("1.0"),
+        "id": _valid_strings,
+        "source": _valid_strings,
+        "type": _valid_strings,
+    },
+    optional={
+        "time": st.sampled_from(["2026-01-01T00:00:00Z", "2026-02-30T00:00:00Z", "", None]),
+        "subject": _valid_strings | st.none(),
+        "datacontenttype": st.just("application/json"),
+        "dataschema": _valid_strings,
+        "data": _json_values,
+        "data_base64": st.sampled_from(["aGk=", "not base64"]),
+        "partitionkey": st.text(max_size=3),
+        "bus": st.text(max_size=3),
+    },
+)
+# How producers lay out their JSON: compact, with spaces, or across lines.
+_layouts = st.sampled_from(
+    [
+        lambda obj: msgspec.json.encode(obj),
+        lambda obj: json.dumps(obj, ensure_ascii=False).encode(),
+        lambda obj: json.dumps(obj, indent=1).encode(),
+        lambda obj: b"  " + msgspec.json.encode(obj) + b"\r\n",
+    ]
+)
+
+
+def _expected(obj: dict[str, Any]) -> DecodedEvent | tuple[EventErrorCode, str | None, str]:
+    """What the slow path, validate_event and encode_event alone, makes of one event."""
+    try:
+        event = validate_event(obj)
+    except EventError as exc:
+        return (exc.code, exc.attribute, exc.message)
+    return DecodedEvent.of(0, event, encode_event(event))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(_mostly_valid | _event_like, min_size=1, max_size=4), layout=_layouts)
+def test_events_kept_as_sent_are_exactly_those_the_validator_accepts(
+    events: list[dict[str, Any]], layout: Any
+) -> None:
+    """The fast path (event stored as sent) and the validator agree on every event."""
+    structured = decode_request(STRUCTURED_CONTENT_TYPE, {}, layout(events[0]))
+    batch = decode_request(BATCH_CONTENT_TYPE, {}, layout(events))
+    for results, sent in ((structured, events[:1]), (batch, events)):
+        assert len(results) == len(sent)
+        for result, obj in zip(results, sent, strict=True):
+            expected = _expected(obj)
+            if isinstance(expected, tuple):
+                assert isinstance(result, EventFailure)
+                assert (result.code, result.attribute, result.message) == expected
+                continue
+            assert isinstance(result, DecodedEvent), result
+            assert result.event == expected.event
+            assert (result.id, result.source, result.type, result.subject) == (
+                expected.id,
+                expected.source,
+                expected.type,
+                expected.subject,
+            )
+            # The same event as JSON, whichever way it was kept, on one line, at most as long.
+            assert msgspec.json.decode(result.encoded) == msgspec.json.decode(expected.encoded)
+            assert b"\n" not in result.encoded
+            assert b"\r" not in result.encoded
+            assert result.encoded[:1] == b"{"
+            assert result.encoded[-1:] == b"}"
+
+
+def test_a_body_that_is_not_utf8_is_invalid_json() -> None:
+    for content_type, body in (
+        (STRUCTURED_CONTENT_TYPE, b'{"id": "\xff"}'),
+        (BATCH_CONTENT_TYPE, b'[{"id": "\xff"}]'),
+        ("application/json", b'[{"id": "ok"}, {"id": "\xfe"}]'),
+    ):
+        with pytest.raises(BindingError) as caught:
+            decode_request(content_type, {}, body)
+        assert caught.value.code is BindingErrorCode.INVALID_JSON

@@ -9,6 +9,13 @@ Problems with the request as a whole (unreadable JSON, the wrong JSON shape, an 
 type, a body or batch above its limit) raise `BindingError` with the HTTP status to answer.
 Problems with one event become an `EventFailure` at its index, so a batch can partly succeed.
 
+Structured, batch and JSON bodies take a fast path first: each event's JSON is checked as it was
+sent against a typed envelope (in msgspec's C code, `data` left undecoded) and kept byte for byte,
+so an ordinary event is never decoded into Python objects and encoded again. Any event the
+envelope does not fit (extensions, nulls, `data_base64`, line breaks, an error of any kind, a
+size near the limit) goes through `validate_event` and `encode_event`, which also word every
+error; both ways accept exactly the same events.
+
 In binary mode the body is the event's data: a JSON media type (`application/json`, `text/json`
 or a `+json` suffix) makes it `data`, and a body that then is not JSON fails the event with
 `InvalidData` rather than being stored as something the producer did not mean. Any other media
@@ -24,7 +31,7 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -35,6 +42,7 @@ from stellwerk.events import (
     EventErrorCode,
     check_event_size,
     encode_event,
+    is_rfc3339,
     validate_event,
 )
 
@@ -44,6 +52,34 @@ JSON_CONTENT_TYPE: Final = "application/json"
 
 _CE_PREFIX: Final = "ce-"
 _decoder: Final = msgspec.json.Decoder()
+_raw_list_decoder: Final = msgspec.json.Decoder(list[msgspec.Raw])
+_NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+_NO_DATA: Final = msgspec.Raw(b"")
+# The fast path stores the event as sent only up to this share of the size limit: re-encoding
+# can make an event longer than sent (`1e2` becomes `100.0`), so near the limit the exact size
+# is computed the slow way.
+_FAST_SIZE_SHARE: Final = 4
+
+
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """An event that can be stored as sent: the context attributes only, all well formed.
+
+    Anything else (an extension, a null, `data_base64`) does not decode into it, and the event
+    takes the slow path, which knows what to do and how to explain a refusal.
+    """
+
+    id: _NonEmpty
+    source: _NonEmpty
+    specversion: Literal["1.0"]
+    type: _NonEmpty
+    time: str | msgspec.UnsetType = msgspec.UNSET
+    subject: _NonEmpty | msgspec.UnsetType = msgspec.UNSET
+    datacontenttype: _NonEmpty | msgspec.UnsetType = msgspec.UNSET
+    dataschema: _NonEmpty | msgspec.UnsetType = msgspec.UNSET
+    data: msgspec.Raw = _NO_DATA
+
+
+_envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
 
 
 class Mode(StrEnum):
@@ -86,13 +122,55 @@ class BindingLimits:
     max_event_size: int = MAX_EVENT_SIZE
 
 
-@dataclass(frozen=True, slots=True)
 class DecodedEvent:
-    """A valid event at `index` of the request, with its JSON encoding (see `encode_event`)."""
+    """A valid event at `index` of the request, with its JSON encoding: one object, no line breaks.
 
-    index: int
-    event: CloudEvent
-    encoded: bytes
+    `encoded` is the event as sent when it needed no change, else `encode_event`'s encoding; it
+    never holds Stellwerk's own extensions. `event`, the whole `CloudEvent`, is decoded from it
+    on first use (only schema checks need the data as Python objects).
+    """
+
+    __slots__ = ("_event", "encoded", "id", "index", "source", "subject", "type")
+
+    def __init__(
+        self,
+        index: int,
+        encoded: bytes,
+        *,
+        id: str,
+        source: str,
+        type: str,
+        subject: str | None,
+        event: CloudEvent | None = None,
+    ) -> None:
+        self.index = index
+        self.encoded = encoded
+        self.id = id
+        self.source = source
+        self.type = type
+        self.subject = subject
+        self._event = event
+
+    @classmethod
+    def of(cls, index: int, event: CloudEvent, encoded: bytes) -> DecodedEvent:
+        return cls(
+            index,
+            encoded,
+            id=event.id,
+            source=event.source,
+            type=event.type,
+            subject=event.subject,
+            event=event,
+        )
+
+    @property
+    def event(self) -> CloudEvent:
+        if self._event is None:
+            self._event = validate_event(_decoder.decode(self.encoded))
+        return self._event
+
+    def __repr__(self) -> str:
+        return f"DecodedEvent({self.index}, id={self.id!r}, {len(self.encoded)} bytes)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +237,9 @@ def decode_request(
         )
     if mode is Mode.BINARY:
         return [_decode_binary(content_type, headers, body, limits)]
+    fast = _decode_fast(mode, body, limits)
+    if fast is not None:
+        return fast
     value = _decode_json(body)
     if mode is Mode.STRUCTURED:
         if not isinstance(value, dict):
@@ -195,6 +276,57 @@ def decode_request(
     return [_decode_one(index, item, limits) for index, item in enumerate(items)]
 
 
+def _decode_fast(mode: Mode, body: bytes, limits: BindingLimits) -> list[DecodeResult] | None:
+    """The events of a JSON body kept as sent where they can be; None: use the slow path."""
+    text = body.strip(b" \t\r\n")
+    if not text:
+        return None
+    single = text[0] == 0x7B  # "{"
+    if single and mode is not Mode.BATCH:
+        return [_decode_raw(0, msgspec.Raw(text), limits)]
+    if text[0] != 0x5B or mode is Mode.STRUCTURED:  # "[": anything else has its error there
+        return None
+    try:
+        items = _raw_list_decoder.decode(text)
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return None
+    if len(items) > limits.max_batch_size:
+        return None
+    return [_decode_raw(index, item, limits) for index, item in enumerate(items)]
+
+
+def _decode_raw(index: int, raw: msgspec.Raw, limits: BindingLimits) -> DecodeResult:
+    """One event from its JSON text: kept as sent if the envelope fits, else the slow path."""
+    try:
+        envelope = _envelope_decoder.decode(raw)
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        envelope = None
+    if envelope is not None:
+        encoded = bytes(raw)
+        time = envelope.time
+        data = envelope.data
+        if (
+            (time is msgspec.UNSET or is_rfc3339(time))
+            and len(encoded) * _FAST_SIZE_SHARE <= limits.max_event_size
+            # A JSON null in data is no data, which the slow path writes by leaving it out.
+            and (len(data) != 4 or bytes(data) != b"null")
+            # Line breaks can only be whitespace between tokens; stored events have none, so
+            # that each is one line wherever it goes (server-sent events, say).
+            and b"\n" not in encoded
+            and b"\r" not in encoded
+        ):
+            subject = envelope.subject
+            return DecodedEvent(
+                index,
+                encoded,
+                id=envelope.id,
+                source=envelope.source,
+                type=envelope.type,
+                subject=None if subject is msgspec.UNSET else subject,
+            )
+    return _decode_one(index, _decode_json(raw), limits)
+
+
 def _decode_one(index: int, obj: object, limits: BindingLimits) -> DecodeResult:
     try:
         event = validate_event(obj)
@@ -202,7 +334,7 @@ def _decode_one(index: int, obj: object, limits: BindingLimits) -> DecodeResult:
         check_event_size(encoded, limits.max_event_size)
     except EventError as exc:
         return EventFailure(index, _id_of(obj), exc.code, exc.attribute, exc.message)
-    return DecodedEvent(index, event, encoded)
+    return DecodedEvent.of(index, event, encoded)
 
 
 def _decode_binary(
@@ -241,7 +373,7 @@ def _decode_binary(
         else:
             try:
                 obj["data"] = _decoder.decode(body)
-            except (msgspec.DecodeError, RecursionError):
+            except (msgspec.DecodeError, ValueError, RecursionError):  # ValueError: not UTF-8
                 if content_type:
                     return EventFailure(
                         0,
@@ -285,10 +417,10 @@ def percent_decode(value: str) -> str:
     return out.decode("utf-8")
 
 
-def _decode_json(body: bytes) -> Any:
+def _decode_json(body: bytes | msgspec.Raw) -> Any:
     try:
         return _decoder.decode(body)
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8
         raise BindingError(
             400, BindingErrorCode.INVALID_JSON, f"the body is not valid JSON: {exc}"
         ) from None

@@ -146,15 +146,7 @@ async def put_events(request: Request) -> Response:
         )
 
     batch = [
-        NewEvent(
-            tenant=principal.tenant,
-            bus=name,
-            id=d.event.id,
-            source=d.event.source,
-            type=d.event.type,
-            subject=d.event.subject,
-            body=d.encoded,
-        )
+        NewEvent(principal.tenant, name, d.id, d.source, d.type, d.subject, d.encoded)
         for d in decoded
     ]
     try:
@@ -191,7 +183,7 @@ async def check_schemas(
     refused: list[tuple[DecodedEvent, list[SchemaViolation]]] = []
     warnings: list[SchemaWarning] = []
     for item in decoded:
-        schema = await services.buses.schema(tenant_id, item.event.type)
+        schema = await services.buses.schema(tenant_id, item.type)
         violations = event_violations(item.event, schema) if schema else []
         if not violations:
             kept.append(item)
@@ -199,7 +191,7 @@ async def check_schemas(
             refused.append((item, violations))
         else:
             kept.append(item)
-            warnings.append(SchemaWarning(item.index, item.event.id, describe(violations)))
+            warnings.append(SchemaWarning(item.index, item.id, describe(violations)))
     if not refused:
         return kept, [], warnings
     ids = await services.control.failed_events.add(
@@ -207,9 +199,9 @@ async def check_schemas(
         [
             NewFailedEvent(
                 bus=bus,
-                event_id=item.event.id,
-                source=item.event.source,
-                type=item.event.type,
+                event_id=item.id,
+                source=item.source,
+                type=item.type,
                 reason=SCHEMA_FAILURE,
                 errors=[{"path": v.path, "message": v.message} for v in violations],
                 body=item.encoded,
@@ -220,7 +212,7 @@ async def check_schemas(
     failures = [
         FailedEvent(
             index=item.index,
-            id=item.event.id,
+            id=item.id,
             error=SCHEMA_FAILURE,
             message=describe(violations),
             field="data" + violations[0].path.rstrip("/").replace("/", "."),
