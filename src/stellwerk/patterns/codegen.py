@@ -151,37 +151,39 @@ def string_block(program: Program, slot: SlotIndex, notref: int) -> list[tuple[i
     k = slot.number
     c = program.const
     str_base = notref | slot.present
-    str_terms: list[str] = []
-    lowered_terms: list[str] = []
+    # (table, key expression) of each lookup, on the string itself or on its lower case.
+    plain: list[tuple[dict[Any, int], str]] = []
+    lowered: list[tuple[dict[Any, int], str]] = []
+    if slot.exact:
+        plain.append((slot.exact, "s"))
     for (length, ignore_case), table in sorted(slot.prefix.items()):
         if length == 0:
             str_base |= table[""]
-            continue
-        name = c(f"P{k}_", table)
-        (lowered_terms if ignore_case else str_terms).append(
-            f"{name}.get({'l' if ignore_case else 's'}[:{length}], 0)"
-        )
+        else:
+            (lowered if ignore_case else plain).append((table, f"{'sl'[ignore_case]}[:{length}]"))
     for (length, ignore_case), table in sorted(slot.suffix.items()):
         if length == 0:
             str_base |= table[""]
-            continue
-        name = c(f"S{k}_", table)
-        (lowered_terms if ignore_case else str_terms).append(
-            f"{name}.get({'l' if ignore_case else 's'}[-{length}:], 0)"
-        )
+        else:
+            (lowered if ignore_case else plain).append((table, f"{'sl'[ignore_case]}[-{length}:]"))
     if slot.ignore_case:
-        lowered_terms.append(f"{c(f'I{k}_', slot.ignore_case)}.get(l, 0)")
+        lowered.append((slot.ignore_case, "l"))
     but = slot.but_exclusions() if slot.but else None
     lines: list[tuple[int, str]] = []
-    terms = [c(f"SB{k}_", str_base)]
-    if slot.exact:
-        terms.append(f"{c(f'E{k}_', slot.exact)}.get(s, 0)")
-    terms += str_terms
+    if plain:
+        # The base mask folded into the first table saves an OR of big ints per value.
+        first, key = plain[0]
+        folded = {entry: clauses | str_base for entry, clauses in first.items()}
+        terms = [f"{c(f'T{k}_', folded)}.get({key}, {c(f'SB{k}_', str_base)})"]
+    else:
+        terms = [c(f"SB{k}_", str_base)]
+    terms += [f"{c(f'T{k}_', table)}.get({key}, 0)" for table, key in plain[1:]]
     lines.append((0, f"m = {' | '.join(terms)}"))
-    if lowered_terms or (but and but["ignore_case"]):
+    if lowered or (but and but["ignore_case"]):
         lines.append((0, "l = s.lower()"))
-    if lowered_terms:
-        lines.append((0, f"m |= {' | '.join(lowered_terms)}"))
+    if lowered:
+        terms = [f"{c(f'T{k}_', table)}.get({key}, 0)" for table, key in lowered]
+        lines.append((0, f"m |= {' | '.join(terms)}"))
     # Wildcards by the literal text before their first star: only those whose text the value
     # starts with are tried.
     for length, candidates in sorted(_wildcards_by_prefix(slot).items()):

@@ -178,17 +178,24 @@ class WalkWriter:
         return " & ".join(f"_s{slot.number}(v)" for slot in self.slots_of_path[number])
 
     def _string(self, slot: SlotIndex, var: str, target: str, indent: int) -> None:
-        """``target &= mask`` of the string ``var``, inline: one lookup for exact values."""
+        """``target &= mask`` of the string ``var`` (mask left in ``m`` without a target),
+        inline: one lookup for exact values."""
         c, e = self.program.const, self.program.emit
         if slot.exact_strings_only:
             notref = self.every & ~slot.ref
-            table = {key: notref | clauses for key, clauses in slot.exact.items()}
-            e(indent, f"{target} &= {c('X', table)}.get({var}, {c('N', notref)})")
+            e(indent, f"{target} &= {self._exact(slot)}.get({var}, {c('N', notref)})")
             return
         e(indent, f"s = {var}")
         for relative, line in self.strings[slot.number]:
             e(indent + relative, line)
-        e(indent, f"{target} &= m")
+        if target:
+            e(indent, f"{target} &= m")
+
+    def _exact(self, slot: SlotIndex) -> str:
+        """The table of an exact-only slot, the clauses reading no other slot folded in."""
+        notref = self.every & ~slot.ref
+        table = {key: notref | clauses for key, clauses in slot.exact.items()}
+        return self.program.const("X", table)
 
     def _number(self, slot: SlotIndex, var: str, target: str, indent: int) -> bool:
         """``elif`` branch: ``target &= mask`` of the number ``var``, inline, if slot compares
@@ -235,9 +242,14 @@ class WalkWriter:
         e(indent, "u = 0")
         e(indent, "for x in v:")
         e(indent + 1, "if x.__class__ is str:")
-        e(indent + 2, f"q = {c('ALL', self.every)}")
-        self._string(slots[0], "x", "q", indent + 2)
-        e(indent + 2, "u |= q")
+        if slots[0].exact_strings_only:
+            e(
+                indent + 2,
+                f"u |= {self._exact(slots[0])}.get(x, {c('N', self.every & ~slots[0].ref)})",
+            )
+        else:
+            self._string(slots[0], "x", "", indent + 2)
+            e(indent + 2, "u |= m")
         e(indent + 1, "elif x.__class__ is list or x.__class__ is dict:")
         e(indent + 2, f"u = {generic}(v, F)")
         e(indent + 2, "break")

@@ -19,6 +19,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from stellwerk.patterns.codegen import (
     Found,
     Program,
@@ -31,6 +33,8 @@ from stellwerk.patterns.conditions import Field
 from stellwerk.patterns.eventwalk import WalkWriter
 from stellwerk.patterns.flatten import Membership, build_trie, consistent
 from stellwerk.patterns.index import SlotIndex
+
+_decode = msgspec.json.Decoder().decode
 
 
 class _Snapshot:
@@ -223,4 +227,9 @@ class Matcher:
     def match(self, event: Event) -> list[str]:
         """The names of all rules the event matches, in the order the rules were added."""
         snapshot = self._snapshot or self._current()
+        if event.__class__ is bytes:
+            try:
+                return snapshot.match(_decode(event))
+            except msgspec.DecodeError:
+                pass  # load_event says what is wrong
         return snapshot.match(event if event.__class__ is dict else load_event(event))
