@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 
 import structlog
 from starlette.applications import Starlette
@@ -35,28 +34,25 @@ from stellwerk.api.middleware.limits import BodyLimitMiddleware
 from stellwerk.api.middleware.metrics import RequestMetricsMiddleware
 from stellwerk.api.routes import (
     buses,
+    connections,
+    dead_letters,
     events,
     failed_events,
     health,
     keys,
     patterns,
+    rules,
     schemas,
     tail,
 )
+from stellwerk.compose import open_services
 from stellwerk.config import Settings
-from stellwerk.delivery.registry import TargetRegistry
-from stellwerk.ingest.binding import BindingLimits
+from stellwerk.delivery.metrics import DeliveryMetrics
 from stellwerk.ingest.metrics import IngestMetrics
 from stellwerk.ops.lifecycle import Lifecycle, NotReadyError
 from stellwerk.ops.metrics import Metrics
 from stellwerk.ratelimit import TokenBuckets
-from stellwerk.rules.changes import RuleChanges
 from stellwerk.services import Services
-from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.control.directory import BusDirectory
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
-from stellwerk.storage.watch import LogWatch
-from stellwerk.tenancy import bootstrap
 
 log = structlog.get_logger("stellwerk")
 
@@ -65,60 +61,25 @@ ENDPOINTS: list[Endpoint] = [
     *buses.ENDPOINTS,
     *events.ENDPOINTS,
     *failed_events.ENDPOINTS,
+    *dead_letters.ENDPOINTS,
     *schemas.ENDPOINTS,
     *keys.ENDPOINTS,
+    *connections.ENDPOINTS,
     *patterns.ENDPOINTS,
+    *rules.ENDPOINTS,
     *tail.ENDPOINTS,
 ]
 
 RETRY_START_MAX_SECONDS = 10.0
 
 
-async def open_services(
-    settings: Settings, metrics: Metrics, ingest_metrics: IngestMetrics
-) -> Services:
-    control = await ControlPlane.open(settings.control_database_url)
-    event_log = SqliteEventLog(
-        settings.data_dir / EVENTS_FILE,
-        dedup_window=timedelta(seconds=settings.dedup_window_seconds),
-        on_commit=ingest_metrics.on_commit,
-    )
-    try:
-        written = await bootstrap(control, settings.data_dir)
-        if written is not None:
-            log.warning(
-                "created tenant 'default'; its admin and ingest keys are in the file",
-                file=str(written.resolve()),
-            )
-        await event_log.start()
-    except BaseException:
-        await event_log.close()
-        await control.close()
-        raise
-    return Services(
-        settings=settings,
-        control=control,
-        authenticator=Authenticator(control, cache_seconds=settings.key_cache_seconds),
-        metrics=metrics,
-        event_log=event_log,
-        buses=BusDirectory(control, ttl=settings.key_cache_seconds),
-        ingest_metrics=ingest_metrics,
-        binding_limits=BindingLimits(
-            max_body_size=settings.max_body_bytes, max_batch_size=settings.max_batch_events
-        ),
-        event_rate=TokenBuckets(settings.tenant_event_rate),
-        targets=TargetRegistry(control, allow_private_targets=settings.allow_private_targets),
-        rule_changes=RuleChanges(),
-        log_watch=LogWatch(),
-    )
-
-
 async def _start(settings: Settings, lifecycle: Lifecycle[Services], metrics: Metrics) -> None:
     ingest_metrics = IngestMetrics(metrics)
+    delivery_metrics = DeliveryMetrics(metrics)
     delay = 0.1
     while True:
         try:
-            services = await open_services(settings, metrics, ingest_metrics)
+            services = await open_services(settings, metrics, ingest_metrics, delivery_metrics)
         except Exception as exc:
             lifecycle.last_start_error = f"{type(exc).__name__}: {exc}"
             log.error("start failed, retrying", error=lifecycle.last_start_error, retry_in=delay)
@@ -126,6 +87,7 @@ async def _start(settings: Settings, lifecycle: Lifecycle[Services], metrics: Me
             delay = min(delay * 2, RETRY_START_MAX_SECONDS)
             continue
         lifecycle.last_start_error = None
+        services.start()
         lifecycle.ready(services)
         log.info("ready", database=services.control.dialect, data_dir=str(settings.data_dir))
         return

@@ -58,6 +58,7 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     max_buses_per_tenant: int = 100
     max_rules_per_bus: int = 300
+    function_modules: tuple[str, ...] = ()
     drain_seconds: float = 0.0
     shutdown_timeout_seconds: float = 30.0
     key_cache_seconds: float = 5.0
@@ -170,6 +171,14 @@ def _rate(text: str) -> float:
     return value
 
 
+def _modules(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    for name in names:
+        if not all(piece.isidentifier() for piece in name.split(".")):
+            raise ValueError(f"{name!r} is not a module name")
+    return names
+
+
 def _text(text: str) -> str:
     value = text.strip()
     if not value:
@@ -191,6 +200,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "max_body_bytes": _int_in(1024, 1024 * 1024 * 1024),
     "max_buses_per_tenant": _int_in(1, 100_000),
     "max_rules_per_bus": _int_in(1, 10_000),
+    "function_modules": _modules,
     "drain_seconds": _seconds(600),
     "shutdown_timeout_seconds": _seconds(3600),
     "key_cache_seconds": _seconds(3600),

@@ -98,6 +98,9 @@ def run(settings: Settings) -> None:
 @setting_option("max_body_bytes", "Largest request body accepted.")
 @setting_option("max_buses_per_tenant", "How many buses one tenant may have.")
 @setting_option("max_rules_per_bus", "How many rules one bus may have.")
+@setting_option(
+    "function_modules", "Modules (comma-separated) whose functions may be function targets."
+)
 @setting_option("drain_seconds", "On SIGTERM, how long to keep serving with readiness false.")
 @setting_option("shutdown_timeout_seconds", "How long requests in flight may take at shutdown.")
 @setting_option("key_cache_seconds", "How long a key lookup is cached (revocation delay).")

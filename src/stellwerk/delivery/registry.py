@@ -1,31 +1,37 @@
-"""Targets as the rest of Stellwerk sees them: checked when a rule is saved, built to deliver.
+"""Targets as the rest of Stellwerk sees them: checked when a rule is saved.
 
-`prepare` does the save-time checks that need I/O or secrets (does the connection exist, is the
-URL allowed, can the function be imported) and fills in what the user may omit (a signing
-secret for HTTP targets).
+`prepare` does the save-time checks that need I/O or process settings (is the URL allowed, does
+the connection exist, can the function be imported, does the bus exist) and fills in what a user
+may omit (the signing secret of an HTTP target).
 """
 
 from __future__ import annotations
 
-import base64
-import secrets
-
 import msgspec
 
 from stellwerk.auth import Principal
+from stellwerk.delivery.targets import (
+    TargetConfigError,
+    check_target_url,
+    generate_secret,
+    parse_secret,
+    resolve_function,
+)
 from stellwerk.rules import InvalidRuleError, RuleInput, TargetSpec
 from stellwerk.storage.control import ControlPlane
 
 
-def generate_signing_secret() -> str:
-    """A Standard Webhooks secret: `whsec_` and 24 random bytes in base64."""
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-
-
 class TargetRegistry:
-    def __init__(self, control: ControlPlane, *, allow_private_targets: bool) -> None:
+    def __init__(
+        self,
+        control: ControlPlane,
+        *,
+        allow_private_targets: bool,
+        function_modules: tuple[str, ...] = (),
+    ) -> None:
         self._control = control
         self._allow_private = allow_private_targets
+        self._function_modules = function_modules
 
     async def prepare(self, principal: Principal, rule: RuleInput) -> RuleInput:
         targets = [
@@ -37,11 +43,45 @@ class TargetRegistry:
         self, principal: Principal, index: int, target: TargetSpec
     ) -> TargetSpec:
         where = f"targets[{index}]"
-        if target.type == "http":
-            if target.secret is None:
-                target = msgspec.structs.replace(target, secret=generate_signing_secret())
-        elif target.type == "bus":
-            assert target.bus is not None
-            if await self._control.get_bus(principal.tenant_id, target.bus) is None:
-                raise InvalidRuleError(f"bus {target.bus!r} does not exist", f"{where}.bus")
+        try:
+            if target.type == "http":
+                assert target.url is not None
+                check_target_url(target.url, self._allow_private)
+                if target.secret is None:
+                    target = msgspec.structs.replace(target, secret=generate_secret())
+                else:
+                    parse_secret(target.secret)
+                if target.connection is not None:
+                    found = await self._control.connections.get(
+                        principal.tenant_id, target.connection
+                    )
+                    if found is None:
+                        raise InvalidRuleError(
+                            f"connection {target.connection!r} does not exist",
+                            f"{where}.connection",
+                        )
+            elif target.type == "function":
+                assert target.function is not None
+                self._check_function_module(target.function, f"{where}.function")
+                resolve_function(target.function)
+            elif target.type == "bus":
+                assert target.bus is not None
+                if await self._control.get_bus(principal.tenant_id, target.bus) is None:
+                    raise InvalidRuleError(f"bus {target.bus!r} does not exist", f"{where}.bus")
+        except TargetConfigError as exc:
+            field = {"secret": "secret", "function": "function"}.get(exc.field, "url")
+            raise InvalidRuleError(exc.reason, f"{where}.{field}", "InvalidTarget") from None
         return target
+
+    def _check_function_module(self, spec: str, field: str) -> None:
+        # Saving a function target imports its module: only modules the operator named.
+        module = spec.partition(":")[0]
+        allowed = any(module == m or module.startswith(m + ".") for m in self._function_modules)
+        if not allowed:
+            named = ", ".join(self._function_modules) or "none"
+            raise InvalidRuleError(
+                f"module {module!r} is not allowed for function targets "
+                f"(--function-modules allows: {named})",
+                field,
+                "InvalidTarget",
+            )

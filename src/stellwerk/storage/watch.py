@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 
 class LogWatch:
     def __init__(self) -> None:
         self._events: dict[tuple[str, str], asyncio.Event] = {}
+        self._listeners: list[Callable[[str, str], None]] = []
+
+    def subscribe(self, listener: Callable[[str, str], None]) -> None:
+        """Call `listener(tenant, bus)` after every append (the router's `notify`)."""
+        self._listeners.append(listener)
 
     def appended(self, tenant: str, bus: str) -> None:
         event = self._events.pop((tenant, bus), None)
         if event is not None:
             event.set()
+        for listener in self._listeners:
+            listener(tenant, bus)
 
     async def wait(self, tenant: str, bus: str, within: float) -> bool:
         """Wait until the next append to the bus; False when `within` seconds passed first."""

@@ -84,6 +84,8 @@ async def put_bus(request: Request) -> Response:
     except ConflictError as exc:
         raise ApiError(409, "LimitExceeded", str(exc)) from None
     services.buses.forget_bus(record.tenant_id, name)
+    if created:
+        await services.rules_changed(record.tenant_id, name)
     return json_response(_bus(record), 201 if created else 200)
 
 
@@ -102,6 +104,7 @@ async def delete_bus(request: Request) -> Response:
     try:
         await services.control.delete_bus(tenant_id, name)
         services.buses.forget_bus(tenant_id, name)
+        await services.rules_changed(tenant_id, name)
     except NotFoundError:
         raise not_found(f"bus {name!r}") from None
     except ConflictError as exc:

@@ -5,7 +5,6 @@ default, PostgreSQL (asyncpg) for scale-out. Both run the same Alembic migration
 """
 
 from stellwerk.storage.control.records import ConflictError, NotFoundError
-from stellwerk.storage.control.rules import Sealing
 from stellwerk.storage.control.store import ApiKeyRecord, BusRecord, ControlPlane, TenantRecord
 
 __all__ = [
@@ -14,6 +13,5 @@ __all__ = [
     "ConflictError",
     "ControlPlane",
     "NotFoundError",
-    "Sealing",
     "TenantRecord",
 ]

@@ -1,9 +1,8 @@
-"""Rules of a tenant's buses. Target secrets are stored encrypted (by the `seal`/`unseal` given)."""
+"""Rules of a tenant's buses. Target signing secrets are stored encrypted, bound to their row."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -12,45 +11,54 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stellwerk.rules import Rule, RuleInput, TargetSpec
+from stellwerk.secrets import SecretBox
 from stellwerk.storage.control.records import ConflictError, utc
 from stellwerk.storage.control.tables import rules
 
 _targets_decoder = msgspec.json.Decoder(list[TargetSpec])
 
 
-@dataclass(frozen=True, slots=True)
-class Sealing:
-    """How secrets are kept at rest: `seal` encrypts, `unseal` decrypts (identity in tests only)."""
-
-    seal: Callable[[str], str]
-    unseal: Callable[[str], str]
-
-    @classmethod
-    def unavailable(cls) -> Sealing:
-        """For tools that never touch secrets (e.g. `tenants create`): any use is a bug."""
-
-        def refuse(_text: str) -> str:
-            raise RuntimeError("secrets cannot be sealed or unsealed without the secret key")
-
-        return cls(refuse, refuse)
+def _row(tenant_id: str, bus: str, rule: str, target_id: str) -> str:
+    # Binds a sealed secret to its target: copied into another row, it does not decrypt.
+    return f"rule:{tenant_id}/{bus}/{rule}/{target_id}"
 
 
 class RuleStore:
-    def __init__(self, engine: AsyncEngine, now: Callable[[], datetime], sealing: Sealing) -> None:
+    def __init__(
+        self, engine: AsyncEngine, now: Callable[[], datetime], box: SecretBox | None
+    ) -> None:
         self._engine = engine
         self._now = now
-        self._sealing = sealing
+        self._box = box
 
-    def _encode_targets(self, targets: list[TargetSpec]) -> str:
+    def _secrets(self) -> SecretBox:
+        if self._box is None:
+            raise RuntimeError("rule secrets need the secret key (STELLWERK_SECRET_KEY)")
+        return self._box
+
+    def _encode_targets(
+        self, tenant_id: str, bus: str, name: str, targets: list[TargetSpec]
+    ) -> str:
         sealed = [
-            msgspec.structs.replace(t, secret=self._sealing.seal(t.secret)) if t.secret else t
+            msgspec.structs.replace(
+                t, secret=self._secrets().encrypt(t.secret, _row(tenant_id, bus, name, t.id))
+            )
+            if t.secret
+            else t
             for t in targets
         ]
         return msgspec.json.encode(sealed).decode()
 
     def _rule(self, row: sa.Row[Any]) -> Rule:
         targets = [
-            msgspec.structs.replace(t, secret=self._sealing.unseal(t.secret)) if t.secret else t
+            msgspec.structs.replace(
+                t,
+                secret=self._secrets().decrypt(
+                    t.secret, _row(row.tenant_id, row.bus, row.name, t.id)
+                ),
+            )
+            if t.secret
+            else t
             for t in _targets_decoder.decode(row.targets)
         ]
         return Rule(
@@ -73,7 +81,7 @@ class RuleStore:
         values = {
             "pattern": msgspec.json.encode(body.pattern).decode(),
             "state": body.state,
-            "targets": self._encode_targets(body.targets),
+            "targets": self._encode_targets(tenant_id, bus, name, body.targets),
             "description": body.description,
             "updated_at": now,
         }

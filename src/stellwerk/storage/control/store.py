@@ -16,10 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from stellwerk.auth import Scope, generate_key, hash_key
 from stellwerk.names import check_name
+from stellwerk.secrets import SecretBox
 from stellwerk.storage.control import migrate
+from stellwerk.storage.control.connections import ConnectionStore
 from stellwerk.storage.control.failed import FailedEventStore
 from stellwerk.storage.control.records import ConflictError, NotFoundError, utc
-from stellwerk.storage.control.rules import RuleStore, Sealing
+from stellwerk.storage.control.rules import RuleStore
 from stellwerk.storage.control.schemas import SchemaRegistry
 from stellwerk.storage.control.tables import api_keys, buses, tenants
 
@@ -120,22 +122,23 @@ class ControlPlane:
         engine: AsyncEngine,
         *,
         clock: Callable[[], datetime] | None = None,
-        sealing: Sealing | None = None,
+        box: SecretBox | None = None,
     ) -> None:
         self._engine = engine
         self._now = clock or (lambda: datetime.now(UTC))
-        self.rules = RuleStore(engine, self._now, sealing or Sealing.unavailable())
+        self.rules = RuleStore(engine, self._now, box)
+        self.connections = ConnectionStore(engine, self._now, box)
         self.schemas = SchemaRegistry(engine, self._now)
         self.failed_events = FailedEventStore(engine, self._now)
 
     @classmethod
     async def open(
-        cls, url: str, *, run_migrations: bool = True, sealing: Sealing | None = None
+        cls, url: str, *, run_migrations: bool = True, box: SecretBox | None = None
     ) -> ControlPlane:
         engine = create_engine(url)
         if run_migrations:
             await migrate.upgrade(engine)
-        return cls(engine, sealing=sealing)
+        return cls(engine, box=box)
 
     @property
     def engine(self) -> AsyncEngine:

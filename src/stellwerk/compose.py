@@ -1,0 +1,116 @@
+"""The composition root's first half: the services of a process, built from its settings.
+
+One place decides which implementation backs each seam (SQLite files in the data directory in
+embedded mode), how the parts are connected (ingest wakes the router, the router wakes the
+worker, the rule book feeds both), and in which order they open and close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import timedelta
+
+import structlog
+
+from stellwerk.api.middleware.auth import Authenticator
+from stellwerk.config import Settings
+from stellwerk.delivery.builder import TargetBuilder
+from stellwerk.delivery.metrics import DeliveryMetrics
+from stellwerk.delivery.registry import TargetRegistry
+from stellwerk.delivery.targets import SessionPool
+from stellwerk.delivery.worker import DeliveryWorker
+from stellwerk.ingest.binding import BindingLimits
+from stellwerk.ingest.metrics import IngestMetrics
+from stellwerk.ops.metrics import Metrics
+from stellwerk.ratelimit import TokenBuckets
+from stellwerk.routing.router import Router
+from stellwerk.routing.rulebook import RuleBook
+from stellwerk.secrets import SecretBox, load_or_create_key
+from stellwerk.services import Services
+from stellwerk.storage.control import ControlPlane
+from stellwerk.storage.control.directory import BusDirectory
+from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+from stellwerk.storage.watch import LogWatch
+from stellwerk.tenancy import bootstrap
+
+log = structlog.get_logger("stellwerk")
+
+
+async def open_services(
+    settings: Settings,
+    metrics: Metrics,
+    ingest_metrics: IngestMetrics,
+    delivery_metrics: DeliveryMetrics,
+) -> Services:
+    box = SecretBox(load_or_create_key(settings.data_dir, os.environ, create=settings.embedded))
+    control = await ControlPlane.open(settings.control_database_url, box=box)
+    event_log = SqliteEventLog(
+        settings.data_dir / EVENTS_FILE,
+        dedup_window=timedelta(seconds=settings.dedup_window_seconds),
+        on_commit=ingest_metrics.on_commit,
+    )
+    queue = SqliteDeliveryQueue(settings.data_dir / DELIVERIES_FILE)
+    session_pool = SessionPool()
+    log_watch = LogWatch()
+    rulebook = RuleBook(
+        control,
+        TargetBuilder(
+            session_pool=session_pool,
+            event_log=event_log,
+            appended=log_watch.appended,
+            allow_private=settings.allow_private_targets,
+        ),
+    )
+    try:
+        written = await bootstrap(control, settings.data_dir)
+        if written is not None:
+            log.warning(
+                "created tenant 'default'; its admin and ingest keys are in the file",
+                file=str(written.resolve()),
+            )
+        await event_log.start()
+        await queue.start()
+        await rulebook.load()
+    except BaseException:
+        await asyncio.gather(
+            rulebook.close(),
+            session_pool.close(),
+            queue.close(),
+            event_log.close(),
+            return_exceptions=True,
+        )
+        await control.close()
+        raise
+    wake = asyncio.Event()
+    worker = DeliveryWorker(queue, rulebook.binding, hooks=delivery_metrics, wake=wake)
+    router = Router(
+        event_log, queue, rulebook.rule_set, rulebook.buses, wake=wake, hooks=delivery_metrics
+    )
+    log_watch.subscribe(router.notify)
+    return Services(
+        settings=settings,
+        control=control,
+        authenticator=Authenticator(control, cache_seconds=settings.key_cache_seconds),
+        metrics=metrics,
+        event_log=event_log,
+        buses=BusDirectory(control, ttl=settings.key_cache_seconds),
+        ingest_metrics=ingest_metrics,
+        binding_limits=BindingLimits(
+            max_body_size=settings.max_body_bytes, max_batch_size=settings.max_batch_events
+        ),
+        event_rate=TokenBuckets(settings.tenant_event_rate),
+        targets=TargetRegistry(
+            control,
+            allow_private_targets=settings.allow_private_targets,
+            function_modules=settings.function_modules,
+        ),
+        log_watch=log_watch,
+        queue=queue,
+        rulebook=rulebook,
+        router=router,
+        worker=worker,
+        delivery_metrics=delivery_metrics,
+        session_pool=session_pool,
+    )

@@ -1,0 +1,65 @@
+"""Building a deliverable target from a saved target spec, with the process's shared parts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from stellwerk.delivery.bus_target import BusTarget
+from stellwerk.delivery.model import Target
+from stellwerk.delivery.targets import (
+    AddressPolicy,
+    FunctionTarget,
+    HttpTarget,
+    LogTarget,
+    SessionPool,
+    build_auth,
+)
+from stellwerk.rules import TargetSpec
+from stellwerk.storage.control.connections import ConnectionRecord
+from stellwerk.storage.eventlog import EventLog
+
+
+class TargetBuilder:
+    def __init__(
+        self,
+        *,
+        session_pool: SessionPool,
+        event_log: EventLog,
+        appended: Callable[[str, str], None],
+        allow_private: bool,
+    ) -> None:
+        self._pool = session_pool
+        self._log = event_log
+        self._appended = appended
+        self._allow_private = allow_private
+        self._policy = AddressPolicy.build(allow_private, ())
+
+    def __call__(
+        self, tenant: str, bus: str, spec: TargetSpec, connections: Mapping[str, ConnectionRecord]
+    ) -> Target:
+        if spec.type == "http":
+            assert spec.url is not None
+            assert spec.secret is not None
+            auth = None
+            if spec.connection is not None:
+                record = connections.get(spec.connection)
+                if record is None:
+                    raise LookupError(f"connection {spec.connection!r} does not exist any more")
+                auth = build_auth(record.spec, session_pool=self._pool, policy=self._policy)
+            return HttpTarget(
+                spec.url,
+                session_pool=self._pool,
+                secret=spec.secret,
+                timeout=spec.timeout_seconds,
+                concurrency=spec.concurrency,
+                rate_limit=spec.rate_limit,
+                auth=auth,
+                allow_private=self._allow_private,
+            )
+        if spec.type == "function":
+            assert spec.function is not None
+            return FunctionTarget(spec.function, concurrency=spec.concurrency)
+        if spec.type == "bus":
+            assert spec.bus is not None
+            return BusTarget(self._log, tenant, spec.bus, self._appended)
+        return LogTarget()

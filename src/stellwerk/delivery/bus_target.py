@@ -1,0 +1,55 @@
+"""The `bus` target: put the event on another bus of the same tenant, keeping its id.
+
+Because the event keeps its `id` and `source`, the target bus's idempotency window stores a
+redelivered event once, and an event that comes back to a bus it already passed (A -> B -> A) is
+a duplicate there, which ends the loop. For loops longer than the window a hop count travels in
+the `stellwerkhops` extension; past `MAX_HOPS` the delivery gives up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+import msgspec
+
+from stellwerk.delivery.model import Delivered, Delivery, GiveUp, Outcome, RetryLater
+from stellwerk.events import EventError, encode_event, validate_event
+from stellwerk.storage.eventlog import EventLog, LogClosed, LogOverloaded, NewEvent
+
+MAX_HOPS: Final = 8
+HOPS: Final = "stellwerkhops"
+
+
+class BusTarget:
+    def __init__(
+        self, log: EventLog, tenant: str, bus: str, appended: Callable[[str, str], None]
+    ) -> None:
+        self.tenant = tenant
+        self.bus = bus
+        self._log = log
+        self._appended = appended
+
+    async def deliver(self, delivery: Delivery) -> Outcome:
+        try:
+            event = validate_event(msgspec.json.decode(delivery.payload))
+        except (msgspec.DecodeError, EventError) as exc:
+            return GiveUp(f"a bus target needs a CloudEvent, and the payload is not one: {exc}")
+        hops = event.extensions.get(HOPS, 0)
+        hops = hops + 1 if isinstance(hops, int) and not isinstance(hops, bool) else 1
+        if hops > MAX_HOPS:
+            return GiveUp(f"the event passed {MAX_HOPS} buses: a routing loop")
+        event = msgspec.structs.replace(event, extensions={**event.extensions, HOPS: hops})
+        try:
+            results = await self._log.append(
+                [NewEvent.of(self.tenant, self.bus, event, encode_event(event))]
+            )
+        except (LogOverloaded, LogClosed) as exc:
+            return RetryLater(f"bus {self.bus!r} cannot take events now: {exc}", retry_after=1.0)
+        self._appended(self.tenant, self.bus)
+        if results[0].duplicate:
+            return Delivered(f"already on bus {self.bus!r}")
+        return Delivered(f"put on bus {self.bus!r}")
+
+    async def close(self) -> None:
+        """Nothing to release: the log belongs to the process."""

@@ -1,0 +1,135 @@
+"""Every rule of every bus, in memory: rule sets for the router and targets for the worker.
+
+The router and the worker ask many times a second and must not wait for the control plane, so
+the rule book keeps a snapshot and swaps in a bus's new rules (or a tenant's, when a connection
+changed) when the API saved a change, before the API answers. Targets are built once per rule
+version and closed when they are replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from stellwerk.delivery.model import Target
+from stellwerk.delivery.worker import TargetBinding
+from stellwerk.patterns import Matcher
+from stellwerk.routing.router import RouteTarget, RuleSet
+from stellwerk.rules import Rule, TargetSpec
+from stellwerk.rules.model import compile_transformer
+from stellwerk.storage.control import ControlPlane
+from stellwerk.storage.control.connections import ConnectionRecord
+
+log = structlog.get_logger("stellwerk.routing")
+
+TargetFactory = Callable[[str, str, TargetSpec, Mapping[str, ConnectionRecord]], Target]
+"""`build(tenant, bus, spec, connections)`: the deliverable target of a saved target spec."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Bus:
+    rule_set: RuleSet
+    bindings: Mapping[tuple[str, str], TargetBinding]  # (rule, target id)
+
+
+_EMPTY = _Bus(RuleSet(Matcher()), {})
+
+
+class RuleBook:
+    def __init__(self, control: ControlPlane, build: TargetFactory) -> None:
+        self._control = control
+        self._build = build
+        self._buses: dict[tuple[str, str], _Bus] = {}  # (tenant name, bus)
+        self._tenant_names: dict[str, str] = {}  # tenant id -> name
+
+    async def load(self) -> None:
+        """Read everything (at start)."""
+        for tenant in await self._control.list_tenants():
+            self._tenant_names[tenant.id] = tenant.name
+            await self.reload(tenant.id, None)
+
+    async def reload(self, tenant_id: str, bus: str | None) -> None:
+        """Take in a change: one bus's rules, or (`bus=None`) every bus of the tenant."""
+        name = self._tenant_names.get(tenant_id)
+        if name is None:
+            for tenant in await self._control.list_tenants():
+                self._tenant_names[tenant.id] = tenant.name
+            name = self._tenant_names.get(tenant_id)
+            if name is None:
+                return
+        buses = [b.name for b in await self._control.list_buses(tenant_id)]
+        if bus is not None:
+            if bus not in buses:
+                await self._replace((name, bus), None)
+                return
+            buses = [bus]
+        else:
+            for known in [k for k in self._buses if k[0] == name and k[1] not in buses]:
+                await self._replace(known, None)
+        connections = {c.name: c for c in await self._control.connections.for_tenant(tenant_id)}
+        for each in buses:
+            rules = await self._control.rules.for_bus(tenant_id, each)
+            await self._replace((name, each), self._compile(name, each, rules, connections))
+
+    def _compile(
+        self, tenant: str, bus: str, rules: list[Rule], connections: Mapping[str, ConnectionRecord]
+    ) -> _Bus:
+        matcher = Matcher()
+        targets: dict[str, list[RouteTarget]] = {}
+        bindings: dict[tuple[str, str], TargetBinding] = {}
+        for rule in rules:
+            if rule.state != "enabled":
+                continue
+            built: list[RouteTarget] = []
+            for spec in rule.targets:
+                try:
+                    target = self._build(tenant, bus, spec, connections)
+                except Exception as exc:
+                    # Saved rules were checked; a target that cannot be built now (a removed
+                    # connection, a function gone from the code) is logged and its deliveries
+                    # end in the dead-letter queue as "no target".
+                    log.error(
+                        "target_unavailable",
+                        tenant=tenant,
+                        bus=bus,
+                        rule=rule.name,
+                        target=spec.id,
+                        error=str(exc),
+                    )
+                    continue
+                bindings[(rule.name, spec.id)] = TargetBinding(
+                    target=target,
+                    retry_policy=spec.retry_policy,
+                    dead_letter=spec.dead_letter,
+                    concurrency=spec.concurrency,
+                )
+                transformer = (
+                    compile_transformer(spec.input_transformer) if spec.input_transformer else None
+                )
+                built.append(RouteTarget(spec.id, transformer=transformer, ordered=spec.ordered))
+            matcher.add(rule.name, rule.pattern)
+            targets[rule.name] = built
+        return _Bus(RuleSet(matcher, targets), bindings)
+
+    async def _replace(self, key: tuple[str, str], new: _Bus | None) -> None:
+        old = self._buses.pop(key, None)
+        if new is not None:
+            self._buses[key] = new
+        if old is not None:
+            for binding in old.bindings.values():
+                await binding.target.close()
+
+    def buses(self) -> list[tuple[str, str]]:
+        return list(self._buses)
+
+    def rule_set(self, tenant: str, bus: str) -> RuleSet:
+        return self._buses.get((tenant, bus), _EMPTY).rule_set
+
+    def binding(self, tenant: str, bus: str, rule: str, target_id: str) -> TargetBinding | None:
+        return self._buses.get((tenant, bus), _EMPTY).bindings.get((rule, target_id))
+
+    async def close(self) -> None:
+        for key in list(self._buses):
+            await self._replace(key, None)
