@@ -140,6 +140,10 @@ class SlotIndex:
         for index, point in enumerate(points):
             at = 2 * index + 1
             masks[at] = base | self.exact.get(point, 0) | (but_all & ~excluded.get(point, 0))
+        # Open-ended ranges (the usual "> x", "< x") are summed up as running ORs from either
+        # end, so that building stays linear in the number of rules; bounded ones are few.
+        from_start = [0] * len(masks)
+        to_end = [0] * len(masks)
         for op, clauses in self.numeric.items():
             if op.lower is None:
                 first = 0
@@ -149,8 +153,21 @@ class SlotIndex:
                 last = len(masks) - 1
             else:
                 last = 2 * bisect_left(points, op.upper) + (1 if op.upper_inclusive else 0)
-            for segment in range(first, last + 1):
-                masks[segment] |= clauses
+            if op.upper is None:
+                from_start[first] |= clauses
+            elif op.lower is None:
+                to_end[last] |= clauses
+            else:
+                for segment in range(first, last + 1):
+                    masks[segment] |= clauses
+        running = 0
+        for segment, clauses in enumerate(from_start):
+            running |= clauses
+            masks[segment] |= running
+        running = 0
+        for segment in range(len(masks) - 1, -1, -1):
+            running |= to_end[segment]
+            masks[segment] |= running
         return masks
 
     def but_exclusions(self) -> dict[str, Any]:
