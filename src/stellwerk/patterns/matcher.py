@@ -24,6 +24,7 @@ import msgspec
 from stellwerk.patterns.codegen import (
     Found,
     Program,
+    SlotEvaluator,
     number_block,
     slot_function,
     string_block,
@@ -67,7 +68,7 @@ class _Snapshot:
                 )
         every = (1 << len(self.clause_names)) - 1
         program = Program()
-        evaluators: dict[int, Any] = {}
+        evaluators: dict[int, SlotEvaluator] = {}
         strings, numbers = {}, {}
         for slot in slots:
             notref = every & ~slot.ref
