@@ -30,6 +30,7 @@ from stellwerk.api.errors import (
     handle_http_exception,
 )
 from stellwerk.api.middleware.auth import Authenticator
+from stellwerk.api.middleware.ingest import IngestFastPath
 from stellwerk.api.middleware.limits import BodyLimitMiddleware
 from stellwerk.api.middleware.metrics import RequestMetricsMiddleware
 from stellwerk.api.routes import (
@@ -149,6 +150,14 @@ def build_app(settings: Settings, *, metrics: Metrics | None = None) -> Starlett
     app = Starlette(
         routes=routes,
         middleware=[
+            # Ingest's one route, answered ahead of the rest with the same outcomes.
+            Middleware(
+                IngestFastPath,
+                lifecycle=lifecycle,
+                metrics=metrics,
+                rate_limit=rate_limit,
+                max_body_bytes=settings.max_body_bytes,
+            ),
             Middleware(ErrorMiddleware),
             Middleware(RequestMetricsMiddleware, metrics),
             Middleware(BodyLimitMiddleware, settings.max_body_bytes),

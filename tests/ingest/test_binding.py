@@ -14,7 +14,7 @@ from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.v1.event import CloudEvent as SdkEvent
 from cloudevents.v1 import conversion as ce_conversion
 from cloudevents.v1.http import CloudEvent as SdkEventV1
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from starlette.datastructures import Headers
 
@@ -382,11 +382,20 @@ _mostly_valid = st.fixed_dictionaries(
 _layouts = st.sampled_from(
     [
         lambda obj: msgspec.json.encode(obj),
-        lambda obj: json.dumps(obj, ensure_ascii=False).encode(),
-        lambda obj: json.dumps(obj, indent=1).encode(),
+        lambda obj: json.dumps(obj, ensure_ascii=False, allow_nan=False).encode(),
+        lambda obj: json.dumps(obj, indent=1, allow_nan=False).encode(),
         lambda obj: b"  " + msgspec.json.encode(obj) + b"\r\n",
     ]
 )
+
+
+def _laid_out(layout: Any, obj: object) -> bytes:
+    try:
+        body: bytes = layout(obj)
+    except ValueError:  # an infinity, which JSON cannot hold
+        assume(False)
+        raise
+    return body
 
 
 def _expected(obj: dict[str, Any]) -> DecodedEvent | tuple[EventErrorCode, str | None, str]:
@@ -404,9 +413,13 @@ def test_events_kept_as_sent_are_exactly_those_the_validator_accepts(
     events: list[dict[str, Any]], layout: Any
 ) -> None:
     """The fast path (event stored as sent) and the validator agree on every event."""
-    structured = decode_request(STRUCTURED_CONTENT_TYPE, {}, layout(events[0]))
-    batch = decode_request(BATCH_CONTENT_TYPE, {}, layout(events))
-    for results, sent in ((structured, events[:1]), (batch, events)):
+    one = _laid_out(layout, events[0])
+    many = _laid_out(layout, events)
+    structured = decode_request(STRUCTURED_CONTENT_TYPE, {}, one)
+    batch = decode_request(BATCH_CONTENT_TYPE, {}, many)
+    # The verdicts on what was sent (msgspec writes an infinity as null, say).
+    sent_one, sent_many = msgspec.json.decode(one), msgspec.json.decode(many)
+    for results, sent in ((structured, [sent_one]), (batch, sent_many)):
         assert len(results) == len(sent)
         for result, obj in zip(results, sent, strict=True):
             expected = _expected(obj)

@@ -13,7 +13,7 @@ from tests.storage.eventlog_support import MovableClock, body_of, new_event
 
 from stellwerk.storage.eventlog import AppendStatus, EventLogError, LogOverloaded, NewEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
-from stellwerk.storage.sqlite.commit import key_hash
+from stellwerk.storage.sqlite.commit import key_digest
 from stellwerk.storage.sqlite.schema import SEGMENT_EVENTS
 
 
@@ -271,12 +271,12 @@ async def test_a_hash_collision_keeps_dedup_exact(tmp_path: Path) -> None:
     async with SqliteEventLog(path) as log:
         (first,) = await log.append([new_event("first")])
     stream = 1
-    taken = key_hash(stream, "/orders", "victim")
+    taken, tag = key_digest(stream, "/orders", "victim")
     with sqlite3.connect(path) as conn:
         # Another key already holds the hash "victim" will have: what a real collision looks like.
         conn.execute(
-            "INSERT INTO dedup_keys (hash, position, stream, source, id) VALUES (?, ?, ?, ?, ?)",
-            (taken, first.position, stream, "/elsewhere", "other"),
+            "INSERT INTO dedup_keys (hash, position, tag) VALUES (?, ?, ?)",
+            (taken, first.position, tag ^ 1),
         )
     async with SqliteEventLog(path) as log:
         (stored,) = await log.append([new_event("victim")])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from prometheus_client import Counter, Histogram
 
 from stellwerk.ops.metrics import Metrics
@@ -55,8 +57,45 @@ class IngestMetrics:
             buckets=_COMMIT_BUCKETS,
             registry=registry,
         )
+        self.buses: dict[tuple[str, str], BusMetrics] = {}
 
     def on_commit(self, events: int, seconds: float) -> None:
         """Called by the event log (in its writer thread) after each group commit."""
         self.append_batch.observe(events)
         self.append_seconds.observe(seconds)
+
+
+@dataclass(slots=True)
+class BusMetrics:
+    """The counters of one tenant's bus, looked up once (`labels()` validates and locks)."""
+
+    metrics: IngestMetrics
+    tenant: str
+    bus: str
+    accepted: Counter
+    duplicates: Counter
+    bytes_in: Counter
+    _rejected: dict[str, Counter] = field(default_factory=dict)
+
+    def rejected(self, reason: str) -> Counter:
+        counter = self._rejected.get(reason)
+        if counter is None:
+            counter = self._rejected[reason] = self.metrics.rejected.labels(
+                self.tenant, self.bus, reason
+            )
+        return counter
+
+
+def bus_metrics(metrics: IngestMetrics, tenant: str, bus: str) -> BusMetrics:
+    """The counters of a bus, cached on `metrics`; bounded like the label sets themselves."""
+    found = metrics.buses.get((tenant, bus))
+    if found is None:
+        found = metrics.buses[(tenant, bus)] = BusMetrics(
+            metrics,
+            tenant,
+            bus,
+            metrics.accepted.labels(tenant, bus),
+            metrics.duplicates.labels(tenant, bus),
+            metrics.bytes_in.labels(tenant, bus),
+        )
+    return found

@@ -9,19 +9,19 @@ bad event (structured or binary mode) gets a plain client error.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from stellwerk.api.bodies import json_response
 from stellwerk.api.context import services_of
 from stellwerk.api.endpoints import Endpoint
 from stellwerk.api.errors import ApiError, ErrorBody, not_found
 from stellwerk.api.middleware.auth import principal_of
 from stellwerk.api.routes.buses import bus_name
-from stellwerk.auth import Scope
+from stellwerk.auth import Principal, Scope
 from stellwerk.ingest.binding import (
     BATCH_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -31,12 +31,14 @@ from stellwerk.ingest.binding import (
     EventFailure,
     decode_request,
 )
+from stellwerk.ingest.metrics import bus_metrics
 from stellwerk.schemas import SchemaViolation, event_violations
 from stellwerk.services import Services
 from stellwerk.storage.control.failed import NewFailedEvent
 from stellwerk.storage.eventlog import LogOverloaded, NewEvent
 
 SCHEMA_FAILURE = "SchemaValidationFailed"
+_encode: Final = msgspec.json.Encoder().encode
 
 
 class FailedEvent(msgspec.Struct, omit_defaults=True):
@@ -94,37 +96,65 @@ def _failed(failure: EventFailure) -> FailedEvent:
 
 
 async def put_events(request: Request) -> Response:
+    """The route as Starlette calls it; `IngestFastPath` usually answers before it is reached."""
     name = bus_name(request)
     services = services_of(request)
-    principal = principal_of(request.scope)
+    status, content = await ingest(
+        services,
+        principal_of(request.scope),
+        name,
+        request.headers.get("content-type"),
+        request.headers,
+        request.body,
+    )
+    return Response(content, status_code=status, media_type="application/json")
+
+
+async def ingest(
+    services: Services,
+    principal: Principal,
+    name: str,
+    content_type: str | None,
+    headers: Mapping[str, str],
+    read_body: Callable[[], Awaitable[bytes]],
+) -> tuple[int, bytes]:
+    """Take one request's events onto a bus: the status and JSON body of the answer.
+
+    Raises `ApiError` for an answer that is an error as a whole. Returns only once every
+    accepted event is durable. The body is read once the bus is known to exist.
+    """
     bus = await services.buses.bus(principal.tenant_id, name)
     if bus is None:
         raise not_found(f"bus {name!r}")
-    metrics = services.ingest_metrics
-    body = await request.body()
-    metrics.bytes_in.labels(principal.tenant, name).inc(len(body))
+    body = await read_body()
+    metrics = bus_metrics(services.ingest_metrics, principal.tenant, name)
+    metrics.bytes_in.inc(len(body))
     try:
-        results = decode_request(
-            request.headers.get("content-type"), request.headers, body, services.binding_limits
-        )
+        results = decode_request(content_type, headers, body, services.binding_limits)
     except BindingError as exc:
-        metrics.rejected.labels(principal.tenant, name, str(exc.code)).inc()
+        metrics.rejected(str(exc.code)).inc()
         raise ApiError(exc.status, str(exc.code), exc.message) from None
 
-    decoded = [r for r in results if isinstance(r, DecodedEvent)]
-    failed = [_failed(r) for r in results if isinstance(r, EventFailure)]
-    for failure in failed:
-        metrics.rejected.labels(principal.tenant, name, failure.error).inc()
+    decoded: list[DecodedEvent] = []
+    failed: list[FailedEvent] = []
+    for result in results:
+        if isinstance(result, DecodedEvent):
+            decoded.append(result)
+        else:
+            failed.append(_failed(result))
+            metrics.rejected(failed[-1].error).inc()
     warnings: list[SchemaWarning] = []
     if bus.schema_validation != "off" and decoded:
         decoded, refused, warnings = await check_schemas(
             services, principal.tenant_id, name, decoded, enforce=bus.schema_validation == "enforce"
         )
         failed = sorted([*failed, *refused], key=lambda f: f.index)
-        metrics.failed_validation.labels(principal.tenant, name, bus.schema_validation).inc(
-            len(refused) + len(warnings)
-        )
+        services.ingest_metrics.failed_validation.labels(
+            principal.tenant, name, bus.schema_validation
+        ).inc(len(refused) + len(warnings))
     if not decoded:
+        if not failed:
+            raise ApiError(400, "InvalidRequest", "the request holds no events")
         first = failed[0]
         raise ApiError(
             400,
@@ -137,7 +167,7 @@ async def put_events(request: Request) -> Response:
 
     wait = services.event_rate.acquire(principal.tenant_id, len(decoded))
     if wait > 0:
-        metrics.rejected.labels(principal.tenant, name, "TooManyRequests").inc(len(decoded))
+        metrics.rejected("TooManyRequests").inc(len(decoded))
         raise ApiError(
             429,
             "TooManyRequests",
@@ -145,33 +175,35 @@ async def put_events(request: Request) -> Response:
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
 
-    batch = [
-        NewEvent(principal.tenant, name, d.id, d.source, d.type, d.subject, d.encoded)
-        for d in decoded
-    ]
+    tenant = principal.tenant
+    batch = [NewEvent(tenant, name, d.id, d.source, d.type, d.subject, d.encoded) for d in decoded]
     try:
         appended = await services.event_log.append(batch)
     except LogOverloaded as exc:
-        metrics.rejected.labels(principal.tenant, name, "Overloaded").inc(len(batch))
+        metrics.rejected("Overloaded").inc(len(batch))
         raise ApiError(
             503,
             "ServiceUnavailable",
             f"the event log is overloaded: {exc}",
             headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
         ) from None
-    services.log_watch.appended(principal.tenant, name)
-    duplicates = sum(1 for r in appended if r.duplicate)
-    metrics.accepted.labels(principal.tenant, name).inc(len(batch) - duplicates)
+    services.log_watch.appended(tenant, name)
+    duplicates = 0
+    for outcome in appended:
+        if outcome.duplicate:
+            duplicates += 1
+    metrics.accepted.inc(len(batch) - duplicates)
     if duplicates:
-        metrics.duplicates.labels(principal.tenant, name).inc(duplicates)
-    return json_response(
+        metrics.duplicates.inc(duplicates)
+    if not failed and not duplicates and not warnings:
+        return 202, b'{"accepted":%d,"failed":[],"duplicates":0}' % len(batch)
+    return 202, _encode(
         IngestResult(
             accepted=len(batch),
             failed=failed,
             duplicates=duplicates,
             warnings=warnings or msgspec.UNSET,
-        ),
-        202,
+        )
     )
 
 

@@ -141,7 +141,7 @@ class GroupCommitter:
                 conn.executemany(schema.INSERT_SEGMENT, plan.segment_rows(now_us))
                 conn.execute(schema.INSERT_MARK, (self._next_position, now_us))
                 if self._dedup_window_us > 0:
-                    conn.executemany(schema.UPSERT_HASH, plan.hash_rows)
+                    conn.execute(schema.UPSERT_HASHES, (_encode_json(plan.hash_rows),))
                     if plan.spill_rows:
                         conn.executemany(schema.UPSERT_SPILLED, plan.spill_rows)
                         spilled = len(plan.spill_rows)
@@ -183,8 +183,8 @@ class GroupCommitter:
     def _find_duplicates(self, conn: sqlite3.Connection, plan: _Plan, first_live: int) -> None:
         """Mark the group's events that repeat a live one, and keys whose hash is taken."""
         hits = conn.execute(schema.FIND_HASHES, (_encode_json(plan.hashes), first_live))
-        for index, position, stream, source, event_id in hits:
-            if (stream, source, event_id) == plan.keys[index]:
+        for index, position, tag in hits:
+            if tag == plan.tags[index]:
                 plan.earlier[index] = position
             else:  # another key with the same hash: this one's entry goes to the spill table
                 plan.hash_taken.add(plan.hashes[index])
@@ -261,14 +261,16 @@ class _Plan:
         self.keys: list[DedupKey] = [
             (s, e.source, e.id) for s, e in zip(streams, events, strict=True)
         ]
-        self.hashes = [key_hash(*key) for key in self.keys]
+        digests = [key_digest(*key) for key in self.keys]
+        self.hashes = [d[0] for d in digests]
+        self.tags = [d[1] for d in digests]
         self.earlier: dict[int, int] = {}
         self.hash_taken: set[int] = set()
         self.next_position = first_position
         self.recorded = recorded
         self.results: list[AppendResult] = []
         self.segments: list[tuple[int, int, list[int]]] = []  # (position, stream, indexes)
-        self.hash_rows: list[tuple[int, int, int, str, str]] = []
+        self.hash_rows: list[tuple[int, int, int]] = []
         self.spill_rows: list[tuple[int, int, str, str]] = []
         self.last: dict[int, int] = {}
 
@@ -299,7 +301,7 @@ class _Plan:
                 self.spill_rows.append((position, stream, key[1], key[2]))
             else:
                 self.hash_taken.add(hashed)
-                self.hash_rows.append((hashed, position, *key))
+                self.hash_rows.append((hashed, position, self.tags[index]))
             self.last[stream] = position
             position += 1
         if run:
@@ -335,11 +337,17 @@ class _Plan:
         return rows
 
 
-def key_hash(stream: int, source: str, event_id: str) -> int:
-    """The 64-bit dedup hash of a key, stable across processes (unlike `hash`)."""
+def key_digest(stream: int, source: str, event_id: str) -> tuple[int, int]:
+    """The dedup hash and tag of a key: two signed 64-bit halves of a 128-bit BLAKE2b digest.
+
+    Stable across processes, unlike `hash`; the length prefix keeps `(a:b, c)` and `(a, b:c)` apart.
+    """
     text = f"{stream}:{len(source)}:{source}{event_id}".encode("utf-8", "surrogatepass")
-    digest = hashlib.blake2b(text, digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
+    digest = hashlib.blake2b(text, digest_size=16).digest()
+    return (
+        int.from_bytes(digest[:8], "little", signed=True),
+        int.from_bytes(digest[8:], "little", signed=True),
+    )
 
 
 def _little_endian(ends: array[int]) -> bytes:
@@ -388,7 +396,7 @@ def migrate_legacy(conn: sqlite3.Connection) -> None:
             while rows := conn.execute(schema.LEGACY_DEDUP, (after, LEGACY_CHUNK)).fetchall():
                 taken = set()
                 for position, stream, source, event_id in rows:
-                    hashed = key_hash(stream, source, event_id)
+                    hashed, tag = key_digest(stream, source, event_id)
                     exists = conn.execute(
                         "SELECT 1 FROM dedup_keys WHERE hash = ?", (hashed,)
                     ).fetchone()
@@ -396,9 +404,7 @@ def migrate_legacy(conn: sqlite3.Connection) -> None:
                         conn.execute(schema.UPSERT_SPILLED, (position, stream, source, event_id))
                     else:
                         taken.add(hashed)
-                        conn.execute(
-                            schema.UPSERT_HASH, (hashed, position, stream, source, event_id)
-                        )
+                        conn.execute(schema.UPSERT_HASH, (hashed, position, tag))
                 after = rows[-1][0]
         for table in schema.LEGACY_TABLES:
             conn.execute(f"DROP TABLE IF EXISTS {table}")

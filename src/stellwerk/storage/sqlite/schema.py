@@ -17,10 +17,11 @@ meaning of what is there.
   follows position, this small table turns time into positions for windows, trims and dedup
   expiry without an index on every event's time.
 - `dedup_keys`: one entry per event within the dedup window, keyed by a 64-bit hash of
-  `(stream, source, id)`: one integer-keyed row instead of a row plus an entry in a unique index
-  on the long text key (which cost more than the event itself). The row keeps the full key, so a
-  hit is confirmed (also after its event was trimmed), and a different key whose hash is taken
-  is kept in `dedup_spill` under its full key: dedup stays exact.
+  `(stream, source, id)`: one small integer-keyed row instead of a row plus an entry in a unique
+  index on the long text key (which cost more than the event itself). `tag` is another 64 bits
+  of the same 128-bit BLAKE2b digest: a hit counts as a duplicate only if the tag matches too, so
+  telling two keys apart wrongly needs a 128-bit collision. A different key whose 64-bit hash is
+  taken is kept in `dedup_spill` under its full key.
 
 `events` and `dedup` are the layout before segments (a row per event); `open` of the writer moves
 their rows into the new tables once and drops them.
@@ -61,9 +62,7 @@ DDL: Final = (
     """CREATE TABLE IF NOT EXISTS dedup_keys (
         hash INTEGER PRIMARY KEY,
         position INTEGER NOT NULL,
-        stream INTEGER NOT NULL,
-        source TEXT NOT NULL,
-        id TEXT NOT NULL
+        tag INTEGER NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS dedup_keys_by_position ON dedup_keys (position)",
     """CREATE TABLE IF NOT EXISTS dedup_spill (
@@ -91,14 +90,18 @@ FIRST_POSITION_SINCE: Final = (
 )
 # Entries at or above a position (the first live one) for a group's hashes, given as a JSON array.
 FIND_HASHES: Final = """
-    SELECT k.key, d.position, d.stream, d.source, d.id FROM json_each(?) AS k
+    SELECT k.key, d.position, d.tag FROM json_each(?) AS k
     JOIN dedup_keys AS d ON d.hash = k.value
     WHERE d.position >= ?
 """
 # REPLACE takes over an expired entry for the same hash that the sweep has not removed yet.
-UPSERT_HASH: Final = (
-    "INSERT OR REPLACE INTO dedup_keys (hash, position, stream, source, id) VALUES (?, ?, ?, ?, ?)"
-)
+UPSERT_HASH: Final = "INSERT OR REPLACE INTO dedup_keys (hash, position, tag) VALUES (?, ?, ?)"
+# The same for a whole group in one statement, from a JSON array of rows: executemany would
+# release and take back the GIL around every row, and each time wait for the event loop.
+UPSERT_HASHES: Final = """
+    INSERT OR REPLACE INTO dedup_keys (hash, position, tag)
+    SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)
+"""
 FIND_SPILLED: Final = """
     SELECT k.key, d.position FROM json_each(?) AS k
     JOIN dedup_spill AS d
