@@ -9,14 +9,15 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
 import msgspec
 import pytest
 
+from stellwerk.app import build_app
 from stellwerk.config import Settings, load_settings
+from stellwerk.services import Services
 
 POSTGRES_ADMIN_DSN = os.environ.get(
     "STELLWERK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -87,7 +88,7 @@ class Bootstrap(msgspec.Struct):
 @dataclass
 class RunningApp:
     client: httpx.AsyncClient
-    services: Any
+    services: Services
     settings: Settings
     bootstrap: Bootstrap
 
@@ -102,7 +103,6 @@ class RunningApp:
 @pytest.fixture
 async def running_app(tmp_path: Path, database_url: str) -> AsyncIterator[RunningApp]:
     """The whole ASGI app with its lifespan, on SQLite and on PostgreSQL, talked to in-process."""
-    from stellwerk.app import build_app
 
     settings = load_settings({"data_dir": str(tmp_path / "data"), "database_url": database_url})
     app = build_app(settings)

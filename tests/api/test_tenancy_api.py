@@ -41,6 +41,7 @@ async def test_tenant_isolation(running_app: RunningApp) -> None:
 async def test_scopes(running_app: RunningApp) -> None:
     app = running_app
     tenant = await app.services.control.get_tenant("default")
+    assert tenant is not None
     _, read_key = await app.services.control.create_key(tenant.id, Scope.READ)
     reader = app.auth(read_key)
     ingester = app.auth(app.bootstrap.ingest_key)
