@@ -68,7 +68,7 @@ def ipv4(value: str) -> int | None:
         packed = socket.inet_pton(socket.AF_INET, value)
     except (OSError, ValueError):
         return None
-    if _LEADING_ZERO.search(value):
+    if ("0" in value) and _LEADING_ZERO.search(value):
         return None  # ipaddress refuses them as ambiguous; some C libraries read them as octal
     return int.from_bytes(packed, "big")
 
@@ -239,7 +239,7 @@ def number_block(program: Program, slot: SlotIndex, notref: int) -> list[tuple[i
         (0, f"if {-NUMERIC_LIMIT} <= s <= {NUMERIC_LIMIT}:"),
         (1, "n = s"),
         (1, f"i = _bisect({pt}, n)"),
-        (1, f"if s.__class__ is float and ({near}):"),
+        (1, f"if type(s) is float and ({near}):"),
         (2, f"n = round(s, {NUMERIC_DECIMALS})"),
         (2, f"i = _bisect({pt}, n)"),
         (1, f"m = {seg}[2 * i - 1 if i and {pt}[i - 1] == n else 2 * i]"),
@@ -276,7 +276,7 @@ def slot_function(
 
     e = program.emit
     e(0, f"def _s{k}(v):")
-    e(1, "c = v.__class__")
+    e(1, "c = type(v)")
     e(1, "if c is str:")
     e(2, "s = v")
     for indent, line in strings:

@@ -33,6 +33,7 @@ from stellwerk.patterns.conditions import (
     Suffix,
     Wildcard,
 )
+from stellwerk.patterns.wildcard import STAR, tokenize
 
 Table = dict[str, int]
 
@@ -89,13 +90,28 @@ class SlotIndex:
                 if op.present:
                     self.present |= mask
             elif isinstance(op, Wildcard):
-                _or(self.wildcard, op, mask)
+                self._add_wildcard(op, mask)
             elif isinstance(op, Cidr):
                 _or(self.cidr.setdefault((op.version, op.prefix_length), {}), op.network, mask)
             elif isinstance(op, AnythingBut) and not several_buts:
                 _or(self.but, op, mask)
             else:
                 _or(self.residual, op, mask)
+
+    def _add_wildcard(self, op: Wildcard, mask: int) -> None:
+        """Wildcards with one star at an end are prefixes or suffixes, without one exact strings:
+        a lookup instead of a regular expression."""
+        tokens = tokenize(op.text, self.path)
+        stars = sum(token is STAR for token in tokens)
+        literal = "".join(token for token in tokens if token is not STAR)
+        if stars == 0:
+            _or(self.exact, literal, mask)
+        elif stars == 1 and tokens[-1] is STAR:
+            _or(self.prefix.setdefault((len(literal), False), {}), literal, mask)
+        elif stars == 1 and tokens[0] is STAR:
+            _or(self.suffix.setdefault((len(literal), False), {}), literal, mask)
+        else:
+            _or(self.wildcard, op, mask)
 
     @property
     def exact_strings_only(self) -> bool:
