@@ -200,16 +200,18 @@ class WalkWriter:
     def _number(self, slot: SlotIndex, var: str, kind: str, target: str, indent: int) -> bool:
         """``elif`` branch: ``target &= mask`` of the number ``var`` (of type ``kind``), inline,
         if the slot compares numbers at all (else numbers are rare there: ``_s`` does them)."""
-        e = self.program.emit
-        lines = self.numbers.get(slot.number)
-        if lines is None:
+        if slot.number not in self.numbers:
             return False
-        e(indent, f"elif {kind} is int or {kind} is float:")
-        e(indent + 1, f"s = {var}")
-        for relative, line in lines:
-            e(indent + 1 + relative, line)
-        e(indent + 1, f"{target} &= m")
+        self.program.emit(indent, f"elif {kind} is int or {kind} is float:")
+        self._number_body(slot, var, target, indent + 1)
         return True
+
+    def _number_body(self, slot: SlotIndex, var: str, target: str, indent: int) -> None:
+        e = self.program.emit
+        e(indent, f"s = {var}")
+        for relative, line in self.numbers[slot.number]:
+            e(indent + relative, line)
+        e(indent, f"{target} &= m")
 
     def _leaf(self, key: str, number: int, var: str, indent: int) -> None:
         c, e = self.program.const, self.program.emit
@@ -218,13 +220,17 @@ class WalkWriter:
         slots = self.slots_of_path[number]
         e(indent, f"v = {var}.get({key!r}, _M)")
         e(indent, "t = type(v)")  # type() is cheaper than v.__class__ in CPython 3.11
-        if len(slots) == 1:
-            e(indent, "if t is str:")
-            self._string(slots[0], "v", "M", indent + 1)
-            self._number(slots[0], "v", "t", "M", indent)
-            e(indent, "elif v is _M:")
-        else:
-            e(indent, "if v is _M:")
+        e(indent, "if t is str:")
+        for slot in slots:  # more than one when a clause names the path twice
+            self._string(slot, "v", "M", indent + 1)
+        if any(slot.number in self.numbers for slot in slots):
+            e(indent, "elif t is int or t is float:")
+            for slot in slots:
+                if slot.number in self.numbers:
+                    self._number_body(slot, "v", "M", indent + 1)
+                else:
+                    e(indent + 1, f"M &= _s{slot.number}(v)")
+        e(indent, "elif v is _M:")
         e(indent + 1, f"M &= {c('ABS', absent)}")
         e(indent, "elif t is list:")
         self._scalars(number, absent, generic, indent + 1)
