@@ -57,7 +57,7 @@ class Program:
         source = "\n".join(self.lines) + "\n"
         namespace = dict(self.names)
         namespace["__source__"] = source
-        # The source is made here from repr() literals and generated names only (see module doc).
+        # The source holds generated names and repr() literals of keys only, never event data.
         exec(compile(source, "<stellwerk-matcher>", "exec"), namespace)  # noqa: S102
         return namespace
 

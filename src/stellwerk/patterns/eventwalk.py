@@ -121,8 +121,7 @@ class WalkWriter:
 
     def _paths(self, children: Trie | None, number: int) -> list[int]:
         paths = [number] if number >= 0 else []
-        for child, (grandchildren, child_number) in (children or {}).items():
-            del child
+        for grandchildren, child_number in (children or {}).values():
             paths += self._paths(grandchildren, child_number)
         return paths
 
@@ -142,7 +141,7 @@ class WalkWriter:
         return absent, ref
 
     def write(self) -> str:
-        program, c, e = self.program, self.program.const, self.program.emit
+        c, e = self.program.const, self.program.emit
         everything = self._paths(self.trie, -1)
         root_absent, _ = self._fold(everything)
         root = _generic(
@@ -157,7 +156,6 @@ class WalkWriter:
         e(1, f"M = {c('ALL', self.every)}")
         self._node(self.trie, "ev", 1, 0)
         e(1, "return M")
-        del program
         return "_walk_event"
 
     def _order(self, edge: tuple[str, tuple[Trie | None, int]]) -> tuple[int, str]:
