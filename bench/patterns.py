@@ -19,9 +19,9 @@ and dict in; rules matched per event; 10 and 1,000 rules and the cost ratio. The
 that evaluates every rule's compiled pattern one by one beside the Matcher, and one rule alone
 (in the Matcher and as a compiled pattern), measured in the same run.
 
-Rates are the fastest of 15 whole passes over the distinct events, timed by this thread's CPU
-time after a warm-up pass, so that other processes on a shared machine count as little as
-possible; still, expect +-15% between runs there.
+Rates are the fastest of 18 whole passes over the distinct events, timed by this thread's CPU
+time after a warm-up pass, all cases taking turns, so that other processes on a shared machine
+count as little as possible; still, expect +-15% between runs there.
 
 Run: ``.venv/bin/python bench/patterns.py [--events N] [--seed S]``.
 """
@@ -208,23 +208,30 @@ MIXES: dict[str, Callable[[random.Random, int], dict[str, Any]]] = {
 }
 
 
-def _rate(process: Callable[[Any], object], batch: Sequence[Any], *, passes: int = 7) -> float:
-    """Events per second of ``process`` over ``batch``: the fastest of whole passes.
+Case = tuple[Callable[[Any], object], Sequence[Any]]
 
-    Time is this thread's CPU time, so other processes on a shared machine do not count, but
-    everything this process does (decoding, allocation, garbage collection) does. Whole passes
-    over distinct events, rather than repeating a few, keep the matcher's memo of string values
-    as cold for unique values (ids, amounts) as real traffic would.
+
+def _rates(cases: dict[str, Case], *, rounds: int = 6, passes: int = 3) -> dict[str, float]:
+    """Events per second of each case (a function and the events it is given): the fastest of
+    whole passes over the distinct events.
+
+    Time is this thread's CPU time, so other processes on a shared machine count as little as
+    possible, but everything this process does (decoding, allocation, garbage collection) does.
+    The cases take turns, a few passes each per round, so that a noisy minute hurts all of them
+    alike instead of one.
     """
-    for item in batch:  # warm-up: allocator arenas, CPU caches and clock
-        process(item)
-    best = float("inf")
-    for _ in range(passes):
-        start = time.thread_time()
+    best = dict.fromkeys(cases, float("inf"))
+    for process, batch in cases.values():  # warm-up: allocator arenas, caches, clock
         for item in batch:
             process(item)
-        best = min(best, time.thread_time() - start)
-    return len(batch) / best
+    for _ in range(rounds):
+        for name, (process, batch) in cases.items():
+            for _ in range(passes):
+                start = time.thread_time()
+                for item in batch:
+                    process(item)
+                best[name] = min(best[name], time.thread_time() - start)
+    return {name: len(cases[name][1]) / best[name] for name in cases}
 
 
 def _matcher(rules: Sequence[dict[str, Any]]) -> Matcher:
@@ -252,44 +259,53 @@ def main(argv: list[str] | None = None) -> int:
     # passes pay for collecting them.
     gc.collect()
     gc.freeze()
+    cases: dict[str, Case] = {}
+    matched: dict[str, float] = {}
     for name, rules in mixes.items():
         m300 = _matcher(rules[:300])
-        matched = sum(len(m300.match(event)) for event in events) / count
-        rate300 = _rate(m300.match, events)
-        rate300_dict = _rate(m300.match, decoded)
-        rate10 = _rate(_matcher(rules[:10]).match, events)
-        rate1000 = _rate(_matcher(rules[:1000]).match, events)
+        matched[name] = sum(len(m300.match(event)) for event in events) / count
+        cases[f"{name} 300"] = (m300.match, events)
+        cases[f"{name} 300 dict"] = (m300.match, decoded)
+        cases[f"{name} 10"] = (_matcher(rules[:10]).match, events)
+        cases[f"{name} 1000"] = (_matcher(rules[:1000]).match, events)
+    rules = mixes["realistic"]
+    single = compile_pattern(rules[0])
+    cases["one rule, Matcher"] = (_matcher(rules[:1]).match, decoded)
+    cases["one rule, compiled"] = (single.matches, decoded)
+    rates = _rates(cases)
+    for name in mixes:
+        rate10, rate1000 = rates[f"{name} 10"], rates[f"{name} 1000"]
         print(
-            f"{name + ' mix,':<15} 300 rules: {rate300:9,.0f} events/s bytes in "
-            f"(decode included), {rate300_dict:9,.0f} dict in; {matched:.1f} rules match per event"
+            f"{name + ' mix,':<15} 300 rules: {rates[f'{name} 300']:9,.0f} events/s bytes in "
+            f"(decode included), {rates[f'{name} 300 dict']:9,.0f} dict in; "
+            f"{matched[name]:.1f} rules match per event"
         )
         print(
             f"{'':15} 10 rules: {rate10:9,.0f} events/s, 1,000 rules: {rate1000:9,.0f} events/s;"
             f" cost of 1,000 rules / 10 rules: {rate10 / rate1000:.2f}x"
         )
 
-    rules = mixes["realistic"]
     compiled: list[CompiledPattern] = [compile_pattern(rule) for rule in rules[:300]]
 
     def plain_loop(event: dict[str, Any]) -> list[int]:
         return [number for number, pattern in enumerate(compiled) if pattern.matches(event)]
 
-    loop300 = _rate(plain_loop, decoded[:100], passes=2)
     m300 = _matcher(rules[:300])
-    rate300_dict = _rate(m300.match, decoded)
+    loop = _rates(
+        {"loop": (plain_loop, decoded[:100]), "matcher": (m300.match, decoded[:100])},
+        rounds=2,
+        passes=1,
+    )
     names = [f"rule-{number}" for number in range(300)]
     for event in decoded[:100]:
         expected = [names[number] for number in plain_loop(event)]
         assert m300.match(event) == expected, "the Matcher disagrees with the plain loop"
-    print("realistic mix, 300 rules, dict in (the Matcher checked against the loop on 100):")
-    print(f"  plain loop over the compiled patterns: {loop300:12,.0f} events/s")
-    print(f"  Matcher:                               {rate300_dict:12,.0f} events/s")
-    single = compile_pattern(rules[0])
-    rate_one_matcher = _rate(_matcher(rules[:1]).match, decoded)
-    rate_one_compiled = _rate(single.matches, decoded)
+    print("realistic mix, 300 rules, dict in, 100 events (the Matcher checked against the loop):")
+    print(f"  plain loop over the compiled patterns: {loop['loop']:12,.0f} events/s")
+    print(f"  Matcher:                               {loop['matcher']:12,.0f} events/s")
     print(f"one rule alone ({msgspec.json.encode(rules[0]).decode()}):")
-    print(f"  Matcher (dict in):          {rate_one_matcher:12,.0f} events/s")
-    print(f"  compiled pattern (dict in): {rate_one_compiled:12,.0f} events/s")
+    print(f"  Matcher (dict in):          {rates['one rule, Matcher']:12,.0f} events/s")
+    print(f"  compiled pattern (dict in): {rates['one rule, compiled']:12,.0f} events/s")
 
     start = time.perf_counter()
     rebuilt = _matcher(rules[:300])
