@@ -9,18 +9,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from stellwerk.events import CloudEvent, encode_event
-from stellwerk.storage.eventlog import NewEvent
+from stellwerk.storage.eventlog import AppendStatus, NewEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 
 CHILD = Path(__file__).with_name("eventlog_crash_child.py")
 ACKS_BEFORE_KILL = 5000
 
 
-def _acknowledged_before_kill(path: Path) -> dict[str, int]:
+def _acknowledged_before_kill(path: Path, flush_entries: int) -> dict[str, int]:
     """Run the child until it has acknowledged enough events, SIGKILL it, return id -> position."""
     child = subprocess.Popen(
-        [sys.executable, str(CHILD), str(path)],
+        [sys.executable, str(CHILD), str(path), str(flush_entries)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -45,9 +47,11 @@ def _acknowledged_before_kill(path: Path) -> dict[str, int]:
     return acked
 
 
-async def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
+# Dedup entries all in memory when killed, or some written in bulk already and some not.
+@pytest.mark.parametrize("flush_entries", [100_000, 700])
+async def test_sigkill_loses_no_acknowledged_event(tmp_path: Path, flush_entries: int) -> None:
     path = tmp_path / EVENTS_FILE
-    acked = await asyncio.to_thread(_acknowledged_before_kill, path)
+    acked = await asyncio.to_thread(_acknowledged_before_kill, path, flush_entries)
 
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -60,12 +64,21 @@ async def test_sigkill_loses_no_acknowledged_event(tmp_path: Path) -> None:
                 after = page[-1].position
         missing = {i: p for i, p in acked.items() if found.get(i) != p}
         assert not missing, f"{len(missing)} acknowledged events are lost or moved"
+        # Every acknowledged event is still known to dedup: sent again, it is not stored again.
+        ids = sorted(acked)
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            again = await log.append(
+                [_event(i, bus=f"bus{int(i.split('-')[0]) % 3}") for i in chunk]
+            )
+            assert all(r.status is AppendStatus.DUPLICATE for r in again)
+            assert [r.position for r in again] == [acked[i] for i in chunk]
         # The reopened log goes on after the highest position it had handed out.
         (after_restart,) = await log.append([_event("after-restart")])
         assert after_restart.position > max(found.values())
     assert len(acked) >= ACKS_BEFORE_KILL
 
 
-def _event(event_id: str) -> NewEvent:
+def _event(event_id: str, bus: str = "bus0") -> NewEvent:
     body = encode_event(CloudEvent(id=event_id, source="/crash", type="crash.test"))
-    return NewEvent("acme", "bus0", event_id, "/crash", "crash.test", None, body)
+    return NewEvent("acme", bus, event_id, "/crash", "crash.test", None, body)

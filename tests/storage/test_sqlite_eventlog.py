@@ -13,7 +13,7 @@ from tests.storage.eventlog_support import MovableClock, body_of, new_event
 
 from stellwerk.storage.eventlog import AppendStatus, EventLogError, LogOverloaded, NewEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
-from stellwerk.storage.sqlite.commit import key_digest
+from stellwerk.storage.sqlite.dedup import key_digest
 from stellwerk.storage.sqlite.schema import SEGMENT_EVENTS
 
 
@@ -170,7 +170,13 @@ async def test_a_body_that_is_not_one_json_object_is_refused(tmp_path: Path) -> 
 async def test_expired_dedup_entries_are_swept(tmp_path: Path) -> None:
     clock = MovableClock()
     path = tmp_path / EVENTS_FILE
-    log = SqliteEventLog(path, clock=clock, dedup_window=timedelta(hours=1), dedup_sweep_interval=0)
+    log = SqliteEventLog(
+        path,
+        clock=clock,
+        dedup_window=timedelta(hours=1),
+        dedup_sweep_interval=0,
+        dedup_flush_entries=1,  # every group's entries go to the table at once
+    )
     async with log:
         await log.append([new_event(f"old{i}") for i in range(30)])
         clock.advance(timedelta(hours=2))

@@ -10,7 +10,6 @@ and recorded times sort alike (the `marks` table relies on it).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import sqlite3
 import sys
 import time
@@ -26,6 +25,7 @@ import msgspec
 from stellwerk.events.rfc3339 import format_rfc3339
 from stellwerk.storage.eventlog import AppendResult, AppendStatus, LogClosed, NewEvent
 from stellwerk.storage.sqlite import schema
+from stellwerk.storage.sqlite.dedup import FLUSH_ENTRIES, RecentKeys, key_digest
 from stellwerk.storage.sqlite.writer import Job, PendingAppend
 
 TRIM_CHUNK: Final = 20_000
@@ -58,6 +58,7 @@ class GroupCommitter:
         on_commit: Callable[[int, float], None] | None,
         sweep_interval: float,
         max_wal_bytes: int,
+        dedup_flush_entries: int = FLUSH_ENTRIES,
     ) -> None:
         self._dedup_window_us = dedup_window // timedelta(microseconds=1)
         self._clock = clock
@@ -71,6 +72,7 @@ class GroupCommitter:
         self._next_position = 1
         self._last_recorded_us = 0
         self._spilled = 0
+        self._recent = RecentKeys(flush_entries=dedup_flush_entries)
 
     @property
     def next_position(self) -> int:
@@ -87,12 +89,26 @@ class GroupCommitter:
         row = conn.execute(schema.LAST_MARK).fetchone()
         self._last_recorded_us = row[0] if row else 0
         self._spilled = conn.execute(schema.COUNT_SPILLED).fetchone()[0]
+        state = conn.execute(schema.DEDUP_STATE).fetchone()
+        since = state[0] if state else 1
+        rebuild = [
+            (position + i, stream, source, event_id)
+            for position, stream, meta in conn.execute(schema.SEGMENT_KEYS_SINCE, (since,))
+            for i, (event_id, source, _type, _subject) in enumerate(decode_meta(meta))
+            if position + i >= since
+        ]
+        self._recent.load(conn, rebuild)
         self._wal_path = path.with_name(path.name + "-wal")
         self._conn = conn
 
     def close(self) -> None:
         """Close the file, folding the WAL into it first so a stopped log is one compact file."""
         if self._conn is not None:
+            if self._dedup_window_us > 0:
+                # If this fails, the next start rebuilds the entries from the events instead.
+                with contextlib.suppress(sqlite3.Error):
+                    first_live = self._first_live(self._conn)
+                    self._recent.flush_all(self._conn, self._next_position, first_live)
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
@@ -140,11 +156,9 @@ class GroupCommitter:
             if plan.segments:
                 conn.executemany(schema.INSERT_SEGMENT, plan.segment_rows(now_us))
                 conn.execute(schema.INSERT_MARK, (self._next_position, now_us))
-                if self._dedup_window_us > 0:
-                    conn.execute(schema.UPSERT_HASHES, (_encode_json(plan.hash_rows),))
-                    if plan.spill_rows:
-                        conn.executemany(schema.UPSERT_SPILLED, plan.spill_rows)
-                        spilled = len(plan.spill_rows)
+                if plan.spill_rows:
+                    conn.executemany(schema.UPSERT_SPILLED, plan.spill_rows)
+                    spilled = len(plan.spill_rows)
                 conn.executemany(schema.UPDATE_STREAM, [(p, s) for s, p in plan.last.items()])
             conn.execute("COMMIT")
         except BaseException:
@@ -156,6 +170,8 @@ class GroupCommitter:
         if plan.segments:
             self._next_position = plan.next_position
             self._last_recorded_us = now_us
+            if self._dedup_window_us > 0:
+                self._recent.add(plan.hash_rows)
         self._spilled += spilled
         if self._on_commit is not None:
             # The group is durable whatever the observer does; its failure must not fail it.
@@ -182,12 +198,24 @@ class GroupCommitter:
 
     def _find_duplicates(self, conn: sqlite3.Connection, plan: _Plan, first_live: int) -> None:
         """Mark the group's events that repeat a live one, and keys whose hash is taken."""
-        hits = conn.execute(schema.FIND_HASHES, (_encode_json(plan.hashes), first_live))
-        for index, position, tag in hits:
-            if tag == plan.tags[index]:
-                plan.earlier[index] = position
+        recent = self._recent
+        on_disk: list[int] = []
+        for index, hashed in enumerate(plan.hashes):
+            entry = recent.lookup(hashed)
+            if entry is None or entry[0] < first_live:
+                on_disk.append(index)
+            elif entry[1] == plan.tags[index]:
+                plan.earlier[index] = entry[0]
             else:  # another key with the same hash: this one's entry goes to the spill table
-                plan.hash_taken.add(plan.hashes[index])
+                plan.hash_taken.add(hashed)
+        if on_disk:
+            asked = _encode_json([plan.hashes[i] for i in on_disk])
+            for at, position, tag in conn.execute(schema.FIND_HASHES, (asked, first_live)):
+                index = on_disk[at]
+                if tag == plan.tags[index]:
+                    plan.earlier[index] = position
+                else:
+                    plan.hash_taken.add(plan.hashes[index])
         if self._spilled:
             triples = _encode_json([list(key) for key in plan.keys])
             for index, position in conn.execute(schema.FIND_SPILLED, (triples, first_live)):
@@ -198,6 +226,10 @@ class GroupCommitter:
         # Each step that fails now (a full disk, say) is tried again after the next group.
         with contextlib.suppress(sqlite3.Error):
             self.sweep_dedup()
+        if self._dedup_window_us > 0:
+            with contextlib.suppress(sqlite3.Error):
+                conn = self._writer_conn()
+                self._recent.flush_step(conn, self._next_position, self._first_live(conn))
         with contextlib.suppress(sqlite3.Error, OSError):
             self.bound_wal()
 
@@ -217,8 +249,7 @@ class GroupCommitter:
             return
         self._last_sweep = time.monotonic()
         conn = self._writer_conn()
-        cutoff = max(to_us(self._clock()), self._last_recorded_us) - self._dedup_window_us
-        first_live = first_position_since(conn, cutoff + 1) or self._next_position
+        first_live = self._first_live(conn)
         if self._spilled:
             conn.execute(schema.DELETE_SPILLED_BELOW, (first_live,))
             self._spilled = conn.execute(schema.COUNT_SPILLED).fetchone()[0]
@@ -233,6 +264,7 @@ class GroupCommitter:
         if lowest is None or lowest >= cut:
             return 0
         bound = min(cut, lowest + TRIM_CHUNK)
+        self._recent.write_below(conn, bound)
         removed = sum(int(n) for (n,) in conn.execute(schema.DELETE_SEGMENTS_BELOW, (bound,)))
         # Marks still inside the dedup window stay: the dedup sweep tells live entries by them,
         # even when retention is shorter than the window.
@@ -243,6 +275,11 @@ class GroupCommitter:
             marks_bound = min(bound, first_live)
         conn.execute(schema.DELETE_MARKS_BELOW, (marks_bound,))
         return removed
+
+    def _first_live(self, conn: sqlite3.Connection) -> int:
+        """The first position whose dedup entry has not expired (the next one if none)."""
+        cutoff = max(to_us(self._clock()), self._last_recorded_us) - self._dedup_window_us
+        return first_position_since(conn, cutoff + 1) or self._next_position
 
     def _writer_conn(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -337,19 +374,6 @@ class _Plan:
         return rows
 
 
-def key_digest(stream: int, source: str, event_id: str) -> tuple[int, int]:
-    """The dedup hash and tag of a key: two signed 64-bit halves of a 128-bit BLAKE2b digest.
-
-    Stable across processes, unlike `hash`; the length prefix keeps `(a:b, c)` and `(a, b:c)` apart.
-    """
-    text = f"{stream}:{len(source)}:{source}{event_id}".encode("utf-8", "surrogatepass")
-    digest = hashlib.blake2b(text, digest_size=16).digest()
-    return (
-        int.from_bytes(digest[:8], "little", signed=True),
-        int.from_bytes(digest[8:], "little", signed=True),
-    )
-
-
 def _little_endian(ends: array[int]) -> bytes:
     if ends.itemsize != 4:
         raise RuntimeError("this platform's array('I') is not 32 bits wide")
@@ -391,6 +415,7 @@ def migrate_legacy(conn: sqlite3.Connection) -> None:
                 ],
             )
             after = rows[-1][0]
+        last_event = after
         if "dedup" in tables:
             after = 0
             while rows := conn.execute(schema.LEGACY_DEDUP, (after, LEGACY_CHUNK)).fetchall():
@@ -406,6 +431,8 @@ def migrate_legacy(conn: sqlite3.Connection) -> None:
                         taken.add(hashed)
                         conn.execute(schema.UPSERT_HASH, (hashed, position, tag))
                 after = rows[-1][0]
+        # Every entry is in the table now: nothing to rebuild from the events.
+        conn.execute(schema.SET_DEDUP_STATE, (last_event + 1,))
         for table in schema.LEGACY_TABLES:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
         conn.execute("COMMIT")

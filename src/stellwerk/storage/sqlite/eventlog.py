@@ -62,9 +62,10 @@ class SqliteEventLog:
     `LogOverloaded`. One batch larger than the bounds is taken when the queue is empty, so every
     batch the HTTP layer allows can get through.
 
-    The WAL is folded into the file by a background thread at most every `checkpoint_interval`
-    seconds (None: never in the background), and by the writer itself once the WAL file passes
-    `max_wal_bytes` (see `checkpoint.py`).
+    The dedup entries of the newest `dedup_flush_entries` events are held in memory and written
+    in bulk (see `dedup.py`). The WAL is folded into the file by a background thread at most
+    every `checkpoint_interval` seconds (None: never in the background), and by the writer
+    itself once the WAL file passes `max_wal_bytes` (see `checkpoint.py`).
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class SqliteEventLog:
         dedup_sweep_interval: float = 1.0,
         checkpoint_interval: float | None = 0.1,
         max_wal_bytes: int = 64 * 1024 * 1024,
+        dedup_flush_entries: int = 100_000,
     ) -> None:
         self.path = Path(path)
         self._committer = GroupCommitter(
@@ -90,6 +92,7 @@ class SqliteEventLog:
             on_commit=on_commit,
             sweep_interval=dedup_sweep_interval,
             max_wal_bytes=max_wal_bytes,
+            dedup_flush_entries=dedup_flush_entries,
         )
         self._checkpoint_interval = checkpoint_interval
         self._checkpointer: Checkpointer | None = None

@@ -18,7 +18,9 @@ meaning of what is there.
   expiry without an index on every event's time.
 - `dedup_keys`: one entry per event within the dedup window, keyed by a 64-bit hash of
   `(stream, source, id)`: one small integer-keyed row instead of a row plus an entry in a unique
-  index on the long text key (which cost more than the event itself). `tag` is another 64 bits
+  index on the long text key (which cost more than the event itself). The newest entries are
+  held in memory and written in bulk (`dedup.py`); `dedup_state` says from which position on
+  they may be missing here. `tag` is another 64 bits
   of the same 128-bit BLAKE2b digest: a hit counts as a duplicate only if the tag matches too, so
   telling two keys apart wrongly needs a 128-bit collision. A different key whose 64-bit hash is
   taken is kept in `dedup_spill` under its full key.
@@ -72,6 +74,10 @@ DDL: Final = (
         id TEXT NOT NULL
     )""",
     "CREATE UNIQUE INDEX IF NOT EXISTS dedup_spill_by_key ON dedup_spill (stream, source, id)",
+    """CREATE TABLE IF NOT EXISTS dedup_state (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        flushed_below INTEGER NOT NULL
+    )""",
 )
 
 INSERT_STREAM: Final = "INSERT INTO streams (tenant, bus) VALUES (?, ?)"
@@ -112,6 +118,13 @@ UPSERT_SPILLED: Final = (
     "INSERT OR REPLACE INTO dedup_spill (position, stream, source, id) VALUES (?, ?, ?, ?)"
 )
 COUNT_SPILLED: Final = "SELECT count(*) FROM dedup_spill"
+SPILLED_SINCE: Final = "SELECT position FROM dedup_spill WHERE position >= ?"
+DEDUP_STATE: Final = "SELECT flushed_below FROM dedup_state WHERE id = 0"
+SET_DEDUP_STATE: Final = "INSERT OR REPLACE INTO dedup_state (id, flushed_below) VALUES (0, ?)"
+# The keys of the events from a position on, to rebuild the entries not yet flushed.
+SEGMENT_KEYS_SINCE: Final = (
+    "SELECT position, stream, meta FROM segments WHERE position + count > ? ORDER BY position"
+)
 MIN_DEDUP_POSITION: Final = "SELECT min(position) FROM dedup_keys"
 DELETE_DEDUP_BELOW: Final = "DELETE FROM dedup_keys WHERE position < ?"
 DELETE_SPILLED_BELOW: Final = "DELETE FROM dedup_spill WHERE position < ?"
