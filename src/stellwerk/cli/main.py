@@ -1,36 +1,49 @@
-"""The `stellwerk` command: one group, one module per subcommand.
+"""The `stellwerk` command: one group, one module per subcommand, each imported when used.
 
-Usage errors (a bad flag or environment value) print one line that says which and why, and exit
-with code 2, so scripts and init systems show the reason without a wall of usage text.
+Importing a subcommand's module only when it runs keeps `stellwerk pattern test` and a refused
+flag fast: the server's dependencies (SQLAlchemy, aiohttp, ...) load only for commands that use
+them. Usage errors (a bad flag or environment value) print one line that says which and why, and
+exit with code 2, so scripts and init systems show the reason without a wall of usage text.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any
 
 import click
 
 from stellwerk import __version__
-from stellwerk.cli.bench import bench
-from stellwerk.cli.events import events
-from stellwerk.cli.keys import keys
-from stellwerk.cli.pattern import pattern
-from stellwerk.cli.serve import serve
-from stellwerk.cli.tenants import tenants
+
+COMMANDS = {
+    "serve": "stellwerk.cli.serve:serve",
+    "tenants": "stellwerk.cli.tenants:tenants",
+    "keys": "stellwerk.cli.keys:keys",
+    "pattern": "stellwerk.cli.pattern:pattern",
+    "events": "stellwerk.cli.events:events",
+    "bench": "stellwerk.cli.bench:bench",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        command: Any = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stellwerk")
 def cli() -> None:
     """Stellwerk: collect, route, deliver, archive and replay events."""
-
-
-cli.add_command(serve)
-cli.add_command(tenants)
-cli.add_command(keys)
-cli.add_command(bench)
-cli.add_command(pattern)
-cli.add_command(events)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,6 @@ from typing import Any
 import click
 import uvicorn
 
-from stellwerk.app import build_app
 from stellwerk.cli.options import setting_option, settings_from, store_options
 from stellwerk.config import Settings
 from stellwerk.ops.lifecycle import Lifecycle
@@ -60,6 +59,9 @@ SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 def run(settings: Settings) -> None:
+    # Imported here so that a refused flag is reported before the server's dependencies load.
+    from stellwerk.app import build_app
+
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     app = build_app(settings)
     config = uvicorn.Config(
