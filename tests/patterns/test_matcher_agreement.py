@@ -220,3 +220,68 @@ def test_many_rules_on_one_path_share_lookups_and_stay_exact() -> None:
                 },
             }
             assert matcher.match(event) == _expected(rules, event)
+
+
+inner_objects = st.lists(
+    st.dictionaries(st.sampled_from(["c", "d"]), scalars, max_size=2), max_size=3
+)
+nested_events = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "a": st.lists(
+                st.fixed_dictionaries({"b": inner_objects, "e": scalars}), min_size=1, max_size=3
+            ),
+        },
+        optional={"a.b": inner_objects, "x": st.lists(inner_objects, max_size=2)},
+    ),
+    # A dotted key sends the whole event to the generic walk, with one array of objects.
+    st.fixed_dictionaries({"a": st.fixed_dictionaries({"e": scalars}), "a.b": inner_objects}),
+)
+
+
+@st.composite
+def nested_patterns(draw: st.DrawFn) -> dict[str, Any]:
+    """Fields of objects in arrays inside arrays, where the generic walk and the exact
+    same-element check of the Matcher take over."""
+    fields = {
+        "c": draw(st.lists(operators, max_size=2)),
+        "d": draw(st.lists(operators, max_size=2)),
+    }
+    inner = {key: ops for key, ops in fields.items() if ops} or {"c": [{"exists": True}]}
+    pattern: dict[str, Any] = {"a": {"b": inner}}
+    if draw(st.booleans()):
+        pattern["a"]["e"] = draw(st.lists(operators, min_size=1, max_size=2))
+    if draw(st.booleans()):
+        pattern["x"] = {"c": draw(st.lists(operators, min_size=1, max_size=2))}
+    return pattern
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(nested_patterns(), min_size=1, max_size=5), nested_events)
+def test_nested_arrays_and_dotted_keys_take_the_generic_walk_exactly(
+    rules: list[dict[str, Any]], event: dict[str, Any]
+) -> None:
+    matcher = Matcher()
+    try:
+        for number, rule in enumerate(rules):
+            matcher.add(f"r{number}", rule)
+    except InvalidPatternError:
+        assume(False)
+    assert matcher.match(event) == _expected(rules, event)
+
+
+def test_generic_walk_keeps_fields_of_one_array_element_together() -> None:
+    """A dotted key sends the event to the generic walk; the same-element rule still holds."""
+    rules: list[dict[str, Any]] = [
+        {"a": {"b": {"c": [1], "d": [1]}}},  # c and d from different elements: no match
+        {"a": {"b": {"c": [1], "d": [2]}}},  # both from the first element
+        {"a": {"b": {"c": [2]}, "e": [1]}},
+    ]
+    for event in (
+        {"a": {"e": 1}, "a.b": [{"c": 1, "d": 2}, {"c": 2, "d": 1}]},
+        {"a": {"e": 1, "b": [{"c": 1, "d": 2}, {"c": 2, "d": 1}]}, "a.x": 0},
+    ):
+        matcher = Matcher()
+        for number, rule in enumerate(rules):
+            matcher.add(f"r{number}", rule)
+        assert matcher.match(event) == ["r1", "r2"] == _expected(rules, event)
