@@ -6,7 +6,9 @@ set), a task finished (a slot is free), or the poll interval passed (retries cam
 
 Each target has its own concurrency budget (`TargetBinding.concurrency`). The worker asks the
 queue only for as many deliveries of a target as it has free slots, so a target that hangs fills
-its own slots and nothing else: the other targets' deliveries keep being leased and run.
+its own slots and nothing else: the other targets' deliveries keep being leased and run. A slot
+is held from the lease to the target's answer; writing the outcome (an ack's fsync) happens
+after the slot is given back, so the disk's latency is not added to every request's.
 
 Work may run twice (a lease can expire while a target is slow; a worker can die after the
 target got the event and before the ack); keep `lease_seconds` above every target's timeout.
@@ -144,7 +146,8 @@ class DeliveryWorker:
                 if burst and not self._in_flight and not self.wake.is_set():
                     break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.poll_seconds)
+                    async with asyncio.timeout(self.poll_seconds):
+                        await self.wake.wait()
         finally:
             await self._drain()
             done.set()
@@ -199,22 +202,31 @@ class DeliveryWorker:
 
     async def _attempt(self, delivery: LeasedDelivery, binding: TargetBinding) -> None:
         key = delivery.key
+        holding = True
         try:
-            started = self.clock()
             first = delivery.attempts == 0
-            latency = (started - delivery.recorded_time).total_seconds() if first else None
-            self.hooks.on_attempt(key, latency)
+            if first:
+                latency = (self.clock() - delivery.recorded_time).total_seconds()
+                self.hooks.on_attempt(key, latency)
+            else:
+                self.hooks.on_attempt(key, None)
             try:
                 outcome = await binding.target.deliver(delivery)
             except Exception as exc:  # the protocol says return an Outcome; a bug must not stick
                 outcome = RetryLater(f"the target raised {type(exc).__name__}: {exc}")
+            # The target has answered: its slot is free for the next delivery while this one's
+            # outcome is being written (the delivery itself stays ours until then).
+            holding = False
+            self._busy[key] -= 1
+            self.wake.set()
             self.hooks.on_outcome(key, outcome)
             await self._settle(delivery, binding, outcome)
         except Exception:
             # The queue failed us; the lease runs out and the delivery comes back by itself.
             log.exception("delivery_settle_failed", delivery=delivery.id, target=list(key))
         finally:
-            self._busy[key] -= 1
+            if holding:
+                self._busy[key] -= 1
             self._done(delivery)
 
     async def _settle(
