@@ -16,6 +16,7 @@ import structlog
 from stellwerk.api.middleware.auth import Authenticator
 from stellwerk.config import Settings
 from stellwerk.delivery.builder import TargetBuilder
+from stellwerk.delivery.bus_access import BusAccess
 from stellwerk.delivery.metrics import DeliveryMetrics
 from stellwerk.delivery.registry import TargetRegistry
 from stellwerk.delivery.targets import SessionPool
@@ -54,6 +55,7 @@ async def open_services(
     queue = SqliteDeliveryQueue(settings.data_dir / DELIVERIES_FILE)
     session_pool = SessionPool()
     log_watch = LogWatch()
+    bus_access = BusAccess(control)
     rulebook = RuleBook(
         control,
         TargetBuilder(
@@ -61,6 +63,7 @@ async def open_services(
             event_log=event_log,
             appended=log_watch.appended,
             allow_private=settings.allow_private_targets,
+            bus_refusal=bus_access.refusal,
         ),
     )
     try:
@@ -113,4 +116,5 @@ async def open_services(
         worker=worker,
         delivery_metrics=delivery_metrics,
         session_pool=session_pool,
+        bus_access=bus_access,
     )

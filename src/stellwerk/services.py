@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from stellwerk.api.middleware.auth import Authenticator
 from stellwerk.config import Settings
+from stellwerk.delivery.bus_access import BusAccess
 from stellwerk.delivery.metrics import DeliveryMetrics
 from stellwerk.delivery.registry import TargetRegistry
 from stellwerk.delivery.targets import SessionPool
@@ -46,6 +47,7 @@ class Services:
     worker: DeliveryWorker
     delivery_metrics: DeliveryMetrics
     session_pool: SessionPool
+    bus_access: BusAccess
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def rules_changed(self, tenant_id: str, bus: str | None) -> None:

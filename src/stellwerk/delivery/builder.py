@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from stellwerk.delivery.bus_target import BusTarget
 from stellwerk.delivery.model import Target
@@ -27,10 +27,12 @@ class TargetBuilder:
         event_log: EventLog,
         appended: Callable[[str, str], None],
         allow_private: bool,
+        bus_refusal: Callable[[str, str, str], Awaitable[str | None]],
     ) -> None:
         self._pool = session_pool
         self._log = event_log
         self._appended = appended
+        self._bus_refusal = bus_refusal
         self._allow_private = allow_private
         self._policy = AddressPolicy.build(allow_private, ())
 
@@ -61,5 +63,12 @@ class TargetBuilder:
             return FunctionTarget(spec.function, concurrency=spec.concurrency)
         if spec.type == "bus":
             assert spec.bus is not None
-            return BusTarget(self._log, tenant, spec.bus, self._appended)
+            owner, bus = spec.tenant or tenant, spec.bus
+            return BusTarget(
+                self._log,
+                owner,
+                bus,
+                self._appended,
+                lambda: self._bus_refusal(owner, bus, tenant),
+            )
         return LogTarget()

@@ -1,4 +1,8 @@
-"""The `bus` target: put the event on another bus of the same tenant, keeping its id.
+"""The `bus` target: put the event on another bus, keeping its id.
+
+The bus is the tenant's own, or another tenant's that granted it (`PUT /v1/buses/{bus}/grants/
+{tenant}`). Whether the bus still exists and the grant still holds is asked before every
+delivery (through a short cache): a revoked grant or a deleted bus dead-letters the delivery.
 
 Because the event keeps its `id` and `source`, the target bus's idempotency window stores a
 redelivered event once, and an event that comes back to a bus it already passed (A -> B -> A) is
@@ -8,7 +12,7 @@ the `stellwerkhops` extension; past `MAX_HOPS` the delivery gives up.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import msgspec
@@ -23,14 +27,23 @@ HOPS: Final = "stellwerkhops"
 
 class BusTarget:
     def __init__(
-        self, log: EventLog, tenant: str, bus: str, appended: Callable[[str, str], None]
+        self,
+        log: EventLog,
+        tenant: str,
+        bus: str,
+        appended: Callable[[str, str], None],
+        refusal: Callable[[], Awaitable[str | None]],
     ) -> None:
         self.tenant = tenant
         self.bus = bus
         self._log = log
         self._appended = appended
+        self._refusal = refusal
 
     async def deliver(self, delivery: Delivery) -> Outcome:
+        refused = await self._refusal()
+        if refused is not None:
+            return GiveUp(refused)
         try:
             event = validate_event(msgspec.json.decode(delivery.payload))
         except (msgspec.DecodeError, EventError) as exc:

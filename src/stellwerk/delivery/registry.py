@@ -66,7 +66,17 @@ class TargetRegistry:
                 resolve_function(target.function)
             elif target.type == "bus":
                 assert target.bus is not None
-                if await self._control.get_bus(principal.tenant_id, target.bus) is None:
+                if target.tenant is not None and target.tenant != principal.tenant:
+                    # One message whether the tenant or bus exists or not: nothing leaks.
+                    if not await self._control.grants.allowed(
+                        target.tenant, target.bus, principal.tenant
+                    ):
+                        raise InvalidRuleError(
+                            f"tenant {target.tenant!r} has not granted bus {target.bus!r} "
+                            "to this tenant",
+                            f"{where}.tenant",
+                        )
+                elif await self._control.get_bus(principal.tenant_id, target.bus) is None:
                     raise InvalidRuleError(f"bus {target.bus!r} does not exist", f"{where}.bus")
         except TargetConfigError as exc:
             field = {"secret": "secret", "function": "function"}.get(exc.field, "url")

@@ -53,7 +53,7 @@ class TargetSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
 
     - `http`: `url`, optional `connection` (by name), `secret` (Standard Webhooks, `whsec_...`;
       generated when omitted), `timeout_seconds`, `concurrency`, `rate_limit` (invocations/s).
-    - `bus`: `bus` (a bus of the same tenant).
+    - `bus`: `bus`, and `tenant` for a bus of another tenant that granted it to this one.
     - `function`: `function` as `module:callable`, `concurrency`.
     - `log`: nothing more.
 
@@ -67,6 +67,7 @@ class TargetSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     connection: str | None = None
     secret: str | None = None
     bus: str | None = None
+    tenant: str | None = None
     function: str | None = None
     input_transformer: TransformerSpec | None = None
     retry_policy: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
@@ -115,6 +116,7 @@ def _check_target(index: int, target: TargetSpec) -> None:
         "secret": "http",
         "rate_limit": "http",
         "bus": "bus",
+        "tenant": "bus",
         "function": "function",
     }
     for name, owner in fields_by_type.items():

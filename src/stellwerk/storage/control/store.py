@@ -20,6 +20,7 @@ from stellwerk.secrets import SecretBox
 from stellwerk.storage.control import migrate
 from stellwerk.storage.control.connections import ConnectionStore
 from stellwerk.storage.control.failed import FailedEventStore
+from stellwerk.storage.control.grants import GrantStore
 from stellwerk.storage.control.records import ConflictError, NotFoundError, utc
 from stellwerk.storage.control.rules import RuleStore
 from stellwerk.storage.control.schemas import SchemaRegistry
@@ -128,6 +129,7 @@ class ControlPlane:
         self._now = clock or (lambda: datetime.now(UTC))
         self.rules = RuleStore(engine, self._now, box)
         self.connections = ConnectionStore(engine, self._now, box)
+        self.grants = GrantStore(engine, self._now)
         self.schemas = SchemaRegistry(engine, self._now)
         self.failed_events = FailedEventStore(engine, self._now)
 

@@ -119,3 +119,20 @@ connections = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+bus_grants = sa.Table(
+    "bus_grants",
+    metadata,
+    sa.Column("tenant_id", sa.String(36), primary_key=True),
+    sa.Column("bus", sa.String(64), primary_key=True),
+    sa.Column(
+        "grantee_id",
+        sa.String(36),
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(
+        ["tenant_id", "bus"], ["buses.tenant_id", "buses.name"], ondelete="CASCADE"
+    ),
+)
