@@ -3,6 +3,7 @@ retries, dead letters and redrive. Runs once per backend in `queue_support.BACKE
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -75,6 +76,25 @@ async def test_ack_finishes_a_delivery(queue: DeliveryQueue) -> None:
     await queue.ack(leased.id)
     assert await queue.lease(T0 + timedelta(hours=1), 10, LEASE) == []
     assert await queue.depth() == []
+
+
+async def test_acks_sent_together_all_finish_and_survive_a_reopen(
+    queue_factory: QueueFactory,
+) -> None:
+    # Enough at once that a backend batching acks has to split them; every other delivery is the
+    # head of an ordered group whose next one must become ready.
+    count = 1200
+    batch = [new_delivery(n, ordering_key=f"g{n}" if n % 2 else None) for n in range(1, count + 1)]
+    batch += [new_delivery(count + n, ordering_key=f"g{n}") for n in range(1, count + 1, 2)]
+    async with queue_factory() as queue:
+        await queue.route("acme", "default", 2 * count, batch)
+        leased = await queue.lease(T0, 10 * count, LEASE)
+        assert sorted(d.position for d in leased) == list(range(1, count + 1))
+        await asyncio.gather(*(queue.ack(d.id) for d in leased))
+    async with queue_factory() as queue:
+        later = T0 + timedelta(seconds=LEASE)
+        nexts = await queue.lease(later, 10 * count, LEASE)
+        assert sorted(d.position for d in nexts) == list(range(count + 1, 2 * count + 1, 2))
 
 
 async def test_retry_counts_the_attempt_and_waits(queue: DeliveryQueue) -> None:

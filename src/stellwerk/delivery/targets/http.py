@@ -85,6 +85,7 @@ class HttpTarget:
             raise InvalidTargetError("rate_limit", "must be above 0 invocations per second")
         self._policy = AddressPolicy.build(allow_private, allowed_networks)
         self.url = self._policy.check_url(url)
+        self._origin = self.url.origin()
         self._signer = WebhookSigner(secret)
         self._pool = session_pool
         self.timeout = timeout
@@ -144,15 +145,19 @@ class HttpTarget:
                     self._policy.check_url(url)
                 except UnsafeTargetError as exc:
                     return GiveUp(f"refused {url}: {exc.reason}")
-            headers = dict(signed)
-            if url.origin() == self.url.origin():
-                headers.update(auth_headers)
+            own_origin = url is self.url or url.origin() == self._origin
+            headers = signed
+            if own_origin and auth_headers:
+                headers = {**signed, **auth_headers}
             try:
                 async with session.post(
                     url, data=body, headers=headers, allow_redirects=False
                 ) as response:
                     answer = await read_limited(response)
                     status = response.status
+                    if 200 <= status < 300:
+                        # The common case ends here, before any header of the answer is parsed.
+                        return Delivered(f"HTTP {status}")
                     location = response.headers.get("Location")
                     retry_after = parse_retry_after(
                         response.headers.get("Retry-After"), self._wall_clock()
@@ -160,8 +165,6 @@ class HttpTarget:
                     description = describe_status(response, answer)
             except (aiohttp.ClientError, OSError) as exc:
                 return _network_outcome(url, exc)
-            if 200 <= status < 300:
-                return Delivered(f"HTTP {status}")
             if status in (307, 308) and location:
                 hops += 1
                 if hops > MAX_REDIRECTS:
@@ -179,7 +182,6 @@ class HttpTarget:
                     f"{description} (redirects other than 307/308 are not followed, as they "
                     "would turn the POST into a GET; point the target at the final URL)"
                 )
-            own_origin = url.origin() == self.url.origin()
             if status == 401 and self._auth is not None and own_origin and not renewed:
                 renewed = True
                 if self._auth.rejected(auth_headers):

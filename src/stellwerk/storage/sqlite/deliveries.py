@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import threading
 from collections import deque
@@ -53,6 +54,7 @@ from stellwerk.storage.deliveries import (
 DELIVERIES_FILE: Final = "deliveries.db"
 READY, WAITING, DEAD = 0, 1, 2
 _T = TypeVar("_T")
+_ACK_CHUNK: Final = 500  # ids per DELETE, below SQLite's host-parameter limit
 
 # Durable-format rule as for the event log: add columns with defaults and new tables only.
 _DDL: Final = (
@@ -162,6 +164,16 @@ class _Operation:
         self.loop = loop
         self.durable = durable
         self.future: asyncio.Future[Any] = loop.create_future()
+
+
+class _AckBatch:
+    """Acks waiting for the writer together; `future` is the one operation's that writes them."""
+
+    __slots__ = ("future", "ids")
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.future: asyncio.Future[Any] | None = None
 
 
 class _Writer:
@@ -275,6 +287,8 @@ class SqliteDeliveryQueue:
         self._keys: dict[int, TargetKey] = {}
         self._earliest: dict[int, int] = {}  # target -> lower bound of its earliest ready due_us
         self._stale = True
+        self._ack_lock = threading.Lock()  # the event loop adds to a batch the writer takes
+        self._acks: _AckBatch | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -414,15 +428,45 @@ class SqliteDeliveryQueue:
         return await self._write(work, durable=False)
 
     async def ack(self, delivery_id: int) -> None:
-        def work(conn: sqlite3.Connection) -> None:
-            row = conn.execute(
-                "DELETE FROM deliveries WHERE id = ? RETURNING target, state, ordering_key",
-                (delivery_id,),
-            ).fetchone()
-            if row is not None and row[1] == READY and row[2] is not None:
-                self._promote(conn, row[0], row[2])
+        # Acks that arrive while one is waiting for the writer join it: one operation (and one
+        # statement) for all of them instead of one each. Each caller still returns only after
+        # the commit that holds its ack.
+        writer = self._writer
+        if writer is None:
+            raise QueueClosed("the delivery queue is not open")
+        with self._ack_lock:
+            batch = self._acks
+            if batch is None:
+                batch = self._acks = _AckBatch()
+                fresh = True
+            else:
+                fresh = False
+            batch.ids.append(delivery_id)
+        if fresh:
+            operation = _Operation(
+                functools.partial(self._ack_batch, batch), asyncio.get_running_loop()
+            )
+            batch.future = operation.future
+            writer.submit(operation)
+        assert batch.future is not None
+        await asyncio.shield(batch.future)
 
-        await self._write(work)
+    def _ack_batch(self, batch: _AckBatch, conn: sqlite3.Connection) -> None:
+        with self._ack_lock:
+            if self._acks is batch:
+                self._acks = None  # later acks start a batch of their own
+            ids = list(batch.ids)
+        for start in range(0, len(ids), _ACK_CHUNK):
+            chunk = ids[start : start + _ACK_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"DELETE FROM deliveries WHERE id IN ({marks})"
+                " RETURNING target, state, ordering_key",
+                chunk,
+            ).fetchall()
+            for target, state, ordering_key in rows:
+                if state == READY and ordering_key is not None:
+                    self._promote(conn, target, ordering_key)
 
     async def retry(self, delivery_id: int, next_attempt_at: datetime, error: str) -> None:
         due_us = to_us(next_attempt_at)
