@@ -13,6 +13,8 @@ directory, drives both with the same generator and load, and prints
   loop at that fixed rate (target <= 10 ms), beside the bare app's at the same rate: what the
   machine and the generator add by themselves.
 
+Under each phase it prints the server's CPU time per request and per event (all its threads,
+from /proc/<pid>/stat), the figure that neighbours on a shared machine do not distort.
 Single-event phases alternate (bare, Stellwerk, bare, Stellwerk) and the better of each pair
 counts, so a neighbour's burst on a shared machine does not decide the ratio. Every answer other
 than 202 is listed; the exit status is 1 if there was any.
@@ -168,24 +170,15 @@ def compare(args: argparse.Namespace) -> int:
 _TICK = 1 / os.sysconf("SC_CLK_TCK")
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) per thread name of a process, from /proc/<pid>/task/*/stat.
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process so far, all its threads, from /proc/<pid>/stat.
 
     Counting CPU rather than wall time keeps neighbours on a shared machine out of the figure.
-    Threads of one name (the reader pool, say) are added up.
     """
-    totals: dict[str, float] = {}
-    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue  # the thread ended meanwhile
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text[text.rindex(")") + 2 :].split()
-        # After the name: state is field 3, utime field 14, stime field 15 (proc(5)).
-        seconds = (int(fields[11]) + int(fields[12])) * _TICK
-        totals[name] = totals.get(name, 0.0) + seconds
-    return totals
+    text = Path(f"/proc/{pid}/stat").read_text()
+    # After the command name in parentheses: state is field 3, utime 14, stime 15 (proc(5)).
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) * _TICK
 
 
 def measured(
@@ -195,21 +188,16 @@ def measured(
     failures: list[str],
 ) -> LoadResult:
     """Run one phase and print its figures, with the server's CPU per request and per event."""
-    before = thread_cpu(pid) if pid is not None else {}
+    before = process_cpu(pid) if pid is not None else 0.0
     result = run_load(load)
     show(name, result, failures)
     if pid is not None and result.answered:
-        after = thread_cpu(pid)
-        spent = {k: v - before.get(k, 0.0) for k, v in after.items()}
-        total = sum(spent.values())
-        # The warm-up's requests are not in `answered` but their CPU is: a small overestimate.
-        requests = result.answered
+        spent = process_cpu(pid) - before
+        # The warm-up's requests are not counted but their CPU is: a small overestimate.
         events = max(1, result.events_acknowledged)
-        top = sorted(spent.items(), key=lambda kv: -kv[1])[:3]
-        split = ", ".join(f"{k} {v * 1e6 / requests:.0f}" for k, v in top if v > 0)
         print(
-            f"{'':<28} server CPU {total * 1e6 / requests:,.0f} us/request, "
-            f"{total * 1e6 / events:,.1f} us/event ({split} us/request)",
+            f"{'':<28} server CPU {spent * 1e6 / result.answered:,.0f} us/request, "
+            f"{spent * 1e6 / events:,.1f} us/event",
             flush=True,
         )
     return result

@@ -48,7 +48,7 @@ def _acknowledged_before_kill(path: Path, flush_entries: int) -> dict[str, int]:
 
 
 # Dedup entries all in memory when killed, or some written in bulk already and some not.
-@pytest.mark.parametrize("flush_entries", [100_000, 700])
+@pytest.mark.parametrize("flush_entries", [20_000, 700])
 async def test_sigkill_loses_no_acknowledged_event(tmp_path: Path, flush_entries: int) -> None:
     path = tmp_path / EVENTS_FILE
     acked = await asyncio.to_thread(_acknowledged_before_kill, path, flush_entries)

@@ -25,7 +25,7 @@ import msgspec
 from stellwerk.events.rfc3339 import format_rfc3339
 from stellwerk.storage.eventlog import AppendResult, AppendStatus, LogClosed, NewEvent
 from stellwerk.storage.sqlite import schema
-from stellwerk.storage.sqlite.dedup import FLUSH_ENTRIES, RecentKeys, key_digest
+from stellwerk.storage.sqlite.dedup import FLUSH_ENTRIES, MIN_SLICE, RecentKeys, key_digest
 from stellwerk.storage.sqlite.writer import Job, PendingAppend
 
 TRIM_CHUNK: Final = 20_000
@@ -133,6 +133,8 @@ class GroupCommitter:
         recorded = format_rfc3339(from_us(now_us)).encode()
         new_streams: list[tuple[str, str]] = []
         spilled = 0
+        flushed: list[tuple[int, int, int]] = []
+        flush_done = False
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Concurrent appends have no order among them: taking them bus by bus makes each
@@ -160,6 +162,14 @@ class GroupCommitter:
                     conn.executemany(schema.UPSERT_SPILLED, plan.spill_rows)
                     spilled = len(plan.spill_rows)
                 conn.executemany(schema.UPDATE_STREAM, [(p, s) for s, p in plan.last.items()])
+                if self._dedup_window_us > 0:
+                    flushed, flush_done = self._recent.next_slice(
+                        max(MIN_SLICE, len(plan.hash_rows)), self._next_position, first_live
+                    )
+                    if flushed:
+                        conn.execute(schema.UPSERT_HASHES, (_encode_json(flushed),))
+                    if flush_done:
+                        conn.execute(schema.SET_DEDUP_STATE, (self._recent.flush_upto,))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -172,6 +182,7 @@ class GroupCommitter:
             self._last_recorded_us = now_us
             if self._dedup_window_us > 0:
                 self._recent.add(plan.hash_rows)
+                self._recent.written(len(flushed), flush_done)
         self._spilled += spilled
         if self._on_commit is not None:
             # The group is durable whatever the observer does; its failure must not fail it.
@@ -226,10 +237,6 @@ class GroupCommitter:
         # Each step that fails now (a full disk, say) is tried again after the next group.
         with contextlib.suppress(sqlite3.Error):
             self.sweep_dedup()
-        if self._dedup_window_us > 0:
-            with contextlib.suppress(sqlite3.Error):
-                conn = self._writer_conn()
-                self._recent.flush_step(conn, self._next_position, self._first_live(conn))
         with contextlib.suppress(sqlite3.Error, OSError):
             self.bound_wal()
 

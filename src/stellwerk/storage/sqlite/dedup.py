@@ -3,8 +3,9 @@
 Written one by one, every entry lands in a random leaf of the `dedup_keys` tree, so each event
 cost a whole page in the WAL (4 KiB for a 1 KiB event) and a random insert. Here the entries of
 the newest events stay in a dict; once there are `flush_entries` of them they are written sorted
-by hash, a slice of the key range per writer transaction, so a leaf is written once for all
-the entries that fall into it. The dict is bounded by that count.
+by hash, a slice of the key range with each group's commit, so a leaf is written about once for
+all the entries of a flush that fall into it. The dict holds at most about twice that count
+(new entries arrive while a flush is under way).
 
 Nothing is lost in a crash: the events themselves are durable, and `flushed_below` (in the
 `dedup_state` table) says from which position on the entries may be missing from the table.
@@ -22,10 +23,11 @@ import msgspec
 
 from stellwerk.storage.sqlite import schema
 
-FLUSH_ENTRIES: Final = 100_000
-FLUSH_SLICES: Final = 8
-# Below this many entries a slice would save little: small flushes go in one transaction.
-MIN_SLICE: Final = 10_000
+FLUSH_ENTRIES: Final = 20_000
+# Each group's transaction writes a slice of the flush under way, as many entries as the group
+# stores (at least this many), so flushing keeps pace with appends without a transaction (and an
+# fsync, and a wait for the next group) of its own.
+MIN_SLICE: Final = 64
 _encode_json: Final = msgspec.json.Encoder().encode
 
 Entry = tuple[int, int]  # (position, tag)
@@ -48,14 +50,13 @@ def key_digest(stream: int, source: str, event_id: str) -> tuple[int, int]:
 class RecentKeys:
     """Dedup entries not yet in `dedup_keys`; used only by the writer thread."""
 
-    def __init__(self, *, flush_entries: int = FLUSH_ENTRIES, slices: int = FLUSH_SLICES) -> None:
+    def __init__(self, *, flush_entries: int = FLUSH_ENTRIES) -> None:
         self.entries: dict[int, Entry] = {}
         self.flushed_below = 1
         self._flush_entries = flush_entries
-        self._slices = slices
         self._flushing: list[Row] = []
         self._flush_upto = 0
-        self._slice = 0
+        self._done = 0
 
     def load(self, conn: sqlite3.Connection, rebuild: list[tuple[int, int, str, str]]) -> None:
         """Read where flushing stopped; `rebuild` gives `(position, stream, source, id)` of the
@@ -69,6 +70,11 @@ class RecentKeys:
             hashed, tag = key_digest(stream, source, event_id)
             self.entries[hashed] = (position, tag)
 
+    @property
+    def flush_upto(self) -> int:
+        """Where the flush under way started: all entries below it are written once it ends."""
+        return self._flush_upto
+
     def lookup(self, hashed: int) -> Entry | None:
         return self.entries.get(hashed)
 
@@ -78,32 +84,26 @@ class RecentKeys:
         for hashed, position, tag in rows:
             entries[hashed] = (position, tag)
 
-    def flush_step(self, conn: sqlite3.Connection, next_position: int, first_live: int) -> None:
-        """Between groups: write one slice of a flush in its own transaction, if one is due.
+    def next_slice(self, count: int, next_position: int, first_live: int) -> tuple[list[Row], bool]:
+        """The next `count` entries to write in the group's transaction, and whether they end the
+        flush; starts a flush when one is due. Nothing moves until `written` confirms them.
 
         Entries below `first_live` have expired: they are dropped, never written.
         """
         if not self._flushing:
             if len(self.entries) < self._flush_entries:
-                return
+                return [], False
             self._drop_expired(first_live)
             self._flushing = sorted((h, p, t) for h, (p, t) in self.entries.items())
             self._flush_upto = next_position
-            self._slice = 0
-        size = max(MIN_SLICE, -(-len(self._flushing) // self._slices))
-        part = self._flushing[self._slice * size : (self._slice + 1) * size]
-        last = (self._slice + 1) * size >= len(self._flushing)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(schema.UPSERT_HASHES, (_encode_json(part),))
-            if last:
-                conn.execute(schema.SET_DEDUP_STATE, (self._flush_upto,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        self._slice += 1
-        if last:
+            self._done = 0
+        end = self._done + count
+        return self._flushing[self._done : end], end >= len(self._flushing)
+
+    def written(self, count: int, last: bool) -> None:
+        """After the commit that wrote a slice from `next_slice`."""
+        self._done += count
+        if last and self._flushing:
             entries = self.entries
             for hashed, position, tag in self._flushing:
                 if entries.get(hashed) == (position, tag):  # not replaced meanwhile
@@ -126,6 +126,7 @@ class RecentKeys:
             raise
         self.entries.clear()
         self._flushing = []
+        self._done = 0
         self.flushed_below = next_position
 
     def _drop_expired(self, first_live: int) -> None:

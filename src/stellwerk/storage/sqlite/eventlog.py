@@ -42,6 +42,7 @@ from stellwerk.storage.sqlite.commit import (
     to_us,
     unpack_ends,
 )
+from stellwerk.storage.sqlite.dedup import FLUSH_ENTRIES
 from stellwerk.storage.sqlite.writer import Job, LogWriter, PendingAppend
 
 EVENTS_FILE: Final = "events.db"
@@ -83,7 +84,7 @@ class SqliteEventLog:
         dedup_sweep_interval: float = 1.0,
         checkpoint_interval: float | None = 0.1,
         max_wal_bytes: int = 64 * 1024 * 1024,
-        dedup_flush_entries: int = 100_000,
+        dedup_flush_entries: int = FLUSH_ENTRIES,
     ) -> None:
         self.path = Path(path)
         self._committer = GroupCommitter(
