@@ -28,17 +28,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any, NamedTuple
 
 STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
@@ -112,15 +115,48 @@ async def _receive() -> None:
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _sibling(name: str) -> ModuleType:
-    """Another benchmark of this folder (ingest's process helpers), loaded by path."""
-    path = Path(__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"stellwerk_bench_{name}_helpers", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def started(command: list[str], ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `command` until the block ends, once `ready_url` answers 2xx (bounded wait)."""
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"{command[:2]} exited with {process.returncode}")
+            try:
+                with urllib.request.urlopen(ready_url, timeout=2) as answer:  # noqa: S310
+                    if 200 <= answer.status < 300:
+                        break
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{ready_url} did not answer within 60 s") from None
+            time.sleep(0.05)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+_TICK = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) the process has used: /proc/<pid>/stat, fields 14 and 15."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) * _TICK
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -162,19 +198,18 @@ class Phase(NamedTuple):
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, server: Server, cpu: Any) -> None:
+    def __init__(self, args: argparse.Namespace, server: Server) -> None:
         import aiohttp
 
         self.args = args
         self.server = server
-        self._cpu = cpu
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=60)
         )
         self.failures: list[str] = []
 
     def server_cpu(self) -> float:
-        return float(sum(self._cpu(self.server.pid).values()))
+        return process_cpu(self.server.pid)
 
     async def put_rule(self, name: str, url: str, concurrency: int) -> None:
         rule = {
@@ -331,8 +366,8 @@ class Bench:
         return float(count / elapsed)
 
 
-async def measure(args: argparse.Namespace, server: Server, cpu: Any) -> int:
-    bench = Bench(args, server, cpu)
+async def measure(args: argparse.Namespace, server: Server) -> int:
+    bench = Bench(args, server)
     try:
         await bench.put_rule("healthy", server.receiver, args.concurrency)
         print(
@@ -341,7 +376,9 @@ async def measure(args: argparse.Namespace, server: Server, cpu: Any) -> int:
             f"target concurrency {args.concurrency}",
             flush=True,
         )
+        cpu_before = bench.server_cpu()
         from_ack, from_send, expected = await bench.latency()
+        latency_cpu = (bench.server_cpu() - cpu_before) * 1e6 / max(1, len(from_send))
         ms = [x * 1000 for x in from_ack]
         ms_send = [x * 1000 for x in from_send]
         baseline_before = await bench.baseline(args.concurrency)
@@ -367,6 +404,7 @@ async def measure(args: argparse.Namespace, server: Server, cpu: Any) -> int:
     print(f"(a) latency, {len(ms):,} of {expected:,} events measured at {args.rate:,.0f}/s")
     print(f"    202 received -> receiver handler  {fmt(ms)}")
     print(f"    request sent -> receiver handler  {fmt(ms_send)}")
+    print(f"    server CPU {latency_cpu:,.0f} us/event (ingest, routing and delivery)")
     print()
     print(f"{'phase':<30} {'delivered':>9} {'dups':>5} {'events/s':>9} {'best 1 s':>9} {'CPU':>12}")
     for phase in (healthy, hanging):
@@ -442,7 +480,6 @@ def main(argv: Sequence[str]) -> int:
     if args.receiver:
         asyncio.run(_receive())
         return 0
-    helpers = _sibling("ingest")
     receiver = subprocess.Popen(
         [sys.executable, __file__, "--receiver"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
     )
@@ -450,14 +487,14 @@ def main(argv: Sequence[str]) -> int:
         assert receiver.stdout is not None
         fast_port, hang_port = receiver.stdout.readline().split()
         with tempfile.TemporaryDirectory(prefix="stellwerk-bench-e2e-") as tmp:
-            port = helpers.free_port()
+            port = free_port()
             command = [
                 *(STELLWERK, "serve", "--data-dir", tmp, "--port", str(port)),
                 *("--allow-private-targets", "--log-level", "warning"),
                 *("--tenant-event-rate", "0", "--tenant-request-rate", "0"),
             ]
             url = f"http://127.0.0.1:{port}"
-            with helpers.started(command, url + "/readyz") as process:
+            with started(command, url + "/readyz") as process:
                 keys = json.loads((Path(tmp) / "bootstrap.json").read_text())
                 server = Server(
                     url=url,
@@ -467,7 +504,7 @@ def main(argv: Sequence[str]) -> int:
                     receiver=f"http://127.0.0.1:{int(fast_port)}/hook",
                     hanging=f"http://127.0.0.1:{int(hang_port)}/hook",
                 )
-                return asyncio.run(measure(args, server, helpers.thread_cpu))
+                return asyncio.run(measure(args, server))
     finally:
         receiver.terminate()
         receiver.wait(timeout=10)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +46,9 @@ DEFAULT_MAX_IN_FLIGHT: Final = 512
 DEFAULT_LEASE_SECONDS: Final = 60.0
 DEFAULT_POLL_SECONDS: Final = 1.0
 DEFAULT_STOP_GRACE_SECONDS: Final = 10.0
+# Budgets' worth of deliveries leased ahead per target: when a slot frees, the next delivery
+# starts at once instead of after a round trip to the queue's writer.
+PREFETCH: Final = 1
 
 log = structlog.get_logger("stellwerk.delivery")
 
@@ -121,6 +124,9 @@ class DeliveryWorker:
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._busy: Counter[TargetKey] = Counter()
         self._budgets: dict[TargetKey, int] = {}
+        # Leased deliveries held back until a slot of their target frees (see `PREFETCH`).
+        self._waiting: dict[TargetKey, deque[LeasedDelivery]] = {}
+        self._held: set[int] = set()
         self._stopping = False
         self._grace = DEFAULT_STOP_GRACE_SECONDS
         self._running: asyncio.Event | None = None
@@ -164,37 +170,56 @@ class DeliveryWorker:
     # -- the loop's steps ----------------------------------------------------------------------
 
     async def _start_due(self) -> int:
-        room = self.max_in_flight - len(self._in_flight)
+        room = self.max_in_flight - len(self._in_flight) - len(self._held)
         if room <= 0:
             return 0
-        limits = {
-            key: max(0, budget - self._busy[key])
-            for key, budget in self._budgets.items()
-            if budget - self._busy[key] < room
-        }
+        limits = {}
+        for key, budget in self._budgets.items():
+            # Up to a budget's worth more than the free slots, held back until a slot frees.
+            free = (1 + PREFETCH) * budget - self._busy[key] - len(self._waiting.get(key, ()))
+            if free < room:
+                limits[key] = max(0, free)
         leased = await self.queue.lease(self.clock(), room, self.lease_seconds, limits)
         started = 0
         surplus: list[int] = []
         for delivery in leased:
-            if delivery.id in self._in_flight:
+            if delivery.id in self._in_flight or delivery.id in self._held:
                 continue  # our own attempt outlived its lease; the new lease just extends it
-            binding = self.targets(*delivery.key)
+            key = delivery.key
+            binding = self.targets(*key)
             if binding is None:
                 self._spawn(delivery, self._orphaned(delivery))
                 started += 1
                 continue
-            key = delivery.key
-            self._budgets[key] = binding.concurrency
-            if self._busy[key] >= binding.concurrency:
+            budget = self._budgets[key] = binding.concurrency
+            if self._busy[key] < budget:
+                self._busy[key] += 1
+                self._spawn(delivery, self._attempt(delivery, binding))
+                started += 1
+            elif len(self._waiting.get(key, ())) < PREFETCH * budget:
+                self._waiting.setdefault(key, deque()).append(delivery)
+                self._held.add(delivery.id)
+            else:
                 # Leased before its budget was known to us; give it back for a later round.
                 surplus.append(delivery.id)
-                continue
-            self._busy[key] += 1
-            self._spawn(delivery, self._attempt(delivery, binding))
-            started += 1
         if surplus:
             await self.queue.release(surplus)
         return started
+
+    def _start_next(self, key: TargetKey) -> None:
+        """A slot of the target is free: start the delivery held back for it, if there is one."""
+        waiting = self._waiting.get(key)
+        while waiting and self._busy[key] < self._budgets.get(key, 0) and not self._stopping:
+            delivery = waiting.popleft()
+            self._held.discard(delivery.id)
+            binding = self.targets(*key)
+            if binding is None:
+                self._spawn(delivery, self._orphaned(delivery))
+                continue
+            self._busy[key] += 1
+            self._spawn(delivery, self._attempt(delivery, binding))
+        if not waiting:
+            self._waiting.pop(key, None)
 
     def _spawn(self, delivery: LeasedDelivery, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work, name=f"delivery-{delivery.id}")
@@ -218,6 +243,7 @@ class DeliveryWorker:
             # outcome is being written (the delivery itself stays ours until then).
             holding = False
             self._busy[key] -= 1
+            self._start_next(key)
             self.wake.set()
             self.hooks.on_outcome(key, outcome)
             await self._settle(delivery, binding, outcome)
@@ -227,6 +253,7 @@ class DeliveryWorker:
         finally:
             if holding:
                 self._busy[key] -= 1
+                self._start_next(key)
             self._done(delivery)
 
     async def _settle(
@@ -273,6 +300,12 @@ class DeliveryWorker:
         self.wake.set()  # a slot is free, and an ordered group may have its next one ready
 
     async def _drain(self) -> None:
+        held = list(self._held)
+        self._held.clear()
+        self._waiting.clear()
+        if held:
+            with contextlib.suppress(Exception):  # if the queue is gone, the leases expire
+                await self.queue.release(held)
         tasks = dict(self._in_flight)
         if not tasks:
             return

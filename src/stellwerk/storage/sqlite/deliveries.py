@@ -5,16 +5,17 @@ SAVEPOINT inside a shared transaction: it takes all operations waiting, runs the
 and only then resolves the callers. Many workers acking at once thus share one fsync (group
 commit), and an operation that fails rolls back alone.
 
-Leases are not made durable. A lease only says "a worker has this until then"; losing one to a
-power cut (a process crash loses nothing: the WAL is written before the commit returns, only
-not fsynced) makes its delivery ready again, which is a redelivery, the thing at-least-once
-delivery allows anyway, and which an expired lease causes as well. So the writer runs the lease
-operations of a group first, in a transaction of their own committed with `synchronous=NORMAL`
-(no fsync), resolves them, and then runs the rest with `synchronous=FULL`. The WAL is a log in
-order: the next FULL commit's fsync covers every NORMAL commit before it, so a lease can be
-lost only together with nothing durable. What must survive (`route`'s deliveries and cursor,
-`ack`, `retry`, `dead_letter`, `redrive`) still returns only after its fsync, and a lease
-never waits for another worker's ack to reach the disk.
+Leases live in memory, not in the file. A lease only says "a worker of this process has the
+delivery until then"; writing it would cost a write of the delivery's row (and its index entry)
+for every attempt, twice with the ack. Losing the leases (a crash, a restart) makes their
+deliveries due again at once, which is a redelivery: what at-least-once delivery allows anyway,
+what an expired lease causes as well, and after a crash exactly what should happen, since the
+worker that held them is gone. Everything that must survive (`route`'s deliveries and cursor,
+`ack`, `retry`, `dead_letter`, `redrive`) is still committed with `synchronous=FULL` before it
+returns. The embedded queue has one process by design (scale-out uses JetStream), so leases
+need not be shared between processes. A leased row keeps its due time in the ready index and is
+skipped by `lease` while its lease holds; the writer runs the leases of a group first, in a
+read-only transaction, so a lease never waits for another operation's fsync.
 
 `lease` stays cheap however long the queue: ready deliveries are indexed by (target, due time),
 and the writer keeps in memory, per target, a lower bound of its earliest due time. A lease
@@ -31,7 +32,7 @@ import contextlib
 import functools
 import sqlite3
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -185,7 +186,6 @@ class _Writer:
         self._cond = threading.Condition()
         self._queue: deque[_Operation] = deque()
         self._stopping = False
-        self._durable = True  # what `_connect` set
         self._thread = threading.Thread(target=self._run, name="deliveries-writer", daemon=True)
 
     def start(self) -> None:
@@ -213,9 +213,9 @@ class _Writer:
                     return
                 group = list(self._queue)
                 self._queue.clear()
-            light = [operation for operation in group if not operation.durable]
-            if light:
-                self._execute(light, durable=False)
+            reads = [operation for operation in group if not operation.durable]
+            if reads:
+                self._execute(reads, durable=False)
                 group = [operation for operation in group if operation.durable]
             if group:
                 self._execute(group, durable=True)
@@ -224,12 +224,8 @@ class _Writer:
         conn = self._conn
         outcomes: list[Any] = []
         try:
-            if durable != self._durable:
-                conn.execute(
-                    "PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL"
-                )
-                self._durable = durable
-            conn.execute("BEGIN IMMEDIATE")
+            # A group that only reads (leases) takes no write lock and commits nothing.
+            conn.execute("BEGIN IMMEDIATE" if durable else "BEGIN")
             for operation in group:
                 conn.execute("SAVEPOINT operation")
                 try:
@@ -288,6 +284,11 @@ class SqliteDeliveryQueue:
         self._earliest: dict[int, int] = {}  # target -> lower bound of its earliest ready due_us
         self._stale = True
         self._ack_lock = threading.Lock()  # the event loop adds to a batch the writer takes
+        # Leases (see the module's docstring): delivery id -> (target, until_us), and how many
+        # each target has. The writer changes them; `depth` reads them, hence the lock.
+        self._lease_lock = threading.Lock()
+        self._leases: dict[int, tuple[int, int]] = {}
+        self._lease_counts: Counter[int] = Counter()
         self._acks: _AckBatch | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -403,20 +404,28 @@ class SqliteDeliveryQueue:
                 key=self._earliest.__getitem__,
             )
             out: list[LeasedDelivery] = []
+            leases, counts = self._leases, self._lease_counts
             for target in due:
                 room = min(limit - len(out), caps.get(target, limit))
                 if room <= 0:
                     if len(out) >= limit:
                         break
                     continue
-                rows = conn.execute(_LEASE, (target, now_us, room)).fetchall()
-                if rows:
-                    conn.executemany(
-                        "UPDATE deliveries SET leased = 1, due_us = ? WHERE id = ?",
-                        [(until_us, row[0]) for row in rows],
-                    )
-                    key = self._keys[target]
-                    out.extend(_leased(key, row) for row in rows)
+                # Rows leased now are still in the ready index: read past them.
+                rows = conn.execute(_LEASE, (target, now_us, room + counts[target])).fetchall()
+                key = self._keys[target]
+                with self._lease_lock:
+                    for row in rows:
+                        held = leases.get(row[0])
+                        if held is not None and held[1] > now_us:
+                            continue
+                        if held is None:
+                            counts[target] += 1
+                        leases[row[0]] = (target, until_us)
+                        out.append(_leased(key, row))
+                        room -= 1
+                        if room == 0:
+                            break
                 earliest = conn.execute(_EARLIEST, (target,)).fetchone()[0]
                 if earliest is None:
                     del self._earliest[target]
@@ -424,8 +433,14 @@ class SqliteDeliveryQueue:
                     self._earliest[target] = earliest
             return out
 
-        # Not durable: see the module's docstring.
+        # Reads only: see the module's docstring.
         return await self._write(work, durable=False)
+
+    def _unlease(self, delivery_id: int) -> None:
+        with self._lease_lock:
+            held = self._leases.pop(delivery_id, None)
+            if held is not None:
+                self._lease_counts[held[0]] -= 1
 
     async def ack(self, delivery_id: int) -> None:
         # Acks that arrive while one is waiting for the writer join it: one operation (and one
@@ -464,6 +479,8 @@ class SqliteDeliveryQueue:
                 " RETURNING target, state, ordering_key",
                 chunk,
             ).fetchall()
+            for delivery_id in chunk:
+                self._unlease(delivery_id)
             for target, state, ordering_key in rows:
                 if state == READY and ordering_key is not None:
                     self._promote(conn, target, ordering_key)
@@ -472,6 +489,7 @@ class SqliteDeliveryQueue:
         due_us = to_us(next_attempt_at)
 
         def work(conn: sqlite3.Connection) -> None:
+            self._unlease(delivery_id)
             row = conn.execute(
                 "UPDATE deliveries SET leased = 0, due_us = ?, attempts = attempts + 1,"
                 " last_error = ? WHERE id = ? AND state = 0 RETURNING target",
@@ -485,24 +503,27 @@ class SqliteDeliveryQueue:
     async def release(self, delivery_ids: Sequence[int]) -> None:
         if not delivery_ids:
             return
-        now_us = to_us(self._clock())
 
         def work(conn: sqlite3.Connection) -> None:
+            # A leased row kept its due time, so giving it back only forgets the lease.
             for delivery_id in delivery_ids:
+                if delivery_id not in self._leases:
+                    continue
+                self._unlease(delivery_id)
                 row = conn.execute(
-                    "UPDATE deliveries SET leased = 0, due_us = min(due_us, ?)"
-                    " WHERE id = ? AND state = 0 AND leased = 1 RETURNING target, due_us",
-                    (now_us, delivery_id),
+                    "SELECT target, due_us FROM deliveries WHERE id = ? AND state = 0",
+                    (delivery_id,),
                 ).fetchone()
                 if row is not None:
                     self._lower(row[0], row[1])
 
-        await self._write(work)
+        await self._write(work, durable=False)
 
     async def dead_letter(self, delivery_id: int, error: str) -> None:
         dead_us = to_us(self._clock())
 
         def work(conn: sqlite3.Connection) -> None:
+            self._unlease(delivery_id)
             row = conn.execute(
                 "SELECT target, state, ordering_key FROM deliveries WHERE id = ?", (delivery_id,)
             ).fetchone()
@@ -595,15 +616,18 @@ class SqliteDeliveryQueue:
 
         def query(conn: sqlite3.Connection) -> list[QueueDepth]:
             rows = conn.execute(
-                "SELECT t.tenant, t.bus, t.rule, t.target_id,"
-                " sum(d.state < 2), sum(d.state = 0 AND d.leased = 1 AND d.due_us > ?1),"
-                " sum(d.state = 2), min(CASE WHEN d.state < 2 THEN d.recorded_us END)"
+                "SELECT d.target, t.tenant, t.bus, t.rule, t.target_id,"
+                " sum(d.state < 2), sum(d.state = 2),"
+                " min(CASE WHEN d.state < 2 THEN d.recorded_us END)"
                 " FROM deliveries AS d JOIN targets AS t ON t.target = d.target"
-                " GROUP BY d.target ORDER BY t.tenant, t.bus, t.rule, t.target_id",
-                (now_us,),
+                " GROUP BY d.target ORDER BY t.tenant, t.bus, t.rule, t.target_id"
             ).fetchall()
+            with self._lease_lock:
+                leased = Counter(t for t, until in self._leases.values() if until > now_us)
             out = []
-            for tenant, bus, rule, target_id, unfinished, in_flight, dead, oldest in rows:
+            for target, tenant, bus, rule, target_id, unfinished, dead, oldest in rows:
+                # The lease map and the file are read apart: keep the counts consistent.
+                in_flight = min(leased[target], unfinished)
                 out.append(
                     QueueDepth(
                         key=TargetKey(tenant, bus, rule, target_id),
