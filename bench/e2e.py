@@ -14,14 +14,16 @@ process also listens on a second port where it reads requests and never answers.
   the last (and the best whole second). Target >= 5,000/s.
 - (c) isolation: a second rule on the same bus with a target to the port that never answers
   (it times out at its `timeout_seconds`, 5 s by default, and is retried); (b) again, and the
-  healthy target's delivered rate. Target: at most 10% below (b).
+  healthy target's delivered rate. Target: at most 10% below (b). (b) and (c) alternate for
+  `--rounds` rounds (the hanging rule is deleted before each (b)); the better of each counts.
 - baseline: a raw aiohttp client in this process posting a body of the same size with the same
   headers to the same receiver at the target's concurrency, as fast as it answers: the ceiling
   for (b), with nothing of Stellwerk in the way.
 
 Server CPU per delivered event (from /proc) is printed beside each phase; it is the figure least
-disturbed by neighbours on a shared machine. `--profile DIR` records py-spy flame graphs of the
-server during (b) and (c). The exit status is 1 if an event was lost or a request failed.
+disturbed by neighbours on a shared machine. `--profile DIR` records py-spy profiles of the
+server (folded stacks, `server-a.folded` ...) during (a), (b) and (c). The exit status is 1 if an
+event was lost or a request failed.
 """
 
 from __future__ import annotations
@@ -39,10 +41,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))
@@ -50,6 +52,7 @@ BUS = "default"
 BATCH = 100
 SENDERS = 4
 DATA = {"order": "x" * 200, "total": 42}
+_T = TypeVar("_T")
 
 
 # -- the receiver (runs in its own process, standard library only) --------------------------------
@@ -224,6 +227,14 @@ class Bench:
             if answer.status >= 300:
                 raise SystemExit(f"rule {name}: {answer.status} {await answer.text()}")
 
+    async def delete_rule(self, name: str) -> None:
+        async with self.session.delete(
+            f"{self.server.url}/v1/buses/{BUS}/rules/{name}",
+            headers={"Authorization": f"Bearer {self.server.admin}"},
+        ) as answer:
+            if answer.status >= 300:
+                raise SystemExit(f"rule {name}: {answer.status} {await answer.text()}")
+
     async def post(self, body: bytes, content_type: str) -> int:
         import aiohttp
 
@@ -377,15 +388,26 @@ async def measure(args: argparse.Namespace, server: Server) -> int:
             flush=True,
         )
         cpu_before = bench.server_cpu()
-        from_ack, from_send, expected = await bench.latency()
+        from_ack, from_send, expected = await profiled(args, server, "a", bench.latency())
         latency_cpu = (bench.server_cpu() - cpu_before) * 1e6 / max(1, len(from_send))
         ms = [x * 1000 for x in from_ack]
         ms_send = [x * 1000 for x in from_send]
         baseline_before = await bench.baseline(args.concurrency)
-        healthy = await profiled(args, server, "b", bench.throughput("(b) one fast target"))
-        await bench.put_rule("hanging", server.hanging, 20)
-        hanging = await profiled(args, server, "c", bench.throughput("(c) + target that hangs"))
+        alone: list[Phase] = []
+        beside: list[Phase] = []
+        for round_ in range(1, args.rounds + 1):
+            if round_ > 1:
+                await bench.delete_rule("hanging")
+            name = f"(b) one fast target #{round_}"
+            alone.append(await profiled(args, server, f"b{round_}", bench.throughput(name)))
+            await bench.put_rule("hanging", server.hanging, 20)
+            name = f"(c) + target that hangs #{round_}"
+            beside.append(await profiled(args, server, f"c{round_}", bench.throughput(name)))
         baseline_after = await bench.baseline(args.concurrency)
+        # The better round of each counts: a neighbour's burst on a shared machine should not
+        # decide the comparison (every round is printed).
+        healthy = max(alone, key=lambda p: p.rate)
+        hanging = max(beside, key=lambda p: p.rate)
     finally:
         await bench.session.close()
 
@@ -407,7 +429,7 @@ async def measure(args: argparse.Namespace, server: Server) -> int:
     print(f"    server CPU {latency_cpu:,.0f} us/event (ingest, routing and delivery)")
     print()
     print(f"{'phase':<30} {'delivered':>9} {'dups':>5} {'events/s':>9} {'best 1 s':>9} {'CPU':>12}")
-    for phase in (healthy, hanging):
+    for phase in [*alone, *beside]:
         print(
             f"{phase.name:<30} {phase.delivered:>9,} {phase.duplicates:>5} {phase.rate:>9,.0f}"
             f" {phase.best_second:>9,} {phase.cpu_us or 0:>7,.0f} us/ev"
@@ -429,10 +451,9 @@ async def measure(args: argparse.Namespace, server: Server) -> int:
     return 0
 
 
-async def profiled(args: argparse.Namespace, server: Server, label: str, work: Any) -> Phase:
+async def profiled(args: argparse.Namespace, server: Server, label: str, work: Awaitable[_T]) -> _T:
     if args.profile is None:
-        result: Phase = await work
-        return result
+        return await work
     args.profile.mkdir(parents=True, exist_ok=True)
     out = args.profile / f"server-{label}.folded"
     spy = await asyncio.create_subprocess_exec(
@@ -468,9 +489,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="stellwerk bench e2e", description=__doc__)
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s for (a)")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
-    parser.add_argument("--events", type=int, default=40_000, help="events for (b) and (c)")
+    parser.add_argument("--events", type=int, default=20_000, help="events for (b) and (c)")
+    parser.add_argument("--rounds", type=int, default=2, help="of (b) then (c)")
     parser.add_argument("--concurrency", type=int, default=32, help="of the HTTP target")
-    parser.add_argument("--profile", type=Path, help="py-spy flame graphs of (b), (c) here")
+    parser.add_argument("--profile", type=Path, help="py-spy profiles of the phases here")
     parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
