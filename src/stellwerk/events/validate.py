@@ -15,8 +15,9 @@ The rules are those of CloudEvents 1.0.2 (core spec and JSON format), with these
 - Stellwerk's own extensions (`tenant`, `bus`, `recordedtime`, `replayname`) are dropped, not
   refused: Stellwerk sets them itself on every stored event, and refusing them would break
   forwarding an event from one Stellwerk bus (or site) into another.
-- The size limit applies to the event encoded by `encode_event` without Stellwerk's extensions,
-  so a producer can predict it: 256 KiB by default, like Amazon EventBridge.
+- The size limit applies to the event's JSON as stored, without Stellwerk's extensions: the
+  encoding by `encode_event`, or the bytes as sent for an event the HTTP binding keeps as it came
+  (see `ingest.binding`), so a producer can predict it: 256 KiB by default, like EventBridge.
 """
 
 from __future__ import annotations
