@@ -102,8 +102,9 @@ _INSERT: Final = (
     " recorded_us, age_from_us, payload, content_type, ordering_key)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_LEASE: Final = (
-    f"SELECT {_COLUMNS} FROM deliveries WHERE target = ? AND state = 0 AND due_us <= ?"
+# Ids only: answered from the ready index alone, so reading past leased rows costs no row reads.
+_DUE_IDS: Final = (
+    "SELECT id FROM deliveries WHERE target = ? AND state = 0 AND due_us <= ?"
     " ORDER BY due_us, id LIMIT ?"
 )
 _EARLIEST: Final = "SELECT min(due_us) FROM deliveries WHERE target = ? AND state = 0"
@@ -412,20 +413,27 @@ class SqliteDeliveryQueue:
                         break
                     continue
                 # Rows leased now are still in the ready index: read past them.
-                rows = conn.execute(_LEASE, (target, now_us, room + counts[target])).fetchall()
-                key = self._keys[target]
+                ids = conn.execute(_DUE_IDS, (target, now_us, room + counts[target])).fetchall()
+                chosen: list[int] = []
                 with self._lease_lock:
-                    for row in rows:
-                        held = leases.get(row[0])
+                    for (delivery_id,) in ids:
+                        held = leases.get(delivery_id)
                         if held is not None and held[1] > now_us:
                             continue
                         if held is None:
                             counts[target] += 1
-                        leases[row[0]] = (target, until_us)
-                        out.append(_leased(key, row))
-                        room -= 1
-                        if room == 0:
+                        leases[delivery_id] = (target, until_us)
+                        chosen.append(delivery_id)
+                        if len(chosen) == room:
                             break
+                if chosen:
+                    marks = ",".join("?" * len(chosen))
+                    rows = conn.execute(
+                        f"SELECT {_COLUMNS} FROM deliveries WHERE id IN ({marks})", chosen
+                    ).fetchall()
+                    by_id = {row[0]: row for row in rows}
+                    key = self._keys[target]
+                    out.extend(_leased(key, by_id[i]) for i in chosen)
                 earliest = conn.execute(_EARLIEST, (target,)).fetchone()[0]
                 if earliest is None:
                     del self._earliest[target]
