@@ -34,15 +34,9 @@ from stellwerk.storage.eventlog import (
 )
 from stellwerk.storage.sqlite import schema
 from stellwerk.storage.sqlite.checkpoint import Checkpointer
-from stellwerk.storage.sqlite.commit import (
-    GroupCommitter,
-    decode_meta,
-    first_position_since,
-    from_us,
-    to_us,
-    unpack_ends,
-)
+from stellwerk.storage.sqlite.commit import GroupCommitter, first_position_since, from_us, to_us
 from stellwerk.storage.sqlite.dedup import FLUSH_ENTRIES
+from stellwerk.storage.sqlite.segments import decode_meta, unpack_ends
 from stellwerk.storage.sqlite.writer import Job, LogWriter, PendingAppend
 
 EVENTS_FILE: Final = "events.db"
