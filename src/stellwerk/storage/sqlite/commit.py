@@ -82,15 +82,17 @@ class GroupCommitter:
         row = conn.execute(schema.LAST_MARK).fetchone()
         self._last_recorded_us = row[0] if row else 0
         self._spilled = conn.execute(schema.COUNT_SPILLED).fetchone()[0]
-        state = conn.execute(schema.DEDUP_STATE).fetchone()
-        since = state[0] if state else 1
-        rebuild = [
-            (position + i, stream, source, event_id)
-            for position, stream, meta in conn.execute(schema.SEGMENT_KEYS_SINCE, (since,))
-            for i, (event_id, source, _type, _subject) in enumerate(decode_meta(meta))
-            if position + i >= since
-        ]
-        self._recent.load(conn, rebuild)
+        if self._dedup_window_us > 0:
+            # Entries not yet flushed are rebuilt from their events; expired ones are not needed.
+            state = conn.execute(schema.DEDUP_STATE).fetchone()
+            since = max(state[0] if state else 1, self._first_live(conn))
+            rebuild = [
+                (position + i, stream, source, event_id)
+                for position, stream, meta in conn.execute(schema.SEGMENT_KEYS_SINCE, (since,))
+                for i, (event_id, source, _type, _subject) in enumerate(decode_meta(meta))
+                if position + i >= since
+            ]
+            self._recent.load(conn, rebuild)
         self._wal_path = path.with_name(path.name + "-wal")
         self._conn = conn
 
