@@ -17,6 +17,10 @@ need not be shared between processes. A leased row keeps its due time in the rea
 skipped by `lease` while its lease holds; the writer runs the leases of a group first, in a
 read-only transaction, so a lease never waits for another operation's fsync.
 
+`route` stores a payload that several of its deliveries carry (an event matched by many rules,
+untransformed) once, in `bodies`, and the deliveries point at it; the last ack of them deletes
+it. A dead delivery keeps its body, so dead letters and redrive see the payload as before.
+
 `lease` stays cheap however long the queue: ready deliveries are indexed by (target, due time),
 and the writer keeps in memory, per target, a lower bound of its earliest due time. A lease
 visits only the targets with something due and reads their first rows by index; a target with a
@@ -92,15 +96,23 @@ _DDL: Final = (
     """CREATE INDEX IF NOT EXISTS ordered_groups ON deliveries (target, ordering_key, id)
         WHERE ordering_key IS NOT NULL AND state < 2""",
     "CREATE INDEX IF NOT EXISTS dead_by_target ON deliveries (target, id) WHERE state = 2",
+    # A payload that several deliveries of one `route` share (an event matched by many rules)
+    # is stored once here; those deliveries keep an empty `payload` and point at it (`body`).
+    # `refs` counts the deliveries that point at it; the last ack deletes it.
+    """CREATE TABLE IF NOT EXISTS bodies (
+        id INTEGER PRIMARY KEY, payload BLOB NOT NULL, refs INTEGER NOT NULL
+    )""",
 )
+_SHARED_MIN_BYTES: Final = 64  # smaller payloads are cheaper copied than pointed at
 _COLUMNS: Final = (
-    "id, target, attempts, event_id, event_source, position, recorded_us, age_from_us,"
-    " payload, content_type, ordering_key, last_error"
+    "d.id, d.target, d.attempts, d.event_id, d.event_source, d.position, d.recorded_us,"
+    " d.age_from_us, coalesce(b.payload, d.payload), d.content_type, d.ordering_key,"
+    " d.last_error"
 )
 _INSERT: Final = (
     "INSERT INTO deliveries (target, state, due_us, event_id, event_source, position,"
-    " recorded_us, age_from_us, payload, content_type, ordering_key)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " recorded_us, age_from_us, payload, content_type, ordering_key, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # Ids only: answered from the ready index alone, so reading past leased rows costs no row reads.
 _DUE_IDS: Final = (
@@ -117,7 +129,8 @@ _NEXT_IN_GROUP: Final = (
 )
 _DEAD_COLUMNS: Final = (
     "d.id, t.rule, t.target_id, d.event_id, d.event_source, d.position, d.recorded_us,"
-    " d.dead_us, d.attempts, d.last_error, d.payload, d.content_type, d.ordering_key"
+    " d.dead_us, d.attempts, d.last_error, coalesce(b.payload, d.payload), d.content_type,"
+    " d.ordering_key"
 )
 
 
@@ -148,6 +161,9 @@ def _connect(path: Path, *, writer: bool) -> sqlite3.Connection:
         conn.execute("PRAGMA cache_size = -32768")
         for statement in _DDL:
             conn.execute(statement)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
+        if "body" not in columns:  # a file from before shared bodies
+            conn.execute("ALTER TABLE deliveries ADD COLUMN body INTEGER")
     else:
         conn.execute("PRAGMA query_only = ON")
     return conn
@@ -341,6 +357,7 @@ class SqliteDeliveryQueue:
                 )
             rows = []
             heads: set[tuple[int, str]] = set()
+            bodies = self._share_bodies(conn, deliveries)
             for d in deliveries:
                 if (d.tenant, d.bus) != (tenant, bus) or not current < d.position <= position:
                     raise ValueError(
@@ -357,9 +374,11 @@ class SqliteDeliveryQueue:
                 recorded = to_us(d.recorded_time)
                 if state == READY:
                     self._lower(target, recorded)
+                body = bodies.get(d.payload) if bodies else None
                 rows.append(
                     (target, state, recorded, d.event_id, d.event_source, d.position, recorded,
-                     recorded, d.payload, d.content_type, d.ordering_key)
+                     recorded, d.payload if body is None else b"", d.content_type,
+                     d.ordering_key, body)
                 )  # fmt: skip
             conn.executemany(_INSERT, rows)
             conn.execute(
@@ -369,6 +388,20 @@ class SqliteDeliveryQueue:
             )
 
         await self._write(work)
+
+    @staticmethod
+    def _share_bodies(
+        conn: sqlite3.Connection, deliveries: Sequence[NewDelivery]
+    ) -> dict[bytes, int]:
+        """Store each payload that several of `deliveries` carry once; payload -> its body id."""
+        uses = Counter(d.payload for d in deliveries if len(d.payload) >= _SHARED_MIN_BYTES)
+        return {
+            payload: conn.execute(
+                "INSERT INTO bodies (payload, refs) VALUES (?, ?) RETURNING id", (payload, refs)
+            ).fetchone()[0]
+            for payload, refs in uses.items()
+            if refs > 1
+        }
 
     async def cursor(self, tenant: str, bus: str) -> int:
         def query(conn: sqlite3.Connection) -> int:
@@ -429,7 +462,9 @@ class SqliteDeliveryQueue:
                 if chosen:
                     marks = ",".join("?" * len(chosen))
                     rows = conn.execute(
-                        f"SELECT {_COLUMNS} FROM deliveries WHERE id IN ({marks})", chosen
+                        f"SELECT {_COLUMNS} FROM deliveries AS d"
+                        f" LEFT JOIN bodies AS b ON b.id = d.body WHERE d.id IN ({marks})",
+                        chosen,
                     ).fetchall()
                     by_id = {row[0]: row for row in rows}
                     key = self._keys[target]
@@ -484,14 +519,26 @@ class SqliteDeliveryQueue:
             marks = ",".join("?" * len(chunk))
             rows = conn.execute(
                 f"DELETE FROM deliveries WHERE id IN ({marks})"
-                " RETURNING target, state, ordering_key",
+                " RETURNING target, state, ordering_key, body",
                 chunk,
             ).fetchall()
             for delivery_id in chunk:
                 self._unlease(delivery_id)
-            for target, state, ordering_key in rows:
+            released: Counter[int] = Counter()
+            for target, state, ordering_key, body in rows:
                 if state == READY and ordering_key is not None:
                     self._promote(conn, target, ordering_key)
+                if body is not None:
+                    released[body] += 1
+            if released:
+                conn.executemany(
+                    "UPDATE bodies SET refs = refs - ? WHERE id = ?",
+                    [(n, body) for body, n in released.items()],
+                )
+                marks = ",".join("?" * len(released))
+                conn.execute(
+                    f"DELETE FROM bodies WHERE id IN ({marks}) AND refs <= 0", list(released)
+                )
 
     async def retry(self, delivery_id: int, next_attempt_at: datetime, error: str) -> None:
         due_us = to_us(next_attempt_at)
@@ -566,6 +613,7 @@ class SqliteDeliveryQueue:
             rows = conn.execute(
                 f"SELECT {_DEAD_COLUMNS} FROM targets AS t"
                 " JOIN deliveries AS d ON d.target = t.target AND d.state = 2"
+                " LEFT JOIN bodies AS b ON b.id = d.body"
                 " WHERE t.tenant = :tenant AND t.bus = :bus"
                 " AND (:rule IS NULL OR t.rule = :rule)"
                 " AND (:target_id IS NULL OR t.target_id = :target_id)"
