@@ -181,7 +181,8 @@ async def test_ingest_metrics(running_app: RunningApp) -> None:
 
 
 async def test_event_rate_limit(tmp_path: Path) -> None:
-    settings = load_settings({"data_dir": str(tmp_path), "tenant_event_rate": "5"})
+    # 0.1 events/s: a burst of one event, then one every 10 s, so no refill between two requests.
+    settings = load_settings({"data_dir": str(tmp_path), "tenant_event_rate": "0.1"})
     app = build_app(settings)
     async with app.router.lifespan_context(app):
         await asyncio.wait_for(app.state.lifecycle.wait_started(), 30)
@@ -189,11 +190,11 @@ async def test_event_rate_limit(tmp_path: Path) -> None:
         headers = {"Authorization": f"Bearer {keys['ingest_key']}"}
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://s") as client:
-            first = await client.post(URL, json=[event(i) for i in range(5)], headers=headers)
+            first = await client.post(URL, json=[event(1)], headers=headers)
             second = await client.post(URL, json=[event(9)], headers=headers)
     assert first.status_code == 202
     assert second.status_code == 429
-    assert second.headers["retry-after"] == "1"
+    assert second.headers["retry-after"] == "10"
     assert second.json()["error"] == "TooManyRequests"
 
 
