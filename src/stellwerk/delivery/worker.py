@@ -8,10 +8,13 @@ Each target has its own concurrency budget (`TargetBinding.concurrency`). The wo
 queue only for as many deliveries of a target as it has free slots, so a target that hangs fills
 its own slots and nothing else: the other targets' deliveries keep being leased and run. A slot
 is held from the lease to the target's answer; writing the outcome (an ack's fsync) happens
-after the slot is given back, so the disk's latency is not added to every request's.
+after the slot is given back, so the disk's latency is not added to every request's. The worker
+also leases up to one budget more per target than it has free slots (`PREFETCH`) and holds those
+back: a slot that frees starts the next delivery at once, without a round trip to the queue.
 
 Work may run twice (a lease can expire while a target is slow; a worker can die after the
-target got the event and before the ack); keep `lease_seconds` above every target's timeout.
+target got the event and before the ack); keep `lease_seconds` above twice every target's
+timeout (a held delivery may wait one timeout for a slot, then take one).
 `run(burst=True)` returns once nothing is due and nothing runs, which makes tests deterministic.
 `stop(grace)` stops leasing, lets running attempts finish for up to `grace` seconds and gives
 back the rest unattempted.
