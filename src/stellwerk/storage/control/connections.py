@@ -6,18 +6,15 @@ The stored form is the connection spec with every secret field encrypted and bou
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stellwerk.delivery.targets import ConnectionSpec, open_connection, seal_connection
-from stellwerk.secrets import SecretBox
-from stellwerk.storage.control.records import utc
+from stellwerk.storage.control.records import SealedStore, utc
 from stellwerk.storage.control.tables import connections
 
 
@@ -33,19 +30,7 @@ def _associated(tenant_id: str, name: str) -> str:
     return f"connection:{tenant_id}/{name}"
 
 
-class ConnectionStore:
-    def __init__(
-        self, engine: AsyncEngine, now: Callable[[], datetime], box: SecretBox | None
-    ) -> None:
-        self._engine = engine
-        self._now = now
-        self._box = box
-
-    def _secrets(self) -> SecretBox:
-        if self._box is None:
-            raise RuntimeError("connections need the secret key (STELLWERK_SECRET_KEY)")
-        return self._box
-
+class ConnectionStore(SealedStore):
     def _record(self, row: sa.Row[Any]) -> ConnectionRecord:
         stored = msgspec.json.decode(row.parameters)
         spec = open_connection(stored, self._secrets(), _associated(row.tenant_id, row.name))

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stellwerk.rules import Rule, RuleInput, TargetSpec
-from stellwerk.secrets import SecretBox
-from stellwerk.storage.control.records import ConflictError, utc
+from stellwerk.storage.control.records import ConflictError, SealedStore, utc
 from stellwerk.storage.control.tables import rules
 
 _targets_decoder = msgspec.json.Decoder(list[TargetSpec])
@@ -23,19 +19,7 @@ def _row(tenant_id: str, bus: str, rule: str, target_id: str) -> str:
     return f"rule:{tenant_id}/{bus}/{rule}/{target_id}"
 
 
-class RuleStore:
-    def __init__(
-        self, engine: AsyncEngine, now: Callable[[], datetime], box: SecretBox | None
-    ) -> None:
-        self._engine = engine
-        self._now = now
-        self._box = box
-
-    def _secrets(self) -> SecretBox:
-        if self._box is None:
-            raise RuntimeError("rule secrets need the secret key (STELLWERK_SECRET_KEY)")
-        return self._box
-
+class RuleStore(SealedStore):
     def _encode_targets(
         self, tenant_id: str, bus: str, name: str, targets: list[TargetSpec]
     ) -> str:
