@@ -79,3 +79,16 @@ async def test_a_payload_shared_by_deliveries_is_stored_once_until_the_last_is_d
 def _bodies(path: Path) -> list[tuple[bytes, int]]:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         return [(bytes(p), r) for p, r in conn.execute("SELECT payload, refs FROM bodies")]
+
+
+async def test_ids_are_not_reused_after_the_newest_delivery_is_acked(tmp_path: Path) -> None:
+    # SQLite reuses the highest rowid once its row is gone; a worker still settling the old
+    # delivery would then skip the new one as its own, and it would wait out a whole lease.
+    async with SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=MovableClock()) as queue:
+        await queue.route("acme", "default", 1, [new_delivery(1)])
+        (first,) = await queue.lease(T0, 10, LEASE)
+        await queue.ack(first.id)
+        await queue.route("acme", "default", 2, [new_delivery(2)])
+        (second,) = await queue.lease(T0, 10, LEASE)
+        assert second.position == 2
+        assert second.id > first.id

@@ -110,9 +110,9 @@ _COLUMNS: Final = (
     " d.last_error"
 )
 _INSERT: Final = (
-    "INSERT INTO deliveries (target, state, due_us, event_id, event_source, position,"
+    "INSERT INTO deliveries (id, target, state, due_us, event_id, event_source, position,"
     " recorded_us, age_from_us, payload, content_type, ordering_key, body)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # Ids only: answered from the ready index alone, so reading past leased rows costs no row reads.
 _DUE_IDS: Final = (
@@ -300,6 +300,7 @@ class SqliteDeliveryQueue:
         self._keys: dict[int, TargetKey] = {}
         self._earliest: dict[int, int] = {}  # target -> lower bound of its earliest ready due_us
         self._stale = True
+        self._last_id = 0  # the highest delivery id handed out by this process
         self._ack_lock = threading.Lock()  # the event loop adds to a batch the writer takes
         # Leases (see the module's docstring): delivery id -> (target, until_us), and how many
         # each target has. The writer changes them; `depth` reads them, hence the lock.
@@ -375,10 +376,11 @@ class SqliteDeliveryQueue:
                 if state == READY:
                     self._lower(target, recorded)
                 body = bodies.get(d.payload) if bodies else None
+                self._last_id += 1
                 rows.append(
-                    (target, state, recorded, d.event_id, d.event_source, d.position, recorded,
-                     recorded, d.payload if body is None else b"", d.content_type,
-                     d.ordering_key, body)
+                    (self._last_id, target, state, recorded, d.event_id, d.event_source,
+                     d.position, recorded, recorded, d.payload if body is None else b"",
+                     d.content_type, d.ordering_key, body)
                 )  # fmt: skip
             conn.executemany(_INSERT, rows)
             conn.execute(
@@ -721,6 +723,11 @@ class SqliteDeliveryQueue:
                 "SELECT target, min(due_us) FROM deliveries WHERE state = 0 GROUP BY target"
             )
         )
+        # Ids are never reused while the process runs (SQLite would reuse the highest after its
+        # row is deleted): a worker still settling delivery 7 must not mistake a new delivery 7
+        # for its own, and a lease is kept by id.
+        top = conn.execute("SELECT max(id) FROM deliveries").fetchone()[0]
+        self._last_id = max(self._last_id, top or 0)
         self._stale = False
 
     def _target(self, conn: sqlite3.Connection, key: TargetKey) -> int:
