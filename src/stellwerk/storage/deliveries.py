@@ -9,7 +9,9 @@ A delivery moves through these states:
 
 - *ready*: due at `next_attempt_at` (a new one at its event's recorded time);
 - *in flight*: leased by a worker until the lease expires; an expired lease makes it ready
-  again, so the deliveries of a crashed worker come back by themselves;
+  again, so the deliveries of a crashed worker come back by themselves (a backend may also
+  forget its leases when it restarts, making them ready at once: the embedded one keeps them in
+  memory, since a lost lease is only a redelivery);
 - *waiting* (ordered targets only): behind an earlier unfinished delivery of the same
   (tenant, bus, rule, target, ordering key); it becomes ready when that one is finished;
 - finished: acknowledged (gone), or *dead* (in the dead-letter queue until redriven).
