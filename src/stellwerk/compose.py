@@ -27,6 +27,7 @@ from stellwerk.ops.metrics import Metrics
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.routing.router import Router
 from stellwerk.routing.rulebook import RuleBook
+from stellwerk.rules.model import MAX_TIMEOUT_SECONDS
 from stellwerk.secrets import SecretBox, load_or_create_key
 from stellwerk.services import Services
 from stellwerk.storage.control import ControlPlane
@@ -87,7 +88,16 @@ async def open_services(
         await control.close()
         raise
     wake = asyncio.Event()
-    worker = DeliveryWorker(queue, rulebook.binding, hooks=delivery_metrics, wake=wake)
+    # A lease must outlast twice the slowest target's timeout (the worker holds prefetched
+    # deliveries too), or a slow but healthy target gets the same event twice. Leases live in
+    # memory, so a long one costs nothing after a crash: lost leases are due at once on restart.
+    worker = DeliveryWorker(
+        queue,
+        rulebook.binding,
+        hooks=delivery_metrics,
+        wake=wake,
+        lease_seconds=2 * MAX_TIMEOUT_SECONDS,
+    )
     router = Router(
         event_log, queue, rulebook.rule_set, rulebook.buses, wake=wake, hooks=delivery_metrics
     )

@@ -25,6 +25,7 @@ from stellwerk.patterns import CompiledPattern, InvalidPatternError, compile_pat
 from stellwerk.transform import InputTransformer, InvalidTransformerError
 
 MAX_TARGETS: Final = 10
+MAX_TIMEOUT_SECONDS: Final = 300.0
 _NAME: Final = re.compile(rf"^{NAME_RULE}\Z")
 _FUNCTION: Final = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*\Z")
 
@@ -141,8 +142,10 @@ def _check_target(index: int, target: TargetSpec) -> None:
             f"maximum_event_age_seconds must be {MIN_EVENT_AGE_SECONDS}..{MAX_EVENT_AGE_SECONDS}",
             f"{where}.retry_policy.maximum_event_age_seconds",
         )
-    if not 0.1 <= target.timeout_seconds <= 300:
-        raise _fail("timeout_seconds must be 0.1..300", f"{where}.timeout_seconds")
+    if not 0.1 <= target.timeout_seconds <= MAX_TIMEOUT_SECONDS:
+        raise _fail(
+            f"timeout_seconds must be 0.1..{MAX_TIMEOUT_SECONDS:g}", f"{where}.timeout_seconds"
+        )
     if not 1 <= target.concurrency <= 1000:
         raise _fail("concurrency must be 1..1000", f"{where}.concurrency")
     if target.rate_limit is not None and not 0 < target.rate_limit <= 100_000:
