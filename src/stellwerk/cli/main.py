@@ -23,6 +23,8 @@ COMMANDS = {
     "pattern": "stellwerk.cli.pattern:pattern",
     "events": "stellwerk.cli.events:events",
     "bench": "stellwerk.cli.bench:bench",
+    "backup": "stellwerk.cli.backup:backup",
+    "restore": "stellwerk.cli.backup:restore",
 }
 
 
