@@ -55,3 +55,15 @@ async def read_json(request: Request, type_: type[T], *, empty: T | None = None)
             415, "UnsupportedMediaType", f"expected application/json, got {media_type or 'nothing'}"
         )
     return decode_json(body, type_)
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within `low..high`, or 400 naming it."""
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ApiError(
+            400, "InvalidRequest", f"{name} must be an integer {low}..{high}", field=name
+        )
+    return int(text)

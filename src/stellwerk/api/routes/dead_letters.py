@@ -15,7 +15,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from stellwerk.api.bodies import json_response, read_json
+from stellwerk.api.bodies import json_response, query_int, read_json
 from stellwerk.api.context import services_of
 from stellwerk.api.endpoints import Endpoint
 from stellwerk.api.errors import ApiError, ErrorBody, not_found
@@ -82,30 +82,19 @@ def _view(letter: DeadLetter) -> DeadLetterView:
     )
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    text = request.query_params.get(name)
-    if text is None:
-        return default
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise ApiError(
-            400, "InvalidRequest", f"{name} must be an integer {low}..{high}", field=name
-        )
-    return int(text)
-
-
 async def list_dead_letters(request: Request) -> Response:
     name = bus_name(request)
     services = services_of(request)
     principal = principal_of(request.scope)
     if await services.control.get_bus(principal.tenant_id, name) is None:
         raise not_found(f"bus {name!r}")
-    limit = _int_param(request, "limit", 100, 1, MAX_PAGE)
+    limit = query_int(request, "limit", 100, 1, MAX_PAGE)
     letters = await services.queue.dead_letters(
         principal.tenant,
         name,
         rule=request.query_params.get("rule"),
         target_id=request.query_params.get("target"),
-        after=_int_param(request, "after", 0, 0, 2**62),
+        after=query_int(request, "after", 0, 0, 2**62),
         limit=limit,
     )
     next_after = letters[-1].id if len(letters) == limit else None

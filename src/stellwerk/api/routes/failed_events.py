@@ -15,7 +15,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from stellwerk.api.bodies import json_response, read_json
+from stellwerk.api.bodies import json_response, query_int, read_json
 from stellwerk.api.context import services_of
 from stellwerk.api.endpoints import Endpoint
 from stellwerk.api.errors import ApiError, ErrorBody, not_found
@@ -92,15 +92,6 @@ def _query_time(request: Request, name: str) -> datetime | None:
         ) from None
 
 
-def _query_int(request: Request, name: str, default: int, high: int) -> int:
-    text = request.query_params.get(name)
-    if text is None:
-        return default
-    if not text.isdigit() or not 0 <= int(text) <= high:
-        raise ApiError(400, "InvalidRequest", f"{name} must be an integer 0..{high}", field=name)
-    return int(text)
-
-
 async def list_failed(request: Request) -> Response:
     name = bus_name(request)
     services = services_of(request)
@@ -115,9 +106,9 @@ async def list_failed(request: Request) -> Response:
         until=_query_time(request, "until"),
         include_resubmitted=params.get("include_resubmitted", "false").lower() == "true",
     )
-    limit = max(1, _query_int(request, "limit", 100, MAX_PAGE))
+    limit = query_int(request, "limit", 100, 1, MAX_PAGE)
     records = await services.control.failed_events.find(
-        tenant_id, name, where, after=_query_int(request, "after", 0, 2**62), limit=limit
+        tenant_id, name, where, after=query_int(request, "after", 0, 0, 2**62), limit=limit
     )
     next_after = records[-1].id if len(records) == limit else None
     return json_response(FailedEventPage([_view(r) for r in records], next_after))
