@@ -66,6 +66,10 @@ class Settings:
     tenant_event_rate: float = 200_000.0
     max_batch_events: int = 1000
     dedup_window_seconds: float = 86_400.0
+    log_retention_hours: float = 168.0
+    retention_interval_seconds: float = 60.0
+    replay_rate: float = 50_000.0
+    max_concurrent_replays: int = 2
 
     @property
     def control_database_url(self) -> str:
@@ -100,6 +104,19 @@ def _seconds(high: float) -> Callable[[str], float]:
             raise ValueError(f"{text!r} is not a number of seconds") from None
         if not 0 <= value <= high:
             raise ValueError(f"{value} is outside 0..{high} seconds")
+        return value
+
+    return parse
+
+
+def _hours(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number of hours") from None
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside {low}..{high} hours")
         return value
 
     return parse
@@ -208,6 +225,10 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "tenant_event_rate": _rate,
     "max_batch_events": _int_in(1, 100_000),
     "dedup_window_seconds": _seconds(30 * 86_400),
+    "log_retention_hours": _hours(0.01, 24 * 3650),
+    "retention_interval_seconds": _seconds(86_400),
+    "replay_rate": _rate,
+    "max_concurrent_replays": _int_in(1, 100),
 }
 
 

@@ -136,3 +136,93 @@ bus_grants = sa.Table(
         ["tenant_id", "bus"], ["buses.tenant_id", "buses.name"], ondelete="CASCADE"
     ),
 )
+
+# An archive keeps the events of a bus that match its pattern, recorded after `start_position`
+# (the bus's last position when it was created). `uid` names its events in the archive store, so
+# that an archive deleted and created again under the same name starts empty.
+archives = sa.Table(
+    "archives",
+    metadata,
+    sa.Column("tenant_id", sa.String(36), primary_key=True),
+    sa.Column("bus", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("uid", sa.String(36), nullable=False, unique=True),
+    sa.Column("pattern", sa.Text, nullable=True),
+    sa.Column("retention_days", sa.Integer, nullable=False),
+    sa.Column("description", sa.String(512), nullable=False, server_default=""),
+    sa.Column("start_position", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(
+        ["tenant_id", "bus"], ["buses.tenant_id", "buses.name"], ondelete="CASCADE"
+    ),
+)
+
+# A replay re-sends a time window of an archive to some or all rules of its bus. `rules` is a
+# JSON array of rule names, or NULL for every rule of the bus. Its progress cursor lives with
+# the deliveries it wrote (the delivery queue), so `replayed` here may lag behind.
+replays = sa.Table(
+    "replays",
+    metadata,
+    sa.Column(
+        "tenant_id",
+        sa.String(36),
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("bus", sa.String(64), nullable=False),
+    sa.Column("archive", sa.String(64), nullable=False),
+    sa.Column("archive_uid", sa.String(36), nullable=False),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("rules", sa.Text, nullable=True),
+    sa.Column("description", sa.String(512), nullable=False, server_default=""),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("total", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("replayed", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_replays_state", "state"),
+)
+
+# The audit trail of erasures ("delete a person's data"): what was asked, by which key, and
+# how many events went from each store. `criterion` is JSON; `counts` JSON once done.
+erasures = sa.Table(
+    "erasures",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column(
+        "tenant_id", sa.String(36), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("bus", sa.String(64), nullable=True),
+    sa.Column("criterion", sa.Text, nullable=False),
+    sa.Column("suppress", sa.Boolean, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("counts", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("requested_by", sa.String(16), nullable=True),
+    sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_erasures_tenant_id", "tenant_id", "requested_at"),
+)
+
+# Events an erasure asked to keep out: an event with this source and id arriving again on the
+# bus is answered as accepted and not stored.
+suppressed_events = sa.Table(
+    "suppressed_events",
+    metadata,
+    sa.Column(
+        "tenant_id",
+        sa.String(36),
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("bus", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(4096), primary_key=True),
+    sa.Column("event_id", sa.String(1024), primary_key=True),
+    sa.Column("erasure_id", sa.String(36), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
