@@ -12,7 +12,7 @@ first one's position, and not stored again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final, Protocol, Self
@@ -144,6 +144,13 @@ class EventLog(Protocol):
         """The position of the newest event ever stored on the bus (0 if none), trimmed or not."""
         ...
 
-    async def trim(self, older_than: datetime) -> int:
-        """Remove events recorded before `older_than` on every bus; return how many went."""
+    async def trim(
+        self, older_than: datetime, keep: Mapping[tuple[str, str], int] | None = None
+    ) -> int:
+        """Remove events recorded before `older_than` on every bus; return how many went.
+
+        `keep` maps `(tenant, bus)` to a position: that bus's events above it stay however old
+        (retention passes the positions its router and archiver have not consumed yet). A
+        backend may keep a few more events than asked (the SQLite log trims whole segments).
+        """
         ...

@@ -260,23 +260,53 @@ class GroupCommitter:
             return
         conn.execute(schema.DELETE_DEDUP_BELOW, (min(first_live, lowest + TRIM_CHUNK),))
 
-    def trim_chunk(self, conn: sqlite3.Connection, cut_us: int) -> int:
+    def trim_chunk(
+        self, conn: sqlite3.Connection, cut_us: int, keep: dict[tuple[str, str], int], start: int
+    ) -> tuple[int, int]:
+        """Remove the segments recorded before `cut_us` in positions `[start, start + chunk)`.
+
+        A bus in `keep` keeps its events above the position given there, however old (they are
+        not routed or archived yet). Returns how many events went and where the next chunk
+        starts, or 0 there when the trim is done.
+        """
         cut = first_position_since(conn, cut_us) or self._next_position
         lowest = conn.execute(schema.MIN_SEGMENT_POSITION).fetchone()[0]
-        if lowest is None or lowest >= cut:
-            return 0
-        bound = min(cut, lowest + TRIM_CHUNK)
+        if lowest is None:
+            return 0, 0
+        start = max(start, lowest)
+        if start >= cut:
+            return 0, 0
+        bound = min(cut, start + TRIM_CHUNK)
         self._recent.write_below(conn, bound)
-        removed = sum(int(n) for (n,) in conn.execute(schema.DELETE_SEGMENTS_BELOW, (bound,)))
+        kept = {
+            str(stream): keep[key] + 1
+            for key, stream in self._known_streams(conn).items()
+            if key in keep
+        }
+        removed = sum(
+            int(n)
+            for (n,) in conn.execute(
+                schema.DELETE_SEGMENTS_IN, (start, bound, _encode_json(kept).decode())
+            )
+        )
         # Marks still inside the dedup window stay: the dedup sweep tells live entries by them,
-        # even when retention is shorter than the window.
+        # even when retention is shorter than the window. So do the marks of kept segments: a
+        # time window is turned into positions by them.
         marks_bound = bound
         if self._dedup_window_us > 0:
             live_cutoff = self._last_recorded_us - self._dedup_window_us + 1
             first_live = first_position_since(conn, live_cutoff) or self._next_position
             marks_bound = min(bound, first_live)
+        left = conn.execute(schema.MIN_SEGMENT_POSITION).fetchone()[0]
+        if left is not None:
+            marks_bound = min(marks_bound, left)
         conn.execute(schema.DELETE_MARKS_BELOW, (marks_bound,))
-        return removed
+        return removed, (bound if bound < cut else 0)
+
+    def _known_streams(self, conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+        return {
+            (tenant, bus): stream for stream, tenant, bus, _ in conn.execute(schema.SELECT_STREAMS)
+        }
 
     def _first_live(self, conn: sqlite3.Connection) -> int:
         """The first position whose dedup entry has not expired (the next one if none)."""

@@ -14,9 +14,10 @@ into the file (`checkpoint.py`) so that no acknowledgement waits for a checkpoin
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -223,17 +224,19 @@ class SqliteEventLog:
         self._running_writer()
         return await self._read(query)
 
-    async def trim(self, older_than: datetime) -> int:
+    async def trim(
+        self, older_than: datetime, keep: Mapping[tuple[str, str], int] | None = None
+    ) -> int:
         """Remove events recorded before `older_than`, a chunk per writer transaction."""
         cut_us = to_us(older_than)
-        total = 0
-        while True:
-            removed: int = await self._submit_job(
-                lambda conn: self._committer.trim_chunk(conn, cut_us)
+        kept = dict(keep or {})
+        total, start = 0, 1
+        while start:
+            removed, start = await self._submit_job(
+                functools.partial(self._committer.trim_chunk, cut_us=cut_us, keep=kept, start=start)
             )
-            if removed == 0:
-                return total
             total += removed
+        return total
 
     def _between_groups(self) -> None:
         """In the writer thread after each group or job."""

@@ -131,7 +131,13 @@ DELETE_SPILLED_BELOW: Final = "DELETE FROM dedup_spill WHERE position < ?"
 MIN_SEGMENT_POSITION: Final = "SELECT min(position) FROM segments"
 # Trims take whole segments: a segment lies within one group, so it is all below a group's
 # first position or all at or above it.
-DELETE_SEGMENTS_BELOW: Final = "DELETE FROM segments WHERE position < ? RETURNING count"
+# Segments within `[?1, ?2)`, sparing a stream's segments that reach past its keep bound: ?3 is
+# a JSON object from stream id (as text) to the first position that stream keeps.
+DELETE_SEGMENTS_IN: Final = """
+    DELETE FROM segments WHERE position >= ?1 AND position < ?2
+      AND position + count <= coalesce(?3 ->> ('$."' || stream || '"'), 9223372036854775807)
+    RETURNING count
+"""
 # The newest mark stays: it carries the recorded time that the next group must not go below.
 DELETE_MARKS_BELOW: Final = (
     "DELETE FROM marks WHERE position < ? AND position < (SELECT max(position) FROM marks)"
