@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,7 +29,7 @@ async def _fill_and_trim(path: Path, clock: MovableClock, round_no: int) -> int:
         clock.advance(timedelta(days=1))
         assert await log.trim(clock.now) == EVENTS_PER_ROUND
         assert await log.read("acme", "default") == []
-    return path.stat().st_size
+    return await asyncio.to_thread(os.path.getsize, path)
 
 
 async def test_the_file_does_not_grow_when_each_round_is_trimmed(
