@@ -10,7 +10,7 @@ import pytest
 from tests.delivery.queue_support import QueueFactory, new_delivery
 from tests.storage.eventlog_support import T0, MovableClock
 
-from stellwerk.storage.deliveries import CursorConflict, DeliveryQueue, TargetKey
+from stellwerk.storage.deliveries import CursorConflict, DeliveryQueue, ReplayCursor, TargetKey
 
 LEASE = 30.0
 
@@ -261,3 +261,71 @@ async def test_a_redriven_ordered_delivery_queues_behind_its_group(queue: Delive
     await queue.ack(a2.id)
     (again,) = await queue.lease(T0, 10, LEASE)
     assert again.id == a1.id
+
+
+# -- replays: their deliveries and their own cursor in one step -------------------------------
+
+
+async def test_route_replay_enqueues_and_moves_the_replay_cursor(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    assert await queue.replay_cursor("acme", "backfill") == ReplayCursor(0, 0)
+    clock.advance(timedelta(days=3))  # replayed events are old
+    await queue.route_replay("acme", "backfill", 7, 3, [new_delivery(2), new_delivery(9)])
+    assert await queue.replay_cursor("acme", "backfill") == ReplayCursor(7, 3)
+    await queue.route_replay("acme", "backfill", 12, 5, [])
+    assert await queue.replay_cursor("acme", "backfill") == ReplayCursor(12, 8)
+    # Replays keep their own cursors, apart from the bus's router cursor and other tenants'.
+    assert await queue.cursor("acme", "default") == 0
+    assert await queue.replay_cursor("globex", "backfill") == ReplayCursor(0, 0)
+    assert await queue.replay_cursor("acme", "other") == ReplayCursor(0, 0)
+    leased = await queue.lease(clock(), 10, LEASE)
+    assert sorted(d.position for d in leased) == [2, 9]
+    # Due now and aged from now: the maximum event age must not kill a day-old replayed event.
+    assert {d.recorded_time for d in leased} == {T0}
+    assert {d.age_origin for d in leased} == {clock()}
+
+
+async def test_replayed_deliveries_are_not_due_before_the_replay(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    clock.advance(timedelta(minutes=5))
+    await queue.route_replay("acme", "backfill", 1, 1, [new_delivery(1)])
+    assert await queue.lease(clock() - timedelta(seconds=1), 10, LEASE) == []
+    assert len(await queue.lease(clock(), 10, LEASE)) == 1
+
+
+async def test_route_replay_at_or_below_its_cursor_writes_nothing(queue: DeliveryQueue) -> None:
+    await queue.route_replay("acme", "backfill", 5, 2, [new_delivery(1)])
+    with pytest.raises(CursorConflict):
+        await queue.route_replay("acme", "backfill", 5, 1, [new_delivery(2)])
+    with pytest.raises(CursorConflict):
+        await queue.route_replay("acme", "backfill", 4, 1, [])
+    with pytest.raises(ValueError, match="does not belong"):
+        await queue.route_replay("acme", "backfill", 8, 1, [new_delivery(3, tenant="globex")])
+    assert await queue.replay_cursor("acme", "backfill") == ReplayCursor(5, 2)
+    assert [d.position for d in await queue.lease(T0, 10, LEASE)] == [1]
+
+
+async def test_replay_cursor_and_deliveries_survive_a_reopen(
+    queue_factory: QueueFactory,
+) -> None:
+    async with queue_factory() as queue:
+        await queue.route_replay("acme", "backfill", 3, 3, [new_delivery(p) for p in (1, 2, 3)])
+    async with queue_factory() as queue:
+        assert await queue.replay_cursor("acme", "backfill") == ReplayCursor(3, 3)
+        assert len(await queue.lease(T0 + timedelta(hours=1), 10, LEASE)) == 3
+        await queue.route_replay("acme", "backfill", 4, 1, [])
+        assert await queue.replay_cursor("acme", "backfill") == ReplayCursor(4, 4)
+
+
+async def test_replayed_ordered_deliveries_queue_behind_their_group(
+    queue: DeliveryQueue,
+) -> None:
+    await queue.route("acme", "default", 2, [new_delivery(2, ordering_key="a")])
+    await queue.route_replay("acme", "backfill", 1, 1, [new_delivery(1, ordering_key="a")])
+    (first,) = await queue.lease(T0 + timedelta(hours=1), 10, LEASE)
+    assert first.position == 2
+    await queue.ack(first.id)
+    (replayed,) = await queue.lease(T0 + timedelta(hours=1), 10, LEASE)
+    assert replayed.position == 1

@@ -21,6 +21,11 @@ one step, so a router that restarts from the cursor neither routes an event twic
 (A JetStream backend makes the same promise with publish dedup ids of the form
 `bus/position/rule/target` and the cursor in a KV bucket, written after the publishes.)
 
+`route_replay` does the same for a replay (`routing.replay`): the deliveries of a run of archived
+events and the replay's own cursor (the archive `seq` reached, and how many events that was), so
+a replay resumed after a crash neither sends an event twice nor skips one. (On JetStream: dedup
+ids `replay/name/seq/rule/target` and the cursor in the KV bucket.)
+
 Work may run more than once: a lease can expire while its worker is still busy, and an `ack`,
 `retry` or `dead_letter` by id is taken from whoever sends it. Targets get the event id as an
 idempotency key for that reason.
@@ -101,6 +106,13 @@ class QueueDepth(msgspec.Struct, frozen=True):
     oldest_pending_seconds: float | None
 
 
+class ReplayCursor(NamedTuple):
+    """How far a replay got: the archive `seq` of the last event it routed, and how many events."""
+
+    seq: int
+    replayed: int
+
+
 class DeliveryQueueError(Exception):
     """Base of the errors a delivery queue raises on purpose."""
 
@@ -144,6 +156,22 @@ class DeliveryQueue(Protocol):
 
     async def cursor(self, tenant: str, bus: str) -> int:
         """The position of the last event routed on the bus (0 before the first)."""
+        ...
+
+    async def route_replay(
+        self, tenant: str, replay: str, seq: int, events: int, deliveries: Sequence[NewDelivery]
+    ) -> None:
+        """Enqueue a replay's deliveries for `events` more archived events, up to archive `seq`.
+
+        Moves the replay's cursor to `seq` and adds `events` to its count; both happen with the
+        enqueue or neither does. `seq` must be above the cursor (`CursorConflict` otherwise) and
+        every delivery must belong to `tenant`. Replayed deliveries are due now and their maximum
+        event age counts from now, like a redrive: a replay re-sends old events on purpose.
+        """
+        ...
+
+    async def replay_cursor(self, tenant: str, replay: str) -> ReplayCursor:
+        """The replay's cursor: `ReplayCursor(0, 0)` before its first `route_replay`."""
         ...
 
     async def lease(

@@ -53,6 +53,7 @@ from stellwerk.storage.deliveries import (
     LeasedDelivery,
     QueueClosed,
     QueueDepth,
+    ReplayCursor,
     TargetKey,
 )
 
@@ -71,6 +72,11 @@ _DDL: Final = (
     """CREATE TABLE IF NOT EXISTS cursors (
         tenant TEXT NOT NULL, bus TEXT NOT NULL, position INTEGER NOT NULL,
         PRIMARY KEY (tenant, bus)
+    ) WITHOUT ROWID""",
+    # A replay's cursor: the archive seq it routed up to, and how many events that was.
+    """CREATE TABLE IF NOT EXISTS replay_cursors (
+        tenant TEXT NOT NULL, replay TEXT NOT NULL, seq INTEGER NOT NULL,
+        replayed INTEGER NOT NULL, PRIMARY KEY (tenant, replay)
     ) WITHOUT ROWID""",
     # due_us: when a ready delivery may be leased next; while leased, when the lease expires.
     # age_from_us: where maximum_event_age counts from (recorded time, or the last redrive).
@@ -356,33 +362,13 @@ class SqliteDeliveryQueue:
                 raise CursorConflict(
                     f"{tenant}/{bus} is routed up to {current}; cannot route up to {position}"
                 )
-            rows = []
-            heads: set[tuple[int, str]] = set()
-            bodies = self._share_bodies(conn, deliveries)
             for d in deliveries:
                 if (d.tenant, d.bus) != (tenant, bus) or not current < d.position <= position:
                     raise ValueError(
                         f"delivery of {d.tenant}/{d.bus} at {d.position} does not belong in"
                         f" {tenant}/{bus} ({current}, {position}]"
                     )
-                target = self._target(conn, TargetKey(tenant, bus, d.rule, d.target_id))
-                state = READY
-                if d.ordering_key is not None:
-                    group = (target, d.ordering_key)
-                    if group in heads or conn.execute(_GROUP_BUSY, group).fetchone():
-                        state = WAITING
-                    heads.add(group)
-                recorded = to_us(d.recorded_time)
-                if state == READY:
-                    self._lower(target, recorded)
-                body = bodies.get(d.payload) if bodies else None
-                self._last_id += 1
-                rows.append(
-                    (self._last_id, target, state, recorded, d.event_id, d.event_source,
-                     d.position, recorded, recorded, d.payload if body is None else b"",
-                     d.content_type, d.ordering_key, body)
-                )  # fmt: skip
-            conn.executemany(_INSERT, rows)
+            self._enqueue(conn, deliveries)
             conn.execute(
                 "INSERT INTO cursors (tenant, bus, position) VALUES (?, ?, ?)"
                 " ON CONFLICT (tenant, bus) DO UPDATE SET position = excluded.position",
@@ -390,6 +376,73 @@ class SqliteDeliveryQueue:
             )
 
         await self._write(work)
+
+    def _enqueue(
+        self, conn: sqlite3.Connection, deliveries: Sequence[NewDelivery], now_us: int | None = None
+    ) -> None:
+        """Insert checked deliveries, due at their event's recorded time or (replays) at `now_us`.
+
+        The due time is also where the maximum event age counts from.
+        """
+        rows = []
+        heads: set[tuple[int, str]] = set()
+        bodies = self._share_bodies(conn, deliveries)
+        for d in deliveries:
+            target = self._target(conn, TargetKey(d.tenant, d.bus, d.rule, d.target_id))
+            state = READY
+            if d.ordering_key is not None:
+                group = (target, d.ordering_key)
+                if group in heads or conn.execute(_GROUP_BUSY, group).fetchone():
+                    state = WAITING
+                heads.add(group)
+            recorded = to_us(d.recorded_time)
+            due = recorded if now_us is None else now_us
+            if state == READY:
+                self._lower(target, due)
+            body = bodies.get(d.payload) if bodies else None
+            self._last_id += 1
+            rows.append(
+                (self._last_id, target, state, due, d.event_id, d.event_source, d.position,
+                 recorded, due, d.payload if body is None else b"", d.content_type,
+                 d.ordering_key, body)
+            )  # fmt: skip
+        conn.executemany(_INSERT, rows)
+
+    async def route_replay(
+        self, tenant: str, replay: str, seq: int, events: int, deliveries: Sequence[NewDelivery]
+    ) -> None:
+        now_us = to_us(self._clock())
+
+        def work(conn: sqlite3.Connection) -> None:
+            self._refresh(conn)
+            current = self._replay_cursor(conn, tenant, replay)
+            if seq <= current.seq:
+                raise CursorConflict(
+                    f"replay {tenant}/{replay} is at seq {current.seq}; cannot route up to {seq}"
+                )
+            for d in deliveries:
+                if d.tenant != tenant:
+                    raise ValueError(f"a delivery of {d.tenant} does not belong in {tenant}")
+            self._enqueue(conn, deliveries, now_us)
+            conn.execute(
+                "INSERT INTO replay_cursors (tenant, replay, seq, replayed) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (tenant, replay) DO UPDATE"
+                " SET seq = excluded.seq, replayed = replayed + excluded.replayed",
+                (tenant, replay, seq, events),
+            )
+
+        await self._write(work)
+
+    async def replay_cursor(self, tenant: str, replay: str) -> ReplayCursor:
+        return await self._read(lambda conn: self._replay_cursor(conn, tenant, replay))
+
+    @staticmethod
+    def _replay_cursor(conn: sqlite3.Connection, tenant: str, replay: str) -> ReplayCursor:
+        row = conn.execute(
+            "SELECT seq, replayed FROM replay_cursors WHERE tenant = ? AND replay = ?",
+            (tenant, replay),
+        ).fetchone()
+        return ReplayCursor(0, 0) if row is None else ReplayCursor(row[0], row[1])
 
     @staticmethod
     def _share_bodies(
