@@ -96,14 +96,14 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _seconds(high: float) -> Callable[[str], float]:
+def _seconds(high: float, *, low: float = 0) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             value = float(text.strip())
         except ValueError:
             raise ValueError(f"{text!r} is not a number of seconds") from None
-        if not 0 <= value <= high:
-            raise ValueError(f"{value} is outside 0..{high} seconds")
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside {low}..{high} seconds")
         return value
 
     return parse
@@ -226,7 +226,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "max_batch_events": _int_in(1, 100_000),
     "dedup_window_seconds": _seconds(30 * 86_400),
     "log_retention_hours": _hours(0.01, 24 * 3650),
-    "retention_interval_seconds": _seconds(86_400),
+    "retention_interval_seconds": _seconds(86_400, low=1),
     "replay_rate": _rate,
     "max_concurrent_replays": _int_in(1, 100),
 }

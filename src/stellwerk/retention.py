@@ -1,0 +1,116 @@
+"""Retention: the scheduler's background trim of the event log and of the archives.
+
+The log keeps every event for `--log-retention-hours` (7 days by default), and longer while a
+consumer still needs it: an event is trimmed only once it is older than that *and* its bus's
+router has routed it *and* the bus's archiver has looked at it (when the bus has archives). So a
+stuck router or archiver makes the log grow rather than lose events it has not handled. Each
+archive keeps its own copies for its `retention_days` (0: forever), independently of the log.
+
+SQLite reuses the pages that a trim frees, so a data directory under steady load settles at the
+size of one retention period (see `tests/storage/test_sqlite_retention.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from prometheus_client import Counter, Gauge
+
+from stellwerk.ops.metrics import Metrics
+from stellwerk.storage.control import ControlPlane
+from stellwerk.storage.deliveries import DeliveryQueue
+from stellwerk.storage.eventlog import EventLog
+
+log = structlog.get_logger("stellwerk.retention")
+
+BusKey = tuple[str, str]
+ArchiveFloors = Callable[[], Awaitable[dict[BusKey, int]]]
+"""Per bus with archives, `(tenant name, bus)`: the position its archiver is done up to."""
+ArchiveTrim = Callable[[datetime], Awaitable[int]]
+"""Apply every archive's retention at this time; return how many archived events went."""
+
+
+class RetentionMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        self.trimmed = Counter(
+            "stellwerk_retention_trimmed_events_total",
+            "Events removed by retention, from the log or from archives.",
+            ["store"],
+            registry=metrics.registry,
+        )
+        self.last_run = Gauge(
+            "stellwerk_retention_last_run_timestamp_seconds",
+            "When retention last finished a pass (Unix time).",
+            registry=metrics.registry,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPass:
+    log_events: int
+    archived_events: int
+
+
+class Retention:
+    """Trims the log and the archives now (`run_once`) or every `interval` seconds (`run`)."""
+
+    def __init__(
+        self,
+        control: ControlPlane,
+        event_log: EventLog,
+        queue: DeliveryQueue,
+        *,
+        log_retention: timedelta,
+        interval: float,
+        archive_floors: ArchiveFloors | None = None,
+        trim_archives: ArchiveTrim | None = None,
+        metrics: RetentionMetrics | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._control = control
+        self._log = event_log
+        self._queue = queue
+        self._log_retention = log_retention
+        self._interval = interval
+        self._archive_floors = archive_floors
+        self._trim_archives = trim_archives
+        self._metrics = metrics
+        self._clock = clock
+
+    async def keep_positions(self) -> dict[BusKey, int]:
+        """Per bus, the position above which its events are still needed by a consumer."""
+        floors = await self._archive_floors() if self._archive_floors is not None else {}
+        keep: dict[BusKey, int] = {}
+        for tenant in await self._control.list_tenants():
+            for bus in await self._control.list_buses(tenant.id):
+                key = (tenant.name, bus.name)
+                routed = await self._queue.cursor(*key)
+                archived = floors.get(key)
+                keep[key] = routed if archived is None else min(routed, archived)
+        return keep
+
+    async def run_once(self) -> RetentionPass:
+        now = self._clock()
+        keep = await self.keep_positions()
+        trimmed = await self._log.trim(now - self._log_retention, keep=keep)
+        archived = await self._trim_archives(now) if self._trim_archives is not None else 0
+        if self._metrics is not None:
+            self._metrics.trimmed.labels("log").inc(trimmed)
+            self._metrics.trimmed.labels("archive").inc(archived)
+            self._metrics.last_run.set(self._clock().timestamp())
+        if trimmed or archived:
+            log.info("retention_trimmed", log_events=trimmed, archived_events=archived)
+        return RetentionPass(trimmed, archived)
+
+    async def run(self) -> None:
+        """Trim every `interval` seconds until cancelled; a failed pass is logged and retried."""
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("retention_failed")
+            await asyncio.sleep(self._interval)
