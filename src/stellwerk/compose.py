@@ -25,6 +25,7 @@ from stellwerk.ingest.binding import BindingLimits
 from stellwerk.ingest.metrics import IngestMetrics
 from stellwerk.ops.metrics import Metrics
 from stellwerk.ratelimit import TokenBuckets
+from stellwerk.retention import Retention, RetentionMetrics
 from stellwerk.routing.router import Router
 from stellwerk.routing.rulebook import RuleBook
 from stellwerk.rules.model import MAX_TIMEOUT_SECONDS
@@ -127,4 +128,12 @@ async def open_services(
         delivery_metrics=delivery_metrics,
         session_pool=session_pool,
         bus_access=bus_access,
+        retention=Retention(
+            control,
+            event_log,
+            queue,
+            log_retention=timedelta(hours=settings.log_retention_hours),
+            interval=settings.retention_interval_seconds,
+            metrics=RetentionMetrics(metrics),
+        ),
     )

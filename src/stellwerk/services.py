@@ -17,6 +17,7 @@ from stellwerk.ingest.binding import BindingLimits
 from stellwerk.ingest.metrics import IngestMetrics
 from stellwerk.ops.metrics import Metrics
 from stellwerk.ratelimit import TokenBuckets
+from stellwerk.retention import Retention
 from stellwerk.routing.router import Router
 from stellwerk.routing.rulebook import RuleBook
 from stellwerk.storage.control import ControlPlane
@@ -48,6 +49,7 @@ class Services:
     delivery_metrics: DeliveryMetrics
     session_pool: SessionPool
     bus_access: BusAccess
+    retention: Retention
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def rules_changed(self, tenant_id: str, bus: str | None) -> None:
@@ -65,6 +67,7 @@ class Services:
             asyncio.create_task(self.router.run(), name="router"),
             asyncio.create_task(self.worker.run(), name="delivery-worker"),
             asyncio.create_task(self._refresh_depth(), name="queue-depth"),
+            asyncio.create_task(self.retention.run(), name="retention"),
         ]
 
     async def _refresh_depth(self) -> None:
