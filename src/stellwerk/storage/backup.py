@@ -2,9 +2,11 @@
 
 Each SQLite file is copied with SQLite's online backup API, which reads one consistent snapshot
 while the server keeps writing. The files are copied in an order that keeps them consistent with
-each other: the delivery queue (with the routers' cursors) before the event log, so a restored
-cursor never points past the restored log's end — events recorded between the two copies are
-routed again after a restore (at least once, never skipped). The control plane comes last.
+each other: the delivery queue (with the routers' cursors) and the archives (with the
+archivers' cursors) before the event log, so a restored cursor never points past the restored
+log's end — events recorded between the copies are routed or archived again after a restore (at
+least once, never skipped). The control plane comes last: an archive or replay it names may
+find its store a little behind, never ahead (a replay resumes from its cursor in the queue).
 The secret key file (without which sealed secrets cannot be read) and `bootstrap.json` are copied
 with their 0600 mode. A `backup.json` manifest lists what was copied and when.
 """
@@ -22,13 +24,13 @@ import msgspec
 
 from stellwerk import __version__
 from stellwerk.secrets import KEY_FILE
-from stellwerk.storage.sqlite import EVENTS_FILE
+from stellwerk.storage.sqlite import ARCHIVES_FILE, EVENTS_FILE
 from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE
 
 CONTROL_FILE: Final = "control.db"
 MANIFEST: Final = "backup.json"
 # Order matters: see the module docstring.
-DATABASES: Final = (DELIVERIES_FILE, EVENTS_FILE, CONTROL_FILE)
+DATABASES: Final = (DELIVERIES_FILE, ARCHIVES_FILE, EVENTS_FILE, CONTROL_FILE)
 PRIVATE_FILES: Final = (KEY_FILE, "bootstrap.json")
 
 
