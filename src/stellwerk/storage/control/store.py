@@ -22,6 +22,7 @@ from stellwerk.storage.control.connections import ConnectionStore
 from stellwerk.storage.control.failed import FailedEventStore
 from stellwerk.storage.control.grants import GrantStore
 from stellwerk.storage.control.records import ConflictError, NotFoundError, utc
+from stellwerk.storage.control.replays import ReplayStore
 from stellwerk.storage.control.rules import RuleStore
 from stellwerk.storage.control.schemas import SchemaRegistry
 from stellwerk.storage.control.tables import api_keys, buses, tenants
@@ -132,6 +133,7 @@ class ControlPlane:
         self.grants = GrantStore(engine, self._now)
         self.schemas = SchemaRegistry(engine, self._now)
         self.failed_events = FailedEventStore(engine, self._now)
+        self.replays = ReplayStore(engine, self._now)
 
     @classmethod
     async def open(
