@@ -18,6 +18,7 @@ from stellwerk.auth import Scope, generate_key, hash_key
 from stellwerk.names import check_name
 from stellwerk.secrets import SecretBox
 from stellwerk.storage.control import migrate
+from stellwerk.storage.control.archives import ArchiveRecordStore
 from stellwerk.storage.control.connections import ConnectionStore
 from stellwerk.storage.control.failed import FailedEventStore
 from stellwerk.storage.control.grants import GrantStore
@@ -134,6 +135,7 @@ class ControlPlane:
         self.schemas = SchemaRegistry(engine, self._now)
         self.failed_events = FailedEventStore(engine, self._now)
         self.replays = ReplayStore(engine, self._now)
+        self.archives = ArchiveRecordStore(engine, self._now)
 
     @classmethod
     async def open(
