@@ -200,15 +200,20 @@ class Router:
                 for target in rules.targets.get(rule, ()):
                     if decoded is None and (target.transformer is not None or target.ordered):
                         decoded = msgspec.json.decode(event.body)
-                    delivery = _delivery(event, rule, target, decoded)
+                    delivery = build_delivery(event, rule, target, decoded)
                     if delivery is not None:
                         out.append(delivery)
         return out
 
 
-def _delivery(
+def build_delivery(
     event: StoredEvent, rule: str, target: RouteTarget, decoded: dict[str, Any] | None
 ) -> NewDelivery | None:
+    """The delivery of `event` to one target of a matched rule (also used by replays).
+
+    `decoded` is the event's JSON, needed when the target transforms or orders. None comes back
+    when the transformer fails (logged; the event can be replayed once the rule is fixed).
+    """
     payload = event.body
     content_type = target.content_type or EVENT_CONTENT_TYPE
     if target.transformer is not None:

@@ -1,0 +1,398 @@
+"""Replays: re-send a time window of an archive to the rules of its bus, paced and resumable.
+
+A replay reads its archive's events recorded in `[start, end)` in `seq` order, in batches after
+its cursor. Each event gets the extension `replayname` (so receivers and patterns can tell a
+replay from live traffic), is matched against the bus's rules as they are now (only the chosen
+ones, when the replay names some) and becomes deliveries just as the router makes them. The
+batch's deliveries and the replay's new cursor go to the queue in one step
+(`DeliveryQueue.route_replay`), so a replay resumed after a crash neither sends an event twice
+nor skips one. Replays never pass through the log, so archives never archive them again.
+
+Before it starts, a replay waits until the archiver has looked at every event the bus's log held
+then: an event recorded just before `end` is in the archive, not on its way to it.
+
+The control plane decides which replays run (`ReplayStore`: at most `max_running`, the rest
+`queued` in creation order). The runner starts a job for each running replay, resumes those a
+crashed process left running, stops a job promptly when it is cancelled (`cancel`, or within
+`poll_seconds` when another process cancelled it) and finishes replays as `completed` or, after
+repeated errors, `failed`. Each replay sends at most `rate` events per second, so that live
+traffic, which shares the queue and the process with it, keeps its latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, Protocol
+
+import msgspec
+import structlog
+from prometheus_client import Counter, Gauge
+
+from stellwerk.delivery.model import NewDelivery
+from stellwerk.ops.metrics import Metrics
+from stellwerk.routing.router import RuleSet, RuleSource, build_delivery
+from stellwerk.storage.archives import ArchivedEvent, ArchiveStore
+from stellwerk.storage.control import ControlPlane
+from stellwerk.storage.control.replays import ReplayRecord
+from stellwerk.storage.deliveries import CursorConflict, DeliveryQueue, QueueClosed
+from stellwerk.storage.eventlog import EventLog, StoredEvent
+
+REPLAY_NAME: Final = "replayname"
+DEFAULT_BATCH: Final = 500
+DEFAULT_POLL_SECONDS: Final = 1.0
+PROGRESS_SECONDS: Final = 1.0  # how often a job writes its progress to the control plane
+ARCHIVER_POLL_SECONDS: Final = 0.05
+MAX_ERRORS: Final = 5  # errors in a row before a replay is given up as failed
+MAX_BACKOFF_SECONDS: Final = 5.0
+
+log = structlog.get_logger("stellwerk.replay")
+
+
+class ReplayHooks(Protocol):
+    def on_replayed(self, tenant: str, events: int, deliveries: int) -> None: ...
+
+    def on_running(self, jobs: int) -> None: ...
+
+    def on_finished(self, tenant: str, state: str) -> None: ...
+
+
+class ReplayMetrics:
+    """`stellwerk_replayed_events_total{tenant}`, `stellwerk_replay_deliveries_total{tenant}`,
+    `stellwerk_replays_running` and `stellwerk_replays_finished_total{tenant,state}`."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        registry = metrics.registry
+        self.events = Counter(
+            "stellwerk_replayed_events_total",
+            "Archived events replayed (each counted once, whatever it matched).",
+            ["tenant"],
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            "stellwerk_replay_deliveries_total",
+            "Deliveries that replays put in the queue.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.running = Gauge(
+            "stellwerk_replays_running", "Replays this process runs now.", registry=registry
+        )
+        self.finished = Counter(
+            "stellwerk_replays_finished_total",
+            "Replays this process finished, by final state.",
+            ["tenant", "state"],
+            registry=registry,
+        )
+
+    def on_replayed(self, tenant: str, events: int, deliveries: int) -> None:
+        self.events.labels(tenant).inc(events)
+        self.deliveries.labels(tenant).inc(deliveries)
+
+    def on_running(self, jobs: int) -> None:
+        self.running.set(jobs)
+
+    def on_finished(self, tenant: str, state: str) -> None:
+        self.finished.labels(tenant, state).inc()
+
+
+class NoReplayHooks:
+    def on_replayed(self, tenant: str, events: int, deliveries: int) -> None:
+        pass
+
+    def on_running(self, jobs: int) -> None:
+        pass
+
+    def on_finished(self, tenant: str, state: str) -> None:
+        pass
+
+
+class Pacer:
+    """Holds a stream of events to `rate` per second (0: no limit).
+
+    Time lost while the sender was slower than the rate is made up for one second at most, so a
+    stall is not followed by a burst.
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._due = clock()
+
+    def delay(self, events: int) -> float:
+        """Seconds to wait after sending `events` more, before sending again."""
+        if self.rate <= 0:
+            return 0.0
+        now = self._clock()
+        self._due = max(self._due, now - 1.0) + events / self.rate
+        return max(0.0, self._due - now)
+
+
+def with_replay_name(body: bytes, name: str) -> bytes:
+    """The event's JSON with `"replayname": name` added last, so that it wins over any copy.
+
+    Stored bodies are one compact object (the log writes Stellwerk's extensions the same way);
+    replay names follow the name rule, so they need no escaping.
+    """
+    trimmed = body.rstrip()
+    if not trimmed.endswith(b"}"):
+        raise ValueError("an archived event body is not a JSON object")
+    return trimmed[:-1] + b',"' + REPLAY_NAME.encode() + b'":"' + name.encode() + b'"}'
+
+
+def replay_deliveries(
+    tenant: str,
+    record: ReplayRecord,
+    rules: RuleSet,
+    events: Sequence[ArchivedEvent],
+) -> list[NewDelivery]:
+    """The deliveries of a batch of archived events to the replay's rules, as the router builds
+    them (transformers, ordering), with `replayname` in each event."""
+    out: list[NewDelivery] = []
+    matcher = rules.matcher
+    if not len(matcher):
+        return out
+    chosen = None if record.rules is None else frozenset(record.rules)
+    for archived in events:
+        body = with_replay_name(archived.body, record.name)
+        matched = matcher.match(body)
+        if chosen is not None:
+            matched = [rule for rule in matched if rule in chosen]
+        if not matched:
+            continue
+        event = StoredEvent(
+            tenant=tenant,
+            bus=record.bus,
+            position=archived.position,
+            id=archived.id,
+            source=archived.source,
+            type=archived.type,
+            subject=archived.subject,
+            recorded_time=archived.recorded_time,
+            body=body,
+        )
+        decoded: dict[str, Any] | None = None
+        for rule in matched:
+            for target in rules.targets.get(rule, ()):
+                if decoded is None and (target.transformer is not None or target.ordered):
+                    decoded = msgspec.json.decode(body)
+                delivery = build_delivery(event, rule, target, decoded)
+                if delivery is not None:
+                    out.append(delivery)
+    return out
+
+
+@dataclass
+class _Job:
+    tenant: str
+    record: ReplayRecord
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.record.tenant_id, self.record.name)
+
+
+class ReplayRunner:
+    """Runs the replays the control plane says are running; see the module's docstring.
+
+    `rules_for(tenant, bus)` gives the bus's current rules (the rule book's). `wake` is set when
+    a batch brought deliveries, so the delivery worker starts at once.
+    """
+
+    def __init__(
+        self,
+        control: ControlPlane,
+        archives: ArchiveStore,
+        event_log: EventLog,
+        queue: DeliveryQueue,
+        rules_for: RuleSource,
+        *,
+        rate: float,
+        max_running: int,
+        wake: asyncio.Event | None = None,
+        hooks: ReplayHooks | None = None,
+        batch: int = DEFAULT_BATCH,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+    ) -> None:
+        self.control = control
+        self.archives = archives
+        self.event_log = event_log
+        self.queue = queue
+        self.rules_for = rules_for
+        self.rate = rate
+        self.max_running = max_running
+        self.wake = wake
+        self.hooks: ReplayHooks = hooks or NoReplayHooks()
+        # A batch is at most a tenth of a second of the rate, so pacing stays smooth.
+        self.batch = batch if rate <= 0 else max(1, min(batch, int(rate / 10)))
+        self.poll_seconds = poll_seconds
+        self._changed = asyncio.Event()
+        self._jobs: dict[tuple[str, str], _Job] = {}
+        self._stopping = False
+
+    def notify(self) -> None:
+        """A replay was created (or a slot freed): look at the control plane now."""
+        self._changed.set()
+
+    def cancel(self, tenant_id: str, name: str) -> None:
+        """The replay was cancelled in the control plane: stop its job now, if it runs here."""
+        job = self._jobs.get((tenant_id, name))
+        if job is not None:
+            job.stop.set()
+        self._changed.set()
+
+    def stop(self) -> None:
+        """Stop every job (running replays stay `running`, to resume on the next start)."""
+        self._stopping = True
+        for job in self._jobs.values():
+            job.stop.set()
+        self._changed.set()
+
+    async def run(self, *, burst: bool = False) -> None:
+        """Run replays until `stop()`; with `burst`, until no replay is running or queued."""
+        self._stopping = False
+        try:
+            while not self._stopping:
+                self._changed.clear()
+                try:
+                    await self._schedule()
+                except Exception:
+                    log.exception("replay_scheduling_failed")
+                if burst and not self._jobs:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), self.poll_seconds)
+        finally:
+            for job in self._jobs.values():
+                job.stop.set()
+            tasks = [job.task for job in self._jobs.values() if job.task is not None]
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._jobs.clear()
+            self.hooks.on_running(0)
+
+    async def _schedule(self) -> None:
+        for key in [k for k, job in self._jobs.items() if job.task and job.task.done()]:
+            del self._jobs[key]
+        await self.control.replays.promote(self.max_running)
+        running = await self.control.replays.running()
+        wanted = {(record.tenant_id, record.name) for _, record in running}
+        for key, job in self._jobs.items():
+            if key not in wanted:
+                job.stop.set()  # cancelled by another process
+        for tenant, record in running:
+            job = _Job(tenant, record)
+            if job.key in self._jobs or self._stopping:
+                continue
+            if len(self._jobs) >= self.max_running:
+                break  # a stopping job still holds its slot here
+            job.task = asyncio.create_task(self._run_job(job), name=f"replay-{record.name}")
+            job.task.add_done_callback(self._job_done)
+            self._jobs[job.key] = job
+        self.hooks.on_running(len(self._jobs))
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        # A job that died (the control plane failing as it finished) is started again by the
+        # next look at the control plane, which finds its replay still running.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("replay_job_died", task=task.get_name(), error=repr(task.exception()))
+        self._changed.set()
+
+    async def _run_job(self, job: _Job) -> None:
+        record = job.record
+        bound = log.bind(tenant=job.tenant, replay=record.name, bus=record.bus)
+        errors = 0
+        while not job.stop.is_set():
+            try:
+                outcome = await self._replay(job)
+            except QueueClosed:
+                return  # shutting down: the replay stays running and resumes next time
+            except Exception as exc:
+                errors += 1
+                bound.exception("replay_error", errors=errors)
+                if errors < MAX_ERRORS:
+                    backoff = min(MAX_BACKOFF_SECONDS, 0.1 * 2**errors)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(job.stop.wait(), backoff)
+                    continue
+                outcome = ("failed", f"{type(exc).__name__}: {exc}")
+            if outcome is None:
+                return  # stopped or cancelled
+            state, error = outcome
+            replayed = (await self.queue.replay_cursor(job.tenant, record.name)).replayed
+            if await self.control.replays.finish(
+                record.tenant_id, record.name, state, replayed=replayed, error=error
+            ):
+                self.hooks.on_finished(job.tenant, state)
+                bound.info("replay_finished", state=state, replayed=replayed, error=error)
+            return
+
+    async def _replay(self, job: _Job) -> tuple[Literal["completed", "failed"], str | None] | None:
+        """Replay from the cursor to the end of the window; None if stopped on the way."""
+        tenant, record = job.tenant, job.record
+        if not await self._archiver_caught_up(job):
+            if job.stop.is_set():
+                return None
+            return ("failed", f"archive {record.archive!r} was deleted")
+        cursor = await self.queue.replay_cursor(tenant, record.name)
+        total = record.total
+        if total == 0:
+            total = await self.archives.count_window(record.archive_uid, record.start, record.end)
+        seq, replayed = cursor
+        pacer = Pacer(self.rate)
+        loop = asyncio.get_running_loop()
+        next_note = loop.time()
+        while not job.stop.is_set():
+            if loop.time() >= next_note:
+                state = await self.control.replays.progress(
+                    record.tenant_id, record.name, replayed=replayed, total=total
+                )
+                if state != "running":
+                    return None  # cancelled elsewhere
+                next_note = loop.time() + PROGRESS_SECONDS
+            events = await self.archives.read_window(
+                record.archive_uid, record.start, record.end, after_seq=seq, limit=self.batch
+            )
+            if not events:
+                return ("completed", None)
+            rules = self.rules_for(tenant, record.bus)
+            if inspect.isawaitable(rules):
+                rules = await rules
+            deliveries = replay_deliveries(tenant, record, rules, events)
+            try:
+                await self.queue.route_replay(
+                    tenant, record.name, events[-1].seq, len(events), deliveries
+                )
+            except CursorConflict:
+                # Another process runs this replay too: go on from where it got.
+                seq, replayed = await self.queue.replay_cursor(tenant, record.name)
+                continue
+            seq, replayed = events[-1].seq, replayed + len(events)
+            self.hooks.on_replayed(tenant, len(events), len(deliveries))
+            if deliveries and self.wake is not None:
+                self.wake.set()
+            delay = pacer.delay(len(events))
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(job.stop.wait(), delay)
+        return None
+
+    async def _archiver_caught_up(self, job: _Job) -> bool:
+        """Wait until the archiver has looked at what the bus's log holds now (False: the archive
+        is gone, or the job was stopped)."""
+        tenant, record = job.tenant, job.record
+        head = await self.event_log.last_position(tenant, record.bus)
+        while not job.stop.is_set():
+            if await self.archives.cursor(tenant, record.bus) >= head:
+                return True
+            archive = await self.control.archives.get(record.tenant_id, record.bus, record.archive)
+            if archive is None or archive.uid != record.archive_uid:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(job.stop.wait(), ARCHIVER_POLL_SECONDS)
+        return False
