@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +15,14 @@ from hypothesis import strategies as st
 from tests.storage.eventlog_support import T0, LogFactory, MovableClock, body_of, new_event
 
 from stellwerk.events import parse_rfc3339
-from stellwerk.storage.eventlog import AppendStatus, EventLog, LogClosed
+from stellwerk.storage.eventlog import (
+    AppendStatus,
+    ErasedEvent,
+    EventLog,
+    LogClosed,
+    NewEvent,
+    StoredEvent,
+)
 
 
 async def test_appended_events_read_back_in_order_with_growing_positions(
@@ -320,3 +328,211 @@ async def test_reads_are_always_bounded(event_log: EventLog) -> None:
             await event_log.read("acme", "default", limit=limit)
         with pytest.raises(ValueError, match="limit"):
             await event_log.read_window("acme", "default", T0, T0, limit=limit)
+
+
+def _user_event(event_id: str, user: str, **kwargs: Any) -> NewEvent:
+    return new_event(event_id, data={"userId": user, "n": event_id}, **kwargs)
+
+
+def _of_user(user: str) -> Callable[[StoredEvent], bool]:
+    def matches(event: StoredEvent) -> bool:
+        data = body_of(event.body)["data"]
+        return isinstance(data, dict) and data.get("userId") == user
+
+    return matches
+
+
+async def test_erase_removes_matching_events_and_keeps_the_others_in_place(
+    event_log: EventLog,
+) -> None:
+    appended = await event_log.append(
+        [_user_event(f"e{i}", "ann" if i % 3 == 0 else "bob") for i in range(9)]
+    )
+
+    erased = await event_log.erase("acme", None, b'"ann"', _of_user("ann"))
+
+    assert [(e.bus, e.id, e.source) for e in erased] == [
+        ("default", f"e{i}", "/orders") for i in (0, 3, 6)
+    ]
+    assert [e.position for e in erased] == [appended[i].position for i in (0, 3, 6)]
+    kept = await event_log.read("acme", "default")
+    assert [e.id for e in kept] == [f"e{i}" for i in range(9) if i % 3]
+    assert [e.position for e in kept] == [appended[i].position for i in range(9) if i % 3]
+    assert all(b"ann" not in e.body for e in kept)
+    assert await event_log.last_position("acme", "default") == appended[-1].position
+
+
+async def test_reads_skip_erased_events_without_stopping_short_of_limit(
+    event_log: EventLog, clock: MovableClock
+) -> None:
+    # Batches of their own, so the erased events fill whole stretches of the log.
+    await event_log.append([_user_event("first", "bob")])
+    await event_log.append([_user_event(f"a{i}", "ann") for i in range(50)])
+    await event_log.append([_user_event("middle", "bob")])
+    await event_log.append([_user_event(f"b{i}", "ann") for i in range(50)])
+    await event_log.append([_user_event("last", "bob")])
+
+    assert len(await event_log.erase("acme", "default", b"ann", _of_user("ann"))) == 100
+
+    assert [e.id for e in await event_log.read("acme", "default", limit=3)] == [
+        "first",
+        "middle",
+        "last",
+    ]
+    first, *_ = await event_log.read("acme", "default", limit=1)
+    (second,) = await event_log.read("acme", "default", after=first.position, limit=1)
+    (third,) = await event_log.read("acme", "default", after=second.position, limit=1)
+    assert (second.id, third.id) == ("middle", "last")
+    assert await event_log.read("acme", "default", after=third.position) == []
+    window = await event_log.read_window("acme", "default", T0, T0 + timedelta(seconds=1), limit=2)
+    assert [e.id for e in window] == ["first", "middle"]
+
+
+async def test_erase_keeps_to_its_tenant_and_bus(event_log: EventLog) -> None:
+    await event_log.append(
+        [
+            _user_event("e1", "ann"),
+            _user_event("e2", "ann", bus="audit"),
+            _user_event("e3", "ann", tenant="other"),
+        ]
+    )
+
+    one_bus = await event_log.erase("acme", "audit", b"ann", _of_user("ann"))
+    assert [(e.tenant, e.bus, e.id) for e in one_bus] == [("acme", "audit", "e2")]
+    assert [e.id for e in await event_log.read("acme", "default")] == ["e1"]
+
+    every_bus = await event_log.erase("acme", None, b"ann", _of_user("ann"))
+    assert [(e.bus, e.id) for e in every_bus] == [("default", "e1")]
+    assert [e.id for e in await event_log.read("other", "default")] == ["e3"]
+    assert await event_log.erase("acme", "nosuchbus", b"", _of_user("ann")) == []
+
+
+async def test_only_events_holding_the_needle_are_offered(event_log: EventLog) -> None:
+    await event_log.append([_user_event("e1", "ann"), _user_event("e2", "bob")])
+    offered: list[str] = []
+
+    def matches(event: StoredEvent) -> bool:
+        offered.append(event.id)
+        return False
+
+    assert await event_log.erase("acme", None, b'"bob"', matches) == []
+    assert offered == ["e2"]
+    offered.clear()
+    await event_log.erase("acme", None, b"", matches)
+    assert offered == ["e1", "e2"]
+
+
+async def test_erased_events_are_never_offered_again(event_log: EventLog) -> None:
+    await event_log.append([_user_event("e1", "ann")])
+    assert len(await event_log.erase("acme", None, b"", _of_user("ann"))) == 1
+
+    offered: list[str] = []
+
+    def everything(event: StoredEvent) -> bool:
+        offered.append(event.id)
+        return True
+
+    assert await event_log.erase("acme", None, b"", everything) == []
+    assert offered == []
+
+
+async def test_before_sees_each_chunk_while_it_is_still_there(event_log: EventLog) -> None:
+    await event_log.append([_user_event("e1", "ann"), _user_event("e2", "bob")])
+    seen: list[tuple[list[str], list[str]]] = []
+
+    async def before(chunk: Sequence[ErasedEvent]) -> None:
+        present = [e.id for e in await event_log.read("acme", "default")]
+        seen.append(([e.id for e in chunk], present))
+
+    erased = await event_log.erase("acme", None, b"", _of_user("ann"), before)
+
+    assert seen == [(["e1"], ["e1", "e2"])]
+    assert [e.id for e in erased] == ["e1"]
+
+
+async def test_a_failing_before_leaves_the_events(event_log: EventLog) -> None:
+    await event_log.append([_user_event("e1", "ann")])
+
+    async def refuse(chunk: Sequence[ErasedEvent]) -> None:
+        raise RuntimeError("cannot record the suppression")
+
+    with pytest.raises(RuntimeError, match="suppression"):
+        await event_log.erase("acme", None, b"", _of_user("ann"), refuse)
+    assert [e.id for e in await event_log.read("acme", "default")] == ["e1"]
+
+
+async def test_erasure_survives_reopening_and_the_erased_key_stays_a_duplicate(
+    log_factory: LogFactory,
+) -> None:
+    async with log_factory() as log:
+        (stored,) = await log.append([_user_event("e1", "ann")])
+        await log.append([_user_event("e2", "bob")])
+        await log.erase("acme", None, b"", _of_user("ann"))
+        (again,) = await log.append([_user_event("e1", "ann")])
+    async with log_factory() as log:
+        assert [e.id for e in await log.read("acme", "default")] == ["e2"]
+        (after_restart,) = await log.append([_user_event("e1", "ann")])
+
+    for result in (again, after_restart):
+        assert result.status is AppendStatus.DUPLICATE
+        assert result.position == stored.position
+
+
+async def test_appends_go_on_while_a_large_erasure_runs(event_log: EventLog) -> None:
+    for start in range(0, 3000, 500):
+        await event_log.append(
+            [_user_event(f"e{i}", "ann" if i % 2 else "bob") for i in range(start, start + 500)]
+        )
+
+    erasing = asyncio.ensure_future(event_log.erase("acme", None, b"ann", _of_user("ann")))
+    during = [await event_log.append([_user_event(f"late{i}", "bob")]) for i in range(5)]
+    erased = await erasing
+
+    assert len(erased) == 1500
+    assert all(r[0].status is AppendStatus.STORED for r in during)
+    kept = [e.id for e in await event_log.read("acme", "default", limit=5000)]
+    assert kept == [f"e{i}" for i in range(0, 3000, 2)] + [f"late{i}" for i in range(5)]
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    batches=st.lists(
+        st.lists(st.tuples(st.sampled_from(["default", "audit"]), st.sampled_from("abc"))),
+        max_size=6,
+    ),
+    gone=st.sets(st.sampled_from("abc"), max_size=2),
+    limit=st.integers(1, 4),
+)
+async def test_erasure_and_paging_match_a_model(
+    log_factory: LogFactory,
+    batches: list[list[tuple[str, str]]],
+    gone: set[str],
+    limit: int,
+) -> None:
+    factory = replace(log_factory, data_dir=log_factory.data_dir / uuid.uuid4().hex)
+    users: dict[str, str] = {}
+    model: dict[str, list[str]] = {"default": [], "audit": []}
+    async with factory() as log:
+        for number, batch in enumerate(batches):
+            events = [_user_event(f"{number}.{i}", u, bus=b) for i, (b, u) in enumerate(batch)]
+            await log.append(events)
+            for event, (bus, user) in zip(events, batch, strict=True):
+                users[event.id] = user
+                model[bus].append(event.id)
+
+        erased = await log.erase("acme", None, b"", lambda e: users[e.id] in gone)
+
+        assert sorted(e.id for e in erased) == sorted(i for i in users if users[i] in gone)
+        for bus, ids in model.items():
+            kept = [i for i in ids if users[i] not in gone]
+            paged: list[str] = []
+            after = 0
+            while page := await log.read("acme", bus, after=after, limit=limit):
+                paged.extend(e.id for e in page)
+                assert len(page) == limit or len(paged) == len(kept)  # never short of limit
+                after = page[-1].position
+            assert paged == kept

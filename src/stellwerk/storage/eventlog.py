@@ -12,7 +12,7 @@ first one's position, and not stored again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final, Protocol, Self
@@ -77,6 +77,26 @@ class StoredEvent(msgspec.Struct, frozen=True):
     subject: str | None
     recorded_time: datetime
     body: bytes
+
+
+class ErasedEvent(msgspec.Struct, frozen=True):
+    """Where an erased event was and its key: what an erasure needs to know, without its data.
+
+    The key (`source`, `id`) is what suppression keeps out when the event arrives again.
+    """
+
+    tenant: str
+    bus: str
+    position: int
+    id: str
+    source: str
+
+
+EraseMatch = Callable[[StoredEvent], bool]
+"""Whether a stored event is one an erasure removes."""
+
+EraseHook = Callable[[Sequence[ErasedEvent]], Awaitable[None]]
+"""Awaited with each chunk of events an erasure found, before they are erased."""
 
 
 class EventLogError(Exception):
@@ -152,5 +172,28 @@ class EventLog(Protocol):
         `keep` maps `(tenant, bus)` to a position: that bus's events above it stay however old
         (retention passes the positions its router and archiver have not consumed yet). A
         backend may keep a few more events than asked (the SQLite log trims whole segments).
+        """
+        ...
+
+    async def erase(
+        self,
+        tenant: str,
+        bus: str | None,
+        needle: bytes,
+        matches: EraseMatch,
+        before: EraseHook | None = None,
+    ) -> list[ErasedEvent]:
+        """Erase the tenant's events (of `bus`, or of every bus) for which `matches` is true.
+
+        Only events whose body contains `needle` are offered to `matches` (b"" offers all), so a
+        backend can skip the rest without decoding them. An erased event keeps its position but
+        loses its body and attributes: reads skip it, and `limit` counts only events returned.
+        Events recorded after the erase began are not looked at. The work goes a chunk at a
+        time, so appends never wait long for it; `before` is awaited with each chunk's events
+        before they are erased (to record what must outlive them), and if it raises, that chunk
+        and the rest stay. Returns the erased events, by bus in log order.
+
+        An erased event's key stays in the dedup window: the same event appended again within
+        it is still answered as a duplicate (of the erased position) and not stored.
         """
         ...

@@ -308,6 +308,11 @@ class GroupCommitter:
             (tenant, bus): stream for stream, tenant, bus, _ in conn.execute(schema.SELECT_STREAMS)
         }
 
+    def persist_dedup_below(self, conn: sqlite3.Connection, position: int) -> None:
+        """In an erasure's transaction: the dedup entries of events about to lose their keys go
+        to the table now, since a restart could no longer rebuild them from those events."""
+        self._recent.write_below(conn, position)
+
     def _first_live(self, conn: sqlite3.Connection) -> int:
         """The first position whose dedup entry has not expired (the next one if none)."""
         cutoff = max(to_us(self._clock()), self._last_recorded_us) - self._dedup_window_us

@@ -65,7 +65,8 @@ class RecentKeys:
         self.flushed_below = row[0] if row else 1
         spilled = {p for (p,) in conn.execute(schema.SPILLED_SINCE, (self.flushed_below,))}
         for position, stream, source, event_id in rebuild:
-            if position in spilled:
+            # An erased event's key is blank; the erasure wrote its entry to the table.
+            if position in spilled or not event_id:
                 continue
             hashed, tag = key_digest(stream, source, event_id)
             self.entries[hashed] = (position, tag)

@@ -27,13 +27,16 @@ from stellwerk.storage.eventlog import (
     DEFAULT_DEDUP_WINDOW,
     DEFAULT_READ_LIMIT,
     AppendResult,
+    ErasedEvent,
+    EraseHook,
+    EraseMatch,
     EventLogError,
     LogClosed,
     LogOverloaded,
     NewEvent,
     StoredEvent,
 )
-from stellwerk.storage.sqlite import schema
+from stellwerk.storage.sqlite import erase, schema
 from stellwerk.storage.sqlite.checkpoint import Checkpointer
 from stellwerk.storage.sqlite.commit import GroupCommitter, first_position_since, from_us, to_us
 from stellwerk.storage.sqlite.dedup import FLUSH_ENTRIES
@@ -61,7 +64,9 @@ class SqliteEventLog:
     The dedup entries of the newest `dedup_flush_entries` events are held in memory and written
     in bulk (see `dedup.py`). The WAL is folded into the file by a background thread at most
     every `checkpoint_interval` seconds (None: never in the background), and by the writer
-    itself once the WAL file passes `max_wal_bytes` (see `checkpoint.py`).
+    itself once the WAL file passes `max_wal_bytes` (see `checkpoint.py`). An erasure looks at
+    `erase_scan_events` events per step and rewrites about `erase_job_bytes` of segments per
+    writer transaction (see `erase.py`).
     """
 
     def __init__(
@@ -80,8 +85,12 @@ class SqliteEventLog:
         checkpoint_interval: float | None = 0.1,
         max_wal_bytes: int = 64 * 1024 * 1024,
         dedup_flush_entries: int = FLUSH_ENTRIES,
+        erase_scan_events: int = erase.SCAN_EVENTS,
+        erase_job_bytes: int = erase.JOB_BYTES,
     ) -> None:
         self.path = Path(path)
+        self._erase_scan_events = erase_scan_events
+        self._erase_job_bytes = erase_job_bytes
         self._committer = GroupCommitter(
             dedup_window=dedup_window,
             clock=clock,
@@ -238,6 +247,55 @@ class SqliteEventLog:
             total += removed
         return total
 
+    async def erase(
+        self,
+        tenant: str,
+        bus: str | None,
+        needle: bytes,
+        matches: EraseMatch,
+        before: EraseHook | None = None,
+    ) -> list[ErasedEvent]:
+        """Find on a reader, then blank in the writer a few segments per transaction (erase.py)."""
+        self._running_writer()
+        streams = await self._read(lambda conn: erase.streams_of(conn, tenant, bus))
+        erased: list[ErasedEvent] = []
+        for stream in streams:
+            start = 1
+            while start:
+                found = await self._read(
+                    functools.partial(
+                        erase.scan,
+                        tenant=tenant,
+                        stream=stream,
+                        start=start,
+                        needle=needle,
+                        matches=matches,
+                        max_events=self._erase_scan_events,
+                    )
+                )
+                start = found.next_position
+                if not found.events:
+                    continue
+                if before is not None:
+                    await before(found.events)
+                done: set[int] = set()
+                for job in found.jobs(self._erase_job_bytes):
+                    done.update(
+                        await self._submit_job(
+                            functools.partial(self._blank, stream=stream.stream, segments=job)
+                        )
+                    )
+                erased.extend(e for e in found.events if e.position in done)
+        return erased
+
+    def _blank(
+        self, conn: sqlite3.Connection, stream: int, segments: dict[int, list[int]]
+    ) -> list[int]:
+        """In the writer thread: blank the entries, keeping their dedup entries (see dedup.py)."""
+        last = max(position + max(indexes) for position, indexes in segments.items())
+        self._committer.persist_dedup_below(conn, last + 1)
+        return erase.blank(conn, stream, segments)
+
     def _between_groups(self) -> None:
         """In the writer thread after each group or job."""
         if self._checkpointer is not None:
@@ -302,8 +360,8 @@ def _read_segments(
     try:
         for position, count, recorded_us, meta, ends, bodies in cursor:
             first = max(0, after + 1 - position)
-            last = min(count, before - position, first + limit - len(out))
-            if first >= last:
+            last = min(count, before - position)
+            if first >= last or not bodies:  # a segment whose events were all erased
                 continue
             recorded_time = from_us(recorded_us)
             attributes = decode_meta(meta)
@@ -311,6 +369,10 @@ def _read_segments(
             start = offsets[first - 1] if first else 0
             for index in range(first, last):
                 end = offsets[index]
+                if end == start:  # erased: no body, and not counted against `limit`
+                    continue
+                if len(out) == limit:
+                    break
                 event_id, source, event_type, subject = attributes[index]
                 out.append(
                     StoredEvent(

@@ -107,14 +107,14 @@ class GroupPlan:
                     len(chunk),
                     now_us,
                     _encode_meta(meta),
-                    _little_endian(ends),
+                    pack_ends(ends),
                     b"".join(bodies),
                 )
             )
         return rows
 
 
-def _little_endian(ends: array[int]) -> bytes:
+def pack_ends(ends: array[int]) -> bytes:
     if ends.itemsize != 4:
         raise RuntimeError("this platform's array('I') is not 32 bits wide")
     if sys.byteorder != "little":
@@ -148,7 +148,7 @@ def migrate_legacy(conn: sqlite3.Connection) -> None:
                         1,
                         rec,
                         _encode_meta([(i, src, t, subj)]),
-                        _little_endian(array("I", [len(body)])),
+                        pack_ends(array("I", [len(body)])),
                         body,
                     )
                     for p, stream, rec, i, src, t, subj, body in rows
