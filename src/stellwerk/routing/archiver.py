@@ -1,0 +1,287 @@
+"""The archiver: copies each bus's matching events into its archives, one cursor per bus.
+
+Modelled on the router. For a bus with archives it reads the log after the bus's archiver cursor
+in batches, matches each event against all the bus's archive patterns at once (a `Matcher`; an
+archive without a pattern takes every event) and hands the copies to the archive store together
+with the new cursor (`ArchiveStore.archive`), which stores both in one step: an archiver that
+crashes resumes at its cursor, and no event is copied twice or skipped.
+
+An archive keeps the events recorded after its creation: those above its `start_position` (the
+bus's last position when it was created). Creating one pauses the archiver (`paused`) from
+reading that position until the definitions are reloaded, so no batch in flight can pass over
+its first events with the old definitions. Events that carry the `replayname` extension are
+replays coming back through a bus target and are never archived again.
+
+The archiver sleeps until told that events were appended (`notify`) and looks at every bus with
+archives at least every `poll_seconds` anyway; it reloads the definitions every
+`reload_seconds` too, for changes made by another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final, Protocol
+
+import structlog
+from prometheus_client import Counter
+
+from stellwerk.ops.metrics import Metrics
+from stellwerk.patterns import Matcher
+from stellwerk.storage.archives import ArchiveCursorConflict, ArchiveStore
+from stellwerk.storage.control import ControlPlane
+from stellwerk.storage.control.archives import ArchiveRecord
+from stellwerk.storage.eventlog import EventLog, StoredEvent
+
+DEFAULT_BATCH: Final = 1000
+DEFAULT_POLL_SECONDS: Final = 1.0
+DEFAULT_RELOAD_SECONDS: Final = 30.0
+REPLAY_NAME: Final = "replayname"
+
+log = structlog.get_logger("stellwerk.archiver")
+
+BusKey = tuple[str, str]  # (tenant name, bus)
+
+_REPLAYED = Matcher()
+_REPLAYED.add(REPLAY_NAME, {REPLAY_NAME: [{"exists": True}]})
+
+
+def is_replayed(body: bytes) -> bool:
+    """Whether an event carries the `replayname` extension (a top-level attribute)."""
+    return b'"replayname"' in body and bool(_REPLAYED.match(body))
+
+
+class ArchiverHooks(Protocol):
+    def on_archived(self, tenant: str, bus: str, events: int, copies: int) -> None: ...
+
+
+class ArchiverMetrics:
+    """`stellwerk_archiver_events_total` (looked at) and `stellwerk_archived_events_total`."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.events = Counter(
+            "stellwerk_archiver_events_total",
+            "Events of the log the archiver has looked at.",
+            ["tenant", "bus"],
+            registry=metrics.registry,
+        )
+        self.copies = Counter(
+            "stellwerk_archived_events_total",
+            "Copies of events stored in archives (one per archive an event went into).",
+            ["tenant", "bus"],
+            registry=metrics.registry,
+        )
+
+    def on_archived(self, tenant: str, bus: str, events: int, copies: int) -> None:
+        self.events.labels(tenant, bus).inc(events)
+        if copies:
+            self.copies.labels(tenant, bus).inc(copies)
+
+
+@dataclass(frozen=True, slots=True)
+class BusArchives:
+    """The archives of one bus: patterns by uid, those without one, where each begins."""
+
+    matcher: Matcher
+    unfiltered: tuple[str, ...]
+    starts: dict[str, int]  # uid -> start_position
+
+    @property
+    def start(self) -> int:
+        """Events at or below this position belong in none of the bus's archives."""
+        return min(self.starts.values())
+
+    @classmethod
+    def of(cls, records: Sequence[ArchiveRecord]) -> BusArchives:
+        matcher = Matcher()
+        unfiltered = []
+        for record in records:
+            if record.pattern is None:
+                unfiltered.append(record.uid)
+            else:
+                matcher.add(record.uid, record.pattern)
+        return cls(matcher, tuple(unfiltered), {r.uid: r.start_position for r in records})
+
+    def copies(self, events: Sequence[StoredEvent]) -> list[tuple[str, StoredEvent]]:
+        """`(uid, event)` for each archive each event belongs in."""
+        out: list[tuple[str, StoredEvent]] = []
+        matcher, starts = self.matcher, self.starts
+        for event in events:
+            if event.position <= self.start or is_replayed(event.body):
+                continue
+            uids = (
+                [*self.unfiltered, *matcher.match(event.body)] if len(matcher) else self.unfiltered
+            )
+            out.extend((uid, event) for uid in uids if event.position > starts[uid])
+        return out
+
+
+async def load_archives(control: ControlPlane) -> dict[BusKey, BusArchives]:
+    """Every archive definition, by bus."""
+    by_bus: dict[BusKey, list[ArchiveRecord]] = defaultdict(list)
+    for tenant, record in await control.archives.everything():
+        by_bus[(tenant, record.bus)].append(record)
+    return {key: BusArchives.of(records) for key, records in by_bus.items()}
+
+
+class Archiver:
+    """Archives every bus that has archives from `log` into `store`."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        store: ArchiveStore,
+        control: ControlPlane,
+        *,
+        hooks: ArchiverHooks | None = None,
+        batch: int = DEFAULT_BATCH,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+        reload_seconds: float = DEFAULT_RELOAD_SECONDS,
+    ) -> None:
+        self.log = log
+        self.store = store
+        self.control = control
+        self.hooks = hooks
+        self.batch = batch
+        self.poll_seconds = poll_seconds
+        self.reload_seconds = reload_seconds
+        self.appended = asyncio.Event()
+        self._archives: dict[BusKey, BusArchives] = {}
+        self._uids: set[str] = set()
+        self._cursors: dict[BusKey, int] = {}
+        self._dirty: set[BusKey] = set()
+        self._lock = asyncio.Lock()  # held by a batch, by a reload, and while paused
+        self._stopping = False
+
+    def notify(self, tenant: str, bus: str) -> None:
+        """Events were appended to this bus (a `LogWatch` listener)."""
+        self._dirty.add((tenant, bus))
+        self.appended.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.appended.set()
+
+    def buses(self) -> list[BusKey]:
+        return list(self._archives)
+
+    async def reload(self) -> None:
+        """Take in the archive definitions as they are now."""
+        async with self._lock:
+            await self._reload()
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """No batch runs while definitions change; they are reloaded on the way out.
+
+        Read a new archive's start position inside, so that the archiver cannot have passed it.
+        """
+        async with self._lock:
+            try:
+                yield
+            finally:
+                await self._reload()
+
+    async def _reload(self) -> None:
+        archives = await load_archives(self.control)
+        uids = {uid for each in archives.values() for uid in each.starts}
+        gone, self._uids = self._uids - uids, uids
+        self._archives = archives
+        # The archiver is the only writer of archived events: once it has stopped archiving
+        # into a deleted archive, what is left of it can go (the API drops it too).
+        for uid in gone:
+            await self.store.drop(uid)
+
+    async def run(self, *, burst: bool = False) -> None:
+        """Archive until `stop()`; with `burst`, until every bus is archived to its end."""
+        self._stopping = False
+        loop = asyncio.get_running_loop()
+        next_sweep = next_reload = 0.0
+        while not self._stopping:
+            self.appended.clear()
+            if loop.time() >= next_reload:
+                try:
+                    await self.reload()
+                except Exception:
+                    log.exception("archive_reload_failed")
+                next_reload = loop.time() + self.reload_seconds
+            dirty, self._dirty = self._dirty, set()
+            if loop.time() >= next_sweep or burst or not dirty:
+                dirty.update(self._archives)
+                next_sweep = loop.time() + self.poll_seconds
+            archived = 0
+            for tenant, bus in sorted(dirty):
+                try:
+                    archived += await self.archive_bus(tenant, bus)
+                except Exception:
+                    log.exception("archiving_failed", tenant=tenant, bus=bus)
+            if burst and archived == 0:
+                return
+            if archived:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.appended.wait(), self.poll_seconds)
+
+    async def archive_bus(self, tenant: str, bus: str) -> int:
+        """Archive the bus up to its end; return how many events were looked at."""
+        total = 0
+        while not self._stopping:
+            done = await self.archive_batch(tenant, bus)
+            if done == 0:
+                break
+            total += done
+        return total
+
+    async def archive_batch(self, tenant: str, bus: str) -> int:
+        """Archive the next batch of the bus's events; return how many (0 at the end)."""
+        key = (tenant, bus)
+        async with self._lock:
+            archives = self._archives.get(key)
+            if archives is None:
+                return 0
+            cursor = self._cursors.get(key)
+            if cursor is None:
+                cursor = self._cursors[key] = await self.store.cursor(tenant, bus)
+            # Skip what no archive of the bus wants (a bus whose first archive is new).
+            events = await self.log.read(
+                tenant, bus, after=max(cursor, archives.start), limit=self.batch
+            )
+            if not events:
+                return 0
+            copies = archives.copies(events)
+            position = events[-1].position
+            try:
+                await self.store.archive(tenant, bus, position, copies)
+            except ArchiveCursorConflict:
+                # Someone else archived these events: take their cursor and go on from there.
+                del self._cursors[key]
+                raise
+            self._cursors[key] = position
+        if self.hooks is not None:
+            self.hooks.on_archived(tenant, bus, len(events), len(copies))
+        return len(events)
+
+
+async def archive_floors(control: ControlPlane, store: ArchiveStore) -> dict[BusKey, int]:
+    """Per bus with archives, the position up to which the log's events are no longer needed.
+
+    That is the archiver's cursor, or the archives' earliest start if higher (events before it
+    belong in none of them). Log retention must not trim above it.
+    """
+    floors: dict[BusKey, int] = {}
+    for (tenant, bus), archives in (await load_archives(control)).items():
+        floors[(tenant, bus)] = max(await store.cursor(tenant, bus), archives.start)
+    return floors
+
+
+async def trim_archives(control: ControlPlane, store: ArchiveStore, now: datetime) -> int:
+    """Apply every archive's `retention_days` (0: forever) at `now`; return the events removed."""
+    removed = 0
+    for _, record in await control.archives.everything():
+        if record.retention_days > 0:
+            removed += await store.trim(record.uid, now - timedelta(days=record.retention_days))
+    return removed
