@@ -25,6 +25,7 @@ COMMANDS = {
     "bench": "stellwerk.cli.bench:bench",
     "backup": "stellwerk.cli.backup:backup",
     "restore": "stellwerk.cli.backup:restore",
+    "replay": "stellwerk.cli.replay:replay",
 }
 
 
