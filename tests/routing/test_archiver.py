@@ -142,6 +142,20 @@ async def test_a_new_first_archive_skips_the_history_of_its_bus(setup: Setup) ->
     assert await setup.ids(record) == ["new1"]
 
 
+async def test_the_cursor_reaches_the_head_of_the_log_with_nothing_to_archive(
+    setup: Setup,
+) -> None:
+    # Replays wait for the archiver's cursor to reach the head of the bus's log.
+    await setup.append("old1", "old2")
+    archiver = setup.archiver()
+    await setup.create(archiver, "new")
+
+    await archiver.run(burst=True)
+
+    head = await setup.log.last_position("acme", "default")
+    assert await setup.store.cursor("acme", "default") == head
+
+
 async def test_a_restarted_archiver_resumes_at_its_cursor(setup: Setup) -> None:
     archiver = setup.archiver(batch=3)
     record = await setup.create(archiver, "all")

@@ -251,19 +251,28 @@ class Archiver:
                 tenant, bus, after=max(cursor, archives.start), limit=self.batch
             )
             if not events:
+                if cursor < archives.start:
+                    # Nothing after the start yet: say so, for those who wait for the cursor
+                    # to reach the log's head (replays).
+                    await self._move(tenant, bus, archives.start, [])
                 return 0
             copies = archives.copies(events)
-            position = events[-1].position
-            try:
-                await self.store.archive(tenant, bus, position, copies)
-            except ArchiveCursorConflict:
-                # Someone else archived these events: take their cursor and go on from there.
-                del self._cursors[key]
-                raise
-            self._cursors[key] = position
+            await self._move(tenant, bus, events[-1].position, copies)
         if self.hooks is not None:
             self.hooks.on_archived(tenant, bus, len(events), len(copies))
         return len(events)
+
+    async def _move(
+        self, tenant: str, bus: str, position: int, copies: Sequence[tuple[str, StoredEvent]]
+    ) -> None:
+        key = (tenant, bus)
+        try:
+            await self.store.archive(tenant, bus, position, copies)
+        except ArchiveCursorConflict:
+            # Someone else archived these events: take their cursor and go on from there.
+            del self._cursors[key]
+            raise
+        self._cursors[key] = position
 
 
 async def archive_floors(control: ControlPlane, store: ArchiveStore) -> dict[BusKey, int]:
