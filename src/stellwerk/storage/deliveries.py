@@ -33,7 +33,7 @@ idempotency key for that reason.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Final, NamedTuple, Protocol, Self
 
@@ -111,6 +111,17 @@ class ReplayCursor(NamedTuple):
 
     seq: int
     replayed: int
+
+
+class ErasedDeliveries(NamedTuple):
+    """Deliveries an erasure removed: those still on their way, and dead letters."""
+
+    pending: int
+    dead: int
+
+
+PayloadMatch = Callable[[bytes, str], bool]
+"""`matches(payload, content_type)`: whether a delivery carries data an erasure removes."""
 
 
 class DeliveryQueueError(Exception):
@@ -234,4 +245,22 @@ class DeliveryQueue(Protocol):
 
     async def depth(self) -> list[QueueDepth]:
         """Pending, in-flight and dead counts and the oldest pending age, per target."""
+        ...
+
+    async def erase(
+        self,
+        tenant: str,
+        bus: str | None,
+        positions: Collection[tuple[str, int]],
+        needle: bytes,
+        matches: PayloadMatch,
+    ) -> ErasedDeliveries:
+        """Remove the tenant's deliveries (of `bus`, or of every bus) that carry erased data.
+
+        A delivery goes if its event's `(bus, position)` is in `positions` (events an erasure
+        removed from the log or an archive), or if its payload contains `needle` and `matches`
+        (an event the log no longer holds, e.g. a dead letter kept past retention). Ready,
+        waiting, leased and dead deliveries alike: a worker that holds one finds it gone when
+        it reports the outcome. Works a chunk at a time. Returns how many went.
+        """
         ...

@@ -37,7 +37,7 @@ import functools
 import sqlite3
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,7 +50,9 @@ from stellwerk.storage.deliveries import (
     CursorConflict,
     DeadLetter,
     DeliveryQueueError,
+    ErasedDeliveries,
     LeasedDelivery,
+    PayloadMatch,
     QueueClosed,
     QueueDepth,
     ReplayCursor,
@@ -61,6 +63,7 @@ DELIVERIES_FILE: Final = "deliveries.db"
 READY, WAITING, DEAD = 0, 1, 2
 _T = TypeVar("_T")
 _ACK_CHUNK: Final = 500  # ids per DELETE, below SQLite's host-parameter limit
+_ERASE_PAGE: Final = 1000  # deliveries an erasure looks at per step
 
 # Durable-format rule as for the event log: add columns with defaults and new tables only.
 _DDL: Final = (
@@ -569,6 +572,15 @@ class SqliteDeliveryQueue:
             if self._acks is batch:
                 self._acks = None  # later acks start a batch of their own
             ids = list(batch.ids)
+        self._remove(conn, ids)
+
+    def _remove(self, conn: sqlite3.Connection, ids: Sequence[int]) -> Counter[int]:
+        """Delete finished (acked or erased) deliveries; return how many of each state went.
+
+        The next delivery of an ordered group becomes ready, and a shared body goes with the
+        last delivery that points at it.
+        """
+        states: Counter[int] = Counter()
         for start in range(0, len(ids), _ACK_CHUNK):
             chunk = ids[start : start + _ACK_CHUNK]
             marks = ",".join("?" * len(chunk))
@@ -581,6 +593,7 @@ class SqliteDeliveryQueue:
                 self._unlease(delivery_id)
             released: Counter[int] = Counter()
             for target, state, ordering_key, body in rows:
+                states[state] += 1
                 if state == READY and ordering_key is not None:
                     self._promote(conn, target, ordering_key)
                 if body is not None:
@@ -594,6 +607,7 @@ class SqliteDeliveryQueue:
                 conn.execute(
                     f"DELETE FROM bodies WHERE id IN ({marks}) AND refs <= 0", list(released)
                 )
+        return states
 
     async def retry(self, delivery_id: int, next_attempt_at: datetime, error: str) -> None:
         due_us = to_us(next_attempt_at)
@@ -754,6 +768,46 @@ class SqliteDeliveryQueue:
 
         return await self._read(query)
 
+    # -- erasure -------------------------------------------------------------------------------
+
+    async def erase(
+        self,
+        tenant: str,
+        bus: str | None,
+        positions: Collection[tuple[str, int]],
+        needle: bytes,
+        matches: PayloadMatch,
+    ) -> ErasedDeliveries:
+        """Find the deliveries on the reader a page at a time; remove each page's in the writer."""
+        erased = set(positions)
+        pending = dead = 0
+        after = 0
+        while True:
+            page = await self._read(
+                functools.partial(_erase_page, tenant=tenant, bus=bus, after=after)
+            )
+            if not page:
+                return ErasedDeliveries(pending, dead)
+            after = page[-1][0]
+            ids = [
+                delivery_id
+                for delivery_id, on_bus, position, payload, content_type in page
+                if (on_bus, position) in erased
+                or (needle in payload and matches(payload, content_type))
+            ]
+            if ids:
+                states = await self._write(functools.partial(self._erase_ids, ids=ids))
+                dead += states[DEAD]
+                pending += states.total() - states[DEAD]
+
+    def _erase_ids(self, conn: sqlite3.Connection, ids: Sequence[int]) -> Counter[int]:
+        (secure,) = conn.execute("PRAGMA secure_delete").fetchone()
+        conn.execute("PRAGMA secure_delete = ON")  # erased payloads do not stay in free pages
+        try:
+            return self._remove(conn, ids)
+        finally:
+            conn.execute(f"PRAGMA secure_delete = {int(secure)}")
+
     # -- the writer thread's side --------------------------------------------------------------
 
     def _mark_stale(self) -> None:
@@ -826,6 +880,19 @@ class SqliteDeliveryQueue:
         except RuntimeError:  # shut down between the check and the call
             raise QueueClosed("the delivery queue is closing") from None
         return await future
+
+
+def _erase_page(
+    conn: sqlite3.Connection, tenant: str, bus: str | None, after: int
+) -> list[tuple[int, str, int, bytes, str]]:
+    """The next page of the tenant's deliveries: id, bus, position, payload, content type."""
+    return conn.execute(
+        "SELECT d.id, t.bus, d.position, coalesce(b.payload, d.payload), d.content_type"
+        " FROM targets AS t JOIN deliveries AS d ON d.target = t.target"
+        " LEFT JOIN bodies AS b ON b.id = d.body"
+        " WHERE t.tenant = ? AND (? IS NULL OR t.bus = ?) AND d.id > ? ORDER BY d.id LIMIT ?",
+        (tenant, bus, bus, after, _ERASE_PAGE),
+    ).fetchall()
 
 
 def _leased(key: TargetKey, row: Any) -> LeasedDelivery:
