@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import sqlalchemy as sa
@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stellwerk.storage.control.records import utc
 from stellwerk.storage.control.tables import failed_events
+
+_ERASE_PAGE: Final = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,3 +161,36 @@ class FailedEventStore:
                 failed_events.delete().where(c.tenant_id == tenant_id, c.bus == bus, c.id == id_)
             )
         return result.rowcount > 0
+
+    async def erase(
+        self, tenant_id: str, bus: str | None, needle: bytes, matches: Callable[[bytes], bool]
+    ) -> list[FailedEventRecord]:
+        """Remove the tenant's failed events (of `bus`, or all) whose body `matches`; return them.
+
+        Only bodies that contain `needle` are offered to `matches`. A page at a time, so the
+        database is never held for long; on SQLite with `secure_delete`, so the bytes go too.
+        """
+        c = failed_events.c
+        erased: list[FailedEventRecord] = []
+        after = 0
+        while True:
+            query = failed_events.select().where(c.tenant_id == tenant_id, c.id > after)
+            if bus is not None:
+                query = query.where(c.bus == bus)
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(query.order_by(c.id).limit(_ERASE_PAGE))).all()
+            if not rows:
+                return erased
+            after = rows[-1].id
+            found = [_record(r) for r in rows if needle in bytes(r.body) and matches(bytes(r.body))]
+            if not found:
+                continue
+            async with self._engine.begin() as conn:
+                if conn.dialect.name == "sqlite":
+                    await conn.exec_driver_sql("PRAGMA secure_delete = ON")
+                await conn.execute(
+                    failed_events.delete().where(
+                        c.tenant_id == tenant_id, c.id.in_([r.id for r in found])
+                    )
+                )
+            erased.extend(found)

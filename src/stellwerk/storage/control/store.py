@@ -20,6 +20,7 @@ from stellwerk.secrets import SecretBox
 from stellwerk.storage.control import migrate
 from stellwerk.storage.control.archives import ArchiveRecordStore
 from stellwerk.storage.control.connections import ConnectionStore
+from stellwerk.storage.control.erasures import ErasureStore
 from stellwerk.storage.control.failed import FailedEventStore
 from stellwerk.storage.control.grants import GrantStore
 from stellwerk.storage.control.records import ConflictError, NotFoundError, utc
@@ -136,6 +137,7 @@ class ControlPlane:
         self.failed_events = FailedEventStore(engine, self._now)
         self.replays = ReplayStore(engine, self._now)
         self.archives = ArchiveRecordStore(engine, self._now)
+        self.erasures = ErasureStore(engine, self._now)
 
     @classmethod
     async def open(
