@@ -34,6 +34,7 @@ from stellwerk.api.middleware.ingest import IngestFastPath
 from stellwerk.api.middleware.limits import BodyLimitMiddleware
 from stellwerk.api.middleware.metrics import RequestMetricsMiddleware
 from stellwerk.api.routes import (
+    archives,
     buses,
     connections,
     dead_letters,
@@ -70,6 +71,7 @@ ENDPOINTS: list[Endpoint] = [
     *connections.ENDPOINTS,
     *patterns.ENDPOINTS,
     *rules.ENDPOINTS,
+    *archives.ENDPOINTS,
     *tail.ENDPOINTS,
 ]
 

@@ -8,6 +8,7 @@ worker, the rule book feeds both), and in which order they open and close.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from datetime import timedelta
 
@@ -26,6 +27,7 @@ from stellwerk.ingest.metrics import IngestMetrics
 from stellwerk.ops.metrics import Metrics
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.retention import Retention, RetentionMetrics
+from stellwerk.routing.archiver import Archiver, ArchiverMetrics, archive_floors, trim_archives
 from stellwerk.routing.router import Router
 from stellwerk.routing.rulebook import RuleBook
 from stellwerk.rules.model import MAX_TIMEOUT_SECONDS
@@ -33,7 +35,7 @@ from stellwerk.secrets import SecretBox, load_or_create_key
 from stellwerk.services import Services
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.directory import BusDirectory
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+from stellwerk.storage.sqlite import ARCHIVES_FILE, EVENTS_FILE, SqliteArchiveStore, SqliteEventLog
 from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
 from stellwerk.storage.watch import LogWatch
 from stellwerk.tenancy import bootstrap
@@ -55,6 +57,7 @@ async def open_services(
         on_commit=ingest_metrics.on_commit,
     )
     queue = SqliteDeliveryQueue(settings.data_dir / DELIVERIES_FILE)
+    archive_store = SqliteArchiveStore(settings.data_dir / ARCHIVES_FILE)
     session_pool = SessionPool()
     log_watch = LogWatch()
     bus_access = BusAccess(control)
@@ -77,12 +80,14 @@ async def open_services(
             )
         await event_log.start()
         await queue.start()
+        await archive_store.start()
         await rulebook.load()
     except BaseException:
         await asyncio.gather(
             rulebook.close(),
             session_pool.close(),
             queue.close(),
+            archive_store.close(),
             event_log.close(),
             return_exceptions=True,
         )
@@ -103,6 +108,8 @@ async def open_services(
         event_log, queue, rulebook.rule_set, rulebook.buses, wake=wake, hooks=delivery_metrics
     )
     log_watch.subscribe(router.notify)
+    archiver = Archiver(event_log, archive_store, control, hooks=ArchiverMetrics(metrics))
+    log_watch.subscribe(archiver.notify)
     return Services(
         settings=settings,
         control=control,
@@ -135,5 +142,9 @@ async def open_services(
             log_retention=timedelta(hours=settings.log_retention_hours),
             interval=settings.retention_interval_seconds,
             metrics=RetentionMetrics(metrics),
+            archive_floors=functools.partial(archive_floors, control, archive_store),
+            trim_archives=functools.partial(trim_archives, control, archive_store),
         ),
+        archive_store=archive_store,
+        archiver=archiver,
     )

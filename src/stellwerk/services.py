@@ -18,8 +18,10 @@ from stellwerk.ingest.metrics import IngestMetrics
 from stellwerk.ops.metrics import Metrics
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.retention import Retention
+from stellwerk.routing.archiver import Archiver
 from stellwerk.routing.router import Router
 from stellwerk.routing.rulebook import RuleBook
+from stellwerk.storage.archives import ArchiveStore
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.directory import BusDirectory
 from stellwerk.storage.deliveries import DeliveryQueue
@@ -50,6 +52,8 @@ class Services:
     session_pool: SessionPool
     bus_access: BusAccess
     retention: Retention
+    archive_store: ArchiveStore
+    archiver: Archiver
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def rules_changed(self, tenant_id: str, bus: str | None) -> None:
@@ -68,6 +72,7 @@ class Services:
             asyncio.create_task(self.worker.run(), name="delivery-worker"),
             asyncio.create_task(self._refresh_depth(), name="queue-depth"),
             asyncio.create_task(self.retention.run(), name="retention"),
+            asyncio.create_task(self.archiver.run(), name="archiver"),
         ]
 
     async def _refresh_depth(self) -> None:
@@ -77,6 +82,7 @@ class Services:
 
     async def close(self) -> None:
         self.router.stop()
+        self.archiver.stop()
         await self.worker.stop(grace=min(10.0, self.settings.shutdown_timeout_seconds))
         for task in self._tasks:
             task.cancel()
@@ -87,6 +93,7 @@ class Services:
             await self.rulebook.close()
             await self.session_pool.close()
             await self.queue.close()
+            await self.archive_store.close()
             await self.event_log.close()
         finally:
             await self.control.close()
