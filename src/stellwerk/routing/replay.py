@@ -347,40 +347,61 @@ class ReplayRunner:
         pacer = Pacer(self.rate)
         loop = asyncio.get_running_loop()
         next_note = loop.time()
-        while not job.stop.is_set():
-            if loop.time() >= next_note:
-                state = await self.control.replays.progress(
-                    record.tenant_id, record.name, replayed=replayed, total=total
-                )
-                if state != "running":
-                    return None  # cancelled elsewhere
-                next_note = loop.time() + PROGRESS_SECONDS
-            events = await self.archives.read_window(
-                record.archive_uid, record.start, record.end, after_seq=seq, limit=self.batch
-            )
-            if not events:
-                return ("completed", None)
-            rules = self.rules_for(tenant, record.bus)
-            if inspect.isawaitable(rules):
-                rules = await rules
-            deliveries = replay_deliveries(tenant, record, rules, events)
-            try:
-                await self.queue.route_replay(
-                    tenant, record.name, events[-1].seq, len(events), deliveries
-                )
-            except CursorConflict:
-                # Another process runs this replay too: go on from where it got.
-                seq, replayed = await self.queue.replay_cursor(tenant, record.name)
-                continue
-            seq, replayed = events[-1].seq, replayed + len(events)
-            self.hooks.on_replayed(tenant, len(events), len(deliveries))
-            if deliveries and self.wake is not None:
-                self.wake.set()
-            delay = pacer.delay(len(events))
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(job.stop.wait(), delay)
-        return None
+        # The next batch is read and matched while this one commits; it is routed only after
+        # this one committed, so a failed batch is never passed over.
+        upcoming = asyncio.ensure_future(self._prepare(job, seq))
+        try:
+            while not job.stop.is_set():
+                if loop.time() >= next_note:
+                    state = await self.control.replays.progress(
+                        record.tenant_id, record.name, replayed=replayed, total=total
+                    )
+                    if state != "running":
+                        return None  # cancelled elsewhere
+                    next_note = loop.time() + PROGRESS_SECONDS
+                events, deliveries = await upcoming
+                if not events:
+                    return ("completed", None)
+                upcoming = asyncio.ensure_future(self._prepare(job, events[-1].seq))
+                try:
+                    await self.queue.route_replay(
+                        tenant, record.name, events[-1].seq, len(events), deliveries
+                    )
+                except CursorConflict:
+                    # Another process runs this replay too: go on from where it got.
+                    upcoming.cancel()
+                    seq, replayed = await self.queue.replay_cursor(tenant, record.name)
+                    upcoming = asyncio.ensure_future(self._prepare(job, seq))
+                    continue
+                replayed += len(events)
+                self.hooks.on_replayed(tenant, len(events), len(deliveries))
+                if deliveries and self.wake is not None:
+                    self.wake.set()
+                delay = pacer.delay(len(events))
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(job.stop.wait(), delay)
+            return None
+        finally:
+            upcoming.cancel()
+            with contextlib.suppress(BaseException):
+                await upcoming
+
+    async def _prepare(
+        self, job: _Job, after_seq: int
+    ) -> tuple[list[ArchivedEvent], list[NewDelivery]]:
+        """The next batch of the window after `after_seq`, and its deliveries by the bus's rules
+        as they are now."""
+        record = job.record
+        events = await self.archives.read_window(
+            record.archive_uid, record.start, record.end, after_seq=after_seq, limit=self.batch
+        )
+        if not events:
+            return events, []
+        rules = self.rules_for(job.tenant, record.bus)
+        if inspect.isawaitable(rules):
+            rules = await rules
+        return events, replay_deliveries(job.tenant, record, rules, events)
 
     async def _archiver_caught_up(self, job: _Job) -> bool:
         """Wait until the archiver has looked at what the bus's log holds now (False: the archive
