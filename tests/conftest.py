@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
+from tests.nats_support import nats_cluster, nats_server  # noqa: F401 (fixtures)
 
 from stellwerk.app import build_app
 from stellwerk.config import Settings, load_settings

