@@ -1,7 +1,7 @@
 """Event log fixtures, parametrised by backend so every backend runs the same suite.
 
-Only `sqlite` exists now; a NATS JetStream backend adds its name to `eventlog_support.BACKENDS`
-and a branch to `LogFactory.__call__`, and must then pass every test in `test_eventlog_contract.py`.
+The backends are named in `eventlog_support.BACKENDS` (`sqlite`, and `nats` on a real
+`nats-server` of the test's own); each must pass every test in `test_eventlog_contract.py`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from tests.nats_support import NatsServer
 from tests.storage.eventlog_support import BACKENDS, LogFactory, MovableClock
 
 from stellwerk.storage.eventlog import EventLog
@@ -22,6 +23,9 @@ def clock() -> MovableClock:
 
 @pytest.fixture(params=BACKENDS)
 def log_factory(request: pytest.FixtureRequest, tmp_path: Path, clock: MovableClock) -> LogFactory:
+    if request.param == "nats":
+        server: NatsServer = request.getfixturevalue("nats_server")
+        return LogFactory(request.param, tmp_path, clock, nats_url=server.url)
     return LogFactory(request.param, tmp_path, clock)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,10 +11,11 @@ import msgspec
 
 from stellwerk.events import CloudEvent
 from stellwerk.storage.eventlog import DEFAULT_DEDUP_WINDOW, EventLog, NewEvent
+from stellwerk.storage.nats import JetStreamEventLog
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "nats"]
 
 
 class MovableClock:
@@ -59,11 +61,15 @@ def body_of(raw: bytes) -> dict[str, object]:
 
 @dataclass
 class LogFactory:
-    """Makes (unstarted) logs of one backend on the same storage, so a test can reopen it."""
+    """Makes (unstarted) logs of one backend on the same storage, so a test can reopen it.
+
+    On `nats` the storage is a namespace of the test's server, one per `data_dir`.
+    """
 
     backend: str
     data_dir: Path
     clock: MovableClock
+    nats_url: str | None = None
 
     def __call__(self, *, dedup_window: timedelta = DEFAULT_DEDUP_WINDOW) -> EventLog:
         if self.backend == "sqlite":
@@ -73,5 +79,11 @@ class LogFactory:
                 clock=self.clock,
                 dedup_window=dedup_window,
                 dedup_sweep_interval=0,
+            )
+        if self.backend == "nats":
+            assert self.nats_url is not None
+            digest = hashlib.blake2b(str(self.data_dir).encode(), digest_size=6).hexdigest()
+            return JetStreamEventLog(
+                self.nats_url, namespace=f"t{digest}", clock=self.clock, dedup_window=dedup_window
             )
         raise AssertionError(f"unknown backend {self.backend}")

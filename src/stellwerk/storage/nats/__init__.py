@@ -1,0 +1,6 @@
+"""Scale-out storage on NATS JetStream: the event log (a stream per tenant, a subject per bus)."""
+
+from stellwerk.storage.nats.eventlog import JetStreamEventLog
+from stellwerk.storage.nats.names import Layout
+
+__all__ = ["JetStreamEventLog", "Layout"]

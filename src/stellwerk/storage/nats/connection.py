@@ -1,0 +1,210 @@
+"""One NATS connection for the JetStream event log, and the three ways it talks to JetStream.
+
+- `api`: a JSON request to `$JS.API.…` (stream create, info, message get, purge), one answer.
+- `publish`: a message to a stream subject whose acknowledgement (`PubAck`) comes back on an
+  inbox of ours; many can be in flight at once, so a batch costs one round trip, not one each.
+- `direct_batch`: one Direct Get request that the server answers with up to `batch` stored
+  messages and an end-of-batch marker, so a read of a thousand events is one request.
+
+Publish acks and batch replies share one wildcard inbox subscription, routed by the last token
+of the reply subject. nats-py's own `request` serves the single-answer API calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any, Final
+
+import msgspec
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from stellwerk.storage.eventlog import EventLogError, LogOverloaded
+
+STATUS: Final = "Status"
+NO_RESPONDERS: Final = "503"
+NOT_FOUND: Final = "404"
+END_OF_BATCH: Final = "204"
+_decode_json: Final = msgspec.json.Decoder(dict[str, Any]).decode
+_encode_json: Final = msgspec.json.Encoder().encode
+log = structlog.stdlib.get_logger(__name__)
+
+
+class JetStreamUnavailable(LogOverloaded):
+    """JetStream does not answer now (no connection, no stream leader, a timeout): try later."""
+
+
+class JetStreamApiError(EventLogError):
+    """JetStream refused a request; `code` is HTTP-like, `err_code` JetStream's own number."""
+
+    def __init__(self, code: int, err_code: int, description: str) -> None:
+        super().__init__(f"JetStream: {description} (code {code}, error {err_code})")
+        self.code = code
+        self.err_code = err_code
+        self.description = description
+
+
+class _Batch:
+    """The replies to one Direct Get batch request, complete at the end-of-batch marker."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.messages: list[Msg] = []
+        self.done: asyncio.Future[list[Msg]] = loop.create_future()
+
+    def add(self, msg: Msg) -> None:
+        status = msg.headers.get(STATUS) if msg.headers else None
+        if status is None:
+            self.messages.append(msg)
+        elif status in (END_OF_BATCH, NOT_FOUND):
+            self.done.set_result(self.messages)
+        elif status == NO_RESPONDERS:
+            self.done.set_exception(JetStreamUnavailable("no JetStream responder for the read"))
+        else:
+            description = msg.headers.get("Description", "") if msg.headers else ""
+            self.done.set_exception(JetStreamApiError(int(status), 0, description))
+
+
+class Connection:
+    """A NATS connection to `url` (several servers comma-separated) with our reply inbox."""
+
+    def __init__(self, url: str, *, request_timeout: float, name: str = "stellwerk") -> None:
+        self._servers = [server.strip() for server in url.split(",") if server.strip()]
+        self._request_timeout = request_timeout
+        self._name = name
+        self._nc: Client | None = None
+        self._prefix = ""
+        self._tokens = itertools.count()
+        self._waiting: dict[str, asyncio.Future[Msg] | _Batch] = {}
+
+    async def open(self) -> None:
+        try:
+            self._nc = await nats.connect(
+                self._servers,
+                name=self._name,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                connect_timeout=5,
+                # Appends are refused while disconnected, so little needs buffering.
+                pending_size=8 * 1024 * 1024,
+                error_cb=_log_error,
+                disconnected_cb=self._disconnected,
+                reconnected_cb=_log_reconnected,
+            )
+        except (NatsError, OSError) as exc:
+            raise JetStreamUnavailable(f"cannot connect to NATS at {self._servers}: {exc}") from exc
+        self._prefix = self._nc.new_inbox()
+        await self._nc.subscribe(
+            f"{self._prefix}.*", cb=self._on_reply, pending_msgs_limit=1_000_000
+        )
+
+    async def _disconnected(self) -> None:
+        if self._nc is not None:  # not when we close it ourselves
+            log.warning("disconnected from NATS, reconnecting", servers=self._servers)
+
+    async def close(self) -> None:
+        nc, self._nc = self._nc, None
+        for waiting in self._waiting.values():
+            future = waiting.done if isinstance(waiting, _Batch) else waiting
+            if not future.done():
+                future.set_exception(JetStreamUnavailable("the connection closed"))
+        self._waiting.clear()
+        if nc is not None:
+            await nc.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    def _client(self) -> Client:
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            raise JetStreamUnavailable("not connected to NATS (reconnecting)")
+        return nc
+
+    async def _on_reply(self, msg: Msg) -> None:
+        token = msg.subject[len(self._prefix) + 1 :]
+        waiting = self._waiting.get(token)
+        if waiting is None:
+            return  # the publisher or reader gave up waiting
+        if isinstance(waiting, _Batch):
+            waiting.add(msg)
+            if waiting.done.done():
+                del self._waiting[token]
+        elif not waiting.done():
+            waiting.set_result(msg)
+
+    # -- the three kinds of request -----------------------------------------------------------
+
+    async def api(self, subject: str, request: object = None) -> dict[str, Any]:
+        """A JetStream API call; raise `JetStreamApiError` with the server's reason if refused."""
+        nc = self._client()
+        payload = b"" if request is None else _encode_json(request)
+        try:
+            msg = await nc.request(subject, payload, timeout=self._request_timeout)
+        except NoRespondersError:
+            raise JetStreamUnavailable(f"no JetStream responder for {subject}") from None
+        except NatsTimeout:
+            raise JetStreamUnavailable(f"JetStream did not answer {subject} in time") from None
+        except NatsError as exc:
+            raise JetStreamUnavailable(f"{subject}: {exc!r}") from exc
+        answer = _decode_json(msg.data)
+        error = answer.get("error")
+        if error is not None:
+            raise JetStreamApiError(
+                int(error.get("code", 0)),
+                int(error.get("err_code", 0)),
+                str(error.get("description", "")),
+            )
+        return answer
+
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None = None
+    ) -> asyncio.Future[Msg]:
+        """Send one message; the future resolves with JetStream's reply (ack or error)."""
+        nc = self._client()
+        token = format(next(self._tokens), "x")
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
+        # A caller that gives up cancels the future, and its token goes with it.
+        future.add_done_callback(lambda _: self._waiting.pop(token, None))
+        try:
+            await nc.publish(subject, payload, reply=f"{self._prefix}.{token}", headers=headers)
+        except NatsError as exc:
+            self._waiting.pop(token, None)
+            raise JetStreamUnavailable(f"cannot publish: {exc!r}") from exc
+        return future
+
+    async def direct_batch(self, stream: str, request: dict[str, object]) -> list[Msg]:
+        """Stored messages from a Direct Get with `batch`; [] if none match."""
+        nc = self._client()
+        token = format(next(self._tokens), "x")
+        batch = _Batch(asyncio.get_running_loop())
+        self._waiting[token] = batch
+        try:
+            await nc.publish(
+                f"$JS.API.DIRECT.GET.{stream}",
+                _encode_json(request),
+                reply=f"{self._prefix}.{token}",
+            )
+            return await asyncio.wait_for(batch.done, self._request_timeout)
+        except TimeoutError:
+            raise JetStreamUnavailable("JetStream did not answer a read in time") from None
+        except NatsError as exc:
+            raise JetStreamUnavailable(f"cannot read: {exc!r}") from exc
+        finally:
+            self._waiting.pop(token, None)
+
+
+async def _log_error(error: Exception) -> None:
+    log.warning("nats connection error", error=repr(error))
+
+
+async def _log_reconnected() -> None:
+    log.info("reconnected to NATS")
