@@ -44,6 +44,7 @@ from stellwerk.api.routes import (
     health,
     keys,
     patterns,
+    replays,
     rules,
     schemas,
     tail,
@@ -73,6 +74,7 @@ ENDPOINTS: list[Endpoint] = [
     *rules.ENDPOINTS,
     *archives.ENDPOINTS,
     *tail.ENDPOINTS,
+    *replays.ENDPOINTS,
 ]
 
 RETRY_START_MAX_SECONDS = 10.0

@@ -28,6 +28,7 @@ from stellwerk.ops.metrics import Metrics
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.retention import Retention, RetentionMetrics
 from stellwerk.routing.archiver import Archiver, ArchiverMetrics, archive_floors, trim_archives
+from stellwerk.routing.replay import ReplayMetrics, ReplayRunner
 from stellwerk.routing.router import Router
 from stellwerk.routing.rulebook import RuleBook
 from stellwerk.rules.model import MAX_TIMEOUT_SECONDS
@@ -147,4 +148,15 @@ async def open_services(
         ),
         archive_store=archive_store,
         archiver=archiver,
+        replays=ReplayRunner(
+            control,
+            archive_store,
+            event_log,
+            queue,
+            rulebook.rule_set,
+            rate=settings.replay_rate,
+            max_running=settings.max_concurrent_replays,
+            wake=wake,
+            hooks=ReplayMetrics(metrics),
+        ),
     )

@@ -7,7 +7,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 from stellwerk.api.middleware.auth import Authenticator
-from stellwerk.config import Settings
+from stellwerk.config import Role, Settings
 from stellwerk.delivery.bus_access import BusAccess
 from stellwerk.delivery.metrics import DeliveryMetrics
 from stellwerk.delivery.registry import TargetRegistry
@@ -19,6 +19,7 @@ from stellwerk.ops.metrics import Metrics
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.retention import Retention
 from stellwerk.routing.archiver import Archiver
+from stellwerk.routing.replay import ReplayRunner
 from stellwerk.routing.router import Router
 from stellwerk.routing.rulebook import RuleBook
 from stellwerk.storage.archives import ArchiveStore
@@ -54,6 +55,7 @@ class Services:
     retention: Retention
     archive_store: ArchiveStore
     archiver: Archiver
+    replays: ReplayRunner
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def rules_changed(self, tenant_id: str, bus: str | None) -> None:
@@ -74,6 +76,8 @@ class Services:
             asyncio.create_task(self.retention.run(), name="retention"),
             asyncio.create_task(self.archiver.run(), name="archiver"),
         ]
+        if self.settings.role in (Role.ALL, Role.SCHEDULER):
+            self._tasks.append(asyncio.create_task(self.replays.run(), name="replays"))
 
     async def _refresh_depth(self) -> None:
         while True:
@@ -83,6 +87,7 @@ class Services:
     async def close(self) -> None:
         self.router.stop()
         self.archiver.stop()
+        self.replays.stop()
         await self.worker.stop(grace=min(10.0, self.settings.shutdown_timeout_seconds))
         for task in self._tasks:
             task.cancel()
