@@ -18,7 +18,7 @@ from typing import Final
 import msgspec
 
 from stellwerk.delivery.model import Delivered, Delivery, GiveUp, Outcome, RetryLater
-from stellwerk.events import EventError, encode_event, validate_event
+from stellwerk.events import REPLAY_NAME, EventError, encode_event, validate_event
 from stellwerk.storage.eventlog import EventLog, LogClosed, LogOverloaded, NewEvent
 
 MAX_HOPS: Final = 8
@@ -45,14 +45,21 @@ class BusTarget:
         if refused is not None:
             return GiveUp(refused)
         try:
-            event = validate_event(msgspec.json.decode(delivery.payload))
+            decoded = msgspec.json.decode(delivery.payload)
+            event = validate_event(decoded)
         except (msgspec.DecodeError, EventError) as exc:
             return GiveUp(f"a bus target needs a CloudEvent, and the payload is not one: {exc}")
         hops = event.extensions.get(HOPS, 0)
         hops = hops + 1 if isinstance(hops, int) and not isinstance(hops, bool) else 1
         if hops > MAX_HOPS:
             return GiveUp(f"the event passed {MAX_HOPS} buses: a routing loop")
-        event = msgspec.structs.replace(event, extensions={**event.extensions, HOPS: hops})
+        extensions = {**event.extensions, HOPS: hops}
+        # Validation drops the extensions Stellwerk owns; a replayed event keeps its mark on the
+        # next bus, so that bus's archives leave it out as they leave out every replayed event.
+        replay = decoded.get(REPLAY_NAME)
+        if isinstance(replay, str):
+            extensions[REPLAY_NAME] = replay
+        event = msgspec.structs.replace(event, extensions=extensions)
         try:
             results = await self._log.append(
                 [NewEvent.of(self.tenant, self.bus, event, encode_event(event))]

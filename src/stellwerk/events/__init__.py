@@ -3,6 +3,7 @@
 from stellwerk.events.errors import EventError, EventErrorCode
 from stellwerk.events.model import (
     OWNED_EXTENSIONS,
+    REPLAY_NAME,
     SPECVERSION,
     CloudEvent,
     ExtensionValue,
@@ -14,6 +15,7 @@ from stellwerk.events.validate import MAX_EVENT_SIZE, check_event_size, validate
 __all__ = [
     "MAX_EVENT_SIZE",
     "OWNED_EXTENSIONS",
+    "REPLAY_NAME",
     "SPECVERSION",
     "CloudEvent",
     "EventError",

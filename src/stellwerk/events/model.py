@@ -14,7 +14,9 @@ import msgspec
 SPECVERSION: Final = "1.0"
 
 # Extensions Stellwerk sets on every stored event; a producer's values for them are discarded.
-OWNED_EXTENSIONS: Final = frozenset({"tenant", "bus", "recordedtime", "replayname"})
+REPLAY_NAME: Final = "replayname"
+"""The extension a replayed event carries: the replay's name."""
+OWNED_EXTENSIONS: Final = frozenset({"tenant", "bus", "recordedtime", REPLAY_NAME})
 
 ExtensionValue = str | int | bool
 

@@ -30,6 +30,7 @@ from typing import Final, Protocol
 import structlog
 from prometheus_client import Counter
 
+from stellwerk.events import REPLAY_NAME
 from stellwerk.ops.metrics import Metrics
 from stellwerk.patterns import Matcher
 from stellwerk.storage.archives import ArchiveCursorConflict, ArchiveStore
@@ -40,7 +41,6 @@ from stellwerk.storage.eventlog import EventLog, StoredEvent
 DEFAULT_BATCH: Final = 1000
 DEFAULT_POLL_SECONDS: Final = 1.0
 DEFAULT_RELOAD_SECONDS: Final = 30.0
-REPLAY_NAME: Final = "replayname"
 
 log = structlog.get_logger("stellwerk.archiver")
 
