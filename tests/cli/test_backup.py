@@ -6,6 +6,7 @@ import json
 import sqlite3
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -41,6 +42,13 @@ def test_backup_while_ingesting_and_restore(tmp_path: Path) -> None:
             ).status_code
             == 201
         )
+        archive = {"pattern": {"type": ["load"]}, "retention_days": 0}
+        assert (
+            httpx.put(
+                f"{server.url}/v1/buses/default/archives/all", json=archive, headers=admin
+            ).status_code
+            == 201
+        )
 
         def ingest() -> None:
             headers = {"Authorization": f"Bearer {keys['ingest_key']}"}
@@ -71,7 +79,7 @@ def test_backup_while_ingesting_and_restore(tmp_path: Path) -> None:
 
     assert stat_mode(copy / "secret.key") == 0o600
     manifest = json.loads((copy / "backup.json").read_text())
-    assert manifest["databases"] == ["deliveries.db", "events.db", "control.db"]
+    assert manifest["databases"] == ["deliveries.db", "archives.db", "events.db", "control.db"]
 
     refused = cli("restore", str(copy), "--data-dir", str(data))
     assert refused.returncode == 1
@@ -94,6 +102,17 @@ def test_backup_while_ingesting_and_restore(tmp_path: Path) -> None:
                 assert arrived.wait_for(lambda: before_backup <= received, 90), (
                     f"{len(before_backup - received)} events of the backup were never delivered"
                 )
+            # The archiver resumes from its restored cursor: every event of the restored log
+            # ends up in the archive, once.
+            archived = 0
+            deadline = time.monotonic() + 60
+            while archived < len(before_backup) and time.monotonic() < deadline:
+                url = f"{server.url}/v1/buses/default/archives/all"
+                archived = httpx.get(url, headers=admin).json()["events"]
+                time.sleep(0.05)  # poll interval
+            with sqlite3.connect(restored / "events.db") as conn:
+                in_log = sum(n for (n,) in conn.execute("SELECT count FROM segments"))
+            assert len(before_backup) <= archived <= in_log
     finally:
         receiver.shutdown()
         receiver.server_close()
