@@ -95,7 +95,9 @@ def _time(body: ReplayInput, field: str) -> datetime:
 
 async def _view(services: Services, tenant: str, record: ReplayRecord) -> Replay:
     replayed = record.replayed
-    if record.state == "running":  # the control plane's count is written now and then
+    if record.state in ("running", "cancelled"):
+        # The control plane's count is written now and then (and not at all after a cancel);
+        # the queue's cursor has the exact one.
         replayed = max(replayed, (await services.queue.replay_cursor(tenant, record.name)).replayed)
     return Replay(
         name=record.name,
