@@ -38,6 +38,7 @@ from stellwerk.api.routes import (
     buses,
     connections,
     dead_letters,
+    erasures,
     events,
     failed_events,
     grants,
@@ -75,6 +76,7 @@ ENDPOINTS: list[Endpoint] = [
     *archives.ENDPOINTS,
     *tail.ENDPOINTS,
     *replays.ENDPOINTS,
+    *erasures.ENDPOINTS,
 ]
 
 RETRY_START_MAX_SECONDS = 10.0

@@ -22,6 +22,8 @@ from stellwerk.delivery.metrics import DeliveryMetrics
 from stellwerk.delivery.registry import TargetRegistry
 from stellwerk.delivery.targets import SessionPool
 from stellwerk.delivery.worker import DeliveryWorker
+from stellwerk.erasure.runner import ErasureMetrics, ErasureRunner
+from stellwerk.erasure.suppression import Suppressions
 from stellwerk.ingest.binding import BindingLimits
 from stellwerk.ingest.metrics import IngestMetrics
 from stellwerk.ops.metrics import Metrics
@@ -111,6 +113,7 @@ async def open_services(
     log_watch.subscribe(router.notify)
     archiver = Archiver(event_log, archive_store, control, hooks=ArchiverMetrics(metrics))
     log_watch.subscribe(archiver.notify)
+    suppressions = Suppressions(control.erasures, metrics, ttl=settings.key_cache_seconds)
     return Services(
         settings=settings,
         control=control,
@@ -158,5 +161,14 @@ async def open_services(
             max_running=settings.max_concurrent_replays,
             wake=wake,
             hooks=ReplayMetrics(metrics),
+        ),
+        suppressions=suppressions,
+        erasures=ErasureRunner(
+            control,
+            event_log,
+            queue,
+            archive_store,
+            suppressions=suppressions,
+            metrics=ErasureMetrics(metrics),
         ),
     )

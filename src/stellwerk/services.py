@@ -13,6 +13,8 @@ from stellwerk.delivery.metrics import DeliveryMetrics
 from stellwerk.delivery.registry import TargetRegistry
 from stellwerk.delivery.targets import SessionPool
 from stellwerk.delivery.worker import DeliveryWorker
+from stellwerk.erasure.runner import ErasureRunner
+from stellwerk.erasure.suppression import Suppressions
 from stellwerk.ingest.binding import BindingLimits
 from stellwerk.ingest.metrics import IngestMetrics
 from stellwerk.ops.metrics import Metrics
@@ -56,6 +58,8 @@ class Services:
     archive_store: ArchiveStore
     archiver: Archiver
     replays: ReplayRunner
+    suppressions: Suppressions
+    erasures: ErasureRunner
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def rules_changed(self, tenant_id: str, bus: str | None) -> None:
@@ -78,6 +82,7 @@ class Services:
         ]
         if self.settings.role in (Role.ALL, Role.SCHEDULER):
             self._tasks.append(asyncio.create_task(self.replays.run(), name="replays"))
+            self.erasures.start()  # resume the erasures a stop cut short
 
     async def _refresh_depth(self) -> None:
         while True:
@@ -88,6 +93,7 @@ class Services:
         self.router.stop()
         self.archiver.stop()
         self.replays.stop()
+        await self.erasures.close()
         await self.worker.stop(grace=min(10.0, self.settings.shutdown_timeout_seconds))
         for task in self._tasks:
             task.cancel()

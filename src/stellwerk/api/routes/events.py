@@ -63,6 +63,9 @@ class SchemaWarning(msgspec.Struct):
 class IngestResult(msgspec.Struct):
     """`accepted` counts every event that is durable now, duplicates of earlier ones included.
 
+    An event an erasure keeps out (suppression, see docs/erasure.md) is answered like a
+    duplicate: counted in `accepted` and in `duplicates`, and not stored.
+
     `warnings` appears only on buses in `warn` mode, for stored events that break their schema.
     """
 
@@ -143,6 +146,10 @@ async def ingest(
         else:
             failed.append(_failed(result))
             metrics.rejected(failed[-1].error).inc()
+    # Before the schema check: a suppressed event must not land in the failed-events store.
+    decoded, suppressed = await services.suppressions.drop(
+        principal.tenant_id, principal.tenant, name, decoded
+    )
     warnings: list[SchemaWarning] = []
     if bus.schema_validation != "off" and decoded:
         decoded, refused, warnings = await check_schemas(
@@ -152,7 +159,7 @@ async def ingest(
         services.ingest_metrics.failed_validation.labels(
             principal.tenant, name, bus.schema_validation
         ).inc(len(refused) + len(warnings))
-    if not decoded:
+    if not decoded and not suppressed:
         if not failed:
             raise ApiError(400, "InvalidRequest", "the request holds no events")
         first = failed[0]
@@ -195,13 +202,13 @@ async def ingest(
     metrics.accepted.inc(len(batch) - duplicates)
     if duplicates:
         metrics.duplicates.inc(duplicates)
-    if not failed and not duplicates and not warnings:
+    if not failed and not duplicates and not warnings and not suppressed:
         return 202, b'{"accepted":%d,"failed":[],"duplicates":0}' % len(batch)
     return 202, _encode(
         IngestResult(
-            accepted=len(batch),
+            accepted=len(batch) + suppressed,
             failed=failed,
-            duplicates=duplicates,
+            duplicates=duplicates + suppressed,
             warnings=warnings or msgspec.UNSET,
         )
     )
