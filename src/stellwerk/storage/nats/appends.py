@@ -41,6 +41,7 @@ from stellwerk.storage.nats.connection import (
     NO_RESPONDERS,
     STATUS,
     Connection,
+    ConnectionLost,
     JetStreamApiError,
     JetStreamUnavailable,
 )
@@ -108,6 +109,7 @@ class _Attempt:
     body: bytes
     base_id: str
     msg_id: str
+    resent: bool = False
 
 
 class Appender:
@@ -158,6 +160,7 @@ class Appender:
                 await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
                 backoff = min(backoff * 2, _MAX_BACKOFF)
             attempts = again
+            await self._conn.wait_connected(max(0.0, deadline - loop.time()))
             pending = await self._publish(attempts, stamp)
         out: list[AppendResult] = []
         for index, event in enumerate(batch):
@@ -203,30 +206,47 @@ class Appender:
             raise
         return futures
 
-    async def _acks(self, futures: list[asyncio.Future[Msg]], deadline: float) -> list[Msg]:
+    async def _acks(
+        self, futures: list[asyncio.Future[Msg]], deadline: float
+    ) -> list[Msg | ConnectionLost]:
         loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(
-                asyncio.gather(*futures), max(0.0, deadline - loop.time())
+            replies = await asyncio.wait_for(
+                asyncio.gather(*futures, return_exceptions=True), max(0.0, deadline - loop.time())
             )
         except TimeoutError:
             raise JetStreamUnavailable(
                 f"JetStream did not acknowledge the batch within {self._ack_timeout:g} s; "
                 "some events may be stored, and sending them again is safe"
             ) from None
+        out: list[Msg | ConnectionLost] = []
+        for reply in replies:
+            if isinstance(reply, BaseException) and not isinstance(reply, ConnectionLost):
+                raise reply
+            out.append(reply)
+        return out
 
     async def _settle(
         self,
         attempts: list[_Attempt],
-        replies: list[Msg],
+        replies: list[Msg | ConnectionLost],
         stamp: records.Stamp,
         results: dict[int, AppendResult],
     ) -> tuple[list[_Attempt], bool]:
         """Record the outcome of each reply; return the attempts to publish again, and whether
-        any of them waits for JetStream to settle (rather than for a new id)."""
+        any of them waits for JetStream to settle (rather than for a new id).
+
+        A publish whose connection broke before its ack is sent again on the next connection.
+        If the first one had landed, the second is answered as its duplicate, with this very
+        append's recorded time: it is reported as stored.
+        """
         again: list[_Attempt] = []
         duplicates: list[tuple[_Attempt, int]] = []
         for attempt, reply in zip(attempts, replies, strict=True):
+            if isinstance(reply, ConnectionLost):
+                attempt.resent = True
+                again.append(attempt)
+                continue
             if not reply.data:
                 status = reply.headers.get(STATUS) if reply.headers else None
                 if status == NO_RESPONDERS:
@@ -254,7 +274,8 @@ class Appender:
                 attempt.msg_id = f"{attempt.base_id}~{seq}"
                 again.append(attempt)
                 continue
-            results[attempt.index] = AppendResult(_DUPLICATE, seq)
+            own = attempt.resent and recorded_us == stamp.recorded_us
+            results[attempt.index] = AppendResult(_STORED if own else _DUPLICATE, seq)
             if recorded_us is not None:
                 self._recent.put(attempt.key, Known(attempt.msg_id, seq, recorded_us))
         return again, busy

@@ -40,6 +40,10 @@ class JetStreamUnavailable(LogOverloaded):
     """JetStream does not answer now (no connection, no stream leader, a timeout): try later."""
 
 
+class ConnectionLost(JetStreamUnavailable):
+    """The connection broke while a reply was awaited: the request may or may not have landed."""
+
+
 class JetStreamApiError(EventLogError):
     """JetStream refused a request; `code` is HTTP-like, `err_code` JetStream's own number."""
 
@@ -81,6 +85,7 @@ class Connection:
         self._prefix = ""
         self._tokens = itertools.count()
         self._waiting: dict[str, asyncio.Future[Msg] | _Batch] = {}
+        self._up = asyncio.Event()
 
     async def open(self) -> None:
         try:
@@ -95,26 +100,49 @@ class Connection:
                 pending_size=8 * 1024 * 1024,
                 error_cb=_log_error,
                 disconnected_cb=self._disconnected,
-                reconnected_cb=_log_reconnected,
+                reconnected_cb=self._reconnected,
             )
         except (NatsError, OSError) as exc:
             raise JetStreamUnavailable(f"cannot connect to NATS at {self._servers}: {exc}") from exc
+        self._up.set()
         self._prefix = self._nc.new_inbox()
         await self._nc.subscribe(
             f"{self._prefix}.*", cb=self._on_reply, pending_msgs_limit=1_000_000
         )
 
     async def _disconnected(self) -> None:
-        if self._nc is not None:  # not when we close it ourselves
-            log.warning("disconnected from NATS, reconnecting", servers=self._servers)
+        """Fail every reply still awaited: on a new connection none of them will come."""
+        self._up.clear()
+        if self._nc is None:
+            return  # we closed it ourselves
+        log.warning("disconnected from NATS, reconnecting", servers=self._servers)
+        self._fail_waiting(ConnectionLost("the connection to NATS broke"))
+
+    async def _reconnected(self) -> None:
+        url = self._nc.connected_url if self._nc else None
+        log.info("reconnected to NATS", server=url.netloc if url else None)
+        self._up.set()
+
+    async def wait_connected(self, within: float) -> None:
+        """Return once connected (at once if so); raise `JetStreamUnavailable` after `within`
+        seconds."""
+        if self.connected:
+            return
+        try:
+            await asyncio.wait_for(self._up.wait(), within)
+        except TimeoutError:
+            raise JetStreamUnavailable("not connected to NATS (reconnecting)") from None
+
+    def _fail_waiting(self, error: Exception) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for each in waiting.values():
+            future = each.done if isinstance(each, _Batch) else each
+            if not future.done():
+                future.set_exception(error)
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None
-        for waiting in self._waiting.values():
-            future = waiting.done if isinstance(waiting, _Batch) else waiting
-            if not future.done():
-                future.set_exception(JetStreamUnavailable("the connection closed"))
-        self._waiting.clear()
+        self._fail_waiting(JetStreamUnavailable("the connection closed"))
         if nc is not None:
             await nc.close()
 
@@ -204,7 +232,3 @@ class Connection:
 
 async def _log_error(error: Exception) -> None:
     log.warning("nats connection error", error=repr(error))
-
-
-async def _log_reconnected() -> None:
-    log.info("reconnected to NATS")

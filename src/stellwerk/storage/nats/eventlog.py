@@ -46,6 +46,7 @@ from stellwerk.storage.nats.upkeep import Upkeep
 
 STREAM_NAME_IN_USE: Final = 10058
 _SCAN_BATCH: Final = 256
+RECONNECT_GRACE: Final = 2.0  # seconds a new append waits for a lost connection to come back
 log = structlog.stdlib.get_logger(__name__)
 
 
@@ -77,7 +78,8 @@ class JetStreamEventLog:
     beyond that `append` raises `LogOverloaded`, as it does while the connection is down and
     when JetStream has not acknowledged a batch within `ack_timeout` seconds. `time_slack` is
     how far recorded times may run out of sequence order between processes (their clocks'
-    skew): time windows look that far past their ends for stragglers.
+    skew): time windows look that far past their ends for stragglers. `secure_erase` has
+    JetStream overwrite the bytes of erased events (see `upkeep.py`).
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class JetStreamEventLog:
         ack_timeout: float = 10.0,
         request_timeout: float = 5.0,
         time_slack: timedelta = timedelta(seconds=10),
+        secure_erase: bool = True,
     ) -> None:
         if replicas < 1:
             raise ValueError(f"replicas must be at least 1, not {replicas}")
@@ -106,6 +109,7 @@ class JetStreamEventLog:
         self._ack_timeout = ack_timeout
         self._request_timeout = request_timeout
         self._slack_us = time_slack // timedelta(microseconds=1)
+        self._secure_erase = secure_erase
         self._open: _Open | None = None
         self._accepting = False
         self._streams: dict[str, asyncio.Task[None]] = {}
@@ -130,7 +134,8 @@ class JetStreamEventLog:
             dedup_window=self._dedup_window,
             ack_timeout=self._ack_timeout,
         )
-        self._open = _Open(conn, appender, queries, Upkeep(queries, self.layout))
+        upkeep = Upkeep(queries, self.layout, secure_erase=self._secure_erase)
+        self._open = _Open(conn, appender, queries, upkeep)
         self._accepting = True
 
     async def close(self) -> None:
@@ -178,12 +183,12 @@ class JetStreamEventLog:
             raise LogOverloaded(
                 f"{self._pending_events} events are waiting for JetStream's acknowledgement"
             )
-        if not opened.conn.connected:
-            raise LogOverloaded("not connected to NATS (reconnecting)")
         self._pending_events += len(batch)
         self._pending_bytes += size
         self._idle.clear()
         try:
+            # A moment without a connection (a failover to another node) is waited out.
+            await opened.conn.wait_connected(min(self._ack_timeout, RECONNECT_GRACE))
             for tenant in {event.tenant for event in batch}:
                 await self._ensure_stream(opened.conn, tenant)
             return await opened.appender.append(batch)

@@ -14,6 +14,7 @@ digits (`Acme.eu_1` → `_41cme_2Eeu_5F1`): one token per name, never the token 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ _KEPT: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 _NAMESPACE: Final = re.compile(r"[A-Za-z0-9-]{1,32}")
 
 
+@functools.lru_cache(maxsize=16384)
 def token(name: str) -> str:
     """`name` as one subject token that is also safe in a stream (and directory) name."""
     if not name.isascii():

@@ -28,9 +28,14 @@ DELETES_AT_ONCE: Final = 64
 
 
 class Upkeep:
-    def __init__(self, queries: StreamQueries, layout: Layout) -> None:
+    """Trims and erasures; `secure_erase` has JetStream overwrite an erased message's bytes
+    (milliseconds per message), rather than only mark it deleted until its block is
+    compacted."""
+
+    def __init__(self, queries: StreamQueries, layout: Layout, *, secure_erase: bool) -> None:
         self._q = queries
         self._layout = layout
+        self._secure_erase = secure_erase
 
     async def last_position(self, stream: str, events_subject: str) -> int:
         last = await self._q.last_message(stream, events_subject)
@@ -104,8 +109,8 @@ class Upkeep:
         matches: EraseMatch,
         before: EraseHook | None,
     ) -> list[ErasedEvent]:
-        """Scan each bus up to its newest message when the erase began; delete the finds
-        with JetStream's secure erase (the stored bytes are overwritten), a step at a time."""
+        """Scan each bus up to its newest message when the erase began; delete the finds a
+        step at a time."""
         stream = self._layout.stream(tenant)
         state = await self._q.state(stream)
         if state is None:
@@ -162,7 +167,10 @@ class Upkeep:
         for first in range(0, len(positions), DELETES_AT_ONCE):
             await asyncio.gather(
                 *(
-                    self._q.conn.api(f"$JS.API.STREAM.MSG.DELETE.{stream}", {"seq": seq})
+                    self._q.conn.api(
+                        f"$JS.API.STREAM.MSG.DELETE.{stream}",
+                        {"seq": seq, "no_erase": not self._secure_erase},
+                    )
                     for seq in positions[first : first + DELETES_AT_ONCE]
                 )
             )
