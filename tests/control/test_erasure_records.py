@@ -103,6 +103,18 @@ async def test_suppressions_are_kept_per_tenant_and_bus(control: ControlPlane) -
     assert await store.suppressed(other.id, "default", asked) == set()
 
 
+async def test_suppressions_take_sources_and_ids_of_any_allowed_length(
+    control: ControlPlane,
+) -> None:
+    # Together longer than PostgreSQL allows in one index entry (~2.7 KB).
+    acme = await control.create_tenant("acme")
+    long_source, long_id = "urn:" + "s" * 4000, "i" * 1000
+    await control.erasures.suppress(acme.id, "erasure-1", [("default", long_source, long_id)])
+
+    asked = [(long_source, long_id), (long_source, long_id[:-1])]
+    assert await control.erasures.suppressed(acme.id, "default", asked) == {(long_source, long_id)}
+
+
 async def test_failed_events_are_erased_by_body(control: ControlPlane) -> None:
     acme = await control.create_tenant("acme")
     other = await control.create_tenant("other")

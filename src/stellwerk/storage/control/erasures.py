@@ -8,6 +8,7 @@ event by (bus, source, id): ingest answers such an event as accepted and does no
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -196,6 +197,7 @@ class ErasureStore:
             {
                 "tenant_id": tenant_id,
                 "bus": bus,
+                "key_hash": suppression_hash(source, event_id),
                 "source": source,
                 "event_id": event_id,
                 "erasure_id": erasure_id,
@@ -217,15 +219,21 @@ class ErasureStore:
         """Which of these `(source, id)` keys are kept out of the bus."""
         c = suppressed_events.c
         found: set[tuple[str, str]] = set()
-        wanted = list(dict.fromkeys(keys))
+        wanted = {
+            suppression_hash(source, event_id): (source, event_id) for source, event_id in keys
+        }
+        hashes = list(wanted)
         async with self._engine.connect() as conn:
-            for start in range(0, len(wanted), _CHUNK):
-                query = sa.select(c.source, c.event_id).where(
+            for start in range(0, len(hashes), _CHUNK):
+                query = sa.select(c.key_hash, c.source, c.event_id).where(
                     c.tenant_id == tenant_id,
                     c.bus == bus,
-                    sa.tuple_(c.source, c.event_id).in_(wanted[start : start + _CHUNK]),
+                    c.key_hash.in_(hashes[start : start + _CHUNK]),
                 )
-                found.update((row.source, row.event_id) for row in await conn.execute(query))
+                for row in await conn.execute(query):
+                    key = (row.source, row.event_id)
+                    if wanted.get(row.key_hash) == key:
+                        found.add(key)
         return found
 
     async def has_suppressions(self, tenant_id: str, bus: str) -> bool:
@@ -238,3 +246,13 @@ class ErasureStore:
         )
         async with self._engine.connect() as conn:
             return (await conn.scalar(query)) is not None
+
+
+def suppression_hash(source: str, event_id: str) -> str:
+    """The key of a suppression: SHA-256 (hex) of source and id, unambiguously joined."""
+    digest = hashlib.sha256()
+    for part in (source, event_id):
+        encoded = part.encode()
+        digest.update(len(encoded).to_bytes(8, "big"))
+        digest.update(encoded)
+    return digest.hexdigest()

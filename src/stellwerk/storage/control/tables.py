@@ -210,7 +210,8 @@ erasures = sa.Table(
 )
 
 # Events an erasure asked to keep out: an event with this source and id arriving again on the
-# bus is answered as accepted and not stored.
+# bus is answered as accepted and not stored. The key is a SHA-256 of source and id (`key_hash`,
+# hex): source and id together may be longer than PostgreSQL allows in an index entry.
 suppressed_events = sa.Table(
     "suppressed_events",
     metadata,
@@ -221,8 +222,9 @@ suppressed_events = sa.Table(
         primary_key=True,
     ),
     sa.Column("bus", sa.String(64), primary_key=True),
-    sa.Column("source", sa.String(4096), primary_key=True),
-    sa.Column("event_id", sa.String(1024), primary_key=True),
+    sa.Column("key_hash", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(4096), nullable=False),
+    sa.Column("event_id", sa.String(1024), nullable=False),
     sa.Column("erasure_id", sa.String(36), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )

@@ -91,6 +91,7 @@ def upgrade() -> None:
         "suppressed_events",
         sa.Column("tenant_id", sa.String(36), nullable=False),
         sa.Column("bus", sa.String(64), nullable=False),
+        sa.Column("key_hash", sa.String(64), nullable=False),
         sa.Column("source", sa.String(4096), nullable=False),
         sa.Column("event_id", sa.String(1024), nullable=False),
         sa.Column("erasure_id", sa.String(36), nullable=False),
@@ -101,9 +102,7 @@ def upgrade() -> None:
             name="fk_suppressed_events_tenant_id_tenants",
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint(
-            "tenant_id", "bus", "source", "event_id", name="pk_suppressed_events"
-        ),
+        sa.PrimaryKeyConstraint("tenant_id", "bus", "key_hash", name="pk_suppressed_events"),
     )
 
 
