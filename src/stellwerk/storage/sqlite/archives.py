@@ -137,6 +137,10 @@ def _connect(path: Path, *, writer: bool) -> sqlite3.Connection:
             conn.close()
             raise sqlite3.OperationalError(f"{path} cannot be put in WAL mode (got {mode})")
         conn.execute("PRAGMA journal_size_limit = 67108864")
+        # Erased (and trimmed) copies are overwritten with zeros, not left in free pages: an
+        # erasure must not leave a person's data readable in the file. Not every SQLite build
+        # has this on by default.
+        conn.execute("PRAGMA secure_delete = ON")
         for statement in _DDL:
             conn.execute(statement)
     else:
