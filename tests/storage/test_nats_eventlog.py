@@ -150,6 +150,17 @@ async def test_messages_stellwerk_did_not_write_are_skipped(
         assert [e.id for e in await log.read("acme", "default")] == ["e1", "e2"]
 
 
+async def test_last_position_outlives_the_erasure_of_a_bus_newest_event(
+    nats_server: NatsServer,
+) -> None:
+    async with JetStreamEventLog(nats_server.url) as log:
+        appended = await log.append([new_event(f"e{i}", data={"user": f"u{i}"}) for i in range(3)])
+        erased = await log.erase("acme", "default", b'"u2"', lambda event: True)
+        assert [e.id for e in erased] == ["e2"]
+        assert [e.id for e in await log.read("acme", "default")] == ["e0", "e1"]
+        assert await log.last_position("acme", "default") == appended[-1].position
+
+
 async def test_too_many_events_in_flight_is_overload(nats_server: NatsServer) -> None:
     async with JetStreamEventLog(nats_server.url, max_pending_events=10) as log:
         first, second = await asyncio.gather(

@@ -38,12 +38,16 @@ class Upkeep:
         self._secure_erase = secure_erase
 
     async def last_position(self, stream: str, events_subject: str) -> int:
-        last = await self._q.last_message(stream, events_subject)
-        if last is not None:
-            return int(last["seq"])
+        """The newer of the bus's newest event and its mark (an erasure may have taken the
+        newest event and left older ones)."""
         marks = self._layout.marks_subject_of(events_subject)
-        mark = await self._q.last_message(stream, marks)
-        return int(base64.b64decode(mark["data"])) if mark is not None else 0
+        last, mark = await asyncio.gather(
+            self._q.last_message(stream, events_subject), self._q.last_message(stream, marks)
+        )
+        return max(
+            int(last["seq"]) if last is not None else 0,
+            int(base64.b64decode(mark["data"])) if mark is not None else 0,
+        )
 
     # -- trimming ------------------------------------------------------------------------------
 
