@@ -1,7 +1,7 @@
 """Delivery queue fixtures, parametrised by backend so every backend runs the same suite.
 
-Only `sqlite` exists now; a NATS JetStream backend adds its name to `queue_support.BACKENDS` and a
-branch to `QueueFactory.__call__`, and must then pass `test_queue_contract.py` and the worker tests.
+The backends are named in `queue_support.BACKENDS` (`sqlite`, and `nats` on a real `nats-server`
+of the test's own); each must pass the queue contract, the erase contract and the worker tests.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from tests.delivery.queue_support import BACKENDS, QueueFactory
+from tests.nats_support import NatsServer
 from tests.storage.eventlog_support import MovableClock
 
 from stellwerk.storage.deliveries import DeliveryQueue
@@ -25,6 +26,9 @@ def clock() -> MovableClock:
 def queue_factory(
     request: pytest.FixtureRequest, tmp_path: Path, clock: MovableClock
 ) -> QueueFactory:
+    if request.param == "nats":
+        server: NatsServer = request.getfixturevalue("nats_server")
+        return QueueFactory(request.param, tmp_path, clock, nats_url=server.url)
     return QueueFactory(request.param, tmp_path, clock)
 
 

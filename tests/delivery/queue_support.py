@@ -10,22 +10,30 @@ from tests.storage.eventlog_support import T0, MovableClock
 
 from stellwerk.delivery.model import NewDelivery
 from stellwerk.storage.deliveries import DeliveryQueue
+from stellwerk.storage.nats.deliveries import JetStreamDeliveryQueue
 from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "nats"]
 
 
 @dataclass
 class QueueFactory:
-    """Makes (unstarted) queues of one backend on the same storage, so a test can reopen it."""
+    """Makes (unstarted) queues of one backend on the same storage, so a test can reopen it.
+
+    On `nats` the storage is the test's own `nats-server` (`nats_url`).
+    """
 
     backend: str
     data_dir: Path
     clock: MovableClock
+    nats_url: str | None = None
 
     def __call__(self) -> DeliveryQueue:
         if self.backend == "sqlite":
             return SqliteDeliveryQueue(self.data_dir / DELIVERIES_FILE, clock=self.clock)
+        if self.backend == "nats":
+            assert self.nats_url is not None
+            return JetStreamDeliveryQueue(self.nats_url, clock=self.clock)
         raise AssertionError(f"unknown backend {self.backend}")
 
 
