@@ -24,7 +24,9 @@ from stellwerk.routing.replay import (
     NoReplayHooks,
     Pacer,
     ReplayRunner,
+    narrowed,
     replay_deliveries,
+    replay_name_suffix,
     with_replay_name,
 )
 from stellwerk.storage.archives import ArchivedEvent
@@ -301,10 +303,10 @@ def test_the_pacer_holds_a_rate_and_does_not_burst_after_a_stall() -> None:
 
 def test_replayname_is_added_last_and_wins() -> None:
     body = b'{"id":"e1","replayname":"forged","data":{"a":1}}'
-    replayed = msgspec.json.decode(with_replay_name(body, "mine"))
+    replayed = msgspec.json.decode(with_replay_name(body, replay_name_suffix("mine")))
     assert replayed == {"id": "e1", "replayname": "mine", "data": {"a": 1}}
     with pytest.raises(ValueError, match="not a JSON object"):
-        with_replay_name(b"[1]", "mine")
+        with_replay_name(b"[1]", replay_name_suffix("mine"))
 
 
 def test_a_replay_of_no_rules_builds_nothing() -> None:
@@ -328,3 +330,11 @@ def test_a_replay_of_no_rules_builds_nothing() -> None:
     )
     event = ArchivedEvent("u", 1, 1, "e1", "/s", "t", None, T0, b"{}")
     assert replay_deliveries("acme", record, RuleSet(Matcher()), [event]) == []
+
+
+def test_a_replay_to_some_rules_matches_only_those_that_exist_now() -> None:
+    rules = rule_set()
+    chosen = narrowed(rules, ["orders", "gone"])  # `gone` was deleted or disabled since
+    assert list(chosen.matcher.names) == ["orders"]
+    assert dict(chosen.targets) == {"orders": rules.targets["orders"]}
+    assert len(narrowed(rules, ["gone"]).matcher) == 0

@@ -35,6 +35,7 @@ from prometheus_client import Counter, Gauge
 
 from stellwerk.delivery.model import NewDelivery
 from stellwerk.ops.metrics import Metrics
+from stellwerk.patterns import Matcher
 from stellwerk.routing.router import RuleSet, RuleSource, build_delivery
 from stellwerk.storage.archives import ArchivedEvent, ArchiveStore
 from stellwerk.storage.control import ControlPlane
@@ -43,7 +44,8 @@ from stellwerk.storage.deliveries import CursorConflict, DeliveryQueue, QueueClo
 from stellwerk.storage.eventlog import EventLog, StoredEvent
 
 REPLAY_NAME: Final = "replayname"
-DEFAULT_BATCH: Final = 500
+DEFAULT_BATCH: Final = 1000  # archived events per route_replay (one transaction)
+MATCH_CHUNK: Final = 100  # events matched at a time before the event loop serves others
 DEFAULT_POLL_SECONDS: Final = 1.0
 PROGRESS_SECONDS: Final = 1.0  # how often a job writes its progress to the control plane
 ARCHIVER_POLL_SECONDS: Final = 0.05
@@ -132,16 +134,30 @@ class Pacer:
         return max(0.0, self._due - now)
 
 
-def with_replay_name(body: bytes, name: str) -> bytes:
-    """The event's JSON with `"replayname": name` added last, so that it wins over any copy.
+def replay_name_suffix(name: str) -> bytes:
+    """What `with_replay_name` puts in place of a body's closing brace."""
+    return b',"' + REPLAY_NAME.encode() + b'":"' + name.encode() + b'"}'
 
-    Stored bodies are one compact object (the log writes Stellwerk's extensions the same way);
-    replay names follow the name rule, so they need no escaping.
+
+def with_replay_name(body: bytes, suffix: bytes) -> bytes:
+    """The event's JSON with `"replayname"` added last (`suffix`), so that it wins over a copy.
+
+    Stored bodies are one compact object from `{` to `}` (the log writes Stellwerk's extensions
+    the same way); replay names follow the name rule, so they need no escaping.
     """
-    trimmed = body.rstrip()
-    if not trimmed.endswith(b"}"):
+    if body[-1:] != b"}":
         raise ValueError("an archived event body is not a JSON object")
-    return trimmed[:-1] + b',"' + REPLAY_NAME.encode() + b'":"' + name.encode() + b'"}'
+    return body[:-1] + suffix
+
+
+def narrowed(rules: RuleSet, chosen: Sequence[str]) -> RuleSet:
+    """The part of a bus's rule set that a replay to `chosen` rules uses (those that exist and
+    are enabled now): matching a backfill to one rule costs one rule, not the whole bus."""
+    matcher = Matcher()
+    for name in chosen:
+        if name in rules.matcher:
+            matcher.add(name, rules.matcher.pattern(name))
+    return RuleSet(matcher, {name: rules.targets.get(name, ()) for name in matcher.names})
 
 
 def replay_deliveries(
@@ -150,18 +166,16 @@ def replay_deliveries(
     rules: RuleSet,
     events: Sequence[ArchivedEvent],
 ) -> list[NewDelivery]:
-    """The deliveries of a batch of archived events to the replay's rules, as the router builds
-    them (transformers, ordering), with `replayname` in each event."""
+    """The deliveries of a batch of archived events to `rules` (the replay's, see `narrowed`),
+    built as the router builds them (transformers, ordering), with `replayname` in each event."""
     out: list[NewDelivery] = []
     matcher = rules.matcher
     if not len(matcher):
         return out
-    chosen = None if record.rules is None else frozenset(record.rules)
+    suffix = replay_name_suffix(record.name)
     for archived in events:
-        body = with_replay_name(archived.body, record.name)
+        body = with_replay_name(archived.body, suffix)
         matched = matcher.match(body)
-        if chosen is not None:
-            matched = [rule for rule in matched if rule in chosen]
         if not matched:
             continue
         event = StoredEvent(
@@ -192,10 +206,21 @@ class _Job:
     record: ReplayRecord
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    _bus_rules: RuleSet | None = None
+    _rules: RuleSet | None = None
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.record.tenant_id, self.record.name)
+
+    def rules(self, bus_rules: RuleSet) -> RuleSet:
+        """The replay's rules out of the bus's current ones, narrowed again only when they
+        changed (the rule book swaps in a new rule set on every change)."""
+        if self.record.rules is None:
+            return bus_rules
+        if bus_rules is not self._bus_rules or self._rules is None:
+            self._bus_rules, self._rules = bus_rules, narrowed(bus_rules, self.record.rules)
+        return self._rules
 
 
 class ReplayRunner:
@@ -401,7 +426,14 @@ class ReplayRunner:
         rules = self.rules_for(job.tenant, record.bus)
         if inspect.isawaitable(rules):
             rules = await rules
-        return events, replay_deliveries(job.tenant, record, rules, events)
+        narrowed = job.rules(rules)
+        deliveries: list[NewDelivery] = []
+        for start in range(0, len(events), MATCH_CHUNK):
+            if start:
+                await asyncio.sleep(0)  # let live requests in between chunks
+            chunk = events[start : start + MATCH_CHUNK]
+            deliveries += replay_deliveries(job.tenant, record, narrowed, chunk)
+        return events, deliveries
 
     async def _archiver_caught_up(self, job: _Job) -> bool:
         """Wait until the archiver has looked at what the bus's log holds now (False: the archive
