@@ -72,6 +72,7 @@ async def test_a_replay_is_created_and_shown(app: RunningApp) -> None:
         ({"start": "yesterday"}, "start", "RFC 3339"),
         ({"end": "2026-02-30T00:00:00Z"}, "end", "RFC 3339"),
         ({"start": "2026-01-01 00:00:00"}, "start", "RFC 3339"),
+        ({"start": "0001-01-01T00:00:00+23:00"}, "start", "RFC 3339"),
         ({"archive": "missing"}, "archive", "archive 'missing' does not exist on bus 'default'"),
         ({"bus": "other"}, "archive", "archive 'orders' does not exist on bus 'other'"),
         ({"bus": "nowhere"}, "bus", "bus 'nowhere' does not exist"),

@@ -85,8 +85,8 @@ def _name(kind: str, value: str, field: str) -> str:
 def _time(body: ReplayInput, field: str) -> datetime:
     text: str = getattr(body, field)
     try:
-        return parse_rfc3339(text)
-    except ValueError:
+        return parse_rfc3339(text).astimezone(UTC)
+    except (ValueError, OverflowError):  # overflow: a time that is no time in UTC (year 0)
         raise _invalid(
             f"{field} must be an RFC 3339 time such as 2026-01-02T03:04:05Z, not {text[:64]!r}",
             field,
