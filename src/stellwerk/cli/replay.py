@@ -124,7 +124,8 @@ def start(
     client = Client(url, key)
     created = _run(lambda: client.call("POST", "/v1/replays", body))
     if not wait:
-        click.echo(f"replay {name}: {created['state']}, {created['total']:,} events to replay")
+        # `total` is counted once the replay starts: `status` shows it.
+        click.echo(f"replay {name}: {created['state']}")
         return 0
     return _show(client, name, follow=True)
 
