@@ -34,6 +34,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from stellwerk.delivery.model import NewDelivery
+from stellwerk.events import REPLAY_NAME
 from stellwerk.ops.metrics import Metrics
 from stellwerk.patterns import Matcher
 from stellwerk.routing.router import RuleSet, RuleSource, build_delivery
@@ -43,7 +44,6 @@ from stellwerk.storage.control.replays import ReplayRecord
 from stellwerk.storage.deliveries import CursorConflict, DeliveryQueue, QueueClosed
 from stellwerk.storage.eventlog import EventLog, StoredEvent
 
-REPLAY_NAME: Final = "replayname"
 DEFAULT_BATCH: Final = 1000  # archived events per route_replay (one transaction)
 MATCH_CHUNK: Final = 100  # events matched at a time before the event loop serves others
 DEFAULT_POLL_SECONDS: Final = 1.0
