@@ -196,7 +196,9 @@ class JetStreamDeliveryQueue:
     # -- the scan that feeds the index ---------------------------------------------------------
 
     async def _scan(self, store: DeliveryStore, index: DeliveryIndex) -> None:
-        while True:
+        # Stops on `close` clearing `_open` as well as on cancellation: Python 3.11's
+        # `wait_for` (inside a read) can swallow a cancellation that meets its answer.
+        while self._open is not None and self._open.store is store:
             await asyncio.sleep(self._scan_interval)
             try:
                 await self._catch_up(store, index)
@@ -343,7 +345,12 @@ class JetStreamDeliveryQueue:
             for v, state in zip(chosen, leased, strict=True)
         ]
         try:
-            seqs = await opened.store.put_many(puts)
+            # The members are read beside the writes: most writes win, and a lease is then
+            # one round trip. A member is immutable, so reading it early reads the same.
+            seqs, members = await asyncio.gather(
+                opened.store.put_many(puts),
+                opened.store.members([v.state.member for v in chosen]),
+            )
         except BaseException:
             for view in chosen:
                 opened.index.requeue(view.lane)
@@ -360,9 +367,9 @@ class JetStreamDeliveryQueue:
         await asyncio.gather(*(opened.lanes.refresh(lane) for lane in lost))
         for lane in lost:
             opened.index.requeue(lane)
-        members = await asyncio.gather(*(opened.store.member(v.state.member) for v in won))
         out: list[LeasedDelivery] = []
-        for view, member in zip(won, members, strict=True):
+        for view in won:
+            member = members.get(view.state.member)
             if member is None:
                 # Its finish was cut short after the message went: finish it now.
                 await opened.lanes.finish(view.lane, view.state.head)
@@ -560,6 +567,8 @@ class JetStreamDeliveryQueue:
         stream = self.layout.members_stream
         async for page in opened.store.scan(stream, self.layout.tenant_members(tenant)):
             for stored in page:
+                if DELIVERY_HEADER not in stored.headers:
+                    continue  # a finished delivery's marker
                 meta = decode_meta(stored.headers[DELIVERY_HEADER])
                 if hit(meta.bus, meta.position, stored.data, meta.content_type):
                     pending += await self._erase_member(opened, stored, meta)

@@ -22,6 +22,8 @@ from typing import Final
 from stellwerk.storage.nats.delivery_index import DeliveryIndex, LaneView
 from stellwerk.storage.nats.delivery_records import (
     DELIVERY_HEADER,
+    FINISHED_HEADER,
+    ROLLUP,
     LaneState,
     QueueLayout,
     decode_lane,
@@ -117,6 +119,8 @@ class Lanes:
             view = await self.refresh(lane)
         if view is None or view.state.head != delivery_id:
             return False
+        if not view.state.ordered and not erase:
+            return await self._finish_alone(view, delivery_id)
         await self.store.delete(self.layout.members_stream, view.state.member, erase=erase)
         for _ in range(CAS_ATTEMPTS):
             state = view.state
@@ -136,6 +140,31 @@ class Lanes:
                 self.index.apply_lane(lane, seq, new)
                 if following is None and state.ordered:
                     await self.install(state.tenant, lane, ordered=True)
+                return True
+            fresh = await self.refresh(lane)
+            if fresh is None or fresh.state.head != delivery_id:
+                return False
+            view = fresh
+        raise QueueUnavailable(f"lane {lane} changed {CAS_ATTEMPTS} times while finishing")
+
+    async def _finish_alone(self, view: LaneView, delivery_id: int) -> bool:
+        """An unordered lane's finish in one round trip: the lane goes idle beside a marker
+        that rolls its member message away (and expires with the idle record)."""
+        lane = view.lane
+        marker: Put | None = Put(
+            self.member_subject(view.state, lane),
+            b"",
+            ttl=self.idle_ttl,
+            extra={ROLLUP: "sub", FINISHED_HEADER: str(delivery_id)},
+        )
+        key = self.layout.lane_key(lane)
+        for _ in range(CAS_ATTEMPTS):
+            idle = view.state.idle()
+            lane_put = Put(key, encode(idle), expected=view.seq, ttl=self.idle_ttl)
+            seqs = await self.store.put_many([lane_put] if marker is None else [lane_put, marker])
+            marker = None
+            if seqs[0] is not None:
+                self.index.apply_lane(lane, seqs[0], idle)
                 return True
             fresh = await self.refresh(lane)
             if fresh is None or fresh.state.head != delivery_id:

@@ -3,7 +3,9 @@
 - The *members* stream `<ns>_deliveries` holds one message per unfinished delivery, on the
   subject of its lane, `<ns>.deliveries.<tenant>.<u|o>.<lane>`: the body is the payload the
   target receives, the header `Stellwerk-Delivery` the rest (`MemberMeta`, JSON). A message
-  never changes; it goes when its delivery is finished (acked, dead-lettered or erased).
+  never changes; it goes when its delivery is finished (acked, dead-lettered or erased): by a
+  delete, or for an unordered lane by a marker (`Stellwerk-Finished`, `Nats-Rollup: sub`) that
+  rolls the lane's subject up and then expires.
 - The *table* is a stream shaped like a KV bucket, `KV_<ns>_delivery_queue` (subjects
   `$KV.<ns>_delivery_queue.<key>`, one message per key), so `nats kv get` reads it. Keys:
   `lane.<lane>` (`LaneState`: which delivery heads the lane, when it is due, who holds it),
@@ -33,6 +35,8 @@ from stellwerk.delivery.model import NewDelivery
 from stellwerk.storage.nats.names import check_namespace, token
 
 DELIVERY_HEADER: Final = "Stellwerk-Delivery"
+FINISHED_HEADER: Final = "Stellwerk-Finished"
+ROLLUP: Final = "Nats-Rollup"
 MSG_ID: Final = "Nats-Msg-Id"
 EXPECTED_LAST: Final = "Nats-Expected-Last-Subject-Sequence"
 TTL: Final = "Nats-TTL"

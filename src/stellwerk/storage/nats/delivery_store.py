@@ -30,12 +30,19 @@ from stellwerk.storage.nats.connection import (
     JetStreamApiError,
     JetStreamUnavailable,
 )
-from stellwerk.storage.nats.delivery_records import EXPECTED_LAST, MSG_ID, TTL, QueueLayout
+from stellwerk.storage.nats.delivery_records import (
+    DELIVERY_HEADER,
+    EXPECTED_LAST,
+    MSG_ID,
+    TTL,
+    QueueLayout,
+)
 
 STREAM_NAME_IN_USE: Final = 10058
 NO_MESSAGE: Final = 10037
 WRONG_LAST_SEQUENCE: Final = 10071
 SCAN_BATCH: Final = 500
+_RUN_MAX: Final = 256  # messages one batch read of members may span
 _INFO_PAGE: Final = 100_000
 
 
@@ -113,6 +120,9 @@ class DeliveryStore:
             "num_replicas": self.replicas,
             "duplicate_window": window_ns,
             "allow_direct": True,
+            # A finished unordered delivery's message goes by a rollup marker that expires.
+            "allow_rollup_hdrs": True,
+            "allow_msg_ttl": True,
         }
         # KV-bucket shaped (one message per key), but deletes allowed for erasure, and
         # per-message TTLs so that the records of finished lanes go after the dedup window.
@@ -152,18 +162,46 @@ class DeliveryStore:
         return await self._get(self.layout.table_stream, {"last_by_subj": subject})
 
     async def next_member(self, subject: str, after: int) -> Stored | None:
-        """The first member message on `subject` above sequence `after`, from the leader."""
-        request = {"next_by_subj": subject, "seq": after + 1}
-        return await self._get(self.layout.members_stream, request)
+        """The first member message on `subject` above sequence `after`, from the leader
+        (skipping the markers that finished deliveries leave)."""
+        while True:
+            request = {"next_by_subj": subject, "seq": after + 1}
+            found = await self._get(self.layout.members_stream, request)
+            if found is None or DELIVERY_HEADER in found.headers:
+                return found
+            after = found.seq
+
+    async def members(self, seqs: Sequence[int]) -> dict[int, Stored]:
+        """Member messages by sequence; those that are gone are missing from the answer.
+
+        Members are immutable, so any replica may answer. Runs of nearby sequences (a lease
+        of deliveries routed together) are read with one Direct Get batch each; what a
+        lagging replica did not have yet is asked of the leader.
+        """
+        found: dict[int, Stored] = {}
+        with unavailable_as_queue_error():
+            pages = await asyncio.gather(*(self._run(run) for run in _runs(sorted(set(seqs)))))
+        wanted = set(seqs)
+        for page in pages:
+            found.update((m.seq, m) for m in page if m.seq in wanted)
+        missing = [seq for seq in wanted if seq not in found]
+        stream = self.layout.members_stream
+        again = await asyncio.gather(*(self._get(stream, {"seq": seq}) for seq in missing))
+        found.update((m.seq, m) for m in again if m is not None)
+        return found
 
     async def member(self, seq: int) -> Stored | None:
-        """Member message `seq` (immutable, so any replica may answer; the leader if it lags)."""
-        request = {"seq": seq, "batch": 1, "next_by_subj": self.layout.members_subjects}
-        with unavailable_as_queue_error():
-            found = await self.conn.direct_batch(self.layout.members_stream, request)
-        if found and _stored(found[0]).seq == seq:
-            return _stored(found[0])
-        return await self._get(self.layout.members_stream, {"seq": seq})
+        return (await self.members([seq])).get(seq)
+
+    async def _run(self, run: tuple[int, int]) -> list[Stored]:
+        first, last = run
+        request = {
+            "seq": first,
+            "batch": last - first + 1,
+            "next_by_subj": self.layout.members_subjects,
+        }
+        page = await self.conn.direct_batch(self.layout.members_stream, request)
+        return [m for m in map(_stored, page) if m.seq <= last]
 
     async def _get(self, stream: str, request: dict[str, object]) -> Stored | None:
         try:
@@ -229,17 +267,18 @@ class DeliveryStore:
                     if put.ttl is not None:
                         headers[TTL] = f"{max(1, int(put.ttl.total_seconds()))}s"
                     futures.append(await self.conn.publish(put.subject, put.body, headers))
-                try:
-                    replies = await asyncio.wait_for(asyncio.gather(*futures), self.ack_timeout)
-                except TimeoutError:
+                # `wait`, not `wait_for(gather(...))`: a cancelled gather leaves an exception
+                # nobody retrieves (Python 3.11), and a worker stopping cancels writes.
+                _, late = await asyncio.wait(futures, timeout=self.ack_timeout)
+                if late:
                     raise QueueUnavailable(
-                        f"JetStream did not acknowledge {len(puts)} writes in time"
-                    ) from None
+                        f"JetStream did not acknowledge {len(late)} of {len(puts)} writes in time"
+                    )
+                return [_settle(future.result()) for future in futures]
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
-        return [_settle(reply) for reply in replies]
 
     async def put(self, put: Put) -> int | None:
         (result,) = await self.put_many([put])
@@ -257,6 +296,23 @@ class DeliveryStore:
                 return False
             raise
         return True
+
+
+def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted sequences as (first, last) runs that a batch read covers without reading more
+    than as many other messages as wanted ones."""
+    runs: list[tuple[int, int]] = []
+    count = 0
+    for seq in seqs:
+        if runs:
+            first = runs[-1][0]
+            if seq - first + 1 <= 2 * (count + 1) + 8 and seq - first < _RUN_MAX:
+                runs[-1] = (first, seq)
+                count += 1
+                continue
+        runs.append((seq, seq))
+        count = 1
+    return runs
 
 
 def _settle(reply: Msg) -> int | None:
