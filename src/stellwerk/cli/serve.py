@@ -63,7 +63,7 @@ def run(settings: Settings) -> None:
     from stellwerk.app import build_app
 
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-    app = build_app(settings)
+    app = build_app(settings, freeze_gc=True)
     config = uvicorn.Config(
         app,
         host=settings.host,
