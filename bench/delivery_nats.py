@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -148,7 +148,7 @@ def run(url: str, server_pid: int | None, directory: Path, args: argparse.Namesp
         namespace = f"b{uuid.uuid4().hex[:8]}"
         return JetStreamDeliveryQueue(url, namespace=namespace, replicas=args.replicas)
 
-    phases: list[tuple[str, Callable[[QueueMaker], Awaitable[float]]]] = [
+    phases: list[tuple[str, Callable[[QueueMaker], Coroutine[None, None, float]]]] = [
         ("route, 1,000/call", lambda make: route_phase(make, n)),
         (f"lease+ack, {args.batch}/lease", lambda make: lease_ack_phase(make, n, args.batch)),
         ("lease+ack, 100 ordered groups", lambda make: lease_ack_phase(make, n, args.batch, 100)),

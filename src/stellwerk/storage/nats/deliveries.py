@@ -378,10 +378,10 @@ class JetStreamDeliveryQueue:
         return out
 
     async def ack(self, delivery_id: int) -> None:
-        opened = self._running()
-        lane = opened.index.lane_of(delivery_id)
-        if lane is not None:
-            await opened.lanes.finish(lane, delivery_id)
+        lanes = self._running().lanes
+        view = await lanes.locate(delivery_id)
+        if view is not None:
+            await lanes.finish(view.lane, delivery_id)
 
     async def retry(self, delivery_id: int, next_attempt_at: datetime, error: str) -> None:
         due_us = to_us(next_attempt_at)
@@ -406,9 +406,8 @@ class JetStreamDeliveryQueue:
 
     async def dead_letter(self, delivery_id: int, error: str) -> None:
         opened = self._running()
-        lane = opened.index.lane_of(delivery_id)
-        view = opened.index.lane(lane) if lane is not None else None
-        if view is None or view.state.head != delivery_id:
+        view = await opened.lanes.locate(delivery_id)
+        if view is None:
             return
         member = await opened.store.member(view.state.member)
         if member is not None:

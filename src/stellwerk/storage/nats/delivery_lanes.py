@@ -62,6 +62,19 @@ class Lanes:
         self.index.apply_lane(lane, stored.seq, decode_lane(stored.data) if stored.data else None)
         return self.index.lane(lane)
 
+    async def locate(self, delivery_id: int) -> LaneView | None:
+        """The lane the delivery heads, if it heads one: by the index, or (a delivery this
+        process has not seen head its lane) by its member message, whose sequence is its id."""
+        lane = self.index.lane_of(delivery_id)
+        if lane is not None:
+            view = self.index.lane(lane)
+        else:
+            member = await self.store.member(delivery_id)
+            if member is None or DELIVERY_HEADER not in member.headers:
+                return None
+            view = await self.refresh(member.subject.rpartition(".")[2])
+        return view if view is not None and view.state.head == delivery_id else None
+
     async def install(self, tenant: str, lane: str, *, ordered: bool) -> None:
         """If the lane is idle (or new) and has a member waiting, make the first one its head."""
         key = self.layout.lane_key(lane)
@@ -90,23 +103,21 @@ class Lanes:
     ) -> bool:
         """Write `change(state)` if the delivery heads its lane; False if it does not (any
         more) or `change` returns None."""
-        lane = self.index.lane_of(delivery_id)
-        if lane is None:
-            return False
-        view = self.index.lane(lane)
+        view = await self.locate(delivery_id)
         for _ in range(CAS_ATTEMPTS):
             if view is None or view.state.head != delivery_id:
                 return False
             new = change(view.state)
             if new is None:
                 return False
+            lane = view.lane
             key = self.layout.lane_key(lane)
             seq = await self.store.put(Put(key, encode(new), expected=view.seq))
             if seq is not None:
                 self.index.apply_lane(lane, seq, new)
                 return True
             view = await self.refresh(lane)
-        raise QueueUnavailable(f"lane {lane} changed {CAS_ATTEMPTS} times while writing")
+        raise QueueUnavailable(f"a lane changed {CAS_ATTEMPTS} times while writing")
 
     async def finish(self, lane: str, delivery_id: int, *, erase: bool = False) -> bool:
         """The head is done: remove its member message, move the lane to the next or idle.
