@@ -100,6 +100,7 @@ from stellwerk.storage.nats.delivery_store import (
 )
 
 DEFAULT_DEDUP_WINDOW: Final = timedelta(minutes=10)
+REDRIVE_LANES: Final = 64  # lanes a redrive works on at once
 log = structlog.stdlib.get_logger(__name__)
 
 
@@ -476,42 +477,55 @@ class JetStreamDeliveryQueue:
         return record
 
     async def redrive(self, tenant: str, bus: str, ids: Sequence[int] | None = None) -> int:
+        """Lanes are redriven side by side, each lane's dead letters in id order (so an
+        ordered group keeps its order), at most `REDRIVE_LANES` lanes at once."""
         opened = self._running()
         now_us = to_us(self._clock())
         chosen = opened.index.dead_ids(tenant, bus)
         if ids is not None:
             wanted = set(ids)
             chosen = [i for i in chosen if i in wanted]
-        moved = 0
-        for delivery_id in chosen:  # in id order, so an ordered group keeps its order
-            key = self.layout.dead_key(delivery_id)
-            stored = await opened.store.last(key)
-            if stored is None or not stored.data:
-                continue
-            record = decode_dead(stored.data)
-            ordered = record.ordering_key is not None
-            meta = MemberMeta(
-                tenant=record.tenant, bus=record.bus, rule=record.rule,
-                target_id=record.target_id, event_id=record.event_id,
-                event_source=record.event_source, position=record.position,
-                recorded_us=record.recorded_us, content_type=record.content_type, due_us=now_us,
-                age_from_us=now_us, ordering_key=record.ordering_key, id=record.id,
-                last_error=record.last_error,
-            )  # fmt: skip
-            member = Put(
-                self.layout.member_subject(record.tenant, record.lane, ordered=ordered),
-                record.payload,
-                msg_id=f"redrive-{delivery_id}-{stored.seq}",
-                extra={DELIVERY_HEADER: encode(meta).decode()},
-            )
-            await opened.store.put(member)
-            gone = await opened.store.put(Put(key, b"", expected=stored.seq, ttl=self.dedup_window))
-            if gone is None:
-                continue  # redriven by another process at the same time (same member id)
-            opened.index.apply_dead(delivery_id, gone, None)
-            await opened.lanes.install(record.tenant, record.lane, ordered=ordered)
-            moved += 1
-        return moved
+        by_lane: dict[str, list[int]] = {}
+        for delivery_id in chosen:
+            by_lane.setdefault(opened.index.dead_lane(delivery_id), []).append(delivery_id)
+        room = asyncio.Semaphore(REDRIVE_LANES)
+
+        async def lane_moved(lane_ids: list[int]) -> int:
+            async with room:
+                return sum([await self._redrive_one(opened, i, now_us) for i in lane_ids])
+
+        return sum(await asyncio.gather(*(lane_moved(i) for i in by_lane.values())))
+
+    async def _redrive_one(self, opened: _Open, delivery_id: int, now_us: int) -> bool:
+        """Publish the dead delivery again as the last member of its lane, under its id; then
+        remove its record (a compare-and-set: of two redrives at once, one moves it, and the
+        other's member is a duplicate of the first's by its message id)."""
+        key = self.layout.dead_key(delivery_id)
+        stored = await opened.store.last(key)
+        if stored is None or not stored.data:
+            return False
+        record = decode_dead(stored.data)
+        ordered = record.ordering_key is not None
+        meta = MemberMeta(
+            tenant=record.tenant, bus=record.bus, rule=record.rule, target_id=record.target_id,
+            event_id=record.event_id, event_source=record.event_source,
+            position=record.position, recorded_us=record.recorded_us,
+            content_type=record.content_type, due_us=now_us, age_from_us=now_us,
+            ordering_key=record.ordering_key, id=record.id, last_error=record.last_error,
+        )  # fmt: skip
+        member = Put(
+            self.layout.member_subject(record.tenant, record.lane, ordered=ordered),
+            record.payload,
+            msg_id=f"redrive-{delivery_id}-{stored.seq}",
+            extra={DELIVERY_HEADER: encode(meta).decode()},
+        )
+        await opened.store.put(member)
+        gone = await opened.store.put(Put(key, b"", expected=stored.seq, ttl=self.dedup_window))
+        if gone is None:
+            return False
+        opened.index.apply_dead(delivery_id, gone, None)
+        await opened.lanes.install(record.tenant, record.lane, ordered=ordered)
+        return True
 
     async def depth(self) -> list[QueueDepth]:
         opened = self._running()

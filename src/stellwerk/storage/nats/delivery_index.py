@@ -61,6 +61,8 @@ class DeliveryIndex:
         self._dead: dict[int, DeadView] = {}
         self._dead_by_bus: dict[tuple[str, str], set[int]] = {}
         self._keys: dict[TargetKey, TargetKey] = {}
+        # Finished lanes and removed dead letters, by record sequence, until the scan passes.
+        self._gone: list[tuple[int, str, int]] = []
 
     # -- feeding -------------------------------------------------------------------------------
 
@@ -79,6 +81,8 @@ class DeliveryIndex:
         if state.live:
             self._heads[state.head] = lane
             self._push(view)
+        else:
+            heapq.heappush(self._gone, (seq, lane, 0))
 
     def forget_lane(self, lane: str) -> None:
         """The table has no record of the lane any more (it expired)."""
@@ -96,6 +100,7 @@ class DeliveryIndex:
                 self._dead_by_bus[known.key.tenant, known.key.bus].discard(delivery_id)
         if record is None:
             self._dead[delivery_id] = DeadView(delivery_id, seq, None)
+            heapq.heappush(self._gone, (seq, "", delivery_id))
             return
         key = self._key(TargetKey(record.tenant, record.bus, record.rule, record.target_id))
         self._dead[delivery_id] = DeadView(delivery_id, seq, key, record.lane)
@@ -108,14 +113,18 @@ class DeliveryIndex:
 
     def prune(self, scanned: int) -> None:
         """The scan has read the table up to `scanned`: forget what finished at or below it."""
-        gone = [v.lane for v in self._lanes.values() if not v.state.live and v.seq <= scanned]
-        for lane in gone:
-            del self._lanes[lane]
-            self._queued.pop(lane, None)
-        for delivery_id in [
-            d.id for d in self._dead.values() if d.key is None and d.seq <= scanned
-        ]:
-            del self._dead[delivery_id]
+        gone = self._gone
+        while gone and gone[0][0] <= scanned:
+            seq, lane, delivery_id = heapq.heappop(gone)
+            if lane:
+                view = self._lanes.get(lane)
+                if view is not None and view.seq == seq:
+                    del self._lanes[lane]
+                    self._queued.pop(lane, None)
+            else:
+                dead = self._dead.get(delivery_id)
+                if dead is not None and dead.seq == seq:
+                    del self._dead[delivery_id]
 
     def _key(self, key: TargetKey) -> TargetKey:
         return self._keys.setdefault(key, key)
@@ -212,6 +221,9 @@ class DeliveryIndex:
                 out.append(delivery_id)
         out.sort()
         return out
+
+    def dead_lane(self, delivery_id: int) -> str:
+        return self._dead[delivery_id].lane
 
     def dead_of_tenant(self, tenant: str, bus: str | None) -> list[int]:
         return sorted(
