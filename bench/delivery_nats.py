@@ -67,7 +67,7 @@ def _cpu(pid: int | None) -> float:
 def row(name: str, count: int, seconds: float, cpu: float, server_cpu: float) -> str:
     per = 1e6 / count
     return (
-        f"{name:<32} {count:>8,} {count / seconds:>10,.0f}/s {cpu * per:>9.1f}"
+        f"{name:<38} {count:>8,} {count / seconds:>10,.0f}/s {cpu * per:>9.1f}"
         f" {server_cpu * per:>10.1f}"
     )
 
@@ -154,7 +154,7 @@ def run(url: str, server_pid: int | None, directory: Path, args: argparse.Namesp
         ("lease+ack, 100 ordered groups", lambda make: lease_ack_phase(make, n, args.batch, 100)),
         ("worker, no-op target", lambda make: worker_phase(make, n)),
     ]
-    print(f"{'phase':<32} {'count':>8} {'rate':>12} {'cpu µs':>9} {'server µs':>10}")
+    print(f"{'phase':<38} {'count':>8} {'rate':>12} {'cpu µs':>9} {'server µs':>10}")
     for name, phase in phases:
         for backend, make, pid in (("sqlite", sqlite, None), ("nats", jetstream, server_pid)):
             cpu, server = time.process_time(), _cpu(pid)
