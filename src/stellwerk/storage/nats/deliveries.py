@@ -69,11 +69,11 @@ from stellwerk.storage.deliveries import (
     TargetKey,
 )
 from stellwerk.storage.nats.connection import Connection
+from stellwerk.storage.nats.delivery_dead import DeadLetters
 from stellwerk.storage.nats.delivery_index import DeliveryIndex, LaneView
 from stellwerk.storage.nats.delivery_lanes import Lanes
 from stellwerk.storage.nats.delivery_records import (
     DELIVERY_HEADER,
-    DeadRecord,
     LaneState,
     MemberMeta,
     QueueLayout,
@@ -100,7 +100,6 @@ from stellwerk.storage.nats.delivery_store import (
 )
 
 DEFAULT_DEDUP_WINDOW: Final = timedelta(minutes=10)
-REDRIVE_LANES: Final = 64  # lanes a redrive works on at once
 log = structlog.stdlib.get_logger(__name__)
 
 
@@ -114,6 +113,7 @@ class _Open:
     store: DeliveryStore
     index: DeliveryIndex
     lanes: Lanes
+    dead: DeadLetters
 
 
 class JetStreamDeliveryQueue:
@@ -169,7 +169,8 @@ class JetStreamDeliveryQueue:
         except BaseException:
             await conn.close()
             raise
-        self._open = _Open(conn, store, index, Lanes(store, index, self.layout, self.dedup_window))
+        lanes = Lanes(store, index, self.layout, self.dedup_window)
+        self._open = _Open(conn, store, index, lanes, DeadLetters(lanes))
         self._scanner = asyncio.create_task(self._scan(store, index), name="delivery-queue-scan")
 
     async def close(self) -> None:
@@ -408,41 +409,8 @@ class JetStreamDeliveryQueue:
     async def dead_letter(self, delivery_id: int, error: str) -> None:
         opened = self._running()
         view = await opened.lanes.locate(delivery_id)
-        if view is None:
-            return
-        member = await opened.store.member(view.state.member)
-        if member is not None:
-            meta = decode_meta(member.headers[DELIVERY_HEADER])
-            state = view.state
-            record = DeadRecord(
-                id=delivery_id, lane=view.lane, tenant=state.tenant, bus=state.bus,
-                rule=state.rule, target_id=state.target_id, event_id=meta.event_id,
-                event_source=meta.event_source, position=meta.position,
-                recorded_us=meta.recorded_us, dead_us=to_us(self._clock()),
-                attempts=state.attempts + 1, content_type=meta.content_type,
-                payload=member.data, last_error=error, ordering_key=meta.ordering_key,
-            )  # fmt: skip
-            key = self.layout.dead_key(delivery_id)
-            dead_seq = await opened.store.put(Put(key, encode(record)))
-            assert dead_seq is not None
-            opened.index.apply_dead(delivery_id, dead_seq, record)
-        if not await opened.lanes.finish(view.lane, delivery_id) and member is not None:
-            # Finished by someone else meanwhile (acked after its lease ran out, or erased).
-            await self._drop_dead(opened, delivery_id)
-
-    async def _drop_dead(self, opened: _Open, delivery_id: int, *, erase: bool = False) -> bool:
-        """Remove a dead letter: its record's bytes, then an empty record the scans will see."""
-        key = self.layout.dead_key(delivery_id)
-        stored = await opened.store.last(key)
-        if stored is None or not stored.data:
-            return False
-        await opened.store.delete(self.layout.table_stream, stored.seq, erase=erase)
-        seq = await opened.store.put(Put(key, b"", expected=0, ttl=self.dedup_window))
-        if seq is not None:
-            opened.index.apply_dead(delivery_id, seq, None)
-        else:
-            opened.index.forget_dead(delivery_id)
-        return True
+        if view is not None:
+            await opened.dead.bury(view, error, to_us(self._clock()))
 
     # -- dead letters --------------------------------------------------------------------------
 
@@ -458,74 +426,13 @@ class JetStreamDeliveryQueue:
     ) -> list[DeadLetter]:
         if not 1 <= limit <= MAX_DEAD_LETTER_PAGE:
             raise ValueError(f"limit must be 1..{MAX_DEAD_LETTER_PAGE}, not {limit}")
-        opened = self._running()
-        ids = opened.index.dead_ids(tenant, bus, rule=rule, target_id=target_id, after=after)
-        out: list[DeadLetter] = []
-        while ids and len(out) < limit:
-            chunk, ids = ids[: limit - len(out)], ids[limit - len(out) :]
-            records = await asyncio.gather(*(self._dead_record(opened, i) for i in chunk))
-            out.extend(_dead_letter(r) for r in records if r is not None)
-        return out
-
-    async def _dead_record(self, opened: _Open, delivery_id: int) -> DeadRecord | None:
-        stored = await opened.store.last(self.layout.dead_key(delivery_id))
-        if stored is None or not stored.data:
-            opened.index.forget_dead(delivery_id)  # redriven or erased by another process
-            return None
-        record = decode_dead(stored.data)
-        opened.index.apply_dead(delivery_id, stored.seq, record)
-        return record
+        dead = self._running().dead
+        return await dead.page(
+            tenant, bus, rule=rule, target_id=target_id, after=after, limit=limit
+        )
 
     async def redrive(self, tenant: str, bus: str, ids: Sequence[int] | None = None) -> int:
-        """Lanes are redriven side by side, each lane's dead letters in id order (so an
-        ordered group keeps its order), at most `REDRIVE_LANES` lanes at once."""
-        opened = self._running()
-        now_us = to_us(self._clock())
-        chosen = opened.index.dead_ids(tenant, bus)
-        if ids is not None:
-            wanted = set(ids)
-            chosen = [i for i in chosen if i in wanted]
-        by_lane: dict[str, list[int]] = {}
-        for delivery_id in chosen:
-            by_lane.setdefault(opened.index.dead_lane(delivery_id), []).append(delivery_id)
-        room = asyncio.Semaphore(REDRIVE_LANES)
-
-        async def lane_moved(lane_ids: list[int]) -> int:
-            async with room:
-                return sum([await self._redrive_one(opened, i, now_us) for i in lane_ids])
-
-        return sum(await asyncio.gather(*(lane_moved(i) for i in by_lane.values())))
-
-    async def _redrive_one(self, opened: _Open, delivery_id: int, now_us: int) -> bool:
-        """Publish the dead delivery again as the last member of its lane, under its id; then
-        remove its record (a compare-and-set: of two redrives at once, one moves it, and the
-        other's member is a duplicate of the first's by its message id)."""
-        key = self.layout.dead_key(delivery_id)
-        stored = await opened.store.last(key)
-        if stored is None or not stored.data:
-            return False
-        record = decode_dead(stored.data)
-        ordered = record.ordering_key is not None
-        meta = MemberMeta(
-            tenant=record.tenant, bus=record.bus, rule=record.rule, target_id=record.target_id,
-            event_id=record.event_id, event_source=record.event_source,
-            position=record.position, recorded_us=record.recorded_us,
-            content_type=record.content_type, due_us=now_us, age_from_us=now_us,
-            ordering_key=record.ordering_key, id=record.id, last_error=record.last_error,
-        )  # fmt: skip
-        member = Put(
-            self.layout.member_subject(record.tenant, record.lane, ordered=ordered),
-            record.payload,
-            msg_id=f"redrive-{delivery_id}-{stored.seq}",
-            extra={DELIVERY_HEADER: encode(meta).decode()},
-        )
-        await opened.store.put(member)
-        gone = await opened.store.put(Put(key, b"", expected=stored.seq, ttl=self.dedup_window))
-        if gone is None:
-            return False
-        opened.index.apply_dead(delivery_id, gone, None)
-        await opened.lanes.install(record.tenant, record.lane, ordered=ordered)
-        return True
+        return await self._running().dead.redrive(tenant, bus, ids, to_us(self._clock()))
 
     async def depth(self) -> list[QueueDepth]:
         opened = self._running()
@@ -586,12 +493,12 @@ class JetStreamDeliveryQueue:
                 if hit(meta.bus, meta.position, stored.data, meta.content_type):
                     pending += await self._erase_member(opened, stored, meta)
         for delivery_id in opened.index.dead_of_tenant(tenant, bus):
-            record = await self._dead_record(opened, delivery_id)
+            record = await opened.dead.record(delivery_id)
             if record is None or not hit(
                 record.bus, record.position, record.payload, record.content_type
             ):
                 continue
-            if await self._drop_dead(opened, delivery_id, erase=True):
+            if await opened.dead.drop(delivery_id, erase=True):
                 dead += 1
         return ErasedDeliveries(pending, dead)
 
@@ -621,24 +528,4 @@ def _leased(state: LaneState, meta: MemberMeta, member: Stored) -> LeasedDeliver
         ordering_key=meta.ordering_key,
         last_error=state.last_error,
         age_from=None if state.age_from_us == meta.recorded_us else from_us(state.age_from_us),
-    )
-
-
-def _dead_letter(record: DeadRecord) -> DeadLetter:
-    return DeadLetter(
-        id=record.id,
-        tenant=record.tenant,
-        bus=record.bus,
-        rule=record.rule,
-        target_id=record.target_id,
-        event_id=record.event_id,
-        event_source=record.event_source,
-        position=record.position,
-        recorded_time=from_us(record.recorded_us),
-        dead_time=from_us(record.dead_us),
-        attempts=record.attempts,
-        last_error=record.last_error,
-        payload=record.payload,
-        content_type=record.content_type,
-        ordering_key=record.ordering_key,
     )
