@@ -1,9 +1,11 @@
 """The delivery queue seam: deliveries waiting for their targets, leased, retried or dead.
 
-Shaped so that two backends fit: the embedded SQLite queue (`storage.sqlite.deliveries`) and,
-later, NATS JetStream with a work-queue stream (lease = pull with an ack wait, `ack`, `retry` =
-nak with a delay, `dead_letter` = term plus a publish to a dead-letter stream, max-deliver and
-backoff kept by `delivery.backoff` rather than by the server, so both backends behave alike).
+Two backends: the embedded SQLite queue (`storage.sqlite.deliveries`) and NATS JetStream
+(`storage.nats.deliveries`). The JetStream one is not a work-queue consumer: leases and retries
+run on the caller's clock and ordered groups must hold back one delivery at a time, so it keeps
+each delivery's payload as a message and each *lane* (a delivery, or an ordered group) as a
+record changed by compare-and-set (see that module and docs/scale-out.md). Max-deliver and
+backoff are kept by `delivery.backoff`, so both backends behave alike.
 
 A delivery moves through these states:
 
@@ -18,8 +20,8 @@ A delivery moves through these states:
 
 `route` writes the deliveries of a run of events and moves the bus's router cursor past them in
 one step, so a router that restarts from the cursor neither routes an event twice nor skips one.
-(A JetStream backend makes the same promise with publish dedup ids of the form
-`bus/position/rule/target` and the cursor in a KV bucket, written after the publishes.)
+(The JetStream backend makes the same promise with publish dedup ids of the form
+`bus/position/rule/target` and a cursor moved by compare-and-set after the publishes.)
 
 `route_replay` does the same for a replay (`routing.replay`): the deliveries of a run of archived
 events and the replay's own cursor (the archive `seq` reached, and how many events that was), so
