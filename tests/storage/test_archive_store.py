@@ -1,68 +1,52 @@
-"""The embedded archive store on real SQLite files: archiving with the cursor, reads, removal."""
+"""The archive store contract, run against every backend: SQLite files and a real nats-server.
+
+Archiving with the cursor, window reads and paging, totals, trims, drops, erasures, reopening.
+What only one backend has is tested beside it (`test_sqlite_archive_store.py`,
+`test_nats_archive_store.py`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import msgspec
 import pytest
+from tests.nats_support import NatsServer
+from tests.storage.archive_support import (
+    BACKENDS,
+    T0,
+    StoreFactory,
+    read_all,
+    read_all_wide,
+    stored,
+)
 
 from stellwerk.storage.archives import (
     ArchiveCursorConflict,
     ArchivedEvent,
     ArchiveStats,
+    ArchiveStore,
     ArchiveStoreClosed,
 )
-from stellwerk.storage.eventlog import StoredEvent
-from stellwerk.storage.sqlite import ARCHIVES_FILE, SqliteArchiveStore
-from stellwerk.storage.sqlite.archives import DELETE_CHUNK
-
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def stored(
-    position: int,
-    *,
-    at: datetime = T0,
-    user: str = "u1",
-    tenant: str = "acme",
-    bus: str = "default",
-) -> StoredEvent:
-    body = msgspec.json.encode(
-        {"id": f"e{position}", "source": "/orders", "type": "order.created", "data": {"user": user}}
-    )
-    return StoredEvent(
-        tenant, bus, position, f"e{position}", "/orders", "order.created", None, at, body
-    )
+@pytest.fixture(params=BACKENDS)
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    if request.param == "nats":
+        server: NatsServer = request.getfixturevalue("nats_server")
+        return StoreFactory(request.param, tmp_path, server.url)
+    return StoreFactory(request.param, tmp_path)
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / ARCHIVES_FILE
-
-
-@pytest.fixture
-async def store(path: Path) -> AsyncIterator[SqliteArchiveStore]:
-    async with SqliteArchiveStore(path) as opened:
+async def store(store_factory: StoreFactory) -> AsyncIterator[ArchiveStore]:
+    async with store_factory() as opened:
         yield opened
 
 
-async def read_all(store: SqliteArchiveStore, uid: str, *, page: int = 1000) -> list[ArchivedEvent]:
-    out: list[ArchivedEvent] = []
-    after = 0
-    while True:
-        got = await store.read_window(
-            uid, T0 - timedelta(days=1), T0 + timedelta(days=1), after, page
-        )
-        out.extend(got)
-        if len(got) < page:
-            return out
-        after = got[-1].seq
-
-
-async def test_archive_stores_copies_and_moves_the_cursor(store: SqliteArchiveStore) -> None:
+async def test_archive_stores_copies_and_moves_the_cursor(store: ArchiveStore) -> None:
     assert await store.cursor("acme", "default") == 0
     events = [stored(p) for p in (3, 4, 6)]
 
@@ -83,14 +67,14 @@ async def test_archive_stores_copies_and_moves_the_cursor(store: SqliteArchiveSt
     assert [e.position for e in await read_all(store, "a2")] == [4]
 
 
-async def test_a_run_without_copies_still_moves_the_cursor(store: SqliteArchiveStore) -> None:
+async def test_a_run_without_copies_still_moves_the_cursor(store: ArchiveStore) -> None:
     await store.archive("acme", "default", 50, [])
 
     assert await store.cursor("acme", "default") == 50
     assert await store.stats(["a1"]) == {"a1": ArchiveStats(0, 0)}
 
 
-async def test_archiving_at_or_below_the_cursor_is_a_conflict(store: SqliteArchiveStore) -> None:
+async def test_archiving_at_or_below_the_cursor_is_a_conflict(store: ArchiveStore) -> None:
     await store.archive("acme", "default", 10, [("a1", stored(10))])
 
     with pytest.raises(ArchiveCursorConflict):
@@ -106,34 +90,14 @@ async def test_archiving_at_or_below_the_cursor_is_a_conflict(store: SqliteArchi
     assert [e.position for e in await read_all(store, "a1")] == [10]
 
 
-async def test_an_event_of_another_bus_is_refused(store: SqliteArchiveStore) -> None:
+async def test_an_event_of_another_bus_is_refused(store: ArchiveStore) -> None:
     with pytest.raises(ValueError, match="globex"):
         await store.archive("acme", "default", 5, [("a1", stored(5, tenant="globex"))])
 
     assert await store.cursor("acme", "default") == 0
 
 
-async def test_a_failing_archive_stores_neither_copies_nor_cursor(
-    store: SqliteArchiveStore,
-) -> None:
-    good = stored(1)
-    # SQLite cannot bind a list: the insert fails after the first copy went in.
-    bad = StoredEvent(
-        "acme", "default", 2, "e2", "/orders", "order.created", ["x"],  # type: ignore[arg-type]
-        T0, b"{}",
-    )  # fmt: skip
-
-    with pytest.raises(Exception, match="type 'list' is not supported"):
-        await store.archive("acme", "default", 2, [("a1", good), ("a1", bad)])
-
-    assert await store.cursor("acme", "default") == 0
-    assert await read_all(store, "a1") == []
-    assert await store.stats(["a1"]) == {"a1": ArchiveStats(0, 0)}
-    await store.archive("acme", "default", 2, [("a1", good)])
-    assert [e.position for e in await read_all(store, "a1")] == [1]
-
-
-async def test_windows_are_half_open_and_count_alike(store: SqliteArchiveStore) -> None:
+async def test_windows_are_half_open_and_count_alike(store: ArchiveStore) -> None:
     times = [T0 + timedelta(minutes=m) for m in (0, 0, 1, 2, 3)]
     await store.archive(
         "acme", "default", 5, [("a1", stored(p + 1, at=t)) for p, t in enumerate(times)]
@@ -153,7 +117,7 @@ async def test_windows_are_half_open_and_count_alike(store: SqliteArchiveStore) 
 
 
 async def test_paging_by_seq_visits_each_event_once_in_position_order(
-    store: SqliteArchiveStore,
+    store: ArchiveStore,
 ) -> None:
     # Two archives interleaved, many events sharing a recorded time (one log group).
     entries = [
@@ -174,7 +138,7 @@ async def test_paging_by_seq_visits_each_event_once_in_position_order(
 
 
 async def test_paging_goes_on_after_the_last_read_event_was_erased(
-    store: SqliteArchiveStore,
+    store: ArchiveStore,
 ) -> None:
     await store.archive(
         "acme", "default", 6, [("a1", stored(p, user=f"u{p}")) for p in range(1, 7)]
@@ -187,7 +151,7 @@ async def test_paging_goes_on_after_the_last_read_event_was_erased(
     assert [e.position for e in rest] == [4, 5, 6]
 
 
-async def test_stats_are_running_totals(store: SqliteArchiveStore) -> None:
+async def test_stats_are_running_totals(store: ArchiveStore) -> None:
     events = [stored(p) for p in range(1, 4)]
     await store.archive("acme", "default", 3, [("a1", e) for e in events] + [("a2", events[0])])
 
@@ -200,7 +164,7 @@ async def test_stats_are_running_totals(store: SqliteArchiveStore) -> None:
     }
 
 
-async def test_trim_removes_what_was_recorded_before_the_cut(store: SqliteArchiveStore) -> None:
+async def test_trim_removes_what_was_recorded_before_the_cut(store: ArchiveStore) -> None:
     events = [stored(p, at=T0 + timedelta(days=p)) for p in range(1, 6)]
     await store.archive("acme", "default", 5, [(u, e) for e in events for u in ("a1", "a2")])
 
@@ -215,19 +179,7 @@ async def test_trim_removes_what_was_recorded_before_the_cut(store: SqliteArchiv
     assert await store.trim("unknown", T0) == 0
 
 
-async def read_all_wide(store: SqliteArchiveStore, uid: str) -> list[ArchivedEvent]:
-    return await store.read_window(uid, T0 - timedelta(days=365), T0 + timedelta(days=365))
-
-
-async def test_trim_and_drop_go_in_chunks_past_the_chunk_size(store: SqliteArchiveStore) -> None:
-    n = DELETE_CHUNK + 5
-    await store.archive("acme", "default", n, [("a1", stored(p)) for p in range(1, n + 1)])
-
-    assert await store.trim("a1", T0 + timedelta(seconds=1)) == n
-    assert await store.stats(["a1"]) == {"a1": ArchiveStats(0, 0)}
-
-
-async def test_drop_removes_the_whole_archive_and_nothing_else(store: SqliteArchiveStore) -> None:
+async def test_drop_removes_the_whole_archive_and_nothing_else(store: ArchiveStore) -> None:
     events = [stored(p) for p in range(1, 4)]
     await store.archive("acme", "default", 3, [(u, e) for e in events for u in ("a1", "a2")])
 
@@ -242,7 +194,7 @@ async def test_drop_removes_the_whole_archive_and_nothing_else(store: SqliteArch
     assert await store.cursor("acme", "default") == 3
 
 
-async def test_erase_offers_only_events_holding_the_needle(store: SqliteArchiveStore) -> None:
+async def test_erase_offers_only_events_holding_the_needle(store: ArchiveStore) -> None:
     users = {1: "alice", 2: "bob", 3: "alice", 4: "alicea", 5: "carol"}
     await store.archive(
         "acme",
@@ -272,12 +224,12 @@ async def test_erase_offers_only_events_holding_the_needle(store: SqliteArchiveS
     assert await store.erase(["a1", "a2"], b'"alice', is_alice) == []
 
 
-async def test_everything_persists_across_a_reopen(path: Path) -> None:
-    async with SqliteArchiveStore(path) as store:
+async def test_everything_persists_across_a_reopen(store_factory: StoreFactory) -> None:
+    async with store_factory() as store:
         await store.archive("acme", "default", 7, [("a1", stored(p)) for p in (5, 6)])
         before = await read_all(store, "a1")
 
-    async with SqliteArchiveStore(path) as store:
+    async with store_factory() as store:
         assert await store.cursor("acme", "default") == 7
         assert await read_all(store, "a1") == before
         assert (await store.stats(["a1"]))["a1"].events == 2
@@ -286,19 +238,21 @@ async def test_everything_persists_across_a_reopen(path: Path) -> None:
         assert after[-1].seq > before[-1].seq
 
 
-async def test_seq_is_not_handed_out_again_after_the_newest_events_went(path: Path) -> None:
-    async with SqliteArchiveStore(path) as store:
+async def test_seq_is_not_handed_out_again_after_the_newest_events_went(
+    store_factory: StoreFactory,
+) -> None:
+    async with store_factory() as store:
         await store.archive("acme", "default", 2, [("a1", stored(p)) for p in (1, 2)])
         last = (await read_all(store, "a1"))[-1].seq
         await store.drop("a1")
 
-    async with SqliteArchiveStore(path) as store:
+    async with store_factory() as store:
         await store.archive("acme", "default", 3, [("a1", stored(3))])
         assert (await read_all(store, "a1"))[0].seq > last
 
 
-async def test_a_closed_store_says_so(path: Path) -> None:
-    store = SqliteArchiveStore(path)
+async def test_a_closed_store_says_so(store_factory: StoreFactory) -> None:
+    store = store_factory()
     with pytest.raises(ArchiveStoreClosed):
         await store.cursor("acme", "default")
     async with store:
@@ -307,3 +261,32 @@ async def test_a_closed_store_says_so(path: Path) -> None:
         await store.archive("acme", "default", 1, [])
     with pytest.raises(ArchiveStoreClosed):
         await store.stats(["a1"])
+
+
+async def test_stragglers_recorded_slightly_out_of_order_are_read_counted_and_trimmed(
+    store: ArchiveStore,
+) -> None:
+    # Recorded times from gateways whose clocks differ by a few seconds: position 3 was
+    # recorded before position 2.
+    offsets = {1: 0, 2: 10, 3: 7, 4: 12, 5: 20}
+    await store.archive(
+        "acme",
+        "default",
+        5,
+        [("a1", stored(p, at=T0 + timedelta(seconds=s))) for p, s in offsets.items()],
+    )
+    window = (T0 + timedelta(seconds=8), T0 + timedelta(seconds=11))
+
+    assert sorted(e.position for e in await store.read_window("a1", *window)) == [2]
+    assert await store.count_window("a1", *window) == 1
+    early = (T0, T0 + timedelta(seconds=8))
+    assert sorted(e.position for e in await store.read_window("a1", *early)) == [1, 3]
+
+    assert await store.trim("a1", T0 + timedelta(seconds=9)) == 2
+
+    assert sorted(e.position for e in await read_all(store, "a1")) == [2, 4, 5]
+    assert (await store.stats(["a1"]))["a1"].events == 3
+
+
+async def test_ping_answers_on_an_open_store(store: ArchiveStore) -> None:
+    await store.ping()
