@@ -1,8 +1,9 @@
 """Who is waiting for new events on a bus: routers and live tails wake when ingest appends.
 
-In one process the ingest path calls `appended` after each durable append; scale-out mode will
-feed it from the message bus. Waiters re-read the log after waking, so a missed or merged wake-up
-costs nothing but latency, and every waiter also has a timeout as a fallback.
+In one process the ingest path calls `appended` after each durable append. In scale-out mode
+each append is also forwarded to the other processes (`forward`, the signals' `appended`), and
+what they forward arrives through `heard`. Waiters re-read the log after waking, so a missed or
+merged wake-up costs nothing but latency, and every waiter also has a timeout as a fallback.
 """
 
 from __future__ import annotations
@@ -13,15 +14,23 @@ from collections.abc import Callable
 
 
 class LogWatch:
-    def __init__(self) -> None:
+    def __init__(self, forward: Callable[[str, str], None] | None = None) -> None:
         self._events: dict[tuple[str, str], asyncio.Event] = {}
         self._listeners: list[Callable[[str, str], None]] = []
+        self._forward = forward
 
     def subscribe(self, listener: Callable[[str, str], None]) -> None:
         """Call `listener(tenant, bus)` after every append (the router's `notify`)."""
         self._listeners.append(listener)
 
     def appended(self, tenant: str, bus: str) -> None:
+        """This process appended to the bus."""
+        self.heard(tenant, bus)
+        if self._forward is not None:
+            self._forward(tenant, bus)
+
+    def heard(self, tenant: str, bus: str) -> None:
+        """Events were appended to the bus (here, or in another process)."""
         event = self._events.pop((tenant, bus), None)
         if event is not None:
             event.set()

@@ -148,6 +148,8 @@ class JetStreamDeliveryQueue:
         self._open: _Open | None = None
         self._scanner: asyncio.Task[None] | None = None
         self._scanned = 0  # the table sequence the scan has read up to
+        self._poked = asyncio.Event()
+        self._on_lanes: Callable[[], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -197,11 +199,23 @@ class JetStreamDeliveryQueue:
 
     # -- the scan that feeds the index ---------------------------------------------------------
 
+    def watch_lanes(self, on_lanes: Callable[[], None]) -> None:
+        """Call `on_lanes()` after a scan saw lanes change (new deliveries, retries, releases):
+        a worker in this process wakes then, not at its next poll."""
+        self._on_lanes = on_lanes
+
+    def poke(self) -> None:
+        """Scan now rather than at the next interval: another process routed deliveries."""
+        self._poked.set()
+
     async def _scan(self, store: DeliveryStore, index: DeliveryIndex) -> None:
         # Stops on `close` clearing `_open` as well as on cancellation: Python 3.11's
         # `wait_for` (inside a read) can swallow a cancellation that meets its answer.
         while self._open is not None and self._open.store is store:
-            await asyncio.sleep(self._scan_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._scan_interval):
+                    await self._poked.wait()
+            self._poked.clear()
             try:
                 await self._catch_up(store, index)
             except QueueUnavailable as exc:
@@ -209,19 +223,25 @@ class JetStreamDeliveryQueue:
 
     async def _catch_up(self, store: DeliveryStore, index: DeliveryIndex) -> None:
         layout = self.layout
+        lanes = 0
         async for page in store.scan(layout.table_stream, layout.table_subjects, self._scanned + 1):
             for stored in page:
-                self._apply(index, stored)
+                lanes += self._apply(index, stored)
             self._scanned = page[-1].seq
         index.prune(self._scanned)
+        if lanes and self._on_lanes is not None:
+            self._on_lanes()
 
-    def _apply(self, index: DeliveryIndex, stored: Stored) -> None:
+    def _apply(self, index: DeliveryIndex, stored: Stored) -> bool:
+        """Take one table record into the index; True if it was a lane's."""
         kind, name = self.layout.key_of(stored.subject)
         if kind == "lane":
             index.apply_lane(name, stored.seq, decode_lane(stored.data) if stored.data else None)
-        elif kind == "dead":
+            return True
+        if kind == "dead":
             record = decode_dead(stored.data) if stored.data else None
             index.apply_dead(int(name), stored.seq, record)
+        return False
 
     # -- routing -------------------------------------------------------------------------------
 

@@ -1,0 +1,108 @@
+"""What one process tells the others: events were appended, deliveries were routed, a setting
+changed.
+
+In one process these are function calls: ingest wakes the router through `LogWatch`, the router
+sets the worker's `wake` event, an API handler reloads the rule book before it answers. With one
+role per process (scale-out mode) the same news has to cross processes, and `Signals` carries
+it: `LocalSignals` (embedded mode) carries nothing, `stellwerk.storage.nats.NatsSignals`
+publishes on core NATS subjects.
+
+Signals are hints, never the truth: the truth is in the stores. A lost `appended` or `routed`
+costs latency until the receiver's own poll (the router looks at every bus each second, the
+delivery queue rescans every 0.1 s). A lost `changed` would leave a cache stale, so a process
+that reconnects after missing signals reloads everything (`on_resync`), and the caches that
+have a time to live expire anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Literal, Protocol, Self
+
+import msgspec
+
+ChangeKind = Literal[
+    "rules", "bus", "schema", "grant", "key", "suppression", "archive", "replay", "replay_cancelled"
+]
+
+
+class Change(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A change of configuration that every process must take in.
+
+    - `rules`: the rules of `bus` (or, without `bus`, every bus of the tenant: a connection
+      changed) — rule books reload them;
+    - `bus`: the bus was created, changed or deleted — bus caches forget it, rule books reload;
+    - `schema`: the schema of event type `name` — schema caches forget it;
+    - `grant`: tenant `tenant` (a name) granted or revoked `bus` to tenant `name`;
+    - `key`: API key `name` was revoked;
+    - `suppression`: an erasure added suppressions on `bus`;
+    - `archive`: an archive of `bus` was created, changed or deleted — archivers reload;
+    - `replay`: a replay was created — the scheduler looks for work;
+    - `replay_cancelled`: replay `name` was cancelled — the scheduler stops it.
+
+    `tenant` is the tenant's id, except for `grant`, where it is the owner's name.
+    """
+
+    kind: ChangeKind
+    tenant: str
+    bus: str | None = None
+    name: str | None = None
+
+
+class Signals(Protocol):
+    async def start(
+        self,
+        *,
+        on_appended: Callable[[str, str], None],
+        on_routed: Callable[[], None],
+        on_changed: Callable[[Change], Awaitable[None]],
+        on_resync: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Start listening; the callbacks receive what *other* processes sent."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def appended(self, tenant: str, bus: str) -> None:
+        """Events were appended to the bus (coalesced; sent soon, not awaited)."""
+        ...
+
+    def routed(self) -> None:
+        """Deliveries were routed (coalesced)."""
+        ...
+
+    async def changed(self, change: Change) -> None:
+        """Send a change; returns once it is on its way."""
+        ...
+
+
+class LocalSignals:
+    """One process: nobody else to tell."""
+
+    async def start(
+        self,
+        *,
+        on_appended: Callable[[str, str], None],
+        on_routed: Callable[[], None],
+        on_changed: Callable[[Change], Awaitable[None]],
+        on_resync: Callable[[], Awaitable[None]],
+    ) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def appended(self, tenant: str, bus: str) -> None:
+        pass
+
+    def routed(self) -> None:
+        pass
+
+    async def changed(self, change: Change) -> None:
+        pass
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
