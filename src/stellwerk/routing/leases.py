@@ -1,0 +1,171 @@
+"""Leases: each bus routed (and archived) by one process at a time, each singleton run once.
+
+In scale-out mode any number of routers, archivers and schedulers run side by side. A *lease* is
+a named, expiring claim that one of them holds: `router/<tenant>/<bus>`, `archiver/<tenant>/<bus>`,
+`scheduler`. The text before the first `/` is the name's *role*: the processes that want names of
+a role are its members, and the names of a role are spread over its members only.
+
+The seam is small. A process says which names it wants (`want`, a callable asked on every round
+of the keeper, so new buses are picked up without telling anyone) and asks `holds(name)` before
+doing a lease's work; `holds` answers from memory, and only while the lease is surely still ours
+(a safety margin before it could expire in anyone's eyes). `LocalLeases` is the embedded mode:
+one process holds everything. `JetStreamLeases` (`stellwerk.storage.nats`) keeps them in
+JetStream for scale-out.
+
+A lease only makes overlap rare, never impossible (a process can stall past its lease between
+`holds` and the write it guards). The writes a lease guards are therefore compare-and-sets of
+their own: the router's cursor (`CursorConflict`), the archiver's (`ArchiveCursorConflict`).
+The lease is what keeps the work spread and the conflicts few.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Final, Protocol
+
+import structlog
+
+DEFAULT_TTL: Final = 15.0
+log = structlog.get_logger("stellwerk.leases")
+
+NameSource = Callable[[], Iterable[str]]
+"""Asked on each round of the keeper: the lease names a part of the process wants now."""
+
+
+class Leases(Protocol):
+    """Named leases held by this process (`holder`), each by at most one process at a time."""
+
+    @property
+    def holder(self) -> str:
+        """Who this process is, in the lease records (unique per process)."""
+        ...
+
+    @property
+    def ttl(self) -> float:
+        """Seconds a lease lasts without renewal (renewed every third of it)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None:
+        """Stop, releasing what is held so that a successor takes over at once."""
+        ...
+
+    def holds(self, name: str) -> bool:
+        """Whether the lease is ours and surely not yet expired for anyone else (no I/O)."""
+        ...
+
+    def want(self, source: NameSource) -> Callable[[], None]:
+        """Add a source of wanted names; the callable returned removes it again."""
+        ...
+
+
+class LocalLeases:
+    """The embedded mode: one process, so it holds every lease and writes nothing."""
+
+    holder = "local"
+    ttl = DEFAULT_TTL
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def holds(self, name: str) -> bool:
+        return True
+
+    def want(self, source: NameSource) -> Callable[[], None]:
+        return lambda: None
+
+
+def lease_name(role: str, tenant: str, bus: str) -> str:
+    """The lease of one bus for one role: `router/<tenant>/<bus>`, `archiver/<tenant>/<bus>`."""
+    return f"{role}/{tenant}/{bus}"
+
+
+def role_of(name: str) -> str:
+    return name.partition("/")[0]
+
+
+def bus_owner(
+    leases: Leases, role: str, buses: Callable[[], Iterable[tuple[str, str]]]
+) -> Callable[[str, str], bool]:
+    """Want the lease of every bus `buses()` names for `role`; return the router's or archiver's
+    `owns(tenant, bus)`: whether this process holds that bus's lease now."""
+    leases.want(lambda: [lease_name(role, tenant, bus) for tenant, bus in buses()])
+    return lambda tenant, bus: leases.holds(lease_name(role, tenant, bus))
+
+
+def rendezvous_winner(name: str, members: Iterable[str]) -> str | None:
+    """The member with the highest hash of (member, name): highest random weight hashing.
+
+    Every process that sees the same members picks the same winner, and a member joining or
+    leaving moves only the names it wins or won (about 1/n of them), not everything.
+    """
+    best: tuple[bytes, str] | None = None
+    for member in members:
+        weight = hashlib.blake2b(f"{member}\0{name}".encode(), digest_size=8).digest()
+        if best is None or (weight, member) > best:
+            best = (weight, member)
+    return None if best is None else best[1]
+
+
+async def while_held(
+    leases: Leases,
+    name: str,
+    body: Callable[[], Coroutine[Any, Any, None]],
+    *,
+    check_seconds: float | None = None,
+) -> None:
+    """Run `body()` while `name` is held, until cancelled: a singleton job (the scheduler).
+
+    The body starts when the lease is gained and is cancelled when it is lost (checked every
+    `check_seconds`, a tenth of the ttl by default: well inside the safety margin before anyone
+    else may take the lease), and starts again when it is regained. A body that ends, or fails
+    (logged), is started again one ttl later if the lease is still held. The body must stop
+    promptly when cancelled, and, since a stalled process can outlive its lease, its writes
+    should be idempotent or guarded by compare-and-set all the same.
+    """
+    interval = check_seconds if check_seconds is not None else leases.ttl / 10
+    unwant = leases.want(lambda: [name])
+    loop = asyncio.get_running_loop()
+    running: asyncio.Task[None] | None = None
+    not_before = 0.0
+    try:
+        while True:
+            held = leases.holds(name)
+            if running is not None and running.done():
+                _report(name, running)
+                running = None
+                not_before = loop.time() + leases.ttl
+            if held and running is None and loop.time() >= not_before:
+                log.info("singleton_started", lease=name, holder=leases.holder)
+                running = asyncio.create_task(body(), name=f"while-held-{name}")
+            elif not held and running is not None:
+                log.info("singleton_lost", lease=name, holder=leases.holder)
+                await _cancel(running)
+                running = None
+            await asyncio.sleep(interval)
+    finally:
+        unwant()
+        if running is not None:
+            await _cancel(running)
+
+
+def _report(name: str, task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        log.error("singleton_failed", lease=name, exc_info=error)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel and wait for the body; `wait`, so that a cancel of our own still reaches us."""
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled() and task.exception() is not None:
+        log.error("singleton_failed", exc_info=task.exception())
