@@ -1,0 +1,221 @@
+"""What only the JetStream archive store has: its streams, archiving that a crash interrupts
+between the copies and the cursor, racing archivers, a SIGKILLed server, secure erasure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import nats
+import pytest
+from tests.nats_support import NatsServer
+from tests.storage.archive_support import T0, read_all, read_all_wide, stored
+
+from stellwerk.storage.archives import ArchiveCursorConflict, ArchiveStats, ArchiveStoreError
+from stellwerk.storage.nats import JetStreamArchiveStore
+from stellwerk.storage.nats.archive_io import ArchiveIO, ArchivesUnavailable
+
+T = TypeVar("T")
+DEADLINE = 30.0
+
+
+async def js_api(url: str, subject: str, request: object = None) -> dict[str, Any]:
+    nc = await nats.connect(url)
+    try:
+        payload = b"" if request is None else json.dumps(request).encode()
+        answer: dict[str, Any] = json.loads((await nc.request(subject, payload, timeout=5)).data)
+        return answer
+    finally:
+        await nc.close()
+
+
+async def eventually(attempt: Callable[[], Awaitable[T]]) -> T:
+    """`attempt()` once it stops raising `ArchiveStoreError` (the server is coming back)."""
+    deadline = asyncio.get_running_loop().time() + DEADLINE
+    while True:
+        try:
+            return await attempt()
+        except ArchiveStoreError:
+            assert asyncio.get_running_loop().time() < deadline, "the store did not come back"
+            await asyncio.sleep(0.05)
+
+
+def crash_at(monkeypatch: pytest.MonkeyPatch, key_part: str) -> None:
+    """Make the store's table writes of keys holding `key_part` fail as a lost connection
+    would: the process "dies" right there, after everything before it was done."""
+    put = ArchiveIO.put
+
+    async def failing(self: ArchiveIO, key: str, body: bytes, expected: int) -> int | None:
+        if key_part in key:
+            raise ArchivesUnavailable(f"connection lost before writing {key}")
+        return await put(self, key, body, expected)
+
+    monkeypatch.setattr(ArchiveIO, "put", failing)
+
+
+async def copies_state(store: JetStreamArchiveStore, url: str) -> dict[str, Any]:
+    info = await js_api(url, f"$JS.API.STREAM.INFO.{store.layout.copies_stream}")
+    state: dict[str, Any] = info["state"]
+    return state
+
+
+async def test_one_copies_stream_with_a_subject_per_archive_and_a_kv_shaped_table(
+    nats_server: NatsServer,
+) -> None:
+    async with JetStreamArchiveStore(nats_server.url, namespace="lay") as store:
+        await store.archive(
+            "acme", "default", 3, [("a-1", stored(1)), ("a-1", stored(2)), ("b.2", stored(3))]
+        )
+        copies = await js_api(
+            nats_server.url,
+            "$JS.API.STREAM.INFO.lay_archived",
+            {"subjects_filter": "lay.archived.*"},
+        )
+        table = await js_api(nats_server.url, "$JS.API.STREAM.INFO.KV_lay_archives")
+
+    assert copies["state"]["subjects"] == {"lay.archived.a-1": 2, "lay.archived.b_2E2": 1}
+    assert copies["config"]["allow_direct"] is True
+    assert table["config"]["max_msgs_per_subject"] == 1
+    assert table["config"]["subjects"] == ["$KV.lay_archives.>"]
+
+
+async def test_a_crash_before_the_cursor_moved_stores_and_counts_nothing_twice_on_retry(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = [("a1", stored(p)) for p in range(1, 6)] + [("a2", stored(3))]
+    async with JetStreamArchiveStore(nats_server.url) as store:
+        with monkeypatch.context() as patch:
+            crash_at(patch, ".cursor.")
+            with pytest.raises(ArchivesUnavailable):
+                await store.archive("acme", "default", 5, run)
+        assert await store.cursor("acme", "default") == 0
+        before = await copies_state(store, nats_server.url)
+
+    # The archiver restarts from the old cursor and reads a longer run this time.
+    async with JetStreamArchiveStore(nats_server.url) as store:
+        await store.archive("acme", "default", 7, [*run, ("a1", stored(7))])
+
+        assert await store.cursor("acme", "default") == 7
+        assert [e.position for e in await read_all(store, "a1")] == [1, 2, 3, 4, 5, 7]
+        assert [e.position for e in await read_all(store, "a2")] == [3]
+        size = len(stored(1).body)
+        assert await store.stats(["a1", "a2"]) == {
+            "a1": ArchiveStats(6, 6 * size),
+            "a2": ArchiveStats(1, size),
+        }
+        after = await copies_state(store, nats_server.url)
+    # The first try's copies and totals stood: the retry published only the new copy.
+    assert before["messages"] == 6
+    assert after["last_seq"] == before["last_seq"] + 1
+
+
+async def test_a_crash_between_the_copies_and_the_totals_leaves_no_duplicates(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = [("a1", stored(p)) for p in range(1, 4)]
+    async with JetStreamArchiveStore(nats_server.url) as store:
+        with monkeypatch.context() as patch:
+            crash_at(patch, ".totals.")
+            with pytest.raises(ArchivesUnavailable):
+                await store.archive("acme", "default", 3, run)
+        assert await store.stats(["a1"]) == {"a1": ArchiveStats(0, 0)}
+
+        await store.archive("acme", "default", 3, run)  # inside the duplicate window
+
+        assert [e.position for e in await read_all(store, "a1")] == [1, 2, 3]
+        assert (await store.stats(["a1"]))["a1"].events == 3
+        assert (await copies_state(store, nats_server.url))["messages"] == 3
+
+
+async def test_racing_archivers_of_one_bus_store_the_run_once(nats_server: NatsServer) -> None:
+    run = [("a1", stored(p)) for p in range(1, 101)]
+    async with (
+        JetStreamArchiveStore(nats_server.url) as one,
+        JetStreamArchiveStore(nats_server.url) as other,
+    ):
+        results = await asyncio.gather(
+            one.archive("acme", "default", 100, run),
+            other.archive("acme", "default", 100, run),
+            return_exceptions=True,
+        )
+
+        conflicts = [r for r in results if isinstance(r, ArchiveCursorConflict)]
+        assert len(conflicts) == 1, results
+        assert results.count(None) == 1
+        assert [e.position for e in await read_all(one, "a1")] == list(range(1, 101))
+        assert (await one.stats(["a1"]))["a1"].events == 100
+        assert await other.cursor("acme", "default") == 100
+
+
+async def test_the_store_carries_on_after_the_server_was_sigkilled(
+    nats_server: NatsServer,
+) -> None:
+    store = JetStreamArchiveStore(nats_server.url, request_timeout=1.0, ack_timeout=1.0)
+    async with store:
+        await store.archive("acme", "default", 10, [("a1", stored(p)) for p in range(1, 11)])
+
+        nats_server.kill()
+        with pytest.raises(ArchiveStoreError):
+            await store.archive("acme", "default", 12, [("a1", stored(11))])
+        await nats_server.start_async()
+
+        await eventually(lambda: store.archive("acme", "default", 12, [("a1", stored(12))]))
+        assert await store.cursor("acme", "default") == 12
+        assert [e.position for e in await read_all(store, "a1")] == [*range(1, 11), 12]
+        assert (await store.stats(["a1"]))["a1"].events == 11
+
+
+async def test_secure_erasure_leaves_nothing_of_the_erased_copy_in_the_server_files(
+    nats_server: NatsServer,
+) -> None:
+    needle = "zeta-person-4711"
+    async with JetStreamArchiveStore(nats_server.url) as store:
+        await store.archive(
+            "acme", "default", 2, [("a1", stored(1, user=needle)), ("a1", stored(2))]
+        )
+        erased = await store.erase(["a1"], needle.encode(), lambda e: True)
+        assert [e.position for e in erased] == [1]
+    nats_server.stop()  # flushed to its files
+
+    assert not [path for path in _files(nats_server.store_dir) if needle.encode() in path[1]]
+
+
+def _files(directory: Path) -> list[tuple[Path, bytes]]:
+    return [(path, path.read_bytes()) for path in directory.rglob("*") if path.is_file()]
+
+
+async def test_trim_purges_the_run_below_the_cut_in_one_request(nats_server: NatsServer) -> None:
+    async with JetStreamArchiveStore(nats_server.url) as store:
+        events = [stored(p, at=T0.replace(day=p)) for p in range(1, 21)]
+        await store.archive("acme", "default", 20, [("a1", e) for e in events])
+
+        assert await store.trim("a1", T0.replace(day=15)) == 14
+        state = await copies_state(store, nats_server.url)
+        assert state["messages"] == 6
+        assert state.get("num_deleted", 0) == 0  # one purge, no single deletes
+        assert state["first_seq"] == 15
+
+
+async def test_a_trim_that_an_erasure_got_ahead_of_counts_the_archive_again(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = [stored(p, at=T0.replace(day=p)) for p in range(1, 11)]
+    purge = ArchiveIO.purge
+
+    async def erased_first(self: ArchiveIO, subject: str, below: int | None = None) -> int:
+        # An erasure in another process deletes a copy between the trim's read and its purge.
+        assert await self.delete(below - 2 if below else 1, erase=True)
+        return await purge(self, subject, below)
+
+    async with JetStreamArchiveStore(nats_server.url) as store:
+        await store.archive("acme", "default", 10, [("a1", e) for e in events])
+        monkeypatch.setattr(ArchiveIO, "purge", erased_first)
+
+        assert await store.trim("a1", T0.replace(day=6)) == 4
+
+        assert [e.position for e in await read_all_wide(store, "a1")] == [6, 7, 8, 9, 10]
+        size = sum(len(e.body) for e in events[5:])
+        assert await store.stats(["a1"]) == {"a1": ArchiveStats(5, size)}
