@@ -7,6 +7,7 @@ What only one backend has is tested beside it (`test_sqlite_archive_store.py`,
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -290,3 +291,19 @@ async def test_stragglers_recorded_slightly_out_of_order_are_read_counted_and_tr
 
 async def test_ping_answers_on_an_open_store(store: ArchiveStore) -> None:
     await store.ping()
+
+
+async def test_counts_and_reads_agree_with_the_recorded_times_for_any_window(
+    store: ArchiveStore,
+) -> None:
+    # 600 events a second apart, each recorded up to 4 s off (clocks of several gateways).
+    rng = random.Random(7)
+    times = {p: T0 + timedelta(seconds=p + rng.uniform(-4, 4)) for p in range(1, 601)}
+    await store.archive("acme", "default", 600, [("a1", stored(p, at=t)) for p, t in times.items()])
+
+    for first, last in [(0, 601), (30, 31), (100, 130), (45, 560), (-50, 12), (590, 700)]:
+        start, end = T0 + timedelta(seconds=first), T0 + timedelta(seconds=last)
+        inside = {p for p, t in times.items() if start <= t < end}
+        assert await store.count_window("a1", start, end) == len(inside), (first, last)
+        got = await store.read_window("a1", start, end, limit=1000)
+        assert {e.position for e in got} == inside, (first, last)

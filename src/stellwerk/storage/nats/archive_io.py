@@ -20,6 +20,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from stellwerk.storage.archives import ArchiveStoreError
+from stellwerk.storage.nats import records
 from stellwerk.storage.nats.archive_records import ArchiveLayout
 from stellwerk.storage.nats.connection import (
     NO_RESPONDERS,
@@ -171,6 +172,17 @@ class ArchiveIO:
         """Up to `batch` copies on `subject` from stream sequence `start` on (any replica)."""
         with unavailable_as_archive_error():
             return await self.queries.page(self.layout.copies_stream, subject, start, batch)
+
+    async def count_from(self, subject: str, start: int) -> int:
+        """How many copies `subject` holds from stream sequence `start` on: the first of them
+        and the count JetStream says is pending after it (one request, no scan)."""
+        found = await self.page(subject, start, 1)
+        if not found:
+            return 0
+        pending = (found[0].headers or {}).get(records.NUM_PENDING)
+        if pending is None:
+            raise ArchivesUnavailable("JetStream did not say how many messages are pending")
+        return 1 + int(pending)
 
     async def first_since(self, subject: str, since_us: int) -> int | None:
         """Where on `subject` the copies recorded at `since_us` or later begin (see

@@ -219,15 +219,46 @@ class JetStreamArchiveStore:
         return out
 
     async def count_window(self, uid: str, start: datetime, end: datetime) -> int:
+        """Copies are looked at only where recorded times may be out of order, within
+        `time_slack` of `start` and of `end`; between those stretches JetStream's count of
+        the messages still pending after a copy tells how many there are."""
+        io = self._running().io
+        start_us, end_us = records.to_us(start), records.to_us(end)
+        if start_us >= end_us:
+            return 0
+        subject, slack = self.layout.copies_subject(uid), self._slack_us
+        borders = await asyncio.gather(
+            *(io.first_since(subject, us) for us in (start_us + slack, end_us - slack))
+        )
+        inner_start, inner_end = (border or 0 for border in borders)
+        if inner_start >= inner_end:  # a narrow window: look at every copy
+            return await self._count_scan(uid, start, end, 0)
+        inside = await io.count_from(subject, inner_start) - await io.count_from(subject, inner_end)
+        early = await self._count_scan(uid, start, end, 0, stop_before=inner_start)
+        late = await self._count_scan(uid, start, end, inner_end - 1)
+        return early + inside + late
+
+    async def _count_scan(
+        self, uid: str, start: datetime, end: datetime, after_seq: int, stop_before: int = 0
+    ) -> int:
         count = 0
-        async for _ in self._window(uid, start, end, 0, COUNT_PAGE):
-            count += 1
+        window = self._window(uid, start, end, after_seq, COUNT_PAGE, stop_before)
+        async with contextlib.aclosing(window) as found:
+            async for _ in found:
+                count += 1
         return count
 
     async def _window(
-        self, uid: str, start: datetime, end: datetime, after_seq: int, page: int
+        self,
+        uid: str,
+        start: datetime,
+        end: datetime,
+        after_seq: int,
+        page: int,
+        stop_before: int = 0,
     ) -> AsyncGenerator[ArchivedEvent, None]:
-        """The archive's copies recorded in `[start, end)` above `after_seq`, in seq order."""
+        """The archive's copies recorded in `[start, end)` above `after_seq` (and below
+        `stop_before` if given), in seq order."""
         io = self._running().io
         start_us, end_us = records.to_us(start), records.to_us(end)
         if start_us >= end_us:
@@ -241,6 +272,8 @@ class JetStreamArchiveStore:
         while True:
             found = await io.page(subject, seq, page)
             for msg in found:
+                if stop_before and records.sequence_of(msg) >= stop_before:
+                    return
                 recorded_us = records.recorded_us_of(msg)
                 if recorded_us >= end_us + self._slack_us:
                     return  # every later copy is past the window too
