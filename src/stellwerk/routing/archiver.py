@@ -15,6 +15,11 @@ replays coming back through a bus target and are never archived again.
 The archiver sleeps until told that events were appended (`notify`) and looks at every bus with
 archives at least every `poll_seconds` anyway; it reloads the definitions every
 `reload_seconds` too, for changes made by another process.
+
+With several archivers (scale-out), `owns(tenant, bus)` says whether this one holds the bus's
+lease (`stellwerk.routing.leases`); it archives only those buses. Two that overlap all the same
+are kept apart by the cursor's compare-and-set: the later one gets `ArchiveCursorConflict`,
+reads the cursor again and goes on from there.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Protocol
@@ -141,6 +146,7 @@ class Archiver:
         batch: int = DEFAULT_BATCH,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         reload_seconds: float = DEFAULT_RELOAD_SECONDS,
+        owns: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.log = log
         self.store = store
@@ -149,6 +155,7 @@ class Archiver:
         self.batch = batch
         self.poll_seconds = poll_seconds
         self.reload_seconds = reload_seconds
+        self.owns = owns or _every_bus
         self.appended = asyncio.Event()
         self._archives: dict[BusKey, BusArchives] = {}
         self._uids: set[str] = set()
@@ -230,7 +237,15 @@ class Archiver:
         """Archive the bus up to its end; return how many events were looked at."""
         total = 0
         while not self._stopping:
-            done = await self.archive_batch(tenant, bus)
+            if not self.owns(tenant, bus):
+                # Another archiver moves the cursor now: read it afresh if the bus comes back.
+                self._cursors.pop((tenant, bus), None)
+                break
+            try:
+                done = await self.archive_batch(tenant, bus)
+            except ArchiveCursorConflict:
+                log.info("archive_cursor_moved_elsewhere", tenant=tenant, bus=bus)
+                continue
             if done == 0:
                 break
             total += done
@@ -273,6 +288,10 @@ class Archiver:
             del self._cursors[key]
             raise
         self._cursors[key] = position
+
+
+def _every_bus(tenant: str, bus: str) -> bool:
+    return True
 
 
 async def archive_floors(control: ControlPlane, store: ArchiveStore) -> dict[BusKey, int]:

@@ -12,6 +12,11 @@ moments after it was recorded, so a rule change applies to the events recorded a
 The router sleeps until told that events were appended (`notify(tenant, bus)`, or the `appended`
 event for "some bus"), and looks at every bus at least every `poll_seconds` anyway. After routing
 it sets the worker's wake event, so deliveries start at once.
+
+With several routers (scale-out), `owns(tenant, bus)` says whether this one holds the bus's
+lease (`stellwerk.routing.leases`); it routes only those buses. Should two route one bus all the
+same (a lease that moved while a batch was on its way), the cursor's compare-and-set refuses
+the later one (`CursorConflict`), which reads the cursor again and goes on from there.
 """
 
 from __future__ import annotations
@@ -99,6 +104,7 @@ class Router:
         hooks: RouterHooks | None = None,
         batch: int = DEFAULT_BATCH,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
+        owns: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.log = log
         self.queue = queue
@@ -109,6 +115,7 @@ class Router:
         self.hooks: RouterHooks = hooks or NoRouterHooks()
         self.batch = batch
         self.poll_seconds = poll_seconds
+        self.owns = owns or _every_bus
         self._cursors: dict[tuple[str, str], int] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._stopping = False
@@ -153,7 +160,15 @@ class Router:
         """Route the bus up to its end; return how many events were routed."""
         total = 0
         while not self._stopping:
-            routed = await self.route_batch(tenant, bus)
+            if not self.owns(tenant, bus):
+                # Another router moves the cursor now: read it afresh if the bus comes back.
+                self._cursors.pop((tenant, bus), None)
+                break
+            try:
+                routed = await self.route_batch(tenant, bus)
+            except CursorConflict:
+                log.info("cursor_moved_elsewhere", tenant=tenant, bus=bus)
+                continue
             if routed == 0:
                 break
             total += routed
@@ -175,9 +190,11 @@ class Router:
         position = events[-1].position
         try:
             await self.queue.route(tenant, bus, position, deliveries)
-        except CursorConflict:
-            # Someone else routed these events: take their cursor and go on from there.
-            del self._cursors[key]
+        except Exception:
+            # Someone else routed these events (`CursorConflict`, or deliveries at or below
+            # the stored cursor when they got only part of the way), or the write's outcome is
+            # unknown: either way, read the cursor again before the next batch.
+            self._cursors.pop(key, None)
             raise
         self._cursors[key] = position
         self.hooks.on_routed(tenant, bus, len(events), len(deliveries))
@@ -204,6 +221,10 @@ class Router:
                     if delivery is not None:
                         out.append(delivery)
         return out
+
+
+def _every_bus(tenant: str, bus: str) -> bool:
+    return True
 
 
 def build_delivery(
