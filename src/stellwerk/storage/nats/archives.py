@@ -233,9 +233,13 @@ class JetStreamArchiveStore:
         inner_start, inner_end = (border or 0 for border in borders)
         if inner_start >= inner_end:  # a narrow window: look at every copy
             return await self._count_scan(uid, start, end, 0)
-        inside = await io.count_from(subject, inner_start) - await io.count_from(subject, inner_end)
-        early = await self._count_scan(uid, start, end, 0, stop_before=inner_start)
-        late = await self._count_scan(uid, start, end, inner_end - 1)
+        from_start, from_end, early, late = await asyncio.gather(
+            io.count_from(subject, inner_start),
+            io.count_from(subject, inner_end),
+            self._count_scan(uid, start, end, 0, stop_before=inner_start),
+            self._count_scan(uid, start, end, inner_end - 1),
+        )
+        inside = from_start - from_end
         return early + inside + late
 
     async def _count_scan(
@@ -264,10 +268,13 @@ class JetStreamArchiveStore:
         if start_us >= end_us:
             return
         subject = self.layout.copies_subject(uid)
-        first = await io.first_since(subject, start_us - self._slack_us)
-        if first is None:
-            return
-        seq = max(after_seq + 1, first)
+        if after_seq:  # paging on: the copies before it were read (or are before the window)
+            seq = after_seq + 1
+        else:
+            first = await io.first_since(subject, start_us - self._slack_us)
+            if first is None:
+                return
+            seq = first
         copies = Copies(uid)
         while True:
             found = await io.page(subject, seq, page)
