@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,9 +14,12 @@ import nats
 import pytest
 from tests.nats_support import NatsServer
 from tests.storage.archive_support import T0, read_all, read_all_wide, stored
+from tests.storage.eventlog_support import MovableClock, new_event
 
+from stellwerk.routing.archiver import Archiver
 from stellwerk.storage.archives import ArchiveCursorConflict, ArchiveStats, ArchiveStoreError
-from stellwerk.storage.nats import JetStreamArchiveStore
+from stellwerk.storage.control import ControlPlane
+from stellwerk.storage.nats import JetStreamArchiveStore, JetStreamEventLog
 from stellwerk.storage.nats.archive_io import ArchiveIO, ArchivesUnavailable
 
 T = TypeVar("T")
@@ -219,3 +223,35 @@ async def test_a_trim_that_an_erasure_got_ahead_of_counts_the_archive_again(
         assert [e.position for e in await read_all_wide(store, "a1")] == [6, 7, 8, 9, 10]
         size = sum(len(e.body) for e in events[5:])
         assert await store.stats(["a1"]) == {"a1": ArchiveStats(5, size)}
+
+
+async def test_the_archiver_runs_on_the_jetstream_log_and_store_and_resumes_after_a_restart(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    control = await ControlPlane.open(f"sqlite+aiosqlite:///{tmp_path / 'control.db'}")
+    tenant = await control.create_tenant("acme")
+    try:
+        record, _ = await control.archives.put(
+            tenant.id, "default", "orders", pattern={"type": ["order.created"]},
+            retention_days=0, description="", start_position=0, max_archives=10,
+        )  # fmt: skip
+        wide = (T0 - timedelta(days=1), T0 + timedelta(days=1))
+        async with JetStreamEventLog(nats_server.url, clock=MovableClock()) as log:
+            kinds = ["order.created", "payment.done"]
+            await log.append([new_event(f"a{i}", event_type=kinds[i % 2]) for i in range(10)])
+            async with JetStreamArchiveStore(nats_server.url) as store:
+                await Archiver(log, store, control).run(burst=True)
+                first = await store.read_window(record.uid, *wide)
+            await log.append([new_event(f"b{i}", event_type=kinds[i % 2]) for i in range(10)])
+            async with JetStreamArchiveStore(nats_server.url) as store:
+                await Archiver(log, store, control).run(burst=True)
+                every = await store.read_window(record.uid, *wide)
+                assert await store.cursor("acme", "default") == await log.last_position(
+                    "acme", "default"
+                )
+                assert (await store.stats([record.uid]))[record.uid].events == 10
+    finally:
+        await control.close()
+
+    assert [e.id for e in first] == [f"a{i}" for i in range(0, 10, 2)]
+    assert [e.id for e in every] == [*(e.id for e in first), *(f"b{i}" for i in range(0, 10, 2))]
