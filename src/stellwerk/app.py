@@ -52,7 +52,7 @@ from stellwerk.api.routes import (
     tail,
 )
 from stellwerk.compose import open_services
-from stellwerk.config import Settings
+from stellwerk.config import Role, Settings
 from stellwerk.delivery.metrics import DeliveryMetrics
 from stellwerk.ingest.metrics import IngestMetrics
 from stellwerk.ops.lifecycle import Lifecycle, NotReadyError
@@ -131,6 +131,11 @@ def openapi_document() -> dict[str, object]:
     )
 
 
+def serves_api(role: Role) -> bool:
+    """Whether a process of this role serves the API (gateways; every process in `all`)."""
+    return role in (Role.ALL, Role.GATEWAY)
+
+
 def build_app(
     settings: Settings, *, metrics: Metrics | None = None, freeze_gc: bool = False
 ) -> Starlette:
@@ -164,14 +169,19 @@ def build_app(
         return json_response(document)
 
     rate_limit = TokenBuckets(settings.tenant_request_rate)
-    routes = [
-        *build_routes(ENDPOINTS, authenticator, rate_limit),
-        Route("/openapi.json", openapi_json, methods=["GET"]),
+    middleware = [
+        Middleware(ErrorMiddleware),
+        Middleware(RequestMetricsMiddleware, metrics),
+        Middleware(BodyLimitMiddleware, settings.max_body_bytes),
     ]
-    app = Starlette(
-        routes=routes,
-        middleware=[
-            # Ingest's one route, answered ahead of the rest with the same outcomes.
+    if serves_api(settings.role):
+        routes = [
+            *build_routes(ENDPOINTS, authenticator, rate_limit),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
+        ]
+        # Ingest's one route, answered ahead of the rest with the same outcomes.
+        middleware.insert(
+            0,
             Middleware(
                 IngestFastPath,
                 lifecycle=lifecycle,
@@ -179,10 +189,13 @@ def build_app(
                 rate_limit=rate_limit,
                 max_body_bytes=settings.max_body_bytes,
             ),
-            Middleware(ErrorMiddleware),
-            Middleware(RequestMetricsMiddleware, metrics),
-            Middleware(BodyLimitMiddleware, settings.max_body_bytes),
-        ],
+        )
+    else:
+        # A router, delivery worker or scheduler answers probes and metrics, nothing else.
+        routes = build_routes(health.ENDPOINTS, authenticator, rate_limit)
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
         exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
         lifespan=lifespan,
     )

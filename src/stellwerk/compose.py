@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol, runtime_checkable
 
 import structlog
 
@@ -36,8 +39,12 @@ from stellwerk.routing.rulebook import RuleBook
 from stellwerk.rules.model import MAX_TIMEOUT_SECONDS
 from stellwerk.secrets import SecretBox, load_or_create_key
 from stellwerk.services import Services
+from stellwerk.signals import Change, LocalSignals, Signals
+from stellwerk.storage.archives import ArchiveStore
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.directory import BusDirectory
+from stellwerk.storage.deliveries import DeliveryQueue
+from stellwerk.storage.eventlog import EventLog
 from stellwerk.storage.sqlite import ARCHIVES_FILE, EVENTS_FILE, SqliteArchiveStore, SqliteEventLog
 from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
 from stellwerk.storage.watch import LogWatch
@@ -46,23 +53,62 @@ from stellwerk.tenancy import bootstrap
 log = structlog.get_logger("stellwerk")
 
 
+@dataclass
+class Backends:
+    """The stores behind the seams, and how this process talks to the others."""
+
+    event_log: EventLog
+    queue: DeliveryQueue
+    archive_store: ArchiveStore
+    signals: Signals
+
+
+def build_backends(settings: Settings, ingest_metrics: IngestMetrics) -> Backends:
+    """SQLite files in the data directory (embedded), or JetStream at `--nats-url`."""
+    dedup_window = timedelta(seconds=settings.dedup_window_seconds)
+    if settings.nats_url is None:
+        return Backends(
+            event_log=SqliteEventLog(
+                settings.data_dir / EVENTS_FILE,
+                dedup_window=dedup_window,
+                on_commit=ingest_metrics.on_commit,
+            ),
+            queue=SqliteDeliveryQueue(settings.data_dir / DELIVERIES_FILE),
+            archive_store=SqliteArchiveStore(settings.data_dir / ARCHIVES_FILE),
+            signals=LocalSignals(),
+        )
+    # Imported here: embedded mode never loads nats-py.
+    from stellwerk.storage.nats.archives import JetStreamArchiveStore
+    from stellwerk.storage.nats.deliveries import JetStreamDeliveryQueue
+    from stellwerk.storage.nats.eventlog import JetStreamEventLog
+    from stellwerk.storage.nats.signals import NatsSignals
+
+    url, namespace, replicas = settings.nats_url, settings.nats_namespace, settings.nats_replicas
+    return Backends(
+        event_log=JetStreamEventLog(
+            url, namespace=namespace, replicas=replicas, dedup_window=dedup_window
+        ),
+        queue=JetStreamDeliveryQueue(url, namespace=namespace, replicas=replicas),
+        archive_store=JetStreamArchiveStore(url, namespace=namespace, replicas=replicas),
+        signals=NatsSignals(url, namespace=namespace, name=f"stellwerk-{settings.role}"),
+    )
+
+
 async def open_services(
     settings: Settings,
     metrics: Metrics,
     ingest_metrics: IngestMetrics,
     delivery_metrics: DeliveryMetrics,
 ) -> Services:
+    # Embedded, a key file in the data directory serves; in scale-out mode every process needs
+    # the same STELLWERK_SECRET_KEY.
     box = SecretBox(load_or_create_key(settings.data_dir, os.environ, create=settings.embedded))
     control = await ControlPlane.open(settings.control_database_url, box=box)
-    event_log = SqliteEventLog(
-        settings.data_dir / EVENTS_FILE,
-        dedup_window=timedelta(seconds=settings.dedup_window_seconds),
-        on_commit=ingest_metrics.on_commit,
-    )
-    queue = SqliteDeliveryQueue(settings.data_dir / DELIVERIES_FILE)
-    archive_store = SqliteArchiveStore(settings.data_dir / ARCHIVES_FILE)
+    backends = build_backends(settings, ingest_metrics)
+    event_log, queue, archive_store = backends.event_log, backends.queue, backends.archive_store
+    signals = backends.signals
     session_pool = SessionPool()
-    log_watch = LogWatch()
+    log_watch = LogWatch(forward=signals.appended)
     bus_access = BusAccess(control)
     rulebook = RuleBook(
         control,
@@ -88,6 +134,7 @@ async def open_services(
     except BaseException:
         await asyncio.gather(
             rulebook.close(),
+            signals.close(),
             session_pool.close(),
             queue.close(),
             archive_store.close(),
@@ -97,6 +144,8 @@ async def open_services(
         await control.close()
         raise
     wake = asyncio.Event()
+    if isinstance(queue, LaneWatching):
+        queue.watch_lanes(wake.set)  # deliveries routed by another process
     # A lease must outlast twice the slowest target's timeout (the worker holds prefetched
     # deliveries too), or a slow but healthy target gets the same event twice. Leases live in
     # memory, so a long one costs nothing after a crash: lost leases are due at once on restart.
@@ -108,13 +157,18 @@ async def open_services(
         lease_seconds=2 * MAX_TIMEOUT_SECONDS,
     )
     router = Router(
-        event_log, queue, rulebook.rule_set, rulebook.buses, wake=wake, hooks=delivery_metrics
+        event_log,
+        queue,
+        rulebook.rule_set,
+        rulebook.buses,
+        wake=wake,
+        hooks=RoutedSignal(delivery_metrics, signals),
     )
     log_watch.subscribe(router.notify)
     archiver = Archiver(event_log, archive_store, control, hooks=ArchiverMetrics(metrics))
     log_watch.subscribe(archiver.notify)
     suppressions = Suppressions(control.erasures, metrics, ttl=settings.key_cache_seconds)
-    return Services(
+    services = Services(
         settings=settings,
         control=control,
         authenticator=Authenticator(control, cache_seconds=settings.key_cache_seconds),
@@ -170,5 +224,48 @@ async def open_services(
             archive_store,
             suppressions=suppressions,
             metrics=ErasureMetrics(metrics),
+            on_suppressed=lambda tenant, bus: signals.changed(Change("suppression", tenant, bus)),
         ),
+        signals=signals,
     )
+    try:
+        await signals.start(
+            on_appended=log_watch.heard,
+            on_routed=functools.partial(_routed_elsewhere, queue),
+            on_changed=services.apply,
+            on_resync=services.resync,
+        )
+    except BaseException:
+        await services.close()
+        raise
+    return services
+
+
+class RoutedSignal:
+    """The router's hooks: metrics, and a `routed` signal for workers in other processes."""
+
+    def __init__(self, metrics: DeliveryMetrics, signals: Signals) -> None:
+        self._metrics = metrics
+        self._signals = signals
+
+    def on_routed(self, tenant: str, bus: str, events: int, deliveries: int) -> None:
+        self._metrics.on_routed(tenant, bus, events, deliveries)
+        if deliveries:
+            self._signals.routed()
+
+    def on_matched(self, tenant: str, bus: str, rules: Sequence[str]) -> None:
+        self._metrics.on_matched(tenant, bus, rules)
+
+
+@runtime_checkable
+class LaneWatching(Protocol):
+    """A delivery queue shared between processes that can tell when its work changed."""
+
+    def watch_lanes(self, on_lanes: Callable[[], None]) -> None: ...
+
+    def poke(self) -> None: ...
+
+
+def _routed_elsewhere(queue: DeliveryQueue) -> None:
+    if isinstance(queue, LaneWatching):
+        queue.poke()  # its scan finds the new lanes now and wakes the worker

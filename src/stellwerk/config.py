@@ -8,6 +8,7 @@ in one line that names the flag, the variable and the reason, before anything st
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -50,6 +51,8 @@ class Settings:
     port: int = 8080
     role: Role = Role.ALL
     nats_url: str | None = None
+    nats_namespace: str = "stellwerk"
+    nats_replicas: int = 1
     database_url: str | None = None
     redis_url: str | None = None
     allow_private_targets: bool = False
@@ -196,6 +199,13 @@ def _modules(text: str) -> tuple[str, ...]:
     return names
 
 
+def _namespace(text: str) -> str:
+    value = text.strip()
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,32}", value):
+        raise ValueError(f"{value!r} must be 1 to 32 letters, digits or '-'")
+    return value
+
+
 def _text(text: str) -> str:
     value = text.strip()
     if not value:
@@ -209,6 +219,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _int_in(0, 65535),
     "role": _choice(Role),
     "nats_url": _url("nats", "tls", "ws", "wss"),
+    "nats_namespace": _namespace,
+    "nats_replicas": _int_in(1, 5),
     "database_url": _database_url,
     "redis_url": _url("redis", "rediss", "unix"),
     "allow_private_targets": _bool,
@@ -256,15 +268,17 @@ def load_settings(values: Mapping[str, str | bool | int | float | Path | None]) 
 
 
 def _check_combination(settings: Settings) -> None:
-    if settings.role is not Role.ALL and settings.nats_url is None:
+    if settings.role is Role.ALL:
+        return
+    if settings.nats_url is None:
         raise ConfigError(
             "role",
-            f"role {settings.role} runs on its own only in scale-out mode (give --nats-url); "
-            "with embedded storage every role runs in one process (--role all)",
+            f"role {settings.role} runs on its own only in scale-out mode (give --nats-url and "
+            "--database-url); with embedded storage every role runs in one process (--role all)",
         )
-    if settings.nats_url is not None:
+    if settings.database_url is None or settings.database_url.startswith("sqlite"):
         raise ConfigError(
-            "nats_url",
-            "the NATS JetStream backend is not part of this version yet; "
-            "leave it unset to run on embedded storage",
+            "database_url",
+            f"role {settings.role} shares its control plane with the other processes: give "
+            "--database-url postgresql://... (SQLite in one data directory serves one process)",
         )

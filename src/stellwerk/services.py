@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
 
 from stellwerk.api.middleware.auth import Authenticator
 from stellwerk.config import Role, Settings
@@ -24,6 +28,7 @@ from stellwerk.routing.archiver import Archiver
 from stellwerk.routing.replay import ReplayRunner
 from stellwerk.routing.router import Router
 from stellwerk.routing.rulebook import RuleBook
+from stellwerk.signals import Change, Signals
 from stellwerk.storage.archives import ArchiveStore
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.directory import BusDirectory
@@ -32,6 +37,8 @@ from stellwerk.storage.eventlog import EventLog
 from stellwerk.storage.watch import LogWatch
 
 DEPTH_REFRESH_SECONDS = 5.0
+
+log = structlog.get_logger("stellwerk")
 
 
 @dataclass
@@ -60,11 +67,61 @@ class Services:
     replays: ReplayRunner
     suppressions: Suppressions
     erasures: ErasureRunner
+    signals: Signals
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def runs(self, role: Role) -> bool:
+        """Whether this process plays `role` (every role does, in `--role all`)."""
+        return self.settings.role in (Role.ALL, role)
 
     async def rules_changed(self, tenant_id: str, bus: str | None) -> None:
         """A rule, bus or connection changed: routing and delivery use it from now on."""
-        await self.rulebook.reload(tenant_id, bus)
+        await self.changed(Change("rules", tenant_id, bus))
+
+    async def changed(self, change: Change) -> None:
+        """Take in a change of configuration here, then tell the other processes."""
+        await self.apply(change)
+        await self.signals.changed(change)
+
+    async def apply(self, change: Change) -> None:
+        """Take in a change made here or, through the signals, in another process."""
+        tenant, bus, name = change.tenant, change.bus, change.name
+        match change.kind:
+            case "rules":
+                await self.rulebook.reload(tenant, bus)
+            case "bus":
+                if bus is not None:
+                    self.buses.forget_bus(tenant, bus)
+                await self.rulebook.reload(tenant, bus)
+            case "schema":
+                if name is not None:
+                    self.buses.forget_schema(tenant, name)
+            case "grant":
+                if bus is not None and name is not None:
+                    self.bus_access.forget(tenant, bus, name)
+            case "key":
+                if name is not None:
+                    self.authenticator.forget(name)
+            case "suppression":
+                if bus is not None:
+                    self.suppressions.forget(tenant, bus)
+            case "archive":
+                await self.archiver.reload()
+            case "replay":
+                self.replays.notify()
+            case "replay_cancelled":
+                if name is not None:
+                    self.replays.cancel(tenant, name)
+
+    async def resync(self) -> None:
+        """Signals may have been missed (the connection to NATS broke): reload what is cached
+        without a time to live. Caches with one expire on their own."""
+        try:
+            await self.rulebook.load()
+            await self.archiver.reload()
+        except Exception:
+            log.exception("resync_failed")  # the next reconnect or change tries again
+        self.replays.notify()
 
     async def ping(self) -> None:
         """Raise if a store this process needs does not answer."""
@@ -72,17 +129,21 @@ class Services:
         await self.event_log.ping()
 
     def start(self) -> None:
-        """Start routing and delivering in the background."""
-        self._tasks = [
-            asyncio.create_task(self.router.run(), name="router"),
-            asyncio.create_task(self.worker.run(), name="delivery-worker"),
-            asyncio.create_task(self._refresh_depth(), name="queue-depth"),
-            asyncio.create_task(self.retention.run(), name="retention"),
-            asyncio.create_task(self.archiver.run(), name="archiver"),
-        ]
-        if self.settings.role in (Role.ALL, Role.SCHEDULER):
-            self._tasks.append(asyncio.create_task(self.replays.run(), name="replays"))
+        """Start this process's roles in the background."""
+        self._tasks = []
+        if self.runs(Role.ROUTER):
+            self._spawn(self.router.run(), "router")
+            self._spawn(self.archiver.run(), "archiver")
+        if self.runs(Role.DELIVERY):
+            self._spawn(self.worker.run(), "delivery-worker")
+            self._spawn(self._refresh_depth(), "queue-depth")
+        if self.runs(Role.SCHEDULER):
+            self._spawn(self.retention.run(), "retention")
+            self._spawn(self.replays.run(), "replays")
             self.erasures.start()  # resume the erasures a stop cut short
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(work, name=name))
 
     async def _refresh_depth(self) -> None:
         while True:
@@ -101,6 +162,7 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         try:
+            await self.signals.close()
             await self.rulebook.close()
             await self.session_pool.close()
             await self.queue.close()

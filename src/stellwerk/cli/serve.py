@@ -84,7 +84,11 @@ def run(settings: Settings) -> None:
 @setting_option("host", "Address to listen on.")
 @setting_option("port", "Port to listen on (0: any free port).")
 @setting_option("role", "all, gateway, router, delivery, status or scheduler.")
-@setting_option("nats_url", "NATS JetStream for the event log (scale-out mode).")
+@setting_option(
+    "nats_url", "NATS server(s), comma-separated: JetStream holds the log and queues (scale-out)."
+)
+@setting_option("nats_namespace", "Prefix of every stream and subject (installations may share).")
+@setting_option("nats_replicas", "Replicas of each JetStream stream (3 in a cluster).")
 @setting_option("redis_url", "Redis for shared caches.")
 @click.option(
     "--allow-private-targets",

@@ -80,6 +80,7 @@ class ErasureRunner:
         metrics: ErasureMetrics | None = None,
         catch_up_seconds: float = DEFAULT_CATCH_UP_SECONDS,
         poll_seconds: float = 0.05,
+        on_suppressed: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.control = control
         self.event_log = event_log
@@ -89,6 +90,7 @@ class ErasureRunner:
         self.metrics = metrics
         self.catch_up_seconds = catch_up_seconds
         self.poll_seconds = poll_seconds
+        self.on_suppressed = on_suppressed  # tell other processes' suppression caches
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def request(
@@ -271,6 +273,8 @@ class _Erasure:
         if runner.suppressions is not None:
             for bus in {bus for bus, _, _ in wanted}:
                 runner.suppressions.forget(self.record.tenant_id, bus)
+                if runner.on_suppressed is not None:
+                    await runner.on_suppressed(self.record.tenant_id, bus)
 
     async def _count(self, **erased: int) -> None:
         """A step is done: add what it erased (per store) and write the counts."""

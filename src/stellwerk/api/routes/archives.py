@@ -25,6 +25,7 @@ from stellwerk.auth import Principal, Scope
 from stellwerk.names import NAME_RULE, InvalidNameError, check_name
 from stellwerk.patterns import InvalidPatternError, compile_pattern
 from stellwerk.services import Services
+from stellwerk.signals import Change
 from stellwerk.storage.archives import ArchiveStats
 from stellwerk.storage.control import ConflictError
 from stellwerk.storage.control.archives import ArchiveRecord
@@ -135,6 +136,8 @@ async def put_archive(request: Request) -> Response:
             )
         except ConflictError as exc:
             raise ApiError(409, "LimitExceeded", str(exc)) from None
+    # Archivers in other processes (the router role) take it in when told.
+    await services.signals.changed(Change("archive", principal.tenant_id, bus))
     (shown,) = await _shown(services, principal, [record])
     return json_response(shown, 201 if created else 200)
 
@@ -169,7 +172,10 @@ async def delete_archive(request: Request) -> Response:
         record = await services.control.archives.delete(principal.tenant_id, bus, name)
     if record is None:
         raise not_found(f"archive {name!r} on bus {bus!r}")
+    await services.signals.changed(Change("archive", principal.tenant_id, bus))
     # The archiver has let go of it (reloaded on leaving the pause), so nothing is added after.
+    # An archiver in another process may still add a batch before it hears: it drops the
+    # archive's copies itself when it reloads (`Archiver._reload`).
     await services.archive_store.drop(record.uid)
     return Response(status_code=204)
 

@@ -16,6 +16,7 @@ from stellwerk.api.errors import ApiError, ErrorBody, not_found
 from stellwerk.api.middleware.auth import principal_of
 from stellwerk.auth import Scope
 from stellwerk.names import NAME_RULE, InvalidNameError, check_name
+from stellwerk.signals import Change
 from stellwerk.storage.control import BusRecord, ConflictError, NotFoundError
 
 ValidationMode = Literal["off", "warn", "enforce"]
@@ -83,9 +84,7 @@ async def put_bus(request: Request) -> Response:
         )
     except ConflictError as exc:
         raise ApiError(409, "LimitExceeded", str(exc)) from None
-    services.buses.forget_bus(record.tenant_id, name)
-    if created:
-        await services.rules_changed(record.tenant_id, name)
+    await services.changed(Change("bus", record.tenant_id, name))
     return json_response(_bus(record), 201 if created else 200)
 
 
@@ -103,8 +102,7 @@ async def delete_bus(request: Request) -> Response:
     tenant_id = principal_of(request.scope).tenant_id
     try:
         await services.control.delete_bus(tenant_id, name)
-        services.buses.forget_bus(tenant_id, name)
-        await services.rules_changed(tenant_id, name)
+        await services.changed(Change("bus", tenant_id, name))
     except NotFoundError:
         raise not_found(f"bus {name!r}") from None
     except ConflictError as exc:

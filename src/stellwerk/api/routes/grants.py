@@ -18,6 +18,7 @@ from stellwerk.api.middleware.auth import principal_of
 from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Scope
 from stellwerk.names import InvalidNameError, check_name
+from stellwerk.signals import Change
 
 
 class GrantList(msgspec.Struct):
@@ -60,7 +61,7 @@ async def delete_grant(request: Request) -> Response:
         principal.tenant_id, bus, target.id
     ):
         raise not_found(f"grant of bus {bus!r} to {grantee!r}")
-    services.bus_access.forget(principal.tenant, bus, grantee)
+    await services.changed(Change("grant", principal.tenant, bus, grantee))
     return Response(status_code=204)
 
 

@@ -15,6 +15,7 @@ from stellwerk.api.endpoints import Endpoint
 from stellwerk.api.errors import ApiError, ErrorBody, not_found
 from stellwerk.api.middleware.auth import principal_of
 from stellwerk.auth import Scope
+from stellwerk.signals import Change
 from stellwerk.storage.control import ApiKeyRecord, NotFoundError
 
 
@@ -90,7 +91,7 @@ async def revoke_key(request: Request) -> Response:
         record = await services.control.revoke_key(principal_of(request.scope).tenant_id, key_id)
     except NotFoundError:
         raise not_found(f"key {key_id!r}") from None
-    services.authenticator.forget(key_id)
+    await services.changed(Change("key", record.tenant_id, name=key_id))
     return json_response(_info(record))
 
 

@@ -28,6 +28,7 @@ from stellwerk.auth import Principal, Scope
 from stellwerk.events import parse_rfc3339
 from stellwerk.names import NAME_RULE, InvalidNameError, check_name
 from stellwerk.services import Services
+from stellwerk.signals import Change
 from stellwerk.storage.control import ConflictError
 from stellwerk.storage.control.replays import NewReplay, ReplayRecord, ReplayState
 
@@ -184,7 +185,7 @@ async def start_replay(request: Request) -> Response:
         )
     except ConflictError as exc:
         raise ApiError(409, "ResourceAlreadyExists", str(exc), field="name") from None
-    services.replays.notify()
+    await services.changed(Change("replay", principal.tenant_id))
     return json_response(await _view(services, principal.tenant, record), 201)
 
 
@@ -236,7 +237,7 @@ async def cancel_replay(request: Request) -> Response:
         raise ApiError(
             409, "Conflict", f"replay {name!r} has {record.state} already; it cannot be cancelled"
         )
-    services.replays.cancel(principal.tenant_id, name)
+    await services.changed(Change("replay_cancelled", principal.tenant_id, name=name))
     return json_response(await _view(services, principal.tenant, record))
 
 

@@ -17,6 +17,7 @@ from stellwerk.api.errors import ApiError, ErrorBody, not_found
 from stellwerk.api.middleware.auth import principal_of
 from stellwerk.auth import Scope
 from stellwerk.schemas import InvalidSchemaError, compile_schema
+from stellwerk.signals import Change
 from stellwerk.storage.control.schemas import SchemaRecord
 
 TYPE_RULE = "[A-Za-z0-9._:-]{1,256}"
@@ -92,7 +93,7 @@ async def put_schema(request: Request) -> Response:
     record, created = await services.control.schemas.put(
         tenant_id, type_, body.schema, body.description
     )
-    services.buses.forget_schema(tenant_id, type_)
+    await services.changed(Change("schema", tenant_id, name=type_))
     return json_response(_version(record), 201 if created else 200)
 
 
@@ -122,7 +123,7 @@ async def delete_schema(request: Request) -> Response:
     tenant_id = principal_of(request.scope).tenant_id
     if not await services.control.schemas.delete(tenant_id, type_, version):
         raise not_found(f"schema {type_!r}" + (f" version {version}" if version else ""))
-    services.buses.forget_schema(tenant_id, type_)
+    await services.changed(Change("schema", tenant_id, name=type_))
     return Response(status_code=204)
 
 

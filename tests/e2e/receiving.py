@@ -1,0 +1,43 @@
+"""A receiver for tests that drive real server processes: an HTTP server in a thread of the test
+that counts the event ids it is sent (CloudEvents JSON bodies) and answers 204."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.conftest import free_port
+
+
+class Received:
+    def __init__(self) -> None:
+        self.ids: Counter[str] = Counter()
+        self.lock = threading.Condition()
+
+    def add(self, event_id: str) -> None:
+        with self.lock:
+            self.ids[event_id] += 1
+            self.lock.notify_all()
+
+    def wait_for(self, predicate: Callable[[Received], bool], seconds: float) -> bool:
+        with self.lock:
+            return self.lock.wait_for(lambda: predicate(self), seconds)
+
+
+def start_receiver(received: Received) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.add(json.loads(body)["id"])
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

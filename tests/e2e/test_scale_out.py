@@ -1,0 +1,122 @@
+"""One role per process on JetStream and PostgreSQL: gateways, routers and delivery workers as
+separate `stellwerk serve` processes share the work and hear each other's changes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.e2e.receiving import Received, start_receiver
+from tests.e2e.scale_out import ScaleOut, keys_of, load_batch, put_rule
+from tests.nats_support import NatsServer
+
+
+@pytest.fixture
+def scale_out(nats_server: NatsServer, postgres_url: str, tmp_path: Path) -> ScaleOut:
+    return ScaleOut(nats_server.url, postgres_url, tmp_path)
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Received, str]]:
+    received = Received()
+    server = start_receiver(received)
+    try:
+        yield received, f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_gateway_router_and_delivery_processes_carry_every_event_to_the_target(
+    scale_out: ScaleOut, receiver: tuple[Received, str]
+) -> None:
+    received, url = receiver
+    with scale_out.role("gateway") as gateway, scale_out.role("router") as router:
+        keys = keys_of(gateway)
+        put_rule(
+            gateway,
+            keys["admin_key"],
+            "all",
+            {
+                "pattern": {"type": ["load"]},
+                "targets": [{"id": "hook", "type": "http", "url": url}],
+            },
+        )
+        with scale_out.role("delivery") as delivery:
+            ingest = {"Authorization": f"Bearer {keys['ingest_key']}"}
+            with httpx.Client(base_url=gateway.url, headers=ingest, timeout=30) as client:
+                for start in range(0, 500, 100):
+                    response = client.post("/v1/buses/default/events", json=load_batch(start, 100))
+                    assert response.status_code == 202, response.text
+            wanted = {f"e{n}" for n in range(500)}
+            assert received.wait_for(lambda r: wanted <= set(r.ids), 60), (
+                f"{len(wanted - set(received.ids))} events never arrived"
+            )
+            # Only gateways serve the API; every role answers probes and metrics.
+            for process in (router, delivery):
+                assert httpx.get(f"{process.url}/v1/buses", timeout=5).status_code == 404
+                assert httpx.get(f"{process.url}/readyz", timeout=5).status_code == 200
+                assert httpx.get(f"{process.url}/metrics", timeout=5).status_code == 200
+            assert (
+                httpx.post(
+                    f"{router.url}/v1/buses/default/events", json=load_batch(0, 1), headers=ingest
+                ).status_code
+                == 404
+            )
+    assert sum(received.ids.values()) >= 500
+
+
+def test_a_rule_changed_through_one_gateway_is_in_force_on_the_router_of_another_process(
+    scale_out: ScaleOut, receiver: tuple[Received, str]
+) -> None:
+    """The router keeps rules in memory and never rereads them on a timer: only the change
+    signal can make it route by the new pattern."""
+    received, url = receiver
+    with (
+        scale_out.role("gateway") as first,
+        scale_out.role("gateway") as second,
+        scale_out.role("router"),
+        scale_out.role("delivery"),
+    ):
+        keys = keys_of(first)
+        target = [{"id": "hook", "type": "http", "url": url}]
+        put_rule(first, keys["admin_key"], "r", {"pattern": {"type": ["old"]}, "targets": target})
+        ingest = {"Authorization": f"Bearer {keys['ingest_key']}"}
+        with httpx.Client(base_url=first.url, headers=ingest, timeout=30) as client:
+            assert (
+                client.post("/v1/buses/default/events", json=load_batch(0, 1, "old")).status_code
+                == 202
+            )
+            assert received.wait_for(lambda r: "e0" in r.ids, 30)
+
+            new_rule = {"pattern": {"type": ["new"]}, "targets": target}
+            put_rule(second, keys["admin_key"], "r", new_rule)
+            changed = time.monotonic()
+            # "new" events sent before the router took the change in match nothing and are never
+            # delivered; the first one to arrive shows the change in force.
+            sent: list[str] = []
+            n = 1
+            while not received.wait_for(lambda r: any(i in r.ids for i in sent), 0.05):
+                assert time.monotonic() - changed < 20, "the router never took in the change"
+                response = client.post("/v1/buses/default/events", json=load_batch(n, 1, "new"))
+                assert response.status_code == 202
+                sent.append(f"e{n}")
+                n += 1
+            print(f"rule change in force after at most {time.monotonic() - changed:.3f} s")
+            # And the old pattern is out of force: an "old" event, then a "new" one.
+            old, last = f"e{n}", f"e{n + 1}"
+            assert (
+                client.post("/v1/buses/default/events", json=load_batch(n, 1, "old")).status_code
+                == 202
+            )
+            assert (
+                client.post(
+                    "/v1/buses/default/events", json=load_batch(n + 1, 1, "new")
+                ).status_code
+                == 202
+            )
+            assert received.wait_for(lambda r: last in r.ids, 30)
+            assert old not in received.ids
