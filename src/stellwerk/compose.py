@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 import structlog
 
@@ -51,6 +51,10 @@ from stellwerk.storage.watch import LogWatch
 from stellwerk.tenancy import bootstrap
 
 log = structlog.get_logger("stellwerk")
+
+# The default delivery lease on JetStream: twice the default target timeout (5 s) with room for
+# prefetched deliveries waiting for a slot.
+SHARED_LEASE_SECONDS: Final = 60.0
 
 
 @dataclass
@@ -147,14 +151,19 @@ async def open_services(
     if isinstance(queue, LaneWatching):
         queue.watch_lanes(wake.set)  # deliveries routed by another process
     # A lease must outlast twice the slowest target's timeout (the worker holds prefetched
-    # deliveries too), or a slow but healthy target gets the same event twice. Leases live in
-    # memory, so a long one costs nothing after a crash: lost leases are due at once on restart.
+    # deliveries too), or a slow but healthy target gets the same event twice. Embedded, leases
+    # live in memory, so a long one costs nothing after a crash: lost leases are due at once on
+    # restart. Shared (JetStream), a dead worker's leases hold its deliveries until they expire,
+    # so there the lease is `--delivery-lease-seconds` (see docs/running-scale-out.md).
+    lease_seconds = settings.delivery_lease_seconds or (
+        2 * MAX_TIMEOUT_SECONDS if settings.embedded else SHARED_LEASE_SECONDS
+    )
     worker = DeliveryWorker(
         queue,
         rulebook.binding,
         hooks=delivery_metrics,
         wake=wake,
-        lease_seconds=2 * MAX_TIMEOUT_SECONDS,
+        lease_seconds=lease_seconds,
     )
     router = Router(
         event_log,

@@ -73,6 +73,7 @@ class Settings:
     retention_interval_seconds: float = 60.0
     replay_rate: float = 50_000.0
     max_concurrent_replays: int = 2
+    delivery_lease_seconds: float = 0.0  # 0: 600 embedded, 60 on JetStream
 
     @property
     def control_database_url(self) -> str:
@@ -206,6 +207,13 @@ def _namespace(text: str) -> str:
     return value
 
 
+def _lease_seconds(text: str) -> float:
+    value = _seconds(3600)(text)
+    if 0 < value < 2:
+        raise ValueError(f"{value} is below 2 seconds (0: the default)")
+    return value
+
+
 def _text(text: str) -> str:
     value = text.strip()
     if not value:
@@ -241,6 +249,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "retention_interval_seconds": _seconds(86_400, low=1),
     "replay_rate": _rate,
     "max_concurrent_replays": _int_in(1, 100),
+    "delivery_lease_seconds": _lease_seconds,
 }
 
 

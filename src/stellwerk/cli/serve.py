@@ -118,6 +118,10 @@ def run(settings: Settings) -> None:
 @setting_option("retention_interval_seconds", "How often retention trims the log and archives.")
 @setting_option("replay_rate", "Events per second one replay sends (0: unlimited).")
 @setting_option("max_concurrent_replays", "How many replays run at a time.")
+@setting_option(
+    "delivery_lease_seconds",
+    "How long a worker holds a delivery before another may take it (0: 600 embedded, 60 shared).",
+)
 def serve(**values: Any) -> None:
     """Run Stellwerk."""
     settings = settings_from(values)
