@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import nats
 import pytest
-from tests.nats_support import NatsServer
+from tests.nats_support import NatsCluster, NatsServer
 from tests.storage.archive_support import T0, read_all, read_all_wide, stored
 from tests.storage.eventlog_support import MovableClock, new_event
 
@@ -255,3 +255,25 @@ async def test_the_archiver_runs_on_the_jetstream_log_and_store_and_resumes_afte
 
     assert [e.id for e in first] == [f"a{i}" for i in range(0, 10, 2)]
     assert [e.id for e in every] == [*(e.id for e in first), *(f"b{i}" for i in range(0, 10, 2))]
+
+
+async def test_three_replicas_keep_archiving_through_a_node_killed(
+    nats_cluster: NatsCluster,
+) -> None:
+    store = JetStreamArchiveStore(
+        nats_cluster.url, replicas=3, request_timeout=2.0, ack_timeout=2.0
+    )
+    async with store:
+        await store.archive("acme", "default", 10, [("a1", stored(p)) for p in range(1, 11)])
+        for stream in (store.layout.copies_stream, store.layout.table_stream):
+            info = await js_api(nats_cluster.urls[0], f"$JS.API.STREAM.INFO.{stream}")
+            assert info["config"]["num_replicas"] == 3
+
+        nats_cluster.servers[0].kill()
+        await eventually(lambda: store.archive("acme", "default", 20, [("a1", stored(20))]))
+
+        assert await eventually(lambda: store.cursor("acme", "default")) == 20
+        got = await eventually(lambda: read_all(store, "a1"))
+        assert [e.position for e in got] == [*range(1, 11), 20]
+        size = sum(len(stored(p).body) for p in [*range(1, 11), 20])
+        assert (await store.stats(["a1"]))["a1"] == ArchiveStats(11, size)
