@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequen
 from typing import Any
 
 import pytest
-from tests.nats_support import NatsServer
+from tests.nats_support import NatsCluster, NatsServer
 from tests.routing.lease_support import crash, eventually
 
 from stellwerk.routing.leases import Leases, LocalLeases, lease_name, rendezvous_winner, while_held
@@ -66,9 +66,13 @@ async def watch() -> AsyncIterator[Watch]:
 
 
 async def holder(
-    server: NatsServer, watch: Watch, name: str, names: Iterable[str] = NAMES
+    server: NatsServer | NatsCluster,
+    watch: Watch,
+    name: str,
+    names: Iterable[str] = NAMES,
+    replicas: int = 1,
 ) -> JetStreamLeases:
-    leases = JetStreamLeases(server.url, holder=name, ttl=TTL)
+    leases = JetStreamLeases(server.url, holder=name, ttl=TTL, replicas=replicas)
     wanted = list(names)
     leases.want(lambda: wanted)
     await leases.start()
@@ -160,6 +164,21 @@ async def test_a_server_restart_leaves_no_name_held_twice(
     # Without JetStream nothing is renewed: every lease lapses, none is taken twice.
     await eventually(lambda: not first.held() and not second.held())
     await nats_server.start_async()
+    await eventually(lambda: watch.covered() and first.held() and second.held())
+
+
+async def test_an_r3_cluster_losing_a_node_leaves_no_name_held_twice(
+    nats_cluster: NatsCluster, watch: Watch
+) -> None:
+    first = await holder(nats_cluster, watch, "h1", replicas=3)
+    second = await holder(nats_cluster, watch, "h2", replicas=3)
+    await eventually(lambda: watch.covered() and first.held() and second.held())
+    assert first._conn is not None
+    info = await first._conn.api(f"$JS.API.STREAM.INFO.KV_{first.bucket}")
+    leader = next(s for s in nats_cluster.servers if s.name == info["cluster"]["leader"])
+    leader.kill()  # the stream's leader: no writes until the other two elect one
+    await eventually(lambda: watch.covered() and first.held() and second.held())
+    await leader.start_async()  # and it comes back, behind the others
     await eventually(lambda: watch.covered() and first.held() and second.held())
 
 
