@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -32,6 +33,21 @@ async def test_migrations_reach_head_and_go_back_down(database_url: str) -> None
         assert await migrate.current_revision(engine) == migrate.head_revision()
     finally:
         await engine.dispose()
+
+
+async def test_processes_starting_together_on_an_empty_postgres_database_all_migrate(
+    postgres_url: str,
+) -> None:
+    """Scale-out processes start at once: without the migration lock, all but one fail on
+    "relation already exists" (seen with four engines before the lock)."""
+    engines = [create_engine(postgres_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(migrate.upgrade(engine) for engine in engines))
+        for engine in engines:
+            assert await migrate.current_revision(engine) == migrate.head_revision()
+    finally:
+        for engine in engines:
+            await engine.dispose()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -28,8 +29,17 @@ def head_revision() -> str:
     return head
 
 
+# Any constant number shared by every Stellwerk process: the key of the migration lock.
+MIGRATION_LOCK_KEY = 0x5354454C  # "STEL"
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Migrate to `revision`. On PostgreSQL, processes that start together take turns: the
+    first migrates inside its transaction while the others wait on an advisory lock, then
+    find nothing left to do (PostgreSQL's DDL is transactional)."""
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
         await conn.run_sync(lambda sync: command.upgrade(_config(sync), revision))
 
 
