@@ -39,9 +39,12 @@ async def test_routing_again_at_or_below_the_cursor_writes_nothing(queue: Delive
         await queue.route("acme", "default", 5, [new_delivery(5)])
     with pytest.raises(CursorConflict):
         await queue.route("acme", "default", 3, [])
-    # Part of the run already routed: the whole call is refused, the cursor stays.
-    with pytest.raises(ValueError, match="does not belong"):
+    # Part of the run already routed (by a router that took the bus over): the whole call is
+    # refused as a conflict, the cursor stays.
+    with pytest.raises(CursorConflict, match="past the delivery at 4"):
         await queue.route("acme", "default", 9, [new_delivery(8), new_delivery(4)])
+    with pytest.raises(ValueError, match="does not belong"):
+        await queue.route("acme", "default", 9, [new_delivery(10)])
     with pytest.raises(ValueError, match="does not belong"):
         await queue.route("acme", "default", 9, [new_delivery(8, bus="other")])
     assert await queue.cursor("acme", "default") == 5

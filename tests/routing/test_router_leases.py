@@ -205,8 +205,7 @@ async def test_a_router_that_was_overtaken_part_of_the_way_reads_its_cursor_agai
     assert await first.route_batch("acme", "default") == 3
     assert await second.route_batch("acme", "default") == 2  # up to 5
     # The first's next batch (4 to 6) overlaps what the second routed: the queue refuses
-    # deliveries at or below its cursor, and the first reads the cursor again.
-    with pytest.raises(ValueError, match="does not belong"):
-        await first.route_bus("acme", "default")
+    # deliveries at or below its cursor (a conflict), and the first reads the cursor again
+    # and routes the rest.
     assert await first.route_bus("acme", "default") == 4
     assert triples(await setup.leased()) == Counter({(i, "r", "t"): 1 for i in ids})

@@ -161,9 +161,10 @@ class DeliveryQueue(Protocol):
     ) -> None:
         """Enqueue the deliveries of the bus's events up to `position` and move its cursor there.
 
-        Both happen or neither does. Every delivery must belong to the bus and have a position
-        above the current cursor and at most `position`; `position` must be above the cursor
-        (`CursorConflict` otherwise). A run of events without deliveries still moves the cursor.
+        Both happen or neither does. `position` and every delivery's position must be above
+        the current cursor (`CursorConflict` otherwise: another router got there first), and
+        every delivery must belong to the bus and be at most `position` (`ValueError`). A run
+        of events without deliveries still moves the cursor.
         """
         ...
 

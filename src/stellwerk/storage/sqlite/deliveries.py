@@ -366,10 +366,16 @@ class SqliteDeliveryQueue:
                     f"{tenant}/{bus} is routed up to {current}; cannot route up to {position}"
                 )
             for d in deliveries:
-                if (d.tenant, d.bus) != (tenant, bus) or not current < d.position <= position:
+                if (d.tenant, d.bus) != (tenant, bus) or d.position > position:
                     raise ValueError(
                         f"delivery of {d.tenant}/{d.bus} at {d.position} does not belong in"
                         f" {tenant}/{bus} ({current}, {position}]"
+                    )
+                if d.position <= current:
+                    # Another router routed part of this batch meanwhile (a lease that moved).
+                    raise CursorConflict(
+                        f"{tenant}/{bus} is routed up to {current},"
+                        f" past the delivery at {d.position}"
                     )
             self._enqueue(conn, deliveries)
             conn.execute(
