@@ -18,7 +18,7 @@ from typing import Final, Protocol, runtime_checkable
 import structlog
 
 from stellwerk.api.middleware.auth import Authenticator
-from stellwerk.config import Settings
+from stellwerk.config import Role, Settings
 from stellwerk.delivery.builder import TargetBuilder
 from stellwerk.delivery.bus_access import BusAccess
 from stellwerk.delivery.metrics import DeliveryMetrics
@@ -33,6 +33,7 @@ from stellwerk.ops.metrics import Metrics
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.retention import Retention, RetentionMetrics
 from stellwerk.routing.archiver import Archiver, ArchiverMetrics, archive_floors, trim_archives
+from stellwerk.routing.leases import Leases, LocalLeases, bus_owner
 from stellwerk.routing.replay import ReplayMetrics, ReplayRunner
 from stellwerk.routing.router import Router
 from stellwerk.routing.rulebook import RuleBook
@@ -65,6 +66,7 @@ class Backends:
     queue: DeliveryQueue
     archive_store: ArchiveStore
     signals: Signals
+    leases: Leases
 
 
 def build_backends(settings: Settings, ingest_metrics: IngestMetrics) -> Backends:
@@ -80,11 +82,13 @@ def build_backends(settings: Settings, ingest_metrics: IngestMetrics) -> Backend
             queue=SqliteDeliveryQueue(settings.data_dir / DELIVERIES_FILE),
             archive_store=SqliteArchiveStore(settings.data_dir / ARCHIVES_FILE),
             signals=LocalSignals(),
+            leases=LocalLeases(),
         )
     # Imported here: embedded mode never loads nats-py.
     from stellwerk.storage.nats.archives import JetStreamArchiveStore
     from stellwerk.storage.nats.deliveries import JetStreamDeliveryQueue
     from stellwerk.storage.nats.eventlog import JetStreamEventLog
+    from stellwerk.storage.nats.leases import JetStreamLeases
     from stellwerk.storage.nats.signals import NatsSignals
 
     url, namespace, replicas = settings.nats_url, settings.nats_namespace, settings.nats_replicas
@@ -95,6 +99,7 @@ def build_backends(settings: Settings, ingest_metrics: IngestMetrics) -> Backend
         queue=JetStreamDeliveryQueue(url, namespace=namespace, replicas=replicas),
         archive_store=JetStreamArchiveStore(url, namespace=namespace, replicas=replicas),
         signals=NatsSignals(url, namespace=namespace, name=f"stellwerk-{settings.role}"),
+        leases=JetStreamLeases(url, namespace=namespace, replicas=replicas),
     )
 
 
@@ -110,7 +115,7 @@ async def open_services(
     control = await ControlPlane.open(settings.control_database_url, box=box)
     backends = build_backends(settings, ingest_metrics)
     event_log, queue, archive_store = backends.event_log, backends.queue, backends.archive_store
-    signals = backends.signals
+    signals, leases = backends.signals, backends.leases
     session_pool = SessionPool()
     log_watch = LogWatch(forward=signals.appended)
     bus_access = BusAccess(control)
@@ -134,11 +139,13 @@ async def open_services(
         await event_log.start()
         await queue.start()
         await archive_store.start()
+        await leases.start()
         await rulebook.load()
     except BaseException:
         await asyncio.gather(
             rulebook.close(),
             signals.close(),
+            leases.close(),
             session_pool.close(),
             queue.close(),
             archive_store.close(),
@@ -175,6 +182,10 @@ async def open_services(
     )
     log_watch.subscribe(router.notify)
     archiver = Archiver(event_log, archive_store, control, hooks=ArchiverMetrics(metrics))
+    if settings.role in (Role.ALL, Role.ROUTER):
+        # Each bus is routed, and archived, by the one router process holding its lease.
+        router.owns = bus_owner(leases, "router", rulebook.buses)
+        archiver.owns = bus_owner(leases, "archiver", archiver.buses)
     log_watch.subscribe(archiver.notify)
     suppressions = Suppressions(control.erasures, metrics, ttl=settings.key_cache_seconds)
     services = Services(
@@ -236,6 +247,7 @@ async def open_services(
             on_suppressed=lambda tenant, bus: signals.changed(Change("suppression", tenant, bus)),
         ),
         signals=signals,
+        leases=leases,
     )
     try:
         await signals.start(

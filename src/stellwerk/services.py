@@ -25,6 +25,7 @@ from stellwerk.ops.metrics import Metrics
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.retention import Retention
 from stellwerk.routing.archiver import Archiver
+from stellwerk.routing.leases import Leases, while_held
 from stellwerk.routing.replay import ReplayRunner
 from stellwerk.routing.router import Router
 from stellwerk.routing.rulebook import RuleBook
@@ -37,6 +38,7 @@ from stellwerk.storage.eventlog import EventLog
 from stellwerk.storage.watch import LogWatch
 
 DEPTH_REFRESH_SECONDS = 5.0
+SCHEDULER_LEASE = "scheduler"
 
 log = structlog.get_logger("stellwerk")
 
@@ -68,6 +70,7 @@ class Services:
     suppressions: Suppressions
     erasures: ErasureRunner
     signals: Signals
+    leases: Leases
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def runs(self, role: Role) -> bool:
@@ -138,9 +141,16 @@ class Services:
             self._spawn(self.worker.run(), "delivery-worker")
             self._spawn(self._refresh_depth(), "queue-depth")
         if self.runs(Role.SCHEDULER):
-            self._spawn(self.retention.run(), "retention")
-            self._spawn(self.replays.run(), "replays")
-            self.erasures.start()  # resume the erasures a stop cut short
+            # One scheduler at a time (a lease); the others stand by and take over.
+            self._spawn(while_held(self.leases, SCHEDULER_LEASE, self._schedule), "scheduler")
+
+    async def _schedule(self) -> None:
+        """The scheduler's work: retention, replays, and erasures a stop cut short."""
+        self.erasures.start()
+        try:
+            await asyncio.gather(self.retention.run(), self.replays.run())
+        finally:
+            self.replays.stop()
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(work, name=name))
@@ -162,6 +172,7 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         try:
+            await self.leases.close()  # after the work it guards stopped: successors go now
             await self.signals.close()
             await self.rulebook.close()
             await self.session_pool.close()
