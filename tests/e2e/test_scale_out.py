@@ -4,8 +4,10 @@ separate `stellwerk serve` processes share the work and hear each other's change
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -120,3 +122,69 @@ def test_a_rule_changed_through_one_gateway_is_in_force_on_the_router_of_another
             )
             assert received.wait_for(lambda r: last in r.ids, 30)
             assert old not in received.ids
+
+
+def test_an_archive_filled_by_the_router_process_is_replayed_by_the_scheduler_process(
+    scale_out: ScaleOut, receiver: tuple[Received, str]
+) -> None:
+    received, url = receiver
+    with (
+        scale_out.role("gateway") as gateway,
+        scale_out.role("router"),
+        scale_out.role("delivery"),
+        scale_out.role("scheduler"),
+    ):
+        keys = keys_of(gateway)
+        admin = {"Authorization": f"Bearer {keys['admin_key']}"}
+        hook = [{"id": "hook", "type": "http", "url": url}]
+        rule = {"pattern": {"type": ["load"]}, "targets": hook}
+        put_rule(gateway, keys["admin_key"], "all", rule)
+        with httpx.Client(base_url=gateway.url, timeout=30) as client:
+            archive = client.put("/v1/buses/default/archives/everything", json={}, headers=admin)
+            assert archive.status_code == 201, archive.text
+            start = datetime.now(UTC) - timedelta(minutes=1)
+            ingest = {"Authorization": f"Bearer {keys['ingest_key']}"}
+            for first in range(0, 200, 100):
+                response = client.post(
+                    "/v1/buses/default/events", json=load_batch(first, 100), headers=ingest
+                )
+                assert response.status_code == 202, response.text
+            wanted = {f"e{n}" for n in range(200)}
+            assert received.wait_for(lambda r: wanted <= set(r.ids), 60)
+            archived = poll(
+                lambda: client.get("/v1/buses/default/archives/everything", headers=admin).json(),
+                lambda body: body["events"] == 200,
+            )
+            assert archived["events"] == 200
+            replay = client.post(
+                "/v1/replays",
+                json={
+                    "name": "again",
+                    "archive": "everything",
+                    "bus": "default",
+                    "start": start.isoformat(),
+                    "end": datetime.now(UTC).isoformat(),
+                },
+                headers=admin,
+            )
+            assert replay.status_code == 201, replay.text
+            assert received.wait_for(lambda r: all(r.ids[i] >= 2 for i in wanted), 60)
+            done = poll(
+                lambda: client.get("/v1/replays/again", headers=admin).json(),
+                lambda body: body["state"] == "completed",
+            )
+            assert done["state"] == "completed"
+
+
+def poll(
+    read: Callable[[], dict[str, Any]],
+    done: Callable[[dict[str, Any]], bool],
+    within: float = 30.0,
+) -> dict[str, Any]:
+    """Read until `done` (a bounded loop, not a sleep standing in for synchronisation)."""
+    deadline = time.monotonic() + within
+    body = read()
+    while not done(body) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        body = read()
+    return body
