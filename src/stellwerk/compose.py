@@ -71,7 +71,7 @@ class Backends:
 
 def build_backends(settings: Settings, ingest_metrics: IngestMetrics) -> Backends:
     """SQLite files in the data directory (embedded), or JetStream at `--nats-url`."""
-    dedup_window = timedelta(seconds=settings.dedup_window_seconds)
+    dedup_window = settings.dedup_window
     if settings.nats_url is None:
         return Backends(
             event_log=SqliteEventLog(

@@ -113,7 +113,10 @@ def run(settings: Settings) -> None:
 @setting_option("tenant_request_rate", "Requests per second one tenant may make (0: unlimited).")
 @setting_option("tenant_event_rate", "Events per second one tenant may send (0: unlimited).")
 @setting_option("max_batch_events", "Most events one ingest request may carry.")
-@setting_option("dedup_window_seconds", "How long a repeated event id+source is a duplicate.")
+@setting_option(
+    "dedup_window_seconds",
+    "How long a repeated event id+source is a duplicate (default 24 h; 1 h on JetStream).",
+)
 @setting_option("log_retention_hours", "How long the event log keeps routed events.")
 @setting_option("retention_interval_seconds", "How often retention trims the log and archives.")
 @setting_option("replay_rate", "Events per second one replay sends (0: unlimited).")

@@ -1,0 +1,48 @@
+"""Settings that depend on the mode: what scale-out requires, and defaults that differ."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from stellwerk.config import ConfigError, Role, load_settings
+
+NATS = "nats://127.0.0.1:4222"
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/stellwerk"
+
+
+def test_a_role_of_its_own_needs_nats_and_a_shared_postgres_database() -> None:
+    with pytest.raises(ConfigError, match="--nats-url"):
+        load_settings({"role": "router"})
+    with pytest.raises(ConfigError, match="shares its control plane"):
+        load_settings({"role": "router", "nats_url": NATS})
+    with pytest.raises(ConfigError, match="shares its control plane"):
+        load_settings({"role": "router", "nats_url": NATS, "database_url": "sqlite:///x.db"})
+    settings = load_settings({"role": "delivery", "nats_url": NATS, "database_url": POSTGRES})
+    assert settings.role is Role.DELIVERY
+    assert settings.database_url == "postgresql+asyncpg://postgres@127.0.0.1:5432/stellwerk"
+    # One process on JetStream with its control plane in the data directory is fine.
+    assert not load_settings({"nats_url": NATS}).embedded
+
+
+def test_the_dedup_window_defaults_to_a_day_embedded_and_an_hour_on_jetstream() -> None:
+    assert load_settings({}).dedup_window == timedelta(hours=24)
+    assert load_settings({"nats_url": NATS}).dedup_window == timedelta(hours=1)
+    chosen = load_settings({"nats_url": NATS, "dedup_window_seconds": "600"})
+    assert chosen.dedup_window == timedelta(minutes=10)
+    assert load_settings({"dedup_window_seconds": "0"}).dedup_window == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("nats_namespace", "a.b", "letters, digits or '-'"),
+        ("nats_replicas", "0", "outside 1..5"),
+        ("delivery_lease_seconds", "1", "below 2 seconds"),
+        ("nats_url", "http://x", "must start with nats://"),
+    ],
+)
+def test_scale_out_settings_are_checked(name: str, value: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason):
+        load_settings({name: value})
