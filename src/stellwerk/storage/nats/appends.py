@@ -210,20 +210,35 @@ class Appender:
         self, futures: list[asyncio.Future[Msg]], deadline: float
     ) -> list[Msg | ConnectionLost]:
         loop = asyncio.get_running_loop()
+        # `wait`, not `wait_for(gather(...))`: on Python 3.11 a gather cancelled by a timeout or
+        # by our caller leaves exceptions that nobody retrieves (logged at garbage collection),
+        # and a cancellation that meets the answer can be swallowed. Whatever is left unawaited
+        # is cancelled here, so no reply arrives at a future nobody looks at.
         try:
-            replies = await asyncio.wait_for(
-                asyncio.gather(*futures, return_exceptions=True), max(0.0, deadline - loop.time())
-            )
-        except TimeoutError:
+            _, late = await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        if late:
+            for future in futures:
+                future.cancel()
             raise JetStreamUnavailable(
                 f"JetStream did not acknowledge the batch within {self._ack_timeout:g} s; "
                 "some events may be stored, and sending them again is safe"
-            ) from None
+            )
         out: list[Msg | ConnectionLost] = []
-        for reply in replies:
-            if isinstance(reply, BaseException) and not isinstance(reply, ConnectionLost):
-                raise reply
-            out.append(reply)
+        for future in futures:
+            error = future.exception()  # CancelledError if someone else cancelled it
+            if error is None:
+                out.append(future.result())
+            elif isinstance(error, ConnectionLost):
+                out.append(error)
+            else:
+                for rest in futures:
+                    if rest.done() and not rest.cancelled():
+                        rest.exception()  # retrieved: the first error is raised for all
+                raise error
         return out
 
     async def _settle(

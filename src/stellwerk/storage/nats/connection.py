@@ -221,9 +221,13 @@ class Connection:
                 _encode_json(request),
                 reply=f"{self._prefix}.{token}",
             )
-            return await asyncio.wait_for(batch.done, self._request_timeout)
-        except TimeoutError:
-            raise JetStreamUnavailable("JetStream did not answer a read in time") from None
+            # `wait`, not `wait_for`: Python 3.11's `wait_for` can swallow a cancellation of
+            # ours that meets the answer, and a read in a stopping task must stop.
+            done, _ = await asyncio.wait({batch.done}, timeout=self._request_timeout)
+            if not done:
+                batch.done.cancel()
+                raise JetStreamUnavailable("JetStream did not answer a read in time")
+            return batch.done.result()
         except NatsError as exc:
             raise JetStreamUnavailable(f"cannot read: {exc!r}") from exc
         finally:
