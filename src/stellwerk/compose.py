@@ -99,7 +99,9 @@ def build_backends(settings: Settings, ingest_metrics: IngestMetrics) -> Backend
         queue=JetStreamDeliveryQueue(url, namespace=namespace, replicas=replicas),
         archive_store=JetStreamArchiveStore(url, namespace=namespace, replicas=replicas),
         signals=NatsSignals(url, namespace=namespace, name=f"stellwerk-{settings.role}"),
-        leases=JetStreamLeases(url, namespace=namespace, replicas=replicas),
+        leases=JetStreamLeases(
+            url, namespace=namespace, replicas=replicas, ttl=settings.lease_ttl_seconds
+        ),
     )
 
 

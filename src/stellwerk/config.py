@@ -75,6 +75,7 @@ class Settings:
     replay_rate: float = 50_000.0
     max_concurrent_replays: int = 2
     delivery_lease_seconds: float = 0.0  # 0: 600 embedded, 60 on JetStream
+    lease_ttl_seconds: float = 15.0
 
     @property
     def control_database_url(self) -> str:
@@ -260,6 +261,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "replay_rate": _rate,
     "max_concurrent_replays": _int_in(1, 100),
     "delivery_lease_seconds": _lease_seconds,
+    "lease_ttl_seconds": _seconds(300, low=1),
 }
 
 

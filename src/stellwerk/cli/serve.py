@@ -122,6 +122,10 @@ def run(settings: Settings) -> None:
 @setting_option("replay_rate", "Events per second one replay sends (0: unlimited).")
 @setting_option("max_concurrent_replays", "How many replays run at a time.")
 @setting_option(
+    "lease_ttl_seconds",
+    "Scale-out: how long a router's or scheduler's lease lasts unrenewed (takeover after death).",
+)
+@setting_option(
     "delivery_lease_seconds",
     "How long a worker holds a delivery before another may take it (0: 600 embedded, 60 shared).",
 )
