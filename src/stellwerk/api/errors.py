@@ -1,7 +1,8 @@
 """The error body every failing request gets, and the outermost middleware that guarantees it.
 
 Errors are `{"error": "<Code>", "message": "...", ...}`. Code raises `ApiError`; whatever else
-escapes becomes a 500 `InternalError` whose body never carries a traceback (the log does).
+escapes becomes a 500 `InternalError` whose body never carries a traceback (the log does), or a
+503 when it says a store is out of reach, which a client retries.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 import msgspec
 import structlog
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -95,8 +97,29 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return ApiError(exc.status_code, code, message, headers=dict(exc.headers or {})).response()
 
 
+def out_of_reach(exc: Exception) -> bool:
+    """Whether `exc` says a store could not be reached (a refused or broken connection, a
+    timeout), which passes without a restart, rather than a fault in this process."""
+    if isinstance(exc, OSError | sa_exc.TimeoutError):  # TimeoutError is an OSError
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+
+
+def unhandled(exc: Exception, method: object, path: object) -> ApiError:
+    """The answer to an exception no code turned into an `ApiError`, logged: 503 with
+    `Retry-After` while a store is out of reach (the control plane's PostgreSQL, say), else 500."""
+    if out_of_reach(exc):
+        log.warning("store out of reach", method=method, path=path, error=repr(exc))
+        return ApiError(
+            503, "ServiceUnavailable", "a store is out of reach", headers={"Retry-After": "1"}
+        )
+    log.error("request failed", method=method, path=path, exc_info=exc)
+    return ApiError(500, "InternalError", "the server failed to handle the request")
+
+
 class ErrorMiddleware:
-    """Outermost layer: an exception becomes a log line and, if nothing was sent yet, a JSON 500."""
+    """Outermost layer: an exception becomes a log line and, if nothing was sent yet, a JSON 500
+    (or 503, see `unhandled`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -119,8 +142,7 @@ class ErrorMiddleware:
             # Raised outside routing (e.g. by a middleware while reading the body).
             if not started:
                 await exc.response()(scope, receive, send)
-        except Exception:
-            log.exception("request failed", method=scope.get("method"), path=scope.get("path"))
+        except Exception as exc:
+            error = unhandled(exc, scope.get("method"), scope.get("path"))
             if not started:
-                body = ApiError(500, "InternalError", "the server failed to handle the request")
-                await body.response()(scope, receive, send)
+                await error.response()(scope, receive, send)

@@ -23,7 +23,7 @@ from prometheus_client import Counter, Histogram
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stellwerk.api.errors import ApiError
+from stellwerk.api.errors import ApiError, unhandled
 from stellwerk.api.middleware.limits import too_large
 from stellwerk.api.routes.events import ingest
 from stellwerk.auth import Scope as KeyScope
@@ -84,10 +84,9 @@ class IngestFastPath:
                 status, body, extra = exc.status, _encode(exc.body()), exc.headers
             except _Disconnected:
                 return  # counted as 500 like an exception, as the metrics middleware does
-            except Exception:
-                log.exception("request failed", method="POST", path=scope["path"])
-                error = ApiError(500, "InternalError", "the server failed to handle the request")
-                status, body, extra = 500, _encode(error.body()), {}
+            except Exception as exc:
+                error = unhandled(exc, "POST", scope["path"])
+                status, body, extra = error.status, _encode(error.body()), error.headers
             headers = [(b"content-length", b"%d" % len(body)), _JSON]
             for name, value in extra.items():
                 headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
