@@ -6,6 +6,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +18,9 @@ import httpx
 from tests.cli.server import ServerProcess, running_server
 from tests.conftest import free_port
 
+# How long a client waits before it retries a batch the gateway could not take (503).
+RETRY_BACKOFF_SECONDS = 0.2
+
 
 @dataclass
 class ScaleOut:
@@ -23,6 +29,8 @@ class ScaleOut:
     root: Path
     secret_key: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
     started: int = 0
+    # Flags every role gets, e.g. ("--nats-replicas", "3") on a cluster.
+    options: tuple[str, ...] = ()
 
     @contextmanager
     def role(self, role: str, *extra: str) -> Iterator[ServerProcess]:
@@ -43,6 +51,7 @@ class ScaleOut:
             "0",
             "--tenant-request-rate",
             "0",
+            *self.options,
             *extra,
             env={"STELLWERK_SECRET_KEY": self.secret_key, "STELLWERK_LOG_LEVEL": "warning"},
         ) as server:
@@ -76,3 +85,85 @@ def put_rule(gateway: ServerProcess, admin_key: str, name: str, rule: Mapping[st
         timeout=10,
     )
     assert response.status_code in (200, 201), response.text
+
+
+def metric_total(process: ServerProcess, name: str) -> float:
+    """The sum of a Prometheus counter's samples over all its labels, as `process` reports it."""
+    text = httpx.get(f"{process.url}/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((f"{name} ", f"{name}{{"))
+    )
+
+
+class Load:
+    """Batches of events posted to a gateway from a thread, as a client that retries would.
+
+    A 503 (or a broken connection) is retried with the same batch: the event ids make the retry
+    harmless, since the log drops an id it already holds. Only events of a 202 count as
+    acknowledged; any other answer is kept in `refused` and ends the load.
+    """
+
+    def __init__(
+        self, gateway: ServerProcess, ingest_key: str, total: int, batch: int = 50
+    ) -> None:
+        self.url = f"{gateway.url}/v1/buses/default/events"
+        self.headers = {"Authorization": f"Bearer {ingest_key}"}
+        self.total = total
+        self.batch = batch
+        self.acknowledged: list[str] = []
+        self.retries: Counter[str] = Counter()
+        self.refused: list[tuple[int, str]] = []
+        self.progress = threading.Condition()
+        self.done = False
+        self._thread = threading.Thread(target=self._run, name="load", daemon=True)
+
+    def start(self) -> Load:
+        self._thread.start()
+        return self
+
+    def wait_for(self, acknowledged: int, seconds: float) -> bool:
+        """Whether `acknowledged` events got a 202 within `seconds` (or the load ended)."""
+        with self.progress:
+            return (
+                self.progress.wait_for(
+                    lambda: len(self.acknowledged) >= acknowledged or self.done, seconds
+                )
+                and len(self.acknowledged) >= acknowledged
+            )
+
+    def join(self, seconds: float) -> None:
+        self._thread.join(seconds)
+        assert not self._thread.is_alive(), f"load still running after {seconds} s"
+        assert not self.refused, f"the gateway refused batches: {self.refused[:3]}"
+        assert len(self.acknowledged) == self.total
+
+    def _run(self) -> None:
+        try:
+            with httpx.Client(headers=self.headers, timeout=30) as client:
+                for start in range(0, self.total, self.batch):
+                    if not self._post(client, load_batch(start, self.batch)):
+                        return
+        finally:
+            with self.progress:
+                self.done = True
+                self.progress.notify_all()
+
+    def _post(self, client: httpx.Client, events: list[dict[str, object]]) -> bool:
+        while True:
+            try:
+                response = client.post(self.url, json=events)
+            except httpx.TransportError as exc:
+                self.retries[type(exc).__name__] += 1
+            else:
+                if response.status_code == 202:
+                    with self.progress:
+                        self.acknowledged.extend(str(event["id"]) for event in events)
+                        self.progress.notify_all()
+                    return True
+                if response.status_code != 503:
+                    self.refused.append((response.status_code, response.text))
+                    return False
+                self.retries["503"] += 1
+            time.sleep(RETRY_BACKOFF_SECONDS)  # a client's backoff, not a synchronisation
