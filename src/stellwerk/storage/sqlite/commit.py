@@ -60,12 +60,17 @@ class GroupCommitter:
         self._last_sweep = -float("inf")
         self._max_wal_bytes = max_wal_bytes
         self._wal_path: Path | None = None
+        # Bytes of events committed since the WAL's size was last looked at (see `bound_wal`).
+        self._unchecked_bytes = 0
         self._conn: sqlite3.Connection | None = None
         self._streams: dict[tuple[str, str], int] = {}
         self._next_position = 1
         self._last_recorded_us = 0
         self._spilled = 0
         self._recent = RecentKeys(flush_entries=dedup_flush_entries)
+        # The first live position and its mark's recorded time, from the last look at `marks`
+        # (see `_first_live_at`); None: look again.
+        self._live_mark: tuple[int, int] | None = None
 
     @property
     def next_position(self) -> int:
@@ -144,10 +149,7 @@ class GroupCommitter:
             streams = [self._stream_id(conn, e.tenant, e.bus, new_streams) for e in events]
             plan = GroupPlan(events, streams, self._next_position, recorded)
             if self._dedup_window_us > 0:
-                first_live = (
-                    first_position_since(conn, now_us - self._dedup_window_us + 1)
-                    or self._next_position
-                )
+                first_live = self._first_live_at(conn, now_us - self._dedup_window_us + 1)
                 self._find_duplicates(conn, plan, first_live)
             plan.assign()
             if plan.segments:
@@ -173,8 +175,12 @@ class GroupCommitter:
                 del self._streams[key]
             raise
         if plan.segments:
+            if self._live_mark is None and self._dedup_window_us > 0:
+                # No mark was live: this group's is the first, until the window passes it.
+                self._live_mark = (self._next_position, now_us)
             self._next_position = plan.next_position
             self._last_recorded_us = now_us
+            self._unchecked_bytes += sum(len(event.body) for event in events)
             if self._dedup_window_us > 0:
                 self._recent.add(plan.hash_rows)
                 self._recent.written(len(flushed), flush_done)
@@ -190,6 +196,26 @@ class GroupCommitter:
             split[i] = plan.results[offset : offset + count]
             offset += count
         return split
+
+    def _first_live_at(self, conn: sqlite3.Connection, cutoff_us: int) -> int:
+        """The first position recorded at or after `cutoff_us` (the next one if none is).
+
+        Asked for every group, but its answer changes only when the window moves past the mark
+        found: the cutoff never decreases (recorded time never goes back) and marks come in
+        recorded-time order, so while the cutoff stays at or below that mark's time no other
+        mark can come first. Remembering it spares each commit a query, and with it a release
+        and re-take of the GIL that waits for the busy event loop (up to the switch interval).
+        Trims keep every live mark; an erasure never touches marks.
+        """
+        remembered = self._live_mark
+        if remembered is not None and cutoff_us <= remembered[1]:
+            return remembered[0]
+        row = conn.execute(schema.FIRST_LIVE_MARK, (cutoff_us,)).fetchone()
+        if row is None:
+            self._live_mark = None  # set by the next commit, whose mark is then the first live one
+            return self._next_position
+        self._live_mark = (int(row[0]), int(row[1]))
+        return self._live_mark[0]
 
     def _stream_id(
         self, conn: sqlite3.Connection, tenant: str, bus: str, created: list[tuple[str, str]]
@@ -241,7 +267,13 @@ class GroupCommitter:
         Between groups nothing appends, so this checkpoint can fold in the whole WAL and the
         next transaction starts it over (see checkpoint.py).
         """
-        if self._wal_path is None or self._wal_path.stat().st_size <= self._max_wal_bytes:
+        # `stat` releases the GIL like an SQLite call does, so it is not done after every group:
+        # only once events of a sixteenth of the bound have been committed since the last look
+        # (the WAL grows by more than the events' bytes, so it overshoots by little).
+        if self._wal_path is None or self._unchecked_bytes < self._max_wal_bytes // 16:
+            return
+        self._unchecked_bytes = 0
+        if self._wal_path.stat().st_size <= self._max_wal_bytes:
             return
         self._writer_conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 

@@ -94,6 +94,11 @@ LAST_SEGMENT_END: Final = "SELECT max(position + count) FROM segments"
 FIRST_POSITION_SINCE: Final = (
     "SELECT position FROM marks WHERE recorded_us >= ? ORDER BY recorded_us, position LIMIT 1"
 )
+# The same with the mark's time, which says how long the answer holds (`GroupCommitter`).
+FIRST_LIVE_MARK: Final = (
+    "SELECT position, recorded_us FROM marks WHERE recorded_us >= ?"
+    " ORDER BY recorded_us, position LIMIT 1"
+)
 # Entries at or above a position (the first live one) for a group's hashes, given as a JSON array.
 FIND_HASHES: Final = """
     SELECT k.key, d.position, d.tag FROM json_each(?) AS k
