@@ -44,6 +44,13 @@ class TtlCache(Generic[K, V]):
             loading = self._loading[key] = asyncio.ensure_future(self._refresh(key))
         return await asyncio.shield(loading)
 
+    def fresh(self, key: K) -> V | None:
+        """The value held for `key` if it has not expired, else None; never loads."""
+        cached = self._entries.get(key)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        return None
+
     async def _refresh(self, key: K) -> V:
         mine = self._loading.get(key)
         try:

@@ -22,6 +22,8 @@ from stellwerk.storage.cache import TtlCache
 from stellwerk.storage.control import ApiKeyRecord, ControlPlane, TenantRecord
 
 PRINCIPAL = "stellwerk.principal"
+# Verified keys remembered at most (see `Authenticator`); a bound, not a working-set size.
+_MAX_VERIFIED = 10_000
 
 
 def unauthorized(message: str) -> ApiError:
@@ -39,6 +41,13 @@ class Authenticator:
 
     A key revoked through this process is forgotten at once; one revoked elsewhere (another
     process, the CLI) stops working within `cache_seconds`.
+
+    A key that passed is remembered with its principal, tied to the cached record it was checked
+    against: while that record is the one cached, the same `Authorization` value gets the same
+    principal without parsing the key and hashing it again (about 5 us of a single-event
+    ingest's 90 us in the event loop). A reload, expiry or `forget` replaces or drops the record,
+    so the next request goes through the whole check again: revocation takes as long as before.
+    Only keys that passed are remembered, so made-up keys cannot fill the table.
     """
 
     def __init__(
@@ -51,10 +60,14 @@ class Authenticator:
         self._control = control
         # Unknown ids are cached too (briefly), so a flood of made-up keys does not reach the store.
         self._keys: TtlCache[str, _Cached | None] = TtlCache(self._load, cache_seconds, clock)
+        self._verified: dict[str, tuple[_Cached, Principal]] = {}
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
             raise unauthorized("an API key is required: Authorization: Bearer <key>")
+        remembered = self._verified.get(authorization)
+        if remembered is not None and self._keys.fresh(remembered[1].key_id) is remembered[0]:
+            return remembered[1]
         kind, _, key = authorization.partition(" ")
         if kind.lower() != "bearer" or not key.strip():
             raise unauthorized("the Authorization header must be 'Bearer <key>'")
@@ -66,12 +79,16 @@ class Authenticator:
         entry = await self._lookup(parts.key_id)
         if entry is None or not verify_key(key, entry.key.key_hash) or entry.key.revoked_at:
             raise unauthorized("the API key is not valid (unknown or revoked)")
-        return Principal(
+        principal = Principal(
             tenant_id=entry.tenant.id,
             tenant=entry.tenant.name,
             key_id=entry.key.id,
             scope=entry.key.scope,
         )
+        if len(self._verified) >= _MAX_VERIFIED:
+            self._verified.clear()
+        self._verified[authorization] = (entry, principal)
+        return principal
 
     def forget(self, key_id: str) -> None:
         self._keys.forget(key_id)
