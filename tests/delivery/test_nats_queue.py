@@ -211,7 +211,7 @@ async def test_three_replicas_in_a_cluster_keep_the_queue_through_a_node_killed(
     nats_cluster: NatsCluster,
 ) -> None:
     clock = MovableClock()
-    queue = JetStreamDeliveryQueue(nats_cluster.url, replicas=3, clock=clock, request_timeout=2.0)
+    queue = JetStreamDeliveryQueue(nats_cluster.url, replicas=3, clock=clock, request_timeout=5.0)
     async with queue:
         for stream in (queue.layout.members_stream, queue.layout.table_stream):
             info = await js_api(nats_cluster.urls, f"$JS.API.STREAM.INFO.{stream}")
@@ -232,3 +232,31 @@ async def test_three_replicas_in_a_cluster_keep_the_queue_through_a_node_killed(
 async def _acked(queue: JetStreamDeliveryQueue, delivery: LeasedDelivery) -> bool:
     await queue.ack(delivery.id)
     return True
+
+
+async def test_a_worker_sees_new_work_after_the_leader_of_the_table_is_killed(
+    nats_cluster: NatsCluster,
+) -> None:
+    """A router and a worker in two processes: the node leading the lane table dies between
+    two routes; the worker acks what it held and then leases what was routed after."""
+    clock = MovableClock()
+    router = JetStreamDeliveryQueue(nats_cluster.url, replicas=3, clock=clock, request_timeout=5.0)
+    worker = JetStreamDeliveryQueue(nats_cluster.url, replicas=3, clock=clock, request_timeout=5.0)
+    async with router, worker:
+        await router.route("acme", "default", 10, [new_delivery(p) for p in range(1, 11)])
+        held = await eventually(lambda: worker.lease(T0, 10, LEASE))
+        info = await js_api(nats_cluster.urls, f"$JS.API.STREAM.INFO.{worker.layout.table_stream}")
+        leader = next(s for s in nats_cluster.servers if s.name == info["cluster"]["leader"])
+
+        leader.kill()
+        for delivery in held:
+            await eventually(functools.partial(_acked, worker, delivery))
+
+        async def routed() -> bool:
+            await router.route("acme", "default", 20, [new_delivery(p) for p in range(11, 21)])
+            return True
+
+        await eventually(routed)
+        later = await eventually(lambda: worker.lease(T0, 20, LEASE))
+        assert sorted(d.position for d in later) == list(range(11 if len(held) == 10 else 1, 21))
+        await leader.start_async()

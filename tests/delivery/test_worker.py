@@ -11,6 +11,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 from tests.delivery.queue_support import new_delivery
 from tests.storage.eventlog_support import MovableClock
@@ -26,7 +27,12 @@ from stellwerk.delivery.model import (
     RetryPolicy,
 )
 from stellwerk.delivery.worker import DeliveryWorker, Finish, TargetBinding
-from stellwerk.storage.deliveries import DeliveryQueue, TargetKey
+from stellwerk.storage.deliveries import (
+    DeliveryQueue,
+    DeliveryQueueError,
+    LeasedDelivery,
+    TargetKey,
+)
 
 LATER = timedelta(seconds=CAP_SECONDS + 1)  # every backoff delay is shorter
 
@@ -307,6 +313,37 @@ async def test_work_of_a_crashed_worker_comes_back_after_its_lease(
     clock.advance(timedelta(seconds=30))
     await worker.run(burst=True)
     assert sorted(target.events) == ["e1", "e2"]
+
+
+class FlakyLeases:
+    """The queue, except that its first `failures` leases fail as an unreachable one does."""
+
+    def __init__(self, queue: DeliveryQueue, failures: int) -> None:
+        self._queue = queue
+        self.failures = failures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+    async def lease(self, *args: Any, **kwargs: Any) -> list[LeasedDelivery]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise DeliveryQueueError("not connected to NATS (reconnecting)")
+        return await self._queue.lease(*args, **kwargs)
+
+
+async def test_a_lease_that_fails_is_tried_again_and_delivery_goes_on(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    """A JetStream leader election fails leases for a moment; the worker must not stop."""
+    await route(queue, [new_delivery(p) for p in range(1, 6)])
+    flaky = FlakyLeases(queue, failures=2)
+    target = RecordingTarget()
+    worker = worker_for(flaky, clock, {"t1": TargetBinding(target)})
+    await worker.run(burst=True)
+    assert flaky.failures == 0
+    assert sorted(target.events) == [f"e{p}" for p in range(1, 6)]
+    assert await queue.depth() == []
 
 
 async def test_ordered_target_gets_each_key_in_log_order_despite_retries(

@@ -48,6 +48,8 @@ DEFAULT_CONCURRENCY: Final = 16
 DEFAULT_MAX_IN_FLIGHT: Final = 512
 DEFAULT_LEASE_SECONDS: Final = 60.0
 DEFAULT_POLL_SECONDS: Final = 1.0
+# After a failed lease (the queue out of reach), how long before the next try.
+LEASE_RETRY_SECONDS: Final = 0.25
 DEFAULT_STOP_GRACE_SECONDS: Final = 10.0
 # Budgets' worth of deliveries leased ahead per target: when a slot frees, the next delivery
 # starts at once instead of after a round trip to the queue's writer.
@@ -148,7 +150,17 @@ class DeliveryWorker:
         try:
             while not self._stopping:
                 self.wake.clear()
-                started = await self._start_due()
+                try:
+                    started = await self._start_due()
+                except Exception as exc:
+                    # The queue is out of reach (a JetStream leader election, a broken
+                    # connection): what is running goes on, and leasing is tried again shortly.
+                    # Letting this end the loop would stop delivery for good.
+                    log.warning("delivery_lease_failed", error=f"{type(exc).__name__}: {exc}")
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(LEASE_RETRY_SECONDS):
+                            await self._stopped()
+                    continue
                 if started:
                     continue  # more may be due for targets with room left
                 # A task that finished during the lease set `wake`: its slot was not offered.
@@ -160,6 +172,12 @@ class DeliveryWorker:
         finally:
             await self._drain()
             done.set()
+
+    async def _stopped(self) -> None:
+        """Return once `stop()` was called (it sets `wake` too, but so does much else)."""
+        while not self._stopping:
+            self.wake.clear()
+            await self.wake.wait()
 
     async def stop(self, grace: float = DEFAULT_STOP_GRACE_SECONDS) -> None:
         """Stop leasing; wait up to `grace` s for running attempts, release the rest; return
