@@ -42,10 +42,17 @@ class ServerProcess:
             time.sleep(0.05)
         raise AssertionError(f"{path} did not answer {status} within {timeout}s (last: {last})")
 
+    @property
+    def log_file(self) -> Path:
+        """Where the process's output goes: a file, not a pipe, so that a chatty server never
+        blocks on a pipe nobody reads (a worker logging an outage's errors did, mid-test)."""
+        return self.data_dir.with_name(self.data_dir.name + ".log")
+
     def output(self) -> str:
-        if self.process.stdout is None or self.process.poll() is None:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
             return ""
-        return self.process.stdout.read().decode(errors="replace")
 
     def terminate(self, sig: int = signal.SIGTERM) -> None:
         self.process.send_signal(sig)
@@ -64,12 +71,14 @@ def running_server(
         str(port),
         *args,
     ]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "STELLWERK_LOG_FORMAT": "json", **(env or {})},
-    )
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(data_dir.with_name(data_dir.name + ".log"), "ab") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "STELLWERK_LOG_FORMAT": "json", **(env or {})},
+        )
     server = ServerProcess(process, f"http://127.0.0.1:{port}", data_dir)
     try:
         server.wait_until("/readyz", 200)
@@ -78,5 +87,3 @@ def running_server(
         if process.poll() is None:
             process.kill()
         process.wait(timeout=30)
-        if process.stdout:
-            process.stdout.close()

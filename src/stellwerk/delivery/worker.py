@@ -42,7 +42,12 @@ import structlog
 
 from stellwerk.delivery.backoff import Verdict, decide
 from stellwerk.delivery.model import Delivered, Outcome, RetryLater, RetryPolicy, Target
-from stellwerk.storage.deliveries import DeliveryQueue, LeasedDelivery, TargetKey
+from stellwerk.storage.deliveries import (
+    DeliveryQueue,
+    DeliveryQueueError,
+    LeasedDelivery,
+    TargetKey,
+)
 
 DEFAULT_CONCURRENCY: Final = 16
 DEFAULT_MAX_IN_FLIGHT: Final = 512
@@ -268,8 +273,14 @@ class DeliveryWorker:
             self.wake.set()
             self.hooks.on_outcome(key, outcome)
             await self._settle(delivery, binding, outcome)
+        except DeliveryQueueError as exc:
+            # The queue failed us (out of reach for a moment): the lease runs out and the
+            # delivery comes back by itself. One line each, no traceback: in an outage there
+            # is one per delivery in flight.
+            log.warning(
+                "delivery_settle_failed", delivery=delivery.id, target=list(key), error=str(exc)
+            )
         except Exception:
-            # The queue failed us; the lease runs out and the delivery comes back by itself.
             log.exception("delivery_settle_failed", delivery=delivery.id, target=list(key))
         finally:
             if holding:
