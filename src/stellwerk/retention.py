@@ -13,6 +13,7 @@ size of one retention period (see `tests/storage/test_sqlite_retention.py`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from prometheus_client import Counter, Gauge
 
+from stellwerk.ops.lifecycle import cancelled_meanwhile
 from stellwerk.ops.metrics import Metrics
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.deliveries import DeliveryQueue
@@ -80,6 +82,7 @@ class Retention:
         self._trim_archives = trim_archives
         self._metrics = metrics
         self._clock = clock
+        self._stopped = asyncio.Event()
 
     async def keep_positions(self) -> dict[BusKey, int]:
         """Per bus, the position above which its events are still needed by a consumer."""
@@ -107,10 +110,23 @@ class Retention:
         return RetentionPass(trimmed, archived)
 
     async def run(self) -> None:
-        """Trim every `interval` seconds until cancelled; a failed pass is logged and retried."""
-        while True:
+        """Trim every `interval` seconds until `stop()` (returns at once if stopped before it
+        began: `restart()` first to run again); a failed pass is logged and retried."""
+        while not self._stopped.is_set():
             try:
                 await self.run_once()
             except Exception:
+                if cancelled_meanwhile():
+                    raise  # a cancellation the database driver turned into an error
                 log.exception("retention_failed")
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._stopped.wait()
+
+    def stop(self) -> None:
+        """End `run` after the pass under way, if any (not halfway through a query)."""
+        self._stopped.set()
+
+    def restart(self) -> None:
+        """Let `run` run again after a `stop()`."""
+        self._stopped.clear()

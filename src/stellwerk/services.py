@@ -39,6 +39,16 @@ from stellwerk.storage.watch import LogWatch
 
 DEPTH_REFRESH_SECONDS = 5.0
 SCHEDULER_LEASE = "scheduler"
+# Loops that end by themselves once stopped, and how long close() lets them.
+STOP_BY_FLAG = frozenset({"router", "archiver"})
+STOP_GRACE_SECONDS = 10.0
+
+
+def _idle() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
 
 log = structlog.get_logger("stellwerk")
 
@@ -72,6 +82,8 @@ class Services:
     signals: Signals
     leases: Leases
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _scheduling: asyncio.Event = field(default_factory=_idle)  # set: the scheduler's work ended
+    _closing: bool = False
 
     def runs(self, role: Role) -> bool:
         """Whether this process plays `role` (every role does, in `--role all`)."""
@@ -146,11 +158,17 @@ class Services:
 
     async def _schedule(self) -> None:
         """The scheduler's work: retention, replays, and erasures a stop cut short."""
-        self.erasures.start()
+        if self._closing:
+            return
+        self._scheduling.clear()
+        self.retention.restart()  # after a lease lost and regained
         try:
+            self.erasures.start()
             await asyncio.gather(self.retention.run(), self.replays.run())
         finally:
             self.replays.stop()
+            self.retention.stop()
+            self._scheduling.set()
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(work, name=name))
@@ -161,16 +179,28 @@ class Services:
             await asyncio.sleep(DEPTH_REFRESH_SECONDS)
 
     async def close(self) -> None:
+        # First ask every loop to stop and let it finish the step it is in: a control-plane
+        # query cancelled halfway leaves SQLAlchemy's aiosqlite adapter closing its connection
+        # forever (seen as tests whose event loop never shut down). Then cancel what is left.
+        self._closing = True
         self.router.stop()
         self.archiver.stop()
-        self.replays.stop()
-        await self.erasures.close()
+        self.replays.close()
+        self.retention.stop()
         await self.worker.stop(grace=min(10.0, self.settings.shutdown_timeout_seconds))
+        scheduled = asyncio.ensure_future(self._scheduling.wait())
+        stopping: list[asyncio.Future[Any]] = [scheduled]
+        stopping += [t for t in self._tasks if t.get_name() in STOP_BY_FLAG]
+        await asyncio.wait(stopping, timeout=STOP_GRACE_SECONDS)
+        scheduled.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # After the scheduler's task: until then it could still start resuming erasures, and a
+        # task left querying a closed control plane hangs the loop's shutdown.
+        await self.erasures.close()
         try:
             await self.leases.close()  # after the work it guards stopped: successors go now
             await self.signals.close()

@@ -107,3 +107,16 @@ async def test_openapi_document_is_valid_3_1_and_covers_the_api(running_app: Run
     ]:
         assert method in paths[path], (path, method)
     assert "BusInput" in document["components"]["schemas"]
+
+
+async def test_stopping_right_after_the_start_leaves_no_task_behind(tmp_path: Path) -> None:
+    """The scheduler starts its work in a task of its own; a stop that comes first must still
+    find and end all of it. A task left querying the closed control plane hung the shutdown of
+    the test's event loop (seen as a teardown timeout)."""
+    settings = load_settings({"data_dir": str(tmp_path / "data")})
+    for _ in range(10):
+        app = build_app(settings)
+        async with app.router.lifespan_context(app):
+            await asyncio.wait_for(app.state.lifecycle.wait_started(), 30)
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert left == [], [t.get_name() for t in left]

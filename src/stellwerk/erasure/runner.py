@@ -92,6 +92,7 @@ class ErasureRunner:
         self.poll_seconds = poll_seconds
         self.on_suppressed = on_suppressed  # tell other processes' suppression caches
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
 
     async def request(
         self,
@@ -115,11 +116,14 @@ class ErasureRunner:
         return record
 
     def start(self) -> None:
-        """Resume, in the background, the erasures a stop cut short."""
+        """Resume, in the background, the erasures a stop cut short (not after `close`)."""
+        if self._closed:
+            return
         self._tasks["resume"] = asyncio.create_task(self._resume(), name="erasure-resume")
 
     async def close(self) -> None:
         """Stop the erasures under way; they stay `running` and resume at the next start."""
+        self._closed = True
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -139,6 +143,8 @@ class ErasureRunner:
                 self._spawn(tenant, record)
 
     def _spawn(self, tenant: str, record: ErasureRecord) -> None:
+        if self._closed:
+            return  # recorded as running: the next start resumes it
         task = asyncio.create_task(self._run(tenant, record), name=f"erasure-{record.id}")
         self._tasks[record.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(record.id, None))

@@ -60,3 +60,11 @@ class Lifecycle(Generic[S]):
         if self._services is None:
             raise NotReadyError(self.phase)
         return self._services
+
+
+def cancelled_meanwhile() -> bool:
+    """Whether the current task was asked to stop: for a loop that catches `Exception` around
+    database calls, since a driver may answer a cancellation with an error of its own (seen:
+    SQLAlchemy's aiosqlite adapter), and a loop that logs it and goes on never stops."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -231,7 +231,8 @@ class Archiver:
             if archived:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.appended.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self.appended.wait()
 
     async def archive_bus(self, tenant: str, bus: str) -> int:
         """Archive the bus up to its end; return how many events were looked at."""

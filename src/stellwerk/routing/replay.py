@@ -35,6 +35,7 @@ from prometheus_client import Counter, Gauge
 
 from stellwerk.delivery.model import NewDelivery
 from stellwerk.events import REPLAY_NAME
+from stellwerk.ops.lifecycle import cancelled_meanwhile
 from stellwerk.ops.metrics import Metrics
 from stellwerk.patterns import Matcher
 from stellwerk.routing.router import RuleSet, RuleSource, build_delivery
@@ -260,6 +261,7 @@ class ReplayRunner:
         self._changed = asyncio.Event()
         self._jobs: dict[tuple[str, str], _Job] = {}
         self._stopping = False
+        self._closed = False
 
     def notify(self) -> None:
         """A replay was created (or a slot freed): look at the control plane now."""
@@ -272,6 +274,11 @@ class ReplayRunner:
             job.stop.set()
         self._changed.set()
 
+    def close(self) -> None:
+        """Stop for good: `run` returns and does not start again (the process is stopping)."""
+        self._closed = True
+        self.stop()
+
     def stop(self) -> None:
         """Stop every job (running replays stay `running`, to resume on the next start)."""
         self._stopping = True
@@ -280,19 +287,26 @@ class ReplayRunner:
         self._changed.set()
 
     async def run(self, *, burst: bool = False) -> None:
-        """Run replays until `stop()`; with `burst`, until no replay is running or queued."""
-        self._stopping = False
+        """Run replays until `stop()`; with `burst`, until no replay is running or queued.
+
+        After a `stop()` it may run again (the scheduler's lease came back); after `close()`
+        it returns at once, even if it had not started yet when `close()` came.
+        """
+        self._stopping = self._closed
         try:
             while not self._stopping:
                 self._changed.clear()
                 try:
                     await self._schedule()
                 except Exception:
+                    if cancelled_meanwhile():
+                        raise  # a cancellation the database driver turned into an error
                     log.exception("replay_scheduling_failed")
                 if burst and not self._jobs:
                     return
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), self.poll_seconds)
+                    async with asyncio.timeout(self.poll_seconds):
+                        await self._changed.wait()
         finally:
             for job in self._jobs.values():
                 job.stop.set()
@@ -343,7 +357,8 @@ class ReplayRunner:
                 if errors < MAX_ERRORS:
                     backoff = min(MAX_BACKOFF_SECONDS, 0.1 * 2**errors)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(job.stop.wait(), backoff)
+                        async with asyncio.timeout(backoff):
+                            await job.stop.wait()
                     continue
                 outcome = ("failed", f"{type(exc).__name__}: {exc}")
             if outcome is None:
@@ -405,12 +420,16 @@ class ReplayRunner:
                 delay = pacer.delay(len(events))
                 if delay > 0:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(job.stop.wait(), delay)
+                        async with asyncio.timeout(delay):
+                            await job.stop.wait()
             return None
         finally:
+            # `wait`: the read ahead ends whatever it was doing, and a cancellation of this
+            # task still reaches its caller (awaiting `upcoming` under a suppress would eat it).
             upcoming.cancel()
-            with contextlib.suppress(BaseException):
-                await upcoming
+            await asyncio.wait([upcoming])
+            if not upcoming.cancelled():
+                upcoming.exception()  # retrieved: nothing is logged at garbage collection
 
     async def _prepare(
         self, job: _Job, after_seq: int
@@ -447,5 +466,6 @@ class ReplayRunner:
             if archive is None or archive.uid != record.archive_uid:
                 return False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(job.stop.wait(), ARCHIVER_POLL_SECONDS)
+                async with asyncio.timeout(ARCHIVER_POLL_SECONDS):
+                    await job.stop.wait()
         return False

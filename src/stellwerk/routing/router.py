@@ -154,7 +154,8 @@ class Router:
             if routed:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.appended.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self.appended.wait()
 
     async def route_bus(self, tenant: str, bus: str) -> int:
         """Route the bus up to its end; return how many events were routed."""

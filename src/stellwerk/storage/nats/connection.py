@@ -129,7 +129,8 @@ class Connection:
         if self.connected:
             return
         try:
-            await asyncio.wait_for(self._up.wait(), within)
+            async with asyncio.timeout(within):
+                await self._up.wait()
         except TimeoutError:
             raise JetStreamUnavailable("not connected to NATS (reconnecting)") from None
 

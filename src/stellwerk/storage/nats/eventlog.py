@@ -144,7 +144,8 @@ class JetStreamEventLog:
             return
         self._accepting = False
         try:
-            await asyncio.wait_for(self._idle.wait(), self._ack_timeout)
+            async with asyncio.timeout(self._ack_timeout):
+                await self._idle.wait()
         except TimeoutError:
             log.warning("closing the event log with appends unacknowledged")
         for task in self._streams.values():
