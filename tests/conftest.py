@@ -115,3 +115,12 @@ async def running_app(tmp_path: Path, database_url: str) -> AsyncIterator[Runnin
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://stellwerk") as client:
             yield RunningApp(client, services, settings, bootstrap)
+    await assert_no_task_left()
+
+
+async def assert_no_task_left() -> None:
+    """After an app's shutdown nothing of it may still run: a task left behind (one cancelled
+    halfway through a control-plane query) once hung the test's event loop at its close."""
+    await asyncio.sleep(0)  # tasks that have just been told to end take their last step
+    left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    assert left == [], f"tasks left running after shutdown: {[t.get_coro() for t in left]}"
