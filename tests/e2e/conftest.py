@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import msgspec
 import pytest
 from aiohttp import web
 from tests.conftest import Bootstrap, RunningApp, free_port
+from tests.e2e.receiving import Received, start_receiver
 
 from stellwerk.app import build_app
 from stellwerk.config import load_settings
@@ -88,3 +89,15 @@ async def receiver_factory() -> AsyncIterator[Callable[[Behaviour | None], Await
     yield start
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture
+def threaded_receiver() -> Iterator[tuple[Received, str]]:
+    """A started receiver and the URL to send to; shut down after the test."""
+    received = Received()
+    server = start_receiver(received)
+    try:
+        yield received, f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -13,13 +13,17 @@ from tests.conftest import free_port
 
 
 class Received:
+    """Event ids as they arrive (how often each), and the `replayname` each carried."""
+
     def __init__(self) -> None:
         self.ids: Counter[str] = Counter()
+        self.replay_names: set[object] = set()
         self.lock = threading.Condition()
 
-    def add(self, event_id: str) -> None:
+    def add(self, event: dict[str, object]) -> None:
         with self.lock:
-            self.ids[event_id] += 1
+            self.ids[str(event["id"])] += 1
+            self.replay_names.add(event.get("replayname"))
             self.lock.notify_all()
 
     def wait_for(self, predicate: Callable[[Received], bool], seconds: float) -> bool:
@@ -31,7 +35,7 @@ def start_receiver(received: Received) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.add(json.loads(body)["id"])
+            received.add(json.loads(body))
             self.send_response(204)
             self.end_headers()
 

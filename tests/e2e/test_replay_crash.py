@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 from tests.cli.server import ServerProcess, running_server
 from tests.conftest import free_port
+from tests.e2e.receiving import Received, start_receiver
 
 from stellwerk.events import format_rfc3339
 
@@ -35,41 +33,6 @@ FLAGS = (
     "--replay-rate",
     "300",
 )
-
-
-class Received:
-    """Event ids as they arrive, and the `replayname` each carried."""
-
-    def __init__(self) -> None:
-        self.ids: Counter[str] = Counter()
-        self.replay_names: set[object] = set()
-        self.lock = threading.Condition()
-
-    def add(self, event: dict[str, object]) -> None:
-        with self.lock:
-            self.ids[str(event["id"])] += 1
-            self.replay_names.add(event.get("replayname"))
-            self.lock.notify_all()
-
-    def wait_for(self, predicate: Callable[[Received], bool], seconds: float) -> bool:
-        with self.lock:
-            return self.lock.wait_for(lambda: predicate(self), seconds)
-
-
-def start_receiver(received: Received) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.add(json.loads(body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def status(server: ServerProcess, admin: dict[str, str]) -> dict[str, object]:

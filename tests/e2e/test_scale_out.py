@@ -4,14 +4,14 @@ separate `stellwerk serve` processes share the work and hear each other's change
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.e2e.receiving import Received, start_receiver
+from tests.e2e.receiving import Received
 from tests.e2e.scale_out import ScaleOut, keys_of, load_batch, put_rule
 from tests.nats_support import NatsServer
 
@@ -21,21 +21,10 @@ def scale_out(nats_server: NatsServer, postgres_url: str, tmp_path: Path) -> Sca
     return ScaleOut(nats_server.url, postgres_url, tmp_path)
 
 
-@pytest.fixture
-def receiver() -> Iterator[tuple[Received, str]]:
-    received = Received()
-    server = start_receiver(received)
-    try:
-        yield received, f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_gateway_router_and_delivery_processes_carry_every_event_to_the_target(
-    scale_out: ScaleOut, receiver: tuple[Received, str]
+    scale_out: ScaleOut, threaded_receiver: tuple[Received, str]
 ) -> None:
-    received, url = receiver
+    received, url = threaded_receiver
     with scale_out.role("gateway") as gateway, scale_out.role("router") as router:
         keys = keys_of(gateway)
         put_rule(
@@ -72,11 +61,11 @@ def test_gateway_router_and_delivery_processes_carry_every_event_to_the_target(
 
 
 def test_a_rule_changed_through_one_gateway_is_in_force_on_the_router_of_another_process(
-    scale_out: ScaleOut, receiver: tuple[Received, str]
+    scale_out: ScaleOut, threaded_receiver: tuple[Received, str]
 ) -> None:
     """The router keeps rules in memory and never rereads them on a timer: only the change
     signal can make it route by the new pattern."""
-    received, url = receiver
+    received, url = threaded_receiver
     with (
         scale_out.role("gateway") as first,
         scale_out.role("gateway") as second,
@@ -125,9 +114,9 @@ def test_a_rule_changed_through_one_gateway_is_in_force_on_the_router_of_another
 
 
 def test_an_archive_filled_by_the_router_process_is_replayed_by_the_scheduler_process(
-    scale_out: ScaleOut, receiver: tuple[Received, str]
+    scale_out: ScaleOut, threaded_receiver: tuple[Received, str]
 ) -> None:
-    received, url = receiver
+    received, url = threaded_receiver
     with (
         scale_out.role("gateway") as gateway,
         scale_out.role("router"),

@@ -12,17 +12,16 @@ import asyncio
 import signal
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import nats
-import pytest
 from tests.cli.server import ServerProcess
 from tests.conftest import free_port
-from tests.e2e.receiving import Received, start_receiver
+from tests.e2e.receiving import Received
 from tests.e2e.scale_out import Load, ScaleOut, keys_of, load_batch, metric_total, put_rule
 from tests.nats_support import NatsCluster, NatsServer
 
@@ -32,17 +31,6 @@ CAUGHT_UP_WITHIN = 30.0
 LEASE_SECONDS = "5"
 MATCHED = "stellwerk_matched_events_total"
 QUEUE_KV = "KV_stellwerk_delivery_queue"
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[Received, str]]:
-    received = Received()
-    server = start_receiver(received)
-    try:
-        yield received, f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def route_all_to(gateway: ServerProcess, url: str) -> str:
@@ -152,9 +140,12 @@ def wait_caught_up(node: NatsServer, within: float) -> tuple[float, int]:
 
 
 def test_a_nats_node_killed_under_load_loses_no_acknowledged_event_and_catches_up(
-    nats_cluster: NatsCluster, postgres_url: str, tmp_path: Path, receiver: tuple[Received, str]
+    nats_cluster: NatsCluster,
+    postgres_url: str,
+    tmp_path: Path,
+    threaded_receiver: tuple[Received, str],
 ) -> None:
-    received, url = receiver
+    received, url = threaded_receiver
     scale_out = ScaleOut(nats_cluster.url, postgres_url, tmp_path, options=("--nats-replicas", "3"))
     with (
         scale_out.role("gateway") as gateway,
@@ -198,9 +189,12 @@ def busiest(processes: list[ServerProcess], metric: str) -> ServerProcess:
 
 
 def test_a_router_and_a_delivery_worker_killed_under_load_lose_no_acknowledged_event(
-    nats_server: NatsServer, postgres_url: str, tmp_path: Path, receiver: tuple[Received, str]
+    nats_server: NatsServer,
+    postgres_url: str,
+    tmp_path: Path,
+    threaded_receiver: tuple[Received, str],
 ) -> None:
-    received, url = receiver
+    received, url = threaded_receiver
     scale_out = ScaleOut(nats_server.url, postgres_url, tmp_path)
     lease = ("--delivery-lease-seconds", LEASE_SECONDS)
     with (
