@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from typing import Final
+from typing import ClassVar, Final
 
 import msgspec
 from nats.aio.msg import Msg
@@ -27,7 +27,8 @@ from nats.aio.msg import Msg
 from stellwerk.storage.archives import ArchivedEvent
 from stellwerk.storage.eventlog import StoredEvent
 from stellwerk.storage.nats import records
-from stellwerk.storage.nats.names import check_namespace, token
+from stellwerk.storage.nats.names import token
+from stellwerk.storage.nats.table import TableLayout
 
 POSITION: Final = "Stellwerk-Position"
 _encode_meta: Final = msgspec.json.Encoder().encode
@@ -52,13 +53,10 @@ decode_totals: Final = msgspec.json.Decoder(Totals).decode
 
 
 @dataclass(frozen=True)
-class ArchiveLayout:
+class ArchiveLayout(TableLayout):
     """The names of one installation's archive store (its `namespace`, as the event log's)."""
 
-    namespace: str = "stellwerk"
-
-    def __post_init__(self) -> None:
-        check_namespace(self.namespace)
+    TABLE: ClassVar[str] = "archives"
 
     @property
     def copies_stream(self) -> str:
@@ -71,23 +69,11 @@ class ArchiveLayout:
     def copies_subject(self, uid: str) -> str:
         return f"{self.namespace}.archived.{token(uid)}"
 
-    @property
-    def bucket(self) -> str:
-        return f"{self.namespace}_archives"
-
-    @property
-    def table_stream(self) -> str:
-        return f"KV_{self.bucket}"
-
-    @property
-    def table_subjects(self) -> str:
-        return f"$KV.{self.bucket}.>"
-
     def cursor_key(self, tenant: str, bus: str) -> str:
-        return f"$KV.{self.bucket}.cursor.{token(tenant)}.{token(bus)}"
+        return self.key("cursor", token(tenant), token(bus))
 
     def totals_key(self, uid: str) -> str:
-        return f"$KV.{self.bucket}.totals.{token(uid)}"
+        return self.key("totals", token(uid))
 
 
 def copy_msg_id(uid: str, event: StoredEvent) -> str:

@@ -45,7 +45,7 @@ from stellwerk.storage.archives import (
 )
 from stellwerk.storage.eventlog import StoredEvent
 from stellwerk.storage.nats import records
-from stellwerk.storage.nats.archive_io import ArchiveIO, Publish, unavailable_as_archive_error
+from stellwerk.storage.nats.archive_io import ArchiveIO, unavailable_as_archive_error
 from stellwerk.storage.nats.archive_records import (
     ArchiveCursor,
     ArchiveLayout,
@@ -57,6 +57,7 @@ from stellwerk.storage.nats.archive_records import (
 from stellwerk.storage.nats.archive_upkeep import ArchiveUpkeep
 from stellwerk.storage.nats.connection import Connection
 from stellwerk.storage.nats.queries import nothing_left
+from stellwerk.storage.nats.table import Put
 
 DEFAULT_DEDUP_WINDOW: Final = timedelta(minutes=10)
 COUNT_PAGE: Final = 1000
@@ -188,7 +189,7 @@ class JetStreamArchiveStore:
             by_uid.setdefault(uid, []).append(event)
         totals = dict(zip(by_uid, await asyncio.gather(*map(upkeep.totals, by_uid)), strict=True))
         copies = [
-            Publish(self.layout.copies_subject(uid), event.body, copy_headers(uid, event))
+            Put(self.layout.copies_subject(uid), event.body, headers=copy_headers(uid, event))
             for uid, events in by_uid.items()
             for event in events
             if event.position > totals[uid][1].upto  # not stored and counted by an earlier try

@@ -93,11 +93,10 @@ from stellwerk.storage.nats.delivery_records import (
 )
 from stellwerk.storage.nats.delivery_store import (
     DeliveryStore,
-    Put,
     QueueUnavailable,
-    Stored,
     unavailable_as_queue_error,
 )
+from stellwerk.storage.nats.table import Put, Stored
 
 DEFAULT_DEDUP_WINDOW: Final = timedelta(minutes=10)
 log = structlog.stdlib.get_logger(__name__)
@@ -329,7 +328,7 @@ class JetStreamDeliveryQueue:
                 d.tenant, lane, ordered=meta.ordering_key is not None
             )
             header = {DELIVERY_HEADER: encode(meta).decode()}
-            members.append(Put(subject, d.payload, msg_id=route_msg_id(d, replay), extra=header))
+            members.append(Put(subject, d.payload, msg_id=route_msg_id(d, replay), headers=header))
             metas.append((lane, meta))
         seqs = await opened.store.put_many(members)
         heads: list[tuple[str, LaneState, Put]] = []

@@ -25,7 +25,7 @@ from stellwerk.storage.nats.delivery_records import (
     encode,
     from_us,
 )
-from stellwerk.storage.nats.delivery_store import Put
+from stellwerk.storage.nats.table import Put
 
 REDRIVE_LANES: Final = 64  # lanes a redrive works on at once
 
@@ -136,7 +136,7 @@ class DeadLetters:
             self.layout.member_subject(record.tenant, record.lane, ordered=ordered),
             record.payload,
             msg_id=f"redrive-{delivery_id}-{stored.seq}",
-            extra={DELIVERY_HEADER: encode(meta).decode()},
+            headers={DELIVERY_HEADER: encode(meta).decode()},
         )
         await self.store.put(member)
         ttl = self.lanes.idle_ttl

@@ -31,7 +31,8 @@ from stellwerk.storage.nats.delivery_records import (
     encode,
     head_state,
 )
-from stellwerk.storage.nats.delivery_store import DeliveryStore, Put, QueueUnavailable, Stored
+from stellwerk.storage.nats.delivery_store import DeliveryStore, QueueUnavailable
+from stellwerk.storage.nats.table import Put, Stored
 
 CAS_ATTEMPTS: Final = 16
 
@@ -166,7 +167,7 @@ class Lanes:
             self.member_subject(view.state, lane),
             b"",
             ttl=self.idle_ttl,
-            extra={ROLLUP: "sub", FINISHED_HEADER: str(delivery_id)},
+            headers={ROLLUP: "sub", FINISHED_HEADER: str(delivery_id)},
         )
         key = self.layout.lane_key(lane)
         for _ in range(CAS_ATTEMPTS):

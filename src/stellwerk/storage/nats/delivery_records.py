@@ -27,19 +27,17 @@ import base64
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import ClassVar, Final
 
 import msgspec
 
 from stellwerk.delivery.model import NewDelivery
-from stellwerk.storage.nats.names import check_namespace, token
+from stellwerk.storage.nats.names import token
+from stellwerk.storage.nats.table import TableLayout
 
 DELIVERY_HEADER: Final = "Stellwerk-Delivery"
 FINISHED_HEADER: Final = "Stellwerk-Finished"
 ROLLUP: Final = "Nats-Rollup"
-MSG_ID: Final = "Nats-Msg-Id"
-EXPECTED_LAST: Final = "Nats-Expected-Last-Subject-Sequence"
-TTL: Final = "Nats-TTL"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -192,13 +190,10 @@ decode_replay: Final = msgspec.json.Decoder(ReplayMark).decode
 
 
 @dataclass(frozen=True)
-class QueueLayout:
+class QueueLayout(TableLayout):
     """The names of one installation's delivery queue (its `namespace`, as the event log's)."""
 
-    namespace: str = "stellwerk"
-
-    def __post_init__(self) -> None:
-        check_namespace(self.namespace)
+    TABLE: ClassVar[str] = "delivery_queue"
 
     @property
     def members_stream(self) -> str:
@@ -218,29 +213,17 @@ class QueueLayout:
     def ordered_members(self) -> str:
         return f"{self.namespace}.deliveries.*.o.*"
 
-    @property
-    def bucket(self) -> str:
-        return f"{self.namespace}_delivery_queue"
-
-    @property
-    def table_stream(self) -> str:
-        return f"KV_{self.bucket}"
-
-    @property
-    def table_subjects(self) -> str:
-        return f"$KV.{self.bucket}.>"
-
     def lane_key(self, lane: str) -> str:
-        return f"$KV.{self.bucket}.lane.{lane}"
+        return self.key("lane", lane)
 
     def dead_key(self, delivery_id: int) -> str:
-        return f"$KV.{self.bucket}.dead.{delivery_id}"
+        return self.key("dead", str(delivery_id))
 
     def cursor_key(self, tenant: str, bus: str) -> str:
-        return f"$KV.{self.bucket}.cursor.{token(tenant)}.{token(bus)}"
+        return self.key("cursor", token(tenant), token(bus))
 
     def replay_key(self, tenant: str, replay: str) -> str:
-        return f"$KV.{self.bucket}.replay.{token(tenant)}.{token(replay)}"
+        return self.key("replay", token(tenant), token(replay))
 
     def key_of(self, subject: str) -> tuple[str, str]:
         """A table subject as (kind, name): `("lane", lane)`, `("dead", id)`, ..."""

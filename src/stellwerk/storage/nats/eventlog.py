@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Self
+from typing import Final, Self
 
 import structlog
 from nats.aio.msg import Msg
@@ -39,12 +39,12 @@ from stellwerk.storage.eventlog import (
 )
 from stellwerk.storage.nats import records
 from stellwerk.storage.nats.appends import Appender
-from stellwerk.storage.nats.connection import Connection, JetStreamApiError
+from stellwerk.storage.nats.connection import Connection
 from stellwerk.storage.nats.names import Layout
 from stellwerk.storage.nats.queries import StreamQueries, nothing_left
+from stellwerk.storage.nats.streams import ensure_stream, log_config
 from stellwerk.storage.nats.upkeep import Upkeep
 
-STREAM_NAME_IN_USE: Final = 10058
 _SCAN_BATCH: Final = 256
 RECONNECT_GRACE: Final = 2.0  # seconds a new append waits for a lost connection to come back
 log = structlog.stdlib.get_logger(__name__)
@@ -213,28 +213,14 @@ class JetStreamEventLog:
             raise
 
     async def _create_stream(self, conn: Connection, tenant: str) -> None:
-        name = self.layout.stream(tenant)
-        config: dict[str, Any] = {
-            "name": name,
-            "subjects": [self.layout.all_events(tenant), self.layout.all_marks(tenant)],
-            "retention": "limits",
-            "storage": "file",
-            "discard": "old",
-            "num_replicas": self.replicas,
-            "duplicate_window": self._dedup_window // timedelta(microseconds=1) * 1000,
-            "allow_direct": True,
-            "metadata": {"stellwerk_tenant": tenant},
-        }
-        try:
-            await conn.api(f"$JS.API.STREAM.CREATE.{name}", config)
-        except JetStreamApiError as exc:
-            if exc.err_code != STREAM_NAME_IN_USE:
-                raise
-            # Made by a process with other settings: ours are the ones this process promises.
-            current = (await conn.api(f"$JS.API.STREAM.INFO.{name}"))["config"]
-            changed = {k: config[k] for k in ("num_replicas", "duplicate_window")}
-            if any(current.get(k) != v for k, v in changed.items()):
-                await conn.api(f"$JS.API.STREAM.UPDATE.{name}", {**current, **changed})
+        config = log_config(
+            self.layout.stream(tenant),
+            [self.layout.all_events(tenant), self.layout.all_marks(tenant)],
+            replicas=self.replicas,
+            dedup_window=self._dedup_window,
+            metadata={"stellwerk_tenant": tenant},
+        )
+        await ensure_stream(conn, config)
         self._known.add(tenant)
 
     # -- reading -------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from datetime import timedelta
+from typing import Final
 
 import msgspec
 import structlog
@@ -49,11 +50,9 @@ from stellwerk.storage.nats.connection import (
     JetStreamUnavailable,
 )
 from stellwerk.storage.nats.names import check_namespace, token
+from stellwerk.storage.nats.streams import WRONG_LAST_SEQUENCE, ensure_stream, table_config
+from stellwerk.storage.nats.table import Put, decode_ack, publish_all, scan
 
-EXPECTED_LAST: Final = "Nats-Expected-Last-Subject-Sequence"
-TTL_HEADER: Final = "Nats-TTL"
-STREAM_NAME_IN_USE: Final = 10058
-WRONG_LAST_SEQUENCE: Final = 10071
 SCAN_BATCH: Final = 1000
 log = structlog.stdlib.get_logger(__name__)
 
@@ -76,14 +75,6 @@ class MemberRecord(msgspec.Struct, frozen=True, omit_defaults=True):
 _encode: Final = msgspec.json.Encoder().encode
 _decode_lease: Final = msgspec.json.Decoder(LeaseRecord).decode
 _decode_member: Final = msgspec.json.Decoder(MemberRecord).decode
-
-
-class _Ack(msgspec.Struct):
-    seq: int = 0
-    error: dict[str, Any] | None = None
-
-
-_decode_ack: Final = msgspec.json.Decoder(_Ack).decode
 
 
 def default_holder() -> str:
@@ -109,9 +100,7 @@ class _Held:
 class _Write:
     name: str
     kind: str  # "claim", "renew", "release", "member"
-    subject: str
-    body: bytes
-    expected: int | None
+    put: Put
 
 
 class JetStreamLeases:
@@ -336,35 +325,28 @@ class JetStreamLeases:
 
     def _lease(self, name: str, kind: str, expected: int) -> _Write:
         body = _encode(LeaseRecord(name, self.holder))
-        return _Write(name, kind, self.lease_key(name), body, expected)
+        return _Write(name, kind, self._put(self.lease_key(name), body, expected))
 
     def _release(self, name: str, expected: int) -> _Write:
-        return _Write(name, "release", self.lease_key(name), _encode(LeaseRecord(name)), expected)
+        body = _encode(LeaseRecord(name))
+        return _Write(name, "release", self._put(self.lease_key(name), body, expected))
 
     def _member(self, role: str, *, gone: bool = False) -> _Write:
         body = _encode(MemberRecord(self.holder, role, gone))
-        return _Write(role, "member", self.member_key(role, self.holder), body, None)
+        return _Write(role, "member", self._put(self.member_key(role, self.holder), body))
+
+    def _put(self, subject: str, body: bytes, expected: int | None = None) -> Put:
+        # A record nobody renews goes by itself, long after it expired for everyone: members
+        # of processes that died, leases of buses that were deleted.
+        keep = timedelta(seconds=max(2, math.ceil(10 * self.ttl)))
+        return Put(subject, body, expected, ttl=keep)
 
     async def _send(self, conn: Connection, writes: list[_Write]) -> None:
         """Publish all writes at once and take in what each one won or lost."""
         if not writes:
             return
-        # A record nobody renews goes by itself, long after it expired for everyone: members
-        # of processes that died, leases of buses that were deleted.
-        keep = f"{max(2, math.ceil(10 * self.ttl))}s"
         sent = time.monotonic()  # before the writes: nobody can have seen them before this
-        futures: list[asyncio.Future[Msg]] = []
-        try:
-            for write in writes:
-                headers = {TTL_HEADER: keep}
-                if write.expected is not None:
-                    headers[EXPECTED_LAST] = str(write.expected)
-                futures.append(await conn.publish(write.subject, write.body, headers))
-            await asyncio.wait(futures, timeout=self._timeout)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+        futures = await publish_all(conn, [write.put for write in writes], self._timeout)
         for write, future in zip(writes, futures, strict=False):
             seq = _settled(future)
             if write.kind in ("claim", "renew") and seq is not None and seq > 0:
@@ -382,38 +364,20 @@ class JetStreamLeases:
             future.cancel()
 
     async def _ensure_stream(self, conn: Connection) -> None:
-        config = {
-            "name": f"KV_{self.bucket}",
-            "subjects": [f"$KV.{self.bucket}.>"],
-            "retention": "limits",
-            "storage": "file",
-            "discard": "new",
-            "max_msgs_per_subject": 1,
-            "num_replicas": self.replicas,
-            "allow_direct": True,
-            "allow_msg_ttl": True,
-        }
-        try:
-            await conn.api(f"$JS.API.STREAM.CREATE.{config['name']}", config)
-        except JetStreamApiError as exc:
-            if exc.err_code != STREAM_NAME_IN_USE:
-                raise
+        # Made as it always was: no duplicate window of ours, and a stream that exists already
+        # is taken as it is (its replicas are not brought to ours).
+        config = table_config(
+            self.bucket, replicas=self.replicas, dedup_window=None, rollups=False, ttls=True
+        )
+        await ensure_stream(conn, config, adopt=False)
 
     async def _scan(self, conn: Connection) -> dict[str, tuple[int, bytes]]:
         """Every record in the stream, by subject: (sequence, body). Any replica may answer: a
         stale answer only delays a takeover, since every claim is a compare-and-set."""
         records: dict[str, tuple[int, bytes]] = {}
-        start = 1
-        while True:
-            request = {"seq": start, "batch": SCAN_BATCH, "next_by_subj": f"$KV.{self.bucket}.>"}
-            page = await conn.direct_batch(f"KV_{self.bucket}", request)
-            for msg in page:
-                headers = msg.headers or {}
-                seq = int(headers.get("Nats-Sequence", 0))
-                records[headers.get("Nats-Subject", "")] = (seq, msg.data)
-                start = max(start, seq + 1)
-            if len(page) < SCAN_BATCH:
-                return records
+        async for page in scan(conn, f"KV_{self.bucket}", f"$KV.{self.bucket}.>", batch=SCAN_BATCH):
+            records.update((stored.subject, (stored.seq, stored.data)) for stored in page)
+        return records
 
 
 def _settled(future: asyncio.Future[Msg]) -> int | None:
@@ -423,7 +387,7 @@ def _settled(future: asyncio.Future[Msg]) -> int | None:
     reply = future.result()
     if reply.headers and reply.headers.get(STATUS) == NO_RESPONDERS:
         return None
-    ack = _decode_ack(reply.data)
+    ack = decode_ack(reply.data)
     if ack.error is not None:
-        return 0 if ack.error.get("err_code") == WRONG_LAST_SEQUENCE else None
+        return 0 if ack.error.err_code == WRONG_LAST_SEQUENCE else None
     return ack.seq
