@@ -14,6 +14,7 @@ each store turns it into its own error type with `failures_as`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from datetime import timedelta
@@ -27,6 +28,9 @@ WRONG_LAST_SEQUENCE: Final = 10071
 # The settings every process of one namespace must agree on: an existing stream is brought to
 # ours, since the process that made it may have had others (the last one to start wins).
 _SHARED_SETTINGS: Final = ("num_replicas", "duplicate_window")
+
+
+LEADER_WAIT_SECONDS: Final = 10.0
 
 
 @contextlib.contextmanager
@@ -104,3 +108,19 @@ async def ensure_stream(conn: Connection, config: dict[str, Any], *, adopt: bool
         changed = {k: config[k] for k in _SHARED_SETTINGS}
         if any(current.get(k) != v for k, v in changed.items()):
             await conn.api(f"$JS.API.STREAM.UPDATE.{name}", {**current, **changed})
+    if int(config.get("num_replicas", 1)) > 1:
+        await _leader_elected(conn, name)
+
+
+async def _leader_elected(conn: Connection, name: str) -> None:
+    """Wait (bounded) until a replicated stream has a leader: a new R3 stream answers its first
+    writes with "no responders" until its replicas have elected one, and a store that says it
+    started should take writes. Past the bound the store starts anyway; writes then fail as
+    unavailable and are retried, as after any leader loss."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LEADER_WAIT_SECONDS
+    while loop.time() < deadline:
+        info = await conn.api(f"$JS.API.STREAM.INFO.{name}")
+        if (info.get("cluster") or {}).get("leader"):
+            return
+        await asyncio.sleep(0.05)
