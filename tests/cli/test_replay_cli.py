@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from tests.cli.server import STELLWERK, running_server
 from tests.conftest import free_port
-from tests.e2e.test_replay_crash import Received, start_receiver
+from tests.e2e.receiving import Received, start_receiver
 
 from stellwerk.events import format_rfc3339
 
