@@ -142,6 +142,29 @@ class CursorConflict(DeliveryQueueError):
     """
 
 
+def check_route(
+    tenant: str, bus: str, current: int, position: int, deliveries: Sequence[NewDelivery]
+) -> None:
+    """What every backend's `route` checks against the bus's cursor (`current`) before it
+    writes: `CursorConflict` if another router got there first (the whole run or part of it),
+    `ValueError` for a delivery that is not of this bus or lies past `position`."""
+    if position <= current:
+        raise CursorConflict(
+            f"{tenant}/{bus} is routed up to {current}; cannot route up to {position}"
+        )
+    for d in deliveries:
+        if (d.tenant, d.bus) != (tenant, bus) or d.position > position:
+            raise ValueError(
+                f"delivery of {d.tenant}/{d.bus} at {d.position} does not belong in"
+                f" {tenant}/{bus} ({current}, {position}]"
+            )
+        if d.position <= current:
+            # Another router routed part of this batch meanwhile (a lease that moved).
+            raise CursorConflict(
+                f"{tenant}/{bus} is routed up to {current}, past the delivery at {d.position}"
+            )
+
+
 class DeliveryQueue(Protocol):
     """Deliveries on their way to targets. Use as `async with queue:` or `start()`/`close()`.
 

@@ -67,6 +67,7 @@ from stellwerk.storage.deliveries import (
     QueueDepth,
     ReplayCursor,
     TargetKey,
+    check_route,
 )
 from stellwerk.storage.nats.connection import Connection
 from stellwerk.storage.nats.delivery_dead import DeadLetters
@@ -251,21 +252,7 @@ class JetStreamDeliveryQueue:
         key = self.layout.cursor_key(tenant, bus)
         stored = await opened.store.last(key)
         current = decode_cursor(stored.data).position if stored is not None else 0
-        if position <= current:
-            raise CursorConflict(
-                f"{tenant}/{bus} is routed up to {current}; cannot route up to {position}"
-            )
-        for d in deliveries:
-            if (d.tenant, d.bus) != (tenant, bus) or d.position > position:
-                raise ValueError(
-                    f"delivery of {d.tenant}/{d.bus} at {d.position} does not belong in"
-                    f" {tenant}/{bus} ({current}, {position}]"
-                )
-            if d.position <= current:
-                # Another router routed part of this batch meanwhile (a lease that moved).
-                raise CursorConflict(
-                    f"{tenant}/{bus} is routed up to {current}, past the delivery at {d.position}"
-                )
+        check_route(tenant, bus, current, position, deliveries)
         await self._enqueue(opened, deliveries)
         expected = stored.seq if stored is not None else 0
         if await opened.store.put(Put(key, encode(RouteCursor(position)), expected)) is None:

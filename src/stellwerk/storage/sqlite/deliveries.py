@@ -57,6 +57,7 @@ from stellwerk.storage.deliveries import (
     QueueDepth,
     ReplayCursor,
     TargetKey,
+    check_route,
 )
 
 DELIVERIES_FILE: Final = "deliveries.db"
@@ -361,22 +362,7 @@ class SqliteDeliveryQueue:
                 "SELECT position FROM cursors WHERE tenant = ? AND bus = ?", (tenant, bus)
             ).fetchone()
             current = row[0] if row else 0
-            if position <= current:
-                raise CursorConflict(
-                    f"{tenant}/{bus} is routed up to {current}; cannot route up to {position}"
-                )
-            for d in deliveries:
-                if (d.tenant, d.bus) != (tenant, bus) or d.position > position:
-                    raise ValueError(
-                        f"delivery of {d.tenant}/{d.bus} at {d.position} does not belong in"
-                        f" {tenant}/{bus} ({current}, {position}]"
-                    )
-                if d.position <= current:
-                    # Another router routed part of this batch meanwhile (a lease that moved).
-                    raise CursorConflict(
-                        f"{tenant}/{bus} is routed up to {current},"
-                        f" past the delivery at {d.position}"
-                    )
+            check_route(tenant, bus, current, position, deliveries)
             self._enqueue(conn, deliveries)
             conn.execute(
                 "INSERT INTO cursors (tenant, bus, position) VALUES (?, ?, ?)"
