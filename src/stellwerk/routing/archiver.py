@@ -12,14 +12,9 @@ reading that position until the definitions are reloaded, so no batch in flight 
 its first events with the old definitions. Events that carry the `replayname` extension are
 replays coming back through a bus target and are never archived again.
 
-The archiver sleeps until told that events were appended (`notify`) and looks at every bus with
-archives at least every `poll_seconds` anyway; it reloads the definitions every
-`reload_seconds` too, for changes made by another process.
-
-With several archivers (scale-out), `owns(tenant, bus)` says whether this one holds the bus's
-lease (`stellwerk.routing.leases`); it archives only those buses. Two that overlap all the same
-are kept apart by the cursor's compare-and-set: the later one gets `ArchiveCursorConflict`,
-reads the cursor again and goes on from there.
+How it waits for new events and shares buses with other archivers (leases, an
+`ArchiveCursorConflict` when two met on one bus) is `BusFollower`'s, as for the router. It
+also reloads the definitions every `reload_seconds`, for changes made by another process.
 """
 
 from __future__ import annotations
@@ -38,6 +33,7 @@ from prometheus_client import Counter
 from stellwerk.events import REPLAY_NAME
 from stellwerk.ops.metrics import Metrics
 from stellwerk.patterns import Matcher
+from stellwerk.routing.follower import BusFollower, BusKey
 from stellwerk.storage.archives import ArchiveCursorConflict, ArchiveStore
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.archives import ArchiveRecord
@@ -48,8 +44,6 @@ DEFAULT_POLL_SECONDS: Final = 1.0
 DEFAULT_RELOAD_SECONDS: Final = 30.0
 
 log = structlog.get_logger("stellwerk.archiver")
-
-BusKey = tuple[str, str]  # (tenant name, bus)
 
 _REPLAYED = Matcher()
 _REPLAYED.add(REPLAY_NAME, {REPLAY_NAME: [{"exists": True}]})
@@ -133,8 +127,11 @@ async def load_archives(control: ControlPlane) -> dict[BusKey, BusArchives]:
     return {key: BusArchives.of(records) for key, records in by_bus.items()}
 
 
-class Archiver:
+class Archiver(BusFollower):
     """Archives every bus that has archives from `log` into `store`."""
+
+    conflict = ArchiveCursorConflict
+    activity = "archiving"
 
     def __init__(
         self,
@@ -148,30 +145,17 @@ class Archiver:
         reload_seconds: float = DEFAULT_RELOAD_SECONDS,
         owns: Callable[[str, str], bool] | None = None,
     ) -> None:
+        super().__init__(poll_seconds=poll_seconds, owns=owns)
         self.log = log
         self.store = store
         self.control = control
         self.hooks = hooks
         self.batch = batch
-        self.poll_seconds = poll_seconds
         self.reload_seconds = reload_seconds
-        self.owns = owns or _every_bus
-        self.appended = asyncio.Event()
         self._archives: dict[BusKey, BusArchives] = {}
         self._uids: set[str] = set()
-        self._cursors: dict[BusKey, int] = {}
-        self._dirty: set[BusKey] = set()
         self._lock = asyncio.Lock()  # held by a batch, by a reload, and while paused
-        self._stopping = False
-
-    def notify(self, tenant: str, bus: str) -> None:
-        """Events were appended to this bus (a `LogWatch` listener)."""
-        self._dirty.add((tenant, bus))
-        self.appended.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self.appended.set()
+        self._next_reload = 0.0
 
     def buses(self) -> list[BusKey]:
         return list(self._archives)
@@ -204,53 +188,29 @@ class Archiver:
             await self.store.drop(uid)
 
     async def run(self, *, burst: bool = False) -> None:
-        """Archive until `stop()`; with `burst`, until every bus is archived to its end."""
-        self._stopping = False
+        """Archive until `stop()`; with `burst`, until every bus is archived to its end. The
+        definitions are read afresh first."""
+        self._next_reload = 0.0
+        await super().run(burst=burst)
+
+    async def before_round(self) -> None:
+        """Reload the definitions every `reload_seconds`, for changes made by another process
+        whose signal was lost."""
         loop = asyncio.get_running_loop()
-        next_sweep = next_reload = 0.0
-        while not self._stopping:
-            self.appended.clear()
-            if loop.time() >= next_reload:
-                try:
-                    await self.reload()
-                except Exception:
-                    log.exception("archive_reload_failed")
-                next_reload = loop.time() + self.reload_seconds
-            dirty, self._dirty = self._dirty, set()
-            if loop.time() >= next_sweep or burst or not dirty:
-                dirty.update(self._archives)
-                next_sweep = loop.time() + self.poll_seconds
-            archived = 0
-            for tenant, bus in sorted(dirty):
-                try:
-                    archived += await self.archive_bus(tenant, bus)
-                except Exception:
-                    log.exception("archiving_failed", tenant=tenant, bus=bus)
-            if burst and archived == 0:
-                return
-            if archived:
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_seconds):
-                    await self.appended.wait()
+        if loop.time() < self._next_reload:
+            return
+        try:
+            await self.reload()
+        except Exception:
+            log.exception("archive_reload_failed")
+        self._next_reload = loop.time() + self.reload_seconds
+
+    async def step(self, tenant: str, bus: str) -> int:
+        return await self.archive_batch(tenant, bus)
 
     async def archive_bus(self, tenant: str, bus: str) -> int:
         """Archive the bus up to its end; return how many events were looked at."""
-        total = 0
-        while not self._stopping:
-            if not self.owns(tenant, bus):
-                # Another archiver moves the cursor now: read it afresh if the bus comes back.
-                self._cursors.pop((tenant, bus), None)
-                break
-            try:
-                done = await self.archive_batch(tenant, bus)
-            except ArchiveCursorConflict:
-                log.info("archive_cursor_moved_elsewhere", tenant=tenant, bus=bus)
-                continue
-            if done == 0:
-                break
-            total += done
-        return total
+        return await self.follow(tenant, bus)
 
     async def archive_batch(self, tenant: str, bus: str) -> int:
         """Archive the next batch of the bus's events; return how many (0 at the end)."""
@@ -289,10 +249,6 @@ class Archiver:
             del self._cursors[key]
             raise
         self._cursors[key] = position
-
-
-def _every_bus(tenant: str, bus: str) -> bool:
-    return True
 
 
 async def archive_floors(control: ControlPlane, store: ArchiveStore) -> dict[BusKey, int]:

@@ -9,20 +9,14 @@ or skipped. A bus without rules still moves its cursor.
 Rules are taken as they are when an event is routed; a router that keeps up routes each event
 moments after it was recorded, so a rule change applies to the events recorded after it.
 
-The router sleeps until told that events were appended (`notify(tenant, bus)`, or the `appended`
-event for "some bus"), and looks at every bus at least every `poll_seconds` anyway. After routing
-it sets the worker's wake event, so deliveries start at once.
-
-With several routers (scale-out), `owns(tenant, bus)` says whether this one holds the bus's
-lease (`stellwerk.routing.leases`); it routes only those buses. Should two route one bus all the
-same (a lease that moved while a batch was on its way), the cursor's compare-and-set refuses
-the later one (`CursorConflict`), which reads the cursor again and goes on from there.
+How it waits for new events, and how it shares buses with other routers (leases, a
+`CursorConflict` when two met on one bus), is `BusFollower`'s. After routing it sets the
+worker's wake event, so deliveries start at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +27,7 @@ import structlog
 
 from stellwerk.delivery.model import NewDelivery
 from stellwerk.patterns import Matcher
+from stellwerk.routing.follower import BusFollower
 from stellwerk.storage.deliveries import CursorConflict, DeliveryQueue
 from stellwerk.storage.eventlog import EventLog, StoredEvent
 from stellwerk.transform import InputTransformer
@@ -89,8 +84,11 @@ class NoRouterHooks:
         pass
 
 
-class Router:
+class Router(BusFollower):
     """Routes the buses that `buses()` names from `log` into `queue`, with `rules_for`'s rules."""
+
+    conflict = CursorConflict
+    activity = "routing"
 
     def __init__(
         self,
@@ -106,74 +104,24 @@ class Router:
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         owns: Callable[[str, str], bool] | None = None,
     ) -> None:
+        super().__init__(poll_seconds=poll_seconds, owns=owns, appended=appended)
         self.log = log
         self.queue = queue
         self.rules_for = rules_for
-        self.buses = buses
-        self.appended = appended or asyncio.Event()
+        self._buses = buses
         self.wake = wake
         self.hooks: RouterHooks = hooks or NoRouterHooks()
         self.batch = batch
-        self.poll_seconds = poll_seconds
-        self.owns = owns or _every_bus
-        self._cursors: dict[tuple[str, str], int] = {}
-        self._dirty: set[tuple[str, str]] = set()
-        self._stopping = False
 
-    def notify(self, tenant: str, bus: str) -> None:
-        """Events were appended to this bus."""
-        self._dirty.add((tenant, bus))
-        self.appended.set()
+    def buses(self) -> Iterable[tuple[str, str]]:
+        return self._buses()
 
-    def stop(self) -> None:
-        self._stopping = True
-        self.appended.set()
-
-    async def run(self, *, burst: bool = False) -> None:
-        """Route until `stop()`; with `burst`, until every bus is routed to its end."""
-        self._stopping = False
-        loop = asyncio.get_running_loop()
-        next_sweep = 0.0
-        while not self._stopping:
-            self.appended.clear()
-            dirty, self._dirty = self._dirty, set()
-            if loop.time() >= next_sweep or burst:
-                # Every bus now and then: an `appended` without a bus, or a missed notification.
-                dirty.update(self.buses())
-                next_sweep = loop.time() + self.poll_seconds
-            elif not dirty:
-                dirty.update(self.buses())  # a bare `appended.set()` means "some bus"
-            routed = 0
-            for tenant, bus in sorted(dirty):
-                try:
-                    routed += await self.route_bus(tenant, bus)
-                except Exception:
-                    log.exception("routing_failed", tenant=tenant, bus=bus)
-            if burst and routed == 0:
-                return
-            if routed:
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_seconds):
-                    await self.appended.wait()
+    async def step(self, tenant: str, bus: str) -> int:
+        return await self.route_batch(tenant, bus)
 
     async def route_bus(self, tenant: str, bus: str) -> int:
         """Route the bus up to its end; return how many events were routed."""
-        total = 0
-        while not self._stopping:
-            if not self.owns(tenant, bus):
-                # Another router moves the cursor now: read it afresh if the bus comes back.
-                self._cursors.pop((tenant, bus), None)
-                break
-            try:
-                routed = await self.route_batch(tenant, bus)
-            except CursorConflict:
-                log.info("cursor_moved_elsewhere", tenant=tenant, bus=bus)
-                continue
-            if routed == 0:
-                break
-            total += routed
-        return total
+        return await self.follow(tenant, bus)
 
     async def route_batch(self, tenant: str, bus: str) -> int:
         """Route the next batch of the bus's events; return how many (0 at the end)."""
@@ -222,10 +170,6 @@ class Router:
                     if delivery is not None:
                         out.append(delivery)
         return out
-
-
-def _every_bus(tenant: str, bus: str) -> bool:
-    return True
 
 
 def build_delivery(

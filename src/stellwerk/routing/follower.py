@@ -1,0 +1,115 @@
+"""The loop that the router and the archiver share: follow every bus's log with a cursor.
+
+Both keep one cursor per bus and move it batch by batch (`step`), each batch's writes and the
+new cursor stored together by compare-and-set. Both sleep until told that a bus grew
+(`notify(tenant, bus)`, or the `appended` event for "some bus") and look at every bus at least
+every `poll_seconds` anyway. With several processes (scale-out) `owns(tenant, bus)` says whether
+this one holds the bus's lease; a bus it does not own is skipped and its cached cursor
+forgotten, so that it is read afresh if the bus comes back. A `conflict` from the store (another
+process moved the cursor) makes it read the cursor again and go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import ClassVar
+
+import structlog
+
+BusKey = tuple[str, str]  # (tenant name, bus)
+
+log = structlog.get_logger("stellwerk.routing")
+
+
+def every_bus(tenant: str, bus: str) -> bool:
+    return True
+
+
+class BusFollower:
+    """Subclasses say which buses to follow (`buses`), how to take one batch (`step`), which
+    error means "the cursor moved elsewhere" (`conflict`), and what to call their failures in
+    the log (`activity`)."""
+
+    conflict: ClassVar[type[Exception]]
+    activity: ClassVar[str]  # "routing", "archiving": log events are <activity>_failed
+
+    def __init__(
+        self,
+        *,
+        poll_seconds: float,
+        owns: Callable[[str, str], bool] | None = None,
+        appended: asyncio.Event | None = None,
+    ) -> None:
+        self.poll_seconds = poll_seconds
+        self.owns = owns or every_bus
+        self.appended = appended or asyncio.Event()
+        self._cursors: dict[BusKey, int] = {}
+        self._dirty: set[BusKey] = set()
+        self._stopping = False
+
+    def buses(self) -> Iterable[BusKey]:
+        raise NotImplementedError
+
+    async def step(self, tenant: str, bus: str) -> int:
+        """Take the bus's next batch; return how many events (0 at the end of its log)."""
+        raise NotImplementedError
+
+    async def before_round(self) -> None:
+        """Called at the start of every round (the archiver reloads its definitions here)."""
+
+    def notify(self, tenant: str, bus: str) -> None:
+        """Events were appended to this bus (a `LogWatch` listener)."""
+        self._dirty.add((tenant, bus))
+        self.appended.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.appended.set()
+
+    async def run(self, *, burst: bool = False) -> None:
+        """Follow until `stop()`; with `burst`, until every bus is followed to its end."""
+        self._stopping = False
+        loop = asyncio.get_running_loop()
+        next_sweep = 0.0
+        while not self._stopping:
+            self.appended.clear()
+            await self.before_round()
+            dirty, self._dirty = self._dirty, set()
+            # Every bus now and then (a missed notification), and when `appended` was set
+            # without a bus ("some bus").
+            if loop.time() >= next_sweep or burst or not dirty:
+                dirty.update(self.buses())
+                next_sweep = loop.time() + self.poll_seconds
+            done = 0
+            for tenant, bus in sorted(dirty):
+                try:
+                    done += await self.follow(tenant, bus)
+                except Exception:
+                    log.exception(f"{self.activity}_failed", tenant=tenant, bus=bus)
+            if burst and done == 0:
+                return
+            if done:
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_seconds):
+                    await self.appended.wait()
+
+    async def follow(self, tenant: str, bus: str) -> int:
+        """Follow the bus up to the end of its log; return how many events were taken."""
+        total = 0
+        while not self._stopping:
+            if not self.owns(tenant, bus):
+                # Another process moves the cursor now: read it afresh if the bus comes back.
+                self._cursors.pop((tenant, bus), None)
+                break
+            try:
+                done = await self.step(tenant, bus)
+            except self.conflict:
+                log.info(f"{self.activity}_cursor_moved_elsewhere", tenant=tenant, bus=bus)
+                continue
+            if done == 0:
+                break
+            total += done
+        return total
