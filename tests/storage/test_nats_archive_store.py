@@ -264,7 +264,11 @@ async def test_three_replicas_keep_archiving_through_a_node_killed(
         nats_cluster.url, replicas=3, request_timeout=2.0, ack_timeout=2.0
     )
     async with store:
-        await store.archive("acme", "default", 10, [("a1", stored(p)) for p in range(1, 11)])
+        # A new R3 stream may not take writes for a moment (its subject interest is still
+        # spreading through the cluster): the first write waits, as the archiver would retry.
+        await eventually(
+            lambda: store.archive("acme", "default", 10, [("a1", stored(p)) for p in range(1, 11)])
+        )
         for stream in (store.layout.copies_stream, store.layout.table_stream):
             info = await js_api(nats_cluster.urls[0], f"$JS.API.STREAM.INFO.{stream}")
             assert info["config"]["num_replicas"] == 3
