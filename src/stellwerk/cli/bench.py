@@ -7,7 +7,9 @@ measured in the same run; `stellwerk bench all` runs each of them in turn.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import click
 
@@ -25,6 +27,26 @@ def available() -> list[str]:
     return sorted(p.stem for p in bench_dir().glob("*.py") if not p.stem.startswith("_"))
 
 
+def load(name: str) -> ModuleType:
+    """Import `bench/NAME.py` as module `stellwerk_bench_NAME`.
+
+    The module is registered in `sys.modules` before it runs: a dataclass looks its module up
+    there while it is being made, and fails if it is missing.
+    """
+    path = bench_dir() / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"stellwerk_bench_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[spec.name]
+        raise
+    return module
+
+
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("name")
 @click.pass_context
@@ -35,11 +57,7 @@ def bench(ctx: click.Context, name: str) -> int:
         path = bench_dir() / f"{each}.py"
         if not path.exists():
             raise click.UsageError(f"no benchmark {each!r}; have: {', '.join(available())}")
-        spec = importlib.util.spec_from_file_location(f"stellwerk_bench_{each}", path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = load(each)
         click.echo(f"== bench {each}", err=True)
         code = module.main(list(ctx.args))
         if code:

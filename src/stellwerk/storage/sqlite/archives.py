@@ -38,6 +38,7 @@ from stellwerk.storage.archives import (
     EraseMatch,
 )
 from stellwerk.storage.eventlog import StoredEvent
+from stellwerk.storage.sqlite.rows import InsertRows
 
 ARCHIVES_FILE: Final = "archives.db"
 DELETE_CHUNK: Final = 10_000
@@ -78,9 +79,8 @@ _SET_CURSOR: Final = (
     "INSERT INTO cursors (tenant, bus, position) VALUES (?, ?, ?)"
     " ON CONFLICT (tenant, bus) DO UPDATE SET position = excluded.position"
 )
-_INSERT: Final = (
-    "INSERT INTO archived (aid, position, recorded_us, id, source, type, subject, body)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT: Final = InsertRows(
+    "INSERT INTO archived (aid, position, recorded_us, id, source, type, subject, body)", 8
 )
 _ADD_TOTALS: Final = "UPDATE archives SET events = events + ?, bytes = bytes + ? WHERE aid = ?"
 _READ_FROM_START: Final = f"""
@@ -267,7 +267,7 @@ class SqliteArchiveStore:
                     (aid, event.position, to_us(event.recorded_time), event.id, event.source,
                      event.type, event.subject, event.body)
                 )  # fmt: skip
-            conn.executemany(_INSERT, rows)
+            _INSERT(conn, rows)
             conn.executemany(_ADD_TOTALS, [(n, size, aid) for aid, (n, size) in totals.items()])
             conn.execute(_SET_CURSOR, (tenant, bus, position))
 

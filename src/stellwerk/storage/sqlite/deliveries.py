@@ -59,6 +59,7 @@ from stellwerk.storage.deliveries import (
     TargetKey,
     check_route,
 )
+from stellwerk.storage.sqlite.rows import InsertRows
 
 DELIVERIES_FILE: Final = "deliveries.db"
 READY, WAITING, DEAD = 0, 1, 2
@@ -119,10 +120,10 @@ _COLUMNS: Final = (
     " d.age_from_us, coalesce(b.payload, d.payload), d.content_type, d.ordering_key,"
     " d.last_error"
 )
-_INSERT: Final = (
+_INSERT: Final = InsertRows(
     "INSERT INTO deliveries (id, target, state, due_us, event_id, event_source, position,"
-    " recorded_us, age_from_us, payload, content_type, ordering_key, body)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " recorded_us, age_from_us, payload, content_type, ordering_key, body)",
+    13,
 )
 # Ids only: answered from the ready index alone, so reading past leased rows costs no row reads.
 _DUE_IDS: Final = (
@@ -401,7 +402,7 @@ class SqliteDeliveryQueue:
                  recorded, due, d.payload if body is None else b"", d.content_type,
                  d.ordering_key, body)
             )  # fmt: skip
-        conn.executemany(_INSERT, rows)
+        _INSERT(conn, rows)
 
     async def route_replay(
         self, tenant: str, replay: str, seq: int, events: int, deliveries: Sequence[NewDelivery]
