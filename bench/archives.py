@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import sqlite3
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
+from stellwerk.cli.bench import load_file
 from stellwerk.events import CloudEvent
 from stellwerk.routing.archiver import Archiver
 from stellwerk.storage.archives import ArchiveStore
@@ -57,14 +57,10 @@ def _events(start: int, count: int) -> list[NewEvent]:
 
 
 def _load_nats_support() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "tests" / "nats_support.py"
-    spec = importlib.util.spec_from_file_location("stellwerk_bench_nats_support", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while being made
-    spec.loader.exec_module(module)
-    return module
+    return load_file(
+        Path(__file__).resolve().parent.parent / "tests" / "nats_support.py",
+        "stellwerk_bench_nats_support",
+    )
 
 
 async def run(events: int, directory: Path, backend: str, nats_url: str | None = None) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import random
 import sqlite3
 import sys
@@ -36,6 +35,7 @@ from typing import Any
 
 import msgspec
 
+from stellwerk.cli.bench import load_file
 from stellwerk.delivery.model import Delivered, Delivery, NewDelivery, Outcome
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 from stellwerk.patterns import Matcher
@@ -51,13 +51,7 @@ TENANT, BUS = "bench", "default"
 
 def _pattern_bench() -> ModuleType:
     """The pattern benchmark's event and rule generators, so both benchmarks see the same bus."""
-    path = Path(__file__).with_name("patterns.py")
-    spec = importlib.util.spec_from_file_location("stellwerk_bench_patterns", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(Path(__file__).with_name("patterns.py"), "stellwerk_bench_patterns")
 
 
 def row(name: str, count: int, seconds: float, unit: str = "/s", extra: str = "") -> str:

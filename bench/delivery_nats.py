@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 
+from stellwerk.cli.bench import load_file
 from stellwerk.delivery.model import Delivered, Delivery, NewDelivery, Outcome
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 from stellwerk.storage.deliveries import DeliveryQueue
@@ -44,14 +44,10 @@ QueueMaker = Callable[[], DeliveryQueue]
 
 
 def _load_nats_support() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "tests" / "nats_support.py"
-    spec = importlib.util.spec_from_file_location("stellwerk_bench_nats_support", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while being made
-    spec.loader.exec_module(module)
-    return module
+    return load_file(
+        Path(__file__).resolve().parent.parent / "tests" / "nats_support.py",
+        "stellwerk_bench_nats_support",
+    )
 
 
 def _cpu(pid: int | None) -> float:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import statistics
 import sys
@@ -34,6 +33,7 @@ from types import ModuleType
 
 import nats
 
+from stellwerk.cli.bench import load_file
 from stellwerk.events import CloudEvent, encode_event
 from stellwerk.storage.eventlog import NewEvent
 from stellwerk.storage.nats import JetStreamEventLog
@@ -62,14 +62,10 @@ class Result:
 
 
 def _load_nats_support() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "tests" / "nats_support.py"
-    spec = importlib.util.spec_from_file_location("stellwerk_bench_nats_support", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
+    return load_file(
+        Path(__file__).resolve().parent.parent / "tests" / "nats_support.py",
+        "stellwerk_bench_nats_support",
+    )
 
 
 def _process_cpu(pid: int | None) -> float:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import importlib.util
 import json
 import os
 import subprocess
@@ -34,26 +33,16 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from types import ModuleType
 
 import asyncpg
 
+from stellwerk.cli.bench import load_file
 from stellwerk.loadgen import HEADER, LoadResult, LoadSpec, Mode, Target, problems
 from stellwerk.loadgen import summary_line as line
 from stellwerk.loadgen.processes import generate
 
 STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
 HERE = Path(__file__).resolve().parent
-
-
-def _load(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def cpu_seconds(pid: int) -> float:
@@ -170,8 +159,8 @@ def main(argv: Sequence[str]) -> int:
         help="an admin DSN; the bench creates and drops a database of its own",
     )
     args = parser.parse_args(argv)
-    support = _load(HERE.parent / "tests" / "nats_support.py", "stellwerk_bench_nats_support")
-    log_bench = _load(HERE / "eventlog_nats.py", "stellwerk_bench_eventlog_nats_for_gateway")
+    support = load_file(HERE.parent / "tests" / "nats_support.py", "stellwerk_bench_nats_support")
+    log_bench = load_file(HERE / "eventlog_nats.py", "stellwerk_bench_eventlog_nats_for_gateway")
     secret = base64.b64encode(os.urandom(32)).decode()
     failures: list[str] = []
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:

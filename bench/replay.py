@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import random
 import socket
@@ -44,6 +43,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from stellwerk.cli.bench import load_file
 from stellwerk.loadgen import LoadResult, LoadSpec, Mode, Target, run_load
 from stellwerk.patterns import Matcher
 from stellwerk.routing import Router, RouteTarget, RuleSet
@@ -62,13 +62,7 @@ TARGET_RATE = 50_000
 
 def _pattern_bench() -> ModuleType:
     """The pattern benchmark's event and rule generators, so the benchmarks see the same bus."""
-    path = Path(__file__).with_name("patterns.py")
-    spec = importlib.util.spec_from_file_location("stellwerk_bench_patterns", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(Path(__file__).with_name("patterns.py"), "stellwerk_bench_patterns")
 
 
 def row(name: str, count: int, seconds: float, extra: str = "") -> str:

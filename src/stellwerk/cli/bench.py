@@ -28,21 +28,25 @@ def available() -> list[str]:
 
 
 def load(name: str) -> ModuleType:
-    """Import `bench/NAME.py` as module `stellwerk_bench_NAME`.
+    """Import `bench/NAME.py` as module `stellwerk_bench_NAME`."""
+    return load_file(bench_dir() / f"{name}.py", f"stellwerk_bench_{name}")
+
+
+def load_file(path: Path, name: str) -> ModuleType:
+    """Import the file at `path` as module `name` (benchmarks load their helpers with it).
 
     The module is registered in `sys.modules` before it runs: a dataclass looks its module up
     there while it is being made, and fails if it is missing.
     """
-    path = bench_dir() / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"stellwerk_bench_{name}", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
+    sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except BaseException:
-        del sys.modules[spec.name]
+        del sys.modules[name]
         raise
     return module
 
