@@ -26,9 +26,8 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 
-from stellwerk.cli.bench import load_file
+from stellwerk.cli.bench import nats_support
 from stellwerk.events import CloudEvent
 from stellwerk.routing.archiver import Archiver
 from stellwerk.storage.archives import ArchiveStore
@@ -54,13 +53,6 @@ def _events(start: int, count: int) -> list[NewEvent]:
         )
         for n in range(start, start + count)
     ]
-
-
-def _load_nats_support() -> ModuleType:
-    return load_file(
-        Path(__file__).resolve().parent.parent / "tests" / "nats_support.py",
-        "stellwerk_bench_nats_support",
-    )
 
 
 async def run(events: int, directory: Path, backend: str, nats_url: str | None = None) -> None:
@@ -144,7 +136,7 @@ def run_all(args: argparse.Namespace, directory: Path) -> None:
         if backend == "sqlite" or args.nats_url:
             asyncio.run(run(args.events, directory / backend, backend, args.nats_url))
             continue
-        server = _load_nats_support().NatsServer(directory / "nats-server")
+        server = nats_support().NatsServer(directory / "nats-server")
         server.start()
         try:
             asyncio.run(run(args.events, directory / backend, backend, server.url))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -29,9 +28,8 @@ import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 
-from stellwerk.cli.bench import load_file
+from stellwerk.cli.bench import nats_support, process_cpu
 from stellwerk.delivery.model import Delivered, Delivery, NewDelivery, Outcome
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 from stellwerk.storage.deliveries import DeliveryQueue
@@ -41,23 +39,6 @@ from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQ
 PAYLOAD = b'{"pad":"' + b"x" * 1000 + b'"}'
 TENANT, BUS = "bench", "default"
 QueueMaker = Callable[[], DeliveryQueue]
-
-
-def _load_nats_support() -> ModuleType:
-    return load_file(
-        Path(__file__).resolve().parent.parent / "tests" / "nats_support.py",
-        "stellwerk_bench_nats_support",
-    )
-
-
-def _cpu(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def row(name: str, count: int, seconds: float, cpu: float, server_cpu: float) -> str:
@@ -153,9 +134,9 @@ def run(url: str, server_pid: int | None, directory: Path, args: argparse.Namesp
     print(f"{'phase':<38} {'count':>8} {'rate':>12} {'cpu µs':>9} {'server µs':>10}")
     for name, phase in phases:
         for backend, make, pid in (("sqlite", sqlite, None), ("nats", jetstream, server_pid)):
-            cpu, server = time.process_time(), _cpu(pid)
+            cpu, server = time.process_time(), process_cpu(pid)
             seconds = asyncio.run(phase(make))
-            cpu, server = time.process_time() - cpu, _cpu(pid) - server
+            cpu, server = time.process_time() - cpu, process_cpu(pid) - server
             print(row(f"{backend:<7}{name}", n, seconds, cpu, server))
 
 
@@ -174,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.nats_url:
             run(args.nats_url, None, Path(tmp), args)
             return 0
-        support = _load_nats_support()
+        support = nats_support()
         if args.cluster:
             cluster = support.NatsCluster.create(Path(tmp) / "nats", sync_interval=args.sync)
             cluster.start()

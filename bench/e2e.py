@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -45,6 +44,8 @@ from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
+
+from stellwerk.cli.bench import process_cpu
 
 STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))
@@ -151,16 +152,6 @@ def started(command: list[str], ready_url: str) -> Iterator[subprocess.Popen[byt
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-_TICK = 1 / os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) the process has used: /proc/<pid>/stat, fields 14 and 15."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) * _TICK
 
 
 def percentile(values: Sequence[float], p: float) -> float:

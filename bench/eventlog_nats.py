@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -29,11 +28,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import nats
 
-from stellwerk.cli.bench import load_file
+from stellwerk.cli.bench import nats_support, process_cpu
 from stellwerk.events import CloudEvent, encode_event
 from stellwerk.storage.eventlog import NewEvent
 from stellwerk.storage.nats import JetStreamEventLog
@@ -59,24 +57,6 @@ class Result:
             f"{self.name:<26} {self.events / self.seconds:>10,.0f} {p50:8.2f} {p99:8.2f}"
             f" {self.cpu * per_event:9.1f} {self.server_cpu * per_event:10.1f}"
         )
-
-
-def _load_nats_support() -> ModuleType:
-    return load_file(
-        Path(__file__).resolve().parent.parent / "tests" / "nats_support.py",
-        "stellwerk_bench_nats_support",
-    )
-
-
-def _process_cpu(pid: int | None) -> float:
-    """CPU seconds of a child process so far (Linux), 0 where that cannot be read."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def make_batch(prefix: str, size: int, template: bytes) -> list[NewEvent]:
@@ -179,10 +159,10 @@ async def paced(url: str, args: argparse.Namespace, template: bytes, rate: float
 
 
 def timed(phase: Callable[[], Result], server_pid: int | None) -> Result:
-    before, server_before = time.process_time(), _process_cpu(server_pid)
+    before, server_before = time.process_time(), process_cpu(server_pid)
     result = phase()
     result.cpu = time.process_time() - before
-    result.server_cpu = _process_cpu(server_pid) - server_before
+    result.server_cpu = process_cpu(server_pid) - server_before
     return result
 
 
@@ -228,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.nats_url:
         run(args.nats_url, None, args)
         return 0
-    support = _load_nats_support()
+    support = nats_support()
     sync = None if args.sync == "default" else args.sync
     with tempfile.TemporaryDirectory() as tmp:
         if args.cluster:

@@ -36,21 +36,13 @@ from pathlib import Path
 
 import asyncpg
 
-from stellwerk.cli.bench import load_file
+from stellwerk.cli.bench import load_file, nats_support, process_cpu
 from stellwerk.loadgen import HEADER, LoadResult, LoadSpec, Mode, Target, problems
 from stellwerk.loadgen import summary_line as line
 from stellwerk.loadgen.processes import generate
 
 STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
 HERE = Path(__file__).resolve().parent
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
@@ -130,9 +122,9 @@ def drive(specs: Sequence[LoadSpec]) -> LoadResult:
 def measured(
     name: str, specs: Sequence[LoadSpec], pids: Sequence[int], failures: list[str]
 ) -> LoadResult:
-    before = [cpu_seconds(pid) for pid in pids]
+    before = [process_cpu(pid) for pid in pids]
     result = drive(specs)
-    spent = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+    spent = [process_cpu(pid) - b for pid, b in zip(pids, before, strict=True)]
     print(line(name, result), flush=True)
     failures.extend(problems(name, result))
     events = max(1, result.events_acknowledged)
@@ -159,7 +151,7 @@ def main(argv: Sequence[str]) -> int:
         help="an admin DSN; the bench creates and drops a database of its own",
     )
     args = parser.parse_args(argv)
-    support = load_file(HERE.parent / "tests" / "nats_support.py", "stellwerk_bench_nats_support")
+    support = nats_support()
     log_bench = load_file(HERE / "eventlog_nats.py", "stellwerk_bench_eventlog_nats_for_gateway")
     secret = base64.b64encode(os.urandom(32)).decode()
     failures: list[str] = []

@@ -36,6 +36,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from stellwerk.cli.bench import process_cpu
 from stellwerk.loadgen import HEADER, LoadResult, LoadSpec, Mode, Target, problems, run_load
 from stellwerk.loadgen import summary_line as line
 
@@ -167,20 +168,6 @@ def compare(args: argparse.Namespace) -> int:
             return run_comparison(args, Target(bare_url, key), Target(stellwerk_url, key), servers)
 
 
-_TICK = 1 / os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process so far, all its threads, from /proc/<pid>/stat.
-
-    Counting CPU rather than wall time keeps neighbours on a shared machine out of the figure.
-    """
-    text = Path(f"/proc/{pid}/stat").read_text()
-    # After the command name in parentheses: state is field 3, utime 14, stime 15 (proc(5)).
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) * _TICK
-
-
 def measured(
     name: str,
     load: LoadSpec,
@@ -188,7 +175,7 @@ def measured(
     failures: list[str],
 ) -> LoadResult:
     """Run one phase and print its figures, with the server's CPU per request and per event."""
-    before = process_cpu(pid) if pid is not None else 0.0
+    before = process_cpu(pid)
     result = run_load(load)
     show(name, result, failures)
     if pid is not None and result.answered:

@@ -7,6 +7,7 @@ measured in the same run; `stellwerk bench all` runs each of them in turn.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -49,6 +50,31 @@ def load_file(path: Path, name: str) -> ModuleType:
         del sys.modules[name]
         raise
     return module
+
+
+def nats_support() -> ModuleType:
+    """tests/nats_support.py (`NatsServer` and friends), for the benchmarks that run NATS."""
+    return load_file(
+        bench_dir().parent / "tests" / "nats_support.py", "stellwerk_bench_nats_support"
+    )
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far; 0 where that cannot
+    be read (no process, or no /proc).
+
+    Benchmarks print CPU per event beside their rates: on a shared machine it is the figure
+    the neighbours move least.
+    """
+    if pid is None:
+        return 0.0
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # After the command name in parentheses: state is field 3, utime 14, stime 15 (proc(5)).
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
