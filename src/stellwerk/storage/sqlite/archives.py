@@ -80,7 +80,7 @@ _SET_CURSOR: Final = (
     " ON CONFLICT (tenant, bus) DO UPDATE SET position = excluded.position"
 )
 _INSERT: Final = InsertRows(
-    "INSERT INTO archived (aid, position, recorded_us, id, source, type, subject, body)", 8
+    "INSERT INTO archived (aid, position, recorded_us, id, source, type, subject, body)"
 )
 _ADD_TOTALS: Final = "UPDATE archives SET events = events + ?, bytes = bytes + ? WHERE aid = ?"
 _READ_FROM_START: Final = f"""

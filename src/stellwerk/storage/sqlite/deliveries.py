@@ -122,8 +122,7 @@ _COLUMNS: Final = (
 )
 _INSERT: Final = InsertRows(
     "INSERT INTO deliveries (id, target, state, due_us, event_id, event_source, position,"
-    " recorded_us, age_from_us, payload, content_type, ordering_key, body)",
-    13,
+    " recorded_us, age_from_us, payload, content_type, ordering_key, body)"
 )
 # Ids only: answered from the ready index alone, so reading past leased rows costs no row reads.
 _DUE_IDS: Final = (

@@ -23,19 +23,17 @@ MAX_ROWS: Final = 256  # 256 rows x 13 columns stays far below SQLite's bound on
 
 
 class InsertRows:
-    """`InsertRows("INSERT INTO t (a, b)", 2)(conn, rows)` inserts `rows` (each of 2 values).
+    """`InsertRows("INSERT INTO t (a, b)")(conn, rows)` inserts `rows`, each of one value per
+    column named. Rows go in in order, so the rowids they get are in order too."""
 
-    `head` is the statement up to `VALUES`; `tail`, if any, what follows the values (an
-    `ON CONFLICT` clause). Rows go in in order, so the rowids they get are in order too.
-    """
+    __slots__ = ("_head", "_placeholders", "_statements")
 
-    __slots__ = ("_head", "_placeholders", "_statements", "_tail")
-
-    def __init__(self, head: str, columns: int, tail: str = "") -> None:
-        if columns < 1:
-            raise ValueError("a row has at least one column")
+    def __init__(self, head: str) -> None:
+        opened, closed = head.find("("), head.rfind(")")
+        if opened < 0 or closed < opened or not head[opened + 1 : closed].strip():
+            raise ValueError(f"name the columns in parentheses: {head!r}")
+        columns = head[opened + 1 : closed].count(",") + 1
         self._head = head
-        self._tail = tail
         self._placeholders = "(" + ", ".join(["?"] * columns) + ")"
         self._statements: dict[int, str] = {}
 
@@ -44,7 +42,7 @@ class InsertRows:
         sql = self._statements.get(rows)
         if sql is None:
             values = ", ".join([self._placeholders] * rows)
-            sql = self._statements[rows] = f"{self._head} VALUES {values}{self._tail}"
+            sql = self._statements[rows] = f"{self._head} VALUES {values}"
         return sql
 
     def __call__(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
