@@ -154,6 +154,23 @@ async def test_a_holder_that_stops_wanting_a_name_gives_it_up(
     assert second.held() >= set(NAMES[6:])
 
 
+async def test_wake_takes_a_newly_wanted_name_without_waiting_for_the_round(
+    nats_server: NatsServer,
+) -> None:
+    # Rounds every 20 s: only `wake` can get the name claimed within the test's few seconds.
+    leases = JetStreamLeases(nats_server.url, holder="h1", ttl=60.0)
+    wanted = [NAMES[0]]
+    leases.want(lambda: wanted)
+    await leases.start()
+    try:
+        await eventually(lambda: leases.holds(NAMES[0]))
+        wanted.append(NAMES[1])
+        leases.wake()
+        await eventually(lambda: leases.holds(NAMES[1]), within=5.0)
+    finally:
+        await leases.close()
+
+
 async def test_a_server_restart_leaves_no_name_held_twice(
     nats_server: NatsServer, watch: Watch
 ) -> None:

@@ -61,6 +61,10 @@ class Leases(Protocol):
         """Add a source of wanted names; the callable returned removes it again."""
         ...
 
+    def wake(self) -> None:
+        """A source wants other names now: look at them soon rather than at the next round."""
+        ...
+
 
 class LocalLeases:
     """The embedded mode: one process, so it holds every lease and writes nothing."""
@@ -79,6 +83,9 @@ class LocalLeases:
 
     def want(self, source: NameSource) -> Callable[[], None]:
         return lambda: None
+
+    def wake(self) -> None:
+        pass
 
 
 def lease_name(role: str, tenant: str, bus: str) -> str:

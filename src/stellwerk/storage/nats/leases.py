@@ -10,11 +10,12 @@ The stream `KV_<ns>_leases` keeps one message per key (`nats kv ls <ns>_leases` 
 - `member.<role>.<holder>`: a heartbeat of each process that wants names of a role, so that
   the names are spread over the role's live members by rendezvous hashing.
 
-A keeper task does everything in rounds, every third of `ttl`: it renews the member records,
-reads the whole stream, renews the leases it holds and still should, releases those it no longer
-wants or whose rendezvous winner is now another live member, and claims the names it wants that
-are free or expired, if it is their winner, or if they have stayed unclaimed for `grace` (the
-members disagree for a moment, or the winner does not want the name).
+A keeper task does everything in rounds, every third of `ttl`, and at once when `wake` says the
+wanted names changed (so a bus's first archive is taken in within milliseconds): it renews the
+member records, reads the whole stream, renews the leases it holds and still should, releases
+those it no longer wants or whose rendezvous winner is now another live member, and claims the
+names it wants that are free or expired, if it is their winner, or if they have stayed unclaimed
+for `grace` (the members disagree for a moment, or the winner does not want the name).
 
 Time is judged on our own monotonic clock only, never by comparing wall clocks: a record (lease
 or member) whose sequence we have seen unchanged for `ttl` counts as expired. We hold a lease
@@ -27,6 +28,7 @@ a holder that died before it came.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import secrets
@@ -143,6 +145,7 @@ class JetStreamLeases:
         self._seen: dict[str, _Seen] = {}
         self._free_since: dict[str, float] = {}
         self._roles: set[str] = set()  # roles whose member record we keep
+        self._woken = asyncio.Event()
 
     # -- the seam ------------------------------------------------------------------------------
 
@@ -171,6 +174,9 @@ class JetStreamLeases:
             self._sources.pop(key, None)
 
         return unwant
+
+    def wake(self) -> None:
+        self._woken.set()
 
     async def start(self) -> None:
         if self._conn is not None:
@@ -230,7 +236,11 @@ class JetStreamLeases:
                     log.warning("lease round failed", holder=self.holder, error=str(exc))
                 except Exception:
                     log.exception("lease round failed", holder=self.holder)
-            await asyncio.sleep(max(0.0, self.interval - (loop.time() - began)))
+            # Until the next round is due, or a source wants other names (`wake`).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, self.interval - (loop.time() - began))):
+                    await self._woken.wait()
+            self._woken.clear()
 
     def _wanted(self) -> set[str]:
         wanted: set[str] = set()
