@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from tests.conftest import RunningApp
 
+from stellwerk.api.routes import archives as archives_route
 from stellwerk.api.routes.archives import MAX_ARCHIVES_PER_BUS
 from stellwerk.auth import Scope
 from stellwerk.events import CloudEvent
@@ -62,7 +64,7 @@ async def test_archive_round_trip(running_app: RunningApp) -> None:
     body = created.json()
     assert (body["name"], body["bus"], body["pattern"]) == ("everything", "default", None)
     assert (body["retention_days"], body["events"], body["size_bytes"]) == (0, 0, 0)
-    assert body["state"] in ("enabled", "catching_up")
+    assert body["state"] in ("enabled", "catching_up")  # taken in before the answer
 
     updated = await client.put(
         "/v1/buses/default/archives/everything",
@@ -212,3 +214,34 @@ async def _tenant_id(app: RunningApp) -> str:
     tenant = await app.services.control.get_tenant(app.bootstrap.tenant)
     assert tenant is not None
     return tenant.id
+
+
+async def test_an_archive_no_archiver_has_taken_in_is_creating(
+    running_app: RunningApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in scale-out mode with no router process up: the answer does not wait for ever."""
+    monkeypatch.setattr(archives_route, "TAKE_SECONDS", 0.2)
+    client, admin, services = running_app.client, running_app.admin, running_app.services
+    archiver = services.archiver
+    archiver.stop()
+    await get_until(running_app, "/v1/buses/default/archives", lambda _: not archiver.running)
+    await ingest(running_app, event("before"))
+
+    created = await client.put(
+        "/v1/buses/default/archives/orders", headers=admin, json={"pattern": ORDERS}
+    )
+
+    assert created.status_code == 201, created.text
+    assert created.json()["state"] == "creating"
+    await ingest(running_app, event("o1"))
+    task = asyncio.create_task(archiver.run())
+    try:
+        # The archiver comes back behind the start: the archive keeps what came after it.
+        await get_until(
+            running_app,
+            "/v1/buses/default/archives/orders",
+            lambda body: body["state"] == "enabled" and body["events"] == 1,
+        )
+    finally:
+        archiver.stop()
+        await asyncio.wait_for(task, 10)

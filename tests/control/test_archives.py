@@ -1,12 +1,17 @@
-"""Archive definitions on SQLite and PostgreSQL: create and update, limits, tenant scope."""
+"""Archive definitions on SQLite and PostgreSQL: create and update, limits, tenant scope, and
+the archiver taking an archive in."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 
-from stellwerk.storage.control import ConflictError, ControlPlane
+from stellwerk.storage.control import ConflictError, ControlPlane, migrate
+from stellwerk.storage.control.archives import ArchiveRecord
+from stellwerk.storage.control.store import create_engine
 
 PATTERN = {"type": ["order.created"]}
 
@@ -177,3 +182,84 @@ async def test_deleting_the_bus_deletes_its_archives(control: ControlPlane) -> N
     await control.delete_bus(acme.id, "audit")
 
     assert await control.archives.everything() == []
+
+
+async def _orders(control: ControlPlane, tenant_id: str, start: int) -> ArchiveRecord:
+    record, _ = await control.archives.put(
+        tenant_id,
+        "default",
+        "orders",
+        pattern=PATTERN,
+        retention_days=0,
+        description="",
+        start_position=start,
+        max_archives=10,
+    )
+    return record
+
+
+async def test_the_first_take_raises_the_start_to_the_archivers_cursor(
+    control: ControlPlane,
+) -> None:
+    acme = await control.create_tenant("acme")
+    created = await _orders(control, acme.id, 41)
+    assert not created.taken
+
+    taken = await control.archives.take(created.uid, 57)
+
+    assert taken is not None
+    assert taken.taken
+    assert taken.start_position == 57  # the archiver had looked at 42..57 without it
+    assert await control.archives.get(acme.id, "default", "orders") == taken
+    # Only the first take counts: a second archiver (a lease changing hands) changes nothing.
+    again = await control.archives.take(created.uid, 90)
+    assert again == taken
+    # An update keeps it taken, and its start.
+    updated = await _orders(control, acme.id, 99)
+    assert (updated.taken, updated.start_position) == (True, 57)
+
+
+async def test_a_take_behind_the_start_keeps_the_start(control: ControlPlane) -> None:
+    acme = await control.create_tenant("acme")
+    created = await _orders(control, acme.id, 41)
+
+    taken = await control.archives.take(created.uid, 12)  # the archiver lags behind the bus
+
+    assert taken is not None
+    assert (taken.taken, taken.start_position) == (True, 41)
+
+
+async def test_taking_a_deleted_archive_finds_nothing(control: ControlPlane) -> None:
+    acme = await control.create_tenant("acme")
+    created = await _orders(control, acme.id, 41)
+    await control.archives.delete(acme.id, "default", "orders")
+
+    assert await control.archives.take(created.uid, 50) is None
+
+
+async def test_archives_from_before_the_take_migration_count_as_taken(database_url: str) -> None:
+    """Before 0006 the embedded archiver took every archive in as it was created."""
+    engine = create_engine(database_url)
+    try:
+        await migrate.upgrade(engine, "0005")
+        async with engine.begin() as conn:
+            now = {"now": datetime.now(UTC)}
+            for statement in (
+                "INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'acme', :now)",
+                "INSERT INTO buses (tenant_id, name, created_at, updated_at)"
+                " VALUES ('t1', 'default', :now, :now)",
+                "INSERT INTO archives (tenant_id, bus, name, uid, retention_days, description,"
+                " start_position, created_at, updated_at)"
+                " VALUES ('t1', 'default', 'old', 'u1', 0, '', 7, :now, :now)",
+            ):
+                await conn.execute(sa.text(statement), now)
+        await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+    control = await ControlPlane.open(database_url)
+    try:
+        old = await control.archives.get("t1", "default", "old")
+    finally:
+        await control.close()
+    assert old is not None
+    assert (old.taken, old.start_position) == (True, 7)

@@ -3,8 +3,10 @@ separate `stellwerk serve` processes share the work and hear each other's change
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -163,6 +165,81 @@ def test_an_archive_filled_by_the_router_process_is_replayed_by_the_scheduler_pr
                 lambda body: body["state"] == "completed",
             )
             assert done["state"] == "completed"
+
+
+@dataclass
+class _Sent:
+    """A batch the load sent: when its request went out, when it was acknowledged, how many."""
+
+    sent: float
+    acked: float
+    events: int
+
+
+def _load(gateway_url: str, ingest_key: str, stop: threading.Event, out: list[_Sent]) -> None:
+    headers = {"Authorization": f"Bearer {ingest_key}"}
+    with httpx.Client(base_url=gateway_url, timeout=30) as client:
+        first = 0
+        while not stop.is_set():
+            sent = time.monotonic()
+            response = client.post(
+                "/v1/buses/default/events", json=load_batch(first, 20), headers=headers
+            )
+            assert response.status_code == 202, response.text
+            out.append(_Sent(sent, time.monotonic(), 20))
+            first += 20
+
+
+def test_an_archive_created_through_a_gateway_keeps_every_event_sent_after_the_answer(
+    scale_out: ScaleOut,
+) -> None:
+    """The gateway's answer waits until the router process's archiver has taken the archive in
+    (the bus's first, whose lease that process must take on first, and a second one under
+    load), so nothing sent after the answer is missed and nothing sent before the request is
+    taken."""
+    with scale_out.role("gateway") as gateway, scale_out.role("router"):
+        keys = keys_of(gateway)
+        admin = {"Authorization": f"Bearer {keys['admin_key']}"}
+        with httpx.Client(base_url=gateway.url, timeout=30) as client:
+            first = client.put("/v1/buses/default/archives/first", json={}, headers=admin)
+            assert first.json()["state"] != "creating", first.text
+            batches: list[_Sent] = []
+            stop = threading.Event()
+            load = threading.Thread(
+                target=_load, args=(gateway.url, keys["ingest_key"], stop, batches)
+            )
+            load.start()
+            try:
+                assert (
+                    poll(
+                        lambda: client.get(
+                            "/v1/buses/default/archives/first", headers=admin
+                        ).json(),
+                        lambda body: body["events"] >= 200,
+                    )["events"]
+                    >= 200
+                )  # the router process archives the bus as it grows
+                asked = time.monotonic()
+                second = client.put("/v1/buses/default/archives/second", json={}, headers=admin)
+                answered = time.monotonic()
+                assert second.status_code == 201, second.text
+                assert second.json()["state"] != "creating", second.text
+                deadline = answered + 1.0
+                while time.monotonic() < deadline and load.is_alive():
+                    load.join(0.05)  # the load goes on for a second after the answer
+            finally:
+                stop.set()
+                load.join(30)
+            done = poll(
+                lambda: client.get("/v1/buses/default/archives/second", headers=admin).json(),
+                lambda body: body["state"] == "enabled",
+            )
+    after = sum(b.events for b in batches if b.sent > answered)
+    before = sum(b.events for b in batches if b.acked < asked)
+    total = sum(b.events for b in batches)
+    assert after > 0
+    assert before > 0
+    assert after <= done["events"] <= total - before
 
 
 def poll(

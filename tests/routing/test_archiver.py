@@ -225,6 +225,102 @@ async def _has(setup: Setup, record: ArchiveRecord, ids: list[str]) -> bool:
     return await setup.ids(record) == ids
 
 
+async def _put(setup: Setup, name: str, pattern: dict[str, Any] | None = None) -> ArchiveRecord:
+    """As the API of another process does: this archiver is neither paused nor told."""
+    record, _ = await setup.control.archives.put(
+        setup.tenant_id,
+        "default",
+        name,
+        pattern=pattern,
+        retention_days=0,
+        description="",
+        start_position=await setup.log.last_position("acme", "default"),
+        max_archives=10,
+    )
+    return record
+
+
+async def test_an_archive_heard_of_late_starts_where_its_archiver_had_got(setup: Setup) -> None:
+    archiver = setup.archiver(batch=2)
+    old = await setup.create(archiver, "old")
+    await setup.append("a1")
+    await archiver.archive_bus("acme", "default")
+    late = await _put(setup, "late")
+    # The archiver archives on with the definitions it has, past the new archive's start.
+    await setup.append("a2", "a3", "a4")
+    await archiver.archive_bus("acme", "default")
+    cursor = await setup.store.cursor("acme", "default")
+    assert cursor > late.start_position
+
+    await archiver.reload()  # the news arrives
+    await setup.append("a5")
+    await archiver.archive_bus("acme", "default")
+
+    taken = await setup.control.archives.get(setup.tenant_id, "default", "late")
+    assert taken is not None
+    assert taken.taken
+    # It claims nothing it did not get: it begins after the events looked at without it.
+    assert taken.start_position == cursor
+    assert await setup.ids(late) == ["a5"]
+    assert await setup.ids(old) == ["a1", "a2", "a3", "a4", "a5"]
+    floors = await archive_floors(setup.control, setup.store)
+    assert floors[("acme", "default")] == await setup.log.last_position("acme", "default")
+
+
+async def test_a_lagging_archiver_takes_an_archive_in_at_its_creation(setup: Setup) -> None:
+    archiver = setup.archiver(batch=2)
+    await setup.create(archiver, "old")
+    await setup.append("a1", "a2", "a3")  # not yet archived
+    late = await _put(setup, "late")
+    await setup.append("a4")
+
+    await archiver.reload()
+    await archiver.archive_bus("acme", "default")
+
+    taken = await setup.control.archives.get(setup.tenant_id, "default", "late")
+    assert taken is not None
+    assert (taken.taken, taken.start_position) == (True, late.start_position)
+    assert await setup.ids(late) == ["a4"]
+
+
+async def test_only_the_running_archiver_of_the_bus_takes_in_at_once(setup: Setup) -> None:
+    idle = setup.archiver()
+    await idle.reload()
+    record = await _put(setup, "new")
+    await idle.reload()
+
+    await idle.take_in("acme", "default")  # not running: as in a gateway process
+    assert not await _taken(setup, record)
+
+    elsewhere = setup.archiver(poll_seconds=60, reload_seconds=60, owns=lambda t, b: False)
+    task = asyncio.create_task(elsewhere.run())
+    try:
+        await elsewhere.reload()
+        await elsewhere.take_in("acme", "default")  # running, but the bus is another's
+        assert not await _taken(setup, record)
+    finally:
+        elsewhere.stop()
+        await asyncio.wait_for(task, 10)
+
+    # Polls too rarely to matter: the reload itself wakes it to take the archive in.
+    archiver = setup.archiver(poll_seconds=60, reload_seconds=60)
+    task = asyncio.create_task(archiver.run())
+    try:
+        await eventually(lambda: _taken(setup, record))
+        second = await _put(setup, "second")
+        await archiver.reload()
+        await archiver.take_in("acme", "default")
+        assert await _taken(setup, second)
+    finally:
+        archiver.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def _taken(setup: Setup, record: ArchiveRecord) -> bool:
+    current = await setup.control.archives.get(setup.tenant_id, record.bus, record.name)
+    return current is not None and current.taken
+
+
 async def test_metrics_count_events_looked_at_and_copies(setup: Setup) -> None:
     metrics = Metrics()
     archiver = setup.archiver(hooks=ArchiverMetrics(metrics))

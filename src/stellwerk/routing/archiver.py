@@ -6,11 +6,19 @@ archive without a pattern takes every event) and hands the copies to the archive
 with the new cursor (`ArchiveStore.archive`), which stores both in one step: an archiver that
 crashes resumes at its cursor, and no event is copied twice or skipped.
 
-An archive keeps the events recorded after its creation: those above its `start_position` (the
-bus's last position when it was created). Creating one pauses the archiver (`paused`) from
-reading that position until the definitions are reloaded, so no batch in flight can pass over
-its first events with the old definitions. Events that carry the `replayname` extension are
-replays coming back through a bus target and are never archived again.
+An archive keeps the events above its `start_position`. It is created with the bus's last
+position then, and not yet `taken`. Before its next batch of that bus the archiver takes it in
+(`ArchiveRecordStore.take`), with its own cursor: from then on every event of the bus it looks
+at is matched against the archive too. If the archiver had already looked past the start (it
+runs in another process, and heard of the archive after it had archived on with the old
+definitions), the start moves up to its cursor, so that the archive never claims events that
+were never copied into it. The API waits for the take before it answers (see docs/archives.md),
+so an event recorded after the answer is always kept.
+
+In one process, creating an archive also pauses the archiver (`paused`) from reading the start
+until the definitions are reloaded and the archive taken in (`take_in`): its start then stays
+the bus's position at creation. Events that carry the `replayname` extension are replays coming
+back through a bus target and are never archived again.
 
 How it waits for new events and shares buses with other archivers (leases, an
 `ArchiveCursorConflict` when two met on one bus) is `BusFollower`'s, as for the router. It
@@ -85,6 +93,7 @@ class ArchiverMetrics:
 class BusArchives:
     """The archives of one bus: patterns by uid, those without one, where each begins."""
 
+    records: tuple[ArchiveRecord, ...]
     matcher: Matcher
     unfiltered: tuple[str, ...]
     starts: dict[str, int]  # uid -> start_position
@@ -93,6 +102,11 @@ class BusArchives:
     def start(self) -> int:
         """Events at or below this position belong in none of the bus's archives."""
         return min(self.starts.values())
+
+    @property
+    def untaken(self) -> list[ArchiveRecord]:
+        """Archives no archiver has taken in yet."""
+        return [record for record in self.records if not record.taken]
 
     @classmethod
     def of(cls, records: Sequence[ArchiveRecord]) -> BusArchives:
@@ -103,7 +117,8 @@ class BusArchives:
                 unfiltered.append(record.uid)
             else:
                 matcher.add(record.uid, record.pattern)
-        return cls(matcher, tuple(unfiltered), {r.uid: r.start_position for r in records})
+        starts = {r.uid: r.start_position for r in records}
+        return cls(tuple(records), matcher, tuple(unfiltered), starts)
 
     def copies(self, events: Sequence[StoredEvent]) -> list[tuple[str, StoredEvent]]:
         """`(uid, event)` for each archive each event belongs in."""
@@ -156,9 +171,17 @@ class Archiver(BusFollower):
         self._uids: set[str] = set()
         self._lock = asyncio.Lock()  # held by a batch, by a reload, and while paused
         self._next_reload = 0.0
+        self._running = False
+        # Told when the set of buses with archives changed (the lease keeper's `wake`).
+        self.buses_changed: Callable[[], None] = lambda: None
 
     def buses(self) -> list[BusKey]:
         return list(self._archives)
+
+    @property
+    def running(self) -> bool:
+        """Whether `run` is archiving (this process plays the router role)."""
+        return self._running
 
     async def reload(self) -> None:
         """Take in the archive definitions as they are now."""
@@ -177,11 +200,25 @@ class Archiver(BusFollower):
             finally:
                 await self._reload()
 
+    async def take_in(self, tenant: str, bus: str) -> None:
+        """Take in the bus's new archives now, if this archiver runs and follows the bus (else
+        the one that does takes them in before its next batch)."""
+        if not self.running or not self.owns(tenant, bus):
+            return
+        async with self._lock:
+            if (tenant, bus) in self._archives:
+                await self._take_in((tenant, bus))
+
     async def _reload(self) -> None:
         archives = await load_archives(self.control)
         uids = {uid for each in archives.values() for uid in each.starts}
         gone, self._uids = self._uids - uids, uids
+        if archives.keys() != self._archives.keys():
+            self.buses_changed()
         self._archives = archives
+        for (tenant, bus), each in archives.items():
+            if each.untaken:
+                self.notify(tenant, bus)  # take them in at once: a creator waits for that
         # The archiver is the only writer of archived events: once it has stopped archiving
         # into a deleted archive, what is left of it can go (the API drops it too).
         for uid in gone:
@@ -191,7 +228,11 @@ class Archiver(BusFollower):
         """Archive until `stop()`; with `burst`, until every bus is archived to its end. The
         definitions are read afresh first."""
         self._next_reload = 0.0
-        await super().run(burst=burst)
+        self._running = True
+        try:
+            await super().run(burst=burst)
+        finally:
+            self._running = False
 
     async def before_round(self) -> None:
         """Reload the definitions every `reload_seconds`, for changes made by another process
@@ -216,12 +257,12 @@ class Archiver(BusFollower):
         """Archive the next batch of the bus's events; return how many (0 at the end)."""
         key = (tenant, bus)
         async with self._lock:
-            archives = self._archives.get(key)
+            if key not in self._archives:
+                return 0
+            archives = await self._take_in(key)
             if archives is None:
                 return 0
-            cursor = self._cursors.get(key)
-            if cursor is None:
-                cursor = self._cursors[key] = await self.store.cursor(tenant, bus)
+            cursor = await self._cursor(key)
             # Skip what no archive of the bus wants (a bus whose first archive is new).
             events = await self.log.read(
                 tenant, bus, after=max(cursor, archives.start), limit=self.batch
@@ -237,6 +278,43 @@ class Archiver(BusFollower):
         if self.hooks is not None:
             self.hooks.on_archived(tenant, bus, len(events), len(copies))
         return len(events)
+
+    async def _cursor(self, key: BusKey) -> int:
+        cursor = self._cursors.get(key)
+        if cursor is None:
+            cursor = self._cursors[key] = await self.store.cursor(*key)
+        return cursor
+
+    async def _take_in(self, key: BusKey) -> BusArchives | None:
+        """Take in the bus's untaken archives (the lock held); the bus's archives as they are
+        then (None: all of them were deleted meanwhile)."""
+        archives = self._archives[key]
+        if not archives.untaken:
+            return archives
+        # The stored cursor, not the one kept here: another archiver may have moved it.
+        cursor = self._cursors[key] = await self.store.cursor(*key)
+        records = []
+        for record in archives.records:
+            if not record.taken:
+                taken = await self.control.archives.take(record.uid, cursor)
+                if taken is None:
+                    continue  # deleted meanwhile: the next reload drops what it holds
+                if taken.start_position > record.start_position:
+                    log.warning(
+                        "archive_start_moved",
+                        tenant=key[0],
+                        bus=key[1],
+                        archive=record.name,
+                        created_at=record.start_position,
+                        start=taken.start_position,
+                    )
+                record = taken
+            records.append(record)
+        if not records:
+            del self._archives[key]
+            return None
+        archives = self._archives[key] = BusArchives.of(records)
+        return archives
 
     async def _move(
         self, tenant: str, bus: str, position: int, copies: Sequence[tuple[str, StoredEvent]]

@@ -2,12 +2,15 @@
 
 An archive keeps copies of the bus's events that match its pattern (all of them without one),
 recorded from its creation on, for `retention_days` (0: forever). Its definition is saved with
-the archiver paused and taken in before the answer, so the first event after the answer is
-archived. Deleting an archive drops its copies. See docs/archives.md.
+the archiver of this process paused, and the answer waits until the archiver that follows the
+bus (here or in another process) has taken it in, so every event recorded after the answer is
+archived; after `TAKE_SECONDS` without one it answers with the state `creating`. Deleting an
+archive drops its copies. See docs/archives.md.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
@@ -32,6 +35,12 @@ from stellwerk.storage.control.archives import ArchiveRecord
 
 MAX_ARCHIVES_PER_BUS: Final = 20
 MAX_RETENTION_DAYS: Final = 36_500
+TAKE_SECONDS: Final = 5.0  # how long a PUT waits for an archiver to take the archive in
+TAKE_POLL_SECONDS: Final = 0.02
+TAKE_SIGNAL_SECONDS: Final = 1.0  # the signal is at most once: say it again while waiting
+
+
+ArchiveState = Literal["enabled", "catching_up", "creating"]
 
 
 class ArchiveInput(msgspec.Struct, forbid_unknown_fields=True):
@@ -45,8 +54,9 @@ class ArchiveInput(msgspec.Struct, forbid_unknown_fields=True):
 class Archive(msgspec.Struct):
     """An archive as the API shows it.
 
-    `events` and `size_bytes` count what it holds now. `state` is `enabled` once the archiver has
-    looked at every event of the bus, `catching_up` while it has not.
+    `events` and `size_bytes` count what it holds now. `state` is `creating` until the archiver
+    of the bus has taken the archive in, then `catching_up` while that archiver has not yet
+    looked at every event of the bus, and `enabled` once it has.
     """
 
     name: str
@@ -54,7 +64,7 @@ class Archive(msgspec.Struct):
     pattern: dict[str, Any] | None
     retention_days: int
     description: str
-    state: Literal["enabled", "catching_up"]
+    state: ArchiveState
     events: int
     size_bytes: int
     created_at: datetime
@@ -91,6 +101,9 @@ async def _shown(
     for record in records:
         held = stats.get(record.uid, ArchiveStats(0, 0))
         caught_up = max(done, record.start_position) >= last
+        state: ArchiveState = (
+            "creating" if not record.taken else "enabled" if caught_up else "catching_up"
+        )
         out.append(
             Archive(
                 name=record.name,
@@ -98,7 +111,7 @@ async def _shown(
                 pattern=record.pattern,
                 retention_days=record.retention_days,
                 description=record.description,
-                state="enabled" if caught_up else "catching_up",
+                state=state,
                 events=held.events,
                 size_bytes=held.bytes,
                 created_at=record.created_at,
@@ -137,9 +150,31 @@ async def put_archive(request: Request) -> Response:
         except ConflictError as exc:
             raise ApiError(409, "LimitExceeded", str(exc)) from None
     # Archivers in other processes (the router role) take it in when told.
-    await services.signals.changed(Change("archive", principal.tenant_id, bus))
+    change = Change("archive", principal.tenant_id, bus)
+    await services.signals.changed(change)
+    record = await _taken_in(services, principal, record, change)
     (shown,) = await _shown(services, principal, [record])
     return json_response(shown, 201 if created else 200)
+
+
+async def _taken_in(
+    services: Services, principal: Principal, record: ArchiveRecord, change: Change
+) -> ArchiveRecord:
+    """The archive once the archiver of its bus has taken it in, or after `TAKE_SECONDS`."""
+    await services.archiver.take_in(principal.tenant, record.bus)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TAKE_SECONDS
+    next_signal = loop.time() + TAKE_SIGNAL_SECONDS
+    while True:
+        current = await services.control.archives.get(record.tenant_id, record.bus, record.name)
+        if current is None or current.uid != record.uid:
+            raise ApiError(409, "ConcurrentModificationException", "the archive was deleted")
+        if current.taken or loop.time() >= deadline:
+            return current
+        if loop.time() >= next_signal:
+            await services.signals.changed(change)
+            next_signal = loop.time() + TAKE_SIGNAL_SECONDS
+        await asyncio.sleep(TAKE_POLL_SECONDS)
 
 
 async def get_archive(request: Request) -> Response:

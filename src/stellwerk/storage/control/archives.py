@@ -1,9 +1,12 @@
 """Archive definitions of a tenant's buses: pattern, retention, and where on the log they begin.
 
 An archive's events live in the archive store under its `uid`; the record here says which events
-belong in it. `start_position` is the bus's last log position when the archive was created, so
-that it keeps the events from its creation on and never those recorded before. An update changes
-the pattern, retention and description, never the uid or the start.
+belong in it: those of its bus above `start_position`. An archive is created with the bus's last
+log position then and `taken` false. The archiver that follows the bus takes it in (`take`)
+before its next batch: if that archiver had already looked past the start (it runs in another
+process and heard of the archive late), the start moves up to where it had got, so that the
+archive never claims events nobody copied into it. An update changes the pattern, retention and
+description, never the uid, the start or `taken`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class ArchiveRecord:
     start_position: int
     created_at: datetime
     updated_at: datetime
+    taken: bool  # by the archiver of its bus: from then on, every event above the start is in
 
 
 def _record(row: sa.Row[Any]) -> ArchiveRecord:
@@ -48,6 +52,7 @@ def _record(row: sa.Row[Any]) -> ArchiveRecord:
         start_position=int(row.start_position),
         created_at=utc(row.created_at),
         updated_at=utc(row.updated_at),
+        taken=bool(row.taken),
     )
 
 
@@ -100,6 +105,7 @@ class ArchiveRecordStore:
                         name=name,
                         uid=str(uuid.uuid4()),
                         start_position=start_position,
+                        taken=False,
                         created_at=now,
                         **values,
                     )
@@ -108,6 +114,23 @@ class ArchiveRecordStore:
                 await conn.execute(archives.update().where(where).values(**values))
             row = (await conn.execute(archives.select().where(where))).one()
         return _record(row), existing is None
+
+    async def take(self, uid: str, cursor: int) -> ArchiveRecord | None:
+        """The archiver whose cursor on the archive's bus is `cursor` takes the archive in.
+
+        The start becomes `cursor` if that is higher: the events up to it were looked at
+        without this archive. Only the first take changes anything; every take returns the
+        record as it now is (None: the archive was deleted).
+        """
+        start = archives.c.start_position
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                archives.update()
+                .where(archives.c.uid == uid, archives.c.taken == sa.false())
+                .values(taken=True, start_position=sa.case((start < cursor, cursor), else_=start))
+            )
+            row = (await conn.execute(archives.select().where(archives.c.uid == uid))).first()
+        return _record(row) if row else None
 
     async def get(self, tenant_id: str, bus: str, name: str) -> ArchiveRecord | None:
         where = sa.and_(

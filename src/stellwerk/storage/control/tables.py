@@ -137,8 +137,10 @@ bus_grants = sa.Table(
     ),
 )
 
-# An archive keeps the events of a bus that match its pattern, recorded after `start_position`
-# (the bus's last position when it was created). `uid` names its events in the archive store, so
+# An archive keeps the events of a bus that match its pattern, recorded after `start_position`.
+# It is created with the bus's last position then and `taken` false; the archiver that follows
+# the bus takes it in before its next batch, raising the start to its own cursor if that is
+# further on (see stellwerk.routing.archiver). `uid` names its events in the archive store, so
 # that an archive deleted and created again under the same name starts empty.
 archives = sa.Table(
     "archives",
@@ -153,6 +155,7 @@ archives = sa.Table(
     sa.Column("start_position", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("taken", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.ForeignKeyConstraint(
         ["tenant_id", "bus"], ["buses.tenant_id", "buses.name"], ondelete="CASCADE"
     ),
