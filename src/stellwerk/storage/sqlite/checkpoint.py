@@ -4,12 +4,13 @@ SQLite's automatic checkpoint runs inside the commit that crosses its threshold,
 megabytes one acknowledgement waited for the copy of the whole WAL and two fsyncs: at half the
 log's maximum rate that made p99 latency ten times p50 (measured with bench/eventlog.py). The
 writer's connection therefore checkpoints never by itself; this thread runs PASSIVE checkpoints,
-which do not block the writer, at most every `interval` seconds while there are commits.
+which do not block the writer, at most every `interval` seconds while there are commits. The
+event log and the delivery queue each have one.
 
 A PASSIVE checkpoint cannot finish while the writer keeps appending, and the WAL only starts over
-once one has. So when the WAL file passes `max_wal_bytes` the writer checkpoints itself between
-two groups (`GroupCommitter`): under sustained saturation the WAL stays bounded and the cost
-falls where the load is.
+once one has. So when the WAL file passes a bound the writer checkpoints itself between two
+groups (`GroupCommitter.bound_wal`, `WalBound`): under sustained saturation the WAL stays bounded
+and the cost falls where the load is.
 """
 
 from __future__ import annotations
@@ -17,20 +18,26 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
-
-from stellwerk.storage.sqlite import schema
 
 
 class Checkpointer:
-    """Runs `PRAGMA wal_checkpoint(PASSIVE)` on its own connection when nudged after commits."""
+    """Runs `PRAGMA wal_checkpoint(PASSIVE)` on its own connection (`connect()`, opened in its
+    thread) when nudged after commits."""
 
-    def __init__(self, path: Path, *, interval: float = 0.1) -> None:
-        self._path = path
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        *,
+        interval: float = 0.1,
+        name: str = "checkpoint",
+    ) -> None:
+        self._connect = connect
         self._interval = interval
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="eventlog-checkpoint", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.checkpoints = 0
 
     def start(self) -> None:
@@ -46,7 +53,7 @@ class Checkpointer:
         self._thread.join()
 
     def _run(self) -> None:
-        conn = schema.connect(self._path, role=schema.Role.CHECKPOINTER)
+        conn = self._connect()
         try:
             while True:
                 self._wake.wait()
@@ -63,3 +70,30 @@ class Checkpointer:
                     return
         finally:
             conn.close()
+
+
+class WalBound:
+    """The writer's own checkpoint, between two groups, once the WAL file passes `max_bytes`.
+
+    The file is looked at only every `every` groups: `stat` releases the GIL as an SQLite call
+    does, and a WAL grows by little between two looks.
+    """
+
+    def __init__(self, path: Path, *, max_bytes: int, every: int = 16) -> None:
+        self._wal = path.with_name(path.name + "-wal")
+        self._max_bytes = max_bytes
+        self._every = every
+        self._groups = 0
+        self.checkpoints = 0
+
+    def after_group(self, conn: sqlite3.Connection) -> None:
+        """Called by the writer between groups, outside any transaction."""
+        self._groups += 1
+        if self._groups < self._every:
+            return
+        self._groups = 0
+        # A failed look or checkpoint (a full disk) is tried again at the next look.
+        with contextlib.suppress(sqlite3.Error, OSError):
+            if self._wal.stat().st_size > self._max_bytes:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                self.checkpoints += 1

@@ -120,7 +120,11 @@ class SqliteEventLog:
         await asyncio.to_thread(self._committer.open, self.path)
         self._reader_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="eventlog-read")
         if self._checkpoint_interval is not None:
-            self._checkpointer = Checkpointer(self.path, interval=self._checkpoint_interval)
+            self._checkpointer = Checkpointer(
+                functools.partial(schema.connect, self.path, role=schema.Role.CHECKPOINTER),
+                interval=self._checkpoint_interval,
+                name="eventlog-checkpoint",
+            )
             self._checkpointer.start()
         self._writer = LogWriter(
             commit_group=self._committer.commit_group,
