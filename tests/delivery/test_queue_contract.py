@@ -274,9 +274,9 @@ async def test_route_replay_enqueues_and_moves_the_replay_cursor(
 ) -> None:
     assert await queue.replay_cursor("acme", "backfill") == ReplayCursor(0, 0)
     clock.advance(timedelta(days=3))  # replayed events are old
-    await queue.route_replay("acme", "backfill", 7, 3, [new_delivery(2), new_delivery(9)])
+    await queue.route_replay("acme", "backfill", 7, 3, [new_delivery(2), new_delivery(9)], after=0)
     assert await queue.replay_cursor("acme", "backfill") == ReplayCursor(7, 3)
-    await queue.route_replay("acme", "backfill", 12, 5, [])
+    await queue.route_replay("acme", "backfill", 12, 5, [], after=7)
     assert await queue.replay_cursor("acme", "backfill") == ReplayCursor(12, 8)
     # Replays keep their own cursors, apart from the bus's router cursor and other tenants'.
     assert await queue.cursor("acme", "default") == 0
@@ -293,19 +293,28 @@ async def test_replayed_deliveries_are_not_due_before_the_replay(
     queue: DeliveryQueue, clock: MovableClock
 ) -> None:
     clock.advance(timedelta(minutes=5))
-    await queue.route_replay("acme", "backfill", 1, 1, [new_delivery(1)])
+    await queue.route_replay("acme", "backfill", 1, 1, [new_delivery(1)], after=0)
     assert await queue.lease(clock() - timedelta(seconds=1), 10, LEASE) == []
     assert len(await queue.lease(clock(), 10, LEASE)) == 1
 
 
-async def test_route_replay_at_or_below_its_cursor_writes_nothing(queue: DeliveryQueue) -> None:
-    await queue.route_replay("acme", "backfill", 5, 2, [new_delivery(1)])
+async def test_route_replay_from_anywhere_but_its_cursor_writes_nothing(
+    queue: DeliveryQueue,
+) -> None:
+    await queue.route_replay("acme", "backfill", 5, 2, [new_delivery(1)], after=0)
+    with pytest.raises(CursorConflict):  # sent already
+        await queue.route_replay("acme", "backfill", 5, 1, [new_delivery(2)], after=0)
     with pytest.raises(CursorConflict):
-        await queue.route_replay("acme", "backfill", 5, 1, [new_delivery(2)])
+        await queue.route_replay("acme", "backfill", 4, 1, [], after=3)
+    # Another process moved the cursor to 5 while this batch of (3, 8] was read: it overlaps.
     with pytest.raises(CursorConflict):
-        await queue.route_replay("acme", "backfill", 4, 1, [])
+        await queue.route_replay("acme", "backfill", 8, 2, [new_delivery(4)], after=3)
+    with pytest.raises(ValueError, match="holds nothing"):
+        await queue.route_replay("acme", "backfill", 5, 0, [], after=5)
     with pytest.raises(ValueError, match="does not belong"):
-        await queue.route_replay("acme", "backfill", 8, 1, [new_delivery(3, tenant="globex")])
+        await queue.route_replay(
+            "acme", "backfill", 8, 1, [new_delivery(3, tenant="globex")], after=5
+        )
     assert await queue.replay_cursor("acme", "backfill") == ReplayCursor(5, 2)
     assert [d.position for d in await queue.lease(T0, 10, LEASE)] == [1]
 
@@ -314,11 +323,13 @@ async def test_replay_cursor_and_deliveries_survive_a_reopen(
     queue_factory: QueueFactory,
 ) -> None:
     async with queue_factory() as queue:
-        await queue.route_replay("acme", "backfill", 3, 3, [new_delivery(p) for p in (1, 2, 3)])
+        await queue.route_replay(
+            "acme", "backfill", 3, 3, [new_delivery(p) for p in (1, 2, 3)], after=0
+        )
     async with queue_factory() as queue:
         assert await queue.replay_cursor("acme", "backfill") == ReplayCursor(3, 3)
         assert len(await queue.lease(T0 + timedelta(hours=1), 10, LEASE)) == 3
-        await queue.route_replay("acme", "backfill", 4, 1, [])
+        await queue.route_replay("acme", "backfill", 4, 1, [], after=3)
         assert await queue.replay_cursor("acme", "backfill") == ReplayCursor(4, 4)
 
 
@@ -326,7 +337,7 @@ async def test_replayed_ordered_deliveries_queue_behind_their_group(
     queue: DeliveryQueue,
 ) -> None:
     await queue.route("acme", "default", 2, [new_delivery(2, ordering_key="a")])
-    await queue.route_replay("acme", "backfill", 1, 1, [new_delivery(1, ordering_key="a")])
+    await queue.route_replay("acme", "backfill", 1, 1, [new_delivery(1, ordering_key="a")], after=0)
     (first,) = await queue.lease(T0 + timedelta(hours=1), 10, LEASE)
     assert first.position == 2
     await queue.ack(first.id)

@@ -1,7 +1,9 @@
-"""What the embedded queue does beyond the shared contract: leases in memory, shared bodies."""
+"""What the embedded queue does beyond the shared contract: leases in memory, shared bodies,
+unsynced replay batches, checkpoints in the background."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from datetime import timedelta
@@ -92,3 +94,55 @@ async def test_ids_are_not_reused_after_the_newest_delivery_is_acked(tmp_path: P
         (second,) = await queue.lease(T0, 10, LEASE)
         assert second.position == 2
         assert second.id > first.id
+
+
+async def test_only_replay_batches_commit_without_an_fsync(tmp_path: Path) -> None:
+    """`synchronous` is NORMAL for a transaction of nothing but replay batches (a batch lost to
+    a power failure goes with its cursor move and is replayed again) and FULL for every other:
+    told by tracing the writer's statements."""
+    async with SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=MovableClock()) as queue:
+        statements: list[str] = []
+        writer = queue._write_conn  # the trace is the only witness of a pragma
+        assert writer is not None
+        writer.set_trace_callback(statements.append)
+        await queue.route_replay("acme", "r", 1, 1, [new_delivery(1)], after=0)
+        await queue.route("acme", "default", 2, [new_delivery(2)])
+        await queue.route_replay("acme", "r", 2, 1, [new_delivery(3)], after=1)
+        await asyncio.gather(
+            queue.route_replay("acme", "r", 3, 1, [new_delivery(4)], after=2),
+            queue.route("acme", "default", 5, [new_delivery(5)]),
+        )
+        writer.set_trace_callback(None)
+
+    modes, mode, kinds = [], "FULL", set()
+    for statement in statements:
+        if statement.startswith("PRAGMA synchronous"):
+            mode = statement.rpartition(" ")[2]
+        elif "INTO replay_cursors" in statement:
+            kinds.add("replay")
+        elif "INTO cursors" in statement:
+            kinds.add("route")
+        elif statement == "COMMIT" and kinds:
+            modes.append((frozenset(kinds), mode))
+            kinds = set()
+    replay, route = frozenset({"replay"}), frozenset({"route"})
+    assert modes[:3] == [(replay, "NORMAL"), (route, "FULL"), (replay, "NORMAL")]
+    # The last two ran together or one after the other: a live route is synced either way.
+    assert all(m == "FULL" for k, m in modes[3:] if "route" in k)
+    assert sum(len(k) for k, _ in modes[3:]) >= 2
+
+
+async def test_the_wal_is_folded_into_the_file_in_the_background(tmp_path: Path) -> None:
+    path = tmp_path / DELIVERIES_FILE
+    async with SqliteDeliveryQueue(path, clock=MovableClock()) as queue:
+        empty = path.stat().st_size
+        payload = b"x" * 2000
+        for position in range(1, 201):
+            delivery = msgspec.structs.replace(new_delivery(position), payload=payload)
+            await queue.route("acme", "default", position, [delivery])
+        # The writer never checkpoints by itself below the bound: only the checkpointer thread
+        # can have grown the database file while the queue is open.
+        deadline = asyncio.get_running_loop().time() + 10
+        while path.stat().st_size <= empty + 200 * 2000:
+            assert asyncio.get_running_loop().time() < deadline, "no checkpoint ran"
+            await asyncio.sleep(0.02)

@@ -217,6 +217,23 @@ async def test_a_stopped_replay_resumes_from_its_cursor_without_sending_twice(
     assert set(ids.values()) == {1}
 
 
+async def test_two_runners_on_one_replay_send_each_event_once(setup: Setup) -> None:
+    """Two processes running the same replay for a moment: the one whose batch conflicts goes
+    on from the other's cursor, dropping the page it had read ahead."""
+    await setup.record(200, minutes=1)
+    await setup.create("raced", rules=["orders"])
+
+    await asyncio.gather(
+        setup.runner(batch=10).run(burst=True), setup.runner(batch=7).run(burst=True)
+    )
+
+    record = await setup.get("raced")
+    assert (record.state, record.replayed, record.total) == ("completed", 200, 200)
+    ids = Counter(d.event_id for d in await setup.leased())
+    assert len(ids) == 200
+    assert set(ids.values()) == {1}
+
+
 async def test_cancel_stops_a_paced_replay(setup: Setup) -> None:
     await setup.record(200, minutes=1)
     await setup.create("slow", rules=["orders"])

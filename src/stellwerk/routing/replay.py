@@ -43,7 +43,7 @@ from stellwerk.storage.archives import ArchivedEvent, ArchiveStore
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.replays import ReplayRecord
 from stellwerk.storage.deliveries import CursorConflict, DeliveryQueue, QueueClosed
-from stellwerk.storage.eventlog import EventLog, StoredEvent
+from stellwerk.storage.eventlog import EventLog
 
 DEFAULT_BATCH: Final = 1000  # archived events per route_replay (one transaction)
 MATCH_CHUNK: Final = 100  # events matched at a time before the event loop serves others
@@ -174,28 +174,18 @@ def replay_deliveries(
     if not len(matcher):
         return out
     suffix = replay_name_suffix(record.name)
+    bus, targets = record.bus, rules.targets
     for archived in events:
         body = with_replay_name(archived.body, suffix)
         matched = matcher.match(body)
         if not matched:
             continue
-        event = StoredEvent(
-            tenant=tenant,
-            bus=record.bus,
-            position=archived.position,
-            id=archived.id,
-            source=archived.source,
-            type=archived.type,
-            subject=archived.subject,
-            recorded_time=archived.recorded_time,
-            body=body,
-        )
         decoded: dict[str, Any] | None = None
         for rule in matched:
-            for target in rules.targets.get(rule, ()):
+            for target in targets.get(rule, ()):
                 if decoded is None and (target.transformer is not None or target.ordered):
                     decoded = msgspec.json.decode(body)
-                delivery = build_delivery(event, rule, target, decoded)
+                delivery = build_delivery(tenant, bus, archived, body, rule, target, decoded)
                 if delivery is not None:
                     out.append(delivery)
     return out
@@ -209,6 +199,13 @@ class _Job:
     task: asyncio.Task[None] | None = None
     _bus_rules: RuleSet | None = None
     _rules: RuleSet | None = None
+    # The read of the page after `seq`, started while the page before it is matched.
+    read_ahead: tuple[int, asyncio.Future[list[ArchivedEvent]]] | None = None
+
+    def drop_read_ahead(self) -> None:
+        if self.read_ahead is not None:
+            _discard(self.read_ahead[1])
+            self.read_ahead = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -405,14 +402,15 @@ class ReplayRunner:
                 upcoming = asyncio.ensure_future(self._prepare(job, events[-1].seq))
                 try:
                     await self.queue.route_replay(
-                        tenant, record.name, events[-1].seq, len(events), deliveries
+                        tenant, record.name, events[-1].seq, len(events), deliveries, after=seq
                     )
                 except CursorConflict:
                     # Another process runs this replay too: go on from where it got.
-                    upcoming.cancel()
+                    await _cancelled(upcoming)
                     seq, replayed = await self.queue.replay_cursor(tenant, record.name)
                     upcoming = asyncio.ensure_future(self._prepare(job, seq))
                     continue
+                seq = events[-1].seq
                 replayed += len(events)
                 self.hooks.on_replayed(tenant, len(events), len(deliveries))
                 if deliveries and self.wake is not None:
@@ -426,22 +424,30 @@ class ReplayRunner:
         finally:
             # `wait`: the read ahead ends whatever it was doing, and a cancellation of this
             # task still reaches its caller (awaiting `upcoming` under a suppress would eat it).
-            upcoming.cancel()
-            await asyncio.wait([upcoming])
-            if not upcoming.cancelled():
-                upcoming.exception()  # retrieved: nothing is logged at garbage collection
+            await _cancelled(upcoming)
+            job.drop_read_ahead()
 
     async def _prepare(
         self, job: _Job, after_seq: int
     ) -> tuple[list[ArchivedEvent], list[NewDelivery]]:
         """The next batch of the window after `after_seq`, and its deliveries by the bus's rules
-        as they are now."""
-        record = job.record
-        events = await self.archives.read_window(
-            record.archive_uid, record.start, record.end, after_seq=after_seq, limit=self.batch
-        )
+        as they are now.
+
+        The read of the batch after it starts before this one is matched: reading (a thread,
+        mostly outside the GIL) and matching (this event loop) overlap, as matching and the
+        queue's writes do.
+        """
+        ahead, job.read_ahead = job.read_ahead, None
+        if ahead is not None and ahead[0] == after_seq:
+            events = await ahead[1]
+        else:
+            if ahead is not None:
+                _discard(ahead[1])  # the replay went on from elsewhere (a cursor conflict)
+            events = await self._read(job, after_seq)
         if not events:
             return events, []
+        job.read_ahead = (events[-1].seq, asyncio.ensure_future(self._read(job, events[-1].seq)))
+        record = job.record
         rules = self.rules_for(job.tenant, record.bus)
         if inspect.isawaitable(rules):
             rules = await rules
@@ -453,6 +459,12 @@ class ReplayRunner:
             chunk = events[start : start + MATCH_CHUNK]
             deliveries += replay_deliveries(job.tenant, record, narrowed, chunk)
         return events, deliveries
+
+    async def _read(self, job: _Job, after_seq: int) -> list[ArchivedEvent]:
+        record = job.record
+        return await self.archives.read_window(
+            record.archive_uid, record.start, record.end, after_seq=after_seq, limit=self.batch
+        )
 
     async def _archiver_caught_up(self, job: _Job) -> bool:
         """Wait until the archiver has looked at what the bus's log holds now (False: the archive
@@ -469,3 +481,18 @@ class ReplayRunner:
                 async with asyncio.timeout(ARCHIVER_POLL_SECONDS):
                     await job.stop.wait()
         return False
+
+
+async def _cancelled(future: asyncio.Future[Any]) -> None:
+    """Cancel `future` and wait until it has ended, whatever it was doing; its outcome is
+    retrieved, so nothing is logged at garbage collection."""
+    future.cancel()
+    await asyncio.wait([future])
+    if not future.cancelled():
+        future.exception()
+
+
+def _discard(future: asyncio.Future[Any]) -> None:
+    """Cancel a read no one will wait for; its outcome is retrieved, so nothing is logged."""
+    future.cancel()
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())

@@ -20,6 +20,7 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final, Protocol
 
 import msgspec
@@ -38,6 +39,26 @@ EVENT_CONTENT_TYPE: Final = "application/cloudevents+json"
 PARTITION_KEY: Final = "partitionkey"
 
 log = structlog.get_logger("stellwerk.routing")
+
+
+class RoutedEvent(Protocol):
+    """What a delivery takes from the event it carries: a `StoredEvent` of the log, or an
+    `ArchivedEvent` of an archive (replays)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def subject(self) -> str | None: ...
+
+    @property
+    def position(self) -> int: ...
+
+    @property
+    def recorded_time(self) -> datetime: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,21 +187,30 @@ class Router(BusFollower):
                 for target in rules.targets.get(rule, ()):
                     if decoded is None and (target.transformer is not None or target.ordered):
                         decoded = msgspec.json.decode(event.body)
-                    delivery = build_delivery(event, rule, target, decoded)
+                    delivery = build_delivery(
+                        event.tenant, event.bus, event, event.body, rule, target, decoded
+                    )
                     if delivery is not None:
                         out.append(delivery)
         return out
 
 
 def build_delivery(
-    event: StoredEvent, rule: str, target: RouteTarget, decoded: dict[str, Any] | None
+    tenant: str,
+    bus: str,
+    event: RoutedEvent,
+    body: bytes,
+    rule: str,
+    target: RouteTarget,
+    decoded: dict[str, Any] | None,
 ) -> NewDelivery | None:
-    """The delivery of `event` to one target of a matched rule (also used by replays).
+    """The delivery of `event` (whose JSON is `body`) on `tenant`'s `bus` to one target of a
+    matched rule (also used by replays).
 
-    `decoded` is the event's JSON, needed when the target transforms or orders. None comes back
+    `decoded` is `body` decoded, needed when the target transforms or orders. None comes back
     when the transformer fails (logged; the event can be replayed once the rule is fixed).
     """
-    payload = event.body
+    payload = body
     content_type = target.content_type or EVENT_CONTENT_TYPE
     if target.transformer is not None:
         assert decoded is not None
@@ -191,7 +221,7 @@ def build_delivery(
         except Exception:
             # Templates are checked when the rule is saved; one that still fails must not stop
             # the bus. The event stays in the log and can be replayed once the rule is fixed.
-            log.exception("transform_failed", tenant=event.tenant, bus=event.bus, rule=rule)
+            log.exception("transform_failed", tenant=tenant, bus=bus, rule=rule)
             return None
         payload = text.encode()
         content_type = target.content_type or _text_type(payload)
@@ -200,8 +230,8 @@ def build_delivery(
         key = decoded.get(PARTITION_KEY, event.subject)
         ordering_key = None if key is None else str(key)
     return NewDelivery(
-        tenant=event.tenant,
-        bus=event.bus,
+        tenant=tenant,
+        bus=bus,
         rule=rule,
         target_id=target.id,
         event_id=event.id,

@@ -165,6 +165,18 @@ def check_route(
             )
 
 
+def check_replay_batch(tenant: str, replay: str, current: int, after: int, seq: int) -> None:
+    """What every backend's `route_replay` checks against the replay's cursor (`current`)
+    before it writes a batch of the archived events in (`after`, `seq`]."""
+    if seq <= after:
+        raise ValueError(f"a replay batch ({after}, {seq}] holds nothing")
+    if current != after:
+        raise CursorConflict(
+            f"replay {tenant}/{replay} is at seq {current}, not {after}; cannot route"
+            f" ({after}, {seq}]"
+        )
+
+
 class DeliveryQueue(Protocol):
     """Deliveries on their way to targets. Use as `async with queue:` or `start()`/`close()`.
 
@@ -196,14 +208,24 @@ class DeliveryQueue(Protocol):
         ...
 
     async def route_replay(
-        self, tenant: str, replay: str, seq: int, events: int, deliveries: Sequence[NewDelivery]
+        self,
+        tenant: str,
+        replay: str,
+        seq: int,
+        events: int,
+        deliveries: Sequence[NewDelivery],
+        *,
+        after: int,
     ) -> None:
-        """Enqueue a replay's deliveries for `events` more archived events, up to archive `seq`.
+        """Enqueue a replay's deliveries for the `events` archived events in (`after`, `seq`].
 
-        Moves the replay's cursor to `seq` and adds `events` to its count; both happen with the
-        enqueue or neither does. `seq` must be above the cursor (`CursorConflict` otherwise) and
-        every delivery must belong to `tenant`. Replayed deliveries are due now and their maximum
-        event age counts from now, like a redrive: a replay re-sends old events on purpose.
+        Moves the replay's cursor from `after` to `seq` and adds `events` to its count; both
+        happen with the enqueue or neither does. The cursor must be at `after`: a replay that
+        another process moved meanwhile gets `CursorConflict`, however far it got (a batch that
+        merely ends beyond the cursor may overlap what the other one sent). `seq` must be above
+        `after` and every delivery must belong to `tenant` (`ValueError`). Replayed deliveries
+        are due now and their maximum event age counts from now, like a redrive: a replay
+        re-sends old events on purpose.
         """
         ...
 

@@ -67,6 +67,7 @@ from stellwerk.storage.deliveries import (
     QueueDepth,
     ReplayCursor,
     TargetKey,
+    check_replay_batch,
     check_route,
 )
 from stellwerk.storage.nats.connection import Connection
@@ -263,17 +264,21 @@ class JetStreamDeliveryQueue:
         return decode_cursor(stored.data).position if stored is not None else 0
 
     async def route_replay(
-        self, tenant: str, replay: str, seq: int, events: int, deliveries: Sequence[NewDelivery]
+        self,
+        tenant: str,
+        replay: str,
+        seq: int,
+        events: int,
+        deliveries: Sequence[NewDelivery],
+        *,
+        after: int,
     ) -> None:
         opened = self._running()
         now_us = to_us(self._clock())
         key = self.layout.replay_key(tenant, replay)
         stored = await opened.store.last(key)
         current = decode_replay(stored.data) if stored is not None else ReplayMark(0, 0)
-        if seq <= current.seq:
-            raise CursorConflict(
-                f"replay {tenant}/{replay} is at seq {current.seq}; cannot route up to {seq}"
-            )
+        check_replay_batch(tenant, replay, current.seq, after, seq)
         for d in deliveries:
             if d.tenant != tenant:
                 raise ValueError(f"a delivery of {d.tenant} does not belong in {tenant}")
