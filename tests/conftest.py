@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
+from tests.nats_support import free_port as free_port  # shared by every test folder
 from tests.nats_support import nats_cluster, nats_server  # noqa: F401 (fixtures)
 
 from stellwerk.app import build_app
@@ -24,13 +24,6 @@ POSTGRES_ADMIN_DSN = os.environ.get(
     "STELLWERK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
 IN_CI = os.environ.get("CI") == "true"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def _postgres_reachable() -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import signal
 import socket
@@ -44,11 +45,30 @@ def nats_server_binary() -> str:
     return found
 
 
+# Ports for servers that tests start, below Linux's ephemeral range (32768-60999 by default).
+# A port the kernel hands out as free (bind to 0) is in that range, and between closing it and
+# the server binding it, any outgoing connection of the machine may take it as its local port:
+# CI once saw nats-server fail with "address already in use" that way.
+_TEST_PORTS: Final = range(20_000, 32_000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A loopback port nothing listens on now, outside the ephemeral range, and not handed out
+    before by this process (servers of one test run take different ones)."""
+    start = random.randrange(len(_TEST_PORTS))
+    for offset in range(len(_TEST_PORTS)):
+        port = _TEST_PORTS[(start + offset) % len(_TEST_PORTS)]
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    raise RuntimeError(f"no free port in {_TEST_PORTS}")
 
 
 @dataclass
