@@ -189,6 +189,7 @@ async def open_services(
         router.owns = bus_owner(leases, "router", rulebook.buses)
         archiver.owns = bus_owner(leases, "archiver", archiver.buses)
         archiver.buses_changed = leases.wake
+        rulebook.buses_changed = leases.wake
     log_watch.subscribe(archiver.notify)
     suppressions = Suppressions(control.erasures, metrics, ttl=settings.key_cache_seconds)
     services = Services(

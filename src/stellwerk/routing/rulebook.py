@@ -43,6 +43,8 @@ class RuleBook:
         self._build = build
         self._buses: dict[tuple[str, str], _Bus] = {}  # (tenant name, bus)
         self._tenant_names: dict[str, str] = {}  # tenant id -> name
+        # Told when a bus comes or goes (the lease keeper's `wake`: its router takes it on now).
+        self.buses_changed: Callable[[], None] = lambda: None
 
     async def load(self) -> None:
         """Read everything (at start)."""
@@ -117,6 +119,8 @@ class RuleBook:
         old = self._buses.pop(key, None)
         if new is not None:
             self._buses[key] = new
+        if (old is None) != (new is None):
+            self.buses_changed()
         if old is not None:
             for binding in old.bindings.values():
                 await binding.target.close()

@@ -1,0 +1,46 @@
+"""The rule book on a real control plane (SQLite): which buses it holds, and when it says so."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from stellwerk.delivery.model import Target
+from stellwerk.routing.rulebook import RuleBook
+from stellwerk.rules import TargetSpec
+from stellwerk.storage.control import ControlPlane
+from stellwerk.storage.control.connections import ConnectionRecord
+
+
+def _no_targets(
+    tenant: str, bus: str, spec: TargetSpec, connections: Mapping[str, ConnectionRecord]
+) -> Target:
+    raise AssertionError("no rule in these tests has a target")
+
+
+async def test_the_rule_book_says_when_a_bus_comes_or_goes(tmp_path: Path) -> None:
+    """In scale-out mode that wakes the lease keeper, so a new bus's router lease is claimed at
+    once rather than at the next round."""
+    control = await ControlPlane.open(f"sqlite+aiosqlite:///{tmp_path / 'control.db'}")
+    try:
+        acme = await control.create_tenant("acme")
+        book = RuleBook(control, _no_targets)
+        changes: list[list[tuple[str, str]]] = []
+        book.buses_changed = lambda: changes.append(sorted(book.buses()))
+
+        await book.load()
+        assert changes == [[("acme", "default")]]
+        await book.reload(acme.id, "default")  # the same bus again: nothing new
+        assert len(changes) == 1
+
+        await control.put_bus(acme.id, "audit")
+        await book.reload(acme.id, "audit")
+        assert changes[-1] == [("acme", "audit"), ("acme", "default")]
+
+        await control.delete_bus(acme.id, "audit")
+        await book.reload(acme.id, None)
+        assert changes[-1] == [("acme", "default")]
+        assert len(changes) == 3
+        await book.close()
+    finally:
+        await control.close()
