@@ -29,13 +29,15 @@ def test_the_writer_checkpoints_once_the_wal_passes_the_bound(tmp_path: Path) ->
     path = tmp_path / "q.db"
     wal = tmp_path / "q.db-wal"
     conn = _wal_database(path)
-    bound = WalBound(path, max_bytes=MB, every=2)
+    bound = WalBound(path, max_bytes=MB)
     _write(conn, 2)
     grown = wal.stat().st_size
     assert grown > MB
 
-    bound.after_group(conn)  # not yet looked at: every second group
+    bound.grew(MB // 32)
+    bound.after_group(conn)  # not looked at yet: less than a sixteenth of the bound stored
     assert bound.checkpoints == 0
+    bound.grew(MB // 32)
     bound.after_group(conn)
     assert bound.checkpoints == 1
     # Everything is in the file now, so the next write starts the WAL over (and shrinks it).
@@ -48,9 +50,10 @@ def test_the_writer_checkpoints_once_the_wal_passes_the_bound(tmp_path: Path) ->
 def test_below_the_bound_the_writer_leaves_the_wal_to_the_checkpointer(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
     conn = _wal_database(path)
-    bound = WalBound(path, max_bytes=8 * MB, every=1)
+    bound = WalBound(path, max_bytes=8 * MB)
     _write(conn, 1)
     for _ in range(3):
+        bound.grew(MB)
         bound.after_group(conn)
     assert bound.checkpoints == 0
     conn.close()

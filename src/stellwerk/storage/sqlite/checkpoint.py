@@ -9,7 +9,7 @@ event log and the delivery queue each have one.
 
 A PASSIVE checkpoint cannot finish while the writer keeps appending, and the WAL only starts over
 once one has. So when the WAL file passes a bound the writer checkpoints itself between two
-groups (`GroupCommitter.bound_wal`, `WalBound`): under sustained saturation the WAL stays bounded
+groups (`WalBound`): under sustained saturation the WAL stays bounded
 and the cost falls where the load is.
 """
 
@@ -75,23 +75,26 @@ class Checkpointer:
 class WalBound:
     """The writer's own checkpoint, between two groups, once the WAL file passes `max_bytes`.
 
-    The file is looked at only every `every` groups: `stat` releases the GIL as an SQLite call
-    does, and a WAL grows by little between two looks.
+    `stat` releases the GIL as an SQLite call does, so the file is looked at only once the
+    writer's groups have put a sixteenth of the bound into it since the last look (`grew`, with
+    the bytes of what they stored: the WAL grows by more, so it overshoots by little).
     """
 
-    def __init__(self, path: Path, *, max_bytes: int, every: int = 16) -> None:
+    def __init__(self, path: Path, *, max_bytes: int) -> None:
         self._wal = path.with_name(path.name + "-wal")
         self._max_bytes = max_bytes
-        self._every = every
-        self._groups = 0
+        self._unchecked = 0
         self.checkpoints = 0
+
+    def grew(self, stored: int) -> None:
+        """A group stored about `stored` bytes."""
+        self._unchecked += stored
 
     def after_group(self, conn: sqlite3.Connection) -> None:
         """Called by the writer between groups, outside any transaction."""
-        self._groups += 1
-        if self._groups < self._every:
+        if self._unchecked < self._max_bytes // 16:
             return
-        self._groups = 0
+        self._unchecked = 0
         # A failed look or checkpoint (a full disk) is tried again at the next look.
         with contextlib.suppress(sqlite3.Error, OSError):
             if self._wal.stat().st_size > self._max_bytes:

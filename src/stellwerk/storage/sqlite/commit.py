@@ -22,6 +22,7 @@ import msgspec
 from stellwerk.events.rfc3339 import format_rfc3339
 from stellwerk.storage.eventlog import AppendResult, LogClosed
 from stellwerk.storage.sqlite import schema
+from stellwerk.storage.sqlite.checkpoint import WalBound
 from stellwerk.storage.sqlite.dedup import FLUSH_ENTRIES, MIN_SLICE, RecentKeys
 from stellwerk.storage.sqlite.segments import GroupPlan, decode_meta, migrate_legacy
 from stellwerk.storage.sqlite.writer import Job, PendingAppend
@@ -59,9 +60,7 @@ class GroupCommitter:
         self._sweep_interval = sweep_interval
         self._last_sweep = -float("inf")
         self._max_wal_bytes = max_wal_bytes
-        self._wal_path: Path | None = None
-        # Bytes of events committed since the WAL's size was last looked at (see `bound_wal`).
-        self._unchecked_bytes = 0
+        self._wal_bound: WalBound | None = None
         self._conn: sqlite3.Connection | None = None
         self._streams: dict[tuple[str, str], int] = {}
         self._next_position = 1
@@ -98,7 +97,7 @@ class GroupCommitter:
                 if position + i >= since
             ]
             self._recent.load(conn, rebuild)
-        self._wal_path = path.with_name(path.name + "-wal")
+        self._wal_bound = WalBound(path, max_bytes=self._max_wal_bytes)
         self._conn = conn
 
     def close(self) -> None:
@@ -180,7 +179,8 @@ class GroupCommitter:
                 self._live_mark = (self._next_position, now_us)
             self._next_position = plan.next_position
             self._last_recorded_us = now_us
-            self._unchecked_bytes += sum(len(event.body) for event in events)
+            if self._wal_bound is not None:
+                self._wal_bound.grew(sum(len(event.body) for event in events))
             if self._dedup_window_us > 0:
                 self._recent.add(plan.hash_rows)
                 self._recent.written(len(flushed), flush_done)
@@ -258,8 +258,7 @@ class GroupCommitter:
         # Each step that fails now (a full disk, say) is tried again after the next group.
         with contextlib.suppress(sqlite3.Error):
             self.sweep_dedup()
-        with contextlib.suppress(sqlite3.Error, OSError):
-            self.bound_wal()
+        self.bound_wal()
 
     def bound_wal(self) -> None:
         """Checkpoint here, in the writer, when the background checkpoints cannot keep up.
@@ -267,15 +266,8 @@ class GroupCommitter:
         Between groups nothing appends, so this checkpoint can fold in the whole WAL and the
         next transaction starts it over (see checkpoint.py).
         """
-        # `stat` releases the GIL like an SQLite call does, so it is not done after every group:
-        # only once events of a sixteenth of the bound have been committed since the last look
-        # (the WAL grows by more than the events' bytes, so it overshoots by little).
-        if self._wal_path is None or self._unchecked_bytes < self._max_wal_bytes // 16:
-            return
-        self._unchecked_bytes = 0
-        if self._wal_path.stat().st_size <= self._max_wal_bytes:
-            return
-        self._writer_conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if self._wal_bound is not None:
+            self._wal_bound.after_group(self._writer_conn())
 
     def sweep_dedup(self) -> None:
         """Drop expired dedup entries, a chunk at a time, at most once per sweep interval."""

@@ -173,11 +173,18 @@ def from_us(us: int) -> datetime:
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _connect(path: Path, *, writer: bool) -> sqlite3.Connection:
+def _open(path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit): the checkpointer's as it is,
+    the writer's and the reader's after `_connect`."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
     # FULL: a route or redrive that returned survives power loss, not just a crash.
     conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def _connect(path: Path, *, writer: bool) -> sqlite3.Connection:
+    conn = _open(path)
     if writer:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
@@ -193,13 +200,6 @@ def _connect(path: Path, *, writer: bool) -> sqlite3.Connection:
             conn.execute("ALTER TABLE deliveries ADD COLUMN body INTEGER")
     else:
         conn.execute("PRAGMA query_only = ON")
-    return conn
-
-
-def _checkpoint_connection(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 10000")
-    conn.execute("PRAGMA synchronous = FULL")
     return conn
 
 
@@ -352,6 +352,7 @@ class SqliteDeliveryQueue:
         self._read_conn: sqlite3.Connection | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._checkpointer: Checkpointer | None = None
+        self._wal_bound: WalBound | None = None
         # Writer-thread state, rebuilt from the file whenever an operation fails.
         self._target_ids: dict[TargetKey, int] = {}
         self._keys: dict[int, TargetKey] = {}
@@ -376,14 +377,12 @@ class SqliteDeliveryQueue:
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="deliveries-read")
         self._stale = True
         self._checkpointer = Checkpointer(
-            functools.partial(_checkpoint_connection, self.path), name="deliveries-checkpoint"
+            functools.partial(_open, self.path), name="deliveries-checkpoint"
         )
         self._checkpointer.start()
+        self._wal_bound = WalBound(self.path, max_bytes=MAX_WAL_BYTES)
         self._writer = _Writer(
-            self._write_conn,
-            self._mark_stale,
-            self._checkpointer,
-            WalBound(self.path, max_bytes=MAX_WAL_BYTES),
+            self._write_conn, self._mark_stale, self._checkpointer, self._wal_bound
         )
         self._writer.start()
 
@@ -483,6 +482,8 @@ class SqliteDeliveryQueue:
             )  # fmt: skip
         self._last_id = last_id
         _INSERT(conn, rows)
+        if self._wal_bound is not None:
+            self._wal_bound.grew(sum(len(d.payload) for d in deliveries))
 
     async def route_replay(
         self,
