@@ -30,9 +30,8 @@ from pathlib import Path
 from stellwerk.cli.bench import nats_support
 from stellwerk.events import CloudEvent
 from stellwerk.routing.archiver import Archiver
-from stellwerk.storage.archives import ArchiveStore
+from stellwerk.seams import ArchiveStore, NewEvent
 from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.eventlog import NewEvent
 from stellwerk.storage.nats import JetStreamArchiveStore
 from stellwerk.storage.sqlite import ARCHIVES_FILE, EVENTS_FILE, SqliteArchiveStore, SqliteEventLog
 

@@ -36,12 +36,11 @@ from typing import Any
 import msgspec
 
 from stellwerk.cli.bench import load_file
-from stellwerk.delivery.model import Delivered, Delivery, NewDelivery, Outcome
+from stellwerk.delivery.model import Delivered, Outcome
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 from stellwerk.patterns import Matcher
 from stellwerk.routing import Router, RouteTarget, RuleSet
-from stellwerk.storage.deliveries import TargetKey
-from stellwerk.storage.eventlog import NewEvent
+from stellwerk.seams import Delivery, NewDelivery, NewEvent, TargetKey
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
 

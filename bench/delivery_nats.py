@@ -30,9 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stellwerk.cli.bench import nats_support, process_cpu
-from stellwerk.delivery.model import Delivered, Delivery, NewDelivery, Outcome
+from stellwerk.delivery.model import Delivered, Outcome
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
-from stellwerk.storage.deliveries import DeliveryQueue
+from stellwerk.seams import Delivery, DeliveryQueue, NewDelivery
 from stellwerk.storage.nats.deliveries import JetStreamDeliveryQueue
 from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
 

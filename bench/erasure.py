@@ -28,7 +28,7 @@ from typing import Any
 
 from stellwerk.erasure.criterion import Criterion, parse
 from stellwerk.events import CloudEvent
-from stellwerk.storage.eventlog import ErasedEvent, NewEvent
+from stellwerk.seams import ErasedEvent, NewEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 
 USERS = 2_000

@@ -29,7 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from stellwerk.events import CloudEvent, encode_event
-from stellwerk.storage.eventlog import DEFAULT_DEDUP_WINDOW, NewEvent
+from stellwerk.seams import DEFAULT_DEDUP_WINDOW, NewEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog, schema
 
 PAD = "x" * 820  # with the envelope, ~1 KB per event

@@ -48,9 +48,9 @@ from stellwerk.loadgen import LoadResult, LoadSpec, Mode, Target, run_load
 from stellwerk.patterns import Matcher
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.routing.replay import NoReplayHooks, ReplayRunner
+from stellwerk.seams import NewEvent
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.replays import NewReplay
-from stellwerk.storage.eventlog import NewEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 from stellwerk.storage.sqlite.archives import ARCHIVES_FILE, SqliteArchiveStore
 from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue

@@ -33,19 +33,25 @@ from stellwerk.ops.metrics import Metrics
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.retention import Retention, RetentionMetrics
 from stellwerk.routing.archiver import Archiver, ArchiverMetrics, archive_floors, trim_archives
-from stellwerk.routing.leases import Leases, LocalLeases, bus_owner
 from stellwerk.routing.replay import ReplayMetrics, ReplayRunner
 from stellwerk.routing.router import Router
 from stellwerk.routing.rulebook import RuleBook
-from stellwerk.rules.model import MAX_TIMEOUT_SECONDS
+from stellwerk.rules import MAX_TIMEOUT_SECONDS
+from stellwerk.seams import (
+    ArchiveStore,
+    Change,
+    DeliveryQueue,
+    EventLog,
+    Leases,
+    LocalLeases,
+    LocalSignals,
+    Signals,
+    bus_owner,
+)
 from stellwerk.secrets import SecretBox, load_or_create_key
 from stellwerk.services import Services
-from stellwerk.signals import Change, LocalSignals, Signals
-from stellwerk.storage.archives import ArchiveStore
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.directory import BusDirectory
-from stellwerk.storage.deliveries import DeliveryQueue
-from stellwerk.storage.eventlog import EventLog
 from stellwerk.storage.sqlite import ARCHIVES_FILE, EVENTS_FILE, SqliteArchiveStore, SqliteEventLog
 from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
 from stellwerk.storage.watch import LogWatch

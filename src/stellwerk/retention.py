@@ -23,9 +23,8 @@ from prometheus_client import Counter, Gauge
 
 from stellwerk.ops.lifecycle import cancelled_meanwhile
 from stellwerk.ops.metrics import Metrics
+from stellwerk.seams import DeliveryQueue, EventLog
 from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.deliveries import DeliveryQueue
-from stellwerk.storage.eventlog import EventLog
 
 log = structlog.get_logger("stellwerk.retention")
 

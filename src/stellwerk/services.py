@@ -25,16 +25,20 @@ from stellwerk.ops.metrics import Metrics
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.retention import Retention
 from stellwerk.routing.archiver import Archiver
-from stellwerk.routing.leases import Leases, while_held
 from stellwerk.routing.replay import ReplayRunner
 from stellwerk.routing.router import Router
 from stellwerk.routing.rulebook import RuleBook
-from stellwerk.signals import Change, Signals
-from stellwerk.storage.archives import ArchiveStore
+from stellwerk.seams import (
+    ArchiveStore,
+    Change,
+    DeliveryQueue,
+    EventLog,
+    Leases,
+    Signals,
+    while_held,
+)
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.directory import BusDirectory
-from stellwerk.storage.deliveries import DeliveryQueue
-from stellwerk.storage.eventlog import EventLog
 from stellwerk.storage.watch import LogWatch
 
 DEPTH_REFRESH_SECONDS = 5.0

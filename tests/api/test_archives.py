@@ -14,7 +14,7 @@ from stellwerk.api.routes import archives as archives_route
 from stellwerk.api.routes.archives import MAX_ARCHIVES_PER_BUS
 from stellwerk.auth import Scope
 from stellwerk.events import CloudEvent
-from stellwerk.storage.eventlog import NewEvent
+from stellwerk.seams import NewEvent
 from stellwerk.tenancy import provision_tenant
 
 ORDERS: dict[str, Any] = {"type": ["order.created"]}

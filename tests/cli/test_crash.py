@@ -22,7 +22,7 @@ import pytest
 from tests.cli.server import running_server
 from tests.conftest import free_port
 
-from stellwerk.storage.eventlog import StoredEvent
+from stellwerk.seams import StoredEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 
 KILL_AFTER_EVENTS: Final = 8_000

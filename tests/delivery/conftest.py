@@ -14,7 +14,7 @@ from tests.delivery.queue_support import BACKENDS, QueueFactory
 from tests.nats_support import NatsServer
 from tests.storage.eventlog_support import MovableClock
 
-from stellwerk.storage.deliveries import DeliveryQueue
+from stellwerk.seams import DeliveryQueue
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from tests.storage.eventlog_support import T0, MovableClock
 
-from stellwerk.delivery.model import NewDelivery
-from stellwerk.storage.deliveries import DeliveryQueue
+from stellwerk.seams import DeliveryQueue, NewDelivery
 from stellwerk.storage.nats.deliveries import JetStreamDeliveryQueue
 from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
 

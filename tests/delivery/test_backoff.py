@@ -9,7 +9,8 @@ import pytest
 from tests.storage.eventlog_support import T0
 
 from stellwerk.delivery.backoff import CAP_SECONDS, Verdict, backoff_seconds, decide
-from stellwerk.delivery.model import GiveUp, RetryLater, RetryPolicy
+from stellwerk.delivery.model import GiveUp, RetryLater
+from stellwerk.rules import RetryPolicy
 
 
 @pytest.mark.parametrize("retry", [1, 2, 5, 10, 11, 50, 185, 10_000])

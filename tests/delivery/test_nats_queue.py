@@ -22,7 +22,7 @@ from tests.delivery.queue_support import new_delivery
 from tests.nats_support import NatsCluster, NatsServer
 from tests.storage.eventlog_support import T0, MovableClock
 
-from stellwerk.storage.deliveries import CursorConflict, DeliveryQueueError, LeasedDelivery
+from stellwerk.seams import CursorConflict, DeliveryQueueError, LeasedDelivery
 from stellwerk.storage.nats.deliveries import JetStreamDeliveryQueue
 
 LEASE = 60.0

@@ -10,7 +10,7 @@ import pytest
 from tests.delivery.queue_support import QueueFactory, new_delivery
 from tests.storage.eventlog_support import T0, MovableClock
 
-from stellwerk.storage.deliveries import CursorConflict, DeliveryQueue, ReplayCursor, TargetKey
+from stellwerk.seams import CursorConflict, DeliveryQueue, ReplayCursor, TargetKey
 
 LEASE = 30.0
 

@@ -8,7 +8,7 @@ from msgspec.structs import replace
 from tests.delivery.queue_support import new_delivery
 from tests.storage.eventlog_support import T0
 
-from stellwerk.storage.deliveries import DeliveryQueue, ErasedDeliveries
+from stellwerk.seams import DeliveryQueue, ErasedDeliveries
 
 LEASE = 30.0
 LATER = T0 + timedelta(hours=1)

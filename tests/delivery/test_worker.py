@@ -17,20 +17,15 @@ from tests.delivery.queue_support import new_delivery
 from tests.storage.eventlog_support import MovableClock
 
 from stellwerk.delivery.backoff import CAP_SECONDS
-from stellwerk.delivery.model import (
-    Delivered,
-    Delivery,
-    GiveUp,
-    NewDelivery,
-    Outcome,
-    RetryLater,
-    RetryPolicy,
-)
+from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater
 from stellwerk.delivery.worker import DeliveryWorker, Finish, TargetBinding
-from stellwerk.storage.deliveries import (
+from stellwerk.rules import RetryPolicy
+from stellwerk.seams import (
+    Delivery,
     DeliveryQueue,
     DeliveryQueueError,
     LeasedDelivery,
+    NewDelivery,
     TargetKey,
 )
 

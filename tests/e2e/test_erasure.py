@@ -16,8 +16,8 @@ from tests.e2e.conftest import Receiver
 from stellwerk.app import build_app
 from stellwerk.auth import parse_key
 from stellwerk.config import load_settings
+from stellwerk.seams import NewEvent
 from stellwerk.services import Services
-from stellwerk.storage.eventlog import NewEvent
 
 T = TypeVar("T")
 SIGNUP = {"specversion": "1.0", "source": "urn:app", "type": "user.signup"}

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stellwerk.erasure.criterion import Criterion, InvalidCriterion, needle_of, parse
-from stellwerk.storage.eventlog import StoredEvent
+from stellwerk.seams import StoredEvent
 
 
 def _stored(event: dict[str, Any]) -> StoredEvent:

@@ -15,7 +15,7 @@ from stellwerk.erasure.criterion import parse
 from stellwerk.erasure.runner import ErasureRunner
 from stellwerk.erasure.suppression import Suppressions
 from stellwerk.ops.metrics import Metrics
-from stellwerk.storage.archives import ArchiveStats
+from stellwerk.seams import ArchiveStats
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.erasures import ErasureRecord, ErasureState
 from stellwerk.storage.sqlite import (

@@ -37,7 +37,7 @@ from stellwerk.ingest.binding import (
     decode_request,
     percent_decode,
 )
-from stellwerk.storage.eventlog import NewEvent
+from stellwerk.seams import NewEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 
 TIME = datetime(2026, 3, 1, 12, 30, 15, 250000, tzinfo=UTC)

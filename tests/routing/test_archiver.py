@@ -20,7 +20,7 @@ from stellwerk.routing.archiver import (
     is_replayed,
     trim_archives,
 )
-from stellwerk.storage.archives import ArchiveCursorConflict, ArchivedEvent
+from stellwerk.seams import ArchiveCursorConflict, ArchivedEvent
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.archives import ArchiveRecord
 from stellwerk.storage.sqlite import ARCHIVES_FILE, EVENTS_FILE, SqliteArchiveStore, SqliteEventLog

@@ -17,7 +17,7 @@ import pytest
 from tests.nats_support import NatsCluster, NatsServer
 from tests.routing.lease_support import crash, eventually
 
-from stellwerk.routing.leases import Leases, LocalLeases, lease_name, rendezvous_winner, while_held
+from stellwerk.seams import Leases, LocalLeases, lease_name, rendezvous_winner, while_held
 from stellwerk.storage.nats import JetStreamLeases
 
 TTL = 1.5

@@ -29,11 +29,10 @@ from stellwerk.routing.replay import (
     replay_name_suffix,
     with_replay_name,
 )
-from stellwerk.storage.archives import ArchivedEvent
+from stellwerk.seams import ArchivedEvent, LeasedDelivery, ReplayCursor
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.archives import ArchiveRecord
 from stellwerk.storage.control.replays import NewReplay, ReplayRecord
-from stellwerk.storage.deliveries import LeasedDelivery, ReplayCursor
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 from stellwerk.storage.sqlite.archives import ARCHIVES_FILE, SqliteArchiveStore
 from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue

@@ -15,7 +15,7 @@ from tests.storage.eventlog_support import MovableClock, new_event
 
 from stellwerk.patterns import Matcher
 from stellwerk.routing import Router, RouteTarget, RuleSet
-from stellwerk.storage.deliveries import CursorConflict, LeasedDelivery
+from stellwerk.seams import CursorConflict, LeasedDelivery
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
 from stellwerk.transform import InputTransformer

@@ -14,7 +14,7 @@ from tests.storage.eventlog_support import MovableClock
 
 from stellwerk.events import CloudEvent, encode_event
 from stellwerk.routing import Router
-from stellwerk.storage.eventlog import NewEvent
+from stellwerk.seams import NewEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
 

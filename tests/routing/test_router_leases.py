@@ -26,8 +26,7 @@ from tests.storage.eventlog_support import new_event
 
 from stellwerk.patterns import Matcher
 from stellwerk.routing import Router, RouteTarget, RuleSet
-from stellwerk.routing.leases import bus_owner
-from stellwerk.storage.deliveries import LeasedDelivery
+from stellwerk.seams import LeasedDelivery, bus_owner
 from stellwerk.storage.nats import JetStreamEventLog, JetStreamLeases
 from stellwerk.storage.nats.deliveries import JetStreamDeliveryQueue
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from stellwerk.storage.archives import ArchivedEvent, ArchiveStore
-from stellwerk.storage.eventlog import StoredEvent
+from stellwerk.seams import ArchivedEvent, ArchiveStore, StoredEvent
 from stellwerk.storage.nats import JetStreamArchiveStore
 from stellwerk.storage.sqlite import ARCHIVES_FILE, SqliteArchiveStore
 

@@ -13,7 +13,7 @@ import pytest
 from tests.nats_support import NatsServer
 from tests.storage.eventlog_support import BACKENDS, LogFactory, MovableClock
 
-from stellwerk.storage.eventlog import EventLog
+from stellwerk.seams import EventLog
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from stellwerk.events import CloudEvent, encode_event
-from stellwerk.storage.eventlog import AppendStatus, NewEvent
+from stellwerk.seams import AppendStatus, NewEvent
 from stellwerk.storage.sqlite import SqliteEventLog
 
 APPENDERS = 8

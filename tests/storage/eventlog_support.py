@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 
 from stellwerk.events import CloudEvent
-from stellwerk.storage.eventlog import DEFAULT_DEDUP_WINDOW, EventLog, NewEvent
+from stellwerk.seams import DEFAULT_DEDUP_WINDOW, EventLog, NewEvent
 from stellwerk.storage.nats import JetStreamEventLog
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 

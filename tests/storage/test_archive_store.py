@@ -24,7 +24,7 @@ from tests.storage.archive_support import (
     stored,
 )
 
-from stellwerk.storage.archives import (
+from stellwerk.seams import (
     ArchiveCursorConflict,
     ArchivedEvent,
     ArchiveStats,

@@ -15,14 +15,7 @@ from hypothesis import strategies as st
 from tests.storage.eventlog_support import T0, LogFactory, MovableClock, body_of, new_event
 
 from stellwerk.events import parse_rfc3339
-from stellwerk.storage.eventlog import (
-    AppendStatus,
-    ErasedEvent,
-    EventLog,
-    LogClosed,
-    NewEvent,
-    StoredEvent,
-)
+from stellwerk.seams import AppendStatus, ErasedEvent, EventLog, LogClosed, NewEvent, StoredEvent
 
 
 async def test_appended_events_read_back_in_order_with_growing_positions(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from stellwerk.events import CloudEvent, encode_event
-from stellwerk.storage.eventlog import AppendStatus, NewEvent
+from stellwerk.seams import AppendStatus, NewEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 
 CHILD = Path(__file__).with_name("eventlog_crash_child.py")

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from tests.storage.eventlog_support import T0, MovableClock, new_event
 
-from stellwerk.storage.eventlog import EventLog
+from stellwerk.seams import EventLog
 
 
 async def test_trim_keeps_a_bus_events_above_its_keep_position_however_old(

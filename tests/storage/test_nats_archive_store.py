@@ -17,7 +17,7 @@ from tests.storage.archive_support import T0, read_all, read_all_wide, stored
 from tests.storage.eventlog_support import MovableClock, new_event
 
 from stellwerk.routing.archiver import Archiver
-from stellwerk.storage.archives import ArchiveCursorConflict, ArchiveStats, ArchiveStoreError
+from stellwerk.seams import ArchiveCursorConflict, ArchiveStats, ArchiveStoreError
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.nats import JetStreamArchiveStore, JetStreamEventLog
 from stellwerk.storage.nats.archive_io import ArchiveIO, ArchivesUnavailable

@@ -23,7 +23,7 @@ from tests.nats_support import NatsCluster, NatsServer
 from tests.storage.eventlog_support import T0, MovableClock, new_event
 
 from stellwerk.names import NAME_RULE
-from stellwerk.storage.eventlog import AppendStatus, LogOverloaded, NewEvent
+from stellwerk.seams import AppendStatus, LogOverloaded, NewEvent
 from stellwerk.storage.nats import JetStreamEventLog, Layout
 from stellwerk.storage.nats.names import message_id, name_of, token
 

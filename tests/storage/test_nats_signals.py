@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 from tests.nats_support import NatsServer
 
-from stellwerk.signals import Change
+from stellwerk.seams import Change
 from stellwerk.storage.nats.signals import NatsSignals
 
 

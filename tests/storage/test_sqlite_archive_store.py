@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from tests.storage.archive_support import T0, read_all, stored
 
-from stellwerk.storage.archives import ArchiveStats
-from stellwerk.storage.eventlog import StoredEvent
+from stellwerk.seams import ArchiveStats, StoredEvent
 from stellwerk.storage.sqlite import ARCHIVES_FILE, SqliteArchiveStore
 from stellwerk.storage.sqlite.archives import DELETE_CHUNK
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.storage.eventlog_support import body_of, new_event
 
-from stellwerk.storage.eventlog import ErasedEvent, StoredEvent
+from stellwerk.seams import ErasedEvent, StoredEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tests.storage.eventlog_support import MovableClock, body_of, new_event
 
-from stellwerk.storage.eventlog import AppendStatus, EventLogError, LogOverloaded, NewEvent
+from stellwerk.seams import AppendStatus, EventLogError, LogOverloaded, NewEvent
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 from stellwerk.storage.sqlite.dedup import key_digest
 from stellwerk.storage.sqlite.schema import SEGMENT_EVENTS

@@ -28,7 +28,8 @@ from typing import Final
 
 import msgspec
 
-from stellwerk.delivery.model import GiveUp, RetryLater, RetryPolicy
+from stellwerk.delivery.model import GiveUp, RetryLater
+from stellwerk.rules import RetryPolicy
 
 BASE_SECONDS: Final = 1.0
 CAP_SECONDS: Final = 900.0

@@ -15,8 +15,8 @@ from stellwerk.delivery.targets import (
     build_auth,
 )
 from stellwerk.rules import TargetSpec
+from stellwerk.seams import EventLog
 from stellwerk.storage.control.connections import ConnectionRecord
-from stellwerk.storage.eventlog import EventLog
 
 
 class TargetBuilder:

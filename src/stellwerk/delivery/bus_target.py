@@ -17,9 +17,9 @@ from typing import Final
 
 import msgspec
 
-from stellwerk.delivery.model import Delivered, Delivery, GiveUp, Outcome, RetryLater
+from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater
 from stellwerk.events import REPLAY_NAME, EventError, encode_event, validate_event
-from stellwerk.storage.eventlog import EventLog, LogClosed, LogOverloaded, NewEvent
+from stellwerk.seams import Delivery, EventLog, LogClosed, LogOverloaded, NewEvent
 
 MAX_HOPS: Final = 8
 HOPS: Final = "stellwerkhops"

@@ -22,7 +22,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from stellwerk.delivery.model import Outcome, RetryLater
 from stellwerk.delivery.worker import Finish
 from stellwerk.ops.metrics import Metrics
-from stellwerk.storage.deliveries import QueueDepth, TargetKey
+from stellwerk.seams import QueueDepth, TargetKey
 
 _TARGET = ["tenant", "bus", "rule", "target"]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)

@@ -9,63 +9,13 @@ travels with every attempt so receivers can deduplicate.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Final, Literal, Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
-MAX_RETRY_ATTEMPTS: Final = 185
-MIN_EVENT_AGE_SECONDS: Final = 60
-MAX_EVENT_AGE_SECONDS: Final = 86_400
-
-
-class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """EventBridge's retry policy: retries after the first attempt, and the oldest event to try.
-
-    `maximum_retry_attempts` is 0..185 (0: one attempt only); `maximum_event_age_seconds` is
-    60..86,400, counted from the event's recorded time.
-    """
-
-    maximum_retry_attempts: int = MAX_RETRY_ATTEMPTS
-    maximum_event_age_seconds: int = MAX_EVENT_AGE_SECONDS
-
+from stellwerk.seams import Delivery
 
 ContentType = Literal["application/cloudevents+json", "application/json", "text/plain"]
-
-
-class NewDelivery(msgspec.Struct, frozen=True):
-    """What the router puts in the queue for one (event, rule, target)."""
-
-    tenant: str
-    bus: str
-    rule: str
-    target_id: str
-    event_id: str
-    event_source: str
-    position: int  # the event's position in the bus's log
-    recorded_time: datetime
-    payload: bytes  # what the target receives: the event, or the input transformer's output
-    content_type: str
-    ordering_key: str | None = None  # set when the target asked for ordered delivery
-
-
-class Delivery(msgspec.Struct, frozen=True):
-    """A delivery as leased from the queue; `attempts` counts attempts already made."""
-
-    id: int
-    tenant: str
-    bus: str
-    rule: str
-    target_id: str
-    event_id: str
-    event_source: str
-    position: int
-    recorded_time: datetime
-    payload: bytes
-    content_type: str
-    attempts: int
-    ordering_key: str | None = None
-    last_error: str | None = None
 
 
 class Delivered(msgspec.Struct, frozen=True):

@@ -11,13 +11,12 @@ import msgspec
 
 from stellwerk.auth import Principal
 from stellwerk.delivery.targets import (
-    TargetConfigError,
     check_target_url,
     generate_secret,
     parse_secret,
     resolve_function,
 )
-from stellwerk.rules import InvalidRuleError, RuleInput, TargetSpec
+from stellwerk.rules import InvalidRuleError, RuleInput, TargetConfigError, TargetSpec
 from stellwerk.storage.control import ControlPlane
 
 

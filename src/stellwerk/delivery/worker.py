@@ -41,13 +41,9 @@ from typing import Any, Final, Literal, Protocol
 import structlog
 
 from stellwerk.delivery.backoff import Verdict, decide
-from stellwerk.delivery.model import Delivered, Outcome, RetryLater, RetryPolicy, Target
-from stellwerk.storage.deliveries import (
-    DeliveryQueue,
-    DeliveryQueueError,
-    LeasedDelivery,
-    TargetKey,
-)
+from stellwerk.delivery.model import Delivered, Outcome, RetryLater, Target
+from stellwerk.rules import RetryPolicy
+from stellwerk.seams import DeliveryQueue, DeliveryQueueError, LeasedDelivery, TargetKey
 
 DEFAULT_CONCURRENCY: Final = 16
 DEFAULT_MAX_IN_FLIGHT: Final = 512

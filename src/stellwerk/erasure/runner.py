@@ -32,11 +32,9 @@ from prometheus_client import Counter
 from stellwerk.erasure.criterion import Criterion
 from stellwerk.erasure.suppression import Suppressions
 from stellwerk.ops.metrics import Metrics
-from stellwerk.storage.archives import ArchiveStore
+from stellwerk.seams import ArchiveStore, DeliveryQueue, ErasedEvent, EventLog
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.erasures import ErasureRecord, ErasureState
-from stellwerk.storage.deliveries import DeliveryQueue
-from stellwerk.storage.eventlog import ErasedEvent, EventLog
 
 log = structlog.get_logger("stellwerk.erasure")
 

@@ -42,10 +42,9 @@ from stellwerk.events import REPLAY_NAME
 from stellwerk.ops.metrics import Metrics
 from stellwerk.patterns import Matcher
 from stellwerk.routing.follower import BusFollower, BusKey
-from stellwerk.storage.archives import ArchiveCursorConflict, ArchiveStore
+from stellwerk.seams import ArchiveCursorConflict, ArchiveStore, EventLog, StoredEvent
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.archives import ArchiveRecord
-from stellwerk.storage.eventlog import EventLog, StoredEvent
 
 DEFAULT_BATCH: Final = 1000
 DEFAULT_POLL_SECONDS: Final = 1.0

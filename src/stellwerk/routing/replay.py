@@ -33,17 +33,22 @@ import msgspec
 import structlog
 from prometheus_client import Counter, Gauge
 
-from stellwerk.delivery.model import NewDelivery
 from stellwerk.events import REPLAY_NAME
 from stellwerk.ops.lifecycle import cancelled_meanwhile
 from stellwerk.ops.metrics import Metrics
 from stellwerk.patterns import Matcher
 from stellwerk.routing.router import RuleSet, RuleSource, build_delivery
-from stellwerk.storage.archives import ArchivedEvent, ArchiveStore
+from stellwerk.seams import (
+    ArchivedEvent,
+    ArchiveStore,
+    CursorConflict,
+    DeliveryQueue,
+    EventLog,
+    NewDelivery,
+    QueueClosed,
+)
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.replays import ReplayRecord
-from stellwerk.storage.deliveries import CursorConflict, DeliveryQueue, QueueClosed
-from stellwerk.storage.eventlog import EventLog
 
 DEFAULT_BATCH: Final = 1000  # archived events per route_replay (one transaction)
 MATCH_CHUNK: Final = 100  # events matched at a time before the event loop serves others

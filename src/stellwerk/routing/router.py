@@ -26,11 +26,9 @@ from typing import Any, Final, Protocol
 import msgspec
 import structlog
 
-from stellwerk.delivery.model import NewDelivery
 from stellwerk.patterns import Matcher
 from stellwerk.routing.follower import BusFollower
-from stellwerk.storage.deliveries import CursorConflict, DeliveryQueue
-from stellwerk.storage.eventlog import EventLog, StoredEvent
+from stellwerk.seams import CursorConflict, DeliveryQueue, EventLog, NewDelivery, StoredEvent
 from stellwerk.transform import InputTransformer
 
 DEFAULT_BATCH: Final = 1000

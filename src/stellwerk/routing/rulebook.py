@@ -17,8 +17,7 @@ from stellwerk.delivery.model import Target
 from stellwerk.delivery.worker import TargetBinding
 from stellwerk.patterns import Matcher
 from stellwerk.routing.router import RouteTarget, RuleSet
-from stellwerk.rules import Rule, TargetSpec
-from stellwerk.rules.model import compile_transformer
+from stellwerk.rules import Rule, TargetSpec, compile_transformer
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.connections import ConnectionRecord
 

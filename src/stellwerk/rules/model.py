@@ -14,12 +14,6 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from stellwerk.delivery.model import (
-    MAX_EVENT_AGE_SECONDS,
-    MAX_RETRY_ATTEMPTS,
-    MIN_EVENT_AGE_SECONDS,
-    RetryPolicy,
-)
 from stellwerk.names import NAME_RULE
 from stellwerk.patterns import CompiledPattern, InvalidPatternError, compile_pattern
 from stellwerk.transform import InputTransformer, InvalidTransformerError
@@ -28,6 +22,22 @@ MAX_TARGETS: Final = 10
 MAX_TIMEOUT_SECONDS: Final = 300.0
 _NAME: Final = re.compile(rf"^{NAME_RULE}\Z")
 _FUNCTION: Final = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*\Z")
+
+MAX_RETRY_ATTEMPTS: Final = 185
+MIN_EVENT_AGE_SECONDS: Final = 60
+MAX_EVENT_AGE_SECONDS: Final = 86_400
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """EventBridge's retry policy: retries after the first attempt, and the oldest event to try.
+
+    `maximum_retry_attempts` is 0..185 (0: one attempt only); `maximum_event_age_seconds` is
+    60..86,400, counted from the event's recorded time.
+    """
+
+    maximum_retry_attempts: int = MAX_RETRY_ATTEMPTS
+    maximum_event_age_seconds: int = MAX_EVENT_AGE_SECONDS
+
 
 TargetType = Literal["http", "bus", "function", "log"]
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from stellwerk.delivery.model import Delivery
+from stellwerk.seams import Delivery
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

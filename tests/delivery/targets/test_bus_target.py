@@ -10,7 +10,8 @@ import msgspec
 import pytest
 
 from stellwerk.delivery.bus_target import HOPS, BusTarget
-from stellwerk.delivery.model import Delivered, Delivery
+from stellwerk.delivery.model import Delivered
+from stellwerk.seams import Delivery
 from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
 
 

@@ -22,18 +22,20 @@ from tests.delivery.targets.support import (
 from stellwerk.delivery.model import Delivered, GiveUp, RetryLater
 from stellwerk.delivery.targets import (
     AddressPolicy,
-    ApiKeySpec,
-    BasicAuthSpec,
     ConnectionAuth,
-    ConnectionSpec,
     HttpTarget,
-    InvalidConnectionError,
-    OAuthClientCredentialsSpec,
     SessionPool,
     build_auth,
     generate_secret,
-    open_connection,
     parse_connection,
+)
+from stellwerk.rules import (
+    ApiKeySpec,
+    BasicAuthSpec,
+    ConnectionSpec,
+    InvalidConnectionError,
+    OAuthClientCredentialsSpec,
+    open_connection,
     public_view,
     seal_connection,
 )

@@ -14,12 +14,8 @@ import structlog.testing
 from tests.delivery.targets.support import make_delivery
 
 from stellwerk.delivery.model import Delivered, GiveUp, RetryLater
-from stellwerk.delivery.targets import (
-    FunctionTarget,
-    InvalidTargetError,
-    LogTarget,
-    resolve_function,
-)
+from stellwerk.delivery.targets import FunctionTarget, LogTarget, resolve_function
+from stellwerk.rules import InvalidTargetError
 
 HANDLERS = """
 import asyncio

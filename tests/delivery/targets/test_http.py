@@ -21,13 +21,8 @@ from tests.delivery.targets.support import (
 )
 
 from stellwerk.delivery.model import Delivered, GiveUp, RetryLater
-from stellwerk.delivery.targets import (
-    HttpTarget,
-    InvalidTargetError,
-    SessionPool,
-    UnsafeTargetError,
-    generate_secret,
-)
+from stellwerk.delivery.targets import HttpTarget, SessionPool, generate_secret
+from stellwerk.rules import InvalidTargetError, UnsafeTargetError
 
 SECRET = generate_secret()
 

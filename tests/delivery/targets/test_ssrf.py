@@ -7,13 +7,9 @@ import ipaddress
 import pytest
 from tests.delivery.targets.support import StaticResolver
 
-from stellwerk.delivery.targets import (
-    AddressPolicy,
-    GuardedResolver,
-    UnsafeTargetError,
-    check_target_url,
-)
+from stellwerk.delivery.targets import AddressPolicy, GuardedResolver, check_target_url
 from stellwerk.delivery.targets.ssrf import UnsafeAddressError, address_refusal
+from stellwerk.rules import UnsafeTargetError
 
 REFUSED = [
     ("http://127.0.0.1/hook", "loopback"),

@@ -27,9 +27,8 @@ from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Principal, Scope
 from stellwerk.names import NAME_RULE, InvalidNameError, check_name
 from stellwerk.patterns import InvalidPatternError, compile_pattern
+from stellwerk.seams import ArchiveStats, Change
 from stellwerk.services import Services
-from stellwerk.signals import Change
-from stellwerk.storage.archives import ArchiveStats
 from stellwerk.storage.control import ConflictError
 from stellwerk.storage.control.archives import ArchiveRecord
 

@@ -16,7 +16,7 @@ from stellwerk.api.errors import ApiError, ErrorBody, not_found
 from stellwerk.api.middleware.auth import principal_of
 from stellwerk.auth import Scope
 from stellwerk.names import NAME_RULE, InvalidNameError, check_name
-from stellwerk.signals import Change
+from stellwerk.seams import Change
 from stellwerk.storage.control import BusRecord, ConflictError, NotFoundError
 
 ValidationMode = Literal["off", "warn", "enforce"]

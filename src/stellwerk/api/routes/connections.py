@@ -20,8 +20,9 @@ from stellwerk.api.endpoints import Endpoint
 from stellwerk.api.errors import ApiError, ErrorBody, not_found
 from stellwerk.api.middleware.auth import principal_of
 from stellwerk.auth import Scope
-from stellwerk.delivery.targets import InvalidConnectionError, parse_connection, public_view
+from stellwerk.delivery.targets import parse_connection
 from stellwerk.names import NAME_RULE, InvalidNameError, check_name
+from stellwerk.rules import InvalidConnectionError, public_view
 from stellwerk.storage.control.connections import ConnectionRecord
 
 

@@ -22,7 +22,7 @@ from stellwerk.api.errors import ApiError, ErrorBody, not_found
 from stellwerk.api.middleware.auth import principal_of
 from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Scope
-from stellwerk.storage.deliveries import DeadLetter
+from stellwerk.seams import DeadLetter
 
 MAX_PAGE = 1000
 

@@ -33,9 +33,9 @@ from stellwerk.ingest.binding import (
 )
 from stellwerk.ingest.metrics import bus_metrics
 from stellwerk.schemas import SchemaViolation, event_violations
+from stellwerk.seams import LogOverloaded, NewEvent
 from stellwerk.services import Services
 from stellwerk.storage.control.failed import NewFailedEvent
-from stellwerk.storage.eventlog import LogOverloaded, NewEvent
 
 SCHEMA_FAILURE = "SchemaValidationFailed"
 _encode: Final = msgspec.json.Encoder().encode

@@ -24,8 +24,8 @@ from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Scope
 from stellwerk.events import EventError, parse_rfc3339, validate_event
 from stellwerk.schemas import compile_schema, event_violations
+from stellwerk.seams import LogOverloaded, NewEvent
 from stellwerk.storage.control.failed import FailedEventFilter, FailedEventRecord
-from stellwerk.storage.eventlog import LogOverloaded, NewEvent
 
 MAX_PAGE = 500
 

@@ -18,7 +18,7 @@ from stellwerk.api.middleware.auth import principal_of
 from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Scope
 from stellwerk.names import InvalidNameError, check_name
-from stellwerk.signals import Change
+from stellwerk.seams import Change
 
 
 class GrantList(msgspec.Struct):

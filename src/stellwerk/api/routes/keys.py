@@ -15,7 +15,7 @@ from stellwerk.api.endpoints import Endpoint
 from stellwerk.api.errors import ApiError, ErrorBody, not_found
 from stellwerk.api.middleware.auth import principal_of
 from stellwerk.auth import Scope
-from stellwerk.signals import Change
+from stellwerk.seams import Change
 from stellwerk.storage.control import ApiKeyRecord, NotFoundError
 
 

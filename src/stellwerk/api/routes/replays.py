@@ -27,8 +27,8 @@ from stellwerk.api.middleware.auth import principal_of
 from stellwerk.auth import Principal, Scope
 from stellwerk.events import parse_rfc3339
 from stellwerk.names import NAME_RULE, InvalidNameError, check_name
+from stellwerk.seams import Change
 from stellwerk.services import Services
-from stellwerk.signals import Change
 from stellwerk.storage.control import ConflictError
 from stellwerk.storage.control.replays import NewReplay, ReplayRecord, ReplayState
 

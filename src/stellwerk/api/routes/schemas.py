@@ -17,7 +17,7 @@ from stellwerk.api.errors import ApiError, ErrorBody, not_found
 from stellwerk.api.middleware.auth import principal_of
 from stellwerk.auth import Scope
 from stellwerk.schemas import InvalidSchemaError, compile_schema
-from stellwerk.signals import Change
+from stellwerk.seams import Change
 from stellwerk.storage.control.schemas import SchemaRecord
 
 TYPE_RULE = "[A-Za-z0-9._:-]{1,256}"

@@ -1,9 +1,8 @@
-"""Connections: reusable authorization for HTTP targets (basic, API key, OAuth client credentials).
+"""Connections at work: the save-time check of a spec, and the authorization it gives requests.
 
-A connection is saved as a spec (`parse_connection` checks it and names the field at fault), its
-secret fields are encrypted at rest (`seal_connection` / `open_connection`), and `GET` shows it
-without them (`public_view`). At delivery time `build_auth` turns a spec into a
-`ConnectionAuth`, which gives the headers for a request and learns from a 401.
+`parse_connection` checks a spec (`stellwerk.rules.connections`) and names the field at fault.
+At delivery time `build_auth` turns a spec into a `ConnectionAuth`, which gives the headers for
+a request and learns from a 401.
 
 OAuth tokens are fetched once and shared by every delivery through the connection (one request
 in flight at a time, however many deliveries wait), kept until shortly before `expires_in`, and
@@ -17,60 +16,26 @@ import base64
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Protocol
 
 import aiohttp
 import msgspec
 
-from stellwerk.delivery.targets.errors import InvalidConnectionError, UnsafeTargetError
 from stellwerk.delivery.targets.responses import describe_status, parse_retry_after, read_limited
 from stellwerk.delivery.targets.session import SessionPool
 from stellwerk.delivery.targets.ssrf import AddressPolicy, find_refusal
-from stellwerk.secrets import SecretBox
+from stellwerk.rules import (
+    ApiKeySpec,
+    BasicAuthSpec,
+    ConnectionSpec,
+    InvalidConnectionError,
+    OAuthClientCredentialsSpec,
+    UnsafeTargetError,
+)
 
 DEFAULT_TOKEN_LIFETIME_SECONDS: Final = 300.0
 MAX_REFRESH_MARGIN_SECONDS: Final = 60.0
 TOKEN_TIMEOUT_SECONDS: Final = 5.0
-
-
-class BasicAuthSpec(msgspec.Struct, frozen=True, tag="basic", tag_field="type",
-                    forbid_unknown_fields=True):  # fmt: skip
-    username: str
-    password: str
-
-
-class ApiKeySpec(msgspec.Struct, frozen=True, tag="api_key", tag_field="type",
-                 forbid_unknown_fields=True):  # fmt: skip
-    header: str
-    value: str
-
-
-class OAuthClientCredentialsSpec(msgspec.Struct, frozen=True, tag="oauth_client_credentials",
-                                 tag_field="type", forbid_unknown_fields=True):  # fmt: skip
-    """RFC 6749 section 4.4; `client_auth` says how the client authenticates to `token_url`:
-    HTTP basic (`basic`, the RFC's recommendation) or `client_id`/`client_secret` form fields."""
-
-    token_url: str
-    client_id: str
-    client_secret: str
-    scope: str | None = None
-    extra_params: dict[str, str] = msgspec.field(default_factory=dict)
-    client_auth: Literal["basic", "body"] = "basic"
-
-
-ConnectionSpec = BasicAuthSpec | ApiKeySpec | OAuthClientCredentialsSpec
-
-SECRET_FIELDS: Final[dict[type[ConnectionSpec], tuple[str, ...]]] = {
-    BasicAuthSpec: ("password",),
-    ApiKeySpec: ("value",),
-    OAuthClientCredentialsSpec: ("client_secret",),
-}
-
-_KINDS: Final[dict[str, type[ConnectionSpec]]] = {
-    "basic": BasicAuthSpec,
-    "api_key": ApiKeySpec,
-    "oauth_client_credentials": OAuthClientCredentialsSpec,
-}
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an HTTP header name (RFC 9110 token)
 # Headers the target sets itself; a connection overriding them would break signing or framing.
@@ -145,42 +110,6 @@ def _check(spec: ConnectionSpec, allow_private: bool) -> None:
         for name in spec.extra_params:
             if name in ("grant_type", "client_id", "client_secret", "scope"):
                 raise InvalidConnectionError(f"extra_params.{name}", "is set from its own field")
-
-
-def seal_connection(spec: ConnectionSpec, box: SecretBox, associated: str = "") -> dict[str, Any]:
-    """The spec as stored: a JSON object whose secret fields are `box`-encrypted tokens.
-
-    `associated` binds the ciphertexts to their row (say `tenant/connection-name`), so a token
-    copied into another connection's row does not decrypt there.
-    """
-    stored: dict[str, Any] = msgspec.to_builtins(spec)
-    for field in SECRET_FIELDS[type(spec)]:
-        stored[field] = box.encrypt(stored[field], associated)
-    return stored
-
-
-def open_connection(
-    stored: Mapping[str, Any], box: SecretBox, associated: str = ""
-) -> ConnectionSpec:
-    """The spec from `seal_connection`'s form; `DecryptionError` on a wrong key or tampering."""
-    plain = dict(stored)
-    kind = _KINDS.get(str(plain.get("type")))
-    if kind is None:
-        raise InvalidConnectionError(
-            "type", f"stored connection has unknown type {plain.get('type')!r}"
-        )
-    for field in SECRET_FIELDS[kind]:
-        plain[field] = box.decrypt(str(plain[field]), associated)
-    result: ConnectionSpec = msgspec.convert(plain, type=ConnectionSpec)
-    return result
-
-
-def public_view(spec: ConnectionSpec) -> dict[str, Any]:
-    """The spec as `GET` shows it: everything but the secrets, which are never shown again."""
-    view: dict[str, Any] = msgspec.to_builtins(spec)
-    for field in SECRET_FIELDS[type(spec)]:
-        del view[field]
-    return view
 
 
 class AuthError(Exception):

@@ -18,8 +18,9 @@ from typing import Any, Final
 
 import msgspec
 
-from stellwerk.delivery.model import Delivered, Delivery, GiveUp, Outcome, RetryLater
-from stellwerk.delivery.targets.errors import InvalidTargetError
+from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater
+from stellwerk.rules import InvalidTargetError
+from stellwerk.seams import Delivery
 
 DEFAULT_CONCURRENCY: Final = 8
 MAX_CONCURRENCY: Final = 256

@@ -31,14 +31,15 @@ from typing import Final
 import aiohttp
 from yarl import URL
 
-from stellwerk.delivery.model import Delivered, Delivery, GiveUp, Outcome, RetryLater
+from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater
 from stellwerk.delivery.targets.connections import AuthError, ConnectionAuth
-from stellwerk.delivery.targets.errors import InvalidTargetError, UnsafeTargetError
 from stellwerk.delivery.targets.responses import describe_status, parse_retry_after, read_limited
 from stellwerk.delivery.targets.session import SessionPool
 from stellwerk.delivery.targets.ssrf import AddressPolicy, find_refusal
 from stellwerk.delivery.targets.webhooks import WebhookSigner, generate_secret
 from stellwerk.ratelimit import TokenBuckets
+from stellwerk.rules import InvalidTargetError, UnsafeTargetError
+from stellwerk.seams import Delivery
 
 DEFAULT_TIMEOUT_SECONDS: Final = 5.0
 MAX_TIMEOUT_SECONDS: Final = 300.0

@@ -11,7 +11,8 @@ from typing import Any
 import msgspec
 import structlog
 
-from stellwerk.delivery.model import Delivered, Delivery, Outcome
+from stellwerk.delivery.model import Delivered, Outcome
+from stellwerk.seams import Delivery
 
 _decoder = msgspec.json.Decoder()
 

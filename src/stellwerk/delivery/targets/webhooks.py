@@ -15,7 +15,7 @@ import hmac
 import os
 from typing import Final
 
-from stellwerk.delivery.targets.errors import InvalidTargetError
+from stellwerk.rules import InvalidTargetError
 
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 (the prefix, not a secret)
 SECRET_BYTES: Final = 32

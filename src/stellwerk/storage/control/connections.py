@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 
-from stellwerk.delivery.targets import ConnectionSpec, open_connection, seal_connection
+from stellwerk.rules import ConnectionSpec, open_connection, seal_connection
 from stellwerk.storage.control.records import SealedStore, utc
 from stellwerk.storage.control.tables import connections
 

@@ -35,7 +35,7 @@ from typing import Final, NamedTuple
 import msgspec
 from nats.aio.msg import Msg
 
-from stellwerk.storage.eventlog import AppendResult, AppendStatus, NewEvent
+from stellwerk.seams import AppendResult, AppendStatus, NewEvent
 from stellwerk.storage.nats import records
 from stellwerk.storage.nats.connection import (
     NO_RESPONDERS,

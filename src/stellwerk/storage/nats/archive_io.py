@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from nats.aio.msg import Msg
 
-from stellwerk.storage.archives import ArchiveStoreError
+from stellwerk.seams import ArchiveStoreError
 from stellwerk.storage.nats import records
 from stellwerk.storage.nats.archive_records import ArchiveLayout
 from stellwerk.storage.nats.connection import Connection, JetStreamApiError

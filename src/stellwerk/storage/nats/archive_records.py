@@ -24,8 +24,7 @@ from typing import ClassVar, Final
 import msgspec
 from nats.aio.msg import Msg
 
-from stellwerk.storage.archives import ArchivedEvent
-from stellwerk.storage.eventlog import StoredEvent
+from stellwerk.seams import ArchivedEvent, StoredEvent
 from stellwerk.storage.nats import records
 from stellwerk.storage.nats.names import token
 from stellwerk.storage.nats.table import TableLayout

@@ -20,8 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from stellwerk.storage.archives import ArchivedEvent, EraseMatch
-from stellwerk.storage.eventlog import StoredEvent
+from stellwerk.seams import ArchivedEvent, ArchiveEraseMatch, StoredEvent
 from stellwerk.storage.nats import records
 from stellwerk.storage.nats.archive_io import ArchiveIO
 from stellwerk.storage.nats.archive_records import POSITION, Copies, Totals, decode_totals, encode
@@ -158,7 +157,9 @@ class ArchiveUpkeep:
         await self.change_totals(uid, lambda t: Totals(0, 0, t.upto))
         return purged
 
-    async def erase(self, uid: str, needle: bytes, matches: EraseMatch) -> list[ArchivedEvent]:
+    async def erase(
+        self, uid: str, needle: bytes, matches: ArchiveEraseMatch
+    ) -> list[ArchivedEvent]:
         """Scan the archive to its end; delete the finds a page at a time."""
         subject = self._layout.copies_subject(uid)
         copies = Copies(uid)

@@ -34,16 +34,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Self
 
-from stellwerk.storage.archives import (
+from stellwerk.seams import (
     DEFAULT_ARCHIVE_READ,
     ArchiveCursorConflict,
     ArchivedEvent,
+    ArchiveEraseMatch,
     ArchiveStats,
     ArchiveStoreClosed,
     ArchiveStoreError,
-    EraseMatch,
+    StoredEvent,
 )
-from stellwerk.storage.eventlog import StoredEvent
 from stellwerk.storage.nats import records
 from stellwerk.storage.nats.archive_io import ArchiveIO, unavailable_as_archive_error
 from stellwerk.storage.nats.archive_records import (
@@ -308,7 +308,7 @@ class JetStreamArchiveStore:
         return await self._running().upkeep.drop(uid)
 
     async def erase(
-        self, uids: Sequence[str], needle: bytes, matches: EraseMatch
+        self, uids: Sequence[str], needle: bytes, matches: ArchiveEraseMatch
     ) -> list[ArchivedEvent]:
         if not needle:
             raise ValueError("an erasure needs a non-empty needle")

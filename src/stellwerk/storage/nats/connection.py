@@ -25,7 +25,7 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from stellwerk.storage.eventlog import EventLogError, LogOverloaded
+from stellwerk.seams import EventLogError, LogOverloaded
 
 STATUS: Final = "Status"
 NO_RESPONDERS: Final = "503"

@@ -53,8 +53,7 @@ from typing import Final, Self
 import msgspec
 import structlog
 
-from stellwerk.delivery.model import NewDelivery
-from stellwerk.storage.deliveries import (
+from stellwerk.seams import (
     DEFAULT_DEAD_LETTER_PAGE,
     MAX_DEAD_LETTER_PAGE,
     CursorConflict,
@@ -62,14 +61,14 @@ from stellwerk.storage.deliveries import (
     DeliveryQueueError,
     ErasedDeliveries,
     LeasedDelivery,
+    NewDelivery,
     PayloadMatch,
     QueueClosed,
     QueueDepth,
     ReplayCursor,
     TargetKey,
-    check_replay_batch,
-    check_route,
 )
+from stellwerk.seams.queue import check_replay_batch, check_route
 from stellwerk.storage.nats.connection import Connection
 from stellwerk.storage.nats.delivery_dead import DeadLetters
 from stellwerk.storage.nats.delivery_index import DeliveryIndex, LaneView

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Final
 
-from stellwerk.storage.deliveries import DeadLetter
+from stellwerk.seams import DeadLetter
 from stellwerk.storage.nats.delivery_index import LaneView
 from stellwerk.storage.nats.delivery_lanes import Lanes
 from stellwerk.storage.nats.delivery_records import (

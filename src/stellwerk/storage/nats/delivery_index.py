@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from stellwerk.storage.deliveries import TargetKey
+from stellwerk.seams import TargetKey
 from stellwerk.storage.nats.delivery_records import DeadRecord, LaneState
 
 _HeapEntry = tuple[int, int, str, int]  # (ready at, head id, lane, record sequence)

@@ -31,7 +31,7 @@ from typing import ClassVar, Final
 
 import msgspec
 
-from stellwerk.delivery.model import NewDelivery
+from stellwerk.seams import NewDelivery
 from stellwerk.storage.nats.names import token
 from stellwerk.storage.nats.table import TableLayout
 

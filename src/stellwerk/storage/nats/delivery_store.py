@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Final
 
-from stellwerk.storage.deliveries import DeliveryQueueError
+from stellwerk.seams import DeliveryQueueError
 from stellwerk.storage.nats.connection import Connection
 from stellwerk.storage.nats.delivery_records import DELIVERY_HEADER, QueueLayout
 from stellwerk.storage.nats.streams import ensure_stream, failures_as, log_config, table_config

@@ -24,7 +24,7 @@ from typing import Final, Self
 import structlog
 from nats.aio.msg import Msg
 
-from stellwerk.storage.eventlog import (
+from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
     DEFAULT_READ_LIMIT,
     AppendResult,

@@ -1,4 +1,4 @@
-"""Leases on JetStream (`stellwerk.routing.leases.Leases`): who routes which bus, who runs the
+"""Leases on JetStream (`stellwerk.seams.Leases`): who routes which bus, who runs the
 scheduler, in a KV-shaped stream with compare-and-set.
 
 The stream `KV_<ns>_leases` keeps one message per key (`nats kv ls <ns>_leases` lists them):
@@ -43,7 +43,7 @@ import msgspec
 import structlog
 from nats.aio.msg import Msg
 
-from stellwerk.routing.leases import DEFAULT_TTL, NameSource, rendezvous_winner, role_of
+from stellwerk.seams import DEFAULT_TTL, NameSource, rendezvous_winner, role_of
 from stellwerk.storage.nats.connection import (
     NO_RESPONDERS,
     STATUS,

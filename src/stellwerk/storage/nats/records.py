@@ -17,7 +17,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from stellwerk.events.rfc3339 import format_rfc3339
-from stellwerk.storage.eventlog import NewEvent, StoredEvent
+from stellwerk.seams import NewEvent, StoredEvent
 
 MSG_ID: Final = "Nats-Msg-Id"
 META: Final = "Stellwerk-Meta"

@@ -1,4 +1,4 @@
-"""`Signals` on core NATS: the news one process gives the others (see `stellwerk.signals`).
+"""`Signals` on core NATS: the news one process gives the others (see `stellwerk.seams.signals`).
 
 Three subjects per installation (`namespace`):
 
@@ -29,7 +29,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from stellwerk.signals import Change
+from stellwerk.seams import Change
 from stellwerk.storage.nats.connection import JetStreamUnavailable
 from stellwerk.storage.nats.names import check_namespace
 

@@ -18,7 +18,7 @@ import base64
 from collections.abc import Mapping
 from typing import Final
 
-from stellwerk.storage.eventlog import ErasedEvent, EraseHook, EraseMatch, EventLogError
+from stellwerk.seams import ErasedEvent, EraseHook, EraseMatch, EventLogError
 from stellwerk.storage.nats import records
 from stellwerk.storage.nats.names import Layout, bus_of, token
 from stellwerk.storage.nats.queries import StreamQueries, nothing_left

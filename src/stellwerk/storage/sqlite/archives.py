@@ -28,16 +28,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final, Self, TypeVar
 
-from stellwerk.storage.archives import (
+from stellwerk.seams import (
     DEFAULT_ARCHIVE_READ,
     ArchiveCursorConflict,
     ArchivedEvent,
+    ArchiveEraseMatch,
     ArchiveStats,
     ArchiveStoreClosed,
     ArchiveStoreError,
-    EraseMatch,
+    StoredEvent,
 )
-from stellwerk.storage.eventlog import StoredEvent
 from stellwerk.storage.sqlite.rows import InsertRows
 
 ARCHIVES_FILE: Final = "archives.db"
@@ -351,7 +351,7 @@ class SqliteArchiveStore:
         return total
 
     async def erase(
-        self, uids: Sequence[str], needle: bytes, matches: EraseMatch
+        self, uids: Sequence[str], needle: bytes, matches: ArchiveEraseMatch
     ) -> list[ArchivedEvent]:
         """Find candidates on a reader (a long scan), then remove them on the writer.
 
@@ -472,7 +472,7 @@ def _candidates(
     uids: Sequence[str],
     after_seq: int,
     needle: bytes,
-    matches: EraseMatch,
+    matches: ArchiveEraseMatch,
 ) -> list[ArchivedEvent]:
     """Events of the archives above `after_seq` whose body holds `needle` and that `matches`."""
     out: list[ArchivedEvent] = []

@@ -20,7 +20,7 @@ from typing import Any, Final
 import msgspec
 
 from stellwerk.events.rfc3339 import format_rfc3339
-from stellwerk.storage.eventlog import AppendResult, LogClosed
+from stellwerk.seams import AppendResult, LogClosed
 from stellwerk.storage.sqlite import schema
 from stellwerk.storage.sqlite.checkpoint import WalBound
 from stellwerk.storage.sqlite.dedup import FLUSH_ENTRIES, MIN_SLICE, RecentKeys

@@ -56,22 +56,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Self, TypeVar
 
-from stellwerk.delivery.model import NewDelivery
-from stellwerk.storage.deliveries import (
+from stellwerk.seams import (
     DEFAULT_DEAD_LETTER_PAGE,
     MAX_DEAD_LETTER_PAGE,
     DeadLetter,
     DeliveryQueueError,
     ErasedDeliveries,
     LeasedDelivery,
+    NewDelivery,
     PayloadMatch,
     QueueClosed,
     QueueDepth,
     ReplayCursor,
     TargetKey,
-    check_replay_batch,
-    check_route,
 )
+from stellwerk.seams.queue import check_replay_batch, check_route
 from stellwerk.storage.sqlite.checkpoint import Checkpointer, WalBound
 from stellwerk.storage.sqlite.rows import InsertRows
 

@@ -20,7 +20,7 @@ from typing import Final
 
 import msgspec
 
-from stellwerk.storage.eventlog import ErasedEvent, EraseMatch, StoredEvent
+from stellwerk.seams import ErasedEvent, EraseMatch, StoredEvent
 from stellwerk.storage.sqlite.commit import from_us
 from stellwerk.storage.sqlite.segments import Meta, decode_meta, pack_ends, unpack_ends
 

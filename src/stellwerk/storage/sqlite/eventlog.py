@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final, Self, TypeVar
 
-from stellwerk.storage.eventlog import (
+from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
     DEFAULT_READ_LIMIT,
     AppendResult,

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import msgspec
 
-from stellwerk.storage.eventlog import AppendResult, AppendStatus, NewEvent
+from stellwerk.seams import AppendResult, AppendStatus, NewEvent
 from stellwerk.storage.sqlite import schema
 from stellwerk.storage.sqlite.dedup import key_digest
 

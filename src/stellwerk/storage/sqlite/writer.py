@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from stellwerk.storage.eventlog import AppendResult, EventLogError, LogClosed, NewEvent
+from stellwerk.seams import AppendResult, EventLogError, LogClosed, NewEvent
 
 
 class PendingAppend:

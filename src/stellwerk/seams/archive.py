@@ -21,7 +21,7 @@ from typing import Final, Protocol, Self
 
 import msgspec
 
-from stellwerk.storage.eventlog import StoredEvent
+from stellwerk.seams.eventlog import StoredEvent
 
 DEFAULT_ARCHIVE_READ: Final = 1000
 
@@ -47,7 +47,7 @@ class ArchiveStats(msgspec.Struct, frozen=True):
     bytes: int
 
 
-EraseMatch = Callable[[ArchivedEvent], bool]
+ArchiveEraseMatch = Callable[[ArchivedEvent], bool]
 """Whether an archived event is one an erasure removes."""
 
 
@@ -122,7 +122,7 @@ class ArchiveStore(Protocol):
         ...
 
     async def erase(
-        self, uids: Sequence[str], needle: bytes, matches: EraseMatch
+        self, uids: Sequence[str], needle: bytes, matches: ArchiveEraseMatch
     ) -> list[ArchivedEvent]:
         """Remove the events of these archives for which `matches` is true; return them.
 

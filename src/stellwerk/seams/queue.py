@@ -41,10 +41,43 @@ from typing import Final, NamedTuple, Protocol, Self
 
 import msgspec
 
-from stellwerk.delivery.model import Delivery, NewDelivery
-
 DEFAULT_DEAD_LETTER_PAGE: Final = 100
 MAX_DEAD_LETTER_PAGE: Final = 1000
+
+
+class NewDelivery(msgspec.Struct, frozen=True):
+    """What the router puts in the queue for one (event, rule, target)."""
+
+    tenant: str
+    bus: str
+    rule: str
+    target_id: str
+    event_id: str
+    event_source: str
+    position: int  # the event's position in the bus's log
+    recorded_time: datetime
+    payload: bytes  # what the target receives: the event, or the input transformer's output
+    content_type: str
+    ordering_key: str | None = None  # set when the target asked for ordered delivery
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    """A delivery as leased from the queue; `attempts` counts attempts already made."""
+
+    id: int
+    tenant: str
+    bus: str
+    rule: str
+    target_id: str
+    event_id: str
+    event_source: str
+    position: int
+    recorded_time: datetime
+    payload: bytes
+    content_type: str
+    attempts: int
+    ordering_key: str | None = None
+    last_error: str | None = None
 
 
 class TargetKey(NamedTuple):
