@@ -31,9 +31,11 @@ from stellwerk.cli.bench import nats_support
 from stellwerk.events import CloudEvent
 from stellwerk.routing.archiver import Archiver
 from stellwerk.seams import ArchiveStore, NewEvent
+from stellwerk.storage.archive.jetstream import JetStreamArchiveStore
+from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.nats import JetStreamArchiveStore
-from stellwerk.storage.sqlite import ARCHIVES_FILE, EVENTS_FILE, SqliteArchiveStore, SqliteEventLog
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.sqlite import ARCHIVES_FILE, EVENTS_FILE
 
 PAD = "x" * 820
 

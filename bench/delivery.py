@@ -41,8 +41,9 @@ from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 from stellwerk.patterns import Matcher
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.seams import Delivery, NewDelivery, NewEvent, TargetKey
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
-from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+from stellwerk.storage.sqlite import DELIVERIES_FILE, EVENTS_FILE
 
 PAYLOAD = b'{"pad":"' + b"x" * 1000 + b'"}'
 TENANT, BUS = "bench", "default"

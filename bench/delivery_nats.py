@@ -33,8 +33,9 @@ from stellwerk.cli.bench import nats_support, process_cpu
 from stellwerk.delivery.model import Delivered, Outcome
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 from stellwerk.seams import Delivery, DeliveryQueue, NewDelivery
-from stellwerk.storage.nats.deliveries import JetStreamDeliveryQueue
-from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+from stellwerk.storage.queue.jetstream import JetStreamDeliveryQueue
+from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+from stellwerk.storage.sqlite import DELIVERIES_FILE
 
 PAYLOAD = b'{"pad":"' + b"x" * 1000 + b'"}'
 TENANT, BUS = "bench", "default"

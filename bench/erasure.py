@@ -29,7 +29,8 @@ from typing import Any
 from stellwerk.erasure.criterion import Criterion, parse
 from stellwerk.events import CloudEvent
 from stellwerk.seams import ErasedEvent, NewEvent
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.sqlite import EVENTS_FILE
 
 USERS = 2_000
 PAD = "x" * 400

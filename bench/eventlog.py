@@ -30,7 +30,8 @@ from pathlib import Path
 
 from stellwerk.events import CloudEvent, encode_event
 from stellwerk.seams import DEFAULT_DEDUP_WINDOW, NewEvent
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog, schema
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog, schema
+from stellwerk.storage.sqlite import EVENTS_FILE
 
 PAD = "x" * 820  # with the envelope, ~1 KB per event
 

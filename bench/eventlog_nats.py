@@ -34,7 +34,7 @@ import nats
 from stellwerk.cli.bench import nats_support, process_cpu
 from stellwerk.events import CloudEvent, encode_event
 from stellwerk.seams import NewEvent
-from stellwerk.storage.nats import JetStreamEventLog
+from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
 
 PAD = "x" * 820  # with the envelope, ~1 KB per event
 

@@ -49,11 +49,12 @@ from stellwerk.patterns import Matcher
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.routing.replay import NoReplayHooks, ReplayRunner
 from stellwerk.seams import NewEvent
+from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.replays import NewReplay
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
-from stellwerk.storage.sqlite.archives import ARCHIVES_FILE, SqliteArchiveStore
-from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, EVENTS_FILE
 
 STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
 TENANT, BUS = "bench", "default"

@@ -50,11 +50,13 @@ from stellwerk.seams import (
 )
 from stellwerk.secrets import SecretBox, load_or_create_key
 from stellwerk.services import Services
+from stellwerk.storage import LogWatch
+from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.directory import BusDirectory
-from stellwerk.storage.sqlite import ARCHIVES_FILE, EVENTS_FILE, SqliteArchiveStore, SqliteEventLog
-from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
-from stellwerk.storage.watch import LogWatch
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, EVENTS_FILE
 from stellwerk.tenancy import bootstrap
 
 log = structlog.get_logger("stellwerk")
@@ -91,11 +93,11 @@ def build_backends(settings: Settings, ingest_metrics: IngestMetrics) -> Backend
             leases=LocalLeases(),
         )
     # Imported here: embedded mode never loads nats-py.
-    from stellwerk.storage.nats.archives import JetStreamArchiveStore
-    from stellwerk.storage.nats.deliveries import JetStreamDeliveryQueue
-    from stellwerk.storage.nats.eventlog import JetStreamEventLog
-    from stellwerk.storage.nats.leases import JetStreamLeases
-    from stellwerk.storage.nats.signals import NatsSignals
+    from stellwerk.storage.archive.jetstream import JetStreamArchiveStore
+    from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
+    from stellwerk.storage.leases import JetStreamLeases
+    from stellwerk.storage.queue.jetstream import JetStreamDeliveryQueue
+    from stellwerk.storage.signals import NatsSignals
 
     url, namespace, replicas = settings.nats_url, settings.nats_namespace, settings.nats_replicas
     return Backends(

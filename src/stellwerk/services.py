@@ -37,9 +37,9 @@ from stellwerk.seams import (
     Signals,
     while_held,
 )
+from stellwerk.storage import LogWatch
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.directory import BusDirectory
-from stellwerk.storage.watch import LogWatch
 
 DEPTH_REFRESH_SECONDS = 5.0
 SCHEDULER_LEASE = "scheduler"

@@ -23,7 +23,8 @@ from tests.cli.server import running_server
 from tests.conftest import free_port
 
 from stellwerk.seams import StoredEvent
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.sqlite import EVENTS_FILE
 
 KILL_AFTER_EVENTS: Final = 8_000
 SERVER_FLAGS: Final = ("--tenant-event-rate", "0", "--tenant-request-rate", "0")

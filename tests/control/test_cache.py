@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from stellwerk.storage.cache import TtlCache
+from stellwerk.storage import TtlCache
 
 
 class Clock:

@@ -9,8 +9,9 @@ from pathlib import Path
 from tests.storage.eventlog_support import T0, MovableClock
 
 from stellwerk.seams import DeliveryQueue, NewDelivery
-from stellwerk.storage.nats.deliveries import JetStreamDeliveryQueue
-from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+from stellwerk.storage.queue.jetstream import JetStreamDeliveryQueue
+from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+from stellwerk.storage.sqlite import DELIVERIES_FILE
 
 BACKENDS = ["sqlite", "nats"]
 

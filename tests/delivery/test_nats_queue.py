@@ -23,7 +23,7 @@ from tests.nats_support import NatsCluster, NatsServer
 from tests.storage.eventlog_support import T0, MovableClock
 
 from stellwerk.seams import CursorConflict, DeliveryQueueError, LeasedDelivery
-from stellwerk.storage.nats.deliveries import JetStreamDeliveryQueue
+from stellwerk.storage.queue.jetstream import JetStreamDeliveryQueue
 
 LEASE = 60.0
 DEADLINE = 30.0

@@ -13,7 +13,8 @@ import msgspec
 from tests.delivery.queue_support import new_delivery
 from tests.storage.eventlog_support import T0, MovableClock
 
-from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+from stellwerk.storage.sqlite import DELIVERIES_FILE
 
 LEASE = 30.0
 

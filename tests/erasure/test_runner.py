@@ -16,15 +16,12 @@ from stellwerk.erasure.runner import ErasureRunner
 from stellwerk.erasure.suppression import Suppressions
 from stellwerk.ops.metrics import Metrics
 from stellwerk.seams import ArchiveStats
+from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.erasures import ErasureRecord, ErasureState
-from stellwerk.storage.sqlite import (
-    ARCHIVES_FILE,
-    EVENTS_FILE,
-    SqliteArchiveStore,
-    SqliteEventLog,
-)
-from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, EVENTS_FILE
 
 
 @dataclass

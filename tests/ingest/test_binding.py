@@ -38,7 +38,8 @@ from stellwerk.ingest.binding import (
     percent_decode,
 )
 from stellwerk.seams import NewEvent
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.sqlite import EVENTS_FILE
 
 TIME = datetime(2026, 3, 1, 12, 30, 15, 250000, tzinfo=UTC)
 

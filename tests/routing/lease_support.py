@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Final, TypeVar
 
-from stellwerk.storage.nats import JetStreamLeases
+from stellwerk.storage.leases import JetStreamLeases
 
 DEADLINE: Final = 30.0
 T = TypeVar("T")

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from stellwerk.patterns import Matcher
 from stellwerk.routing import Router, RouteTarget, RuleSet
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
-from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+from stellwerk.storage.sqlite import DELIVERIES_FILE, EVENTS_FILE
 
 BATCH = 10
 

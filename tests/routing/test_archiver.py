@@ -21,9 +21,11 @@ from stellwerk.routing.archiver import (
     trim_archives,
 )
 from stellwerk.seams import ArchiveCursorConflict, ArchivedEvent
+from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.archives import ArchiveRecord
-from stellwerk.storage.sqlite import ARCHIVES_FILE, EVENTS_FILE, SqliteArchiveStore, SqliteEventLog
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.sqlite import ARCHIVES_FILE, EVENTS_FILE
 
 ORDERS = {"type": ["order.created"]}
 WIDE = (T0 - timedelta(days=365), T0 + timedelta(days=365))

@@ -18,7 +18,7 @@ from tests.nats_support import NatsCluster, NatsServer
 from tests.routing.lease_support import crash, eventually
 
 from stellwerk.seams import Leases, LocalLeases, lease_name, rendezvous_winner, while_held
-from stellwerk.storage.nats import JetStreamLeases
+from stellwerk.storage.leases import JetStreamLeases
 
 TTL = 1.5
 NAMES = [lease_name("router", "acme", f"b{n}") for n in range(12)]

@@ -30,12 +30,13 @@ from stellwerk.routing.replay import (
     with_replay_name,
 )
 from stellwerk.seams import ArchivedEvent, LeasedDelivery, ReplayCursor
+from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.archives import ArchiveRecord
 from stellwerk.storage.control.replays import NewReplay, ReplayRecord
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
-from stellwerk.storage.sqlite.archives import ARCHIVES_FILE, SqliteArchiveStore
-from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, EVENTS_FILE
 from stellwerk.transform import InputTransformer
 
 WINDOW = (T0, T0 + timedelta(minutes=30))

@@ -13,8 +13,9 @@ from tests.storage.eventlog_support import MovableClock, new_event
 from stellwerk.ops.metrics import Metrics
 from stellwerk.retention import BusKey, Retention, RetentionMetrics
 from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
-from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+from stellwerk.storage.sqlite import DELIVERIES_FILE, EVENTS_FILE
 
 WEEK = timedelta(days=7)
 

@@ -16,8 +16,9 @@ from tests.storage.eventlog_support import MovableClock, new_event
 from stellwerk.patterns import Matcher
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.seams import CursorConflict, LeasedDelivery
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
-from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+from stellwerk.storage.sqlite import DELIVERIES_FILE, EVENTS_FILE
 from stellwerk.transform import InputTransformer
 
 BUSES = [("acme", "default")]

@@ -15,8 +15,9 @@ from tests.storage.eventlog_support import MovableClock
 from stellwerk.events import CloudEvent, encode_event
 from stellwerk.routing import Router
 from stellwerk.seams import NewEvent
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
-from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+from stellwerk.storage.sqlite import DELIVERIES_FILE, EVENTS_FILE
 
 CHILD = Path(__file__).with_name("router_crash_child.py")
 EVENTS = 20_000

@@ -27,8 +27,9 @@ from tests.storage.eventlog_support import new_event
 from stellwerk.patterns import Matcher
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.seams import LeasedDelivery, bus_owner
-from stellwerk.storage.nats import JetStreamEventLog, JetStreamLeases
-from stellwerk.storage.nats.deliveries import JetStreamDeliveryQueue
+from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
+from stellwerk.storage.leases import JetStreamLeases
+from stellwerk.storage.queue.jetstream import JetStreamDeliveryQueue
 
 TTL = 1.5
 setup = test_router.setup  # the SQLite fixture, for the tests of the hooks alone

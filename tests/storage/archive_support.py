@@ -9,8 +9,9 @@ from pathlib import Path
 import msgspec
 
 from stellwerk.seams import ArchivedEvent, ArchiveStore, StoredEvent
-from stellwerk.storage.nats import JetStreamArchiveStore
-from stellwerk.storage.sqlite import ARCHIVES_FILE, SqliteArchiveStore
+from stellwerk.storage.archive.jetstream import JetStreamArchiveStore
+from stellwerk.storage.archive.sqlite import SqliteArchiveStore
+from stellwerk.storage.sqlite import ARCHIVES_FILE
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 BACKENDS = ["sqlite", "nats"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stellwerk.events import CloudEvent, encode_event
 from stellwerk.seams import AppendStatus, NewEvent
-from stellwerk.storage.sqlite import SqliteEventLog
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 
 APPENDERS = 8
 

@@ -11,8 +11,9 @@ import msgspec
 
 from stellwerk.events import CloudEvent
 from stellwerk.seams import DEFAULT_DEDUP_WINDOW, EventLog, NewEvent
-from stellwerk.storage.nats import JetStreamEventLog
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.sqlite import EVENTS_FILE
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 BACKENDS = ["sqlite", "nats"]

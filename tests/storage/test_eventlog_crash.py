@@ -13,7 +13,8 @@ import pytest
 
 from stellwerk.events import CloudEvent, encode_event
 from stellwerk.seams import AppendStatus, NewEvent
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.sqlite import EVENTS_FILE
 
 CHILD = Path(__file__).with_name("eventlog_crash_child.py")
 ACKS_BEFORE_KILL = 5000

@@ -18,9 +18,10 @@ from tests.storage.eventlog_support import MovableClock, new_event
 
 from stellwerk.routing.archiver import Archiver
 from stellwerk.seams import ArchiveCursorConflict, ArchiveStats, ArchiveStoreError
+from stellwerk.storage.archive.jetstream import JetStreamArchiveStore
+from stellwerk.storage.archive.jetstream.io import ArchiveIO, ArchivesUnavailable
 from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.nats import JetStreamArchiveStore, JetStreamEventLog
-from stellwerk.storage.nats.archive_io import ArchiveIO, ArchivesUnavailable
+from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
 
 T = TypeVar("T")
 DEADLINE = 30.0

@@ -24,8 +24,9 @@ from tests.storage.eventlog_support import T0, MovableClock, new_event
 
 from stellwerk.names import NAME_RULE
 from stellwerk.seams import AppendStatus, LogOverloaded, NewEvent
-from stellwerk.storage.nats import JetStreamEventLog, Layout
-from stellwerk.storage.nats.names import message_id, name_of, token
+from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
+from stellwerk.storage.jetstream import Layout, message_id, token
+from stellwerk.storage.jetstream.names import name_of
 
 RESTART_DEADLINE = 20.0
 

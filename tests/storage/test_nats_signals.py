@@ -10,7 +10,7 @@ import pytest
 from tests.nats_support import NatsServer
 
 from stellwerk.seams import Change
-from stellwerk.storage.nats.signals import NatsSignals
+from stellwerk.storage.signals import NatsSignals
 
 
 @dataclass

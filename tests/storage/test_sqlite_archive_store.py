@@ -11,8 +11,9 @@ import pytest
 from tests.storage.archive_support import T0, read_all, stored
 
 from stellwerk.seams import ArchiveStats, StoredEvent
-from stellwerk.storage.sqlite import ARCHIVES_FILE, SqliteArchiveStore
-from stellwerk.storage.sqlite.archives import DELETE_CHUNK
+from stellwerk.storage.archive.sqlite import SqliteArchiveStore
+from stellwerk.storage.archive.sqlite.store import DELETE_CHUNK
+from stellwerk.storage.sqlite import ARCHIVES_FILE
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from stellwerk.storage.sqlite.checkpoint import WalBound
+from stellwerk.storage.sqlite import WalBound
 
 MB = 1024 * 1024
 

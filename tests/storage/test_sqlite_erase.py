@@ -9,7 +9,8 @@ from pathlib import Path
 from tests.storage.eventlog_support import body_of, new_event
 
 from stellwerk.seams import ErasedEvent, StoredEvent
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.sqlite import EVENTS_FILE
 
 
 def _is_ann(event: StoredEvent) -> bool:

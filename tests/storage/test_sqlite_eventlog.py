@@ -12,9 +12,10 @@ import pytest
 from tests.storage.eventlog_support import MovableClock, body_of, new_event
 
 from stellwerk.seams import AppendStatus, EventLogError, LogOverloaded, NewEvent
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
-from stellwerk.storage.sqlite.dedup import key_digest
-from stellwerk.storage.sqlite.schema import SEGMENT_EVENTS
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.eventlog.sqlite.dedup import key_digest
+from stellwerk.storage.eventlog.sqlite.schema import SEGMENT_EVENTS
+from stellwerk.storage.sqlite import EVENTS_FILE
 
 
 class CommitGate:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from tests.storage.eventlog_support import MovableClock, new_event
 
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.sqlite import EVENTS_FILE
 
 EVENTS_PER_ROUND = 20_000
 BATCH = 500

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stellwerk.storage.sqlite.rows import MAX_ROWS, InsertRows
+from stellwerk.storage.sqlite import MAX_ROWS, InsertRows
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from typing import Any
 import click
 
 from stellwerk.cli.options import setting_option, settings_from
-from stellwerk.storage.backup import BackupError
-from stellwerk.storage.backup import backup as make_backup
-from stellwerk.storage.backup import restore as restore_backup
+from stellwerk.storage.sqlite import BackupError
+from stellwerk.storage.sqlite import backup as make_backup
+from stellwerk.storage.sqlite import restore as restore_backup
 
 
 @click.command()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stellwerk.storage.cache import TtlCache
+from stellwerk.storage import TtlCache
 from stellwerk.storage.control import ControlPlane
 
 CACHE_SECONDS = 5.0

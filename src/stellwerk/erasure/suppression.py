@@ -13,7 +13,7 @@ from typing import Protocol, TypeVar
 from prometheus_client import Counter
 
 from stellwerk.ops.metrics import Metrics
-from stellwerk.storage.cache import TtlCache
+from stellwerk.storage import TtlCache
 from stellwerk.storage.control.erasures import ErasureStore
 
 

@@ -9,7 +9,7 @@ The seam is small. A process says which names it wants (`want`, a callable asked
 of the keeper, so new buses are picked up without telling anyone) and asks `holds(name)` before
 doing a lease's work; `holds` answers from memory, and only while the lease is surely still ours
 (a safety margin before it could expire in anyone's eyes). `LocalLeases` is the embedded mode:
-one process holds everything. `JetStreamLeases` (`stellwerk.storage.nats`) keeps them in
+one process holds everything. `JetStreamLeases` (`stellwerk.storage.leases`) keeps them in
 JetStream for scale-out.
 
 A lease only makes overlap rare, never impossible (a process can stall past its lease between

@@ -1,7 +1,7 @@
 """The delivery queue seam: deliveries waiting for their targets, leased, retried or dead.
 
-Two backends: the embedded SQLite queue (`storage.sqlite.deliveries`) and NATS JetStream
-(`storage.nats.deliveries`). The JetStream one is not a work-queue consumer: leases and retries
+Two backends: the embedded SQLite queue (`storage.queue.sqlite`) and NATS JetStream
+(`storage.queue.jetstream`). The JetStream one is not a work-queue consumer: leases and retries
 run on the caller's clock and ordered groups must hold back one delivery at a time, so it keeps
 each delivery's payload as a message and each *lane* (a delivery, or an ordered group) as a
 record changed by compare-and-set (see that module and docs/scale-out.md). Max-deliver and

@@ -4,7 +4,7 @@ changed.
 In one process these are function calls: ingest wakes the router through `LogWatch`, the router
 sets the worker's `wake` event, an API handler reloads the rule book before it answers. With one
 role per process (scale-out mode) the same news has to cross processes, and `Signals` carries
-it: `LocalSignals` (embedded mode) carries nothing, `stellwerk.storage.nats.NatsSignals`
+it: `LocalSignals` (embedded mode) carries nothing, `stellwerk.storage.signals.NatsSignals`
 publishes on core NATS subjects.
 
 Signals are hints, never the truth: the truth is in the stores. A lost `appended` or `routed`

@@ -12,7 +12,8 @@ import pytest
 from stellwerk.delivery.bus_target import HOPS, BusTarget
 from stellwerk.delivery.model import Delivered
 from stellwerk.seams import Delivery
-from stellwerk.storage.sqlite import EVENTS_FILE, SqliteEventLog
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.sqlite import EVENTS_FILE
 
 
 @pytest.fixture

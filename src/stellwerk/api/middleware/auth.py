@@ -18,7 +18,7 @@ from stellwerk.auth import MalformedKeyError, Principal, verify_key
 from stellwerk.auth import Scope as KeyScope
 from stellwerk.auth.keys import parse_key
 from stellwerk.ratelimit import TokenBuckets
-from stellwerk.storage.cache import TtlCache
+from stellwerk.storage import TtlCache
 from stellwerk.storage.control import ApiKeyRecord, ControlPlane, TenantRecord
 
 PRINCIPAL = "stellwerk.principal"

@@ -1,6 +1,23 @@
-"""Embedded storage on SQLite files in the data directory: the event log (data plane)."""
+"""SQLite plumbing the embedded stores share: the data directory's files, the checkpointer and WAL
+bound, multi-row inserts, and consistent backups of a live data directory."""
 
-from stellwerk.storage.sqlite.archives import ARCHIVES_FILE, SqliteArchiveStore
-from stellwerk.storage.sqlite.eventlog import EVENTS_FILE, SqliteEventLog
+from stellwerk.storage.sqlite.backup import BackupError, BackupResult, Manifest, backup, restore
+from stellwerk.storage.sqlite.checkpoint import Checkpointer, WalBound
+from stellwerk.storage.sqlite.files import ARCHIVES_FILE, CONTROL_FILE, DELIVERIES_FILE, EVENTS_FILE
+from stellwerk.storage.sqlite.rows import MAX_ROWS, InsertRows
 
-__all__ = ["ARCHIVES_FILE", "EVENTS_FILE", "SqliteArchiveStore", "SqliteEventLog"]
+__all__ = [
+    "ARCHIVES_FILE",
+    "CONTROL_FILE",
+    "DELIVERIES_FILE",
+    "EVENTS_FILE",
+    "MAX_ROWS",
+    "BackupError",
+    "BackupResult",
+    "Checkpointer",
+    "InsertRows",
+    "Manifest",
+    "WalBound",
+    "backup",
+    "restore",
+]

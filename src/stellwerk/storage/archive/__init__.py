@@ -1,0 +1,1 @@
+"""The archive store seam's backends: `sqlite/` (embedded) and `jetstream/` (scale-out)."""

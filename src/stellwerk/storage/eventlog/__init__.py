@@ -1,0 +1,1 @@
+"""The event log seam's backends: `sqlite/` (embedded) and `jetstream/` (scale-out)."""

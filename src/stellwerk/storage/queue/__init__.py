@@ -1,0 +1,1 @@
+"""The delivery queue seam's backends: `sqlite/` (embedded) and `jetstream/` (scale-out)."""

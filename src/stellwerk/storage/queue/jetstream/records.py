@@ -1,0 +1,230 @@
+"""What the JetStream delivery queue stores, and where: two streams, their subjects and records.
+
+- The *members* stream `<ns>_deliveries` holds one message per unfinished delivery, on the
+  subject of its lane, `<ns>.deliveries.<tenant>.<u|o>.<lane>`: the body is the payload the
+  target receives, the header `Stellwerk-Delivery` the rest (`MemberMeta`, JSON). A message
+  never changes; it goes when its delivery is finished (acked, dead-lettered or erased): by a
+  delete, or for an unordered lane by a marker (`Stellwerk-Finished`, `Nats-Rollup: sub`) that
+  rolls the lane's subject up and then expires.
+- The *table* is a stream shaped like a KV bucket, `KV_<ns>_delivery_queue` (subjects
+  `$KV.<ns>_delivery_queue.<key>`, one message per key), so `nats kv get` reads it. Keys:
+  `lane.<lane>` (`LaneState`: which delivery heads the lane, when it is due, who holds it),
+  `dead.<id>` (`DeadRecord`, payload included), `cursor.<tenant>.<bus>` and
+  `replay.<tenant>.<replay>`. Every change of a key is a compare-and-set on the key's last
+  sequence (`Nats-Expected-Last-Subject-Sequence`).
+
+A *lane* is what is leased: an unordered delivery has a lane of its own; the deliveries of one
+ordered group (tenant, bus, rule, target, ordering key) share one, in the order of their member
+messages. Lane names are digests of those keys (22 characters of BLAKE2b, a valid subject
+token), so the router can name a lane before it writes to it.
+
+Durable-format rule as for the event log: new fields get defaults, no field changes its type.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar, Final
+
+import msgspec
+
+from stellwerk.seams import NewDelivery
+from stellwerk.storage.jetstream import TableLayout, token
+
+DELIVERY_HEADER: Final = "Stellwerk-Delivery"
+FINISHED_HEADER: Final = "Stellwerk-Finished"
+ROLLUP: Final = "Nats-Rollup"
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_us(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError("times must be timezone-aware")
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def digest(*parts: str | int) -> str:
+    """A subject-safe name for a key: 128 bits of BLAKE2b over the length-prefixed parts."""
+    key = "".join(f"{len(str(part))}:{part}" for part in parts)
+    raw = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def lane_of(d: NewDelivery, replay: str | None = None) -> str:
+    """The lane a new delivery joins: its ordered group's, or (unordered) one of its own."""
+    if d.ordering_key is not None:
+        return digest("o", d.tenant, d.bus, d.rule, d.target_id, d.ordering_key)
+    if replay is not None:
+        return digest("p", d.tenant, replay, d.bus, d.position, d.rule, d.target_id)
+    return digest("r", d.tenant, d.bus, d.position, d.rule, d.target_id)
+
+
+def route_msg_id(d: NewDelivery, replay: str | None = None) -> str:
+    """The `Nats-Msg-Id` of a routed (or replayed) delivery: `bus/position/rule/target`, hashed
+    with the tenant (and the replay), so routing a run again stores nothing twice."""
+    if replay is not None:
+        return digest("p", d.tenant, replay, d.bus, d.position, d.rule, d.target_id)
+    return digest("r", d.tenant, d.bus, d.position, d.rule, d.target_id)
+
+
+class MemberMeta(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A member message's header: the delivery without its payload.
+
+    `id` is set on a redriven delivery, which keeps the id it had (otherwise the id is the
+    message's stream sequence). `due_us` is when it may first be attempted, `age_from_us`
+    where its maximum event age counts from.
+    """
+
+    tenant: str
+    bus: str
+    rule: str
+    target_id: str
+    event_id: str
+    event_source: str
+    position: int
+    recorded_us: int
+    content_type: str
+    due_us: int
+    age_from_us: int
+    ordering_key: str | None = None
+    id: int = 0
+    last_error: str | None = None
+
+
+class LaneState(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A lane's record in the table: its head delivery, or (`head == 0`) that it is idle.
+
+    `member` is the members-stream sequence of the head's message; an idle lane keeps the one
+    of the delivery that finished last, so the next head is the first message after it.
+    """
+
+    tenant: str
+    bus: str
+    rule: str
+    target_id: str
+    ordered: bool = False
+    head: int = 0
+    member: int = 0
+    recorded_us: int = 0
+    due_us: int = 0
+    age_from_us: int = 0
+    lease_until_us: int = 0
+    attempts: int = 0
+    last_error: str | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.head != 0
+
+    @property
+    def ready_at(self) -> int:
+        """When it may be leased: its due time, or when the lease that holds it runs out."""
+        return max(self.due_us, self.lease_until_us)
+
+    def idle(self) -> LaneState:
+        return LaneState(self.tenant, self.bus, self.rule, self.target_id, self.ordered,
+                         member=self.member)  # fmt: skip
+
+
+def head_state(meta: MemberMeta, seq: int) -> LaneState:
+    """The lane's record once the delivery in member message `seq` is its head."""
+    return LaneState(
+        tenant=meta.tenant,
+        bus=meta.bus,
+        rule=meta.rule,
+        target_id=meta.target_id,
+        ordered=meta.ordering_key is not None,
+        head=meta.id or seq,
+        member=seq,
+        recorded_us=meta.recorded_us,
+        due_us=meta.due_us,
+        age_from_us=meta.age_from_us,
+        last_error=meta.last_error,
+    )
+
+
+class DeadRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A dead letter in the table, with its payload (its member message is gone)."""
+
+    id: int
+    lane: str
+    tenant: str
+    bus: str
+    rule: str
+    target_id: str
+    event_id: str
+    event_source: str
+    position: int
+    recorded_us: int
+    dead_us: int
+    attempts: int
+    content_type: str
+    payload: bytes
+    last_error: str | None = None
+    ordering_key: str | None = None
+
+
+class RouteCursor(msgspec.Struct, frozen=True):
+    position: int
+
+
+class ReplayMark(msgspec.Struct, frozen=True):
+    seq: int
+    replayed: int
+
+
+encode: Final = msgspec.json.Encoder().encode
+decode_meta: Final = msgspec.json.Decoder(MemberMeta).decode
+decode_lane: Final = msgspec.json.Decoder(LaneState).decode
+decode_dead: Final = msgspec.json.Decoder(DeadRecord).decode
+decode_cursor: Final = msgspec.json.Decoder(RouteCursor).decode
+decode_replay: Final = msgspec.json.Decoder(ReplayMark).decode
+
+
+@dataclass(frozen=True)
+class QueueLayout(TableLayout):
+    """The names of one installation's delivery queue (its `namespace`, as the event log's)."""
+
+    TABLE: ClassVar[str] = "delivery_queue"
+
+    @property
+    def members_stream(self) -> str:
+        return f"{self.namespace}_deliveries"
+
+    @property
+    def members_subjects(self) -> str:
+        return f"{self.namespace}.deliveries.>"
+
+    def member_subject(self, tenant: str, lane: str, *, ordered: bool) -> str:
+        return f"{self.namespace}.deliveries.{token(tenant)}.{'o' if ordered else 'u'}.{lane}"
+
+    def tenant_members(self, tenant: str) -> str:
+        return f"{self.namespace}.deliveries.{token(tenant)}.>"
+
+    @property
+    def ordered_members(self) -> str:
+        return f"{self.namespace}.deliveries.*.o.*"
+
+    def lane_key(self, lane: str) -> str:
+        return self.key("lane", lane)
+
+    def dead_key(self, delivery_id: int) -> str:
+        return self.key("dead", str(delivery_id))
+
+    def cursor_key(self, tenant: str, bus: str) -> str:
+        return self.key("cursor", token(tenant), token(bus))
+
+    def replay_key(self, tenant: str, replay: str) -> str:
+        return self.key("replay", token(tenant), token(replay))
+
+    def key_of(self, subject: str) -> tuple[str, str]:
+        """A table subject as (kind, name): `("lane", lane)`, `("dead", id)`, ..."""
+        kind, _, name = subject[len(self.bucket) + 5 :].partition(".")
+        return kind, name

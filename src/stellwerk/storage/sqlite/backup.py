@@ -1,0 +1,126 @@
+"""Consistent copies of a live embedded data directory, and restoring them.
+
+Each SQLite file is copied with SQLite's online backup API, which reads one consistent snapshot
+while the server keeps writing. The files are copied in an order that keeps them consistent with
+each other: the delivery queue (with the routers' cursors) and the archives (with the
+archivers' cursors) before the event log, so a restored cursor never points past the restored
+log's end — events recorded between the copies are routed or archived again after a restore (at
+least once, never skipped). The control plane comes last: an archive or replay it names may
+find its store a little behind, never ahead (a replay resumes from its cursor in the queue).
+The secret key file (without which sealed secrets cannot be read) and `bootstrap.json` are copied
+with their 0600 mode. A `backup.json` manifest lists what was copied and when.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from stellwerk import __version__
+from stellwerk.secrets import KEY_FILE
+from stellwerk.storage.sqlite.files import ARCHIVES_FILE, CONTROL_FILE, DELIVERIES_FILE, EVENTS_FILE
+
+MANIFEST: Final = "backup.json"
+# Order matters: see the module docstring.
+DATABASES: Final = (DELIVERIES_FILE, ARCHIVES_FILE, EVENTS_FILE, CONTROL_FILE)
+PRIVATE_FILES: Final = (KEY_FILE, "bootstrap.json")
+
+
+class BackupError(Exception):
+    """The backup or restore cannot be made; the message says why."""
+
+
+class Manifest(msgspec.Struct):
+    version: str
+    created_at: datetime
+    databases: list[str]
+    files: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class BackupResult:
+    destination: Path
+    manifest: Manifest
+
+
+def _empty_or_absent(path: Path, role: str) -> None:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise BackupError(f"{role} {path} must be an empty directory or not exist")
+
+
+def _copy_database(source: Path, target: Path) -> None:
+    src = sqlite3.connect(source, timeout=30)
+    try:
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode=WAL")
+            dst.commit()
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+def _check_database(path: Path) -> None:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        result = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()
+    if result != "ok":
+        raise BackupError(f"{path.name} is damaged: {result}")
+
+
+def _copy_private(source: Path, target: Path) -> None:
+    shutil.copyfile(source, target)
+    target.chmod(0o600)
+
+
+def backup(data_dir: Path, destination: Path) -> BackupResult:
+    """Copy a (possibly running) embedded data directory to `destination`."""
+    if not (data_dir / EVENTS_FILE).exists():
+        raise BackupError(f"{data_dir} holds no Stellwerk data ({EVENTS_FILE} is missing)")
+    _empty_or_absent(destination, "the backup destination")
+    destination.mkdir(parents=True, exist_ok=True)
+    databases = []
+    for name in DATABASES:
+        if (data_dir / name).exists():
+            _copy_database(data_dir / name, destination / name)
+            _check_database(destination / name)
+            databases.append(name)
+    files = []
+    for name in PRIVATE_FILES:
+        if (data_dir / name).exists():
+            _copy_private(data_dir / name, destination / name)
+            files.append(name)
+    manifest = Manifest(__version__, datetime.now(UTC), databases, files)
+    (destination / MANIFEST).write_bytes(msgspec.json.format(msgspec.json.encode(manifest)))
+    return BackupResult(destination, manifest)
+
+
+def restore(source: Path, data_dir: Path) -> Manifest:
+    """Restore a backup into an empty (or new) data directory."""
+    try:
+        manifest = msgspec.json.decode((source / MANIFEST).read_bytes(), type=Manifest)
+    except FileNotFoundError:
+        raise BackupError(f"{source} is not a Stellwerk backup ({MANIFEST} is missing)") from None
+    except msgspec.DecodeError as exc:
+        raise BackupError(f"{source / MANIFEST} is not readable: {exc}") from None
+    _empty_or_absent(data_dir, "the data directory to restore into")
+    for name in manifest.databases:
+        if not (source / name).exists():
+            raise BackupError(f"the backup lists {name}, which is missing")
+        _check_database(source / name)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name in manifest.databases:
+        _copy_database(source / name, data_dir / name)
+    for name in manifest.files:
+        _copy_private(source / name, data_dir / name)
+    return manifest
