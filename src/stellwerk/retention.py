@@ -16,11 +16,12 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from prometheus_client import Counter, Gauge
 
+from stellwerk.clock import utc_now
 from stellwerk.ops.lifecycle import cancelled_meanwhile
 from stellwerk.ops.metrics import Metrics
 from stellwerk.seams import DeliveryQueue, EventLog
@@ -70,7 +71,7 @@ class Retention:
         archive_floors: ArchiveFloors | None = None,
         trim_archives: ArchiveTrim | None = None,
         metrics: RetentionMetrics | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._control = control
         self._log = event_log

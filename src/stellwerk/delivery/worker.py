@@ -35,11 +35,12 @@ import random
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final, Literal, Protocol
 
 import structlog
 
+from stellwerk.clock import utc_now
 from stellwerk.delivery.backoff import Verdict, decide
 from stellwerk.delivery.model import Delivered, Outcome, RetryLater, Target
 from stellwerk.rules import RetryPolicy
@@ -94,10 +95,6 @@ class NoHooks:
         pass
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class DeliveryWorker:
     """Delivers what `queue` holds to the targets that `targets` resolves.
 
@@ -111,7 +108,7 @@ class DeliveryWorker:
         targets: TargetResolver,
         *,
         hooks: DeliveryHooks | None = None,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
         wake: asyncio.Event | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,

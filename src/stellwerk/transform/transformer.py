@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from stellwerk.clock import utc_now
 from stellwerk.transform.errors import InvalidTransformerError
 from stellwerk.transform.paths import Step, is_missing, parse_path, resolve
 
@@ -200,7 +201,7 @@ class InputTransformer:
         if isinstance(ingestion_time, datetime):
             when = ingestion_time.astimezone(UTC).isoformat().replace("+00:00", "Z")
         else:
-            when = ingestion_time or datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            when = ingestion_time or utc_now().isoformat().replace("+00:00", "Z")
         values: dict[str, Any] = {
             "stellwerk.rule-name": rule_name,
             "stellwerk.event": event,

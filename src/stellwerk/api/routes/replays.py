@@ -25,6 +25,7 @@ from stellwerk.api.endpoints import Endpoint
 from stellwerk.api.errors import ApiError, ErrorBody, not_found
 from stellwerk.api.middleware.auth import principal_of
 from stellwerk.auth import Principal, Scope
+from stellwerk.clock import utc_now
 from stellwerk.events import parse_rfc3339
 from stellwerk.names import NAME_RULE, InvalidNameError, check_name
 from stellwerk.seams import Change
@@ -146,7 +147,7 @@ async def _new_replay(services: Services, principal: Principal, body: ReplayInpu
     start, end = _time(body, "start"), _time(body, "end")
     if end <= start:
         raise _invalid(f"the window is empty or reversed: end {body.end} is not after start", "end")
-    now = datetime.now(UTC)
+    now = utc_now()
     if end > now:
         raise _invalid(
             f"the window reaches into the future: end {body.end} is after now"

@@ -21,7 +21,8 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from stellwerk.storage.control.records import ConflictError, utc
+from stellwerk.clock import as_utc
+from stellwerk.storage.control.records import ConflictError
 from stellwerk.storage.control.tables import archives, tenants
 
 
@@ -50,8 +51,8 @@ def _record(row: sa.Row[Any]) -> ArchiveRecord:
         retention_days=int(row.retention_days),
         description=row.description,
         start_position=int(row.start_position),
-        created_at=utc(row.created_at),
-        updated_at=utc(row.updated_at),
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
         taken=bool(row.taken),
     )
 

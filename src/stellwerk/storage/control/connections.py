@@ -13,8 +13,9 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 
+from stellwerk.clock import as_utc
 from stellwerk.rules import ConnectionSpec, open_connection, seal_connection
-from stellwerk.storage.control.records import SealedStore, utc
+from stellwerk.storage.control.records import SealedStore
 from stellwerk.storage.control.tables import connections
 
 
@@ -34,7 +35,7 @@ class ConnectionStore(SealedStore):
     def _record(self, row: sa.Row[Any]) -> ConnectionRecord:
         stored = msgspec.json.decode(row.parameters)
         spec = open_connection(stored, self._secrets(), _associated(row.tenant_id, row.name))
-        return ConnectionRecord(row.name, spec, utc(row.created_at), utc(row.updated_at))
+        return ConnectionRecord(row.name, spec, as_utc(row.created_at), as_utc(row.updated_at))
 
     async def put(
         self, tenant_id: str, name: str, spec: ConnectionSpec

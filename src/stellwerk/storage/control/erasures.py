@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from stellwerk.storage.control.records import utc
+from stellwerk.clock import as_utc
 from stellwerk.storage.control.tables import erasures, suppressed_events, tenants
 
 _CHUNK: Final = 500  # rows per statement: well below every database's parameter limit
@@ -59,8 +59,8 @@ def _record(row: sa.Row[Any]) -> ErasureRecord:
         counts=msgspec.json.decode(row.counts) if row.counts else {},
         error=row.error,
         requested_by=row.requested_by,
-        requested_at=utc(row.requested_at),
-        finished_at=utc(row.finished_at) if row.finished_at else None,
+        requested_at=as_utc(row.requested_at),
+        finished_at=as_utc(row.finished_at) if row.finished_at else None,
     )
 
 

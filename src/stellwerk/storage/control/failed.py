@@ -16,7 +16,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from stellwerk.storage.control.records import utc
+from stellwerk.clock import as_utc
 from stellwerk.storage.control.tables import failed_events
 
 _ERASE_PAGE: Final = 500
@@ -66,8 +66,8 @@ def _record(row: sa.Row[Any]) -> FailedEventRecord:
         reason=row.reason,
         errors=msgspec.json.decode(row.errors),
         body=bytes(row.body),
-        received_at=utc(row.received_at),
-        resubmitted_at=utc(row.resubmitted_at) if row.resubmitted_at else None,
+        received_at=as_utc(row.received_at),
+        resubmitted_at=as_utc(row.resubmitted_at) if row.resubmitted_at else None,
     )
 
 

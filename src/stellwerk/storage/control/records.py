@@ -1,18 +1,13 @@
-"""What the control plane's stores share: their errors and the UTC rule."""
+"""What the control plane's stores share: their errors and sealed values."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stellwerk.secrets import SecretBox
-
-
-def utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything Stellwerk stores is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class NotFoundError(LookupError):

@@ -21,7 +21,8 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from stellwerk.storage.control.records import ConflictError, utc
+from stellwerk.clock import as_utc
+from stellwerk.storage.control.records import ConflictError
 from stellwerk.storage.control.tables import replays, tenants
 
 ReplayState = Literal["queued", "running", "completed", "cancelled", "failed"]
@@ -70,17 +71,17 @@ def _record(row: sa.Row[Any]) -> ReplayRecord:
         bus=row.bus,
         archive=row.archive,
         archive_uid=row.archive_uid,
-        start=utc(row.window_start),
-        end=utc(row.window_end),
+        start=as_utc(row.window_start),
+        end=as_utc(row.window_end),
         rules=None if row.rules is None else msgspec.json.decode(row.rules, type=list[str]),
         description=row.description,
         state=row.state,
         total=int(row.total),
         replayed=int(row.replayed),
         error=row.error,
-        created_at=utc(row.created_at),
-        updated_at=utc(row.updated_at),
-        finished_at=utc(row.finished_at) if row.finished_at else None,
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
+        finished_at=as_utc(row.finished_at) if row.finished_at else None,
     )
 
 

@@ -7,8 +7,9 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 
+from stellwerk.clock import as_utc
 from stellwerk.rules import Rule, RuleInput, TargetSpec
-from stellwerk.storage.control.records import ConflictError, SealedStore, utc
+from stellwerk.storage.control.records import ConflictError, SealedStore
 from stellwerk.storage.control.tables import rules
 
 _targets_decoder = msgspec.json.Decoder(list[TargetSpec])
@@ -52,8 +53,8 @@ class RuleStore(SealedStore):
             state=row.state,
             targets=targets,
             description=row.description,
-            created_at=utc(row.created_at),
-            updated_at=utc(row.updated_at),
+            created_at=as_utc(row.created_at),
+            updated_at=as_utc(row.updated_at),
         )
 
     async def put(

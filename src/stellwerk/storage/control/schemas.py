@@ -15,7 +15,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from stellwerk.storage.control.records import utc
+from stellwerk.clock import as_utc
 from stellwerk.storage.control.tables import schemas
 
 
@@ -34,7 +34,7 @@ def _record(row: sa.Row[Any]) -> SchemaRecord:
         version=row.version,
         document=msgspec.json.decode(row.document),
         description=row.description,
-        created_at=utc(row.created_at),
+        created_at=as_utc(row.created_at),
     )
 
 

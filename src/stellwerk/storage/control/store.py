@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from stellwerk.auth import Scope, generate_key, hash_key
+from stellwerk.clock import as_utc, utc_now
 from stellwerk.names import check_name
 from stellwerk.secrets import SecretBox
 from stellwerk.storage.control import migrate
@@ -23,7 +24,7 @@ from stellwerk.storage.control.connections import ConnectionStore
 from stellwerk.storage.control.erasures import ErasureStore
 from stellwerk.storage.control.failed import FailedEventStore
 from stellwerk.storage.control.grants import GrantStore
-from stellwerk.storage.control.records import ConflictError, NotFoundError, utc
+from stellwerk.storage.control.records import ConflictError, NotFoundError
 from stellwerk.storage.control.replays import ReplayStore
 from stellwerk.storage.control.rules import RuleStore
 from stellwerk.storage.control.schemas import SchemaRegistry
@@ -63,7 +64,7 @@ class BusRecord:
 
 
 def _tenant(row: sa.Row[Any]) -> TenantRecord:
-    return TenantRecord(id=row.id, name=row.name, created_at=utc(row.created_at))
+    return TenantRecord(id=row.id, name=row.name, created_at=as_utc(row.created_at))
 
 
 def _key(row: sa.Row[Any]) -> ApiKeyRecord:
@@ -73,8 +74,8 @@ def _key(row: sa.Row[Any]) -> ApiKeyRecord:
         scope=Scope(row.scope),
         key_hash=row.key_hash,
         description=row.description,
-        created_at=utc(row.created_at),
-        revoked_at=utc(row.revoked_at) if row.revoked_at else None,
+        created_at=as_utc(row.created_at),
+        revoked_at=as_utc(row.revoked_at) if row.revoked_at else None,
     )
 
 
@@ -83,8 +84,8 @@ def _bus(row: sa.Row[Any]) -> BusRecord:
         tenant_id=row.tenant_id,
         name=row.name,
         description=row.description,
-        created_at=utc(row.created_at),
-        updated_at=utc(row.updated_at),
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
         schema_validation=row.schema_validation,
     )
 
@@ -129,7 +130,7 @@ class ControlPlane:
         box: SecretBox | None = None,
     ) -> None:
         self._engine = engine
-        self._now = clock or (lambda: datetime.now(UTC))
+        self._now = clock or utc_now
         self.rules = RuleStore(engine, self._now, box)
         self.connections = ConnectionStore(engine, self._now, box)
         self.grants = GrantStore(engine, self._now)
@@ -239,7 +240,7 @@ class ControlPlane:
             row = (await conn.execute(query)).first()
         if row is None:
             return None
-        tenant = TenantRecord(id=row.tenant_id, name=row.tenant_name, created_at=utc(row.tc))
+        tenant = TenantRecord(id=row.tenant_id, name=row.tenant_name, created_at=as_utc(row.tc))
         return _key(row), tenant
 
     async def list_keys(self, tenant_id: str) -> list[ApiKeyRecord]:

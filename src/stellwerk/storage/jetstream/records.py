@@ -10,12 +10,12 @@ times without parsing bodies; JSON escapes keep any attribute value on one heade
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import msgspec
 from nats.aio.msg import Msg
 
+from stellwerk.clock import from_us
 from stellwerk.events.rfc3339 import format_rfc3339
 from stellwerk.seams import NewEvent, StoredEvent
 
@@ -24,19 +24,9 @@ META: Final = "Stellwerk-Meta"
 SEQUENCE: Final = "Nats-Sequence"
 NUM_PENDING: Final = "Nats-Num-Pending"
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 Meta = tuple[str, str, str, str | None, int]
 _encode: Final = msgspec.json.Encoder().encode
 _decode_meta: Final = msgspec.json.Decoder(Meta).decode
-
-
-def to_us(moment: datetime) -> int:
-    """Microseconds since the epoch: the unit of recorded time in `Stellwerk-Meta`."""
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 class Stamp:

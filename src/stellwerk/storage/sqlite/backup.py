@@ -16,13 +16,14 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
 import msgspec
 
 from stellwerk import __version__
+from stellwerk.clock import utc_now
 from stellwerk.secrets import KEY_FILE
 from stellwerk.storage.sqlite.files import ARCHIVES_FILE, CONTROL_FILE, DELIVERIES_FILE, EVENTS_FILE
 
@@ -100,7 +101,7 @@ def backup(data_dir: Path, destination: Path) -> BackupResult:
         if (data_dir / name).exists():
             _copy_private(data_dir / name, destination / name)
             files.append(name)
-    manifest = Manifest(__version__, datetime.now(UTC), databases, files)
+    manifest = Manifest(__version__, utc_now(), databases, files)
     (destination / MANIFEST).write_bytes(msgspec.json.format(msgspec.json.encode(manifest)))
     return BackupResult(destination, manifest)
 

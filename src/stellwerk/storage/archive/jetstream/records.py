@@ -24,6 +24,7 @@ from typing import ClassVar, Final
 import msgspec
 from nats.aio.msg import Msg
 
+from stellwerk.clock import from_us, to_us
 from stellwerk.seams import ArchivedEvent, StoredEvent
 from stellwerk.storage.jetstream import TableLayout, records, token
 
@@ -82,7 +83,7 @@ def copy_msg_id(uid: str, event: StoredEvent) -> str:
 
 
 def copy_headers(uid: str, event: StoredEvent) -> dict[str, str]:
-    meta = (event.id, event.source, event.type, event.subject, records.to_us(event.recorded_time))
+    meta = (event.id, event.source, event.type, event.subject, to_us(event.recorded_time))
     return {
         records.MSG_ID: copy_msg_id(uid, event),
         records.META: _encode_meta(meta).decode(),
@@ -97,13 +98,13 @@ class Copies:
     def __init__(self, uid: str) -> None:
         self._uid = uid
         self._us = -1
-        self._time = records.from_us(0)
+        self._time = from_us(0)
 
     def event(self, msg: Msg) -> ArchivedEvent:
         headers = msg.headers or {}
         event_id, source, event_type, subject, recorded_us = _decode_meta(headers[records.META])
         if recorded_us != self._us:
-            self._us, self._time = recorded_us, records.from_us(recorded_us)
+            self._us, self._time = recorded_us, from_us(recorded_us)
         return ArchivedEvent(
             self._uid,
             int(headers[records.SEQUENCE]),

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Self
 
+from stellwerk.clock import to_us
 from stellwerk.seams import (
     DEFAULT_ARCHIVE_READ,
     ArchiveCursorConflict,
@@ -221,7 +222,7 @@ class JetStreamArchiveStore:
         `time_slack` of `start` and of `end`; between those stretches JetStream's count of
         the messages still pending after a copy tells how many there are."""
         io = self._running().io
-        start_us, end_us = records.to_us(start), records.to_us(end)
+        start_us, end_us = to_us(start), to_us(end)
         if start_us >= end_us:
             return 0
         subject, slack = self.layout.copies_subject(uid), self._slack_us
@@ -262,7 +263,7 @@ class JetStreamArchiveStore:
         """The archive's copies recorded in `[start, end)` above `after_seq` (and below
         `stop_before` if given), in seq order."""
         io = self._running().io
-        start_us, end_us = records.to_us(start), records.to_us(end)
+        start_us, end_us = to_us(start), to_us(end)
         if start_us >= end_us:
             return
         subject = self.layout.copies_subject(uid)
@@ -299,7 +300,7 @@ class JetStreamArchiveStore:
     # -- removing ------------------------------------------------------------------------------
 
     async def trim(self, uid: str, older_than: datetime) -> int:
-        return await self._running().upkeep.trim(uid, records.to_us(older_than))
+        return await self._running().upkeep.trim(uid, to_us(older_than))
 
     async def drop(self, uid: str) -> int:
         return await self._running().upkeep.drop(uid)

@@ -24,10 +24,11 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Final, Self, TypeVar
 
+from stellwerk.clock import EPOCH, from_us, to_us
 from stellwerk.seams import (
     DEFAULT_ARCHIVE_READ,
     ArchiveCursorConflict,
@@ -42,7 +43,6 @@ from stellwerk.storage.sqlite import InsertRows
 
 DELETE_CHUNK: Final = 10_000
 _T = TypeVar("_T")
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 _DDL: Final = (
     """CREATE TABLE IF NOT EXISTS archives (
@@ -116,11 +116,6 @@ _LATE_CANDIDATES: Final = f"""
 _DELETE_SEQ: Final = "DELETE FROM archived WHERE seq = ? RETURNING length(body)"
 
 
-def to_us(moment: datetime) -> int:
-    """Microseconds since the epoch, UTC: the unit of recorded time here as in the log."""
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
 def _connect(path: Path, *, writer: bool) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit).
 
@@ -153,12 +148,12 @@ class _Rows:
     def __init__(self, uid: str) -> None:
         self._uid = uid
         self._us = -1
-        self._time = _EPOCH
+        self._time = EPOCH
 
     def event(self, row: tuple[int, int, int, str, str, str, str | None, bytes]) -> ArchivedEvent:
         seq, position, recorded_us, event_id, source, event_type, subject, body = row
         if recorded_us != self._us:  # events of one log group share their recorded time
-            self._us, self._time = recorded_us, _EPOCH + timedelta(microseconds=recorded_us)
+            self._us, self._time = recorded_us, from_us(recorded_us)
         return ArchivedEvent(
             self._uid, seq, position, event_id, source, event_type, subject, self._time, body
         )

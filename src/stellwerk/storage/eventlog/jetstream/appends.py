@@ -35,6 +35,7 @@ from typing import Final, NamedTuple
 import msgspec
 from nats.aio.msg import Msg
 
+from stellwerk.clock import to_us
 from stellwerk.seams import AppendResult, AppendStatus, NewEvent
 from stellwerk.storage.jetstream import (
     NO_RESPONDERS,
@@ -171,7 +172,7 @@ class Appender:
         return out
 
     def _stamp(self) -> records.Stamp:
-        now_us = max(records.to_us(self._clock()), self._last_us)
+        now_us = max(to_us(self._clock()), self._last_us)
         self._last_us = now_us
         return records.Stamp(now_us)
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Final, Self
 
 import structlog
 from nats.aio.msg import Msg
 
+from stellwerk.clock import to_us, utc_now
 from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
     DEFAULT_READ_LIMIT,
@@ -53,10 +54,6 @@ from stellwerk.storage.jetstream import (
 _SCAN_BATCH: Final = 256
 RECONNECT_GRACE: Final = 2.0  # seconds a new append waits for a lost connection to come back
 log = structlog.stdlib.get_logger(__name__)
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -94,7 +91,7 @@ class JetStreamEventLog:
         namespace: str = "stellwerk",
         replicas: int = 1,
         dedup_window: timedelta = DEFAULT_DEDUP_WINDOW,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
         max_pending_events: int = 50_000,
         max_pending_bytes: int = 64 * 1024 * 1024,
         ack_timeout: float = 10.0,
@@ -262,7 +259,7 @@ class JetStreamEventLog:
         on, filtered by recorded time, until one is recorded past `end` plus the slack."""
         _check_limit(limit)
         queries = self._running().queries
-        start_us, end_us = records.to_us(start), records.to_us(end)
+        start_us, end_us = to_us(start), to_us(end)
         if start_us >= end_us or not await self._exists(tenant):
             return []
         stream = self.layout.stream(tenant)
@@ -276,7 +273,7 @@ class JetStreamEventLog:
         while True:
             found = await queries.page(stream, subject, seq, max(limit - len(out), _SCAN_BATCH))
             for event in _events(tenant, bus, found):
-                recorded_us = records.to_us(event.recorded_time)
+                recorded_us = to_us(event.recorded_time)
                 if recorded_us >= end_us + self._slack_us:
                     return out  # every later event is past the window too
                 if start_us <= recorded_us < end_us:
@@ -314,7 +311,7 @@ class JetStreamEventLog:
         go up to their skew early or late.
         """
         upkeep = self._running().upkeep
-        return await upkeep.trim(records.to_us(older_than), keep or {})
+        return await upkeep.trim(to_us(older_than), keep or {})
 
     async def erase(
         self,

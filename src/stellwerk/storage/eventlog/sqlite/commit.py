@@ -13,12 +13,13 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 
+from stellwerk.clock import from_us, to_us
 from stellwerk.events.rfc3339 import format_rfc3339
 from stellwerk.seams import AppendResult, LogClosed
 from stellwerk.storage.eventlog.sqlite import schema
@@ -28,17 +29,7 @@ from stellwerk.storage.eventlog.sqlite.writer import Job, PendingAppend
 from stellwerk.storage.sqlite import WalBound
 
 TRIM_CHUNK: Final = 20_000
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _encode_json: Final = msgspec.json.Encoder().encode
-
-
-def to_us(moment: datetime) -> int:
-    """Microseconds since the epoch: the log's unit of recorded time."""
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 class GroupCommitter:

@@ -20,8 +20,8 @@ from typing import Final
 
 import msgspec
 
+from stellwerk.clock import from_us
 from stellwerk.seams import ErasedEvent, EraseMatch, StoredEvent
-from stellwerk.storage.eventlog.sqlite.commit import from_us
 from stellwerk.storage.eventlog.sqlite.segments import Meta, decode_meta, pack_ends, unpack_ends
 
 SCAN_EVENTS: Final = 20_000  # events one scan step looks at before its finds are erased

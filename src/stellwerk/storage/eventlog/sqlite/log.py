@@ -19,10 +19,11 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Self, TypeVar
 
+from stellwerk.clock import from_us, to_us, utc_now
 from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
     DEFAULT_READ_LIMIT,
@@ -37,22 +38,13 @@ from stellwerk.seams import (
     StoredEvent,
 )
 from stellwerk.storage.eventlog.sqlite import erase, schema
-from stellwerk.storage.eventlog.sqlite.commit import (
-    GroupCommitter,
-    first_position_since,
-    from_us,
-    to_us,
-)
+from stellwerk.storage.eventlog.sqlite.commit import GroupCommitter, first_position_since
 from stellwerk.storage.eventlog.sqlite.dedup import FLUSH_ENTRIES
 from stellwerk.storage.eventlog.sqlite.segments import decode_meta, unpack_ends
 from stellwerk.storage.eventlog.sqlite.writer import Job, LogWriter, PendingAppend
 from stellwerk.storage.sqlite import Checkpointer
 
 _T = TypeVar("_T")
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class SqliteEventLog:
@@ -78,7 +70,7 @@ class SqliteEventLog:
         path: str | Path,
         *,
         dedup_window: timedelta = DEFAULT_DEDUP_WINDOW,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
         on_commit: Callable[[int, float], None] | None = None,
         max_queue_events: int = 50_000,
         max_queue_bytes: int = 64 * 1024 * 1024,

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Final
 
+from stellwerk.clock import from_us
 from stellwerk.seams import DeadLetter
 from stellwerk.storage.jetstream import Put
 from stellwerk.storage.queue.jetstream.index import LaneView
@@ -24,7 +25,6 @@ from stellwerk.storage.queue.jetstream.records import (
     decode_dead,
     decode_meta,
     encode,
-    from_us,
 )
 
 REDRIVE_LANES: Final = 64  # lanes a redrive works on at once

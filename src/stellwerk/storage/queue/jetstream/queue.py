@@ -47,12 +47,13 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Final, Self
 
 import msgspec
 import structlog
 
+from stellwerk.clock import from_us, to_us, utc_now
 from stellwerk.seams import (
     DEFAULT_DEAD_LETTER_PAGE,
     MAX_DEAD_LETTER_PAGE,
@@ -86,11 +87,9 @@ from stellwerk.storage.queue.jetstream.records import (
     decode_meta,
     decode_replay,
     encode,
-    from_us,
     head_state,
     lane_of,
     route_msg_id,
-    to_us,
 )
 from stellwerk.storage.queue.jetstream.store import (
     DeliveryStore,
@@ -100,10 +99,6 @@ from stellwerk.storage.queue.jetstream.store import (
 
 DEFAULT_DEDUP_WINDOW: Final = timedelta(minutes=10)
 log = structlog.stdlib.get_logger(__name__)
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -134,7 +129,7 @@ class JetStreamDeliveryQueue:
         ack_timeout: float = 10.0,
         request_timeout: float = 5.0,
         scan_interval: float = 0.1,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.url = url
         self.layout = QueueLayout(namespace)

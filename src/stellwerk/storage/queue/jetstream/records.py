@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import ClassVar, Final
 
 import msgspec
@@ -37,17 +36,6 @@ from stellwerk.storage.jetstream import TableLayout, token
 DELIVERY_HEADER: Final = "Stellwerk-Delivery"
 FINISHED_HEADER: Final = "Stellwerk-Finished"
 ROLLUP: Final = "Nats-Rollup"
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def to_us(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        raise ValueError("times must be timezone-aware")
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 def digest(*parts: str | int) -> str:

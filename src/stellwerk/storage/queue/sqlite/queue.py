@@ -52,10 +52,11 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Self, TypeVar
 
+from stellwerk.clock import from_us, to_us, utc_now
 from stellwerk.seams import (
     DEFAULT_DEAD_LETTER_PAGE,
     MAX_DEAD_LETTER_PAGE,
@@ -154,20 +155,6 @@ _DEAD_COLUMNS: Final = (
     " d.dead_us, d.attempts, d.last_error, coalesce(b.payload, d.payload), d.content_type,"
     " d.ordering_key"
 )
-
-
-def to_us(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        raise ValueError("times must be timezone-aware")
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
-
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _open(path: Path) -> sqlite3.Connection:
@@ -330,10 +317,6 @@ def _settle(pairs: list[tuple[asyncio.Future[Any], Any]]) -> None:
             future.set_result(outcome)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class SqliteDeliveryQueue:
     """The `DeliveryQueue` on one file: `SqliteDeliveryQueue(data_dir / DELIVERIES_FILE)`.
 
@@ -341,7 +324,7 @@ class SqliteDeliveryQueue:
     takes its time from the caller.
     """
 
-    def __init__(self, path: str | Path, *, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(self, path: str | Path, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.path = Path(path)
         self._clock = clock
         self._writer: _Writer | None = None
