@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge
 from stellwerk.clock import utc_now
 from stellwerk.ops.lifecycle import cancelled_meanwhile
 from stellwerk.ops.metrics import Metrics
-from stellwerk.seams import DeliveryQueue, EventLog
+from stellwerk.seams import EventLog, RouteCursors
 from stellwerk.storage.control import ControlPlane
 
 log = structlog.get_logger("stellwerk.retention")
@@ -64,7 +64,7 @@ class Retention:
         self,
         control: ControlPlane,
         event_log: EventLog,
-        queue: DeliveryQueue,
+        queue: RouteCursors,
         *,
         log_retention: timedelta,
         interval: float,

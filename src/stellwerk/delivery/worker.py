@@ -44,7 +44,7 @@ from stellwerk.clock import utc_now
 from stellwerk.delivery.backoff import Verdict, decide
 from stellwerk.delivery.model import Delivered, Outcome, RetryLater, Target
 from stellwerk.rules import RetryPolicy
-from stellwerk.seams import DeliveryQueue, DeliveryQueueError, LeasedDelivery, TargetKey
+from stellwerk.seams import DeliveryQueueError, LeasedDelivery, TargetKey, WorkQueue
 
 DEFAULT_CONCURRENCY: Final = 16
 DEFAULT_MAX_IN_FLIGHT: Final = 512
@@ -104,7 +104,7 @@ class DeliveryWorker:
 
     def __init__(
         self,
-        queue: DeliveryQueue,
+        queue: WorkQueue,
         targets: TargetResolver,
         *,
         hooks: DeliveryHooks | None = None,

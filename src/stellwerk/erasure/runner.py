@@ -32,7 +32,7 @@ from prometheus_client import Counter
 from stellwerk.erasure.criterion import Criterion
 from stellwerk.erasure.suppression import Suppressions
 from stellwerk.ops.metrics import Metrics
-from stellwerk.seams import ArchiveStore, DeliveryQueue, ErasedEvent, EventLog
+from stellwerk.seams import ArchiveStore, ErasedEvent, EventLog, QueueErasure
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.erasures import ErasureRecord, ErasureState
 
@@ -71,7 +71,7 @@ class ErasureRunner:
         self,
         control: ControlPlane,
         event_log: EventLog,
-        queue: DeliveryQueue,
+        queue: QueueErasure,
         archive_store: ArchiveStore | None,
         *,
         suppressions: Suppressions | None = None,

@@ -5,7 +5,7 @@ its cursor. Each event gets the extension `replayname` (so receivers and pattern
 replay from live traffic), is matched against the bus's rules as they are now (only the chosen
 ones, when the replay names some) and becomes deliveries just as the router makes them. The
 batch's deliveries and the replay's new cursor go to the queue in one step
-(`DeliveryQueue.route_replay`), so a replay resumed after a crash neither sends an event twice
+(`RouteSink.route_replay`), so a replay resumed after a crash neither sends an event twice
 nor skips one. Replays never pass through the log, so archives never archive them again.
 
 Before it starts, a replay waits until the archiver has looked at every event the bus's log held
@@ -42,10 +42,10 @@ from stellwerk.seams import (
     ArchivedEvent,
     ArchiveStore,
     CursorConflict,
-    DeliveryQueue,
     EventLog,
     NewDelivery,
     QueueClosed,
+    RouteSink,
 )
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.control.replays import ReplayRecord
@@ -238,7 +238,7 @@ class ReplayRunner:
         control: ControlPlane,
         archives: ArchiveStore,
         event_log: EventLog,
-        queue: DeliveryQueue,
+        queue: RouteSink,
         rules_for: RuleSource,
         *,
         rate: float,

@@ -2,7 +2,7 @@
 
 For a bus it reads the events after the bus's cursor in batches, matches each against all the
 bus's rules at once (`Matcher`), builds a delivery per (event, matched rule, target) and hands the
-batch's deliveries to the queue together with the new cursor (`DeliveryQueue.route`), which
+batch's deliveries to the queue together with the new cursor (`RouteSink.route`), which
 stores both in one step: a router that crashes resumes at the cursor, and no event is routed twice
 or skipped. A bus without rules still moves its cursor.
 
@@ -28,7 +28,7 @@ import structlog
 
 from stellwerk.patterns import Matcher
 from stellwerk.routing.follower import BusFollower
-from stellwerk.seams import CursorConflict, DeliveryQueue, EventLog, NewDelivery, StoredEvent
+from stellwerk.seams import CursorConflict, EventLog, NewDelivery, RouteSink, StoredEvent
 from stellwerk.transform import InputTransformer
 
 DEFAULT_BATCH: Final = 1000
@@ -112,7 +112,7 @@ class Router(BusFollower):
     def __init__(
         self,
         log: EventLog,
-        queue: DeliveryQueue,
+        queue: RouteSink,
         rules_for: RuleSource,
         buses: Callable[[], Iterable[tuple[str, str]]],
         *,

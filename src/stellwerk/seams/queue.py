@@ -1,36 +1,9 @@
 """The delivery queue seam: deliveries waiting for their targets, leased, retried or dead.
 
-Two backends: the embedded SQLite queue (`storage.queue.sqlite`) and NATS JetStream
-(`storage.queue.jetstream`). The JetStream one is not a work-queue consumer: leases and retries
-run on the caller's clock and ordered groups must hold back one delivery at a time, so it keeps
-each delivery's payload as a message and each *lane* (a delivery, or an ordered group) as a
-record changed by compare-and-set (see that module and docs/scale-out.md). Max-deliver and
-backoff are kept by `delivery.backoff`, so both backends behave alike.
-
-A delivery moves through these states:
-
-- *ready*: due at `next_attempt_at` (a new one at its event's recorded time);
-- *in flight*: leased by a worker until the lease expires; an expired lease makes it ready
-  again, so the deliveries of a crashed worker come back by themselves (a backend may also
-  forget its leases when it restarts, making them ready at once: the embedded one keeps them in
-  memory, since a lost lease is only a redelivery);
-- *waiting* (ordered targets only): behind an earlier unfinished delivery of the same
-  (tenant, bus, rule, target, ordering key); it becomes ready when that one is finished;
-- finished: acknowledged (gone), or *dead* (in the dead-letter queue until redriven).
-
-`route` writes the deliveries of a run of events and moves the bus's router cursor past them in
-one step, so a router that restarts from the cursor neither routes an event twice nor skips one.
-(The JetStream backend makes the same promise with publish dedup ids of the form
-`bus/position/rule/target` and a cursor moved by compare-and-set after the publishes.)
-
-`route_replay` does the same for a replay (`routing.replay`): the deliveries of a run of archived
-events and the replay's own cursor (the archive `seq` reached, and how many events that was), so
-a replay resumed after a crash neither sends an event twice nor skips one. (On JetStream: dedup
-ids `replay/name/seq/rule/target` and the cursor in the KV bucket.)
-
-Work may run more than once: a lease can expire while its worker is still busy, and an `ack`,
-`retry` or `dead_letter` by id is taken from whoever sends it. Targets get the event id as an
-idempotency key for that reason.
+One backend object implements `DeliveryQueue`; each consumer takes only the part it uses: the
+router and replays a `RouteSink`, the worker a `WorkQueue`, the API a `DeadLetterQueue`,
+retention `RouteCursors`, erasure `QueueErasure`, metrics `QueueDepths`. How a delivery moves
+through its states, and what `route` and `route_replay` promise, is in docs/delivery.md.
 """
 
 from __future__ import annotations
@@ -175,54 +148,16 @@ class CursorConflict(DeliveryQueueError):
     """
 
 
-def check_route(
-    tenant: str, bus: str, current: int, position: int, deliveries: Sequence[NewDelivery]
-) -> None:
-    """What every backend's `route` checks against the bus's cursor (`current`) before it
-    writes: `CursorConflict` if another router got there first (the whole run or part of it),
-    `ValueError` for a delivery that is not of this bus or lies past `position`."""
-    if position <= current:
-        raise CursorConflict(
-            f"{tenant}/{bus} is routed up to {current}; cannot route up to {position}"
-        )
-    for d in deliveries:
-        if (d.tenant, d.bus) != (tenant, bus) or d.position > position:
-            raise ValueError(
-                f"delivery of {d.tenant}/{d.bus} at {d.position} does not belong in"
-                f" {tenant}/{bus} ({current}, {position}]"
-            )
-        if d.position <= current:
-            # Another router routed part of this batch meanwhile (a lease that moved).
-            raise CursorConflict(
-                f"{tenant}/{bus} is routed up to {current}, past the delivery at {d.position}"
-            )
+class RouteCursors(Protocol):
+    """How far routing got on each bus: what retention and erasure wait for."""
+
+    async def cursor(self, tenant: str, bus: str) -> int:
+        """The position of the last event routed on the bus (0 before the first)."""
+        ...
 
 
-def check_replay_batch(tenant: str, replay: str, current: int, after: int, seq: int) -> None:
-    """What every backend's `route_replay` checks against the replay's cursor (`current`)
-    before it writes a batch of the archived events in (`after`, `seq`]."""
-    if seq <= after:
-        raise ValueError(f"a replay batch ({after}, {seq}] holds nothing")
-    if current != after:
-        raise CursorConflict(
-            f"replay {tenant}/{replay} is at seq {current}, not {after}; cannot route"
-            f" ({after}, {seq}]"
-        )
-
-
-class DeliveryQueue(Protocol):
-    """Deliveries on their way to targets. Use as `async with queue:` or `start()`/`close()`.
-
-    Every method may raise `QueueClosed`. Times are timezone-aware datetimes.
-    """
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(self, *exc_info: object) -> None: ...
+class RouteSink(RouteCursors, Protocol):
+    """Where the router and replays put deliveries, each run together with its cursor."""
 
     async def route(
         self, tenant: str, bus: str, position: int, deliveries: Sequence[NewDelivery]
@@ -234,10 +169,6 @@ class DeliveryQueue(Protocol):
         every delivery must belong to the bus and be at most `position` (`ValueError`). A run
         of events without deliveries still moves the cursor.
         """
-        ...
-
-    async def cursor(self, tenant: str, bus: str) -> int:
-        """The position of the last event routed on the bus (0 before the first)."""
         ...
 
     async def route_replay(
@@ -265,6 +196,14 @@ class DeliveryQueue(Protocol):
     async def replay_cursor(self, tenant: str, replay: str) -> ReplayCursor:
         """The replay's cursor: `ReplayCursor(0, 0)` before its first `route_replay`."""
         ...
+
+
+class WorkQueue(Protocol):
+    """What a delivery worker takes work from and reports outcomes to.
+
+    Work may run more than once: a lease can expire while its worker is still busy, and an
+    `ack`, `retry` or `dead_letter` by id is taken from whoever sends it.
+    """
 
     async def lease(
         self,
@@ -298,6 +237,10 @@ class DeliveryQueue(Protocol):
         """The last attempt failed for good; count it and move the delivery to the DLQ."""
         ...
 
+
+class DeadLetterQueue(Protocol):
+    """The dead deliveries of a bus, as the API pages through and redrives them."""
+
     async def dead_letters(
         self,
         tenant: str,
@@ -324,9 +267,9 @@ class DeliveryQueue(Protocol):
         """
         ...
 
-    async def depth(self) -> list[QueueDepth]:
-        """Pending, in-flight and dead counts and the oldest pending age, per target."""
-        ...
+
+class QueueErasure(RouteCursors, Protocol):
+    """What an erasure needs of the queue: to wait for routing to pass, then to erase."""
 
     async def erase(
         self,
@@ -345,3 +288,27 @@ class DeliveryQueue(Protocol):
         it reports the outcome. Works a chunk at a time. Returns how many went.
         """
         ...
+
+
+class QueueDepths(Protocol):
+    """What the queue-depth metrics read."""
+
+    async def depth(self) -> list[QueueDepth]:
+        """Pending, in-flight and dead counts and the oldest pending age, per target."""
+        ...
+
+
+class DeliveryQueue(RouteSink, WorkQueue, DeadLetterQueue, QueueErasure, QueueDepths, Protocol):
+    """All of the queue, as one backend implements it and the composition root opens it.
+
+    Use as `async with queue:` or `start()`/`close()`. Every method may raise `QueueClosed`.
+    Times are timezone-aware datetimes.
+    """
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...

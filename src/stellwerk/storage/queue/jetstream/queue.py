@@ -48,15 +48,13 @@ import contextlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, Self
+from typing import Final
 
 import msgspec
 import structlog
 
 from stellwerk.clock import from_us, to_us, utc_now
 from stellwerk.seams import (
-    DEFAULT_DEAD_LETTER_PAGE,
-    MAX_DEAD_LETTER_PAGE,
     CursorConflict,
     DeadLetter,
     DeliveryQueueError,
@@ -69,8 +67,8 @@ from stellwerk.seams import (
     ReplayCursor,
     TargetKey,
 )
-from stellwerk.seams.queue import check_replay_batch, check_route
 from stellwerk.storage.jetstream import Connection, Put, Stored
+from stellwerk.storage.queue.contract import CheckedQueue, check_replay_cursor, check_route_cursor
 from stellwerk.storage.queue.jetstream.dead import DeadLetters
 from stellwerk.storage.queue.jetstream.index import DeliveryIndex, LaneView
 from stellwerk.storage.queue.jetstream.lanes import Lanes
@@ -110,7 +108,7 @@ class _Open:
     dead: DeadLetters
 
 
-class JetStreamDeliveryQueue:
+class JetStreamDeliveryQueue(CheckedQueue):
     """The `DeliveryQueue` on JetStream at `url` (a server list may be comma-separated).
 
     `namespace` prefixes streams and subjects as the event log's does; `replicas` is the
@@ -179,13 +177,6 @@ class JetStreamDeliveryQueue:
         if opened is not None:
             await opened.conn.close()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     def _running(self) -> _Open:
         if self._open is None:
             raise QueueClosed("the delivery queue is not open")
@@ -239,14 +230,14 @@ class JetStreamDeliveryQueue:
 
     # -- routing -------------------------------------------------------------------------------
 
-    async def route(
+    async def _route(
         self, tenant: str, bus: str, position: int, deliveries: Sequence[NewDelivery]
     ) -> None:
         opened = self._running()
         key = self.layout.cursor_key(tenant, bus)
         stored = await opened.store.last(key)
         current = decode_cursor(stored.data).position if stored is not None else 0
-        check_route(tenant, bus, current, position, deliveries)
+        check_route_cursor(tenant, bus, current, position, deliveries)
         await self._enqueue(opened, deliveries)
         expected = stored.seq if stored is not None else 0
         if await opened.store.put(Put(key, encode(RouteCursor(position)), expected)) is None:
@@ -256,7 +247,7 @@ class JetStreamDeliveryQueue:
         stored = await self._running().store.last(self.layout.cursor_key(tenant, bus))
         return decode_cursor(stored.data).position if stored is not None else 0
 
-    async def route_replay(
+    async def _route_replay(
         self,
         tenant: str,
         replay: str,
@@ -271,10 +262,7 @@ class JetStreamDeliveryQueue:
         key = self.layout.replay_key(tenant, replay)
         stored = await opened.store.last(key)
         current = decode_replay(stored.data) if stored is not None else ReplayMark(0, 0)
-        check_replay_batch(tenant, replay, current.seq, after, seq)
-        for d in deliveries:
-            if d.tenant != tenant:
-                raise ValueError(f"a delivery of {d.tenant} does not belong in {tenant}")
+        check_replay_cursor(tenant, replay, current.seq, after, seq)
         await self._enqueue(opened, deliveries, replay=replay, now_us=now_us)
         mark = ReplayMark(seq, current.replayed + events)
         expected = stored.seq if stored is not None else 0
@@ -335,16 +323,14 @@ class JetStreamDeliveryQueue:
 
     # -- leasing and outcomes ------------------------------------------------------------------
 
-    async def lease(
+    async def _lease(
         self,
         now: datetime,
         limit: int,
         lease_seconds: float,
-        per_target_limits: Mapping[TargetKey, int] | None = None,
+        per_target_limits: Mapping[TargetKey, int] | None,
     ) -> list[LeasedDelivery]:
         opened = self._running()
-        if limit < 1:
-            return []
         now_us = to_us(now)
         until_us = now_us + int(lease_seconds * 1_000_000)
         chosen = opened.index.take_due(now_us, limit, per_target_limits or {})
@@ -423,18 +409,15 @@ class JetStreamDeliveryQueue:
 
     # -- dead letters --------------------------------------------------------------------------
 
-    async def dead_letters(
+    async def _dead_letters(
         self,
         tenant: str,
         bus: str,
-        *,
-        rule: str | None = None,
-        target_id: str | None = None,
-        after: int = 0,
-        limit: int = DEFAULT_DEAD_LETTER_PAGE,
+        rule: str | None,
+        target_id: str | None,
+        after: int,
+        limit: int,
     ) -> list[DeadLetter]:
-        if not 1 <= limit <= MAX_DEAD_LETTER_PAGE:
-            raise ValueError(f"limit must be 1..{MAX_DEAD_LETTER_PAGE}, not {limit}")
         dead = self._running().dead
         return await dead.page(
             tenant, bus, rule=rule, target_id=target_id, after=after, limit=limit

@@ -54,12 +54,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, TypeVar
 
 from stellwerk.clock import from_us, to_us, utc_now
 from stellwerk.seams import (
-    DEFAULT_DEAD_LETTER_PAGE,
-    MAX_DEAD_LETTER_PAGE,
     DeadLetter,
     DeliveryQueueError,
     ErasedDeliveries,
@@ -71,7 +69,7 @@ from stellwerk.seams import (
     ReplayCursor,
     TargetKey,
 )
-from stellwerk.seams.queue import check_replay_batch, check_route
+from stellwerk.storage.queue.contract import CheckedQueue, check_replay_cursor, check_route_cursor
 from stellwerk.storage.sqlite import Checkpointer, InsertRows, WalBound
 
 READY, WAITING, DEAD = 0, 1, 2
@@ -317,7 +315,7 @@ def _settle(pairs: list[tuple[asyncio.Future[Any], Any]]) -> None:
             future.set_result(outcome)
 
 
-class SqliteDeliveryQueue:
+class SqliteDeliveryQueue(CheckedQueue):
     """The `DeliveryQueue` on one file: `SqliteDeliveryQueue(data_dir / DELIVERIES_FILE)`.
 
     `clock` stamps dead letters and redrives and measures depth (a test can move it); `lease`
@@ -386,16 +384,9 @@ class SqliteDeliveryQueue:
                 conn.close()
         self._write_conn = self._read_conn = None
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     # -- routing -------------------------------------------------------------------------------
 
-    async def route(
+    async def _route(
         self, tenant: str, bus: str, position: int, deliveries: Sequence[NewDelivery]
     ) -> None:
         def work(conn: sqlite3.Connection) -> None:
@@ -404,7 +395,7 @@ class SqliteDeliveryQueue:
                 "SELECT position FROM cursors WHERE tenant = ? AND bus = ?", (tenant, bus)
             ).fetchone()
             current = row[0] if row else 0
-            check_route(tenant, bus, current, position, deliveries)
+            check_route_cursor(tenant, bus, current, position, deliveries)
             self._enqueue(conn, deliveries)
             conn.execute(
                 "INSERT INTO cursors (tenant, bus, position) VALUES (?, ?, ?)"
@@ -465,7 +456,7 @@ class SqliteDeliveryQueue:
         if self._wal_bound is not None:
             self._wal_bound.grew(sum(len(d.payload) for d in deliveries))
 
-    async def route_replay(
+    async def _route_replay(
         self,
         tenant: str,
         replay: str,
@@ -480,10 +471,7 @@ class SqliteDeliveryQueue:
         def work(conn: sqlite3.Connection) -> None:
             self._refresh(conn)
             current = self._replay_cursor(conn, tenant, replay)
-            check_replay_batch(tenant, replay, current.seq, after, seq)
-            for d in deliveries:
-                if d.tenant != tenant:
-                    raise ValueError(f"a delivery of {d.tenant} does not belong in {tenant}")
+            check_replay_cursor(tenant, replay, current.seq, after, seq)
             self._enqueue(conn, deliveries, now_us)
             conn.execute(
                 "INSERT INTO replay_cursors (tenant, replay, seq, replayed) VALUES (?, ?, ?, ?)"
@@ -539,15 +527,13 @@ class SqliteDeliveryQueue:
 
     # -- leasing and outcomes ------------------------------------------------------------------
 
-    async def lease(
+    async def _lease(
         self,
         now: datetime,
         limit: int,
         lease_seconds: float,
-        per_target_limits: Mapping[TargetKey, int] | None = None,
+        per_target_limits: Mapping[TargetKey, int] | None,
     ) -> list[LeasedDelivery]:
-        if limit < 1:
-            return []
         now_us = to_us(now)
         until_us = now_us + int(lease_seconds * 1_000_000)
 
@@ -732,18 +718,15 @@ class SqliteDeliveryQueue:
 
     # -- dead letters --------------------------------------------------------------------------
 
-    async def dead_letters(
+    async def _dead_letters(
         self,
         tenant: str,
         bus: str,
-        *,
-        rule: str | None = None,
-        target_id: str | None = None,
-        after: int = 0,
-        limit: int = DEFAULT_DEAD_LETTER_PAGE,
+        rule: str | None,
+        target_id: str | None,
+        after: int,
+        limit: int,
     ) -> list[DeadLetter]:
-        if not 1 <= limit <= MAX_DEAD_LETTER_PAGE:
-            raise ValueError(f"limit must be 1..{MAX_DEAD_LETTER_PAGE}, not {limit}")
 
         def query(conn: sqlite3.Connection) -> list[DeadLetter]:
             rows = conn.execute(
