@@ -32,11 +32,10 @@ import contextlib
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, Self
+from typing import Final
 
 from stellwerk.clock import to_us
 from stellwerk.seams import (
-    DEFAULT_ARCHIVE_READ,
     ArchiveCursorConflict,
     ArchivedEvent,
     ArchiveEraseMatch,
@@ -45,6 +44,7 @@ from stellwerk.seams import (
     ArchiveStoreError,
     StoredEvent,
 )
+from stellwerk.storage.archive.contract import CheckedArchiveStore, check_archive_cursor
 from stellwerk.storage.archive.jetstream.io import ArchiveIO, unavailable_as_archive_error
 from stellwerk.storage.archive.jetstream.records import (
     ArchiveCursor,
@@ -67,7 +67,7 @@ class _Open:
     upkeep: ArchiveUpkeep
 
 
-class JetStreamArchiveStore:
+class JetStreamArchiveStore(CheckedArchiveStore):
     """The `ArchiveStore` on JetStream at `url` (a server list may be comma-separated).
 
     `namespace` prefixes streams and subjects as for the event log; `replicas` is the stream
@@ -132,13 +132,6 @@ class JetStreamArchiveStore:
         if opened is not None:
             await opened.io.conn.close()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     async def ping(self) -> None:
         io = self._running().io
         with unavailable_as_archive_error():
@@ -155,35 +148,17 @@ class JetStreamArchiveStore:
         _, data = await self._running().io.record(self.layout.cursor_key(tenant, bus))
         return decode_cursor(data).position if data else 0
 
-    async def archive(
-        self,
-        tenant: str,
-        bus: str,
-        position: int,
-        entries: Sequence[tuple[str, StoredEvent]],
+    async def _archive(
+        self, tenant: str, bus: str, position: int, entries: Sequence[tuple[str, StoredEvent]]
     ) -> None:
         io, upkeep = self._running().io, self._running().upkeep
-        for uid, event in entries:
-            if (event.tenant, event.bus) != (tenant, bus):
-                raise ValueError(
-                    f"event {event.id!r} of {event.tenant}/{event.bus} is not of {tenant}/{bus}"
-                    f" (archive {uid})"
-                )
         key = self.layout.cursor_key(tenant, bus)
         cursor_seq, data = await io.record(key)
         current = decode_cursor(data).position if data else 0
-        if position <= current:
-            raise ArchiveCursorConflict(
-                f"{tenant}/{bus} is archived up to {current}; cannot archive up to {position}"
-            )
+        check_archive_cursor(tenant, bus, current, position, entries)
         # In position order, so that `seq` follows position within each archive.
         by_uid: dict[str, list[StoredEvent]] = {}
         for uid, event in sorted(entries, key=lambda entry: entry[1].position):
-            if not current < event.position <= position:
-                raise ArchiveCursorConflict(
-                    f"event at {event.position} is not within {tenant}/{bus}'s"
-                    f" ({current}, {position}]"
-                )
             by_uid.setdefault(uid, []).append(event)
         totals = dict(zip(by_uid, await asyncio.gather(*map(upkeep.totals, by_uid)), strict=True))
         copies = [
@@ -199,16 +174,9 @@ class JetStreamArchiveStore:
 
     # -- reading -------------------------------------------------------------------------------
 
-    async def read_window(
-        self,
-        uid: str,
-        start: datetime,
-        end: datetime,
-        after_seq: int = 0,
-        limit: int = DEFAULT_ARCHIVE_READ,
+    async def _read_window(
+        self, uid: str, start: datetime, end: datetime, after_seq: int, limit: int
     ) -> list[ArchivedEvent]:
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, not {limit}")
         out: list[ArchivedEvent] = []
         async with contextlib.aclosing(self._window(uid, start, end, after_seq, limit)) as found:
             async for event in found:
@@ -305,11 +273,9 @@ class JetStreamArchiveStore:
     async def drop(self, uid: str) -> int:
         return await self._running().upkeep.drop(uid)
 
-    async def erase(
+    async def _erase(
         self, uids: Sequence[str], needle: bytes, matches: ArchiveEraseMatch
     ) -> list[ArchivedEvent]:
-        if not needle:
-            raise ValueError("an erasure needs a non-empty needle")
         upkeep = self._running().upkeep
         removed: list[ArchivedEvent] = []
         for uid in dict.fromkeys(uids):

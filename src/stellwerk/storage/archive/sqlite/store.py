@@ -26,12 +26,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Final, Self, TypeVar
+from typing import Final, TypeVar
 
 from stellwerk.clock import EPOCH, from_us, to_us
 from stellwerk.seams import (
-    DEFAULT_ARCHIVE_READ,
-    ArchiveCursorConflict,
     ArchivedEvent,
     ArchiveEraseMatch,
     ArchiveStats,
@@ -39,6 +37,7 @@ from stellwerk.seams import (
     ArchiveStoreError,
     StoredEvent,
 )
+from stellwerk.storage.archive.contract import CheckedArchiveStore, check_archive_cursor
 from stellwerk.storage.sqlite import InsertRows
 
 DELETE_CHUNK: Final = 10_000
@@ -159,7 +158,7 @@ class _Rows:
         )
 
 
-class SqliteArchiveStore:
+class SqliteArchiveStore(CheckedArchiveStore):
     """The `ArchiveStore` on one file: `SqliteArchiveStore(data_dir / ARCHIVES_FILE)`."""
 
     def __init__(self, path: str | Path, *, readers: int = 2) -> None:
@@ -196,13 +195,6 @@ class SqliteArchiveStore:
             self._write_conn.close()
             self._write_conn = None
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     async def ping(self) -> None:
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
         await self._write(lambda conn: conn.execute("SELECT 1").fetchone())
@@ -216,36 +208,16 @@ class SqliteArchiveStore:
 
         return await self._read(query)
 
-    async def archive(
-        self,
-        tenant: str,
-        bus: str,
-        position: int,
-        entries: Sequence[tuple[str, StoredEvent]],
+    async def _archive(
+        self, tenant: str, bus: str, position: int, entries: Sequence[tuple[str, StoredEvent]]
     ) -> None:
-        for uid, event in entries:
-            if (event.tenant, event.bus) != (tenant, bus):
-                raise ValueError(
-                    f"event {event.id!r} of {event.tenant}/{event.bus} is not of {tenant}/{bus}"
-                    f" (archive {uid})"
-                )
         # In position order, so that `seq` follows position within each archive.
         ordered = sorted(entries, key=lambda entry: entry[1].position)
 
         def work(conn: sqlite3.Connection) -> None:
             row = conn.execute(_CURSOR, (tenant, bus)).fetchone()
             current = int(row[0]) if row else 0
-            if position <= current:
-                raise ArchiveCursorConflict(
-                    f"{tenant}/{bus} is archived up to {current}; cannot archive up to {position}"
-                )
-            if ordered and not current < ordered[0][1].position <= ordered[-1][1].position <= (
-                position
-            ):
-                raise ArchiveCursorConflict(
-                    f"events at {ordered[0][1].position}..{ordered[-1][1].position} are not"
-                    f" within {tenant}/{bus}'s ({current}, {position}]"
-                )
+            check_archive_cursor(tenant, bus, current, position, ordered)
             totals: dict[int, list[int]] = {}
             rows = []
             aids: dict[str, int] = {}
@@ -269,16 +241,9 @@ class SqliteArchiveStore:
 
     # -- reading -------------------------------------------------------------------------------
 
-    async def read_window(
-        self,
-        uid: str,
-        start: datetime,
-        end: datetime,
-        after_seq: int = 0,
-        limit: int = DEFAULT_ARCHIVE_READ,
+    async def _read_window(
+        self, uid: str, start: datetime, end: datetime, after_seq: int, limit: int
     ) -> list[ArchivedEvent]:
-        if limit < 1:  # SQLite reads a negative LIMIT as none at all
-            raise ValueError(f"limit must be at least 1, not {limit}")
         start_us, end_us = to_us(start), to_us(end)
 
         def query(conn: sqlite3.Connection) -> list[ArchivedEvent]:
@@ -344,7 +309,7 @@ class SqliteArchiveStore:
         await self._write(lambda conn: conn.execute("DELETE FROM archives WHERE uid = ?", (uid,)))
         return total
 
-    async def erase(
+    async def _erase(
         self, uids: Sequence[str], needle: bytes, matches: ArchiveEraseMatch
     ) -> list[ArchivedEvent]:
         """Find candidates on a reader (a long scan), then remove them on the writer.
@@ -352,8 +317,6 @@ class SqliteArchiveStore:
         The writer looks again at what was archived after the reader's snapshot, so an event
         archived meanwhile is not missed.
         """
-        if not needle:
-            raise ValueError("an erasure needs a non-empty needle")
         wanted = list(dict.fromkeys(uids))
 
         def scan(conn: sqlite3.Connection) -> tuple[int, list[ArchivedEvent]]:

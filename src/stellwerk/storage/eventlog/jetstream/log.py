@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, Self
+from typing import Final
 
 import structlog
 from nats.aio.msg import Msg
@@ -28,7 +28,6 @@ from nats.aio.msg import Msg
 from stellwerk.clock import to_us, utc_now
 from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
-    DEFAULT_READ_LIMIT,
     AppendResult,
     ErasedEvent,
     EraseHook,
@@ -39,6 +38,7 @@ from stellwerk.seams import (
     NewEvent,
     StoredEvent,
 )
+from stellwerk.storage.eventlog.contract import CheckedEventLog
 from stellwerk.storage.eventlog.jetstream.appends import Appender
 from stellwerk.storage.eventlog.jetstream.upkeep import Upkeep
 from stellwerk.storage.jetstream import (
@@ -66,7 +66,7 @@ class _Open:
     upkeep: Upkeep
 
 
-class JetStreamEventLog:
+class JetStreamEventLog(CheckedEventLog):
     """The `EventLog` on JetStream at `url` (a server list may be comma-separated).
 
     `namespace` prefixes every stream and subject, so installations can share a cluster.
@@ -156,29 +156,17 @@ class JetStreamEventLog:
         self._open = None
         await opened.conn.close()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     async def ping(self) -> None:
         await self._running().conn.api("$JS.API.INFO")
 
     # -- appending -----------------------------------------------------------------------------
 
-    async def append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
+    async def _append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
         """Publish the batch and return once JetStream acknowledged every event."""
         opened = self._running()
         if not batch:
             return []
-        size = 0
-        for event in batch:
-            body = event.body
-            if len(body) < 3 or body[0] != 0x7B or body[-1] != 0x7D:  # "{...}"
-                raise ValueError(f"event {event.id!r}: body must be one compact JSON object")
-            size += len(body)
+        size = sum(len(event.body) for event in batch)
         if self._pending_events and (
             self._pending_events + len(batch) > self._max_pending_events
             or self._pending_bytes + size > self._max_pending_bytes
@@ -227,10 +215,7 @@ class JetStreamEventLog:
 
     # -- reading -------------------------------------------------------------------------------
 
-    async def read(
-        self, tenant: str, bus: str, after: int = 0, limit: int = DEFAULT_READ_LIMIT
-    ) -> list[StoredEvent]:
-        _check_limit(limit)
+    async def _read_after(self, tenant: str, bus: str, after: int, limit: int) -> list[StoredEvent]:
         queries = self._running().queries
         if not await self._exists(tenant):
             return []
@@ -246,18 +231,11 @@ class JetStreamEventLog:
             start = records.sequence_of(found[-1]) + 1
         return out
 
-    async def read_window(
-        self,
-        tenant: str,
-        bus: str,
-        start: datetime,
-        end: datetime,
-        after: int = 0,
-        limit: int = DEFAULT_READ_LIMIT,
+    async def _read_window(
+        self, tenant: str, bus: str, start: datetime, end: datetime, after: int, limit: int
     ) -> list[StoredEvent]:
         """Events recorded in `[start, end)`: from a binary search for `start` minus the slack
         on, filtered by recorded time, until one is recorded past `end` plus the slack."""
-        _check_limit(limit)
         queries = self._running().queries
         start_us, end_us = to_us(start), to_us(end)
         if start_us >= end_us or not await self._exists(tenant):
@@ -330,11 +308,6 @@ class JetStreamEventLog:
         if opened is None or not self._accepting:
             raise LogClosed("the event log is not open")
         return opened
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, not {limit}")
 
 
 def _events(tenant: str, bus: str, found: list[Msg]) -> list[StoredEvent]:

@@ -21,12 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import TypeVar
 
 from stellwerk.clock import from_us, to_us, utc_now
 from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
-    DEFAULT_READ_LIMIT,
     AppendResult,
     ErasedEvent,
     EraseHook,
@@ -37,6 +36,7 @@ from stellwerk.seams import (
     NewEvent,
     StoredEvent,
 )
+from stellwerk.storage.eventlog.contract import CheckedEventLog
 from stellwerk.storage.eventlog.sqlite import erase, schema
 from stellwerk.storage.eventlog.sqlite.commit import GroupCommitter, first_position_since
 from stellwerk.storage.eventlog.sqlite.dedup import FLUSH_ENTRIES
@@ -47,7 +47,7 @@ from stellwerk.storage.sqlite import Checkpointer
 _T = TypeVar("_T")
 
 
-class SqliteEventLog:
+class SqliteEventLog(CheckedEventLog):
     """The `EventLog` on one SQLite file, e.g. `SqliteEventLog(data_dir / EVENTS_FILE)`.
 
     `clock` gives recorded times (a test can move it); `on_commit(events, seconds)` is called in
@@ -146,13 +146,6 @@ class SqliteEventLog:
         self._reader_conns.clear()
         self._committer.close()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     async def ping(self) -> None:
         writer = self._running_writer()
         if not writer.alive:
@@ -166,16 +159,11 @@ class SqliteEventLog:
 
     # -- the EventLog protocol -----------------------------------------------------------------
 
-    async def append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
+    async def _append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
         writer = self._running_writer()
         if not batch:
             return []
-        size = 0
-        for event in batch:
-            body = event.body
-            if len(body) < 3 or body[0] != 0x7B or body[-1] != 0x7D:  # "{...}"
-                raise ValueError(f"event {event.id!r}: body must be one compact JSON object")
-            size += len(body)
+        size = sum(len(event.body) for event in batch)
         loop = asyncio.get_running_loop()
         pending = PendingAppend(batch, size, loop.create_future(), loop)
         refusal = writer.submit(
@@ -189,27 +177,16 @@ class SqliteEventLog:
         result: list[AppendResult] = await pending.future
         return result
 
-    async def read(
-        self, tenant: str, bus: str, after: int = 0, limit: int = DEFAULT_READ_LIMIT
-    ) -> list[StoredEvent]:
-        _check_limit(limit)
-
+    async def _read_after(self, tenant: str, bus: str, after: int, limit: int) -> list[StoredEvent]:
         def query(conn: sqlite3.Connection) -> list[StoredEvent]:
             return _read_segments(conn, tenant, bus, after, 2**63 - 1, limit)
 
         self._running_writer()
         return await self._read(query)
 
-    async def read_window(
-        self,
-        tenant: str,
-        bus: str,
-        start: datetime,
-        end: datetime,
-        after: int = 0,
-        limit: int = DEFAULT_READ_LIMIT,
+    async def _read_window(
+        self, tenant: str, bus: str, start: datetime, end: datetime, after: int, limit: int
     ) -> list[StoredEvent]:
-        _check_limit(limit)
         start_us, end_us = to_us(start), to_us(end)
 
         def query(conn: sqlite3.Connection) -> list[StoredEvent]:
@@ -339,12 +316,6 @@ class SqliteEventLog:
         writer.submit_job(job)
         result: _T = await job.future
         return result
-
-
-def _check_limit(limit: int) -> None:
-    # SQLite reads a negative LIMIT as no limit at all: a read must never be unbounded.
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, not {limit}")
 
 
 def _read_segments(
