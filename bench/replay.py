@@ -50,8 +50,7 @@ from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.routing.replay import NoReplayHooks, ReplayRunner
 from stellwerk.seams import NewEvent
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
-from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.control.replays import NewReplay
+from stellwerk.storage.control import ControlPlane, NewReplay
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, EVENTS_FILE

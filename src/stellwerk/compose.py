@@ -52,8 +52,7 @@ from stellwerk.secrets import SecretBox, load_or_create_key
 from stellwerk.services import Services
 from stellwerk.storage import LogWatch
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
-from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.control.directory import BusDirectory
+from stellwerk.storage.control import BusDirectory, ControlPlane
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, EVENTS_FILE

@@ -38,8 +38,7 @@ from stellwerk.seams import (
     while_held,
 )
 from stellwerk.storage import LogWatch
-from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.control.directory import BusDirectory
+from stellwerk.storage.control import BusDirectory, ControlPlane
 
 DEPTH_REFRESH_SECONDS = 5.0
 SCHEDULER_LEASE = "scheduler"

@@ -8,8 +8,7 @@ from pathlib import Path
 import msgspec
 
 from stellwerk.auth import Scope
-from stellwerk.storage.control import ConflictError, ControlPlane
-from stellwerk.storage.control.store import DEFAULT_TENANT
+from stellwerk.storage.control import DEFAULT_TENANT, ConflictError, ControlPlane
 
 
 class ProvisionedTenant(msgspec.Struct):

@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from stellwerk.storage.control import ConflictError, ControlPlane, migrate
-from stellwerk.storage.control.archives import ArchiveRecord
+from stellwerk.storage.control import ArchiveRecord, ConflictError, ControlPlane, migrate
 from stellwerk.storage.control.store import create_engine
 
 PATTERN = {"type": ["order.created"]}

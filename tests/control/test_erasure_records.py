@@ -7,9 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.control.erasures import ErasureState
-from stellwerk.storage.control.failed import FailedEventFilter, NewFailedEvent
+from stellwerk.storage.control import ControlPlane, ErasureState, FailedEventFilter, NewFailedEvent
 from stellwerk.storage.control.store import create_engine
 
 

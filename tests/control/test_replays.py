@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from stellwerk.storage.control import ConflictError, ControlPlane
-from stellwerk.storage.control.replays import NewReplay
+from stellwerk.storage.control import ConflictError, ControlPlane, NewReplay
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -17,8 +17,7 @@ from stellwerk.erasure.suppression import Suppressions
 from stellwerk.ops.metrics import Metrics
 from stellwerk.seams import ArchiveStats
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
-from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.control.erasures import ErasureRecord, ErasureState
+from stellwerk.storage.control import ControlPlane, ErasureRecord, ErasureState
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, EVENTS_FILE

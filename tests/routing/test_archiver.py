@@ -22,8 +22,7 @@ from stellwerk.routing.archiver import (
 )
 from stellwerk.seams import ArchiveCursorConflict, ArchivedEvent
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
-from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.control.archives import ArchiveRecord
+from stellwerk.storage.control import ArchiveRecord, ControlPlane
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import ARCHIVES_FILE, EVENTS_FILE
 

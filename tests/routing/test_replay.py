@@ -31,9 +31,7 @@ from stellwerk.routing.replay import (
 )
 from stellwerk.seams import ArchivedEvent, LeasedDelivery, ReplayCursor
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
-from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.control.archives import ArchiveRecord
-from stellwerk.storage.control.replays import NewReplay, ReplayRecord
+from stellwerk.storage.control import ArchiveRecord, ControlPlane, NewReplay, ReplayRecord
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, EVENTS_FILE

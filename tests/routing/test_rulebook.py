@@ -8,8 +8,7 @@ from pathlib import Path
 from stellwerk.delivery.model import Target
 from stellwerk.routing.rulebook import RuleBook
 from stellwerk.rules import TargetSpec
-from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.control.connections import ConnectionRecord
+from stellwerk.storage.control import ConnectionRecord, ControlPlane
 
 
 def _no_targets(

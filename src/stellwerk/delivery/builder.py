@@ -16,7 +16,7 @@ from stellwerk.delivery.targets import (
 )
 from stellwerk.rules import TargetSpec
 from stellwerk.seams import EventLog
-from stellwerk.storage.control.connections import ConnectionRecord
+from stellwerk.storage.control import ConnectionRecord
 
 
 class TargetBuilder:

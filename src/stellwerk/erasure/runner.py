@@ -33,8 +33,7 @@ from stellwerk.erasure.criterion import Criterion
 from stellwerk.erasure.suppression import Suppressions
 from stellwerk.ops.metrics import Metrics
 from stellwerk.seams import ArchiveStore, ErasedEvent, EventLog, QueueErasure
-from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.control.erasures import ErasureRecord, ErasureState
+from stellwerk.storage.control import ControlPlane, ErasureRecord, ErasureState
 
 log = structlog.get_logger("stellwerk.erasure")
 

@@ -14,7 +14,7 @@ from prometheus_client import Counter
 
 from stellwerk.ops.metrics import Metrics
 from stellwerk.storage import TtlCache
-from stellwerk.storage.control.erasures import ErasureStore
+from stellwerk.storage.control import ErasureStore
 
 
 class Keyed(Protocol):

@@ -43,8 +43,7 @@ from stellwerk.ops.metrics import Metrics
 from stellwerk.patterns import Matcher
 from stellwerk.routing.follower import BusFollower, BusKey
 from stellwerk.seams import ArchiveCursorConflict, ArchiveStore, EventLog, StoredEvent
-from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.control.archives import ArchiveRecord
+from stellwerk.storage.control import ArchiveRecord, ControlPlane
 
 DEFAULT_BATCH: Final = 1000
 DEFAULT_POLL_SECONDS: Final = 1.0

@@ -47,8 +47,7 @@ from stellwerk.seams import (
     QueueClosed,
     RouteSink,
 )
-from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.control.replays import ReplayRecord
+from stellwerk.storage.control import ControlPlane, ReplayRecord
 
 DEFAULT_BATCH: Final = 1000  # archived events per route_replay (one transaction)
 MATCH_CHUNK: Final = 100  # events matched at a time before the event loop serves others

@@ -18,8 +18,7 @@ from stellwerk.delivery.worker import TargetBinding
 from stellwerk.patterns import Matcher
 from stellwerk.routing.router import RouteTarget, RuleSet
 from stellwerk.rules import Rule, TargetSpec, compile_transformer
-from stellwerk.storage.control import ControlPlane
-from stellwerk.storage.control.connections import ConnectionRecord
+from stellwerk.storage.control import ConnectionRecord, ControlPlane
 
 log = structlog.get_logger("stellwerk.routing")
 

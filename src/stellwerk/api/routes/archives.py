@@ -29,8 +29,7 @@ from stellwerk.names import NAME_RULE, InvalidNameError, check_name
 from stellwerk.patterns import InvalidPatternError, compile_pattern
 from stellwerk.seams import ArchiveStats, Change
 from stellwerk.services import Services
-from stellwerk.storage.control import ConflictError
-from stellwerk.storage.control.archives import ArchiveRecord
+from stellwerk.storage.control import ArchiveRecord, ConflictError
 
 MAX_ARCHIVES_PER_BUS: Final = 20
 MAX_RETENTION_DAYS: Final = 36_500

@@ -23,7 +23,7 @@ from stellwerk.auth import Scope
 from stellwerk.delivery.targets import parse_connection
 from stellwerk.names import NAME_RULE, InvalidNameError, check_name
 from stellwerk.rules import InvalidConnectionError, public_view
-from stellwerk.storage.control.connections import ConnectionRecord
+from stellwerk.storage.control import ConnectionRecord
 
 
 class ConnectionInput(msgspec.Struct):

@@ -25,7 +25,7 @@ from stellwerk.api.middleware.auth import principal_of
 from stellwerk.auth import Scope
 from stellwerk.erasure.criterion import Criterion, InvalidCriterion, parse
 from stellwerk.names import InvalidNameError, check_name
-from stellwerk.storage.control.erasures import ErasureRecord, ErasureState
+from stellwerk.storage.control import ErasureRecord, ErasureState
 
 MAX_PAGE: Final = 500
 

@@ -35,7 +35,7 @@ from stellwerk.ingest.metrics import bus_metrics
 from stellwerk.schemas import SchemaViolation, event_violations
 from stellwerk.seams import LogOverloaded, NewEvent
 from stellwerk.services import Services
-from stellwerk.storage.control.failed import NewFailedEvent
+from stellwerk.storage.control import NewFailedEvent
 
 SCHEMA_FAILURE = "SchemaValidationFailed"
 _encode: Final = msgspec.json.Encoder().encode

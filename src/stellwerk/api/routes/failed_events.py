@@ -25,7 +25,7 @@ from stellwerk.auth import Scope
 from stellwerk.events import EventError, parse_rfc3339, validate_event
 from stellwerk.schemas import compile_schema, event_violations
 from stellwerk.seams import LogOverloaded, NewEvent
-from stellwerk.storage.control.failed import FailedEventFilter, FailedEventRecord
+from stellwerk.storage.control import FailedEventFilter, FailedEventRecord
 
 MAX_PAGE = 500
 

@@ -30,8 +30,7 @@ from stellwerk.events import parse_rfc3339
 from stellwerk.names import NAME_RULE, InvalidNameError, check_name
 from stellwerk.seams import Change
 from stellwerk.services import Services
-from stellwerk.storage.control import ConflictError
-from stellwerk.storage.control.replays import NewReplay, ReplayRecord, ReplayState
+from stellwerk.storage.control import ConflictError, NewReplay, ReplayRecord, ReplayState
 
 MAX_RULES: Final = 300
 MAX_DESCRIPTION: Final = 512

@@ -18,7 +18,7 @@ from stellwerk.api.middleware.auth import principal_of
 from stellwerk.auth import Scope
 from stellwerk.schemas import InvalidSchemaError, compile_schema
 from stellwerk.seams import Change
-from stellwerk.storage.control.schemas import SchemaRecord
+from stellwerk.storage.control import SchemaRecord
 
 TYPE_RULE = "[A-Za-z0-9._:-]{1,256}"
 _TYPE = re.compile(rf"^{TYPE_RULE}\Z")

@@ -1,0 +1,95 @@
+"""The import graph keeps its floors: the seams and storage import nothing above them, and code
+outside the seams, storage and rules packages imports their faces, never their modules."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+PACKAGE = SRC / "stellwerk"
+
+# What each lower floor may import of Stellwerk (besides itself and the root's __version__).
+ALLOWED: dict[str, set[str]] = {
+    "stellwerk.clock": set(),
+    "stellwerk.seams": {"stellwerk.events", "stellwerk.clock"},
+    "stellwerk.rules": {
+        "stellwerk.patterns",
+        "stellwerk.transform",
+        "stellwerk.names",
+        "stellwerk.secrets",
+        "stellwerk.clock",
+    },
+    "stellwerk.storage": {
+        "stellwerk.seams",
+        "stellwerk.clock",
+        "stellwerk.events",
+        "stellwerk.rules",
+        "stellwerk.schemas",
+        "stellwerk.auth",
+        "stellwerk.names",
+        "stellwerk.secrets",
+    },
+}
+# Packages whose modules only their own code imports; everyone else imports the __init__.
+FACED: tuple[str, ...] = ("stellwerk.seams", "stellwerk.storage", "stellwerk.rules")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def is_package(module: str) -> bool:
+    return (SRC / Path(*module.split(".")) / "__init__.py").is_file()
+
+
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def imports() -> Iterator[tuple[str, str, int]]:
+    """(importing module, imported module, line) for every `stellwerk` import in src/."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "migrations" in path.parts:
+            continue
+        importer = module_name(path)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets = [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                if within(target, "stellwerk"):
+                    yield importer, target, node.lineno
+
+
+def test_lower_floors_import_nothing_above_them() -> None:
+    upward = []
+    for importer, target, line in imports():
+        for floor, allowed in ALLOWED.items():
+            if not within(importer, floor) or within(target, floor) or target == "stellwerk":
+                continue
+            if not any(within(target, ok) for ok in allowed):
+                upward.append(f"{importer}:{line} imports {target}")
+    assert upward == []
+
+
+@pytest.mark.parametrize("face", FACED)
+def test_code_outside_a_package_imports_its_face(face: str) -> None:
+    deep = []
+    for importer, target, line in imports():
+        if not within(target, face):
+            continue
+        if is_package(target):
+            continue  # a face: the package's __init__
+        if not within(importer, target.rpartition(".")[0]):
+            deep.append(f"{importer}:{line} imports {target}, not its package's face")
+    assert deep == []
