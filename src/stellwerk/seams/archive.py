@@ -1,16 +1,7 @@
-"""The archive store seam: copies of a bus's matching events, kept per archive for replays.
+"""The archive store seam: copies of a bus's matching events, kept per archive (`uid`) for replays.
 
-An archive (defined in the control plane) is named here by its `uid`. The archiver reads each
-bus's log after its own cursor, matches every event against the bus's archives' patterns and
-hands the copies to `archive` together with the new cursor: both are stored in one step, so an
-archiver that restarts from its cursor neither archives an event twice nor skips one.
-
-Archived events keep the log's body (with `tenant`, `bus`, `recordedtime`), its position and its
-recorded time. Reads go by recorded time window, in position order, paging on by `seq`, a
-number the store gives each archived event that increases in position order within an archive.
-
-Shaped so that a second backend fits: on NATS JetStream an archive is a stream (or a subject of
-one) with `max_age` from its retention, the cursor a KV entry, and `seq` the stream sequence.
+The archiver stores a run's copies together with its cursor, so it neither archives an event
+twice nor skips one; reads go by recorded time window, paging on by `seq` (docs/storage.md).
 """
 
 from __future__ import annotations

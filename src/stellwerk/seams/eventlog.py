@@ -1,13 +1,7 @@
 """The event log seam: append batches durably, read a bus from a position or a time window, trim.
 
-Shaped so that two backends fit: the embedded SQLite log (`storage.sqlite`) and, later, NATS
-JetStream with a stream per tenant and a subject per bus. A *position* is what a consumer resumes
-from: it increases with every event stored on a bus but need not be dense (JetStream stream
-sequences are shared by the subjects of a stream; the SQLite log numbers all buses together).
-
-Appends are idempotent per bus: an event with the same `id` and `source` as one stored on the same
-tenant and bus within the dedup window (24 hours by default) is answered as a duplicate, with the
-first one's position, and not stored again.
+Appends are idempotent per bus (the same `id` and `source` within the dedup window is a
+duplicate); positions grow per bus but need not be dense (docs/storage.md).
 """
 
 from __future__ import annotations

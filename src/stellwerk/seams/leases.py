@@ -1,21 +1,8 @@
 """Leases: each bus routed (and archived) by one process at a time, each singleton run once.
 
-In scale-out mode any number of routers, archivers and schedulers run side by side. A *lease* is
-a named, expiring claim that one of them holds: `router/<tenant>/<bus>`, `archiver/<tenant>/<bus>`,
-`scheduler`. The text before the first `/` is the name's *role*: the processes that want names of
-a role are its members, and the names of a role are spread over its members only.
-
-The seam is small. A process says which names it wants (`want`, a callable asked on every round
-of the keeper, so new buses are picked up without telling anyone) and asks `holds(name)` before
-doing a lease's work; `holds` answers from memory, and only while the lease is surely still ours
-(a safety margin before it could expire in anyone's eyes). `LocalLeases` is the embedded mode:
-one process holds everything. `JetStreamLeases` (`stellwerk.storage.leases`) keeps them in
-JetStream for scale-out.
-
-A lease only makes overlap rare, never impossible (a process can stall past its lease between
-`holds` and the write it guards). The writes a lease guards are therefore compare-and-sets of
-their own: the router's cursor (`CursorConflict`), the archiver's (`ArchiveCursorConflict`).
-The lease is what keeps the work spread and the conflicts few.
+A process says which names it wants (`want`) and asks `holds(name)` before doing a lease's work.
+`LocalLeases` is the embedded mode (one process holds everything); `JetStreamLeases` in
+`stellwerk.storage.leases` keeps them in JetStream (docs/scale-out.md, "Leases").
 """
 
 from __future__ import annotations

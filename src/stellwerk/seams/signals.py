@@ -1,17 +1,8 @@
-"""What one process tells the others: events were appended, deliveries were routed, a setting
-changed.
+"""What one process tells the others: events were appended, deliveries routed, a setting changed.
 
-In one process these are function calls: ingest wakes the router through `LogWatch`, the router
-sets the worker's `wake` event, an API handler reloads the rule book before it answers. With one
-role per process (scale-out mode) the same news has to cross processes, and `Signals` carries
-it: `LocalSignals` (embedded mode) carries nothing, `stellwerk.storage.signals.NatsSignals`
-publishes on core NATS subjects.
-
-Signals are hints, never the truth: the truth is in the stores. A lost `appended` or `routed`
-costs latency until the receiver's own poll (the router looks at every bus each second, the
-delivery queue rescans every 0.1 s). A lost `changed` would leave a cache stale, so a process
-that reconnects after missing signals reloads everything (`on_resync`), and the caches that
-have a time to live expire anyway.
+Signals are hints, never the truth (that is in the stores). `LocalSignals` is the embedded mode,
+with nobody else to tell; `NatsSignals` in `stellwerk.storage.signals` uses core NATS
+(docs/storage.md, "Signals and leases").
 """
 
 from __future__ import annotations

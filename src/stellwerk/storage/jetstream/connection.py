@@ -1,13 +1,5 @@
-"""One NATS connection for the JetStream event log, and the three ways it talks to JetStream.
-
-- `api`: a JSON request to `$JS.API.…` (stream create, info, message get, purge), one answer.
-- `publish`: a message to a stream subject whose acknowledgement (`PubAck`) comes back on an
-  inbox of ours; many can be in flight at once, so a batch costs one round trip, not one each.
-- `direct_batch`: one Direct Get request that the server answers with up to `batch` stored
-  messages and an end-of-batch marker, so a read of a thousand events is one request.
-
-Publish acks and batch replies share one wildcard inbox subscription, routed by the last token
-of the reply subject. nats-py's own `request` serves the single-answer API calls.
+"""One NATS connection and the three ways it talks to JetStream: API requests, publishes
+whose acks come back on our inbox, and Direct Get batches (docs/storage.md).
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """Where a tenant's events live in JetStream: stream names, subjects and message ids.
 
-One stream per tenant, `<namespace>_events_<tenant>`, with a subject per bus,
-`<namespace>.events.<tenant>.<bus>`, and a subject per bus for the marks that keep a bus's last
-position once trimming has emptied it, `<namespace>.marks.<tenant>.<bus>`.
-
-Tenant and bus names follow `stellwerk.names` (`[A-Za-z0-9._-]{1,64}`), but `.` separates
-subject tokens and stream names may not contain it, and a stream's name is a directory in the
-server's store, where `Acme` and `acme` would meet on a case-insensitive file system. So a name
-becomes a token by keeping `[a-z0-9-]` and writing every other character as `_` and two hex
-digits (`Acme.eu_1` → `_41cme_2Eeu_5F1`): one token per name, never the token of another name.
+A name becomes one subject token that is also safe in a stream (and directory) name
+(docs/scale-out.md, "Stream layout").
 """
 
 from __future__ import annotations

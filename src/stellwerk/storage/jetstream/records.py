@@ -16,7 +16,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from stellwerk.clock import from_us
-from stellwerk.events.rfc3339 import format_rfc3339
+from stellwerk.events import format_rfc3339
 from stellwerk.seams import NewEvent, StoredEvent
 
 MSG_ID: Final = "Nats-Msg-Id"

@@ -1,15 +1,7 @@
-"""Making Stellwerk's JetStream streams: their configs, and creating them once per process.
+"""Making Stellwerk's JetStream streams, a *log* or a KV-shaped *table*, once per process.
 
-Two shapes of stream, each written down once so that every store makes its streams alike:
-
-- a *log* keeps every message until Stellwerk removes it (`discard: old`): the event log's
-  stream per tenant, the archive's copies, the delivery queue's members;
-- a *table* is shaped like a KV bucket (`KV_<bucket>`, subjects `$KV.<bucket>.>`, one message
-  per key, `discard: new`), so `nats kv get` reads it: the archive's, the delivery queue's
-  and the leases' records, each changed by compare-and-set (`table.py`).
-
-Every JetStream failure leaves here as it came (`JetStreamUnavailable`, `JetStreamApiError`);
-each store turns it into its own error type with `failures_as`.
+Every JetStream failure leaves here as it came; each store turns it into its own error type with
+`failures_as`.
 """
 
 from __future__ import annotations

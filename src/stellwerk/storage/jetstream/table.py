@@ -1,15 +1,7 @@
 """Records in KV-shaped tables (`streams.table_config`), and the messages written beside them.
 
-The archive store, the delivery queue and the leases keep their state the same way: a record
-per key, read from the stream leader when a decision follows from it, changed by a
-compare-and-set on the key's last sequence (`Nats-Expected-Last-Subject-Sequence`), written
-many at once with the acknowledgements awaited together, and read whole by paging through the
-stream with Direct Get batches (any replica may answer; a stale page only delays what a
-compare-and-set then decides).
-
-`TableIO` raises every JetStream failure as the store's own error type (`failures_as`); a
-compare-and-set that finds another write first is not a failure but a `None`. The leases
-judge each write's outcome themselves and use `publish_all` and `scan` directly.
+A record is read from the stream leader when a decision follows from it and changed by a
+compare-and-set on its key's last sequence; a lost compare-and-set is a `None`, not a failure.
 """
 
 from __future__ import annotations

@@ -1,28 +1,8 @@
-"""Leases on JetStream (`stellwerk.seams.Leases`): who routes which bus, who runs the
-scheduler, in a KV-shaped stream with compare-and-set.
+"""Leases on JetStream (`stellwerk.seams.Leases`) in a KV-shaped stream with compare-and-set.
 
-The stream `KV_<ns>_leases` keeps one message per key (`nats kv ls <ns>_leases` lists them):
-
-- `lease.<name>`: who holds a lease (`LeaseRecord`; an empty `holder` when released). Every
-  claim, renewal and release is a compare-and-set on the key's last sequence
-  (`Nats-Expected-Last-Subject-Sequence`), so of two processes that both think a lease free,
-  one writes and the other is refused.
-- `member.<role>.<holder>`: a heartbeat of each process that wants names of a role, so that
-  the names are spread over the role's live members by rendezvous hashing.
-
-A keeper task does everything in rounds, every third of `ttl`, and at once when `wake` says the
-wanted names changed (so a bus's first archive is taken in within milliseconds): it renews the
-member records, reads the whole stream, renews the leases it holds and still should, releases
-those it no longer wants or whose rendezvous winner is now another live member, and claims the
-names it wants that are free or expired, if it is their winner, or if they have stayed unclaimed
-for `grace` (the members disagree for a moment, or the winner does not want the name).
-
-Time is judged on our own monotonic clock only, never by comparing wall clocks: a record (lease
-or member) whose sequence we have seen unchanged for `ttl` counts as expired. We hold a lease
-until `ttl - margin` after we *sent* the write that won it, which is before anyone can have seen
-that write, let alone watched it for `ttl`; the margin covers a round that runs late. A process
-that has just started has watched nothing yet, so it waits a full `ttl` before taking over from
-a holder that died before it came.
+A keeper renews, releases and claims in rounds, spreading names over a role's live members by
+rendezvous hashing, and judges time on our own monotonic clock only (docs/scale-out.md,
+"Leases: one router per bus").
 """
 
 from __future__ import annotations

@@ -1,19 +1,7 @@
-"""`Signals` on core NATS: the news one process gives the others (see `stellwerk.seams.signals`).
+"""`Signals` on core NATS: three subjects per namespace, coalesced, without echo.
 
-Three subjects per installation (`namespace`):
-
-- `<ns>.signal.appended`: `[tenant, bus]` pairs whose logs grew, so routers, archivers and live
-  tails in other processes look now rather than at their next poll;
-- `<ns>.signal.routed`: deliveries were routed, so delivery workers look now;
-- `<ns>.signal.changed`: a `Change` of configuration, so rule books reload and caches forget.
-
-Core NATS is at most once and that is enough: every receiver also polls, and a process that was
-disconnected (and so may have missed a change) resyncs from the control plane when it is back.
-The connection is opened with `no_echo`, so a process does not hear itself: it has applied its
-own change before sending it.
-
-`appended` and `routed` are coalesced: the pairs named during one turn of the event loop go out
-as one message at the end of it, however many requests appended.
+At most once is enough: every receiver also polls, and a process that was disconnected resyncs
+(docs/storage.md, "Signals and leases").
 """
 
 from __future__ import annotations

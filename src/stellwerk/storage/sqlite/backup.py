@@ -1,14 +1,7 @@
 """Consistent copies of a live embedded data directory, and restoring them.
 
-Each SQLite file is copied with SQLite's online backup API, which reads one consistent snapshot
-while the server keeps writing. The files are copied in an order that keeps them consistent with
-each other: the delivery queue (with the routers' cursors) and the archives (with the
-archivers' cursors) before the event log, so a restored cursor never points past the restored
-log's end — events recorded between the copies are routed or archived again after a restore (at
-least once, never skipped). The control plane comes last: an archive or replay it names may
-find its store a little behind, never ahead (a replay resumes from its cursor in the queue).
-The secret key file (without which sealed secrets cannot be read) and `bootstrap.json` are copied
-with their 0600 mode. A `backup.json` manifest lists what was copied and when.
+Files holding cursors are copied before what the cursors point into, the control plane last,
+so a restored cursor never points past the restored log (docs/operations.md).
 """
 
 from __future__ import annotations

@@ -1,16 +1,8 @@
 """Folding the WAL back into the database file, in a thread of its own.
 
-SQLite's automatic checkpoint runs inside the commit that crosses its threshold, so every few
-megabytes one acknowledgement waited for the copy of the whole WAL and two fsyncs: at half the
-log's maximum rate that made p99 latency ten times p50 (measured with bench/eventlog.py). The
-writer's connection therefore checkpoints never by itself; this thread runs PASSIVE checkpoints,
-which do not block the writer, at most every `interval` seconds while there are commits. The
-event log and the delivery queue each have one.
-
-A PASSIVE checkpoint cannot finish while the writer keeps appending, and the WAL only starts over
-once one has. So when the WAL file passes a bound the writer checkpoints itself between two
-groups (`WalBound`): under sustained saturation the WAL stays bounded
-and the cost falls where the load is.
+An automatic checkpoint inside a commit made one acknowledgement wait for the whole WAL; a
+thread runs PASSIVE checkpoints instead, and `WalBound` has the writer checkpoint itself between
+groups once the WAL passes a bound (docs/storage.md).
 """
 
 from __future__ import annotations

@@ -1,15 +1,7 @@
 """Many rows in few statements: `InsertRows` writes a list of rows as multi-row `VALUES`.
 
-`executemany` runs one `sqlite3_step` per row, and CPython releases the GIL around each step.
-When another thread is busy in Python (the event loop matching, answering requests), every one
-of those releases hands the GIL over and the writer waits to get it back, up to the switch
-interval each time. A thousand rows can then take a thousand waits: measured on the 2-core
-development machine, 1,000 rows of a delivery-sized table went in at ~1,000 rows/s beside a
-busy Python thread with `executemany`, and at ~15,000 rows/s as multi-row inserts (alone, both
-~50,000 rows/s). One statement of n rows is one step and one GIL release.
-
-Statements are made for powers of two up to `MAX_ROWS` rows, so a table has at most
-log2(MAX_ROWS) + 1 of them in the connection's statement cache, however the row counts vary.
+`executemany` hands the GIL over once per row, which a busy event loop makes slow; one statement
+of n rows is one step (docs/storage.md). Statements are made for powers of two up to `MAX_ROWS`.
 """
 
 from __future__ import annotations

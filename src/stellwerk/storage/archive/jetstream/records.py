@@ -1,17 +1,9 @@
-"""What the JetStream archive store keeps, and where: a copies stream and a table.
+"""What the JetStream archive store keeps: a copies stream and a KV-shaped table.
 
-- The *copies* stream `<ns>_archived` holds every archived copy of every archive, on the
-  archive's subject `<ns>.archived.<uid>` (the uid as a `names.token`). The body is the event's body
-  as the log stored it; the headers are the log's `Stellwerk-Meta` (`[id, source, type, subject,
-  recorded_us]`, so the log's time search in `storage/jetstream/queries.py` works on it unchanged),
-  `Stellwerk-Position` (the event's position in its bus) and a `Nats-Msg-Id` naming the copy.
-  An archived event's `seq` is its stream sequence.
-- The *table* is a stream shaped like a KV bucket, `KV_<ns>_archives` (one message per key,
-  `nats kv get` reads it): `cursor.<tenant>.<bus>` (the archiver's cursor) and
-  `totals.<uid>` (`Totals`: the archive's event count and body bytes, and `upto`, the highest
-  position counted in, which makes archiving a run again after a crash count nothing twice).
-
-Durable-format rule as for the event log: new fields get defaults, no field changes its type.
+The copies stream holds every archived copy on its archive's subject, with the log's
+`Stellwerk-Meta` header; the table holds each bus's archiver cursor and each archive's `Totals`
+(docs/scale-out.md, "Archives on JetStream"). Durable-format rule: new fields get defaults, no
+field changes its type.
 """
 
 from __future__ import annotations

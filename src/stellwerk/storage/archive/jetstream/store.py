@@ -1,28 +1,8 @@
 """The scale-out archive store on NATS JetStream: one stream of copies, a subject per archive.
 
-Layout (`records.py`): every copy of every archive is a message in the copies stream on its
-archive's subject; a KV-shaped table holds each bus's archiver cursor and each archive's running
-totals. One stream for all archives, not one per archive or per tenant: reads name an archive
-only by its uid (no tenant), and a stream per archive would be a Raft group per archive in a
-cluster. An archive is one subject, so window reads, trims and drops are per-subject requests.
-
-`archive` is atomic enough in the way the delivery queue's `route` is: it publishes the copies
-(each with a `Nats-Msg-Id` naming archive, bus and position), then adds them to each archive's
-totals record, then moves the bus's cursor, each a compare-and-set on the record's last
-sequence. An archiver that dies before the cursor moved archives the same events again from the
-old cursor: the totals' `upto` (the highest position counted in) says which copies are stored
-and counted already, and those are not published again; copies published but not yet counted
-come back as duplicates inside the duplicate window. So nothing is stored or counted twice
-and nothing is skipped, as long as the archiver comes back within `dedup_window` (ten minutes
-by default) or got as far as the totals.
-
-Window reads find the first copy recorded at `start - time_slack` by a binary search over the
-subject (`StreamQueries.first_since`) and read on in sequence order until a copy recorded at
-`end + time_slack`: recorded times come from several gateway processes, whose clocks may be
-out of step by that much (see the event log). `seq` is the stream sequence, so paging goes on
-by sequence. Trims read what they remove (for the totals), purge the subject below the first
-copy recorded at the cut and delete the stragglers one by one; erasures delete single copies,
-overwriting their bytes if `secure_erase`.
+`archive` publishes the copies, counts them into each archive's totals, then moves the bus's
+cursor by compare-and-set, so an archiver that dies midway stores and counts nothing twice
+(docs/scale-out.md, "Archiving atomically enough").
 """
 
 from __future__ import annotations

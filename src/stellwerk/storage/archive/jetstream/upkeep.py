@@ -1,16 +1,7 @@
 """The archive store's totals, and what removes copies: trims, drops and erasures.
 
-Totals are a table record per archive, changed by compare-and-set, so archivers, trims and
-erasures in several processes each get their turn. A copy is counted in by the archiver once it
-is stored and counted out by whatever removed it, after the removal; a process that dies between
-the two leaves the totals off by what it removed until `recount` (which a trim that finds
-another removal got in its way runs itself).
-
-Trims read what they remove, to count its bytes out: the run of copies from the archive's first
-up to the first one recorded at the cut goes by one purge of the subject below it; stragglers
-recorded before the cut behind that one (up to `time_slack` further on) are deleted one by one.
-Erasures scan the whole archive, as the SQLite store does, and delete single copies,
-overwriting their bytes when `secure_erase`.
+Totals are a record per archive changed by compare-and-set; whatever removes copies counts them
+out after the removal, and `recount` mends totals a crash left off (docs/scale-out.md).
 """
 
 from __future__ import annotations

@@ -1,20 +1,7 @@
-"""The embedded archive store: archived events in their own SQLite file (WAL, `synchronous=FULL`).
+"""The embedded archive store: archived copies and archivers' cursors in their own SQLite file.
 
-Tables (durable-format rule as for the event log: add columns with defaults and new tables only):
-
-- `archives`: one row per archive uid with running totals (`events`, `bytes`), changed in the
-  same transaction as the events they count, so `stats` reads one row instead of scanning.
-- `archived`: one row per archived copy. `seq` is the rowid, handed out in increasing order and
-  never reused (AUTOINCREMENT), so within an archive it follows position. The index on
-  `(aid, recorded_us)` carries `seq` as its last column; since recorded time never decreases
-  with position, a window read is one range scan of that index in `seq` order, and paging resumes
-  with `(recorded_us, seq) > (last's, last's)` rather than skipping what came before.
-  A row per event (not segments as in the log) because erasure removes single events.
-- `cursors`: per tenant and bus, the position up to which the archiver has looked.
-
-All writes run in one thread on one connection (a one-thread executor); reads run in a small
-pool with a connection per thread and see a consistent snapshot beside the writer (WAL). Trims
-and drops go in chunks, a transaction each, so the archiver's writes never wait for long.
+One writer thread, readers in a small pool (WAL); a row per copy, because erasure removes single
+events. Tables and why they are shaped so: docs/storage.md.
 """
 
 from __future__ import annotations

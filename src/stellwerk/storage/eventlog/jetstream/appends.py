@@ -1,27 +1,8 @@
 """Appending a batch to JetStream: publish every event, then settle what each ack says.
 
-Every event is published at once with its `Nats-Msg-Id`; the batch returns when JetStream has
-acknowledged each one (stored, or a duplicate naming the original's stream sequence), so an
-append costs one round trip whatever its size. Duplicates are settled in two steps:
-
-- JetStream's duplicate window (the stream's `duplicate_window`, set to the log's dedup window)
-  makes the check atomic across any number of gateways: of two concurrent publishes of one
-  key, one is stored and the other answered with the first one's sequence.
-- Stellwerk's clock has the last word on whether the original is still inside the window,
-  by the original's recorded time. If it is not (JetStream's and Stellwerk's clocks disagree,
-  or a test moves Stellwerk's), the event is stored again under the id
-  `<id>~<sequence of the expired original>`, which chains: the next copy finds the new one.
-  An original that is gone (trimmed, erased) counts as inside the window, as JetStream says.
-
-The second step is usually decided before publishing, from the keys this process appended
-recently (`RecentKeys`), so that a batch's events get their positions in batch order. Only a
-key last appended by another process, or too long ago, is settled after its ack, and is then
-stored after the rest of its batch.
-
-A clustered stream answers a copy that arrives while the original's proposal is still in
-flight with error 10158 ("duplicate message id is in process"); such publishes, and those that
-find no stream leader for a moment, are sent again with a short backoff until `ack_timeout`.
-Copies within one batch are sent once; the later ones take the first one's answer.
+JetStream's duplicate window makes the dedup check atomic across gateways; Stellwerk's clock has
+the last word on whether an original is still inside the window, mostly decided before
+publishing from the keys this process appended recently (docs/scale-out.md, "Duplicates").
 """
 
 from __future__ import annotations

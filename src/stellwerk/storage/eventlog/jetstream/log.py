@@ -1,17 +1,7 @@
 """The scale-out event log on NATS JetStream: a stream per tenant, a subject per bus.
 
-Positions are stream sequences: they grow with every message of the tenant's stream, so a bus's
-positions grow but are not dense, as the seam allows. Appends publish and wait for JetStream's acks
-(`appends.py`); reads take Direct Get batches, one request per page
-(`storage/jetstream/queries.py`); time reads and trims find where a time begins by a binary search
-over the recorded times in `Stellwerk-Meta` (`storage/jetstream/records.py`); trims and erasures are
-in `upkeep.py`.
-
-Durability is JetStream's: an ack means the message is in the stream leader's store, and with
-`replicas=3` in the stores of a quorum of the three. The file store fsyncs every
-`sync_interval` (a server setting, two minutes by default): a crashed process, even every
-server process at once, loses nothing acknowledged, but a power loss of every replica within
-that interval may. `sync_interval: always` matches the SQLite log's `synchronous=FULL`.
+Positions are stream sequences. Appends are in `appends.py`, trims and erasures in `upkeep.py`;
+layout and durability are in docs/scale-out.md.
 """
 
 from __future__ import annotations

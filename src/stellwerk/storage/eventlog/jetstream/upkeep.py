@@ -1,14 +1,7 @@
 """Removing events from the tenant streams: trimming by age, and erasing chosen events.
 
-Both keep what the seam promises about positions: a removed event's sequence is never used
-again (JetStream sequences only grow), and a bus whose newest event goes gets a *mark* first,
-a message on the bus's marks subject holding that position, so `last_position` still knows it.
-Only the newest mark of a bus is kept.
-
-Removal does not take an event's id out of JetStream's duplicate window while the server runs,
-so a removed event sent again inside the window is still a duplicate. A server rebuilds that
-window from the messages it still holds when it restarts, so after a restart a trimmed or
-erased event's id is forgotten (erasure keeps suppressed keys outside the log for that).
+A bus whose newest event goes gets a *mark* first, so `last_position` still knows it
+(docs/scale-out.md, "Trimming and erasure").
 """
 
 from __future__ import annotations

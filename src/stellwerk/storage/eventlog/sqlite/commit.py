@@ -20,7 +20,7 @@ from typing import Any, Final
 import msgspec
 
 from stellwerk.clock import from_us, to_us
-from stellwerk.events.rfc3339 import format_rfc3339
+from stellwerk.events import format_rfc3339
 from stellwerk.seams import AppendResult, LogClosed
 from stellwerk.storage.eventlog.sqlite import schema
 from stellwerk.storage.eventlog.sqlite.dedup import FLUSH_ENTRIES, MIN_SLICE, RecentKeys

@@ -1,16 +1,7 @@
 """The newest dedup entries, held in memory and written to `dedup_keys` in bulk, in key order.
 
-Written one by one, every entry lands in a random leaf of the `dedup_keys` tree, so each event
-cost a whole page in the WAL (4 KiB for a 1 KiB event) and a random insert. Here the entries of
-the newest events stay in a dict; once there are `flush_entries` of them they are written sorted
-by hash, a slice of the key range with each group's commit, so a leaf is written about once for
-all the entries of a flush that fall into it. The dict holds at most about twice that count
-(new entries arrive while a flush is under way).
-
-Nothing is lost in a crash: the events themselves are durable, and `flushed_below` (in the
-`dedup_state` table) says from which position on the entries may be missing from the table.
-Opening the log rebuilds the dict from those events' ids and sources, skipping the events whose
-entries went to `dedup_spill` (their hash was taken by another key).
+One at a time, each entry dirtied a random page of the dedup tree per event; in bulk and sorted,
+a page is written about once per flush (docs/storage.md).
 """
 
 from __future__ import annotations

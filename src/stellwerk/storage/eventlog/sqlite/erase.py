@@ -1,13 +1,6 @@
-"""Erasure in the embedded log: find an erasure's events in a bus's segments, then blank them.
+"""Erasure in the embedded log: find an erasure's events on a reader, then blank them in the writer.
 
-Finding (`scan`) runs on a reader connection and costs the writer nothing. Only rewriting the
-segments that hold erased events (`blank`) runs in the writer thread, a few segments per
-transaction (`Found.jobs`), so an append waits at most for one such transaction.
-
-An erased entry keeps its place in its segment, so positions never move: its body becomes empty
-(a stored body is never shorter than `{}`, so empty means erased) and its attributes blank.
-Readers skip such entries. The writer's connection rewrites with `secure_delete`, so the old
-bytes are overwritten in the file rather than left in free pages.
+An erased entry keeps its place, so positions never move (docs/storage.md).
 """
 
 from __future__ import annotations

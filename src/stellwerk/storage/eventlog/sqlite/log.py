@@ -1,14 +1,7 @@
 """The embedded event log: one SQLite file in WAL mode, one writer thread, group commit.
 
-Appends wait in a bounded queue. The writer thread takes everything waiting (up to a group size),
-stores it in one transaction with `synchronous=FULL`, and only then resolves each caller's future
-on its event loop. While one commit waits for the disk, the next group gathers, so the number of
-fsyncs per second stays near constant as load grows while events per fsync rise.
-
-Readers have their own connections in a small thread pool; WAL lets them read a consistent
-snapshot while the writer commits. Trims and dedup expiry run in the writer thread too, in
-chunks between groups, so they never hold the database for long. A third thread folds the WAL
-into the file (`storage/sqlite/checkpoint.py`) so that no acknowledgement waits for a checkpoint.
+While one group's commit waits for the disk the next gathers, so fsyncs per second stay near
+constant as load grows (docs/storage.md, "The embedded event log").
 """
 
 from __future__ import annotations

@@ -1,32 +1,8 @@
 """Tables and statements of the embedded event log, and how its SQLite connections are opened.
 
-This file is the data plane, created on start; it is not managed by the control plane's Alembic
-migrations. Durable-format rule: add columns with defaults and new tables, never change the
-meaning of what is there.
-
-- `streams`: one row per tenant and bus, with the newest position ever stored on it.
-- `segments`: the log, one row per bus and committed group (split every `SEGMENT_EVENTS`
-  events): the events at positions `position .. position + count - 1`, dense within the row.
-  `meta` holds their `[id, source, type, subject]` (MessagePack), `ends` the end offset of each
-  body in `bodies` (little-endian uint32), `bodies` the stored events one after another. A row per
-  event cost more than the disk does at 100,000 events/s (an insert, a row header and an index
-  entry each); a row per segment costs one of each per hundreds of events. Positions are shared
-  by all buses and assigned in commit order; `recorded_us` (microseconds since the epoch, UTC)
-  never decreases with position.
-- `marks`: the first position and recorded time of each committed group. Because recorded time
-  follows position, this small table turns time into positions for windows, trims and dedup
-  expiry without an index on every event's time.
-- `dedup_keys`: one entry per event within the dedup window, keyed by a 64-bit hash of
-  `(stream, source, id)`: one small integer-keyed row instead of a row plus an entry in a unique
-  index on the long text key (which cost more than the event itself). The newest entries are
-  held in memory and written in bulk (`dedup.py`); `dedup_state` says from which position on
-  they may be missing here. `tag` is another 64 bits
-  of the same 128-bit BLAKE2b digest: a hit counts as a duplicate only if the tag matches too, so
-  telling two keys apart wrongly needs a 128-bit collision. A different key whose 64-bit hash is
-  taken is kept in `dedup_spill` under its full key.
-
-`events` and `dedup` are the layout before segments (a row per event); `open` of the writer moves
-their rows into the new tables once and drops them.
+The file is the data plane, created on start, outside the control plane's migrations. Durable-
+format rule: add columns with defaults and new tables, never change the meaning of what is
+there. The tables and why they are shaped so: docs/storage.md.
 """
 
 from __future__ import annotations

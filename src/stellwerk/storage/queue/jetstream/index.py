@@ -1,15 +1,7 @@
 """What one process knows of the JetStream delivery queue's table: lanes and dead letters.
 
-The index is a cache, never the authority. It is fed by a scan of the table (every process
-reads every change) and by the process's own writes, and it serves the questions JetStream
-cannot answer by itself: which lanes are due first (a heap per target, keyed by when each lane
-may be leased), which delivery heads which lane, the dead letters of a bus in id order, and the
-counts for `depth`. Anything it says may be a moment old; every write it leads to is a
-compare-and-set on the sequence it knows, so a stale entry costs a failed write, not a wrong one.
-
-A record older than the one known for its key is ignored. A finished lane or a redriven dead
-letter stays known (as gone) until the scan has passed its sequence, so that a scan page read
-before the change cannot bring the older record back.
+A cache, never the authority: every write it leads to is a compare-and-set, so a stale entry
+costs a failed write, not a wrong one (docs/scale-out.md, "Which lanes are due: the index").
 """
 
 from __future__ import annotations

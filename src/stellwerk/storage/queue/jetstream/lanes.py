@@ -1,16 +1,7 @@
 """Moving a lane on: installing its head, changing it, finishing it; each a compare-and-set.
 
-Every change of a lane's record names the record sequence it was computed from. If another
-process wrote first, the record is read again from the stream leader and the change computed
-anew, as long as the delivery it was meant for still heads the lane; so an `ack`, `retry` or
-`dead_letter` counts whoever sends it, as the seam asks, and never undoes another's write.
-
-Finishing the head of an ordered lane makes the next member message its head, or leaves the
-lane idle. A router that adds a member to a lane it sees busy leaves it for that finish to
-find; a finish that found no next member and left the lane idle looks once more after its
-write and installs a member that arrived meanwhile. Both sides look after they write, and the
-install is a compare-and-set, so a member is never stranded behind an idle lane and never
-installed twice.
+A change that loses its compare-and-set is computed anew from the record read again, so it never
+undoes another's write (docs/scale-out.md, "Ordered groups").
 """
 
 from __future__ import annotations

@@ -1,44 +1,9 @@
 """The scale-out delivery queue on NATS JetStream: lanes in a table, payloads in a stream.
 
-Why not a work-queue consumer. A pull consumer with an ack wait, `nak(delay)` and `term` (the
-shape the seam first sketched) keeps time by the server's clock and hands messages out in
-stream order. The queue's contract takes its time from the caller (`lease(now, ...)`, a retry
-due at a given moment), must skip a target whose slots are full without reading through its
-backlog (a slow target must never delay the others), and must keep an ordered group to one
-delivery at a time while other groups go on. A consumer can do none of these, so JetStream
-serves here as a replicated store with compare-and-set, and the scheduling is Stellwerk's.
-
-The layout (`records.py`): every unfinished delivery is an immutable message in the
-members stream, on the subject of its *lane*; a table (a KV-shaped stream, one message per key)
-holds per lane which delivery heads it, when that one is due and until when it is leased. An
-unordered delivery is a lane of its own; the deliveries of an ordered group share one lane and
-follow its member messages in stream order. Leasing, retrying, releasing and finishing are
-compare-and-set writes of a lane's record (`Nats-Expected-Last-Subject-Sequence`), so two
-workers, in one process or many, never hold one lane at once, and an ordered group never has
-two deliveries in flight: it has only the one record. A delivery's id is the stream sequence of
-its member message (a redriven one keeps its id), so ids grow in routing order.
-
-Which lanes are due is answered by an in-memory index (`index.py`) that every process
-feeds by scanning the table every `scan_interval` seconds and with its own writes at once. It
-only proposes: a stale entry costs a failed compare-and-set, after which the lane is read again.
-
-`route` publishes the members with `Nats-Msg-Id`s that name what they are (`bus/position/rule/
-target`, hashed with the tenant), creates the lanes of unordered ones (a compare-and-set on
-"no record yet") and installs the heads of ordered lanes that are idle, and only then moves the
-bus's cursor (`cursor.<tenant>.<bus>` in the table, again a compare-and-set). That is as good
-as the SQLite queue's single transaction: a router that dies before the cursor moved routes the
-same run again from the old cursor, its members come back as duplicates of the stored ones, and
-their lanes exist already (or, if finished meanwhile, still have their idle record, kept as long
-as the dedup window): nothing is stored or delivered twice, nothing is skipped. What it needs is
-that the router comes back within the dedup window (`dedup_window`, ten minutes by default);
-later, a delivery that was routed but not yet acknowledged in the cursor can go out twice, which
-at-least-once delivery allows. Deliveries a run gets with rules changed in between are those of
-both rule sets. `route_replay` does the same with `replay.<tenant>.<replay>`.
-
-Dead letters are table records with their payload (`dead.<id>`); `dead_letters` pages them by id
-through the index. A redrive publishes the delivery again as a new member of its lane (at the
-lane's end: behind an ordered group's waiting deliveries), under its old id, and then removes
-the record. Leases live in the lane records, so they survive a restart (the seam allows either).
+Not a work-queue consumer: the queue takes its time from the caller, skips full targets without
+reading their backlog and keeps ordered groups to one delivery at a time, so JetStream serves as
+a replicated store with compare-and-set and the scheduling is Stellwerk's (docs/scale-out.md,
+"Delivery queue on JetStream").
 """
 
 from __future__ import annotations

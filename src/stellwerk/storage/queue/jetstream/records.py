@@ -1,24 +1,9 @@
-"""What the JetStream delivery queue stores, and where: two streams, their subjects and records.
+"""What the JetStream delivery queue stores: a members stream and a KV-shaped table.
 
-- The *members* stream `<ns>_deliveries` holds one message per unfinished delivery, on the
-  subject of its lane, `<ns>.deliveries.<tenant>.<u|o>.<lane>`: the body is the payload the
-  target receives, the header `Stellwerk-Delivery` the rest (`MemberMeta`, JSON). A message
-  never changes; it goes when its delivery is finished (acked, dead-lettered or erased): by a
-  delete, or for an unordered lane by a marker (`Stellwerk-Finished`, `Nats-Rollup: sub`) that
-  rolls the lane's subject up and then expires.
-- The *table* is a stream shaped like a KV bucket, `KV_<ns>_delivery_queue` (subjects
-  `$KV.<ns>_delivery_queue.<key>`, one message per key), so `nats kv get` reads it. Keys:
-  `lane.<lane>` (`LaneState`: which delivery heads the lane, when it is due, who holds it),
-  `dead.<id>` (`DeadRecord`, payload included), `cursor.<tenant>.<bus>` and
-  `replay.<tenant>.<replay>`. Every change of a key is a compare-and-set on the key's last
-  sequence (`Nats-Expected-Last-Subject-Sequence`).
-
-A *lane* is what is leased: an unordered delivery has a lane of its own; the deliveries of one
-ordered group (tenant, bus, rule, target, ordering key) share one, in the order of their member
-messages. Lane names are digests of those keys (22 characters of BLAKE2b, a valid subject
-token), so the router can name a lane before it writes to it.
-
-Durable-format rule as for the event log: new fields get defaults, no field changes its type.
+Each unfinished delivery is an immutable member message on its lane's subject; the table holds
+lanes, dead letters and cursors (docs/scale-out.md, "Layout: lanes"). A finished unordered
+lane's subject is rolled up by a `Stellwerk-Finished` marker that then expires. Durable-format
+rule: new fields get defaults, no field changes its type.
 """
 
 from __future__ import annotations

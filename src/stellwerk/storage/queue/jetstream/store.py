@@ -1,13 +1,7 @@
-"""The JetStream requests the delivery queue makes, over the event log's `Connection`.
+"""The JetStream requests the delivery queue makes.
 
-Reads that decide something (a cursor, a lane's record before a compare-and-set, the next
-member of a lane) go to the stream leader (`STREAM.MSG.GET`), so they see every write that
-was acknowledged. Reads that only fetch what cannot change (a member message by sequence) or
-feed the index (a scan of the table) take Direct Get, which any replica may answer.
-
-Table reads and writes are `table.TableIO`'s, shared with the archive store. Every JetStream
-failure leaves here as `QueueUnavailable`, a `DeliveryQueueError`; a compare-and-set that
-finds another write first is not a failure but a `None`.
+Reads that decide something go to the stream leader; reads of what cannot change take Direct
+Get. Every JetStream failure leaves here as `QueueUnavailable`.
 """
 
 from __future__ import annotations

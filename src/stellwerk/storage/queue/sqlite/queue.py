@@ -1,45 +1,8 @@
 """The embedded delivery queue: its own SQLite file (WAL, `synchronous=FULL`), one writer thread.
 
-Every write (`route`, `lease`, `ack`, ...) is an operation that the writer thread runs in a
-SAVEPOINT inside a shared transaction: it takes all operations waiting, runs them, commits once
-and only then resolves the callers. Many workers acking at once thus share one fsync (group
-commit), and an operation that fails rolls back alone.
-
-Leases live in memory, not in the file. A lease only says "a worker of this process has the
-delivery until then"; writing it would cost a write of the delivery's row (and its index entry)
-for every attempt, twice with the ack. Losing the leases (a crash, a restart) makes their
-deliveries due again at once, which is a redelivery: what at-least-once delivery allows anyway,
-what an expired lease causes as well, and after a crash exactly what should happen, since the
-worker that held them is gone. Everything that must survive (`route`'s deliveries and cursor,
-`ack`, `retry`, `dead_letter`, `redrive`) is still committed with `synchronous=FULL` before it
-returns, with one exception that loses nothing: `route_replay`.
-
-A group of nothing but `route_replay` operations commits with `synchronous=NORMAL`, without an
-fsync. A replay batch's deliveries and its cursor are one transaction, and the archive it read
-from keeps the events, so a power loss that takes the last few unsynced batches takes their
-cursor moves with them, and the replay sends those events again on restart: at-least-once, as
-after a crash between a delivery and its ack. (A process crash loses nothing: the WAL is in the
-operating system's cache.) Any later synced commit makes the earlier frames durable too; the
-WAL is written in order. Measured on replays to one rule: the fsync per batch of 1,000 was the
-writer's largest single cost.
-
-Checkpoints run in a thread of their own (`checkpoint.Checkpointer`), never inside a commit, and the
-writer checkpoints itself between groups only when the WAL passes `MAX_WAL_BYTES` (see
-storage/sqlite/checkpoint.py). The embedded queue has one process by design (scale-out uses
-JetStream), so leases need not be shared between processes. A leased row keeps its due time in the
-ready index and is skipped by `lease` while its lease holds; the writer runs the leases of a group
-first, in a read-only transaction, so a lease never waits for another operation's fsync.
-
-`route` stores a payload that several of its deliveries carry (an event matched by many rules,
-untransformed) once, in `bodies`, and the deliveries point at it; the last ack of them deletes
-it. A dead delivery keeps its body, so dead letters and redrive see the payload as before.
-
-`lease` stays cheap however long the queue: ready deliveries are indexed by (target, due time),
-and the writer keeps in memory, per target, a lower bound of its earliest due time. A lease
-visits only the targets with something due and reads their first rows by index; a target with a
-long backlog and no free slots costs nothing. Ordered deliveries behind an unfinished one wait in
-a state of their own, outside that index, so they are never scanned either.
-Reads that do not write (`cursor`, `dead_letters`, `depth`) use a connection of their own.
+Waiting operations run as SAVEPOINTs in one transaction, so many acks share one fsync; leases
+live in memory, since a lost lease is only a redelivery (docs/storage.md, "The embedded
+delivery queue"; which commits are synced: docs/delivery.md).
 """
 
 from __future__ import annotations
