@@ -1,4 +1,8 @@
-"""Fixtures of the target tests: a receiver on loopback, the process's session pool."""
+"""Fixtures of the target tests: a receiver on loopback, the process's session pool.
+
+Every test that takes `client` (or `pool`) runs with each delivery transport: libcurl, the
+default, and aiohttp, the reference it replaced. Both must behave the same.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from tests.delivery.targets.support import Receiver, start_receiver
 
-from stellwerk.delivery.targets import SessionPool
+from stellwerk.delivery.targets import HttpClient, SessionPool
 
 
 @pytest.fixture
@@ -20,9 +24,15 @@ async def receiver() -> AsyncIterator[Receiver]:
         await runner.cleanup()
 
 
+@pytest.fixture(params=["curl", "aiohttp"])
+def client(request: pytest.FixtureRequest) -> HttpClient:
+    chosen: HttpClient = request.param
+    return chosen
+
+
 @pytest.fixture
-async def pool() -> AsyncIterator[SessionPool]:
-    sessions = SessionPool()
+async def pool(client: HttpClient) -> AsyncIterator[SessionPool]:
+    sessions = SessionPool(client=client)
     try:
         yield sessions
     finally:

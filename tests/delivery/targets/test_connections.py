@@ -23,6 +23,7 @@ from stellwerk.delivery.model import Delivered, GiveUp, RetryLater
 from stellwerk.delivery.targets import (
     AddressPolicy,
     ConnectionAuth,
+    HttpClient,
     HttpTarget,
     SessionPool,
     build_auth,
@@ -373,10 +374,10 @@ async def test_credentials_do_not_follow_a_redirect_to_another_origin(
 
 
 async def test_a_token_endpoint_name_resolving_to_loopback_gives_up(
-    receiver: Receiver, token_endpoint: TokenEndpoint
+    receiver: Receiver, token_endpoint: TokenEndpoint, client: HttpClient
 ) -> None:
     resolver = StaticResolver({"auth.example.test": ["127.0.0.1"]})
-    pool = SessionPool(resolver_factory=lambda: resolver)
+    pool = SessionPool(resolver_factory=lambda: resolver, client=client)
     try:
         port = token_endpoint.receiver.port
         spec = parse_connection(

@@ -21,7 +21,7 @@ from tests.delivery.targets.support import (
 )
 
 from stellwerk.delivery.model import Delivered, GiveUp, RetryLater
-from stellwerk.delivery.targets import HttpTarget, SessionPool, generate_secret
+from stellwerk.delivery.targets import HttpClient, HttpTarget, SessionPool, generate_secret
 from stellwerk.rules import InvalidTargetError, UnsafeTargetError
 
 SECRET = generate_secret()
@@ -171,8 +171,8 @@ async def test_connection_refused_is_retried(pool: SessionPool) -> None:
     assert "Cannot connect" in outcome.reason
 
 
-async def test_dns_failure_is_retried() -> None:
-    pool = SessionPool(resolver_factory=lambda: StaticResolver({}))
+async def test_dns_failure_is_retried(client: HttpClient) -> None:
+    pool = SessionPool(resolver_factory=lambda: StaticResolver({}), client=client)
     try:
         http = HttpTarget("http://nowhere.example.test/", session_pool=pool, secret=SECRET)
         outcome = await http.deliver(make_delivery())
@@ -191,9 +191,11 @@ async def test_loopback_is_refused_without_allow_private(
 
 
 @pytest.fixture
-async def rebinding_pool(receiver: Receiver) -> AsyncIterator[tuple[SessionPool, StaticResolver]]:
+async def rebinding_pool(
+    receiver: Receiver, client: HttpClient
+) -> AsyncIterator[tuple[SessionPool, StaticResolver]]:
     resolver = StaticResolver({"hooks.example.test": ["127.0.0.1"]})
-    pool = SessionPool(resolver_factory=lambda: resolver)
+    pool = SessionPool(resolver_factory=lambda: resolver, client=client)
     try:
         yield pool, resolver
     finally:

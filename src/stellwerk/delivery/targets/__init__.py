@@ -17,6 +17,7 @@ from stellwerk.delivery.targets.http import HttpTarget
 from stellwerk.delivery.targets.log import LogTarget
 from stellwerk.delivery.targets.session import SessionPool
 from stellwerk.delivery.targets.ssrf import AddressPolicy, GuardedResolver, check_target_url
+from stellwerk.delivery.targets.transport import HttpClient
 from stellwerk.delivery.targets.webhooks import WebhookSigner, generate_secret, parse_secret
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "ConnectionAuth",
     "FunctionTarget",
     "GuardedResolver",
+    "HttpClient",
     "HttpTarget",
     "LogTarget",
     "OAuthClientCredentials",

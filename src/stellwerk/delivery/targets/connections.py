@@ -237,7 +237,7 @@ class OAuthClientCredentials:
                 retry_after = parse_retry_after(
                     response.headers.get("Retry-After"), self._wall_clock()
                 )
-                description = describe_status(response, body)
+                description = describe_status(status, response.reason, body)
         except TimeoutError as exc:
             raise AuthError("token endpoint: timed out", retryable=True) from exc
         except (aiohttp.ClientError, OSError) as exc:

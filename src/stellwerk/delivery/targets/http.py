@@ -18,7 +18,7 @@ How answers map onto outcomes:
 
 Each target has its own semaphore (`concurrency`) and optional token bucket (`rate_limit`, in
 invocations per second), so a receiver that hangs holds only its own slots. All targets share
-the process's `SessionPool` and so its keep-alive connections.
+the process's `SessionPool`, so its delivery transport and keep-alive connections.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
-import aiohttp
 from yarl import URL
 
 from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater
 from stellwerk.delivery.targets.connections import AuthError, ConnectionAuth
-from stellwerk.delivery.targets.responses import describe_status, parse_retry_after, read_limited
+from stellwerk.delivery.targets.responses import describe_status, parse_retry_after
 from stellwerk.delivery.targets.session import SessionPool
-from stellwerk.delivery.targets.ssrf import AddressPolicy, find_refusal
+from stellwerk.delivery.targets.ssrf import AddressPolicy, UnsafeAddressError
+from stellwerk.delivery.targets.transport import TransferError
 from stellwerk.delivery.targets.webhooks import WebhookSigner, generate_secret
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.rules import InvalidTargetError, UnsafeTargetError
@@ -135,7 +135,7 @@ class HttpTarget:
         body = delivery.payload
         signed = self._signer.headers(delivery.event_id, int(self._wall_clock()), body)
         signed["Content-Type"] = delivery.content_type
-        session = self._pool.session(self._policy)
+        transport = self._pool.transport(self._policy)
         url = self.url
         hops = 0
         renewed = False
@@ -151,21 +151,18 @@ class HttpTarget:
             if own_origin and auth_headers:
                 headers = {**signed, **auth_headers}
             try:
-                async with session.post(
-                    url, data=body, headers=headers, allow_redirects=False
-                ) as response:
-                    answer = await read_limited(response)
-                    status = response.status
-                    if 200 <= status < 300:
-                        # The common case ends here, before any header of the answer is parsed.
-                        return Delivered(f"HTTP {status}")
-                    location = response.headers.get("Location")
-                    retry_after = parse_retry_after(
-                        response.headers.get("Retry-After"), self._wall_clock()
-                    )
-                    description = describe_status(response, answer)
-            except (aiohttp.ClientError, OSError) as exc:
-                return _network_outcome(url, exc)
+                answer = await transport.post(url, body, headers)
+            except UnsafeAddressError as exc:
+                return GiveUp(f"refused {url}: {exc}")
+            except TransferError as exc:
+                return RetryLater(exc.reason) if exc.retryable else GiveUp(exc.reason)
+            status = answer.status
+            if 200 <= status < 300:
+                # The common case ends here, before any header of the answer is parsed.
+                return Delivered(f"HTTP {status}")
+            location = answer.header("Location")
+            retry_after = parse_retry_after(answer.header("Retry-After"), self._wall_clock())
+            description = describe_status(status, answer.reason, answer.body)
             if status in (307, 308) and location:
                 hops += 1
                 if hops > MAX_REDIRECTS:
@@ -197,12 +194,3 @@ class HttpTarget:
 
     def __repr__(self) -> str:
         return f"HttpTarget({str(self.url)!r}, concurrency={self.concurrency})"
-
-
-def _network_outcome(url: URL, exc: BaseException) -> Outcome:
-    unsafe = find_refusal(exc)
-    if unsafe is not None:
-        return GiveUp(f"refused {url}: {unsafe}")
-    if isinstance(exc, aiohttp.InvalidURL):
-        return GiveUp(f"invalid URL {url}: {exc}")
-    return RetryLater(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)

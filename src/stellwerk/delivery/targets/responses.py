@@ -49,9 +49,10 @@ def excerpt(body: bytes) -> str:
     return text + ("..." if len(body) > EXCERPT_BYTES else "")
 
 
-def describe_status(response: aiohttp.ClientResponse, body: bytes) -> str:
-    reason = f"HTTP {response.status}"
-    if response.reason:
-        reason += f" {response.reason}"
+def describe_status(status: int, reason: str | None, body: bytes) -> str:
+    """`HTTP 503 Service Unavailable: <the start of the body>`, for outcomes and errors."""
+    text = f"HTTP {status}"
+    if reason:
+        text += f" {reason}"
     detail = excerpt(body)
-    return f"{reason}: {detail}" if detail else reason
+    return f"{text}: {detail}" if detail else text

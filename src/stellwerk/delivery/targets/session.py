@@ -1,69 +1,122 @@
-"""The process's outgoing HTTP sessions: one pooled aiohttp session per address policy.
+"""The process's outgoing HTTP: one delivery transport and one aiohttp session per address policy.
 
-Why one session for all targets rather than one per host or per target: aiohttp already keeps
-idle keep-alive connections per (host, port, TLS) inside one connector, so a single session
-reuses connections exactly as well as many would, with one DNS cache and one set of TLS
-contexts. Isolation between targets comes from each target's own semaphore, not from the
-connector, which is why the connector has no overall limit: a global cap would let one target
+Deliveries go through a `Transport` (libcurl's multi interface by default, see `curl.py`);
+everything else that is not on the hot path (OAuth token requests) through an aiohttp session.
+
+Why one pool for all targets rather than one per host or per target: both clients keep idle
+keep-alive connections per (host, port, TLS) inside one pool, so a single pool reuses
+connections exactly as well as many would, with one DNS cache and one set of TLS contexts.
+Isolation between targets comes from each target's own semaphore, not from the pool, which is
+why the pool has no overall limit on connections in use: a global cap would let one target
 that hangs hold connections every other target needs. Open connections are bounded by the sum
 of the targets' concurrency budgets.
 
-The session is keyed by `AddressPolicy` because the connector's DNS cache holds addresses that
-passed that policy's guard; sharing it between a strict and a lax policy would leak. A process
-normally has one policy (`--allow-private-targets` or not), so one session.
+Transports and sessions are keyed by `AddressPolicy` because their DNS caches hold addresses
+that passed that policy's guard; sharing one between a strict and a lax policy would leak. A
+process normally has one policy (`--allow-private-targets` or not), so one of each.
 
-Cookies are never kept: a shared cookie jar would carry one tenant's cookies to another's request.
+Cookies are never kept: a shared cookie jar would carry one tenant's cookies to another's
+request. Proxies from the environment are never used: they would bypass the address checks.
+TLS is verified against the system's trust store (Python's default verify paths, so
+`SSL_CERT_FILE` and `SSL_CERT_DIR` apply), or against `ca_file` alone when one is given.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
+from stellwerk.delivery.targets.curl import USER_AGENT, CurlTransport
+from stellwerk.delivery.targets.dns import GuardedAddresses
 from stellwerk.delivery.targets.ssrf import AddressPolicy, GuardedResolver
+from stellwerk.delivery.targets.transport import AiohttpTransport, HttpClient, Transport
 
-USER_AGENT = "Stellwerk-Webhooks/1"
 KEEPALIVE_SECONDS = 30.0
 
 
 class SessionPool:
-    """Lazily created, shared `ClientSession`s; `close()` once when the process stops.
+    """Lazily created, shared transports and `ClientSession`s; `close()` once at the end.
 
     `resolver_factory` builds the DNS resolver the SSRF guard wraps (tests pass one that answers
-    a made-up name with 127.0.0.1, the way a rebinding attacker's DNS would).
+    a made-up name with 127.0.0.1, the way a rebinding attacker's DNS would). `ca_file` is a PEM
+    file of the certificate authorities to trust instead of the system's. `client` picks the
+    delivery transport: `curl` (the default) or `aiohttp` (the reference it replaced).
     """
 
-    def __init__(self, *, resolver_factory: Callable[[], AbstractResolver] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        resolver_factory: Callable[[], AbstractResolver] | None = None,
+        ca_file: str | None = None,
+        client: HttpClient = "curl",
+    ) -> None:
+        if client not in ("curl", "aiohttp"):
+            raise ValueError(f"unknown HTTP client {client!r}; use 'curl' or 'aiohttp'")
         self._resolver_factory = resolver_factory
+        self._ca_file = ca_file
+        self.client = client
         self._sessions: dict[AddressPolicy, aiohttp.ClientSession] = {}
+        self._transports: dict[AddressPolicy, Transport] = {}
         self._closed = False
 
+    def transport(self, policy: AddressPolicy) -> Transport:
+        """The delivery transport for targets with this address policy."""
+        transport = self._transports.get(policy)
+        if transport is None:
+            self._check_open()
+            if self.client == "aiohttp":
+                transport = AiohttpTransport(self.session(policy))
+            else:
+                if self._ca_file is not None:
+                    ca_file, ca_dir = self._ca_file, None
+                else:
+                    paths = ssl.get_default_verify_paths()
+                    ca_file, ca_dir = paths.cafile, paths.capath
+                transport = CurlTransport(
+                    policy,
+                    GuardedAddresses(self._guarded_resolver(policy)),
+                    ca_file=ca_file,
+                    ca_dir=ca_dir,
+                )
+            self._transports[policy] = transport
+        return transport
+
     def session(self, policy: AddressPolicy) -> aiohttp.ClientSession:
-        if self._closed:
-            raise RuntimeError("the session pool is closed")
+        """The aiohttp session for requests off the delivery path (OAuth tokens)."""
+        self._check_open()
         session = self._sessions.get(policy)
         if session is None:
-            inner = self._resolver_factory() if self._resolver_factory is not None else None
             connector = aiohttp.TCPConnector(
                 limit=0,
                 limit_per_host=0,
                 keepalive_timeout=KEEPALIVE_SECONDS,
-                resolver=GuardedResolver(policy, inner),
+                resolver=self._guarded_resolver(policy),
+                ssl=ssl.create_default_context(cafile=self._ca_file) if self._ca_file else True,
             )
             session = aiohttp.ClientSession(
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 headers={"User-Agent": USER_AGENT},
-                # Proxies from the environment would bypass the address checks entirely.
                 trust_env=False,
             )
             self._sessions[policy] = session
         return session
 
+    def _guarded_resolver(self, policy: AddressPolicy) -> GuardedResolver:
+        inner = self._resolver_factory() if self._resolver_factory is not None else None
+        return GuardedResolver(policy, inner)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the session pool is closed")
+
     async def close(self) -> None:
         self._closed = True
+        transports, self._transports = list(self._transports.values()), {}
+        await asyncio.gather(*(transport.close() for transport in transports))
         sessions, self._sessions = list(self._sessions.values()), {}
         await asyncio.gather(*(session.close() for session in sessions))

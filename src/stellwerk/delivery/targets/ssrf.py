@@ -5,10 +5,11 @@ A target URL is checked three times, because each check alone can be slipped pas
    literal IP addresses in any spelling;
 2. when the request connects (`GuardedResolver`): every address a host name resolves to, at the
    moment of connecting, so a name that resolved to a public address at save time and to
-   127.0.0.1 now (DNS rebinding) is still refused;
+   127.0.0.1 now (DNS rebinding) is still refused. The delivery transport connects only to
+   addresses this returned, and checks each socket's address once more as it opens;
 3. on every redirect hop (`HttpTarget` follows redirects itself and checks each `Location`).
 
-Literal IP hosts never reach the resolver (aiohttp connects to them directly), which is why the
+Literal IP hosts never reach the resolver (clients connect to them directly), which is why the
 URL check runs again before every hop, not only at save time.
 """
 

@@ -1,0 +1,279 @@
+"""The default delivery transport: libcurl's multi interface (pycurl) on the asyncio event loop.
+
+libcurl does the HTTP/1.1 exchange, the TLS and the keep-alive pool in C, for well under half of
+aiohttp's CPU per request (figures in docs/delivery.md). `pycurl.AsyncCurlMulti` drives the
+multi handle from the event loop: libcurl's socket callback becomes `add_reader`/`add_writer`,
+its timer callback `call_later`; no thread, no polling.
+
+What each request keeps from the aiohttp client it replaced:
+- one pool of keep-alive connections per address policy, shared by every target; no cap on
+  connections in use (each target's semaphore bounds its own), a generous cap on idle ones;
+- no cookies (libcurl keeps none unless asked), no proxies from the environment (`PROXY ""`);
+- TLS verified against the system's trust store (or `ca_file`), HTTP/1.1 only;
+- the SSRF guard: host names are resolved by `GuardedAddresses` (the `GuardedResolver` and its
+  policy) and the connection is pinned to an allowed address with `CONNECT_TO`, which keeps the
+  name for the Host header, SNI and certificate checks; every socket libcurl opens is checked
+  against the policy once more, so no address the guard refuses is ever connected to;
+- at most `READ_LIMIT_BYTES` of an answer are read; a longer one costs its connection.
+Redirects are not followed here: `HttpTarget` follows 307/308 itself, hop by hop.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+import pycurl
+from yarl import URL
+
+from stellwerk.delivery.targets.dns import GuardedAddresses
+from stellwerk.delivery.targets.responses import READ_LIMIT_BYTES
+from stellwerk.delivery.targets.ssrf import (
+    ALLOW_HINT,
+    AddressPolicy,
+    UnsafeAddressError,
+    parse_address,
+)
+from stellwerk.delivery.targets.transport import Answer, TransferError
+
+USER_AGENT: Final = "Stellwerk-Webhooks/1"
+KEEPALIVE_SECONDS: Final = 30
+# Idle keep-alive connections kept across all hosts; past it the oldest is closed. Connections
+# in use have no cap: each target's semaphore bounds its own.
+IDLE_CONNECTIONS: Final = 4096
+# Easy handles kept for reuse (setting one up again costs more than the request's own work).
+SPARE_HANDLES: Final = 256
+
+_HTTP_ONLY: Final = pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS
+
+
+class _CurlAnswer:
+    """An answer read from libcurl: the status now, the header block parsed only when asked."""
+
+    __slots__ = ("_fields", "_lines", "body", "status")
+
+    def __init__(self, status: int, body: bytes, lines: list[bytes]) -> None:
+        self.status = status
+        self.body = body
+        self._lines = lines
+        self._fields: dict[str, str] | None = None
+
+    def _head(self) -> tuple[str, int]:
+        # The last status line: a 100 Continue comes with a header block of its own first.
+        start = max(
+            (i for i, line in enumerate(self._lines) if line.startswith(b"HTTP/")), default=-1
+        )
+        return (self._lines[start].decode("latin-1") if start >= 0 else ""), start
+
+    @property
+    def reason(self) -> str:
+        status_line, _ = self._head()
+        parts = status_line.strip().split(" ", 2)
+        return parts[2] if len(parts) == 3 else ""
+
+    def header(self, name: str) -> str | None:
+        if self._fields is None:
+            _, start = self._head()
+            fields: dict[str, str] = {}
+            for line in self._lines[start + 1 :]:
+                field, colon, value = line.decode("latin-1").partition(":")
+                if colon:
+                    fields.setdefault(field.strip().lower(), value.strip())
+            self._fields = fields
+        return self._fields.get(name.lower())
+
+
+class _Handle:
+    """One reusable libcurl easy handle and what its callbacks collect for the current request."""
+
+    __slots__ = ("_policy", "body", "curl", "lines", "overflow", "pinned", "refusal", "size")
+
+    def __init__(self, policy: AddressPolicy, ca_file: str | None, ca_dir: str | None) -> None:
+        self._policy = policy
+        self.lines: list[bytes] = []
+        self.body: list[bytes] = []
+        self.size = 0
+        self.overflow = False
+        self.refusal: str | None = None
+        self.pinned: str | None = None
+        self.curl = curl = pycurl.Curl()
+        curl.setopt(pycurl.NOSIGNAL, 1)
+        # An empty proxy disables proxies, including those named by http_proxy and friends,
+        # which would carry requests past the address checks.
+        curl.setopt(pycurl.PROXY, "")
+        curl.setopt(pycurl.PROTOCOLS, _HTTP_ONLY)
+        curl.setopt(pycurl.REDIR_PROTOCOLS, _HTTP_ONLY)
+        curl.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+        curl.setopt(pycurl.USERAGENT, USER_AGENT)
+        curl.setopt(pycurl.MAXAGE_CONN, KEEPALIVE_SECONDS)
+        curl.setopt(pycurl.SSL_VERIFYPEER, 1)
+        curl.setopt(pycurl.SSL_VERIFYHOST, 2)
+        if ca_file is not None:
+            curl.setopt(pycurl.CAINFO, ca_file)
+        if ca_dir is not None:
+            curl.setopt(pycurl.CAPATH, ca_dir)
+        curl.setopt(pycurl.HEADERFUNCTION, self.lines.append)
+        curl.setopt(pycurl.WRITEFUNCTION, self._on_body)
+        if not policy.allow_private:
+            curl.setopt(pycurl.OPENSOCKETFUNCTION, self._open_socket)
+
+    def prepare(self, url: str, headers: list[str], body: bytes, pin: str | None) -> None:
+        self.lines.clear()
+        self.body.clear()
+        self.size = 0
+        self.overflow = False
+        self.refusal = None
+        curl = self.curl
+        curl.setopt(pycurl.URL, url)
+        curl.setopt(pycurl.HTTPHEADER, headers)
+        curl.setopt(pycurl.POSTFIELDS, body)
+        if pin != self.pinned:
+            curl.setopt(pycurl.CONNECT_TO, None if pin is None else [pin])
+            self.pinned = pin
+
+    def answer(self) -> Answer:
+        status: int = self.curl.getinfo(pycurl.RESPONSE_CODE)
+        return _CurlAnswer(status, b"".join(self.body), self.lines[:])
+
+    def _on_body(self, chunk: bytes) -> int | None:
+        room = READ_LIMIT_BYTES - self.size
+        if len(chunk) > room:
+            # Returning a short count aborts the transfer: the rest is never read, and the
+            # connection, with unread bytes in it, is closed rather than reused.
+            self.body.append(chunk[:room])
+            self.size = READ_LIMIT_BYTES
+            self.overflow = True
+            return 0
+        self.body.append(chunk)
+        self.size += len(chunk)
+        return None
+
+    def _open_socket(self, purpose: int, address: pycurl.CurlSockAddr) -> _OpenedSocket | int:
+        # Runs inside libcurl: it must not raise (pycurl would only print the error).
+        host = address.addr[0] if isinstance(address.addr, tuple) else ""
+        parsed = parse_address(host)
+        reason = "not an IP address" if parsed is None else self._policy.refusal(parsed)
+        if reason is not None:
+            self.refusal = f"address {host} is {reason}; {ALLOW_HINT}"
+            return pycurl.SOCKET_BAD
+        try:
+            return _OpenedSocket(socket.socket(address.family, address.socktype, address.protocol))
+        except OSError:
+            return pycurl.SOCKET_BAD
+
+
+class _OpenedSocket:
+    """A socket handed to libcurl: pycurl duplicates its descriptor, and this closes the
+    original as soon as pycurl lets go of it."""
+
+    __slots__ = ("_socket",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._socket = sock
+
+    def fileno(self) -> int:
+        return self._socket.fileno()
+
+    def __del__(self) -> None:
+        self._socket.close()
+
+
+class CurlTransport:
+    """POSTs through one libcurl multi handle: its connection pool serves every target."""
+
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        addresses: GuardedAddresses,
+        *,
+        ca_file: str | None = None,
+        ca_dir: str | None = None,
+    ) -> None:
+        self._policy = policy
+        self._addresses = addresses
+        self._ca_file = ca_file
+        self._ca_dir = ca_dir
+        self._multi = pycurl.AsyncCurlMulti()
+        self._multi.setopt(pycurl.M_MAXCONNECTS, IDLE_CONNECTIONS)
+        self._spare: list[_Handle] = []
+
+    async def post(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Answer:
+        host = url.raw_host or ""
+        port = url.port or (443 if url.scheme == "https" else 80)
+        pins: Sequence[str | None] = (None,)
+        if parse_address(host) is None:
+            try:
+                addresses = await self._addresses.lookup(host, port)
+            except UnsafeAddressError:
+                raise
+            except OSError as exc:
+                raise TransferError(f"cannot resolve {host}: {exc}") from exc
+            pins = [_connect_to(address, port) for address in addresses]
+        lines = [f"{name}: {value}" for name, value in headers.items()]
+        lines.append("Expect:")  # no 100-continue round trip before the body
+        handle = self._spare.pop() if self._spare else self._new_handle()
+        text = str(url)
+        for number, pin in enumerate(pins, 1):
+            handle.prepare(text, lines, body, pin)
+            try:
+                await self._multi.add_handle(handle.curl)
+            except pycurl.error as exc:
+                code, message = _error(exc)
+                if code == pycurl.E_WRITE_ERROR and handle.overflow:
+                    break  # the answer was longer than we read: what we have is the answer
+                if handle.refusal is not None:
+                    self._release(handle)
+                    raise UnsafeAddressError(handle.refusal) from exc
+                if code == pycurl.E_COULDNT_CONNECT and number < len(pins):
+                    continue  # the name has another address: try it, as aiohttp did
+                self._release(handle)
+                raise _failure(url, code, message) from exc
+            except BaseException:
+                # Cancelled (the target's timeout): the multi removes the handle, which closes
+                # its connection mid-request; the handle is not reused.
+                handle.curl.close()
+                raise
+            break
+        answer = handle.answer()
+        self._release(handle)
+        return answer
+
+    def _new_handle(self) -> _Handle:
+        return _Handle(self._policy, self._ca_file, self._ca_dir)
+
+    def _release(self, handle: _Handle) -> None:
+        if len(self._spare) < SPARE_HANDLES:
+            self._spare.append(handle)
+        else:
+            handle.curl.close()
+
+    async def close(self) -> None:
+        await self._multi.aclose()
+        spare, self._spare = self._spare, []
+        for handle in spare:
+            handle.curl.close()
+        await self._addresses.close()
+
+
+def _connect_to(address: str, port: int) -> str:
+    # `CONNECT_TO` with no host and port matches this handle's one URL, whatever its host.
+    literal = f"[{address}]" if ":" in address else address
+    return f"::{literal}:{port}"
+
+
+def _error(exc: pycurl.error) -> tuple[int, str]:
+    if len(exc.args) == 2:
+        code, message = exc.args
+        return int(code), str(message)
+    return -1, str(exc.args[0]) if exc.args else "libcurl error"
+
+
+def _failure(url: URL, code: int, message: str) -> TransferError:
+    if code in (pycurl.E_URL_MALFORMAT, pycurl.E_UNSUPPORTED_PROTOCOL):
+        return TransferError(f"invalid URL {url}: {message}", retryable=False)
+    if code == pycurl.E_COULDNT_CONNECT:
+        return TransferError(f"Cannot connect to {url.host}:{url.port}: {message}")
+    if code == pycurl.E_OPERATION_TIMEDOUT:
+        return TransferError(f"timed out: {message}")
+    return TransferError(f"{message} (libcurl error {code})")

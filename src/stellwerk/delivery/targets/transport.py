@@ -1,0 +1,100 @@
+"""The HTTP client seam of the `http` target: carry one POST to one URL, bring back the answer.
+
+`HttpTarget` decides everything else (redirects, credentials, outcomes); a transport follows
+nothing and retries nothing. It raises `UnsafeAddressError` when the SSRF guard refused where
+the request would go, and `TransferError` when no answer came back for another reason.
+
+Two implementations pass one contract suite: `CurlTransport` (libcurl's multi interface, the
+default: well under half of aiohttp's CPU per request) and `AiohttpTransport`, the client it
+replaced, kept as the reference the contract tests and the benchmarks compare against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal, Protocol
+
+import aiohttp
+from yarl import URL
+
+from stellwerk.delivery.targets.responses import read_limited
+from stellwerk.delivery.targets.ssrf import find_refusal
+
+HttpClient = Literal["curl", "aiohttp"]
+
+
+class Answer(Protocol):
+    """What a receiver said: status, reason phrase, headers, and at most `READ_LIMIT_BYTES`."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (any case), or None."""
+        ...
+
+
+class TransferError(Exception):
+    """No answer came back; `retryable` is False when trying again cannot help (a bad URL)."""
+
+    def __init__(self, reason: str, *, retryable: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class Transport(Protocol):
+    """Sends one request; shared by every target of the process with the same address policy."""
+
+    async def post(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Answer:
+        """POST `body` to `url` with `headers` (redirects are not followed)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class _AiohttpAnswer:
+    __slots__ = ("_response", "body", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse, body: bytes) -> None:
+        self._response = response
+        self.status = response.status
+        self.body = body
+
+    @property
+    def reason(self) -> str:
+        return self._response.reason or ""
+
+    def header(self, name: str) -> str | None:
+        return self._response.headers.get(name)
+
+
+class AiohttpTransport:
+    """POSTs through one pooled `aiohttp.ClientSession` (the session pool's for its policy)."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def post(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Answer:
+        try:
+            async with self._session.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                return _AiohttpAnswer(response, await read_limited(response))
+        except (aiohttp.ClientError, OSError) as exc:
+            refusal = find_refusal(exc)
+            if refusal is not None:
+                raise refusal from exc
+            if isinstance(exc, aiohttp.InvalidURL):
+                raise TransferError(f"invalid URL {url}: {exc}", retryable=False) from exc
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise TransferError(reason) from exc
+
+    async def close(self) -> None:
+        """The session belongs to the session pool, which closes it."""
