@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from tests.delivery.targets.support import Receiver, start_receiver
+from tests.delivery.targets.support import Receiver, StaticResolver, start_receiver
 
 from stellwerk.delivery.targets import HttpClient, SessionPool
 
@@ -37,3 +37,15 @@ async def pool(client: HttpClient) -> AsyncIterator[SessionPool]:
         yield sessions
     finally:
         await sessions.close()
+
+
+@pytest.fixture
+async def named_pool(client: HttpClient) -> AsyncIterator[tuple[SessionPool, StaticResolver]]:
+    """A pool whose DNS answers `hooks.example.test` with 127.0.0.1, as a rebinding attacker's
+    would (or as a test's own name for the receiver on loopback)."""
+    resolver = StaticResolver({"hooks.example.test": ["127.0.0.1"]})
+    pool = SessionPool(resolver_factory=lambda: resolver, client=client)
+    try:
+        yield pool, resolver
+    finally:
+        await pool.close()

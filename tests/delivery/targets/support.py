@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,8 @@ class Seen:
     path: str
     headers: dict[str, str]
     body: bytes
+    # The client's (address, port): the same for requests that shared a keep-alive connection.
+    peer: object = None
 
 
 @dataclass
@@ -32,13 +35,14 @@ class Receiver:
 
     host: str
     port: int = 0
+    scheme: str = "http"
     handlers: dict[str, Handler] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     # Set at teardown, so handlers that wait "forever" end and the server can stop.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     def url(self, path: str = "/hook") -> str:
-        return f"http://{self.host}:{self.port}{path}"
+        return f"{self.scheme}://{self.host}:{self.port}{path}"
 
     def on(self, path: str, handler: Handler) -> None:
         self.handlers[path] = handler
@@ -51,15 +55,18 @@ class Receiver:
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self.seen.append(Seen(request.method, request.path, dict(request.headers), body))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.seen.append(Seen(request.method, request.path, dict(request.headers), body, peer))
         handler = self.handlers.get(request.path)
         if handler is None:
             return web.Response(text="ok")
         return await handler(request)
 
 
-async def start_receiver(host: str) -> tuple[Receiver, web.AppRunner]:
-    receiver = Receiver(host)
+async def start_receiver(
+    host: str, *, ssl_context: ssl.SSLContext | None = None
+) -> tuple[Receiver, web.AppRunner]:
+    receiver = Receiver(host, scheme="http" if ssl_context is None else "https")
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", receiver.dispatch)
     runner = web.AppRunner(app, shutdown_timeout=1.0)
@@ -67,7 +74,7 @@ async def start_receiver(host: str) -> tuple[Receiver, web.AppRunner]:
     sock = socket.socket()
     sock.bind((host, 0))
     receiver.port = sock.getsockname()[1]
-    await web.SockSite(runner, sock).start()
+    await web.SockSite(runner, sock, ssl_context=ssl_context).start()
     return receiver, runner
 
 

@@ -190,22 +190,10 @@ async def test_loopback_is_refused_without_allow_private(
     assert isinstance(await target(receiver, pool).deliver(make_delivery()), Delivered)
 
 
-@pytest.fixture
-async def rebinding_pool(
-    receiver: Receiver, client: HttpClient
-) -> AsyncIterator[tuple[SessionPool, StaticResolver]]:
-    resolver = StaticResolver({"hooks.example.test": ["127.0.0.1"]})
-    pool = SessionPool(resolver_factory=lambda: resolver, client=client)
-    try:
-        yield pool, resolver
-    finally:
-        await pool.close()
-
-
 async def test_a_name_resolving_to_loopback_is_refused_at_delivery(
-    receiver: Receiver, rebinding_pool: tuple[SessionPool, StaticResolver]
+    receiver: Receiver, named_pool: tuple[SessionPool, StaticResolver]
 ) -> None:
-    pool, resolver = rebinding_pool
+    pool, resolver = named_pool  # the attacker's DNS answers with 127.0.0.1
     url = f"http://hooks.example.test:{receiver.port}/hook"
     http = HttpTarget(url, session_pool=pool, secret=SECRET)  # a name passes the save-time check
     outcome = await http.deliver(make_delivery())

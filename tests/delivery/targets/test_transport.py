@@ -1,0 +1,329 @@
+"""What the delivery transports keep: TLS, timeouts, pooling, no proxies or cookies, the guard.
+
+Each test runs with both transports (libcurl and aiohttp) unless it is about one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import uvloop
+from aiohttp import web
+from standardwebhooks import Webhook
+from tests.delivery.targets.authority import Authority
+from tests.delivery.targets.support import (
+    Receiver,
+    StaticResolver,
+    make_delivery,
+    start_receiver,
+)
+from yarl import URL
+
+from stellwerk.delivery.model import Delivered, GiveUp, RetryLater
+from stellwerk.delivery.targets import (
+    AddressPolicy,
+    HttpClient,
+    HttpTarget,
+    SessionPool,
+    generate_secret,
+)
+from stellwerk.delivery.targets.ssrf import UnsafeAddressError
+
+SECRET = generate_secret()
+
+
+def target(url: str, pool: SessionPool, **options: object) -> HttpTarget:
+    options.setdefault("allow_private", True)
+    return HttpTarget(url, session_pool=pool, secret=SECRET, **options)  # type: ignore[arg-type]
+
+
+# -- TLS -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def authority(tmp_path: Path) -> Authority:
+    return Authority.create(tmp_path)
+
+
+@pytest.fixture
+async def tls_receiver(authority: Authority) -> AsyncIterator[Receiver]:
+    """A receiver on https://127.0.0.1 whose certificate names only hooks.example.test."""
+    context = authority.server_context(names=["hooks.example.test"])
+    found, runner = await start_receiver("127.0.0.1", ssl_context=context)
+    try:
+        yield found
+    finally:
+        found.closing.set()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def trusting_pool(authority: Authority, client: HttpClient) -> AsyncIterator[SessionPool]:
+    """A pool that trusts the test's CA (only) and resolves hooks.example.test to 127.0.0.1."""
+    resolver = StaticResolver({"hooks.example.test": ["127.0.0.1"]})
+    pool = SessionPool(
+        resolver_factory=lambda: resolver, ca_file=str(authority.ca_file), client=client
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def by_name(receiver: Receiver) -> str:
+    return f"https://hooks.example.test:{receiver.port}/hook"
+
+
+async def test_tls_is_trusted_when_its_ca_is_configured(
+    tls_receiver: Receiver, trusting_pool: SessionPool
+) -> None:
+    outcome = await target(by_name(tls_receiver), trusting_pool).deliver(make_delivery())
+    assert outcome == Delivered("HTTP 200")
+    [request] = tls_receiver.seen
+    Webhook(SECRET).verify(request.body, request.headers)
+
+
+async def test_tls_with_an_unknown_ca_is_refused(
+    tls_receiver: Receiver, named_pool: tuple[SessionPool, StaticResolver]
+) -> None:
+    pool, _ = named_pool  # trusts the system's authorities, not the test's own
+    outcome = await target(by_name(tls_receiver), pool).deliver(make_delivery())
+    assert isinstance(outcome, RetryLater)
+    assert "certificate" in outcome.reason.lower()
+    assert tls_receiver.seen == []
+
+
+async def test_tls_checks_the_name_not_the_address_connected_to(
+    tls_receiver: Receiver, trusting_pool: SessionPool
+) -> None:
+    by_address = await target(tls_receiver.url(), trusting_pool).deliver(make_delivery())
+    named = await target(by_name(tls_receiver), trusting_pool).deliver(make_delivery())
+    # The certificate names hooks.example.test only: the same server by its address is refused.
+    assert isinstance(by_address, RetryLater)
+    assert "127.0.0.1" in by_address.reason
+    assert named == Delivered("HTTP 200")
+    assert len(tls_receiver.seen) == 1
+
+
+async def test_curl_trusts_ssl_cert_file_from_the_environment(
+    tls_receiver: Receiver, authority: Authority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(authority.ca_file))
+    resolver = StaticResolver({"hooks.example.test": ["127.0.0.1"]})
+    pool = SessionPool(resolver_factory=lambda: resolver, client="curl")
+    try:
+        outcome = await target(by_name(tls_receiver), pool).deliver(make_delivery())
+    finally:
+        await pool.close()
+    assert outcome == Delivered("HTTP 200")
+
+
+# -- timeouts ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Silent:
+    """A TCP server on loopback that reads requests and never answers."""
+
+    port: int = 0
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    hung_up: asyncio.Event = field(default_factory=asyncio.Event)
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        while await reader.read(65536):
+            self.arrived.set()
+        self.hung_up.set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+
+@pytest.fixture
+async def silent() -> AsyncIterator[Silent]:
+    found = Silent()
+    server = await asyncio.start_server(found.handle, "127.0.0.1", 0)
+    found.port = server.sockets[0].getsockname()[1]
+    try:
+        yield found
+    finally:
+        server.close()
+        for writer in found.writers:
+            writer.close()
+        await server.wait_closed()
+
+
+async def test_a_hanging_receiver_times_out_and_its_connection_is_closed(
+    silent: Silent, receiver: Receiver, pool: SessionPool
+) -> None:
+    outcome = await target(silent.url, pool, timeout=0.3).deliver(make_delivery())
+    assert outcome == RetryLater("timed out after 0.3 s")
+    assert silent.arrived.is_set()
+    # The abandoned request does not keep its connection open (nor its slot in the pool).
+    await asyncio.wait_for(silent.hung_up.wait(), 10)
+    assert await target(receiver.url(), pool).deliver(make_delivery()) == Delivered("HTTP 200")
+
+
+# -- the pool ------------------------------------------------------------------------------------
+
+
+async def test_targets_share_keep_alive_connections(receiver: Receiver, pool: SessionPool) -> None:
+    first = target(receiver.url("/a"), pool)
+    second = target(receiver.url("/b"), pool)
+    for _ in range(3):
+        assert isinstance(await first.deliver(make_delivery()), Delivered)
+        assert isinstance(await second.deliver(make_delivery()), Delivered)
+    assert len(receiver.seen) == 6
+    assert len({seen.peer for seen in receiver.seen}) == 1
+
+
+async def test_a_named_host_is_resolved_once_and_its_connection_kept(
+    receiver: Receiver, named_pool: tuple[SessionPool, StaticResolver]
+) -> None:
+    pool, resolver = named_pool
+    http = target(f"http://hooks.example.test:{receiver.port}/hook", pool)
+    for _ in range(3):
+        assert await http.deliver(make_delivery()) == Delivered("HTTP 200")
+    assert resolver.asked == ["hooks.example.test"]
+    assert len({seen.peer for seen in receiver.seen}) == 1
+    assert {seen.headers["Host"] for seen in receiver.seen} == {
+        f"hooks.example.test:{receiver.port}"
+    }
+
+
+async def test_the_next_address_of_a_name_is_tried_when_one_refuses(
+    receiver: Receiver, client: HttpClient
+) -> None:
+    # Nothing listens on 127.0.0.3 at the receiver's port: the kernel refuses that connection.
+    resolver = StaticResolver({"hooks.example.test": ["127.0.0.3", "127.0.0.1"]})
+    pool = SessionPool(resolver_factory=lambda: resolver, client=client)
+    try:
+        http = target(f"http://hooks.example.test:{receiver.port}/hook", pool)
+        assert await http.deliver(make_delivery()) == Delivered("HTTP 200")
+    finally:
+        await pool.close()
+    assert len(receiver.seen) == 1
+
+
+async def test_a_long_answer_is_read_in_part_and_the_next_request_goes_through(
+    receiver: Receiver, pool: SessionPool
+) -> None:
+    receiver.answer("/big", 200, "x" * 300_000)
+    receiver.answer("/bad", 400, "y" * 300_000)
+    assert await target(receiver.url("/big"), pool).deliver(make_delivery()) == Delivered(
+        "HTTP 200"
+    )
+    refused = await target(receiver.url("/bad"), pool).deliver(make_delivery())
+    assert isinstance(refused, GiveUp)
+    assert refused.reason.startswith("HTTP 400 Bad Request: yyy")
+    assert await target(receiver.url(), pool).deliver(make_delivery()) == Delivered("HTTP 200")
+
+
+async def test_binary_payloads_arrive_byte_for_byte(receiver: Receiver, pool: SessionPool) -> None:
+    payload = bytes(range(256)) * 8
+    delivery = make_delivery(payload, content_type="application/octet-stream")
+    assert await target(receiver.url(), pool).deliver(delivery) == Delivered("HTTP 200")
+    [request] = receiver.seen
+    assert request.body == payload
+    assert request.headers["Content-Type"] == "application/octet-stream"
+
+
+async def test_cookies_are_never_sent_back(receiver: Receiver, pool: SessionPool) -> None:
+    async def set_cookie(request: web.Request) -> web.StreamResponse:
+        response = web.Response(text="ok")
+        response.set_cookie("session", "tenant-a", path="/")
+        return response
+
+    receiver.on("/hook", set_cookie)
+    http = target(receiver.url(), pool)
+    assert isinstance(await http.deliver(make_delivery()), Delivered)
+    assert isinstance(await http.deliver(make_delivery()), Delivered)
+    assert [seen.headers.get("Cookie") for seen in receiver.seen] == [None, None]
+
+
+async def test_proxies_from_the_environment_are_not_used(
+    receiver: Receiver, client: HttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy, runner = await start_receiver("127.0.0.1")
+    try:
+        for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "all_proxy", "ALL_PROXY"):
+            monkeypatch.setenv(name, proxy.url("/"))
+        pool = SessionPool(client=client)
+        try:
+            outcome = await target(receiver.url(), pool).deliver(make_delivery())
+        finally:
+            await pool.close()
+    finally:
+        await runner.cleanup()
+    assert isinstance(outcome, Delivered)
+    assert len(receiver.seen) == 1
+    assert proxy.seen == []
+
+
+# -- the guard at the socket (libcurl) -----------------------------------------------------------
+
+
+async def test_curl_opens_no_socket_to_an_address_the_policy_refuses(receiver: Receiver) -> None:
+    pool = SessionPool(client="curl")
+    try:
+        transport = pool.transport(AddressPolicy())
+        # HttpTarget refuses such a URL before it gets here; the socket check is the last line.
+        with pytest.raises(UnsafeAddressError, match=r"address 127\.0\.0\.1 is loopback"):
+            await transport.post(URL(receiver.url()), b"{}", {"Content-Type": "application/json"})
+        allowed = pool.transport(AddressPolicy.build(allowed_networks=["127.0.0.1/32"]))
+        answer = await allowed.post(URL(receiver.url()), b"{}", {})
+    finally:
+        await pool.close()
+    assert answer.status == 200
+    assert len(receiver.seen) == 1
+
+
+async def test_a_closed_pool_hands_out_no_transport() -> None:
+    pool = SessionPool()
+    await pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.transport(AddressPolicy())
+
+
+# -- the event loop the server runs on -----------------------------------------------------------
+
+
+def test_deliveries_run_on_uvloop(client: HttpClient) -> None:
+    """`stellwerk serve` runs on uvloop: the transports' socket and timer callbacks must too."""
+
+    async def deliver() -> tuple[list[object], object, int]:
+        found, runner = await start_receiver("127.0.0.1")
+        silent = Silent()
+        server = await asyncio.start_server(silent.handle, "127.0.0.1", 0)
+        silent.port = server.sockets[0].getsockname()[1]
+        pool = SessionPool(client=client)
+        try:
+            http = target(found.url(), pool, concurrency=8)
+            outcomes: list[object] = list(
+                await asyncio.gather(
+                    *(http.deliver(make_delivery(event_id=f"e{n}")) for n in range(40))
+                )
+            )
+            hung = await target(silent.url, pool, timeout=0.2).deliver(make_delivery())
+            await asyncio.wait_for(silent.hung_up.wait(), 10)
+        finally:
+            await pool.close()
+            server.close()
+            for writer in silent.writers:
+                writer.close()
+            await server.wait_closed()
+            found.closing.set()
+            await runner.cleanup()
+        return outcomes, hung, len({seen.headers["webhook-id"] for seen in found.seen})
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        outcomes, hung, distinct = runner.run(deliver())
+    assert outcomes == [Delivered("HTTP 200")] * 40
+    assert distinct == 40
+    assert hung == RetryLater("timed out after 0.2 s")
