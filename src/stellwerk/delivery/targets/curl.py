@@ -46,6 +46,7 @@ IDLE_CONNECTIONS: Final = 4096
 SPARE_HANDLES: Final = 256
 
 _HTTP_ONLY: Final = pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS
+_SWEEP_AT: Final = 4096
 
 
 class _CurlAnswer:
@@ -197,12 +198,13 @@ class CurlTransport:
         self._multi = pycurl.AsyncCurlMulti()
         self._multi.setopt(pycurl.M_MAXCONNECTS, IDLE_CONNECTIONS)
         self._spare: list[_Handle] = []
+        self._literal: dict[str, bool] = {}
 
     async def post(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Answer:
         host = url.raw_host or ""
         port = url.port or (443 if url.scheme == "https" else 80)
         pins: Sequence[str | None] = (None,)
-        if parse_address(host) is None:
+        if not self._is_address(host):
             try:
                 addresses = await self._addresses.lookup(host, port)
             except UnsafeAddressError:
@@ -238,6 +240,15 @@ class CurlTransport:
         answer = handle.answer()
         self._release(handle)
         return answer
+
+    def _is_address(self, host: str) -> bool:
+        # Parsing an address costs more than the rest of a request's Python work: remembered.
+        known = self._literal.get(host)
+        if known is None:
+            if len(self._literal) >= _SWEEP_AT:
+                self._literal.clear()
+            known = self._literal[host] = parse_address(host) is not None
+        return known
 
     def _new_handle(self) -> _Handle:
         return _Handle(self._policy, self._ca_file, self._ca_dir)
