@@ -11,7 +11,7 @@ What each request keeps from the aiohttp client it replaced:
 - no cookies (libcurl keeps none unless asked), no proxies from the environment (`PROXY ""`);
 - TLS verified against the system's trust store (or `ca_file`), HTTP/1.1 only;
 - the SSRF guard: host names are resolved by `GuardedAddresses` (the `GuardedResolver` and its
-  policy) and the connection is pinned to an allowed address with `CONNECT_TO`, which keeps the
+  policy) and handed to libcurl with `RESOLVE`, so libcurl never asks DNS itself and keeps the
   name for the Host header, SNI and certificate checks; every socket libcurl opens is checked
   against the policy once more, so no address the guard refuses is ever connected to;
 - at most `READ_LIMIT_BYTES` of an answer are read; a longer one costs its connection.
@@ -88,7 +88,7 @@ class _CurlAnswer:
 class _Handle:
     """One reusable libcurl easy handle and what its callbacks collect for the current request."""
 
-    __slots__ = ("_policy", "body", "curl", "lines", "overflow", "pinned", "refusal", "size")
+    __slots__ = ("_policy", "body", "curl", "lines", "overflow", "refusal", "size")
 
     def __init__(self, policy: AddressPolicy, ca_file: str | None, ca_dir: str | None) -> None:
         self._policy = policy
@@ -97,7 +97,6 @@ class _Handle:
         self.size = 0
         self.overflow = False
         self.refusal: str | None = None
-        self.pinned: str | None = None
         self.curl = curl = pycurl.Curl()
         curl.setopt(pycurl.NOSIGNAL, 1)
         # An empty proxy disables proxies, including those named by http_proxy and friends,
@@ -119,7 +118,9 @@ class _Handle:
         if not policy.allow_private:
             curl.setopt(pycurl.OPENSOCKETFUNCTION, self._open_socket)
 
-    def prepare(self, url: str, headers: list[str], body: bytes, pin: str | None) -> None:
+    def prepare(
+        self, url: str, headers: list[str], body: bytes, resolved: list[str] | None
+    ) -> None:
         self.lines.clear()
         self.body.clear()
         self.size = 0
@@ -129,9 +130,10 @@ class _Handle:
         curl.setopt(pycurl.URL, url)
         curl.setopt(pycurl.HTTPHEADER, headers)
         curl.setopt(pycurl.POSTFIELDS, body)
-        if pin != self.pinned:
-            curl.setopt(pycurl.CONNECT_TO, None if pin is None else [pin])
-            self.pinned = pin
+        if resolved is not None:
+            # libcurl applies a RESOLVE list to the transfer that starts next, then forgets it:
+            # set for every request to a named host, it is always the guard's latest answer.
+            curl.setopt(pycurl.RESOLVE, resolved)
 
     def answer(self) -> Answer:
         status: int = self.curl.getinfo(pycurl.RESPONSE_CODE)
@@ -202,41 +204,35 @@ class CurlTransport:
 
     async def post(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Answer:
         host = url.raw_host or ""
-        port = url.port or (443 if url.scheme == "https" else 80)
-        pins: Sequence[str | None] = (None,)
+        resolved: list[str] | None = None
         if not self._is_address(host):
+            port = url.port or (443 if url.scheme == "https" else 80)
             try:
                 addresses = await self._addresses.lookup(host, port)
             except UnsafeAddressError:
                 raise
             except OSError as exc:
                 raise TransferError(f"cannot resolve {host}: {exc}") from exc
-            pins = [_connect_to(address, port) for address in addresses]
+            resolved = [_resolve_entry(host, port, addresses)]
         lines = [f"{name}: {value}" for name, value in headers.items()]
         lines.append("Expect:")  # no 100-continue round trip before the body
         handle = self._spare.pop() if self._spare else self._new_handle()
-        text = str(url)
-        for number, pin in enumerate(pins, 1):
-            handle.prepare(text, lines, body, pin)
-            try:
-                await self._multi.add_handle(handle.curl)
-            except pycurl.error as exc:
-                code, message = _error(exc)
-                if code == pycurl.E_WRITE_ERROR and handle.overflow:
-                    break  # the answer was longer than we read: what we have is the answer
-                if handle.refusal is not None:
-                    self._release(handle)
-                    raise UnsafeAddressError(handle.refusal) from exc
-                if code == pycurl.E_COULDNT_CONNECT and number < len(pins):
-                    continue  # the name has another address: try it, as aiohttp did
+        handle.prepare(str(url), lines, body, resolved)
+        try:
+            await self._multi.add_handle(handle.curl)
+        except pycurl.error as exc:
+            code, message = _error(exc)
+            # An answer longer than the limit ends the transfer on purpose: it is an answer.
+            if not (code == pycurl.E_WRITE_ERROR and handle.overflow):
                 self._release(handle)
+                if handle.refusal is not None:
+                    raise UnsafeAddressError(handle.refusal) from exc
                 raise _failure(url, code, message) from exc
-            except BaseException:
-                # Cancelled (the target's timeout): the multi removes the handle, which closes
-                # its connection mid-request; the handle is not reused.
-                handle.curl.close()
-                raise
-            break
+        except BaseException:
+            # Cancelled (the target's timeout): the multi removes the handle, which closes its
+            # connection mid-request; the handle is not reused.
+            handle.curl.close()
+            raise
         answer = handle.answer()
         self._release(handle)
         return answer
@@ -267,10 +263,11 @@ class CurlTransport:
         await self._addresses.close()
 
 
-def _connect_to(address: str, port: int) -> str:
-    # `CONNECT_TO` with no host and port matches this handle's one URL, whatever its host.
-    literal = f"[{address}]" if ":" in address else address
-    return f"::{literal}:{port}"
+def _resolve_entry(host: str, port: int, addresses: Sequence[str]) -> str:
+    # A `RESOLVE` entry replaces whatever the multi's DNS cache held for host:port, so libcurl
+    # connects (with happy eyeballs across the addresses) only where the guard allowed.
+    listed = ",".join(f"[{address}]" if ":" in address else address for address in addresses)
+    return f"{host}:{port}:{listed}"
 
 
 def _error(exc: pycurl.error) -> tuple[int, str]:
