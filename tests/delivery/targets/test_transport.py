@@ -170,6 +170,49 @@ async def test_a_hanging_receiver_times_out_and_its_connection_is_closed(
     assert await target(receiver.url(), pool).deliver(make_delivery()) == Delivered("HTTP 200")
 
 
+async def test_a_kept_connection_that_dies_unanswered_is_sent_again_only_by_curl(
+    pool: SessionPool, client: HttpClient
+) -> None:
+    """The documented difference: libcurl sends a request again, at once, on a fresh connection
+    when a reused one closes before any byte of an answer; aiohttp reports the failure."""
+    requests = 0
+
+    async def answer_then_drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                requests += 1
+                if requests == 2:  # the second request, on the kept connection: hang up
+                    break
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            pass  # the client closed a kept connection
+        writer.close()
+
+    server = await asyncio.start_server(answer_then_drop, "127.0.0.1", 0)
+    try:
+        http = target(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook", pool)
+        assert await http.deliver(make_delivery()) == Delivered("HTTP 200")
+        second = await http.deliver(make_delivery())
+    finally:
+        server.close()
+        await server.wait_closed()
+    if client == "curl":
+        assert second == Delivered("HTTP 200")
+        assert requests == 3
+    else:
+        assert isinstance(second, RetryLater)
+        assert "disconnected" in second.reason
+        assert requests == 2
+
+
 # -- the pool ------------------------------------------------------------------------------------
 
 
