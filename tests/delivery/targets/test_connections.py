@@ -67,6 +67,15 @@ async def test_api_key_header_reaches_the_receiver(receiver: Receiver, pool: Ses
     assert receiver.seen[0].headers["X-Api-Key"] == "k-123"
 
 
+async def test_an_api_key_that_is_not_ascii_arrives_as_utf_8(
+    receiver: Receiver, pool: SessionPool
+) -> None:
+    spec = parse_connection({"type": "api_key", "header": "X-Api-Key", "value": "schlüssel-ä"})
+    auth = build_auth(spec, session_pool=pool, policy=LOOPBACK)
+    assert isinstance(await http_target(receiver, pool, auth).deliver(make_delivery()), Delivered)
+    assert receiver.seen[0].headers["X-Api-Key"] == "schlüssel-ä"
+
+
 async def test_a_401_with_fixed_credentials_gives_up(receiver: Receiver, pool: SessionPool) -> None:
     receiver.answer("/hook", 401, "bad key")
     spec = parse_connection({"type": "api_key", "header": "X-Api-Key", "value": "wrong"})
@@ -302,6 +311,7 @@ async def test_token_endpoint_is_guarded_at_delivery_too(
         ({"type": "api_key", "header": "X Key", "value": "v"}, "header", "header name"),
         ({"type": "api_key", "header": "webhook-signature", "value": "v"}, "header", "itself"),
         ({"type": "api_key", "header": "X-Key", "value": "a\r\nb"}, "value", "line breaks"),
+        ({"type": "api_key", "header": "X-Key", "value": "a\x00b"}, "value", "control"),
         (
             {"type": "oauth_client_credentials", "token_url": "http://169.254.169.254/token",
              "client_id": "c", "client_secret": "s"},

@@ -43,6 +43,7 @@ _RESERVED_HEADERS: Final = frozenset(
     {"host", "content-type", "content-length", "transfer-encoding", "connection",
      "webhook-id", "webhook-timestamp", "webhook-signature"}
 )  # fmt: skip
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 _AT = re.compile(r"- at `\$\.?([^`]*)`")
@@ -100,6 +101,9 @@ def _check(spec: ConnectionSpec, allow_private: bool) -> None:
         if spec.header.lower() in _RESERVED_HEADERS:
             raise InvalidConnectionError("header", f"{spec.header} is set by Stellwerk itself")
         _require(spec.value, "value")
+        if _CONTROL.search(spec.value):
+            # A header value cannot carry them (RFC 9110); clients refuse to send it at all.
+            raise InvalidConnectionError("value", "must not contain control characters")
     else:
         try:
             AddressPolicy(allow_private).check_url(spec.token_url)

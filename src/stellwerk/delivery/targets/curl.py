@@ -119,7 +119,7 @@ class _Handle:
             curl.setopt(pycurl.OPENSOCKETFUNCTION, self._open_socket)
 
     def prepare(
-        self, url: str, headers: list[str], body: bytes, resolved: list[str] | None
+        self, url: str, headers: list[bytes], body: bytes, resolved: list[str] | None
     ) -> None:
         self.lines.clear()
         self.body.clear()
@@ -214,10 +214,16 @@ class CurlTransport:
             except OSError as exc:
                 raise TransferError(f"cannot resolve {host}: {exc}") from exc
             resolved = [_resolve_entry(host, port, addresses)]
-        lines = [f"{name}: {value}" for name, value in headers.items()]
-        lines.append("Expect:")  # no 100-continue round trip before the body
+        # UTF-8 as aiohttp sends them (pycurl would refuse a str that is not ASCII).
+        lines = [f"{name}: {value}".encode() for name, value in headers.items()]
+        lines.append(b"Expect:")  # no 100-continue round trip before the body
         handle = self._spare.pop() if self._spare else self._new_handle()
-        handle.prepare(str(url), lines, body, resolved)
+        try:
+            handle.prepare(str(url), lines, body, resolved)
+        except (ValueError, TypeError, pycurl.error) as exc:
+            # A header libcurl cannot send (a NUL byte, say): no retry will send it either.
+            self._release(handle)
+            raise TransferError(f"cannot send the request: {exc}", retryable=False) from exc
         try:
             await self._multi.add_handle(handle.curl)
         except pycurl.error as exc:
