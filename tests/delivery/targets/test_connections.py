@@ -93,6 +93,7 @@ class TokenEndpoint:
     receiver: Receiver
     expires_in: float | None = 100.0
     status: int = 200
+    prefix: str = "tok"
     forms: list[dict[str, str]] = field(default_factory=list)
     issued: list[str] = field(default_factory=list)
     release: asyncio.Event | None = None
@@ -105,7 +106,7 @@ class TokenEndpoint:
             await self.release.wait()
         if self.status != 200:
             return web.json_response({"error": "invalid_client"}, status=self.status)
-        token = f"tok-{len(self.issued) + 1}"
+        token = f"{self.prefix}-{len(self.issued) + 1}"
         self.issued.append(token)
         body: dict[str, Any] = {"access_token": token, "token_type": "bearer"}
         if self.expires_in is not None:
@@ -219,6 +220,18 @@ async def test_a_401_with_a_fresh_token_gives_up(
     assert "HTTP 401" in outcome.reason
     assert token_endpoint.issued == ["tok-1", "tok-2"]
     assert len(receiver.seen) == 2
+
+
+async def test_a_token_that_would_inject_headers_gives_up(
+    receiver: Receiver, pool: SessionPool, token_endpoint: TokenEndpoint
+) -> None:
+    token_endpoint.prefix = "tok\r\nX-Injected: yes\r\nX-Pad: x"
+    auth = build_auth(oauth_spec(token_endpoint), session_pool=pool, policy=LOOPBACK)
+    outcome = await http_target(receiver, pool, auth).deliver(make_delivery())
+    assert isinstance(outcome, GiveUp)
+    assert "access token" in outcome.reason
+    assert "Injected" not in outcome.reason
+    assert receiver.seen == []
 
 
 async def test_concurrent_deliveries_share_one_token_request(

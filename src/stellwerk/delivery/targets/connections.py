@@ -266,6 +266,14 @@ class OAuthClientCredentials:
                 f"token endpoint: token type {token.token_type!r} is not supported (only Bearer)",
                 retryable=False,
             )
+        if not token.access_token or _CONTROL.search(token.access_token):
+            # Sent on as a header, a line break would let the token endpoint add headers of
+            # its own to every delivery (the token itself is never put in a message).
+            raise AuthError(
+                "token endpoint: the access token is empty or holds characters a header "
+                "cannot carry",
+                retryable=False,
+            )
         lifetime = (
             token.expires_in if token.expires_in is not None else DEFAULT_TOKEN_LIFETIME_SECONDS
         )
