@@ -32,6 +32,7 @@ from stellwerk.delivery.targets import (
     generate_secret,
 )
 from stellwerk.delivery.targets.ssrf import UnsafeAddressError
+from stellwerk.delivery.targets.transport import TransferError
 
 SECRET = generate_secret()
 
@@ -307,6 +308,18 @@ async def test_proxies_from_the_environment_are_not_used(
     assert isinstance(outcome, Delivered)
     assert len(receiver.seen) == 1
     assert proxy.seen == []
+
+
+async def test_a_header_value_with_a_line_break_is_never_sent(receiver: Receiver) -> None:
+    pool = SessionPool(client="curl")
+    try:
+        transport = pool.transport(AddressPolicy(allow_private=True))
+        with pytest.raises(TransferError, match="line break") as caught:
+            await transport.post(URL(receiver.url()), b"{}", {"X-Key": "a\r\nX-Injected: yes"})
+    finally:
+        await pool.close()
+    assert not caught.value.retryable
+    assert receiver.seen == []
 
 
 # -- the guard at the socket (libcurl) -----------------------------------------------------------

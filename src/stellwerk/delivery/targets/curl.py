@@ -216,6 +216,10 @@ class CurlTransport:
             resolved = [_resolve_entry(host, port, addresses)]
         # UTF-8 as aiohttp sends them (pycurl would refuse a str that is not ASCII).
         lines = [f"{name}: {value}".encode() for name, value in headers.items()]
+        joined = b"".join(lines)
+        if b"\n" in joined or b"\r" in joined:
+            # libcurl sends header lines as given: a line break would add headers of its own.
+            raise TransferError("a header value holds a line break", retryable=False)
         lines.append(b"Expect:")  # no 100-continue round trip before the body
         handle = self._spare.pop() if self._spare else self._new_handle()
         try:
