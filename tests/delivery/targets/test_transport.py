@@ -214,6 +214,23 @@ async def test_a_kept_connection_that_dies_unanswered_is_sent_again_only_by_curl
         assert requests == 2
 
 
+async def test_an_answer_that_is_not_http_is_retried(pool: SessionPool) -> None:
+    async def babble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(babble, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+        outcome = await target(url, pool).deliver(make_delivery())
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert isinstance(outcome, RetryLater)
+
+
 # -- the pool ------------------------------------------------------------------------------------
 
 

@@ -288,7 +288,9 @@ def _error(exc: pycurl.error) -> tuple[int, str]:
 
 
 def _failure(url: URL, code: int, message: str) -> TransferError:
-    if code in (pycurl.E_URL_MALFORMAT, pycurl.E_UNSUPPORTED_PROTOCOL):
+    # Not E_UNSUPPORTED_PROTOCOL: URLs are http(s) by then, and libcurl also says it of an
+    # answer that is not HTTP, which is the receiver's fault and may pass.
+    if code == pycurl.E_URL_MALFORMAT:
         return TransferError(f"invalid URL {url}: {message}", retryable=False)
     if code == pycurl.E_COULDNT_CONNECT:
         return TransferError(f"Cannot connect to {url.host}:{url.port}: {message}")
