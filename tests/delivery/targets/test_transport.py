@@ -244,6 +244,31 @@ async def test_targets_share_keep_alive_connections(receiver: Receiver, pool: Se
     assert len({seen.peer for seen in receiver.seen}) == 1
 
 
+async def test_the_pool_puts_no_cap_on_connections_in_use(
+    receiver: Receiver, pool: SessionPool
+) -> None:
+    # More at once than aiohttp's default connector allows (100): only the target's budget counts.
+    wanted = 120
+    arrived = 0
+    all_in = asyncio.Event()
+
+    async def gate(request: web.Request) -> web.StreamResponse:
+        nonlocal arrived
+        arrived += 1
+        if arrived == wanted:
+            all_in.set()
+        await all_in.wait()
+        return web.Response()
+
+    receiver.on("/hook", gate)
+    http = target(receiver.url(), pool, concurrency=wanted)
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(*(http.deliver(make_delivery()) for _ in range(wanted))), 60
+    )
+    assert outcomes == [Delivered("HTTP 200")] * wanted
+    assert len({seen.peer for seen in receiver.seen}) == wanted
+
+
 async def test_a_named_host_is_resolved_once_and_its_connection_kept(
     receiver: Receiver, named_pool: tuple[SessionPool, StaticResolver]
 ) -> None:
