@@ -231,6 +231,17 @@ async def test_an_answer_that_is_not_http_is_retried(pool: SessionPool) -> None:
     assert isinstance(outcome, RetryLater)
 
 
+async def test_closing_the_pool_ends_a_request_under_way_as_a_retry(
+    silent: Silent, client: HttpClient
+) -> None:
+    pool = SessionPool(client=client)
+    delivering = asyncio.create_task(target(silent.url, pool, timeout=60).deliver(make_delivery()))
+    await silent.arrived.wait()
+    await pool.close()
+    outcome = await asyncio.wait_for(delivering, 10)
+    assert isinstance(outcome, RetryLater)
+
+
 # -- the pool ------------------------------------------------------------------------------------
 
 

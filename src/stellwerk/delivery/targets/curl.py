@@ -1,9 +1,9 @@
 """The default delivery transport: libcurl's multi interface (pycurl) on the asyncio event loop.
 
 libcurl does the HTTP/1.1 exchange, the TLS and the keep-alive pool in C, for well under half of
-aiohttp's CPU per request (figures in docs/delivery.md). `pycurl.AsyncCurlMulti` drives the
-multi handle from the event loop: libcurl's socket callback becomes `add_reader`/`add_writer`,
-its timer callback `call_later`; no thread, no polling.
+aiohttp's CPU per request (figures in docs/delivery.md). `EventLoopMulti` drives the multi
+handle from the event loop: libcurl's socket callback becomes `add_reader`/`add_writer`, its
+timer callback `call_later`; no thread, no polling.
 
 What each request keeps from the aiohttp client it replaced:
 - one pool of keep-alive connections per address policy, shared by every target; no cap on
@@ -27,6 +27,7 @@ from typing import Final
 import pycurl
 from yarl import URL
 
+from stellwerk.delivery.targets.curl_multi import EventLoopMulti
 from stellwerk.delivery.targets.dns import GuardedAddresses
 from stellwerk.delivery.targets.responses import READ_LIMIT_BYTES
 from stellwerk.delivery.targets.ssrf import (
@@ -197,7 +198,7 @@ class CurlTransport:
         self._addresses = addresses
         self._ca_file = ca_file
         self._ca_dir = ca_dir
-        self._multi = pycurl.AsyncCurlMulti()
+        self._multi = EventLoopMulti()
         self._multi.setopt(pycurl.M_MAXCONNECTS, IDLE_CONNECTIONS)
         self._spare: list[_Handle] = []
         self._literal: dict[str, bool] = {}
@@ -229,7 +230,7 @@ class CurlTransport:
             self._release(handle)
             raise TransferError(f"cannot send the request: {exc}", retryable=False) from exc
         try:
-            await self._multi.add_handle(handle.curl)
+            await self._multi.perform(handle.curl)
         except pycurl.error as exc:
             code, message = _error(exc)
             # An answer longer than the limit ends the transfer on purpose: it is an answer.
@@ -239,9 +240,9 @@ class CurlTransport:
                     raise UnsafeAddressError(handle.refusal) from exc
                 raise _failure(url, code, message) from exc
         except BaseException:
-            # Cancelled (the target's timeout): the multi removes the handle, which closes its
-            # connection mid-request; the handle is not reused.
-            handle.curl.close()
+            # Cancelled (the target's timeout): the multi removed the transfer, which closed its
+            # connection mid-request, and the handle is free again.
+            self._release(handle)
             raise
         answer = handle.answer()
         self._release(handle)
@@ -266,7 +267,7 @@ class CurlTransport:
             handle.curl.close()
 
     async def close(self) -> None:
-        await self._multi.aclose()
+        await self._multi.close()
         spare, self._spare = self._spare, []
         for handle in spare:
             handle.curl.close()
