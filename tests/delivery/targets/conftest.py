@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from tests.delivery.targets.support import Receiver, StaticResolver, start_receiver
+from tests.delivery.targets.support import Receiver, Silent, StaticResolver, start_receiver
 
 from stellwerk.delivery.targets import HttpClient, SessionPool
 
@@ -49,3 +49,13 @@ async def named_pool(client: HttpClient) -> AsyncIterator[tuple[SessionPool, Sta
         yield pool, resolver
     finally:
         await pool.close()
+
+
+@pytest.fixture
+async def silent() -> AsyncIterator[Silent]:
+    """A server on loopback that takes requests and never answers."""
+    found = await Silent().start()
+    try:
+        yield found
+    finally:
+        await found.stop()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from standardwebhooks import Webhook
 from tests.delivery.targets.authority import Authority
 from tests.delivery.targets.support import (
     Receiver,
+    Silent,
     StaticResolver,
     make_delivery,
     start_receiver,
@@ -124,40 +124,6 @@ async def test_curl_trusts_ssl_cert_file_from_the_environment(
 
 
 # -- timeouts ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Silent:
-    """A TCP server on loopback that reads requests and never answers."""
-
-    port: int = 0
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    hung_up: asyncio.Event = field(default_factory=asyncio.Event)
-    writers: list[asyncio.StreamWriter] = field(default_factory=list)
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writers.append(writer)
-        while await reader.read(65536):
-            self.arrived.set()
-        self.hung_up.set()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-
-@pytest.fixture
-async def silent() -> AsyncIterator[Silent]:
-    found = Silent()
-    server = await asyncio.start_server(found.handle, "127.0.0.1", 0)
-    found.port = server.sockets[0].getsockname()[1]
-    try:
-        yield found
-    finally:
-        server.close()
-        for writer in found.writers:
-            writer.close()
-        await server.wait_closed()
 
 
 async def test_a_hanging_receiver_times_out_and_its_connection_is_closed(
@@ -408,9 +374,7 @@ def test_deliveries_run_on_uvloop(client: HttpClient) -> None:
 
     async def deliver() -> tuple[list[object], object, int]:
         found, runner = await start_receiver("127.0.0.1")
-        silent = Silent()
-        server = await asyncio.start_server(silent.handle, "127.0.0.1", 0)
-        silent.port = server.sockets[0].getsockname()[1]
+        silent = await Silent().start()
         pool = SessionPool(client=client)
         try:
             http = target(found.url(), pool, concurrency=8)
@@ -423,10 +387,7 @@ def test_deliveries_run_on_uvloop(client: HttpClient) -> None:
             await asyncio.wait_for(silent.hung_up.wait(), 10)
         finally:
             await pool.close()
-            server.close()
-            for writer in silent.writers:
-                writer.close()
-            await server.wait_closed()
+            await silent.stop()
             found.closing.set()
             await runner.cleanup()
         return outcomes, hung, len({seen.headers["webhook-id"] for seen in found.seen})
