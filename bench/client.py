@@ -37,11 +37,13 @@ import uvloop
 from yarl import URL
 
 from stellwerk.cli.bench import load_file
-from stellwerk.delivery.model import Delivered, Delivery, Outcome
+from stellwerk.delivery.model import Delivered, Outcome
 from stellwerk.delivery.targets import AddressPolicy, HttpClient, HttpTarget, SessionPool
 from stellwerk.delivery.targets.webhooks import WebhookSigner, generate_secret
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
-from stellwerk.storage.sqlite.deliveries import DELIVERIES_FILE, SqliteDeliveryQueue
+from stellwerk.seams import Delivery
+from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+from stellwerk.storage.sqlite import DELIVERIES_FILE
 
 CLIENTS: tuple[HttpClient, ...] = ("aiohttp", "curl")
 HERE = Path(__file__).parent

@@ -1,21 +1,9 @@
-"""The default delivery transport: libcurl's multi interface (pycurl) on the asyncio event loop.
+"""The default delivery transport: libcurl's multi interface (pycurl), run on the event loop.
 
-libcurl does the HTTP/1.1 exchange, the TLS and the keep-alive pool in C, for well under half of
-aiohttp's CPU per request (figures in docs/delivery.md). `EventLoopMulti` drives the multi
-handle from the event loop: libcurl's socket callback becomes `add_reader`/`add_writer`, its
-timer callback `call_later`; no thread, no polling.
-
-What each request keeps from the aiohttp client it replaced:
-- one pool of keep-alive connections per address policy, shared by every target; no cap on
-  connections in use (each target's semaphore bounds its own), a generous cap on idle ones;
-- no cookies (libcurl keeps none unless asked), no proxies from the environment (`PROXY ""`);
-- TLS verified against the system's trust store (or `ca_file`), HTTP/1.1 only;
-- the SSRF guard: host names are resolved by `GuardedAddresses` (the `GuardedResolver` and its
-  policy) and handed to libcurl with `RESOLVE`, so libcurl never asks DNS itself and keeps the
-  name for the Host header, SNI and certificate checks; every socket libcurl opens is checked
-  against the policy once more, so no address the guard refuses is ever connected to;
-- at most `READ_LIMIT_BYTES` of an answer are read; a longer one costs its connection.
-Redirects are not followed here: `HttpTarget` follows 307/308 itself, hop by hop.
+libcurl does the HTTP/1.1 exchange, TLS and the keep-alive pool in C, at well under half of
+aiohttp's CPU per request. Host names are resolved through the SSRF guard and handed to libcurl
+with `RESOLVE`; every socket it opens is checked once more; no proxies, no cookies, at most
+`READ_LIMIT_BYTES` read. What it keeps and what differs: docs/delivery.md, "The HTTP client".
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """A libcurl multi handle driven by the asyncio event loop: no thread, no polling.
 
-libcurl says which sockets it waits on (its socket callback) and when it next needs to run (its
-timer callback). The sockets go to the loop's `add_reader`/`add_writer`, the timer to
-`call_later`, and each event goes back to libcurl with `socket_action`, after which finished
-transfers are read off and their futures settled. pycurl ships the same idea as
-`AsyncCurlMulti`; this one does less per transfer (no done-callback per future), which is a
-tenth of a delivery's CPU, and removes a cancelled transfer at once, so its handle can be
-reused straight away.
+libcurl's socket callback becomes `add_reader`/`add_writer`, its timer callback `call_later`,
+and each event goes back with `socket_action`, after which finished transfers settle their
+futures. Leaner per transfer than pycurl's own `AsyncCurlMulti`, and a cancelled transfer is
+removed at once, so its handle can be reused.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
-"""Addresses of target host names that the SSRF guard passed, kept for a few seconds.
+"""Addresses of target host names that the SSRF guard passed, kept `DNS_CACHE_SECONDS`.
 
-The curl transport resolves every host name here and pins the connection to an address from
-the answer, so libcurl never resolves a name itself and never connects anywhere the guard did
-not see. Answers are kept `DNS_CACHE_SECONDS` (aiohttp's default too): long enough that a busy
-target does not cost a lookup per request, short enough that a name that rebinds to a private
-address is refused within seconds, not at the next restart. Concurrent requests for one name
-share one lookup. Refusals and failures are not kept: they are rare and the next try asks again.
+The curl transport resolves every host name here, so libcurl never asks DNS itself. Ten seconds
+(aiohttp's default too) spares a busy target a lookup per request and still refuses a name that
+rebinds to a private address within seconds. One lookup in flight per name; failures not kept.
 """
 
 from __future__ import annotations

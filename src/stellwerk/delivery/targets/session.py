@@ -1,24 +1,10 @@
 """The process's outgoing HTTP: one delivery transport and one aiohttp session per address policy.
 
-Deliveries go through a `Transport` (libcurl's multi interface by default, see `curl.py`);
-everything else that is not on the hot path (OAuth token requests) through an aiohttp session.
-
-Why one pool for all targets rather than one per host or per target: both clients keep idle
-keep-alive connections per (host, port, TLS) inside one pool, so a single pool reuses
-connections exactly as well as many would, with one DNS cache and one set of TLS contexts.
-Isolation between targets comes from each target's own semaphore, not from the pool, which is
-why the pool has no overall limit on connections in use: a global cap would let one target
-that hangs hold connections every other target needs. Open connections are bounded by the sum
-of the targets' concurrency budgets.
-
-Transports and sessions are keyed by `AddressPolicy` because their DNS caches hold addresses
-that passed that policy's guard; sharing one between a strict and a lax policy would leak. A
-process normally has one policy (`--allow-private-targets` or not), so one of each.
-
-Cookies are never kept: a shared cookie jar would carry one tenant's cookies to another's
-request. Proxies from the environment are never used: they would bypass the address checks.
-TLS is verified against the system's trust store (Python's default verify paths, so
-`SSL_CERT_FILE` and `SSL_CERT_DIR` apply), or against `ca_file` alone when one is given.
+Deliveries go through a `Transport` (libcurl by default); OAuth token requests, off the hot path,
+through aiohttp. One pool serves every target: isolation comes from each target's semaphore, so
+there is no overall cap on connections in use (one that hung would starve the rest). Keyed by
+`AddressPolicy`, because DNS caches hold what that policy's guard passed. Never cookies (they
+would cross tenants), never proxies from the environment (they bypass the address checks).
 """
 
 from __future__ import annotations
@@ -43,7 +29,8 @@ class SessionPool:
 
     `resolver_factory` builds the DNS resolver the SSRF guard wraps (tests pass one that answers
     a made-up name with 127.0.0.1, the way a rebinding attacker's DNS would). `ca_file` is a PEM
-    file of the certificate authorities to trust instead of the system's. `client` picks the
+    file of the certificate authorities to trust instead of the system's (Python's default
+    verify paths, so `SSL_CERT_FILE` and `SSL_CERT_DIR` apply). `client` picks the
     delivery transport: `curl` (the default) or `aiohttp` (the reference it replaced).
     """
 

@@ -1,12 +1,9 @@
 """The HTTP client seam of the `http` target: carry one POST to one URL, bring back the answer.
 
-`HttpTarget` decides everything else (redirects, credentials, outcomes); a transport follows
-nothing and retries nothing. It raises `UnsafeAddressError` when the SSRF guard refused where
-the request would go, and `TransferError` when no answer came back for another reason.
-
-Two implementations pass one contract suite: `CurlTransport` (libcurl's multi interface, the
-default: well under half of aiohttp's CPU per request) and `AiohttpTransport`, the client it
-replaced, kept as the reference the contract tests and the benchmarks compare against.
+`HttpTarget` decides everything else (redirects, credentials, outcomes). A transport raises
+`UnsafeAddressError` when the SSRF guard refused the destination and `TransferError` when no
+answer came back. `CurlTransport` is the default; `AiohttpTransport`, the client it replaced,
+stays as the reference the contract tests and benchmarks compare it with.
 """
 
 from __future__ import annotations
