@@ -1,17 +1,22 @@
 """A libcurl multi handle driven by the asyncio event loop: no thread, no polling.
 
-libcurl's socket callback becomes `add_reader`/`add_writer`, its timer callback `call_later`,
-and each event goes back with `socket_action`, after which finished transfers settle their
-futures. Leaner per transfer than pycurl's own `AsyncCurlMulti`, and a cancelled transfer is
-removed at once, so its handle can be reused.
+libcurl's sockets go into one epoll set of ours, and the loop watches that set's descriptor
+with `add_reader`; when it is readable, the ready sockets go back to libcurl with
+`socket_action`. libcurl's timer callback becomes `call_later`. One epoll set rather than an
+`add_reader` per socket because libcurl re-registers a kept connection's socket on every
+request, and the loop's own registration costs far more than a call on the set (docs/delivery.md).
+Linux only (`SUPPORTED`); elsewhere deliveries use the aiohttp transport.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import select
+from typing import Any, Final
 
 import pycurl
+
+SUPPORTED: Final = hasattr(select, "epoll")
 
 _Result = tuple[int, str]  # libcurl's error code (0: done) and message
 
@@ -23,9 +28,10 @@ class EventLoopMulti:
         self._multi = pycurl.CurlMulti()
         self._multi.setopt(pycurl.M_SOCKETFUNCTION, self._on_socket)
         self._multi.setopt(pycurl.M_TIMERFUNCTION, self._on_timer)
+        self._epoll = select.epoll()
+        self._watched: dict[int, int] = {}  # fd -> the epoll events it is registered for
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._watched: dict[int, int] = {}  # fd -> the POLL_IN/POLL_OUT bits registered
         self._running: dict[pycurl.Curl, asyncio.Future[_Result]] = {}
         self._closed = False
 
@@ -43,6 +49,7 @@ class EventLoopMulti:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
+            loop.add_reader(self._epoll.fileno(), self._ready)
         future: asyncio.Future[_Result] = loop.create_future()
         self._running[curl] = future
         self._multi.add_handle(curl)
@@ -56,44 +63,63 @@ class EventLoopMulti:
             raise pycurl.error(code, message)
 
     def _on_socket(self, what: int, fd: int, multi: pycurl.CurlMulti, data: Any) -> None:
-        # Called by libcurl inside its own calls: register, never call back into libcurl here.
-        loop = self._loop
-        if loop is None:
+        # Called inside libcurl's own calls (which close a socket only after its POLL_REMOVE):
+        # it must not raise and must not call back into libcurl.
+        if what == pycurl.POLL_REMOVE:
+            if self._watched.pop(fd, None) is not None:
+                try:  # noqa: SIM105 (once a request: suppress() costs more than the call)
+                    self._epoll.unregister(fd)
+                except OSError:
+                    pass  # already closed: the kernel dropped it from the set
             return
-        wanted = 0 if what == pycurl.POLL_REMOVE else what & (pycurl.POLL_IN | pycurl.POLL_OUT)
-        had = self._watched.get(fd, 0)
-        if had & pycurl.POLL_IN and not wanted & pycurl.POLL_IN:
-            loop.remove_reader(fd)
-        if had & pycurl.POLL_OUT and not wanted & pycurl.POLL_OUT:
-            loop.remove_writer(fd)
-        if wanted & pycurl.POLL_IN and not had & pycurl.POLL_IN:
-            loop.add_reader(fd, self._act, fd, pycurl.CSELECT_IN)
-        if wanted & pycurl.POLL_OUT and not had & pycurl.POLL_OUT:
-            loop.add_writer(fd, self._act, fd, pycurl.CSELECT_OUT)
-        if wanted:
-            self._watched[fd] = wanted
-        else:
-            self._watched.pop(fd, None)
+        events = (select.EPOLLIN if what & pycurl.POLL_IN else 0) | (
+            select.EPOLLOUT if what & pycurl.POLL_OUT else 0
+        )
+        had = self._watched.get(fd)
+        if had == events:
+            return
+        self._watched[fd] = events
+        if had is not None:
+            try:
+                self._epoll.modify(fd, events)
+                return
+            except FileNotFoundError:
+                pass  # a new socket with the number of one closed unseen: register it afresh
+        self._epoll.register(fd, events)
 
     def _on_timer(self, timeout_ms: int) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if timeout_ms >= 0 and self._loop is not None and not self._closed:
-            self._timer = self._loop.call_later(
-                timeout_ms / 1000, self._act, pycurl.SOCKET_TIMEOUT, 0
-            )
+            self._timer = self._loop.call_later(timeout_ms / 1000, self._on_timeout)
 
-    def _act(self, fd: int, events: int) -> None:
-        if fd == pycurl.SOCKET_TIMEOUT:
-            self._timer = None
+    def _on_timeout(self) -> None:
+        self._timer = None
+        self._act(pycurl.SOCKET_TIMEOUT, 0)
+
+    def _ready(self) -> None:
+        for fd, events in self._epoll.poll(0):
+            mask = 0
+            if events & (select.EPOLLIN | select.EPOLLHUP):
+                mask |= pycurl.CSELECT_IN
+            if events & select.EPOLLOUT:
+                mask |= pycurl.CSELECT_OUT
+            if events & select.EPOLLERR:
+                mask |= pycurl.CSELECT_ERR
+            if not self._act(fd, mask):
+                return
+
+    def _act(self, fd: int, mask: int) -> bool:
+        """Let libcurl act on `fd` (or its timers), then settle what finished; False if the
+        multi handle itself failed."""
         try:
-            self._multi.socket_action(fd, events)
+            self._multi.socket_action(fd, mask)
         except pycurl.error as exc:
             # The multi handle itself failed (out of memory, say): no transfer will finish.
             for curl in list(self._running):
                 self._finish(curl, -1, f"libcurl multi handle: {exc}")
-            return
+            return False
         while True:
             queued, done, failed = self._multi.info_read()
             for curl in done:
@@ -101,7 +127,7 @@ class EventLoopMulti:
             for curl, code, message in failed:
                 self._finish(curl, code, message)
             if not queued:
-                return
+                return True
 
     def _finish(self, curl: pycurl.Curl, code: int, message: str) -> None:
         future = self._running.pop(curl, None)
@@ -121,10 +147,8 @@ class EventLoopMulti:
             self._timer = None
         for curl in list(self._running):
             self._finish(curl, -1, "the delivery transport was closed")
+        self._multi.close()  # closes the kept connections, each after its POLL_REMOVE
         if self._loop is not None:
-            for fd in self._watched:
-                self._loop.remove_reader(fd)
-                self._loop.remove_writer(fd)
+            self._loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
         self._watched.clear()
-        self._loop = None  # closing the pooled connections calls back: nothing to register
-        self._multi.close()

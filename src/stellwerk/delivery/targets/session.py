@@ -17,11 +17,13 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 
 from stellwerk.delivery.targets.curl import USER_AGENT, CurlTransport
+from stellwerk.delivery.targets.curl_multi import SUPPORTED as CURL_SUPPORTED
 from stellwerk.delivery.targets.dns import GuardedAddresses
 from stellwerk.delivery.targets.ssrf import AddressPolicy, GuardedResolver
 from stellwerk.delivery.targets.transport import AiohttpTransport, HttpClient, Transport
 
 KEEPALIVE_SECONDS = 30.0
+DEFAULT_CLIENT: HttpClient = "curl" if CURL_SUPPORTED else "aiohttp"
 
 
 class SessionPool:
@@ -31,7 +33,8 @@ class SessionPool:
     a made-up name with 127.0.0.1, the way a rebinding attacker's DNS would). `ca_file` is a PEM
     file of the certificate authorities to trust instead of the system's (Python's default
     verify paths, so `SSL_CERT_FILE` and `SSL_CERT_DIR` apply). `client` picks the
-    delivery transport: `curl` (the default) or `aiohttp` (the reference it replaced).
+    delivery transport: `curl` (the default on Linux) or `aiohttp` (the reference it replaced,
+    and the default elsewhere).
     """
 
     def __init__(
@@ -39,10 +42,12 @@ class SessionPool:
         *,
         resolver_factory: Callable[[], AbstractResolver] | None = None,
         ca_file: str | None = None,
-        client: HttpClient = "curl",
+        client: HttpClient = DEFAULT_CLIENT,
     ) -> None:
         if client not in ("curl", "aiohttp"):
             raise ValueError(f"unknown HTTP client {client!r}; use 'curl' or 'aiohttp'")
+        if client == "curl" and not CURL_SUPPORTED:
+            raise ValueError("the curl client runs on Linux (epoll) only; use 'aiohttp'")
         self._resolver_factory = resolver_factory
         self._ca_file = ca_file
         self.client = client
