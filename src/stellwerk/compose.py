@@ -55,7 +55,7 @@ from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import BusDirectory, ControlPlane
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, EVENTS_FILE
+from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, LEGACY_EVENTS_FILE, LOG_DIR
 from stellwerk.tenancy import bootstrap
 
 log = structlog.get_logger("stellwerk")
@@ -82,7 +82,8 @@ def build_backends(settings: Settings, ingest_metrics: IngestMetrics) -> Backend
     if settings.nats_url is None:
         return Backends(
             event_log=SqliteEventLog(
-                settings.data_dir / EVENTS_FILE,
+                settings.data_dir / LOG_DIR,
+                legacy=settings.data_dir / LEGACY_EVENTS_FILE,
                 dedup_window=dedup_window,
                 on_commit=ingest_metrics.on_commit,
             ),

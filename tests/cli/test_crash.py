@@ -24,7 +24,8 @@ from tests.conftest import free_port
 
 from stellwerk.seams import StoredEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
-from stellwerk.storage.sqlite import EVENTS_FILE
+from stellwerk.storage.eventlog.sqlite.index import INDEX_FILE
+from stellwerk.storage.sqlite import LOG_DIR
 
 KILL_AFTER_EVENTS: Final = 8_000
 SERVER_FLAGS: Final = ("--tenant-event-rate", "0", "--tenant-request-rate", "0")
@@ -131,8 +132,8 @@ async def test_every_acknowledged_event_survives_sigkill(tmp_path: Path) -> None
         acknowledged = load.acknowledged
         assert len(acknowledged) >= at_kill >= KILL_AFTER_EVENTS
 
-    # The files as the kill left them: SQLite recovers the WAL and finds nothing broken.
-    assert integrity(data / EVENTS_FILE) == "ok"
+    # The index as the kill left it: SQLite recovers its WAL and finds nothing broken.
+    assert integrity(data / LOG_DIR / INDEX_FILE) == "ok"
 
     some_old = sorted(acknowledged)[:3]
     with running_server(data, free_port(), *SERVER_FLAGS, "--log-level", "warning") as server:
@@ -145,7 +146,7 @@ async def test_every_acknowledged_event_survives_sigkill(tmp_path: Path) -> None
         server.terminate()
         assert server.process.wait(timeout=30) == 0
 
-    stored = await read_all(data / EVENTS_FILE)
+    stored = await read_all(data / LOG_DIR)
     ids = [e.id for e in stored]
     assert len(ids) == len(set(ids)), "an event was stored twice"
     missing = acknowledged - set(ids)
@@ -155,4 +156,4 @@ async def test_every_acknowledged_event_survives_sigkill(tmp_path: Path) -> None
         body = json.loads(stored_event.body)
         assert body["id"] == stored_event.id
         assert body["data"]["id"] == stored_event.id
-    assert integrity(data / EVENTS_FILE) == "ok"
+    assert integrity(data / LOG_DIR / INDEX_FILE) == "ok"

@@ -20,7 +20,7 @@ from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ControlPlane, ErasureRecord, ErasureState
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, EVENTS_FILE
+from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, LOG_DIR
 
 
 @dataclass
@@ -49,7 +49,7 @@ async def stores(tmp_path: Path) -> AsyncIterator[Stores]:
     control = await ControlPlane.open(f"sqlite+aiosqlite:///{tmp_path / 'control.db'}")
     tenant = await control.create_tenant("acme")
     async with (
-        SqliteEventLog(tmp_path / EVENTS_FILE) as log,
+        SqliteEventLog(tmp_path / LOG_DIR) as log,
         SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE) as queue,
         SqliteArchiveStore(tmp_path / ARCHIVES_FILE) as archives,
     ):

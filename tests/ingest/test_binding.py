@@ -39,7 +39,7 @@ from stellwerk.ingest.binding import (
 )
 from stellwerk.seams import NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
-from stellwerk.storage.sqlite import EVENTS_FILE
+from stellwerk.storage.sqlite import LOG_DIR
 
 TIME = datetime(2026, 3, 1, 12, 30, 15, 250000, tzinfo=UTC)
 
@@ -351,7 +351,7 @@ async def test_a_decoded_event_goes_into_the_log_as_sent(tmp_path: Path) -> None
     sent = {"specversion": "1.0", "id": "a", "source": "/s", "type": "t", "subject": "x"}
     decoded = only_event(decode_request(STRUCTURED_CONTENT_TYPE, {}, msgspec.json.encode(sent)))
 
-    async with SqliteEventLog(tmp_path / EVENTS_FILE) as log:
+    async with SqliteEventLog(tmp_path / LOG_DIR) as log:
         await log.append([NewEvent.of("acme", "orders", decoded.event, decoded.encoded)])
         (stored,) = await log.read("acme", "orders")
 

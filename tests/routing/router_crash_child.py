@@ -14,7 +14,7 @@ from stellwerk.patterns import Matcher
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import DELIVERIES_FILE, EVENTS_FILE
+from stellwerk.storage.sqlite import DELIVERIES_FILE, LOG_DIR
 
 BATCH = 10
 
@@ -30,7 +30,7 @@ def rules() -> RuleSet:
 
 async def main(data_dir: Path) -> None:
     async with (
-        SqliteEventLog(data_dir / EVENTS_FILE) as log,
+        SqliteEventLog(data_dir / LOG_DIR) as log,
         SqliteDeliveryQueue(data_dir / DELIVERIES_FILE) as queue,
     ):
         ruleset = rules()

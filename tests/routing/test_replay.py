@@ -34,7 +34,7 @@ from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ArchiveRecord, ControlPlane, NewReplay, ReplayRecord
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, EVENTS_FILE
+from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, LOG_DIR
 from stellwerk.transform import InputTransformer
 
 WINDOW = (T0, T0 + timedelta(minutes=30))
@@ -148,7 +148,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     )
     try:
         async with (
-            SqliteEventLog(tmp_path / EVENTS_FILE, clock=clock) as log,
+            SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
             WatchedArchiveStore(tmp_path / ARCHIVES_FILE) as archives,
             SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=clock) as queue,
         ):

@@ -18,7 +18,7 @@ from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.seams import CursorConflict, LeasedDelivery
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import DELIVERIES_FILE, EVENTS_FILE
+from stellwerk.storage.sqlite import DELIVERIES_FILE, LOG_DIR
 from stellwerk.transform import InputTransformer
 
 BUSES = [("acme", "default")]
@@ -72,7 +72,7 @@ class Setup:
 async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     clock = MovableClock()
     async with (
-        SqliteEventLog(tmp_path / EVENTS_FILE, clock=clock) as log,
+        SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
         SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=clock) as queue,
     ):
         yield Setup(log, queue, Rules({}), clock)
@@ -196,7 +196,7 @@ async def test_restart_resumes_at_the_cursor_without_repeats_or_gaps(tmp_path: P
     rules.put("acme", "default", "r", {"source": ["/orders"]}, RouteTarget("t1"), RouteTarget("t2"))
     ids = [f"e{n}" for n in range(20)]
     async with (
-        SqliteEventLog(tmp_path / EVENTS_FILE, clock=clock) as log,
+        SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
         SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=clock) as queue,
     ):
         await log.append([new_event(i) for i in ids])
@@ -205,7 +205,7 @@ async def test_restart_resumes_at_the_cursor_without_repeats_or_gaps(tmp_path: P
         assert await router.route_batch("acme", "default") == 3
         # Stopped here, between two batches: a new process starts from the files alone.
     async with (
-        SqliteEventLog(tmp_path / EVENTS_FILE, clock=clock) as log,
+        SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
         SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=clock) as queue,
     ):
         assert await queue.cursor("acme", "default") == 6

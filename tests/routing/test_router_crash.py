@@ -17,7 +17,7 @@ from stellwerk.routing import Router
 from stellwerk.seams import NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import DELIVERIES_FILE, EVENTS_FILE
+from stellwerk.storage.sqlite import DELIVERIES_FILE, LOG_DIR
 
 CHILD = Path(__file__).with_name("router_crash_child.py")
 EVENTS = 20_000
@@ -54,7 +54,7 @@ def _route_until_killed(data_dir: Path) -> int:
 
 async def test_sigkill_while_routing_neither_repeats_nor_skips(tmp_path: Path) -> None:
     clock = MovableClock()
-    async with SqliteEventLog(tmp_path / EVENTS_FILE, clock=clock) as log:
+    async with SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log:
         for start in range(0, EVENTS, 1000):
             await log.append([_event(n) for n in range(start, start + 1000)])
         last = await log.last_position("acme", "crash")
@@ -64,7 +64,7 @@ async def test_sigkill_while_routing_neither_repeats_nor_skips(tmp_path: Path) -
     with sqlite3.connect(tmp_path / DELIVERIES_FILE) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     async with (
-        SqliteEventLog(tmp_path / EVENTS_FILE, clock=clock) as log,
+        SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
         SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=clock) as queue,
     ):
         cursor = await queue.cursor("acme", "crash")

@@ -1,9 +1,9 @@
 """Child process of the crash test: append without pause and report every acknowledged event.
 
-Run as `python eventlog_crash_child.py DB_PATH [DEDUP_FLUSH_ENTRIES]`. Each acknowledged (stored)
-event becomes one line `position id` on stdout, written only after `append` returned, so every
-line names an event the log promised to keep. The parent kills this process with SIGKILL
-mid-load.
+Run as `python eventlog_crash_child.py LOG_DIR RUN_ENTRIES EPOCH_ENTRIES INDEX_INTERVAL`. Each
+acknowledged (stored) event becomes one line `position id` on stdout, written only after
+`append` returned, so every line names an event the log promised to keep. The parent kills this
+process with SIGKILL mid-load.
 """
 
 from __future__ import annotations
@@ -42,10 +42,15 @@ async def _appender(log: SqliteEventLog, task: int) -> None:
         round_no += 1
 
 
-async def main(path: Path, flush_entries: int) -> None:
-    async with SqliteEventLog(path, dedup_flush_entries=flush_entries) as log:
+async def main(path: Path, run_entries: int, epoch_entries: int, interval: float) -> None:
+    async with SqliteEventLog(
+        path,
+        dedup_run_entries=run_entries,
+        dedup_epoch_entries=epoch_entries,
+        index_interval=interval,
+    ) as log:
         await asyncio.gather(*(_appender(log, task) for task in range(APPENDERS)))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 20_000))
+    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))

@@ -1,4 +1,5 @@
-"""Kill -9 during sustained appends: every acknowledged event survives and the file is intact."""
+"""Kill -9 during sustained appends: every acknowledged event survives, and so does every dedup
+decision, whether the index was up to date or far behind."""
 
 from __future__ import annotations
 
@@ -14,16 +15,26 @@ import pytest
 from stellwerk.events import CloudEvent, encode_event
 from stellwerk.seams import AppendStatus, NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
-from stellwerk.storage.sqlite import EVENTS_FILE
+from stellwerk.storage.eventlog.sqlite.index import INDEX_FILE
+from stellwerk.storage.sqlite import LOG_DIR
 
 CHILD = Path(__file__).with_name("eventlog_crash_child.py")
-ACKS_BEFORE_KILL = 5000
+ACKS_BEFORE_KILL = 20_000
 
 
-def _acknowledged_before_kill(path: Path, flush_entries: int) -> dict[str, int]:
+def _acknowledged_before_kill(
+    path: Path, run_entries: int, epoch_entries: int, interval: float
+) -> dict[str, int]:
     """Run the child until it has acknowledged enough events, SIGKILL it, return id -> position."""
     child = subprocess.Popen(
-        [sys.executable, str(CHILD), str(path), str(flush_entries)],
+        [
+            sys.executable,
+            str(CHILD),
+            str(path),
+            str(run_entries),
+            str(epoch_entries),
+            str(interval),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -48,13 +59,22 @@ def _acknowledged_before_kill(path: Path, flush_entries: int) -> dict[str, int]:
     return acked
 
 
-# Dedup entries all in memory when killed, or some written in bulk already and some not.
-@pytest.mark.parametrize("flush_entries", [20_000, 700])
-async def test_sigkill_loses_no_acknowledged_event(tmp_path: Path, flush_entries: int) -> None:
-    path = tmp_path / EVENTS_FILE
-    acked = await asyncio.to_thread(_acknowledged_before_kill, path, flush_entries)
+# Dedup entries all in memory when killed, or in many runs and closed epochs already; the index
+# brought up to date after every group, or never (everything found again from the files at open).
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("run_entries", "epoch_entries", "interval"),
+    [(65_536, 4 * 1024 * 1024, 0.05), (300, 1200, 0.0), (300, 1200, 3600.0)],
+)
+async def test_sigkill_loses_no_acknowledged_event(
+    tmp_path: Path, run_entries: int, epoch_entries: int, interval: float
+) -> None:
+    path = tmp_path / LOG_DIR
+    acked = await asyncio.to_thread(
+        _acknowledged_before_kill, path, run_entries, epoch_entries, interval
+    )
 
-    with sqlite3.connect(path) as conn:
+    with sqlite3.connect(path / INDEX_FILE) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     found: dict[str, int] = {}
     async with SqliteEventLog(path) as log:

@@ -1,21 +1,24 @@
-"""What only the embedded SQLite log promises: group commit, bounded queue, its file's health."""
+"""What only the embedded log promises: group commit, a bounded queue, its files' and index's
+health, dedup runs, readers in another process, recovery of a torn tail, the old layout moved."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import threading
+from array import array
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from tests.storage.eventlog_support import MovableClock, body_of, new_event
 
 from stellwerk.seams import AppendStatus, EventLogError, LogOverloaded, NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
-from stellwerk.storage.eventlog.sqlite.dedup import key_digest
-from stellwerk.storage.eventlog.sqlite.schema import SEGMENT_EVENTS
-from stellwerk.storage.sqlite import EVENTS_FILE
+from stellwerk.storage.eventlog.sqlite.commit import MAX_CHUNK_EVENTS
+from stellwerk.storage.eventlog.sqlite.index import INDEX_FILE
+from stellwerk.storage.sqlite import LOG_DIR
 
 
 class CommitGate:
@@ -56,7 +59,7 @@ async def _start_tasks(count: int) -> None:
 
 async def test_concurrent_appends_share_one_commit(tmp_path: Path) -> None:
     gate = CommitGate()
-    async with SqliteEventLog(tmp_path / EVENTS_FILE, on_commit=gate) as log:
+    async with SqliteEventLog(tmp_path / LOG_DIR, on_commit=gate) as log:
         gate.hold_next()
         first = asyncio.create_task(log.append([new_event("first")]))
         await gate.wait_held()
@@ -76,7 +79,7 @@ async def test_concurrent_appends_share_one_commit(tmp_path: Path) -> None:
 
 async def test_a_full_queue_refuses_instead_of_buffering(tmp_path: Path) -> None:
     gate = CommitGate()
-    log = SqliteEventLog(tmp_path / EVENTS_FILE, on_commit=gate, max_queue_events=10)
+    log = SqliteEventLog(tmp_path / LOG_DIR, on_commit=gate, max_queue_events=10)
     async with log:
         gate.hold_next()
         first = asyncio.create_task(log.append([new_event("first")]))
@@ -101,7 +104,7 @@ async def test_a_full_queue_refuses_instead_of_buffering(tmp_path: Path) -> None
 
 async def test_an_append_waiting_too_long_makes_the_log_refuse_more(tmp_path: Path) -> None:
     gate = CommitGate()
-    log = SqliteEventLog(tmp_path / EVENTS_FILE, on_commit=gate, max_queue_delay=0.0)
+    log = SqliteEventLog(tmp_path / LOG_DIR, on_commit=gate, max_queue_delay=0.0)
     async with log:
         gate.hold_next()
         first = asyncio.create_task(log.append([new_event("first")]))
@@ -116,20 +119,20 @@ async def test_an_append_waiting_too_long_makes_the_log_refuse_more(tmp_path: Pa
 
 
 async def test_one_batch_above_the_bounds_gets_through_an_empty_queue(tmp_path: Path) -> None:
-    async with SqliteEventLog(tmp_path / EVENTS_FILE, max_queue_events=5) as log:
+    async with SqliteEventLog(tmp_path / LOG_DIR, max_queue_events=5) as log:
         results = await log.append([new_event(f"e{i}") for i in range(50)])
     assert len({r.position for r in results}) == 50
 
 
 async def test_appends_are_acknowledged_after_the_closing_drain(tmp_path: Path) -> None:
-    log = SqliteEventLog(tmp_path / EVENTS_FILE)
+    log = SqliteEventLog(tmp_path / LOG_DIR)
     await log.start()
     pending = [asyncio.create_task(log.append([new_event(f"e{i}")])) for i in range(20)]
     await _start_tasks(1)
     await log.close()
     results = await asyncio.gather(*pending)
     assert all(r[0].status is AppendStatus.STORED for r in results)
-    async with SqliteEventLog(tmp_path / EVENTS_FILE) as reopened:
+    async with SqliteEventLog(tmp_path / LOG_DIR) as reopened:
         assert len(await reopened.read("acme", "default")) == 20
 
 
@@ -137,14 +140,14 @@ async def test_a_failing_observer_does_not_fail_durable_appends(tmp_path: Path) 
     def broken(events: int, seconds: float) -> None:
         raise RuntimeError("metrics are down")
 
-    async with SqliteEventLog(tmp_path / EVENTS_FILE, on_commit=broken) as log:
+    async with SqliteEventLog(tmp_path / LOG_DIR, on_commit=broken) as log:
         (result,) = await log.append([new_event("e1")])
         assert result.status is AppendStatus.STORED
 
 
 async def test_a_cancelled_caller_leaves_the_writer_working(tmp_path: Path) -> None:
     gate = CommitGate()
-    async with SqliteEventLog(tmp_path / EVENTS_FILE, on_commit=gate) as log:
+    async with SqliteEventLog(tmp_path / LOG_DIR, on_commit=gate) as log:
         gate.hold_next()
         first = asyncio.create_task(log.append([new_event("first")]))
         await gate.wait_held()
@@ -162,89 +165,16 @@ async def test_a_cancelled_caller_leaves_the_writer_working(tmp_path: Path) -> N
 
 async def test_a_body_that_is_not_one_json_object_is_refused(tmp_path: Path) -> None:
     bad = NewEvent("acme", "default", "e1", "/s", "t", None, b"[1]")
-    async with SqliteEventLog(tmp_path / EVENTS_FILE) as log:
+    async with SqliteEventLog(tmp_path / LOG_DIR) as log:
         with pytest.raises(ValueError, match="e1"):
             await log.append([bad])
         assert await log.read("acme", "default") == []
 
 
-async def test_expired_dedup_entries_are_swept(tmp_path: Path) -> None:
-    clock = MovableClock()
-    path = tmp_path / EVENTS_FILE
-    log = SqliteEventLog(
-        path,
-        clock=clock,
-        dedup_window=timedelta(hours=1),
-        dedup_sweep_interval=0,
-        dedup_flush_entries=1,  # every group's entries go to the table at once
-    )
-    async with log:
-        await log.append([new_event(f"old{i}") for i in range(30)])
-        clock.advance(timedelta(hours=2))
-        (new,) = await log.append([new_event("new")])
-        # The sweep runs in the writer after a group; the next append is queued behind it.
-        (newer,) = await log.append([new_event("newer")])
-
-    with sqlite3.connect(path) as conn:
-        kept = {row[0] for row in conn.execute("SELECT position FROM dedup_keys")}
-        assert kept == {new.position, newer.position}
-        assert conn.execute("SELECT sum(count) FROM segments").fetchone()[0] == 32
-
-
-async def test_the_file_is_wal_and_intact_after_a_busy_run(tmp_path: Path) -> None:
-    path = tmp_path / EVENTS_FILE
-    async with SqliteEventLog(path, max_group_events=64) as log:
-        await asyncio.gather(
-            *(
-                log.append([new_event(f"t{task}-{i}", bus=f"bus{task % 3}") for i in range(10)])
-                for task in range(50)
-            )
-        )
-        await log.trim(datetime.now(UTC) + timedelta(days=1))
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert conn.execute("SELECT count(*) FROM segments").fetchone()[0] == 0
-
-
-async def test_a_failed_commit_fails_its_whole_group_and_nothing_else(tmp_path: Path) -> None:
-    path = tmp_path / EVENTS_FILE
-    async with SqliteEventLog(path) as log:
-        (before,) = await log.append([new_event("before")])
-    with sqlite3.connect(path) as conn:
-        # A real SQLite error in the middle of a group's transaction.
-        conn.execute(
-            "CREATE TRIGGER poison BEFORE INSERT ON segments WHEN instr(NEW.meta, 'poison') > 0"
-            " BEGIN SELECT RAISE(ABORT, 'poisoned event'); END"
-        )
-    gate = CommitGate()
-    async with SqliteEventLog(path, on_commit=gate) as log:
-        gate.hold_next()
-        held = asyncio.create_task(log.append([new_event("held")]))
-        await gate.wait_held()
-        fresh_bus = asyncio.create_task(log.append([new_event("f1", bus="fresh")]))
-        poisoned = asyncio.create_task(log.append([new_event("poison")]))
-        await _start_tasks(1)
-        gate.release()
-        await held
-        for task in (fresh_bus, poisoned):
-            with pytest.raises(EventLogError, match="poisoned event"):
-                await task
-
-        (after,) = await log.append([new_event("f2", bus="fresh")])
-        assert [e.id for e in await log.read("acme", "fresh")] == ["f2"]
-        assert [e.id for e in await log.read("acme", "default")] == ["before", "held"]
-        assert after.position > before.position
-        assert await log.last_position("acme", "fresh") == after.position
-        # The failed group stored no dedup entry either: the event can be sent again.
-        (again,) = await log.append([new_event("f1", bus="fresh")])
-        assert again.status is AppendStatus.STORED
-
-
 async def test_queued_bytes_are_bounded_too(tmp_path: Path) -> None:
     gate = CommitGate()
     big = [new_event(f"big{i}", data="x" * 4000) for i in range(3)]
-    log = SqliteEventLog(tmp_path / EVENTS_FILE, on_commit=gate, max_queue_bytes=10_000)
+    log = SqliteEventLog(tmp_path / LOG_DIR, on_commit=gate, max_queue_bytes=10_000)
     async with log:
         gate.hold_next()
         first = asyncio.create_task(log.append([new_event("first")]))
@@ -259,94 +189,14 @@ async def test_queued_bytes_are_bounded_too(tmp_path: Path) -> None:
         assert later.status is AppendStatus.STORED
 
 
-async def test_the_writer_bounds_the_wal_when_background_checkpoints_lag(tmp_path: Path) -> None:
-    wal_sizes: dict[str, int] = {}
-    for name, max_wal_bytes in [("bounded", 64 * 1024), ("unbounded", 2**40)]:
-        path = tmp_path / name / EVENTS_FILE
-        # No background checkpoints: the writer's own bound is all that folds the WAL in.
-        log = SqliteEventLog(path, checkpoint_interval=None, max_wal_bytes=max_wal_bytes)
-        async with log:
-            for i in range(40):
-                await log.append([new_event(f"{i}-{j}", data="x" * 1000) for j in range(10)])
-            wal_sizes[name] = path.with_name(path.name + "-wal").stat().st_size
-            assert len(await log.read("acme", "default", limit=1000)) == 400
-    assert wal_sizes["bounded"] < 256 * 1024 < wal_sizes["unbounded"]
-
-
-async def test_a_hash_collision_keeps_dedup_exact(tmp_path: Path) -> None:
-    path = tmp_path / EVENTS_FILE
-    async with SqliteEventLog(path) as log:
-        (first,) = await log.append([new_event("first")])
-    stream = 1
-    taken, tag = key_digest(stream, "/orders", "victim")
-    with sqlite3.connect(path) as conn:
-        # Another key already holds the hash "victim" will have: what a real collision looks like.
-        conn.execute(
-            "INSERT INTO dedup_keys (hash, position, tag) VALUES (?, ?, ?)",
-            (taken, first.position, tag ^ 1),
-        )
-    async with SqliteEventLog(path) as log:
-        (stored,) = await log.append([new_event("victim")])
-        assert stored.status is AppendStatus.STORED
-        (again,) = await log.append([new_event("victim")])
-        assert again.status is AppendStatus.DUPLICATE
-        assert again.position == stored.position
-    async with SqliteEventLog(path) as log:  # the spilled entry is found after reopening too
-        (third,) = await log.append([new_event("victim")])
-        assert third.status is AppendStatus.DUPLICATE
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT id FROM dedup_spill").fetchall() == [("victim",)]
-
-
-async def test_a_log_of_the_row_per_event_layout_is_moved_into_segments(tmp_path: Path) -> None:
-    path = tmp_path / EVENTS_FILE
-    legacy = [(1, "a", b'{"id":"a","tenant":"acme"}'), (2, "b", b'{"id":"b","tenant":"acme"}')]
-    with sqlite3.connect(path) as conn:
-        conn.executescript(
-            """
-            CREATE TABLE streams (stream INTEGER PRIMARY KEY, tenant TEXT NOT NULL,
-                bus TEXT NOT NULL, last_position INTEGER NOT NULL DEFAULT 0, UNIQUE (tenant, bus));
-            CREATE TABLE events (position INTEGER PRIMARY KEY, stream INTEGER NOT NULL,
-                recorded_us INTEGER NOT NULL, id TEXT NOT NULL, source TEXT NOT NULL,
-                type TEXT NOT NULL, subject TEXT, body BLOB NOT NULL);
-            CREATE TABLE marks (position INTEGER PRIMARY KEY, recorded_us INTEGER NOT NULL);
-            CREATE TABLE dedup (position INTEGER PRIMARY KEY, stream INTEGER NOT NULL,
-                source TEXT NOT NULL, id TEXT NOT NULL, recorded_us INTEGER NOT NULL);
-            INSERT INTO streams VALUES (1, 'acme', 'default', 2);
-            """
-        )
-        now_us = int(datetime.now(UTC).timestamp() * 1e6)
-        conn.execute("INSERT INTO marks VALUES (1, ?)", (now_us,))
-        for position, event_id, body in legacy:
-            conn.execute(
-                "INSERT INTO events VALUES (?, 1, ?, ?, '/orders', 'order.created', NULL, ?)",
-                (position, now_us, event_id, body),
-            )
-            conn.execute(
-                "INSERT INTO dedup VALUES (?, 1, '/orders', ?, ?)", (position, event_id, now_us)
-            )
-    async with SqliteEventLog(path) as log:
-        read = await log.read("acme", "default")
-        assert [(e.position, e.id, e.body) for e in read] == legacy
-        (repeat,) = await log.append([new_event("b")])
-        assert repeat.status is AppendStatus.DUPLICATE
-        assert repeat.position == 2
-        (fresh,) = await log.append([new_event("c")])
-        assert fresh.position == 3
-    with sqlite3.connect(path) as conn:
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-        assert "events" not in tables
-        assert "dedup" not in tables
-
-
-async def test_reads_cross_segments_of_interleaved_buses(tmp_path: Path) -> None:
+async def test_reads_cross_chunks_of_interleaved_buses(tmp_path: Path) -> None:
     gate = CommitGate()
-    async with SqliteEventLog(tmp_path / EVENTS_FILE, on_commit=gate) as log:
+    async with SqliteEventLog(tmp_path / LOG_DIR, on_commit=gate) as log:
         gate.hold_next()
         first = asyncio.create_task(log.append([new_event("first")]))
         await gate.wait_held()
-        # One group with appends of two buses, interleaved, and runs longer than a segment.
-        size = SEGMENT_EVENTS + 10
+        # One group with appends of two buses, interleaved, and runs longer than a chunk.
+        size = MAX_CHUNK_EVENTS + 10
         appends = [
             asyncio.create_task(
                 log.append([new_event(f"{bus}-{n}-{i}", bus=bus) for i in range(size // 2)])
@@ -363,7 +213,7 @@ async def test_reads_cross_segments_of_interleaved_buses(tmp_path: Path) -> None
             assert len(everything) == count
             positions = [e.position for e in everything]
             assert positions == sorted(set(positions))
-            # Pages that start and end inside segments give the same events.
+            # Pages that start and end inside chunks give the same events.
             paged = []
             after = 0
             while page := await log.read("acme", bus, after=after, limit=97):
@@ -371,3 +221,157 @@ async def test_reads_cross_segments_of_interleaved_buses(tmp_path: Path) -> None
                 after = page[-1].position
             assert paged == everything
             assert all(e.bus == bus and body_of(e.body)["bus"] == bus for e in everything)
+
+
+def _index(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path / INDEX_FILE)
+
+
+async def test_each_event_is_in_the_files_once_and_the_index_holds_no_body(tmp_path: Path) -> None:
+    path = tmp_path / LOG_DIR
+    async with SqliteEventLog(path, index_interval=0) as log:
+        await log.append([new_event(f"e{i}", data={"note": f"unique-{i}-7d1e"}) for i in range(50)])
+        assert len(await log.read("acme", "default")) == 50
+    files = sorted(path.glob("*.log"))
+    raw = b"".join(f.read_bytes() for f in files)
+    assert all(raw.count(f"unique-{i}-7d1e".encode()) == 1 for i in range(50))
+    with _index(path) as conn:
+        dumped = "\n".join(conn.iterdump())
+        assert "unique-" not in dumped
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_dedup_entries_move_to_runs_and_still_find_duplicates(tmp_path: Path) -> None:
+    clock = MovableClock()
+    path = tmp_path / LOG_DIR
+    settings = {
+        "clock": clock,
+        "dedup_window": timedelta(hours=1),
+        "index_interval": 0,
+        "dedup_run_entries": 8,
+        "dedup_epoch_entries": 16,
+    }
+    async with SqliteEventLog(path, **settings) as log:  # type: ignore[arg-type]
+        first = [(await log.append([new_event(f"old{i}")]))[0] for i in range(40)]
+        with _index(path) as conn:
+            runs = conn.execute("SELECT count(DISTINCT run) FROM dedup_entries").fetchone()[0]
+            closed = conn.execute("SELECT count(*) FROM dedup_epochs WHERE filter IS NOT NULL")
+            assert runs >= 3
+            assert closed.fetchone()[0] >= 1
+        # Found in memory, in runs of the open epoch and in runs of closed epochs alike.
+        again = await log.append([new_event(f"old{i}") for i in range(40)])
+        assert all(r.status is AppendStatus.DUPLICATE for r in again)
+        assert [r.position for r in again] == [r.position for r in first]
+
+    async with SqliteEventLog(path, **settings) as log:  # type: ignore[arg-type]
+        again = await log.append([new_event(f"old{i}") for i in range(40)])
+        assert [r.position for r in again] == [r.position for r in first]
+        clock.advance(timedelta(hours=2))
+        # Out of the window: the same ids are new events now, and old epochs are deleted.
+        fresh = await log.append([new_event(f"old{i}") for i in range(40)])
+        assert all(r.status is AppendStatus.STORED for r in fresh)
+        for i in range(30):
+            await log.append([new_event(f"new{i}")])
+    with _index(path) as conn:
+        oldest = conn.execute("SELECT min(position) FROM dedup_entries").fetchone()[0]
+        assert oldest is None or oldest > first[-1].position
+
+
+async def test_a_reading_process_sees_the_newest_events_before_they_are_indexed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / LOG_DIR
+    async with (
+        SqliteEventLog(path, index_interval=3600) as writer,
+        SqliteEventLog(path, appends=False) as reader,
+    ):
+        stored = await writer.append([new_event(f"e{i}", bus=f"b{i % 2}") for i in range(10)])
+        with _index(path) as conn:
+            assert conn.execute("SELECT count(*) FROM chunks").fetchone()[0] == 0
+        assert [e.id for e in await reader.read("acme", "b0")] == [f"e{i}" for i in range(0, 10, 2)]
+        assert await reader.last_position("acme", "b1") == stored[-1].position
+        with pytest.raises(EventLogError, match="another one appends"):
+            await reader.append([new_event("nope")])
+
+
+async def test_a_torn_tail_is_cut_off_and_appends_go_on_after_it(tmp_path: Path) -> None:
+    path = tmp_path / LOG_DIR
+    async with SqliteEventLog(path, index_interval=3600) as log:
+        stored = await log.append([new_event(f"e{i}") for i in range(5)])
+    (newest,) = sorted(path.glob("*.log"))[-1:]
+    intact = newest.stat().st_size
+    with newest.open("ab") as f:  # what a write cut short by a power failure leaves
+        f.write(b"SWL1" + b"\x00" * 40 + b"half a chunk")
+    async with SqliteEventLog(path) as log:
+        assert newest.stat().st_size == intact
+        (after,) = await log.append([new_event("after")])
+        assert after.position == stored[-1].position + 1
+        assert [e.id for e in await log.read("acme", "default")] == [
+            *(f"e{i}" for i in range(5)),
+            "after",
+        ]
+
+
+async def test_trimming_deletes_whole_files_and_keeps_the_index_small(tmp_path: Path) -> None:
+    clock = MovableClock()
+    path = tmp_path / LOG_DIR
+    async with SqliteEventLog(
+        path, clock=clock, dedup_window=timedelta(hours=1), max_file_bytes=20_000
+    ) as log:
+        for round_no in range(10):
+            await log.append([new_event(f"r{round_no}-{i}", data="x" * 500) for i in range(20)])
+        assert len(list(path.glob("*.log"))) >= 5
+        clock.advance(timedelta(days=1))
+        (kept,) = await log.append([new_event("kept")])
+        assert await log.trim(clock.now - timedelta(hours=1)) == 200
+        assert [e.id for e in await log.read("acme", "default")] == ["kept"]
+        assert len(list(path.glob("*.log"))) <= 2
+        assert kept.position == await log.last_position("acme", "default")
+
+
+async def test_a_log_kept_in_one_sqlite_file_is_moved_into_files(tmp_path: Path) -> None:
+    legacy = tmp_path / "events.db"
+    now_us = int(datetime.now(UTC).timestamp() * 1e6)
+    bodies = [b'{"id":"a","tenant":"acme"}', b'{"id":"b","tenant":"acme"}']
+    with sqlite3.connect(legacy) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE streams (stream INTEGER PRIMARY KEY, tenant TEXT NOT NULL,
+                bus TEXT NOT NULL, last_position INTEGER NOT NULL DEFAULT 0, UNIQUE (tenant, bus));
+            CREATE TABLE segments (position INTEGER PRIMARY KEY, stream INTEGER NOT NULL,
+                count INTEGER NOT NULL, recorded_us INTEGER NOT NULL, meta BLOB NOT NULL,
+                ends BLOB NOT NULL, bodies BLOB NOT NULL);
+            CREATE TABLE marks (position INTEGER PRIMARY KEY, recorded_us INTEGER NOT NULL);
+            INSERT INTO streams VALUES (1, 'acme', 'default', 3);
+            """
+        )
+        meta = msgspec.msgpack.encode(
+            [
+                ["a", "/orders", "order.created", None],
+                ["", "", "", None],
+                ["b", "/orders", "t", "s"],
+            ]
+        )
+        ends = array("I", [len(bodies[0]), len(bodies[0]), len(bodies[0]) + len(bodies[1])])
+        conn.execute(
+            "INSERT INTO segments VALUES (1, 1, 3, ?, ?, ?, ?)",
+            (now_us, meta, ends.tobytes(), b"".join(bodies)),
+        )
+        conn.execute("INSERT INTO marks VALUES (1, ?)", (now_us,))
+    path = tmp_path / LOG_DIR
+    async with SqliteEventLog(path, legacy=legacy) as log:
+        read = await log.read("acme", "default")
+        # The event erased in the old log (no body) stays erased: position 2 is skipped.
+        assert [(e.position, e.id, e.subject, e.body) for e in read] == [
+            (1, "a", None, bodies[0]),
+            (3, "b", "s", bodies[1]),
+        ]
+        (repeat,) = await log.append([new_event("b")])
+        assert repeat.status is AppendStatus.DUPLICATE
+        assert repeat.position == 3
+        (fresh,) = await log.append([new_event("c")])
+        assert fresh.position == 4
+    assert not legacy.exists()
+    async with SqliteEventLog(path, legacy=legacy) as log:  # moved once, not again
+        assert [e.id for e in await log.read("acme", "default")] == ["a", "b", "c"]

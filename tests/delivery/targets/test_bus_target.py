@@ -13,12 +13,12 @@ from stellwerk.delivery.bus_target import HOPS, BusTarget
 from stellwerk.delivery.model import Delivered
 from stellwerk.seams import Delivery
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
-from stellwerk.storage.sqlite import EVENTS_FILE
+from stellwerk.storage.sqlite import LOG_DIR
 
 
 @pytest.fixture
 async def event_log(tmp_path: Path) -> AsyncIterator[SqliteEventLog]:
-    async with SqliteEventLog(tmp_path / EVENTS_FILE) as log:
+    async with SqliteEventLog(tmp_path / LOG_DIR) as log:
         yield log
 
 

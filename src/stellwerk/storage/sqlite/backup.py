@@ -1,7 +1,10 @@
 """Consistent copies of a live embedded data directory, and restoring them.
 
 Files holding cursors are copied before what the cursors point into, the control plane last,
-so a restored cursor never points past the restored log (docs/operations.md).
+so a restored cursor never points past the restored log (docs/operations.md). The event log is a
+directory: its SQLite index is copied first, then its append-only files, each up to its size
+when the copy began; opening the restored log indexes what the files hold beyond the index, cuts
+off a chunk the copy caught halfway, and forgets chunks of files a trim deleted meanwhile.
 """
 
 from __future__ import annotations
@@ -11,18 +14,28 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import msgspec
 
 from stellwerk import __version__
 from stellwerk.clock import utc_now
 from stellwerk.secrets import KEY_FILE
-from stellwerk.storage.sqlite.files import ARCHIVES_FILE, CONTROL_FILE, DELIVERIES_FILE, EVENTS_FILE
+from stellwerk.storage.sqlite.files import (
+    ARCHIVES_FILE,
+    CONTROL_FILE,
+    DELIVERIES_FILE,
+    LEGACY_EVENTS_FILE,
+    LOG_DIR,
+)
 
 MANIFEST: Final = "backup.json"
 # Order matters: see the module docstring.
-DATABASES: Final = (DELIVERIES_FILE, ARCHIVES_FILE, EVENTS_FILE, CONTROL_FILE)
+DATABASES: Final = (DELIVERIES_FILE, ARCHIVES_FILE, LEGACY_EVENTS_FILE, LOG_DIR, CONTROL_FILE)
+# What a live SQLite database has beside its file, and the log writer's shared head: none of it
+# belongs in a copy.
+_NOT_COPIED: Final = ("-wal", "-shm", "-journal")
+_HEAD: Final = "head"
 PRIVATE_FILES: Final = (KEY_FILE, "bootstrap.json")
 
 
@@ -46,6 +59,49 @@ class BackupResult:
 def _empty_or_absent(path: Path, role: str) -> None:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise BackupError(f"{role} {path} must be an empty directory or not exist")
+
+
+def _copy(source: Path, target: Path) -> None:
+    """A database file, or a directory of one database and append-only files (the log)."""
+    if not source.is_dir():
+        _copy_database(source, target)
+        return
+    target.mkdir()
+    entries = sorted(source.iterdir(), key=lambda p: (p.suffix != ".db", p.name))
+    sizes = {p: p.stat().st_size for p in entries if p.suffix != ".db"}
+    for entry in entries:
+        if entry.name == _HEAD or entry.name.endswith(_NOT_COPIED) or not entry.is_file():
+            continue
+        if entry.suffix == ".db":
+            _copy_database(entry, target / entry.name)
+            continue
+        try:
+            with entry.open("rb") as src, (target / entry.name).open("wb") as dst:
+                shutil.copyfileobj(_Limited(src, sizes[entry]), dst)
+        except FileNotFoundError:
+            continue  # trimmed meanwhile: the restored log forgets its chunks
+
+
+class _Limited:
+    """A file read up to a size: what it held when the copy began."""
+
+    def __init__(self, raw: BinaryIO, size: int) -> None:
+        self._raw = raw
+        self._left = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n < 0 else min(n, self._left)
+        data = self._raw.read(n)
+        self._left -= len(data)
+        return data
+
+
+def _check(path: Path) -> None:
+    if path.is_dir():
+        for entry in path.glob("*.db"):
+            _check_database(entry)
+    else:
+        _check_database(path)
 
 
 def _copy_database(source: Path, target: Path) -> None:
@@ -79,15 +135,15 @@ def _copy_private(source: Path, target: Path) -> None:
 
 def backup(data_dir: Path, destination: Path) -> BackupResult:
     """Copy a (possibly running) embedded data directory to `destination`."""
-    if not (data_dir / EVENTS_FILE).exists():
-        raise BackupError(f"{data_dir} holds no Stellwerk data ({EVENTS_FILE} is missing)")
+    if not (data_dir / LOG_DIR).exists() and not (data_dir / LEGACY_EVENTS_FILE).exists():
+        raise BackupError(f"{data_dir} holds no Stellwerk data (no event log: {LOG_DIR}/)")
     _empty_or_absent(destination, "the backup destination")
     destination.mkdir(parents=True, exist_ok=True)
     databases = []
     for name in DATABASES:
         if (data_dir / name).exists():
-            _copy_database(data_dir / name, destination / name)
-            _check_database(destination / name)
+            _copy(data_dir / name, destination / name)
+            _check(destination / name)
             databases.append(name)
     files = []
     for name in PRIVATE_FILES:
@@ -111,10 +167,10 @@ def restore(source: Path, data_dir: Path) -> Manifest:
     for name in manifest.databases:
         if not (source / name).exists():
             raise BackupError(f"the backup lists {name}, which is missing")
-        _check_database(source / name)
+        _check(source / name)
     data_dir.mkdir(parents=True, exist_ok=True)
     for name in manifest.databases:
-        _copy_database(source / name, data_dir / name)
+        _copy(source / name, data_dir / name)
     for name in manifest.files:
         _copy_private(source / name, data_dir / name)
     return manifest

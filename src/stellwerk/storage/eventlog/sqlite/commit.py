@@ -1,9 +1,15 @@
-"""The writer thread's side of the embedded event log: each group of appends in one transaction.
+"""The writing side of the embedded log: groups of appends to the files, the index behind them.
 
-Everything here runs in the single writer thread and owns that thread's state: the connection,
-the cache of stream ids, the next position and the last recorded time. Positions are assigned
-here in commit order, bus by bus within a group so that each bus's events form one dense segment
-(see `schema.py`); recorded time is read once per group and never goes back, so that positions
+Two threads. The writer thread (`GroupCommitter.commit_group`, run by `writer.LogWriter`) owns
+the next position, the streams, the last recorded time and the newest dedup entries: it stores
+a group with one `writev` and one `fdatasync`, and its callers are answered then. The indexer
+thread (`Indexer`) brings the index up to date with the groups stored since its last commit,
+every `index_interval` seconds, and writes the dedup runs and deletes expired ones. So the index
+costs a few pages per interval instead of a few pages per group, and nothing it does ever
+stands between an append and its acknowledgement.
+
+Positions are assigned in commit order, bus by bus within a group, so that each bus's events of
+a group form one chunk; recorded time is read once per group and never goes back, so positions
 and recorded times sort alike (the `marks` table relies on it).
 """
 
@@ -11,171 +17,222 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
 from stellwerk.clock import from_us, to_us
-from stellwerk.events import format_rfc3339
-from stellwerk.seams import AppendResult, LogClosed
-from stellwerk.storage.eventlog.sqlite import schema
-from stellwerk.storage.eventlog.sqlite.dedup import FLUSH_ENTRIES, MIN_SLICE, RecentKeys
-from stellwerk.storage.eventlog.sqlite.segments import GroupPlan, decode_meta, migrate_legacy
-from stellwerk.storage.eventlog.sqlite.writer import Job, PendingAppend
+from stellwerk.events.rfc3339 import format_rfc3339
+from stellwerk.seams import AppendResult, AppendStatus, LogClosed, NewEvent
+from stellwerk.storage.eventlog.sqlite import chunks, index
+from stellwerk.storage.eventlog.sqlite.dedup import Dedup, key_digest
+from stellwerk.storage.eventlog.sqlite.head import HEAD_FILE, Head
+from stellwerk.storage.eventlog.sqlite.logfiles import LogFiles
+from stellwerk.storage.eventlog.sqlite.upkeep import rebuild_entries, redo_erasures
+from stellwerk.storage.eventlog.sqlite.writer import PendingAppend
 from stellwerk.storage.sqlite import WalBound
 
-TRIM_CHUNK: Final = 20_000
+INDEX_INTERVAL: Final = 0.05
+MAX_CHUNK_EVENTS: Final = 4096
 _encode_json: Final = msgspec.json.Encoder().encode
+
+ChunkRow = tuple[int, int, int, int, int, int, int]  # position, stream, count, recorded, place
+
+
+@dataclass
+class Unindexed:
+    """What the index lacks: chunks, marks and streams of the groups stored since its commit."""
+
+    chunks: list[ChunkRow] = field(default_factory=list)
+    marks: list[tuple[int, int]] = field(default_factory=list)
+    last: dict[int, int] = field(default_factory=dict)  # stream -> newest position
+    streams: list[tuple[int, str, str]] = field(default_factory=list)
+    end: tuple[int, int] = (1, 0)  # the files' end after these chunks
+
+    def __bool__(self) -> bool:
+        return bool(self.chunks or self.streams)
+
+    def take(self, other: Unindexed) -> None:
+        self.chunks += other.chunks
+        self.marks += other.marks
+        for stream, position in other.last.items():
+            self.last[stream] = max(self.last.get(stream, 0), position)
+        self.streams += other.streams
+        self.end = other.end
 
 
 class GroupCommitter:
-    """Stores groups of appends, trim chunks and dedup sweeps on the writer's connection."""
+    """Stores groups of appends in the files; hands what the index lacks to the indexer."""
 
     def __init__(
         self,
+        directory: Path,
         *,
         dedup_window: timedelta,
         clock: Callable[[], datetime],
         on_commit: Callable[[int, float], None] | None,
-        sweep_interval: float,
+        index_interval: float = INDEX_INTERVAL,
         max_wal_bytes: int,
-        dedup_flush_entries: int = FLUSH_ENTRIES,
+        max_file_bytes: int,
+        dedup: Dedup,
     ) -> None:
-        self._dedup_window_us = dedup_window // timedelta(microseconds=1)
-        self._clock = clock
+        self.directory = directory
+        self.window_us = dedup_window // timedelta(microseconds=1)
+        self.clock = clock
         self._on_commit = on_commit
-        self._sweep_interval = sweep_interval
-        self._last_sweep = -float("inf")
-        self._max_wal_bytes = max_wal_bytes
-        self._wal_bound: WalBound | None = None
-        self._conn: sqlite3.Connection | None = None
+        self.files = LogFiles(directory, max_file_bytes=max_file_bytes)
+        self.dedup = dedup
+        self.head: Head | None = None
+        self.indexer = Indexer(self, index_interval=index_interval, max_wal_bytes=max_wal_bytes)
+        self._conn: sqlite3.Connection | None = None  # the writer thread's reads
         self._streams: dict[tuple[str, str], int] = {}
-        self._next_position = 1
-        self._last_recorded_us = 0
-        self._spilled = 0
-        self._recent = RecentKeys(flush_entries=dedup_flush_entries)
-        # The first live position and its mark's recorded time, from the last look at `marks`
-        # (see `_first_live_at`); None: look again.
+        self._next_stream = 1
+        self.next_position = 1
+        self.last_recorded_us = 0
+        # The first live position and its mark's recorded time (see `_first_live_at`).
         self._live_mark: tuple[int, int] | None = None
 
-    @property
-    def next_position(self) -> int:
-        return self._next_position
+    # -- open and close ------------------------------------------------------------------------
 
-    def open(self, path: Path) -> None:
-        """Open the file (creating the schema) and load where the log left off."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = schema.connect(path, role=schema.Role.WRITER)
-        migrate_legacy(conn)
-        for stream, tenant, bus, last_position in conn.execute(schema.SELECT_STREAMS):
+    def open(self) -> None:
+        """Open the index and the files, index what the files hold beyond the index, load the
+        dedup entries; then take appends after the last intact chunk."""
+        conn = self.indexer.open(self.directory / index.INDEX_FILE)
+        for stream, tenant, bus, last_position in conn.execute(index.SELECT_STREAMS):
             self._streams[(tenant, bus)] = stream
-            self._next_position = max(self._next_position, last_position + 1)
-        row = conn.execute(schema.LAST_MARK).fetchone()
-        self._last_recorded_us = row[0] if row else 0
-        self._spilled = conn.execute(schema.COUNT_SPILLED).fetchone()[0]
-        if self._dedup_window_us > 0:
-            # Entries not yet flushed are rebuilt from their events; expired ones are not needed.
-            state = conn.execute(schema.DEDUP_STATE).fetchone()
-            since = max(state[0] if state else 1, self._first_live(conn))
-            rebuild = [
-                (position + i, stream, source, event_id)
-                for position, stream, meta in conn.execute(schema.SEGMENT_KEYS_SINCE, (since,))
-                for i, (event_id, source, _type, _subject) in enumerate(decode_meta(meta))
-                if position + i >= since
-            ]
-            self._recent.load(conn, rebuild)
-        self._wal_bound = WalBound(path, max_bytes=self._max_wal_bytes)
-        self._conn = conn
+            self._next_stream = max(self._next_stream, stream + 1)
+            self.next_position = max(self.next_position, last_position + 1)
+        mark = conn.execute(index.LAST_MARK).fetchone()
+        self.last_recorded_us = mark[1] if mark else 0
+        end = self._recover(conn)
+        redo_erasures(conn, self.files)
+        self._conn = index.connect(self.directory / index.INDEX_FILE, role=index.Role.READER)
+        if self.window_us > 0:
+            flushed_below = index.get_state(conn, "flushed_below", 1)
+            self.dedup.load(conn, flushed_below)
+            # Entries of events older than the window are not needed (a moved log says 1).
+            since = max(flushed_below, self.first_live(conn))
+            self.dedup.add(rebuild_entries(conn, self.files, since), self.next_position)
+        self.files.open_for_append(*end)
+        self.head = Head(self.directory / HEAD_FILE, create=True)
+        self.head.store(*end)
+        self.indexer.start()
+
+    def _recover(self, conn: sqlite3.Connection) -> tuple[int, int]:
+        """Index the intact chunks beyond the high-water mark, cut off a torn tail; return
+        where appends go on."""
+        file = index.get_state(conn, "indexed_file", 1)
+        offset = index.get_state(conn, "indexed_end", 0)
+        numbers = self.files.numbers()
+        found = Unindexed(end=(file, offset))
+        if numbers:
+            # Chunks in files that are gone were trimmed (a backup can copy the index before
+            # a trim and the files after it).
+            conn.execute("DELETE FROM chunks WHERE file < ?", (numbers[0],))
+            if file < numbers[0]:
+                file, offset = numbers[0], 0
+            while True:
+                last_good = offset
+                for at, head, raw in self.files.scan(file, offset):
+                    tenant, bus = chunks.owner(raw)
+                    stream = self._stream_id(tenant, bus, found.streams)
+                    last = head.position + head.events - 1
+                    found.chunks.append(
+                        (head.position, stream, head.events, head.recorded_us, file, at, head.size)
+                    )
+                    found.marks.append((head.position, head.recorded_us))
+                    found.last[stream] = max(found.last.get(stream, 0), last)
+                    self.next_position = max(self.next_position, last + 1)
+                    self.last_recorded_us = max(self.last_recorded_us, head.recorded_us)
+                    last_good = at + head.size
+                later = [n for n in numbers if n > file]
+                if not later:
+                    found.end = (file, last_good)
+                    break
+                # A later file exists: this one was closed whole, so anything unreadable at its
+                # end is garbage; appends went on in the next file.
+                file, offset = later[0], 0
+        self.indexer.pending.take(found)
+        self.indexer.commit()
+        return found.end
 
     def close(self) -> None:
-        """Close the file, folding the WAL into it first so a stopped log is one compact file."""
+        """Index what is left and store every dedup entry, so the next start has nothing to
+        redo; then fold the WAL into the index file."""
+        self.indexer.stop()
         if self._conn is not None:
-            if self._dedup_window_us > 0:
-                # If this fails, the next start rebuilds the entries from the events instead.
-                with contextlib.suppress(sqlite3.Error):
-                    first_live = self._first_live(self._conn)
-                    self._recent.flush_all(self._conn, self._next_position, first_live)
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if self.window_us > 0:
+                with contextlib.suppress(sqlite3.Error, OSError):
+                    self.indexer.persist_dedup()
             self._conn.close()
             self._conn = None
+        self.indexer.close()
+        self.files.close()
+        if self.head is not None:
+            self.head.close()
 
-    def run_job(self, job: Job) -> Any:
-        conn = self._writer_conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = job.work(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return result
+    # -- groups (the writer thread) ------------------------------------------------------------
 
     def commit_group(self, group: Sequence[PendingAppend]) -> list[list[AppendResult]]:
-        """Store a group of appends in one transaction; return each one's results."""
-        conn = self._writer_conn()
+        """Store a group of appends with one write and one fsync; return each one's results."""
+        conn = self._reader()
         started = time.perf_counter()
-        now_us = max(to_us(self._clock()), self._last_recorded_us)
+        now_us = max(to_us(self.clock()), self.last_recorded_us)
         recorded = format_rfc3339(from_us(now_us)).encode()
-        new_streams: list[tuple[str, str]] = []
-        spilled = 0
-        flushed: list[tuple[int, int, int]] = []
-        flush_done = False
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Concurrent appends have no order among them: taking them bus by bus makes each
-            # bus's events of the group one run, so one segment row.
-            order = sorted(
-                range(len(group)),
-                key=lambda i: self._stream_id(
-                    conn, group[i].batch[0].tenant, group[i].batch[0].bus, new_streams
-                ),
-            )
-            events = [event for i in order for event in group[i].batch]
-            streams = [self._stream_id(conn, e.tenant, e.bus, new_streams) for e in events]
-            plan = GroupPlan(events, streams, self._next_position, recorded)
-            if self._dedup_window_us > 0:
-                first_live = self._first_live_at(conn, now_us - self._dedup_window_us + 1)
-                self._find_duplicates(conn, plan, first_live)
-            plan.assign()
-            if plan.segments:
-                conn.executemany(schema.INSERT_SEGMENT, plan.segment_rows(now_us))
-                conn.execute(schema.INSERT_MARK, (self._next_position, now_us))
-                if plan.spill_rows:
-                    conn.executemany(schema.UPSERT_SPILLED, plan.spill_rows)
-                    spilled = len(plan.spill_rows)
-                conn.executemany(schema.UPDATE_STREAM, [(p, s) for s, p in plan.last.items()])
-                if self._dedup_window_us > 0:
-                    flushed, flush_done = self._recent.next_slice(
-                        max(MIN_SLICE, len(plan.hash_rows)), self._next_position, first_live
-                    )
-                    if flushed:
-                        conn.execute(schema.UPSERT_HASHES, (_encode_json(flushed),))
-                    if flush_done:
-                        conn.execute(schema.SET_DEDUP_STATE, (self._recent.flush_upto,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            for key in new_streams:
-                del self._streams[key]
-            raise
-        if plan.segments:
-            if self._live_mark is None and self._dedup_window_us > 0:
-                # No mark was live: this group's is the first, until the window passes it.
-                self._live_mark = (self._next_position, now_us)
-            self._next_position = plan.next_position
-            self._last_recorded_us = now_us
-            if self._wal_bound is not None:
-                self._wal_bound.grew(sum(len(event.body) for event in events))
-            if self._dedup_window_us > 0:
-                self._recent.add(plan.hash_rows)
-                self._recent.written(len(flushed), flush_done)
-        self._spilled += spilled
+        # Concurrent appends have no order among them: taken bus by bus, each bus's events of
+        # the group are one run, so one chunk.
+        order = sorted(range(len(group)), key=lambda i: self._key_of(group[i].batch[0]))
+        events = [event for i in order for event in group[i].batch]
+        digests = [key_digest(e.tenant, e.bus, e.source, e.id) for e in events]
+        earlier: dict[int, int] = {}
+        if self.window_us > 0:
+            first_live = self._first_live_at(conn, now_us - self.window_us + 1)
+            earlier = self.dedup.find(conn, digests, first_live)
+        plan = _Plan(self.next_position, now_us, recorded)
+        seen: dict[bytes, int] = {}
+        for i, event in enumerate(events):
+            digest = digests[i]
+            first = earlier.get(i) or seen.get(digest)
+            if first is not None:
+                plan.results.append(AppendResult(AppendStatus.DUPLICATE, first))
+            else:
+                seen[digest] = plan.store(event)
+        plan.close_run()
+        done = Unindexed()
+        if plan.pieces:
+            runs = [
+                (self._stream_id(tenant, bus, done.streams), start, count)
+                for (tenant, bus), start, count in plan.runs
+            ]
+            try:
+                places = self.files.append(plan.pieces)
+                self.files.sync()
+            except BaseException:
+                for stream, tenant, bus in done.streams:
+                    del self._streams[(tenant, bus)]
+                    self._next_stream = min(self._next_stream, stream)
+                raise
+            done.marks.append((self.next_position, now_us))
+            for (stream, start, count), (file, offset), piece in zip(
+                runs, places, plan.pieces, strict=True
+            ):
+                done.chunks.append((start, stream, count, now_us, file, offset, len(piece)))
+                done.last[stream] = start + count - 1
+            done.end = self.files.end
+            assert self.head is not None
+            self.head.store(*done.end)
+            if self._live_mark is None and self.window_us > 0:
+                self._live_mark = (self.next_position, now_us)
+            self.next_position = plan.position
+            self.last_recorded_us = now_us
+            froze = self.window_us > 0 and self.dedup.add(seen.items(), self.next_position)
+            self.indexer.add(done, wake=froze)
         if self._on_commit is not None:
             # The group is durable whatever the observer does; its failure must not fail it.
             with contextlib.suppress(Exception):
@@ -188,150 +245,210 @@ class GroupCommitter:
             offset += count
         return split
 
-    def _first_live_at(self, conn: sqlite3.Connection, cutoff_us: int) -> int:
-        """The first position recorded at or after `cutoff_us` (the next one if none is).
+    # -- helpers -------------------------------------------------------------------------------
 
-        Asked for every group, but its answer changes only when the window moves past the mark
-        found: the cutoff never decreases (recorded time never goes back) and marks come in
-        recorded-time order, so while the cutoff stays at or below that mark's time no other
-        mark can come first. Remembering it spares each commit a query, and with it a release
-        and re-take of the GIL that waits for the busy event loop (up to the switch interval).
-        Trims keep every live mark; an erasure never touches marks.
-        """
-        remembered = self._live_mark
-        if remembered is not None and cutoff_us <= remembered[1]:
-            return remembered[0]
-        row = conn.execute(schema.FIRST_LIVE_MARK, (cutoff_us,)).fetchone()
-        if row is None:
-            self._live_mark = None  # set by the next commit, whose mark is then the first live one
-            return self._next_position
-        self._live_mark = (int(row[0]), int(row[1]))
-        return self._live_mark[0]
+    def _key_of(self, event: NewEvent) -> int:
+        return self._streams.get((event.tenant, event.bus), self._next_stream)
 
-    def _stream_id(
-        self, conn: sqlite3.Connection, tenant: str, bus: str, created: list[tuple[str, str]]
-    ) -> int:
+    def _stream_id(self, tenant: str, bus: str, created: list[tuple[int, str, str]]) -> int:
         key = (tenant, bus)
         stream = self._streams.get(key)
         if stream is None:
-            cursor = conn.execute(schema.INSERT_STREAM, key)
-            stream = self._streams[key] = int(cursor.lastrowid or 0)
-            created.append(key)
+            stream = self._streams[key] = self._next_stream
+            self._next_stream += 1
+            created.append((stream, tenant, bus))
         return stream
 
-    def _find_duplicates(self, conn: sqlite3.Connection, plan: GroupPlan, first_live: int) -> None:
-        """Mark the group's events that repeat a live one, and keys whose hash is taken."""
-        recent = self._recent
-        on_disk: list[int] = []
-        for index, hashed in enumerate(plan.hashes):
-            entry = recent.lookup(hashed)
-            if entry is None or entry[0] < first_live:
-                on_disk.append(index)
-            elif entry[1] == plan.tags[index]:
-                plan.earlier[index] = entry[0]
-            else:  # another key with the same hash: this one's entry goes to the spill table
-                plan.hash_taken.add(hashed)
-        if on_disk:
-            asked = _encode_json([plan.hashes[i] for i in on_disk])
-            for at, position, tag in conn.execute(schema.FIND_HASHES, (asked, first_live)):
-                index = on_disk[at]
-                if tag == plan.tags[index]:
-                    plan.earlier[index] = position
-                else:
-                    plan.hash_taken.add(plan.hashes[index])
-        if self._spilled:
-            triples = _encode_json([list(key) for key in plan.keys])
-            for index, position in conn.execute(schema.FIND_SPILLED, (triples, first_live)):
-                plan.earlier[index] = position
+    def _first_live_at(
+        self, conn: sqlite3.Connection, cutoff_us: int, *, remember: bool = True
+    ) -> int:
+        """The first position recorded at or after `cutoff_us` (the next one if none is).
 
-    def housekeeping(self) -> None:
-        """Between groups: expire dedup entries and keep the WAL within its bound."""
-        # Each step that fails now (a full disk, say) is tried again after the next group.
-        with contextlib.suppress(sqlite3.Error):
-            self.sweep_dedup()
-        self.bound_wal()
-
-    def bound_wal(self) -> None:
-        """Checkpoint here, in the writer, when the background checkpoints cannot keep up.
-
-        Between groups nothing appends, so this checkpoint can fold in the whole WAL and the
-        next transaction starts it over (see storage/sqlite/checkpoint.py).
+        Its answer changes only when the window moves past the mark found (the cutoff never
+        decreases and marks come in recorded-time order), so it is remembered until then. Marks
+        the index lacks are newer than those it has, so the index is asked first.
         """
-        if self._wal_bound is not None:
-            self._wal_bound.after_group(self._writer_conn())
-
-    def sweep_dedup(self) -> None:
-        """Drop expired dedup entries, a chunk at a time, at most once per sweep interval."""
-        if self._dedup_window_us <= 0 or time.monotonic() - self._last_sweep < self._sweep_interval:
-            return
-        self._last_sweep = time.monotonic()
-        conn = self._writer_conn()
-        first_live = self._first_live(conn)
-        if self._spilled:
-            conn.execute(schema.DELETE_SPILLED_BELOW, (first_live,))
-            self._spilled = conn.execute(schema.COUNT_SPILLED).fetchone()[0]
-        lowest = conn.execute(schema.MIN_DEDUP_POSITION).fetchone()[0]
-        if lowest is None or lowest >= first_live:
-            return
-        conn.execute(schema.DELETE_DEDUP_BELOW, (min(first_live, lowest + TRIM_CHUNK),))
-
-    def trim_chunk(
-        self, conn: sqlite3.Connection, cut_us: int, keep: dict[tuple[str, str], int], start: int
-    ) -> tuple[int, int]:
-        """Remove the segments recorded before `cut_us` in positions `[start, start + chunk)`.
-
-        A bus in `keep` keeps its events above the position given there, however old (they are
-        not routed or archived yet). Returns how many events went and where the next chunk
-        starts, or 0 there when the trim is done.
-        """
-        cut = first_position_since(conn, cut_us) or self._next_position
-        lowest = conn.execute(schema.MIN_SEGMENT_POSITION).fetchone()[0]
-        if lowest is None:
-            return 0, 0
-        start = max(start, lowest)
-        if start >= cut:
-            return 0, 0
-        bound = min(cut, start + TRIM_CHUNK)
-        self._recent.write_below(conn, bound)
-        kept = {
-            str(stream): keep[key] + 1
-            for key, stream in self._known_streams(conn).items()
-            if key in keep
-        }
-        removed = sum(
-            int(n)
-            for (n,) in conn.execute(
-                schema.DELETE_SEGMENTS_IN, (start, bound, _encode_json(kept).decode())
-            )
+        remembered = self._live_mark
+        if remember and remembered is not None and cutoff_us <= remembered[1]:
+            return remembered[0]
+        row = conn.execute(index.FIRST_MARK_SINCE, (cutoff_us,)).fetchone()
+        found = (
+            (int(row[0]), int(row[1])) if row is not None else self.indexer.mark_since(cutoff_us)
         )
-        # Marks still inside the dedup window stay: the dedup sweep tells live entries by them,
-        # even when retention is shorter than the window. So do the marks of kept segments: a
-        # time window is turned into positions by them.
-        marks_bound = bound
-        if self._dedup_window_us > 0:
-            live_cutoff = self._last_recorded_us - self._dedup_window_us + 1
-            first_live = first_position_since(conn, live_cutoff) or self._next_position
-            marks_bound = min(bound, first_live)
-        left = conn.execute(schema.MIN_SEGMENT_POSITION).fetchone()[0]
-        if left is not None:
-            marks_bound = min(marks_bound, left)
-        conn.execute(schema.DELETE_MARKS_BELOW, (marks_bound,))
-        return removed, (bound if bound < cut else 0)
+        if remember:  # only the writer thread remembers: the mark is its
+            self._live_mark = found
+        return found[0] if found is not None else self.next_position
 
-    def _known_streams(self, conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
-        return {
-            (tenant, bus): stream for stream, tenant, bus, _ in conn.execute(schema.SELECT_STREAMS)
-        }
-
-    def persist_dedup_below(self, conn: sqlite3.Connection, position: int) -> None:
-        """In an erasure's transaction: the dedup entries of events about to lose their keys go
-        to the table now, since a restart could no longer rebuild them from those events."""
-        self._recent.write_below(conn, position)
-
-    def _first_live(self, conn: sqlite3.Connection) -> int:
+    def first_live(self, conn: sqlite3.Connection, *, remember: bool = True) -> int:
         """The first position whose dedup entry has not expired (the next one if none)."""
-        cutoff = max(to_us(self._clock()), self._last_recorded_us) - self._dedup_window_us
-        return first_position_since(conn, cutoff + 1) or self._next_position
+        cutoff = max(to_us(self.clock()), self.last_recorded_us) - self.window_us
+        return self._first_live_at(conn, cutoff + 1, remember=remember)
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise LogClosed("the event log is not open")
+        return self._conn
+
+
+class _Plan:
+    """A group's stored events laid out as chunks, one per run of one bus's events."""
+
+    def __init__(self, position: int, now_us: int, recorded: bytes) -> None:
+        self.position = position
+        self.now_us = now_us
+        self.recorded = recorded
+        self.results: list[AppendResult] = []
+        self.pieces: list[bytes] = []
+        self.runs: list[tuple[tuple[str, str], int, int]] = []  # owner, first position, count
+        self._owner: tuple[str, str] | None = None
+        self._start = position
+        self._suffix = b""
+        self._bodies: list[bytes] = []
+        self._attributes: list[chunks.Attributes] = []
+
+    def store(self, event: NewEvent) -> int:
+        owner = (event.tenant, event.bus)
+        if owner != self._owner or len(self._bodies) == MAX_CHUNK_EVENTS:
+            self.close_run()
+            self._owner, self._start = owner, self.position
+            self._suffix = _owned_suffix(event.tenant, event.bus, self.recorded)
+        self._bodies.append(event.body[:-1] + self._suffix)
+        self._attributes.append((event.id, event.source, event.type, event.subject))
+        position = self.position
+        self.results.append(AppendResult(AppendStatus.STORED, position))
+        self.position += 1
+        return position
+
+    def close_run(self) -> None:
+        if self._bodies and self._owner is not None:
+            tenant, bus = self._owner
+            self.pieces.append(
+                chunks.encode(tenant, bus, self._start, self.now_us, self._attributes, self._bodies)
+            )
+            self.runs.append((self._owner, self._start, len(self._bodies)))
+        self._bodies, self._attributes = [], []
+
+
+class Indexer:
+    """The indexer thread: index commits every interval, dedup runs, expiry, the index's WAL."""
+
+    def __init__(
+        self, committer: GroupCommitter, *, index_interval: float, max_wal_bytes: int
+    ) -> None:
+        self._committer = committer
+        self._interval = index_interval
+        self._max_wal_bytes = max_wal_bytes
+        self.pending = Unindexed()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._conn: sqlite3.Connection | None = None
+        self._wal_bound: WalBound | None = None
+        self._thread = threading.Thread(target=self._run, name="eventlog-indexer", daemon=True)
+        self.on_commit: Callable[[], None] | None = None  # after each commit (checkpoints)
+
+    def open(self, path: Path) -> sqlite3.Connection:
+        self._conn = index.connect(path, role=index.Role.WRITER)
+        self._wal_bound = WalBound(path, max_bytes=self._max_wal_bytes)
+        return self._conn
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, done: Unindexed, *, wake: bool) -> None:
+        """From the writer: a stored group's chunks; `wake` to start at once (a run is due)."""
+        with self._cond:
+            first = not self.pending
+            self.pending.take(done)
+            if first or wake or self._interval <= 0:
+                self._cond.notify()
+
+    def mark_since(self, cutoff_us: int) -> tuple[int, int] | None:
+        """The first mark the index lacks at or after a time."""
+        with self._cond:
+            for position, recorded_us in self.pending.marks:
+                if recorded_us >= cutoff_us:
+                    return position, recorded_us
+        return None
+
+    def stop(self) -> None:
+        """Commit what is pending and end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.commit()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+            self._conn = None
+
+    def _run(self) -> None:
+        frozen = self._committer.dedup
+        while True:
+            with self._cond:
+                while not (self._stopping or self.pending or frozen.frozen):
+                    self._cond.wait()
+                if not (self._stopping or frozen.frozen) and self._interval > 0:
+                    self._cond.wait(self._interval)  # gather an interval's groups
+                if self._stopping:
+                    return
+            # What fails now (a full disk, say) is tried again at the next interval.
+            with contextlib.suppress(sqlite3.Error, OSError):
+                self.commit()
+
+    def commit(self) -> None:
+        """One index transaction: the pending chunks, a dedup run if one is frozen, a slice of
+        expired dedup rows."""
+        conn = self._writer_conn()
+        committer = self._committer
+        with self._cond:
+            pending, self.pending = self.pending, Unindexed(end=self.pending.end)
+        written = expired = None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if pending.streams:
+                conn.executemany(index.INSERT_STREAM, pending.streams)
+            if pending.chunks:
+                conn.executemany(index.INSERT_CHUNK, pending.chunks)
+                conn.executemany(index.INSERT_MARK, pending.marks)
+                conn.executemany(index.UPDATE_STREAM, [(p, s) for s, p in pending.last.items()])
+            file, end = pending.end
+            conn.execute(index.SET_STATE, ("indexed_file", file))
+            conn.execute(index.SET_STATE, ("indexed_end", end))
+            if committer.window_us > 0:
+                first_live = committer.first_live(conn, remember=False)
+                written = committer.dedup.write_run(conn, first_live)
+                expired = committer.dedup.expire(conn, first_live)
+                conn.execute(
+                    "DELETE FROM dedup_kept WHERE position < ?", (committer.dedup.flushed_below,)
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            with self._cond:  # back in front of what came meanwhile, for the next try
+                pending.take(self.pending)
+                self.pending = pending
+            raise
+        if written is not None:
+            committer.dedup.written(written)
+        if expired is not None:
+            committer.dedup.expired(*expired)
+        if self._wal_bound is not None:
+            self._wal_bound.grew(4096 * (1 + len(pending.chunks) // 32))
+            self._wal_bound.after_group(conn)
+        if self.on_commit is not None:
+            self.on_commit()
+
+    def persist_dedup(self) -> None:
+        committer = self._committer
+        conn = self._writer_conn()
+        first_live = committer.first_live(conn, remember=False)
+        committer.dedup.persist(conn, committer.next_position, first_live)
 
     def _writer_conn(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -339,6 +456,14 @@ class GroupCommitter:
         return self._conn
 
 
-def first_position_since(conn: sqlite3.Connection, moment_us: int) -> int | None:
-    row = conn.execute(schema.FIRST_POSITION_SINCE, (moment_us,)).fetchone()
-    return int(row[0]) if row else None
+def _owned_suffix(tenant: str, bus: str, recorded: bytes) -> bytes:
+    """The end of a stored body: Stellwerk's extensions, last so that they win over any copies."""
+    return (
+        b',"tenant":'
+        + _encode_json(tenant)
+        + b',"bus":'
+        + _encode_json(bus)
+        + b',"recordedtime":"'
+        + recorded
+        + b'"}'
+    )

@@ -1,7 +1,25 @@
-"""The newest dedup entries, held in memory and written to `dedup_keys` in bulk, in key order.
+"""Dedup entries: the newest in memory, the older ones in sorted runs on disk, written once.
 
-One at a time, each entry dirtied a random page of the dedup tree per event; in bulk and sorted,
-a page is written about once per flush (docs/storage.md).
+An entry is a key's 128-bit digest and the position of the event stored under it. Entries
+written one by one into a tree keyed by digest land on random pages: every event would dirty a
+page of its own. Here they are written only in bulk and only in order:
+
+- `recent` holds the entries of the newest events in a dict (the writer thread's);
+- once it holds `run_entries`, it is frozen and the indexer thread writes it out as a *run*:
+  its entries sorted by key (SQLite sorts them), under a run number larger than any before, so
+  the rows go to the end of the `dedup_entries` tree, page after page;
+- runs are grouped into *epochs*, each with one Bloom filter in memory, so a key is looked for on
+  disk only in the runs of an epoch whose filter may hold it. An epoch's filter is twice the size
+  of the last one's, up to `epoch_entries` keys: a quiet log keeps small filters;
+- an epoch whose newest entry has left the window is deleted.
+
+A crash loses nothing: the events themselves are durable, and `flushed_below` says from which
+position on entries may be missing from the runs; opening the log rebuilds those from the events.
+A closed epoch's filter is stored with it; an open epoch's is rebuilt from its runs.
+
+The writer thread looks keys up and adds entries; the indexer thread writes runs and publishes
+epochs. A frozen dict is dropped only once its run's epoch filter holds its keys, so a lookup
+never misses an entry in between.
 """
 
 from __future__ import annotations
@@ -9,127 +27,335 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import struct
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 import msgspec
 
-from stellwerk.storage.eventlog.sqlite import schema
+from stellwerk.storage.eventlog.sqlite.bloom import Bloom, mask
 
-FLUSH_ENTRIES: Final = 20_000
-# Each group's transaction writes a slice of the flush under way, as many entries as the group
-# stores (at least this many), so flushing keeps pace with appends without a transaction (and an
-# fsync, and a wait for the next group) of its own.
-MIN_SLICE: Final = 64
+RUN_ENTRIES: Final = 65_536
+EPOCH_ENTRIES: Final = 4 * 1024 * 1024
+EXPIRE_ROWS: Final = 8_192
+_FILL_SLICE: Final = 4_096
+_halves: Final = struct.Struct("<qq")
 _encode_json: Final = msgspec.json.Encoder().encode
-# The two little-endian signed 64-bit halves of a digest in one call (two `int.from_bytes` and
-# two slices cost a third more, per event, in the writer thread).
-_halves: Final = struct.Struct("<qq").unpack
 
-Entry = tuple[int, int]  # (position, tag)
-Row = tuple[int, int, int]  # (hash, position, tag)
+DDL: Final = (
+    """CREATE TABLE IF NOT EXISTS dedup_entries (
+        run INTEGER NOT NULL,
+        hash INTEGER NOT NULL,
+        tag INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (run, hash, tag)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS dedup_epochs (
+        epoch INTEGER PRIMARY KEY,
+        first_run INTEGER NOT NULL,
+        last_run INTEGER NOT NULL,
+        entries INTEGER NOT NULL,
+        last_position INTEGER NOT NULL,
+        filter BLOB
+    )""",
+)
+# A run's rows from a JSON array of `[hash, tag, position]`, sorted by SQLite on the way in.
+_INSERT_RUN: Final = """
+    INSERT INTO dedup_entries (run, hash, tag, position)
+    SELECT ?1, value ->> 0, value ->> 1, value ->> 2 FROM json_each(?2)
+    WHERE value ->> 2 >= ?3 ORDER BY 2, 3
+"""
+# Each asked key with each run that may hold it, as `[index, run, hash, tag]`.
+_FIND: Final = """
+    SELECT k.value ->> 0, e.position FROM json_each(?1) AS k
+    JOIN dedup_entries AS e
+      ON e.run = k.value ->> 1 AND e.hash = k.value ->> 2 AND e.tag = k.value ->> 3
+    WHERE e.position >= ?2
+"""
+_EPOCHS: Final = (
+    "SELECT epoch, first_run, last_run, entries, last_position, filter FROM dedup_epochs"
+    " ORDER BY epoch"
+)
+_PUT_EPOCH: Final = (
+    "INSERT OR REPLACE INTO dedup_epochs (epoch, first_run, last_run, entries, last_position,"
+    " filter) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_RUN_KEYS: Final = "SELECT hash, tag FROM dedup_entries WHERE run >= ? AND run <= ?"
+_DELETE_SLICE: Final = """
+    DELETE FROM dedup_entries WHERE run = ?1 AND hash <= (
+        SELECT max(hash) FROM (
+            SELECT hash FROM dedup_entries WHERE run = ?1 ORDER BY hash LIMIT ?2))
+"""
+_SET_FLUSHED: Final = "INSERT OR REPLACE INTO state (name, value) VALUES ('flushed_below', ?)"
 
 
-def key_digest(stream: int, source: str, event_id: str) -> tuple[int, int]:
-    """The dedup hash and tag of a key: two signed 64-bit halves of a 128-bit BLAKE2b digest.
+def key_digest(tenant: str, bus: str, source: str, event_id: str) -> bytes:
+    """The 128-bit BLAKE2b digest of a dedup key; length prefixes keep the parts apart."""
+    text = f"{len(tenant)}:{tenant}{len(bus)}:{bus}{len(source)}:{source}{event_id}"
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
-    Stable across processes, unlike `hash`; the length prefix keeps `(a:b, c)` and `(a, b:c)` apart.
-    """
-    text = f"{stream}:{len(source)}:{source}{event_id}".encode("utf-8", "surrogatepass")
-    hashed, tag = _halves(hashlib.blake2b(text, digest_size=16).digest())
+
+def halves(digest: bytes) -> tuple[int, int]:
+    """A digest as the two signed 64-bit integers the runs store (`hash`, `tag`)."""
+    hashed, tag = _halves.unpack(digest)
     return hashed, tag
 
 
-class RecentKeys:
-    """Dedup entries not yet in `dedup_keys`; used only by the writer thread."""
+@dataclass(frozen=True)
+class Epoch:
+    """Runs `first_run..last_run` and the filter over their keys."""
 
-    def __init__(self, *, flush_entries: int = FLUSH_ENTRIES) -> None:
-        self.entries: dict[int, Entry] = {}
-        self.flushed_below = 1
-        self._flush_entries = flush_entries
-        self._flushing: list[Row] = []
-        self._flush_upto = 0
-        self._done = 0
+    number: int
+    first_run: int
+    last_run: int
+    entries: int
+    last_position: int
+    bloom: Bloom
+    closed: bool = False
 
-    def load(self, conn: sqlite3.Connection, rebuild: list[tuple[int, int, str, str]]) -> None:
-        """Read where flushing stopped; `rebuild` gives `(position, stream, source, id)` of the
-        events stored since then, in position order (see `GroupCommitter.open`)."""
-        row = conn.execute(schema.DEDUP_STATE).fetchone()
-        self.flushed_below = row[0] if row else 1
-        spilled = {p for (p,) in conn.execute(schema.SPILLED_SINCE, (self.flushed_below,))}
-        for position, stream, source, event_id in rebuild:
-            # An erased event's key is blank; the erasure wrote its entry to the table.
-            if position in spilled or not event_id:
+    def row(self) -> tuple[object, ...]:
+        stored = self.bloom.to_bytes() if self.closed else None
+        return (
+            self.number,
+            self.first_run,
+            self.last_run,
+            self.entries,
+            self.last_position,
+            stored,
+        )
+
+
+@dataclass
+class _Frozen:
+    """Entries handed from the writer to the indexer, to become one run."""
+
+    entries: dict[bytes, int]
+    upto: int  # every entry below this position is in this run or an earlier one
+
+
+@dataclass
+class Written:
+    """A run written in a transaction not yet known to have committed."""
+
+    frozen: _Frozen
+    keys: list[tuple[int, int]]  # (hash, tag) of its entries
+    epochs: list[Epoch]  # the epochs as they are once it has
+
+
+@dataclass
+class Dedup:
+    run_entries: int = RUN_ENTRIES
+    epoch_entries: int = EPOCH_ENTRIES
+    recent: dict[bytes, int] = field(default_factory=dict)
+    flushed_below: int = 1
+    epochs: list[Epoch] = field(default_factory=list)  # replaced, never changed in place
+    _frozen: list[_Frozen] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _next_run: int = 1
+    _expiring: list[int] = field(default_factory=list)  # runs to delete, oldest first
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def load(self, conn: sqlite3.Connection, flushed_below: int) -> None:
+        """Read the epochs and their filters. The caller then `add`s the entries of the events
+        from `flushed_below` on, which the runs may lack."""
+        self.flushed_below = flushed_below
+        top = 0
+        epochs = []
+        for number, first_run, last_run, entries, last_position, raw in conn.execute(_EPOCHS):
+            if raw is not None:
+                bloom, closed = Bloom.from_bytes(raw), True
+            else:
+                bloom, closed = Bloom(self._capacity(entries)), False
+                bloom.add_keys(conn.execute(_RUN_KEYS, (first_run, last_run)))
+            epochs.append(Epoch(number, first_run, last_run, entries, last_position, bloom, closed))
+            top = last_run
+        self.epochs = epochs
+        # Runs of no epoch: one written in part when the process stopped (after the epochs'
+        # runs), or what an expiry had left to delete (before them). Both go.
+        lowest, highest = conn.execute("SELECT min(run), max(run) FROM dedup_entries").fetchone()
+        first_live = epochs[0].first_run if epochs else (highest or 0) + 1
+        self._expiring = list(range(lowest, first_live)) if lowest is not None else []
+        if epochs and highest is not None and highest > top:
+            self._expiring += list(range(top + 1, highest + 1))
+        self._next_run = max(top, highest or 0) + 1
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def find(
+        self, conn: sqlite3.Connection, digests: Sequence[bytes], first_live: int
+    ) -> dict[int, int]:
+        """For each of `digests` with a live entry (at `first_live` or later): its position."""
+        found: dict[int, int] = {}
+        with self._lock:
+            frozen = [f.entries for f in self._frozen]
+            epochs = [
+                (e.bloom, e.first_run, e.last_run)
+                for e in self.epochs
+                if e.last_position >= first_live
+            ]
+        recent = self.recent
+        asked: list[tuple[int, int, int, int]] = []
+        for index, digest in enumerate(digests):
+            position = recent.get(digest)
+            if position is None:
+                for entries in frozen:
+                    position = entries.get(digest)
+                    if position is not None:
+                        break
+            if position is not None:
+                if position >= first_live:
+                    found[index] = position
                 continue
-            hashed, tag = key_digest(stream, source, event_id)
-            self.entries[hashed] = (position, tag)
+            if epochs:
+                block, tag = _halves.unpack(digest)
+                bits = mask(tag)
+                for bloom, first_run, last_run in epochs:
+                    if bloom.may_hold(block, bits):
+                        asked.extend(
+                            (index, run, block, tag) for run in range(first_run, last_run + 1)
+                        )
+        if asked:
+            for index, position in conn.execute(_FIND, (_encode_json(asked), first_live)):
+                found[index] = position
+        return found
+
+    def add(self, entries: Iterable[tuple[bytes, int]], next_position: int) -> bool:
+        """The entries of newly stored events; True when they filled `recent` and it was handed
+        to the indexer (wake it)."""
+        self.recent.update(entries)
+        if len(self.recent) < self.run_entries:
+            return False
+        self.freeze(next_position)
+        return True
+
+    def freeze(self, next_position: int) -> None:
+        """Hand `recent` to the indexer as the next run."""
+        if not self.recent:
+            return
+        with self._lock:
+            self._frozen.append(_Frozen(self.recent, next_position))
+        self.recent = {}
+
+    # -- the indexer thread --------------------------------------------------------------------
 
     @property
-    def flush_upto(self) -> int:
-        """Where the flush under way started: all entries below it are written once it ends."""
-        return self._flush_upto
+    def frozen(self) -> bool:
+        return bool(self._frozen)
 
-    def lookup(self, hashed: int) -> Entry | None:
-        return self.entries.get(hashed)
+    def write_run(self, conn: sqlite3.Connection, first_live: int) -> Written | None:
+        """Write the oldest frozen entries as a run, in the caller's transaction."""
+        with self._lock:
+            if not self._frozen:
+                return None
+            frozen = self._frozen[0]
+        digests = list(frozen.entries)
+        keys = list(_halves.iter_unpack(b"".join(digests)))
+        positions = list(frozen.entries.values())
+        live = [
+            (block, tag)
+            for (block, tag), position in zip(keys, positions, strict=True)
+            if position >= first_live
+        ]
+        epochs = list(self.epochs)
+        if live:
+            run = self._next_run
+            rows = [(*key, position) for key, position in zip(keys, positions, strict=True)]
+            conn.execute(_INSERT_RUN, (run, _encode_json(rows), first_live))
+            last_position = max(p for p in positions if p >= first_live)
+            epochs = self._place_run(conn, epochs, run, len(live), last_position)
+        conn.execute(_SET_FLUSHED, (frozen.upto,))
+        return Written(frozen, live, epochs)
 
-    def add(self, rows: list[Row]) -> None:
-        """After a group's commit: its stored events' entries."""
-        entries = self.entries
-        for hashed, position, tag in rows:
-            entries[hashed] = (position, tag)
+    def written(self, written: Written) -> None:
+        """The transaction of `write_run` committed: fill the filter, then publish."""
+        if written.keys:
+            bloom, keys = written.epochs[-1].bloom, written.keys
+            for start in range(0, len(keys), _FILL_SLICE):
+                bloom.add_keys(keys[start : start + _FILL_SLICE])
+                time.sleep(0)  # let the writer and the event loop have the GIL in between
+            self._next_run += 1
+        with self._lock:
+            self.epochs = written.epochs
+            self._frozen.remove(written.frozen)
+        self.flushed_below = written.frozen.upto
 
-    def next_slice(self, count: int, next_position: int, first_live: int) -> tuple[list[Row], bool]:
-        """The next `count` entries to write in the group's transaction, and whether they end the
-        flush; starts a flush when one is due. Nothing moves until `written` confirms them.
+    def expire(self, conn: sqlite3.Connection, first_live: int) -> tuple[list[Epoch], int, bool]:
+        """Delete expired epochs' rows, a slice per call, in the caller's transaction; returns
+        what `expired` needs once that commits."""
+        gone = []
+        for epoch in self.epochs:
+            if not epoch.closed or epoch.last_position >= first_live:
+                break
+            conn.execute("DELETE FROM dedup_epochs WHERE epoch = ?", (epoch.number,))
+            gone.append(epoch)
+        runs = self._expiring or [r for e in gone for r in range(e.first_run, e.last_run + 1)]
+        if not runs:
+            return gone, 0, False
+        cursor = conn.execute(_DELETE_SLICE, (runs[0], EXPIRE_ROWS))
+        return gone, runs[0], cursor.rowcount < EXPIRE_ROWS
 
-        Entries below `first_live` have expired: they are dropped, never written.
-        """
-        if not self._flushing:
-            if len(self.entries) < self._flush_entries:
-                return [], False
-            self._drop_expired(first_live)
-            self._flushing = sorted((h, p, t) for h, (p, t) in self.entries.items())
-            self._flush_upto = next_position
-            self._done = 0
-        end = self._done + count
-        return self._flushing[self._done : end], end >= len(self._flushing)
+    def expired(self, gone: list[Epoch], run: int, run_gone: bool) -> None:
+        if gone:
+            with self._lock:
+                self.epochs = [e for e in self.epochs if e not in gone]
+            self._expiring.extend(r for e in gone for r in range(e.first_run, e.last_run + 1))
+        if run_gone and run in self._expiring:
+            self._expiring.remove(run)
 
-    def written(self, count: int, last: bool) -> None:
-        """After the commit that wrote a slice from `next_slice`."""
-        self._done += count
-        if last and self._flushing:
-            entries = self.entries
-            for hashed, position, tag in self._flushing:
-                if entries.get(hashed) == (position, tag):  # not replaced meanwhile
-                    del entries[hashed]
-            self.flushed_below = self._flush_upto
-            self._flushing = []
-
-    def flush_all(self, conn: sqlite3.Connection, next_position: int, first_live: int) -> None:
-        """On close: every live entry to the table, so the next start has nothing to rebuild."""
-        self._drop_expired(first_live)
-        rows = sorted((h, p, t) for h, (p, t) in self.entries.items())
+    def persist(self, conn: sqlite3.Connection, next_position: int, first_live: int) -> None:
+        """Before a clean stop: every live entry into runs and the open epoch's filter stored,
+        so the next start has nothing to rebuild. Runs its own transactions."""
+        self.freeze(next_position)
+        while self.frozen:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                written = self.write_run(conn, first_live)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            if written is not None:
+                self.written(written)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if rows:
-                conn.execute(schema.UPSERT_HASHES, (_encode_json(rows),))
-            conn.execute(schema.SET_DEDUP_STATE, (next_position,))
+            if self.epochs and not self.epochs[-1].closed:
+                # Stored with its filter it loads as closed and takes no more runs.
+                conn.execute(_PUT_EPOCH, replace(self.epochs[-1], closed=True).row())
+            conn.execute(_SET_FLUSHED, (next_position,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        self.entries.clear()
-        self._flushing = []
-        self._done = 0
         self.flushed_below = next_position
 
-    def _drop_expired(self, first_live: int) -> None:
-        expired = [h for h, (p, _) in self.entries.items() if p < first_live]
-        for hashed in expired:
-            del self.entries[hashed]
+    def _place_run(
+        self, conn: sqlite3.Connection, epochs: list[Epoch], run: int, count: int, last: int
+    ) -> list[Epoch]:
+        """The epochs once the run has joined the open one (closing it first if full)."""
+        current = epochs[-1] if epochs and not epochs[-1].closed else None
+        if current is not None and current.entries + count > current.bloom.capacity:
+            closed = replace(current, closed=True)
+            conn.execute(_PUT_EPOCH, closed.row())
+            epochs[-1], current = closed, None
+        if current is None:
+            number = epochs[-1].number + 1 if epochs else 1
+            previous = epochs[-1].entries if epochs else 0
+            bloom = Bloom(max(count, self._capacity(previous)))
+            current = Epoch(number, run, run, 0, 0, bloom)
+            epochs.append(current)
+        joined = replace(
+            current,
+            last_run=run,
+            entries=current.entries + count,
+            last_position=max(current.last_position, last),
+        )
+        epochs[-1] = joined
+        conn.execute(_PUT_EPOCH, joined.row())
+        return epochs
 
-    def write_below(self, conn: sqlite3.Connection, position: int) -> None:
-        """In a trim's transaction: entries of events about to be trimmed go to the table now,
-        since a restart could no longer rebuild them from their events."""
-        rows = [(h, p, t) for h, (p, t) in self.entries.items() if p < position]
-        if rows:
-            conn.execute(schema.UPSERT_HASHES, (_encode_json(rows),))
+    def _capacity(self, entries: int) -> int:
+        """The keys a new filter is made for: twice what came before, within bounds."""
+        return min(self.epoch_entries, max(self.run_entries, 2 * entries))

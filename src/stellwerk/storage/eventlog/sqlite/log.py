@@ -1,7 +1,16 @@
-"""The embedded event log: one SQLite file in WAL mode, one writer thread, group commit.
+"""The embedded event log: append-only files, one writer thread, one fsync per group, an index.
 
-While one group's commit waits for the disk the next gathers, so fsyncs per second stay near
-constant as load grows (docs/storage.md, "The embedded event log").
+Appends wait in a bounded queue. The writer thread takes everything waiting (up to a group
+size), writes each bus's events of the group as one chunk to the newest log file, calls
+`fdatasync` once, and only then answers each caller on its event loop. While one group waits for
+the disk, the next gathers, so the fsyncs per second stay near constant as load grows while the
+events per fsync rise. An event is written to disk once (`docs/storage.md` has the figures).
+
+The SQLite index beside the files says where each bus's chunks lie; the writer brings it up to
+date every `index_interval` seconds, and readers take the newest chunks from the files. Readers
+have their own connections in a small thread pool. Trims and erasures run on a connection of
+their own, in this process or in any other that opens the same directory with
+`appends=False` (the pipeline process of embedded mode does).
 """
 
 from __future__ import annotations
@@ -14,9 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
-from stellwerk.clock import from_us, to_us, utc_now
+from stellwerk.clock import to_us, utc_now
 from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
     AppendResult,
@@ -30,38 +39,41 @@ from stellwerk.seams import (
     StoredEvent,
 )
 from stellwerk.storage.eventlog.contract import CheckedEventLog
-from stellwerk.storage.eventlog.sqlite import erase, schema
-from stellwerk.storage.eventlog.sqlite.commit import GroupCommitter, first_position_since
-from stellwerk.storage.eventlog.sqlite.dedup import FLUSH_ENTRIES
-from stellwerk.storage.eventlog.sqlite.segments import decode_meta, unpack_ends
-from stellwerk.storage.eventlog.sqlite.writer import Job, LogWriter, PendingAppend
+from stellwerk.storage.eventlog.sqlite import index, upkeep
+from stellwerk.storage.eventlog.sqlite.commit import INDEX_INTERVAL, GroupCommitter
+from stellwerk.storage.eventlog.sqlite.dedup import EPOCH_ENTRIES, RUN_ENTRIES, Dedup
+from stellwerk.storage.eventlog.sqlite.head import HEAD_FILE, Head
+from stellwerk.storage.eventlog.sqlite.logfiles import MAX_FILE_BYTES, LogFiles
+from stellwerk.storage.eventlog.sqlite.migrate import move_legacy_log
+from stellwerk.storage.eventlog.sqlite.reads import NO_LIMIT, Reader, Tail, window_bounds
+from stellwerk.storage.eventlog.sqlite.writer import LogWriter, PendingAppend
 from stellwerk.storage.sqlite import Checkpointer
 
+TRIM_INDEX_WAIT: Final = 5.0
+TRIM_INDEX_POLL: Final = 0.01
 _T = TypeVar("_T")
 
 
 class SqliteEventLog(CheckedEventLog):
-    """The `EventLog` on one SQLite file, e.g. `SqliteEventLog(data_dir / EVENTS_FILE)`.
+    """The `EventLog` in a directory, e.g. `SqliteEventLog(data_dir / LOG_DIR)`.
 
+    With `appends=False` the log only reads, trims and erases: another process writes it. A log
+    kept in one SQLite file by an earlier version (`legacy`, an `events.db`) is moved into the
+    directory on the first start (`migrate.py`).
     `clock` gives recorded times (a test can move it); `on_commit(events, seconds)` is called in
-    the writer thread after each committed group with its number of events and transaction time,
-    for metrics. The queue holds at most `max_queue_events` events and `max_queue_bytes` bytes,
-    and no append may wait longer than `max_queue_delay` seconds; beyond that `append` raises
-    `LogOverloaded`. One batch larger than the bounds is taken when the queue is empty, so every
-    batch the HTTP layer allows can get through.
-
-    The dedup entries of the newest `dedup_flush_entries` events are held in memory and written in
-    bulk (see `dedup.py`). The WAL is folded into the file by a background thread at most every
-    `checkpoint_interval` seconds (None: never in the background), and by the writer itself once the
-    WAL file passes `max_wal_bytes` (see `storage/sqlite/checkpoint.py`). An erasure looks at
-    `erase_scan_events` events per step and rewrites about `erase_job_bytes` of segments per writer
-    transaction (see `erase.py`).
+    the writer thread after each stored group, for metrics. The queue holds at most
+    `max_queue_events` events and `max_queue_bytes` bytes, and no append may wait longer than
+    `max_queue_delay` seconds; beyond that `append` raises `LogOverloaded`. One batch larger than
+    the bounds is taken when the queue is empty, so every batch the HTTP layer allows gets
+    through.
     """
 
     def __init__(
         self,
-        path: str | Path,
+        directory: str | Path,
         *,
+        appends: bool = True,
+        legacy: Path | None = None,
         dedup_window: timedelta = DEFAULT_DEDUP_WINDOW,
         clock: Callable[[], datetime] = utc_now,
         on_commit: Callable[[int, float], None] | None = None,
@@ -70,90 +82,130 @@ class SqliteEventLog(CheckedEventLog):
         max_queue_delay: float = 1.0,
         max_group_events: int = 10_000,
         readers: int = 2,
-        dedup_sweep_interval: float = 1.0,
+        index_interval: float = INDEX_INTERVAL,
         checkpoint_interval: float | None = 0.1,
         max_wal_bytes: int = 64 * 1024 * 1024,
-        dedup_flush_entries: int = FLUSH_ENTRIES,
-        erase_scan_events: int = erase.SCAN_EVENTS,
-        erase_job_bytes: int = erase.JOB_BYTES,
+        max_file_bytes: int = MAX_FILE_BYTES,
+        dedup_run_entries: int = RUN_ENTRIES,
+        dedup_epoch_entries: int = EPOCH_ENTRIES,
     ) -> None:
-        self.path = Path(path)
-        self._erase_scan_events = erase_scan_events
-        self._erase_job_bytes = erase_job_bytes
-        self._committer = GroupCommitter(
-            dedup_window=dedup_window,
-            clock=clock,
-            on_commit=on_commit,
-            sweep_interval=dedup_sweep_interval,
-            max_wal_bytes=max_wal_bytes,
-            dedup_flush_entries=dedup_flush_entries,
-        )
-        self._checkpoint_interval = checkpoint_interval
-        self._checkpointer: Checkpointer | None = None
+        self.directory = Path(directory)
+        self._appends = appends
+        self._legacy = legacy
+        self._window = dedup_window
+        self._clock = clock
+        self._readers = readers
         self._max_queue_events = max_queue_events
         self._max_queue_bytes = max_queue_bytes
         self._max_queue_delay = max_queue_delay
-        self._readers = readers
-        self._writer: LogWriter | None = None
-        self._reader_pool: ThreadPoolExecutor | None = None
-        self._reader_local = threading.local()
-        self._reader_conns: list[sqlite3.Connection] = []
-        self._reader_lock = threading.Lock()
         self._max_group_events = max_group_events
+        self._checkpoint_interval = checkpoint_interval
+        self._committer = (
+            GroupCommitter(
+                self.directory,
+                dedup_window=dedup_window,
+                clock=clock,
+                on_commit=on_commit,
+                index_interval=index_interval,
+                max_wal_bytes=max_wal_bytes,
+                max_file_bytes=max_file_bytes,
+                dedup=Dedup(run_entries=dedup_run_entries, epoch_entries=dedup_epoch_entries),
+            )
+            if appends
+            else None
+        )
+        self._files: LogFiles | None = None
+        self._head: Head | None = None
+        self._tail: Tail | None = None
+        self._writer: LogWriter | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._reader_pool: ThreadPoolExecutor | None = None
+        self._upkeep_pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._open = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._writer is not None:
+        if self._open:
             raise EventLogError("the event log was already started")
-        await asyncio.to_thread(self._committer.open, self.path)
-        self._reader_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="eventlog-read")
-        if self._checkpoint_interval is not None:
-            self._checkpointer = Checkpointer(
-                functools.partial(schema.connect, self.path, role=schema.Role.CHECKPOINTER),
-                interval=self._checkpoint_interval,
-                name="eventlog-checkpoint",
+        committer = self._committer
+        if committer is not None:
+            if self._legacy is not None:
+                await asyncio.to_thread(move_legacy_log, self._legacy, self.directory)
+            await asyncio.to_thread(committer.open)
+            self._files, self._head = committer.files, committer.head
+            if self._checkpoint_interval is not None:
+                self._checkpointer = Checkpointer(
+                    functools.partial(
+                        index.connect, self._index_path, role=index.Role.CHECKPOINTER
+                    ),
+                    interval=self._checkpoint_interval,
+                    name="eventlog-checkpoint",
+                )
+                self._checkpointer.start()
+                committer.indexer.on_commit = self._checkpointer.nudge
+            self._writer = LogWriter(
+                commit_group=committer.commit_group, max_group_events=self._max_group_events
             )
-            self._checkpointer.start()
-        self._writer = LogWriter(
-            commit_group=self._committer.commit_group,
-            run_job=self._committer.run_job,
-            idle=self._between_groups,
-            max_group_events=self._max_group_events,
-        )
-        self._writer.start()
+            self._writer.start()
+        else:
+            self._files = LogFiles(self.directory)
+            self._head = await asyncio.to_thread(_wait_for_head, self.directory / HEAD_FILE)
+        assert self._files is not None
+        assert self._head is not None
+        self._tail = Tail(self._files, self._head)
+        self._reader_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="eventlog-read")
+        self._upkeep_pool = ThreadPoolExecutor(1, thread_name_prefix="eventlog-upkeep")
+        self._open = True
 
     async def close(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is None:
+        if not self._open:
             return
-        await asyncio.to_thread(writer.stop)
+        self._open = False
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await asyncio.to_thread(writer.stop)
+        for pool in (self._reader_pool, self._upkeep_pool):
+            if pool is not None:
+                await asyncio.to_thread(pool.shutdown, wait=True)
+        self._reader_pool = self._upkeep_pool = None
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             await asyncio.to_thread(checkpointer.stop)
-        pool, self._reader_pool = self._reader_pool, None
-        if pool is not None:
-            await asyncio.to_thread(pool.shutdown, wait=True)
-        for conn in self._reader_conns:
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
             conn.close()
-        self._reader_conns.clear()
-        self._committer.close()
+        if self._committer is not None:
+            await asyncio.to_thread(self._committer.close)
+        else:
+            if self._files is not None:
+                self._files.close()
+            if self._head is not None:
+                self._head.close()
 
     async def ping(self) -> None:
-        writer = self._running_writer()
-        if not writer.alive:
+        self._check_open()
+        if self._writer is not None and not self._writer.alive:
             raise EventLogError("the event log's writer thread has stopped")
-        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+        await self._read(lambda reader: reader.last_position("", ""))
 
     @property
     def queued_events(self) -> int:
-        """Events waiting for the writer (not counting the group being committed)."""
+        """Events waiting for the writer (not counting the group being stored)."""
         return self._writer.queued_events if self._writer is not None else 0
 
     # -- the EventLog protocol -----------------------------------------------------------------
 
     async def _append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
-        writer = self._running_writer()
+        writer = self._writer
+        if writer is None or not writer.accepting:
+            if self._open and self._committer is None:
+                raise EventLogError("this process reads the log; another one appends to it")
+            raise LogClosed("the event log is not open")
         if not batch:
             return []
         size = sum(len(event.body) for event in batch)
@@ -171,48 +223,43 @@ class SqliteEventLog(CheckedEventLog):
         return result
 
     async def _read_after(self, tenant: str, bus: str, after: int, limit: int) -> list[StoredEvent]:
-        def query(conn: sqlite3.Connection) -> list[StoredEvent]:
-            return _read_segments(conn, tenant, bus, after, 2**63 - 1, limit)
-
-        self._running_writer()
-        return await self._read(query)
+        return await self._read(lambda reader: reader.read(tenant, bus, after, NO_LIMIT, limit))
 
     async def _read_window(
         self, tenant: str, bus: str, start: datetime, end: datetime, after: int, limit: int
     ) -> list[StoredEvent]:
-        start_us, end_us = to_us(start), to_us(end)
-
-        def query(conn: sqlite3.Connection) -> list[StoredEvent]:
-            if start_us >= end_us:
+        def query(reader: Reader) -> list[StoredEvent]:
+            bounds = window_bounds(reader, start, end)
+            if bounds is None:
                 return []
-            first = first_position_since(conn, start_us)
-            if first is None:
-                return []
-            beyond = first_position_since(conn, end_us)
-            upper = beyond if beyond is not None else 2**63 - 1
-            return _read_segments(conn, tenant, bus, max(after, first - 1), upper, limit)
+            first, before = bounds
+            return reader.read(tenant, bus, max(after, first), before, limit)
 
-        self._running_writer()
         return await self._read(query)
 
     async def last_position(self, tenant: str, bus: str) -> int:
-        def query(conn: sqlite3.Connection) -> int:
-            row = conn.execute(schema.LAST_POSITION, (tenant, bus)).fetchone()
-            return int(row[0]) if row else 0
-
-        self._running_writer()
-        return await self._read(query)
+        return await self._read(lambda reader: reader.last_position(tenant, bus))
 
     async def trim(
         self, older_than: datetime, keep: Mapping[tuple[str, str], int] | None = None
     ) -> int:
-        """Remove events recorded before `older_than`, a chunk per writer transaction."""
-        cut_us = to_us(older_than)
+        """Remove events recorded before `older_than`, a chunk range per transaction."""
+        files = self._check_open()
+        await self._index_caught_up()
         kept = dict(keep or {})
+        window_us = self._window // timedelta(microseconds=1)
         total, start = 0, 1
         while start:
-            removed, start = await self._submit_job(
-                functools.partial(self._committer.trim_chunk, cut_us=cut_us, keep=kept, start=start)
+            removed, start = await self._upkeep(
+                functools.partial(
+                    upkeep.trim_chunk,
+                    files=files,
+                    cut_us=to_us(older_than),
+                    now_us=to_us(self._clock()),
+                    keep=kept,
+                    start=start,
+                    window_us=window_us,
+                )
             )
             total += removed
         return total
@@ -225,135 +272,101 @@ class SqliteEventLog(CheckedEventLog):
         matches: EraseMatch,
         before: EraseHook | None = None,
     ) -> list[ErasedEvent]:
-        """Find on a reader, then blank in the writer a few segments per transaction (erase.py)."""
-        self._running_writer()
-        streams = await self._read(lambda conn: erase.streams_of(conn, tenant, bus))
+        """Find the events on a reader, then blank them a chunk at a time (upkeep.py)."""
+        files = self._check_open()
+        buses = [bus] if bus is not None else await self._read(lambda r: r.buses(tenant))
         erased: list[ErasedEvent] = []
-        for stream in streams:
-            start = 1
-            while start:
-                found = await self._read(
-                    functools.partial(
-                        erase.scan,
-                        tenant=tenant,
-                        stream=stream,
-                        start=start,
-                        needle=needle,
-                        matches=matches,
-                        max_events=self._erase_scan_events,
-                    )
-                )
-                start = found.next_position
-                if not found.events:
-                    continue
+        for name in buses:
+            upto = await self.last_position(tenant, name) + 1  # events from now on stay
+
+            def find(reader: Reader, bus: str = name, upto: int = upto) -> list[upkeep.Found]:
+                return list(upkeep.scan(reader, tenant, bus, needle, matches, upto))
+
+            for chunk in await self._read(find):
                 if before is not None:
-                    await before(found.events)
-                done: set[int] = set()
-                for job in found.jobs(self._erase_job_bytes):
-                    done.update(
-                        await self._submit_job(
-                            functools.partial(self._blank, stream=stream.stream, segments=job)
-                        )
-                    )
-                erased.extend(e for e in found.events if e.position in done)
+                    await before(chunk.events)
+                await self._upkeep(functools.partial(upkeep.blank, files=files, found=chunk))
+                erased.extend(chunk.events)
         return erased
 
-    def _blank(
-        self, conn: sqlite3.Connection, stream: int, segments: dict[int, list[int]]
-    ) -> list[int]:
-        """In the writer thread: blank the entries, keeping their dedup entries (see dedup.py)."""
-        last = max(position + max(indexes) for position, indexes in segments.items())
-        self._committer.persist_dedup_below(conn, last + 1)
-        return erase.blank(conn, stream, segments)
+    # -- plumbing ------------------------------------------------------------------------------
 
-    def _between_groups(self) -> None:
-        """In the writer thread after each group or job."""
-        if self._checkpointer is not None:
-            self._checkpointer.nudge()
-        self._committer.housekeeping()
+    async def _index_caught_up(self) -> None:
+        """Wait (a while) until the index covers what is durable now: trims work on the index.
 
-    # -- reading -------------------------------------------------------------------------------
+        The writer, perhaps in another process, brings it up to date every index interval; if
+        it does not within `TRIM_INDEX_WAIT`, the trim goes on with what is indexed, which only
+        keeps more events than asked.
+        """
+        assert self._head is not None
+        head = self._head.load()
+        deadline = asyncio.get_running_loop().time() + TRIM_INDEX_WAIT
+        while await self._read(lambda reader: reader.indexed() < head):
+            if asyncio.get_running_loop().time() > deadline:
+                return
+            await asyncio.sleep(TRIM_INDEX_POLL)
 
-    def _running_writer(self) -> LogWriter:
-        writer = self._writer
-        if writer is None or not writer.accepting:
+    @property
+    def _index_path(self) -> Path:
+        return self.directory / index.INDEX_FILE
+
+    def _check_open(self) -> LogFiles:
+        if not self._open or self._files is None:
             raise LogClosed("the event log is not open")
-        return writer
+        return self._files
 
-    async def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
+    async def _read(self, query: Callable[[Reader], _T]) -> _T:
+        self._check_open()
         pool = self._reader_pool
         if pool is None:
             raise LogClosed("the event log is not open")
         loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(pool, lambda: query(self._reader_conn()))
+            future = loop.run_in_executor(pool, lambda: query(self._reader()))
         except RuntimeError:  # the pool shut down between the check and the call
             raise LogClosed("the event log is closing") from None
         return await future
 
-    def _reader_conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
+    async def _upkeep(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        self._check_open()
+        pool = self._upkeep_pool
+        if pool is None:
+            raise LogClosed("the event log is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(pool, lambda: work(self._conn(index.Role.UPKEEP)))
+        except RuntimeError:
+            raise LogClosed("the event log is closing") from None
+        return await future
+
+    def _reader(self) -> Reader:
+        reader: Reader | None = getattr(self._local, "reader", None)
+        if reader is None:
+            assert self._files is not None
+            assert self._tail is not None
+            reader = Reader(self._conn(index.Role.READER), self._files, self._tail)
+            self._local.reader = reader
+        return reader
+
+    def _conn(self, role: index.Role) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, role.value, None)
         if conn is None:
-            conn = schema.connect(self.path, role=schema.Role.READER)
-            self._reader_local.conn = conn
-            with self._reader_lock:
-                self._reader_conns.append(conn)
+            conn = index.connect(self._index_path, role=role)
+            setattr(self._local, role.value, conn)
+            with self._conns_lock:
+                self._conns.append(conn)
         return conn
 
-    # -- the writer thread's side --------------------------------------------------------------
 
-    async def _submit_job(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        writer = self._running_writer()
-        loop = asyncio.get_running_loop()
-        job = Job(work, loop.create_future(), loop)
-        writer.submit_job(job)
-        result: _T = await job.future
-        return result
+def _wait_for_head(path: Path, timeout: float = 30.0) -> Head:
+    """A reading process may start before the writer made the head: wait for it a while."""
+    import time
 
-
-def _read_segments(
-    conn: sqlite3.Connection, tenant: str, bus: str, after: int, before: int, limit: int
-) -> list[StoredEvent]:
-    """Up to `limit` events of a bus at positions in `(after, before)`, from its segments."""
-    row = conn.execute(schema.STREAM_OF, (tenant, bus)).fetchone()
-    if row is None:
-        return []
-    out: list[StoredEvent] = []
-    # One read transaction for all the segments, so they come from one snapshot.
-    cursor = conn.execute(schema.READ_SEGMENTS, (row[0], after, before))
-    try:
-        for position, count, recorded_us, meta, ends, bodies in cursor:
-            first = max(0, after + 1 - position)
-            last = min(count, before - position)
-            if first >= last or not bodies:  # a segment whose events were all erased
-                continue
-            recorded_time = from_us(recorded_us)
-            attributes = decode_meta(meta)
-            offsets = unpack_ends(ends)
-            start = offsets[first - 1] if first else 0
-            for index in range(first, last):
-                end = offsets[index]
-                if end == start:  # erased: no body, and not counted against `limit`
-                    continue
-                if len(out) == limit:
-                    break
-                event_id, source, event_type, subject = attributes[index]
-                out.append(
-                    StoredEvent(
-                        tenant,
-                        bus,
-                        position + index,
-                        event_id,
-                        source,
-                        event_type,
-                        subject,
-                        recorded_time,
-                        bodies[start:end],
-                    )
-                )
-                start = end
-            if len(out) >= limit:
-                break
-    finally:
-        cursor.close()
-    return out
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return Head(path)
+        except FileNotFoundError:
+            if time.monotonic() > deadline:
+                raise LogClosed(f"no log at {path.parent}: its writer has not started") from None
+            time.sleep(0.05)

@@ -1,9 +1,9 @@
 """The event log's single writer thread: a bounded queue of appends, taken in groups.
 
-The thread knows nothing about SQL. It takes every append waiting (up to a group size) and hands
-the group to `commit_group`; jobs (trims) run alone. Callers are resolved on their own event
-loops, one `call_soon_threadsafe` per loop and group rather than per request, because waking a
-loop costs more than the resolution itself.
+The thread knows nothing about files or SQL. It takes every append waiting (up to a group size)
+and hands the group to `commit_group`. Callers are resolved on their own event loops, one
+`call_soon_threadsafe` per loop and group rather than per request, because waking a loop costs
+more than the resolution itself.
 """
 
 from __future__ import annotations
@@ -38,40 +38,19 @@ class PendingAppend:
         self.enqueued = time.monotonic()
 
 
-class Job:
-    """Work that needs the writer's connection in a transaction of its own (a trim chunk)."""
-
-    __slots__ = ("enqueued", "future", "loop", "work")
-
-    def __init__(
-        self,
-        work: Callable[[Any], Any],
-        future: asyncio.Future[Any],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        self.work = work
-        self.future = future
-        self.loop = loop
-        self.enqueued = time.monotonic()
-
-
 class LogWriter:
-    """Runs `commit_group` and `run_job` in one thread, in arrival order; `idle` after each."""
+    """Runs `commit_group` in one thread, in arrival order."""
 
     def __init__(
         self,
         *,
         commit_group: Callable[[Sequence[PendingAppend]], list[list[AppendResult]]],
-        run_job: Callable[[Job], Any],
-        idle: Callable[[], None],
         max_group_events: int,
     ) -> None:
         self._commit_group = commit_group
-        self._run_job = run_job
-        self._idle = idle
         self._max_group_events = max_group_events
         self._cond = threading.Condition()
-        self._queue: deque[PendingAppend | Job] = deque()
+        self._queue: deque[PendingAppend] = deque()
         self._queued_events = 0
         self._queued_bytes = 0
         self._stopping = False
@@ -121,28 +100,17 @@ class LogWriter:
             self._cond.notify()
         return None
 
-    def submit_job(self, job: Job) -> None:
-        with self._cond:
-            if self._stopping:
-                raise LogClosed("the event log is closing")
-            self._queue.append(job)
-            self._cond.notify()
-
-    def _take(self) -> list[PendingAppend] | Job | None:
+    def _take(self) -> list[PendingAppend] | None:
+        """The next group; None: stop."""
         with self._cond:
             while not self._queue and not self._stopping:
                 self._cond.wait()
             if not self._queue:
                 return None
-            head = self._queue[0]
-            if isinstance(head, Job):
-                return self._queue.popleft()  # type: ignore[return-value]
             group: list[PendingAppend] = []
             events = 0
             while self._queue:
                 item = self._queue[0]
-                if isinstance(item, Job):
-                    break
                 if group and events + len(item.batch) > self._max_group_events:
                     break
                 self._queue.popleft()
@@ -154,14 +122,8 @@ class LogWriter:
 
     def _run(self) -> None:
         try:
-            while (taken := self._take()) is not None:
-                if isinstance(taken, Job):
-                    self._execute_job(taken)
-                else:
-                    self._execute_group(taken)
-                # Housekeeping that fails now is tried again after the next group.
-                with contextlib.suppress(Exception):
-                    self._idle()
+            while (group := self._take()) is not None:
+                self._execute_group(group)
         finally:
             with self._cond:
                 self._stopping = True
@@ -182,14 +144,6 @@ class LogWriter:
             by_loop.setdefault(pending.loop, []).append((pending.future, outcome))
         for loop, pairs in by_loop.items():
             _resolve(loop, pairs)
-
-    def _execute_job(self, job: Job) -> None:
-        outcome: Any
-        try:
-            outcome = self._run_job(job)
-        except Exception as exc:
-            outcome = exc
-        _resolve(job.loop, [(job.future, outcome)])
 
 
 def _resolve(loop: asyncio.AbstractEventLoop, pairs: list[tuple[asyncio.Future[Any], Any]]) -> None:
