@@ -35,7 +35,7 @@ from stellwerk.storage.archive.jetstream import JetStreamArchiveStore
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
-from stellwerk.storage.sqlite import ARCHIVES_FILE, EVENTS_FILE
+from stellwerk.storage.sqlite import ARCHIVES_FILE, LOG_DIR
 
 PAD = "x" * 820
 
@@ -61,7 +61,7 @@ async def run(events: int, directory: Path, backend: str, nats_url: str | None =
     control = await ControlPlane.open(f"sqlite+aiosqlite:///{directory / 'control.db'}")
     tenant = await control.create_tenant("bench")
     async with (
-        SqliteEventLog(directory / EVENTS_FILE) as log,
+        SqliteEventLog(directory / LOG_DIR) as log,
         _store(backend, directory, nats_url) as store,
     ):
         uids = {}

@@ -43,7 +43,7 @@ from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.seams import Delivery, NewDelivery, NewEvent, TargetKey
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import DELIVERIES_FILE, EVENTS_FILE
+from stellwerk.storage.sqlite import DELIVERIES_FILE, LOG_DIR
 
 PAYLOAD = b'{"pad":"' + b"x" * 1000 + b'"}'
 TENANT, BUS = "bench", "default"
@@ -95,7 +95,7 @@ async def route_phase(directory: Path, events: int, rules: int, seed: int) -> st
         targets[f"rule-{number}"] = [RouteTarget("t")]
     rule_set = RuleSet(matcher, targets)
     async with (
-        SqliteEventLog(directory / EVENTS_FILE) as log,
+        SqliteEventLog(directory / LOG_DIR) as log,
         SqliteDeliveryQueue(directory / DELIVERIES_FILE) as queue,
     ):
         for start in range(0, events, 1000):

@@ -30,7 +30,7 @@ from stellwerk.erasure.criterion import Criterion, parse
 from stellwerk.events import CloudEvent
 from stellwerk.seams import ErasedEvent, NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
-from stellwerk.storage.sqlite import EVENTS_FILE
+from stellwerk.storage.sqlite import LOG_DIR
 
 USERS = 2_000
 PAD = "x" * 400
@@ -102,7 +102,7 @@ async def _read_all(log: SqliteEventLog) -> int:
 
 
 async def run(events: int, directory: Path) -> None:
-    async with SqliteEventLog(directory / EVENTS_FILE) as log:
+    async with SqliteEventLog(directory / LOG_DIR) as log:
         started = time.perf_counter()
         for start in range(0, events, 1000):
             await log.append(_events(start, min(1000, events - start)))

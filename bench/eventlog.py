@@ -1,25 +1,36 @@
-"""Benchmark of the embedded event log: durable events/s and append latency, beside raw SQLite.
+"""Benchmark of the embedded event log: durable events/s, CPU and bytes written per event, beside
+the floors of the same work done raw.
 
-Run `.venv/bin/python bench/eventlog.py [--seconds S] [--appenders N] [--dir DIR]`. Each phase
-writes a fresh file in WAL mode with `synchronous=FULL`:
+Run `stellwerk bench eventlog [--seconds S] [--appenders N] [--event-bytes B] [--dir DIR]`. Each
+phase writes a fresh directory:
 
-- `raw sqlite3, batch`: one thread, `executemany` of a batch in one transaction per batch, into
-  the same table and indexes. The best this disk and SQLite can do without any log machinery.
-- `log, batch`: N asyncio tasks, each appending batches through `SqliteEventLog.append` and
-  waiting for the acknowledgement. Group commit lets concurrent batches share a commit.
-- `raw sqlite3, single`: one event per transaction: the fsync rate of the disk.
+- `raw file, batch`: one thread writing each batch (the chunk layout's bytes) to a file with one
+  `write` and one `fdatasync`: the floor of the log's design, what the disk costs.
+- `raw sqlite3, batch`: one thread, a row per event in one WAL transaction per batch with
+  `synchronous=FULL` and SQLite's own checkpoints: the floor of a log kept in SQLite (it writes
+  each event twice, once in the WAL and once at the checkpoint).
+- `log, batch`: N asyncio tasks appending batches through `SqliteEventLog.append` and waiting for
+  the acknowledgement. Group commit lets concurrent batches share a commit.
+- `raw file, single` and `raw sqlite3, single`: one event per commit: the fsync rate of the disk.
 - `log, single`: many tasks appending one event each (as single-event HTTP requests would).
-- `log, batch @R/s`: batches started at a steady rate of half the saturated `log, batch` rate,
-  without waiting for each other: the acknowledgement latency of a log that keeps up.
+- `log, batch @R/s`: batches started at half the saturated `log, batch` rate, without waiting
+  for each other: the acknowledgement latency of a log that keeps up.
 
-Events are ~1 KB CloudEvents JSON. Latency is per `append` call, from the call to its return.
+Each row prints events/s, latency per `append` (or commit), events per commit, this process's CPU
+µs per event (all threads) and bytes written to disk per event (`/proc/self/io` write_bytes, the
+index and its checkpoints included), and that as a multiple of the event's stored size (its body
+with Stellwerk's extensions). The log's phases close the log before the bytes are read, so its
+last index commit and checkpoint count too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sqlite3
 import statistics
+import struct
 import sys
 import tempfile
 import time
@@ -30,10 +41,13 @@ from pathlib import Path
 
 from stellwerk.events import CloudEvent, encode_event
 from stellwerk.seams import DEFAULT_DEDUP_WINDOW, NewEvent
-from stellwerk.storage.eventlog.sqlite import SqliteEventLog, schema
-from stellwerk.storage.sqlite import EVENTS_FILE
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.sqlite import LOG_DIR
 
-PAD = "x" * 820  # with the envelope, ~1 KB per event
+# What the log adds to each stored body: `,"tenant":"bench","bus":"default","recordedtime":"..."`.
+EXTENSIONS_BYTES = len(
+    ',"tenant":"bench","bus":"default","recordedtime":"2026-03-01T12:00:00.000000Z"'
+)
 
 
 @dataclass
@@ -44,6 +58,8 @@ class Result:
     latencies: list[float]
     commits: int = 0
     cpu: float = 0.0  # seconds of this process's CPU (all threads) during the phase
+    written: int = 0  # bytes this process wrote to disk during the phase
+    stored_size: int = 0  # bytes of one stored event
 
     def row(self) -> str:
         rate = self.events / self.seconds
@@ -56,28 +72,59 @@ class Result:
             latency = f"{'-':>8} {'-':>8}"
         group = f"{self.events / self.commits:9.1f}" if self.commits else f"{'-':>9}"
         cpu = f"{self.cpu * 1e6 / self.events:9.1f}" if self.events else f"{'-':>9}"
-        return f"{self.name:<24} {rate:>12,.0f} {latency} {self.commits:>8} {group} {cpu}"
+        per_event = self.written / self.events if self.events else 0.0
+        ratio = per_event / self.stored_size if self.stored_size else 0.0
+        written = f"{per_event:9,.0f} {ratio:6.2f}x"
+        return f"{self.name:<24} {rate:>12,.0f} {latency} {self.commits:>8} {group} {cpu} {written}"
 
 
-def timed(phase: Callable[[], Result]) -> Result:
-    """Run a phase and note its CPU time, which neighbours on a shared machine do not inflate."""
-    before = time.process_time()
+HEADER = (
+    f"{'phase':<24} {'events/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'commits':>8} {'ev/commit':>9}"
+    f" {'CPU us/ev':>9} {'B/event':>9} {'x size':>7}"
+)
+
+
+def written_bytes() -> int:
+    """Bytes this process has caused to be written to disk (Linux), 0 where unknown."""
+    try:
+        with open("/proc/self/io") as io:
+            for line in io:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def timed(phase: Callable[[], Result], stored_size: int) -> Result:
+    """Run a phase and note its CPU time and bytes written, which neighbours on a shared machine
+    do not inflate."""
+    os.sync()  # what earlier phases left dirty is not this phase's
+    before, written = time.process_time(), written_bytes()
     result = phase()
+    os.sync()
     result.cpu = time.process_time() - before
+    result.written = written_bytes() - written
+    result.stored_size = stored_size
     return result
 
 
-def make_body(event_id: str) -> bytes:
-    event = CloudEvent(
-        id=event_id,
-        source="https://shop.example/orders",
-        type="com.example.order.created",
-        subject="order/7",
-        time="2026-03-01T12:00:00Z",
-        datacontenttype="application/json",
-        data={"order": event_id, "total": 120.5, "note": PAD},
-    )
-    return encode_event(event)
+def make_body(event_id: str, size: int) -> bytes:
+    """A CloudEvent of about `size` bytes of JSON."""
+
+    def body(pad: int) -> bytes:
+        event = CloudEvent(
+            id=event_id,
+            source="https://shop.example/orders",
+            type="com.example.order.created",
+            subject="order/7",
+            time="2026-03-01T12:00:00Z",
+            datacontenttype="application/json",
+            data={"order": event_id, "total": 120.5, "note": "x" * pad},
+        )
+        return encode_event(event)
+
+    return body(max(0, size - len(body(0))))
 
 
 RAW_TABLE = """CREATE TABLE raw_events (
@@ -100,10 +147,36 @@ def make_batch(prefix: str, size: int, template: bytes) -> list[NewEvent]:
     return batch
 
 
+def raw_file(path: Path, batch_size: int, seconds: float, template: bytes) -> Result:
+    """Each batch's bodies, framed as the log frames them, with one write and one fdatasync."""
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / "raw.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    deadline = time.perf_counter() + seconds
+    events = commits = 0
+    latencies: list[float] = []
+    started = time.perf_counter()
+    while time.perf_counter() < deadline:
+        batch = make_batch(f"f{commits}", batch_size, template)
+        t0 = time.perf_counter()
+        bodies = [e.body + b" " * EXTENSIONS_BYTES for e in batch]
+        frame = struct.pack("<4sIIIqq", b"SWL1", sum(map(len, bodies)), 0, len(bodies), events, 0)
+        os.write(fd, frame + b"".join(bodies))
+        os.fdatasync(fd)
+        latencies.append(time.perf_counter() - t0)
+        events += len(batch)
+        commits += 1
+    elapsed = time.perf_counter() - started
+    os.close(fd)
+    return Result(f"raw file, {_label(batch_size)}", events, elapsed, latencies, commits)
+
+
 def raw_sqlite(path: Path, batch_size: int, seconds: float, template: bytes) -> Result:
-    conn = schema.connect(path, role=schema.Role.WRITER)
+    path.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path / "raw.db", isolation_level=None)
     # Plain SQLite: a row per event, no index, checkpoints in the committing connection, as
     # SQLite does by default.
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA wal_autocheckpoint = 1000")
     conn.execute(RAW_TABLE)
     deadline = time.perf_counter() + seconds
@@ -117,13 +190,15 @@ def raw_sqlite(path: Path, batch_size: int, seconds: float, template: bytes) -> 
         rows = []
         for event in batch:
             position += 1
-            rows.append((position, 1, 0, event.id, event.source, event.type, None, event.body))
+            body = event.body + b" " * EXTENSIONS_BYTES
+            rows.append((position, 1, 0, event.id, event.source, event.type, None, body))
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(RAW_INSERT, rows)
         conn.execute("COMMIT")
         latencies.append(time.perf_counter() - t0)
         commits += 1
     elapsed = time.perf_counter() - started
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     return Result(f"raw sqlite3, {_label(batch_size)}", position, elapsed, latencies, commits)
 
@@ -224,39 +299,39 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_DEDUP_WINDOW.total_seconds() / 3600,
         help="hours (default 24); 0 turns duplicate detection off",
     )
+    parser.add_argument("--event-bytes", type=int, default=330, help="JSON size of an event")
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: tmp)")
     args = parser.parse_args(argv)
 
-    template = make_body("TEMPLATE")
+    template = make_body("TEMPLATE", args.event_bytes)
     window = timedelta(hours=args.dedup_window)
-    print(f"event size: {len(template) - len('TEMPLATE') + 8} bytes, {args.seconds:g} s per phase")
+    size = len(template)
+    stored = size + EXTENSIONS_BYTES
+    print(f"event: {size} bytes sent, {stored} stored; {args.seconds:g} s per phase")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         base = Path(tmp)
         phases: list[Callable[[Path], Result]] = [
+            lambda p: raw_file(p, args.batch, args.seconds, template),
             lambda p: raw_sqlite(p, args.batch, args.seconds, template),
             lambda p: asyncio.run(
                 through_log(p, args.batch, args.appenders, args.seconds, template, window)
             ),
+            lambda p: raw_file(p, 1, args.seconds, template),
             lambda p: raw_sqlite(p, 1, args.seconds, template),
             lambda p: asyncio.run(through_log(p, 1, args.singles, args.seconds, template, window)),
         ]
-        header = f"{'phase':<24} {'events/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'commits':>8}"
-        print(f"{header} {'ev/commit':>9} {'CPU us/ev':>9}")
+        print(HEADER)
         results: list[Result] = []
         for number, phase in enumerate(phases):
-            directory = base / str(number)
-            directory.mkdir()
-            path = directory / EVENTS_FILE
-            results.append(timed(lambda: phase(path)))  # noqa: B023 (called at once)
+            path = base / str(number) / LOG_DIR
+            results.append(timed(lambda: phase(path), stored))  # noqa: B023 (called at once)
             print(results[-1].row(), flush=True)
         # Latency at half the saturated batch rate, the condition of the issue's p99 target.
-        half = results[1].events / results[1].seconds / 2
-        directory = base / "paced"
-        directory.mkdir()
+        half = results[2].events / results[2].seconds / 2
+        path = base / "paced" / LOG_DIR
         paced_result = timed(
-            lambda: asyncio.run(
-                paced(directory / EVENTS_FILE, args.batch, half, args.seconds, template, window)
-            )
+            lambda: asyncio.run(paced(path, args.batch, half, args.seconds, template, window)),
+            stored,
         )
         print(paced_result.row(), flush=True)
     return 0

@@ -53,7 +53,7 @@ from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ControlPlane, NewReplay
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, EVENTS_FILE
+from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, LOG_DIR
 
 STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
 TENANT, BUS = "bench", "default"
@@ -220,7 +220,7 @@ async def throughput(directory: Path, events: int, rules: int, rounds: int) -> f
 
     try:
         async with (
-            SqliteEventLog(directory / EVENTS_FILE) as log,
+            SqliteEventLog(directory / LOG_DIR) as log,
             SqliteArchiveStore(directory / ARCHIVES_FILE) as archives,
         ):
             started = time.perf_counter()
