@@ -191,12 +191,17 @@ async def open_services(
         hooks=RoutedSignal(delivery_metrics, signals),
     )
     log_watch.subscribe(router.notify)
-    archiver = Archiver(event_log, archive_store, control, hooks=ArchiverMetrics(metrics))
-    if settings.role in (Role.ALL, Role.ROUTER):
-        # Each bus is routed, and archived, by the one router process holding its lease.
+    routes = settings.role in (Role.ALL, Role.ROUTER)
+    # Each bus is routed, and archived, by the one router process holding its lease.
+    archiver = Archiver(
+        event_log,
+        archive_store,
+        control,
+        hooks=ArchiverMetrics(metrics),
+        leases=leases if routes else None,
+    )
+    if routes:
         router.owns = bus_owner(leases, "router", rulebook.buses)
-        archiver.owns = bus_owner(leases, "archiver", archiver.buses)
-        archiver.buses_changed = leases.wake
         rulebook.buses_changed = leases.wake
     log_watch.subscribe(archiver.notify)
     suppressions = Suppressions(control.erasures, metrics, ttl=settings.key_cache_seconds)

@@ -42,7 +42,14 @@ from stellwerk.events import REPLAY_NAME
 from stellwerk.ops.metrics import Metrics
 from stellwerk.patterns import Matcher
 from stellwerk.routing.follower import BusFollower, BusKey
-from stellwerk.seams import ArchiveCursorConflict, ArchiveStore, EventLog, StoredEvent
+from stellwerk.seams import (
+    ArchiveCursorConflict,
+    ArchiveStore,
+    EventLog,
+    Leases,
+    StoredEvent,
+    bus_owner,
+)
 from stellwerk.storage.control import ArchiveRecord, ControlPlane
 
 DEFAULT_BATCH: Final = 1000
@@ -157,7 +164,10 @@ class Archiver(BusFollower):
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         reload_seconds: float = DEFAULT_RELOAD_SECONDS,
         owns: Callable[[str, str], bool] | None = None,
+        leases: Leases | None = None,
     ) -> None:
+        """With `leases`, archive the buses whose archiver lease this process holds (and wake
+        the lease keeper when the set of buses with archives changes); else `owns` says."""
         super().__init__(poll_seconds=poll_seconds, owns=owns)
         self.log = log
         self.store = store
@@ -170,8 +180,12 @@ class Archiver(BusFollower):
         self._lock = asyncio.Lock()  # held by a batch, by a reload, and while paused
         self._next_reload = 0.0
         self._running = False
+        self._paused = False
         # Told when the set of buses with archives changed (the lease keeper's `wake`).
-        self.buses_changed: Callable[[], None] = lambda: None
+        self._buses_changed: Callable[[], None] = lambda: None
+        if leases is not None:
+            self.owns = bus_owner(leases, "archiver", self.buses)
+            self._buses_changed = leases.wake
 
     def buses(self) -> list[BusKey]:
         return list(self._archives)
@@ -182,7 +196,10 @@ class Archiver(BusFollower):
         return self._running
 
     async def reload(self) -> None:
-        """Take in the archive definitions as they are now."""
+        """Take in the archive definitions as they are now (while paused: when the pause ends,
+        which reloads anyway; a change made inside the pause is announced inside it)."""
+        if self._paused:
+            return
         async with self._lock:
             await self._reload()
 
@@ -193,9 +210,11 @@ class Archiver(BusFollower):
         Read a new archive's start position inside, so that the archiver cannot have passed it.
         """
         async with self._lock:
+            self._paused = True
             try:
                 yield
             finally:
+                self._paused = False
                 await self._reload()
 
     async def take_in(self, tenant: str, bus: str) -> None:
@@ -212,7 +231,7 @@ class Archiver(BusFollower):
         uids = {uid for each in archives.values() for uid in each.starts}
         gone, self._uids = self._uids - uids, uids
         if archives.keys() != self._archives.keys():
-            self.buses_changed()
+            self._buses_changed()
         self._archives = archives
         for (tenant, bus), each in archives.items():
             if each.untaken:

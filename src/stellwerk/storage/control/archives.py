@@ -19,9 +19,10 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stellwerk.clock import as_utc
+from stellwerk.seams import Change
+from stellwerk.storage.control.changes import ChangeFeed
 from stellwerk.storage.control.records import ConflictError
 from stellwerk.storage.control.tables import archives, tenants
 
@@ -58,8 +59,9 @@ def _record(row: sa.Row[Any]) -> ArchiveRecord:
 
 
 class ArchiveRecordStore:
-    def __init__(self, engine: AsyncEngine, now: Callable[[], datetime]) -> None:
-        self._engine = engine
+    def __init__(self, changes: ChangeFeed, now: Callable[[], datetime]) -> None:
+        self._changes = changes
+        self._engine = changes.engine
         self._now = now
 
     async def put(
@@ -87,7 +89,7 @@ class ArchiveRecordStore:
             "description": description,
             "updated_at": now,
         }
-        async with self._engine.begin() as conn:
+        async with self._changes.begin() as conn:
             existing = (await conn.execute(sa.select(archives.c.uid).where(where))).first()
             if existing is None:
                 count = await conn.scalar(
@@ -114,6 +116,7 @@ class ArchiveRecordStore:
             else:
                 await conn.execute(archives.update().where(where).values(**values))
             row = (await conn.execute(archives.select().where(where))).one()
+            self._changes.changed(Change("archive", tenant_id, bus))
         return _record(row), existing is None
 
     async def take(self, uid: str, cursor: int) -> ArchiveRecord | None:
@@ -167,9 +170,10 @@ class ArchiveRecordStore:
         where = sa.and_(
             archives.c.tenant_id == tenant_id, archives.c.bus == bus, archives.c.name == name
         )
-        async with self._engine.begin() as conn:
+        async with self._changes.begin() as conn:
             row = (await conn.execute(archives.select().where(where))).first()
             if row is None:
                 return None
             await conn.execute(archives.delete().where(where))
+            self._changes.changed(Change("archive", tenant_id, bus))
         return _record(row)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from stellwerk.clock import as_utc
 from stellwerk.rules import ConnectionSpec, open_connection, seal_connection
+from stellwerk.seams import Change
 from stellwerk.storage.control.records import SealedStore
 from stellwerk.storage.control.tables import connections
 
@@ -48,7 +49,7 @@ class ConnectionStore(SealedStore):
             "parameters": msgspec.json.encode(sealed).decode(),
             "updated_at": now,
         }
-        async with self._engine.begin() as conn:
+        async with self._changes.begin() as conn:
             exists = (await conn.execute(sa.select(connections.c.name).where(where))).first()
             if exists is None:
                 await conn.execute(
@@ -59,6 +60,7 @@ class ConnectionStore(SealedStore):
             else:
                 await conn.execute(connections.update().where(where).values(**values))
             row = (await conn.execute(connections.select().where(where))).one()
+            self._changes.changed(Change("rules", tenant_id))  # every rule that uses it
         return self._record(row), exists is None
 
     async def get(self, tenant_id: str, name: str) -> ConnectionRecord | None:
@@ -79,6 +81,8 @@ class ConnectionStore(SealedStore):
 
     async def delete(self, tenant_id: str, name: str) -> bool:
         where = sa.and_(connections.c.tenant_id == tenant_id, connections.c.name == name)
-        async with self._engine.begin() as conn:
+        async with self._changes.begin() as conn:
             result = await conn.execute(connections.delete().where(where))
+            if result.rowcount > 0:
+                self._changes.changed(Change("rules", tenant_id))
         return result.rowcount > 0

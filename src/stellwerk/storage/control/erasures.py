@@ -19,9 +19,11 @@ from typing import Any, Final
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stellwerk.clock import as_utc
+from stellwerk.seams import Change
+from stellwerk.storage.control.changes import ChangeFeed
 from stellwerk.storage.control.tables import erasures, suppressed_events, tenants
 
 _CHUNK: Final = 500  # rows per statement: well below every database's parameter limit
@@ -65,8 +67,9 @@ def _record(row: sa.Row[Any]) -> ErasureRecord:
 
 
 class ErasureStore:
-    def __init__(self, engine: AsyncEngine, now: Callable[[], datetime]) -> None:
-        self._engine = engine
+    def __init__(self, changes: ChangeFeed, now: Callable[[], datetime]) -> None:
+        self._changes = changes
+        self._engine = changes.engine
         self._now = now
 
     # audit entries ---------------------------------------------------------------------------
@@ -193,6 +196,7 @@ class ErasureStore:
     ) -> None:
         """Keep these `(bus, source, id)` out from now on; a key kept out already stays as is."""
         now = self._now()
+        keys = list(dict.fromkeys(keys))
         rows = [
             {
                 "tenant_id": tenant_id,
@@ -203,15 +207,17 @@ class ErasureStore:
                 "erasure_id": erasure_id,
                 "created_at": now,
             }
-            for bus, source, event_id in dict.fromkeys(keys)
+            for bus, source, event_id in keys
         ]
         if not rows:
             return
-        async with self._engine.begin() as conn:
+        async with self._changes.begin() as conn:
             insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
             statement = insert(suppressed_events).on_conflict_do_nothing()
             for start in range(0, len(rows), _CHUNK):
                 await conn.execute(statement, rows[start : start + _CHUNK])
+            for bus in sorted({bus for bus, _, _ in keys}):
+                self._changes.changed(Change("suppression", tenant_id, bus))
 
     async def suppressed(
         self, tenant_id: str, bus: str, keys: Sequence[tuple[str, str]]

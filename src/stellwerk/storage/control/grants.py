@@ -6,14 +6,16 @@ from collections.abc import Callable
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from stellwerk.seams import Change
+from stellwerk.storage.control.changes import ChangeFeed
 from stellwerk.storage.control.tables import bus_grants, tenants
 
 
 class GrantStore:
-    def __init__(self, engine: AsyncEngine, now: Callable[[], datetime]) -> None:
-        self._engine = engine
+    def __init__(self, changes: ChangeFeed, now: Callable[[], datetime]) -> None:
+        self._changes = changes
+        self._engine = changes.engine
         self._now = now
 
     async def grant(self, tenant_id: str, bus: str, grantee_id: str) -> bool:
@@ -39,8 +41,20 @@ class GrantStore:
             bus_grants.c.bus == bus,
             bus_grants.c.grantee_id == grantee_id,
         )
-        async with self._engine.begin() as conn:
+        async with self._changes.begin() as conn:
             result = await conn.execute(bus_grants.delete().where(where))
+            if result.rowcount > 0:
+                # Bus access is cached by tenant names (the log's names for tenants).
+                names = dict(
+                    (
+                        await conn.execute(
+                            sa.select(tenants.c.id, tenants.c.name).where(
+                                tenants.c.id.in_([tenant_id, grantee_id])
+                            )
+                        )
+                    ).all()
+                )
+                self._changes.changed(Change("grant", names[tenant_id], bus, names[grantee_id]))
         return result.rowcount > 0
 
     async def grantees(self, tenant_id: str, bus: str) -> list[str]:

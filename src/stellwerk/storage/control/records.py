@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from stellwerk.secrets import SecretBox
+from stellwerk.storage.control.changes import ChangeFeed
 
 
 class NotFoundError(LookupError):
@@ -26,9 +25,10 @@ class SealedStore:
     """
 
     def __init__(
-        self, engine: AsyncEngine, now: Callable[[], datetime], box: SecretBox | None
+        self, changes: ChangeFeed, now: Callable[[], datetime], box: SecretBox | None
     ) -> None:
-        self._engine = engine
+        self._changes = changes
+        self._engine = changes.engine
         self._now = now
         self._box = box
 

@@ -19,9 +19,11 @@ from typing import Any, Final, Literal
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stellwerk.clock import as_utc
+from stellwerk.seams import Change
+from stellwerk.storage.control.changes import ChangeFeed
 from stellwerk.storage.control.records import ConflictError
 from stellwerk.storage.control.tables import replays, tenants
 
@@ -100,8 +102,9 @@ async def _lock(conn: AsyncConnection) -> None:
 
 
 class ReplayStore:
-    def __init__(self, engine: AsyncEngine, now: Callable[[], datetime]) -> None:
-        self._engine = engine
+    def __init__(self, changes: ChangeFeed, now: Callable[[], datetime]) -> None:
+        self._changes = changes
+        self._engine = changes.engine
         self._now = now
 
     async def create(self, tenant_id: str, new: NewReplay, *, max_running: int) -> ReplayRecord:
@@ -111,7 +114,7 @@ class ReplayStore:
         reused: a replay's cursor stays with its name).
         """
         now = self._now()
-        async with self._engine.begin() as conn:
+        async with self._changes.begin() as conn:
             await _lock(conn)
             taken = await conn.execute(sa.select(replays.c.name).where(_key(tenant_id, new.name)))
             if taken.first():
@@ -134,6 +137,7 @@ class ReplayStore:
                 )
             )
             row = (await conn.execute(replays.select().where(_key(tenant_id, new.name)))).one()
+            self._changes.changed(Change("replay", tenant_id))
         return _record(row)
 
     async def get(self, tenant_id: str, name: str) -> ReplayRecord | None:
@@ -159,13 +163,15 @@ class ReplayStore:
         A replay that finished already stays as it is; the caller sees its state.
         """
         now = self._now()
-        async with self._engine.begin() as conn:
+        async with self._changes.begin() as conn:
             await conn.execute(
                 replays.update()
                 .where(_key(tenant_id, name), replays.c.state.in_(ACTIVE))
                 .values(state="cancelled", updated_at=now, finished_at=now)
             )
             row = (await conn.execute(replays.select().where(_key(tenant_id, name)))).first()
+            if row is not None and row.state == "cancelled":
+                self._changes.changed(Change("replay_cancelled", tenant_id, name=name))
         return _record(row) if row else None
 
     # -- the replay runner's side: across tenants ------------------------------------------

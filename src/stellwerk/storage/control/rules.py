@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from stellwerk.clock import as_utc
 from stellwerk.rules import Rule, RuleInput, TargetSpec
+from stellwerk.seams import Change
 from stellwerk.storage.control.records import ConflictError, SealedStore
 from stellwerk.storage.control.tables import rules
 
@@ -70,7 +71,7 @@ class RuleStore(SealedStore):
             "description": body.description,
             "updated_at": now,
         }
-        async with self._engine.begin() as conn:
+        async with self._changes.begin() as conn:
             existing = (await conn.execute(sa.select(rules.c.name).where(where))).first()
             if existing is None:
                 count = await conn.scalar(
@@ -88,6 +89,7 @@ class RuleStore(SealedStore):
             else:
                 await conn.execute(rules.update().where(where).values(**values))
             row = (await conn.execute(rules.select().where(where))).one()
+            self._changes.changed(Change("rules", tenant_id, bus))
         return self._rule(row), existing is None
 
     async def get(self, tenant_id: str, bus: str, name: str) -> Rule | None:
@@ -108,6 +110,8 @@ class RuleStore(SealedStore):
 
     async def delete(self, tenant_id: str, bus: str, name: str) -> bool:
         where = sa.and_(rules.c.tenant_id == tenant_id, rules.c.bus == bus, rules.c.name == name)
-        async with self._engine.begin() as conn:
+        async with self._changes.begin() as conn:
             result = await conn.execute(rules.delete().where(where))
+            if result.rowcount > 0:
+                self._changes.changed(Change("rules", tenant_id, bus))
         return result.rowcount > 0

@@ -13,9 +13,10 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stellwerk.clock import as_utc
+from stellwerk.seams import Change
+from stellwerk.storage.control.changes import ChangeFeed
 from stellwerk.storage.control.tables import schemas
 
 
@@ -39,8 +40,9 @@ def _record(row: sa.Row[Any]) -> SchemaRecord:
 
 
 class SchemaRegistry:
-    def __init__(self, engine: AsyncEngine, now: Callable[[], datetime]) -> None:
-        self._engine = engine
+    def __init__(self, changes: ChangeFeed, now: Callable[[], datetime]) -> None:
+        self._changes = changes
+        self._engine = changes.engine
         self._now = now
 
     async def put(
@@ -49,7 +51,7 @@ class SchemaRegistry:
         """Add a version unless the latest one is the same; returns it and whether it is new."""
         encoded = msgspec.json.encode(document).decode()
         where = sa.and_(schemas.c.tenant_id == tenant_id, schemas.c.type == type_)
-        async with self._engine.begin() as conn:
+        async with self._changes.begin() as conn:
             latest = (
                 await conn.execute(
                     schemas.select().where(where).order_by(schemas.c.version.desc()).limit(1)
@@ -69,6 +71,7 @@ class SchemaRegistry:
                     created_at=now,
                 )
             )
+            self._changes.changed(Change("schema", tenant_id, name=type_))
         return SchemaRecord(type_, version, document, description, now), True
 
     async def get(
@@ -119,6 +122,8 @@ class SchemaRegistry:
         query = schemas.delete().where(schemas.c.tenant_id == tenant_id, schemas.c.type == type_)
         if version is not None:
             query = query.where(schemas.c.version == version)
-        async with self._engine.begin() as conn:
+        async with self._changes.begin() as conn:
             result = await conn.execute(query)
+            if result.rowcount:
+                self._changes.changed(Change("schema", tenant_id, name=type_))
         return result.rowcount

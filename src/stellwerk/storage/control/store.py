@@ -17,9 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from stellwerk.auth import Scope, generate_key, hash_key
 from stellwerk.clock import as_utc, utc_now
 from stellwerk.names import check_name
+from stellwerk.seams import Change
 from stellwerk.secrets import SecretBox
 from stellwerk.storage.control import migrate
 from stellwerk.storage.control.archives import ArchiveRecordStore
+from stellwerk.storage.control.changes import ChangeFeed
 from stellwerk.storage.control.connections import ConnectionStore
 from stellwerk.storage.control.erasures import ErasureStore
 from stellwerk.storage.control.failed import FailedEventStore
@@ -131,14 +133,17 @@ class ControlPlane:
     ) -> None:
         self._engine = engine
         self._now = clock or utc_now
-        self.rules = RuleStore(engine, self._now, box)
-        self.connections = ConnectionStore(engine, self._now, box)
-        self.grants = GrantStore(engine, self._now)
-        self.schemas = SchemaRegistry(engine, self._now)
+        # Every write that others cache is announced here once it commits (`listen`).
+        self.changes = ChangeFeed(engine)
+        changes = self.changes
+        self.rules = RuleStore(changes, self._now, box)
+        self.connections = ConnectionStore(changes, self._now, box)
+        self.grants = GrantStore(changes, self._now)
+        self.schemas = SchemaRegistry(changes, self._now)
         self.failed_events = FailedEventStore(engine, self._now)
-        self.replays = ReplayStore(engine, self._now)
-        self.archives = ArchiveRecordStore(engine, self._now)
-        self.erasures = ErasureStore(engine, self._now)
+        self.replays = ReplayStore(changes, self._now)
+        self.archives = ArchiveRecordStore(changes, self._now)
+        self.erasures = ErasureStore(changes, self._now)
 
     @classmethod
     async def open(
@@ -255,13 +260,15 @@ class ControlPlane:
 
     async def revoke_key(self, tenant_id: str, key_id: str) -> ApiKeyRecord:
         where = sa.and_(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
-        async with self._engine.begin() as conn:
+        async with self.changes.begin() as conn:
             await conn.execute(
                 api_keys.update()
                 .where(where, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=self._now())
             )
             row = (await conn.execute(api_keys.select().where(where))).first()
+            if row is not None:
+                self.changes.changed(Change("key", tenant_id, name=key_id))
         if row is None:
             raise NotFoundError(f"key {key_id!r} does not exist")
         return _key(row)
@@ -283,7 +290,7 @@ class ControlPlane:
             raise ValueError(f"schema_validation must be one of {', '.join(VALIDATION_MODES)}")
         now = self._now()
         where = sa.and_(buses.c.tenant_id == tenant_id, buses.c.name == name)
-        async with self._engine.begin() as conn:
+        async with self.changes.begin() as conn:
             row = (await conn.execute(buses.select().where(where))).first()
             if row is None:
                 count = await conn.scalar(
@@ -316,6 +323,7 @@ class ControlPlane:
                 )
                 created = False
             row = (await conn.execute(buses.select().where(where))).one()
+            self.changes.changed(Change("bus", tenant_id, name))
         return _bus(row), created
 
     async def get_bus(self, tenant_id: str, name: str) -> BusRecord | None:
@@ -334,7 +342,9 @@ class ControlPlane:
         if name == DEFAULT_BUS:
             raise ConflictError("the default bus cannot be deleted")
         where = sa.and_(buses.c.tenant_id == tenant_id, buses.c.name == name)
-        async with self._engine.begin() as conn:
+        async with self.changes.begin() as conn:
             result = await conn.execute(buses.delete().where(where))
+            if result.rowcount:
+                self.changes.changed(Change("bus", tenant_id, name))
         if result.rowcount == 0:
             raise NotFoundError(f"bus {name!r} does not exist")
