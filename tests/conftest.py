@@ -17,8 +17,8 @@ from tests.nats_support import free_port as free_port  # shared by every test fo
 from tests.nats_support import nats_cluster, nats_server  # noqa: F401 (fixtures)
 
 from stellwerk.app import build_app
+from stellwerk.compose import Services
 from stellwerk.config import Settings, load_settings
-from stellwerk.services import Services
 
 POSTGRES_ADMIN_DSN = os.environ.get(
     "STELLWERK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"

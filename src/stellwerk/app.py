@@ -22,6 +22,7 @@ from starlette.routing import Route
 from stellwerk import __version__
 from stellwerk.api import openapi
 from stellwerk.api.bodies import json_response
+from stellwerk.api.context import platform_from
 from stellwerk.api.endpoints import Endpoint, build_routes
 from stellwerk.api.errors import (
     ApiError,
@@ -30,7 +31,6 @@ from stellwerk.api.errors import (
     handle_api_error,
     handle_http_exception,
 )
-from stellwerk.api.middleware.auth import Authenticator
 from stellwerk.api.middleware.ingest import IngestFastPath
 from stellwerk.api.middleware.limits import BodyLimitMiddleware
 from stellwerk.api.middleware.metrics import RequestMetricsMiddleware
@@ -51,14 +51,13 @@ from stellwerk.api.routes import (
     schemas,
     tail,
 )
-from stellwerk.compose import open_services
+from stellwerk.compose import Services, open_services
 from stellwerk.config import Role, Settings
 from stellwerk.delivery.metrics import DeliveryMetrics
 from stellwerk.ingest.metrics import IngestMetrics
-from stellwerk.ops.lifecycle import Lifecycle, NotReadyError
+from stellwerk.ops.lifecycle import Lifecycle
 from stellwerk.ops.metrics import Metrics
-from stellwerk.ratelimit import TokenBuckets
-from stellwerk.services import Services
+from stellwerk.service import Platform, ServiceError
 
 log = structlog.get_logger("stellwerk")
 
@@ -107,7 +106,7 @@ async def _start(
             # traffic they took 60-90 ms each and set ingest's p99, and take 1-4 ms frozen.
             gc.collect()
             gc.freeze()
-        log.info("ready", database=services.control.dialect, data_dir=str(settings.data_dir))
+        log.info("ready", database=services.stores.control.dialect, data_dir=str(settings.data_dir))
         return
 
 
@@ -145,13 +144,8 @@ def build_app(
     lifecycle: Lifecycle[Services] = Lifecycle()
     document = openapi_document()
 
-    def authenticator() -> Authenticator:
-        try:
-            return lifecycle.services.authenticator
-        except NotReadyError as exc:
-            raise ApiError(
-                503, "ServiceUnavailable", str(exc), headers={"Retry-After": "1"}
-            ) from None
+    def platform() -> Platform:
+        return platform_from(lifecycle)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -168,7 +162,6 @@ def build_app(
     async def openapi_json(_request: Request) -> Response:
         return json_response(document)
 
-    rate_limit = TokenBuckets(settings.tenant_request_rate)
     middleware = [
         Middleware(ErrorMiddleware),
         Middleware(RequestMetricsMiddleware, metrics),
@@ -176,7 +169,7 @@ def build_app(
     ]
     if serves_api(settings.role):
         routes = [
-            *build_routes(ENDPOINTS, authenticator, rate_limit),
+            *build_routes(ENDPOINTS, platform),
             Route("/openapi.json", openapi_json, methods=["GET"]),
         ]
         # Ingest's one route, answered ahead of the rest with the same outcomes.
@@ -186,17 +179,20 @@ def build_app(
                 IngestFastPath,
                 lifecycle=lifecycle,
                 metrics=metrics,
-                rate_limit=rate_limit,
                 max_body_bytes=settings.max_body_bytes,
             ),
         )
     else:
         # A router, delivery worker or scheduler answers probes and metrics, nothing else.
-        routes = build_routes(health.ENDPOINTS, authenticator, rate_limit)
+        routes = build_routes(health.ENDPOINTS, platform)
     app = Starlette(
         routes=routes,
         middleware=middleware,
-        exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_exception},
+        exception_handlers={
+            ApiError: handle_api_error,
+            ServiceError: handle_api_error,
+            HTTPException: handle_http_exception,
+        },
         lifespan=lifespan,
     )
     app.state.lifecycle = lifecycle

@@ -2,7 +2,8 @@
 
 One place decides which implementation backs each seam (SQLite files in the data directory in
 embedded mode), how the parts are connected (ingest wakes the router, the router wakes the
-worker, the rule book feeds both), and in which order they open and close.
+worker, the rule book feeds both), and in which order they open and close. Every part gets what
+it uses when it is made; nothing is wired in afterwards.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Final, Protocol, runtime_checkable
 
 import structlog
 
-from stellwerk.api.middleware.auth import Authenticator
 from stellwerk.config import Role, Settings
 from stellwerk.delivery.builder import TargetBuilder
 from stellwerk.delivery.bus_access import BusAccess
@@ -32,6 +32,7 @@ from stellwerk.ingest.metrics import IngestMetrics
 from stellwerk.ops.metrics import Metrics
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.retention import Retention, RetentionMetrics
+from stellwerk.roles import Duty, RoleSupervisor, Scheduler, roles_of
 from stellwerk.routing.archiver import Archiver, ArchiverMetrics, archive_floors, trim_archives
 from stellwerk.routing.replay import ReplayMetrics, ReplayRunner
 from stellwerk.routing.router import Router
@@ -39,7 +40,6 @@ from stellwerk.routing.rulebook import RuleBook
 from stellwerk.rules import MAX_TIMEOUT_SECONDS
 from stellwerk.seams import (
     ArchiveStore,
-    Change,
     DeliveryQueue,
     EventLog,
     Leases,
@@ -49,14 +49,33 @@ from stellwerk.seams import (
     bus_owner,
 )
 from stellwerk.secrets import SecretBox, load_or_create_key
-from stellwerk.services import Services
+from stellwerk.service import (
+    Archives,
+    Authenticator,
+    Buses,
+    Caches,
+    Connections,
+    DeadLetters,
+    Erasures,
+    FailedEvents,
+    Gate,
+    Grants,
+    Ingest,
+    Keys,
+    Platform,
+    Readiness,
+    Replays,
+    Rules,
+    Schemas,
+    Tail,
+    Tenants,
+)
 from stellwerk.storage import LogWatch
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import BusDirectory, ControlPlane
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, LEGACY_EVENTS_FILE, LOG_DIR
-from stellwerk.tenancy import bootstrap
 
 log = structlog.get_logger("stellwerk")
 
@@ -113,6 +132,74 @@ def build_backends(settings: Settings, ingest_metrics: IngestMetrics) -> Backend
     )
 
 
+DEPTH_REFRESH_SECONDS: Final = 5.0
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The stores behind the seams of one process, and how it talks to the others."""
+
+    control: ControlPlane
+    event_log: EventLog
+    queue: DeliveryQueue
+    archive_store: ArchiveStore
+    signals: Signals
+    leases: Leases
+    log_watch: LogWatch
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The engine's moving parts: what the router, delivery and scheduler roles run."""
+
+    rulebook: RuleBook
+    router: Router
+    archiver: Archiver
+    worker: DeliveryWorker
+    replays: ReplayRunner
+    erasures: ErasureRunner
+    session_pool: SessionPool
+
+
+@dataclass(frozen=True)
+class Services:
+    """One process: its stores, the application layer over them (`platform`, what the edges
+    call), the engine's parts, and the roles it plays (`roles`, started and stopped here)."""
+
+    settings: Settings
+    stores: Stores
+    pipeline: Pipeline
+    platform: Platform
+    caches: Caches
+    roles: RoleSupervisor
+
+    async def ping(self) -> None:
+        """Raise if a store this process needs does not answer."""
+        await self.stores.control.ping()
+        await self.stores.event_log.ping()
+
+    def start(self) -> None:
+        """Start this process's roles in the background."""
+        self.roles.start()
+
+    async def close(self) -> None:
+        stores, pipeline = self.stores, self.pipeline
+        await self.roles.stop()
+        # After the scheduler: until then it could still start resuming erasures, and a task
+        # left querying a closed control plane hangs the loop's shutdown.
+        await pipeline.erasures.close()
+        try:
+            await stores.leases.close()  # after the work it guards stopped: successors go now
+            await stores.signals.close()
+            await pipeline.rulebook.close()
+            await pipeline.session_pool.close()
+            await stores.queue.close()
+            await stores.archive_store.close()
+            await stores.event_log.close()
+        finally:
+            await stores.control.close()
+
+
 async def open_services(
     settings: Settings,
     metrics: Metrics,
@@ -126,6 +213,8 @@ async def open_services(
     backends = build_backends(settings, ingest_metrics)
     event_log, queue, archive_store = backends.event_log, backends.queue, backends.archive_store
     signals, leases = backends.signals, backends.leases
+    roles = roles_of(settings.role)
+    routes = Role.ROUTER in roles  # each bus is routed and archived by the lease holder
     session_pool = SessionPool()
     log_watch = LogWatch(forward=signals.appended)
     bus_access = BusAccess(control)
@@ -138,9 +227,11 @@ async def open_services(
             allow_private=settings.allow_private_targets,
             bus_refusal=bus_access.refusal,
         ),
+        buses_changed=leases.wake if routes else None,
     )
+    tenants = Tenants(control)
     try:
-        written = await bootstrap(control, settings.data_dir)
+        written = await tenants.bootstrap(settings.data_dir)
         if written is not None:
             log.warning(
                 "created tenant 'default'; its admin and ingest keys are in the file",
@@ -164,6 +255,72 @@ async def open_services(
         )
         await control.close()
         raise
+    stores = Stores(control, event_log, queue, archive_store, signals, leases, log_watch)
+    suppressions = Suppressions(control.erasures, metrics, ttl=settings.key_cache_seconds)
+    pipeline = _pipeline(
+        settings, stores, rulebook, session_pool, suppressions, metrics, delivery_metrics
+    )
+    authenticator = Authenticator(control, cache_seconds=settings.key_cache_seconds)
+    bus_directory = BusDirectory(control, ttl=settings.key_cache_seconds)
+    caches = Caches(
+        signals=signals,
+        rulebook=rulebook,
+        buses=bus_directory,
+        bus_access=bus_access,
+        authenticator=authenticator,
+        suppressions=suppressions,
+        archiver=pipeline.archiver,
+        replays=pipeline.replays,
+    )
+    control.changes.listen(caches.announce)
+    platform = _platform(
+        settings, stores, pipeline, authenticator, bus_directory, suppressions, ingest_metrics
+    )
+    retention = Retention(
+        control,
+        event_log,
+        queue,
+        log_retention=timedelta(hours=settings.log_retention_hours),
+        interval=settings.retention_interval_seconds,
+        metrics=RetentionMetrics(metrics),
+        archive_floors=functools.partial(archive_floors, control, archive_store),
+        trim_archives=functools.partial(trim_archives, control, archive_store),
+    )
+    scheduler = Scheduler(leases, retention, pipeline.replays, pipeline.erasures)
+    services = Services(
+        settings=settings,
+        stores=stores,
+        pipeline=pipeline,
+        platform=platform,
+        caches=caches,
+        roles=RoleSupervisor(
+            _duties(settings, pipeline, scheduler, queue, delivery_metrics), roles
+        ),
+    )
+    try:
+        await signals.start(
+            on_appended=log_watch.heard,
+            on_routed=functools.partial(_routed_elsewhere, queue),
+            on_changed=caches.take,
+            on_resync=caches.resync,
+        )
+    except BaseException:
+        await services.close()
+        raise
+    return services
+
+
+def _pipeline(
+    settings: Settings,
+    stores: Stores,
+    rulebook: RuleBook,
+    session_pool: SessionPool,
+    suppressions: Suppressions,
+    metrics: Metrics,
+    delivery_metrics: DeliveryMetrics,
+) -> Pipeline:
+    control, event_log, queue = stores.control, stores.event_log, stores.queue
+    routes = Role.ROUTER in roles_of(settings.role)
     wake = asyncio.Event()
     if isinstance(queue, LaneWatching):
         queue.watch_lanes(wake.set)  # deliveries routed by another process
@@ -176,11 +333,7 @@ async def open_services(
         2 * MAX_TIMEOUT_SECONDS if settings.embedded else SHARED_LEASE_SECONDS
     )
     worker = DeliveryWorker(
-        queue,
-        rulebook.binding,
-        hooks=delivery_metrics,
-        wake=wake,
-        lease_seconds=lease_seconds,
+        queue, rulebook.binding, hooks=delivery_metrics, wake=wake, lease_seconds=lease_seconds
     )
     router = Router(
         event_log,
@@ -188,95 +341,121 @@ async def open_services(
         rulebook.rule_set,
         rulebook.buses,
         wake=wake,
-        hooks=RoutedSignal(delivery_metrics, signals),
+        hooks=RoutedSignal(delivery_metrics, stores.signals),
+        owns=bus_owner(stores.leases, "router", rulebook.buses) if routes else None,
     )
-    log_watch.subscribe(router.notify)
-    routes = settings.role in (Role.ALL, Role.ROUTER)
-    # Each bus is routed, and archived, by the one router process holding its lease.
     archiver = Archiver(
         event_log,
-        archive_store,
+        stores.archive_store,
         control,
         hooks=ArchiverMetrics(metrics),
-        leases=leases if routes else None,
+        leases=stores.leases if routes else None,
     )
-    if routes:
-        router.owns = bus_owner(leases, "router", rulebook.buses)
-        rulebook.buses_changed = leases.wake
-    log_watch.subscribe(archiver.notify)
-    suppressions = Suppressions(control.erasures, metrics, ttl=settings.key_cache_seconds)
-    services = Services(
-        settings=settings,
-        control=control,
-        authenticator=Authenticator(control, cache_seconds=settings.key_cache_seconds),
-        metrics=metrics,
-        event_log=event_log,
-        buses=BusDirectory(control, ttl=settings.key_cache_seconds),
-        ingest_metrics=ingest_metrics,
-        binding_limits=BindingLimits(
-            max_body_size=settings.max_body_bytes, max_batch_size=settings.max_batch_events
-        ),
-        event_rate=TokenBuckets(settings.tenant_event_rate),
-        targets=TargetRegistry(
-            control,
-            allow_private_targets=settings.allow_private_targets,
-            function_modules=settings.function_modules,
-        ),
-        log_watch=log_watch,
-        queue=queue,
-        rulebook=rulebook,
-        router=router,
-        worker=worker,
-        delivery_metrics=delivery_metrics,
-        session_pool=session_pool,
-        bus_access=bus_access,
-        retention=Retention(
-            control,
-            event_log,
-            queue,
-            log_retention=timedelta(hours=settings.log_retention_hours),
-            interval=settings.retention_interval_seconds,
-            metrics=RetentionMetrics(metrics),
-            archive_floors=functools.partial(archive_floors, control, archive_store),
-            trim_archives=functools.partial(trim_archives, control, archive_store),
-        ),
-        archive_store=archive_store,
-        archiver=archiver,
-        replays=ReplayRunner(
-            control,
-            archive_store,
-            event_log,
-            queue,
-            rulebook.rule_set,
-            rate=settings.replay_rate,
-            max_running=settings.max_concurrent_replays,
-            wake=wake,
-            hooks=ReplayMetrics(metrics),
-        ),
+    stores.log_watch.subscribe(router.notify)
+    stores.log_watch.subscribe(archiver.notify)
+    replays = ReplayRunner(
+        control,
+        stores.archive_store,
+        event_log,
+        queue,
+        rulebook.rule_set,
+        rate=settings.replay_rate,
+        max_running=settings.max_concurrent_replays,
+        wake=wake,
+        hooks=ReplayMetrics(metrics),
+    )
+    erasures = ErasureRunner(
+        control,
+        event_log,
+        queue,
+        stores.archive_store,
         suppressions=suppressions,
-        erasures=ErasureRunner(
-            control,
-            event_log,
-            queue,
-            archive_store,
-            suppressions=suppressions,
-            metrics=ErasureMetrics(metrics),
-            on_suppressed=lambda tenant, bus: signals.changed(Change("suppression", tenant, bus)),
-        ),
-        signals=signals,
-        leases=leases,
+        metrics=ErasureMetrics(metrics),
     )
-    try:
-        await signals.start(
-            on_appended=log_watch.heard,
-            on_routed=functools.partial(_routed_elsewhere, queue),
-            on_changed=services.apply,
-            on_resync=services.resync,
-        )
-    except BaseException:
-        await services.close()
-        raise
-    return services
+    return Pipeline(rulebook, router, archiver, worker, replays, erasures, session_pool)
+
+
+def _platform(
+    settings: Settings,
+    stores: Stores,
+    pipeline: Pipeline,
+    authenticator: Authenticator,
+    bus_directory: BusDirectory,
+    suppressions: Suppressions,
+    ingest_metrics: IngestMetrics,
+) -> Platform:
+    control = stores.control
+    buses = Buses(control, max_buses=settings.max_buses_per_tenant)
+    targets = TargetRegistry(
+        control,
+        allow_private_targets=settings.allow_private_targets,
+        function_modules=settings.function_modules,
+    )
+    return Platform(
+        gate=Gate(authenticator, TokenBuckets(settings.tenant_request_rate)),
+        ingest=Ingest(
+            control=control,
+            buses=bus_directory,
+            event_log=stores.event_log,
+            log_watch=stores.log_watch,
+            suppressions=suppressions,
+            metrics=ingest_metrics,
+            limits=BindingLimits(
+                max_body_size=settings.max_body_bytes, max_batch_size=settings.max_batch_events
+            ),
+            event_rate=TokenBuckets(settings.tenant_event_rate),
+        ),
+        tail=Tail(bus_directory, stores.event_log, stores.log_watch),
+        buses=buses,
+        rules=Rules(control, buses, targets, max_rules=settings.max_rules_per_bus),
+        archives=Archives(
+            control=control,
+            buses=buses,
+            event_log=stores.event_log,
+            store=stores.archive_store,
+            archiver=pipeline.archiver,
+            signals=stores.signals,
+        ),
+        replays=Replays(control, stores.queue, max_running=settings.max_concurrent_replays),
+        erasures=Erasures(control, buses, pipeline.erasures),
+        keys=Keys(control),
+        schemas=Schemas(control),
+        connections=Connections(control, allow_private=settings.allow_private_targets),
+        grants=Grants(control, buses),
+        dead_letters=DeadLetters(buses, stores.queue, redriven=pipeline.worker.notify),
+        failed_events=FailedEvents(control, buses, stores.event_log, stores.log_watch),
+        tenants=Tenants(control),
+        readiness=Readiness(control, stores.event_log),
+    )
+
+
+def _duties(
+    settings: Settings,
+    pipeline: Pipeline,
+    scheduler: Scheduler,
+    queue: DeliveryQueue,
+    metrics: DeliveryMetrics,
+) -> dict[Role, list[Duty]]:
+    """What each role runs."""
+    worker = pipeline.worker
+    grace = min(10.0, settings.shutdown_timeout_seconds)
+
+    async def refresh_depth() -> None:
+        while True:
+            metrics.set_depth(await queue.depth())
+            await asyncio.sleep(DEPTH_REFRESH_SECONDS)
+
+    return {
+        Role.ROUTER: [
+            Duty("router", pipeline.router.run, pipeline.router.stop, ends=True),
+            Duty("archiver", pipeline.archiver.run, pipeline.archiver.stop, ends=True),
+        ],
+        Role.DELIVERY: [
+            Duty("delivery-worker", worker.run, lambda: worker.stop(grace=grace)),
+            Duty("queue-depth", refresh_depth),
+        ],
+        Role.SCHEDULER: [scheduler.duty()],
+    }
 
 
 class RoutedSignal:

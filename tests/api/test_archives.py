@@ -10,12 +10,12 @@ import httpx
 import pytest
 from tests.conftest import RunningApp
 
-from stellwerk.api.routes import archives as archives_route
-from stellwerk.api.routes.archives import MAX_ARCHIVES_PER_BUS
 from stellwerk.auth import Scope
 from stellwerk.events import CloudEvent
 from stellwerk.seams import NewEvent
-from stellwerk.tenancy import provision_tenant
+from stellwerk.service import archives as archives_service
+from stellwerk.service import provision_tenant
+from stellwerk.service.archives import MAX_ARCHIVES_PER_BUS
 
 ORDERS: dict[str, Any] = {"type": ["order.created"]}
 
@@ -76,9 +76,9 @@ async def test_archive_round_trip(running_app: RunningApp) -> None:
     assert updated.json()["retention_days"] == 30
     assert updated.json()["created_at"] == body["created_at"]
 
-    tenant = await running_app.services.control.get_tenant("default")
+    tenant = await running_app.services.stores.control.get_tenant("default")
     assert tenant is not None
-    _, read_key = await running_app.services.control.create_key(tenant.id, Scope.READ)
+    _, read_key = await running_app.services.stores.control.create_key(tenant.id, Scope.READ)
     reader = running_app.auth(read_key)
     seen = await client.get("/v1/buses/default/archives/everything", headers=reader)
     assert seen.status_code == 200
@@ -154,7 +154,7 @@ async def test_archives_per_bus_are_limited(running_app: RunningApp) -> None:
 
 
 async def test_archives_are_the_tenants_own(running_app: RunningApp) -> None:
-    other = await provision_tenant(running_app.services.control, "other")
+    other = await provision_tenant(running_app.services.stores.control, "other")
     theirs = running_app.auth(other.admin_key)
     client = running_app.client
     assert (await client.put("/v1/buses/default/archives/mine", headers=theirs)).status_code == 201
@@ -185,8 +185,8 @@ async def test_an_archive_keeps_the_matching_events_from_its_creation_on(
     replayed = CloudEvent(
         id="o2", source="/shop", type="order.created", extensions={"replayname": "last-week"}
     )
-    await services.event_log.append([NewEvent.of("default", "default", replayed)])
-    services.log_watch.appended("default", "default")
+    await services.stores.event_log.append([NewEvent.of("default", "default", replayed)])
+    services.stores.log_watch.appended("default", "default")
     # A producer cannot mark its event as replayed: ingest drops `replayname` (Stellwerk's own).
     await ingest(running_app, event("o3", replayname="forged"))
 
@@ -195,9 +195,9 @@ async def test_an_archive_keeps_the_matching_events_from_its_creation_on(
         "/v1/buses/default/archives/orders",
         lambda body: body["events"] == 2 and body["state"] == "enabled",
     )
-    store = services.archive_store
+    store = services.stores.archive_store
     tenant_id = await _tenant_id(running_app)
-    record = await services.control.archives.get(tenant_id, "default", "orders")
+    record = await services.stores.control.archives.get(tenant_id, "default", "orders")
     assert record is not None
     now = datetime.now(UTC)
     held = await store.read_window(record.uid, now - timedelta(hours=1), now + timedelta(hours=1))
@@ -211,7 +211,7 @@ async def test_an_archive_keeps_the_matching_events_from_its_creation_on(
 
 
 async def _tenant_id(app: RunningApp) -> str:
-    tenant = await app.services.control.get_tenant(app.bootstrap.tenant)
+    tenant = await app.services.stores.control.get_tenant(app.bootstrap.tenant)
     assert tenant is not None
     return tenant.id
 
@@ -220,9 +220,9 @@ async def test_an_archive_no_archiver_has_taken_in_is_creating(
     running_app: RunningApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As in scale-out mode with no router process up: the answer does not wait for ever."""
-    monkeypatch.setattr(archives_route, "TAKE_SECONDS", 0.2)
+    monkeypatch.setattr(archives_service, "TAKE_SECONDS", 0.2)
     client, admin, services = running_app.client, running_app.admin, running_app.services
-    archiver = services.archiver
+    archiver = services.pipeline.archiver
     archiver.stop()
     await get_until(running_app, "/v1/buses/default/archives", lambda _: not archiver.running)
     await ingest(running_app, event("before"))

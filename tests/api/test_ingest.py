@@ -17,7 +17,7 @@ from tests.conftest import RunningApp
 
 from stellwerk.app import build_app
 from stellwerk.config import load_settings
-from stellwerk.tenancy import provision_tenant
+from stellwerk.service import provision_tenant
 
 URL = "/v1/buses/default/events"
 
@@ -38,7 +38,7 @@ def ingest_headers(app: RunningApp, content_type: str = "application/json") -> d
 
 
 async def stored(app: RunningApp, bus: str = "default") -> list[dict[str, Any]]:
-    events = await app.services.event_log.read("default", bus)
+    events = await app.services.stores.event_log.read("default", bus)
     return [json.loads(e.body) for e in events]
 
 
@@ -147,17 +147,17 @@ async def test_bad_requests_get_a_reason_and_the_server_stays_healthy(
     assert too_big.status_code == 413
     unknown_bus = await app.client.post("/v1/buses/nope/events", json=event(), headers=headers)
     assert unknown_bus.status_code == 404
-    other = await provision_tenant(app.services.control, "other")
+    other = await provision_tenant(app.services.stores.control, "other")
     await app.client.put("/v1/buses/private", headers=app.auth(other.admin_key))
     hidden = await app.client.post("/v1/buses/private/events", json=event(), headers=headers)
     assert hidden.status_code == 404
     no_key = await app.client.post(URL, json=event())
     assert no_key.status_code == 401
-    tenant = await app.services.control.get_tenant("default")
+    tenant = await app.services.stores.control.get_tenant("default")
     assert tenant is not None
     from stellwerk.auth import Scope
 
-    _, read_key = await app.services.control.create_key(tenant.id, Scope.READ)
+    _, read_key = await app.services.stores.control.create_key(tenant.id, Scope.READ)
     wrong_scope = await app.client.post(URL, json=event(), headers=app.auth(read_key))
     assert wrong_scope.status_code == 403
 
@@ -213,4 +213,7 @@ async def test_many_concurrent_requests_are_all_durable(
 
     totals = await asyncio.gather(*(send(n) for n in range(40)))
     assert sum(totals) == 40 * count
-    assert len(await app.services.event_log.read("default", "default", limit=10_000)) == 40 * count
+    assert (
+        len(await app.services.stores.event_log.read("default", "default", limit=10_000))
+        == 40 * count
+    )

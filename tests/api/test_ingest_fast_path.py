@@ -68,8 +68,8 @@ async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
     async with app.router.lifespan_context(app):
         services = await asyncio.wait_for(app.state.lifecycle.wait_started(), 30)
         keys = msgspec.json.decode((tmp_path / "bootstrap.json").read_bytes())
-        tenant = await services.control.get_tenant("default")
-        _, read_key = await services.control.create_key(tenant.id, KeyScope.READ)
+        tenant = await services.stores.control.get_tenant("default")
+        _, read_key = await services.stores.control.create_key(tenant.id, KeyScope.READ)
         keys["read_key"] = read_key
         # The stack is built on the first request.
         await httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s").get(

@@ -123,8 +123,8 @@ async def test_unknown_replays_and_scopes(app: RunningApp) -> None:
 
 async def test_replays_of_other_tenants_are_invisible(app: RunningApp) -> None:
     assert (await app.client.post("/v1/replays", json=replay(), headers=app.admin)).is_success
-    other = await app.services.control.create_tenant("globex")
-    _, key = await app.services.control.create_key(other.id, Scope.ADMIN)
+    other = await app.services.stores.control.create_tenant("globex")
+    _, key = await app.services.stores.control.create_key(other.id, Scope.ADMIN)
     headers = app.auth(key)
     assert (await app.client.get("/v1/replays/backfill", headers=headers)).status_code == 404
     assert (await app.client.get("/v1/replays", headers=headers)).json()["replays"] == []

@@ -8,7 +8,7 @@ from standardwebhooks import Webhook
 from tests.conftest import RunningApp
 
 from stellwerk.auth import Scope
-from stellwerk.tenancy import provision_tenant
+from stellwerk.service import provision_tenant
 
 RULE: dict[str, Any] = {
     "pattern": {"type": ["order.created"], "data": {"total": [{"numeric": [">", 100]}]}},
@@ -47,9 +47,9 @@ async def test_rules_round_trip_with_a_generated_secret(running_app: RunningApp)
     listed = (await client.get("/v1/buses/default/rules", headers=admin)).json()["rules"]
     assert [r["name"] for r in listed] == ["big-orders"]
 
-    tenant = await running_app.services.control.get_tenant("default")
+    tenant = await running_app.services.stores.control.get_tenant("default")
     assert tenant is not None
-    _, read_key = await running_app.services.control.create_key(tenant.id, Scope.READ)
+    _, read_key = await running_app.services.stores.control.create_key(tenant.id, Scope.READ)
     seen = await client.get(
         "/v1/buses/default/rules/big-orders", headers=running_app.auth(read_key)
     )
@@ -57,7 +57,7 @@ async def test_rules_round_trip_with_a_generated_secret(running_app: RunningApp)
     assert "secret" not in seen.json()["targets"][0]
 
     # Stored encrypted, not as given.
-    async with running_app.services.control.engine.connect() as conn:
+    async with running_app.services.stores.control.engine.connect() as conn:
         import sqlalchemy as sa
 
         stored = (await conn.execute(sa.text("SELECT targets FROM rules"))).scalar_one()
@@ -144,7 +144,7 @@ async def test_invalid_rules_are_refused_at_save_time(running_app: RunningApp) -
 
 async def test_rules_are_scoped_by_tenant(running_app: RunningApp) -> None:
     app = running_app
-    other = await provision_tenant(app.services.control, "other")
+    other = await provision_tenant(app.services.stores.control, "other")
     theirs = app.auth(other.admin_key)
     assert (
         await app.client.put("/v1/buses/default/rules/r", headers=theirs, json=RULE)

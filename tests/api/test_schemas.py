@@ -111,7 +111,7 @@ async def test_enforce_keeps_failing_events_and_resubmits_them_after_a_fix(
     ]
     assert "currency" in body["failed"][0]["message"]
     assert body["failed"][1]["field"] == "data.total"
-    stored = await app.services.event_log.read("default", "orders")
+    stored = await app.services.stores.event_log.read("default", "orders")
     assert [e.id for e in stored] == ["o-1", "o-4"]
 
     page = (await client.get("/v1/buses/orders/failed-events", headers=admin)).json()
@@ -137,7 +137,7 @@ async def test_enforce_keeps_failing_events_and_resubmits_them_after_a_fix(
     assert result.status_code == 200
     assert result.json()["resubmitted"] == 1
     assert result.json()["still_failing"] == 1
-    stored = await app.services.event_log.read("default", "orders")
+    stored = await app.services.stores.event_log.read("default", "orders")
     assert [e.id for e in stored] == ["o-1", "o-4", "o-2"]
     assert json.loads(stored[2].body)["bus"] == "orders"
     remaining = (await client.get("/v1/buses/orders/failed-events", headers=admin)).json()
@@ -170,7 +170,7 @@ async def test_warn_mode_stores_and_reports(running_app: RunningApp) -> None:
     assert body["accepted"] == 2
     assert body["failed"] == []
     assert [(w["index"], w["id"]) for w in body["warnings"]] == [(1, "o-2")]
-    assert len(await app.services.event_log.read("default", "default")) == 2
+    assert len(await app.services.stores.event_log.read("default", "default")) == 2
     text = (await app.client.get("/metrics")).text
     assert (
         'stellwerk_ingest_events_failed_validation_total{bus="default",mode="warn",'

@@ -8,12 +8,12 @@ import sqlalchemy as sa
 from tests.conftest import RunningApp
 
 from stellwerk.auth import Scope
-from stellwerk.tenancy import provision_tenant
+from stellwerk.service import provision_tenant
 
 
 async def test_tenant_isolation(running_app: RunningApp) -> None:
     app = running_app
-    other = await provision_tenant(app.services.control, "other")
+    other = await provision_tenant(app.services.stores.control, "other")
     theirs = app.auth(other.admin_key)
 
     assert (await app.client.put("/v1/buses/orders", headers=app.admin, json={})).status_code == 201
@@ -40,9 +40,9 @@ async def test_tenant_isolation(running_app: RunningApp) -> None:
 
 async def test_scopes(running_app: RunningApp) -> None:
     app = running_app
-    tenant = await app.services.control.get_tenant("default")
+    tenant = await app.services.stores.control.get_tenant("default")
     assert tenant is not None
-    _, read_key = await app.services.control.create_key(tenant.id, Scope.READ)
+    _, read_key = await app.services.stores.control.create_key(tenant.id, Scope.READ)
     reader = app.auth(read_key)
     ingester = app.auth(app.bootstrap.ingest_key)
 
@@ -171,7 +171,7 @@ async def test_oversized_bodies_are_refused_before_they_are_read(running_app: Ru
 
 async def test_a_failing_store_answers_500_without_a_traceback(running_app: RunningApp) -> None:
     app = running_app
-    async with app.services.control.engine.begin() as conn:
+    async with app.services.stores.control.engine.begin() as conn:
         await conn.execute(sa.text("ALTER TABLE buses RENAME TO buses_gone"))
     response = await app.client.get("/v1/buses", headers=app.admin)
     assert response.status_code == 500

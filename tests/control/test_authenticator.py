@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from stellwerk.api.errors import ApiError
-from stellwerk.api.middleware.auth import Authenticator
+from stellwerk.api.errors import api_error
 from stellwerk.auth import Scope
+from stellwerk.service import Authenticator, Unauthorized
 from stellwerk.storage.control import ControlPlane
 
 
@@ -29,9 +29,9 @@ async def control(database_url: str) -> AsyncIterator[ControlPlane]:
 
 
 async def _refused(authenticator: Authenticator, authorization: str) -> int:
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(Unauthorized) as refused:
         await authenticator.authenticate(authorization)
-    return refused.value.status
+    return api_error(refused.value).status
 
 
 async def test_a_remembered_key_is_dropped_with_its_record(control: ControlPlane) -> None:

@@ -21,7 +21,7 @@ async def test_connection_round_trip_hides_and_seals_secrets(delivering_app: Run
     assert created.json()["connection"] == {"type": "basic", "username": "stellwerk"}
     listed = (await app.client.get("/v1/connections", headers=app.admin)).json()
     assert [c["name"] for c in listed["connections"]] == ["partner"]
-    async with app.services.control.engine.connect() as conn:
+    async with app.services.stores.control.engine.connect() as conn:
         stored = (await conn.execute(sa.text("SELECT parameters FROM connections"))).scalar_one()
     assert "s3cret-pass" not in stored
 

@@ -100,10 +100,10 @@ async def test_transformed_input_and_several_targets(
 
     async def copied() -> list[Any]:
         while True:
-            events = await app.services.event_log.read("default", "audit")
+            events = await app.services.stores.event_log.read("default", "audit")
             if events and functions.CALLS:
                 return events
-            await app.services.log_watch.wait("default", "audit", 0.2)
+            await app.services.stores.log_watch.wait("default", "audit", 0.2)
 
     copies = await asyncio.wait_for(copied(), 30)
     assert [e.id for e in copies] == ["o-1"]

@@ -15,9 +15,9 @@ from tests.e2e.conftest import Receiver
 
 from stellwerk.app import build_app
 from stellwerk.auth import parse_key
+from stellwerk.compose import Services
 from stellwerk.config import load_settings
 from stellwerk.seams import NewEvent
-from stellwerk.services import Services
 
 T = TypeVar("T")
 SIGNUP = {"specversion": "1.0", "source": "urn:app", "type": "user.signup"}
@@ -60,7 +60,7 @@ async def finished(app: RunningApp, erasure_id: str) -> dict[str, Any]:
 
 
 async def logged(services: Services, bus: str) -> list[str]:
-    return [e.id for e in await services.event_log.read("default", bus, limit=1000)]
+    return [e.id for e in await services.stores.event_log.read("default", bus, limit=1000)]
 
 
 def user_event(event_id: str, user: str, **data: Any) -> dict[str, Any]:
@@ -152,12 +152,12 @@ async def test_erasing_one_user_leaves_no_trace_in_any_store_and_keeps_the_other
 
     # The log, the archive, the failed events and the dead letters: bob's only.
     assert await logged(services, "default") == ["bob-0", "bob-1", "bob-2"]
-    tenant = await services.control.get_tenant("default")
+    tenant = await services.stores.control.get_tenant("default")
     assert tenant is not None
-    record = await services.control.archives.get(tenant.id, "default", "all")
+    record = await services.stores.control.archives.get(tenant.id, "default", "all")
     assert record is not None
     now = datetime.now(UTC)
-    copies = await services.archive_store.read_window(
+    copies = await services.stores.archive_store.read_window(
         record.uid, now - timedelta(days=1), now + timedelta(days=1)
     )
     assert [e.id for e in copies] == ["bob-0", "bob-1", "bob-2"]
@@ -262,9 +262,9 @@ async def test_an_erasure_cut_short_by_a_stop_is_resumed_at_the_next_start(
 
     lifespan, services = await started()
     keys = msgspec.json.decode((settings.data_dir / "bootstrap.json").read_bytes(), type=Bootstrap)
-    tenant = await services.control.get_tenant(keys.tenant)
+    tenant = await services.stores.control.get_tenant(keys.tenant)
     assert tenant is not None
-    await services.event_log.append(
+    await services.stores.event_log.append(
         [
             NewEvent(keys.tenant, "default", f"e{n}", "urn:app", "user.signup", None, body)
             for n, body in enumerate(
@@ -273,7 +273,7 @@ async def test_an_erasure_cut_short_by_a_stop_is_resumed_at_the_next_start(
         ]
     )
     # What a stop right after the request leaves behind: the entry written, nothing erased yet.
-    entry = await services.control.erasures.create(
+    entry = await services.stores.control.erasures.create(
         tenant.id,
         bus=None,
         criterion={"field": "data.userId", "value": "ann"},
@@ -286,7 +286,7 @@ async def test_an_erasure_cut_short_by_a_stop_is_resumed_at_the_next_start(
     try:
 
         async def done() -> Any:
-            record = await services.control.erasures.get(tenant.id, entry.id)
+            record = await services.stores.control.erasures.get(tenant.id, entry.id)
             return record if record is not None and record.state != "running" else None
 
         record = await eventually(done)

@@ -8,12 +8,12 @@ from typing import Any
 from tests.conftest import RunningApp
 from tests.e2e.test_delivery import ORDER, send
 
-from stellwerk.tenancy import provision_tenant
+from stellwerk.service import provision_tenant
 
 
 async def test_cross_tenant_bus_targets_need_a_grant(delivering_app: RunningApp) -> None:
     app = delivering_app
-    partner = await provision_tenant(app.services.control, "partner")
+    partner = await provision_tenant(app.services.stores.control, "partner")
     theirs = app.auth(partner.admin_key)
     await app.client.put("/v1/buses/inbox", headers=theirs)
     rule: dict[str, Any] = {
@@ -43,12 +43,12 @@ async def test_cross_tenant_bus_targets_need_a_grant(delivering_app: RunningApp)
 
     async def arrived(event_id: str) -> None:
         while not any(
-            e.id == event_id for e in await app.services.event_log.read("partner", "inbox")
+            e.id == event_id for e in await app.services.stores.event_log.read("partner", "inbox")
         ):
-            await app.services.log_watch.wait("partner", "inbox", 0.5)
+            await app.services.stores.log_watch.wait("partner", "inbox", 0.5)
 
     await asyncio.wait_for(arrived("shared-1"), 30)
-    stored = await app.services.event_log.read("partner", "inbox")
+    stored = await app.services.stores.event_log.read("partner", "inbox")
     assert stored[0].tenant == "partner"
 
     revoked = await app.client.delete("/v1/buses/inbox/grants/default", headers=theirs)
@@ -68,4 +68,6 @@ async def test_cross_tenant_bus_targets_need_a_grant(delivering_app: RunningApp)
     (letter,) = await asyncio.wait_for(dead(), 30)
     assert letter["event_id"] == "shared-2"
     assert "no longer grants" in letter["last_error"]
-    assert [e.id for e in await app.services.event_log.read("partner", "inbox")] == ["shared-1"]
+    assert [e.id for e in await app.services.stores.event_log.read("partner", "inbox")] == [
+        "shared-1"
+    ]

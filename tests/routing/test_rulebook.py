@@ -23,9 +23,10 @@ async def test_the_rule_book_says_when_a_bus_comes_or_goes(tmp_path: Path) -> No
     control = await ControlPlane.open(f"sqlite+aiosqlite:///{tmp_path / 'control.db'}")
     try:
         acme = await control.create_tenant("acme")
-        book = RuleBook(control, _no_targets)
         changes: list[list[tuple[str, str]]] = []
-        book.buses_changed = lambda: changes.append(sorted(book.buses()))
+        book = RuleBook(
+            control, _no_targets, buses_changed=lambda: changes.append(sorted(book.buses()))
+        )
 
         await book.load()
         assert changes == [[("acme", "default")]]

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from stellwerk.api.errors import ApiError
+from stellwerk.service import checked_name
 
 T = TypeVar("T")
 
@@ -67,3 +68,9 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
             400, "InvalidRequest", f"{name} must be an integer {low}..{high}", field=name
         )
     return int(text)
+
+
+def path_name(request: Request, kind: str, param: str) -> str:
+    """The path parameter `param`, checked as a name of a `kind` (400 naming it if not)."""
+    value: str = request.path_params[param]
+    return checked_name(kind, value, param)

@@ -1,21 +1,44 @@
-"""What a request handler reaches through the app: the process's services, once they are ready."""
+"""What a request handler reaches through the app: the application layer, once it is ready."""
 
 from __future__ import annotations
+
+from typing import Protocol
 
 from starlette.requests import Request
 
 from stellwerk.api.errors import ApiError
 from stellwerk.ops.lifecycle import Lifecycle, NotReadyError
-from stellwerk.services import Services
+from stellwerk.service import Platform
 
 
-def lifecycle_of(request: Request) -> Lifecycle[Services]:
-    lifecycle: Lifecycle[Services] = request.app.state.lifecycle
+class Serving(Protocol):
+    """What the lifecycle hands out once the process is ready: its facades."""
+
+    @property
+    def platform(self) -> Platform: ...
+
+
+class ServingLifecycle(Protocol):
+    """A process's `Lifecycle`, as the API sees it."""
+
+    @property
+    def services(self) -> Serving:
+        """Raises `NotReadyError` until the process is ready."""
+        ...
+
+
+def lifecycle_of(request: Request) -> Lifecycle[Serving]:
+    lifecycle: Lifecycle[Serving] = request.app.state.lifecycle
     return lifecycle
 
 
-def services_of(request: Request) -> Services:
+def platform_from(lifecycle: ServingLifecycle) -> Platform:
+    """The facades, or 503 with `Retry-After` while the process is not ready."""
     try:
-        return lifecycle_of(request).services
+        return lifecycle.services.platform
     except NotReadyError as exc:
         raise ApiError(503, "ServiceUnavailable", str(exc), headers={"Retry-After": "1"}) from None
+
+
+def platform_of(request: Request) -> Platform:
+    return platform_from(lifecycle_of(request))

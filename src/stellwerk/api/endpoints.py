@@ -10,13 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from stellwerk.api.middleware.auth import (
-    Authenticator,
-    AuthMiddleware,
-    TenantRateLimitMiddleware,
-)
+from stellwerk.api.middleware.gate import GateMiddleware
 from stellwerk.auth import Scope
-from stellwerk.ratelimit import TokenBuckets
+from stellwerk.service import Platform
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -35,12 +31,8 @@ class Endpoint:
     path_params: Mapping[str, str] = field(default_factory=dict)
 
 
-def build_routes(
-    endpoints: Sequence[Endpoint],
-    authenticator: Callable[[], Authenticator],
-    rate_limit: TokenBuckets,
-) -> list[Route]:
-    """One Starlette route per path; the methods of a path share one auth layer."""
+def build_routes(endpoints: Sequence[Endpoint], platform: Callable[[], Platform]) -> list[Route]:
+    """One Starlette route per path; the methods of a path share one gate."""
     by_path: dict[str, list[Endpoint]] = {}
     for endpoint in endpoints:
         by_path.setdefault(endpoint.path, []).append(endpoint)
@@ -54,14 +46,7 @@ def build_routes(
             required.setdefault("HEAD", required["GET"])
         if required and len(required) != len(handlers):
             raise ValueError(f"{path}: mixes public and protected methods")
-        middleware = (
-            [
-                Middleware(AuthMiddleware, authenticator, required),
-                Middleware(TenantRateLimitMiddleware, rate_limit),
-            ]
-            if required
-            else []
-        )
+        middleware = [Middleware(GateMiddleware, platform, required)] if required else []
         routes.append(
             Route(
                 path,

@@ -1,8 +1,9 @@
 """The error body every failing request gets, and the outermost middleware that guarantees it.
 
-Errors are `{"error": "<Code>", "message": "...", ...}`. Code raises `ApiError`; whatever else
-escapes becomes a 500 `InternalError` whose body never carries a traceback (the log does), or a
-503 when it says a store is out of reach, which a client retries.
+Errors are `{"error": "<Code>", "message": "...", ...}`. The service layer refuses with a
+`ServiceError`, which `api_error` maps to its status; the API's own code raises `ApiError`;
+whatever else escapes becomes a 500 `InternalError` whose body never carries a traceback (the log
+does), or a 503 when it says a store is out of reach, which a client retries.
 """
 
 from __future__ import annotations
@@ -16,6 +17,20 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stellwerk.service import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 
 log = structlog.get_logger("stellwerk.api")
 
@@ -76,13 +91,42 @@ _HTTP_CODES = {
 }
 
 
-def not_found(what: str) -> ApiError:
-    return ApiError(404, "NotFound", f"{what} does not exist")
+_SERVICE_STATUS: dict[type[ServiceError], int] = {
+    InvalidRequest: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    ValidationFailed: 422,
+    TooManyRequests: 429,
+    Unavailable: 503,
+}
 
 
-async def handle_api_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return exc.response()
+def api_error(exc: ServiceError) -> ApiError:
+    """The HTTP answer to a refusal of the service layer."""
+    status = next((_SERVICE_STATUS[c] for c in type(exc).__mro__ if c in _SERVICE_STATUS), 400)
+    headers = {}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    if exc.retry_after_seconds is not None:
+        headers["Retry-After"] = str(exc.retry_after_seconds)
+    return ApiError(status, exc.code, exc.message, headers=headers, field=exc.field, **exc.extra)
+
+
+def answer_to(exc: Exception, method: object, path: object) -> ApiError:
+    """The error answer to any exception a request raised (logged when it is a fault)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ServiceError):
+        return api_error(exc)
+    return unhandled(exc, method, path)
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    return answer_to(exc, request.method, request.url.path).response()
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
@@ -138,11 +182,8 @@ class ErrorMiddleware:
 
         try:
             await self.app(scope, receive, send_tracking)
-        except ApiError as exc:
-            # Raised outside routing (e.g. by a middleware while reading the body).
-            if not started:
-                await exc.response()(scope, receive, send)
         except Exception as exc:
-            error = unhandled(exc, scope.get("method"), scope.get("path"))
+            # Raised outside routing (e.g. by a middleware while reading the body), or a fault.
+            error = answer_to(exc, scope.get("method"), scope.get("path"))
             if not started:
                 await error.response()(scope, receive, send)

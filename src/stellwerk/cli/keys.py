@@ -8,9 +8,9 @@ import click
 import msgspec
 
 from stellwerk.auth import Scope
-from stellwerk.cli.control import tenant_id, with_control
+from stellwerk.cli.control import Admin, with_admin
 from stellwerk.cli.options import settings_from, store_options
-from stellwerk.storage.control import ApiKeyRecord, ControlPlane, NotFoundError
+from stellwerk.service import CreatedKey, KeyInfo, KeyInput
 
 
 @click.group()
@@ -27,14 +27,18 @@ def keys() -> None:
 def create(tenant: str, scope: str, description: str, as_json: bool, **values: Any) -> None:
     """Create a key; it is shown once and stored only as a hash."""
 
-    async def action(control: ControlPlane) -> tuple[ApiKeyRecord, str]:
-        return await control.create_key(await tenant_id(control, tenant), Scope(scope), description)
+    async def action(admin: Admin) -> CreatedKey:
+        operator = await admin.tenants.operator(tenant)
+        body = KeyInput(scope=scope, description=description)  # type: ignore[arg-type]
+        return await admin.keys.create(operator.tenant_id, body)
 
-    record, key = with_control(settings_from(values), action)
+    created = with_admin(settings_from(values), action)
     if as_json:
-        click.echo(msgspec.json.encode({"key": key, "id": record.id, "scope": scope}).decode())
+        click.echo(
+            msgspec.json.encode({"key": created.key, "id": created.id, "scope": scope}).decode()
+        )
     else:
-        click.echo(key)
+        click.echo(created.key)
 
 
 @keys.command("list")
@@ -43,12 +47,12 @@ def create(tenant: str, scope: str, description: str, as_json: bool, **values: A
 def list_(tenant: str, **values: Any) -> None:
     """List a tenant's keys (ids and scopes, never the keys)."""
 
-    async def action(control: ControlPlane) -> list[ApiKeyRecord]:
-        return await control.list_keys(await tenant_id(control, tenant))
+    async def action(admin: Admin) -> list[KeyInfo]:
+        return await admin.keys.all((await admin.tenants.operator(tenant)).tenant_id)
 
-    for record in with_control(settings_from(values), action):
-        state = f"revoked {record.revoked_at.isoformat()}" if record.revoked_at else "active"
-        click.echo(f"{record.id}\t{record.scope}\t{state}\t{record.description}")
+    for info in with_admin(settings_from(values), action):
+        state = f"revoked {info.revoked_at.isoformat()}" if info.revoked_at else "active"
+        click.echo(f"{info.id}\t{info.scope}\t{state}\t{info.description}")
 
 
 @keys.command("revoke")
@@ -58,11 +62,8 @@ def list_(tenant: str, **values: Any) -> None:
 def revoke(tenant: str, key_id: str, **values: Any) -> None:
     """Revoke a key by its id; servers refuse it within --key-cache-seconds."""
 
-    async def action(control: ControlPlane) -> ApiKeyRecord:
-        try:
-            return await control.revoke_key(await tenant_id(control, tenant), key_id)
-        except NotFoundError as exc:
-            raise click.ClickException(str(exc)) from None
+    async def action(admin: Admin) -> KeyInfo:
+        return await admin.keys.revoke((await admin.tenants.operator(tenant)).tenant_id, key_id)
 
-    with_control(settings_from(values), action)
+    with_admin(settings_from(values), action)
     click.echo(f"revoked {key_id}")

@@ -7,11 +7,9 @@ from typing import Any
 import click
 import msgspec
 
-from stellwerk.cli.control import with_control
+from stellwerk.cli.control import with_admin
 from stellwerk.cli.options import settings_from, store_options
 from stellwerk.names import InvalidNameError, check_name
-from stellwerk.storage.control import ConflictError
-from stellwerk.tenancy import provision_tenant
 
 
 @click.group()
@@ -26,14 +24,10 @@ def tenants() -> None:
 def create(name: str, as_json: bool, **values: Any) -> None:
     """Create tenant NAME with an admin and an ingest key (shown once)."""
     try:
-        check_name("tenant", name)
+        check_name("tenant", name)  # before the stores open: a typo is told at once
     except InvalidNameError as exc:
         raise click.UsageError(str(exc)) from None
-    settings = settings_from(values)
-    try:
-        provisioned = with_control(settings, lambda control: provision_tenant(control, name))
-    except ConflictError as exc:
-        raise click.ClickException(str(exc)) from None
+    provisioned = with_admin(settings_from(values), lambda admin: admin.tenants.create(name))
     if as_json:
         click.echo(msgspec.json.encode(provisioned).decode())
         return
@@ -47,6 +41,6 @@ def create(name: str, as_json: bool, **values: Any) -> None:
 @store_options
 def list_(**values: Any) -> None:
     """List tenants."""
-    records = with_control(settings_from(values), lambda control: control.list_tenants())
+    records = with_admin(settings_from(values), lambda admin: admin.tenants.all())
     for record in records:
         click.echo(f"{record.name}\t{record.created_at.isoformat()}")

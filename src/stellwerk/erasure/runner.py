@@ -77,7 +77,6 @@ class ErasureRunner:
         metrics: ErasureMetrics | None = None,
         catch_up_seconds: float = DEFAULT_CATCH_UP_SECONDS,
         poll_seconds: float = 0.05,
-        on_suppressed: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.control = control
         self.event_log = event_log
@@ -87,7 +86,6 @@ class ErasureRunner:
         self.metrics = metrics
         self.catch_up_seconds = catch_up_seconds
         self.poll_seconds = poll_seconds
-        self.on_suppressed = on_suppressed  # tell other processes' suppression caches
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closed = False
 
@@ -275,9 +273,8 @@ class _Erasure:
         await runner.control.erasures.suppress(self.record.tenant_id, self.record.id, wanted)
         if runner.suppressions is not None:
             for bus in {bus for bus, _, _ in wanted}:
+                # Other processes hear of it from the control plane (`Change("suppression")`).
                 runner.suppressions.forget(self.record.tenant_id, bus)
-                if runner.on_suppressed is not None:
-                    await runner.on_suppressed(self.record.tenant_id, bus)
 
     async def _count(self, **erased: int) -> None:
         """A step is done: add what it erased (per store) and write the counts."""

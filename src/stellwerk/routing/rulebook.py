@@ -36,13 +36,19 @@ _EMPTY = _Bus(RuleSet(Matcher()), {})
 
 
 class RuleBook:
-    def __init__(self, control: ControlPlane, build: TargetFactory) -> None:
+    def __init__(
+        self,
+        control: ControlPlane,
+        build: TargetFactory,
+        *,
+        buses_changed: Callable[[], None] | None = None,
+    ) -> None:
         self._control = control
         self._build = build
         self._buses: dict[tuple[str, str], _Bus] = {}  # (tenant name, bus)
         self._tenant_names: dict[str, str] = {}  # tenant id -> name
         # Told when a bus comes or goes (the lease keeper's `wake`: its router takes it on now).
-        self.buses_changed: Callable[[], None] = lambda: None
+        self._buses_changed = buses_changed or (lambda: None)
 
     async def load(self) -> None:
         """Read everything (at start)."""
@@ -118,7 +124,7 @@ class RuleBook:
         if new is not None:
             self._buses[key] = new
         if (old is None) != (new is None):
-            self.buses_changed()
+            self._buses_changed()
         if old is not None:
             for binding in old.bindings.values():
                 await binding.target.close()

@@ -1,39 +1,31 @@
 """`POST /v1/buses/{bus}/events` answered straight from the server, ahead of Starlette.
 
-Ingest is the one route whose requests/s matter. Through Starlette each request passed eight
-layers (server errors, errors, metrics, body limit, exceptions, router, auth, rate limit), built
-a `Request` and a `Response`, and its answer went through four wrapping `send` functions; that
-cost several times the handler. This layer does the same steps for that one route in one
-function, with the same outcomes: body limit (400/413 from `Content-Length`, 413 while reading),
-the route's auth and scope (401/403), the tenant's request rate (429), then
-`routes.events.ingest`; errors as JSON (`ApiError`, else a logged 500); and the HTTP metrics
-under the route's template. Every other request goes on to the app unchanged.
+Ingest is the one route whose requests/s matter, and through Starlette's layers (a `Request`, a
+`Response`, four wrapping `send` functions) the framework cost several times the handler. This
+layer runs the same pipeline of checks as the Starlette routes, in one function: the declared
+body size (`limits.check_declared`), the `Gate` (key, scope, the tenant's request rate), the
+bus name, then the ingest facade; errors through `errors.answer_to`; the HTTP metrics through
+`metrics.RequestSeries` under the route's template. Every other request goes on to the app.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from typing import Final
 
 import msgspec
-import structlog
-from prometheus_client import Counter, Histogram
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stellwerk.api.errors import ApiError, unhandled
-from stellwerk.api.middleware.limits import too_large
-from stellwerk.api.routes.events import ingest
+from stellwerk.api.context import ServingLifecycle, platform_from
+from stellwerk.api.errors import answer_to
+from stellwerk.api.middleware.gate import authorization_of
+from stellwerk.api.middleware.limits import check_declared, too_large
+from stellwerk.api.middleware.metrics import RequestSeries
 from stellwerk.auth import Scope as KeyScope
-from stellwerk.names import InvalidNameError, check_name
-from stellwerk.ops.lifecycle import Lifecycle, NotReadyError
 from stellwerk.ops.metrics import Metrics
-from stellwerk.ratelimit import TokenBuckets
-from stellwerk.services import Services
-
-log = structlog.get_logger("stellwerk.api")
+from stellwerk.service import checked_name
 
 ROUTE: Final = "/v1/buses/{bus}/events"
 # Starlette's `{bus}` matches one path segment: anything but "/".
@@ -53,17 +45,14 @@ class IngestFastPath:
         self,
         app: ASGIApp,
         *,
-        lifecycle: Lifecycle[Services],
+        lifecycle: ServingLifecycle,
         metrics: Metrics,
-        rate_limit: TokenBuckets,
         max_body_bytes: int,
     ) -> None:
         self.app = app
         self.lifecycle = lifecycle
-        self.metrics = metrics
-        self.rate_limit = rate_limit
+        self.series = RequestSeries(metrics)
         self.limit = max_body_bytes
-        self._series: dict[int, tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
@@ -73,19 +62,19 @@ class IngestFastPath:
         if match is None:
             await self.app(scope, receive, send)
             return
-        in_flight = self.metrics.http_requests_in_flight
+        in_flight = self.series.in_flight
         in_flight.inc()
         started = time.perf_counter()
         status = 500
         try:
+            extra: dict[str, str] = {}
             try:
-                status, body, extra = await self._answer(scope, receive, match.group(1))
-            except ApiError as exc:
-                status, body, extra = exc.status, _encode(exc.body()), exc.headers
+                body = await self._answer(scope, receive, match.group(1))
+                status = 202
             except _Disconnected:
                 return  # counted as 500 like an exception, as the metrics middleware does
             except Exception as exc:
-                error = unhandled(exc, "POST", scope["path"])
+                error = answer_to(exc, "POST", scope["path"])
                 status, body, extra = error.status, _encode(error.body()), error.headers
             headers = [(b"content-length", b"%d" % len(body)), _JSON]
             for name, value in extra.items():
@@ -94,71 +83,17 @@ class IngestFastPath:
             await send({"type": "http.response.body", "body": body})
         finally:
             in_flight.dec()
-            series = self._series.get(status)
-            if series is None:
-                series = self._series[status] = (
-                    self.metrics.http_requests.labels("POST", ROUTE, str(status)),
-                    self.metrics.http_request_duration.labels("POST", ROUTE),
-                )
-            series[0].inc()
-            series[1].observe(time.perf_counter() - started)
+            self.series.record("POST", ROUTE, status, time.perf_counter() - started)
 
-    async def _answer(
-        self, scope: Scope, receive: Receive, bus: str
-    ) -> tuple[int, bytes, dict[str, str]]:
-        authorization: str | None = None
-        content_type: str | None = None
-        declared: int | None = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                if authorization is None:
-                    authorization = value.decode("latin-1")
-            elif name == b"content-type":
-                if content_type is None:
-                    content_type = value.decode("latin-1")
-            elif name == b"content-length":
-                # Every Content-Length is checked, as the body limit middleware does.
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared < 0:
-                    raise ApiError(400, "InvalidRequest", "Content-Length is not a number")
-                if declared > self.limit:
-                    raise too_large(self.limit)
-        services = self._services()
-        principal = await services.authenticator.authenticate(authorization)
-        if not principal.scope.allows(KeyScope.INGEST):
-            raise ApiError(
-                403,
-                "Forbidden",
-                f"a key with scope {principal.scope} may not POST here (needs {KeyScope.INGEST})",
-            )
-        wait = self.rate_limit.acquire(principal.tenant_id)
-        if wait > 0:
-            raise ApiError(
-                429,
-                "TooManyRequests",
-                f"the tenant's request rate limit ({self.rate_limit.rate:g}/s) is exhausted",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
-            )
-        try:
-            name = check_name("bus", bus)
-        except InvalidNameError as exc:
-            raise ApiError(400, "InvalidRequest", str(exc), field="bus") from None
+    async def _answer(self, scope: Scope, receive: Receive, bus: str) -> bytes:
+        check_declared(scope["headers"], self.limit)
+        platform = platform_from(self.lifecycle)
+        principal = await platform.gate.admit(authorization_of(scope), "POST", KeyScope.INGEST)
+        name = checked_name("bus", bus, "bus")
         headers = Headers(scope=scope)
-        status, content = await ingest(
-            services, principal, name, content_type, headers, lambda: self._body(receive)
+        return await platform.ingest.put(
+            principal, name, headers.get("content-type"), headers, lambda: self._body(receive)
         )
-        return status, content, {}
-
-    def _services(self) -> Services:
-        try:
-            return self.lifecycle.services
-        except NotReadyError as exc:
-            raise ApiError(
-                503, "ServiceUnavailable", str(exc), headers={"Retry-After": "1"}
-            ) from None
 
     async def _body(self, receive: Receive) -> bytes:
         message = await receive()

@@ -1,10 +1,13 @@
 """Request body limit: 413 as soon as the declared or received size passes the bound.
 
 A declared `Content-Length` over the limit is refused before any of the body is read; a chunked
-body is counted as it arrives and refused at the first chunk that crosses the bound.
+body is counted as it arrives and refused at the first chunk that crosses the bound. The ingest
+fast path uses the same checks (`check_declared`, `too_large`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,6 +20,20 @@ def too_large(limit: int) -> ApiError:
     )
 
 
+def check_declared(headers: Iterable[tuple[bytes, bytes]], limit: int) -> None:
+    """Refuse a request whose every `Content-Length` is not a number within `limit`."""
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                declared = -1
+            if declared < 0:
+                raise ApiError(400, "InvalidRequest", "Content-Length is not a number")
+            if declared > limit:
+                raise too_large(limit)
+
+
 class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -26,19 +43,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared < 0:
-                    error = ApiError(400, "InvalidRequest", "Content-Length is not a number")
-                    await error.response()(scope, receive, send)
-                    return
-                if declared > self.limit:
-                    await too_large(self.limit).response()(scope, receive, send)
-                    return
+        try:
+            check_declared(scope["headers"], self.limit)
+        except ApiError as error:
+            await error.response()(scope, receive, send)
+            return
         received = 0
 
         async def receive_counted() -> Message:

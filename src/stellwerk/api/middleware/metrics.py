@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stellwerk.ops.metrics import Metrics
 
-__all__ = ["UNMATCHED", "RequestMetricsMiddleware"]
+__all__ = ["UNMATCHED", "RequestMetricsMiddleware", "RequestSeries"]
 
 UNMATCHED = "<unmatched>"
 
@@ -27,6 +27,28 @@ UNMATCHED = "<unmatched>"
 _KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"}
 )
+
+
+class RequestSeries:
+    """The request metrics' series, each looked up once per label set: `labels()` validates and
+    locks on every call, and looking the children up once halves the cost per request. Bounded
+    like the labels themselves. Shared by the middleware and the ingest fast path."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.in_flight = metrics.http_requests_in_flight
+        self._metrics = metrics
+        self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+
+    def record(self, method: str, route: str, status: int, elapsed: float) -> None:
+        key = (method, route, str(status))
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (
+                self._metrics.http_requests.labels(*key),
+                self._metrics.http_request_duration.labels(method, route),
+            )
+        series[0].inc()
+        series[1].observe(elapsed)
 
 
 class RequestMetricsMiddleware:
@@ -39,10 +61,7 @@ class RequestMetricsMiddleware:
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
-        self.metrics = metrics
-        # labels() validates and locks on every call; the children are looked up once per label
-        # set instead, which halves the cost per request. Bounded like the labels themselves.
-        self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self.series = RequestSeries(metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,7 +81,7 @@ class RequestMetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        in_flight = self.metrics.http_requests_in_flight
+        in_flight = self.series.in_flight
         in_flight.inc()
         started = time.perf_counter()
         try:
@@ -74,15 +93,8 @@ class RequestMetricsMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             in_flight.dec()
-            key = (method, route_template(scope, path=path, root_path=root_path), str(status))
-            series = self._series.get(key)
-            if series is None:
-                series = self._series[key] = (
-                    self.metrics.http_requests.labels(*key),
-                    self.metrics.http_request_duration.labels(key[0], key[1]),
-                )
-            series[0].inc()
-            series[1].observe(elapsed)
+            route = route_template(scope, path=path, root_path=root_path)
+            self.series.record(method, route, status, elapsed)
 
 
 def route_template(scope: Scope, *, path: str, root_path: str) -> str:

@@ -7,23 +7,20 @@ saved; `GET` shows everything else.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from stellwerk.api.bodies import json_response, read_json
-from stellwerk.api.context import services_of
+from stellwerk.api.bodies import json_response, path_name, read_json
+from stellwerk.api.context import platform_of
 from stellwerk.api.endpoints import Endpoint
-from stellwerk.api.errors import ApiError, ErrorBody, not_found
-from stellwerk.api.middleware.auth import principal_of
+from stellwerk.api.errors import ErrorBody
+from stellwerk.api.middleware.gate import principal_of
 from stellwerk.auth import Scope
-from stellwerk.delivery.targets import parse_connection
-from stellwerk.names import NAME_RULE, InvalidNameError, check_name
-from stellwerk.rules import InvalidConnectionError, public_view
-from stellwerk.storage.control import ConnectionRecord
+from stellwerk.names import NAME_RULE
+from stellwerk.service import Connection
 
 
 class ConnectionInput(msgspec.Struct):
@@ -34,65 +31,36 @@ class ConnectionInput(msgspec.Struct):
     type: str
 
 
-class Connection(msgspec.Struct):
-    name: str
-    connection: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-
-
 class ConnectionList(msgspec.Struct):
     connections: list[Connection]
 
 
-def _view(record: ConnectionRecord) -> Connection:
-    return Connection(record.name, public_view(record.spec), record.created_at, record.updated_at)
-
-
 def connection_name(request: Request) -> str:
-    name: str = request.path_params["name"]
-    try:
-        return check_name("connection", name)
-    except InvalidNameError as exc:
-        raise ApiError(400, "InvalidRequest", str(exc), field="name") from None
+    return path_name(request, "connection", "name")
 
 
 async def put_connection(request: Request) -> Response:
     name = connection_name(request)
     body = await read_json(request, dict[str, Any])
-    services = services_of(request)
-    try:
-        spec = parse_connection(body, allow_private=services.settings.allow_private_targets)
-    except InvalidConnectionError as exc:
-        raise ApiError(400, "InvalidConnection", str(exc), field=f"$.{exc.field}") from None
-    principal = principal_of(request.scope)
-    record, created = await services.control.connections.put(principal.tenant_id, name, spec)
-    await services.rules_changed(principal.tenant_id, None)
-    return json_response(_view(record), 201 if created else 200)
+    connections = platform_of(request).connections
+    connection, created = await connections.put(principal_of(request.scope), name, body)
+    return json_response(connection, 201 if created else 200)
 
 
 async def get_connection(request: Request) -> Response:
     name = connection_name(request)
-    tenant_id = principal_of(request.scope).tenant_id
-    record = await services_of(request).control.connections.get(tenant_id, name)
-    if record is None:
-        raise not_found(f"connection {name!r}")
-    return json_response(_view(record))
+    connections = platform_of(request).connections
+    return json_response(await connections.get(principal_of(request.scope), name))
 
 
 async def list_connections(request: Request) -> Response:
-    tenant_id = principal_of(request.scope).tenant_id
-    records = await services_of(request).control.connections.for_tenant(tenant_id)
-    return json_response(ConnectionList([_view(r) for r in records]))
+    connections = await platform_of(request).connections.all(principal_of(request.scope))
+    return json_response(ConnectionList(connections))
 
 
 async def delete_connection(request: Request) -> Response:
     name = connection_name(request)
-    services = services_of(request)
-    tenant_id = principal_of(request.scope).tenant_id
-    if not await services.control.connections.delete(tenant_id, name):
-        raise not_found(f"connection {name!r}")
-    await services.rules_changed(tenant_id, None)
+    await platform_of(request).connections.delete(principal_of(request.scope), name)
     return Response(status_code=204)
 
 

@@ -10,15 +10,13 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from stellwerk.api.bodies import json_response
-from stellwerk.api.context import services_of
+from stellwerk.api.bodies import json_response, path_name
+from stellwerk.api.context import platform_of
 from stellwerk.api.endpoints import Endpoint
-from stellwerk.api.errors import ApiError, ErrorBody, not_found
-from stellwerk.api.middleware.auth import principal_of
+from stellwerk.api.errors import ErrorBody
+from stellwerk.api.middleware.gate import principal_of
 from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Scope
-from stellwerk.names import InvalidNameError, check_name
-from stellwerk.seams import Change
 
 
 class GrantList(msgspec.Struct):
@@ -27,53 +25,24 @@ class GrantList(msgspec.Struct):
     tenants: list[str]
 
 
-def grantee_name(request: Request) -> str:
-    name: str = request.path_params["tenant"]
-    try:
-        return check_name("tenant", name)
-    except InvalidNameError as exc:
-        raise ApiError(400, "InvalidRequest", str(exc), field="tenant") from None
-
-
 async def put_grant(request: Request) -> Response:
     bus = bus_name(request)
-    grantee = grantee_name(request)
-    services = services_of(request)
-    principal = principal_of(request.scope)
-    if await services.control.get_bus(principal.tenant_id, bus) is None:
-        raise not_found(f"bus {bus!r}")
-    target = await services.control.get_tenant(grantee)
-    if target is None:
-        raise not_found(f"tenant {grantee!r}")
-    if target.id == principal.tenant_id:
-        raise ApiError(400, "InvalidRequest", "a tenant needs no grant for its own buses")
-    created = await services.control.grants.grant(principal.tenant_id, bus, target.id)
+    grantee = path_name(request, "tenant", "tenant")
+    created = await platform_of(request).grants.grant(principal_of(request.scope), bus, grantee)
     return json_response(GrantList([grantee]), 201 if created else 200)
 
 
 async def delete_grant(request: Request) -> Response:
     bus = bus_name(request)
-    grantee = grantee_name(request)
-    services = services_of(request)
-    principal = principal_of(request.scope)
-    target = await services.control.get_tenant(grantee)
-    if target is None or not await services.control.grants.revoke(
-        principal.tenant_id, bus, target.id
-    ):
-        raise not_found(f"grant of bus {bus!r} to {grantee!r}")
-    await services.changed(Change("grant", principal.tenant, bus, grantee))
+    grantee = path_name(request, "tenant", "tenant")
+    await platform_of(request).grants.revoke(principal_of(request.scope), bus, grantee)
     return Response(status_code=204)
 
 
 async def list_grants(request: Request) -> Response:
     bus = bus_name(request)
-    services = services_of(request)
-    principal = principal_of(request.scope)
-    if await services.control.get_bus(principal.tenant_id, bus) is None:
-        raise not_found(f"bus {bus!r}")
-    return json_response(
-        GrantList(await services.control.grants.grantees(principal.tenant_id, bus))
-    )
+    grantees = await platform_of(request).grants.grantees(principal_of(request.scope), bus)
+    return json_response(GrantList(grantees))
 
 
 _PARAMS = {"bus": "the bus name", "tenant": "the tenant granted to"}

@@ -41,13 +41,13 @@ async def readyz(request: Request) -> Response:
         return json_response(Health(status=str(lifecycle.phase)), 503)
     try:
         async with asyncio.timeout(PING_TIMEOUT_SECONDS):
-            await lifecycle.services.control.ping()
+            await lifecycle.services.platform.readiness.control_plane()
     except Exception as exc:
         log.warning("control plane unreachable", error=str(exc))
         return json_response(Health(status="unavailable", reason="control plane unreachable"), 503)
     try:
         async with asyncio.timeout(PING_TIMEOUT_SECONDS):
-            await lifecycle.services.event_log.ping()
+            await lifecycle.services.platform.readiness.event_log()
     except Exception as exc:
         log.warning("event log unavailable", error=str(exc))
         return json_response(Health(status="unavailable", reason="event log unavailable"), 503)

@@ -11,17 +11,15 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from stellwerk.api.bodies import json_response, read_json
-from stellwerk.api.context import services_of
+from stellwerk.api.bodies import json_response, path_name, read_json
+from stellwerk.api.context import platform_of
 from stellwerk.api.endpoints import Endpoint
-from stellwerk.api.errors import ApiError, ErrorBody, not_found
-from stellwerk.api.middleware.auth import principal_of
+from stellwerk.api.errors import ErrorBody
+from stellwerk.api.middleware.gate import principal_of
 from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Scope
-from stellwerk.names import NAME_RULE, InvalidNameError, check_name
-from stellwerk.rules import InvalidRuleError, Rule, RuleInput, validate_rule
-from stellwerk.services import Services
-from stellwerk.storage.control import ConflictError
+from stellwerk.names import NAME_RULE
+from stellwerk.rules import Rule, RuleInput
 
 
 class RuleList(msgspec.Struct):
@@ -29,74 +27,35 @@ class RuleList(msgspec.Struct):
 
 
 def rule_name(request: Request) -> str:
-    name: str = request.path_params["rule"]
-    try:
-        return check_name("rule", name)
-    except InvalidNameError as exc:
-        raise ApiError(400, "InvalidRequest", str(exc), field="rule") from None
-
-
-def _shown(rule: Rule, scope: Scope) -> Rule:
-    if scope is Scope.ADMIN:
-        return rule
-    hidden = [msgspec.structs.replace(t, secret=None) for t in rule.targets]
-    return msgspec.structs.replace(rule, targets=hidden)
-
-
-async def _bus_or_404(services: Services, tenant_id: str, name: str) -> None:
-    if await services.control.get_bus(tenant_id, name) is None:
-        raise not_found(f"bus {name!r}")
+    return path_name(request, "rule", "rule")
 
 
 async def put_rule(request: Request) -> Response:
     bus = bus_name(request)
     name = rule_name(request)
     body = await read_json(request, RuleInput)
-    services = services_of(request)
-    principal = principal_of(request.scope)
-    await _bus_or_404(services, principal.tenant_id, bus)
-    try:
-        validate_rule(body)
-        body = await services.targets.prepare(principal, body)
-    except InvalidRuleError as exc:
-        raise ApiError(400, exc.error, str(exc), field=exc.field) from None
-    try:
-        rule, created = await services.control.rules.put(
-            principal.tenant_id, bus, name, body, max_rules=services.settings.max_rules_per_bus
-        )
-    except ConflictError as exc:
-        raise ApiError(409, "LimitExceeded", str(exc)) from None
-    await services.rules_changed(principal.tenant_id, bus)
+    rules = platform_of(request).rules
+    rule, created = await rules.put(principal_of(request.scope), bus, name, body)
     return json_response(rule, 201 if created else 200)
 
 
 async def get_rule(request: Request) -> Response:
     bus = bus_name(request)
     name = rule_name(request)
-    principal = principal_of(request.scope)
-    rule = await services_of(request).control.rules.get(principal.tenant_id, bus, name)
-    if rule is None:
-        raise not_found(f"rule {name!r} on bus {bus!r}")
-    return json_response(_shown(rule, principal.scope))
+    rule = await platform_of(request).rules.get(principal_of(request.scope), bus, name)
+    return json_response(rule)
 
 
 async def list_rules(request: Request) -> Response:
     bus = bus_name(request)
-    services = services_of(request)
-    principal = principal_of(request.scope)
-    await _bus_or_404(services, principal.tenant_id, bus)
-    rules = await services.control.rules.for_bus(principal.tenant_id, bus)
-    return json_response(RuleList(rules=[_shown(r, principal.scope) for r in rules]))
+    rules = await platform_of(request).rules.all(principal_of(request.scope), bus)
+    return json_response(RuleList(rules=rules))
 
 
 async def delete_rule(request: Request) -> Response:
     bus = bus_name(request)
     name = rule_name(request)
-    services = services_of(request)
-    principal = principal_of(request.scope)
-    if not await services.control.rules.delete(principal.tenant_id, bus, name):
-        raise not_found(f"rule {name!r} on bus {bus!r}")
-    await services.rules_changed(principal.tenant_id, bus)
+    await platform_of(request).rules.delete(principal_of(request.scope), bus, name)
     return Response(status_code=204)
 
 

@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-import re
-from datetime import datetime
-from typing import Any
-
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from stellwerk.api.bodies import json_response, read_json
-from stellwerk.api.context import services_of
+from stellwerk.api.context import platform_of
 from stellwerk.api.endpoints import Endpoint
-from stellwerk.api.errors import ApiError, ErrorBody, not_found
-from stellwerk.api.middleware.auth import principal_of
+from stellwerk.api.errors import ApiError, ErrorBody
+from stellwerk.api.middleware.gate import principal_of
 from stellwerk.auth import Scope
-from stellwerk.schemas import InvalidSchemaError, compile_schema
-from stellwerk.seams import Change
-from stellwerk.storage.control import SchemaRecord
-
-TYPE_RULE = "[A-Za-z0-9._:-]{1,256}"
-_TYPE = re.compile(rf"^{TYPE_RULE}\Z")
-
-
-class SchemaInput(msgspec.Struct, forbid_unknown_fields=True):
-    """`schema` is a JSON Schema (draft 4, 6, 7, 2019-09 or 2020-12) for the events' `data`."""
-
-    schema: Any
-    description: str = ""
-
-
-class SchemaVersion(msgspec.Struct):
-    type: str
-    version: int
-    schema: Any
-    description: str
-    created_at: datetime
+from stellwerk.service import TYPE_RULE, SchemaInput, SchemaVersion, checked_type
 
 
 class SchemaVersionList(msgspec.Struct):
@@ -49,23 +25,9 @@ class SchemaList(msgspec.Struct):
     schemas: list[SchemaVersion]
 
 
-def _version(record: SchemaRecord) -> SchemaVersion:
-    return SchemaVersion(
-        type=record.type,
-        version=record.version,
-        schema=record.document,
-        description=record.description,
-        created_at=record.created_at,
-    )
-
-
 def event_type(request: Request) -> str:
     value: str = request.path_params["type"]
-    if not _TYPE.match(value):
-        raise ApiError(
-            400, "InvalidRequest", f"event type {value!r} must match {TYPE_RULE}", field="type"
-        )
-    return value
+    return checked_type(value)
 
 
 def version_param(request: Request) -> int | None:
@@ -80,57 +42,34 @@ def version_param(request: Request) -> int | None:
 async def put_schema(request: Request) -> Response:
     type_ = event_type(request)
     body = await read_json(request, SchemaInput)
-    try:
-        compile_schema(body.schema)
-    except InvalidSchemaError as exc:
-        raise ApiError(422, "InvalidSchema", str(exc), field="$.schema") from None
-    if len(body.description) > 512:
-        raise ApiError(
-            422, "ValidationFailed", "description is longer than 512", field="$.description"
-        )
-    services = services_of(request)
-    tenant_id = principal_of(request.scope).tenant_id
-    record, created = await services.control.schemas.put(
-        tenant_id, type_, body.schema, body.description
-    )
-    await services.changed(Change("schema", tenant_id, name=type_))
-    return json_response(_version(record), 201 if created else 200)
+    schemas = platform_of(request).schemas
+    version, created = await schemas.put(principal_of(request.scope), type_, body)
+    return json_response(version, 201 if created else 200)
 
 
 async def get_schema(request: Request) -> Response:
     type_ = event_type(request)
     version = version_param(request)
-    tenant_id = principal_of(request.scope).tenant_id
-    record = await services_of(request).control.schemas.get(tenant_id, type_, version)
-    if record is None:
-        raise not_found(f"schema {type_!r}" + (f" version {version}" if version else ""))
-    return json_response(_version(record))
+    schemas = platform_of(request).schemas
+    return json_response(await schemas.get(principal_of(request.scope), type_, version))
 
 
 async def list_versions(request: Request) -> Response:
     type_ = event_type(request)
-    tenant_id = principal_of(request.scope).tenant_id
-    records = await services_of(request).control.schemas.versions(tenant_id, type_)
-    if not records:
-        raise not_found(f"schema {type_!r}")
-    return json_response(SchemaVersionList(versions=[_version(r) for r in records]))
+    versions = await platform_of(request).schemas.versions(principal_of(request.scope), type_)
+    return json_response(SchemaVersionList(versions=versions))
 
 
 async def delete_schema(request: Request) -> Response:
     type_ = event_type(request)
     version = version_param(request)
-    services = services_of(request)
-    tenant_id = principal_of(request.scope).tenant_id
-    if not await services.control.schemas.delete(tenant_id, type_, version):
-        raise not_found(f"schema {type_!r}" + (f" version {version}" if version else ""))
-    await services.changed(Change("schema", tenant_id, name=type_))
+    await platform_of(request).schemas.delete(principal_of(request.scope), type_, version)
     return Response(status_code=204)
 
 
 async def list_schemas(request: Request) -> Response:
-    tenant_id = principal_of(request.scope).tenant_id
-    records = await services_of(request).control.schemas.latest_of_each(tenant_id)
-    return json_response(SchemaList(schemas=[_version(r) for r in records]))
+    latest = await platform_of(request).schemas.latest(principal_of(request.scope))
+    return json_response(SchemaList(schemas=latest))
 
 
 _TYPE_PARAM = {"type": f"the event type, {TYPE_RULE}"}

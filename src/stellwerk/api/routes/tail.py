@@ -14,60 +14,48 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from stellwerk.api.context import services_of
+from stellwerk.api.context import platform_of
 from stellwerk.api.endpoints import Endpoint
-from stellwerk.api.errors import ApiError, ErrorBody, not_found
-from stellwerk.api.middleware.auth import principal_of
+from stellwerk.api.errors import ApiError, ErrorBody
+from stellwerk.api.middleware.gate import principal_of
 from stellwerk.api.routes.buses import bus_name
-from stellwerk.auth import Scope
-from stellwerk.patterns import CompiledPattern, InvalidPatternError, compile_pattern
-from stellwerk.services import Services
+from stellwerk.auth import Principal, Scope
+from stellwerk.patterns import CompiledPattern
+from stellwerk.service import Tail
 
 KEEPALIVE_SECONDS = 15.0
-PAGE = 200
 
 
 async def tail(request: Request) -> Response:
     name = bus_name(request)
-    services = services_of(request)
     principal = principal_of(request.scope)
-    bus = await services.buses.bus(principal.tenant_id, name)
-    if bus is None:
-        raise not_found(f"bus {name!r}")
-    pattern: CompiledPattern | None = None
-    if "pattern" in request.query_params:
-        try:
-            pattern = compile_pattern(request.query_params["pattern"])
-        except InvalidPatternError as exc:
-            raise ApiError(400, "InvalidEventPatternException", str(exc), field="pattern") from None
+    facade = platform_of(request).tail
     after_text = request.query_params.get("after") or request.headers.get("last-event-id")
+    after: int | None = None
+    pattern = request.query_params.get("pattern")
+    if after_text is not None and not after_text.isdigit():
+        # The bus and the pattern are checked first, as before.
+        await facade.open(principal, name, pattern, 0)
+        raise ApiError(400, "InvalidRequest", "after must be a log position", field="after")
     if after_text is not None:
-        if not after_text.isdigit():
-            raise ApiError(400, "InvalidRequest", "after must be a log position", field="after")
         after = int(after_text)
-    else:
-        after = await services.event_log.last_position(principal.tenant, name)
+    start, compiled = await facade.open(principal, name, pattern, after)
     return StreamingResponse(
-        _stream(services, principal.tenant, name, after, pattern),
+        _stream(facade, principal, name, start, compiled),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
 async def _stream(
-    services: Services, tenant: str, bus: str, after: int, pattern: CompiledPattern | None
+    facade: Tail, principal: Principal, bus: str, after: int, pattern: CompiledPattern | None
 ) -> AsyncIterator[bytes]:
     yield b": tailing " + bus.encode() + b"\n\n"
-    while True:
-        events = await services.event_log.read(tenant, bus, after=after, limit=PAGE)
-        for event in events:
-            after = event.position
-            if pattern is None or pattern.matches(event.body):
-                yield b"event: cloudevent\nid: %d\ndata: %s\n\n" % (event.position, event.body)
-        if len(events) == PAGE:
-            continue
-        if not await services.log_watch.wait(tenant, bus, KEEPALIVE_SECONDS):
+    async for event in facade.follow(principal, bus, after, pattern, keepalive=KEEPALIVE_SECONDS):
+        if event is None:
             yield b": keepalive\n\n"
+        else:
+            yield b"event: cloudevent\nid: %d\ndata: %s\n\n" % (event.position, event.body)
 
 
 ENDPOINTS = [

@@ -1,0 +1,106 @@
+"""The application layer: one facade per aggregate, between the edges (HTTP, the command line)
+and the engine.
+
+A facade owns its use cases: it checks the input, writes the stores and, through the control
+plane's after-commit announcements, lets every process take the change in. It knows nothing of
+HTTP: it takes a `Principal` and plain values, returns plain values, and refuses with a
+`ServiceError` that each edge renders its own way.
+"""
+
+from stellwerk.service.access import Authenticator, Gate
+from stellwerk.service.archives import Archive, ArchiveInput, Archives, ArchiveState
+from stellwerk.service.buses import Bus, Buses, BusInput, ValidationMode, checked_name
+from stellwerk.service.changes import Caches
+from stellwerk.service.connections import Connection, Connections
+from stellwerk.service.dead_letters import DeadLetters, DeadLetterView
+from stellwerk.service.erasures import Erasure, ErasureInput, Erasures
+from stellwerk.service.errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from stellwerk.service.failed_events import (
+    FailedEvents,
+    FailedEventView,
+    ResubmitOutcome,
+    ResubmitResult,
+)
+from stellwerk.service.grants import Grants
+from stellwerk.service.ingest import FailedEvent, Ingest, IngestResult, SchemaWarning
+from stellwerk.service.keys import CreatedKey, KeyInfo, KeyInput, Keys
+from stellwerk.service.platform import Platform
+from stellwerk.service.readiness import Readiness
+from stellwerk.service.replays import Replay, ReplayInput, Replays
+from stellwerk.service.rules import Rules
+from stellwerk.service.schemas import TYPE_RULE, SchemaInput, Schemas, SchemaVersion, checked_type
+from stellwerk.service.tail import Tail
+from stellwerk.service.tenants import ProvisionedTenant, Tenants, provision_tenant
+
+__all__ = [
+    "TYPE_RULE",
+    "Archive",
+    "ArchiveInput",
+    "ArchiveState",
+    "Archives",
+    "Authenticator",
+    "Bus",
+    "BusInput",
+    "Buses",
+    "Caches",
+    "Conflict",
+    "Connection",
+    "Connections",
+    "CreatedKey",
+    "DeadLetterView",
+    "DeadLetters",
+    "Erasure",
+    "ErasureInput",
+    "Erasures",
+    "FailedEvent",
+    "FailedEventView",
+    "FailedEvents",
+    "Forbidden",
+    "Gate",
+    "Grants",
+    "Ingest",
+    "IngestResult",
+    "InvalidRequest",
+    "KeyInfo",
+    "KeyInput",
+    "Keys",
+    "NotFound",
+    "PayloadTooLarge",
+    "Platform",
+    "ProvisionedTenant",
+    "Readiness",
+    "Replay",
+    "ReplayInput",
+    "Replays",
+    "ResubmitOutcome",
+    "ResubmitResult",
+    "Rules",
+    "SchemaInput",
+    "SchemaVersion",
+    "SchemaWarning",
+    "Schemas",
+    "ServiceError",
+    "Tail",
+    "Tenants",
+    "TooManyRequests",
+    "Unauthorized",
+    "Unavailable",
+    "UnsupportedMediaType",
+    "ValidationFailed",
+    "ValidationMode",
+    "checked_name",
+    "checked_type",
+    "provision_tenant",
+]

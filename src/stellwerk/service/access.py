@@ -1,0 +1,119 @@
+"""Who may do what: API keys into principals, their scope, and each tenant's request rate.
+
+Every request that needs a key passes `Gate.admit` once, whichever way it arrived (the ingest
+fast path or a Starlette route), so both answer the same refusals in the same order: 401 for no
+valid key, 403 for a scope that does not allow the method, 429 when the tenant's requests are
+spent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from stellwerk.auth import MalformedKeyError, Principal, Scope, parse_key, verify_key
+from stellwerk.ratelimit import TokenBuckets
+from stellwerk.service.errors import Forbidden, TooManyRequests, Unauthorized
+from stellwerk.storage import TtlCache
+from stellwerk.storage.control import ApiKeyRecord, ControlPlane, TenantRecord
+
+# Verified keys remembered at most (see `Authenticator`); a bound, not a working-set size.
+_MAX_VERIFIED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    key: ApiKeyRecord
+    tenant: TenantRecord
+
+
+class Authenticator:
+    """Turns a bearer key into a `Principal`, with a short cache so ingest does not hit the store.
+
+    A key revoked through this process is forgotten at once; one revoked elsewhere (another
+    process, the CLI) stops working within `cache_seconds`.
+
+    A key that passed is remembered with its principal, tied to the cached record it was checked
+    against: while that record is the one cached, the same `Authorization` value gets the same
+    principal without parsing and hashing the key again. A reload, expiry or `forget` replaces
+    or drops the record, so revocation takes no longer. Only keys that passed are remembered, so
+    made-up keys cannot fill the table.
+    """
+
+    def __init__(
+        self,
+        control: ControlPlane,
+        *,
+        cache_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._control = control
+        # Unknown ids are cached too (briefly), so a flood of made-up keys does not reach the store.
+        self._keys: TtlCache[str, _Cached | None] = TtlCache(self._load, cache_seconds, clock)
+        self._verified: dict[str, tuple[_Cached, Principal]] = {}
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise Unauthorized("an API key is required: Authorization: Bearer <key>")
+        remembered = self._verified.get(authorization)
+        if remembered is not None and self._keys.fresh(remembered[1].key_id) is remembered[0]:
+            return remembered[1]
+        kind, _, key = authorization.partition(" ")
+        if kind.lower() != "bearer" or not key.strip():
+            raise Unauthorized("the Authorization header must be 'Bearer <key>'")
+        key = key.strip()
+        try:
+            parts = parse_key(key)
+        except MalformedKeyError as exc:
+            raise Unauthorized(str(exc)) from None
+        entry = await self._keys.get(parts.key_id)
+        if entry is None or not verify_key(key, entry.key.key_hash) or entry.key.revoked_at:
+            raise Unauthorized("the API key is not valid (unknown or revoked)")
+        principal = Principal(
+            tenant_id=entry.tenant.id,
+            tenant=entry.tenant.name,
+            key_id=entry.key.id,
+            scope=entry.key.scope,
+        )
+        if len(self._verified) >= _MAX_VERIFIED:
+            self._verified.clear()
+        self._verified[authorization] = (entry, principal)
+        return principal
+
+    def forget(self, key_id: str) -> None:
+        self._keys.forget(key_id)
+
+    async def _load(self, key_id: str) -> _Cached | None:
+        found = await self._control.find_key(key_id)
+        if found is None:
+            return None
+        return _Cached(key=found[0], tenant=found[1])
+
+
+class Gate:
+    """The checks in front of every request that needs a key: key, scope, the tenant's rate."""
+
+    def __init__(self, authenticator: Authenticator, request_rate: TokenBuckets) -> None:
+        self.authenticator = authenticator
+        self.request_rate = request_rate
+
+    async def admit(
+        self, authorization: str | None, method: str, needed: Scope | None
+    ) -> Principal:
+        """The caller's principal if it may make this request now, else the refusal.
+
+        `needed` None: the method needs a scope nobody has (no key may use it here)."""
+        principal = await self.authenticator.authenticate(authorization)
+        if needed is None or not principal.scope.allows(needed):
+            raise Forbidden(
+                f"a key with scope {principal.scope} may not {method} here"
+                + (f" (needs {needed})" if needed else "")
+            )
+        wait = self.request_rate.acquire(principal.tenant_id)
+        if wait > 0:
+            raise TooManyRequests(
+                f"the tenant's request rate limit ({self.request_rate.rate:g}/s) is exhausted",
+                retry_after=wait,
+            )
+        return principal

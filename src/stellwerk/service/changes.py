@@ -1,0 +1,92 @@
+"""Taking in a change of configuration: the caches of this process forget it, the other
+processes hear of it.
+
+The control plane announces every change once its transaction commits (`ChangeFeed`), and
+`Caches.announce` listens there: so no use case publishes a change by hand. Changes made in
+other processes arrive through the signals and are only taken in (`take`).
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from stellwerk.delivery.bus_access import BusAccess
+from stellwerk.erasure.suppression import Suppressions
+from stellwerk.routing.archiver import Archiver
+from stellwerk.routing.replay import ReplayRunner
+from stellwerk.routing.rulebook import RuleBook
+from stellwerk.seams import Change, Signals
+from stellwerk.service.access import Authenticator
+from stellwerk.storage.control import BusDirectory
+
+log = structlog.get_logger("stellwerk")
+
+
+class Caches:
+    """What this process keeps of the configuration, and how each change reaches it."""
+
+    def __init__(
+        self,
+        *,
+        signals: Signals,
+        rulebook: RuleBook,
+        buses: BusDirectory,
+        bus_access: BusAccess,
+        authenticator: Authenticator,
+        suppressions: Suppressions,
+        archiver: Archiver,
+        replays: ReplayRunner,
+    ) -> None:
+        self._signals = signals
+        self._rulebook = rulebook
+        self._buses = buses
+        self._bus_access = bus_access
+        self._authenticator = authenticator
+        self._suppressions = suppressions
+        self._archiver = archiver
+        self._replays = replays
+
+    async def announce(self, change: Change) -> None:
+        """A change committed here: take it in, then tell the other processes."""
+        await self.take(change)
+        await self._signals.changed(change)
+
+    async def take(self, change: Change) -> None:
+        """Take in a change made here or, through the signals, in another process."""
+        tenant, bus, name = change.tenant, change.bus, change.name
+        match change.kind:
+            case "rules":
+                await self._rulebook.reload(tenant, bus)
+            case "bus":
+                if bus is not None:
+                    self._buses.forget_bus(tenant, bus)
+                await self._rulebook.reload(tenant, bus)
+            case "schema":
+                if name is not None:
+                    self._buses.forget_schema(tenant, name)
+            case "grant":
+                if bus is not None and name is not None:
+                    self._bus_access.forget(tenant, bus, name)
+            case "key":
+                if name is not None:
+                    self._authenticator.forget(name)
+            case "suppression":
+                if bus is not None:
+                    self._suppressions.forget(tenant, bus)
+            case "archive":
+                await self._archiver.reload()
+            case "replay":
+                self._replays.notify()
+            case "replay_cancelled":
+                if name is not None:
+                    self._replays.cancel(tenant, name)
+
+    async def resync(self) -> None:
+        """Signals may have been missed (the connection to NATS broke): reload what is cached
+        without a time to live. Caches with one expire on their own."""
+        try:
+            await self._rulebook.load()
+            await self._archiver.reload()
+        except Exception:
+            log.exception("resync_failed")  # the next reconnect or change tries again
+        self._replays.notify()

@@ -1,0 +1,262 @@
+"""Ingest: one request's events onto a bus, answered only once every accepted event is durable.
+
+A batch may partly succeed: valid events are stored and the others are listed in `failed` with
+their index, id and reason. A request in which no event is valid is refused as a whole with the
+same list, so that a single bad event (structured or binary mode) gets a plain client error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
+
+import msgspec
+
+from stellwerk.auth import Principal
+from stellwerk.erasure.suppression import Suppressions
+from stellwerk.ingest.binding import (
+    BindingError,
+    BindingLimits,
+    DecodedEvent,
+    EventFailure,
+    decode_request,
+)
+from stellwerk.ingest.metrics import IngestMetrics, bus_metrics
+from stellwerk.ratelimit import TokenBuckets
+from stellwerk.schemas import SchemaViolation, event_violations
+from stellwerk.seams import EventLog, LogOverloaded, NewEvent
+from stellwerk.service.errors import (
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    TooManyRequests,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from stellwerk.storage import LogWatch
+from stellwerk.storage.control import BusDirectory, ControlPlane, NewFailedEvent
+
+SCHEMA_FAILURE = "SchemaValidationFailed"
+_encode: Final = msgspec.json.Encoder().encode
+_BINDING_ERRORS: Final[dict[int, type[ServiceError]]] = {
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+}
+
+
+class FailedEvent(msgspec.Struct, omit_defaults=True):
+    """An event that was not put on the bus. `failed_event_id`: kept in the failed-events store."""
+
+    index: int
+    error: str
+    message: str
+    id: str | None = None
+    field: str | None = None
+    failed_event_id: int | None = None
+
+
+class SchemaWarning(msgspec.Struct):
+    """An event stored although it breaks its type's schema (bus in `warn` mode)."""
+
+    index: int
+    id: str
+    message: str
+
+
+class IngestResult(msgspec.Struct):
+    """`accepted` counts every event that is durable now, duplicates of earlier ones included.
+
+    An event an erasure keeps out (suppression, see docs/erasure.md) is answered like a
+    duplicate: counted in `accepted` and in `duplicates`, and not stored.
+
+    `warnings` appears only on buses in `warn` mode, for stored events that break their schema.
+    """
+
+    accepted: int
+    failed: list[FailedEvent]
+    duplicates: int = 0
+    warnings: list[SchemaWarning] | msgspec.UnsetType = msgspec.UNSET
+
+
+def _failed(failure: EventFailure) -> FailedEvent:
+    return FailedEvent(
+        index=failure.index,
+        id=failure.id,
+        error=str(failure.code),
+        message=failure.message,
+        field=failure.attribute,
+    )
+
+
+class Ingest:
+    def __init__(
+        self,
+        *,
+        control: ControlPlane,
+        buses: BusDirectory,
+        event_log: EventLog,
+        log_watch: LogWatch,
+        suppressions: Suppressions,
+        metrics: IngestMetrics,
+        limits: BindingLimits,
+        event_rate: TokenBuckets,
+    ) -> None:
+        self._control = control
+        self._buses = buses
+        self._log = event_log
+        self._watch = log_watch
+        self._suppressions = suppressions
+        self._metrics = metrics
+        self._limits = limits
+        self._event_rate = event_rate
+
+    async def put(
+        self,
+        principal: Principal,
+        name: str,
+        content_type: str | None,
+        headers: Mapping[str, str],
+        read_body: Callable[[], Awaitable[bytes]],
+    ) -> bytes:
+        """Take one request's events onto bus `name`: the JSON body of the 202 answer.
+
+        Raises a `ServiceError` for a request refused as a whole. Returns only once every
+        accepted event is durable. The body is read once the bus is known to exist.
+        """
+        bus = await self._buses.bus(principal.tenant_id, name)
+        if bus is None:
+            raise NotFound.of(f"bus {name!r}")
+        body = await read_body()
+        metrics = bus_metrics(self._metrics, principal.tenant, name)
+        metrics.bytes_in.inc(len(body))
+        try:
+            results = decode_request(content_type, headers, body, self._limits)
+        except BindingError as exc:
+            metrics.rejected(str(exc.code)).inc()
+            refusal = _BINDING_ERRORS.get(exc.status, InvalidRequest)
+            raise refusal(exc.message, code=str(exc.code)) from None
+
+        decoded: list[DecodedEvent] = []
+        failed: list[FailedEvent] = []
+        for result in results:
+            if isinstance(result, DecodedEvent):
+                decoded.append(result)
+            else:
+                failed.append(_failed(result))
+                metrics.rejected(failed[-1].error).inc()
+        # Before the schema check: a suppressed event must not land in the failed-events store.
+        decoded, suppressed = await self._suppressions.drop(
+            principal.tenant_id, principal.tenant, name, decoded
+        )
+        warnings: list[SchemaWarning] = []
+        if bus.schema_validation != "off" and decoded:
+            decoded, refused, warnings = await self._check_schemas(
+                principal.tenant_id, name, decoded, enforce=bus.schema_validation == "enforce"
+            )
+            failed = sorted([*failed, *refused], key=lambda f: f.index)
+            self._metrics.failed_validation.labels(
+                principal.tenant, name, bus.schema_validation
+            ).inc(len(refused) + len(warnings))
+        if not decoded and not suppressed:
+            if not failed:
+                raise InvalidRequest("the request holds no events")
+            first = failed[0]
+            raise InvalidRequest(
+                first.message if len(failed) == 1 else f"no event is valid; first: {first.message}",
+                code=first.error,
+                field=first.field,
+                accepted=0,
+                failed=[msgspec.to_builtins(f) for f in failed],
+            )
+
+        wait = self._event_rate.acquire(principal.tenant_id, len(decoded))
+        if wait > 0:
+            metrics.rejected("TooManyRequests").inc(len(decoded))
+            raise TooManyRequests(
+                f"the tenant's event rate limit ({self._event_rate.rate:g}/s) is exhausted",
+                retry_after=wait,
+            )
+
+        tenant = principal.tenant
+        batch = [
+            NewEvent(tenant, name, d.id, d.source, d.type, d.subject, d.encoded) for d in decoded
+        ]
+        try:
+            appended = await self._log.append(batch)
+        except LogOverloaded as exc:
+            metrics.rejected("Overloaded").inc(len(batch))
+            raise Unavailable(
+                f"the event log is overloaded: {exc}", retry_after=exc.retry_after
+            ) from None
+        self._watch.appended(tenant, name)
+        duplicates = 0
+        for outcome in appended:
+            if outcome.duplicate:
+                duplicates += 1
+        metrics.accepted.inc(len(batch) - duplicates)
+        if duplicates:
+            metrics.duplicates.inc(duplicates)
+        if not failed and not duplicates and not warnings and not suppressed:
+            return b'{"accepted":%d,"failed":[],"duplicates":0}' % len(batch)
+        return _encode(
+            IngestResult(
+                accepted=len(batch) + suppressed,
+                failed=failed,
+                duplicates=duplicates + suppressed,
+                warnings=warnings or msgspec.UNSET,
+            )
+        )
+
+    async def _check_schemas(
+        self, tenant_id: str, bus: str, decoded: list[DecodedEvent], *, enforce: bool
+    ) -> tuple[list[DecodedEvent], list[FailedEvent], list[SchemaWarning]]:
+        """Split events by their type's schema: kept, refused (stored as failed events), warned."""
+        kept: list[DecodedEvent] = []
+        refused: list[tuple[DecodedEvent, list[SchemaViolation]]] = []
+        warnings: list[SchemaWarning] = []
+        for item in decoded:
+            schema = await self._buses.schema(tenant_id, item.type)
+            violations = event_violations(item.event, schema) if schema else []
+            if not violations:
+                kept.append(item)
+            elif enforce:
+                refused.append((item, violations))
+            else:
+                kept.append(item)
+                warnings.append(SchemaWarning(item.index, item.id, describe(violations)))
+        if not refused:
+            return kept, [], warnings
+        ids = await self._control.failed_events.add(
+            tenant_id,
+            [
+                NewFailedEvent(
+                    bus=bus,
+                    event_id=item.id,
+                    source=item.source,
+                    type=item.type,
+                    reason=SCHEMA_FAILURE,
+                    errors=[{"path": v.path, "message": v.message} for v in violations],
+                    body=item.encoded,
+                )
+                for item, violations in refused
+            ],
+        )
+        failures = [
+            FailedEvent(
+                index=item.index,
+                id=item.id,
+                error=SCHEMA_FAILURE,
+                message=describe(violations),
+                field="data" + violations[0].path.rstrip("/").replace("/", "."),
+                failed_event_id=failed_id,
+            )
+            for (item, violations), failed_id in zip(refused, ids, strict=True)
+        ]
+        return kept, failures, warnings
+
+
+def describe(violations: list[SchemaViolation]) -> str:
+    first = violations[0]
+    more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+    return f"data does not match the schema of its type at {first.path}: {first.message}{more}"

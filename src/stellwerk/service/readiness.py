@@ -1,0 +1,20 @@
+"""Whether the stores a process needs answer: what `/readyz` asks."""
+
+from __future__ import annotations
+
+from stellwerk.seams import EventLog
+from stellwerk.storage.control import ControlPlane
+
+
+class Readiness:
+    def __init__(self, control: ControlPlane, event_log: EventLog) -> None:
+        self._control = control
+        self._log = event_log
+
+    async def control_plane(self) -> None:
+        """Raise if the control plane does not answer."""
+        await self._control.ping()
+
+    async def event_log(self) -> None:
+        """Raise if the event log does not answer."""
+        await self._log.ping()

@@ -1,0 +1,63 @@
+"""Rules of a bus. A rule is checked whole when it is saved (pattern, targets, transformers, URLs,
+connections), so that nothing is found wrong when events flow. Signing secrets are shown to admin
+keys only."""
+
+from __future__ import annotations
+
+import msgspec
+
+from stellwerk.auth import Principal, Scope
+from stellwerk.delivery.registry import TargetRegistry
+from stellwerk.rules import InvalidRuleError, Rule, RuleInput, validate_rule
+from stellwerk.service.buses import Buses
+from stellwerk.service.errors import Conflict, InvalidRequest, NotFound
+from stellwerk.storage.control import ConflictError, ControlPlane
+
+
+def _shown(rule: Rule, scope: Scope) -> Rule:
+    if scope is Scope.ADMIN:
+        return rule
+    hidden = [msgspec.structs.replace(t, secret=None) for t in rule.targets]
+    return msgspec.structs.replace(rule, targets=hidden)
+
+
+class Rules:
+    def __init__(
+        self, control: ControlPlane, buses: Buses, targets: TargetRegistry, *, max_rules: int
+    ) -> None:
+        self._control = control
+        self._buses = buses
+        self._targets = targets
+        self._max_rules = max_rules
+
+    async def put(
+        self, principal: Principal, bus: str, name: str, body: RuleInput
+    ) -> tuple[Rule, bool]:
+        """Create or replace a rule; it and whether it was created. Routing uses it at once."""
+        await self._buses.record(principal.tenant_id, bus)
+        try:
+            validate_rule(body)
+            body = await self._targets.prepare(principal, body)
+        except InvalidRuleError as exc:
+            raise InvalidRequest(str(exc), code=exc.error, field=exc.field) from None
+        try:
+            return await self._control.rules.put(
+                principal.tenant_id, bus, name, body, max_rules=self._max_rules
+            )
+        except ConflictError as exc:
+            raise Conflict(str(exc), code="LimitExceeded") from None
+
+    async def get(self, principal: Principal, bus: str, name: str) -> Rule:
+        rule = await self._control.rules.get(principal.tenant_id, bus, name)
+        if rule is None:
+            raise NotFound.of(f"rule {name!r} on bus {bus!r}")
+        return _shown(rule, principal.scope)
+
+    async def all(self, principal: Principal, bus: str) -> list[Rule]:
+        await self._buses.record(principal.tenant_id, bus)
+        rules = await self._control.rules.for_bus(principal.tenant_id, bus)
+        return [_shown(r, principal.scope) for r in rules]
+
+    async def delete(self, principal: Principal, bus: str, name: str) -> None:
+        if not await self._control.rules.delete(principal.tenant_id, bus, name):
+            raise NotFound.of(f"rule {name!r} on bus {bus!r}")
