@@ -20,64 +20,32 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from stellwerk import __version__
-from stellwerk.api import openapi
-from stellwerk.api.bodies import json_response
-from stellwerk.api.context import platform_from
-from stellwerk.api.endpoints import Endpoint, build_routes
-from stellwerk.api.errors import (
+from stellwerk.api import (
+    ENDPOINTS,
+    HEALTH_ENDPOINTS,
     ApiError,
+    BodyLimitMiddleware,
     ErrorBody,
     ErrorMiddleware,
+    IngestFastPath,
+    Operation,
+    RequestMetricsMiddleware,
+    build_openapi,
+    build_routes,
     handle_api_error,
     handle_http_exception,
-)
-from stellwerk.api.middleware.ingest import IngestFastPath
-from stellwerk.api.middleware.limits import BodyLimitMiddleware
-from stellwerk.api.middleware.metrics import RequestMetricsMiddleware
-from stellwerk.api.routes import (
-    archives,
-    buses,
-    connections,
-    dead_letters,
-    erasures,
-    events,
-    failed_events,
-    grants,
-    health,
-    keys,
-    patterns,
-    replays,
-    rules,
-    schemas,
-    tail,
+    json_response,
+    platform_from,
 )
 from stellwerk.compose import Services, open_services
 from stellwerk.config import Role, Settings
-from stellwerk.delivery.metrics import DeliveryMetrics
-from stellwerk.ingest.metrics import IngestMetrics
-from stellwerk.ops.lifecycle import Lifecycle
-from stellwerk.ops.metrics import Metrics
+from stellwerk.delivery import DeliveryMetrics
+from stellwerk.ingest import IngestMetrics
+from stellwerk.ops import Lifecycle, Metrics
 from stellwerk.service import Platform, ServiceError
 
 log = structlog.get_logger("stellwerk")
 
-ENDPOINTS: list[Endpoint] = [
-    *health.ENDPOINTS,
-    *buses.ENDPOINTS,
-    *events.ENDPOINTS,
-    *failed_events.ENDPOINTS,
-    *dead_letters.ENDPOINTS,
-    *grants.ENDPOINTS,
-    *schemas.ENDPOINTS,
-    *keys.ENDPOINTS,
-    *connections.ENDPOINTS,
-    *patterns.ENDPOINTS,
-    *rules.ENDPOINTS,
-    *archives.ENDPOINTS,
-    *tail.ENDPOINTS,
-    *replays.ENDPOINTS,
-    *erasures.ENDPOINTS,
-]
 
 RETRY_START_MAX_SECONDS = 10.0
 
@@ -112,7 +80,7 @@ async def _start(
 
 def openapi_document() -> dict[str, object]:
     operations = [
-        openapi.Operation(
+        Operation(
             method=e.method,
             path=e.path,
             summary=e.summary,
@@ -125,9 +93,7 @@ def openapi_document() -> dict[str, object]:
         )
         for e in ENDPOINTS
     ]
-    return openapi.build_openapi(
-        operations, title="Stellwerk", version=__version__, error_body=ErrorBody
-    )
+    return build_openapi(operations, title="Stellwerk", version=__version__, error_body=ErrorBody)
 
 
 def serves_api(role: Role) -> bool:
@@ -184,7 +150,7 @@ def build_app(
         )
     else:
         # A router, delivery worker or scheduler answers probes and metrics, nothing else.
-        routes = build_routes(health.ENDPOINTS, platform)
+        routes = build_routes(HEALTH_ENDPOINTS, platform)
     app = Starlette(
         routes=routes,
         middleware=middleware,

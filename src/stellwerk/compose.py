@@ -19,24 +19,30 @@ from typing import Final, Protocol, runtime_checkable
 import structlog
 
 from stellwerk.config import Role, Settings
-from stellwerk.delivery.builder import TargetBuilder
-from stellwerk.delivery.bus_access import BusAccess
-from stellwerk.delivery.metrics import DeliveryMetrics
-from stellwerk.delivery.registry import TargetRegistry
+from stellwerk.delivery import (
+    BusAccess,
+    DeliveryMetrics,
+    DeliveryWorker,
+    TargetBuilder,
+    TargetRegistry,
+)
 from stellwerk.delivery.targets import SessionPool
-from stellwerk.delivery.worker import DeliveryWorker
-from stellwerk.erasure.runner import ErasureMetrics, ErasureRunner
-from stellwerk.erasure.suppression import Suppressions
-from stellwerk.ingest.binding import BindingLimits
-from stellwerk.ingest.metrics import IngestMetrics
-from stellwerk.ops.metrics import Metrics
+from stellwerk.erasure import ErasureMetrics, ErasureRunner, Suppressions
+from stellwerk.ingest import BindingLimits, IngestMetrics
+from stellwerk.ops import Metrics
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.retention import Retention, RetentionMetrics
 from stellwerk.roles import Duty, RoleSupervisor, Scheduler, roles_of
-from stellwerk.routing.archiver import Archiver, ArchiverMetrics, archive_floors, trim_archives
-from stellwerk.routing.replay import ReplayMetrics, ReplayRunner
-from stellwerk.routing.router import Router
-from stellwerk.routing.rulebook import RuleBook
+from stellwerk.routing import (
+    Archiver,
+    ArchiverMetrics,
+    ReplayMetrics,
+    ReplayRunner,
+    Router,
+    RuleBook,
+    archive_floors,
+    trim_archives,
+)
 from stellwerk.rules import MAX_TIMEOUT_SECONDS
 from stellwerk.seams import (
     ArchiveStore,

@@ -22,8 +22,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from stellwerk.clock import utc_now
-from stellwerk.ops.lifecycle import cancelled_meanwhile
-from stellwerk.ops.metrics import Metrics
+from stellwerk.ops import Metrics, cancelled_meanwhile
 from stellwerk.seams import EventLog, RouteCursors
 from stellwerk.storage.control import ControlPlane
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from stellwerk.config import Role
-from stellwerk.erasure.runner import ErasureRunner
+from stellwerk.erasure import ErasureRunner
 from stellwerk.retention import Retention
-from stellwerk.routing.replay import ReplayRunner
+from stellwerk.routing import ReplayRunner
 from stellwerk.seams import Leases, while_held
 
 SCHEDULER_LEASE: Final = "scheduler"

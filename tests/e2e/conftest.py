@@ -12,7 +12,7 @@ import httpx
 import msgspec
 import pytest
 from aiohttp import web
-from tests.conftest import Bootstrap, RunningApp, free_port
+from tests.conftest import Bootstrap, RunningApp, assert_no_task_left, free_port
 from tests.e2e.receiving import Received, start_receiver
 
 from stellwerk.app import build_app
@@ -37,6 +37,7 @@ async def delivering_app(tmp_path: Path) -> AsyncIterator[RunningApp]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://stellwerk") as client:
             yield RunningApp(client, services, settings, keys)
+    await assert_no_task_left()
 
 
 Behaviour = Callable[[web.Request, int], Awaitable[web.StreamResponse]]

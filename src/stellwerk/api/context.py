@@ -7,7 +7,7 @@ from typing import Protocol
 from starlette.requests import Request
 
 from stellwerk.api.errors import ApiError
-from stellwerk.ops.lifecycle import Lifecycle, NotReadyError
+from stellwerk.ops import Lifecycle, NotReadyError
 from stellwerk.service import Platform
 
 

@@ -12,8 +12,7 @@ import uvicorn
 
 from stellwerk.cli.options import setting_option, settings_from, store_options
 from stellwerk.config import Settings
-from stellwerk.ops.lifecycle import Lifecycle
-from stellwerk.ops.logging import configure_logging
+from stellwerk.ops import Lifecycle, configure_logging
 
 
 class DrainingServer(uvicorn.Server):

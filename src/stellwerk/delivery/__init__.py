@@ -1,1 +1,18 @@
 """Delivery: events on their way to targets, with retries and dead letters."""
+
+from stellwerk.delivery.builder import TargetBuilder
+from stellwerk.delivery.bus_access import BusAccess
+from stellwerk.delivery.metrics import DeliveryMetrics
+from stellwerk.delivery.model import Target
+from stellwerk.delivery.registry import TargetRegistry
+from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
+
+__all__ = [
+    "BusAccess",
+    "DeliveryMetrics",
+    "DeliveryWorker",
+    "Target",
+    "TargetBinding",
+    "TargetBuilder",
+    "TargetRegistry",
+]

@@ -21,7 +21,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from stellwerk.delivery.model import Outcome, RetryLater
 from stellwerk.delivery.worker import Finish
-from stellwerk.ops.metrics import Metrics
+from stellwerk.ops import Metrics
 from stellwerk.seams import QueueDepth, TargetKey
 
 _TARGET = ["tenant", "bus", "rule", "target"]

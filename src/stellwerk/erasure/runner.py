@@ -31,7 +31,7 @@ from prometheus_client import Counter
 
 from stellwerk.erasure.criterion import Criterion
 from stellwerk.erasure.suppression import Suppressions
-from stellwerk.ops.metrics import Metrics
+from stellwerk.ops import Metrics
 from stellwerk.seams import ArchiveStore, ErasedEvent, EventLog, QueueErasure
 from stellwerk.storage.control import ControlPlane, ErasureRecord, ErasureState
 

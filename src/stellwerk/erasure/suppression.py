@@ -12,7 +12,7 @@ from typing import Protocol, TypeVar
 
 from prometheus_client import Counter
 
-from stellwerk.ops.metrics import Metrics
+from stellwerk.ops import Metrics
 from stellwerk.storage import TtlCache
 from stellwerk.storage.control import ErasureStore
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Histogram
 
-from stellwerk.ops.metrics import Metrics
+from stellwerk.ops import Metrics
 
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 _COMMIT_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)

@@ -39,7 +39,7 @@ import structlog
 from prometheus_client import Counter
 
 from stellwerk.events import REPLAY_NAME
-from stellwerk.ops.metrics import Metrics
+from stellwerk.ops import Metrics
 from stellwerk.patterns import Matcher
 from stellwerk.routing.follower import BusFollower, BusKey
 from stellwerk.seams import (

@@ -34,8 +34,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from stellwerk.events import REPLAY_NAME
-from stellwerk.ops.lifecycle import cancelled_meanwhile
-from stellwerk.ops.metrics import Metrics
+from stellwerk.ops import Metrics, cancelled_meanwhile
 from stellwerk.patterns import Matcher
 from stellwerk.routing.router import RuleSet, RuleSource, build_delivery
 from stellwerk.seams import (

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from stellwerk.delivery.model import Target
-from stellwerk.delivery.worker import TargetBinding
+from stellwerk.delivery import Target, TargetBinding
 from stellwerk.patterns import Matcher
 from stellwerk.routing.router import RouteTarget, RuleSet
 from stellwerk.rules import Rule, TargetSpec, compile_transformer

@@ -8,7 +8,13 @@ HTTP: it takes a `Principal` and plain values, returns plain values, and refuses
 """
 
 from stellwerk.service.access import Authenticator, Gate
-from stellwerk.service.archives import Archive, ArchiveInput, Archives, ArchiveState
+from stellwerk.service.archives import (
+    MAX_ARCHIVES_PER_BUS,
+    Archive,
+    ArchiveInput,
+    Archives,
+    ArchiveState,
+)
 from stellwerk.service.buses import Bus, Buses, BusInput, ValidationMode, checked_name
 from stellwerk.service.changes import Caches
 from stellwerk.service.connections import Connection, Connections
@@ -45,6 +51,7 @@ from stellwerk.service.tail import Tail
 from stellwerk.service.tenants import ProvisionedTenant, Tenants, provision_tenant
 
 __all__ = [
+    "MAX_ARCHIVES_PER_BUS",
     "TYPE_RULE",
     "Archive",
     "ArchiveInput",

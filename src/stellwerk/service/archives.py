@@ -18,7 +18,7 @@ import msgspec
 
 from stellwerk.auth import Principal
 from stellwerk.patterns import InvalidPatternError, compile_pattern
-from stellwerk.routing.archiver import Archiver
+from stellwerk.routing import Archiver
 from stellwerk.seams import ArchiveStats, ArchiveStore, Change, EventLog, Signals
 from stellwerk.service.buses import Buses
 from stellwerk.service.errors import Conflict, InvalidRequest, NotFound

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import structlog
 
-from stellwerk.delivery.bus_access import BusAccess
-from stellwerk.erasure.suppression import Suppressions
-from stellwerk.routing.archiver import Archiver
-from stellwerk.routing.replay import ReplayRunner
-from stellwerk.routing.rulebook import RuleBook
+from stellwerk.delivery import BusAccess
+from stellwerk.erasure import Suppressions
+from stellwerk.routing import Archiver, ReplayRunner, RuleBook
 from stellwerk.seams import Change, Signals
 from stellwerk.service.access import Authenticator
 from stellwerk.storage.control import BusDirectory

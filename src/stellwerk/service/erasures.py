@@ -14,8 +14,7 @@ from typing import Final
 import msgspec
 
 from stellwerk.auth import Principal
-from stellwerk.erasure.criterion import Criterion, InvalidCriterion, parse
-from stellwerk.erasure.runner import ErasureRunner
+from stellwerk.erasure import Criterion, ErasureRunner, InvalidCriterion, parse
 from stellwerk.service.buses import Buses, checked_name
 from stellwerk.service.errors import InvalidRequest, NotFound
 from stellwerk.storage.control import ControlPlane, ErasureRecord, ErasureState

@@ -13,15 +13,16 @@ from typing import Final
 import msgspec
 
 from stellwerk.auth import Principal
-from stellwerk.erasure.suppression import Suppressions
-from stellwerk.ingest.binding import (
+from stellwerk.erasure import Suppressions
+from stellwerk.ingest import (
     BindingError,
     BindingLimits,
     DecodedEvent,
     EventFailure,
+    IngestMetrics,
+    bus_metrics,
     decode_request,
 )
-from stellwerk.ingest.metrics import IngestMetrics, bus_metrics
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.schemas import SchemaViolation, event_violations
 from stellwerk.seams import EventLog, LogOverloaded, NewEvent

@@ -7,7 +7,7 @@ from __future__ import annotations
 import msgspec
 
 from stellwerk.auth import Principal, Scope
-from stellwerk.delivery.registry import TargetRegistry
+from stellwerk.delivery import TargetRegistry
 from stellwerk.rules import InvalidRuleError, Rule, RuleInput, validate_rule
 from stellwerk.service.buses import Buses
 from stellwerk.service.errors import Conflict, InvalidRequest, NotFound

@@ -24,7 +24,7 @@ from stellwerk.api.middleware.gate import authorization_of
 from stellwerk.api.middleware.limits import check_declared, too_large
 from stellwerk.api.middleware.metrics import RequestSeries
 from stellwerk.auth import Scope as KeyScope
-from stellwerk.ops.metrics import Metrics
+from stellwerk.ops import Metrics
 from stellwerk.service import checked_name
 
 ROUTE: Final = "/v1/buses/{bus}/events"

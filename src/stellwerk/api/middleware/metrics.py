@@ -17,7 +17,7 @@ from prometheus_client import Counter, Histogram
 from starlette.routing import BaseRoute, Host, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stellwerk.ops.metrics import Metrics
+from stellwerk.ops import Metrics
 
 __all__ = ["UNMATCHED", "RequestMetricsMiddleware", "RequestSeries"]
 

@@ -1,1 +1,41 @@
-"""HTTP endpoints, one module per resource; each exports `ENDPOINTS`."""
+"""The API's routes, one module per resource; `ENDPOINTS` is every one of them, in order."""
+
+from stellwerk.api.endpoints import Endpoint
+from stellwerk.api.routes import (
+    archives,
+    buses,
+    connections,
+    dead_letters,
+    erasures,
+    events,
+    failed_events,
+    grants,
+    health,
+    keys,
+    patterns,
+    replays,
+    rules,
+    schemas,
+    tail,
+)
+
+ENDPOINTS: list[Endpoint] = [
+    *health.ENDPOINTS,
+    *buses.ENDPOINTS,
+    *events.ENDPOINTS,
+    *failed_events.ENDPOINTS,
+    *dead_letters.ENDPOINTS,
+    *grants.ENDPOINTS,
+    *schemas.ENDPOINTS,
+    *keys.ENDPOINTS,
+    *connections.ENDPOINTS,
+    *patterns.ENDPOINTS,
+    *rules.ENDPOINTS,
+    *archives.ENDPOINTS,
+    *tail.ENDPOINTS,
+    *replays.ENDPOINTS,
+    *erasures.ENDPOINTS,
+]
+HEALTH_ENDPOINTS: list[Endpoint] = health.ENDPOINTS
+
+__all__ = ["ENDPOINTS", "HEALTH_ENDPOINTS"]

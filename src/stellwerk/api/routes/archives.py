@@ -18,8 +18,7 @@ from stellwerk.api.middleware.gate import principal_of
 from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Scope
 from stellwerk.names import NAME_RULE
-from stellwerk.service import Archive, ArchiveInput
-from stellwerk.service.archives import MAX_ARCHIVES_PER_BUS
+from stellwerk.service import MAX_ARCHIVES_PER_BUS, Archive, ArchiveInput
 
 
 class ArchiveList(msgspec.Struct):

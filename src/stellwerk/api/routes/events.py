@@ -19,7 +19,7 @@ from stellwerk.api.errors import ErrorBody
 from stellwerk.api.middleware.gate import principal_of
 from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Scope
-from stellwerk.ingest.binding import BATCH_CONTENT_TYPE, JSON_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE
+from stellwerk.ingest import BATCH_CONTENT_TYPE, JSON_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE
 from stellwerk.service import IngestResult
 
 

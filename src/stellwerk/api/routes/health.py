@@ -12,7 +12,7 @@ from starlette.responses import Response
 from stellwerk.api.bodies import json_response
 from stellwerk.api.context import lifecycle_of
 from stellwerk.api.endpoints import Endpoint
-from stellwerk.ops.lifecycle import Phase
+from stellwerk.ops import Phase
 
 log = structlog.get_logger("stellwerk.health")
 

@@ -1,0 +1,173 @@
+"""The service layer's facades, called directly (no HTTP): what they refuse, and what they
+announce through the control plane once a write commits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from stellwerk.auth import Principal, Scope
+from stellwerk.ratelimit import TokenBuckets
+from stellwerk.seams import Change
+from stellwerk.service import (
+    Authenticator,
+    Buses,
+    BusInput,
+    Conflict,
+    Forbidden,
+    Gate,
+    Grants,
+    InvalidRequest,
+    NotFound,
+    ReplayInput,
+    Replays,
+    TooManyRequests,
+    ValidationFailed,
+    provision_tenant,
+)
+from stellwerk.storage.control import ControlPlane
+from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+from stellwerk.storage.sqlite import DELIVERIES_FILE
+
+
+@pytest.fixture
+async def control(tmp_path: Path) -> AsyncIterator[ControlPlane]:
+    plane = await ControlPlane.open(f"sqlite+aiosqlite:///{tmp_path / 'control.db'}")
+    yield plane
+    await plane.close()
+
+
+async def admin_of(control: ControlPlane, name: str) -> Principal:
+    tenant = await control.create_tenant(name)
+    return Principal(tenant_id=tenant.id, tenant=name, key_id="k", scope=Scope.ADMIN)
+
+
+async def test_a_committed_change_is_announced_and_a_refused_one_is_not(
+    control: ControlPlane,
+) -> None:
+    heard: list[Change] = []
+
+    async def listener(change: Change) -> None:
+        heard.append(change)
+
+    control.changes.listen(listener)
+    acme = await admin_of(control, "acme")
+    buses = Buses(control, max_buses=2)  # `default` and one more
+
+    await buses.put(acme, "orders", BusInput(description="new"))
+    assert heard == [Change("bus", acme.tenant_id, "orders")]
+
+    with pytest.raises(Conflict) as over:
+        await buses.put(acme, "audit", BusInput())
+    assert over.value.code == "LimitExceeded"
+    with pytest.raises(NotFound):
+        await buses.delete(acme, "nothing-here")
+    assert heard == [Change("bus", acme.tenant_id, "orders")]  # the rollbacks told nobody
+
+    await buses.delete(acme, "orders")
+    assert heard[-1] == Change("bus", acme.tenant_id, "orders")
+    assert len(heard) == 2
+
+
+async def test_a_bus_description_too_long_is_refused_naming_the_field(
+    control: ControlPlane,
+) -> None:
+    acme = await admin_of(control, "acme")
+    with pytest.raises(ValidationFailed) as refused:
+        await Buses(control, max_buses=10).put(acme, "orders", BusInput(description="x" * 513))
+    assert refused.value.field == "$.description"
+    assert await control.get_bus(acme.tenant_id, "orders") is None
+
+
+async def test_a_revoked_grant_is_announced_by_tenant_names(control: ControlPlane) -> None:
+    heard: list[Change] = []
+
+    async def listener(change: Change) -> None:
+        heard.append(change)
+
+    control.changes.listen(listener)
+    acme = await admin_of(control, "acme")
+    await control.create_tenant("globex")
+    grants = Grants(control, Buses(control, max_buses=10))
+    with pytest.raises(InvalidRequest, match="no grant for its own"):
+        await grants.grant(acme, "default", "acme")
+    assert await grants.grant(acme, "default", "globex") is True
+    assert await grants.grant(acme, "default", "globex") is False
+    assert heard == []  # a new grant needs nobody to forget anything
+    await grants.revoke(acme, "default", "globex")
+    assert heard == [Change("grant", "acme", "default", "globex")]
+    with pytest.raises(NotFound):
+        await grants.revoke(acme, "default", "globex")
+
+
+async def test_the_gate_checks_key_then_scope_then_rate(control: ControlPlane) -> None:
+    provisioned = await provision_tenant(control, "acme")
+    gate = Gate(Authenticator(control), TokenBuckets(rate=1.0, burst=1.0))
+    ingest = f"Bearer {provisioned.ingest_key}"
+    with pytest.raises(Forbidden, match=r"may not PUT here \(needs admin\)"):
+        await gate.admit(ingest, "PUT", Scope.ADMIN)
+    principal = await gate.admit(ingest, "POST", Scope.INGEST)
+    assert (principal.tenant, principal.scope) == ("acme", Scope.INGEST)
+    with pytest.raises(TooManyRequests) as limited:
+        await gate.admit(ingest, "POST", Scope.INGEST)
+    assert limited.value.retry_after_seconds == 1
+
+
+async def test_a_replay_is_checked_whole_before_it_is_recorded(
+    control: ControlPlane, tmp_path: Path
+) -> None:
+    acme = await admin_of(control, "acme")
+    await control.put_bus(acme.tenant_id, "audit")
+    await control.archives.put(
+        acme.tenant_id,
+        "default",
+        "all",
+        pattern=None,
+        retention_days=0,
+        description="",
+        start_position=0,
+        max_archives=5,
+    )
+    async with SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE) as queue:
+        replays = Replays(control, queue, max_running=1)
+        now = datetime.now(UTC)
+        window = {
+            "start": (now - timedelta(hours=1)).isoformat(),
+            "end": (now - timedelta(minutes=1)).isoformat(),
+        }
+
+        def body(**changes: object) -> ReplayInput:
+            values: dict[str, object] = {
+                "name": "r1",
+                "archive": "all",
+                "bus": "default",
+                **window,
+                **changes,
+            }
+            return ReplayInput(**values)  # type: ignore[arg-type]
+
+        with pytest.raises(InvalidRequest) as reversed_window:
+            await replays.start(acme, body(start=window["end"], end=window["start"]))
+        assert reversed_window.value.field == "end"
+        future = (now + timedelta(hours=1)).isoformat()
+        with pytest.raises(InvalidRequest, match="reaches into the future"):
+            await replays.start(acme, body(end=future))
+        with pytest.raises(InvalidRequest, match="does not exist on bus 'default'") as no_archive:
+            await replays.start(acme, body(archive="other"))
+        assert no_archive.value.field == "archive"
+        with pytest.raises(InvalidRequest, match="'r-x' does not exist on bus 'default'"):
+            await replays.start(acme, body(rules=["r-x"]))
+        assert await control.replays.for_tenant(acme.tenant_id) == []
+
+        started = await replays.start(acme, body())
+        assert (started.name, started.state) == ("r1", "running")
+        with pytest.raises(Conflict) as again:
+            await replays.start(acme, body())
+        assert again.value.code == "ResourceAlreadyExists"
+        cancelled = await replays.cancel(acme, "r1")
+        assert cancelled.state == "cancelled"
+        with pytest.raises(NotFound):
+            await replays.cancel(acme, "r2")
