@@ -3,7 +3,7 @@
 Ingest is the one route whose requests/s matter, and through Starlette's layers (a `Request`, a
 `Response`, four wrapping `send` functions) the framework cost several times the handler. This
 layer runs the same pipeline of checks as the Starlette routes, in one function: the declared
-body size (`limits.check_declared`), the `Gate` (key, scope, the tenant's request rate), the
+body size (`limits.check_length`), the `Gate` (key, scope, the tenant's request rate), the
 bus name, then the ingest facade; errors through `errors.answer_to`; the HTTP metrics through
 `metrics.RequestSeries` under the route's template. Every other request goes on to the app.
 """
@@ -20,8 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stellwerk.api.context import ServingLifecycle, platform_from
 from stellwerk.api.errors import answer_to
-from stellwerk.api.middleware.gate import authorization_of
-from stellwerk.api.middleware.limits import check_declared, too_large
+from stellwerk.api.middleware.limits import check_length, too_large
 from stellwerk.api.middleware.metrics import RequestSeries
 from stellwerk.auth import Scope as KeyScope
 from stellwerk.ops import Metrics
@@ -86,13 +85,24 @@ class IngestFastPath:
             self.series.record("POST", ROUTE, status, time.perf_counter() - started)
 
     async def _answer(self, scope: Scope, receive: Receive, bus: str) -> bytes:
-        check_declared(scope["headers"], self.limit)
+        # One pass over the headers for what the checks need (the first of each, as Starlette
+        # reads them; every Content-Length is checked, as the body limit middleware does).
+        authorization: str | None = None
+        content_type: str | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if authorization is None:
+                    authorization = value.decode("latin-1")
+            elif name == b"content-type":
+                if content_type is None:
+                    content_type = value.decode("latin-1")
+            elif name == b"content-length":
+                check_length(value, self.limit)
         platform = platform_from(self.lifecycle)
-        principal = await platform.gate.admit(authorization_of(scope), "POST", KeyScope.INGEST)
-        name = checked_name("bus", bus, "bus")
-        headers = Headers(scope=scope)
+        principal = await platform.gate.admit(authorization, "POST", KeyScope.INGEST)
+        bus = checked_name("bus", bus, "bus")
         return await platform.ingest.put(
-            principal, name, headers.get("content-type"), headers, lambda: self._body(receive)
+            principal, bus, content_type, Headers(scope=scope), lambda: self._body(receive)
         )
 
     async def _body(self, receive: Receive) -> bytes:

@@ -2,7 +2,7 @@
 
 A declared `Content-Length` over the limit is refused before any of the body is read; a chunked
 body is counted as it arrives and refused at the first chunk that crosses the bound. The ingest
-fast path uses the same checks (`check_declared`, `too_large`).
+fast path uses the same checks (`check_length`, `too_large`).
 """
 
 from __future__ import annotations
@@ -20,18 +20,23 @@ def too_large(limit: int) -> ApiError:
     )
 
 
+def check_length(value: bytes, limit: int) -> None:
+    """Refuse a `Content-Length` that is not a number within `limit`."""
+    try:
+        declared = int(value)
+    except ValueError:
+        declared = -1
+    if declared < 0:
+        raise ApiError(400, "InvalidRequest", "Content-Length is not a number")
+    if declared > limit:
+        raise too_large(limit)
+
+
 def check_declared(headers: Iterable[tuple[bytes, bytes]], limit: int) -> None:
     """Refuse a request whose every `Content-Length` is not a number within `limit`."""
     for name, value in headers:
         if name == b"content-length":
-            try:
-                declared = int(value)
-            except ValueError:
-                declared = -1
-            if declared < 0:
-                raise ApiError(400, "InvalidRequest", "Content-Length is not a number")
-            if declared > limit:
-                raise too_large(limit)
+            check_length(value, limit)
 
 
 class BodyLimitMiddleware:
