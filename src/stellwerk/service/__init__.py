@@ -34,6 +34,7 @@ from stellwerk.service.errors import (
     ValidationFailed,
 )
 from stellwerk.service.failed_events import (
+    FailedEventFilter,
     FailedEvents,
     FailedEventView,
     ResubmitOutcome,
@@ -72,6 +73,7 @@ __all__ = [
     "ErasureInput",
     "Erasures",
     "FailedEvent",
+    "FailedEventFilter",
     "FailedEventView",
     "FailedEvents",
     "Forbidden",

@@ -19,7 +19,8 @@ from stellwerk.seams import EventLog, LogOverloaded, NewEvent
 from stellwerk.service.buses import Buses
 from stellwerk.service.errors import NotFound, Unavailable
 from stellwerk.storage import LogWatch
-from stellwerk.storage.control import ControlPlane, FailedEventFilter, FailedEventRecord
+from stellwerk.storage.control import ControlPlane, FailedEventRecord
+from stellwerk.storage.control import FailedEventFilter as FailedEventFilter
 
 MAX_RESUBMIT = 1000
 

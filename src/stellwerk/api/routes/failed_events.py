@@ -21,8 +21,7 @@ from stellwerk.api.middleware.gate import principal_of
 from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Scope
 from stellwerk.events import parse_rfc3339
-from stellwerk.service import FailedEventView, ResubmitResult
-from stellwerk.storage.control import FailedEventFilter
+from stellwerk.service import FailedEventFilter, FailedEventView, ResubmitResult
 
 MAX_PAGE = 500
 
