@@ -1,22 +1,6 @@
 """When to try a failed delivery again, and when to stop: EventBridge's retry policy.
 
-EventBridge documents only "exponential back off and jitter" for up to 185 retries or 24 hours.
-Stellwerk uses *full jitter* (a uniform delay between 0 and an exponential ceiling, as in the AWS
-architecture blog's "Exponential Backoff And Jitter"): the ceiling starts at `BASE_SECONDS` (1 s)
-and doubles per retry up to `CAP_SECONDS` (900 s). Full jitter spreads the retries of many
-deliveries that failed together, so a receiver coming back is not hit by all of them at once.
-The cap is chosen so that EventBridge's defaults end together: once at the cap, retries come on
-average every 450 s, and 185 of them take about 23 hours, close to the 24-hour age limit.
-
-A target's `Retry-After` is a floor: the next attempt is never earlier than it asks.
-
-The policy ends retrying when either limit is reached, whichever comes first:
-- `maximum_retry_attempts`: that many retries after the first attempt (0: a single attempt);
-- `maximum_event_age_seconds`: no attempt starts later than that after the event's recorded time
-  (after the last redrive for a redriven delivery); a retry that would be due later is not
-  scheduled at all.
-Then the delivery goes to the dead-letter queue with the last error, or, when the target keeps
-no dead letters (`dead_letter: false`), it is dropped and counted as such.
+How it is shaped and why: docs/delivery.md ("stellwerk.delivery.backoff").
 """
 
 from __future__ import annotations

@@ -1,30 +1,6 @@
 """The delivery worker: lease due deliveries, hand each to its target, settle the outcome.
 
-The loop, in the manner of arq's: take as many due deliveries as there is room for, start one task
-per delivery, and sleep until something changes: the router routed new deliveries (`wake` is
-set), a task finished (a slot is free), or the poll interval passed (retries came due).
-
-Each target has its own concurrency budget (`TargetBinding.concurrency`). The worker asks the
-queue only for as many deliveries of a target as it has free slots, so a target that hangs fills
-its own slots and nothing else: the other targets' deliveries keep being leased and run. A slot
-is held from the lease to the target's answer; writing the outcome (an ack's fsync) happens
-after the slot is given back, so the disk's latency is not added to every request's. The worker
-also leases up to one budget more per target than it has free slots (`PREFETCH`) and holds those
-back: a slot that frees starts the next delivery at once, without a round trip to the queue.
-
-Work may run twice (a lease can expire while a target is slow; a worker can die after the
-target got the event and before the ack); keep `lease_seconds` above twice every target's
-timeout (a held delivery may wait one timeout for a slot, then take one).
-`run(burst=True)` returns once nothing is due and nothing runs, which makes tests deterministic.
-`stop(grace)` stops leasing, lets running attempts finish for up to `grace` seconds and gives
-back the rest unattempted.
-
-Metrics, through `DeliveryHooks`, with EventBridge's meanings:
-- `on_attempt`: every attempt (InvocationAttempts); for a delivery's first attempt also the
-  seconds from the event's recorded time to the attempt's start (ingestion to invocation);
-- `on_outcome`: every attempt's outcome (a `RetryLater` with `throttled` counts as throttled);
-- `on_finished`: once per delivery when it is done (Invocations): "delivered", or
-  "dead_lettered"/"dropped" (FailedInvocations).
+How it is shaped and why: docs/delivery.md ("stellwerk.delivery.worker").
 """
 
 from __future__ import annotations

@@ -1,21 +1,6 @@
 """The erasure runner: removes a person's data from every store that keeps events.
 
-`request` writes the audit entry (`running`) before anything is touched and starts the work, which
-goes store by store, each step idempotent:
-
-1. the log (`EventLog.erase`); with `suppress`, each chunk's keys are recorded before the chunk is
-   erased, so that no erased event can come back unnoticed;
-2. the archives of the buses in scope, once the archiver has looked past the erased positions (a
-   batch it read before the log was erased could otherwise still arrive in an archive);
-3. the failed-events store;
-4. deliveries, pending and dead letters, once the router has routed past the erased positions,
-   for the same reason: by position for events erased in steps 1 and 2, by payload for copies of
-   events the log no longer holds.
-
-The entry's counts are written after each step, and for the log after each chunk; the entry ends
-`completed` with them, or `failed` with the error. An erasure cut short by a stop stays `running`
-and is resumed by `start` in the next process: every step skips what is gone already. Log lines
-name the erasure by id and never carry its value: that is the data being erased.
+How it is shaped and why: docs/erasure.md ("stellwerk.erasure.runner").
 """
 
 from __future__ import annotations

@@ -1,27 +1,6 @@
 """The CloudEvents HTTP binding (1.0.2): one request's content type, headers and body to events.
 
-Pure functions, no I/O. The mode follows the binding's rules: `application/cloudevents+json` is
-structured, `application/cloudevents-batch+json` is batch, and any other request that carries a
-`ce-specversion` header is binary. Stellwerk adds one mode of its own: plain `application/json`
-holding one event object or an array of them.
-
-Problems with the request as a whole (unreadable JSON, the wrong JSON shape, an unsupported media
-type, a body or batch above its limit) raise `BindingError` with the HTTP status to answer.
-Problems with one event become an `EventFailure` at its index, so a batch can partly succeed.
-
-Structured, batch and JSON bodies take a fast path first: each event's JSON is checked as it was
-sent against a typed envelope (in msgspec's C code, `data` left undecoded) and kept byte for byte,
-so an ordinary event is never decoded into Python objects and encoded again. Any event the
-envelope does not fit (extensions, nulls, `data_base64`, line breaks, an error of any kind, a
-size near the limit) goes through `validate_event` and `encode_event`, which also word every
-error; both ways accept exactly the same events.
-
-In binary mode the body is the event's data: a JSON media type (`application/json`, `text/json`
-or a `+json` suffix) makes it `data`, and a body that then is not JSON fails the event with
-`InvalidData` rather than being stored as something the producer did not mean. Any other media
-type makes it `data_base64`, so the bytes are kept exactly. Without a content type (the SDKs send
-none for JSON data) the body is `data` if it is JSON, else `data_base64`; a JSON `null` body
-counts as no data, like an empty body.
+How it is shaped and why: docs/ingest.md ("stellwerk.ingest.binding").
 """
 
 from __future__ import annotations

@@ -1,26 +1,6 @@
 """Prometheus metrics of one Stellwerk process, kept in a registry owned by one app instance.
 
-Each `Metrics` object owns its own `CollectorRegistry` instead of using prometheus_client's global
-one, so that several apps can live in one process (tests do this all the time) without
-"Duplicated timeseries" errors.
-
-Adding metrics for a new part of Stellwerk follows one convention: the part defines its metric
-families when it is built, on the registry of the `Metrics` object the composition root hands it,
-and keeps them as attributes::
-
-    class DeliveryMetrics:
-        def __init__(self, metrics: Metrics) -> None:
-            self.attempts = Counter(
-                "stellwerk_delivery_attempts_total",
-                "Delivery attempts by target type and outcome.",
-                ["tenant", "target_type", "outcome"],
-                registry=metrics.registry,
-            )
-
-Names start with `stellwerk_<part>_`, carry a unit suffix (`_seconds`, `_bytes`, `_total` for
-counters) and have label values drawn from small, known sets: tenant, bus, route template, status
-code, outcome. Never an event id, a raw path, a key or anything else a client can choose freely,
-because every distinct label value is a time series kept in memory forever.
+How it is shaped and why: docs/operations.md ("stellwerk.ops.metrics").
 """
 
 from __future__ import annotations

@@ -1,28 +1,6 @@
 """The archiver: copies each bus's matching events into its archives, one cursor per bus.
 
-Modelled on the router. For a bus with archives it reads the log after the bus's archiver cursor
-in batches, matches each event against all the bus's archive patterns at once (a `Matcher`; an
-archive without a pattern takes every event) and hands the copies to the archive store together
-with the new cursor (`ArchiveStore.archive`), which stores both in one step: an archiver that
-crashes resumes at its cursor, and no event is copied twice or skipped.
-
-An archive keeps the events above its `start_position`. It is created with the bus's last
-position then, and not yet `taken`. Before its next batch of that bus the archiver takes it in
-(`ArchiveRecordStore.take`), with its own cursor: from then on every event of the bus it looks
-at is matched against the archive too. If the archiver had already looked past the start (it
-runs in another process, and heard of the archive after it had archived on with the old
-definitions), the start moves up to its cursor, so that the archive never claims events that
-were never copied into it. The API waits for the take before it answers (see docs/archives.md),
-so an event recorded after the answer is always kept.
-
-In one process, creating an archive also pauses the archiver (`paused`) from reading the start
-until the definitions are reloaded and the archive taken in (`take_in`): its start then stays
-the bus's position at creation. Events that carry the `replayname` extension are replays coming
-back through a bus target and are never archived again.
-
-How it waits for new events and shares buses with other archivers (leases, an
-`ArchiveCursorConflict` when two met on one bus) is `BusFollower`'s, as for the router. It
-also reloads the definitions every `reload_seconds`, for changes made by another process.
+How it is shaped and why: docs/archives.md ("stellwerk.routing.archiver").
 """
 
 from __future__ import annotations

@@ -1,22 +1,6 @@
 """Replays: re-send a time window of an archive to the rules of its bus, paced and resumable.
 
-A replay reads its archive's events recorded in `[start, end)` in `seq` order, in batches after
-its cursor. Each event gets the extension `replayname` (so receivers and patterns can tell a
-replay from live traffic), is matched against the bus's rules as they are now (only the chosen
-ones, when the replay names some) and becomes deliveries just as the router makes them. The
-batch's deliveries and the replay's new cursor go to the queue in one step
-(`RouteSink.route_replay`), so a replay resumed after a crash neither sends an event twice
-nor skips one. Replays never pass through the log, so archives never archive them again.
-
-Before it starts, a replay waits until the archiver has looked at every event the bus's log held
-then: an event recorded just before `end` is in the archive, not on its way to it.
-
-The control plane decides which replays run (`ReplayStore`: at most `max_running`, the rest
-`queued` in creation order). The runner starts a job for each running replay, resumes those a
-crashed process left running, stops a job promptly when it is cancelled (`cancel`, or within
-`poll_seconds` when another process cancelled it) and finishes replays as `completed` or, after
-repeated errors, `failed`. Each replay sends at most `rate` events per second, so that live
-traffic, which shares the queue and the process with it, keeps its latency.
+How it is shaped and why: docs/replays.md ("stellwerk.routing.replay").
 """
 
 from __future__ import annotations

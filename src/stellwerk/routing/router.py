@@ -1,17 +1,6 @@
 """The router: turns each bus's log into deliveries, one cursor per bus.
 
-For a bus it reads the events after the bus's cursor in batches, matches each against all the
-bus's rules at once (`Matcher`), builds a delivery per (event, matched rule, target) and hands the
-batch's deliveries to the queue together with the new cursor (`RouteSink.route`), which
-stores both in one step: a router that crashes resumes at the cursor, and no event is routed twice
-or skipped. A bus without rules still moves its cursor.
-
-Rules are taken as they are when an event is routed; a router that keeps up routes each event
-moments after it was recorded, so a rule change applies to the events recorded after it.
-
-How it waits for new events, and how it shares buses with other routers (leases, a
-`CursorConflict` when two met on one bus), is `BusFollower`'s. After routing it sets the
-worker's wake event, so deliveries start at once.
+How it is shaped and why: docs/routing.md ("stellwerk.routing.router").
 """
 
 from __future__ import annotations
