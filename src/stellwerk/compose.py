@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final, Protocol, runtime_checkable
+from typing import Final
 
 import structlog
 
@@ -45,12 +45,6 @@ from stellwerk.routing import (
 )
 from stellwerk.rules import MAX_TIMEOUT_SECONDS
 from stellwerk.seams import (
-    ArchiveStore,
-    DeliveryQueue,
-    EventLog,
-    Leases,
-    LocalLeases,
-    LocalSignals,
     Signals,
     bus_owner,
 )
@@ -76,12 +70,8 @@ from stellwerk.service import (
     Tail,
     Tenants,
 )
-from stellwerk.storage import LogWatch
-from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import BusDirectory, ControlPlane
-from stellwerk.storage.eventlog.sqlite import SqliteEventLog
-from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, LEGACY_EVENTS_FILE, LOG_DIR
+from stellwerk.stores import LaneWatching, Stores, routed_elsewhere, stores_for
 
 log = structlog.get_logger("stellwerk")
 
@@ -90,68 +80,7 @@ log = structlog.get_logger("stellwerk")
 SHARED_LEASE_SECONDS: Final = 60.0
 
 
-@dataclass
-class Backends:
-    """The stores behind the seams, and how this process talks to the others."""
-
-    event_log: EventLog
-    queue: DeliveryQueue
-    archive_store: ArchiveStore
-    signals: Signals
-    leases: Leases
-
-
-def build_backends(settings: Settings, ingest_metrics: IngestMetrics) -> Backends:
-    """SQLite files in the data directory (embedded), or JetStream at `--nats-url`."""
-    dedup_window = settings.dedup_window
-    if settings.nats_url is None:
-        return Backends(
-            event_log=SqliteEventLog(
-                settings.data_dir / LOG_DIR,
-                legacy=settings.data_dir / LEGACY_EVENTS_FILE,
-                dedup_window=dedup_window,
-                on_commit=ingest_metrics.on_commit,
-            ),
-            queue=SqliteDeliveryQueue(settings.data_dir / DELIVERIES_FILE),
-            archive_store=SqliteArchiveStore(settings.data_dir / ARCHIVES_FILE),
-            signals=LocalSignals(),
-            leases=LocalLeases(),
-        )
-    # Imported here: embedded mode never loads nats-py.
-    from stellwerk.storage.archive.jetstream import JetStreamArchiveStore
-    from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
-    from stellwerk.storage.leases import JetStreamLeases
-    from stellwerk.storage.queue.jetstream import JetStreamDeliveryQueue
-    from stellwerk.storage.signals import NatsSignals
-
-    url, namespace, replicas = settings.nats_url, settings.nats_namespace, settings.nats_replicas
-    return Backends(
-        event_log=JetStreamEventLog(
-            url, namespace=namespace, replicas=replicas, dedup_window=dedup_window
-        ),
-        queue=JetStreamDeliveryQueue(url, namespace=namespace, replicas=replicas),
-        archive_store=JetStreamArchiveStore(url, namespace=namespace, replicas=replicas),
-        signals=NatsSignals(url, namespace=namespace, name=f"stellwerk-{settings.role}"),
-        leases=JetStreamLeases(
-            url, namespace=namespace, replicas=replicas, ttl=settings.lease_ttl_seconds
-        ),
-    )
-
-
 DEPTH_REFRESH_SECONDS: Final = 5.0
-
-
-@dataclass(frozen=True)
-class Stores:
-    """The stores behind the seams of one process, and how it talks to the others."""
-
-    control: ControlPlane
-    event_log: EventLog
-    queue: DeliveryQueue
-    archive_store: ArchiveStore
-    signals: Signals
-    leases: Leases
-    log_watch: LogWatch
 
 
 @dataclass(frozen=True)
@@ -179,31 +108,20 @@ class Services:
     caches: Caches
     roles: RoleSupervisor
 
-    async def ping(self) -> None:
-        """Raise if a store this process needs does not answer."""
-        await self.stores.control.ping()
-        await self.stores.event_log.ping()
-
     def start(self) -> None:
         """Start this process's roles in the background."""
         self.roles.start()
 
     async def close(self) -> None:
-        stores, pipeline = self.stores, self.pipeline
         await self.roles.stop()
         # After the scheduler: until then it could still start resuming erasures, and a task
         # left querying a closed control plane hangs the loop's shutdown.
-        await pipeline.erasures.close()
+        await self.pipeline.erasures.close()
         try:
-            await stores.leases.close()  # after the work it guards stopped: successors go now
-            await stores.signals.close()
-            await pipeline.rulebook.close()
-            await pipeline.session_pool.close()
-            await stores.queue.close()
-            await stores.archive_store.close()
-            await stores.event_log.close()
+            await self.pipeline.rulebook.close()
+            await self.pipeline.session_pool.close()
         finally:
-            await stores.control.close()
+            await self.stores.close()  # leases after the work they guard: successors go now
 
 
 async def open_services(
@@ -216,52 +134,35 @@ async def open_services(
     # the same STELLWERK_SECRET_KEY.
     box = SecretBox(load_or_create_key(settings.data_dir, os.environ, create=settings.embedded))
     control = await ControlPlane.open(settings.control_database_url, box=box)
-    backends = build_backends(settings, ingest_metrics)
-    event_log, queue, archive_store = backends.event_log, backends.queue, backends.archive_store
-    signals, leases = backends.signals, backends.leases
+    stores = stores_for(settings, control, ingest_metrics)
     roles = roles_of(settings.role)
     routes = Role.ROUTER in roles  # each bus is routed and archived by the lease holder
     session_pool = SessionPool()
-    log_watch = LogWatch(forward=signals.appended)
     bus_access = BusAccess(control)
     rulebook = RuleBook(
         control,
         TargetBuilder(
             session_pool=session_pool,
-            event_log=event_log,
-            appended=log_watch.appended,
+            event_log=stores.event_log,
+            appended=stores.log_watch.appended,
             allow_private=settings.allow_private_targets,
             bus_refusal=bus_access.refusal,
         ),
-        buses_changed=leases.wake if routes else None,
+        buses_changed=stores.leases.wake if routes else None,
     )
-    tenants = Tenants(control)
     try:
-        written = await tenants.bootstrap(settings.data_dir)
+        written = await Tenants(control).bootstrap(settings.data_dir)
         if written is not None:
             log.warning(
                 "created tenant 'default'; its admin and ingest keys are in the file",
                 file=str(written.resolve()),
             )
-        await event_log.start()
-        await queue.start()
-        await archive_store.start()
-        await leases.start()
+        await stores.start()
         await rulebook.load()
     except BaseException:
-        await asyncio.gather(
-            rulebook.close(),
-            signals.close(),
-            leases.close(),
-            session_pool.close(),
-            queue.close(),
-            archive_store.close(),
-            event_log.close(),
-            return_exceptions=True,
-        )
-        await control.close()
+        await asyncio.gather(rulebook.close(), session_pool.close(), return_exceptions=True)
+        await asyncio.gather(stores.close(), return_exceptions=True)
         raise
-    stores = Stores(control, event_log, queue, archive_store, signals, leases, log_watch)
     suppressions = Suppressions(control.erasures, metrics, ttl=settings.key_cache_seconds)
     pipeline = _pipeline(
         settings, stores, rulebook, session_pool, suppressions, metrics, delivery_metrics
@@ -269,7 +170,7 @@ async def open_services(
     authenticator = Authenticator(control, cache_seconds=settings.key_cache_seconds)
     bus_directory = BusDirectory(control, ttl=settings.key_cache_seconds)
     caches = Caches(
-        signals=signals,
+        signals=stores.signals,
         rulebook=rulebook,
         buses=bus_directory,
         bus_access=bus_access,
@@ -282,31 +183,18 @@ async def open_services(
     platform = _platform(
         settings, stores, pipeline, authenticator, bus_directory, suppressions, ingest_metrics
     )
-    retention = Retention(
-        control,
-        event_log,
-        queue,
-        log_retention=timedelta(hours=settings.log_retention_hours),
-        interval=settings.retention_interval_seconds,
-        metrics=RetentionMetrics(metrics),
-        archive_floors=functools.partial(archive_floors, control, archive_store),
-        trim_archives=functools.partial(trim_archives, control, archive_store),
-    )
-    scheduler = Scheduler(leases, retention, pipeline.replays, pipeline.erasures)
     services = Services(
         settings=settings,
         stores=stores,
         pipeline=pipeline,
         platform=platform,
         caches=caches,
-        roles=RoleSupervisor(
-            _duties(settings, pipeline, scheduler, queue, delivery_metrics), roles
-        ),
+        roles=RoleSupervisor(_duties(settings, stores, pipeline, metrics, delivery_metrics), roles),
     )
     try:
-        await signals.start(
-            on_appended=log_watch.heard,
-            on_routed=functools.partial(_routed_elsewhere, queue),
+        await stores.signals.start(
+            on_appended=stores.log_watch.heard,
+            on_routed=functools.partial(routed_elsewhere, stores.queue),
             on_changed=caches.take,
             on_resync=caches.resync,
         )
@@ -437,18 +325,30 @@ def _platform(
 
 def _duties(
     settings: Settings,
+    stores: Stores,
     pipeline: Pipeline,
-    scheduler: Scheduler,
-    queue: DeliveryQueue,
-    metrics: DeliveryMetrics,
+    metrics: Metrics,
+    delivery_metrics: DeliveryMetrics,
 ) -> dict[Role, list[Duty]]:
     """What each role runs."""
+    control, archive_store = stores.control, stores.archive_store
     worker = pipeline.worker
     grace = min(10.0, settings.shutdown_timeout_seconds)
+    retention = Retention(
+        control,
+        stores.event_log,
+        stores.queue,
+        log_retention=timedelta(hours=settings.log_retention_hours),
+        interval=settings.retention_interval_seconds,
+        metrics=RetentionMetrics(metrics),
+        archive_floors=functools.partial(archive_floors, control, archive_store),
+        trim_archives=functools.partial(trim_archives, control, archive_store),
+    )
+    scheduler = Scheduler(stores.leases, retention, pipeline.replays, pipeline.erasures)
 
     async def refresh_depth() -> None:
         while True:
-            metrics.set_depth(await queue.depth())
+            delivery_metrics.set_depth(await stores.queue.depth())
             await asyncio.sleep(DEPTH_REFRESH_SECONDS)
 
     return {
@@ -478,17 +378,3 @@ class RoutedSignal:
 
     def on_matched(self, tenant: str, bus: str, rules: Sequence[str]) -> None:
         self._metrics.on_matched(tenant, bus, rules)
-
-
-@runtime_checkable
-class LaneWatching(Protocol):
-    """A delivery queue shared between processes that can tell when its work changed."""
-
-    def watch_lanes(self, on_lanes: Callable[[], None]) -> None: ...
-
-    def poke(self) -> None: ...
-
-
-def _routed_elsewhere(queue: DeliveryQueue) -> None:
-    if isinstance(queue, LaneWatching):
-        queue.poke()  # its scan finds the new lanes now and wakes the worker

@@ -1,0 +1,119 @@
+"""The stores behind the seams of one process, chosen by its settings: SQLite files in the data
+directory (embedded), or JetStream at `--nats-url` (scale-out), and how it talks to the others."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from stellwerk.config import Settings
+from stellwerk.ingest import IngestMetrics
+from stellwerk.seams import (
+    ArchiveStore,
+    DeliveryQueue,
+    EventLog,
+    Leases,
+    LocalLeases,
+    LocalSignals,
+    Signals,
+)
+from stellwerk.storage import LogWatch
+from stellwerk.storage.archive.sqlite import SqliteArchiveStore
+from stellwerk.storage.control import ControlPlane
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, LEGACY_EVENTS_FILE, LOG_DIR
+
+
+@dataclass(frozen=True)
+class Stores:
+    control: ControlPlane
+    event_log: EventLog
+    queue: DeliveryQueue
+    archive_store: ArchiveStore
+    signals: Signals
+    leases: Leases
+    log_watch: LogWatch
+
+    async def start(self) -> None:
+        """Open what the control plane does not need (it is open already)."""
+        await self.event_log.start()
+        await self.queue.start()
+        await self.archive_store.start()
+        await self.leases.start()
+
+    async def close(self) -> None:
+        """Close everything, the control plane last; the first failure is raised after."""
+        outcomes = await asyncio.gather(
+            # Leases first: successors take over at once.
+            self.leases.close(),
+            self.signals.close(),
+            self.queue.close(),
+            self.archive_store.close(),
+            self.event_log.close(),
+            return_exceptions=True,
+        )
+        await self.control.close()
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+
+def stores_for(settings: Settings, control: ControlPlane, ingest_metrics: IngestMetrics) -> Stores:
+    """The stores the settings name (not started yet), around an open control plane."""
+    dedup_window = settings.dedup_window
+    if settings.nats_url is None:
+        signals: Signals = LocalSignals()
+        return Stores(
+            control=control,
+            event_log=SqliteEventLog(
+                settings.data_dir / LOG_DIR,
+                legacy=settings.data_dir / LEGACY_EVENTS_FILE,
+                dedup_window=dedup_window,
+                on_commit=ingest_metrics.on_commit,
+            ),
+            queue=SqliteDeliveryQueue(settings.data_dir / DELIVERIES_FILE),
+            archive_store=SqliteArchiveStore(settings.data_dir / ARCHIVES_FILE),
+            signals=signals,
+            leases=LocalLeases(),
+            log_watch=LogWatch(forward=signals.appended),
+        )
+    # Imported here: embedded mode never loads nats-py.
+    from stellwerk.storage.archive.jetstream import JetStreamArchiveStore
+    from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
+    from stellwerk.storage.leases import JetStreamLeases
+    from stellwerk.storage.queue.jetstream import JetStreamDeliveryQueue
+    from stellwerk.storage.signals import NatsSignals
+
+    url, namespace, replicas = settings.nats_url, settings.nats_namespace, settings.nats_replicas
+    signals = NatsSignals(url, namespace=namespace, name=f"stellwerk-{settings.role}")
+    return Stores(
+        control=control,
+        event_log=JetStreamEventLog(
+            url, namespace=namespace, replicas=replicas, dedup_window=dedup_window
+        ),
+        queue=JetStreamDeliveryQueue(url, namespace=namespace, replicas=replicas),
+        archive_store=JetStreamArchiveStore(url, namespace=namespace, replicas=replicas),
+        signals=signals,
+        leases=JetStreamLeases(
+            url, namespace=namespace, replicas=replicas, ttl=settings.lease_ttl_seconds
+        ),
+        log_watch=LogWatch(forward=signals.appended),
+    )
+
+
+@runtime_checkable
+class LaneWatching(Protocol):
+    """A delivery queue shared between processes that can tell when its work changed."""
+
+    def watch_lanes(self, on_lanes: Callable[[], None]) -> None: ...
+
+    def poke(self) -> None: ...
+
+
+def routed_elsewhere(queue: DeliveryQueue) -> None:
+    """Another process routed deliveries: a shared queue looks for them now."""
+    if isinstance(queue, LaneWatching):
+        queue.poke()  # its scan finds the new lanes now and wakes the worker
