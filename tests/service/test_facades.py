@@ -3,13 +3,18 @@ announce through the control plane once a write commits."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from stellwerk.auth import Principal, Scope
+from stellwerk.erasure import Suppressions
+from stellwerk.ingest import BindingLimits, IngestMetrics
+from stellwerk.ops import Metrics
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.seams import Change
 from stellwerk.service import (
@@ -20,6 +25,8 @@ from stellwerk.service import (
     Forbidden,
     Gate,
     Grants,
+    Ingest,
+    IngestResult,
     InvalidRequest,
     NotFound,
     ReplayInput,
@@ -28,9 +35,13 @@ from stellwerk.service import (
     ValidationFailed,
     provision_tenant,
 )
-from stellwerk.storage.control import ControlPlane
+from stellwerk.storage import LogWatch
+from stellwerk.storage.control import BusDirectory, ControlPlane
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import DELIVERIES_FILE
+from stellwerk.storage.sqlite import DELIVERIES_FILE, LOG_DIR
+
+BATCH = "application/cloudevents-batch+json"
 
 
 @pytest.fixture
@@ -171,3 +182,43 @@ async def test_a_replay_is_checked_whole_before_it_is_recorded(
         assert cancelled.state == "cancelled"
         with pytest.raises(NotFound):
             await replays.cancel(acme, "r2")
+
+
+async def test_ingest_stores_the_valid_events_of_a_batch_and_lists_the_others(
+    control: ControlPlane, tmp_path: Path
+) -> None:
+    acme = await admin_of(control, "acme")
+    metrics = Metrics()
+    watch = LogWatch()
+    heard: list[tuple[str, str]] = []
+    watch.subscribe(lambda tenant, bus: heard.append((tenant, bus)))
+    async with SqliteEventLog(tmp_path / LOG_DIR) as log:
+        ingest = Ingest(
+            control=control,
+            buses=BusDirectory(control),
+            event_log=log,
+            log_watch=watch,
+            suppressions=Suppressions(control.erasures, metrics),
+            metrics=IngestMetrics(metrics),
+            limits=BindingLimits(),
+            event_rate=TokenBuckets(0),
+        )
+        good = {"specversion": "1.0", "id": "a", "source": "s", "type": "t"}
+        bad = {"specversion": "1.0", "id": "b", "source": "s"}  # no type
+
+        async def body(events: object) -> bytes:
+            return json.dumps(events).encode()
+
+        answer = await ingest.put(acme, "default", BATCH, {}, lambda: body([good, bad, good]))
+        result = msgspec.json.decode(answer, type=IngestResult)
+        assert (result.accepted, result.duplicates) == (2, 1)  # the second `a` is a duplicate
+        assert [(f.index, f.id) for f in result.failed] == [(1, "b")]
+        assert [e.id for e in await log.read("acme", "default")] == ["a"]
+        assert heard == [("acme", "default")]  # the router is told
+
+        with pytest.raises(InvalidRequest) as nothing_valid:
+            await ingest.put(acme, "default", BATCH, {}, lambda: body([bad]))
+        assert nothing_valid.value.extra["accepted"] == 0
+        assert nothing_valid.value.extra["failed"][0]["id"] == "b"
+        with pytest.raises(NotFound, match="bus 'nowhere'"):
+            await ingest.put(acme, "nowhere", BATCH, {}, lambda: body([good]))

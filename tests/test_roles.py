@@ -1,0 +1,73 @@
+"""The role supervisor runs the duties of the roles a process plays, and stops them: asked
+first, cancelled when they do not end."""
+
+from __future__ import annotations
+
+import asyncio
+
+from stellwerk.config import Role
+from stellwerk.roles import EVERY_ROLE, Duty, RoleSupervisor, roles_of
+
+
+class Loop:
+    """A duty's loop that ends when asked (`polite`) or only when cancelled."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.cancelled = False
+
+    async def run(self) -> None:
+        self.started.set()
+        try:
+            await self.stopping.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def test_all_plays_every_role_and_one_role_plays_itself() -> None:
+    assert roles_of(Role.ALL) == EVERY_ROLE
+    assert roles_of(Role.ROUTER) == frozenset({Role.ROUTER})
+
+
+async def test_only_the_roles_played_run_and_each_is_asked_before_it_is_cancelled() -> None:
+    polite, stubborn, elsewhere = Loop(), Loop(), Loop()
+    duties = {
+        Role.ROUTER: [Duty("polite", polite.run, polite.stop, ends=True)],
+        Role.DELIVERY: [Duty("stubborn", stubborn.run)],  # no stop: cancelled
+        Role.SCHEDULER: [Duty("elsewhere", elsewhere.run, elsewhere.stop, ends=True)],
+    }
+    supervisor = RoleSupervisor(duties, {Role.ROUTER, Role.DELIVERY}, grace=5.0)
+    assert supervisor.plays(Role.ROUTER)
+    assert not supervisor.plays(Role.SCHEDULER)
+    supervisor.start()
+    async with asyncio.timeout(5):
+        await polite.started.wait()
+        await stubborn.started.wait()
+    assert not elsewhere.started.is_set()
+
+    async with asyncio.timeout(4):  # well inside the grace: nothing waits for the stubborn one
+        await supervisor.stop()
+    assert polite.stopping.is_set()
+    assert not polite.cancelled
+    assert stubborn.cancelled
+
+
+async def test_a_duty_that_does_not_end_when_asked_is_cancelled_after_the_grace() -> None:
+    deaf = Loop()
+
+    def ignore() -> None:
+        pass
+
+    supervisor = RoleSupervisor(
+        {Role.ROUTER: [Duty("deaf", deaf.run, ignore, ends=True)]}, {Role.ROUTER}, grace=0.05
+    )
+    supervisor.start()
+    async with asyncio.timeout(5):
+        await deaf.started.wait()
+        await supervisor.stop()
+    assert deaf.cancelled
