@@ -27,7 +27,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from stellwerk.cli.bench import nats_support
+from stellwerk.cli import nats_support
 from stellwerk.events import CloudEvent
 from stellwerk.routing.archiver import Archiver
 from stellwerk.seams import ArchiveStore, NewEvent

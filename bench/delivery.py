@@ -35,7 +35,7 @@ from typing import Any
 
 import msgspec
 
-from stellwerk.cli.bench import load_file
+from stellwerk.cli import load_file
 from stellwerk.delivery.model import Delivered, Outcome
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 from stellwerk.patterns import Matcher

@@ -29,7 +29,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stellwerk.cli.bench import nats_support, process_cpu
+from stellwerk.cli import nats_support, process_cpu
 from stellwerk.delivery.model import Delivered, Outcome
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 from stellwerk.seams import Delivery, DeliveryQueue, NewDelivery

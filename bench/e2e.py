@@ -45,7 +45,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from stellwerk.cli.bench import process_cpu
+from stellwerk.cli import process_cpu
 
 STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))

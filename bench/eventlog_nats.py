@@ -31,7 +31,7 @@ from pathlib import Path
 
 import nats
 
-from stellwerk.cli.bench import nats_support, process_cpu
+from stellwerk.cli import nats_support, process_cpu
 from stellwerk.events import CloudEvent, encode_event
 from stellwerk.seams import NewEvent
 from stellwerk.storage.eventlog.jetstream import JetStreamEventLog

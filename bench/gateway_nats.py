@@ -36,7 +36,7 @@ from pathlib import Path
 
 import asyncpg
 
-from stellwerk.cli.bench import load_file, nats_support, process_cpu
+from stellwerk.cli import load_file, nats_support, process_cpu
 from stellwerk.loadgen import HEADER, LoadResult, LoadSpec, Mode, Target, problems
 from stellwerk.loadgen import summary_line as line
 from stellwerk.loadgen.processes import generate

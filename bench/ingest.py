@@ -36,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from stellwerk.cli.bench import process_cpu
+from stellwerk.cli import process_cpu
 from stellwerk.loadgen import HEADER, LoadResult, LoadSpec, Mode, Target, problems, run_load
 from stellwerk.loadgen import summary_line as line
 

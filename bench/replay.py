@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from stellwerk.cli.bench import load_file
+from stellwerk.cli import load_file
 from stellwerk.loadgen import LoadResult, LoadSpec, Mode, Target, run_load
 from stellwerk.patterns import Matcher
 from stellwerk.routing import Router, RouteTarget, RuleSet

@@ -1,1 +1,5 @@
-"""The stellwerk command line."""
+"""The stellwerk command line; benchmarks in `bench/` load their helpers from here."""
+
+from stellwerk.cli.bench import load_file, nats_support, process_cpu
+
+__all__ = ["load_file", "nats_support", "process_cpu"]
