@@ -1,5 +1,6 @@
-"""The import graph keeps its floors: the seams and storage import nothing above them, and code
-outside the seams, storage and rules packages imports their faces, never their modules."""
+"""The import graph keeps its floors: the seams and storage import nothing above them, the API is
+an edge over the service layer, and code outside a package with a face imports the face, never
+its modules."""
 
 from __future__ import annotations
 
@@ -35,7 +36,31 @@ ALLOWED: dict[str, set[str]] = {
     },
 }
 # Packages whose modules only their own code imports; everyone else imports the __init__.
-FACED: tuple[str, ...] = ("stellwerk.seams", "stellwerk.storage", "stellwerk.rules")
+FACED: tuple[str, ...] = (
+    "stellwerk.seams",
+    "stellwerk.storage",
+    "stellwerk.rules",
+    "stellwerk.service",
+    "stellwerk.api",
+    "stellwerk.auth",
+    "stellwerk.cli",
+    "stellwerk.delivery",
+    "stellwerk.erasure",
+    "stellwerk.ingest",
+    "stellwerk.ops",
+    "stellwerk.routing",
+)
+# What the API may not reach but through the service layer.
+BEHIND_THE_SERVICE_LAYER: tuple[str, ...] = (
+    "stellwerk.storage",
+    "stellwerk.seams",
+    "stellwerk.routing",
+    "stellwerk.delivery",
+    "stellwerk.erasure",
+    "stellwerk.compose",
+    "stellwerk.roles",
+    "stellwerk.stores",
+)
 
 
 def module_name(path: Path) -> str:
@@ -93,3 +118,16 @@ def test_code_outside_a_package_imports_its_face(face: str) -> None:
         if not within(importer, target.rpartition(".")[0]):
             deep.append(f"{importer}:{line} imports {target}, not its package's face")
     assert deep == []
+
+
+def test_the_api_is_an_edge_over_the_service_layer() -> None:
+    """Nothing below the API imports it (only the app that mounts it), and it reaches the stores
+    and the engine only through the service layer's facades."""
+    wrong = []
+    for importer, target, line in imports():
+        if within(importer, "stellwerk.api"):
+            if any(within(target, below) for below in BEHIND_THE_SERVICE_LAYER):
+                wrong.append(f"{importer}:{line} imports {target}")
+        elif within(target, "stellwerk.api") and importer != "stellwerk.app":
+            wrong.append(f"{importer}:{line} imports {target}")
+    assert wrong == []

@@ -12,9 +12,7 @@ from stellwerk.api.errors import (
     handle_api_error,
     handle_http_exception,
 )
-from stellwerk.api.middleware.ingest import IngestFastPath
-from stellwerk.api.middleware.limits import BodyLimitMiddleware
-from stellwerk.api.middleware.metrics import RequestMetricsMiddleware
+from stellwerk.api.middleware import BodyLimitMiddleware, IngestFastPath, RequestMetricsMiddleware
 from stellwerk.api.openapi import Operation, build_openapi
 from stellwerk.api.routes import ENDPOINTS, HEALTH_ENDPOINTS
 

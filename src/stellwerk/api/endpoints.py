@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from stellwerk.api.middleware.gate import GateMiddleware
+from stellwerk.api.middleware import GateMiddleware
 from stellwerk.auth import Scope
 from stellwerk.service import Platform
 

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from stellwerk.auth import Principal
-from stellwerk.seams import DeadLetter, DeliveryQueue
+from stellwerk.seams import DeadLetter, DeadLetterQueue
 from stellwerk.service.buses import Buses
 
 
@@ -58,7 +58,9 @@ def _view(letter: DeadLetter) -> DeadLetterView:
 
 
 class DeadLetters:
-    def __init__(self, buses: Buses, queue: DeliveryQueue, *, redriven: Callable[[], None]) -> None:
+    def __init__(
+        self, buses: Buses, queue: DeadLetterQueue, *, redriven: Callable[[], None]
+    ) -> None:
         self._buses = buses
         self._queue = queue
         self._redriven = redriven  # wakes this process's delivery worker

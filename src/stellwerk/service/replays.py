@@ -17,7 +17,7 @@ import msgspec
 from stellwerk.auth import Principal
 from stellwerk.clock import utc_now
 from stellwerk.events import parse_rfc3339
-from stellwerk.seams import DeliveryQueue
+from stellwerk.seams import RouteSink
 from stellwerk.service.buses import checked_name
 from stellwerk.service.errors import Conflict, InvalidRequest, NotFound
 from stellwerk.storage.control import (
@@ -76,7 +76,7 @@ def _time(body: ReplayInput, field: str) -> datetime:
 
 
 class Replays:
-    def __init__(self, control: ControlPlane, queue: DeliveryQueue, *, max_running: int) -> None:
+    def __init__(self, control: ControlPlane, queue: RouteSink, *, max_running: int) -> None:
         self._control = control
         self._queue = queue
         self._max_running = max_running

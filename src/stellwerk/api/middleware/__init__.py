@@ -1,1 +1,15 @@
-"""Pure ASGI middleware of the HTTP service, one module per concern."""
+"""Pure ASGI middleware: the gate of protected routes, the body limit, request metrics, and the
+ingest route answered ahead of Starlette with the same checks."""
+
+from stellwerk.api.middleware.gate import GateMiddleware, principal_of
+from stellwerk.api.middleware.ingest import IngestFastPath
+from stellwerk.api.middleware.limits import BodyLimitMiddleware
+from stellwerk.api.middleware.metrics import RequestMetricsMiddleware
+
+__all__ = [
+    "BodyLimitMiddleware",
+    "GateMiddleware",
+    "IngestFastPath",
+    "RequestMetricsMiddleware",
+    "principal_of",
+]

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from stellwerk.api.context import platform_of
 from stellwerk.api.endpoints import Endpoint
 from stellwerk.api.errors import ErrorBody
-from stellwerk.api.middleware.gate import principal_of
+from stellwerk.api.middleware import principal_of
 from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Scope
 from stellwerk.ingest import BATCH_CONTENT_TYPE, JSON_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE

@@ -14,7 +14,7 @@ from stellwerk.api.bodies import json_response, path_name, read_json
 from stellwerk.api.context import platform_of
 from stellwerk.api.endpoints import Endpoint
 from stellwerk.api.errors import ErrorBody
-from stellwerk.api.middleware.gate import principal_of
+from stellwerk.api.middleware import principal_of
 from stellwerk.auth import Scope
 from stellwerk.names import NAME_RULE
 from stellwerk.service import Replay, ReplayInput

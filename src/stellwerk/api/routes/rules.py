@@ -15,7 +15,7 @@ from stellwerk.api.bodies import json_response, path_name, read_json
 from stellwerk.api.context import platform_of
 from stellwerk.api.endpoints import Endpoint
 from stellwerk.api.errors import ErrorBody
-from stellwerk.api.middleware.gate import principal_of
+from stellwerk.api.middleware import principal_of
 from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Scope
 from stellwerk.names import NAME_RULE

@@ -10,7 +10,7 @@ from stellwerk.api.bodies import json_response, read_json
 from stellwerk.api.context import platform_of
 from stellwerk.api.endpoints import Endpoint
 from stellwerk.api.errors import ApiError, ErrorBody
-from stellwerk.api.middleware.gate import principal_of
+from stellwerk.api.middleware import principal_of
 from stellwerk.auth import Scope
 from stellwerk.service import TYPE_RULE, SchemaInput, SchemaVersion, checked_type
 

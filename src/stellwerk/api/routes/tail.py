@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 from stellwerk.api.context import platform_of
 from stellwerk.api.endpoints import Endpoint
 from stellwerk.api.errors import ApiError, ErrorBody
-from stellwerk.api.middleware.gate import principal_of
+from stellwerk.api.middleware import principal_of
 from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Principal, Scope
 from stellwerk.patterns import CompiledPattern
