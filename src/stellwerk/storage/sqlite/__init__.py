@@ -1,14 +1,19 @@
-"""SQLite plumbing the embedded stores share: the data directory's files, the checkpointer and WAL
-bound, multi-row inserts, and consistent backups of a live data directory."""
+"""SQLite plumbing the embedded stores share: the engine (writer thread, readers, connections and
+the WAL's upkeep), the data directory's files, multi-row inserts, and consistent backups of a
+live data directory."""
 
+from stellwerk.storage.sqlite.adoption import AdoptError, adopt
 from stellwerk.storage.sqlite.backup import BackupError, BackupResult, Manifest, backup, restore
 from stellwerk.storage.sqlite.checkpoint import Checkpointer, WalBound
+from stellwerk.storage.sqlite.connect import Role, connect, erasing
+from stellwerk.storage.sqlite.engine import Engine, Handle, Job
 from stellwerk.storage.sqlite.files import (
     ARCHIVES_FILE,
     CONTROL_FILE,
     DELIVERIES_FILE,
     LEGACY_EVENTS_FILE,
     LOG_DIR,
+    PIPELINE_FILE,
 )
 from stellwerk.storage.sqlite.rows import MAX_ROWS, InsertRows
 
@@ -19,12 +24,21 @@ __all__ = [
     "LEGACY_EVENTS_FILE",
     "LOG_DIR",
     "MAX_ROWS",
+    "PIPELINE_FILE",
+    "AdoptError",
     "BackupError",
     "BackupResult",
     "Checkpointer",
+    "Engine",
+    "Handle",
     "InsertRows",
+    "Job",
     "Manifest",
+    "Role",
     "WalBound",
+    "adopt",
     "backup",
+    "connect",
+    "erasing",
     "restore",
 ]

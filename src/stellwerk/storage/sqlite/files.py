@@ -7,6 +7,9 @@ from typing import Final
 # The event log: a directory of log files and their index (before, one SQLite file).
 LOG_DIR: Final = "log"
 LEGACY_EVENTS_FILE: Final = "events.db"
+# The delivery queue and the archive store, on one engine (docs/storage.md).
+PIPELINE_FILE: Final = "pipeline.db"
+# Their files before pipeline.db, moved into it on the first start (storage/pipeline).
 DELIVERIES_FILE: Final = "deliveries.db"
 ARCHIVES_FILE: Final = "archives.db"
 CONTROL_FILE: Final = "control.db"
