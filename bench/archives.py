@@ -35,7 +35,7 @@ from stellwerk.storage.archive.jetstream import JetStreamArchiveStore
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
-from stellwerk.storage.sqlite import ARCHIVES_FILE, LOG_DIR
+from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE
 
 PAD = "x" * 820
 
@@ -98,7 +98,7 @@ async def run(events: int, directory: Path, backend: str, nats_url: str | None =
         print(f"read_window   {read / took:>10,.0f} events/s (pages of 1000)")
 
         if backend == "sqlite":
-            _raw_sqlite(directory / ARCHIVES_FILE, uids["all"])
+            _raw_sqlite(directory / PIPELINE_FILE, uids["all"])
 
         began = time.perf_counter()
         counted = await store.count_window(uids["all"], *wide)
@@ -114,7 +114,7 @@ def _store(backend: str, directory: Path, nats_url: str | None) -> ArchiveStore:
         assert nats_url is not None
         # A namespace of its own, so that a shared server's earlier runs do not count.
         return JetStreamArchiveStore(nats_url, namespace=f"bench{time.time_ns()}")
-    return SqliteArchiveStore(directory / ARCHIVES_FILE)
+    return SqliteArchiveStore(directory / PIPELINE_FILE)
 
 
 def _raw_sqlite(path: Path, uid: str) -> None:

@@ -43,7 +43,7 @@ from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.seams import Delivery, NewDelivery, NewEvent, TargetKey
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import DELIVERIES_FILE, LOG_DIR
+from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE
 
 PAYLOAD = b'{"pad":"' + b"x" * 1000 + b'"}'
 TENANT, BUS = "bench", "default"
@@ -96,7 +96,7 @@ async def route_phase(directory: Path, events: int, rules: int, seed: int) -> st
     rule_set = RuleSet(matcher, targets)
     async with (
         SqliteEventLog(directory / LOG_DIR) as log,
-        SqliteDeliveryQueue(directory / DELIVERIES_FILE) as queue,
+        SqliteDeliveryQueue(directory / PIPELINE_FILE) as queue,
     ):
         for start in range(0, events, 1000):
             batch = []
@@ -175,7 +175,7 @@ async def _fill(queue: SqliteDeliveryQueue, count: int, target_ids: list[str]) -
 
 async def worker_phase(directory: Path, deliveries: int, hanging: bool) -> list[str]:
     lines = []
-    async with SqliteDeliveryQueue(directory / DELIVERIES_FILE) as queue:
+    async with SqliteDeliveryQueue(directory / PIPELINE_FILE) as queue:
         ids = ["healthy", "hanging"] if hanging else ["healthy"]
         fill = await _fill(queue, deliveries, ids)
         if not hanging:
@@ -198,7 +198,7 @@ async def worker_phase(directory: Path, deliveries: int, hanging: bool) -> list[
 
 
 async def lease_phase(directory: Path, backlog: int, calls: int = 2000) -> str:
-    async with SqliteDeliveryQueue(directory / DELIVERIES_FILE) as queue:
+    async with SqliteDeliveryQueue(directory / PIPELINE_FILE) as queue:
         if backlog:
             await _fill(queue, backlog, ["backlog"])
         now = datetime.now(UTC)

@@ -35,7 +35,7 @@ from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 from stellwerk.seams import Delivery, DeliveryQueue, NewDelivery
 from stellwerk.storage.queue.jetstream import JetStreamDeliveryQueue
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import DELIVERIES_FILE
+from stellwerk.storage.sqlite import PIPELINE_FILE
 
 PAYLOAD = b'{"pad":"' + b"x" * 1000 + b'"}'
 TENANT, BUS = "bench", "default"
@@ -120,7 +120,7 @@ def run(url: str, server_pid: int | None, directory: Path, args: argparse.Namesp
     def sqlite() -> DeliveryQueue:
         folder = directory / uuid.uuid4().hex
         folder.mkdir()
-        return SqliteDeliveryQueue(folder / DELIVERIES_FILE)
+        return SqliteDeliveryQueue(folder / PIPELINE_FILE)
 
     def jetstream() -> DeliveryQueue:
         namespace = f"b{uuid.uuid4().hex[:8]}"

@@ -53,7 +53,7 @@ from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ControlPlane, NewReplay
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, LOG_DIR
+from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE
 
 STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
 TENANT, BUS = "bench", "default"
@@ -159,7 +159,7 @@ class _Stores:
 
     def queue(self) -> SqliteDeliveryQueue:
         self.phases += 1
-        return SqliteDeliveryQueue(self.directory / f"{self.phases}-{DELIVERIES_FILE}")
+        return SqliteDeliveryQueue(self.directory / f"{self.phases}-{PIPELINE_FILE}")
 
 
 async def _route(stores: _Stores, log: SqliteEventLog, rules: RuleSet) -> Figures:
@@ -221,7 +221,7 @@ async def throughput(directory: Path, events: int, rules: int, rounds: int) -> f
     try:
         async with (
             SqliteEventLog(directory / LOG_DIR) as log,
-            SqliteArchiveStore(directory / ARCHIVES_FILE) as archives,
+            SqliteArchiveStore(directory / PIPELINE_FILE) as archives,
         ):
             started = time.perf_counter()
             await _fill(log, archives, archive.uid, events)

@@ -20,11 +20,10 @@ from stellwerk.seams import (
     Signals,
 )
 from stellwerk.storage import LogWatch
-from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
-from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, LEGACY_EVENTS_FILE, LOG_DIR
+from stellwerk.storage.pipeline import pipeline_stores
+from stellwerk.storage.sqlite import LEGACY_EVENTS_FILE, LOG_DIR
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,8 @@ def stores_for(settings: Settings, control: ControlPlane, ingest_metrics: Ingest
     dedup_window = settings.dedup_window
     if settings.nats_url is None:
         signals: Signals = LocalSignals()
+        # The queue and the archive store share one file and one writer (pipeline.db).
+        pipeline = pipeline_stores(settings.data_dir)
         return Stores(
             control=control,
             event_log=SqliteEventLog(
@@ -74,8 +75,8 @@ def stores_for(settings: Settings, control: ControlPlane, ingest_metrics: Ingest
                 dedup_window=dedup_window,
                 on_commit=ingest_metrics.on_commit,
             ),
-            queue=SqliteDeliveryQueue(settings.data_dir / DELIVERIES_FILE),
-            archive_store=SqliteArchiveStore(settings.data_dir / ARCHIVES_FILE),
+            queue=pipeline.queue,
+            archive_store=pipeline.archives,
             signals=signals,
             leases=LocalLeases(),
             log_watch=LogWatch(forward=signals.appended),

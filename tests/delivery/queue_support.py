@@ -11,7 +11,7 @@ from tests.storage.eventlog_support import T0, MovableClock
 from stellwerk.seams import DeliveryQueue, NewDelivery
 from stellwerk.storage.queue.jetstream import JetStreamDeliveryQueue
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import DELIVERIES_FILE
+from stellwerk.storage.sqlite import PIPELINE_FILE
 
 BACKENDS = ["sqlite", "nats"]
 
@@ -30,7 +30,7 @@ class QueueFactory:
 
     def __call__(self) -> DeliveryQueue:
         if self.backend == "sqlite":
-            return SqliteDeliveryQueue(self.data_dir / DELIVERIES_FILE, clock=self.clock)
+            return SqliteDeliveryQueue(self.data_dir / PIPELINE_FILE, clock=self.clock)
         if self.backend == "nats":
             assert self.nats_url is not None
             return JetStreamDeliveryQueue(self.nats_url, clock=self.clock)

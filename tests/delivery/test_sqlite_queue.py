@@ -1,5 +1,6 @@
 """What the embedded queue does beyond the shared contract: leases in memory, shared bodies,
-unsynced replay batches, checkpoints in the background."""
+which writes wait for the disk, cursor moves written later, checkpoints in the background, and
+two queues (as two processes would) on one file."""
 
 from __future__ import annotations
 
@@ -10,17 +11,20 @@ from datetime import timedelta
 from pathlib import Path
 
 import msgspec
+import pytest
 from tests.delivery.queue_support import new_delivery
+from tests.storage.engine_support import commits, statements
 from tests.storage.eventlog_support import T0, MovableClock
 
+from stellwerk.seams import CursorConflict
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import DELIVERIES_FILE
+from stellwerk.storage.sqlite import PIPELINE_FILE
 
 LEASE = 30.0
 
 
 async def test_leases_are_forgotten_on_reopen_and_never_written(tmp_path: Path) -> None:
-    path = tmp_path / DELIVERIES_FILE
+    path = tmp_path / PIPELINE_FILE
     async with SqliteDeliveryQueue(path, clock=MovableClock()) as queue:
         await queue.route("acme", "default", 2, [new_delivery(1), new_delivery(2)])
         leased = await queue.lease(T0, 10, LEASE)
@@ -36,7 +40,7 @@ async def test_leases_are_forgotten_on_reopen_and_never_written(tmp_path: Path) 
 
 
 async def test_release_and_outcomes_end_the_lease(tmp_path: Path) -> None:
-    async with SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=MovableClock()) as queue:
+    async with SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=MovableClock()) as queue:
         await queue.route("acme", "default", 3, [new_delivery(n) for n in (1, 2, 3)])
         one, two, three = await queue.lease(T0, 10, LEASE)
         await queue.release([one.id])
@@ -52,7 +56,7 @@ async def test_release_and_outcomes_end_the_lease(tmp_path: Path) -> None:
 async def test_a_payload_shared_by_deliveries_is_stored_once_until_the_last_is_done(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / DELIVERIES_FILE
+    path = tmp_path / PIPELINE_FILE
     body = b'{"specversion":"1.0","id":"e1","data":"' + b"x" * 200 + b'"}'
     shared = [
         msgspec.structs.replace(new_delivery(1, target_id=f"t{n}"), payload=body) for n in range(3)
@@ -87,7 +91,7 @@ def _bodies(path: Path) -> list[tuple[bytes, int]]:
 async def test_ids_are_not_reused_after_the_newest_delivery_is_acked(tmp_path: Path) -> None:
     # SQLite reuses the highest rowid once its row is gone; a worker still settling the old
     # delivery would then skip the new one as its own, and it would wait out a whole lease.
-    async with SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=MovableClock()) as queue:
+    async with SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=MovableClock()) as queue:
         await queue.route("acme", "default", 1, [new_delivery(1)])
         (first,) = await queue.lease(T0, 10, LEASE)
         await queue.ack(first.id)
@@ -97,44 +101,98 @@ async def test_ids_are_not_reused_after_the_newest_delivery_is_acked(tmp_path: P
         assert second.id > first.id
 
 
-async def test_only_replay_batches_commit_without_an_fsync(tmp_path: Path) -> None:
-    """`synchronous` is NORMAL for a transaction of nothing but replay batches (a batch lost to
-    a power failure goes with its cursor move and is replayed again) and FULL for every other:
-    told by tracing the writer's statements."""
-    async with SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=MovableClock()) as queue:
-        statements: list[str] = []
-        writer = queue._write_conn  # the trace is the only witness of a pragma
-        assert writer is not None
-        writer.set_trace_callback(statements.append)
-        await queue.route_replay("acme", "r", 1, 1, [new_delivery(1)], after=0)
-        await queue.route("acme", "default", 2, [new_delivery(2)])
-        await queue.route_replay("acme", "r", 2, 1, [new_delivery(3)], after=1)
-        await asyncio.gather(
-            queue.route_replay("acme", "r", 3, 1, [new_delivery(4)], after=2),
-            queue.route("acme", "default", 5, [new_delivery(5)]),
-        )
-        writer.set_trace_callback(None)
+async def test_only_redrives_and_erasures_wait_for_the_disk(tmp_path: Path) -> None:
+    """A route, its acks and retries can be made again from the log after a power failure
+    (and lost together with their cursor); a redrive or an erasure an operator was told about
+    cannot: only those commit with `synchronous=FULL`."""
+    async with SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=MovableClock()) as queue:
+        with statements(queue.engine) as seen:
+            await queue.route("acme", "default", 3, [new_delivery(n) for n in (1, 2, 3)])
+            one, two, three = await queue.lease(T0, 10, LEASE)
+            await queue.ack(one.id)
+            await queue.retry(two.id, T0, "HTTP 503")
+            await queue.dead_letter(three.id, "HTTP 410")
+            await queue.route_replay("acme", "r", 1, 1, [new_delivery(4)], after=0)
+            await queue.redrive("acme", "default")
+            await queue.erase("acme", None, {("default", 2)}, b"x", lambda p, c: False)
 
-    modes, mode, kinds = [], "FULL", set()
-    for statement in statements:
-        if statement.startswith("PRAGMA synchronous"):
-            mode = statement.rpartition(" ")[2]
-        elif "INTO replay_cursors" in statement:
-            kinds.add("replay")
-        elif "INTO cursors" in statement:
-            kinds.add("route")
-        elif statement == "COMMIT" and kinds:
-            modes.append((frozenset(kinds), mode))
-            kinds = set()
-    replay, route = frozenset({"replay"}), frozenset({"route"})
-    assert modes[:3] == [(replay, "NORMAL"), (route, "FULL"), (replay, "NORMAL")]
-    # The last two ran together or one after the other: a live route is synced either way.
-    assert all(m == "FULL" for k, m in modes[3:] if "route" in k)
-    assert sum(len(k) for k, _ in modes[3:]) >= 2
+    modes = [mode for mode, _ in commits(seen)]
+    assert modes == ["NORMAL"] * 5 + ["FULL"] * 2
+
+
+async def test_a_run_without_deliveries_moves_the_cursor_with_a_later_commit(
+    tmp_path: Path,
+) -> None:
+    async with SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=MovableClock()) as queue:
+        with statements(queue.engine) as seen:
+            await queue.route("acme", "quiet", 7, [])
+            await queue.route("acme", "quiet", 9, [])
+            assert commits(seen) == []  # a page written per run cost more than the events
+            assert await queue.cursor("acme", "quiet") == 9
+            with pytest.raises(CursorConflict):
+                await queue.route("acme", "quiet", 9, [])
+            await queue.route("acme", "busy", 1, [new_delivery(1, bus="busy")])
+        ((_, body),) = commits(seen)
+        assert [s for s in body if "INTO cursors" in s] == [
+            "INSERT INTO cursors (tenant, bus, position) VALUES ('acme', 'busy', 1)"
+            " ON CONFLICT (tenant, bus) DO UPDATE SET position = excluded.position"
+            " WHERE excluded.position > cursors.position",
+            "INSERT INTO cursors (tenant, bus, position) VALUES ('acme', 'quiet', 9)"
+            " ON CONFLICT (tenant, bus) DO UPDATE SET position = excluded.position"
+            " WHERE excluded.position > cursors.position",
+        ]
+    with sqlite3.connect(tmp_path / PIPELINE_FILE) as conn:
+        stored = conn.execute("SELECT bus, position FROM cursors ORDER BY bus").fetchall()
+    assert stored == [("busy", 1), ("quiet", 9)]
+
+
+async def test_reading_a_cursor_puts_what_it_reads_on_disk(tmp_path: Path) -> None:
+    # Retention trims the log below the cursor: a cursor that a power failure could take back
+    # would leave deliveries to be made from events no longer there.
+    async with SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=MovableClock()) as queue:
+        await queue.route("acme", "default", 1, [new_delivery(1)])
+        assert queue.engine.syncs == 0
+        assert await queue.cursor("acme", "default") == 1
+        assert queue.engine.syncs == 1
+
+
+async def test_two_queues_on_one_file_see_what_the_other_wrote(tmp_path: Path) -> None:
+    """As the gateway (dead letters, redrive) and the pipeline (routing, delivery) processes
+    would: each queue has its own engine and its own memory of the file."""
+    path = tmp_path / PIPELINE_FILE
+    woken: list[str] = []
+    async with (
+        SqliteDeliveryQueue(path, clock=MovableClock()) as pipeline,
+        SqliteDeliveryQueue(path, clock=MovableClock()) as gateway,
+    ):
+        pipeline.watch_lanes(lambda: woken.append("woken"))
+        await pipeline.route("acme", "default", 1, [new_delivery(1)])
+        (first,) = await pipeline.lease(T0, 10, LEASE)
+        await pipeline.dead_letter(first.id, "HTTP 410")
+        assert await pipeline.lease(T0, 10, LEASE) == []
+
+        assert [d.id for d in await gateway.dead_letters("acme", "default")] == [first.id]
+        assert await gateway.redrive("acme", "default") == 1
+        # The pipeline's next lease notices the gateway's commit and reads the file again.
+        (again,) = await pipeline.lease(T0, 10, LEASE)
+        assert (again.id, again.attempts) == (first.id, 0)
+        assert woken == ["woken"]
+
+        # Routed by the other one: new targets and ids this queue never handed out.
+        await gateway.route("acme", "other", 5, [new_delivery(5, bus="other", target_id="t9")])
+        await pipeline.route("acme", "default", 2, [new_delivery(2)])
+        leased = await pipeline.lease(T0, 10, LEASE)
+        assert sorted((d.bus, d.position, d.target_id) for d in leased) == [
+            ("default", 2, "t1"),
+            ("other", 5, "t9"),
+        ]
+        assert len({d.id for d in [again, *leased]}) == 3
+        assert await gateway.cursor("acme", "default") == 2
+        assert await pipeline.cursor("acme", "other") == 5
 
 
 async def test_the_wal_is_folded_into_the_file_in_the_background(tmp_path: Path) -> None:
-    path = tmp_path / DELIVERIES_FILE
+    path = tmp_path / PIPELINE_FILE
     async with SqliteDeliveryQueue(path, clock=MovableClock()) as queue:
         empty = path.stat().st_size
         payload = b"x" * 2000

@@ -20,7 +20,7 @@ from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ControlPlane, ErasureRecord, ErasureState
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, LOG_DIR
+from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE, Engine
 
 
 @dataclass
@@ -48,10 +48,12 @@ class Stores:
 async def stores(tmp_path: Path) -> AsyncIterator[Stores]:
     control = await ControlPlane.open(f"sqlite+aiosqlite:///{tmp_path / 'control.db'}")
     tenant = await control.create_tenant("acme")
+    engine = Engine(tmp_path / PIPELINE_FILE)
     async with (
         SqliteEventLog(tmp_path / LOG_DIR) as log,
-        SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE) as queue,
-        SqliteArchiveStore(tmp_path / ARCHIVES_FILE) as archives,
+        # As in `stellwerk serve`: both on one engine (pipeline.db).
+        SqliteDeliveryQueue(engine) as queue,
+        SqliteArchiveStore(engine) as archives,
     ):
         suppressions = Suppressions(control.erasures, Metrics(), ttl=60)
         yield Stores(control, tenant.id, log, queue, archives, suppressions)

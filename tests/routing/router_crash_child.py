@@ -14,7 +14,7 @@ from stellwerk.patterns import Matcher
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import DELIVERIES_FILE, LOG_DIR
+from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE
 
 BATCH = 10
 
@@ -31,7 +31,7 @@ def rules() -> RuleSet:
 async def main(data_dir: Path) -> None:
     async with (
         SqliteEventLog(data_dir / LOG_DIR) as log,
-        SqliteDeliveryQueue(data_dir / DELIVERIES_FILE) as queue,
+        SqliteDeliveryQueue(data_dir / PIPELINE_FILE) as queue,
     ):
         ruleset = rules()
         router = Router(log, queue, lambda t, b: ruleset, lambda: [("acme", "crash")], batch=BATCH)

@@ -24,7 +24,7 @@ from stellwerk.seams import ArchiveCursorConflict, ArchivedEvent
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ArchiveRecord, ControlPlane
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
-from stellwerk.storage.sqlite import ARCHIVES_FILE, LOG_DIR
+from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE
 
 ORDERS = {"type": ["order.created"]}
 WIDE = (T0 - timedelta(days=365), T0 + timedelta(days=365))
@@ -83,7 +83,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     await control.put_bus(tenant.id, "audit")
     async with (
         SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
-        SqliteArchiveStore(tmp_path / ARCHIVES_FILE) as store,
+        SqliteArchiveStore(tmp_path / PIPELINE_FILE) as store,
     ):
         yield Setup(control, tenant.id, log, store, clock)
     await control.close()

@@ -34,7 +34,7 @@ from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ArchiveRecord, ControlPlane, NewReplay, ReplayRecord
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, LOG_DIR
+from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE, Engine
 from stellwerk.transform import InputTransformer
 
 WINDOW = (T0, T0 + timedelta(minutes=30))
@@ -43,8 +43,8 @@ WINDOW = (T0, T0 + timedelta(minutes=30))
 class WatchedArchiveStore(SqliteArchiveStore):
     """The real store, counting how often the archiver's cursor is asked for."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
         self.cursor_calls = 0
         self.asked = asyncio.Condition()
 
@@ -146,11 +146,12 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
         start_position=0,
         max_archives=10,
     )
+    engine = Engine(tmp_path / PIPELINE_FILE)  # both stores on one, as in `stellwerk serve`
     try:
         async with (
             SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
-            WatchedArchiveStore(tmp_path / ARCHIVES_FILE) as archives,
-            SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=clock) as queue,
+            WatchedArchiveStore(engine) as archives,
+            SqliteDeliveryQueue(engine, clock=clock) as queue,
         ):
             yield Setup(control, tenant.id, archive, log, archives, queue, rule_set(), clock)
     finally:

@@ -15,7 +15,7 @@ from stellwerk.retention import BusKey, Retention, RetentionMetrics
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import DELIVERIES_FILE, LOG_DIR
+from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE
 
 WEEK = timedelta(days=7)
 
@@ -35,7 +35,7 @@ async def stores(tmp_path: Path) -> AsyncIterator[Stores]:
     control = await ControlPlane.open(f"sqlite+aiosqlite:///{tmp_path / 'control.db'}")
     await control.create_tenant("acme")
     log = SqliteEventLog(tmp_path / LOG_DIR, clock=clock)
-    queue = SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE)
+    queue = SqliteDeliveryQueue(tmp_path / PIPELINE_FILE)
     async with log, queue:
         yield Stores(control, log, queue, clock, Metrics())
     await control.close()

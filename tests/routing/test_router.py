@@ -18,7 +18,7 @@ from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.seams import CursorConflict, LeasedDelivery
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import DELIVERIES_FILE, LOG_DIR
+from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE
 from stellwerk.transform import InputTransformer
 
 BUSES = [("acme", "default")]
@@ -73,7 +73,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     clock = MovableClock()
     async with (
         SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
-        SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=clock) as queue,
+        SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=clock) as queue,
     ):
         yield Setup(log, queue, Rules({}), clock)
 
@@ -197,7 +197,7 @@ async def test_restart_resumes_at_the_cursor_without_repeats_or_gaps(tmp_path: P
     ids = [f"e{n}" for n in range(20)]
     async with (
         SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
-        SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=clock) as queue,
+        SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=clock) as queue,
     ):
         await log.append([new_event(i) for i in ids])
         router = Router(log, queue, rules, lambda: BUSES, batch=3)
@@ -206,7 +206,7 @@ async def test_restart_resumes_at_the_cursor_without_repeats_or_gaps(tmp_path: P
         # Stopped here, between two batches: a new process starts from the files alone.
     async with (
         SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
-        SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=clock) as queue,
+        SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=clock) as queue,
     ):
         assert await queue.cursor("acme", "default") == 6
         await Router(log, queue, rules, lambda: BUSES, batch=3).run(burst=True)

@@ -17,7 +17,7 @@ from stellwerk.routing import Router
 from stellwerk.seams import NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
-from stellwerk.storage.sqlite import DELIVERIES_FILE, LOG_DIR
+from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE
 
 CHILD = Path(__file__).with_name("router_crash_child.py")
 EVENTS = 20_000
@@ -61,11 +61,11 @@ async def test_sigkill_while_routing_neither_repeats_nor_skips(tmp_path: Path) -
 
     reported = _route_until_killed(tmp_path)
 
-    with sqlite3.connect(tmp_path / DELIVERIES_FILE) as conn:
+    with sqlite3.connect(tmp_path / PIPELINE_FILE) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     async with (
         SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
-        SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE, clock=clock) as queue,
+        SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=clock) as queue,
     ):
         cursor = await queue.cursor("acme", "crash")
         # Killed in the middle: at least what it reported, and not yet everything.

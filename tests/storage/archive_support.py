@@ -11,7 +11,7 @@ import msgspec
 from stellwerk.seams import ArchivedEvent, ArchiveStore, StoredEvent
 from stellwerk.storage.archive.jetstream import JetStreamArchiveStore
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
-from stellwerk.storage.sqlite import ARCHIVES_FILE
+from stellwerk.storage.sqlite import PIPELINE_FILE
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 BACKENDS = ["sqlite", "nats"]
@@ -29,7 +29,7 @@ class StoreFactory:
         if self.backend == "nats":
             assert self.nats_url is not None
             return JetStreamArchiveStore(self.nats_url, namespace="test", request_timeout=10.0)
-        return SqliteArchiveStore(self.directory / ARCHIVES_FILE)
+        return SqliteArchiveStore(self.directory / PIPELINE_FILE)
 
 
 def stored(

@@ -13,12 +13,12 @@ from tests.storage.archive_support import T0, read_all, stored
 from stellwerk.seams import ArchiveStats, StoredEvent
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.archive.sqlite.store import DELETE_CHUNK
-from stellwerk.storage.sqlite import ARCHIVES_FILE
+from stellwerk.storage.sqlite import PIPELINE_FILE
 
 
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
-    return tmp_path / ARCHIVES_FILE
+    return tmp_path / PIPELINE_FILE
 
 
 @pytest.fixture

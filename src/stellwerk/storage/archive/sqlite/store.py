@@ -1,16 +1,14 @@
-"""The embedded archive store: archived copies and archivers' cursors in their own SQLite file.
+"""The embedded archive store: archived copies and archivers' cursors in an engine's file
+(pipeline.db), written in the group commits it shares with the delivery queue.
 
-One writer thread, readers in a small pool (WAL); a row per copy, because erasure removes single
-events. Tables and why they are shaped so: docs/storage.md.
+A row per copy, because erasure removes single events. Tables and why they are shaped so:
+docs/storage.md.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Final, TypeVar
@@ -25,107 +23,11 @@ from stellwerk.seams import (
     StoredEvent,
 )
 from stellwerk.storage.archive.contract import CheckedArchiveStore, check_archive_cursor
-from stellwerk.storage.sqlite import InsertRows
+from stellwerk.storage.archive.sqlite import schema
+from stellwerk.storage.sqlite import Engine, Handle, erasing
 
 DELETE_CHUNK: Final = 10_000
 _T = TypeVar("_T")
-
-_DDL: Final = (
-    """CREATE TABLE IF NOT EXISTS archives (
-        aid INTEGER PRIMARY KEY,
-        uid TEXT NOT NULL UNIQUE,
-        events INTEGER NOT NULL DEFAULT 0,
-        bytes INTEGER NOT NULL DEFAULT 0
-    )""",
-    """CREATE TABLE IF NOT EXISTS archived (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        aid INTEGER NOT NULL,
-        position INTEGER NOT NULL,
-        recorded_us INTEGER NOT NULL,
-        id TEXT NOT NULL,
-        source TEXT NOT NULL,
-        type TEXT NOT NULL,
-        subject TEXT,
-        body BLOB NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS archived_by_time ON archived (aid, recorded_us)",
-    """CREATE TABLE IF NOT EXISTS cursors (
-        tenant TEXT NOT NULL,
-        bus TEXT NOT NULL,
-        position INTEGER NOT NULL,
-        PRIMARY KEY (tenant, bus)
-    ) WITHOUT ROWID""",
-)
-
-_COLUMNS: Final = "seq, position, recorded_us, id, source, type, subject, body"
-_AID: Final = "SELECT aid FROM archives WHERE uid = ?"
-_CURSOR: Final = "SELECT position FROM cursors WHERE tenant = ? AND bus = ?"
-_SET_CURSOR: Final = (
-    "INSERT INTO cursors (tenant, bus, position) VALUES (?, ?, ?)"
-    " ON CONFLICT (tenant, bus) DO UPDATE SET position = excluded.position"
-)
-_INSERT: Final = InsertRows(
-    "INSERT INTO archived (aid, position, recorded_us, id, source, type, subject, body)"
-)
-_ADD_TOTALS: Final = "UPDATE archives SET events = events + ?, bytes = bytes + ? WHERE aid = ?"
-_READ_FROM_START: Final = f"""
-    SELECT {_COLUMNS} FROM archived
-    WHERE aid = ? AND recorded_us >= ? AND recorded_us < ? AND seq > ?
-    ORDER BY recorded_us, seq LIMIT ?
-"""
-_READ_AFTER: Final = f"""
-    SELECT {_COLUMNS} FROM archived
-    WHERE aid = ? AND (recorded_us, seq) > (?, ?) AND recorded_us >= ? AND recorded_us < ?
-    ORDER BY recorded_us, seq LIMIT ?
-"""
-# The recorded time of the archive's event at `after_seq`, or of the last before it if that one
-# is gone: every later event of the archive was recorded no earlier. `+aid` keeps SQLite off
-# the time index (which would sort the whole archive) and on a short walk back by rowid.
-_ANCHOR: Final = (
-    "SELECT recorded_us FROM archived WHERE seq <= ? AND +aid = ? ORDER BY seq DESC LIMIT 1"
-)
-_COUNT: Final = (
-    "SELECT count(*) FROM archived WHERE aid = ? AND recorded_us >= ? AND recorded_us < ?"
-)
-_DELETE_OLDER: Final = """
-    DELETE FROM archived WHERE seq IN (
-        SELECT seq FROM archived WHERE aid = ? AND recorded_us < ? ORDER BY recorded_us LIMIT ?)
-    RETURNING length(body)
-"""
-# The whole archive by its index; and the few events archived since a scan, by rowid.
-_CANDIDATES: Final = f"""
-    SELECT {_COLUMNS} FROM archived WHERE aid = ? AND seq > ? AND instr(body, ?) > 0
-"""
-_LATE_CANDIDATES: Final = f"""
-    SELECT {_COLUMNS} FROM archived WHERE +aid = ? AND seq > ? AND instr(body, ?) > 0
-"""
-_DELETE_SEQ: Final = "DELETE FROM archived WHERE seq = ? RETURNING length(body)"
-
-
-def _connect(path: Path, *, writer: bool) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit).
-
-    `synchronous=FULL` makes an archived batch and its cursor durable against power loss: the
-    archiver never looks at those events again once the cursor has moved.
-    """
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 10000")
-    conn.execute("PRAGMA synchronous = FULL")
-    if writer:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal":
-            conn.close()
-            raise sqlite3.OperationalError(f"{path} cannot be put in WAL mode (got {mode})")
-        conn.execute("PRAGMA journal_size_limit = 67108864")
-        # Erased (and trimmed) copies are overwritten with zeros, not left in free pages: an
-        # erasure must not leave a person's data readable in the file. Not every SQLite build
-        # has this on by default.
-        conn.execute("PRAGMA secure_delete = ON")
-        for statement in _DDL:
-            conn.execute(statement)
-    else:
-        conn.execute("PRAGMA query_only = ON")
-    return conn
 
 
 class _Rows:
@@ -146,54 +48,45 @@ class _Rows:
 
 
 class SqliteArchiveStore(CheckedArchiveStore):
-    """The `ArchiveStore` on one file: `SqliteArchiveStore(data_dir / ARCHIVES_FILE)`."""
+    """The `ArchiveStore` on an engine: `SqliteArchiveStore(engine)` beside the delivery queue
+    (`stellwerk.storage.pipeline`), or `SqliteArchiveStore(path)` on an engine of its own."""
 
-    def __init__(self, path: str | Path, *, readers: int = 2) -> None:
-        self.path = Path(path)
-        self._readers = readers
-        self._write_conn: sqlite3.Connection | None = None
-        self._writer: ThreadPoolExecutor | None = None
-        self._reader: ThreadPoolExecutor | None = None
-        self._reader_local = threading.local()
-        self._reader_conns: list[sqlite3.Connection] = []
-        self._reader_lock = threading.Lock()
+    def __init__(self, where: str | Path | Engine, *, readers: int = 2) -> None:
+        self.engine = (
+            where if isinstance(where, Engine) else Engine(where, name="pipeline", readers=readers)
+        )
+        self.path = self.engine.path
+        self._handle: Handle | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._writer is not None:
+        if self._handle is not None:
             raise ArchiveStoreError("the archive store was already started")
-        self._write_conn = await asyncio.to_thread(_connect, self.path, writer=True)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="archives-write")
-        self._reader = ThreadPoolExecutor(self._readers, thread_name_prefix="archives-read")
+        handle = self.engine.handle(
+            "the archive store", closed=ArchiveStoreClosed, failed=ArchiveStoreError
+        )
+        await handle.open(schema.create)
+        self._handle = handle
 
     async def close(self) -> None:
-        writer, self._writer = self._writer, None
-        reader, self._reader = self._reader, None
-        if writer is None:
-            return
-        await asyncio.to_thread(writer.shutdown, wait=True)
-        if reader is not None:
-            await asyncio.to_thread(reader.shutdown, wait=True)
-        for conn in self._reader_conns:
-            conn.close()
-        self._reader_conns.clear()
-        if self._write_conn is not None:
-            self._write_conn.close()
-            self._write_conn = None
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            await handle.close()
 
     async def ping(self) -> None:
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
-        await self._write(lambda conn: conn.execute("SELECT 1").fetchone())
+        await self._opened().inside(lambda conn: conn.execute("SELECT 1").fetchone())
 
     # -- the archiver's side -------------------------------------------------------------------
 
     async def cursor(self, tenant: str, bus: str) -> int:
         def query(conn: sqlite3.Connection) -> int:
-            row = conn.execute(_CURSOR, (tenant, bus)).fetchone()
+            row = conn.execute(schema.CURSOR, (tenant, bus)).fetchone()
             return int(row[0]) if row else 0
 
-        return await self._read(query)
+        # Synced: retention trims the log below this, so it must not go back in a power loss.
+        return await self._opened().inside(query, synced=True)
 
     async def _archive(
         self, tenant: str, bus: str, position: int, entries: Sequence[tuple[str, StoredEvent]]
@@ -202,7 +95,7 @@ class SqliteArchiveStore(CheckedArchiveStore):
         ordered = sorted(entries, key=lambda entry: entry[1].position)
 
         def work(conn: sqlite3.Connection) -> None:
-            row = conn.execute(_CURSOR, (tenant, bus)).fetchone()
+            row = conn.execute(schema.CURSOR, (tenant, bus)).fetchone()
             current = int(row[0]) if row else 0
             check_archive_cursor(tenant, bus, current, position, ordered)
             totals: dict[int, list[int]] = {}
@@ -220,11 +113,17 @@ class SqliteArchiveStore(CheckedArchiveStore):
                     (aid, event.position, to_us(event.recorded_time), event.id, event.source,
                      event.type, event.subject, event.body)
                 )  # fmt: skip
-            _INSERT(conn, rows)
-            conn.executemany(_ADD_TOTALS, [(n, size, aid) for aid, (n, size) in totals.items()])
-            conn.execute(_SET_CURSOR, (tenant, bus, position))
+            schema.INSERT(conn, rows)
+            conn.executemany(
+                schema.ADD_TOTALS, [(n, size, aid) for aid, (n, size) in totals.items()]
+            )
+            conn.execute(schema.SET_CURSOR, (tenant, bus, position))
+            handle.grew(sum(len(event.body) for _, event in ordered))
 
-        await self._write(work)
+        # Not synced: lost in a power failure together with the cursor, the copies are made
+        # again from the log.
+        handle = self._opened()
+        await handle.write(work, synced=False)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -238,12 +137,14 @@ class SqliteArchiveStore(CheckedArchiveStore):
             if aid is None or start_us >= end_us:
                 return []
             rows = _Rows(uid)
-            anchor = conn.execute(_ANCHOR, (after_seq, aid)).fetchone() if after_seq else None
+            anchor = conn.execute(schema.ANCHOR, (after_seq, aid)).fetchone() if after_seq else None
             if anchor is None:
-                found = conn.execute(_READ_FROM_START, (aid, start_us, end_us, after_seq, limit))
+                found = conn.execute(
+                    schema.READ_FROM_START, (aid, start_us, end_us, after_seq, limit)
+                )
             else:
                 found = conn.execute(
-                    _READ_AFTER, (aid, anchor[0], after_seq, start_us, end_us, limit)
+                    schema.READ_AFTER, (aid, anchor[0], after_seq, start_us, end_us, limit)
                 )
             return [rows.event(r) for r in found]
 
@@ -256,7 +157,7 @@ class SqliteArchiveStore(CheckedArchiveStore):
             aid = _aid(conn, uid)
             if aid is None:
                 return 0
-            return int(conn.execute(_COUNT, (aid, start_us, end_us)).fetchone()[0])
+            return int(conn.execute(schema.COUNT, (aid, start_us, end_us)).fetchone()[0])
 
         return await self._read(query)
 
@@ -281,7 +182,8 @@ class SqliteArchiveStore(CheckedArchiveStore):
         cut_us = to_us(older_than)
         total = 0
         while True:
-            removed = await self._write(lambda conn: _delete_chunk(conn, uid, cut_us))
+            # Not synced: what a power failure brings back, the next pass trims again.
+            removed = await self._write(lambda conn: _delete_chunk(conn, uid, cut_us), synced=False)
             total += removed
             if removed < DELETE_CHUNK:
                 return total
@@ -289,11 +191,16 @@ class SqliteArchiveStore(CheckedArchiveStore):
     async def drop(self, uid: str) -> int:
         total = 0
         while True:
-            removed = await self._write(lambda conn: _delete_chunk(conn, uid, 2**63 - 1))
+            removed = await self._write(
+                lambda conn: _delete_chunk(conn, uid, 2**63 - 1), synced=False
+            )
             total += removed
             if removed < DELETE_CHUNK:
                 break
-        await self._write(lambda conn: conn.execute("DELETE FROM archives WHERE uid = ?", (uid,)))
+        # Synced: the archive is gone from the control plane, and its copies with it.
+        await self._write(
+            lambda conn: conn.execute("DELETE FROM archives WHERE uid = ?", (uid,)), synced=True
+        )
         return total
 
     async def _erase(
@@ -318,73 +225,29 @@ class SqliteArchiveStore(CheckedArchiveStore):
 
         def remove(conn: sqlite3.Connection) -> list[ArchivedEvent]:
             late = _candidates(conn, wanted, scanned_up_to, needle, matches)
-            removed: list[ArchivedEvent] = []
-            totals: dict[str, list[int]] = {}
-            for event in [*found, *late]:
-                row = conn.execute(_DELETE_SEQ, (event.seq,)).fetchone()
-                if row is None:  # trimmed or erased meanwhile
-                    continue
-                removed.append(event)
-                counts = totals.setdefault(event.uid, [0, 0])
-                counts[0] += 1
-                counts[1] += int(row[0])
-            for uid, (n, size) in totals.items():
-                conn.execute(
-                    "UPDATE archives SET events = events - ?, bytes = bytes - ? WHERE uid = ?",
-                    (n, size, uid),
-                )
-            return removed
+            with erasing(conn):
+                return _remove_events(conn, [*found, *late])
 
-        return await self._write(remove)
+        # Synced: an erasure that was reported done must not come back.
+        return await self._write(remove, synced=True)
 
-    # -- threads -------------------------------------------------------------------------------
+    # -- the engine ----------------------------------------------------------------------------
 
-    async def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run `work` in one IMMEDIATE transaction on the writer thread."""
-        writer, conn = self._writer, self._write_conn
-        if writer is None or conn is None:
+    def _opened(self) -> Handle:
+        handle = self._handle
+        if handle is None:
             raise ArchiveStoreClosed("the archive store is not open")
+        return handle
 
-        def run() -> _T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-        try:
-            future = asyncio.get_running_loop().run_in_executor(writer, run)
-        except RuntimeError:  # shut down between the check and the call
-            raise ArchiveStoreClosed("the archive store is closing") from None
-        return await future
+    async def _write(self, work: Callable[[sqlite3.Connection], _T], *, synced: bool) -> _T:
+        return await self._opened().write(work, synced=synced)
 
     async def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
-        pool = self._reader
-        if pool is None:
-            raise ArchiveStoreClosed("the archive store is not open")
-        try:
-            future = asyncio.get_running_loop().run_in_executor(
-                pool, lambda: query(self._reader_conn())
-            )
-        except RuntimeError:
-            raise ArchiveStoreClosed("the archive store is closing") from None
-        return await future
-
-    def _reader_conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
-        if conn is None:
-            conn = _connect(self.path, writer=False)
-            self._reader_local.conn = conn
-            with self._reader_lock:
-                self._reader_conns.append(conn)
-        return conn
+        return await self._opened().read(query)
 
 
 def _aid(conn: sqlite3.Connection, uid: str) -> int | None:
-    row = conn.execute(_AID, (uid,)).fetchone()
+    row = conn.execute(schema.AID, (uid,)).fetchone()
     return None if row is None else int(row[0])
 
 
@@ -402,7 +265,8 @@ def _delete_chunk(conn: sqlite3.Connection, uid: str, cut_us: int) -> int:
     aid = _aid(conn, uid)
     if aid is None:
         return 0
-    sizes = conn.execute(_DELETE_OLDER, (aid, cut_us, DELETE_CHUNK)).fetchall()
+    with erasing(conn):  # trimmed copies are not left readable in free pages either
+        sizes = conn.execute(schema.DELETE_OLDER, (aid, cut_us, DELETE_CHUNK)).fetchall()
     if sizes:
         conn.execute(
             "UPDATE archives SET events = events - ?, bytes = bytes - ? WHERE aid = ?",
@@ -425,9 +289,31 @@ def _candidates(
         if aid is None:
             continue
         rows = _Rows(uid)
-        query = _LATE_CANDIDATES if after_seq else _CANDIDATES
+        query = schema.LATE_CANDIDATES if after_seq else schema.CANDIDATES
         for row in conn.execute(query, (aid, after_seq, needle)):
             event = rows.event(row)
             if matches(event):
                 out.append(event)
     return out
+
+
+def _remove_events(
+    conn: sqlite3.Connection, events: Sequence[ArchivedEvent]
+) -> list[ArchivedEvent]:
+    """Delete these archived events (those still there) and take them off their totals."""
+    removed: list[ArchivedEvent] = []
+    totals: dict[str, list[int]] = {}
+    for event in events:
+        row = conn.execute(schema.DELETE_SEQ, (event.seq,)).fetchone()
+        if row is None:  # trimmed or erased meanwhile
+            continue
+        removed.append(event)
+        counts = totals.setdefault(event.uid, [0, 0])
+        counts[0] += 1
+        counts[1] += int(row[0])
+    for uid, (n, size) in totals.items():
+        conn.execute(
+            "UPDATE archives SET events = events - ?, bytes = bytes - ? WHERE uid = ?",
+            (n, size, uid),
+        )
+    return removed

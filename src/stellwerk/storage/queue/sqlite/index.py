@@ -1,0 +1,251 @@
+"""What the embedded queue keeps in memory beside its tables, and the writes that keep it true.
+
+Target ids, a lower bound of each target's earliest due time (so a lease visits only targets
+with work due), the next delivery id, the leases, and the router cursors this queue moved. All
+of it is changed in the engine's writer thread, and rebuilt from the file after a rollback or
+when another process committed to it (`stale`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Final
+
+from stellwerk.clock import to_us
+from stellwerk.seams import NewDelivery, TargetKey
+from stellwerk.storage.queue.sqlite import schema
+from stellwerk.storage.queue.sqlite.schema import READY, WAITING
+
+_ACK_CHUNK: Final = 500  # ids per DELETE, below SQLite's host-parameter limit
+_SHARED_MIN_BYTES: Final = 64  # smaller payloads are cheaper copied than pointed at
+
+BusKey = tuple[str, str]
+
+
+class QueueIndex:
+    def __init__(self) -> None:
+        self.target_ids: dict[TargetKey, int] = {}
+        self.keys: dict[int, TargetKey] = {}
+        self.earliest: dict[int, int] = {}  # target -> lower bound of its earliest ready due_us
+        self.stale = True
+        self.last_id = 0  # the highest delivery id this queue has seen or handed out
+        # Leases: delivery id -> (target, until_us), and how many each target has. The writer
+        # changes them; `depth` reads them from another thread, hence the lock.
+        self.lease_lock = threading.Lock()
+        self.leases: dict[int, tuple[int, int]] = {}
+        self.lease_counts: Counter[int] = Counter()
+        # Router cursors: where this queue last moved each bus (`routed`), and those moves not
+        # written yet (`unwritten`, runs without deliveries: see `SqliteDeliveryQueue._route`).
+        self.cursor_lock = threading.Lock()
+        self.routed: dict[BusKey, int] = {}
+        self.unwritten: dict[BusKey, int] = {}
+
+    def forget(self) -> None:
+        """What this queue knows of the file may be wrong: a rollback, or another process's
+        commit. Read it again before it is used."""
+        self.stale = True
+        with self.cursor_lock:
+            self.routed.clear()
+
+    def refresh(self, conn: sqlite3.Connection) -> None:
+        if not self.stale:
+            return
+        self.target_ids.clear()
+        self.keys.clear()
+        for target, tenant, bus, rule, target_id in conn.execute(
+            "SELECT target, tenant, bus, rule, target_id FROM targets"
+        ):
+            key = TargetKey(tenant, bus, rule, target_id)
+            self.target_ids[key] = target
+            self.keys[target] = key
+        # One seek of the ready index per target, however long the queue.
+        self.earliest = {
+            target: due
+            for target, due in conn.execute(
+                "SELECT target, (SELECT min(due_us) FROM deliveries AS d"
+                " WHERE d.target = t.target AND d.state = 0) FROM targets AS t"
+            )
+            if due is not None
+        }
+        # Ids are never reused while the process runs (SQLite would reuse the highest after its
+        # row is deleted): a worker still settling delivery 7 must not mistake a new delivery 7
+        # for its own, and a lease is kept by id.
+        top = conn.execute("SELECT max(id) FROM deliveries").fetchone()[0]
+        self.last_id = max(self.last_id, top or 0)
+        self.stale = False
+
+    # -- router cursors ------------------------------------------------------------------------
+
+    def stored_cursor(self, conn: sqlite3.Connection, key: BusKey) -> int:
+        """The bus's cursor as stored, or as moved by this queue and not written yet."""
+        row = conn.execute(schema.CURSOR, key).fetchone()
+        with self.cursor_lock:
+            return max(row[0] if row else 0, self.unwritten.get(key, 0))
+
+    def moved(self, key: BusKey, position: int, *, written: bool) -> None:
+        with self.cursor_lock:
+            self.routed[key] = position
+            if written:
+                # The stored cursor is past anything not written yet.
+                self.unwritten.pop(key, None)
+            else:
+                self.unwritten[key] = position
+
+    def write_cursors(self, conn: sqlite3.Connection) -> None:
+        with self.cursor_lock:
+            moves, self.unwritten = self.unwritten, {}
+        conn.executemany(
+            schema.SET_CURSOR,
+            [(tenant, bus, position) for (tenant, bus), position in moves.items()],
+        )
+
+    # -- targets and due times -----------------------------------------------------------------
+
+    def target(self, conn: sqlite3.Connection, key: TargetKey) -> int:
+        target = self.target_ids.get(key)
+        if target is None:
+            # Another process may have made it (its commit made this index stale, and the
+            # refresh before this write read it), so look before inserting.
+            row = conn.execute(
+                "SELECT target FROM targets WHERE tenant = ? AND bus = ? AND rule = ?"
+                " AND target_id = ?",
+                key,
+            ).fetchone()
+            if row is None:
+                row = conn.execute(
+                    "INSERT INTO targets (tenant, bus, rule, target_id) VALUES (?, ?, ?, ?)"
+                    " RETURNING target",
+                    key,
+                ).fetchone()
+            target = self.target_ids[key] = row[0]
+            self.keys[target] = key
+        return target
+
+    def lower(self, target: int, due_us: int) -> None:
+        current = self.earliest.get(target)
+        if current is None or due_us < current:
+            self.earliest[target] = due_us
+
+    def promote(self, conn: sqlite3.Connection, target: int, ordering_key: str) -> None:
+        """The head of an ordered group finished: the next delivery of the group is ready."""
+        row = conn.execute(schema.NEXT_IN_GROUP, (target, ordering_key)).fetchone()
+        if row is not None:
+            conn.execute("UPDATE deliveries SET state = 0 WHERE id = ?", (row[0],))
+            self.lower(target, row[1])
+
+    def unlease(self, delivery_id: int) -> None:
+        with self.lease_lock:
+            held = self.leases.pop(delivery_id, None)
+            if held is not None:
+                self.lease_counts[held[0]] -= 1
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def enqueue(
+        self, conn: sqlite3.Connection, deliveries: Sequence[NewDelivery], now_us: int | None
+    ) -> int:
+        """Insert checked deliveries, due at their event's recorded time or (replays) at `now_us`;
+        return the payload bytes stored.
+
+        The due time is also where the maximum event age counts from.
+        """
+        rows = []
+        heads: set[tuple[int, str]] = set()
+        bodies = _share_bodies(conn, deliveries)
+        # Deliveries come in runs of one target and of one recorded time (the events of a log
+        # group share theirs): each is looked up once per run, not once per delivery.
+        key: TargetKey | None = None
+        target = 0
+        moment: datetime | None = None
+        recorded = 0
+        last_id = self.last_id
+        for d in deliveries:
+            if (
+                key is None
+                or d.rule != key.rule
+                or d.target_id != key.target_id
+                or d.bus != key.bus
+                or d.tenant != key.tenant
+            ):
+                key = TargetKey(d.tenant, d.bus, d.rule, d.target_id)
+                target = self.target(conn, key)
+            state = READY
+            if d.ordering_key is not None:
+                group = (target, d.ordering_key)
+                if group in heads or conn.execute(schema.GROUP_BUSY, group).fetchone():
+                    state = WAITING
+                heads.add(group)
+            if d.recorded_time is not moment:
+                moment = d.recorded_time
+                recorded = to_us(moment)
+            due = recorded if now_us is None else now_us
+            if state == READY:
+                self.lower(target, due)
+            body = bodies.get(d.payload) if bodies else None
+            last_id += 1
+            rows.append(
+                (last_id, target, state, due, d.event_id, d.event_source, d.position,
+                 recorded, due, d.payload if body is None else b"", d.content_type,
+                 d.ordering_key, body)
+            )  # fmt: skip
+        self.last_id = last_id
+        schema.INSERT(conn, rows)
+        return sum(len(d.payload) for d in deliveries)
+
+    def remove(self, conn: sqlite3.Connection, ids: Sequence[int]) -> Counter[int]:
+        """Delete finished (acked or erased) deliveries; return how many of each state went.
+
+        The next delivery of an ordered group becomes ready, and a shared body goes with the
+        last delivery that points at it.
+        """
+        states: Counter[int] = Counter()
+        for start in range(0, len(ids), _ACK_CHUNK):
+            chunk = ids[start : start + _ACK_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"DELETE FROM deliveries WHERE id IN ({marks})"
+                " RETURNING target, state, ordering_key, body",
+                chunk,
+            ).fetchall()
+            for delivery_id in chunk:
+                self.unlease(delivery_id)
+            released: Counter[int] = Counter()
+            for target, state, ordering_key, body in rows:
+                states[state] += 1
+                if state == READY and ordering_key is not None:
+                    self.promote(conn, target, ordering_key)
+                if body is not None:
+                    released[body] += 1
+            if released:
+                conn.executemany(
+                    "UPDATE bodies SET refs = refs - ? WHERE id = ?",
+                    [(n, body) for body, n in released.items()],
+                )
+                marks = ",".join("?" * len(released))
+                conn.execute(
+                    f"DELETE FROM bodies WHERE id IN ({marks}) AND refs <= 0", list(released)
+                )
+        return states
+
+
+def _share_bodies(conn: sqlite3.Connection, deliveries: Sequence[NewDelivery]) -> dict[bytes, int]:
+    """Store each payload that several of `deliveries` carry once; payload -> its body id.
+
+    Payloads are shared by the deliveries of one event to several targets. When every delivery
+    is of another event (a replay to one rule), there is nothing to share, and no payload is
+    even hashed to find that out.
+    """
+    if len({d.position for d in deliveries}) == len(deliveries):
+        return {}
+    uses = Counter(d.payload for d in deliveries if len(d.payload) >= _SHARED_MIN_BYTES)
+    return {
+        payload: conn.execute(
+            "INSERT INTO bodies (payload, refs) VALUES (?, ?) RETURNING id", (payload, refs)
+        ).fetchone()[0]
+        for payload, refs in uses.items()
+        if refs > 1
+    }

@@ -1,0 +1,138 @@
+"""A data directory from before pipeline.db (deliveries.db and archives.db, made by that code:
+see `legacy/make_v1.py`) is moved into pipeline.db on the first start, restartably."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from tests.storage.archive_support import read_all, stored
+
+from stellwerk.seams import ArchiveStats, ReplayCursor
+from stellwerk.storage.pipeline import AdoptError, pipeline_stores
+from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, PIPELINE_FILE, adoption
+
+LEGACY = Path(__file__).with_name("legacy") / "v1"
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    for name in (DELIVERIES_FILE, ARCHIVES_FILE):
+        shutil.copyfile(LEGACY / name, tmp_path / name)
+    return tmp_path
+
+
+def _files(data_dir: Path) -> list[str]:
+    return sorted(p.name for p in data_dir.iterdir())
+
+
+async def _everything(data_dir: Path) -> dict[str, object]:
+    """What the stores answer about the legacy data, through their public faces."""
+    stores = pipeline_stores(data_dir, clock=lambda: T0)
+    async with stores.queue as queue, stores.archives as archives:
+        leased = await queue.lease(T0 + timedelta(hours=1), 100, 30)
+        return {
+            "cursors": [await queue.cursor("acme", bus) for bus in ("default", "audit")],
+            "replay": await queue.replay_cursor("acme", "backfill"),
+            "leased": sorted((d.position, d.target_id, d.payload[:12]) for d in leased),
+            "dead": [(d.position, d.target_id, d.last_error) for d in await queue.dead_letters(
+                "acme", "default")],
+            "archive_cursors": [await archives.cursor("acme", b) for b in ("default", "audit")],
+            "a1": [(e.seq, e.position) for e in await read_all(archives, "a1")],
+            "stats": await archives.stats(["a1", "a2", "a3"]),
+        }  # fmt: skip
+
+
+EXPECTED = {
+    "cursors": [5, 9],
+    "replay": ReplayCursor(12, 4),
+    # 3 to t1 (its payload shared with the dead 3 to t2), 4 (5 waits behind it in its group),
+    # and the replay's delivery of 1 to t3.
+    "leased": [
+        (1, "t3", b'{"n":1}'),
+        (3, "t1", b'{"specversio'),
+        (4, "t1", b'{"n":4}'),
+    ],
+    "dead": [(2, "t1", "HTTP 410"), (3, "t2", "HTTP 404")],
+    "archive_cursors": [6, 2],
+    "a1": [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)],
+    "stats": {"a1": ArchiveStats(5, 265), "a2": ArchiveStats(1, 53), "a3": ArchiveStats(0, 0)},
+}
+
+
+async def test_the_files_from_before_are_moved_into_pipeline_db(data_dir: Path) -> None:
+    assert await _everything(data_dir) == EXPECTED
+
+    assert _files(data_dir) == [PIPELINE_FILE]
+    # And again, from pipeline.db alone.
+    assert await _everything(data_dir) == EXPECTED
+
+
+async def test_moved_stores_go_on_where_they_were(data_dir: Path) -> None:
+    stores = pipeline_stores(data_dir, clock=lambda: T0)
+    async with stores.queue as queue, stores.archives as archives:
+        # seq 7 was handed out (and erased) in archives.db: it is not handed out again.
+        await archives.archive("acme", "audit", 3, [("a3", stored(3, bus="audit"))])
+        assert [e.seq for e in await read_all(archives, "a3")] == [8]
+        # The ordered group goes on: acking its head makes 5 ready.
+        (head,) = [d for d in await queue.lease(T0, 100, 600) if d.position == 4]
+        await queue.ack(head.id)
+        (after,) = await queue.lease(T0 + timedelta(minutes=1), 100, 600)
+        assert after.position == 5
+        assert await queue.redrive("acme", "default") == 2
+
+
+async def test_a_move_stopped_halfway_is_done_on_the_next_start(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = adoption._copy_table
+
+    def copy_then_fail(conn: sqlite3.Connection, name: str, here: str) -> None:
+        real(conn, name, here)
+        if name == "archived":  # after the archives' first two tables went in
+            raise sqlite3.OperationalError("disk I/O error (injected)")
+
+    monkeypatch.setattr(adoption, "_copy_table", copy_then_fail)
+    stores = pipeline_stores(data_dir)
+    with pytest.raises(AdoptError, match=r"cannot move .*archives\.db"):
+        await stores.queue.start()
+    # The queue's file was moved and removed; the archives' copy rolled back whole.
+    assert not (data_dir / DELIVERIES_FILE).exists()
+    assert (data_dir / ARCHIVES_FILE).exists()
+    with sqlite3.connect(data_dir / PIPELINE_FILE) as conn:
+        assert conn.execute("SELECT count(*) FROM deliveries").fetchone() == (6,)
+        assert conn.execute("SELECT count(*) FROM archived").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM archives").fetchone() == (0,)
+
+    monkeypatch.undo()
+    assert await _everything(data_dir) == EXPECTED
+    assert not (data_dir / ARCHIVES_FILE).exists()
+
+
+async def test_a_file_left_after_its_move_committed_is_removed_not_copied_again(
+    data_dir: Path,
+) -> None:
+    assert await _everything(data_dir) == EXPECTED
+    # As after a stop between the commit and the removal.
+    shutil.copyfile(LEGACY / DELIVERIES_FILE, data_dir / DELIVERIES_FILE)
+
+    assert await _everything(data_dir) == EXPECTED
+    assert not (data_dir / DELIVERIES_FILE).exists()
+
+
+async def test_a_move_that_would_collide_with_rows_already_there_is_refused(
+    data_dir: Path,
+) -> None:
+    assert await _everything(data_dir) == EXPECTED
+    shutil.copyfile(LEGACY / DELIVERIES_FILE, data_dir / DELIVERIES_FILE)
+    with sqlite3.connect(data_dir / PIPELINE_FILE) as conn:
+        conn.execute("DELETE FROM adopted_files")  # pipeline.db did not come from it
+
+    stores = pipeline_stores(data_dir)
+    with pytest.raises(AdoptError, match="UNIQUE constraint failed"):
+        await stores.queue.start()
+    assert (data_dir / DELIVERIES_FILE).exists()  # kept for the operator to look at
