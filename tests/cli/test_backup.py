@@ -84,7 +84,7 @@ def test_backup_while_ingesting_and_restore(tmp_path: Path) -> None:
 
     assert stat_mode(copy / "secret.key") == 0o600
     manifest = json.loads((copy / "backup.json").read_text())
-    assert manifest["databases"] == ["deliveries.db", "archives.db", "log", "control.db"]
+    assert manifest["databases"] == ["pipeline.db", "log", "control.db"]
 
     refused = cli("restore", str(copy), "--data-dir", str(data))
     assert refused.returncode == 1

@@ -13,7 +13,15 @@ from tests.storage.archive_support import read_all, stored
 
 from stellwerk.seams import ArchiveStats, ReplayCursor
 from stellwerk.storage.pipeline import AdoptError, pipeline_stores
-from stellwerk.storage.sqlite import ARCHIVES_FILE, DELIVERIES_FILE, PIPELINE_FILE, adoption
+from stellwerk.storage.sqlite import (
+    ARCHIVES_FILE,
+    DELIVERIES_FILE,
+    LOG_DIR,
+    PIPELINE_FILE,
+    adoption,
+    backup,
+    restore,
+)
 
 LEGACY = Path(__file__).with_name("legacy") / "v1"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -67,7 +75,7 @@ EXPECTED = {
 async def test_the_files_from_before_are_moved_into_pipeline_db(data_dir: Path) -> None:
     assert await _everything(data_dir) == EXPECTED
 
-    assert _files(data_dir) == [PIPELINE_FILE]
+    assert _files(data_dir) == [PIPELINE_FILE]  # nothing else of a data directory here
     # And again, from pipeline.db alone.
     assert await _everything(data_dir) == EXPECTED
 
@@ -136,3 +144,15 @@ async def test_a_move_that_would_collide_with_rows_already_there_is_refused(
     with pytest.raises(AdoptError, match="UNIQUE constraint failed"):
         await stores.queue.start()
     assert (data_dir / DELIVERIES_FILE).exists()  # kept for the operator to look at
+
+
+async def test_a_backup_from_before_restores_and_moves_in(data_dir: Path, tmp_path: Path) -> None:
+    # A backup of a data directory from before: its manifest lists the two files.
+    (data_dir / LOG_DIR).mkdir()  # a data directory has a log (this test needs no events)
+    made = backup(data_dir, tmp_path / "backup")
+    assert made.manifest.databases == [DELIVERIES_FILE, ARCHIVES_FILE, LOG_DIR]
+    restored = tmp_path / "restored"
+    restore(tmp_path / "backup", restored)
+
+    assert await _everything(restored) == EXPECTED
+    assert _files(restored) == [LOG_DIR, PIPELINE_FILE]

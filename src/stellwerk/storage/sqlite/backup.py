@@ -1,10 +1,14 @@
 """Consistent copies of a live embedded data directory, and restoring them.
 
 Files holding cursors are copied before what the cursors point into, the control plane last,
-so a restored cursor never points past the restored log (docs/operations.md). The event log is a
-directory: its SQLite index is copied first, then its append-only files, each up to its size
-when the copy began; opening the restored log indexes what the files hold beyond the index, cuts
-off a chunk the copy caught halfway, and forgets chunks of files a trim deleted meanwhile.
+so a restored cursor never points past the restored log (docs/operations.md). pipeline.db goes
+first: its router and archiver cursors point into the log (events recorded meanwhile are routed
+or archived again, none is skipped), its replay cursors into the archives of the same snapshot.
+deliveries.db and archives.db, in a data directory not started since pipeline.db came, go with
+it; the first start after a restore moves them in. The event log is a directory: its SQLite
+index is copied first, then its append-only files, each up to its size when the copy began;
+opening the restored log indexes what the files hold beyond the index, cuts off a chunk the copy
+caught halfway, and forgets chunks of files a trim deleted meanwhile.
 """
 
 from __future__ import annotations
@@ -27,11 +31,19 @@ from stellwerk.storage.sqlite.files import (
     DELIVERIES_FILE,
     LEGACY_EVENTS_FILE,
     LOG_DIR,
+    PIPELINE_FILE,
 )
 
 MANIFEST: Final = "backup.json"
 # Order matters: see the module docstring.
-DATABASES: Final = (DELIVERIES_FILE, ARCHIVES_FILE, LEGACY_EVENTS_FILE, LOG_DIR, CONTROL_FILE)
+DATABASES: Final = (
+    PIPELINE_FILE,
+    DELIVERIES_FILE,
+    ARCHIVES_FILE,
+    LEGACY_EVENTS_FILE,
+    LOG_DIR,
+    CONTROL_FILE,
+)
 # What a live SQLite database has beside its file, and the log writer's shared head: none of it
 # belongs in a copy.
 _NOT_COPIED: Final = ("-wal", "-shm", "-journal")
