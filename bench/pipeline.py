@@ -110,7 +110,7 @@ async def _fill(directory: Path, events: int) -> int:
                         type="order.created",
                         subject=f"orders/{n}",
                         data={"n": n, "total": n * 3.25, "pad": PAD},
-                    ),  # fmt: skip
+                    ),
                 )
                 for n in range(start, min(events, start + 100))
             ]
