@@ -5,10 +5,13 @@ Run `stellwerk bench pipeline [--events N] [--single N] [--baseline SRC] [--dir 
 `.venv/bin/python bench/pipeline.py`). Every phase runs in a process of its own, so that its
 CPU (`time.process_time`, all threads) and its bytes written (`/proc/self/io` `write_bytes`:
 what reached the page cache as dirty pages, WAL and checkpoints included; `wchar` beside it, the
-bytes of every write call) are its alone. Each starts from a log of N events of ~330 bytes
-(appended beforehand, not counted) and measures from the moment its stores are open until they
-are closed (the last checkpoint is counted):
+bytes of every write call) are its alone. Each but `log+route` starts from a log of N events of
+~330 bytes (appended beforehand, not counted); each measures from the moment its stores are open
+until the pipeline's stores are closed (their last checkpoint is counted):
 
+- `log+route, no rules`: appends of 100 events, each routed at once (no rules): the log, its
+  dedup record and the router's cursor together, per event (the log's close not counted).
+- `log+route, no rules, 1 by 1`: the same with appends of one event.
 - `route, no rules`: the router over the whole log (batches of 1,000): cursor moves only.
 - `route, no rules, 1 by 1`: the same with a router batch of one event, as at a low rate of
   single events: each run of the router moves the cursor.
@@ -34,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 PHASES = {
+    "log+route": "log+route, no rules",
+    "log+route-1": "log+route, no rules, 1 by 1",
     "route-none": "route, no rules",
     "route-none-1": "route, no rules, 1 by 1",
     "route-rule": "route, 1 rule",
@@ -52,6 +57,10 @@ PHASES = {
 }
 TENANT, BUS = "bench", "default"
 PAD = "p" * 150
+
+
+def _nothing() -> None:
+    return None
 
 
 def _io() -> dict[str, int]:
@@ -67,9 +76,13 @@ class Stores:
 
 
 @asynccontextmanager
-async def _stores(directory: Path) -> AsyncIterator[Stores]:
+async def _stores(
+    directory: Path, opened: Callable[[], None], closed: Callable[[], None]
+) -> AsyncIterator[Stores]:
     """The log and the pipeline's stores as this tree builds them: on one engine in pipeline.db
-    where there is one, else each on its file (the tree before it)."""
+    where there is one, else each on its file (the tree before it). `opened` is called once
+    they are open, `closed` once the pipeline's stores are closed (their last checkpoint done)
+    and before the log is."""
     from stellwerk.storage.eventlog.sqlite import SqliteEventLog
     from stellwerk.storage.sqlite import LOG_DIR
 
@@ -87,35 +100,55 @@ async def _stores(directory: Path) -> AsyncIterator[Stores]:
             both = pipeline_stores(directory)
             queue, archives = both.queue, both.archives
         async with queue, archives:
+            opened()
             yield Stores(log, queue, archives)
+        closed()
+
+
+def _events(start: int, count: int) -> list[Any]:
+    from stellwerk.events import CloudEvent
+    from stellwerk.seams import NewEvent
+
+    return [
+        NewEvent.of(
+            TENANT,
+            BUS,
+            CloudEvent(
+                id=f"e{n:08d}",
+                source="/bench/orders",
+                type="order.created",
+                subject=f"orders/{n}",
+                data={"n": n, "total": n * 3.25, "pad": PAD},
+            ),
+        )
+        for n in range(start, start + count)
+    ]
 
 
 async def _fill(directory: Path, events: int) -> int:
     """N events in the log; returns the bytes of their bodies."""
-    from stellwerk.events import CloudEvent
-    from stellwerk.seams import NewEvent
     from stellwerk.storage.eventlog.sqlite import SqliteEventLog
     from stellwerk.storage.sqlite import LOG_DIR
 
     stored = 0
     async with SqliteEventLog(directory / LOG_DIR) as log:
         for start in range(0, events, 100):
-            batch = [
-                NewEvent.of(
-                    TENANT,
-                    BUS,
-                    CloudEvent(
-                        id=f"e{n:08d}",
-                        source="/bench/orders",
-                        type="order.created",
-                        subject=f"orders/{n}",
-                        data={"n": n, "total": n * 3.25, "pad": PAD},
-                    ),
-                )
-                for n in range(start, min(events, start + 100))
-            ]
+            batch = _events(start, min(100, events - start))
             await log.append(batch)
             stored += sum(len(e.body) for e in batch)
+    return stored
+
+
+async def _ingest_and_route(stores: Stores, events: int, per_append: int) -> int:
+    """Append `per_append` events at a time and route each append at once, as the router
+    follows a log that grows; returns the bytes of the events' bodies."""
+    router = _router(stores, 0, 1000)
+    stored = 0
+    for start in range(0, events, per_append):
+        batch = _events(start, min(per_append, events - start))
+        await stores.log.append(batch)
+        stored += sum(len(e.body) for e in batch)
+        await router.route_batch(TENANT, BUS)
     return stored
 
 
@@ -155,13 +188,19 @@ async def _lease_and_ack(stores: Stores, expected: int, routing: asyncio.Task[An
 
 
 async def _phase(name: str, directory: Path, events: int) -> dict[str, Any]:
-    stored = await _fill(directory, events)
+    stored = 0 if name.startswith("log+") else await _fill(directory, events)
     if name == "lease-ack":
-        async with _stores(directory) as stores:  # the deliveries to lease, not counted
+        async with _stores(directory, _nothing, _nothing) as stores:  # to lease, not counted
             await _router(stores, 1, 1000).run(burst=True)
-    before, cpu, started = _io(), time.process_time(), time.perf_counter()
-    async with _stores(directory) as stores:
-        if name.startswith("route"):
+    marks: list[tuple[dict[str, int], float, float]] = []
+
+    def mark() -> None:
+        marks.append((_io(), time.process_time(), time.perf_counter()))
+
+    async with _stores(directory, mark, mark) as stores:
+        if name.startswith("log+"):
+            stored = await _ingest_and_route(stores, events, 1 if name.endswith("-1") else 100)
+        elif name.startswith("route"):
             batch = 1 if name.endswith("-1") else 1000
             await _router(stores, 0 if "none" in name else 1, batch).run(burst=True)
         elif name == "archive":
@@ -172,12 +211,11 @@ async def _phase(name: str, directory: Path, events: int) -> dict[str, Any]:
             routing = asyncio.ensure_future(_router(stores, 1, 100).run(burst=True))
             await asyncio.gather(_archive_all(stores, 100), _lease_and_ack(stores, events, routing))
             await routing
-    seconds = time.perf_counter() - started
-    after = _io()
+    (before, cpu, started), (after, cpu_after, ended) = marks
     return {
         "events": events,
-        "seconds": seconds,
-        "cpu": time.process_time() - cpu,
+        "seconds": ended - started,
+        "cpu": cpu_after - cpu,
         "write_bytes": after["write_bytes"] - before["write_bytes"],
         "wchar": after["wchar"] - before["wchar"],
         "stored": stored / events,
@@ -200,7 +238,7 @@ def _line(label: str, tree: str, r: dict[str, Any]) -> str:
     n = r["events"]
     per = r["write_bytes"] / n
     return (
-        f"{label:<24} {tree:<8} {n:>7,} {n / r['seconds']:>10,.0f}/s {r['cpu'] / n * 1e6:>8.1f} µs"
+        f"{label:<28} {tree:<8} {n:>7,} {n / r['seconds']:>10,.0f}/s {r['cpu'] / n * 1e6:>8.1f} µs"
         f" {per:>9,.0f} B {per / r['stored']:>6.2f}x {r['wchar'] / n:>9,.0f} B"
     )
 
@@ -219,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     trees = [("baseline", args.baseline)] if args.baseline else []
     trees.append(("this", None))
     print(
-        f"{'phase':<24} {'tree':<8} {'events':>7} {'rate':>12} {'CPU/ev':>11}"
+        f"{'phase':<28} {'tree':<8} {'events':>7} {'rate':>12} {'CPU/ev':>11}"
         f" {'written/ev':>11} {'/stored':>7} {'wchar/ev':>11}"
     )
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
