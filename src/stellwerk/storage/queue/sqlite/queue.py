@@ -189,8 +189,10 @@ class SqliteDeliveryQueue(CheckedQueue):
         await self._write(work, synced=False)
 
     async def replay_cursor(self, tenant: str, replay: str) -> ReplayCursor:
-        return await self._opened().read(
-            functools.partial(_replay_cursor, tenant=tenant, replay=replay)
+        # Synced: a replay is recorded as finished with the count read here, and must not lose
+        # its last batches to a power failure after that.
+        return await self._inside(
+            functools.partial(_replay_cursor, tenant=tenant, replay=replay), synced=True
         )
 
     # -- leasing and outcomes ------------------------------------------------------------------
