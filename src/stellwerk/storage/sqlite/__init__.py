@@ -6,7 +6,7 @@ from stellwerk.storage.sqlite.adoption import AdoptError, adopt
 from stellwerk.storage.sqlite.backup import BackupError, BackupResult, Manifest, backup, restore
 from stellwerk.storage.sqlite.checkpoint import Checkpointer, WalBound
 from stellwerk.storage.sqlite.connect import Role, connect, erasing
-from stellwerk.storage.sqlite.engine import Engine, Handle, Job
+from stellwerk.storage.sqlite.engine import Engine
 from stellwerk.storage.sqlite.files import (
     ARCHIVES_FILE,
     CONTROL_FILE,
@@ -15,6 +15,7 @@ from stellwerk.storage.sqlite.files import (
     LOG_DIR,
     PIPELINE_FILE,
 )
+from stellwerk.storage.sqlite.handle import Handle, Job
 from stellwerk.storage.sqlite.rows import MAX_ROWS, InsertRows
 
 __all__ = [

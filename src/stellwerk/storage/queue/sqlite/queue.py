@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-from stellwerk.clock import from_us, to_us, utc_now
+from stellwerk.clock import to_us, utc_now
 from stellwerk.seams import (
     DeadLetter,
     DeliveryQueueError,
@@ -32,13 +32,12 @@ from stellwerk.seams import (
     TargetKey,
 )
 from stellwerk.storage.queue.contract import CheckedQueue, check_replay_cursor, check_route_cursor
-from stellwerk.storage.queue.sqlite import schema
+from stellwerk.storage.queue.sqlite import reads, schema
 from stellwerk.storage.queue.sqlite.index import QueueIndex
 from stellwerk.storage.queue.sqlite.leases import lease
 from stellwerk.storage.queue.sqlite.schema import DEAD, READY, WAITING
 from stellwerk.storage.sqlite import Engine, Handle, Job, erasing
 
-_ERASE_PAGE = 1000  # deliveries an erasure looks at per step
 _T = TypeVar("_T")
 
 
@@ -181,7 +180,7 @@ class SqliteDeliveryQueue(CheckedQueue):
 
         def work(conn: sqlite3.Connection) -> None:
             index.refresh(conn)
-            current = _replay_cursor(conn, tenant, replay)
+            current = reads.replay_cursor(conn, tenant, replay)
             check_replay_cursor(tenant, replay, current.seq, after, seq)
             self._opened().grew(index.enqueue(conn, deliveries, now_us))
             conn.execute(schema.MOVE_REPLAY_CURSOR, (tenant, replay, seq, events))
@@ -192,7 +191,7 @@ class SqliteDeliveryQueue(CheckedQueue):
         # Synced: a replay is recorded as finished with the count read here, and must not lose
         # its last batches to a power failure after that.
         return await self._inside(
-            functools.partial(_replay_cursor, tenant=tenant, replay=replay), synced=True
+            functools.partial(reads.replay_cursor, tenant=tenant, replay=replay), synced=True
         )
 
     # -- leasing and outcomes ------------------------------------------------------------------
@@ -321,30 +320,12 @@ class SqliteDeliveryQueue(CheckedQueue):
         after: int,
         limit: int,
     ) -> list[DeadLetter]:
-
-        def query(conn: sqlite3.Connection) -> list[DeadLetter]:
-            rows = conn.execute(
-                f"SELECT {schema.DEAD_COLUMNS} FROM targets AS t"
-                " JOIN deliveries AS d ON d.target = t.target AND d.state = 2"
-                " LEFT JOIN bodies AS b ON b.id = d.body"
-                " WHERE t.tenant = :tenant AND t.bus = :bus"
-                " AND (:rule IS NULL OR t.rule = :rule)"
-                " AND (:target_id IS NULL OR t.target_id = :target_id)"
-                " AND d.id > :after ORDER BY d.id LIMIT :limit",
-                {"tenant": tenant, "bus": bus, "rule": rule, "target_id": target_id,
-                 "after": after, "limit": limit},
-            ).fetchall()  # fmt: skip
-            return [
-                DeadLetter(
-                    id=r[0], tenant=tenant, bus=bus, rule=r[1], target_id=r[2], event_id=r[3],
-                    event_source=r[4], position=r[5], recorded_time=from_us(r[6]),
-                    dead_time=from_us(r[7]), attempts=r[8], last_error=r[9], payload=r[10],
-                    content_type=r[11], ordering_key=r[12],
-                )
-                for r in rows
-            ]  # fmt: skip
-
-        return await self._opened().read(query)
+        return await self._opened().read(
+            functools.partial(
+                reads.dead_letters,
+                tenant=tenant, bus=bus, rule=rule, target_id=target_id, after=after, limit=limit,
+            )
+        )  # fmt: skip
 
     async def redrive(self, tenant: str, bus: str, ids: Sequence[int] | None = None) -> int:
         now_us = to_us(self._clock())
@@ -384,36 +365,9 @@ class SqliteDeliveryQueue(CheckedQueue):
 
     async def depth(self) -> list[QueueDepth]:
         now_us = to_us(self._clock())
-        index = self._index
-
-        def query(conn: sqlite3.Connection) -> list[QueueDepth]:
-            rows = conn.execute(
-                "SELECT d.target, t.tenant, t.bus, t.rule, t.target_id,"
-                " sum(d.state < 2), sum(d.state = 2),"
-                " min(CASE WHEN d.state < 2 THEN d.recorded_us END)"
-                " FROM deliveries AS d JOIN targets AS t ON t.target = d.target"
-                " GROUP BY d.target ORDER BY t.tenant, t.bus, t.rule, t.target_id"
-            ).fetchall()
-            with index.lease_lock:
-                leased = Counter(t for t, until in index.leases.values() if until > now_us)
-            out = []
-            for target, tenant, bus, rule, target_id, unfinished, dead, oldest in rows:
-                # The lease map and the file are read apart: keep the counts consistent.
-                in_flight = min(leased[target], unfinished)
-                out.append(
-                    QueueDepth(
-                        key=TargetKey(tenant, bus, rule, target_id),
-                        pending=unfinished - in_flight,
-                        in_flight=in_flight,
-                        dead=dead,
-                        oldest_pending_seconds=(
-                            None if oldest is None else max(0, now_us - oldest) / 1_000_000
-                        ),
-                    )
-                )
-            return out
-
-        return await self._opened().read(query)
+        return await self._opened().read(
+            functools.partial(reads.depth, index=self._index, now_us=now_us)
+        )
 
     # -- erasure -------------------------------------------------------------------------------
 
@@ -431,7 +385,7 @@ class SqliteDeliveryQueue(CheckedQueue):
         after = 0
         while True:
             page = await self._opened().read(
-                functools.partial(_erase_page, tenant=tenant, bus=bus, after=after)
+                functools.partial(reads.erase_page, tenant=tenant, bus=bus, after=after)
             )
             if not page:
                 return ErasedDeliveries(pending, dead)
@@ -467,21 +421,3 @@ class SqliteDeliveryQueue(CheckedQueue):
         self, work: Callable[[sqlite3.Connection], _T], *, synced: bool = False
     ) -> _T:
         return await self._opened().inside(work, synced=synced)
-
-
-def _replay_cursor(conn: sqlite3.Connection, tenant: str, replay: str) -> ReplayCursor:
-    row = conn.execute(schema.REPLAY_CURSOR, (tenant, replay)).fetchone()
-    return ReplayCursor(0, 0) if row is None else ReplayCursor(row[0], row[1])
-
-
-def _erase_page(
-    conn: sqlite3.Connection, tenant: str, bus: str | None, after: int
-) -> list[tuple[int, str, int, bytes, str]]:
-    """The next page of the tenant's deliveries: id, bus, position, payload, content type."""
-    return conn.execute(
-        "SELECT d.id, t.bus, d.position, coalesce(b.payload, d.payload), d.content_type"
-        " FROM targets AS t JOIN deliveries AS d ON d.target = t.target"
-        " LEFT JOIN bodies AS b ON b.id = d.body"
-        " WHERE t.tenant = ? AND (? IS NULL OR t.bus = ?) AND d.id > ? ORDER BY d.id LIMIT ?",
-        (tenant, bus, bus, after, _ERASE_PAGE),
-    ).fetchall()
