@@ -58,7 +58,8 @@ class Engine:
         self._max_waiting = max_waiting
         self._max_wal_bytes = max_wal_bytes
         self._later_seconds = later_seconds
-        self._life = threading.Lock()
+        self._life = threading.Lock()  # opening and closing; never taken by the threads it stops
+        self._lock = threading.Lock()  # the handles and the readers' connections
         self._users = 0
         self._handles: list[Handle] = []
         self._cond = threading.Condition()
@@ -95,11 +96,11 @@ class Engine:
         )
 
     def register(self, handle: Handle) -> None:
-        with self._life:
+        with self._lock:
             self._handles.append(handle)
 
     def unregister(self, handle: Handle) -> None:
-        with self._life:
+        with self._lock:
             if handle in self._handles:
                 self._handles.remove(handle)
 
@@ -223,7 +224,7 @@ class Engine:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = connect(self.path, Role.READER)
-            with self._life:
+            with self._lock:
                 self._reader_conns.append(conn)
         return conn
 
@@ -332,7 +333,7 @@ class Engine:
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:
             self._data_version = version
-            with self._life:
+            with self._lock:
                 handles = list(self._handles)
             for handle in handles:
                 _tell(handle.on_change)
