@@ -3,8 +3,13 @@ see `legacy/make_v1.py`) is moved into pipeline.db on the first start, restartab
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,6 +29,8 @@ from stellwerk.storage.sqlite import (
 )
 
 LEGACY = Path(__file__).with_name("legacy") / "v1"
+CHILD = Path(__file__).with_name("adopt_child.py")
+ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -156,3 +163,47 @@ async def test_a_backup_from_before_restores_and_moves_in(data_dir: Path, tmp_pa
 
     assert await _everything(restored) == EXPECTED
     assert _files(restored) == [LOG_DIR, PIPELINE_FILE]
+
+
+def _grow_archives(path: Path, copies: int) -> None:
+    """Many more archived copies in the old archives.db, so that moving it takes a while."""
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "WITH RECURSIVE n (value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM n LIMIT ?)"
+            " INSERT INTO archived (aid, position, recorded_us, id, source, type, subject, body)"
+            " SELECT 2, 100 + value, 1772366400000000 + value, 'x' || value, '/bulk', 't', NULL,"
+            " randomblob(400) FROM n",
+            (copies,),
+        )
+        conn.execute("UPDATE archives SET events = events + ?, bytes = bytes + ? WHERE aid = 2",
+                     (copies, 400 * copies))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_move_killed_midway_is_done_on_the_next_start(data_dir: Path) -> None:
+    copies = 300_000
+    _grow_archives(data_dir / ARCHIVES_FILE, copies)
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    wal = data_dir / (PIPELINE_FILE + "-wal")
+    try:
+        # Killed while the copy of archives.db is under way: its WAL is past a few megabytes.
+        deadline = time.monotonic() + 60
+        while not (wal.exists() and wal.stat().st_size > 8_000_000):
+            assert child.poll() is None, "the move finished before it could be stopped"
+            assert time.monotonic() < deadline, "the move did not start"
+            time.sleep(0.005)  # a poll
+    finally:
+        child.kill()
+        child.communicate()
+    assert (data_dir / ARCHIVES_FILE).exists()
+
+    got = asyncio.run(_everything(data_dir))
+    assert got["stats"]["a2"] == ArchiveStats(1 + copies, 53 + 400 * copies)  # type: ignore[index]
+    assert {k: v for k, v in got.items() if k != "stats"} == {
+        k: v for k, v in EXPECTED.items() if k != "stats"
+    }
+    assert _files(data_dir) == [PIPELINE_FILE]
