@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 DATA_DIR ?= ./stellwerk-data
 HOST ?= 127.0.0.1
 PORT ?= 8080
+# More flags for `stellwerk serve`, e.g. make run ARGS="--allow-private-targets --log-level debug"
+ARGS ?=
 
 .PHONY: run test lint bench clean
 
@@ -19,7 +21,7 @@ $(VENV)/.dev: $(BIN)/stellwerk
 	touch $@
 
 run: $(BIN)/stellwerk
-	$(BIN)/stellwerk serve --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
+	$(BIN)/stellwerk serve --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT) $(ARGS)
 
 test: $(VENV)/.dev
 	$(BIN)/pytest $(PYTEST_ARGS)

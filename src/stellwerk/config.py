@@ -149,13 +149,22 @@ def _choice(options: type[enum.StrEnum] | tuple[str, ...]) -> Callable[[str], An
     return parse
 
 
+# The spellings a switch accepts, from the flag or its environment variable (any case); an
+# empty variable counts as unset. Anything else is refused rather than guessed at.
+TRUE_WORDS: tuple[str, ...] = ("true", "1", "yes", "on")
+FALSE_WORDS: tuple[str, ...] = ("false", "0", "no", "off")
+
+
 def _bool(text: str) -> bool:
     value = text.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
+    if value in TRUE_WORDS:
         return True
-    if value in {"0", "false", "no", "off", ""}:
+    if value in FALSE_WORDS or not value:
         return False
-    raise ValueError(f"{text!r} is not a boolean (true/false)")
+    raise ValueError(
+        f"{text!r} is not a switch value: use {', '.join(TRUE_WORDS)} to turn it on or "
+        f"{', '.join(FALSE_WORDS)} to turn it off"
+    )
 
 
 def _url(*schemes: str) -> Callable[[str], str]:

@@ -46,3 +46,23 @@ def test_the_dedup_window_defaults_to_a_day_embedded_and_an_hour_on_jetstream() 
 def test_scale_out_settings_are_checked(name: str, value: str, reason: str) -> None:
     with pytest.raises(ConfigError, match=reason):
         load_settings({name: value})
+
+
+@pytest.mark.parametrize("text", ["true", "TRUE", " True ", "1", "yes", "On"])
+def test_a_switch_is_on_for_exactly_the_documented_words(text: str) -> None:
+    assert load_settings({"allow_private_targets": text}).allow_private_targets is True
+
+
+@pytest.mark.parametrize("text", ["false", "FALSE", "0", "no", "off", ""])
+def test_a_switch_is_off_for_exactly_the_documented_words(text: str) -> None:
+    assert load_settings({"allow_private_targets": text}).allow_private_targets is False
+
+
+@pytest.mark.parametrize("text", ["t", "y", "n", "2", "enabled", "maybe", "ja"])
+def test_any_other_switch_value_is_refused_with_the_words_it_takes(text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"allow_private_targets": text})
+    message = str(caught.value)
+    assert message.startswith("--allow-private-targets (STELLWERK_ALLOW_PRIVATE_TARGETS): ")
+    assert "true, 1, yes, on" in message
+    assert "false, 0, no, off" in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -22,6 +23,29 @@ def setting_option(name: str, help: str, **kwargs: Any) -> Callable[[F], F]:
         default=None,
         help=help,
         **kwargs,
+    )
+
+
+def switch_option(name: str, help: str) -> Callable[[F], F]:
+    """A flag without a value (`--allow-private-targets`) for the boolean setting `name`.
+
+    Its environment variable is read here, as text, rather than by click, whose own reading of
+    boolean variables takes other spellings (and, for flags, turns an unknown one into "off"):
+    `load_settings` accepts exactly the spellings of `config.TRUE_WORDS` and `FALSE_WORDS` and
+    refuses the rest, naming the variable.
+    """
+    env = env_of(name)
+
+    def from_flag_or_env(_ctx: click.Context, _param: click.Parameter, given: bool | None) -> Any:
+        return True if given else os.environ.get(env) or None
+
+    return click.option(
+        flag_of(name),
+        name,
+        is_flag=True,
+        default=None,
+        callback=from_flag_or_env,
+        help=f"{help}  [env var: {env}=true|false]",
     )
 
 

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
 import sys
 from types import FrameType
 from typing import Any
 
 import click
 import uvicorn
+from uvicorn.lifespan.on import LifespanOn
 
-from stellwerk.cli.options import setting_option, settings_from, store_options
+from stellwerk.cli.options import (
+    setting_option,
+    settings_from,
+    store_options,
+    switch_option,
+)
 from stellwerk.config import Settings
 from stellwerk.ops import Lifecycle, configure_logging
 
@@ -20,7 +28,13 @@ class DrainingServer(uvicorn.Server):
 
     First readiness goes false (load balancers stop sending) while requests are still served for
     `drain_seconds`; then the listener closes and requests in flight finish (up to the shutdown
-    timeout); then the stores close and the process exits with status 0. A second signal exits now.
+    timeout); then the stores close and the process exits with status 0.
+
+    More SIGTERMs change nothing: `make` passes a SIGTERM on to its child although the child,
+    in the same process group, got it already, and before this rule that second signal cut the
+    shutdown short (the app's shutdown skipped, its lifespan task cancelled: a `CancelledError`
+    traceback). A second SIGINT (Ctrl-C again; make passes none on) stops waiting for requests
+    in flight; the stores still close.
     """
 
     def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle[Any], drain_seconds: float):
@@ -36,8 +50,9 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining:
-            self.should_exit = True
-            self.force_exit = True
+            if sig == signal.SIGINT:
+                self.should_exit = True
+                self.force_exit = True
             return
         self._draining = True
         self._lifecycle.drain()
@@ -48,6 +63,15 @@ class DrainingServer(uvicorn.Server):
 
     def _exit(self) -> None:
         self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        lifespan = self.lifespan
+        if isinstance(lifespan, LifespanOn) and not lifespan.shutdown_event.is_set():
+            # Forced, uvicorn skips the app's shutdown; left waiting, the lifespan task would
+            # be cancelled as the loop closes. Closing the stores is quick (the writers commit
+            # what they hold), so it happens on a forced exit too.
+            await lifespan.shutdown()
 
 
 # The event log's writer thread hands the GIL back and forth with the event loop around every
@@ -89,14 +113,8 @@ def run(settings: Settings) -> None:
 @setting_option("nats_namespace", "Prefix of every stream and subject (installations may share).")
 @setting_option("nats_replicas", "Replicas of each JetStream stream (3 in a cluster).")
 @setting_option("redis_url", "Redis for shared caches.")
-@click.option(
-    "--allow-private-targets",
-    "allow_private_targets",
-    is_flag=True,
-    default=None,
-    envvar="STELLWERK_ALLOW_PRIVATE_TARGETS",
-    show_envvar=True,
-    help="Let targets reach private, loopback and link-local addresses.",
+@switch_option(
+    "allow_private_targets", "Let targets reach private, loopback and link-local addresses."
 )
 @setting_option("log_level", "debug, info, warning or error.")
 @setting_option("log_format", "auto (console on a terminal, else JSON), json or console.")

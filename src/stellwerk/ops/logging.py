@@ -211,6 +211,12 @@ def configure_logging(
         library_logger.setLevel(logging.NOTSET)
     # SQLAlchemy echoes every statement at INFO; that is a debugging aid, not an operations log.
     logging.getLogger("sqlalchemy").setLevel(max(numeric_level, logging.WARNING))
+    # Alembic says at INFO which plugins it set up and which migration ran, a dozen lines at
+    # every start; Stellwerk logs one line of its own when a migration ran (`storage.control.
+    # migrate`), and Alembic's own lines appear at the debug level.
+    logging.getLogger("alembic").setLevel(
+        logging.DEBUG if numeric_level <= logging.DEBUG else max(numeric_level, logging.WARNING)
+    )
 
     structlog.configure(
         processors=[

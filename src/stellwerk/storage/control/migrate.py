@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
+import structlog
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -13,6 +14,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+log = structlog.get_logger("stellwerk.control")
 
 
 def _config(connection: Connection | None = None) -> Config:
@@ -40,7 +43,18 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
-        await conn.run_sync(lambda sync: command.upgrade(_config(sync), revision))
+        before, after = await conn.run_sync(lambda sync: _upgrade(sync, revision))
+    if before != after:
+        log.info("control plane migrated", dialect=engine.dialect.name, old=before, new=after)
+
+
+def _upgrade(sync: Connection, revision: str) -> tuple[str | None, str | None]:
+    def current() -> str | None:
+        return MigrationContext.configure(sync).get_current_revision()
+
+    before = current()
+    command.upgrade(_config(sync), revision)
+    return before, current()
 
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:
