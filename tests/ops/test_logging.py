@@ -75,7 +75,8 @@ def test_stdlib_loggers_use_the_same_format_and_lose_their_own_handlers() -> Non
     configure_logging("info", "json", stream=out)
 
     logging.getLogger("uvicorn.error").info("Started server process [%d]", 4242)
-    logging.getLogger("alembic.runtime.migration").info("Running upgrade -> 0001")
+    # Alembic's own lines pass at warning (its info lines are quiet below debug, see below).
+    logging.getLogger("alembic.runtime.migration").warning("Revision 0009 is not present")
 
     first, second = json_lines(out)
     assert first["event"] == "Started server process [4242]"
@@ -233,3 +234,34 @@ def test_secret_names(name: str | bytes, secret: bool) -> None:
 def test_bad_level_is_refused_with_the_choices() -> None:
     with pytest.raises(ValueError, match=r"unknown log level 'loud'.*debug, info"):
         configure_logging("loud")
+
+
+async def test_migrations_say_one_line_at_info_and_alembic_speaks_at_debug(tmp_path: Any) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from stellwerk.storage.control.migrate import head_revision, upgrade
+
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'info.db'}")
+    try:
+        await upgrade(engine)
+        await upgrade(engine)  # nothing to do: nothing said
+    finally:
+        await engine.dispose()
+    lines = json_lines(out)
+    assert [line["logger"] for line in lines] == ["stellwerk.control"], lines
+    assert lines[0]["event"] == "control plane migrated"
+    assert (lines[0]["old"], lines[0]["new"]) == (None, head_revision())
+
+    out = io.StringIO()
+    configure_logging("debug", "json", stream=out)
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'debug.db'}")
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+    assert any(
+        line["logger"].startswith("alembic") and "Running upgrade" in line["event"]
+        for line in json_lines(out)
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import socket
 import sys
@@ -10,6 +11,7 @@ from types import FrameType
 from typing import Any
 
 import click
+import structlog
 import uvicorn
 from uvicorn.lifespan.on import LifespanOn
 
@@ -22,6 +24,8 @@ from stellwerk.cli.options import (
 from stellwerk.config import Settings
 from stellwerk.ops import Lifecycle, configure_logging
 
+log = structlog.get_logger("stellwerk")
+
 
 class DrainingServer(uvicorn.Server):
     """uvicorn, with a drain phase on SIGTERM/SIGINT.
@@ -30,11 +34,10 @@ class DrainingServer(uvicorn.Server):
     `drain_seconds`; then the listener closes and requests in flight finish (up to the shutdown
     timeout); then the stores close and the process exits with status 0.
 
-    More SIGTERMs change nothing: `make` passes a SIGTERM on to its child although the child,
-    in the same process group, got it already, and before this rule that second signal cut the
-    shutdown short (the app's shutdown skipped, its lifespan task cancelled: a `CancelledError`
-    traceback). A second SIGINT (Ctrl-C again; make passes none on) stops waiting for requests
-    in flight; the stores still close.
+    More SIGTERMs change nothing: `make` passes a SIGTERM on to its child, which in the same
+    process group had it already, and read as "stop now" it would skip the app's shutdown. A
+    second SIGINT (Ctrl-C again; make passes none on) stops waiting for requests in flight; the
+    stores still close.
     """
 
     def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle[Any], drain_seconds: float):
@@ -49,17 +52,28 @@ class DrainingServer(uvicorn.Server):
         await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        name = signal.Signals(sig).name
         if self._draining:
             if sig == signal.SIGINT:
                 self.should_exit = True
                 self.force_exit = True
+                self._say("stopping now: requests in flight are cut off", signal=name)
+            else:
+                self._say("already stopping (Ctrl-C twice stops at once)", signal=name)
             return
         self._draining = True
         self._lifecycle.drain()
+        self._say("stopping: not ready any more", signal=name, drain_seconds=self._drain_seconds)
         if self._drain_seconds <= 0 or self._loop is None:
             self.should_exit = True
             return
         self._loop.call_soon_threadsafe(self._loop.call_later, self._drain_seconds, self._exit)
+
+    def _say(self, event: str, **values: object) -> None:
+        # A signal handler interrupts whatever the main thread does, logging included: the
+        # line is written by the loop instead.
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(functools.partial(log.info, event, **values))
 
     def _exit(self) -> None:
         self.should_exit = True
