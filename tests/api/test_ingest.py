@@ -97,6 +97,42 @@ async def test_a_batch_partly_succeeds(running_app: RunningApp) -> None:
     assert [e["id"] for e in await stored(app)] == ["evt-1", "evt-4"]
 
 
+async def test_every_missing_or_invalid_attribute_is_reported_at_once(
+    running_app: RunningApp,
+) -> None:
+    app = running_app
+    incomplete = {"id": "x", "time": "yesterday"}
+    batch = await app.client.post(URL, json=[event(1), incomplete], headers=ingest_headers(app))
+    assert batch.status_code == 202
+    (failed,) = batch.json()["failed"]
+    # The first problem where it always was, for clients that read only that ...
+    assert (failed["error"], failed["field"]) == ("MissingAttribute", "source")
+    # ... and every problem in `errors`.
+    assert [(e["error"], e["field"]) for e in failed["errors"]] == [
+        ("MissingAttribute", "source"),
+        ("MissingAttribute", "specversion"),
+        ("MissingAttribute", "type"),
+        ("InvalidAttribute", "time"),
+    ]
+    assert all(e["message"] in failed["message"] for e in failed["errors"])
+
+    # A request with no valid event is refused as a whole, with the same list.
+    single = await app.client.post(
+        URL, json=incomplete, headers=ingest_headers(app, "application/cloudevents+json")
+    )
+    assert single.status_code == 400
+    body = single.json()
+    assert (body["error"], body["field"]) == ("MissingAttribute", "source")
+    assert body["errors"] == failed["errors"]
+    assert body["failed"][0]["errors"] == failed["errors"]
+    # One problem: one entry, and the message as it always read.
+    one = await app.client.post(URL, json={**event(2), "type": None}, headers=ingest_headers(app))
+    assert one.json()["message"] == "attribute 'type' is missing"
+    assert one.json()["errors"] == [
+        {"error": "MissingAttribute", "message": "attribute 'type' is missing", "field": "type"}
+    ]
+
+
 async def test_plain_json_object_or_array_and_duplicates(running_app: RunningApp) -> None:
     app = running_app
     one = await app.client.post(URL, json=event(1), headers=ingest_headers(app))

@@ -111,6 +111,10 @@ async def test_enforce_keeps_failing_events_and_resubmits_them_after_a_fix(
     ]
     assert "currency" in body["failed"][0]["message"]
     assert body["failed"][1]["field"] == "data.total"
+    # Each violation in `errors`, the first as the entry's own error.
+    assert [(e["error"], e["field"]) for e in body["failed"][1]["errors"]] == [
+        ("SchemaValidationFailed", "data.total")
+    ]
     stored = await app.services.stores.event_log.read("default", "orders")
     assert [e.id for e in stored] == ["o-1", "o-4"]
 

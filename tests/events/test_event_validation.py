@@ -181,3 +181,37 @@ def test_size_limit_counts_the_encoded_event() -> None:
         check_event_size(over)
     assert caught.value.code is EventErrorCode.EVENT_TOO_LARGE
     assert str(MAX_EVENT_SIZE) in caught.value.message
+
+
+def test_every_problem_of_an_event_is_reported_at_once() -> None:
+    error = refusal(
+        {
+            "id": "e-1",
+            "time": "yesterday",
+            "subject": "",
+            "data": {"a": 1},
+            "data_base64": "aGk=",
+            "Bad": 1,
+            "ok": [1],
+        }
+    )
+    assert [(p.code, p.attribute) for p in error.problems] == [
+        (EventErrorCode.MISSING_ATTRIBUTE, "source"),
+        (EventErrorCode.MISSING_ATTRIBUTE, "specversion"),
+        (EventErrorCode.MISSING_ATTRIBUTE, "type"),
+        (EventErrorCode.INVALID_ATTRIBUTE, "time"),
+        (EventErrorCode.INVALID_ATTRIBUTE, "subject"),
+        (EventErrorCode.INVALID_DATA, "data_base64"),
+        (EventErrorCode.INVALID_EXTENSION, "Bad"),
+        (EventErrorCode.INVALID_EXTENSION, "ok"),
+    ]
+    # The first problem is the error's own, and the message names every attribute.
+    assert (error.code, error.attribute) == (EventErrorCode.MISSING_ATTRIBUTE, "source")
+    for problem in error.problems:
+        assert problem.message in error.message
+
+
+def test_one_problem_reads_as_before() -> None:
+    error = refusal(minimal(type=_DROP))
+    assert len(error.problems) == 1
+    assert error.message == "attribute 'type' is missing"

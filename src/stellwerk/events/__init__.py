@@ -1,6 +1,6 @@
 """The event model: CloudEvents 1.0 envelopes, their validation and encoding (pure, no I/O)."""
 
-from stellwerk.events.errors import EventError, EventErrorCode
+from stellwerk.events.errors import EventError, EventErrorCode, EventProblem
 from stellwerk.events.model import (
     OWNED_EXTENSIONS,
     REPLAY_NAME,
@@ -20,6 +20,7 @@ __all__ = [
     "CloudEvent",
     "EventError",
     "EventErrorCode",
+    "EventProblem",
     "ExtensionValue",
     "check_event_size",
     "encode_event",

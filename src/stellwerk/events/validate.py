@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import msgspec
 
-from stellwerk.events.errors import EventError, EventErrorCode
+from stellwerk.events.errors import EventError, EventErrorCode, EventProblem
 from stellwerk.events.model import OWNED_EXTENSIONS, SPECVERSION, CloudEvent, ExtensionValue
 from stellwerk.events.rfc3339 import is_rfc3339
 
@@ -59,7 +59,7 @@ _INT32_MAX: Final = 2**31 - 1
 def validate_event(obj: object) -> CloudEvent:
     """Validate one decoded JSON value as a CloudEvents 1.0 event; raise `EventError` if it is not.
 
-    The first problem found is reported; required attributes are checked first.
+    Every problem is reported at once (`EventError.problems`), required attributes first.
     """
     if not isinstance(obj, dict):
         raise EventError(
@@ -67,44 +67,59 @@ def validate_event(obj: object) -> CloudEvent:
             None,
             f"an event must be a JSON object, not {_json_kind(obj)}",
         )
-    event_id = _required_string(obj, "id")
-    source = _required_string(obj, "source")
+    problems: list[EventProblem] = []
+    event_id = _required_string(obj, "id", problems)
+    source = _required_string(obj, "source", problems)
     specversion = obj.get("specversion")
     if specversion is None:
-        raise EventError(
-            EventErrorCode.MISSING_ATTRIBUTE, "specversion", "attribute 'specversion' is missing"
+        message = "attribute 'specversion' is missing"
+        problems.append(EventProblem(EventErrorCode.MISSING_ATTRIBUTE, "specversion", message))
+    elif specversion != SPECVERSION:
+        problems.append(
+            EventProblem(
+                EventErrorCode.INVALID_ATTRIBUTE,
+                "specversion",
+                f"attribute 'specversion' must be \"1.0\", not {_shown(specversion)}",
+            )
         )
-    if specversion != SPECVERSION:
-        raise EventError(
-            EventErrorCode.INVALID_ATTRIBUTE,
-            "specversion",
-            f"attribute 'specversion' must be \"1.0\", not {_shown(specversion)}",
-        )
-    event_type = _required_string(obj, "type")
-    time = _optional_string(obj, "time")
+    event_type = _required_string(obj, "type", problems)
+    time = _optional_string(obj, "time", problems)
     if time is not None and not is_rfc3339(time):
-        raise EventError(
-            EventErrorCode.INVALID_ATTRIBUTE,
-            "time",
-            f"attribute 'time' must be an RFC 3339 date-time, not {_shown(time)}",
+        problems.append(
+            EventProblem(
+                EventErrorCode.INVALID_ATTRIBUTE,
+                "time",
+                f"attribute 'time' must be an RFC 3339 date-time, not {_shown(time)}",
+            )
         )
+        time = None
+    subject = _optional_string(obj, "subject", problems)
+    datacontenttype = _optional_string(obj, "datacontenttype", problems)
+    dataschema = _optional_string(obj, "dataschema", problems)
     data: Any = obj.get("data", msgspec.UNSET)
     if data is None:
         data = msgspec.UNSET
     data_base64 = obj.get("data_base64")
     if data_base64 is not None:
-        _check_base64(data_base64, has_data=data is not msgspec.UNSET)
+        _check_base64(data_base64, problems, has_data=data is not msgspec.UNSET)
+    extensions = _extensions(obj, problems)
+    if problems:
+        raise EventError.of(problems)
+    # No problem means each required attribute was read.
+    assert event_id is not None
+    assert source is not None
+    assert event_type is not None
     return CloudEvent(
         id=event_id,
         source=source,
         type=event_type,
         time=time,
-        subject=_optional_string(obj, "subject"),
-        datacontenttype=_optional_string(obj, "datacontenttype"),
-        dataschema=_optional_string(obj, "dataschema"),
+        subject=subject,
+        datacontenttype=datacontenttype,
+        dataschema=dataschema,
         data=data,
         data_base64=data_base64,
-        extensions=_extensions(obj),
+        extensions=extensions,
     )
 
 
@@ -118,54 +133,57 @@ def check_event_size(encoded: bytes, limit: int = MAX_EVENT_SIZE) -> None:
         )
 
 
-def _required_string(obj: dict[str, Any], name: str) -> str:
+def _required_string(obj: dict[str, Any], name: str, problems: list[EventProblem]) -> str | None:
     value = obj.get(name)
     if value is None:
-        raise EventError(EventErrorCode.MISSING_ATTRIBUTE, name, f"attribute '{name}' is missing")
-    if not isinstance(value, str) or not value:
-        raise EventError(
-            EventErrorCode.INVALID_ATTRIBUTE,
-            name,
-            f"attribute '{name}' must be a non-empty string, not {_shown(value)}",
+        problems.append(
+            EventProblem(EventErrorCode.MISSING_ATTRIBUTE, name, f"attribute '{name}' is missing")
         )
+        return None
+    if not isinstance(value, str) or not value:
+        problems.append(
+            EventProblem(
+                EventErrorCode.INVALID_ATTRIBUTE,
+                name,
+                f"attribute '{name}' must be a non-empty string, not {_shown(value)}",
+            )
+        )
+        return None
     return value
 
 
-def _optional_string(obj: dict[str, Any], name: str) -> str | None:
+def _optional_string(obj: dict[str, Any], name: str, problems: list[EventProblem]) -> str | None:
     value = obj.get(name)
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        raise EventError(
-            EventErrorCode.INVALID_ATTRIBUTE,
-            name,
-            f"attribute '{name}' must be a non-empty string when present, not {_shown(value)}",
+        problems.append(
+            EventProblem(
+                EventErrorCode.INVALID_ATTRIBUTE,
+                name,
+                f"attribute '{name}' must be a non-empty string when present, not {_shown(value)}",
+            )
         )
+        return None
     return value
 
 
-def _check_base64(value: object, *, has_data: bool) -> None:
+def _check_base64(value: object, problems: list[EventProblem], *, has_data: bool) -> None:
     if has_data:
-        raise EventError(
-            EventErrorCode.INVALID_DATA,
-            "data_base64",
-            "an event carries either 'data' or 'data_base64', not both",
-        )
-    if not isinstance(value, str):
-        raise EventError(
-            EventErrorCode.INVALID_DATA,
-            "data_base64",
-            f"'data_base64' must be a base64 string, not {_json_kind(value)}",
-        )
-    try:
-        base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise EventError(
-            EventErrorCode.INVALID_DATA, "data_base64", "'data_base64' is not valid base64"
-        ) from None
+        message = "an event carries either 'data' or 'data_base64', not both"
+    elif not isinstance(value, str):
+        message = f"'data_base64' must be a base64 string, not {_json_kind(value)}"
+    else:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            message = "'data_base64' is not valid base64"
+        else:
+            return
+    problems.append(EventProblem(EventErrorCode.INVALID_DATA, "data_base64", message))
 
 
-def _extensions(obj: dict[str, Any]) -> dict[str, ExtensionValue]:
+def _extensions(obj: dict[str, Any], problems: list[EventProblem]) -> dict[str, ExtensionValue]:
     extensions: dict[str, ExtensionValue] = {}
     # A set difference in C finds the few extension names; sorting keeps encodings stable.
     for name in sorted(obj.keys() - _NOT_EXTENSIONS):
@@ -173,20 +191,25 @@ def _extensions(obj: dict[str, Any]) -> dict[str, ExtensionValue]:
         if value is None:
             continue
         if not _EXTENSION_NAME.fullmatch(name) or len(name) > MAX_EXTENSION_NAME_LENGTH:
-            raise EventError(
-                EventErrorCode.INVALID_EXTENSION,
-                name,
-                f"extension name {_shown(name)} must be 1 to {MAX_EXTENSION_NAME_LENGTH} "
-                "lower-case ASCII letters or digits",
+            problems.append(
+                EventProblem(
+                    EventErrorCode.INVALID_EXTENSION,
+                    name,
+                    f"extension name {_shown(name)} must be 1 to {MAX_EXTENSION_NAME_LENGTH} "
+                    "lower-case ASCII letters or digits",
+                )
             )
-        if not _valid_extension_value(value):
-            raise EventError(
-                EventErrorCode.INVALID_EXTENSION,
-                name,
-                f"extension '{name}' must be a string, a boolean or a 32-bit integer, "
-                f"not {_shown(value)}",
+        elif not _valid_extension_value(value):
+            problems.append(
+                EventProblem(
+                    EventErrorCode.INVALID_EXTENSION,
+                    name,
+                    f"extension '{name}' must be a string, a boolean or a 32-bit integer, "
+                    f"not {_shown(value)}",
+                )
             )
-        extensions[name] = value
+        else:
+            extensions[name] = value
     return extensions
 
 

@@ -19,6 +19,7 @@ from stellwerk.events import (
     CloudEvent,
     EventError,
     EventErrorCode,
+    EventProblem,
     check_event_size,
     encode_event,
     is_rfc3339,
@@ -154,13 +155,22 @@ class DecodedEvent:
 
 @dataclass(frozen=True, slots=True)
 class EventFailure:
-    """The event at `index` was refused; `id` is its id when it had a usable one."""
+    """The event at `index` was refused; `id` is its id when it had a usable one.
+
+    `code`, `attribute` and `message` describe the first problem, `problems` all of them.
+    """
 
     index: int
     id: str | None
     code: EventErrorCode
     attribute: str | None
     message: str
+    problems: tuple[EventProblem, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.problems:
+            one = (EventProblem(self.code, self.attribute, self.message),)
+            object.__setattr__(self, "problems", one)
 
 
 DecodeResult = DecodedEvent | EventFailure
@@ -312,7 +322,7 @@ def _decode_one(index: int, obj: object, limits: BindingLimits) -> DecodeResult:
         encoded = encode_event(event)
         check_event_size(encoded, limits.max_event_size)
     except EventError as exc:
-        return EventFailure(index, _id_of(obj), exc.code, exc.attribute, exc.message)
+        return EventFailure(index, _id_of(obj), exc.code, exc.attribute, exc.message, exc.problems)
     return DecodedEvent.of(index, event, encoded)
 
 

@@ -46,8 +46,19 @@ _BINDING_ERRORS: Final[dict[int, type[ServiceError]]] = {
 }
 
 
+class Problem(msgspec.Struct, omit_defaults=True):
+    """One thing wrong with an event, as `error`, `message` and `field` of an answer say it."""
+
+    error: str
+    message: str
+    field: str | None = None
+
+
 class FailedEvent(msgspec.Struct, omit_defaults=True):
-    """An event that was not put on the bus. `failed_event_id`: kept in the failed-events store."""
+    """An event that was not put on the bus. `failed_event_id`: kept in the failed-events store.
+
+    `error`, `message` and `field` describe the first problem; `errors` lists every one found.
+    """
 
     index: int
     error: str
@@ -55,6 +66,7 @@ class FailedEvent(msgspec.Struct, omit_defaults=True):
     id: str | None = None
     field: str | None = None
     failed_event_id: int | None = None
+    errors: list[Problem] = msgspec.field(default_factory=list)
 
 
 class SchemaWarning(msgspec.Struct):
@@ -87,6 +99,7 @@ def _failed(failure: EventFailure) -> FailedEvent:
         error=str(failure.code),
         message=failure.message,
         field=failure.attribute,
+        errors=[Problem(str(p.code), p.message, p.attribute) for p in failure.problems],
     )
 
 
@@ -167,6 +180,7 @@ class Ingest:
                 first.message if len(failed) == 1 else f"no event is valid; first: {first.message}",
                 code=first.error,
                 field=first.field,
+                errors=msgspec.to_builtins(first.errors) or None,
                 accepted=0,
                 failed=[msgspec.to_builtins(f) for f in failed],
             )
@@ -249,12 +263,17 @@ class Ingest:
                 id=item.id,
                 error=SCHEMA_FAILURE,
                 message=describe(violations),
-                field="data" + violations[0].path.rstrip("/").replace("/", "."),
+                field=_data_field(violations[0]),
                 failed_event_id=failed_id,
+                errors=[Problem(SCHEMA_FAILURE, v.message, _data_field(v)) for v in violations],
             )
             for (item, violations), failed_id in zip(refused, ids, strict=True)
         ]
         return kept, failures, warnings
+
+
+def _data_field(violation: SchemaViolation) -> str:
+    return "data" + violation.path.rstrip("/").replace("/", ".")
 
 
 def describe(violations: list[SchemaViolation]) -> str:
