@@ -11,6 +11,7 @@ from stellwerk.delivery.targets import (
     FunctionTarget,
     HttpTarget,
     LogTarget,
+    RetiringSecret,
     SessionPool,
     build_auth,
 )
@@ -48,10 +49,15 @@ class TargetBuilder:
                 if record is None:
                     raise LookupError(f"connection {spec.connection!r} does not exist any more")
                 auth = build_auth(record.spec, session_pool=self._pool, policy=self._policy)
+            retiring = None
+            if spec.previous_secret is not None and spec.previous_secret_expires_at is not None:
+                until = spec.previous_secret_expires_at.timestamp()
+                retiring = RetiringSecret(spec.previous_secret, until)
             return HttpTarget(
                 spec.url,
                 session_pool=self._pool,
                 secret=spec.secret,
+                retiring_secret=retiring,
                 timeout=spec.timeout_seconds,
                 concurrency=spec.concurrency,
                 rate_limit=spec.rate_limit,

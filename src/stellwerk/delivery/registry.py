@@ -2,22 +2,37 @@
 
 `prepare` does the save-time checks that need I/O or process settings (is the URL allowed, does
 the connection exist, can the function be imported, does the bus exist) and fills in what a user
-may omit (the signing secret of an HTTP target).
+may omit (the signing secret of an HTTP target: the stored one, else a new one; see
+`rules.signing`). `rotate_secret` gives a target a new secret with a grace period for the old.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
 import msgspec
 
 from stellwerk.auth import Principal
+from stellwerk.clock import utc_now
 from stellwerk.delivery.targets import (
     check_target_url,
     generate_secret,
     parse_secret,
     resolve_function,
 )
-from stellwerk.rules import InvalidRuleError, RuleInput, TargetConfigError, TargetSpec
-from stellwerk.storage.control import ControlPlane
+from stellwerk.rules import (
+    DEFAULT_SECRET_GRACE,
+    InvalidRuleError,
+    Rule,
+    RuleInput,
+    TargetConfigError,
+    TargetSpec,
+    carry_secrets,
+    rotated_target,
+    rule_input,
+)
+from stellwerk.storage.control import ConflictError, ControlPlane
 
 
 class TargetRegistry:
@@ -27,16 +42,58 @@ class TargetRegistry:
         *,
         allow_private_targets: bool,
         function_modules: tuple[str, ...] = (),
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._control = control
         self._allow_private = allow_private_targets
         self._function_modules = function_modules
+        self._clock = clock
 
-    async def prepare(self, principal: Principal, rule: RuleInput) -> RuleInput:
+    async def prepare(
+        self, principal: Principal, bus: str, name: str, rule: RuleInput
+    ) -> RuleInput:
+        """`rule` ready to be saved as rule `name` of `bus`, over the rule stored there if any."""
+        stored = await self._control.rules.get(principal.tenant_id, bus, name)
+        rule = carry_secrets(rule, stored, self._clock())
         targets = [
             await self._prepare_target(principal, index, t) for index, t in enumerate(rule.targets)
         ]
         return msgspec.structs.replace(rule, targets=targets)
+
+    async def rotate_secret(
+        self,
+        principal: Principal,
+        bus: str,
+        name: str,
+        target_id: str,
+        *,
+        secret: str | None = None,
+        grace: timedelta = DEFAULT_SECRET_GRACE,
+    ) -> Rule | None:
+        """Give the target a new signing secret (`secret`, or a generated one); its current one
+        keeps signing beside it for `grace`. None: no such rule or target."""
+        stored = await self._control.rules.get(principal.tenant_id, bus, name)
+        if stored is None or all(t.id != target_id for t in stored.targets):
+            return None
+        if secret is not None:
+            try:
+                parse_secret(secret)
+            except TargetConfigError as exc:
+                raise InvalidRuleError(exc.reason, "secret", "InvalidTarget") from None
+        now = self._clock()
+        targets = [
+            rotated_target(t, secret or generate_secret(), grace, now) if t.id == target_id else t
+            for t in stored.targets
+        ]
+        try:
+            # A limit of 0 rules makes the save an update only: a rule deleted meanwhile is
+            # not brought back by its rotation.
+            saved, _ = await self._control.rules.put(
+                principal.tenant_id, bus, name, rule_input(stored, targets), max_rules=0
+            )
+        except ConflictError:
+            return None
+        return saved
 
     async def _prepare_target(
         self, principal: Principal, index: int, target: TargetSpec

@@ -31,10 +31,19 @@ from stellwerk.rules.model import (
     compile_transformer,
     validate_rule,
 )
+from stellwerk.rules.signing import (
+    DEFAULT_SECRET_GRACE,
+    MAX_SECRET_GRACE,
+    carry_secrets,
+    rotated_target,
+    rule_input,
+)
 
 __all__ = [
+    "DEFAULT_SECRET_GRACE",
     "MAX_EVENT_AGE_SECONDS",
     "MAX_RETRY_ATTEMPTS",
+    "MAX_SECRET_GRACE",
     "MAX_TARGETS",
     "MAX_TIMEOUT_SECONDS",
     "MIN_EVENT_AGE_SECONDS",
@@ -52,9 +61,12 @@ __all__ = [
     "TargetSpec",
     "TransformerSpec",
     "UnsafeTargetError",
+    "carry_secrets",
     "compile_transformer",
     "open_connection",
     "public_view",
+    "rotated_target",
+    "rule_input",
     "seal_connection",
     "validate_rule",
 ]

@@ -63,7 +63,10 @@ class TargetSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     """One target of a rule. Which fields apply depends on `type`:
 
     - `http`: `url`, optional `connection` (by name), `secret` (Standard Webhooks, `whsec_...`;
-      generated when omitted), `timeout_seconds`, `concurrency`, `rate_limit` (invocations/s).
+      generated when the target is new and kept when a save omits it, see `rules.signing`),
+      `timeout_seconds`, `concurrency`, `rate_limit` (invocations/s). After a rotation,
+      `previous_secret` signs too until `previous_secret_expires_at`; both are the server's to
+      set (a save may repeat them unchanged).
     - `bus`: `bus`, and `tenant` for a bus of another tenant that granted it to this one.
     - `function`: `function` as `module:callable`, `concurrency`.
     - `log`: nothing more.
@@ -77,6 +80,8 @@ class TargetSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     url: str | None = None
     connection: str | None = None
     secret: str | None = None
+    previous_secret: str | None = None
+    previous_secret_expires_at: datetime | None = None
     bus: str | None = None
     tenant: str | None = None
     function: str | None = None
@@ -125,6 +130,8 @@ def _check_target(index: int, target: TargetSpec) -> None:
         "url": "http",
         "connection": "http",
         "secret": "http",
+        "previous_secret": "http",
+        "previous_secret_expires_at": "http",
         "rate_limit": "http",
         "bus": "bus",
         "tenant": "bus",

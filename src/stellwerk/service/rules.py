@@ -1,8 +1,10 @@
 """Rules of a bus. A rule is checked whole when it is saved (pattern, targets, transformers, URLs,
 connections), so that nothing is found wrong when events flow. Signing secrets are shown to admin
-keys only."""
+keys only; a save keeps them, `rotate_secret` changes them with a grace period (`rules.signing`)."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import msgspec
 
@@ -17,7 +19,7 @@ from stellwerk.storage.control import ConflictError, ControlPlane
 def _shown(rule: Rule, scope: Scope) -> Rule:
     if scope is Scope.ADMIN:
         return rule
-    hidden = [msgspec.structs.replace(t, secret=None) for t in rule.targets]
+    hidden = [msgspec.structs.replace(t, secret=None, previous_secret=None) for t in rule.targets]
     return msgspec.structs.replace(rule, targets=hidden)
 
 
@@ -37,7 +39,7 @@ class Rules:
         await self._buses.record(principal.tenant_id, bus)
         try:
             validate_rule(body)
-            body = await self._targets.prepare(principal, body)
+            body = await self._targets.prepare(principal, bus, name, body)
         except InvalidRuleError as exc:
             raise InvalidRequest(str(exc), code=exc.error, field=exc.field) from None
         try:
@@ -46,6 +48,27 @@ class Rules:
             )
         except ConflictError as exc:
             raise Conflict(str(exc), code="LimitExceeded") from None
+
+    async def rotate_secret(
+        self,
+        principal: Principal,
+        bus: str,
+        name: str,
+        target: str,
+        *,
+        secret: str | None,
+        grace: timedelta,
+    ) -> Rule:
+        """Give an HTTP target a new signing secret; the old one signs too for `grace`."""
+        try:
+            rule = await self._targets.rotate_secret(
+                principal, bus, name, target, secret=secret, grace=grace
+            )
+        except InvalidRuleError as exc:
+            raise InvalidRequest(str(exc), code=exc.error, field=exc.field) from None
+        if rule is None:
+            raise NotFound.of(f"target {target!r} of rule {name!r} on bus {bus!r}")
+        return rule
 
     async def get(self, principal: Principal, bus: str, name: str) -> Rule:
         rule = await self._control.rules.get(principal.tenant_id, bus, name)

@@ -17,6 +17,7 @@ from stellwerk.api.routes import (
     rules,
     schemas,
     tail,
+    target_secrets,
 )
 
 ENDPOINTS: list[Endpoint] = [
@@ -31,6 +32,7 @@ ENDPOINTS: list[Endpoint] = [
     *connections.ENDPOINTS,
     *patterns.ENDPOINTS,
     *rules.ENDPOINTS,
+    *target_secrets.ENDPOINTS,
     *archives.ENDPOINTS,
     *tail.ENDPOINTS,
     *replays.ENDPOINTS,

@@ -18,7 +18,12 @@ from stellwerk.delivery.targets.log import LogTarget
 from stellwerk.delivery.targets.session import SessionPool
 from stellwerk.delivery.targets.ssrf import AddressPolicy, GuardedResolver, check_target_url
 from stellwerk.delivery.targets.transport import HttpClient
-from stellwerk.delivery.targets.webhooks import WebhookSigner, generate_secret, parse_secret
+from stellwerk.delivery.targets.webhooks import (
+    RetiringSecret,
+    WebhookSigner,
+    generate_secret,
+    parse_secret,
+)
 
 __all__ = [
     "AddressPolicy",
@@ -30,6 +35,7 @@ __all__ = [
     "HttpTarget",
     "LogTarget",
     "OAuthClientCredentials",
+    "RetiringSecret",
     "SessionPool",
     "StaticAuth",
     "WebhookSigner",

@@ -36,7 +36,7 @@ from stellwerk.delivery.targets.responses import describe_status, parse_retry_af
 from stellwerk.delivery.targets.session import SessionPool
 from stellwerk.delivery.targets.ssrf import AddressPolicy, UnsafeAddressError
 from stellwerk.delivery.targets.transport import TransferError
-from stellwerk.delivery.targets.webhooks import WebhookSigner, generate_secret
+from stellwerk.delivery.targets.webhooks import RetiringSecret, WebhookSigner, generate_secret
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.rules import InvalidTargetError, UnsafeTargetError
 from stellwerk.seams import Delivery
@@ -67,6 +67,7 @@ class HttpTarget:
         *,
         session_pool: SessionPool,
         secret: str,
+        retiring_secret: RetiringSecret | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         concurrency: int = DEFAULT_CONCURRENCY,
         rate_limit: float | None = None,
@@ -87,7 +88,7 @@ class HttpTarget:
         self._policy = AddressPolicy.build(allow_private, allowed_networks)
         self.url = self._policy.check_url(url)
         self._origin = self.url.origin()
-        self._signer = WebhookSigner(secret)
+        self._signer = WebhookSigner(secret, retiring_secret)
         self._pool = session_pool
         self.timeout = timeout
         self.concurrency = concurrency

@@ -4,6 +4,10 @@ Every HTTP delivery carries `webhook-id` (the event id, also the receiver's idem
 `webhook-timestamp` (Unix seconds) and `webhook-signature`: `v1,` and the base64 of
 HMAC-SHA256 over `{id}.{timestamp}.{body}` keyed with the secret's bytes. A secret is `whsec_`
 followed by the base64 of 24 to 64 random bytes, the form the spec and its libraries use.
+
+During a rotation's grace period the signature of the secret being retired follows the current
+one, space-separated, as the spec allows: a receiver accepts the message if any signature
+verifies, so it may switch secrets at any time within the grace period.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import os
+from dataclasses import dataclass
 from typing import Final
 
 from stellwerk.rules import InvalidTargetError
@@ -46,19 +51,39 @@ def parse_secret(secret: str, field: str = "secret") -> bytes:
     return key
 
 
+@dataclass(frozen=True, slots=True)
+class RetiringSecret:
+    """A target's secret before its last rotation: it signs too, for messages stamped before
+    `until` (Unix seconds)."""
+
+    secret: str
+    until: float
+
+    def __repr__(self) -> str:
+        return f"RetiringSecret(<secret>, until={self.until})"
+
+
 class WebhookSigner:
-    """Signs request bodies with one secret; the HMAC key schedule is computed once."""
+    """Signs request bodies with a secret (and a retiring one, until it expires); the HMAC key
+    schedules are computed once."""
 
-    __slots__ = ("_mac",)
+    __slots__ = ("_mac", "_retiring", "_retiring_until")
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, retiring: RetiringSecret | None = None) -> None:
         self._mac = hmac.new(parse_secret(secret), digestmod=hashlib.sha256)
+        self._retiring = None
+        self._retiring_until = 0.0
+        if retiring is not None:
+            self._retiring = hmac.new(
+                parse_secret(retiring.secret, "previous_secret"), digestmod=hashlib.sha256
+            )
+            self._retiring_until = retiring.until
 
     def signature(self, msg_id: str, timestamp: int, body: bytes) -> str:
-        mac = self._mac.copy()
-        mac.update(f"{msg_id}.{timestamp}.".encode())
-        mac.update(body)
-        return "v1," + base64.b64encode(mac.digest()).decode("ascii")
+        signed = _sign(self._mac, msg_id, timestamp, body)
+        if self._retiring is not None and timestamp < self._retiring_until:
+            return f"{signed} {_sign(self._retiring, msg_id, timestamp, body)}"
+        return signed
 
     def headers(self, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
         return {
@@ -69,3 +94,10 @@ class WebhookSigner:
 
     def __repr__(self) -> str:
         return "WebhookSigner(<secret>)"
+
+
+def _sign(key: hmac.HMAC, msg_id: str, timestamp: int, body: bytes) -> str:
+    mac = key.copy()
+    mac.update(f"{msg_id}.{timestamp}.".encode())
+    mac.update(body)
+    return "v1," + base64.b64encode(mac.digest()).decode("ascii")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -16,9 +17,23 @@ from stellwerk.storage.control.tables import rules
 _targets_decoder = msgspec.json.Decoder(list[TargetSpec])
 
 
+# A rotation's previous secret is sealed apart from the current one: neither reads as the other.
+_PREVIOUS = "#previous"
+
+
 def _row(tenant_id: str, bus: str, rule: str, target_id: str) -> str:
     # Binds a sealed secret to its target: copied into another row, it does not decrypt.
     return f"rule:{tenant_id}/{bus}/{rule}/{target_id}"
+
+
+def _sealed(target: TargetSpec, row: str, seal: Callable[[str, str], str]) -> TargetSpec:
+    """`target` with its signing secrets passed through `seal(value, associated_data)`."""
+    if target.secret:
+        target = msgspec.structs.replace(target, secret=seal(target.secret, row))
+    if target.previous_secret:
+        previous = seal(target.previous_secret, row + _PREVIOUS)
+        target = msgspec.structs.replace(target, previous_secret=previous)
+    return target
 
 
 class RuleStore(SealedStore):
@@ -26,25 +41,18 @@ class RuleStore(SealedStore):
         self, tenant_id: str, bus: str, name: str, targets: list[TargetSpec]
     ) -> str:
         sealed = [
-            msgspec.structs.replace(
-                t, secret=self._secrets().encrypt(t.secret, _row(tenant_id, bus, name, t.id))
-            )
-            if t.secret
-            else t
+            _sealed(t, _row(tenant_id, bus, name, t.id), lambda v, r: self._secrets().encrypt(v, r))
             for t in targets
         ]
         return msgspec.json.encode(sealed).decode()
 
     def _rule(self, row: sa.Row[Any]) -> Rule:
         targets = [
-            msgspec.structs.replace(
+            _sealed(
                 t,
-                secret=self._secrets().decrypt(
-                    t.secret, _row(row.tenant_id, row.bus, row.name, t.id)
-                ),
+                _row(row.tenant_id, row.bus, row.name, t.id),
+                lambda v, r: self._secrets().decrypt(v, r),
             )
-            if t.secret
-            else t
             for t in _targets_decoder.decode(row.targets)
         ]
         return Rule(
