@@ -13,10 +13,12 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
+import structlog
 from tests.delivery.queue_support import new_delivery
 from tests.storage.eventlog_support import MovableClock
 
 from stellwerk.delivery.backoff import CAP_SECONDS
+from stellwerk.delivery.failure_log import FailureLog
 from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater
 from stellwerk.delivery.worker import DeliveryWorker, Finish, TargetBinding
 from stellwerk.rules import RetryPolicy
@@ -153,6 +155,38 @@ async def test_failures_retry_with_backoff_until_maximum_retry_attempts(
     assert hooks.finished == Counter(dead_lettered=1)
     assert sum(hooks.attempts.values()) == 4
     assert len(hooks.latencies) == 1  # only the first attempt has an ingestion latency
+
+
+async def test_failed_attempts_and_dead_letters_reach_the_log_with_counts(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    failing = RecordingTarget(lambda d: RetryLater("HTTP 503") if d.attempts < 2 else GiveUp("410"))
+    healthy = RecordingTarget()
+    failures = FailureLog(3600, clock=lambda: clock.now.timestamp())
+
+    def targets(tenant: str, bus: str, rule: str, target_id: str) -> TargetBinding | None:
+        return {"t1": TargetBinding(failing), "t2": TargetBinding(healthy)}.get(target_id)
+
+    worker = DeliveryWorker(queue, targets, clock=clock, rng=random.Random(5), failure_log=failures)
+    await route(queue, [new_delivery(p, target_id=f"t{1 + p % 2}") for p in range(1, 21)])
+    rounds = 0
+    with structlog.testing.capture_logs() as lines:
+        while len(await queue.dead_letters("acme", "default")) < 10:
+            await worker.run(burst=True)
+            clock.advance(LATER)
+            rounds += 1
+    # The first failure at once; within the interval the rest only as the worker stops (each
+    # burst run is a stop): one line per round, the first round two.
+    assert rounds == 3
+    assert len(lines) == rounds + 1
+    assert all(line["log_level"] == "warning" for line in lines)
+    assert {(line["event"], line["rule"], line["target"]) for line in lines} == {
+        ("delivery_failures", "r1", "t1")
+    }
+    assert sum(line["failed_attempts"] for line in lines) == 30
+    assert sum(line["dead_lettered"] for line in lines) == 10
+    assert lines[-1]["last_error"] == "410"
+    assert len(healthy.attempts) == 10
 
 
 async def test_a_retry_is_not_attempted_before_it_is_due(

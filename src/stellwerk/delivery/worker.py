@@ -1,6 +1,7 @@
 """The delivery worker: lease due deliveries, hand each to its target, settle the outcome.
 
-How it is shaped and why: docs/delivery.md ("stellwerk.delivery.worker").
+How it is shaped and why: docs/delivery.md ("stellwerk.delivery.worker"). Failed attempts, dead
+letters and drops also go to the log, one warning per target per interval (`FailureLog`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import structlog
 
 from stellwerk.clock import utc_now
 from stellwerk.delivery.backoff import Verdict, decide
+from stellwerk.delivery.failure_log import FailureLog
 from stellwerk.delivery.model import Delivered, Outcome, RetryLater, Target
 from stellwerk.rules import RetryPolicy
 from stellwerk.seams import DeliveryQueueError, LeasedDelivery, TargetKey, WorkQueue
@@ -90,6 +92,7 @@ class DeliveryWorker:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         rng: random.Random | None = None,
+        failure_log: FailureLog | None = None,
     ) -> None:
         self.queue = queue
         self.targets = targets
@@ -100,6 +103,7 @@ class DeliveryWorker:
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self._rng = rng
+        self.failure_log = failure_log or FailureLog()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._busy: Counter[TargetKey] = Counter()
         self._budgets: dict[TargetKey, int] = {}
@@ -124,6 +128,7 @@ class DeliveryWorker:
         try:
             while not self._stopping:
                 self.wake.clear()
+                self.failure_log.flush()
                 try:
                     started = await self._start_due()
                 except Exception as exc:
@@ -145,6 +150,7 @@ class DeliveryWorker:
                         await self.wake.wait()
         finally:
             await self._drain()
+            self.failure_log.flush(everything=True)
             done.set()
 
     async def _stopped(self) -> None:
@@ -277,13 +283,15 @@ class DeliveryWorker:
         if decision.verdict is Verdict.RETRY:
             assert decision.retry_at is not None
             await self.queue.retry(delivery.id, decision.retry_at, decision.reason)
+            self.failure_log.failed(key, decision.reason)
         elif decision.verdict is Verdict.DEAD_LETTER:
             await self.queue.dead_letter(delivery.id, decision.reason)
             self.hooks.on_finished(key, "dead_lettered")
+            self.failure_log.failed(key, decision.reason, gave_up="dead_lettered")
         else:
             await self.queue.ack(delivery.id)
-            log.warning("delivery_dropped", delivery=delivery.id, reason=decision.reason)
             self.hooks.on_finished(key, "dropped")
+            self.failure_log.failed(key, decision.reason, gave_up="dropped")
 
     async def _orphaned(self, delivery: LeasedDelivery) -> None:
         """The rule or target is gone: dead-letter (redrivable once it is back), never drop."""
@@ -291,6 +299,7 @@ class DeliveryWorker:
             reason = f"rule {delivery.rule!r} has no target {delivery.target_id!r} any more"
             await self.queue.dead_letter(delivery.id, reason)
             self.hooks.on_finished(delivery.key, "dead_lettered")
+            self.failure_log.failed(delivery.key, reason, attempted=False, gave_up="dead_lettered")
         except Exception:
             log.exception("delivery_settle_failed", delivery=delivery.id)
         finally:
