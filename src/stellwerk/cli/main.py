@@ -26,6 +26,7 @@ COMMANDS = {
     "backup": "stellwerk.cli.backup:backup",
     "restore": "stellwerk.cli.backup:restore",
     "replay": "stellwerk.cli.replay:replay",
+    "receive": "stellwerk.cli.receive:receive",
 }
 
 
