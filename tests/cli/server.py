@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -87,3 +88,43 @@ def running_server(
         if process.poll() is None:
             process.kill()
         process.wait(timeout=30)
+
+
+def log_problems(log: str) -> list[str]:
+    """Lines of a server's JSON log that a graceful run does not have: tracebacks and lines at
+    error level or above (other lines, make's say, are skipped)."""
+    problems = []
+    for line in log.splitlines():
+        if "Traceback" in line or "CancelledError" in line:
+            problems.append(line)
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("level") in ("error", "critical"):
+            problems.append(line)
+    return problems
+
+
+def wait_for_group(pgid: int, timeout: float = 60) -> None:
+    """Until no process of the group is left (make's child outlives make by a moment)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process group {pgid} still running after {timeout} s")
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [STELLWERK, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )

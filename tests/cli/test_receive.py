@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import httpx
 from standardwebhooks import Webhook
-from tests.cli.server import STELLWERK
+from tests.cli.server import STELLWERK, run_cli
 from tests.conftest import free_port
 
 from stellwerk.delivery.targets import generate_secret
@@ -66,36 +66,15 @@ def test_it_verifies_signatures_prints_each_webhook_and_exits_after_count() -> N
 
 def test_it_fails_when_the_webhooks_do_not_come_in_time() -> None:
     port, secret = str(free_port()), generate_secret()
-    result = subprocess.run(
-        [
-            STELLWERK,
-            "receive",
-            "--port",
-            port,
-            "--secret",
-            secret,
-            "--count",
-            "1",
-            "--timeout",
-            "0.5",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+    result = run_cli(
+        "receive", "--port", port, "--secret", secret, "--count", "1", "--timeout", "0.5"
     )
     assert result.returncode == 1
     assert "0 of 1 webhooks verified within 0.5 s" in result.stderr
 
 
 def test_a_malformed_secret_is_refused_before_it_listens() -> None:
-    result = subprocess.run(
-        [STELLWERK, "receive", "--secret", "hunter2"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_cli("receive", "--secret", "hunter2")
     assert result.returncode == 2
     assert "--secret" in result.stderr
     assert "listening" not in result.stderr

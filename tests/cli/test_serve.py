@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import stat
@@ -11,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
-from tests.cli.server import STELLWERK, running_server
+from tests.cli.server import STELLWERK, run_cli, running_server
 from tests.conftest import free_port
 
 
@@ -116,17 +115,6 @@ def test_cli_creates_tenants_and_keys_beside_a_running_server(tmp_path: Path) ->
         assert revoked.returncode == 0, revoked.stderr
         refused = httpx.get(f"{server.url}/v1/buses", headers=bearer(read_key["key"]))
         assert refused.status_code == 401
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [STELLWERK, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_bad_settings_exit_2_with_one_line_naming_the_setting(tmp_path: Path) -> None:

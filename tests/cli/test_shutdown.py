@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.cli.server import STELLWERK
+from tests.cli.server import STELLWERK, log_problems, wait_for_group
 from tests.conftest import free_port
 from tests.e2e.receiving import Received, start_receiver
 
@@ -30,22 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 3
 
 pytestmark = pytest.mark.slow
-
-
-def log_problems(log: str) -> list[str]:
-    """Lines of a JSON log that must not be there after a graceful stop."""
-    problems = []
-    for line in log.splitlines():
-        if "Traceback" in line or "CancelledError" in line:
-            problems.append(line)
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # make's own lines
-        if record.get("level") in ("error", "critical"):
-            problems.append(line)
-    return problems
 
 
 def assert_stopped_gracefully(log: str) -> None:
@@ -65,18 +49,6 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
             pass
         time.sleep(0.05)
     raise AssertionError(f"not ready within 60 s: {log.read_text()}")
-
-
-def wait_gone(pgid: int, timeout: float = 60) -> None:
-    """Until no process of the group is left (make's child outlives make by a moment)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"process group {pgid} still running after {timeout} s")
 
 
 @contextmanager
@@ -228,9 +200,9 @@ def test_make_run_stops_cleanly_on_sigterm_to_its_group(tmp_path: Path, under_lo
                 with Load(url, data):
                     os.killpg(make.pid, signal.SIGTERM)
                     make.wait(timeout=60)
-                    wait_gone(make.pid)
+                    wait_for_group(make.pid)
             else:
                 os.killpg(make.pid, signal.SIGTERM)
                 make.wait(timeout=60)
-                wait_gone(make.pid)
+                wait_for_group(make.pid)
         assert_stopped_gracefully(log.read_text())
