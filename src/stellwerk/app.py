@@ -107,6 +107,11 @@ def build_app(
     """The ASGI app; `freeze_gc` is for a server process of its own (`stellwerk serve`), not for
     tests that build many apps in one process."""
     metrics = metrics or Metrics()
+    if settings.embedded:
+        volumes = {"data": settings.data_dir}
+        if settings.backup_dir is not None:
+            volumes["backups"] = settings.backup_dir
+        metrics.watch_volumes(volumes)
     lifecycle: Lifecycle[Services] = Lifecycle()
     document = openapi_document()
 

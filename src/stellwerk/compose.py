@@ -18,6 +18,7 @@ from typing import Final
 
 import structlog
 
+from stellwerk.backups import BackupMetrics, ScheduledBackups
 from stellwerk.config import Role, Settings
 from stellwerk.delivery import (
     BusAccess,
@@ -351,16 +352,28 @@ def _duties(
             delivery_metrics.set_depth(await stores.queue.depth())
             await asyncio.sleep(DEPTH_REFRESH_SECONDS)
 
+    scheduling = [
+        scheduler.duty(),
+        # The schedulers report the queue's depth, not the workers: scaled to zero when nothing
+        # is pending, the workers would otherwise take with them what wakes them up again.
+        Duty("queue-depth", refresh_depth),
+    ]
+    if settings.backup_dir is not None:
+        backups = ScheduledBackups(
+            settings.data_dir,
+            settings.backup_dir,
+            interval=settings.backup_interval,
+            keep=settings.backup_keep,
+            metrics=BackupMetrics(metrics),
+        )
+        scheduling.append(Duty("backups", backups.run, backups.stop, ends=True))
     return {
         Role.ROUTER: [
             Duty("router", pipeline.router.run, pipeline.router.stop, ends=True),
             Duty("archiver", pipeline.archiver.run, pipeline.archiver.stop, ends=True),
         ],
-        Role.DELIVERY: [
-            Duty("delivery-worker", worker.run, lambda: worker.stop(grace=grace)),
-            Duty("queue-depth", refresh_depth),
-        ],
-        Role.SCHEDULER: [scheduler.duty()],
+        Role.DELIVERY: [Duty("delivery-worker", worker.run, lambda: worker.stop(grace=grace))],
+        Role.SCHEDULER: scheduling,
     }
 
 

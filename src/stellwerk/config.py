@@ -10,10 +10,10 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 
@@ -76,6 +76,11 @@ class Settings:
     max_concurrent_replays: int = 2
     delivery_lease_seconds: float = 0.0  # 0: 600 embedded, 60 on JetStream
     lease_ttl_seconds: float = 15.0
+    backup_dir: Path | None = None  # embedded: the scheduler takes backups into it
+    backup_interval: float = 86_400.0  # seconds between scheduled backups
+    backup_keep: int = 7  # scheduled backups kept; older ones are removed
+    otlp_endpoint: str | None = None  # OpenTelemetry traces over OTLP/HTTP
+    sentry_dsn: str | None = field(default=None, repr=False)  # errors to Sentry; has a key
 
     @property
     def control_database_url(self) -> str:
@@ -234,6 +239,35 @@ def _lease_seconds(text: str) -> float:
     return value
 
 
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def _duration(low: float, high: float) -> Callable[[str], float]:
+    """Seconds, from a number of seconds or a number with a unit: 90, 90s, 30m, 6h, 1d."""
+
+    def parse(text: str) -> float:
+        value = text.strip().lower()
+        unit = _UNITS.get(value[-1:], 0)
+        try:
+            seconds = float(value[:-1] if unit else value) * (unit or 1)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a duration (e.g. 3600, 90s, 30m, 6h, 1d)") from None
+        if not low <= seconds <= high:
+            raise ValueError(f"{text.strip()} is outside {low:.0f}..{high:.0f} seconds")
+        return seconds
+
+    return parse
+
+
+def _dsn(text: str) -> str:
+    # Never repeated in the error: the DSN's key is a credential.
+    value = text.strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.username or not parts.path.strip("/"):
+        raise ValueError("is not a Sentry DSN (https://KEY@HOST/PROJECT)")
+    return value
+
+
 def _text(text: str) -> str:
     value = text.strip()
     if not value:
@@ -271,6 +305,11 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "max_concurrent_replays": _int_in(1, 100),
     "delivery_lease_seconds": _lease_seconds,
     "lease_ttl_seconds": _seconds(300, low=1),
+    "backup_dir": lambda t: Path(_text(t)),
+    "backup_interval": _duration(60, 30 * 86_400),
+    "backup_keep": _int_in(1, 1000),
+    "otlp_endpoint": _url("http", "https"),
+    "sentry_dsn": _dsn,
 }
 
 
@@ -298,6 +337,7 @@ def load_settings(values: Mapping[str, str | bool | int | float | Path | None]) 
 
 
 def _check_combination(settings: Settings) -> None:
+    _check_backups(settings)
     if settings.role is Role.ALL:
         return
     if settings.nats_url is None:
@@ -311,4 +351,22 @@ def _check_combination(settings: Settings) -> None:
             "database_url",
             f"role {settings.role} shares its control plane with the other processes: give "
             "--database-url postgresql://... (SQLite in one data directory serves one process)",
+        )
+
+
+def _check_backups(settings: Settings) -> None:
+    if settings.backup_dir is None:
+        return
+    if not settings.embedded:
+        raise ConfigError(
+            "backup_dir",
+            "scheduled backups copy an embedded data directory; scaled out, back up PostgreSQL "
+            "and JetStream with deploy/backup/backup-scale-out (docs/deploy.md)",
+        )
+    backups, data = settings.backup_dir.resolve(), settings.data_dir.resolve()
+    if backups == data or data in backups.parents:
+        raise ConfigError(
+            "backup_dir",
+            f"{settings.backup_dir} is inside the data directory; keep backups apart from "
+            "the data (another volume, ideally another disk)",
         )

@@ -1,4 +1,5 @@
-"""`stellwerk backup DEST` and `stellwerk restore SRC`: consistent copies of a data directory."""
+"""`stellwerk backup DEST`, `stellwerk backup verify DIR` and `stellwerk restore SRC`: consistent
+copies of a data directory, checked without restoring them."""
 
 from __future__ import annotations
 
@@ -11,12 +12,44 @@ from stellwerk.cli.options import setting_option, settings_from
 from stellwerk.storage.sqlite import BackupError
 from stellwerk.storage.sqlite import backup as make_backup
 from stellwerk.storage.sqlite import restore as restore_backup
+from stellwerk.storage.sqlite import verify as verify_backup
 
 
-@click.command()
+class TakeByDefault(click.Group):
+    """`backup DEST` takes a backup; `backup verify DIR` checks one. A first argument that
+    names no subcommand is the destination (`./verify` for a folder called verify)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = args[0] if args else None
+        if first not in self.commands and first not in ("-h", "--help"):
+            args = ["take", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=TakeByDefault)
+def backup() -> None:
+    """Copy a live embedded data directory (backup DEST), or check a copy (backup verify DIR)."""
+
+
+@backup.command("verify")
+@click.argument("source", type=click.Path(path_type=Path))
+def verify(source: Path) -> None:
+    """Check a backup without restoring it: its manifest, databases and files."""
+    try:
+        manifest = verify_backup(source)
+    except (BackupError, OSError) as exc:
+        raise click.ClickException(f"{source}: {exc}") from None
+    names = ", ".join(manifest.databases + manifest.files)
+    click.echo(
+        f"{source}: a whole backup, taken {manifest.created_at.isoformat()} by Stellwerk "
+        f"{manifest.version} ({names})"
+    )
+
+
+@backup.command("take")
 @click.argument("destination", type=click.Path(path_type=Path))
 @setting_option("data_dir", "Data directory to copy (the server may keep running).")
-def backup(destination: Path, **values: Any) -> None:
+def take(destination: Path, **values: Any) -> None:
     """Copy a live embedded data directory to DESTINATION without stopping ingestion."""
     settings = settings_from(values)
     try:

@@ -160,6 +160,14 @@ def run(settings: Settings) -> None:
     "delivery_lease_seconds",
     "How long a worker holds a delivery before another may take it (0: 600 embedded, 60 shared).",
 )
+@setting_option(
+    "backup_dir",
+    "Embedded mode: take backups of the data directory into this folder on a schedule.",
+)
+@setting_option("backup_interval", "Time between scheduled backups: 3600, 30m, 6h, 1d.")
+@setting_option("backup_keep", "How many scheduled backups to keep (older ones are removed).")
+@setting_option("otlp_endpoint", "OpenTelemetry collector (OTLP/HTTP) to send traces to.")
+@setting_option("sentry_dsn", "Sentry DSN to send unhandled errors to (scrubbed of secrets).")
 def serve(**values: Any) -> None:
     """Run Stellwerk."""
     settings = settings_from(values)

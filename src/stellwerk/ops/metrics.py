@@ -5,6 +5,10 @@ How it is shaped and why: docs/operations.md ("stellwerk.ops.metrics").
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -15,7 +19,9 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from stellwerk import __version__
 
@@ -81,6 +87,11 @@ class Metrics:
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
 
+    def watch_volumes(self, volumes: Mapping[str, Path]) -> None:
+        """Report the free and total bytes of the file systems holding `volumes` (name: a path
+        on it), read at each scrape: a full disk stops ingest, so it must be seen coming."""
+        self.registry.register(_VolumeCollector(dict(volumes)))
+
     def render(self, accept_header: str | None = None) -> tuple[bytes, str]:
         """The exposition of every family in the registry and its content type.
 
@@ -89,3 +100,29 @@ class Metrics:
         """
         encoder, content_type = choose_encoder(accept_header or "")
         return encoder(self.registry), content_type
+
+
+class _VolumeCollector(Collector):
+    def __init__(self, volumes: dict[str, Path]) -> None:
+        self._volumes = volumes
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        available = GaugeMetricFamily(
+            "stellwerk_volume_available_bytes",
+            "Bytes free for Stellwerk on the file system of a volume (data, backups).",
+            labels=["volume"],
+        )
+        size = GaugeMetricFamily(
+            "stellwerk_volume_size_bytes",
+            "Size of the file system of a volume (data, backups).",
+            labels=["volume"],
+        )
+        for name, path in self._volumes.items():
+            try:
+                usage = shutil.disk_usage(path)
+            except OSError:
+                continue  # not made yet (a first start), or gone: no sample, not a failed scrape
+            available.add_metric([name], usage.free)
+            size.add_metric([name], usage.total)
+        yield available
+        yield size

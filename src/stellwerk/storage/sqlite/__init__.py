@@ -3,7 +3,14 @@ the WAL's upkeep), the data directory's files, multi-row inserts, and consistent
 live data directory."""
 
 from stellwerk.storage.sqlite.adoption import AdoptError, adopt
-from stellwerk.storage.sqlite.backup import BackupError, BackupResult, Manifest, backup, restore
+from stellwerk.storage.sqlite.backup import (
+    BackupError,
+    BackupResult,
+    Manifest,
+    backup,
+    restore,
+    verify,
+)
 from stellwerk.storage.sqlite.checkpoint import Checkpointer, WalBound
 from stellwerk.storage.sqlite.connect import Role, connect, erasing
 from stellwerk.storage.sqlite.engine import Engine
@@ -42,4 +49,5 @@ __all__ = [
     "connect",
     "erasing",
     "restore",
+    "verify",
 ]

@@ -167,19 +167,34 @@ def backup(data_dir: Path, destination: Path) -> BackupResult:
     return BackupResult(destination, manifest)
 
 
-def restore(source: Path, data_dir: Path) -> Manifest:
-    """Restore a backup into an empty (or new) data directory."""
+def verify(source: Path) -> Manifest:
+    """Check a backup without restoring it: its manifest, every database it lists (`PRAGMA
+    integrity_check`) and every file it lists. Raises `BackupError` saying what is wrong."""
     try:
         manifest = msgspec.json.decode((source / MANIFEST).read_bytes(), type=Manifest)
     except FileNotFoundError:
         raise BackupError(f"{source} is not a Stellwerk backup ({MANIFEST} is missing)") from None
     except msgspec.DecodeError as exc:
         raise BackupError(f"{source / MANIFEST} is not readable: {exc}") from None
-    _empty_or_absent(data_dir, "the data directory to restore into")
+    if LOG_DIR not in manifest.databases and LEGACY_EVENTS_FILE not in manifest.databases:
+        raise BackupError(f"{source} holds no event log ({LOG_DIR}/ is not listed)")
     for name in manifest.databases:
         if not (source / name).exists():
             raise BackupError(f"the backup lists {name}, which is missing")
-        _check(source / name)
+        try:
+            _check(source / name)
+        except sqlite3.DatabaseError as exc:
+            raise BackupError(f"{name} is damaged: {exc}") from None
+    for name in manifest.files:
+        if not (source / name).is_file():
+            raise BackupError(f"the backup lists {name}, which is missing")
+    return manifest
+
+
+def restore(source: Path, data_dir: Path) -> Manifest:
+    """Restore a backup into an empty (or new) data directory."""
+    manifest = verify(source)
+    _empty_or_absent(data_dir, "the data directory to restore into")
     data_dir.mkdir(parents=True, exist_ok=True)
     for name in manifest.databases:
         _copy(source / name, data_dir / name)
