@@ -32,11 +32,13 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
 
 @pytest.fixture(scope="session")
 def exported_metrics(tmp_path_factory: pytest.TempPathFactory) -> frozenset[str]:
-    """The metric families an embedded process's /metrics declares (# TYPE lines)."""
-    data_dir = tmp_path_factory.mktemp("metrics") / "data"
+    """The metric families an embedded process's /metrics declares (# TYPE lines), with every
+    optional part on (scheduled backups)."""
+    folder = tmp_path_factory.mktemp("metrics")
+    settings = {"data_dir": str(folder / "data"), "backup_dir": str(folder / "backups")}
 
     async def scrape() -> str:
-        app = build_app(load_settings({"data_dir": str(data_dir)}))
+        app = build_app(load_settings(settings))
         async with app.router.lifespan_context(app):
             await asyncio.wait_for(app.state.lifecycle.wait_started(), 30)
             transport = httpx.ASGITransport(app=app)
