@@ -41,7 +41,7 @@ from stellwerk.compose import Services, open_services
 from stellwerk.config import Role, Settings
 from stellwerk.delivery import DeliveryMetrics
 from stellwerk.ingest import IngestMetrics
-from stellwerk.ops import Lifecycle, Metrics
+from stellwerk.ops import Lifecycle, Metrics, Tracing
 from stellwerk.service import Platform, ServiceError
 
 log = structlog.get_logger("stellwerk")
@@ -51,14 +51,21 @@ RETRY_START_MAX_SECONDS = 10.0
 
 
 async def _start(
-    settings: Settings, lifecycle: Lifecycle[Services], metrics: Metrics, *, freeze_gc: bool
+    settings: Settings,
+    lifecycle: Lifecycle[Services],
+    metrics: Metrics,
+    tracing: Tracing | None,
+    *,
+    freeze_gc: bool,
 ) -> None:
     ingest_metrics = IngestMetrics(metrics)
     delivery_metrics = DeliveryMetrics(metrics)
     delay = 0.1
     while True:
         try:
-            services = await open_services(settings, metrics, ingest_metrics, delivery_metrics)
+            services = await open_services(
+                settings, metrics, ingest_metrics, delivery_metrics, tracing=tracing
+            )
         except Exception as exc:
             lifecycle.last_start_error = f"{type(exc).__name__}: {exc}"
             log.error("start failed, retrying", error=lifecycle.last_start_error, retry_in=delay)
@@ -113,6 +120,9 @@ def build_app(
             volumes["backups"] = settings.backup_dir
         metrics.watch_volumes(volumes)
     lifecycle: Lifecycle[Services] = Lifecycle()
+    tracing = (
+        Tracing(settings.otlp_endpoint, str(settings.role)) if settings.otlp_endpoint else None
+    )
     document = openapi_document()
 
     def platform() -> Platform:
@@ -120,7 +130,9 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        starting = asyncio.create_task(_start(settings, lifecycle, metrics, freeze_gc=freeze_gc))
+        starting = asyncio.create_task(
+            _start(settings, lifecycle, metrics, tracing, freeze_gc=freeze_gc)
+        )
         try:
             yield
         finally:
@@ -129,6 +141,8 @@ def build_app(
             await asyncio.gather(starting, return_exceptions=True)
             if lifecycle.started:
                 await lifecycle.services.close()
+            if tracing is not None:
+                await asyncio.to_thread(tracing.close)
 
     async def openapi_json(_request: Request) -> Response:
         return json_response(document)
@@ -153,6 +167,8 @@ def build_app(
                 max_body_bytes=settings.max_body_bytes,
             ),
         )
+        if tracing is not None:
+            middleware.insert(0, tracing.middleware())
     else:
         # A router, delivery worker or scheduler answers probes and metrics, nothing else.
         routes = build_routes(HEALTH_ENDPOINTS, platform)

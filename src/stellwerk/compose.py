@@ -30,7 +30,7 @@ from stellwerk.delivery import (
 from stellwerk.delivery.targets import SessionPool
 from stellwerk.erasure import ErasureMetrics, ErasureRunner, Suppressions
 from stellwerk.ingest import BindingLimits, IngestMetrics
-from stellwerk.ops import Metrics
+from stellwerk.ops import Metrics, Tracing
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.retention import Retention, RetentionMetrics
 from stellwerk.roles import Duty, RoleSupervisor, Scheduler, roles_of
@@ -130,6 +130,8 @@ async def open_services(
     metrics: Metrics,
     ingest_metrics: IngestMetrics,
     delivery_metrics: DeliveryMetrics,
+    *,
+    tracing: Tracing | None = None,
 ) -> Services:
     # Embedded, a key file in the data directory serves; in scale-out mode every process needs
     # the same STELLWERK_SECRET_KEY.
@@ -166,7 +168,7 @@ async def open_services(
         raise
     suppressions = Suppressions(control.erasures, metrics, ttl=settings.key_cache_seconds)
     pipeline = _pipeline(
-        settings, stores, rulebook, session_pool, suppressions, metrics, delivery_metrics
+        settings, stores, rulebook, session_pool, suppressions, metrics, delivery_metrics, tracing
     )
     authenticator = Authenticator(control, cache_seconds=settings.key_cache_seconds)
     bus_directory = BusDirectory(control, ttl=settings.key_cache_seconds)
@@ -182,7 +184,14 @@ async def open_services(
     )
     control.changes.listen(caches.announce)
     platform = _platform(
-        settings, stores, pipeline, authenticator, bus_directory, suppressions, ingest_metrics
+        settings,
+        stores,
+        pipeline,
+        authenticator,
+        bus_directory,
+        suppressions,
+        ingest_metrics,
+        tracing,
     )
     services = Services(
         settings=settings,
@@ -213,6 +222,7 @@ def _pipeline(
     suppressions: Suppressions,
     metrics: Metrics,
     delivery_metrics: DeliveryMetrics,
+    tracing: Tracing | None,
 ) -> Pipeline:
     control, event_log, queue = stores.control, stores.event_log, stores.queue
     routes = Role.ROUTER in roles_of(settings.role)
@@ -227,8 +237,9 @@ def _pipeline(
     lease_seconds = settings.delivery_lease_seconds or (
         2 * MAX_TIMEOUT_SECONDS if settings.embedded else SHARED_LEASE_SECONDS
     )
+    targets = rulebook.binding if tracing is None else tracing.targets(rulebook.binding)
     worker = DeliveryWorker(
-        queue, rulebook.binding, hooks=delivery_metrics, wake=wake, lease_seconds=lease_seconds
+        queue, targets, hooks=delivery_metrics, wake=wake, lease_seconds=lease_seconds
     )
     router = Router(
         event_log,
@@ -278,6 +289,7 @@ def _platform(
     bus_directory: BusDirectory,
     suppressions: Suppressions,
     ingest_metrics: IngestMetrics,
+    tracing: Tracing | None,
 ) -> Platform:
     control = stores.control
     buses = Buses(control, max_buses=settings.max_buses_per_tenant)
@@ -291,7 +303,7 @@ def _platform(
         ingest=Ingest(
             control=control,
             buses=bus_directory,
-            event_log=stores.event_log,
+            event_log=stores.event_log if tracing is None else tracing.event_log(stores.event_log),
             log_watch=stores.log_watch,
             suppressions=suppressions,
             metrics=ingest_metrics,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import signal
 import socket
 import sys
@@ -22,7 +23,7 @@ from stellwerk.cli.options import (
     switch_option,
 )
 from stellwerk.config import Settings
-from stellwerk.ops import Lifecycle, configure_logging
+from stellwerk.ops import Lifecycle, configure_logging, start_error_tracking
 
 log = structlog.get_logger("stellwerk")
 
@@ -88,6 +89,16 @@ class DrainingServer(uvicorn.Server):
             await lifespan.shutdown()
 
 
+def require(module: str, extra: str, flag: str) -> None:
+    """Stop the start with one line when an optional extra a flag needs is not installed."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise click.UsageError(
+            f"{flag} needs the {extra} extra: pip install 'stellwerk[{extra}]'"
+        ) from None
+
+
 # The event log's writer thread hands the GIL back and forth with the event loop around every
 # SQLite call; at CPython's default 5 ms switch interval it waits that long whenever the loop is
 # busy, which shows up directly in acknowledgement latency (measured: p99 at 600 req/s from
@@ -100,6 +111,11 @@ def run(settings: Settings) -> None:
     from stellwerk.app import build_app
 
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    if settings.sentry_dsn:
+        require("sentry_sdk", "sentry", "--sentry-dsn")
+        start_error_tracking(settings.sentry_dsn, str(settings.role))
+    if settings.otlp_endpoint:
+        require("opentelemetry.sdk", "otel", "--otlp-endpoint")
     app = build_app(settings, freeze_gc=True)
     config = uvicorn.Config(
         app,

@@ -3,7 +3,7 @@
 from stellwerk.delivery.builder import TargetBuilder
 from stellwerk.delivery.bus_access import BusAccess
 from stellwerk.delivery.metrics import DeliveryMetrics
-from stellwerk.delivery.model import Target
+from stellwerk.delivery.model import Outcome, Target
 from stellwerk.delivery.registry import TargetRegistry
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 
@@ -11,6 +11,7 @@ __all__ = [
     "BusAccess",
     "DeliveryMetrics",
     "DeliveryWorker",
+    "Outcome",
     "Target",
     "TargetBinding",
     "TargetBuilder",

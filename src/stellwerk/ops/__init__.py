@@ -1,14 +1,18 @@
-"""Operations: metrics and logging of a running Stellwerk process."""
+"""Operations: metrics, logging, probes, traces and error tracking of a Stellwerk process."""
 
 from stellwerk.ops.lifecycle import Lifecycle, NotReadyError, Phase, cancelled_meanwhile
 from stellwerk.ops.logging import configure_logging
 from stellwerk.ops.metrics import Metrics
+from stellwerk.ops.sentry import start_error_tracking
+from stellwerk.ops.tracing import Tracing
 
 __all__ = [
     "Lifecycle",
     "Metrics",
     "NotReadyError",
     "Phase",
+    "Tracing",
     "cancelled_meanwhile",
     "configure_logging",
+    "start_error_tracking",
 ]

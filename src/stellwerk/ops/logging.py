@@ -21,7 +21,7 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["REDACTED", "configure_logging", "is_secret_name", "redact_secrets"]
+__all__ = ["REDACTED", "configure_logging", "is_secret_name", "redact", "redact_secrets"]
 
 REDACTED = "[REDACTED]"
 
@@ -64,6 +64,9 @@ _NOT_SECRET_NAMES = frozenset(
 
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s/]+@")
+# Stellwerk's own keys (`swk_<id>_<secret>`) and Standard Webhooks secrets (`whsec_...`), which
+# may turn up in a string without a "Bearer" before them.
+_OWN_SECRETS = re.compile(r"\b(swk|whsec)_[A-Za-z0-9+/=_-]{8,}")
 
 # Deep enough for headers inside a request inside an event, shallow enough to stop on cycles.
 _MAX_DEPTH = 6
@@ -82,7 +85,16 @@ def is_secret_name(name: str | bytes) -> bool:
 def _redact_string(value: str) -> str:
     if "://" in value:
         value = _URL_PASSWORD.sub(rf"\g<1>{REDACTED}@", value)
-    return _BEARER.sub(rf"\g<1> {REDACTED}", value)
+    value = _BEARER.sub(rf"\g<1> {REDACTED}", value)
+    if "_" in value:
+        value = _OWN_SECRETS.sub(rf"\g<1>_{REDACTED}", value)
+    return value
+
+
+def redact(value: Any) -> Any:
+    """A copy of `value` (text, or mappings and lists of them) with secrets replaced, as the
+    log shows it: values under secret names, bearer tokens, URL passwords, Stellwerk keys."""
+    return _redact(value, 0)
 
 
 def _redact(value: Any, depth: int) -> Any:
