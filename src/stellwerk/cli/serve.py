@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
+import os
 import signal
 import socket
 import sys
+import tempfile
 from types import FrameType
 from typing import Any
 
@@ -24,6 +26,7 @@ from stellwerk.cli.options import (
 )
 from stellwerk.config import Settings
 from stellwerk.ops import Lifecycle, configure_logging, start_error_tracking
+from stellwerk.secrets import SecretKeyError, load_or_create_key
 
 log = structlog.get_logger("stellwerk")
 
@@ -89,6 +92,28 @@ class DrainingServer(uvicorn.Server):
             await lifespan.shutdown()
 
 
+def check_start(settings: Settings) -> None:
+    """What no retry can mend stops the start with one line: the secret key that processes
+    sharing a database need, a data (or backup) directory that cannot be written. A store out
+    of reach, by contrast, is retried with backoff once the server listens."""
+    folders = [settings.data_dir]
+    if settings.backup_dir is not None:
+        folders.append(settings.backup_dir)
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise click.ClickException(
+                f"{folder} is not a directory Stellwerk can write to: {exc.strerror or exc}"
+            ) from None
+    try:
+        load_or_create_key(settings.data_dir, os.environ, create=settings.embedded)
+    except SecretKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def require(module: str, extra: str, flag: str) -> None:
     """Stop the start with one line when an optional extra a flag needs is not installed."""
     try:
@@ -111,6 +136,7 @@ def run(settings: Settings) -> None:
     from stellwerk.app import build_app
 
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    check_start(settings)
     if settings.sentry_dsn:
         require("sentry_sdk", "sentry", "--sentry-dsn")
         start_error_tracking(settings.sentry_dsn, str(settings.role))
