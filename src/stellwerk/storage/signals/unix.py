@@ -1,0 +1,256 @@
+"""`Signals` between the processes of one data directory: Unix datagrams, no broker.
+
+Each process binds a datagram socket in Linux's abstract namespace (no file, so no limit from
+the data directory's path length) and writes a marker file in `<data-dir>/run/signals/` naming
+it; a sender sends to every marker but its own. Hints only, as over NATS: a datagram to a peer
+that is gone is dropped, and every receiver also polls (docs/storage.md, "Signals and leases").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import errno
+import hashlib
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Final, Self
+
+import msgspec
+import structlog
+
+from stellwerk.seams import Change
+
+log = structlog.stdlib.get_logger(__name__)
+
+SIGNALS_DIR: Final = Path("run") / "signals"
+# Datagrams stay well below the socket buffer (net.core.wmem_default, usually 208 KiB).
+MAX_PAIRS_PER_DATAGRAM: Final = 500
+# A `changed` that meets a full receive buffer is tried again this often before it is given up.
+CHANGE_SEND_TRIES: Final = 20
+CHANGE_RETRY_SECONDS: Final = 0.01
+
+_APPENDED: Final = b"a"
+_ROUTED: Final = b"r"
+_CHANGED: Final = b"c"
+
+_encode: Final = msgspec.json.Encoder().encode
+_decode_pairs: Final = msgspec.json.Decoder(list[tuple[str, str]]).decode
+_decode_change: Final = msgspec.json.Decoder(Change).decode
+
+
+def _ignore(*_args: object) -> None:
+    pass
+
+
+async def _nothing(*_args: object) -> None:
+    pass
+
+
+def signal_address(data_dir: Path, name: str) -> bytes:
+    """The abstract socket address of process `name` on the data directory: derived from the
+    directory's real path, so two data directories never hear each other."""
+    digest = hashlib.sha256(os.fsencode(data_dir.resolve())).hexdigest()[:24]
+    return f"\0stellwerk/{digest}/{name}".encode()
+
+
+class UnixSignals:
+    """Signals between the processes sharing `data_dir`; `name` tells this one apart (a role and
+    the pid by default, so a restarted process never takes its predecessor's address)."""
+
+    def __init__(self, data_dir: Path, *, name: str) -> None:
+        self._data_dir = data_dir
+        self._name = f"{name}.{os.getpid()}"
+        self._marker_dir = data_dir / SIGNALS_DIR
+        self._marker = self._marker_dir / self._name
+        self.address = signal_address(data_dir, self._name)
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._peers: dict[str, bytes] = {}
+        self._peers_seen: int | None = None  # the marker directory's mtime_ns when listed
+        self._pending: set[tuple[str, str]] = set()
+        self._routed = False
+        self._flush_scheduled = False
+        self._on_appended: Callable[[str, str], None] = _ignore
+        self._on_routed: Callable[[], None] = _ignore
+        self._on_changed: Callable[[Change], Awaitable[None]] = _nothing
+        self._on_resync: Callable[[], Awaitable[None]] = _nothing
+        # Changes are applied one at a time, in the order they came, by one task.
+        self._changes: collections.deque[Change] = collections.deque()
+        self._applying: asyncio.Task[None] | None = None
+
+    async def start(
+        self,
+        *,
+        on_appended: Callable[[str, str], None],
+        on_routed: Callable[[], None],
+        on_changed: Callable[[Change], Awaitable[None]],
+        on_resync: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._on_appended = on_appended
+        self._on_routed = on_routed
+        self._on_changed = on_changed
+        self._on_resync = on_resync
+        self._loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.setblocking(False)
+            sock.bind(self.address)
+            # Bound first, then announced: a marker always names an address that was bound.
+            self._marker_dir.mkdir(parents=True, exist_ok=True)
+            self._marker.write_bytes(self.address)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._loop.add_reader(sock.fileno(), self._readable)
+
+    async def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self._marker.unlink()
+        if self._loop is not None:
+            self._loop.remove_reader(sock.fileno())
+        sock.close()
+        if self._applying is not None:
+            self._applying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._applying
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def appended(self, tenant: str, bus: str) -> None:
+        self._pending.add((tenant, bus))
+        self._schedule_flush()
+
+    def routed(self) -> None:
+        self._routed = True
+        self._schedule_flush()
+
+    async def changed(self, change: Change) -> None:
+        datagram = _CHANGED + _encode(change)
+        for name, address in list(self._current_peers().items()):
+            for _ in range(CHANGE_SEND_TRIES):
+                if self._send(name, address, datagram) is not False:
+                    break
+                await asyncio.sleep(CHANGE_RETRY_SECONDS)  # its buffer is full: let it read
+            else:
+                log.warning("change not signalled: the process does not read", peer=name)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and self._sock is not None:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_pending)
+
+    def _send_pending(self) -> None:
+        self._flush_scheduled = False
+        pairs, self._pending = sorted(self._pending), set()
+        routed, self._routed = self._routed, False
+        datagrams = [
+            _APPENDED + _encode(pairs[i : i + MAX_PAIRS_PER_DATAGRAM])
+            for i in range(0, len(pairs), MAX_PAIRS_PER_DATAGRAM)
+        ]
+        if routed:
+            datagrams.append(_ROUTED)
+        for name, address in list(self._current_peers().items()):
+            for datagram in datagrams:
+                # A full buffer: the peer is busy reading what it was told; its poll finds
+                # whatever this hint would have said.
+                if not self._send(name, address, datagram):
+                    break
+
+    def _send(self, name: str, address: bytes, datagram: bytes) -> bool | None:
+        """True: sent; False: the peer's buffer is full; None: the peer is gone."""
+        sock = self._sock
+        if sock is None:
+            return None
+        try:
+            sock.sendto(datagram, address)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                log.debug("signal not sent", peer=name, error=repr(exc))
+                return None
+            # Nobody bound there any more: the process ended without removing its marker.
+            self._peers.pop(name, None)
+            with contextlib.suppress(OSError):
+                (self._marker_dir / name).unlink()
+            return None
+        return True
+
+    def _current_peers(self) -> dict[str, bytes]:
+        """The other processes' addresses, listed again only when the marker directory changed."""
+        try:
+            seen = self._marker_dir.stat().st_mtime_ns
+        except OSError:
+            return {}
+        if seen != self._peers_seen:
+            peers: dict[str, bytes] = {}
+            with contextlib.suppress(OSError):
+                for marker in self._marker_dir.iterdir():
+                    if marker.name == self._name:
+                        continue
+                    with contextlib.suppress(OSError):
+                        address = marker.read_bytes()
+                        if address.startswith(b"\0"):
+                            peers[marker.name] = address
+            self._peers, self._peers_seen = peers, seen
+        return self._peers
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        sock = self._sock
+        while sock is not None:
+            try:
+                datagram = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("reading signals failed", error=repr(exc))
+                return
+            self._heard(datagram)
+
+    def _heard(self, datagram: bytes) -> None:
+        kind, body = datagram[:1], datagram[1:]
+        try:
+            if kind == _APPENDED:
+                for tenant, bus in _decode_pairs(body):
+                    self._on_appended(tenant, bus)
+            elif kind == _ROUTED:
+                self._on_routed()
+            elif kind == _CHANGED:
+                self._apply(_decode_change(body))
+            else:
+                log.warning("ignored a signal of unknown kind", kind=repr(kind))
+        except msgspec.DecodeError:
+            log.warning("ignored a malformed signal", kind=repr(kind))
+
+    def _apply(self, change: Change) -> None:
+        self._changes.append(change)
+        if self._applying is None or self._applying.done():
+            self._applying = asyncio.create_task(self._apply_changes(), name="signals-changed")
+
+    async def _apply_changes(self) -> None:
+        while self._changes:
+            change = self._changes.popleft()
+            try:
+                await self._on_changed(change)
+            except Exception:
+                log.exception("applying a change failed; resyncing", kind=change.kind)
+                try:
+                    await self._on_resync()
+                except Exception:
+                    log.exception("resyncing failed")
