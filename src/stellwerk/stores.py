@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import structlog
+
 from stellwerk.config import Settings
 from stellwerk.ingest import IngestMetrics
 from stellwerk.seams import (
@@ -23,7 +25,9 @@ from stellwerk.storage import LogWatch
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.pipeline import pipeline_stores
-from stellwerk.storage.sqlite import LEGACY_EVENTS_FILE, LOG_DIR
+from stellwerk.storage.sqlite import LEGACY_EVENTS_FILE, LOG_DIR, PIPELINE_LOCK, FileLock
+
+log = structlog.get_logger("stellwerk")
 
 
 @dataclass(frozen=True)
@@ -35,10 +39,15 @@ class Stores:
     signals: Signals
     leases: Leases
     log_watch: LogWatch
+    # Embedded: held while this process runs the pipeline's roles, so that a second server on
+    # the data directory waits instead of routing and delivering everything again.
+    pipeline_lock: FileLock | None = None
 
     async def start(self) -> None:
         """Open what the control plane does not need (it is open already)."""
         await self.event_log.start()
+        if self.pipeline_lock is not None:
+            await self.pipeline_lock.acquire(waiting=_say_waiting)
         await self.queue.start()
         await self.archive_store.start()
         await self.leases.start()
@@ -55,9 +64,19 @@ class Stores:
             return_exceptions=True,
         )
         await self.control.close()
+        if self.pipeline_lock is not None:
+            self.pipeline_lock.release()
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+
+
+def _say_waiting(holder: int | None) -> None:
+    log.warning(
+        "waiting for the data directory: another Stellwerk process runs its pipeline (routing, "
+        "delivery, the scheduler); this one takes over when that one stops",
+        holder_pid=holder,
+    )
 
 
 def stores_for(settings: Settings, control: ControlPlane, ingest_metrics: IngestMetrics) -> Stores:
@@ -80,6 +99,7 @@ def stores_for(settings: Settings, control: ControlPlane, ingest_metrics: Ingest
             signals=signals,
             leases=LocalLeases(),
             log_watch=LogWatch(forward=signals.appended),
+            pipeline_lock=FileLock(settings.data_dir / PIPELINE_LOCK),
         )
     # Imported here: embedded mode never loads nats-py.
     from stellwerk.storage.archive.jetstream import JetStreamArchiveStore

@@ -23,6 +23,7 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     url: str
     data_dir: Path
+    log_path: Path | None = None  # default: beside the data directory
 
     def wait_until(self, path: str, status: int, timeout: float = 30.0) -> httpx.Response:
         """Poll `path` until it answers `status` (a bounded loop, not a sleep)."""
@@ -47,7 +48,7 @@ class ServerProcess:
     def log_file(self) -> Path:
         """Where the process's output goes: a file, not a pipe, so that a chatty server never
         blocks on a pipe nobody reads (a worker logging an outage's errors did, mid-test)."""
-        return self.data_dir.with_name(self.data_dir.name + ".log")
+        return self.log_path or self.data_dir.with_name(self.data_dir.name + ".log")
 
     def output(self) -> str:
         try:
@@ -61,8 +62,14 @@ class ServerProcess:
 
 @contextmanager
 def running_server(
-    data_dir: Path, port: int, *args: str, env: dict[str, str] | None = None
+    data_dir: Path,
+    port: int,
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready: bool = True,
+    log_path: Path | None = None,
 ) -> Iterator[ServerProcess]:
+    """A server, once ready (`ready=False`: once started); its output goes to `log_path`."""
     command: Sequence[str] = [
         STELLWERK,
         "serve",
@@ -73,16 +80,18 @@ def running_server(
         *args,
     ]
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(data_dir.with_name(data_dir.name + ".log"), "ab") as log:
+    server_log = log_path or data_dir.with_name(data_dir.name + ".log")
+    with open(server_log, "ab") as log:
         process = subprocess.Popen(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "STELLWERK_LOG_FORMAT": "json", **(env or {})},
         )
-    server = ServerProcess(process, f"http://127.0.0.1:{port}", data_dir)
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", data_dir, log_path)
     try:
-        server.wait_until("/readyz", 200)
+        if ready:
+            server.wait_until("/readyz", 200)
         yield server
     finally:
         if process.poll() is None:

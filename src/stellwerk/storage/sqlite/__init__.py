@@ -21,8 +21,12 @@ from stellwerk.storage.sqlite.files import (
     LEGACY_EVENTS_FILE,
     LOG_DIR,
     PIPELINE_FILE,
+    PIPELINE_LOCK,
+    RUN_DIR,
+    WRITER_LOCK,
 )
 from stellwerk.storage.sqlite.handle import Handle, Job
+from stellwerk.storage.sqlite.lock import FileLock
 from stellwerk.storage.sqlite.rows import MAX_ROWS, InsertRows
 
 __all__ = [
@@ -33,11 +37,15 @@ __all__ = [
     "LOG_DIR",
     "MAX_ROWS",
     "PIPELINE_FILE",
+    "PIPELINE_LOCK",
+    "RUN_DIR",
+    "WRITER_LOCK",
     "AdoptError",
     "BackupError",
     "BackupResult",
     "Checkpointer",
     "Engine",
+    "FileLock",
     "Handle",
     "InsertRows",
     "Job",

@@ -13,3 +13,8 @@ PIPELINE_FILE: Final = "pipeline.db"
 DELIVERIES_FILE: Final = "deliveries.db"
 ARCHIVES_FILE: Final = "archives.db"
 CONTROL_FILE: Final = "control.db"
+# What the processes on a data directory tell each other: held by the one process that appends
+# to the log (in RUN_DIR), and by the one that runs the pipeline's roles (storage/sqlite/lock.py).
+RUN_DIR: Final = "run"
+WRITER_LOCK: Final = "log-writer.lock"
+PIPELINE_LOCK: Final = "run/pipeline.lock"

@@ -25,6 +25,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final, TypeVar
 
+import structlog
+
 from stellwerk.clock import to_us, utc_now
 from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
@@ -47,7 +49,9 @@ from stellwerk.storage.eventlog.sqlite.logfiles import MAX_FILE_BYTES, LogFiles
 from stellwerk.storage.eventlog.sqlite.migrate import move_legacy_log
 from stellwerk.storage.eventlog.sqlite.reads import NO_LIMIT, Reader, Tail, window_bounds
 from stellwerk.storage.eventlog.sqlite.writer import LogWriter, PendingAppend
-from stellwerk.storage.sqlite import Checkpointer
+from stellwerk.storage.sqlite import RUN_DIR, WRITER_LOCK, Checkpointer, FileLock
+
+log = structlog.stdlib.get_logger(__name__)
 
 TRIM_INDEX_WAIT: Final = 5.0
 TRIM_INDEX_POLL: Final = 0.01
@@ -125,6 +129,9 @@ class SqliteEventLog(CheckedEventLog):
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._open = False
+        # One process appends at a time: two writers would hand out the same positions. The
+        # lock is beside the directory, not in it: a log still to be moved in has none yet.
+        self._writer_lock = FileLock(self.directory.parent / RUN_DIR / WRITER_LOCK)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -133,9 +140,14 @@ class SqliteEventLog(CheckedEventLog):
             raise EventLogError("the event log was already started")
         committer = self._committer
         if committer is not None:
-            if self._legacy is not None:
-                await asyncio.to_thread(move_legacy_log, self._legacy, self.directory)
-            await asyncio.to_thread(committer.open)
+            await self._writer_lock.acquire(waiting=self._say_waiting)
+            try:
+                if self._legacy is not None:
+                    await asyncio.to_thread(move_legacy_log, self._legacy, self.directory)
+                await asyncio.to_thread(committer.open)
+            except BaseException:
+                self._writer_lock.release()
+                raise
             self._files, self._head = committer.files, committer.head
             if self._checkpoint_interval is not None:
                 self._checkpointer = Checkpointer(
@@ -180,12 +192,23 @@ class SqliteEventLog(CheckedEventLog):
         for conn in conns:
             conn.close()
         if self._committer is not None:
-            await asyncio.to_thread(self._committer.close)
+            try:
+                await asyncio.to_thread(self._committer.close)
+            finally:
+                self._writer_lock.release()
         else:
             if self._files is not None:
                 self._files.close()
             if self._head is not None:
                 self._head.close()
+
+    def _say_waiting(self, holder: int | None) -> None:
+        log.warning(
+            "waiting for the event log: another process appends to it, and one writer at a "
+            "time may; this one goes on when that one stops",
+            lock=str(self._writer_lock.path),
+            holder_pid=holder,
+        )
 
     async def ping(self) -> None:
         self._check_open()
