@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from tests.polling import wait_until
 
 STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
 
@@ -27,22 +27,21 @@ class ServerProcess:
 
     def wait_until(self, path: str, status: int, timeout: float = 30.0) -> httpx.Response:
         """Poll `path` until it answers `status` (a bounded loop, not a sleep)."""
-        deadline = time.monotonic() + timeout
-        last: object = None
-        while time.monotonic() < deadline:
+
+        def answer() -> httpx.Response:
             if self.process.poll() is not None:
                 raise AssertionError(
                     f"server exited with {self.process.returncode}: {self.output()}"
                 )
-            try:
-                response = httpx.get(self.url + path, timeout=2)
-                if response.status_code == status:
-                    return response
-                last = response.status_code
-            except httpx.TransportError as exc:
-                last = exc
-            time.sleep(0.05)
-        raise AssertionError(f"{path} did not answer {status} within {timeout}s (last: {last})")
+            return httpx.get(self.url + path, timeout=2)
+
+        return wait_until(
+            answer,
+            what=f"{path} to answer {status}",
+            within=timeout,
+            accept=lambda response: response.status_code == status,
+            ignoring=httpx.TransportError,
+        )
 
     @property
     def log_file(self) -> Path:
@@ -118,14 +117,15 @@ def log_problems(log: str) -> list[str]:
 
 def wait_for_group(pgid: int, timeout: float = 60) -> None:
     """Until no process of the group is left (make's child outlives make by a moment)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def gone() -> bool:
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"process group {pgid} still running after {timeout} s")
+            return True
+        return False
+
+    wait_until(gone, what=f"process group {pgid} to end", within=timeout)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

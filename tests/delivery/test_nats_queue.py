@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import nats
 import pytest
+from tests import polling
 from tests.delivery.queue_support import new_delivery
 from tests.nats_support import NatsCluster, NatsServer
 from tests.storage.eventlog_support import T0, MovableClock
@@ -30,18 +31,9 @@ DEADLINE = 30.0
 T = TypeVar("T")
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], within: float = DEADLINE) -> T:
-    """`probe()`'s first answer that is neither falsy nor a queue error, polled until `within`."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            answer = await probe()
-        except DeliveryQueueError:
-            answer = None
-        if answer:
-            return answer
-        assert time.monotonic() < deadline, "the condition did not come true in time"
-        await asyncio.sleep(0.05)
+async def eventually(probe: Callable[[], Awaitable[T]]) -> T:
+    """`probe()`'s first answer that is neither falsy nor a queue error (the cluster heals)."""
+    return await polling.eventually(probe, every=0.05, ignoring=DeliveryQueueError)
 
 
 async def js_api(

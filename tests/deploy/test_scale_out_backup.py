@@ -8,9 +8,8 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -20,6 +19,7 @@ from tests.conftest import POSTGRES_ADMIN_DSN
 from tests.deploy.tools import DEPLOY, tool
 from tests.e2e.scale_out import ScaleOut, keys_of, load_batch, metric_total
 from tests.nats_support import NatsServer, free_port
+from tests.polling import wait_until
 
 from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
 
@@ -67,13 +67,6 @@ async def stored_ids(nats_url: str) -> list[str]:
     return ids
 
 
-def poll(check: Callable[[], bool], within: float = 60) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "not within the time"
-        time.sleep(0.1)
-
-
 def test_a_running_installation_is_backed_up_and_restored_into_an_empty_one(
     nats_server: NatsServer, postgres_url: str, empty_database: str, tmp_path: Path
 ) -> None:
@@ -96,7 +89,10 @@ def test_a_running_installation_is_backed_up_and_restored_into_an_empty_one(
         ingest = {"Authorization": f"Bearer {keys['ingest_key']}"}
         sent = httpx.post(f"{url}/events", json=load_batch(0, EVENTS), headers=ingest)
         assert sent.status_code == 202
-        poll(lambda: httpx.get(f"{url}/archives/all", headers=admin).json()["events"] == EVENTS)
+        wait_until(
+            lambda: httpx.get(f"{url}/archives/all", headers=admin).json()["events"] == EVENTS,
+            within=60,
+        )
         made = script(
             "backup", str(folder), "--nats-url", source.nats_url, "--database-url", postgres_url
         )
@@ -129,7 +125,7 @@ def test_a_running_installation_is_backed_up_and_restored_into_an_empty_one(
             assert [r["name"] for r in rules] == ["r"]
             assert httpx.get(f"{url}/archives/all", headers=admin).json()["events"] == EVENTS
             # The deliveries still wait for their target, none lost, none routed twice.
-            poll(
+            wait_until(
                 lambda: metric_total(server, "stellwerk_delivery_queue_depth") >= EVENTS,
                 within=30,
             )

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
+from tests import polling
 from tests.conftest import Bootstrap, RunningApp
 from tests.e2e.conftest import Receiver
 
@@ -30,12 +31,11 @@ STRICT = {
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], within: float = 30) -> T:
     """Poll `probe` until it gives something (not None), or fail after `within` seconds."""
-    async with asyncio.timeout(within):
-        while True:
-            found = await probe()
-            if found is not None:
-                return found
-            await asyncio.sleep(0.05)
+    found: T | None = await polling.eventually(
+        probe, within=within, every=0.05, accept=lambda found: found is not None
+    )
+    assert found is not None
+    return found
 
 
 async def ingest(

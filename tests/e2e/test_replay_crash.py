@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import httpx
 from tests.cli.server import ServerProcess, running_server
 from tests.conftest import free_port
 from tests.e2e.receiving import Received, start_receiver
+from tests.polling import wait_until
 
 from stellwerk.events import format_rfc3339
 
@@ -40,14 +39,6 @@ def status(server: ServerProcess, admin: dict[str, str]) -> dict[str, object]:
     assert response.status_code == 200, response.text
     answer: dict[str, object] = response.json()
     return answer
-
-
-def wait_until(condition: Callable[[], bool], seconds: float) -> None:
-    """Poll `condition()` until it is true, failing after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_kill_during_a_replay_resumes_it_and_loses_nothing(tmp_path: Path) -> None:
@@ -76,7 +67,7 @@ def test_kill_during_a_replay_resumes_it_and_loses_nothing(tmp_path: Path) -> No
                     shown = client.get("/v1/buses/default/archives/all", headers=admin).json()
                     return bool(shown["events"] == EVENTS)
 
-                wait_until(all_archived, 60)
+                wait_until(all_archived, within=60)
                 # The rule comes after the events: only the replay delivers them.
                 rule = {
                     "pattern": {"type": ["load"]},
@@ -108,7 +99,7 @@ def test_kill_during_a_replay_resumes_it_and_loses_nothing(tmp_path: Path) -> No
             assert complete, (
                 f"{len(missing)} replayed events never arrived, e.g. {sorted(missing)[:5]}"
             )
-            wait_until(lambda: status(server, admin)["state"] == "completed", 60)
+            wait_until(lambda: status(server, admin)["state"] == "completed", within=60)
             final = status(server, admin)
             assert (final["replayed"], final["total"]) == (EVENTS, EVENTS)
         assert received.replay_names == {"crash"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import Bootstrap, RunningApp
 from tests.e2e.conftest import Receiver
 from tests.e2e.test_delivery import put_rule, send
+from tests.polling import eventually
 
 from stellwerk.app import build_app
 from stellwerk.config import load_settings
@@ -35,19 +36,11 @@ async def archived(app: RunningApp, bus: str = "default", name: str = "all") -> 
     return count
 
 
-async def poll(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
-    """Ask `check` until it holds (a condition polled with a deadline, not a sleep)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 async def wait_archived(app: RunningApp, count: int) -> None:
     async def enough() -> bool:
         return await archived(app) >= count
 
-    await poll(enough)
+    await eventually(enough)
 
 
 async def start_replay(app: RunningApp, since: datetime, **body: Any) -> dict[str, Any]:
@@ -73,7 +66,7 @@ async def wait_state(app: RunningApp, name: str, *states: str) -> dict[str, Any]
         seen.update(await replay_status(app, name))
         return seen["state"] in states
 
-    await poll(reached)
+    await eventually(reached)
     return seen
 
 

@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +27,7 @@ import pytest
 from tests.cli.server import STELLWERK, ServerProcess
 from tests.e2e.scale_out import ScaleOut, keys_of
 from tests.nats_support import NatsServer, free_port
+from tests.polling import wait_until
 
 from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
 
@@ -94,10 +94,12 @@ class Balancer:
     def wait_until_ready(self, backends: list[str], within: float = 30) -> None:
         """Until the health check has seen every one of `backends` ready, as a rollout waits
         for a new pod to be in the Service's endpoints before it takes the next one down."""
-        deadline = time.monotonic() + within
-        while not set(backends) <= set(self.ready):
-            assert time.monotonic() < deadline, f"not ready within {within} s: {backends}"
-            time.sleep(HEALTH_PERIOD)
+        wait_until(
+            lambda: set(backends) <= set(self.ready),
+            what=f"{backends} ready",
+            within=within,
+            every=HEALTH_PERIOD,
+        )
 
     @contextmanager
     def running(self) -> Iterator[Balancer]:
@@ -156,11 +158,11 @@ class Load:
             return len(self.acknowledged)
 
     def wait_for_more(self, than: int, within: float = 30) -> None:
-        deadline = time.monotonic() + within
-        while self.count() < than + 100:
-            assert time.monotonic() < deadline, "the load made no progress"
+        def progressed() -> bool:
             assert not self.failed, self.failed[:3]
-            time.sleep(0.02)
+            return self.count() >= than + 100
+
+        wait_until(progressed, what="the load to make progress", within=within, every=0.02)
 
     @contextmanager
     def running(self) -> Iterator[Load]:

@@ -16,6 +16,7 @@ import pytest
 from tests.e2e.receiving import Received
 from tests.e2e.scale_out import ScaleOut, keys_of, load_batch, put_rule
 from tests.nats_support import NatsServer
+from tests.polling import wait_until
 
 
 @pytest.fixture
@@ -248,9 +249,4 @@ def poll(
     within: float = 30.0,
 ) -> dict[str, Any]:
     """Read until `done` (a bounded loop, not a sleep standing in for synchronisation)."""
-    deadline = time.monotonic() + within
-    body = read()
-    while not done(body) and time.monotonic() < deadline:
-        time.sleep(0.1)
-        body = read()
-    return body
+    return wait_until(read, within=within, every=0.1, accept=done)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import gzip
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from tests.polling import wait_until
 
 T = TypeVar("T")
 
@@ -33,13 +33,12 @@ class Received:
             return list(self.bodies)
 
     def wait_for(self, found: Callable[[], T | None], within: float = 30) -> T:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            result = found()
-            if result:
-                return result
-            time.sleep(0.05)
-        raise AssertionError(f"nothing arrived within {within} s: {self.snapshot()!r:.2000}")
+        try:
+            result = wait_until(found, what="an arrival", within=within)
+        except AssertionError as late:
+            raise AssertionError(f"{late}; received {self.snapshot()!r:.2000}") from None
+        assert result is not None
+        return result
 
 
 def _handler(received: Received) -> type[BaseHTTPRequestHandler]:

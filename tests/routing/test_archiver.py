@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.polling import eventually
 from tests.storage.eventlog_support import T0, MovableClock, new_event
 
 from stellwerk.ops.metrics import Metrics
@@ -87,13 +88,6 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     ):
         yield Setup(control, tenant.id, log, store, clock)
     await control.close()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_archives_keep_their_matching_events_from_their_creation_on(setup: Setup) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 from tests.nats_support import NatsCluster, NatsServer
-from tests.routing.lease_support import crash, eventually
+from tests.polling import eventually
+from tests.routing.lease_support import crash
 
 from stellwerk.seams import Leases, LocalLeases, lease_name, rendezvous_winner, while_held
 from stellwerk.storage.leases import JetStreamLeases

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 
 import pytest
 from tests.nats_support import NatsServer
+from tests.polling import eventually
 from tests.routing import test_router
-from tests.routing.lease_support import crash, eventually
+from tests.routing.lease_support import crash
 from tests.routing.test_router import BUSES as SQLITE_BUSES
 from tests.routing.test_router import Setup as SqliteSetup
 from tests.routing.test_router import triples

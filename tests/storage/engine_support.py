@@ -8,7 +8,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterator
 
-from tests.routing.lease_support import eventually
+from tests.polling import eventually
 
 from stellwerk.storage.sqlite import Engine, Handle
 

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import nats
 import pytest
+from tests import polling
 from tests.nats_support import NatsCluster, NatsServer
 from tests.storage.archive_support import T0, read_all, read_all_wide, stored
 from tests.storage.eventlog_support import MovableClock, new_event
@@ -39,13 +40,14 @@ async def js_api(url: str, subject: str, request: object = None) -> dict[str, An
 
 async def eventually(attempt: Callable[[], Awaitable[T]]) -> T:
     """`attempt()` once it stops raising `ArchiveStoreError` (the server is coming back)."""
-    deadline = asyncio.get_running_loop().time() + DEADLINE
-    while True:
-        try:
-            return await attempt()
-        except ArchiveStoreError:
-            assert asyncio.get_running_loop().time() < deadline, "the store did not come back"
-            await asyncio.sleep(0.05)
+    return await polling.eventually(
+        attempt,
+        what="the store to come back",
+        within=DEADLINE,
+        every=0.05,
+        accept=lambda _: True,
+        ignoring=ArchiveStoreError,
+    )
 
 
 def crash_at(monkeypatch: pytest.MonkeyPatch, key_part: str) -> None:

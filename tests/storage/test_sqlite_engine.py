@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from tests.routing.lease_support import eventually
+from tests.polling import eventually
 from tests.storage.engine_support import commits, handle_of, held, statements, until_waiting
 
 from stellwerk.storage.sqlite import Engine
