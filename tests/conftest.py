@@ -25,6 +25,26 @@ POSTGRES_ADMIN_DSN = os.environ.get(
 )
 IN_CI = os.environ.get("CI") == "true"
 
+# Marks that follow from what a test uses, so that none can be forgotten: a test that asks for
+# one of these fixtures, or runs once per backend with one of these parameters (the backend's
+# fixture asks for its server by `getfixturevalue`, which collection cannot see), gets the mark.
+# Tests that start `stellwerk serve` or other processes themselves carry `slow` in their module.
+SLOW_FIXTURES = frozenset({"nats_server", "nats_cluster"})  # a nats-server process each
+POSTGRES_FIXTURES = frozenset({"postgres_available", "postgres_url"})
+SLOW_PARAMS = frozenset({"nats"})
+POSTGRES_PARAMS = frozenset({"postgres"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = {v for v in (callspec.params.values() if callspec else ()) if isinstance(v, str)}
+        if used & SLOW_FIXTURES or params & SLOW_PARAMS:
+            item.add_marker(pytest.mark.slow)
+        if used & POSTGRES_FIXTURES or params & POSTGRES_PARAMS:
+            item.add_marker(pytest.mark.postgres)
+
 
 async def _postgres_reachable() -> str | None:
     try:

@@ -12,12 +12,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import pytest
 from tests.cli.server import STELLWERK, running_server
 from tests.conftest import free_port
 
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.eventlog.sqlite.index import INDEX_FILE
 from stellwerk.storage.sqlite import LOG_DIR
+
+pytestmark = pytest.mark.slow  # starts processes
 
 FLAGS = ("--allow-private-targets", "--tenant-event-rate", "0", "--tenant-request-rate", "0")
 

@@ -7,11 +7,14 @@ import time
 from datetime import UTC, datetime
 
 import httpx
+import pytest
 from standardwebhooks import Webhook
 from tests.cli.server import STELLWERK, run_cli
 from tests.conftest import free_port
 
 from stellwerk.delivery.targets import generate_secret
+
+pytestmark = pytest.mark.slow  # starts processes
 
 BODY = '{"specversion":"1.0","id":"o-1","source":"urn:shop","type":"order.created"}'
 

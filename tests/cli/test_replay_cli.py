@@ -9,11 +9,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from tests.cli.server import STELLWERK, running_server
 from tests.conftest import free_port
 from tests.e2e.receiving import Received, start_receiver
 
 from stellwerk.events import format_rfc3339
+
+pytestmark = pytest.mark.slow  # starts processes
 
 EVENTS = 150
 

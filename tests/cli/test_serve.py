@@ -10,8 +10,11 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 from tests.cli.server import STELLWERK, run_cli, running_server
 from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow  # starts processes
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -7,8 +7,11 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from tests.cli.server import STELLWERK
 from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow  # starts processes
 
 
 def serve(*args: str) -> tuple[int, list[str]]:

@@ -7,8 +7,11 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 from tests.cli.server import STELLWERK, running_server
 from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow  # starts processes
 
 
 def test_tail_shows_new_matching_events(tmp_path: Path) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import yaml
 from tests.deploy.tools import DEPLOY, run, tool
+
+pytestmark = pytest.mark.slow  # starts processes
 
 EMBEDDED = DEPLOY / "compose" / "embedded.yaml"
 SCALE_OUT = DEPLOY / "compose" / "scale-out.yaml"

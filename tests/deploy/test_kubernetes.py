@@ -15,6 +15,8 @@ import yaml
 from tests.deploy.conftest import OVERLAYS, is_exported, metric_names
 from tests.deploy.tools import DEPLOY, run
 
+pytestmark = pytest.mark.slow  # starts processes
+
 Manifests = list[dict[str, Any]]
 # Kinds of add-ons (KEDA, cert-manager) whose schemas kubernetes-validate does not ship: the
 # tests below check what we rely on in them.

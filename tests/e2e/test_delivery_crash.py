@@ -12,9 +12,12 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 from tests.cli.server import running_server
 from tests.conftest import free_port
 from tests.e2e.receiving import Received, start_receiver
+
+pytestmark = pytest.mark.slow  # starts processes
 
 EVENTS = 3000
 BATCH = 100

@@ -14,12 +14,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from tests.cli.server import ServerProcess, running_server
 from tests.conftest import free_port
 from tests.e2e.receiving import Received, start_receiver
 from tests.polling import wait_until
 
 from stellwerk.events import format_rfc3339
+
+pytestmark = pytest.mark.slow  # starts processes
 
 EVENTS = 1500
 BATCH = 100

@@ -18,6 +18,8 @@ from tests.e2e.scale_out import ScaleOut, keys_of, load_batch, put_rule
 from tests.nats_support import NatsServer
 from tests.polling import wait_until
 
+pytestmark = pytest.mark.slow  # starts processes
+
 
 @pytest.fixture
 def scale_out(nats_server: NatsServer, postgres_url: str, tmp_path: Path) -> ScaleOut:

@@ -19,11 +19,14 @@ from urllib.parse import urlsplit
 
 import httpx
 import nats
+import pytest
 from tests.cli.server import ServerProcess
 from tests.conftest import free_port
 from tests.e2e.receiving import Received
 from tests.e2e.scale_out import Load, ScaleOut, keys_of, load_batch, metric_total, put_rule
 from tests.nats_support import NatsCluster, NatsServer
+
+pytestmark = pytest.mark.slow  # starts processes
 
 EVENTS = 3000
 DELIVERED_WITHIN = 75.0  # past the 60 s delivery lease a failed settle waits out

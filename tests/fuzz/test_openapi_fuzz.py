@@ -12,12 +12,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.core.result import Ok
 from schemathesis.generation import GenerationMode
 from tests.cli.server import running_server
 from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow  # starts processes
 
 EXAMPLES_PER_OPERATION = 20
 

@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from tests.routing.router_crash_child import rules
 from tests.storage.eventlog_support import MovableClock
 
@@ -18,6 +19,8 @@ from stellwerk.seams import NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE
+
+pytestmark = pytest.mark.slow  # starts processes
 
 CHILD = Path(__file__).with_name("router_crash_child.py")
 EVENTS = 20_000
