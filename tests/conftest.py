@@ -6,6 +6,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,11 +115,10 @@ class RunningApp:
         return self.auth(self.bootstrap.admin_key)
 
 
-@pytest.fixture
-async def running_app(tmp_path: Path, database_url: str) -> AsyncIterator[RunningApp]:
-    """The whole ASGI app with its lifespan, on SQLite and on PostgreSQL, talked to in-process."""
-
-    settings = load_settings({"data_dir": str(tmp_path / "data"), "database_url": database_url})
+@asynccontextmanager
+async def app_running(settings: Settings) -> AsyncIterator[RunningApp]:
+    """The whole ASGI app of `settings` with its lifespan, talked to in-process; after its
+    shutdown, no task of it may still run."""
     app = build_app(settings)
     async with app.router.lifespan_context(app):
         services = await asyncio.wait_for(app.state.lifecycle.wait_started(), 30)
@@ -129,6 +129,14 @@ async def running_app(tmp_path: Path, database_url: str) -> AsyncIterator[Runnin
         async with httpx.AsyncClient(transport=transport, base_url="http://stellwerk") as client:
             yield RunningApp(client, services, settings, bootstrap)
     await assert_no_task_left()
+
+
+@pytest.fixture
+async def running_app(tmp_path: Path, database_url: str) -> AsyncIterator[RunningApp]:
+    """The whole ASGI app with its lifespan, on SQLite and on PostgreSQL, talked to in-process."""
+    settings = load_settings({"data_dir": str(tmp_path / "data"), "database_url": database_url})
+    async with app_running(settings) as running:
+        yield running
 
 
 async def assert_no_task_left() -> None:

@@ -8,14 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgspec
 import pytest
 from aiohttp import web
-from tests.conftest import Bootstrap, RunningApp, assert_no_task_left, free_port
+from tests.conftest import RunningApp, app_running, free_port
 from tests.e2e.receiving import Received, start_receiver
 
-from stellwerk.app import build_app
 from stellwerk.config import load_settings
 
 
@@ -28,16 +26,8 @@ async def delivering_app(tmp_path: Path) -> AsyncIterator[RunningApp]:
             "function_modules": "tests.e2e",
         }
     )
-    app = build_app(settings)
-    async with app.router.lifespan_context(app):
-        services = await asyncio.wait_for(app.state.lifecycle.wait_started(), 30)
-        keys = msgspec.json.decode(
-            (settings.data_dir / "bootstrap.json").read_bytes(), type=Bootstrap
-        )
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://stellwerk") as client:
-            yield RunningApp(client, services, settings, keys)
-    await assert_no_task_left()
+    async with app_running(settings) as running:
+        yield running
 
 
 Behaviour = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
