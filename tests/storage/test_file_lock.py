@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import structlog
-from tests.routing.lease_support import eventually
+from tests.polling import eventually
 from tests.storage.eventlog_support import new_event
 
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
