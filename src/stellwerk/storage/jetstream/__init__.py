@@ -2,6 +2,7 @@
 tables with compare-and-set, subject and stream names, and event records with their queries."""
 
 from stellwerk.storage.jetstream import records
+from stellwerk.storage.jetstream.client import Outage, connect
 from stellwerk.storage.jetstream.connection import (
     NO_RESPONDERS,
     STATUS,
@@ -41,6 +42,7 @@ __all__ = [
     "JetStreamApiError",
     "JetStreamUnavailable",
     "Layout",
+    "Outage",
     "Put",
     "Stored",
     "StreamQueries",
@@ -48,6 +50,7 @@ __all__ = [
     "TableLayout",
     "bus_of",
     "check_namespace",
+    "connect",
     "decode_ack",
     "ensure_stream",
     "failures_as",

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Coroutine
 from typing import Any, Final
 
 import msgspec
-import nats
-import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -18,6 +17,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from stellwerk.seams import EventLogError, LogOverloaded
+from stellwerk.storage.jetstream.client import CONNECT_WITHIN_SECONDS, connect
 
 STATUS: Final = "Status"
 NO_RESPONDERS: Final = "503"
@@ -25,7 +25,6 @@ NOT_FOUND: Final = "404"
 END_OF_BATCH: Final = "204"
 _decode_json: Final = msgspec.json.Decoder(dict[str, Any]).decode
 _encode_json: Final = msgspec.json.Encoder().encode
-log = structlog.stdlib.get_logger(__name__)
 
 
 class JetStreamUnavailable(LogOverloaded):
@@ -78,24 +77,24 @@ class Connection:
         self._tokens = itertools.count()
         self._waiting: dict[str, asyncio.Future[Msg] | _Batch] = {}
         self._up = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def open(self) -> None:
+    async def open(self, *, within: float = CONNECT_WITHIN_SECONDS) -> None:
+        """Connect, trying for `within` seconds with backoff (`client.connect`); reconnects
+        after a loss for as long as the connection is open."""
         try:
-            self._nc = await nats.connect(
+            self._nc = await connect(
                 self._servers,
                 name=self._name,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
+                within=within,
                 connect_timeout=5,
                 # Appends are refused while disconnected, so little needs buffering.
                 pending_size=8 * 1024 * 1024,
-                error_cb=_log_error,
-                disconnected_cb=self._disconnected,
-                reconnected_cb=self._reconnected,
+                disconnected=self._disconnected,
+                reconnected=self._reconnected,
             )
-        except (NatsError, OSError) as exc:
-            raise JetStreamUnavailable(f"cannot connect to NATS at {self._servers}: {exc}") from exc
+        except ConnectionError as exc:
+            raise JetStreamUnavailable(str(exc)) from exc
         self._up.set()
         self._prefix = self._nc.new_inbox()
         await self._nc.subscribe(
@@ -107,13 +106,17 @@ class Connection:
         self._up.clear()
         if self._nc is None:
             return  # we closed it ourselves
-        log.warning("disconnected from NATS, reconnecting", servers=self._servers)
         self._fail_waiting(ConnectionLost("the connection to NATS broke"))
 
     async def _reconnected(self) -> None:
-        url = self._nc.connected_url if self._nc else None
-        log.info("reconnected to NATS", server=url.netloc if url else None)
         self._up.set()
+
+    def spawn(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
+        """Run `work` in the background for as long as the connection is open (a stream's
+        replicas brought back, say); `close` cancels it."""
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def wait_connected(self, within: float) -> None:
         """Return once connected (at once if so); raise `JetStreamUnavailable` after `within`
@@ -135,6 +138,11 @@ class Connection:
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None
+        tasks, self._tasks = self._tasks, set()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
         self._fail_waiting(JetStreamUnavailable("the connection closed"))
         if nc is not None:
             await nc.close()
@@ -225,7 +233,3 @@ class Connection:
             raise JetStreamUnavailable(f"cannot read: {exc!r}") from exc
         finally:
             self._waiting.pop(token, None)
-
-
-async def _log_error(error: Exception) -> None:
-    log.warning("nats connection error", error=repr(error))

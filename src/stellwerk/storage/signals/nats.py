@@ -11,14 +11,13 @@ from collections.abc import Awaitable, Callable
 from typing import Final, Self
 
 import msgspec
-import nats
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
 from stellwerk.seams import Change
-from stellwerk.storage.jetstream import JetStreamUnavailable, check_namespace
+from stellwerk.storage.jetstream import JetStreamUnavailable, check_namespace, connect
 
 log = structlog.stdlib.get_logger(__name__)
 
@@ -70,20 +69,16 @@ class NatsSignals:
         self._on_changed = on_changed
         self._on_resync = on_resync
         try:
-            self._nc = await nats.connect(
+            self._nc = await connect(
                 self._servers,
                 name=self._name,
                 no_echo=True,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
                 connect_timeout=5,
-                disconnected_cb=self._disconnected,
-                reconnected_cb=self._reconnected,
-                error_cb=self._error,
+                disconnected=self._disconnected,
+                reconnected=self._reconnected,
             )
-        except (NatsError, OSError) as exc:
-            raise JetStreamUnavailable(f"cannot connect to NATS at {self._servers}: {exc}") from exc
+        except ConnectionError as exc:
+            raise JetStreamUnavailable(str(exc)) from exc
         await self._nc.subscribe(self.appended_subject, cb=self._heard_appended)
         await self._nc.subscribe(self.routed_subject, cb=self._heard_routed)
         await self._nc.subscribe(self.changed_subject, cb=self._heard_changed)
@@ -191,6 +186,3 @@ class NatsSignals:
 
     async def _call_resync(self) -> None:
         await self._on_resync()
-
-    async def _error(self, error: Exception) -> None:
-        log.debug("nats signals connection error", error=repr(error))
