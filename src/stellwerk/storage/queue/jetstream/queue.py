@@ -306,14 +306,18 @@ class JetStreamDeliveryQueue(CheckedQueue):
             Put(self.layout.lane_key(v.lane), encode(state), expected=v.seq)
             for v, state in zip(chosen, leased, strict=True)
         ]
+        # The members are read beside the writes: most writes win, and a lease is then one
+        # round trip. A member is immutable, so reading it early reads the same.
+        writes = asyncio.ensure_future(opened.store.put_many(puts))
         try:
-            # The members are read beside the writes: most writes win, and a lease is then
-            # one round trip. A member is immutable, so reading it early reads the same.
             seqs, members = await asyncio.gather(
-                opened.store.put_many(puts),
-                opened.store.members([v.state.member for v in chosen]),
+                writes, opened.store.members([v.state.member for v in chosen])
             )
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                await self._give_back(opened, chosen, writes)
+            else:
+                writes.cancel()
             for view in chosen:
                 opened.index.requeue(view.lane)
             raise
@@ -338,6 +342,28 @@ class JetStreamDeliveryQueue(CheckedQueue):
                 continue
             out.append(_leased(view.state, decode_meta(member.headers[DELIVERY_HEADER]), member))
         return out
+
+    async def _give_back(
+        self, opened: _Open, chosen: Sequence[LaneView], writes: asyncio.Future[list[int | None]]
+    ) -> None:
+        """A lease failed after its writes went out (the members' read failed, say, in a
+        leader election): undo the writes that won, so that the deliveries are due again now
+        rather than when a lease nobody holds runs out. What cannot be undone runs out."""
+        try:
+            seqs = await writes
+        except Exception:
+            return  # no write known to have won
+        undo = [(view, seq) for view, seq in zip(chosen, seqs, strict=True) if seq is not None]
+        puts = [
+            Put(self.layout.lane_key(view.lane), encode(view.state), expected=seq)
+            for view, seq in undo
+        ]
+        try:
+            for (view, _), seq in zip(undo, await opened.store.put_many(puts), strict=True):
+                if seq is not None:
+                    opened.index.apply_lane(view.lane, seq, view.state)
+        except Exception as exc:
+            log.warning("delivery_queue_lease_not_given_back", error=str(exc), lanes=len(undo))
 
     async def ack(self, delivery_id: int) -> None:
         lanes = self._running().lanes
