@@ -263,3 +263,21 @@ async def test_a_worker_sees_new_work_after_the_leader_of_the_table_is_killed(
         assert sorted(d.position for d in later) == list(range(11 if len(held) == 10 else 1, 21))
         await leader.start_async()
         await nats_cluster.wait_whole_async()
+
+
+async def test_a_lease_that_cannot_read_its_deliveries_gives_their_lanes_back(
+    nats_server: NatsServer,
+) -> None:
+    """The lanes' writes win but the members' read fails (here: the members stream is gone;
+    in life, an election): the deliveries must be due again now, not once a lease nobody
+    holds runs out."""
+    clock = MovableClock()
+    async with JetStreamDeliveryQueue(nats_server.url, clock=clock) as queue:
+        await queue.route("acme", "default", 2, [new_delivery(1), new_delivery(2)])
+        await js_api(nats_server.url, f"$JS.API.STREAM.DELETE.{queue.layout.members_stream}")
+        with pytest.raises(DeliveryQueueError):
+            await queue.lease(T0, 10, LEASE)
+    # A queue that reads the table afresh finds both waiting, neither in flight.
+    async with JetStreamDeliveryQueue(nats_server.url, clock=clock) as fresh:
+        (depth,) = await fresh.depth()
+        assert (depth.pending, depth.in_flight) == (2, 0)
