@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -61,6 +62,7 @@ from stellwerk.storage.queue.jetstream.store import (
 )
 
 DEFAULT_DEDUP_WINDOW: Final = timedelta(minutes=10)
+SCAN_FAILURE_REMINDER_SECONDS: Final = 60.0
 log = structlog.stdlib.get_logger(__name__)
 
 
@@ -161,6 +163,10 @@ class JetStreamDeliveryQueue(CheckedQueue):
     async def _scan(self, store: DeliveryStore, index: DeliveryIndex) -> None:
         # Stops on `close` clearing `_open` as well as on cancellation: Python 3.11's
         # `wait_for` (inside a read) can swallow a cancellation that meets its answer.
+        # A scan runs ten times a second: while JetStream is away, its failures are one line
+        # as they begin, a reminder a minute, and one line when a scan works again.
+        failures = 0
+        said = 0.0
         while self._open is not None and self._open.store is store:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._scan_interval):
@@ -169,7 +175,15 @@ class JetStreamDeliveryQueue(CheckedQueue):
             try:
                 await self._catch_up(store, index)
             except QueueUnavailable as exc:
-                log.warning("delivery_queue_scan_failed", error=str(exc))
+                failures += 1
+                now = time.monotonic()
+                if failures == 1 or now - said >= SCAN_FAILURE_REMINDER_SECONDS:
+                    said = now
+                    log.warning("delivery_queue_scan_failed", error=str(exc), failures=failures)
+                continue
+            if failures:
+                log.info("delivery_queue_scan_recovered", failures=failures)
+                failures = 0
 
     async def _catch_up(self, store: DeliveryStore, index: DeliveryIndex) -> None:
         layout = self.layout
