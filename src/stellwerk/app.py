@@ -48,6 +48,7 @@ log = structlog.get_logger("stellwerk")
 
 
 RETRY_START_MAX_SECONDS = 10.0
+START_REMINDER_SECONDS = 60.0
 
 
 async def _start(
@@ -61,17 +62,35 @@ async def _start(
     ingest_metrics = IngestMetrics(metrics)
     delivery_metrics = DeliveryMetrics(metrics)
     delay = 0.1
+    # A store out of reach fails every attempt the same way: one line as that begins (again
+    # when the kind of failure changes), a reminder a minute, and one line once started.
+    said: tuple[type[Exception], float] | None = None
     while True:
         try:
             services = await open_services(
                 settings, metrics, ingest_metrics, delivery_metrics, tracing=tracing
             )
         except Exception as exc:
+            lifecycle.failed_starts += 1
             lifecycle.last_start_error = f"{type(exc).__name__}: {exc}"
-            log.error("start failed, retrying", error=lifecycle.last_start_error, retry_in=delay)
+            now = asyncio.get_running_loop().time()
+            if said is None or said[0] is not type(exc):
+                said = (type(exc), now)
+                log.error(
+                    "start failed, retrying", error=lifecycle.last_start_error, retry_in=delay
+                )
+            elif now - said[1] >= START_REMINDER_SECONDS:
+                said = (type(exc), now)
+                log.warning(
+                    "start still failing",
+                    error=lifecycle.last_start_error,
+                    attempts=lifecycle.failed_starts,
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_START_MAX_SECONDS)
             continue
+        if lifecycle.failed_starts:
+            log.info("started after failed attempts", attempts=lifecycle.failed_starts)
         lifecycle.last_start_error = None
         services.start()
         lifecycle.ready(services)

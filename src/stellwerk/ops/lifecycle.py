@@ -31,6 +31,7 @@ class Lifecycle(Generic[S]):
         self.phase = Phase.STARTING
         self._services: S | None = None
         self.last_start_error: str | None = None
+        self.failed_starts = 0
         self._started = asyncio.Event()
 
     @property
