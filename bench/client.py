@@ -109,14 +109,14 @@ async def client_alone(client: HttpClient, url: str, requests: int, concurrency:
         headers = signer.headers("00000000-0000-4000-8000-000000000000", int(time.time()), EVENT)
         headers["Content-Type"] = "application/cloudevents+json"
         for _ in range(concurrency):  # connections open before the clock starts
-            await transport.post(target, EVENT, headers)
+            await transport.post(target, EVENT, headers, 30.0)
         left = requests
 
         async def sender() -> None:
             nonlocal left
             while left > 0:
                 left -= 1
-                answer = await transport.post(target, EVENT, headers)
+                answer = await transport.post(target, EVENT, headers, 30.0)
                 if answer.status != 204:
                     raise SystemExit(f"{client}: the receiver answered {answer.status}")
 

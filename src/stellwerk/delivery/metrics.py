@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -26,6 +27,14 @@ from stellwerk.seams import QueueDepth, TargetKey
 
 _TARGET = ["tenant", "bus", "rule", "target"]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class _TargetSeries(NamedTuple):
+    """The series every delivery of a target counts in, labelled once."""
+
+    attempts: Counter
+    ingestion_to_invocation: Histogram
+    invocations: Counter
 
 
 class DeliveryMetrics:
@@ -92,6 +101,12 @@ class DeliveryMetrics:
             _TARGET,
             registry=registry,
         )
+        # Labelled children, looked up once: `labels()` hashes and locks on every call, and
+        # an event or a delivery would call it several times. They live as long as the
+        # registry's own, so keeping them costs nothing more.
+        self._targets: dict[TargetKey, _TargetSeries] = {}
+        self._matched: dict[tuple[str, str], Counter] = {}
+        self._triggered: dict[tuple[str, str, str], Counter] = {}
 
     # Router hooks ---------------------------------------------------------------------------
 
@@ -100,27 +115,46 @@ class DeliveryMetrics:
 
     def on_matched(self, tenant: str, bus: str, rules: Sequence[str]) -> None:
         if rules:
-            self.matched_events.labels(tenant, bus).inc()
+            matched = self._matched.get((tenant, bus))
+            if matched is None:
+                matched = self._matched[tenant, bus] = self.matched_events.labels(tenant, bus)
+            matched.inc()
             for rule in rules:
-                self.triggered_rules.labels(tenant, bus, rule).inc()
+                triggered = self._triggered.get((tenant, bus, rule))
+                if triggered is None:
+                    triggered = self._triggered[tenant, bus, rule] = self.triggered_rules.labels(
+                        tenant, bus, rule
+                    )
+                triggered.inc()
 
     # Worker hooks ---------------------------------------------------------------------------
 
     def on_attempt(self, key: TargetKey, ingestion_seconds: float | None) -> None:
-        self.attempts.labels(*key).inc()
+        series = self._series(key)
+        series.attempts.inc()
         if ingestion_seconds is not None:
-            self.ingestion_to_invocation.labels(*key).observe(max(0.0, ingestion_seconds))
+            series.ingestion_to_invocation.observe(max(0.0, ingestion_seconds))
 
     def on_outcome(self, key: TargetKey, outcome: Outcome) -> None:
         if isinstance(outcome, RetryLater) and outcome.throttled:
             self.throttled.labels(*key).inc()
 
     def on_finished(self, key: TargetKey, finish: Finish) -> None:
-        self.invocations.labels(*key).inc()
+        self._series(key).invocations.inc()
         if finish != "delivered":
             self.failed.labels(*key).inc()
         if finish == "dead_lettered":
             self.dead_lettered.labels(*key).inc()
+
+    def _series(self, key: TargetKey) -> _TargetSeries:
+        series = self._targets.get(key)
+        if series is None:
+            series = self._targets[key] = _TargetSeries(
+                self.attempts.labels(*key),
+                self.ingestion_to_invocation.labels(*key),
+                self.invocations.labels(*key),
+            )
+        return series
 
     def set_depth(self, depths: Sequence[QueueDepth]) -> None:
         self.depth.clear()

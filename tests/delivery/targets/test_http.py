@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
+from aiohttp.abc import ResolveResult
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 from tests.delivery.targets.support import (
@@ -180,6 +181,31 @@ async def test_dns_failure_is_retried(client: HttpClient) -> None:
         await pool.close()
     assert isinstance(outcome, RetryLater)
     assert "nowhere.example.test" in outcome.reason
+
+
+class HangingResolver(StaticResolver):
+    """A DNS server that never answers."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_name_lookup_that_hangs_counts_against_the_timeout(client: HttpClient) -> None:
+    resolver = HangingResolver({})
+    pool = SessionPool(resolver_factory=lambda: resolver, client=client)
+    try:
+        http = HttpTarget(
+            "http://slow-dns.example.test/", session_pool=pool, secret=SECRET, timeout=0.2
+        )
+        outcome = await asyncio.wait_for(http.deliver(make_delivery()), 30)
+    finally:
+        await pool.close()
+    assert outcome == RetryLater("timed out after 0.2 s")
+    assert resolver.asked == ["slow-dns.example.test"]
 
 
 async def test_loopback_is_refused_without_allow_private(

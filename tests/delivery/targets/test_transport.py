@@ -334,7 +334,7 @@ async def test_a_header_value_with_a_line_break_is_never_sent(receiver: Receiver
     try:
         transport = pool.transport(AddressPolicy(allow_private=True))
         with pytest.raises(TransferError, match="line break") as caught:
-            await transport.post(URL(receiver.url()), b"{}", {"X-Key": "a\r\nX-Injected: yes"})
+            await transport.post(URL(receiver.url()), b"{}", {"X-Key": "a\r\nX-Injected: yes"}, 5.0)
     finally:
         await pool.close()
     assert not caught.value.retryable
@@ -350,9 +350,11 @@ async def test_curl_opens_no_socket_to_an_address_the_policy_refuses(receiver: R
         transport = pool.transport(AddressPolicy())
         # HttpTarget refuses such a URL before it gets here; the socket check is the last line.
         with pytest.raises(UnsafeAddressError, match=r"address 127\.0\.0\.1 is loopback"):
-            await transport.post(URL(receiver.url()), b"{}", {"Content-Type": "application/json"})
+            await transport.post(
+                URL(receiver.url()), b"{}", {"Content-Type": "application/json"}, 5.0
+            )
         allowed = pool.transport(AddressPolicy.build(allowed_networks=["127.0.0.1/32"]))
-        answer = await allowed.post(URL(receiver.url()), b"{}", {})
+        answer = await allowed.post(URL(receiver.url()), b"{}", {}, 5.0)
     finally:
         await pool.close()
     assert answer.status == 200

@@ -8,6 +8,7 @@ with `RESOLVE`; every socket it opens is checked once more; no proxies, no cooki
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Mapping, Sequence
 from typing import Final
@@ -108,7 +109,12 @@ class _Handle:
             curl.setopt(pycurl.OPENSOCKETFUNCTION, self._open_socket)
 
     def prepare(
-        self, url: str, headers: list[bytes], body: bytes, resolved: list[str] | None
+        self,
+        url: str,
+        headers: list[bytes],
+        body: bytes,
+        resolved: list[str] | None,
+        timeout: float,
     ) -> None:
         self.lines.clear()
         self.body.clear()
@@ -119,6 +125,9 @@ class _Handle:
         curl.setopt(pycurl.URL, url)
         curl.setopt(pycurl.HTTPHEADER, headers)
         curl.setopt(pycurl.POSTFIELDS, body)
+        # The whole transfer (connect, TLS, request, answer) within the time the attempt has
+        # left: libcurl keeps the time, so an attempt sets no timer of its own.
+        curl.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
         if resolved is not None:
             # libcurl applies a RESOLVE list to the transfer that starts next, then forgets it:
             # set for every request to a named host, it is always the guard's latest answer.
@@ -190,19 +199,17 @@ class CurlTransport:
         self._multi.setopt(pycurl.M_MAXCONNECTS, IDLE_CONNECTIONS)
         self._spare: list[_Handle] = []
         self._literal: dict[str, bool] = {}
+        self._entries: dict[tuple[str, int], tuple[tuple[str, ...], str]] = {}
+        self._last_url: URL | None = None
+        self._last_text = ""
 
-    async def post(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Answer:
+    async def post(
+        self, url: URL, body: bytes, headers: Mapping[str, str], within: float
+    ) -> Answer:
         host = url.raw_host or ""
         resolved: list[str] | None = None
         if not self._is_address(host):
-            port = url.port or (443 if url.scheme == "https" else 80)
-            try:
-                addresses = await self._addresses.lookup(host, port)
-            except UnsafeAddressError:
-                raise
-            except OSError as exc:
-                raise TransferError(f"cannot resolve {host}: {exc}") from exc
-            resolved = [_resolve_entry(host, port, addresses)]
+            resolved = [await self._resolve(host, url, within)]
         # UTF-8 as aiohttp sends them (pycurl would refuse a str that is not ASCII).
         lines = [f"{name}: {value}".encode() for name, value in headers.items()]
         joined = b"".join(lines)
@@ -212,7 +219,7 @@ class CurlTransport:
         lines.append(b"Expect:")  # no 100-continue round trip before the body
         handle = self._spare.pop() if self._spare else self._new_handle()
         try:
-            handle.prepare(str(url), lines, body, resolved)
+            handle.prepare(self._url_text(url), lines, body, resolved, within)
         except (ValueError, TypeError, pycurl.error) as exc:
             # A header libcurl cannot send (a NUL byte, say): no retry will send it either.
             self._release(handle)
@@ -226,15 +233,49 @@ class CurlTransport:
                 self._release(handle)
                 if handle.refusal is not None:
                     raise UnsafeAddressError(handle.refusal) from exc
-                raise _failure(url, code, message) from exc
+                raise _failure(url, code, message, within) from exc
         except BaseException:
-            # Cancelled (the target's timeout): the multi removed the transfer, which closed its
+            # Cancelled (the worker stopping): the multi removed the transfer, which closed its
             # connection mid-request, and the handle is free again.
             self._release(handle)
             raise
         answer = handle.answer()
         self._release(handle)
         return answer
+
+    async def _resolve(self, host: str, url: URL, within: float) -> str:
+        """The `RESOLVE` entry of the addresses the guard allows for `host`, looked up (within
+        `within` seconds) unless the guard's cache holds them."""
+        port = url.port or (443 if url.scheme == "https" else 80)
+        addresses = self._addresses.cached(host, port)
+        if addresses is None:
+            try:
+                async with asyncio.timeout(within):
+                    addresses = await self._addresses.lookup(host, port)
+            except UnsafeAddressError:
+                raise
+            except TimeoutError as exc:
+                raise TransferError(
+                    f"timed out resolving {host} after {within:g} s", timed_out=True
+                ) from exc
+            except OSError as exc:
+                raise TransferError(f"cannot resolve {host}: {exc}") from exc
+        key = (host, port)
+        known = self._entries.get(key)
+        if known is not None and known[0] is addresses:
+            return known[1]
+        if len(self._entries) >= _SWEEP_AT:
+            self._entries.clear()
+        entry = _resolve_entry(host, port, addresses)
+        self._entries[key] = (addresses, entry)
+        return entry
+
+    def _url_text(self, url: URL) -> str:
+        # A target posts to the same URL object every time: its text is made once.
+        if url is self._last_url:
+            return self._last_text
+        self._last_url, self._last_text = url, str(url)
+        return self._last_text
 
     def _is_address(self, host: str) -> bool:
         # Parsing an address costs more than the rest of a request's Python work: remembered.
@@ -276,7 +317,7 @@ def _error(exc: pycurl.error) -> tuple[int, str]:
     return -1, str(exc.args[0]) if exc.args else "libcurl error"
 
 
-def _failure(url: URL, code: int, message: str) -> TransferError:
+def _failure(url: URL, code: int, message: str, timeout: float) -> TransferError:
     # Not E_UNSUPPORTED_PROTOCOL: URLs are http(s) by then, and libcurl also says it of an
     # answer that is not HTTP, which is the receiver's fault and may pass.
     if code == pycurl.E_URL_MALFORMAT:
@@ -284,5 +325,5 @@ def _failure(url: URL, code: int, message: str) -> TransferError:
     if code == pycurl.E_COULDNT_CONNECT:
         return TransferError(f"Cannot connect to {url.host}:{url.port}: {message}")
     if code == pycurl.E_OPERATION_TIMEDOUT:
-        return TransferError(f"timed out: {message}")
+        return TransferError(f"timed out after {timeout:g} s: {message}", timed_out=True)
     return TransferError(f"{message} (libcurl error {code})")

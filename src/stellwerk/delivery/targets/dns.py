@@ -42,6 +42,13 @@ class GuardedAddresses:
         self._answers: dict[_Key, tuple[float, tuple[str, ...]]] = {}
         self._pending: dict[_Key, asyncio.Task[tuple[str, ...]]] = {}
 
+    def cached(self, host: str, port: int) -> tuple[str, ...] | None:
+        """The addresses `lookup` would answer at once from the cache, or None."""
+        found = self._answers.get((host, port))
+        if found is not None and found[0] > self._clock():
+            return found[1]
+        return None
+
     async def lookup(self, host: str, port: int) -> tuple[str, ...]:
         key = (host, port)
         found = self._answers.get(key)

@@ -16,7 +16,7 @@ How answers map onto outcomes:
   301, 302 and 303 are `GiveUp`: clients turn them into a GET, which would drop the event, and a
   webhook URL that moved is better fixed in the rule than followed forever.
 
-Each target has its own semaphore (`concurrency`) and optional token bucket (`rate_limit`, in
+Each target has its own slots (`concurrency`) and optional token bucket (`rate_limit`, in
 invocations per second), so a receiver that hangs holds only its own slots. All targets share
 the process's `SessionPool`, so its delivery transport and keep-alive connections.
 """
@@ -34,8 +34,9 @@ from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater
 from stellwerk.delivery.targets.connections import AuthError, ConnectionAuth
 from stellwerk.delivery.targets.responses import describe_status, parse_retry_after
 from stellwerk.delivery.targets.session import SessionPool
+from stellwerk.delivery.targets.slots import Slots
 from stellwerk.delivery.targets.ssrf import AddressPolicy, UnsafeAddressError
-from stellwerk.delivery.targets.transport import TransferError
+from stellwerk.delivery.targets.transport import TransferError, Transport
 from stellwerk.delivery.targets.webhooks import RetiringSecret, WebhookSigner, generate_secret
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.rules import InvalidTargetError, UnsafeTargetError
@@ -48,6 +49,7 @@ MAX_CONCURRENCY: Final = 1024
 MAX_REDIRECTS: Final = 3
 # Waiting this long for a rate-limit token is cheaper than a round trip through the queue.
 MAX_THROTTLE_WAIT_SECONDS: Final = 0.05
+_NO_HEADERS: Final[Mapping[str, str]] = {}
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -92,38 +94,41 @@ class HttpTarget:
         self._pool = session_pool
         self.timeout = timeout
         self.concurrency = concurrency
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self._slots = Slots(concurrency)
         self._bucket = TokenBuckets(rate_limit, clock=clock) if rate_limit is not None else None
         self._auth = auth
         self._wall_clock = wall_clock
+        self._transport: Transport | None = None  # the pool's, looked up at the first delivery
+        self._timed_out = RetryLater(f"timed out after {timeout:g} s")
 
     async def deliver(self, delivery: Delivery) -> Outcome:
-        throttled = await self._throttle()
-        if throttled is not None:
-            return throttled
-        async with self._semaphore:
+        if self._bucket is not None:
+            throttled = await self._throttle()
+            if throttled is not None:
+                return throttled
+        slots = self._slots
+        await slots.take()
+        try:
+            auth_headers: Mapping[str, str] = _NO_HEADERS
+            if self._auth is not None:
+                try:
+                    auth_headers = await self._auth.headers()
+                except AuthError as exc:
+                    return _auth_failure(exc)
             try:
-                auth_headers = await self._auth.headers() if self._auth is not None else {}
+                return await self._post(delivery, auth_headers, time.monotonic() + self.timeout)
+            except TimeoutError:  # a token renewal or a DNS lookup ran out of the time left
+                return self._timed_out
             except AuthError as exc:
-                if exc.retryable:
-                    return RetryLater(exc.reason, retry_after=exc.retry_after)
-                return GiveUp(exc.reason)
-            try:
-                async with asyncio.timeout(self.timeout):
-                    return await self._post(delivery, auth_headers)
-            except TimeoutError:
-                return RetryLater(f"timed out after {self.timeout:g} s")
-            except AuthError as exc:
-                if exc.retryable:
-                    return RetryLater(exc.reason, retry_after=exc.retry_after)
-                return GiveUp(exc.reason)
+                return _auth_failure(exc)
+        finally:
+            slots.give()
 
     async def close(self) -> None:
         """Nothing of its own to release: the session pool and connections belong to the process."""
 
     async def _throttle(self) -> RetryLater | None:
-        if self._bucket is None:
-            return None
+        assert self._bucket is not None
         wait = self._bucket.acquire("")
         if 0 < wait <= MAX_THROTTLE_WAIT_SECONDS:
             await asyncio.sleep(wait)
@@ -132,11 +137,17 @@ class HttpTarget:
             return RetryLater("rate limit of the target reached", retry_after=wait, throttled=True)
         return None
 
-    async def _post(self, delivery: Delivery, auth_headers: Mapping[str, str]) -> Outcome:
+    async def _post(
+        self, delivery: Delivery, auth_headers: Mapping[str, str], deadline: float
+    ) -> Outcome:
+        """Send, follow 307/308, renew a rejected token; each hop gets the time left before
+        `deadline` (monotonic), which the transport enforces itself (no timer of ours)."""
         body = delivery.payload
         signed = self._signer.headers(delivery.event_id, int(self._wall_clock()), body)
         signed["Content-Type"] = delivery.content_type
-        transport = self._pool.transport(self._policy)
+        transport = self._transport
+        if transport is None:
+            transport = self._transport = self._pool.transport(self._policy)
         url = self.url
         hops = 0
         renewed = False
@@ -151,11 +162,16 @@ class HttpTarget:
             headers = signed
             if own_origin and auth_headers:
                 headers = {**signed, **auth_headers}
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self._timed_out
             try:
-                answer = await transport.post(url, body, headers)
+                answer = await transport.post(url, body, headers, left)
             except UnsafeAddressError as exc:
                 return GiveUp(f"refused {url}: {exc}")
             except TransferError as exc:
+                if exc.timed_out:
+                    return self._timed_out
                 return RetryLater(exc.reason) if exc.retryable else GiveUp(exc.reason)
             status = answer.status
             if 200 <= status < 300:
@@ -184,7 +200,8 @@ class HttpTarget:
             if status == 401 and self._auth is not None and own_origin and not renewed:
                 renewed = True
                 if self._auth.rejected(auth_headers):
-                    auth_headers = await self._auth.headers()
+                    async with asyncio.timeout_at(_loop_deadline(deadline)):
+                        auth_headers = await self._auth.headers()
                     url = self.url
                     continue
             if status == 429:
@@ -195,3 +212,15 @@ class HttpTarget:
 
     def __repr__(self) -> str:
         return f"HttpTarget({str(self.url)!r}, concurrency={self.concurrency})"
+
+
+def _auth_failure(exc: AuthError) -> Outcome:
+    if exc.retryable:
+        return RetryLater(exc.reason, retry_after=exc.retry_after)
+    return GiveUp(exc.reason)
+
+
+def _loop_deadline(deadline: float) -> float:
+    """A `time.monotonic()` deadline on the running loop's clock (they may differ)."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (deadline - time.monotonic())

@@ -2,8 +2,10 @@
 
 `HttpTarget` decides everything else (redirects, credentials, outcomes). A transport raises
 `UnsafeAddressError` when the SSRF guard refused the destination and `TransferError` when no
-answer came back. `CurlTransport` is the default; `AiohttpTransport`, the client it replaced,
-stays as the reference the contract tests and benchmarks compare it with.
+answer came back (`timed_out` when the request's time ran out: the transport keeps the time
+itself, so a delivery sets no timer of its own). `CurlTransport` is the default;
+`AiohttpTransport`, the client it replaced, stays as the reference the contract tests and
+benchmarks compare it with.
 """
 
 from __future__ import annotations
@@ -38,19 +40,24 @@ class Answer(Protocol):
 
 
 class TransferError(Exception):
-    """No answer came back; `retryable` is False when trying again cannot help (a bad URL)."""
+    """No answer came back; `retryable` is False when trying again cannot help (a bad URL),
+    `timed_out` True when the request's time ran out."""
 
-    def __init__(self, reason: str, *, retryable: bool = True) -> None:
+    def __init__(self, reason: str, *, retryable: bool = True, timed_out: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
+        self.timed_out = timed_out
 
 
 class Transport(Protocol):
     """Sends one request; shared by every target of the process with the same address policy."""
 
-    async def post(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Answer:
-        """POST `body` to `url` with `headers` (redirects are not followed)."""
+    async def post(
+        self, url: URL, body: bytes, headers: Mapping[str, str], within: float
+    ) -> Answer:
+        """POST `body` to `url` with `headers` (redirects are not followed), all of it (name
+        lookup, connection, exchange) `within` that many seconds."""
         ...
 
     async def close(self) -> None: ...
@@ -78,12 +85,20 @@ class AiohttpTransport:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
 
-    async def post(self, url: URL, body: bytes, headers: Mapping[str, str]) -> Answer:
+    async def post(
+        self, url: URL, body: bytes, headers: Mapping[str, str], within: float
+    ) -> Answer:
         try:
             async with self._session.post(
-                url, data=body, headers=headers, allow_redirects=False
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=within),
             ) as response:
                 return _AiohttpAnswer(response, await read_limited(response))
+        except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
+            raise TransferError(f"timed out after {within:g} s", timed_out=True) from exc
         except (aiohttp.ClientError, OSError) as exc:
             refusal = find_refusal(exc)
             if refusal is not None:

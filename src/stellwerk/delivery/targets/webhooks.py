@@ -65,30 +65,35 @@ class RetiringSecret:
 
 class WebhookSigner:
     """Signs request bodies with a secret (and a retiring one, until it expires); the HMAC key
-    schedules are computed once."""
+    schedules are computed once, each delivery copies them."""
 
-    __slots__ = ("_mac", "_retiring", "_retiring_until")
+    __slots__ = ("_key", "_retiring", "_retiring_until", "_second", "_stamp")
 
     def __init__(self, secret: str, retiring: RetiringSecret | None = None) -> None:
-        self._mac = hmac.new(parse_secret(secret), digestmod=hashlib.sha256)
-        self._retiring = None
+        self._key = hmac.new(parse_secret(secret), digestmod=hashlib.sha256)
+        self._retiring: hmac.HMAC | None = None
         self._retiring_until = 0.0
         if retiring is not None:
             self._retiring = hmac.new(
                 parse_secret(retiring.secret, "previous_secret"), digestmod=hashlib.sha256
             )
             self._retiring_until = retiring.until
+        self._second = -1  # the timestamp whose text `_stamp` is (deliveries share a second)
+        self._stamp = ""
 
     def signature(self, msg_id: str, timestamp: int, body: bytes) -> str:
-        signed = _sign(self._mac, msg_id, timestamp, body)
+        signed = f"{msg_id}.{timestamp}.".encode() + body
+        signature = _sign(self._key, signed)
         if self._retiring is not None and timestamp < self._retiring_until:
-            return f"{signed} {_sign(self._retiring, msg_id, timestamp, body)}"
-        return signed
+            return f"{signature} {_sign(self._retiring, signed)}"
+        return signature
 
     def headers(self, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+        if timestamp != self._second:
+            self._second, self._stamp = timestamp, str(timestamp)
         return {
             "webhook-id": msg_id,
-            "webhook-timestamp": str(timestamp),
+            "webhook-timestamp": self._stamp,
             "webhook-signature": self.signature(msg_id, timestamp, body),
         }
 
@@ -96,8 +101,7 @@ class WebhookSigner:
         return "WebhookSigner(<secret>)"
 
 
-def _sign(key: hmac.HMAC, msg_id: str, timestamp: int, body: bytes) -> str:
+def _sign(key: hmac.HMAC, signed: bytes) -> str:
     mac = key.copy()
-    mac.update(f"{msg_id}.{timestamp}.".encode())
-    mac.update(body)
-    return "v1," + base64.b64encode(mac.digest()).decode("ascii")
+    mac.update(signed)
+    return "v1," + binascii.b2a_base64(mac.digest(), newline=False).decode("ascii")
