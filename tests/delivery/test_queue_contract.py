@@ -101,6 +101,25 @@ async def test_acks_sent_together_all_finish_and_survive_a_reopen(
         assert sorted(d.position for d in nexts) == list(range(count + 1, 2 * count + 1, 2))
 
 
+async def test_ack_many_finishes_them_all_and_readies_the_next_of_a_group(
+    queue: DeliveryQueue,
+) -> None:
+    await queue.route(
+        "acme",
+        "default",
+        4,
+        [new_delivery(1), new_delivery(2, ordering_key="g"), new_delivery(3, ordering_key="g")],
+    )
+    leased = await queue.lease(T0, 10, LEASE)
+    assert sorted(d.position for d in leased) == [1, 2]
+    await queue.ack_many([d.id for d in leased])
+    await queue.ack_many([])
+    (following,) = await queue.lease(T0 + timedelta(hours=1), 10, LEASE)
+    assert following.position == 3
+    await queue.ack_many([following.id])
+    assert await queue.depth() == []
+
+
 async def test_retry_counts_the_attempt_and_waits(queue: DeliveryQueue) -> None:
     await queue.route("acme", "default", 1, [new_delivery(1)])
     (leased,) = await queue.lease(T0, 10, LEASE)

@@ -1,5 +1,7 @@
 """The delivery worker: lease due deliveries, hand each to its target, settle the outcome.
 
+Each target has a lane: the deliveries leased for it, and up to its concurrency of runner tasks
+that take them one after another (no task per delivery). Acks are written together by one task.
 How it is shaped and why: docs/delivery.md ("stellwerk.delivery.worker"). Failed attempts, dead
 letters and drops also go to the log, one warning per target per interval (`FailureLog`).
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +22,7 @@ import structlog
 from stellwerk.clock import utc_now
 from stellwerk.delivery.backoff import Verdict, decide
 from stellwerk.delivery.failure_log import FailureLog
-from stellwerk.delivery.model import Delivered, Outcome, RetryLater, Target
+from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater, Target
 from stellwerk.rules import RetryPolicy
 from stellwerk.seams import DeliveryQueueError, LeasedDelivery, TargetKey, WorkQueue
 
@@ -34,6 +36,12 @@ DEFAULT_STOP_GRACE_SECONDS: Final = 10.0
 # Budgets' worth of deliveries leased ahead per target: when a slot frees, the next delivery
 # starts at once instead of after a round trip to the queue's writer.
 PREFETCH: Final = 1
+# Acks wait this long for company before they are written (unless this many are waiting, or
+# one of them frees the next delivery of an ordered group): one write and one commit for many,
+# where a commit per few acks rewrote the same pages again and again. A crash in between makes
+# those deliveries come again, as any lost ack does.
+ACK_LINGER_SECONDS: Final = 0.01
+ACK_BATCH: Final = 256
 
 log = structlog.get_logger("stellwerk.delivery")
 
@@ -73,6 +81,20 @@ class NoHooks:
         pass
 
 
+class _Lane:
+    """A target's leased deliveries (`waiting`) and its runners: at most `budget` of them, each
+    attempting one delivery at a time, so the target's concurrency holds by construction."""
+
+    __slots__ = ("budget", "busy", "key", "runners", "waiting")
+
+    def __init__(self, key: TargetKey, budget: int) -> None:
+        self.key = key
+        self.budget = budget
+        self.waiting: deque[LeasedDelivery] = deque()
+        self.busy = 0  # attempts under way
+        self.runners = 0  # runner tasks alive (started, attempting, or about to take the next)
+
+
 class DeliveryWorker:
     """Delivers what `queue` holds to the targets that `targets` resolves.
 
@@ -104,12 +126,15 @@ class DeliveryWorker:
         self.poll_seconds = poll_seconds
         self._rng = rng
         self.failure_log = failure_log or FailureLog()
-        self._in_flight: dict[int, asyncio.Task[None]] = {}
-        self._busy: Counter[TargetKey] = Counter()
-        self._budgets: dict[TargetKey, int] = {}
-        # Leased deliveries held back until a slot of their target frees (see `PREFETCH`).
-        self._waiting: dict[TargetKey, deque[LeasedDelivery]] = {}
-        self._held: set[int] = set()
+        self._lanes: dict[TargetKey, _Lane] = {}
+        # Every delivery leased and not settled yet: waiting in a lane, attempted, or with its
+        # outcome being written. A lease of one of them again only extends ours.
+        self._owned: set[int] = set()
+        self._attempting: dict[int, LeasedDelivery] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # runners, failures' settles, orphans
+        self._acks: list[tuple[int, TargetKey]] = []
+        self._acks_now = False  # an ack waiting frees an ordered group's next delivery
+        self._acking: asyncio.Task[None] | None = None
         self._stopping = False
         self._grace = DEFAULT_STOP_GRACE_SECONDS
         self._running: asyncio.Event | None = None
@@ -119,7 +144,8 @@ class DeliveryWorker:
 
     @property
     def in_flight(self) -> int:
-        return len(self._in_flight)
+        """Deliveries attempted or being settled (not those waiting for a slot)."""
+        return len(self._owned) - sum(len(lane.waiting) for lane in self._lanes.values())
 
     async def run(self, *, burst: bool = False) -> None:
         """Deliver until `stop()`; with `burst`, until nothing is due or running."""
@@ -130,7 +156,7 @@ class DeliveryWorker:
                 self.wake.clear()
                 self.failure_log.flush()
                 try:
-                    started = await self._start_due()
+                    await self._start_due()
                 except Exception as exc:
                     # The queue is out of reach (a JetStream leader election, a broken
                     # connection): what is running goes on, and leasing is tried again shortly.
@@ -140,10 +166,8 @@ class DeliveryWorker:
                         async with asyncio.timeout(LEASE_RETRY_SECONDS):
                             await self._stopped()
                     continue
-                if started:
-                    continue  # more may be due for targets with room left
-                # A task that finished during the lease set `wake`: its slot was not offered.
-                if burst and not self._in_flight and not self.wake.is_set():
+                # Whatever finished during the lease set `wake`: its room was not offered yet.
+                if burst and not self._owned and not self.wake.is_set():
                     break
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.poll_seconds):
@@ -168,70 +192,84 @@ class DeliveryWorker:
         if self._running is not None:
             await self._running.wait()
 
-    # -- the loop's steps ----------------------------------------------------------------------
+    # -- leasing -------------------------------------------------------------------------------
 
-    async def _start_due(self) -> int:
-        room = self.max_in_flight - len(self._in_flight) - len(self._held)
+    async def _start_due(self) -> None:
+        room = self.max_in_flight - len(self._owned)
         if room <= 0:
-            return 0
+            return
         limits = {}
-        for key, budget in self._budgets.items():
+        for known_key, known in self._lanes.items():
             # Up to a budget's worth more than the free slots, held back until a slot frees.
-            free = (1 + PREFETCH) * budget - self._busy[key] - len(self._waiting.get(key, ()))
+            free = (1 + PREFETCH) * known.budget - known.busy - len(known.waiting)
             if free < room:
-                limits[key] = max(0, free)
+                limits[known_key] = max(0, free)
         leased = await self.queue.lease(self.clock(), room, self.lease_seconds, limits)
-        started = 0
         surplus: list[int] = []
+        fed: dict[TargetKey, _Lane] = {}
+        owned = self._owned
         for delivery in leased:
-            if delivery.id in self._in_flight or delivery.id in self._held:
+            if delivery.id in owned:
                 continue  # our own attempt outlived its lease; the new lease just extends it
             key = delivery.key
-            binding = self.targets(*key)
-            if binding is None:
-                self._spawn(delivery, self._orphaned(delivery))
-                started += 1
-                continue
-            budget = self._budgets[key] = binding.concurrency
-            if self._busy[key] < budget:
-                self._busy[key] += 1
-                self._spawn(delivery, self._attempt(delivery, binding))
-                started += 1
-            elif len(self._waiting.get(key, ())) < PREFETCH * budget:
-                self._waiting.setdefault(key, deque()).append(delivery)
-                self._held.add(delivery.id)
+            lane = fed.get(key)
+            if lane is None:
+                binding = self.targets(*key)
+                if binding is None:
+                    owned.add(delivery.id)
+                    self._spawn(self._orphaned(delivery))
+                    continue
+                lane = self._lanes.get(key)
+                if lane is None:
+                    lane = self._lanes[key] = _Lane(key, binding.concurrency)
+                lane.budget = binding.concurrency
+                fed[key] = lane
+            if lane.busy + len(lane.waiting) < (1 + PREFETCH) * lane.budget:
+                lane.waiting.append(delivery)
+                owned.add(delivery.id)
             else:
                 # Leased before its budget was known to us; give it back for a later round.
                 surplus.append(delivery.id)
+        for fed_lane in fed.values():
+            self._man(fed_lane)
         if surplus:
             await self.queue.release(surplus)
-        return started
 
-    def _start_next(self, key: TargetKey) -> None:
-        """A slot of the target is free: start the delivery held back for it, if there is one."""
-        waiting = self._waiting.get(key)
-        while waiting and self._busy[key] < self._budgets.get(key, 0) and not self._stopping:
-            delivery = waiting.popleft()
-            self._held.discard(delivery.id)
-            binding = self.targets(*key)
-            if binding is None:
-                self._spawn(delivery, self._orphaned(delivery))
-                continue
-            self._busy[key] += 1
-            self._spawn(delivery, self._attempt(delivery, binding))
-        if not waiting:
-            self._waiting.pop(key, None)
+    def _man(self, lane: _Lane) -> None:
+        """Start runners for what waits in the lane, up to its budget."""
+        for _ in range(min(lane.budget - lane.runners, len(lane.waiting))):
+            lane.runners += 1
+            self._spawn(self._run_lane(lane))
 
-    def _spawn(self, delivery: LeasedDelivery, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work, name=f"delivery-{delivery.id}")
-        self._in_flight[delivery.id] = task
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _attempt(self, delivery: LeasedDelivery, binding: TargetBinding) -> None:
-        key = delivery.key
-        holding = True
+    # -- attempts ------------------------------------------------------------------------------
+
+    async def _run_lane(self, lane: _Lane) -> None:
+        """Attempt the lane's deliveries one after another until none waits (or the budget
+        shrank below the runners)."""
         try:
-            first = delivery.attempts == 0
-            if first:
+            waiting = lane.waiting
+            while waiting and lane.runners <= lane.budget and not self._stopping:
+                delivery = waiting.popleft()
+                binding = self.targets(*lane.key)
+                if binding is None:
+                    await self._orphaned(delivery)
+                else:
+                    await self._attempt(lane, delivery, binding)
+        finally:
+            lane.runners -= 1
+
+    async def _attempt(self, lane: _Lane, delivery: LeasedDelivery, binding: TargetBinding) -> None:
+        key = lane.key
+        delivery_id = delivery.id
+        self._attempting[delivery_id] = delivery
+        lane.busy += 1
+        try:
+            if delivery.attempts == 0:
                 latency = (self.clock() - delivery.recorded_time).total_seconds()
                 self.hooks.on_attempt(key, latency)
             else:
@@ -240,58 +278,92 @@ class DeliveryWorker:
                 outcome = await binding.target.deliver(delivery)
             except Exception as exc:  # the protocol says return an Outcome; a bug must not stick
                 outcome = RetryLater(f"the target raised {type(exc).__name__}: {exc}")
-            # The target has answered: its slot is free for the next delivery while this one's
-            # outcome is being written (the delivery itself stays ours until then).
-            holding = False
-            self._busy[key] -= 1
-            self._start_next(key)
-            self.wake.set()
             self.hooks.on_outcome(key, outcome)
-            await self._settle(delivery, binding, outcome)
+        except Exception:
+            # A hook failed: the delivery stays leased and comes back when the lease runs out.
+            log.exception("delivery_settle_failed", delivery=delivery_id, target=list(key))
+            self._owned.discard(delivery_id)
+            self.wake.set()
+            return
+        finally:
+            lane.busy -= 1
+            del self._attempting[delivery_id]
+        # The target has answered: its slot is free for the next delivery while this one's
+        # outcome is being written (the delivery itself stays ours until then).
+        if isinstance(outcome, Delivered):
+            self._acks.append((delivery_id, key))
+            if delivery.ordering_key is not None:
+                self._acks_now = True
+            if self._acking is None:
+                self._acking = asyncio.create_task(self._write_acks())
+        else:
+            self._spawn(self._settle(delivery, binding, outcome))
+        if len(lane.waiting) <= lane.budget // 2:
+            self.wake.set()  # lease the lane's next ones before it runs dry
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    async def _write_acks(self) -> None:
+        """Write the acks waiting, together, until none is left."""
+        try:
+            while self._acks:
+                if len(self._acks) < ACK_BATCH and not (self._acks_now or self._stopping):
+                    await asyncio.sleep(ACK_LINGER_SECONDS)
+                acks, self._acks, self._acks_now = self._acks, [], False
+                try:
+                    await self.queue.ack_many([delivery_id for delivery_id, _ in acks])
+                except DeliveryQueueError as exc:
+                    # The queue failed us (out of reach for a moment): the leases run out and
+                    # the deliveries come back by themselves. One line, no traceback.
+                    log.warning("delivery_settle_failed", deliveries=len(acks), error=str(exc))
+                except Exception:
+                    log.exception("delivery_settle_failed", deliveries=len(acks))
+                else:
+                    for _, key in acks:
+                        self.hooks.on_finished(key, "delivered")
+                finally:
+                    self._owned.difference_update(delivery_id for delivery_id, _ in acks)
+                    self.wake.set()  # room is free, and an ordered group may have its next ready
+        finally:
+            self._acking = None
+
+    async def _settle(
+        self, delivery: LeasedDelivery, binding: TargetBinding, outcome: RetryLater | GiveUp
+    ) -> None:
+        """Write a failed attempt's outcome: a retry, a dead letter or a drop."""
+        key = delivery.key
+        try:
+            decision = decide(
+                outcome,
+                attempts=delivery.attempts + 1,
+                age_from=delivery.age_origin,
+                policy=binding.retry_policy,
+                dead_letter=binding.dead_letter,
+                now=self.clock(),
+                rng=self._rng,
+            )
+            if decision.verdict is Verdict.RETRY:
+                assert decision.retry_at is not None
+                await self.queue.retry(delivery.id, decision.retry_at, decision.reason)
+                self.failure_log.failed(key, decision.reason)
+            elif decision.verdict is Verdict.DEAD_LETTER:
+                await self.queue.dead_letter(delivery.id, decision.reason)
+                self.hooks.on_finished(key, "dead_lettered")
+                self.failure_log.failed(key, decision.reason, gave_up="dead_lettered")
+            else:
+                await self.queue.ack(delivery.id)
+                self.hooks.on_finished(key, "dropped")
+                self.failure_log.failed(key, decision.reason, gave_up="dropped")
         except DeliveryQueueError as exc:
-            # The queue failed us (out of reach for a moment): the lease runs out and the
-            # delivery comes back by itself. One line each, no traceback: in an outage there
-            # is one per delivery in flight.
+            # As for acks: the lease runs out and the delivery comes back by itself.
             log.warning(
                 "delivery_settle_failed", delivery=delivery.id, target=list(key), error=str(exc)
             )
         except Exception:
             log.exception("delivery_settle_failed", delivery=delivery.id, target=list(key))
         finally:
-            if holding:
-                self._busy[key] -= 1
-                self._start_next(key)
-            self._done(delivery)
-
-    async def _settle(
-        self, delivery: LeasedDelivery, binding: TargetBinding, outcome: Outcome
-    ) -> None:
-        key = delivery.key
-        if isinstance(outcome, Delivered):
-            await self.queue.ack(delivery.id)
-            self.hooks.on_finished(key, "delivered")
-            return
-        decision = decide(
-            outcome,
-            attempts=delivery.attempts + 1,
-            age_from=delivery.age_origin,
-            policy=binding.retry_policy,
-            dead_letter=binding.dead_letter,
-            now=self.clock(),
-            rng=self._rng,
-        )
-        if decision.verdict is Verdict.RETRY:
-            assert decision.retry_at is not None
-            await self.queue.retry(delivery.id, decision.retry_at, decision.reason)
-            self.failure_log.failed(key, decision.reason)
-        elif decision.verdict is Verdict.DEAD_LETTER:
-            await self.queue.dead_letter(delivery.id, decision.reason)
-            self.hooks.on_finished(key, "dead_lettered")
-            self.failure_log.failed(key, decision.reason, gave_up="dead_lettered")
-        else:
-            await self.queue.ack(delivery.id)
-            self.hooks.on_finished(key, "dropped")
-            self.failure_log.failed(key, decision.reason, gave_up="dropped")
+            self._owned.discard(delivery.id)
+            self.wake.set()
 
     async def _orphaned(self, delivery: LeasedDelivery) -> None:
         """The rule or target is gone: dead-letter (redrivable once it is back), never drop."""
@@ -303,27 +375,32 @@ class DeliveryWorker:
         except Exception:
             log.exception("delivery_settle_failed", delivery=delivery.id)
         finally:
-            self._done(delivery)
+            self._owned.discard(delivery.id)
+            self.wake.set()
 
-    def _done(self, delivery: LeasedDelivery) -> None:
-        self._in_flight.pop(delivery.id, None)
-        self.wake.set()  # a slot is free, and an ordered group may have its next one ready
+    # -- stopping ------------------------------------------------------------------------------
 
     async def _drain(self) -> None:
-        held = list(self._held)
-        self._held.clear()
-        self._waiting.clear()
+        held = [d.id for lane in self._lanes.values() for d in lane.waiting]
+        for lane in self._lanes.values():
+            lane.waiting.clear()
+        self._owned.difference_update(held)
         if held:
             with contextlib.suppress(Exception):  # if the queue is gone, the leases expire
                 await self.queue.release(held)
-        tasks = dict(self._in_flight)
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks.values(), timeout=self._grace)
-        unfinished = [delivery_id for delivery_id, task in tasks.items() if task in pending]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        if unfinished:
-            with contextlib.suppress(Exception):  # if the queue is gone, the leases expire
-                await self.queue.release(unfinished)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._grace
+        while live := {task for task in self._tasks if not task.done()}:
+            # Attempts finish (settles of failures may start meanwhile) within the grace.
+            _, pending = await asyncio.wait(live, timeout=max(0.0, deadline - loop.time()))
+            if pending:
+                unfinished = list(self._attempting)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                self._owned.difference_update(unfinished)
+                if unfinished:
+                    with contextlib.suppress(Exception):  # if the queue is gone, they expire
+                        await self.queue.release(unfinished)
+        while self._acking is not None:
+            await self._acking

@@ -225,6 +225,10 @@ class WorkQueue(Protocol):
         """The delivery is finished: delivered, or dropped because its target keeps no DLQ."""
         ...
 
+    async def ack_many(self, delivery_ids: Sequence[int]) -> None:
+        """`ack` each of them: one write for them all where the backend can."""
+        ...
+
     async def retry(self, delivery_id: int, next_attempt_at: datetime, error: str) -> None:
         """An attempt failed; count it, keep `error`, and make the delivery due again then."""
         ...

@@ -8,6 +8,7 @@ them; what needs the stored cursor is checked by the backend inside its write, w
 
 from __future__ import annotations
 
+import asyncio
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -73,6 +74,10 @@ class CheckedQueue(DeliveryQueue):
         if limit < 1:
             return []
         return await self._lease(now, limit, lease_seconds, per_target_limits)
+
+    async def ack_many(self, delivery_ids: Sequence[int]) -> None:
+        """One `ack` each, concurrently; a backend that can write them together overrides it."""
+        await asyncio.gather(*(self.ack(delivery_id) for delivery_id in delivery_ids))
 
     async def dead_letters(
         self,

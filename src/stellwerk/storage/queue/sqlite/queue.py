@@ -245,6 +245,11 @@ class SqliteDeliveryQueue(CheckedQueue):
                 raise
         await asyncio.shield(job.future)
 
+    async def ack_many(self, delivery_ids: Sequence[int]) -> None:
+        if delivery_ids:
+            ids = list(delivery_ids)
+            await self._write(functools.partial(self._index.remove, ids=ids), synced=False)
+
     def _ack_batch(self, batch: _AckBatch, conn: sqlite3.Connection) -> None:
         with self._ack_lock:
             if self._acks is batch:
