@@ -14,7 +14,7 @@ import pytest
 from tests.storage.eventlog_support import MovableClock, new_event
 
 from stellwerk.patterns import Matcher
-from stellwerk.routing import Router, RouteTarget, RuleSet
+from stellwerk.routing import NoRouterHooks, Router, RouteTarget, RuleSet
 from stellwerk.seams import CursorConflict, LeasedDelivery
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
@@ -241,3 +241,53 @@ async def test_notify_routes_at_once_and_wakes_the_worker(setup: Setup) -> None:
     router.stop()
     await running
     assert triples(await setup.leased()) == Counter({("e1", "r", "t"): 1})
+
+
+class GatheringRouter(Router):
+    """A router whose gathering pause, after a notification woke it, ends when the test says."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gathering = asyncio.Event()
+        self.gathered = asyncio.Event()
+
+    async def gather(self) -> None:
+        self.gathering.set()
+        await self.gathered.wait()
+
+
+class Batches(NoRouterHooks):
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.routed = asyncio.Event()
+
+    def on_routed(self, tenant: str, bus: str, events: int, deliveries: int) -> None:
+        self.sizes.append(events)
+        self.routed.set()
+
+
+async def test_appends_notified_one_by_one_are_routed_as_one_batch(setup: Setup) -> None:
+    # Woken, the router waits before it reads: what arrives meanwhile is one read and one
+    # cursor write, not one per request.
+    setup.rules.put("acme", "default", "r", {"source": ["/orders"]}, RouteTarget("t"))
+    batches = Batches()
+    router = GatheringRouter(
+        setup.log, setup.queue, setup.rules, lambda: BUSES, hooks=batches, poll_seconds=3600
+    )
+    await setup.append("e0")
+    running = asyncio.create_task(router.run())
+    await asyncio.wait_for(batches.routed.wait(), 30)  # the first round, at start
+    batches.routed.clear()
+    await setup.append("e1")
+    router.notify("acme", "default")
+    await asyncio.wait_for(router.gathering.wait(), 30)
+    for event_id in ("e2", "e3", "e4", "e5"):
+        await setup.append(event_id)
+        router.notify("acme", "default")
+    assert batches.sizes == [1]
+    router.gathered.set()
+    await asyncio.wait_for(batches.routed.wait(), 30)
+    router.stop()
+    await asyncio.wait_for(running, 30)
+    assert batches.sizes == [1, 5]
+    assert len(await setup.leased()) == 6

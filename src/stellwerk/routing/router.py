@@ -16,7 +16,7 @@ import msgspec
 import structlog
 
 from stellwerk.patterns import Matcher
-from stellwerk.routing.follower import BusFollower
+from stellwerk.routing.follower import GATHER_SECONDS, BusFollower
 from stellwerk.seams import CursorConflict, EventLog, NewDelivery, RouteSink, StoredEvent
 from stellwerk.transform import InputTransformer
 
@@ -110,9 +110,15 @@ class Router(BusFollower):
         hooks: RouterHooks | None = None,
         batch: int = DEFAULT_BATCH,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
+        gather_seconds: float = GATHER_SECONDS,
         owns: Callable[[str, str], bool] | None = None,
     ) -> None:
-        super().__init__(poll_seconds=poll_seconds, owns=owns, appended=appended)
+        super().__init__(
+            poll_seconds=poll_seconds,
+            owns=owns,
+            appended=appended,
+            gather_seconds=gather_seconds,
+        )
         self.log = log
         self.queue = queue
         self.rules_for = rules_for
