@@ -36,10 +36,10 @@ from pathlib import Path
 
 import asyncpg
 
+from loadgen import HEADER, LoadResult, LoadSpec, Mode, Target, problems
+from loadgen import summary_line as line
+from loadgen.processes import generate
 from stellwerk.cli import load_file, nats_support, process_cpu
-from stellwerk.loadgen import HEADER, LoadResult, LoadSpec, Mode, Target, problems
-from stellwerk.loadgen import summary_line as line
-from stellwerk.loadgen.processes import generate
 
 STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
 HERE = Path(__file__).resolve().parent

@@ -3,7 +3,7 @@
 With `--url` it drives that running server (`--key` or `$STELLWERK_INGEST_KEY`, `--bus`) and prints
 requests/s, events/s and latency percentiles for `--mode single` (structured mode), `batch`, or
 `both`. Without `--url` it runs the whole comparison of issue 4 by itself, in one run: it starts
-a bare ASGI app that answers 202 (`stellwerk.loadgen.baseline`, same uvicorn settings) and
+a bare ASGI app that answers 202 (`bench/loadgen/baseline.py`, same uvicorn settings) and
 `stellwerk serve` with rate limits off, each on a free loopback port with a temporary data
 directory, drives both with the same generator and load, and prints
 
@@ -36,9 +36,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from loadgen import HEADER, LoadResult, LoadSpec, Mode, Target, problems, run_load
+from loadgen import summary_line as line
 from stellwerk.cli import process_cpu
-from stellwerk.loadgen import HEADER, LoadResult, LoadSpec, Mode, Target, problems, run_load
-from stellwerk.loadgen import summary_line as line
 
 STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
 
@@ -152,7 +152,8 @@ def compare(args: argparse.Namespace) -> int:
     bare_port, stellwerk_port = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="stellwerk-bench-") as tmp:
         data_dir = Path(tmp)
-        bare_cmd = [sys.executable, "-m", "stellwerk.loadgen.baseline", "--port", str(bare_port)]
+        baseline = str(Path(__file__).with_name("loadgen") / "baseline.py")
+        bare_cmd = [sys.executable, baseline, "--port", str(bare_port)]
         stellwerk_cmd = [
             *(STELLWERK, "serve", "--data-dir", str(data_dir), "--port", str(stellwerk_port)),
             *("--tenant-event-rate", "0", "--tenant-request-rate", "0", "--log-level", "warning"),

@@ -43,8 +43,8 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from loadgen import LoadResult, LoadSpec, Mode, Target, run_load
 from stellwerk.cli import load_file
-from stellwerk.loadgen import LoadResult, LoadSpec, Mode, Target, run_load
 from stellwerk.patterns import Matcher
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.routing.replay import NoReplayHooks, ReplayRunner

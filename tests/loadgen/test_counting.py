@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from stellwerk.loadgen import LoadSpec, Mode, Target, generate, render, run_load
-from stellwerk.loadgen.requests import BATCH, STRUCTURED
+from loadgen import LoadSpec, Mode, Target, generate, render, run_load
+from loadgen.requests import BATCH, STRUCTURED
 
 JSON_202 = b'{"accepted":%d,"failed":[],"duplicates":0}'
 

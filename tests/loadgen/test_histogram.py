@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stellwerk.loadgen.histogram import LatencyHistogram, bucket_bounds, bucket_of, nearest_rank
+from loadgen.histogram import LatencyHistogram, bucket_bounds, bucket_of, nearest_rank
 
 latencies = st.lists(st.integers(min_value=0, max_value=60 * 10**9), min_size=1, max_size=300)
 percents = st.sampled_from([0, 1, 25, 50, 90, 99, 99.9, 100])

@@ -29,7 +29,14 @@ def available() -> list[str]:
 
 
 def load(name: str) -> ModuleType:
-    """Import `bench/NAME.py` as module `stellwerk_bench_NAME`."""
+    """Import `bench/NAME.py` as module `stellwerk_bench_NAME`.
+
+    `bench/` goes on the import path first: the benchmarks import the load generator,
+    `bench/loadgen/`, which lives in the checkout and is not shipped with the package.
+    """
+    folder = str(bench_dir())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     return load_file(bench_dir() / f"{name}.py", f"stellwerk_bench_{name}")
 
 

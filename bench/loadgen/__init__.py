@@ -6,12 +6,12 @@ unique ids on keep-alive connections, in a closed loop (as fast as answers come)
 status, transport errors by kind, acknowledged events, and a latency histogram of the 202s.
 """
 
-from stellwerk.loadgen.histogram import LatencyHistogram, nearest_rank
-from stellwerk.loadgen.processes import generate, run_load
-from stellwerk.loadgen.report import HEADER, problems, render, summary_line
-from stellwerk.loadgen.requests import Mode, RequestFactory, Target
-from stellwerk.loadgen.result import LoadResult
-from stellwerk.loadgen.runner import LoadSpec
+from loadgen.histogram import LatencyHistogram, nearest_rank
+from loadgen.processes import generate, run_load
+from loadgen.report import HEADER, problems, render, summary_line
+from loadgen.requests import Mode, RequestFactory, Target
+from loadgen.result import LoadResult
+from loadgen.runner import LoadSpec
 
 __all__ = [
     "HEADER",

@@ -6,7 +6,7 @@ from typing import Final
 
 import msgspec
 
-from stellwerk.loadgen.histogram import LatencyHistogram
+from loadgen.histogram import LatencyHistogram
 
 ACCEPTED: Final = 202
 _SAMPLE_BYTES: Final = 300

@@ -4,7 +4,7 @@ It runs under uvicorn with the settings `stellwerk serve` uses (uvloop, httptool
 no access log, no server header), so the gap between it and Stellwerk is what Stellwerk itself
 costs per request: routing, auth, limits, decoding, the durable append, metrics.
 
-Run it with `python -m stellwerk.loadgen.baseline --port 8081`.
+Run it with `python bench/loadgen/baseline.py --port 8081`.
 """
 
 from __future__ import annotations

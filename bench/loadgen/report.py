@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stellwerk.loadgen.result import LoadResult
+from loadgen.result import LoadResult
 
 HEADER = (
     f"{'run':<28} {'req/s':>9} {'events/s':>10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "

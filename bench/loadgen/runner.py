@@ -18,9 +18,9 @@ from typing import Final
 
 import msgspec
 
-from stellwerk.loadgen.connection import ConnectionClosed, HttpConnection, ProtocolError
-from stellwerk.loadgen.requests import Mode, RequestFactory, Target, new_run_id
-from stellwerk.loadgen.result import ACCEPTED, LoadResult, accepted_count
+from loadgen.connection import ConnectionClosed, HttpConnection, ProtocolError
+from loadgen.requests import Mode, RequestFactory, Target, new_run_id
+from loadgen.result import ACCEPTED, LoadResult, accepted_count
 
 _RECONNECT_PAUSE: Final = 0.05  # after a failed connect, so a dead server is not spun on
 _WATCHDOG_INTERVAL: Final = 0.25

@@ -17,8 +17,8 @@ from typing import Final
 
 import uvloop
 
-from stellwerk.loadgen.result import LoadResult
-from stellwerk.loadgen.runner import LoadSpec, Worker
+from loadgen.result import LoadResult
+from loadgen.runner import LoadSpec, Worker
 
 _START_MARGIN: Final = 0.05  # seconds between "all ready" and the common start
 
