@@ -16,7 +16,9 @@ PACKAGE = SRC / "stellwerk"
 # What each lower floor may import of Stellwerk (besides itself and the root's __version__).
 ALLOWED: dict[str, set[str]] = {
     "stellwerk.clock": set(),
-    "stellwerk.seams": {"stellwerk.events", "stellwerk.clock"},
+    "stellwerk.refs": set(),
+    "stellwerk.auth": {"stellwerk.refs"},
+    "stellwerk.seams": {"stellwerk.events", "stellwerk.clock", "stellwerk.refs"},
     "stellwerk.rules": {
         "stellwerk.patterns",
         "stellwerk.transform",
@@ -27,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "stellwerk.storage": {
         "stellwerk.seams",
         "stellwerk.clock",
+        "stellwerk.refs",
         "stellwerk.events",
         "stellwerk.rules",
         "stellwerk.schemas",

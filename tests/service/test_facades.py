@@ -53,7 +53,7 @@ async def control(tmp_path: Path) -> AsyncIterator[ControlPlane]:
 
 async def admin_of(control: ControlPlane, name: str) -> Principal:
     tenant = await control.create_tenant(name)
-    return Principal(tenant_id=tenant.id, tenant=name, key_id="k", scope=Scope.ADMIN)
+    return Principal(tenant.ref, key_id="k", scope=Scope.ADMIN)
 
 
 async def test_a_committed_change_is_announced_and_a_refused_one_is_not(

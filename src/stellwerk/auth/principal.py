@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from stellwerk.refs import TenantId, TenantName, TenantRef
+
 
 class Scope(enum.StrEnum):
     """What a key may do. `admin` includes `read` and `ingest`; the others include nothing."""
@@ -19,7 +21,18 @@ class Scope(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    tenant_id: str
-    tenant: str
+    """An authenticated caller: its tenant, resolved once from the key, the key and its scope."""
+
+    ref: TenantRef
     key_id: str
     scope: Scope
+
+    @property
+    def tenant_id(self) -> TenantId:
+        """The tenant's id: what the control plane keys by."""
+        return self.ref.id
+
+    @property
+    def tenant(self) -> TenantName:
+        """The tenant's name: what the log, the queue, the archives and the leases key by."""
+        return self.ref.name

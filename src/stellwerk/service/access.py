@@ -70,12 +70,7 @@ class Authenticator:
         entry = await self._keys.get(parts.key_id)
         if entry is None or not verify_key(key, entry.key.key_hash) or entry.key.revoked_at:
             raise Unauthorized("the API key is not valid (unknown or revoked)")
-        principal = Principal(
-            tenant_id=entry.tenant.id,
-            tenant=entry.tenant.name,
-            key_id=entry.key.id,
-            scope=entry.key.scope,
-        )
+        principal = Principal(entry.tenant.ref, key_id=entry.key.id, scope=entry.key.scope)
         if len(self._verified) >= _MAX_VERIFIED:
             self._verified.clear()
         self._verified[authorization] = (entry, principal)

@@ -54,9 +54,7 @@ class Tenants:
         tenant = await self._control.get_tenant(name)
         if tenant is None:
             raise NotFound.of(f"tenant {name!r}")
-        return Principal(
-            tenant_id=tenant.id, tenant=tenant.name, key_id=OPERATOR, scope=Scope.ADMIN
-        )
+        return Principal(tenant.ref, key_id=OPERATOR, scope=Scope.ADMIN)
 
     async def bootstrap(self, data_dir: Path) -> Path | None:
         """On an installation without tenants, create `default` and write its keys to

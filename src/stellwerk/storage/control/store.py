@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from stellwerk.auth import Scope, generate_key, hash_key
 from stellwerk.clock import as_utc, utc_now
 from stellwerk.names import check_name
+from stellwerk.refs import TenantId, TenantName, TenantRef
 from stellwerk.seams import Change
 from stellwerk.secrets import SecretBox
 from stellwerk.storage.control import migrate
@@ -39,9 +40,13 @@ DEFAULT_TENANT = "default"
 
 @dataclass(frozen=True, slots=True)
 class TenantRecord:
-    id: str
-    name: str
+    id: TenantId
+    name: TenantName
     created_at: datetime
+
+    @property
+    def ref(self) -> TenantRef:
+        return TenantRef(self.id, self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +179,7 @@ class ControlPlane:
     async def create_tenant(self, name: str) -> TenantRecord:
         check_name("tenant", name)
         now = self._now()
-        record = TenantRecord(id=str(uuid.uuid4()), name=name, created_at=now)
+        record = TenantRecord(TenantId(str(uuid.uuid4())), TenantName(name), created_at=now)
         async with self._engine.begin() as conn:
             if await self._tenant_row(conn, name) is not None:
                 raise ConflictError(f"tenant {name!r} already exists")
