@@ -46,6 +46,7 @@ import msgspec
 from loadgen import LoadResult, LoadSpec, Mode, Target, run_load
 from stellwerk.cli import load_file
 from stellwerk.patterns import Matcher
+from stellwerk.refs import TenantId
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.routing.replay import NoReplayHooks, ReplayRunner
 from stellwerk.seams import NewEvent
@@ -150,7 +151,9 @@ def _rules(count: int) -> RuleSet:
 class _Stores:
     """The throughput part's stores, with a fresh delivery queue for each phase."""
 
-    def __init__(self, directory: Path, control: ControlPlane, tenant_id: str, uid: str) -> None:
+    def __init__(
+        self, directory: Path, control: ControlPlane, tenant_id: TenantId, uid: str
+    ) -> None:
         self.directory = directory
         self.control = control
         self.tenant_id = tenant_id

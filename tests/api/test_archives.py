@@ -12,6 +12,7 @@ from tests.conftest import RunningApp
 
 from stellwerk.auth import Scope
 from stellwerk.events import CloudEvent
+from stellwerk.refs import TenantId, TenantName
 from stellwerk.seams import NewEvent
 from stellwerk.service import archives as archives_service
 from stellwerk.service import provision_tenant
@@ -186,7 +187,7 @@ async def test_an_archive_keeps_the_matching_events_from_its_creation_on(
         id="o2", source="/shop", type="order.created", extensions={"replayname": "last-week"}
     )
     await services.stores.event_log.append([NewEvent.of("default", "default", replayed)])
-    services.stores.log_watch.appended("default", "default")
+    services.stores.log_watch.appended(TenantName("default"), "default")
     # A producer cannot mark its event as replayed: ingest drops `replayname` (Stellwerk's own).
     await ingest(running_app, event("o3", replayname="forged"))
 
@@ -210,7 +211,7 @@ async def test_an_archive_keeps_the_matching_events_from_its_creation_on(
     assert (await store.stats([record.uid]))[record.uid].events == 0
 
 
-async def _tenant_id(app: RunningApp) -> str:
+async def _tenant_id(app: RunningApp) -> TenantId:
     tenant = await app.services.stores.control.get_tenant(app.bootstrap.tenant)
     assert tenant is not None
     return tenant.id

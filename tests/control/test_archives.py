@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
+from stellwerk.refs import TenantId
 from stellwerk.storage.control import ArchiveRecord, ConflictError, ControlPlane, migrate
 from stellwerk.storage.control.store import create_engine
 
@@ -183,7 +184,7 @@ async def test_deleting_the_bus_deletes_its_archives(control: ControlPlane) -> N
     assert await control.archives.everything() == []
 
 
-async def _orders(control: ControlPlane, tenant_id: str, start: int) -> ArchiveRecord:
+async def _orders(control: ControlPlane, tenant_id: TenantId, start: int) -> ArchiveRecord:
     record, _ = await control.archives.put(
         tenant_id,
         "default",
@@ -257,7 +258,7 @@ async def test_archives_from_before_the_take_migration_count_as_taken(database_u
         await engine.dispose()
     control = await ControlPlane.open(database_url)
     try:
-        old = await control.archives.get("t1", "default", "old")
+        old = await control.archives.get(TenantId("t1"), "default", "old")
     finally:
         await control.close()
     assert old is not None

@@ -8,6 +8,7 @@ from typing import Any
 from tests.conftest import RunningApp
 from tests.e2e.test_delivery import ORDER, send
 
+from stellwerk.refs import TenantName
 from stellwerk.service import provision_tenant
 
 
@@ -45,7 +46,7 @@ async def test_cross_tenant_bus_targets_need_a_grant(delivering_app: RunningApp)
         while not any(
             e.id == event_id for e in await app.services.stores.event_log.read("partner", "inbox")
         ):
-            await app.services.stores.log_watch.wait("partner", "inbox", 0.5)
+            await app.services.stores.log_watch.wait(TenantName("partner"), "inbox", 0.5)
 
     await asyncio.wait_for(arrived("shared-1"), 30)
     stored = await app.services.stores.event_log.read("partner", "inbox")

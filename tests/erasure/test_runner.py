@@ -15,6 +15,7 @@ from stellwerk.erasure.criterion import parse
 from stellwerk.erasure.runner import ErasureRunner
 from stellwerk.erasure.suppression import Suppressions
 from stellwerk.ops.metrics import Metrics
+from stellwerk.refs import TenantId
 from stellwerk.seams import ArchiveStats
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ControlPlane, ErasureRecord, ErasureState
@@ -26,7 +27,7 @@ from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE, Engine
 @dataclass
 class Stores:
     control: ControlPlane
-    tenant_id: str
+    tenant_id: TenantId
     log: SqliteEventLog
     queue: SqliteDeliveryQueue
     archives: SqliteArchiveStore

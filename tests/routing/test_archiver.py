@@ -14,6 +14,7 @@ from tests.polling import eventually
 from tests.storage.eventlog_support import T0, MovableClock, new_event
 
 from stellwerk.ops.metrics import Metrics
+from stellwerk.refs import TenantId
 from stellwerk.routing.archiver import (
     Archiver,
     ArchiverMetrics,
@@ -34,7 +35,7 @@ WIDE = (T0 - timedelta(days=365), T0 + timedelta(days=365))
 @dataclass
 class Setup:
     control: ControlPlane
-    tenant_id: str
+    tenant_id: TenantId
     log: SqliteEventLog
     store: SqliteArchiveStore
     clock: MovableClock

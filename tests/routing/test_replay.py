@@ -19,6 +19,7 @@ import pytest
 from tests.storage.eventlog_support import T0, MovableClock, new_event
 
 from stellwerk.patterns import Matcher
+from stellwerk.refs import TenantId
 from stellwerk.routing import RouteTarget, RuleSet
 from stellwerk.routing.replay import (
     NoReplayHooks,
@@ -59,7 +60,7 @@ class WatchedArchiveStore(SqliteArchiveStore):
 @dataclass
 class Setup:
     control: ControlPlane
-    tenant_id: str
+    tenant_id: TenantId
     archive: ArchiveRecord
     log: SqliteEventLog
     archives: WatchedArchiveStore
@@ -327,7 +328,7 @@ def test_replayname_is_added_last_and_wins() -> None:
 
 def test_a_replay_of_no_rules_builds_nothing() -> None:
     record = ReplayRecord(
-        tenant_id="t",
+        tenant_id=TenantId("t"),
         name="r",
         bus="default",
         archive="a",

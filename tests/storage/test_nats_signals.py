@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 from tests.nats_support import NatsServer
 
+from stellwerk.refs import TenantName
 from stellwerk.seams import Change
 from stellwerk.storage.signals import NatsSignals
 
@@ -78,8 +79,8 @@ async def test_appends_of_one_loop_turn_go_out_as_one_message_and_the_sender_hea
 ) -> None:
     a, ear_a, b, ear_b = pair
     for _ in range(50):
-        a.appended("acme", "orders")
-    a.appended("acme", "billing")
+        a.appended(TenantName("acme"), "orders")
+    a.appended(TenantName("acme"), "billing")
     a.routed()
     await ear_b.until(lambda: ear_b.routed == 1 and len(ear_b.appended) == 2)
     assert sorted(ear_b.appended) == [("acme", "billing"), ("acme", "orders")]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from tests.storage.test_nats_signals import Ear
 
+from stellwerk.refs import TenantName
 from stellwerk.seams import Change
 from stellwerk.storage.signals import SIGNALS_DIR, UnixSignals, signal_address
 
@@ -43,10 +44,10 @@ async def test_appends_of_one_loop_turn_go_out_as_one_datagram_and_the_sender_he
 ) -> None:
     a, ear_a, _b, ear_b = pair
     for _ in range(50):
-        a.appended("t1", "default")
-    a.appended("t2", "orders")
+        a.appended(TenantName("t1"), "default")
+    a.appended(TenantName("t2"), "orders")
     await ear_b.until(lambda: len(ear_b.appended) >= 2)
-    a.appended("t1", "default")  # a later turn: another datagram, heard after the first
+    a.appended(TenantName("t1"), "default")  # a later turn: another datagram, heard after the first
     await ear_b.until(lambda: len(ear_b.appended) >= 3)
     assert ear_b.appended == [("t1", "default"), ("t2", "orders"), ("t1", "default")]
     assert ear_a.appended == []
@@ -66,7 +67,7 @@ async def test_routed_and_changes_arrive_in_order_both_ways(
     assert ear_b.changes == changes
     assert ear_b.routed == 1  # coalesced
     await b.changed(Change("key", "t1", name="k1"))
-    b.appended("t1", "default")
+    b.appended(TenantName("t1"), "default")
     await ear_a.until(lambda: bool(ear_a.changes and ear_a.appended))
     assert ear_a.changes == [Change("key", "t1", name="k1")]
     assert ear_a.appended == [("t1", "default")]
@@ -78,7 +79,7 @@ async def test_many_buses_in_one_turn_are_split_over_datagrams(
     pair: tuple[UnixSignals, Ear, UnixSignals, Ear],
 ) -> None:
     a, _ear_a, _b, ear_b = pair
-    buses = [("t1", f"bus-{i:05d}") for i in range(3000)]
+    buses = [(TenantName("t1"), f"bus-{i:05d}") for i in range(3000)]
     for tenant, bus in buses:
         a.appended(tenant, bus)
     await ear_b.until(lambda: len(ear_b.appended) == len(buses))
@@ -93,7 +94,7 @@ async def test_a_dead_peers_marker_does_not_break_sends_and_is_cleared(
     dead_name = "pipeline.4194305"  # above pid_max: no process has this pid
     dead = tmp_path / SIGNALS_DIR / dead_name
     dead.write_bytes(signal_address(tmp_path, dead_name))
-    a.appended("t1", "default")
+    a.appended(TenantName("t1"), "default")
     await a.changed(Change("bus", "t1", bus="default"))
     await ear_b.until(lambda: bool(ear_b.appended and ear_b.changes))
     assert not dead.exists()
@@ -105,8 +106,8 @@ async def test_two_data_directories_do_not_hear_each_other(tmp_path: Path) -> No
     b = await listening(tmp_path / "two", ear_b, "pipeline")
     c = await listening(tmp_path / "two", Ear(), "gateway")
     try:
-        a.appended("t1", "default")
-        c.appended("t1", "other")
+        a.appended(TenantName("t1"), "default")
+        c.appended(TenantName("t1"), "other")
         await ear_b.until(lambda: bool(ear_b.appended))
         assert ear_b.appended == [("t1", "other")]
         assert ear_a.appended == []

@@ -15,6 +15,7 @@ from stellwerk.delivery.targets import (
     SessionPool,
     build_auth,
 )
+from stellwerk.refs import TenantName
 from stellwerk.rules import TargetSpec
 from stellwerk.seams import EventLog
 from stellwerk.storage.control import ConnectionRecord
@@ -26,7 +27,7 @@ class TargetBuilder:
         *,
         session_pool: SessionPool,
         event_log: EventLog,
-        appended: Callable[[str, str], None],
+        appended: Callable[[TenantName, str], None],
         allow_private: bool,
         bus_refusal: Callable[[str, str, str], Awaitable[str | None]],
     ) -> None:
@@ -38,7 +39,11 @@ class TargetBuilder:
         self._policy = AddressPolicy.build(allow_private, ())
 
     def __call__(
-        self, tenant: str, bus: str, spec: TargetSpec, connections: Mapping[str, ConnectionRecord]
+        self,
+        tenant: TenantName,
+        bus: str,
+        spec: TargetSpec,
+        connections: Mapping[str, ConnectionRecord],
     ) -> Target:
         if spec.type == "http":
             assert spec.url is not None
@@ -69,7 +74,7 @@ class TargetBuilder:
             return FunctionTarget(spec.function, concurrency=spec.concurrency)
         if spec.type == "bus":
             assert spec.bus is not None
-            owner, bus = spec.tenant or tenant, spec.bus
+            owner, bus = TenantName(spec.tenant) if spec.tenant else tenant, spec.bus
             return BusTarget(
                 self._log,
                 owner,

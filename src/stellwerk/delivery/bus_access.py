@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stellwerk.refs import TenantName
 from stellwerk.storage import TtlCache
 from stellwerk.storage.control import ControlPlane
 
@@ -18,7 +19,7 @@ class BusAccess:
     async def refusal(self, owner: str, bus: str, sender: str) -> str | None:
         return await self._answers.get((owner, bus, sender))
 
-    def forget(self, owner: str, bus: str, sender: str) -> None:
+    def forget(self, owner: TenantName, bus: str, sender: TenantName) -> None:
         """A grant changed in this process: ask again at the next delivery."""
         self._answers.forget((owner, bus, sender))
 

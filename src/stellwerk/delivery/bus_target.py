@@ -19,6 +19,7 @@ import msgspec
 
 from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater
 from stellwerk.events import REPLAY_NAME, EventError, encode_event, validate_event
+from stellwerk.refs import TenantName
 from stellwerk.seams import Delivery, EventLog, LogClosed, LogOverloaded, NewEvent
 
 MAX_HOPS: Final = 8
@@ -29,9 +30,9 @@ class BusTarget:
     def __init__(
         self,
         log: EventLog,
-        tenant: str,
+        tenant: TenantName,
         bus: str,
-        appended: Callable[[str, str], None],
+        appended: Callable[[TenantName, str], None],
         refusal: Callable[[], Awaitable[str | None]],
     ) -> None:
         self.tenant = tenant

@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from stellwerk.erasure.criterion import Criterion
 from stellwerk.erasure.suppression import Suppressions
 from stellwerk.ops import Metrics
+from stellwerk.refs import TenantId
 from stellwerk.seams import ArchiveStore, ErasedEvent, EventLog, QueueErasure
 from stellwerk.storage.control import ControlPlane, ErasureRecord, ErasureState
 
@@ -76,7 +77,7 @@ class ErasureRunner:
 
     async def request(
         self,
-        tenant_id: str,
+        tenant_id: TenantId,
         tenant: str,
         *,
         bus: str | None,

@@ -13,6 +13,7 @@ from typing import Protocol, TypeVar
 from prometheus_client import Counter
 
 from stellwerk.ops import Metrics
+from stellwerk.refs import TenantId
 from stellwerk.storage import TtlCache
 from stellwerk.storage.control import ErasureStore
 
@@ -32,11 +33,11 @@ E = TypeVar("E", bound=Keyed)
 
 class Suppressions:
     def __init__(self, store: ErasureStore, metrics: Metrics, *, ttl: float = 5.0) -> None:
-        async def load(key: tuple[str, str]) -> bool:
+        async def load(key: tuple[TenantId, str]) -> bool:
             return await store.has_suppressions(*key)
 
         self._store = store
-        self._any: TtlCache[tuple[str, str], bool] = TtlCache(load, ttl)
+        self._any: TtlCache[tuple[TenantId, str], bool] = TtlCache(load, ttl)
         self._suppressed = Counter(
             "stellwerk_ingest_events_suppressed_total",
             "Events answered as accepted but not stored: an erasure keeps their id out.",
@@ -45,7 +46,7 @@ class Suppressions:
         )
 
     async def drop(
-        self, tenant_id: str, tenant: str, bus: str, events: list[E]
+        self, tenant_id: TenantId, tenant: str, bus: str, events: list[E]
     ) -> tuple[list[E], int]:
         """The events that may be stored (`events` itself when none is kept out), and how many
         were kept out."""
@@ -59,6 +60,6 @@ class Suppressions:
         self._suppressed.labels(tenant, bus).inc(dropped)
         return kept, dropped
 
-    def forget(self, tenant_id: str, bus: str) -> None:
+    def forget(self, tenant_id: TenantId, bus: str) -> None:
         """The bus's suppressions changed: look again at the next request."""
         self._any.forget((tenant_id, bus))

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Gauge
 from stellwerk.events import REPLAY_NAME
 from stellwerk.ops import Metrics, cancelled_meanwhile
 from stellwerk.patterns import Matcher
+from stellwerk.refs import TenantId
 from stellwerk.routing.router import RuleSet, RuleSource, build_delivery
 from stellwerk.seams import (
     ArchivedEvent,
@@ -251,7 +252,7 @@ class ReplayRunner:
         """A replay was created (or a slot freed): look at the control plane now."""
         self._changed.set()
 
-    def cancel(self, tenant_id: str, name: str) -> None:
+    def cancel(self, tenant_id: TenantId, name: str) -> None:
         """The replay was cancelled in the control plane: stop its job now, if it runs here."""
         job = self._jobs.get((tenant_id, name))
         if job is not None:

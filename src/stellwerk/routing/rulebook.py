@@ -15,13 +15,14 @@ import structlog
 
 from stellwerk.delivery import Target, TargetBinding
 from stellwerk.patterns import Matcher
+from stellwerk.refs import TenantId, TenantName
 from stellwerk.routing.router import RouteTarget, RuleSet
 from stellwerk.rules import Rule, TargetSpec, compile_transformer
 from stellwerk.storage.control import ConnectionRecord, ControlPlane
 
 log = structlog.get_logger("stellwerk.routing")
 
-TargetFactory = Callable[[str, str, TargetSpec, Mapping[str, ConnectionRecord]], Target]
+TargetFactory = Callable[[TenantName, str, TargetSpec, Mapping[str, ConnectionRecord]], Target]
 """`build(tenant, bus, spec, connections)`: the deliverable target of a saved target spec."""
 
 
@@ -45,7 +46,7 @@ class RuleBook:
         self._control = control
         self._build = build
         self._buses: dict[tuple[str, str], _Bus] = {}  # (tenant name, bus)
-        self._tenant_names: dict[str, str] = {}  # tenant id -> name
+        self._tenant_names: dict[TenantId, TenantName] = {}
         # Told when a bus comes or goes (the lease keeper's `wake`: its router takes it on now).
         self._buses_changed = buses_changed or (lambda: None)
 
@@ -55,7 +56,7 @@ class RuleBook:
             self._tenant_names[tenant.id] = tenant.name
             await self.reload(tenant.id, None)
 
-    async def reload(self, tenant_id: str, bus: str | None) -> None:
+    async def reload(self, tenant_id: TenantId, bus: str | None) -> None:
         """Take in a change: one bus's rules, or (`bus=None`) every bus of the tenant."""
         name = self._tenant_names.get(tenant_id)
         if name is None:
@@ -79,7 +80,11 @@ class RuleBook:
             await self._replace((name, each), self._compile(name, each, rules, connections))
 
     def _compile(
-        self, tenant: str, bus: str, rules: list[Rule], connections: Mapping[str, ConnectionRecord]
+        self,
+        tenant: TenantName,
+        bus: str,
+        rules: list[Rule],
+        connections: Mapping[str, ConnectionRecord],
     ) -> _Bus:
         matcher = Matcher()
         targets: dict[str, list[RouteTarget]] = {}

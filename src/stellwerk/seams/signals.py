@@ -12,6 +12,8 @@ from typing import Literal, Protocol, Self
 
 import msgspec
 
+from stellwerk.refs import TenantId, TenantName
+
 ChangeKind = Literal[
     "rules", "bus", "schema", "grant", "key", "suppression", "archive", "replay", "replay_cancelled"
 ]
@@ -31,7 +33,9 @@ class Change(msgspec.Struct, frozen=True, omit_defaults=True):
     - `replay`: a replay was created — the scheduler looks for work;
     - `replay_cancelled`: replay `name` was cancelled — the scheduler stops it.
 
-    `tenant` is the tenant's id, except for `grant`, where it is the owner's name.
+    On the wire `tenant` is the tenant's id, except for `grant`, where it is the owner's name
+    (and `name` the grantee's). Make and read one through the typed names: `Change.of` and
+    `tenant_id` for every kind but `grant`, `Change.grant`, `owner` and `grantee` for a grant.
     """
 
     kind: ChangeKind
@@ -39,12 +43,46 @@ class Change(msgspec.Struct, frozen=True, omit_defaults=True):
     bus: str | None = None
     name: str | None = None
 
+    @classmethod
+    def of(
+        cls, kind: ChangeKind, tenant: TenantId, bus: str | None = None, name: str | None = None
+    ) -> Change:
+        if kind == "grant":
+            raise ValueError("a grant names its tenants by name: Change.grant")
+        return cls(kind, tenant, bus, name)
+
+    @classmethod
+    def grant(cls, owner: TenantName, bus: str, grantee: TenantName) -> Change:
+        """Tenant `owner` granted or revoked its `bus` to tenant `grantee`."""
+        return cls("grant", owner, bus, grantee)
+
+    @property
+    def tenant_id(self) -> TenantId:
+        """The id of the tenant whose configuration changed (every kind but `grant`)."""
+        if self.kind == "grant":
+            raise ValueError("a grant's change names its tenants by name")
+        return TenantId(self.tenant)
+
+    @property
+    def owner(self) -> TenantName:
+        """A grant's owner, by name."""
+        if self.kind != "grant":
+            raise ValueError(f"a {self.kind} change names its tenant by id")
+        return TenantName(self.tenant)
+
+    @property
+    def grantee(self) -> TenantName:
+        """A grant's grantee, by name."""
+        if self.kind != "grant" or self.name is None:
+            raise ValueError(f"a {self.kind} change names no grantee")
+        return TenantName(self.name)
+
 
 class Signals(Protocol):
     async def start(
         self,
         *,
-        on_appended: Callable[[str, str], None],
+        on_appended: Callable[[TenantName, str], None],
         on_routed: Callable[[], None],
         on_changed: Callable[[Change], Awaitable[None]],
         on_resync: Callable[[], Awaitable[None]],
@@ -54,7 +92,7 @@ class Signals(Protocol):
 
     async def close(self) -> None: ...
 
-    def appended(self, tenant: str, bus: str) -> None:
+    def appended(self, tenant: TenantName, bus: str) -> None:
         """Events were appended to the bus (coalesced; sent soon, not awaited)."""
         ...
 
@@ -73,7 +111,7 @@ class LocalSignals:
     async def start(
         self,
         *,
-        on_appended: Callable[[str, str], None],
+        on_appended: Callable[[TenantName, str], None],
         on_routed: Callable[[], None],
         on_changed: Callable[[Change], Awaitable[None]],
         on_resync: Callable[[], Awaitable[None]],
@@ -83,7 +121,7 @@ class LocalSignals:
     async def close(self) -> None:
         pass
 
-    def appended(self, tenant: str, bus: str) -> None:
+    def appended(self, tenant: TenantName, bus: str) -> None:
         pass
 
     def routed(self) -> None:

@@ -126,7 +126,7 @@ class Archives:
             if loop.time() >= next_signal:
                 # The control plane announced it once, at most once: an archiver in another
                 # process that missed it hears it again.
-                await self._signals.changed(Change("archive", record.tenant_id, record.bus))
+                await self._signals.changed(Change.of("archive", record.tenant_id, record.bus))
                 next_signal = loop.time() + TAKE_SIGNAL_SECONDS
             await asyncio.sleep(TAKE_POLL_SECONDS)
 

@@ -9,6 +9,7 @@ import msgspec
 
 from stellwerk.auth import Principal
 from stellwerk.names import InvalidNameError, check_name
+from stellwerk.refs import TenantId
 from stellwerk.service.errors import Conflict, InvalidRequest, NotFound, ValidationFailed
 from stellwerk.storage.control import BusRecord, ConflictError, ControlPlane, NotFoundError
 
@@ -79,7 +80,7 @@ class Buses:
     async def get(self, principal: Principal, name: str) -> Bus:
         return _bus(await self.record(principal.tenant_id, name))
 
-    async def record(self, tenant_id: str, name: str) -> BusRecord:
+    async def record(self, tenant_id: TenantId, name: str) -> BusRecord:
         """The bus, or `NotFound`: the check every use case of a bus starts with."""
         record = await self._control.get_bus(tenant_id, name)
         if record is None:

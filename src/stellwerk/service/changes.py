@@ -51,33 +51,33 @@ class Caches:
 
     async def take(self, change: Change) -> None:
         """Take in a change made here or, through the signals, in another process."""
-        tenant, bus, name = change.tenant, change.bus, change.name
+        bus, name = change.bus, change.name
         match change.kind:
+            case "grant":
+                if bus is not None:
+                    self._bus_access.forget(change.owner, bus, change.grantee)
             case "rules":
-                await self._rulebook.reload(tenant, bus)
+                await self._rulebook.reload(change.tenant_id, bus)
             case "bus":
                 if bus is not None:
-                    self._buses.forget_bus(tenant, bus)
-                await self._rulebook.reload(tenant, bus)
+                    self._buses.forget_bus(change.tenant_id, bus)
+                await self._rulebook.reload(change.tenant_id, bus)
             case "schema":
                 if name is not None:
-                    self._buses.forget_schema(tenant, name)
-            case "grant":
-                if bus is not None and name is not None:
-                    self._bus_access.forget(tenant, bus, name)
+                    self._buses.forget_schema(change.tenant_id, name)
             case "key":
                 if name is not None:
                     self._authenticator.forget(name)
             case "suppression":
                 if bus is not None:
-                    self._suppressions.forget(tenant, bus)
+                    self._suppressions.forget(change.tenant_id, bus)
             case "archive":
                 await self._archiver.reload()
             case "replay":
                 self._replays.notify()
             case "replay_cancelled":
                 if name is not None:
-                    self._replays.cancel(tenant, name)
+                    self._replays.cancel(change.tenant_id, name)
 
     async def resync(self) -> None:
         """Signals may have been missed (the connection to NATS broke): reload what is cached

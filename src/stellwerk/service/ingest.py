@@ -24,6 +24,7 @@ from stellwerk.ingest import (
     decode_request,
 )
 from stellwerk.ratelimit import TokenBuckets
+from stellwerk.refs import TenantId
 from stellwerk.schemas import SchemaViolation, event_violations
 from stellwerk.seams import EventLog, LogOverloaded, NewEvent
 from stellwerk.service.errors import (
@@ -224,7 +225,7 @@ class Ingest:
         )
 
     async def _check_schemas(
-        self, tenant_id: str, bus: str, decoded: list[DecodedEvent], *, enforce: bool
+        self, tenant_id: TenantId, bus: str, decoded: list[DecodedEvent], *, enforce: bool
     ) -> tuple[list[DecodedEvent], list[FailedEvent], list[SchemaWarning]]:
         """Split events by their type's schema: kept, refused (stored as failed events), warned."""
         kept: list[DecodedEvent] = []

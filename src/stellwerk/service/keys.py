@@ -8,6 +8,7 @@ from typing import Literal
 import msgspec
 
 from stellwerk.auth import Scope
+from stellwerk.refs import TenantId
 from stellwerk.service.errors import NotFound, ValidationFailed
 from stellwerk.storage.control import ApiKeyRecord, ControlPlane, NotFoundError
 
@@ -53,7 +54,7 @@ class Keys:
     def __init__(self, control: ControlPlane) -> None:
         self._control = control
 
-    async def create(self, tenant_id: str, body: KeyInput) -> CreatedKey:
+    async def create(self, tenant_id: TenantId, body: KeyInput) -> CreatedKey:
         if len(body.description) > MAX_DESCRIPTION:
             raise ValidationFailed(
                 f"description is longer than {MAX_DESCRIPTION} characters", field="$.description"
@@ -67,10 +68,10 @@ class Keys:
             created_at=record.created_at,
         )
 
-    async def all(self, tenant_id: str) -> list[KeyInfo]:
+    async def all(self, tenant_id: TenantId) -> list[KeyInfo]:
         return [_info(r) for r in await self._control.list_keys(tenant_id)]
 
-    async def revoke(self, tenant_id: str, key_id: str) -> KeyInfo:
+    async def revoke(self, tenant_id: TenantId, key_id: str) -> KeyInfo:
         """Revoke a key: refused here at once, by other processes within their key cache."""
         try:
             return _info(await self._control.revoke_key(tenant_id, key_id))

@@ -17,6 +17,7 @@ import msgspec
 from stellwerk.auth import Principal
 from stellwerk.clock import utc_now
 from stellwerk.events import parse_rfc3339
+from stellwerk.refs import TenantId
 from stellwerk.seams import RouteSink
 from stellwerk.service.buses import checked_name
 from stellwerk.service.errors import Conflict, InvalidRequest, NotFound
@@ -140,7 +141,7 @@ class Replays:
             finished_at=record.finished_at,
         )
 
-    async def _check_rules(self, tenant_id: str, bus: str, names: list[str]) -> None:
+    async def _check_rules(self, tenant_id: TenantId, bus: str, names: list[str]) -> None:
         """Every named rule must be one of the bus's; say where a rule of another bus lives."""
         control = self._control
         for name in names:

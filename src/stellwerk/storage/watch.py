@@ -12,24 +12,26 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from stellwerk.refs import TenantName
+
 
 class LogWatch:
-    def __init__(self, forward: Callable[[str, str], None] | None = None) -> None:
-        self._events: dict[tuple[str, str], asyncio.Event] = {}
-        self._listeners: list[Callable[[str, str], None]] = []
+    def __init__(self, forward: Callable[[TenantName, str], None] | None = None) -> None:
+        self._events: dict[tuple[TenantName, str], asyncio.Event] = {}
+        self._listeners: list[Callable[[TenantName, str], None]] = []
         self._forward = forward
 
-    def subscribe(self, listener: Callable[[str, str], None]) -> None:
+    def subscribe(self, listener: Callable[[TenantName, str], None]) -> None:
         """Call `listener(tenant, bus)` after every append (the router's `notify`)."""
         self._listeners.append(listener)
 
-    def appended(self, tenant: str, bus: str) -> None:
+    def appended(self, tenant: TenantName, bus: str) -> None:
         """This process appended to the bus."""
         self.heard(tenant, bus)
         if self._forward is not None:
             self._forward(tenant, bus)
 
-    def heard(self, tenant: str, bus: str) -> None:
+    def heard(self, tenant: TenantName, bus: str) -> None:
         """Events were appended to the bus (here, or in another process)."""
         event = self._events.pop((tenant, bus), None)
         if event is not None:
@@ -37,7 +39,7 @@ class LogWatch:
         for listener in self._listeners:
             listener(tenant, bus)
 
-    async def wait(self, tenant: str, bus: str, within: float) -> bool:
+    async def wait(self, tenant: TenantName, bus: str, within: float) -> bool:
         """Wait until the next append to the bus; False when `within` seconds passed first."""
         event = self._events.get((tenant, bus))
         if event is None:

@@ -11,6 +11,7 @@ import pytest
 
 from stellwerk.delivery.bus_target import HOPS, BusTarget
 from stellwerk.delivery.model import Delivered
+from stellwerk.refs import TenantName
 from stellwerk.seams import Delivery
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR
@@ -47,7 +48,9 @@ async def test_a_replayed_event_keeps_its_replay_mark_on_the_next_bus(
     event_log: SqliteEventLog,
 ) -> None:
     appended: list[tuple[str, str]] = []
-    target = BusTarget(event_log, "acme", "audit", lambda t, b: appended.append((t, b)), _allowed)
+    target = BusTarget(
+        event_log, TenantName("acme"), "audit", lambda t, b: appended.append((t, b)), _allowed
+    )
     event = {
         "specversion": "1.0",
         "id": "e1",
@@ -71,7 +74,7 @@ async def test_a_replayed_event_keeps_its_replay_mark_on_the_next_bus(
 
 
 async def test_a_live_event_gets_no_replay_mark(event_log: SqliteEventLog) -> None:
-    target = BusTarget(event_log, "acme", "audit", lambda t, b: None, _allowed)
+    target = BusTarget(event_log, TenantName("acme"), "audit", lambda t, b: None, _allowed)
     event = {"specversion": "1.0", "id": "e1", "source": "/orders", "type": "order.created"}
 
     await target.deliver(_delivery(event))

@@ -21,6 +21,7 @@ import msgspec
 import sqlalchemy as sa
 
 from stellwerk.clock import as_utc
+from stellwerk.refs import TenantId
 from stellwerk.seams import Change
 from stellwerk.storage.control.changes import ChangeFeed
 from stellwerk.storage.control.records import ConflictError
@@ -29,7 +30,7 @@ from stellwerk.storage.control.tables import archives, tenants
 
 @dataclass(frozen=True, slots=True)
 class ArchiveRecord:
-    tenant_id: str
+    tenant_id: TenantId
     bus: str
     name: str
     uid: str
@@ -66,7 +67,7 @@ class ArchiveRecordStore:
 
     async def put(
         self,
-        tenant_id: str,
+        tenant_id: TenantId,
         bus: str,
         name: str,
         *,
@@ -116,7 +117,7 @@ class ArchiveRecordStore:
             else:
                 await conn.execute(archives.update().where(where).values(**values))
             row = (await conn.execute(archives.select().where(where))).one()
-            self._changes.changed(Change("archive", tenant_id, bus))
+            self._changes.changed(Change.of("archive", tenant_id, bus))
         return _record(row), existing is None
 
     async def take(self, uid: str, cursor: int) -> ArchiveRecord | None:
@@ -136,7 +137,7 @@ class ArchiveRecordStore:
             row = (await conn.execute(archives.select().where(archives.c.uid == uid))).first()
         return _record(row) if row else None
 
-    async def get(self, tenant_id: str, bus: str, name: str) -> ArchiveRecord | None:
+    async def get(self, tenant_id: TenantId, bus: str, name: str) -> ArchiveRecord | None:
         where = sa.and_(
             archives.c.tenant_id == tenant_id, archives.c.bus == bus, archives.c.name == name
         )
@@ -144,7 +145,7 @@ class ArchiveRecordStore:
             row = (await conn.execute(archives.select().where(where))).first()
         return _record(row) if row else None
 
-    async def for_bus(self, tenant_id: str, bus: str) -> list[ArchiveRecord]:
+    async def for_bus(self, tenant_id: TenantId, bus: str) -> list[ArchiveRecord]:
         query = (
             archives.select()
             .where(archives.c.tenant_id == tenant_id, archives.c.bus == bus)
@@ -165,7 +166,7 @@ class ArchiveRecordStore:
             rows = (await conn.execute(query)).all()
         return [(row.tenant_name, _record(row)) for row in rows]
 
-    async def delete(self, tenant_id: str, bus: str, name: str) -> ArchiveRecord | None:
+    async def delete(self, tenant_id: TenantId, bus: str, name: str) -> ArchiveRecord | None:
         """Remove the definition; return it (its uid names the events to drop), or None."""
         where = sa.and_(
             archives.c.tenant_id == tenant_id, archives.c.bus == bus, archives.c.name == name
@@ -175,5 +176,5 @@ class ArchiveRecordStore:
             if row is None:
                 return None
             await conn.execute(archives.delete().where(where))
-            self._changes.changed(Change("archive", tenant_id, bus))
+            self._changes.changed(Change.of("archive", tenant_id, bus))
         return _record(row)

@@ -14,6 +14,7 @@ import msgspec
 import sqlalchemy as sa
 
 from stellwerk.clock import as_utc
+from stellwerk.refs import TenantId
 from stellwerk.rules import ConnectionSpec, open_connection, seal_connection
 from stellwerk.seams import Change
 from stellwerk.storage.control.records import SealedStore
@@ -28,7 +29,7 @@ class ConnectionRecord:
     updated_at: datetime
 
 
-def _associated(tenant_id: str, name: str) -> str:
+def _associated(tenant_id: TenantId, name: str) -> str:
     return f"connection:{tenant_id}/{name}"
 
 
@@ -39,7 +40,7 @@ class ConnectionStore(SealedStore):
         return ConnectionRecord(row.name, spec, as_utc(row.created_at), as_utc(row.updated_at))
 
     async def put(
-        self, tenant_id: str, name: str, spec: ConnectionSpec
+        self, tenant_id: TenantId, name: str, spec: ConnectionSpec
     ) -> tuple[ConnectionRecord, bool]:
         sealed = seal_connection(spec, self._secrets(), _associated(tenant_id, name))
         now = self._now()
@@ -60,16 +61,16 @@ class ConnectionStore(SealedStore):
             else:
                 await conn.execute(connections.update().where(where).values(**values))
             row = (await conn.execute(connections.select().where(where))).one()
-            self._changes.changed(Change("rules", tenant_id))  # every rule that uses it
+            self._changes.changed(Change.of("rules", tenant_id))  # every rule that uses it
         return self._record(row), exists is None
 
-    async def get(self, tenant_id: str, name: str) -> ConnectionRecord | None:
+    async def get(self, tenant_id: TenantId, name: str) -> ConnectionRecord | None:
         where = sa.and_(connections.c.tenant_id == tenant_id, connections.c.name == name)
         async with self._engine.connect() as conn:
             row = (await conn.execute(connections.select().where(where))).first()
         return self._record(row) if row else None
 
-    async def for_tenant(self, tenant_id: str) -> list[ConnectionRecord]:
+    async def for_tenant(self, tenant_id: TenantId) -> list[ConnectionRecord]:
         query = (
             connections.select()
             .where(connections.c.tenant_id == tenant_id)
@@ -79,10 +80,10 @@ class ConnectionStore(SealedStore):
             rows = (await conn.execute(query)).all()
         return [self._record(r) for r in rows]
 
-    async def delete(self, tenant_id: str, name: str) -> bool:
+    async def delete(self, tenant_id: TenantId, name: str) -> bool:
         where = sa.and_(connections.c.tenant_id == tenant_id, connections.c.name == name)
         async with self._changes.begin() as conn:
             result = await conn.execute(connections.delete().where(where))
             if result.rowcount > 0:
-                self._changes.changed(Change("rules", tenant_id))
+                self._changes.changed(Change.of("rules", tenant_id))
         return result.rowcount > 0

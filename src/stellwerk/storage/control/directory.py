@@ -7,6 +7,7 @@ take effect within `ttl` seconds.
 
 from __future__ import annotations
 
+from stellwerk.refs import TenantId
 from stellwerk.schemas import CompiledSchema, InvalidSchemaError, compile_schema
 from stellwerk.storage.cache import TtlCache
 from stellwerk.storage.control.store import BusRecord, ControlPlane
@@ -14,10 +15,10 @@ from stellwerk.storage.control.store import BusRecord, ControlPlane
 
 class BusDirectory:
     def __init__(self, control: ControlPlane, ttl: float = 5.0) -> None:
-        async def load_bus(key: tuple[str, str]) -> BusRecord | None:
+        async def load_bus(key: tuple[TenantId, str]) -> BusRecord | None:
             return await control.get_bus(*key)
 
-        async def load_schema(key: tuple[str, str]) -> CompiledSchema | None:
+        async def load_schema(key: tuple[TenantId, str]) -> CompiledSchema | None:
             record = await control.schemas.get(*key)
             if record is None:
                 return None
@@ -28,17 +29,19 @@ class BusDirectory:
                 # as absent rather than refusing every event of its type.
                 return None
 
-        self._buses: TtlCache[tuple[str, str], BusRecord | None] = TtlCache(load_bus, ttl)
-        self._schemas: TtlCache[tuple[str, str], CompiledSchema | None] = TtlCache(load_schema, ttl)
+        self._buses: TtlCache[tuple[TenantId, str], BusRecord | None] = TtlCache(load_bus, ttl)
+        self._schemas: TtlCache[tuple[TenantId, str], CompiledSchema | None] = TtlCache(
+            load_schema, ttl
+        )
 
-    async def bus(self, tenant_id: str, name: str) -> BusRecord | None:
+    async def bus(self, tenant_id: TenantId, name: str) -> BusRecord | None:
         return await self._buses.get((tenant_id, name))
 
-    async def schema(self, tenant_id: str, event_type: str) -> CompiledSchema | None:
+    async def schema(self, tenant_id: TenantId, event_type: str) -> CompiledSchema | None:
         return await self._schemas.get((tenant_id, event_type))
 
-    def forget_bus(self, tenant_id: str, name: str) -> None:
+    def forget_bus(self, tenant_id: TenantId, name: str) -> None:
         self._buses.forget((tenant_id, name))
 
-    def forget_schema(self, tenant_id: str, event_type: str) -> None:
+    def forget_schema(self, tenant_id: TenantId, event_type: str) -> None:
         self._schemas.forget((tenant_id, event_type))

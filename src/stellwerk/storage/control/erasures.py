@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stellwerk.clock import as_utc
+from stellwerk.refs import TenantId
 from stellwerk.seams import Change
 from stellwerk.storage.control.changes import ChangeFeed
 from stellwerk.storage.control.tables import erasures, suppressed_events, tenants
@@ -38,7 +39,7 @@ class ErasureState(StrEnum):
 @dataclass(frozen=True, slots=True)
 class ErasureRecord:
     id: str
-    tenant_id: str
+    tenant_id: TenantId
     bus: str | None  # None: every bus of the tenant
     criterion: dict[str, Any]
     suppress: bool
@@ -76,7 +77,7 @@ class ErasureStore:
 
     async def create(
         self,
-        tenant_id: str,
+        tenant_id: TenantId,
         *,
         bus: str | None,
         criterion: Mapping[str, Any],
@@ -112,7 +113,7 @@ class ErasureStore:
             )
         return record
 
-    async def get(self, tenant_id: str, erasure_id: str) -> ErasureRecord | None:
+    async def get(self, tenant_id: TenantId, erasure_id: str) -> ErasureRecord | None:
         query = erasures.select().where(
             erasures.c.tenant_id == tenant_id, erasures.c.id == erasure_id
         )
@@ -121,7 +122,7 @@ class ErasureStore:
         return _record(row) if row else None
 
     async def recent(
-        self, tenant_id: str, *, before: str | None = None, limit: int = 100
+        self, tenant_id: TenantId, *, before: str | None = None, limit: int = 100
     ) -> list[ErasureRecord]:
         """The tenant's erasures, newest first; page on with the last id as `before`."""
         c = erasures.c
@@ -140,7 +141,7 @@ class ErasureStore:
 
     @staticmethod
     async def _requested_at(
-        conn: AsyncConnection, tenant_id: str, erasure_id: str
+        conn: AsyncConnection, tenant_id: TenantId, erasure_id: str
     ) -> datetime | None:
         found: datetime | None = await conn.scalar(
             sa.select(erasures.c.requested_at).where(
@@ -192,7 +193,7 @@ class ErasureStore:
     # suppressions ----------------------------------------------------------------------------
 
     async def suppress(
-        self, tenant_id: str, erasure_id: str, keys: Iterable[tuple[str, str, str]]
+        self, tenant_id: TenantId, erasure_id: str, keys: Iterable[tuple[str, str, str]]
     ) -> None:
         """Keep these `(bus, source, id)` out from now on; a key kept out already stays as is."""
         now = self._now()
@@ -217,10 +218,10 @@ class ErasureStore:
             for start in range(0, len(rows), _CHUNK):
                 await conn.execute(statement, rows[start : start + _CHUNK])
             for bus in sorted({bus for bus, _, _ in keys}):
-                self._changes.changed(Change("suppression", tenant_id, bus))
+                self._changes.changed(Change.of("suppression", tenant_id, bus))
 
     async def suppressed(
-        self, tenant_id: str, bus: str, keys: Sequence[tuple[str, str]]
+        self, tenant_id: TenantId, bus: str, keys: Sequence[tuple[str, str]]
     ) -> set[tuple[str, str]]:
         """Which of these `(source, id)` keys are kept out of the bus."""
         c = suppressed_events.c
@@ -242,7 +243,7 @@ class ErasureStore:
                         found.add(key)
         return found
 
-    async def has_suppressions(self, tenant_id: str, bus: str) -> bool:
+    async def has_suppressions(self, tenant_id: TenantId, bus: str) -> bool:
         c = suppressed_events.c
         query = (
             sa.select(sa.literal(1))

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stellwerk.clock import as_utc
+from stellwerk.refs import TenantId
 from stellwerk.storage.control.tables import failed_events
 
 _ERASE_PAGE: Final = 500
@@ -76,7 +77,7 @@ class FailedEventStore:
         self._engine = engine
         self._now = now
 
-    async def add(self, tenant_id: str, events: Sequence[NewFailedEvent]) -> list[int]:
+    async def add(self, tenant_id: TenantId, events: Sequence[NewFailedEvent]) -> list[int]:
         """Store refused events durably (committed on return); returns their ids in order."""
         now = self._now()
         ids = []
@@ -102,7 +103,7 @@ class FailedEventStore:
 
     async def find(
         self,
-        tenant_id: str,
+        tenant_id: TenantId,
         bus: str,
         where: FailedEventFilter,
         *,
@@ -125,7 +126,9 @@ class FailedEventStore:
             rows = (await conn.execute(query.order_by(c.id).limit(limit))).all()
         return [_record(r) for r in rows]
 
-    async def get(self, tenant_id: str, bus: str, ids: Sequence[int]) -> list[FailedEventRecord]:
+    async def get(
+        self, tenant_id: TenantId, bus: str, ids: Sequence[int]
+    ) -> list[FailedEventRecord]:
         c = failed_events.c
         query = (
             failed_events.select()
@@ -136,7 +139,7 @@ class FailedEventStore:
             rows = (await conn.execute(query)).all()
         return [_record(r) for r in rows]
 
-    async def mark_resubmitted(self, tenant_id: str, ids: Sequence[int]) -> None:
+    async def mark_resubmitted(self, tenant_id: TenantId, ids: Sequence[int]) -> None:
         c = failed_events.c
         async with self._engine.begin() as conn:
             await conn.execute(
@@ -145,7 +148,9 @@ class FailedEventStore:
                 .values(resubmitted_at=self._now())
             )
 
-    async def update_errors(self, tenant_id: str, id_: int, errors: list[dict[str, str]]) -> None:
+    async def update_errors(
+        self, tenant_id: TenantId, id_: int, errors: list[dict[str, str]]
+    ) -> None:
         c = failed_events.c
         async with self._engine.begin() as conn:
             await conn.execute(
@@ -154,7 +159,7 @@ class FailedEventStore:
                 .values(errors=msgspec.json.encode(errors).decode())
             )
 
-    async def delete(self, tenant_id: str, bus: str, id_: int) -> bool:
+    async def delete(self, tenant_id: TenantId, bus: str, id_: int) -> bool:
         c = failed_events.c
         async with self._engine.begin() as conn:
             result = await conn.execute(
@@ -163,7 +168,7 @@ class FailedEventStore:
         return result.rowcount > 0
 
     async def erase(
-        self, tenant_id: str, bus: str | None, needle: bytes, matches: Callable[[bytes], bool]
+        self, tenant_id: TenantId, bus: str | None, needle: bytes, matches: Callable[[bytes], bool]
     ) -> list[FailedEventRecord]:
         """Remove the tenant's failed events (of `bus`, or all) whose body `matches`; return them.
 

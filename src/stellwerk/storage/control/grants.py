@@ -7,6 +7,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from stellwerk.refs import TenantId
 from stellwerk.seams import Change
 from stellwerk.storage.control.changes import ChangeFeed
 from stellwerk.storage.control.tables import bus_grants, tenants
@@ -18,7 +19,7 @@ class GrantStore:
         self._engine = changes.engine
         self._now = now
 
-    async def grant(self, tenant_id: str, bus: str, grantee_id: str) -> bool:
+    async def grant(self, tenant_id: TenantId, bus: str, grantee_id: str) -> bool:
         """Let `grantee_id` put events on the bus; returns whether the grant is new."""
         where = sa.and_(
             bus_grants.c.tenant_id == tenant_id,
@@ -35,7 +36,7 @@ class GrantStore:
             )
         return True
 
-    async def revoke(self, tenant_id: str, bus: str, grantee_id: str) -> bool:
+    async def revoke(self, tenant_id: TenantId, bus: str, grantee_id: str) -> bool:
         where = sa.and_(
             bus_grants.c.tenant_id == tenant_id,
             bus_grants.c.bus == bus,
@@ -54,10 +55,10 @@ class GrantStore:
                         )
                     ).all()
                 )
-                self._changes.changed(Change("grant", names[tenant_id], bus, names[grantee_id]))
+                self._changes.changed(Change.grant(names[tenant_id], bus, names[grantee_id]))
         return result.rowcount > 0
 
-    async def grantees(self, tenant_id: str, bus: str) -> list[str]:
+    async def grantees(self, tenant_id: TenantId, bus: str) -> list[str]:
         """Names of the tenants the bus is granted to."""
         query = (
             sa.select(tenants.c.name)

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stellwerk.clock import as_utc
+from stellwerk.refs import TenantId
 from stellwerk.seams import Change
 from stellwerk.storage.control.changes import ChangeFeed
 from stellwerk.storage.control.records import ConflictError
@@ -48,7 +49,7 @@ class NewReplay:
 
 @dataclass(frozen=True, slots=True)
 class ReplayRecord:
-    tenant_id: str
+    tenant_id: TenantId
     name: str
     bus: str
     archive: str
@@ -87,7 +88,7 @@ def _record(row: sa.Row[Any]) -> ReplayRecord:
     )
 
 
-def _key(tenant_id: str, name: str) -> sa.ColumnElement[bool]:
+def _key(tenant_id: TenantId, name: str) -> sa.ColumnElement[bool]:
     return sa.and_(replays.c.tenant_id == tenant_id, replays.c.name == name)
 
 
@@ -107,7 +108,9 @@ class ReplayStore:
         self._engine = changes.engine
         self._now = now
 
-    async def create(self, tenant_id: str, new: NewReplay, *, max_running: int) -> ReplayRecord:
+    async def create(
+        self, tenant_id: TenantId, new: NewReplay, *, max_running: int
+    ) -> ReplayRecord:
         """Record a replay: `running` if one of the `max_running` slots is free, else `queued`.
 
         Raises `ConflictError` if the tenant has a replay of that name already (names are never
@@ -137,16 +140,16 @@ class ReplayStore:
                 )
             )
             row = (await conn.execute(replays.select().where(_key(tenant_id, new.name)))).one()
-            self._changes.changed(Change("replay", tenant_id))
+            self._changes.changed(Change.of("replay", tenant_id))
         return _record(row)
 
-    async def get(self, tenant_id: str, name: str) -> ReplayRecord | None:
+    async def get(self, tenant_id: TenantId, name: str) -> ReplayRecord | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(replays.select().where(_key(tenant_id, name)))).first()
         return _record(row) if row else None
 
     async def for_tenant(
-        self, tenant_id: str, *, state: ReplayState | None = None, limit: int = 1000
+        self, tenant_id: TenantId, *, state: ReplayState | None = None, limit: int = 1000
     ) -> list[ReplayRecord]:
         """The tenant's replays, newest first."""
         query = replays.select().where(replays.c.tenant_id == tenant_id)
@@ -157,7 +160,7 @@ class ReplayStore:
             rows = (await conn.execute(query)).all()
         return [_record(r) for r in rows]
 
-    async def cancel(self, tenant_id: str, name: str) -> ReplayRecord | None:
+    async def cancel(self, tenant_id: TenantId, name: str) -> ReplayRecord | None:
         """Cancel a queued or running replay; return it as it is now (None: no such replay).
 
         A replay that finished already stays as it is; the caller sees its state.
@@ -171,7 +174,7 @@ class ReplayStore:
             )
             row = (await conn.execute(replays.select().where(_key(tenant_id, name)))).first()
             if row is not None and row.state == "cancelled":
-                self._changes.changed(Change("replay_cancelled", tenant_id, name=name))
+                self._changes.changed(Change.of("replay_cancelled", tenant_id, name=name))
         return _record(row) if row else None
 
     # -- the replay runner's side: across tenants ------------------------------------------
@@ -213,7 +216,7 @@ class ReplayStore:
         return [(row.tenant_name, _record(row)) for row in rows]
 
     async def progress(
-        self, tenant_id: str, name: str, *, replayed: int, total: int | None = None
+        self, tenant_id: TenantId, name: str, *, replayed: int, total: int | None = None
     ) -> ReplayState | None:
         """Note progress of a running replay; return its state (None: gone).
 
@@ -236,7 +239,7 @@ class ReplayStore:
 
     async def finish(
         self,
-        tenant_id: str,
+        tenant_id: TenantId,
         name: str,
         state: Literal["completed", "failed"],
         *,

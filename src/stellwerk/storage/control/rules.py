@@ -9,6 +9,7 @@ import msgspec
 import sqlalchemy as sa
 
 from stellwerk.clock import as_utc
+from stellwerk.refs import TenantId
 from stellwerk.rules import Rule, RuleInput, TargetSpec
 from stellwerk.seams import Change
 from stellwerk.storage.control.records import ConflictError, SealedStore
@@ -21,7 +22,7 @@ _targets_decoder = msgspec.json.Decoder(list[TargetSpec])
 _PREVIOUS = "#previous"
 
 
-def _row(tenant_id: str, bus: str, rule: str, target_id: str) -> str:
+def _row(tenant_id: TenantId, bus: str, rule: str, target_id: str) -> str:
     # Binds a sealed secret to its target: copied into another row, it does not decrypt.
     return f"rule:{tenant_id}/{bus}/{rule}/{target_id}"
 
@@ -38,7 +39,7 @@ def _sealed(target: TargetSpec, row: str, seal: Callable[[str, str], str]) -> Ta
 
 class RuleStore(SealedStore):
     def _encode_targets(
-        self, tenant_id: str, bus: str, name: str, targets: list[TargetSpec]
+        self, tenant_id: TenantId, bus: str, name: str, targets: list[TargetSpec]
     ) -> str:
         sealed = [
             _sealed(t, _row(tenant_id, bus, name, t.id), lambda v, r: self._secrets().encrypt(v, r))
@@ -67,7 +68,7 @@ class RuleStore(SealedStore):
         )
 
     async def put(
-        self, tenant_id: str, bus: str, name: str, body: RuleInput, *, max_rules: int
+        self, tenant_id: TenantId, bus: str, name: str, body: RuleInput, *, max_rules: int
     ) -> tuple[Rule, bool]:
         """Create or replace a rule; returns it and whether it was created."""
         now = self._now()
@@ -97,16 +98,16 @@ class RuleStore(SealedStore):
             else:
                 await conn.execute(rules.update().where(where).values(**values))
             row = (await conn.execute(rules.select().where(where))).one()
-            self._changes.changed(Change("rules", tenant_id, bus))
+            self._changes.changed(Change.of("rules", tenant_id, bus))
         return self._rule(row), existing is None
 
-    async def get(self, tenant_id: str, bus: str, name: str) -> Rule | None:
+    async def get(self, tenant_id: TenantId, bus: str, name: str) -> Rule | None:
         where = sa.and_(rules.c.tenant_id == tenant_id, rules.c.bus == bus, rules.c.name == name)
         async with self._engine.connect() as conn:
             row = (await conn.execute(rules.select().where(where))).first()
         return self._rule(row) if row else None
 
-    async def for_bus(self, tenant_id: str, bus: str) -> list[Rule]:
+    async def for_bus(self, tenant_id: TenantId, bus: str) -> list[Rule]:
         query = (
             rules.select()
             .where(rules.c.tenant_id == tenant_id, rules.c.bus == bus)
@@ -116,10 +117,10 @@ class RuleStore(SealedStore):
             rows = (await conn.execute(query)).all()
         return [self._rule(r) for r in rows]
 
-    async def delete(self, tenant_id: str, bus: str, name: str) -> bool:
+    async def delete(self, tenant_id: TenantId, bus: str, name: str) -> bool:
         where = sa.and_(rules.c.tenant_id == tenant_id, rules.c.bus == bus, rules.c.name == name)
         async with self._changes.begin() as conn:
             result = await conn.execute(rules.delete().where(where))
             if result.rowcount > 0:
-                self._changes.changed(Change("rules", tenant_id, bus))
+                self._changes.changed(Change.of("rules", tenant_id, bus))
         return result.rowcount > 0

@@ -15,6 +15,7 @@ import msgspec
 import sqlalchemy as sa
 
 from stellwerk.clock import as_utc
+from stellwerk.refs import TenantId
 from stellwerk.seams import Change
 from stellwerk.storage.control.changes import ChangeFeed
 from stellwerk.storage.control.tables import schemas
@@ -46,7 +47,7 @@ class SchemaRegistry:
         self._now = now
 
     async def put(
-        self, tenant_id: str, type_: str, document: Any, description: str = ""
+        self, tenant_id: TenantId, type_: str, document: Any, description: str = ""
     ) -> tuple[SchemaRecord, bool]:
         """Add a version unless the latest one is the same; returns it and whether it is new."""
         encoded = msgspec.json.encode(document).decode()
@@ -71,11 +72,11 @@ class SchemaRegistry:
                     created_at=now,
                 )
             )
-            self._changes.changed(Change("schema", tenant_id, name=type_))
+            self._changes.changed(Change.of("schema", tenant_id, name=type_))
         return SchemaRecord(type_, version, document, description, now), True
 
     async def get(
-        self, tenant_id: str, type_: str, version: int | None = None
+        self, tenant_id: TenantId, type_: str, version: int | None = None
     ) -> SchemaRecord | None:
         """The given version, or the latest one."""
         query = schemas.select().where(schemas.c.tenant_id == tenant_id, schemas.c.type == type_)
@@ -87,7 +88,7 @@ class SchemaRegistry:
             row = (await conn.execute(query)).first()
         return _record(row) if row else None
 
-    async def versions(self, tenant_id: str, type_: str) -> list[SchemaRecord]:
+    async def versions(self, tenant_id: TenantId, type_: str) -> list[SchemaRecord]:
         query = (
             schemas.select()
             .where(schemas.c.tenant_id == tenant_id, schemas.c.type == type_)
@@ -97,7 +98,7 @@ class SchemaRegistry:
             rows = (await conn.execute(query)).all()
         return [_record(r) for r in rows]
 
-    async def latest_of_each(self, tenant_id: str) -> list[SchemaRecord]:
+    async def latest_of_each(self, tenant_id: TenantId) -> list[SchemaRecord]:
         newest = (
             sa.select(schemas.c.type, sa.func.max(schemas.c.version).label("version"))
             .where(schemas.c.tenant_id == tenant_id)
@@ -117,7 +118,7 @@ class SchemaRegistry:
             rows = (await conn.execute(query)).all()
         return [_record(r) for r in rows]
 
-    async def delete(self, tenant_id: str, type_: str, version: int | None = None) -> int:
+    async def delete(self, tenant_id: TenantId, type_: str, version: int | None = None) -> int:
         """Delete one version or all of them; returns how many went."""
         query = schemas.delete().where(schemas.c.tenant_id == tenant_id, schemas.c.type == type_)
         if version is not None:
@@ -125,5 +126,5 @@ class SchemaRegistry:
         async with self._changes.begin() as conn:
             result = await conn.execute(query)
             if result.rowcount:
-                self._changes.changed(Change("schema", tenant_id, name=type_))
+                self._changes.changed(Change.of("schema", tenant_id, name=type_))
         return result.rowcount

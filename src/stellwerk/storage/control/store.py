@@ -52,7 +52,7 @@ class TenantRecord:
 @dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
     id: str
-    tenant_id: str
+    tenant_id: TenantId
     scope: Scope
     key_hash: str
     description: str
@@ -62,7 +62,7 @@ class ApiKeyRecord:
 
 @dataclass(frozen=True, slots=True)
 class BusRecord:
-    tenant_id: str
+    tenant_id: TenantId
     name: str
     description: str
     created_at: datetime
@@ -208,7 +208,7 @@ class ControlPlane:
     # API keys ------------------------------------------------------------------------------
 
     async def create_key(
-        self, tenant_id: str, scope: Scope, description: str = ""
+        self, tenant_id: TenantId, scope: Scope, description: str = ""
     ) -> tuple[ApiKeyRecord, str]:
         """A new key for the tenant; returns the record and the key text, which is never stored."""
         key_id, key = generate_key()
@@ -253,7 +253,7 @@ class ControlPlane:
         tenant = TenantRecord(id=row.tenant_id, name=row.tenant_name, created_at=as_utc(row.tc))
         return _key(row), tenant
 
-    async def list_keys(self, tenant_id: str) -> list[ApiKeyRecord]:
+    async def list_keys(self, tenant_id: TenantId) -> list[ApiKeyRecord]:
         query = (
             api_keys.select()
             .where(api_keys.c.tenant_id == tenant_id)
@@ -263,7 +263,7 @@ class ControlPlane:
             rows = (await conn.execute(query)).all()
         return [_key(r) for r in rows]
 
-    async def revoke_key(self, tenant_id: str, key_id: str) -> ApiKeyRecord:
+    async def revoke_key(self, tenant_id: TenantId, key_id: str) -> ApiKeyRecord:
         where = sa.and_(api_keys.c.tenant_id == tenant_id, api_keys.c.id == key_id)
         async with self.changes.begin() as conn:
             await conn.execute(
@@ -273,7 +273,7 @@ class ControlPlane:
             )
             row = (await conn.execute(api_keys.select().where(where))).first()
             if row is not None:
-                self.changes.changed(Change("key", tenant_id, name=key_id))
+                self.changes.changed(Change.of("key", tenant_id, name=key_id))
         if row is None:
             raise NotFoundError(f"key {key_id!r} does not exist")
         return _key(row)
@@ -282,7 +282,7 @@ class ControlPlane:
 
     async def put_bus(
         self,
-        tenant_id: str,
+        tenant_id: TenantId,
         name: str,
         *,
         description: str = "",
@@ -328,28 +328,28 @@ class ControlPlane:
                 )
                 created = False
             row = (await conn.execute(buses.select().where(where))).one()
-            self.changes.changed(Change("bus", tenant_id, name))
+            self.changes.changed(Change.of("bus", tenant_id, name))
         return _bus(row), created
 
-    async def get_bus(self, tenant_id: str, name: str) -> BusRecord | None:
+    async def get_bus(self, tenant_id: TenantId, name: str) -> BusRecord | None:
         where = sa.and_(buses.c.tenant_id == tenant_id, buses.c.name == name)
         async with self._engine.connect() as conn:
             row = (await conn.execute(buses.select().where(where))).first()
         return _bus(row) if row else None
 
-    async def list_buses(self, tenant_id: str) -> list[BusRecord]:
+    async def list_buses(self, tenant_id: TenantId) -> list[BusRecord]:
         query = buses.select().where(buses.c.tenant_id == tenant_id).order_by(buses.c.name)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_bus(r) for r in rows]
 
-    async def delete_bus(self, tenant_id: str, name: str) -> None:
+    async def delete_bus(self, tenant_id: TenantId, name: str) -> None:
         if name == DEFAULT_BUS:
             raise ConflictError("the default bus cannot be deleted")
         where = sa.and_(buses.c.tenant_id == tenant_id, buses.c.name == name)
         async with self.changes.begin() as conn:
             result = await conn.execute(buses.delete().where(where))
             if result.rowcount:
-                self.changes.changed(Change("bus", tenant_id, name))
+                self.changes.changed(Change.of("bus", tenant_id, name))
         if result.rowcount == 0:
             raise NotFoundError(f"bus {name!r} does not exist")

@@ -16,13 +16,14 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
+from stellwerk.refs import TenantName
 from stellwerk.seams import Change
 from stellwerk.storage.jetstream import JetStreamUnavailable, check_namespace, connect
 
 log = structlog.stdlib.get_logger(__name__)
 
 _encode: Final = msgspec.json.Encoder().encode
-_decode_pairs: Final = msgspec.json.Decoder(list[tuple[str, str]]).decode
+_decode_pairs: Final = msgspec.json.Decoder(list[tuple[TenantName, str]]).decode
 _decode_change: Final = msgspec.json.Decoder(Change).decode
 
 
@@ -45,10 +46,10 @@ class NatsSignals:
         self.changed_subject = f"{prefix}.changed"
         self._name = name
         self._nc: Client | None = None
-        self._pending: set[tuple[str, str]] = set()
+        self._pending: set[tuple[TenantName, str]] = set()
         self._routed = False
         self._flush_scheduled = False
-        self._on_appended: Callable[[str, str], None] = _ignore
+        self._on_appended: Callable[[TenantName, str], None] = _ignore
         self._on_routed: Callable[[], None] = _ignore
         self._on_changed: Callable[[Change], Awaitable[None]] = _nothing
         self._on_resync: Callable[[], Awaitable[None]] = _nothing
@@ -59,7 +60,7 @@ class NatsSignals:
     async def start(
         self,
         *,
-        on_appended: Callable[[str, str], None],
+        on_appended: Callable[[TenantName, str], None],
         on_routed: Callable[[], None],
         on_changed: Callable[[Change], Awaitable[None]],
         on_resync: Callable[[], Awaitable[None]],
@@ -99,7 +100,7 @@ class NatsSignals:
 
     # -- sending -------------------------------------------------------------------------------
 
-    def appended(self, tenant: str, bus: str) -> None:
+    def appended(self, tenant: TenantName, bus: str) -> None:
         self._pending.add((tenant, bus))
         self._schedule_flush()
 
@@ -135,7 +136,7 @@ class NatsSignals:
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _send(self, nc: Client, pairs: list[tuple[str, str]], routed: bool) -> None:
+    async def _send(self, nc: Client, pairs: list[tuple[TenantName, str]], routed: bool) -> None:
         try:
             if pairs:
                 await nc.publish(self.appended_subject, _encode(pairs))

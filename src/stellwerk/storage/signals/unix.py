@@ -22,6 +22,7 @@ from typing import Final, Self
 import msgspec
 import structlog
 
+from stellwerk.refs import TenantName
 from stellwerk.seams import Change
 
 log = structlog.stdlib.get_logger(__name__)
@@ -38,7 +39,7 @@ _ROUTED: Final = b"r"
 _CHANGED: Final = b"c"
 
 _encode: Final = msgspec.json.Encoder().encode
-_decode_pairs: Final = msgspec.json.Decoder(list[tuple[str, str]]).decode
+_decode_pairs: Final = msgspec.json.Decoder(list[tuple[TenantName, str]]).decode
 _decode_change: Final = msgspec.json.Decoder(Change).decode
 
 
@@ -71,10 +72,10 @@ class UnixSignals:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._peers: dict[str, bytes] = {}
         self._peers_seen: int | None = None  # the marker directory's mtime_ns when listed
-        self._pending: set[tuple[str, str]] = set()
+        self._pending: set[tuple[TenantName, str]] = set()
         self._routed = False
         self._flush_scheduled = False
-        self._on_appended: Callable[[str, str], None] = _ignore
+        self._on_appended: Callable[[TenantName, str], None] = _ignore
         self._on_routed: Callable[[], None] = _ignore
         self._on_changed: Callable[[Change], Awaitable[None]] = _nothing
         self._on_resync: Callable[[], Awaitable[None]] = _nothing
@@ -85,7 +86,7 @@ class UnixSignals:
     async def start(
         self,
         *,
-        on_appended: Callable[[str, str], None],
+        on_appended: Callable[[TenantName, str], None],
         on_routed: Callable[[], None],
         on_changed: Callable[[Change], Awaitable[None]],
         on_resync: Callable[[], Awaitable[None]],
@@ -130,7 +131,7 @@ class UnixSignals:
 
     # -- sending -------------------------------------------------------------------------------
 
-    def appended(self, tenant: str, bus: str) -> None:
+    def appended(self, tenant: TenantName, bus: str) -> None:
         self._pending.add((tenant, bus))
         self._schedule_flush()
 
