@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from tests.cli.server import STELLWERK
 from tests.conftest import free_port
+from tests.disks import tmpfs
 
 pytestmark = pytest.mark.slow  # starts processes
 
@@ -58,3 +59,22 @@ def test_a_data_directory_that_cannot_be_written_stops_the_start(tmp_path: Path)
     )
     assert code == 1
     assert lines[0].startswith(f"stellwerk: error: {blocker / 'backups'} is not a directory")
+
+
+def test_a_read_only_or_full_data_directory_stops_the_start(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "data", size="1m") as disk:
+        disk.fill()
+        code, lines = serve("--data-dir", str(disk.path))
+        assert code == 1
+        assert lines == [
+            f"stellwerk: error: {disk.path} is not a directory Stellwerk can write to: "
+            "No space left on device"
+        ]
+        disk.free()
+        disk.remount_read_only()
+        code, lines = serve("--data-dir", str(disk.path))
+        assert code == 1
+        assert lines == [
+            f"stellwerk: error: {disk.path} is not a directory Stellwerk can write to: "
+            "Read-only file system"
+        ]

@@ -4,7 +4,8 @@ and it lists none that the code cannot answer.
 The codes are read from the source, not from a list kept beside it: the literal codes given to
 every `ApiError`, `InvalidRuleError` and service-layer error (`ServiceError` and its kin), their
 default codes, the codes of whole requests and single events (`BindingErrorCode`,
-`EventErrorCode`), Starlette's statuses as `api.errors` names them, and the schema check's.
+`EventErrorCode`), Starlette's statuses as `api.errors` names them, the schema check's, and
+the embedded log's reasons for refusing appends on a disk that refuses writes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from stellwerk.events import EventErrorCode
 from stellwerk.ingest.binding import BindingErrorCode
 from stellwerk.service import ServiceError
 from stellwerk.service.ingest import SCHEMA_FAILURE
+from stellwerk.storage.sqlite import DISK_TROUBLE_CODES
 
 _CODE = re.compile(r"[A-Z][A-Za-z]+\Z")
 # Worded by the ingest binding too, but never answered: the body limit in front of it answers
@@ -55,7 +57,7 @@ def codes_in_source() -> set[str]:
                 and _CODE.match(argument.value)
             }
     codes |= {str(code) for code in EventErrorCode} | {str(code) for code in BindingErrorCode}
-    codes |= set(_HTTP_CODES.values()) | {SCHEMA_FAILURE}
+    codes |= set(_HTTP_CODES.values()) | {SCHEMA_FAILURE} | set(DISK_TROUBLE_CODES)
     return codes - UNREACHABLE
 
 

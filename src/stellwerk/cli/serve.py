@@ -102,8 +102,11 @@ def check_start(settings: Settings) -> None:
     for folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
+            # A few blocks written and synced: an empty file is made on a full disk too.
+            with tempfile.TemporaryFile(dir=folder) as probe:
+                probe.write(bytes(16384))
+                probe.flush()
+                os.fsync(probe.fileno())
         except OSError as exc:
             raise click.ClickException(
                 f"{folder} is not a directory Stellwerk can write to: {exc.strerror or exc}"
@@ -112,6 +115,10 @@ def check_start(settings: Settings) -> None:
         load_or_create_key(settings.data_dir, os.environ, create=settings.embedded)
     except SecretKeyError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(
+            f"{settings.data_dir} is not a directory Stellwerk can write to: {exc.strerror or exc}"
+        ) from None
 
 
 def require(module: str, extra: str, flag: str) -> None:

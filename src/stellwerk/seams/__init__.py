@@ -28,6 +28,7 @@ from stellwerk.seams.eventlog import (
     EventLogError,
     LogClosed,
     LogOverloaded,
+    LogUnavailable,
     NewEvent,
     StoredEvent,
 )
@@ -108,6 +109,7 @@ __all__ = [
     "LocalSignals",
     "LogClosed",
     "LogOverloaded",
+    "LogUnavailable",
     "NameSource",
     "NewDelivery",
     "NewEvent",

@@ -105,6 +105,23 @@ class LogOverloaded(EventLogError):
         self.retry_after = retry_after
 
 
+class LogUnavailable(LogOverloaded):
+    """The log's storage cannot take writes now (a full or read-only disk, I/O errors). Nothing
+    of the refused append was stored. `code` names the reason for machines
+    (`DataDirectoryFull`, ...), the message says it for people; it passes once the operator
+    makes room, so the client retries after `retry_after` seconds."""
+
+    def __init__(self, message: str, *, code: str, retry_after: float = 5.0) -> None:
+        super().__init__(message, retry_after)
+        self.code = code
+
+    def again(self) -> LogUnavailable:
+        """The same refusal as a new exception (one per caller: each gets its own traceback)."""
+        copy = LogUnavailable(str(self), code=self.code, retry_after=self.retry_after)
+        copy.__cause__ = self.__cause__
+        return copy
+
+
 class LogClosed(EventLogError):
     """The log is not open (not started yet, or closed)."""
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+from stellwerk.seams import LogOverloaded, LogUnavailable
+
 
 class ServiceError(Exception):
     default_code: ClassVar[str] = "InvalidRequest"
@@ -91,3 +93,11 @@ class Unavailable(ServiceError):
     """A store cannot take the request now (overloaded, starting); `retry_after` says when."""
 
     default_code = "ServiceUnavailable"
+
+
+def log_refused(exc: LogOverloaded, context: str) -> Unavailable:
+    """The refusal of an append the log could not take: its storage's reason and code when the
+    disk is why (`LogUnavailable`), else `context` with the log's words."""
+    if isinstance(exc, LogUnavailable):
+        return Unavailable(str(exc), code=exc.code, retry_after=exc.retry_after)
+    return Unavailable(f"{context}: {exc}", retry_after=exc.retry_after)

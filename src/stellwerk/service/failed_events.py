@@ -17,7 +17,7 @@ from stellwerk.events import EventError, validate_event
 from stellwerk.schemas import compile_schema, event_violations
 from stellwerk.seams import EventLog, LogOverloaded, NewEvent
 from stellwerk.service.buses import Buses
-from stellwerk.service.errors import NotFound, Unavailable
+from stellwerk.service.errors import NotFound, log_refused
 from stellwerk.storage import LogWatch
 from stellwerk.storage.control import ControlPlane, FailedEventRecord
 from stellwerk.storage.control import FailedEventFilter as FailedEventFilter
@@ -138,7 +138,7 @@ class FailedEvents:
             try:
                 await self._log.append([new for _, new in passing])
             except LogOverloaded as exc:
-                raise Unavailable(str(exc), retry_after=1) from None
+                raise log_refused(exc, "the event log is overloaded") from None
             self._watch.appended(principal.tenant, name)
             await control.failed_events.mark_resubmitted(
                 principal.tenant_id, [record.id for record, _ in passing]

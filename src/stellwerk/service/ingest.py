@@ -26,15 +26,15 @@ from stellwerk.ingest import (
 from stellwerk.ratelimit import TokenBuckets
 from stellwerk.refs import TenantId
 from stellwerk.schemas import SchemaViolation, event_violations
-from stellwerk.seams import EventLog, LogOverloaded, NewEvent
+from stellwerk.seams import EventLog, LogOverloaded, LogUnavailable, NewEvent
 from stellwerk.service.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
     ServiceError,
     TooManyRequests,
-    Unavailable,
     UnsupportedMediaType,
+    log_refused,
 )
 from stellwerk.storage import LogWatch
 from stellwerk.storage.control import BusDirectory, ControlPlane, NewFailedEvent
@@ -201,10 +201,10 @@ class Ingest:
         try:
             appended = await self._log.append(batch)
         except LogOverloaded as exc:
-            metrics.rejected("Overloaded").inc(len(batch))
-            raise Unavailable(
-                f"the event log is overloaded: {exc}", retry_after=exc.retry_after
-            ) from None
+            unavailable = log_refused(exc, "the event log is overloaded")
+            reason = unavailable.code if isinstance(exc, LogUnavailable) else "Overloaded"
+            metrics.rejected(reason).inc(len(batch))
+            raise unavailable from None
         self._watch.appended(tenant, name)
         duplicates = 0
         for outcome in appended:

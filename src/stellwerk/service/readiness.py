@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from stellwerk.seams import EventLog
+from stellwerk.seams import EventLog, LogUnavailable
+from stellwerk.service.errors import log_refused
 from stellwerk.storage.control import ControlPlane
 
 
@@ -16,5 +17,9 @@ class Readiness:
         await self._control.ping()
 
     async def event_log(self) -> None:
-        """Raise if the event log does not answer."""
-        await self._log.ping()
+        """Raise if the event log does not answer; `Unavailable` naming the reason while its
+        storage refuses writes (a full or read-only data directory)."""
+        try:
+            await self._log.ping()
+        except LogUnavailable as exc:
+            raise log_refused(exc, "the event log is unavailable") from None

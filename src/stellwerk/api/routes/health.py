@@ -13,6 +13,7 @@ from stellwerk.api.bodies import json_response
 from stellwerk.api.context import lifecycle_of
 from stellwerk.api.endpoints import Endpoint
 from stellwerk.ops import Phase
+from stellwerk.service import Unavailable
 
 log = structlog.get_logger("stellwerk.health")
 
@@ -50,7 +51,10 @@ async def readyz(request: Request) -> Response:
             await lifecycle.services.platform.readiness.event_log()
     except Exception as exc:
         log.warning("event log unavailable", error=str(exc))
-        return json_response(Health(status="unavailable", reason="event log unavailable"), 503)
+        reason = "event log unavailable"
+        if isinstance(exc, Unavailable):
+            reason = f"{reason}: {exc.message}"
+        return json_response(Health(status="unavailable", reason=reason), 503)
     return json_response(Health(status="ready"))
 
 

@@ -13,6 +13,8 @@ from stellwerk.storage.sqlite.backup import (
 )
 from stellwerk.storage.sqlite.checkpoint import Checkpointer, WalBound
 from stellwerk.storage.sqlite.connect import Role, connect, erasing
+from stellwerk.storage.sqlite.disk import CODES as DISK_TROUBLE_CODES
+from stellwerk.storage.sqlite.disk import DiskTrouble, diagnose, probe
 from stellwerk.storage.sqlite.engine import Engine
 from stellwerk.storage.sqlite.files import (
     ARCHIVES_FILE,
@@ -33,6 +35,7 @@ __all__ = [
     "ARCHIVES_FILE",
     "CONTROL_FILE",
     "DELIVERIES_FILE",
+    "DISK_TROUBLE_CODES",
     "LEGACY_EVENTS_FILE",
     "LOG_DIR",
     "MAX_ROWS",
@@ -44,6 +47,7 @@ __all__ = [
     "BackupError",
     "BackupResult",
     "Checkpointer",
+    "DiskTrouble",
     "Engine",
     "FileLock",
     "Handle",
@@ -55,7 +59,9 @@ __all__ = [
     "adopt",
     "backup",
     "connect",
+    "diagnose",
     "erasing",
+    "probe",
     "restore",
     "verify",
 ]

@@ -26,21 +26,24 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
+import structlog
 
 from stellwerk.clock import from_us, to_us
 from stellwerk.events.rfc3339 import format_rfc3339
-from stellwerk.seams import AppendResult, AppendStatus, LogClosed, NewEvent
+from stellwerk.seams import AppendResult, AppendStatus, LogClosed, LogUnavailable, NewEvent
 from stellwerk.storage.eventlog.sqlite import chunks, index
 from stellwerk.storage.eventlog.sqlite.dedup import Dedup, key_digest
 from stellwerk.storage.eventlog.sqlite.head import HEAD_FILE, Head
 from stellwerk.storage.eventlog.sqlite.logfiles import LogFiles
 from stellwerk.storage.eventlog.sqlite.upkeep import rebuild_entries, redo_erasures
 from stellwerk.storage.eventlog.sqlite.writer import PendingAppend
-from stellwerk.storage.sqlite import WalBound
+from stellwerk.storage.sqlite import DiskTrouble, WalBound, diagnose, probe
 
 INDEX_INTERVAL: Final = 0.05
+MAX_INDEX_RETRY: Final = 1.0  # the longest wait before an index commit that failed is tried again
 MAX_CHUNK_EVENTS: Final = 4096
 _encode_json: Final = msgspec.json.Encoder().encode
+log = structlog.stdlib.get_logger(__name__)
 
 ChunkRow = tuple[int, int, int, int, int, int, int]  # position, stream, count, recorded, place
 
@@ -97,6 +100,8 @@ class GroupCommitter:
         self.last_recorded_us = 0
         # The first live position and its mark's recorded time (see `_first_live_at`).
         self._live_mark: tuple[int, int] | None = None
+        # Why the last group could not be stored; None once one is (or a probe writes again).
+        self.trouble: DiskTrouble | None = None
 
     # -- open and close ------------------------------------------------------------------------
 
@@ -180,7 +185,39 @@ class GroupCommitter:
     # -- groups (the writer thread) ------------------------------------------------------------
 
     def commit_group(self, group: Sequence[PendingAppend]) -> list[list[AppendResult]]:
-        """Store a group of appends with one write and one fsync; return each one's results."""
+        """Store a group of appends with one write and one fsync; return each one's results.
+
+        A group that the disk refuses (full, read-only, failing) is cut off the files again and
+        every caller gets `LogUnavailable`: nothing of it is acknowledged, and the next group
+        tries again.
+        """
+        try:
+            results = self._commit_group(group)
+        except (OSError, sqlite3.Error) as exc:
+            trouble = diagnose(exc, self.directory)
+            if trouble is None:
+                raise
+            if self.trouble is None:
+                log.error(
+                    "the event log cannot store appends",
+                    reason=trouble.message,
+                    error=trouble.detail,
+                    directory=str(self.directory),
+                )
+            self.trouble = trouble
+            raise LogUnavailable(trouble.message, code=trouble.code) from exc
+        if self.trouble is not None:
+            log.warning("the event log stores appends again", directory=str(self.directory))
+            self.trouble = None
+        return results
+
+    def probe(self) -> None:
+        """After a refused group: forget the trouble if a small write of our own works now (so
+        readiness recovers without an append to find out)."""
+        if self.trouble is not None and probe(self.directory) is None:
+            self.trouble = None
+
+    def _commit_group(self, group: Sequence[PendingAppend]) -> list[list[AppendResult]]:
         conn = self._reader()
         started = time.perf_counter()
         now_us = max(to_us(self.clock()), self.last_recorded_us)
@@ -345,6 +382,8 @@ class Indexer:
         self._wal_bound: WalBound | None = None
         self._thread = threading.Thread(target=self._run, name="eventlog-indexer", daemon=True)
         self.on_commit: Callable[[], None] | None = None  # after each commit (checkpoints)
+        # Why the last commit failed, if the disk is why; None once one succeeds.
+        self.trouble: DiskTrouble | None = None
 
     def open(self, path: Path) -> sqlite3.Connection:
         self._conn = index.connect(path, role=index.Role.WRITER)
@@ -371,13 +410,15 @@ class Indexer:
         return None
 
     def stop(self) -> None:
-        """Commit what is pending and end the thread."""
+        """Commit what is pending and end the thread. If the disk refuses, the next open indexes
+        it from the files."""
         with self._cond:
             self._stopping = True
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join()
-        self.commit()
+        with contextlib.suppress(sqlite3.Error, OSError):
+            self.commit()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -388,17 +429,40 @@ class Indexer:
 
     def _run(self) -> None:
         frozen = self._committer.dedup
+        retry = 0.0  # after a failed commit: the wait before the next try, doubling
         while True:
             with self._cond:
                 while not (self._stopping or self.pending or frozen.frozen):
                     self._cond.wait()
-                if not (self._stopping or frozen.frozen) and self._interval > 0:
+                if retry > 0:
+                    self._cond.wait(retry)
+                elif not (self._stopping or frozen.frozen) and self._interval > 0:
                     self._cond.wait(self._interval)  # gather an interval's groups
                 if self._stopping:
                     return
-            # What fails now (a full disk, say) is tried again at the next interval.
-            with contextlib.suppress(sqlite3.Error, OSError):
+            try:
                 self.commit()
+            except (sqlite3.Error, OSError) as exc:
+                # Nothing is lost (the files hold it all); tried again until the disk takes it.
+                self._failed(exc, first=retry == 0)
+                retry = min(MAX_INDEX_RETRY, max(2 * retry, self._interval, 0.01))
+            else:
+                if retry > 0:
+                    log.warning("the event log's index is written again")
+                self.trouble = None
+                retry = 0.0
+
+    def _failed(self, exc: sqlite3.Error | OSError, *, first: bool) -> None:
+        """Note a failed commit: logged once per spell of failures."""
+        trouble = diagnose(exc, self._committer.directory)
+        if first:
+            log.error(
+                "the event log's index cannot be written; trying again",
+                reason=trouble.message if trouble is not None else None,
+                error=f"{type(exc).__name__}: {exc}",
+                directory=str(self._committer.directory),
+            )
+        self.trouble = trouble
 
     def commit(self) -> None:
         """One index transaction: the pending chunks, a dedup run if one is frozen, a slice of
@@ -408,6 +472,8 @@ class Indexer:
         with self._cond:
             pending, self.pending = self.pending, Unindexed(end=self.pending.end)
         written = expired = None
+        if conn.in_transaction:  # a rollback that failed last time
+            conn.execute("ROLLBACK")
         conn.execute("BEGIN IMMEDIATE")
         try:
             if pending.streams:
@@ -429,7 +495,8 @@ class Indexer:
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # tried again before the next commit
+                    conn.execute("ROLLBACK")
             with self._cond:  # back in front of what came meanwhile, for the next try
                 pending.take(self.pending)
                 self.pending = pending

@@ -36,7 +36,9 @@ class Head:
             if os.fstat(fd).st_size < _WORDS.size:
                 if not create:
                     raise FileNotFoundError(f"{path} is not a log head yet")
-                os.ftruncate(fd, _WORDS.size)
+                # Written, not just sized: a mapped page without a block behind it would be
+                # allocated by the first store, and on a full disk that is a SIGBUS.
+                os.pwrite(fd, bytes(_WORDS.size), 0)
             self._map = mmap.mmap(fd, _WORDS.size)
         finally:
             os.close(fd)

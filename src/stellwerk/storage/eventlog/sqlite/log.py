@@ -37,6 +37,7 @@ from stellwerk.seams import (
     EventLogError,
     LogClosed,
     LogOverloaded,
+    LogUnavailable,
     NewEvent,
     StoredEvent,
 )
@@ -211,9 +212,17 @@ class SqliteEventLog(CheckedEventLog):
         )
 
     async def ping(self) -> None:
+        """Raise if the log cannot serve: `LogUnavailable` while its disk refuses writes."""
         self._check_open()
         if self._writer is not None and not self._writer.alive:
             raise EventLogError("the event log's writer thread has stopped")
+        committer = self._committer
+        if committer is not None:
+            if committer.trouble is not None:
+                await asyncio.to_thread(committer.probe)
+            trouble = committer.indexer.trouble or committer.trouble
+            if trouble is not None:
+                raise LogUnavailable(trouble.message, code=trouble.code)
         await self._read(lambda reader: reader.last_position("", ""))
 
     @property
@@ -231,6 +240,10 @@ class SqliteEventLog(CheckedEventLog):
             raise LogClosed("the event log is not open")
         if not batch:
             return []
+        if self._committer is not None and (trouble := self._committer.indexer.trouble):
+            # The room left is the index's, to catch up: appends wait until it has. (A failed
+            # group, by contrast, is no reason to refuse the next: that one tries the disk.)
+            raise LogUnavailable(trouble.message, code=trouble.code)
         size = sum(len(event.body) for event in batch)
         loop = asyncio.get_running_loop()
         pending = PendingAppend(batch, size, loop.create_future(), loop)

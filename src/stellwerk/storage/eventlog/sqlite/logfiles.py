@@ -41,61 +41,112 @@ class LogFiles:
         self._file = 0
         self._fd: int | None = None
         self._size = 0
+        self._written = 0
+        self._cut_pending = False
 
     # -- writing (the writer thread only) ------------------------------------------------------
+    #
+    # `_size` is the end of what a `sync` made durable, `_written` the end of what was written
+    # after it. A write or sync that fails (a full or read-only disk, an I/O error) cuts the file
+    # back to `_size`, so no torn or unacknowledged chunk stays in it; writes go to a known
+    # offset (`pwritev`), never to wherever the descriptor was left. A cut that fails itself is
+    # done before the next write, which fails if it still cannot be.
 
     def open_for_append(self, number: int, size: int) -> None:
         """Append to file `number` from `size` on (cutting off what lies beyond: a torn tail)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / file_name(number)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-        if os.fstat(fd).st_size != size:
-            os.ftruncate(fd, size)
-            os.fdatasync(fd)
-        os.lseek(fd, size, os.SEEK_SET)
-        self._fd, self._file, self._size = fd, number, size
-        _sync_directory(self.directory)
+        fd = self._open_file(number, size)
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd, self._file, self._size, self._written = fd, number, size, size
+        self._cut_pending = False
 
     @property
     def end(self) -> tuple[int, int]:
-        """The file appended to, and its size: where the next chunk goes."""
-        return self._file, self._size
+        """The file appended to, and the end of what was written: where the next chunk goes."""
+        return self._file, self._written
 
     def append(self, data: list[bytes]) -> list[tuple[int, int]]:
         """Write chunks after one another; return each one's `(file, offset)`. Not yet durable:
         `sync` makes it so. Rolls to a new file first if the current one is full."""
         if self._fd is None:
             raise RuntimeError("the log files are not open for appending")
-        if self._size >= self.max_file_bytes:
+        if self._cut_pending:
+            self._cut()
+        if self._written >= self.max_file_bytes:
             self._roll()
         places: list[tuple[int, int]] = []
-        offset = self._size
+        start = offset = self._written
         for piece in data:
             places.append((self._file, offset))
             offset += len(piece)
-        written = os.writev(self._fd, data)
-        while written < offset - self._size:  # a short write: rare, but allowed by POSIX
-            rest = b"".join(data)[written - (offset - self._size) :]
-            written += os.write(self._fd, rest)
-        self._size = offset
+        try:
+            written = os.pwritev(self._fd, data, start)
+            while written < offset - start:  # a short write: the disk filled up, or a signal
+                rest = b"".join(data)[written:]
+                written += os.pwrite(self._fd, rest, start + written)
+        except OSError:
+            self._cut_quietly()
+            raise
+        self._written = offset
         return places
 
     def sync(self) -> None:
-        if self._fd is not None:
+        """Make what was written durable; if that fails, cut it off again."""
+        if self._fd is None:
+            return
+        try:
             os.fdatasync(self._fd)
+        except OSError:
+            self._cut_quietly()
+            raise
+        self._size = self._written
 
     def close_append(self) -> None:
         if self._fd is not None:
-            os.fdatasync(self._fd)
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            # Every acknowledged chunk was synced already; on a disk gone bad this only tries.
+            try:
+                with contextlib.suppress(OSError):
+                    if self._cut_pending or self._written != self._size:
+                        os.ftruncate(fd, self._size)
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
+
+    def _cut(self) -> None:
+        """Cut the file back to its durable end, durably."""
+        assert self._fd is not None
+        self._written = self._size
+        self._cut_pending = True
+        os.ftruncate(self._fd, self._size)
+        os.fdatasync(self._fd)
+        self._cut_pending = False
+
+    def _cut_quietly(self) -> None:
+        # The write's or sync's error is the one to report; a cut that fails now is done
+        # before the next write (`_cut_pending`).
+        with contextlib.suppress(OSError):
+            self._cut()
 
     def _roll(self) -> None:
+        """Go on in a new file. If it cannot be made, the current one stays the one appended to."""
         assert self._fd is not None
         os.fdatasync(self._fd)
-        os.close(self._fd)
-        self._fd = None
+        self._size = self._written
         self.open_for_append(self._file + 1, 0)
+
+    def _open_file(self, number: int, size: int) -> int:
+        fd = os.open(self.directory / file_name(number), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size != size:
+                os.ftruncate(fd, size)
+                os.fdatasync(fd)
+            _sync_directory(self.directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     # -- reading and erasing (any thread) ------------------------------------------------------
 

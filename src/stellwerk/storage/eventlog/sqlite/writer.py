@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from stellwerk.seams import AppendResult, EventLogError, LogClosed, NewEvent
+from stellwerk.seams import AppendResult, EventLogError, LogClosed, LogUnavailable, NewEvent
 
 
 class PendingAppend:
@@ -136,6 +136,8 @@ class LogWriter:
         outcomes: list[Any]
         try:
             outcomes = self._commit_group(group)
+        except LogUnavailable as exc:
+            outcomes = [exc.again() for _ in group]
         except Exception as exc:
             # One exception object per caller: each gets its own traceback when it raises.
             outcomes = [_store_failure(exc) for _ in group]

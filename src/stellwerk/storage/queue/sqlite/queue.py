@@ -18,6 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+import structlog
+
 from stellwerk.clock import to_us, utc_now
 from stellwerk.seams import (
     DeadLetter,
@@ -37,6 +39,8 @@ from stellwerk.storage.queue.sqlite.index import QueueIndex
 from stellwerk.storage.queue.sqlite.leases import lease
 from stellwerk.storage.queue.sqlite.schema import DEAD, READY, WAITING
 from stellwerk.storage.sqlite import Engine, Handle, Job, erasing
+
+log = structlog.stdlib.get_logger(__name__)
 
 _T = TypeVar("_T")
 
@@ -98,6 +102,13 @@ class SqliteDeliveryQueue(CheckedQueue):
         try:
             # Cursor moves still in memory are written now: a stopped queue keeps them all.
             await handle.write(self._index.write_cursors, synced=True)
+        except DeliveryQueueError as exc:
+            # A full or read-only disk: what a crash would lose, and no more (docs/storage.md).
+            log.warning(
+                "the router's newest cursor moves could not be written; those events will be"
+                " routed again (they matched no rule)",
+                error=str(exc),
+            )
         finally:
             await handle.close()
 
