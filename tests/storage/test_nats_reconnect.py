@@ -5,13 +5,12 @@ The counts are taken over known numbers of attempts (or a clock the test moves),
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
 import structlog
+from tests import polling
 from tests.nats_support import NatsServer, free_port
 
 from stellwerk.storage.jetstream import Connection, JetStreamUnavailable, Outage, connect
@@ -82,14 +81,6 @@ async def test_a_store_connection_that_cannot_reach_nats_fails_its_start_as_unav
     await conn.close()
 
 
-async def _until(condition: Callable[[], bool], within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "the condition did not come true in time"
-        await asyncio.sleep(0.02)
-
-
-@pytest.mark.slow
 async def test_a_server_away_for_several_attempts_costs_two_lines_and_the_waits_grow(
     nats_server: NatsServer,
 ) -> None:
@@ -98,10 +89,10 @@ async def test_a_server_away_for_several_attempts_costs_two_lines_and_the_waits_
     try:
         with structlog.testing.capture_logs() as lines:
             nats_server.kill()
-            await _until(lambda: outage.attempts >= 4)
+            await polling.eventually(lambda: outage.attempts >= 4)
             assert nc.options["reconnect_time_wait"] >= 2.0
             await nats_server.start_async()
-            await _until(lambda: nc.is_connected)
+            await polling.eventually(lambda: nc.is_connected)
         assert _events(lines) == ["nats_unreachable", "nats_reachable"], lines
         assert lines[-1]["attempts"] >= 4
         assert not outage.ongoing

@@ -7,9 +7,7 @@ up can hold, and the streams get all three once the node comes.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any, TypeVar
 import nats
 import pytest
 import structlog
+from tests import polling
 from tests.delivery.queue_support import new_delivery
 from tests.nats_support import NatsCluster
 from tests.storage.eventlog_support import T0, MovableClock, new_event
@@ -32,18 +31,11 @@ DEADLINE = 60.0
 T = TypeVar("T")
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], within: float = DEADLINE) -> T:
-    """`probe()`'s first truthy answer that is not a store error, polled until `within`."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            answer = await probe()
-        except (DeliveryQueueError, EventLogError):
-            answer = None
-        if answer:
-            return answer
-        assert time.monotonic() < deadline, "the condition did not come true in time"
-        await asyncio.sleep(0.1)
+async def eventually(probe: Callable[[], Awaitable[T]]) -> T:
+    """`probe()`'s first truthy answer that is not a store error (the cluster heals)."""
+    return await polling.eventually(
+        probe, within=DEADLINE, every=0.1, ignoring=(DeliveryQueueError, EventLogError)
+    )
 
 
 async def replicas_of(urls: list[str], stream: str) -> int:
