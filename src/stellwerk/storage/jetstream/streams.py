@@ -119,7 +119,8 @@ async def ensure_stream(
     down) is waited for with backoff for up to `within` seconds. A placement that keeps
     failing with every replica takes fewer, down to a majority of them, and a task of the
     connection brings the stream to its replicas once the cluster can place them: a cluster
-    with a node down still gets its new streams (docs/scale-out.md, "A node down").
+    with a node down still gets its new streams (docs/scale-out.md, "A cluster that is not
+    whole, and NATS away").
     """
     name = config["name"]
     wanted = int(config.get("num_replicas", 1))
@@ -131,7 +132,7 @@ async def ensure_stream(
     waiting_logged = False
     while True:
         try:
-            placed = await _create_or_adopt(conn, {**config, "num_replicas": replicas}, adopt)
+            placed = await _create_or_adopt(conn, config, replicas, adopt)
             break
         except (JetStreamApiError, JetStreamUnavailable) as exc:
             if not _passing(exc):
@@ -163,11 +164,16 @@ async def ensure_stream(
     await _answering(conn, config, deadline)
 
 
-async def _create_or_adopt(conn: Connection, config: dict[str, Any], adopt: bool) -> int:
-    """Create the stream from `config` or adopt the one there: the replicas it has now."""
+async def _create_or_adopt(
+    conn: Connection, config: dict[str, Any], replicas: int, adopt: bool
+) -> int:
+    """Create the stream from `config` with `replicas`, or adopt the one there (brought to
+    `config`, never to fewer replicas than it wants): the replicas it has now."""
     name = config["name"]
     try:
-        created = await conn.api(f"$JS.API.STREAM.CREATE.{name}", config)
+        created = await conn.api(
+            f"$JS.API.STREAM.CREATE.{name}", {**config, "num_replicas": replicas}
+        )
         return _replicas_of(created)
     except JetStreamApiError as exc:
         if exc.err_code != STREAM_NAME_IN_USE:
