@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import nats
 import pytest
 
 READY_TIMEOUT: Final = 30.0
@@ -282,6 +284,7 @@ class NatsCluster:
         for server in self.servers:
             server.started = True
         self.wait_whole()
+        self.wait_placeable()
 
     def wait_whole(self, timeout: float = READY_TIMEOUT) -> None:
         """Wait until the nodes that run form one cluster: each routes to every other, all
@@ -343,6 +346,49 @@ class NatsCluster:
         if any(count != pool for count in pooled.values()) or len(accounts) > 1:
             return f"{server.name} routes: pooled {pooled} of {pool}, pinned {pinned}"
         return None
+
+    def wait_placeable(self, timeout: float = READY_TIMEOUT) -> None:
+        """Wait until a stream with a replica on every node can be made (it is made and
+        deleted): the meta leader places replicas only on peers whose statistics it has, and
+        those come on their own timer, so a whole cluster can still answer "no suitable peers
+        for placement" for a moment."""
+        failure: list[BaseException] = []
+
+        def probe() -> None:
+            try:
+                asyncio.run(self._place_probe(within=timeout))
+            except BaseException as exc:  # re-raised in the caller's thread
+                failure.append(exc)
+
+        # A thread of its own: the caller may be inside an event loop (a test's).
+        thread = threading.Thread(target=probe, name="nats-placement-probe")
+        thread.start()
+        thread.join()
+        if failure:
+            raise failure[0]
+
+    async def _place_probe(self, *, within: float) -> None:
+        config: dict[str, object] = {"name": "placement_probe", "subjects": ["placement.probe"]}
+        config |= {"num_replicas": len(self.servers), "storage": "memory"}
+        deadline = time.monotonic() + within
+        nc = await nats.connect(self.urls)
+        try:
+            while True:
+                try:
+                    reply = await nc.request(
+                        "$JS.API.STREAM.CREATE.placement_probe", json.dumps(config).encode(), 2
+                    )
+                    error = json.loads(reply.data).get("error")
+                except nats.errors.Error as exc:  # no responders or a timeout: not yet
+                    error = repr(exc)
+                if error is None:
+                    await nc.request("$JS.API.STREAM.DELETE.placement_probe", b"", 5)
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the NATS cluster cannot place a stream: {error}")
+                await asyncio.sleep(_POLL_INTERVAL * 5)
+        finally:
+            await nc.close()
 
     async def wait_whole_async(self) -> None:
         await asyncio.to_thread(self.wait_whole)
