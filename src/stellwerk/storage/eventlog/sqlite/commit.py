@@ -303,15 +303,18 @@ class GroupCommitter:
 
         Its answer changes only when the window moves past the mark found (the cutoff never
         decreases and marks come in recorded-time order), so it is remembered until then. Marks
-        the index lacks are newer than those it has, so the index is asked first.
+        the index lacks are newer than those it has, so the index's answer wins.
         """
         remembered = self._live_mark
         if remember and remembered is not None and cutoff_us <= remembered[1]:
             return remembered[0]
+        # Memory first: a mark leaves it only once the index commit that holds it is visible,
+        # so one that is not in memory now is in the index for the query after. Asked the other
+        # way round, a mark being committed meanwhile is in neither, the window seems empty,
+        # and every entry in it passes for expired (a resend is stored again).
+        unindexed = self.indexer.mark_since(cutoff_us)
         row = conn.execute(index.FIRST_MARK_SINCE, (cutoff_us,)).fetchone()
-        found = (
-            (int(row[0]), int(row[1])) if row is not None else self.indexer.mark_since(cutoff_us)
-        )
+        found = (int(row[0]), int(row[1])) if row is not None else unindexed
         if remember:  # only the writer thread remembers: the mark is its
             self._live_mark = found
         return found[0] if found is not None else self.next_position
@@ -376,6 +379,8 @@ class Indexer:
         self._interval = index_interval
         self._max_wal_bytes = max_wal_bytes
         self.pending = Unindexed()
+        # What `commit` took from `pending`, until its transaction is visible to readers.
+        self._committing: Unindexed | None = None
         self._cond = threading.Condition()
         self._stopping = False
         self._conn: sqlite3.Connection | None = None
@@ -402,11 +407,13 @@ class Indexer:
                 self._cond.notify()
 
     def mark_since(self, cutoff_us: int) -> tuple[int, int] | None:
-        """The first mark the index lacks at or after a time."""
+        """The first mark at or after a time that the index does not show yet: pending, or in
+        a commit that has not finished."""
         with self._cond:
-            for position, recorded_us in self.pending.marks:
-                if recorded_us >= cutoff_us:
-                    return position, recorded_us
+            for unindexed in (self._committing, self.pending):
+                for position, recorded_us in unindexed.marks if unindexed is not None else ():
+                    if recorded_us >= cutoff_us:
+                        return position, recorded_us
         return None
 
     def stop(self) -> None:
@@ -471,6 +478,7 @@ class Indexer:
         committer = self._committer
         with self._cond:
             pending, self.pending = self.pending, Unindexed(end=self.pending.end)
+            self._committing = pending
         written = expired = None
         if conn.in_transaction:  # a rollback that failed last time
             conn.execute("ROLLBACK")
@@ -499,8 +507,10 @@ class Indexer:
                     conn.execute("ROLLBACK")
             with self._cond:  # back in front of what came meanwhile, for the next try
                 pending.take(self.pending)
-                self.pending = pending
+                self.pending, self._committing = pending, None
             raise
+        with self._cond:
+            self._committing = None
         if written is not None:
             committer.dedup.written(written)
         if expired is not None:

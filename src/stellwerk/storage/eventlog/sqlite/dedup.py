@@ -190,7 +190,9 @@ class Dedup:
         """For each of `digests` with a live entry (at `first_live` or later): its position."""
         found: dict[int, int] = {}
         with self._lock:
-            frozen = [f.entries for f in self._frozen]
+            # Newest first: a key stored again after it expired is in a newer table too, and
+            # the older, expired entry must not hide the live one.
+            frozen = [f.entries for f in reversed(self._frozen)]
             epochs = [
                 (e.bloom, e.first_run, e.last_run)
                 for e in self.epochs

@@ -1,0 +1,184 @@
+"""Dedup of the embedded log under concurrency: every id stored once, every resend a duplicate.
+
+A key's entry moves from the writer's dict to a frozen one, to a run in the index; the window's
+first live position moves from the indexer's pending marks to the index. At no step may a
+lookup miss it. The stress test runs many appenders that resend ids while the indexer commits
+and rotates epochs all the time (tiny runs and epochs) and the window moves (a clock the test
+moves); the tests after it put a lookup exactly at each boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import sqlite3
+import threading
+import time
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.storage.eventlog_support import MovableClock, new_event
+
+from stellwerk.clock import to_us
+from stellwerk.seams import AppendResult, AppendStatus, StoredEvent
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.eventlog.sqlite.dedup import Dedup, key_digest
+from stellwerk.storage.sqlite import LOG_DIR
+
+WINDOW = timedelta(seconds=10)
+STEP = WINDOW * 0.6
+POOL = 40
+APPENDERS = 8
+APPENDS = 250
+
+
+def digest(n: int) -> bytes:
+    return key_digest("acme", "default", "/orders", f"e{n}")
+
+
+@pytest.mark.slow
+async def test_concurrent_resends_while_the_indexer_rotates_are_each_a_duplicate(
+    tmp_path: Path,
+) -> None:
+    """Appenders send ids from a small pool, one by one and in small batches, while every
+    group moves the clock by a third of the window (so the window's start is always moving and
+    often lies in marks the index does not have yet) and the indexer writes tiny runs and
+    rotates epochs. Whatever the timing, a copy is stored again only once the one before has
+    left the window, and every duplicate names a stored copy of its id."""
+    clock = MovableClock()
+    log = SqliteEventLog(
+        tmp_path / LOG_DIR,
+        clock=clock,
+        dedup_window=WINDOW,
+        on_commit=lambda _events, _seconds: clock.advance(WINDOW / 3),
+        index_interval=0.001,
+        dedup_run_entries=8,
+        dedup_epoch_entries=32,
+        max_group_events=8,
+    )
+    duplicates: list[tuple[str, int]] = []
+    rng = random.Random(14)
+
+    async def appender() -> None:
+        for _ in range(APPENDS):
+            ids = [f"e{rng.randrange(POOL)}" for _ in range(rng.choice((1, 1, 2, 3)))]
+            ids = list(dict.fromkeys(ids))
+            outcomes = await log.append([new_event(i) for i in ids])
+            duplicates.extend(
+                (i, o.position) for i, o in zip(ids, outcomes, strict=True) if o.duplicate
+            )
+
+    async with log:
+        await asyncio.gather(*(appender() for _ in range(APPENDERS)))
+        stored = await read_all(log)
+
+    window_us = WINDOW // timedelta(microseconds=1)
+    copies: dict[str, list[StoredEvent]] = defaultdict(list)
+    for event in stored:
+        copies[event.id].append(event)
+    problems = [
+        f"{key} stored at {a.position} and again at {b.position} within the window"
+        for key, events in copies.items()
+        for a, b in itertools.pairwise(events)
+        if to_us(b.recorded_time) - to_us(a.recorded_time) < window_us
+    ]
+    positions = {(e.id, e.position) for e in stored}
+    problems += [
+        f"{key}: a duplicate of {at}, no copy of it"
+        for key, at in duplicates
+        if (key, at) not in positions
+    ]
+    assert duplicates, "no resend was a duplicate: the test tests nothing"
+    assert problems == []
+
+
+async def read_all(log: SqliteEventLog) -> list[StoredEvent]:
+    found: list[StoredEvent] = []
+    while batch := await log.read("acme", "default", after=found[-1].position if found else 0):
+        found += batch
+    return found
+
+
+def test_a_key_stored_again_after_it_expired_is_found_newest_first() -> None:
+    """An expired entry in an older frozen table must not hide the live one in a newer."""
+    dedup = Dedup(run_entries=2)
+    key = digest(1)
+    dedup.add([(key, 5), (digest(2), 6)], next_position=7)  # frozen: the first copy, at 5
+    dedup.add([(key, 40), (digest(3), 41)], next_position=42)  # frozen: stored again, at 40
+    assert dedup.frozen
+    found = dedup.find(_no_disk(), [key], first_live=30)
+    assert found == {0: 40}
+
+
+def _no_disk() -> Any:
+    class NoDisk:
+        def execute(self, *_args: object) -> list[object]:
+            raise AssertionError("looked on disk for a key held in memory")
+
+    return NoDisk()
+
+
+async def test_a_lookup_while_the_indexer_commits_the_live_marks_still_finds_them(
+    tmp_path: Path,
+) -> None:
+    """The window's first live position is read from the index and from the marks the index
+    lacks. While the indexer commits, its marks are in neither place unless kept until the
+    commit is visible: the writer then took every entry for expired and stored a resend again."""
+    clock = MovableClock()
+    log = SqliteEventLog(tmp_path / LOG_DIR, clock=clock, dedup_window=WINDOW, index_interval=0.001)
+    async with log:
+        committer = log._committer
+        assert committer is not None
+        indexer = committer.indexer
+        await log.append([new_event("old")])
+        await indexed_marks(tmp_path / LOG_DIR, 1)  # the index holds the first mark
+        committing, go_on = threading.Event(), threading.Event()
+        real = indexer._conn
+        assert real is not None
+        indexer._conn = _HoldCommit(real, committing, go_on)  # type: ignore[assignment]
+        try:
+            clock.advance(STEP)
+            # Its mark is pending; the indexer thread takes it and stops before its COMMIT.
+            [first] = await log.append([new_event("a")])
+            assert await asyncio.to_thread(committing.wait, 10)
+            clock.advance(STEP)  # the first mark has left the window; `a`'s has not
+            [again] = await log.append([new_event("a")])
+        finally:
+            go_on.set()
+        assert again == AppendResult(AppendStatus.DUPLICATE, first.position)
+
+
+async def indexed_marks(directory: Path, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        conn = sqlite3.connect(directory / "index.db")
+        try:
+            [(found,)] = conn.execute("SELECT count(*) FROM marks")
+        finally:
+            conn.close()
+        if found >= count:
+            return
+        assert time.monotonic() < deadline, f"the index holds {found} marks, not {count}"
+        await asyncio.sleep(0.01)
+
+
+class _HoldCommit:
+    """The indexer's connection, stopping before its COMMIT until told to go on."""
+
+    def __init__(self, conn: Any, committing: threading.Event, go_on: threading.Event) -> None:
+        self._conn = conn
+        self._committing = committing
+        self._go_on = go_on
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT":
+            self._committing.set()
+            assert self._go_on.wait(10)
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
