@@ -18,7 +18,6 @@ import errno
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Final
 
 import pytest
+from tests.polling import wait_until
 
 IN_CI: Final = os.environ.get("CI") == "true"
 _FILLER: Final = ".filler"
@@ -106,10 +106,7 @@ class Ext4Disk(SmallDisk):
         if not trigger.exists():
             _unavailable(f"{trigger} is missing: this kernel cannot raise an ext4 error on request")
         trigger.write_text("stellwerk test: the disk turns read-only")
-        deadline = time.monotonic() + timeout
-        while not self.is_read_only():
-            assert time.monotonic() < deadline, f"{self.path} did not turn read-only"
-            time.sleep(0.01)
+        wait_until(self.is_read_only, what=f"{self.path} turns read-only", within=timeout)
 
 
 def _mount(*args: str) -> None:

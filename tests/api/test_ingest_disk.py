@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from tests.cli.server import ServerProcess, running_server
 from tests.conftest import free_port
 from tests.disks import ext4, tmpfs
+from tests.polling import wait_until
 
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR
@@ -23,7 +23,6 @@ from stellwerk.storage.sqlite import LOG_DIR
 pytestmark = pytest.mark.slow
 
 PADDING = "x" * 900
-DEADLINE = 30.0
 
 
 def event(n: int) -> dict[str, Any]:
@@ -62,10 +61,7 @@ class Sender:
         raise AssertionError("ingest never answered 503 on a full data directory")
 
     def send_until_taken(self, n: int) -> None:
-        deadline = time.monotonic() + DEADLINE
-        while self.send(n).status_code != 202:
-            assert time.monotonic() < deadline, "ingest did not take events again"
-            time.sleep(0.05)
+        wait_until(lambda: self.send(n).status_code == 202, what="ingest takes events again")
 
 
 def stored_ids(data_dir: Path, tenant: str) -> list[str]:

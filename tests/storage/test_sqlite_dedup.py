@@ -14,13 +14,13 @@ import itertools
 import random
 import sqlite3
 import threading
-import time
 from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.polling import eventually
 from tests.storage.eventlog_support import MovableClock, new_event
 
 from stellwerk.clock import to_us
@@ -153,17 +153,15 @@ async def test_a_lookup_while_the_indexer_commits_the_live_marks_still_finds_the
 
 
 async def indexed_marks(directory: Path, count: int) -> None:
-    deadline = time.monotonic() + 30
-    while True:
+    def marks() -> int:
         conn = sqlite3.connect(directory / "index.db")
         try:
             [(found,)] = conn.execute("SELECT count(*) FROM marks")
         finally:
             conn.close()
-        if found >= count:
-            return
-        assert time.monotonic() < deadline, f"the index holds {found} marks, not {count}"
-        await asyncio.sleep(0.01)
+        return int(found)
+
+    await eventually(marks, what=f"the index holds {count} marks", accept=lambda n: n >= count)
 
 
 class _HoldCommit:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 from tests.disks import ext4, tmpfs
+from tests.polling import eventually
 from tests.storage.eventlog_support import new_event
 
 from stellwerk.seams import AppendStatus, LogUnavailable, NewEvent
@@ -22,7 +22,6 @@ from stellwerk.storage.sqlite import LOG_DIR
 pytestmark = pytest.mark.slow
 
 PADDING = "x" * 900  # events of about a kilobyte: a few of them fill the last free page
-DEADLINE = 30.0
 
 
 def event(n: int) -> NewEvent:
@@ -68,27 +67,16 @@ async def stored_ids(log: SqliteEventLog) -> list[str]:
 
 async def append_once_room(log: SqliteEventLog, e: NewEvent) -> None:
     """Appends work again within a deadline (the index is tried again at its own pace)."""
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        try:
-            [outcome] = await log.append([e])
-        except LogUnavailable:
-            assert time.monotonic() < deadline, "appends did not work again after room came back"
-            await asyncio.sleep(0.02)
-            continue
-        assert outcome.status is AppendStatus.STORED
-        return
+    [outcome] = await eventually(
+        lambda: log.append([e]), what="appends work again", ignoring=LogUnavailable
+    )
+    assert outcome.status is AppendStatus.STORED
 
 
 async def ready_within(log: SqliteEventLog) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        try:
-            await log.ping()
-            return
-        except LogUnavailable:
-            assert time.monotonic() < deadline, "the log stayed unready after room came back"
-            await asyncio.sleep(0.02)
+    await eventually(
+        log.ping, what="the log is ready again", accept=lambda _: True, ignoring=LogUnavailable
+    )
 
 
 def indexed_end(data_dir: Path) -> tuple[int, int]:
