@@ -13,8 +13,11 @@ directory, drives both with the same generator and load, and prints
   loop at that fixed rate (target <= 10 ms), beside the bare app's at the same rate: what the
   machine and the generator add by themselves.
 
-Under each phase it prints the server's CPU time per request and per event (all its threads,
-from /proc/<pid>/stat), the figure that neighbours on a shared machine do not distort.
+Under each phase it prints the server's CPU time per request and per event (all threads of all
+its processes, from /proc/<pid>/stat), the bytes it wrote to storage per event (`write_bytes` of
+/proc/<pid>/io, the same tree) and the bytes the log stored per event (its files' growth):
+figures that neighbours on a shared machine do not distort. The summary puts the targets of
+issue 14 beside them.
 Single-event phases alternate (bare, Stellwerk, bare, Stellwerk) and the better of each pair
 counts, so a neighbour's burst on a shared machine does not decide the ratio. Every answer other
 than 202 is listed; the exit status is 1 if there was any.
@@ -34,11 +37,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from loadgen import HEADER, LoadResult, LoadSpec, Mode, Target, problems, run_load
 from loadgen import summary_line as line
-from stellwerk.cli import process_cpu
+from stellwerk.cli import process_cpu, process_written, written_since
 
 STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
 
@@ -166,7 +170,34 @@ def compare(args: argparse.Namespace) -> int:
         ):
             key = json.loads((data_dir / "bootstrap.json").read_text())["ingest_key"]
             servers = {bare_url: bare_process.pid, stellwerk_url: stellwerk_process.pid}
-            return run_comparison(args, Target(bare_url, key), Target(stellwerk_url, key), servers)
+            return run_comparison(
+                args, Target(bare_url, key), Target(stellwerk_url, key), servers, data_dir
+            )
+
+
+@dataclass
+class Phase:
+    """A phase's load result and what the server spent on it (None: not measured)."""
+
+    result: LoadResult
+    cpu_us_per_request: float | None = None
+    cpu_us_per_event: float | None = None
+    written_per_event: float | None = None
+    stored_per_event: float | None = None
+
+    @property
+    def amplification(self) -> float | None:
+        """Bytes written per byte stored."""
+        if self.written_per_event is None or not self.stored_per_event:
+            return None
+        return self.written_per_event / self.stored_per_event
+
+
+def stored_bytes(data_dir: Path | None) -> int:
+    """The size of the event log's files: what the events take once stored."""
+    if data_dir is None:
+        return 0
+    return sum(path.stat().st_size for path in (data_dir / "log").glob("*.log"))
 
 
 def measured(
@@ -174,25 +205,43 @@ def measured(
     load: LoadSpec,
     pid: int | None,
     failures: list[str],
-) -> LoadResult:
-    """Run one phase and print its figures, with the server's CPU per request and per event."""
-    before = process_cpu(pid)
+    data_dir: Path | None = None,
+) -> Phase:
+    """Run one phase and print its figures, with the server's CPU per request and per event
+    and, for Stellwerk (`data_dir`), the bytes written and stored per event."""
+    cpu_before, written_before = process_cpu(pid), process_written(pid)
+    stored_before = stored_bytes(data_dir)
     result = run_load(load)
     show(name, result, failures)
-    if pid is not None and result.answered:
-        spent = process_cpu(pid) - before
-        # The warm-up's requests are not counted but their CPU is: a small overestimate.
-        events = max(1, result.events_acknowledged)
-        print(
-            f"{'':<28} server CPU {spent * 1e6 / result.answered:,.0f} us/request, "
-            f"{spent * 1e6 / events:,.1f} us/event",
-            flush=True,
+    phase = Phase(result)
+    if pid is None or not result.answered:
+        return phase
+    # The warm-up's requests are not counted but their CPU and writes are: a small overestimate.
+    events = max(1, result.events_acknowledged)
+    spent = process_cpu(pid) - cpu_before
+    phase.cpu_us_per_request = spent * 1e6 / result.answered
+    phase.cpu_us_per_event = spent * 1e6 / events
+    figures = f"server CPU {phase.cpu_us_per_request:,.0f} us/request, "
+    figures += f"{phase.cpu_us_per_event:,.1f} us/event"
+    if data_dir is not None:
+        phase.written_per_event = written_since(written_before, process_written(pid)) / events
+        phase.stored_per_event = (stored_bytes(data_dir) - stored_before) / events
+        figures += (
+            f"; written {phase.written_per_event:,.0f} B/event, "
+            f"stored {phase.stored_per_event:,.0f} B/event"
         )
-    return result
+        if phase.amplification is not None:
+            figures += f" ({phase.amplification:.2f}x)"
+    print(f"{'':<28} {figures}", flush=True)
+    return phase
 
 
 def run_comparison(
-    args: argparse.Namespace, bare: Target, stellwerk: Target, pids: dict[str, int] | None = None
+    args: argparse.Namespace,
+    bare: Target,
+    stellwerk: Target,
+    pids: dict[str, int] | None = None,
+    data_dir: Path | None = None,
 ) -> int:
     pids = pids or {}
     bare_pid, stellwerk_pid = pids.get(bare.url), pids.get(stellwerk.url)
@@ -203,8 +252,8 @@ def run_comparison(
         f"{args.duration:g} s per phase, ~{args.data_bytes} B payload per event"
     )
     print(HEADER, flush=True)
-    single_bare: list[LoadResult] = []
-    single_stellwerk: list[LoadResult] = []
+    single_bare: list[Phase] = []
+    single_stellwerk: list[Phase] = []
     for round_ in (1, 2):
         single_bare.append(
             measured(
@@ -217,6 +266,7 @@ def run_comparison(
                 spec(args, stellwerk, Mode.SINGLE),
                 stellwerk_pid,
                 failures,
+                data_dir,
             )
         )
     batch = measured(
@@ -224,16 +274,19 @@ def run_comparison(
         spec(args, stellwerk, Mode.BATCH),
         stellwerk_pid,
         failures,
+        data_dir,
     )
-    best_bare = max(r.requests_per_second for r in single_bare)
-    best_stellwerk = max(r.requests_per_second for r in single_stellwerk)
+    best_bare = max(p.result.requests_per_second for p in single_bare)
+    single = max(single_stellwerk, key=lambda p: p.result.requests_per_second)
+    best_stellwerk = single.result.requests_per_second
     half = best_stellwerk / 2
     paced = measured(
         f"stellwerk, single @{half:,.0f}/s",
         spec(args, stellwerk, Mode.SINGLE, rate=half, duration=args.duration * 2),
         stellwerk_pid,
         failures,
-    )
+        data_dir,
+    ).result
     paced_bare = show(
         f"bare app, single @{half:,.0f}/s",
         run_load(spec(args, bare, Mode.SINGLE, rate=half, duration=args.duration * 2)),
@@ -244,11 +297,15 @@ def run_comparison(
     p99_bare_ms = paced_bare.latency.percentile(99) / 1e6
     print()
     print(f"single events: stellwerk {best_stellwerk:,.0f} req/s, bare app {best_bare:,.0f} req/s")
-    print(f"  ratio {ratio:.2f} (target >= 0.5: {verdict(ratio >= 0.5)})")
+    print(f"  ratio {ratio:.2f} (issue 14: >= 0.35, {verdict(ratio >= 0.35)})")
+    print(f"  {target(single.cpu_us_per_request, 150, 'server CPU', 'us/request', '{:,.0f}')}")
+    print(f"  {bytes_line(single)}")
     print(
-        f"batches of {args.batch_size}: {batch.events_per_second:,.0f} durable events/s "
-        f"(target >= 100,000: {verdict(batch.events_per_second >= 100_000)})"
+        f"batches of {args.batch_size}: {batch.result.events_per_second:,.0f} durable events/s "
+        f"(issue 14: >= 100,000, {verdict(batch.result.events_per_second >= 100_000)})"
     )
+    print(f"  {target(batch.cpu_us_per_event, 10, 'server CPU', 'us/event', '{:,.1f}')}")
+    print(f"  {bytes_line(batch)}")
     print(
         f"ack latency at {half:,.0f} req/s (half the maximum): p99 {p99_ms:.2f} ms "
         f"(target <= 10 ms: {verdict(p99_ms <= 10)}); bare app at that rate: {p99_bare_ms:.2f} ms"
@@ -258,6 +315,23 @@ def run_comparison(
         print("\n".join(failures))
         return 1
     return 0
+
+
+def target(value: float | None, most: float, what: str, unit: str, form: str) -> str:
+    """`what` with its value, and whether it is within issue 14's `most`."""
+    if value is None:
+        return f"{what}: not measured (no /proc)"
+    shown = form.format(value)
+    return f"{what} {shown} {unit} (issue 14: <= {most:g}, {verdict(value <= most)})"
+
+
+def bytes_line(phase: Phase) -> str:
+    if phase.amplification is None or phase.written_per_event is None:
+        return "bytes written per event: not measured (no /proc, or nothing stored)"
+    return (
+        f"written {phase.written_per_event:,.0f} B/event for {phase.stored_per_event:,.0f} "
+        f"stored: {phase.amplification:.2f}x (issue 14: <= 2x, {verdict(phase.amplification <= 2)})"
+    )
 
 
 def main(argv: Sequence[str]) -> int:

@@ -1,5 +1,19 @@
 """The stellwerk command line; benchmarks in `bench/` load their helpers from here."""
 
-from stellwerk.cli.bench import load_file, nats_support, process_cpu
+from stellwerk.cli.bench import (
+    load_file,
+    nats_support,
+    process_cpu,
+    process_tree,
+    process_written,
+    written_since,
+)
 
-__all__ = ["load_file", "nats_support", "process_cpu"]
+__all__ = [
+    "load_file",
+    "nats_support",
+    "process_cpu",
+    "process_tree",
+    "process_written",
+    "written_since",
+]

@@ -6,6 +6,7 @@ measured in the same run; `stellwerk bench all` runs each of them in turn.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -66,22 +67,62 @@ def nats_support() -> ModuleType:
     )
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every live process below it: embedded mode runs a server as a parent and its
+    children, and each has its own counters in /proc."""
+    found, todo = [], [pid]
+    while todo:
+        each = todo.pop()
+        found.append(each)
+        try:
+            threads = list(Path(f"/proc/{each}/task").iterdir())
+        except OSError:
+            continue  # it ended meanwhile
+        for thread in threads:
+            # `children` lists the children that this thread forked (Linux 3.5 and newer).
+            with contextlib.suppress(OSError, ValueError):
+                todo += [int(child) for child in (thread / "children").read_text().split()]
+    return found
+
+
+def process_written(pid: int | None) -> dict[int, int]:
+    """Per process of the tree below `pid`: the bytes it has caused to be written to storage
+    so far (`write_bytes` in /proc/PID/io; the page cache's dirty bytes are counted when
+    dirtied, so a write that is overwritten before it reaches the disk still counts). Empty
+    where that cannot be read. Subtract with `written_since`."""
+    counts: dict[int, int] = {}
+    for each in process_tree(pid) if pid is not None else []:
+        with contextlib.suppress(OSError, ValueError):
+            for row in Path(f"/proc/{each}/io").read_text().splitlines():
+                if row.startswith("write_bytes:"):
+                    counts[each] = int(row.split()[1])
+    return counts
+
+
+def written_since(before: dict[int, int], after: dict[int, int]) -> int:
+    """Bytes written between two `process_written` readings; a process that started in
+    between counts from zero (one that ended in between is lost: its counters went with it)."""
+    return sum(count - before.get(each, 0) for each, count in after.items())
+
+
 def process_cpu(pid: int | None) -> float:
-    """CPU seconds (user + system, all threads) a process has used so far; 0 where that cannot
-    be read (no process, or no /proc).
+    """CPU seconds (user + system, all threads) a process and the processes below it have used
+    so far, those it has reaped included; 0 where that cannot be read (no process, no /proc).
 
     Benchmarks print CPU per event beside their rates: on a shared machine it is the figure
     the neighbours move least.
     """
-    if pid is None:
-        return 0.0
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    # After the command name in parentheses: state is field 3, utime 14, stime 15 (proc(5)).
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = 0
+    for each in process_tree(pid) if pid is not None else []:
+        try:
+            text = Path(f"/proc/{each}/stat").read_text()
+        except OSError:
+            continue
+        # After the command name in parentheses: state is field 3, utime 14, stime 15, and the
+        # reaped children's cutime 16 and cstime 17 (proc(5)).
+        fields = text[text.rindex(")") + 2 :].split()
+        ticks += sum(int(field) for field in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
