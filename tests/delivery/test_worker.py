@@ -399,3 +399,67 @@ async def test_ordered_target_gets_each_key_in_log_order_despite_retries(
         positions = [d.position for d in delivered if d.ordering_key == key]
         assert positions == sorted(positions)
         assert len(positions) == 10
+
+
+class RecordedAcks:
+    """The queue, recording each `ack_many`; the first `failures` of them fail as an unreachable
+    queue does."""
+
+    def __init__(self, queue: DeliveryQueue, failures: int = 0) -> None:
+        self._queue = queue
+        self.failures = failures
+        self.writes: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+    async def ack_many(self, delivery_ids: Sequence[int]) -> None:
+        self.writes.append(len(delivery_ids))
+        if self.failures > 0:
+            self.failures -= 1
+            raise DeliveryQueueError("not connected to NATS (reconnecting)")
+        await self._queue.ack_many(delivery_ids)
+
+
+async def test_acks_of_many_deliveries_are_written_together(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    await route(queue, [new_delivery(p) for p in range(1, 101)])
+    recorded = RecordedAcks(queue)
+    target = RecordingTarget()
+    hooks = CountingHooks()
+    worker = DeliveryWorker(
+        recorded,
+        lambda *key: TargetBinding(target, concurrency=8),
+        clock=clock,
+        hooks=hooks,
+    )
+    await worker.run(burst=True)
+    assert sorted(target.events) == sorted(f"e{p}" for p in range(1, 101))
+    assert sum(recorded.writes) == 100
+    assert len(recorded.writes) < 20  # not one write per delivery
+    assert hooks.finished == Counter({"delivered": 100})
+    assert await queue.depth() == []
+
+
+async def test_acks_the_queue_failed_to_write_come_back_after_their_lease(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    await route(queue, [new_delivery(p) for p in range(1, 6)])
+    recorded = RecordedAcks(queue, failures=1)
+    target = RecordingTarget()
+    worker = DeliveryWorker(
+        recorded,
+        lambda *key: TargetBinding(target),
+        clock=clock,
+        lease_seconds=30,
+    )
+    with structlog.testing.capture_logs() as logs:
+        await worker.run(burst=True)
+    assert [entry["event"] for entry in logs].count("delivery_settle_failed") == 1
+    assert sorted(target.events) == [f"e{p}" for p in range(1, 6)]
+    clock.advance(timedelta(seconds=30))
+    await worker.run(burst=True)
+    # Delivered again (at least once), and acked this time.
+    assert sorted(target.events) == sorted([f"e{p}" for p in range(1, 6)] * 2)
+    assert await queue.depth() == []
