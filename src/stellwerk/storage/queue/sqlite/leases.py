@@ -59,13 +59,12 @@ def lease(
         if chosen:
             marks = ",".join("?" * len(chosen))
             rows = conn.execute(
-                f"SELECT {schema.COLUMNS} FROM deliveries AS d"
-                f" LEFT JOIN bodies AS b ON b.id = d.body WHERE d.id IN ({marks})",
-                chosen,
+                f"SELECT {schema.COLUMNS} FROM deliveries WHERE id IN ({marks})", chosen
             ).fetchall()
             by_id = {row[0]: row for row in rows}
+            bodies = _shared_bodies(conn, rows)
             key = index.keys[target]
-            out.extend(leased_from(key, by_id[i]) for i in chosen)
+            out.extend(leased_from(key, by_id[i], bodies) for i in chosen)
         first = conn.execute(schema.EARLIEST, (target,)).fetchone()[0]
         if first is None:
             del earliest[target]
@@ -74,9 +73,20 @@ def lease(
     return out
 
 
-def leased_from(key: TargetKey, row: Any) -> LeasedDelivery:
+def _shared_bodies(conn: sqlite3.Connection, rows: list[Any]) -> dict[int, bytes]:
+    """The shared payloads the rows point at (their last column), by body id."""
+    wanted = {row[-1] for row in rows if row[-1] is not None}
+    if not wanted:
+        return {}
+    marks = ",".join("?" * len(wanted))
+    return dict(conn.execute(f"SELECT id, payload FROM bodies WHERE id IN ({marks})", list(wanted)))
+
+
+def leased_from(key: TargetKey, row: Any, bodies: dict[int, bytes]) -> LeasedDelivery:
     (delivery_id, _, attempts, event_id, source, position, recorded_us, age_from_us,
-     payload, content_type, ordering_key, last_error) = row  # fmt: skip
+     payload, content_type, ordering_key, last_error, body) = row  # fmt: skip
+    if body is not None:
+        payload = bodies[body]
     return LeasedDelivery(
         id=delivery_id,
         tenant=key.tenant,
