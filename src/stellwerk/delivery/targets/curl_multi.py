@@ -31,7 +31,9 @@ class EventLoopMulti:
         self._epoll = select.epoll()
         self._watched: dict[int, int] = {}  # fd -> the epoll events it is registered for
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0  # when `_timer` fires (loop time)
+        self._due: float | None = None  # when libcurl wants `SOCKET_TIMEOUT` (loop time)
         self._running: dict[pycurl.Curl, asyncio.Future[_Result]] = {}
         self._closed = False
 
@@ -88,14 +90,34 @@ class EventLoopMulti:
         self._epoll.register(fd, events)
 
     def _on_timer(self, timeout_ms: int) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if timeout_ms >= 0 and self._loop is not None and not self._closed:
-            self._timer = self._loop.call_later(timeout_ms / 1000, self._on_timeout)
+        # libcurl moves its next timeout about twice a request (each transfer has a deadline):
+        # a timer that fires no later than asked is kept and, if it comes early, set again for
+        # `_due` then, instead of being cancelled and made anew every time.
+        loop = self._loop
+        if timeout_ms < 0 or loop is None or self._closed:
+            self._due = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        due = self._due = loop.time() + timeout_ms / 1000
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= due:
+                return
+            timer.cancel()
+        # (uvloop answers a time already past with a plain Handle, which has no `when()`.)
+        self._timer, self._timer_at = loop.call_at(due, self._on_timeout), due
 
     def _on_timeout(self) -> None:
         self._timer = None
+        due, loop = self._due, self._loop
+        if due is None or loop is None:
+            return
+        if loop.time() < due:  # kept from before libcurl moved its timeout later
+            self._timer, self._timer_at = loop.call_at(due, self._on_timeout), due
+            return
+        self._due = None
         self._act(pycurl.SOCKET_TIMEOUT, 0)
 
     def _ready(self) -> None:
