@@ -2,7 +2,7 @@
 
 libcurl's sockets go into one epoll set of ours, and the loop watches that set's descriptor
 with `add_reader`; when it is readable, the ready sockets go back to libcurl with
-`socket_action`. libcurl's timer callback becomes `call_later`. One epoll set rather than an
+`socket_action`. libcurl's timer callback becomes one loop timer. One epoll set rather than an
 `add_reader` per socket because libcurl re-registers a kept connection's socket on every
 request, and the loop's own registration costs far more than a call on the set (docs/delivery.md).
 Linux only (`SUPPORTED`); elsewhere deliveries use the aiohttp transport.
