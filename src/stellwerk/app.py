@@ -60,7 +60,7 @@ async def _start(
     freeze_gc: bool,
 ) -> None:
     ingest_metrics = IngestMetrics(metrics)
-    delivery_metrics = DeliveryMetrics(metrics)
+    delivery_metrics = DeliveryMetrics(metrics.registry)
     delay = 0.1
     # A store out of reach fails every attempt the same way: one line as that begins (again
     # when the kind of failure changes), a reminder a minute, and one line once started.

@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from stellwerk.delivery.model import Outcome, RetryLater
 from stellwerk.delivery.worker import Finish
-from stellwerk.ops import Metrics
 from stellwerk.seams import QueueDepth, TargetKey
 
 _TARGET = ["tenant", "bus", "rule", "target"]
@@ -38,8 +37,9 @@ class _TargetSeries(NamedTuple):
 
 
 class DeliveryMetrics:
-    def __init__(self, metrics: Metrics) -> None:
-        registry = metrics.registry
+    def __init__(self, registry: CollectorRegistry) -> None:
+        # The process's registry (`ops.Metrics.registry`): delivery does not import `ops`,
+        # whose tracing wraps delivery's targets.
         self.matched_events = Counter(
             "stellwerk_matched_events_total",
             "Events that matched at least one rule.",
