@@ -29,6 +29,7 @@ from pathlib import Path
 
 from stellwerk.cli import nats_support
 from stellwerk.events import CloudEvent
+from stellwerk.refs import TenantName
 from stellwerk.routing.archiver import Archiver
 from stellwerk.seams import ArchiveStore, NewEvent
 from stellwerk.storage.archive.jetstream import JetStreamArchiveStore
@@ -43,7 +44,7 @@ PAD = "x" * 820
 def _events(start: int, count: int) -> list[NewEvent]:
     return [
         NewEvent.of(
-            "bench",
+            TenantName("bench"),
             "default",
             CloudEvent(
                 id=f"e{n}",

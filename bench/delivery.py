@@ -39,6 +39,7 @@ from stellwerk.cli import load_file
 from stellwerk.delivery.model import Delivered, Outcome
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 from stellwerk.patterns import Matcher
+from stellwerk.refs import TenantName
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.seams import Delivery, NewDelivery, NewEvent, TargetKey
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
@@ -46,7 +47,7 @@ from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE
 
 PAYLOAD = b'{"pad":"' + b"x" * 1000 + b'"}'
-TENANT, BUS = "bench", "default"
+TENANT, BUS = TenantName("bench"), "default"
 
 
 def _pattern_bench() -> ModuleType:

@@ -32,13 +32,14 @@ from pathlib import Path
 from stellwerk.cli import nats_support, process_cpu
 from stellwerk.delivery.model import Delivered, Outcome
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
+from stellwerk.refs import TenantName
 from stellwerk.seams import Delivery, DeliveryQueue, NewDelivery
 from stellwerk.storage.queue.jetstream import JetStreamDeliveryQueue
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import PIPELINE_FILE
 
 PAYLOAD = b'{"pad":"' + b"x" * 1000 + b'"}'
-TENANT, BUS = "bench", "default"
+TENANT, BUS = TenantName("bench"), "default"
 QueueMaker = Callable[[], DeliveryQueue]
 
 

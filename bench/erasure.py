@@ -28,6 +28,7 @@ from typing import Any
 
 from stellwerk.erasure.criterion import Criterion, parse
 from stellwerk.events import CloudEvent
+from stellwerk.refs import TenantName
 from stellwerk.seams import ErasedEvent, NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR
@@ -39,7 +40,7 @@ PAD = "x" * 400
 def _events(start: int, count: int) -> list[NewEvent]:
     return [
         NewEvent.of(
-            "bench",
+            TenantName("bench"),
             "default",
             CloudEvent(
                 id=f"e{n}",
@@ -64,7 +65,11 @@ async def _probe(log: SqliteEventLog, stop: asyncio.Event, tag: str) -> list[flo
     while not stop.is_set():
         started = time.perf_counter()
         await log.append(
-            [NewEvent.of("bench", "probe", CloudEvent(id=f"{tag}{n}", source="/p", type="p"))]
+            [
+                NewEvent.of(
+                    TenantName("bench"), "probe", CloudEvent(id=f"{tag}{n}", source="/p", type="p")
+                )
+            ]
         )
         waits.append(time.perf_counter() - started)
         n += 1
@@ -95,7 +100,7 @@ async def _timed(
 
 async def _read_all(log: SqliteEventLog) -> int:
     seen, after = 0, 0
-    while page := await log.read("bench", "default", after=after, limit=1000):
+    while page := await log.read(TenantName("bench"), "default", after=after, limit=1000):
         seen += len(page)
         after = page[-1].position
     return seen
@@ -130,7 +135,9 @@ async def run(events: int, directory: Path) -> None:
                 criterion: Criterion = criterion, into: list[ErasedEvent] = erased
             ) -> None:
                 into.extend(
-                    await log.erase("bench", None, criterion.needle, criterion.matches_stored)
+                    await log.erase(
+                        TenantName("bench"), None, criterion.needle, criterion.matches_stored
+                    )
                 )
 
             seconds, waits = await _timed(log, label.replace(" ", ""), erase())

@@ -40,6 +40,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from stellwerk.events import CloudEvent, encode_event
+from stellwerk.refs import TenantName
 from stellwerk.seams import DEFAULT_DEDUP_WINDOW, NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR
@@ -142,7 +143,15 @@ def make_batch(prefix: str, size: int, template: bytes) -> list[NewEvent]:
         event_id = f"{prefix}-{i}"
         body = head + event_id.encode() + tail
         batch.append(
-            NewEvent("bench", "default", event_id, "https://shop.example/orders", "t", None, body)
+            NewEvent(
+                TenantName("bench"),
+                "default",
+                event_id,
+                "https://shop.example/orders",
+                "t",
+                None,
+                body,
+            )
         )
     return batch
 

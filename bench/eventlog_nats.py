@@ -33,6 +33,7 @@ import nats
 
 from stellwerk.cli import nats_support, process_cpu
 from stellwerk.events import CloudEvent, encode_event
+from stellwerk.refs import TenantName
 from stellwerk.seams import NewEvent
 from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
 
@@ -63,7 +64,7 @@ def make_batch(prefix: str, size: int, template: bytes) -> list[NewEvent]:
     head, tail = template.split(b"TEMPLATE", 1)
     return [
         NewEvent(
-            "bench",
+            TenantName("bench"),
             "default",
             f"{prefix}-{i}",
             "https://shop.example/orders",

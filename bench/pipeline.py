@@ -44,6 +44,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stellwerk.refs import TenantName
+
 PHASES = {
     "log+route": "log+route, no rules",
     "log+route-1": "log+route, no rules, 1 by 1",
@@ -55,7 +57,7 @@ PHASES = {
     "lease-ack": "lease+ack",
     "all": "all at once",
 }
-TENANT, BUS = "bench", "default"
+TENANT, BUS = TenantName("bench"), "default"
 PAD = "p" * 150
 
 

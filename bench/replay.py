@@ -46,7 +46,7 @@ import msgspec
 from loadgen import LoadResult, LoadSpec, Mode, Target, run_load
 from stellwerk.cli import load_file
 from stellwerk.patterns import Matcher
-from stellwerk.refs import TenantId
+from stellwerk.refs import TenantId, TenantName
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.routing.replay import NoReplayHooks, ReplayRunner
 from stellwerk.seams import NewEvent
@@ -57,7 +57,7 @@ from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE
 
 STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
-TENANT, BUS = "bench", "default"
+TENANT, BUS = TenantName("bench"), "default"
 TARGET_RATE = 50_000
 
 

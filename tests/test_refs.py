@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from stellwerk.auth import Principal, Scope
-from stellwerk.refs import BusRef, TenantId, TenantName, TenantRef
+from stellwerk.refs import TenantId, TenantName, TenantRef
 from stellwerk.seams import Change
 
 ACME = TenantRef(TenantId("0b6c-id"), TenantName("acme"))
@@ -15,7 +15,6 @@ ACME = TenantRef(TenantId("0b6c-id"), TenantName("acme"))
 def test_a_principal_reads_its_tenant_by_id_and_by_name() -> None:
     principal = Principal(ACME, key_id="k", scope=Scope.READ)
     assert (principal.tenant_id, principal.tenant) == ("0b6c-id", "acme")
-    assert ACME.bus("orders") == BusRef(TenantName("acme"), "orders")
 
 
 def test_changes_go_on_the_wire_as_they_did() -> None:

@@ -4,7 +4,7 @@ The control plane keys a tenant by its id; the event log, the delivery queue, th
 leases and the signals key it by its name (it is in their subjects, files and rows). Both are
 strings on the wire and in the stores; in the code they are `TenantId` and `TenantName`, and
 a function that wants one refuses the other. `TenantRef` is both, resolved once from an API key
-(`Principal.tenant`); `BusRef` is a bus as the log side knows it.
+(`Principal.ref`) or a control-plane row (`TenantRecord.ref`). docs/architecture.md says more.
 """
 
 from __future__ import annotations
@@ -18,18 +18,7 @@ TenantName = NewType("TenantName", str)
 
 @dataclass(frozen=True, slots=True)
 class TenantRef:
-    """A tenant resolved: its id (the control plane's key) and its name (the log's key)."""
+    """A tenant resolved: its id (the control plane's key) and its name (the log side's key)."""
 
     id: TenantId
     name: TenantName
-
-    def bus(self, bus: str) -> BusRef:
-        return BusRef(self.name, bus)
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class BusRef:
-    """A tenant's bus as the log, the queue, the archives and the leases key it."""
-
-    tenant: TenantName
-    bus: str

@@ -23,12 +23,13 @@ from prometheus_client import Counter, Gauge
 
 from stellwerk.clock import utc_now
 from stellwerk.ops import Metrics, cancelled_meanwhile
+from stellwerk.refs import TenantName
 from stellwerk.seams import EventLog, RouteCursors
 from stellwerk.storage.control import ControlPlane
 
 log = structlog.get_logger("stellwerk.retention")
 
-BusKey = tuple[str, str]
+BusKey = tuple[TenantName, str]
 ArchiveFloors = Callable[[], Awaitable[dict[BusKey, int]]]
 """Per bus with archives, `(tenant name, bus)`: the position its archiver is done up to."""
 ArchiveTrim = Callable[[datetime], Awaitable[int]]

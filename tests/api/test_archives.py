@@ -186,7 +186,9 @@ async def test_an_archive_keeps_the_matching_events_from_its_creation_on(
     replayed = CloudEvent(
         id="o2", source="/shop", type="order.created", extensions={"replayname": "last-week"}
     )
-    await services.stores.event_log.append([NewEvent.of("default", "default", replayed)])
+    await services.stores.event_log.append(
+        [NewEvent.of(TenantName("default"), "default", replayed)]
+    )
     services.stores.log_watch.appended(TenantName("default"), "default")
     # A producer cannot mark its event as replayed: ingest drops `replayname` (Stellwerk's own).
     await ingest(running_app, event("o3", replayname="forged"))

@@ -17,6 +17,7 @@ from tests.conftest import RunningApp
 
 from stellwerk.app import build_app
 from stellwerk.config import load_settings
+from stellwerk.refs import TenantName
 from stellwerk.service import provision_tenant
 
 URL = "/v1/buses/default/events"
@@ -38,7 +39,7 @@ def ingest_headers(app: RunningApp, content_type: str = "application/json") -> d
 
 
 async def stored(app: RunningApp, bus: str = "default") -> list[dict[str, Any]]:
-    events = await app.services.stores.event_log.read("default", bus)
+    events = await app.services.stores.event_log.read(TenantName("default"), bus)
     return [json.loads(e.body) for e in events]
 
 
@@ -250,6 +251,8 @@ async def test_many_concurrent_requests_are_all_durable(
     totals = await asyncio.gather(*(send(n) for n in range(40)))
     assert sum(totals) == 40 * count
     assert (
-        len(await app.services.stores.event_log.read("default", "default", limit=10_000))
+        len(
+            await app.services.stores.event_log.read(TenantName("default"), "default", limit=10_000)
+        )
         == 40 * count
     )

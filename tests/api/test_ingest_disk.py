@@ -17,6 +17,7 @@ from tests.conftest import free_port
 from tests.disks import ext4, tmpfs
 from tests.polling import wait_until
 
+from stellwerk.refs import TenantName
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR
 
@@ -38,7 +39,7 @@ def event(n: int) -> dict[str, Any]:
 class Sender:
     def __init__(self, server: ServerProcess) -> None:
         bootstrap = json.loads((server.data_dir / "bootstrap.json").read_text())
-        self.tenant = bootstrap["tenant"]
+        self.tenant = TenantName(bootstrap["tenant"])
         self.client = httpx.Client(
             base_url=server.url,
             headers={"Authorization": f"Bearer {bootstrap['ingest_key']}"},
@@ -64,7 +65,7 @@ class Sender:
         wait_until(lambda: self.send(n).status_code == 202, what="ingest takes events again")
 
 
-def stored_ids(data_dir: Path, tenant: str) -> list[str]:
+def stored_ids(data_dir: Path, tenant: TenantName) -> list[str]:
     """Every event in the log, read by a log of our own once the server has stopped."""
 
     async def read() -> list[str]:

@@ -16,6 +16,7 @@ import pytest
 from tests.cli.server import STELLWERK, running_server
 from tests.conftest import free_port
 
+from stellwerk.refs import TenantName
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.eventlog.sqlite.index import INDEX_FILE
 from stellwerk.storage.sqlite import LOG_DIR
@@ -129,7 +130,7 @@ async def _count_events(log_dir: Path) -> int:
     """The events of the default bus, read beside the running server as another process would."""
     count, after = 0, 0
     async with SqliteEventLog(log_dir, appends=False) as log:
-        while page := await log.read("default", "default", after=after, limit=1000):
+        while page := await log.read(TenantName("default"), "default", after=after, limit=1000):
             count += len(page)
             after = page[-1].position
     return count

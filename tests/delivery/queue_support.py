@@ -8,10 +8,13 @@ from pathlib import Path
 
 from tests.storage.eventlog_support import T0, MovableClock
 
+from stellwerk.refs import TenantName
 from stellwerk.seams import DeliveryQueue, NewDelivery
 from stellwerk.storage.queue.jetstream import JetStreamDeliveryQueue
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import PIPELINE_FILE
+
+ACME = TenantName("acme")
 
 BACKENDS = ["sqlite", "nats"]
 
@@ -40,7 +43,7 @@ class QueueFactory:
 def new_delivery(
     position: int,
     *,
-    tenant: str = "acme",
+    tenant: TenantName = ACME,
     bus: str = "default",
     rule: str = "r1",
     target_id: str = "t1",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tests.delivery.queue_support import new_delivery
 
+from stellwerk.refs import TenantName
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 
 RUN = 10
@@ -22,10 +23,10 @@ async def main(path: Path, count: int) -> None:
         for start in range(1, count + 1, RUN):
             positions = range(start, min(count, start + RUN - 1) + 1)
             await queue.route(
-                "acme", "default", positions[-1], [new_delivery(p) for p in positions]
+                TenantName("acme"), "default", positions[-1], [new_delivery(p) for p in positions]
             )
             # And some runs without deliveries on another bus, moved in memory.
-            await queue.route("acme", "quiet", positions[-1], [])
+            await queue.route(TenantName("acme"), "quiet", positions[-1], [])
     print("done", flush=True)
 
 

@@ -13,10 +13,11 @@ import structlog
 from tests.storage.eventlog_support import MovableClock
 
 from stellwerk.delivery.failure_log import FailureLog
+from stellwerk.refs import TenantName
 from stellwerk.seams import TargetKey
 
-HOOK = TargetKey("acme", "default", "orders", "hook")
-OTHER = TargetKey("acme", "default", "orders", "erp")
+HOOK = TargetKey(TenantName("acme"), "default", "orders", "hook")
+OTHER = TargetKey(TenantName("acme"), "default", "orders", "erp")
 
 
 def failure_log(clock: MovableClock, interval: float = 60) -> FailureLog:

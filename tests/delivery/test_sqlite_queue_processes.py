@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from tests.storage.eventlog_support import T0
 
+from stellwerk.refs import TenantName
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import PIPELINE_FILE
 
@@ -47,5 +48,5 @@ async def test_deliveries_routed_by_another_process_are_each_leased_once(tmp_pat
         assert out.decode().split() == ["done"]
         assert sorted(seen) == list(range(1, COUNT + 1))
         assert await queue.lease(T0, 100, 600) == []
-        assert await queue.cursor("acme", "default") == COUNT
-        assert await queue.cursor("acme", "quiet") == COUNT
+        assert await queue.cursor(TenantName("acme"), "default") == COUNT
+        assert await queue.cursor(TenantName("acme"), "quiet") == COUNT

@@ -102,7 +102,7 @@ async def test_transformed_input_and_several_targets(
 
     async def copied() -> list[Any]:
         while True:
-            events = await app.services.stores.event_log.read("default", "audit")
+            events = await app.services.stores.event_log.read(TenantName("default"), "audit")
             if events and functions.CALLS:
                 return events
             await app.services.stores.log_watch.wait(TenantName("default"), "audit", 0.2)

@@ -18,6 +18,7 @@ from stellwerk.app import build_app
 from stellwerk.auth import parse_key
 from stellwerk.compose import Services
 from stellwerk.config import load_settings
+from stellwerk.refs import TenantName
 from stellwerk.seams import NewEvent
 
 T = TypeVar("T")
@@ -60,7 +61,9 @@ async def finished(app: RunningApp, erasure_id: str) -> dict[str, Any]:
 
 
 async def logged(services: Services, bus: str) -> list[str]:
-    return [e.id for e in await services.stores.event_log.read("default", bus, limit=1000)]
+    return [
+        e.id for e in await services.stores.event_log.read(TenantName("default"), bus, limit=1000)
+    ]
 
 
 def user_event(event_id: str, user: str, **data: Any) -> dict[str, Any]:
@@ -266,7 +269,7 @@ async def test_an_erasure_cut_short_by_a_stop_is_resumed_at_the_next_start(
     assert tenant is not None
     await services.stores.event_log.append(
         [
-            NewEvent(keys.tenant, "default", f"e{n}", "urn:app", "user.signup", None, body)
+            NewEvent(tenant.name, "default", f"e{n}", "urn:app", "user.signup", None, body)
             for n, body in enumerate(
                 [b'{"id":"e0","data":{"userId":"ann"}}', b'{"id":"e1","data":{"userId":"bob"}}']
             )

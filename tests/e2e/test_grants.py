@@ -44,12 +44,13 @@ async def test_cross_tenant_bus_targets_need_a_grant(delivering_app: RunningApp)
 
     async def arrived(event_id: str) -> None:
         while not any(
-            e.id == event_id for e in await app.services.stores.event_log.read("partner", "inbox")
+            e.id == event_id
+            for e in await app.services.stores.event_log.read(TenantName("partner"), "inbox")
         ):
             await app.services.stores.log_watch.wait(TenantName("partner"), "inbox", 0.5)
 
     await asyncio.wait_for(arrived("shared-1"), 30)
-    stored = await app.services.stores.event_log.read("partner", "inbox")
+    stored = await app.services.stores.event_log.read(TenantName("partner"), "inbox")
     assert stored[0].tenant == "partner"
 
     revoked = await app.client.delete("/v1/buses/inbox/grants/default", headers=theirs)
@@ -69,6 +70,6 @@ async def test_cross_tenant_bus_targets_need_a_grant(delivering_app: RunningApp)
     (letter,) = await asyncio.wait_for(dead(), 30)
     assert letter["event_id"] == "shared-2"
     assert "no longer grants" in letter["last_error"]
-    assert [e.id for e in await app.services.stores.event_log.read("partner", "inbox")] == [
-        "shared-1"
-    ]
+    assert [
+        e.id for e in await app.services.stores.event_log.read(TenantName("partner"), "inbox")
+    ] == ["shared-1"]

@@ -12,12 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stellwerk.erasure.criterion import Criterion, InvalidCriterion, needle_of, parse
+from stellwerk.refs import TenantName
 from stellwerk.seams import StoredEvent
 
 
 def _stored(event: dict[str, Any]) -> StoredEvent:
     return StoredEvent(
-        "acme",
+        TenantName("acme"),
         "default",
         1,
         event["id"],

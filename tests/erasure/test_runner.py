@@ -15,7 +15,7 @@ from stellwerk.erasure.criterion import parse
 from stellwerk.erasure.runner import ErasureRunner
 from stellwerk.erasure.suppression import Suppressions
 from stellwerk.ops.metrics import Metrics
-from stellwerk.refs import TenantId
+from stellwerk.refs import TenantId, TenantName
 from stellwerk.seams import ArchiveStats
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ControlPlane, ErasureRecord, ErasureState
@@ -79,8 +79,10 @@ async def test_an_archived_copy_of_a_trimmed_event_is_erased_and_suppressed(
         stores.tenant_id, "default", "all", pattern=None, retention_days=0, description="",
         start_position=0, max_archives=10,
     )  # fmt: skip
-    (event,) = await stores.log.read("acme", "default")
-    await stores.archives.archive("acme", "default", stored.position, [(archive.uid, event)])
+    (event,) = await stores.log.read(TenantName("acme"), "default")
+    await stores.archives.archive(
+        TenantName("acme"), "default", stored.position, [(archive.uid, event)]
+    )
     assert await stores.log.trim(datetime.now(UTC).replace(year=2100)) == 1
     # Ingest asks before the erasure, and caches that the bus has no suppressions.
     _, dropped = await stores.suppressions.drop(
@@ -90,7 +92,7 @@ async def test_an_archived_copy_of_a_trimmed_event_is_erased_and_suppressed(
 
     runner = stores.runner()
     record = await runner.request(
-        stores.tenant_id, "acme", bus=None, criterion=parse(None, "data.userId", "ann"),
+        stores.tenant_id, TenantName("acme"), bus=None, criterion=parse(None, "data.userId", "ann"),
         suppress=True, requested_by=None,
     )  # fmt: skip
     done = await finished(stores, record)
@@ -111,7 +113,7 @@ async def test_a_failing_store_leaves_the_entry_failed_with_what_went_before(
     await stores.log.append([new_event("e1", data={"userId": "ann"})])
     closed = SqliteDeliveryQueue(tmp_path / "never-started.db")
     record = await stores.runner(closed).request(
-        stores.tenant_id, "acme", bus=None, criterion=parse(None, "data.userId", "ann"),
+        stores.tenant_id, TenantName("acme"), bus=None, criterion=parse(None, "data.userId", "ann"),
         suppress=False, requested_by="k1",
     )  # fmt: skip
 
@@ -122,6 +124,6 @@ async def test_a_failing_store_leaves_the_entry_failed_with_what_went_before(
     assert done.error.startswith("QueueClosed")
     assert done.counts["log"] == 1
     assert done.finished_at is not None
-    assert await stores.log.read("acme", "default") == []
+    assert await stores.log.read(TenantName("acme"), "default") == []
     # Nothing suppressed without `suppress`.
     assert not await stores.control.erasures.has_suppressions(stores.tenant_id, "default")

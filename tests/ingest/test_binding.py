@@ -37,6 +37,7 @@ from stellwerk.ingest.binding import (
     decode_request,
     percent_decode,
 )
+from stellwerk.refs import TenantName
 from stellwerk.seams import NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR
@@ -352,8 +353,10 @@ async def test_a_decoded_event_goes_into_the_log_as_sent(tmp_path: Path) -> None
     decoded = only_event(decode_request(STRUCTURED_CONTENT_TYPE, {}, msgspec.json.encode(sent)))
 
     async with SqliteEventLog(tmp_path / LOG_DIR) as log:
-        await log.append([NewEvent.of("acme", "orders", decoded.event, decoded.encoded)])
-        (stored,) = await log.read("acme", "orders")
+        await log.append(
+            [NewEvent.of(TenantName("acme"), "orders", decoded.event, decoded.encoded)]
+        )
+        (stored,) = await log.read(TenantName("acme"), "orders")
 
     assert (stored.id, stored.source, stored.type, stored.subject) == ("a", "/s", "t", "x")
     body = msgspec.json.decode(stored.body)

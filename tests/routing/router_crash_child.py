@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from stellwerk.patterns import Matcher
+from stellwerk.refs import TenantName
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
@@ -34,9 +35,11 @@ async def main(data_dir: Path) -> None:
         SqliteDeliveryQueue(data_dir / PIPELINE_FILE) as queue,
     ):
         ruleset = rules()
-        router = Router(log, queue, lambda t, b: ruleset, lambda: [("acme", "crash")], batch=BATCH)
-        while await router.route_batch("acme", "crash"):
-            sys.stdout.write(f"{await queue.cursor('acme', 'crash')}\n")
+        router = Router(
+            log, queue, lambda t, b: ruleset, lambda: [(TenantName("acme"), "crash")], batch=BATCH
+        )
+        while await router.route_batch(TenantName("acme"), "crash"):
+            sys.stdout.write(f"{await queue.cursor(TenantName('acme'), 'crash')}\n")
             sys.stdout.flush()
 
 

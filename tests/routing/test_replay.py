@@ -19,7 +19,7 @@ import pytest
 from tests.storage.eventlog_support import T0, MovableClock, new_event
 
 from stellwerk.patterns import Matcher
-from stellwerk.refs import TenantId
+from stellwerk.refs import TenantId, TenantName
 from stellwerk.routing import RouteTarget, RuleSet
 from stellwerk.routing.replay import (
     NoReplayHooks,
@@ -49,7 +49,7 @@ class WatchedArchiveStore(SqliteArchiveStore):
         self.cursor_calls = 0
         self.asked = asyncio.Condition()
 
-    async def cursor(self, tenant: str, bus: str) -> int:
+    async def cursor(self, tenant: TenantName, bus: str) -> int:
         position = await super().cursor(tenant, bus)
         async with self.asked:
             self.cursor_calls += 1
@@ -82,16 +82,16 @@ class Setup:
     async def record(self, count: int, *, minutes: float = 0, archive: bool = True) -> None:
         """`count` events recorded `minutes` after T0, archived unless told otherwise."""
         self.clock.now = T0 + timedelta(minutes=minutes)
-        first = await self.log.last_position("acme", "default")
+        first = await self.log.last_position(TenantName("acme"), "default")
         await self.log.append([new_event(f"m{minutes}-{n}") for n in range(count)])
         if archive:
             await self.archive_log(after=first)
 
     async def archive_log(self, *, after: int = 0) -> None:
         """What the archiver does: copy the log's new events into the archive, with its cursor."""
-        events = await self.log.read("acme", "default", after=after, limit=100_000)
+        events = await self.log.read(TenantName("acme"), "default", after=after, limit=100_000)
         entries = [(self.archive.uid, event) for event in events]
-        await self.archives.archive("acme", "default", events[-1].position, entries)
+        await self.archives.archive(TenantName("acme"), "default", events[-1].position, entries)
 
     async def create(self, name: str, rules: list[str] | None = None, **kwargs: Any) -> None:
         replay = NewReplay(
@@ -177,7 +177,7 @@ async def test_a_replay_sends_its_window_to_the_chosen_rules_with_replayname(
         body = msgspec.json.decode(delivery.payload)
         assert body["replayname"] == "backfill"
         assert (body["tenant"], body["bus"]) == ("acme", "default")
-    assert await setup.queue.replay_cursor("acme", "backfill") == ReplayCursor(
+    assert await setup.queue.replay_cursor(TenantName("acme"), "backfill") == ReplayCursor(
         (await setup.archives.read_window(setup.archive.uid, *WINDOW))[-1].seq, 4
     )
 
@@ -208,7 +208,7 @@ async def test_a_stopped_replay_resumes_from_its_cursor_without_sending_twice(
     await first.run()
     # Stopping (a shutdown) leaves the replay running, to resume; a crash leaves it so as well.
     assert (await setup.get("resumed")).state == "running"
-    assert (await setup.queue.replay_cursor("acme", "resumed")).replayed == 10
+    assert (await setup.queue.replay_cursor(TenantName("acme"), "resumed")).replayed == 10
     await setup.runner(batch=10).run(burst=True)
     record = await setup.get("resumed")
     assert (record.state, record.replayed, record.total) == ("completed", 50, 50)
@@ -253,7 +253,7 @@ async def test_cancel_stops_a_paced_replay(setup: Setup) -> None:
     await asyncio.wait_for(task, 5)
     record = await setup.get("slow")
     assert record.state == "cancelled"
-    sent = (await setup.queue.replay_cursor("acme", "slow")).replayed
+    sent = (await setup.queue.replay_cursor(TenantName("acme"), "slow")).replayed
     assert 0 < sent < 200
     assert len(await setup.leased()) == sent
 
@@ -289,8 +289,8 @@ async def test_a_replay_waits_for_the_archiver_to_catch_up(setup: Setup) -> None
     # The runner has looked at the archiver's cursor twice, found it behind, and waits.
     async with asyncio.timeout(10), setup.archives.asked:
         await setup.archives.asked.wait_for(lambda: setup.archives.cursor_calls >= 2)
-    assert (await setup.queue.replay_cursor("acme", "patient")).replayed == 0
-    await setup.archive_log(after=(await setup.archives.cursor("acme", "default")))
+    assert (await setup.queue.replay_cursor(TenantName("acme"), "patient")).replayed == 0
+    await setup.archive_log(after=(await setup.archives.cursor(TenantName("acme"), "default")))
     await asyncio.wait_for(task, 10)
     record = await setup.get("patient")
     assert (record.state, record.replayed, record.total) == ("completed", 5, 5)
@@ -346,7 +346,7 @@ def test_a_replay_of_no_rules_builds_nothing() -> None:
         finished_at=None,
     )
     event = ArchivedEvent("u", 1, 1, "e1", "/s", "t", None, T0, b"{}")
-    assert replay_deliveries("acme", record, RuleSet(Matcher()), [event]) == []
+    assert replay_deliveries(TenantName("acme"), record, RuleSet(Matcher()), [event]) == []
 
 
 def test_a_replay_to_some_rules_matches_only_those_that_exist_now() -> None:

@@ -11,6 +11,7 @@ import pytest
 from tests.storage.eventlog_support import MovableClock, new_event
 
 from stellwerk.ops.metrics import Metrics
+from stellwerk.refs import TenantName
 from stellwerk.retention import BusKey, Retention, RetentionMetrics
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
@@ -64,14 +65,14 @@ def _retention(stores: Stores, floors: dict[BusKey, int] | None = None) -> Reten
 
 async def test_old_events_go_once_routed_and_unrouted_ones_stay(stores: Stores) -> None:
     positions = await _append_each(stores, ["e1", "e2", "e3", "e4"])
-    await stores.queue.route("acme", "default", positions[1], [])  # e1, e2 routed
+    await stores.queue.route(TenantName("acme"), "default", positions[1], [])  # e1, e2 routed
     stores.clock.advance(WEEK + timedelta(days=1))
     await _append_each(stores, ["fresh"])
 
     done = await _retention(stores).run_once()
 
     assert done.log_events == 2
-    left = [e.id for e in await stores.log.read("acme", "default")]
+    left = [e.id for e in await stores.log.read(TenantName("acme"), "default")]
     assert left == ["e3", "e4", "fresh"]
     assert (
         stores.metrics.registry.get_sample_value(
@@ -83,19 +84,19 @@ async def test_old_events_go_once_routed_and_unrouted_ones_stay(stores: Stores) 
 
 async def test_events_younger_than_the_retention_stay_even_when_routed(stores: Stores) -> None:
     positions = await _append_each(stores, ["e1", "e2"])
-    await stores.queue.route("acme", "default", positions[-1], [])
+    await stores.queue.route(TenantName("acme"), "default", positions[-1], [])
     stores.clock.advance(WEEK - timedelta(hours=1))
 
     assert (await _retention(stores).run_once()).log_events == 0
-    assert len(await stores.log.read("acme", "default")) == 2
+    assert len(await stores.log.read(TenantName("acme"), "default")) == 2
 
 
 async def test_an_archiver_behind_the_router_keeps_its_events(stores: Stores) -> None:
     positions = await _append_each(stores, ["e1", "e2", "e3"])
-    await stores.queue.route("acme", "default", positions[-1], [])
+    await stores.queue.route(TenantName("acme"), "default", positions[-1], [])
     stores.clock.advance(WEEK + timedelta(days=1))
 
-    retention = _retention(stores, floors={("acme", "default"): positions[0]})
+    retention = _retention(stores, floors={(TenantName("acme"), "default"): positions[0]})
     assert await retention.keep_positions() == {("acme", "default"): positions[0]}
     assert (await retention.run_once()).log_events == 1
-    assert [e.id for e in await stores.log.read("acme", "default")] == ["e2", "e3"]
+    assert [e.id for e in await stores.log.read(TenantName("acme"), "default")] == ["e2", "e3"]

@@ -14,6 +14,7 @@ from tests.routing.router_crash_child import rules
 from tests.storage.eventlog_support import MovableClock
 
 from stellwerk.events import CloudEvent, encode_event
+from stellwerk.refs import TenantName
 from stellwerk.routing import Router
 from stellwerk.seams import NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
@@ -31,7 +32,7 @@ def _event(number: int) -> NewEvent:
     body = encode_event(
         CloudEvent(id=f"e{number}", source="/crash", type="crash", data={"even": number % 2 == 0})
     )
-    return NewEvent("acme", "crash", f"e{number}", "/crash", "crash", None, body)
+    return NewEvent(TenantName("acme"), "crash", f"e{number}", "/crash", "crash", None, body)
 
 
 def _route_until_killed(data_dir: Path) -> int:
@@ -60,7 +61,7 @@ async def test_sigkill_while_routing_neither_repeats_nor_skips(tmp_path: Path) -
     async with SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log:
         for start in range(0, EVENTS, 1000):
             await log.append([_event(n) for n in range(start, start + 1000)])
-        last = await log.last_position("acme", "crash")
+        last = await log.last_position(TenantName("acme"), "crash")
 
     reported = _route_until_killed(tmp_path)
 
@@ -70,13 +71,15 @@ async def test_sigkill_while_routing_neither_repeats_nor_skips(tmp_path: Path) -
         SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
         SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=clock) as queue,
     ):
-        cursor = await queue.cursor("acme", "crash")
+        cursor = await queue.cursor(TenantName("acme"), "crash")
         # Killed in the middle: at least what it reported, and not yet everything.
         assert reported <= cursor < last
         ruleset = rules()
-        router = Router(log, queue, lambda t, b: ruleset, lambda: [("acme", "crash")], batch=500)
+        router = Router(
+            log, queue, lambda t, b: ruleset, lambda: [(TenantName("acme"), "crash")], batch=500
+        )
         await router.run(burst=True)
-        assert await queue.cursor("acme", "crash") == last
+        assert await queue.cursor(TenantName("acme"), "crash") == last
         leased = await queue.lease(clock(), 100_000, 60)
     got = Counter((d.event_id, d.rule, d.target_id) for d in leased)
     expected: Counter[tuple[str, str, str]] = Counter()

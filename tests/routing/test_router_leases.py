@@ -26,6 +26,7 @@ from tests.routing.test_router import triples
 from tests.storage.eventlog_support import new_event
 
 from stellwerk.patterns import Matcher
+from stellwerk.refs import TenantName
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.seams import LeasedDelivery, bus_owner
 from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
@@ -34,7 +35,7 @@ from stellwerk.storage.queue.jetstream import JetStreamDeliveryQueue
 
 TTL = 1.5
 setup = test_router.setup  # the SQLite fixture, for the tests of the hooks alone
-BUSES = [("acme", f"b{n}") for n in range(6)]
+BUSES = [(TenantName("acme"), f"b{n}") for n in range(6)]
 
 
 def rules(tenant: str, bus: str) -> RuleSet:
@@ -168,7 +169,7 @@ async def test_a_router_routes_only_the_buses_it_owns(setup: SqliteSetup) -> Non
     other = setup.router()
     await setup.append("e1", "e2")
     await first.run(burst=True)
-    assert await setup.queue.cursor("acme", "default") == 0
+    assert await setup.queue.cursor(TenantName("acme"), "default") == 0
     owned.add(("acme", "default"))
     await first.run(burst=True)
     # The bus moves to the other router, which routes on; it comes back to the first.
@@ -189,10 +190,10 @@ async def test_a_router_that_loses_the_race_for_a_batch_carries_on(setup: Sqlite
     ids = [f"e{n}" for n in range(9)]
     await setup.append(*ids)
     first, second = setup.router(batch=3), setup.router(batch=3)
-    assert await first.route_batch("acme", "default") == 3
-    assert await second.route_batch("acme", "default") == 3
+    assert await first.route_batch(TenantName("acme"), "default") == 3
+    assert await second.route_batch(TenantName("acme"), "default") == 3
     # The first still believes the cursor at 3: refused once, it reads the cursor and goes on.
-    assert await first.route_bus("acme", "default") == 3
+    assert await first.route_bus(TenantName("acme"), "default") == 3
     assert triples(await setup.leased()) == Counter({(i, "r", "t"): 1 for i in ids})
 
 
@@ -203,10 +204,10 @@ async def test_a_router_that_was_overtaken_part_of_the_way_reads_its_cursor_agai
     ids = [f"e{n}" for n in range(9)]
     await setup.append(*ids)
     first, second = setup.router(batch=3), setup.router(batch=2)
-    assert await first.route_batch("acme", "default") == 3
-    assert await second.route_batch("acme", "default") == 2  # up to 5
+    assert await first.route_batch(TenantName("acme"), "default") == 3
+    assert await second.route_batch(TenantName("acme"), "default") == 2  # up to 5
     # The first's next batch (4 to 6) overlaps what the second routed: the queue refuses
     # deliveries at or below its cursor (a conflict), and the first reads the cursor again
     # and routes the rest.
-    assert await first.route_bus("acme", "default") == 4
+    assert await first.route_bus(TenantName("acme"), "default") == 4
     assert triples(await setup.leased()) == Counter({(i, "r", "t"): 1 for i in ids})

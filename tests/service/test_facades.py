@@ -16,6 +16,7 @@ from stellwerk.erasure import Suppressions
 from stellwerk.ingest import BindingLimits, IngestMetrics
 from stellwerk.ops import Metrics
 from stellwerk.ratelimit import TokenBuckets
+from stellwerk.refs import TenantName
 from stellwerk.seams import Change
 from stellwerk.service import (
     Authenticator,
@@ -213,7 +214,7 @@ async def test_ingest_stores_the_valid_events_of_a_batch_and_lists_the_others(
         result = msgspec.json.decode(answer, type=IngestResult)
         assert (result.accepted, result.duplicates) == (2, 1)  # the second `a` is a duplicate
         assert [(f.index, f.id) for f in result.failed] == [(1, "b")]
-        assert [e.id for e in await log.read("acme", "default")] == ["a"]
+        assert [e.id for e in await log.read(TenantName("acme"), "default")] == ["a"]
         assert heard == [("acme", "default")]  # the router is told
 
         with pytest.raises(InvalidRequest) as nothing_valid:

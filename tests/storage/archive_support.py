@@ -8,10 +8,13 @@ from pathlib import Path
 
 import msgspec
 
+from stellwerk.refs import TenantName
 from stellwerk.seams import ArchivedEvent, ArchiveStore, StoredEvent
 from stellwerk.storage.archive.jetstream import JetStreamArchiveStore
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.sqlite import PIPELINE_FILE
+
+ACME = TenantName("acme")
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 BACKENDS = ["sqlite", "nats"]
@@ -37,7 +40,7 @@ def stored(
     *,
     at: datetime = T0,
     user: str = "u1",
-    tenant: str = "acme",
+    tenant: TenantName = ACME,
     bus: str = "default",
 ) -> StoredEvent:
     body = msgspec.json.encode(

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from stellwerk.events import CloudEvent, encode_event
+from stellwerk.refs import TenantName
 from stellwerk.seams import AppendStatus, NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 
@@ -23,7 +24,7 @@ def _event(event_id: str, bus: str) -> NewEvent:
     body = encode_event(
         CloudEvent(id=event_id, source="/crash", type="crash.test", data={"pad": "x" * 200})
     )
-    return NewEvent("acme", bus, event_id, "/crash", "crash.test", None, body)
+    return NewEvent(TenantName("acme"), bus, event_id, "/crash", "crash.test", None, body)
 
 
 async def _appender(log: SqliteEventLog, task: int) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 
 from stellwerk.events import CloudEvent
+from stellwerk.refs import TenantName
 from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
     AppendResult,
@@ -25,6 +26,8 @@ from stellwerk.storage.eventlog import CheckedEventLog
 from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR
+
+ACME = TenantName("acme")
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 # `sqlite`: the index brought up to date after every group, with tiny dedup runs and epochs,
@@ -50,7 +53,7 @@ class MovableClock:
 def new_event(
     event_id: str,
     *,
-    tenant: str = "acme",
+    tenant: TenantName = ACME,
     bus: str = "default",
     source: str = "/orders",
     event_type: str = "order.created",
@@ -143,25 +146,27 @@ class SplitLog(CheckedEventLog):
     async def _append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
         return await self.writer.append(batch)
 
-    async def _read_after(self, tenant: str, bus: str, after: int, limit: int) -> list[StoredEvent]:
+    async def _read_after(
+        self, tenant: TenantName, bus: str, after: int, limit: int
+    ) -> list[StoredEvent]:
         return await self.reader.read(tenant, bus, after, limit)
 
     async def _read_window(
-        self, tenant: str, bus: str, start: datetime, end: datetime, after: int, limit: int
+        self, tenant: TenantName, bus: str, start: datetime, end: datetime, after: int, limit: int
     ) -> list[StoredEvent]:
         return await self.reader.read_window(tenant, bus, start, end, after, limit)
 
-    async def last_position(self, tenant: str, bus: str) -> int:
+    async def last_position(self, tenant: TenantName, bus: str) -> int:
         return await self.reader.last_position(tenant, bus)
 
     async def trim(
-        self, older_than: datetime, keep: Mapping[tuple[str, str], int] | None = None
+        self, older_than: datetime, keep: Mapping[tuple[TenantName, str], int] | None = None
     ) -> int:
         return await self.reader.trim(older_than, keep)
 
     async def erase(
         self,
-        tenant: str,
+        tenant: TenantName,
         bus: str | None,
         needle: bytes,
         matches: EraseMatch,

@@ -23,6 +23,7 @@ from tests.nats_support import NatsCluster, NatsServer
 from tests.storage.eventlog_support import T0, MovableClock, new_event
 
 from stellwerk.names import NAME_RULE
+from stellwerk.refs import TenantName
 from stellwerk.seams import AppendStatus, LogOverloaded, NewEvent
 from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
 from stellwerk.storage.jetstream import Layout, message_id, token
@@ -59,8 +60,8 @@ def test_tokens_are_readable_for_plain_names_and_escape_the_rest() -> None:
     assert token("orders-eu") == "orders-eu"
     assert token("Acme.eu_1") == "_41cme_2Eeu_5F1"
     layout = Layout("sw")
-    assert layout.stream("acme.eu") == "sw_events_acme_2Eeu"
-    assert layout.events_subject("acme.eu", "a.b") == "sw.events.acme_2Eeu.a_2Eb"
+    assert layout.stream(TenantName("acme.eu")) == "sw_events_acme_2Eeu"
+    assert layout.events_subject(TenantName("acme.eu"), "a.b") == "sw.events.acme_2Eeu.a_2Eb"
     assert layout.marks_subject_of("sw.events.acme_2Eeu.a_2Eb") == "sw.marks.acme_2Eeu.a_2Eb"
     with pytest.raises(ValueError, match="namespace"):
         Layout("has.dot")
@@ -80,7 +81,7 @@ def test_message_ids_tell_buses_sources_and_ids_apart() -> None:
 async def test_names_with_dots_dashes_underscores_and_capitals_stay_apart(
     nats_server: NatsServer, client: Client
 ) -> None:
-    names = ["a.b", "a_b", "a-b", "A.b", "a_2Eb"]
+    names = [TenantName(n) for n in ["a.b", "a_b", "a-b", "A.b", "a_2Eb"]]
     async with JetStreamEventLog(nats_server.url, namespace="enc") as log:
         await log.append([new_event(f"{t}/{b}", tenant=t, bus=b) for t in names for b in names])
         for tenant in names:
@@ -94,7 +95,7 @@ async def test_names_with_dots_dashes_underscores_and_capitals_stay_apart(
     assert sorted(streams["streams"]) == sorted(Layout("enc").stream(t) for t in names)
     info = await js_api(
         client,
-        f"$JS.API.STREAM.INFO.{Layout('enc').stream('a.b')}",
+        f"$JS.API.STREAM.INFO.{Layout('enc').stream(TenantName('a.b'))}",
         {"subjects_filter": ">"},
     )
     assert sorted(info["state"]["subjects"]) == sorted(
@@ -109,7 +110,7 @@ async def test_streams_take_the_replicas_and_dedup_window_asked_for(
         nats_server.url, namespace="cfg", dedup_window=timedelta(hours=2)
     ) as log:
         await log.append([new_event("e1")])
-    info = await js_api(client, f"$JS.API.STREAM.INFO.{Layout('cfg').stream('acme')}")
+    info = await js_api(client, f"$JS.API.STREAM.INFO.{Layout('cfg').stream(TenantName('acme'))}")
     config = info["config"]
     assert config["num_replicas"] == 1
     assert config["duplicate_window"] == 2 * 3600 * 10**9
@@ -123,7 +124,7 @@ async def test_streams_take_the_replicas_and_dedup_window_asked_for(
     ) as log:
         (again,) = await log.append([new_event("e1")])
     assert again.status is AppendStatus.DUPLICATE
-    info = await js_api(client, f"$JS.API.STREAM.INFO.{Layout('cfg').stream('acme')}")
+    info = await js_api(client, f"$JS.API.STREAM.INFO.{Layout('cfg').stream(TenantName('acme'))}")
     assert info["config"]["duplicate_window"] == 3 * 3600 * 10**9
 
 
@@ -132,7 +133,7 @@ async def test_odd_attribute_values_survive_the_headers(nats_server: NatsServer)
     odd = NewEvent(event.tenant, event.bus, event.id, event.source, "t\n", "sub\x00j", event.body)
     async with JetStreamEventLog(nats_server.url) as log:
         await log.append([odd])
-        (stored,) = await log.read("acme", "default")
+        (stored,) = await log.read(TenantName("acme"), "default")
     assert (stored.id, stored.source, stored.type, stored.subject) == (
         odd.id,
         odd.source,
@@ -146,9 +147,11 @@ async def test_messages_stellwerk_did_not_write_are_skipped(
 ) -> None:
     async with JetStreamEventLog(nats_server.url) as log:
         await log.append([new_event("e1")])
-        await client.request(Layout().events_subject("acme", "default"), b"{}", timeout=5)
+        await client.request(
+            Layout().events_subject(TenantName("acme"), "default"), b"{}", timeout=5
+        )
         await log.append([new_event("e2")])
-        assert [e.id for e in await log.read("acme", "default")] == ["e1", "e2"]
+        assert [e.id for e in await log.read(TenantName("acme"), "default")] == ["e1", "e2"]
 
 
 async def test_last_position_outlives_the_erasure_of_a_bus_newest_event(
@@ -156,10 +159,10 @@ async def test_last_position_outlives_the_erasure_of_a_bus_newest_event(
 ) -> None:
     async with JetStreamEventLog(nats_server.url) as log:
         appended = await log.append([new_event(f"e{i}", data={"user": f"u{i}"}) for i in range(3)])
-        erased = await log.erase("acme", "default", b'"u2"', lambda event: True)
+        erased = await log.erase(TenantName("acme"), "default", b'"u2"', lambda event: True)
         assert [e.id for e in erased] == ["e2"]
-        assert [e.id for e in await log.read("acme", "default")] == ["e0", "e1"]
-        assert await log.last_position("acme", "default") == appended[-1].position
+        assert [e.id for e in await log.read(TenantName("acme"), "default")] == ["e0", "e1"]
+        assert await log.last_position(TenantName("acme"), "default") == appended[-1].position
 
 
 async def test_too_many_events_in_flight_is_overload(nats_server: NatsServer) -> None:
@@ -189,7 +192,7 @@ async def test_two_gateways_store_a_key_once(nats_server: NatsServer) -> None:
         stored = [r[0] for r in results if r[0].status is AppendStatus.STORED]
         assert len(stored) == 1
         assert {r[0].position for r in results} == {stored[0].position}
-        assert [e.id for e in await two.read("acme", "default")].count("same") == 1
+        assert [e.id for e in await two.read(TenantName("acme"), "default")].count("same") == 1
 
 
 async def test_time_windows_find_events_of_a_gateway_whose_clock_lags(
@@ -203,9 +206,13 @@ async def test_time_windows_find_events_of_a_gateway_whose_clock_lags(
         await fast.append([new_event("fast")])
         await slow.append([new_event("slow")])  # stored later, recorded 5 s earlier
 
-        window = await slow.read_window("acme", "default", T0, T0 + timedelta(seconds=1))
+        window = await slow.read_window(
+            TenantName("acme"), "default", T0, T0 + timedelta(seconds=1)
+        )
         assert [e.id for e in window] == ["slow"]
-        window = await slow.read_window("acme", "default", T0, T0 + timedelta(seconds=6))
+        window = await slow.read_window(
+            TenantName("acme"), "default", T0, T0 + timedelta(seconds=6)
+        )
         assert [e.id for e in window] == ["fast", "slow"]
 
 
@@ -260,7 +267,7 @@ async def test_sigkill_of_the_server_loses_no_acknowledged_event(
 
         found: dict[str, int] = {}
         position = 0
-        while page := await log.read("acme", "default", after=position, limit=5000):
+        while page := await log.read(TenantName("acme"), "default", after=position, limit=5000):
             found.update((e.id, e.position) for e in page)
             position = page[-1].position
         missing = {i: p for i, p in acked.items() if found.get(i) != p}
@@ -282,7 +289,7 @@ async def test_three_replicas_in_a_cluster_survive_a_node_killed(
         first = await log.append([new_event(f"e{i}") for i in range(100)])
         nc = await nats.connect(nats_cluster.urls)
         try:
-            info = await js_api(nc, f"$JS.API.STREAM.INFO.{log.layout.stream('acme')}")
+            info = await js_api(nc, f"$JS.API.STREAM.INFO.{log.layout.stream(TenantName('acme'))}")
         finally:
             await nc.close()
         assert info["config"]["num_replicas"] == 3
@@ -294,5 +301,5 @@ async def test_three_replicas_in_a_cluster_survive_a_node_killed(
         follower = next(s for s in nats_cluster.servers if s.name == replicas[0])
         follower.kill()
         later = await _until_appends_work(log)
-        stored = await log.read("acme", "default")
+        stored = await log.read(TenantName("acme"), "default")
         assert [e.position for e in stored] == [r.position for r in first + later]

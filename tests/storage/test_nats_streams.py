@@ -21,6 +21,7 @@ from tests.delivery.queue_support import new_delivery
 from tests.nats_support import NatsCluster
 from tests.storage.eventlog_support import T0, MovableClock, new_event
 
+from stellwerk.refs import TenantName
 from stellwerk.seams import AppendStatus, DeliveryQueueError, EventLogError
 from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
 from stellwerk.storage.jetstream import Connection, ensure_stream, log_config
@@ -83,10 +84,12 @@ async def test_with_a_node_missing_the_stores_start_on_the_nodes_up_and_get_ever
             # A tenant's stream is made at its first event, with the node still missing.
             first = await eventually(lambda: log.append([new_event("e1")]))
             assert [r.status for r in first] == [AppendStatus.STORED]
-            streams.append(log.layout.stream("acme"))
+            streams.append(log.layout.stream(TenantName("acme")))
             assert await replicas_of(cluster.urls[:2], streams[-1]) == 2
 
-            await router.route("acme", "default", 3, [new_delivery(p) for p in (1, 2, 3)])
+            await router.route(
+                TenantName("acme"), "default", 3, [new_delivery(p) for p in (1, 2, 3)]
+            )
             leased = await eventually(lambda: worker.lease(T0, 10, 60.0))
             assert sorted(d.position for d in leased) == [1, 2, 3]
 

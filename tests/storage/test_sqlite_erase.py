@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 from tests.storage.eventlog_support import body_of, new_event
 
+from stellwerk.refs import TenantName
 from stellwerk.seams import ErasedEvent, StoredEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog, chunks
 from stellwerk.storage.eventlog.sqlite.index import INDEX_FILE
@@ -36,8 +37,8 @@ async def test_a_large_erasure_goes_a_chunk_at_a_time(tmp_path: Path) -> None:
         async def before(chunk: Sequence[ErasedEvent]) -> None:
             chunks.append(len(chunk))
 
-        erased = await log.erase("acme", "default", b"ann", _is_ann, before)
-        kept = await log.read("acme", "default", limit=1000)
+        erased = await log.erase(TenantName("acme"), "default", b"ann", _is_ann, before)
+        kept = await log.read(TenantName("acme"), "default", limit=1000)
 
     assert len(erased) == 250
     assert [e.id for e in kept] == [f"e{i}" for i in range(1000) if i % 4]
@@ -54,7 +55,7 @@ async def test_erased_bytes_are_gone_from_the_file(tmp_path: Path) -> None:
                 new_event("e2", data={"user": "bob", "note": "bob-keeps-9c1d"}),
             ]
         )
-        await log.erase("acme", None, b"", _is_ann)
+        await log.erase(TenantName("acme"), None, b"", _is_ann)
 
     raw = b"".join(f.read_bytes() for f in sorted(path.iterdir()) if f.is_file())
     assert b"ann-secret-7f3a" not in raw
@@ -87,7 +88,7 @@ async def test_an_erasure_cut_short_is_finished_when_the_log_opens(tmp_path: Pat
     assert b"ann-secret-7f3a" in logfile.read_bytes()
 
     async with SqliteEventLog(path) as log:
-        assert [e.id for e in await log.read("acme", "default")] == ["e2"]
+        assert [e.id for e in await log.read(TenantName("acme"), "default")] == ["e2"]
         # Its key outlives it (the entry went to the dedup runs when the log closed).
         (again,) = await log.append([new_event("e1")])
         assert again.position == ann.position

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 from tests.storage.eventlog_support import MovableClock, body_of, new_event
 
+from stellwerk.refs import TenantName
 from stellwerk.seams import AppendStatus, EventLogError, LogOverloaded, NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.eventlog.sqlite.commit import MAX_CHUNK_EVENTS
@@ -74,7 +75,7 @@ async def test_concurrent_appends_share_one_commit(tmp_path: Path) -> None:
         positions = [r[0].position for r in results]
         assert positions == sorted(positions)
         assert len(set(positions)) == 101
-        assert len(await log.read("acme", "default")) == 101
+        assert len(await log.read(TenantName("acme"), "default")) == 101
 
 
 async def test_a_full_queue_refuses_instead_of_buffering(tmp_path: Path) -> None:
@@ -96,7 +97,7 @@ async def test_a_full_queue_refuses_instead_of_buffering(tmp_path: Path) -> None
 
         gate.release()
         await asyncio.gather(first, queued, fits)
-        stored = {e.id for e in await log.read("acme", "default")}
+        stored = {e.id for e in await log.read(TenantName("acme"), "default")}
         assert stored == {"first"} | {f"q{i}" for i in range(6)} | {f"f{i}" for i in range(4)}
         # With the queue drained the log takes appends again.
         assert (await log.append([new_event("r0")]))[0].status is AppendStatus.STORED
@@ -133,7 +134,7 @@ async def test_appends_are_acknowledged_after_the_closing_drain(tmp_path: Path) 
     results = await asyncio.gather(*pending)
     assert all(r[0].status is AppendStatus.STORED for r in results)
     async with SqliteEventLog(tmp_path / LOG_DIR) as reopened:
-        assert len(await reopened.read("acme", "default")) == 20
+        assert len(await reopened.read(TenantName("acme"), "default")) == 20
 
 
 async def test_a_failing_observer_does_not_fail_durable_appends(tmp_path: Path) -> None:
@@ -159,16 +160,16 @@ async def test_a_cancelled_caller_leaves_the_writer_working(tmp_path: Path) -> N
         (after,) = await log.append([new_event("after")])
         assert after.status is AppendStatus.STORED
         # Once queued an append is stored even if its caller has gone (it cannot be unsent).
-        ids = [e.id for e in await log.read("acme", "default")]
+        ids = [e.id for e in await log.read(TenantName("acme"), "default")]
         assert ids == ["first", "abandoned", "after"]
 
 
 async def test_a_body_that_is_not_one_json_object_is_refused(tmp_path: Path) -> None:
-    bad = NewEvent("acme", "default", "e1", "/s", "t", None, b"[1]")
+    bad = NewEvent(TenantName("acme"), "default", "e1", "/s", "t", None, b"[1]")
     async with SqliteEventLog(tmp_path / LOG_DIR) as log:
         with pytest.raises(ValueError, match="e1"):
             await log.append([bad])
-        assert await log.read("acme", "default") == []
+        assert await log.read(TenantName("acme"), "default") == []
 
 
 async def test_queued_bytes_are_bounded_too(tmp_path: Path) -> None:
@@ -209,14 +210,14 @@ async def test_reads_cross_chunks_of_interleaved_buses(tmp_path: Path) -> None:
         await asyncio.gather(first, *appends)
         assert gate.batches == [1, 2 * size]
         for bus, count in (("default", 2 * (size // 2) + 1), ("audit", 2 * (size // 2))):
-            everything = await log.read("acme", bus, limit=10_000)
+            everything = await log.read(TenantName("acme"), bus, limit=10_000)
             assert len(everything) == count
             positions = [e.position for e in everything]
             assert positions == sorted(set(positions))
             # Pages that start and end inside chunks give the same events.
             paged = []
             after = 0
-            while page := await log.read("acme", bus, after=after, limit=97):
+            while page := await log.read(TenantName("acme"), bus, after=after, limit=97):
                 paged.extend(page)
                 after = page[-1].position
             assert paged == everything
@@ -231,7 +232,7 @@ async def test_each_event_is_in_the_files_once_and_the_index_holds_no_body(tmp_p
     path = tmp_path / LOG_DIR
     async with SqliteEventLog(path, index_interval=0) as log:
         await log.append([new_event(f"e{i}", data={"note": f"unique-{i}-7d1e"}) for i in range(50)])
-        assert len(await log.read("acme", "default")) == 50
+        assert len(await log.read(TenantName("acme"), "default")) == 50
     files = sorted(path.glob("*.log"))
     raw = b"".join(f.read_bytes() for f in files)
     assert all(raw.count(f"unique-{i}-7d1e".encode()) == 1 for i in range(50))
@@ -289,8 +290,10 @@ async def test_a_reading_process_sees_the_newest_events_before_they_are_indexed(
         stored = await writer.append([new_event(f"e{i}", bus=f"b{i % 2}") for i in range(10)])
         with _index(path) as conn:
             assert conn.execute("SELECT count(*) FROM chunks").fetchone()[0] == 0
-        assert [e.id for e in await reader.read("acme", "b0")] == [f"e{i}" for i in range(0, 10, 2)]
-        assert await reader.last_position("acme", "b1") == stored[-1].position
+        assert [e.id for e in await reader.read(TenantName("acme"), "b0")] == [
+            f"e{i}" for i in range(0, 10, 2)
+        ]
+        assert await reader.last_position(TenantName("acme"), "b1") == stored[-1].position
         with pytest.raises(EventLogError, match="another one appends"):
             await reader.append([new_event("nope")])
 
@@ -307,7 +310,7 @@ async def test_a_torn_tail_is_cut_off_and_appends_go_on_after_it(tmp_path: Path)
         assert newest.stat().st_size == intact
         (after,) = await log.append([new_event("after")])
         assert after.position == stored[-1].position + 1
-        assert [e.id for e in await log.read("acme", "default")] == [
+        assert [e.id for e in await log.read(TenantName("acme"), "default")] == [
             *(f"e{i}" for i in range(5)),
             "after",
         ]
@@ -325,9 +328,9 @@ async def test_trimming_deletes_whole_files_and_keeps_the_index_small(tmp_path: 
         clock.advance(timedelta(days=1))
         (kept,) = await log.append([new_event("kept")])
         assert await log.trim(clock.now - timedelta(hours=1)) == 200
-        assert [e.id for e in await log.read("acme", "default")] == ["kept"]
+        assert [e.id for e in await log.read(TenantName("acme"), "default")] == ["kept"]
         assert len(list(path.glob("*.log"))) <= 2
-        assert kept.position == await log.last_position("acme", "default")
+        assert kept.position == await log.last_position(TenantName("acme"), "default")
 
 
 async def test_a_log_kept_in_one_sqlite_file_is_moved_into_files(tmp_path: Path) -> None:
@@ -361,7 +364,7 @@ async def test_a_log_kept_in_one_sqlite_file_is_moved_into_files(tmp_path: Path)
         conn.execute("INSERT INTO marks VALUES (1, ?)", (now_us,))
     path = tmp_path / LOG_DIR
     async with SqliteEventLog(path, legacy=legacy) as log:
-        read = await log.read("acme", "default")
+        read = await log.read(TenantName("acme"), "default")
         # The event erased in the old log (no body) stays erased: position 2 is skipped.
         assert [(e.position, e.id, e.subject, e.body) for e in read] == [
             (1, "a", None, bodies[0]),
@@ -374,4 +377,4 @@ async def test_a_log_kept_in_one_sqlite_file_is_moved_into_files(tmp_path: Path)
         assert fresh.position == 4
     assert not legacy.exists()
     async with SqliteEventLog(path, legacy=legacy) as log:  # moved once, not again
-        assert [e.id for e in await log.read("acme", "default")] == ["a", "b", "c"]
+        assert [e.id for e in await log.read(TenantName("acme"), "default")] == ["a", "b", "c"]

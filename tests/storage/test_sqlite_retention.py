@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.storage.eventlog_support import MovableClock, new_event
 
+from stellwerk.refs import TenantName
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR
 
@@ -37,7 +38,7 @@ async def _fill_and_trim(path: Path, clock: MovableClock, round_no: int) -> tupl
         full = await asyncio.to_thread(_size, path)
         clock.advance(timedelta(days=1))
         assert await log.trim(clock.now) == EVENTS_PER_ROUND
-        assert await log.read("acme", "default") == []
+        assert await log.read(TenantName("acme"), "default") == []
     return full, await asyncio.to_thread(_size, path)
 
 

@@ -23,6 +23,7 @@ from stellwerk.clock import utc_now
 from stellwerk.delivery.backoff import Verdict, decide
 from stellwerk.delivery.failure_log import FailureLog
 from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater, Target
+from stellwerk.refs import TenantName
 from stellwerk.rules import RetryPolicy
 from stellwerk.seams import DeliveryQueueError, LeasedDelivery, TargetKey, WorkQueue
 
@@ -58,7 +59,7 @@ class TargetBinding:
     concurrency: int = DEFAULT_CONCURRENCY
 
 
-TargetResolver = Callable[[str, str, str, str], TargetBinding | None]
+TargetResolver = Callable[[TenantName, str, str, str], TargetBinding | None]
 """`targets(tenant, bus, rule, target_id)`: the binding, or None when it no longer exists."""
 
 

@@ -17,7 +17,7 @@ from prometheus_client import Counter
 from stellwerk.erasure.criterion import Criterion
 from stellwerk.erasure.suppression import Suppressions
 from stellwerk.ops import Metrics
-from stellwerk.refs import TenantId
+from stellwerk.refs import TenantId, TenantName
 from stellwerk.seams import ArchiveStore, ErasedEvent, EventLog, QueueErasure
 from stellwerk.storage.control import ControlPlane, ErasureRecord, ErasureState
 
@@ -78,7 +78,7 @@ class ErasureRunner:
     async def request(
         self,
         tenant_id: TenantId,
-        tenant: str,
+        tenant: TenantName,
         *,
         bus: str | None,
         criterion: Criterion,
@@ -123,14 +123,14 @@ class ErasureRunner:
                 log.info("erasure_resumed", erasure=record.id, tenant=tenant)
                 self._spawn(tenant, record)
 
-    def _spawn(self, tenant: str, record: ErasureRecord) -> None:
+    def _spawn(self, tenant: TenantName, record: ErasureRecord) -> None:
         if self._closed:
             return  # recorded as running: the next start resumes it
         task = asyncio.create_task(self._run(tenant, record), name=f"erasure-{record.id}")
         self._tasks[record.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(record.id, None))
 
-    async def _run(self, tenant: str, record: ErasureRecord) -> None:
+    async def _run(self, tenant: TenantName, record: ErasureRecord) -> None:
         erasure = _Erasure(self, tenant, record)
         state, error = ErasureState.COMPLETED, None
         try:
@@ -152,7 +152,7 @@ class ErasureRunner:
 class _Erasure:
     """One erasure's run: its criterion, counts so far, and the positions it erased."""
 
-    def __init__(self, runner: ErasureRunner, tenant: str, record: ErasureRecord) -> None:
+    def __init__(self, runner: ErasureRunner, tenant: TenantName, record: ErasureRecord) -> None:
         self.runner = runner
         self.tenant = tenant
         self.record = record
@@ -234,7 +234,7 @@ class _Erasure:
         return [b.name for b in await self.runner.control.list_buses(self.record.tenant_id)]
 
     async def _catch_up(
-        self, cursor: Callable[[str, str], Awaitable[int]], buses: Iterable[str]
+        self, cursor: Callable[[TenantName, str], Awaitable[int]], buses: Iterable[str]
     ) -> None:
         """Wait (bounded) until a consumer's cursor passed the positions erased from the log."""
         loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stellwerk import __version__
 from stellwerk.ops.logging import redact
+from stellwerk.refs import TenantName
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -68,11 +69,11 @@ class Tracing:
         return _NotingAppends(log)
 
     def targets(
-        self, resolve: Callable[[str, str, str, str], TargetBinding | None]
-    ) -> Callable[[str, str, str, str], TargetBinding | None]:
+        self, resolve: Callable[[TenantName, str, str, str], TargetBinding | None]
+    ) -> Callable[[TenantName, str, str, str], TargetBinding | None]:
         """A target resolver whose targets make a span of every attempt."""
 
-        def traced(tenant: str, bus: str, rule: str, target: str) -> TargetBinding | None:
+        def traced(tenant: TenantName, bus: str, rule: str, target: str) -> TargetBinding | None:
             binding = resolve(tenant, bus, rule, target)
             if binding is None:
                 return None

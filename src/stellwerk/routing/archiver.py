@@ -19,6 +19,7 @@ from prometheus_client import Counter
 from stellwerk.events import REPLAY_NAME
 from stellwerk.ops import Metrics
 from stellwerk.patterns import Matcher
+from stellwerk.refs import TenantName
 from stellwerk.routing.follower import BusFollower, BusKey
 from stellwerk.seams import (
     ArchiveCursorConflict,
@@ -46,7 +47,7 @@ def is_replayed(body: bytes) -> bool:
 
 
 class ArchiverHooks(Protocol):
-    def on_archived(self, tenant: str, bus: str, events: int, copies: int) -> None: ...
+    def on_archived(self, tenant: TenantName, bus: str, events: int, copies: int) -> None: ...
 
 
 class ArchiverMetrics:
@@ -66,7 +67,7 @@ class ArchiverMetrics:
             registry=metrics.registry,
         )
 
-    def on_archived(self, tenant: str, bus: str, events: int, copies: int) -> None:
+    def on_archived(self, tenant: TenantName, bus: str, events: int, copies: int) -> None:
         self.events.labels(tenant, bus).inc(events)
         if copies:
             self.copies.labels(tenant, bus).inc(copies)
@@ -141,7 +142,7 @@ class Archiver(BusFollower):
         batch: int = DEFAULT_BATCH,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         reload_seconds: float = DEFAULT_RELOAD_SECONDS,
-        owns: Callable[[str, str], bool] | None = None,
+        owns: Callable[[TenantName, str], bool] | None = None,
         leases: Leases | None = None,
     ) -> None:
         """With `leases`, archive the buses whose archiver lease this process holds (and wake
@@ -195,7 +196,7 @@ class Archiver(BusFollower):
                 self._paused = False
                 await self._reload()
 
-    async def take_in(self, tenant: str, bus: str) -> None:
+    async def take_in(self, tenant: TenantName, bus: str) -> None:
         """Take in the bus's new archives now, if this archiver runs and follows the bus (else
         the one that does takes them in before its next batch)."""
         if not self.running or not self.owns(tenant, bus):
@@ -241,14 +242,14 @@ class Archiver(BusFollower):
             log.exception("archive_reload_failed")
         self._next_reload = loop.time() + self.reload_seconds
 
-    async def step(self, tenant: str, bus: str) -> int:
+    async def step(self, tenant: TenantName, bus: str) -> int:
         return await self.archive_batch(tenant, bus)
 
-    async def archive_bus(self, tenant: str, bus: str) -> int:
+    async def archive_bus(self, tenant: TenantName, bus: str) -> int:
         """Archive the bus up to its end; return how many events were looked at."""
         return await self.follow(tenant, bus)
 
-    async def archive_batch(self, tenant: str, bus: str) -> int:
+    async def archive_batch(self, tenant: TenantName, bus: str) -> int:
         """Archive the next batch of the bus's events; return how many (0 at the end)."""
         key = (tenant, bus)
         async with self._lock:
@@ -312,7 +313,7 @@ class Archiver(BusFollower):
         return archives
 
     async def _move(
-        self, tenant: str, bus: str, position: int, copies: Sequence[tuple[str, StoredEvent]]
+        self, tenant: TenantName, bus: str, position: int, copies: Sequence[tuple[str, StoredEvent]]
     ) -> None:
         key = (tenant, bus)
         try:

@@ -20,7 +20,9 @@ from typing import ClassVar, Final
 
 import structlog
 
-BusKey = tuple[str, str]  # (tenant name, bus)
+from stellwerk.refs import TenantName
+
+BusKey = tuple[TenantName, str]
 # Each round costs a read of the log (a hop to a reader thread and back) and a cursor move
 # however few events it takes, and every single-event request notifies. A millisecond gathers
 # what arrives meanwhile into one round, and adds at most that to an event's way to delivery.
@@ -29,7 +31,7 @@ GATHER_SECONDS: Final = 0.001
 log = structlog.get_logger("stellwerk.routing")
 
 
-def every_bus(tenant: str, bus: str) -> bool:
+def every_bus(tenant: TenantName, bus: str) -> bool:
     return True
 
 
@@ -46,7 +48,7 @@ class BusFollower:
         self,
         *,
         poll_seconds: float,
-        owns: Callable[[str, str], bool] | None = None,
+        owns: Callable[[TenantName, str], bool] | None = None,
         appended: asyncio.Event | None = None,
         gather_seconds: float = GATHER_SECONDS,
     ) -> None:
@@ -61,7 +63,7 @@ class BusFollower:
     def buses(self) -> Iterable[BusKey]:
         raise NotImplementedError
 
-    async def step(self, tenant: str, bus: str) -> int:
+    async def step(self, tenant: TenantName, bus: str) -> int:
         """Take the bus's next batch; return how many events (0 at the end of its log)."""
         raise NotImplementedError
 
@@ -73,7 +75,7 @@ class BusFollower:
     async def before_round(self) -> None:
         """Called at the start of every round (the archiver reloads its definitions here)."""
 
-    def notify(self, tenant: str, bus: str) -> None:
+    def notify(self, tenant: TenantName, bus: str) -> None:
         """Events were appended to this bus (a `LogWatch` listener)."""
         self._dirty.add((tenant, bus))
         self.appended.set()
@@ -113,7 +115,7 @@ class BusFollower:
             if not self._stopping:
                 await self.gather()
 
-    async def follow(self, tenant: str, bus: str) -> int:
+    async def follow(self, tenant: TenantName, bus: str) -> int:
         """Follow the bus up to the end of its log; return how many events were taken."""
         total = 0
         while not self._stopping:

@@ -20,7 +20,7 @@ from prometheus_client import Counter, Gauge
 from stellwerk.events import REPLAY_NAME
 from stellwerk.ops import Metrics, cancelled_meanwhile
 from stellwerk.patterns import Matcher
-from stellwerk.refs import TenantId
+from stellwerk.refs import TenantId, TenantName
 from stellwerk.routing.router import RuleSet, RuleSource, build_delivery
 from stellwerk.seams import (
     ArchivedEvent,
@@ -45,11 +45,11 @@ log = structlog.get_logger("stellwerk.replay")
 
 
 class ReplayHooks(Protocol):
-    def on_replayed(self, tenant: str, events: int, deliveries: int) -> None: ...
+    def on_replayed(self, tenant: TenantName, events: int, deliveries: int) -> None: ...
 
     def on_running(self, jobs: int) -> None: ...
 
-    def on_finished(self, tenant: str, state: str) -> None: ...
+    def on_finished(self, tenant: TenantName, state: str) -> None: ...
 
 
 class ReplayMetrics:
@@ -80,25 +80,25 @@ class ReplayMetrics:
             registry=registry,
         )
 
-    def on_replayed(self, tenant: str, events: int, deliveries: int) -> None:
+    def on_replayed(self, tenant: TenantName, events: int, deliveries: int) -> None:
         self.events.labels(tenant).inc(events)
         self.deliveries.labels(tenant).inc(deliveries)
 
     def on_running(self, jobs: int) -> None:
         self.running.set(jobs)
 
-    def on_finished(self, tenant: str, state: str) -> None:
+    def on_finished(self, tenant: TenantName, state: str) -> None:
         self.finished.labels(tenant, state).inc()
 
 
 class NoReplayHooks:
-    def on_replayed(self, tenant: str, events: int, deliveries: int) -> None:
+    def on_replayed(self, tenant: TenantName, events: int, deliveries: int) -> None:
         pass
 
     def on_running(self, jobs: int) -> None:
         pass
 
-    def on_finished(self, tenant: str, state: str) -> None:
+    def on_finished(self, tenant: TenantName, state: str) -> None:
         pass
 
 
@@ -150,7 +150,7 @@ def narrowed(rules: RuleSet, chosen: Sequence[str]) -> RuleSet:
 
 
 def replay_deliveries(
-    tenant: str,
+    tenant: TenantName,
     record: ReplayRecord,
     rules: RuleSet,
     events: Sequence[ArchivedEvent],
@@ -181,7 +181,7 @@ def replay_deliveries(
 
 @dataclass
 class _Job:
-    tenant: str
+    tenant: TenantName
     record: ReplayRecord
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None

@@ -16,6 +16,7 @@ import msgspec
 import structlog
 
 from stellwerk.patterns import Matcher
+from stellwerk.refs import TenantName
 from stellwerk.routing.follower import GATHER_SECONDS, BusFollower
 from stellwerk.seams import CursorConflict, EventLog, NewDelivery, RouteSink, StoredEvent
 from stellwerk.transform import InputTransformer
@@ -72,23 +73,23 @@ class RuleSet:
     targets: Mapping[str, Sequence[RouteTarget]] = field(default_factory=dict)
 
 
-RuleSource = Callable[[str, str], "RuleSet | Awaitable[RuleSet]"]
+RuleSource = Callable[[TenantName, str], "RuleSet | Awaitable[RuleSet]"]
 """`rules_for(tenant, bus)`: the bus's current rule set (cached by the caller; called per batch)."""
 
 
 class RouterHooks(Protocol):
-    def on_routed(self, tenant: str, bus: str, events: int, deliveries: int) -> None: ...
+    def on_routed(self, tenant: TenantName, bus: str, events: int, deliveries: int) -> None: ...
 
-    def on_matched(self, tenant: str, bus: str, rules: Sequence[str]) -> None:
+    def on_matched(self, tenant: TenantName, bus: str, rules: Sequence[str]) -> None:
         """An event matched these rules (MatchedEvents per rule, TriggeredRules)."""
         ...
 
 
 class NoRouterHooks:
-    def on_routed(self, tenant: str, bus: str, events: int, deliveries: int) -> None:
+    def on_routed(self, tenant: TenantName, bus: str, events: int, deliveries: int) -> None:
         pass
 
-    def on_matched(self, tenant: str, bus: str, rules: Sequence[str]) -> None:
+    def on_matched(self, tenant: TenantName, bus: str, rules: Sequence[str]) -> None:
         pass
 
 
@@ -103,7 +104,7 @@ class Router(BusFollower):
         log: EventLog,
         queue: RouteSink,
         rules_for: RuleSource,
-        buses: Callable[[], Iterable[tuple[str, str]]],
+        buses: Callable[[], Iterable[tuple[TenantName, str]]],
         *,
         appended: asyncio.Event | None = None,
         wake: asyncio.Event | None = None,
@@ -111,7 +112,7 @@ class Router(BusFollower):
         batch: int = DEFAULT_BATCH,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         gather_seconds: float = GATHER_SECONDS,
-        owns: Callable[[str, str], bool] | None = None,
+        owns: Callable[[TenantName, str], bool] | None = None,
     ) -> None:
         super().__init__(
             poll_seconds=poll_seconds,
@@ -127,17 +128,17 @@ class Router(BusFollower):
         self.hooks: RouterHooks = hooks or NoRouterHooks()
         self.batch = batch
 
-    def buses(self) -> Iterable[tuple[str, str]]:
+    def buses(self) -> Iterable[tuple[TenantName, str]]:
         return self._buses()
 
-    async def step(self, tenant: str, bus: str) -> int:
+    async def step(self, tenant: TenantName, bus: str) -> int:
         return await self.route_batch(tenant, bus)
 
-    async def route_bus(self, tenant: str, bus: str) -> int:
+    async def route_bus(self, tenant: TenantName, bus: str) -> int:
         """Route the bus up to its end; return how many events were routed."""
         return await self.follow(tenant, bus)
 
-    async def route_batch(self, tenant: str, bus: str) -> int:
+    async def route_batch(self, tenant: TenantName, bus: str) -> int:
         """Route the next batch of the bus's events; return how many (0 at the end)."""
         key = (tenant, bus)
         cursor = self._cursors.get(key)
@@ -189,7 +190,7 @@ class Router(BusFollower):
 
 
 def build_delivery(
-    tenant: str,
+    tenant: TenantName,
     bus: str,
     event: RoutedEvent,
     body: bytes,

@@ -45,7 +45,7 @@ class RuleBook:
     ) -> None:
         self._control = control
         self._build = build
-        self._buses: dict[tuple[str, str], _Bus] = {}  # (tenant name, bus)
+        self._buses: dict[tuple[TenantName, str], _Bus] = {}
         self._tenant_names: dict[TenantId, TenantName] = {}
         # Told when a bus comes or goes (the lease keeper's `wake`: its router takes it on now).
         self._buses_changed = buses_changed or (lambda: None)
@@ -123,7 +123,7 @@ class RuleBook:
             targets[rule.name] = built
         return _Bus(RuleSet(matcher, targets), bindings)
 
-    async def _replace(self, key: tuple[str, str], new: _Bus | None) -> None:
+    async def _replace(self, key: tuple[TenantName, str], new: _Bus | None) -> None:
         old = self._buses.pop(key, None)
         if new is not None:
             self._buses[key] = new
@@ -133,13 +133,15 @@ class RuleBook:
             for binding in old.bindings.values():
                 await binding.target.close()
 
-    def buses(self) -> list[tuple[str, str]]:
+    def buses(self) -> list[tuple[TenantName, str]]:
         return list(self._buses)
 
-    def rule_set(self, tenant: str, bus: str) -> RuleSet:
+    def rule_set(self, tenant: TenantName, bus: str) -> RuleSet:
         return self._buses.get((tenant, bus), _EMPTY).rule_set
 
-    def binding(self, tenant: str, bus: str, rule: str, target_id: str) -> TargetBinding | None:
+    def binding(
+        self, tenant: TenantName, bus: str, rule: str, target_id: str
+    ) -> TargetBinding | None:
         return self._buses.get((tenant, bus), _EMPTY).bindings.get((rule, target_id))
 
     async def close(self) -> None:

@@ -14,6 +14,7 @@ from typing import Final, Protocol, Self
 import msgspec
 
 from stellwerk.events import CloudEvent, encode_event
+from stellwerk.refs import TenantName
 
 DEFAULT_DEDUP_WINDOW: Final = timedelta(hours=24)
 DEFAULT_READ_LIMIT: Final = 1000
@@ -28,7 +29,7 @@ class NewEvent(msgspec.Struct, frozen=True):
     attributes so the log can index them without decoding the body.
     """
 
-    tenant: str
+    tenant: TenantName
     bus: str
     id: str
     source: str
@@ -37,7 +38,9 @@ class NewEvent(msgspec.Struct, frozen=True):
     body: bytes
 
     @classmethod
-    def of(cls, tenant: str, bus: str, event: CloudEvent, body: bytes | None = None) -> NewEvent:
+    def of(
+        cls, tenant: TenantName, bus: str, event: CloudEvent, body: bytes | None = None
+    ) -> NewEvent:
         """The event for a bus; pass `body` when the event is already encoded (as ingest has it)."""
         encoded = body if body is not None else encode_event(event)
         return cls(tenant, bus, event.id, event.source, event.type, event.subject, encoded)
@@ -62,7 +65,7 @@ class AppendResult(msgspec.Struct, frozen=True):
 class StoredEvent(msgspec.Struct, frozen=True):
     """An event as the log holds it; `body` is its JSON with Stellwerk's extensions set."""
 
-    tenant: str
+    tenant: TenantName
     bus: str
     position: int
     id: str
@@ -79,7 +82,7 @@ class ErasedEvent(msgspec.Struct, frozen=True):
     The key (`source`, `id`) is what suppression keeps out when the event arrives again.
     """
 
-    tenant: str
+    tenant: TenantName
     bus: str
     position: int
     id: str
@@ -154,14 +157,14 @@ class EventLog(Protocol):
         ...
 
     async def read(
-        self, tenant: str, bus: str, after: int = 0, limit: int = DEFAULT_READ_LIMIT
+        self, tenant: TenantName, bus: str, after: int = 0, limit: int = DEFAULT_READ_LIMIT
     ) -> list[StoredEvent]:
         """Up to `limit` events of a bus with positions above `after`, in log order."""
         ...
 
     async def read_window(
         self,
-        tenant: str,
+        tenant: TenantName,
         bus: str,
         start: datetime,
         end: datetime,
@@ -171,12 +174,12 @@ class EventLog(Protocol):
         """Like `read`, limited to events recorded in `[start, end)`; page on with `after`."""
         ...
 
-    async def last_position(self, tenant: str, bus: str) -> int:
+    async def last_position(self, tenant: TenantName, bus: str) -> int:
         """The position of the newest event ever stored on the bus (0 if none), trimmed or not."""
         ...
 
     async def trim(
-        self, older_than: datetime, keep: Mapping[tuple[str, str], int] | None = None
+        self, older_than: datetime, keep: Mapping[tuple[TenantName, str], int] | None = None
     ) -> int:
         """Remove events recorded before `older_than` on every bus; return how many went.
 
@@ -188,7 +191,7 @@ class EventLog(Protocol):
 
     async def erase(
         self,
-        tenant: str,
+        tenant: TenantName,
         bus: str | None,
         needle: bytes,
         matches: EraseMatch,

@@ -14,6 +14,8 @@ from typing import Any, Final, Protocol
 
 import structlog
 
+from stellwerk.refs import TenantName
+
 DEFAULT_TTL: Final = 15.0
 log = structlog.get_logger("stellwerk.leases")
 
@@ -75,7 +77,7 @@ class LocalLeases:
         pass
 
 
-def lease_name(role: str, tenant: str, bus: str) -> str:
+def lease_name(role: str, tenant: TenantName, bus: str) -> str:
     """The lease of one bus for one role: `router/<tenant>/<bus>`, `archiver/<tenant>/<bus>`."""
     return f"{role}/{tenant}/{bus}"
 
@@ -85,8 +87,8 @@ def role_of(name: str) -> str:
 
 
 def bus_owner(
-    leases: Leases, role: str, buses: Callable[[], Iterable[tuple[str, str]]]
-) -> Callable[[str, str], bool]:
+    leases: Leases, role: str, buses: Callable[[], Iterable[tuple[TenantName, str]]]
+) -> Callable[[TenantName, str], bool]:
     """Want the lease of every bus `buses()` names for `role`; return the router's or archiver's
     `owns(tenant, bus)`: whether this process holds that bus's lease now."""
     leases.want(lambda: [lease_name(role, tenant, bus) for tenant, bus in buses()])

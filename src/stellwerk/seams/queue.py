@@ -14,6 +14,8 @@ from typing import Final, NamedTuple, Protocol, Self
 
 import msgspec
 
+from stellwerk.refs import TenantName
+
 DEFAULT_DEAD_LETTER_PAGE: Final = 100
 MAX_DEAD_LETTER_PAGE: Final = 1000
 
@@ -21,7 +23,7 @@ MAX_DEAD_LETTER_PAGE: Final = 1000
 class NewDelivery(msgspec.Struct, frozen=True):
     """What the router puts in the queue for one (event, rule, target)."""
 
-    tenant: str
+    tenant: TenantName
     bus: str
     rule: str
     target_id: str
@@ -38,7 +40,7 @@ class Delivery(msgspec.Struct, frozen=True):
     """A delivery as leased from the queue; `attempts` counts attempts already made."""
 
     id: int
-    tenant: str
+    tenant: TenantName
     bus: str
     rule: str
     target_id: str
@@ -56,7 +58,7 @@ class Delivery(msgspec.Struct, frozen=True):
 class TargetKey(NamedTuple):
     """One target of one rule: the unit of concurrency budgets, ordering and metrics labels."""
 
-    tenant: str
+    tenant: TenantName
     bus: str
     rule: str
     target_id: str
@@ -84,7 +86,7 @@ class DeadLetter(msgspec.Struct, frozen=True):
     """A delivery in the dead-letter queue: what it carried and why it was given up."""
 
     id: int
-    tenant: str
+    tenant: TenantName
     bus: str
     rule: str
     target_id: str
@@ -151,7 +153,7 @@ class CursorConflict(DeliveryQueueError):
 class RouteCursors(Protocol):
     """How far routing got on each bus: what retention and erasure wait for."""
 
-    async def cursor(self, tenant: str, bus: str) -> int:
+    async def cursor(self, tenant: TenantName, bus: str) -> int:
         """The position of the last event routed on the bus (0 before the first)."""
         ...
 
@@ -160,7 +162,7 @@ class RouteSink(RouteCursors, Protocol):
     """Where the router and replays put deliveries, each run together with its cursor."""
 
     async def route(
-        self, tenant: str, bus: str, position: int, deliveries: Sequence[NewDelivery]
+        self, tenant: TenantName, bus: str, position: int, deliveries: Sequence[NewDelivery]
     ) -> None:
         """Enqueue the deliveries of the bus's events up to `position` and move its cursor there.
 
@@ -173,7 +175,7 @@ class RouteSink(RouteCursors, Protocol):
 
     async def route_replay(
         self,
-        tenant: str,
+        tenant: TenantName,
         replay: str,
         seq: int,
         events: int,
@@ -193,7 +195,7 @@ class RouteSink(RouteCursors, Protocol):
         """
         ...
 
-    async def replay_cursor(self, tenant: str, replay: str) -> ReplayCursor:
+    async def replay_cursor(self, tenant: TenantName, replay: str) -> ReplayCursor:
         """The replay's cursor: `ReplayCursor(0, 0)` before its first `route_replay`."""
         ...
 
@@ -247,7 +249,7 @@ class DeadLetterQueue(Protocol):
 
     async def dead_letters(
         self,
-        tenant: str,
+        tenant: TenantName,
         bus: str,
         *,
         rule: str | None = None,
@@ -261,7 +263,7 @@ class DeadLetterQueue(Protocol):
         """
         ...
 
-    async def redrive(self, tenant: str, bus: str, ids: Sequence[int] | None = None) -> int:
+    async def redrive(self, tenant: TenantName, bus: str, ids: Sequence[int] | None = None) -> int:
         """Move dead deliveries of the bus (those with `ids`, or all) back to the queue.
 
         They are due now with their attempts reset to 0, and their maximum event age counts
@@ -277,7 +279,7 @@ class QueueErasure(RouteCursors, Protocol):
 
     async def erase(
         self,
-        tenant: str,
+        tenant: TenantName,
         bus: str | None,
         positions: Collection[tuple[str, int]],
         needle: bytes,

@@ -17,7 +17,7 @@ import msgspec
 from stellwerk.auth import Principal
 from stellwerk.clock import utc_now
 from stellwerk.events import parse_rfc3339
-from stellwerk.refs import TenantId
+from stellwerk.refs import TenantId, TenantName
 from stellwerk.seams import RouteSink
 from stellwerk.service.buses import checked_name
 from stellwerk.service.errors import Conflict, InvalidRequest, NotFound
@@ -117,7 +117,7 @@ class Replays:
             raise Conflict(f"replay {name!r} has {record.state} already; it cannot be cancelled")
         return await self._view(principal.tenant, record)
 
-    async def _view(self, tenant: str, record: ReplayRecord) -> Replay:
+    async def _view(self, tenant: TenantName, record: ReplayRecord) -> Replay:
         replayed = record.replayed
         if record.state in ("running", "cancelled"):
             # The control plane's count is written now and then (and not at all after a

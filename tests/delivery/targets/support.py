@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from stellwerk.refs import TenantName
 from stellwerk.seams import Delivery
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -116,7 +117,7 @@ def make_delivery(
 ) -> Delivery:
     return Delivery(
         id=1,
-        tenant="acme",
+        tenant=TenantName("acme"),
         bus="default",
         rule="orders",
         target_id="t1",

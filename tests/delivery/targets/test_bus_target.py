@@ -26,7 +26,7 @@ async def event_log(tmp_path: Path) -> AsyncIterator[SqliteEventLog]:
 def _delivery(payload: dict[str, str]) -> Delivery:
     return Delivery(
         id=1,
-        tenant="acme",
+        tenant=TenantName("acme"),
         bus="orders",
         rule="copy",
         target_id="t",
@@ -66,7 +66,7 @@ async def test_a_replayed_event_keeps_its_replay_mark_on_the_next_bus(
 
     assert isinstance(outcome, Delivered)
     assert appended == [("acme", "audit")]
-    (stored,) = await event_log.read("acme", "audit")
+    (stored,) = await event_log.read(TenantName("acme"), "audit")
     body = msgspec.json.decode(stored.body)
     assert body["replayname"] == "backfill"
     assert body["bus"] == "audit"
@@ -79,5 +79,5 @@ async def test_a_live_event_gets_no_replay_mark(event_log: SqliteEventLog) -> No
 
     await target.deliver(_delivery(event))
 
-    (stored,) = await event_log.read("acme", "audit")
+    (stored,) = await event_log.read(TenantName("acme"), "audit")
     assert "replayname" not in msgspec.json.decode(stored.body)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Self
 
+from stellwerk.refs import TenantName
 from stellwerk.seams import (
     DEFAULT_ARCHIVE_READ,
     ArchiveCursorConflict,
@@ -35,7 +36,7 @@ class CheckedArchiveStore(ArchiveStore):
 
     async def archive(
         self,
-        tenant: str,
+        tenant: TenantName,
         bus: str,
         position: int,
         entries: Sequence[tuple[str, StoredEvent]],
@@ -69,7 +70,11 @@ class CheckedArchiveStore(ArchiveStore):
 
     @abstractmethod
     async def _archive(
-        self, tenant: str, bus: str, position: int, entries: Sequence[tuple[str, StoredEvent]]
+        self,
+        tenant: TenantName,
+        bus: str,
+        position: int,
+        entries: Sequence[tuple[str, StoredEvent]],
     ) -> None:
         """`archive` of the bus's own events; check the cursor, then write."""
 
@@ -87,7 +92,7 @@ class CheckedArchiveStore(ArchiveStore):
 
 
 def check_archive_cursor(
-    tenant: str,
+    tenant: TenantName,
     bus: str,
     current: int,
     position: int,

@@ -21,7 +21,7 @@ import msgspec
 import sqlalchemy as sa
 
 from stellwerk.clock import as_utc
-from stellwerk.refs import TenantId
+from stellwerk.refs import TenantId, TenantName
 from stellwerk.seams import Change
 from stellwerk.storage.control.changes import ChangeFeed
 from stellwerk.storage.control.records import ConflictError
@@ -155,7 +155,7 @@ class ArchiveRecordStore:
             rows = (await conn.execute(query)).all()
         return [_record(r) for r in rows]
 
-    async def everything(self) -> list[tuple[str, ArchiveRecord]]:
+    async def everything(self) -> list[tuple[TenantName, ArchiveRecord]]:
         """Every archive of every tenant with its tenant's name (the log's name for it)."""
         query = (
             sa.select(archives, tenants.c.name.label("tenant_name"))

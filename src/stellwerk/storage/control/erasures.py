@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stellwerk.clock import as_utc
-from stellwerk.refs import TenantId
+from stellwerk.refs import TenantId, TenantName
 from stellwerk.seams import Change
 from stellwerk.storage.control.changes import ChangeFeed
 from stellwerk.storage.control.tables import erasures, suppressed_events, tenants
@@ -178,7 +178,7 @@ class ErasureStore:
                 )
             )
 
-    async def unfinished(self) -> list[tuple[str, ErasureRecord]]:
+    async def unfinished(self) -> list[tuple[TenantName, ErasureRecord]]:
         """Every erasure still `running` (cut short by a stop), with its tenant's name."""
         query = (
             sa.select(erasures, tenants.c.name.label("tenant_name"))

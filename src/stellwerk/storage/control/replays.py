@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stellwerk.clock import as_utc
-from stellwerk.refs import TenantId
+from stellwerk.refs import TenantId, TenantName
 from stellwerk.seams import Change
 from stellwerk.storage.control.changes import ChangeFeed
 from stellwerk.storage.control.records import ConflictError
@@ -203,7 +203,7 @@ class ReplayStore:
                 )
         return len(waiting)
 
-    async def running(self) -> list[tuple[str, ReplayRecord]]:
+    async def running(self) -> list[tuple[TenantName, ReplayRecord]]:
         """Every running replay with its tenant's name, oldest first."""
         query = (
             sa.select(replays, tenants.c.name.label("tenant_name"))

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Self
 
+from stellwerk.refs import TenantName
 from stellwerk.seams import DEFAULT_READ_LIMIT, AppendResult, EventLog, NewEvent, StoredEvent
 
 
@@ -33,14 +34,14 @@ class CheckedEventLog(EventLog):
         return await self._append(batch)
 
     async def read(
-        self, tenant: str, bus: str, after: int = 0, limit: int = DEFAULT_READ_LIMIT
+        self, tenant: TenantName, bus: str, after: int = 0, limit: int = DEFAULT_READ_LIMIT
     ) -> list[StoredEvent]:
         check_limit(limit)
         return await self._read_after(tenant, bus, after, limit)
 
     async def read_window(
         self,
-        tenant: str,
+        tenant: TenantName,
         bus: str,
         start: datetime,
         end: datetime,
@@ -55,12 +56,14 @@ class CheckedEventLog(EventLog):
         """`append` of events whose bodies are JSON objects (the batch may be empty)."""
 
     @abstractmethod
-    async def _read_after(self, tenant: str, bus: str, after: int, limit: int) -> list[StoredEvent]:
+    async def _read_after(
+        self, tenant: TenantName, bus: str, after: int, limit: int
+    ) -> list[StoredEvent]:
         """`read` with a positive limit."""
 
     @abstractmethod
     async def _read_window(
-        self, tenant: str, bus: str, start: datetime, end: datetime, after: int, limit: int
+        self, tenant: TenantName, bus: str, start: datetime, end: datetime, after: int, limit: int
     ) -> list[StoredEvent]:
         """`read_window` with a positive limit."""
 

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from stellwerk.refs import TenantName
+
 _KEPT: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 _NAMESPACE: Final = re.compile(r"[A-Za-z0-9-]{1,32}")
 
@@ -45,20 +47,20 @@ class Layout:
     def __post_init__(self) -> None:
         check_namespace(self.namespace)
 
-    def stream(self, tenant: str) -> str:
+    def stream(self, tenant: TenantName) -> str:
         return f"{self.namespace}_events_{token(tenant)}"
 
-    def events_subject(self, tenant: str, bus: str) -> str:
+    def events_subject(self, tenant: TenantName, bus: str) -> str:
         return f"{self.namespace}.events.{token(tenant)}.{token(bus)}"
 
-    def all_events(self, tenant: str) -> str:
+    def all_events(self, tenant: TenantName) -> str:
         """The wildcard that matches every bus's events of a tenant."""
         return f"{self.namespace}.events.{token(tenant)}.*"
 
-    def marks_subject(self, tenant: str, bus: str) -> str:
+    def marks_subject(self, tenant: TenantName, bus: str) -> str:
         return f"{self.namespace}.marks.{token(tenant)}.{token(bus)}"
 
-    def all_marks(self, tenant: str) -> str:
+    def all_marks(self, tenant: TenantName) -> str:
         return f"{self.namespace}.marks.{token(tenant)}.*"
 
     @property

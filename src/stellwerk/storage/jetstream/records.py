@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 
 from stellwerk.clock import from_us
 from stellwerk.events import format_rfc3339
+from stellwerk.refs import TenantName
 from stellwerk.seams import NewEvent, StoredEvent
 
 MSG_ID: Final = "Nats-Msg-Id"
@@ -67,7 +68,7 @@ def recorded_us_of(msg: Msg) -> int:
     return _meta(msg)[4]
 
 
-def stored_event(tenant: str, bus: str, msg: Msg) -> StoredEvent:
+def stored_event(tenant: TenantName, bus: str, msg: Msg) -> StoredEvent:
     """A Direct Get reply as the event it holds."""
     event_id, source, event_type, subject, recorded_us = _meta(msg)
     return StoredEvent(

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Self
 
+from stellwerk.refs import TenantName
 from stellwerk.seams import (
     DEFAULT_DEAD_LETTER_PAGE,
     MAX_DEAD_LETTER_PAGE,
@@ -37,7 +38,7 @@ class CheckedQueue(DeliveryQueue):
         await self.close()
 
     async def route(
-        self, tenant: str, bus: str, position: int, deliveries: Sequence[NewDelivery]
+        self, tenant: TenantName, bus: str, position: int, deliveries: Sequence[NewDelivery]
     ) -> None:
         for d in deliveries:
             if (d.tenant, d.bus) != (tenant, bus) or d.position > position:
@@ -49,7 +50,7 @@ class CheckedQueue(DeliveryQueue):
 
     async def route_replay(
         self,
-        tenant: str,
+        tenant: TenantName,
         replay: str,
         seq: int,
         events: int,
@@ -81,7 +82,7 @@ class CheckedQueue(DeliveryQueue):
 
     async def dead_letters(
         self,
-        tenant: str,
+        tenant: TenantName,
         bus: str,
         *,
         rule: str | None = None,
@@ -95,14 +96,14 @@ class CheckedQueue(DeliveryQueue):
 
     @abstractmethod
     async def _route(
-        self, tenant: str, bus: str, position: int, deliveries: Sequence[NewDelivery]
+        self, tenant: TenantName, bus: str, position: int, deliveries: Sequence[NewDelivery]
     ) -> None:
         """`route` with deliveries that belong to the run; check the cursor, then write."""
 
     @abstractmethod
     async def _route_replay(
         self,
-        tenant: str,
+        tenant: TenantName,
         replay: str,
         seq: int,
         events: int,
@@ -125,7 +126,7 @@ class CheckedQueue(DeliveryQueue):
     @abstractmethod
     async def _dead_letters(
         self,
-        tenant: str,
+        tenant: TenantName,
         bus: str,
         rule: str | None,
         target_id: str | None,
@@ -136,7 +137,7 @@ class CheckedQueue(DeliveryQueue):
 
 
 def check_route_cursor(
-    tenant: str, bus: str, current: int, position: int, deliveries: Sequence[NewDelivery]
+    tenant: TenantName, bus: str, current: int, position: int, deliveries: Sequence[NewDelivery]
 ) -> None:
     """`CursorConflict` if another router got further than `current` allows for this run."""
     if position <= current:
@@ -151,7 +152,9 @@ def check_route_cursor(
             )
 
 
-def check_replay_cursor(tenant: str, replay: str, current: int, after: int, seq: int) -> None:
+def check_replay_cursor(
+    tenant: TenantName, replay: str, current: int, after: int, seq: int
+) -> None:
     """`CursorConflict` unless the replay's cursor is still where this batch starts."""
     if current != after:
         raise CursorConflict(

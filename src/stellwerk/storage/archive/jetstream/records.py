@@ -17,6 +17,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from stellwerk.clock import from_us, to_us
+from stellwerk.refs import TenantName
 from stellwerk.seams import ArchivedEvent, StoredEvent
 from stellwerk.storage.jetstream import TableLayout, records, token
 
@@ -59,7 +60,7 @@ class ArchiveLayout(TableLayout):
     def copies_subject(self, uid: str) -> str:
         return f"{self.namespace}.archived.{token(uid)}"
 
-    def cursor_key(self, tenant: str, bus: str) -> str:
+    def cursor_key(self, tenant: TenantName, bus: str) -> str:
         return self.key("cursor", token(tenant), token(bus))
 
     def totals_key(self, uid: str) -> str:

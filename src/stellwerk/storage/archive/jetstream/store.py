@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from stellwerk.clock import to_us
+from stellwerk.refs import TenantName
 from stellwerk.seams import (
     ArchiveCursorConflict,
     ArchivedEvent,
@@ -124,12 +125,16 @@ class JetStreamArchiveStore(CheckedArchiveStore):
 
     # -- the archiver's side -------------------------------------------------------------------
 
-    async def cursor(self, tenant: str, bus: str) -> int:
+    async def cursor(self, tenant: TenantName, bus: str) -> int:
         _, data = await self._running().io.record(self.layout.cursor_key(tenant, bus))
         return decode_cursor(data).position if data else 0
 
     async def _archive(
-        self, tenant: str, bus: str, position: int, entries: Sequence[tuple[str, StoredEvent]]
+        self,
+        tenant: TenantName,
+        bus: str,
+        position: int,
+        entries: Sequence[tuple[str, StoredEvent]],
     ) -> None:
         io, upkeep = self._running().io, self._running().upkeep
         key = self.layout.cursor_key(tenant, bus)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from stellwerk.clock import EPOCH, from_us, to_us
+from stellwerk.refs import TenantName
 from stellwerk.seams import (
     ArchivedEvent,
     ArchiveEraseMatch,
@@ -80,7 +81,7 @@ class SqliteArchiveStore(CheckedArchiveStore):
 
     # -- the archiver's side -------------------------------------------------------------------
 
-    async def cursor(self, tenant: str, bus: str) -> int:
+    async def cursor(self, tenant: TenantName, bus: str) -> int:
         def query(conn: sqlite3.Connection) -> int:
             row = conn.execute(schema.CURSOR, (tenant, bus)).fetchone()
             return int(row[0]) if row else 0
@@ -89,7 +90,11 @@ class SqliteArchiveStore(CheckedArchiveStore):
         return await self._opened().inside(query, synced=True)
 
     async def _archive(
-        self, tenant: str, bus: str, position: int, entries: Sequence[tuple[str, StoredEvent]]
+        self,
+        tenant: TenantName,
+        bus: str,
+        position: int,
+        entries: Sequence[tuple[str, StoredEvent]],
     ) -> None:
         # In position order, so that `seq` follows position within each archive.
         ordered = sorted(entries, key=lambda entry: entry[1].position)

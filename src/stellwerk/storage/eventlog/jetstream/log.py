@@ -16,6 +16,7 @@ import structlog
 from nats.aio.msg import Msg
 
 from stellwerk.clock import to_us, utc_now
+from stellwerk.refs import TenantName
 from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
     AppendResult,
@@ -179,7 +180,7 @@ class JetStreamEventLog(CheckedEventLog):
             if not self._pending_events:
                 self._idle.set()
 
-    async def _ensure_stream(self, conn: Connection, tenant: str) -> None:
+    async def _ensure_stream(self, conn: Connection, tenant: TenantName) -> None:
         """Create the tenant's stream once per process (concurrent appends share the work)."""
         task = self._streams.get(tenant)
         if task is None:
@@ -192,7 +193,7 @@ class JetStreamEventLog(CheckedEventLog):
                 del self._streams[tenant]
             raise
 
-    async def _create_stream(self, conn: Connection, tenant: str) -> None:
+    async def _create_stream(self, conn: Connection, tenant: TenantName) -> None:
         config = log_config(
             self.layout.stream(tenant),
             [self.layout.all_events(tenant), self.layout.all_marks(tenant)],
@@ -205,7 +206,9 @@ class JetStreamEventLog(CheckedEventLog):
 
     # -- reading -------------------------------------------------------------------------------
 
-    async def _read_after(self, tenant: str, bus: str, after: int, limit: int) -> list[StoredEvent]:
+    async def _read_after(
+        self, tenant: TenantName, bus: str, after: int, limit: int
+    ) -> list[StoredEvent]:
         queries = self._running().queries
         if not await self._exists(tenant):
             return []
@@ -222,7 +225,7 @@ class JetStreamEventLog(CheckedEventLog):
         return out
 
     async def _read_window(
-        self, tenant: str, bus: str, start: datetime, end: datetime, after: int, limit: int
+        self, tenant: TenantName, bus: str, start: datetime, end: datetime, after: int, limit: int
     ) -> list[StoredEvent]:
         """Events recorded in `[start, end)`: from a binary search for `start` minus the slack
         on, filtered by recorded time, until one is recorded past `end` plus the slack."""
@@ -252,14 +255,14 @@ class JetStreamEventLog(CheckedEventLog):
                 return out
             seq = records.sequence_of(found[-1]) + 1
 
-    async def last_position(self, tenant: str, bus: str) -> int:
+    async def last_position(self, tenant: TenantName, bus: str) -> int:
         upkeep = self._running().upkeep
         if not await self._exists(tenant):
             return 0
         stream = self.layout.stream(tenant)
         return await upkeep.last_position(stream, self.layout.events_subject(tenant, bus))
 
-    async def _exists(self, tenant: str) -> bool:
+    async def _exists(self, tenant: TenantName) -> bool:
         if tenant in self._known:
             return True
         if await self._running().queries.state(self.layout.stream(tenant)) is None:
@@ -270,7 +273,7 @@ class JetStreamEventLog(CheckedEventLog):
     # -- removing ------------------------------------------------------------------------------
 
     async def trim(
-        self, older_than: datetime, keep: Mapping[tuple[str, str], int] | None = None
+        self, older_than: datetime, keep: Mapping[tuple[TenantName, str], int] | None = None
     ) -> int:
         """Purge each tenant's events recorded before `older_than` (see `upkeep.py`).
 
@@ -283,7 +286,7 @@ class JetStreamEventLog(CheckedEventLog):
 
     async def erase(
         self,
-        tenant: str,
+        tenant: TenantName,
         bus: str | None,
         needle: bytes,
         matches: EraseMatch,
@@ -300,7 +303,7 @@ class JetStreamEventLog(CheckedEventLog):
         return opened
 
 
-def _events(tenant: str, bus: str, found: list[Msg]) -> list[StoredEvent]:
+def _events(tenant: TenantName, bus: str, found: list[Msg]) -> list[StoredEvent]:
     out: list[StoredEvent] = []
     for msg in found:
         try:

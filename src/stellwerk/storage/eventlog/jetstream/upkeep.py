@@ -11,6 +11,7 @@ import base64
 from collections.abc import Mapping
 from typing import Final
 
+from stellwerk.refs import TenantName
 from stellwerk.seams import ErasedEvent, EraseHook, EraseMatch, EventLogError
 from stellwerk.storage.jetstream import Layout, StreamQueries, bus_of, nothing_left, records, token
 
@@ -42,7 +43,7 @@ class Upkeep:
 
     # -- trimming ------------------------------------------------------------------------------
 
-    async def trim(self, cut_us: int, keep: Mapping[tuple[str, str], int]) -> int:
+    async def trim(self, cut_us: int, keep: Mapping[tuple[TenantName, str], int]) -> int:
         kept = {(token(tenant), token(bus)): position for (tenant, bus), position in keep.items()}
         removed = 0
         for stream in await self._stream_names():
@@ -98,7 +99,7 @@ class Upkeep:
 
     async def erase(
         self,
-        tenant: str,
+        tenant: TenantName,
         bus: str | None,
         needle: bytes,
         matches: EraseMatch,
@@ -126,7 +127,7 @@ class Upkeep:
         stream: str,
         subject: str,
         last_seq: int,
-        tenant: str,
+        tenant: TenantName,
         needle: bytes,
         matches: EraseMatch,
         before: EraseHook | None,

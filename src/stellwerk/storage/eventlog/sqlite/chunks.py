@@ -26,6 +26,8 @@ from typing import Final, NamedTuple
 
 import msgspec
 
+from stellwerk.refs import TenantName
+
 MAGIC: Final = b"SWL1"
 HEADER: Final = struct.Struct("<4sIIIqq")
 _LENGTH: Final = struct.Struct("<H")
@@ -57,7 +59,7 @@ class Header(NamedTuple):
 class Chunk(NamedTuple):
     """A decoded chunk; `ends[i]` is where body `i` ends within `bodies`."""
 
-    tenant: str
+    tenant: TenantName
     bus: str
     position: int
     recorded_us: int
@@ -75,7 +77,7 @@ class Chunk(NamedTuple):
 
 
 def encode(
-    tenant: str,
+    tenant: TenantName,
     bus: str,
     position: int,
     recorded_us: int,
@@ -127,15 +129,17 @@ def _decode_payload(head: Header, payload: memoryview) -> Chunk:
     at += meta_length
     ends = _unpack_ends(payload[at : at + 4 * head.events])
     at += 4 * head.events
-    return Chunk(tenant, bus, head.position, head.recorded_us, attributes, ends, payload[at:])
+    return Chunk(
+        TenantName(tenant), bus, head.position, head.recorded_us, attributes, ends, payload[at:]
+    )
 
 
-def owner(raw: bytes | memoryview) -> tuple[str, str]:
+def owner(raw: bytes | memoryview) -> tuple[TenantName, str]:
     """The tenant and bus of a chunk, from its first bytes only."""
     view = memoryview(raw)[HEADER.size :]
     tenant, at = _read_text(view, 0)
     bus, _ = _read_text(view, at)
-    return tenant, bus
+    return TenantName(tenant), bus
 
 
 def blanked(raw: bytes | memoryview, indexes: Sequence[int]) -> list[tuple[int, bytes]]:

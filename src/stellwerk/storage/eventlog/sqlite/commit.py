@@ -30,6 +30,7 @@ import structlog
 
 from stellwerk.clock import from_us, to_us
 from stellwerk.events.rfc3339 import format_rfc3339
+from stellwerk.refs import TenantName
 from stellwerk.seams import AppendResult, AppendStatus, LogClosed, LogUnavailable, NewEvent
 from stellwerk.storage.eventlog.sqlite import chunks, index
 from stellwerk.storage.eventlog.sqlite.dedup import Dedup, key_digest
@@ -55,7 +56,7 @@ class Unindexed:
     chunks: list[ChunkRow] = field(default_factory=list)
     marks: list[tuple[int, int]] = field(default_factory=list)
     last: dict[int, int] = field(default_factory=dict)  # stream -> newest position
-    streams: list[tuple[int, str, str]] = field(default_factory=list)
+    streams: list[tuple[int, TenantName, str]] = field(default_factory=list)
     end: tuple[int, int] = (1, 0)  # the files' end after these chunks
 
     def __bool__(self) -> bool:
@@ -94,7 +95,7 @@ class GroupCommitter:
         self.head: Head | None = None
         self.indexer = Indexer(self, index_interval=index_interval, max_wal_bytes=max_wal_bytes)
         self._conn: sqlite3.Connection | None = None  # the writer thread's reads
-        self._streams: dict[tuple[str, str], int] = {}
+        self._streams: dict[tuple[TenantName, str], int] = {}
         self._next_stream = 1
         self.next_position = 1
         self.last_recorded_us = 0
@@ -287,7 +288,9 @@ class GroupCommitter:
     def _key_of(self, event: NewEvent) -> int:
         return self._streams.get((event.tenant, event.bus), self._next_stream)
 
-    def _stream_id(self, tenant: str, bus: str, created: list[tuple[int, str, str]]) -> int:
+    def _stream_id(
+        self, tenant: TenantName, bus: str, created: list[tuple[int, TenantName, str]]
+    ) -> int:
         key = (tenant, bus)
         stream = self._streams.get(key)
         if stream is None:
@@ -339,8 +342,10 @@ class _Plan:
         self.recorded = recorded
         self.results: list[AppendResult] = []
         self.pieces: list[bytes] = []
-        self.runs: list[tuple[tuple[str, str], int, int]] = []  # owner, first position, count
-        self._owner: tuple[str, str] | None = None
+        self.runs: list[
+            tuple[tuple[TenantName, str], int, int]
+        ] = []  # owner, first position, count
+        self._owner: tuple[TenantName, str] | None = None
         self._start = position
         self._suffix = b""
         self._bodies: list[bytes] = []
@@ -533,7 +538,7 @@ class Indexer:
         return self._conn
 
 
-def _owned_suffix(tenant: str, bus: str, recorded: bytes) -> bytes:
+def _owned_suffix(tenant: TenantName, bus: str, recorded: bytes) -> bytes:
     """The end of a stored body: Stellwerk's extensions, last so that they win over any copies."""
     return (
         b',"tenant":'

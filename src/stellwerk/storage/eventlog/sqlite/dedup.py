@@ -35,6 +35,7 @@ from typing import Final
 
 import msgspec
 
+from stellwerk.refs import TenantName
 from stellwerk.storage.eventlog.sqlite.bloom import Bloom, mask
 
 RUN_ENTRIES: Final = 65_536
@@ -91,7 +92,7 @@ _DELETE_SLICE: Final = """
 _SET_FLUSHED: Final = "INSERT OR REPLACE INTO state (name, value) VALUES ('flushed_below', ?)"
 
 
-def key_digest(tenant: str, bus: str, source: str, event_id: str) -> bytes:
+def key_digest(tenant: TenantName, bus: str, source: str, event_id: str) -> bytes:
     """The 128-bit BLAKE2b digest of a dedup key; length prefixes keep the parts apart."""
     text = f"{len(tenant)}:{tenant}{len(bus)}:{bus}{len(source)}:{source}{event_id}"
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()

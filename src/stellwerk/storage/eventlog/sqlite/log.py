@@ -28,6 +28,7 @@ from typing import Final, TypeVar
 import structlog
 
 from stellwerk.clock import to_us, utc_now
+from stellwerk.refs import TenantName
 from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
     AppendResult,
@@ -223,7 +224,7 @@ class SqliteEventLog(CheckedEventLog):
             trouble = committer.indexer.trouble or committer.trouble
             if trouble is not None:
                 raise LogUnavailable(trouble.message, code=trouble.code)
-        await self._read(lambda reader: reader.last_position("", ""))
+        await self._read(lambda reader: reader.last_position(TenantName(""), ""))
 
     @property
     def queued_events(self) -> int:
@@ -258,11 +259,13 @@ class SqliteEventLog(CheckedEventLog):
         result: list[AppendResult] = await pending.future
         return result
 
-    async def _read_after(self, tenant: str, bus: str, after: int, limit: int) -> list[StoredEvent]:
+    async def _read_after(
+        self, tenant: TenantName, bus: str, after: int, limit: int
+    ) -> list[StoredEvent]:
         return await self._read(lambda reader: reader.read(tenant, bus, after, NO_LIMIT, limit))
 
     async def _read_window(
-        self, tenant: str, bus: str, start: datetime, end: datetime, after: int, limit: int
+        self, tenant: TenantName, bus: str, start: datetime, end: datetime, after: int, limit: int
     ) -> list[StoredEvent]:
         def query(reader: Reader) -> list[StoredEvent]:
             bounds = window_bounds(reader, start, end)
@@ -273,11 +276,11 @@ class SqliteEventLog(CheckedEventLog):
 
         return await self._read(query)
 
-    async def last_position(self, tenant: str, bus: str) -> int:
+    async def last_position(self, tenant: TenantName, bus: str) -> int:
         return await self._read(lambda reader: reader.last_position(tenant, bus))
 
     async def trim(
-        self, older_than: datetime, keep: Mapping[tuple[str, str], int] | None = None
+        self, older_than: datetime, keep: Mapping[tuple[TenantName, str], int] | None = None
     ) -> int:
         """Remove events recorded before `older_than`, a chunk range per transaction."""
         files = self._check_open()
@@ -302,7 +305,7 @@ class SqliteEventLog(CheckedEventLog):
 
     async def erase(
         self,
-        tenant: str,
+        tenant: TenantName,
         bus: str | None,
         needle: bytes,
         matches: EraseMatch,

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Final, NamedTuple
 
 from stellwerk.clock import from_us, to_us
+from stellwerk.refs import TenantName
 from stellwerk.seams import StoredEvent
 from stellwerk.storage.eventlog.sqlite import chunks, index
 from stellwerk.storage.eventlog.sqlite.head import Head
@@ -38,7 +39,7 @@ class Place(NamedTuple):
 
 
 class TailChunk(NamedTuple):
-    tenant: str
+    tenant: TenantName
     bus: str
     place: Place
 
@@ -102,7 +103,9 @@ class Reader:
         self._files = files
         self._tail = tail
 
-    def read(self, tenant: str, bus: str, after: int, before: int, limit: int) -> list[StoredEvent]:
+    def read(
+        self, tenant: TenantName, bus: str, after: int, before: int, limit: int
+    ) -> list[StoredEvent]:
         """Up to `limit` events of a bus at positions in `(after, before)`, in log order."""
         out: list[StoredEvent] = []
         conn = self._conn
@@ -133,7 +136,7 @@ class Reader:
         mark = _mark(self._conn)
         return mark.file, mark.end
 
-    def last_position(self, tenant: str, bus: str) -> int:
+    def last_position(self, tenant: TenantName, bus: str) -> int:
         conn = self._conn
         conn.execute("BEGIN")
         try:
@@ -163,7 +166,7 @@ class Reader:
                 return chunk.place.position
         return None
 
-    def buses(self, tenant: str) -> list[str]:
+    def buses(self, tenant: TenantName) -> list[str]:
         """The buses of a tenant that have events (for erasures across all of them)."""
         conn = self._conn
         conn.execute("BEGIN")
@@ -179,7 +182,7 @@ class Reader:
                 found.append(chunk.bus)
         return found
 
-    def places(self, tenant: str, bus: str) -> Iterable[Place]:
+    def places(self, tenant: TenantName, bus: str) -> Iterable[Place]:
         """Every chunk of a bus, oldest first (for erasures)."""
         conn = self._conn
         conn.execute("BEGIN")
@@ -205,7 +208,7 @@ class Reader:
     def _take(
         self,
         out: list[StoredEvent],
-        tenant: str,
+        tenant: TenantName,
         bus: str,
         place: Place,
         after: int,

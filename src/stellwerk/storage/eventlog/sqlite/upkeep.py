@@ -20,6 +20,7 @@ from typing import Final
 import msgspec
 
 from stellwerk.clock import from_us
+from stellwerk.refs import TenantName
 from stellwerk.seams import ErasedEvent, EraseMatch, StoredEvent
 from stellwerk.storage.eventlog.sqlite import chunks, index
 from stellwerk.storage.eventlog.sqlite.dedup import key_digest
@@ -61,7 +62,7 @@ def trim_chunk(
     *,
     cut_us: int,
     now_us: int,
-    keep: Mapping[tuple[str, str], int],
+    keep: Mapping[tuple[TenantName, str], int],
     start: int,
     window_us: int,
 ) -> tuple[int, int]:
@@ -124,7 +125,11 @@ def trim_chunk(
 
 
 def _keep_entries(
-    conn: sqlite3.Connection, owner: tuple[str, str], position: int, chunk: chunks.Chunk, since: int
+    conn: sqlite3.Connection,
+    owner: tuple[TenantName, str],
+    position: int,
+    chunk: chunks.Chunk,
+    since: int,
 ) -> None:
     tenant, bus = owner
     conn.executemany(
@@ -171,7 +176,7 @@ class Found:
 
 
 def scan(
-    reader: Reader, tenant: str, bus: str, needle: bytes, matches: EraseMatch, upto: int
+    reader: Reader, tenant: TenantName, bus: str, needle: bytes, matches: EraseMatch, upto: int
 ) -> Iterable[Found]:
     """The chunks of a bus holding events that `matches` (and contain `needle`), below `upto`."""
     for place in reader.places(tenant, bus):

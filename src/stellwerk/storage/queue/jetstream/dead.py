@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from stellwerk.clock import from_us
+from stellwerk.refs import TenantName
 from stellwerk.seams import DeadLetter
 from stellwerk.storage.jetstream import Put
 from stellwerk.storage.queue.jetstream.index import LaneView
@@ -84,7 +85,7 @@ class DeadLetters:
         return record
 
     async def page(
-        self, tenant: str, bus: str, *, rule: str | None, target_id: str | None, after: int,
+        self, tenant: TenantName, bus: str, *, rule: str | None, target_id: str | None, after: int,
         limit: int,
     ) -> list[DeadLetter]:  # fmt: skip
         """Up to `limit` dead letters with ids above `after`, in id order, as the leader has
@@ -97,7 +98,9 @@ class DeadLetters:
             out.extend(_dead_letter(r) for r in records if r is not None)
         return out
 
-    async def redrive(self, tenant: str, bus: str, ids: Sequence[int] | None, now_us: int) -> int:
+    async def redrive(
+        self, tenant: TenantName, bus: str, ids: Sequence[int] | None, now_us: int
+    ) -> int:
         """Lanes are redriven side by side, each lane's dead letters in id order (so an
         ordered group keeps its order), at most `REDRIVE_LANES` lanes at once."""
         chosen = self.index.dead_ids(tenant, bus)

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from stellwerk.refs import TenantName
 from stellwerk.seams import TargetKey
 from stellwerk.storage.queue.jetstream.records import DeadRecord, LaneState
 
@@ -67,7 +68,7 @@ class DeliveryIndex:
             if known.state.live and self._heads.get(known.state.head) == lane:
                 del self._heads[known.state.head]
         if state is None:
-            state = LaneState("", "", "", "")
+            state = LaneState(TenantName(""), "", "", "")
         view = LaneView(lane, seq, state)
         self._lanes[lane] = view
         if state.live:
@@ -198,7 +199,12 @@ class DeliveryIndex:
             self._push(view)
 
     def dead_ids(
-        self, tenant: str, bus: str, *, rule: str | None = None, target_id: str | None = None,
+        self,
+        tenant: TenantName,
+        bus: str,
+        *,
+        rule: str | None = None,
+        target_id: str | None = None,
         after: int = 0,
     ) -> list[int]:  # fmt: skip
         """The bus's dead letters (of one rule or target) with ids above `after`, in id order."""
@@ -217,7 +223,7 @@ class DeliveryIndex:
     def dead_lane(self, delivery_id: int) -> str:
         return self._dead[delivery_id].lane
 
-    def dead_of_tenant(self, tenant: str, bus: str | None) -> list[int]:
+    def dead_of_tenant(self, tenant: TenantName, bus: str | None) -> list[int]:
         return sorted(
             delivery_id
             for (owner, on_bus), ids in self._dead_by_bus.items()

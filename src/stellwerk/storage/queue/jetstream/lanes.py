@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Final
 
+from stellwerk.refs import TenantName
 from stellwerk.storage.jetstream import Put, Stored
 from stellwerk.storage.queue.jetstream.index import DeliveryIndex, LaneView
 from stellwerk.storage.queue.jetstream.records import (
@@ -67,7 +68,7 @@ class Lanes:
             view = await self.refresh(member.subject.rpartition(".")[2])
         return view if view is not None and view.state.head == delivery_id else None
 
-    async def install(self, tenant: str, lane: str, *, ordered: bool) -> None:
+    async def install(self, tenant: TenantName, lane: str, *, ordered: bool) -> None:
         """If the lane is idle (or new) and has a member waiting, make the first one its head."""
         key = self.layout.lane_key(lane)
         subject = self.layout.member_subject(tenant, lane, ordered=ordered)

@@ -20,6 +20,7 @@ import msgspec
 import structlog
 
 from stellwerk.clock import from_us, to_us, utc_now
+from stellwerk.refs import TenantName
 from stellwerk.seams import (
     CursorConflict,
     DeadLetter,
@@ -210,7 +211,7 @@ class JetStreamDeliveryQueue(CheckedQueue):
     # -- routing -------------------------------------------------------------------------------
 
     async def _route(
-        self, tenant: str, bus: str, position: int, deliveries: Sequence[NewDelivery]
+        self, tenant: TenantName, bus: str, position: int, deliveries: Sequence[NewDelivery]
     ) -> None:
         opened = self._running()
         key = self.layout.cursor_key(tenant, bus)
@@ -222,13 +223,13 @@ class JetStreamDeliveryQueue(CheckedQueue):
         if await opened.store.put(Put(key, encode(RouteCursor(position)), expected)) is None:
             raise CursorConflict(f"{tenant}/{bus}: another router moved the cursor meanwhile")
 
-    async def cursor(self, tenant: str, bus: str) -> int:
+    async def cursor(self, tenant: TenantName, bus: str) -> int:
         stored = await self._running().store.last(self.layout.cursor_key(tenant, bus))
         return decode_cursor(stored.data).position if stored is not None else 0
 
     async def _route_replay(
         self,
-        tenant: str,
+        tenant: TenantName,
         replay: str,
         seq: int,
         events: int,
@@ -248,7 +249,7 @@ class JetStreamDeliveryQueue(CheckedQueue):
         if await opened.store.put(Put(key, encode(mark), expected)) is None:
             raise CursorConflict(f"replay {tenant}/{replay}: its cursor moved meanwhile")
 
-    async def replay_cursor(self, tenant: str, replay: str) -> ReplayCursor:
+    async def replay_cursor(self, tenant: TenantName, replay: str) -> ReplayCursor:
         stored = await self._running().store.last(self.layout.replay_key(tenant, replay))
         if stored is None:
             return ReplayCursor(0, 0)
@@ -284,7 +285,7 @@ class JetStreamDeliveryQueue(CheckedQueue):
             metas.append((lane, meta))
         seqs = await opened.store.put_many(members)
         heads: list[tuple[str, LaneState, Put]] = []
-        ordered: dict[str, str] = {}
+        ordered: dict[str, TenantName] = {}
         for (lane, meta), seq in zip(metas, seqs, strict=True):
             assert seq is not None  # members are published without an expected sequence
             if meta.ordering_key is not None:
@@ -416,7 +417,7 @@ class JetStreamDeliveryQueue(CheckedQueue):
 
     async def _dead_letters(
         self,
-        tenant: str,
+        tenant: TenantName,
         bus: str,
         rule: str | None,
         target_id: str | None,
@@ -428,7 +429,7 @@ class JetStreamDeliveryQueue(CheckedQueue):
             tenant, bus, rule=rule, target_id=target_id, after=after, limit=limit
         )
 
-    async def redrive(self, tenant: str, bus: str, ids: Sequence[int] | None = None) -> int:
+    async def redrive(self, tenant: TenantName, bus: str, ids: Sequence[int] | None = None) -> int:
         return await self._running().dead.redrive(tenant, bus, ids, to_us(self._clock()))
 
     async def depth(self) -> list[QueueDepth]:
@@ -463,7 +464,7 @@ class JetStreamDeliveryQueue(CheckedQueue):
 
     async def erase(
         self,
-        tenant: str,
+        tenant: TenantName,
         bus: str | None,
         positions: Collection[tuple[str, int]],
         needle: bytes,

@@ -15,6 +15,7 @@ from typing import ClassVar, Final
 
 import msgspec
 
+from stellwerk.refs import TenantName
 from stellwerk.seams import NewDelivery
 from stellwerk.storage.jetstream import TableLayout, token
 
@@ -55,7 +56,7 @@ class MemberMeta(msgspec.Struct, frozen=True, omit_defaults=True):
     where its maximum event age counts from.
     """
 
-    tenant: str
+    tenant: TenantName
     bus: str
     rule: str
     target_id: str
@@ -78,7 +79,7 @@ class LaneState(msgspec.Struct, frozen=True, omit_defaults=True):
     of the delivery that finished last, so the next head is the first message after it.
     """
 
-    tenant: str
+    tenant: TenantName
     bus: str
     rule: str
     target_id: str
@@ -128,7 +129,7 @@ class DeadRecord(msgspec.Struct, frozen=True, omit_defaults=True):
 
     id: int
     lane: str
-    tenant: str
+    tenant: TenantName
     bus: str
     rule: str
     target_id: str
@@ -175,10 +176,10 @@ class QueueLayout(TableLayout):
     def members_subjects(self) -> str:
         return f"{self.namespace}.deliveries.>"
 
-    def member_subject(self, tenant: str, lane: str, *, ordered: bool) -> str:
+    def member_subject(self, tenant: TenantName, lane: str, *, ordered: bool) -> str:
         return f"{self.namespace}.deliveries.{token(tenant)}.{'o' if ordered else 'u'}.{lane}"
 
-    def tenant_members(self, tenant: str) -> str:
+    def tenant_members(self, tenant: TenantName) -> str:
         return f"{self.namespace}.deliveries.{token(tenant)}.>"
 
     @property
@@ -191,10 +192,10 @@ class QueueLayout(TableLayout):
     def dead_key(self, delivery_id: int) -> str:
         return self.key("dead", str(delivery_id))
 
-    def cursor_key(self, tenant: str, bus: str) -> str:
+    def cursor_key(self, tenant: TenantName, bus: str) -> str:
         return self.key("cursor", token(tenant), token(bus))
 
-    def replay_key(self, tenant: str, replay: str) -> str:
+    def replay_key(self, tenant: TenantName, replay: str) -> str:
         return self.key("replay", token(tenant), token(replay))
 
     def key_of(self, subject: str) -> tuple[str, str]:

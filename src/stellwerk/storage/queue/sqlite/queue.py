@@ -21,6 +21,7 @@ from typing import TypeVar
 import structlog
 
 from stellwerk.clock import to_us, utc_now
+from stellwerk.refs import TenantName
 from stellwerk.seams import (
     DeadLetter,
     DeliveryQueueError,
@@ -132,7 +133,7 @@ class SqliteDeliveryQueue(CheckedQueue):
     # -- routing -------------------------------------------------------------------------------
 
     async def _route(
-        self, tenant: str, bus: str, position: int, deliveries: Sequence[NewDelivery]
+        self, tenant: TenantName, bus: str, position: int, deliveries: Sequence[NewDelivery]
     ) -> None:
         index, key = self._index, (tenant, bus)
         if not deliveries:
@@ -169,7 +170,7 @@ class SqliteDeliveryQueue(CheckedQueue):
             self._flush_queued = False
         self._index.write_cursors(conn)
 
-    async def cursor(self, tenant: str, bus: str) -> int:
+    async def cursor(self, tenant: TenantName, bus: str) -> int:
         # Synced: retention trims the log below this, so it must not go back in a power loss.
         # (A move still in memory may: it passed only events that matched nothing.)
         return await self._inside(
@@ -178,7 +179,7 @@ class SqliteDeliveryQueue(CheckedQueue):
 
     async def _route_replay(
         self,
-        tenant: str,
+        tenant: TenantName,
         replay: str,
         seq: int,
         events: int,
@@ -198,7 +199,7 @@ class SqliteDeliveryQueue(CheckedQueue):
 
         await self._write(work, synced=False)
 
-    async def replay_cursor(self, tenant: str, replay: str) -> ReplayCursor:
+    async def replay_cursor(self, tenant: TenantName, replay: str) -> ReplayCursor:
         # Synced: a replay is recorded as finished with the count read here, and must not lose
         # its last batches to a power failure after that.
         return await self._inside(
@@ -329,7 +330,7 @@ class SqliteDeliveryQueue(CheckedQueue):
 
     async def _dead_letters(
         self,
-        tenant: str,
+        tenant: TenantName,
         bus: str,
         rule: str | None,
         target_id: str | None,
@@ -343,7 +344,7 @@ class SqliteDeliveryQueue(CheckedQueue):
             )
         )  # fmt: skip
 
-    async def redrive(self, tenant: str, bus: str, ids: Sequence[int] | None = None) -> int:
+    async def redrive(self, tenant: TenantName, bus: str, ids: Sequence[int] | None = None) -> int:
         now_us = to_us(self._clock())
         wanted = None if ids is None else set(ids)
         index = self._index
@@ -389,7 +390,7 @@ class SqliteDeliveryQueue(CheckedQueue):
 
     async def erase(
         self,
-        tenant: str,
+        tenant: TenantName,
         bus: str | None,
         positions: Collection[tuple[str, int]],
         needle: bytes,

@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Final
 
 from stellwerk.clock import from_us
+from stellwerk.refs import TenantName
 from stellwerk.seams import DeadLetter, QueueDepth, ReplayCursor, TargetKey
 from stellwerk.storage.queue.sqlite import schema
 from stellwerk.storage.queue.sqlite.index import QueueIndex
@@ -18,7 +19,7 @@ ERASE_PAGE: Final = 1000  # deliveries an erasure looks at per step
 
 def dead_letters(
     conn: sqlite3.Connection,
-    tenant: str,
+    tenant: TenantName,
     bus: str,
     rule: str | None,
     target_id: str | None,
@@ -76,13 +77,13 @@ def depth(conn: sqlite3.Connection, index: QueueIndex, now_us: int) -> list[Queu
     return out
 
 
-def replay_cursor(conn: sqlite3.Connection, tenant: str, replay: str) -> ReplayCursor:
+def replay_cursor(conn: sqlite3.Connection, tenant: TenantName, replay: str) -> ReplayCursor:
     row = conn.execute(schema.REPLAY_CURSOR, (tenant, replay)).fetchone()
     return ReplayCursor(0, 0) if row is None else ReplayCursor(row[0], row[1])
 
 
 def erase_page(
-    conn: sqlite3.Connection, tenant: str, bus: str | None, after: int
+    conn: sqlite3.Connection, tenant: TenantName, bus: str | None, after: int
 ) -> list[tuple[int, str, int, bytes, str]]:
     """The next page of the tenant's deliveries: id, bus, position, payload, content type."""
     return conn.execute(
