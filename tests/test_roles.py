@@ -34,6 +34,11 @@ def test_all_plays_every_role_and_one_role_plays_itself() -> None:
     assert roles_of(Role.ROUTER) == frozenset({Role.ROUTER})
 
 
+def test_the_gateway_and_pipeline_processes_together_play_every_role() -> None:
+    assert roles_of(Role.PIPELINE) == {Role.ROUTER, Role.DELIVERY, Role.SCHEDULER}
+    assert roles_of(Role.GATEWAY) | roles_of(Role.PIPELINE) == EVERY_ROLE
+
+
 async def test_only_the_roles_played_run_and_each_is_asked_before_it_is_cancelled() -> None:
     polite, stubborn, elsewhere = Loop(), Loop(), Loop()
     duties = {

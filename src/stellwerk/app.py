@@ -7,9 +7,11 @@ probes can tell "starting" from "ready", and a store that is down at start is re
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import structlog
 from starlette.applications import Starlette
@@ -41,8 +43,10 @@ from stellwerk.compose import Services, open_services
 from stellwerk.config import Role, Settings
 from stellwerk.delivery import DeliveryMetrics
 from stellwerk.ingest import IngestMetrics
-from stellwerk.ops import Lifecycle, Metrics, Tracing
+from stellwerk.ops import Lifecycle, Metrics, PeerMetrics, Tracing
 from stellwerk.service import Platform, ServiceError
+from stellwerk.storage.signals import http_address
+from stellwerk.storage.sqlite import PIPELINE_LOCK, FileLock
 
 log = structlog.get_logger("stellwerk")
 
@@ -58,6 +62,7 @@ async def _start(
     tracing: Tracing | None,
     *,
     freeze_gc: bool,
+    on_ready: Callable[[], None] | None,
 ) -> None:
     ingest_metrics = IngestMetrics(metrics)
     delivery_metrics = DeliveryMetrics(metrics.registry)
@@ -101,7 +106,16 @@ async def _start(
             gc.collect()
             gc.freeze()
         log.info("ready", database=services.stores.control.dialect, data_dir=str(settings.data_dir))
+        if on_ready is not None:
+            on_ready()
         return
+
+
+def pipeline_address(data_dir: Path) -> str | None:
+    """Where the pipeline process of the data directory answers HTTP, if one runs (it holds the
+    pipeline lock, which names it)."""
+    pid = FileLock(data_dir / PIPELINE_LOCK).holder()
+    return http_address(data_dir, Role.PIPELINE, pid) if pid is not None else None
 
 
 def openapi_document() -> dict[str, object]:
@@ -128,10 +142,14 @@ def serves_api(role: Role) -> bool:
 
 
 def build_app(
-    settings: Settings, *, metrics: Metrics | None = None, freeze_gc: bool = False
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    freeze_gc: bool = False,
+    on_ready: Callable[[], None] | None = None,
 ) -> Starlette:
     """The ASGI app; `freeze_gc` is for a server process of its own (`stellwerk serve`), not for
-    tests that build many apps in one process."""
+    tests that build many apps in one process. `on_ready` is called once the services are."""
     metrics = metrics or Metrics()
     if settings.embedded:
         volumes = {"data": settings.data_dir}
@@ -150,7 +168,7 @@ def build_app(
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         starting = asyncio.create_task(
-            _start(settings, lifecycle, metrics, tracing, freeze_gc=freeze_gc)
+            _start(settings, lifecycle, metrics, tracing, freeze_gc=freeze_gc, on_ready=on_ready)
         )
         try:
             yield
@@ -203,5 +221,9 @@ def build_app(
     )
     app.state.lifecycle = lifecycle
     app.state.metrics = metrics
+    if settings.embedded and settings.role is Role.GATEWAY:
+        app.state.peer_metrics = PeerMetrics(
+            metrics, "gateway", "pipeline", functools.partial(pipeline_address, settings.data_dir)
+        )
     app.state.settings = settings
     return app

@@ -9,6 +9,7 @@ it uses when it is made; nothing is wired in afterwards.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import os
 from collections.abc import Sequence
@@ -154,12 +155,7 @@ async def open_services(
         buses_changed=stores.leases.wake if routes else None,
     )
     try:
-        written = await Tenants(control).bootstrap(settings.data_dir)
-        if written is not None:
-            log.warning(
-                "created tenant 'default'; its admin and ingest keys are in the file",
-                file=str(written.resolve()),
-            )
+        await _bootstrap(control, settings)
         await stores.start()
         await rulebook.load()
     except BaseException:
@@ -212,6 +208,38 @@ async def open_services(
         await services.close()
         raise
     return services
+
+
+async def _bootstrap(control: ControlPlane, settings: Settings) -> None:
+    written = await Tenants(control).bootstrap(settings.data_dir)
+    if written is not None:
+        log.warning(
+            "created tenant 'default'; its admin and ingest keys are in the file",
+            file=str(written.resolve()),
+        )
+
+
+async def prepare_data_directory(settings: Settings) -> None:
+    """What the processes of an embedded data directory must not race over, done once before
+    they start: the control plane's migrations, the first tenant, recovering the log and moving
+    an earlier version's files in. Waits (saying so) while another server holds the directory."""
+    box = SecretBox(load_or_create_key(settings.data_dir, os.environ, create=True))
+    control = await ControlPlane.open(settings.control_database_url, box=box)
+    stores = stores_for(
+        dataclasses.replace(settings, role=Role.ALL), control, IngestMetrics(Metrics())
+    )
+    try:
+        await _bootstrap(control, settings)
+        await stores.start()
+    finally:
+        await stores.close()
+
+
+def _redriven(worker: DeliveryWorker, signals: Signals) -> None:
+    """Dead letters were redriven: this process's worker looks now, and so do other processes'
+    (the pipeline process of embedded mode, which would otherwise see them at its next poll)."""
+    worker.notify()
+    signals.routed()
 
 
 def _pipeline(
@@ -329,7 +357,11 @@ def _platform(
         schemas=Schemas(control),
         connections=Connections(control, allow_private=settings.allow_private_targets),
         grants=Grants(control, buses),
-        dead_letters=DeadLetters(buses, stores.queue, redriven=pipeline.worker.notify),
+        dead_letters=DeadLetters(
+            buses,
+            stores.queue,
+            redriven=functools.partial(_redriven, pipeline.worker, stores.signals),
+        ),
         failed_events=FailedEvents(control, buses, stores.event_log, stores.log_watch),
         tenants=Tenants(control),
         readiness=Readiness(control, stores.event_log),

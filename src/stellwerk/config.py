@@ -8,6 +8,7 @@ in one line that names the flag, the variable and the reason, before anything st
 from __future__ import annotations
 
 import enum
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -24,6 +25,13 @@ class Role(enum.StrEnum):
     DELIVERY = "delivery"
     STATUS = "status"
     SCHEDULER = "scheduler"
+    # Embedded mode's second process: router, delivery and scheduler over the data directory.
+    PIPELINE = "pipeline"
+
+
+# Embedded mode runs at most this many processes: a gateway and a pipeline. More would not help
+# yet: the log has one writer and pipeline.db one pipeline (docs/operations.md, "Processes").
+MAX_EMBEDDED_PROCESSES: Final = 2
 
 
 class ConfigError(ValueError):
@@ -51,6 +59,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     role: Role = Role.ALL
+    processes: int | None = None  # see `process_count`
     nats_url: str | None = None
     nats_namespace: str = "stellwerk"
     nats_replicas: int = 1
@@ -101,6 +110,15 @@ class Settings:
     @property
     def embedded(self) -> bool:
         return self.nats_url is None
+
+    @property
+    def process_count(self) -> int:
+        """How many processes `serve` runs: embedded with every role, as set or one per core,
+        at most `MAX_EMBEDDED_PROCESSES`; otherwise one."""
+        if not self.embedded or self.role is not Role.ALL:
+            return 1
+        wanted = self.processes or len(os.sched_getaffinity(0))
+        return max(1, min(wanted, MAX_EMBEDDED_PROCESSES))
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -280,6 +298,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "host": _text,
     "port": _int_in(0, 65535),
     "role": _choice(Role),
+    "processes": _int_in(1, 1024),
     "nats_url": _url("nats", "tls", "ws", "wss"),
     "nats_namespace": _namespace,
     "nats_replicas": _int_in(1, 5),
@@ -338,13 +357,28 @@ def load_settings(values: Mapping[str, str | bool | int | float | Path | None]) 
 
 def _check_combination(settings: Settings) -> None:
     _check_backups(settings)
+    if (settings.processes or 1) > 1 and (not settings.embedded or settings.role is not Role.ALL):
+        raise ConfigError(
+            "processes",
+            "several processes on one data directory are embedded mode's way to run every role "
+            "(--role all without --nats-url); scaled out, start more processes of each role",
+        )
     if settings.role is Role.ALL:
         return
     if settings.nats_url is None:
+        if settings.role in (Role.GATEWAY, Role.PIPELINE):
+            return  # what `serve --role all` starts as its two processes
         raise ConfigError(
             "role",
             f"role {settings.role} runs on its own only in scale-out mode (give --nats-url and "
-            "--database-url); with embedded storage every role runs in one process (--role all)",
+            "--database-url); with embedded storage --role all runs every role (a gateway and a "
+            "pipeline process), or --role gateway and --role pipeline run one each",
+        )
+    if settings.role is Role.PIPELINE:
+        raise ConfigError(
+            "role",
+            "role pipeline is embedded mode's router, delivery and scheduler on one data "
+            "directory; scaled out, run --role router, delivery and scheduler",
         )
     if settings.database_url is None or settings.database_url.startswith("sqlite"):
         raise ConfigError(

@@ -28,11 +28,17 @@ SCHEDULER_LEASE: Final = "scheduler"
 STOP_GRACE_SECONDS: Final = 10.0
 # The roles `--role all` plays in one process.
 EVERY_ROLE: Final = frozenset({Role.GATEWAY, Role.ROUTER, Role.DELIVERY, Role.SCHEDULER})
+# The roles embedded mode's pipeline process plays (the gateway process plays the gateway).
+PIPELINE_ROLES: Final = frozenset({Role.ROUTER, Role.DELIVERY, Role.SCHEDULER})
 
 
 def roles_of(role: Role) -> frozenset[Role]:
     """The roles a process started with `--role role` plays."""
-    return EVERY_ROLE if role is Role.ALL else frozenset({role})
+    if role is Role.ALL:
+        return EVERY_ROLE
+    if role is Role.PIPELINE:
+        return PIPELINE_ROLES
+    return frozenset({role})
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 
 import structlog
 
-from stellwerk.config import Settings
+from stellwerk.config import Role, Settings
 from stellwerk.ingest import IngestMetrics
 from stellwerk.seams import (
     ArchiveStore,
@@ -25,6 +25,7 @@ from stellwerk.storage import LogWatch
 from stellwerk.storage.control import ControlPlane
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.pipeline import pipeline_stores
+from stellwerk.storage.signals import UnixSignals
 from stellwerk.storage.sqlite import LEGACY_EVENTS_FILE, LOG_DIR, PIPELINE_LOCK, FileLock
 
 log = structlog.get_logger("stellwerk")
@@ -83,14 +84,20 @@ def stores_for(settings: Settings, control: ControlPlane, ingest_metrics: Ingest
     """The stores the settings name (not started yet), around an open control plane."""
     dedup_window = settings.dedup_window
     if settings.nats_url is None:
-        signals: Signals = LocalSignals()
+        data_dir, role = settings.data_dir, settings.role
+        # One process plays every role, or a gateway and a pipeline process share the data
+        # directory: the gateway appends to the log, the pipeline only reads it.
+        signals: Signals = (
+            LocalSignals() if role is Role.ALL else UnixSignals(data_dir, name=str(role))
+        )
         # The queue and the archive store share one file and one writer (pipeline.db).
-        pipeline = pipeline_stores(settings.data_dir)
+        pipeline = pipeline_stores(data_dir)
         return Stores(
             control=control,
             event_log=SqliteEventLog(
-                settings.data_dir / LOG_DIR,
-                legacy=settings.data_dir / LEGACY_EVENTS_FILE,
+                data_dir / LOG_DIR,
+                appends=role is not Role.PIPELINE,
+                legacy=data_dir / LEGACY_EVENTS_FILE,
                 dedup_window=dedup_window,
                 on_commit=ingest_metrics.on_commit,
             ),
@@ -99,7 +106,7 @@ def stores_for(settings: Settings, control: ControlPlane, ingest_metrics: Ingest
             signals=signals,
             leases=LocalLeases(),
             log_watch=LogWatch(forward=signals.appended),
-            pipeline_lock=FileLock(settings.data_dir / PIPELINE_LOCK),
+            pipeline_lock=(None if role is Role.GATEWAY else FileLock(data_dir / PIPELINE_LOCK)),
         )
     # Imported here: embedded mode never loads nats-py.
     from stellwerk.storage.archive.jetstream import JetStreamArchiveStore

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -67,8 +68,13 @@ def running_server(
     env: dict[str, str] | None = None,
     ready: bool = True,
     log_path: Path | None = None,
+    new_session: bool = False,
+    ready_timeout: float = 30.0,
 ) -> Iterator[ServerProcess]:
-    """A server, once ready (`ready=False`: once started); its output goes to `log_path`."""
+    """A server, once ready (`ready=False`: once started); its output goes to `log_path`.
+
+    One process unless `--processes` says otherwise (tests of several are in test_processes.py);
+    `new_session`: in a process group of its own, for signals to the whole group."""
     command: Sequence[str] = [
         STELLWERK,
         "serve",
@@ -85,15 +91,24 @@ def running_server(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "STELLWERK_LOG_FORMAT": "json", **(env or {})},
+            env={
+                **os.environ,
+                "STELLWERK_LOG_FORMAT": "json",
+                "STELLWERK_PROCESSES": "1",
+                **(env or {}),
+            },
+            start_new_session=new_session,
         )
     server = ServerProcess(process, f"http://127.0.0.1:{port}", data_dir, log_path)
     try:
         if ready:
-            server.wait_until("/readyz", 200)
+            server.wait_until("/readyz", 200, timeout=ready_timeout)
         yield server
     finally:
-        if process.poll() is None:
+        if new_session:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        elif process.poll() is None:
             process.kill()
         process.wait(timeout=30)
 

@@ -1,18 +1,35 @@
-"""Processes on one data directory, for real: what runs where, and who waits for whom."""
+"""Embedded mode on several processes, for real: a parent runs a gateway and a pipeline process on
+one data directory, restarts them when they die, and stops them together.
+
+Every kill here is a SIGKILL of a real process in mid-load (of each child, of the parent, of the
+whole process group); afterwards every event that got a 202 reaches the receiver at least once,
+and the duplicates that at-least-once delivery allows are counted and printed.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
+import socket
+import threading
 import time
 from pathlib import Path
+from typing import Final
 
 import httpx
 import pytest
-from tests.cli.server import ServerProcess, log_problems, running_server
+from tests.cli.server import ServerProcess, log_problems, running_server, wait_for_group
 from tests.conftest import free_port
+from tests.e2e.receiving import Received, running_receiver
 
 pytestmark = pytest.mark.slow
+
+FLAGS: Final = ("--allow-private-targets", "--tenant-event-rate", "0", "--tenant-request-rate", "0")
+TWO: Final = ("--processes", "2", *FLAGS)
+BATCH: Final = 50
+START_SECONDS: Final = 120.0  # process starts on a loaded machine take long
 
 
 def log_lines(server: ServerProcess) -> list[dict[str, object]]:
@@ -27,31 +44,305 @@ def log_lines(server: ServerProcess) -> list[dict[str, object]]:
     return lines
 
 
-def wait_for_line(server: ServerProcess, start: str, timeout: float = 60.0) -> dict[str, object]:
-    """The first log line whose event starts with `start`, polled for up to `timeout` seconds."""
+def lines_starting(server: ServerProcess, start: str) -> list[dict[str, object]]:
+    return [r for r in log_lines(server) if str(r.get("event", "")).startswith(start)]
+
+
+def wait_for_lines(
+    server: ServerProcess, start: str, count: int = 1, timeout: float = START_SECONDS
+) -> list[dict[str, object]]:
+    """The log lines whose event starts with `start`, once there are `count` of them."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for record in log_lines(server):
-            if str(record.get("event", "")).startswith(start):
-                return record
+        found = lines_starting(server, start)
+        if len(found) >= count:
+            return found
         assert server.process.poll() is None, server.output()
         time.sleep(0.05)
-    raise AssertionError(f"no line {start!r} within {timeout}s: {server.output()}")
+    raise AssertionError(f"not {count} lines {start!r} within {timeout}s: {server.output()}")
+
+
+def children(pid: int) -> dict[str, int]:
+    """The child processes of `pid` by role (from their command lines)."""
+    found = {}
+    with contextlib.suppress(FileNotFoundError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            with contextlib.suppress(FileNotFoundError):
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                if b"--role" in argv:
+                    found[argv[argv.index(b"--role") + 1].decode()] = int(child)
+    return found
+
+
+def lock_holder(data: Path, name: str) -> int:
+    return int((data / "run" / name).read_text())
+
+
+def event(n: int, prefix: str = "e") -> dict[str, object]:
+    return {"specversion": "1.0", "id": f"{prefix}{n}", "source": "urn:load", "type": "load"}
+
+
+class Platform:
+    """The API of a server under test, with the keys of its first tenant."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        keys = json.loads((server.data_dir / "bootstrap.json").read_text())
+        self.url = server.url
+        self.admin = {"Authorization": f"Bearer {keys['admin_key']}"}
+        self.ingest = {"Authorization": f"Bearer {keys['ingest_key']}"}
+
+    def rule(self, url: str, **target: object) -> None:
+        rule = {
+            "pattern": {"type": ["load"]},
+            "targets": [{"id": "hook", "type": "http", "url": url, "concurrency": 8, **target}],
+        }
+        answer = httpx.put(
+            f"{self.url}/v1/buses/default/rules/all", json=rule, headers=self.admin, timeout=30
+        )
+        assert answer.status_code == 201, answer.text
+
+    def send(self, ids: range, prefix: str = "e") -> None:
+        answer = httpx.post(
+            f"{self.url}/v1/buses/default/events",
+            json=[event(n, prefix) for n in ids],
+            headers=self.ingest,
+            timeout=30,
+        )
+        assert answer.status_code == 202, answer.text
+
+
+class Load:
+    """A client in a thread that sends batches until stopped and records what got a 202; while
+    the gateway is away it tries again."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.acknowledged: list[str] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+    def until(self, count: int, timeout: float = START_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.acknowledged) < count:
+            assert time.monotonic() < deadline, f"only {len(self.acknowledged)} acknowledged"
+            assert self._thread.is_alive()
+            time.sleep(0.02)
+
+    def _run(self) -> None:
+        sent = 0
+        with httpx.Client(base_url=self.platform.url, headers=self.platform.ingest) as client:
+            while not self._stop.is_set():
+                ids = range(sent, sent + BATCH)
+                try:
+                    answer = client.post(
+                        "/v1/buses/default/events", json=[event(n) for n in ids], timeout=30
+                    )
+                except httpx.TransportError:
+                    answer = None
+                if answer is None or answer.status_code != 202:
+                    self.failures += 1
+                    self._stop.wait(0.05)  # the gateway restarts: try the same batch again
+                    continue
+                self.acknowledged.extend(f"e{n}" for n in ids)
+                sent += BATCH
+
+
+def all_delivered(received: Received, acknowledged: list[str], timeout: float = 180) -> int:
+    """Wait until every acknowledged id arrived; the number of duplicates."""
+    everything = set(acknowledged)
+    complete = received.wait_for(lambda r: everything <= set(r.ids), timeout)
+    missing = everything - set(received.ids)
+    assert complete, f"{len(missing)} acknowledged events never arrived, e.g. {sorted(missing)[:5]}"
+    return sum(count - 1 for count in received.ids.values())
+
+
+def test_a_gateway_and_a_pipeline_process_share_the_work(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with (
+        running_receiver() as (received, url),
+        running_server(data, free_port(), *TWO, ready_timeout=START_SECONDS) as server,
+    ):
+        wait_for_lines(server, "processes ready")
+        roles = children(server.process.pid)
+        assert set(roles) == {"gateway", "pipeline"}
+        # The gateway appends to the log; the pipeline routes and delivers.
+        assert lock_holder(data, "log-writer.lock") == roles["gateway"]
+        assert lock_holder(data, "pipeline.lock") == roles["pipeline"]
+        platform = Platform(server)
+        platform.rule(url)
+        for start in range(0, 500, BATCH):
+            platform.send(range(start, start + BATCH))
+        assert all_delivered(received, [f"e{n}" for n in range(500)]) == 0
+        assert children(server.process.pid) == roles  # nobody died on the way
+        # The gateway's /metrics holds the pipeline's too, labelled by process.
+        exposition = httpx.get(f"{server.url}/metrics", timeout=30).text
+        assert 'stellwerk_peer_scrape_ok{process="pipeline"} 1\n' in exposition
+        assert 'stellwerk_invocations_total{process="pipeline",' in exposition
+        assert 'stellwerk_ingest_events_accepted_total{process="gateway",' in exposition
+        server.terminate(signal.SIGTERM)
+        assert server.process.wait(timeout=120) == 0
+    assert log_problems(server.output()) == []
+
+
+def test_processes_1_keeps_every_role_in_one_process(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    flags = ("--processes", "1", *FLAGS)
+    with (
+        running_receiver() as (received, url),
+        running_server(data, free_port(), *flags, ready_timeout=START_SECONDS) as server,
+    ):
+        assert children(server.process.pid) == {}
+        assert lock_holder(data, "log-writer.lock") == server.process.pid
+        assert lock_holder(data, "pipeline.lock") == server.process.pid
+        platform = Platform(server)
+        platform.rule(url)
+        platform.send(range(BATCH))
+        all_delivered(received, [f"e{n}" for n in range(BATCH)])
+
+
+@pytest.mark.parametrize("victim", ["gateway", "pipeline", "parent", "group"])
+def test_sigkill_mid_load_loses_no_acknowledged_event(tmp_path: Path, victim: str) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    with running_receiver() as (received, url):
+        with running_server(
+            data, port, *TWO, new_session=True, ready_timeout=START_SECONDS
+        ) as server:
+            wait_for_lines(server, "processes ready")
+            roles = children(server.process.pid)
+            platform = Platform(server)
+            platform.rule(url)
+            with Load(platform) as load:
+                load.until(1500)
+                assert received.wait_for(lambda r: len(r.ids) >= 200, START_SECONDS)
+                if victim in roles:
+                    os.kill(roles[victim], signal.SIGKILL)
+                    exited = wait_for_lines(server, f"{victim} process exited")
+                    assert exited[0]["signal"] == "SIGKILL"
+                    assert exited[0]["restart_in"] == 0.5
+                    wait_for_lines(server, "process started", count=3)
+                    server.wait_until("/readyz", 200, timeout=START_SECONDS)
+                    load.until(len(load.acknowledged) + 500)  # the load goes on after it
+                elif victim == "parent":
+                    server.terminate(signal.SIGKILL)  # the children drain and end with it
+                else:
+                    os.killpg(server.process.pid, signal.SIGKILL)
+                if victim in ("parent", "group"):
+                    server.process.wait(timeout=30)
+                    wait_for_group(server.process.pid, timeout=120)
+            delivered_before = len(received.ids)
+            if victim in roles:
+                duplicates = all_delivered(received, load.acknowledged)
+                server.terminate(signal.SIGTERM)
+                assert server.process.wait(timeout=120) == 0
+        if victim not in roles:
+            with running_server(data, port, *TWO, ready_timeout=START_SECONDS):
+                duplicates = all_delivered(received, load.acknowledged)
+    print(
+        f"kill -9 of the {victim}: {len(load.acknowledged)} acknowledged, {delivered_before} "
+        f"delivered before the end, {duplicates} duplicates"
+    )
+    assert duplicates <= len(load.acknowledged)
+
+
+def test_a_child_that_keeps_failing_at_start_is_restarted_with_backoff(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    taken = socket.create_server(("127.0.0.1", port))  # the gateway cannot listen
+    try:
+        with running_server(data, port, *TWO, ready=False) as server:
+            backing_off = wait_for_lines(server, "gateway process keeps exiting", count=3)
+            waits = [line["restart_in"] for line in lines_starting(server, "gateway process")]
+            assert waits[:4] == [0.5, 1.0, 2.0, 4.0][: len(waits[:4])]
+            assert backing_off[0]["exit_code"] != 0  # uvicorn: it could not listen
+            starts = len(lines_starting(server, "process started"))
+            exits = len(lines_starting(server, "gateway process"))
+            assert starts <= exits + 1  # one start per restart, no more
+            # The pipeline waits for a ready gateway.
+            assert {line["role"] for line in lines_starting(server, "process started")} == {
+                "gateway"
+            }
+            taken.close()
+            server.wait_until("/readyz", 200, timeout=START_SECONDS)
+            wait_for_lines(server, "processes ready")
+            server.terminate(signal.SIGTERM)
+            assert server.process.wait(timeout=120) == 0
+    finally:
+        taken.close()
+
+
+def test_sigterm_to_the_process_group_drains_every_process_and_exits_0(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with running_server(
+        data, free_port(), *TWO, new_session=True, ready_timeout=START_SECONDS
+    ) as server:
+        wait_for_lines(server, "processes ready")
+        roles = children(server.process.pid)
+        Platform(server).send(range(BATCH))
+        os.killpg(server.process.pid, signal.SIGTERM)  # as make and Kubernetes do
+        assert server.process.wait(timeout=120) == 0
+        wait_for_group(server.process.pid)
+    output = server.output()
+    assert log_problems(output) == []
+    assert len(lines_starting(server, "Application shutdown complete")) == 2
+    assert lines_starting(server, "processes stopped")
+    for pid in roles.values():
+        assert not Path(f"/proc/{pid}").exists()
+
+
+def test_a_redrive_through_the_api_reaches_the_pipeline(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    status = [400]  # refused for good first: the delivery goes to the dead-letter queue
+    with (
+        running_receiver(answer=lambda: status[0]) as (received, url),
+        running_server(data, free_port(), *TWO, ready_timeout=START_SECONDS) as server,
+    ):
+        wait_for_lines(server, "processes ready")
+        platform = Platform(server)
+        platform.rule(url, retry_policy={"maximum_retry_attempts": 0})
+        platform.send(range(3))
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            letters = httpx.get(
+                f"{server.url}/v1/buses/default/dead-letters", headers=platform.admin
+            ).json()["dead_letters"]
+            if len(letters) == 3:
+                break
+            assert time.monotonic() < deadline, letters
+            time.sleep(0.05)
+        status[0] = 204
+        answer = httpx.post(
+            f"{server.url}/v1/buses/default/dead-letters/redrive",
+            json={"all": True},
+            headers=platform.admin,
+        )
+        assert answer.json() == {"redriven": 3}
+        all_delivered(received, ["e0", "e1", "e2"], timeout=60)
 
 
 def test_a_second_server_on_the_same_data_directory_waits_for_the_first(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    with running_server(data, free_port()) as first:
+    with running_server(data, free_port(), *TWO, ready_timeout=START_SECONDS) as first:
+        wait_for_lines(first, "processes ready")
+        roles = children(first.process.pid)
         second_log = tmp_path / "second.log"
-        with running_server(data, free_port(), ready=False, log_path=second_log) as second:
-            waiting = wait_for_line(second, "waiting for the event log")
-            assert waiting["holder_pid"] == first.process.pid
-            assert httpx.get(second.url + "/readyz", timeout=5).status_code == 503
+        with running_server(data, free_port(), *TWO, ready=False, log_path=second_log) as second:
+            waiting = wait_for_lines(second, "waiting for the event log")
+            assert waiting[0]["holder_pid"] == roles["gateway"]
+            assert children(second.process.pid) == {}  # nothing started while it waits
             first.terminate(signal.SIGTERM)
-            assert first.process.wait(timeout=60) == 0
-            second.wait_until("/readyz", 200, timeout=60)
-            said = [r for r in log_lines(second) if str(r["event"]).startswith("waiting")]
-            assert len(said) == 1
+            assert first.process.wait(timeout=120) == 0
+            wait_for_lines(second, "processes ready")
+            assert len(lines_starting(second, "waiting for the event log")) == 1
             second.terminate(signal.SIGTERM)
-            assert second.process.wait(timeout=60) == 0
+            assert second.process.wait(timeout=120) == 0
             assert log_problems(second.output()) == []

@@ -17,7 +17,7 @@ ENV = "STELLWERK_ALLOW_PRIVATE_TARGETS"
 
 def settings_of_serve(monkeypatch: pytest.MonkeyPatch, *args: str) -> Settings:
     started: list[Settings] = []
-    monkeypatch.setattr(serve_command, "run", started.append)
+    monkeypatch.setattr(serve_command, "run", lambda settings, _values: started.append(settings))
     monkeypatch.setattr(serve_command, "configure_logging", lambda *a, **k: None)
     assert main(["serve", *args]) == 0
     assert len(started) == 1
@@ -47,7 +47,7 @@ def test_an_unknown_spelling_stops_the_start_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str
 ) -> None:
     monkeypatch.setenv(ENV, value)
-    monkeypatch.setattr(serve_command, "run", lambda settings: pytest.fail("it started"))
+    monkeypatch.setattr(serve_command, "run", lambda *_: pytest.fail("it started"))
     assert main(["serve"]) == 2
     error = capsys.readouterr().err
     assert f"{ENV}): {value!r} is not a switch value" in error

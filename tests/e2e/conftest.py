@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from aiohttp import web
 from tests.conftest import RunningApp, app_running, free_port
-from tests.e2e.receiving import Received, start_receiver
+from tests.e2e.receiving import Received, running_receiver
 
 from stellwerk.config import load_settings
 
@@ -85,10 +85,5 @@ async def receiver_factory() -> AsyncIterator[Callable[[Behaviour | None], Await
 @pytest.fixture
 def threaded_receiver() -> Iterator[tuple[Received, str]]:
     """A started receiver and the URL to send to; shut down after the test."""
-    received = Received()
-    server = start_receiver(received)
-    try:
-        yield received, f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running_receiver() as receiver:
+        yield receiver

@@ -3,10 +3,11 @@ that counts the event ids it is sent (CloudEvents JSON bodies) and answers 204."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.conftest import free_port
@@ -31,12 +32,19 @@ class Received:
             return self.lock.wait_for(lambda: predicate(self), seconds)
 
 
-def start_receiver(received: Received) -> ThreadingHTTPServer:
+def start_receiver(
+    received: Received, answer: Callable[[], int] | None = None
+) -> ThreadingHTTPServer:
+    """`answer()` says the status of each request (default 204); only 2xx count as received."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.add(json.loads(body))
-            self.send_response(204)
+            status = answer() if answer is not None else 204
+            if 200 <= status < 300:
+                received.add(json.loads(body))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
             self.end_headers()
 
         def log_message(self, *args: object) -> None:
@@ -45,3 +53,15 @@ def start_receiver(received: Received) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+@contextlib.contextmanager
+def running_receiver(answer: Callable[[], int] | None = None) -> Iterator[tuple[Received, str]]:
+    """A started receiver and the URL to send to; shut down after."""
+    received = Received()
+    server = start_receiver(received, answer)
+    try:
+        yield received, f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()

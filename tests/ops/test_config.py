@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
@@ -24,6 +25,31 @@ def test_a_role_of_its_own_needs_nats_and_a_shared_postgres_database() -> None:
     assert settings.database_url == "postgresql+asyncpg://postgres@127.0.0.1:5432/stellwerk"
     # One process on JetStream with its control plane in the data directory is fine.
     assert not load_settings({"nats_url": NATS}).embedded
+
+
+def test_embedded_runs_a_gateway_and_a_pipeline_process_and_no_other_role_alone() -> None:
+    assert load_settings({"role": "gateway"}).role is Role.GATEWAY
+    assert load_settings({"role": "pipeline"}).role is Role.PIPELINE
+    for role in ("router", "delivery", "scheduler", "status"):
+        with pytest.raises(ConfigError, match="--role gateway and --role pipeline"):
+            load_settings({"role": role})
+    with pytest.raises(ConfigError, match="run --role router, delivery and scheduler"):
+        load_settings({"role": "pipeline", "nats_url": NATS, "database_url": POSTGRES})
+
+
+def test_processes_default_to_the_cores_at_most_two_and_only_for_every_role_embedded() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert load_settings({}).process_count == min(cores, 2)
+    assert load_settings({"processes": "1"}).process_count == 1
+    assert load_settings({"processes": "8"}).process_count == 2
+    assert load_settings({"role": "gateway"}).process_count == 1
+    assert load_settings({"nats_url": NATS}).process_count == 1
+    with pytest.raises(ConfigError, match="--processes"):
+        load_settings({"processes": "2", "role": "gateway"})
+    with pytest.raises(ConfigError, match="--processes"):
+        load_settings({"processes": "2", "nats_url": NATS})
+    with pytest.raises(ConfigError, match=r"outside 1\.\.1024"):
+        load_settings({"processes": "0"})
 
 
 def test_the_dedup_window_defaults_to_a_day_embedded_and_an_hour_on_jetstream() -> None:

@@ -8,9 +8,11 @@ from stellwerk.cli.bench import (
     process_written,
     written_since,
 )
+from stellwerk.cli.main import main
 
 __all__ = [
     "load_file",
+    "main",
     "nats_support",
     "process_cpu",
     "process_tree",

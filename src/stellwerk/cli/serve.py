@@ -10,6 +10,8 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Mapping
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -24,9 +26,11 @@ from stellwerk.cli.options import (
     store_options,
     switch_option,
 )
-from stellwerk.config import Settings
+from stellwerk.cli.supervise import die_with_parent, mark_ready
+from stellwerk.config import Role, Settings
 from stellwerk.ops import Lifecycle, configure_logging, start_error_tracking
 from stellwerk.secrets import SecretKeyError, load_or_create_key
+from stellwerk.storage.signals import http_address
 
 log = structlog.get_logger("stellwerk")
 
@@ -138,18 +142,36 @@ def require(module: str, extra: str, flag: str) -> None:
 SWITCH_INTERVAL_SECONDS = 0.0005
 
 
-def run(settings: Settings) -> None:
-    # Imported here so that a refused flag is reported before the server's dependencies load.
-    from stellwerk.app import build_app
-
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+def run(settings: Settings, values: Mapping[str, Any] | None = None) -> int:
+    """Serve until stopped; `values` (the raw settings) pass on to the processes of a parent
+    that runs several (`Settings.process_count`). Returns the exit status."""
     check_start(settings)
     if settings.sentry_dsn:
         require("sentry_sdk", "sentry", "--sentry-dsn")
-        start_error_tracking(settings.sentry_dsn, str(settings.role))
     if settings.otlp_endpoint:
         require("opentelemetry.sdk", "otel", "--otlp-endpoint")
-    app = build_app(settings, freeze_gc=True)
+    if settings.process_count > 1:
+        from stellwerk.cli.supervise import supervise
+
+        return supervise(settings, values or {})
+    serve_here(settings)
+    return 0
+
+
+def serve_here(settings: Settings) -> None:
+    """This process serves: every role, or the one role its parent gave it."""
+    # Imported here so that a refused flag is reported before the server's dependencies load.
+    from stellwerk.app import build_app
+
+    die_with_parent()
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    if settings.sentry_dsn:
+        start_error_tracking(settings.sentry_dsn, str(settings.role))
+    app = build_app(
+        settings,
+        freeze_gc=True,
+        on_ready=functools.partial(mark_ready, settings.data_dir, settings.role),
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -162,14 +184,38 @@ def run(settings: Settings) -> None:
         server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds) or None,
     )
-    DrainingServer(config, app.state.lifecycle, settings.drain_seconds).run()
+    server = DrainingServer(config, app.state.lifecycle, settings.drain_seconds)
+    if settings.role is Role.PIPELINE:
+        # Not on the network: it answers probes and metrics to the gateway beside it.
+        server.run(sockets=[pipeline_socket(settings.data_dir)])
+    else:
+        server.run()
+
+
+def pipeline_socket(data_dir: Path) -> socket.socket:
+    """A listening socket in the abstract namespace for the pipeline process's HTTP."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(http_address(data_dir, Role.PIPELINE, os.getpid()))
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 @click.command()
 @store_options
 @setting_option("host", "Address to listen on.")
 @setting_option("port", "Port to listen on (0: any free port).")
-@setting_option("role", "all, gateway, router, delivery, status or scheduler.")
+@setting_option(
+    "role", "all, gateway, pipeline (embedded), router, delivery, status or scheduler (scale-out)."
+)
+@setting_option(
+    "processes",
+    "Embedded, --role all: run a gateway and a pipeline process (2) or one (1); default: the "
+    "number of cores, at most 2.",
+)
 @setting_option(
     "nats_url", "NATS server(s), comma-separated: JetStream holds the log and queues (scale-out)."
 )
@@ -221,4 +267,6 @@ def serve(**values: Any) -> None:
     """Run Stellwerk."""
     settings = settings_from(values)
     configure_logging(settings.log_level, settings.log_format)  # type: ignore[arg-type]
-    run(settings)
+    status = run(settings, values)
+    if status:
+        raise SystemExit(status)

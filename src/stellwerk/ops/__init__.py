@@ -3,6 +3,7 @@
 from stellwerk.ops.lifecycle import Lifecycle, NotReadyError, Phase, cancelled_meanwhile
 from stellwerk.ops.logging import configure_logging
 from stellwerk.ops.metrics import Metrics
+from stellwerk.ops.peers import PeerMetrics, merge_expositions
 from stellwerk.ops.sentry import start_error_tracking
 from stellwerk.ops.tracing import Tracing
 
@@ -10,9 +11,11 @@ __all__ = [
     "Lifecycle",
     "Metrics",
     "NotReadyError",
+    "PeerMetrics",
     "Phase",
     "Tracing",
     "cancelled_meanwhile",
     "configure_logging",
+    "merge_expositions",
     "start_error_tracking",
 ]

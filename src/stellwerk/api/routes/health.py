@@ -59,7 +59,12 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    body, content_type = request.app.state.metrics.render(request.headers.get("accept"))
+    peers = getattr(request.app.state, "peer_metrics", None)
+    if peers is not None:
+        # Embedded mode's gateway: the pipeline process's metrics too (docs/operations.md).
+        body, content_type = await peers.render()
+    else:
+        body, content_type = request.app.state.metrics.render(request.headers.get("accept"))
     return Response(body, media_type=content_type)
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stellwerk.storage.signals.unix import SIGNALS_DIR, UnixSignals, signal_address
+from stellwerk.storage.signals.unix import SIGNALS_DIR, UnixSignals, http_address, signal_address
 
 if TYPE_CHECKING:
     from stellwerk.storage.signals.nats import NatsSignals
 
-__all__ = ["SIGNALS_DIR", "NatsSignals", "UnixSignals", "signal_address"]
+__all__ = ["SIGNALS_DIR", "NatsSignals", "UnixSignals", "http_address", "signal_address"]
 
 
 def __getattr__(name: str) -> object:

@@ -58,6 +58,12 @@ def signal_address(data_dir: Path, name: str) -> bytes:
     return f"\0stellwerk/{digest}/{name}".encode()
 
 
+def http_address(data_dir: Path, role: str, pid: int) -> str:
+    """Where process `pid` of `role` answers HTTP when not on the network (embedded mode's
+    pipeline: probes and metrics, for the gateway beside it)."""
+    return signal_address(data_dir, f"{role}.{pid}.http").decode()
+
+
 class UnixSignals:
     """Signals between the processes sharing `data_dir`; `name` tells this one apart (a role and
     the pid by default, so a restarted process never takes its predecessor's address)."""

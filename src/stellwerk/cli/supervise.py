@@ -1,0 +1,250 @@
+"""`stellwerk serve` with several processes: a parent that runs a gateway and a pipeline process
+on one data directory, restarts them when they die, and stops them together.
+
+The parent prepares the data directory once (migrations, the first tenant, old files moved in),
+then starts `serve --role gateway` and, once the gateway is ready, `serve --role pipeline`, with
+the same settings (passed in the environment). A child that exits is restarted after a backoff
+that doubles while it keeps dying soon after its start. SIGTERM or SIGINT, to the parent or to
+the whole process group, drains both children and the parent exits 0 (docs/operations.md,
+"Processes (embedded mode)").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+
+from stellwerk.config import Role, Settings, env_of
+
+log = structlog.get_logger("stellwerk.supervisor")
+
+# The environment variable that tells a child who its parent is (and that it has one).
+SUPERVISOR_ENV: Final = "STELLWERK_SUPERVISOR_PID"
+FIRST_BACKOFF_SECONDS: Final = 0.5
+MAX_BACKOFF_SECONDS: Final = 30.0
+# A child that ran this long before it exited was healthy: its next restart waits the least.
+HEALTHY_SECONDS: Final = 60.0
+READY_POLL_SECONDS: Final = 0.05
+# After the children's own shutdown time, how long the parent waits before it kills them.
+STOP_MARGIN_SECONDS: Final = 15.0
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def ready_marker(data_dir: Path, role: Role) -> Path:
+    """The file a supervised child writes (holding its pid) once it is ready."""
+    return data_dir / "run" / f"{role}.ready"
+
+
+def die_with_parent() -> None:
+    """In a supervised child: be sent SIGTERM when the parent dies (even by SIGKILL), and stop
+    at once if it died before this was arranged."""
+    parent = os.environ.get(SUPERVISOR_ENV)
+    if parent is None:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("cannot ask to die with the parent", errno=ctypes.get_errno())
+    if os.getppid() != int(parent):
+        raise SystemExit("stellwerk: the supervising process has ended")
+
+
+def mark_ready(data_dir: Path, role: Role) -> None:
+    """Tell the supervisor (if any) that this child is ready."""
+    if SUPERVISOR_ENV not in os.environ:
+        return
+    marker = ready_marker(data_dir, role)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(f".{marker.name}.{os.getpid()}")
+    tmp.write_text(f"{os.getpid()}\n")
+    tmp.replace(marker)
+
+
+def child_environment(values: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str]:
+    """The children's environment: the parent's, with every setting it was given (by flag or
+    variable) as a variable, but the role and the process count, which are the parent's."""
+    env = {k: v for k, v in base.items() if k not in (env_of("role"), env_of("processes"))}
+    for name, value in values.items():
+        if value is None or name in ("role", "processes"):
+            continue
+        env[env_of(name)] = str(value).lower() if isinstance(value, bool) else str(value)
+    env[SUPERVISOR_ENV] = str(os.getpid())
+    return env
+
+
+@dataclass
+class Child:
+    """One supervised process of a role, restarted with backoff."""
+
+    role: Role
+    command: list[str]
+    env: dict[str, str]
+    process: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0
+    backoff: float = FIRST_BACKOFF_SECONDS
+    starts: int = 0
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        self.exited.clear()
+        self.process = await asyncio.create_subprocess_exec(*self.command, env=self.env)
+        self.started_at = time.monotonic()
+        self.starts += 1
+        log.info("process started", role=str(self.role), pid=self.process.pid)
+
+    def signal(self, sig: int) -> None:
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(sig)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, values: Mapping[str, Any]) -> None:
+        self._settings = settings
+        env = child_environment(values, os.environ)
+        self._children = [
+            Child(role, child_command(role), env) for role in (Role.GATEWAY, Role.PIPELINE)
+        ]
+        self._stopping = asyncio.Event()
+        self._failed = False
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop, sig)
+        # Imported here: the parent needs the stores only for this one step.
+        from stellwerk.compose import prepare_data_directory
+
+        preparing = asyncio.create_task(prepare_data_directory(self._settings))
+        stopping = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait([preparing, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not preparing.done():
+            preparing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await preparing
+            return 0
+        stopping.cancel()
+        preparing.result()
+        gateway, pipeline = self._children
+        watching = [asyncio.create_task(self._keep(gateway))]
+        # The pipeline follows a ready gateway: they would only contend for the cores at start.
+        if await self._until_ready(gateway):
+            watching.append(asyncio.create_task(self._keep(pipeline)))
+            if await self._until_ready(pipeline):
+                log.info("processes ready", gateway=_pid(gateway), pipeline=_pid(pipeline))
+        await self._stopping.wait()
+        await self._stop_children()
+        for task in watching:
+            task.cancel()
+        await asyncio.gather(*watching, return_exceptions=True)
+        return 1 if self._failed else 0
+
+    def _stop(self, sig: int) -> None:
+        if self._stopping.is_set():
+            log.info("already stopping", signal=signal.Signals(sig).name)
+            return
+        log.info("stopping the processes", signal=signal.Signals(sig).name)
+        self._stopping.set()
+        # In a process group that got the signal, the children have it already; a child
+        # takes a second SIGTERM as the same stop.
+        for child in self._children:
+            child.signal(signal.SIGTERM)
+
+    async def _keep(self, child: Child) -> None:
+        """Run the child, and run it again after each exit, until the parent stops."""
+        while not self._stopping.is_set():
+            await child.start()
+            assert child.process is not None
+            code = await child.process.wait()
+            child.exited.set()
+            if self._stopping.is_set():
+                return
+            ran = time.monotonic() - child.started_at
+            if ran >= HEALTHY_SECONDS:
+                child.backoff = FIRST_BACKOFF_SECONDS
+            delay = child.backoff
+            how = {"signal": signal.Signals(-code).name} if code < 0 else {"exit_code": code}
+            facts = {"role": str(child.role), "pid": child.process.pid, "restart_in": delay}
+            if delay > FIRST_BACKOFF_SECONDS:
+                log.error(
+                    f"{child.role} process keeps exiting soon after it starts; restarting it "
+                    f"in {delay:g} s (the wait doubles up to {MAX_BACKOFF_SECONDS:g} s)",
+                    ran_seconds=round(ran, 1),
+                    starts=child.starts,
+                    **facts,
+                    **how,
+                )
+            else:
+                log.warning(
+                    f"{child.role} process exited; restarting it in {delay:g} s",
+                    ran_seconds=round(ran, 1),
+                    **facts,
+                    **how,
+                )
+            child.backoff = min(delay * 2, MAX_BACKOFF_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
+
+    async def _until_ready(self, child: Child) -> bool:
+        """Wait until the child's ready marker names its current pid; False if stopping."""
+        marker = ready_marker(self._settings.data_dir, child.role)
+        while not self._stopping.is_set():
+            process = child.process
+            if process is not None and process.returncode is None:
+                with contextlib.suppress(OSError, ValueError):
+                    if int(marker.read_text().strip()) == process.pid:
+                        return True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(READY_POLL_SECONDS):
+                    await self._stopping.wait()
+        return False
+
+    async def _stop_children(self) -> None:
+        settings = self._settings
+        patience = settings.drain_seconds + settings.shutdown_timeout_seconds + STOP_MARGIN_SECONDS
+        running = [c for c in self._children if c.process is not None]
+        waits = [asyncio.create_task(c.process.wait()) for c in running if c.process is not None]
+        if not waits:
+            return
+        _done, late = await asyncio.wait(waits, timeout=patience)
+        if late:
+            for child in running:
+                if child.process is not None and child.process.returncode is None:
+                    log.error("process did not stop in time; killing it", role=str(child.role))
+                    child.signal(signal.SIGKILL)
+            await asyncio.wait(waits)
+        for child in running:
+            assert child.process is not None
+            code = child.process.returncode
+            # -SIGTERM: ended by the signal it was sent before its own handler was in place
+            # (still starting); that is the stop that was asked for.
+            if code not in (0, None, -signal.SIGTERM):
+                self._failed = True
+                log.error("process stopped with an error", role=str(child.role), exit_code=code)
+        log.info("processes stopped")
+
+
+def child_command(role: Role) -> list[str]:
+    return [sys.executable, "-m", "stellwerk", "serve", "--role", str(role)]
+
+
+def _pid(child: Child) -> int | None:
+    return child.process.pid if child.process is not None else None
+
+
+def supervise(settings: Settings, values: Mapping[str, Any]) -> int:
+    """Run the processes of `settings` until SIGTERM or SIGINT; the exit status."""
+    import uvloop
+
+    return uvloop.run(Supervisor(settings, values).run())
