@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from pathlib import Path
 from typing import Final
 
@@ -23,6 +22,7 @@ import pytest
 from tests.cli.server import ServerProcess, log_problems, running_server, wait_for_group
 from tests.conftest import free_port
 from tests.e2e.receiving import Received, running_receiver
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -52,14 +52,17 @@ def wait_for_lines(
     server: ServerProcess, start: str, count: int = 1, timeout: float = START_SECONDS
 ) -> list[dict[str, object]]:
     """The log lines whose event starts with `start`, once there are `count` of them."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = lines_starting(server, start)
-        if len(found) >= count:
-            return found
+
+    def found() -> list[dict[str, object]]:
         assert server.process.poll() is None, server.output()
-        time.sleep(0.05)
-    raise AssertionError(f"not {count} lines {start!r} within {timeout}s: {server.output()}")
+        return lines_starting(server, start)
+
+    return wait_until(
+        found,
+        what=f"{count} log lines {start!r}",
+        within=timeout,
+        accept=lambda lines: len(lines) >= count,
+    )
 
 
 def children(pid: int) -> dict[str, int]:
@@ -131,11 +134,16 @@ class Load:
         self._thread.join(timeout=120)
 
     def until(self, count: int, timeout: float = START_SECONDS) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.acknowledged) < count:
-            assert time.monotonic() < deadline, f"only {len(self.acknowledged)} acknowledged"
+        def acknowledged() -> int:
             assert self._thread.is_alive()
-            time.sleep(0.02)
+            return len(self.acknowledged)
+
+        wait_until(
+            acknowledged,
+            what=f"{count} events acknowledged",
+            within=timeout,
+            accept=lambda n: n >= count,
+        )
 
     def _run(self) -> None:
         sent = 0
@@ -310,15 +318,14 @@ def test_a_redrive_through_the_api_reaches_the_pipeline(tmp_path: Path) -> None:
         platform = Platform(server)
         platform.rule(url, retry_policy={"maximum_retry_attempts": 0})
         platform.send(range(3))
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            letters = httpx.get(
+        wait_until(
+            lambda: httpx.get(
                 f"{server.url}/v1/buses/default/dead-letters", headers=platform.admin
-            ).json()["dead_letters"]
-            if len(letters) == 3:
-                break
-            assert time.monotonic() < deadline, letters
-            time.sleep(0.05)
+            ).json()["dead_letters"],
+            what="3 dead letters",
+            within=START_SECONDS,
+            accept=lambda letters: len(letters) == 3,
+        )
         status[0] = 204
         answer = httpx.post(
             f"{server.url}/v1/buses/default/dead-letters/redrive",
@@ -346,3 +353,17 @@ def test_a_second_server_on_the_same_data_directory_waits_for_the_first(tmp_path
             second.terminate(signal.SIGTERM)
             assert second.process.wait(timeout=120) == 0
             assert log_problems(second.output()) == []
+
+
+def test_a_control_plane_out_of_reach_at_start_is_retried_and_sigterm_still_stops(
+    tmp_path: Path,
+) -> None:
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/stellwerk"
+    with running_server(
+        tmp_path / "data", free_port(), *TWO, "--database-url", nowhere, ready=False
+    ) as server:
+        retries = wait_for_lines(server, "preparing the data directory failed", count=2)
+        assert [line["retry_in"] for line in retries[:2]] == [0.1, 0.2]
+        assert children(server.process.pid) == {}
+        server.terminate(signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0

@@ -164,6 +164,9 @@ def serve_here(settings: Settings) -> None:
     from stellwerk.app import build_app
 
     die_with_parent()
+    if settings.role in (Role.GATEWAY, Role.PIPELINE) and settings.embedded:
+        # Two processes write to one stream: each line says whose it is.
+        structlog.contextvars.bind_contextvars(process=str(settings.role))
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     if settings.sentry_dsn:
         start_error_tracking(settings.sentry_dsn, str(settings.role))

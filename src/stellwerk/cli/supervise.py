@@ -18,8 +18,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -36,6 +36,8 @@ MAX_BACKOFF_SECONDS: Final = 30.0
 # A child that ran this long before it exited was healthy: its next restart waits the least.
 HEALTHY_SECONDS: Final = 60.0
 READY_POLL_SECONDS: Final = 0.05
+PREPARE_FIRST_RETRY_SECONDS: Final = 0.1
+PREPARE_MAX_RETRY_SECONDS: Final = 10.0
 # After the children's own shutdown time, how long the parent waits before it kills them.
 STOP_MARGIN_SECONDS: Final = 15.0
 _PR_SET_PDEATHSIG: Final = 1
@@ -93,10 +95,8 @@ class Child:
     started_at: float = 0.0
     backoff: float = FIRST_BACKOFF_SECONDS
     starts: int = 0
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
-        self.exited.clear()
         self.process = await asyncio.create_subprocess_exec(*self.command, env=self.env)
         self.started_at = time.monotonic()
         self.starts += 1
@@ -125,16 +125,8 @@ class Supervisor:
         # Imported here: the parent needs the stores only for this one step.
         from stellwerk.compose import prepare_data_directory
 
-        preparing = asyncio.create_task(prepare_data_directory(self._settings))
-        stopping = asyncio.create_task(self._stopping.wait())
-        await asyncio.wait([preparing, stopping], return_when=asyncio.FIRST_COMPLETED)
-        if not preparing.done():
-            preparing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await preparing
+        if not await self._prepare(prepare_data_directory):
             return 0
-        stopping.cancel()
-        preparing.result()
         gateway, pipeline = self._children
         watching = [asyncio.create_task(self._keep(gateway))]
         # The pipeline follows a ready gateway: they would only contend for the cores at start.
@@ -148,6 +140,34 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*watching, return_exceptions=True)
         return 1 if self._failed else 0
+
+    async def _prepare(self, prepare: Callable[[Settings], Coroutine[Any, Any, None]]) -> bool:
+        """Prepare the data directory, trying again with backoff while it fails (a database
+        that is down at start, say); False if stopped first."""
+        delay = PREPARE_FIRST_RETRY_SECONDS
+        while not self._stopping.is_set():
+            preparing = asyncio.create_task(prepare(self._settings))
+            stopping = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait([preparing, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not preparing.done():
+                preparing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await preparing
+                return False
+            error = preparing.exception()
+            if error is None:
+                return True
+            log.error(
+                "preparing the data directory failed, retrying",
+                error=f"{type(error).__name__}: {error}",
+                retry_in=delay,
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
+            delay = min(delay * 2, PREPARE_MAX_RETRY_SECONDS)
+        return False
 
     def _stop(self, sig: int) -> None:
         if self._stopping.is_set():
@@ -166,7 +186,6 @@ class Supervisor:
             await child.start()
             assert child.process is not None
             code = await child.process.wait()
-            child.exited.set()
             if self._stopping.is_set():
                 return
             ran = time.monotonic() - child.started_at
