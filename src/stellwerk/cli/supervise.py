@@ -170,21 +170,25 @@ class Supervisor:
         return False
 
     def _stop(self, sig: int) -> None:
+        """Pass the signal on: the children stop as one process would, SIGINT twice included
+        (stop now). In a process group that got the signal, they have it already, and a child
+        takes a second SIGTERM as the same stop."""
+        name = signal.Signals(sig).name
         if self._stopping.is_set():
-            log.info("already stopping", signal=signal.Signals(sig).name)
-            return
-        log.info("stopping the processes", signal=signal.Signals(sig).name)
-        self._stopping.set()
-        # In a process group that got the signal, the children have it already; a child
-        # takes a second SIGTERM as the same stop.
+            log.info("already stopping", signal=name)
+        else:
+            log.info("stopping the processes", signal=name)
+            self._stopping.set()
         for child in self._children:
-            child.signal(signal.SIGTERM)
+            child.signal(sig)
 
     async def _keep(self, child: Child) -> None:
         """Run the child, and run it again after each exit, until the parent stops."""
         while not self._stopping.is_set():
             await child.start()
             assert child.process is not None
+            if self._stopping.is_set():
+                child.signal(signal.SIGTERM)  # the stop came while it was being started
             code = await child.process.wait()
             if self._stopping.is_set():
                 return
