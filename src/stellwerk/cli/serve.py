@@ -153,6 +153,8 @@ def run(settings: Settings, values: Mapping[str, Any] | None = None) -> int:
     if settings.process_count > 1:
         from stellwerk.cli.supervise import supervise
 
+        if settings.sentry_dsn:
+            start_error_tracking(settings.sentry_dsn, str(settings.role))  # the parent's own
         return supervise(settings, values or {})
     serve_here(settings)
     return 0

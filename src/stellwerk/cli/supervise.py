@@ -38,6 +38,7 @@ HEALTHY_SECONDS: Final = 60.0
 READY_POLL_SECONDS: Final = 0.05
 PREPARE_FIRST_RETRY_SECONDS: Final = 0.1
 PREPARE_MAX_RETRY_SECONDS: Final = 10.0
+PREPARE_REMINDER_SECONDS: Final = 60.0
 # After the children's own shutdown time, how long the parent waits before it kills them.
 STOP_MARGIN_SECONDS: Final = 15.0
 _PR_SET_PDEATHSIG: Final = 1
@@ -145,6 +146,10 @@ class Supervisor:
         """Prepare the data directory, trying again with backoff while it fails (a database
         that is down at start, say); False if stopped first."""
         delay = PREPARE_FIRST_RETRY_SECONDS
+        # Said as one process says it (app.py): a line as the failure begins or changes kind, a
+        # reminder a minute, so that one alert covers both.
+        said: tuple[type[BaseException], float] | None = None
+        attempts = 0
         while not self._stopping.is_set():
             preparing = asyncio.create_task(prepare(self._settings))
             stopping = asyncio.create_task(self._stopping.wait())
@@ -157,12 +162,17 @@ class Supervisor:
                 return False
             error = preparing.exception()
             if error is None:
+                if attempts:
+                    log.info("started after failed attempts", attempts=attempts)
                 return True
-            log.error(
-                "preparing the data directory failed, retrying",
-                error=f"{type(error).__name__}: {error}",
-                retry_in=delay,
-            )
+            attempts += 1
+            reason, now = f"{type(error).__name__}: {error}", time.monotonic()
+            if said is None or said[0] is not type(error):
+                said = (type(error), now)
+                log.error("start failed, retrying", error=reason, retry_in=delay)
+            elif now - said[1] >= PREPARE_REMINDER_SECONDS:
+                said = (type(error), now)
+                log.warning("start still failing", error=reason, attempts=attempts)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._stopping.wait()
