@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from tests.polling import eventually
-from tests.storage.eventlog_support import MovableClock, new_event
+from tests.storage.eventlog_support import ACME, MovableClock, new_event
 
 from stellwerk.clock import to_us
 from stellwerk.seams import AppendResult, AppendStatus, StoredEvent
@@ -37,7 +37,7 @@ APPENDS = 250
 
 
 def digest(n: int) -> bytes:
-    return key_digest("acme", "default", "/orders", f"e{n}")
+    return key_digest(ACME, "default", "/orders", f"e{n}")
 
 
 @pytest.mark.slow
@@ -98,7 +98,7 @@ async def test_concurrent_resends_while_the_indexer_rotates_are_each_a_duplicate
 
 async def read_all(log: SqliteEventLog) -> list[StoredEvent]:
     found: list[StoredEvent] = []
-    while batch := await log.read("acme", "default", after=found[-1].position if found else 0):
+    while batch := await log.read(ACME, "default", after=found[-1].position if found else 0):
         found += batch
     return found
 
