@@ -53,13 +53,33 @@ def nats_server_binary() -> str:
 # A port the kernel hands out as free (bind to 0) is in that range, and between closing it and
 # the server binding it, any outgoing connection of the machine may take it as its local port:
 # CI once saw nats-server fail with "address already in use" that way.
-_TEST_PORTS: Final = range(20_000, 32_000)
+#
+# Each pytest-xdist worker takes its own slice of the range. A server killed by a test is started
+# again on its old ports, so a port nothing listens on now may still be another test's: had the
+# other worker handed it out meanwhile, the restarted server's clients would reconnect to a
+# stranger's server. CI once saw exactly that: a signals test heard the changes of a killed and
+# restarted node's processes, from a test in the other worker.
+_ALL_TEST_PORTS: Final = range(20_000, 32_000)
+
+
+def _worker_slice(ports: range) -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ... under xdist
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count <= 1:
+        return ports
+    index = int(worker[2:])
+    size = len(ports) // count
+    return range(ports.start + index * size, ports.start + (index + 1) * size)
+
+
+_TEST_PORTS: Final = _worker_slice(_ALL_TEST_PORTS)
 _handed_out: set[int] = set()
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on now, outside the ephemeral range, and not handed out
-    before by this process (servers of one test run take different ones)."""
+    """A loopback port nothing listens on now, outside the ephemeral range, in this worker's
+    slice, and not handed out before by this process (servers of one test run, killed and
+    restarted ones included, never share a port)."""
     start = random.randrange(len(_TEST_PORTS))
     for offset in range(len(_TEST_PORTS)):
         port = _TEST_PORTS[(start + offset) % len(_TEST_PORTS)]
