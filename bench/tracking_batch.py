@@ -1,0 +1,180 @@
+"""Benchmark of the Segment collector: process CPU microseconds per message of `/v1/batch`
+beside CloudEvents batch ingest of the same payloads, in the same run (issue 17: the collector
+must carry at least 0.8x the events/s of CloudEvents batch ingest).
+
+The whole app runs in this process behind httpx's ASGI transport (the client's cost is in
+both sides alike), on a fresh data directory. Each round sends `--requests` requests of
+`--batch` messages to each side, alternating which goes first; a round's figure is the
+process's CPU time (all threads: the event loop, the log writer, the pipeline) divided by the
+messages. CPU time, not wall time, so that a loaded machine changes the figures little; the
+rate ratio is the inverse ratio of CPU per message, which holds where the server is CPU-bound.
+
+Messages: a `track` call as a shop's backend relays it: a browser's user agent and address, a
+page URL with UTM fields, a referrer, a consent list, and `userId` pseudonymised by the source.
+`--plain` sends CloudEvents only against the collector with consent and enrichment off (a
+`refine` keeping messages as they came), to see what they cost.
+
+Run: ``stellwerk bench tracking_batch [--rounds R] [--requests N] [--batch B] [--plain]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from stellwerk.app import build_app
+from stellwerk.config import load_settings
+from stellwerk.tracking import CAPABILITY, TrackingOpened
+
+AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
+
+
+def message(n: int) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "messageId": str(uuid.uuid4()),
+        "userId": f"user-{n % 5000}",
+        "anonymousId": f"anon-{n % 9000}",
+        "event": "Product Viewed",
+        "properties": {"product_id": f"p-{n % 300}", "price": 19.99, "currency": "EUR"},
+        "context": {
+            "ip": f"81.2.{n % 256}.{n % 200 + 1}",
+            "userAgent": AGENT,
+            "page": {
+                "url": "https://shop.example/p/1?utm_source=news&utm_medium=email&utm_campaign=bw",
+                "referrer": "https://www.google.com/",
+            },
+            "consent": {"purposes": ["analytics", "advertising"]},
+        },
+        "timestamp": "2026-12-04T10:00:00.000Z",
+    }
+
+
+def cloudevent(payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": payload["messageId"],
+        "source": "/bench",
+        "type": "segment.track",
+        "subject": payload["userId"],
+        "datacontenttype": "application/json",
+        "data": payload,
+    }
+
+
+async def timed(send: Callable[[], Any], requests: int) -> float:
+    """Process CPU seconds of `requests` sends."""
+    started = time.process_time()
+    for _ in range(requests):
+        answer = await send()
+        assert answer.status_code in (200, 202), answer.text
+    return time.process_time() - started
+
+
+async def run(args: argparse.Namespace) -> float:
+    """The median ratio of CloudEvents batch ingest's CPU per event to /v1/batch's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings({"data_dir": str(Path(tmp) / "data")})
+        app = build_app(settings)
+        async with app.router.lifespan_context(app):
+            services = await app.state.lifecycle.wait_started()
+            keys = msgspec.json.decode((settings.data_dir / "bootstrap.json").read_bytes())
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+                admin = {"Authorization": f"Bearer {keys['admin_key']}"}
+                made = await client.put(
+                    "/v1/sources/shop",
+                    headers=admin,
+                    json={"kind": "segment", "pseudonymise": ["userId"]},
+                )
+                assert made.status_code == 201, made.text
+                write_key = made.json()["write_key"]
+                if args.plain:
+                    opened = services.capabilities[CAPABILITY.name]
+                    assert isinstance(opened, TrackingOpened)
+                    opened.collector.refine = lambda m, _a, _b: m
+                basic = base64.b64encode(f"{write_key}:".encode()).decode()
+                segment_headers = {"Authorization": f"Basic {basic}"}
+                ingest_headers = {
+                    "Authorization": f"Bearer {keys['ingest_key']}",
+                    "Content-Type": "application/cloudevents-batch+json",
+                }
+                counter = iter(range(10**9))
+
+                def segment_body() -> bytes:
+                    batch = [message(next(counter)) for _ in range(args.batch)]
+                    return msgspec.json.encode({"batch": batch})
+
+                def ingest_body() -> bytes:
+                    batch = [cloudevent(message(next(counter))) for _ in range(args.batch)]
+                    return msgspec.json.encode(batch)
+
+                # Bodies made before the clock starts: their making is not the server's cost.
+                def prepared(make: Callable[[], bytes]) -> list[bytes]:
+                    return [make() for _ in range(args.requests)]
+
+                async def side(path: str, headers: dict[str, str], bodies: list[bytes]) -> float:
+                    it = iter(bodies)
+                    seconds = await timed(
+                        lambda: client.post(path, headers=headers, content=next(it)),
+                        args.requests,
+                    )
+                    messages: int = args.requests * args.batch
+                    return seconds / messages * 1e6
+
+                # A warm-up round of each (caches, the UA parser, the log's first files).
+                await side("/v1/batch", segment_headers, prepared(segment_body))
+                await side("/v1/buses/default/events", ingest_headers, prepared(ingest_body))
+                segment_us: list[float] = []
+                ingest_us: list[float] = []
+                for round_ in range(args.rounds):
+                    sides = [
+                        ("/v1/batch", segment_headers, segment_body, segment_us),
+                        ("/v1/buses/default/events", ingest_headers, ingest_body, ingest_us),
+                    ]
+                    if round_ % 2:
+                        sides.reverse()
+                    for path, headers, make, into in sides:
+                        into.append(await side(path, headers, prepared(make)))
+                    print(
+                        f"round {round_ + 1}: /v1/batch {segment_us[-1]:.1f} us/message, "
+                        f"CloudEvents batch {ingest_us[-1]:.1f} us/event, "
+                        f"ratio {ingest_us[-1] / segment_us[-1]:.2f}x"
+                    )
+    seg, ing = statistics.median(segment_us), statistics.median(ingest_us)
+    print(
+        f"median of {args.rounds} rounds ({args.requests} requests of {args.batch} each, "
+        f"{'refine off' if args.plain else 'consent and enrichment on'}): "
+        f"/v1/batch {seg:.1f} us/message, CloudEvents batch {ing:.1f} us/event: "
+        f"{ing / seg:.2f}x (issue 17: >= 0.8x: {'met' if ing / seg >= 0.8 else 'MISSED'})"
+    )
+    return ing / seg
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="stellwerk bench tracking_batch", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--plain", action="store_true", help="refine keeps messages as they came")
+    ratio = asyncio.run(run(parser.parse_args(argv)))
+    return 0 if ratio >= 0.8 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

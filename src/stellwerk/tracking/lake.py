@@ -1,0 +1,385 @@
+"""The `lake` rule target: matched events become rows of Parquet files, partitioned by tenant,
+bus and date (hive style: `tenant=acme/bus=default/date=2026-12-04/part-....parquet`), in a
+directory or an S3-compatible bucket that SQL reads without a warehouse.
+
+A delivery is acknowledged once its row is durable in the spool (`lake_spool.py`); the
+`LakeWriter` rolls each target's staged rows of a partition into one file when there are
+`roll_rows` of them, `roll_bytes`, or the oldest has waited `roll_seconds`. A file is written
+under a temporary name, flushed to disk and renamed into place, so a reader never sees half of
+one, and the spool remembers which rows it holds, so a crash neither loses a row nor writes one
+twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import duckdb
+import msgspec
+import structlog
+
+from stellwerk.auth import Principal
+from stellwerk.capability import (
+    Delivered,
+    Delivery,
+    InvalidRuleError,
+    Outcome,
+    RetryLater,
+    Target,
+    TargetSpec,
+)
+from stellwerk.refs import BusRef
+from stellwerk.tracking.lake_metrics import LakeMetrics
+from stellwerk.tracking.lake_spool import Backlog, Claim, Spool, Staged
+
+log = structlog.get_logger("stellwerk.tracking.lake")
+
+TYPE: Final = "lake"
+# How often the writer looks for partitions due to roll.
+TICK_SECONDS: Final = 0.2
+PRUNE_EVERY_SECONDS: Final = 600.0
+# After a file failed (a full disk, a bucket out of reach), how long before it is tried again.
+RETRY_SECONDS: Final = 5.0
+
+# The columns of every lake file, in order (DuckDB types); tenant, bus and date come from the
+# path. Times are UTC without a zone (TIMESTAMP): a TIMESTAMPTZ would need pytz to be read.
+COLUMNS: Final = {
+    "id": "VARCHAR",
+    "source": "VARCHAR",
+    "type": "VARCHAR",
+    "subject": "VARCHAR",
+    "time": "TIMESTAMP",
+    "recordedtime": "TIMESTAMP",
+    "position": "BIGINT",
+    "rule": "VARCHAR",
+    "event": "JSON",
+}
+
+
+class LakeParameters(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A lake target's settings: when a partition's file rolls (whichever comes first)."""
+
+    roll_rows: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 100_000
+    roll_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 64 << 20
+    roll_seconds: Annotated[float, msgspec.Meta(ge=0.05, le=86_400.0)] = 300.0
+
+
+DEFAULTS: Final = LakeParameters()
+
+
+class _Row(msgspec.Struct, omit_defaults=False):
+    id: str
+    source: str
+    type: str | None
+    subject: str | None
+    time: str | None
+    recordedtime: str
+    position: int
+    rule: str
+    event: msgspec.Raw
+
+
+_ROW = msgspec.json.Encoder()
+
+
+def _utc_text(value: datetime) -> str:
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat()
+
+
+def _time_of(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return _utc_text(parsed)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def row_of(delivery: Delivery) -> tuple[str, bytes]:
+    """The partition and the NDJSON line of a delivery. The payload (the event, or what the
+    input transformer made of it) is the `event` column; a payload that is not JSON is kept
+    as a JSON string."""
+    try:
+        payload: Any = msgspec.json.decode(delivery.payload)
+        event = msgspec.Raw(delivery.payload)
+    except msgspec.DecodeError:
+        payload = None
+        event = msgspec.Raw(_ROW.encode(delivery.payload.decode("utf-8", "replace")))
+    fields: dict[str, Any] = payload if isinstance(payload, dict) else {}
+    row = _Row(
+        id=delivery.event_id,
+        source=delivery.event_source,
+        type=_text(fields.get("type")),
+        subject=_text(fields.get("subject")),
+        time=_time_of(fields.get("time")),
+        recordedtime=_utc_text(delivery.recorded_time),
+        position=delivery.position,
+        rule=delivery.rule,
+        event=event,
+    )
+    date = delivery.recorded_time.astimezone(UTC).date().isoformat()
+    partition = f"tenant={delivery.tenant}/bus={delivery.bus}/date={date}"
+    return partition, _ROW.encode(row)
+
+
+def target_key(delivery: Delivery) -> str:
+    return f"{delivery.tenant}/{delivery.bus}/{delivery.rule}/{delivery.target_id}"
+
+
+def is_remote(root: str) -> bool:
+    return "://" in root
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file(root: str, scratch: Path, claim: Claim) -> None:
+    """Write a claim's rows as one Parquet file (blocking: run it in a thread). On a directory
+    the file appears whole under its name, or not at all; on S3 an object does anyway."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    lines = scratch / (claim.file + ".ndjson")
+    lines.write_bytes(b"\n".join(claim.rows) + b"\n")
+    columns = "{" + ", ".join(f"{_quoted(n)}: {_quoted(t)}" for n, t in COLUMNS.items()) + "}"
+    select = (
+        f"SELECT * FROM read_json({_quoted(str(lines))}, format = 'newline_delimited',"
+        f" columns = {columns})"
+    )
+    try:
+        with duckdb.connect(config={"threads": 1, "temp_directory": str(scratch)}) as db:
+            if is_remote(root):
+                final = f"{root.rstrip('/')}/{claim.partition}/{claim.file}"
+                configure_s3(db)
+                db.execute(f"COPY ({select}) TO {_quoted(final)} (FORMAT parquet)")
+                return
+            directory = Path(root) / claim.partition
+            directory.mkdir(parents=True, exist_ok=True)
+            temporary = directory / (claim.file + ".tmp")
+            db.execute(
+                f"COPY ({select}) TO {_quoted(str(temporary))} (FORMAT parquet, COMPRESSION zstd)"
+            )
+        _fsync(temporary)
+        temporary.rename(directory / claim.file)
+        _fsync(directory)
+    finally:
+        lines.unlink(missing_ok=True)
+
+
+def file_exists(root: str, claim: Claim) -> bool:
+    if is_remote(root):
+        return False  # written again: the same rows under the same name replace the object
+    return (Path(root) / claim.partition / claim.file).exists()
+
+
+def configure_s3(db: duckdb.DuckDBPyConnection) -> None:
+    """DuckDB's httpfs, with a secret made from the usual AWS variables (an S3-compatible store
+    names its endpoint in `AWS_ENDPOINT_URL`). A secret, not `SET s3_secret_access_key`: a
+    tenant's query could read a setting back with `current_setting`, while DuckDB redacts
+    secrets."""
+    db.execute("LOAD httpfs")
+    options = {
+        "KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID"),
+        "SECRET": os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        "SESSION_TOKEN": os.environ.get("AWS_SESSION_TOKEN"),
+        "REGION": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+    }
+    given = [f"{name} {_quoted(value)}" for name, value in options.items() if value]
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        given += [
+            f"ENDPOINT {_quoted(host.rstrip('/'))}",
+            "URL_STYLE 'path'",
+            f"USE_SSL {'true' if scheme == 'https' else 'false'}",
+        ]
+    db.execute(f"CREATE TEMPORARY SECRET lake (TYPE s3{''.join(', ' + g for g in given)})")
+
+
+class LakeWriter:
+    """Rolls staged rows into files, in the process that delivers (a duty of its role)."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        root: str,
+        scratch: Path,
+        *,
+        retry_seconds: float = RETRY_SECONDS,
+        metrics: LakeMetrics | None = None,
+    ) -> None:
+        self.spool = spool
+        self.metrics = metrics
+        self.retry_seconds = retry_seconds
+        self.root = root
+        self.scratch = scratch
+        self._stopping = asyncio.Event()
+        self._pruned = time.monotonic()
+        self._failed: dict[str, float] = {}  # claims whose file failed: when to try again
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.step()
+            except Exception as exc:  # a full disk, a bucket out of reach: try again
+                log.warning("lake_write_failed", error=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK_SECONDS):
+                    await self._stopping.wait()
+        # On the way out, what is staged is written, so a stop leaves the lake complete.
+        with contextlib.suppress(Exception):
+            await self.step(everything=True)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def step(self, *, everything: bool = False) -> int:
+        """Finish claims a crash or a failure left, then roll every partition that is due (all
+        of them with `everything`); how many files were written."""
+        written = 0
+        for claim in await self.spool.claimed():
+            if self._failed.get(claim.file, 0.0) <= time.monotonic():
+                written += await self._finish(claim)
+        known = await self.spool.parameters()
+        for backlog in self.spool.backlog():
+            parameters = _decode_parameters(known.get(backlog.target))
+            while everything or _due(backlog, parameters):
+                claim = await self.spool.claim(
+                    backlog.target, backlog.partition, parameters.roll_rows, parameters.roll_bytes
+                )
+                if not claim.rows:
+                    break
+                if not await self._finish(claim):
+                    break  # the claim stays; the next partition is not held up by this one
+                written += 1
+                left = self.spool.waiting(backlog.target, backlog.partition)
+                if left is None:
+                    break
+                backlog = left
+        if self.metrics is not None:
+            self.metrics.waiting.set(sum(b.rows for b in self.spool.backlog()))
+        if time.monotonic() - self._pruned > PRUNE_EVERY_SECONDS:
+            self._pruned = time.monotonic()
+            await self.spool.prune()
+        return written
+
+    async def _finish(self, claim: Claim) -> bool:
+        """Write the claim's file (unless it is in place) and settle its rows; False when it
+        failed: then it is tried again after `retry_seconds`, with one warning each time."""
+        try:
+            if not file_exists(self.root, claim):
+                await asyncio.to_thread(write_file, self.root, self.scratch, claim)
+        except (duckdb.Error, OSError) as exc:
+            self._failed[claim.file] = time.monotonic() + self.retry_seconds
+            log.warning(
+                "lake_write_failed",
+                file=f"{claim.partition}/{claim.file}",
+                rows=len(claim.rows),
+                error=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}",
+            )
+            if self.metrics is not None:
+                self.metrics.file(claim.partition, written=False)
+            return False
+        self._failed.pop(claim.file, None)
+        await self.spool.written(claim.file)
+        if self.metrics is not None:
+            self.metrics.file(claim.partition, written=True)
+        return True
+
+
+def _decode_parameters(saved: bytes | None) -> LakeParameters:
+    if saved is None:
+        return DEFAULTS
+    try:
+        return msgspec.json.decode(saved, type=LakeParameters)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return DEFAULTS
+
+
+def _due(backlog: Backlog, parameters: LakeParameters) -> bool:
+    waited = time.time() - backlog.oldest_us / 1e6
+    return (
+        backlog.rows >= parameters.roll_rows
+        or backlog.bytes >= parameters.roll_bytes
+        or waited >= parameters.roll_seconds
+    )
+
+
+class LakeTargetKind:
+    """Registered as target type `lake`. `spool` is None in a process that does not deliver
+    (a gateway checks rules only)."""
+
+    def __init__(self, spool: Spool | None, metrics: LakeMetrics | None = None) -> None:
+        self.spool = spool
+        self.metrics = metrics
+
+    async def check(self, principal: Principal, spec: TargetSpec, where: str) -> TargetSpec:
+        field = f"{where}.parameters"
+        try:
+            msgspec.convert(spec.parameters or {}, LakeParameters)
+        except msgspec.ValidationError as exc:
+            message, marker, at = str(exc).rpartition(" - at `$")
+            if marker:
+                raise InvalidRuleError(message, field + at.rstrip("`")) from None
+            raise InvalidRuleError(str(exc), field) from None
+        return spec
+
+    def build(self, owner: BusRef, spec: TargetSpec) -> Target:
+        parameters = msgspec.convert(spec.parameters or {}, LakeParameters)
+        return LakeTarget(self, owner, parameters)
+
+
+class LakeTarget:
+    """One rule's `lake` target: stages each delivery's row and acknowledges it once durable."""
+
+    def __init__(self, kind: LakeTargetKind, owner: BusRef, parameters: LakeParameters) -> None:
+        self._kind = kind
+        self._owner = owner
+        self._parameters = msgspec.json.encode(parameters)
+        self._remembered: set[str] = set()
+
+    async def deliver(self, delivery: Delivery) -> Outcome:
+        spool = self._kind.spool
+        if spool is None:
+            return RetryLater("this process does not write to the lake")
+        key = target_key(delivery)
+        try:
+            if key not in self._remembered:
+                await spool.remember(key, self._parameters)
+                self._remembered.add(key)
+            partition, row = row_of(delivery)
+            fresh = await spool.stage(
+                Staged(key, partition, delivery.event_id, delivery.event_source, row)
+            )
+        except (sqlite3.Error, OSError) as exc:
+            return RetryLater(f"the lake's spool: {type(exc).__name__}: {exc}")
+        if self._kind.metrics is not None:
+            self._kind.metrics.row(delivery.tenant, fresh)
+        return Delivered("staged" if fresh else "in the lake already")
+
+    async def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"LakeTarget({self._owner})"

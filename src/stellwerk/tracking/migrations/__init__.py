@@ -1,0 +1,1 @@
+"""Alembic migrations of the tracking tables (run by `stellwerk.capability.Database`)."""

@@ -1,0 +1,312 @@
+"""The collector's `refine`: consent, then enrichment and pseudonymisation, on every message
+before it is stored (the order of docs/tracking_enrichment.md).
+
+What it adds goes into the message's `context.stellwerk` (so into the stored event's
+`data.context.stellwerk`): Segment's own payload stays as it was sent, and Segment keeps extra
+information about a call in `context`. Whatever a client sent there is replaced, and dotted
+keys that a pattern would read as the same path (`"context.stellwerk.consent..."` at the top,
+`"stellwerk...."` in `context`) are removed, so no client can claim a consent it was not given:
+destination rules require purposes by matching `data.context.stellwerk.consent.purposes`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+from datetime import datetime
+from typing import Any, Final
+
+import msgspec
+
+from stellwerk.tracking.collector import Arrival
+from stellwerk.tracking.consent import (
+    DEFAULT_TCF_PURPOSES,
+    Consent,
+    ConsentPolicy,
+    Drop,
+    KeepAnonymous,
+    anonymise,
+    consent_of,
+    decide,
+)
+from stellwerk.tracking.enrich import (
+    Enricher,
+    RequestContext,
+    SourcePrivacy,
+    anonymise_ip,
+    pseudonymise,
+)
+from stellwerk.tracking.model import PURPOSE, Binding
+
+# The purpose under which the capability context derives the pseudonym master key; each
+# tenant's key is the HMAC of its id under it.
+PSEUDONYM_PURPOSE: Final = "tracking-pseudonyms"
+MEMBER: Final = "stellwerk"  # the member of `context` that refine writes
+_FORGED_TOP: Final = "context." + MEMBER
+_FORGED_INNER: Final = MEMBER + "."
+_MAX_PARTS: Final = 20_000  # converted user agents and networks kept
+
+
+class Refiner:
+    """`refine` with what it needs once per process: the enricher (its caches, the geo
+    database) and the pseudonym master key. Tenant keys are derived once and kept."""
+
+    def __init__(self, enricher: Enricher, master_key: bytes) -> None:
+        self._enricher = enricher
+        self._master = master_key
+        self._tenant_keys: dict[str, bytes] = {}
+        self._parts: dict[int, tuple[msgspec.Struct, dict[str, Any]]] = {}
+        # By the binding's identity: the source cache hands out one object per source until it
+        # changes, and hashing a Binding on every message would cost more than the rest of it.
+        self._policies: dict[int, tuple[Binding, ConsentPolicy, SourcePrivacy, SourcePrivacy]] = {}
+
+    def _compact(self, part: msgspec.Struct) -> dict[str, Any]:
+        """A part of the enrichment as stored: its known fields only (an unknown value, `""`
+        or null, is left out; `bot` is always there, false or true, for destinations'
+        patterns). The enricher hands out one object per user agent and network from its
+        caches, so each is converted once; the dict is shared and never changed."""
+        found = self._parts.get(id(part))
+        if found is not None and found[0] is part:
+            return found[1]
+        compact = _known(part)
+        if len(self._parts) >= _MAX_PARTS:
+            self._parts.clear()
+        self._parts[id(part)] = (part, compact)
+        return compact
+
+    def tenant_key(self, tenant_id: str) -> bytes:
+        """The tenant's pseudonym key: HMAC-SHA256 of its id under the master key, so the same
+        value gets another pseudonym in another tenant, and every process derives the same."""
+        key = self._tenant_keys.get(tenant_id)
+        if key is None:
+            key = hmac.digest(self._master, tenant_id.encode(), hashlib.sha256)
+            self._tenant_keys[tenant_id] = key
+        return key
+
+    def _settings(self, binding: Binding) -> tuple[ConsentPolicy, SourcePrivacy, SourcePrivacy]:
+        found = self._policies.get(id(binding))
+        if found is None or found[0] is not binding:
+            tcf = dict(binding.tcf_purposes)
+            policy = ConsentPolicy(
+                required=binding.consent_purposes,
+                without=binding.without_consent,
+                tcf_purposes=tcf or dict(DEFAULT_TCF_PURPOSES),
+            )
+            privacy = SourcePrivacy(
+                keep_full_ip=binding.full_ip,
+                pseudonymise=binding.pseudonymise,
+                internal_hosts=binding.internal_hosts,
+            )
+            anonymous = msgspec.structs.replace(privacy, keep_full_ip=False)
+            if len(self._policies) >= 1000:  # bindings change; keep this a bound, not a leak
+                self._policies.clear()
+            found = self._policies[id(binding)] = (binding, policy, privacy, anonymous)
+        return found[1:]
+
+    def __call__(
+        self, message: dict[str, Any], arrival: Arrival, binding: Binding
+    ) -> dict[str, Any] | None:
+        policy, privacy, anonymous_privacy = self._settings(binding)
+        message = _without_forgeries(message)
+        request = request_context(message, arrival, binding)
+        consent = consent_of(request, policy)
+        decision = decide(consent, policy)
+        if isinstance(decision, Drop):
+            return None
+        anonymous = isinstance(decision, KeepAnonymous)
+        if anonymous:
+            request = anonymise(request)
+            message = request.payload
+            privacy = anonymous_privacy
+        enrichment = self._enricher.enrich(request, privacy)
+        if privacy.pseudonymise:
+            message = pseudonymise(
+                message, privacy.pseudonymise, self.tenant_key(binding.tenant.id)
+            )
+        inner = message.get("context")
+        inner = (
+            dict(inner) if isinstance(inner, dict) else {} if inner is None else {"value": inner}
+        )
+        if not privacy.keep_full_ip:
+            if isinstance(inner.get("ip"), str):
+                # Most often the address enrichment anonymised already.
+                same = inner["ip"] == request.ip
+                inner["ip"] = enrichment.ip if same else anonymise_ip(inner["ip"])[0]
+            if isinstance(message.get("ip"), str):  # Snowplow's ip parameter
+                message["ip"] = anonymise_ip(message["ip"])[0]
+        added: dict[str, Any] = {
+            "ip": enrichment.ip,
+            "user_agent": self._compact(enrichment.user_agent),
+            "geo": self._compact(enrichment.geo),
+            "campaign": self._compact(enrichment.campaign),  # one object per URL, cached
+            "referrer": enrichment.referrer,
+        }
+        added["consent"] = stored_consent(consent, anonymous)
+        added["received_at"] = arrival.received_at
+        snowplow = binding.kind == "snowplow"
+        added["event_time"] = (
+            _epoch_of_millis(message.get("ttm"), message.get("dtm")) if snowplow else None
+        ) or _epoch(message.get("timestamp"), arrival.received_at)
+        user_data = _user_data(
+            message, "uid" if snowplow else "userId", enrichment.ip, request.user_agent or ""
+        )
+        if user_data:
+            added["user_data"] = user_data
+        inner[MEMBER] = added
+        message["context"] = inner  # a top-level member: the collector lets refine set it
+        return message
+
+
+def _known(part: msgspec.Struct) -> dict[str, Any]:
+    """A struct's fields but the unknown ones (`""`, null)."""
+    return {k: v for k, v in msgspec.structs.asdict(part).items() if v != "" and v is not None}
+
+
+def stored_consent(consent: Consent, anonymous: bool) -> dict[str, Any]:
+    """The consent as stored: `purposes` maps each purpose name to true, so that a rule needs
+    several purposes by naming each (`{"analytics": [true], "advertising": [true]}` in one
+    pattern ANDs them). Names a pattern could not require (with a dot) are left out. Cached
+    by what it is made of (a handful of combinations); the dict is shared, never changed."""
+    return _stored_consent(consent.origin, consent.purposes, anonymous)
+
+
+@functools.lru_cache(maxsize=1024)
+def _stored_consent(origin: str, purposes: frozenset[str], anonymous: bool) -> dict[str, Any]:
+    return {
+        "origin": origin,
+        "purposes": {name: True for name in sorted(purposes) if PURPOSE.match(name)},
+        "anonymous": anonymous,
+    }
+
+
+def request_context(message: dict[str, Any], arrival: Arrival, binding: Binding) -> RequestContext:
+    """What the message and its request tell about the sender. A server-side SDK relays the
+    browser's address and agent in `context.ip` / `context.userAgent` (Segment) or `ip` / `ua`
+    (Snowplow); they win over the request's own.
+
+    The request's own `User-Agent` stands for the visitor's only when a browser sent the
+    request (it has an `Origin`), or for Snowplow, whose pixel comes from an image without
+    one. A shop's backend sending a Segment call is not the visitor: its `python-requests/2`
+    would flag every server-side event as a bot's, and destinations skip bots' events."""
+    inner = message.get("context")
+    inner = inner if isinstance(inner, dict) else {}
+    page = inner.get("page")
+    page = page if isinstance(page, dict) else {}
+    if binding.kind == "snowplow":
+        ip, agent = message.get("ip"), message.get("ua")
+        url, referrer = message.get("url"), message.get("refr")
+    else:
+        ip, agent = inner.get("ip"), inner.get("userAgent")
+        url, referrer = page.get("url"), page.get("referrer")
+    headers = arrival.headers
+    if not (isinstance(agent, str) and agent):
+        if arrival.origin or binding.kind == "snowplow":
+            agent = arrival.user_agent
+        else:
+            agent = ""
+            if "user-agent" in headers:  # enrichment would fall back to it
+                headers = _without_agent(headers)
+    return RequestContext(
+        ip=ip if isinstance(ip, str) and ip else arrival.ip or "",
+        user_agent=agent or "",
+        url=url if isinstance(url, str) else "",
+        referrer=referrer if isinstance(referrer, str) and referrer else arrival.referrer or "",
+        headers=headers,
+        payload=message,
+    )
+
+
+class _Agentless:
+    """Headers without `user-agent`, made once per request: every message of a batch shares
+    its request's headers, so the last request's copy is kept (with the original, so that
+    the identity check cannot match another request's)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[dict[str, str], dict[str, str]] | None = None
+
+    def __call__(self, headers: dict[str, str]) -> dict[str, str]:
+        if self._last is not None and self._last[0] is headers:
+            return self._last[1]
+        copy = {k: v for k, v in headers.items() if k != "user-agent"}
+        self._last = (headers, copy)
+        return copy
+
+
+_without_agent = _Agentless()
+
+
+def _without_forgeries(message: dict[str, Any]) -> dict[str, Any]:
+    """`message` without the dotted keys that the pattern language would read as a path into
+    `context.stellwerk` (copied only if it has one)."""
+    inner = message.get("context")
+    # A quick look first, in C: such keys are rare, and a loop in Python over every key of
+    # every message would cost more than the rest of the check.
+    suspect = _FORGED_TOP in "\0".join(message) or (
+        isinstance(inner, dict) and _FORGED_INNER in "\0".join(inner)
+    )
+    if not suspect:
+        return message
+    forged = [k for k in message if k.startswith(_FORGED_TOP) and k[len(_FORGED_TOP) :][:1] in "."]
+    inner_forged = (
+        [k for k in inner if k.startswith(_FORGED_INNER)] if isinstance(inner, dict) else []
+    )
+    if not forged and not inner_forged:
+        return message
+    cleaned = {k: v for k, v in message.items() if k not in forged}
+    if inner_forged and isinstance(inner, dict):
+        cleaned["context"] = {k: v for k, v in inner.items() if k not in inner_forged}
+    return cleaned
+
+
+def _epoch(timestamp: object, received_at: str) -> int:
+    """Unix seconds of the message's `timestamp` (RFC 3339), else of its arrival: what ad
+    platforms' server APIs take as the event's time (Meta's `event_time`)."""
+    for text in (timestamp, received_at):
+        if isinstance(text, str) and text:
+            try:
+                return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+            except ValueError:
+                continue
+    return 0
+
+
+def _epoch_of_millis(*values: object) -> int | None:
+    """Unix seconds of the first of Snowplow's millisecond timestamps (`ttm`, the true time a
+    tracker was given, else `dtm`, the device's) that is one, as text or a number."""
+    for value in values:
+        if isinstance(value, str) and value.isdecimal() and len(value) <= 15:
+            return int(value) // 1000
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**15:
+            return value // 1000
+    return None
+
+
+@functools.lru_cache(maxsize=16_384)
+def _sha256(text: str) -> str:
+    """Cached: a visitor's ids come with each of their events."""
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+
+
+def _user_data(message: dict[str, Any], user_field: str, ip: str, agent: str) -> dict[str, Any]:
+    """The person's identifiers as ad platforms' server APIs match them: SHA-256 of the
+    e-mail address trimmed and in lower case (`em`) and of the user id (`external_id`), each
+    in a list, with the (anonymised) address and the agent, in the Meta Conversions API's
+    `user_data` shape. A pseudonymised field gives the hash of its pseudonym; an anonymous
+    event has none of them."""
+    found: dict[str, Any] = {}
+    traits = message.get("traits")
+    inner = message.get("context")
+    if not isinstance(traits, dict) and isinstance(inner, dict):
+        traits = inner.get("traits")
+    email = traits.get("email") if isinstance(traits, dict) else None
+    if isinstance(email, str) and email.strip():
+        found["em"] = [_sha256(email.strip().lower())]
+    user = message.get(user_field)  # Segment's userId, Snowplow's uid
+    if isinstance(user, str | int) and not isinstance(user, bool) and str(user):
+        found["external_id"] = [_sha256(str(user))]
+    if ip:
+        found["client_ip_address"] = ip
+    if agent:
+        found["client_user_agent"] = agent[:512]
+    return found
