@@ -1,0 +1,25 @@
+"""Sites: a deployment is a site (`--site`); paired with a peer site, it replicates its
+tenants' events there so that the peer can take over (docs/global-endpoints.md).
+
+The package reaches the core only through `stellwerk.capability` and the facades of
+`stellwerk.service`.
+"""
+
+from stellwerk.capability import Capability
+from stellwerk.sites.edge import build_edge_app
+from stellwerk.sites.opened import NAME, SitesOpened, open_sites
+from stellwerk.sites.pairing import add_peer
+from stellwerk.sites.routes import ENDPOINTS
+from stellwerk.sites.signing import BadSignature, signed_headers, verify
+
+CAPABILITY = Capability(name=NAME, open=open_sites, endpoints=ENDPOINTS)
+
+__all__ = [
+    "CAPABILITY",
+    "BadSignature",
+    "SitesOpened",
+    "add_peer",
+    "build_edge_app",
+    "signed_headers",
+    "verify",
+]

@@ -1,0 +1,92 @@
+"""Signed requests to a tenant's peer site: one place that finds the peer, signs and sends."""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+import aiohttp
+
+from stellwerk.auth import Principal
+from stellwerk.capability import Outgoing
+from stellwerk.sites.peers import Peers
+from stellwerk.sites.signing import signed_headers
+
+DEFAULT_TIMEOUT_SECONDS: Final = 10.0
+
+
+class PeerLink:
+    def __init__(self, peers: Peers, outgoing: Outgoing) -> None:
+        self._peers = peers
+        self._outgoing = outgoing
+
+    @property
+    def local_site(self) -> str:
+        return self._peers.local_site
+
+    async def send(
+        self,
+        principal: Principal,
+        site: str,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        *,
+        within: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> str | None:
+        """Send a signed request to the tenant's peer `site`: None when it answered 2xx, else
+        what went wrong (no such peer, an error answer, no answer `within` seconds)."""
+        record = await self._peers.record(principal, site)
+        if record is None:
+            return f"tenant {principal.tenant!r} has no peer {site!r}"
+        headers = signed_headers(
+            self._peers.secret(principal, record),
+            site=self._peers.local_site,
+            tenant=principal.tenant,
+            timestamp=int(time.time()),
+            method=method,
+            path=path,
+            body=body,
+        )
+        try:
+            async with self._outgoing.session().request(
+                method,
+                record.url + path,
+                data=body,
+                headers={**headers, "content-type": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=within),
+            ) as answer:
+                if 200 <= answer.status < 300:
+                    return None
+                return f"HTTP {answer.status}: {(await answer.text())[:300]}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    async def probe(self, principal: Principal, site: str, within: float) -> str | None:
+        """Whether the peer `site` answers its readiness probe within `within` seconds: None
+        when it does, else why not."""
+        record = await self._peers.record(principal, site)
+        if record is None:
+            return f"tenant {principal.tenant!r} has no peer {site!r}"
+        try:
+            async with self._outgoing.session().get(
+                record.url + "/readyz", timeout=aiohttp.ClientTimeout(total=within)
+            ) as answer:
+                if answer.status == 200:
+                    return None
+                return f"readyz answered HTTP {answer.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    async def metrics(self, principal: Principal, site: str, within: float) -> str | None:
+        """The peer `site`'s `/metrics` text, or None when it gives none within `within`."""
+        record = await self._peers.record(principal, site)
+        if record is None:
+            return None
+        try:
+            async with self._outgoing.session().get(
+                record.url + "/metrics", timeout=aiohttp.ClientTimeout(total=within)
+            ) as answer:
+                return await answer.text() if answer.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None

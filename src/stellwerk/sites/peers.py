@@ -1,0 +1,185 @@
+"""Peers of a tenant: pairing with another site (its URL and the secret both share), what each
+has replicated, and the check of requests that claim to come from one."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Final
+from urllib.parse import urlsplit
+
+import structlog
+
+from stellwerk.auth import Principal
+from stellwerk.capability import Outgoing, UnsafeUrl
+from stellwerk.clock import to_us, utc_now
+from stellwerk.config import check_site
+from stellwerk.refs import TenantId, TenantName
+from stellwerk.secrets import DecryptionError, SecretBox
+from stellwerk.service import InvalidRequest, NotFound, Platform, Unauthorized
+from stellwerk.sites.mirror import snapshot
+from stellwerk.sites.model import BusReplication, ControlMirror, Peer, PeerInput
+from stellwerk.sites.signing import BadSignature, claimed, verify
+from stellwerk.sites.store import Cursor, PeerRecord, SitesStore
+
+log = structlog.get_logger("stellwerk.sites")
+
+# The lag shown per bus counts the events behind up to this many; beyond, it says so.
+LAG_COUNT_LIMIT: Final = 10_000
+ACTOR_PREFIX: Final = "site:"
+
+
+def site_name(text: str, field: str = "site") -> str:
+    try:
+        return check_site(text)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), field=field) from None
+
+
+class Peers:
+    def __init__(
+        self,
+        platform: Platform,
+        store: SitesStore,
+        box: SecretBox,
+        outgoing: Outgoing,
+        local_site: str,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._platform = platform
+        self._store = store
+        self._box = box
+        self._outgoing = outgoing
+        self.local_site = local_site
+        self._clock = clock
+
+    async def put(self, principal: Principal, site: str, body: PeerInput) -> tuple[Peer, bool]:
+        """Pair the caller's tenant with `site`, or change the pairing's URL and secret."""
+        site = site_name(site)
+        if site == self.local_site:
+            raise InvalidRequest(
+                f"{site!r} is this site's own name (--site); a peer is another site", field="site"
+            )
+        url = body.url.rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidRequest(f"{body.url!r} is not an http(s) URL", field="url")
+        try:
+            self._outgoing.check_url(url)
+        except UnsafeUrl as exc:
+            raise InvalidRequest(f"the peer's URL may not be used: {exc}", field="url") from None
+        sealed = self._box.encrypt(body.secret, _associated(principal, site))
+        created = await self._store.put_peer(principal.tenant_id, site, url, sealed, self._clock())
+        return await self.get(principal, site), created
+
+    async def get(self, principal: Principal, site: str) -> Peer:
+        record = await self._store.peer(principal.tenant_id, site_name(site))
+        if record is None:
+            raise NotFound.of(f"peer {site!r}")
+        return await self._view(principal, record)
+
+    async def all(self, principal: Principal) -> list[Peer]:
+        return [
+            await self._view(principal, r) for r in await self._store.peers(principal.tenant_id)
+        ]
+
+    async def delete(self, principal: Principal, site: str) -> None:
+        if not await self._store.delete_peer(principal.tenant_id, site_name(site)):
+            raise NotFound.of(f"peer {site!r}")
+
+    async def record(self, principal: Principal, site: str) -> PeerRecord | None:
+        return await self._store.peer(principal.tenant_id, site)
+
+    def secret(self, principal: Principal, record: PeerRecord) -> str:
+        """The pair's shared secret, opened (for signing; never logged or shown)."""
+        return self._box.decrypt(record.sealed_secret, _associated(principal, record.site))
+
+    async def authenticate(
+        self, headers: Mapping[str, str], method: str, path: str, body: bytes
+    ) -> tuple[Principal, str]:
+        """The tenant (acting as the peer) and the site a signed peer request comes from.
+
+        A request that is not signed with the secret of a pairing of that tenant and site is
+        refused with `Unauthorized` and logged, saying why but never with the secret."""
+        site, tenant = "?", "?"
+        try:
+            site, tenant = claimed(headers)
+            principal = await self._platform.tenants.acting_as(
+                TenantName(tenant), ACTOR_PREFIX + site
+            )
+            record = await self._store.peer(principal.tenant_id, site)
+            if record is None:
+                raise BadSignature(f"tenant {tenant!r} has no peer {site!r}")
+            verify(
+                self.secret(principal, record),
+                headers,
+                method=method,
+                path=path,
+                body=body,
+                now=time.time(),
+            )
+        except (BadSignature, NotFound, DecryptionError) as exc:
+            reason = (
+                f"tenant {tenant!r} has no peer {site!r}" if isinstance(exc, NotFound) else str(exc)
+            )
+            log.warning("peer request refused", site=site, tenant=tenant, path=path, reason=reason)
+            raise Unauthorized(f"peer request refused: {reason}") from None
+        return principal, site
+
+    async def _view(self, principal: Principal, record: PeerRecord) -> Peer:
+        cursors = await self._store.cursors(principal.tenant_id, record.site)
+        buses = [
+            await self._replication(principal, bus.name, cursors.get(bus.name))
+            for bus in await self._platform.buses.all(principal)
+        ]
+        _, digest = await snapshot(self._platform, principal)
+        return Peer(
+            site=record.site,
+            url=record.url,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            local_site=self.local_site,
+            mirrored=[b.bus for b in buses if b.lag_events == 0],
+            pending=[b.bus for b in buses if b.lag_events > 0],
+            buses=buses,
+            keys_and_buses=ControlMirror(
+                pending=digest != record.control_digest, mirrored_at=record.control_mirrored_at
+            ),
+        )
+
+    async def lag(self, principal: Principal, site: str, bus: str) -> BusReplication:
+        """How far the peer `site` is behind on `bus`."""
+        cursors = await self._store.cursors(principal.tenant_id, site)
+        return await self._replication(principal, bus, cursors.get(bus))
+
+    async def _replication(
+        self, principal: Principal, bus: str, cursor: Cursor | None
+    ) -> BusReplication:
+        tail = self._platform.tail
+        replicated = cursor.position if cursor is not None else 0
+        end = await tail.end(principal, bus)
+        if end <= replicated:
+            return BusReplication(bus, replicated, end, 0, 0.0)
+        behind = await tail.page(principal, bus, replicated, LAG_COUNT_LIMIT)
+        if not behind:
+            return BusReplication(bus, replicated, end, 0, 0.0)
+        age = (to_us(self._clock()) - to_us(behind[0].recorded_time)) / 1e6
+        return BusReplication(
+            bus,
+            replicated,
+            end,
+            len(behind),
+            max(0.0, age),
+            lag_capped=len(behind) == LAG_COUNT_LIMIT,
+        )
+
+
+def _associated(principal: Principal, site: str) -> str:
+    return peer_binding(principal.tenant_id, site)
+
+
+def peer_binding(tenant_id: TenantId, site: str) -> str:
+    """What a sealed secret is bound to: a copy moved to another tenant or peer will not open."""
+    return f"sites-peer/{tenant_id}/{site}"

@@ -1,0 +1,232 @@
+"""Replication of a tenant's events to its peer sites, and their intake from a peer.
+
+Each (tenant, peer, bus) has a shipper that follows the bus from its cursor, sends each page of
+events to the peer in one signed request and moves the cursor once the peer has them durably.
+A crash between the two sends the page again; the peer's dedup (same id and source) makes that
+harmless. Events that came from a peer are not sent back to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Final
+
+import msgspec
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from stellwerk.auth import Principal
+from stellwerk.clock import to_us, utc_now
+from stellwerk.events import CloudEvent, EventError, validate_event
+from stellwerk.refs import TenantId
+from stellwerk.service import BusInput, Conflict, InvalidRequest, NotFound, Platform, StoredEvent
+from stellwerk.sites.link import PeerLink
+from stellwerk.sites.mirror import snapshot
+from stellwerk.sites.model import ReplicaBatch, Replicated
+from stellwerk.sites.peers import Peers
+from stellwerk.sites.store import Cursor, PeerRecord, SitesStore
+
+log = structlog.get_logger("stellwerk.sites")
+
+ACTOR: Final = "sites-replicator"
+ORIGIN_SITE: Final = "originsite"
+ORIGIN_RECORDED: Final = "originrecordedtime"
+BATCH: Final = 500
+MAX_BACKOFF_SECONDS: Final = 5.0
+
+_encode: Final = msgspec.json.Encoder().encode
+_decode_batch: Final = msgspec.json.Decoder(ReplicaBatch).decode
+_decode_object: Final = msgspec.json.Decoder(dict[str, Any]).decode
+
+Key = tuple[TenantId, str, str]  # tenant, peer site, bus
+
+
+class ReplicationMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.sent = Counter(
+            "stellwerk_site_replicated_events",
+            "Events a peer site acknowledged, by tenant and peer",
+            ["tenant", "site"],
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "stellwerk_site_replication_lag_seconds",
+            "Age of the oldest event of a bus that the peer does not have yet (0: none)",
+            ["tenant", "site", "bus"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "stellwerk_site_replication_failures",
+            "Batches a peer did not acknowledge (sent again), by tenant and peer",
+            ["tenant", "site"],
+            registry=registry,
+        )
+
+
+class Replicator:
+    """Ships every paired tenant's buses to its peers; one process of the deployment runs it."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        store: SitesStore,
+        peers: Peers,
+        link: PeerLink,
+        metrics: ReplicationMetrics,
+        *,
+        scan_seconds: float = 1.0,
+        keepalive_seconds: float = 5.0,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._platform = platform
+        self._store = store
+        self._peers = peers
+        self._link = link
+        self._metrics = metrics
+        self._scan = scan_seconds
+        self._keepalive = keepalive_seconds
+        self._clock = clock
+        self._shippers: dict[Key, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        """Start a shipper for each paired bus, and stop those whose pairing or bus went."""
+        try:
+            while True:
+                wanted = await self._wanted()
+                for key, principal in wanted.items():
+                    if key not in self._shippers:
+                        self._shippers[key] = asyncio.create_task(
+                            self._ship(principal, key[1], key[2]), name=f"replicate-{key}"
+                        )
+                for key in [k for k in self._shippers if k not in wanted]:
+                    self._shippers.pop(key).cancel()
+                for key, task in list(self._shippers.items()):
+                    if task.done():
+                        del self._shippers[key]  # started again on the next scan
+                        if not task.cancelled() and task.exception() is not None:
+                            log.error(
+                                "replication stopped",
+                                bus=key[2],
+                                site=key[1],
+                                error=repr(task.exception()),
+                            )
+                await asyncio.sleep(self._scan)
+        finally:
+            for task in self._shippers.values():
+                task.cancel()
+            await asyncio.gather(*self._shippers.values(), return_exceptions=True)
+            self._shippers.clear()
+
+    async def _wanted(self) -> dict[Key, Principal]:
+        """Every paired bus, once each peer has the tenant's keys and buses as they are now."""
+        wanted: dict[Key, Principal] = {}
+        for tenant_id in await self._store.paired_tenants():
+            try:
+                principal = await self._platform.tenants.acting(tenant_id, ACTOR)
+            except NotFound:
+                continue
+            buses = await self._platform.buses.all(principal)
+            for peer in await self._store.peers(tenant_id):
+                await self._mirror(principal, peer)
+                for bus in buses:
+                    wanted[(tenant_id, peer.site, bus.name)] = principal
+        return wanted
+
+    async def _mirror(self, principal: Principal, peer: PeerRecord) -> None:
+        body, digest = await snapshot(self._platform, principal)
+        if digest == peer.control_digest:
+            return
+        path = f"/v1/peers/{self._link.local_site}/mirror"
+        problem = await self._link.send(principal, peer.site, "PUT", path, body)
+        if problem is None:
+            await self._store.mirrored(principal.tenant_id, peer.site, digest, self._clock())
+        else:
+            log.warning("mirroring keys and buses to peer failed", site=peer.site, error=problem)
+
+    async def _ship(self, principal: Principal, site: str, bus: str) -> None:
+        cursor = (await self._store.cursors(principal.tenant_id, site)).get(bus)
+        after = cursor.position if cursor is not None else 0
+        gauge = self._metrics.lag.labels(principal.tenant, site, bus)
+        tail = self._platform.tail
+        async for page in tail.pages(principal, bus, after, keepalive=self._keepalive, limit=BATCH):
+            if not page:
+                gauge.set(0)
+                continue
+            gauge.set(max(0.0, (to_us(self._clock()) - to_us(page[0].recorded_time)) / 1e6))
+            await self._send(principal, site, bus, page)
+            last = page[-1]
+            await self._store.advance(
+                principal.tenant_id,
+                site,
+                Cursor(bus, last.position, to_us(last.recorded_time)),
+                self._clock(),
+            )
+            if len(page) < BATCH:
+                gauge.set(0)
+
+    async def _send(
+        self, principal: Principal, site: str, bus: str, page: list[StoredEvent]
+    ) -> None:
+        """Send a page until the peer acknowledges it (backing off while it does not)."""
+        marker = b'"' + ORIGIN_SITE.encode() + b'":' + _encode(site)
+        bodies = [event.body for event in page if marker not in event.body]
+        if not bodies:
+            return
+        body = b'{"bus":' + _encode(bus) + b',"events":[' + b",".join(bodies) + b"]}"
+        path = f"/v1/peers/{self._link.local_site}/events"
+        backoff = 0.1
+        failing = False
+        while True:
+            if await self._peers.record(principal, site) is None:
+                return  # unpaired meanwhile: the scan stops this shipper
+            problem = await self._link.send(principal, site, "POST", path, body)
+            if problem is None:
+                self._metrics.sent.labels(principal.tenant, site).inc(len(bodies))
+                if failing:
+                    log.info("replication to peer resumed", site=site, bus=bus)
+                return
+            self._metrics.failures.labels(principal.tenant, site).inc()
+            if not failing:
+                # Once per spell of failures: a peer that is down fails every try the same way.
+                log.warning("replication to peer failing", site=site, bus=bus, error=problem)
+                failing = True
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+
+async def take_replicas(
+    platform: Platform, principal: Principal, origin: str, body: bytes
+) -> Replicated:
+    """Store a batch of events a peer sent, with their ids and sources: the log's dedup makes a
+    batch sent twice harmless. Each keeps the site it was first recorded on and its recorded
+    time there (`originsite`, `originrecordedtime`); the bus is created if this site lacks it."""
+    try:
+        batch = _decode_batch(body)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidRequest(f"not a batch of replicated events: {exc}") from None
+    events = [_replica(raw, origin, index) for index, raw in enumerate(batch.events)]
+    try:
+        await platform.ingest.publish(principal.ref, batch.bus, events)
+    except NotFound:
+        with contextlib.suppress(Conflict):  # another batch created it meanwhile
+            await platform.buses.put(principal, batch.bus, BusInput())
+        await platform.ingest.publish(principal.ref, batch.bus, events)
+    return Replicated(stored=len(events))
+
+
+def _replica(raw: msgspec.Raw, origin: str, index: int) -> CloudEvent:
+    try:
+        obj = _decode_object(raw)
+        recorded = obj.get("recordedtime")
+        if ORIGIN_SITE not in obj:
+            obj[ORIGIN_SITE] = origin
+            if isinstance(recorded, str):
+                obj[ORIGIN_RECORDED] = recorded
+        return validate_event(obj)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidRequest(f"events[{index}] is not a JSON object: {exc}") from None
+    except EventError as exc:
+        raise InvalidRequest(f"events[{index}]: {exc}", field=f"events[{index}]") from None

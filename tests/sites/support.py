@@ -1,0 +1,145 @@
+"""Two real Stellwerk sites on loopback (two `stellwerk serve` processes, two data
+directories), paired with each other, and what their tests ask of them."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tests.cli.server import ServerProcess, running_server
+from tests.conftest import Bootstrap, free_port
+
+SECRET = "pair-secret-0123456789abcdef"
+# A revoked key is refused within the key cache's time: a second, not five, for the tests.
+FLAGS = ("--allow-private-targets", "--key-cache-seconds", "1")
+
+
+@dataclass
+class Site:
+    name: str
+    server: ServerProcess
+    bootstrap: Bootstrap
+
+    def ready(self) -> None:
+        self.server.wait_until("/readyz", 200)
+        path = self.server.data_dir / "bootstrap.json"
+        self.bootstrap = Bootstrap(**json.loads(path.read_text()))
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.bootstrap.admin_key}"}
+        return httpx.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+
+    def send(self, bus: str, events: list[dict[str, Any]]) -> httpx.Response:
+        return httpx.post(
+            f"{self.url}/v1/buses/{bus}/events",
+            headers={
+                "Authorization": f"Bearer {self.bootstrap.ingest_key}",
+                "Content-Type": "application/cloudevents-batch+json",
+            },
+            content=json.dumps(events),
+            timeout=30,
+        )
+
+    def events(self, bus: str, count: int, *, until: str | None = None) -> list[dict[str, Any]]:
+        """The first `count` events of `bus` as this site stores them (the live tail), or
+        those up to the one with id `until`."""
+        found: list[dict[str, Any]] = []
+        headers = {"Authorization": f"Bearer {self.bootstrap.admin_key}"}
+        with httpx.stream(
+            "GET", f"{self.url}/v1/buses/{bus}/events/stream?after=0", headers=headers, timeout=30
+        ) as answer:
+            assert answer.status_code == 200, answer.read()
+            for line in answer.iter_lines():
+                if line.startswith("data:"):
+                    found.append(json.loads(line[5:]))
+                    if len(found) == count or found[-1]["id"] == until:
+                        break
+        return found
+
+
+def start_site(stack: ExitStack, root: Path, name: str, *extra: str, ready: bool = True) -> Site:
+    """A site, once ready (`ready=False`: once started; `Site.ready` waits)."""
+    data = root / name
+    server = stack.enter_context(
+        running_server(data, free_port(), "--site", name, *FLAGS, *extra, ready=ready)
+    )
+    site = Site(name, server, Bootstrap("", "", ""))
+    if ready:
+        site.ready()
+    return site
+
+
+def pair(a: Site, b: Site, secret: str = SECRET) -> None:
+    for here, there in ((a, b), (b, a)):
+        answer = here.api(
+            "PUT", f"/v1/peers/{there.name}", json={"url": there.url, "secret": secret}
+        )
+        assert answer.status_code in (200, 201), answer.text
+
+
+@contextmanager
+def two_sites(root: Path) -> Iterator[tuple[Site, Site]]:
+    """Two sites, started side by side (each start takes seconds on a loaded machine)."""
+    with ExitStack() as stack:
+        a = start_site(stack, root, "a", ready=False)
+        b = start_site(stack, root, "b", ready=False)
+        a.ready()
+        b.ready()
+        yield a, b
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on loopback that takes deliveries (204, after `delay` seconds) and
+    counts them by their `webhook-id` (the event id)."""
+
+    url: str
+    delay: float = 0.0
+    ids: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self) -> Counter[str]:
+        with self.lock:
+            return Counter(self.ids)
+
+
+@contextmanager
+def receiving() -> Iterator[Receiver]:
+    port = free_port()
+    receiver = Receiver(f"http://127.0.0.1:{port}/hook")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            if receiver.delay:
+                time.sleep(receiver.delay)  # a slow receiver, not a wait for something
+            with receiver.lock:
+                receiver.ids[self.headers.get("webhook-id", "")] += 1
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -1,0 +1,126 @@
+"""The link between two sites cut and restored (a relay that drops every connection): both sites
+keep accepting, and once the link is back each has every event of the other, none twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.polling import wait_until
+from tests.sites.support import SECRET, Site, pair, receiving, two_sites
+from tests.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.slow
+
+
+def batch(prefix: str, count: int) -> list[dict[str, Any]]:
+    return [
+        {"specversion": "1.0", "id": f"{prefix}-{n}", "source": "urn:link", "type": "t"}
+        for n in range(count)
+    ]
+
+
+def pending(site: Site, peer: str) -> list[str]:
+    found: list[str] = site.api("GET", f"/v1/peers/{peer}").json()["pending"]
+    return found
+
+
+def test_a_cut_link_leaves_both_sites_accepting_and_they_reconcile_when_it_returns(
+    tmp_path: Path,
+) -> None:
+    with two_sites(tmp_path) as (a, b), TcpProxy(port(b)) as to_b, TcpProxy(port(a)) as to_a:
+        for here, there, relay in ((a, b, to_b), (b, a, to_a)):
+            body = {"url": f"http://127.0.0.1:{relay.port}", "secret": SECRET}
+            assert here.api("PUT", f"/v1/peers/{there.name}", json=body).status_code == 201
+        assert a.send("default", batch("before", 5)).status_code == 202
+        wait_until(
+            lambda: pending(a, "b"), what="b to have a's first events", accept=lambda p: p == []
+        )
+
+        to_a.cut()
+        to_b.cut()
+        assert a.send("default", batch("a", 20)).status_code == 202
+        assert b.send("default", batch("b", 20)).status_code == 202
+        assert pending(a, "b") == ["default"]
+        assert pending(b, "a") == ["default"]
+
+        to_a.restore()
+        to_b.restore()
+        for here, there in ((a, b), (b, a)):
+            wait_until(
+                lambda here=here, there=there: pending(here, there.name),  # type: ignore[misc]
+                what=f"{here.name} to have replicated to {there.name} after the cut",
+                accept=lambda p: p == [],
+            )
+        wanted = {e["id"] for e in batch("before", 5) + batch("a", 20) + batch("b", 20)}
+        for site in (a, b):
+            ids = [e["id"] for e in site.events("default", len(wanted))]
+            assert set(ids) == wanted, site.name
+            assert len(ids) == len(set(ids)), site.name
+        print(f"\nlink cut: accepted {len(wanted)} on both sides, lost 0, duplicated 0")
+
+
+def port(site: Site) -> int:
+    return int(site.url.rsplit(":", 1)[1])
+
+
+def test_a_slow_primary_fails_over_without_a_crash_and_back_once_it_is_quick_again(
+    tmp_path: Path,
+) -> None:
+    with two_sites(tmp_path) as (a, b), TcpProxy(port(a)) as to_a:
+        assert a.api("PUT", "/v1/peers/b", json={"url": b.url, "secret": SECRET}).status_code == 201
+        body = {"url": f"http://127.0.0.1:{to_a.port}", "secret": SECRET}
+        assert b.api("PUT", "/v1/peers/a", json=body).status_code == 201
+        spec = {
+            "primary": "a",
+            "secondary": "b",
+            "buses": ["default"],
+            "health": {"latency_p99_ms": 300, "evaluations": 2, "recovery_seconds": 1},
+        }
+        assert a.api("PUT", "/v1/endpoints/orders", json=spec).status_code == 201
+
+        to_a.delay = 0.5  # each way: a probe takes a second, over the 300 ms the policy allows
+        slow = wait_until(
+            lambda: b.api("GET", "/v1/endpoints/orders").json(),
+            what="b to take over from the slow primary",
+            accept=lambda e: e["active"] == "b",
+        )
+        assert "failed evaluations of a" in slow["history"][-1]["reason"]
+        assert a.send("default", batch("slow", 3)).status_code == 202  # a still answers
+        to_a.delay = 0.0
+        wait_until(
+            lambda: b.api("GET", "/v1/endpoints/orders").json(),
+            what="the endpoint back on a once it is quick",
+            accept=lambda e: e["state"] == "healthy" and e["active"] == "a",
+        )
+        assert "Traceback" not in a.server.output() + b.server.output()
+
+
+def test_a_primary_whose_deliveries_fall_behind_fails_over_by_its_own_signals(
+    tmp_path: Path,
+) -> None:
+    with two_sites(tmp_path) as (a, b), receiving() as receiver:
+        pair(a, b)
+        spec = {
+            "primary": "a",
+            "secondary": "b",
+            "buses": ["default"],
+            "health": {"latency_p99_ms": 1500, "recovery_seconds": 3600},
+        }
+        assert a.api("PUT", "/v1/endpoints/orders", json=spec).status_code == 201
+        # One delivery at a time to a receiver that takes 0.1 s: the 60th waits 6 s for its
+        # first attempt, while a answers its probes at once.
+        receiver.delay = 0.1
+        target = {"id": "hook", "type": "http", "url": receiver.url, "concurrency": 1}
+        rule = {"pattern": {"source": ["urn:link"]}, "targets": [target]}
+        assert a.api("PUT", "/v1/buses/default/rules/slow", json=rule).status_code == 201
+        assert a.send("default", batch("behind", 60)).status_code == 202
+        moved = wait_until(
+            lambda: b.api("GET", "/v1/endpoints/orders").json(),
+            what="b to take over from the primary that falls behind",
+            accept=lambda e: e["active"] == "b",
+        )
+        reason = moved["history"][-1]["reason"]
+        print(f"\nfailed over: {reason}")
+        assert "p99 ingestion to invocation" in reason
