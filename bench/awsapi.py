@@ -1,0 +1,452 @@
+"""Benchmark of the EventBridge API: `stellwerk bench awsapi [options]`.
+
+Prints, with issue 19's targets:
+- **SigV4 verification** in this process: a PutEvents request signed by botocore, parsed and
+  verified `--verifications` times with the derived key warm; CPU µs per request (target <= 20)
+  beside the floor, the SHA-256 of the same body alone.
+- **PutEvents through boto3** (10 entries a call) against **native batch ingest of the same
+  events** (10 a request, CloudEvents batch JSON over one keep-alive `http.client` connection), each
+  from `--clients` client processes for `--duration` seconds against one `stellwerk serve
+  --processes 1`: events/s, their ratio (target >= 0.6) and the server's CPU µs per event.
+  Phases alternate (native, boto3, native, boto3) and the better of each pair counts.
+- **The clients' floor**: one client of each kind against a bare receiver (a canned answer,
+  next to no CPU), its CPU µs per event: what the clients alone cost, whatever the server does.
+
+`--in-process` measures instead what survives a loaded machine best: the app driven over ASGI
+in this process (no sockets, no clients), `--calls` pre-signed PutEvents calls and as many
+native batch requests of the same events (as they are, and with the `time`, `datacontenttype`
+and `awsregion` a PutEvents entry is stored with), alternating for `--rounds`, the process's
+CPU µs per event (every thread: the log's writer too), the best of each kind, and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
+ENTRY = {
+    "Source": "com.bench",
+    "DetailType": "Tick",
+    "Detail": json.dumps({"n": 1, "pad": "x" * 200}),
+}
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="stellwerk bench awsapi", description=__doc__)
+    parser.add_argument("--clients", type=int, default=2, help="client processes per phase")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per phase")
+    parser.add_argument("--rounds", type=int, default=2, help="native/boto3 pairs")
+    parser.add_argument("--verifications", type=int, default=20_000)
+    parser.add_argument("--in-process", action="store_true", help="server CPU over ASGI only")
+    parser.add_argument("--calls", type=int, default=1000, help="calls per --in-process phase")
+    return parser.parse_args(argv)
+
+
+def sigv4_cost(count: int) -> tuple[float, float]:
+    """CPU µs per verified request, and per SHA-256 of its body alone."""
+    import hashlib
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from stellwerk.awsapi.sigv4 import Verifier, parse
+    from stellwerk.clock import utc_now
+
+    key = "swk_0123456789abcdef_" + "s" * 43
+    body = json.dumps({"Entries": [ENTRY] * 10}).encode()
+    request = AWSRequest(
+        method="POST",
+        url="http://127.0.0.1:8080/",
+        data=body,
+        headers={
+            "X-Amz-Target": "AWSEvents.PutEvents",
+            "Content-Type": "application/x-amz-json-1.1",
+        },
+    )
+    SigV4Auth(Credentials("0123456789abcdef", key), "events", "eu-central-1").add_auth(request)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    headers["host"] = "127.0.0.1:8080"
+    verifier = Verifier()
+    secrets = (key, key.split("_", 2)[2])
+    now = utc_now()
+
+    def verify() -> None:
+        claim = parse(headers, now)
+        verifier.verify(claim, secrets, "POST", "/", "", headers, body)
+
+    verify()
+    started = time.thread_time()
+    for _ in range(count):
+        verify()
+    per_request = (time.thread_time() - started) * 1e6 / count
+    started = time.thread_time()
+    for _ in range(count):
+        hashlib.sha256(body).hexdigest()
+    floor = (time.thread_time() - started) * 1e6 / count
+    return per_request, floor
+
+
+def _boto3_client(args: tuple[str, str, float]) -> int:
+    import boto3
+    from botocore.config import Config
+
+    url, key, deadline = args
+    client = boto3.client(
+        "events",
+        endpoint_url=url,
+        region_name="eu-central-1",
+        aws_access_key_id=key.split("_")[1],
+        aws_secret_access_key=key,
+        config=Config(retries={"max_attempts": 1}, max_pool_connections=1),
+    )
+    sent = 0
+    while time.time() < deadline:
+        answer = client.put_events(Entries=[ENTRY] * 10)
+        if answer["FailedEntryCount"]:
+            raise SystemExit(f"PutEvents failed entries: {answer['Entries'][:2]}")
+        sent += 10
+    return sent
+
+
+def _native_client(args: tuple[str, str, float]) -> int:
+    import http.client
+    import uuid
+    from urllib.parse import urlsplit
+
+    url, key, deadline = args
+    where = urlsplit(url)
+    connection = http.client.HTTPConnection(where.hostname or "127.0.0.1", where.port)
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Content-Type": "application/cloudevents-batch+json",
+    }
+    detail = json.loads(ENTRY["Detail"])
+    sent = 0
+    while time.time() < deadline:
+        batch = [
+            {
+                "specversion": "1.0",
+                "id": str(uuid.uuid4()),
+                "source": ENTRY["Source"],
+                "type": ENTRY["DetailType"],
+                "data": detail,
+            }
+            for _ in range(10)
+        ]
+        connection.request("POST", "/v1/buses/default/events", json.dumps(batch), headers)
+        answer = connection.getresponse()
+        body = answer.read()
+        if answer.status != 202:
+            raise SystemExit(f"native ingest answered {answer.status}: {body[:200]!r}")
+        sent += 10
+    return sent
+
+
+def phase(
+    kind: str, url: str, key: str, pid: int, args: argparse.Namespace
+) -> tuple[float, float, float]:
+    """One phase: events/s over all clients, and the server's and the clients' CPU µs per
+    event. The clients start (imports, a warm-up call), wait for `start_at`, send until
+    `end_at` and print how many events they sent and their CPU seconds meanwhile; the
+    server's CPU is read at the same two moments."""
+    from stellwerk.cli import process_cpu
+
+    start_at = time.time() + 4.0  # time for the clients' imports and warm-up
+    end_at = start_at + args.duration
+    command = [sys.executable, __file__, "--client", kind, url, key, str(start_at), str(end_at)]
+    running = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(args.clients)
+    ]
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu = process_cpu(pid)
+    time.sleep(max(0.0, end_at - time.time()))
+    cpu = process_cpu(pid) - cpu
+    events = 0
+    client_cpu = 0.0
+    for process in running:
+        out, _ = process.communicate(timeout=120)
+        if process.returncode:
+            raise SystemExit(f"a {kind} client failed ({process.returncode})")
+        sent, seconds = out.split()[-2:]
+        events += int(sent)
+        client_cpu += float(seconds)
+    per_event = 1e6 / max(events, 1)
+    return events / args.duration, cpu * per_event, client_cpu * per_event
+
+
+_CANNED = {
+    "boto3": (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\n",
+        json.dumps(
+            {"FailedEntryCount": 0, "Entries": [{"EventId": f"{n:036d}"} for n in range(10)]}
+        ).encode(),
+    ),
+    "native": (
+        b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n",
+        b'{"accepted":10,"failed":[],"duplicates":0}',
+    ),
+}
+
+
+def receiver_main(port: int) -> int:
+    """A bare HTTP/1.1 receiver: each request read whole and answered with its kind's canned
+    answer (boto3's calls carry `X-Amz-Target`), so the clients' own cost shows."""
+
+    class Receiver(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            self.transport = transport
+            self.buffer = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+                head = self.buffer[:end].lower()
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                if len(self.buffer) < end + 4 + length:
+                    return
+                self.buffer = self.buffer[end + 4 + length :]
+                status, body = _CANNED["boto3" if b"x-amz-target" in head else "native"]
+                self.transport.write(status + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(Receiver, "127.0.0.1", port)
+        print("ready", flush=True)
+        await server.serve_forever()
+
+    asyncio.run(serve())
+    return 0
+
+
+def client_floor(kind: str, args: argparse.Namespace) -> float:
+    """One client of `kind` against the bare receiver: its CPU µs per event."""
+    from status import free_port
+
+    port = free_port()
+    receiver = subprocess.Popen(
+        [sys.executable, __file__, "--receiver", str(port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert receiver.stdout is not None
+        receiver.stdout.readline()
+        start_at = time.time() + 3.0
+        end_at = start_at + args.duration
+        url = f"http://127.0.0.1:{port}"
+        key = "swk_0123456789abcdef_" + "s" * 43
+        out = subprocess.run(
+            [sys.executable, __file__, "--client", kind, url, key, str(start_at), str(end_at)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        receiver.terminate()
+        receiver.wait()
+    sent, seconds = out.split()[-2:]
+    return float(seconds) * 1e6 / max(int(sent), 1)
+
+
+def client_main(kind: str, url: str, key: str, start_at: float, end_at: float) -> int:
+    worker = _boto3_client if kind == "boto3" else _native_client
+    worker((url, key, time.time() + 0.3))  # connect and warm up
+    if time.time() > start_at:
+        raise SystemExit("the client was not ready in time: raise the start-up allowance")
+    time.sleep(start_at - time.time())
+    cpu = time.process_time()
+    sent = worker((url, key, end_at))
+    print(sent, time.process_time() - cpu)
+    return 0
+
+
+# One request as the in-process benchmark sends it: path, header block, body.
+Request = tuple[str, list[tuple[bytes, bytes]], bytes]
+
+
+def in_process(args: argparse.Namespace) -> int:
+    """Server CPU per event, PutEvents against native batch ingest, over ASGI in this process."""
+    return asyncio.run(_in_process(args))
+
+
+async def _in_process(args: argparse.Namespace) -> int:
+    import uuid
+    from typing import Any
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from stellwerk.app import build_app
+    from stellwerk.config import load_settings
+
+    detail = json.loads(ENTRY["Detail"])
+
+    def put_events(key: str) -> Request:
+        body = json.dumps({"Entries": [ENTRY] * 10}).encode()
+        request = AWSRequest(
+            method="POST",
+            url="http://stellwerk/",
+            data=body,
+            headers={
+                "X-Amz-Target": "AWSEvents.PutEvents",
+                "Content-Type": "application/x-amz-json-1.1",
+            },
+        )
+        credentials = Credentials(key.split("_")[1], key)
+        SigV4Auth(credentials, "events", "eu-central-1").add_auth(request)
+        headers = [(k.lower().encode(), v.encode()) for k, v in request.headers.items()]
+        return "/", [(b"host", b"stellwerk"), *headers], body
+
+    # What a PutEvents entry is stored with besides what the native events carry.
+    as_put = {
+        "time": "2026-12-05T03:16:03.123456Z",
+        "datacontenttype": "application/json",
+        "awsregion": "eu-central-1",
+    }
+
+    def native_batch(
+        key: str, extra: dict[str, str]
+    ) -> tuple[str, list[tuple[bytes, bytes]], bytes]:
+        events = [
+            {
+                "specversion": "1.0",
+                "id": str(uuid.uuid4()),
+                "source": ENTRY["Source"],
+                "type": ENTRY["DetailType"],
+                **extra,
+                "data": detail,
+            }
+            for _ in range(10)
+        ]
+        headers = [
+            (b"host", b"stellwerk"),
+            (b"authorization", f"Bearer {key}".encode()),
+            (b"content-type", b"application/cloudevents-batch+json"),
+        ]
+        return "/v1/buses/default/events", headers, json.dumps(events).encode()
+
+    kinds: dict[str, Callable[[str], Request]] = {
+        "native": lambda key: native_batch(key, {}),
+        "PutEvents": put_events,
+        "native, stored as PutEvents stores": lambda key: native_batch(key, as_put),
+    }
+
+    async def call(app: Any, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [*headers, (b"content-length", b"%d" % len(body))],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        if sent[0]["status"] not in (200, 202) or b'"FailedEntryCount":1' in sent[1]["body"]:
+            raise SystemExit(f"{path} answered {sent[0]['status']}: {sent[1]['body'][:300]!r}")
+
+    with tempfile.TemporaryDirectory(prefix="stellwerk-bench-") as tmp:
+        settings = load_settings(
+            {
+                "data_dir": str(Path(tmp) / "data"),
+                "tenant_request_rate": "0",
+                "tenant_event_rate": "0",
+                "log_level": "warning",
+            }
+        )
+        app = build_app(settings)
+        async with app.router.lifespan_context(app):
+            await asyncio.wait_for(app.state.lifecycle.wait_started(), 60)
+            key = json.loads((settings.data_dir / "bootstrap.json").read_text())["admin_key"]
+            best: dict[str, float] = {}
+            for _ in range(args.rounds):
+                for kind, make in kinds.items():
+                    calls = [make(key) for _ in range(args.calls)]
+                    started = time.process_time()
+                    for path, headers, body in calls:
+                        await call(app, path, headers, body)
+                    per_event = (time.process_time() - started) * 1e6 / (10 * args.calls)
+                    print(f"  {kind:35} {per_event:6.1f} µs CPU per event")
+                    best[kind] = min(best.get(kind, per_event), per_event)
+    put = best["PutEvents"]
+    print(f"In process, best of {args.rounds}, CPU per event: PutEvents {put:.1f} µs")
+    for kind in ("native", "native, stored as PutEvents stores"):
+        print(f"  {kind}: {best[kind]:.1f} µs, PutEvents {put / best[kind]:.2f}x that")
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    if argv[:1] == ["--client"]:
+        kind, url, key, start_at, end_at = argv[1:6]
+        return client_main(kind, url, key, float(start_at), float(end_at))
+    if argv[:1] == ["--receiver"]:
+        return receiver_main(int(argv[1]))
+    args = parse(argv)
+    if args.in_process:
+        return in_process(args)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from status import free_port, started  # the same server start as the status benchmark
+
+    per_request, floor = sigv4_cost(args.verifications)
+    verdict = "met" if per_request <= 20 else "MISSED"
+    print(
+        f"SigV4: {per_request:.1f} µs CPU per verified request (SHA-256 of the body alone: "
+        f"{floor:.1f} µs); target <= 20: {verdict}"
+    )
+    ok = per_request <= 20
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="stellwerk-bench-") as tmp:
+        data = Path(tmp)
+        command = [STELLWERK, "serve", "--data-dir", str(data), "--port", str(port)]
+        command += ["--processes", "1", "--log-level", "warning"]
+        command += ["--tenant-request-rate", "0", "--tenant-event-rate", "0"]
+        url = f"http://127.0.0.1:{port}"
+        with started(command, url + "/readyz") as server:
+            key = json.loads((data / "bootstrap.json").read_text())["admin_key"]
+            print(f"{args.clients} client processes, {args.duration} s a phase, 10 events a call")
+            best: dict[str, float] = {}
+            for _ in range(args.rounds):
+                for kind in ("native", "boto3"):
+                    per_s, server_us, client_us = phase(kind, url, key, server.pid, args)
+                    print(
+                        f"  {kind:7} {per_s:9.0f} events/s   CPU per event: server "
+                        f"{server_us:6.1f} µs, clients {client_us:6.1f} µs"
+                    )
+                    best[kind] = max(best.get(kind, 0.0), per_s)
+    floors = {kind: client_floor(kind, args) for kind in ("native", "boto3")}
+    print(
+        f"The clients alone (one against a bare receiver), CPU per event: native "
+        f"{floors['native']:.1f} µs, boto3 {floors['boto3']:.1f} µs"
+    )
+    ratio = best["boto3"] / best["native"]
+    verdict = "met" if ratio >= 0.6 else "MISSED"
+    print(f"PutEvents: {ratio:.2f}x native batch ingest (target >= 0.6): {verdict}")
+    return 0 if ok and ratio >= 0.6 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

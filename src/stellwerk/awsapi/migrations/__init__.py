@@ -1,0 +1,1 @@
+"""Alembic migrations of the EventBridge API's tables (run by `stellwerk.capability.Database`)."""
