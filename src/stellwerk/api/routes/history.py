@@ -1,0 +1,128 @@
+"""Delivery history: `GET /v1/buses/{bus}/events/{id}` (what happened to an event) and
+`GET /v1/buses/{bus}/rules/{rule}/targets/{target}/attempts` (what a target was sent).
+
+Both read the attempts the delivery workers recorded (`stellwerk.service.History`); a key sees
+its own tenant's only, and another tenant's event id answers 404.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from stellwerk.api.bodies import json_response, path_name, query_int, query_time
+from stellwerk.api.context import platform_of
+from stellwerk.api.endpoints import Endpoint, name_param
+from stellwerk.api.errors import ApiError, ErrorBody
+from stellwerk.api.middleware import principal_of
+from stellwerk.api.openapi import Parameter
+from stellwerk.api.routes.buses import bus_name
+from stellwerk.api.routes.rules import rule_name
+from stellwerk.auth import Scope
+from stellwerk.events import Rfc3339
+from stellwerk.service import (
+    ATTEMPT_OUTCOMES,
+    DEFAULT_ATTEMPT_PAGE,
+    MAX_ATTEMPT_PAGE,
+    AttemptOutcome,
+    AttemptView,
+    EventHistory,
+)
+
+
+class AttemptPage(msgspec.Struct):
+    attempts: list[AttemptView]
+    next_after: int | None
+
+
+async def event_history(request: Request) -> Response:
+    name = bus_name(request)
+    event_id: str = request.path_params["id"]
+    found = await platform_of(request).history.event(principal_of(request.scope), name, event_id)
+    return json_response(found)
+
+
+async def target_attempts(request: Request) -> Response:
+    name = bus_name(request)
+    rule = rule_name(request)
+    target = path_name(request, "target", "target")
+    limit = query_int(request, "limit", DEFAULT_ATTEMPT_PAGE, 1, MAX_ATTEMPT_PAGE)
+    found = await platform_of(request).history.attempts(
+        principal_of(request.scope),
+        name,
+        rule,
+        target,
+        since=query_time(request, "since"),
+        until=query_time(request, "until"),
+        outcome=_outcome(request),
+        after=query_int(request, "after", 0, 0, 2**62),
+        limit=limit,
+    )
+    next_after = found[-1].id if len(found) == limit else None
+    return json_response(AttemptPage(found, next_after))
+
+
+def _outcome(request: Request) -> AttemptOutcome | None:
+    text = request.query_params.get("outcome")
+    if text is None:
+        return None
+    for outcome in ATTEMPT_OUTCOMES:
+        if outcome == text:
+            return outcome
+    raise ApiError(
+        400,
+        "InvalidRequest",
+        f"outcome must be one of {', '.join(ATTEMPT_OUTCOMES)}",
+        field="outcome",
+    )
+
+
+_ERRORS: dict[int, type | None] = {
+    400: ErrorBody,
+    401: ErrorBody,
+    403: ErrorBody,
+    404: ErrorBody,
+    501: ErrorBody,
+}
+_PAGE = Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPT_PAGE)]
+_AFTER = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
+
+ENDPOINTS = [
+    Endpoint(
+        "get",
+        "/v1/buses/{bus}/events/{id:path}",
+        event_history,
+        "An event, the rules it matched, and each target's delivery attempts and state",
+        "delivery-history",
+        Scope.READ,
+        responses={200: EventHistory, **_ERRORS},
+        path_params={
+            "bus": name_param("the bus name"),
+            "id": Parameter("the event's id", Annotated[str, msgspec.Meta(min_length=1)]),
+        },
+    ),
+    Endpoint(
+        "get",
+        "/v1/buses/{bus}/rules/{rule}/targets/{target}/attempts",
+        target_attempts,
+        "A target's delivery attempts (filter: since, until, outcome; page: after)",
+        "delivery-history",
+        Scope.READ,
+        responses={200: AttemptPage, **_ERRORS},
+        path_params={
+            "bus": name_param("the bus name"),
+            "rule": name_param("the rule name"),
+            "target": name_param("the target id"),
+        },
+        query_params={
+            "since": Parameter("attempts started at or after this time", Rfc3339),
+            "until": Parameter("attempts started before this time", Rfc3339),
+            "outcome": Parameter("attempts that ended so", AttemptOutcome),
+            "after": Parameter("the last id of the previous page", _AFTER),
+            "limit": Parameter("attempts per page", _PAGE),
+        },
+    ),
+]
