@@ -36,6 +36,16 @@ def mounts(service: dict[str, Any]) -> dict[str, str]:
     return found
 
 
+def anonymous_target(volume: str | dict[str, Any]) -> str:
+    """The target of an anonymous volume, in either syntax."""
+    if isinstance(volume, str):
+        assert ":" not in volume, volume
+        return volume
+    assert volume["type"] == "volume", volume
+    assert "source" not in volume, volume
+    return str(volume["target"])
+
+
 def published(service: dict[str, Any]) -> list[tuple[str, int]]:
     """(host address, container port) of each published port, from either syntax."""
     found = []
@@ -54,6 +64,7 @@ def hardened(service: dict[str, Any]) -> None:
     assert service["cap_drop"] == ["ALL"]
     assert service["security_opt"] == ["no-new-privileges:true"]
     assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert service["build"]["args"]["PYTHON_IMAGE"] == "python:3.11-slim-bookworm"
 
 
 def test_embedded_is_one_container_with_its_data_and_backups_in_volumes() -> None:
@@ -88,6 +99,9 @@ def test_scale_out_runs_every_role_on_a_three_node_cluster_postgres_and_redis() 
         assert waits_for["postgres"]["condition"] == "service_healthy"
         if role != "gateway":
             assert waits_for["gateway"]["condition"] == "service_healthy"
+            # A volume per container (the delivery's lake spool outlives a crash), not a tmpfs.
+            assert "/var/lib/stellwerk" not in service["tmpfs"]
+            assert [anonymous_target(v) for v in service["volumes"]] == ["/var/lib/stellwerk"]
     for n in (1, 2, 3):
         command = services[f"nats-{n}"]["command"]
         others = {f"nats://nats-{m}:6222" for m in (1, 2, 3) if m != n}

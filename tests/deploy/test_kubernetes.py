@@ -133,15 +133,15 @@ def test_embedded_is_one_pod_with_its_data_and_backups_on_volumes(
     assert of_kind(rendered["embedded"], "Deployment") == []
 
 
-def test_scale_out_runs_each_role_as_a_deployment_with_a_budget(
+def test_scale_out_runs_each_role_as_a_workload_with_a_budget(
     rendered: dict[str, Manifests],
 ) -> None:
     manifests = rendered["scale-out"]
-    deployments = {d["metadata"]["name"]: d for d in of_kind(manifests, "Deployment")}
+    by_name = {w["metadata"]["name"]: w for w in workloads(manifests)}
     roles = {"gateway", "router", "delivery", "scheduler", "status"}
-    assert set(deployments) == {f"stellwerk-{r}" for r in roles}
+    assert set(by_name) == {f"stellwerk-{r}" for r in roles}
     for role in roles:
-        c = container(deployments[f"stellwerk-{role}"])
+        c = container(by_name[f"stellwerk-{role}"])
         assert c["args"] == ["serve", "--role", role]
         env = {e["name"] for e in c.get("env", [])}
         assert {"STELLWERK_DATABASE_URL", "STELLWERK_SECRET_KEY"} <= env
@@ -153,11 +153,26 @@ def test_scale_out_runs_each_role_as_a_deployment_with_a_budget(
     assert gateway_budget["spec"]["minAvailable"] == 1
 
 
+def test_delivery_workers_keep_the_lake_spool_on_a_volume_of_their_own(
+    rendered: dict[str, Manifests],
+) -> None:
+    # Rows a lake target acknowledged wait in the delivering pod's spool: on an emptyDir, a node
+    # lost with the pod would lose them.
+    (delivery,) = of_kind(rendered["scale-out"], "StatefulSet")
+    assert delivery["metadata"]["name"] == "stellwerk-delivery"
+    (claim,) = delivery["spec"]["volumeClaimTemplates"]
+    mounts = {m["name"]: m["mountPath"] for m in container(delivery)["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == "/var/lib/stellwerk"
+    volumes = {v["name"] for v in delivery["spec"]["template"]["spec"]["volumes"]}
+    assert claim["metadata"]["name"] not in volumes
+    assert delivery["spec"]["podManagementPolicy"] == "Parallel"
+
+
 def test_gateways_scale_on_cpu_and_workers_on_stellwerks_own_queue_metrics(
     rendered: dict[str, Manifests], exported_metrics: frozenset[str]
 ) -> None:
     manifests = rendered["scale-out"]
-    deployments = {d["metadata"]["name"]: d for d in of_kind(manifests, "Deployment")}
+    by_name = {w["metadata"]["name"]: w for w in workloads(manifests)}
     (hpa,) = of_kind(manifests, "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "stellwerk-gateway"
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
@@ -169,7 +184,8 @@ def test_gateways_scale_on_cpu_and_workers_on_stellwerks_own_queue_metrics(
     assert scaled["stellwerk-router"]["minReplicaCount"] >= 1
     for name, spec in scaled.items():
         # An autoscaler owns the count: a replicas field would undo it on every apply.
-        assert "replicas" not in deployments[name]["spec"]
+        assert "replicas" not in by_name[name]["spec"]
+        assert spec["scaleTargetRef"].get("kind", "Deployment") == by_name[name]["kind"]
         for trigger in spec["triggers"]:
             assert trigger["type"] == "prometheus"
             names = metric_names(trigger["metadata"]["query"])

@@ -21,7 +21,7 @@ from tests.e2e.scale_out import ScaleOut, keys_of, load_batch, metric_total
 from tests.nats_support import NatsServer, free_port
 from tests.polling import wait_until
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -62,7 +62,9 @@ async def stored_ids(nats_url: str) -> list[str]:
     ids: list[str] = []
     async with JetStreamEventLog(nats_url) as log:
         after = 0
-        while page := await log.read(TenantName("default"), "default", after=after, limit=1000):
+        while page := await log.read(
+            BusRef(TenantName("default"), "default"), after=after, limit=1000
+        ):
             ids.extend(e.id for e in page)
             after = page[-1].position
     return ids

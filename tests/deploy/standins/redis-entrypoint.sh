@@ -1,0 +1,4 @@
+#!/bin/sh
+set -e
+[ "$1" = redis-server ] && set -- "$@" --protected-mode no
+exec "$@"
