@@ -23,6 +23,10 @@ $(VENV)/.dev: $(BIN)/stellwerk
 run: $(BIN)/stellwerk
 	$(BIN)/stellwerk serve --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT) $(ARGS)
 
+# Two workers, a test file each at a time: most of the suite's time is servers starting and
+# processes being killed and waited for, which a second worker overlaps (docs/testing.md).
+PYTEST_ARGS ?= -n 2 --dist loadfile
+
 test: $(VENV)/.dev
 	$(BIN)/pytest $(PYTEST_ARGS)
 

@@ -11,6 +11,9 @@ Run `.venv/bin/python bench/delivery.py [--events N] [--rules R] [--deliveries M
   deliveries/s.
 - `worker, no-op target`: M deliveries queued; a worker in burst mode delivers them all to a
   target that returns at once (lease, one task per delivery, ack with group commit).
+- `worker, no history`: the same, with the worker recording no delivery history, in the same run:
+  what recording every attempt costs (CPU µs per delivery, all threads, and the history's bytes
+  per attempt on disk).
 - `worker, + hanging target`: the same M deliveries to the healthy target while as many go to a
   second target that never answers (its 16 slots stay full); the healthy target's rate should stay
   within 10% of the previous phase.
@@ -39,7 +42,7 @@ from stellwerk.cli import load_file
 from stellwerk.delivery.model import Delivered, Outcome
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 from stellwerk.patterns import Matcher
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.seams import Delivery, NewDelivery, NewEvent, TargetKey
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
@@ -126,11 +129,15 @@ async def route_phase(directory: Path, events: int, rules: int, seed: int) -> st
             def on_matched(self, tenant: str, bus: str, rules: Any) -> None:
                 pass
 
-        router = Router(log, queue, lambda t, b: rule_set, lambda: [(TENANT, BUS)], hooks=Count())
+        router = Router(
+            log, queue, lambda bus: rule_set, lambda: [BusRef(TENANT, BUS)], hooks=Count()
+        )
         started = time.perf_counter()
         await router.run(burst=True)
         elapsed = time.perf_counter() - started
-        assert await queue.cursor(TENANT, BUS) == await log.last_position(TENANT, BUS)
+        assert await queue.cursor(BusRef(TENANT, BUS)) == await log.last_position(
+            BusRef(TENANT, BUS)
+        )
     extra = f"{routed / events:.1f} deliveries/event, {routed / elapsed:,.0f} deliveries/s"
     return row(f"router, {rules} rules", events, elapsed, "events/s", extra)
 
@@ -170,11 +177,13 @@ async def _fill(queue: SqliteDeliveryQueue, count: int, target_ids: list[str]) -
             for p in positions
             for t in target_ids
         ]
-        await queue.route(TENANT, BUS, positions[-1], batch)
+        await queue.route(BusRef(TENANT, BUS), positions[-1], batch)
     return time.perf_counter() - started
 
 
-async def worker_phase(directory: Path, deliveries: int, hanging: bool) -> list[str]:
+async def worker_phase(
+    directory: Path, deliveries: int, hanging: bool, history: bool = True
+) -> list[str]:
     lines = []
     async with SqliteDeliveryQueue(directory / PIPELINE_FILE) as queue:
         ids = ["healthy", "hanging"] if hanging else ["healthy"]
@@ -186,16 +195,36 @@ async def worker_phase(directory: Path, deliveries: int, hanging: bool) -> list[
             "healthy": TargetBinding(healthy, concurrency=256),
             "hanging": TargetBinding(HangingTarget(), concurrency=16),
         }
-        worker = DeliveryWorker(queue, lambda t, b, r, i: bindings.get(i))
+        worker = DeliveryWorker(queue, lambda t, b, r, i: bindings.get(i), history=history)
+        cpu = time.process_time()
         started = time.perf_counter()
         running = asyncio.create_task(worker.run())
         await healthy.done.wait()
         elapsed = time.perf_counter() - started
         await worker.stop(grace=0)
         await running
+        cpu_us = (time.process_time() - cpu) * 1e6 / deliveries
         name = "worker, no-op + hanging target" if hanging else "worker, no-op target"
-        lines.append(row(name, deliveries, elapsed, "deliveries/s"))
+        if not history:
+            name = "worker, no-op, no history"
+        extra = f"{cpu_us:.1f} CPU us/delivery"
+        if history:
+            extra += f", {_history_bytes(queue.path) / deliveries:.0f} B/attempt"
+        lines.append(row(name, deliveries, elapsed, "deliveries/s", extra))
     return lines
+
+
+def _history_bytes(path: Path) -> int:
+    """What the history's table and indexes take in the file (after a checkpoint)."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        try:
+            (size,) = conn.execute(
+                "SELECT sum(pgsize) FROM dbstat WHERE name LIKE '%attempts%'"
+            ).fetchone()
+        except sqlite3.OperationalError:  # an SQLite built without dbstat
+            return 0
+    return int(size or 0)
 
 
 async def lease_phase(directory: Path, backlog: int, calls: int = 2000) -> str:
@@ -207,7 +236,7 @@ async def lease_phase(directory: Path, backlog: int, calls: int = 2000) -> str:
             NewDelivery(TENANT, BUS, "r", "other", f"o{p}", "/bench", p, now, PAYLOAD, "a/b")
             for p in range(backlog + 1, backlog + calls + 1)
         ]
-        await queue.route(TENANT, BUS, backlog + calls, batch)
+        await queue.route(BusRef(TENANT, BUS), backlog + calls, batch)
         full = {TargetKey(TENANT, BUS, "r", "backlog"): 0}
         started = time.perf_counter()
         for _ in range(calls):
@@ -222,10 +251,15 @@ async def run(args: argparse.Namespace, directory: Path) -> None:
     print(raw_inserts(directory / "raw.db", args.deliveries))
     (directory / "route").mkdir()
     print(await route_phase(directory / "route", args.events, args.rules, args.seed))
-    for hanging in (False, True):
-        (directory / f"worker{hanging}").mkdir()
-        for line in await worker_phase(directory / f"worker{hanging}", args.deliveries, hanging):
+    # With and without history twice, alternating, so that a loaded machine skews both alike.
+    for run_no, history in enumerate((True, False, True, False)):
+        where = directory / f"history{run_no}"
+        where.mkdir()
+        for line in await worker_phase(where, args.deliveries, False, history):
             print(line)
+    (directory / "hanging").mkdir()
+    for line in await worker_phase(directory / "hanging", args.deliveries, True):
+        print(line)
     for backlog in (0, args.backlog):
         (directory / f"lease{backlog}").mkdir()
         print(await lease_phase(directory / f"lease{backlog}", backlog))

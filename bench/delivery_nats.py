@@ -32,7 +32,7 @@ from pathlib import Path
 from stellwerk.cli import nats_support, process_cpu
 from stellwerk.delivery.model import Delivered, Outcome
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import Delivery, DeliveryQueue, NewDelivery
 from stellwerk.storage.queue.jetstream import JetStreamDeliveryQueue
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
@@ -62,7 +62,7 @@ async def _fill(queue: DeliveryQueue, count: int, groups: int = 0) -> None:
             )
             for p in positions
         ]  # fmt: skip
-        await queue.route(TENANT, BUS, positions[-1], batch)
+        await queue.route(BusRef(TENANT, BUS), positions[-1], batch)
 
 
 async def route_phase(make: QueueMaker, count: int) -> float:

@@ -28,7 +28,7 @@ from typing import Any
 
 from stellwerk.erasure.criterion import Criterion, parse
 from stellwerk.events import CloudEvent
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import ErasedEvent, NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR
@@ -100,7 +100,7 @@ async def _timed(
 
 async def _read_all(log: SqliteEventLog) -> int:
     seen, after = 0, 0
-    while page := await log.read(TenantName("bench"), "default", after=after, limit=1000):
+    while page := await log.read(BusRef(TenantName("bench"), "default"), after=after, limit=1000):
         seen += len(page)
         after = page[-1].position
     return seen

@@ -18,6 +18,10 @@ its processes, from /proc/<pid>/stat), the bytes it wrote to storage per event (
 /proc/<pid>/io, the same tree) and the bytes the log stored per event (its files' growth):
 figures that neighbours on a shared machine do not distort. The summary puts the targets of
 issue 14 beside them.
+It also runs the durable floor (`baseline.py --durable`: the bare app that decodes each body
+with msgspec and appends it to a file with one `fdatasync` per request) with single events and
+batches, and prints its CPU and bytes per event beside Stellwerk's: what an ack after the fsync
+costs at the least on this machine, in the same run.
 Single-event phases alternate (bare, Stellwerk, bare, Stellwerk) and the better of each pair
 counts, so a neighbour's burst on a shared machine does not decide the ratio. Every answer other
 than 202 is listed; the exit status is 1 if there was any.
@@ -26,6 +30,7 @@ than 202 is listed; the exit status is 1 if there was any.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import socket
@@ -35,7 +40,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,26 +158,52 @@ def verdict(ok: bool) -> str:
 
 
 def compare(args: argparse.Namespace) -> int:
-    bare_port, stellwerk_port = free_port(), free_port()
-    with tempfile.TemporaryDirectory(prefix="stellwerk-bench-") as tmp:
-        data_dir = Path(tmp)
+    bare_port, floor_port, stellwerk_port = free_port(), free_port(), free_port()
+    with (
+        tempfile.TemporaryDirectory(prefix="stellwerk-bench-") as tmp,
+        tempfile.TemporaryDirectory(prefix="stellwerk-floor-") as floor_tmp,
+    ):
+        data_dir, floor_dir = Path(tmp), Path(floor_tmp)
         baseline = str(Path(__file__).with_name("loadgen") / "baseline.py")
         bare_cmd = [sys.executable, baseline, "--port", str(bare_port)]
+        floor_cmd = [*bare_cmd[:2], "--port", str(floor_port), "--durable", str(floor_dir)]
         stellwerk_cmd = [
             *(STELLWERK, "serve", "--data-dir", str(data_dir), "--port", str(stellwerk_port)),
             *("--tenant-event-rate", "0", "--tenant-request-rate", "0", "--log-level", "warning"),
         ]
         bare_url = f"http://127.0.0.1:{bare_port}"
+        floor_url = f"http://127.0.0.1:{floor_port}"
         stellwerk_url = f"http://127.0.0.1:{stellwerk_port}"
         with (
             started(bare_cmd, bare_url + "/") as bare_process,
+            started(floor_cmd, floor_url + "/") as floor_process,
             started(stellwerk_cmd, stellwerk_url + "/readyz") as stellwerk_process,
         ):
             key = json.loads((data_dir / "bootstrap.json").read_text())["ingest_key"]
-            servers = {bare_url: bare_process.pid, stellwerk_url: stellwerk_process.pid}
+            servers = {
+                bare_url: bare_process.pid,
+                floor_url: floor_process.pid,
+                stellwerk_url: stellwerk_process.pid,
+            }
             return run_comparison(
-                args, Target(bare_url, key), Target(stellwerk_url, key), servers, data_dir
+                args,
+                Target(bare_url, key),
+                Target(stellwerk_url, key),
+                servers,
+                data_dir,
+                floor=Floor(Target(floor_url, key), floor_dir),
             )
+
+
+@dataclass
+class Floor:
+    """The durable floor's server and the directory of its one file."""
+
+    target: Target
+    directory: Path
+
+    def stored(self) -> int:
+        return sum(path.stat().st_size for path in self.directory.glob("*.log"))
 
 
 @dataclass
@@ -193,10 +224,8 @@ class Phase:
         return self.written_per_event / self.stored_per_event
 
 
-def stored_bytes(data_dir: Path | None) -> int:
+def log_bytes(data_dir: Path) -> int:
     """The size of the event log's files: what the events take once stored."""
-    if data_dir is None:
-        return 0
     return sum(path.stat().st_size for path in (data_dir / "log").glob("*.log"))
 
 
@@ -206,11 +235,16 @@ def measured(
     pid: int | None,
     failures: list[str],
     data_dir: Path | None = None,
+    *,
+    stored_bytes: Callable[[], int] | None = None,
 ) -> Phase:
     """Run one phase and print its figures, with the server's CPU per request and per event
-    and, for Stellwerk (`data_dir`), the bytes written and stored per event."""
+    and, for Stellwerk (`data_dir`) or the durable floor (`stored_bytes`), the bytes written
+    and stored per event."""
+    if stored_bytes is None and data_dir is not None:
+        stored_bytes = functools.partial(log_bytes, data_dir)
     cpu_before, written_before = process_cpu(pid), process_written(pid)
-    stored_before = stored_bytes(data_dir)
+    stored_before = stored_bytes() if stored_bytes is not None else 0
     result = run_load(load)
     show(name, result, failures)
     phase = Phase(result)
@@ -223,9 +257,9 @@ def measured(
     phase.cpu_us_per_event = spent * 1e6 / events
     figures = f"server CPU {phase.cpu_us_per_request:,.0f} us/request, "
     figures += f"{phase.cpu_us_per_event:,.1f} us/event"
-    if data_dir is not None:
+    if stored_bytes is not None:
         phase.written_per_event = written_since(written_before, process_written(pid)) / events
-        phase.stored_per_event = (stored_bytes(data_dir) - stored_before) / events
+        phase.stored_per_event = (stored_bytes() - stored_before) / events
         figures += (
             f"; written {phase.written_per_event:,.0f} B/event, "
             f"stored {phase.stored_per_event:,.0f} B/event"
@@ -242,6 +276,7 @@ def run_comparison(
     stellwerk: Target,
     pids: dict[str, int] | None = None,
     data_dir: Path | None = None,
+    floor: Floor | None = None,
 ) -> int:
     pids = pids or {}
     bare_pid, stellwerk_pid = pids.get(bare.url), pids.get(stellwerk.url)
@@ -269,6 +304,16 @@ def run_comparison(
                 data_dir,
             )
         )
+    floors: dict[Mode, Phase] = {}
+    if floor is not None:
+        for mode, label in ((Mode.SINGLE, "single"), (Mode.BATCH, f"batch x{args.batch_size}")):
+            floors[mode] = measured(
+                f"floor, {label}",
+                spec(args, floor.target, mode),
+                pids.get(floor.target.url),
+                failures,
+                stored_bytes=floor.stored,
+            )
     batch = measured(
         f"stellwerk, batch x{args.batch_size}",
         spec(args, stellwerk, Mode.BATCH),
@@ -300,12 +345,16 @@ def run_comparison(
     print(f"  ratio {ratio:.2f} (issue 14: >= 0.35, {verdict(ratio >= 0.35)})")
     print(f"  {target(single.cpu_us_per_request, 150, 'server CPU', 'us/request', '{:,.0f}')}")
     print(f"  {bytes_line(single)}")
+    if Mode.SINGLE in floors:
+        print(f"  {floor_line(floors[Mode.SINGLE], per_event=False)}")
     print(
         f"batches of {args.batch_size}: {batch.result.events_per_second:,.0f} durable events/s "
         f"(issue 14: >= 100,000, {verdict(batch.result.events_per_second >= 100_000)})"
     )
     print(f"  {target(batch.cpu_us_per_event, 10, 'server CPU', 'us/event', '{:,.1f}')}")
     print(f"  {bytes_line(batch)}")
+    if Mode.BATCH in floors:
+        print(f"  {floor_line(floors[Mode.BATCH], per_event=True)}")
     print(
         f"ack latency at {half:,.0f} req/s (half the maximum): p99 {p99_ms:.2f} ms "
         f"(target <= 10 ms: {verdict(p99_ms <= 10)}); bare app at that rate: {p99_bare_ms:.2f} ms"
@@ -323,6 +372,22 @@ def target(value: float | None, most: float, what: str, unit: str, form: str) ->
         return f"{what}: not measured (no /proc)"
     shown = form.format(value)
     return f"{what} {shown} {unit} (issue 14: <= {most:g}, {verdict(value <= most)})"
+
+
+def floor_line(phase: Phase, *, per_event: bool) -> str:
+    """The durable floor's figures, to read beside Stellwerk's."""
+    cpu = phase.cpu_us_per_event if per_event else phase.cpu_us_per_request
+    if cpu is None:
+        return "durable floor: not measured (no /proc)"
+    shown = f"{cpu:,.1f} us/event" if per_event else f"{cpu:,.0f} us/request"
+    rate = phase.result.events_per_second if per_event else phase.result.requests_per_second
+    unit = "events/s" if per_event else "req/s"
+    written = (
+        f", written {phase.written_per_event:,.0f} B/event"
+        if phase.written_per_event is not None
+        else ""
+    )
+    return f"durable floor (decode, write, fdatasync): {rate:,.0f} {unit}, CPU {shown}{written}"
 
 
 def bytes_line(phase: Phase) -> str:

@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 
 PHASES = {
     "log+route": "log+route, no rules",
@@ -165,7 +165,7 @@ def _router(stores: Stores, rules: int, batch: int) -> Any:
         targets[f"r{number}"] = [RouteTarget("t")]
     rule_set = RuleSet(matcher, targets)
     return Router(
-        stores.log, stores.queue, lambda t, b: rule_set, lambda: [(TENANT, BUS)], batch=batch
+        stores.log, stores.queue, lambda bus: rule_set, lambda: [BusRef(TENANT, BUS)], batch=batch
     )
 
 

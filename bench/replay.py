@@ -46,7 +46,7 @@ import msgspec
 from loadgen import LoadResult, LoadSpec, Mode, Target, run_load
 from stellwerk.cli import load_file
 from stellwerk.patterns import Matcher
-from stellwerk.refs import TenantId, TenantName
+from stellwerk.refs import BusRef, TenantId, TenantName
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.routing.replay import NoReplayHooks, ReplayRunner
 from stellwerk.seams import NewEvent
@@ -128,10 +128,10 @@ async def _fill(log: SqliteEventLog, archives: SqliteArchiveStore, uid: str, eve
                     msgspec.json.encode(event),
                 )
             )
-        before = await log.last_position(TENANT, BUS)
+        before = await log.last_position(BusRef(TENANT, BUS))
         await log.append(batch)
-        stored = await log.read(TENANT, BUS, after=before, limit=len(batch))
-        await archives.archive(TENANT, BUS, stored[-1].position, [(uid, e) for e in stored])
+        stored = await log.read(BusRef(TENANT, BUS), after=before, limit=len(batch))
+        await archives.archive(BusRef(TENANT, BUS), stored[-1].position, [(uid, e) for e in stored])
 
 
 def _rules(count: int) -> RuleSet:
@@ -176,7 +176,7 @@ async def _route(stores: _Stores, log: SqliteEventLog, rules: RuleSet) -> Figure
             pass
 
     async with stores.queue() as queue:
-        router = Router(log, queue, lambda t, b: rules, lambda: [(TENANT, BUS)], hooks=Count())
+        router = Router(log, queue, lambda bus: rules, lambda: [BusRef(TENANT, BUS)], hooks=Count())
         clock = Clock()
         await router.run(burst=True)
         return clock.figures(counted.events, counted.deliveries)
@@ -197,7 +197,7 @@ async def _replay(
     counted = _Counted()
     async with stores.queue() as queue:
         runner = ReplayRunner(
-            stores.control, archives, log, queue, lambda t, b: rules,
+            stores.control, archives, log, queue, lambda bus: rules,
             rate=rate, max_running=1, hooks=counted,
         )  # fmt: skip
         clock = Clock()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import linecache
+import socketserver
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
@@ -17,6 +19,9 @@ from typing import Any, TypeVar, overload
 T = TypeVar("T")
 
 DEADLINE = 30.0
+# How often a test's server thread looks whether it was told to stop: its `shutdown()` waits for
+# that look, 0.5 s by default (half a second of every test that stopped a receiver).
+SERVER_POLL_SECONDS = 0.02
 
 
 Errors = type[BaseException] | tuple[type[BaseException], ...]
@@ -114,3 +119,12 @@ def _described(probe: Callable[..., object]) -> str:
         return repr(probe)
     line = linecache.getline(code.co_filename, code.co_firstlineno).strip()
     return f"{line} ({code.co_filename}:{code.co_firstlineno})"
+
+
+def serve_in_thread(server: socketserver.BaseServer) -> threading.Thread:
+    """Serve in a daemon thread, so that `server.shutdown()` returns within a poll."""
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": SERVER_POLL_SECONDS}, daemon=True
+    )
+    thread.start()
+    return thread

@@ -13,8 +13,10 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = SRC / "stellwerk"
 
-# What each lower floor may import of Stellwerk (besides itself and the root's __version__).
+# What each lower floor may import of Stellwerk (besides itself and the version).
 ALLOWED: dict[str, set[str]] = {
+    # The Python client talks HTTP to a server; it needs none of the server's code.
+    "stellwerk.client": set(),
     "stellwerk.clock": set(),
     "stellwerk.refs": set(),
     "stellwerk.auth": {"stellwerk.refs"},
@@ -23,6 +25,7 @@ ALLOWED: dict[str, set[str]] = {
         "stellwerk.patterns",
         "stellwerk.transform",
         "stellwerk.names",
+        "stellwerk.urls",
         "stellwerk.secrets",
         "stellwerk.clock",
     },
@@ -52,6 +55,18 @@ FACED: tuple[str, ...] = (
     "stellwerk.ingest",
     "stellwerk.ops",
     "stellwerk.routing",
+    "stellwerk.statuspages",
+    "stellwerk.awsapi",
+    "stellwerk.tracking",
+    "stellwerk.sites",
+    "stellwerk.client",
+)
+# Capabilities built on the core (DESIGN.md, "Layout"): edges like the API, each on its own.
+CAPABILITIES: tuple[str, ...] = (
+    "stellwerk.statuspages",
+    "stellwerk.awsapi",
+    "stellwerk.tracking",
+    "stellwerk.sites",
 )
 # What the API may not reach but through the service layer.
 BEHIND_THE_SERVICE_LAYER: tuple[str, ...] = (
@@ -103,7 +118,11 @@ def test_lower_floors_import_nothing_above_them() -> None:
     upward = []
     for importer, target, line in imports():
         for floor, allowed in ALLOWED.items():
-            if not within(importer, floor) or within(target, floor) or target == "stellwerk":
+            if (
+                not within(importer, floor)
+                or within(target, floor)
+                or target in ("stellwerk", "stellwerk.version")
+            ):
                 continue
             if not any(within(target, ok) for ok in allowed):
                 upward.append(f"{importer}:{line} imports {target}")
@@ -131,6 +150,24 @@ def test_the_api_is_an_edge_over_the_service_layer() -> None:
         if within(importer, "stellwerk.api"):
             if any(within(target, below) for below in BEHIND_THE_SERVICE_LAYER):
                 wrong.append(f"{importer}:{line} imports {target}")
-        elif within(target, "stellwerk.api") and importer != "stellwerk.app":
+        elif within(target, "stellwerk.api") and not (
+            importer in ("stellwerk.app", "stellwerk.capability")
+            or any(within(importer, c) for c in CAPABILITIES)
+        ):
+            wrong.append(f"{importer}:{line} imports {target}")
+    assert wrong == []
+
+
+def test_capabilities_reach_the_core_only_through_its_seams() -> None:
+    """A capability calls the facades and `stellwerk.capability`, never the stores or the
+    engine, and never another capability: they talk through events on a bus."""
+    wrong = []
+    for importer, target, line in imports():
+        mine = next((c for c in CAPABILITIES if within(importer, c)), None)
+        if mine is None:
+            continue
+        if any(within(target, below) for below in BEHIND_THE_SERVICE_LAYER) or any(
+            within(target, other) for other in CAPABILITIES if other != mine
+        ):
             wrong.append(f"{importer}:{line} imports {target}")
     assert wrong == []

@@ -6,8 +6,8 @@ import msgspec
 import pytest
 
 from stellwerk.auth import Principal, Scope
-from stellwerk.refs import TenantId, TenantName, TenantRef
-from stellwerk.seams import Change
+from stellwerk.refs import BusRef, TenantId, TenantName, TenantRef
+from stellwerk.seams import Change, lease_name
 
 ACME = TenantRef(TenantId("0b6c-id"), TenantName("acme"))
 
@@ -36,3 +36,22 @@ def test_a_change_refuses_to_be_read_by_the_other_key() -> None:
         _ = Change.of("bus", ACME.id, "orders").owner
     with pytest.raises(ValueError, match=r"Change\.grant"):
         Change.of("grant", ACME.id, "orders", "partner")
+
+
+def test_a_bus_is_one_value_made_once_from_the_principal() -> None:
+    principal = Principal(ACME, key_id="k", scope=Scope.READ)
+    orders = principal.bus("orders")
+    assert orders == BusRef(TenantName("acme"), "orders") == ACME.bus("orders")
+    assert {orders: 1}[BusRef(TenantName("acme"), "orders")] == 1
+    assert str(orders) == "acme/orders"
+    assert sorted([ACME.bus("b"), BusRef(TenantName("a"), "z"), ACME.bus("a")]) == [
+        BusRef(TenantName("a"), "z"),
+        ACME.bus("a"),
+        ACME.bus("b"),
+    ]
+    with pytest.raises(AttributeError):
+        orders.bus = "other"  # type: ignore[misc]
+
+
+def test_lease_names_read_as_they_did() -> None:
+    assert lease_name("router", ACME.bus("orders")) == "router/acme/orders"

@@ -13,7 +13,7 @@ import asyncio
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge
 
 from stellwerk.clock import utc_now
 from stellwerk.ops import Metrics
-from stellwerk.storage.sqlite import BackupError, backup
+from stellwerk.storage.sqlite import BackupError, BackupPart, backup
 
 log = structlog.get_logger("stellwerk.backups")
 
@@ -82,7 +82,8 @@ def _size(path: Path) -> int:
 
 
 class ScheduledBackups:
-    """Takes a backup of `data_dir` into `folder` every `interval` seconds, keeping `keep`."""
+    """Takes a backup of `data_dir` (with capabilities' `parts`) into `folder` every `interval`
+    seconds, keeping `keep`."""
 
     def __init__(
         self,
@@ -92,9 +93,11 @@ class ScheduledBackups:
         interval: float,
         keep: int,
         metrics: BackupMetrics,
+        parts: Sequence[BackupPart] = (),
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.data_dir = data_dir
+        self.parts = parts
         self.folder = folder
         self.interval = interval
         self.keep = keep
@@ -114,7 +117,7 @@ class ScheduledBackups:
             raise BackupError(f"{final} exists already (two backups within one second)")
         partial = self.folder / f".{name}{PARTIAL}"
         try:
-            backup(self.data_dir, partial)
+            backup(self.data_dir, partial, self.parts)
             partial.rename(final)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)

@@ -12,23 +12,25 @@ import asyncio
 import dataclasses
 import functools
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Final
+from typing import Any, Final
 
 import structlog
 
 from stellwerk.backups import BackupMetrics, ScheduledBackups
+from stellwerk.capability import Capability, CapabilityContext, Database, Opened, Outgoing
 from stellwerk.config import Role, Settings
 from stellwerk.delivery import (
     BusAccess,
     DeliveryMetrics,
     DeliveryWorker,
     TargetBuilder,
+    TargetKinds,
     TargetRegistry,
 )
-from stellwerk.delivery.targets import SessionPool
+from stellwerk.delivery.targets import AddressPolicy, SessionPool
 from stellwerk.erasure import ErasureMetrics, ErasureRunner, Suppressions
 from stellwerk.ingest import BindingLimits, IngestMetrics
 from stellwerk.ops import Metrics, Tracing
@@ -42,15 +44,20 @@ from stellwerk.routing import (
     ReplayRunner,
     Router,
     RuleBook,
+    RuleTicker,
+    SiteRouting,
     archive_floors,
     trim_archives,
 )
 from stellwerk.rules import MAX_TIMEOUT_SECONDS
 from stellwerk.seams import (
+    DeliveryHistory,
+    Leases,
     Signals,
     bus_owner,
+    while_held,
 )
-from stellwerk.secrets import SecretBox, load_or_create_key
+from stellwerk.secrets import SecretBox, derive_key, load_or_create_key
 from stellwerk.service import (
     Archives,
     Authenticator,
@@ -62,6 +69,7 @@ from stellwerk.service import (
     FailedEvents,
     Gate,
     Grants,
+    History,
     Ingest,
     Keys,
     Platform,
@@ -73,6 +81,7 @@ from stellwerk.service import (
     Tenants,
 )
 from stellwerk.storage.control import BusDirectory, ControlPlane
+from stellwerk.storage.sqlite import BackupPart
 from stellwerk.stores import LaneWatching, Stores, routed_elsewhere, stores_for
 
 log = structlog.get_logger("stellwerk")
@@ -109,6 +118,7 @@ class Services:
     platform: Platform
     caches: Caches
     roles: RoleSupervisor
+    capabilities: Mapping[str, Opened] = field(default_factory=dict)
 
     def start(self) -> None:
         """Start this process's roles in the background."""
@@ -116,6 +126,7 @@ class Services:
 
     async def close(self) -> None:
         await self.roles.stop()
+        await _close_capabilities(self.capabilities)
         # After the scheduler: until then it could still start resuming erasures, and a task
         # left querying a closed control plane hangs the loop's shutdown.
         await self.pipeline.erasures.close()
@@ -133,15 +144,18 @@ async def open_services(
     delivery_metrics: DeliveryMetrics,
     *,
     tracing: Tracing | None = None,
+    capabilities: Sequence[Capability] = (),
 ) -> Services:
     # Embedded, a key file in the data directory serves; in scale-out mode every process needs
     # the same STELLWERK_SECRET_KEY.
-    box = SecretBox(load_or_create_key(settings.data_dir, os.environ, create=settings.embedded))
+    master = load_or_create_key(settings.data_dir, os.environ, create=settings.embedded)
+    box = SecretBox(master)
     control = await ControlPlane.open(settings.control_database_url, box=box)
     stores = stores_for(settings, control, ingest_metrics)
     roles = roles_of(settings.role)
     routes = Role.ROUTER in roles  # each bus is routed and archived by the lease holder
     session_pool = SessionPool()
+    kinds = TargetKinds()  # the target types capabilities bring, registered as they open
     bus_access = BusAccess(control)
     rulebook = RuleBook(
         control,
@@ -151,6 +165,7 @@ async def open_services(
             appended=stores.log_watch.appended,
             allow_private=settings.allow_private_targets,
             bus_refusal=bus_access.refusal,
+            kinds=kinds,
         ),
         buses_changed=stores.leases.wake if routes else None,
     )
@@ -162,40 +177,86 @@ async def open_services(
         await asyncio.gather(rulebook.close(), session_pool.close(), return_exceptions=True)
         await asyncio.gather(stores.close(), return_exceptions=True)
         raise
-    suppressions = Suppressions(control.erasures, metrics, ttl=settings.key_cache_seconds)
-    pipeline = _pipeline(
-        settings, stores, rulebook, session_pool, suppressions, metrics, delivery_metrics, tracing
-    )
-    authenticator = Authenticator(control, cache_seconds=settings.key_cache_seconds)
-    bus_directory = BusDirectory(control, ttl=settings.key_cache_seconds)
-    caches = Caches(
-        signals=stores.signals,
-        rulebook=rulebook,
-        buses=bus_directory,
-        bus_access=bus_access,
-        authenticator=authenticator,
-        suppressions=suppressions,
-        archiver=pipeline.archiver,
-        replays=pipeline.replays,
-    )
-    control.changes.listen(caches.announce)
-    platform = _platform(
-        settings,
-        stores,
-        pipeline,
-        authenticator,
-        bus_directory,
-        suppressions,
-        ingest_metrics,
-        tracing,
-    )
+    # From here on a failure closes what is open, so that a start tried again finds the log's
+    # lock free.
+    try:
+        suppressions = Suppressions(control.erasures, metrics, ttl=settings.key_cache_seconds)
+        site_routing = SiteRouting()  # a capability may make this site stand by (sites)
+        pipeline = _pipeline(
+            settings,
+            stores,
+            rulebook,
+            session_pool,
+            suppressions,
+            metrics,
+            delivery_metrics,
+            tracing,
+            site_routing,
+        )
+        authenticator = Authenticator(control, cache_seconds=settings.key_cache_seconds)
+        bus_directory = BusDirectory(control, ttl=settings.key_cache_seconds)
+        caches = Caches(
+            signals=stores.signals,
+            rulebook=rulebook,
+            buses=bus_directory,
+            bus_access=bus_access,
+            authenticator=authenticator,
+            suppressions=suppressions,
+            archiver=pipeline.archiver,
+            replays=pipeline.replays,
+        )
+        control.changes.listen(caches.announce)
+        platform = _platform(
+            settings,
+            stores,
+            pipeline,
+            authenticator,
+            bus_directory,
+            suppressions,
+            ingest_metrics,
+            tracing,
+            kinds,
+        )
+        parts = [part for capability in capabilities for part in capability.backup_parts]
+        duties = _duties(settings, stores, pipeline, metrics, delivery_metrics, platform, parts)
+    except BaseException:
+        await asyncio.gather(rulebook.close(), session_pool.close(), return_exceptions=True)
+        await asyncio.gather(stores.close(), return_exceptions=True)
+        raise
+    try:
+        opened = await _open_capabilities(
+            capabilities,
+            CapabilityContext(
+                settings,
+                platform,
+                Database(control.engine),
+                metrics,
+                roles,
+                singleton=functools.partial(_singleton, stores.leases),
+                outgoing=Outgoing(
+                    session_pool, AddressPolicy.build(settings.allow_private_targets)
+                ),
+                target_kinds=kinds,
+                key=functools.partial(derive_key, master),
+                site_routing=site_routing,
+            ),
+        )
+    except BaseException:
+        await Services(
+            settings, stores, pipeline, platform, caches, RoleSupervisor({}, roles)
+        ).close()
+        raise
+    for capability in opened.values():
+        for role, more in capability.duties().items():
+            duties.setdefault(role, []).extend(more)
     services = Services(
         settings=settings,
         stores=stores,
         pipeline=pipeline,
         platform=platform,
         caches=caches,
-        roles=RoleSupervisor(_duties(settings, stores, pipeline, metrics, delivery_metrics), roles),
+        roles=RoleSupervisor(duties, roles),
+        capabilities=opened,
     )
     try:
         await stores.signals.start(
@@ -204,10 +265,43 @@ async def open_services(
             on_changed=caches.take,
             on_resync=caches.resync,
         )
+        # A change committed between the first read of the rules above and this process
+        # listening for changes was signalled to nobody here: read once more, now that every
+        # later change will be heard.
+        await caches.resync()
     except BaseException:
         await services.close()
         raise
     return services
+
+
+async def _open_capabilities(
+    capabilities: Sequence[Capability], context: CapabilityContext
+) -> dict[str, Opened]:
+    """Open each capability in turn; if one fails, close those already open and raise."""
+    opened: dict[str, Opened] = {}
+    try:
+        for capability in capabilities:
+            opened[capability.name] = await capability.open(context)
+    except BaseException:
+        await _close_capabilities(opened)
+        raise
+    return opened
+
+
+def _singleton(leases: Leases, name: str, body: Callable[[], Coroutine[Any, Any, None]]) -> Duty:
+    """A duty running `body` while this process holds lease `name` (`CapabilityContext`)."""
+    return Duty(name, functools.partial(while_held, leases, name, body))
+
+
+async def _close_capabilities(opened: Mapping[str, Opened]) -> None:
+    """Close in the reverse order of opening; one failing to close does not keep the others
+    open."""
+    for name, capability in reversed(list(opened.items())):
+        try:
+            await capability.close()
+        except Exception:
+            log.exception("closing a capability failed", capability=name)
 
 
 async def _bootstrap(control: ControlPlane, settings: Settings) -> None:
@@ -251,6 +345,7 @@ def _pipeline(
     metrics: Metrics,
     delivery_metrics: DeliveryMetrics,
     tracing: Tracing | None,
+    site_routing: SiteRouting,
 ) -> Pipeline:
     control, event_log, queue = stores.control, stores.event_log, stores.queue
     routes = Role.ROUTER in roles_of(settings.role)
@@ -277,6 +372,7 @@ def _pipeline(
         wake=wake,
         hooks=RoutedSignal(delivery_metrics, stores.signals),
         owns=bus_owner(stores.leases, "router", rulebook.buses) if routes else None,
+        site=site_routing,
     )
     archiver = Archiver(
         event_log,
@@ -318,6 +414,7 @@ def _platform(
     suppressions: Suppressions,
     ingest_metrics: IngestMetrics,
     tracing: Tracing | None,
+    kinds: TargetKinds,
 ) -> Platform:
     control = stores.control
     buses = Buses(control, max_buses=settings.max_buses_per_tenant)
@@ -325,6 +422,7 @@ def _platform(
         control,
         allow_private_targets=settings.allow_private_targets,
         function_modules=settings.function_modules,
+        kinds=kinds,
     )
     return Platform(
         gate=Gate(authenticator, TokenBuckets(settings.tenant_request_rate)),
@@ -340,7 +438,7 @@ def _platform(
             ),
             event_rate=TokenBuckets(settings.tenant_event_rate),
         ),
-        tail=Tail(bus_directory, stores.event_log, stores.log_watch),
+        tail=Tail(bus_directory, stores.event_log, stores.log_watch, routes=stores.queue),
         buses=buses,
         rules=Rules(control, buses, targets, max_rules=settings.max_rules_per_bus),
         archives=Archives(
@@ -362,6 +460,11 @@ def _platform(
             stores.queue,
             redriven=functools.partial(_redriven, pipeline.worker, stores.signals),
         ),
+        history=History(
+            buses,
+            stores.event_log,
+            stores.queue if isinstance(stores.queue, DeliveryHistory) else None,
+        ),
         failed_events=FailedEvents(control, buses, stores.event_log, stores.log_watch),
         tenants=Tenants(control),
         readiness=Readiness(control, stores.event_log),
@@ -374,6 +477,8 @@ def _duties(
     pipeline: Pipeline,
     metrics: Metrics,
     delivery_metrics: DeliveryMetrics,
+    platform: Platform,
+    backup_parts: Sequence[BackupPart] = (),
 ) -> dict[Role, list[Duty]]:
     """What each role runs."""
     control, archive_store = stores.control, stores.archive_store
@@ -388,6 +493,7 @@ def _duties(
         metrics=RetentionMetrics(metrics),
         archive_floors=functools.partial(archive_floors, control, archive_store),
         trim_archives=functools.partial(trim_archives, control, archive_store),
+        history=stores.queue if isinstance(stores.queue, DeliveryHistory) else None,
     )
     scheduler = Scheduler(stores.leases, retention, pipeline.replays, pipeline.erasures)
 
@@ -396,8 +502,10 @@ def _duties(
             delivery_metrics.set_depth(await stores.queue.depth())
             await asyncio.sleep(DEPTH_REFRESH_SECONDS)
 
+    ticker = RuleTicker(control, platform.ingest.publish)
     scheduling = [
         scheduler.duty(),
+        _singleton(stores.leases, "rule-schedules", ticker.run),
         # The schedulers report the queue's depth, not the workers: scaled to zero when nothing
         # is pending, the workers would otherwise take with them what wakes them up again.
         Duty("queue-depth", refresh_depth),
@@ -409,6 +517,7 @@ def _duties(
             interval=settings.backup_interval,
             keep=settings.backup_keep,
             metrics=BackupMetrics(metrics),
+            parts=backup_parts,
         )
         scheduling.append(Duty("backups", backups.run, backups.stop, ends=True))
     return {

@@ -8,14 +8,16 @@ in one line that names the flag, the variable and the reason, before anything st
 from __future__ import annotations
 
 import enum
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
+
+from stellwerk.cpus import usable_cpus
 
 
 class Role(enum.StrEnum):
@@ -27,6 +29,8 @@ class Role(enum.StrEnum):
     SCHEDULER = "scheduler"
     # Embedded mode's second process: router, delivery and scheduler over the data directory.
     PIPELINE = "pipeline"
+    # A stateless ingest proxy in front of a global endpoint's sites (`stellwerk.sites.edge`).
+    EDGE = "edge"
 
 
 # Embedded mode runs at most this many processes: a gateway and a pipeline. More would not help
@@ -74,6 +78,8 @@ class Settings:
     function_modules: tuple[str, ...] = ()
     drain_seconds: float = 0.0
     shutdown_timeout_seconds: float = 30.0
+    # Embedded, several processes: the first wait before a child that exited is started again.
+    restart_backoff_seconds: float = 0.5
     key_cache_seconds: float = 5.0
     tenant_request_rate: float = 10_000.0
     tenant_event_rate: float = 200_000.0
@@ -89,7 +95,16 @@ class Settings:
     backup_interval: float = 86_400.0  # seconds between scheduled backups
     backup_keep: int = 7  # scheduled backups kept; older ones are removed
     otlp_endpoint: str | None = None  # OpenTelemetry traces over OTLP/HTTP
+    tls_cert: Path | None = None  # HTTPS without a proxy in front: PEM certificate (chain)
+    tls_key: Path | None = None  # ... and its private key
     sentry_dsn: str | None = field(default=None, repr=False)  # errors to Sentry; has a key
+    smtp_url: str | None = field(default=None, repr=False)  # status page mails; may hold a password
+    smtp_from: str = "Stellwerk <stellwerk@localhost>"  # their From: header
+    lake_url: str | None = None  # tracking's Parquet lake: a directory or s3://; None: <data>/lake
+    geoip_db: Path | None = None  # tracking: a MaxMind-format .mmdb file for geo enrichment
+    site: str = "local"  # this deployment's site name, as its peers know it (global endpoints)
+    upstream: tuple[str, ...] = ()  # --role edge: the sites' base URLs, primary first
+    endpoint: str | None = None  # --role edge: the global endpoint whose active site gets traffic
 
     @property
     def control_database_url(self) -> str:
@@ -113,11 +128,11 @@ class Settings:
 
     @property
     def process_count(self) -> int:
-        """How many processes `serve` runs: embedded with every role, as set or one per core,
-        at most `MAX_EMBEDDED_PROCESSES`; otherwise one."""
+        """How many processes `serve` runs: embedded with every role, as set or one per usable
+        CPU (a container's CPU limit counts), at most `MAX_EMBEDDED_PROCESSES`; otherwise one."""
         if not self.embedded or self.role is not Role.ALL:
             return 1
-        wanted = self.processes or len(os.sched_getaffinity(0))
+        wanted = self.processes or usable_cpus()
         return max(1, min(wanted, MAX_EMBEDDED_PROCESSES))
 
 
@@ -258,6 +273,8 @@ def _lease_seconds(text: str) -> float:
 
 
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+SITE_RULE: Final = "[a-z0-9][a-z0-9-]{0,63}"  # a site's name: --site, a peer's
+_SITE_NAME: Final = re.compile(SITE_RULE)
 
 
 def _duration(low: float, high: float) -> Callable[[str], float]:
@@ -283,6 +300,37 @@ def _dsn(text: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.username or not parts.path.strip("/"):
         raise ValueError("is not a Sentry DSN (https://KEY@HOST/PROJECT)")
+    return value
+
+
+def _smtp_url(text: str) -> str:
+    # Never repeated in the error: the URL may carry a password.
+    value = text.strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ValueError("is not an SMTP URL (smtp://[user:password@]host[:port] or smtps://...)")
+    try:
+        parts.port  # noqa: B018 (a port out of range raises)
+    except ValueError:
+        raise ValueError("is not an SMTP URL: its port is not a number 1..65535") from None
+    return value
+
+
+def _mailbox(text: str) -> str:
+    value = text.strip()
+    _, address = parseaddr(value)
+    if "@" not in address or any(c in value for c in "\r\n"):
+        raise ValueError(f"{value!r} is not an email address ('Name <user@host>' or 'user@host')")
+    return value
+
+
+def check_site(text: str) -> str:
+    """A site's name (`--site`, a peer's name), or ValueError saying why it is not one."""
+    value = text.strip()
+    if not _SITE_NAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a site name (1-64 of a-z, 0-9, '-', starting with a letter or digit)"
+        )
     return value
 
 
@@ -313,6 +361,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "function_modules": _modules,
     "drain_seconds": _seconds(600),
     "shutdown_timeout_seconds": _seconds(3600),
+    "restart_backoff_seconds": _seconds(30, low=0.01),
     "key_cache_seconds": _seconds(3600),
     "tenant_request_rate": _rate,
     "tenant_event_rate": _rate,
@@ -328,7 +377,16 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "backup_interval": _duration(60, 30 * 86_400),
     "backup_keep": _int_in(1, 1000),
     "otlp_endpoint": _url("http", "https"),
+    "tls_cert": lambda t: Path(_text(t)),
+    "tls_key": lambda t: Path(_text(t)),
     "sentry_dsn": _dsn,
+    "smtp_url": _smtp_url,
+    "smtp_from": _mailbox,
+    "lake_url": _text,
+    "geoip_db": lambda t: Path(_text(t)),
+    "site": check_site,
+    "upstream": lambda t: tuple(_url("http", "https")(u) for u in t.split(",") if u.strip()),
+    "endpoint": _text,
 }
 
 
@@ -357,12 +415,16 @@ def load_settings(values: Mapping[str, str | bool | int | float | Path | None]) 
 
 def _check_combination(settings: Settings) -> None:
     _check_backups(settings)
+    _check_geoip(settings)
     if (settings.processes or 1) > 1 and (not settings.embedded or settings.role is not Role.ALL):
         raise ConfigError(
             "processes",
             "several processes on one data directory are embedded mode's way to run every role "
             "(--role all without --nats-url); scaled out, start more processes of each role",
         )
+    if settings.role is Role.EDGE or settings.upstream or settings.endpoint:
+        _check_edge(settings)
+        return
     if settings.role is Role.ALL:
         return
     if settings.nats_url is None:
@@ -386,6 +448,32 @@ def _check_combination(settings: Settings) -> None:
             f"role {settings.role} shares its control plane with the other processes: give "
             "--database-url postgresql://... (SQLite in one data directory serves one process)",
         )
+
+
+def _check_edge(settings: Settings) -> None:
+    if settings.role is not Role.EDGE:
+        name = "upstream" if settings.upstream else "endpoint"
+        raise ConfigError(name, "is for --role edge, the proxy in front of a global endpoint")
+    if not settings.upstream:
+        raise ConfigError("upstream", "--role edge needs the sites' URLs: --upstream URL_A,URL_B")
+    if not settings.endpoint:
+        raise ConfigError("endpoint", "--role edge needs the global endpoint's name: --endpoint")
+
+
+def _check_geoip(settings: Settings) -> None:
+    """A geo database needs the `geoip` extra and must be a file: a start stops with one line
+    naming the flag rather than every tracked event going without geo."""
+    if settings.geoip_db is None:
+        return
+    try:
+        import maxminddb  # noqa: F401 (only whether it can be imported)
+    except ImportError:
+        raise ConfigError(
+            "geoip_db",
+            "reading a .mmdb file needs the geoip extra: pip install 'stellwerk[geoip]'",
+        ) from None
+    if not settings.geoip_db.is_file():
+        raise ConfigError("geoip_db", f"{settings.geoip_db} is not a file")
 
 
 def _check_backups(settings: Settings) -> None:

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+import msgspec
 
 NAME_RULE = "[A-Za-z0-9._-]{1,64}"
 _NAME = re.compile(rf"^{NAME_RULE}\Z")
+
+# The rule as a type for the OpenAPI document, so that clients generated from it refuse what the
+# server would. Only the document carries it (`extra_json_schema` is not checked on decoding):
+# the server checks names with `check_name`, which answers 400 naming the field, as it always
+# has. JSON Schema's `$` (ECMA-262) matches only at the very end, like `\Z` here.
+NAME_PATTERN = f"^{NAME_RULE}$"
+Name = Annotated[str, msgspec.Meta(extra_json_schema={"pattern": NAME_PATTERN})]
 
 
 class InvalidNameError(ValueError):

@@ -23,14 +23,13 @@ from prometheus_client import Counter, Gauge
 
 from stellwerk.clock import utc_now
 from stellwerk.ops import Metrics, cancelled_meanwhile
-from stellwerk.refs import TenantName
-from stellwerk.seams import EventLog, RouteCursors
+from stellwerk.refs import BusRef
+from stellwerk.seams import DeliveryHistory, EventLog, RouteCursors
 from stellwerk.storage.control import ControlPlane
 
 log = structlog.get_logger("stellwerk.retention")
 
-BusKey = tuple[TenantName, str]
-ArchiveFloors = Callable[[], Awaitable[dict[BusKey, int]]]
+ArchiveFloors = Callable[[], Awaitable[dict[BusRef, int]]]
 """Per bus with archives, `(tenant name, bus)`: the position its archiver is done up to."""
 ArchiveTrim = Callable[[datetime], Awaitable[int]]
 """Apply every archive's retention at this time; return how many archived events went."""
@@ -40,7 +39,8 @@ class RetentionMetrics:
     def __init__(self, metrics: Metrics) -> None:
         self.trimmed = Counter(
             "stellwerk_retention_trimmed_events_total",
-            "Events removed by retention, from the log or from archives.",
+            "Events removed by retention, from the log or from archives; with"
+            ' store="history", delivery attempts.',
             ["store"],
             registry=metrics.registry,
         )
@@ -70,6 +70,7 @@ class Retention:
         interval: float,
         archive_floors: ArchiveFloors | None = None,
         trim_archives: ArchiveTrim | None = None,
+        history: DeliveryHistory | None = None,
         metrics: RetentionMetrics | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -80,18 +81,19 @@ class Retention:
         self._interval = interval
         self._archive_floors = archive_floors
         self._trim_archives = trim_archives
+        self._history = history
         self._metrics = metrics
         self._clock = clock
         self._stopped = asyncio.Event()
 
-    async def keep_positions(self) -> dict[BusKey, int]:
+    async def keep_positions(self) -> dict[BusRef, int]:
         """Per bus, the position above which its events are still needed by a consumer."""
         floors = await self._archive_floors() if self._archive_floors is not None else {}
-        keep: dict[BusKey, int] = {}
+        keep: dict[BusRef, int] = {}
         for tenant in await self._control.list_tenants():
             for bus in await self._control.list_buses(tenant.id):
-                key = (tenant.name, bus.name)
-                routed = await self._queue.cursor(*key)
+                key = tenant.ref.bus(bus.name)
+                routed = await self._queue.cursor(key)
                 archived = floors.get(key)
                 keep[key] = routed if archived is None else min(routed, archived)
         return keep
@@ -101,12 +103,22 @@ class Retention:
         keep = await self.keep_positions()
         trimmed = await self._log.trim(now - self._log_retention, keep=keep)
         archived = await self._trim_archives(now) if self._trim_archives is not None else 0
+        # Delivery history is kept as long as the log keeps events.
+        attempts = 0
+        if self._history is not None:
+            attempts = await self._history.trim_history(now - self._log_retention)
         if self._metrics is not None:
             self._metrics.trimmed.labels("log").inc(trimmed)
             self._metrics.trimmed.labels("archive").inc(archived)
+            self._metrics.trimmed.labels("history").inc(attempts)
             self._metrics.last_run.set(self._clock().timestamp())
-        if trimmed or archived:
-            log.info("retention_trimmed", log_events=trimmed, archived_events=archived)
+        if trimmed or archived or attempts:
+            log.info(
+                "retention_trimmed",
+                log_events=trimmed,
+                archived_events=archived,
+                delivery_attempts=attempts,
+            )
         return RetentionPass(trimmed, archived)
 
     async def run(self) -> None:

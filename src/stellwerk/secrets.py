@@ -106,6 +106,15 @@ def _create_key_file(path: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
+def derive_key(master: bytes, purpose: str) -> bytes:
+    """A 32-byte key of its own for `purpose` (HKDF-SHA256 of the master key): signing session
+    cookies, say. Each purpose gets a key no other use shares, and none reveals the master."""
+    if len(master) != KEY_BYTES:
+        raise SecretKeyError(f"a key is {KEY_BYTES} bytes, not {len(master)}")
+    info = b"stellwerk derived key v1: " + purpose.encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)
+
+
 def _derive(master: bytes) -> tuple[str, AESGCM]:
     if len(master) != KEY_BYTES:
         raise SecretKeyError(f"a key is {KEY_BYTES} bytes, not {len(master)}")

@@ -12,7 +12,7 @@ from tests.conftest import RunningApp
 
 from stellwerk.auth import Scope
 from stellwerk.events import CloudEvent
-from stellwerk.refs import TenantId, TenantName
+from stellwerk.refs import BusRef, TenantId, TenantName
 from stellwerk.seams import NewEvent
 from stellwerk.service import archives as archives_service
 from stellwerk.service import provision_tenant
@@ -189,7 +189,7 @@ async def test_an_archive_keeps_the_matching_events_from_its_creation_on(
     await services.stores.event_log.append(
         [NewEvent.of(TenantName("default"), "default", replayed)]
     )
-    services.stores.log_watch.appended(TenantName("default"), "default")
+    services.stores.log_watch.appended(BusRef(TenantName("default"), "default"))
     # A producer cannot mark its event as replayed: ingest drops `replayname` (Stellwerk's own).
     await ingest(running_app, event("o3", replayname="forged"))
 

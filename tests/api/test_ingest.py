@@ -17,7 +17,7 @@ from tests.conftest import RunningApp
 
 from stellwerk.app import build_app
 from stellwerk.config import load_settings
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.service import provision_tenant
 
 URL = "/v1/buses/default/events"
@@ -39,7 +39,7 @@ def ingest_headers(app: RunningApp, content_type: str = "application/json") -> d
 
 
 async def stored(app: RunningApp, bus: str = "default") -> list[dict[str, Any]]:
-    events = await app.services.stores.event_log.read(TenantName("default"), bus)
+    events = await app.services.stores.event_log.read(BusRef(TenantName("default"), bus))
     return [json.loads(e.body) for e in events]
 
 
@@ -252,7 +252,9 @@ async def test_many_concurrent_requests_are_all_durable(
     assert sum(totals) == 40 * count
     assert (
         len(
-            await app.services.stores.event_log.read(TenantName("default"), "default", limit=10_000)
+            await app.services.stores.event_log.read(
+                BusRef(TenantName("default"), "default"), limit=10_000
+            )
         )
         == 40 * count
     )

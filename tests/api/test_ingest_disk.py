@@ -17,7 +17,7 @@ from tests.conftest import free_port
 from tests.disks import ext4, tmpfs
 from tests.polling import wait_until
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR
 
@@ -72,7 +72,7 @@ def stored_ids(data_dir: Path, tenant: TenantName) -> list[str]:
         found: list[str] = []
         async with SqliteEventLog(data_dir / LOG_DIR) as log:
             after = 0
-            while batch := await log.read(tenant, "default", after=after, limit=1000):
+            while batch := await log.read(BusRef(tenant, "default"), after=after, limit=1000):
                 found += [e.id for e in batch]
                 after = batch[-1].position
         return found

@@ -273,6 +273,23 @@ def test_request_content_types_share_the_schema_unless_not_json() -> None:
     assert content["application/octet-stream"]["schema"] == {}
 
 
+def test_a_body_may_differ_by_content_type_and_be_optional() -> None:
+    op = Operation(
+        "put",
+        "/v1/things/{name}",
+        "Put a thing",
+        ("things",),
+        ("admin",),
+        request_body={"application/json": HttpTarget, "application/x-batch+json": list[HttpTarget]},
+        request_body_required=False,
+    )
+    body = build_openapi([op], title="t", version="1")["paths"]["/v1/things/{name}"]["put"]
+    assert body["requestBody"]["required"] is False
+    content = body["requestBody"]["content"]
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/HttpTarget"}
+    assert content["application/x-batch+json"]["schema"]["type"] == "array"
+
+
 def test_operation_ids_are_derived_unique_and_overridable() -> None:
     document = build()
 

@@ -28,50 +28,52 @@ async def test_readiness_follows_the_phases(tmp_path: Path, postgres_url: str) -
     name = postgres_url.rsplit("/", 1)[1]
     admin_dsn = postgres_url.replace("+asyncpg", "").rsplit("/", 1)[0] + "/test"
     conn = await asyncpg.connect(admin_dsn)
-    await conn.execute(f'DROP DATABASE "{name}"')  # the store is unreachable at start
-    settings = load_settings({"data_dir": str(tmp_path), "database_url": postgres_url})
-    app = build_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://s") as client,
-    ):
-        assert (await client.get("/livez")).status_code == 200
-        starting = await client.get("/readyz")
-        assert starting.status_code == 503
-        assert starting.json()["status"] == "starting"
-        startup = await client.get("/startupz")
-        assert startup.status_code == 503
-        refused = await client.get("/v1/buses", headers={"Authorization": "Bearer x"})
-        assert refused.status_code == 503
-        assert refused.headers["retry-after"] == "1"
+    try:
+        await conn.execute(f'DROP DATABASE "{name}"')  # the store is unreachable at start
+        settings = load_settings({"data_dir": str(tmp_path), "database_url": postgres_url})
+        app = build_app(settings)
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://s") as client,
+        ):
+            assert (await client.get("/livez")).status_code == 200
+            starting = await client.get("/readyz")
+            assert starting.status_code == 503
+            assert starting.json()["status"] == "starting"
+            startup = await client.get("/startupz")
+            assert startup.status_code == 503
+            refused = await client.get("/v1/buses", headers={"Authorization": "Bearer x"})
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1"
 
-        await conn.execute(f'CREATE DATABASE "{name}"')  # the store comes back: start completes
-        await asyncio.wait_for(app.state.lifecycle.wait_started(), 30)
-        assert (await client.get("/readyz")).status_code == 200
-        assert (await client.get("/startupz")).status_code == 200
+            await conn.execute(f'CREATE DATABASE "{name}"')  # the store comes back: start completes
+            await asyncio.wait_for(app.state.lifecycle.wait_started(), 30)
+            assert (await client.get("/readyz")).status_code == 200
+            assert (await client.get("/startupz")).status_code == 200
 
-        # The store goes away while running: not ready, but alive.
-        await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        gone = await client.get("/readyz")
-        assert gone.status_code == 503
-        assert gone.json()["reason"] == "control plane unreachable"
-        assert (await client.get("/livez")).status_code == 200
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        # Ready again without a restart; the first ping after the drop may still spend its
-        # time reconnecting the pool on a loaded machine, so the probe is asked until it is.
-        await eventually(
-            lambda: client.get("/readyz"),
-            what="/readyz ready again once the control plane is back",
-            accept=lambda answer: answer.status_code == 200,
-            every=0.2,
-        )
+            # The store goes away while running: not ready, but alive.
+            await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            gone = await client.get("/readyz")
+            assert gone.status_code == 503
+            assert gone.json()["reason"] == "control plane unreachable"
+            assert (await client.get("/livez")).status_code == 200
+            await conn.execute(f'CREATE DATABASE "{name}"')
+            # Ready again without a restart; the first ping after the drop may still spend its
+            # time reconnecting the pool on a loaded machine, so the probe is asked until it is.
+            await eventually(
+                lambda: client.get("/readyz"),
+                what="/readyz ready again once the control plane is back",
+                accept=lambda answer: answer.status_code == 200,
+                every=0.2,
+            )
 
-        app.state.lifecycle.drain()
-        draining = await client.get("/readyz")
-        assert draining.status_code == 503
-        assert draining.json()["status"] == "draining"
-    await conn.close()
+            app.state.lifecycle.drain()
+            draining = await client.get("/readyz")
+            assert draining.status_code == 503
+            assert draining.json()["status"] == "draining"
+    finally:
+        await conn.close()  # also when an assertion failed: no socket left for a later test
 
 
 async def test_metrics_count_requests_by_route_template(running_app: RunningApp) -> None:

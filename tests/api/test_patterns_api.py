@@ -61,3 +61,52 @@ async def test_invalid_patterns_answer_like_eventbridge(running_app: RunningApp)
         json={"event": EVENT, "pattern": {"type": ["x"]}},
     )
     assert ingest_only.status_code == 403
+
+
+async def test_an_envelope_rule_s_pattern_is_explained_over_the_envelope(
+    running_app: RunningApp,
+) -> None:
+    # A rule made through the EventBridge API sees the stored CloudEvent in EventBridge's
+    # envelope: `detail-type` for `type`, `detail` for `data`, the tenant as `account`.
+    client, admin = running_app.client, running_app.admin
+    pattern = {
+        "detail-type": ["order.created"],
+        "account": ["default"],
+        "detail": {"total": [{"numeric": [">", 100]}]},
+    }
+    stored = {**EVENT, "specversion": "1.0", "id": "o-1", "awsregion": "eu-central-1"}
+    missed = await client.post(
+        "/v1/test-event-pattern",
+        headers=admin,
+        json={"event": stored, "pattern": pattern, "view": "eventbridge"},
+    )
+    assert missed.status_code == 200, missed.text
+    body = missed.json()
+    assert body["result"] is False
+    (clause,) = body["explanation"]["clauses"]
+    assert [(m["field"], m["found"]) for m in clause["mismatches"]] == [("detail.total", [50])]
+    assert body["envelope"]["detail-type"] == "order.created"
+    assert body["envelope"]["region"] == "eu-central-1"
+    # Seen as the CloudEvent it is, the same pattern misses on every field.
+    as_stored = await client.post(
+        "/v1/test-event-pattern", headers=admin, json={"event": stored, "pattern": pattern}
+    )
+    fields = {m["field"] for m in as_stored.json()["explanation"]["clauses"][0]["mismatches"]}
+    assert fields == {"detail-type", "account", "detail.total"}
+    assert "envelope" not in as_stored.json()
+    matched = await client.post(
+        "/v1/test-event-pattern",
+        headers=admin,
+        json={
+            "event": {**stored, "data": {"total": 150}},
+            "pattern": pattern,
+            "view": "eventbridge",
+        },
+    )
+    assert matched.json()["result"] is True
+    unknown = await client.post(
+        "/v1/test-event-pattern",
+        headers=admin,
+        json={"event": stored, "pattern": pattern, "view": "aws"},
+    )
+    assert unknown.status_code == 422

@@ -126,6 +126,42 @@ async def test_invalid_rules_are_refused_at_save_time(running_app: RunningApp) -
             "InvalidRule",
             "targets[0].url",
         ),
+        (
+            {**RULE, "targets": [{"id": "l", "type": "log", "http_parameters": {}}]},
+            400,
+            "InvalidRule",
+            "targets[0].http_parameters",
+        ),
+        (
+            {**RULE, "targets": [{**hook, "http_parameters": {"path_values": ["a"]}}]},
+            400,
+            "InvalidRule",
+            "targets[0].http_parameters.path_values",
+        ),
+        (
+            {**RULE, "targets": [{**hook, "http_parameters": {"headers": {"Host": "x"}}}]},
+            400,
+            "InvalidRule",
+            "targets[0].http_parameters.headers",
+        ),
+        (
+            {**RULE, "targets": [{**hook, "http_parameters": {"headers": {"a b": "x"}}}]},
+            400,
+            "InvalidRule",
+            "targets[0].http_parameters.headers",
+        ),
+        (
+            {**RULE, "targets": [{**hook, "http_parameters": {"query": {"q": "$.data.id"}}}]},
+            400,
+            "InvalidRule",
+            "targets[0].http_parameters",
+        ),
+        (
+            {**RULE, "targets": [{**hook, "http_parameters": {"query": {"q": "a\nb"}}}]},
+            422,
+            "ValidationFailed",
+            None,
+        ),
         ({**RULE, "targets": [{"id": "x", "type": "smtp"}]}, 422, "ValidationFailed", None),
         ({**RULE, "state": "paused"}, 422, "ValidationFailed", "$.state"),
     ]

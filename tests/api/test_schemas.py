@@ -7,7 +7,7 @@ from typing import Any
 
 from tests.conftest import RunningApp
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 
 ORDER_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -117,7 +117,7 @@ async def test_enforce_keeps_failing_events_and_resubmits_them_after_a_fix(
     assert [(e["error"], e["field"]) for e in body["failed"][1]["errors"]] == [
         ("SchemaValidationFailed", "data.total")
     ]
-    stored = await app.services.stores.event_log.read(TenantName("default"), "orders")
+    stored = await app.services.stores.event_log.read(BusRef(TenantName("default"), "orders"))
     assert [e.id for e in stored] == ["o-1", "o-4"]
 
     page = (await client.get("/v1/buses/orders/failed-events", headers=admin)).json()
@@ -143,7 +143,7 @@ async def test_enforce_keeps_failing_events_and_resubmits_them_after_a_fix(
     assert result.status_code == 200
     assert result.json()["resubmitted"] == 1
     assert result.json()["still_failing"] == 1
-    stored = await app.services.stores.event_log.read(TenantName("default"), "orders")
+    stored = await app.services.stores.event_log.read(BusRef(TenantName("default"), "orders"))
     assert [e.id for e in stored] == ["o-1", "o-4", "o-2"]
     assert json.loads(stored[2].body)["bus"] == "orders"
     remaining = (await client.get("/v1/buses/orders/failed-events", headers=admin)).json()
@@ -176,7 +176,9 @@ async def test_warn_mode_stores_and_reports(running_app: RunningApp) -> None:
     assert body["accepted"] == 2
     assert body["failed"] == []
     assert [(w["index"], w["id"]) for w in body["warnings"]] == [(1, "o-2")]
-    assert len(await app.services.stores.event_log.read(TenantName("default"), "default")) == 2
+    assert (
+        len(await app.services.stores.event_log.read(BusRef(TenantName("default"), "default"))) == 2
+    )
     text = (await app.client.get("/metrics")).text
     assert (
         'stellwerk_ingest_events_failed_validation_total{bus="default",mode="warn",'

@@ -69,7 +69,7 @@ def running_server(
     ready: bool = True,
     log_path: Path | None = None,
     new_session: bool = False,
-    ready_timeout: float = 30.0,
+    ready_timeout: float = 90.0,  # a start on a loaded 2-core machine once took over 30 s
 ) -> Iterator[ServerProcess]:
     """A server, once ready (`ready=False`: once started); its output goes to `log_path`.
 

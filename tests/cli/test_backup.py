@@ -15,8 +15,9 @@ import httpx
 import pytest
 from tests.cli.server import STELLWERK, running_server
 from tests.conftest import free_port
+from tests.polling import serve_in_thread
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.eventlog.sqlite.index import INDEX_FILE
 from stellwerk.storage.sqlite import LOG_DIR
@@ -130,7 +131,9 @@ async def _count_events(log_dir: Path) -> int:
     """The events of the default bus, read beside the running server as another process would."""
     count, after = 0, 0
     async with SqliteEventLog(log_dir, appends=False) as log:
-        while page := await log.read(TenantName("default"), "default", after=after, limit=1000):
+        while page := await log.read(
+            BusRef(TenantName("default"), "default"), after=after, limit=1000
+        ):
             count += len(page)
             after = page[-1].position
     return count
@@ -156,7 +159,7 @@ def start_receiver(
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_in_thread(server)
     return server
 
 

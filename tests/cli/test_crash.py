@@ -22,7 +22,7 @@ import pytest
 from tests.cli.server import running_server
 from tests.conftest import free_port
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import StoredEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.eventlog.sqlite.index import INDEX_FILE
@@ -99,7 +99,7 @@ async def read_all(path: Path) -> list[StoredEvent]:
     stored: list[StoredEvent] = []
     async with SqliteEventLog(path) as log:
         while page := await log.read(
-            TenantName("default"), "default", after=stored[-1].position if stored else 0
+            BusRef(TenantName("default"), "default"), after=stored[-1].position if stored else 0
         ):
             stored.extend(page)
     return stored

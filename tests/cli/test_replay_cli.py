@@ -13,12 +13,14 @@ import pytest
 from tests.cli.server import STELLWERK, running_server
 from tests.conftest import free_port
 from tests.e2e.receiving import Received, start_receiver
+from tests.polling import wait_until
 
 from stellwerk.events import format_rfc3339
 
 pytestmark = pytest.mark.slow  # starts processes
 
 EVENTS = 150
+LONG_REPLAY_EVENTS = 3000
 
 
 def replay(*args: str, url: str, key: str) -> subprocess.CompletedProcess[str]:
@@ -82,8 +84,27 @@ def run_commands(data: Path, since: str, hook: str, flags: tuple[str, ...]) -> N
         as_json = json.loads(replay("status", "one", "--json", url=server.url, key=key).stdout)
         assert (as_json["state"], as_json["rules"]) == ("completed", ["logged"])
 
-        # 150 events at 50/s: cancelled well before its end.
-        started = replay("start", "two", *window, url=server.url, key=key)
+        # 3,150 events at 50/s, about a minute: cancelled well before its end, however long
+        # the command line takes to start on a loaded machine (150 events, 3 s, once were not).
+        more = EVENTS + LONG_REPLAY_EVENTS
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            ingest = {"Authorization": f"Bearer {keys['ingest_key']}"}
+            for first in range(EVENTS, more, 1000):
+                batch = [
+                    {"specversion": "1.0", "id": f"e{n}", "source": "urn:t", "type": "t"}
+                    for n in range(first, min(first + 1000, more))
+                ]
+                sent = client.post("/v1/buses/default/events", json=batch, headers=ingest)
+                assert sent.is_success, sent.text
+            archive = "/v1/buses/default/archives/all"
+            wait_until(
+                lambda: client.get(archive, headers=admin).json()["events"],
+                what=f"{more} events archived",
+                within=30,
+                accept=lambda archived: archived >= more,
+            )
+        longer = ["--archive", "all", "--start", since, "--end", format_rfc3339(datetime.now(UTC))]
+        started = replay("start", "two", *longer, url=server.url, key=key)
         assert started.returncode == 0, started.stderr
         assert "replay two: running" in started.stdout
         cancelled = replay("cancel", "two", url=server.url, key=key)

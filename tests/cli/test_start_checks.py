@@ -4,6 +4,7 @@ out of reach) does not stop it."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -15,9 +16,9 @@ from tests.disks import tmpfs
 pytestmark = pytest.mark.slow  # starts processes
 
 
-def serve(*args: str) -> tuple[int, list[str]]:
+def serve(*args: str, port: int | None = None) -> tuple[int, list[str]]:
     done = subprocess.run(
-        [STELLWERK, "serve", "--port", str(free_port()), *args],
+        [STELLWERK, "serve", "--port", str(port or free_port()), *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -78,3 +79,15 @@ def test_a_read_only_or_full_data_directory_stops_the_start(tmp_path: Path) -> N
             f"stellwerk: error: {disk.path} is not a directory Stellwerk can write to: "
             "Read-only file system"
         ]
+
+
+def test_a_port_another_process_listens_on_stops_the_start_before_the_app_loads(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)):
+        code, lines = serve("--data-dir", str(tmp_path / "data"), "--processes", "1", port=port)
+    assert code == 1
+    assert lines == [f"stellwerk: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    # The app never loaded: nothing of it (the control plane, the log) is in the data directory.
+    assert not (tmp_path / "data" / "bootstrap.json").exists()

@@ -237,9 +237,11 @@ async def test_taking_a_deleted_archive_finds_nothing(control: ControlPlane) -> 
     assert await control.archives.take(created.uid, 50) is None
 
 
-async def test_archives_from_before_the_take_migration_count_as_taken(database_url: str) -> None:
+async def test_archives_from_before_the_take_migration_count_as_taken(
+    empty_database_url: str,
+) -> None:
     """Before 0006 the embedded archiver took every archive in as it was created."""
-    engine = create_engine(database_url)
+    engine = create_engine(empty_database_url)
     try:
         await migrate.upgrade(engine, "0005")
         async with engine.begin() as conn:
@@ -256,7 +258,7 @@ async def test_archives_from_before_the_take_migration_count_as_taken(database_u
         await migrate.upgrade(engine)
     finally:
         await engine.dispose()
-    control = await ControlPlane.open(database_url)
+    control = await ControlPlane.open(empty_database_url)
     try:
         old = await control.archives.get(TenantId("t1"), "default", "old")
     finally:

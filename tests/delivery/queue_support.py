@@ -8,13 +8,14 @@ from pathlib import Path
 
 from tests.storage.eventlog_support import T0, MovableClock
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import DeliveryQueue, NewDelivery
 from stellwerk.storage.queue.jetstream import JetStreamDeliveryQueue
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import PIPELINE_FILE
 
 ACME = TenantName("acme")
+ACME_DEFAULT = BusRef(ACME, "default")
 
 BACKENDS = ["sqlite", "nats"]
 

@@ -10,9 +10,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from tests.delivery.queue_support import new_delivery
+from tests.delivery.queue_support import ACME_DEFAULT, new_delivery
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 
 RUN = 10
@@ -23,10 +23,12 @@ async def main(path: Path, count: int) -> None:
         for start in range(1, count + 1, RUN):
             positions = range(start, min(count, start + RUN - 1) + 1)
             await queue.route(
-                TenantName("acme"), "default", positions[-1], [new_delivery(p) for p in positions]
+                ACME_DEFAULT,
+                positions[-1],
+                [new_delivery(p) for p in positions],
             )
             # And some runs without deliveries on another bus, moved in memory.
-            await queue.route(TenantName("acme"), "quiet", positions[-1], [])
+            await queue.route(BusRef(TenantName("acme"), "quiet"), positions[-1], [])
     print("done", flush=True)
 
 

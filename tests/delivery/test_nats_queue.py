@@ -21,9 +21,8 @@ import pytest
 from tests import polling
 from tests.delivery.queue_support import new_delivery
 from tests.nats_support import NatsCluster, NatsServer
-from tests.storage.eventlog_support import T0, MovableClock
+from tests.storage.eventlog_support import ACME_DEFAULT, T0, MovableClock
 
-from stellwerk.refs import TenantName
 from stellwerk.seams import CursorConflict, DeliveryQueueError, LeasedDelivery
 from stellwerk.storage.queue.jetstream import JetStreamDeliveryQueue
 
@@ -70,7 +69,7 @@ async def test_pending_deliveries_and_dead_letters_survive_a_sigkill_of_the_serv
     async with queue:
         batch = [new_delivery(1), new_delivery(2, ordering_key="a"), new_delivery(3)]
         batch.append(new_delivery(4, ordering_key="a"))
-        await queue.route(TenantName("acme"), "default", 4, batch)
+        await queue.route(ACME_DEFAULT, 4, batch)
         leased = {d.position: d for d in await queue.lease(T0, 10, LEASE)}
         assert sorted(leased) == [1, 2, 3]
         await queue.dead_letter(leased[1].id, "410 Gone")
@@ -88,11 +87,11 @@ async def test_pending_deliveries_and_dead_letters_survive_a_sigkill_of_the_serv
         assert again[0].attempts == 0
     # ... and a queue started afresh finds the same: the leases, the dead letter, the cursor.
     async with JetStreamDeliveryQueue(nats_server.url, clock=clock) as fresh:
-        assert await fresh.cursor(TenantName("acme"), "default") == 4
+        assert await fresh.cursor(ACME_DEFAULT) == 4
         assert await fresh.lease(later, 10, LEASE) == []  # still leased from before
-        (dead,) = await fresh.dead_letters(TenantName("acme"), "default")
+        (dead,) = await fresh.dead_letters(ACME_DEFAULT)
         assert (dead.id, dead.position, dead.last_error) == (leased[1].id, 1, "410 Gone")
-        assert await fresh.redrive(TenantName("acme"), "default") == 1
+        assert await fresh.redrive(ACME_DEFAULT) == 1
         (back,) = await fresh.lease(later, 10, LEASE)
         assert back.id == dead.id
 
@@ -102,7 +101,7 @@ async def test_two_queues_never_hold_one_delivery_or_two_of_an_ordered_group(
 ) -> None:
     first, second = two_queues
     batch = [new_delivery(p, ordering_key=f"g{p % 5}" if p % 2 else None) for p in range(1, 201)]
-    await first.route(TenantName("acme"), "default", 200, batch)
+    await first.route(ACME_DEFAULT, 200, batch)
     # The second learns of the deliveries by its scan of the table.
     await eventually(lambda: _pending(second, 200))
 
@@ -139,7 +138,7 @@ async def test_routers_racing_on_one_bus_store_each_delivery_once(
 ) -> None:
     batch = [new_delivery(p, ordering_key="a" if p % 3 == 0 else None) for p in range(1, 31)]
     outcomes = await asyncio.gather(
-        *(q.route(TenantName("acme"), "default", 30, batch) for q in two_queues),
+        *(q.route(ACME_DEFAULT, 30, batch) for q in two_queues),
         return_exceptions=True,
     )
     assert sum(o is None for o in outcomes) >= 1
@@ -159,7 +158,7 @@ async def test_a_router_that_died_before_its_cursor_moved_routes_again_without_d
 ) -> None:
     async with JetStreamDeliveryQueue(nats_server.url) as queue:
         batch = [new_delivery(1), new_delivery(2), new_delivery(3, ordering_key="a")]
-        await queue.route(TenantName("acme"), "default", 3, batch)
+        await queue.route(ACME_DEFAULT, 3, batch)
         done, *_ = await queue.lease(T0, 1, LEASE)
         await queue.ack(done.id)
         # The state a crash between the members and the cursor leaves: the cursor behind.
@@ -169,15 +168,15 @@ async def test_a_router_that_died_before_its_cursor_moved_routes_again_without_d
             await nc.jetstream().publish(key, b'{"position":0}')
         finally:
             await nc.close()
-        assert await queue.cursor(TenantName("acme"), "default") == 0
+        assert await queue.cursor(ACME_DEFAULT) == 0
         members = f"$JS.API.STREAM.INFO.{queue.layout.members_stream}"
         before = (await js_api(nats_server.url, members))["state"]["last_seq"]
 
-        await queue.route(TenantName("acme"), "default", 3, batch)
+        await queue.route(ACME_DEFAULT, 3, batch)
 
         after = (await js_api(nats_server.url, members))["state"]["last_seq"]
         assert after == before, "the second route stored members again"
-        assert await queue.cursor(TenantName("acme"), "default") == 3
+        assert await queue.cursor(ACME_DEFAULT) == 3
         again = await queue.lease(T0, 10, LEASE)
         assert sorted(d.position for d in again) == [2, 3]
 
@@ -187,7 +186,7 @@ async def test_an_index_behind_the_table_costs_a_failed_write_not_a_second_lease
 ) -> None:
     clock = MovableClock()
     async with JetStreamDeliveryQueue(nats_server.url, clock=clock) as fresh:
-        await fresh.route(TenantName("acme"), "default", 2, [new_delivery(1), new_delivery(2)])
+        await fresh.route(ACME_DEFAULT, 2, [new_delivery(1), new_delivery(2)])
         # Scans only as it starts: of later writes by others it knows nothing by itself.
         slow = JetStreamDeliveryQueue(nats_server.url, clock=clock, scan_interval=3600)
         async with slow as behind:
@@ -222,7 +221,7 @@ async def test_three_replicas_in_a_cluster_keep_the_queue_through_a_node_killed(
         rest = await eventually(lambda: queue.lease(T0, 20, LEASE))
         assert sorted(d.position for d in rest) == list(range(11, 21))
         # A read may meet an election of a stream's leader as well: try later, as callers do.
-        dead = await eventually(lambda: queue.dead_letters(TenantName("acme"), "default"))
+        dead = await eventually(lambda: queue.dead_letters(ACME_DEFAULT))
         assert [d.position for d in dead] == [1]
         await nats_cluster.servers[0].start_async()
         await nats_cluster.wait_whole_async()
@@ -232,10 +231,12 @@ async def _routed(queue: JetStreamDeliveryQueue, positions: range) -> bool:
     """Route `positions` (once: a retry after an unknown outcome is a conflict, then done)."""
     try:
         await queue.route(
-            TenantName("acme"), "default", positions[-1], [new_delivery(p) for p in positions]
+            ACME_DEFAULT,
+            positions[-1],
+            [new_delivery(p) for p in positions],
         )
     except CursorConflict:
-        assert await queue.cursor(TenantName("acme"), "default") >= positions[-1]
+        assert await queue.cursor(ACME_DEFAULT) >= positions[-1]
     return True
 
 
@@ -277,7 +278,7 @@ async def test_a_lease_that_cannot_read_its_deliveries_gives_their_lanes_back(
     holds runs out."""
     clock = MovableClock()
     async with JetStreamDeliveryQueue(nats_server.url, clock=clock) as queue:
-        await queue.route(TenantName("acme"), "default", 2, [new_delivery(1), new_delivery(2)])
+        await queue.route(ACME_DEFAULT, 2, [new_delivery(1), new_delivery(2)])
         await js_api(nats_server.url, f"$JS.API.STREAM.DELETE.{queue.layout.members_stream}")
         with pytest.raises(DeliveryQueueError):
             await queue.lease(T0, 10, LEASE)

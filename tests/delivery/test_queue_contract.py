@@ -8,19 +8,19 @@ from datetime import timedelta
 
 import pytest
 from tests.delivery.queue_support import QueueFactory, new_delivery
-from tests.storage.eventlog_support import T0, MovableClock
+from tests.storage.eventlog_support import ACME_DEFAULT, T0, MovableClock
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import CursorConflict, DeliveryQueue, ReplayCursor, TargetKey
 
 LEASE = 30.0
 
 
 async def test_route_stores_deliveries_and_moves_the_cursor(queue: DeliveryQueue) -> None:
-    assert await queue.cursor(TenantName("acme"), "default") == 0
-    await queue.route(TenantName("acme"), "default", 5, [new_delivery(2), new_delivery(4)])
-    assert await queue.cursor(TenantName("acme"), "default") == 5
-    assert await queue.cursor(TenantName("acme"), "other") == 0
+    assert await queue.cursor(ACME_DEFAULT) == 0
+    await queue.route(ACME_DEFAULT, 5, [new_delivery(2), new_delivery(4)])
+    assert await queue.cursor(ACME_DEFAULT) == 5
+    assert await queue.cursor(BusRef(TenantName("acme"), "other")) == 0
     leased = await queue.lease(T0, 10, LEASE)
     assert [(d.event_id, d.position, d.attempts) for d in leased] == [("e2", 2, 0), ("e4", 4, 0)]
     assert leased[0].payload == b'{"n":2}'
@@ -29,35 +29,35 @@ async def test_route_stores_deliveries_and_moves_the_cursor(queue: DeliveryQueue
 
 
 async def test_a_run_without_deliveries_still_moves_the_cursor(queue: DeliveryQueue) -> None:
-    await queue.route(TenantName("acme"), "default", 7, [])
-    assert await queue.cursor(TenantName("acme"), "default") == 7
+    await queue.route(ACME_DEFAULT, 7, [])
+    assert await queue.cursor(ACME_DEFAULT) == 7
     assert await queue.lease(T0, 10, LEASE) == []
 
 
 async def test_routing_again_at_or_below_the_cursor_writes_nothing(queue: DeliveryQueue) -> None:
-    await queue.route(TenantName("acme"), "default", 5, [new_delivery(5)])
+    await queue.route(ACME_DEFAULT, 5, [new_delivery(5)])
     with pytest.raises(CursorConflict):
-        await queue.route(TenantName("acme"), "default", 5, [new_delivery(5)])
+        await queue.route(ACME_DEFAULT, 5, [new_delivery(5)])
     with pytest.raises(CursorConflict):
-        await queue.route(TenantName("acme"), "default", 3, [])
+        await queue.route(ACME_DEFAULT, 3, [])
     # Part of the run already routed (by a router that took the bus over): the whole call is
     # refused as a conflict, the cursor stays.
     with pytest.raises(CursorConflict, match="past the delivery at 4"):
-        await queue.route(TenantName("acme"), "default", 9, [new_delivery(8), new_delivery(4)])
+        await queue.route(ACME_DEFAULT, 9, [new_delivery(8), new_delivery(4)])
     with pytest.raises(ValueError, match="does not belong"):
-        await queue.route(TenantName("acme"), "default", 9, [new_delivery(10)])
+        await queue.route(ACME_DEFAULT, 9, [new_delivery(10)])
     with pytest.raises(ValueError, match="does not belong"):
-        await queue.route(TenantName("acme"), "default", 9, [new_delivery(8, bus="other")])
-    assert await queue.cursor(TenantName("acme"), "default") == 5
+        await queue.route(ACME_DEFAULT, 9, [new_delivery(8, bus="other")])
+    assert await queue.cursor(ACME_DEFAULT) == 5
     assert [d.position for d in await queue.lease(T0, 10, LEASE)] == [5]
 
 
 async def test_routed_deliveries_and_cursor_survive_a_reopen(queue_factory: QueueFactory) -> None:
     async with queue_factory() as queue:
-        await queue.route(TenantName("acme"), "default", 3, [new_delivery(1), new_delivery(3)])
+        await queue.route(ACME_DEFAULT, 3, [new_delivery(1), new_delivery(3)])
         first = await queue.lease(T0, 1, LEASE)
     async with queue_factory() as queue:
-        assert await queue.cursor(TenantName("acme"), "default") == 3
+        assert await queue.cursor(ACME_DEFAULT) == 3
         # The delivery leased before the reopen comes back by the time its lease ended at the
         # latest (a backend may forget leases on a restart: then it is due at once).
         later = T0 + timedelta(seconds=LEASE)
@@ -67,7 +67,7 @@ async def test_routed_deliveries_and_cursor_survive_a_reopen(queue_factory: Queu
 
 
 async def test_an_expired_lease_returns_the_delivery(queue: DeliveryQueue) -> None:
-    await queue.route(TenantName("acme"), "default", 1, [new_delivery(1)])
+    await queue.route(ACME_DEFAULT, 1, [new_delivery(1)])
     (first,) = await queue.lease(T0, 10, LEASE)
     assert await queue.lease(T0 + timedelta(seconds=LEASE - 1), 10, LEASE) == []
     (again,) = await queue.lease(T0 + timedelta(seconds=LEASE), 10, LEASE)
@@ -76,7 +76,7 @@ async def test_an_expired_lease_returns_the_delivery(queue: DeliveryQueue) -> No
 
 
 async def test_ack_finishes_a_delivery(queue: DeliveryQueue) -> None:
-    await queue.route(TenantName("acme"), "default", 1, [new_delivery(1)])
+    await queue.route(ACME_DEFAULT, 1, [new_delivery(1)])
     (leased,) = await queue.lease(T0, 10, LEASE)
     await queue.ack(leased.id)
     assert await queue.lease(T0 + timedelta(hours=1), 10, LEASE) == []
@@ -92,7 +92,7 @@ async def test_acks_sent_together_all_finish_and_survive_a_reopen(
     batch = [new_delivery(n, ordering_key=f"g{n}" if n % 2 else None) for n in range(1, count + 1)]
     batch += [new_delivery(count + n, ordering_key=f"g{n}") for n in range(1, count + 1, 2)]
     async with queue_factory() as queue:
-        await queue.route(TenantName("acme"), "default", 2 * count, batch)
+        await queue.route(ACME_DEFAULT, 2 * count, batch)
         leased = await queue.lease(T0, 10 * count, LEASE)
         assert sorted(d.position for d in leased) == list(range(1, count + 1))
         await asyncio.gather(*(queue.ack(d.id) for d in leased))
@@ -106,8 +106,7 @@ async def test_ack_many_finishes_them_all_and_readies_the_next_of_a_group(
     queue: DeliveryQueue,
 ) -> None:
     await queue.route(
-        TenantName("acme"),
-        "default",
+        ACME_DEFAULT,
         4,
         [new_delivery(1), new_delivery(2, ordering_key="g"), new_delivery(3, ordering_key="g")],
     )
@@ -122,7 +121,7 @@ async def test_ack_many_finishes_them_all_and_readies_the_next_of_a_group(
 
 
 async def test_retry_counts_the_attempt_and_waits(queue: DeliveryQueue) -> None:
-    await queue.route(TenantName("acme"), "default", 1, [new_delivery(1)])
+    await queue.route(ACME_DEFAULT, 1, [new_delivery(1)])
     (leased,) = await queue.lease(T0, 10, LEASE)
     await queue.retry(leased.id, T0 + timedelta(seconds=90), "503 Service Unavailable")
     assert await queue.lease(T0 + timedelta(seconds=89), 10, LEASE) == []
@@ -133,7 +132,7 @@ async def test_retry_counts_the_attempt_and_waits(queue: DeliveryQueue) -> None:
 async def test_release_gives_work_back_unattempted(
     queue: DeliveryQueue, clock: MovableClock
 ) -> None:
-    await queue.route(TenantName("acme"), "default", 2, [new_delivery(1), new_delivery(2)])
+    await queue.route(ACME_DEFAULT, 2, [new_delivery(1), new_delivery(2)])
     leased = await queue.lease(T0, 10, LEASE)
     await queue.release([d.id for d in leased])
     again = await queue.lease(clock(), 10, LEASE)
@@ -145,7 +144,7 @@ async def test_per_target_limits_cap_one_target_without_starving_others(
 ) -> None:
     slow = [new_delivery(p, target_id="slow") for p in range(1, 6)]
     fast = [new_delivery(p, target_id="fast") for p in range(1, 6)]
-    await queue.route(TenantName("acme"), "default", 5, slow + fast)
+    await queue.route(ACME_DEFAULT, 5, slow + fast)
     slow_key = TargetKey(TenantName("acme"), "default", "r1", "slow")
     leased = await queue.lease(T0, 10, LEASE, {slow_key: 0})
     assert sorted(d.target_id for d in leased) == ["fast"] * 5
@@ -154,7 +153,7 @@ async def test_per_target_limits_cap_one_target_without_starving_others(
 
 
 async def test_limit_caps_the_lease(queue: DeliveryQueue) -> None:
-    await queue.route(TenantName("acme"), "default", 9, [new_delivery(p) for p in range(1, 10)])
+    await queue.route(ACME_DEFAULT, 9, [new_delivery(p) for p in range(1, 10)])
     assert [d.position for d in await queue.lease(T0, 4, LEASE)] == [1, 2, 3, 4]
     assert [d.position for d in await queue.lease(T0, 100, LEASE)] == [5, 6, 7, 8, 9]
 
@@ -167,7 +166,7 @@ async def test_ordered_groups_go_one_at_a_time_in_log_order(queue: DeliveryQueue
         new_delivery(4),
         new_delivery(5, ordering_key="a"),
     ]
-    await queue.route(TenantName("acme"), "default", 5, batch)
+    await queue.route(ACME_DEFAULT, 5, batch)
     first = await queue.lease(T0, 10, LEASE)
     assert [d.position for d in first] == [1, 2, 4]
     a1 = first[0]
@@ -188,9 +187,9 @@ async def test_ordered_groups_go_one_at_a_time_in_log_order(queue: DeliveryQueue
 
 
 async def test_ordered_group_continues_across_routed_runs(queue: DeliveryQueue) -> None:
-    await queue.route(TenantName("acme"), "default", 1, [new_delivery(1, ordering_key="a")])
+    await queue.route(ACME_DEFAULT, 1, [new_delivery(1, ordering_key="a")])
     (a1,) = await queue.lease(T0, 10, LEASE)
-    await queue.route(TenantName("acme"), "default", 2, [new_delivery(2, ordering_key="a")])
+    await queue.route(ACME_DEFAULT, 2, [new_delivery(2, ordering_key="a")])
     assert await queue.lease(T0, 10, LEASE) == []
     await queue.ack(a1.id)
     assert [d.position for d in await queue.lease(T0, 10, LEASE)] == [2]
@@ -201,56 +200,58 @@ async def test_dead_letters_are_listed_filtered_and_paged(
 ) -> None:
     batch = [new_delivery(p, target_id="t1" if p % 2 else "t2") for p in range(1, 7)]
     batch.append(new_delivery(7, bus="other"))
-    await queue.route(TenantName("acme"), "default", 6, batch[:-1])
-    await queue.route(TenantName("acme"), "other", 7, batch[-1:])
+    await queue.route(ACME_DEFAULT, 6, batch[:-1])
+    await queue.route(BusRef(TenantName("acme"), "other"), 7, batch[-1:])
     clock.advance(timedelta(minutes=5))
     for delivery in await queue.lease(clock(), 10, LEASE):
         await queue.dead_letter(delivery.id, f"400 for {delivery.event_id}")
-    dead = await queue.dead_letters(TenantName("acme"), "default")
+    dead = await queue.dead_letters(ACME_DEFAULT)
     assert [d.event_id for d in dead] == [f"e{p}" for p in range(1, 7)]
     assert dead[0].last_error == "400 for e1"
     assert (dead[0].attempts, dead[0].rule, dead[0].dead_time) == (1, "r1", clock())
     assert dead[0].payload == b'{"n":1}'
-    only_t2 = await queue.dead_letters(TenantName("acme"), "default", target_id="t2")
+    only_t2 = await queue.dead_letters(ACME_DEFAULT, target_id="t2")
     assert [d.event_id for d in only_t2] == ["e2", "e4", "e6"]
-    assert await queue.dead_letters(TenantName("acme"), "default", rule="nope") == []
-    page = await queue.dead_letters(TenantName("acme"), "default", limit=4)
-    rest = await queue.dead_letters(TenantName("acme"), "default", after=page[-1].id, limit=4)
+    assert await queue.dead_letters(ACME_DEFAULT, rule="nope") == []
+    page = await queue.dead_letters(ACME_DEFAULT, limit=4)
+    rest = await queue.dead_letters(ACME_DEFAULT, after=page[-1].id, limit=4)
     assert [d.event_id for d in page + rest] == [d.event_id for d in dead]
-    assert [d.event_id for d in await queue.dead_letters(TenantName("acme"), "other")] == ["e7"]
-    assert await queue.dead_letters(TenantName("other-tenant"), "default") == []
+    assert [d.event_id for d in await queue.dead_letters(BusRef(TenantName("acme"), "other"))] == [
+        "e7"
+    ]
+    assert await queue.dead_letters(BusRef(TenantName("other-tenant"), "default")) == []
     with pytest.raises(ValueError, match="limit"):
-        await queue.dead_letters(TenantName("acme"), "default", limit=0)
+        await queue.dead_letters(ACME_DEFAULT, limit=0)
 
 
 async def test_redrive_selected_and_all(queue: DeliveryQueue, clock: MovableClock) -> None:
-    await queue.route(TenantName("acme"), "default", 4, [new_delivery(p) for p in range(1, 5)])
-    await queue.route(TenantName("acme"), "other", 5, [new_delivery(5, bus="other")])
+    await queue.route(ACME_DEFAULT, 4, [new_delivery(p) for p in range(1, 5)])
+    await queue.route(BusRef(TenantName("acme"), "other"), 5, [new_delivery(5, bus="other")])
     for delivery in await queue.lease(clock(), 10, LEASE):
         await queue.retry(delivery.id, clock(), "500")
     for delivery in await queue.lease(clock(), 10, LEASE):
         await queue.dead_letter(delivery.id, "500 again")
-    dead = await queue.dead_letters(TenantName("acme"), "default")
+    dead = await queue.dead_letters(ACME_DEFAULT)
     assert [d.attempts for d in dead] == [2, 2, 2, 2]
     clock.advance(timedelta(hours=2))
     # An id of another bus is ignored, as are ids that are not dead.
-    other_id = (await queue.dead_letters(TenantName("acme"), "other"))[0].id
-    assert await queue.redrive(TenantName("acme"), "default", [dead[1].id, other_id, 99_999]) == 1
+    other_id = (await queue.dead_letters(BusRef(TenantName("acme"), "other")))[0].id
+    assert await queue.redrive(ACME_DEFAULT, [dead[1].id, other_id, 99_999]) == 1
     (back,) = await queue.lease(clock(), 10, LEASE)
     assert (back.id, back.attempts, back.last_error) == (dead[1].id, 0, "500 again")
     assert back.age_origin == clock()  # maximum_event_age counts from the redrive
     assert back.recorded_time == T0
-    assert await queue.redrive(TenantName("acme"), "default") == 3
+    assert await queue.redrive(ACME_DEFAULT) == 3
     assert sorted(d.id for d in await queue.lease(clock(), 10, LEASE)) == sorted(
         d.id for d in dead if d.id != dead[1].id
     )
-    assert await queue.dead_letters(TenantName("acme"), "default") == []
-    assert len(await queue.dead_letters(TenantName("acme"), "other")) == 1
+    assert await queue.dead_letters(ACME_DEFAULT) == []
+    assert len(await queue.dead_letters(BusRef(TenantName("acme"), "other"))) == 1
 
 
 async def test_depth_counts_per_target(queue: DeliveryQueue, clock: MovableClock) -> None:
     batch = [new_delivery(p) for p in range(1, 5)] + [new_delivery(5, target_id="t2")]
-    await queue.route(TenantName("acme"), "default", 5, batch)
+    await queue.route(ACME_DEFAULT, 5, batch)
     clock.advance(timedelta(seconds=40))
     leased = await queue.lease(clock(), 2, LEASE)  # e1 and e2
     await queue.dead_letter(leased[0].id, "gone")
@@ -265,24 +266,26 @@ async def test_depth_counts_per_target(queue: DeliveryQueue, clock: MovableClock
 
 
 async def test_tenants_and_buses_keep_their_own_cursors(queue: DeliveryQueue) -> None:
-    await queue.route(TenantName("acme"), "default", 4, [new_delivery(4)])
+    await queue.route(ACME_DEFAULT, 4, [new_delivery(4)])
     await queue.route(
-        TenantName("globex"), "default", 2, [new_delivery(2, tenant=TenantName("globex"))]
+        BusRef(TenantName("globex"), "default"), 2, [new_delivery(2, tenant=TenantName("globex"))]
     )
-    assert await queue.cursor(TenantName("acme"), "default") == 4
-    assert await queue.cursor(TenantName("globex"), "default") == 2
+    assert await queue.cursor(ACME_DEFAULT) == 4
+    assert await queue.cursor(BusRef(TenantName("globex"), "default")) == 2
     tenants = sorted(d.tenant for d in await queue.lease(T0, 10, LEASE))
     assert tenants == ["acme", "globex"]
 
 
 async def test_a_redriven_ordered_delivery_queues_behind_its_group(queue: DeliveryQueue) -> None:
     await queue.route(
-        TenantName("acme"), "default", 2, [new_delivery(p, ordering_key="a") for p in (1, 2)]
+        ACME_DEFAULT,
+        2,
+        [new_delivery(p, ordering_key="a") for p in (1, 2)],
     )
     (a1,) = await queue.lease(T0, 10, LEASE)
     await queue.dead_letter(a1.id, "400")
     (a2,) = await queue.lease(T0, 10, LEASE)
-    assert await queue.redrive(TenantName("acme"), "default") == 1
+    assert await queue.redrive(ACME_DEFAULT) == 1
     # a2 is in flight: the redriven a1 must not run beside it.
     assert await queue.lease(T0, 10, LEASE) == []
     await queue.ack(a2.id)
@@ -305,7 +308,7 @@ async def test_route_replay_enqueues_and_moves_the_replay_cursor(
     await queue.route_replay(TenantName("acme"), "backfill", 12, 5, [], after=7)
     assert await queue.replay_cursor(TenantName("acme"), "backfill") == ReplayCursor(12, 8)
     # Replays keep their own cursors, apart from the bus's router cursor and other tenants'.
-    assert await queue.cursor(TenantName("acme"), "default") == 0
+    assert await queue.cursor(ACME_DEFAULT) == 0
     assert await queue.replay_cursor(TenantName("globex"), "backfill") == ReplayCursor(0, 0)
     assert await queue.replay_cursor(TenantName("acme"), "other") == ReplayCursor(0, 0)
     leased = await queue.lease(clock(), 10, LEASE)
@@ -367,7 +370,7 @@ async def test_replay_cursor_and_deliveries_survive_a_reopen(
 async def test_replayed_ordered_deliveries_queue_behind_their_group(
     queue: DeliveryQueue,
 ) -> None:
-    await queue.route(TenantName("acme"), "default", 2, [new_delivery(2, ordering_key="a")])
+    await queue.route(ACME_DEFAULT, 2, [new_delivery(2, ordering_key="a")])
     await queue.route_replay(
         TenantName("acme"), "backfill", 1, 1, [new_delivery(1, ordering_key="a")], after=0
     )

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from msgspec.structs import replace
 from tests.delivery.queue_support import new_delivery
-from tests.storage.eventlog_support import T0
+from tests.storage.eventlog_support import ACME_DEFAULT, T0
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import DeliveryQueue, ErasedDeliveries
 
 LEASE = 30.0
@@ -27,17 +27,16 @@ async def _dead(queue: DeliveryQueue, position: int) -> None:
 
 
 async def test_deliveries_of_erased_positions_go_pending_and_dead(queue: DeliveryQueue) -> None:
-    await queue.route(TenantName("acme"), "default", 1, [new_delivery(1)])
+    await queue.route(ACME_DEFAULT, 1, [new_delivery(1)])
     await _dead(queue, 1)
     await queue.route(
-        TenantName("acme"),
-        "default",
+        ACME_DEFAULT,
         3,
         [new_delivery(2), new_delivery(3), new_delivery(3, rule="r2")],
     )
-    await queue.route(TenantName("acme"), "audit", 3, [new_delivery(3, bus="audit")])
+    await queue.route(BusRef(TenantName("acme"), "audit"), 3, [new_delivery(3, bus="audit")])
     await queue.route(
-        TenantName("other"), "default", 3, [new_delivery(3, tenant=TenantName("other"))]
+        BusRef(TenantName("other"), "default"), 3, [new_delivery(3, tenant=TenantName("other"))]
     )
 
     erased = await queue.erase(
@@ -45,7 +44,7 @@ async def test_deliveries_of_erased_positions_go_pending_and_dead(queue: Deliver
     )
 
     assert erased == ErasedDeliveries(pending=2, dead=1)
-    assert await queue.dead_letters(TenantName("acme"), "default") == []
+    assert await queue.dead_letters(ACME_DEFAULT) == []
     left = await queue.lease(LATER, 10, LEASE)
     assert sorted((d.tenant, d.bus, d.position) for d in left) == [
         ("acme", "audit", 3),
@@ -55,8 +54,8 @@ async def test_deliveries_of_erased_positions_go_pending_and_dead(queue: Deliver
 
 
 async def test_erase_keeps_to_the_bus_it_is_given(queue: DeliveryQueue) -> None:
-    await queue.route(TenantName("acme"), "default", 3, [new_delivery(3)])
-    await queue.route(TenantName("acme"), "audit", 3, [new_delivery(3, bus="audit")])
+    await queue.route(ACME_DEFAULT, 3, [new_delivery(3)])
+    await queue.route(BusRef(TenantName("acme"), "audit"), 3, [new_delivery(3, bus="audit")])
 
     erased = await queue.erase(
         TenantName("acme"), "audit", {("audit", 3), ("default", 3)}, b"x", _never
@@ -72,7 +71,7 @@ async def test_payloads_that_carry_the_value_go_without_a_position(queue: Delive
         replace(new_delivery(2), payload=b'{"data":{"user":"annabel"}}'),
         replace(new_delivery(3), payload=b'{"data":{"user":"bob"}}'),
     ]
-    await queue.route(TenantName("acme"), "default", 3, ann)
+    await queue.route(ACME_DEFAULT, 3, ann)
     offered: list[bytes] = []
 
     def matches(payload: bytes, content_type: str) -> bool:
@@ -89,8 +88,7 @@ async def test_payloads_that_carry_the_value_go_without_a_position(queue: Delive
 
 async def test_erasing_an_ordered_head_lets_its_group_go_on(queue: DeliveryQueue) -> None:
     await queue.route(
-        TenantName("acme"),
-        "default",
+        ACME_DEFAULT,
         2,
         [new_delivery(1, ordering_key="u1"), new_delivery(2, ordering_key="u1")],
     )
@@ -103,7 +101,7 @@ async def test_erasing_an_ordered_head_lets_its_group_go_on(queue: DeliveryQueue
 async def test_a_leased_delivery_erased_meanwhile_is_gone_for_its_worker(
     queue: DeliveryQueue,
 ) -> None:
-    await queue.route(TenantName("acme"), "default", 2, [new_delivery(1), new_delivery(2)])
+    await queue.route(ACME_DEFAULT, 2, [new_delivery(1), new_delivery(2)])
     leased = await queue.lease(T0, 10, LEASE)
 
     await queue.erase(TenantName("acme"), None, {("default", 1), ("default", 2)}, b"x", _never)
@@ -111,14 +109,14 @@ async def test_a_leased_delivery_erased_meanwhile_is_gone_for_its_worker(
     await queue.retry(leased[1].id, T0, "503")
 
     assert await queue.lease(LATER, 10, LEASE) == []
-    assert await queue.dead_letters(TenantName("acme"), "default") == []
+    assert await queue.dead_letters(ACME_DEFAULT) == []
     assert await queue.depth() == []
 
 
 async def test_shared_payloads_go_with_their_deliveries(queue: DeliveryQueue) -> None:
     payload = b'{"data":{"user":"ann","padding":"' + b"x" * 100 + b'"}}'
     shared = [replace(new_delivery(1, rule=f"r{n}"), payload=payload) for n in range(3)]
-    await queue.route(TenantName("acme"), "default", 1, [*shared, new_delivery(1, rule="plain")])
+    await queue.route(ACME_DEFAULT, 1, [*shared, new_delivery(1, rule="plain")])
 
     erased = await queue.erase(TenantName("acme"), None, {("default", 1)}, b"x", _never)
 

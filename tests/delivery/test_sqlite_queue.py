@@ -14,9 +14,9 @@ import msgspec
 import pytest
 from tests.delivery.queue_support import new_delivery
 from tests.storage.engine_support import commits, statements
-from tests.storage.eventlog_support import T0, MovableClock
+from tests.storage.eventlog_support import ACME_DEFAULT, T0, MovableClock
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import CursorConflict
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import PIPELINE_FILE
@@ -27,7 +27,7 @@ LEASE = 30.0
 async def test_leases_are_forgotten_on_reopen_and_never_written(tmp_path: Path) -> None:
     path = tmp_path / PIPELINE_FILE
     async with SqliteDeliveryQueue(path, clock=MovableClock()) as queue:
-        await queue.route(TenantName("acme"), "default", 2, [new_delivery(1), new_delivery(2)])
+        await queue.route(ACME_DEFAULT, 2, [new_delivery(1), new_delivery(2)])
         leased = await queue.lease(T0, 10, LEASE)
         assert [d.position for d in leased] == [1, 2]
         # Within the process the leases hold until they expire.
@@ -42,7 +42,7 @@ async def test_leases_are_forgotten_on_reopen_and_never_written(tmp_path: Path) 
 
 async def test_release_and_outcomes_end_the_lease(tmp_path: Path) -> None:
     async with SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=MovableClock()) as queue:
-        await queue.route(TenantName("acme"), "default", 3, [new_delivery(n) for n in (1, 2, 3)])
+        await queue.route(ACME_DEFAULT, 3, [new_delivery(n) for n in (1, 2, 3)])
         one, two, three = await queue.lease(T0, 10, LEASE)
         await queue.release([one.id])
         await queue.retry(two.id, T0 + timedelta(seconds=5), "HTTP 503")
@@ -64,7 +64,7 @@ async def test_a_payload_shared_by_deliveries_is_stored_once_until_the_last_is_d
     ]
     small = new_delivery(1, target_id="small")  # too small to be worth sharing
     async with SqliteDeliveryQueue(path, clock=MovableClock()) as queue:
-        await queue.route(TenantName("acme"), "default", 1, [*shared, small])
+        await queue.route(ACME_DEFAULT, 1, [*shared, small])
         assert _bodies(path) == [(body, 3)]
         leased = {d.target_id: d for d in await queue.lease(T0, 10, LEASE)}
         assert [leased[f"t{n}"].payload for n in range(3)] == [body] * 3
@@ -75,9 +75,9 @@ async def test_a_payload_shared_by_deliveries_is_stored_once_until_the_last_is_d
         await queue.ack(leased["small"].id)
         # The dead delivery still holds the body: dead letters and redrive show the payload.
         assert _bodies(path) == [(body, 1)]
-        (dead,) = await queue.dead_letters(TenantName("acme"), "default")
+        (dead,) = await queue.dead_letters(ACME_DEFAULT)
         assert dead.payload == body
-        assert await queue.redrive(TenantName("acme"), "default") == 1
+        assert await queue.redrive(ACME_DEFAULT) == 1
         (again,) = await queue.lease(T0, 10, LEASE)
         assert again.payload == body
         await queue.ack(again.id)
@@ -93,10 +93,10 @@ async def test_ids_are_not_reused_after_the_newest_delivery_is_acked(tmp_path: P
     # SQLite reuses the highest rowid once its row is gone; a worker still settling the old
     # delivery would then skip the new one as its own, and it would wait out a whole lease.
     async with SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=MovableClock()) as queue:
-        await queue.route(TenantName("acme"), "default", 1, [new_delivery(1)])
+        await queue.route(ACME_DEFAULT, 1, [new_delivery(1)])
         (first,) = await queue.lease(T0, 10, LEASE)
         await queue.ack(first.id)
-        await queue.route(TenantName("acme"), "default", 2, [new_delivery(2)])
+        await queue.route(ACME_DEFAULT, 2, [new_delivery(2)])
         (second,) = await queue.lease(T0, 10, LEASE)
         assert second.position == 2
         assert second.id > first.id
@@ -108,15 +108,13 @@ async def test_only_redrives_and_erasures_wait_for_the_disk(tmp_path: Path) -> N
     cannot: only those commit with `synchronous=FULL`."""
     async with SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=MovableClock()) as queue:
         with statements(queue.engine) as seen:
-            await queue.route(
-                TenantName("acme"), "default", 3, [new_delivery(n) for n in (1, 2, 3)]
-            )
+            await queue.route(ACME_DEFAULT, 3, [new_delivery(n) for n in (1, 2, 3)])
             one, two, three = await queue.lease(T0, 10, LEASE)
             await queue.ack(one.id)
             await queue.retry(two.id, T0, "HTTP 503")
             await queue.dead_letter(three.id, "HTTP 410")
             await queue.route_replay(TenantName("acme"), "r", 1, 1, [new_delivery(4)], after=0)
-            await queue.redrive(TenantName("acme"), "default")
+            await queue.redrive(ACME_DEFAULT)
             await queue.erase(TenantName("acme"), None, {("default", 2)}, b"x", lambda p, c: False)
 
     modes = [mode for mode, _ in commits(seen)]
@@ -128,13 +126,13 @@ async def test_a_run_without_deliveries_moves_the_cursor_with_a_later_commit(
 ) -> None:
     async with SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=MovableClock()) as queue:
         with statements(queue.engine) as seen:
-            await queue.route(TenantName("acme"), "quiet", 7, [])
-            await queue.route(TenantName("acme"), "quiet", 9, [])
+            await queue.route(BusRef(TenantName("acme"), "quiet"), 7, [])
+            await queue.route(BusRef(TenantName("acme"), "quiet"), 9, [])
             assert commits(seen) == []  # a page written per run cost more than the events
-            assert await queue.cursor(TenantName("acme"), "quiet") == 9
+            assert await queue.cursor(BusRef(TenantName("acme"), "quiet")) == 9
             with pytest.raises(CursorConflict):
-                await queue.route(TenantName("acme"), "quiet", 9, [])
-            await queue.route(TenantName("acme"), "busy", 1, [new_delivery(1, bus="busy")])
+                await queue.route(BusRef(TenantName("acme"), "quiet"), 9, [])
+            await queue.route(BusRef(TenantName("acme"), "busy"), 1, [new_delivery(1, bus="busy")])
         ((_, body),) = commits(seen)
         assert [s for s in body if "INTO cursors" in s] == [
             "INSERT INTO cursors (tenant, bus, position) VALUES ('acme', 'busy', 1)"
@@ -153,9 +151,9 @@ async def test_reading_a_cursor_puts_what_it_reads_on_disk(tmp_path: Path) -> No
     # Retention trims the log below the cursor: a cursor that a power failure could take back
     # would leave deliveries to be made from events no longer there.
     async with SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=MovableClock()) as queue:
-        await queue.route(TenantName("acme"), "default", 1, [new_delivery(1)])
+        await queue.route(ACME_DEFAULT, 1, [new_delivery(1)])
         assert queue.engine.syncs == 0
-        assert await queue.cursor(TenantName("acme"), "default") == 1
+        assert await queue.cursor(ACME_DEFAULT) == 1
         assert queue.engine.syncs == 1
 
 
@@ -169,15 +167,13 @@ async def test_two_queues_on_one_file_see_what_the_other_wrote(tmp_path: Path) -
         SqliteDeliveryQueue(path, clock=MovableClock()) as gateway,
     ):
         pipeline.watch_lanes(lambda: woken.append("woken"))
-        await pipeline.route(TenantName("acme"), "default", 1, [new_delivery(1)])
+        await pipeline.route(ACME_DEFAULT, 1, [new_delivery(1)])
         (first,) = await pipeline.lease(T0, 10, LEASE)
         await pipeline.dead_letter(first.id, "HTTP 410")
         assert await pipeline.lease(T0, 10, LEASE) == []
 
-        assert [d.id for d in await gateway.dead_letters(TenantName("acme"), "default")] == [
-            first.id
-        ]
-        assert await gateway.redrive(TenantName("acme"), "default") == 1
+        assert [d.id for d in await gateway.dead_letters(ACME_DEFAULT)] == [first.id]
+        assert await gateway.redrive(ACME_DEFAULT) == 1
         # The pipeline's next lease notices the gateway's commit and reads the file again.
         (again,) = await pipeline.lease(T0, 10, LEASE)
         assert (again.id, again.attempts) == (first.id, 0)
@@ -185,17 +181,17 @@ async def test_two_queues_on_one_file_see_what_the_other_wrote(tmp_path: Path) -
 
         # Routed by the other one: new targets and ids this queue never handed out.
         await gateway.route(
-            TenantName("acme"), "other", 5, [new_delivery(5, bus="other", target_id="t9")]
+            BusRef(TenantName("acme"), "other"), 5, [new_delivery(5, bus="other", target_id="t9")]
         )
-        await pipeline.route(TenantName("acme"), "default", 2, [new_delivery(2)])
+        await pipeline.route(ACME_DEFAULT, 2, [new_delivery(2)])
         leased = await pipeline.lease(T0, 10, LEASE)
         assert sorted((d.bus, d.position, d.target_id) for d in leased) == [
             ("default", 2, "t1"),
             ("other", 5, "t9"),
         ]
         assert len({d.id for d in [again, *leased]}) == 3
-        assert await gateway.cursor(TenantName("acme"), "default") == 2
-        assert await pipeline.cursor(TenantName("acme"), "other") == 5
+        assert await gateway.cursor(ACME_DEFAULT) == 2
+        assert await pipeline.cursor(BusRef(TenantName("acme"), "other")) == 5
 
 
 async def test_the_wal_is_folded_into_the_file_in_the_background(tmp_path: Path) -> None:
@@ -205,7 +201,7 @@ async def test_the_wal_is_folded_into_the_file_in_the_background(tmp_path: Path)
         payload = b"x" * 2000
         for position in range(1, 201):
             delivery = msgspec.structs.replace(new_delivery(position), payload=payload)
-            await queue.route(TenantName("acme"), "default", position, [delivery])
+            await queue.route(ACME_DEFAULT, position, [delivery])
         # The writer never checkpoints by itself below the bound: only the checkpointer thread
         # can have grown the database file while the queue is open.
         deadline = asyncio.get_running_loop().time() + 10

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.storage.eventlog_support import T0
+from tests.storage.eventlog_support import ACME_DEFAULT, T0
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import PIPELINE_FILE
 
@@ -48,5 +48,5 @@ async def test_deliveries_routed_by_another_process_are_each_leased_once(tmp_pat
         assert out.decode().split() == ["done"]
         assert sorted(seen) == list(range(1, COUNT + 1))
         assert await queue.lease(T0, 100, 600) == []
-        assert await queue.cursor(TenantName("acme"), "default") == COUNT
-        assert await queue.cursor(TenantName("acme"), "quiet") == COUNT
+        assert await queue.cursor(ACME_DEFAULT) == COUNT
+        assert await queue.cursor(BusRef(TenantName("acme"), "quiet")) == COUNT

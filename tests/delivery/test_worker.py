@@ -15,15 +15,15 @@ from typing import Any
 
 import structlog
 from tests.delivery.queue_support import new_delivery
-from tests.storage.eventlog_support import MovableClock
+from tests.storage.eventlog_support import ACME_DEFAULT, MovableClock
 
 from stellwerk.delivery.backoff import CAP_SECONDS
 from stellwerk.delivery.failure_log import FailureLog
 from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater
 from stellwerk.delivery.worker import DeliveryWorker, Finish, TargetBinding
-from stellwerk.refs import TenantName
 from stellwerk.rules import RetryPolicy
 from stellwerk.seams import (
+    Attempt,
     Delivery,
     DeliveryQueue,
     DeliveryQueueError,
@@ -104,7 +104,7 @@ class CountingHooks:
 
 async def route(queue: DeliveryQueue, deliveries: Sequence[NewDelivery]) -> None:
     position = max(d.position for d in deliveries)
-    await queue.route(TenantName("acme"), "default", position, deliveries)
+    await queue.route(ACME_DEFAULT, position, deliveries)
 
 
 def worker_for(
@@ -143,13 +143,13 @@ async def test_failures_retry_with_backoff_until_maximum_retry_attempts(
     worker = worker_for(queue, clock, {"t1": TargetBinding(target, policy)}, hooks)
     await route(queue, [new_delivery(1)])
     rounds = 0
-    while not await queue.dead_letters(TenantName("acme"), "default"):
+    while not await queue.dead_letters(ACME_DEFAULT):
         await worker.run(burst=True)
         clock.advance(LATER)
         rounds += 1
     assert rounds == 4
     assert [d.attempts for d in target.attempts] == [0, 1, 2, 3]
-    (dead,) = await queue.dead_letters(TenantName("acme"), "default")
+    (dead,) = await queue.dead_letters(ACME_DEFAULT)
     assert dead.attempts == 4
     assert dead.last_error is not None
     assert dead.last_error.startswith("503 on attempt 4")
@@ -172,7 +172,7 @@ async def test_failed_attempts_and_dead_letters_reach_the_log_with_counts(
     await route(queue, [new_delivery(p, target_id=f"t{1 + p % 2}") for p in range(1, 21)])
     rounds = 0
     with structlog.testing.capture_logs() as lines:
-        while len(await queue.dead_letters(TenantName("acme"), "default")) < 10:
+        while len(await queue.dead_letters(ACME_DEFAULT)) < 10:
             await worker.run(burst=True)
             clock.advance(LATER)
             rounds += 1
@@ -220,7 +220,7 @@ async def test_events_too_old_for_another_try_are_dead_lettered(
     policy = RetryPolicy(maximum_retry_attempts=185, maximum_event_age_seconds=60)
     await route(queue, [new_delivery(1)])
     await worker_for(queue, clock, {"t1": TargetBinding(target, policy)}).run(burst=True)
-    (dead,) = await queue.dead_letters(TenantName("acme"), "default")
+    (dead,) = await queue.dead_letters(ACME_DEFAULT)
     assert "maximum_event_age_seconds" in (dead.last_error or "")
     assert len(target.attempts) == 1
 
@@ -233,13 +233,13 @@ async def test_give_up_dead_letters_and_redrive_delivers_again(
     worker = worker_for(queue, clock, {"t1": TargetBinding(target)})
     await route(queue, [new_delivery(p) for p in range(1, 5)])
     await worker.run(burst=True)
-    dead = await queue.dead_letters(TenantName("acme"), "default")
+    dead = await queue.dead_letters(ACME_DEFAULT)
     assert [(d.event_id, d.last_error) for d in dead] == [("e1", "410 Gone"), ("e3", "410 Gone")]
     gone.clear()  # the receiver is fixed
-    assert await queue.redrive(TenantName("acme"), "default") == 2
+    assert await queue.redrive(ACME_DEFAULT) == 2
     await worker.run(burst=True)
     assert Counter(target.events) == Counter(e1=2, e2=1, e3=2, e4=1)
-    assert await queue.dead_letters(TenantName("acme"), "default") == []
+    assert await queue.dead_letters(ACME_DEFAULT) == []
     assert await queue.depth() == []
 
 
@@ -251,7 +251,7 @@ async def test_without_a_dead_letter_queue_failures_are_dropped(
     binding = TargetBinding(target, dead_letter=False)
     await route(queue, [new_delivery(1), new_delivery(2)])
     await worker_for(queue, clock, {"t1": binding}, hooks).run(burst=True)
-    assert await queue.dead_letters(TenantName("acme"), "default") == []
+    assert await queue.dead_letters(ACME_DEFAULT) == []
     assert await queue.depth() == []
     assert hooks.finished == Counter(dropped=2)
 
@@ -261,7 +261,7 @@ async def test_a_target_that_no_longer_exists_is_dead_lettered(
 ) -> None:
     await route(queue, [new_delivery(1, target_id="removed")])
     await worker_for(queue, clock, {}).run(burst=True)
-    (dead,) = await queue.dead_letters(TenantName("acme"), "default")
+    (dead,) = await queue.dead_letters(ACME_DEFAULT)
     assert dead.target_id == "removed"
     assert "no target 'removed'" in (dead.last_error or "")
 
@@ -414,12 +414,12 @@ class RecordedAcks:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._queue, name)
 
-    async def ack_many(self, delivery_ids: Sequence[int]) -> None:
+    async def ack_many(self, delivery_ids: Sequence[int], attempts: Sequence[Attempt] = ()) -> None:
         self.writes.append(len(delivery_ids))
         if self.failures > 0:
             self.failures -= 1
             raise DeliveryQueueError("not connected to NATS (reconnecting)")
-        await self._queue.ack_many(delivery_ids)
+        await self._queue.ack_many(delivery_ids, attempts)
 
 
 async def test_acks_of_many_deliveries_are_written_together(

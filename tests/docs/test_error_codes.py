@@ -11,10 +11,13 @@ the embedded log's reasons for refusing appends on a disk that refuses writes.
 from __future__ import annotations
 
 import ast
+import importlib
+import pkgutil
 import re
 
 from tests.docs.runbook import ROOT
 
+import stellwerk
 from stellwerk.api.errors import _HTTP_CODES
 from stellwerk.events import EventErrorCode
 from stellwerk.ingest.binding import BindingErrorCode
@@ -29,6 +32,11 @@ UNREACHABLE = {str(BindingErrorCode.BODY_TOO_LARGE)}
 
 
 def _service_errors() -> list[type[ServiceError]]:
+    # Every module imported first: a capability's error class exists only once its module is,
+    # and which are depends on what ran before in the session.
+    for module in pkgutil.walk_packages(stellwerk.__path__, "stellwerk."):
+        if ".migrations" not in module.name and not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
     found, todo = [], [ServiceError]
     while todo:
         kind = todo.pop()

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.conftest import free_port
+from tests.polling import serve_in_thread
 
 
 class Received:
@@ -51,7 +52,7 @@ def start_receiver(
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_in_thread(server)
     return server
 
 

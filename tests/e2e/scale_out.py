@@ -9,8 +9,8 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,8 @@ from tests.conftest import free_port
 
 # How long a client waits before it retries a batch the gateway could not take (503).
 RETRY_BACKOFF_SECONDS = 0.2
+# Processes started together share the cores: each may take longer than one alone would.
+READY_TOGETHER_SECONDS = 60.0
 
 
 @dataclass
@@ -33,8 +35,21 @@ class ScaleOut:
     options: tuple[str, ...] = ()
 
     @contextmanager
-    def role(self, role: str, *extra: str) -> Iterator[ServerProcess]:
-        """A process of `role`, ready, in a data directory of its own."""
+    def together(self, *roles: Sequence[str]) -> Iterator[list[ServerProcess]]:
+        """Processes of several roles (each a role and its extra flags), started at once and
+        yielded once all are ready: a start is mostly imports, so on two cores the starts
+        overlap instead of queuing. Start the gateway before, with `role`: the first process
+        on the empty database writes the bootstrap keys into its own data directory."""
+        with ExitStack() as stack:
+            servers = [stack.enter_context(self.role(*spec, ready=False)) for spec in roles]
+            for server in servers:
+                server.wait_until("/readyz", 200, timeout=READY_TOGETHER_SECONDS)
+            yield servers
+
+    @contextmanager
+    def role(self, role: str, *extra: str, ready: bool = True) -> Iterator[ServerProcess]:
+        """A process of `role`, ready (unless told not to wait), in a data directory of its
+        own."""
         self.started += 1
         data_dir = self.root / f"{role}-{self.started}"
         with running_server(
@@ -54,6 +69,7 @@ class ScaleOut:
             *self.options,
             *extra,
             env={"STELLWERK_SECRET_KEY": self.secret_key, "STELLWERK_LOG_LEVEL": "warning"},
+            ready=ready,
         ) as server:
             yield server
 

@@ -11,7 +11,7 @@ from tests.conftest import RunningApp
 from tests.e2e import functions
 from tests.e2e.conftest import Receiver
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 
 ORDER = {"specversion": "1.0", "source": "urn:shop", "type": "order.created"}
 
@@ -102,10 +102,12 @@ async def test_transformed_input_and_several_targets(
 
     async def copied() -> list[Any]:
         while True:
-            events = await app.services.stores.event_log.read(TenantName("default"), "audit")
+            events = await app.services.stores.event_log.read(
+                BusRef(TenantName("default"), "audit")
+            )
             if events and functions.CALLS:
                 return events
-            await app.services.stores.log_watch.wait(TenantName("default"), "audit", 0.2)
+            await app.services.stores.log_watch.wait(BusRef(TenantName("default"), "audit"), 0.2)
 
     copies = await asyncio.wait_for(copied(), 30)
     assert [e.id for e in copies] == ["o-1"]

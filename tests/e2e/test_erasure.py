@@ -18,7 +18,7 @@ from stellwerk.app import build_app
 from stellwerk.auth import parse_key
 from stellwerk.compose import Services
 from stellwerk.config import load_settings
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import NewEvent
 
 T = TypeVar("T")
@@ -62,7 +62,10 @@ async def finished(app: RunningApp, erasure_id: str) -> dict[str, Any]:
 
 async def logged(services: Services, bus: str) -> list[str]:
     return [
-        e.id for e in await services.stores.event_log.read(TenantName("default"), bus, limit=1000)
+        e.id
+        for e in await services.stores.event_log.read(
+            BusRef(TenantName("default"), bus), limit=1000
+        )
     ]
 
 

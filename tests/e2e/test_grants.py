@@ -8,7 +8,7 @@ from typing import Any
 from tests.conftest import RunningApp
 from tests.e2e.test_delivery import ORDER, send
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.service import provision_tenant
 
 
@@ -45,12 +45,14 @@ async def test_cross_tenant_bus_targets_need_a_grant(delivering_app: RunningApp)
     async def arrived(event_id: str) -> None:
         while not any(
             e.id == event_id
-            for e in await app.services.stores.event_log.read(TenantName("partner"), "inbox")
+            for e in await app.services.stores.event_log.read(
+                BusRef(TenantName("partner"), "inbox")
+            )
         ):
-            await app.services.stores.log_watch.wait(TenantName("partner"), "inbox", 0.5)
+            await app.services.stores.log_watch.wait(BusRef(TenantName("partner"), "inbox"), 0.5)
 
     await asyncio.wait_for(arrived("shared-1"), 30)
-    stored = await app.services.stores.event_log.read(TenantName("partner"), "inbox")
+    stored = await app.services.stores.event_log.read(BusRef(TenantName("partner"), "inbox"))
     assert stored[0].tenant == "partner"
 
     revoked = await app.client.delete("/v1/buses/inbox/grants/default", headers=theirs)
@@ -71,5 +73,6 @@ async def test_cross_tenant_bus_targets_need_a_grant(delivering_app: RunningApp)
     assert letter["event_id"] == "shared-2"
     assert "no longer grants" in letter["last_error"]
     assert [
-        e.id for e in await app.services.stores.event_log.read(TenantName("partner"), "inbox")
+        e.id
+        for e in await app.services.stores.event_log.read(BusRef(TenantName("partner"), "inbox"))
     ] == ["shared-1"]

@@ -20,7 +20,7 @@ from tests.polling import eventually
 from stellwerk.app import build_app
 from stellwerk.config import load_settings
 from stellwerk.events import format_rfc3339
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 
 EVENTS = 60
 ORDER = {"specversion": "1.0", "source": "urn:shop", "type": "order.created"}
@@ -84,7 +84,9 @@ async def test_a_replay_reaches_the_chosen_rule_with_replayname(
     await send(app, {**ORDER, "id": "other", "type": "order.paid"})
     await live.wait_for(6)
     await wait_archived(app, 6)
-    head = await app.services.stores.event_log.last_position(TenantName("default"), "default")
+    head = await app.services.stores.event_log.last_position(
+        BusRef(TenantName("default"), "default")
+    )
 
     # A new destination, backfilled: only its rule gets the replay, the live rule does not.
     await put_rule(
@@ -105,7 +107,8 @@ async def test_a_replay_reaches_the_chosen_rule_with_replayname(
 
     # Replays never pass through the log, so no archive sees them again.
     assert (
-        await app.services.stores.event_log.last_position(TenantName("default"), "default") == head
+        await app.services.stores.event_log.last_position(BusRef(TenantName("default"), "default"))
+        == head
     )
     assert await archived(app) == 6
     metrics = (await app.client.get("/metrics")).text

@@ -28,9 +28,9 @@ import pytest
 from tests.cli.server import STELLWERK, ServerProcess
 from tests.e2e.scale_out import ScaleOut, keys_of
 from tests.nats_support import NatsServer, free_port
-from tests.polling import wait_until
+from tests.polling import serve_in_thread, wait_until
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -116,12 +116,9 @@ class Balancer:
 
     @contextmanager
     def running(self) -> Iterator[Balancer]:
-        threads = [
-            threading.Thread(target=self.server.serve_forever, daemon=True),
-            threading.Thread(target=self._check, daemon=True),
-        ]
-        for thread in threads:
-            thread.start()
+        checker = threading.Thread(target=self._check, daemon=True)
+        checker.start()
+        threads = [serve_in_thread(self.server), checker]
         try:
             yield self
         finally:
@@ -233,7 +230,9 @@ async def stored_ids(nats_url: str) -> list[str]:
     ids: list[str] = []
     async with JetStreamEventLog(nats_url) as log:
         after = 0
-        while page := await log.read(TenantName("default"), "default", after=after, limit=1000):
+        while page := await log.read(
+            BusRef(TenantName("default"), "default"), after=after, limit=1000
+        ):
             ids.extend(event.id for event in page)
             after = page[-1].position
     return ids

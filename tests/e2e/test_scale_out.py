@@ -30,7 +30,10 @@ def test_gateway_router_and_delivery_processes_carry_every_event_to_the_target(
     scale_out: ScaleOut, threaded_receiver: tuple[Received, str]
 ) -> None:
     received, url = threaded_receiver
-    with scale_out.role("gateway") as gateway, scale_out.role("router") as router:
+    with (
+        scale_out.role("gateway") as gateway,
+        scale_out.together(["router"], ["delivery"]) as (router, delivery),
+    ):
         keys = keys_of(gateway)
         put_rule(
             gateway,
@@ -41,27 +44,26 @@ def test_gateway_router_and_delivery_processes_carry_every_event_to_the_target(
                 "targets": [{"id": "hook", "type": "http", "url": url}],
             },
         )
-        with scale_out.role("delivery") as delivery:
-            ingest = {"Authorization": f"Bearer {keys['ingest_key']}"}
-            with httpx.Client(base_url=gateway.url, headers=ingest, timeout=30) as client:
-                for start in range(0, 500, 100):
-                    response = client.post("/v1/buses/default/events", json=load_batch(start, 100))
-                    assert response.status_code == 202, response.text
-            wanted = {f"e{n}" for n in range(500)}
-            assert received.wait_for(lambda r: wanted <= set(r.ids), 60), (
-                f"{len(wanted - set(received.ids))} events never arrived"
-            )
-            # Only gateways serve the API; every role answers probes and metrics.
-            for process in (router, delivery):
-                assert httpx.get(f"{process.url}/v1/buses", timeout=5).status_code == 404
-                assert httpx.get(f"{process.url}/readyz", timeout=5).status_code == 200
-                assert httpx.get(f"{process.url}/metrics", timeout=5).status_code == 200
-            assert (
-                httpx.post(
-                    f"{router.url}/v1/buses/default/events", json=load_batch(0, 1), headers=ingest
-                ).status_code
-                == 404
-            )
+        ingest = {"Authorization": f"Bearer {keys['ingest_key']}"}
+        with httpx.Client(base_url=gateway.url, headers=ingest, timeout=30) as client:
+            for start in range(0, 500, 100):
+                response = client.post("/v1/buses/default/events", json=load_batch(start, 100))
+                assert response.status_code == 202, response.text
+        wanted = {f"e{n}" for n in range(500)}
+        assert received.wait_for(lambda r: wanted <= set(r.ids), 60), (
+            f"{len(wanted - set(received.ids))} events never arrived"
+        )
+        # Only gateways serve the API; every role answers probes and metrics.
+        for process in (router, delivery):
+            assert httpx.get(f"{process.url}/v1/buses", timeout=5).status_code == 404
+            assert httpx.get(f"{process.url}/readyz", timeout=5).status_code == 200
+            assert httpx.get(f"{process.url}/metrics", timeout=5).status_code == 200
+        assert (
+            httpx.post(
+                f"{router.url}/v1/buses/default/events", json=load_batch(0, 1), headers=ingest
+            ).status_code
+            == 404
+        )
     assert sum(received.ids.values()) >= 500
 
 
@@ -73,9 +75,7 @@ def test_a_rule_changed_through_one_gateway_is_in_force_on_the_router_of_another
     received, url = threaded_receiver
     with (
         scale_out.role("gateway") as first,
-        scale_out.role("gateway") as second,
-        scale_out.role("router"),
-        scale_out.role("delivery"),
+        scale_out.together(["gateway"], ["router"], ["delivery"]) as (second, _, _),
     ):
         keys = keys_of(first)
         target = [{"id": "hook", "type": "http", "url": url}]
@@ -124,9 +124,7 @@ def test_an_archive_filled_by_the_router_process_is_replayed_by_the_scheduler_pr
     received, url = threaded_receiver
     with (
         scale_out.role("gateway") as gateway,
-        scale_out.role("router"),
-        scale_out.role("delivery"),
-        scale_out.role("scheduler"),
+        scale_out.together(["router"], ["delivery"], ["scheduler"]),
     ):
         keys = keys_of(gateway)
         admin = {"Authorization": f"Bearer {keys['admin_key']}"}

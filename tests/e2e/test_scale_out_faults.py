@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import threading
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import nats
 import pytest
 from tests.cli.server import ServerProcess
-from tests.conftest import free_port
 from tests.e2e.receiving import Received
 from tests.e2e.scale_out import Load, ScaleOut, keys_of, load_batch, metric_total, put_rule
 from tests.nats_support import NatsCluster, NatsServer
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow  # starts processes
 
@@ -32,6 +29,7 @@ EVENTS = 3000
 DELIVERED_WITHIN = 75.0  # past the 60 s delivery lease a failed settle waits out
 CAUGHT_UP_WITHIN = 30.0
 LEASE_SECONDS = "5"
+KEY_CACHE_SECONDS = 1  # 5 unless set: the wait before ingest needs the database in an outage
 MATCHED = "stellwerk_matched_events_total"
 QUEUE_KV = "KV_stellwerk_delivery_queue"
 
@@ -152,8 +150,7 @@ def test_a_nats_node_killed_under_load_loses_no_acknowledged_event_and_catches_u
     scale_out = ScaleOut(nats_cluster.url, postgres_url, tmp_path, options=("--nats-replicas", "3"))
     with (
         scale_out.role("gateway") as gateway,
-        scale_out.role("router"),
-        scale_out.role("delivery") as worker,
+        scale_out.together(["router"], ["delivery"]) as (_router, worker),
     ):
         ingest_key = route_all_to(gateway, url)
         warm_up(gateway, ingest_key, received)
@@ -199,13 +196,17 @@ def test_a_router_and_a_delivery_worker_killed_under_load_lose_no_acknowledged_e
 ) -> None:
     received, url = threaded_receiver
     scale_out = ScaleOut(nats_server.url, postgres_url, tmp_path)
+    # Short leases: the survivors take over sooner, which is what is shown, not how soon.
     lease = ("--delivery-lease-seconds", LEASE_SECONDS)
+    bus_lease = ("--lease-ttl-seconds", LEASE_SECONDS)
     with (
         scale_out.role("gateway") as gateway,
-        scale_out.role("router") as router_a,
-        scale_out.role("router") as router_b,
-        scale_out.role("delivery", *lease) as worker_a,
-        scale_out.role("delivery", *lease) as worker_b,
+        scale_out.together(
+            ["router", *bus_lease],
+            ["router", *bus_lease],
+            ["delivery", *lease],
+            ["delivery", *lease],
+        ) as (router_a, router_b, worker_a, worker_b),
     ):
         ingest_key = route_all_to(gateway, url)
         warm_up(gateway, ingest_key, received)
@@ -237,71 +238,6 @@ def test_a_router_and_a_delivery_worker_killed_under_load_lose_no_acknowledged_e
 # -- PostgreSQL out of reach ----------------------------------------------------------------------
 
 
-class TcpProxy:
-    """A TCP relay on loopback in a thread of the test, to take a database out of reach: `cut`
-    closes the listener and every live connection (refused from then on), `restore` listens on
-    the same port again."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = free_port()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: asyncio.Server | None = None
-        self._live: set[asyncio.StreamWriter] = set()
-
-    def __enter__(self) -> TcpProxy:
-        self._thread.start()
-        self.restore()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.cut()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-    def restore(self) -> None:
-        self._call(self._listen())
-
-    def cut(self) -> None:
-        self._call(self._close())
-
-    def _call(self, work: Coroutine[Any, Any, None]) -> None:
-        asyncio.run_coroutine_threadsafe(work, self._loop).result(5)
-
-    async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-
-    async def _close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in self._live:
-            writer.transport.abort()
-        self._live.clear()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._live |= {writer, up_writer}
-        await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
-        )
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            self._live.discard(writer)
-            writer.transport.abort()
-
-
 def test_readiness_follows_postgresql_going_away_and_coming_back_without_a_restart(
     nats_server: NatsServer, postgres_url: str, tmp_path: Path
 ) -> None:
@@ -309,7 +245,8 @@ def test_readiness_follows_postgresql_going_away_and_coming_back_without_a_resta
     with TcpProxy(parts.port or 5432) as proxy:
         proxied = parts._replace(netloc=f"postgres@127.0.0.1:{proxy.port}").geturl()
         scale_out = ScaleOut(nats_server.url, proxied, tmp_path)
-        with scale_out.role("gateway") as gateway:
+        # A key stays cached this long: ingest needs the database only after it.
+        with scale_out.role("gateway", "--key-cache-seconds", str(KEY_CACHE_SECONDS)) as gateway:
             ingest = {"Authorization": f"Bearer {keys_of(gateway)['ingest_key']}"}
             events = f"{gateway.url}/v1/buses/default/events"
             assert httpx.post(events, json=load_batch(0, 1), headers=ingest).status_code == 202
@@ -323,8 +260,8 @@ def test_readiness_follows_postgresql_going_away_and_coming_back_without_a_resta
             listed = httpx.get(f"{gateway.url}/v1/buses", headers=admin, timeout=15)
             assert listed.status_code == 503, listed.text
             print(f"/readyz 503 {time.monotonic() - cut:.2f} s after the cut: {answer}")
-            # The outage lasts until the gateway's cached key (5 s) has expired and ingest
-            # needs the database: from then on it must refuse with a 503 a client retries.
+            # The outage lasts until the gateway's cached key has expired and ingest needs the
+            # database: from then on it must refuse with a 503 a client retries.
             n = 1
             while (
                 during := httpx.post(events, json=load_batch(n, 1), headers=ingest, timeout=15)

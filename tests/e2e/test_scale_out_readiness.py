@@ -47,9 +47,11 @@ def test_every_role_is_unready_while_nats_is_stopped_and_ready_when_it_returns(
     scale_out = ScaleOut(nats_server.url, postgres_url, tmp_path)
     with (
         scale_out.role("gateway") as gateway,
-        scale_out.role("router") as router,
-        scale_out.role("delivery") as delivery,
-        scale_out.role("scheduler") as scheduler,
+        scale_out.together(["router"], ["delivery"], ["scheduler"]) as (
+            router,
+            delivery,
+            scheduler,
+        ),
     ):
         roles = [gateway, router, delivery, scheduler]
         keys = keys_of(gateway)

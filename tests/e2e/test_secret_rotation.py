@@ -151,7 +151,7 @@ async def test_rotation_through_the_api(delivering_app: RunningApp) -> None:
         ("nope", None, 404, "NotFound"),
         ("audit", None, 400, "InvalidTarget"),
         ("hook", {"secret": "whsec_c2hvcnQ="}, 400, "InvalidTarget"),
-        ("hook", {"grace_seconds": 8 * 86400}, 400, "InvalidRequest"),
+        ("hook", {"grace_seconds": 8 * 86400}, 422, "ValidationFailed"),
         ("hook", {"grace": 5}, 422, "ValidationFailed"),
     ]
     for target, body, status, error in cases:

@@ -15,13 +15,15 @@ from stellwerk.erasure.criterion import parse
 from stellwerk.erasure.runner import ErasureRunner
 from stellwerk.erasure.suppression import Suppressions
 from stellwerk.ops.metrics import Metrics
-from stellwerk.refs import TenantId, TenantName
+from stellwerk.refs import BusRef, TenantId, TenantName
 from stellwerk.seams import ArchiveStats
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ControlPlane, ErasureRecord, ErasureState
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE, Engine
+
+ACME_DEFAULT = BusRef(TenantName("acme"), "default")
 
 
 @dataclass
@@ -79,10 +81,8 @@ async def test_an_archived_copy_of_a_trimmed_event_is_erased_and_suppressed(
         stores.tenant_id, "default", "all", pattern=None, retention_days=0, description="",
         start_position=0, max_archives=10,
     )  # fmt: skip
-    (event,) = await stores.log.read(TenantName("acme"), "default")
-    await stores.archives.archive(
-        TenantName("acme"), "default", stored.position, [(archive.uid, event)]
-    )
+    (event,) = await stores.log.read(ACME_DEFAULT)
+    await stores.archives.archive(ACME_DEFAULT, stored.position, [(archive.uid, event)])
     assert await stores.log.trim(datetime.now(UTC).replace(year=2100)) == 1
     # Ingest asks before the erasure, and caches that the bus has no suppressions.
     _, dropped = await stores.suppressions.drop(
@@ -124,6 +124,6 @@ async def test_a_failing_store_leaves_the_entry_failed_with_what_went_before(
     assert done.error.startswith("QueueClosed")
     assert done.counts["log"] == 1
     assert done.finished_at is not None
-    assert await stores.log.read(TenantName("acme"), "default") == []
+    assert await stores.log.read(ACME_DEFAULT) == []
     # Nothing suppressed without `suppress`.
     assert not await stores.control.erasures.has_suppressions(stores.tenant_id, "default")

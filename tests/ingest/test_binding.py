@@ -37,7 +37,7 @@ from stellwerk.ingest.binding import (
     decode_request,
     percent_decode,
 )
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR
@@ -356,7 +356,7 @@ async def test_a_decoded_event_goes_into_the_log_as_sent(tmp_path: Path) -> None
         await log.append(
             [NewEvent.of(TenantName("acme"), "orders", decoded.event, decoded.encoded)]
         )
-        (stored,) = await log.read(TenantName("acme"), "orders")
+        (stored,) = await log.read(BusRef(TenantName("acme"), "orders"))
 
     assert (stored.id, stored.source, stored.type, stored.subject) == ("a", "/s", "t", "x")
     body = msgspec.json.decode(stored.body)

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from tests.polling import wait_until
+from tests.polling import serve_in_thread, wait_until
 
 T = TypeVar("T")
 
@@ -66,8 +66,7 @@ def receiver() -> Iterator[tuple[str, Received]]:
     """An HTTP receiver on a free loopback port: (its base URL, what it received)."""
     received = Received()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(received))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    thread = serve_in_thread(server)
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", received
     finally:

@@ -18,6 +18,7 @@ from stellwerk.app import build_app
 from stellwerk.backups import PARTIAL, PREFIX, BackupMetrics, ScheduledBackups, complete_backups
 from stellwerk.config import ConfigError, load_settings
 from stellwerk.ops import Metrics
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.storage.sqlite import BackupError, restore, verify
 
 
@@ -90,7 +91,9 @@ async def test_backups_are_whole_verifiable_and_rotated(tmp_path: Path) -> None:
     app = build_app(load_settings({"data_dir": str(restored)}))
     async with app.router.lifespan_context(app):
         services = await asyncio.wait_for(app.state.lifecycle.wait_started(), 30)
-        stored = await services.stores.event_log.read("default", "default", after=0, limit=100)
+        stored = await services.stores.event_log.read(
+            BusRef(TenantName("default"), "default"), after=0, limit=100
+        )
         assert [e.id for e in stored] == [f"e{n}" for n in range(25)]
 
 

@@ -37,3 +37,18 @@ def test_files_and_explain(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "data.total" in result.stdout
     assert "50" in result.stdout
+
+
+def test_an_envelope_rule_s_pattern_is_tried_on_the_envelope() -> None:
+    cloudevent = json.dumps({"specversion": "1.0", "id": "1", "source": "shop", "type": "Sale"})
+    pattern_text = json.dumps({"detail-type": ["Sale"], "account": ["acme"]})
+    runner = CliRunner()
+    seen = ["test", "--pattern", pattern_text, "--event", cloudevent, "--view", "eventbridge"]
+    assert runner.invoke(pattern, [*seen, "--account", "acme"]).exit_code == 0
+    missed = runner.invoke(pattern, [*seen, "--explain"])
+    assert missed.exit_code == 1
+    assert "account" in missed.stdout
+    assert "detail-type" not in missed.stdout
+    not_an_object = runner.invoke(pattern, [*seen[:3], "--event", "[1]", "--view", "eventbridge"])
+    assert not_an_object.exit_code == 2
+    assert "a CloudEvent object" in not_an_object.stderr

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from stellwerk.patterns import Matcher
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
@@ -36,10 +36,14 @@ async def main(data_dir: Path) -> None:
     ):
         ruleset = rules()
         router = Router(
-            log, queue, lambda t, b: ruleset, lambda: [(TenantName("acme"), "crash")], batch=BATCH
+            log,
+            queue,
+            lambda bus: ruleset,
+            lambda: [BusRef(TenantName("acme"), "crash")],
+            batch=BATCH,
         )
-        while await router.route_batch(TenantName("acme"), "crash"):
-            sys.stdout.write(f"{await queue.cursor(TenantName('acme'), 'crash')}\n")
+        while await router.route_batch(BusRef(TenantName("acme"), "crash")):
+            sys.stdout.write(f"{await queue.cursor(BusRef(TenantName('acme'), 'crash'))}\n")
             sys.stdout.flush()
 
 

@@ -14,7 +14,7 @@ from tests.polling import eventually
 from tests.storage.eventlog_support import T0, MovableClock, new_event
 
 from stellwerk.ops.metrics import Metrics
-from stellwerk.refs import TenantId, TenantName
+from stellwerk.refs import BusRef, TenantId, TenantName
 from stellwerk.routing.archiver import (
     Archiver,
     ArchiverMetrics,
@@ -27,6 +27,8 @@ from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ArchiveRecord, ControlPlane
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE
+
+ACME_DEFAULT = BusRef(TenantName("acme"), "default")
 
 ORDERS = {"type": ["order.created"]}
 WIDE = (T0 - timedelta(days=365), T0 + timedelta(days=365))
@@ -54,7 +56,7 @@ class Setup:
     ) -> ArchiveRecord:
         """As the API does: read the start and save the archive with the archiver paused."""
         async with archiver.paused():
-            start = await self.log.last_position(TenantName("acme"), bus)
+            start = await self.log.last_position(BusRef(TenantName("acme"), bus))
             record, _ = await self.control.archives.put(
                 self.tenant_id,
                 bus,
@@ -105,11 +107,9 @@ async def test_archives_keep_their_matching_events_from_their_creation_on(setup:
 
     assert await setup.ids(orders) == ["o1"]
     assert await setup.ids(everything) == ["o1", "p1"]
-    assert await setup.store.cursor(TenantName("acme"), "default") == await setup.log.last_position(
-        TenantName("acme"), "default"
-    )
+    assert await setup.store.cursor(ACME_DEFAULT) == await setup.log.last_position(ACME_DEFAULT)
     # No archive on the audit bus: the archiver never looks at it.
-    assert await setup.store.cursor(TenantName("acme"), "audit") == 0
+    assert await setup.store.cursor(BusRef(TenantName("acme"), "audit")) == 0
 
 
 async def test_an_archive_created_later_starts_at_its_own_position(setup: Setup) -> None:
@@ -132,7 +132,7 @@ async def test_a_new_first_archive_skips_the_history_of_its_bus(setup: Setup) ->
     record = await setup.create(archiver, "new")
     await setup.append("new1")
 
-    looked_at = await archiver.archive_bus(TenantName("acme"), "default")
+    looked_at = await archiver.archive_bus(BusRef(TenantName("acme"), "default"))
 
     assert looked_at == 1
     assert await setup.ids(record) == ["new1"]
@@ -148,8 +148,8 @@ async def test_the_cursor_reaches_the_head_of_the_log_with_nothing_to_archive(
 
     await archiver.run(burst=True)
 
-    head = await setup.log.last_position(TenantName("acme"), "default")
-    assert await setup.store.cursor(TenantName("acme"), "default") == head
+    head = await setup.log.last_position(ACME_DEFAULT)
+    assert await setup.store.cursor(ACME_DEFAULT) == head
 
 
 async def test_a_restarted_archiver_resumes_at_its_cursor(setup: Setup) -> None:
@@ -171,13 +171,13 @@ async def test_a_second_archiver_on_the_same_bus_conflicts_and_recovers(setup: S
     record = await setup.create(one, "all")
     await two.reload()
     await setup.append("e1", "e2", "e3", "e4")
-    assert await two.archive_batch(TenantName("acme"), "default") == 2
+    assert await two.archive_batch(BusRef(TenantName("acme"), "default")) == 2
 
-    await one.archive_bus(TenantName("acme"), "default")
+    await one.archive_bus(BusRef(TenantName("acme"), "default"))
     await setup.append("e5")
     with pytest.raises(ArchiveCursorConflict):
-        await two.archive_batch(TenantName("acme"), "default")
-    assert await two.archive_batch(TenantName("acme"), "default") == 1
+        await two.archive_batch(BusRef(TenantName("acme"), "default"))
+    assert await two.archive_batch(BusRef(TenantName("acme"), "default")) == 1
 
     assert await setup.ids(record) == ["e1", "e2", "e3", "e4", "e5"]
 
@@ -189,7 +189,7 @@ async def test_the_running_archiver_wakes_on_notify_and_follows_changes(setup: S
     try:
         record = await setup.create(archiver, "orders", ORDERS)
         await setup.append("o1")
-        archiver.notify(TenantName("acme"), "default")
+        archiver.notify(BusRef(TenantName("acme"), "default"))
         await eventually(lambda: _has(setup, record, ["o1"]))
 
         async with archiver.paused():
@@ -205,7 +205,7 @@ async def test_the_running_archiver_wakes_on_notify_and_follows_changes(setup: S
             )
         await setup.append("o2")
         await setup.append("s1", event_type="order.shipped")
-        archiver.notify(TenantName("acme"), "default")
+        archiver.notify(BusRef(TenantName("acme"), "default"))
         await eventually(lambda: _has(setup, record, ["o1", "s1"]))
 
         async with archiver.paused():
@@ -230,7 +230,7 @@ async def _put(setup: Setup, name: str, pattern: dict[str, Any] | None = None) -
         pattern=pattern,
         retention_days=0,
         description="",
-        start_position=await setup.log.last_position(TenantName("acme"), "default"),
+        start_position=await setup.log.last_position(ACME_DEFAULT),
         max_archives=10,
     )
     return record
@@ -240,17 +240,17 @@ async def test_an_archive_heard_of_late_starts_where_its_archiver_had_got(setup:
     archiver = setup.archiver(batch=2)
     old = await setup.create(archiver, "old")
     await setup.append("a1")
-    await archiver.archive_bus(TenantName("acme"), "default")
+    await archiver.archive_bus(BusRef(TenantName("acme"), "default"))
     late = await _put(setup, "late")
     # The archiver archives on with the definitions it has, past the new archive's start.
     await setup.append("a2", "a3", "a4")
-    await archiver.archive_bus(TenantName("acme"), "default")
-    cursor = await setup.store.cursor(TenantName("acme"), "default")
+    await archiver.archive_bus(BusRef(TenantName("acme"), "default"))
+    cursor = await setup.store.cursor(ACME_DEFAULT)
     assert cursor > late.start_position
 
     await archiver.reload()  # the news arrives
     await setup.append("a5")
-    await archiver.archive_bus(TenantName("acme"), "default")
+    await archiver.archive_bus(BusRef(TenantName("acme"), "default"))
 
     taken = await setup.control.archives.get(setup.tenant_id, "default", "late")
     assert taken is not None
@@ -260,9 +260,7 @@ async def test_an_archive_heard_of_late_starts_where_its_archiver_had_got(setup:
     assert await setup.ids(late) == ["a5"]
     assert await setup.ids(old) == ["a1", "a2", "a3", "a4", "a5"]
     floors = await archive_floors(setup.control, setup.store)
-    assert floors[(TenantName("acme"), "default")] == await setup.log.last_position(
-        TenantName("acme"), "default"
-    )
+    assert floors[ACME_DEFAULT] == await setup.log.last_position(ACME_DEFAULT)
 
 
 async def test_a_lagging_archiver_takes_an_archive_in_at_its_creation(setup: Setup) -> None:
@@ -273,7 +271,7 @@ async def test_a_lagging_archiver_takes_an_archive_in_at_its_creation(setup: Set
     await setup.append("a4")
 
     await archiver.reload()
-    await archiver.archive_bus(TenantName("acme"), "default")
+    await archiver.archive_bus(BusRef(TenantName("acme"), "default"))
 
     taken = await setup.control.archives.get(setup.tenant_id, "default", "late")
     assert taken is not None
@@ -287,14 +285,18 @@ async def test_only_the_running_archiver_of_the_bus_takes_in_at_once(setup: Setu
     record = await _put(setup, "new")
     await idle.reload()
 
-    await idle.take_in(TenantName("acme"), "default")  # not running: as in a gateway process
+    await idle.take_in(
+        BusRef(TenantName("acme"), "default")
+    )  # not running: as in a gateway process
     assert not await _taken(setup, record)
 
-    elsewhere = setup.archiver(poll_seconds=60, reload_seconds=60, owns=lambda t, b: False)
+    elsewhere = setup.archiver(poll_seconds=60, reload_seconds=60, owns=lambda bus: False)
     task = asyncio.create_task(elsewhere.run())
     try:
         await elsewhere.reload()
-        await elsewhere.take_in(TenantName("acme"), "default")  # running, but the bus is another's
+        await elsewhere.take_in(
+            BusRef(TenantName("acme"), "default")
+        )  # running, but the bus is another's
         assert not await _taken(setup, record)
     finally:
         elsewhere.stop()
@@ -307,7 +309,7 @@ async def test_only_the_running_archiver_of_the_bus_takes_in_at_once(setup: Setu
         await eventually(lambda: _taken(setup, record))
         second = await _put(setup, "second")
         await archiver.reload()
-        await archiver.take_in(TenantName("acme"), "default")
+        await archiver.take_in(BusRef(TenantName("acme"), "default"))
         assert await _taken(setup, second)
     finally:
         archiver.stop()
@@ -357,17 +359,15 @@ async def test_floors_are_where_each_archived_bus_is_done(setup: Setup) -> None:
     assert await archive_floors(setup.control, setup.store) == {}
     await setup.append("e1", "e2")
     record = await setup.create(archiver, "a")
-    assert await archive_floors(setup.control, setup.store) == {
-        ("acme", "default"): record.start_position
-    }
+    assert await archive_floors(setup.control, setup.store) == {ACME_DEFAULT: record.start_position}
     await setup.append("e3")
     before = await archive_floors(setup.control, setup.store)
 
     await archiver.run(burst=True)
 
-    last = await setup.log.last_position(TenantName("acme"), "default")
-    assert before == {("acme", "default"): record.start_position}
-    assert await archive_floors(setup.control, setup.store) == {("acme", "default"): last}
+    last = await setup.log.last_position(ACME_DEFAULT)
+    assert before == {ACME_DEFAULT: record.start_position}
+    assert await archive_floors(setup.control, setup.store) == {ACME_DEFAULT: last}
 
 
 def test_only_a_top_level_replayname_marks_a_replayed_event() -> None:

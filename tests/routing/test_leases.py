@@ -18,12 +18,12 @@ from tests.nats_support import NatsCluster, NatsServer
 from tests.polling import eventually
 from tests.routing.lease_support import crash
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import Leases, LocalLeases, lease_name, rendezvous_winner, while_held
 from stellwerk.storage.leases import JetStreamLeases
 
 TTL = 1.5
-NAMES = [lease_name("router", TenantName("acme"), f"b{n}") for n in range(12)]
+NAMES = [lease_name("router", BusRef(TenantName("acme"), f"b{n}")) for n in range(12)]
 
 
 class Watch:

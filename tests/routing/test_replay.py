@@ -19,7 +19,7 @@ import pytest
 from tests.storage.eventlog_support import T0, MovableClock, new_event
 
 from stellwerk.patterns import Matcher
-from stellwerk.refs import TenantId, TenantName
+from stellwerk.refs import BusRef, TenantId, TenantName
 from stellwerk.routing import RouteTarget, RuleSet
 from stellwerk.routing.replay import (
     NoReplayHooks,
@@ -38,6 +38,8 @@ from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE, Engine
 from stellwerk.transform import InputTransformer
 
+ACME_DEFAULT = BusRef(TenantName("acme"), "default")
+
 WINDOW = (T0, T0 + timedelta(minutes=30))
 
 
@@ -49,8 +51,8 @@ class WatchedArchiveStore(SqliteArchiveStore):
         self.cursor_calls = 0
         self.asked = asyncio.Condition()
 
-    async def cursor(self, tenant: TenantName, bus: str) -> int:
-        position = await super().cursor(tenant, bus)
+    async def cursor(self, bus: BusRef) -> int:
+        position = await super().cursor(bus)
         async with self.asked:
             self.cursor_calls += 1
             self.asked.notify_all()
@@ -75,23 +77,23 @@ class Setup:
             self.archives,
             self.log,
             self.queue,
-            lambda tenant, bus: self.rules,
+            lambda bus: self.rules,
             **{**options, **kwargs},
         )
 
     async def record(self, count: int, *, minutes: float = 0, archive: bool = True) -> None:
         """`count` events recorded `minutes` after T0, archived unless told otherwise."""
         self.clock.now = T0 + timedelta(minutes=minutes)
-        first = await self.log.last_position(TenantName("acme"), "default")
+        first = await self.log.last_position(ACME_DEFAULT)
         await self.log.append([new_event(f"m{minutes}-{n}") for n in range(count)])
         if archive:
             await self.archive_log(after=first)
 
     async def archive_log(self, *, after: int = 0) -> None:
         """What the archiver does: copy the log's new events into the archive, with its cursor."""
-        events = await self.log.read(TenantName("acme"), "default", after=after, limit=100_000)
+        events = await self.log.read(ACME_DEFAULT, after=after, limit=100_000)
         entries = [(self.archive.uid, event) for event in events]
-        await self.archives.archive(TenantName("acme"), "default", events[-1].position, entries)
+        await self.archives.archive(ACME_DEFAULT, events[-1].position, entries)
 
     async def create(self, name: str, rules: list[str] | None = None, **kwargs: Any) -> None:
         replay = NewReplay(
@@ -290,7 +292,7 @@ async def test_a_replay_waits_for_the_archiver_to_catch_up(setup: Setup) -> None
     async with asyncio.timeout(10), setup.archives.asked:
         await setup.archives.asked.wait_for(lambda: setup.archives.cursor_calls >= 2)
     assert (await setup.queue.replay_cursor(TenantName("acme"), "patient")).replayed == 0
-    await setup.archive_log(after=(await setup.archives.cursor(TenantName("acme"), "default")))
+    await setup.archive_log(after=(await setup.archives.cursor(ACME_DEFAULT)))
     await asyncio.wait_for(task, 10)
     record = await setup.get("patient")
     assert (record.state, record.replayed, record.total) == ("completed", 5, 5)

@@ -14,15 +14,17 @@ import pytest
 from tests.storage.eventlog_support import MovableClock, new_event
 
 from stellwerk.patterns import Matcher
-from stellwerk.refs import TenantName
-from stellwerk.routing import NoRouterHooks, Router, RouteTarget, RuleSet
-from stellwerk.seams import CursorConflict, LeasedDelivery
+from stellwerk.refs import BusRef, TenantName
+from stellwerk.routing import NoRouterHooks, Router, RouteTarget, RuleSet, SiteRouting
+from stellwerk.seams import CursorConflict, LeasedDelivery, StoredEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE
 from stellwerk.transform import InputTransformer
 
-BUSES = [(TenantName("acme"), "default")]
+ACME_DEFAULT = BusRef(TenantName("acme"), "default")
+
+BUSES = [ACME_DEFAULT]
 
 
 @dataclass
@@ -31,8 +33,8 @@ class Rules:
 
     sets: dict[tuple[str, str], RuleSet]
 
-    def __call__(self, tenant: str, bus: str) -> RuleSet:
-        return self.sets.get((tenant, bus)) or RuleSet(Matcher())
+    def __call__(self, bus: BusRef) -> RuleSet:
+        return self.sets.get((bus.tenant, bus.bus)) or RuleSet(Matcher())
 
     def put(
         self, tenant: str, bus: str, rule: str, pattern: dict[str, Any], *targets: RouteTarget
@@ -108,9 +110,7 @@ async def test_each_match_becomes_one_delivery_per_target(setup: Setup) -> None:
             ("e3", "created", "t2"): 1,
         }
     )
-    assert await setup.queue.cursor(TenantName("acme"), "default") == await setup.log.last_position(
-        TenantName("acme"), "default"
-    )
+    assert await setup.queue.cursor(ACME_DEFAULT) == await setup.log.last_position(ACME_DEFAULT)
 
 
 async def test_payload_is_the_stored_event_or_the_transformer_output(setup: Setup) -> None:
@@ -127,7 +127,7 @@ async def test_payload_is_the_stored_event_or_the_transformer_output(setup: Setu
     )
     await setup.append("e1")
     await setup.router().run(burst=True)
-    (stored,) = await setup.log.read(TenantName("acme"), "default")
+    (stored,) = await setup.log.read(ACME_DEFAULT)
     by_target = {d.target_id: d for d in await setup.leased()}
     raw = by_target["raw"]
     assert (raw.payload, raw.content_type) == (stored.body, "application/cloudevents+json")
@@ -172,9 +172,7 @@ async def test_ordered_targets_key_by_partitionkey_then_subject(setup: Setup) ->
 async def test_a_bus_without_rules_still_moves_its_cursor(setup: Setup) -> None:
     await setup.append("e1", "e2", "e3")
     await setup.router().run(burst=True)
-    assert await setup.queue.cursor(TenantName("acme"), "default") == await setup.log.last_position(
-        TenantName("acme"), "default"
-    )
+    assert await setup.queue.cursor(ACME_DEFAULT) == await setup.log.last_position(ACME_DEFAULT)
     assert await setup.leased() == []
 
 
@@ -202,14 +200,14 @@ async def test_restart_resumes_at_the_cursor_without_repeats_or_gaps(tmp_path: P
     ):
         await log.append([new_event(i) for i in ids])
         router = Router(log, queue, rules, lambda: BUSES, batch=3)
-        assert await router.route_batch(TenantName("acme"), "default") == 3
-        assert await router.route_batch(TenantName("acme"), "default") == 3
+        assert await router.route_batch(BusRef(TenantName("acme"), "default")) == 3
+        assert await router.route_batch(BusRef(TenantName("acme"), "default")) == 3
         # Stopped here, between two batches: a new process starts from the files alone.
     async with (
         SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
         SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=clock) as queue,
     ):
-        assert await queue.cursor(TenantName("acme"), "default") == 6
+        assert await queue.cursor(ACME_DEFAULT) == 6
         await Router(log, queue, rules, lambda: BUSES, batch=3).run(burst=True)
         leased = await queue.lease(clock(), 10_000, 60)
     expected = Counter({(i, "r", t): 1 for i in ids for t in ("t1", "t2")})
@@ -222,10 +220,12 @@ async def test_a_stale_router_is_refused_and_catches_up(setup: Setup) -> None:
     await setup.append(*ids)
     first = setup.router(batch=3)
     second = setup.router(batch=3)
-    assert await first.route_batch(TenantName("acme"), "default") == 3
-    assert await second.route_batch(TenantName("acme"), "default") == 3  # reads the stored cursor
+    assert await first.route_batch(BusRef(TenantName("acme"), "default")) == 3
+    assert (
+        await second.route_batch(BusRef(TenantName("acme"), "default")) == 3
+    )  # reads the stored cursor
     with pytest.raises(CursorConflict):
-        await first.route_batch(TenantName("acme"), "default")  # still believes it is at 3
+        await first.route_batch(BusRef(TenantName("acme"), "default"))  # still believes it is at 3
     await first.run(burst=True)
     assert triples(await setup.leased()) == Counter({(i, "r", "t"): 1 for i in ids})
 
@@ -237,7 +237,7 @@ async def test_notify_routes_at_once_and_wakes_the_worker(setup: Setup) -> None:
     router = setup.router(wake=wake, poll_seconds=3600)
     running = asyncio.create_task(router.run())
     await setup.append("e1")
-    router.notify(TenantName("acme"), "default")
+    router.notify(BusRef(TenantName("acme"), "default"))
     await wake.wait()
     router.stop()
     await running
@@ -280,11 +280,11 @@ async def test_appends_notified_one_by_one_are_routed_as_one_batch(setup: Setup)
     await asyncio.wait_for(batches.routed.wait(), 30)  # the first round, at start
     batches.routed.clear()
     await setup.append("e1")
-    router.notify(TenantName("acme"), "default")
+    router.notify(BusRef(TenantName("acme"), "default"))
     await asyncio.wait_for(router.gathering.wait(), 30)
     for event_id in ("e2", "e3", "e4", "e5"):
         await setup.append(event_id)
-        router.notify(TenantName("acme"), "default")
+        router.notify(BusRef(TenantName("acme"), "default"))
     assert batches.sizes == [1]
     router.gathered.set()
     await asyncio.wait_for(batches.routed.wait(), 30)
@@ -292,3 +292,41 @@ async def test_appends_notified_one_by_one_are_routed_as_one_batch(setup: Setup)
     await asyncio.wait_for(running, 30)
     assert batches.sizes == [1, 5]
     assert len(await setup.leased()) == 6
+
+
+@dataclass
+class StandbyFor:
+    """This site stands by for `buses`; the active site has routed the events in `routed`."""
+
+    buses: set[BusRef]
+    routed: set[str]
+
+    def standing_by(self, bus: BusRef) -> bool:
+        return bus in self.buses
+
+    def routed_elsewhere(self, bus: BusRef, event: StoredEvent) -> bool:
+        return event.id in self.routed
+
+
+async def test_a_standby_site_routes_nothing_and_resumes_after_what_the_active_site_routed(
+    setup: Setup,
+) -> None:
+    setup.rules.put("acme", "default", "all", {"source": ["/orders"]}, RouteTarget("t"))
+    standby = StandbyFor({ACME_DEFAULT}, {"e1", "e2"})
+    site = SiteRouting()
+    site.register(standby)
+    with pytest.raises(RuntimeError):
+        site.register(standby)
+    router = Router(setup.log, setup.queue, setup.rules, lambda: BUSES, site=site)
+    await setup.append("e1", "e2", "e3", "e4", source="/orders")
+    await router.run(burst=True)
+    # It moved past what the active site delivered and waits at the first it did not.
+    assert await setup.leased() == []
+    e2 = (await setup.log.read(ACME_DEFAULT, after=0, limit=2))[-1]
+    assert await setup.queue.cursor(ACME_DEFAULT) == e2.position
+    standby.routed.add("e4")  # not before e3: the cursor does not jump over e3
+    await router.run(burst=True)
+    assert await setup.queue.cursor(ACME_DEFAULT) == e2.position
+    standby.buses.clear()  # this site is active now
+    await router.run(burst=True)
+    assert triples(await setup.leased()) == Counter({("e3", "all", "t"): 1, ("e4", "all", "t"): 1})

@@ -14,7 +14,7 @@ from tests.routing.router_crash_child import rules
 from tests.storage.eventlog_support import MovableClock
 
 from stellwerk.events import CloudEvent, encode_event
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.routing import Router
 from stellwerk.seams import NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
@@ -61,7 +61,7 @@ async def test_sigkill_while_routing_neither_repeats_nor_skips(tmp_path: Path) -
     async with SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log:
         for start in range(0, EVENTS, 1000):
             await log.append([_event(n) for n in range(start, start + 1000)])
-        last = await log.last_position(TenantName("acme"), "crash")
+        last = await log.last_position(BusRef(TenantName("acme"), "crash"))
 
     reported = _route_until_killed(tmp_path)
 
@@ -71,15 +71,19 @@ async def test_sigkill_while_routing_neither_repeats_nor_skips(tmp_path: Path) -
         SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
         SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=clock) as queue,
     ):
-        cursor = await queue.cursor(TenantName("acme"), "crash")
+        cursor = await queue.cursor(BusRef(TenantName("acme"), "crash"))
         # Killed in the middle: at least what it reported, and not yet everything.
         assert reported <= cursor < last
         ruleset = rules()
         router = Router(
-            log, queue, lambda t, b: ruleset, lambda: [(TenantName("acme"), "crash")], batch=500
+            log,
+            queue,
+            lambda bus: ruleset,
+            lambda: [BusRef(TenantName("acme"), "crash")],
+            batch=500,
         )
         await router.run(burst=True)
-        assert await queue.cursor(TenantName("acme"), "crash") == last
+        assert await queue.cursor(BusRef(TenantName("acme"), "crash")) == last
         leased = await queue.lease(clock(), 100_000, 60)
     got = Counter((d.event_id, d.rule, d.target_id) for d in leased)
     expected: Counter[tuple[str, str, str]] = Counter()

@@ -23,10 +23,10 @@ from tests.routing.lease_support import crash
 from tests.routing.test_router import BUSES as SQLITE_BUSES
 from tests.routing.test_router import Setup as SqliteSetup
 from tests.routing.test_router import triples
-from tests.storage.eventlog_support import new_event
+from tests.storage.eventlog_support import ACME_DEFAULT, new_event
 
 from stellwerk.patterns import Matcher
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.routing import Router, RouteTarget, RuleSet
 from stellwerk.seams import LeasedDelivery, bus_owner
 from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
@@ -35,10 +35,10 @@ from stellwerk.storage.queue.jetstream import JetStreamDeliveryQueue
 
 TTL = 1.5
 setup = test_router.setup  # the SQLite fixture, for the tests of the hooks alone
-BUSES = [(TenantName("acme"), f"b{n}") for n in range(6)]
+BUSES = [BusRef(TenantName("acme"), f"b{n}") for n in range(6)]
 
 
-def rules(tenant: str, bus: str) -> RuleSet:
+def rules(bus: BusRef) -> RuleSet:
     matcher = Matcher()
     matcher.add("all", {"source": ["/orders"]})
     return RuleSet(matcher, {"all": [RouteTarget("t")]})
@@ -96,14 +96,18 @@ async def test_two_routers_route_every_event_once_and_one_takes_over_when_the_ot
 ) -> None:
     one = await router_process(nats_server, "r1", stack)
     two = await router_process(nats_server, "r2", stack)
-    names = {f"router/{t}/{b}" for t, b in BUSES}
+    names = {f"router/{b.tenant}/{b.bus}" for b in BUSES}
     both = (one.leases, two.leases)
     await eventually(lambda: one.leases.held() and two.leases.held())
     await eventually(lambda: one.leases.held() | two.leases.held() == names)
     appender = await stack.enter_async_context(JetStreamEventLog(nats_server.url))
     for round_ in range(4):
         await appender.append(
-            [new_event(f"{b}-{round_}-{n}", bus=b) for _, b in BUSES for n in range(5)]
+            [
+                new_event(f"{b}-{round_}-{n}", bus=b)
+                for b in (ref.bus for ref in BUSES)
+                for n in range(5)
+            ]
         )
     await eventually(
         lambda: sum(one.routed.events.values()) + sum(two.routed.events.values()) >= 120
@@ -112,7 +116,10 @@ async def test_two_routers_route_every_event_once_and_one_takes_over_when_the_ot
     assert not one.routed.events.keys() & two.routed.events.keys()
     assert one.routed.events
     assert two.routed.events
-    assert all(len([x for x in both if x.holds(f"router/acme/{b}")]) == 1 for _, b in BUSES)
+    assert all(
+        len([x for x in both if x.holds(f"router/acme/{b}")]) == 1
+        for b in (ref.bus for ref in BUSES)
+    )
 
     # The second dies: no stop, no release. The first takes its buses over once they expire.
     taken = set(two.routed.events)
@@ -122,7 +129,11 @@ async def test_two_routers_route_every_event_once_and_one_takes_over_when_the_ot
     await two.queue.close()
     for round_ in range(4, 6):
         await appender.append(
-            [new_event(f"{b}-{round_}-{n}", bus=b) for _, b in BUSES for n in range(5)]
+            [
+                new_event(f"{b}-{round_}-{n}", bus=b)
+                for b in (ref.bus for ref in BUSES)
+                for n in range(5)
+            ]
         )
     await eventually(lambda: one.leases.held() == names)
     await eventually(
@@ -131,10 +142,10 @@ async def test_two_routers_route_every_event_once_and_one_takes_over_when_the_ot
     assert set(one.routed.events) >= taken
 
     total = Counter(one.routed.events) + Counter(two.routed.events)
-    assert total == Counter({b: 30 for _, b in BUSES})
+    assert total == Counter(dict.fromkeys((ref.bus for ref in BUSES), 30))
     leased = await everything(one.queue, 180)
     assert Counter(d.event_id for d in leased) == Counter(
-        {f"{b}-{r}-{n}": 1 for _, b in BUSES for r in range(6) for n in range(5)}
+        {f"{b}-{r}-{n}": 1 for b in (ref.bus for ref in BUSES) for r in range(6) for n in range(5)}
     )
 
 
@@ -164,12 +175,12 @@ async def test_a_router_routes_only_the_buses_it_owns(setup: SqliteSetup) -> Non
     owned: set[tuple[str, str]] = set()
     first = Router(
         setup.log, setup.queue, setup.rules, lambda: SQLITE_BUSES,
-        owns=lambda tenant, bus: (tenant, bus) in owned,
+        owns=lambda bus: (bus.tenant, bus.bus) in owned,
     )  # fmt: skip
     other = setup.router()
     await setup.append("e1", "e2")
     await first.run(burst=True)
-    assert await setup.queue.cursor(TenantName("acme"), "default") == 0
+    assert await setup.queue.cursor(ACME_DEFAULT) == 0
     owned.add(("acme", "default"))
     await first.run(burst=True)
     # The bus moves to the other router, which routes on; it comes back to the first.
@@ -190,10 +201,10 @@ async def test_a_router_that_loses_the_race_for_a_batch_carries_on(setup: Sqlite
     ids = [f"e{n}" for n in range(9)]
     await setup.append(*ids)
     first, second = setup.router(batch=3), setup.router(batch=3)
-    assert await first.route_batch(TenantName("acme"), "default") == 3
-    assert await second.route_batch(TenantName("acme"), "default") == 3
+    assert await first.route_batch(BusRef(TenantName("acme"), "default")) == 3
+    assert await second.route_batch(BusRef(TenantName("acme"), "default")) == 3
     # The first still believes the cursor at 3: refused once, it reads the cursor and goes on.
-    assert await first.route_bus(TenantName("acme"), "default") == 3
+    assert await first.route_bus(BusRef(TenantName("acme"), "default")) == 3
     assert triples(await setup.leased()) == Counter({(i, "r", "t"): 1 for i in ids})
 
 
@@ -204,10 +215,10 @@ async def test_a_router_that_was_overtaken_part_of_the_way_reads_its_cursor_agai
     ids = [f"e{n}" for n in range(9)]
     await setup.append(*ids)
     first, second = setup.router(batch=3), setup.router(batch=2)
-    assert await first.route_batch(TenantName("acme"), "default") == 3
-    assert await second.route_batch(TenantName("acme"), "default") == 2  # up to 5
+    assert await first.route_batch(BusRef(TenantName("acme"), "default")) == 3
+    assert await second.route_batch(BusRef(TenantName("acme"), "default")) == 2  # up to 5
     # The first's next batch (4 to 6) overlaps what the second routed: the queue refuses
     # deliveries at or below its cursor (a conflict), and the first reads the cursor again
     # and routes the rest.
-    assert await first.route_bus(TenantName("acme"), "default") == 4
+    assert await first.route_bus(BusRef(TenantName("acme"), "default")) == 4
     assert triples(await setup.leased()) == Counter({(i, "r", "t"): 1 for i in ids})

@@ -25,7 +25,9 @@ async def test_the_rule_book_says_when_a_bus_comes_or_goes(tmp_path: Path) -> No
         acme = await control.create_tenant("acme")
         changes: list[list[tuple[str, str]]] = []
         book = RuleBook(
-            control, _no_targets, buses_changed=lambda: changes.append(sorted(book.buses()))
+            control,
+            _no_targets,
+            buses_changed=lambda: changes.append(sorted((b.tenant, b.bus) for b in book.buses())),
         )
 
         await book.load()

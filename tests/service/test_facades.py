@@ -4,7 +4,7 @@ announce through the control plane once a write commits."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,8 +16,8 @@ from stellwerk.erasure import Suppressions
 from stellwerk.ingest import BindingLimits, IngestMetrics
 from stellwerk.ops import Metrics
 from stellwerk.ratelimit import TokenBuckets
-from stellwerk.refs import TenantName
-from stellwerk.seams import Change
+from stellwerk.refs import BusRef, TenantName, TenantRef
+from stellwerk.seams import Change, NewEvent
 from stellwerk.service import (
     Authenticator,
     Buses,
@@ -32,6 +32,7 @@ from stellwerk.service import (
     NotFound,
     ReplayInput,
     Replays,
+    Tail,
     TooManyRequests,
     ValidationFailed,
     provision_tenant,
@@ -192,7 +193,7 @@ async def test_ingest_stores_the_valid_events_of_a_batch_and_lists_the_others(
     metrics = Metrics()
     watch = LogWatch()
     heard: list[tuple[str, str]] = []
-    watch.subscribe(lambda tenant, bus: heard.append((tenant, bus)))
+    watch.subscribe(lambda bus: heard.append((bus.tenant, bus.bus)))
     async with SqliteEventLog(tmp_path / LOG_DIR) as log:
         ingest = Ingest(
             control=control,
@@ -214,7 +215,7 @@ async def test_ingest_stores_the_valid_events_of_a_batch_and_lists_the_others(
         result = msgspec.json.decode(answer, type=IngestResult)
         assert (result.accepted, result.duplicates) == (2, 1)  # the second `a` is a duplicate
         assert [(f.index, f.id) for f in result.failed] == [(1, "b")]
-        assert [e.id for e in await log.read(TenantName("acme"), "default")] == ["a"]
+        assert [e.id for e in await log.read(BusRef(TenantName("acme"), "default"))] == ["a"]
         assert heard == [("acme", "default")]  # the router is told
 
         with pytest.raises(InvalidRequest) as nothing_valid:
@@ -223,3 +224,102 @@ async def test_ingest_stores_the_valid_events_of_a_batch_and_lists_the_others(
         assert nothing_valid.value.extra["failed"][0]["id"] == "b"
         with pytest.raises(NotFound, match="bus 'nowhere'"):
             await ingest.put(acme, "nowhere", BATCH, {}, lambda: body([good]))
+
+
+async def test_the_tail_gives_a_bus_in_pages_as_they_are_recorded_and_empty_ones_when_quiet(
+    control: ControlPlane, tmp_path: Path
+) -> None:
+    acme = await admin_of(control, "acme")
+    watch = LogWatch()
+    async with SqliteEventLog(tmp_path / LOG_DIR) as log:
+        tail = Tail(BusDirectory(control), log, watch)
+
+        def event(n: int) -> NewEvent:
+            return NewEvent(
+                TenantName("acme"),
+                "default",
+                f"e{n}",
+                "s",
+                "t",
+                None,
+                b'{"id":"e' + str(n).encode() + b'"}',
+            )
+
+        await log.append([event(n) for n in range(5)])
+        assert await tail.end(acme, "default") == (await log.read(acme.bus("default")))[-1].position
+        pages = tail.pages(acme, "default", 0, keepalive=0.01, limit=3)
+        assert [e.id for e in await anext(pages)] == ["e0", "e1", "e2"]
+        assert [e.id for e in await anext(pages)] == ["e3", "e4"]
+        assert await anext(pages) == []  # nothing new within the keepalive
+        await log.append([event(5)])
+        watch.appended(acme.bus("default"))
+        assert [e.id for e in await anext(pages)] == ["e5"]
+        await pages.aclose()
+        first = (await tail.page(acme, "default", 0, limit=1))[0]
+        assert [e.id for e in await tail.page(acme, "default", first.position, limit=2)] == [
+            "e1",
+            "e2",
+        ]
+
+
+async def test_the_tail_says_which_event_the_router_routed_last(
+    control: ControlPlane, tmp_path: Path
+) -> None:
+    acme = await admin_of(control, "acme")
+    async with (
+        SqliteEventLog(tmp_path / LOG_DIR) as log,
+        SqliteDeliveryQueue(tmp_path / DELIVERIES_FILE) as queue,
+    ):
+        tail = Tail(BusDirectory(control), log, LogWatch(), routes=queue)
+        assert await tail.routed(acme, "default") is None  # nothing routed yet
+        await log.append(
+            [
+                NewEvent(TenantName("acme"), "default", f"e{n}", "s", "t", None, b'{"n":1}')
+                for n in (1, 2)
+            ]
+        )
+        first = (await log.read(acme.bus("default")))[0]
+        await queue.route(acme.bus("default"), first.position, [])
+        routed = await tail.routed(acme, "default")
+        assert routed is not None
+        assert (routed.id, routed.recorded_time) == ("e1", first.recorded_time)
+
+
+async def test_ingest_awaits_its_after_append_hooks_with_the_events_stored_now(
+    control: ControlPlane, tmp_path: Path
+) -> None:
+    acme = await admin_of(control, "acme")
+    metrics = Metrics()
+    async with SqliteEventLog(tmp_path / LOG_DIR) as log:
+        ingest = Ingest(
+            control=control,
+            buses=BusDirectory(control),
+            event_log=log,
+            log_watch=LogWatch(),
+            suppressions=Suppressions(control.erasures, metrics),
+            metrics=IngestMetrics(metrics),
+            limits=BindingLimits(),
+            event_rate=TokenBuckets(0),
+        )
+        heard: list[tuple[str, str, list[int]]] = []
+
+        async def hook(tenant: TenantRef, bus: str, positions: Sequence[int]) -> None:
+            durable = [e.position for e in await log.read(acme.bus(bus))]
+            assert set(positions) <= set(durable)  # durable before the hook runs
+            heard.append((tenant.name, bus, list(positions)))
+
+        ingest.after_append(hook)
+
+        async def body(*ids: str) -> bytes:
+            return json.dumps(
+                [{"specversion": "1.0", "id": i, "source": "s", "type": "t"} for i in ids]
+            ).encode()
+
+        await ingest.put(acme, "default", BATCH, {}, lambda: body("a", "b"))
+        await ingest.put(acme, "default", BATCH, {}, lambda: body("a", "c"))
+        await ingest.put(acme, "default", BATCH, {}, lambda: body("a"))  # all duplicates
+        stored = {e.id: e.position for e in await log.read(acme.bus("default"))}
+        assert heard == [
+            ("acme", "default", [stored["a"], stored["b"]]),
+            ("acme", "default", [stored["c"]]),
+        ]

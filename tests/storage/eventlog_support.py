@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 
 from stellwerk.events import CloudEvent
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
     AppendResult,
@@ -28,6 +28,7 @@ from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR
 
 ACME = TenantName("acme")
+ACME_DEFAULT = BusRef(ACME, "default")
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 # `sqlite`: the index brought up to date after every group, with tiny dedup runs and epochs,
@@ -146,22 +147,18 @@ class SplitLog(CheckedEventLog):
     async def _append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
         return await self.writer.append(batch)
 
-    async def _read_after(
-        self, tenant: TenantName, bus: str, after: int, limit: int
-    ) -> list[StoredEvent]:
-        return await self.reader.read(tenant, bus, after, limit)
+    async def _read_after(self, bus: BusRef, after: int, limit: int) -> list[StoredEvent]:
+        return await self.reader.read(bus, after, limit)
 
     async def _read_window(
-        self, tenant: TenantName, bus: str, start: datetime, end: datetime, after: int, limit: int
+        self, bus: BusRef, start: datetime, end: datetime, after: int, limit: int
     ) -> list[StoredEvent]:
-        return await self.reader.read_window(tenant, bus, start, end, after, limit)
+        return await self.reader.read_window(bus, start, end, after, limit)
 
-    async def last_position(self, tenant: TenantName, bus: str) -> int:
-        return await self.reader.last_position(tenant, bus)
+    async def last_position(self, bus: BusRef) -> int:
+        return await self.reader.last_position(bus)
 
-    async def trim(
-        self, older_than: datetime, keep: Mapping[tuple[TenantName, str], int] | None = None
-    ) -> int:
+    async def trim(self, older_than: datetime, keep: Mapping[BusRef, int] | None = None) -> int:
         return await self.reader.trim(older_than, keep)
 
     async def erase(

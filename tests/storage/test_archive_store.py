@@ -24,7 +24,7 @@ from tests.storage.archive_support import (
     stored,
 )
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import (
     ArchiveCursorConflict,
     ArchivedEvent,
@@ -32,6 +32,8 @@ from stellwerk.seams import (
     ArchiveStore,
     ArchiveStoreClosed,
 )
+
+ACME_DEFAULT = BusRef(TenantName("acme"), "default")
 
 
 @pytest.fixture(params=BACKENDS)
@@ -49,16 +51,14 @@ async def store(store_factory: StoreFactory) -> AsyncIterator[ArchiveStore]:
 
 
 async def test_archive_stores_copies_and_moves_the_cursor(store: ArchiveStore) -> None:
-    assert await store.cursor(TenantName("acme"), "default") == 0
+    assert await store.cursor(ACME_DEFAULT) == 0
     events = [stored(p) for p in (3, 4, 6)]
 
-    await store.archive(
-        TenantName("acme"), "default", 8, [("a1", events[0]), ("a1", events[2]), ("a2", events[1])]
-    )
+    await store.archive(ACME_DEFAULT, 8, [("a1", events[0]), ("a1", events[2]), ("a2", events[1])])
 
-    assert await store.cursor(TenantName("acme"), "default") == 8
-    assert await store.cursor(TenantName("acme"), "other") == 0
-    assert await store.cursor(TenantName("globex"), "default") == 0
+    assert await store.cursor(ACME_DEFAULT) == 8
+    assert await store.cursor(BusRef(TenantName("acme"), "other")) == 0
+    assert await store.cursor(BusRef(TenantName("globex"), "default")) == 0
     got = await read_all(store, "a1")
     assert [(e.uid, e.position, e.id, e.body) for e in got] == [
         ("a1", 3, "e3", events[0].body),
@@ -70,47 +70,42 @@ async def test_archive_stores_copies_and_moves_the_cursor(store: ArchiveStore) -
 
 
 async def test_a_run_without_copies_still_moves_the_cursor(store: ArchiveStore) -> None:
-    await store.archive(TenantName("acme"), "default", 50, [])
+    await store.archive(ACME_DEFAULT, 50, [])
 
-    assert await store.cursor(TenantName("acme"), "default") == 50
+    assert await store.cursor(ACME_DEFAULT) == 50
     assert await store.stats(["a1"]) == {"a1": ArchiveStats(0, 0)}
 
 
 async def test_archiving_at_or_below_the_cursor_is_a_conflict(store: ArchiveStore) -> None:
-    await store.archive(TenantName("acme"), "default", 10, [("a1", stored(10))])
+    await store.archive(ACME_DEFAULT, 10, [("a1", stored(10))])
 
     with pytest.raises(ArchiveCursorConflict):
-        await store.archive(TenantName("acme"), "default", 10, [])
+        await store.archive(ACME_DEFAULT, 10, [])
     with pytest.raises(ArchiveCursorConflict):
-        await store.archive(TenantName("acme"), "default", 9, [("a1", stored(9))])
+        await store.archive(ACME_DEFAULT, 9, [("a1", stored(9))])
     with pytest.raises(ArchiveCursorConflict):  # an event the archiver has looked at already
-        await store.archive(
-            TenantName("acme"), "default", 12, [("a1", stored(10)), ("a1", stored(11))]
-        )
+        await store.archive(ACME_DEFAULT, 12, [("a1", stored(10)), ("a1", stored(11))])
     with pytest.raises(ArchiveCursorConflict):  # an event beyond the new cursor
-        await store.archive(TenantName("acme"), "default", 12, [("a1", stored(13))])
+        await store.archive(ACME_DEFAULT, 12, [("a1", stored(13))])
 
-    assert await store.cursor(TenantName("acme"), "default") == 10
+    assert await store.cursor(ACME_DEFAULT) == 10
     assert [e.position for e in await read_all(store, "a1")] == [10]
 
 
 async def test_an_event_of_another_bus_is_refused(store: ArchiveStore) -> None:
     with pytest.raises(ValueError, match="globex"):
         await store.archive(
-            TenantName("acme"),
-            "default",
+            ACME_DEFAULT,
             5,
             [("a1", stored(5, tenant=TenantName("globex")))],
         )
 
-    assert await store.cursor(TenantName("acme"), "default") == 0
+    assert await store.cursor(ACME_DEFAULT) == 0
 
 
 async def test_windows_are_half_open_and_count_alike(store: ArchiveStore) -> None:
     times = [T0 + timedelta(minutes=m) for m in (0, 0, 1, 2, 3)]
-    await store.archive(
-        TenantName("acme"), "default", 5, [("a1", stored(p + 1, at=t)) for p, t in enumerate(times)]
-    )
+    await store.archive(ACME_DEFAULT, 5, [("a1", stored(p + 1, at=t)) for p, t in enumerate(times)])
     start, end = T0, T0 + timedelta(minutes=2)
 
     got = await store.read_window("a1", start, end)
@@ -135,7 +130,7 @@ async def test_paging_by_seq_visits_each_event_once_in_position_order(
         for uid in ("a1", "a2")
         if uid == "a1" or p % 3 == 0
     ]
-    await store.archive(TenantName("acme"), "default", 200, entries)
+    await store.archive(ACME_DEFAULT, 200, entries)
 
     got = await read_all(store, "a1", page=9)
 
@@ -149,9 +144,7 @@ async def test_paging_by_seq_visits_each_event_once_in_position_order(
 async def test_paging_goes_on_after_the_last_read_event_was_erased(
     store: ArchiveStore,
 ) -> None:
-    await store.archive(
-        TenantName("acme"), "default", 6, [("a1", stored(p, user=f"u{p}")) for p in range(1, 7)]
-    )
+    await store.archive(ACME_DEFAULT, 6, [("a1", stored(p, user=f"u{p}")) for p in range(1, 7)])
     first = await store.read_window("a1", T0, T0 + timedelta(1), limit=3)
     await store.erase(["a1"], b'"u3"', lambda e: True)
 
@@ -162,9 +155,7 @@ async def test_paging_goes_on_after_the_last_read_event_was_erased(
 
 async def test_stats_are_running_totals(store: ArchiveStore) -> None:
     events = [stored(p) for p in range(1, 4)]
-    await store.archive(
-        TenantName("acme"), "default", 3, [("a1", e) for e in events] + [("a2", events[0])]
-    )
+    await store.archive(ACME_DEFAULT, 3, [("a1", e) for e in events] + [("a2", events[0])])
 
     stats = await store.stats(["a1", "a2", "a3"])
 
@@ -177,9 +168,7 @@ async def test_stats_are_running_totals(store: ArchiveStore) -> None:
 
 async def test_trim_removes_what_was_recorded_before_the_cut(store: ArchiveStore) -> None:
     events = [stored(p, at=T0 + timedelta(days=p)) for p in range(1, 6)]
-    await store.archive(
-        TenantName("acme"), "default", 5, [(u, e) for e in events for u in ("a1", "a2")]
-    )
+    await store.archive(ACME_DEFAULT, 5, [(u, e) for e in events for u in ("a1", "a2")])
 
     removed = await store.trim("a1", T0 + timedelta(days=3))
 
@@ -194,9 +183,7 @@ async def test_trim_removes_what_was_recorded_before_the_cut(store: ArchiveStore
 
 async def test_drop_removes_the_whole_archive_and_nothing_else(store: ArchiveStore) -> None:
     events = [stored(p) for p in range(1, 4)]
-    await store.archive(
-        TenantName("acme"), "default", 3, [(u, e) for e in events for u in ("a1", "a2")]
-    )
+    await store.archive(ACME_DEFAULT, 3, [(u, e) for e in events for u in ("a1", "a2")])
 
     assert await store.drop("a1") == 3
 
@@ -206,14 +193,13 @@ async def test_drop_removes_the_whole_archive_and_nothing_else(store: ArchiveSto
         "a2": ArchiveStats(3, sum(len(e.body) for e in events)),
     }
     assert await store.drop("a1") == 0
-    assert await store.cursor(TenantName("acme"), "default") == 3
+    assert await store.cursor(ACME_DEFAULT) == 3
 
 
 async def test_erase_offers_only_events_holding_the_needle(store: ArchiveStore) -> None:
     users = {1: "alice", 2: "bob", 3: "alice", 4: "alicea", 5: "carol"}
     await store.archive(
-        TenantName("acme"),
-        "default",
+        ACME_DEFAULT,
         5,
         [(u, stored(p, user=name)) for p, name in users.items() for u in ("a1", "a2", "a3")],
     )
@@ -241,14 +227,14 @@ async def test_erase_offers_only_events_holding_the_needle(store: ArchiveStore) 
 
 async def test_everything_persists_across_a_reopen(store_factory: StoreFactory) -> None:
     async with store_factory() as store:
-        await store.archive(TenantName("acme"), "default", 7, [("a1", stored(p)) for p in (5, 6)])
+        await store.archive(ACME_DEFAULT, 7, [("a1", stored(p)) for p in (5, 6)])
         before = await read_all(store, "a1")
 
     async with store_factory() as store:
-        assert await store.cursor(TenantName("acme"), "default") == 7
+        assert await store.cursor(ACME_DEFAULT) == 7
         assert await read_all(store, "a1") == before
         assert (await store.stats(["a1"]))["a1"].events == 2
-        await store.archive(TenantName("acme"), "default", 9, [("a1", stored(8))])
+        await store.archive(ACME_DEFAULT, 9, [("a1", stored(8))])
         after = await read_all(store, "a1")
         assert after[-1].seq > before[-1].seq
 
@@ -257,23 +243,23 @@ async def test_seq_is_not_handed_out_again_after_the_newest_events_went(
     store_factory: StoreFactory,
 ) -> None:
     async with store_factory() as store:
-        await store.archive(TenantName("acme"), "default", 2, [("a1", stored(p)) for p in (1, 2)])
+        await store.archive(ACME_DEFAULT, 2, [("a1", stored(p)) for p in (1, 2)])
         last = (await read_all(store, "a1"))[-1].seq
         await store.drop("a1")
 
     async with store_factory() as store:
-        await store.archive(TenantName("acme"), "default", 3, [("a1", stored(3))])
+        await store.archive(ACME_DEFAULT, 3, [("a1", stored(3))])
         assert (await read_all(store, "a1"))[0].seq > last
 
 
 async def test_a_closed_store_says_so(store_factory: StoreFactory) -> None:
     store = store_factory()
     with pytest.raises(ArchiveStoreClosed):
-        await store.cursor(TenantName("acme"), "default")
+        await store.cursor(ACME_DEFAULT)
     async with store:
         await store.ping()
     with pytest.raises(ArchiveStoreClosed):
-        await store.archive(TenantName("acme"), "default", 1, [])
+        await store.archive(ACME_DEFAULT, 1, [])
     with pytest.raises(ArchiveStoreClosed):
         await store.stats(["a1"])
 
@@ -285,8 +271,7 @@ async def test_stragglers_recorded_slightly_out_of_order_are_read_counted_and_tr
     # recorded before position 2.
     offsets = {1: 0, 2: 10, 3: 7, 4: 12, 5: 20}
     await store.archive(
-        TenantName("acme"),
-        "default",
+        ACME_DEFAULT,
         5,
         [("a1", stored(p, at=T0 + timedelta(seconds=s))) for p, s in offsets.items()],
     )
@@ -313,9 +298,7 @@ async def test_counts_and_reads_agree_with_the_recorded_times_for_any_window(
     # 600 events a second apart, each recorded up to 4 s off (clocks of several gateways).
     rng = random.Random(7)
     times = {p: T0 + timedelta(seconds=p + rng.uniform(-4, 4)) for p in range(1, 601)}
-    await store.archive(
-        TenantName("acme"), "default", 600, [("a1", stored(p, at=t)) for p, t in times.items()]
-    )
+    await store.archive(ACME_DEFAULT, 600, [("a1", stored(p, at=t)) for p, t in times.items()])
 
     for first, last in [(0, 601), (30, 31), (100, 130), (45, 560), (-50, 12), (590, 700)]:
         start, end = T0 + timedelta(seconds=first), T0 + timedelta(seconds=last)

@@ -12,10 +12,17 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.storage.eventlog_support import T0, LogFactory, MovableClock, body_of, new_event
+from tests.storage.eventlog_support import (
+    ACME_DEFAULT,
+    T0,
+    LogFactory,
+    MovableClock,
+    body_of,
+    new_event,
+)
 
 from stellwerk.events import parse_rfc3339
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import AppendStatus, ErasedEvent, EventLog, LogClosed, NewEvent, StoredEvent
 
 
@@ -28,7 +35,7 @@ async def test_appended_events_read_back_in_order_with_growing_positions(
     positions = [r.position for r in results]
     assert positions == sorted(positions)
     assert len(set(positions)) == 5
-    stored = await event_log.read(TenantName("acme"), "default")
+    stored = await event_log.read(ACME_DEFAULT)
     assert [e.id for e in stored] == [f"e{i}" for i in range(5)]
     assert [e.position for e in stored] == positions
     assert all(e.tenant == "acme" and e.bus == "default" for e in stored)
@@ -40,7 +47,7 @@ async def test_stored_body_is_the_event_with_stellwerk_extensions(
     appended = new_event("e1", subject="order-7", extensions={"traceparent": "00-ab", "n": 3})
     await event_log.append([appended])
 
-    (stored,) = await event_log.read(TenantName("acme"), "default")
+    (stored,) = await event_log.read(ACME_DEFAULT)
     body = body_of(stored.body)
     assert body["id"] == "e1"
     assert body["subject"] == "order-7"
@@ -59,7 +66,7 @@ async def test_extensions_in_the_body_cannot_claim_another_tenant_or_bus(
     forged = new_event("e1", extensions={"tenant": "other", "bus": "secret"})
     await event_log.append([forged])
 
-    (stored,) = await event_log.read(TenantName("acme"), "default")
+    (stored,) = await event_log.read(ACME_DEFAULT)
     body = body_of(stored.body)
     assert (body["tenant"], body["bus"]) == ("acme", "default")
 
@@ -67,10 +74,10 @@ async def test_extensions_in_the_body_cannot_claim_another_tenant_or_bus(
 async def test_read_pages_with_after_and_limit(event_log: EventLog) -> None:
     await event_log.append([new_event(f"e{i}") for i in range(10)])
 
-    first = await event_log.read(TenantName("acme"), "default", after=0, limit=4)
-    second = await event_log.read(TenantName("acme"), "default", after=first[-1].position, limit=4)
-    third = await event_log.read(TenantName("acme"), "default", after=second[-1].position, limit=4)
-    rest = await event_log.read(TenantName("acme"), "default", after=third[-1].position, limit=4)
+    first = await event_log.read(ACME_DEFAULT, after=0, limit=4)
+    second = await event_log.read(ACME_DEFAULT, after=first[-1].position, limit=4)
+    third = await event_log.read(ACME_DEFAULT, after=second[-1].position, limit=4)
+    rest = await event_log.read(ACME_DEFAULT, after=third[-1].position, limit=4)
 
     assert [e.id for e in first + second + third] == [f"e{i}" for i in range(10)]
     assert (len(first), len(second), len(third), rest) == (4, 4, 2, [])
@@ -87,20 +94,20 @@ async def test_buses_and_tenants_are_separate(event_log: EventLog) -> None:
 
     acme, globex = TenantName("acme"), TenantName("globex")
     for tenant, bus in [(acme, "default"), (acme, "audit"), (globex, "default")]:
-        stored = await event_log.read(tenant, bus)
+        stored = await event_log.read(BusRef(tenant, bus))
         assert [(e.tenant, e.bus, e.id) for e in stored] == [(tenant, bus, "same")]
         assert body_of(stored[0].body)["bus"] == bus
-    assert await event_log.read(TenantName("globex"), "audit") == []
+    assert await event_log.read(BusRef(TenantName("globex"), "audit")) == []
 
 
 async def test_last_position_follows_each_bus(event_log: EventLog) -> None:
-    assert await event_log.last_position(TenantName("acme"), "default") == 0
+    assert await event_log.last_position(ACME_DEFAULT) == 0
     a = await event_log.append([new_event("a1"), new_event("a2")])
     b = await event_log.append([new_event("b1", bus="audit")])
 
-    assert await event_log.last_position(TenantName("acme"), "default") == a[1].position
-    assert await event_log.last_position(TenantName("acme"), "audit") == b[0].position
-    assert await event_log.last_position(TenantName("acme"), "nothing") == 0
+    assert await event_log.last_position(ACME_DEFAULT) == a[1].position
+    assert await event_log.last_position(BusRef(TenantName("acme"), "audit")) == b[0].position
+    assert await event_log.last_position(BusRef(TenantName("acme"), "nothing")) == 0
 
 
 async def test_same_id_and_source_on_a_bus_is_stored_once(event_log: EventLog) -> None:
@@ -110,7 +117,7 @@ async def test_same_id_and_source_on_a_bus_is_stored_once(event_log: EventLog) -
     assert again[0].status is AppendStatus.DUPLICATE
     assert again[0].position == first.position
     assert again[1].status is AppendStatus.STORED
-    assert [(e.id, e.source) for e in await event_log.read(TenantName("acme"), "default")] == [
+    assert [(e.id, e.source) for e in await event_log.read(ACME_DEFAULT)] == [
         ("e1", "/orders"),
         ("e1", "/other"),
     ]
@@ -132,7 +139,7 @@ async def test_duplicates_within_one_batch_and_across_concurrent_appends(
     assert batch[1].position == batch[0].position
     assert sum(r[0].status is AppendStatus.STORED for r in concurrent) == 1
     assert len({r[0].position for r in concurrent}) == 1
-    assert sorted(e.id for e in await event_log.read(TenantName("acme"), "default")) == [
+    assert sorted(e.id for e in await event_log.read(ACME_DEFAULT)) == [
         "x",
         "y",
         "z",
@@ -165,28 +172,29 @@ async def test_read_window_selects_by_recorded_time(
         clock.advance(timedelta(hours=1))
 
     window = await event_log.read_window(
-        TenantName("acme"), "default", T0 + timedelta(minutes=30), T0 + timedelta(hours=3)
+        ACME_DEFAULT, T0 + timedelta(minutes=30), T0 + timedelta(hours=3)
     )
     assert [e.id for e in window] == ["h1a", "h1b", "h2a", "h2b"]
 
     page = await event_log.read_window(
-        TenantName("acme"), "default", T0 + timedelta(minutes=30), T0 + timedelta(hours=3), limit=3
+        ACME_DEFAULT,
+        T0 + timedelta(minutes=30),
+        T0 + timedelta(hours=3),
+        limit=3,
     )
     rest = await event_log.read_window(
-        TenantName("acme"),
-        "default",
+        ACME_DEFAULT,
         T0 + timedelta(minutes=30),
         T0 + timedelta(hours=3),
         after=page[-1].position,
     )
     assert [e.id for e in page + rest] == [e.id for e in window]
-    exact = await event_log.read_window(TenantName("acme"), "default", T0, T0 + timedelta(hours=1))
+    exact = await event_log.read_window(ACME_DEFAULT, T0, T0 + timedelta(hours=1))
     assert [e.id for e in exact] == ["h0a", "h0b"]
+    assert await event_log.read_window(ACME_DEFAULT, T0 + timedelta(days=1), T0) == []
     assert (
-        await event_log.read_window(TenantName("acme"), "default", T0 + timedelta(days=1), T0) == []
-    )
-    assert (
-        await event_log.read_window(TenantName("acme"), "other", T0, T0 + timedelta(days=1)) == []
+        await event_log.read_window(BusRef(TenantName("acme"), "other"), T0, T0 + timedelta(days=1))
+        == []
     )
 
 
@@ -200,13 +208,13 @@ async def test_trim_removes_only_older_events_and_keeps_positions_growing(
     removed = await event_log.trim(T0 + timedelta(days=1))
 
     assert removed == 2
-    assert [e.id for e in await event_log.read(TenantName("acme"), "default")] == ["new1"]
-    assert await event_log.read(TenantName("acme"), "audit") == []
-    assert await event_log.last_position(TenantName("acme"), "audit") == old[1].position
+    assert [e.id for e in await event_log.read(ACME_DEFAULT)] == ["new1"]
+    assert await event_log.read(BusRef(TenantName("acme"), "audit")) == []
+    assert await event_log.last_position(BusRef(TenantName("acme"), "audit")) == old[1].position
     assert await event_log.trim(T0 + timedelta(days=1)) == 0
 
     assert await event_log.trim(T0 + timedelta(days=3)) == 1
-    assert await event_log.read(TenantName("acme"), "default") == []
+    assert await event_log.read(ACME_DEFAULT) == []
     (later,) = await event_log.append([new_event("later")])
     assert later.position > old[1].position
 
@@ -218,7 +226,7 @@ async def test_recorded_time_never_goes_back_when_the_clock_does(
     clock.advance(-timedelta(minutes=5))
     await event_log.append([new_event("e2")])
 
-    first, second = await event_log.read(TenantName("acme"), "default")
+    first, second = await event_log.read(ACME_DEFAULT)
     assert second.recorded_time >= first.recorded_time
 
 
@@ -228,10 +236,14 @@ async def test_events_and_dedup_survive_reopening(
     async with log_factory() as log:
         stored = await log.append([new_event(f"e{i}") for i in range(3)])
     async with log_factory() as log:
-        assert [e.id for e in await log.read(TenantName("acme"), "default")] == ["e0", "e1", "e2"]
+        assert [e.id for e in await log.read(ACME_DEFAULT)] == [
+            "e0",
+            "e1",
+            "e2",
+        ]
         (repeat,) = await log.append([new_event("e1")])
         (fresh,) = await log.append([new_event("e3")])
-        assert await log.last_position(TenantName("acme"), "default") == fresh.position
+        assert await log.last_position(ACME_DEFAULT) == fresh.position
 
     assert repeat.status is AppendStatus.DUPLICATE
     assert repeat.position == stored[1].position
@@ -240,7 +252,7 @@ async def test_events_and_dedup_survive_reopening(
 
 async def test_empty_append_is_a_no_op(event_log: EventLog) -> None:
     assert await event_log.append([]) == []
-    assert await event_log.read(TenantName("acme"), "default") == []
+    assert await event_log.read(ACME_DEFAULT) == []
 
 
 async def test_a_closed_log_says_so(log_factory: LogFactory) -> None:
@@ -252,7 +264,7 @@ async def test_a_closed_log_says_so(log_factory: LogFactory) -> None:
     with pytest.raises(LogClosed):
         await log.append([new_event("e1")])
     with pytest.raises(LogClosed):
-        await log.read(TenantName("acme"), "default")
+        await log.read(ACME_DEFAULT)
     with pytest.raises(LogClosed):
         await log.ping()
 
@@ -305,7 +317,7 @@ async def test_dedup_and_positions_match_a_model(
         stored = [
             (e.bus, e.source, e.id, e.position)
             for bus in ("default", "audit")
-            for e in await log.read(TenantName("acme"), bus)
+            for e in await log.read(BusRef(TenantName("acme"), bus))
         ]
     assert sorted(stored, key=lambda row: row[3]) == model
 
@@ -328,9 +340,9 @@ async def test_trimming_does_not_shorten_the_dedup_window(
 async def test_reads_are_always_bounded(event_log: EventLog) -> None:
     for limit in (0, -1):
         with pytest.raises(ValueError, match="limit"):
-            await event_log.read(TenantName("acme"), "default", limit=limit)
+            await event_log.read(ACME_DEFAULT, limit=limit)
         with pytest.raises(ValueError, match="limit"):
-            await event_log.read_window(TenantName("acme"), "default", T0, T0, limit=limit)
+            await event_log.read_window(ACME_DEFAULT, T0, T0, limit=limit)
 
 
 def _user_event(event_id: str, user: str, **kwargs: Any) -> NewEvent:
@@ -358,11 +370,11 @@ async def test_erase_removes_matching_events_and_keeps_the_others_in_place(
         ("default", f"e{i}", "/orders") for i in (0, 3, 6)
     ]
     assert [e.position for e in erased] == [appended[i].position for i in (0, 3, 6)]
-    kept = await event_log.read(TenantName("acme"), "default")
+    kept = await event_log.read(ACME_DEFAULT)
     assert [e.id for e in kept] == [f"e{i}" for i in range(9) if i % 3]
     assert [e.position for e in kept] == [appended[i].position for i in range(9) if i % 3]
     assert all(b"ann" not in e.body for e in kept)
-    assert await event_log.last_position(TenantName("acme"), "default") == appended[-1].position
+    assert await event_log.last_position(ACME_DEFAULT) == appended[-1].position
 
 
 async def test_reads_skip_erased_events_without_stopping_short_of_limit(
@@ -377,19 +389,17 @@ async def test_reads_skip_erased_events_without_stopping_short_of_limit(
 
     assert len(await event_log.erase(TenantName("acme"), "default", b"ann", _of_user("ann"))) == 100
 
-    assert [e.id for e in await event_log.read(TenantName("acme"), "default", limit=3)] == [
+    assert [e.id for e in await event_log.read(ACME_DEFAULT, limit=3)] == [
         "first",
         "middle",
         "last",
     ]
-    first, *_ = await event_log.read(TenantName("acme"), "default", limit=1)
-    (second,) = await event_log.read(TenantName("acme"), "default", after=first.position, limit=1)
-    (third,) = await event_log.read(TenantName("acme"), "default", after=second.position, limit=1)
+    first, *_ = await event_log.read(ACME_DEFAULT, limit=1)
+    (second,) = await event_log.read(ACME_DEFAULT, after=first.position, limit=1)
+    (third,) = await event_log.read(ACME_DEFAULT, after=second.position, limit=1)
     assert (second.id, third.id) == ("middle", "last")
-    assert await event_log.read(TenantName("acme"), "default", after=third.position) == []
-    window = await event_log.read_window(
-        TenantName("acme"), "default", T0, T0 + timedelta(seconds=1), limit=2
-    )
+    assert await event_log.read(ACME_DEFAULT, after=third.position) == []
+    window = await event_log.read_window(ACME_DEFAULT, T0, T0 + timedelta(seconds=1), limit=2)
     assert [e.id for e in window] == ["first", "middle"]
 
 
@@ -404,11 +414,11 @@ async def test_erase_keeps_to_its_tenant_and_bus(event_log: EventLog) -> None:
 
     one_bus = await event_log.erase(TenantName("acme"), "audit", b"ann", _of_user("ann"))
     assert [(e.tenant, e.bus, e.id) for e in one_bus] == [("acme", "audit", "e2")]
-    assert [e.id for e in await event_log.read(TenantName("acme"), "default")] == ["e1"]
+    assert [e.id for e in await event_log.read(ACME_DEFAULT)] == ["e1"]
 
     every_bus = await event_log.erase(TenantName("acme"), None, b"ann", _of_user("ann"))
     assert [(e.bus, e.id) for e in every_bus] == [("default", "e1")]
-    assert [e.id for e in await event_log.read(TenantName("other"), "default")] == ["e3"]
+    assert [e.id for e in await event_log.read(BusRef(TenantName("other"), "default"))] == ["e3"]
     assert await event_log.erase(TenantName("acme"), "nosuchbus", b"", _of_user("ann")) == []
 
 
@@ -446,7 +456,7 @@ async def test_before_sees_each_chunk_while_it_is_still_there(event_log: EventLo
     seen: list[tuple[list[str], list[str]]] = []
 
     async def before(chunk: Sequence[ErasedEvent]) -> None:
-        present = [e.id for e in await event_log.read(TenantName("acme"), "default")]
+        present = [e.id for e in await event_log.read(ACME_DEFAULT)]
         seen.append(([e.id for e in chunk], present))
 
     erased = await event_log.erase(TenantName("acme"), None, b"", _of_user("ann"), before)
@@ -463,7 +473,7 @@ async def test_a_failing_before_leaves_the_events(event_log: EventLog) -> None:
 
     with pytest.raises(RuntimeError, match="suppression"):
         await event_log.erase(TenantName("acme"), None, b"", _of_user("ann"), refuse)
-    assert [e.id for e in await event_log.read(TenantName("acme"), "default")] == ["e1"]
+    assert [e.id for e in await event_log.read(ACME_DEFAULT)] == ["e1"]
 
 
 async def test_erasure_survives_reopening_and_the_erased_key_stays_a_duplicate(
@@ -475,7 +485,7 @@ async def test_erasure_survives_reopening_and_the_erased_key_stays_a_duplicate(
         await log.erase(TenantName("acme"), None, b"", _of_user("ann"))
         (again,) = await log.append([_user_event("e1", "ann")])
     async with log_factory() as log:
-        assert [e.id for e in await log.read(TenantName("acme"), "default")] == ["e2"]
+        assert [e.id for e in await log.read(ACME_DEFAULT)] == ["e2"]
         (after_restart,) = await log.append([_user_event("e1", "ann")])
 
     for result in (again, after_restart):
@@ -497,7 +507,7 @@ async def test_appends_go_on_while_a_large_erasure_runs(event_log: EventLog) -> 
 
     assert len(erased) == 1500
     assert all(r[0].status is AppendStatus.STORED for r in during)
-    kept = [e.id for e in await event_log.read(TenantName("acme"), "default", limit=5000)]
+    kept = [e.id for e in await event_log.read(ACME_DEFAULT, limit=5000)]
     assert kept == [f"e{i}" for i in range(0, 3000, 2)] + [f"late{i}" for i in range(5)]
 
 
@@ -538,7 +548,7 @@ async def test_erasure_and_paging_match_a_model(
             kept = [i for i in ids if users[i] not in gone]
             paged: list[str] = []
             after = 0
-            while page := await log.read(TenantName("acme"), bus, after=after, limit=limit):
+            while page := await log.read(BusRef(TenantName("acme"), bus), after=after, limit=limit):
                 paged.extend(e.id for e in page)
                 assert len(page) == limit or len(paged) == len(kept)  # never short of limit
                 after = page[-1].position

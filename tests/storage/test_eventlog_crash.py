@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from stellwerk.events import CloudEvent, encode_event
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import AppendStatus, NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.eventlog.sqlite.index import INDEX_FILE
@@ -81,7 +81,7 @@ async def test_sigkill_loses_no_acknowledged_event(
     async with SqliteEventLog(path) as log:
         for bus in ("bus0", "bus1", "bus2"):
             after = 0
-            while page := await log.read(TenantName("acme"), bus, after=after, limit=5000):
+            while page := await log.read(BusRef(TenantName("acme"), bus), after=after, limit=5000):
                 found.update((event.id, event.position) for event in page)
                 after = page[-1].position
         missing = {i: p for i, p in acked.items() if found.get(i) != p}

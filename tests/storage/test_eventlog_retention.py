@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.storage.eventlog_support import T0, MovableClock, new_event
+from tests.storage.eventlog_support import ACME_DEFAULT, T0, MovableClock, new_event
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import EventLog
 
 
@@ -22,24 +22,22 @@ async def test_trim_keeps_a_bus_events_above_its_keep_position_however_old(
     clock.advance(timedelta(days=2))
     await event_log.append([new_event("fresh")])
 
-    removed = await event_log.trim(
-        T0 + timedelta(days=1), keep={(TenantName("acme"), "default"): routed[-1].position}
-    )
+    removed = await event_log.trim(T0 + timedelta(days=1), keep={ACME_DEFAULT: routed[-1].position})
 
     assert removed == len(routed) + len(other)
-    left = await event_log.read(TenantName("acme"), "default")
+    left = await event_log.read(ACME_DEFAULT)
     assert [e.id for e in left] == ["a3", "a4", "a5", "fresh"]
     assert [e.position for e in left[:3]] == [r.position for r in unrouted]
-    assert await event_log.read(TenantName("acme"), "audit") == []
+    assert await event_log.read(BusRef(TenantName("acme"), "audit")) == []
     # Time windows still find the kept events.
-    window = await event_log.read_window(TenantName("acme"), "default", T0, T0 + timedelta(hours=1))
+    window = await event_log.read_window(ACME_DEFAULT, T0, T0 + timedelta(hours=1))
     assert [e.id for e in window] == ["a3", "a4", "a5"]
 
     # Once the router has moved past them, they go too.
     assert await event_log.trim(
-        T0 + timedelta(days=1), keep={(TenantName("acme"), "default"): unrouted[-1].position}
+        T0 + timedelta(days=1), keep={ACME_DEFAULT: unrouted[-1].position}
     ) == len(unrouted)
-    assert [e.id for e in await event_log.read(TenantName("acme"), "default")] == ["fresh"]
+    assert [e.id for e in await event_log.read(ACME_DEFAULT)] == ["fresh"]
 
 
 async def test_keep_positions_of_unknown_buses_change_nothing(
@@ -49,8 +47,8 @@ async def test_keep_positions_of_unknown_buses_change_nothing(
     clock.advance(timedelta(days=2))
 
     removed = await event_log.trim(
-        T0 + timedelta(days=1), keep={(TenantName("acme"), "nowhere"): 0}
+        T0 + timedelta(days=1), keep={BusRef(TenantName("acme"), "nowhere"): 0}
     )
 
     assert removed == 1
-    assert await event_log.read(TenantName("acme"), "default") == []
+    assert await event_log.read(ACME_DEFAULT) == []

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import structlog
 from tests.polling import eventually
-from tests.storage.eventlog_support import new_event
+from tests.storage.eventlog_support import ACME_DEFAULT, new_event
 
-from stellwerk.refs import TenantName
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_LOCK, RUN_DIR, WRITER_LOCK, FileLock
 
@@ -104,7 +103,7 @@ async def test_a_second_log_writer_on_a_directory_waits_for_the_first(tmp_path: 
         assert lines[0]["lock"] == str(tmp_path / RUN_DIR / WRITER_LOCK)
         assert lines[0]["holder_pid"] == os.getpid()
         await second.append([new_event("e3")])
-        stored = await second.read(TenantName("acme"), "default")
+        stored = await second.read(ACME_DEFAULT)
         assert [event.id for event in stored] == ["e1", "e2", "e3"]
         assert len({event.position for event in stored}) == 3
     finally:
@@ -115,4 +114,4 @@ async def test_a_reading_log_takes_no_writer_lock(tmp_path: Path) -> None:
     async with SqliteEventLog(tmp_path / LOG_DIR) as writer:
         await writer.append([new_event("e1")])
         async with SqliteEventLog(tmp_path / LOG_DIR, appends=False) as reader:
-            assert [e.id for e in await reader.read(TenantName("acme"), "default")] == ["e1"]
+            assert [e.id for e in await reader.read(ACME_DEFAULT)] == ["e1"]

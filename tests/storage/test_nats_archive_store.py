@@ -15,9 +15,8 @@ import pytest
 from tests import polling
 from tests.nats_support import NatsCluster, NatsServer
 from tests.storage.archive_support import T0, read_all, read_all_wide, stored
-from tests.storage.eventlog_support import MovableClock, new_event
+from tests.storage.eventlog_support import ACME_DEFAULT, MovableClock, new_event
 
-from stellwerk.refs import TenantName
 from stellwerk.routing.archiver import Archiver
 from stellwerk.seams import ArchiveCursorConflict, ArchiveStats, ArchiveStoreError
 from stellwerk.storage.archive.jetstream import JetStreamArchiveStore
@@ -75,8 +74,7 @@ async def test_one_copies_stream_with_a_subject_per_archive_and_a_kv_shaped_tabl
 ) -> None:
     async with JetStreamArchiveStore(nats_server.url, namespace="lay") as store:
         await store.archive(
-            TenantName("acme"),
-            "default",
+            ACME_DEFAULT,
             3,
             [("a-1", stored(1)), ("a-1", stored(2)), ("b.2", stored(3))],
         )
@@ -101,15 +99,15 @@ async def test_a_crash_before_the_cursor_moved_stores_and_counts_nothing_twice_o
         with monkeypatch.context() as patch:
             crash_at(patch, ".cursor.")
             with pytest.raises(ArchivesUnavailable):
-                await store.archive(TenantName("acme"), "default", 5, run)
-        assert await store.cursor(TenantName("acme"), "default") == 0
+                await store.archive(ACME_DEFAULT, 5, run)
+        assert await store.cursor(ACME_DEFAULT) == 0
         before = await copies_state(store, nats_server.url)
 
     # The archiver restarts from the old cursor and reads a longer run this time.
     async with JetStreamArchiveStore(nats_server.url) as store:
-        await store.archive(TenantName("acme"), "default", 7, [*run, ("a1", stored(7))])
+        await store.archive(ACME_DEFAULT, 7, [*run, ("a1", stored(7))])
 
-        assert await store.cursor(TenantName("acme"), "default") == 7
+        assert await store.cursor(ACME_DEFAULT) == 7
         assert [e.position for e in await read_all(store, "a1")] == [1, 2, 3, 4, 5, 7]
         assert [e.position for e in await read_all(store, "a2")] == [3]
         size = len(stored(1).body)
@@ -131,10 +129,10 @@ async def test_a_crash_between_the_copies_and_the_totals_leaves_no_duplicates(
         with monkeypatch.context() as patch:
             crash_at(patch, ".totals.")
             with pytest.raises(ArchivesUnavailable):
-                await store.archive(TenantName("acme"), "default", 3, run)
+                await store.archive(ACME_DEFAULT, 3, run)
         assert await store.stats(["a1"]) == {"a1": ArchiveStats(0, 0)}
 
-        await store.archive(TenantName("acme"), "default", 3, run)  # inside the duplicate window
+        await store.archive(ACME_DEFAULT, 3, run)  # inside the duplicate window
 
         assert [e.position for e in await read_all(store, "a1")] == [1, 2, 3]
         assert (await store.stats(["a1"]))["a1"].events == 3
@@ -148,8 +146,8 @@ async def test_racing_archivers_of_one_bus_store_the_run_once(nats_server: NatsS
         JetStreamArchiveStore(nats_server.url) as other,
     ):
         results = await asyncio.gather(
-            one.archive(TenantName("acme"), "default", 100, run),
-            other.archive(TenantName("acme"), "default", 100, run),
+            one.archive(ACME_DEFAULT, 100, run),
+            other.archive(ACME_DEFAULT, 100, run),
             return_exceptions=True,
         )
 
@@ -158,7 +156,7 @@ async def test_racing_archivers_of_one_bus_store_the_run_once(nats_server: NatsS
         assert results.count(None) == 1
         assert [e.position for e in await read_all(one, "a1")] == list(range(1, 101))
         assert (await one.stats(["a1"]))["a1"].events == 100
-        assert await other.cursor(TenantName("acme"), "default") == 100
+        assert await other.cursor(ACME_DEFAULT) == 100
 
 
 async def test_the_store_carries_on_after_the_server_was_sigkilled(
@@ -166,19 +164,15 @@ async def test_the_store_carries_on_after_the_server_was_sigkilled(
 ) -> None:
     store = JetStreamArchiveStore(nats_server.url, request_timeout=1.0, ack_timeout=1.0)
     async with store:
-        await store.archive(
-            TenantName("acme"), "default", 10, [("a1", stored(p)) for p in range(1, 11)]
-        )
+        await store.archive(ACME_DEFAULT, 10, [("a1", stored(p)) for p in range(1, 11)])
 
         nats_server.kill()
         with pytest.raises(ArchiveStoreError):
-            await store.archive(TenantName("acme"), "default", 12, [("a1", stored(11))])
+            await store.archive(ACME_DEFAULT, 12, [("a1", stored(11))])
         await nats_server.start_async()
 
-        await eventually(
-            lambda: store.archive(TenantName("acme"), "default", 12, [("a1", stored(12))])
-        )
-        assert await store.cursor(TenantName("acme"), "default") == 12
+        await eventually(lambda: store.archive(ACME_DEFAULT, 12, [("a1", stored(12))]))
+        assert await store.cursor(ACME_DEFAULT) == 12
         assert [e.position for e in await read_all(store, "a1")] == [*range(1, 11), 12]
         assert (await store.stats(["a1"]))["a1"].events == 11
 
@@ -188,9 +182,7 @@ async def test_secure_erasure_leaves_nothing_of_the_erased_copy_in_the_server_fi
 ) -> None:
     needle = "zeta-person-4711"
     async with JetStreamArchiveStore(nats_server.url) as store:
-        await store.archive(
-            TenantName("acme"), "default", 2, [("a1", stored(1, user=needle)), ("a1", stored(2))]
-        )
+        await store.archive(ACME_DEFAULT, 2, [("a1", stored(1, user=needle)), ("a1", stored(2))])
         erased = await store.erase(["a1"], needle.encode(), lambda e: True)
         assert [e.position for e in erased] == [1]
     nats_server.stop()  # flushed to its files
@@ -205,7 +197,7 @@ def _files(directory: Path) -> list[tuple[Path, bytes]]:
 async def test_trim_purges_the_run_below_the_cut_in_one_request(nats_server: NatsServer) -> None:
     async with JetStreamArchiveStore(nats_server.url) as store:
         events = [stored(p, at=T0.replace(day=p)) for p in range(1, 21)]
-        await store.archive(TenantName("acme"), "default", 20, [("a1", e) for e in events])
+        await store.archive(ACME_DEFAULT, 20, [("a1", e) for e in events])
 
         assert await store.trim("a1", T0.replace(day=15)) == 14
         state = await copies_state(store, nats_server.url)
@@ -226,7 +218,7 @@ async def test_a_trim_that_an_erasure_got_ahead_of_counts_the_archive_again(
         return await purge(self, subject, below)
 
     async with JetStreamArchiveStore(nats_server.url) as store:
-        await store.archive(TenantName("acme"), "default", 10, [("a1", e) for e in events])
+        await store.archive(ACME_DEFAULT, 10, [("a1", e) for e in events])
         monkeypatch.setattr(ArchiveIO, "purge", erased_first)
 
         assert await store.trim("a1", T0.replace(day=6)) == 4
@@ -257,9 +249,7 @@ async def test_the_archiver_runs_on_the_jetstream_log_and_store_and_resumes_afte
             async with JetStreamArchiveStore(nats_server.url) as store:
                 await Archiver(log, store, control).run(burst=True)
                 every = await store.read_window(record.uid, *wide)
-                assert await store.cursor(TenantName("acme"), "default") == await log.last_position(
-                    TenantName("acme"), "default"
-                )
+                assert await store.cursor(ACME_DEFAULT) == await log.last_position(ACME_DEFAULT)
                 assert (await store.stats([record.uid]))[record.uid].events == 10
     finally:
         await control.close()
@@ -278,20 +268,16 @@ async def test_three_replicas_keep_archiving_through_a_node_killed(
         # A new R3 stream may not take writes for a moment (its subject interest is still
         # spreading through the cluster): the first write waits, as the archiver would retry.
         await eventually(
-            lambda: store.archive(
-                TenantName("acme"), "default", 10, [("a1", stored(p)) for p in range(1, 11)]
-            )
+            lambda: store.archive(ACME_DEFAULT, 10, [("a1", stored(p)) for p in range(1, 11)])
         )
         for stream in (store.layout.copies_stream, store.layout.table_stream):
             info = await js_api(nats_cluster.urls[0], f"$JS.API.STREAM.INFO.{stream}")
             assert info["config"]["num_replicas"] == 3
 
         nats_cluster.servers[0].kill()
-        await eventually(
-            lambda: store.archive(TenantName("acme"), "default", 20, [("a1", stored(20))])
-        )
+        await eventually(lambda: store.archive(ACME_DEFAULT, 20, [("a1", stored(20))]))
 
-        assert await eventually(lambda: store.cursor(TenantName("acme"), "default")) == 20
+        assert await eventually(lambda: store.cursor(ACME_DEFAULT)) == 20
         got = await eventually(lambda: read_all(store, "a1"))
         assert [e.position for e in got] == [*range(1, 11), 20]
         size = sum(len(stored(p).body) for p in [*range(1, 11), 20])

@@ -20,10 +20,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nats.aio.client import Client
 from tests.nats_support import NatsCluster, NatsServer
-from tests.storage.eventlog_support import T0, MovableClock, new_event
+from tests.storage.eventlog_support import ACME_DEFAULT, T0, MovableClock, new_event
 
 from stellwerk.names import NAME_RULE
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import AppendStatus, LogOverloaded, NewEvent
 from stellwerk.storage.eventlog.jetstream import JetStreamEventLog
 from stellwerk.storage.jetstream import Layout, message_id, token
@@ -86,7 +86,7 @@ async def test_names_with_dots_dashes_underscores_and_capitals_stay_apart(
         await log.append([new_event(f"{t}/{b}", tenant=t, bus=b) for t in names for b in names])
         for tenant in names:
             for bus in names:
-                stored = await log.read(tenant, bus)
+                stored = await log.read(BusRef(tenant, bus))
                 assert [(e.tenant, e.bus, e.id) for e in stored] == [
                     (tenant, bus, f"{tenant}/{bus}")
                 ]
@@ -133,7 +133,7 @@ async def test_odd_attribute_values_survive_the_headers(nats_server: NatsServer)
     odd = NewEvent(event.tenant, event.bus, event.id, event.source, "t\n", "sub\x00j", event.body)
     async with JetStreamEventLog(nats_server.url) as log:
         await log.append([odd])
-        (stored,) = await log.read(TenantName("acme"), "default")
+        (stored,) = await log.read(ACME_DEFAULT)
     assert (stored.id, stored.source, stored.type, stored.subject) == (
         odd.id,
         odd.source,
@@ -151,7 +151,7 @@ async def test_messages_stellwerk_did_not_write_are_skipped(
             Layout().events_subject(TenantName("acme"), "default"), b"{}", timeout=5
         )
         await log.append([new_event("e2")])
-        assert [e.id for e in await log.read(TenantName("acme"), "default")] == ["e1", "e2"]
+        assert [e.id for e in await log.read(ACME_DEFAULT)] == ["e1", "e2"]
 
 
 async def test_last_position_outlives_the_erasure_of_a_bus_newest_event(
@@ -161,8 +161,8 @@ async def test_last_position_outlives_the_erasure_of_a_bus_newest_event(
         appended = await log.append([new_event(f"e{i}", data={"user": f"u{i}"}) for i in range(3)])
         erased = await log.erase(TenantName("acme"), "default", b'"u2"', lambda event: True)
         assert [e.id for e in erased] == ["e2"]
-        assert [e.id for e in await log.read(TenantName("acme"), "default")] == ["e0", "e1"]
-        assert await log.last_position(TenantName("acme"), "default") == appended[-1].position
+        assert [e.id for e in await log.read(ACME_DEFAULT)] == ["e0", "e1"]
+        assert await log.last_position(ACME_DEFAULT) == appended[-1].position
 
 
 async def test_too_many_events_in_flight_is_overload(nats_server: NatsServer) -> None:
@@ -192,7 +192,7 @@ async def test_two_gateways_store_a_key_once(nats_server: NatsServer) -> None:
         stored = [r[0] for r in results if r[0].status is AppendStatus.STORED]
         assert len(stored) == 1
         assert {r[0].position for r in results} == {stored[0].position}
-        assert [e.id for e in await two.read(TenantName("acme"), "default")].count("same") == 1
+        assert [e.id for e in await two.read(ACME_DEFAULT)].count("same") == 1
 
 
 async def test_time_windows_find_events_of_a_gateway_whose_clock_lags(
@@ -206,13 +206,9 @@ async def test_time_windows_find_events_of_a_gateway_whose_clock_lags(
         await fast.append([new_event("fast")])
         await slow.append([new_event("slow")])  # stored later, recorded 5 s earlier
 
-        window = await slow.read_window(
-            TenantName("acme"), "default", T0, T0 + timedelta(seconds=1)
-        )
+        window = await slow.read_window(ACME_DEFAULT, T0, T0 + timedelta(seconds=1))
         assert [e.id for e in window] == ["slow"]
-        window = await slow.read_window(
-            TenantName("acme"), "default", T0, T0 + timedelta(seconds=6)
-        )
+        window = await slow.read_window(ACME_DEFAULT, T0, T0 + timedelta(seconds=6))
         assert [e.id for e in window] == ["fast", "slow"]
 
 
@@ -267,7 +263,7 @@ async def test_sigkill_of_the_server_loses_no_acknowledged_event(
 
         found: dict[str, int] = {}
         position = 0
-        while page := await log.read(TenantName("acme"), "default", after=position, limit=5000):
+        while page := await log.read(ACME_DEFAULT, after=position, limit=5000):
             found.update((e.id, e.position) for e in page)
             position = page[-1].position
         missing = {i: p for i, p in acked.items() if found.get(i) != p}
@@ -301,5 +297,5 @@ async def test_three_replicas_in_a_cluster_survive_a_node_killed(
         follower = next(s for s in nats_cluster.servers if s.name == replicas[0])
         follower.kill()
         later = await _until_appends_work(log)
-        stored = await log.read(TenantName("acme"), "default")
+        stored = await log.read(ACME_DEFAULT)
         assert [e.position for e in stored] == [r.position for r in first + later]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 from tests.nats_support import NatsServer
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import Change
 from stellwerk.storage.signals import NatsSignals
 
@@ -24,8 +24,8 @@ class Ear:
     resyncs: int = 0
     news: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def on_appended(self, tenant: str, bus: str) -> None:
-        self.appended.append((tenant, bus))
+    def on_appended(self, bus: BusRef) -> None:
+        self.appended.append((bus.tenant, bus.bus))
         self._tell()
 
     def on_routed(self) -> None:
@@ -79,8 +79,8 @@ async def test_appends_of_one_loop_turn_go_out_as_one_message_and_the_sender_hea
 ) -> None:
     a, ear_a, b, ear_b = pair
     for _ in range(50):
-        a.appended(TenantName("acme"), "orders")
-    a.appended(TenantName("acme"), "billing")
+        a.appended(BusRef(TenantName("acme"), "orders"))
+    a.appended(BusRef(TenantName("acme"), "billing"))
     a.routed()
     await ear_b.until(lambda: ear_b.routed == 1 and len(ear_b.appended) == 2)
     assert sorted(ear_b.appended) == [("acme", "billing"), ("acme", "orders")]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from tests.storage.archive_support import read_all, stored
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import ArchiveStats, ReplayCursor
 from stellwerk.storage.pipeline import AdoptError, pipeline_stores
 from stellwerk.storage.sqlite import (
@@ -28,6 +28,8 @@ from stellwerk.storage.sqlite import (
     backup,
     restore,
 )
+
+ACME_DEFAULT = BusRef(TenantName("acme"), "default")
 
 ACME = TenantName("acme")
 LEGACY = Path(__file__).with_name("legacy") / "v1"
@@ -53,12 +55,13 @@ async def _everything(data_dir: Path) -> dict[str, object]:
     async with stores.queue as queue, stores.archives as archives:
         leased = await queue.lease(T0 + timedelta(hours=1), 100, 30)
         return {
-            "cursors": [await queue.cursor(ACME, bus) for bus in ("default", "audit")],
+            "cursors": [await queue.cursor(BusRef(ACME, bus)) for bus in ("default", "audit")],
             "replay": await queue.replay_cursor(TenantName("acme"), "backfill"),
             "leased": sorted((d.position, d.target_id, d.payload[:12]) for d in leased),
-            "dead": [(d.position, d.target_id, d.last_error) for d in await queue.dead_letters(
-                ACME, "default")],
-            "archive_cursors": [await archives.cursor(ACME, b) for b in ("default", "audit")],
+            "dead": [(d.position, d.target_id, d.last_error)
+                     for d in await queue.dead_letters(ACME_DEFAULT)],
+            "archive_cursors": [await archives.cursor(BusRef(ACME, b))
+                                for b in ("default", "audit")],
             "a1": [(e.seq, e.position) for e in await read_all(archives, "a1")],
             "stats": await archives.stats(["a1", "a2", "a3"]),
         }  # fmt: skip
@@ -93,14 +96,16 @@ async def test_moved_stores_go_on_where_they_were(data_dir: Path) -> None:
     stores = pipeline_stores(data_dir, clock=lambda: T0)
     async with stores.queue as queue, stores.archives as archives:
         # seq 7 was handed out (and erased) in archives.db: it is not handed out again.
-        await archives.archive(TenantName("acme"), "audit", 3, [("a3", stored(3, bus="audit"))])
+        await archives.archive(
+            BusRef(TenantName("acme"), "audit"), 3, [("a3", stored(3, bus="audit"))]
+        )
         assert [e.seq for e in await read_all(archives, "a3")] == [8]
         # The ordered group goes on: acking its head makes 5 ready.
         (head,) = [d for d in await queue.lease(T0, 100, 600) if d.position == 4]
         await queue.ack(head.id)
         (after,) = await queue.lease(T0 + timedelta(minutes=1), 100, 600)
         assert after.position == 5
-        assert await queue.redrive(TenantName("acme"), "default") == 2
+        assert await queue.redrive(ACME_DEFAULT) == 2
 
 
 async def test_a_move_stopped_halfway_is_done_on_the_next_start(

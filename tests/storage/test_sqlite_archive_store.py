@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from tests.storage.archive_support import T0, read_all, stored
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import ArchiveStats, StoredEvent
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.archive.sqlite.store import DELETE_CHUNK
 from stellwerk.storage.sqlite import PIPELINE_FILE
+
+ACME_DEFAULT = BusRef(TenantName("acme"), "default")
 
 
 @pytest.fixture
@@ -39,20 +41,18 @@ async def test_a_failing_archive_stores_neither_copies_nor_cursor(
     )  # fmt: skip
 
     with pytest.raises(Exception, match="type 'list' is not supported"):
-        await store.archive(TenantName("acme"), "default", 2, [("a1", good), ("a1", bad)])
+        await store.archive(ACME_DEFAULT, 2, [("a1", good), ("a1", bad)])
 
-    assert await store.cursor(TenantName("acme"), "default") == 0
+    assert await store.cursor(ACME_DEFAULT) == 0
     assert await read_all(store, "a1") == []
     assert await store.stats(["a1"]) == {"a1": ArchiveStats(0, 0)}
-    await store.archive(TenantName("acme"), "default", 2, [("a1", good)])
+    await store.archive(ACME_DEFAULT, 2, [("a1", good)])
     assert [e.position for e in await read_all(store, "a1")] == [1]
 
 
 async def test_trim_and_drop_go_in_chunks_past_the_chunk_size(store: SqliteArchiveStore) -> None:
     n = DELETE_CHUNK + 5
-    await store.archive(
-        TenantName("acme"), "default", n, [("a1", stored(p)) for p in range(1, n + 1)]
-    )
+    await store.archive(ACME_DEFAULT, n, [("a1", stored(p)) for p in range(1, n + 1)])
 
     assert await store.trim("a1", T0 + timedelta(seconds=1)) == n
     assert await store.stats(["a1"]) == {"a1": ArchiveStats(0, 0)}
@@ -61,9 +61,7 @@ async def test_trim_and_drop_go_in_chunks_past_the_chunk_size(store: SqliteArchi
 async def test_erased_copies_are_not_left_readable_in_the_file(
     store: SqliteArchiveStore, path: Path
 ) -> None:
-    await store.archive(
-        TenantName("acme"), "default", 2, [("a1", stored(1, user="zeta-person-42"))]
-    )
+    await store.archive(ACME_DEFAULT, 2, [("a1", stored(1, user="zeta-person-42"))])
 
     await store.erase(["a1"], b"zeta-person-42", lambda e: True)
     await store.close()

@@ -21,12 +21,20 @@ from typing import Any
 
 import pytest
 from tests.polling import eventually
-from tests.storage.eventlog_support import ACME, MovableClock, new_event
+from tests.storage.eventlog_support import ACME, ACME_DEFAULT, MovableClock, new_event
 
 from stellwerk.clock import to_us
 from stellwerk.seams import AppendResult, AppendStatus, StoredEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
-from stellwerk.storage.eventlog.sqlite.dedup import Dedup, key_digest
+from stellwerk.storage.eventlog.sqlite.dedup import (
+    BLOCK_ENTRIES,
+    Dedup,
+    block_lookup,
+    key_digest,
+    key_digests,
+    pack_blocks,
+    prefix,
+)
 from stellwerk.storage.sqlite import LOG_DIR
 
 WINDOW = timedelta(seconds=10)
@@ -98,7 +106,7 @@ async def test_concurrent_resends_while_the_indexer_rotates_are_each_a_duplicate
 
 async def read_all(log: SqliteEventLog) -> list[StoredEvent]:
     found: list[StoredEvent] = []
-    while batch := await log.read(ACME, "default", after=found[-1].position if found else 0):
+    while batch := await log.read(ACME_DEFAULT, after=found[-1].position if found else 0):
         found += batch
     return found
 
@@ -180,3 +188,38 @@ class _HoldCommit:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
+
+
+def test_every_key_of_a_run_is_found_in_its_block_and_no_other_key_is() -> None:
+    """Blocks are found by their first digest's prefix, so a run of sorted digests split into
+    blocks must answer every key from the last block whose prefix is not above the key's,
+    at the edges of blocks too, and where two digests share their first 64 bits."""
+    rng = random.Random(7)
+    digests = sorted(rng.randbytes(16) for _ in range(3 * BLOCK_ENTRIES + 5))
+    # Two more digests with the first 8 bytes of the one where the first block would end.
+    edge = digests[BLOCK_ENTRIES - 1]
+    digests = sorted([*digests, edge[:8] + bytes(8), edge[:8] + b"\xff" * 8])
+    positions = {d: 1000 + i for i, d in enumerate(digests)}
+    blocks = pack_blocks(digests, positions)
+    prefixes = [key for key, _ in blocks]
+    assert prefixes == sorted(set(prefixes))
+    assert [prefix(entries[:16]) for _, entries in blocks] == prefixes
+
+    def find(digest: bytes) -> int | None:
+        below = [entries for key, entries in blocks if key <= prefix(digest)]
+        return block_lookup(below[-1], digest) if below else None
+
+    assert [find(d) for d in digests] == [positions[d] for d in digests]
+    strangers = [rng.randbytes(16) for _ in range(200)] + [edge[:8] + b"\x01" * 8]
+    assert [find(d) for d in strangers] == [None] * len(strangers)
+
+
+def test_digests_made_a_group_at_a_time_are_those_made_one_by_one() -> None:
+    """They are stored: a change would make every resend after an upgrade a new event."""
+    events = [
+        new_event(f"e{i}", bus=bus, source=source)
+        for i, (bus, source) in enumerate(
+            itertools.product(["default", "b:2", "ünï"], ["/orders", "urn:x", "2:a", "ß/ø"])
+        )
+    ]
+    assert key_digests(events) == [key_digest(e.tenant, e.bus, e.source, e.id) for e in events]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
-from tests.storage.eventlog_support import body_of, new_event
+from tests.storage.eventlog_support import ACME_DEFAULT, body_of, new_event
 
 from stellwerk.refs import TenantName
 from stellwerk.seams import ErasedEvent, StoredEvent
@@ -38,7 +38,7 @@ async def test_a_large_erasure_goes_a_chunk_at_a_time(tmp_path: Path) -> None:
             chunks.append(len(chunk))
 
         erased = await log.erase(TenantName("acme"), "default", b"ann", _is_ann, before)
-        kept = await log.read(TenantName("acme"), "default", limit=1000)
+        kept = await log.read(ACME_DEFAULT, limit=1000)
 
     assert len(erased) == 250
     assert [e.id for e in kept] == [f"e{i}" for i in range(1000) if i % 4]
@@ -88,7 +88,7 @@ async def test_an_erasure_cut_short_is_finished_when_the_log_opens(tmp_path: Pat
     assert b"ann-secret-7f3a" in logfile.read_bytes()
 
     async with SqliteEventLog(path) as log:
-        assert [e.id for e in await log.read(TenantName("acme"), "default")] == ["e2"]
+        assert [e.id for e in await log.read(ACME_DEFAULT)] == ["e2"]
         # Its key outlives it (the entry went to the dedup runs when the log closed).
         (again,) = await log.append([new_event("e1")])
         assert again.position == ann.position

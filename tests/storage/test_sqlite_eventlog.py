@@ -12,12 +12,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from tests.storage.eventlog_support import MovableClock, body_of, new_event
+from tests.storage.eventlog_support import ACME_DEFAULT, MovableClock, body_of, new_event
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import AppendStatus, EventLogError, LogOverloaded, NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.eventlog.sqlite.commit import MAX_CHUNK_EVENTS
+from stellwerk.storage.eventlog.sqlite.dedup import block_digests, block_positions, halves
 from stellwerk.storage.eventlog.sqlite.index import INDEX_FILE
 from stellwerk.storage.sqlite import LOG_DIR
 
@@ -75,7 +76,7 @@ async def test_concurrent_appends_share_one_commit(tmp_path: Path) -> None:
         positions = [r[0].position for r in results]
         assert positions == sorted(positions)
         assert len(set(positions)) == 101
-        assert len(await log.read(TenantName("acme"), "default")) == 101
+        assert len(await log.read(ACME_DEFAULT)) == 101
 
 
 async def test_a_full_queue_refuses_instead_of_buffering(tmp_path: Path) -> None:
@@ -97,7 +98,7 @@ async def test_a_full_queue_refuses_instead_of_buffering(tmp_path: Path) -> None
 
         gate.release()
         await asyncio.gather(first, queued, fits)
-        stored = {e.id for e in await log.read(TenantName("acme"), "default")}
+        stored = {e.id for e in await log.read(ACME_DEFAULT)}
         assert stored == {"first"} | {f"q{i}" for i in range(6)} | {f"f{i}" for i in range(4)}
         # With the queue drained the log takes appends again.
         assert (await log.append([new_event("r0")]))[0].status is AppendStatus.STORED
@@ -134,7 +135,7 @@ async def test_appends_are_acknowledged_after_the_closing_drain(tmp_path: Path) 
     results = await asyncio.gather(*pending)
     assert all(r[0].status is AppendStatus.STORED for r in results)
     async with SqliteEventLog(tmp_path / LOG_DIR) as reopened:
-        assert len(await reopened.read(TenantName("acme"), "default")) == 20
+        assert len(await reopened.read(ACME_DEFAULT)) == 20
 
 
 async def test_a_failing_observer_does_not_fail_durable_appends(tmp_path: Path) -> None:
@@ -160,7 +161,7 @@ async def test_a_cancelled_caller_leaves_the_writer_working(tmp_path: Path) -> N
         (after,) = await log.append([new_event("after")])
         assert after.status is AppendStatus.STORED
         # Once queued an append is stored even if its caller has gone (it cannot be unsent).
-        ids = [e.id for e in await log.read(TenantName("acme"), "default")]
+        ids = [e.id for e in await log.read(ACME_DEFAULT)]
         assert ids == ["first", "abandoned", "after"]
 
 
@@ -169,7 +170,7 @@ async def test_a_body_that_is_not_one_json_object_is_refused(tmp_path: Path) -> 
     async with SqliteEventLog(tmp_path / LOG_DIR) as log:
         with pytest.raises(ValueError, match="e1"):
             await log.append([bad])
-        assert await log.read(TenantName("acme"), "default") == []
+        assert await log.read(ACME_DEFAULT) == []
 
 
 async def test_queued_bytes_are_bounded_too(tmp_path: Path) -> None:
@@ -210,14 +211,14 @@ async def test_reads_cross_chunks_of_interleaved_buses(tmp_path: Path) -> None:
         await asyncio.gather(first, *appends)
         assert gate.batches == [1, 2 * size]
         for bus, count in (("default", 2 * (size // 2) + 1), ("audit", 2 * (size // 2))):
-            everything = await log.read(TenantName("acme"), bus, limit=10_000)
+            everything = await log.read(BusRef(TenantName("acme"), bus), limit=10_000)
             assert len(everything) == count
             positions = [e.position for e in everything]
             assert positions == sorted(set(positions))
             # Pages that start and end inside chunks give the same events.
             paged = []
             after = 0
-            while page := await log.read(TenantName("acme"), bus, after=after, limit=97):
+            while page := await log.read(BusRef(TenantName("acme"), bus), after=after, limit=97):
                 paged.extend(page)
                 after = page[-1].position
             assert paged == everything
@@ -232,7 +233,7 @@ async def test_each_event_is_in_the_files_once_and_the_index_holds_no_body(tmp_p
     path = tmp_path / LOG_DIR
     async with SqliteEventLog(path, index_interval=0) as log:
         await log.append([new_event(f"e{i}", data={"note": f"unique-{i}-7d1e"}) for i in range(50)])
-        assert len(await log.read(TenantName("acme"), "default")) == 50
+        assert len(await log.read(ACME_DEFAULT)) == 50
     files = sorted(path.glob("*.log"))
     raw = b"".join(f.read_bytes() for f in files)
     assert all(raw.count(f"unique-{i}-7d1e".encode()) == 1 for i in range(50))
@@ -256,7 +257,7 @@ async def test_dedup_entries_move_to_runs_and_still_find_duplicates(tmp_path: Pa
     async with SqliteEventLog(path, **settings) as log:  # type: ignore[arg-type]
         first = [(await log.append([new_event(f"old{i}")]))[0] for i in range(40)]
         with _index(path) as conn:
-            runs = conn.execute("SELECT count(DISTINCT run) FROM dedup_entries").fetchone()[0]
+            runs = conn.execute("SELECT count(DISTINCT run) FROM dedup_blocks").fetchone()[0]
             closed = conn.execute("SELECT count(*) FROM dedup_epochs WHERE filter IS NOT NULL")
             assert runs >= 3
             assert closed.fetchone()[0] >= 1
@@ -275,8 +276,42 @@ async def test_dedup_entries_move_to_runs_and_still_find_duplicates(tmp_path: Pa
         for i in range(30):
             await log.append([new_event(f"new{i}")])
     with _index(path) as conn:
-        oldest = conn.execute("SELECT min(position) FROM dedup_entries").fetchone()[0]
-        assert oldest is None or oldest > first[-1].position
+        kept = [
+            p
+            for (b,) in conn.execute("SELECT entries FROM dedup_blocks")
+            for p in block_positions(b)
+        ]
+        assert min(kept, default=None) is None or min(kept) > first[-1].position
+
+
+async def test_runs_an_earlier_version_wrote_a_row_per_entry_are_packed_and_still_found(
+    tmp_path: Path,
+) -> None:
+    """An index whose runs are rows of `dedup_entries` (as before dedup blocks) opens with
+    them packed into blocks, and every key in them is still a duplicate."""
+    path = tmp_path / LOG_DIR
+    settings = {"index_interval": 0, "dedup_run_entries": 8, "dedup_epoch_entries": 16}
+    async with SqliteEventLog(path, **settings) as log:  # type: ignore[arg-type]
+        first = await log.append([new_event(f"e{i}") for i in range(40)])
+    with _index(path) as conn:  # the runs as the earlier version laid them out
+        rows = [
+            (run, *halves(digest), position)
+            for run, entries in conn.execute("SELECT run, entries FROM dedup_blocks")
+            for digest, position in zip(
+                block_digests(entries), block_positions(entries), strict=True
+            )
+        ]
+        assert len(rows) == 40
+        conn.executemany("INSERT INTO dedup_entries VALUES (?, ?, ?, ?)", rows)
+        conn.execute("DELETE FROM dedup_blocks")
+        conn.execute("DELETE FROM dedup_epochs WHERE filter IS NULL")  # rebuilt from the rows
+    async with SqliteEventLog(path, **settings) as log:  # type: ignore[arg-type]
+        with _index(path) as conn:
+            assert conn.execute("SELECT count(*) FROM dedup_entries").fetchone()[0] == 0
+            assert conn.execute("SELECT count(*) FROM dedup_blocks").fetchone()[0] > 0
+        again = await log.append([new_event(f"e{i}") for i in range(40)])
+    assert all(r.status is AppendStatus.DUPLICATE for r in again)
+    assert [r.position for r in again] == [r.position for r in first]
 
 
 async def test_a_reading_process_sees_the_newest_events_before_they_are_indexed(
@@ -290,10 +325,10 @@ async def test_a_reading_process_sees_the_newest_events_before_they_are_indexed(
         stored = await writer.append([new_event(f"e{i}", bus=f"b{i % 2}") for i in range(10)])
         with _index(path) as conn:
             assert conn.execute("SELECT count(*) FROM chunks").fetchone()[0] == 0
-        assert [e.id for e in await reader.read(TenantName("acme"), "b0")] == [
+        assert [e.id for e in await reader.read(BusRef(TenantName("acme"), "b0"))] == [
             f"e{i}" for i in range(0, 10, 2)
         ]
-        assert await reader.last_position(TenantName("acme"), "b1") == stored[-1].position
+        assert await reader.last_position(BusRef(TenantName("acme"), "b1")) == stored[-1].position
         with pytest.raises(EventLogError, match="another one appends"):
             await reader.append([new_event("nope")])
 
@@ -310,7 +345,7 @@ async def test_a_torn_tail_is_cut_off_and_appends_go_on_after_it(tmp_path: Path)
         assert newest.stat().st_size == intact
         (after,) = await log.append([new_event("after")])
         assert after.position == stored[-1].position + 1
-        assert [e.id for e in await log.read(TenantName("acme"), "default")] == [
+        assert [e.id for e in await log.read(ACME_DEFAULT)] == [
             *(f"e{i}" for i in range(5)),
             "after",
         ]
@@ -328,9 +363,9 @@ async def test_trimming_deletes_whole_files_and_keeps_the_index_small(tmp_path: 
         clock.advance(timedelta(days=1))
         (kept,) = await log.append([new_event("kept")])
         assert await log.trim(clock.now - timedelta(hours=1)) == 200
-        assert [e.id for e in await log.read(TenantName("acme"), "default")] == ["kept"]
+        assert [e.id for e in await log.read(ACME_DEFAULT)] == ["kept"]
         assert len(list(path.glob("*.log"))) <= 2
-        assert kept.position == await log.last_position(TenantName("acme"), "default")
+        assert kept.position == await log.last_position(ACME_DEFAULT)
 
 
 async def test_a_log_kept_in_one_sqlite_file_is_moved_into_files(tmp_path: Path) -> None:
@@ -364,7 +399,7 @@ async def test_a_log_kept_in_one_sqlite_file_is_moved_into_files(tmp_path: Path)
         conn.execute("INSERT INTO marks VALUES (1, ?)", (now_us,))
     path = tmp_path / LOG_DIR
     async with SqliteEventLog(path, legacy=legacy) as log:
-        read = await log.read(TenantName("acme"), "default")
+        read = await log.read(ACME_DEFAULT)
         # The event erased in the old log (no body) stays erased: position 2 is skipped.
         assert [(e.position, e.id, e.subject, e.body) for e in read] == [
             (1, "a", None, bodies[0]),
@@ -377,4 +412,8 @@ async def test_a_log_kept_in_one_sqlite_file_is_moved_into_files(tmp_path: Path)
         assert fresh.position == 4
     assert not legacy.exists()
     async with SqliteEventLog(path, legacy=legacy) as log:  # moved once, not again
-        assert [e.id for e in await log.read(TenantName("acme"), "default")] == ["a", "b", "c"]
+        assert [e.id for e in await log.read(ACME_DEFAULT)] == [
+            "a",
+            "b",
+            "c",
+        ]

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from tests.disks import ext4, tmpfs
 from tests.polling import eventually
-from tests.storage.eventlog_support import new_event
+from tests.storage.eventlog_support import ACME_DEFAULT, new_event
 
-from stellwerk.refs import TenantName
 from stellwerk.seams import AppendStatus, LogUnavailable, NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR
@@ -60,7 +59,7 @@ async def append_until_refused(
 async def stored_ids(log: SqliteEventLog) -> list[str]:
     found: list[str] = []
     after = 0
-    while batch := await log.read(TenantName("acme"), "default", after=after, limit=1000):
+    while batch := await log.read(ACME_DEFAULT, after=after, limit=1000):
         found += [e.id for e in batch]
         after = batch[-1].position
     return found

@@ -7,9 +7,8 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from tests.storage.eventlog_support import MovableClock, new_event
+from tests.storage.eventlog_support import ACME_DEFAULT, MovableClock, new_event
 
-from stellwerk.refs import TenantName
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR
 
@@ -38,7 +37,7 @@ async def _fill_and_trim(path: Path, clock: MovableClock, round_no: int) -> tupl
         full = await asyncio.to_thread(_size, path)
         clock.advance(timedelta(days=1))
         assert await log.trim(clock.now) == EVENTS_PER_ROUND
-        assert await log.read(TenantName("acme"), "default") == []
+        assert await log.read(ACME_DEFAULT) == []
     return full, await asyncio.to_thread(_size, path)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tests.storage.test_nats_signals import Ear
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import Change
 from stellwerk.storage.signals import SIGNALS_DIR, UnixSignals, signal_address
 
@@ -44,10 +44,12 @@ async def test_appends_of_one_loop_turn_go_out_as_one_datagram_and_the_sender_he
 ) -> None:
     a, ear_a, _b, ear_b = pair
     for _ in range(50):
-        a.appended(TenantName("t1"), "default")
-    a.appended(TenantName("t2"), "orders")
+        a.appended(BusRef(TenantName("t1"), "default"))
+    a.appended(BusRef(TenantName("t2"), "orders"))
     await ear_b.until(lambda: len(ear_b.appended) >= 2)
-    a.appended(TenantName("t1"), "default")  # a later turn: another datagram, heard after the first
+    a.appended(
+        BusRef(TenantName("t1"), "default")
+    )  # a later turn: another datagram, heard after the first
     await ear_b.until(lambda: len(ear_b.appended) >= 3)
     assert ear_b.appended == [("t1", "default"), ("t2", "orders"), ("t1", "default")]
     assert ear_a.appended == []
@@ -67,7 +69,7 @@ async def test_routed_and_changes_arrive_in_order_both_ways(
     assert ear_b.changes == changes
     assert ear_b.routed == 1  # coalesced
     await b.changed(Change("key", "t1", name="k1"))
-    b.appended(TenantName("t1"), "default")
+    b.appended(BusRef(TenantName("t1"), "default"))
     await ear_a.until(lambda: bool(ear_a.changes and ear_a.appended))
     assert ear_a.changes == [Change("key", "t1", name="k1")]
     assert ear_a.appended == [("t1", "default")]
@@ -81,7 +83,7 @@ async def test_many_buses_in_one_turn_are_split_over_datagrams(
     a, _ear_a, _b, ear_b = pair
     buses = [(TenantName("t1"), f"bus-{i:05d}") for i in range(3000)]
     for tenant, bus in buses:
-        a.appended(tenant, bus)
+        a.appended(BusRef(tenant, bus))
     await ear_b.until(lambda: len(ear_b.appended) == len(buses))
     assert sorted(ear_b.appended) == buses
 
@@ -94,7 +96,7 @@ async def test_a_dead_peers_marker_does_not_break_sends_and_is_cleared(
     dead_name = "pipeline.4194305"  # above pid_max: no process has this pid
     dead = tmp_path / SIGNALS_DIR / dead_name
     dead.write_bytes(signal_address(tmp_path, dead_name))
-    a.appended(TenantName("t1"), "default")
+    a.appended(BusRef(TenantName("t1"), "default"))
     await a.changed(Change("bus", "t1", bus="default"))
     await ear_b.until(lambda: bool(ear_b.appended and ear_b.changes))
     assert not dead.exists()
@@ -106,8 +108,8 @@ async def test_two_data_directories_do_not_hear_each_other(tmp_path: Path) -> No
     b = await listening(tmp_path / "two", ear_b, "pipeline")
     c = await listening(tmp_path / "two", Ear(), "gateway")
     try:
-        a.appended(TenantName("t1"), "default")
-        c.appended(TenantName("t1"), "other")
+        a.appended(BusRef(TenantName("t1"), "default"))
+        c.appended(BusRef(TenantName("t1"), "other"))
         await ear_b.until(lambda: bool(ear_b.appended))
         assert ear_b.appended == [("t1", "other")]
         assert ear_a.appended == []
@@ -145,3 +147,76 @@ async def test_a_malformed_datagram_is_ignored(
     await asyncio.sleep(0)
     assert ear_b.appended == []
     assert ear_b.changes == []
+
+
+class SlowEar(Ear):
+    """An ear that takes a change in only when let."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.let = asyncio.Event()
+
+    async def on_changed(self, change: Change) -> None:
+        self.entered.set()
+        await self.let.wait()
+        await super().on_changed(change)
+
+
+async def test_a_change_is_sent_back_as_taken_once_every_peer_applied_it(tmp_path: Path) -> None:
+    ear_a, ear_b = Ear(), SlowEar()
+    a = await listening(tmp_path, ear_a, "gateway")
+    b = await listening(tmp_path, ear_b, "pipeline")
+    try:
+        sending = asyncio.create_task(a.changed(Change("rules", "t1", bus="default")))
+        await asyncio.wait_for(ear_b.entered.wait(), 10)
+        # The peer is applying it: the sender waits on.
+        done, _ = await asyncio.wait([sending], timeout=0.05)
+        assert not done
+        ear_b.let.set()
+        await asyncio.wait_for(sending, 10)
+        assert ear_b.changes == [Change("rules", "t1", bus="default")]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_peer_that_does_not_answer_holds_a_change_up_only_for_a_while(
+    tmp_path: Path,
+) -> None:
+    ear_b = SlowEar()
+    a = UnixSignals(tmp_path, name="gateway", ack_seconds=0.2)
+    await a.start(
+        on_appended=Ear().on_appended,
+        on_routed=Ear().on_routed,
+        on_changed=Ear().on_changed,
+        on_resync=Ear().on_resync,
+    )
+    b = await listening(tmp_path, ear_b, "pipeline")
+    try:
+        await asyncio.wait_for(a.changed(Change("bus", "t1", bus="default")), 10)
+        assert ear_b.entered.is_set()
+        assert ear_b.changes == []
+        ear_b.let.set()  # it catches up later
+        await ear_b.until(lambda: len(ear_b.changes) == 1)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_change_whose_sender_names_a_path_is_ignored(
+    pair: tuple[UnixSignals, Ear, UnixSignals, Ear], tmp_path: Path
+) -> None:
+    a, _ear_a, b, ear_b = pair
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        change = b'{"kind": "key", "tenant": "t1", "name": "k1"}'
+        for sender in (b"../../victim", b"", b"/etc/passwd"):
+            probe.sendto(b"c" + (1).to_bytes(8, "big") + sender + b"\n" + change, b.address)
+    finally:
+        probe.close()
+    await a.changed(Change("key", "t1", name="k2"))
+    assert [c.name for c in ear_b.changes] == ["k2"]
+    assert victim.read_text() == "keep me"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Protocol, TypeVar
 
 from starlette.requests import Request
 
@@ -16,6 +17,11 @@ class Serving(Protocol):
 
     @property
     def platform(self) -> Platform: ...
+
+    @property
+    def capabilities(self) -> Mapping[str, object]:
+        """The opened capabilities, by name (`stellwerk.capability`)."""
+        ...
 
 
 class ServingLifecycle(Protocol):
@@ -42,3 +48,18 @@ def platform_from(lifecycle: ServingLifecycle) -> Platform:
 
 def platform_of(request: Request) -> Platform:
     return platform_from(lifecycle_of(request))
+
+
+T = TypeVar("T")
+
+
+def capability_of(request: Request, name: str, kind: type[T]) -> T:
+    """The opened capability `name` (a `kind`) of the process answering, or 503 with
+    `Retry-After` while the process is not ready."""
+    try:
+        found = lifecycle_of(request).services.capabilities[name]
+    except NotReadyError as exc:
+        raise ApiError(503, "ServiceUnavailable", str(exc), headers={"Retry-After": "1"}) from None
+    if not isinstance(found, kind):
+        raise TypeError(f"capability {name!r} is a {type(found).__name__}, not a {kind.__name__}")
+    return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -11,7 +12,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from stellwerk.api.middleware import GateMiddleware
+from stellwerk.api.openapi import Parameter
 from stellwerk.auth import Scope
+from stellwerk.names import NAME_RULE, Name
 from stellwerk.service import Platform
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -25,10 +28,22 @@ class Endpoint:
     summary: str
     tag: str
     scope: Scope | None  # None: public, no key needed
-    request_body: type | None = None
+    request_body: Any = None
+    # False when the handler reads an absent body as an empty one (`read_json(..., empty=...)`).
+    request_body_required: bool = True
     request_content_types: tuple[str, ...] = ("application/json",)
     responses: Mapping[int, type | None] = field(default_factory=dict)
-    path_params: Mapping[str, str] = field(default_factory=dict)
+    # A plain string only describes a parameter; a `Parameter` also gives its type, so that the
+    # document says which values the handler takes (see `name_param`).
+    path_params: Mapping[str, str | Parameter] = field(default_factory=dict)
+    query_params: Mapping[str, str | Parameter] = field(default_factory=dict)
+
+
+def name_param(description: str) -> Parameter:
+    """A path parameter that the handler checks with `path_name`: a name under NAME_RULE.
+
+    Without the pattern a generated client sends names that the server refuses with 400."""
+    return Parameter(f"{description}, {NAME_RULE}", Name)
 
 
 def build_routes(endpoints: Sequence[Endpoint], platform: Callable[[], Platform]) -> list[Route]:

@@ -23,6 +23,7 @@ from stellwerk.service import (
     Forbidden,
     InvalidRequest,
     NotFound,
+    NotSupported,
     PayloadTooLarge,
     ServiceError,
     TooManyRequests,
@@ -87,6 +88,7 @@ _HTTP_CODES = {
     415: "UnsupportedMediaType",
     422: "ValidationFailed",
     429: "TooManyRequests",
+    501: "NotImplemented",
     503: "ServiceUnavailable",
 }
 
@@ -101,6 +103,7 @@ _SERVICE_STATUS: dict[type[ServiceError], int] = {
     UnsupportedMediaType: 415,
     ValidationFailed: 422,
     TooManyRequests: 429,
+    NotSupported: 501,
     Unavailable: 503,
 }
 

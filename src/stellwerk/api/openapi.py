@@ -70,6 +70,8 @@ class Operation:
 
     Types (`request_body`, `responses` values, `Parameter.type`) may be `msgspec.Struct`s or any
     other type msgspec can describe (`list[Bus]`, `dict[str, int]`); `None` means no body.
+    `request_body` may also map content types to types, for a body whose shape depends on its
+    content type (a CloudEvent, or a batch of them).
     """
 
     method: str
@@ -78,6 +80,8 @@ class Operation:
     tags: tuple[str, ...]
     scopes: tuple[str, ...]  # any one of these API key scopes is enough; () means public
     request_body: Any = None
+    # False when the handler reads an absent body as an empty one (`read_json(..., empty=...)`).
+    request_body_required: bool = True
     request_content_types: tuple[str, ...] = ("application/json",)
     responses: Mapping[int, Any] = field(default_factory=dict)
     path_params: Mapping[str, str | Parameter] = field(default_factory=dict)
@@ -105,8 +109,9 @@ def build_openapi(
     types = _TypeTable()
     error_ref = types.add(error_body) if error_body is not None else None
     for op in operations:
-        if op.request_body is not None:
-            types.add(op.request_body)
+        for body in _request_bodies(op).values():
+            if body is not None:
+                types.add(body)
         for body in op.responses.values():
             if body is not None:
                 types.add(body)
@@ -192,6 +197,15 @@ class _TypeTable:
         return schema_of
 
 
+def _request_bodies(op: Operation) -> dict[str, Any]:
+    """The body's type per content type."""
+    if op.request_body is None:
+        return {}
+    if isinstance(op.request_body, Mapping):
+        return dict(op.request_body)
+    return dict.fromkeys(op.request_content_types, op.request_body)
+
+
 def _path_parameters(op: Operation, schema_of: SchemaOf) -> tuple[str, list[dict[str, Any]]]:
     """The OpenAPI form of a Starlette path template and its parameter objects."""
     parameters: list[dict[str, Any]] = []
@@ -268,13 +282,14 @@ def _operation(
         result["parameters"] = parameters
 
     if op.request_body is not None:
-        body_schema = schema_of(op.request_body)
         result["requestBody"] = {
-            "required": True,
+            "required": op.request_body_required,
             "content": {
                 # A non-JSON content type (a binary-mode CloudEvent, say) carries any bytes.
-                content_type: {"schema": body_schema if "json" in content_type else {}}
-                for content_type in op.request_content_types
+                content_type: {
+                    "schema": schema_of(body) if "json" in content_type and body is not None else {}
+                }
+                for content_type, body in _request_bodies(op).items()
             },
         }
 

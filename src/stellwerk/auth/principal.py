@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from stellwerk.refs import TenantId, TenantName, TenantRef
+from stellwerk.refs import BusRef, TenantId, TenantName, TenantRef
 
 
 class Scope(enum.StrEnum):
@@ -36,3 +36,7 @@ class Principal:
     def tenant(self) -> TenantName:
         """The tenant's name: what the log, the queue, the archives and the leases key by."""
         return self.ref.name
+
+    def bus(self, name: str) -> BusRef:
+        """One of the tenant's buses, as the log side's seams take it (once per request)."""
+        return self.ref.bus(name)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from stellwerk.app import default_capabilities
 from stellwerk.cli.options import setting_option, settings_from
 from stellwerk.storage.sqlite import BackupError
 from stellwerk.storage.sqlite import backup as make_backup
@@ -39,7 +40,7 @@ def verify(source: Path) -> None:
         manifest = verify_backup(source)
     except (BackupError, OSError) as exc:
         raise click.ClickException(f"{source}: {exc}") from None
-    names = ", ".join(manifest.databases + manifest.files)
+    names = ", ".join(manifest.databases + manifest.parts + manifest.files)
     click.echo(
         f"{source}: a whole backup, taken {manifest.created_at.isoformat()} by Stellwerk "
         f"{manifest.version} ({names})"
@@ -52,11 +53,12 @@ def verify(source: Path) -> None:
 def take(destination: Path, **values: Any) -> None:
     """Copy a live embedded data directory to DESTINATION without stopping ingestion."""
     settings = settings_from(values)
+    parts = [part for capability in default_capabilities() for part in capability.backup_parts]
     try:
-        result = make_backup(settings.data_dir, destination)
+        result = make_backup(settings.data_dir, destination, parts)
     except (BackupError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
-    names = ", ".join(result.manifest.databases + result.manifest.files)
+    names = ", ".join(result.manifest.databases + result.manifest.parts + result.manifest.files)
     click.echo(f"backed up {settings.data_dir} to {destination} ({names})")
 
 

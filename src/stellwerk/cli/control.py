@@ -4,13 +4,16 @@ using at the same time. A refusal becomes a one-line error: a usage error for ba
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import click
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stellwerk.config import Settings
+from stellwerk.secrets import ENV_VAR, SecretBox, SecretKeyError, load_or_create_key
 from stellwerk.service import InvalidRequest, Keys, ServiceError, Tenants, ValidationFailed
 from stellwerk.storage.control import ControlPlane
 
@@ -23,13 +26,25 @@ class Admin:
 
     tenants: Tenants
     keys: Keys
+    engine: AsyncEngine  # the control plane's database, for a capability's own tables
+
+
+def secret_box(settings: Settings) -> SecretBox | None:
+    """The servers' secret key, so that keys made here get the sealed copy that request signing
+    needs (docs/eventbridge-api.md): the data directory's key file in embedded mode (made as the
+    server would make it), `STELLWERK_SECRET_KEY` in scale-out mode; without that variable there,
+    None, and such keys cannot sign requests."""
+    if not settings.embedded and not os.environ.get(ENV_VAR):
+        return None
+    return SecretBox(load_or_create_key(settings.data_dir, os.environ, create=settings.embedded))
 
 
 def with_admin(settings: Settings, action: Callable[[Admin], Awaitable[T]]) -> T:
     async def run() -> T:
-        control = await ControlPlane.open(settings.control_database_url)
+        control = await ControlPlane.open(settings.control_database_url, box=secret_box(settings))
         try:
-            return await action(Admin(tenants=Tenants(control), keys=Keys(control)))
+            admin = Admin(tenants=Tenants(control), keys=Keys(control), engine=control.engine)
+            return await action(admin)
         finally:
             await control.close()
 
@@ -39,3 +54,5 @@ def with_admin(settings: Settings, action: Callable[[Admin], Awaitable[T]]) -> T
         raise click.UsageError(exc.message) from None
     except ServiceError as exc:
         raise click.ClickException(exc.message) from None
+    except SecretKeyError as exc:
+        raise click.ClickException(str(exc)) from None

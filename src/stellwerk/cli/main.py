@@ -27,6 +27,8 @@ COMMANDS = {
     "restore": "stellwerk.cli.backup:restore",
     "replay": "stellwerk.cli.replay:replay",
     "receive": "stellwerk.cli.receive:receive",
+    "lake": "stellwerk.cli.lake:lake",
+    "peers": "stellwerk.cli.peers:peers",
 }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import click
 import msgspec
 
+from stellwerk.events.envelope import eventbridge_envelope
 from stellwerk.patterns import InvalidPatternError, compile_pattern, explain
 
 EXIT_MATCH = 0
@@ -34,12 +35,32 @@ def pattern() -> None:
 @click.option("--pattern", "pattern_text", required=True, help="The pattern: JSON text or @file.")
 @click.option("--event", "event_text", required=True, help="The event: JSON text or @file.")
 @click.option("--explain", "want_explanation", is_flag=True, help="Say why it does not match.")
-def test(pattern_text: str, event_text: str, want_explanation: bool) -> None:
+@click.option(
+    "--view",
+    type=click.Choice(["cloudevents", "eventbridge"]),
+    default="cloudevents",
+    show_default=True,
+    help="As a rule of this view sees the event: eventbridge takes it as a stored CloudEvent "
+    "and matches its EventBridge envelope.",
+)
+@click.option(
+    "--account",
+    default="default",
+    show_default=True,
+    help="The tenant shown as the envelope's account (--view eventbridge).",
+)
+def test(
+    pattern_text: str, event_text: str, want_explanation: bool, view: str, account: str
+) -> None:
     """Exit 0 if the event matches the pattern, 1 if not, 2 if the pattern is invalid."""
     try:
         event: Any = msgspec.json.decode(_read(event_text))
     except msgspec.DecodeError as error:
         raise click.BadParameter(f"the event is not valid JSON: {error}") from None
+    if view == "eventbridge":
+        if not isinstance(event, dict):
+            raise click.BadParameter("with --view eventbridge the event is a CloudEvent object")
+        event = eventbridge_envelope(event, account)
     try:
         compiled = compile_pattern(_read(pattern_text))
     except InvalidPatternError as error:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import functools
 import importlib
 import os
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -26,7 +29,7 @@ from stellwerk.cli.options import (
     store_options,
     switch_option,
 )
-from stellwerk.cli.supervise import die_with_parent, mark_ready
+from stellwerk.cli.supervise import die_with_parent, mark_ready, pass_the_gate
 from stellwerk.config import Role, Settings
 from stellwerk.ops import Lifecycle, configure_logging, start_error_tracking
 from stellwerk.secrets import SecretKeyError, load_or_create_key
@@ -115,6 +118,7 @@ def check_start(settings: Settings) -> None:
             raise click.ClickException(
                 f"{folder} is not a directory Stellwerk can write to: {exc.strerror or exc}"
             ) from None
+    check_tls(settings)
     try:
         load_or_create_key(settings.data_dir, os.environ, create=settings.embedded)
     except SecretKeyError as exc:
@@ -123,6 +127,50 @@ def check_start(settings: Settings) -> None:
         raise click.ClickException(
             f"{settings.data_dir} is not a directory Stellwerk can write to: {exc.strerror or exc}"
         ) from None
+
+
+def check_tls(settings: Settings) -> None:
+    """A certificate and its key go together, and must load, or the start stops with one line
+    (rather than each gateway failing its TLS handshakes)."""
+    cert, key = settings.tls_cert, settings.tls_key
+    if cert is None and key is None:
+        return
+    if cert is None or key is None:
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise click.ClickException(
+            f"cannot use the certificate {cert} with the key {key}: {exc.strerror or exc}"
+        ) from None
+
+
+def check_port(host: str, port: int) -> None:
+    """Stop at once when another process listens on the port: found before the server's
+    dependencies load (seconds of a start), a taken port ends a start, and so a supervised
+    gateway's restart, in a fraction of a second. Bound as uvicorn binds (SO_REUSEADDR), so a
+    port in TIME_WAIT is not taken; anything else a bind can meet is left for uvicorn to say."""
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return
+    for family, kind, protocol, _name, address in addresses:
+        with contextlib.ExitStack() as closing:
+            try:
+                probe = closing.enter_context(socket.socket(family, kind, protocol))
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise click.ClickException(
+                        f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                    ) from None
 
 
 def require(module: str, extra: str, flag: str) -> None:
@@ -160,12 +208,34 @@ def run(settings: Settings, values: Mapping[str, Any] | None = None) -> int:
     return 0
 
 
+def serve_edge(settings: Settings) -> None:
+    """The edge proxy: no stores, no roles, one process (docs/global-endpoints.md)."""
+    from stellwerk.sites import build_edge_app
+
+    uvicorn.run(
+        build_edge_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+
+
 def serve_here(settings: Settings) -> None:
     """This process serves: every role, or the one role its parent gave it."""
-    # Imported here so that a refused flag is reported before the server's dependencies load.
+    if settings.role is not Role.PIPELINE:
+        check_port(settings.host, settings.port)
+    # Imported here so that a refused flag (or a taken port) is reported before the server's
+    # dependencies load.
     from stellwerk.app import build_app
 
+    if settings.role is Role.EDGE:
+        serve_edge(settings)
+        return
+
     die_with_parent()
+    pass_the_gate()
     if settings.role in (Role.GATEWAY, Role.PIPELINE) and settings.embedded:
         # Two processes write to one stream: each line says whose it is.
         structlog.contextvars.bind_contextvars(process=str(settings.role))
@@ -188,7 +258,13 @@ def serve_here(settings: Settings) -> None:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds) or None,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )
+    # The app applies the proxy headers itself, behind its fast paths (App.take_proxy_headers),
+    # from the hosts uvicorn would trust (FORWARDED_ALLOW_IPS, else loopback).
+    app.take_proxy_headers(config.forwarded_allow_ips)
+    config.proxy_headers = False
     server = DrainingServer(config, app.state.lifecycle, settings.drain_seconds)
     if settings.role is Role.PIPELINE:
         # Not on the network: it answers probes and metrics to the gateway beside it.
@@ -240,6 +316,10 @@ def pipeline_socket(data_dir: Path) -> socket.socket:
 )
 @setting_option("drain_seconds", "On SIGTERM, how long to keep serving with readiness false.")
 @setting_option("shutdown_timeout_seconds", "How long requests in flight may take at shutdown.")
+@setting_option(
+    "restart_backoff_seconds",
+    "Embedded, 2 processes: the first wait before a child that died is restarted (it doubles).",
+)
 @setting_option("key_cache_seconds", "How long a key lookup is cached (revocation delay).")
 @setting_option("tenant_request_rate", "Requests per second one tenant may make (0: unlimited).")
 @setting_option("tenant_event_rate", "Events per second one tenant may send (0: unlimited).")
@@ -267,7 +347,18 @@ def pipeline_socket(data_dir: Path) -> socket.socket:
 @setting_option("backup_interval", "Time between scheduled backups: 3600, 30m, 6h, 1d.")
 @setting_option("backup_keep", "How many scheduled backups to keep (older ones are removed).")
 @setting_option("otlp_endpoint", "OpenTelemetry collector (OTLP/HTTP) to send traces to.")
+@setting_option("tls_cert", "Serve HTTPS with this PEM certificate (chain); needs --tls-key.")
+@setting_option("tls_key", "The PEM private key of --tls-cert.")
 @setting_option("sentry_dsn", "Sentry DSN to send unhandled errors to (scrubbed of secrets).")
+@setting_option(
+    "smtp_url", "Mail server for status page subscribers: smtp://user:pass@host:587 or smtps://."
+)
+@setting_option("smtp_from", "The From: of status page mails: 'Acme <status@acme.example>'.")
+@setting_option("lake_url", "Where lake targets write Parquet: a directory or s3://bucket/prefix.")
+@setting_option("geoip_db", "A MaxMind-format .mmdb file for tracking's geo (needs [geoip]).")
+@setting_option("site", "This deployment's site name, as its peers know it (global endpoints).")
+@setting_option("upstream", "--role edge: the sites' base URLs, comma-separated, primary first.")
+@setting_option("endpoint", "--role edge: the global endpoint whose active site gets the traffic.")
 def serve(**values: Any) -> None:
     """Run Stellwerk."""
     settings = settings_from(values)

@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,7 +31,10 @@ log = structlog.get_logger("stellwerk.supervisor")
 
 # The environment variable that tells a child who its parent is (and that it has one).
 SUPERVISOR_ENV: Final = "STELLWERK_SUPERVISOR_PID"
-FIRST_BACKOFF_SECONDS: Final = 0.5
+# Set for a child started ahead of its turn: once loaded it waits for "go" on its stdin.
+GATE_ENV: Final = "STELLWERK_START_GATE"
+GO: Final = b"go\n"
+# The first wait before a restart is `Settings.restart_backoff_seconds` (0.5 s unless set).
 MAX_BACKOFF_SECONDS: Final = 30.0
 # A child that ran this long before it exited was healthy: its next restart waits the least.
 HEALTHY_SECONDS: Final = 60.0
@@ -59,6 +62,19 @@ def die_with_parent() -> None:
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         log.warning("cannot ask to die with the parent", errno=ctypes.get_errno())
     if os.getppid() != int(parent):
+        raise SystemExit("stellwerk: the supervising process has ended")
+
+
+def pass_the_gate() -> None:
+    """In a child started ahead of its turn, with its code loaded: wait until the parent says
+    go; end if the parent goes away first (its end of the pipe closes)."""
+    if os.environ.get(GATE_ENV) != "1":
+        return
+    try:
+        said = sys.stdin.buffer.readline()
+    except KeyboardInterrupt:
+        raise SystemExit(0) from None  # Ctrl-C before its turn came: the stop asked for
+    if said != GO:
         raise SystemExit("stellwerk: the supervising process has ended")
 
 
@@ -92,16 +108,36 @@ class Child:
     role: Role
     command: list[str]
     env: dict[str, str]
+    first_backoff: float
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
-    backoff: float = FIRST_BACKOFF_SECONDS
+    backoff: float = field(init=False)  # the wait before the next restart
     starts: int = 0
 
+    def __post_init__(self) -> None:
+        self.backoff = self.first_backoff
+
     async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(*self.command, env=self.env)
+        """Start the process, or let the one loaded ahead of its turn (`load`) go on."""
+        gate = self.process.stdin if self.process is not None else None
+        if self.process is None or gate is None:
+            self.process = await asyncio.create_subprocess_exec(*self.command, env=self.env)
+        else:
+            with contextlib.suppress(ConnectionError):  # it died meanwhile: _keep sees that
+                gate.write(GO)
+                await gate.drain()
+            gate.close()
+            self.process.stdin = None  # passed: a restart is a new process
         self.started_at = time.monotonic()
         self.starts += 1
         log.info("process started", role=str(self.role), pid=self.process.pid)
+
+    async def load(self) -> None:
+        """Start the process ahead of its turn: it loads its code (most of a start) and waits
+        at the gate (`pass_the_gate`) for `start`."""
+        self.process = await asyncio.create_subprocess_exec(
+            *self.command, env={**self.env, GATE_ENV: "1"}, stdin=asyncio.subprocess.PIPE
+        )
 
     def signal(self, sig: int) -> None:
         if self.process is not None and self.process.returncode is None:
@@ -114,7 +150,8 @@ class Supervisor:
         self._settings = settings
         env = child_environment(values, os.environ)
         self._children = [
-            Child(role, child_command(role), env) for role in (Role.GATEWAY, Role.PIPELINE)
+            Child(role, child_command(role), env, settings.restart_backoff_seconds)
+            for role in (Role.GATEWAY, Role.PIPELINE)
         ]
         self._stopping = asyncio.Event()
         self._failed = False
@@ -130,7 +167,10 @@ class Supervisor:
             return 0
         gateway, pipeline = self._children
         watching = [asyncio.create_task(self._keep(gateway))]
-        # The pipeline follows a ready gateway: they would only contend for the cores at start.
+        # The pipeline follows a ready gateway: they would only contend for the stores at
+        # start. Its code loads meanwhile (seconds; on the other core), so it is ready soon
+        # after the gateway rather than a whole start later.
+        await pipeline.load()
         if await self._until_ready(gateway):
             watching.append(asyncio.create_task(self._keep(pipeline)))
             if await self._until_ready(pipeline):
@@ -204,11 +244,11 @@ class Supervisor:
                 return
             ran = time.monotonic() - child.started_at
             if ran >= HEALTHY_SECONDS:
-                child.backoff = FIRST_BACKOFF_SECONDS
+                child.backoff = child.first_backoff
             delay = child.backoff
             how = {"signal": signal.Signals(-code).name} if code < 0 else {"exit_code": code}
             facts = {"role": str(child.role), "pid": child.process.pid, "restart_in": delay}
-            if delay > FIRST_BACKOFF_SECONDS:
+            if delay > child.first_backoff:
                 log.error(
                     f"{child.role} process keeps exiting soon after it starts; restarting it "
                     f"in {delay:g} s (the wait doubles up to {MAX_BACKOFF_SECONDS:g} s)",

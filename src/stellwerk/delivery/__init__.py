@@ -2,18 +2,25 @@
 
 from stellwerk.delivery.builder import TargetBuilder
 from stellwerk.delivery.bus_access import BusAccess
+from stellwerk.delivery.kinds import LateTarget, TargetKind, TargetKinds
 from stellwerk.delivery.metrics import DeliveryMetrics
-from stellwerk.delivery.model import Outcome, Target
+from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater, Target
 from stellwerk.delivery.registry import TargetRegistry
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 
 __all__ = [
     "BusAccess",
+    "Delivered",
     "DeliveryMetrics",
     "DeliveryWorker",
+    "GiveUp",
+    "LateTarget",
     "Outcome",
+    "RetryLater",
     "Target",
     "TargetBinding",
     "TargetBuilder",
+    "TargetKind",
+    "TargetKinds",
     "TargetRegistry",
 ]

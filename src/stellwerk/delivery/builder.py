@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 
 from stellwerk.delivery.bus_target import BusTarget
+from stellwerk.delivery.kinds import LateTarget, TargetKinds
 from stellwerk.delivery.model import Target
 from stellwerk.delivery.targets import (
     AddressPolicy,
@@ -15,8 +16,8 @@ from stellwerk.delivery.targets import (
     SessionPool,
     build_auth,
 )
-from stellwerk.refs import TenantName
-from stellwerk.rules import TargetSpec
+from stellwerk.refs import BusRef, TenantName
+from stellwerk.rules import TargetSpec, http_url
 from stellwerk.seams import EventLog
 from stellwerk.storage.control import ConnectionRecord
 
@@ -27,10 +28,12 @@ class TargetBuilder:
         *,
         session_pool: SessionPool,
         event_log: EventLog,
-        appended: Callable[[TenantName, str], None],
+        appended: Callable[[BusRef], None],
         allow_private: bool,
         bus_refusal: Callable[[str, str, str], Awaitable[str | None]],
+        kinds: TargetKinds | None = None,
     ) -> None:
+        self._kinds = kinds or TargetKinds()
         self._pool = session_pool
         self._log = event_log
         self._appended = appended
@@ -58,8 +61,9 @@ class TargetBuilder:
             if spec.previous_secret is not None and spec.previous_secret_expires_at is not None:
                 until = spec.previous_secret_expires_at.timestamp()
                 retiring = RetiringSecret(spec.previous_secret, until)
+            parameters = spec.http_parameters
             return HttpTarget(
-                spec.url,
+                http_url(spec.url, parameters),
                 session_pool=self._pool,
                 secret=spec.secret,
                 retiring_secret=retiring,
@@ -67,6 +71,7 @@ class TargetBuilder:
                 concurrency=spec.concurrency,
                 rate_limit=spec.rate_limit,
                 auth=auth,
+                headers=parameters.headers if parameters is not None else {},
                 allow_private=self._allow_private,
             )
         if spec.type == "function":
@@ -82,4 +87,6 @@ class TargetBuilder:
                 self._appended,
                 lambda: self._bus_refusal(owner, bus, tenant),
             )
-        return LogTarget()
+        if spec.type == "log":
+            return LogTarget()
+        return LateTarget(self._kinds, BusRef(tenant, bus), spec)

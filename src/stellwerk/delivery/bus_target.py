@@ -19,7 +19,7 @@ import msgspec
 
 from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater
 from stellwerk.events import REPLAY_NAME, EventError, encode_event, validate_event
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import Delivery, EventLog, LogClosed, LogOverloaded, NewEvent
 
 MAX_HOPS: Final = 8
@@ -32,11 +32,12 @@ class BusTarget:
         log: EventLog,
         tenant: TenantName,
         bus: str,
-        appended: Callable[[TenantName, str], None],
+        appended: Callable[[BusRef], None],
         refusal: Callable[[], Awaitable[str | None]],
     ) -> None:
         self.tenant = tenant
         self.bus = bus
+        self._ref = BusRef(tenant, bus)
         self._log = log
         self._appended = appended
         self._refusal = refusal
@@ -67,7 +68,7 @@ class BusTarget:
             )
         except (LogOverloaded, LogClosed) as exc:
             return RetryLater(f"bus {self.bus!r} cannot take events now: {exc}", retry_after=1.0)
-        self._appended(self.tenant, self.bus)
+        self._appended(self._ref)
         if results[0].duplicate:
             return Delivered(f"already on bus {self.bus!r}")
         return Delivered(f"put on bus {self.bus!r}")

@@ -19,7 +19,12 @@ ContentType = Literal["application/cloudevents+json", "application/json", "text/
 
 
 class Delivered(msgspec.Struct, frozen=True):
+    """Done. `status` and `answer` (the start of the body) when the target answered over HTTP;
+    the delivery history keeps them, as for the failures below."""
+
     detail: str = ""
+    status: int | None = None
+    answer: str = ""
 
 
 class RetryLater(msgspec.Struct, frozen=True):
@@ -28,12 +33,16 @@ class RetryLater(msgspec.Struct, frozen=True):
     reason: str
     retry_after: float | None = None
     throttled: bool = False
+    status: int | None = None
+    answer: str = ""
 
 
 class GiveUp(msgspec.Struct, frozen=True):
     """A failure no retry will fix (a 4xx other than 429, a refused address): dead-letter now."""
 
     reason: str
+    status: int | None = None
+    answer: str = ""
 
 
 Outcome = Delivered | RetryLater | GiveUp

@@ -15,6 +15,7 @@ import msgspec
 
 from stellwerk.auth import Principal
 from stellwerk.clock import utc_now
+from stellwerk.delivery.kinds import TargetKinds
 from stellwerk.delivery.targets import (
     check_target_url,
     generate_secret,
@@ -22,6 +23,7 @@ from stellwerk.delivery.targets import (
     resolve_function,
 )
 from stellwerk.rules import (
+    BUILTIN_TARGET_TYPES,
     DEFAULT_SECRET_GRACE,
     InvalidRuleError,
     Rule,
@@ -43,7 +45,9 @@ class TargetRegistry:
         allow_private_targets: bool,
         function_modules: tuple[str, ...] = (),
         clock: Callable[[], datetime] = utc_now,
+        kinds: TargetKinds | None = None,
     ) -> None:
+        self._kinds = kinds or TargetKinds()
         self._control = control
         self._allow_private = allow_private_targets
         self._function_modules = function_modules
@@ -134,6 +138,16 @@ class TargetRegistry:
                         )
                 elif await self._control.get_bus(principal.tenant_id, target.bus) is None:
                     raise InvalidRuleError(f"bus {target.bus!r} does not exist", f"{where}.bus")
+            elif target.type not in BUILTIN_TARGET_TYPES:
+                kind = self._kinds.get(target.type)
+                if kind is None:
+                    known = ", ".join([*BUILTIN_TARGET_TYPES, *sorted(self._kinds.registered)])
+                    raise InvalidRuleError(
+                        f"type {target.type!r} is not a target type; use one of {known}",
+                        f"$.{where}.type",
+                        "ValidationFailed",
+                    )
+                target = await kind.check(principal, target, where)
         except TargetConfigError as exc:
             field = {"secret": "secret", "function": "function"}.get(exc.field, "url")
             raise InvalidRuleError(exc.reason, f"{where}.{field}", "InvalidTarget") from None

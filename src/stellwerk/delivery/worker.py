@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -25,7 +26,14 @@ from stellwerk.delivery.failure_log import FailureLog
 from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater, Target
 from stellwerk.refs import TenantName
 from stellwerk.rules import RetryPolicy
-from stellwerk.seams import DeliveryQueueError, LeasedDelivery, TargetKey, WorkQueue
+from stellwerk.seams import (
+    Attempt,
+    AttemptOutcome,
+    DeliveryQueueError,
+    LeasedDelivery,
+    TargetKey,
+    WorkQueue,
+)
 
 DEFAULT_CONCURRENCY: Final = 16
 DEFAULT_MAX_IN_FLIGHT: Final = 512
@@ -101,6 +109,8 @@ class DeliveryWorker:
 
     Set `wake` (or call `notify`) after routing so new deliveries start at once. `clock` is the
     time used for leases, backoff and latency (a test can move it); `rng` drives the jitter.
+    With `history` (the default) every attempt goes to the queue with its outcome, for the
+    delivery history.
     """
 
     def __init__(
@@ -116,6 +126,7 @@ class DeliveryWorker:
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         rng: random.Random | None = None,
         failure_log: FailureLog | None = None,
+        history: bool = True,
     ) -> None:
         self.queue = queue
         self.targets = targets
@@ -127,6 +138,7 @@ class DeliveryWorker:
         self.poll_seconds = poll_seconds
         self._rng = rng
         self.failure_log = failure_log or FailureLog()
+        self.history = history
         self._lanes: dict[TargetKey, _Lane] = {}
         # Every delivery leased and not settled yet: waiting in a lane, attempted, or with its
         # outcome being written. A lease of one of them again only extends ours.
@@ -134,6 +146,7 @@ class DeliveryWorker:
         self._attempting: dict[int, LeasedDelivery] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # runners, failures' settles, orphans
         self._acks: list[tuple[int, TargetKey]] = []
+        self._attempts: list[Attempt] = []  # those of the acks waiting
         self._acks_now = False  # an ack waiting frees an ordered group's next delivery
         self._acking: asyncio.Task[None] | None = None
         self._stopping = False
@@ -270,15 +283,18 @@ class DeliveryWorker:
         self._attempting[delivery_id] = delivery
         lane.busy += 1
         try:
+            started = self.clock()
             if delivery.attempts == 0:
-                latency = (self.clock() - delivery.recorded_time).total_seconds()
+                latency = (started - delivery.recorded_time).total_seconds()
                 self.hooks.on_attempt(key, latency)
             else:
                 self.hooks.on_attempt(key, None)
+            began = time.perf_counter_ns()
             try:
                 outcome = await binding.target.deliver(delivery)
             except Exception as exc:  # the protocol says return an Outcome; a bug must not stick
                 outcome = RetryLater(f"the target raised {type(exc).__name__}: {exc}")
+            took_us = (time.perf_counter_ns() - began) // 1000
             self.hooks.on_outcome(key, outcome)
         except Exception:
             # A hook failed: the delivery stays leased and comes back when the lease runs out.
@@ -293,12 +309,14 @@ class DeliveryWorker:
         # outcome is being written (the delivery itself stays ours until then).
         if isinstance(outcome, Delivered):
             self._acks.append((delivery_id, key))
+            if self.history:
+                self._attempts.append(_attempt(delivery, started, took_us, outcome, "delivered"))
             if delivery.ordering_key is not None:
                 self._acks_now = True
             if self._acking is None:
                 self._acking = asyncio.create_task(self._write_acks())
         else:
-            self._spawn(self._settle(delivery, binding, outcome))
+            self._spawn(self._settle(delivery, binding, outcome, started, took_us))
         if len(lane.waiting) <= lane.budget // 2:
             self.wake.set()  # lease the lane's next ones before it runs dry
 
@@ -311,8 +329,9 @@ class DeliveryWorker:
                 if len(self._acks) < ACK_BATCH and not (self._acks_now or self._stopping):
                     await asyncio.sleep(ACK_LINGER_SECONDS)
                 acks, self._acks, self._acks_now = self._acks, [], False
+                attempts, self._attempts = self._attempts, []
                 try:
-                    await self.queue.ack_many([delivery_id for delivery_id, _ in acks])
+                    await self.queue.ack_many([delivery_id for delivery_id, _ in acks], attempts)
                 except DeliveryQueueError as exc:
                     # The queue failed us (out of reach for a moment): the leases run out and
                     # the deliveries come back by themselves. One line, no traceback.
@@ -329,10 +348,20 @@ class DeliveryWorker:
             self._acking = None
 
     async def _settle(
-        self, delivery: LeasedDelivery, binding: TargetBinding, outcome: RetryLater | GiveUp
+        self,
+        delivery: LeasedDelivery,
+        binding: TargetBinding,
+        outcome: RetryLater | GiveUp,
+        started: datetime,
+        took_us: int,
     ) -> None:
         """Write a failed attempt's outcome: a retry, a dead letter or a drop."""
         key = delivery.key
+        history = self.history
+
+        def attempt(ended: AttemptOutcome) -> Attempt | None:
+            return _attempt(delivery, started, took_us, outcome, ended) if history else None
+
         try:
             decision = decide(
                 outcome,
@@ -345,14 +374,16 @@ class DeliveryWorker:
             )
             if decision.verdict is Verdict.RETRY:
                 assert decision.retry_at is not None
-                await self.queue.retry(delivery.id, decision.retry_at, decision.reason)
+                await self.queue.retry(
+                    delivery.id, decision.retry_at, decision.reason, attempt("retrying")
+                )
                 self.failure_log.failed(key, decision.reason)
             elif decision.verdict is Verdict.DEAD_LETTER:
-                await self.queue.dead_letter(delivery.id, decision.reason)
+                await self.queue.dead_letter(delivery.id, decision.reason, attempt("dead_lettered"))
                 self.hooks.on_finished(key, "dead_lettered")
                 self.failure_log.failed(key, decision.reason, gave_up="dead_lettered")
             else:
-                await self.queue.ack(delivery.id)
+                await self.queue.ack(delivery.id, attempt("dropped"))
                 self.hooks.on_finished(key, "dropped")
                 self.failure_log.failed(key, decision.reason, gave_up="dropped")
         except DeliveryQueueError as exc:
@@ -405,3 +436,27 @@ class DeliveryWorker:
                         await self.queue.release(unfinished)
         while self._acking is not None:
             await self._acking
+
+
+def _attempt(
+    delivery: LeasedDelivery,
+    started: datetime,
+    took_us: int,
+    outcome: Outcome,
+    ended: AttemptOutcome,
+) -> Attempt:
+    return Attempt(
+        tenant=delivery.tenant,
+        bus=delivery.bus,
+        rule=delivery.rule,
+        target_id=delivery.target_id,
+        event_id=delivery.event_id,
+        position=delivery.position,
+        attempt=delivery.attempts + 1,
+        started=started,
+        duration_us=took_us,
+        outcome=ended,
+        status=outcome.status,
+        error=None if isinstance(outcome, Delivered) else outcome.reason,
+        excerpt=outcome.answer,
+    )

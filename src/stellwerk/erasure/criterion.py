@@ -38,6 +38,30 @@ _ANY_JSON: Final = b'"'
 
 Value = str | int | float | bool
 
+_TEXT: Final = {"type": "string", "minLength": 1, "maxLength": MAX_VALUE_LENGTH}
+# What `parse` takes, as JSON Schema for the API's document (`null` counts as absent there).
+CRITERION_SCHEMA: Final[dict[str, Any]] = {
+    "anyOf": [
+        {
+            "required": ["subject"],
+            "properties": {"subject": _TEXT, "field": {"type": "null"}, "value": {"type": "null"}},
+        },
+        {
+            "required": ["field", "value"],
+            "properties": {
+                "subject": {"type": "null"},
+                "field": {
+                    "type": "string",
+                    "maxLength": MAX_PATH_LENGTH,
+                    "pattern": rf"^(data(\.[^.]+){{0,{MAX_PATH_SEGMENTS - 1}}}|[a-z0-9]{{1,20}})$",
+                    "not": {"enum": sorted(_OWNED)},
+                },
+                "value": {"anyOf": [_TEXT, {"type": "number"}, {"type": "boolean"}]},
+            },
+        },
+    ]
+}
+
 
 class Recorded(Protocol):
     """An event as the log or an archive holds it: attributes beside its JSON body."""

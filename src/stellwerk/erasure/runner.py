@@ -17,7 +17,7 @@ from prometheus_client import Counter
 from stellwerk.erasure.criterion import Criterion
 from stellwerk.erasure.suppression import Suppressions
 from stellwerk.ops import Metrics
-from stellwerk.refs import TenantId, TenantName
+from stellwerk.refs import BusRef, TenantId, TenantName
 from stellwerk.seams import ArchiveStore, ErasedEvent, EventLog, QueueErasure
 from stellwerk.storage.control import ControlPlane, ErasureRecord, ErasureState
 
@@ -234,7 +234,7 @@ class _Erasure:
         return [b.name for b in await self.runner.control.list_buses(self.record.tenant_id)]
 
     async def _catch_up(
-        self, cursor: Callable[[TenantName, str], Awaitable[int]], buses: Iterable[str]
+        self, cursor: Callable[[BusRef], Awaitable[int]], buses: Iterable[str]
     ) -> None:
         """Wait (bounded) until a consumer's cursor passed the positions erased from the log."""
         loop = asyncio.get_running_loop()
@@ -244,7 +244,7 @@ class _Erasure:
             if top is None:
                 continue
             # The cursor may live in another process: poll it.
-            while await cursor(self.tenant, bus) < top:
+            while await cursor(BusRef(self.tenant, bus)) < top:
                 if loop.time() >= deadline:
                     return
                 await asyncio.sleep(self.runner.poll_seconds)

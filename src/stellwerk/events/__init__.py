@@ -9,10 +9,16 @@ from stellwerk.events.model import (
     ExtensionValue,
     encode_event,
 )
-from stellwerk.events.rfc3339 import format_rfc3339, is_rfc3339, parse_rfc3339
-from stellwerk.events.validate import MAX_EVENT_SIZE, check_event_size, validate_event
+from stellwerk.events.rfc3339 import Rfc3339, format_rfc3339, is_rfc3339, parse_rfc3339
+from stellwerk.events.validate import (
+    CLOUD_EVENT_SCHEMA,
+    MAX_EVENT_SIZE,
+    check_event_size,
+    validate_event,
+)
 
 __all__ = [
+    "CLOUD_EVENT_SCHEMA",
     "MAX_EVENT_SIZE",
     "OWNED_EXTENSIONS",
     "REPLAY_NAME",
@@ -22,6 +28,7 @@ __all__ = [
     "EventErrorCode",
     "EventProblem",
     "ExtensionValue",
+    "Rfc3339",
     "check_event_size",
     "encode_event",
     "format_rfc3339",

@@ -55,6 +55,61 @@ _EXTENSION_NAME: Final = re.compile(r"[a-z0-9]+", re.ASCII)
 _INT32_MIN: Final = -(2**31)
 _INT32_MAX: Final = 2**31 - 1
 
+_TEXT: Final = {"type": "string", "minLength": 1}
+_OPTIONAL_TEXT: Final = {"anyOf": [_TEXT, {"type": "null"}]}
+# What `validate_event` takes, as JSON Schema, for the API's document (the size limit aside).
+# A JSON `null` counts as absent, as above; extension names are the property names that are not
+# attributes; `data_base64` is the one attribute name outside [a-z0-9].
+CLOUD_EVENT_SCHEMA: Final[dict[str, Any]] = {
+    "title": "CloudEvent",
+    "description": "A CloudEvents 1.0 event in the JSON format; extensions are further "
+    "properties (names of lower-case letters and digits; a string, a boolean or a 32-bit "
+    "integer). At most 256 KiB as sent. `tenant`, `bus`, `recordedtime` and `replayname` are "
+    "Stellwerk's own and are dropped.",
+    "type": "object",
+    "properties": {
+        "id": _TEXT,
+        "source": _TEXT,
+        "specversion": {"const": SPECVERSION},
+        "type": _TEXT,
+        "time": {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]},
+        "subject": _OPTIONAL_TEXT,
+        "datacontenttype": _OPTIONAL_TEXT,
+        "dataschema": _OPTIONAL_TEXT,
+        "data": {},
+        "data_base64": {
+            "anyOf": [
+                {
+                    "type": "string",
+                    "contentEncoding": "base64",
+                    "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+                },
+                {"type": "null"},
+            ]
+        },
+        **{name: {} for name in sorted(OWNED_EXTENSIONS)},
+    },
+    "required": ["id", "source", "specversion", "type"],
+    "propertyNames": {
+        "anyOf": [
+            {"pattern": f"^[a-z0-9]{{1,{MAX_EXTENSION_NAME_LENGTH}}}$"},
+            {"const": "data_base64"},
+        ]
+    },
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "string"},
+            {"type": "boolean"},
+            {"type": "integer", "minimum": _INT32_MIN, "maximum": _INT32_MAX},
+            {"type": "null"},
+        ]
+    },
+    "not": {
+        "required": ["data", "data_base64"],
+        "properties": {"data": {"not": {"type": "null"}}, "data_base64": {"type": "string"}},
+    },
+}
+
 
 def validate_event(obj: object) -> CloudEvent:
     """Validate one decoded JSON value as a CloudEvents 1.0 event; raise `EventError` if it is not.
@@ -209,13 +264,16 @@ def _extensions(obj: dict[str, Any], problems: list[EventProblem]) -> dict[str, 
                 )
             )
         else:
-            extensions[name] = value
+            # 7.0 is the integer 7 to JSON Schema, and so to clients generated from it.
+            extensions[name] = int(value) if isinstance(value, float) else value
     return extensions
 
 
 def _valid_extension_value(value: object) -> bool:
     if isinstance(value, bool | str):
         return True
+    if isinstance(value, float) and value.is_integer():
+        return _INT32_MIN <= value <= _INT32_MAX
     return isinstance(value, int) and _INT32_MIN <= value <= _INT32_MAX
 
 

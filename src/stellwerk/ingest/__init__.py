@@ -10,7 +10,7 @@ from stellwerk.ingest.binding import (
     EventFailure,
     decode_request,
 )
-from stellwerk.ingest.metrics import IngestMetrics, bus_metrics
+from stellwerk.ingest.metrics import BusMetrics, IngestMetrics, bus_metrics
 
 __all__ = [
     "BATCH_CONTENT_TYPE",
@@ -18,6 +18,7 @@ __all__ = [
     "STRUCTURED_CONTENT_TYPE",
     "BindingError",
     "BindingLimits",
+    "BusMetrics",
     "DecodedEvent",
     "EventFailure",
     "IngestMetrics",

@@ -41,11 +41,12 @@ _NO_DATA: Final = msgspec.Raw(b"")
 _FAST_SIZE_SHARE: Final = 4
 
 
-class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """An event that can be stored as sent: the context attributes only, all well formed.
 
     Anything else (an extension, a null, `data_base64`) does not decode into it, and the event
-    takes the slow path, which knows what to do and how to explain a refusal.
+    takes the slow path, which knows what to do and how to explain a refusal. Not tracked by the
+    garbage collector (`gc=False`): it holds strings only, one is made per event.
     """
 
     id: _NonEmpty
@@ -271,8 +272,12 @@ def _decode_fast(mode: Mode, body: bytes, limits: BindingLimits) -> list[DecodeR
     if not text:
         return None
     single = text[0] == 0x7B  # "{"
+    # Line breaks can only be whitespace between tokens; stored events have none, so that each
+    # is one line wherever it goes (server-sent events, say). A body without any needs no look
+    # at each of its events.
+    one_line = b"\n" not in text and b"\r" not in text
     if single and mode is not Mode.BATCH:
-        return [_decode_raw(0, msgspec.Raw(text), limits)]
+        return [_decode_raw(0, msgspec.Raw(text), limits, one_line)]
     if text[0] != 0x5B or mode is Mode.STRUCTURED:  # "[": anything else has its error there
         return None
     try:
@@ -281,11 +286,14 @@ def _decode_fast(mode: Mode, body: bytes, limits: BindingLimits) -> list[DecodeR
         return None
     if len(items) > limits.max_batch_size:
         return None
-    return [_decode_raw(index, item, limits) for index, item in enumerate(items)]
+    return [_decode_raw(index, item, limits, one_line) for index, item in enumerate(items)]
 
 
-def _decode_raw(index: int, raw: msgspec.Raw, limits: BindingLimits) -> DecodeResult:
-    """One event from its JSON text: kept as sent if the envelope fits, else the slow path."""
+def _decode_raw(
+    index: int, raw: msgspec.Raw, limits: BindingLimits, one_line: bool
+) -> DecodeResult:
+    """One event from its JSON text: kept as sent if the envelope fits, else the slow path.
+    `one_line`: the whole body has no line break, so this event has none either."""
     try:
         envelope = _envelope_decoder.decode(raw)
     except (msgspec.DecodeError, ValueError, RecursionError):
@@ -299,10 +307,7 @@ def _decode_raw(index: int, raw: msgspec.Raw, limits: BindingLimits) -> DecodeRe
             and len(encoded) * _FAST_SIZE_SHARE <= limits.max_event_size
             # A JSON null in data is no data, which the slow path writes by leaving it out.
             and (len(data) != 4 or bytes(data) != b"null")
-            # Line breaks can only be whitespace between tokens; stored events have none, so
-            # that each is one line wherever it goes (server-sent events, say).
-            and b"\n" not in encoded
-            and b"\r" not in encoded
+            and (one_line or (b"\n" not in encoded and b"\r" not in encoded))
         ):
             subject = envelope.subject
             return DecodedEvent(

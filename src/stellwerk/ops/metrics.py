@@ -5,16 +5,14 @@ How it is shaped and why: docs/operations.md ("stellwerk.ops.metrics").
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
-    Gauge,
     GCCollector,
-    Histogram,
     Info,
     PlatformCollector,
     ProcessCollector,
@@ -24,6 +22,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from stellwerk import __version__
+from stellwerk.ops.loop_metrics import LoopCounter, LoopGauge, LoopHistogram
 
 __all__ = ["HTTP_DURATION_BUCKETS", "Metrics"]
 
@@ -47,6 +46,19 @@ HTTP_DURATION_BUCKETS: tuple[float, ...] = (
 )
 
 
+class _Registry(CollectorRegistry):
+    """A registry that can take back what was registered since a point (`Metrics.attempt`)."""
+
+    def __init__(self) -> None:
+        super().__init__(auto_describe=True)
+        self.recording: list[Collector] | None = None
+
+    def register(self, collector: Collector) -> None:
+        super().register(collector)
+        if self.recording is not None:
+            self.recording.append(collector)
+
+
 class Metrics:
     """The metric families of one app instance and the means to render them.
 
@@ -56,24 +68,25 @@ class Metrics:
     """
 
     def __init__(self, *, process: bool = True) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.http_requests = Counter(
+        self.registry: CollectorRegistry = _Registry()
+        # Updated by every request, from the event loop: plain numbers (loop_metrics.py).
+        self.http_requests = LoopCounter(
             "stellwerk_http_requests_total",
             "HTTP requests answered, by method, route template and status code.",
             ["method", "route", "status"],
-            registry=self.registry,
+            self.registry,
         )
-        self.http_request_duration = Histogram(
+        self.http_request_duration = LoopHistogram(
             "stellwerk_http_request_duration_seconds",
             "Time from receiving an HTTP request to sending the last byte of its response.",
             ["method", "route"],
+            self.registry,
             buckets=HTTP_DURATION_BUCKETS,
-            registry=self.registry,
         )
-        self.http_requests_in_flight = Gauge(
+        self.http_requests_in_flight = LoopGauge(
             "stellwerk_http_requests_in_flight",
             "HTTP requests received and not yet answered completely.",
-            registry=self.registry,
+            self.registry,
         )
         # The Python version is in python_info already (PlatformCollector).
         self.build_info = Info(
@@ -86,6 +99,23 @@ class Metrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
+
+    @contextlib.contextmanager
+    def attempt(self) -> Iterator[None]:
+        """Families registered inside are taken back if it raises: a start that failed halfway
+        (a store down, a migration refused) is tried again, and registers them again."""
+        registry = self.registry
+        assert isinstance(registry, _Registry)
+        added: list[Collector] = []
+        registry.recording = added
+        try:
+            yield
+        except BaseException:
+            for collector in added:
+                registry.unregister(collector)
+            raise
+        finally:
+            registry.recording = None
 
     def watch_volumes(self, volumes: Mapping[str, Path]) -> None:
         """Report the free and total bytes of the file systems holding `volumes` (name: a path

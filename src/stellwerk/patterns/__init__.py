@@ -4,6 +4,7 @@ from stellwerk.patterns.compiled import CompiledPattern, compile_pattern
 from stellwerk.patterns.errors import InvalidPatternError
 from stellwerk.patterns.explain import ClauseExplanation, Explanation, FieldMismatch, explain
 from stellwerk.patterns.matcher import Matcher
+from stellwerk.patterns.parse import PatternObject
 
 __all__ = [
     "ClauseExplanation",
@@ -12,6 +13,7 @@ __all__ = [
     "FieldMismatch",
     "InvalidPatternError",
     "Matcher",
+    "PatternObject",
     "compile_pattern",
     "explain",
 ]

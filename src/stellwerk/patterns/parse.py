@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Hashable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -37,6 +37,18 @@ from stellwerk.patterns.conditions import (
 )
 from stellwerk.patterns.errors import InvalidPatternError
 from stellwerk.patterns.wildcard import Token, check_complexity, to_regex, tokenize
+
+# A pattern as the API's document shows it: a non-empty object. The language itself is `parse`'s
+# to check (its error names what is wrong); JSON Schema would be a second grammar to keep in step.
+PatternObject = Annotated[
+    dict[str, Any],
+    msgspec.Meta(
+        extra_json_schema={
+            "minProperties": 1,
+            "description": "An EventBridge event pattern (docs/patterns.md).",
+        }
+    ),
+]
 
 MAX_PATTERN_CHARS = 2048
 # Multiplying out nested $or can explode; EventBridge refuses such rules as too complex too.

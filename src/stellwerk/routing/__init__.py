@@ -11,6 +11,8 @@ from stellwerk.routing.router import (
     RuleSource,
 )
 from stellwerk.routing.rulebook import RuleBook
+from stellwerk.routing.standby import SiteRouting, Standby
+from stellwerk.routing.ticker import RuleTicker
 
 __all__ = [
     "Archiver",
@@ -24,6 +26,9 @@ __all__ = [
     "RuleBook",
     "RuleSet",
     "RuleSource",
+    "RuleTicker",
+    "SiteRouting",
+    "Standby",
     "archive_floors",
     "trim_archives",
 ]

@@ -19,8 +19,8 @@ from prometheus_client import Counter
 from stellwerk.events import REPLAY_NAME
 from stellwerk.ops import Metrics
 from stellwerk.patterns import Matcher
-from stellwerk.refs import TenantName
-from stellwerk.routing.follower import BusFollower, BusKey
+from stellwerk.refs import BusRef, TenantName
+from stellwerk.routing.follower import BusFollower
 from stellwerk.seams import (
     ArchiveCursorConflict,
     ArchiveStore,
@@ -118,11 +118,11 @@ class BusArchives:
         return out
 
 
-async def load_archives(control: ControlPlane) -> dict[BusKey, BusArchives]:
+async def load_archives(control: ControlPlane) -> dict[BusRef, BusArchives]:
     """Every archive definition, by bus."""
-    by_bus: dict[BusKey, list[ArchiveRecord]] = defaultdict(list)
+    by_bus: dict[BusRef, list[ArchiveRecord]] = defaultdict(list)
     for tenant, record in await control.archives.everything():
-        by_bus[(tenant, record.bus)].append(record)
+        by_bus[BusRef(tenant, record.bus)].append(record)
     return {key: BusArchives.of(records) for key, records in by_bus.items()}
 
 
@@ -142,7 +142,7 @@ class Archiver(BusFollower):
         batch: int = DEFAULT_BATCH,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         reload_seconds: float = DEFAULT_RELOAD_SECONDS,
-        owns: Callable[[TenantName, str], bool] | None = None,
+        owns: Callable[[BusRef], bool] | None = None,
         leases: Leases | None = None,
     ) -> None:
         """With `leases`, archive the buses whose archiver lease this process holds (and wake
@@ -154,7 +154,7 @@ class Archiver(BusFollower):
         self.hooks = hooks
         self.batch = batch
         self.reload_seconds = reload_seconds
-        self._archives: dict[BusKey, BusArchives] = {}
+        self._archives: dict[BusRef, BusArchives] = {}
         self._uids: set[str] = set()
         self._lock = asyncio.Lock()  # held by a batch, by a reload, and while paused
         self._next_reload = 0.0
@@ -166,7 +166,7 @@ class Archiver(BusFollower):
             self.owns = bus_owner(leases, "archiver", self.buses)
             self._buses_changed = leases.wake
 
-    def buses(self) -> list[BusKey]:
+    def buses(self) -> list[BusRef]:
         return list(self._archives)
 
     @property
@@ -196,14 +196,14 @@ class Archiver(BusFollower):
                 self._paused = False
                 await self._reload()
 
-    async def take_in(self, tenant: TenantName, bus: str) -> None:
+    async def take_in(self, bus: BusRef) -> None:
         """Take in the bus's new archives now, if this archiver runs and follows the bus (else
         the one that does takes them in before its next batch)."""
-        if not self.running or not self.owns(tenant, bus):
+        if not self.running or not self.owns(bus):
             return
         async with self._lock:
-            if (tenant, bus) in self._archives:
-                await self._take_in((tenant, bus))
+            if bus in self._archives:
+                await self._take_in(bus)
 
     async def _reload(self) -> None:
         archives = await load_archives(self.control)
@@ -212,9 +212,9 @@ class Archiver(BusFollower):
         if archives.keys() != self._archives.keys():
             self._buses_changed()
         self._archives = archives
-        for (tenant, bus), each in archives.items():
+        for bus, each in archives.items():
             if each.untaken:
-                self.notify(tenant, bus)  # take them in at once: a creator waits for that
+                self.notify(bus)  # take them in at once: a creator waits for that
         # The archiver is the only writer of archived events: once it has stopped archiving
         # into a deleted archive, what is left of it can go (the API drops it too).
         for uid in gone:
@@ -242,16 +242,16 @@ class Archiver(BusFollower):
             log.exception("archive_reload_failed")
         self._next_reload = loop.time() + self.reload_seconds
 
-    async def step(self, tenant: TenantName, bus: str) -> int:
-        return await self.archive_batch(tenant, bus)
+    async def step(self, bus: BusRef) -> int:
+        return await self.archive_batch(bus)
 
-    async def archive_bus(self, tenant: TenantName, bus: str) -> int:
+    async def archive_bus(self, bus: BusRef) -> int:
         """Archive the bus up to its end; return how many events were looked at."""
-        return await self.follow(tenant, bus)
+        return await self.follow(bus)
 
-    async def archive_batch(self, tenant: TenantName, bus: str) -> int:
+    async def archive_batch(self, bus: BusRef) -> int:
         """Archive the next batch of the bus's events; return how many (0 at the end)."""
-        key = (tenant, bus)
+        key = bus
         async with self._lock:
             if key not in self._archives:
                 return 0
@@ -260,35 +260,33 @@ class Archiver(BusFollower):
                 return 0
             cursor = await self._cursor(key)
             # Skip what no archive of the bus wants (a bus whose first archive is new).
-            events = await self.log.read(
-                tenant, bus, after=max(cursor, archives.start), limit=self.batch
-            )
+            events = await self.log.read(bus, after=max(cursor, archives.start), limit=self.batch)
             if not events:
                 if cursor < archives.start:
                     # Nothing after the start yet: say so, for those who wait for the cursor
                     # to reach the log's head (replays).
-                    await self._move(tenant, bus, archives.start, [])
+                    await self._move(bus, archives.start, [])
                 return 0
             copies = archives.copies(events)
-            await self._move(tenant, bus, events[-1].position, copies)
+            await self._move(bus, events[-1].position, copies)
         if self.hooks is not None:
-            self.hooks.on_archived(tenant, bus, len(events), len(copies))
+            self.hooks.on_archived(bus.tenant, bus.bus, len(events), len(copies))
         return len(events)
 
-    async def _cursor(self, key: BusKey) -> int:
+    async def _cursor(self, key: BusRef) -> int:
         cursor = self._cursors.get(key)
         if cursor is None:
-            cursor = self._cursors[key] = await self.store.cursor(*key)
+            cursor = self._cursors[key] = await self.store.cursor(key)
         return cursor
 
-    async def _take_in(self, key: BusKey) -> BusArchives | None:
+    async def _take_in(self, key: BusRef) -> BusArchives | None:
         """Take in the bus's untaken archives (the lock held); the bus's archives as they are
         then (None: all of them were deleted meanwhile)."""
         archives = self._archives[key]
         if not archives.untaken:
             return archives
         # The stored cursor, not the one kept here: another archiver may have moved it.
-        cursor = self._cursors[key] = await self.store.cursor(*key)
+        cursor = self._cursors[key] = await self.store.cursor(key)
         records = []
         for record in archives.records:
             if not record.taken:
@@ -298,8 +296,8 @@ class Archiver(BusFollower):
                 if taken.start_position > record.start_position:
                     log.warning(
                         "archive_start_moved",
-                        tenant=key[0],
-                        bus=key[1],
+                        tenant=key.tenant,
+                        bus=key.bus,
                         archive=record.name,
                         created_at=record.start_position,
                         start=taken.start_position,
@@ -313,27 +311,26 @@ class Archiver(BusFollower):
         return archives
 
     async def _move(
-        self, tenant: TenantName, bus: str, position: int, copies: Sequence[tuple[str, StoredEvent]]
+        self, bus: BusRef, position: int, copies: Sequence[tuple[str, StoredEvent]]
     ) -> None:
-        key = (tenant, bus)
         try:
-            await self.store.archive(tenant, bus, position, copies)
+            await self.store.archive(bus, position, copies)
         except ArchiveCursorConflict:
             # Someone else archived these events: take their cursor and go on from there.
-            del self._cursors[key]
+            del self._cursors[bus]
             raise
-        self._cursors[key] = position
+        self._cursors[bus] = position
 
 
-async def archive_floors(control: ControlPlane, store: ArchiveStore) -> dict[BusKey, int]:
+async def archive_floors(control: ControlPlane, store: ArchiveStore) -> dict[BusRef, int]:
     """Per bus with archives, the position up to which the log's events are no longer needed.
 
     That is the archiver's cursor, or the archives' earliest start if higher (events before it
     belong in none of them). Log retention must not trim above it.
     """
-    floors: dict[BusKey, int] = {}
-    for (tenant, bus), archives in (await load_archives(control)).items():
-        floors[(tenant, bus)] = max(await store.cursor(tenant, bus), archives.start)
+    floors: dict[BusRef, int] = {}
+    for bus, archives in (await load_archives(control)).items():
+        floors[bus] = max(await store.cursor(bus), archives.start)
     return floors
 
 

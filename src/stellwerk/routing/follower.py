@@ -2,10 +2,10 @@
 
 Both keep one cursor per bus and move it batch by batch (`step`), each batch's writes and the
 new cursor stored together by compare-and-set. Both sleep until told that a bus grew
-(`notify(tenant, bus)`, or the `appended` event for "some bus") and look at every bus at least
+(`notify(bus)`, or the `appended` event for "some bus") and look at every bus at least
 every `poll_seconds` anyway. Woken, they wait `gather_seconds` more before reading, so that
 appends arriving one request at a time are read and stored as one batch, not one by one. With
-several processes (scale-out) `owns(tenant, bus)` says whether this one holds the bus's lease; a
+several processes (scale-out) `owns(bus)` says whether this one holds the bus's lease; a
 bus it does not own is skipped and its cached cursor forgotten, so that it is read afresh if the
 bus comes back. A `conflict` from the store (another process moved the cursor) makes it read the
 cursor again and go on.
@@ -20,9 +20,8 @@ from typing import ClassVar, Final
 
 import structlog
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef
 
-BusKey = tuple[TenantName, str]
 # Each round costs a read of the log (a hop to a reader thread and back) and a cursor move
 # however few events it takes, and every single-event request notifies. A millisecond gathers
 # what arrives meanwhile into one round, and adds at most that to an event's way to delivery.
@@ -31,7 +30,7 @@ GATHER_SECONDS: Final = 0.001
 log = structlog.get_logger("stellwerk.routing")
 
 
-def every_bus(tenant: TenantName, bus: str) -> bool:
+def every_bus(bus: BusRef) -> bool:
     return True
 
 
@@ -48,7 +47,7 @@ class BusFollower:
         self,
         *,
         poll_seconds: float,
-        owns: Callable[[TenantName, str], bool] | None = None,
+        owns: Callable[[BusRef], bool] | None = None,
         appended: asyncio.Event | None = None,
         gather_seconds: float = GATHER_SECONDS,
     ) -> None:
@@ -56,14 +55,14 @@ class BusFollower:
         self.gather_seconds = gather_seconds
         self.owns = owns or every_bus
         self.appended = appended or asyncio.Event()
-        self._cursors: dict[BusKey, int] = {}
-        self._dirty: set[BusKey] = set()
+        self._cursors: dict[BusRef, int] = {}
+        self._dirty: set[BusRef] = set()
         self._stopping = False
 
-    def buses(self) -> Iterable[BusKey]:
+    def buses(self) -> Iterable[BusRef]:
         raise NotImplementedError
 
-    async def step(self, tenant: TenantName, bus: str) -> int:
+    async def step(self, bus: BusRef) -> int:
         """Take the bus's next batch; return how many events (0 at the end of its log)."""
         raise NotImplementedError
 
@@ -75,9 +74,9 @@ class BusFollower:
     async def before_round(self) -> None:
         """Called at the start of every round (the archiver reloads its definitions here)."""
 
-    def notify(self, tenant: TenantName, bus: str) -> None:
+    def notify(self, bus: BusRef) -> None:
         """Events were appended to this bus (a `LogWatch` listener)."""
-        self._dirty.add((tenant, bus))
+        self._dirty.add(bus)
         self.appended.set()
 
     def stop(self) -> None:
@@ -99,11 +98,11 @@ class BusFollower:
                 dirty.update(self.buses())
                 next_sweep = loop.time() + self.poll_seconds
             done = 0
-            for tenant, bus in sorted(dirty):
+            for bus in sorted(dirty):
                 try:
-                    done += await self.follow(tenant, bus)
+                    done += await self.follow(bus)
                 except Exception:
-                    log.exception(f"{self.activity}_failed", tenant=tenant, bus=bus)
+                    log.exception(f"{self.activity}_failed", tenant=bus.tenant, bus=bus.bus)
             if burst:
                 if done == 0:
                     return
@@ -115,18 +114,18 @@ class BusFollower:
             if not self._stopping:
                 await self.gather()
 
-    async def follow(self, tenant: TenantName, bus: str) -> int:
+    async def follow(self, bus: BusRef) -> int:
         """Follow the bus up to the end of its log; return how many events were taken."""
         total = 0
         while not self._stopping:
-            if not self.owns(tenant, bus):
+            if not self.owns(bus):
                 # Another process moves the cursor now: read it afresh if the bus comes back.
-                self._cursors.pop((tenant, bus), None)
+                self._cursors.pop(bus, None)
                 break
             try:
-                done = await self.step(tenant, bus)
+                done = await self.step(bus)
             except self.conflict:
-                log.info(f"{self.activity}_cursor_moved_elsewhere", tenant=tenant, bus=bus)
+                log.info(f"{self.activity}_cursor_moved_elsewhere", tenant=bus.tenant, bus=bus.bus)
                 continue
             total += done
             if done < self.batch:

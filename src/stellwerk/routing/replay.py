@@ -13,15 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
-import msgspec
 import structlog
 from prometheus_client import Counter, Gauge
 
 from stellwerk.events import REPLAY_NAME
 from stellwerk.ops import Metrics, cancelled_meanwhile
 from stellwerk.patterns import Matcher
-from stellwerk.refs import TenantId, TenantName
-from stellwerk.routing.router import RuleSet, RuleSource, build_delivery
+from stellwerk.refs import BusRef, TenantId, TenantName
+from stellwerk.routing.router import RuleSet, RuleSource, deliveries_of
 from stellwerk.seams import (
     ArchivedEvent,
     ArchiveStore,
@@ -142,11 +141,20 @@ def with_replay_name(body: bytes, suffix: bytes) -> bytes:
 def narrowed(rules: RuleSet, chosen: Sequence[str]) -> RuleSet:
     """The part of a bus's rule set that a replay to `chosen` rules uses (those that exist and
     are enabled now): matching a backfill to one rule costs one rule, not the whole bus."""
-    matcher = Matcher()
+    matcher, envelope = Matcher(), Matcher()
     for name in chosen:
-        if name in rules.matcher:
-            matcher.add(name, rules.matcher.pattern(name))
-    return RuleSet(matcher, {name: rules.targets.get(name, ()) for name in matcher.names})
+        for part, whole in ((matcher, rules.matcher), (envelope, rules.envelope)):
+            if name in whole:
+                part.add(name, whole.pattern(name))
+    scheduled = frozenset(name for name in chosen if name in rules.scheduled)
+    names = [*matcher.names, *envelope.names, *scheduled]
+    return RuleSet(
+        matcher,
+        {name: rules.targets.get(name, ()) for name in names},
+        envelope,
+        scheduled,
+        rules.scheduled_envelope & scheduled,
+    )
 
 
 def replay_deliveries(
@@ -158,24 +166,12 @@ def replay_deliveries(
     """The deliveries of a batch of archived events to `rules` (the replay's, see `narrowed`),
     built as the router builds them (transformers, ordering), with `replayname` in each event."""
     out: list[NewDelivery] = []
-    matcher = rules.matcher
-    if not len(matcher):
+    if not len(rules):
         return out
     suffix = replay_name_suffix(record.name)
-    bus, targets = record.bus, rules.targets
     for archived in events:
         body = with_replay_name(archived.body, suffix)
-        matched = matcher.match(body)
-        if not matched:
-            continue
-        decoded: dict[str, Any] | None = None
-        for rule in matched:
-            for target in targets.get(rule, ()):
-                if decoded is None and (target.transformer is not None or target.ordered):
-                    decoded = msgspec.json.decode(body)
-                delivery = build_delivery(tenant, bus, archived, body, rule, target, decoded)
-                if delivery is not None:
-                    out.append(delivery)
+        deliveries_of(tenant, record.bus, archived, body, rules, out)
     return out
 
 
@@ -212,7 +208,7 @@ class _Job:
 class ReplayRunner:
     """Runs the replays the control plane says are running; see the module's docstring.
 
-    `rules_for(tenant, bus)` gives the bus's current rules (the rule book's). `wake` is set when
+    `rules_for(bus)` gives the bus's current rules (the rule book's). `wake` is set when
     a batch brought deliveries, so the delivery worker starts at once.
     """
 
@@ -436,7 +432,7 @@ class ReplayRunner:
             return events, []
         job.read_ahead = (events[-1].seq, asyncio.ensure_future(self._read(job, events[-1].seq)))
         record = job.record
-        rules = self.rules_for(job.tenant, record.bus)
+        rules = self.rules_for(BusRef(job.tenant, record.bus))
         if inspect.isawaitable(rules):
             rules = await rules
         narrowed = job.rules(rules)
@@ -458,9 +454,10 @@ class ReplayRunner:
         """Wait until the archiver has looked at what the bus's log holds now (False: the archive
         is gone, or the job was stopped)."""
         tenant, record = job.tenant, job.record
-        head = await self.event_log.last_position(tenant, record.bus)
+        bus = BusRef(tenant, record.bus)
+        head = await self.event_log.last_position(bus)
         while not job.stop.is_set():
-            if await self.archives.cursor(tenant, record.bus) >= head:
+            if await self.archives.cursor(bus) >= head:
                 return True
             archive = await self.control.archives.get(record.tenant_id, record.bus, record.archive)
             if archive is None or archive.uid != record.archive_uid:

@@ -15,15 +15,20 @@ from typing import Any, Final, Protocol
 import msgspec
 import structlog
 
+from stellwerk.events.envelope import encoded_envelope
+from stellwerk.events.scheduled import SOURCE as SCHEDULED_SOURCE
 from stellwerk.patterns import Matcher
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.routing.follower import GATHER_SECONDS, BusFollower
+from stellwerk.routing.standby import SiteRouting, Standby
 from stellwerk.seams import CursorConflict, EventLog, NewDelivery, RouteSink, StoredEvent
 from stellwerk.transform import InputTransformer
 
 DEFAULT_BATCH: Final = 1000
 DEFAULT_POLL_SECONDS: Final = 1.0
 EVENT_CONTENT_TYPE: Final = "application/cloudevents+json"
+# What targets of rules with `view: eventbridge` get without a transformer: the envelope.
+ENVELOPE_CONTENT_TYPE: Final = "application/json"
 PARTITION_KEY: Final = "partitionkey"
 
 log = structlog.get_logger("stellwerk.routing")
@@ -67,14 +72,26 @@ class RouteTarget:
 
 @dataclass(frozen=True, slots=True)
 class RuleSet:
-    """The enabled rules of one bus: their patterns in `matcher`, their targets by rule name."""
+    """The enabled rules of one bus: their patterns in `matcher`, their targets by rule name.
+
+    Rules that see events in EventBridge's envelope (`view: eventbridge`) have their patterns in
+    `envelope` instead: each event is put in the envelope (only when there is such a rule) and
+    matched again, and their targets get the envelope (`stellwerk.events.envelope`)."""
 
     matcher: Matcher
     targets: Mapping[str, Sequence[RouteTarget]] = field(default_factory=dict)
+    envelope: Matcher = field(default_factory=Matcher)
+    # Scheduled rules (no pattern): each gets the Scheduled Events its ticks make, alone.
+    scheduled: frozenset[str] = frozenset()
+    # Of those, the ones that see events in EventBridge's envelope.
+    scheduled_envelope: frozenset[str] = frozenset()
+
+    def __len__(self) -> int:
+        return len(self.matcher) + len(self.envelope) + len(self.scheduled)
 
 
-RuleSource = Callable[[TenantName, str], "RuleSet | Awaitable[RuleSet]"]
-"""`rules_for(tenant, bus)`: the bus's current rule set (cached by the caller; called per batch)."""
+RuleSource = Callable[[BusRef], "RuleSet | Awaitable[RuleSet]"]
+"""`rules_for(bus)`: the bus's current rule set (cached by the caller; called per batch)."""
 
 
 class RouterHooks(Protocol):
@@ -104,7 +121,7 @@ class Router(BusFollower):
         log: EventLog,
         queue: RouteSink,
         rules_for: RuleSource,
-        buses: Callable[[], Iterable[tuple[TenantName, str]]],
+        buses: Callable[[], Iterable[BusRef]],
         *,
         appended: asyncio.Event | None = None,
         wake: asyncio.Event | None = None,
@@ -112,7 +129,8 @@ class Router(BusFollower):
         batch: int = DEFAULT_BATCH,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         gather_seconds: float = GATHER_SECONDS,
-        owns: Callable[[TenantName, str], bool] | None = None,
+        owns: Callable[[BusRef], bool] | None = None,
+        site: SiteRouting | None = None,
     ) -> None:
         super().__init__(
             poll_seconds=poll_seconds,
@@ -127,66 +145,121 @@ class Router(BusFollower):
         self.wake = wake
         self.hooks: RouterHooks = hooks or NoRouterHooks()
         self.batch = batch
+        self.site = site or SiteRouting()
 
-    def buses(self) -> Iterable[tuple[TenantName, str]]:
+    def buses(self) -> Iterable[BusRef]:
         return self._buses()
 
-    async def step(self, tenant: TenantName, bus: str) -> int:
-        return await self.route_batch(tenant, bus)
+    async def step(self, bus: BusRef) -> int:
+        return await self.route_batch(bus)
 
-    async def route_bus(self, tenant: TenantName, bus: str) -> int:
+    async def route_bus(self, bus: BusRef) -> int:
         """Route the bus up to its end; return how many events were routed."""
-        return await self.follow(tenant, bus)
+        return await self.follow(bus)
 
-    async def route_batch(self, tenant: TenantName, bus: str) -> int:
+    async def route_batch(self, bus: BusRef) -> int:
         """Route the next batch of the bus's events; return how many (0 at the end)."""
-        key = (tenant, bus)
-        cursor = self._cursors.get(key)
+        cursor = self._cursors.get(bus)
         if cursor is None:
-            cursor = self._cursors[key] = await self.queue.cursor(tenant, bus)
-        events = await self.log.read(tenant, bus, after=cursor, limit=self.batch)
+            cursor = self._cursors[bus] = await self.queue.cursor(bus)
+        events = await self.log.read(bus, after=cursor, limit=self.batch)
         if not events:
             return 0
-        rules = self.rules_for(tenant, bus)
+        standby = self.site.standing_by(bus)
+        if standby is not None:
+            return await self._pass_over(bus, events, standby)
+        rules = self.rules_for(bus)
         if inspect.isawaitable(rules):
             rules = await rules
         deliveries = self._deliveries(rules, events)
         position = events[-1].position
         try:
-            await self.queue.route(tenant, bus, position, deliveries)
+            await self.queue.route(bus, position, deliveries)
         except Exception:
             # Someone else routed these events (`CursorConflict`, or deliveries at or below
             # the stored cursor when they got only part of the way), or the write's outcome is
             # unknown: either way, read the cursor again before the next batch.
-            self._cursors.pop(key, None)
+            self._cursors.pop(bus, None)
             raise
-        self._cursors[key] = position
-        self.hooks.on_routed(tenant, bus, len(events), len(deliveries))
+        self._cursors[bus] = position
+        self.hooks.on_routed(bus.tenant, bus.bus, len(events), len(deliveries))
         if deliveries and self.wake is not None:
             self.wake.set()
         return len(events)
 
+    async def _pass_over(self, bus: BusRef, events: Sequence[StoredEvent], standby: Standby) -> int:
+        """Standing by: move the cursor over the events the active site has routed, up to the
+        first it has not (`stellwerk.routing.standby`); how many (0: wait there)."""
+        passed = 0
+        for event in events:
+            if not standby.routed_elsewhere(bus, event):
+                break
+            passed += 1
+        if not passed:
+            return 0
+        position = events[passed - 1].position
+        try:
+            await self.queue.route(bus, position, [])
+        except Exception:
+            self._cursors.pop(bus, None)
+            raise
+        self._cursors[bus] = position
+        return passed
+
     def _deliveries(self, rules: RuleSet, events: Sequence[StoredEvent]) -> list[NewDelivery]:
         out: list[NewDelivery] = []
-        matcher = rules.matcher
-        if not len(matcher):
+        if not len(rules):
             return out
         for event in events:
-            matched = matcher.match(event.body)
-            if not matched:
-                continue
-            self.hooks.on_matched(event.tenant, event.bus, matched)
-            decoded: dict[str, Any] | None = None
-            for rule in matched:
-                for target in rules.targets.get(rule, ()):
-                    if decoded is None and (target.transformer is not None or target.ordered):
-                        decoded = msgspec.json.decode(event.body)
-                    delivery = build_delivery(
-                        event.tenant, event.bus, event, event.body, rule, target, decoded
-                    )
-                    if delivery is not None:
-                        out.append(delivery)
+            matched = deliveries_of(event.tenant, event.bus, event, event.body, rules, out)
+            if matched:
+                self.hooks.on_matched(event.tenant, event.bus, matched)
         return out
+
+
+def deliveries_of(
+    tenant: TenantName,
+    bus: str,
+    event: RoutedEvent,
+    body: bytes,
+    rules: RuleSet,
+    out: list[NewDelivery],
+) -> list[str]:
+    """Match one event (whose JSON is `body`) against `rules` and add the deliveries to the
+    targets of the rules it matched to `out`; the names of those rules. Also used by replays.
+
+    A scheduled rule's tick (`stellwerk.events.scheduled`) goes to that rule alone."""
+    if rules.scheduled and event.source == SCHEDULED_SOURCE and event.subject in rules.scheduled:
+        rule = event.subject
+        value: dict[str, Any] | None = None
+        if rule in rules.scheduled_envelope:
+            body, value = encoded_envelope(body, tenant)
+        for target in rules.targets.get(rule, ()):
+            if value is None and (target.transformer is not None or target.ordered):
+                value = msgspec.json.decode(body)
+            delivery = build_delivery(tenant, bus, event, body, rule, target, value)
+            if delivery is not None:
+                out.append(delivery)
+        return [rule]
+    matched = rules.matcher.match(body) if len(rules.matcher) else []
+    decoded: dict[str, Any] | None = None
+    for rule in matched:
+        for target in rules.targets.get(rule, ()):
+            if decoded is None and (target.transformer is not None or target.ordered):
+                decoded = msgspec.json.decode(body)
+            delivery = build_delivery(tenant, bus, event, body, rule, target, decoded)
+            if delivery is not None:
+                out.append(delivery)
+    if not len(rules.envelope):
+        return matched
+    envelope, value = encoded_envelope(body, tenant)
+    in_envelope = rules.envelope.match(envelope)
+    for rule in in_envelope:
+        for target in rules.targets.get(rule, ()):
+            delivery = build_delivery(tenant, bus, event, envelope, rule, target, value)
+            if delivery is not None:
+                out.append(delivery)
+    return [*matched, *in_envelope]
 
 
 def build_delivery(
@@ -221,6 +294,7 @@ def build_delivery(
         content_type = target.content_type or _text_type(payload)
     ordering_key = None
     if target.ordered and decoded is not None:
+        # An envelope has no `partitionkey`: its events are ordered by `subject`.
         key = decoded.get(PARTITION_KEY, event.subject)
         ordering_key = None if key is None else str(key)
     return NewDelivery(

@@ -8,6 +8,7 @@ version and closed when they are replaced.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -15,8 +16,8 @@ import structlog
 
 from stellwerk.delivery import Target, TargetBinding
 from stellwerk.patterns import Matcher
-from stellwerk.refs import TenantId, TenantName
-from stellwerk.routing.router import RouteTarget, RuleSet
+from stellwerk.refs import BusRef, TenantId, TenantName
+from stellwerk.routing.router import ENVELOPE_CONTENT_TYPE, RouteTarget, RuleSet
 from stellwerk.rules import Rule, TargetSpec, compile_transformer
 from stellwerk.storage.control import ConnectionRecord, ControlPlane
 
@@ -45,7 +46,12 @@ class RuleBook:
     ) -> None:
         self._control = control
         self._build = build
+        self._reloading = asyncio.Lock()
+        # By (tenant, bus) tuple: `binding` is looked up per delivery, and building a BusRef
+        # per delivery to look it up is what the hot path must not do. `_refs` keeps each bus's
+        # BusRef, made once as the bus comes, for `buses()` and the router.
         self._buses: dict[tuple[TenantName, str], _Bus] = {}
+        self._refs: dict[tuple[TenantName, str], BusRef] = {}
         self._tenant_names: dict[TenantId, TenantName] = {}
         # Told when a bus comes or goes (the lease keeper's `wake`: its router takes it on now).
         self._buses_changed = buses_changed or (lambda: None)
@@ -57,7 +63,15 @@ class RuleBook:
             await self.reload(tenant.id, None)
 
     async def reload(self, tenant_id: TenantId, bus: str | None) -> None:
-        """Take in a change: one bus's rules, or (`bus=None`) every bus of the tenant."""
+        """Take in a change: one bus's rules, or (`bus=None`) every bus of the tenant.
+
+        One reload at a time: two changes in quick succession (a rule saved, then its secret
+        rotated) reloaded at once could finish out of order, the older read replacing the newer,
+        and the process kept signing with the old secret until the next change."""
+        async with self._reloading:
+            await self._reload(tenant_id, bus)
+
+    async def _reload(self, tenant_id: TenantId, bus: str | None) -> None:
         name = self._tenant_names.get(tenant_id)
         if name is None:
             for tenant in await self._control.list_tenants():
@@ -87,6 +101,9 @@ class RuleBook:
         connections: Mapping[str, ConnectionRecord],
     ) -> _Bus:
         matcher = Matcher()
+        envelope = Matcher()
+        scheduled: set[str] = set()
+        scheduled_envelope: set[str] = set()
         targets: dict[str, list[RouteTarget]] = {}
         bindings: dict[tuple[str, str], TargetBinding] = {}
         for rule in rules:
@@ -118,26 +135,47 @@ class RuleBook:
                 transformer = (
                     compile_transformer(spec.input_transformer) if spec.input_transformer else None
                 )
-                built.append(RouteTarget(spec.id, transformer=transformer, ordered=spec.ordered))
-            matcher.add(rule.name, rule.pattern)
+                built.append(
+                    RouteTarget(
+                        spec.id,
+                        transformer=transformer,
+                        ordered=spec.ordered,
+                        content_type=ENVELOPE_CONTENT_TYPE
+                        if rule.view == "eventbridge" and transformer is None
+                        else None,
+                    )
+                )
+            if rule.pattern is None:
+                scheduled.add(rule.name)
+                if rule.view == "eventbridge":
+                    scheduled_envelope.add(rule.name)
+            else:
+                (envelope if rule.view == "eventbridge" else matcher).add(rule.name, rule.pattern)
             targets[rule.name] = built
-        return _Bus(RuleSet(matcher, targets), bindings)
+        rule_set = RuleSet(
+            matcher, targets, envelope, frozenset(scheduled), frozenset(scheduled_envelope)
+        )
+        return _Bus(rule_set, bindings)
 
     async def _replace(self, key: tuple[TenantName, str], new: _Bus | None) -> None:
         old = self._buses.pop(key, None)
         if new is not None:
             self._buses[key] = new
+            if key not in self._refs:
+                self._refs[key] = BusRef(*key)
+        else:
+            self._refs.pop(key, None)
         if (old is None) != (new is None):
             self._buses_changed()
         if old is not None:
             for binding in old.bindings.values():
                 await binding.target.close()
 
-    def buses(self) -> list[tuple[TenantName, str]]:
-        return list(self._buses)
+    def buses(self) -> list[BusRef]:
+        return list(self._refs.values())
 
-    def rule_set(self, tenant: TenantName, bus: str) -> RuleSet:
-        return self._buses.get((tenant, bus), _EMPTY).rule_set
+    def rule_set(self, bus: BusRef) -> RuleSet:
+        return self._buses.get((bus.tenant, bus.bus), _EMPTY).rule_set
 
     def binding(
         self, tenant: TenantName, bus: str, rule: str, target_id: str

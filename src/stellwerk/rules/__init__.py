@@ -2,6 +2,11 @@
 targets use, and the save-time checks of both (pure model, no I/O)."""
 
 from stellwerk.rules.connections import (
+    HEADER_NAME_PATTERN,
+    OAUTH_OWN_PARAMS,
+    QUERY_PARAMETER_PATTERN,
+    RESERVED_HEADERS,
+    ApiKeyQuerySpec,
     ApiKeySpec,
     BasicAuthSpec,
     ConnectionSpec,
@@ -17,11 +22,13 @@ from stellwerk.rules.errors import (
     UnsafeTargetError,
 )
 from stellwerk.rules.model import (
+    BUILTIN_TARGET_TYPES,
     MAX_EVENT_AGE_SECONDS,
     MAX_RETRY_ATTEMPTS,
     MAX_TARGETS,
     MAX_TIMEOUT_SECONDS,
     MIN_EVENT_AGE_SECONDS,
+    HttpParameters,
     InvalidRuleError,
     RetryPolicy,
     Rule,
@@ -29,8 +36,10 @@ from stellwerk.rules.model import (
     TargetSpec,
     TransformerSpec,
     compile_transformer,
+    http_url,
     validate_rule,
 )
+from stellwerk.rules.schedule import InvalidScheduleError, Schedule, parse_schedule
 from stellwerk.rules.signing import (
     DEFAULT_SECRET_GRACE,
     MAX_SECRET_GRACE,
@@ -40,30 +49,41 @@ from stellwerk.rules.signing import (
 )
 
 __all__ = [
+    "BUILTIN_TARGET_TYPES",
     "DEFAULT_SECRET_GRACE",
+    "HEADER_NAME_PATTERN",
     "MAX_EVENT_AGE_SECONDS",
     "MAX_RETRY_ATTEMPTS",
     "MAX_SECRET_GRACE",
     "MAX_TARGETS",
     "MAX_TIMEOUT_SECONDS",
     "MIN_EVENT_AGE_SECONDS",
+    "OAUTH_OWN_PARAMS",
+    "QUERY_PARAMETER_PATTERN",
+    "RESERVED_HEADERS",
+    "ApiKeyQuerySpec",
     "ApiKeySpec",
     "BasicAuthSpec",
     "ConnectionSpec",
+    "HttpParameters",
     "InvalidConnectionError",
     "InvalidRuleError",
+    "InvalidScheduleError",
     "InvalidTargetError",
     "OAuthClientCredentialsSpec",
     "RetryPolicy",
     "Rule",
     "RuleInput",
+    "Schedule",
     "TargetConfigError",
     "TargetSpec",
     "TransformerSpec",
     "UnsafeTargetError",
     "carry_secrets",
     "compile_transformer",
+    "http_url",
     "open_connection",
+    "parse_schedule",
     "public_view",
     "rotated_target",
     "rule_input",

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import quote
 
 import msgspec
+from yarl import URL
 
 from stellwerk.names import NAME_RULE
-from stellwerk.patterns import CompiledPattern, InvalidPatternError, compile_pattern
+from stellwerk.patterns import CompiledPattern, InvalidPatternError, PatternObject, compile_pattern
+from stellwerk.rules.connections import HEADER_NAME_PATTERN, RESERVED_HEADERS, HeaderName
+from stellwerk.rules.schedule import InvalidScheduleError, parse_schedule
 from stellwerk.transform import InputTransformer, InvalidTransformerError
 
 MAX_TARGETS: Final = 10
@@ -39,7 +43,10 @@ class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     maximum_event_age_seconds: int = MAX_EVENT_AGE_SECONDS
 
 
-TargetType = Literal["http", "bus", "function", "log"]
+# The core's own target types; a capability brings more (`stellwerk.delivery.TargetKinds`,
+# such as `status`), named like these and configured through `parameters`.
+BUILTIN_TARGET_TYPES: Final = ("http", "bus", "function", "log")
+TargetType = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 
 
 class InvalidRuleError(ValueError):
@@ -59,17 +66,66 @@ class TransformerSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
     input_path: str | None = None
 
 
+MAX_HTTP_PARAMETERS: Final = 50
+_DYNAMIC: Final = "$."
+# A value sent as it is: 1-512 characters, no line break or other control character, and not a
+# JSON path (EventBridge reads `$.`-values as paths into the event; not supported here yet).
+_FIXED = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=512,
+        pattern=r"^[^\x00-\x08\x0a-\x1f\x7f]+$",
+        extra_json_schema={"not": {"pattern": r"^\$\."}},
+    ),
+]
+_HEADER_NAME: Final = re.compile(HEADER_NAME_PATTERN)
+
+
+class HttpParameters(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """EventBridge's `HttpParameters` of an `http` target, fixed values all: `path_values` fill
+    the `*` wildcards of the URL's path in order (one value each), `query` is added to the URL's
+    query and `headers` to every request (the target's own headers and its connection's
+    authorization win over them)."""
+
+    path_values: Annotated[list[_FIXED], msgspec.Meta(max_length=MAX_HTTP_PARAMETERS)] = (
+        msgspec.field(default_factory=list)
+    )
+    headers: Annotated[dict[HeaderName, _FIXED], msgspec.Meta(max_length=MAX_HTTP_PARAMETERS)] = (
+        msgspec.field(default_factory=dict)
+    )
+    query: Annotated[dict[_FIXED, _FIXED], msgspec.Meta(max_length=MAX_HTTP_PARAMETERS)] = (
+        msgspec.field(default_factory=dict)
+    )
+
+
+def http_url(url: str, parameters: HttpParameters | None) -> str:
+    """`url` with its path's `*` wildcards filled and its query extended by `parameters`."""
+    if parameters is None or not (parameters.path_values or parameters.query):
+        return url
+    parsed = URL(url)
+    path = parsed.raw_path
+    for value in parameters.path_values:
+        path = path.replace("*", quote(value, safe=""), 1)
+    # `with_path` drops the query: the URL's own comes back first, then the parameters'.
+    filled = parsed.with_path(path, encoded=True).with_query(parsed.query)
+    return str(filled.extend_query(parameters.query))
+
+
 class TargetSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """One target of a rule. Which fields apply depends on `type`:
 
     - `http`: `url`, optional `connection` (by name), `secret` (Standard Webhooks, `whsec_...`;
       generated when the target is new and kept when a save omits it, see `rules.signing`),
-      `timeout_seconds`, `concurrency`, `rate_limit` (invocations/s). After a rotation,
+      `timeout_seconds`, `concurrency`, `rate_limit` (invocations/s), `http_parameters`
+      (EventBridge's path, header and query values, `HttpParameters`). After a rotation,
       `previous_secret` signs too until `previous_secret_expires_at`; both are the server's to
       set (a save may repeat them unchanged).
     - `bus`: `bus`, and `tenant` for a bus of another tenant that granted it to this one.
     - `function`: `function` as `module:callable`, `concurrency`.
     - `log`: nothing more.
+    - a type a capability brings (`status`): its settings in `parameters`, checked by the
+      capability when the rule is saved.
 
     `ordered`: deliver events with the same `ordering_key` attribute (`partitionkey` extension or
     `subject`) one at a time, in log order.
@@ -85,23 +141,35 @@ class TargetSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     bus: str | None = None
     tenant: str | None = None
     function: str | None = None
+    parameters: dict[str, Any] | None = None
     input_transformer: TransformerSpec | None = None
     retry_policy: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     dead_letter: bool = True
     timeout_seconds: float = 5.0
     concurrency: int = 20
     rate_limit: float | None = None
+    http_parameters: HttpParameters | None = None
     ordered: bool = False
     ordering_key: Literal["partitionkey", "subject"] = "partitionkey"
 
 
-class RuleInput(msgspec.Struct, forbid_unknown_fields=True):
-    """The body of `PUT /v1/buses/{bus}/rules/{rule}`."""
+# How a rule sees events: as the CloudEvents they are stored as, or in EventBridge's envelope
+# (`version`, `id`, `detail-type`, `source`, `account`, `time`, `region`, `resources`, `detail`;
+# `stellwerk.events.envelope`), its pattern matched against that and its targets sent that.
+View = Literal["cloudevents", "eventbridge"]
 
-    pattern: dict[str, Any]
+
+class RuleInput(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of `PUT /v1/buses/{bus}/rules/{rule}`: a `pattern`, or a `schedule` (`rate(...)`
+    or `cron(...)`, `stellwerk.rules.schedule`) whose ticks send a Scheduled Event to the
+    rule's targets alone."""
+
+    pattern: PatternObject | None = None
     targets: list[TargetSpec] = msgspec.field(default_factory=list)
     state: Literal["enabled", "disabled"] = "enabled"
     description: str = ""
+    view: View = "cloudevents"
+    schedule: str | None = None
 
 
 class Rule(msgspec.Struct, omit_defaults=True):
@@ -109,12 +177,14 @@ class Rule(msgspec.Struct, omit_defaults=True):
 
     name: str
     bus: str
-    pattern: dict[str, Any]
+    pattern: dict[str, Any] | None
     state: Literal["enabled", "disabled"]
     targets: list[TargetSpec]
     created_at: datetime
     updated_at: datetime
     description: str = ""
+    view: View = "cloudevents"
+    schedule: str | None = None
 
 
 def _fail(message: str, field: str) -> InvalidRuleError:
@@ -133,6 +203,7 @@ def _check_target(index: int, target: TargetSpec) -> None:
         "previous_secret": "http",
         "previous_secret_expires_at": "http",
         "rate_limit": "http",
+        "http_parameters": "http",
         "bus": "bus",
         "tenant": "bus",
         "function": "function",
@@ -140,6 +211,8 @@ def _check_target(index: int, target: TargetSpec) -> None:
     for name, owner in fields_by_type.items():
         if getattr(target, name) is not None and owner != target.type:
             raise _fail(f"{name} does not apply to a {target.type} target", f"{where}.{name}")
+    if target.type in BUILTIN_TARGET_TYPES and target.parameters is not None:
+        raise _fail(f"parameters does not apply to a {target.type} target", f"{where}.parameters")
     if required is not None and getattr(target, required) is None:
         raise _fail(f"a {target.type} target needs {required}", f"{where}.{required}")
     if target.bus is not None and not _NAME.match(target.bus):
@@ -167,6 +240,8 @@ def _check_target(index: int, target: TargetSpec) -> None:
         raise _fail("concurrency must be 1..1000", f"{where}.concurrency")
     if target.rate_limit is not None and not 0 < target.rate_limit <= 100_000:
         raise _fail("rate_limit must be in (0, 100000] invocations/s", f"{where}.rate_limit")
+    if target.http_parameters is not None and target.url is not None:
+        _check_http_parameters(target.url, target.http_parameters, f"{where}.http_parameters")
     if target.input_transformer is not None:
         try:
             compile_transformer(target.input_transformer)
@@ -175,16 +250,49 @@ def _check_target(index: int, target: TargetSpec) -> None:
             raise InvalidRuleError(str(exc), field, "InvalidInputTransformer") from None
 
 
+def _check_http_parameters(url: str, parameters: HttpParameters, where: str) -> None:
+    wildcards = URL(url).raw_path.count("*")
+    if len(parameters.path_values) != wildcards:
+        raise _fail(
+            f"path_values has {len(parameters.path_values)} values for the {wildcards} '*' "
+            "wildcards of the URL's path: give one value for each",
+            f"{where}.path_values",
+        )
+    for name in parameters.headers:
+        if not _HEADER_NAME.match(name):
+            raise _fail(f"header name {name!r} is not an HTTP token", f"{where}.headers")
+        if name.lower() in RESERVED_HEADERS:
+            raise _fail(f"header {name!r} is the target's own", f"{where}.headers")
+    values = [*parameters.path_values, *parameters.headers.values(), *parameters.query.values()]
+    if any(value.startswith(_DYNAMIC) for value in [*values, *parameters.query]):
+        raise _fail(
+            "values starting with '$.' (JSON paths into the event) are not supported: give "
+            "fixed values",
+            where,
+        )
+
+
 def compile_transformer(spec: TransformerSpec) -> InputTransformer:
     return InputTransformer(spec.input_paths, spec.input_template, spec.input_path)
 
 
-def validate_rule(body: RuleInput) -> CompiledPattern:
-    """Check everything about the rule that needs no I/O; returns the compiled pattern."""
-    try:
-        compiled = compile_pattern(body.pattern)
-    except InvalidPatternError as exc:
-        raise InvalidRuleError(str(exc), "pattern", "InvalidEventPatternException") from None
+def validate_rule(body: RuleInput) -> CompiledPattern | None:
+    """Check everything about the rule that needs no I/O; returns the compiled pattern (None
+    for a scheduled rule)."""
+    compiled = None
+    if (body.pattern is None) == (body.schedule is None):
+        raise _fail("a rule has a pattern or a schedule, not both or neither", "pattern")
+    if body.schedule is not None:
+        try:
+            parse_schedule(body.schedule)
+        except InvalidScheduleError as exc:
+            raise InvalidRuleError(str(exc), "schedule", "InvalidScheduleExpression") from None
+    else:
+        assert body.pattern is not None
+        try:
+            compiled = compile_pattern(body.pattern)
+        except InvalidPatternError as exc:
+            raise InvalidRuleError(str(exc), "pattern", "InvalidEventPatternException") from None
     if len(body.targets) > MAX_TARGETS:
         raise _fail(f"a rule has at most {MAX_TARGETS} targets", "targets")
     seen: set[str] = set()

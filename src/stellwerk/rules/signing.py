@@ -102,5 +102,10 @@ def rotated_target(target: TargetSpec, secret: str, grace: timedelta, now: datet
 def rule_input(rule: Rule, targets: list[TargetSpec]) -> RuleInput:
     """A saved rule as the body that saves it again, with `targets` in place of its own."""
     return RuleInput(
-        pattern=rule.pattern, targets=targets, state=rule.state, description=rule.description
+        pattern=rule.pattern,
+        targets=targets,
+        state=rule.state,
+        description=rule.description,
+        view=rule.view,
+        schedule=rule.schedule,
     )

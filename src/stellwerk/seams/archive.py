@@ -12,7 +12,7 @@ from typing import Final, Protocol, Self
 
 import msgspec
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef
 from stellwerk.seams.eventlog import StoredEvent
 
 DEFAULT_ARCHIVE_READ: Final = 1000
@@ -68,14 +68,13 @@ class ArchiveStore(Protocol):
 
     async def ping(self) -> None: ...
 
-    async def cursor(self, tenant: TenantName, bus: str) -> int:
+    async def cursor(self, bus: BusRef) -> int:
         """The position of the last event of the bus the archiver has looked at (0 at first)."""
         ...
 
     async def archive(
         self,
-        tenant: TenantName,
-        bus: str,
+        bus: BusRef,
         position: int,
         entries: Sequence[tuple[str, StoredEvent]],
     ) -> None:

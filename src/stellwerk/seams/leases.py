@@ -14,7 +14,7 @@ from typing import Any, Final, Protocol
 
 import structlog
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef
 
 DEFAULT_TTL: Final = 15.0
 log = structlog.get_logger("stellwerk.leases")
@@ -77,9 +77,9 @@ class LocalLeases:
         pass
 
 
-def lease_name(role: str, tenant: TenantName, bus: str) -> str:
+def lease_name(role: str, bus: BusRef) -> str:
     """The lease of one bus for one role: `router/<tenant>/<bus>`, `archiver/<tenant>/<bus>`."""
-    return f"{role}/{tenant}/{bus}"
+    return f"{role}/{bus.tenant}/{bus.bus}"
 
 
 def role_of(name: str) -> str:
@@ -87,12 +87,12 @@ def role_of(name: str) -> str:
 
 
 def bus_owner(
-    leases: Leases, role: str, buses: Callable[[], Iterable[tuple[TenantName, str]]]
-) -> Callable[[TenantName, str], bool]:
+    leases: Leases, role: str, buses: Callable[[], Iterable[BusRef]]
+) -> Callable[[BusRef], bool]:
     """Want the lease of every bus `buses()` names for `role`; return the router's or archiver's
-    `owns(tenant, bus)`: whether this process holds that bus's lease now."""
-    leases.want(lambda: [lease_name(role, tenant, bus) for tenant, bus in buses()])
-    return lambda tenant, bus: leases.holds(lease_name(role, tenant, bus))
+    `owns(bus)`: whether this process holds that bus's lease now."""
+    leases.want(lambda: [lease_name(role, bus) for bus in buses()])
+    return lambda bus: leases.holds(lease_name(role, bus))
 
 
 def rendezvous_winner(name: str, members: Iterable[str]) -> str | None:

@@ -14,7 +14,8 @@ from typing import Final, NamedTuple, Protocol, Self
 
 import msgspec
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
+from stellwerk.seams.history import Attempt
 
 DEFAULT_DEAD_LETTER_PAGE: Final = 100
 MAX_DEAD_LETTER_PAGE: Final = 1000
@@ -153,7 +154,7 @@ class CursorConflict(DeliveryQueueError):
 class RouteCursors(Protocol):
     """How far routing got on each bus: what retention and erasure wait for."""
 
-    async def cursor(self, tenant: TenantName, bus: str) -> int:
+    async def cursor(self, bus: BusRef) -> int:
         """The position of the last event routed on the bus (0 before the first)."""
         ...
 
@@ -161,9 +162,7 @@ class RouteCursors(Protocol):
 class RouteSink(RouteCursors, Protocol):
     """Where the router and replays put deliveries, each run together with its cursor."""
 
-    async def route(
-        self, tenant: TenantName, bus: str, position: int, deliveries: Sequence[NewDelivery]
-    ) -> None:
+    async def route(self, bus: BusRef, position: int, deliveries: Sequence[NewDelivery]) -> None:
         """Enqueue the deliveries of the bus's events up to `position` and move its cursor there.
 
         Both happen or neither does. `position` and every delivery's position must be above
@@ -223,15 +222,26 @@ class WorkQueue(Protocol):
         """
         ...
 
-    async def ack(self, delivery_id: int) -> None:
-        """The delivery is finished: delivered, or dropped because its target keeps no DLQ."""
+    async def ack(self, delivery_id: int, attempt: Attempt | None = None) -> None:
+        """The delivery is finished: delivered, or dropped because its target keeps no DLQ.
+
+        `attempt`, here and below, is the attempt that ended so: a backend that keeps delivery
+        history (`DeliveryHistory`) writes it with the outcome, in the same commit.
+        """
         ...
 
-    async def ack_many(self, delivery_ids: Sequence[int]) -> None:
-        """`ack` each of them: one write for them all where the backend can."""
+    async def ack_many(self, delivery_ids: Sequence[int], attempts: Sequence[Attempt] = ()) -> None:
+        """`ack` each of them (with their `attempts`): one write for them all where the backend
+        can."""
         ...
 
-    async def retry(self, delivery_id: int, next_attempt_at: datetime, error: str) -> None:
+    async def retry(
+        self,
+        delivery_id: int,
+        next_attempt_at: datetime,
+        error: str,
+        attempt: Attempt | None = None,
+    ) -> None:
         """An attempt failed; count it, keep `error`, and make the delivery due again then."""
         ...
 
@@ -239,7 +249,9 @@ class WorkQueue(Protocol):
         """Give leased deliveries back unattempted (a worker stopping): ready now, not counted."""
         ...
 
-    async def dead_letter(self, delivery_id: int, error: str) -> None:
+    async def dead_letter(
+        self, delivery_id: int, error: str, attempt: Attempt | None = None
+    ) -> None:
         """The last attempt failed for good; count it and move the delivery to the DLQ."""
         ...
 
@@ -249,8 +261,7 @@ class DeadLetterQueue(Protocol):
 
     async def dead_letters(
         self,
-        tenant: TenantName,
-        bus: str,
+        bus: BusRef,
         *,
         rule: str | None = None,
         target_id: str | None = None,
@@ -263,7 +274,7 @@ class DeadLetterQueue(Protocol):
         """
         ...
 
-    async def redrive(self, tenant: TenantName, bus: str, ids: Sequence[int] | None = None) -> int:
+    async def redrive(self, bus: BusRef, ids: Sequence[int] | None = None) -> int:
         """Move dead deliveries of the bus (those with `ids`, or all) back to the queue.
 
         They are due now with their attempts reset to 0, and their maximum event age counts

@@ -12,7 +12,7 @@ from typing import Literal, Protocol, Self
 
 import msgspec
 
-from stellwerk.refs import TenantId, TenantName
+from stellwerk.refs import BusRef, TenantId, TenantName
 
 ChangeKind = Literal[
     "rules", "bus", "schema", "grant", "key", "suppression", "archive", "replay", "replay_cancelled"
@@ -82,7 +82,7 @@ class Signals(Protocol):
     async def start(
         self,
         *,
-        on_appended: Callable[[TenantName, str], None],
+        on_appended: Callable[[BusRef], None],
         on_routed: Callable[[], None],
         on_changed: Callable[[Change], Awaitable[None]],
         on_resync: Callable[[], Awaitable[None]],
@@ -92,7 +92,7 @@ class Signals(Protocol):
 
     async def close(self) -> None: ...
 
-    def appended(self, tenant: TenantName, bus: str) -> None:
+    def appended(self, bus: BusRef) -> None:
         """Events were appended to the bus (coalesced; sent soon, not awaited)."""
         ...
 
@@ -111,7 +111,7 @@ class LocalSignals:
     async def start(
         self,
         *,
-        on_appended: Callable[[TenantName, str], None],
+        on_appended: Callable[[BusRef], None],
         on_routed: Callable[[], None],
         on_changed: Callable[[Change], Awaitable[None]],
         on_resync: Callable[[], Awaitable[None]],
@@ -121,7 +121,7 @@ class LocalSignals:
     async def close(self) -> None:
         pass
 
-    def appended(self, tenant: TenantName, bus: str) -> None:
+    def appended(self, bus: BusRef) -> None:
         pass
 
     def routed(self) -> None:

@@ -7,6 +7,7 @@ HTTP: it takes a `Principal` and plain values, returns plain values, and refuses
 `ServiceError` that each edge renders its own way.
 """
 
+from stellwerk.seams import StoredEvent  # what `Tail` reads: the facades' callers type with it
 from stellwerk.service.access import Authenticator, Gate
 from stellwerk.service.archives import (
     MAX_ARCHIVES_PER_BUS,
@@ -19,12 +20,13 @@ from stellwerk.service.buses import Bus, Buses, BusInput, ValidationMode, checke
 from stellwerk.service.changes import Caches
 from stellwerk.service.connections import Connection, Connections
 from stellwerk.service.dead_letters import DeadLetters, DeadLetterView
-from stellwerk.service.erasures import Erasure, ErasureInput, Erasures
+from stellwerk.service.erasures import Erasure, ErasureInput, ErasureRequest, Erasures
 from stellwerk.service.errors import (
     Conflict,
     Forbidden,
     InvalidRequest,
     NotFound,
+    NotSupported,
     PayloadTooLarge,
     ServiceError,
     TooManyRequests,
@@ -41,8 +43,19 @@ from stellwerk.service.failed_events import (
     ResubmitResult,
 )
 from stellwerk.service.grants import Grants
+from stellwerk.service.history import (
+    ATTEMPT_OUTCOMES,
+    DEFAULT_ATTEMPT_PAGE,
+    MAX_ATTEMPT_PAGE,
+    AttemptOutcome,
+    AttemptView,
+    EventHistory,
+    History,
+    TargetHistory,
+    TargetState,
+)
 from stellwerk.service.ingest import FailedEvent, Ingest, IngestResult, SchemaWarning
-from stellwerk.service.keys import CreatedKey, KeyInfo, KeyInput, Keys
+from stellwerk.service.keys import CreatedKey, KeyDigest, KeyInfo, KeyInput, Keys
 from stellwerk.service.platform import Platform
 from stellwerk.service.readiness import Readiness
 from stellwerk.service.replays import Replay, ReplayInput, Replays
@@ -52,12 +65,17 @@ from stellwerk.service.tail import Tail
 from stellwerk.service.tenants import ProvisionedTenant, Tenants, provision_tenant
 
 __all__ = [
+    "ATTEMPT_OUTCOMES",
+    "DEFAULT_ATTEMPT_PAGE",
     "MAX_ARCHIVES_PER_BUS",
+    "MAX_ATTEMPT_PAGE",
     "TYPE_RULE",
     "Archive",
     "ArchiveInput",
     "ArchiveState",
     "Archives",
+    "AttemptOutcome",
+    "AttemptView",
     "Authenticator",
     "Bus",
     "BusInput",
@@ -71,7 +89,9 @@ __all__ = [
     "DeadLetters",
     "Erasure",
     "ErasureInput",
+    "ErasureRequest",
     "Erasures",
+    "EventHistory",
     "FailedEvent",
     "FailedEventFilter",
     "FailedEventView",
@@ -79,13 +99,16 @@ __all__ = [
     "Forbidden",
     "Gate",
     "Grants",
+    "History",
     "Ingest",
     "IngestResult",
     "InvalidRequest",
+    "KeyDigest",
     "KeyInfo",
     "KeyInput",
     "Keys",
     "NotFound",
+    "NotSupported",
     "PayloadTooLarge",
     "Platform",
     "ProvisionedTenant",
@@ -101,7 +124,10 @@ __all__ = [
     "SchemaWarning",
     "Schemas",
     "ServiceError",
+    "StoredEvent",
     "Tail",
+    "TargetHistory",
+    "TargetState",
     "Tenants",
     "TooManyRequests",
     "Unauthorized",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from stellwerk.auth import MalformedKeyError, Principal, Scope, parse_key, verify_key
 from stellwerk.ratelimit import TokenBuckets
+from stellwerk.secrets import DecryptionError
 from stellwerk.service.errors import Forbidden, TooManyRequests, Unauthorized
 from stellwerk.storage import TtlCache
 from stellwerk.storage.control import ApiKeyRecord, ControlPlane, TenantRecord
@@ -52,6 +53,9 @@ class Authenticator:
         # Unknown ids are cached too (briefly), so a flood of made-up keys does not reach the store.
         self._keys: TtlCache[str, _Cached | None] = TtlCache(self._load, cache_seconds, clock)
         self._verified: dict[str, tuple[_Cached, Principal]] = {}
+        # Signing keys opened, tied to the cached record as `_verified` is: unsealing costs an
+        # AES-GCM decryption, and a signed client asks for its key with every request.
+        self._opened: dict[str, tuple[_Cached, Principal, str]] = {}
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -76,6 +80,33 @@ class Authenticator:
         self._verified[authorization] = (entry, principal)
         return principal
 
+    async def signing_key(self, key_id: str) -> tuple[Principal, str]:
+        """The principal of key `key_id` and the key's text, for a request signed with it
+        rather than carrying it (AWS Signature Version 4): the caller proves the request with
+        the text and must compare in constant time. Unauthorized for an unknown or revoked key,
+        or one without a sealed copy (created before signing existed, or by a tool that had no
+        secret key)."""
+        remembered = self._opened.get(key_id)
+        if remembered is not None and self._keys.fresh(key_id) is remembered[0]:
+            return remembered[1], remembered[2]
+        entry = await self._keys.get(key_id)
+        if entry is None or entry.key.revoked_at:
+            raise Unauthorized("the access key id is not a valid key (unknown or revoked)")
+        try:
+            key = self._control.open_sealed_key(entry.key)
+        except DecryptionError:
+            key = None
+        if key is None:
+            raise Unauthorized(
+                f"key {key_id} cannot sign requests: it was made without the server's secret "
+                "key (before request signing existed, or by a tool); create a new key"
+            )
+        principal = Principal(entry.tenant.ref, key_id=entry.key.id, scope=entry.key.scope)
+        if len(self._opened) >= _MAX_VERIFIED:
+            self._opened.clear()
+        self._opened[key_id] = (entry, principal, key)
+        return principal, key
+
     def forget(self, key_id: str) -> None:
         self._keys.forget(key_id)
 
@@ -99,7 +130,11 @@ class Gate:
         """The caller's principal if it may make this request now, else the refusal.
 
         `needed` None: the method needs a scope nobody has (no key may use it here)."""
-        principal = await self.authenticator.authenticate(authorization)
+        return self.allow(await self.authenticator.authenticate(authorization), method, needed)
+
+    def allow(self, principal: Principal, method: str, needed: Scope | None) -> Principal:
+        """`principal` if its scope and its tenant's rate allow the request now (an edge that
+        authenticates in its own way, such as a signed request, asks this), else the refusal."""
         if needed is None or not principal.scope.allows(needed):
             raise Forbidden(
                 f"a key with scope {principal.scope} may not {method} here"

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from stellwerk.auth import Principal
-from stellwerk.patterns import InvalidPatternError, compile_pattern
+from stellwerk.patterns import InvalidPatternError, PatternObject, compile_pattern
 from stellwerk.routing import Archiver
 from stellwerk.seams import ArchiveStats, ArchiveStore, Change, EventLog, Signals
 from stellwerk.service.buses import Buses
@@ -36,7 +36,7 @@ ArchiveState = Literal["enabled", "catching_up", "creating"]
 class ArchiveInput(msgspec.Struct, forbid_unknown_fields=True):
     """The body of `PUT /v1/buses/{bus}/archives/{name}`; no pattern: every event of the bus."""
 
-    pattern: dict[str, Any] | None = None
+    pattern: PatternObject | None = None
     retention_days: Annotated[int, msgspec.Meta(ge=0, le=MAX_RETENTION_DAYS)] = 0
     description: Annotated[str, msgspec.Meta(max_length=512)] = ""
 
@@ -93,7 +93,7 @@ class Archives:
                 ) from None
         # Paused, the archiver cannot pass the start read here before it knows the archive.
         async with self._archiver.paused():
-            start = await self._log.last_position(principal.tenant, bus)
+            start = await self._log.last_position(principal.bus(bus))
             try:
                 record, created = await self._control.archives.put(
                     principal.tenant_id,
@@ -113,7 +113,7 @@ class Archives:
 
     async def _taken_in(self, principal: Principal, record: ArchiveRecord) -> ArchiveRecord:
         """The archive once the archiver of its bus has taken it in, or after `TAKE_SECONDS`."""
-        await self._archiver.take_in(principal.tenant, record.bus)
+        await self._archiver.take_in(principal.bus(record.bus))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + TAKE_SECONDS
         next_signal = loop.time() + TAKE_SIGNAL_SECONDS
@@ -157,8 +157,9 @@ class Archives:
             return []
         bus = records[0].bus
         stats = await self._store.stats([r.uid for r in records])
-        done = await self._store.cursor(principal.tenant, bus)
-        last = await self._log.last_position(principal.tenant, bus)
+        ref = principal.bus(bus)
+        done = await self._store.cursor(ref)
+        last = await self._log.last_position(ref)
         out = []
         for record in records:
             held = stats.get(record.uid, ArchiveStats(0, 0))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -24,7 +24,7 @@ class BusInput(msgspec.Struct, forbid_unknown_fields=True):
     type's schema), `enforce` (keep such events in the failed-events store instead of the bus).
     """
 
-    description: str = ""
+    description: Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)] = ""
     schema_validation: ValidationMode = "off"
 
 

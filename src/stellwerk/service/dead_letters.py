@@ -77,13 +77,13 @@ class DeadLetters:
     ) -> list[DeadLetterView]:
         await self._buses.record(principal.tenant_id, bus)
         letters = await self._queue.dead_letters(
-            principal.tenant, bus, rule=rule, target_id=target, after=after, limit=limit
+            principal.bus(bus), rule=rule, target_id=target, after=after, limit=limit
         )
         return [_view(d) for d in letters]
 
     async def redrive(self, principal: Principal, bus: str, ids: list[int] | None) -> int:
         """Send the dead letters `ids` (None: all of the bus) again; how many went."""
         await self._buses.record(principal.tenant_id, bus)
-        moved = await self._queue.redrive(principal.tenant, bus, ids)
+        moved = await self._queue.redrive(principal.bus(bus), ids)
         self._redriven()
         return moved

@@ -9,12 +9,13 @@ per store. The entry holds the criterion, so it is for admin keys only.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
 
 from stellwerk.auth import Principal
-from stellwerk.erasure import Criterion, ErasureRunner, InvalidCriterion, parse
+from stellwerk.erasure import CRITERION_SCHEMA, Criterion, ErasureRunner, InvalidCriterion, parse
+from stellwerk.names import Name
 from stellwerk.service.buses import Buses, checked_name
 from stellwerk.service.errors import InvalidRequest, NotFound
 from stellwerk.storage.control import ControlPlane, ErasureRecord, ErasureState
@@ -36,8 +37,13 @@ class ErasureInput(msgspec.Struct, forbid_unknown_fields=True):
     subject: str | None = None
     field: str | None = None
     value: str | int | float | bool | None = None
-    bus: str | None = None
+    bus: Name | None = None
     suppress: bool = False
+
+
+# The body as the API's document shows it: which fields go together is `parse`'s rule, and
+# msgspec's schema of the struct alone cannot say it.
+ErasureRequest = Annotated[ErasureInput, msgspec.Meta(extra_json_schema=CRITERION_SCHEMA)]
 
 
 class Erasure(msgspec.Struct):

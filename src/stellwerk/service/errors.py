@@ -89,6 +89,12 @@ class UnsupportedMediaType(ServiceError):
     default_code = "UnsupportedMediaType"
 
 
+class NotSupported(ServiceError):
+    """This deployment cannot do it (its stores lack the feature); no retry will help."""
+
+    default_code = "NotImplemented"
+
+
 class Unavailable(ServiceError):
     """A store cannot take the request now (overloaded, starting); `retry_after` says when."""
 

@@ -139,7 +139,7 @@ class FailedEvents:
                 await self._log.append([new for _, new in passing])
             except LogOverloaded as exc:
                 raise log_refused(exc, "the event log is overloaded") from None
-            self._watch.appended(principal.tenant, name)
+            self._watch.appended(principal.bus(name))
             await control.failed_events.mark_resubmitted(
                 principal.tenant_id, [record.id for record, _ in passing]
             )

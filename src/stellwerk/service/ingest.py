@@ -7,16 +7,18 @@ same list, so that a single bad event (structured or binary mode) gets a plain c
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final
 
 import msgspec
 
 from stellwerk.auth import Principal
 from stellwerk.erasure import Suppressions
+from stellwerk.events import CloudEvent, check_event_size
 from stellwerk.ingest import (
     BindingError,
     BindingLimits,
+    BusMetrics,
     DecodedEvent,
     EventFailure,
     IngestMetrics,
@@ -24,7 +26,7 @@ from stellwerk.ingest import (
     decode_request,
 )
 from stellwerk.ratelimit import TokenBuckets
-from stellwerk.refs import TenantId
+from stellwerk.refs import BusRef, TenantId, TenantRef
 from stellwerk.schemas import SchemaViolation, event_violations
 from stellwerk.seams import EventLog, LogOverloaded, LogUnavailable, NewEvent
 from stellwerk.service.errors import (
@@ -37,10 +39,14 @@ from stellwerk.service.errors import (
     log_refused,
 )
 from stellwerk.storage import LogWatch
-from stellwerk.storage.control import BusDirectory, ControlPlane, NewFailedEvent
+from stellwerk.storage.control import BusDirectory, BusRecord, ControlPlane, NewFailedEvent
 
 SCHEMA_FAILURE = "SchemaValidationFailed"
 _encode: Final = msgspec.json.Encoder().encode
+AfterAppend = Callable[[TenantRef, str, Sequence[int]], Awaitable[None]]
+"""Awaited after a request's events are durable and before it is answered, with the tenant, the
+bus and the positions of the events stored now (duplicates left out)."""
+
 _BINDING_ERRORS: Final[dict[int, type[ServiceError]]] = {
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
@@ -125,6 +131,15 @@ class Ingest:
         self._metrics = metrics
         self._limits = limits
         self._event_rate = event_rate
+        self._after_append: list[AfterAppend] = []
+
+    def after_append(self, hook: AfterAppend) -> None:
+        """Await `hook` before answering each request that stored events (ingest's, not
+        `publish`'s): a capability that must hold the answer back until it has done its part
+        (a peer site's acknowledgement of synchronous replication). The events are durable
+        already, so a hook that gives up must not raise: the client would send them again.
+        """
+        self._after_append.append(hook)
 
     async def put(
         self,
@@ -160,18 +175,67 @@ class Ingest:
             else:
                 failed.append(_failed(result))
                 metrics.rejected(failed[-1].error).inc()
+        taken = await self._take(principal.ref, name, bus, decoded, failed, metrics)
+        if not taken.failed and not taken.duplicates and taken.warnings is msgspec.UNSET:
+            return b'{"accepted":%d,"failed":[],"duplicates":0}' % taken.accepted
+        return _encode(taken)
+
+    async def take(
+        self, tenant: TenantRef, name: str, events: Sequence[CloudEvent], bodies: Sequence[bytes]
+    ) -> IngestResult:
+        """Take events that a capability made from an outside request (a tracker's messages)
+        onto bus `name`, under the guards of `put`: erasure suppressions, the bus's schemas
+        (events refused by one are kept in the failed-events store and listed in `failed` by
+        their index in `events`) and the tenant's event rate. `bodies` are the events as
+        `encode_event` encoded them, each within the size limit. Returns only once every
+        accepted event is durable.
+
+        Raises `NotFound` for a bus that does not exist, `InvalidRequest` (with `failed`) when
+        no event may be stored, `TooManyRequests` and `Unavailable` as `put` does.
+        """
+        decoded = [
+            DecodedEvent.of(index, event, body)
+            for index, (event, body) in enumerate(zip(events, bodies, strict=True))
+        ]
+        return await self.take_encoded(tenant, name, decoded)
+
+    async def take_encoded(
+        self, tenant: TenantRef, name: str, events: list[DecodedEvent]
+    ) -> IngestResult:
+        """`take` for events a capability encoded itself, as `encode_event` encodes them (one
+        object, within the size limit, none of Stellwerk's own extensions), numbered from 0 in
+        order: a `DecodedEvent` made without its `CloudEvent` decodes one only if a schema
+        check needs it."""
+        bus = await self._buses.bus(tenant.id, name)
+        if bus is None:
+            raise NotFound.of(f"bus {name!r}")
+        metrics = bus_metrics(self._metrics, tenant.name, name)
+        return await self._take(tenant, name, bus, events, [], metrics)
+
+    async def _take(
+        self,
+        tenant_ref: TenantRef,
+        name: str,
+        bus: BusRecord,
+        decoded: list[DecodedEvent],
+        failed: list[FailedEvent],
+        metrics: BusMetrics,
+    ) -> IngestResult:
+        """The valid events of a request onto the bus, past the guards that follow decoding:
+        suppressions, schemas, the event rate. `failed`: what decoding refused already."""
+        tenant_id = tenant_ref.id
         # Before the schema check: a suppressed event must not land in the failed-events store.
         decoded, suppressed = await self._suppressions.drop(
-            principal.tenant_id, principal.tenant, name, decoded
+            tenant_id, tenant_ref.name, name, decoded
         )
         warnings: list[SchemaWarning] = []
         if bus.schema_validation != "off" and decoded:
             decoded, refused, warnings = await self._check_schemas(
-                principal.tenant_id, name, decoded, enforce=bus.schema_validation == "enforce"
+                tenant_id, name, decoded, enforce=bus.schema_validation == "enforce"
             )
             failed = sorted([*failed, *refused], key=lambda f: f.index)
             self._metrics.failed_validation.labels(
-                principal.tenant, name, bus.schema_validation
+                tenant_ref.name, name, bus.schema_validation
             ).inc(len(refused) + len(warnings))
         if not decoded and not suppressed:
             if not failed:
@@ -186,7 +250,7 @@ class Ingest:
                 failed=[msgspec.to_builtins(f) for f in failed],
             )
 
-        wait = self._event_rate.acquire(principal.tenant_id, len(decoded))
+        wait = self._event_rate.acquire(tenant_id, len(decoded))
         if wait > 0:
             metrics.rejected("TooManyRequests").inc(len(decoded))
             raise TooManyRequests(
@@ -194,7 +258,7 @@ class Ingest:
                 retry_after=wait,
             )
 
-        tenant = principal.tenant
+        tenant = tenant_ref.name
         batch = [
             NewEvent(tenant, name, d.id, d.source, d.type, d.subject, d.encoded) for d in decoded
         ]
@@ -205,24 +269,48 @@ class Ingest:
             reason = unavailable.code if isinstance(exc, LogUnavailable) else "Overloaded"
             metrics.rejected(reason).inc(len(batch))
             raise unavailable from None
-        self._watch.appended(tenant, name)
+        self._watch.appended(tenant_ref.bus(name))
         duplicates = 0
         for outcome in appended:
             if outcome.duplicate:
                 duplicates += 1
+        if self._after_append and duplicates < len(appended):
+            stored = [outcome.position for outcome in appended if not outcome.duplicate]
+            for hook in self._after_append:
+                await hook(tenant_ref, name, stored)
         metrics.accepted.inc(len(batch) - duplicates)
         if duplicates:
             metrics.duplicates.inc(duplicates)
-        if not failed and not duplicates and not warnings and not suppressed:
-            return b'{"accepted":%d,"failed":[],"duplicates":0}' % len(batch)
-        return _encode(
-            IngestResult(
-                accepted=len(batch) + suppressed,
-                failed=failed,
-                duplicates=duplicates + suppressed,
-                warnings=warnings or msgspec.UNSET,
-            )
+        return IngestResult(
+            accepted=len(batch) + suppressed,
+            failed=failed,
+            duplicates=duplicates + suppressed,
+            warnings=warnings or msgspec.UNSET,
         )
+
+    async def publish(self, tenant: TenantRef, bus: str, events: Sequence[CloudEvent]) -> list[int]:
+        """Append events that Stellwerk makes itself (a capability's, such as status changes)
+        to bus `bus`, durably, as ingest does a request's: their positions, in order.
+
+        Bypasses what guards the edge (keys, rate limits, schemas): the caller is trusted code.
+        Raises `NotFound` for a bus that does not exist, `Unavailable` when the log refuses.
+        """
+        if not events:
+            return []
+        if await self._buses.bus(tenant.id, bus) is None:
+            raise NotFound.of(f"bus {bus!r}")
+        batch = [NewEvent.of(tenant.name, bus, event) for event in events]
+        for new in batch:
+            check_event_size(new.body)
+        try:
+            appended = await self._log.append(batch)
+        except LogOverloaded as exc:
+            raise log_refused(exc, "the event log is overloaded") from None
+        self._watch.appended(BusRef(tenant.name, bus))
+        bus_metrics(self._metrics, tenant.name, bus).accepted.inc(
+            sum(1 for outcome in appended if not outcome.duplicate)
+        )
+        return [outcome.position for outcome in appended]
 
     async def _check_schemas(
         self, tenant_id: TenantId, bus: str, decoded: list[DecodedEvent], *, enforce: bool

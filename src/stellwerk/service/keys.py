@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -17,7 +17,7 @@ MAX_DESCRIPTION = 256
 
 class KeyInput(msgspec.Struct, forbid_unknown_fields=True):
     scope: Literal["ingest", "read", "admin"]
-    description: str = ""
+    description: Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)] = ""
 
 
 class KeyInfo(msgspec.Struct):
@@ -36,6 +36,17 @@ class CreatedKey(msgspec.Struct):
     scope: str
     description: str
     created_at: datetime
+
+
+class KeyDigest(msgspec.Struct, frozen=True):
+    """A key as another site of the tenant may take it in: its digest, never the key."""
+
+    id: str
+    scope: Literal["ingest", "read", "admin"]
+    key_hash: str
+    description: str
+    created_at: datetime
+    revoked_at: datetime | None
 
 
 def _info(record: ApiKeyRecord) -> KeyInfo:
@@ -70,6 +81,37 @@ class Keys:
 
     async def all(self, tenant_id: TenantId) -> list[KeyInfo]:
         return [_info(r) for r in await self._control.list_keys(tenant_id)]
+
+    async def digests(self, tenant_id: TenantId) -> list[KeyDigest]:
+        """The tenant's keys as a peer site takes them in (`adopt`): digests only."""
+        return [
+            KeyDigest(
+                id=r.id,
+                scope=str(r.scope),  # type: ignore[arg-type]
+                key_hash=r.key_hash,
+                description=r.description,
+                created_at=r.created_at,
+                revoked_at=r.revoked_at,
+            )
+            for r in await self._control.list_keys(tenant_id)
+        ]
+
+    async def adopt(self, tenant_id: TenantId, digests: list[KeyDigest]) -> int:
+        """Take in the keys of the tenant's peer site: each authenticates here as there, and
+        one revoked there is revoked here. How many keys were added or revoked."""
+        changed = 0
+        for d in digests:
+            record = ApiKeyRecord(
+                id=d.id,
+                tenant_id=tenant_id,
+                scope=Scope(d.scope),
+                key_hash=d.key_hash,
+                description=d.description,
+                created_at=d.created_at,
+                revoked_at=d.revoked_at,
+            )
+            changed += await self._control.adopt_key(tenant_id, record)
+        return changed
 
     async def revoke(self, tenant_id: TenantId, key_id: str) -> KeyInfo:
         """Revoke a key: refused here at once, by other processes within their key cache."""

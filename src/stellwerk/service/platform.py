@@ -12,6 +12,7 @@ from stellwerk.service.dead_letters import DeadLetters
 from stellwerk.service.erasures import Erasures
 from stellwerk.service.failed_events import FailedEvents
 from stellwerk.service.grants import Grants
+from stellwerk.service.history import History
 from stellwerk.service.ingest import Ingest
 from stellwerk.service.keys import Keys
 from stellwerk.service.readiness import Readiness
@@ -37,6 +38,7 @@ class Platform:
     connections: Connections
     grants: Grants
     dead_letters: DeadLetters
+    history: History
     failed_events: FailedEvents
     tenants: Tenants
     readiness: Readiness

@@ -16,7 +16,8 @@ import msgspec
 
 from stellwerk.auth import Principal
 from stellwerk.clock import utc_now
-from stellwerk.events import parse_rfc3339
+from stellwerk.events import Rfc3339, parse_rfc3339
+from stellwerk.names import Name
 from stellwerk.refs import TenantId, TenantName
 from stellwerk.seams import RouteSink
 from stellwerk.service.buses import checked_name
@@ -36,12 +37,12 @@ MAX_DESCRIPTION: Final = 512
 class ReplayInput(msgspec.Struct, forbid_unknown_fields=True):
     """The body of `POST /v1/replays`. `start` and `end` are RFC 3339; `end` is exclusive."""
 
-    name: str
-    archive: str
-    bus: str
-    start: str
-    end: str
-    rules: Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_RULES)] | None = None
+    name: Name
+    archive: Name
+    bus: Name
+    start: Rfc3339
+    end: Rfc3339
+    rules: Annotated[list[Name], msgspec.Meta(min_length=1, max_length=MAX_RULES)] | None = None
     description: Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)] = ""
 
 

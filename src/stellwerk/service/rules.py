@@ -12,7 +12,7 @@ from stellwerk.auth import Principal, Scope
 from stellwerk.delivery import TargetRegistry
 from stellwerk.rules import InvalidRuleError, Rule, RuleInput, validate_rule
 from stellwerk.service.buses import Buses
-from stellwerk.service.errors import Conflict, InvalidRequest, NotFound
+from stellwerk.service.errors import Conflict, InvalidRequest, NotFound, ValidationFailed
 from stellwerk.storage.control import ConflictError, ControlPlane
 
 
@@ -41,7 +41,9 @@ class Rules:
             validate_rule(body)
             body = await self._targets.prepare(principal, bus, name, body)
         except InvalidRuleError as exc:
-            raise InvalidRequest(str(exc), code=exc.error, field=exc.field) from None
+            # A value outside a field's choices is 422, as the body's own checks answer it.
+            refusal = ValidationFailed if exc.error == "ValidationFailed" else InvalidRequest
+            raise refusal(str(exc), code=exc.error, field=exc.field) from None
         try:
             return await self._control.rules.put(
                 principal.tenant_id, bus, name, body, max_rules=self._max_rules

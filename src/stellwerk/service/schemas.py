@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -21,8 +21,10 @@ MAX_DESCRIPTION = 512
 class SchemaInput(msgspec.Struct, forbid_unknown_fields=True):
     """`schema` is a JSON Schema (draft 4, 6, 7, 2019-09 or 2020-12) for the events' `data`."""
 
-    schema: Any
-    description: str = ""
+    # Documented, not decoded, as an object or a boolean: `compile_schema` checks it, and says
+    # why a value is not a usable JSON Schema.
+    schema: Annotated[Any, msgspec.Meta(extra_json_schema={"type": ["object", "boolean"]})]
+    description: Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)] = ""
 
 
 class SchemaVersion(msgspec.Struct):

@@ -7,11 +7,11 @@ comment then, so that proxies keep it open).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from stellwerk.auth import Principal
 from stellwerk.patterns import CompiledPattern, InvalidPatternError, compile_pattern
-from stellwerk.seams import EventLog, StoredEvent
+from stellwerk.seams import EventLog, RouteCursors, StoredEvent
 from stellwerk.service.errors import InvalidRequest, NotFound
 from stellwerk.storage import LogWatch
 from stellwerk.storage.control import BusDirectory
@@ -20,10 +20,18 @@ PAGE = 200
 
 
 class Tail:
-    def __init__(self, buses: BusDirectory, event_log: EventLog, log_watch: LogWatch) -> None:
+    def __init__(
+        self,
+        buses: BusDirectory,
+        event_log: EventLog,
+        log_watch: LogWatch,
+        *,
+        routes: RouteCursors | None = None,
+    ) -> None:
         self._buses = buses
         self._log = event_log
         self._watch = log_watch
+        self._routes = routes
 
     async def open(
         self, principal: Principal, bus: str, pattern: str | None, after: int | None
@@ -41,7 +49,7 @@ class Tail:
                     str(exc), code="InvalidEventPatternException", field="pattern"
                 ) from None
         if after is None:
-            after = await self._log.last_position(principal.tenant, bus)
+            after = await self._log.last_position(principal.bus(bus))
         return after, compiled
 
     async def follow(
@@ -53,14 +61,50 @@ class Tail:
         *,
         keepalive: float,
     ) -> AsyncIterator[StoredEvent | None]:
-        tenant = principal.tenant
-        while True:
-            events = await self._log.read(tenant, bus, after=after, limit=PAGE)
+        async for events in self.pages(principal, bus, after, keepalive=keepalive):
+            if not events:
+                yield None
             for event in events:
-                after = event.position
                 if pattern is None or pattern.matches(event.body):
                     yield event
-            if len(events) == PAGE:
+
+    async def pages(
+        self, principal: Principal, bus: str, after: int, *, keepalive: float, limit: int = PAGE
+    ) -> AsyncGenerator[list[StoredEvent], None]:
+        """The bus's events after `after` as the log gives them, a page (up to `limit`) at a
+        time, as soon as they are recorded; an empty page when nothing came for `keepalive`
+        seconds. For a follower that ships events on in batches (a peer site's replication)."""
+        ref = principal.bus(bus)
+        while True:
+            appended = self._watch.armed(ref)  # before the read: an append during it counts
+            events = await self._log.read(ref, after=after, limit=limit)
+            if events:
+                after = events[-1].position
+                yield events
+            if len(events) == limit:
                 continue
-            if not await self._watch.wait(tenant, bus, keepalive):
-                yield None
+            if not await self._watch.wait(ref, keepalive, armed=appended):
+                yield []
+
+    async def page(
+        self, principal: Principal, bus: str, after: int, limit: int = PAGE
+    ) -> list[StoredEvent]:
+        """Up to `limit` of the bus's events after `after`, at once (empty when there are none)."""
+        return await self._log.read(principal.bus(bus), after=after, limit=limit)
+
+    async def end(self, principal: Principal, bus: str) -> int:
+        """The position of the bus's newest event (0 if none)."""
+        return await self._log.last_position(principal.bus(bus))
+
+    async def routed(self, principal: Principal, bus: str) -> StoredEvent | None:
+        """The last event of the bus that the router has routed (None before the first, or
+        when it is gone from the log): how far this site's deliveries got, for a peer site that
+        stands by."""
+        if self._routes is None:
+            return None
+        ref = principal.bus(bus)
+        cursor = await self._routes.cursor(ref)
+        if cursor <= 0:
+            return None
+        events = await self._log.read(ref, after=cursor - 1, limit=1)
+        return events[0] if events and events[0].position == cursor else None

@@ -9,6 +9,7 @@ import msgspec
 
 from stellwerk.auth import Principal, Scope
 from stellwerk.names import InvalidNameError, check_name
+from stellwerk.refs import TenantId, TenantName
 from stellwerk.service.errors import Conflict, InvalidRequest, NotFound
 from stellwerk.storage.control import DEFAULT_TENANT, ConflictError, ControlPlane, TenantRecord
 
@@ -55,6 +56,22 @@ class Tenants:
         if tenant is None:
             raise NotFound.of(f"tenant {name!r}")
         return Principal(tenant.ref, key_id=OPERATOR, scope=Scope.ADMIN)
+
+    async def acting_as(self, name: TenantName, actor: str) -> Principal:
+        """The principal of Stellwerk's own job `actor` for the tenant named `name` (a
+        capability's target delivering for a rule of that tenant's bus)."""
+        tenant = await self._control.get_tenant(name)
+        if tenant is None:
+            raise NotFound.of(f"tenant {name!r}")
+        return Principal(tenant.ref, key_id=actor, scope=Scope.ADMIN)
+
+    async def acting(self, tenant_id: TenantId, actor: str) -> Principal:
+        """The principal of Stellwerk's own job `actor` acting for tenant `tenant_id` (a
+        capability's background work: maintenance that starts on time, a synthetic check)."""
+        for tenant in await self._control.list_tenants():
+            if tenant.id == tenant_id:
+                return Principal(tenant.ref, key_id=actor, scope=Scope.ADMIN)
+        raise NotFound.of(f"tenant {tenant_id!r}")
 
     async def bootstrap(self, data_dir: Path) -> Path | None:
         """On an installation without tenants, create `default` and write its keys to

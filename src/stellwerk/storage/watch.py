@@ -12,38 +12,47 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef
 
 
 class LogWatch:
-    def __init__(self, forward: Callable[[TenantName, str], None] | None = None) -> None:
-        self._events: dict[tuple[TenantName, str], asyncio.Event] = {}
-        self._listeners: list[Callable[[TenantName, str], None]] = []
+    def __init__(self, forward: Callable[[BusRef], None] | None = None) -> None:
+        self._events: dict[BusRef, asyncio.Event] = {}
+        self._listeners: list[Callable[[BusRef], None]] = []
         self._forward = forward
 
-    def subscribe(self, listener: Callable[[TenantName, str], None]) -> None:
-        """Call `listener(tenant, bus)` after every append (the router's `notify`)."""
+    def subscribe(self, listener: Callable[[BusRef], None]) -> None:
+        """Call `listener(bus)` after every append (the router's `notify`)."""
         self._listeners.append(listener)
 
-    def appended(self, tenant: TenantName, bus: str) -> None:
-        """This process appended to the bus."""
-        self.heard(tenant, bus)
+    def appended(self, bus: BusRef) -> None:
+        """This process appended to the bus (once per batch)."""
+        self.heard(bus)
         if self._forward is not None:
-            self._forward(tenant, bus)
+            self._forward(bus)
 
-    def heard(self, tenant: TenantName, bus: str) -> None:
+    def heard(self, bus: BusRef) -> None:
         """Events were appended to the bus (here, or in another process)."""
-        event = self._events.pop((tenant, bus), None)
+        event = self._events.pop(bus, None)
         if event is not None:
             event.set()
         for listener in self._listeners:
-            listener(tenant, bus)
+            listener(bus)
 
-    async def wait(self, tenant: TenantName, bus: str, within: float) -> bool:
-        """Wait until the next append to the bus; False when `within` seconds passed first."""
-        event = self._events.get((tenant, bus))
+    def armed(self, bus: BusRef) -> asyncio.Event:
+        """The flag that the next append to the bus raises. A waiter that takes it before it
+        reads the bus and waits on it after (`wait(..., armed=)`) wakes for an append that
+        lands during the read too; one that looked only after the read would sleep through
+        that append until its timeout."""
+        event = self._events.get(bus)
         if event is None:
-            event = self._events[(tenant, bus)] = asyncio.Event()
+            event = self._events[bus] = asyncio.Event()
+        return event
+
+    async def wait(self, bus: BusRef, within: float, *, armed: asyncio.Event | None = None) -> bool:
+        """Wait until the next append to the bus (since `armed` was taken, when given); False
+        when `within` seconds passed first."""
+        event = armed if armed is not None else self.armed(bus)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
                 await event.wait()

@@ -28,6 +28,7 @@ class Seen:
     body: bytes
     # The client's (address, port): the same for requests that shared a keep-alive connection.
     peer: object = None
+    query: str = ""  # as it came, percent-encoded
 
 
 @dataclass
@@ -57,7 +58,16 @@ class Receiver:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.seen.append(Seen(request.method, request.path, dict(request.headers), body, peer))
+        self.seen.append(
+            Seen(
+                request.method,
+                request.path,
+                dict(request.headers),
+                body,
+                peer,
+                request.query_string,
+            )
+        )
         handler = self.handlers.get(request.path)
         if handler is None:
             return web.Response(text="ok")

@@ -11,7 +11,7 @@ import pytest
 
 from stellwerk.delivery.bus_target import HOPS, BusTarget
 from stellwerk.delivery.model import Delivered
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import Delivery
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.sqlite import LOG_DIR
@@ -49,7 +49,11 @@ async def test_a_replayed_event_keeps_its_replay_mark_on_the_next_bus(
 ) -> None:
     appended: list[tuple[str, str]] = []
     target = BusTarget(
-        event_log, TenantName("acme"), "audit", lambda t, b: appended.append((t, b)), _allowed
+        event_log,
+        TenantName("acme"),
+        "audit",
+        lambda b: appended.append((b.tenant, b.bus)),
+        _allowed,
     )
     event = {
         "specversion": "1.0",
@@ -66,7 +70,7 @@ async def test_a_replayed_event_keeps_its_replay_mark_on_the_next_bus(
 
     assert isinstance(outcome, Delivered)
     assert appended == [("acme", "audit")]
-    (stored,) = await event_log.read(TenantName("acme"), "audit")
+    (stored,) = await event_log.read(BusRef(TenantName("acme"), "audit"))
     body = msgspec.json.decode(stored.body)
     assert body["replayname"] == "backfill"
     assert body["bus"] == "audit"
@@ -74,10 +78,10 @@ async def test_a_replayed_event_keeps_its_replay_mark_on_the_next_bus(
 
 
 async def test_a_live_event_gets_no_replay_mark(event_log: SqliteEventLog) -> None:
-    target = BusTarget(event_log, TenantName("acme"), "audit", lambda t, b: None, _allowed)
+    target = BusTarget(event_log, TenantName("acme"), "audit", lambda b: None, _allowed)
     event = {"specversion": "1.0", "id": "e1", "source": "/orders", "type": "order.created"}
 
     await target.deliver(_delivery(event))
 
-    (stored,) = await event_log.read(TenantName("acme"), "audit")
+    (stored,) = await event_log.read(BusRef(TenantName("acme"), "audit"))
     assert "replayname" not in msgspec.json.decode(stored.body)

@@ -8,9 +8,11 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 from aiohttp import web
+from tests.conftest import free_port
 from tests.delivery.targets.support import (
     Clock,
     Receiver,
@@ -31,6 +33,7 @@ from stellwerk.delivery.targets import (
     parse_connection,
 )
 from stellwerk.rules import (
+    ApiKeyQuerySpec,
     ApiKeySpec,
     BasicAuthSpec,
     ConnectionSpec,
@@ -74,6 +77,84 @@ async def test_an_api_key_that_is_not_ascii_arrives_as_utf_8(
     auth = build_auth(spec, session_pool=pool, policy=LOOPBACK)
     assert isinstance(await http_target(receiver, pool, auth).deliver(make_delivery()), Delivered)
     assert receiver.seen[0].headers["X-Api-Key"] == "schlüssel-ä"
+
+
+async def test_a_query_key_reaches_the_receiver_and_stays_out_of_the_url_and_reasons(
+    receiver: Receiver, pool: SessionPool
+) -> None:
+    spec = parse_connection({"type": "api_key_query", "parameter": "api_secret", "value": "s&=ö"})
+    auth = build_auth(spec, session_pool=pool, policy=LOOPBACK)
+    target = HttpTarget(
+        receiver.url("/mp/collect?measurement_id=G-1"),
+        session_pool=pool,
+        secret=generate_secret(),
+        auth=auth,
+        allow_private=True,
+    )
+    assert isinstance(await target.deliver(make_delivery()), Delivered)
+    assert parse_qs(receiver.seen[0].query) == {"measurement_id": ["G-1"], "api_secret": ["s&=ö"]}
+    assert "api_secret" not in str(target.url)
+    assert "api_secret" not in repr(target)
+
+
+async def test_a_query_key_the_receiver_echoes_is_cut_out_of_the_kept_answer(
+    receiver: Receiver, pool: SessionPool
+) -> None:
+    spec = parse_connection({"type": "api_key_query", "parameter": "key", "value": "hunter2"})
+    auth = build_auth(spec, session_pool=pool, policy=LOOPBACK)
+    target = HttpTarget(
+        receiver.url("/echo"), session_pool=pool, secret=generate_secret(), auth=auth,
+        allow_private=True,
+    )  # fmt: skip
+    receiver.answer("/echo", 200, "got key=hunter2")
+    delivered = await target.deliver(make_delivery())
+    assert delivered == Delivered("HTTP 200", 200, "got key=REDACTED")
+    receiver.answer("/echo", 503, "bad key hunter2")
+    failed = await target.deliver(make_delivery())
+    assert isinstance(failed, RetryLater)
+    assert (failed.status, failed.answer) == (503, "bad key REDACTED")
+    assert "hunter2" not in failed.reason
+
+
+async def test_a_query_key_follows_a_redirect_to_its_own_origin_only(
+    receiver: Receiver, pool: SessionPool
+) -> None:
+    elsewhere, runner = await start_receiver("127.0.0.1")
+    try:
+
+        async def away(request: web.Request) -> web.StreamResponse:
+            return web.Response(status=307, headers={"Location": elsewhere.url("/in")})
+
+        async def same_origin(request: web.Request) -> web.StreamResponse:
+            return web.Response(status=308, headers={"Location": "/away"})
+
+        receiver.on("/hook", same_origin)
+        receiver.on("/away", away)
+        spec = parse_connection({"type": "api_key_query", "parameter": "key", "value": "k-123"})
+        auth = build_auth(spec, session_pool=pool, policy=LOOPBACK)
+        outcome = await http_target(receiver, pool, auth).deliver(make_delivery())
+    finally:
+        await runner.cleanup()
+    assert isinstance(outcome, Delivered)
+    assert [seen.query for seen in receiver.seen] == ["key=k-123", "key=k-123"]
+    assert elsewhere.seen[0].query == ""
+
+
+async def test_a_query_key_is_cut_out_of_a_transfer_error(pool: SessionPool) -> None:
+    spec = parse_connection({"type": "api_key_query", "parameter": "key", "value": "hunter2"})
+    auth = build_auth(spec, session_pool=pool, policy=LOOPBACK)
+    # A port nobody listens on: the transport's reason is about the connection, and whatever
+    # it says of the URL must not carry the key.
+    target = HttpTarget(
+        f"http://127.0.0.1:{free_port()}/hook",
+        session_pool=pool,
+        secret=generate_secret(),
+        auth=auth,
+        allow_private=True,
+    )
+    outcome = await target.deliver(make_delivery())
+    assert isinstance(outcome, RetryLater)
+    assert "hunter2" not in outcome.reason
 
 
 async def test_a_401_with_fixed_credentials_gives_up(receiver: Receiver, pool: SessionPool) -> None:
@@ -325,6 +406,10 @@ async def test_token_endpoint_is_guarded_at_delivery_too(
         ({"type": "api_key", "header": "webhook-signature", "value": "v"}, "header", "itself"),
         ({"type": "api_key", "header": "X-Key", "value": "a\r\nb"}, "value", "line breaks"),
         ({"type": "api_key", "header": "X-Key", "value": "a\x00b"}, "value", "control"),
+        ({"type": "api_key_query", "parameter": "a b", "value": "v"}, "parameter", "letters"),
+        ({"type": "api_key_query", "parameter": "k", "value": ""}, "value", "empty"),
+        ({"type": "api_key_query", "parameter": "k", "value": "a\nb"}, "value", "line breaks"),
+        ({"type": "query", "parameter": "k", "value": "v"}, "type", "api_key_query"),
         (
             {"type": "oauth_client_credentials", "token_url": "http://169.254.169.254/token",
              "client_id": "c", "client_secret": "s"},
@@ -357,6 +442,7 @@ def test_sealed_connections_keep_secrets_encrypted_and_open_again() -> None:
     specs: list[ConnectionSpec] = [
         BasicAuthSpec("u", "hunter2-pw"),
         ApiKeySpec("X-Key", "hunter2-key"),
+        ApiKeyQuerySpec("api_secret", "hunter2-qk"),
         OAuthClientCredentialsSpec("https://auth.example.com/t", "cid", "hunter2-cs", scope="a"),
     ]
     for spec in specs:

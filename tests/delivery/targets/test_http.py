@@ -41,7 +41,7 @@ async def test_delivers_the_payload_signed_as_standard_webhooks(
     delivery = make_delivery(event_id="order-42")
     outcome = await target(receiver, pool).deliver(delivery)
 
-    assert outcome == Delivered("HTTP 200")
+    assert outcome == Delivered("HTTP 200", 200, "ok")
     [request] = receiver.seen
     assert request.method == "POST"
     assert request.body == delivery.payload
@@ -49,6 +49,19 @@ async def test_delivers_the_payload_signed_as_standard_webhooks(
     assert request.headers["webhook-id"] == "order-42"
     verified = Webhook(SECRET).verify(request.body, request.headers)
     assert verified == json.loads(delivery.payload)
+
+
+async def test_a_target_s_own_headers_go_along_and_its_signature_stays_its_own(
+    receiver: Receiver, pool: SessionPool
+) -> None:
+    # `http_parameters.headers`: the save-time checks refuse the target's own names; should one
+    # slip through, the signature still wins.
+    own = {"X-Shop": "north", "Webhook-Id": "forged"}
+    await target(receiver, pool, headers=own).deliver(make_delivery(event_id="order-7"))
+    [request] = receiver.seen
+    assert request.headers["X-Shop"] == "north"
+    assert [v for k, v in request.headers.items() if k.lower() == "webhook-id"] == ["order-7"]
+    Webhook(SECRET).verify(request.body, request.headers)
 
 
 async def test_signature_does_not_verify_with_another_secret_or_body(
@@ -75,7 +88,9 @@ async def test_transformed_text_payload_keeps_its_content_type(
 @pytest.mark.parametrize("status", [200, 201, 202, 204])
 async def test_any_2xx_is_delivered(receiver: Receiver, pool: SessionPool, status: int) -> None:
     receiver.answer("/hook", status)
-    assert await target(receiver, pool).deliver(make_delivery()) == Delivered(f"HTTP {status}")
+    assert await target(receiver, pool).deliver(make_delivery()) == Delivered(
+        f"HTTP {status}", status
+    )
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
@@ -94,7 +109,7 @@ async def test_5xx_is_retried_with_the_body_as_reason(
 async def test_503_with_retry_after_passes_it_on(receiver: Receiver, pool: SessionPool) -> None:
     receiver.answer("/hook", 503, **{"Retry-After": "7"})
     outcome = await target(receiver, pool).deliver(make_delivery())
-    assert outcome == RetryLater(outcome.reason, retry_after=7.0)  # type: ignore[union-attr]
+    assert outcome == RetryLater(outcome.reason, retry_after=7.0, status=503)  # type: ignore[union-attr]
 
 
 async def test_429_with_retry_after_seconds_is_throttled(
@@ -286,7 +301,7 @@ async def test_307_and_308_are_followed_with_the_same_signed_body(
         secret=SECRET,
         allowed_networks=["127.0.0.2/32"],
     )
-    assert await http.deliver(make_delivery()) == Delivered("HTTP 200")
+    assert await http.deliver(make_delivery()) == Delivered("HTTP 200", 200, "ok")
     assert [seen.path for seen in public_receiver.seen] == ["/hook", "/second", "/final"]
     final = public_receiver.seen[-1]
     assert final.method == "POST"

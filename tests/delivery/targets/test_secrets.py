@@ -17,6 +17,7 @@ from stellwerk.secrets import (
     DecryptionError,
     SecretBox,
     SecretKeyError,
+    derive_key,
     load_or_create_key,
 )
 
@@ -81,6 +82,17 @@ def test_previous_keys_still_open_old_values() -> None:
     rotated = SecretBox(KEY, previous=[OTHER_KEY])
     assert rotated.decrypt(token) == "rotated"
     assert rotated.encrypt("new").split(".")[1] == SecretBox(KEY).key_id
+
+
+def test_derived_keys_differ_by_purpose_and_master_and_reveal_neither() -> None:
+    cookies = derive_key(KEY, "status-pages sessions")
+    assert len(cookies) == 32
+    assert cookies == derive_key(KEY, "status-pages sessions")  # every process agrees
+    assert cookies != derive_key(KEY, "status-pages links")
+    assert cookies != derive_key(OTHER_KEY, "status-pages sessions")
+    assert KEY not in (cookies, derive_key(KEY, ""))
+    with pytest.raises(SecretKeyError):
+        derive_key(b"short", "anything")
 
 
 @pytest.mark.parametrize("token", ["", "plain", "swk2.abc.def", "swk1.x", "swk1.a.b.c"])

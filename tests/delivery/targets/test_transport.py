@@ -83,7 +83,7 @@ async def test_tls_is_trusted_when_its_ca_is_configured(
     tls_receiver: Receiver, trusting_pool: SessionPool
 ) -> None:
     outcome = await target(by_name(tls_receiver), trusting_pool).deliver(make_delivery())
-    assert outcome == Delivered("HTTP 200")
+    assert outcome == Delivered("HTTP 200", 200, "ok")
     [request] = tls_receiver.seen
     Webhook(SECRET).verify(request.body, request.headers)
 
@@ -106,7 +106,7 @@ async def test_tls_checks_the_name_not_the_address_connected_to(
     # The certificate names hooks.example.test only: the same server by its address is refused.
     assert isinstance(by_address, RetryLater)
     assert "127.0.0.1" in by_address.reason
-    assert named == Delivered("HTTP 200")
+    assert named == Delivered("HTTP 200", 200, "ok")
     assert len(tls_receiver.seen) == 1
 
 
@@ -120,7 +120,7 @@ async def test_curl_trusts_ssl_cert_file_from_the_environment(
         outcome = await target(by_name(tls_receiver), pool).deliver(make_delivery())
     finally:
         await pool.close()
-    assert outcome == Delivered("HTTP 200")
+    assert outcome == Delivered("HTTP 200", 200, "ok")
 
 
 # -- timeouts ------------------------------------------------------------------------------------
@@ -134,7 +134,9 @@ async def test_a_hanging_receiver_times_out_and_its_connection_is_closed(
     assert silent.arrived.is_set()
     # The abandoned request does not keep its connection open (nor its slot in the pool).
     await asyncio.wait_for(silent.hung_up.wait(), 10)
-    assert await target(receiver.url(), pool).deliver(make_delivery()) == Delivered("HTTP 200")
+    assert await target(receiver.url(), pool).deliver(make_delivery()) == Delivered(
+        "HTTP 200", 200, "ok"
+    )
 
 
 async def test_a_kept_connection_that_dies_unanswered_is_sent_again_only_by_curl(
@@ -166,13 +168,13 @@ async def test_a_kept_connection_that_dies_unanswered_is_sent_again_only_by_curl
     server = await asyncio.start_server(answer_then_drop, "127.0.0.1", 0)
     try:
         http = target(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook", pool)
-        assert await http.deliver(make_delivery()) == Delivered("HTTP 200")
+        assert await http.deliver(make_delivery()) == Delivered("HTTP 200", 200)
         second = await http.deliver(make_delivery())
     finally:
         server.close()
         await server.wait_closed()
     if client == "curl":
-        assert second == Delivered("HTTP 200")
+        assert second == Delivered("HTTP 200", 200)
         assert requests == 3
     else:
         assert isinstance(second, RetryLater)
@@ -242,7 +244,7 @@ async def test_the_pool_puts_no_cap_on_connections_in_use(
     outcomes = await asyncio.wait_for(
         asyncio.gather(*(http.deliver(make_delivery()) for _ in range(wanted))), 60
     )
-    assert outcomes == [Delivered("HTTP 200")] * wanted
+    assert outcomes == [Delivered("HTTP 200", 200)] * wanted
     assert len({seen.peer for seen in receiver.seen}) == wanted
 
 
@@ -252,7 +254,7 @@ async def test_a_named_host_is_resolved_once_and_its_connection_kept(
     pool, resolver = named_pool
     http = target(f"http://hooks.example.test:{receiver.port}/hook", pool)
     for _ in range(3):
-        assert await http.deliver(make_delivery()) == Delivered("HTTP 200")
+        assert await http.deliver(make_delivery()) == Delivered("HTTP 200", 200, "ok")
     assert resolver.asked == ["hooks.example.test"]
     assert len({seen.peer for seen in receiver.seen}) == 1
     assert {seen.headers["Host"] for seen in receiver.seen} == {
@@ -268,7 +270,7 @@ async def test_the_next_address_of_a_name_is_tried_when_one_refuses(
     pool = SessionPool(resolver_factory=lambda: resolver, client=client)
     try:
         http = target(f"http://hooks.example.test:{receiver.port}/hook", pool)
-        assert await http.deliver(make_delivery()) == Delivered("HTTP 200")
+        assert await http.deliver(make_delivery()) == Delivered("HTTP 200", 200, "ok")
     finally:
         await pool.close()
     assert len(receiver.seen) == 1
@@ -279,19 +281,22 @@ async def test_a_long_answer_is_read_in_part_and_the_next_request_goes_through(
 ) -> None:
     receiver.answer("/big", 200, "x" * 300_000)
     receiver.answer("/bad", 400, "y" * 300_000)
+    # The history keeps the first KB of the answer, no more.
     assert await target(receiver.url("/big"), pool).deliver(make_delivery()) == Delivered(
-        "HTTP 200"
+        "HTTP 200", 200, "x" * 1024
     )
     refused = await target(receiver.url("/bad"), pool).deliver(make_delivery())
     assert isinstance(refused, GiveUp)
     assert refused.reason.startswith("HTTP 400 Bad Request: yyy")
-    assert await target(receiver.url(), pool).deliver(make_delivery()) == Delivered("HTTP 200")
+    assert await target(receiver.url(), pool).deliver(make_delivery()) == Delivered(
+        "HTTP 200", 200, "ok"
+    )
 
 
 async def test_binary_payloads_arrive_byte_for_byte(receiver: Receiver, pool: SessionPool) -> None:
     payload = bytes(range(256)) * 8
     delivery = make_delivery(payload, content_type="application/octet-stream")
-    assert await target(receiver.url(), pool).deliver(delivery) == Delivered("HTTP 200")
+    assert await target(receiver.url(), pool).deliver(delivery) == Delivered("HTTP 200", 200, "ok")
     [request] = receiver.seen
     assert request.body == payload
     assert request.headers["Content-Type"] == "application/octet-stream"
@@ -396,6 +401,6 @@ def test_deliveries_run_on_uvloop(client: HttpClient) -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         outcomes, hung, distinct = runner.run(deliver())
-    assert outcomes == [Delivered("HTTP 200")] * 40
+    assert outcomes == [Delivered("HTTP 200", 200, "ok")] * 40
     assert distinct == 40
     assert hung == RetryLater("timed out after 0.2 s")

@@ -13,10 +13,12 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import NewDelivery, StoredEvent
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+
+ACME_DEFAULT = BusRef(TenantName("acme"), "default")
 
 ACME = TenantName("acme")
 
@@ -50,14 +52,12 @@ def stored(position: int, bus: str = "default") -> StoredEvent:
 
 async def main(out: Path) -> None:
     async with SqliteDeliveryQueue(out / "deliveries.db", clock=lambda: T0) as queue:
-        await queue.route(TenantName("acme"), "default", 2, [delivery(1), delivery(2)])
+        await queue.route(ACME_DEFAULT, 2, [delivery(1), delivery(2)])
         # Position 3 goes to two targets: its payload is stored once, in `bodies`.
-        await queue.route(TenantName("acme"), "default", 3, [delivery(3, "t1"), delivery(3, "t2")])
+        await queue.route(ACME_DEFAULT, 3, [delivery(3, "t1"), delivery(3, "t2")])
         # An ordered group: 4 is ready, 5 waits behind it.
-        await queue.route(
-            TenantName("acme"), "default", 5, [delivery(4, key="k"), delivery(5, key="k")]
-        )
-        await queue.route(TenantName("acme"), "audit", 9, [])
+        await queue.route(ACME_DEFAULT, 5, [delivery(4, key="k"), delivery(5, key="k")])
+        await queue.route(BusRef(TenantName("acme"), "audit"), 9, [])
         await queue.route_replay(
             TenantName("acme"), "backfill", 12, 4, [delivery(1, "t3")], after=0
         )
@@ -66,13 +66,9 @@ async def main(out: Path) -> None:
         await queue.dead_letter(leased[(2, "t1")].id, "HTTP 410")
         await queue.dead_letter(leased[(3, "t2")].id, "HTTP 404")
     async with SqliteArchiveStore(out / "archives.db") as archives:
-        await archives.archive(
-            TenantName("acme"), "default", 4, [("a1", stored(p)) for p in (1, 2, 3, 4)]
-        )
-        await archives.archive(
-            TenantName("acme"), "default", 6, [("a1", stored(5)), ("a2", stored(6))]
-        )
-        await archives.archive(TenantName("acme"), "audit", 2, [("a3", stored(2, "audit"))])
+        await archives.archive(ACME_DEFAULT, 4, [("a1", stored(p)) for p in (1, 2, 3, 4)])
+        await archives.archive(ACME_DEFAULT, 6, [("a1", stored(5)), ("a2", stored(6))])
+        await archives.archive(BusRef(TenantName("acme"), "audit"), 2, [("a3", stored(2, "audit"))])
         # The newest copy goes: its seq must not be handed out again.
         await archives.erase(["a3"], b'"e2"', lambda event: True)
 

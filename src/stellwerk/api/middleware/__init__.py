@@ -1,13 +1,18 @@
-"""Pure ASGI middleware: the gate of protected routes, the body limit, request metrics, and the
-ingest route answered ahead of Starlette with the same checks."""
+"""Pure ASGI middleware: the gate of protected routes, the body limit, request metrics, the
+ingest route answered ahead of Starlette with the same checks, and capabilities' fast paths."""
 
+from stellwerk.api.middleware.fast import Answer, Answerer, Deferred, FastPaths
 from stellwerk.api.middleware.gate import GateMiddleware, principal_of
 from stellwerk.api.middleware.ingest import IngestFastPath
 from stellwerk.api.middleware.limits import BodyLimitMiddleware
 from stellwerk.api.middleware.metrics import RequestMetricsMiddleware
 
 __all__ = [
+    "Answer",
+    "Answerer",
     "BodyLimitMiddleware",
+    "Deferred",
+    "FastPaths",
     "GateMiddleware",
     "IngestFastPath",
     "RequestMetricsMiddleware",

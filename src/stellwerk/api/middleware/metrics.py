@@ -13,13 +13,12 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import Counter, Histogram
 from starlette.routing import BaseRoute, Host, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stellwerk.ops import Metrics
+from stellwerk.ops import CounterSeries, HistogramSeries, Metrics
 
-__all__ = ["UNMATCHED", "RequestMetricsMiddleware", "RequestSeries"]
+__all__ = ["UNMATCHED", "RequestMetricsMiddleware", "RequestSeries", "method_label"]
 
 UNMATCHED = "<unmatched>"
 
@@ -29,15 +28,20 @@ _KNOWN_METHODS = frozenset(
 )
 
 
+def method_label(scope: Scope) -> str:
+    """The request's method as the metrics label it: one of the known, else `OTHER`."""
+    method: str = scope["method"]
+    return method if method in _KNOWN_METHODS else "OTHER"
+
+
 class RequestSeries:
-    """The request metrics' series, each looked up once per label set: `labels()` validates and
-    locks on every call, and looking the children up once halves the cost per request. Bounded
-    like the labels themselves. Shared by the middleware and the ingest fast path."""
+    """The request metrics' series, each looked up once per label set. Bounded like the labels
+    themselves. Shared by the middleware and the fast paths."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.in_flight = metrics.http_requests_in_flight
         self._metrics = metrics
-        self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._series: dict[tuple[str, str, str], tuple[CounterSeries, HistogramSeries]] = {}
 
     def record(self, method: str, route: str, status: int, elapsed: float) -> None:
         key = (method, route, str(status))
@@ -68,7 +72,7 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send)
             return
 
-        method = scope["method"] if scope["method"] in _KNOWN_METHODS else "OTHER"
+        method = method_label(scope)
         # Routers and mounts rewrite these keys in the shared scope; the originals are needed to
         # replay the match when a mount sits between the router and the endpoint.
         path = scope["path"]

@@ -11,6 +11,7 @@ from stellwerk.api.routes import (
     failed_events,
     grants,
     health,
+    history,
     keys,
     patterns,
     replays,
@@ -37,6 +38,8 @@ ENDPOINTS: list[Endpoint] = [
     *tail.ENDPOINTS,
     *replays.ENDPOINTS,
     *erasures.ENDPOINTS,
+    # Last: its `events/{id:path}` would take `events/stream` (the tail) before that route.
+    *history.ENDPOINTS,
 ]
 HEALTH_ENDPOINTS: list[Endpoint] = health.ENDPOINTS
 

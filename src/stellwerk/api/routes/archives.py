@@ -12,12 +12,11 @@ from starlette.responses import Response
 
 from stellwerk.api.bodies import json_response, path_name, read_json
 from stellwerk.api.context import platform_of
-from stellwerk.api.endpoints import Endpoint
+from stellwerk.api.endpoints import Endpoint, name_param
 from stellwerk.api.errors import ErrorBody
 from stellwerk.api.middleware import principal_of
 from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Scope
-from stellwerk.names import NAME_RULE
 from stellwerk.service import MAX_ARCHIVES_PER_BUS, Archive, ArchiveInput
 
 
@@ -58,7 +57,7 @@ async def delete_archive(request: Request) -> Response:
     return Response(status_code=204)
 
 
-_PARAMS = {"bus": "the bus name", "name": f"the archive name, {NAME_RULE}"}
+_PARAMS = {"bus": name_param("the bus name"), "name": name_param("the archive name")}
 _ERRORS: dict[int, type | None] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
 
 ENDPOINTS = [
@@ -70,7 +69,7 @@ ENDPOINTS = [
         "archives",
         Scope.READ,
         responses={200: ArchiveList, **_ERRORS},
-        path_params={"bus": "the bus name"},
+        path_params={"bus": name_param("the bus name")},
     ),
     Endpoint(
         "put",
@@ -80,6 +79,7 @@ ENDPOINTS = [
         "archives",
         Scope.ADMIN,
         request_body=ArchiveInput,
+        request_body_required=False,
         responses={200: Archive, 201: Archive, 409: ErrorBody, 422: ErrorBody, **_ERRORS},
         path_params=_PARAMS,
     ),

@@ -8,11 +8,10 @@ from starlette.responses import Response
 
 from stellwerk.api.bodies import json_response, path_name, read_json
 from stellwerk.api.context import platform_of
-from stellwerk.api.endpoints import Endpoint
+from stellwerk.api.endpoints import Endpoint, name_param
 from stellwerk.api.errors import ErrorBody
 from stellwerk.api.middleware import principal_of
 from stellwerk.auth import Scope
-from stellwerk.names import NAME_RULE
 from stellwerk.service import Bus, BusInput
 
 
@@ -47,7 +46,7 @@ async def list_buses(request: Request) -> Response:
     return json_response(BusList(buses=buses))
 
 
-_BUS = {"bus": f"the bus name, {NAME_RULE}"}
+_BUS = {"bus": name_param("the bus name")}
 _ERRORS: dict[int, type | None] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody}
 
 ENDPOINTS = [
@@ -68,6 +67,7 @@ ENDPOINTS = [
         "buses",
         Scope.ADMIN,
         request_body=BusInput,
+        request_body_required=False,
         responses={200: Bus, 201: Bus, **_ERRORS, 409: ErrorBody, 415: ErrorBody, 422: ErrorBody},
         path_params=_BUS,
     ),

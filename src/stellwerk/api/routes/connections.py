@@ -1,8 +1,8 @@
 """Connections: `PUT|GET|DELETE /v1/connections/{name}` and `GET /v1/connections`.
 
-A connection is reusable authorization for HTTP targets: `basic`, `api_key` or
-`oauth_client_credentials`. Secrets are sealed at rest and never shown again after they are
-saved; `GET` shows everything else.
+A connection is reusable authorization for HTTP targets: `basic`, `api_key` (a header),
+`api_key_query` (a query parameter) or `oauth_client_credentials`. Secrets are sealed at rest
+and never shown again after they are saved; `GET` shows everything else.
 """
 
 from __future__ import annotations
@@ -15,20 +15,16 @@ from starlette.responses import Response
 
 from stellwerk.api.bodies import json_response, path_name, read_json
 from stellwerk.api.context import platform_of
-from stellwerk.api.endpoints import Endpoint
+from stellwerk.api.endpoints import Endpoint, name_param
 from stellwerk.api.errors import ErrorBody
 from stellwerk.api.middleware import principal_of
 from stellwerk.auth import Scope
-from stellwerk.names import NAME_RULE
+from stellwerk.rules import ConnectionSpec
 from stellwerk.service import Connection
 
-
-class ConnectionInput(msgspec.Struct):
-    """`{"type": "basic", "username", "password"}`, `{"type": "api_key", "header", "value"}`, or
-    `{"type": "oauth_client_credentials", "token_url", "client_id", "client_secret", "scope"?,
-    "extra_params"?, "client_auth"?: "basic"|"body"}`."""
-
-    type: str
+# The handler passes the body on as it came (`Connections.put` checks it, naming the field at
+# fault); the document shows the specs it is checked against, one per `type`.
+ConnectionInput = ConnectionSpec
 
 
 class ConnectionList(msgspec.Struct):
@@ -64,7 +60,7 @@ async def delete_connection(request: Request) -> Response:
     return Response(status_code=204)
 
 
-_NAME = {"name": f"the connection name, {NAME_RULE}"}
+_NAME = {"name": name_param("the connection name")}
 _ERRORS: dict[int, type | None] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
 
 ENDPOINTS = [
@@ -81,7 +77,7 @@ ENDPOINTS = [
         "put",
         "/v1/connections/{name}",
         put_connection,
-        "Create or replace a connection (basic, api_key, oauth_client_credentials)",
+        "Create or replace a connection (basic, api_key, api_key_query, oauth_client_credentials)",
         "connections",
         Scope.ADMIN,
         request_body=ConnectionInput,

@@ -6,13 +6,15 @@ error (see `stellwerk.service.DeadLetters`).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from stellwerk.api.bodies import json_response, query_int, read_json
+from stellwerk.api.bodies import IDS_OR_ALL, RowId, json_response, query_int, read_json
 from stellwerk.api.context import platform_of
-from stellwerk.api.endpoints import Endpoint
+from stellwerk.api.endpoints import Endpoint, name_param
 from stellwerk.api.errors import ApiError, ErrorBody
 from stellwerk.api.middleware import principal_of
 from stellwerk.api.routes.buses import bus_name
@@ -30,7 +32,7 @@ class DeadLetterPage(msgspec.Struct):
 class RedriveInput(msgspec.Struct, forbid_unknown_fields=True):
     """Which dead letters to send again: `ids`, or `all` of the bus."""
 
-    ids: list[int] = msgspec.field(default_factory=list)
+    ids: list[RowId] = msgspec.field(default_factory=list)
     all: bool = False
 
 
@@ -64,7 +66,7 @@ async def redrive(request: Request) -> Response:
     return json_response(RedriveResult(moved))
 
 
-_BUS = {"bus": "the bus name"}
+_BUS = {"bus": name_param("the bus name")}
 _ERRORS: dict[int, type | None] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
 
 ENDPOINTS = [
@@ -85,7 +87,7 @@ ENDPOINTS = [
         "Send dead letters again (ids, or all)",
         "dead-letters",
         Scope.ADMIN,
-        request_body=RedriveInput,
+        request_body=Annotated[RedriveInput, IDS_OR_ALL],
         responses={200: RedriveResult, 422: ErrorBody, **_ERRORS},
         path_params=_BUS,
     ),

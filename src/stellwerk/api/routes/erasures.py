@@ -18,7 +18,7 @@ from stellwerk.api.endpoints import Endpoint
 from stellwerk.api.errors import ErrorBody
 from stellwerk.api.middleware import principal_of
 from stellwerk.auth import Scope
-from stellwerk.service import Erasure, ErasureInput
+from stellwerk.service import Erasure, ErasureInput, ErasureRequest
 
 MAX_PAGE: Final = 500
 
@@ -59,7 +59,7 @@ ENDPOINTS = [
         "Erase a person's data: events with a subject, or with a value at a field path",
         "erasures",
         Scope.ADMIN,
-        request_body=ErasureInput,
+        request_body=ErasureRequest,
         responses={202: Erasure, 404: ErrorBody, 415: ErrorBody, 422: ErrorBody, **_ERRORS},
     ),
     Endpoint(

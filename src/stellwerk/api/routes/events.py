@@ -7,33 +7,39 @@ with the same pipeline of checks.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from stellwerk.api.context import platform_of
-from stellwerk.api.endpoints import Endpoint
+from stellwerk.api.endpoints import Endpoint, name_param
 from stellwerk.api.errors import ErrorBody
 from stellwerk.api.middleware import principal_of
 from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Scope
-from stellwerk.ingest import BATCH_CONTENT_TYPE, JSON_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE
+from stellwerk.events import CLOUD_EVENT_SCHEMA
+from stellwerk.ingest import (
+    BATCH_CONTENT_TYPE,
+    JSON_CONTENT_TYPE,
+    STRUCTURED_CONTENT_TYPE,
+    BindingLimits,
+)
 from stellwerk.service import IngestResult
 
-
-class CloudEventBody(msgspec.Struct):
-    """A CloudEvent (structured mode), or an array of them (batch and plain JSON)."""
-
-    id: str
-    source: str
-    type: str
-    specversion: str = "1.0"
-    time: str | None = None
-    subject: str | None = None
-    datacontenttype: str | None = None
-    data: Any = None
+# The handler reads bodies with the ingest binding, not a struct; these types only describe them.
+CloudEventBody = Annotated[Any, msgspec.Meta(extra_json_schema=CLOUD_EVENT_SCHEMA)]
+# A batch is taken when at least one of its items is a valid event; the others are answered
+# one by one in `failed` (like PutEvents' entries), so an item may be anything.
+CloudEventBatch = Annotated[
+    list[Any],
+    msgspec.Meta(
+        min_length=1,
+        max_length=BindingLimits().max_batch_size,  # the default of --max-batch-events
+        extra_json_schema={"contains": CLOUD_EVENT_SCHEMA},
+    ),
+]
 
 
 async def put_events(request: Request) -> Response:
@@ -56,8 +62,11 @@ ENDPOINTS = [
         "Send events (CloudEvents HTTP binding: structured, binary, batch, or plain JSON)",
         "events",
         Scope.INGEST,
-        request_body=CloudEventBody,
-        request_content_types=(STRUCTURED_CONTENT_TYPE, BATCH_CONTENT_TYPE, JSON_CONTENT_TYPE),
+        request_body={
+            STRUCTURED_CONTENT_TYPE: CloudEventBody,
+            BATCH_CONTENT_TYPE: CloudEventBatch,
+            JSON_CONTENT_TYPE: CloudEventBody | CloudEventBatch,
+        },
         responses={
             202: IngestResult,
             400: ErrorBody,
@@ -69,6 +78,6 @@ ENDPOINTS = [
             429: ErrorBody,
             503: ErrorBody,
         },
-        path_params={"bus": "the bus name"},
+        path_params={"bus": name_param("the bus name")},
     ),
 ]

@@ -7,21 +7,28 @@ checks is the service layer's (`stellwerk.service.FailedEvents`).
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Annotated
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from stellwerk.api.bodies import json_response, query_int, read_json
+from stellwerk.api.bodies import (
+    IDS_OR_ALL,
+    RowId,
+    json_response,
+    query_int,
+    query_time,
+    read_json,
+)
 from stellwerk.api.context import platform_of
-from stellwerk.api.endpoints import Endpoint
+from stellwerk.api.endpoints import Endpoint, name_param
 from stellwerk.api.errors import ApiError, ErrorBody
 from stellwerk.api.middleware import principal_of
+from stellwerk.api.openapi import Parameter
 from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Scope
-from stellwerk.events import parse_rfc3339
-from stellwerk.service import FailedEventFilter, FailedEventView, ResubmitResult
+from stellwerk.service import FailedEventFilter, FailedEventView, NotFound, ResubmitResult
 
 MAX_PAGE = 500
 
@@ -34,20 +41,8 @@ class FailedEventPage(msgspec.Struct):
 class ResubmitInput(msgspec.Struct, forbid_unknown_fields=True):
     """Which failed events to re-submit: `ids`, or `all` (up to 1,000 per call)."""
 
-    ids: list[int] = msgspec.field(default_factory=list)
+    ids: list[RowId] = msgspec.field(default_factory=list)
     all: bool = False
-
-
-def _query_time(request: Request, name: str) -> datetime | None:
-    text = request.query_params.get(name)
-    if text is None:
-        return None
-    try:
-        return parse_rfc3339(text)
-    except ValueError:
-        raise ApiError(
-            400, "InvalidRequest", f"{name} must be an RFC 3339 time", field=name
-        ) from None
 
 
 async def list_failed(request: Request) -> Response:
@@ -59,8 +54,8 @@ async def list_failed(request: Request) -> Response:
     where = FailedEventFilter(
         type=params.get("type"),
         event_id=params.get("id"),
-        since=_query_time(request, "since"),
-        until=_query_time(request, "until"),
+        since=query_time(request, "since"),
+        until=query_time(request, "until"),
         include_resubmitted=params.get("include_resubmitted", "false").lower() == "true",
     )
     limit = query_int(request, "limit", 100, 1, MAX_PAGE)
@@ -84,14 +79,17 @@ async def resubmit(request: Request) -> Response:
 
 async def discard(request: Request) -> Response:
     name = bus_name(request)
-    raw: str = request.path_params["id"]
-    if not raw.isdigit():
-        raise ApiError(400, "InvalidRequest", "the failed event id is a number", field="id")
-    await platform_of(request).failed_events.discard(principal_of(request.scope), name, int(raw))
+    # The route takes digits only (`{id:int}`), so that `DELETE .../failed-events/resubmit` is
+    # the 405 of the resubmit route rather than a failed event named "resubmit".
+    failed_id: int = request.path_params["id"]
+    if failed_id > 2**63 - 1:
+        # A larger number names nothing, and would not fit the stores' 64-bit integers.
+        raise NotFound.of(f"failed event {failed_id}")
+    await platform_of(request).failed_events.discard(principal_of(request.scope), name, failed_id)
     return Response(status_code=204)
 
 
-_BUS = {"bus": "the bus name"}
+_BUS = {"bus": name_param("the bus name")}
 _ERRORS: dict[int, type | None] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
 
 ENDPOINTS = [
@@ -112,18 +110,21 @@ ENDPOINTS = [
         "Re-submit failed events to their bus after a fix",
         "failed-events",
         Scope.ADMIN,
-        request_body=ResubmitInput,
+        request_body=Annotated[ResubmitInput, IDS_OR_ALL],
         responses={200: ResubmitResult, 422: ErrorBody, 503: ErrorBody, **_ERRORS},
         path_params=_BUS,
     ),
     Endpoint(
         "delete",
-        "/v1/buses/{bus}/failed-events/{id}",
+        "/v1/buses/{bus}/failed-events/{id:int}",
         discard,
         "Discard a failed event",
         "failed-events",
         Scope.ADMIN,
         responses={204: None, **_ERRORS},
-        path_params={**_BUS, "id": "the failed event's id"},
+        path_params={
+            **_BUS,
+            "id": Parameter("the failed event's id", RowId),
+        },
     ),
 ]

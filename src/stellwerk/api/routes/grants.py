@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from stellwerk.api.bodies import json_response, path_name
 from stellwerk.api.context import platform_of
-from stellwerk.api.endpoints import Endpoint
+from stellwerk.api.endpoints import Endpoint, name_param
 from stellwerk.api.errors import ErrorBody
 from stellwerk.api.middleware import principal_of
 from stellwerk.api.routes.buses import bus_name
@@ -45,7 +45,7 @@ async def list_grants(request: Request) -> Response:
     return json_response(GrantList(grantees))
 
 
-_PARAMS = {"bus": "the bus name", "tenant": "the tenant granted to"}
+_PARAMS = {"bus": name_param("the bus name"), "tenant": name_param("the tenant granted to")}
 _ERRORS: dict[int, type | None] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
 
 ENDPOINTS = [
@@ -57,7 +57,7 @@ ENDPOINTS = [
         "grants",
         Scope.READ,
         responses={200: GrantList, **_ERRORS},
-        path_params={"bus": "the bus name"},
+        path_params={"bus": name_param("the bus name")},
     ),
     Endpoint(
         "put",

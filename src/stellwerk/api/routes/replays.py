@@ -12,11 +12,10 @@ from starlette.responses import Response
 
 from stellwerk.api.bodies import json_response, path_name, read_json
 from stellwerk.api.context import platform_of
-from stellwerk.api.endpoints import Endpoint
+from stellwerk.api.endpoints import Endpoint, name_param
 from stellwerk.api.errors import ErrorBody
 from stellwerk.api.middleware import principal_of
 from stellwerk.auth import Scope
-from stellwerk.names import NAME_RULE
 from stellwerk.service import Replay, ReplayInput
 
 
@@ -49,7 +48,7 @@ async def cancel_replay(request: Request) -> Response:
 
 
 _ERRORS: dict[int, type | None] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody}
-_NAME = {"name": f"the replay name, {NAME_RULE}"}
+_NAME = {"name": name_param("the replay name")}
 
 ENDPOINTS = [
     Endpoint(

@@ -13,12 +13,11 @@ from starlette.responses import Response
 
 from stellwerk.api.bodies import json_response, path_name, read_json
 from stellwerk.api.context import platform_of
-from stellwerk.api.endpoints import Endpoint
+from stellwerk.api.endpoints import Endpoint, name_param
 from stellwerk.api.errors import ErrorBody
 from stellwerk.api.middleware import principal_of
 from stellwerk.api.routes.buses import bus_name
 from stellwerk.auth import Scope
-from stellwerk.names import NAME_RULE
 from stellwerk.rules import Rule, RuleInput
 
 
@@ -59,7 +58,7 @@ async def delete_rule(request: Request) -> Response:
     return Response(status_code=204)
 
 
-_PARAMS = {"bus": "the bus name", "rule": f"the rule name, {NAME_RULE}"}
+_PARAMS = {"bus": name_param("the bus name"), "rule": name_param("the rule name")}
 _ERRORS: dict[int, type | None] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
 
 ENDPOINTS = [
@@ -71,7 +70,7 @@ ENDPOINTS = [
         "rules",
         Scope.READ,
         responses={200: RuleList, **_ERRORS},
-        path_params={"bus": "the bus name"},
+        path_params={"bus": name_param("the bus name")},
     ),
     Endpoint(
         "put",

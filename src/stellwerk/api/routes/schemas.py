@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,6 +13,7 @@ from stellwerk.api.context import platform_of
 from stellwerk.api.endpoints import Endpoint
 from stellwerk.api.errors import ApiError, ErrorBody
 from stellwerk.api.middleware import principal_of
+from stellwerk.api.openapi import Parameter
 from stellwerk.auth import Scope
 from stellwerk.service import TYPE_RULE, SchemaInput, SchemaVersion, checked_type
 
@@ -72,7 +75,12 @@ async def list_schemas(request: Request) -> Response:
     return json_response(SchemaList(schemas=latest))
 
 
-_TYPE_PARAM = {"type": f"the event type, {TYPE_RULE}"}
+_TYPE_PARAM = {
+    "type": Parameter(
+        f"the event type, {TYPE_RULE}",
+        Annotated[str, msgspec.Meta(pattern=f"^{TYPE_RULE}$")],
+    )
+}
 _ERRORS: dict[int, type | None] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
 
 ENDPOINTS = [

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from stellwerk.api.context import platform_of
-from stellwerk.api.endpoints import Endpoint
+from stellwerk.api.endpoints import Endpoint, name_param
 from stellwerk.api.errors import ApiError, ErrorBody
 from stellwerk.api.middleware import principal_of
 from stellwerk.api.routes.buses import bus_name
@@ -67,6 +67,6 @@ ENDPOINTS = [
         "events",
         Scope.READ,
         responses={200: None, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody},
-        path_params={"bus": "the bus name"},
+        path_params={"bus": name_param("the bus name")},
     ),
 ]

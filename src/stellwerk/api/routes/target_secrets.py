@@ -9,6 +9,7 @@ without `secret` keeps the secret it has: this endpoint is the one way to change
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
 import msgspec
 from starlette.requests import Request
@@ -16,14 +17,15 @@ from starlette.responses import Response
 
 from stellwerk.api.bodies import json_response, path_name, read_json
 from stellwerk.api.context import platform_of
-from stellwerk.api.endpoints import Endpoint
+from stellwerk.api.endpoints import Endpoint, name_param
 from stellwerk.api.errors import ErrorBody
 from stellwerk.api.middleware import principal_of
 from stellwerk.api.routes.buses import bus_name
 from stellwerk.api.routes.rules import rule_name
 from stellwerk.auth import Scope
-from stellwerk.names import NAME_RULE
-from stellwerk.rules import DEFAULT_SECRET_GRACE, Rule
+from stellwerk.rules import DEFAULT_SECRET_GRACE, MAX_SECRET_GRACE, Rule
+
+_MAX_GRACE = int(MAX_SECRET_GRACE.total_seconds())
 
 
 class RotateSecretInput(msgspec.Struct, forbid_unknown_fields=True):
@@ -31,7 +33,11 @@ class RotateSecretInput(msgspec.Struct, forbid_unknown_fields=True):
     current one keeps signing beside it (0..604800; 0: it stops at once)."""
 
     secret: str | None = None
-    grace_seconds: int = int(DEFAULT_SECRET_GRACE.total_seconds())
+    # Bounded here too, not only by the rotation: the document must say so, and a number beyond
+    # a C int would not even become a timedelta.
+    grace_seconds: Annotated[int, msgspec.Meta(ge=0, le=_MAX_GRACE)] = int(
+        DEFAULT_SECRET_GRACE.total_seconds()
+    )
 
 
 async def rotate_secret(request: Request) -> Response:
@@ -59,6 +65,7 @@ ENDPOINTS = [
         "rules",
         Scope.ADMIN,
         request_body=RotateSecretInput,
+        request_body_required=False,
         responses={
             200: Rule,
             400: ErrorBody,
@@ -68,9 +75,9 @@ ENDPOINTS = [
             422: ErrorBody,
         },
         path_params={
-            "bus": "the bus name",
-            "rule": f"the rule name, {NAME_RULE}",
-            "target": "the target id",
+            "bus": name_param("the bus name"),
+            "rule": name_param("the rule name"),
+            "target": name_param("the target id"),
         },
     ),
 ]

@@ -1,8 +1,8 @@
 """Connections at work: the save-time check of a spec, and the authorization it gives requests.
 
 `parse_connection` checks a spec (`stellwerk.rules.connections`) and names the field at fault.
-At delivery time `build_auth` turns a spec into a `ConnectionAuth`, which gives the headers for
-a request and learns from a 401.
+At delivery time `build_auth` turns a spec into a `ConnectionAuth`, which gives the headers (and
+query parameters) for a request and learns from a 401.
 
 OAuth tokens are fetched once and shared by every delivery through the connection (one request
 in flight at a time, however many deliveries wait), kept until shortly before `expires_in`, and
@@ -25,6 +25,11 @@ from stellwerk.delivery.targets.responses import describe_status, parse_retry_af
 from stellwerk.delivery.targets.session import SessionPool
 from stellwerk.delivery.targets.ssrf import AddressPolicy, find_refusal
 from stellwerk.rules import (
+    HEADER_NAME_PATTERN,
+    OAUTH_OWN_PARAMS,
+    QUERY_PARAMETER_PATTERN,
+    RESERVED_HEADERS,
+    ApiKeyQuerySpec,
     ApiKeySpec,
     BasicAuthSpec,
     ConnectionSpec,
@@ -37,12 +42,9 @@ DEFAULT_TOKEN_LIFETIME_SECONDS: Final = 300.0
 MAX_REFRESH_MARGIN_SECONDS: Final = 60.0
 TOKEN_TIMEOUT_SECONDS: Final = 5.0
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an HTTP header name (RFC 9110 token)
-# Headers the target sets itself; a connection overriding them would break signing or framing.
-_RESERVED_HEADERS: Final = frozenset(
-    {"host", "content-type", "content-length", "transfer-encoding", "connection",
-     "webhook-id", "webhook-timestamp", "webhook-signature"}
-)  # fmt: skip
+_TOKEN = re.compile(HEADER_NAME_PATTERN)
+_PARAMETER = re.compile(QUERY_PARAMETER_PATTERN)
+_KIND_NAMES: Final = "'basic', 'api_key', 'api_key_query', 'oauth_client_credentials'"
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
@@ -58,9 +60,7 @@ def parse_connection(spec: Mapping[str, Any], *, allow_private: bool = False) ->
     if not isinstance(spec, Mapping):
         raise InvalidConnectionError("connection", "a connection is a JSON object")
     if "type" not in spec:
-        raise InvalidConnectionError(
-            "type", "missing; one of 'basic', 'api_key', 'oauth_client_credentials'"
-        )
+        raise InvalidConnectionError("type", f"missing; one of {_KIND_NAMES}")
     try:
         parsed: ConnectionSpec = msgspec.convert(dict(spec), type=ConnectionSpec)
     except msgspec.ValidationError as exc:
@@ -76,9 +76,7 @@ def _field_error(message: str) -> InvalidConnectionError:
             return InvalidConnectionError(found[1], message)
     found = _AT.search(message)
     if found and found[1] == "type":
-        return InvalidConnectionError(
-            "type", "must be one of 'basic', 'api_key', 'oauth_client_credentials'"
-        )
+        return InvalidConnectionError("type", f"must be one of {_KIND_NAMES}")
     return InvalidConnectionError(found[1] if found else "connection", message.split(" - at")[0])
 
 
@@ -98,12 +96,18 @@ def _check(spec: ConnectionSpec, allow_private: bool) -> None:
     elif isinstance(spec, ApiKeySpec):
         if not _TOKEN.match(spec.header):
             raise InvalidConnectionError("header", f"{spec.header!r} is not an HTTP header name")
-        if spec.header.lower() in _RESERVED_HEADERS:
+        if spec.header.lower() in RESERVED_HEADERS:
             raise InvalidConnectionError("header", f"{spec.header} is set by Stellwerk itself")
         _require(spec.value, "value")
         if _CONTROL.search(spec.value):
             # A header value cannot carry them (RFC 9110); clients refuse to send it at all.
             raise InvalidConnectionError("value", "must not contain control characters")
+    elif isinstance(spec, ApiKeyQuerySpec):
+        if not _PARAMETER.match(spec.parameter):
+            raise InvalidConnectionError(
+                "parameter", "must be 1-128 letters, digits or . _ ~ - (such as api_secret)"
+            )
+        _require(spec.value, "value")
     else:
         try:
             AddressPolicy(allow_private).check_url(spec.token_url)
@@ -112,7 +116,7 @@ def _check(spec: ConnectionSpec, allow_private: bool) -> None:
         _require(spec.client_id, "client_id")
         _require(spec.client_secret, "client_secret")
         for name in spec.extra_params:
-            if name in ("grant_type", "client_id", "client_secret", "scope"):
+            if name in OAUTH_OWN_PARAMS:
                 raise InvalidConnectionError(f"extra_params.{name}", "is set from its own field")
 
 
@@ -133,6 +137,10 @@ class ConnectionAuth(Protocol):
         """Headers for the next request; raises `AuthError` when none can be had."""
         ...
 
+    def query(self) -> Mapping[str, str]:
+        """Parameters to add to the query of every request to the target's own origin."""
+        ...
+
     def rejected(self, headers: Mapping[str, str]) -> bool:
         """The target answered 401 to `headers`: True when asking `headers()` again may help."""
         ...
@@ -141,13 +149,17 @@ class ConnectionAuth(Protocol):
 
 
 class StaticAuth:
-    """Basic and API key auth: fixed headers, which a 401 will not change."""
+    """Basic and API key auth: fixed headers or query parameters, which a 401 will not change."""
 
-    def __init__(self, headers: Mapping[str, str]) -> None:
+    def __init__(self, headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> None:
         self._headers = dict(headers)
+        self._query = dict(query or {})
 
     async def headers(self) -> Mapping[str, str]:
         return self._headers
+
+    def query(self) -> Mapping[str, str]:
+        return self._query
 
     def rejected(self, headers: Mapping[str, str]) -> bool:
         return False
@@ -156,7 +168,7 @@ class StaticAuth:
         return None
 
     def __repr__(self) -> str:
-        return f"StaticAuth({sorted(self._headers)})"
+        return f"StaticAuth({sorted(self._headers)}, query={sorted(self._query)})"
 
 
 class _Token(msgspec.Struct, frozen=True):
@@ -205,6 +217,9 @@ class OAuthClientCredentials:
                 if cached is None or self._clock() >= cached.refresh_at:
                     cached = self._cached = await self._fetch()
         return {"Authorization": cached.header}
+
+    def query(self) -> Mapping[str, str]:
+        return {}
 
     def rejected(self, headers: Mapping[str, str]) -> bool:
         cached = self._cached
@@ -302,4 +317,6 @@ def build_auth(
         return StaticAuth({"Authorization": _basic(spec.username, spec.password)})
     if isinstance(spec, ApiKeySpec):
         return StaticAuth({spec.header: spec.value})
+    if isinstance(spec, ApiKeyQuerySpec):
+        return StaticAuth({}, {spec.parameter: spec.value})
     return OAuthClientCredentials(spec, session_pool=session_pool, policy=policy, clock=clock)

@@ -2,7 +2,8 @@
 
 What the receiver gets: the payload as the body with the delivery's content type (normally
 `application/cloudevents+json`), Standard Webhooks headers (`webhook-id` is the event id, the
-receiver's idempotency key) and the connection's authorization.
+receiver's idempotency key), the target's own headers (`http_parameters`) and the connection's
+authorization.
 
 How answers map onto outcomes:
 - 2xx: `Delivered`.
@@ -27,19 +28,24 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
+from urllib.parse import quote, quote_plus
 
 from yarl import URL
 
 from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater
 from stellwerk.delivery.targets.connections import AuthError, ConnectionAuth
-from stellwerk.delivery.targets.responses import describe_status, parse_retry_after
+from stellwerk.delivery.targets.responses import (
+    answer_excerpt,
+    describe_status,
+    parse_retry_after,
+)
 from stellwerk.delivery.targets.session import SessionPool
 from stellwerk.delivery.targets.slots import Slots
 from stellwerk.delivery.targets.ssrf import AddressPolicy, UnsafeAddressError
 from stellwerk.delivery.targets.transport import TransferError, Transport
 from stellwerk.delivery.targets.webhooks import RetiringSecret, WebhookSigner, generate_secret
 from stellwerk.ratelimit import TokenBuckets
-from stellwerk.rules import InvalidTargetError, UnsafeTargetError
+from stellwerk.rules import RESERVED_HEADERS, InvalidTargetError, UnsafeTargetError
 from stellwerk.seams import Delivery
 
 DEFAULT_TIMEOUT_SECONDS: Final = 5.0
@@ -74,6 +80,7 @@ class HttpTarget:
         concurrency: int = DEFAULT_CONCURRENCY,
         rate_limit: float | None = None,
         auth: ConnectionAuth | None = None,
+        headers: Mapping[str, str] = _NO_HEADERS,
         allow_private: bool = False,
         allowed_networks: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
@@ -97,6 +104,15 @@ class HttpTarget:
         self._slots = Slots(concurrency)
         self._bucket = TokenBuckets(rate_limit, clock=clock) if rate_limit is not None else None
         self._auth = auth
+        # A connection's query key goes on the wire only: `self.url` (shown in reasons, logs
+        # and reprs) never holds it, and the secrets are cut out of what a transfer error says.
+        query = self._query = auth.query() if auth is not None else {}
+        self._sent_url = self.url.update_query(query) if query else self.url
+        self._query_secrets = tuple(
+            {s for v in query.values() for s in (v, quote(v, safe=""), quote_plus(v))}
+        )
+        # A target's own (`http_parameters`): never in place of those it sets itself.
+        self._headers = {k: v for k, v in headers.items() if k.lower() not in RESERVED_HEADERS}
         self._wall_clock = wall_clock
         self._transport: Transport | None = None  # the pool's, looked up at the first delivery
         self._timed_out = RetryLater(f"timed out after {timeout:g} s")
@@ -144,6 +160,8 @@ class HttpTarget:
         `deadline` (monotonic), which the transport enforces itself (no timer of ours)."""
         body = delivery.payload
         signed = self._signer.headers(delivery.event_id, int(self._wall_clock()), body)
+        if self._headers:
+            signed = {**self._headers, **signed}
         signed["Content-Type"] = delivery.content_type
         transport = self._transport
         if transport is None:
@@ -161,22 +179,31 @@ class HttpTarget:
             own_origin = url is self.url or url.origin() == self._origin
             headers = signed
             if own_origin and auth_headers:
+                if self._headers:  # the connection's win, whatever the case of their names
+                    theirs = {name.lower() for name in auth_headers}
+                    signed = {k: v for k, v in signed.items() if k.lower() not in theirs}
                 headers = {**signed, **auth_headers}
             left = deadline - time.monotonic()
             if left <= 0:
                 return self._timed_out
+            sent = url
+            if url is self.url:
+                sent = self._sent_url
+            elif own_origin and self._query:
+                sent = url.update_query(self._query)
             try:
-                answer = await transport.post(url, body, headers, left)
+                answer = await transport.post(sent, body, headers, left)
             except UnsafeAddressError as exc:
-                return GiveUp(f"refused {url}: {exc}")
+                return GiveUp(self._redacted(f"refused {url}: {exc}"))
             except TransferError as exc:
                 if exc.timed_out:
                     return self._timed_out
-                return RetryLater(exc.reason) if exc.retryable else GiveUp(exc.reason)
+                reason = self._redacted(exc.reason)
+                return RetryLater(reason) if exc.retryable else GiveUp(reason)
             status = answer.status
             if 200 <= status < 300:
                 # The common case ends here, before any header of the answer is parsed.
-                return Delivered(f"HTTP {status}")
+                return Delivered(f"HTTP {status}", status, self._excerpt(answer.body))
             location = answer.header("Location")
             retry_after = parse_retry_after(answer.header("Retry-After"), self._wall_clock())
             description = describe_status(status, answer.reason, answer.body)
@@ -204,11 +231,24 @@ class HttpTarget:
                         auth_headers = await self._auth.headers()
                     url = self.url
                     continue
+            answered = self._excerpt(answer.body)
+            description = self._redacted(description)
             if status == 429:
-                return RetryLater(description, retry_after=retry_after, throttled=True)
+                return RetryLater(
+                    description, retry_after, throttled=True, status=status, answer=answered
+                )
             if status >= 500:
-                return RetryLater(description, retry_after=retry_after)
-            return GiveUp(description)
+                return RetryLater(description, retry_after, status=status, answer=answered)
+            return GiveUp(description, status, answered)
+
+    def _excerpt(self, body: bytes) -> str:
+        """What the history keeps of an answer; a secret the receiver echoed is cut out."""
+        return self._redacted(answer_excerpt(body)) if body else ""
+
+    def _redacted(self, reason: str) -> str:
+        for secret in self._query_secrets:
+            reason = reason.replace(secret, "REDACTED")
+        return reason
 
     def __repr__(self) -> str:
         return f"HttpTarget({str(self.url)!r}, concurrency={self.concurrency})"

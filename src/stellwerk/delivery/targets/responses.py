@@ -8,6 +8,8 @@ from typing import Final
 
 import aiohttp
 
+from stellwerk.seams import EXCERPT_BYTES as HISTORY_EXCERPT_BYTES
+
 # Enough of an error body to say what went wrong in the dead-letter entry, never the whole thing.
 EXCERPT_BYTES: Final = 512
 # Read at most this much of any answer; larger bodies cost the connection (it is closed, not kept).
@@ -47,6 +49,14 @@ def excerpt(body: bytes) -> str:
     text = body[:EXCERPT_BYTES].decode("utf-8", errors="replace")
     text = " ".join(text.split())
     return text + ("..." if len(body) > EXCERPT_BYTES else "")
+
+
+def answer_excerpt(body: bytes) -> str:
+    """The start of an answer's body as the delivery history keeps it: at most
+    `seams.EXCERPT_BYTES` bytes, as text (an undecodable byte becomes U+FFFD)."""
+    if not body:
+        return ""
+    return body[:HISTORY_EXCERPT_BYTES].decode("utf-8", errors="replace")
 
 
 def describe_status(status: int, reason: str | None, body: bytes) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Self
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef
 from stellwerk.seams import (
     DEFAULT_ARCHIVE_READ,
     ArchiveCursorConflict,
@@ -36,18 +36,18 @@ class CheckedArchiveStore(ArchiveStore):
 
     async def archive(
         self,
-        tenant: TenantName,
-        bus: str,
+        bus: BusRef,
         position: int,
         entries: Sequence[tuple[str, StoredEvent]],
     ) -> None:
+        tenant, name = bus.tenant, bus.bus
         for uid, event in entries:
-            if (event.tenant, event.bus) != (tenant, bus):
+            if event.tenant != tenant or event.bus != name:
                 raise ValueError(
-                    f"event {event.id!r} of {event.tenant}/{event.bus} is not of {tenant}/{bus}"
+                    f"event {event.id!r} of {event.tenant}/{event.bus} is not of {bus}"
                     f" (archive {uid})"
                 )
-        await self._archive(tenant, bus, position, entries)
+        await self._archive(bus, position, entries)
 
     async def read_window(
         self,
@@ -71,8 +71,7 @@ class CheckedArchiveStore(ArchiveStore):
     @abstractmethod
     async def _archive(
         self,
-        tenant: TenantName,
-        bus: str,
+        bus: BusRef,
         position: int,
         entries: Sequence[tuple[str, StoredEvent]],
     ) -> None:
@@ -92,8 +91,7 @@ class CheckedArchiveStore(ArchiveStore):
 
 
 def check_archive_cursor(
-    tenant: TenantName,
-    bus: str,
+    bus: BusRef,
     current: int,
     position: int,
     entries: Sequence[tuple[str, StoredEvent]],
@@ -101,10 +99,10 @@ def check_archive_cursor(
     """`ArchiveCursorConflict` unless the run lies above the bus's archive cursor `current`."""
     if position <= current:
         raise ArchiveCursorConflict(
-            f"{tenant}/{bus} is archived up to {current}; cannot archive up to {position}"
+            f"{bus} is archived up to {current}; cannot archive up to {position}"
         )
     for _, event in entries:
         if not current < event.position <= position:
             raise ArchiveCursorConflict(
-                f"event at {event.position} is not within {tenant}/{bus}'s ({current}, {position}]"
+                f"event at {event.position} is not within {bus}'s ({current}, {position}]"
             )

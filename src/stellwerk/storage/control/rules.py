@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
 
 from stellwerk.clock import as_utc
-from stellwerk.refs import TenantId
+from stellwerk.refs import TenantId, TenantName, TenantRef
 from stellwerk.rules import Rule, RuleInput, TargetSpec
 from stellwerk.seams import Change
 from stellwerk.storage.control.records import ConflictError, SealedStore
-from stellwerk.storage.control.tables import rules
+from stellwerk.storage.control.tables import rules, tenants
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledRule:
+    tenant: TenantRef
+    bus: str
+    name: str
+    schedule: str
+    created_at: datetime
+
 
 _targets_decoder = msgspec.json.Decoder(list[TargetSpec])
 
@@ -65,6 +77,8 @@ class RuleStore(SealedStore):
             description=row.description,
             created_at=as_utc(row.created_at),
             updated_at=as_utc(row.updated_at),
+            view=row.view,
+            schedule=row.schedule,
         )
 
     async def put(
@@ -78,6 +92,8 @@ class RuleStore(SealedStore):
             "state": body.state,
             "targets": self._encode_targets(tenant_id, bus, name, body.targets),
             "description": body.description,
+            "view": body.view,
+            "schedule": body.schedule,
             "updated_at": now,
         }
         async with self._changes.begin() as conn:
@@ -116,6 +132,33 @@ class RuleStore(SealedStore):
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [self._rule(r) for r in rows]
+
+    async def scheduled(self) -> list[ScheduledRule]:
+        """Every enabled scheduled rule of every tenant (the scheduler's list of work)."""
+        query = (
+            sa.select(
+                rules.c.tenant_id,
+                tenants.c.name.label("tenant_name"),
+                rules.c.bus,
+                rules.c.name,
+                rules.c.schedule,
+                rules.c.created_at,
+            )
+            .join(tenants, tenants.c.id == rules.c.tenant_id)
+            .where(rules.c.schedule.is_not(None), rules.c.state == "enabled")
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            ScheduledRule(
+                TenantRef(TenantId(r.tenant_id), TenantName(r.tenant_name)),
+                r.bus,
+                r.name,
+                r.schedule,
+                as_utc(r.created_at),
+            )
+            for r in rows
+        ]
 
     async def delete(self, tenant_id: TenantId, bus: str, name: str) -> bool:
         where = sa.and_(rules.c.tenant_id == tenant_id, rules.c.bus == bus, rules.c.name == name)

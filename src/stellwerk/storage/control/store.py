@@ -58,6 +58,8 @@ class ApiKeyRecord:
     description: str
     created_at: datetime
     revoked_at: datetime | None
+    # The key itself, sealed (`ControlPlane.open_sealed_key`); None for a key without one.
+    sealed_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,7 @@ def _key(row: sa.Row[Any]) -> ApiKeyRecord:
         description=row.description,
         created_at=as_utc(row.created_at),
         revoked_at=as_utc(row.revoked_at) if row.revoked_at else None,
+        sealed_key=row.sealed_key,
     )
 
 
@@ -95,6 +98,11 @@ def _bus(row: sa.Row[Any]) -> BusRecord:
         updated_at=as_utc(row.updated_at),
         schema_validation=row.schema_validation,
     )
+
+
+def _key_binding(key_id: str) -> str:
+    """What a sealed key is bound to: its row, so a copy moved to another row does not open."""
+    return f"api_keys/{key_id}"
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -138,6 +146,7 @@ class ControlPlane:
     ) -> None:
         self._engine = engine
         self._now = clock or utc_now
+        self._box = box
         # Every write that others cache is announced here once it commits (`listen`).
         self.changes = ChangeFeed(engine)
         changes = self.changes
@@ -210,7 +219,8 @@ class ControlPlane:
     async def create_key(
         self, tenant_id: TenantId, scope: Scope, description: str = ""
     ) -> tuple[ApiKeyRecord, str]:
-        """A new key for the tenant; returns the record and the key text, which is never stored."""
+        """A new key for the tenant; returns the record and the key text. Only its digest is
+        stored in the clear; with the process's secret key, a sealed copy too (request signing)."""
         key_id, key = generate_key()
         record = ApiKeyRecord(
             id=key_id,
@@ -220,6 +230,7 @@ class ControlPlane:
             description=description,
             created_at=self._now(),
             revoked_at=None,
+            sealed_key=None if self._box is None else self._box.encrypt(key, _key_binding(key_id)),
         )
         async with self._engine.begin() as conn:
             exists = await conn.execute(sa.select(tenants.c.id).where(tenants.c.id == tenant_id))
@@ -233,9 +244,17 @@ class ControlPlane:
                     key_hash=record.key_hash,
                     description=description,
                     created_at=record.created_at,
+                    sealed_key=record.sealed_key,
                 )
             )
         return record, key
+
+    def open_sealed_key(self, record: ApiKeyRecord) -> str | None:
+        """The key's text from its sealed copy; None when it has none or no secret key is here.
+        Raises `DecryptionError` for a copy another secret key sealed."""
+        if record.sealed_key is None or self._box is None:
+            return None
+        return self._box.decrypt(record.sealed_key, _key_binding(record.id))
 
     async def find_key(self, key_id: str) -> tuple[ApiKeyRecord, TenantRecord] | None:
         """The key with this id and its tenant, revoked or not; authentication decides."""
@@ -277,6 +296,34 @@ class ControlPlane:
         if row is None:
             raise NotFoundError(f"key {key_id!r} does not exist")
         return _key(row)
+
+    async def adopt_key(self, tenant_id: TenantId, copy: ApiKeyRecord) -> bool:
+        """Take in a key another site made (its digest, never the key): the same id then
+        authenticates here too, and its revocation there revokes it here. A key id that another
+        tenant holds here is left alone. Whether anything changed."""
+        async with self.changes.begin() as conn:
+            row = (await conn.execute(api_keys.select().where(api_keys.c.id == copy.id))).first()
+            if row is None:
+                await conn.execute(
+                    api_keys.insert().values(
+                        id=copy.id,
+                        tenant_id=tenant_id,
+                        scope=str(copy.scope),
+                        key_hash=copy.key_hash,
+                        description=copy.description,
+                        created_at=copy.created_at,
+                        revoked_at=copy.revoked_at,
+                        sealed_key=None,
+                    )
+                )
+                return True
+            if row.tenant_id != tenant_id or copy.revoked_at is None or row.revoked_at is not None:
+                return False
+            await conn.execute(
+                api_keys.update().where(api_keys.c.id == copy.id).values(revoked_at=copy.revoked_at)
+            )
+            self.changes.changed(Change.of("key", tenant_id, name=copy.id))
+            return True
 
     # buses ---------------------------------------------------------------------------------
 

@@ -33,6 +33,8 @@ api_keys = sa.Table(
     sa.Column("description", sa.String(256), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    # The key sealed with the process's secret key, for request signing (migration 0007).
+    sa.Column("sealed_key", sa.Text, nullable=True),
     sa.Index("ix_api_keys_tenant_id", "tenant_id"),
 )
 
@@ -99,6 +101,10 @@ rules = sa.Table(
     sa.Column("description", sa.String(512), nullable=False, server_default=""),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # `cloudevents` or `eventbridge`: what the rule's pattern and targets see (migration 0008).
+    sa.Column("view", sa.String(16), nullable=False, server_default="cloudevents"),
+    # A scheduled rule's `rate(...)` or `cron(...)` (its pattern is JSON null; migration 0009).
+    sa.Column("schedule", sa.String(256), nullable=True),
     sa.ForeignKeyConstraint(
         ["tenant_id", "bus"], ["buses.tenant_id", "buses.name"], ondelete="CASCADE"
     ),

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Self
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef
 from stellwerk.seams import DEFAULT_READ_LIMIT, AppendResult, EventLog, NewEvent, StoredEvent
 
 
@@ -34,36 +34,33 @@ class CheckedEventLog(EventLog):
         return await self._append(batch)
 
     async def read(
-        self, tenant: TenantName, bus: str, after: int = 0, limit: int = DEFAULT_READ_LIMIT
+        self, bus: BusRef, after: int = 0, limit: int = DEFAULT_READ_LIMIT
     ) -> list[StoredEvent]:
         check_limit(limit)
-        return await self._read_after(tenant, bus, after, limit)
+        return await self._read_after(bus, after, limit)
 
     async def read_window(
         self,
-        tenant: TenantName,
-        bus: str,
+        bus: BusRef,
         start: datetime,
         end: datetime,
         after: int = 0,
         limit: int = DEFAULT_READ_LIMIT,
     ) -> list[StoredEvent]:
         check_limit(limit)
-        return await self._read_window(tenant, bus, start, end, after, limit)
+        return await self._read_window(bus, start, end, after, limit)
 
     @abstractmethod
     async def _append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
         """`append` of events whose bodies are JSON objects (the batch may be empty)."""
 
     @abstractmethod
-    async def _read_after(
-        self, tenant: TenantName, bus: str, after: int, limit: int
-    ) -> list[StoredEvent]:
+    async def _read_after(self, bus: BusRef, after: int, limit: int) -> list[StoredEvent]:
         """`read` with a positive limit."""
 
     @abstractmethod
     async def _read_window(
-        self, tenant: TenantName, bus: str, start: datetime, end: datetime, after: int, limit: int
+        self, bus: BusRef, start: datetime, end: datetime, after: int, limit: int
     ) -> list[StoredEvent]:
         """`read_window` with a positive limit."""
 

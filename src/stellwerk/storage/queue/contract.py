@@ -14,10 +14,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Self
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import (
     DEFAULT_DEAD_LETTER_PAGE,
     MAX_DEAD_LETTER_PAGE,
+    Attempt,
     CursorConflict,
     DeadLetter,
     DeliveryQueue,
@@ -37,16 +38,15 @@ class CheckedQueue(DeliveryQueue):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def route(
-        self, tenant: TenantName, bus: str, position: int, deliveries: Sequence[NewDelivery]
-    ) -> None:
+    async def route(self, bus: BusRef, position: int, deliveries: Sequence[NewDelivery]) -> None:
+        tenant, name = bus.tenant, bus.bus
         for d in deliveries:
-            if (d.tenant, d.bus) != (tenant, bus) or d.position > position:
+            if d.tenant != tenant or d.bus != name or d.position > position:
                 raise ValueError(
                     f"delivery of {d.tenant}/{d.bus} at {d.position} does not belong in"
-                    f" {tenant}/{bus} (up to {position})"
+                    f" {bus} (up to {position})"
                 )
-        await self._route(tenant, bus, position, deliveries)
+        await self._route(bus, position, deliveries)
 
     async def route_replay(
         self,
@@ -76,14 +76,16 @@ class CheckedQueue(DeliveryQueue):
             return []
         return await self._lease(now, limit, lease_seconds, per_target_limits)
 
-    async def ack_many(self, delivery_ids: Sequence[int]) -> None:
-        """One `ack` each, concurrently; a backend that can write them together overrides it."""
+    async def ack_many(self, delivery_ids: Sequence[int], attempts: Sequence[Attempt] = ()) -> None:
+        """One `ack` each, concurrently; a backend that can write them together overrides it.
+
+        Attempts are matched to acks by nothing but order; a backend keeping history overrides
+        this and writes `attempts` with the acks."""
         await asyncio.gather(*(self.ack(delivery_id) for delivery_id in delivery_ids))
 
     async def dead_letters(
         self,
-        tenant: TenantName,
-        bus: str,
+        bus: BusRef,
         *,
         rule: str | None = None,
         target_id: str | None = None,
@@ -92,12 +94,10 @@ class CheckedQueue(DeliveryQueue):
     ) -> list[DeadLetter]:
         if not 1 <= limit <= MAX_DEAD_LETTER_PAGE:
             raise ValueError(f"limit must be 1..{MAX_DEAD_LETTER_PAGE}, not {limit}")
-        return await self._dead_letters(tenant, bus, rule, target_id, after, limit)
+        return await self._dead_letters(bus, rule, target_id, after, limit)
 
     @abstractmethod
-    async def _route(
-        self, tenant: TenantName, bus: str, position: int, deliveries: Sequence[NewDelivery]
-    ) -> None:
+    async def _route(self, bus: BusRef, position: int, deliveries: Sequence[NewDelivery]) -> None:
         """`route` with deliveries that belong to the run; check the cursor, then write."""
 
     @abstractmethod
@@ -126,8 +126,7 @@ class CheckedQueue(DeliveryQueue):
     @abstractmethod
     async def _dead_letters(
         self,
-        tenant: TenantName,
-        bus: str,
+        bus: BusRef,
         rule: str | None,
         target_id: str | None,
         after: int,
@@ -137,18 +136,16 @@ class CheckedQueue(DeliveryQueue):
 
 
 def check_route_cursor(
-    tenant: TenantName, bus: str, current: int, position: int, deliveries: Sequence[NewDelivery]
+    bus: BusRef, current: int, position: int, deliveries: Sequence[NewDelivery]
 ) -> None:
     """`CursorConflict` if another router got further than `current` allows for this run."""
     if position <= current:
-        raise CursorConflict(
-            f"{tenant}/{bus} is routed up to {current}; cannot route up to {position}"
-        )
+        raise CursorConflict(f"{bus} is routed up to {current}; cannot route up to {position}")
     for d in deliveries:
         if d.position <= current:
             # Another router routed part of this batch meanwhile (a lease that moved).
             raise CursorConflict(
-                f"{tenant}/{bus} is routed up to {current}, past the delivery at {d.position}"
+                f"{bus} is routed up to {current}, past the delivery at {d.position}"
             )
 
 

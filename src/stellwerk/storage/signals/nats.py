@@ -16,7 +16,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import Change
 from stellwerk.storage.jetstream import JetStreamUnavailable, check_namespace, connect
 
@@ -49,7 +49,7 @@ class NatsSignals:
         self._pending: set[tuple[TenantName, str]] = set()
         self._routed = False
         self._flush_scheduled = False
-        self._on_appended: Callable[[TenantName, str], None] = _ignore
+        self._on_appended: Callable[[BusRef], None] = _ignore
         self._on_routed: Callable[[], None] = _ignore
         self._on_changed: Callable[[Change], Awaitable[None]] = _nothing
         self._on_resync: Callable[[], Awaitable[None]] = _nothing
@@ -60,7 +60,7 @@ class NatsSignals:
     async def start(
         self,
         *,
-        on_appended: Callable[[TenantName, str], None],
+        on_appended: Callable[[BusRef], None],
         on_routed: Callable[[], None],
         on_changed: Callable[[Change], Awaitable[None]],
         on_resync: Callable[[], Awaitable[None]],
@@ -100,8 +100,8 @@ class NatsSignals:
 
     # -- sending -------------------------------------------------------------------------------
 
-    def appended(self, tenant: TenantName, bus: str) -> None:
-        self._pending.add((tenant, bus))
+    def appended(self, bus: BusRef) -> None:
+        self._pending.add((bus.tenant, bus.bus))  # as they go on the wire
         self._schedule_flush()
 
     def routed(self) -> None:
@@ -154,7 +154,7 @@ class NatsSignals:
             log.warning("ignored a malformed appended signal", subject=msg.subject)
             return
         for tenant, bus in pairs:
-            self._on_appended(tenant, bus)
+            self._on_appended(BusRef(tenant, bus))
 
     async def _heard_routed(self, _msg: Msg) -> None:
         self._on_routed()

@@ -2,8 +2,11 @@
 
 Each process binds a datagram socket in Linux's abstract namespace (no file, so no limit from
 the data directory's path length) and writes a marker file in `<data-dir>/run/signals/` naming
-it; a sender sends to every marker but its own. Hints only, as over NATS: a datagram to a peer
-that is gone is dropped, and every receiver also polls (docs/storage.md, "Signals and leases").
+it; a sender sends to every marker but its own. Appends and routings are hints only, as over
+NATS: a datagram to a peer that is gone is dropped, and every receiver also polls
+(docs/storage.md, "Signals and leases"). A change is answered: each peer sends back `taken` once
+it has applied it, and `changed` returns when every live peer has (or after `ack_seconds`), so a
+rule saved through one process is in force in the others before the API answers.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final, Self
@@ -22,7 +27,7 @@ from typing import Final, Self
 import msgspec
 import structlog
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import Change
 
 log = structlog.stdlib.get_logger(__name__)
@@ -33,10 +38,18 @@ MAX_PAIRS_PER_DATAGRAM: Final = 500
 # A `changed` that meets a full receive buffer is tried again this often before it is given up.
 CHANGE_SEND_TRIES: Final = 20
 CHANGE_RETRY_SECONDS: Final = 0.01
+# How long `changed` waits for the peers to have applied a change; a peer slower than this is
+# logged and left to catch up.
+CHANGE_ACK_SECONDS: Final = 5.0
 
 _APPENDED: Final = b"a"
 _ROUTED: Final = b"r"
-_CHANGED: Final = b"c"
+_CHANGED: Final = b"c"  # + sequence number + sender's name + b"\n" + the change
+_TAKEN: Final = b"k"  # + sequence number + the name of the process that applied it
+_SEQUENCE: Final = struct.Struct(">Q")
+# A process's name as it signs its changes (role.pid): also a marker's file name, so nothing
+# that could climb out of the marker directory.
+_NAME: Final = re.compile(rb"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 
 _encode: Final = msgspec.json.Encoder().encode
 _decode_pairs: Final = msgspec.json.Decoder(list[tuple[TenantName, str]]).decode
@@ -68,8 +81,11 @@ class UnixSignals:
     """Signals between the processes sharing `data_dir`; `name` tells this one apart (a role and
     the pid by default, so a restarted process never takes its predecessor's address)."""
 
-    def __init__(self, data_dir: Path, *, name: str) -> None:
+    def __init__(
+        self, data_dir: Path, *, name: str, ack_seconds: float = CHANGE_ACK_SECONDS
+    ) -> None:
         self._data_dir = data_dir
+        self._ack_seconds = ack_seconds
         self._name = f"{name}.{os.getpid()}"
         self._marker_dir = data_dir / SIGNALS_DIR
         self._marker = self._marker_dir / self._name
@@ -81,18 +97,22 @@ class UnixSignals:
         self._pending: set[tuple[TenantName, str]] = set()
         self._routed = False
         self._flush_scheduled = False
-        self._on_appended: Callable[[TenantName, str], None] = _ignore
+        self._on_appended: Callable[[BusRef], None] = _ignore
         self._on_routed: Callable[[], None] = _ignore
         self._on_changed: Callable[[Change], Awaitable[None]] = _nothing
         self._on_resync: Callable[[], Awaitable[None]] = _nothing
-        # Changes are applied one at a time, in the order they came, by one task.
-        self._changes: collections.deque[Change] = collections.deque()
+        # Changes are applied one at a time, in the order they came, by one task; each with
+        # whom to tell once applied (the sender's name and its sequence number).
+        self._changes: collections.deque[tuple[Change, str, bytes]] = collections.deque()
         self._applying: asyncio.Task[None] | None = None
+        # Changes sent and not yet answered: (sequence number, peer) -> its answer.
+        self._sequence = 0
+        self._unanswered: dict[tuple[bytes, str], asyncio.Future[None]] = {}
 
     async def start(
         self,
         *,
-        on_appended: Callable[[TenantName, str], None],
+        on_appended: Callable[[BusRef], None],
         on_routed: Callable[[], None],
         on_changed: Callable[[Change], Awaitable[None]],
         on_resync: Callable[[], Awaitable[None]],
@@ -137,8 +157,8 @@ class UnixSignals:
 
     # -- sending -------------------------------------------------------------------------------
 
-    def appended(self, tenant: TenantName, bus: str) -> None:
-        self._pending.add((tenant, bus))
+    def appended(self, bus: BusRef) -> None:
+        self._pending.add((bus.tenant, bus.bus))  # as they go on the wire
         self._schedule_flush()
 
     def routed(self) -> None:
@@ -146,14 +166,37 @@ class UnixSignals:
         self._schedule_flush()
 
     async def changed(self, change: Change) -> None:
-        datagram = _CHANGED + _encode(change)
-        for name, address in list(self._current_peers().items()):
-            for _ in range(CHANGE_SEND_TRIES):
-                if self._send(name, address, datagram) is not False:
-                    break
-                await asyncio.sleep(CHANGE_RETRY_SECONDS)  # its buffer is full: let it read
-            else:
-                log.warning("change not signalled: the process does not read", peer=name)
+        """Send `change` to every peer and wait until each has applied it."""
+        self._sequence += 1
+        sequence = _SEQUENCE.pack(self._sequence)
+        datagram = b"".join((_CHANGED, sequence, self._name.encode(), b"\n", _encode(change)))
+        loop = asyncio.get_running_loop()
+        answers: dict[str, asyncio.Future[None]] = {}
+        try:
+            for name, address in list(self._current_peers().items()):
+                answer = self._unanswered[(sequence, name)] = loop.create_future()
+                for _ in range(CHANGE_SEND_TRIES):
+                    sent = self._send(name, address, datagram)
+                    if sent is not False:
+                        break
+                    await asyncio.sleep(CHANGE_RETRY_SECONDS)  # its buffer is full: let it read
+                else:
+                    log.warning("change not signalled: the process does not read", peer=name)
+                    sent = None
+                if sent:
+                    answers[name] = answer
+            if answers:
+                _done, late = await asyncio.wait(answers.values(), timeout=self._ack_seconds)
+                if late:
+                    log.warning(
+                        "change not yet taken in by every process",
+                        kind=change.kind,
+                        peers=sorted(n for n, a in answers.items() if a in late),
+                        seconds=self._ack_seconds,
+                    )
+        finally:
+            for key in [k for k in self._unanswered if k[0] == sequence]:
+                del self._unanswered[key]
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled and self._sock is not None:
@@ -235,24 +278,33 @@ class UnixSignals:
         try:
             if kind == _APPENDED:
                 for tenant, bus in _decode_pairs(body):
-                    self._on_appended(tenant, bus)
+                    self._on_appended(BusRef(tenant, bus))
             elif kind == _ROUTED:
                 self._on_routed()
             elif kind == _CHANGED:
-                self._apply(_decode_change(body))
+                sequence = body[: _SEQUENCE.size]
+                sender, _, change = body[_SEQUENCE.size :].partition(b"\n")
+                if len(sequence) != _SEQUENCE.size or not _NAME.fullmatch(sender):
+                    raise msgspec.DecodeError("no sequence number or sender")
+                self._apply(_decode_change(change), sender.decode(), sequence)
+            elif kind == _TAKEN:
+                sequence, peer = body[: _SEQUENCE.size], body[_SEQUENCE.size :]
+                answer = self._unanswered.get((sequence, peer.decode(errors="replace")))
+                if answer is not None and not answer.done():
+                    answer.set_result(None)
             else:
                 log.warning("ignored a signal of unknown kind", kind=repr(kind))
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             log.warning("ignored a malformed signal", kind=repr(kind))
 
-    def _apply(self, change: Change) -> None:
-        self._changes.append(change)
+    def _apply(self, change: Change, sender: str, sequence: bytes) -> None:
+        self._changes.append((change, sender, sequence))
         if self._applying is None or self._applying.done():
             self._applying = asyncio.create_task(self._apply_changes(), name="signals-changed")
 
     async def _apply_changes(self) -> None:
         while self._changes:
-            change = self._changes.popleft()
+            change, sender, sequence = self._changes.popleft()
             try:
                 await self._on_changed(change)
             except Exception:
@@ -261,3 +313,6 @@ class UnixSignals:
                     await self._on_resync()
                 except Exception:
                     log.exception("resyncing failed")
+            # Taken in (or given up on after a resync): the sender may answer its caller.
+            address = signal_address(self._data_dir, sender)
+            self._send(sender, address, _TAKEN + sequence + self._name.encode())

@@ -5,9 +5,11 @@ live data directory."""
 from stellwerk.storage.sqlite.adoption import AdoptError, adopt
 from stellwerk.storage.sqlite.backup import (
     BackupError,
+    BackupPart,
     BackupResult,
     Manifest,
     backup,
+    copy_database,
     restore,
     verify,
 )
@@ -45,6 +47,7 @@ __all__ = [
     "WRITER_LOCK",
     "AdoptError",
     "BackupError",
+    "BackupPart",
     "BackupResult",
     "Checkpointer",
     "DiskTrouble",
@@ -59,6 +62,7 @@ __all__ = [
     "adopt",
     "backup",
     "connect",
+    "copy_database",
     "diagnose",
     "erasing",
     "probe",

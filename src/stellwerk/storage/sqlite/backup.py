@@ -9,12 +9,18 @@ it; the first start after a restore moves them in. The event log is a directory:
 index is copied first, then its append-only files, each up to its size when the copy began;
 opening the restored log indexes what the files hold beyond the index, cuts off a chunk the copy
 caught halfway, and forgets chunks of files a trim deleted meanwhile.
+
+A capability that keeps files of its own in the data directory (the tracking capability's lake
+and its spool) adds a `BackupPart`: it is copied after everything of the core, since what it
+holds was acknowledged to the core's delivery queue (a row the copy of the queue still shows
+pending comes again and is recognised), and it says itself which entries it wrote.
 """
 
 from __future__ import annotations
 
 import shutil
 import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -56,10 +62,25 @@ class BackupError(Exception):
 
 
 class Manifest(msgspec.Struct):
+    """`parts`: the entries (directories of the data directory) that capabilities' parts
+    wrote; a backup of an earlier version has none."""
+
     version: str
     created_at: datetime
     databases: list[str]
     files: list[str]
+    parts: list[str] = msgspec.field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class BackupPart:
+    """What a capability adds to a backup: `copy(data_dir, destination)` copies what it keeps
+    in the data directory, consistently while the server runs, into the backup's folder, and
+    returns the names of the top-level entries it wrote there (directories, restored whole;
+    every `*.db` in them is checked as an SQLite database)."""
+
+    name: str
+    copy: Callable[[Path, Path], list[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +97,7 @@ def _empty_or_absent(path: Path, role: str) -> None:
 def _copy(source: Path, target: Path) -> None:
     """A database file, or a directory of one database and append-only files (the log)."""
     if not source.is_dir():
-        _copy_database(source, target)
+        copy_database(source, target)
         return
     target.mkdir()
     entries = sorted(source.iterdir(), key=lambda p: (p.suffix != ".db", p.name))
@@ -85,7 +106,7 @@ def _copy(source: Path, target: Path) -> None:
         if entry.name == _HEAD or entry.name.endswith(_NOT_COPIED) or not entry.is_file():
             continue
         if entry.suffix == ".db":
-            _copy_database(entry, target / entry.name)
+            copy_database(entry, target / entry.name)
             continue
         try:
             with entry.open("rb") as src, (target / entry.name).open("wb") as dst:
@@ -116,7 +137,14 @@ def _check(path: Path) -> None:
         _check_database(path)
 
 
-def _copy_database(source: Path, target: Path) -> None:
+def _check_tree(path: Path) -> None:
+    """Every SQLite database in a part's directory (named `*.db`) passes its integrity check."""
+    for entry in sorted(path.rglob("*.db")):
+        _check_database(entry)
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of a live SQLite database (the online backup API), in WAL mode."""
     src = sqlite3.connect(source, timeout=30)
     try:
         dst = sqlite3.connect(target)
@@ -145,8 +173,9 @@ def _copy_private(source: Path, target: Path) -> None:
     target.chmod(0o600)
 
 
-def backup(data_dir: Path, destination: Path) -> BackupResult:
-    """Copy a (possibly running) embedded data directory to `destination`."""
+def backup(data_dir: Path, destination: Path, parts: Sequence[BackupPart] = ()) -> BackupResult:
+    """Copy a (possibly running) embedded data directory to `destination`, with what
+    capabilities' `parts` keep in it after the core's databases."""
     if not (data_dir / LOG_DIR).exists() and not (data_dir / LEGACY_EVENTS_FILE).exists():
         raise BackupError(f"{data_dir} holds no Stellwerk data (no event log: {LOG_DIR}/)")
     _empty_or_absent(destination, "the backup destination")
@@ -157,12 +186,18 @@ def backup(data_dir: Path, destination: Path) -> BackupResult:
             _copy(data_dir / name, destination / name)
             _check(destination / name)
             databases.append(name)
+    written: list[str] = []
+    for part in parts:
+        for entry in part.copy(data_dir, destination):
+            if (destination / entry).is_dir():
+                _check_tree(destination / entry)
+            written.append(entry)
     files = []
     for name in PRIVATE_FILES:
         if (data_dir / name).exists():
             _copy_private(data_dir / name, destination / name)
             files.append(name)
-    manifest = Manifest(__version__, utc_now(), databases, files)
+    manifest = Manifest(__version__, utc_now(), databases, files, written)
     (destination / MANIFEST).write_bytes(msgspec.json.format(msgspec.json.encode(manifest)))
     return BackupResult(destination, manifest)
 
@@ -188,6 +223,13 @@ def verify(source: Path) -> Manifest:
     for name in manifest.files:
         if not (source / name).is_file():
             raise BackupError(f"the backup lists {name}, which is missing")
+    for name in manifest.parts:
+        if not (source / name).exists():
+            raise BackupError(f"the backup lists {name}, which is missing")
+        try:
+            _check_tree(source / name)
+        except sqlite3.DatabaseError as exc:
+            raise BackupError(f"{name} holds a damaged database: {exc}") from None
     return manifest
 
 
@@ -200,4 +242,9 @@ def restore(source: Path, data_dir: Path) -> Manifest:
         _copy(source / name, data_dir / name)
     for name in manifest.files:
         _copy_private(source / name, data_dir / name)
+    for name in manifest.parts:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, data_dir / name)
+        else:
+            shutil.copy2(source / name, data_dir / name)
     return manifest

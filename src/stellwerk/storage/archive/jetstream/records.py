@@ -17,7 +17,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from stellwerk.clock import from_us, to_us
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef
 from stellwerk.seams import ArchivedEvent, StoredEvent
 from stellwerk.storage.jetstream import TableLayout, records, token
 
@@ -60,8 +60,8 @@ class ArchiveLayout(TableLayout):
     def copies_subject(self, uid: str) -> str:
         return f"{self.namespace}.archived.{token(uid)}"
 
-    def cursor_key(self, tenant: TenantName, bus: str) -> str:
-        return self.key("cursor", token(tenant), token(bus))
+    def cursor_key(self, bus: BusRef) -> str:
+        return self.key("cursor", token(bus.tenant), token(bus.bus))
 
     def totals_key(self, uid: str) -> str:
         return self.key("totals", token(uid))

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from stellwerk.clock import to_us
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef
 from stellwerk.seams import (
     ArchiveCursorConflict,
     ArchivedEvent,
@@ -125,22 +125,21 @@ class JetStreamArchiveStore(CheckedArchiveStore):
 
     # -- the archiver's side -------------------------------------------------------------------
 
-    async def cursor(self, tenant: TenantName, bus: str) -> int:
-        _, data = await self._running().io.record(self.layout.cursor_key(tenant, bus))
+    async def cursor(self, bus: BusRef) -> int:
+        _, data = await self._running().io.record(self.layout.cursor_key(bus))
         return decode_cursor(data).position if data else 0
 
     async def _archive(
         self,
-        tenant: TenantName,
-        bus: str,
+        bus: BusRef,
         position: int,
         entries: Sequence[tuple[str, StoredEvent]],
     ) -> None:
         io, upkeep = self._running().io, self._running().upkeep
-        key = self.layout.cursor_key(tenant, bus)
+        key = self.layout.cursor_key(bus)
         cursor_seq, data = await io.record(key)
         current = decode_cursor(data).position if data else 0
-        check_archive_cursor(tenant, bus, current, position, entries)
+        check_archive_cursor(bus, current, position, entries)
         # In position order, so that `seq` follows position within each archive.
         by_uid: dict[str, list[StoredEvent]] = {}
         for uid, event in sorted(entries, key=lambda entry: entry[1].position):
@@ -155,7 +154,7 @@ class JetStreamArchiveStore(CheckedArchiveStore):
         await io.publish_many(copies)
         await asyncio.gather(*(upkeep.count_in(uid, events) for uid, events in by_uid.items()))
         if await io.put(key, encode(ArchiveCursor(position)), cursor_seq) is None:
-            raise ArchiveCursorConflict(f"{tenant}/{bus}: another archiver moved the cursor")
+            raise ArchiveCursorConflict(f"{bus}: another archiver moved the cursor")
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from stellwerk.clock import EPOCH, from_us, to_us
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef
 from stellwerk.seams import (
     ArchivedEvent,
     ArchiveEraseMatch,
@@ -81,9 +81,9 @@ class SqliteArchiveStore(CheckedArchiveStore):
 
     # -- the archiver's side -------------------------------------------------------------------
 
-    async def cursor(self, tenant: TenantName, bus: str) -> int:
+    async def cursor(self, bus: BusRef) -> int:
         def query(conn: sqlite3.Connection) -> int:
-            row = conn.execute(schema.CURSOR, (tenant, bus)).fetchone()
+            row = conn.execute(schema.CURSOR, (bus.tenant, bus.bus)).fetchone()
             return int(row[0]) if row else 0
 
         # Synced: retention trims the log below this, so it must not go back in a power loss.
@@ -91,8 +91,7 @@ class SqliteArchiveStore(CheckedArchiveStore):
 
     async def _archive(
         self,
-        tenant: TenantName,
-        bus: str,
+        bus: BusRef,
         position: int,
         entries: Sequence[tuple[str, StoredEvent]],
     ) -> None:
@@ -100,9 +99,9 @@ class SqliteArchiveStore(CheckedArchiveStore):
         ordered = sorted(entries, key=lambda entry: entry[1].position)
 
         def work(conn: sqlite3.Connection) -> None:
-            row = conn.execute(schema.CURSOR, (tenant, bus)).fetchone()
+            row = conn.execute(schema.CURSOR, (bus.tenant, bus.bus)).fetchone()
             current = int(row[0]) if row else 0
-            check_archive_cursor(tenant, bus, current, position, ordered)
+            check_archive_cursor(bus, current, position, ordered)
             totals: dict[int, list[int]] = {}
             rows = []
             aids: dict[str, int] = {}
@@ -122,7 +121,7 @@ class SqliteArchiveStore(CheckedArchiveStore):
             conn.executemany(
                 schema.ADD_TOTALS, [(n, size, aid) for aid, (n, size) in totals.items()]
             )
-            conn.execute(schema.SET_CURSOR, (tenant, bus, position))
+            conn.execute(schema.SET_CURSOR, (bus.tenant, bus.bus, position))
             handle.grew(sum(len(event.body) for _, event in ordered))
 
         # Not synced: lost in a power failure together with the cursor, the copies are made

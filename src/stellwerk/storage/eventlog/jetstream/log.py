@@ -16,7 +16,7 @@ import structlog
 from nats.aio.msg import Msg
 
 from stellwerk.clock import to_us, utc_now
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
     AppendResult,
@@ -206,10 +206,9 @@ class JetStreamEventLog(CheckedEventLog):
 
     # -- reading -------------------------------------------------------------------------------
 
-    async def _read_after(
-        self, tenant: TenantName, bus: str, after: int, limit: int
-    ) -> list[StoredEvent]:
+    async def _read_after(self, ref: BusRef, after: int, limit: int) -> list[StoredEvent]:
         queries = self._running().queries
+        tenant, bus = ref.tenant, ref.bus
         if not await self._exists(tenant):
             return []
         stream = self.layout.stream(tenant)
@@ -225,11 +224,12 @@ class JetStreamEventLog(CheckedEventLog):
         return out
 
     async def _read_window(
-        self, tenant: TenantName, bus: str, start: datetime, end: datetime, after: int, limit: int
+        self, ref: BusRef, start: datetime, end: datetime, after: int, limit: int
     ) -> list[StoredEvent]:
         """Events recorded in `[start, end)`: from a binary search for `start` minus the slack
         on, filtered by recorded time, until one is recorded past `end` plus the slack."""
         queries = self._running().queries
+        tenant, bus = ref.tenant, ref.bus
         start_us, end_us = to_us(start), to_us(end)
         if start_us >= end_us or not await self._exists(tenant):
             return []
@@ -255,12 +255,12 @@ class JetStreamEventLog(CheckedEventLog):
                 return out
             seq = records.sequence_of(found[-1]) + 1
 
-    async def last_position(self, tenant: TenantName, bus: str) -> int:
+    async def last_position(self, bus: BusRef) -> int:
         upkeep = self._running().upkeep
-        if not await self._exists(tenant):
+        if not await self._exists(bus.tenant):
             return 0
-        stream = self.layout.stream(tenant)
-        return await upkeep.last_position(stream, self.layout.events_subject(tenant, bus))
+        stream = self.layout.stream(bus.tenant)
+        return await upkeep.last_position(stream, self.layout.events_subject(bus.tenant, bus.bus))
 
     async def _exists(self, tenant: TenantName) -> bool:
         if tenant in self._known:
@@ -272,9 +272,7 @@ class JetStreamEventLog(CheckedEventLog):
 
     # -- removing ------------------------------------------------------------------------------
 
-    async def trim(
-        self, older_than: datetime, keep: Mapping[tuple[TenantName, str], int] | None = None
-    ) -> int:
+    async def trim(self, older_than: datetime, keep: Mapping[BusRef, int] | None = None) -> int:
         """Purge each tenant's events recorded before `older_than` (see `upkeep.py`).
 
         The purge goes up to the first event recorded at `older_than` or later, found by a

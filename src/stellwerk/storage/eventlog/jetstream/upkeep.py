@@ -11,7 +11,7 @@ import base64
 from collections.abc import Mapping
 from typing import Final
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import ErasedEvent, EraseHook, EraseMatch, EventLogError
 from stellwerk.storage.jetstream import Layout, StreamQueries, bus_of, nothing_left, records, token
 
@@ -43,8 +43,8 @@ class Upkeep:
 
     # -- trimming ------------------------------------------------------------------------------
 
-    async def trim(self, cut_us: int, keep: Mapping[tuple[TenantName, str], int]) -> int:
-        kept = {(token(tenant), token(bus)): position for (tenant, bus), position in keep.items()}
+    async def trim(self, cut_us: int, keep: Mapping[BusRef, int]) -> int:
+        kept = {(token(ref.tenant), token(ref.bus)): position for ref, position in keep.items()}
         removed = 0
         for stream in await self._stream_names():
             removed += await self._trim_stream(stream, cut_us, kept)

@@ -33,7 +33,7 @@ from stellwerk.events.rfc3339 import format_rfc3339
 from stellwerk.refs import TenantName
 from stellwerk.seams import AppendResult, AppendStatus, LogClosed, LogUnavailable, NewEvent
 from stellwerk.storage.eventlog.sqlite import chunks, index
-from stellwerk.storage.eventlog.sqlite.dedup import Dedup, key_digest
+from stellwerk.storage.eventlog.sqlite.dedup import Dedup, key_digests
 from stellwerk.storage.eventlog.sqlite.head import HEAD_FILE, Head
 from stellwerk.storage.eventlog.sqlite.logfiles import LogFiles
 from stellwerk.storage.eventlog.sqlite.upkeep import rebuild_entries, redo_erasures
@@ -227,7 +227,7 @@ class GroupCommitter:
         # the group are one run, so one chunk.
         order = sorted(range(len(group)), key=lambda i: self._key_of(group[i].batch[0]))
         events = [event for i in order for event in group[i].batch]
-        digests = [key_digest(e.tenant, e.bus, e.source, e.id) for e in events]
+        digests = key_digests(events)
         earlier: dict[int, int] = {}
         if self.window_us > 0:
             first_live = self._first_live_at(conn, now_us - self.window_us + 1)

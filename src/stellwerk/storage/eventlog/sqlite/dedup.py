@@ -6,8 +6,10 @@ page of its own. Here they are written only in bulk and only in order:
 
 - `recent` holds the entries of the newest events in a dict (the writer thread's);
 - once it holds `run_entries`, it is frozen and the indexer thread writes it out as a *run*:
-  its entries sorted by key (SQLite sorts them), under a run number larger than any before, so
-  the rows go to the end of the `dedup_entries` tree, page after page;
+  its entries sorted by digest and packed into blocks of `BLOCK_ENTRIES` (a row of
+  `dedup_blocks` each, keyed by its first digest's prefix), under a run number larger than
+  any before, so the rows go to the end of the table, page after page. A row per block rather
+  than per entry: a run costs a few hundred row inserts, not tens of thousands (docs/storage.md);
 - runs are grouped into *epochs*, each with one Bloom filter in memory, so a key is looked for on
   disk only in the runs of an epoch whose filter may hold it. An epoch's filter is twice the size
   of the last one's, up to `epoch_entries` keys: a quiet log keeps small filters;
@@ -15,7 +17,8 @@ page of its own. Here they are written only in bulk and only in order:
 
 A crash loses nothing: the events themselves are durable, and `flushed_below` says from which
 position on entries may be missing from the runs; opening the log rebuilds those from the events.
-A closed epoch's filter is stored with it; an open epoch's is rebuilt from its runs.
+A closed epoch's filter is stored with it; an open epoch's is rebuilt from its runs. Runs an
+earlier version wrote a row per entry (`dedup_entries`) are packed into blocks when the log opens.
 
 The writer thread looks keys up and adds entries; the indexer thread writes runs and publishes
 epochs. A frozen dict is dropped only once its run's epoch filter holds its keys, so a lookup
@@ -24,6 +27,7 @@ never misses an entry in between.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import sqlite3
 import struct
@@ -36,16 +40,29 @@ from typing import Final
 import msgspec
 
 from stellwerk.refs import TenantName
+from stellwerk.seams import NewEvent
 from stellwerk.storage.eventlog.sqlite.bloom import Bloom, mask
 
 RUN_ENTRIES: Final = 65_536
 EPOCH_ENTRIES: Final = 4 * 1024 * 1024
 EXPIRE_ROWS: Final = 8_192
+BLOCK_ENTRIES: Final = 128  # a block of 128 entries is 3 KiB: one row within one 4 KiB page
+DIGEST_BYTES: Final = 16
+_ENTRY_BYTES: Final = DIGEST_BYTES + 8
 _FILL_SLICE: Final = 4_096
 _halves: Final = struct.Struct("<qq")
 _encode_json: Final = msgspec.json.Encoder().encode
 
 DDL: Final = (
+    # A block: its digests in order, then their positions (signed 64-bit, little-endian).
+    # `prefix` is the first digest's first 8 bytes as a signed integer in the digests' order.
+    """CREATE TABLE IF NOT EXISTS dedup_blocks (
+        run INTEGER NOT NULL,
+        prefix INTEGER NOT NULL,
+        entries BLOB NOT NULL
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS dedup_blocks_by_key ON dedup_blocks (run, prefix)",
+    # Runs as an earlier version wrote them, a row per entry: packed into blocks on open.
     """CREATE TABLE IF NOT EXISTS dedup_entries (
         run INTEGER NOT NULL,
         hash INTEGER NOT NULL,
@@ -62,18 +79,14 @@ DDL: Final = (
         filter BLOB
     )""",
 )
-# A run's rows from a JSON array of `[hash, tag, position]`, sorted by SQLite on the way in.
-_INSERT_RUN: Final = """
-    INSERT INTO dedup_entries (run, hash, tag, position)
-    SELECT ?1, value ->> 0, value ->> 1, value ->> 2 FROM json_each(?2)
-    WHERE value ->> 2 >= ?3 ORDER BY 2, 3
-"""
-# Each asked key with each run that may hold it, as `[index, run, hash, tag]`.
+_INSERT_BLOCK: Final = "INSERT INTO dedup_blocks (run, prefix, entries) VALUES (?, ?, ?)"
+# For each asked `[index, run, prefix]`: the block of that run that would hold the key.
 _FIND: Final = """
-    SELECT k.value ->> 0, e.position FROM json_each(?1) AS k
-    JOIN dedup_entries AS e
-      ON e.run = k.value ->> 1 AND e.hash = k.value ->> 2 AND e.tag = k.value ->> 3
-    WHERE e.position >= ?2
+    SELECT k.value ->> 0, (
+        SELECT b.entries FROM dedup_blocks AS b
+        WHERE b.run = k.value ->> 1 AND b.prefix <= k.value ->> 2
+        ORDER BY b.prefix DESC LIMIT 1
+    ) FROM json_each(?1) AS k
 """
 _EPOCHS: Final = (
     "SELECT epoch, first_run, last_run, entries, last_position, filter FROM dedup_epochs"
@@ -83,12 +96,13 @@ _PUT_EPOCH: Final = (
     "INSERT OR REPLACE INTO dedup_epochs (epoch, first_run, last_run, entries, last_position,"
     " filter) VALUES (?, ?, ?, ?, ?, ?)"
 )
-_RUN_KEYS: Final = "SELECT hash, tag FROM dedup_entries WHERE run >= ? AND run <= ?"
+_RUN_BLOCKS: Final = "SELECT entries FROM dedup_blocks WHERE run >= ? AND run <= ?"
 _DELETE_SLICE: Final = """
-    DELETE FROM dedup_entries WHERE run = ?1 AND hash <= (
-        SELECT max(hash) FROM (
-            SELECT hash FROM dedup_entries WHERE run = ?1 ORDER BY hash LIMIT ?2))
+    DELETE FROM dedup_blocks WHERE run = ?1 AND prefix <= (
+        SELECT max(prefix) FROM (
+            SELECT prefix FROM dedup_blocks WHERE run = ?1 ORDER BY prefix LIMIT ?2))
 """
+_EXPIRE_BLOCKS: Final = max(1, EXPIRE_ROWS // BLOCK_ENTRIES)
 _SET_FLUSHED: Final = "INSERT OR REPLACE INTO state (name, value) VALUES ('flushed_below', ?)"
 
 
@@ -98,10 +112,74 @@ def key_digest(tenant: TenantName, bus: str, source: str, event_id: str) -> byte
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
+def key_digests(events: Iterable[NewEvent]) -> list[bytes]:
+    """`key_digest` of each event, the text before the id made once per tenant, bus and source
+    (a group's events mostly share them)."""
+    heads: dict[tuple[str, str, str], str] = {}
+    digests: list[bytes] = []
+    blake2b = hashlib.blake2b
+    for event in events:
+        owner = (event.tenant, event.bus, event.source)
+        head = heads.get(owner)
+        if head is None:
+            tenant, bus, source = owner
+            head = heads[owner] = f"{len(tenant)}:{tenant}{len(bus)}:{bus}{len(source)}:{source}"
+        text = (head + event.id).encode("utf-8", "surrogatepass")
+        digests.append(blake2b(text, digest_size=16).digest())
+    return digests
+
+
 def halves(digest: bytes) -> tuple[int, int]:
-    """A digest as the two signed 64-bit integers the runs store (`hash`, `tag`)."""
+    """A digest as two signed 64-bit integers (`hash`, `tag`: the Bloom filters' block and
+    bits, and `dedup_kept`'s columns)."""
     hashed, tag = _halves.unpack(digest)
     return hashed, tag
+
+
+def prefix(digest: bytes) -> int:
+    """The first 8 bytes of a digest as a signed integer that sorts as the digests do."""
+    return int.from_bytes(digest[:8], "big") - (1 << 63)
+
+
+def pack_blocks(digests: Sequence[bytes], positions: dict[bytes, int]) -> list[tuple[int, bytes]]:
+    """Sorted `digests` with their positions as blocks: `(prefix, entries)` each.
+
+    A block never begins with the prefix its predecessor ends with, so prefixes identify
+    blocks and a key is in the last block whose prefix is not above its own.
+    """
+    blocks: list[tuple[int, bytes]] = []
+    start, count = 0, len(digests)
+    while start < count:
+        end = min(start + BLOCK_ENTRIES, count)
+        while end < count and digests[end][:8] == digests[end - 1][:8]:
+            end += 1  # 64 equal bits in two digests: rare beyond measure, but possible
+        part = digests[start:end]
+        packed = struct.pack(f"<{len(part)}q", *[positions[d] for d in part])
+        blocks.append((prefix(part[0]), b"".join(part) + packed))
+        start = end
+    return blocks
+
+
+def block_digests(entries: bytes) -> list[bytes]:
+    """The digests of a block, in order."""
+    count = len(entries) // _ENTRY_BYTES
+    return [entries[i : i + DIGEST_BYTES] for i in range(0, count * DIGEST_BYTES, DIGEST_BYTES)]
+
+
+def block_positions(entries: bytes) -> tuple[int, ...]:
+    """The positions of a block, in the order of its digests."""
+    count = len(entries) // _ENTRY_BYTES
+    return struct.unpack_from(f"<{count}q", entries, count * DIGEST_BYTES)
+
+
+def block_lookup(entries: bytes, digest: bytes) -> int | None:
+    """The position stored under `digest` in a block, or None."""
+    digests = block_digests(entries)
+    at = bisect.bisect_left(digests, digest)
+    if at == len(digests) or digests[at] != digest:
+        return None
+    position: int = struct.unpack_from("<q", entries, len(digests) * DIGEST_BYTES + 8 * at)[0]
+    return position
 
 
 @dataclass(frozen=True)
@@ -163,6 +241,7 @@ class Dedup:
         """Read the epochs and their filters. The caller then `add`s the entries of the events
         from `flushed_below` on, which the runs may lack."""
         self.flushed_below = flushed_below
+        _pack_legacy_runs(conn)
         top = 0
         epochs = []
         for number, first_run, last_run, entries, last_position, raw in conn.execute(_EPOCHS):
@@ -170,13 +249,14 @@ class Dedup:
                 bloom, closed = Bloom.from_bytes(raw), True
             else:
                 bloom, closed = Bloom(self._capacity(entries)), False
-                bloom.add_keys(conn.execute(_RUN_KEYS, (first_run, last_run)))
+                for (block,) in conn.execute(_RUN_BLOCKS, (first_run, last_run)):
+                    bloom.add_keys(_halves.iter_unpack(b"".join(block_digests(block))))
             epochs.append(Epoch(number, first_run, last_run, entries, last_position, bloom, closed))
             top = last_run
         self.epochs = epochs
         # Runs of no epoch: one written in part when the process stopped (after the epochs'
         # runs), or what an expiry had left to delete (before them). Both go.
-        lowest, highest = conn.execute("SELECT min(run), max(run) FROM dedup_entries").fetchone()
+        lowest, highest = conn.execute("SELECT min(run), max(run) FROM dedup_blocks").fetchone()
         first_live = epochs[0].first_run if epochs else (highest or 0) + 1
         self._expiring = list(range(lowest, first_live)) if lowest is not None else []
         if epochs and highest is not None and highest > top:
@@ -200,7 +280,7 @@ class Dedup:
                 if e.last_position >= first_live
             ]
         recent = self.recent
-        asked: list[tuple[int, int, int, int]] = []
+        asked: list[tuple[int, int, int]] = []
         for index, digest in enumerate(digests):
             position = recent.get(digest)
             if position is None:
@@ -217,12 +297,16 @@ class Dedup:
                 bits = mask(tag)
                 for bloom, first_run, last_run in epochs:
                     if bloom.may_hold(block, bits):
-                        asked.extend(
-                            (index, run, block, tag) for run in range(first_run, last_run + 1)
-                        )
+                        key = prefix(digest)
+                        asked.extend((index, run, key) for run in range(first_run, last_run + 1))
         if asked:
-            for index, position in conn.execute(_FIND, (_encode_json(asked), first_live)):
-                found[index] = position
+            for index, entries in conn.execute(_FIND, (_encode_json(asked),)):
+                if entries is None:
+                    continue
+                position = block_lookup(entries, digests[index])
+                # A key in two runs (stored again after it expired): the newer copy counts.
+                if position is not None and position >= max(first_live, found.get(index, 0)):
+                    found[index] = position
         return found
 
     def add(self, entries: Iterable[tuple[bytes, int]], next_position: int) -> bool:
@@ -254,23 +338,19 @@ class Dedup:
             if not self._frozen:
                 return None
             frozen = self._frozen[0]
-        digests = list(frozen.entries)
-        keys = list(_halves.iter_unpack(b"".join(digests)))
-        positions = list(frozen.entries.values())
-        live = [
-            (block, tag)
-            for (block, tag), position in zip(keys, positions, strict=True)
-            if position >= first_live
-        ]
+        entries = frozen.entries
+        if min(entries.values(), default=first_live) >= first_live:
+            live = sorted(entries)  # the common case: none has expired yet
+        else:
+            live = sorted(digest for digest, at in entries.items() if at >= first_live)
         epochs = list(self.epochs)
         if live:
             run = self._next_run
-            rows = [(*key, position) for key, position in zip(keys, positions, strict=True)]
-            conn.execute(_INSERT_RUN, (run, _encode_json(rows), first_live))
-            last_position = max(p for p in positions if p >= first_live)
+            conn.executemany(_INSERT_BLOCK, [(run, *block) for block in pack_blocks(live, entries)])
+            last_position = max(entries[digest] for digest in live)
             epochs = self._place_run(conn, epochs, run, len(live), last_position)
         conn.execute(_SET_FLUSHED, (frozen.upto,))
-        return Written(frozen, live, epochs)
+        return Written(frozen, list(_halves.iter_unpack(b"".join(live))), epochs)
 
     def written(self, written: Written) -> None:
         """The transaction of `write_run` committed: fill the filter, then publish."""
@@ -297,8 +377,8 @@ class Dedup:
         runs = self._expiring or [r for e in gone for r in range(e.first_run, e.last_run + 1)]
         if not runs:
             return gone, 0, False
-        cursor = conn.execute(_DELETE_SLICE, (runs[0], EXPIRE_ROWS))
-        return gone, runs[0], cursor.rowcount < EXPIRE_ROWS
+        cursor = conn.execute(_DELETE_SLICE, (runs[0], _EXPIRE_BLOCKS))
+        return gone, runs[0], cursor.rowcount < _EXPIRE_BLOCKS
 
     def expired(self, gone: list[Epoch], run: int, run_gone: bool) -> None:
         if gone:
@@ -362,3 +442,26 @@ class Dedup:
     def _capacity(self, entries: int) -> int:
         """The keys a new filter is made for: twice what came before, within bounds."""
         return min(self.epoch_entries, max(self.run_entries, 2 * entries))
+
+
+def _pack_legacy_runs(conn: sqlite3.Connection) -> None:
+    """Pack the runs an earlier version wrote a row per entry into blocks, in one transaction."""
+    runs = [run for (run,) in conn.execute("SELECT DISTINCT run FROM dedup_entries ORDER BY run")]
+    if not runs:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for run in runs:
+            positions = {
+                _halves.pack(hashed, tag): position
+                for hashed, tag, position in conn.execute(
+                    "SELECT hash, tag, position FROM dedup_entries WHERE run = ?", (run,)
+                )
+            }
+            blocks = pack_blocks(sorted(positions), positions)
+            conn.executemany(_INSERT_BLOCK, [(run, *block) for block in blocks])
+        conn.execute("DELETE FROM dedup_entries")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -28,7 +28,7 @@ from typing import Final, TypeVar
 import structlog
 
 from stellwerk.clock import to_us, utc_now
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
     AppendResult,
@@ -259,29 +259,27 @@ class SqliteEventLog(CheckedEventLog):
         result: list[AppendResult] = await pending.future
         return result
 
-    async def _read_after(
-        self, tenant: TenantName, bus: str, after: int, limit: int
-    ) -> list[StoredEvent]:
-        return await self._read(lambda reader: reader.read(tenant, bus, after, NO_LIMIT, limit))
+    async def _read_after(self, bus: BusRef, after: int, limit: int) -> list[StoredEvent]:
+        return await self._read(
+            lambda reader: reader.read(bus.tenant, bus.bus, after, NO_LIMIT, limit)
+        )
 
     async def _read_window(
-        self, tenant: TenantName, bus: str, start: datetime, end: datetime, after: int, limit: int
+        self, bus: BusRef, start: datetime, end: datetime, after: int, limit: int
     ) -> list[StoredEvent]:
         def query(reader: Reader) -> list[StoredEvent]:
             bounds = window_bounds(reader, start, end)
             if bounds is None:
                 return []
             first, before = bounds
-            return reader.read(tenant, bus, max(after, first), before, limit)
+            return reader.read(bus.tenant, bus.bus, max(after, first), before, limit)
 
         return await self._read(query)
 
-    async def last_position(self, tenant: TenantName, bus: str) -> int:
-        return await self._read(lambda reader: reader.last_position(tenant, bus))
+    async def last_position(self, bus: BusRef) -> int:
+        return await self._read(lambda reader: reader.last_position(bus.tenant, bus.bus))
 
-    async def trim(
-        self, older_than: datetime, keep: Mapping[tuple[TenantName, str], int] | None = None
-    ) -> int:
+    async def trim(self, older_than: datetime, keep: Mapping[BusRef, int] | None = None) -> int:
         """Remove events recorded before `older_than`, a chunk range per transaction."""
         files = self._check_open()
         await self._index_caught_up()
@@ -316,7 +314,7 @@ class SqliteEventLog(CheckedEventLog):
         buses = [bus] if bus is not None else await self._read(lambda r: r.buses(tenant))
         erased: list[ErasedEvent] = []
         for name in buses:
-            upto = await self.last_position(tenant, name) + 1  # events from now on stay
+            upto = await self.last_position(BusRef(tenant, name)) + 1  # events from now on stay
 
             def find(reader: Reader, bus: str = name, upto: int = upto) -> list[upkeep.Found]:
                 return list(upkeep.scan(reader, tenant, bus, needle, matches, upto))

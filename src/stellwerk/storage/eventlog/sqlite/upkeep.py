@@ -20,7 +20,7 @@ from typing import Final
 import msgspec
 
 from stellwerk.clock import from_us
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import ErasedEvent, EraseMatch, StoredEvent
 from stellwerk.storage.eventlog.sqlite import chunks, index
 from stellwerk.storage.eventlog.sqlite.dedup import key_digest
@@ -62,7 +62,7 @@ def trim_chunk(
     *,
     cut_us: int,
     now_us: int,
-    keep: Mapping[tuple[TenantName, str], int],
+    keep: Mapping[BusRef, int],
     start: int,
     window_us: int,
 ) -> tuple[int, int]:
@@ -87,7 +87,8 @@ def trim_chunk(
         bound = min(cut, start + TRIM_CHUNK)
         flushed_below = index.get_state(conn, "flushed_below", 1)
         streams = {
-            (tenant, bus): stream for stream, tenant, bus, _ in conn.execute(index.SELECT_STREAMS)
+            BusRef(tenant, bus): stream
+            for stream, tenant, bus, _ in conn.execute(index.SELECT_STREAMS)
         }
         kept = {str(streams[key]): at + 1 for key, at in keep.items() if key in streams}
         gone = conn.execute(_DELETE_CHUNKS_IN, (start, bound, _encode_json(kept).decode()))
@@ -126,12 +127,12 @@ def trim_chunk(
 
 def _keep_entries(
     conn: sqlite3.Connection,
-    owner: tuple[TenantName, str],
+    owner: BusRef,
     position: int,
     chunk: chunks.Chunk,
     since: int,
 ) -> None:
-    tenant, bus = owner
+    tenant, bus = owner.tenant, owner.bus
     conn.executemany(
         _KEEP_ENTRY,
         [

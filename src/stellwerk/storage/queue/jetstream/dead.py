@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from stellwerk.clock import from_us
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef
 from stellwerk.seams import DeadLetter
 from stellwerk.storage.jetstream import Put
 from stellwerk.storage.queue.jetstream.index import LaneView
@@ -85,12 +85,11 @@ class DeadLetters:
         return record
 
     async def page(
-        self, tenant: TenantName, bus: str, *, rule: str | None, target_id: str | None, after: int,
-        limit: int,
-    ) -> list[DeadLetter]:  # fmt: skip
+        self, bus: BusRef, *, rule: str | None, target_id: str | None, after: int, limit: int
+    ) -> list[DeadLetter]:
         """Up to `limit` dead letters with ids above `after`, in id order, as the leader has
         them (one the index still lists but another process redrove is skipped)."""
-        ids = self.index.dead_ids(tenant, bus, rule=rule, target_id=target_id, after=after)
+        ids = self.index.dead_ids(bus.tenant, bus.bus, rule=rule, target_id=target_id, after=after)
         out: list[DeadLetter] = []
         while ids and len(out) < limit:
             chunk, ids = ids[: limit - len(out)], ids[limit - len(out) :]
@@ -98,12 +97,10 @@ class DeadLetters:
             out.extend(_dead_letter(r) for r in records if r is not None)
         return out
 
-    async def redrive(
-        self, tenant: TenantName, bus: str, ids: Sequence[int] | None, now_us: int
-    ) -> int:
+    async def redrive(self, bus: BusRef, ids: Sequence[int] | None, now_us: int) -> int:
         """Lanes are redriven side by side, each lane's dead letters in id order (so an
         ordered group keeps its order), at most `REDRIVE_LANES` lanes at once."""
-        chosen = self.index.dead_ids(tenant, bus)
+        chosen = self.index.dead_ids(bus.tenant, bus.bus)
         if ids is not None:
             wanted = set(ids)
             chosen = [i for i in chosen if i in wanted]

@@ -20,8 +20,9 @@ import msgspec
 import structlog
 
 from stellwerk.clock import from_us, to_us, utc_now
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import (
+    Attempt,
     CursorConflict,
     DeadLetter,
     DeliveryQueueError,
@@ -210,21 +211,19 @@ class JetStreamDeliveryQueue(CheckedQueue):
 
     # -- routing -------------------------------------------------------------------------------
 
-    async def _route(
-        self, tenant: TenantName, bus: str, position: int, deliveries: Sequence[NewDelivery]
-    ) -> None:
+    async def _route(self, bus: BusRef, position: int, deliveries: Sequence[NewDelivery]) -> None:
         opened = self._running()
-        key = self.layout.cursor_key(tenant, bus)
+        key = self.layout.cursor_key(bus)
         stored = await opened.store.last(key)
         current = decode_cursor(stored.data).position if stored is not None else 0
-        check_route_cursor(tenant, bus, current, position, deliveries)
+        check_route_cursor(bus, current, position, deliveries)
         await self._enqueue(opened, deliveries)
         expected = stored.seq if stored is not None else 0
         if await opened.store.put(Put(key, encode(RouteCursor(position)), expected)) is None:
-            raise CursorConflict(f"{tenant}/{bus}: another router moved the cursor meanwhile")
+            raise CursorConflict(f"{bus}: another router moved the cursor meanwhile")
 
-    async def cursor(self, tenant: TenantName, bus: str) -> int:
-        stored = await self._running().store.last(self.layout.cursor_key(tenant, bus))
+    async def cursor(self, bus: BusRef) -> int:
+        stored = await self._running().store.last(self.layout.cursor_key(bus))
         return decode_cursor(stored.data).position if stored is not None else 0
 
     async def _route_replay(
@@ -380,13 +379,22 @@ class JetStreamDeliveryQueue(CheckedQueue):
         except Exception as exc:
             log.warning("delivery_queue_lease_not_given_back", error=str(exc), lanes=len(undo))
 
-    async def ack(self, delivery_id: int) -> None:
+    # Delivery history is not kept on JetStream yet (docs/delivery-history.md): the attempts
+    # handed in below are not written.
+
+    async def ack(self, delivery_id: int, attempt: Attempt | None = None) -> None:
         lanes = self._running().lanes
         view = await lanes.locate(delivery_id)
         if view is not None:
             await lanes.finish(view.lane, delivery_id)
 
-    async def retry(self, delivery_id: int, next_attempt_at: datetime, error: str) -> None:
+    async def retry(
+        self,
+        delivery_id: int,
+        next_attempt_at: datetime,
+        error: str,
+        attempt: Attempt | None = None,
+    ) -> None:
         due_us = to_us(next_attempt_at)
 
         def change(state: LaneState) -> LaneState:
@@ -407,7 +415,9 @@ class JetStreamDeliveryQueue(CheckedQueue):
 
         await asyncio.gather(*(lanes.change_head(i, change) for i in delivery_ids))
 
-    async def dead_letter(self, delivery_id: int, error: str) -> None:
+    async def dead_letter(
+        self, delivery_id: int, error: str, attempt: Attempt | None = None
+    ) -> None:
         opened = self._running()
         view = await opened.lanes.locate(delivery_id)
         if view is not None:
@@ -417,20 +427,17 @@ class JetStreamDeliveryQueue(CheckedQueue):
 
     async def _dead_letters(
         self,
-        tenant: TenantName,
-        bus: str,
+        bus: BusRef,
         rule: str | None,
         target_id: str | None,
         after: int,
         limit: int,
     ) -> list[DeadLetter]:
         dead = self._running().dead
-        return await dead.page(
-            tenant, bus, rule=rule, target_id=target_id, after=after, limit=limit
-        )
+        return await dead.page(bus, rule=rule, target_id=target_id, after=after, limit=limit)
 
-    async def redrive(self, tenant: TenantName, bus: str, ids: Sequence[int] | None = None) -> int:
-        return await self._running().dead.redrive(tenant, bus, ids, to_us(self._clock()))
+    async def redrive(self, bus: BusRef, ids: Sequence[int] | None = None) -> int:
+        return await self._running().dead.redrive(bus, ids, to_us(self._clock()))
 
     async def depth(self) -> list[QueueDepth]:
         opened = self._running()

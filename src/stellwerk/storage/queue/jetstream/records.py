@@ -15,7 +15,7 @@ from typing import ClassVar, Final
 
 import msgspec
 
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import NewDelivery
 from stellwerk.storage.jetstream import TableLayout, token
 
@@ -192,8 +192,8 @@ class QueueLayout(TableLayout):
     def dead_key(self, delivery_id: int) -> str:
         return self.key("dead", str(delivery_id))
 
-    def cursor_key(self, tenant: TenantName, bus: str) -> str:
-        return self.key("cursor", token(tenant), token(bus))
+    def cursor_key(self, bus: BusRef) -> str:
+        return self.key("cursor", token(bus.tenant), token(bus.bus))
 
     def replay_key(self, tenant: TenantName, replay: str) -> str:
         return self.key("replay", token(tenant), token(replay))

@@ -16,14 +16,13 @@ from datetime import datetime
 from typing import Final
 
 from stellwerk.clock import to_us
+from stellwerk.refs import BusRef
 from stellwerk.seams import NewDelivery, TargetKey
 from stellwerk.storage.queue.sqlite import schema
 from stellwerk.storage.queue.sqlite.schema import READY, WAITING
 
 _ACK_CHUNK: Final = 500  # ids per DELETE, below SQLite's host-parameter limit
 _SHARED_MIN_BYTES: Final = 64  # smaller payloads are cheaper copied than pointed at
-
-BusKey = tuple[str, str]
 
 
 class QueueIndex:
@@ -41,8 +40,8 @@ class QueueIndex:
         # Router cursors: where this queue last moved each bus (`routed`), and those moves not
         # written yet (`unwritten`, runs without deliveries: see `SqliteDeliveryQueue._route`).
         self.cursor_lock = threading.Lock()
-        self.routed: dict[BusKey, int] = {}
-        self.unwritten: dict[BusKey, int] = {}
+        self.routed: dict[BusRef, int] = {}
+        self.unwritten: dict[BusRef, int] = {}
 
     def forget(self) -> None:
         """What this queue knows of the file may be wrong: a rollback, or another process's
@@ -80,13 +79,13 @@ class QueueIndex:
 
     # -- router cursors ------------------------------------------------------------------------
 
-    def stored_cursor(self, conn: sqlite3.Connection, key: BusKey) -> int:
+    def stored_cursor(self, conn: sqlite3.Connection, key: BusRef) -> int:
         """The bus's cursor as stored, or as moved by this queue and not written yet."""
-        row = conn.execute(schema.CURSOR, key).fetchone()
+        row = conn.execute(schema.CURSOR, (key.tenant, key.bus)).fetchone()
         with self.cursor_lock:
             return max(row[0] if row else 0, self.unwritten.get(key, 0))
 
-    def moved(self, key: BusKey, position: int, *, written: bool) -> None:
+    def moved(self, key: BusRef, position: int, *, written: bool) -> None:
         with self.cursor_lock:
             self.routed[key] = position
             if written:
@@ -100,7 +99,7 @@ class QueueIndex:
             moves, self.unwritten = self.unwritten, {}
         conn.executemany(
             schema.SET_CURSOR,
-            [(tenant, bus, position) for (tenant, bus), position in moves.items()],
+            [(key.tenant, key.bus, position) for key, position in moves.items()],
         )
 
     # -- targets and due times -----------------------------------------------------------------

@@ -21,8 +21,11 @@ from typing import TypeVar
 import structlog
 
 from stellwerk.clock import to_us, utc_now
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import (
+    DEFAULT_ATTEMPT_PAGE,
+    Attempt,
+    AttemptOutcome,
     DeadLetter,
     DeliveryQueueError,
     ErasedDeliveries,
@@ -31,11 +34,13 @@ from stellwerk.seams import (
     PayloadMatch,
     QueueClosed,
     QueueDepth,
+    RecordedAttempt,
     ReplayCursor,
     TargetKey,
+    check_attempt_page,
 )
 from stellwerk.storage.queue.contract import CheckedQueue, check_replay_cursor, check_route_cursor
-from stellwerk.storage.queue.sqlite import reads, schema
+from stellwerk.storage.queue.sqlite import history, reads, schema
 from stellwerk.storage.queue.sqlite.index import QueueIndex
 from stellwerk.storage.queue.sqlite.leases import lease
 from stellwerk.storage.queue.sqlite.schema import DEAD, READY, WAITING
@@ -49,10 +54,11 @@ _T = TypeVar("_T")
 class _AckBatch:
     """Acks waiting for the writer together; `job` is the one job that writes them."""
 
-    __slots__ = ("ids", "job")
+    __slots__ = ("attempts", "ids", "job")
 
     def __init__(self) -> None:
         self.ids: list[int] = []
+        self.attempts: list[Attempt] = []
         self.job: Job[None] | None = None
 
 
@@ -132,29 +138,27 @@ class SqliteDeliveryQueue(CheckedQueue):
 
     # -- routing -------------------------------------------------------------------------------
 
-    async def _route(
-        self, tenant: TenantName, bus: str, position: int, deliveries: Sequence[NewDelivery]
-    ) -> None:
-        index, key = self._index, (tenant, bus)
+    async def _route(self, bus: BusRef, position: int, deliveries: Sequence[NewDelivery]) -> None:
+        index = self._index
         if not deliveries:
             # A cursor move alone is not written now: a commit of one page for each routed run
             # cost more than the events (docs/storage.md). Lost in a crash, it makes the
             # router read those events again and find nothing to deliver again.
             with index.cursor_lock:
-                current = index.routed.get(key)
+                current = index.routed.get(bus)
             if current is None:
-                current = await self._inside(functools.partial(index.stored_cursor, key=key))
-            check_route_cursor(tenant, bus, current, position, deliveries)
-            index.moved(key, position, written=False)
+                current = await self._inside(functools.partial(index.stored_cursor, key=bus))
+            check_route_cursor(bus, current, position, deliveries)
+            index.moved(bus, position, written=False)
             self._write_cursors_soon()
             return
 
         def work(conn: sqlite3.Connection) -> None:
             index.refresh(conn)
-            check_route_cursor(tenant, bus, index.stored_cursor(conn, key), position, deliveries)
+            check_route_cursor(bus, index.stored_cursor(conn, bus), position, deliveries)
             self._opened().grew(index.enqueue(conn, deliveries, None))
-            conn.execute(schema.SET_CURSOR, (tenant, bus, position))
-            index.moved(key, position, written=True)
+            conn.execute(schema.SET_CURSOR, (bus.tenant, bus.bus, position))
+            index.moved(bus, position, written=True)
 
         await self._write(work, synced=False)
 
@@ -170,11 +174,11 @@ class SqliteDeliveryQueue(CheckedQueue):
             self._flush_queued = False
         self._index.write_cursors(conn)
 
-    async def cursor(self, tenant: TenantName, bus: str) -> int:
+    async def cursor(self, bus: BusRef) -> int:
         # Synced: retention trims the log below this, so it must not go back in a power loss.
         # (A move still in memory may: it passed only events that matched nothing.)
         return await self._inside(
-            functools.partial(self._index.stored_cursor, key=(tenant, bus)), synced=True
+            functools.partial(self._index.stored_cursor, key=bus), synced=True
         )
 
     async def _route_replay(
@@ -230,7 +234,7 @@ class SqliteDeliveryQueue(CheckedQueue):
             )
         )
 
-    async def ack(self, delivery_id: int) -> None:
+    async def ack(self, delivery_id: int, attempt: Attempt | None = None) -> None:
         # Acks that arrive while one is waiting for the writer join it: one job (and one
         # statement) for all of them instead of one each. Each caller still returns only after
         # the commit that holds its ack.
@@ -244,6 +248,8 @@ class SqliteDeliveryQueue(CheckedQueue):
                     functools.partial(self._ack_batch, batch), writes=True, synced=False
                 )
             batch.ids.append(delivery_id)
+            if attempt is not None:
+                batch.attempts.append(attempt)
         job = batch.job
         assert job is not None
         assert job.future is not None
@@ -257,19 +263,33 @@ class SqliteDeliveryQueue(CheckedQueue):
                 raise
         await asyncio.shield(job.future)
 
-    async def ack_many(self, delivery_ids: Sequence[int]) -> None:
+    async def ack_many(self, delivery_ids: Sequence[int], attempts: Sequence[Attempt] = ()) -> None:
         if delivery_ids:
             ids = list(delivery_ids)
-            await self._write(functools.partial(self._index.remove, ids=ids), synced=False)
+            index = self._index
+
+            def work(conn: sqlite3.Connection) -> None:
+                index.remove(conn, ids)
+                history.record(conn, index, attempts)
+
+            await self._write(work, synced=False)
 
     def _ack_batch(self, batch: _AckBatch, conn: sqlite3.Connection) -> None:
         with self._ack_lock:
             if self._acks is batch:
                 self._acks = None  # later acks start a batch of their own
             ids = list(batch.ids)
+            attempts = list(batch.attempts)
         self._index.remove(conn, ids)
+        history.record(conn, self._index, attempts)
 
-    async def retry(self, delivery_id: int, next_attempt_at: datetime, error: str) -> None:
+    async def retry(
+        self,
+        delivery_id: int,
+        next_attempt_at: datetime,
+        error: str,
+        attempt: Attempt | None = None,
+    ) -> None:
         due_us = to_us(next_attempt_at)
         index = self._index
 
@@ -282,6 +302,8 @@ class SqliteDeliveryQueue(CheckedQueue):
             ).fetchone()
             if row is not None:
                 index.lower(row[0], due_us)
+            if attempt is not None:
+                history.record(conn, index, [attempt])
 
         await self._write(work, synced=False)
 
@@ -305,7 +327,9 @@ class SqliteDeliveryQueue(CheckedQueue):
 
         await self._inside(work)
 
-    async def dead_letter(self, delivery_id: int, error: str) -> None:
+    async def dead_letter(
+        self, delivery_id: int, error: str, attempt: Attempt | None = None
+    ) -> None:
         dead_us = to_us(self._clock())
         index = self._index
 
@@ -316,6 +340,8 @@ class SqliteDeliveryQueue(CheckedQueue):
             ).fetchone()
             if row is None or row[1] == DEAD:
                 return
+            if attempt is not None:
+                history.record(conn, index, [attempt])
             conn.execute(
                 "UPDATE deliveries SET state = 2, leased = 0, attempts = attempts + 1,"
                 " last_error = ?, dead_us = ? WHERE id = ?",
@@ -330,8 +356,7 @@ class SqliteDeliveryQueue(CheckedQueue):
 
     async def _dead_letters(
         self,
-        tenant: TenantName,
-        bus: str,
+        bus: BusRef,
         rule: str | None,
         target_id: str | None,
         after: int,
@@ -340,11 +365,11 @@ class SqliteDeliveryQueue(CheckedQueue):
         return await self._opened().read(
             functools.partial(
                 reads.dead_letters,
-                tenant=tenant, bus=bus, rule=rule, target_id=target_id, after=after, limit=limit,
+                bus=bus, rule=rule, target_id=target_id, after=after, limit=limit,
             )
         )  # fmt: skip
 
-    async def redrive(self, tenant: TenantName, bus: str, ids: Sequence[int] | None = None) -> int:
+    async def redrive(self, bus: BusRef, ids: Sequence[int] | None = None) -> int:
         now_us = to_us(self._clock())
         wanted = None if ids is None else set(ids)
         index = self._index
@@ -355,7 +380,7 @@ class SqliteDeliveryQueue(CheckedQueue):
                 "SELECT d.id, d.target, d.ordering_key FROM targets AS t"
                 " JOIN deliveries AS d ON d.target = t.target AND d.state = 2"
                 " WHERE t.tenant = ? AND t.bus = ? ORDER BY d.id",
-                (tenant, bus),
+                (bus.tenant, bus.bus),
             ).fetchall()
             moved = 0
             for delivery_id, target, ordering_key in rows:
@@ -379,6 +404,46 @@ class SqliteDeliveryQueue(CheckedQueue):
 
         # Synced: an operator was told these deliveries are on their way again.
         return await self._write(work, synced=True)
+
+    # -- delivery history ----------------------------------------------------------------------
+
+    async def event_attempts(self, bus: BusRef, event_id: str) -> list[RecordedAttempt]:
+        return await self._opened().read(
+            functools.partial(history.event_attempts, bus=bus, event_id=event_id)
+        )
+
+    async def target_attempts(
+        self,
+        bus: BusRef,
+        rule: str,
+        target_id: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        outcome: AttemptOutcome | None = None,
+        after: int = 0,
+        limit: int = DEFAULT_ATTEMPT_PAGE,
+    ) -> list[RecordedAttempt]:
+        check_attempt_page(limit)
+        return await self._opened().read(
+            functools.partial(
+                history.target_attempts,
+                bus=bus, rule=rule, target_id=target_id, since=since, until=until,
+                outcome=outcome, after=after, limit=limit,
+            )
+        )  # fmt: skip
+
+    async def trim_history(self, older_than: datetime) -> int:
+        bound = await self._opened().read(
+            functools.partial(history.trim_bound, older_than_us=to_us(older_than))
+        )
+        trimmed = 0
+        # A chunk per write, so deliveries' writes get their turn between them.
+        while chunk := await self._write(
+            functools.partial(history.trim_chunk, bound=bound), synced=False
+        ):
+            trimmed += chunk
+        return trimmed
 
     async def depth(self) -> list[QueueDepth]:
         now_us = to_us(self._clock())

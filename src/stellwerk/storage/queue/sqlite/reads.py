@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Final
 
 from stellwerk.clock import from_us
-from stellwerk.refs import TenantName
+from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import DeadLetter, QueueDepth, ReplayCursor, TargetKey
 from stellwerk.storage.queue.sqlite import schema
 from stellwerk.storage.queue.sqlite.index import QueueIndex
@@ -19,13 +19,13 @@ ERASE_PAGE: Final = 1000  # deliveries an erasure looks at per step
 
 def dead_letters(
     conn: sqlite3.Connection,
-    tenant: TenantName,
-    bus: str,
+    bus: BusRef,
     rule: str | None,
     target_id: str | None,
     after: int,
     limit: int,
 ) -> list[DeadLetter]:
+    tenant, name = bus.tenant, bus.bus
     rows = conn.execute(
         f"SELECT {schema.DEAD_COLUMNS} FROM targets AS t"
         " JOIN deliveries AS d ON d.target = t.target AND d.state = 2"
@@ -34,12 +34,12 @@ def dead_letters(
         " AND (:rule IS NULL OR t.rule = :rule)"
         " AND (:target_id IS NULL OR t.target_id = :target_id)"
         " AND d.id > :after ORDER BY d.id LIMIT :limit",
-        {"tenant": tenant, "bus": bus, "rule": rule, "target_id": target_id,
+        {"tenant": tenant, "bus": name, "rule": rule, "target_id": target_id,
          "after": after, "limit": limit},
     ).fetchall()  # fmt: skip
     return [
         DeadLetter(
-            id=r[0], tenant=tenant, bus=bus, rule=r[1], target_id=r[2], event_id=r[3],
+            id=r[0], tenant=tenant, bus=name, rule=r[1], target_id=r[2], event_id=r[3],
             event_source=r[4], position=r[5], recorded_time=from_us(r[6]),
             dead_time=from_us(r[7]), attempts=r[8], last_error=r[9], payload=r[10],
             content_type=r[11], ordering_key=r[12],

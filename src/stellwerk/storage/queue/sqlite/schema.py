@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
+from stellwerk.storage.queue.sqlite import history
 from stellwerk.storage.sqlite import InsertRows
 
 READY, WAITING, DEAD = 0, 1, 2
@@ -115,6 +116,7 @@ def create(conn: sqlite3.Connection) -> None:
     """The queue's tables, inside the caller's transaction."""
     for statement in DDL:
         conn.execute(statement)
+    history.create(conn)
     columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
     if "body" not in columns:  # a file from before shared bodies
         conn.execute("ALTER TABLE deliveries ADD COLUMN body INTEGER")

@@ -1,0 +1,144 @@
+"""Delivery history over the whole app: an event's attempts and a target's, to a real receiver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from tests.conftest import RunningApp
+from tests.e2e.conftest import Receiver
+from tests.e2e.test_delivery import ORDER, put_rule, send
+from tests.polling import eventually
+
+from stellwerk.auth import Scope
+from stellwerk.service import provision_tenant
+
+
+async def test_an_events_attempts_show_status_answer_and_final_state(
+    delivering_app: RunningApp, receiver_factory: Any
+) -> None:
+    app = delivering_app
+
+    async def flaky(_request: web.Request, call: int) -> web.StreamResponse:
+        if call == 1:
+            return web.Response(status=503, text="<b>busy</b>", headers={"Retry-After": "0"})
+        return web.Response(status=200, text="thanks")
+
+    receiver: Receiver = await receiver_factory(flaky)
+    await put_rule(
+        app,
+        "orders",
+        {
+            "pattern": {"type": ["order.created"]},
+            "targets": [
+                {"id": "hook", "type": "http", "url": receiver.url},
+                {"id": "audit", "type": "log"},
+            ],
+        },
+    )
+    await put_rule(
+        app, "other", {"pattern": {"type": ["nothing"]}, "targets": [{"id": "t", "type": "log"}]}
+    )
+    await send(app, {**ORDER, "id": "o/1", "data": {"total": 5}})
+    await receiver.wait_for(1)
+
+    async def history() -> Any:
+        response = await app.client.get("/v1/buses/default/events/o/1", headers=app.admin)
+        if response.status_code != 200:
+            return None
+        found = response.json()
+        states = {t["target"]: t["state"] for t in found["targets"]}
+        return found if states == {"hook": "delivered", "audit": "delivered"} else None
+
+    found = await eventually(history, what="the event's history with both targets delivered")
+    assert found["id"] == "o/1"
+    assert found["event"]["data"] == {"total": 5}
+    assert found["rules"] == ["orders"]
+    hook = next(t for t in found["targets"] if t["target"] == "hook")
+    summary = [(a["attempt"], a["outcome"], a["status"], a["excerpt"]) for a in hook["attempts"]]
+    assert summary == [(1, "retrying", 503, "<b>busy</b>"), (2, "delivered", 200, "thanks")]
+    assert hook["attempts"][0]["error"].startswith("HTTP 503")
+    assert hook["attempts"][1]["error"] is None
+    assert all(a["duration_ms"] >= 0 for a in hook["attempts"])
+
+    page = await app.client.get(
+        "/v1/buses/default/rules/orders/targets/hook/attempts",
+        params={"outcome": "retrying", "since": "2000-01-01T00:00:00Z"},
+        headers=app.admin,
+    )
+    assert page.status_code == 200
+    assert [a["status"] for a in page.json()["attempts"]] == [503]
+    assert page.json()["next_after"] is None
+    first = await app.client.get(
+        "/v1/buses/default/rules/orders/targets/hook/attempts",
+        params={"limit": "1"},
+        headers=app.admin,
+    )
+    after = first.json()["next_after"]
+    assert after == first.json()["attempts"][0]["id"]
+    rest = await app.client.get(
+        "/v1/buses/default/rules/orders/targets/hook/attempts",
+        params={"after": str(after)},
+        headers=app.admin,
+    )
+    assert [a["attempt"] for a in rest.json()["attempts"]] == [2]
+
+
+async def test_history_is_the_keys_tenants_and_bad_queries_are_named(
+    delivering_app: RunningApp,
+) -> None:
+    app = delivering_app
+    await put_rule(
+        app,
+        "orders",
+        {"pattern": {"type": ["order.created"]}, "targets": [{"id": "t", "type": "log"}]},
+    )
+    await send(app, {**ORDER, "id": "mine"})
+
+    async def delivered() -> bool:
+        response = await app.client.get("/v1/buses/default/events/mine", headers=app.admin)
+        return response.status_code == 200
+
+    await eventually(delivered, what="the event's history")
+    other = await provision_tenant(app.services.stores.control, "other")
+    theirs = await app.client.get(
+        "/v1/buses/default/events/mine", headers=app.auth(other.admin_key)
+    )
+    assert theirs.status_code == 404
+    assert theirs.json()["error"] == "NotFound"
+    tenant = await app.services.stores.control.get_tenant("default")
+    assert tenant is not None
+    _, read_key = await app.services.stores.control.create_key(tenant.id, Scope.READ)
+    assert (
+        await app.client.get("/v1/buses/default/events/mine", headers=app.auth(read_key))
+    ).status_code == 200
+    ingest = app.auth(app.bootstrap.ingest_key)
+    assert (
+        await app.client.get("/v1/buses/default/events/mine", headers=ingest)
+    ).status_code == 403
+    assert (
+        await app.client.get("/v1/buses/default/events/unknown", headers=app.admin)
+    ).status_code == 404
+    assert (
+        await app.client.get("/v1/buses/nobus/events/mine", headers=app.admin)
+    ).status_code == 404
+
+    attempts = "/v1/buses/default/rules/orders/targets/t/attempts"
+    for params, field in [
+        ({"outcome": "maybe"}, "outcome"),
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2026-13-01T00:00:00Z"}, "until"),
+        ({"limit": "0"}, "limit"),
+        ({"after": "-1"}, "after"),
+    ]:
+        refused = await app.client.get(attempts, params=params, headers=app.admin)
+        assert refused.status_code == 400, params
+        assert refused.json()["field"] == field
+    bad_target = await app.client.get(
+        "/v1/buses/default/rules/orders/targets/b%20d/attempts", headers=app.admin
+    )
+    assert bad_target.status_code == 400
+    none = await app.client.get(
+        "/v1/buses/default/rules/orders/targets/gone/attempts", headers=app.admin
+    )
+    assert none.json() == {"attempts": [], "next_after": None}
