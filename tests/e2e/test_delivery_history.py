@@ -142,3 +142,37 @@ async def test_history_is_the_keys_tenants_and_bad_queries_are_named(
         "/v1/buses/default/rules/orders/targets/gone/attempts", headers=app.admin
     )
     assert none.json() == {"attempts": [], "next_after": None}
+
+
+async def test_an_event_whose_id_is_stream_is_found_beside_the_live_tail(
+    delivering_app: RunningApp,
+) -> None:
+    app = delivering_app
+    await put_rule(
+        app,
+        "orders",
+        {"pattern": {"type": ["order.created"]}, "targets": [{"id": "t", "type": "log"}]},
+    )
+    await send(app, {**ORDER, "id": "stream", "data": {"total": 1}})
+    url = "/v1/buses/default/events/stream"
+    as_json = {**app.admin, "Accept": "application/json"}
+
+    async def history() -> Any:
+        response = await app.client.get(url, headers=as_json)
+        return response.json() if response.status_code == 200 else None
+
+    found = await eventually(history, what="the history of the event `stream`")
+    assert (found["id"], found["event"]["data"]) == ("stream", {"total": 1})
+    assert [t["state"] for t in found["targets"]] == ["delivered"]
+    # Anything else asked of the URL is the live tail's: its own check of `after` answers.
+    for accept in ("text/event-stream", "*/*", "application/json, text/event-stream"):
+        tail = await app.client.get(
+            url, params={"after": "x"}, headers={**app.admin, "Accept": accept}
+        )
+        assert tail.status_code == 400, accept
+        assert tail.json()["field"] == "after"
+    other = await provision_tenant(app.services.stores.control, "other")
+    theirs = await app.client.get(
+        url, headers={**app.auth(other.admin_key), "Accept": "application/json"}
+    )
+    assert theirs.status_code == 404

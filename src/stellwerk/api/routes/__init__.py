@@ -38,7 +38,8 @@ ENDPOINTS: list[Endpoint] = [
     *tail.ENDPOINTS,
     *replays.ENDPOINTS,
     *erasures.ENDPOINTS,
-    # Last: its `events/{id:path}` would take `events/stream` (the tail) before that route.
+    # Last: its `events/{id:path}` would take `events/stream` (the tail) before that route;
+    # the tail hands the event `stream` over when asked for JSON (`history.wants_json`).
     *history.ENDPOINTS,
 ]
 HEALTH_ENDPOINTS: list[Endpoint] = health.ENDPOINTS

@@ -39,10 +39,21 @@ class AttemptPage(msgspec.Struct):
 
 
 async def event_history(request: Request) -> Response:
+    return await history_of(request, request.path_params["id"])
+
+
+async def history_of(request: Request, event_id: str) -> Response:
+    """The event's history; the live tail hands over an event whose id is `stream`."""
     name = bus_name(request)
-    event_id: str = request.path_params["id"]
     found = await platform_of(request).history.event(principal_of(request.scope), name, event_id)
     return json_response(found)
+
+
+def wants_json(request: Request) -> bool:
+    """Whether the request asks for JSON and not for server-sent events: what tells
+    `GET /v1/buses/{bus}/events/stream` of the event `stream` from the live tail."""
+    accept = request.headers.get("accept", "").lower()
+    return "application/json" in accept and "text/event-stream" not in accept
 
 
 async def target_attempts(request: Request) -> Response:

@@ -5,6 +5,10 @@ dropped connection stopped, like SSE's `Last-Event-ID`) that matches the optiona
 sent as `event: cloudevent`, `id: <position>`, `data: <the event JSON>`. A comment line every
 15 s keeps proxies from closing an idle stream. This is for people debugging rules, not a
 delivery mechanism: a slow reader is disconnected rather than buffered without bound.
+
+A request that accepts `application/json` and not `text/event-stream` asks for the delivery
+history of the event whose id is `stream` instead (`routes.history`), which this URL would
+otherwise hide.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from stellwerk.api.endpoints import Endpoint, name_param
 from stellwerk.api.errors import ApiError, ErrorBody
 from stellwerk.api.middleware import principal_of
 from stellwerk.api.routes.buses import bus_name
+from stellwerk.api.routes.history import history_of, wants_json
 from stellwerk.auth import Principal, Scope
 from stellwerk.patterns import CompiledPattern
 from stellwerk.service import Tail
@@ -27,6 +32,10 @@ KEEPALIVE_SECONDS = 15.0
 
 
 async def tail(request: Request) -> Response:
+    if wants_json(request):
+        # The delivery history of the event whose id is `stream` (docs/delivery-history.md):
+        # the tail answers whatever else asks, so `curl` and EventSource keep working.
+        return await history_of(request, "stream")
     name = bus_name(request)
     principal = principal_of(request.scope)
     facade = platform_of(request).tail
