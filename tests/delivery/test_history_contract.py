@@ -172,6 +172,36 @@ async def test_trimming_removes_the_attempts_started_before_the_cut(
     assert await kept.event_attempts(ACME_DEFAULT, "e4") == []
 
 
+def _never(payload: bytes, content_type: str) -> bool:
+    return False
+
+
+async def test_an_erasure_removes_the_attempts_of_its_positions_and_echoes(
+    queue: DeliveryQueue,
+) -> None:
+    await queue.route(ACME_DEFAULT, 3, [new_delivery(p) for p in range(1, 4)])
+    await queue.route(OTHER, 1, [new_delivery(1, tenant=OTHER.tenant)])
+    leased = await queue.lease(T0, 10, LEASE)
+    answers = {1: "ok", 2: "hello ann-1234", 3: "ok"}
+    mine = [d for d in leased if d.tenant == ACME]
+    theirs = [d for d in leased if d.tenant != ACME]
+    await queue.ack_many(
+        [d.id for d in leased],
+        [attempt_of(d, "delivered", excerpt=answers[d.position]) for d in mine]
+        + [attempt_of(d, "delivered", excerpt="ann-1234") for d in theirs],
+    )
+
+    erased = await queue.erase(ACME, None, {("default", 1)}, b"ann-1234", _never)
+
+    assert erased.attempts == 2
+    left = await history(queue).target_attempts(ACME_DEFAULT, "r1", "t1")
+    assert [r.attempt.event_id for r in left] == ["e3"]
+    assert len(await history(queue).event_attempts(OTHER, "e1")) == 1
+    # An unknown value (no needle) takes nothing but the positions'.
+    assert (await queue.erase(ACME, "default", {("audit", 3)}, b"", _never)).attempts == 0
+    assert (await queue.erase(ACME, "default", {("default", 3)}, b"", _never)).attempts == 1
+
+
 class Answers:
     """A target that answers with the given outcomes in turn."""
 

@@ -151,6 +151,7 @@ async def test_erasing_one_user_leaves_no_trace_in_any_store_and_keeps_the_other
         "failed_events": 1,
         "deliveries": 0,
         "dead_letters": 3,
+        "attempts": 3,
     }
     assert entry["requested_by"] == parse_key(app.bootstrap.admin_key).key_id
     assert entry["criterion"] == {"field": "data.userId", "value": "ann"}

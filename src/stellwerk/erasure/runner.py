@@ -23,7 +23,9 @@ from stellwerk.storage.control import ControlPlane, ErasureRecord, ErasureState
 
 log = structlog.get_logger("stellwerk.erasure")
 
-STORES: Final = ("log", "archives", "failed_events", "deliveries", "dead_letters")
+STORES: Final = (
+    "log", "archives", "failed_events", "deliveries", "dead_letters", "attempts",
+)  # fmt: skip
 DEFAULT_CATCH_UP_SECONDS: Final = 10.0
 Key = tuple[str, str, str]  # (bus, source, id)
 
@@ -226,7 +228,9 @@ class _Erasure:
             self.criterion.payload_needle,
             self.criterion.matches_payload,
         )
-        await self._count(deliveries=erased.pending, dead_letters=erased.dead)
+        await self._count(
+            deliveries=erased.pending, dead_letters=erased.dead, attempts=erased.attempts
+        )
 
     async def _buses(self) -> list[str]:
         if self.record.bus is not None:

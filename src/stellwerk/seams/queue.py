@@ -125,10 +125,12 @@ class ReplayCursor(NamedTuple):
 
 
 class ErasedDeliveries(NamedTuple):
-    """Deliveries an erasure removed: those still on their way, and dead letters."""
+    """Deliveries an erasure removed: those still on their way, dead letters, and recorded
+    attempts (delivery history)."""
 
     pending: int
     dead: int
+    attempts: int = 0
 
 
 PayloadMatch = Callable[[bytes, str], bool]

@@ -49,7 +49,7 @@ ErasureRequest = Annotated[ErasureInput, msgspec.Meta(extra_json_schema=CRITERIO
 class Erasure(msgspec.Struct):
     """An erasure's audit entry. `state` is `running`, then `completed` or `failed` (`error`);
     `counts` has the events erased per store so far: `log`, `archives`, `failed_events`,
-    `deliveries` (still on their way) and `dead_letters`."""
+    `deliveries` (still on their way), `dead_letters` and `attempts` (delivery history)."""
 
     id: str
     state: ErasureState

@@ -158,3 +158,9 @@ def check_replay_cursor(
             f"replay {tenant}/{replay} is at seq {current}, not {after}; cannot route"
             f" ({after}, {seq}]"
         )
+
+
+def carries(needle: bytes, text: str) -> bool:
+    """Whether an attempt's answer or error holds an erasure's value (its `needle`, the bytes
+    every copy of it holds; b"" when none is known, and then no text is taken for it)."""
+    return bool(needle) and needle in text.encode("utf-8", "surrogatepass")

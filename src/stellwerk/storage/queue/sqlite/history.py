@@ -104,6 +104,32 @@ def trim_chunk(conn: sqlite3.Connection, bound: int) -> int:
     ).rowcount
 
 
+ERASE_PAGE: Final = 1000  # attempts an erasure looks at per read
+
+
+def erase_page(
+    conn: sqlite3.Connection, tenant: str, bus: str | None, after: tuple[int, int]
+) -> list[tuple[int, int, str, int, str | None, str]]:
+    """The tenant's next attempts after (target, id), in that order, by the target index:
+    target, id, bus, position, error, excerpt."""
+    target, after_id = after
+    return conn.execute(
+        "SELECT a.target, a.id, t.bus, a.position, a.error, a.excerpt"
+        " FROM targets AS t JOIN attempts AS a ON a.target = t.target"
+        " WHERE t.tenant = ? AND (? IS NULL OR t.bus = ?)"
+        " AND (a.target > ? OR (a.target = ? AND a.id > ?))"
+        " ORDER BY a.target, a.id LIMIT ?",
+        (tenant, bus, bus, target, target, after_id, ERASE_PAGE),
+    ).fetchall()
+
+
+def erase_ids(conn: sqlite3.Connection, ids: Sequence[int]) -> int:
+    return sum(
+        conn.execute("DELETE FROM attempts WHERE id = ?", (attempt_id,)).rowcount
+        for attempt_id in ids
+    )
+
+
 def event_attempts(conn: sqlite3.Connection, bus: BusRef, event_id: str) -> list[RecordedAttempt]:
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM attempts AS a JOIN targets AS t ON t.target = a.target"

@@ -39,7 +39,12 @@ from stellwerk.seams import (
     TargetKey,
     check_attempt_page,
 )
-from stellwerk.storage.queue.contract import CheckedQueue, check_replay_cursor, check_route_cursor
+from stellwerk.storage.queue.contract import (
+    CheckedQueue,
+    carries,
+    check_replay_cursor,
+    check_route_cursor,
+)
 from stellwerk.storage.queue.sqlite import history, reads, schema
 from stellwerk.storage.queue.sqlite.index import QueueIndex
 from stellwerk.storage.queue.sqlite.leases import lease
@@ -470,7 +475,8 @@ class SqliteDeliveryQueue(CheckedQueue):
                 functools.partial(reads.erase_page, tenant=tenant, bus=bus, after=after)
             )
             if not page:
-                return ErasedDeliveries(pending, dead)
+                attempts = await self._erase_attempts(tenant, bus, erased, needle)
+                return ErasedDeliveries(pending, dead, attempts)
             after = page[-1][0]
             ids = [
                 delivery_id
@@ -483,6 +489,34 @@ class SqliteDeliveryQueue(CheckedQueue):
                 states = await self._write(functools.partial(self._erase_ids, ids=ids), synced=True)
                 dead += states[DEAD]
                 pending += states.total() - states[DEAD]
+
+    async def _erase_attempts(
+        self, tenant: TenantName, bus: str | None, erased: set[tuple[str, int]], needle: bytes
+    ) -> int:
+        """The history of erased positions, and attempts whose answer or error holds the
+        value (a receiver that echoed it)."""
+        removed = 0
+        after = (0, 0)
+        while page := await self._opened().read(
+            functools.partial(history.erase_page, tenant=tenant, bus=bus, after=after)
+        ):
+            after = page[-1][:2]
+            ids = [
+                attempt_id
+                for _, attempt_id, on_bus, position, error, excerpt in page
+                if (on_bus, position) in erased
+                or carries(needle, excerpt)
+                or (error is not None and carries(needle, error))
+            ]
+            if ids:
+                removed += await self._write(
+                    functools.partial(self._erase_attempt_ids, ids=ids), synced=True
+                )
+        return removed
+
+    def _erase_attempt_ids(self, conn: sqlite3.Connection, ids: Sequence[int]) -> int:
+        with erasing(conn):
+            return history.erase_ids(conn, ids)
 
     def _erase_ids(self, conn: sqlite3.Connection, ids: Sequence[int]) -> Counter[int]:
         with erasing(conn):
