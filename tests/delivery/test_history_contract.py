@@ -1,12 +1,11 @@
 """The delivery history's contract: attempts written with the outcomes that settle them, read
-back per event and per target, scoped to a tenant's bus. Runs on every backend that keeps
-history (`HISTORY_BACKENDS`); the worker tests at the end drive a real worker."""
+back per event and per target, scoped to a tenant's bus. Runs on every backend
+(`queue_support.BACKENDS`, by the `queue` fixture); the worker tests at the end drive a real
+worker."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import cast
 
 import pytest
@@ -26,17 +25,8 @@ from stellwerk.seams import (
     LeasedDelivery,
 )
 
-HISTORY_BACKENDS = ["sqlite"]  # JetStream keeps no history yet (docs/delivery-history.md)
 LEASE = 30.0
 OTHER = BusRef(TenantName("other"), "default")
-
-
-@pytest.fixture(params=HISTORY_BACKENDS)
-async def queue(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: MovableClock
-) -> AsyncIterator[DeliveryQueue]:
-    async with QueueFactory(request.param, tmp_path, clock)() as opened:
-        yield opened
 
 
 def history(queue: DeliveryQueue) -> DeliveryHistory:
@@ -144,8 +134,8 @@ async def test_a_targets_attempts_filter_by_time_and_outcome_and_page(
         await read(ACME_DEFAULT, "r1", "t1", limit=0)
 
 
-async def test_history_survives_a_reopen(tmp_path: Path, clock: MovableClock) -> None:
-    factory = QueueFactory("sqlite", tmp_path, clock)
+async def test_history_survives_a_reopen(queue_factory: QueueFactory) -> None:
+    factory = queue_factory
     async with factory() as queue:
         await queue.route(ACME_DEFAULT, 1, [new_delivery(1)])
         (leased,) = await queue.lease(T0, 10, LEASE)

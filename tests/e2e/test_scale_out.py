@@ -53,6 +53,23 @@ def test_gateway_router_and_delivery_processes_carry_every_event_to_the_target(
         assert received.wait_for(lambda r: wanted <= set(r.ids), 60), (
             f"{len(wanted - set(received.ids))} events never arrived"
         )
+        # The delivery process recorded each attempt; the gateway reads it back.
+        admin = {"Authorization": f"Bearer {keys['admin_key']}"}
+
+        def history() -> Any:
+            answer = httpx.get(f"{gateway.url}/v1/buses/default/events/e7", headers=admin)
+            return answer.json() if answer.status_code == 200 else None
+
+        found = wait_until(history, what="the history of e7 on the gateway")
+        (hook,) = found["targets"]
+        assert (found["rules"], hook["target"], hook["state"]) == (["all"], "hook", "delivered")
+        assert hook["attempts"][-1]["status"] == 204  # what the receiver answers
+        page = httpx.get(
+            f"{gateway.url}/v1/buses/default/rules/all/targets/hook/attempts",
+            params={"limit": "1000"},
+            headers=admin,
+        ).json()
+        assert len({a["event_id"] for a in page["attempts"]}) >= 400
         # Only gateways serve the API; every role answers probes and metrics.
         for process in (router, delivery):
             assert httpx.get(f"{process.url}/v1/buses", timeout=5).status_code == 404

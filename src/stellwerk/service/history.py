@@ -91,7 +91,7 @@ def _view(recorded: RecordedAttempt) -> AttemptView:
 
 
 class History:
-    """`history` is None where the queue keeps no history (JetStream, for now)."""
+    """`history` is None where the queue keeps no history (a queue outside Stellwerk's two)."""
 
     def __init__(self, buses: Buses, event_log: EventLog, history: DeliveryHistory | None) -> None:
         self._buses = buses
@@ -100,9 +100,7 @@ class History:
 
     def _kept(self) -> DeliveryHistory:
         if self._history is None:
-            raise NotSupported(
-                "this deployment's delivery queue (JetStream) keeps no delivery history yet"
-            )
+            raise NotSupported("this deployment's delivery queue keeps no delivery history")
         return self._history
 
     async def event(self, principal: Principal, bus: str, event_id: str) -> EventHistory:

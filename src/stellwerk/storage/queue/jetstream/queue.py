@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -22,7 +22,9 @@ import structlog
 from stellwerk.clock import from_us, to_us, utc_now
 from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import (
+    DEFAULT_ATTEMPT_PAGE,
     Attempt,
+    AttemptOutcome,
     CursorConflict,
     DeadLetter,
     DeliveryQueueError,
@@ -32,12 +34,15 @@ from stellwerk.seams import (
     PayloadMatch,
     QueueClosed,
     QueueDepth,
+    RecordedAttempt,
     ReplayCursor,
     TargetKey,
+    check_attempt_page,
 )
 from stellwerk.storage.jetstream import Connection, Put, Stored
 from stellwerk.storage.queue.contract import CheckedQueue, check_replay_cursor, check_route_cursor
 from stellwerk.storage.queue.jetstream.dead import DeadLetters
+from stellwerk.storage.queue.jetstream.history import AttemptStore
 from stellwerk.storage.queue.jetstream.index import DeliveryIndex, LaneView
 from stellwerk.storage.queue.jetstream.lanes import Lanes
 from stellwerk.storage.queue.jetstream.records import (
@@ -75,6 +80,7 @@ class _Open:
     index: DeliveryIndex
     lanes: Lanes
     dead: DeadLetters
+    history: AttemptStore
 
 
 class JetStreamDeliveryQueue(CheckedQueue):
@@ -126,6 +132,8 @@ class JetStreamDeliveryQueue(CheckedQueue):
                 ack_timeout=self._ack_timeout,
             )  # fmt: skip
             await store.ensure_streams()
+            history = AttemptStore(store)
+            await history.ensure_stream()
             index = DeliveryIndex()
             self._scanned = 0
             await self._catch_up(store, index)
@@ -133,7 +141,7 @@ class JetStreamDeliveryQueue(CheckedQueue):
             await conn.close()
             raise
         lanes = Lanes(store, index, self.layout, self.dedup_window)
-        self._open = _Open(conn, store, index, lanes, DeadLetters(lanes))
+        self._open = _Open(conn, store, index, lanes, DeadLetters(lanes), history)
         self._scanner = asyncio.create_task(self._scan(store, index), name="delivery-queue-scan")
 
     async def close(self) -> None:
@@ -379,14 +387,27 @@ class JetStreamDeliveryQueue(CheckedQueue):
         except Exception as exc:
             log.warning("delivery_queue_lease_not_given_back", error=str(exc), lanes=len(undo))
 
-    # Delivery history is not kept on JetStream yet (docs/delivery-history.md): the attempts
-    # handed in below are not written.
+    # The attempt handed in with an outcome is published beside the outcome's own writes
+    # (`history.AttemptStore`); a failure of either fails the call, and the delivery comes
+    # again, so history is at least as complete as the outcomes are durable.
 
     async def ack(self, delivery_id: int, attempt: Attempt | None = None) -> None:
-        lanes = self._running().lanes
-        view = await lanes.locate(delivery_id)
+        opened = self._running()
+        await self._beside(opened, [attempt], self._finish(opened, delivery_id))
+
+    async def ack_many(self, delivery_ids: Sequence[int], attempts: Sequence[Attempt] = ()) -> None:
+        opened = self._running()
+        await self._beside(opened, attempts, *(self._finish(opened, i) for i in delivery_ids))
+
+    async def _finish(self, opened: _Open, delivery_id: int) -> None:
+        view = await opened.lanes.locate(delivery_id)
         if view is not None:
-            await lanes.finish(view.lane, delivery_id)
+            await opened.lanes.finish(view.lane, delivery_id)
+
+    async def _beside(
+        self, opened: _Open, attempts: Sequence[Attempt | None], *work: Awaitable[object]
+    ) -> None:
+        await asyncio.gather(opened.history.record(attempts), *work)
 
     async def retry(
         self,
@@ -403,7 +424,8 @@ class JetStreamDeliveryQueue(CheckedQueue):
                 lease_until_us=0,
             )  # fmt: skip
 
-        await self._running().lanes.change_head(delivery_id, change)
+        opened = self._running()
+        await self._beside(opened, [attempt], opened.lanes.change_head(delivery_id, change))
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
         lanes = self._running().lanes
@@ -419,9 +441,37 @@ class JetStreamDeliveryQueue(CheckedQueue):
         self, delivery_id: int, error: str, attempt: Attempt | None = None
     ) -> None:
         opened = self._running()
+        await self._beside(opened, [attempt], self._bury(opened, delivery_id, error))
+
+    async def _bury(self, opened: _Open, delivery_id: int, error: str) -> None:
         view = await opened.lanes.locate(delivery_id)
         if view is not None:
             await opened.dead.bury(view, error, to_us(self._clock()))
+
+    # -- delivery history ----------------------------------------------------------------------
+
+    async def event_attempts(self, bus: BusRef, event_id: str) -> list[RecordedAttempt]:
+        return await self._running().history.event_attempts(bus, event_id)
+
+    async def target_attempts(
+        self,
+        bus: BusRef,
+        rule: str,
+        target_id: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        outcome: AttemptOutcome | None = None,
+        after: int = 0,
+        limit: int = DEFAULT_ATTEMPT_PAGE,
+    ) -> list[RecordedAttempt]:
+        check_attempt_page(limit)
+        return await self._running().history.target_attempts(
+            bus, rule, target_id, since, until, outcome, after, limit
+        )
+
+    async def trim_history(self, older_than: datetime) -> int:
+        return await self._running().history.trim(older_than)
 
     # -- dead letters --------------------------------------------------------------------------
 
@@ -505,7 +555,8 @@ class JetStreamDeliveryQueue(CheckedQueue):
                 continue
             if await opened.dead.drop(delivery_id, erase=True):
                 dead += 1
-        return ErasedDeliveries(pending, dead)
+        attempts = await opened.history.erase(tenant, bus, erased, needle)
+        return ErasedDeliveries(pending, dead, attempts)
 
     async def _erase_member(self, opened: _Open, stored: Stored, meta: MemberMeta) -> int:
         """Erase one member message; if it heads its lane, the lane moves on. 1 if it went."""

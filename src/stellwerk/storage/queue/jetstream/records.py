@@ -186,6 +186,35 @@ class QueueLayout(TableLayout):
     def ordered_members(self) -> str:
         return f"{self.namespace}.deliveries.*.o.*"
 
+    # The delivery history (`queue.jetstream.history`): an attempt's subject is
+    # `<ns>.attempts.<tenant>.<bus>.<target>.<event>`, target and event digested.
+
+    @property
+    def attempts_stream(self) -> str:
+        return f"{self.namespace}_attempts"
+
+    @property
+    def attempts_subjects(self) -> str:
+        return f"{self.namespace}.attempts.>"
+
+    def attempt_subject(
+        self, tenant: TenantName, bus: str, rule: str, target_id: str, event_id: str
+    ) -> str:
+        return (
+            f"{self.namespace}.attempts.{token(tenant)}.{token(bus)}"
+            f".{digest(rule, target_id)}.{digest(event_id)}"
+        )
+
+    def event_attempts(self, tenant: TenantName, bus: str, event_id: str) -> str:
+        return f"{self.namespace}.attempts.{token(tenant)}.{token(bus)}.*.{digest(event_id)}"
+
+    def target_attempts(self, tenant: TenantName, bus: str, rule: str, target_id: str) -> str:
+        return f"{self.namespace}.attempts.{token(tenant)}.{token(bus)}.{digest(rule, target_id)}.*"
+
+    def tenant_attempts(self, tenant: TenantName, bus: str | None) -> str:
+        on_bus = "*" if bus is None else token(bus)
+        return f"{self.namespace}.attempts.{token(tenant)}.{on_bus}.>"
+
     def lane_key(self, lane: str) -> str:
         return self.key("lane", lane)
 
