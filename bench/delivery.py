@@ -11,9 +11,12 @@ Run `.venv/bin/python bench/delivery.py [--events N] [--rules R] [--deliveries M
   deliveries/s.
 - `worker, no-op target`: M deliveries queued; a worker in burst mode delivers them all to a
   target that returns at once (lease, one task per delivery, ack with group commit).
-- `worker, no history`: the same, with the worker recording no delivery history, in the same run:
-  what recording every attempt costs (CPU µs per delivery, all threads, and the history's bytes
-  per attempt on disk).
+- `worker, no history`: the same, with the worker recording no delivery history, in the same run
+  (`--pairs` runs of each, alternating; `--history-only` runs nothing else): what recording
+  every attempt costs (CPU µs per delivery, all threads, medians compared, and the history's
+  bytes per attempt on disk).
+- `queue.ack_many`: the queue alone, every delivery leased, then acked 256 per call with its
+  attempt or without (`--pairs` of each): the store's share of the history's cost.
 - `worker, + hanging target`: the same M deliveries to the healthy target while as many go to a
   second target that never answers (its 16 slots stay full); the healthy target's rate should stay
   within 10% of the previous phase.
@@ -31,6 +34,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -44,7 +48,7 @@ from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 from stellwerk.patterns import Matcher
 from stellwerk.refs import BusRef, TenantName
 from stellwerk.routing import Router, RouteTarget, RuleSet
-from stellwerk.seams import Delivery, NewDelivery, NewEvent, TargetKey
+from stellwerk.seams import Attempt, Delivery, LeasedDelivery, NewDelivery, NewEvent, TargetKey
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE
@@ -167,13 +171,19 @@ class HangingTarget:
         pass
 
 
+def _event_id(position: int) -> str:
+    return str(uuid.UUID(int=random.Random(position).getrandbits(128), version=4))
+
+
 async def _fill(queue: SqliteDeliveryQueue, count: int, target_ids: list[str]) -> float:
     now = datetime.now(UTC)
     started = time.perf_counter()
     for start in range(0, count, 1000):
         positions = range(start + 1, min(count, start + 1000) + 1)
+        # Event ids as most producers make them (UUIDs), random rather than in order: what the
+        # history's event index sees.
         batch = [
-            NewDelivery(TENANT, BUS, "r", t, f"e{p}", "/bench", p, now, PAYLOAD, "a/b")
+            NewDelivery(TENANT, BUS, "r", t, _event_id(p), "/bench", p, now, PAYLOAD, "a/b")
             for p in positions
             for t in target_ids
         ]
@@ -214,6 +224,37 @@ async def worker_phase(
     return lines
 
 
+def _delivered(d: LeasedDelivery, started: datetime) -> Attempt:
+    return Attempt(
+        d.tenant, d.bus, d.rule, d.target_id, d.event_id, d.position, 1, started, 40,
+        "delivered", 200, None, "ok",
+    )  # fmt: skip
+
+
+async def ack_phase(directory: Path, deliveries: int, history: bool) -> str:
+    """The queue alone: lease every delivery, then ack 256 per call (the worker's batch), with
+    their attempts or without; CPU of all threads (the writer's included) per delivery."""
+    async with SqliteDeliveryQueue(directory / PIPELINE_FILE) as queue:
+        await _fill(queue, deliveries, ["healthy"])
+        now = datetime.now(UTC)
+        leased = []
+        while batch := await queue.lease(now, 1000, 600):
+            leased.extend(batch)
+        assert len(leased) == deliveries
+        attempts = [_delivered(d, now) for d in leased]
+        cpu = time.process_time()
+        started = time.perf_counter()
+        for start in range(0, deliveries, 256):
+            chunk = leased[start : start + 256]
+            await queue.ack_many(
+                [d.id for d in chunk], attempts[start : start + 256] if history else ()
+            )
+        elapsed = time.perf_counter() - started
+        cpu_us = (time.process_time() - cpu) * 1e6 / deliveries
+    name = "queue.ack_many 256, " + ("with attempts" if history else "no attempts")
+    return row(name, deliveries, elapsed, "acks/s", f"{cpu_us:.1f} CPU us/delivery")
+
+
 def _history_bytes(path: Path) -> int:
     """What the history's table and indexes take in the file (after a checkpoint)."""
     with sqlite3.connect(path) as conn:
@@ -248,21 +289,48 @@ async def lease_phase(directory: Path, backlog: int, calls: int = 2000) -> str:
 
 async def run(args: argparse.Namespace, directory: Path) -> None:
     print(f"{'phase':<34} {'count':>9} {'rate':>12} unit")
-    print(raw_inserts(directory / "raw.db", args.deliveries))
-    (directory / "route").mkdir()
-    print(await route_phase(directory / "route", args.events, args.rules, args.seed))
-    # With and without history twice, alternating, so that a loaded machine skews both alike.
-    for run_no, history in enumerate((True, False, True, False)):
+    if not args.history_only:
+        print(raw_inserts(directory / "raw.db", args.deliveries))
+        (directory / "route").mkdir()
+        print(await route_phase(directory / "route", args.events, args.rules, args.seed))
+    # With and without history, alternating, so that a loaded machine skews both alike.
+    cpu: dict[bool, list[float]] = {True: [], False: []}
+    for run_no in range(2 * args.pairs):
+        history = run_no % 2 == 0
         where = directory / f"history{run_no}"
         where.mkdir()
         for line in await worker_phase(where, args.deliveries, False, history):
+            if "CPU us/delivery" in line:
+                cpu[history].append(float(line.split("deliveries/s")[1].split()[0]))
             print(line)
+    on, off = _median(cpu[True]), _median(cpu[False])
+    print(
+        f"history costs {on - off:.1f} CPU us/delivery (median {on:.1f} with, {off:.1f}"
+        f" without): {100 * (on - off) / on:.0f}% of the worker's CPU with it"
+    )
+    # The store's part alone, without the worker's noise.
+    acks: dict[bool, list[float]] = {True: [], False: []}
+    for run_no in range(2 * args.pairs):
+        history = run_no % 2 == 0
+        where = directory / f"acks{run_no}"
+        where.mkdir()
+        line = await ack_phase(where, args.deliveries, history)
+        acks[history].append(float(line.split("acks/s")[1].split()[0]))
+        print(line)
+    on, off = _median(acks[True]), _median(acks[False])
+    print(f"writing the attempts costs {on - off:.1f} CPU us/delivery (medians of the ack runs)")
+    if args.history_only:
+        return
     (directory / "hanging").mkdir()
     for line in await worker_phase(directory / "hanging", args.deliveries, True):
         print(line)
     for backlog in (0, args.backlog):
         (directory / f"lease{backlog}").mkdir()
         print(await lease_phase(directory / f"lease{backlog}", backlog))
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deliveries", type=int, default=20_000, help="deliveries to deliver")
     parser.add_argument("--backlog", type=int, default=100_000, help="for the lease phase")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pairs", type=int, default=2, help="runs with and without history")
+    parser.add_argument(
+        "--history-only", action="store_true", help="only the runs with and without history"
+    )
     parser.add_argument("--dir", type=Path, default=None, help="where to put the files")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:

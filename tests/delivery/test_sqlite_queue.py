@@ -12,12 +12,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from msgspec.structs import replace
 from tests.delivery.queue_support import new_delivery
 from tests.storage.engine_support import commits, statements
 from tests.storage.eventlog_support import ACME_DEFAULT, T0, MovableClock
 
 from stellwerk.refs import BusRef, TenantName
-from stellwerk.seams import CursorConflict
+from stellwerk.seams import Attempt, CursorConflict, LeasedDelivery
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import PIPELINE_FILE
 
@@ -208,3 +209,47 @@ async def test_the_wal_is_folded_into_the_file_in_the_background(tmp_path: Path)
         while path.stat().st_size <= empty + 200 * 2000:
             assert asyncio.get_running_loop().time() < deadline, "no checkpoint ran"
             await asyncio.sleep(0.02)
+
+
+def _delivered(d: LeasedDelivery) -> Attempt:
+    return Attempt(
+        d.tenant, d.bus, d.rule, d.target_id, d.event_id, d.position, d.attempts + 1, T0, 10,
+        "delivered",
+    )  # fmt: skip
+
+
+async def test_an_events_attempts_are_found_across_buckets_and_in_an_older_file(
+    tmp_path: Path,
+) -> None:
+    """The event index keys each attempt by its id's bucket (docs/delivery-history.md): an
+    event attempted again thousands of attempts later is found in both buckets; a file written
+    before that index gets its keys on opening."""
+    path = tmp_path / PIPELINE_FILE
+    async with SqliteDeliveryQueue(path) as queue:
+        await queue.route(ACME_DEFAULT, 1, [new_delivery(1)])
+        (first,) = await queue.lease(T0, 1, 30)
+        await queue.retry(first.id, T0, "503", replace(_delivered(first), outcome="retrying"))
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        # Another event's attempts moved the ids on by three buckets.
+        conn.execute(
+            "INSERT INTO attempts (id, target, event_id, position, attempt, started_us,"
+            " duration_us, outcome) VALUES (12345, 1, 'other', 9, 1, 0, 0, 0)"
+        )
+    async with SqliteDeliveryQueue(path) as queue:
+        (again,) = await queue.lease(T0, 1, 30)
+        await queue.ack_many([again.id], [_delivered(again)])
+        found = await queue.event_attempts(ACME_DEFAULT, "e1")
+        assert [(r.id, r.attempt.outcome) for r in found] == [(1, "retrying"), (12346, "delivered")]
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        # As the file was before: no event key, an index on the event id.
+        conn.execute("DROP INDEX attempts_by_event_key")
+        conn.execute("ALTER TABLE attempts DROP COLUMN event_key")
+        conn.execute("CREATE INDEX attempts_by_event ON attempts (event_id)")
+    async with SqliteDeliveryQueue(path) as queue:
+        found = await queue.event_attempts(ACME_DEFAULT, "e1")
+        assert [r.id for r in found] == [1, 12346]
+        (other,) = await queue.event_attempts(ACME_DEFAULT, "other")
+        assert other.id == 12345
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(attempts)")}
+        assert indexes == {"attempts_by_event_key", "attempts_by_target"}
