@@ -13,7 +13,9 @@ same-run baseline) and libcurl (the default), `--rounds` times, alternating:
 
 Beside each rate: this process's CPU per request (all its threads, the queue's writer too) and,
 for the worker, bytes written to disk per delivery. The figure to compare is CPU per request,
-which neighbours on a shared machine move least. Target: libcurl at most half of aiohttp's CPU
+which neighbours on a shared machine move least. `--history` runs only the worker end to end
+(libcurl), with delivery history and without, alternating: what history costs against a real
+HTTP target. Target: libcurl at most half of aiohttp's CPU
 per request in the client-alone phase. Runs on uvloop, as `stellwerk serve` does
 (`--loop asyncio` for the standard loop).
 """
@@ -153,7 +155,13 @@ class Counting:
 
 
 async def worker_end_to_end(
-    client: HttpClient, url: str, deliveries: int, concurrency: int, directory: Path
+    client: HttpClient,
+    url: str,
+    deliveries: int,
+    concurrency: int,
+    directory: Path,
+    *,
+    history: bool = True,
 ) -> Figure:
     fill = load_file(HERE / "delivery.py", "stellwerk_bench_delivery")._fill
     pool = SessionPool(client=client)
@@ -170,7 +178,9 @@ async def worker_end_to_end(
                 )
                 counting = Counting(http, deliveries)
                 binding = TargetBinding(counting, concurrency=concurrency)
-                worker = DeliveryWorker(queue, lambda tenant, bus, rule, target: binding)
+                worker = DeliveryWorker(
+                    queue, lambda tenant, bus, rule, target: binding, history=history
+                )
 
                 async def deliver_all() -> None:
                     running = asyncio.create_task(worker.run())
@@ -215,7 +225,34 @@ def show(title: str, figures: list[Figure], *, disk: bool) -> dict[HttpClient, f
     return medians
 
 
+async def history_cost(args: argparse.Namespace, receiver: str) -> int:
+    """Worker end to end with libcurl, with delivery history and without, alternating."""
+    figures: dict[bool, list[Figure]] = {True: [], False: []}
+    for _ in range(args.rounds):
+        for history in (True, False):
+            figure = await worker_end_to_end(
+                "curl", receiver, args.deliveries, args.concurrency, args.dir, history=history
+            )
+            figures[history].append(figure)
+            take(receiver)
+            print(
+                f"  {'with' if history else 'without':<8} history {figure.rate:>9,.0f} req/s"
+                f" {figure.cpu_us:>8.1f} us CPU/req"
+            )
+    on = statistics.median(f.cpu_us for f in figures[True])
+    off = statistics.median(f.cpu_us for f in figures[False])
+    rate_on = statistics.median(f.rate for f in figures[True])
+    rate_off = statistics.median(f.rate for f in figures[False])
+    print(
+        f"history costs {on - off:.1f} us CPU per delivery ({100 * (on - off) / on:.0f}% of"
+        f" the worker's CPU with it); median rates {rate_on:,.0f} with, {rate_off:,.0f} without"
+    )
+    return 0
+
+
 async def measure(args: argparse.Namespace, receiver: str) -> int:
+    if args.history:
+        return await history_cost(args, receiver)
     alone: list[Figure] = []
     worker: list[Figure] = []
     for _ in range(args.rounds):
@@ -249,6 +286,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--dir", type=Path, default=None, help="where the queue files go")
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="only the worker with libcurl, with delivery history and without (alternating)",
+    )
     return parser.parse_args(argv)
 
 

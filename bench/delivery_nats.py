@@ -12,6 +12,8 @@ the SQLite queue's `synchronous=FULL` does. Each phase runs on both queues, on f
   until the N are done: the queue's own cost per delivery, without a target.
 - `lease+ack, ordered`: the same with every delivery in one of 100 ordered groups.
 - `worker, no-op target`: a `DeliveryWorker` delivering the N to a target that answers at once.
+- `worker, no-op, no history`: the same without recording delivery history; both worker phases
+  run twice, alternating, so that what history costs is measured in the same run.
 
 CPU is per delivery, for this process and (on JetStream) for the server, which shares the
 machine's cores.
@@ -100,12 +102,12 @@ class NoOpTarget:
         pass
 
 
-async def worker_phase(make: QueueMaker, count: int) -> float:
+async def worker_phase(make: QueueMaker, count: int, history: bool = True) -> float:
     async with make() as queue:
         await _fill(queue, count)
         target = NoOpTarget(count)
         binding = TargetBinding(target, concurrency=256)
-        worker = DeliveryWorker(queue, lambda *_: binding)
+        worker = DeliveryWorker(queue, lambda *_: binding, history=history)
         started = time.perf_counter()
         running = asyncio.create_task(worker.run())
         await target.done.wait()
@@ -132,6 +134,9 @@ def run(url: str, server_pid: int | None, directory: Path, args: argparse.Namesp
         (f"lease+ack, {args.batch}/lease", lambda make: lease_ack_phase(make, n, args.batch)),
         ("lease+ack, 100 ordered groups", lambda make: lease_ack_phase(make, n, args.batch, 100)),
         ("worker, no-op target", lambda make: worker_phase(make, n)),
+        ("worker, no-op, no history", lambda make: worker_phase(make, n, history=False)),
+        ("worker, no-op target", lambda make: worker_phase(make, n)),
+        ("worker, no-op, no history", lambda make: worker_phase(make, n, history=False)),
     ]
     print(f"{'phase':<38} {'count':>8} {'rate':>12} {'cpu µs':>9} {'server µs':>10}")
     for name, phase in phases:
