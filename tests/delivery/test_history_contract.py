@@ -5,7 +5,7 @@ worker."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 import pytest
@@ -239,3 +239,19 @@ async def test_a_worker_without_history_records_nothing(
     binding = TargetBinding(Answers(Delivered()), RetryPolicy())
     await DeliveryWorker(queue, lambda *key: binding, clock=clock, history=False).run(burst=True)
     assert await history(queue).event_attempts(ACME_DEFAULT, "e1") == []
+
+
+async def test_a_window_in_the_future_or_past_of_what_was_stored_reads_right(
+    queue: DeliveryQueue,
+) -> None:
+    """On JetStream `since` seeks by the time attempts were stored (the real clock), not by
+    their start: a window after everything stored is empty, one before it finds all."""
+    await queue.route(ACME_DEFAULT, 2, [new_delivery(1), new_delivery(2)])
+    leased = await queue.lease(T0, 10, LEASE)
+    await queue.ack_many([d.id for d in leased], [attempt_of(d, "delivered") for d in leased])
+    read = history(queue).target_attempts
+    later = datetime.now(UTC) + timedelta(days=1)
+    assert await read(ACME_DEFAULT, "r1", "t1", since=later) == []
+    found = await read(ACME_DEFAULT, "r1", "t1", since=T0 - timedelta(days=1), limit=1)
+    rest = await read(ACME_DEFAULT, "r1", "t1", since=T0, after=found[0].id)
+    assert [r.attempt.event_id for r in found + rest] == ["e1", "e2"]

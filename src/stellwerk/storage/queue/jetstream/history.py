@@ -12,7 +12,7 @@ with the log (docs/delivery-history.md, "Scale-out").
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 import msgspec
@@ -21,12 +21,14 @@ from stellwerk.clock import from_us, to_us
 from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import ATTEMPT_OUTCOMES, Attempt, AttemptOutcome, RecordedAttempt
 from stellwerk.storage.jetstream import Put, ensure_stream, log_config
+from stellwerk.storage.jetstream import stored as stored_message
 from stellwerk.storage.queue.contract import carries
 from stellwerk.storage.queue.jetstream.records import QueueLayout
 from stellwerk.storage.queue.jetstream.store import DeliveryStore, unavailable_as_queue_error
 
 _OUTCOME_CODES: Final = {outcome: code for code, outcome in enumerate(ATTEMPT_OUTCOMES)}
 READ_BATCH: Final = 500  # attempts one read asks for
+CLOCK_SKEW: Final = timedelta(minutes=5)  # a worker's clock ahead of JetStream's, at most
 
 
 class AttemptRecord(msgspec.Struct, frozen=True, array_like=True):
@@ -129,8 +131,12 @@ class AttemptStore:
         limit: int,
     ) -> list[RecordedAttempt]:
         """Reads the target's attempts from `after` on until the page is full; the time and
-        outcome filters apply to what is read."""
+        outcome filters apply to what is read. With `since`, the read starts at the first
+        attempt JetStream stored at `since - CLOCK_SKEW` or later: an attempt is stored after
+        it started, by the server's clock, which may be behind the worker's."""
         subjects = self.layout.target_attempts(bus.tenant, bus.bus, rule, target_id)
+        if since is not None:
+            after = max(after, await self._stored_before(subjects, since - CLOCK_SKEW))
         since_us = None if since is None else to_us(since)
         until_us = None if until is None else to_us(until)
         code = None if outcome is None else _OUTCOME_CODES[outcome]
@@ -150,6 +156,20 @@ class AttemptStore:
                 if len(out) == limit:
                     return out
         return out
+
+    async def _stored_before(self, subjects: str, moment: datetime) -> int:
+        """The sequence before the first message on `subjects` stored at `moment` or later (the
+        last sequence of the stream if there is none)."""
+        stream = self.layout.attempts_stream
+        request = {"start_time": moment.isoformat(), "batch": 1, "next_by_subj": subjects}
+        with unavailable_as_queue_error():
+            page = await self.store.conn.direct_batch(stream, request)
+            found = [stored_message(m) for m in page]
+        if found:
+            return found[0].seq - 1
+        with unavailable_as_queue_error():
+            info = await self.store.conn.api(f"$JS.API.STREAM.INFO.{stream}")
+        return int(info["state"]["last_seq"])
 
     async def trim(self, older_than: datetime) -> int:
         """Purge the attempts below the first one started at `older_than` or later: sequences
