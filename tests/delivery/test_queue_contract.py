@@ -4,7 +4,7 @@ retries, dead letters and redrive. Runs once per backend in `queue_support.BACKE
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from tests.delivery.queue_support import QueueFactory, new_delivery
@@ -379,3 +379,36 @@ async def test_replayed_ordered_deliveries_queue_behind_their_group(
     await queue.ack(first.id)
     (replayed,) = await queue.lease(T0 + timedelta(hours=1), 10, LEASE)
     assert replayed.position == 1
+
+
+async def test_oldest_pending_is_the_recorded_time_of_the_oldest_unfinished_delivery(
+    queue: DeliveryQueue,
+) -> None:
+    def at(seconds: int) -> datetime:
+        return T0 + timedelta(seconds=seconds)
+
+    other = BusRef(TenantName("acme"), "other")
+    assert await queue.oldest_pending(ACME_DEFAULT) is None
+    batch = [new_delivery(p, recorded_time=at(p)) for p in (1, 2, 3)]
+    batch.append(new_delivery(4, target_id="t2", ordering_key="g", recorded_time=at(4)))
+    batch.append(new_delivery(5, target_id="t2", ordering_key="g", recorded_time=at(5)))
+    await queue.route(ACME_DEFAULT, 5, batch)
+    await queue.route(other, 9, [new_delivery(9, bus="other", recorded_time=at(9))])
+    assert await queue.oldest_pending(ACME_DEFAULT) == at(1)
+    assert await queue.oldest_pending(other) == at(9)
+    assert await queue.oldest_pending(BusRef(TenantName("globex"), "default")) is None
+    leased = {d.position: d for d in await queue.lease(at(10), 10, LEASE)}
+    # Leased (in flight) is unfinished; acked and dead are finished.
+    assert await queue.oldest_pending(ACME_DEFAULT) == at(1)
+    await queue.ack(leased[1].id)
+    assert await queue.oldest_pending(ACME_DEFAULT) == at(2)
+    await queue.retry(leased[2].id, at(100), "503")
+    assert await queue.oldest_pending(ACME_DEFAULT) == at(2)
+    await queue.dead_letter(leased[2].id, "gone")
+    await queue.ack_many([leased[3].id, leased[4].id, leased[9].id])
+    # The ordered group's next delivery is unfinished, though not leased yet.
+    assert await queue.oldest_pending(ACME_DEFAULT) == at(5)
+    (following,) = await queue.lease(at(10), 10, LEASE)
+    await queue.ack(following.id)
+    assert await queue.oldest_pending(ACME_DEFAULT) is None
+    assert await queue.oldest_pending(other) is None

@@ -2,8 +2,9 @@
 
 One backend object implements `DeliveryQueue`; each consumer takes only the part it uses: the
 router and replays a `RouteSink`, the worker a `WorkQueue`, the API a `DeadLetterQueue`,
-retention `RouteCursors`, erasure `QueueErasure`, metrics `QueueDepths`. How a delivery moves
-through its states, and what `route` and `route_replay` promise, is in docs/delivery.md.
+retention `RouteCursors`, erasure `QueueErasure`, metrics `QueueDepths`, a peer site's standby
+`PendingDeliveries`. How a delivery moves through its states, and what `route` and
+`route_replay` promise, is in docs/delivery.md.
 """
 
 from __future__ import annotations
@@ -317,7 +318,22 @@ class QueueDepths(Protocol):
         ...
 
 
-class DeliveryQueue(RouteSink, WorkQueue, DeadLetterQueue, QueueErasure, QueueDepths, Protocol):
+class PendingDeliveries(Protocol):
+    """How far a bus's deliveries got: what a standby site follows (global endpoints)."""
+
+    async def oldest_pending(self, bus: BusRef) -> datetime | None:
+        """The recorded time of the bus's oldest unfinished delivery (ready, waiting or
+        leased; not dead), or None when none is unfinished.
+
+        Together with the cursor (read first) it says up to where every delivery is made:
+        each event recorded before it, at or below the cursor, has no delivery left to make.
+        """
+        ...
+
+
+class DeliveryQueue(
+    RouteSink, WorkQueue, DeadLetterQueue, QueueErasure, QueueDepths, PendingDeliveries, Protocol
+):
     """All of the queue, as one backend implements it and the composition root opens it.
 
     Use as `async with queue:` or `start()`/`close()`. Every method may raise `QueueClosed`.

@@ -231,6 +231,18 @@ class DeliveryIndex:
             for delivery_id in ids
         )
 
+    def oldest_recorded_us(self, tenant: TenantName, bus: str) -> int | None:
+        """The recorded time of the bus's oldest unfinished delivery: a lane's head is the
+        oldest of its lane (an ordered lane's members follow it in routing order)."""
+        return min(
+            (
+                view.state.recorded_us
+                for view in self._lanes.values()
+                if view.state.live and view.state.tenant == tenant and view.state.bus == bus
+            ),
+            default=None,
+        )
+
     def depth(self, now_us: int) -> dict[TargetKey, TargetDepth]:
         rows: dict[TargetKey, TargetDepth] = {}
         for view in self._lanes.values():

@@ -116,6 +116,7 @@ class JetStreamDeliveryQueue(CheckedQueue):
         self._scanner: asyncio.Task[None] | None = None
         self._scanned = 0  # the table sequence the scan has read up to
         self._poked = asyncio.Event()
+        self._catching_up = asyncio.Lock()  # the scan and `oldest_pending` both catch up
         self._on_lanes: Callable[[], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -198,11 +199,13 @@ class JetStreamDeliveryQueue(CheckedQueue):
     async def _catch_up(self, store: DeliveryStore, index: DeliveryIndex) -> None:
         layout = self.layout
         lanes = 0
-        async for page in store.scan(layout.table_stream, layout.table_subjects, self._scanned + 1):
-            for stored in page:
-                lanes += self._apply(index, stored)
-            self._scanned = page[-1].seq
-        index.prune(self._scanned)
+        async with self._catching_up:
+            scan = store.scan(layout.table_stream, layout.table_subjects, self._scanned + 1)
+            async for page in scan:
+                for stored in page:
+                    lanes += self._apply(index, stored)
+                self._scanned = page[-1].seq
+            index.prune(self._scanned)
         if lanes and self._on_lanes is not None:
             self._on_lanes()
 
@@ -516,6 +519,14 @@ class JetStreamDeliveryQueue(CheckedQueue):
                 )
             )
         return out
+
+    async def oldest_pending(self, bus: BusRef) -> datetime | None:
+        # The index is a cache: catch it up first, so that every lane written before this
+        # call (before a cursor the caller read, say) is in it.
+        opened = self._running()
+        await self._catch_up(opened.store, opened.index)
+        oldest = opened.index.oldest_recorded_us(bus.tenant, bus.bus)
+        return None if oldest is None else from_us(oldest)
 
     # -- erasure -------------------------------------------------------------------------------
 

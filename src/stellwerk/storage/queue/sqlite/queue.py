@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import structlog
 
-from stellwerk.clock import to_us, utc_now
+from stellwerk.clock import from_us, to_us, utc_now
 from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import (
     DEFAULT_ATTEMPT_PAGE,
@@ -455,6 +455,10 @@ class SqliteDeliveryQueue(CheckedQueue):
         return await self._opened().read(
             functools.partial(reads.depth, index=self._index, now_us=now_us)
         )
+
+    async def oldest_pending(self, bus: BusRef) -> datetime | None:
+        oldest = await self._opened().read(functools.partial(reads.oldest_pending, bus=bus))
+        return None if oldest is None else from_us(oldest)
 
     # -- erasure -------------------------------------------------------------------------------
 

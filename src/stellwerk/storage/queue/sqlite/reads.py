@@ -77,6 +77,17 @@ def depth(conn: sqlite3.Connection, index: QueueIndex, now_us: int) -> list[Queu
     return out
 
 
+def oldest_pending(conn: sqlite3.Connection, bus: BusRef) -> int | None:
+    """The recorded time (µs) of the bus's oldest unfinished delivery: a scan of the bus's
+    unfinished ones (a standby's peer asks once a second; no index costs every route)."""
+    row = conn.execute(
+        "SELECT min(d.recorded_us) FROM targets AS t JOIN deliveries AS d"
+        " ON d.target = t.target AND d.state < 2 WHERE t.tenant = ? AND t.bus = ?",
+        (bus.tenant, bus.bus),
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def replay_cursor(conn: sqlite3.Connection, tenant: TenantName, replay: str) -> ReplayCursor:
     row = conn.execute(schema.REPLAY_CURSOR, (tenant, replay)).fetchone()
     return ReplayCursor(0, 0) if row is None else ReplayCursor(row[0], row[1])
