@@ -104,16 +104,34 @@ def two_sites(root: Path) -> Iterator[tuple[Site, Site]]:
 @dataclass
 class Receiver:
     """A real HTTP server on loopback that takes deliveries (204, after `delay` seconds) and
-    counts them by their `webhook-id` (the event id)."""
+    counts them by their `webhook-id` (the event id).
+
+    `hold()` makes it hang: a delivery that comes meanwhile is counted in `held`, waits until
+    `release()` and is then dropped unanswered, not counted as made (its sender may be dead)."""
 
     url: str
     delay: float = 0.0
     ids: Counter[str] = field(default_factory=Counter)
+    held: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    open: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.open.set()
 
     def count(self) -> Counter[str]:
         with self.lock:
             return Counter(self.ids)
+
+    def holding(self) -> Counter[str]:
+        with self.lock:
+            return Counter(self.held)
+
+    def hold(self) -> None:
+        self.open.clear()
+
+    def release(self) -> None:
+        self.open.set()
 
 
 @contextmanager
@@ -124,6 +142,12 @@ def receiving() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("content-length", "0")))
+            if not receiver.open.is_set():
+                with receiver.lock:
+                    receiver.held[self.headers.get("webhook-id", "")] += 1
+                receiver.open.wait()
+                self.close_connection = True
+                return
             if receiver.delay:
                 time.sleep(receiver.delay)  # a slow receiver, not a wait for something
             with receiver.lock:
@@ -140,6 +164,7 @@ def receiving() -> Iterator[Receiver]:
     try:
         yield receiver
     finally:
+        receiver.release()
         server.shutdown()
         server.server_close()
         thread.join()

@@ -8,15 +8,21 @@ comment then, so that proxies keep it open).
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
+from datetime import datetime
+from typing import Protocol
 
 from stellwerk.auth import Principal
 from stellwerk.patterns import CompiledPattern, InvalidPatternError, compile_pattern
-from stellwerk.seams import EventLog, RouteCursors, StoredEvent
+from stellwerk.seams import EventLog, PendingDeliveries, RouteCursors, StoredEvent
 from stellwerk.service.errors import InvalidRequest, NotFound
 from stellwerk.storage import LogWatch
 from stellwerk.storage.control import BusDirectory
 
 PAGE = 200
+
+
+class RoutesAndDeliveries(RouteCursors, PendingDeliveries, Protocol):
+    """The delivery queue as far as a standby peer site follows it."""
 
 
 class Tail:
@@ -26,7 +32,7 @@ class Tail:
         event_log: EventLog,
         log_watch: LogWatch,
         *,
-        routes: RouteCursors | None = None,
+        routes: RoutesAndDeliveries | None = None,
     ) -> None:
         self._buses = buses
         self._log = event_log
@@ -108,3 +114,15 @@ class Tail:
             return None
         events = await self._log.read(ref, after=cursor - 1, limit=1)
         return events[0] if events and events[0].position == cursor else None
+
+    async def delivered(self, principal: Principal, bus: str) -> datetime | None:
+        """A recorded time before which every event of the bus is routed and every delivery of
+        it made (or given up): the earlier of the last routed event's and the oldest unfinished
+        delivery's. None before the first routed event. What a peer site standing by follows:
+        taking over, it routes from there, so a delivery queued here is not lost with this
+        site."""
+        routed = await self.routed(principal, bus)  # first: what it routed has been enqueued
+        if routed is None or self._routes is None:
+            return None
+        oldest = await self._routes.oldest_pending(principal.bus(bus))
+        return routed.recorded_time if oldest is None else min(oldest, routed.recorded_time)

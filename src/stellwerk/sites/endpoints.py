@@ -13,7 +13,7 @@ import msgspec
 
 from stellwerk.auth import Principal
 from stellwerk.capability import GlobalEndpoint, GlobalEndpointSpec
-from stellwerk.clock import utc_now
+from stellwerk.clock import from_us, utc_now
 from stellwerk.service import InvalidRequest, NotFound, Platform, checked_name
 from stellwerk.sites.link import PeerLink
 from stellwerk.sites.model import (
@@ -185,6 +185,10 @@ class Endpoints:
                 lag = await self._peers.lag(principal, other, bus)
                 events += lag.lag_events
                 seconds = max(seconds, lag.lag_seconds)
+        delivered: dict[str, datetime] = {}
+        if record.active != self.local_site:
+            told = await self._store.routed_by(principal.tenant_id, record.active)
+            delivered = {bus: from_us(told[bus]) for bus in spec.buses if bus in told}
         return Endpoint(
             name=record.name,
             primary=spec.primary,
@@ -200,6 +204,7 @@ class Endpoints:
             history=record.history,
             created_at=record.created_at,
             updated_at=record.updated_at,
+            delivered_through=delivered,
         )
 
 

@@ -152,15 +152,17 @@ class Failover:
             log.warning("mirroring rules to peer failing", site=other, error=problem)
 
     async def share_routed(self, principal: Principal, record: EndpointRecord) -> None:
-        """Tell the other site, standing by, how far this one has routed the endpoint's buses
+        """Tell the other site, standing by, how far this one has delivered the endpoint's buses
         (when that moved): it moves its router past what is delivered already."""
         local, spec = self._link.local_site, record.spec
         other = spec.secondary if local == spec.primary else spec.primary
         through: dict[str, int] = {}
         for bus in spec.buses:
-            event = await self._platform.tail.routed(principal, bus)
-            if event is not None:
-                through[bus] = to_us(event.recorded_time)
+            # Not the router's cursor alone: a delivery queued here but not made yet must be
+            # made by the other site if this one dies, so the other stops before its event.
+            delivered = await self._platform.tail.delivered(principal, bus)
+            if delivered is not None:
+                through[bus] = to_us(delivered)
         key = (record.tenant_id, record.name)
         if not through or self._shared.get(key) == through:
             return

@@ -127,6 +127,10 @@ class Endpoint(msgspec.Struct):
     history: list[Transition]
     created_at: datetime
     updated_at: datetime
+    # On the site standing by: per bus, the recorded time (on the active site) before which
+    # the active site has made every delivery, as it last told; this site's router waits
+    # there, and routes from there once it is active. Empty on the active site.
+    delivered_through: dict[str, datetime] = msgspec.field(default_factory=dict)
 
 
 class EndpointState(msgspec.Struct, forbid_unknown_fields=True):
@@ -138,8 +142,9 @@ class EndpointState(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Routed(msgspec.Struct, forbid_unknown_fields=True):
-    """What the active site of an endpoint tells the other one (signed): per bus, the recorded
-    time (microseconds since the epoch, on the active site) of the last event it has routed."""
+    """What the active site of an endpoint tells the other one (signed): per bus, a recorded
+    time (microseconds since the epoch, on the active site) before which it has routed every
+    event and made every delivery (`Tail.delivered`)."""
 
     buses: dict[str, int]
 

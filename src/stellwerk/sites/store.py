@@ -165,6 +165,13 @@ class SitesStore:
                 key = {"tenant_id": tenant_id, "site": site, "bus": bus}
                 await _forward(conn, routed, key, "through_us", us, updated_at=to_us(now))
 
+    async def routed_by(self, tenant_id: TenantId, site: str) -> dict[str, int]:
+        """How far `site` has delivered each of the tenant's buses, as it told this site."""
+        where = sa.and_(routed.c.tenant_id == tenant_id, routed.c.site == site)
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(sa.select(routed.c.bus, routed.c.through_us).where(where))
+            return {r.bus: int(r.through_us) for r in rows}
+
     async def all_routed(self) -> dict[tuple[TenantId, str, str], int]:
         """How far each peer site has routed each bus, by tenant, site and bus."""
         async with self._engine.connect() as conn:
