@@ -164,6 +164,14 @@ async def test_invalid_rules_are_refused_at_save_time(running_app: RunningApp) -
         ),
         ({**RULE, "targets": [{"id": "x", "type": "smtp"}]}, 422, "ValidationFailed", None),
         ({**RULE, "state": "paused"}, 422, "ValidationFailed", "$.state"),
+        ({**RULE, "sites": "both"}, 400, "InvalidRule", "sites"),
+        ({**RULE, "sites": 1}, 422, "ValidationFailed", "$.sites"),
+        (
+            {"schedule": "rate(1 minute)", "targets": RULE["targets"][1:], "sites": "all"},
+            400,
+            "InvalidRule",
+            "sites",
+        ),
     ]
     for body, status, error, field in cases:
         response = await client.put(url, headers=admin, json=body)
@@ -176,6 +184,19 @@ async def test_invalid_rules_are_refused_at_save_time(running_app: RunningApp) -
         await client.put("/v1/buses/default/rules/a%20b", headers=admin, json=RULE)
     ).status_code == 400
     assert (await client.get("/v1/buses/default/rules", headers=admin)).json()["rules"] == []
+
+
+async def test_a_rule_says_where_it_routes_and_keeps_it(running_app: RunningApp) -> None:
+    client, admin = running_app.client, running_app.admin
+    url = "/v1/buses/default/rules/regional"
+    created = await client.put(url, headers=admin, json={**RULE, "sites": "all"})
+    assert created.status_code == 201, created.text
+    assert created.json()["sites"] == "all"
+    assert (await client.get(url, headers=admin)).json()["sites"] == "all"
+    # The default, `active`, is not shown (as other defaults are not).
+    again = await client.put(url, headers=admin, json=RULE)
+    assert "sites" not in again.json()
+    assert "sites" not in (await client.get(url, headers=admin)).json()
 
 
 async def test_rules_are_scoped_by_tenant(running_app: RunningApp) -> None:

@@ -330,3 +330,32 @@ async def test_a_standby_site_routes_nothing_and_resumes_after_what_the_active_s
     standby.buses.clear()  # this site is active now
     await router.run(burst=True)
     assert triples(await setup.leased()) == Counter({("e3", "all", "t"): 1, ("e4", "all", "t"): 1})
+
+
+async def test_a_standby_site_routes_its_rules_for_every_site_as_it_passes_events(
+    setup: Setup,
+) -> None:
+    active_only = Matcher()
+    active_only.add("here", {"source": ["/orders"]})
+    active_only.add("regional", {"source": ["/orders"]})
+    everywhere = Matcher()
+    everywhere.add("regional", {"source": ["/orders"]})
+    targets = {"here": [RouteTarget("t")], "regional": [RouteTarget("r")]}
+    setup.rules.sets["acme", "default"] = RuleSet(
+        active_only, targets, everywhere=RuleSet(everywhere, targets)
+    )
+    standby = StandbyFor({ACME_DEFAULT}, {"e1", "e2"})
+    site = SiteRouting()
+    site.register(standby)
+    router = Router(setup.log, setup.queue, setup.rules, lambda: BUSES, site=site)
+    await setup.append("e1", "e2", "e3", source="/orders")
+    await router.run(burst=True)
+    # Standing by: only the rule for every site, and only for the events it passed.
+    assert triples(await setup.leased()) == Counter(
+        {("e1", "regional", "r"): 1, ("e2", "regional", "r"): 1}
+    )
+    standby.buses.clear()  # active now: every rule, from where it waited, none again
+    await router.run(burst=True)
+    assert triples(await setup.leased()) == Counter(
+        {("e3", "here", "t"): 1, ("e3", "regional", "r"): 1}
+    )

@@ -63,6 +63,7 @@ def _input(rule: Rule, **changes: Any) -> RuleInput:
         "description": rule.description,
         "view": rule.view,
         "schedule": rule.schedule,
+        "sites": rule.sites,
         **changes,
     }
     return RuleInput(**values)

@@ -85,6 +85,9 @@ class RuleSet:
     scheduled: frozenset[str] = frozenset()
     # Of those, the ones that see events in EventBridge's envelope.
     scheduled_envelope: frozenset[str] = frozenset()
+    # The rules that route on every site (`"sites": "all"`), alone: what this site routes
+    # while it stands by for another (`stellwerk.routing.standby`). None: there are none.
+    everywhere: RuleSet | None = None
 
     def __len__(self) -> int:
         return len(self.matcher) + len(self.envelope) + len(self.scheduled)
@@ -166,11 +169,11 @@ class Router(BusFollower):
         if not events:
             return 0
         standby = self.site.standing_by(bus)
-        if standby is not None:
-            return await self._pass_over(bus, events, standby)
         rules = self.rules_for(bus)
         if inspect.isawaitable(rules):
             rules = await rules
+        if standby is not None:
+            return await self._pass_over(bus, events, standby, rules.everywhere)
         deliveries = self._deliveries(rules, events)
         position = events[-1].position
         try:
@@ -187,9 +190,16 @@ class Router(BusFollower):
             self.wake.set()
         return len(events)
 
-    async def _pass_over(self, bus: BusRef, events: Sequence[StoredEvent], standby: Standby) -> int:
+    async def _pass_over(
+        self,
+        bus: BusRef,
+        events: Sequence[StoredEvent],
+        standby: Standby,
+        everywhere: RuleSet | None,
+    ) -> int:
         """Standing by: move the cursor over the events the active site has routed, up to the
-        first it has not (`stellwerk.routing.standby`); how many (0: wait there)."""
+        first it has not (`stellwerk.routing.standby`), routing them to the rules that route on
+        every site (`everywhere`) on the way; how many (0: wait there)."""
         passed = 0
         for event in events:
             if not standby.routed_elsewhere(bus, event):
@@ -198,12 +208,16 @@ class Router(BusFollower):
         if not passed:
             return 0
         position = events[passed - 1].position
+        deliveries = self._deliveries(everywhere, events[:passed]) if everywhere else []
         try:
-            await self.queue.route(bus, position, [])
+            await self.queue.route(bus, position, deliveries)
         except Exception:
             self._cursors.pop(bus, None)
             raise
         self._cursors[bus] = position
+        self.hooks.on_routed(bus.tenant, bus.bus, passed, len(deliveries))
+        if deliveries and self.wake is not None:
+            self.wake.set()
         return passed
 
     def _deliveries(self, rules: RuleSet, events: Sequence[StoredEvent]) -> list[NewDelivery]:

@@ -102,6 +102,8 @@ class RuleBook:
     ) -> _Bus:
         matcher = Matcher()
         envelope = Matcher()
+        everywhere = Matcher()  # the rules with `"sites": "all"`, again
+        everywhere_envelope = Matcher()
         scheduled: set[str] = set()
         scheduled_envelope: set[str] = set()
         targets: dict[str, list[RouteTarget]] = {}
@@ -151,9 +153,20 @@ class RuleBook:
                     scheduled_envelope.add(rule.name)
             else:
                 (envelope if rule.view == "eventbridge" else matcher).add(rule.name, rule.pattern)
+                if rule.sites == "all":
+                    (everywhere_envelope if rule.view == "eventbridge" else everywhere).add(
+                        rule.name, rule.pattern
+                    )
             targets[rule.name] = built
         rule_set = RuleSet(
-            matcher, targets, envelope, frozenset(scheduled), frozenset(scheduled_envelope)
+            matcher,
+            targets,
+            envelope,
+            frozenset(scheduled),
+            frozenset(scheduled_envelope),
+            everywhere=RuleSet(everywhere, targets, everywhere_envelope)
+            if len(everywhere) or len(everywhere_envelope)
+            else None,
         )
         return _Bus(rule_set, bindings)
 

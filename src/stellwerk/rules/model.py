@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 from urllib.parse import quote
 
 import msgspec
@@ -158,6 +158,11 @@ class TargetSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
 # `stellwerk.events.envelope`), its pattern matched against that and its targets sent that.
 View = Literal["cloudevents", "eventbridge"]
 
+# Where a rule routes when its bus is in a global endpoint (docs/global-endpoints.md): on the
+# endpoint's active site only (each event delivered once), or on every site that stores the
+# event, standing by or not (for regional consumers: each site delivers it once).
+RuleSites = Literal["active", "all"]
+
 
 class RuleInput(msgspec.Struct, forbid_unknown_fields=True):
     """The body of `PUT /v1/buses/{bus}/rules/{rule}`: a `pattern`, or a `schedule` (`rate(...)`
@@ -170,6 +175,8 @@ class RuleInput(msgspec.Struct, forbid_unknown_fields=True):
     description: str = ""
     view: View = "cloudevents"
     schedule: str | None = None
+    # `RuleSites`; checked by `validate_rule`, so that a bad value is a 400 naming the field.
+    sites: str = "active"
 
 
 class Rule(msgspec.Struct, omit_defaults=True):
@@ -185,6 +192,7 @@ class Rule(msgspec.Struct, omit_defaults=True):
     description: str = ""
     view: View = "cloudevents"
     schedule: str | None = None
+    sites: RuleSites = "active"
 
 
 def _fail(message: str, field: str) -> InvalidRuleError:
@@ -303,4 +311,9 @@ def validate_rule(body: RuleInput) -> CompiledPattern | None:
         seen.add(target.id)
     if len(body.description) > 512:
         raise _fail("description is longer than 512 characters", "description")
+    if body.sites not in get_args(RuleSites):
+        raise _fail(f"sites must be 'active' or 'all', not {body.sites!r}", "sites")
+    if body.sites == "all" and body.schedule is not None:
+        # Each site ticks its own scheduled rules already; a tick is not routed elsewhere.
+        raise _fail("sites 'all' applies to rules with a pattern, not a schedule", "sites")
     return compiled

@@ -108,4 +108,5 @@ def rule_input(rule: Rule, targets: list[TargetSpec]) -> RuleInput:
         description=rule.description,
         view=rule.view,
         schedule=rule.schedule,
+        sites=rule.sites,
     )

@@ -79,6 +79,7 @@ class RuleStore(SealedStore):
             updated_at=as_utc(row.updated_at),
             view=row.view,
             schedule=row.schedule,
+            sites="all" if row.sites == "all" else "active",
         )
 
     async def put(
@@ -94,6 +95,7 @@ class RuleStore(SealedStore):
             "description": body.description,
             "view": body.view,
             "schedule": body.schedule,
+            "sites": body.sites,
             "updated_at": now,
         }
         async with self._changes.begin() as conn:

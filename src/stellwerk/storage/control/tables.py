@@ -105,6 +105,8 @@ rules = sa.Table(
     sa.Column("view", sa.String(16), nullable=False, server_default="cloudevents"),
     # A scheduled rule's `rate(...)` or `cron(...)` (its pattern is JSON null; migration 0009).
     sa.Column("schedule", sa.String(256), nullable=True),
+    # `active` or `all`: where the rule routes when its bus is in a global endpoint (0010).
+    sa.Column("sites", sa.String(8), nullable=False, server_default="active"),
     sa.ForeignKeyConstraint(
         ["tenant_id", "bus"], ["buses.tenant_id", "buses.name"], ondelete="CASCADE"
     ),
