@@ -194,6 +194,38 @@ def test_keys_and_buses_are_mirrored_so_one_key_works_on_both_sites(
     wait_until(sent_to_b, what="the key revoked on a to be refused on b", accept=lambda s: s == 401)
 
 
+def test_a_tenant_of_the_same_name_is_one_tenant_on_both_sites_with_both_first_keys(
+    sites: tuple[Site, Site],
+) -> None:
+    # The decided behaviour (docs/global-endpoints.md, "Tenant adoption"): neither site's first
+    # tenant gives way; each keeps its first keys, and they work on the other site too.
+    a, b = sites
+    one = {"specversion": "1.0", "id": "first-keys", "source": "urn:m", "type": "t"}
+    for here, there in ((a, b), (b, a)):
+
+        def sent(here: Site = here, there: Site = there) -> int:
+            return httpx.post(
+                f"{there.url}/v1/buses/default/events",
+                headers={"Authorization": f"Bearer {here.bootstrap.ingest_key}"},
+                json=one,
+                timeout=10,
+            ).status_code
+
+        wait_until(
+            sent,
+            what=f"{here.name}'s first key to work on {there.name}",
+            accept=lambda status: status == 202,
+        )
+        answer = there.api("GET", "/v1/peers")
+        assert answer.status_code == 200  # its own first admin key still works there
+        answer = httpx.get(
+            f"{there.url}/v1/peers",
+            headers={"Authorization": f"Bearer {here.bootstrap.admin_key}"},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+
+
 def signed_put(origin: Site, to: Site, path: str, body: bytes) -> httpx.Response:
     """A PUT of the tenant `default` from the site `origin` to the site `to`, signed."""
     headers = signed_headers(
