@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.v1.event import CloudEvent as SdkEvent
 from tests.conftest import RunningApp
+from tests.tracking.support import make_source
 
 from stellwerk.app import build_app
 from stellwerk.config import load_settings
@@ -258,3 +260,23 @@ async def test_many_concurrent_requests_are_all_durable(
         )
         == 40 * count
     )
+
+
+async def test_every_ingest_route_counts_its_requests_per_tenant_and_bus(
+    running_app: RunningApp,
+) -> None:
+    # Counted where every route passes (`Ingest._take`): a peer site's health policy reads
+    # them. CloudEvents and Segment here; Snowplow and PutEvents take the same path.
+    app = running_app
+    key = await make_source(app.client, app.admin, "counted")
+    assert (await app.client.post(URL, json=[event(1)], headers=ingest_headers(app))).status_code
+    refused = await app.client.post(URL, json=[{"id": "2"}], headers=ingest_headers(app))
+    assert refused.status_code == 400  # the client's fault: a request, not an error
+    basic = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+    tracked = await app.client.post(
+        "/v1/track", headers=basic, json={"userId": "u", "event": "e", "messageId": "m-1"}
+    )
+    assert tracked.status_code == 200, tracked.text
+    text = (await app.client.get("/metrics")).text
+    assert 'stellwerk_ingest_requests_total{bus="default",tenant="default"} 3.0' in text
+    assert 'stellwerk_ingest_request_errors_total{bus="default",tenant="default"} 0.0' in text

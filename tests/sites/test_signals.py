@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import Histogram, generate_latest
 
+from stellwerk.ingest.metrics import IngestMetrics, bus_metrics
+from stellwerk.ops import Metrics
 from stellwerk.sites.signals import Reading, reading, signals
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 class Primary:
-    """The two metrics as a Stellwerk process exposes them."""
+    """The metrics as a Stellwerk process exposes them: ingest's own (counted where every
+    ingest route passes), and the latency histogram as delivery's metrics label it."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "stellwerk_http_requests",
-            "HTTP requests answered",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
+        metrics = Metrics(process=False)
+        self.registry = metrics.registry
+        self.ingest = IngestMetrics(metrics)
         self.latency = Histogram(
             "stellwerk_ingestion_to_invocation_seconds",
             "From recording to the first attempt",
@@ -31,8 +30,11 @@ class Primary:
     def reading(self) -> Reading:
         return reading(generate_latest(self.registry).decode(), "acme", {"orders"})
 
-    def answered(self, status: str, times: int, route: str = "/v1/buses/{bus}/events") -> None:
-        self.requests.labels("POST", route, status).inc(times)
+    def answered(self, status: str, times: int, tenant: str = "acme", bus: str = "orders") -> None:
+        counters = bus_metrics(self.ingest, tenant, bus)
+        counters.requests.inc(times)
+        if status.startswith("5"):
+            counters.request_errors.inc(times)
 
     def delivered(
         self, seconds: float, times: int, tenant: str = "acme", bus: str = "orders"
@@ -47,7 +49,9 @@ def test_the_share_of_ingest_requests_answered_5xx_fails_the_policy_over_its_bou
     first = primary.reading()
     primary.answered("202", 70)
     primary.answered("503", 30)
-    primary.answered("500", 500, route="/v1/buses/{bus}/rules")  # not an ingest request
+    # Another tenant's failures, and another bus's, are not the endpoint's.
+    primary.answered("503", 500, tenant="other")
+    primary.answered("503", 500, bus="elsewhere")
     seen = signals(first, primary.reading())
     assert seen.error_rate == 0.3
     assert seen.problem(error_rate=0.5, latency_p99_ms=2000) is None

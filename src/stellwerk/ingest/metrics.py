@@ -45,6 +45,21 @@ class IngestMetrics:
             ["tenant", "bus"],
             registry=registry,
         )
+        # Every ingest route's requests pass `Ingest._take` (CloudEvents, Segment, Snowplow,
+        # PutEvents): counted there per tenant and bus, with those the site failed (its 5xx,
+        # not the client's 4xx). A peer site's health policy reads these (sites.signals).
+        self.requests = Counter(
+            "stellwerk_ingest_requests_total",
+            "Ingest requests that reached a bus, on every ingest route.",
+            ["tenant", "bus"],
+            registry=registry,
+        )
+        self.request_errors = Counter(
+            "stellwerk_ingest_request_errors_total",
+            "Of those, the ones this site failed (answered 5xx: a store out of reach, a bug).",
+            ["tenant", "bus"],
+            registry=registry,
+        )
         self.append_batch = Histogram(
             "stellwerk_log_append_batch_events",
             "Events committed together by one group commit of the event log.",
@@ -75,6 +90,8 @@ class BusMetrics:
     accepted: Counter
     duplicates: Counter
     bytes_in: Counter
+    requests: Counter
+    request_errors: Counter
     _rejected: dict[str, Counter] = field(default_factory=dict)
 
     def rejected(self, reason: str) -> Counter:
@@ -97,5 +114,7 @@ def bus_metrics(metrics: IngestMetrics, tenant: str, bus: str) -> BusMetrics:
             metrics.accepted.labels(tenant, bus),
             metrics.duplicates.labels(tenant, bus),
             metrics.bytes_in.labels(tenant, bus),
+            metrics.requests.labels(tenant, bus),
+            metrics.request_errors.labels(tenant, bus),
         )
     return found

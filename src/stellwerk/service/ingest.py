@@ -35,6 +35,7 @@ from stellwerk.service.errors import (
     PayloadTooLarge,
     ServiceError,
     TooManyRequests,
+    Unavailable,
     UnsupportedMediaType,
     log_refused,
 )
@@ -222,7 +223,27 @@ class Ingest:
         metrics: BusMetrics,
     ) -> IngestResult:
         """The valid events of a request onto the bus, past the guards that follow decoding:
-        suppressions, schemas, the event rate. `failed`: what decoding refused already."""
+        suppressions, schemas, the event rate. `failed`: what decoding refused already.
+
+        The one point every ingest route passes: each call is counted as a request, and as an
+        error when this site failed it (a 5xx, not a refusal of the client's input)."""
+        metrics.requests.inc()
+        try:
+            return await self._guarded_take(tenant_ref, name, bus, decoded, failed, metrics)
+        except Exception as exc:
+            if not isinstance(exc, ServiceError) or isinstance(exc, Unavailable):
+                metrics.request_errors.inc()
+            raise
+
+    async def _guarded_take(
+        self,
+        tenant_ref: TenantRef,
+        name: str,
+        bus: BusRecord,
+        decoded: list[DecodedEvent],
+        failed: list[FailedEvent],
+        metrics: BusMetrics,
+    ) -> IngestResult:
         tenant_id = tenant_ref.id
         # Before the schema check: a suppressed event must not land in the failed-events store.
         decoded, suppressed = await self._suppressions.drop(

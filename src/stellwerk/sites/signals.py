@@ -1,6 +1,7 @@
 """The primary's own health signals, as its `/metrics` shows them, judged against an endpoint's
-policy: the share of ingest requests it answered with 5xx, and the p99 of the time from an
-event's recording to its first delivery attempt on the endpoint's buses.
+policy: the share of the tenant's ingest requests to the endpoint's buses that it failed (on
+every ingest route), and the p99 of the time from an event's recording to its first delivery
+attempt on those buses.
 
 Both are counters, so a signal is the difference between two readings `window_seconds` apart.
 Too few requests or deliveries in the window say nothing (`MIN_SAMPLES`): a quiet primary is
@@ -17,14 +18,11 @@ from typing import Final
 from prometheus_client.parser import text_string_to_metric_families
 
 MIN_SAMPLES: Final = 20
-REQUESTS: Final = "stellwerk_http_requests_total"
+# Counted where every ingest route passes (`Ingest._take`): CloudEvents, Segment, Snowplow and
+# PutEvents, per tenant and bus.
+REQUESTS: Final = "stellwerk_ingest_requests_total"
+ERRORS: Final = "stellwerk_ingest_request_errors_total"
 LATENCY_BUCKET: Final = "stellwerk_ingestion_to_invocation_seconds_bucket"
-
-
-def is_ingest(method: str, route: str) -> bool:
-    """The requests counted: a POST of events (`/v1/buses/{bus}/events`, a peer's replicas).
-    The other adapters (Segment, Snowplow, PutEvents) are not counted yet."""
-    return method == "POST" and route.endswith("/events")
 
 
 @dataclass(frozen=True)
@@ -37,23 +35,20 @@ class Reading:
 
 
 def reading(text: str, tenant: str, buses: Collection[str]) -> Reading:
-    """The counters of a `/metrics` text: ingest requests (`is_ingest`), and the latency
-    histogram's buckets of the tenant's `buses`. `ValueError` if it is no exposition."""
+    """The counters of a `/metrics` text for the tenant's `buses`: ingest requests and those
+    failed, and the latency histogram's buckets. `ValueError` if it is no exposition."""
     requests = errors = 0.0
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels
+            if labels.get("tenant") != tenant or labels.get("bus") not in buses:
+                continue
             if sample.name == REQUESTS:
-                if is_ingest(labels.get("method", ""), labels.get("route", "")):
-                    requests += sample.value
-                    if labels.get("status", "").startswith("5"):
-                        errors += sample.value
-            elif (
-                sample.name == LATENCY_BUCKET
-                and labels.get("tenant") == tenant
-                and labels.get("bus") in buses
-            ):
+                requests += sample.value
+            elif sample.name == ERRORS:
+                errors += sample.value
+            elif sample.name == LATENCY_BUCKET:
                 le = float(labels["le"])
                 buckets[le] = buckets.get(le, 0.0) + sample.value
     return Reading(requests, errors, buckets)
