@@ -1,0 +1,314 @@
+"""Global endpoints benchmark: `stellwerk bench sites [options]`.
+
+Starts `stellwerk serve` processes on loopback (free ports, temporary data directories) and
+measures what issue 18 sets as targets:
+
+- baseline: one site alone (not paired): single-event POSTs paced at `--latency-rate` events/s
+  for `--latency-seconds`; the p50/p99 of the ingest answer (202).
+- sync: sites a and b paired, endpoint `bench` (primary a) with `"replication": "sync"` on the
+  bus: the same POSTs to a; p50/p99, and p99 against the baseline's. Target: at most 2x.
+- async lag: the endpoint switched to `async`; `--rate` events/s (batches of `--batch`, open
+  loop) to a for `--seconds`, while a's `GET /v1/peers/b` is read every 0.2 s: the replication
+  lag in events and seconds (max and p99 of the readings), and the time from the last
+  acknowledgement to a lag of 0. Target: lag under 1 s at 1,000 events/s.
+
+Beside each phase: the server's CPU µs per event (a and b summed where both work; from /proc)
+and bytes written per event, the figures least moved by neighbours on a shared machine. The
+exit status is 1 if a request failed or b does not end up with every event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stellwerk.cli import process_cpu, process_written, written_since
+from stellwerk.cli.bench import load
+
+_e2e = load("e2e")  # one way to start a server and take a percentile: the e2e benchmark's
+STELLWERK: str = _e2e.STELLWERK
+SECRET = "bench-pair-secret-0123456789"
+BUS = "default"
+DATA = {"order": "x" * 200, "total": 42}
+
+
+@dataclass
+class Site:
+    name: str
+    url: str
+    admin: str
+    ingest: str
+    pid: int
+
+    def cpu(self) -> float:
+        return process_cpu(self.pid)
+
+    def written(self) -> dict[int, int]:
+        return process_written(self.pid)
+
+
+def start_site(stack: ExitStack, root: Path, name: str) -> Site:
+    """A site, started on its own data directory under `root` until `stack` closes."""
+    data = root / name
+    port = _e2e.free_port()
+    command = [
+        *(STELLWERK, "serve", "--data-dir", str(data), "--port", str(port), "--site", name),
+        *("--allow-private-targets", "--log-level", "warning"),
+        *("--tenant-event-rate", "0", "--tenant-request-rate", "0"),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    process = stack.enter_context(_e2e.started(command, url + "/readyz"))
+    keys = json.loads((data / "bootstrap.json").read_text())
+    return Site(name, url, keys["admin_key"], keys["ingest_key"], process.pid)
+
+
+def event(event_id: str) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "bench/sites",
+        "type": "t",
+        "data": DATA,
+    }
+
+
+class Client:
+    def __init__(self) -> None:
+        import aiohttp
+
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=60)
+        )
+        self.failures: list[str] = []
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def call(self, at: Site, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Authorization": f"Bearer {at.admin}"}
+        async with self.session.request(method, at.url + path, json=body, headers=headers) as r:
+            if r.status >= 300:
+                raise SystemExit(f"{method} {path} on {at.name}: {r.status} {await r.text()}")
+            return await r.json() if r.status != 204 else None
+
+    async def send(self, at: Site, events: list[dict[str, Any]]) -> bool:
+        headers = {
+            "Authorization": f"Bearer {at.ingest}",
+            "Content-Type": "application/cloudevents-batch+json",
+        }
+        try:
+            async with self.session.post(
+                f"{at.url}/v1/buses/{BUS}/events", data=json.dumps(events), headers=headers
+            ) as answer:
+                await answer.read()
+                if answer.status == 202:
+                    return True
+                self.failures.append(f"{answer.status}")
+        except Exception as exc:  # a benchmark counts failures rather than stopping
+            self.failures.append(repr(exc))
+        return False
+
+
+@dataclass
+class Cost:
+    events: int
+    cpu: float
+    written: int
+
+    def __str__(self) -> str:
+        if not self.events:
+            return "no events"
+        return (
+            f"server CPU {self.cpu / self.events * 1e6:.0f} µs/event, "
+            f"{self.written / self.events:.0f} B written/event"
+        )
+
+
+class Meter:
+    """CPU and bytes written by some sites between `start` and `stop`."""
+
+    def __init__(self, *sites: Site) -> None:
+        self.sites = sites
+        self.cpu = sum(s.cpu() for s in sites)
+        self.written = [s.written() for s in sites]
+
+    def stop(self, events: int) -> Cost:
+        cpu = sum(s.cpu() for s in self.sites) - self.cpu
+        written = sum(
+            written_since(before, s.written())
+            for s, before in zip(self.sites, self.written, strict=True)
+        )
+        return Cost(events, cpu, written)
+
+
+async def latencies(client: Client, at: Site, rate: float, seconds: float, tag: str) -> list[float]:
+    """Single-event POSTs paced at `rate`/s (open loop): each answer's latency in ms."""
+    count = int(rate * seconds)
+    taken: list[float] = []
+
+    async def one(n: int) -> None:
+        began = time.perf_counter()
+        if await client.send(at, [event(f"{tag}-{n}")]):
+            taken.append((time.perf_counter() - began) * 1000)
+
+    start = time.perf_counter()
+    tasks = []
+    for n in range(count):
+        delay = start + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)  # pacing the load, not waiting for a condition
+        tasks.append(asyncio.create_task(one(n)))
+    await asyncio.gather(*tasks)
+    return taken
+
+
+def spread(values: list[float]) -> str:
+    if not values:
+        return "none"
+    p50, p99 = _e2e.percentile(values, 50), _e2e.percentile(values, 99)
+    return f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(values)} requests)"
+
+
+async def lag_under_load(
+    client: Client, a: Site, b: Site, args: argparse.Namespace
+) -> tuple[int, bool]:
+    """`--rate` events/s to a for `--seconds`; a's view of b's lag read meanwhile."""
+    readings: list[tuple[int, float]] = []
+    sending = True
+
+    async def watch() -> None:
+        while sending:
+            peer = await client.call(a, "GET", "/v1/peers/b")
+            for bus in peer["buses"]:
+                if bus["bus"] == BUS:
+                    readings.append((bus["lag_events"], bus["lag_seconds"]))
+            await asyncio.sleep(0.2)  # the reading's pace, not a wait for a condition
+
+    watcher = asyncio.create_task(watch())
+    batches = int(args.rate * args.seconds / args.batch)
+    interval = args.batch / args.rate
+    meter = Meter(a, b)
+    start = time.perf_counter()
+    tasks = []
+    for n in range(batches):
+        delay = start + n * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        batch = [event(f"lag-{n}-{i}") for i in range(args.batch)]
+        tasks.append(asyncio.create_task(client.send(a, batch)))
+    acknowledged = sum(args.batch for ok in await asyncio.gather(*tasks) if ok)
+    sent_for = time.perf_counter() - start
+    done = time.perf_counter()
+    drained = False
+    while time.perf_counter() - done < 60:
+        peer = await client.call(a, "GET", "/v1/peers/b")
+        lag = next(b for b in peer["buses"] if b["bus"] == BUS)
+        if lag["lag_events"] == 0:
+            drained = True
+            break
+        await asyncio.sleep(0.05)
+    drain = time.perf_counter() - done
+    sending = False
+    await watcher
+    cost = meter.stop(acknowledged)
+    events = [r[0] for r in readings] or [0]
+    seconds = [r[1] for r in readings] or [0.0]
+    print(
+        f"async lag: {acknowledged} events acknowledged in {sent_for:.1f} s "
+        f"({acknowledged / sent_for:.0f}/s offered {args.rate:g}/s); over {len(readings)} "
+        f"readings lag events max {max(events)} p99 {_e2e.percentile(events, 99):.0f}, "
+        f"lag seconds max {max(seconds):.2f} p99 {_e2e.percentile(seconds, 99):.2f}; "
+        f"lag 0 {drain:.2f} s after the last ack{'' if drained else ' (NOT drained in 60 s)'}; "
+        f"{cost} (a + b)"
+    )
+    return acknowledged, drained and max(seconds) < 1.0
+
+
+async def measure(args: argparse.Namespace, root: Path) -> int:
+    client = Client()
+    try:
+        with ExitStack() as stack:
+            solo = start_site(stack, root, "solo")
+            await latencies(client, solo, args.latency_rate, 1.0, "warm")
+            meter = Meter(solo)
+            alone = await latencies(client, solo, args.latency_rate, args.latency_seconds, "solo")
+            print(f"baseline, one site: {spread(alone)}; {meter.stop(len(alone))}")
+        with ExitStack() as stack:
+            a = start_site(stack, root, "a")
+            b = start_site(stack, root, "b")
+            for here, there in ((a, b), (b, a)):
+                await client.call(
+                    here, "PUT", f"/v1/peers/{there.name}", {"url": there.url, "secret": SECRET}
+                )
+            spec = {"primary": "a", "secondary": "b", "buses": [BUS], "replication": "sync"}
+            await client.call(a, "PUT", "/v1/endpoints/bench", spec)
+            await latencies(client, a, args.latency_rate, 1.0, "warm")
+            meter = Meter(a, b)
+            synced = await latencies(client, a, args.latency_rate, args.latency_seconds, "sync")
+            cost = meter.stop(len(synced))
+            ratio = (
+                _e2e.percentile(synced, 99) / _e2e.percentile(alone, 99)
+                if synced and alone
+                else float("inf")
+            )
+            print(
+                f"sync, two sites: {spread(synced)}; p99 {ratio:.2f}x the baseline's "
+                f"(target <= 2x: {_e2e.verdict(ratio <= 2)}); {cost} (a + b)"
+            )
+            metrics = await _text(client, a, "/metrics")
+            degraded = _counter(metrics, "stellwerk_site_sync_degraded_total")
+            print(f"sync degraded to async meanwhile: {degraded:g} requests")
+            await client.call(a, "PUT", "/v1/endpoints/bench", {**spec, "replication": "async"})
+            _, within = await lag_under_load(client, a, b, args)
+            print(f"async lag under 1 s: {_e2e.verdict(within)}")
+        print(
+            "(rates and latencies on a shared machine move with its neighbours: trust the CPU "
+            "µs per event and the ratios)"
+        )
+        if client.failures:
+            print(f"FAILED requests: {len(client.failures)}, first {client.failures[:3]}")
+            return 1
+        return 0
+    finally:
+        await client.close()
+
+
+async def _text(client: Client, at: Site, path: str) -> str:
+    async with client.session.get(at.url + path) as answer:
+        text: str = await answer.text()
+        return text
+
+
+def _counter(metrics: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(name)
+    )
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="stellwerk bench sites", description=__doc__)
+    parser.add_argument("--latency-rate", type=float, default=100.0, help="events/s, one each")
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=1000.0, help="events/s for the lag")
+    parser.add_argument("--batch", type=int, default=10, help="events per request for the lag")
+    parser.add_argument("--seconds", type=float, default=10.0, help="of the lag phase")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse(argv)
+    with tempfile.TemporaryDirectory(prefix="stellwerk-bench-sites-") as tmp:
+        return asyncio.run(measure(args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
