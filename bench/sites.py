@@ -233,12 +233,23 @@ async def lag_under_load(
     return acknowledged, drained and max(seconds) < 1.0
 
 
+async def settled(client: Client, a: Site, b: Site) -> None:
+    """Until a shows b with its keys and buses mirrored and nothing to replicate (bounded)."""
+    deadline = time.perf_counter() + 60
+    while time.perf_counter() < deadline:
+        peer = await client.call(a, "GET", "/v1/peers/b")
+        if not peer["keys_and_buses"]["pending"] and not peer["pending"]:
+            return
+        await asyncio.sleep(0.1)
+    raise SystemExit(f"{a.name} did not settle with {b.name} within 60 s")
+
+
 async def measure(args: argparse.Namespace, root: Path) -> int:
     client = Client()
     try:
         with ExitStack() as stack:
             solo = start_site(stack, root, "solo")
-            await latencies(client, solo, args.latency_rate, 1.0, "warm")
+            await latencies(client, solo, args.latency_rate, args.warm_seconds, "warm")
             meter = Meter(solo)
             alone = await latencies(client, solo, args.latency_rate, args.latency_seconds, "solo")
             print(f"baseline, one site: {spread(alone)}; {meter.stop(len(alone))}")
@@ -251,10 +262,15 @@ async def measure(args: argparse.Namespace, root: Path) -> int:
                 )
             spec = {"primary": "a", "secondary": "b", "buses": [BUS], "replication": "sync"}
             await client.call(a, "PUT", "/v1/endpoints/bench", spec)
-            await latencies(client, a, args.latency_rate, 1.0, "warm")
-            meter = Meter(a, b)
+            # Pairing sets off work of its own (keys, buses and rules mirrored, the endpoint's
+            # loops starting): let it settle, and warm up, before measuring.
+            await settled(client, a, b)
+            await latencies(client, a, args.latency_rate, args.warm_seconds, "warm")
+            await settled(client, a, b)
+            meter, on_a, on_b = Meter(a, b), Meter(a), Meter(b)
             synced = await latencies(client, a, args.latency_rate, args.latency_seconds, "sync")
             cost = meter.stop(len(synced))
+            split = (on_a.stop(len(synced)), on_b.stop(len(synced)))
             ratio = (
                 _e2e.percentile(synced, 99) / _e2e.percentile(alone, 99)
                 if synced and alone
@@ -262,7 +278,8 @@ async def measure(args: argparse.Namespace, root: Path) -> int:
             )
             print(
                 f"sync, two sites: {spread(synced)}; p99 {ratio:.2f}x the baseline's "
-                f"(target <= 2x: {_e2e.verdict(ratio <= 2)}); {cost} (a + b)"
+                f"(target <= 2x: {_e2e.verdict(ratio <= 2)}); {cost} (a + b; a: "
+                f"{split[0]}; b: {split[1]})"
             )
             metrics = await _text(client, a, "/metrics")
             degraded = _counter(metrics, "stellwerk_site_sync_degraded_total")
@@ -298,6 +315,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="stellwerk bench sites", description=__doc__)
     parser.add_argument("--latency-rate", type=float, default=100.0, help="events/s, one each")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--warm-seconds", type=float, default=3.0, help="before each")
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s for the lag")
     parser.add_argument("--batch", type=int, default=10, help="events per request for the lag")
     parser.add_argument("--seconds", type=float, default=10.0, help="of the lag phase")
