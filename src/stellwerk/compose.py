@@ -34,7 +34,7 @@ from stellwerk.delivery.targets import AddressPolicy, SessionPool
 from stellwerk.erasure import ErasureMetrics, ErasureRunner, Suppressions
 from stellwerk.ingest import BindingLimits, IngestMetrics
 from stellwerk.ops import Metrics, Tracing
-from stellwerk.ratelimit import TokenBuckets
+from stellwerk.ratelimit import Limiter, LimiterMetrics, LocalLimiter, SharedLimiter
 from stellwerk.retention import Retention, RetentionMetrics
 from stellwerk.roles import Duty, RoleSupervisor, Scheduler, roles_of
 from stellwerk.routing import (
@@ -73,6 +73,7 @@ from stellwerk.service import (
     Ingest,
     Keys,
     Platform,
+    Quotas,
     Readiness,
     Replays,
     Rules,
@@ -133,6 +134,7 @@ class Services:
         try:
             await self.pipeline.rulebook.close()
             await self.pipeline.session_pool.close()
+            await self.platform.quotas.close()
         finally:
             await self.stores.close()  # leases after the work they guard: successors go now
 
@@ -195,6 +197,9 @@ async def open_services(
         )
         authenticator = Authenticator(control, cache_seconds=settings.key_cache_seconds)
         bus_directory = BusDirectory(control, ttl=settings.key_cache_seconds)
+        quotas = Quotas(
+            control, ttl=settings.key_cache_seconds, limiter=_limiter(settings, metrics)
+        )
         caches = Caches(
             signals=stores.signals,
             rulebook=rulebook,
@@ -204,6 +209,7 @@ async def open_services(
             suppressions=suppressions,
             archiver=pipeline.archiver,
             replays=pipeline.replays,
+            quotas=quotas,
         )
         control.changes.listen(caches.announce)
         platform = _platform(
@@ -216,6 +222,7 @@ async def open_services(
             ingest_metrics,
             tracing,
             kinds,
+            quotas,
         )
         parts = [part for capability in capabilities for part in capability.backup_parts]
         duties = _duties(settings, stores, pipeline, metrics, delivery_metrics, platform, parts)
@@ -329,6 +336,14 @@ async def prepare_data_directory(settings: Settings) -> None:
         await stores.close()
 
 
+def _limiter(settings: Settings, metrics: Metrics) -> Limiter:
+    """Rate limits in Redis with `--redis-url` (one budget for every process), else in this
+    process."""
+    if settings.redis_url is None:
+        return LocalLimiter()
+    return SharedLimiter(settings.redis_url, metrics=LimiterMetrics(metrics.registry))
+
+
 def _redriven(worker: DeliveryWorker, signals: Signals) -> None:
     """Dead letters were redriven: this process's worker looks now, and so do other processes'
     (the pipeline process of embedded mode, which would otherwise see them at its next poll)."""
@@ -415,6 +430,7 @@ def _platform(
     ingest_metrics: IngestMetrics,
     tracing: Tracing | None,
     kinds: TargetKinds,
+    quotas: Quotas,
 ) -> Platform:
     control = stores.control
     buses = Buses(control, max_buses=settings.max_buses_per_tenant)
@@ -425,7 +441,10 @@ def _platform(
         kinds=kinds,
     )
     return Platform(
-        gate=Gate(authenticator, TokenBuckets(settings.tenant_request_rate)),
+        gate=Gate(
+            authenticator,
+            quotas.rate("requests", "requests_per_second", settings.tenant_request_rate),
+        ),
         ingest=Ingest(
             control=control,
             buses=bus_directory,
@@ -436,7 +455,7 @@ def _platform(
             limits=BindingLimits(
                 max_body_size=settings.max_body_bytes, max_batch_size=settings.max_batch_events
             ),
-            event_rate=TokenBuckets(settings.tenant_event_rate),
+            event_rate=quotas.rate("events", "events_per_second", settings.tenant_event_rate),
         ),
         tail=Tail(bus_directory, stores.event_log, stores.log_watch, routes=stores.queue),
         buses=buses,
@@ -468,6 +487,7 @@ def _platform(
         failed_events=FailedEvents(control, buses, stores.event_log, stores.log_watch),
         tenants=Tenants(control),
         readiness=Readiness(control, stores.event_log),
+        quotas=quotas,
     )
 
 

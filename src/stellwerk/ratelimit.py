@@ -1,7 +1,6 @@
-"""Token buckets per key (a tenant), in process: pure code with an injectable clock.
-
-DESIGN.md puts rate limits behind the cache seam: in-process by default, Redis when several
-gateways must share one budget (a later backend implements the same `acquire`).
+"""Rate limits: token buckets per key at one rate (`TokenBuckets`, in process), and limiters
+whose rate comes with each call (a tenant's quota): `LocalLimiter` in process, `SharedLimiter`
+in Redis so that every gateway and delivery worker draws on one budget (docs/quotas.md).
 """
 
 from __future__ import annotations
@@ -9,6 +8,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final, Protocol
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+log = structlog.get_logger("stellwerk")
 
 
 @dataclass(slots=True)
@@ -46,3 +55,187 @@ class TokenBuckets:
             bucket.tokens -= tokens
             return 0.0
         return (tokens - bucket.tokens) / self.rate
+
+
+# A wait this short is a rounding error of the arithmetic (a time of day plus and minus the same
+# interval), not a refusal: the Redis script stores times to the microsecond.
+_SLACK: Final = 1e-6
+
+# Keys a process keeps at most (a bound, not a working set): past it, the table starts over.
+_MAX_KEYS: Final = 100_000
+
+
+def _burst(rate: float, burst: float | None) -> float:
+    return burst if burst is not None else max(rate, 1.0)
+
+
+class Limiter(Protocol):
+    """Rate limits whose rate comes with each call (a tenant's own, changed at any time)."""
+
+    async def acquire(
+        self, key: str, rate: float, tokens: float = 1.0, burst: float | None = None
+    ) -> float:
+        """Take `tokens` at `rate` per second (up to `burst`, one second's worth by default)
+        from the budget of `key`: 0.0 when granted, else the seconds until they would be.
+        `rate <= 0` means unlimited."""
+        ...
+
+
+class LocalLimiter:
+    """GCRA in process: per key, the theoretical arrival time of the next token (`tat`).
+
+    The same arithmetic as the Redis script of `SharedLimiter`, so falling back changes where
+    the state lives, not what a rate means. A request for more than `burst` tokens is never
+    granted: the answer is how long a full budget takes. What is owed is time: a rate raised
+    from below 1/s (owing more than a budget at the new rate could) starts with a full budget.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._tat: dict[str, float] = {}
+
+    def take(self, key: str, rate: float, tokens: float = 1.0, burst: float | None = None) -> float:
+        if rate <= 0:
+            return 0.0
+        interval = 1.0 / rate
+        tolerance = _burst(rate, burst) * interval
+        if tokens * interval > tolerance:
+            return tolerance
+        now = self._clock()
+        tat = max(self._tat.get(key, now), now)
+        if tat > now + tolerance:
+            # More owed than a budget at this rate could be: spent at a rate below 1/s, raised
+            # since. The raised quota starts afresh rather than after the old rate's time.
+            tat = now
+        tat += tokens * interval
+        wait = tat - tolerance - now
+        if wait > _SLACK:
+            return wait
+        if len(self._tat) >= _MAX_KEYS and key not in self._tat:
+            self._tat.clear()
+        self._tat[key] = tat
+        return 0.0
+
+    async def acquire(
+        self, key: str, rate: float, tokens: float = 1.0, burst: float | None = None
+    ) -> float:
+        return self.take(key, rate, tokens, burst)
+
+
+# GCRA in one round trip: the time is Redis's own (every process measures against one clock),
+# the state one number per key that expires once it no longer matters. Numbers go out as
+# strings: a Lua number in a reply would be truncated to an integer.
+_GCRA: Final = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tokens = tonumber(ARGV[3])
+local interval = 1 / rate
+local tolerance = burst * interval
+if tokens * interval > tolerance then return string.format('%.6f', tolerance) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+if tat > now + tolerance then tat = now end
+tat = tat + tokens * interval
+local wait = tat - tolerance - now
+if wait > 0.000001 then return string.format('%.6f', wait) end
+redis.call('SET', KEYS[1], string.format('%.6f', tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
+return '0'
+"""
+
+# Seconds a call to Redis may take before Redis counts as down, and how long the limiter then
+# stays with the per-process budgets before asking Redis again.
+REDIS_TIMEOUT: Final = 0.25
+REDIS_PAUSE: Final = 1.0
+
+
+class LimiterMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.errors = Counter(
+            "stellwerk_ratelimit_redis_errors_total",
+            "Calls to the shared rate limiter (Redis) that failed: those requests were limited "
+            "per process instead.",
+            registry=registry,
+        )
+        self.shared = Gauge(
+            "stellwerk_ratelimit_shared",
+            "1 while rate limits are shared through Redis, 0 while they fell back to this process.",
+            registry=registry,
+        )
+        self.shared.set(1)
+
+
+class SharedLimiter:
+    """Every budget in Redis, shared by every process that names the same Redis: one script
+    call (one round trip) per `acquire`, whatever the number of tokens.
+
+    Redis out of reach never fails a request: the call is answered by the per-process
+    `fallback`, with a warning the first time and a metric each time, and Redis is asked again
+    after `pause` seconds. N processes then allow up to N times the rate until Redis answers.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        metrics: LimiterMetrics | None = None,
+        fallback: LocalLimiter | None = None,
+        prefix: str = "stellwerk:rate:",
+        timeout: float = REDIS_TIMEOUT,
+        pause: float = REDIS_PAUSE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # No retries: the client's default (ten, backing off up to seconds) would hold the
+        # request; a failed call is answered by the fallback at once instead.
+        self._client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._script = self._client.register_script(_GCRA)
+        self._metrics = metrics
+        self._fallback = fallback or LocalLimiter(clock)
+        self._prefix = prefix
+        self._pause = pause
+        self._clock = clock
+        self._paused_until = float("-inf")
+        self.shared = True  # the last call reached Redis
+
+    async def acquire(
+        self, key: str, rate: float, tokens: float = 1.0, burst: float | None = None
+    ) -> float:
+        if rate <= 0:
+            return 0.0
+        burst = _burst(rate, burst)
+        if self._clock() < self._paused_until:
+            return self._fallback.take(key, rate, tokens, burst)
+        try:
+            answer = await self._script(
+                keys=[self._prefix + key], args=[repr(rate), repr(burst), repr(tokens)]
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._out_of_reach(exc)
+            return self._fallback.take(key, rate, tokens, burst)
+        if not self.shared:
+            self.shared = True
+            if self._metrics is not None:
+                self._metrics.shared.set(1)
+            log.info("rate limits: Redis answers again; limits are shared once more")
+        return float(answer)
+
+    def _out_of_reach(self, exc: BaseException) -> None:
+        self._paused_until = self._clock() + self._pause
+        if self._metrics is not None:
+            self._metrics.errors.inc()
+            self._metrics.shared.set(0)
+        if self.shared:
+            self.shared = False
+            log.warning(
+                "rate limits: Redis is out of reach; limiting per process until it answers",
+                error=str(exc) or type(exc).__name__,
+            )
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -15,7 +15,6 @@ from stellwerk.auth import Principal, Scope
 from stellwerk.erasure import Suppressions
 from stellwerk.ingest import BindingLimits, IngestMetrics
 from stellwerk.ops import Metrics
-from stellwerk.ratelimit import TokenBuckets
 from stellwerk.refs import BusRef, TenantName, TenantRef
 from stellwerk.seams import Change, NewEvent
 from stellwerk.service import (
@@ -30,6 +29,7 @@ from stellwerk.service import (
     IngestResult,
     InvalidRequest,
     NotFound,
+    Quotas,
     ReplayInput,
     Replays,
     Tail,
@@ -118,7 +118,7 @@ async def test_a_revoked_grant_is_announced_by_tenant_names(control: ControlPlan
 
 async def test_the_gate_checks_key_then_scope_then_rate(control: ControlPlane) -> None:
     provisioned = await provision_tenant(control, "acme")
-    gate = Gate(Authenticator(control), TokenBuckets(rate=1.0, burst=1.0))
+    gate = Gate(Authenticator(control), Quotas(control).rate("requests", "requests_per_second", 1))
     ingest = f"Bearer {provisioned.ingest_key}"
     with pytest.raises(Forbidden, match=r"may not PUT here \(needs admin\)"):
         await gate.admit(ingest, "PUT", Scope.ADMIN)
@@ -203,7 +203,7 @@ async def test_ingest_stores_the_valid_events_of_a_batch_and_lists_the_others(
             suppressions=Suppressions(control.erasures, metrics),
             metrics=IngestMetrics(metrics),
             limits=BindingLimits(),
-            event_rate=TokenBuckets(0),
+            event_rate=Quotas(control).rate("events", "events_per_second", 0),
         )
         good = {"specversion": "1.0", "id": "a", "source": "s", "type": "t"}
         bad = {"specversion": "1.0", "id": "b", "source": "s"}  # no type
@@ -299,7 +299,7 @@ async def test_ingest_awaits_its_after_append_hooks_with_the_events_stored_now(
             suppressions=Suppressions(control.erasures, metrics),
             metrics=IngestMetrics(metrics),
             limits=BindingLimits(),
-            event_rate=TokenBuckets(0),
+            event_rate=Quotas(control).rate("events", "events_per_second", 0),
         )
         heard: list[tuple[str, str, list[int]]] = []
 

@@ -14,7 +14,8 @@ from tests.conftest import RunningApp, app_running
 from tests.tracking.support import make_source
 
 from stellwerk.config import load_settings
-from stellwerk.ratelimit import TokenBuckets
+from stellwerk.ratelimit import LocalLimiter
+from stellwerk.service import Quotas
 
 SHOP = "https://shop.example"
 PAYLOAD_DATA = "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4"
@@ -29,7 +30,8 @@ async def app(tmp_path: Path) -> AsyncIterator[RunningApp]:
 def one_request_left(app: RunningApp) -> None:
     """The tenant's request rate from now on: one request, and time stands still (a stopped
     clock), so the second request in a row finds the rate spent, however slow the machine."""
-    app.services.platform.gate.request_rate = TokenBuckets(1, clock=lambda: 0.0)
+    quotas = Quotas(app.services.stores.control, limiter=LocalLimiter(clock=lambda: 0.0))
+    app.services.platform.gate.request_rate = quotas.rate("requests", "requests_per_second", 1)
 
 
 async def send(client: httpx.AsyncClient, kind: str, key: str, origin: str) -> httpx.Response:

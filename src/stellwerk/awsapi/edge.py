@@ -101,7 +101,7 @@ async def _call(
     except SignatureError as exc:
         log.warning("aws request signature refused", key_id=claim.access_key_id, reason=exc.code)
         raise AwsError(exc.code, exc.message) from None
-    opened.platform.gate.allow(principal, operation_name, operation.scope)
+    await opened.platform.gate.allow(principal, operation_name, operation.scope)
     region = claim.region
     if "*" in region or "," in region:  # SigV4a's region set: the region is this site's
         region = opened.site

@@ -14,7 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from stellwerk.config import Settings
 from stellwerk.secrets import ENV_VAR, SecretBox, SecretKeyError, load_or_create_key
-from stellwerk.service import InvalidRequest, Keys, ServiceError, Tenants, ValidationFailed
+from stellwerk.service import (
+    InvalidRequest,
+    Keys,
+    Quotas,
+    ServiceError,
+    Tenants,
+    ValidationFailed,
+)
 from stellwerk.storage.control import ControlPlane
 
 T = TypeVar("T")
@@ -26,6 +33,7 @@ class Admin:
 
     tenants: Tenants
     keys: Keys
+    quotas: Quotas
     engine: AsyncEngine  # the control plane's database, for a capability's own tables
 
 
@@ -43,7 +51,12 @@ def with_admin(settings: Settings, action: Callable[[Admin], Awaitable[T]]) -> T
     async def run() -> T:
         control = await ControlPlane.open(settings.control_database_url, box=secret_box(settings))
         try:
-            admin = Admin(tenants=Tenants(control), keys=Keys(control), engine=control.engine)
+            admin = Admin(
+                tenants=Tenants(control),
+                keys=Keys(control),
+                quotas=Quotas(control),
+                engine=control.engine,
+            )
             return await action(admin)
         finally:
             await control.close()

@@ -15,7 +15,16 @@ import msgspec
 from stellwerk.refs import BusRef, TenantId, TenantName
 
 ChangeKind = Literal[
-    "rules", "bus", "schema", "grant", "key", "suppression", "archive", "replay", "replay_cancelled"
+    "rules",
+    "bus",
+    "schema",
+    "grant",
+    "key",
+    "suppression",
+    "archive",
+    "replay",
+    "replay_cancelled",
+    "limits",
 ]
 
 
@@ -31,7 +40,8 @@ class Change(msgspec.Struct, frozen=True, omit_defaults=True):
     - `suppression`: an erasure added suppressions on `bus`;
     - `archive`: an archive of `bus` was created, changed or deleted — archivers reload;
     - `replay`: a replay was created — the scheduler looks for work;
-    - `replay_cancelled`: replay `name` was cancelled — the scheduler stops it.
+    - `replay_cancelled`: replay `name` was cancelled — the scheduler stops it;
+    - `limits`: the tenant's quotas were set or cleared — quota caches forget them.
 
     On the wire `tenant` is the tenant's id, except for `grant`, where it is the owner's name
     (and `name` the grantee's). Make and read one through the typed names: `Change.of` and

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stellwerk.auth import MalformedKeyError, Principal, Scope, parse_key, verify_key
-from stellwerk.ratelimit import TokenBuckets
 from stellwerk.secrets import DecryptionError
 from stellwerk.service.errors import Forbidden, TooManyRequests, Unauthorized
+from stellwerk.service.quotas import TenantRate
 from stellwerk.storage import TtlCache
 from stellwerk.storage.control import ApiKeyRecord, ControlPlane, TenantRecord
 
@@ -120,7 +120,7 @@ class Authenticator:
 class Gate:
     """The checks in front of every request that needs a key: key, scope, the tenant's rate."""
 
-    def __init__(self, authenticator: Authenticator, request_rate: TokenBuckets) -> None:
+    def __init__(self, authenticator: Authenticator, request_rate: TenantRate) -> None:
         self.authenticator = authenticator
         self.request_rate = request_rate
 
@@ -130,9 +130,11 @@ class Gate:
         """The caller's principal if it may make this request now, else the refusal.
 
         `needed` None: the method needs a scope nobody has (no key may use it here)."""
-        return self.allow(await self.authenticator.authenticate(authorization), method, needed)
+        return await self.allow(
+            await self.authenticator.authenticate(authorization), method, needed
+        )
 
-    def allow(self, principal: Principal, method: str, needed: Scope | None) -> Principal:
+    async def allow(self, principal: Principal, method: str, needed: Scope | None) -> Principal:
         """`principal` if its scope and its tenant's rate allow the request now (an edge that
         authenticates in its own way, such as a signed request, asks this), else the refusal."""
         if needed is None or not principal.scope.allows(needed):
@@ -140,10 +142,10 @@ class Gate:
                 f"a key with scope {principal.scope} may not {method} here"
                 + (f" (needs {needed})" if needed else "")
             )
-        wait = self.request_rate.acquire(principal.tenant_id)
-        if wait > 0:
+        spent = await self.request_rate.acquire(principal.tenant_id)
+        if spent is not None:
             raise TooManyRequests(
-                f"the tenant's request rate limit ({self.request_rate.rate:g}/s) is exhausted",
-                retry_after=wait,
+                f"the tenant's request rate limit ({spent.rate:g}/s) is exhausted",
+                retry_after=spent.retry_after,
             )
         return principal

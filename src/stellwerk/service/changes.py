@@ -15,6 +15,7 @@ from stellwerk.erasure import Suppressions
 from stellwerk.routing import Archiver, ReplayRunner, RuleBook
 from stellwerk.seams import Change, Signals
 from stellwerk.service.access import Authenticator
+from stellwerk.service.quotas import Quotas
 from stellwerk.storage.control import BusDirectory
 
 log = structlog.get_logger("stellwerk")
@@ -34,6 +35,7 @@ class Caches:
         suppressions: Suppressions,
         archiver: Archiver,
         replays: ReplayRunner,
+        quotas: Quotas,
     ) -> None:
         self._signals = signals
         self._rulebook = rulebook
@@ -43,6 +45,7 @@ class Caches:
         self._suppressions = suppressions
         self._archiver = archiver
         self._replays = replays
+        self._quotas = quotas
 
     async def announce(self, change: Change) -> None:
         """A change committed here: take it in, then tell the other processes."""
@@ -75,6 +78,8 @@ class Caches:
                 await self._archiver.reload()
             case "replay":
                 self._replays.notify()
+            case "limits":
+                self._quotas.forget(change.tenant_id)
             case "replay_cancelled":
                 if name is not None:
                     self._replays.cancel(change.tenant_id, name)

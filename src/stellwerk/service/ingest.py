@@ -25,7 +25,6 @@ from stellwerk.ingest import (
     bus_metrics,
     decode_request,
 )
-from stellwerk.ratelimit import TokenBuckets
 from stellwerk.refs import BusRef, TenantId, TenantRef
 from stellwerk.schemas import SchemaViolation, event_violations
 from stellwerk.seams import EventLog, LogOverloaded, LogUnavailable, NewEvent
@@ -39,6 +38,7 @@ from stellwerk.service.errors import (
     UnsupportedMediaType,
     log_refused,
 )
+from stellwerk.service.quotas import TenantRate
 from stellwerk.storage import LogWatch
 from stellwerk.storage.control import BusDirectory, BusRecord, ControlPlane, NewFailedEvent
 
@@ -122,7 +122,7 @@ class Ingest:
         suppressions: Suppressions,
         metrics: IngestMetrics,
         limits: BindingLimits,
-        event_rate: TokenBuckets,
+        event_rate: TenantRate,
     ) -> None:
         self._control = control
         self._buses = buses
@@ -271,12 +271,12 @@ class Ingest:
                 failed=[msgspec.to_builtins(f) for f in failed],
             )
 
-        wait = self._event_rate.acquire(tenant_id, len(decoded))
-        if wait > 0:
+        spent = await self._event_rate.acquire(tenant_id, len(decoded))
+        if spent is not None:
             metrics.rejected("TooManyRequests").inc(len(decoded))
             raise TooManyRequests(
-                f"the tenant's event rate limit ({self._event_rate.rate:g}/s) is exhausted",
-                retry_after=wait,
+                f"the tenant's event rate limit ({spent.rate:g}/s) is exhausted",
+                retry_after=spent.retry_after,
             )
 
         tenant = tenant_ref.name

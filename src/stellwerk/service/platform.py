@@ -15,6 +15,7 @@ from stellwerk.service.grants import Grants
 from stellwerk.service.history import History
 from stellwerk.service.ingest import Ingest
 from stellwerk.service.keys import Keys
+from stellwerk.service.quotas import Quotas
 from stellwerk.service.readiness import Readiness
 from stellwerk.service.replays import Replays
 from stellwerk.service.rules import Rules
@@ -42,3 +43,4 @@ class Platform:
     failed_events: FailedEvents
     tenants: Tenants
     readiness: Readiness
+    quotas: Quotas

@@ -29,7 +29,7 @@ class Refused(Exception):
         self.cors = cors_headers
 
 
-def admitted(
+async def admitted(
     opened: TrackingOpened, binding: Binding, origin: str | None, kind: Kind, *, rated: bool = True
 ) -> dict[str, str]:
     """The CORS headers of the answer to a request for `binding`'s source from a page at
@@ -57,14 +57,13 @@ def admitted(
             headers,
         )
     if rated:
-        rate = opened.gate.request_rate
-        wait = rate.acquire(binding.tenant.id)
-        if wait > 0:
-            spent = TooManyRequests(
-                f"the tenant's request rate limit ({rate.rate:g}/s) is exhausted",
-                retry_after=wait,
+        spent = await opened.gate.request_rate.acquire(binding.tenant.id)
+        if spent is not None:
+            refusal = TooManyRequests(
+                f"the tenant's request rate limit ({spent.rate:g}/s) is exhausted",
+                retry_after=spent.retry_after,
             )
-            raise Refused(api_error(spent), headers)
+            raise Refused(api_error(refusal), headers)
     return headers
 
 

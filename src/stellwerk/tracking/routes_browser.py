@@ -125,7 +125,7 @@ async def settings(request: Request) -> Response:
         key = request.query_params.get("writeKey")
         binding = await binding_of(opened, request, {"writeKey": key})
         origin = request.headers.get("origin")
-        allowed = admitted(opened, binding, origin, "browser", rated=False)
+        allowed = await admitted(opened, binding, origin, "browser", rated=False)
     except Refused as exc:
         return segment_error(exc.error, {**_NO_STORE, **exc.cors})
     except ApiError as exc:
@@ -156,7 +156,7 @@ async def batch(request: Request) -> Response:
             await request.body(), request.headers.get("content-encoding"), opened.max_body_bytes
         )
         binding = await binding_of(opened, request, body)
-        allowed = admitted(opened, binding, request.headers.get("origin"), "browser")
+        allowed = await admitted(opened, binding, request.headers.get("origin"), "browser")
         messages = messages_of(body, None, max_batch=opened.max_batch)
         visitor = browser.visitor_of(request.cookies.get(browser.COOKIE)) or browser.new_visitor()
         arrival = arrival_of(request)

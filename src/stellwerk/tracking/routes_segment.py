@@ -121,7 +121,7 @@ async def _take(request: Request, kind: str | None) -> Response:
             await request.body(), request.headers.get("content-encoding"), opened.max_body_bytes
         )
         binding = await binding_of(opened, request, body)
-        allowed = admitted(opened, binding, request.headers.get("origin"), "segment")
+        allowed = await admitted(opened, binding, request.headers.get("origin"), "segment")
         messages = messages_of(body, kind, max_batch=opened.max_batch)
         collected = await opened.collector.collect(binding, arrival_of(request), messages, SEGMENT)
     except Refused as exc:

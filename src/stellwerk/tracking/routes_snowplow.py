@@ -108,7 +108,7 @@ async def _take(request: Request) -> tuple[Collected, dict[str, str]] | Response
             raise _unauthorized(
                 "the app id (aid) is not a valid write key (unknown, or its source was deleted)"
             )
-        allowed = admitted(opened, binding, request.headers.get("origin"), "snowplow")
+        allowed = await admitted(opened, binding, request.headers.get("origin"), "snowplow")
         messages = decoded_events(events, key)
         arrival = arrival_of(request)
         network_id = None

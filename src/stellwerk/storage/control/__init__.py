@@ -11,6 +11,7 @@ from stellwerk.storage.control.connections import ConnectionRecord
 from stellwerk.storage.control.directory import BusDirectory
 from stellwerk.storage.control.erasures import ErasureRecord, ErasureState, ErasureStore
 from stellwerk.storage.control.failed import FailedEventFilter, FailedEventRecord, NewFailedEvent
+from stellwerk.storage.control.limits import LIMIT_FIELDS, NO_LIMITS, TenantLimits
 from stellwerk.storage.control.records import ConflictError, NotFoundError
 from stellwerk.storage.control.replays import NewReplay, ReplayRecord, ReplayState
 from stellwerk.storage.control.schemas import SchemaRecord
@@ -24,6 +25,8 @@ from stellwerk.storage.control.store import (
 
 __all__ = [
     "DEFAULT_TENANT",
+    "LIMIT_FIELDS",
+    "NO_LIMITS",
     "ApiKeyRecord",
     "ArchiveRecord",
     "BusDirectory",
@@ -42,6 +45,7 @@ __all__ = [
     "ReplayRecord",
     "ReplayState",
     "SchemaRecord",
+    "TenantLimits",
     "TenantRecord",
     "migrate",
 ]

@@ -14,6 +14,7 @@ from stellwerk.clock import as_utc
 from stellwerk.refs import TenantId, TenantName, TenantRef
 from stellwerk.rules import Rule, RuleInput, TargetSpec
 from stellwerk.seams import Change
+from stellwerk.storage.control.limits import tenant_limit
 from stellwerk.storage.control.records import ConflictError, SealedStore
 from stellwerk.storage.control.tables import rules, tenants
 
@@ -106,8 +107,13 @@ class RuleStore(SealedStore):
                     .select_from(rules)
                     .where(rules.c.tenant_id == tenant_id, rules.c.bus == bus)
                 )
-                if (count or 0) >= max_rules:
-                    raise ConflictError(f"the bus already has {count} rules (limit {max_rules})")
+                own = await tenant_limit(conn, tenant_id, "rules")
+                limit = max_rules if own is None else own
+                if (count or 0) >= limit:
+                    raise ConflictError(
+                        f"the bus already has {count} rules (limit {limit}"
+                        + (", the tenant's quota)" if own is not None else ")")
+                    )
                 await conn.execute(
                     rules.insert().values(
                         tenant_id=tenant_id, bus=bus, name=name, created_at=now, **values

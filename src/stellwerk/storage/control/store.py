@@ -27,6 +27,7 @@ from stellwerk.storage.control.connections import ConnectionStore
 from stellwerk.storage.control.erasures import ErasureStore
 from stellwerk.storage.control.failed import FailedEventStore
 from stellwerk.storage.control.grants import GrantStore
+from stellwerk.storage.control.limits import LimitStore, tenant_limit
 from stellwerk.storage.control.records import ConflictError, NotFoundError
 from stellwerk.storage.control.replays import ReplayStore
 from stellwerk.storage.control.rules import RuleStore
@@ -158,6 +159,7 @@ class ControlPlane:
         self.replays = ReplayStore(changes, self._now)
         self.archives = ArchiveRecordStore(changes, self._now)
         self.erasures = ErasureStore(changes, self._now)
+        self.limits = LimitStore(changes, self._now)
 
     @classmethod
     async def open(
@@ -350,8 +352,13 @@ class ControlPlane:
                     .select_from(buses)
                     .where(buses.c.tenant_id == tenant_id)
                 )
-                if (count or 0) >= max_buses:
-                    raise ConflictError(f"the tenant already has {count} buses (limit {max_buses})")
+                own = await tenant_limit(conn, tenant_id, "buses")
+                limit = max_buses if own is None else own
+                if (count or 0) >= limit:
+                    raise ConflictError(
+                        f"the tenant already has {count} buses (limit {limit}"
+                        + (", the tenant's quota)" if own is not None else ")")
+                    )
                 await conn.execute(
                     buses.insert().values(
                         tenant_id=tenant_id,

@@ -239,3 +239,22 @@ suppressed_events = sa.Table(
     sa.Column("erasure_id", sa.String(36), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# A tenant's quotas, set by the operator (`stellwerk tenants limits`): each column None means
+# the server-wide default applies (migration 0010, docs/quotas.md).
+tenant_limits = sa.Table(
+    "tenant_limits",
+    metadata,
+    sa.Column(
+        "tenant_id",
+        sa.String(36),
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("events_per_second", sa.Float, nullable=True),
+    sa.Column("requests_per_second", sa.Float, nullable=True),
+    sa.Column("buses", sa.Integer, nullable=True),
+    sa.Column("rules", sa.Integer, nullable=True),
+    sa.Column("target_invocations_per_second", sa.Float, nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
