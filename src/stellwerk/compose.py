@@ -29,6 +29,7 @@ from stellwerk.delivery import (
     TargetBuilder,
     TargetKinds,
     TargetRegistry,
+    TenantThrottle,
 )
 from stellwerk.delivery.targets import AddressPolicy, SessionPool
 from stellwerk.erasure import ErasureMetrics, ErasureRunner, Suppressions
@@ -184,6 +185,9 @@ async def open_services(
     try:
         suppressions = Suppressions(control.erasures, metrics, ttl=settings.key_cache_seconds)
         site_routing = SiteRouting()  # a capability may make this site stand by (sites)
+        quotas = Quotas(
+            control, ttl=settings.key_cache_seconds, limiter=_limiter(settings, metrics)
+        )
         pipeline = _pipeline(
             settings,
             stores,
@@ -194,12 +198,10 @@ async def open_services(
             delivery_metrics,
             tracing,
             site_routing,
+            quotas,
         )
         authenticator = Authenticator(control, cache_seconds=settings.key_cache_seconds)
         bus_directory = BusDirectory(control, ttl=settings.key_cache_seconds)
-        quotas = Quotas(
-            control, ttl=settings.key_cache_seconds, limiter=_limiter(settings, metrics)
-        )
         caches = Caches(
             signals=stores.signals,
             rulebook=rulebook,
@@ -361,6 +363,7 @@ def _pipeline(
     delivery_metrics: DeliveryMetrics,
     tracing: Tracing | None,
     site_routing: SiteRouting,
+    quotas: Quotas,
 ) -> Pipeline:
     control, event_log, queue = stores.control, stores.event_log, stores.queue
     routes = Role.ROUTER in roles_of(settings.role)
@@ -376,6 +379,9 @@ def _pipeline(
         2 * MAX_TIMEOUT_SECONDS if settings.embedded else SHARED_LEASE_SECONDS
     )
     targets = rulebook.binding if tracing is None else tracing.targets(rulebook.binding)
+    # A tenant's cap on each target's invocations (none unless the operator set one).
+    invocations = quotas.rate("targets", "target_invocations_per_second", 0.0)
+    targets = TenantThrottle(invocations.acquire_named).targets(targets)
     worker = DeliveryWorker(
         queue, targets, hooks=delivery_metrics, wake=wake, lease_seconds=lease_seconds
     )

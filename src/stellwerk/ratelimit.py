@@ -69,6 +69,14 @@ def _burst(rate: float, burst: float | None) -> float:
     return burst if burst is not None else max(rate, 1.0)
 
 
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """A refused take: the rate that applied and the seconds until the tokens would be there."""
+
+    rate: float
+    retry_after: float
+
+
 class Limiter(Protocol):
     """Rate limits whose rate comes with each call (a tenant's own, changed at any time)."""
 

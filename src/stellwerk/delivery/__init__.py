@@ -6,6 +6,7 @@ from stellwerk.delivery.kinds import LateTarget, TargetKind, TargetKinds
 from stellwerk.delivery.metrics import DeliveryMetrics
 from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater, Target
 from stellwerk.delivery.registry import TargetRegistry
+from stellwerk.delivery.throttle import TenantThrottle
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "TargetKind",
     "TargetKinds",
     "TargetRegistry",
+    "TenantThrottle",
 ]

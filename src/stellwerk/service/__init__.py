@@ -57,7 +57,7 @@ from stellwerk.service.history import (
 from stellwerk.service.ingest import FailedEvent, Ingest, IngestResult, SchemaWarning
 from stellwerk.service.keys import CreatedKey, KeyDigest, KeyInfo, KeyInput, Keys
 from stellwerk.service.platform import Platform
-from stellwerk.service.quotas import Quotas, Spent, TenantRate
+from stellwerk.service.quotas import Quotas, TenantRate
 from stellwerk.service.readiness import Readiness
 from stellwerk.service.replays import Replay, ReplayInput, Replays
 from stellwerk.service.rules import Rules
@@ -126,7 +126,6 @@ __all__ = [
     "SchemaWarning",
     "Schemas",
     "ServiceError",
-    "Spent",
     "StoredEvent",
     "Tail",
     "TargetHistory",

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Final
 
-from stellwerk.ratelimit import Limiter, LocalLimiter, SharedLimiter
-from stellwerk.refs import TenantId
+from stellwerk.ratelimit import Limiter, LocalLimiter, SharedLimiter, Spent
+from stellwerk.refs import TenantId, TenantName
 from stellwerk.service.errors import InvalidRequest, NotFound
 from stellwerk.storage import TtlCache
 from stellwerk.storage.control import LIMIT_FIELDS, ControlPlane, TenantLimits
@@ -53,6 +52,8 @@ class Quotas:
     ) -> None:
         self._control = control
         self._cache: TtlCache[TenantId, TenantLimits] = TtlCache(control.limits.get, ttl)
+        # Tenant names to ids, for work that knows a tenant by name (a delivery).
+        self._ids: TtlCache[TenantName, TenantId | None] = TtlCache(self._id_of, ttl)
         self.limiter: Limiter = limiter or LocalLimiter()
 
     async def show(self, tenant: str) -> TenantLimits:
@@ -84,6 +85,13 @@ class Quotas:
             raise ValueError(f"{limit} is not a rate")
         return TenantRate(self, kind, limit, default)
 
+    async def id_of(self, name: TenantName) -> TenantId | None:
+        return await self._ids.get(name)
+
+    async def _id_of(self, name: TenantName) -> TenantId | None:
+        tenant = await self._control.get_tenant(name)
+        return None if tenant is None else tenant.id
+
     async def close(self) -> None:
         if isinstance(self.limiter, SharedLimiter):
             await self.limiter.close()
@@ -93,14 +101,6 @@ class Quotas:
         if tenant is None:
             raise NotFound.of(f"tenant {name!r}")
         return tenant.id
-
-
-@dataclass(frozen=True, slots=True)
-class Spent:
-    """A refused `TenantRate.acquire`: the rate that applied and when tokens would be free."""
-
-    rate: float
-    retry_after: float
 
 
 class TenantRate:
@@ -126,3 +126,10 @@ class TenantRate:
             return None
         wait = await self._quotas.limiter.acquire(f"{self._kind}:{tenant_id}{key}", rate, tokens)
         return Spent(rate, wait) if wait > 0 else None
+
+    async def acquire_named(self, tenant: TenantName, key: str) -> Spent | None:
+        """`acquire` one token for tenant `tenant` (a name), from the budget of `key`."""
+        tenant_id = await self._quotas.id_of(tenant)
+        if tenant_id is None:
+            return None  # gone: its deliveries are dead-lettered as orphans
+        return await self.acquire(tenant_id, 1.0, f":{key}")
