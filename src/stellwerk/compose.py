@@ -446,11 +446,9 @@ def _platform(
         function_modules=settings.function_modules,
         kinds=kinds,
     )
+    request_rate = quotas.rate("requests", "requests_per_second", settings.tenant_request_rate)
     return Platform(
-        gate=Gate(
-            authenticator,
-            quotas.rate("requests", "requests_per_second", settings.tenant_request_rate),
-        ),
+        gate=Gate(authenticator, request_rate),
         ingest=Ingest(
             control=control,
             buses=bus_directory,
@@ -462,6 +460,8 @@ def _platform(
                 max_body_size=settings.max_body_bytes, max_batch_size=settings.max_batch_events
             ),
             event_rate=quotas.rate("events", "events_per_second", settings.tenant_event_rate),
+            request_rate=request_rate,
+            quotas=quotas,
         ),
         tail=Tail(bus_directory, stores.event_log, stores.log_watch, routes=stores.queue),
         buses=buses,

@@ -6,7 +6,7 @@ in Redis so that every gateway and delivery worker draws on one budget (docs/quo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -77,15 +77,23 @@ class Spent:
     retry_after: float
 
 
+@dataclass(frozen=True, slots=True)
+class Take:
+    """`tokens` at `rate` per second (up to `burst`, one second's worth by default) from the
+    budget of `key`; `rate <= 0` means unlimited."""
+
+    key: str
+    rate: float
+    tokens: float = 1.0
+    burst: float | None = None
+
+
 class Limiter(Protocol):
     """Rate limits whose rate comes with each call (a tenant's own, changed at any time)."""
 
-    async def acquire(
-        self, key: str, rate: float, tokens: float = 1.0, burst: float | None = None
-    ) -> float:
-        """Take `tokens` at `rate` per second (up to `burst`, one second's worth by default)
-        from the budget of `key`: 0.0 when granted, else the seconds until they would be.
-        `rate <= 0` means unlimited."""
+    async def acquire_all(self, takes: Sequence[Take]) -> list[float]:
+        """Take every one of `takes`, or none: the seconds each still has to wait, all 0.0
+        when granted (and taken)."""
         ...
 
 
@@ -103,26 +111,39 @@ class LocalLimiter:
         self._tat: dict[str, float] = {}
 
     def take(self, key: str, rate: float, tokens: float = 1.0, burst: float | None = None) -> float:
-        if rate <= 0:
-            return 0.0
-        interval = 1.0 / rate
-        tolerance = _burst(rate, burst) * interval
-        if tokens * interval > tolerance:
-            return tolerance
+        return self.take_all([Take(key, rate, tokens, burst)])[0]
+
+    def take_all(self, takes: Sequence[Take]) -> list[float]:
         now = self._clock()
-        tat = max(self._tat.get(key, now), now)
-        if tat > now + tolerance:
-            # More owed than a budget at this rate could be: spent at a rate below 1/s, raised
-            # since. The raised quota starts afresh rather than after the old rate's time.
-            tat = now
-        tat += tokens * interval
-        wait = tat - tolerance - now
-        if wait > _SLACK:
-            return wait
-        if len(self._tat) >= _MAX_KEYS and key not in self._tat:
+        waits: list[float] = []
+        after: list[tuple[str, float]] = []
+        for take in takes:
+            if take.rate <= 0:
+                waits.append(0.0)
+                continue
+            interval = 1.0 / take.rate
+            tolerance = _burst(take.rate, take.burst) * interval
+            if take.tokens * interval > tolerance:
+                waits.append(tolerance)
+                continue
+            tat = max(self._tat.get(take.key, now), now)
+            if tat > now + tolerance:
+                # More owed than a budget at this rate could be: spent at a rate below 1/s,
+                # raised since. The raised quota starts afresh, not after the old rate's time.
+                tat = now
+            tat += take.tokens * interval
+            wait = tat - tolerance - now
+            waits.append(wait if wait > _SLACK else 0.0)
+            after.append((take.key, tat))
+        if any(waits):
+            return waits
+        if len(self._tat) >= _MAX_KEYS:
             self._tat.clear()
-        self._tat[key] = tat
-        return 0.0
+        self._tat.update(after)
+        return waits
+
+    async def acquire_all(self, takes: Sequence[Take]) -> list[float]:
+        return self.take_all(takes)
 
     async def acquire(
         self, key: str, rate: float, tokens: float = 1.0, burst: float | None = None
@@ -130,26 +151,45 @@ class LocalLimiter:
         return self.take(key, rate, tokens, burst)
 
 
-# GCRA in one round trip: the time is Redis's own (every process measures against one clock),
-# the state one number per key that expires once it no longer matters. Numbers go out as
-# strings: a Lua number in a reply would be truncated to an integer.
+# GCRA in one round trip for any number of budgets, taken all or none: the time is Redis's own
+# (every process measures against one clock), the state one number per key that expires once
+# it no longer matters. ARGV holds rate, burst and tokens of each key in turn. Numbers go out
+# as strings: a Lua number in a reply would be truncated to an integer.
 _GCRA: Final = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tokens = tonumber(ARGV[3])
-local interval = 1 / rate
-local tolerance = burst * interval
-if tokens * interval > tolerance then return string.format('%.6f', tolerance) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-if tat > now + tolerance then tat = now end
-tat = tat + tokens * interval
-local wait = tat - tolerance - now
-if wait > 0.000001 then return string.format('%.6f', wait) end
-redis.call('SET', KEYS[1], string.format('%.6f', tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
-return '0'
+local waits, tats, refused = {}, {}, false
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[3 * i - 2])
+  local burst = tonumber(ARGV[3 * i - 1])
+  local tokens = tonumber(ARGV[3 * i])
+  local interval = 1 / rate
+  local tolerance = burst * interval
+  local wait = 0
+  if tokens * interval > tolerance then
+    wait = tolerance
+  else
+    local tat = tonumber(redis.call('GET', key) or '0')
+    if tat < now then tat = now end
+    if tat > now + tolerance then tat = now end
+    tat = tat + tokens * interval
+    tats[i] = tat
+    wait = tat - tolerance - now
+  end
+  if wait > 0.000001 then
+    refused = true
+    waits[i] = string.format('%.6f', wait)
+  else
+    waits[i] = '0'
+  end
+end
+if not refused then
+  for i, key in ipairs(KEYS) do
+    local tat = tats[i]
+    redis.call('SET', key, string.format('%.6f', tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
+  end
+end
+return waits
 """
 
 # Seconds a call to Redis may take before Redis counts as down, and how long the limiter then
@@ -211,27 +251,36 @@ class SharedLimiter:
         self._paused_until = float("-inf")
         self.shared = True  # the last call reached Redis
 
-    async def acquire(
-        self, key: str, rate: float, tokens: float = 1.0, burst: float | None = None
-    ) -> float:
-        if rate <= 0:
-            return 0.0
-        burst = _burst(rate, burst)
+    async def acquire_all(self, takes: Sequence[Take]) -> list[float]:
+        limited = [
+            Take(take.key, take.rate, take.tokens, _burst(take.rate, take.burst))
+            for take in takes
+            if take.rate > 0
+        ]
+        if not limited:
+            return [0.0] * len(takes)
         if self._clock() < self._paused_until:
-            return self._fallback.take(key, rate, tokens, burst)
+            return self._fallback.take_all(takes)
+        args: list[str] = []
+        for take in limited:
+            args += [repr(take.rate), repr(take.burst), repr(take.tokens)]
         try:
-            answer = await self._script(
-                keys=[self._prefix + key], args=[repr(rate), repr(burst), repr(tokens)]
-            )
+            answer = await self._script(keys=[self._prefix + t.key for t in limited], args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             self._out_of_reach(exc)
-            return self._fallback.take(key, rate, tokens, burst)
+            return self._fallback.take_all(takes)
         if not self.shared:
             self.shared = True
             if self._metrics is not None:
                 self._metrics.shared.set(1)
             log.info("rate limits: Redis answers again; limits are shared once more")
-        return float(answer)
+        waits = iter(answer)
+        return [float(next(waits)) if take.rate > 0 else 0.0 for take in takes]
+
+    async def acquire(
+        self, key: str, rate: float, tokens: float = 1.0, burst: float | None = None
+    ) -> float:
+        return (await self.acquire_all([Take(key, rate, tokens, burst)]))[0]
 
     def _out_of_reach(self, exc: BaseException) -> None:
         self._paused_until = self._clock() + self._pause

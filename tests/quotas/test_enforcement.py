@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 from click.testing import CliRunner, Result
 from tests.cli.server import STELLWERK
 from tests.conftest import RunningApp, app_running
@@ -74,6 +75,9 @@ async def test_limits_set_on_the_command_line_reach_a_running_server(tmp_path: P
             return await app.client.get("/v1/buses", headers=app.admin)
 
         refused = await eventually(buses, accept=lambda r: r.status_code == 429, within=15)
+        assert "request rate limit (0.001/s)" in refused.json()["message"]
+        refused = await ingest(app)  # the fast path of ingest takes the request's token too
+        assert refused.status_code == 429
         assert "request rate limit (0.001/s)" in refused.json()["message"]
 
         shown = await asyncio.to_thread(limits, data, "default", "--json")
@@ -190,3 +194,39 @@ async def test_two_gateways_with_redis_share_one_budget_and_survive_its_outage(
                 await eventually(recovered, within=15)
                 metrics = (await second.client.get("/metrics")).text
                 assert "stellwerk_ratelimit_shared 1.0" in metrics
+
+
+async def test_an_ingest_request_is_one_round_trip_to_redis(tmp_path: Path, own_redis: int) -> None:
+    settings = load_settings(
+        {"data_dir": str(tmp_path / "data"), "redis_url": f"redis://127.0.0.1:{own_redis}/0"}
+    )
+    watcher = redis.Redis(port=own_redis)
+    try:
+        async with app_running(settings) as app:
+            assert (await ingest(app)).status_code == 202  # loads the script
+            before = scripts_run(watcher)
+            for _ in range(10):
+                sent = await app.client.post(
+                    EVENTS,
+                    json=[event() for _ in range(5)],
+                    headers=app.auth(app.bootstrap.ingest_key),
+                )
+                assert sent.status_code == 202
+            # The request's token and the events' in one script call per request.
+            assert scripts_run(watcher) - before == 10
+            missing = await app.client.post(
+                "/v1/buses/nowhere/events",
+                json=[event()],
+                headers=app.auth(app.bootstrap.ingest_key),
+            )
+            assert missing.status_code == 404
+            assert scripts_run(watcher) - before == 11  # a refused request costs its token too
+    finally:
+        watcher.close()
+
+
+def scripts_run(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
+    )

@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 from tests.quotas.conftest import REDIS_PORT
 from tests.tcp_proxy import TcpProxy
 
-from stellwerk.ratelimit import LimiterMetrics, LocalLimiter, SharedLimiter
+from stellwerk.ratelimit import LimiterMetrics, LocalLimiter, SharedLimiter, Take
 
 
 def shared(limiter: SharedLimiter) -> bool:
@@ -154,3 +154,22 @@ async def test_redis_out_of_reach_falls_back_per_process_and_recovers(
         finally:
             await limiter.close()
             await other.close()
+
+
+async def test_several_budgets_are_taken_all_or_none(redis_url: str, prefix: str) -> None:
+    shared = SharedLimiter(redis_url, prefix=prefix)
+    local = LocalLimiter(Clock())
+    try:
+        for limiter in (shared, local):
+            # Requests 0.001/s (one left), events 0.001/s with a burst of 5.
+            takes = [Take("rq", 0.001), Take("ev", 0.001, tokens=3, burst=5)]
+            assert await limiter.acquire_all(takes) == [0.0, 0.0]
+            refused = await limiter.acquire_all([Take("rq", 0.001), Take("ev", 0.001, 1, 5)])
+            assert refused[0] > 0
+            assert refused[1] == 0.0  # it had room, and took none: all or none
+            assert await limiter.acquire("ev", 0.001, tokens=2, burst=5) == 0.0
+            assert await limiter.acquire("ev", 0.001, tokens=1, burst=5) > 0
+            unlimited = [Take("rq", 0), Take("free", 0, tokens=1e6)]
+            assert await limiter.acquire_all(unlimited) == [0.0, 0.0]
+    finally:
+        await shared.close()

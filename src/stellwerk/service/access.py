@@ -125,16 +125,20 @@ class Gate:
         self.request_rate = request_rate
 
     async def admit(
-        self, authorization: str | None, method: str, needed: Scope | None
+        self, authorization: str | None, method: str, needed: Scope | None, *, rated: bool = True
     ) -> Principal:
         """The caller's principal if it may make this request now, else the refusal.
 
-        `needed` None: the method needs a scope nobody has (no key may use it here)."""
+        `needed` None: the method needs a scope nobody has (no key may use it here).
+        `rated` False: the caller takes the request's token itself, together with others
+        (ingest takes it with the events', one round trip to a shared limiter)."""
         return await self.allow(
-            await self.authenticator.authenticate(authorization), method, needed
+            await self.authenticator.authenticate(authorization), method, needed, rated=rated
         )
 
-    async def allow(self, principal: Principal, method: str, needed: Scope | None) -> Principal:
+    async def allow(
+        self, principal: Principal, method: str, needed: Scope | None, *, rated: bool = True
+    ) -> Principal:
         """`principal` if its scope and its tenant's rate allow the request now (an edge that
         authenticates in its own way, such as a signed request, asks this), else the refusal."""
         if needed is None or not principal.scope.allows(needed):
@@ -142,7 +146,7 @@ class Gate:
                 f"a key with scope {principal.scope} may not {method} here"
                 + (f" (needs {needed})" if needed else "")
             )
-        spent = await self.request_rate.acquire(principal.tenant_id)
+        spent = await self.request_rate.acquire(principal.tenant_id) if rated else None
         if spent is not None:
             raise TooManyRequests(
                 f"the tenant's request rate limit ({spent.rate:g}/s) is exhausted",

@@ -38,7 +38,7 @@ from stellwerk.service.errors import (
     UnsupportedMediaType,
     log_refused,
 )
-from stellwerk.service.quotas import TenantRate
+from stellwerk.service.quotas import Quotas, TenantRate
 from stellwerk.storage import LogWatch
 from stellwerk.storage.control import BusDirectory, BusRecord, ControlPlane, NewFailedEvent
 
@@ -100,6 +100,15 @@ class IngestResult(msgspec.Struct):
     warnings: list[SchemaWarning] | msgspec.UnsetType = msgspec.UNSET
 
 
+class _RequestToken:
+    """Whether a request's token, left to ingest by the gate, has been taken yet."""
+
+    __slots__ = ("taken",)
+
+    def __init__(self) -> None:
+        self.taken = False
+
+
 def _failed(failure: EventFailure) -> FailedEvent:
     return FailedEvent(
         index=failure.index,
@@ -123,6 +132,8 @@ class Ingest:
         metrics: IngestMetrics,
         limits: BindingLimits,
         event_rate: TenantRate,
+        request_rate: TenantRate | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self._control = control
         self._buses = buses
@@ -132,6 +143,8 @@ class Ingest:
         self._metrics = metrics
         self._limits = limits
         self._event_rate = event_rate
+        self._request_rate = request_rate
+        self._quotas = quotas
         self._after_append: list[AfterAppend] = []
 
     def after_append(self, hook: AfterAppend) -> None:
@@ -149,12 +162,49 @@ class Ingest:
         content_type: str | None,
         headers: Mapping[str, str],
         read_body: Callable[[], Awaitable[bytes]],
+        *,
+        request_counted: bool = True,
     ) -> bytes:
         """Take one request's events onto bus `name`: the JSON body of the 202 answer.
 
         Raises a `ServiceError` for a request refused as a whole. Returns only once every
         accepted event is durable. The body is read once the bus is known to exist.
+
+        `request_counted` False: the gate left the tenant's request token to this call, which
+        takes it with the events' tokens (one round trip to a shared limiter), or alone when
+        the request is refused before.
         """
+        if request_counted:
+            return await self._put(principal, name, content_type, headers, read_body, None)
+        pending = _RequestToken()
+        try:
+            return await self._put(principal, name, content_type, headers, read_body, pending)
+        except ServiceError:
+            if not pending.taken:
+                await self.count_request(principal)
+            raise
+
+    async def count_request(self, principal: Principal) -> None:
+        """Take the request's token alone (a request refused before its events' turn):
+        `TooManyRequests` when the tenant's request rate is spent."""
+        if self._request_rate is None:
+            return
+        spent = await self._request_rate.acquire(principal.tenant_id)
+        if spent is not None:
+            raise TooManyRequests(
+                f"the tenant's request rate limit ({spent.rate:g}/s) is exhausted",
+                retry_after=spent.retry_after,
+            )
+
+    async def _put(
+        self,
+        principal: Principal,
+        name: str,
+        content_type: str | None,
+        headers: Mapping[str, str],
+        read_body: Callable[[], Awaitable[bytes]],
+        pending: _RequestToken | None,
+    ) -> bytes:
         bus = await self._buses.bus(principal.tenant_id, name)
         if bus is None:
             raise NotFound.of(f"bus {name!r}")
@@ -176,7 +226,7 @@ class Ingest:
             else:
                 failed.append(_failed(result))
                 metrics.rejected(failed[-1].error).inc()
-        taken = await self._take(principal.ref, name, bus, decoded, failed, metrics)
+        taken = await self._take(principal.ref, name, bus, decoded, failed, metrics, pending)
         if not taken.failed and not taken.duplicates and taken.warnings is msgspec.UNSET:
             return b'{"accepted":%d,"failed":[],"duplicates":0}' % taken.accepted
         return _encode(taken)
@@ -221,15 +271,19 @@ class Ingest:
         decoded: list[DecodedEvent],
         failed: list[FailedEvent],
         metrics: BusMetrics,
+        pending: _RequestToken | None = None,
     ) -> IngestResult:
         """The valid events of a request onto the bus, past the guards that follow decoding:
         suppressions, schemas, the event rate. `failed`: what decoding refused already.
+        `pending`: the request's token is taken here too, with the events'.
 
         The one point every ingest route passes: each call is counted as a request, and as an
         error when this site failed it (a 5xx, not a refusal of the client's input)."""
         metrics.requests.inc()
         try:
-            return await self._guarded_take(tenant_ref, name, bus, decoded, failed, metrics)
+            return await self._guarded_take(
+                tenant_ref, name, bus, decoded, failed, metrics, pending
+            )
         except Exception as exc:
             if not isinstance(exc, ServiceError) or isinstance(exc, Unavailable):
                 metrics.request_errors.inc()
@@ -243,6 +297,7 @@ class Ingest:
         decoded: list[DecodedEvent],
         failed: list[FailedEvent],
         metrics: BusMetrics,
+        pending: _RequestToken | None,
     ) -> IngestResult:
         tenant_id = tenant_ref.id
         # Before the schema check: a suppressed event must not land in the failed-events store.
@@ -271,11 +326,22 @@ class Ingest:
                 failed=[msgspec.to_builtins(f) for f in failed],
             )
 
-        spent = await self._event_rate.acquire(tenant_id, len(decoded))
+        if pending is None or self._request_rate is None or self._quotas is None:
+            spent = await self._event_rate.acquire(tenant_id, len(decoded))
+            what = "event"
+        else:
+            pending.taken = True
+            limited = await self._quotas.acquire_together(
+                tenant_id, [(self._request_rate, 1.0), (self._event_rate, len(decoded))]
+            )
+            spent = None if limited is None else limited[1]
+            what = (
+                "request" if limited is not None and limited[0] is self._request_rate else "event"
+            )
         if spent is not None:
             metrics.rejected("TooManyRequests").inc(len(decoded))
             raise TooManyRequests(
-                f"the tenant's event rate limit ({spent.rate:g}/s) is exhausted",
+                f"the tenant's {what} rate limit ({spent.rate:g}/s) is exhausted",
                 retry_after=spent.retry_after,
             )
 

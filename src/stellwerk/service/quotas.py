@@ -10,10 +10,10 @@ checked by the control plane inside the write that would exceed them, so they ho
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
-from stellwerk.ratelimit import Limiter, LocalLimiter, SharedLimiter, Spent
+from stellwerk.ratelimit import Limiter, LocalLimiter, SharedLimiter, Spent, Take
 from stellwerk.refs import TenantId, TenantName
 from stellwerk.service.errors import InvalidRequest, NotFound
 from stellwerk.storage import TtlCache
@@ -79,6 +79,25 @@ class Quotas:
     def forget(self, tenant_id: TenantId) -> None:
         self._cache.forget(tenant_id)
 
+    async def acquire_together(
+        self, tenant_id: TenantId, takes: Sequence[tuple[TenantRate, float]]
+    ) -> tuple[TenantRate, Spent] | None:
+        """Take from several of the tenant's rates at once, all or none, in one call to the
+        limiter (one round trip to Redis): None when granted, else the first rate refused."""
+        rates = [await rate.rate_of(tenant_id) for rate, _ in takes]
+        if all(r <= 0 for r in rates):
+            return None
+        waits = await self.limiter.acquire_all(
+            [
+                Take(f"{rate.kind}:{tenant_id}", r, tokens)
+                for (rate, tokens), r in zip(takes, rates, strict=True)
+            ]
+        )
+        for (rate, _), r, wait in zip(takes, rates, waits, strict=True):
+            if wait > 0:
+                return rate, Spent(r, wait)
+        return None
+
     def rate(self, kind: str, limit: str, default: float) -> TenantRate:
         """The tenant rate `limit` (one of the rate fields), `default` where none is set."""
         if limit not in RATE_FIELDS:
@@ -108,7 +127,7 @@ class TenantRate:
 
     def __init__(self, quotas: Quotas, kind: str, limit: str, default: float) -> None:
         self._quotas = quotas
-        self._kind = kind
+        self.kind = kind
         self._limit = limit
         self.default = default
 
@@ -124,7 +143,8 @@ class TenantRate:
         rate = await self.rate_of(tenant_id)
         if rate <= 0:
             return None
-        wait = await self._quotas.limiter.acquire(f"{self._kind}:{tenant_id}{key}", rate, tokens)
+        take = Take(f"{self.kind}:{tenant_id}{key}", rate, tokens)
+        wait = (await self._quotas.limiter.acquire_all([take]))[0]
         return Spent(rate, wait) if wait > 0 else None
 
     async def acquire_named(self, tenant: TenantName, key: str) -> Spent | None:
