@@ -5,6 +5,7 @@ in Redis so that every gateway and delivery worker draws on one budget (docs/quo
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -151,43 +152,53 @@ class LocalLimiter:
         return self.take(key, rate, tokens, burst)
 
 
-# GCRA in one round trip for any number of budgets, taken all or none: the time is Redis's own
-# (every process measures against one clock), the state one number per key that expires once
-# it no longer matters. ARGV holds rate, burst and tokens of each key in turn. Numbers go out
-# as strings: a Lua number in a reply would be truncated to an integer.
+# GCRA in one round trip for any number of requests, each taking any number of budgets all or
+# none: the time is Redis's own (every process measures against one clock), the state one
+# number per key that expires once it no longer matters. ARGV: the number of requests, then for
+# each its number of budgets and their rate, burst and tokens in turn; KEYS: every budget's key
+# in the same order. A request sees the budgets as the requests before it in the call left them.
+# Numbers go out as strings: a Lua number in a reply would be truncated to an integer.
 _GCRA: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local waits, tats, refused = {}, {}, false
-for i, key in ipairs(KEYS) do
-  local rate = tonumber(ARGV[3 * i - 2])
-  local burst = tonumber(ARGV[3 * i - 1])
-  local tokens = tonumber(ARGV[3 * i])
-  local interval = 1 / rate
-  local tolerance = burst * interval
-  local wait = 0
-  if tokens * interval > tolerance then
-    wait = tolerance
-  else
-    local tat = tonumber(redis.call('GET', key) or '0')
-    if tat < now then tat = now end
-    if tat > now + tolerance then tat = now end
-    tat = tat + tokens * interval
-    tats[i] = tat
-    wait = tat - tolerance - now
+local waits, k, a = {}, 1, 2
+for _ = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  local tats, refused = {}, false
+  for i = 0, n - 1 do
+    local rate = tonumber(ARGV[a + 3 * i])
+    local burst = tonumber(ARGV[a + 3 * i + 1])
+    local tokens = tonumber(ARGV[a + 3 * i + 2])
+    local interval = 1 / rate
+    local tolerance = burst * interval
+    local wait = 0
+    if tokens * interval > tolerance then
+      wait = tolerance
+    else
+      local tat = tonumber(redis.call('GET', KEYS[k + i]) or '0')
+      if tat < now then tat = now end
+      if tat > now + tolerance then tat = now end
+      tat = tat + tokens * interval
+      tats[i] = tat
+      wait = tat - tolerance - now
+    end
+    if wait > 0.000001 then
+      refused = true
+      waits[#waits + 1] = string.format('%.6f', wait)
+    else
+      waits[#waits + 1] = '0'
+    end
   end
-  if wait > 0.000001 then
-    refused = true
-    waits[i] = string.format('%.6f', wait)
-  else
-    waits[i] = '0'
+  if not refused then
+    for i = 0, n - 1 do
+      local tat = tats[i]
+      redis.call('SET', KEYS[k + i], string.format('%.6f', tat),
+        'PX', math.ceil((tat - now) * 1000) + 1000)
+    end
   end
-end
-if not refused then
-  for i, key in ipairs(KEYS) do
-    local tat = tats[i]
-    redis.call('SET', key, string.format('%.6f', tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
-  end
+  k = k + n
+  a = a + 3 * n
 end
 return waits
 """
@@ -216,7 +227,8 @@ class LimiterMetrics:
 
 class SharedLimiter:
     """Every budget in Redis, shared by every process that names the same Redis: one script
-    call (one round trip) per `acquire`, whatever the number of tokens.
+    call (one round trip) per `acquire_all`, whatever the number of budgets and tokens, or
+    fewer: calls made while one is under way go together in the next.
 
     Redis out of reach never fails a request: the call is answered by the per-process
     `fallback`, with a warning the first time and a metric each time, and Redis is asked again
@@ -250,6 +262,8 @@ class SharedLimiter:
         self._clock = clock
         self._paused_until = float("-inf")
         self.shared = True  # the last call reached Redis
+        self._waiting: list[tuple[list[Take], asyncio.Future[list[float] | None]]] = []
+        self._sending: asyncio.Task[None] | None = None
 
     async def acquire_all(self, takes: Sequence[Take]) -> list[float]:
         limited = [
@@ -261,21 +275,55 @@ class SharedLimiter:
             return [0.0] * len(takes)
         if self._clock() < self._paused_until:
             return self._fallback.take_all(takes)
-        args: list[str] = []
-        for take in limited:
-            args += [repr(take.rate), repr(take.burst), repr(take.tokens)]
-        try:
-            answer = await self._script(keys=[self._prefix + t.key for t in limited], args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._out_of_reach(exc)
+        answer: asyncio.Future[list[float] | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((limited, answer))
+        if self._sending is None:
+            self._sending = asyncio.create_task(self._send())
+        waits = await answer
+        if waits is None:  # Redis out of reach
             return self._fallback.take_all(takes)
-        if not self.shared:
-            self.shared = True
-            if self._metrics is not None:
-                self._metrics.shared.set(1)
-            log.info("rate limits: Redis answers again; limits are shared once more")
-        waits = iter(answer)
-        return [float(next(waits)) if take.rate > 0 else 0.0 for take in takes]
+        given = iter(waits)
+        return [next(given) if take.rate > 0 else 0.0 for take in takes]
+
+    async def _send(self) -> None:
+        """Send what is waiting, one script call at a time: requests that arrive while one is
+        under way go together in the next (one round trip for many under load)."""
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                keys: list[str] = []
+                args: list[str] = [str(len(batch))]
+                for limited, _ in batch:
+                    args.append(str(len(limited)))
+                    for take in limited:
+                        keys.append(self._prefix + take.key)
+                        args += [repr(take.rate), repr(take.burst), repr(take.tokens)]
+                try:
+                    answer = await self._script(keys=keys, args=args)
+                except (RedisError, OSError, TimeoutError) as exc:
+                    self._out_of_reach(exc)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_result(None)
+                    continue
+                if not self.shared:
+                    self.shared = True
+                    if self._metrics is not None:
+                        self._metrics.shared.set(1)
+                    log.info("rate limits: Redis answers again; limits are shared once more")
+                waits = iter(answer)
+                for limited, future in batch:
+                    given = [float(next(waits)) for _ in limited]
+                    if not future.done():
+                        future.set_result(given)
+        except BaseException:
+            for _, future in self._waiting:
+                if not future.done():
+                    future.set_result(None)
+            self._waiting = []
+            raise
+        finally:
+            self._sending = None
 
     async def acquire(
         self, key: str, rate: float, tokens: float = 1.0, burst: float | None = None
@@ -295,4 +343,6 @@ class SharedLimiter:
             )
 
     async def close(self) -> None:
+        if self._sending is not None:
+            await asyncio.gather(self._sending, return_exceptions=True)
         await self._client.aclose()

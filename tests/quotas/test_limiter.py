@@ -3,6 +3,8 @@ the fallback to per-process limits while Redis is out of reach."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis
 from prometheus_client import CollectorRegistry
@@ -173,3 +175,25 @@ async def test_several_budgets_are_taken_all_or_none(redis_url: str, prefix: str
             assert await limiter.acquire_all(unlimited) == [0.0, 0.0]
     finally:
         await shared.close()
+
+
+async def test_calls_made_while_one_is_under_way_go_together(own_redis: int) -> None:
+    limiter = SharedLimiter(f"redis://127.0.0.1:{own_redis}/0")
+    watcher = redis.Redis(port=own_redis)
+    try:
+        await limiter.acquire("warm", rate=5)
+        before = commands_run(watcher).get("evalsha", 0)
+        # 50 requests at once, each with its request and event budgets: 30 may pass.
+        answers = await asyncio.gather(
+            *(
+                limiter.acquire_all([Take("rq", 0.001, 1, 30), Take("ev", 0.001, 2, 100)])
+                for _ in range(50)
+            )
+        )
+        assert sum(waits == [0.0, 0.0] for waits in answers) == 30
+        assert all(waits[0] > 0 for waits in answers[30:])  # in the order they were asked
+        calls = commands_run(watcher)["evalsha"] - before
+        assert 1 <= calls < 50
+    finally:
+        watcher.close()
+        await limiter.close()
