@@ -74,7 +74,7 @@ class Quotas:
 
     async def of(self, tenant_id: TenantId) -> TenantLimits:
         """The tenant's own limits as the servers enforce them (cached)."""
-        return await self._cache.get(tenant_id)
+        return self._cache.fresh(tenant_id) or await self._cache.get(tenant_id)
 
     def forget(self, tenant_id: TenantId) -> None:
         self._cache.forget(tenant_id)
@@ -84,7 +84,8 @@ class Quotas:
     ) -> tuple[TenantRate, Spent] | None:
         """Take from several of the tenant's rates at once, all or none, in one call to the
         limiter (one round trip to Redis): None when granted, else the first rate refused."""
-        rates = [await rate.rate_of(tenant_id) for rate, _ in takes]
+        limits = self._cache.fresh(tenant_id) or await self._cache.get(tenant_id)
+        rates = [rate.rate_in(limits) for rate, _ in takes]
         if all(r <= 0 for r in rates):
             return None
         waits = await self.limiter.acquire_all(
@@ -132,7 +133,10 @@ class TenantRate:
         self.default = default
 
     async def rate_of(self, tenant_id: TenantId) -> float:
-        own: float | None = getattr(await self._quotas.of(tenant_id), self._limit)
+        return self.rate_in(await self._quotas.of(tenant_id))
+
+    def rate_in(self, limits: TenantLimits) -> float:
+        own: float | None = getattr(limits, self._limit)
         return self.default if own is None else own
 
     async def acquire(
