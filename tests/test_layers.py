@@ -59,6 +59,7 @@ FACED: tuple[str, ...] = (
     "stellwerk.awsapi",
     "stellwerk.tracking",
     "stellwerk.sites",
+    "stellwerk.console",
     "stellwerk.client",
 )
 # Capabilities built on the core (DESIGN.md, "Layout"): edges like the API, each on its own.
@@ -67,6 +68,7 @@ CAPABILITIES: tuple[str, ...] = (
     "stellwerk.awsapi",
     "stellwerk.tracking",
     "stellwerk.sites",
+    "stellwerk.console",
 )
 # What the API may not reach but through the service layer.
 BEHIND_THE_SERVICE_LAYER: tuple[str, ...] = (

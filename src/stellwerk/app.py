@@ -175,11 +175,12 @@ def pipeline_address(data_dir: Path) -> str | None:
 def default_capabilities() -> list[Capability]:
     """The capabilities every Stellwerk process mounts (DESIGN.md, "Layout")."""
     from stellwerk.awsapi import CAPABILITY as EVENTBRIDGE_API
+    from stellwerk.console import CAPABILITY as CONSOLE
     from stellwerk.sites import CAPABILITY as SITES
     from stellwerk.statuspages import CAPABILITY as STATUS_PAGES
     from stellwerk.tracking import CAPABILITY as TRACKING
 
-    return [STATUS_PAGES, EVENTBRIDGE_API, TRACKING, SITES]
+    return [STATUS_PAGES, EVENTBRIDGE_API, TRACKING, SITES, CONSOLE]
 
 
 def openapi_document(capabilities: Sequence[Capability] | None = None) -> dict[str, object]:
