@@ -64,7 +64,7 @@ def take_sample(registry: CollectorRegistry, at: float) -> Sample:
 
 
 class Rates:
-    """The ring of samples; `run` fills it (a gateway's duty), `sample` takes one now."""
+    """The ring of samples; `run` fills it (a gateway's duty) every `every` seconds."""
 
     def __init__(
         self,
@@ -74,7 +74,7 @@ class Rates:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
-        self._every = every
+        self.every = every
         self._clock = clock
         self._samples: deque[Sample] = deque(maxlen=KEPT)
 
@@ -84,7 +84,7 @@ class Rates:
     async def run(self) -> None:
         while True:
             self.sample()
-            await asyncio.sleep(self._every)
+            await asyncio.sleep(self.every)
 
     def bus_rate(self, tenant: str, bus: str) -> float | None:
         """Events per second accepted on the bus over the last minute (None: too few samples)."""
@@ -111,7 +111,8 @@ class Rates:
             delivery.append(max(0.0, done) / span)
             count = after.latency_count.get(tenant, 0.0) - before.latency_count.get(tenant, 0.0)
             total = after.latency_sum.get(tenant, 0.0) - before.latency_sum.get(tenant, 0.0)
-            latency.append(1000 * total / count if count > 0 else 0.0)
+            # No delivery in an interval says nothing of latency: the last one stands.
+            latency.append(1000 * total / count if count > 0 else (latency[-1] if latency else 0.0))
         return Series(ingest, delivery, latency)
 
 
