@@ -14,6 +14,7 @@ from stellwerk.service import (
     ATTEMPT_OUTCOMES,
     EventHistory,
     NotFound,
+    NotSupported,
 )
 
 LETTERS_PAGE: Final = 50
@@ -33,7 +34,7 @@ async def _history(view: View, bus: str, event_id: str) -> EventHistory:
     at the position its link gave (`?at=`), if it is the same event of the same tenant."""
     try:
         return await view.platform.history.event(view.principal, bus, event_id)
-    except NotFound:
+    except (NotFound, NotSupported):  # no history: none kept, or no rule matched it
         position = _position(view)
         if position is None:
             raise
