@@ -229,21 +229,21 @@ def test_another_tenants_event_is_not_found(served: Served) -> None:
         "/v1/buses/default/rules/mine",
         json={"pattern": {"source": ["mine"]}, "targets": [{"id": "t", "type": "log"}]},
     )
-    send(served, {**event("private-1"), "source": "mine"})
+    send(served, {**event("private/1"), "source": "mine"})
     wait_until(
-        lambda: served.api("GET", "/v1/buses/default/events/private-1").status_code == 200,
+        lambda: served.api("GET", "/v1/buses/default/events/private/1").status_code == 200,
         what="the event's history",
     )
     with served.logged_in() as mine:
-        assert mine.get("/console/buses/default/events/private-1").status_code == 200
+        assert mine.get("/console/buses/default/events/private/1").status_code == 200
     with served.logged_in(served.tenant("other")) as theirs:
         for path in (
-            "/console/buses/default/events/private-1",
-            "/console/buses/default/events/private-1?at=1",
+            "/console/buses/default/events/private/1",
+            "/console/buses/default/events/private/1?at=1",
         ):
             answer = theirs.get(path)
             assert answer.status_code == 404
-            assert "private-1" in answer.text  # the id asked for, named in the refusal
+            assert "private/1" in answer.text  # the id asked for, named in the refusal
             assert "mine" not in answer.text
 
 

@@ -35,8 +35,9 @@ ROUTES: list[BaseRoute] = [
     Route(_RULE + "/test", buses.test_pattern, methods=["POST"]),
     Route(_RULE + "/delete", buses.delete_rule, methods=["POST"]),
     Route(_RULE + "/targets/{target}/attempts", events.attempts, methods=["GET"]),
-    Route(_BUS + "/events/{event}", events.event, methods=["GET"]),
-    Route(_BUS + "/events/{event}/redeliver", events.redeliver, methods=["POST"]),
+    # Event ids are any text (`o/1` too): the id is the rest of the path.
+    Route(_BUS + "/events/{event:path}/redeliver", events.redeliver, methods=["POST"]),
+    Route(_BUS + "/events/{event:path}", events.event, methods=["GET"]),
     Route(_BUS + "/dead-letters", events.dead_letters, methods=["GET"]),
     Route(_BUS + "/dead-letters/redrive", events.redrive, methods=["POST"]),
     Route(_BUS + "/tail", tail.tail_page, methods=["GET"]),

@@ -4,6 +4,7 @@ a target's attempts, and the dead letters of a bus with their redrive."""
 from __future__ import annotations
 
 from typing import Any, Final
+from urllib.parse import quote
 
 import msgspec
 from starlette.responses import Response
@@ -84,7 +85,8 @@ async def redeliver(view: View) -> Response:
             after = letters[-1].id
     moved = await view.platform.dead_letters.redrive(view.principal, bus, ids) if ids else 0
     return view.redirect(
-        f"{PREFIX}/buses/{bus}/events/{event_id}?at={history.position}&redriven={moved}"
+        f"{PREFIX}/buses/{bus}/events/{quote(event_id, safe='/')}"
+        f"?at={history.position}&redriven={moved}"
     )
 
 
