@@ -56,6 +56,7 @@ __all__ = [
     "Deferred",
     "Delivered",
     "Delivery",
+    "Directory",
     "Duty",
     "EndpointState",
     "Facades",
@@ -64,6 +65,7 @@ __all__ = [
     "GlobalEndpointSpec",
     "GlobalEndpoints",
     "InvalidRuleError",
+    "Listing",
     "Opened",
     "Outcome",
     "Outgoing",
@@ -207,13 +209,42 @@ class GlobalEndpoints(Protocol):
     async def delete(self, principal: Principal, name: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One thing a capability keeps for a tenant, as other capabilities list it (the console's
+    sections): its name, a line about it, and the path where it is served, if it is."""
+
+    name: str
+    summary: str
+    link: str | None = None
+
+
+class Directory(Protocol):
+    """A capability's things of one tenant, listed for the others to show (read only)."""
+
+    async def listing(self, principal: Principal) -> list[Listing]: ...
+
+
 class Facades:
     """What one capability offers the others, which never import one another: each offers
     its facade while it opens, and the others look it up when they need it (at a call, since
-    capabilities open one after the other). None when no capability offers it (not mounted)."""
+    capabilities open one after the other). None when no capability offers it (not mounted).
+
+    `directories`: what capabilities list of a tenant's things (status pages, tracking
+    sources), by title, in the order they were offered."""
 
     def __init__(self) -> None:
         self._global_endpoints: GlobalEndpoints | None = None
+        self._directories: dict[str, Directory] = {}
+
+    def offer_directory(self, title: str, directory: Directory) -> None:
+        if title in self._directories:
+            raise RuntimeError(f"a directory titled {title!r} is offered already")
+        self._directories[title] = directory
+
+    @property
+    def directories(self) -> Mapping[str, Directory]:
+        return self._directories
 
     def offer_global_endpoints(self, facade: GlobalEndpoints) -> None:
         if self._global_endpoints is not None:

@@ -169,3 +169,25 @@ def test_failed_events_are_listed_and_resubmitted_and_schemas_shown(served: Serv
         )
         assert resubmitted.status_code == 303
         assert resubmitted.headers["location"].endswith("resubmitted=1-0")
+
+
+def test_status_pages_and_sources_have_sections_through_the_capabilities_directories(
+    served: Served,
+) -> None:
+    made = served.api("PUT", "/v1/status-pages/acme", json={"title": "Acme <Status>"})
+    assert made.is_success, made.text
+    source = served.api("PUT", "/v1/sources/shop", json={"kind": "segment"})
+    assert source.status_code == 201, source.text
+    write_key = source.json()["write_key"]
+    with served.logged_in() as client:
+        nav = client.get("/console/buses").text
+        assert 'href="/console/sections/status-pages"' in nav
+        assert 'href="/console/sections/tracking-sources"' in nav
+        pages = client.get("/console/sections/status-pages")
+        assert pages.status_code == 200
+        assert "Acme &lt;Status&gt; · public" in pages.text
+        assert 'href="/status/acme"' in pages.text
+        sources = client.get("/console/sections/tracking-sources")
+        assert "segment source onto bus default" in sources.text
+        assert write_key not in sources.text
+        assert client.get("/console/sections/nothing").status_code == 404

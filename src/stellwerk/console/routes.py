@@ -57,4 +57,5 @@ ROUTES: list[BaseRoute] = [
     Route(_BUS + "/failed-events", tenant.failed_events, methods=["GET"]),
     Route(_BUS + "/failed-events/resubmit", tenant.resubmit, methods=["POST"]),
     Route(PREFIX + "/endpoints", tenant.endpoints, methods=["GET"]),
+    Route(PREFIX + "/sections/{section}", tenant.section, methods=["GET"]),
 ]

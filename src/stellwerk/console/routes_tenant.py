@@ -9,7 +9,7 @@ from typing import Final
 from starlette.responses import Response
 
 from stellwerk.console.routes_buses import pretty
-from stellwerk.console.web import PREFIX, BadForm, View, page
+from stellwerk.console.web import PREFIX, BadForm, View, page, slug
 from stellwerk.service import FailedEventFilter, Forbidden, KeyInput, NotFound
 
 FAILED_PAGE: Final = 50
@@ -95,6 +95,17 @@ async def resubmit(view: View) -> Response:
         f"{PREFIX}/buses/{bus}/failed-events?resubmitted={result.resubmitted}"
         f"-{result.still_failing}"
     )
+
+
+@page
+async def section(view: View) -> Response:
+    """What another capability lists of the tenant's things (status pages, tracking sources)."""
+    wanted = view.param("section")
+    for title, directory in view.console.facades.directories.items():
+        if slug(title) == wanted:
+            found = await directory.listing(view.principal)
+            return view.render("section.html", title=title, listed=found)
+    raise NotFound(f"section {wanted!r} is not part of this deployment")
 
 
 @page

@@ -143,11 +143,17 @@ class View:
             can_write=self.can_write,
             path=self.request.url.path,
             has_endpoints=self.console.facades.global_endpoints is not None,
+            sections=[(slug(title), title) for title in self.console.facades.directories],
             **values,
         )
 
     def redirect(self, to: str) -> Response:
         return RedirectResponse(to, status_code=303, headers=SECURITY_HEADERS)
+
+
+def slug(title: str) -> str:
+    """A section's title as its path segment: `Status pages` is `status-pages`."""
+    return "-".join(title.lower().split())
 
 
 def render(console: ConsoleOpened, template: str, status: int = 200, **values: Any) -> HTMLResponse:

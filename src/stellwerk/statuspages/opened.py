@@ -102,6 +102,7 @@ async def open_status_pages(context: CapabilityContext) -> StatusPagesOpened:
     store = StatusStore(context.database.engine)
     publisher = Publisher(platform.ingest, platform.buses)
     pages = StatusPages(store, publisher)
+    context.facades.offer_directory("Status pages", pages)
     checks = Checks(
         CheckStore(context.database.engine),
         pages,

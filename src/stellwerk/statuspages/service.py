@@ -16,6 +16,7 @@ from datetime import datetime
 import msgspec
 
 from stellwerk.auth import Principal
+from stellwerk.capability import Listing
 from stellwerk.clock import utc_now
 from stellwerk.events import CloudEvent
 from stellwerk.refs import TenantId
@@ -96,6 +97,13 @@ class StatusPages:
 
     async def list_pages(self, principal: Principal) -> list[Page]:
         return await self.store.list_pages(principal.tenant_id)
+
+    async def listing(self, principal: Principal) -> list[Listing]:
+        """The tenant's pages as other capabilities list them (`Facades.directories`)."""
+        return [
+            Listing(p.name, f"{p.title} · {p.visibility}", f"/status/{p.name}")
+            for p in await self.list_pages(principal)
+        ]
 
     async def delete_page(self, principal: Principal, name: str) -> None:
         if not await self.store.delete_page(principal.tenant_id, name):

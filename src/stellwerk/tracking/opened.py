@@ -66,8 +66,10 @@ async def open_tracking(context: CapabilityContext) -> TrackingOpened:
     platform = context.platform
     geo = _geo_database(context.settings.geoip_db)
     refiner = Refiner(Enricher(geo), context.key(PSEUDONYM_PURPOSE))
+    sources = Sources(SourceStore(context.database.engine), platform.buses)
+    context.facades.offer_directory("Tracking sources", sources)
     return TrackingOpened(
-        sources=Sources(SourceStore(context.database.engine), platform.buses),
+        sources=sources,
         collector=Collector(platform.ingest, TrackingMetrics(context.metrics), refiner),
         gate=platform.gate,
         max_body_bytes=context.settings.max_body_bytes,

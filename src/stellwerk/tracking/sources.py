@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Final, Generic, TypeVar
 
 from stellwerk.auth import Principal
+from stellwerk.capability import Listing
 from stellwerk.clock import utc_now
 from stellwerk.service import Buses, Conflict, NotFound
 from stellwerk.tracking import writekeys
@@ -105,6 +106,13 @@ class Sources:
 
     async def all(self, principal: Principal) -> list[Source]:
         return await self._store.all(principal.tenant_id)
+
+    async def listing(self, principal: Principal) -> list[Listing]:
+        """The tenant's sources as other capabilities list them (`Facades.directories`); never
+        a write key."""
+        return [
+            Listing(s.name, f"{s.kind} source onto bus {s.bus}") for s in await self.all(principal)
+        ]
 
     async def delete(self, principal: Principal, name: str) -> None:
         """Delete source `name`: its write key is refused from now on."""
