@@ -223,6 +223,37 @@ def test_stored_markup_shows_as_text(served: Served) -> None:
         assert "<img src=x" not in shown.text
 
 
+def test_an_events_page_links_each_rule_to_test_it_with_the_event(served: Served) -> None:
+    served.api(
+        "PUT",
+        "/v1/buses/default/rules/never",
+        json={"pattern": {"source": ["nobody"]}, "targets": [{"id": "t", "type": "log"}]},
+    )
+    send(served, {**event("unmatched-1"), "source": "somebody"})
+    with served.logged_in() as client:
+        bus = client.get("/console/buses/default")
+        link = html.unescape(bus.text).split('href="/console/buses/default/events/unmatched-1?at=')
+        position = link[1].split('"')[0]
+        shown = client.get(f"/console/buses/default/events/unmatched-1?at={position}")
+        assert shown.status_code == 200
+        assert "No rule matched this event" in shown.text
+        assert f'/console/buses/default/rules/never?at={position}"' in shown.text
+        rule = client.get(f"/console/buses/default/rules/never?at={position}")
+        tested = client.post(
+            "/console/buses/default/rules/never/test",
+            data={
+                "csrf": csrf_of(rule.text),
+                "pattern": '{"source": ["nobody"]}',
+                "event": html.unescape(
+                    rule.text.split('name="event"')[1].split(">", 1)[1].split("</textarea>")[0]
+                ),
+            },
+        )
+        assert "unmatched-1" in html.unescape(rule.text)
+        assert "Does not match" in tested.text
+        assert 'the event has "somebody"' in html.unescape(tested.text)
+
+
 def test_another_tenants_event_is_not_found(served: Served) -> None:
     served.api(
         "PUT",

@@ -111,6 +111,13 @@ def _editable(rule: Rule | None) -> dict[str, str]:
 
 
 async def _sample_event(view: View, bus: str) -> str:
+    """The event the pattern test starts with: the one at `?at=` (from an event's page), else
+    the bus's newest, else an example."""
+    at = view.request.query_params.get("at", "")
+    if at.isdigit() and int(at) > 0:
+        found = await view.platform.tail.page(view.principal, bus, int(at) - 1, 1)
+        if found and found[0].position == int(at):
+            return pretty(_decoded(found[0]))
     recent = await recent_events(view, bus, 1)
     if recent:
         return pretty(_decoded(recent[0]))

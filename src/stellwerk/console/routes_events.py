@@ -50,10 +50,12 @@ async def _history(view: View, bus: str, event_id: str) -> EventHistory:
 async def event(view: View) -> Response:
     bus, event_id = view.param("bus"), view.param("event")
     history = await _history(view, bus, event_id)
+    rules = await view.platform.rules.all(view.principal, bus)
     return view.render(
         "event.html",
         bus=bus,
         history=history,
+        rules=[r.name for r in rules if r.pattern is not None],
         body=pretty(history.event) if history.event is not None else None,
         redriven=view.request.query_params.get("redriven"),
     )
