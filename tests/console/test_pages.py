@@ -290,6 +290,17 @@ def test_an_expired_session_redirects_to_the_login(served: Served) -> None:
             sessions.clock = real
         assert answer.status_code == 303
         assert answer.headers["location"].startswith("/console/login?then=/console/buses")
+        # A form posted after the session ended comes back to the page it was on.
+        sessions.clock = lambda: real() + sessions.seconds + 1
+        try:
+            posted = client.post(
+                "/console/buses/default/rules/x/delete",
+                data={"csrf": "x"},
+                headers={"Referer": served.url + "/console/buses/default/rules/x"},
+            )
+        finally:
+            sessions.clock = real
+        assert posted.headers["location"] == "/console/login?then=/console/buses/default/rules/x"
 
 
 def test_a_revoked_keys_session_ends(served: Served) -> None:

@@ -12,7 +12,7 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -183,7 +183,8 @@ def _page(handler: Handler, *, reads_only: bool) -> Callable[[Request], Awaitabl
             return await handler(view)
         except LoginNeeded as exc:
             if request.method not in ("GET", "HEAD"):
-                exc.then = request.headers.get("referer", "") or PREFIX
+                # Back to the page the form was on (its path only: never another site).
+                exc.then = urlsplit(request.headers.get("referer", "")).path or PREFIX
             return to_login(exc.then)
         except ServiceError as exc:
             return refused(console, exc)
