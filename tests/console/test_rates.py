@@ -3,10 +3,11 @@ the kept window, with a clock the test moves."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from stellwerk.console.charts import HEIGHT, WIDTH, chart
 from stellwerk.console.rates import Rates
+from stellwerk.ops import merge_expositions
 
 
 def test_rates_follow_the_counters_between_samples() -> None:
@@ -52,3 +53,38 @@ def test_a_chart_scales_its_series_into_the_box() -> None:
     assert points[2][1] == 2.0  # the peak at the top
     assert (drawn.latest, drawn.peak) == (10.0, 10.0)
     assert chart([3.0], label="x", unit="y").points == ""  # one value is no line
+
+
+async def test_rates_sum_the_processes_of_the_merged_exposition() -> None:
+    gateway, pipeline = CollectorRegistry(), CollectorRegistry()
+    accepted = Counter("stellwerk_ingest_events_accepted", "", ["tenant", "bus"], registry=gateway)
+    done = Counter(
+        "stellwerk_invocations", "", ["tenant", "bus", "rule", "target"], registry=pipeline
+    )
+    now = [0.0]
+    rates = Rates(gateway, clock=lambda: now[0])
+
+    async def merged() -> str:
+        return merge_expositions(
+            [
+                ("gateway", generate_latest(gateway).decode()),
+                ("pipeline", generate_latest(pipeline).decode()),
+            ]
+        )
+
+    rates.exposition = merged
+    await rates.sample_all()
+    accepted.labels("acme", "orders").inc(30)
+    done.labels("acme", "orders", "r", "t").inc(15)
+    now[0] += 5
+    await rates.sample_all()
+    series = rates.series("acme")
+    assert (series.ingest, series.delivery) == ([6.0], [3.0])  # the pipeline's deliveries too
+
+    async def broken() -> str:
+        raise OSError("the pipeline process is restarting")
+
+    rates.exposition = broken
+    now[0] += 5
+    await rates.sample_all()  # this process's own counters, rather than no sample
+    assert rates.series("acme").ingest == [6.0, 0.0]

@@ -1,9 +1,11 @@
 """Rates from the server's own metrics: events accepted per bus, deliveries and their latency
 per tenant, sampled every few seconds into a short ring that the pages and charts read.
 
-Only this process's counters are seen: a gateway counts what it accepted, a process that
-delivers counts its deliveries (in `stellwerk serve` the pipeline process delivers, so a
-gateway's console shows no delivery rate; docs/console.md).
+A gateway counts what it accepted; the process that delivers counts its deliveries. In
+`stellwerk serve` with two processes those are two processes: there the samples are taken from
+the exposition that merges the pipeline process's metrics with the gateway's (`exposition`,
+the same text `/metrics` answers), summed over the processes. Elsewhere (one process, or a
+scale-out gateway) they are this process's own.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+import structlog
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 SAMPLE_SECONDS: Final = 5.0
 KEPT: Final = 72  # six minutes of samples
@@ -44,9 +49,12 @@ class Series:
     latency_ms: list[float]
 
 
-def take_sample(registry: CollectorRegistry, at: float) -> Sample:
+log = structlog.get_logger("stellwerk.console")
+
+
+def take_sample(families: Iterable[Metric], at: float) -> Sample:
     sample = Sample(at)
-    for family in registry.collect():
+    for family in families:
         if family.name not in (_ACCEPTED, _INVOCATIONS, _LATENCY):
             continue
         for s in family.samples:
@@ -77,13 +85,30 @@ class Rates:
         self.every = every
         self._clock = clock
         self._samples: deque[Sample] = deque(maxlen=KEPT)
+        # The merged exposition of the processes of a data directory, once the console has
+        # learnt of it (`stellwerk.console.web`); None: this process's registry alone.
+        self.exposition: Callable[[], Awaitable[str]] | None = None
 
     def sample(self) -> None:
-        self._samples.append(take_sample(self._registry, self._clock()))
+        self._samples.append(take_sample(self._registry.collect(), self._clock()))
+
+    async def sample_all(self) -> None:
+        """A sample of every process's counters when the merged exposition is known."""
+        if self.exposition is None:
+            self.sample()
+            return
+        try:
+            text = await self.exposition()
+            families = list(text_string_to_metric_families(text))
+        except Exception as exc:  # a sample less is no reason to stop sampling
+            log.warning("console could not read the merged metrics", error=str(exc))
+            self.sample()
+            return
+        self._samples.append(take_sample(families, self._clock()))
 
     async def run(self) -> None:
         while True:
-            self.sample()
+            await self.sample_all()
             await asyncio.sleep(self.every)
 
     def bus_rate(self, tenant: str, bus: str) -> float | None:

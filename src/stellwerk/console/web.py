@@ -90,7 +90,23 @@ class LoginNeeded(Exception):
 
 
 def console_of(request: Request) -> ConsoleOpened:
-    return capability_of(request, NAME, ConsoleOpened)
+    console = capability_of(request, NAME, ConsoleOpened)
+    if console.rates.exposition is None:
+        # An embedded gateway beside a pipeline process serves both processes' metrics on
+        # /metrics (as the health route reads them); the charts count both from then on.
+        peers = getattr(request.app.state, "peer_metrics", None)
+        if peers is not None:
+            console.rates.exposition = _merged(peers)
+    return console
+
+
+def _merged(peers: Any) -> Callable[[], Awaitable[str]]:
+    async def exposition() -> str:
+        body, _content_type = await peers.render()
+        text: str = body.decode()
+        return text
+
+    return exposition
 
 
 @dataclass
