@@ -13,11 +13,12 @@ from stellwerk.awsapi.operations import (
     delete_event_bus,
     describe_event_bus,
     list_event_buses,
+    put_events_params,
     test_event_pattern,
 )
 
 OPERATIONS: Final[dict[str, Operation]] = {
-    "PutEvents": Operation(Scope.INGEST, endpoints_ops.put_events),
+    "PutEvents": Operation(Scope.INGEST, endpoints_ops.put_events, put_events_params),
     "TestEventPattern": Operation(Scope.READ, test_event_pattern),
     "CreateEventBus": Operation(Scope.ADMIN, create_event_bus),
     "DeleteEventBus": Operation(Scope.ADMIN, delete_event_bus),

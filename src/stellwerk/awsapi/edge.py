@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 import structlog
@@ -22,9 +22,9 @@ from starlette.types import Receive, Scope
 from stellwerk.api import Answer, Answerer, Deferred, capability_of
 from stellwerk.awsapi.catalog import OPERATIONS
 from stellwerk.awsapi.errors import AwsError, from_service, validation
-from stellwerk.awsapi.ids import new_ids
+from stellwerk.awsapi.ids import request_ids
 from stellwerk.awsapi.opened import NAME, AwsApiOpened
-from stellwerk.awsapi.operations import Call
+from stellwerk.awsapi.operations import Answered, Call, Params
 from stellwerk.awsapi.sigv4 import SignatureError, parse
 from stellwerk.capability import Opened
 from stellwerk.clock import utc_now
@@ -54,7 +54,7 @@ async def respond(
     read_body: ReadBody,
 ) -> Answer:
     """The answer to one call; `headers` with lower-case names."""
-    (request_id,) = new_ids(1)
+    request_id = request_ids()
     try:
         status, body = 200, _encode(await _call(opened, method, path, query, headers, read_body))
         error_type: str | None = None
@@ -79,7 +79,7 @@ async def _call(
     query: str,
     headers: dict[str, str],
     read_body: ReadBody,
-) -> dict[str, Any]:
+) -> Answered:
     target = headers.get("x-amz-target", "")
     operation_name = target.removeprefix(TARGET_PREFIX)
     operation = OPERATIONS.get(operation_name) if target.startswith(TARGET_PREFIX) else None
@@ -105,12 +105,9 @@ async def _call(
     region = claim.region
     if "*" in region or "," in region:  # SigV4a's region set: the region is this site's
         region = opened.site
-    try:
-        params = msgspec.json.decode(body) if body.strip() else {}
-    except msgspec.DecodeError as exc:
-        raise AwsError("SerializationException", f"The body is not JSON: {exc}") from None
-    if not isinstance(params, dict):
-        raise AwsError("SerializationException", "The body must be a JSON object")
+    params = operation.decode(body) if operation.decode is not None else None
+    if params is None:
+        params = _params(body)
     started = time.perf_counter()
     answer = await operation.run(
         Call(
@@ -125,6 +122,16 @@ async def _call(
     )
     opened.observe(operation_name, time.perf_counter() - started)
     return answer
+
+
+def _params(body: bytes) -> Params:
+    try:
+        params = msgspec.json.decode(body) if body.strip() else {}
+    except msgspec.DecodeError as exc:
+        raise AwsError("SerializationException", f"The body is not JSON: {exc}") from None
+    if not isinstance(params, dict):
+        raise AwsError("SerializationException", "The body must be a JSON object")
+    return params
 
 
 def _too_large(limit: int) -> AwsError:

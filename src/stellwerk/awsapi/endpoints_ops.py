@@ -56,7 +56,7 @@ async def endpoint_by_id(call: Call, given: str) -> GlobalEndpoint:
     raise not_found(f"Endpoint with id {given} does not exist.")
 
 
-async def put_events(call: Call) -> dict[str, Any]:
+async def put_events(call: Call) -> operations.Answered:
     """PutEvents, also sent to a global endpoint (`EndpointId`, which boto3 and the CLI sign
     with SigV4a unless told `signature_version="v4"`): the events are taken here, on the bus
     of the endpoint, and replicated to the other site as every event of a paired tenant is."""

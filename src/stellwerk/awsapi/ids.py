@@ -1,19 +1,46 @@
 """Random UUIDs (version 4) made in bulk: one `os.urandom` call for a whole PutEvents call's
-event ids, at a fifth of `uuid.uuid4()`'s cost each."""
+event ids, at a fifth of `uuid.uuid4()`'s cost each; and request ids, unique in the process."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import uuid
+from typing import Final
 
-_VARIANT = "89ab89ab89ab89ab"  # the variant's two high bits (10), by the random nibble
+# Byte maps that set a UUID's version nibble (4) and its variant's two high bits (10).
+_VERSION: Final = bytes((b & 0x0F) | 0x40 for b in range(256))
+_VARIANT: Final = bytes((b & 0x3F) | 0x80 for b in range(256))
 
 
 def new_ids(count: int) -> list[str]:
-    """`count` random UUIDs in their canonical text form (lower-case hex)."""
-    text = os.urandom(16 * count).hex()
-    ids = []
-    for start in range(0, 32 * count, 32):
-        h = text[start : start + 32]
-        # 122 random bits: the version nibble is 4, the variant's two bits are 10.
-        ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:]}")
-    return ids
+    """`count` random UUIDs in their canonical text form (lower-case hex): 122 random bits
+    each, the version and variant bits set on all of them at once."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = raw[6::16].translate(_VERSION)
+    raw[8::16] = raw[8::16].translate(_VARIANT)
+    h = raw.hex()
+    return [
+        "-".join(
+            (
+                h[i : i + 8],
+                h[i + 8 : i + 12],
+                h[i + 12 : i + 16],
+                h[i + 16 : i + 20],
+                h[i + 20 : i + 32],
+            )
+        )
+        for i in range(0, 32 * count, 32)
+    ]
+
+
+# A request id (`x-amzn-RequestId`) need only tell one answer from another: the process's own
+# random UUID with its last 48 bits counting, instead of 16 random bytes per call.
+_PROCESS: Final = str(uuid.uuid4())[:24]
+_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+def request_ids() -> str:
+    """The next request id, in a UUID's form: unique in this process, and across processes as
+    random UUIDs are."""
+    return f"{_PROCESS}{next(_counter) & 0xFFFFFFFFFFFF:012x}"

@@ -13,6 +13,7 @@ request costs two HMACs and two SHA-256 digests (the body's and the canonical re
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -74,24 +75,7 @@ def parse(headers: Mapping[str, str], now: datetime) -> SignedRequest:
             "MissingAuthenticationTokenException",
             "Request is missing Authentication Token",
         )
-    algorithm, _, rest = authorization.strip().partition(" ")
-    if algorithm not in (ALGORITHM, ALGORITHM_A):
-        raise SignatureError(
-            "IncompleteSignatureException",
-            f"Authorization header requires the {ALGORITHM} or {ALGORITHM_A} algorithm",
-        )
-    fields: dict[str, str] = {}
-    for part in rest.split(","):
-        name, sep, value = part.strip().partition("=")
-        if sep:
-            fields[name] = value.strip()
-    missing = [name for name in ("Credential", "SignedHeaders", "Signature") if name not in fields]
-    if missing:
-        raise SignatureError(
-            "IncompleteSignatureException",
-            f"Authorization header requires {', '.join(missing)}",
-        )
-    credential = fields["Credential"].split("/")
+    algorithm, credential, signed, signature = _authorization(authorization)
     if algorithm == ALGORITHM_A:
         if len(credential) != 4 or credential[3] != "aws4_request":
             raise SignatureError(
@@ -112,7 +96,6 @@ def parse(headers: Mapping[str, str], now: datetime) -> SignedRequest:
             "InvalidSignatureException",
             f"Credential should be scoped to correct service: '{SERVICE}'",
         )
-    signed = tuple(fields["SignedHeaders"].split(";"))
     if "host" not in signed:
         raise SignatureError("InvalidSignatureException", "'Host' must be a signed header")
     amz_date = headers.get("x-amz-date", "")
@@ -141,13 +124,69 @@ def parse(headers: Mapping[str, str], now: datetime) -> SignedRequest:
             f"Signature expired: {amz_date} is now earlier than or later than the server's "
             f"time {now:%Y%m%dT%H%M%SZ} by more than 5 minutes",
         )
-    return SignedRequest(
-        key_id, date, region, service, signed, fields["Signature"], amz_date, algorithm
+    return SignedRequest(key_id, date, region, service, signed, signature, amz_date, algorithm)
+
+
+def _authorization(authorization: str) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
+    """The algorithm, the credential's parts, the signed headers and the signature of an
+    `Authorization` header. What comes before the signature is the same on every call of a
+    client on one day (the SDKs write the signature last): read once and remembered."""
+    head, sep, signature = authorization.rpartition("Signature=")
+    if sep and signature and "," not in signature and " " not in signature:
+        return (*_head(head, ("Credential", "SignedHeaders")), signature)
+    algorithm, credential, signed = _head(
+        authorization, ("Credential", "SignedHeaders", "Signature")
     )
+    return algorithm, credential, signed, _fields(authorization)["Signature"]
+
+
+@functools.lru_cache(maxsize=1024)
+def _head(text: str, required: tuple[str, ...]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """The algorithm, the credential's parts and the signed headers of `Authorization` text
+    that has the fields `required`."""
+    algorithm, _, _ = text.strip().partition(" ")
+    if algorithm not in (ALGORITHM, ALGORITHM_A):
+        raise SignatureError(
+            "IncompleteSignatureException",
+            f"Authorization header requires the {ALGORITHM} or {ALGORITHM_A} algorithm",
+        )
+    fields = _fields(text)
+    missing = [name for name in required if name not in fields]
+    if missing:
+        raise SignatureError(
+            "IncompleteSignatureException",
+            f"Authorization header requires {', '.join(missing)}",
+        )
+    credential = tuple(fields["Credential"].split("/"))
+    return algorithm, credential, tuple(fields["SignedHeaders"].split(";"))
+
+
+def _fields(authorization: str) -> dict[str, str]:
+    _, _, rest = authorization.strip().partition(" ")
+    fields: dict[str, str] = {}
+    for part in rest.split(","):
+        name, sep, value = part.strip().partition("=")
+        if sep:
+            fields[name] = value.strip()
+    return fields
+
+
+# The last `X-Amz-Date` read, and its time: a client's calls within one second share it.
+_last_date: tuple[str | None, datetime] = (None, datetime.min)
 
 
 def _amz_date(text: str) -> datetime:
     """`YYYYMMDDTHHMMSSZ` read by hand: `strptime` cost as much as the rest of `parse`."""
+    global _last_date
+    last = _last_date
+    if last[0] == text:
+        return last[1]
+    when = _read_amz_date(text)
+    _last_date = (text, when)
+    return when
+
+
+def _read_amz_date(text: str) -> datetime:
     if not _AMZ_DATE.fullmatch(text):
         raise ValueError(text)
     return datetime(
@@ -261,7 +300,7 @@ class Verifier:
                     self._derived.clear()
                 signing_key = derive_key(secret, claim.date, claim.region, claim.service)
                 self._derived[slot] = signing_key
-            expected = hmac.new(signing_key, to_sign, hashlib.sha256).hexdigest()
+            expected = hmac.digest(signing_key, to_sign, "sha256").hex()
             if hmac.compare_digest(expected, claim.signature):
                 return
         raise SignatureError(
