@@ -151,10 +151,31 @@ async def test_invalid_rules_are_refused_at_save_time(running_app: RunningApp) -
             "targets[0].http_parameters.headers",
         ),
         (
-            {**RULE, "targets": [{**hook, "http_parameters": {"query": {"q": "$.data.id"}}}]},
+            {**RULE, "targets": [{**hook, "http_parameters": {"query": {"q": "$.data["}}}]},
             400,
             "InvalidRule",
-            "targets[0].http_parameters",
+            "targets[0].http_parameters.query",
+        ),
+        (
+            {**RULE, "targets": [{**hook, "http_parameters": {"query": {"$.data.id": "q"}}}]},
+            400,
+            "InvalidRule",
+            "targets[0].http_parameters.query",
+        ),
+        (
+            {
+                **RULE,
+                "targets": [
+                    {
+                        **hook,
+                        "input_transformer": {"input_path": "$.data"},
+                        "http_parameters": {"headers": {"X-Id": "$.data.id"}},
+                    }
+                ],
+            },
+            400,
+            "InvalidRule",
+            "targets[0].http_parameters.headers",
         ),
         (
             {**RULE, "targets": [{**hook, "http_parameters": {"query": {"q": "a\nb"}}}]},

@@ -10,6 +10,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -258,20 +259,14 @@ def test_http_parameters_fill_the_destination_s_path_query_and_headers(
                     "HeaderParameters": {"Webhook-Signature": "forged"},
                 },
             },
-            {
-                "Id": "json-path",
-                "Arn": destination["ApiDestinationArn"],
-                "HttpParameters": {"PathParameterValues": ["$.detail.shop"]},
-            },
         ],
     )
     refused = {f["TargetId"]: f for f in put["FailedEntries"]}
-    assert sorted(refused) == ["bus", "json-path", "own-header", "two-values"]
+    assert sorted(refused) == ["bus", "own-header", "two-values"]
     assert {f["ErrorCode"] for f in refused.values()} == {"ValidationException"}
     assert "API destinations and http(s) targets" in refused["bus"]["ErrorMessage"]
     assert "2 values for the 1 '*' wildcards" in refused["two-values"]["ErrorMessage"]
     assert "target's own" in refused["own-header"]["ErrorMessage"]
-    assert "JSON paths" in refused["json-path"]["ErrorMessage"]
     shown = client.list_targets_by_rule(Rule="to-erp", EventBusName="erp-bus")["Targets"]
     assert [(t["Id"], t["HttpParameters"]) for t in shown] == [("erp", parameters)]
     client.put_events(
@@ -282,6 +277,108 @@ def test_http_parameters_fill_the_destination_s_path_query_and_headers(
     # The connection's authorization wins, sent once.
     assert [v for k, v in headers.items() if k.lower() == "x-api-key"] == ["k1"]
     assert envelope["detail-type"] == "Line"
+
+
+def test_json_path_values_are_taken_from_each_event_as_eventbridge_does(
+    server: Server, receiver: Receiver
+) -> None:
+    client = server.admin
+    connection = client.create_connection(
+        Name="ledger",
+        AuthorizationType="API_KEY",
+        AuthParameters={"ApiKeyAuthParameters": {"ApiKeyName": "x-api-key", "ApiKeyValue": "k2"}},
+    )
+    destination = client.create_api_destination(
+        Name="ledger-orders",
+        ConnectionArn=connection["ConnectionArn"],
+        InvocationEndpoint=receiver.url + "/customers/*/orders/*",
+        HttpMethod="POST",
+    )
+    arn = destination["ApiDestinationArn"]
+    client.create_event_bus(Name="ledger-bus")
+    client.put_rule(
+        Name="to-ledger", EventBusName="ledger-bus", EventPattern='{"source": ["ledger"]}'
+    )
+    parameters = {
+        "PathParameterValues": ["$.detail.customer.id", "$.detail.order"],
+        "HeaderParameters": {
+            "X-Region": "$.region",
+            "X-Items": "$.detail.items",
+            "X-Nothing": "$.detail.nothing",
+            "X-Fixed": "fixed",
+        },
+        "QueryStringParameters": {"first": "$.detail.items[0]", "flag": "$.detail.rush"},
+    }
+    put = client.put_targets(
+        Rule="to-ledger",
+        EventBusName="ledger-bus",
+        Targets=[
+            {
+                "Id": "ledger",
+                "Arn": arn,
+                "HttpParameters": parameters,
+                "DeadLetterConfig": {"Arn": "arn:aws:sqs:eu-central-1:123456789012:ledger-dlq"},
+            },
+            {
+                "Id": "not-a-path",
+                "Arn": arn,
+                "HttpParameters": {"PathParameterValues": ["$.detail[", "b"]},
+            },
+            {
+                "Id": "transformed",
+                "Arn": arn,
+                "InputPath": "$.detail",
+                "HttpParameters": {"PathParameterValues": ["$.detail.order", "b"]},
+            },
+        ],
+    )
+    refused = {f["TargetId"]: f["ErrorMessage"] for f in put["FailedEntries"]}
+    assert sorted(refused) == ["not-a-path", "transformed"]
+    assert "'$.detail[' is not a JSON path" in refused["not-a-path"]
+    assert "input transformer" in refused["transformed"]
+    shown = client.list_targets_by_rule(Rule="to-ledger", EventBusName="ledger-bus")["Targets"]
+    assert [(t["Id"], t["HttpParameters"]) for t in shown] == [("ledger", parameters)]
+
+    detail = {"customer": {"id": "c 7/x"}, "order": 42, "items": ["a&b", "c"], "rush": True}
+    client.put_events(
+        Entries=[
+            {
+                "Source": "ledger",
+                "DetailType": "Order",
+                "Detail": json.dumps(detail),
+                "EventBusName": "ledger-bus",
+            }
+        ]
+    )
+    headers, envelope = receiver.next("/customers/c%207%2Fx/orders/42?first=a%26b&flag=true")
+    assert envelope["detail"] == detail
+    assert headers["X-Region"] == "eu-central-1"
+    assert headers["X-Items"] == '["a&b","c"]'
+    assert headers["X-Fixed"] == "fixed"
+    assert "X-Nothing" not in headers
+    assert headers["x-api-key"] == "k2"
+
+    # An event without a value for a path value cannot be sent: given up, to the dead letters.
+    client.put_events(
+        Entries=[
+            {
+                "Source": "ledger",
+                "DetailType": "Order",
+                "Detail": json.dumps({"order": 43}),
+                "EventBusName": "ledger-bus",
+            }
+        ]
+    )
+
+    def dead() -> list[dict[str, Any]]:
+        page = server.native("GET", "/v1/buses/ledger-bus/dead-letters").json()
+        letters: list[dict[str, Any]] = page["dead_letters"]
+        return letters
+
+    (letter,) = wait_until(dead, within=30)
+    assert letter["target"] == "ledger"
+    assert "path value $.detail.customer.id: the event has no value there" in letter["last_error"]
+    assert letter["payload"]["detail"] == {"order": 43}
 
 
 def test_a_changed_api_destination_takes_its_targets_along(

@@ -62,8 +62,10 @@ class TargetBuilder:
                 until = spec.previous_secret_expires_at.timestamp()
                 retiring = RetiringSecret(spec.previous_secret, until)
             parameters = spec.http_parameters
+            # JSON-path values differ per event: the target fills them in at each delivery.
+            per_event = parameters if parameters is not None and parameters.json_paths else None
             return HttpTarget(
-                http_url(spec.url, parameters),
+                spec.url if per_event is not None else http_url(spec.url, parameters),
                 session_pool=self._pool,
                 secret=spec.secret,
                 retiring_secret=retiring,
@@ -71,7 +73,8 @@ class TargetBuilder:
                 concurrency=spec.concurrency,
                 rate_limit=spec.rate_limit,
                 auth=auth,
-                headers=parameters.headers if parameters is not None else {},
+                headers=parameters.headers if parameters is not None and per_event is None else {},
+                parameters=per_event,
                 allow_private=self._allow_private,
             )
         if spec.type == "function":

@@ -8,6 +8,7 @@ reached) are the caller's: `validate_rule` covers everything that can be decided
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal, get_args
@@ -20,7 +21,13 @@ from stellwerk.names import NAME_RULE
 from stellwerk.patterns import CompiledPattern, InvalidPatternError, PatternObject, compile_pattern
 from stellwerk.rules.connections import HEADER_NAME_PATTERN, RESERVED_HEADERS, HeaderName
 from stellwerk.rules.schedule import InvalidScheduleError, parse_schedule
-from stellwerk.transform import InputTransformer, InvalidTransformerError
+from stellwerk.transform import (
+    InputTransformer,
+    InvalidTransformerError,
+    is_missing,
+    parse_path,
+    resolve,
+)
 
 MAX_TARGETS: Final = 10
 MAX_TIMEOUT_SECONDS: Final = 300.0
@@ -67,9 +74,19 @@ class TransformerSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
 
 
 MAX_HTTP_PARAMETERS: Final = 50
-_DYNAMIC: Final = "$."
-# A value sent as it is: 1-512 characters, no line break or other control character, and not a
-# JSON path (EventBridge reads `$.`-values as paths into the event; not supported here yet).
+JSON_PATH_PREFIX: Final = "$."
+# A value: 1-512 characters, no line break or other control character. One that starts with
+# `$.` is a JSON path into the event (as EventBridge reads it), looked up at each delivery.
+_VALUE = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=512,
+        pattern=r"^[^\x00-\x08\x0a-\x1f\x7f]+$",
+        description="sent as it is, or, starting with `$.`, a JSON path into the event",
+    ),
+]
+# A query key: sent as it is (a key is never a path).
 _FIXED = Annotated[
     str,
     msgspec.Meta(
@@ -82,21 +99,33 @@ _FIXED = Annotated[
 _HEADER_NAME: Final = re.compile(HEADER_NAME_PATTERN)
 
 
-class HttpParameters(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """EventBridge's `HttpParameters` of an `http` target, fixed values all: `path_values` fill
-    the `*` wildcards of the URL's path in order (one value each), `query` is added to the URL's
-    query and `headers` to every request (the target's own headers and its connection's
-    authorization win over them)."""
+def is_json_path(value: str) -> bool:
+    """Whether an `http_parameters` value is a JSON path into the event (`$.detail.id`)."""
+    return value.startswith(JSON_PATH_PREFIX)
 
-    path_values: Annotated[list[_FIXED], msgspec.Meta(max_length=MAX_HTTP_PARAMETERS)] = (
+
+class HttpParameters(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """EventBridge's `HttpParameters` of an `http` target: `path_values` fill the `*` wildcards
+    of the URL's path in order (one value each), `query` is added to the URL's query and
+    `headers` to every request (the target's own headers and its connection's authorization
+    win over them). A value starting with `$.` is a JSON path into the event, looked up at each
+    delivery (`stellwerk.delivery.targets.http`)."""
+
+    path_values: Annotated[list[_VALUE], msgspec.Meta(max_length=MAX_HTTP_PARAMETERS)] = (
         msgspec.field(default_factory=list)
     )
-    headers: Annotated[dict[HeaderName, _FIXED], msgspec.Meta(max_length=MAX_HTTP_PARAMETERS)] = (
+    headers: Annotated[dict[HeaderName, _VALUE], msgspec.Meta(max_length=MAX_HTTP_PARAMETERS)] = (
         msgspec.field(default_factory=dict)
     )
-    query: Annotated[dict[_FIXED, _FIXED], msgspec.Meta(max_length=MAX_HTTP_PARAMETERS)] = (
+    query: Annotated[dict[_FIXED, _VALUE], msgspec.Meta(max_length=MAX_HTTP_PARAMETERS)] = (
         msgspec.field(default_factory=dict)
     )
+
+    @property
+    def json_paths(self) -> bool:
+        """Whether a value is a JSON path (so the URL and headers differ per event)."""
+        values = [*self.path_values, *self.headers.values(), *self.query.values()]
+        return any(is_json_path(value) for value in values)
 
 
 def http_url(url: str, parameters: HttpParameters | None) -> str:
@@ -110,6 +139,65 @@ def http_url(url: str, parameters: HttpParameters | None) -> str:
     # `with_path` drops the query: the URL's own comes back first, then the parameters'.
     filled = parsed.with_path(path, encoded=True).with_query(parsed.query)
     return str(filled.extend_query(parameters.query))
+
+
+class UnresolvedParameter(ValueError):
+    """A JSON-path value of `http_parameters` that the event cannot give (see
+    `resolve_http_parameters`)."""
+
+
+_HEADER_VALUE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+
+
+@functools.lru_cache(maxsize=1024)
+def _path_steps(path: str) -> tuple[str | int, ...]:
+    return parse_path(path, "http_parameters")
+
+
+def _looked_up(path: str, event: object) -> str | None:
+    """What JSON path `path` finds in `event`: a string as it is, another JSON value as its
+    JSON text; None for nothing (or null)."""
+    found = resolve(event, _path_steps(path))
+    if is_missing(found) or found is None:
+        return None
+    return found if isinstance(found, str) else msgspec.json.encode(found).decode()
+
+
+def resolve_http_parameters(parameters: HttpParameters, event: object) -> HttpParameters:
+    """`parameters` with each JSON-path value replaced by what it finds in `event` (the event as
+    the target receives it, decoded). A header or query parameter whose path finds nothing (or
+    null) is left out; a path value that finds nothing, or a header value with a line break or
+    another control character, raises `UnresolvedParameter`: the request cannot be made."""
+    path_values = []
+    for value in parameters.path_values:
+        if is_json_path(value):
+            found = _looked_up(value, event)
+            if found is None or found == "":
+                raise UnresolvedParameter(f"path value {value}: the event has no value there")
+            value = found
+        path_values.append(value)
+    headers = {}
+    for name, value in parameters.headers.items():
+        if is_json_path(value):
+            found = _looked_up(value, event)
+            if found is None:
+                continue
+            if not _HEADER_VALUE.fullmatch(found):
+                raise UnresolvedParameter(
+                    f"header {name} ({value}): the event's value holds a line break or another "
+                    "control character"
+                )
+            value = found
+        headers[name] = value
+    query = {}
+    for key, value in parameters.query.items():
+        if is_json_path(value):
+            found = _looked_up(value, event)
+            if found is None:
+                continue
+            value = found
+        query[key] = value
+    return HttpParameters(path_values=path_values, headers=headers, query=query)
 
 
 class TargetSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -249,7 +337,12 @@ def _check_target(index: int, target: TargetSpec) -> None:
     if target.rate_limit is not None and not 0 < target.rate_limit <= 100_000:
         raise _fail("rate_limit must be in (0, 100000] invocations/s", f"{where}.rate_limit")
     if target.http_parameters is not None and target.url is not None:
-        _check_http_parameters(target.url, target.http_parameters, f"{where}.http_parameters")
+        _check_http_parameters(
+            target.url,
+            target.http_parameters,
+            f"{where}.http_parameters",
+            transformed=target.input_transformer is not None,
+        )
     if target.input_transformer is not None:
         try:
             compile_transformer(target.input_transformer)
@@ -258,7 +351,9 @@ def _check_target(index: int, target: TargetSpec) -> None:
             raise InvalidRuleError(str(exc), field, "InvalidInputTransformer") from None
 
 
-def _check_http_parameters(url: str, parameters: HttpParameters, where: str) -> None:
+def _check_http_parameters(
+    url: str, parameters: HttpParameters, where: str, *, transformed: bool
+) -> None:
     wildcards = URL(url).raw_path.count("*")
     if len(parameters.path_values) != wildcards:
         raise _fail(
@@ -271,13 +366,30 @@ def _check_http_parameters(url: str, parameters: HttpParameters, where: str) -> 
             raise _fail(f"header name {name!r} is not an HTTP token", f"{where}.headers")
         if name.lower() in RESERVED_HEADERS:
             raise _fail(f"header {name!r} is the target's own", f"{where}.headers")
-    values = [*parameters.path_values, *parameters.headers.values(), *parameters.query.values()]
-    if any(value.startswith(_DYNAMIC) for value in [*values, *parameters.query]):
-        raise _fail(
-            "values starting with '$.' (JSON paths into the event) are not supported: give "
-            "fixed values",
-            where,
-        )
+    if any(is_json_path(key) for key in parameters.query):
+        raise _fail("a query key is sent as it is: it cannot start with '$.'", f"{where}.query")
+    for part, values in (
+        ("path_values", parameters.path_values),
+        ("headers", list(parameters.headers.values())),
+        ("query", list(parameters.query.values())),
+    ):
+        for value in values:
+            if not is_json_path(value):
+                continue
+            if transformed:
+                raise _fail(
+                    f"JSON-path value {value!r}: a target with an input transformer (Input, "
+                    "InputPath, InputTransformer) takes fixed values only",
+                    f"{where}.{part}",
+                )
+            try:
+                parse_path(value, f"{where}.{part}")
+            except InvalidTransformerError:
+                raise _fail(
+                    f"{value!r} is not a JSON path (like $.detail.id, $.detail.items[0] or "
+                    "$.detail['a b'])",
+                    f"{where}.{part}",
+                ) from None
 
 
 def compile_transformer(spec: TransformerSpec) -> InputTransformer:

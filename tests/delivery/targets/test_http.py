@@ -23,7 +23,7 @@ from tests.delivery.targets.support import (
 
 from stellwerk.delivery.model import Delivered, GiveUp, RetryLater
 from stellwerk.delivery.targets import HttpClient, HttpTarget, SessionPool, generate_secret
-from stellwerk.rules import InvalidTargetError, UnsafeTargetError
+from stellwerk.rules import HttpParameters, InvalidTargetError, UnsafeTargetError
 
 SECRET = generate_secret()
 
@@ -62,6 +62,53 @@ async def test_a_target_s_own_headers_go_along_and_its_signature_stays_its_own(
     assert request.headers["X-Shop"] == "north"
     assert [v for k, v in request.headers.items() if k.lower() == "webhook-id"] == ["order-7"]
     Webhook(SECRET).verify(request.body, request.headers)
+
+
+async def test_json_path_parameters_are_looked_up_in_each_delivery_s_event(
+    receiver: Receiver, pool: SessionPool
+) -> None:
+    parameters = HttpParameters(
+        path_values=["$.detail.shop"],
+        headers={"X-Order": "$.detail.order", "X-Gone": "$.detail.gone", "X-Fixed": "f"},
+        query={"n": "$.detail.lines[1]", "v": "2"},
+    )
+    hook = target(receiver, pool, "/shops/*/hook", parameters=parameters)
+    for shop, order in (("north", 7), ("süd 2", 8)):
+        event = {"detail": {"shop": shop, "order": order, "lines": [1, {"sku": "a"}]}}
+        outcome = await hook.deliver(make_delivery(json.dumps(event).encode()))
+        assert isinstance(outcome, Delivered)
+    first, second = receiver.seen
+    assert (first.path, first.query) == ("/shops/north/hook", 'n={"sku":"a"}&v=2')
+    assert second.path == "/shops/süd 2/hook"
+    assert (first.headers["X-Order"], second.headers["X-Order"]) == ("7", "8")
+    assert first.headers["X-Fixed"] == "f"
+    assert "X-Gone" not in first.headers
+    Webhook(SECRET).verify(second.body, second.headers)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"detail": {}}', "path value $.detail.shop: the event has no value there"),
+        (b'{"detail": {"shop": null}}', "path value $.detail.shop: the event has no value there"),
+        (
+            b'{"detail": {"shop": "n", "order": "7\\r\\nX-Evil: 1"}}',
+            "header X-Order ($.detail.order): the event's value holds a line break",
+        ),
+        (b"not json", "the payload is not JSON"),
+    ],
+)
+async def test_an_event_that_cannot_fill_its_parameters_is_given_up_unsent(
+    receiver: Receiver, pool: SessionPool, payload: bytes, reason: str
+) -> None:
+    parameters = HttpParameters(
+        path_values=["$.detail.shop"], headers={"X-Order": "$.detail.order"}
+    )
+    hook = target(receiver, pool, "/shops/*/hook", parameters=parameters)
+    outcome = await hook.deliver(make_delivery(payload))
+    assert isinstance(outcome, GiveUp)
+    assert reason in outcome.reason
+    assert receiver.seen == []
 
 
 async def test_signature_does_not_verify_with_another_secret_or_body(

@@ -11,6 +11,8 @@ How answers map onto outcomes:
 - timeouts, refused or reset connections, DNS failures: `RetryLater`.
 - 401 with an OAuth connection: one fresh token and one more try in the same attempt.
 - other 4xx, and addresses the SSRF guard refuses: `GiveUp` (the dead-letter queue, redrivable).
+- `http_parameters` with JSON-path values (`parameters`): looked up in the payload (the event
+  as the rule sees it) at each delivery; a path value the event has not: `GiveUp`.
 - redirects: 307 and 308 are followed, at most `MAX_REDIRECTS` hops, each hop checked by the
   guard like the first, never from https down to http; the connection's credentials go only to
   the target's own origin.
@@ -30,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 from urllib.parse import quote, quote_plus
 
+import msgspec
 from yarl import URL
 
 from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater
@@ -45,7 +48,15 @@ from stellwerk.delivery.targets.ssrf import AddressPolicy, UnsafeAddressError
 from stellwerk.delivery.targets.transport import TransferError, Transport
 from stellwerk.delivery.targets.webhooks import RetiringSecret, WebhookSigner, generate_secret
 from stellwerk.ratelimit import TokenBuckets
-from stellwerk.rules import RESERVED_HEADERS, InvalidTargetError, UnsafeTargetError
+from stellwerk.rules import (
+    RESERVED_HEADERS,
+    HttpParameters,
+    InvalidTargetError,
+    UnresolvedParameter,
+    UnsafeTargetError,
+    http_url,
+    resolve_http_parameters,
+)
 from stellwerk.seams import Delivery
 
 DEFAULT_TIMEOUT_SECONDS: Final = 5.0
@@ -81,6 +92,7 @@ class HttpTarget:
         rate_limit: float | None = None,
         auth: ConnectionAuth | None = None,
         headers: Mapping[str, str] = _NO_HEADERS,
+        parameters: HttpParameters | None = None,
         allow_private: bool = False,
         allowed_networks: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
@@ -112,7 +124,11 @@ class HttpTarget:
             {s for v in query.values() for s in (v, quote(v, safe=""), quote_plus(v))}
         )
         # A target's own (`http_parameters`): never in place of those it sets itself.
-        self._headers = {k: v for k, v in headers.items() if k.lower() not in RESERVED_HEADERS}
+        self._headers = _own(headers)
+        # `http_parameters` with JSON-path values: `url` is then the URL with its `*` wildcards,
+        # filled (and its query extended) per delivery; the host is the same for every event.
+        self._parameters = parameters
+        self._template = url
         self._wall_clock = wall_clock
         self._transport: Transport | None = None  # the pool's, looked up at the first delivery
         self._timed_out = RetryLater(f"timed out after {timeout:g} s")
@@ -159,27 +175,34 @@ class HttpTarget:
         """Send, follow 307/308, renew a rejected token; each hop gets the time left before
         `deadline` (monotonic), which the transport enforces itself (no timer of ours)."""
         body = delivery.payload
+        first, first_sent, own_headers = self.url, self._sent_url, self._headers
+        if self._parameters is not None:
+            try:
+                first, own_headers = self._resolved(self._parameters, body)
+            except UnresolvedParameter as exc:
+                return GiveUp(f"http_parameters: {exc}")
+            first_sent = first.update_query(self._query) if self._query else first
         signed = self._signer.headers(delivery.event_id, int(self._wall_clock()), body)
-        if self._headers:
-            signed = {**self._headers, **signed}
+        if own_headers:
+            signed = {**own_headers, **signed}
         signed["Content-Type"] = delivery.content_type
         transport = self._transport
         if transport is None:
             transport = self._transport = self._pool.transport(self._policy)
-        url = self.url
+        url = first
         hops = 0
         renewed = False
         while True:
-            if url is not self.url:
+            if url is not first:
                 # The target's own URL passed the same policy when it was built.
                 try:
                     self._policy.check_url(url)
                 except UnsafeTargetError as exc:
                     return GiveUp(f"refused {url}: {exc.reason}")
-            own_origin = url is self.url or url.origin() == self._origin
+            own_origin = url is first or url.origin() == self._origin
             headers = signed
             if own_origin and auth_headers:
-                if self._headers:  # the connection's win, whatever the case of their names
+                if own_headers:  # the connection's win, whatever the case of their names
                     theirs = {name.lower() for name in auth_headers}
                     signed = {k: v for k, v in signed.items() if k.lower() not in theirs}
                 headers = {**signed, **auth_headers}
@@ -187,8 +210,8 @@ class HttpTarget:
             if left <= 0:
                 return self._timed_out
             sent = url
-            if url is self.url:
-                sent = self._sent_url
+            if url is first:
+                sent = first_sent
             elif own_origin and self._query:
                 sent = url.update_query(self._query)
             try:
@@ -229,7 +252,7 @@ class HttpTarget:
                 if self._auth.rejected(auth_headers):
                     async with asyncio.timeout_at(_loop_deadline(deadline)):
                         auth_headers = await self._auth.headers()
-                    url = self.url
+                    url = first
                     continue
             answered = self._excerpt(answer.body)
             description = self._redacted(description)
@@ -240,6 +263,17 @@ class HttpTarget:
             if status >= 500:
                 return RetryLater(description, retry_after, status=status, answer=answered)
             return GiveUp(description, status, answered)
+
+    def _resolved(self, parameters: HttpParameters, payload: bytes) -> tuple[URL, dict[str, str]]:
+        """The URL and the own headers of one delivery, JSON-path values looked up in it."""
+        try:
+            event = msgspec.json.decode(payload)
+        except msgspec.DecodeError:
+            raise UnresolvedParameter(
+                "the payload is not JSON: no value can be looked up"
+            ) from None
+        resolved = resolve_http_parameters(parameters, event)
+        return URL(http_url(self._template, resolved), encoded=True), _own(resolved.headers)
 
     def _excerpt(self, body: bytes) -> str:
         """What the history keeps of an answer; a secret the receiver echoed is cut out."""
@@ -252,6 +286,11 @@ class HttpTarget:
 
     def __repr__(self) -> str:
         return f"HttpTarget({str(self.url)!r}, concurrency={self.concurrency})"
+
+
+def _own(headers: Mapping[str, str]) -> dict[str, str]:
+    """A target's own headers, less those it sets itself."""
+    return {k: v for k, v in headers.items() if k.lower() not in RESERVED_HEADERS}
 
 
 def _auth_failure(exc: AuthError) -> Outcome:
