@@ -41,6 +41,7 @@ class AwsApiOpened:
             ["operation"],
             registry=context.metrics.registry,
         )
+        self._series: dict[str, Histogram] = {}
 
     async def signing_key(self, key_id: str) -> tuple[Principal, str]:
         try:
@@ -52,7 +53,10 @@ class AwsApiOpened:
             ) from None
 
     def observe(self, operation: str, seconds: float) -> None:
-        self._seconds.labels(operation).observe(seconds)
+        series = self._series.get(operation)
+        if series is None:  # the operation's series, looked up once (operations are few)
+            series = self._series[operation] = self._seconds.labels(operation)
+        series.observe(seconds)
 
     def duties(self) -> Mapping[Role, Sequence[Duty]]:
         return {}
