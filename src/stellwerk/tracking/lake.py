@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import sqlite3
 import time
@@ -193,12 +194,33 @@ def file_exists(root: str, claim: Claim) -> bool:
     return (Path(root) / claim.partition / claim.file).exists()
 
 
+def httpfs_file() -> Path | None:
+    """The httpfs extension that the `duckdb-extension-httpfs` package (the `lake` extra) ships
+    for this DuckDB's version, or None without it. Loaded by its path, it needs no network and
+    no `INSTALL` into the user's home (which a container may not have)."""
+    spec = importlib.util.find_spec("duckdb_extension_httpfs")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for package in spec.submodule_search_locations:
+        found = Path(package) / "extensions" / f"v{duckdb.__version__}" / "httpfs.duckdb_extension"
+        if found.is_file():
+            return found
+    return None
+
+
+def load_httpfs(db: duckdb.DuckDBPyConnection) -> None:
+    """Load httpfs: the packaged one of the `lake` extra when it matches this DuckDB, else one
+    installed in DuckDB's extension directory (`INSTALL httpfs`). Never installs anything."""
+    shipped = httpfs_file()
+    db.execute(f"LOAD {_quoted(str(shipped))}" if shipped else "LOAD httpfs")
+
+
 def configure_s3(db: duckdb.DuckDBPyConnection) -> None:
     """DuckDB's httpfs, with a secret made from the usual AWS variables (an S3-compatible store
     names its endpoint in `AWS_ENDPOINT_URL`). A secret, not `SET s3_secret_access_key`: a
     tenant's query could read a setting back with `current_setting`, while DuckDB redacts
     secrets."""
-    db.execute("LOAD httpfs")
+    load_httpfs(db)
     options = {
         "KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID"),
         "SECRET": os.environ.get("AWS_SECRET_ACCESS_KEY"),

@@ -94,7 +94,7 @@ class LakeQuery:
 
     def _answer(self, prepared: _Prepared) -> QueryResult:
         pattern = prepared.tenant_dir + "*/*/*.parquet"
-        any_file = prepared.remote or any(Path(prepared.tenant_dir).glob("*/*/*.parquet"))
+        any_file = not prepared.remote and any(Path(prepared.tenant_dir).glob("*/*/*.parquet"))
         config: dict[str, str | bool | int | float | list[str]] = {
             "threads": 1,
             "memory_limit": self.memory_limit,
@@ -106,11 +106,15 @@ class LakeQuery:
             if prepared.remote:
                 try:
                     configure_s3(db)
+                    # Listed like a directory: a tenant without objects yet has an empty view.
+                    listed = db.execute("SELECT 1 FROM glob(?) LIMIT 1", [pattern]).fetchone()
                 except duckdb.Error as exc:
-                    # The operator's to mend (the httpfs extension missing), not the caller's.
+                    # The operator's to mend (the httpfs extension missing, the bucket out of
+                    # reach), not the caller's.
                     raise Unavailable(
                         f"the lake on S3 cannot be read: {_first_line(exc)}", retry_after=60
                     ) from None
+                any_file = listed is not None
             if any_file:
                 source = f"read_parquet({_quoted(pattern)}, hive_partitioning = true)"
             else:  # no file yet: the same columns, no rows
