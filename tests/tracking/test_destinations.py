@@ -539,3 +539,49 @@ async def test_no_destination_body_makes_the_server_fail(app: RunningApp) -> Non
             assert answer.json()["error"], answer.text
     assert statuses.get(422, 0) >= 10, statuses
     assert statuses.get(201, 0) + statuses.get(200, 0) >= 5, statuses
+
+
+async def test_deleting_a_destination_deletes_its_connection_unless_another_rule_uses_it(
+    app: RunningApp,
+) -> None:
+    path = "/v1/buses/default/destinations"
+    body = {"preset": "ga4", "measurement_id": "G-ABCD1234", "api_secret": "s"}
+    for name in ("shop-ga4", "shared-ga4"):
+        made = await app.client.post(path, headers=app.admin, json={**body, "name": name})
+        assert made.status_code == 201, made.text
+
+    async def status(method: str, url: str) -> int:
+        return (await app.client.request(method, url, headers=app.admin)).status_code
+
+    gone = await app.client.delete(f"{path}/shop-ga4", headers=app.admin)
+    assert gone.status_code == 204, gone.text
+    assert await status("GET", "/v1/buses/default/rules/shop-ga4") == 404
+    assert await status("GET", "/v1/connections/tracking.default.shop-ga4") == 404
+    assert await status("DELETE", f"{path}/shop-ga4") == 404
+
+    # A hand-made rule on another bus that sends with the destination's connection keeps it.
+    assert await status("PUT", "/v1/buses/other") == 201
+    borrowed = {
+        "pattern": {"type": ["order.created"]},
+        "targets": [
+            {
+                "id": "ga4",
+                "type": "http",
+                "url": "https://www.google-analytics.com/mp/collect",
+                "connection": "tracking.default.shared-ga4",
+            }
+        ],
+    }
+    put = await app.client.put("/v1/buses/other/rules/borrow", headers=app.admin, json=borrowed)
+    assert put.status_code == 201, put.text
+    assert await status("DELETE", f"{path}/shared-ga4") == 204
+    assert await status("GET", "/v1/buses/default/rules/shared-ga4") == 404
+    assert await status("GET", "/v1/connections/tracking.default.shared-ga4") == 200
+
+    # A hand-made rule is not a destination: refused, and kept.
+    refused = await app.client.delete("/v1/buses/other/destinations/borrow", headers=app.admin)
+    assert (refused.status_code, refused.json()["field"]) == (409, "name")
+    assert await status("GET", "/v1/buses/other/rules/borrow") == 200
+    ingest = app.auth(app.bootstrap.ingest_key)
+    denied = await app.client.delete("/v1/buses/other/destinations/borrow", headers=ingest)
+    assert denied.status_code == 403

@@ -5,6 +5,7 @@ other, read, changed and deleted at `/v1/buses/{bus}/rules/{name}`."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Final
 
@@ -25,7 +26,12 @@ from stellwerk.api import (
 from stellwerk.auth import Scope
 from stellwerk.rules import Rule
 from stellwerk.service import Conflict, NotFound
-from stellwerk.tracking.destinations import DESCRIBED, DestinationInput, destination_of
+from stellwerk.tracking.destinations import (
+    DESCRIBED,
+    DestinationInput,
+    connection_name_of,
+    destination_of,
+)
 
 TAG = "tracking"
 _NAMED: Final = re.compile(r"(?:missing required|unknown) field `([^`]+)`(?: - at `(\$[^`]*)`)?$")
@@ -78,6 +84,33 @@ async def post_destination(request: Request) -> Response:
     return json_response(rule, 201 if created else 200)
 
 
+async def delete_destination(request: Request) -> Response:
+    """The destination's rule and, unless another rule of the tenant names it, the connection
+    holding its credential: deleting the rule alone (`DELETE .../rules/{name}`) leaves the
+    connection, since the core's rule deletion knows nothing of tracking."""
+    bus = path_name(request, "bus", "bus")
+    name = path_name(request, "destination", "name")
+    platform = platform_of(request)
+    principal = principal_of(request.scope)
+    rule = await platform.rules.get(principal, bus, name)  # 404: no such rule
+    if not rule.description.startswith(DESCRIBED):
+        raise Conflict(
+            f"rule {name!r} is not a tracking destination; delete it as a rule",
+            field="name",
+        )
+    own = connection_name_of(bus, name)
+    await platform.rules.delete(principal, bus, name)
+    if not any(t.connection == own for t in rule.targets):
+        return Response(status_code=204)  # changed by hand: its connection is not its own
+    for each in await platform.buses.all(principal):
+        for other in await platform.rules.all(principal, each.name):
+            if any(t.connection == own for t in other.targets):
+                return Response(status_code=204)  # another rule sends with it: kept
+    with contextlib.suppress(NotFound):  # deleted by hand already
+        await platform.connections.delete(principal, own)
+    return Response(status_code=204)
+
+
 _ERRORS: dict[int, type | None] = {
     400: ErrorBody,
     401: ErrorBody,
@@ -99,5 +132,18 @@ ENDPOINTS = [
         request_body=DestinationInput,
         responses={200: Rule, 201: Rule, **_ERRORS},
         path_params={"bus": name_param("the bus's name")},
+    ),
+    Endpoint(
+        "delete",
+        "/v1/buses/{bus}/destinations/{name}",
+        delete_destination,
+        "Delete a tracking destination: its rule, and the connection holding its credential",
+        TAG,
+        Scope.ADMIN,
+        responses={204: None, **_ERRORS},
+        path_params={
+            "bus": name_param("the bus's name"),
+            "name": name_param("the destination's (its rule's) name"),
+        },
     ),
 ]
