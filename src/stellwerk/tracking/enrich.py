@@ -432,6 +432,8 @@ class Enricher:
         self._geo = geo
         self.user_agent = functools.lru_cache(maxsize=ua_cache_size)(self._parse_user_agent)
         self._geo_cached = functools.lru_cache(maxsize=GEO_CACHE_SIZE)(self._lookup)
+        # Changes when cached answers are forgotten, so that callers' caches made of them go too.
+        self.generation = 0
 
     def _parse_user_agent(self, text: str) -> UserAgent:
         if not text:
@@ -471,6 +473,7 @@ class Enricher:
     def geo_cache_clear(self) -> None:
         """Forget cached geo answers (after the database file is replaced)."""
         self._geo_cached.cache_clear()
+        self.generation += 1
 
     def enrich(self, context: RequestContext, privacy: SourcePrivacy) -> Enrichment:
         anonymised, _ = anonymise_ip(context.ip)

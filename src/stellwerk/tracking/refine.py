@@ -32,6 +32,7 @@ from stellwerk.tracking.consent import (
 )
 from stellwerk.tracking.enrich import (
     Enricher,
+    Enrichment,
     RequestContext,
     SourcePrivacy,
     anonymise_ip,
@@ -46,6 +47,9 @@ MEMBER: Final = "stellwerk"  # the member of `context` that refine writes
 _FORGED_TOP: Final = "context." + MEMBER
 _FORGED_INNER: Final = MEMBER + "."
 _MAX_PARTS: Final = 20_000  # converted user agents and networks kept
+VISITS_KEPT: Final = 32_768  # decisions and enrichments by visit (`_visit_key`)
+MAX_VISIT_TEXT: Final = 2_048  # longer inputs are worked out each time, never kept
+MAX_VISIT_PURPOSES: Final = 16
 
 
 class Refiner:
@@ -60,6 +64,8 @@ class Refiner:
         # By the binding's identity: the source cache hands out one object per source until it
         # changes, and hashing a Binding on every message would cost more than the rest of it.
         self._policies: dict[int, tuple[Binding, ConsentPolicy, SourcePrivacy, SourcePrivacy]] = {}
+        # Decisions and enrichments by visit (`_visit_key`): cleared, not evicted, when full.
+        self._visits: dict[tuple[object, ...], _Visit] = {}
 
     def _compact(self, part: msgspec.Struct) -> dict[str, Any]:
         """A part of the enrichment as stored: its known fields only (an unknown value, `""`
@@ -104,22 +110,62 @@ class Refiner:
             found = self._policies[id(binding)] = (binding, policy, privacy, anonymous)
         return found[1:]
 
+    def _visit(
+        self,
+        request: RequestContext,
+        binding: Binding,
+        policy: ConsentPolicy,
+        privacy: SourcePrivacy,
+        anonymous_privacy: SourcePrivacy,
+    ) -> _Visit:
+        """Consent, the decision and enrichment of a request, and what they add to every
+        event of it: what `_visit_key`'s inputs decide."""
+        generation = self._enricher.generation
+        consent = consent_of(request, policy)
+        decision = decide(consent, policy)
+        if isinstance(decision, Drop):
+            return _Visit(binding, generation, False, None, {})
+        anonymous = isinstance(decision, KeepAnonymous)
+        if anonymous:
+            request, privacy = anonymise(request), anonymous_privacy
+        enrichment = self._enricher.enrich(request, privacy)
+        added: dict[str, Any] = {
+            "ip": enrichment.ip,
+            "user_agent": self._compact(enrichment.user_agent),
+            "geo": self._compact(enrichment.geo),
+            "campaign": self._compact(enrichment.campaign),  # one object per URL, cached
+            "referrer": enrichment.referrer,
+            "consent": stored_consent(consent, anonymous),
+        }
+        return _Visit(binding, generation, anonymous, enrichment, added)
+
     def __call__(
         self, message: dict[str, Any], arrival: Arrival, binding: Binding
     ) -> dict[str, Any] | None:
         policy, privacy, anonymous_privacy = self._settings(binding)
         message = _without_forgeries(message)
         request = request_context(message, arrival, binding)
-        consent = consent_of(request, policy)
-        decision = decide(consent, policy)
-        if isinstance(decision, Drop):
-            return None
-        anonymous = isinstance(decision, KeepAnonymous)
-        if anonymous:
+        key = _visit_key(request, id(binding))
+        visit = self._visits.get(key) if key is not None else None
+        if (
+            visit is None
+            or visit.binding is not binding
+            or visit.generation != self._enricher.generation
+        ):
+            visit = self._visit(request, binding, policy, privacy, anonymous_privacy)
+            if key is not None:
+                if len(self._visits) >= VISITS_KEPT:
+                    self._visits.clear()
+                self._visits[key] = visit
+        # Else a visitor's next event: the same consent list, address, agent, page and referrer
+        # as one before it, so the same decision and enrichment.
+        enrichment = visit.enrichment
+        if enrichment is None:
+            return None  # no consent, and the source drops such events
+        if visit.anonymous:
             request = anonymise(request)
             message = request.payload
             privacy = anonymous_privacy
-        enrichment = self._enricher.enrich(request, privacy)
         if privacy.pseudonymise:
             message = pseudonymise(
                 message, privacy.pseudonymise, self.tenant_key(binding.tenant.id)
@@ -135,14 +181,7 @@ class Refiner:
                 inner["ip"] = enrichment.ip if same else anonymise_ip(inner["ip"])[0]
             if isinstance(message.get("ip"), str):  # Snowplow's ip parameter
                 message["ip"] = anonymise_ip(message["ip"])[0]
-        added: dict[str, Any] = {
-            "ip": enrichment.ip,
-            "user_agent": self._compact(enrichment.user_agent),
-            "geo": self._compact(enrichment.geo),
-            "campaign": self._compact(enrichment.campaign),  # one object per URL, cached
-            "referrer": enrichment.referrer,
-        }
-        added["consent"] = stored_consent(consent, anonymous)
+        added = dict(visit.added)  # the shared part's values are shared, never changed
         added["received_at"] = arrival.received_at
         snowplow = binding.kind == "snowplow"
         added["event_time"] = (
@@ -156,6 +195,39 @@ class Refiner:
         inner[MEMBER] = added
         message["context"] = inner  # a top-level member: the collector lets refine set it
         return message
+
+
+class _Visit(msgspec.Struct, frozen=True):
+    """What a visit's inputs decided: whether the event is kept anonymously, its enrichment
+    (None: dropped, no consent) and the part of `context.stellwerk` made of them. The binding
+    and the enricher's generation are held so that a key whose binding id was reused by
+    another binding, or a replaced geo database, never matches."""
+
+    binding: Binding
+    generation: int
+    anonymous: bool
+    enrichment: Enrichment | None
+    added: dict[str, Any]
+
+
+def _visit_key(request: RequestContext, binding_id: int) -> tuple[object, ...] | None:
+    """The inputs that decide consent and enrichment, when they are the common ones: a
+    tracker's list of purposes (strings) as the event's consent, and an address, agent, page
+    and referrer short enough to keep. None otherwise (categoryPreferences, a TCF string, a
+    cookie, long values): worked out each time."""
+    inner = request.payload.get("context")
+    stated = inner.get("consent") if isinstance(inner, dict) else None
+    listed = stated.get("purposes") if isinstance(stated, dict) else None
+    if not isinstance(listed, list) or len(listed) > MAX_VISIT_PURPOSES:
+        return None
+    for value in listed:
+        if not isinstance(value, str):
+            return None
+    size = len(request.user_agent) + len(request.url) + len(request.referrer) + len(request.ip)
+    if size > MAX_VISIT_TEXT:
+        return None
+    agent = request.user_agent or request.headers.get("user-agent", "")
+    return (binding_id, request.ip, agent, request.url, request.referrer, *listed)
 
 
 def _known(part: msgspec.Struct) -> dict[str, Any]:
