@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol
 import msgspec
 
 from stellwerk.events import MAX_EVENT_SIZE, CloudEvent, encode_event
+from stellwerk.ingest import DecodedEvent
 from stellwerk.service import FailedEvent, Ingest, InvalidRequest
 from stellwerk.tracking.metrics import TrackingMetrics
 from stellwerk.tracking.model import Binding
@@ -85,6 +86,41 @@ class Collected(msgspec.Struct):
 _ID_FIELD: Final = "messageId"
 
 
+class _Tracked(msgspec.Struct, omit_defaults=True, gc=False):
+    """A tracked event as `encode_event` encodes it, in its order: the context attributes a
+    protocol sets (never `dataschema`, `data_base64` or extensions) and the data. Encoded
+    from a struct, without the intermediate dict."""
+
+    specversion: str
+    id: str
+    source: str
+    type: str
+    subject: str | None = None
+    time: str | None = None
+    datacontenttype: str | None = None
+    data: Any = None
+
+
+_encode: Final = msgspec.json.Encoder().encode
+
+
+def _encode_tracked(event: CloudEvent) -> bytes:
+    if event.dataschema is not None or event.data_base64 is not None or event.extensions:
+        return encode_event(event)
+    return _encode(
+        _Tracked(
+            event.specversion,
+            event.id,
+            event.source,
+            event.type,
+            event.subject,
+            event.time,
+            event.datacontenttype,
+            event.data,
+        )
+    )
+
+
 class Collector:
     def __init__(self, ingest: Ingest, metrics: TrackingMetrics, refine: Refine = keep) -> None:
         self._ingest = ingest
@@ -102,8 +138,7 @@ class Collector:
         the guards of ingest (erasure suppressions, the bus's schemas, the tenant's event rate):
         returns once every accepted one is durable. Raises the `ServiceError` of a request
         refused as a whole (no message of it is then acknowledged)."""
-        events: list[CloudEvent] = []
-        bodies: list[bytes] = []
+        events: list[DecodedEvent] = []
         places: list[int] = []  # each event's message, by index
         failed: list[Failure] = []
         dropped = 0
@@ -116,10 +151,18 @@ class Collector:
                     dropped += 1
                     continue
                 event = protocol.event_of(refined, source)
-                body = encode_event(event)
+                body = _encode_tracked(event)
                 if len(body) <= MAX_EVENT_SIZE:
-                    events.append(event)
-                    bodies.append(body)
+                    events.append(
+                        DecodedEvent(
+                            len(events),
+                            body,
+                            id=event.id,
+                            source=source,
+                            type=event.type,
+                            subject=event.subject,
+                        )
+                    )
                     places.append(index)
                     continue
                 problem = Problem(
@@ -136,7 +179,7 @@ class Collector:
                     id=message_id if isinstance(message_id, str) else None,
                 )
             )
-        collected = await self._take(binding, events, bodies, places, dropped, failed)
+        collected = await self._take(binding, events, places, dropped, failed)
         tenant, name = binding.tenant.name, binding.name
         self._metrics.count(tenant, name, "accepted", collected.accepted)
         self._metrics.count(tenant, name, "dropped", collected.dropped)
@@ -147,8 +190,7 @@ class Collector:
     async def _take(
         self,
         binding: Binding,
-        events: list[CloudEvent],
-        bodies: list[bytes],
+        events: list[DecodedEvent],
         places: list[int],
         dropped: int,
         failed: list[Failure],
@@ -156,7 +198,7 @@ class Collector:
         if not events:
             return Collected(accepted=0, dropped=dropped, failed=failed)
         try:
-            taken = await self._ingest.take(binding.tenant, binding.bus, events, bodies)
+            taken = await self._ingest.take_encoded(binding.tenant, binding.bus, events)
         except InvalidRequest as exc:
             # No event passed the bus's schemas: each is in the failed-events store.
             refused = msgspec.convert(exc.extra.get("failed", []), list[FailedEvent])
