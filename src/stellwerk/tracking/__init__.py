@@ -25,7 +25,7 @@ CAPABILITY = Capability(
     open=open_tracking,
     endpoints=[*SOURCE_ENDPOINTS, *LAKE_ENDPOINTS, *DESTINATION_ENDPOINTS],
     routes=[*SEGMENT_ROUTES, *SNOWPLOW_ROUTES, *BROWSER_ROUTES],
-    fast_path=fast_path,  # /t.js, ahead of the app's stack
+    fast_path=fast_path,  # /t.js and the Segment API's POSTs, ahead of the app's stack
     backup_parts=[LAKE_BACKUP],  # the lake's spool, and its files in the data directory
 )
 

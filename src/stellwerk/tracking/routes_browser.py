@@ -19,7 +19,7 @@ from starlette.types import Scope
 
 from stellwerk.api import ApiError, api_error, capability_of
 from stellwerk.capability import Answer as FastAnswer
-from stellwerk.capability import Answerer, Opened
+from stellwerk.capability import Answerer, Deferred, Opened
 from stellwerk.service import ServiceError
 from stellwerk.tracking import browser
 from stellwerk.tracking.admission import Refused, admitted, preflight
@@ -32,6 +32,7 @@ from stellwerk.tracking.routes_segment import (
     refuse_preflight,
     segment_error,
 )
+from stellwerk.tracking.routes_segment import fast_path as segment_fast_path
 from stellwerk.tracking.segment import SEGMENT, messages_of
 
 BATCH_PATH: Final = "/v1/b"
@@ -111,9 +112,16 @@ def script_answer(scope: Scope) -> FastAnswer | None:
     return _FULL[gzipped]
 
 
-def fast_path(_opened: Opened) -> Answerer:
-    """The tracking capability's `Capability.fast_path`: `/t.js`, which needs nothing opened."""
-    return script_answer
+def fast_path(opened: Opened) -> Answerer:
+    """The tracking capability's `Capability.fast_path`: `/t.js` from the answers built once,
+    and the Segment API's `POST`s taken whole (`routes_segment.fast_path`)."""
+    assert isinstance(opened, TrackingOpened)
+    segment = segment_fast_path(opened)
+
+    def answerer(scope: Scope) -> FastAnswer | Deferred | None:
+        return script_answer(scope) or segment(scope)
+
+    return answerer
 
 
 async def settings(request: Request) -> Response:

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope
 
-from stellwerk.api import ApiError, api_error, capability_of
+from stellwerk.api import Answer as FastAnswer
+from stellwerk.api import Answerer, ApiError, Deferred, api_error, capability_of
+from stellwerk.api.middleware.limits import too_large
 from stellwerk.clock import utc_now
 from stellwerk.events import format_rfc3339
 from stellwerk.service import ServiceError
@@ -32,6 +36,7 @@ from stellwerk.tracking.segment import SEGMENT, messages_of
 
 _encode: Final = msgspec.json.Encoder().encode
 _SUCCESS: Final = b'{"success":true}'
+_JSON_TYPE: Final = "application/json"
 
 
 class Answer(msgspec.Struct, omit_defaults=True):
@@ -45,7 +50,31 @@ class Answer(msgspec.Struct, omit_defaults=True):
     failed: list[Failure] | None = None
 
 
-def segment_error(error: ApiError, headers: dict[str, str]) -> Response:
+class Reply(msgspec.Struct, frozen=True):
+    """An answer of the Segment API, sent by the route (a `Response`) or by the fast path (an
+    `Answer`) alike: the status, the JSON body and the headers beside its content type."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+    def response(self) -> Response:
+        return Response(
+            self.body, status_code=self.status, headers=self.headers, media_type=_JSON_TYPE
+        )
+
+    def answer(self, route: str) -> FastAnswer:
+        headers = [
+            (b"content-length", str(len(self.body)).encode()),
+            (b"content-type", _JSON_TYPE.encode()),
+        ]
+        headers += [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()
+        ]
+        return FastAnswer(route, self.status, headers, self.body)
+
+
+def error_reply(error: ApiError, headers: dict[str, str]) -> Reply:
     """An error in Segment's shape (`code`, `message`), Stellwerk's `error` and `field` beside."""
     field = error.extra.get("field")
     failed = error.extra.get("failed")
@@ -60,12 +89,12 @@ def segment_error(error: ApiError, headers: dict[str, str]) -> Response:
     # Only Retry-After of the error's own headers: a WWW-Authenticate challenge would make a
     # browser show a login dialog.
     kept = {k: v for k, v in error.headers.items() if k.lower() == "retry-after"}
-    return Response(
-        _encode(answer),
-        status_code=error.status,
-        headers={**kept, **headers},
-        media_type="application/json",
-    )
+    return Reply(error.status, _encode(answer), {**kept, **headers})
+
+
+def segment_error(error: ApiError, headers: dict[str, str]) -> Response:
+    """`error_reply` as the routes answer it."""
+    return error_reply(error, headers).response()
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -93,7 +122,11 @@ def write_key_of(authorization: str | None, body: Any) -> str:
 
 async def binding_of(opened: TrackingOpened, request: Request, body: Any) -> Binding:
     """The source the request's write key names (Basic user or `writeKey`), or 401."""
-    key = write_key_of(request.headers.get("authorization"), body)
+    return await _binding(opened, request.headers.get("authorization"), body)
+
+
+async def _binding(opened: TrackingOpened, authorization: str | None, body: Any) -> Binding:
+    key = write_key_of(authorization, body)
     binding = await opened.sources.resolve(key)
     if binding is None:
         raise _unauthorized("the write key is not valid (unknown, or its source was deleted)")
@@ -113,41 +146,91 @@ def arrival_of(request: Request) -> Arrival:
     )
 
 
-async def _take(request: Request, kind: str | None) -> Response:
+class _Heard(msgspec.Struct, frozen=True):
+    """What a Segment call brings besides its body: the headers (the first of each name, as
+    Starlette's `Headers.get` gives it), all of them but Authorization (the last of each, as
+    a dict of Starlette's `Headers.items()`), and the client's address."""
+
+    first: dict[str, str]
+    rest: dict[str, str]
+    client: str | None
+
+    def arrival(self) -> Arrival:
+        first = self.first
+        return Arrival(
+            received_at=format_rfc3339(utc_now()),
+            ip=self.client,
+            user_agent=first.get("user-agent"),
+            referrer=first.get("referer"),
+            origin=first.get("origin"),
+            headers=self.rest,
+        )
+
+
+def _heard_of(request: Request) -> _Heard:
+    headers = request.headers
+    first = {k: headers[k] for k in headers}
+    rest = {k: v for k, v in headers.items() if k != "authorization"}
+    return _Heard(first, rest, request.client.host if request.client is not None else None)
+
+
+def _heard_of_scope(scope: Scope) -> _Heard:
+    first: dict[str, str] = {}
+    rest: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+        first.setdefault(name, value)
+        if name != "authorization":
+            rest[name] = value
+    client = scope.get("client")
+    return _Heard(first, rest, client[0] if client else None)
+
+
+async def take(
+    opened: TrackingOpened,
+    heard: _Heard,
+    read_body: Callable[[], Awaitable[bytes]],
+    kind: str | None,
+) -> Reply:
+    """A Segment call: its messages onto the source's bus, and the answer the SDKs expect."""
     allowed: dict[str, str] = {}
     try:
-        opened = capability_of(request, NAME, TrackingOpened)
-        body = decoded(
-            await request.body(), request.headers.get("content-encoding"), opened.max_body_bytes
-        )
-        binding = await binding_of(opened, request, body)
-        allowed = await admitted(opened, binding, request.headers.get("origin"), "segment")
+        first = heard.first
+        body = decoded(await read_body(), first.get("content-encoding"), opened.max_body_bytes)
+        binding = await _binding(opened, first.get("authorization"), body)
+        allowed = await admitted(opened, binding, first.get("origin"), "segment")
         messages = messages_of(body, kind, max_batch=opened.max_batch)
-        collected = await opened.collector.collect(binding, arrival_of(request), messages, SEGMENT)
+        collected = await opened.collector.collect(binding, heard.arrival(), messages, SEGMENT)
     except Refused as exc:
-        return segment_error(exc.error, exc.cors)
+        return error_reply(exc.error, exc.cors)
     except ApiError as exc:
-        return segment_error(exc, allowed)
+        return error_reply(exc, allowed)
     except ServiceError as exc:
-        return segment_error(api_error(exc), allowed)
+        return error_reply(api_error(exc), allowed)
     if not collected.failed:
-        return Response(_SUCCESS, headers=allowed, media_type="application/json")
+        return Reply(200, _SUCCESS, allowed)
     if collected.accepted or collected.dropped:
-        return Response(
-            _encode(Answer(success=True, failed=collected.failed)),
-            headers=allowed,
-            media_type="application/json",
-        )
-    first = collected.failed[0]
+        return Reply(200, _encode(Answer(success=True, failed=collected.failed)), allowed)
+    first_failure = collected.failed[0]
     several = len(collected.failed) > 1
     refused = ApiError(
         400,
-        first.error,
-        f"no message is valid; first: {first.message}" if several else first.message,
-        field=first.field,
+        first_failure.error,
+        f"no message is valid; first: {first_failure.message}"
+        if several
+        else first_failure.message,
+        field=first_failure.field,
         failed=collected.failed,
     )
-    return segment_error(refused, allowed)
+    return error_reply(refused, allowed)
+
+
+async def _take(request: Request, kind: str | None) -> Response:
+    try:
+        opened = capability_of(request, NAME, TrackingOpened)
+    except ApiError as exc:
+        return segment_error(exc, {})
+    return (await take(opened, _heard_of(request), request.body, kind)).response()
 
 
 def refuse_preflight(error: ApiError) -> Response:
@@ -177,3 +260,55 @@ ROUTES: Final[list[BaseRoute]] = [
     Route(path, _endpoint(kind), methods=["POST", "OPTIONS"], include_in_schema=False)
     for path, kind in PATHS.items()
 ]
+
+
+class _Disconnected(Exception):
+    """The client went away before its body was read: there is no one to answer."""
+
+
+def fast_path(opened: TrackingOpened) -> Answerer:
+    """A `POST` of the Segment API taken whole ahead of the app's stack (`Deferred`), answered
+    exactly as its route answers it: one Starlette pass costs about as much as the collector
+    spends on a message. Left to the app: preflights, a root path, and a declared
+    `Content-Length` that is not a number within `--max-body-bytes` (refused there, in front
+    of every route, as documented)."""
+    limit = opened.max_body_bytes
+
+    def answerer(scope: Scope) -> Deferred | None:
+        path = scope["path"]
+        if path not in PATHS or scope["method"] != "POST" or scope.get("root_path"):
+            return None
+        for name, value in scope["headers"]:
+            if name == b"content-length" and not (value.isdigit() and int(value) <= limit):
+                return None
+        kind = PATHS[path]
+        return Deferred(path, lambda receive: _respond(opened, scope, receive, kind))
+
+    return answerer
+
+
+async def _respond(
+    opened: TrackingOpened, scope: Scope, receive: Receive, kind: str | None
+) -> FastAnswer:
+    limit = opened.max_body_bytes
+
+    async def read_body() -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise _Disconnected
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    try:
+        reply = await take(opened, _heard_of_scope(scope), read_body, kind)
+    except _Disconnected:
+        return FastAnswer(scope["path"], 400, [(b"content-length", b"0")])
+    return reply.answer(scope["path"])
