@@ -55,6 +55,9 @@ def test_the_fast_path_takes_the_segment_posts_and_leaves_the_rest_to_the_app(
         # Declared over the limit, or not a number: refused in front of every route.
         scope("/v1/batch", headers=[(b"content-length", str(LIMIT + 1).encode())]),
         scope("/v1/batch", headers=[(b"content-length", b"12a")]),
+        # Through a proxy: whether to trust its X-Forwarded-For is the app's to decide (its
+        # proxy-headers layer runs behind the fast paths), and the address is enriched.
+        scope("/v1/batch", headers=[(b"x-forwarded-for", b"81.2.69.160")]),
     ]
     for each in left:
         assert answerer(each) is None, each

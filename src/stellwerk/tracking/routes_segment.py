@@ -269,9 +269,9 @@ class _Disconnected(Exception):
 def fast_path(opened: TrackingOpened) -> Answerer:
     """A `POST` of the Segment API taken whole ahead of the app's stack (`Deferred`), answered
     exactly as its route answers it: one Starlette pass costs about as much as the collector
-    spends on a message. Left to the app: preflights, a root path, and a declared
+    spends on a message. Left to the app: preflights, a root path, a declared
     `Content-Length` that is not a number within `--max-body-bytes` (refused there, in front
-    of every route, as documented)."""
+    of every route, as documented), and a request through a proxy (`X-Forwarded-For`)."""
     limit = opened.max_body_bytes
 
     def answerer(scope: Scope) -> Deferred | None:
@@ -280,6 +280,11 @@ def fast_path(opened: TrackingOpened) -> Answerer:
             return None
         for name, value in scope["headers"]:
             if name == b"content-length" and not (value.isdigit() and int(value) <= limit):
+                return None
+            if name == b"x-forwarded-for":
+                # The fast paths run before the app's proxy-headers layer (`stellwerk serve`
+                # applies them behind them): only the app knows whether to trust the header,
+                # and the client's address is what enrichment anonymises and locates.
                 return None
         kind = PATHS[path]
         return Deferred(path, lambda receive: _respond(opened, scope, receive, kind))
