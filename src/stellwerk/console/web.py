@@ -223,9 +223,12 @@ async def admitted(request: Request, console: ConsoleOpened, *, reads_only: bool
         raise LoginNeeded(then)
     if not principal.scope.allows(needed):
         raise Forbidden("this console is read-only: its key has scope read")
-    wait = gate.request_rate.acquire(principal.tenant_id)
-    if wait > 0:
-        raise TooManyRequests("the tenant's request rate limit is exhausted", retry_after=wait)
+    spent = await gate.request_rate.acquire(principal.tenant_id)
+    if spent is not None:
+        raise TooManyRequests(
+            f"the tenant's request rate limit ({spent.rate:g}/s) is exhausted",
+            retry_after=spent.retry_after,
+        )
     return View(request, console, principal, session)
 
 

@@ -241,7 +241,7 @@ suppressed_events = sa.Table(
 )
 
 # A tenant's quotas, set by the operator (`stellwerk tenants limits`): each column None means
-# the server-wide default applies (migration 0010, docs/quotas.md).
+# the server-wide default applies (migration 0011, docs/quotas.md).
 tenant_limits = sa.Table(
     "tenant_limits",
     metadata,
