@@ -21,6 +21,7 @@ from stellwerk.api.middleware import (
     IngestFastPath,
     RequestMetricsMiddleware,
     principal_of,
+    too_large,
 )
 from stellwerk.api.openapi import Operation, Parameter, build_openapi
 from stellwerk.api.routes import ENDPOINTS, HEALTH_ENDPOINTS
@@ -54,4 +55,5 @@ __all__ = [
     "platform_of",
     "principal_of",
     "read_json",
+    "too_large",
 ]

@@ -22,8 +22,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope
 
 from stellwerk.api import Answer as FastAnswer
-from stellwerk.api import Answerer, ApiError, Deferred, api_error, capability_of
-from stellwerk.api.middleware.limits import too_large
+from stellwerk.api import Answerer, ApiError, Deferred, api_error, capability_of, too_large
 from stellwerk.clock import utc_now
 from stellwerk.events import format_rfc3339
 from stellwerk.service import ServiceError
