@@ -132,3 +132,10 @@ async def test_rows_are_written_to_s3_and_queried_back_per_tenant(
     theirs = f"s3://{BUCKET}/{prefix}/tenant=default/*/*/*.parquet"
     sneaky = await query(other_read, f"SELECT count(*) FROM read_parquet('{theirs}')")
     assert (sneaky.status_code, sneaky.json()["error"]) == (403, "QueryRefused")
+
+
+def test_a_packaged_httpfs_of_another_duckdb_is_not_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    # DuckDB upgraded without the extension: its own extension directory is tried instead
+    # (`LOAD httpfs`), never a file built for another version, which DuckDB would refuse.
+    monkeypatch.setattr(duckdb, "__version__", "0.0.1")
+    assert httpfs_file() is None
