@@ -90,7 +90,11 @@ async def test_with_a_node_missing_the_stores_start_on_the_nodes_up_and_get_ever
     worker = JetStreamDeliveryQueue(up, replicas=3, clock=clock)
     with structlog.testing.capture_logs() as lines:
         async with router, worker, JetStreamEventLog(up, replicas=3) as log:
-            streams = [router.layout.members_stream, router.layout.table_stream]
+            streams = [
+                router.layout.members_stream,
+                router.layout.table_stream,
+                router.layout.attempts_stream,  # the delivery history's
+            ]
             for stream in streams:
                 assert await replicas_of(cluster.urls[:2], stream) == 2
 

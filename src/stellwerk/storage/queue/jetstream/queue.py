@@ -410,7 +410,13 @@ class JetStreamDeliveryQueue(CheckedQueue):
     async def _beside(
         self, opened: _Open, attempts: Sequence[Attempt | None], *work: Awaitable[object]
     ) -> None:
-        await asyncio.gather(opened.history.record(attempts), *work)
+        # Every write runs to its end before a failure is raised: none is left behind unawaited.
+        results = await asyncio.gather(
+            opened.history.record(attempts), *work, return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def retry(
         self,
