@@ -177,6 +177,13 @@ def test_a_signature_is_read_wherever_it_stands_and_checked_every_time() -> None
             "requires Signature",
         ),
         (
+            lambda h: h.update(
+                authorization=h["authorization"].replace(", Signature=", "Signature=")
+            ),
+            "IncompleteSignatureException",
+            "requires Signature",
+        ),
+        (
             lambda h: h.update(authorization=h["authorization"].replace("AWS4-HMAC", "AWS3")),
             "IncompleteSignatureException",
             "algorithm",

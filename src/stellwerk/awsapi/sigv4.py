@@ -132,7 +132,13 @@ def _authorization(authorization: str) -> tuple[str, tuple[str, ...], tuple[str,
     `Authorization` header. What comes before the signature is the same on every call of a
     client on one day (the SDKs write the signature last): read once and remembered."""
     head, sep, signature = authorization.rpartition("Signature=")
-    if sep and signature and "," not in signature and " " not in signature:
+    if (
+        sep
+        and signature
+        and "," not in signature
+        and " " not in signature
+        and head.rstrip().endswith(",")  # a field of its own, after the others
+    ):
         return (*_head(head, ("Credential", "SignedHeaders")), signature)
     algorithm, credential, signed = _head(
         authorization, ("Credential", "SignedHeaders", "Signature")
