@@ -269,7 +269,13 @@ def test_a_clock_skewed_beyond_five_minutes_is_refused(
     assert "Signature expired" in message
 
 
-def signed_post(server: Server, signed: bytes, sent: bytes | None = None) -> httpx.Response:
+def signed_post(
+    server: Server,
+    signed: bytes,
+    sent: bytes | None = None,
+    *,
+    target: str = "AWSEvents.PutEvents",
+) -> httpx.Response:
     """A request signed by botocore's own SigV4 signer over `signed`, sending `sent`."""
     key = server.bootstrap.admin_key
     request = AWSRequest(
@@ -277,7 +283,7 @@ def signed_post(server: Server, signed: bytes, sent: bytes | None = None) -> htt
         url=server.url + "/",
         data=signed,
         headers={
-            "X-Amz-Target": "AWSEvents.PutEvents",
+            "X-Amz-Target": target,
             "Content-Type": "application/x-amz-json-1.1",
         },
     )
@@ -297,10 +303,30 @@ def test_unknown_operations_bad_bodies_and_altered_bodies(server: Server) -> Non
     unsigned = httpx.post(server.url + "/", headers={"X-Amz-Target": "AWSEvents.PutEvents"})
     assert unsigned.status_code == 400
     assert unsigned.json()["__type"] == "MissingAuthenticationTokenException"
-    for body in (b"not json", b"[1, 2]"):
+    deep = b'{"Entries": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}"
+    for body in (b"not json", b"[1, 2]", deep):
         refused = signed_post(server, body)
         assert refused.status_code == 400, refused.text
         assert refused.json()["__type"] == "SerializationException"
+    # Nested past what a decoder can follow: refused as EventBridge refuses bad input, no 500.
+    nested = "[" * 100_000 + "]" * 100_000
+    deep_detail = json.dumps(
+        {
+            "Entries": [
+                {"Source": 5, "DetailType": "t", "Detail": "{}"},
+                {"Source": "s", "DetailType": "t", "Detail": '{"a": ' + nested + "}"},
+            ]
+        }
+    ).encode()
+    answer = signed_post(server, deep_detail).json()
+    assert [e["ErrorCode"] for e in answer["Entries"]] == ["InvalidArgument", "MalformedDetail"]
+    pattern_test = signed_post(
+        server,
+        json.dumps({"EventPattern": '{"source": ["s"]}', "Event": nested}).encode(),
+        target="AWSEvents.TestEventPattern",
+    )
+    assert pattern_test.status_code == 400, pattern_test.text
+    assert pattern_test.json()["__type"] == "ValidationException"
     huge = signed_post(server, b"{" + b" " * (2 * 1024 * 1024) + b"}")
     assert huge.status_code == 400
     assert huge.json()["__type"] == "ValidationException"

@@ -127,7 +127,7 @@ async def _call(
 def _params(body: bytes) -> Params:
     try:
         params = msgspec.json.decode(body) if body.strip() else {}
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise AwsError("SerializationException", f"The body is not JSON: {exc}") from None
     if not isinstance(params, dict):
         raise AwsError("SerializationException", "The body must be a JSON object")

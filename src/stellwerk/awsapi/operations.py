@@ -121,7 +121,7 @@ def put_events_params(body: bytes) -> Params | None:
     (read then as any JSON, and refused or answered the general way)."""
     try:
         decoded = _put_events_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, RecursionError):
         return None
     params: Params = {"Entries": decoded.Entries}
     if decoded.EndpointId is not None:
@@ -214,7 +214,7 @@ def _stored(
     detail_text = _required(entry, "Detail")
     try:
         detail = _decode(detail_text)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deep
         raise _EntryError("MalformedDetail", "Detail is malformed.") from None
     if not isinstance(detail, dict):
         raise _EntryError("MalformedDetail", "Detail is malformed.")
@@ -386,7 +386,7 @@ async def test_event_pattern(call: Call) -> dict[str, Any]:
         ) from None
     try:
         event = msgspec.json.decode(event_text)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         raise validation("Parameter Event is not valid.") from None
     if not isinstance(event, dict):
         raise validation("Parameter Event is not valid.")
