@@ -9,6 +9,10 @@ Prints, with issue 19's targets:
   from `--clients` client processes for `--duration` seconds against one `stellwerk serve
   --processes 1`: events/s, their ratio (target >= 0.6) and the server's CPU µs per event.
   Phases alternate (native, boto3, native, boto3) and the better of each pair counts.
+- **Native ingest at boto3's rate**: once more, each native client paced to its share of
+  boto3's best events/s: the server's CPU per event grows as the rate falls (its per-wake-up
+  and per-commit work is shared by fewer events), so this is the server figure to set beside
+  PutEvents'.
 - **The clients' floor**: one client of each kind against a bare receiver (a canned answer,
   next to no CPU), its CPU µs per event: what the clients alone cost, whatever the server does.
 
@@ -117,7 +121,8 @@ def _boto3_client(args: tuple[str, str, float]) -> int:
     return sent
 
 
-def _native_client(args: tuple[str, str, float]) -> int:
+def _native_client(args: tuple[str, str, float], rate: float = 0.0) -> int:
+    """Native batch ingest until `deadline`; with `rate`, at most that many events/s."""
     import http.client
     import uuid
     from urllib.parse import urlsplit
@@ -131,7 +136,11 @@ def _native_client(args: tuple[str, str, float]) -> int:
     }
     detail = json.loads(ENTRY["Detail"])
     sent = 0
+    began = time.time()
     while time.time() < deadline:
+        if rate and (ahead := began + sent / rate - time.time()) > 0:
+            time.sleep(ahead)  # paced: the next call when its turn comes
+            continue
         batch = [
             {
                 "specversion": "1.0",
@@ -152,17 +161,18 @@ def _native_client(args: tuple[str, str, float]) -> int:
 
 
 def phase(
-    kind: str, url: str, key: str, pid: int, args: argparse.Namespace
+    kind: str, url: str, key: str, pid: int, args: argparse.Namespace, rate: float = 0.0
 ) -> tuple[float, float, float]:
     """One phase: events/s over all clients, and the server's and the clients' CPU µs per
     event. The clients start (imports, a warm-up call), wait for `start_at`, send until
     `end_at` and print how many events they sent and their CPU seconds meanwhile; the
-    server's CPU is read at the same two moments."""
+    server's CPU is read at the same two moments. `rate`: each native client's pace."""
     from stellwerk.cli import process_cpu
 
     start_at = time.time() + 4.0  # time for the clients' imports and warm-up
     end_at = start_at + args.duration
     command = [sys.executable, __file__, "--client", kind, url, key, str(start_at), str(end_at)]
+    command.append(str(rate))
     running = [
         subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(args.clients)
     ]
@@ -246,7 +256,7 @@ def client_floor(kind: str, args: argparse.Namespace) -> float:
         url = f"http://127.0.0.1:{port}"
         key = "swk_0123456789abcdef_" + "s" * 43
         out = subprocess.run(
-            [sys.executable, __file__, "--client", kind, url, key, str(start_at), str(end_at)],
+            [sys.executable, __file__, "--client", kind, url, key, str(start_at), str(end_at), "0"],
             capture_output=True,
             text=True,
             check=True,
@@ -258,8 +268,12 @@ def client_floor(kind: str, args: argparse.Namespace) -> float:
     return float(seconds) * 1e6 / max(int(sent), 1)
 
 
-def client_main(kind: str, url: str, key: str, start_at: float, end_at: float) -> int:
-    worker = _boto3_client if kind == "boto3" else _native_client
+def client_main(
+    kind: str, url: str, key: str, start_at: float, end_at: float, rate: float = 0.0
+) -> int:
+    def worker(args: tuple[str, str, float]) -> int:
+        return _boto3_client(args) if kind == "boto3" else _native_client(args, rate)
+
     worker((url, key, time.time() + 0.3))  # connect and warm up
     if time.time() > start_at:
         raise SystemExit("the client was not ready in time: raise the start-up allowance")
@@ -401,8 +415,8 @@ async def _in_process(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str]) -> int:
     if argv[:1] == ["--client"]:
-        kind, url, key, start_at, end_at = argv[1:6]
-        return client_main(kind, url, key, float(start_at), float(end_at))
+        kind, url, key, start_at, end_at, rate = argv[1:7]
+        return client_main(kind, url, key, float(start_at), float(end_at), float(rate))
     if argv[:1] == ["--receiver"]:
         return receiver_main(int(argv[1]))
     args = parse(argv)
@@ -437,6 +451,15 @@ def main(argv: Sequence[str]) -> int:
                         f"{server_us:6.1f} µs, clients {client_us:6.1f} µs"
                     )
                     best[kind] = max(best.get(kind, 0.0), per_s)
+            # The server's CPU per event depends on the rate (what it does per wake-up and
+            # per commit is shared by fewer events at a lower one): native ingest once more,
+            # held to boto3's best rate, compares the two APIs at one rate.
+            pace = best["boto3"] / args.clients
+            per_s, server_us, client_us = phase("native", url, key, server.pid, args, pace)
+            print(
+                f"  native at boto3's rate {per_s:6.0f} events/s   CPU per event: server "
+                f"{server_us:6.1f} µs, clients {client_us:6.1f} µs"
+            )
     floors = {kind: client_floor(kind, args) for kind in ("native", "boto3")}
     print(
         f"The clients alone (one against a bare receiver), CPU per event: native "
