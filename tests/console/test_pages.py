@@ -7,6 +7,7 @@ import html
 from typing import Any
 
 import httpx
+import pytest
 from tests.console.conftest import Receiver, Served, csrf_of
 from tests.polling import wait_until
 
@@ -254,6 +255,7 @@ def test_an_events_page_links_each_rule_to_test_it_with_the_event(served: Served
         assert 'the event has "somebody"' in html.unescape(tested.text)
 
 
+@pytest.mark.slow  # makes the other tenant with the command line, in a process of its own
 def test_another_tenants_event_is_not_found(served: Served) -> None:
     served.api(
         "PUT",
