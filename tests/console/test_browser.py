@@ -174,6 +174,7 @@ def test_a_journey_through_the_console(
     row.locator(".replay-state >> text=/^completed/").wait_for()
     value = row.locator("progress").evaluate("p => [p.value, p.max]")
     assert value[0] == value[1] >= 3
+    assert row.locator("text=cancel").count() == 0  # gone once the replay finished
     shoot(page, "replays")
 
     page.goto(base + "/buses")

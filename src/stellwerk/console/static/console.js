@@ -39,7 +39,9 @@ function watchReplay(row) {
     bar.max = Math.max(1, replay.total);
     bar.value = replay.replayed;
     label.textContent = replay.state + " · " + replay.replayed + " / " + replay.total;
-    if (replay.state === "running") { setTimeout(tick, 1000); }
+    if (replay.state === "running") { setTimeout(tick, 1000); return; }
+    const cancel = row.querySelector("form");
+    if (cancel) { cancel.remove(); }  // a finished replay cannot be cancelled
   };
   tick();
 }
