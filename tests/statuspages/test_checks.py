@@ -171,13 +171,23 @@ async def test_failures_recovery_and_slowness_move_the_linked_component(
     results = (await app.client.get("/v1/checks/api/results", headers=app.admin)).json()["results"]
     assert any(not r["ok"] and r["status_code"] == 503 for r in results)
     assert any(r["ok"] and r["latency_ms"] >= 300 for r in results)
-    completed = await internal_events(app, CHECK_COMPLETED)
-    assert len(completed) >= len(results)
+    # A run stores its result, then publishes its events: wait for those of the runs seen.
+    completed = await eventually(
+        lambda: internal_events(app, CHECK_COMPLETED), accept=lambda c: len(c) >= len(results)
+    )
     assert all(e["subject"] == "api" for e in completed)
-    changes = [
-        (e["data"]["old_state"], e["data"]["new_state"])
-        for e in await internal_events(app, CHECK_CHANGED)
+
+    async def changes() -> list[tuple[str, str]]:
+        return [
+            (e["data"]["old_state"], e["data"]["new_state"])
+            for e in await internal_events(app, CHECK_CHANGED)
+        ]
+
+    assert await eventually(changes, accept=lambda c: len(c) >= 4) == [
+        ("unknown", "up"),
+        ("up", "down"),
+        ("down", "degraded"),
+        ("degraded", "up"),
     ]
-    assert changes == [("unknown", "up"), ("up", "down"), ("down", "degraded"), ("degraded", "up")]
     # Every probe reached the server: no run was skipped or doubled (one runner in the process).
     assert len([s for s in receiver.seen if s.path == "/health"]) >= len(results)

@@ -69,8 +69,9 @@ async def test_matching_events_set_a_components_status(running_app: RunningApp) 
     await send(app, {"id": "d2", "source": "ci", "type": "deploy.failed"})
     await eventually(lambda: component(app, "api"), accept=lambda s: s == "degraded_performance")
     assert await component(app, "db") == "operational"
-    # The change is an event itself, which rules can route anywhere.
-    updates = await internal_events(app, COMPONENT_UPDATED)
+    # The change is an event itself, which rules can route anywhere. It is published after the
+    # status is stored, so a reader that sees the status may still be before the event.
+    updates = await eventually(lambda: internal_events(app, COMPONENT_UPDATED))
     assert [(u["data"]["component"]["id"], u["data"]["new_status"]) for u in updates] == [
         ("api", "degraded_performance")
     ]
