@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,6 +174,72 @@ async def test_a_bus_without_rules_still_moves_its_cursor(setup: Setup) -> None:
     await setup.router().run(burst=True)
     assert await setup.queue.cursor(ACME_DEFAULT) == await setup.log.last_position(ACME_DEFAULT)
     assert await setup.leased() == []
+
+
+class CountingLog(SqliteEventLog):
+    """The real log, counting the reads that return events, and calling `on_end` when the
+    router asks where a bus's log ends."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reads_with_events = 0
+        self.on_end: Callable[[], None] = lambda: None
+
+    async def _read_after(self, bus: BusRef, after: int, limit: int) -> list[StoredEvent]:
+        events = await super()._read_after(bus, after, limit)
+        self.reads_with_events += bool(events)
+        return events
+
+    async def last_position(self, bus: BusRef) -> int:
+        last = await super().last_position(bus)
+        self.on_end()
+        return last
+
+
+@pytest.fixture
+async def counted(tmp_path: Path) -> AsyncIterator[Setup]:
+    clock = MovableClock()
+    async with (
+        CountingLog(tmp_path / LOG_DIR, clock=clock) as log,
+        SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=clock) as queue,
+    ):
+        yield Setup(log, queue, Rules({}), clock)
+
+
+async def test_a_bus_without_rules_is_passed_over_without_reading_its_events(
+    counted: Setup,
+) -> None:
+    log = counted.log
+    assert isinstance(log, CountingLog)
+    await counted.append(*(f"e{n}" for n in range(5)))
+    router = counted.router(batch=2)
+    await router.run(burst=True)
+    assert log.reads_with_events == 0
+    assert await counted.queue.cursor(ACME_DEFAULT) == 5
+    # With a rule, the next events are read and matched again, and none before them.
+    counted.rules.put("acme", "default", "r", {"source": ["/orders"]}, RouteTarget("t"))
+    await counted.append("e5", "e6")
+    await router.run(burst=True)
+    assert log.reads_with_events == 1
+    assert triples(await counted.leased()) == Counter({("e5", "r", "t"): 1, ("e6", "r", "t"): 1})
+
+
+async def test_a_rule_saved_while_the_end_of_the_log_is_read_still_matches(
+    counted: Setup,
+) -> None:
+    # The router found no rule, then read where the log ends; the rule saved in between is in
+    # force for those events (they had not been routed when it was saved).
+    log = counted.log
+    assert isinstance(log, CountingLog)
+    await counted.append("e1", "e2")
+
+    def rule_saved() -> None:
+        counted.rules.put("acme", "default", "r", {"source": ["/orders"]}, RouteTarget("t"))
+
+    log.on_end = rule_saved
+    await counted.router().run(burst=True)
+    assert triples(await counted.leased()) == Counter({("e1", "r", "t"): 1, ("e2", "r", "t"): 1})
+    assert await counted.queue.cursor(ACME_DEFAULT) == 2
 
 
 async def test_rule_changes_apply_to_events_routed_after_them(setup: Setup) -> None:

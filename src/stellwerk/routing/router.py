@@ -165,13 +165,15 @@ class Router(BusFollower):
         cursor = self._cursors.get(bus)
         if cursor is None:
             cursor = self._cursors[bus] = await self.queue.cursor(bus)
+        if self.site.standing_by(bus) is None and not len(await self._rules(bus)):
+            passed = await self._pass_unmatched(bus, cursor)
+            if passed is not None:
+                return passed
         events = await self.log.read(bus, after=cursor, limit=self.batch)
         if not events:
             return 0
         standby = self.site.standing_by(bus)
-        rules = self.rules_for(bus)
-        if inspect.isawaitable(rules):
-            rules = await rules
+        rules = await self._rules(bus)
         if standby is not None:
             return await self._pass_over(bus, events, standby, rules.everywhere)
         deliveries = self._deliveries(rules, events)
@@ -189,6 +191,34 @@ class Router(BusFollower):
         if deliveries and self.wake is not None:
             self.wake.set()
         return len(events)
+
+    async def _rules(self, bus: BusRef) -> RuleSet:
+        rules = self.rules_for(bus)
+        if inspect.isawaitable(rules):
+            rules = await rules
+        return rules
+
+    async def _pass_unmatched(self, bus: BusRef, cursor: int) -> int | None:
+        """The bus has no rule: move the cursor to the end of its log without reading the
+        events (none could match); how many positions it passed, or None when a rule came
+        meanwhile (then the events are read and matched as usual).
+
+        The end is read before the rules are looked at again, as `route_batch` reads events
+        before it takes the rules: every event passed was stored while the bus had no rule.
+        """
+        last = await self.log.last_position(bus)
+        if last <= cursor:
+            return 0
+        if len(await self._rules(bus)) or self.site.standing_by(bus) is not None:
+            return None
+        try:
+            await self.queue.route(bus, last, [])
+        except Exception:
+            self._cursors.pop(bus, None)
+            raise
+        self._cursors[bus] = last
+        self.hooks.on_routed(bus.tenant, bus.bus, last - cursor, 0)
+        return last - cursor
 
     async def _pass_over(
         self,
