@@ -16,8 +16,8 @@ from tests.storage.eventlog_support import ACME_DEFAULT, MovableClock, body_of, 
 
 from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import AppendStatus, EventLogError, LogOverloaded, NewEvent
-from stellwerk.storage.eventlog.sqlite import SqliteEventLog
-from stellwerk.storage.eventlog.sqlite.commit import MAX_CHUNK_EVENTS
+from stellwerk.storage.eventlog.sqlite import SqliteEventLog, chunks
+from stellwerk.storage.eventlog.sqlite.commit import MAX_CHUNK_EVENTS, _Plan
 from stellwerk.storage.eventlog.sqlite.dedup import block_digests, block_positions, halves
 from stellwerk.storage.eventlog.sqlite.index import INDEX_FILE
 from stellwerk.storage.sqlite import LOG_DIR
@@ -223,6 +223,35 @@ async def test_reads_cross_chunks_of_interleaved_buses(tmp_path: Path) -> None:
                 after = page[-1].position
             assert paged == everything
             assert all(e.bus == bus and body_of(e.body)["bus"] == bus for e in everything)
+
+
+def test_a_group_laid_out_at_once_is_the_group_laid_out_event_by_event() -> None:
+    # A group without duplicates takes the quick way (a chunk per run, built list by list); one
+    # with duplicates goes event by event. Readers and recovery rely on the same bytes.
+    events = [
+        new_event(f"{bus}-{i}", bus=bus, subject=None if i % 3 else f"s{i}")
+        for bus, count in (("default", 3), ("audit", MAX_CHUNK_EVENTS + 5), ("default", 2))
+        for i in range(count)
+    ]
+    recorded = b"2026-12-05T05:00:00.000000Z"
+    at_once = _Plan(41, 7, recorded)
+    at_once.store_all(events)
+    one_by_one = _Plan(41, 7, recorded)
+    for event in events:
+        one_by_one.store(event)
+    one_by_one.close_run()
+    assert at_once.pieces == one_by_one.pieces
+    assert at_once.runs == one_by_one.runs
+    assert len(at_once.runs) == 4  # default, audit in two chunks, default again
+    assert at_once.results == one_by_one.results
+    assert at_once.position == one_by_one.position == 41 + len(events)
+    first = chunks.decode(at_once.pieces[0], check=True)
+    assert body_of(first.body(0)) == {
+        **body_of(events[0].body),
+        "tenant": "acme",
+        "bus": "default",
+        "recordedtime": recorded.decode(),
+    }
 
 
 def _index(path: Path) -> sqlite3.Connection:

@@ -21,7 +21,8 @@ import sys
 import zlib
 from array import array
 from collections.abc import Sequence
-from itertools import accumulate
+from itertools import accumulate, repeat
+from operator import add
 from typing import Final, NamedTuple
 
 import msgspec
@@ -83,12 +84,21 @@ def encode(
     recorded_us: int,
     attributes: Sequence[Attributes],
     bodies: Sequence[bytes],
+    suffix: bytes = b"",
 ) -> bytes:
-    """One chunk's bytes, header included."""
+    """One chunk's bytes, header included. With `suffix`, each body is followed by it (the
+    writer's bodies are the events' JSON up to the last `}`, the suffix Stellwerk's extensions):
+    joined once here rather than copied into a new body per event."""
     owner = _text(tenant) + _text(bus)
     meta = _encode_meta(attributes)
-    ends = _pack_ends(array("I", accumulate(map(len, bodies))))
-    payload = b"".join((owner, _META_LENGTH.pack(len(meta)), meta, ends, *bodies))
+    if suffix:
+        lengths = map(add, map(len, bodies), repeat(len(suffix)))
+        ends = _pack_ends(array("I", accumulate(lengths)))
+        joined = suffix.join(bodies) + suffix if bodies else b""
+        payload = b"".join((owner, _META_LENGTH.pack(len(meta)), meta, ends, joined))
+    else:
+        ends = _pack_ends(array("I", accumulate(map(len, bodies))))
+        payload = b"".join((owner, _META_LENGTH.pack(len(meta)), meta, ends, *bodies))
     head = HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), len(bodies), position, recorded_us)
     return head + payload
 

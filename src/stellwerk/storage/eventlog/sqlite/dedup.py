@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -113,19 +113,23 @@ def key_digest(tenant: TenantName, bus: str, source: str, event_id: str) -> byte
 
 
 def key_digests(events: Iterable[NewEvent]) -> list[bytes]:
-    """`key_digest` of each event, the text before the id made once per tenant, bus and source
-    (a group's events mostly share them)."""
-    heads: dict[tuple[str, str, str], str] = {}
+    """`key_digest` of each event: the text before the id is hashed once per tenant, bus and
+    source (a group's events mostly share them) and each id goes on from a copy of that state."""
+    heads: dict[tuple[str, str, str], Any] = {}
     digests: list[bytes] = []
-    blake2b = hashlib.blake2b
+    append = digests.append
     for event in events:
         owner = (event.tenant, event.bus, event.source)
         head = heads.get(owner)
         if head is None:
             tenant, bus, source = owner
-            head = heads[owner] = f"{len(tenant)}:{tenant}{len(bus)}:{bus}{len(source)}:{source}"
-        text = (head + event.id).encode("utf-8", "surrogatepass")
-        digests.append(blake2b(text, digest_size=16).digest())
+            text = f"{len(tenant)}:{tenant}{len(bus)}:{bus}{len(source)}:{source}"
+            head = heads[owner] = hashlib.blake2b(
+                text.encode("utf-8", "surrogatepass"), digest_size=16
+            )
+        hashed = head.copy()
+        hashed.update(event.id.encode("utf-8", "surrogatepass"))
+        append(hashed.digest())
     return digests
 
 
