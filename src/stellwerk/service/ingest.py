@@ -27,7 +27,7 @@ from stellwerk.ingest import (
 )
 from stellwerk.refs import BusRef, TenantId, TenantRef
 from stellwerk.schemas import SchemaViolation, event_violations
-from stellwerk.seams import EventLog, LogOverloaded, LogUnavailable, NewEvent
+from stellwerk.seams import AppendStatus, EventLog, LogOverloaded, LogUnavailable, NewEvent
 from stellwerk.service.errors import (
     InvalidRequest,
     NotFound,
@@ -357,10 +357,8 @@ class Ingest:
             metrics.rejected(reason).inc(len(batch))
             raise unavailable from None
         self._watch.appended(tenant_ref.bus(name))
-        duplicates = 0
-        for outcome in appended:
-            if outcome.duplicate:
-                duplicates += 1
+        # Counted in C: a property call per event was a tenth of a µs of the loop thread's.
+        duplicates = [outcome.status for outcome in appended].count(AppendStatus.DUPLICATE)
         if self._after_append and duplicates < len(appended):
             stored = [outcome.position for outcome in appended if not outcome.duplicate]
             for hook in self._after_append:
