@@ -338,7 +338,7 @@ class SharedLimiter:
         if self.shared:
             self.shared = False
             log.warning(
-                "rate limits: Redis is out of reach; limiting per process until it answers",
+                "rate limits: Redis cannot be reached; limiting per process until it answers",
                 error=str(exc) or type(exc).__name__,
             )
 

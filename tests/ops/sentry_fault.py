@@ -23,7 +23,7 @@ from stellwerk.service import Ingest
 
 
 async def broken_put(
-    self: Ingest, principal: Any, bus: str, ct: Any, headers: Any, body: Any
+    self: Ingest, principal: Any, bus: str, ct: Any, headers: Any, body: Any, **options: Any
 ) -> Any:
     payload = await body()  # a local variable holding the event, as real code would have
     raise RuntimeError(f"cannot store {len(payload)} bytes for {headers.get('authorization')}")

@@ -143,7 +143,7 @@ async def test_redis_out_of_reach_falls_back_per_process_and_recovers(
             assert errors == 1  # then paused: Redis is not asked again within the pause
             warnings = [e for e in logs if e["log_level"] == "warning"]
             assert len(warnings) == 1
-            assert "out of reach" in warnings[0]["event"]
+            assert "cannot be reached" in warnings[0]["event"]
 
             proxy.restore()
             clock.now += 1.0  # the pause is over: Redis is asked again
