@@ -261,7 +261,7 @@ def _history_bytes(path: Path) -> int:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         try:
             (size,) = conn.execute(
-                "SELECT sum(pgsize) FROM dbstat WHERE name LIKE '%attempts%'"
+                "SELECT sum(pgsize) FROM dbstat WHERE name LIKE 'attempt%'"
             ).fetchone()
         except sqlite3.OperationalError:  # an SQLite built without dbstat
             return 0

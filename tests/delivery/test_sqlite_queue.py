@@ -12,7 +12,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from msgspec.structs import replace
 from tests.delivery.queue_support import new_delivery
 from tests.storage.engine_support import commits, statements
 from tests.storage.eventlog_support import ACME_DEFAULT, T0, MovableClock
@@ -218,38 +217,45 @@ def _delivered(d: LeasedDelivery) -> Attempt:
     )  # fmt: skip
 
 
-async def test_an_events_attempts_are_found_across_buckets_and_in_an_older_file(
+async def test_an_events_attempts_are_found_across_groups_and_in_an_older_file(
     tmp_path: Path,
 ) -> None:
-    """The event index keys each attempt by its id's bucket (docs/delivery-history.md): an
-    event attempted again thousands of attempts later is found in both buckets; a file written
-    before that index gets its keys on opening."""
+    """Attempts are stored a group per write (docs/delivery-history.md): an event attempted
+    again in a later group is found in both; a file with the former table of one row per
+    attempt is converted on opening, its ids kept, and new ids follow them."""
     path = tmp_path / PIPELINE_FILE
     async with SqliteDeliveryQueue(path) as queue:
         await queue.route(ACME_DEFAULT, 1, [new_delivery(1)])
-        (first,) = await queue.lease(T0, 1, 30)
-        await queue.retry(first.id, T0, "503", replace(_delivered(first), outcome="retrying"))
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-        # Another event's attempts moved the ids on by three buckets.
+        # As the file was before: one row per attempt, ids with gaps.
         conn.execute(
-            "INSERT INTO attempts (id, target, event_id, position, attempt, started_us,"
-            " duration_us, outcome) VALUES (12345, 1, 'other', 9, 1, 0, 0, 0)"
+            "CREATE TABLE attempts (id INTEGER PRIMARY KEY, target INTEGER NOT NULL,"
+            " event_id TEXT NOT NULL, event_key INTEGER NOT NULL DEFAULT 0,"
+            " position INTEGER NOT NULL, attempt INTEGER NOT NULL, started_us INTEGER NOT NULL,"
+            " duration_us INTEGER NOT NULL, outcome INTEGER NOT NULL, status INTEGER,"
+            " error TEXT, excerpt TEXT NOT NULL DEFAULT '')"
         )
+        conn.executemany(
+            "INSERT INTO attempts (id, target, event_id, position, attempt, started_us,"
+            " duration_us, outcome, status, error) VALUES (?, 1, ?, ?, 1, 0, 0, ?, ?, ?)",
+            [(1, "e1", 1, 1, 503, "busy"), (7, "x", 5, 0, 200, None),
+             (12345, "other", 9, 0, None, None)],
+        )  # fmt: skip
     async with SqliteDeliveryQueue(path) as queue:
         (again,) = await queue.lease(T0, 1, 30)
         await queue.ack_many([again.id], [_delivered(again)])
         found = await queue.event_attempts(ACME_DEFAULT, "e1")
-        assert [(r.id, r.attempt.outcome) for r in found] == [(1, "retrying"), (12346, "delivered")]
-    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-        # As the file was before: no event key, an index on the event id.
-        conn.execute("DROP INDEX attempts_by_event_key")
-        conn.execute("ALTER TABLE attempts DROP COLUMN event_key")
-        conn.execute("CREATE INDEX attempts_by_event ON attempts (event_id)")
-    async with SqliteDeliveryQueue(path) as queue:
-        found = await queue.event_attempts(ACME_DEFAULT, "e1")
-        assert [r.id for r in found] == [1, 12346]
+        assert [(r.id, r.attempt.outcome, r.attempt.status, r.attempt.error) for r in found] == [
+            (1, "retrying", 503, "busy"),
+            (12346, "delivered", None, None),
+        ]
         (other,) = await queue.event_attempts(ACME_DEFAULT, "other")
-        assert other.id == 12345
+        assert (other.id, other.attempt.position) == (12345, 9)
+        page = await queue.target_attempts(ACME_DEFAULT, "r1", "t1", after=1, limit=2)
+        assert [r.id for r in page] == [7, 12345]
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        indexes = {row[1] for row in conn.execute("PRAGMA index_list(attempts)")}
-        assert indexes == {"attempts_by_event_key", "attempts_by_target"}
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "attempts" not in tables
+        assert conn.execute("SELECT id, count FROM attempt_groups ORDER BY id").fetchall() == [
+            (1, 7), (12345, 1), (12346, 1),
+        ]  # fmt: skip

@@ -500,14 +500,14 @@ class SqliteDeliveryQueue(CheckedQueue):
         """The history of erased positions, and attempts whose answer or error holds the
         value (a receiver that echoed it)."""
         removed = 0
-        after = (0, 0)
-        while page := await self._opened().read(
-            functools.partial(history.erase_page, tenant=tenant, bus=bus, after=after)
-        ):
-            after = page[-1][:2]
+        after: int | None = 0
+        while after is not None:
+            after, page = await self._opened().read(
+                functools.partial(history.erase_page, tenant=tenant, bus=bus, after=after)
+            )
             ids = [
                 attempt_id
-                for _, attempt_id, on_bus, position, error, excerpt in page
+                for attempt_id, on_bus, position, error, excerpt in page
                 if (on_bus, position) in erased
                 or carries(needle, excerpt)
                 or (error is not None and carries(needle, error))
