@@ -46,6 +46,20 @@ def test_gateway_router_and_delivery_processes_carry_every_event_to_the_target(
         )
         ingest = {"Authorization": f"Bearer {keys['ingest_key']}"}
         with httpx.Client(base_url=gateway.url, headers=ingest, timeout=30) as client:
+            # The router and the delivery process take the rule in when its signal reaches
+            # them, each with a reload of its own; until then events are routed without it (or
+            # their deliveries dead-lettered as the rule's orphans). On a loaded machine that
+            # took longer than the first batches (history3's report): a probe that arrives
+            # says the rule is in force in both.
+            probes = iter(range(1_000_000))
+
+            def in_force() -> bool:
+                probe = {**load_batch(0, 1)[0], "id": f"probe{next(probes)}"}
+                response = client.post("/v1/buses/default/events", json=[probe])
+                assert response.status_code == 202, response.text
+                return received.wait_for(lambda r: probe["id"] in r.ids, 2)
+
+            wait_until(in_force, what="the rule in force in the router and delivery processes")
             for start in range(0, 500, 100):
                 response = client.post("/v1/buses/default/events", json=load_batch(start, 100))
                 assert response.status_code == 202, response.text
