@@ -383,7 +383,12 @@ def _pipeline(
     invocations = quotas.rate("targets", "target_invocations_per_second", 0.0)
     targets = TenantThrottle(invocations.acquire_named).targets(targets)
     worker = DeliveryWorker(
-        queue, targets, hooks=delivery_metrics, wake=wake, lease_seconds=lease_seconds
+        queue,
+        targets,
+        hooks=delivery_metrics,
+        wake=wake,
+        lease_seconds=lease_seconds,
+        refresh=rulebook.reload_named,
     )
     router = Router(
         event_log,

@@ -266,6 +266,51 @@ async def test_a_target_that_no_longer_exists_is_dead_lettered(
     assert "no target 'removed'" in (dead.last_error or "")
 
 
+async def test_a_target_this_process_has_not_heard_of_yet_is_read_again_and_delivered(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    # Another process routed it by a rule saved a moment ago; this one's signal is late.
+    target = RecordingTarget()
+    bindings: dict[str, TargetBinding] = {}
+    refreshed: list[tuple[str, str]] = []
+
+    async def refresh(tenant: str, bus: str) -> None:
+        refreshed.append((tenant, bus))
+        bindings["new"] = TargetBinding(target)
+
+    worker = DeliveryWorker(
+        queue,
+        lambda tenant, bus, rule, target_id: bindings.get(target_id),
+        clock=clock,
+        rng=random.Random(5),
+        refresh=refresh,
+    )
+    await route(queue, [new_delivery(1, target_id="new")])
+    await worker.run(burst=True)
+    assert target.events == ["e1"]
+    assert refreshed == [("acme", "default")]
+    assert await queue.dead_letters(ACME_DEFAULT) == []
+    assert await queue.depth() == []
+
+
+async def test_a_target_still_unknown_after_reading_again_is_dead_lettered(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    refreshed: list[tuple[str, str]] = []
+
+    async def refresh(tenant: str, bus: str) -> None:
+        refreshed.append((tenant, bus))
+
+    worker = DeliveryWorker(
+        queue, lambda *key: None, clock=clock, rng=random.Random(5), refresh=refresh
+    )
+    await route(queue, [new_delivery(1, target_id="removed")])
+    await worker.run(burst=True)
+    (dead,) = await queue.dead_letters(ACME_DEFAULT)
+    assert dead.target_id == "removed"
+    assert refreshed == [("acme", "default")]
+
+
 async def test_a_hanging_target_does_not_hold_up_another(
     queue: DeliveryQueue, clock: MovableClock
 ) -> None:

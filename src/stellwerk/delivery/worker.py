@@ -13,7 +13,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal, Protocol
@@ -70,6 +70,9 @@ class TargetBinding:
 TargetResolver = Callable[[TenantName, str, str, str], TargetBinding | None]
 """`targets(tenant, bus, rule, target_id)`: the binding, or None when it no longer exists."""
 
+Refresh = Callable[[TenantName, str], Awaitable[None]]
+"""`refresh(tenant, bus)`: read the bus's rules and targets again (from the control plane)."""
+
 
 class DeliveryHooks(Protocol):
     def on_attempt(self, key: TargetKey, ingestion_seconds: float | None) -> None: ...
@@ -111,6 +114,10 @@ class DeliveryWorker:
     time used for leases, backoff and latency (a test can move it); `rng` drives the jitter.
     With `history` (the default) every attempt goes to the queue with its outcome, for the
     delivery history.
+
+    `refresh(tenant, bus)` reads a bus's rules again before a delivery whose rule or target
+    this process does not know is dead-lettered: another process may have routed it by a rule
+    saved a moment ago, whose change signal has not reached this one yet.
     """
 
     def __init__(
@@ -127,9 +134,11 @@ class DeliveryWorker:
         rng: random.Random | None = None,
         failure_log: FailureLog | None = None,
         history: bool = True,
+        refresh: Refresh | None = None,
     ) -> None:
         self.queue = queue
         self.targets = targets
+        self.refresh = refresh
         self.hooks: DeliveryHooks = hooks or NoHooks()
         self.clock = clock
         self.wake = wake or asyncio.Event()
@@ -398,8 +407,19 @@ class DeliveryWorker:
             self.wake.set()
 
     async def _orphaned(self, delivery: LeasedDelivery) -> None:
-        """The rule or target is gone: dead-letter (redrivable once it is back), never drop."""
+        """The rule or target is gone: dead-letter (redrivable once it is back), never drop.
+
+        Unless this process only has not heard of it yet: with `refresh`, the bus's rules are
+        read again first, and a delivery whose target is found then goes back to the queue to
+        be leased and attempted as any other."""
         try:
+            if self.refresh is not None:
+                key = delivery.key
+                await self.refresh(key[0], key[1])
+                if self.targets(*key) is not None:
+                    await self.queue.release([delivery.id])
+                    self.wake.set()
+                    return
             reason = f"rule {delivery.rule!r} has no target {delivery.target_id!r} any more"
             await self.queue.dead_letter(delivery.id, reason)
             self.hooks.on_finished(delivery.key, "dead_lettered")

@@ -71,6 +71,18 @@ class RuleBook:
         async with self._reloading:
             await self._reload(tenant_id, bus)
 
+    async def reload_named(self, tenant: TenantName, bus: str) -> None:
+        """`reload` one bus of the tenant named `tenant` (a worker that met a delivery by a
+        rule this process has not heard of yet)."""
+        tenant_id = next((i for i, n in self._tenant_names.items() if n == tenant), None)
+        if tenant_id is None:
+            for record in await self._control.list_tenants():
+                self._tenant_names[record.id] = record.name
+            tenant_id = next((i for i, n in self._tenant_names.items() if n == tenant), None)
+            if tenant_id is None:
+                return
+        await self.reload(tenant_id, bus)
+
     async def _reload(self, tenant_id: TenantId, bus: str | None) -> None:
         name = self._tenant_names.get(tenant_id)
         if name is None:
