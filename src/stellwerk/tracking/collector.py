@@ -18,7 +18,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from stellwerk.events import MAX_EVENT_SIZE, CloudEvent, encode_event
+from stellwerk.events import MAX_EVENT_SIZE, SPECVERSION, CloudEvent
 from stellwerk.ingest import DecodedEvent
 from stellwerk.service import FailedEvent, Ingest, InvalidRequest
 from stellwerk.tracking.metrics import TrackingMetrics
@@ -71,7 +71,7 @@ class TrackingProtocol(Protocol):
 
     def check(self, message: Any) -> Problem | None: ...
 
-    def event_of(self, message: dict[str, Any], source: str) -> CloudEvent: ...
+    def tracked(self, message: dict[str, Any], source: str) -> Tracked: ...
 
 
 class Collected(msgspec.Struct):
@@ -86,10 +86,11 @@ class Collected(msgspec.Struct):
 _ID_FIELD: Final = "messageId"
 
 
-class _Tracked(msgspec.Struct, omit_defaults=True, gc=False):
+class Tracked(msgspec.Struct, omit_defaults=True, gc=False):
     """A tracked event as `encode_event` encodes it, in its order: the context attributes a
-    protocol sets (never `dataschema`, `data_base64` or extensions) and the data. Encoded
-    from a struct, without the intermediate dict."""
+    protocol sets (never `dataschema`, `data_base64` or extensions) and the data. Protocols
+    make one straight from a message, and the collector encodes it without the intermediate
+    `CloudEvent` and dict (byte for byte what `encode_event` gives)."""
 
     specversion: str
     id: str
@@ -100,25 +101,27 @@ class _Tracked(msgspec.Struct, omit_defaults=True, gc=False):
     datacontenttype: str | None = None
     data: Any = None
 
+    def event(self) -> CloudEvent:
+        """The same event as a `CloudEvent`."""
+        return CloudEvent(
+            id=self.id,
+            source=self.source,
+            type=self.type,
+            time=self.time,
+            subject=self.subject,
+            datacontenttype=self.datacontenttype,
+            data=self.data,
+        )
+
+
+def tracked(
+    id: str, source: str, type: str, subject: str | None, time: str | None, data: Any
+) -> Tracked:
+    """A tracked event of JSON `data` (its message)."""
+    return Tracked(SPECVERSION, id, source, type, subject, time, "application/json", data)
+
 
 _encode: Final = msgspec.json.Encoder().encode
-
-
-def _encode_tracked(event: CloudEvent) -> bytes:
-    if event.dataschema is not None or event.data_base64 is not None or event.extensions:
-        return encode_event(event)
-    return _encode(
-        _Tracked(
-            event.specversion,
-            event.id,
-            event.source,
-            event.type,
-            event.subject,
-            event.time,
-            event.datacontenttype,
-            event.data,
-        )
-    )
 
 
 class Collector:
@@ -150,8 +153,8 @@ class Collector:
                 if refined is None:
                     dropped += 1
                     continue
-                event = protocol.event_of(refined, source)
-                body = _encode_tracked(event)
+                event = protocol.tracked(refined, source)
+                body = _encode(event)
                 if len(body) <= MAX_EVENT_SIZE:
                     events.append(
                         DecodedEvent(

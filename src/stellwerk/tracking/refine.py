@@ -124,7 +124,7 @@ class Refiner:
         consent = consent_of(request, policy)
         decision = decide(consent, policy)
         if isinstance(decision, Drop):
-            return _Visit(binding, generation, False, None, {})
+            return _Visit(binding, generation, False, None, {}, b"")
         anonymous = isinstance(decision, KeepAnonymous)
         if anonymous:
             request, privacy = anonymise(request), anonymous_privacy
@@ -137,10 +137,25 @@ class Refiner:
             "referrer": enrichment.referrer,
             "consent": stored_consent(consent, anonymous),
         }
-        return _Visit(binding, generation, anonymous, enrichment, added)
+        # Encoded once, without its closing brace: the start of every event's member (`stored`).
+        return _Visit(binding, generation, anonymous, enrichment, added, _encode(added)[:-1] + b",")
 
     def __call__(
         self, message: dict[str, Any], arrival: Arrival, binding: Binding
+    ) -> dict[str, Any] | None:
+        return self._refine(message, arrival, binding, False)
+
+    def stored(
+        self, message: dict[str, Any], arrival: Arrival, binding: Binding
+    ) -> dict[str, Any] | None:
+        """`refine` as the collector plugs it in: the same message, but `context.stellwerk`
+        as its JSON (`msgspec.Raw`, which the collector's encoder writes as given), the part
+        shared by a visit's events encoded once per visit. Byte for byte what encoding
+        `__call__`'s answer gives."""
+        return self._refine(message, arrival, binding, True)
+
+    def _refine(
+        self, message: dict[str, Any], arrival: Arrival, binding: Binding, raw: bool
     ) -> dict[str, Any] | None:
         policy, privacy, anonymous_privacy = self._settings(binding)
         message = _without_forgeries(message)
@@ -181,20 +196,38 @@ class Refiner:
                 inner["ip"] = enrichment.ip if same else anonymise_ip(inner["ip"])[0]
             if isinstance(message.get("ip"), str):  # Snowplow's ip parameter
                 message["ip"] = anonymise_ip(message["ip"])[0]
-        added = dict(visit.added)  # the shared part's values are shared, never changed
-        added["received_at"] = arrival.received_at
         snowplow = binding.kind == "snowplow"
-        added["event_time"] = (
+        event_time = (
             _epoch_of_millis(message.get("ttm"), message.get("dtm")) if snowplow else None
         ) or _epoch(message.get("timestamp"), arrival.received_at)
         user_data = _user_data(
             message, "uid" if snowplow else "userId", enrichment.ip, request.user_agent or ""
         )
-        if user_data:
-            added["user_data"] = user_data
-        inner[MEMBER] = added
+        if raw:
+            # The visit's part, then this event's own: `{"ip":...,"consent":{...}` + `,` +
+            # `"received_at":...}`, the members in the order of the dict below.
+            own = _encode(_Own(arrival.received_at, event_time, user_data or None))
+            inner[MEMBER] = msgspec.Raw(visit.encoded + own[1:])
+        else:
+            added = dict(visit.added)  # the shared part's values are shared, never changed
+            added["received_at"] = arrival.received_at
+            added["event_time"] = event_time
+            if user_data:
+                added["user_data"] = user_data
+            inner[MEMBER] = added
         message["context"] = inner  # a top-level member: the collector lets refine set it
         return message
+
+
+class _Own(msgspec.Struct, omit_defaults=True, gc=False):
+    """The members of `context.stellwerk` that are each event's own, in their order."""
+
+    received_at: str
+    event_time: int
+    user_data: dict[str, Any] | None = None
+
+
+_encode: Final = msgspec.json.Encoder().encode
 
 
 class _Visit(msgspec.Struct, frozen=True):
@@ -208,6 +241,7 @@ class _Visit(msgspec.Struct, frozen=True):
     anonymous: bool
     enrichment: Enrichment | None
     added: dict[str, Any]
+    encoded: bytes
 
 
 def _visit_key(request: RequestContext, binding_id: int) -> tuple[object, ...] | None:

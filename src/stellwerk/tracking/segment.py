@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from stellwerk.events import CloudEvent, is_rfc3339
 from stellwerk.service import InvalidRequest, PayloadTooLarge
-from stellwerk.tracking.collector import Problem
+from stellwerk.tracking.collector import Problem, Tracked, tracked
 
 TYPES: Final = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 MAX_ID_LENGTH: Final = 256
@@ -115,30 +115,34 @@ def check(message: Any) -> Problem | None:
     return None
 
 
-def event_of(message: dict[str, Any], source: str) -> CloudEvent:
-    """The CloudEvent of a message that passed `check`: type `segment.<type>`, id its
-    `messageId` (so an SDK's retry is a duplicate), subject the user it is about, the message
-    itself as data. A message without a `messageId` gets a random one (it cannot be
-    deduplicated); `time` is the message's `timestamp` when that is RFC 3339."""
+def tracked_of(message: dict[str, Any], source: str) -> Tracked:
+    """The event of a message that passed `check`: type `segment.<type>`, id its `messageId`
+    (so an SDK's retry is a duplicate), subject the user it is about, the message itself as
+    data. A message without a `messageId` gets a random one (it cannot be deduplicated);
+    `time` is the message's `timestamp` when that is RFC 3339."""
     message_id = _id(message.get("messageId")) or str(uuid.uuid4())
     subject = _id(message.get("userId")) or _id(message.get("anonymousId"))
     timestamp = message.get("timestamp")
-    return CloudEvent(
-        id=message_id,
-        source=source,
-        type=f"segment.{message['type']}",
-        time=timestamp if isinstance(timestamp, str) and is_rfc3339(timestamp) else None,
-        subject=subject,
-        datacontenttype="application/json",
-        data=message,
+    return tracked(
+        message_id,
+        source,
+        "segment." + message["type"],
+        subject,
+        timestamp if isinstance(timestamp, str) and is_rfc3339(timestamp) else None,
+        message,
     )
+
+
+def event_of(message: dict[str, Any], source: str) -> CloudEvent:
+    """`tracked_of` as a `CloudEvent`."""
+    return tracked_of(message, source).event()
 
 
 class SegmentProtocol:
     """The Segment protocol as the collector takes one (`TrackingProtocol`)."""
 
     check = staticmethod(check)
-    event_of = staticmethod(event_of)
+    tracked = staticmethod(tracked_of)
 
 
 SEGMENT: Final = SegmentProtocol()

@@ -21,7 +21,7 @@ import msgspec
 
 from stellwerk.events import CloudEvent, format_rfc3339
 from stellwerk.service import InvalidRequest, PayloadTooLarge
-from stellwerk.tracking.collector import Problem
+from stellwerk.tracking.collector import Problem, Tracked, tracked
 
 # The tracker protocol's event codes, and the name each gets in the CloudEvent type
 # (`snowplow.<name>`); a self-describing event (`ue`) is named by its schema instead.
@@ -278,8 +278,8 @@ def _time(message: dict[str, Any]) -> str | None:
     return None
 
 
-def event_of(message: dict[str, Any], source: str) -> CloudEvent:
-    """The CloudEvent of an event that passed `check`: id its `eid` (so a tracker's retry is a
+def tracked_of(message: dict[str, Any], source: str) -> Tracked:
+    """The event of an event that passed `check`: id its `eid` (so a tracker's retry is a
     duplicate; a random one without), subject the user it is about, time the tracker's
     timestamp, the decoded event as data."""
     eid = message.get("eid")
@@ -288,15 +288,19 @@ def event_of(message: dict[str, Any], source: str) -> CloudEvent:
         subject = _text(message.get(name))
         if subject is not None:
             break
-    return CloudEvent(
-        id=eid if isinstance(eid, str) else str(uuid.uuid4()),
-        source=source,
-        type=event_type(message),
-        time=_time(message),
-        subject=subject,
-        datacontenttype="application/json",
-        data=message,
+    return tracked(
+        eid if isinstance(eid, str) else str(uuid.uuid4()),
+        source,
+        event_type(message),
+        subject,
+        _time(message),
+        message,
     )
+
+
+def event_of(message: dict[str, Any], source: str) -> CloudEvent:
+    """`tracked_of` as a `CloudEvent`."""
+    return tracked_of(message, source).event()
 
 
 def _text(value: Any) -> str | None:
@@ -318,7 +322,7 @@ class SnowplowProtocol:
     """The Snowplow tracker protocol as the collector takes one (`TrackingProtocol`)."""
 
     check = staticmethod(check)
-    event_of = staticmethod(event_of)
+    tracked = staticmethod(tracked_of)
 
 
 SNOWPLOW: Final = SnowplowProtocol()
