@@ -159,14 +159,18 @@ class Refiner:
     ) -> dict[str, Any] | None:
         policy, privacy, anonymous_privacy = self._settings(binding)
         message = _without_forgeries(message)
-        request = request_context(message, arrival, binding)
-        key = _visit_key(request, id(binding))
+        sender = _sender(message, arrival, binding.kind)
+        key = _visit_key(message, sender, id(binding))
         visit = self._visits.get(key) if key is not None else None
+        # The request's context is made only when it is read: on a visit's first event, or to
+        # anonymise one (a hit needs no more than the sender's address and agent).
+        request: RequestContext | None = None
         if (
             visit is None
             or visit.binding is not binding
             or visit.generation != self._enricher.generation
         ):
+            request = RequestContext(*sender, payload=message)
             visit = self._visit(request, binding, policy, privacy, anonymous_privacy)
             if key is not None:
                 if len(self._visits) >= VISITS_KEPT:
@@ -177,9 +181,10 @@ class Refiner:
         enrichment = visit.enrichment
         if enrichment is None:
             return None  # no consent, and the source drops such events
+        ip, agent = sender[0], sender[1]
         if visit.anonymous:
-            request = anonymise(request)
-            message = request.payload
+            request = anonymise(request or RequestContext(*sender, payload=message))
+            message, ip = request.payload, request.ip
             privacy = anonymous_privacy
         if privacy.pseudonymise:
             message = pseudonymise(
@@ -192,7 +197,7 @@ class Refiner:
         if not privacy.keep_full_ip:
             if isinstance(inner.get("ip"), str):
                 # Most often the address enrichment anonymised already.
-                same = inner["ip"] == request.ip
+                same = inner["ip"] == ip
                 inner["ip"] = enrichment.ip if same else anonymise_ip(inner["ip"])[0]
             if isinstance(message.get("ip"), str):  # Snowplow's ip parameter
                 message["ip"] = anonymise_ip(message["ip"])[0]
@@ -200,9 +205,7 @@ class Refiner:
         event_time = (
             _epoch_of_millis(message.get("ttm"), message.get("dtm")) if snowplow else None
         ) or _epoch(message.get("timestamp"), arrival.received_at)
-        user_data = _user_data(
-            message, "uid" if snowplow else "userId", enrichment.ip, request.user_agent or ""
-        )
+        user_data = _user_data(message, "uid" if snowplow else "userId", enrichment.ip, agent)
         if raw:
             # The visit's part, then this event's own: `{"ip":...,"consent":{...}` + `,` +
             # `"received_at":...}`, the members in the order of the dict below.
@@ -244,12 +247,14 @@ class _Visit(msgspec.Struct, frozen=True):
     encoded: bytes
 
 
-def _visit_key(request: RequestContext, binding_id: int) -> tuple[object, ...] | None:
+def _visit_key(
+    message: dict[str, Any], sender: _Sender, binding_id: int
+) -> tuple[object, ...] | None:
     """The inputs that decide consent and enrichment, when they are the common ones: a
     tracker's list of purposes (strings) as the event's consent, and an address, agent, page
     and referrer short enough to keep. None otherwise (categoryPreferences, a TCF string, a
     cookie, long values): worked out each time."""
-    inner = request.payload.get("context")
+    inner = message.get("context")
     stated = inner.get("consent") if isinstance(inner, dict) else None
     listed = stated.get("purposes") if isinstance(stated, dict) else None
     if not isinstance(listed, list) or len(listed) > MAX_VISIT_PURPOSES:
@@ -257,11 +262,10 @@ def _visit_key(request: RequestContext, binding_id: int) -> tuple[object, ...] |
     for value in listed:
         if not isinstance(value, str):
             return None
-    size = len(request.user_agent) + len(request.url) + len(request.referrer) + len(request.ip)
-    if size > MAX_VISIT_TEXT:
+    ip, agent, url, referrer, headers = sender
+    if len(agent) + len(url) + len(referrer) + len(ip) > MAX_VISIT_TEXT:
         return None
-    agent = request.user_agent or request.headers.get("user-agent", "")
-    return (binding_id, request.ip, agent, request.url, request.referrer, *listed)
+    return (binding_id, ip, agent or headers.get("user-agent", ""), url, referrer, *listed)
 
 
 def _known(part: msgspec.Struct) -> dict[str, Any]:
@@ -286,6 +290,10 @@ def _stored_consent(origin: str, purposes: frozenset[str], anonymous: bool) -> d
     }
 
 
+_Sender = tuple[str, str, str, str, dict[str, str]]
+"""A `RequestContext`'s members but the payload: address, agent, page, referrer, headers."""
+
+
 def request_context(message: dict[str, Any], arrival: Arrival, binding: Binding) -> RequestContext:
     """What the message and its request tell about the sender. A server-side SDK relays the
     browser's address and agent in `context.ip` / `context.userAgent` (Segment) or `ip` / `ua`
@@ -295,11 +303,17 @@ def request_context(message: dict[str, Any], arrival: Arrival, binding: Binding)
     request (it has an `Origin`), or for Snowplow, whose pixel comes from an image without
     one. A shop's backend sending a Segment call is not the visitor: its `python-requests/2`
     would flag every server-side event as a bot's, and destinations skip bots' events."""
+    return RequestContext(*_sender(message, arrival, binding.kind), payload=message)
+
+
+def _sender(message: dict[str, Any], arrival: Arrival, kind: str) -> _Sender:
+    """`request_context`'s members but the payload, as a tuple (cheaper than the struct on a
+    visit's next event, which reads no more than the address and the agent)."""
     inner = message.get("context")
     inner = inner if isinstance(inner, dict) else {}
     page = inner.get("page")
     page = page if isinstance(page, dict) else {}
-    if binding.kind == "snowplow":
+    if kind == "snowplow":
         ip, agent = message.get("ip"), message.get("ua")
         url, referrer = message.get("url"), message.get("refr")
     else:
@@ -307,19 +321,18 @@ def request_context(message: dict[str, Any], arrival: Arrival, binding: Binding)
         url, referrer = page.get("url"), page.get("referrer")
     headers = arrival.headers
     if not (isinstance(agent, str) and agent):
-        if arrival.origin or binding.kind == "snowplow":
+        if arrival.origin or kind == "snowplow":
             agent = arrival.user_agent
         else:
             agent = ""
             if "user-agent" in headers:  # enrichment would fall back to it
                 headers = _without_agent(headers)
-    return RequestContext(
-        ip=ip if isinstance(ip, str) and ip else arrival.ip or "",
-        user_agent=agent or "",
-        url=url if isinstance(url, str) else "",
-        referrer=referrer if isinstance(referrer, str) and referrer else arrival.referrer or "",
-        headers=headers,
-        payload=message,
+    return (
+        ip if isinstance(ip, str) and ip else arrival.ip or "",
+        agent or "",
+        url if isinstance(url, str) else "",
+        referrer if isinstance(referrer, str) and referrer else arrival.referrer or "",
+        headers,
     )
 
 
