@@ -355,5 +355,54 @@ def test_a_dead_letter_is_redriven_from_its_page(served: Served, receiver: Recei
             "/console/buses/default/events/dl-2/redeliver", data={"csrf": csrf_of(page.text)}
         )
         assert redeliver.status_code == 303
-        assert "redriven=1" in redeliver.headers["location"]
+        assert "redelivered=1" in redeliver.headers["location"]
         wait_until(lambda: len(receiver.taken) >= 2, what="the redelivered event delivered")
+
+
+def test_a_delivered_event_is_redelivered_from_its_page(served: Served, receiver: Receiver) -> None:
+    served.api(
+        "PUT",
+        "/v1/buses/default/rules/to-again",
+        json={
+            "pattern": {"source": ["again"]},
+            "targets": [
+                {"id": "hook", "type": "http", "url": receiver.url},
+                {"id": "audit", "type": "log"},
+            ],
+        },
+    )
+
+    def received() -> int:  # the receiver is the module's: count this event's bodies only
+        return sum(b'"id":"again-1"' in body for body in receiver.taken)
+
+    send(served, {**event("again-1"), "source": "again"})
+    wait_until(lambda: received() >= 1, what="the event delivered")
+    url = "/console/buses/default/events/again-1"
+    with served.logged_in() as client:
+
+        def delivered() -> httpx.Response | None:
+            answer = client.get(url)
+            return answer if answer.text.count("state-delivered") >= 2 else None
+
+        page = wait_until(delivered, what="both targets delivered")
+        assert page is not None
+        assert 'value="to-again/hook"' in page.text
+        token = csrf_of(page.text)
+        no_token = client.post(url + "/redeliver", data={"to": "to-again/hook"})
+        assert no_token.status_code == 403
+        sent = client.post(url + "/redeliver", data={"csrf": token, "to": "to-again/hook"})
+        assert sent.status_code == 303
+        assert "redelivered=1" in sent.headers["location"]
+        wait_until(lambda: received() >= 2, what="the redelivered event received")
+        shown = client.get(sent.headers["location"])
+        assert "Sent again to 1 target(s)." in shown.text
+        gone = client.post(url + "/redeliver", data={"csrf": token, "to": "to-again/gone"})
+        assert gone.status_code == 404
+    with served.logged_in(served.key("read")) as reader:
+        page = reader.get(url)
+        assert "Redeliver" not in page.text
+        refused = reader.post(
+            url + "/redeliver", data={"csrf": csrf_of(page.text), "to": "to-again/hook"}
+        )
+        assert refused.status_code == 403
+    assert received() == 2

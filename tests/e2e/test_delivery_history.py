@@ -176,3 +176,92 @@ async def test_an_event_whose_id_is_stream_is_found_beside_the_live_tail(
         url, headers={**app.auth(other.admin_key), "Accept": "application/json"}
     )
     assert theirs.status_code == 404
+
+
+async def test_redeliver_sends_a_delivered_event_again_to_its_targets(
+    delivering_app: RunningApp, receiver_factory: Any
+) -> None:
+    app = delivering_app
+    receiver: Receiver = await receiver_factory(None)
+    # Sent first, so at position 1; no rule matches it, so it has no history.
+    await send(app, {**ORDER, "id": "lonely", "type": "order.cancelled"})
+    await put_rule(
+        app,
+        "orders",
+        {
+            "pattern": {"type": ["order.created"]},
+            "targets": [
+                {"id": "hook", "type": "http", "url": receiver.url},
+                {"id": "audit", "type": "log"},
+            ],
+        },
+    )
+    await send(app, {**ORDER, "id": "o/2", "data": {"total": 7}})
+    await receiver.wait_for(1)
+    url = "/v1/buses/default/events/o/2"
+
+    async def attempts_of(count: int) -> Any:
+        response = await app.client.get(url, headers=app.admin)
+        if response.status_code != 200:
+            return None
+        found = {t["target"]: t for t in response.json()["targets"]}
+        done = all(
+            len(found.get(t, {}).get("attempts", [])) == count and found[t]["state"] == "delivered"
+            for t in ("hook", "audit")
+        )
+        return found if done else None
+
+    await eventually(lambda: attempts_of(1), what="both targets delivered once")
+
+    # No body: every target the history names, although both were delivered.
+    again = await app.client.post(f"{url}/redeliver", headers=app.admin)
+    assert again.status_code == 202, again.text
+    assert again.json()["id"] == "o/2"
+    assert sorted(t["target"] for t in again.json()["targets"]) == ["audit", "hook"]
+    await receiver.wait_for(2)
+    assert b'"total":7' in receiver.received[1][1]
+    await eventually(lambda: attempts_of(2), what="both targets delivered twice")
+
+    # One target of one rule.
+    one = await app.client.post(
+        f"{url}/redeliver", headers=app.admin, json={"rule": "orders", "target": "hook"}
+    )
+    assert one.status_code == 202, one.text
+    assert one.json()["targets"] == [{"rule": "orders", "target": "hook"}]
+    await receiver.wait_for(3)
+
+    # An event no rule matched: found by its position, sent to the rule named.
+    lonely = "/v1/buses/default/events/lonely/redeliver"
+    unnamed = await app.client.post(lonely, headers=app.admin, json={"position": 1})
+    assert unnamed.status_code == 400
+    assert unnamed.json()["field"] == "rule"
+    sent = await app.client.post(
+        lonely, headers=app.admin, json={"position": 1, "rule": "orders", "target": "hook"}
+    )
+    assert sent.status_code == 202, sent.text
+    await receiver.wait_for(4)
+    assert b'"id":"lonely"' in receiver.received[3][1]
+
+    # Refusals, each naming the problem.
+    other = await provision_tenant(app.services.stores.control, "other")
+    tenant = await app.services.stores.control.get_tenant("default")
+    assert tenant is not None
+    _, read_key = await app.services.stores.control.create_key(tenant.id, Scope.READ)
+    for headers, body, status in [
+        (app.auth(other.admin_key), None, 404),  # another tenant's event
+        (app.auth(read_key), None, 403),
+        (app.admin, {"rule": "orders", "target": "gone"}, 404),
+        (app.admin, {"rule": "gone"}, 404),
+        (app.admin, {"target": "hook"}, 400),
+        (app.admin, {"position": 0}, 422),
+        (app.admin, {"colour": "red"}, 422),
+    ]:
+        refused = await app.client.post(f"{url}/redeliver", headers=headers, json=body)
+        assert refused.status_code == status, (body, refused.text)
+    wrong = await app.client.post(
+        "/v1/buses/default/events/unknown/redeliver",
+        headers=app.admin,
+        json={"position": 2, "rule": "orders"},
+    )
+    assert wrong.status_code == 404  # position 2 holds another event
+    assert len(receiver.received) == 4

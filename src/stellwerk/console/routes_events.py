@@ -20,9 +20,6 @@ from stellwerk.service import (
 
 LETTERS_PAGE: Final = 50
 ATTEMPTS_PAGE: Final = 50
-# Redelivering one event looks for its dead letters a page at a time; past this many pages
-# (of a target's letters) it stops and says so rather than read the whole queue.
-REDELIVER_PAGES: Final = 20
 
 
 def _position(view: View) -> int | None:
@@ -57,38 +54,31 @@ async def event(view: View) -> Response:
         history=history,
         rules=[r.name for r in rules if r.pattern is not None],
         body=pretty(history.event) if history.event is not None else None,
-        redriven=view.request.query_params.get("redriven"),
+        redelivered=view.request.query_params.get("redelivered"),
     )
 
 
 @page
 async def redeliver(view: View) -> Response:
-    """Send the event again to its targets that gave up on it: its dead letters, redriven."""
+    """Send the event again (`History.redeliver`): to every target its history names, or to the
+    one rule and target chosen (`to` is `rule` or `rule/target`). Delivered, retrying and
+    dead-lettered targets alike; a dead letter stays in the queue until it is redriven."""
     bus, event_id = view.param("bus"), view.param("event")
-    await view.form()
-    history = await view.platform.history.event(view.principal, bus, event_id)
-    ids: list[int] = []
-    for target in history.targets:
-        if target.state != "dead_lettered":
-            continue
-        after = 0
-        for _ in range(REDELIVER_PAGES):
-            letters = await view.platform.dead_letters.all(
-                view.principal,
-                bus,
-                rule=target.rule,
-                target=target.target,
-                after=after,
-                limit=500,
-            )
-            ids += [d.id for d in letters if d.event_id == event_id]
-            if len(letters) < 500:
-                break
-            after = letters[-1].id
-    moved = await view.platform.dead_letters.redrive(view.principal, bus, ids) if ids else 0
+    form = await view.form()
+    to = form.get("to") or ""
+    rule, _, target = to.partition("/")
+    at = form.get("at") or ""
+    done = await view.platform.history.redeliver(
+        view.principal,
+        bus,
+        event_id,
+        position=int(at) if at.isdigit() and int(at) > 0 else None,
+        rule=rule or None,
+        target=target or None,
+    )
     return view.redirect(
         f"{PREFIX}/buses/{bus}/events/{quote(event_id, safe='/')}"
-        f"?at={history.position}&redriven={moved}"
+        f"?at={done.position}&redelivered={len(done.targets)}"
     )
 
 

@@ -10,7 +10,7 @@ from stellwerk.routing.router import (
     RuleSet,
     RuleSource,
 )
-from stellwerk.routing.rulebook import RuleBook
+from stellwerk.routing.rulebook import RuleBook, redelivery
 from stellwerk.routing.standby import SiteRouting, Standby
 from stellwerk.routing.ticker import RuleTicker
 
@@ -30,5 +30,6 @@ __all__ = [
     "SiteRouting",
     "Standby",
     "archive_floors",
+    "redelivery",
     "trim_archives",
 ]

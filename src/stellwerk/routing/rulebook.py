@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import msgspec
 import structlog
 
 from stellwerk.delivery import Target, TargetBinding
+from stellwerk.events.envelope import encoded_envelope
 from stellwerk.patterns import Matcher
 from stellwerk.refs import BusRef, TenantId, TenantName
-from stellwerk.routing.router import ENVELOPE_CONTENT_TYPE, RouteTarget, RuleSet
+from stellwerk.routing.router import ENVELOPE_CONTENT_TYPE, RouteTarget, RuleSet, build_delivery
 from stellwerk.rules import Rule, TargetSpec, compile_transformer
+from stellwerk.seams import NewDelivery, StoredEvent
 from stellwerk.storage.control import ConnectionRecord, ControlPlane
 
 log = structlog.get_logger("stellwerk.routing")
@@ -146,19 +150,7 @@ class RuleBook:
                     dead_letter=spec.dead_letter,
                     concurrency=spec.concurrency,
                 )
-                transformer = (
-                    compile_transformer(spec.input_transformer) if spec.input_transformer else None
-                )
-                built.append(
-                    RouteTarget(
-                        spec.id,
-                        transformer=transformer,
-                        ordered=spec.ordered,
-                        content_type=ENVELOPE_CONTENT_TYPE
-                        if rule.view == "eventbridge" and transformer is None
-                        else None,
-                    )
-                )
+                built.append(route_target(rule, spec))
             if rule.pattern is None:
                 scheduled.add(rule.name)
                 if rule.view == "eventbridge":
@@ -210,3 +202,31 @@ class RuleBook:
     async def close(self) -> None:
         for key in list(self._buses):
             await self._replace(key, None)
+
+
+def route_target(rule: Rule, spec: TargetSpec) -> RouteTarget:
+    """What the router needs of one target of a saved rule."""
+    transformer = compile_transformer(spec.input_transformer) if spec.input_transformer else None
+    return RouteTarget(
+        spec.id,
+        transformer=transformer,
+        ordered=spec.ordered,
+        content_type=ENVELOPE_CONTENT_TYPE
+        if rule.view == "eventbridge" and transformer is None
+        else None,
+    )
+
+
+def redelivery(event: StoredEvent, rule: Rule, spec: TargetSpec) -> NewDelivery | None:
+    """The delivery of a stored event to one target of a rule, built as the router builds it
+    (the rule's view, transformer and ordering as they are now), whether or not the rule's
+    pattern matches the event: a redeliver sends what the operator asks for. None when the
+    transformer fails on the event (logged, as when routing)."""
+    target = route_target(rule, spec)
+    body = event.body
+    decoded: dict[str, Any] | None = None
+    if rule.view == "eventbridge":
+        body, decoded = encoded_envelope(body, event.tenant)
+    elif target.transformer is not None or target.ordered:
+        decoded = msgspec.json.decode(body)
+    return build_delivery(event.tenant, event.bus, event, body, rule.name, target, decoded)

@@ -51,6 +51,8 @@ from stellwerk.service.history import (
     AttemptView,
     EventHistory,
     History,
+    Redelivered,
+    RedeliveredTarget,
     TargetHistory,
     TargetState,
 )
@@ -115,6 +117,8 @@ __all__ = [
     "ProvisionedTenant",
     "Quotas",
     "Readiness",
+    "Redelivered",
+    "RedeliveredTarget",
     "Replay",
     "ReplayInput",
     "Replays",

@@ -6,12 +6,15 @@ read is scoped to the principal's tenant, so another tenant's event id is simply
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
 
 from stellwerk.auth import Principal
+from stellwerk.routing import redelivery
 from stellwerk.seams import (
     ATTEMPT_OUTCOMES,
     DEFAULT_ATTEMPT_PAGE,
@@ -19,10 +22,14 @@ from stellwerk.seams import (
     AttemptOutcome,
     DeliveryHistory,
     EventLog,
+    NewDelivery,
     RecordedAttempt,
+    RouteSink,
+    StoredEvent,
 )
 from stellwerk.service.buses import Buses
-from stellwerk.service.errors import NotFound, NotSupported
+from stellwerk.service.errors import InvalidRequest, NotFound, NotSupported
+from stellwerk.storage.control import ControlPlane
 
 __all__ = [
     "ATTEMPT_OUTCOMES",
@@ -32,6 +39,8 @@ __all__ = [
     "AttemptView",
     "EventHistory",
     "History",
+    "Redelivered",
+    "RedeliveredTarget",
     "TargetHistory",
     "TargetState",
 ]
@@ -73,6 +82,25 @@ class EventHistory(msgspec.Struct):
     targets: list[TargetHistory]
 
 
+class RedeliveredTarget(msgspec.Struct):
+    rule: str
+    target: str
+
+
+class Redelivered(msgspec.Struct):
+    """What a redeliver enqueued: the event, and the targets it goes to again."""
+
+    id: str
+    position: int
+    targets: list[RedeliveredTarget]
+
+
+# A redeliver enqueues through the queue's replay path (`RouteSink.route_replay`), which both
+# backends have: each under a replay name of its own, so its deliveries are new ones (not
+# de-duplicated against the routed ones) and are due now with their event age counted from now.
+REDELIVER_PREFIX = "redeliver/"
+
+
 def _view(recorded: RecordedAttempt) -> AttemptView:
     a = recorded.attempt
     return AttemptView(
@@ -93,10 +121,22 @@ def _view(recorded: RecordedAttempt) -> AttemptView:
 class History:
     """`history` is None where the queue keeps no history (a queue outside Stellwerk's two)."""
 
-    def __init__(self, buses: Buses, event_log: EventLog, history: DeliveryHistory | None) -> None:
+    def __init__(
+        self,
+        buses: Buses,
+        event_log: EventLog,
+        history: DeliveryHistory | None,
+        *,
+        control: ControlPlane | None = None,
+        sink: RouteSink | None = None,
+        redelivered: Callable[[], None] = lambda: None,
+    ) -> None:
         self._buses = buses
         self._log = event_log
         self._history = history
+        self._control = control
+        self._sink = sink
+        self._redelivered = redelivered  # wakes the delivery workers
 
     def _kept(self) -> DeliveryHistory:
         if self._history is None:
@@ -153,3 +193,89 @@ class History:
             limit=limit,
         )
         return [_view(r) for r in found]
+
+    async def redeliver(
+        self,
+        principal: Principal,
+        bus: str,
+        event_id: str,
+        *,
+        position: int | None = None,
+        rule: str | None = None,
+        target: str | None = None,
+    ) -> Redelivered:
+        """Send a stored event again: to `rule`'s targets (or its one `target`), or, without a
+        rule, to every target its delivery history names, whatever became of them.
+
+        The event is found by its history, or at `position` (an event no rule matched has no
+        history). It is delivered as the rule is now (view, transformer). Another tenant's
+        event, or one the log no longer holds, is not found.
+        """
+        if self._control is None or self._sink is None:
+            raise NotSupported("this process cannot enqueue deliveries")
+        await self._buses.record(principal.tenant_id, bus)
+        if target is not None and rule is None:
+            raise InvalidRequest("a target is named with its rule", field="rule")
+        ref = principal.bus(bus)
+        recorded = await self._history.event_attempts(ref, event_id) if self._history else []
+        if recorded:
+            position = recorded[0].attempt.position
+        if position is None:
+            raise NotFound.of(f"delivery history of event {event_id!r} on bus {bus!r}")
+        stored = await self._log.read(ref, after=position - 1, limit=1)
+        if not stored or stored[0].position != position or stored[0].id != event_id:
+            raise NotFound.of(f"event {event_id!r} on bus {bus!r}")
+        event = stored[0]
+        if rule is not None:
+            wanted = [(rule, target)]
+        else:
+            seen = {(r.attempt.rule, r.attempt.target_id) for r in recorded}
+            wanted = [(name, tid) for name, tid in sorted(seen)]
+            if not wanted:
+                raise InvalidRequest(
+                    "the event has no delivery history: name the rule to redeliver it to",
+                    field="rule",
+                )
+        deliveries = await self._deliveries(principal, bus, event, wanted, strict=rule is not None)
+        if not deliveries:
+            raise InvalidRequest(
+                "none of the event's targets can take it now (rules or targets removed,"
+                " or a transformer fails on it)",
+                field="rule",
+            )
+        replay = f"{REDELIVER_PREFIX}{uuid.uuid4().hex}"
+        await self._sink.route_replay(ref.tenant, replay, 1, 1, deliveries, after=0)
+        self._redelivered()
+        return Redelivered(
+            id=event_id,
+            position=position,
+            targets=[RedeliveredTarget(d.rule, d.target_id) for d in deliveries],
+        )
+
+    async def _deliveries(
+        self,
+        principal: Principal,
+        bus: str,
+        event: StoredEvent,
+        wanted: list[tuple[str, str | None]],
+        *,
+        strict: bool,
+    ) -> list[NewDelivery]:
+        """The deliveries to the wanted (rule, target) pairs (None: all of the rule's targets).
+        `strict`: a rule or target that does not exist is NotFound (else skipped)."""
+        assert self._control is not None
+        out: list[NewDelivery] = []
+        for name, tid in wanted:
+            saved = await self._control.rules.get(principal.tenant_id, bus, name)
+            if saved is None:
+                if strict:
+                    raise NotFound.of(f"rule {name!r} on bus {bus!r}")
+                continue
+            specs = [s for s in saved.targets if tid is None or s.id == tid]
+            if not specs and strict and tid is not None:
+                raise NotFound.of(f"target {tid!r} of rule {name!r} on bus {bus!r}")
+            for spec in specs:
+                delivery = redelivery(event, saved, spec)
+                if delivery is not None:
+                    out.append(delivery)
+        return out

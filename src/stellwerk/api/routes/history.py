@@ -1,5 +1,6 @@
-"""Delivery history: `GET /v1/buses/{bus}/events/{id}` (what happened to an event) and
-`GET /v1/buses/{bus}/rules/{rule}/targets/{target}/attempts` (what a target was sent).
+"""Delivery history: `GET /v1/buses/{bus}/events/{id}` (what happened to an event),
+`GET /v1/buses/{bus}/rules/{rule}/targets/{target}/attempts` (what a target was sent) and
+`POST /v1/buses/{bus}/events/{id}/redeliver` (send an event again to its targets).
 
 Both read the attempts the delivery workers recorded (`stellwerk.service.History`); a key sees
 its own tenant's only, and another tenant's event id answers 404.
@@ -13,7 +14,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from stellwerk.api.bodies import json_response, path_name, query_int, query_time
+from stellwerk.api.bodies import json_response, path_name, query_int, query_time, read_json
 from stellwerk.api.context import platform_of
 from stellwerk.api.endpoints import Endpoint, name_param
 from stellwerk.api.errors import ApiError, ErrorBody
@@ -30,7 +31,17 @@ from stellwerk.service import (
     AttemptOutcome,
     AttemptView,
     EventHistory,
+    Redelivered,
 )
+
+
+class RedeliverInput(msgspec.Struct, forbid_unknown_fields=True):
+    """Where to send the event again: one rule's targets (or its one `target`); without a rule,
+    every target its delivery history names. `position` finds an event without history."""
+
+    rule: str | None = None
+    target: str | None = None
+    position: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 class AttemptPage(msgspec.Struct):
@@ -47,6 +58,20 @@ async def history_of(request: Request, event_id: str) -> Response:
     name = bus_name(request)
     found = await platform_of(request).history.event(principal_of(request.scope), name, event_id)
     return json_response(found)
+
+
+async def redeliver(request: Request) -> Response:
+    name = bus_name(request)
+    body = await read_json(request, RedeliverInput, empty=RedeliverInput())
+    found = await platform_of(request).history.redeliver(
+        principal_of(request.scope),
+        name,
+        request.path_params["id"],
+        position=body.position,
+        rule=body.rule,
+        target=body.target,
+    )
+    return json_response(found, status=202)
 
 
 def wants_json(request: Request) -> bool:
@@ -102,6 +127,22 @@ _PAGE = Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPT_PAGE)]
 _AFTER = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
 
 ENDPOINTS = [
+    Endpoint(
+        "post",
+        "/v1/buses/{bus}/events/{id:path}/redeliver",
+        redeliver,
+        "Send a stored event again: to a rule's targets (or one target), or to every target"
+        " its delivery history names",
+        "delivery-history",
+        Scope.ADMIN,
+        request_body=RedeliverInput,
+        request_body_required=False,
+        responses={202: Redelivered, 415: ErrorBody, 422: ErrorBody, **_ERRORS},
+        path_params={
+            "bus": name_param("the bus name"),
+            "id": Parameter("the event's id", Annotated[str, msgspec.Meta(min_length=1)]),
+        },
+    ),
     Endpoint(
         "get",
         "/v1/buses/{bus}/events/{id:path}",
