@@ -406,3 +406,26 @@ def test_a_delivered_event_is_redelivered_from_its_page(served: Served, receiver
         )
         assert refused.status_code == 403
     assert received() == 2
+
+
+def test_the_delivery_charts_are_drawn_from_the_delivery_history(served: Served) -> None:
+    served.api(
+        "PUT",
+        "/v1/buses/default/rules/charted",
+        json={"pattern": {"source": ["charted"]}, "targets": [{"id": "log", "type": "log"}]},
+    )
+    send(served, *({**event(f"c-{i}"), "source": "charted"} for i in range(3)))
+    attempts = "/v1/buses/default/rules/charted/targets/log/attempts"
+
+    def delivered() -> bool:
+        return len(served.api("GET", attempts).json()["attempts"]) == 3
+
+    wait_until(delivered, what="the three events delivered")
+    with served.logged_in() as client:
+        page = client.get("/console/buses")
+    # The history is read at once (no sample of the metrics is needed), and is what a
+    # scale-out gateway, which delivers nothing itself, sees too.
+    assert "Delivered attempts&#39; duration" in page.text
+    title = page.text.split("<title>Deliveries: ")[1].split("</title>")[0]
+    peak = float(title.split(", ")[1].split(" ")[0])
+    assert peak > 0, title

@@ -47,6 +47,10 @@ class Series:
     ingest: list[float]
     delivery: list[float]
     latency_ms: list[float]
+    # What `latency_ms` measures: from the metrics, ingest to first attempt; drawn from the
+    # delivery history (`stellwerk.console.delivered`), how long delivered attempts took.
+    latency_label: str = "Ingest to first attempt"
+    complete: bool = True  # False: the history drawing stopped at its read budget
 
 
 log = structlog.get_logger("stellwerk.console")

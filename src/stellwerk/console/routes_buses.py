@@ -3,11 +3,14 @@ rules: view, edit, create, delete, and the pattern editor with its "why not" exp
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
 from starlette.responses import Response
 
+from stellwerk.console.delivered import from_history
+from stellwerk.console.rates import KEPT, Series
 from stellwerk.console.web import PREFIX, BadForm, View, page, reading_page
 from stellwerk.events.envelope import eventbridge_envelope
 from stellwerk.patterns import InvalidPatternError, explain
@@ -32,7 +35,19 @@ async def buses(view: View) -> Response:
         (bus, view.console.rates.bus_rate(tenant, bus.name), await _end(view, bus.name))
         for bus in found
     ]
-    series = view.console.rates.series(tenant)
+    rates = view.console.rates
+    series = rates.series(tenant)
+    drawn = await from_history(
+        view.platform, view.principal, datetime.now(UTC), every=rates.every, buckets=KEPT
+    )
+    if drawn is not None:  # the history is every process's: a scale-out gateway sees it too
+        series = Series(
+            series.ingest,
+            drawn.delivery,
+            drawn.duration_ms,
+            latency_label="Delivered attempts' duration",
+            complete=drawn.complete,
+        )
     return view.render("buses.html", rows=rows, series=series)
 
 
