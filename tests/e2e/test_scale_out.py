@@ -84,6 +84,11 @@ def test_gateway_router_and_delivery_processes_carry_every_event_to_the_target(
             headers=admin,
         ).json()
         assert len({a["event_id"] for a in page["attempts"]}) >= 400
+        # A gateway sends a delivered event again through the JetStream queue.
+        again = httpx.post(f"{gateway.url}/v1/buses/default/events/e7/redeliver", headers=admin)
+        assert again.status_code == 202, again.text
+        assert again.json()["targets"] == [{"rule": "all", "target": "hook"}]
+        assert received.wait_for(lambda r: r.ids["e7"] >= 2, 30), "e7 was not redelivered"
         # Only gateways serve the API; every role answers probes and metrics.
         for process in (router, delivery):
             assert httpx.get(f"{process.url}/v1/buses", timeout=5).status_code == 404
