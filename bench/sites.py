@@ -233,6 +233,21 @@ async def lag_under_load(
     return acknowledged, drained and max(seconds) < 1.0
 
 
+async def adopted(client: Client, a: Site, b: Site) -> None:
+    """Until one site's first tenant gave way to the other's; both then use the kept keys."""
+    deadline = time.perf_counter() + 60
+    while time.perf_counter() < deadline:
+        for here, there in ((a, b), (b, a)):
+            headers = {"Authorization": f"Bearer {there.admin}"}
+            url = f"{here.url}/v1/peers/{there.name}"
+            async with client.session.get(url, headers=headers) as r:
+                if r.status == 200 and (await r.json())["tenant"]["state"] == "gave-way":
+                    here.admin, here.ingest = there.admin, there.ingest
+                    return
+        await asyncio.sleep(0.1)
+    raise SystemExit(f"neither {a.name} nor {b.name} gave way within 60 s")
+
+
 async def settled(client: Client, a: Site, b: Site) -> None:
     """Until a shows b with its keys and buses mirrored and nothing to replicate (bounded)."""
     deadline = time.perf_counter() + 60
@@ -260,6 +275,7 @@ async def measure(args: argparse.Namespace, root: Path) -> int:
                 await client.call(
                     here, "PUT", f"/v1/peers/{there.name}", {"url": there.url, "secret": SECRET}
                 )
+            await adopted(client, a, b)
             spec = {"primary": "a", "secondary": "b", "buses": [BUS], "replication": "sync"}
             await client.call(a, "PUT", "/v1/endpoints/bench", spec)
             # Pairing sets off work of its own (keys, buses and rules mirrored, the endpoint's

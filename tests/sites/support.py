@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from tests.cli.server import ServerProcess, running_server
 from tests.conftest import Bootstrap, free_port
+from tests.polling import wait_until
 
 SECRET = "pair-secret-0123456789abcdef"
 # A revoked key is refused within the key cache's time: a second, not five, for the tests.
@@ -28,6 +29,8 @@ class Site:
     name: str
     server: ServerProcess
     bootstrap: Bootstrap
+    # The keys its first start made, kept when `pair` switches `bootstrap` to the peer's.
+    first: Bootstrap | None = None
 
     def ready(self) -> None:
         self.server.wait_until("/readyz", 200)
@@ -82,12 +85,48 @@ def start_site(stack: ExitStack, root: Path, name: str, *extra: str, ready: bool
     return site
 
 
-def pair(a: Site, b: Site, secret: str = SECRET) -> None:
+def pair(a: Site, b: Site, secret: str = SECRET) -> Site:
+    """Pair a and b, and wait until the pairing settled (`settle`)."""
     for here, there in ((a, b), (b, a)):
         answer = here.api(
             "PUT", f"/v1/peers/{there.name}", json={"url": there.url, "secret": secret}
         )
         assert answer.status_code in (200, 201), answer.text
+    return settle(a, b)
+
+
+def settle(a: Site, b: Site) -> Site:
+    """Wait until the pairing of a and b settled: one site's first tenant gave way to the
+    other's, and that site uses the other's keys from then on. Returns the kept site."""
+    found = wait_until(
+        lambda: gave_way(a, b) or gave_way(b, a),
+        what="one site's first tenant to give way to the other's",
+    )
+    assert found is not None
+    kept: Site = found
+    gone = b if kept is a else a
+    wait_until(
+        lambda: kept.api("GET", f"/v1/peers/{gone.name}").json()["tenant"]["state"],
+        what=f"{kept.name} to see its tenant joined by {gone.name}'s",
+        accept=lambda state: state == "joined",
+    )
+    for site in (a, b):
+        site.first = site.bootstrap
+    for site in (a, b):
+        site.bootstrap = kept.bootstrap
+    return kept
+
+
+def gave_way(here: Site, there: Site) -> Site | None:
+    """`there` when `here`'s tenant gave way to it (`here` then takes `there`'s keys)."""
+    answer = httpx.get(
+        f"{here.url}/v1/peers/{there.name}",
+        headers={"Authorization": f"Bearer {there.bootstrap.admin_key}"},
+        timeout=30,
+    )
+    if answer.status_code == 200 and answer.json()["tenant"]["state"] == "gave-way":
+        return there
+    return None
 
 
 @contextmanager

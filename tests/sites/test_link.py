@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from tests.polling import wait_until
-from tests.sites.support import SECRET, Site, pair, receiving, two_sites
+from tests.sites.support import SECRET, Site, pair, receiving, settle, two_sites
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -33,6 +33,7 @@ def test_a_cut_link_leaves_both_sites_accepting_and_they_reconcile_when_it_retur
         for here, there, relay in ((a, b, to_b), (b, a, to_a)):
             body = {"url": f"http://127.0.0.1:{relay.port}", "secret": SECRET}
             assert here.api("PUT", f"/v1/peers/{there.name}", json=body).status_code == 201
+        settle(a, b)
         assert a.send("default", batch("before", 5)).status_code == 202
         wait_until(
             lambda: pending(a, "b"), what="b to have a's first events", accept=lambda p: p == []
@@ -72,6 +73,7 @@ def test_a_slow_primary_fails_over_without_a_crash_and_back_once_it_is_quick_aga
         assert a.api("PUT", "/v1/peers/b", json={"url": b.url, "secret": SECRET}).status_code == 201
         body = {"url": f"http://127.0.0.1:{to_a.port}", "secret": SECRET}
         assert b.api("PUT", "/v1/peers/a", json=body).status_code == 201
+        settle(a, b)
         spec = {
             "primary": "a",
             "secondary": "b",

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.polling import wait_until
-from tests.sites.support import SECRET, Site, pair, two_sites
+from tests.sites.support import SECRET, Site, gave_way, pair, two_sites
 
 from stellwerk.sites import signed_headers
 
@@ -194,36 +194,79 @@ def test_keys_and_buses_are_mirrored_so_one_key_works_on_both_sites(
     wait_until(sent_to_b, what="the key revoked on a to be refused on b", accept=lambda s: s == 401)
 
 
-def test_a_tenant_of_the_same_name_is_one_tenant_on_both_sites_with_both_first_keys(
+def post_one(site: Site, key: str, bus: str = "default") -> int:
+    one = {"specversion": "1.0", "id": "first-keys", "source": "urn:m", "type": "t"}
+    return httpx.post(
+        f"{site.url}/v1/buses/{bus}/events",
+        headers={"Authorization": f"Bearer {key}"},
+        json=one,
+        timeout=10,
+    ).status_code
+
+
+def test_the_new_sites_first_tenant_gives_way_to_the_peers_and_its_keys_stop_working(
     sites: tuple[Site, Site],
 ) -> None:
-    # The decided behaviour (docs/global-endpoints.md, "Tenant adoption"): neither site's first
-    # tenant gives way; each keeps its first keys, and they work on the other site too.
+    # The issue's interface: a tenant the site's first start made, holding no events, gives
+    # way to the peer's tenant of the same name. Both were empty here: the younger gave way.
     a, b = sites
-    one = {"specversion": "1.0", "id": "first-keys", "source": "urn:m", "type": "t"}
-    for here, there in ((a, b), (b, a)):
-
-        def sent(here: Site = here, there: Site = there) -> int:
-            return httpx.post(
-                f"{there.url}/v1/buses/default/events",
-                headers={"Authorization": f"Bearer {here.bootstrap.ingest_key}"},
-                json=one,
-                timeout=10,
-            ).status_code
-
+    kept = a if gave_way(b, a) else b
+    gone = b if kept is a else a
+    assert gone.first is not None
+    assert kept.first is not None
+    assert gone.first.admin_key != kept.first.admin_key
+    shown = gone.api("GET", f"/v1/peers/{kept.name}").json()["tenant"]
+    assert shown["state"] == "gave-way"
+    assert kept.name in shown["detail"]
+    assert kept.api("GET", f"/v1/peers/{gone.name}").json()["tenant"]["state"] == "joined"
+    for site in (gone, kept):
+        # The peer's keys work on both sites; the given-way tenant's first keys on neither.
+        assert post_one(site, kept.first.ingest_key) == 202
         wait_until(
-            sent,
-            what=f"{here.name}'s first key to work on {there.name}",
-            accept=lambda status: status == 202,
+            lambda site=site: post_one(site, gone.first.ingest_key),  # type: ignore[misc]
+            what=f"{gone.name}'s first ingest key to be refused on {site.name}",
+            accept=lambda status: status == 401,
         )
-        answer = there.api("GET", "/v1/peers")
-        assert answer.status_code == 200  # its own first admin key still works there
         answer = httpx.get(
-            f"{there.url}/v1/peers",
-            headers={"Authorization": f"Bearer {here.bootstrap.admin_key}"},
+            f"{site.url}/v1/peers",
+            headers={"Authorization": f"Bearer {gone.first.admin_key}"},
             timeout=10,
         )
-        assert answer.status_code == 200, answer.text
+        assert answer.status_code == 401, answer.text
+
+
+def test_tenants_that_both_hold_events_are_not_merged_and_the_pairing_says_so(
+    tmp_path: Path,
+) -> None:
+    with two_sites(tmp_path) as (a, b):
+        for site in (a, b):
+            assert post_one(site, site.bootstrap.ingest_key) == 202
+        for here, there in ((a, b), (b, a)):
+            answer = here.api(
+                "PUT", f"/v1/peers/{there.name}", json={"url": there.url, "secret": SECRET}
+            )
+            assert answer.status_code == 201, answer.text
+        for here, there in ((a, b), (b, a)):
+
+            def peer(here: Site = here, there: Site = there) -> dict[str, Any]:
+                found: dict[str, Any] = here.api("GET", f"/v1/peers/{there.name}").json()
+                return found
+
+            shown = wait_until(
+                peer,
+                what=f"{here.name} to show the conflict with {there.name}",
+                accept=lambda p: p["tenant"]["state"] == "conflict",
+            )
+            assert "'default'" in shown["tenant"]["detail"]
+            assert shown["keys_and_buses"]["pending"] is True
+            # Nothing merged: neither site's keys work on the other, each site's own still do.
+            assert post_one(there, here.bootstrap.ingest_key) == 401
+            assert post_one(here, here.bootstrap.ingest_key) == 202
+        # Events of the tenant are refused too, with 409 naming it.
+        answer = signed_put(a, b, "/v1/peers/a/routed", b'{"buses": {}}')
+        assert answer.status_code == 409, answer.text
+        assert "'default'" in answer.json()["message"]
+        assert "Traceback" not in a.server.output() + b.server.output()
 
 
 def signed_put(origin: Site, to: Site, path: str, body: bytes) -> httpx.Response:

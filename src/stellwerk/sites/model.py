@@ -46,11 +46,22 @@ class Peer(msgspec.Struct):
     pending: list[str]
     buses: list[BusReplication]
     keys_and_buses: ControlMirror
+    tenant: TenantStanding
 
 
 class ControlMirror(msgspec.Struct):
     pending: bool
     mirrored_at: datetime | None
+
+
+class TenantStanding(msgspec.Struct):
+    """How the tenant both sites name alike was settled: `pending` (before the first snapshot),
+    `joined` (this site's tenant stays), `gave-way` (this site's first tenant gave way to the
+    peer's: its keys no longer work here, the peer's do), `conflict` (both hold events of their
+    own: nothing is merged; `detail` says so)."""
+
+    state: str
+    detail: str | None = None
 
 
 class PeerList(msgspec.Struct):

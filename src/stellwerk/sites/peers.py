@@ -19,7 +19,13 @@ from stellwerk.refs import TenantId, TenantName
 from stellwerk.secrets import DecryptionError, SecretBox
 from stellwerk.service import InvalidRequest, NotFound, Platform, Unauthorized
 from stellwerk.sites.mirror import snapshot
-from stellwerk.sites.model import BusReplication, ControlMirror, Peer, PeerInput
+from stellwerk.sites.model import (
+    BusReplication,
+    ControlMirror,
+    Peer,
+    PeerInput,
+    TenantStanding,
+)
 from stellwerk.sites.signing import BadSignature, claimed, verify
 from stellwerk.sites.store import Cursor, PeerRecord, SitesStore
 
@@ -98,8 +104,8 @@ class Peers:
 
     async def authenticate(
         self, headers: Mapping[str, str], method: str, path: str, body: bytes
-    ) -> tuple[Principal, str]:
-        """The tenant (acting as the peer) and the site a signed peer request comes from.
+    ) -> tuple[Principal, PeerRecord]:
+        """The tenant (acting as the peer) and the pairing a signed peer request comes by.
 
         A request that is not signed with the secret of a pairing of that tenant and site is
         refused with `Unauthorized` and logged, saying why but never with the secret."""
@@ -126,7 +132,7 @@ class Peers:
             )
             log.warning("peer request refused", site=site, tenant=tenant, path=path, reason=reason)
             raise Unauthorized(f"peer request refused: {reason}") from None
-        return principal, site
+        return principal, record
 
     async def _view(self, principal: Principal, record: PeerRecord) -> Peer:
         cursors = await self._store.cursors(principal.tenant_id, record.site)
@@ -134,7 +140,7 @@ class Peers:
             await self._replication(principal, bus.name, cursors.get(bus.name))
             for bus in await self._platform.buses.all(principal)
         ]
-        _, digest = await snapshot(self._platform, principal)
+        _, digest = await snapshot(self._platform, principal, record)
         return Peer(
             site=record.site,
             url=record.url,
@@ -147,6 +153,7 @@ class Peers:
             keys_and_buses=ControlMirror(
                 pending=digest != record.control_digest, mirrored_at=record.control_mirrored_at
             ),
+            tenant=TenantStanding(record.tenant_state, record.tenant_detail),
         )
 
     async def lag(self, principal: Principal, site: str, bus: str) -> BusReplication:

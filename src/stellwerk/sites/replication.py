@@ -136,13 +136,18 @@ class Replicator:
         return wanted
 
     async def _mirror(self, principal: Principal, peer: PeerRecord) -> None:
-        body, digest = await snapshot(self._platform, principal)
+        body, digest = await snapshot(self._platform, principal, peer)
         if digest == peer.control_digest:
             return
         path = f"/v1/peers/{self._link.local_site}/mirror"
         problem = await self._link.send(principal, peer.site, "PUT", path, body)
         if problem is None:
             await self._store.mirrored(principal.tenant_id, peer.site, digest, self._clock())
+        elif problem.startswith("HTTP 409") and peer.tenant_state in ("pending", "conflict"):
+            # The peer's tenant of this name holds events of its own, as this one does.
+            if peer.tenant_state != "conflict":
+                log.warning("pairing refused by the peer: tenant conflict", site=peer.site)
+            await self._store.settle(principal.tenant_id, peer.site, "conflict", problem)
         else:
             log.warning("mirroring keys and buses to peer failed", site=peer.site, error=problem)
 

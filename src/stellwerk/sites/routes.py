@@ -22,7 +22,7 @@ from stellwerk.api import (
 )
 from stellwerk.auth import Principal, Scope
 from stellwerk.config import SITE_RULE
-from stellwerk.service import Unauthorized
+from stellwerk.service import Conflict, Unauthorized
 from stellwerk.sites.mirror import ControlSnapshot, Mirrored, take_snapshot
 from stellwerk.sites.model import (
     Endpoint as EndpointView,
@@ -77,11 +77,21 @@ async def from_peer(request: Request) -> tuple[SitesOpened, Principal, str, byte
     """A signed request of a peer site: the capability, the tenant, the site and the body."""
     sites = sites_of(request)
     body = await request.body()
-    principal, site = await sites.peers.authenticate(
+    principal, record = await sites.peers.authenticate(
         request.headers, request.method, request.url.path, body
     )
+    site = record.site
     if site != request.path_params["site"]:
         raise Unauthorized("peer request refused: the path names another site than the signature")
+    if not request.url.path.endswith("/mirror"):
+        # Nothing of the tenant is taken before the first snapshot settled it (`mirror.py`).
+        if record.tenant_state == "conflict":
+            raise Conflict(record.tenant_detail or f"tenant {principal.tenant!r} conflicts")
+        if record.tenant_state == "pending":
+            raise Conflict(
+                f"the pairing of tenant {principal.tenant!r} with site {site!r} is not settled "
+                "yet: its keys and buses come first"
+            )
     return sites, principal, site, body
 
 
@@ -91,8 +101,10 @@ async def receive_events(request: Request) -> Response:
 
 
 async def receive_mirror(request: Request) -> Response:
-    sites, principal, _, body = await from_peer(request)
-    return json_response(await take_snapshot(sites.platform, principal, body))
+    sites, principal, site, body = await from_peer(request)
+    return json_response(
+        await take_snapshot(sites.platform, sites.store, principal, site, sites.site, body)
+    )
 
 
 async def receive_endpoint(request: Request) -> Response:

@@ -29,6 +29,9 @@ class PeerRecord:
     updated_at: datetime
     control_digest: str | None = None
     control_mirrored_at: datetime | None = None
+    # How the tenant of the same name on both sites was settled (`mirror.TenantState`).
+    tenant_state: str = "pending"
+    tenant_detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,7 @@ class SitesStore:
                         secret=sealed_secret,
                         created_at=to_us(now),
                         updated_at=to_us(now),
+                        tenant_state="pending",
                     )
                 )
                 return True
@@ -106,6 +110,17 @@ class SitesStore:
                 peers.update()
                 .where((peers.c.tenant_id == tenant_id) & (peers.c.site == site))
                 .values(control_digest=digest, control_mirrored_at=to_us(now))
+            )
+
+    async def settle(
+        self, tenant_id: TenantId, site: str, state: str, detail: str | None = None
+    ) -> None:
+        """Record how the tenant of the same name on this site and `site` was settled."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                peers.update()
+                .where((peers.c.tenant_id == tenant_id) & (peers.c.site == site))
+                .values(tenant_state=state, tenant_detail=detail)
             )
 
     async def paired_tenants(self) -> list[TenantId]:
@@ -322,4 +337,6 @@ def _peer(row: sa.Row[object]) -> PeerRecord:
         control_mirrored_at=(
             None if row.control_mirrored_at is None else from_us(int(str(row.control_mirrored_at)))
         ),
+        tenant_state=str(row.tenant_state),
+        tenant_detail=None if row.tenant_detail is None else str(row.tenant_detail),
     )

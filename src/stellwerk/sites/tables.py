@@ -26,6 +26,9 @@ peers = sa.Table(
     # The digest of the keys and buses the peer acknowledged last, and when (`mirror.py`).
     sa.Column("control_digest", sa.String(64), nullable=True),
     sa.Column("control_mirrored_at", sa.BigInteger, nullable=True),
+    # Where the pairing stands on the tenant (`mirror.py`): pending, joined, gave-way, conflict.
+    sa.Column("tenant_state", sa.String(16), nullable=False, server_default="joined"),
+    sa.Column("tenant_detail", sa.Text, nullable=True),
 )
 
 cursors = sa.Table(
