@@ -3,9 +3,11 @@ keep accepting, and once the link is back each has every event of the other, non
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from tests.polling import wait_until
 from tests.sites.support import SECRET, Site, pair, receiving, settle, two_sites
@@ -126,3 +128,43 @@ def test_a_primary_whose_deliveries_fall_behind_fails_over_by_its_own_signals(
         reason = moved["history"][-1]["reason"]
         print(f"\nfailed over: {reason}")
         assert "p99 ingestion to invocation" in reason
+
+
+def test_sync_requests_that_append_while_one_is_in_flight_go_to_the_peer_together(
+    tmp_path: Path,
+) -> None:
+    # The link to b holds each chunk back 0.2 s: the first request's peer request is in flight
+    # for 0.4 s at least, and the requests sent beside it wait for the next one, together.
+    with two_sites(tmp_path) as (a, b), TcpProxy(port(b)) as to_b:
+        body = {"url": f"http://127.0.0.1:{to_b.port}", "secret": SECRET}
+        assert a.api("PUT", "/v1/peers/b", json=body).status_code == 201
+        assert b.api("PUT", "/v1/peers/a", json={"url": a.url, "secret": SECRET}).status_code == 201
+        settle(a, b)
+        spec = {
+            "primary": "a",
+            "secondary": "b",
+            "buses": ["default"],
+            "replication": "sync",
+            "health": {"sync_timeout_ms": 5000, "recovery_seconds": 3600},
+        }
+        assert a.api("PUT", "/v1/endpoints/orders", json=spec).status_code == 201
+        to_b.delay = 0.2
+        count = 12
+        with ThreadPoolExecutor(count) as pool:
+            answers = list(pool.map(lambda n: a.send("default", batch(f"g{n}", 1)), range(count)))
+        assert [r.status_code for r in answers] == [202] * count
+        metrics = httpx.get(f"{a.url}/metrics", timeout=10).text
+        # Every request waited for b's acknowledgement, and fewer peer requests carried them.
+        assert counter(metrics, "stellwerk_site_sync_events_total") == count
+        assert counter(metrics, "stellwerk_site_sync_degraded_total") == 0
+        assert 1 <= counter(metrics, "stellwerk_site_sync_requests_total") < count
+        stored = {e["id"] for e in b.events("default", count)}
+        assert stored == {f"g{n}-0" for n in range(count)}
+
+
+def counter(metrics: str, name: str) -> float:
+    """A counter's value for the peer b in a Prometheus text exposition (0 when absent)."""
+    for line in metrics.splitlines():
+        if line.startswith(name + "{") and 'site="b"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
