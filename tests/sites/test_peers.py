@@ -269,6 +269,28 @@ def test_tenants_that_both_hold_events_are_not_merged_and_the_pairing_says_so(
         assert "Traceback" not in a.server.output() + b.server.output()
 
 
+def test_an_empty_new_site_gives_way_to_a_peer_whose_tenant_holds_events(
+    tmp_path: Path,
+) -> None:
+    # Whichever tenant is older: the one that holds events stays, the empty one gives way.
+    with two_sites(tmp_path) as (a, b):
+        described = {"description": "orders of a"}
+        assert a.api("PUT", "/v1/buses/orders", json=described).status_code == 201
+        assert post_one(a, a.bootstrap.ingest_key, "orders") == 202
+        assert pair(a, b) is a
+        assert b.first is not None
+        assert a.first is not None
+        wait_until(
+            lambda: post_one(b, b.first.ingest_key),  # type: ignore[union-attr]
+            what="b's first key to be refused on b",
+            accept=lambda status: status == 401,
+        )
+        assert post_one(b, a.first.ingest_key, "orders") == 202  # a's key and bus work on b
+        bus = b.api("GET", "/v1/buses/orders").json()
+        assert bus["description"] == "orders of a"
+        assert b.api("GET", "/v1/peers/a").json()["tenant"]["state"] == "gave-way"
+
+
 def signed_put(origin: Site, to: Site, path: str, body: bytes) -> httpx.Response:
     """A PUT of the tenant `default` from the site `origin` to the site `to`, signed."""
     headers = signed_headers(
