@@ -4,23 +4,30 @@ on create, and rates shared through Redis by two gateways of one installation.""
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import redis
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from click.testing import CliRunner, Result
 from tests.cli.server import STELLWERK
 from tests.conftest import RunningApp, app_running
 from tests.polling import eventually
 from tests.quotas.conftest import REDIS_PORT
 from tests.tcp_proxy import TcpProxy
+from tests.tracking.support import make_source
 
 from stellwerk.cli.tenants import tenants
 from stellwerk.config import load_settings
 from stellwerk.ratelimit import SharedLimiter
+from stellwerk.refs import BusRef, TenantName
 
 EVENTS = "/v1/buses/default/events"
 _ids = itertools.count()
@@ -221,8 +228,74 @@ async def test_an_ingest_request_is_one_round_trip_to_redis(tmp_path: Path, own_
             )
             assert missing.status_code == 404
             assert scripts_run(watcher) - before == 11  # a refused request costs its token too
+
+            # PutEvents (signed as boto3 signs) and a Segment batch: one script call each too.
+            key = app.bootstrap.ingest_key
+            source_key = await make_source(app.client, app.admin)
+            before = scripts_run(watcher)
+            for _ in range(5):
+                answer = await put_events(app, key, [entry() for _ in range(3)])
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["FailedEntryCount"] == 0
+                batch = [{"type": "track", "userId": "u", "event": "e"} for _ in range(3)]
+                answer = await app.client.post(
+                    "/v1/batch", headers=basic(source_key), json={"batch": batch}
+                )
+                assert answer.status_code == 200, answer.text
+            assert scripts_run(watcher) - before == 10
+            # Refused before any event's turn, each still costs its request token (one call).
+            answer = await put_events(app, key, [entry("nowhere")])
+            assert answer.json()["Entries"][0]["ErrorCode"] == "ResourceNotFoundException"
+            answer = await app.client.post(
+                "/v1/batch", headers=basic(source_key), json={"batch": [{"type": "boom"}]}
+            )
+            assert answer.status_code == 400, answer.text
+            assert scripts_run(watcher) - before == 12
     finally:
         watcher.close()
+
+
+async def test_the_request_rate_refuses_put_events_and_segment_batches_as_a_whole(
+    tmp_path: Path,
+) -> None:
+    async with app_running(load_settings({"data_dir": str(tmp_path / "data")})) as app:
+        key = app.bootstrap.ingest_key
+        source_key = await make_source(app.client, app.admin)
+        await app.services.platform.quotas.update("default", {"requests_per_second": 0.001})
+        # A burst of one request: PutEvents takes it (with its events, one call) ...
+        answer = await put_events(app, key, [entry()])
+        assert answer.status_code == 200, answer.text
+        # ... then the call as a whole is throttled, and so is a Segment batch.
+        refused = await put_events(app, key, [entry(), entry()])
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["__type"] == "ThrottlingException"
+        assert "request rate limit (0.001/s)" in refused.json()["message"]
+        batch = {"batch": [{"type": "track", "userId": "u", "event": "e"}]}
+        answer = await app.client.post("/v1/batch", headers=basic(source_key), json=batch)
+        assert answer.status_code == 429, answer.text
+        assert "request rate limit (0.001/s)" in answer.text
+        # A call refused before its events' turn is refused for the rate the same way.
+        refused = await put_events(app, key, [entry("nowhere")])
+        assert refused.json()["__type"] == "ThrottlingException", refused.text
+        on_bus = await app.services.stores.event_log.read(BusRef(TenantName("default"), "default"))
+        assert len(on_bus) == 1
+
+
+def entry(bus: str = "default") -> dict[str, str]:
+    return {"Source": "s", "DetailType": "t", "Detail": "{}", "EventBusName": bus}
+
+
+async def put_events(app: RunningApp, key: str, entries: list[dict[str, str]]) -> httpx.Response:
+    """A PutEvents call signed by botocore's own SigV4 signer with `key`."""
+    body = msgspec.json.encode({"Entries": entries})
+    headers = {"X-Amz-Target": "AWSEvents.PutEvents", "Content-Type": "application/x-amz-json-1.1"}
+    request = AWSRequest(method="POST", url=f"{app.client.base_url}/", data=body, headers=headers)
+    SigV4Auth(Credentials(key.split("_")[1], key), "events", "eu-central-1").add_auth(request)
+    return await app.client.post("/", content=body, headers=dict(request.headers.items()))
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
 
 
 def scripts_run(client: redis.Redis) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Final
 
 import msgspec
@@ -20,6 +21,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from stellwerk.api import Answer, Answerer, Deferred, capability_of
+from stellwerk.auth import Scope as KeyScope
 from stellwerk.awsapi.catalog import OPERATIONS
 from stellwerk.awsapi.errors import AwsError, from_service, validation
 from stellwerk.awsapi.ids import request_ids
@@ -101,7 +103,10 @@ async def _call(
     except SignatureError as exc:
         log.warning("aws request signature refused", key_id=claim.access_key_id, reason=exc.code)
         raise AwsError(exc.code, exc.message) from None
-    await opened.platform.gate.allow(principal, operation_name, operation.scope)
+    gate = opened.platform.gate
+    # PutEvents leaves the request's token to ingest, taken with its events' (one call).
+    ingests = operation.scope is KeyScope.INGEST
+    await gate.allow(principal, operation_name, operation.scope, rated=not ingests)
     region = claim.region
     if "*" in region or "," in region:  # SigV4a's region set: the region is this site's
         region = opened.site
@@ -109,17 +114,19 @@ async def _call(
     if params is None:
         params = _params(body)
     started = time.perf_counter()
-    answer = await operation.run(
-        Call(
-            opened.platform,
-            principal,
-            region,
-            params,
-            opened.store,
-            opened.facades,
-            f"{opened.scheme}://{headers.get('host', '')}",
-        )
+    call = Call(
+        opened.platform,
+        principal,
+        region,
+        params,
+        opened.store,
+        opened.facades,
+        f"{opened.scheme}://{headers.get('host', '')}",
     )
+    if ingests:
+        answer = await gate.counted(principal.tenant_id, partial(operation.run, call))
+    else:
+        answer = await operation.run(call)
     opened.observe(operation_name, time.perf_counter() - started)
     return answer
 

@@ -22,7 +22,14 @@ from stellwerk.events import MAX_EVENT_SIZE, SPECVERSION
 from stellwerk.events.envelope import REGION_EXTENSION, RESOURCES_EXTENSION
 from stellwerk.ingest import DecodedEvent
 from stellwerk.patterns import InvalidPatternError, compile_pattern
-from stellwerk.service import BusInput, NotFound, Platform, ServiceError, TooManyRequests
+from stellwerk.service import (
+    BusInput,
+    NotFound,
+    Platform,
+    RequestRateSpent,
+    ServiceError,
+    TooManyRequests,
+)
 
 MAX_ENTRIES: Final = 10
 MAX_ENTRIES_BYTES: Final = 256 * 1024
@@ -354,6 +361,8 @@ async def _put_on_bus(
     try:
         taken = await call.platform.ingest.take_encoded(call.principal.ref, bus, events)
     except ServiceError as exc:
+        if isinstance(exc, RequestRateSpent):
+            raise  # the call as a whole, as the gate's refusal was before
         if isinstance(exc, NotFound):
             code, message = "ResourceNotFoundException", f"Event bus {bus} does not exist."
         elif isinstance(exc, TooManyRequests):

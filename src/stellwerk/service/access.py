@@ -9,18 +9,22 @@ spent.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from stellwerk.auth import MalformedKeyError, Principal, Scope, parse_key, verify_key
+from stellwerk.refs import TenantId
 from stellwerk.secrets import DecryptionError
-from stellwerk.service.errors import Forbidden, TooManyRequests, Unauthorized
-from stellwerk.service.quotas import TenantRate
+from stellwerk.service.errors import Forbidden, RequestRateSpent, Unauthorized
+from stellwerk.service.quotas import LEFT_TO_INGEST, RequestToken, TenantRate
 from stellwerk.storage import TtlCache
 from stellwerk.storage.control import ApiKeyRecord, ControlPlane, TenantRecord
 
 # Verified keys remembered at most (see `Authenticator`); a bound, not a working-set size.
 _MAX_VERIFIED = 10_000
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +150,36 @@ class Gate:
                 f"a key with scope {principal.scope} may not {method} here"
                 + (f" (needs {needed})" if needed else "")
             )
-        spent = await self.request_rate.acquire(principal.tenant_id) if rated else None
+        if rated:
+            await self.count(principal.tenant_id)
+        return principal
+
+    async def count(self, tenant_id: TenantId) -> None:
+        """Take one request's token from the tenant's budget: `RequestRateSpent` when spent."""
+        spent = await self.request_rate.acquire(tenant_id)
         if spent is not None:
-            raise TooManyRequests(
+            raise RequestRateSpent(
                 f"the tenant's request rate limit ({spent.rate:g}/s) is exhausted",
                 retry_after=spent.retry_after,
             )
-        return principal
+
+    async def counted(self, tenant_id: TenantId, run: Callable[[], Awaitable[T]]) -> T:
+        """`run()`, a request admitted with `rated=False` whose events go through ingest
+        (PutEvents, a tracking collector): ingest's first take of its events takes the
+        request's token with theirs, one limiter call (one round trip to a shared limiter).
+        A request that took no events (refused before, nothing valid) takes its token alone
+        here once done, so every request still counts; a spent rate then refuses it."""
+        token = RequestToken(tenant_id)
+        left = LEFT_TO_INGEST.set(token)
+        try:
+            answer = await run()
+        except Exception:
+            if not token.taken:
+                token.taken = True
+                await self.count(tenant_id)
+            raise
+        finally:
+            LEFT_TO_INGEST.reset(left)
+        if not token.taken:
+            await self.count(tenant_id)
+        return answer

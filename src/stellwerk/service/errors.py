@@ -81,6 +81,11 @@ class TooManyRequests(ServiceError):
     default_code = "TooManyRequests"
 
 
+class RequestRateSpent(TooManyRequests):
+    """The tenant's request rate is spent: the request is refused as a whole (an event-rate
+    refusal may be one bus's share of a request that names several, as PutEvents' may)."""
+
+
 class PayloadTooLarge(ServiceError):
     default_code = "PayloadTooLarge"
 

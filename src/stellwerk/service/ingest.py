@@ -32,13 +32,14 @@ from stellwerk.service.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    RequestRateSpent,
     ServiceError,
     TooManyRequests,
     Unavailable,
     UnsupportedMediaType,
     log_refused,
 )
-from stellwerk.service.quotas import Quotas, TenantRate
+from stellwerk.service.quotas import LEFT_TO_INGEST, Quotas, RequestToken, TenantRate
 from stellwerk.storage import LogWatch
 from stellwerk.storage.control import BusDirectory, BusRecord, ControlPlane, NewFailedEvent
 
@@ -98,15 +99,6 @@ class IngestResult(msgspec.Struct):
     failed: list[FailedEvent]
     duplicates: int = 0
     warnings: list[SchemaWarning] | msgspec.UnsetType = msgspec.UNSET
-
-
-class _RequestToken:
-    """Whether a request's token, left to ingest by the gate, has been taken yet."""
-
-    __slots__ = ("taken",)
-
-    def __init__(self) -> None:
-        self.taken = False
 
 
 def _failed(failure: EventFailure) -> FailedEvent:
@@ -176,7 +168,7 @@ class Ingest:
         """
         if request_counted:
             return await self._put(principal, name, content_type, headers, read_body, None)
-        pending = _RequestToken()
+        pending = RequestToken(principal.tenant_id)
         try:
             return await self._put(principal, name, content_type, headers, read_body, pending)
         except ServiceError:
@@ -191,7 +183,7 @@ class Ingest:
             return
         spent = await self._request_rate.acquire(principal.tenant_id)
         if spent is not None:
-            raise TooManyRequests(
+            raise RequestRateSpent(
                 f"the tenant's request rate limit ({spent.rate:g}/s) is exhausted",
                 retry_after=spent.retry_after,
             )
@@ -203,7 +195,7 @@ class Ingest:
         content_type: str | None,
         headers: Mapping[str, str],
         read_body: Callable[[], Awaitable[bytes]],
-        pending: _RequestToken | None,
+        pending: RequestToken | None,
     ) -> bytes:
         bus = await self._buses.bus(principal.tenant_id, name)
         if bus is None:
@@ -271,15 +263,20 @@ class Ingest:
         decoded: list[DecodedEvent],
         failed: list[FailedEvent],
         metrics: BusMetrics,
-        pending: _RequestToken | None = None,
+        pending: RequestToken | None = None,
     ) -> IngestResult:
         """The valid events of a request onto the bus, past the guards that follow decoding:
         suppressions, schemas, the event rate. `failed`: what decoding refused already.
-        `pending`: the request's token is taken here too, with the events'.
+        `pending`: the request's token is taken here too, with the events' (by default the
+        one the gate left to ingest in this task, `LEFT_TO_INGEST`, if not taken yet).
 
         The one point every ingest route passes: each call is counted as a request, and as an
         error when this site failed it (a 5xx, not a refusal of the client's input)."""
         metrics.requests.inc()
+        if pending is None:
+            pending = LEFT_TO_INGEST.get()
+        if pending is not None and (pending.taken or pending.tenant_id != tenant_ref.id):
+            pending = None
         try:
             return await self._guarded_take(
                 tenant_ref, name, bus, decoded, failed, metrics, pending
@@ -297,7 +294,7 @@ class Ingest:
         decoded: list[DecodedEvent],
         failed: list[FailedEvent],
         metrics: BusMetrics,
-        pending: _RequestToken | None,
+        pending: RequestToken | None,
     ) -> IngestResult:
         tenant_id = tenant_ref.id
         # Before the schema check: a suppressed event must not land in the failed-events store.
@@ -340,7 +337,8 @@ class Ingest:
             )
         if spent is not None:
             metrics.rejected("TooManyRequests").inc(len(decoded))
-            raise TooManyRequests(
+            refusal = RequestRateSpent if what == "request" else TooManyRequests
+            raise refusal(
                 f"the tenant's {what} rate limit ({spent.rate:g}/s) is exhausted",
                 retry_after=spent.retry_after,
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import Final
 
 from stellwerk.ratelimit import Limiter, LocalLimiter, SharedLimiter, Spent, Take
@@ -23,6 +24,25 @@ MAX_RATE: Final = 1e9  # per second: above any real budget, below where floats g
 MAX_COUNT: Final = 1_000_000
 RATE_FIELDS: Final = frozenset(
     {"events_per_second", "requests_per_second", "target_invocations_per_second"}
+)
+
+
+class RequestToken:
+    """A request's token that the gate left to ingest (`Gate.counted`, the ingest fast path):
+    the first take of the request's events takes it with theirs, in one limiter call; if none
+    does, the gate takes it alone once the request is done."""
+
+    __slots__ = ("taken", "tenant_id")
+
+    def __init__(self, tenant_id: TenantId) -> None:
+        self.tenant_id = tenant_id
+        self.taken = False
+
+
+# The token of the request under way in this task, if the gate left it to ingest: how it
+# reaches `Ingest` through a capability's own code (a collector, PutEvents' entries by bus).
+LEFT_TO_INGEST: Final[ContextVar[RequestToken | None]] = ContextVar(
+    "stellwerk_request_token", default=None
 )
 
 

@@ -24,6 +24,7 @@ from stellwerk.service import ServiceError
 from stellwerk.tracking import browser
 from stellwerk.tracking.admission import Refused, admitted, preflight
 from stellwerk.tracking.bodies import decoded
+from stellwerk.tracking.collector import Collected
 from stellwerk.tracking.opened import NAME, TrackingOpened
 from stellwerk.tracking.routes_segment import (
     Answer,
@@ -164,12 +165,19 @@ async def batch(request: Request) -> Response:
             await request.body(), request.headers.get("content-encoding"), opened.max_body_bytes
         )
         binding = await binding_of(opened, request, body)
-        allowed = await admitted(opened, binding, request.headers.get("origin"), "browser")
-        messages = messages_of(body, None, max_batch=opened.max_batch)
+        # The request's token is left to ingest, taken with the events' (one limiter call).
+        allowed = await admitted(
+            opened, binding, request.headers.get("origin"), "browser", rated=False
+        )
         visitor = browser.visitor_of(request.cookies.get(browser.COOKIE)) or browser.new_visitor()
         arrival = arrival_of(request)
-        identified = browser.with_visitor(messages, visitor, arrival, binding)
-        collected = await opened.collector.collect(binding, arrival, messages, SEGMENT)
+
+        async def collect() -> tuple[bool, Collected]:
+            messages = messages_of(body, None, max_batch=opened.max_batch)
+            identified = browser.with_visitor(messages, visitor, arrival, binding)
+            return identified, await opened.collector.collect(binding, arrival, messages, SEGMENT)
+
+        identified, collected = await opened.gate.counted(binding.tenant.id, collect)
     except Refused as exc:
         return segment_error(exc.error, {**_NO_STORE, **exc.cors})
     except ApiError as exc:

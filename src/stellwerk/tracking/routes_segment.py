@@ -28,7 +28,7 @@ from stellwerk.events import format_rfc3339
 from stellwerk.service import ServiceError
 from stellwerk.tracking.admission import Refused, admitted, preflight
 from stellwerk.tracking.bodies import decoded
-from stellwerk.tracking.collector import Arrival, Failure
+from stellwerk.tracking.collector import Arrival, Collected, Failure
 from stellwerk.tracking.model import Binding
 from stellwerk.tracking.opened import NAME, TrackingOpened
 from stellwerk.tracking.segment import SEGMENT, messages_of
@@ -197,9 +197,14 @@ async def take(
         first = heard.first
         body = decoded(await read_body(), first.get("content-encoding"), opened.max_body_bytes)
         binding = await _binding(opened, first.get("authorization"), body)
-        allowed = await admitted(opened, binding, first.get("origin"), "segment")
-        messages = messages_of(body, kind, max_batch=opened.max_batch)
-        collected = await opened.collector.collect(binding, heard.arrival(), messages, SEGMENT)
+        # The request's token is left to ingest, taken with the events' (one limiter call).
+        allowed = await admitted(opened, binding, first.get("origin"), "segment", rated=False)
+
+        async def collect() -> Collected:
+            messages = messages_of(body, kind, max_batch=opened.max_batch)
+            return await opened.collector.collect(binding, heard.arrival(), messages, SEGMENT)
+
+        collected = await opened.gate.counted(binding.tenant.id, collect)
     except Refused as exc:
         return error_reply(exc.error, exc.cors)
     except ApiError as exc:

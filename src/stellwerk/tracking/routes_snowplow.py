@@ -108,19 +108,26 @@ async def _take(request: Request) -> tuple[Collected, dict[str, str]] | Response
             raise _unauthorized(
                 "the app id (aid) is not a valid write key (unknown, or its source was deleted)"
             )
-        allowed = await admitted(opened, binding, request.headers.get("origin"), "snowplow")
-        messages = decoded_events(events, key)
-        arrival = arrival_of(request)
-        network_id = None
-        for message in messages:
-            if isinstance(message, dict):
-                message.pop(NETWORK_ID, None)  # the collector's to set, never a tracker's
-        if ANONYMOUS_HEADER not in request.headers:
-            cookie = browser.visitor_of(request.cookies.get(NETWORK_COOKIE))
-            network_id = cookie or browser.new_visitor()
-            if not browser.with_visitor(messages, network_id, arrival, binding, NETWORK_ID):
-                network_id = None
-        collected = await opened.collector.collect(binding, arrival, messages, SNOWPLOW)
+        # The request's token is left to ingest, taken with the events' (one limiter call).
+        allowed = await admitted(
+            opened, binding, request.headers.get("origin"), "snowplow", rated=False
+        )
+
+        async def collect() -> tuple[str | None, Collected]:
+            messages = decoded_events(events, key)
+            arrival = arrival_of(request)
+            network_id = None
+            for message in messages:
+                if isinstance(message, dict):
+                    message.pop(NETWORK_ID, None)  # the collector's to set, never a tracker's
+            if ANONYMOUS_HEADER not in request.headers:
+                cookie = browser.visitor_of(request.cookies.get(NETWORK_COOKIE))
+                network_id = cookie or browser.new_visitor()
+                if not browser.with_visitor(messages, network_id, arrival, binding, NETWORK_ID):
+                    network_id = None
+            return network_id, await opened.collector.collect(binding, arrival, messages, SNOWPLOW)
+
+        network_id, collected = await opened.gate.counted(binding.tenant.id, collect)
     except Refused as exc:
         return snowplow_error(exc.error, exc.cors)
     except ApiError as exc:
