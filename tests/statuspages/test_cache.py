@@ -18,6 +18,7 @@ import redis
 import structlog
 from tests.conftest import RunningApp, app_running, free_port
 from tests.polling import eventually, wait_until
+from tests.tcp_proxy import TcpProxy
 
 from stellwerk.cli.serve import SWITCH_INTERVAL_SECONDS
 from stellwerk.clock import to_us
@@ -340,3 +341,57 @@ async def test_when_redis_dies_pages_stay_fresh_from_memory_and_rendering(
         assert cache_errors(app) >= 1
         await set_status(app, "operational")
         await page_shows(app, "All Systems Operational")
+
+
+async def test_a_page_is_served_at_once_while_redis_hangs_or_is_cut(
+    tmp_path: Path, own_redis: tuple[subprocess.Popen[bytes], int]
+) -> None:
+    _, port = own_redis
+    watcher = redis.Redis(port=port)
+    with TcpProxy(port) as proxy:
+        settings = load_settings(
+            {"data_dir": str(tmp_path / "data"), "redis_url": f"redis://127.0.0.1:{proxy.port}/0"}
+        )
+        try:
+            async with app_running(settings) as app:
+                opened_of(app).cache.render_budget = 60.0
+                await make_page(app)
+                await make_other_page(app, "beta")
+                await make_other_page(app, "gamma")
+                assert (await app.client.get("/status/acme")).status_code == 200
+                # Its rendering is in L2: the client's connection is made and idle.
+                await eventually(lambda: bool(watcher.keys("stellwerk:sp:*:keys")), within=10)
+                connected = watcher.info("stats")["total_connections_received"]
+
+                # Redis hangs: the L2 lookup times out once and the page is rendered; the
+                # client does not retry on fresh connections (that would hold the reader for
+                # seconds of backing off).
+                proxy.delay = 60
+                answer = await asyncio.wait_for(app.client.get("/status/beta"), 5)  # hang guard
+                assert answer.status_code == 200, answer.text
+                assert "Beta" in answer.text
+                # At most one connection per failed call (calls under way together take one
+                # each); a retrying client makes more for every call.
+                failed = cache_errors(app)
+                assert failed >= 1
+                assert watcher.info("stats")["total_connections_received"] - connected <= failed
+
+                # Redis cut (connections reset, then refused): served from rendering too. L2's
+                # pause after the first error is ended here rather than waited out.
+                proxy.cut()
+                l2 = opened_of(app).cache.l2
+                assert l2 is not None
+                l2._paused_until = 0.0
+                answer = await asyncio.wait_for(app.client.get("/status/gamma"), 5)
+                assert answer.status_code == 200, answer.text
+                assert "Gamma" in answer.text
+                assert cache_errors(app) > failed
+        finally:
+            watcher.close()
+
+
+async def make_other_page(app: RunningApp, slug: str) -> None:
+    made = await app.client.put(
+        f"/v1/status-pages/{slug}", headers=app.admin, json={"title": slug.title()}
+    )
+    assert made.status_code in (200, 201), made.text

@@ -30,6 +30,8 @@ import msgspec
 import structlog
 from prometheus_client import Counter
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from stellwerk.ops import LoopCounter, Metrics
@@ -148,8 +150,13 @@ class L2:
     """
 
     def __init__(self, url: str, metrics: CacheMetrics) -> None:
+        # No retries, whatever the redis-py version's default (some retry three times, backing
+        # off for seconds): a failed call is answered from memory and rendering at once.
         self._client = aioredis.Redis.from_url(
-            url, socket_timeout=L2_TIMEOUT, socket_connect_timeout=L2_TIMEOUT
+            url,
+            socket_timeout=L2_TIMEOUT,
+            socket_connect_timeout=L2_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
         )
         self._metrics = metrics
         self._paused_until = 0.0
