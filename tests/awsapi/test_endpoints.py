@@ -63,7 +63,33 @@ def peer(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     with running_server(data, site=PEER) as running:
         pair(server, PEER, running.url)
         pair(running, "local", server.url)
+        settle(server, running)
         yield running
+
+
+def settle(server: Server, peer: Server) -> None:
+    """Wait until the pairing settled (docs/global-endpoints.md, "Tenant adoption"): the
+    younger site's empty first tenant, the peer's, gives way, and its keys stop working; the
+    peer is reached with the module server's keys (mirrored) from then on."""
+
+    def state(here: Server, key: str, site: str) -> str:
+        answer = httpx.get(
+            f"{here.url}/v1/peers/{site}", headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+        return str(answer.json()["tenant"]["state"]) if answer.status_code == 200 else ""
+
+    admin = server.bootstrap.admin_key
+    wait_until(
+        lambda: state(peer, admin, "local"),
+        accept=lambda found: found == "gave-way",
+        what="the peer's first tenant to give way to the server's",
+    )
+    wait_until(
+        lambda: state(server, admin, PEER),
+        accept=lambda found: found == "joined",
+        what="the server to see the peer joined",
+    )
+    peer.bootstrap = server.bootstrap
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +247,9 @@ def test_an_endpoint_that_is_not_there_is_not_found(server: Server) -> None:
 def test_an_endpoint_the_peer_took_is_active_and_put_events_reach_it_by_endpoint_id(
     server: Server, peer: Server, orders: str
 ) -> None:
-    peer.admin.create_event_bus(Name=orders)
+    # The server's key is mirrored to the peer as its digest: it authenticates there, but it
+    # cannot sign SigV4 there (docs/global-endpoints.md, "Not yet"), so the native API.
+    assert peer.native("PUT", f"/v1/buses/{orders}", json={}).status_code in (200, 201)
     made = server.admin.create_endpoint(
         Name="orders-global",
         RoutingConfig=routing(PEER),
