@@ -367,7 +367,7 @@ async def test_a_page_is_served_at_once_while_redis_hangs_or_is_cut(
                 # client does not retry on fresh connections (that would hold the reader for
                 # seconds of backing off).
                 proxy.delay = 60
-                answer = await asyncio.wait_for(app.client.get("/status/beta"), 5)  # hang guard
+                answer = await asyncio.wait_for(app.client.get("/status/beta"), 30)  # hang guard
                 assert answer.status_code == 200, answer.text
                 assert "Beta" in answer.text
                 # At most one connection per failed call (calls under way together take one
@@ -382,7 +382,7 @@ async def test_a_page_is_served_at_once_while_redis_hangs_or_is_cut(
                 l2 = opened_of(app).cache.l2
                 assert l2 is not None
                 l2._paused_until = 0.0
-                answer = await asyncio.wait_for(app.client.get("/status/gamma"), 5)
+                answer = await asyncio.wait_for(app.client.get("/status/gamma"), 30)
                 assert answer.status_code == 200, answer.text
                 assert "Gamma" in answer.text
                 assert cache_errors(app) > failed
