@@ -36,6 +36,7 @@ ORIGIN_SITE: Final = "originsite"
 ORIGIN_RECORDED: Final = "originrecordedtime"
 BATCH: Final = 500
 MAX_BACKOFF_SECONDS: Final = 5.0
+CURSOR_WRITE_SECONDS: Final = 1.0  # at most this often for pages of replicas alone
 
 _encode: Final = msgspec.json.Encoder().encode
 _decode_batch: Final = msgspec.json.Decoder(ReplicaBatch).decode
@@ -156,43 +157,55 @@ class Replicator:
         after = cursor.position if cursor is not None else 0
         gauge = self._metrics.lag.labels(principal.tenant, site, bus)
         tail = self._platform.tail
+        # A page of the peer's own events (replicas) is passed over without a request; its
+        # cursor is written at most once a second (and at the next keepalive), not once a
+        # page: a site taking a peer's sync replicas one by one wrote the control plane (an
+        # fsync) per event for nothing. Restarted from an older cursor, the scan passes them
+        # over again, or sends again what the peer's dedup then drops.
+        loop = asyncio.get_running_loop()
+        unwritten: Cursor | None = None
+        written_at = 0.0
         async for page in tail.pages(principal, bus, after, keepalive=self._keepalive, limit=BATCH):
             if not page:
                 gauge.set(0)
+                if unwritten is not None:
+                    await self._store.advance(principal.tenant_id, site, unwritten, self._clock())
+                    unwritten, written_at = None, loop.time()
                 continue
             gauge.set(max(0.0, (to_us(self._clock()) - to_us(page[0].recorded_time)) / 1e6))
-            await self._send(principal, site, bus, page)
+            sent = await self._send(principal, site, bus, page)
             last = page[-1]
-            await self._store.advance(
-                principal.tenant_id,
-                site,
-                Cursor(bus, last.position, to_us(last.recorded_time)),
-                self._clock(),
-            )
+            cursor = Cursor(bus, last.position, to_us(last.recorded_time))
+            if sent or loop.time() - written_at >= CURSOR_WRITE_SECONDS:
+                await self._store.advance(principal.tenant_id, site, cursor, self._clock())
+                unwritten, written_at = None, loop.time()
+            else:
+                unwritten = cursor
             if len(page) < BATCH:
                 gauge.set(0)
 
     async def _send(
         self, principal: Principal, site: str, bus: str, page: list[StoredEvent]
-    ) -> None:
-        """Send a page until the peer acknowledges it (backing off while it does not)."""
+    ) -> bool:
+        """Send a page until the peer acknowledges it (backing off while it does not); False
+        when it held only the peer's own events, so nothing was sent."""
         marker = b'"' + ORIGIN_SITE.encode() + b'":' + _encode(site)
         bodies = [event.body for event in page if marker not in event.body]
         if not bodies:
-            return
+            return False
         body = b'{"bus":' + _encode(bus) + b',"events":[' + b",".join(bodies) + b"]}"
         path = f"/v1/peers/{self._link.local_site}/events"
         backoff = 0.1
         failing = False
         while True:
             if await self._peers.record(principal, site) is None:
-                return  # unpaired meanwhile: the scan stops this shipper
+                return True  # unpaired meanwhile: the scan stops this shipper
             problem = await self._link.send(principal, site, "POST", path, body)
             if problem is None:
                 self._metrics.sent.labels(principal.tenant, site).inc(len(bodies))
                 if failing:
                     log.info("replication to peer resumed", site=site, bus=bus)
-                return
+                return True
             self._metrics.failures.labels(principal.tenant, site).inc()
             if not failing:
                 # Once per spell of failures: a peer that is down fails every try the same way.
