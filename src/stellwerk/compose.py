@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import functools
 import os
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
@@ -54,6 +54,7 @@ from stellwerk.rules import MAX_TIMEOUT_SECONDS
 from stellwerk.seams import (
     DeliveryHistory,
     Leases,
+    QueueDepth,
     Signals,
     bus_owner,
     while_held,
@@ -532,9 +533,7 @@ def _duties(
     scheduler = Scheduler(stores.leases, retention, pipeline.replays, pipeline.erasures)
 
     async def refresh_depth() -> None:
-        while True:
-            delivery_metrics.set_depth(await stores.queue.depth())
-            await asyncio.sleep(DEPTH_REFRESH_SECONDS)
+        await report_depth(stores.queue.depth, delivery_metrics.set_depth, DEPTH_REFRESH_SECONDS)
 
     ticker = RuleTicker(control, platform.ingest.publish)
     scheduling = [
@@ -578,3 +577,28 @@ class RoutedSignal:
 
     def on_matched(self, tenant: str, bus: str, rules: Sequence[str]) -> None:
         self._metrics.on_matched(tenant, bus, rules)
+
+
+async def report_depth(
+    depth: Callable[[], Awaitable[Sequence[QueueDepth]]],
+    report: Callable[[Sequence[QueueDepth]], None],
+    every: float,
+) -> None:
+    """Report the queue's depth every `every` seconds, for as long as the process runs.
+
+    A failed read (the queue not open yet at start, a JetStream timeout) is logged and tried
+    again at the next turn: a duty that ended on one froze the depth metric for good, and with
+    it the autoscaler that reads it (a restored installation's first read failed so in CI)."""
+    failing = False
+    while True:
+        try:
+            report(await depth())
+        except Exception as exc:
+            if not failing:
+                log.warning("reading the delivery queue's depth failed", error=repr(exc))
+            failing = True
+        else:
+            if failing:
+                log.info("the delivery queue's depth is read again")
+            failing = False
+        await asyncio.sleep(every)
