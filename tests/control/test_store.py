@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -16,6 +17,8 @@ import stellwerk.statuspages
 from stellwerk.auth import Scope, hash_key, parse_key
 from stellwerk.clock import utc_now
 from stellwerk.names import InvalidNameError
+from stellwerk.secrets import DecryptionError, SecretBox
+from stellwerk.service import KeyInput, Keys
 from stellwerk.storage.control import ConflictError, ControlPlane, NotFoundError, migrate
 from stellwerk.storage.control.store import create_engine
 
@@ -167,6 +170,46 @@ async def test_a_key_adopted_from_another_site_authenticates_and_follows_its_rev
     again = await control.find_key(record.id)
     assert again is not None
     assert again[0].revoked_at is not None
+
+
+async def test_a_key_adopted_with_its_text_is_sealed_with_this_sites_secret_key(
+    database_url: str,
+) -> None:
+    # Two sites' control planes, each with its own secret key (one database: the rows of the
+    # first are removed before the second takes the key in, as in the test above).
+    origin = await ControlPlane.open(database_url, box=SecretBox(os.urandom(32)))
+    here = await ControlPlane.open(
+        database_url, run_migrations=False, box=SecretBox(os.urandom(32))
+    )
+    try:
+        tenant = await origin.create_tenant("acme")
+        made = await Keys(origin).create(tenant.id, KeyInput(scope="admin"))
+        spare = await Keys(origin).create(tenant.id, KeyInput(scope="ingest"))
+        digests = await Keys(origin).digests(tenant.id)
+        texts = await Keys(origin).texts(tenant.id)
+        assert texts == {made.id: made.key, spare.id: spare.key}
+        await origin.revoke_key(tenant.id, spare.id)
+        assert await Keys(origin).texts(tenant.id) == {made.id: made.key}  # live keys only
+        async with origin.engine.begin() as conn:
+            await conn.execute(sa.text("DELETE FROM api_keys"))
+
+        # Taken first without texts (a peer of an older version): no sealed copy.
+        assert await Keys(here).adopt(tenant.id, digests) == 2
+        # A text that is not the key of its digest is not taken.
+        assert await Keys(here).adopt(tenant.id, digests, {made.id: spare.key}) == 0
+        # The texts come: each key is sealed with this site's secret key, not the origin's.
+        assert await Keys(here).adopt(tenant.id, digests, texts) == 2
+        assert await Keys(here).adopt(tenant.id, digests, texts) == 0
+        found = await here.find_key(made.id)
+        assert found is not None
+        assert found[0].sealed_key is not None
+        assert made.key.split("_")[2] not in found[0].sealed_key
+        assert here.open_sealed_key(found[0]) == made.key
+        with pytest.raises(DecryptionError):
+            origin.open_sealed_key(found[0])
+    finally:
+        await here.close()
+        await origin.close()
 
 
 async def test_keys_and_buses_are_scoped_by_tenant(control: ControlPlane) -> None:

@@ -102,8 +102,9 @@ class Authenticator:
             key = None
         if key is None:
             raise Unauthorized(
-                f"key {key_id} cannot sign requests: it was made without the server's secret "
-                "key (before request signing existed, or by a tool); create a new key"
+                f"key {key_id} cannot sign requests here: this site has no sealed copy of it "
+                "(made before request signing existed, by a tool without the server's secret "
+                "key, or mirrored from a peer site that did not send its text); create a new key"
             )
         principal = Principal(entry.tenant.ref, key_id=entry.key.id, scope=entry.key.scope)
         if len(self._opened) >= _MAX_VERIFIED:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
 
-from stellwerk.auth import Scope
+from stellwerk.auth import Scope, verify_key
 from stellwerk.refs import TenantId
+from stellwerk.secrets import DecryptionError
 from stellwerk.service.errors import NotFound, ValidationFailed
 from stellwerk.storage.control import ApiKeyRecord, ControlPlane, NotFoundError
 
@@ -96,9 +98,33 @@ class Keys:
             for r in await self._control.list_keys(tenant_id)
         ]
 
-    async def adopt(self, tenant_id: TenantId, digests: list[KeyDigest]) -> int:
+    async def texts(self, tenant_id: TenantId) -> dict[str, str]:
+        """The texts of the tenant's live keys that can sign requests here (those with a sealed
+        copy that opens), by key id: for a peer site to seal as its own (`adopt`), so that they
+        sign requests there too. Never logged, never in an answer; the caller encrypts them."""
+        opened: dict[str, str] = {}
+        for record in await self._control.list_keys(tenant_id):
+            if record.revoked_at is not None:
+                continue
+            try:
+                text = self._control.open_sealed_key(record)
+            except DecryptionError:
+                continue  # sealed under another secret key: it cannot sign here either
+            if text is not None:
+                opened[record.id] = text
+        return opened
+
+    async def adopt(
+        self,
+        tenant_id: TenantId,
+        digests: list[KeyDigest],
+        texts: Mapping[str, str] | None = None,
+    ) -> int:
         """Take in the keys of the tenant's peer site: each authenticates here as there, and
-        one revoked there is revoked here. How many keys were added or revoked."""
+        one revoked there is revoked here. A key whose text comes in `texts` (see `texts`) and
+        matches its digest is sealed here too, so it signs requests here as well; a text that
+        does not match its digest is not taken. How many keys were added, revoked or sealed."""
+        texts = texts or {}
         changed = 0
         for d in digests:
             record = ApiKeyRecord(
@@ -110,7 +136,10 @@ class Keys:
                 created_at=d.created_at,
                 revoked_at=d.revoked_at,
             )
-            changed += await self._control.adopt_key(tenant_id, record)
+            text = texts.get(d.id)
+            if text is not None and not verify_key(text, d.key_hash):
+                text = None
+            changed += await self._control.adopt_key(tenant_id, record, text)
         return changed
 
     async def revoke(self, tenant_id: TenantId, key_id: str) -> KeyInfo:

@@ -299,10 +299,22 @@ class ControlPlane:
             raise NotFoundError(f"key {key_id!r} does not exist")
         return _key(row)
 
-    async def adopt_key(self, tenant_id: TenantId, copy: ApiKeyRecord) -> bool:
-        """Take in a key another site made (its digest, never the key): the same id then
-        authenticates here too, and its revocation there revokes it here. A key id that another
-        tenant holds here is left alone. Whether anything changed."""
+    async def adopt_key(
+        self, tenant_id: TenantId, copy: ApiKeyRecord, key: str | None = None
+    ) -> bool:
+        """Take in a key another site made: the same id then authenticates here too, and its
+        revocation there revokes it here. A key id that another tenant holds here is left
+        alone. Whether anything changed.
+
+        With `key` (the key's text, which the caller checked against `copy.key_hash`), a live
+        key is also sealed here as `create_key` seals this site's own keys (so it can sign
+        requests here); a key taken earlier without one gets it now. Without a secret key here
+        nothing is sealed."""
+        sealed = (
+            None
+            if key is None or self._box is None or copy.revoked_at is not None
+            else self._box.encrypt(key, _key_binding(copy.id))
+        )
         async with self.changes.begin() as conn:
             row = (await conn.execute(api_keys.select().where(api_keys.c.id == copy.id))).first()
             if row is None:
@@ -315,15 +327,22 @@ class ControlPlane:
                         description=copy.description,
                         created_at=copy.created_at,
                         revoked_at=copy.revoked_at,
-                        sealed_key=None,
+                        sealed_key=sealed,
                     )
                 )
+                # A process that was asked for this id before remembers it as unknown.
+                self.changes.changed(Change.of("key", tenant_id, name=copy.id))
                 return True
-            if row.tenant_id != tenant_id or copy.revoked_at is None or row.revoked_at is not None:
+            if row.tenant_id != tenant_id or row.revoked_at is not None:
                 return False
-            await conn.execute(
-                api_keys.update().where(api_keys.c.id == copy.id).values(revoked_at=copy.revoked_at)
-            )
+            changes: dict[str, Any] = {}
+            if copy.revoked_at is not None:
+                changes["revoked_at"] = copy.revoked_at
+            elif sealed is not None and row.sealed_key is None and row.key_hash == copy.key_hash:
+                changes["sealed_key"] = sealed
+            if not changes:
+                return False
+            await conn.execute(api_keys.update().where(api_keys.c.id == copy.id).values(**changes))
             self.changes.changed(Change.of("key", tenant_id, name=copy.id))
             return True
 
