@@ -247,9 +247,13 @@ def test_an_endpoint_that_is_not_there_is_not_found(server: Server) -> None:
 def test_an_endpoint_the_peer_took_is_active_and_put_events_reach_it_by_endpoint_id(
     server: Server, peer: Server, orders: str
 ) -> None:
-    # The server's key is mirrored to the peer as its digest: it authenticates there, but it
-    # cannot sign SigV4 there (docs/global-endpoints.md, "Not yet"), so the native API.
-    assert peer.native("PUT", f"/v1/buses/{orders}", json={}).status_code in (200, 201)
+    # The server's key is mirrored to the peer with its text, sealed under the pair's secret
+    # (docs/global-endpoints.md, "What is mirrored"): it signs SigV4 there too.
+    wait_until(
+        lambda: [bus["Name"] for bus in peer.admin.list_event_buses()["EventBuses"]],
+        accept=lambda names: orders in names,
+        what="the server's bus on the peer, listed with the server's key signing SigV4 there",
+    )
     made = server.admin.create_endpoint(
         Name="orders-global",
         RoutingConfig=routing(PEER),

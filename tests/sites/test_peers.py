@@ -3,6 +3,7 @@ replicated to the peer with its id and source."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 from tests.polling import wait_until
 from tests.sites.support import SECRET, Site, gave_way, pair, two_sites
 
-from stellwerk.sites import signed_headers
+from stellwerk.sites import seal_texts, signed_headers
 
 pytestmark = pytest.mark.slow
 
@@ -363,3 +364,46 @@ def test_the_rules_of_an_endpoints_buses_follow_its_active_site(
     answer = signed_put(b, a, "/v1/peers/b/rules", b'{"buses": {"default": []}}')
     assert answer.status_code == 409, answer.text
     assert "second" in {r["name"] for r in a.api("GET", "/v1/buses/default/rules").json()["rules"]}
+
+
+def test_a_snapshot_whose_key_texts_do_not_open_is_refused_and_takes_nothing(
+    sites: tuple[Site, Site],
+) -> None:
+    _, b = sites
+    forged = {
+        "id": "forged01",
+        "scope": "admin",
+        "key_hash": "0" * 64,
+        "description": "",
+        "created_at": "2026-01-01T00:00:00Z",
+        "revoked_at": None,
+    }
+    texts = seal_texts(
+        "not-the-pair-secret-at-all",
+        {"forged01": "swk_forged01_x"},
+        tenant="default",
+        sender="a",
+        receiver="b",
+    )
+    body = json.dumps({"keys": [forged], "buses": [], "texts": texts}).encode()
+    path = "/v1/peers/a/mirror"
+
+    def signed(secret: str) -> dict[str, str]:
+        return signed_headers(
+            secret,
+            site="a",
+            tenant="default",
+            timestamp=int(time.time()),
+            method="PUT",
+            path=path,
+            body=body,
+        )
+
+    refused = httpx.put(b.url + path, content=body, headers=signed("x" * 20), timeout=10)
+    assert refused.status_code == 401, refused.text
+    # Signed with the pair's secret, but its texts sealed under another: 400, nothing taken.
+    unopened = httpx.put(b.url + path, content=body, headers=signed(SECRET), timeout=10)
+    assert unopened.status_code == 400, unopened.text
+    assert unopened.json()["field"] == "$.texts"
+    assert "forged01" not in b.api("GET", "/v1/keys").text
+    assert "mirrored key texts refused" in b.server.output()

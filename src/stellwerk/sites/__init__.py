@@ -7,6 +7,7 @@ The package reaches the core only through `stellwerk.capability` and the facades
 
 from stellwerk.capability import Capability
 from stellwerk.sites.edge import build_edge_app
+from stellwerk.sites.keycopies import UnopenedKeys, open_texts, seal_texts
 from stellwerk.sites.opened import NAME, SitesOpened, open_sites
 from stellwerk.sites.pairing import add_peer
 from stellwerk.sites.routes import ENDPOINTS
@@ -18,8 +19,11 @@ __all__ = [
     "CAPABILITY",
     "BadSignature",
     "SitesOpened",
+    "UnopenedKeys",
     "add_peer",
     "build_edge_app",
+    "open_texts",
+    "seal_texts",
     "signed_headers",
     "verify",
 ]

@@ -1,5 +1,9 @@
-"""Mirroring of a tenant's keys (their digests, never the keys) and buses to its peer sites,
-so that the peer can take over: the same key authenticates there, every bus exists there.
+"""Mirroring of a tenant's keys and buses to its peer sites, so that the peer can take over:
+the same key authenticates there, and signs AWS SigV4 requests there, every bus exists there.
+
+Keys go as their digests (bearer keys are checked against them) and, for the live keys that
+can sign requests, their texts sealed under the pair's secret (`keycopies`): the peer checks
+each text against its digest and seals it under its own secret key as it seals its own keys.
 
 The first snapshot of a pairing settles the tenant both sites name alike (the issue's
 interface): a tenant that a site's own first start created (`default`) and that holds no
@@ -14,6 +18,7 @@ Rules go their own way: those of an endpoint's buses from its active site (`site
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import Final, Literal
 
@@ -23,6 +28,7 @@ import structlog
 from stellwerk.auth import Principal
 from stellwerk.service import BusInput, Conflict, InvalidRequest, KeyDigest, Platform
 from stellwerk.service import ValidationMode as BusValidation
+from stellwerk.sites.keycopies import UnopenedKeys, open_texts, seal_texts
 from stellwerk.sites.store import PeerRecord, SitesStore
 
 log = structlog.get_logger("stellwerk.sites")
@@ -50,12 +56,16 @@ class MirroredBus(msgspec.Struct, frozen=True):
 
 class ControlSnapshot(msgspec.Struct, forbid_unknown_fields=True):
     """What a site sends its peer of a tenant: its keys' digests and its buses, and where it
-    stands on giving way (`standing`, with the tenant's creation time for the tie)."""
+    stands on giving way (`standing`, with the tenant's creation time for the tie).
+
+    `texts`: the live keys' texts that sign requests, by key id, sealed for the peer under the
+    pair's secret (`keycopies.seal_texts`); never in the clear."""
 
     keys: list[KeyDigest]
     buses: list[MirroredBus]
     standing: Standing = "joined"
     created_at: datetime | None = None
+    texts: str | None = None
 
 
 class Mirrored(msgspec.Struct):
@@ -95,11 +105,17 @@ async def created_at(platform: Platform, principal: Principal) -> datetime | Non
     return None
 
 
+# Seals the key texts (by id) for the peer: `keycopies.seal_texts` with the pair's secret.
+Sealer = Callable[[dict[str, str]], str]
+
+
 async def snapshot(
-    platform: Platform, principal: Principal, record: PeerRecord
+    platform: Platform, principal: Principal, record: PeerRecord, seal: Sealer | None = None
 ) -> tuple[bytes, str]:
     """The tenant's snapshot as sent to the peer of `record`, and its digest (sent again only
-    when that changes)."""
+    when that changes). With `seal`, the body carries the signing keys' texts sealed by it;
+    the digest covers which keys have a text, never the texts (a sealed value differs at
+    every call)."""
     keys = await platform.keys.digests(principal.tenant_id)
     buses = [
         MirroredBus(b.name, b.description, b.schema_validation)
@@ -116,8 +132,22 @@ async def snapshot(
         standing=standing,
         created_at=await created_at(platform, principal),
     )
-    body = _encode(taken)
-    return body, hashlib.sha256(body).hexdigest()
+    texts = await platform.keys.texts(principal.tenant_id)
+    digest = hashlib.sha256(
+        _encode(taken) + b"\ntexts:" + ",".join(sorted(texts)).encode()
+    ).hexdigest()
+    if seal is not None and texts:
+        taken.texts = seal(texts)
+    return _encode(taken), digest
+
+
+def sealer(secret: str, *, tenant: str, sender: str, receiver: str) -> Sealer:
+    """What seals key texts from `sender` for `receiver` under the pair's `secret`."""
+
+    def seal(texts: dict[str, str]) -> str:
+        return seal_texts(secret, texts, tenant=tenant, sender=sender, receiver=receiver)
+
+    return seal
 
 
 def _younger(mine: tuple[datetime | None, str], theirs: tuple[datetime | None, str]) -> bool:
@@ -134,23 +164,34 @@ async def take_snapshot(
     site: str,
     local_site: str,
     body: bytes,
+    secret: str,
 ) -> Mirrored:
     """Take in a peer's snapshot: settle the tenant while the pairing is pending, then (once
-    settled) its keys authenticate here too (revoked there, revoked here) and its buses exist
-    here (one that exists already is left as it is)."""
+    settled) its keys authenticate here too (revoked there, revoked here; those whose texts
+    came sign requests here too) and its buses exist here (one that exists already is left as
+    it is). `secret` is the pair's, which opens the key texts."""
     try:
         taken = _decode_snapshot(body)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise InvalidRequest(f"not a snapshot of keys and buses: {exc}") from None
+    texts: dict[str, str] = {}
+    if taken.texts is not None:
+        try:
+            texts = open_texts(
+                secret, taken.texts, tenant=principal.tenant, sender=site, receiver=local_site
+            )
+        except UnopenedKeys as exc:
+            log.warning("mirrored key texts refused", site=site, reason=str(exc))
+            raise InvalidRequest(f"the snapshot's key texts: {exc}", field="$.texts") from None
     record = await store.peer(principal.tenant_id, site)
     state = record.tenant_state if record is not None else "joined"
     if state in ("pending", "conflict"):
         state = await _settle(platform, store, principal, site, local_site, taken)
         if state == "gave-way":
-            return await _give_way(platform, principal, site, taken)
+            return await _give_way(platform, principal, site, taken, texts)
     if taken.standing == "yields":
         return Mirrored(keys=0, buses=0, tenant=state)  # it gives way: its keys do not come
-    return await _merge(platform, principal, taken, state)
+    return await _merge(platform, principal, taken, state, texts)
 
 
 async def _settle(
@@ -193,7 +234,11 @@ async def _settle(
 
 
 async def _give_way(
-    platform: Platform, principal: Principal, site: str, taken: ControlSnapshot
+    platform: Platform,
+    principal: Principal,
+    site: str,
+    taken: ControlSnapshot,
+    texts: dict[str, str],
 ) -> Mirrored:
     """Make this site's tenant the peer's: its own keys stop working, the peer's keys and
     buses (with the peer's settings) take their place."""
@@ -203,7 +248,7 @@ async def _give_way(
         if key.id not in theirs and key.revoked_at is None:
             await platform.keys.revoke(principal.tenant_id, key.id)
             revoked += 1
-    keys = await platform.keys.adopt(principal.tenant_id, taken.keys)
+    keys = await platform.keys.adopt(principal.tenant_id, taken.keys, texts)
     buses = 0
     for bus in taken.buses:
         try:
@@ -217,9 +262,13 @@ async def _give_way(
 
 
 async def _merge(
-    platform: Platform, principal: Principal, taken: ControlSnapshot, state: str
+    platform: Platform,
+    principal: Principal,
+    taken: ControlSnapshot,
+    state: str,
+    texts: dict[str, str],
 ) -> Mirrored:
-    keys = await platform.keys.adopt(principal.tenant_id, taken.keys)
+    keys = await platform.keys.adopt(principal.tenant_id, taken.keys, texts)
     have = {b.name for b in await platform.buses.all(principal)}
     created = 0
     for bus in taken.buses:

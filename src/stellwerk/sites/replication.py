@@ -24,7 +24,7 @@ from stellwerk.events import CloudEvent, EventError, validate_event
 from stellwerk.refs import TenantId
 from stellwerk.service import BusInput, Conflict, InvalidRequest, NotFound, Platform, StoredEvent
 from stellwerk.sites.link import PeerLink
-from stellwerk.sites.mirror import snapshot
+from stellwerk.sites.mirror import sealer, snapshot
 from stellwerk.sites.model import ReplicaBatch, Replicated
 from stellwerk.sites.peers import Peers
 from stellwerk.sites.store import Cursor, PeerRecord, SitesStore
@@ -137,7 +137,13 @@ class Replicator:
         return wanted
 
     async def _mirror(self, principal: Principal, peer: PeerRecord) -> None:
-        body, digest = await snapshot(self._platform, principal, peer)
+        seal = sealer(
+            self._peers.secret(principal, peer),
+            tenant=principal.tenant,
+            sender=self._link.local_site,
+            receiver=peer.site,
+        )
+        body, digest = await snapshot(self._platform, principal, peer, seal)
         if digest == peer.control_digest:
             return
         path = f"/v1/peers/{self._link.local_site}/mirror"

@@ -102,8 +102,14 @@ async def receive_events(request: Request) -> Response:
 
 async def receive_mirror(request: Request) -> Response:
     sites, principal, site, body = await from_peer(request)
+    record = await sites.peers.record(principal, site)
+    if record is None:  # unpaired since the signature was checked
+        raise Unauthorized(
+            f"peer request refused: tenant {principal.tenant!r} has no peer {site!r}"
+        )
+    secret = sites.peers.secret(principal, record)
     return json_response(
-        await take_snapshot(sites.platform, sites.store, principal, site, sites.site, body)
+        await take_snapshot(sites.platform, sites.store, principal, site, sites.site, body, secret)
     )
 
 
