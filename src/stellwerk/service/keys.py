@@ -98,6 +98,15 @@ class Keys:
             for r in await self._control.list_keys(tenant_id)
         ]
 
+    async def signing_ids(self, tenant_id: TenantId) -> list[str]:
+        """The ids of the tenant's live keys with a sealed copy (those `texts` opens, unless one
+        was sealed under another secret key), without opening any."""
+        return [
+            r.id
+            for r in await self._control.list_keys(tenant_id)
+            if r.revoked_at is None and r.sealed_key is not None
+        ]
+
     async def texts(self, tenant_id: TenantId) -> dict[str, str]:
         """The texts of the tenant's live keys that can sign requests here (those with a sealed
         copy that opens), by key id: for a peer site to seal as its own (`adopt`), so that they

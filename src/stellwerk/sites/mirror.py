@@ -114,8 +114,9 @@ async def snapshot(
 ) -> tuple[bytes, str]:
     """The tenant's snapshot as sent to the peer of `record`, and its digest (sent again only
     when that changes). With `seal`, the body carries the signing keys' texts sealed by it;
-    the digest covers which keys have a text, never the texts (a sealed value differs at
-    every call)."""
+    the digest covers which keys can sign, never the texts (a sealed value differs at every
+    call). Without, the body is the digest's alone: what `Peers` shows as pending, and what
+    the replicator compares before it opens any key."""
     keys = await platform.keys.digests(principal.tenant_id)
     buses = [
         MirroredBus(b.name, b.description, b.schema_validation)
@@ -132,12 +133,12 @@ async def snapshot(
         standing=standing,
         created_at=await created_at(platform, principal),
     )
-    texts = await platform.keys.texts(principal.tenant_id)
-    digest = hashlib.sha256(
-        _encode(taken) + b"\ntexts:" + ",".join(sorted(texts)).encode()
-    ).hexdigest()
-    if seal is not None and texts:
-        taken.texts = seal(texts)
+    signing = sorted(await platform.keys.signing_ids(principal.tenant_id))
+    digest = hashlib.sha256(_encode(taken) + b"\ntexts:" + ",".join(signing).encode()).hexdigest()
+    if seal is not None and signing:
+        texts = await platform.keys.texts(principal.tenant_id)
+        if texts:
+            taken.texts = seal(texts)
     return _encode(taken), digest
 
 

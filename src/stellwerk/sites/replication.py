@@ -137,6 +137,9 @@ class Replicator:
         return wanted
 
     async def _mirror(self, principal: Principal, peer: PeerRecord) -> None:
+        _, digest = await snapshot(self._platform, principal, peer)
+        if digest == peer.control_digest:
+            return  # checked before any key is opened or sealed: this runs every scan
         seal = sealer(
             self._peers.secret(principal, peer),
             tenant=principal.tenant,
@@ -144,8 +147,6 @@ class Replicator:
             receiver=peer.site,
         )
         body, digest = await snapshot(self._platform, principal, peer, seal)
-        if digest == peer.control_digest:
-            return
         path = f"/v1/peers/{self._link.local_site}/mirror"
         problem = await self._link.send(principal, peer.site, "PUT", path, body)
         if problem is None:
