@@ -5,9 +5,12 @@ takes the spec (`ACTIVE`)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import re
+import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -297,6 +300,26 @@ def test_an_endpoint_the_peer_took_is_active_and_put_events_reach_it_by_endpoint
         "ErrorMessage": "Event bus default is not a bus of endpoint orders-global.",
     }
     assert [e["id"] for e in server.on_bus(orders, 1_000, until=event_id)][-1] == event_id
+    # The peer has the endpoint under the same EndpointId (made from the tenant's name: the
+    # tenants' ids differ, the site that gave way kept its own) and the server's key with its
+    # text: a SigV4a call there is verified with the same key.
+    assert peer.admin.describe_endpoint(Name="orders-global")["EndpointId"] == endpoint_id
+    with sqlite3.connect(server.data_dir / "control.db") as db:
+        ((tenant_id,),) = db.execute("SELECT id FROM tenants WHERE name = 'default'").fetchall()
+    with sqlite3.connect(peer.data_dir / "control.db") as db:
+        ((peer_tenant_id,),) = db.execute("SELECT id FROM tenants WHERE name = 'default'")
+    assert peer_tenant_id != tenant_id
+    legacy = base64.b32encode(hashlib.sha256(f"{tenant_id}/orders-global".encode()).digest())
+    legacy_id = f"{legacy.decode().lower()[:10]}.{legacy.decode().lower()[10:13]}"
+    assert legacy_id != endpoint_id  # as given out before: still taken where it was made
+    assert (
+        server.admin.put_events(EndpointId=legacy_id, Entries=[_entry(orders)])["FailedEntryCount"]
+        == 0
+    )
+    on_peer = peer.admin.put_events(EndpointId=endpoint_id, Entries=[_entry(orders)])
+    assert on_peer["FailedEntryCount"] == 0, on_peer
+    peer_id = on_peer["Entries"][0]["EventId"]
+    assert [e["id"] for e in peer.on_bus(orders, 1_000, until=peer_id)][-1] == peer_id
     with pytest.raises(ClientError) as unknown:
         v4.put_events(EndpointId="nothing00.abc", Entries=[_entry(orders)])
     assert error_of(unknown)[0] == "ResourceNotFoundException"

@@ -39,11 +39,21 @@ def _facade(call: Call) -> GlobalEndpoints:
 
 
 def endpoint_id(call: Call, name: str) -> str:
-    """The endpoint's `EndpointId` (EventBridge's form, `<10>.<3>`): made from the tenant and
-    the name, so it needs no record and is the same on every gateway."""
-    digest = hashlib.sha256(f"{call.principal.tenant_id}/{name}".encode()).digest()
-    text = base64.b32encode(digest).decode().lower()
-    return f"{text[:10]}.{text[10:13]}"
+    """The endpoint's `EndpointId` (EventBridge's form, `<10>.<3>`): made from the tenant's
+    name and the endpoint's, so it needs no record and is the same on every gateway and on
+    both sites of the endpoint (sites name a tenant alike; its id is local to a site)."""
+    return _digest_id(f"{call.principal.tenant}/{name}")
+
+
+def _legacy_endpoint_id(call: Call, name: str) -> str:
+    """The `EndpointId` handed out before it was made from the tenant's name: from the
+    tenant's id, so it differed between the sites. Still taken where it was given out."""
+    return _digest_id(f"{call.principal.tenant_id}/{name}")
+
+
+def _digest_id(text: str) -> str:
+    digest = base64.b32encode(hashlib.sha256(text.encode()).digest()).decode().lower()
+    return f"{digest[:10]}.{digest[10:13]}"
 
 
 async def endpoint_by_id(call: Call, given: str) -> GlobalEndpoint:
@@ -51,7 +61,7 @@ async def endpoint_by_id(call: Call, given: str) -> GlobalEndpoint:
     if not _ENDPOINT_ID.match(given):
         raise validation(f"EndpointId {given!r} is not an endpoint id (<letters>.<letters>).")
     for endpoint in await _facade(call).all(call.principal):
-        if endpoint_id(call, endpoint.name) == given:
+        if given in (endpoint_id(call, endpoint.name), _legacy_endpoint_id(call, endpoint.name)):
             return endpoint
     raise not_found(f"Endpoint with id {given} does not exist.")
 
