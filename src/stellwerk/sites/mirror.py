@@ -135,7 +135,8 @@ async def snapshot(
     )
     signing = sorted(await platform.keys.signing_ids(principal.tenant_id))
     digest = hashlib.sha256(_encode(taken) + b"\ntexts:" + ",".join(signing).encode()).hexdigest()
-    if seal is not None and signing:
+    # A tenant that yields is about to revoke its keys, and the peer does not take them.
+    if seal is not None and signing and standing != "yields":
         texts = await platform.keys.texts(principal.tenant_id)
         if texts:
             taken.texts = seal(texts)
