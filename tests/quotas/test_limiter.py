@@ -12,7 +12,13 @@ from structlog.testing import capture_logs
 from tests.quotas.conftest import REDIS_PORT
 from tests.tcp_proxy import TcpProxy
 
-from stellwerk.ratelimit import LimiterMetrics, LocalLimiter, SharedLimiter, Take
+from stellwerk.ratelimit import (
+    LEASE_SECONDS,
+    LimiterMetrics,
+    LocalLimiter,
+    SharedLimiter,
+    Take,
+)
 
 
 def shared(limiter: SharedLimiter) -> bool:
@@ -92,7 +98,8 @@ def commands_run(client: redis.Redis) -> dict[str, int]:
 
 
 async def test_each_acquire_is_one_command_on_redis(own_redis: int) -> None:
-    limiter = SharedLimiter(f"redis://127.0.0.1:{own_redis}/0")
+    # No leases: every call asks Redis (leases: the tests below).
+    limiter = SharedLimiter(f"redis://127.0.0.1:{own_redis}/0", lease_share=0)
     watcher = redis.Redis(port=own_redis)
     try:
         await limiter.acquire("warm", rate=5)  # connects and loads the script
@@ -197,3 +204,88 @@ async def test_calls_made_while_one_is_under_way_go_together(own_redis: int) -> 
     finally:
         watcher.close()
         await limiter.close()
+
+
+async def test_leases_answer_most_calls_and_two_processes_still_grant_the_budget_once(
+    own_redis: int,
+) -> None:
+    url = f"redis://127.0.0.1:{own_redis}/0"
+    watcher = redis.Redis(port=own_redis)
+    # No refill during the test (0.001/s): the burst of 1000 is all there is. A lease is at
+    # most 1/20 of it, 50 tokens. The processes' clocks stand still: every call is in one
+    # window of demand, and no lease runs out (the next test lets one).
+    first, second = SharedLimiter(url, clock=Clock()), SharedLimiter(url, clock=Clock())
+    counter = SharedLimiter(url, lease_share=0)
+    try:
+        before = commands_run(watcher).get("evalsha", 0)
+        granted = 0
+        for _ in range(600):
+            for limiter in (first, second):
+                granted += await limiter.acquire("t", rate=0.001, burst=1000) == 0
+        assert granted <= 1000
+        assert first.leased + second.leased > 800  # answered from leases, no round trip
+        assert commands_run(watcher)["evalsha"] - before < 400
+        assert first.held("t") <= 50
+        assert second.held("t") <= 50
+        # Closing gives back what each held unused: the budget was granted exactly once.
+        await first.close()
+        await second.close()
+        while await counter.acquire("t", rate=0.001, burst=1000) == 0:
+            granted += 1
+        assert granted == 1000
+    finally:
+        watcher.close()
+        for limiter in (first, second, counter):
+            await limiter.close()
+
+
+async def test_a_lease_unused_past_its_time_goes_back_to_redis(redis_url: str, prefix: str) -> None:
+    clock = Clock()
+    limiter = SharedLimiter(redis_url, prefix=prefix, clock=clock)
+    other = SharedLimiter(redis_url, prefix=prefix, lease_share=0)
+    try:
+        # Burst 100: a lease is up to 5 tokens, once this process takes 4 in a window.
+        for _ in range(8):
+            assert await limiter.acquire("t", rate=0.001, burst=100) == 0
+        await limiter.settled()
+        held = limiter.held("t")
+        assert 0 < held <= 5
+        clock.now += LEASE_SECONDS  # expired: the next call asks Redis and gives them back
+        leased = limiter.leased
+        assert await limiter.acquire("t", rate=0.001, burst=100) == 0
+        assert limiter.leased == leased
+        await limiter.settled()
+        # 9 taken; the other process sees all the rest but what the first holds now.
+        left = 0
+        while await other.acquire("t", rate=0.001, burst=100) == 0:
+            left += 1
+        assert left == 100 - 9 - limiter.held("t")
+    finally:
+        await limiter.close()
+        await other.close()
+
+
+async def test_a_request_is_answered_from_leases_only_if_all_its_budgets_have_them(
+    redis_url: str, prefix: str
+) -> None:
+    limiter = SharedLimiter(redis_url, prefix=prefix, clock=Clock())
+    other = SharedLimiter(redis_url, prefix=prefix, lease_share=0)
+    try:
+        both = [Take("rq", 0.001, 1, 100), Take("ev", 0.001, 3, 1000)]
+        for _ in range(10):
+            assert await limiter.acquire_all(both) == [0.0, 0.0]
+        await limiter.settled()
+        assert limiter.held("rq") > 0
+        assert limiter.held("ev") > 0
+        # Another process spends the rest of the request budget in Redis; this one can still
+        # take what it holds, then is refused for both budgets at once, taking neither.
+        while await other.acquire("rq", 0.001, 1, 100) == 0:
+            pass
+        held = limiter.held("rq")
+        answers = [await limiter.acquire_all(both) for _ in range(int(held) + 1)]
+        assert answers[:-1] == [[0.0, 0.0]] * int(held)
+        assert answers[-1][0] > 0
+        assert answers[-1][1] == 0.0
+    finally:
+        await limiter.close()
+        await other.close()
