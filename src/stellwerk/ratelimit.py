@@ -334,6 +334,7 @@ class SharedLimiter:
         self._sending: asyncio.Task[None] | None = None
         self._leases: dict[str, _Lease] = {}
         self._refunds: list[tuple[str, float, float]] = []  # key, rate, tokens
+        self._holding: set[str] = set()  # keys whose lease may hold tokens
         self.leased = 0  # calls answered from leases (for tests and the bench)
 
     async def acquire_all(self, takes: Sequence[Take]) -> list[float]:
@@ -380,6 +381,7 @@ class SharedLimiter:
             if lease is None:
                 if len(leases) >= _MAX_KEYS:
                     leases.clear()  # a bound, not a working set: what they held is lost
+                    self._holding.clear()
                 lease = leases[take.key] = _Lease()
             lease.count(take.tokens, now)
         return [0.0] * len(takes)
@@ -402,14 +404,22 @@ class SharedLimiter:
         if self._sending is None:
             self._sending = asyncio.create_task(self._send())
 
-    def _extra(self, take: Take, now: float, asked: set[str]) -> float:
+    def _expired(self, now: float) -> None:
+        """Give back what leases past their time still hold, with the call being sent."""
+        for key in [*self._holding]:
+            lease = self._leases.get(key)
+            if lease is None or not lease.tokens:
+                self._holding.discard(key)
+            elif lease.until <= now:
+                self._refunds.append((key, lease.rate, lease.tokens))
+                lease.tokens = 0.0
+                self._holding.discard(key)
+
+    def _extra(self, take: Take, asked: set[str]) -> float:
         """The tokens to lease with `take` in the call being sent (the first of its key)."""
         lease = self._leases.get(take.key)
         if lease is None or take.key in asked:
             return 0.0
-        if lease.tokens and lease.until <= now:
-            self._refunds.append((take.key, lease.rate, lease.tokens))
-            lease.tokens = 0.0
         if lease.asking and take.tokens:
             return 0.0  # a refill is already waiting to be sent
         wanted = self._wanted(lease, take)
@@ -429,11 +439,9 @@ class SharedLimiter:
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
-                now = self._clock()
+                self._expired(self._clock())
                 asked: set[str] = set()
-                extras = [
-                    [self._extra(take, now, asked) for take in limited] for limited, _ in batch
-                ]
+                extras = [[self._extra(take, asked) for take in limited] for limited, _ in batch]
                 refunds, self._refunds = self._refunds, []
                 keys = [self._prefix + key for key, _, _ in refunds]
                 args: list[str] = [str(len(refunds))]
@@ -473,6 +481,7 @@ class SharedLimiter:
                             lease = self._leases[take.key]
                             lease.asking = False
                             if leased:
+                                self._holding.add(take.key)
                                 lease.tokens += leased
                                 lease.until = until
                                 lease.rate = take.rate
