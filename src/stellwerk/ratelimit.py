@@ -242,8 +242,8 @@ REDIS_PAUSE: Final = 1.0
 
 # Leases (docs/quotas.md, "Leases"): a process holds at most this share of a budget's burst
 # leased from Redis (1/20: 50 ms of the rate at the default burst of a second), for at most
-# LEASE_SECONDS, sized to what it handed out of that budget in the last LEASE_SECONDS; below
-# LEASE_LEAST tokens a lease is not worth holding and every request asks Redis.
+# LEASE_SECONDS, sized to twice what it handed out of that budget in the last LEASE_SECONDS;
+# below LEASE_LEAST tokens in that time a lease is not worth holding: every request asks Redis.
 LEASE_SHARE: Final = 0.05
 LEASE_SECONDS: Final = 0.05
 LEASE_LEAST: Final = 4
@@ -387,11 +387,13 @@ class SharedLimiter:
         return [0.0] * len(takes)
 
     def _wanted(self, lease: _Lease, take: Take) -> float:
-        """The tokens this process should hold of the budget of `take`: what it took in the
-        last LEASE_SECONDS, up to its share of the burst; 0 when that is too few to lease."""
+        """The tokens this process should hold of the budget of `take`: twice what it took in
+        the last LEASE_SECONDS (a refill, asked once half is handed out, then comes about once
+        in LEASE_SECONDS), up to its share of the burst; 0 when that is too few to lease."""
         cap = math.floor(_burst(take.rate, take.burst) * self._share)
-        wanted = min(cap, max(lease.used, lease.before))
-        return wanted if wanted >= LEASE_LEAST else 0.0
+        took = max(lease.used, lease.before)
+        wanted = min(cap, 2 * took)
+        return wanted if took >= LEASE_LEAST and wanted >= LEASE_LEAST else 0.0
 
     def _refill(self, lease: _Lease, take: Take) -> None:
         """Ask for more of a budget running low, in a call of its own (or with the next)."""
