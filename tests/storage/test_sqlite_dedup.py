@@ -26,6 +26,7 @@ from tests.storage.eventlog_support import ACME, ACME_DEFAULT, MovableClock, new
 from stellwerk.clock import to_us
 from stellwerk.seams import AppendResult, AppendStatus, StoredEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.eventlog.sqlite.bloom import Bloom, mask, masks
 from stellwerk.storage.eventlog.sqlite.dedup import (
     BLOCK_ENTRIES,
     Dedup,
@@ -223,3 +224,20 @@ def test_digests_made_a_group_at_a_time_are_those_made_one_by_one() -> None:
         )
     ]
     assert key_digests(events) == [key_digest(e.tenant, e.bus, e.source, e.id) for e in events]
+
+
+def test_a_groups_filter_check_answers_as_one_check_per_key() -> None:
+    rng = random.Random(14)
+    bloom = Bloom(2048)
+    held = [(rng.getrandbits(64) - (1 << 63), rng.getrandbits(64) - (1 << 63)) for _ in range(1500)]
+    bloom.add_keys(held)
+    others = [
+        (rng.getrandbits(64) - (1 << 63), rng.getrandbits(64) - (1 << 63)) for _ in range(5000)
+    ]
+    keys = held + others
+    bits = masks(keys)
+    among = range(0, len(keys), 3)
+    one_by_one = [i for i in among if bloom.may_hold(keys[i][0], mask(keys[i][1]))]
+    assert bloom.which_may_hold(keys, bits, among) == one_by_one
+    assert set(range(0, 1500, 3)) <= set(one_by_one)  # no false negatives
+    assert len(one_by_one) < 500 + 200  # and some keys not held are told apart

@@ -8,7 +8,7 @@ give about 0.2 % false positives.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 BITS_PER_KEY: Final = 12
@@ -20,6 +20,15 @@ def mask(tag: int) -> int:
     """The bits a key sets in its word, from the 36 low bits of its tag."""
     pairs = _PAIRS
     return pairs[tag & 4095] | pairs[(tag >> 12) & 4095] | pairs[(tag >> 24) & 4095]
+
+
+def masks(keys: Sequence[tuple[int, int]]) -> list[int]:
+    """`mask` of the tag of each `(block, tag)` key: one comprehension, no call per key."""
+    pairs = _PAIRS
+    return [
+        pairs[tag & 4095] | pairs[(tag >> 12) & 4095] | pairs[(tag >> 24) & 4095]
+        for _block, tag in keys
+    ]
 
 
 class Bloom:
@@ -65,3 +74,11 @@ class Bloom:
 
     def may_hold(self, block: int, bits: int) -> bool:
         return self.words[block & self._index] & bits == bits
+
+    def which_may_hold(
+        self, keys: Sequence[tuple[int, int]], bits: Sequence[int], among: Iterable[int]
+    ) -> list[int]:
+        """The indexes `among` those of `keys` (with their `masks` in `bits`) that the filter
+        may hold: one comprehension for a whole group of keys, no call per key."""
+        words, index = self.words, self._index
+        return [i for i in among if words[keys[i][0] & index] & bits[i] == bits[i]]

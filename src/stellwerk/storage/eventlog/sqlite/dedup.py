@@ -41,7 +41,7 @@ import msgspec
 
 from stellwerk.refs import TenantName
 from stellwerk.seams import NewEvent
-from stellwerk.storage.eventlog.sqlite.bloom import Bloom, mask
+from stellwerk.storage.eventlog.sqlite.bloom import Bloom, masks
 
 RUN_ENTRIES: Final = 65_536
 EPOCH_ENTRIES: Final = 4 * 1024 * 1024
@@ -283,26 +283,33 @@ class Dedup:
                 for e in self.epochs
                 if e.last_position >= first_live
             ]
-        recent = self.recent
-        asked: list[tuple[int, int, int]] = []
-        for index, digest in enumerate(digests):
-            position = recent.get(digest)
-            if position is None:
-                for entries in frozen:
-                    position = entries.get(digest)
+        # Memory first, one look in C per table for the whole group: the common group holds no
+        # key that any of them has, and then every digest goes on to the filters.
+        tables = [self.recent, *frozen]
+        unknown: Iterable[int] = range(len(digests))
+        if not all(table.keys().isdisjoint(digests) for table in tables):
+            unknown = []
+            for index, digest in enumerate(digests):
+                for table in tables:
+                    position = table.get(digest)
                     if position is not None:
+                        if position >= first_live:
+                            found[index] = position
                         break
-            if position is not None:
-                if position >= first_live:
-                    found[index] = position
-                continue
-            if epochs:
-                block, tag = _halves.unpack(digest)
-                bits = mask(tag)
-                for bloom, first_run, last_run in epochs:
-                    if bloom.may_hold(block, bits):
-                        key = prefix(digest)
-                        asked.extend((index, run, key) for run in range(first_run, last_run + 1))
+                else:
+                    unknown.append(index)
+        asked: list[tuple[int, int, int]] = []
+        if epochs:
+            # The filters' keys and masks for the whole group at once (a comprehension each,
+            # not a call per digest and filter); only the digests a filter may hold are asked
+            # for on disk, in each run of its epoch.
+            keys = list(_halves.iter_unpack(b"".join(digests)))
+            bits = masks(keys)
+            unknown = list(unknown)
+            for bloom, first_run, last_run in epochs:
+                for index in bloom.which_may_hold(keys, bits, unknown):
+                    key = prefix(digests[index])
+                    asked.extend((index, run, key) for run in range(first_run, last_run + 1))
         if asked:
             for index, entries in conn.execute(_FIND, (_encode_json(asked),)):
                 if entries is None:
