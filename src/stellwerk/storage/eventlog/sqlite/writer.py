@@ -39,7 +39,16 @@ class PendingAppend:
 
 
 class LogWriter:
-    """Runs `commit_group` in one thread, in arrival order."""
+    """Runs `commit_group` in one thread, in arrival order.
+
+    Appends are handed over without a lock that the writer thread takes: a deque (its `append`
+    and `popleft` are atomic), counters that each have one writing side (submitters add, the
+    writer subtracts, by counting what it took), and an event set only when the writer sleeps.
+    While a group is being stored, which is most of the time under load, a submit is a deque
+    append and nothing more: no lock shared with the writer, so the loop thread never waits for
+    the writer to let go of one (and then for the GIL), and the writer is woken once per group
+    at most.
+    """
 
     def __init__(
         self,
@@ -49,26 +58,32 @@ class LogWriter:
     ) -> None:
         self._commit_group = commit_group
         self._max_group_events = max_group_events
-        self._cond = threading.Condition()
         self._queue: deque[PendingAppend] = deque()
-        self._queued_events = 0
-        self._queued_bytes = 0
+        self._submitting = threading.Lock()  # among submitters only (several loops may append)
+        self._submitted_events = 0  # written by submitters, under `_submitting`
+        self._submitted_bytes = 0
+        self._taken_events = 0  # written by the writer thread only
+        self._taken_bytes = 0
+        self._wake = threading.Event()
+        self._idle = False  # the writer is (about to be) waiting for `_wake`
+        self._started = False
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="eventlog-writer", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        self._started = True
 
     def stop(self) -> None:
         """Finish what is queued, then end the thread; blocks until it has ended."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
+        self._stopping = True
+        self._wake.set()
         self._thread.join()
 
     @property
     def accepting(self) -> bool:
-        return not self._stopping and self._thread.is_alive()
+        # The thread sets `_stopping` itself on its way out, whatever ends it.
+        return self._started and not self._stopping
 
     @property
     def alive(self) -> bool:
@@ -76,59 +91,76 @@ class LogWriter:
 
     @property
     def queued_events(self) -> int:
-        return self._queued_events
+        return self._submitted_events - self._taken_events
 
     def submit(
         self, pending: PendingAppend, *, max_events: int, max_bytes: int, max_delay: float
     ) -> str | None:
         """Queue an append, or return why not (the queue is over a bound)."""
         events = len(pending.batch)
-        with self._cond:
+        queue = self._queue
+        with self._submitting:
             if self._stopping:
                 raise LogClosed("the event log is closing")
-            if self._queue:
-                if self._queued_events + events > max_events:
-                    return f"{self._queued_events} events are waiting to be written"
-                if self._queued_bytes + pending.size > max_bytes:
-                    return f"{self._queued_bytes} bytes are waiting to be written"
-                waited = pending.enqueued - self._queue[0].enqueued
-                if waited > max_delay:
-                    return f"the oldest waiting append has waited {waited:.2f} s"
-            self._queue.append(pending)
-            self._queued_events += events
-            self._queued_bytes += pending.size
-            self._cond.notify()
+            if queue:
+                queued_events = self._submitted_events - self._taken_events
+                if queued_events + events > max_events:
+                    return f"{queued_events} events are waiting to be written"
+                queued_bytes = self._submitted_bytes - self._taken_bytes
+                if queued_bytes + pending.size > max_bytes:
+                    return f"{queued_bytes} bytes are waiting to be written"
+                try:
+                    oldest = queue[0]
+                except IndexError:  # the writer took them meanwhile
+                    pass
+                else:
+                    waited = pending.enqueued - oldest.enqueued
+                    if waited > max_delay:
+                        return f"the oldest waiting append has waited {waited:.2f} s"
+            self._submitted_events += events
+            self._submitted_bytes += pending.size
+            queue.append(pending)
+        if self._idle:
+            self._wake.set()
         return None
 
     def _take(self) -> list[PendingAppend] | None:
         """The next group; None: stop."""
-        with self._cond:
-            while not self._queue and not self._stopping:
-                self._cond.wait()
-            if not self._queue:
+        queue = self._queue
+        while not queue:
+            if self._stopping:
                 return None
-            group: list[PendingAppend] = []
-            events = 0
-            while self._queue:
-                item = self._queue[0]
-                if group and events + len(item.batch) > self._max_group_events:
-                    break
-                self._queue.popleft()
-                group.append(item)
-                events += len(item.batch)
-                self._queued_bytes -= item.size
-            self._queued_events -= events
-            return group
+            # Idle first, then look again: a submit that came before this look is seen, one
+            # that comes after it sees `_idle` and sets the event.
+            self._idle = True
+            self._wake.clear()
+            if not queue and not self._stopping:
+                self._wake.wait()
+            self._idle = False
+        group: list[PendingAppend] = []
+        events = size = 0
+        while queue:
+            item = queue[0]
+            if group and events + len(item.batch) > self._max_group_events:
+                break
+            queue.popleft()
+            group.append(item)
+            events += len(item.batch)
+            size += item.size
+        self._taken_events += events
+        self._taken_bytes += size
+        return group
 
     def _run(self) -> None:
         try:
             while (group := self._take()) is not None:
                 self._execute_group(group)
         finally:
-            with self._cond:
-                self._stopping = True
-                left = list(self._queue)
-                self._queue.clear()
+            self._stopping = True
+            left: list[PendingAppend] = []
+            with self._submitting:  # no submit is between its check and its append now
+                while self._queue:
+                    left.append(self._queue.popleft())
             for item in left:
                 _resolve(item.loop, [(item.future, LogClosed("the event log closed"))])
 
