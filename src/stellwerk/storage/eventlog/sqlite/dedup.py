@@ -151,6 +151,8 @@ def pack_blocks(digests: Sequence[bytes], positions: dict[bytes, int]) -> list[t
     A block never begins with the prefix its predecessor ends with, so prefixes identify
     blocks and a key is in the last block whose prefix is not above its own.
     """
+    # Every position looked up at once (a map in C, not a comprehension per block).
+    ordered = list(map(positions.__getitem__, digests))
     blocks: list[tuple[int, bytes]] = []
     start, count = 0, len(digests)
     while start < count:
@@ -158,7 +160,7 @@ def pack_blocks(digests: Sequence[bytes], positions: dict[bytes, int]) -> list[t
         while end < count and digests[end][:8] == digests[end - 1][:8]:
             end += 1  # 64 equal bits in two digests: rare beyond measure, but possible
         part = digests[start:end]
-        packed = struct.pack(f"<{len(part)}q", *[positions[d] for d in part])
+        packed = struct.pack(f"<{end - start}q", *ordered[start:end])
         blocks.append((prefix(part[0]), b"".join(part) + packed))
         start = end
     return blocks
@@ -352,13 +354,14 @@ class Dedup:
         entries = frozen.entries
         if min(entries.values(), default=first_live) >= first_live:
             live = sorted(entries)  # the common case: none has expired yet
+            last_position = max(entries.values(), default=0)
         else:
             live = sorted(digest for digest, at in entries.items() if at >= first_live)
+            last_position = max(map(entries.__getitem__, live), default=0)
         epochs = list(self.epochs)
         if live:
             run = self._next_run
             conn.executemany(_INSERT_BLOCK, [(run, *block) for block in pack_blocks(live, entries)])
-            last_position = max(entries[digest] for digest in live)
             epochs = self._place_run(conn, epochs, run, len(live), last_position)
         conn.execute(_SET_FLUSHED, (frozen.upto,))
         return Written(frozen, list(_halves.iter_unpack(b"".join(live))), epochs)
