@@ -32,6 +32,7 @@ import msgspec
 import uvloop
 
 from stellwerk.app import build_app
+from stellwerk.cli.serve import SWITCH_INTERVAL_SECONDS
 from stellwerk.config import load_settings
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -188,6 +189,7 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)  # as `stellwerk serve` sets it
     uvloop.run(run(args))  # as `stellwerk serve` runs its loop
     return 0
 
