@@ -12,12 +12,16 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tests.storage.eventlog_support import ACME_DEFAULT, MovableClock, body_of, new_event
 
+from stellwerk.clock import from_us, to_us
+from stellwerk.events.rfc3339 import format_rfc3339
 from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import AppendStatus, EventLogError, LogOverloaded, NewEvent
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog, chunks
-from stellwerk.storage.eventlog.sqlite.commit import MAX_CHUNK_EVENTS, _Plan
+from stellwerk.storage.eventlog.sqlite.commit import MAX_CHUNK_EVENTS, GroupCommitter, _Plan
 from stellwerk.storage.eventlog.sqlite.dedup import block_digests, block_positions, halves
 from stellwerk.storage.eventlog.sqlite.index import INDEX_FILE
 from stellwerk.storage.sqlite import LOG_DIR
@@ -446,3 +450,15 @@ async def test_a_log_kept_in_one_sqlite_file_is_moved_into_files(tmp_path: Path)
             "b",
             "c",
         ]
+
+
+_LAST_US = to_us(datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC))
+
+
+@given(st.lists(st.integers(min_value=0, max_value=_LAST_US), min_size=1, max_size=20))
+def test_the_writers_recorded_times_read_as_format_rfc3339_writes_them(moments: list[int]) -> None:
+    committer = GroupCommitter.__new__(GroupCommitter)  # only the text's cache is used
+    committer._recorded_second, committer._recorded_prefix = -1, b""
+    for us in [*sorted(moments), moments[0], moments[0] + 1]:
+        us = min(us, _LAST_US)
+        assert committer._recorded_text(us) == format_rfc3339(from_us(us)).encode()

@@ -101,6 +101,8 @@ class GroupCommitter:
         self._next_stream = 1
         self.next_position = 1
         self.last_recorded_us = 0
+        self._recorded_second = -1  # the second whose text is `_recorded_prefix`
+        self._recorded_prefix = b""
         # The first live position and its mark's recorded time (see `_first_live_at`).
         self._live_mark: tuple[int, int] | None = None
         # Why the last group could not be stored; None once one is (or a probe writes again).
@@ -224,7 +226,7 @@ class GroupCommitter:
         conn = self._reader()
         started = time.perf_counter()
         now_us = max(to_us(self.clock()), self.last_recorded_us)
-        recorded = format_rfc3339(from_us(now_us)).encode()
+        recorded = self._recorded_text(now_us)
         # Concurrent appends have no order among them: taken bus by bus, each bus's events of
         # the group are one run, so one chunk.
         order = sorted(range(len(group)), key=lambda i: self._key_of(group[i].batch[0]))
@@ -291,6 +293,15 @@ class GroupCommitter:
         return split
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _recorded_text(self, us: int) -> bytes:
+        """`format_rfc3339` of a recorded time, as bytes: the text up to the second is made once
+        per second (strftime was ~6% of the writer's Python per group of single events)."""
+        second, micro = divmod(us, 1_000_000)
+        if second != self._recorded_second:
+            self._recorded_second = second
+            self._recorded_prefix = format_rfc3339(from_us(second * 1_000_000))[:20].encode()
+        return b"%s%06dZ" % (self._recorded_prefix, micro)
 
     def _key_of(self, event: NewEvent) -> int:
         return self._streams.get((event.tenant, event.bus), self._next_stream)
