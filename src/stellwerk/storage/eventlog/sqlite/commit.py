@@ -229,7 +229,13 @@ class GroupCommitter:
         recorded = self._recorded_text(now_us)
         # Concurrent appends have no order among them: taken bus by bus, each bus's events of
         # the group are one run, so one chunk.
-        order = sorted(range(len(group)), key=lambda i: self._key_of(group[i].batch[0]))
+        owners = [(pending.batch[0].tenant, pending.batch[0].bus) for pending in group]
+        if owners.count(owners[0]) == len(owners):
+            order: Sequence[int] = range(len(group))  # one bus (the common group): as they came
+        else:
+            streams, new = self._streams, self._next_stream
+            keys = [streams.get(owner, new) for owner in owners]
+            order = sorted(range(len(group)), key=keys.__getitem__)
         events = [event for i in order for event in group[i].batch]
         digests = key_digests(events)
         earlier: dict[int, int] = {}
@@ -302,9 +308,6 @@ class GroupCommitter:
             self._recorded_second = second
             self._recorded_prefix = format_rfc3339(from_us(second * 1_000_000))[:20].encode()
         return b"%s%06dZ" % (self._recorded_prefix, micro)
-
-    def _key_of(self, event: NewEvent) -> int:
-        return self._streams.get((event.tenant, event.bus), self._next_stream)
 
     def _stream_id(
         self, tenant: TenantName, bus: str, created: list[tuple[int, TenantName, str]]
