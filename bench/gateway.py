@@ -46,11 +46,13 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--requests", type=int, default=20_000, help="per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--system", action="store_true", help="per thread: the kernel's share")
     return parser.parse_args(argv)
 
 
-def thread_ticks() -> dict[str, int]:
-    """CPU clock ticks so far per thread of this process, by Python thread name."""
+def thread_ticks(system: bool = False) -> dict[str, int]:
+    """CPU clock ticks so far per thread of this process, by Python thread name; `system`:
+    the kernel's share of them only."""
     names = {t.native_id: t.name for t in threading.enumerate()}
     ticks: dict[str, int] = {}
     for tid in os.listdir("/proc/self/task"):
@@ -61,7 +63,8 @@ def thread_ticks() -> dict[str, int]:
         fields = text[text.rindex(")") + 2 :].split()
         name = names.get(int(tid), "other")
         name = name.split("_")[0] if name.startswith("ThreadPoolExecutor") else name
-        ticks[name] = ticks.get(name, 0) + int(fields[11]) + int(fields[12])
+        used = int(fields[12]) if system else int(fields[11]) + int(fields[12])
+        ticks[name] = ticks.get(name, 0) + used
     return ticks
 
 
@@ -168,9 +171,9 @@ async def run(args: argparse.Namespace) -> None:
             for round_ in range(args.rounds):
                 payloads = bodies(args, f"r{round_}")
                 gc.collect()
-                before, cpu_before = thread_ticks(), time.process_time()
+                before, cpu_before = thread_ticks(args.system), time.process_time()
                 events, seconds = await drive(app, args, key, payloads)
-                after, cpu = thread_ticks(), time.process_time() - cpu_before
+                after, cpu = thread_ticks(args.system), time.process_time() - cpu_before
                 per_thread = {
                     name: (after[name] - before.get(name, 0)) / _TICK * 1e6 / events
                     for name in sorted(after)
