@@ -47,6 +47,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=20_000, help="per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--system", action="store_true", help="per thread: the kernel's share")
+    parser.add_argument(
+        "--switches", action="store_true", help="per thread: voluntary context switches"
+    )
     return parser.parse_args(argv)
 
 
@@ -66,6 +69,23 @@ def thread_ticks(system: bool = False) -> dict[str, int]:
         used = int(fields[12]) if system else int(fields[11]) + int(fields[12])
         ticks[name] = ticks.get(name, 0) + used
     return ticks
+
+
+def thread_switches() -> dict[str, int]:
+    """Context switches so far per thread (voluntary: it blocked, on the disk, a lock or the
+    GIL), by Python thread name: a count the neighbours on a shared machine hardly move."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    counts: dict[str, int] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            text = Path(f"/proc/self/task/{tid}/status").read_text()
+        except OSError:
+            continue
+        for row in text.splitlines():
+            if row.startswith("voluntary_ctxt_switches:"):
+                name = names.get(int(tid), "other")
+                counts[name] = counts.get(name, 0) + int(row.split()[1])
+    return counts
 
 
 def event(run: str, n: int, data: str) -> dict[str, Any]:
@@ -171,9 +191,11 @@ async def run(args: argparse.Namespace) -> None:
             for round_ in range(args.rounds):
                 payloads = bodies(args, f"r{round_}")
                 gc.collect()
+                switches = thread_switches()
                 before, cpu_before = thread_ticks(args.system), time.process_time()
                 events, seconds = await drive(app, args, key, payloads)
                 after, cpu = thread_ticks(args.system), time.process_time() - cpu_before
+                switched = thread_switches()
                 per_thread = {
                     name: (after[name] - before.get(name, 0)) / _TICK * 1e6 / events
                     for name in sorted(after)
@@ -187,6 +209,17 @@ async def run(args: argparse.Namespace) -> None:
                     f"{whole:.1f} µs CPU per event ({shown})",
                     flush=True,
                 )
+                if args.switches:
+                    counted = {
+                        name: (switched[name] - switches.get(name, 0)) / events
+                        for name in sorted(switched)
+                        if switched[name] - switches.get(name, 0) > 0
+                    }
+                    print(
+                        "  voluntary context switches per event: "
+                        + ", ".join(f"{name} {n:.2f}" for name, n in counted.items()),
+                        flush=True,
+                    )
             print(f"{args.mode} median: {statistics.median(totals):.1f} µs CPU per event")
 
 
