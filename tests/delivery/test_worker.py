@@ -311,6 +311,42 @@ async def test_a_target_still_unknown_after_reading_again_is_dead_lettered(
     assert refreshed == [("acme", "default")]
 
 
+async def test_a_deleted_rules_backlog_is_dead_lettered_after_one_reading_of_the_rules(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    # A rule deleted with a backlog (bench e2e: 20,000 deliveries of a hanging target): its
+    # deliveries are dead-lettered after one reading of the bus's rules between them, not one
+    # reading each. One each, serialised, held the worker's room for minutes, and a live
+    # target's deliveries beside them did not go out.
+    live = RecordingTarget()
+    gone = RecordingTarget()
+    bindings = {"gone": TargetBinding(gone, concurrency=4), "live": TargetBinding(live)}
+    refreshed: list[tuple[str, str]] = []
+
+    async def refresh(tenant: str, bus: str) -> None:
+        refreshed.append((tenant, bus))
+
+    worker = DeliveryWorker(
+        queue,
+        lambda tenant, bus, rule, target_id: bindings.get(target_id),
+        clock=clock,
+        rng=random.Random(5),
+        refresh=refresh,
+    )
+    await route(queue, [new_delivery(1, target_id="gone")])
+    await worker.run(burst=True)  # the deleted target's lane is known to the worker
+    assert gone.events == ["e1"]
+    del bindings["gone"]
+    backlog = [new_delivery(p, target_id="gone") for p in range(2, 202)]
+    await route(queue, [*backlog, *(new_delivery(p, target_id="live") for p in range(2, 202))])
+    await worker.run(burst=True)
+    assert refreshed == [("acme", "default")]
+    dead = await queue.dead_letters(ACME_DEFAULT, limit=500)
+    assert sorted(d.event_id for d in dead) == sorted(d.event_id for d in backlog)
+    assert sorted(live.events) == sorted(f"e{p}" for p in range(2, 202))
+    assert [(d.key.target_id, d.pending, d.dead) for d in await queue.depth()] == [("gone", 0, 200)]
+
+
 async def test_a_hanging_target_does_not_hold_up_another(
     queue: DeliveryQueue, clock: MovableClock
 ) -> None:
