@@ -347,6 +347,57 @@ async def test_a_deleted_rules_backlog_is_dead_lettered_after_one_reading_of_the
     assert [(d.key.target_id, d.pending, d.dead) for d in await queue.depth()] == [("gone", 0, 200)]
 
 
+class CountingLeases:
+    """The queue, counting the worker's leases."""
+
+    def __init__(self, queue: DeliveryQueue) -> None:
+        self.queue = queue
+        self.leases = 0
+
+    async def lease(self, *args: Any, **kwargs: Any) -> list[LeasedDelivery]:
+        self.leases += 1
+        return await self.queue.lease(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.queue, name)
+
+
+async def test_one_delivery_at_a_time_costs_one_lease_each(
+    queue: DeliveryQueue, clock: MovableClock
+) -> None:
+    # At a low rate every delivery came alone, and the worker leased three times for each: when
+    # it was routed, when its attempt ended (for the lane's next ones) and when its ack was
+    # written (for the room it freed), each a hop to the queue's writer; two found nothing.
+    arrived: asyncio.Queue[str] = asyncio.Queue()
+    target = RecordingTarget()
+
+    def answer(delivery: Delivery) -> Outcome:
+        arrived.put_nowait(delivery.event_id)
+        return Delivered()
+
+    target.answer = answer
+    hooks = CountingHooks()
+    counting = CountingLeases(queue)
+    worker = DeliveryWorker(
+        counting,
+        lambda tenant, bus, rule, target_id: TargetBinding(target),
+        clock=clock,
+        hooks=hooks,
+        rng=random.Random(5),
+    )
+    running = asyncio.create_task(worker.run())
+    for position in range(1, 21):
+        await route(queue, [new_delivery(position)])
+        worker.notify()  # as the router does
+        assert await arrived.get() == f"e{position}"
+    await worker.stop()
+    await running
+    assert hooks.finished == Counter(delivered=20)
+    assert await queue.depth() == []
+    # One each, one as the worker started, and one to spare (41-49 before).
+    assert counting.leases <= 20 + 2
+
+
 async def test_a_hanging_target_does_not_hold_up_another(
     queue: DeliveryQueue, clock: MovableClock
 ) -> None:

@@ -164,6 +164,11 @@ class DeliveryWorker:
         # Leases done so far, and per bus the reading of its rules last started (after which
         # lease, and the reading): deliveries of an unknown rule share one (`_read_rules`).
         self._leases_done = 0
+        # The last lease took everything due (fewer than there was room for, and no target held
+        # to its limit): until deliveries are routed or come due, a lease finds nothing more.
+        self._drained = False
+        self._burst = False
+        self._acks_ordered = False  # an ack waiting frees an ordered group's next delivery
         self._readings: dict[tuple[TenantName, str], tuple[int, asyncio.Future[None]]] = {}
 
     def notify(self) -> None:
@@ -177,6 +182,7 @@ class DeliveryWorker:
     async def run(self, *, burst: bool = False) -> None:
         """Deliver until `stop()`; with `burst`, until nothing is due or running."""
         self._stopping = False
+        self._burst = burst
         done = self._running = asyncio.Event()
         try:
             while not self._stopping:
@@ -224,6 +230,7 @@ class DeliveryWorker:
     async def _start_due(self) -> None:
         room = self.max_in_flight - len(self._owned)
         if room <= 0:
+            self._drained = False
             return
         limits = {}
         targets = self.targets
@@ -240,11 +247,13 @@ class DeliveryWorker:
         self._leases_done += 1
         surplus: list[int] = []
         fed: dict[TargetKey, _Lane] = {}
+        got: dict[TargetKey, int] = {}
         owned = self._owned
         for delivery in leased:
+            key = delivery.key
+            got[key] = got.get(key, 0) + 1
             if delivery.id in owned:
                 continue  # our own attempt outlived its lease; the new lease just extends it
-            key = delivery.key
             lane = fed.get(key)
             if lane is None:
                 binding = targets(*key)
@@ -263,6 +272,11 @@ class DeliveryWorker:
             else:
                 # Leased before its budget was known to us; give it back for a later round.
                 surplus.append(delivery.id)
+        self._drained = (
+            len(leased) < room
+            and not surplus
+            and all(got.get(key, 0) < cap for key, cap in limits.items())
+        )
         for fed_lane in fed.values():
             self._man(fed_lane)
         if surplus:
@@ -331,13 +345,16 @@ class DeliveryWorker:
             if self.history:
                 self._attempts.append(_attempt(delivery, started, took_us, outcome, "delivered"))
             if delivery.ordering_key is not None:
-                self._acks_now = True
+                self._acks_now = self._acks_ordered = True
             if self._acking is None:
                 self._acking = asyncio.create_task(self._write_acks())
         else:
             self._spawn(self._settle(delivery, binding, outcome, started, took_us))
-        if len(lane.waiting) <= lane.budget // 2:
-            self.wake.set()  # lease the lane's next ones before it runs dry
+        if len(lane.waiting) <= lane.budget // 2 and not self._drained:
+            # Lease the lane's next ones before it runs dry; not when the last lease took all
+            # that was due: at a low rate that was a lease (a hop to the queue's writer) per
+            # delivery that found nothing. New deliveries wake the worker when routed.
+            self.wake.set()
 
     # -- outcomes ------------------------------------------------------------------------------
 
@@ -349,6 +366,8 @@ class DeliveryWorker:
                     await asyncio.sleep(ACK_LINGER_SECONDS)
                 acks, self._acks, self._acks_now = self._acks, [], False
                 attempts, self._attempts = self._attempts, []
+                ordered, self._acks_ordered = self._acks_ordered, False
+                written = False
                 try:
                     await self.queue.ack_many([delivery_id for delivery_id, _ in acks], attempts)
                 except DeliveryQueueError as exc:
@@ -358,11 +377,16 @@ class DeliveryWorker:
                 except Exception:
                     log.exception("delivery_settle_failed", deliveries=len(acks))
                 else:
+                    written = True
                     for _, key in acks:
                         self.hooks.on_finished(key, "delivered")
                 finally:
                     self._owned.difference_update(delivery_id for delivery_id, _ in acks)
-                    self.wake.set()  # room is free, and an ordered group may have its next ready
+                    # Room is free, and an ordered group may have its next ready; when the last
+                    # lease took everything due and room was not what held it, only an ordered
+                    # group's next could be there (and a burst looks whether it is done).
+                    if ordered or not written or not self._drained or self._burst:
+                        self.wake.set()
         finally:
             self._acking = None
 
