@@ -331,3 +331,38 @@ async def test_a_partition_that_cannot_be_written_holds_up_no_other_and_is_writt
         assert (lake / claim.partition / claim.file).exists()
     finally:
         await spool.close()
+
+
+async def test_an_idle_writer_reads_nothing_from_the_spool_after_its_first_step(
+    tmp_path: Path,
+) -> None:
+    # Five ticks a second each read the claims and the parameters with nothing staged: most of
+    # what an idle pipeline process spent on the lake. The first step still finishes what a
+    # crash left; a staged row is rolled as before.
+    lake = tmp_path / "lake"
+    spool = Spool(tmp_path / "spool.db")
+    reads: list[str] = []
+    claimed, parameters = spool.claimed, spool.parameters
+
+    async def counted_claimed() -> Any:
+        reads.append("claimed")
+        return await claimed()
+
+    async def counted_parameters() -> Any:
+        reads.append("parameters")
+        return await parameters()
+
+    spool.claimed = counted_claimed  # type: ignore[method-assign]
+    spool.parameters = counted_parameters  # type: ignore[method-assign]
+    writer = LakeWriter(spool, str(lake), tmp_path / "scratch")
+    try:
+        assert await writer.step() == 0
+        assert reads == ["claimed"]
+        for _ in range(3):
+            assert await writer.step() == 0
+        assert reads == ["claimed"]
+        await spool.stage(staged(0))
+        assert await writer.step(everything=True) == 1
+        assert [p.suffix for p in lake.rglob("*") if p.is_file()] == [".parquet"]
+    finally:
+        await spool.close()
