@@ -71,7 +71,12 @@ class Setup:
     clock: MovableClock
 
     def runner(self, **kwargs: Any) -> ReplayRunner:
-        options: dict[str, Any] = {"rate": 0, "max_running": 2, "poll_seconds": 0.05}
+        options: dict[str, Any] = {
+            "rate": 0,
+            "max_running": 2,
+            "poll_seconds": 0.05,
+            "idle_poll_seconds": 0.05,
+        }
         return ReplayRunner(
             self.control,
             self.archives,
@@ -234,6 +239,35 @@ async def test_two_runners_on_one_replay_send_each_event_once(setup: Setup) -> N
     ids = Counter(d.event_id for d in await setup.leased())
     assert len(ids) == 200
     assert set(ids.values()) == {1}
+
+
+async def test_an_idle_runner_starts_a_replay_when_told_not_at_its_next_look(
+    setup: Setup,
+) -> None:
+    # Idle, the runner looks at the control plane only now and then; a replay created through
+    # the API reaches it as a change signal (`notify`), and starts at once.
+    await setup.record(3, minutes=1)
+    looked = asyncio.Event()
+    finished: asyncio.Queue[str] = asyncio.Queue()
+
+    class Watch(NoReplayHooks):
+        def on_running(self, jobs: int) -> None:
+            looked.set()
+
+        def on_finished(self, tenant: str, state: str) -> None:
+            finished.put_nowait(state)
+
+    runner = setup.runner(idle_poll_seconds=3600, hooks=Watch())
+    task = asyncio.create_task(runner.run())
+    try:
+        await looked.wait()  # its first look found nothing: it waits, idle
+        await setup.create("told", rules=["orders"])
+        runner.notify()
+        assert await finished.get() == "completed"
+    finally:
+        runner.close()
+        await task
+    assert (await setup.get("told")).replayed == 3
 
 
 async def test_cancel_stops_a_paced_replay(setup: Setup) -> None:

@@ -35,6 +35,11 @@ from stellwerk.storage.control import ControlPlane, ReplayRecord
 DEFAULT_BATCH: Final = 1000  # archived events per route_replay (one transaction)
 MATCH_CHUNK: Final = 100  # events matched at a time before the event loop serves others
 DEFAULT_POLL_SECONDS: Final = 1.0
+# With no replay running here, a look at the control plane this often: a replay created or
+# cancelled through the API arrives as a change signal (`notify`, `cancel`) at once, so this
+# only catches a signal lost. Each look is two queries: once a second, in every idle pipeline
+# process, they were a share of its idle CPU.
+IDLE_POLL_SECONDS: Final = 10.0
 PROGRESS_SECONDS: Final = 1.0  # how often a job writes its progress to the control plane
 ARCHIVER_POLL_SECONDS: Final = 0.05
 MAX_ERRORS: Final = 5  # errors in a row before a replay is given up as failed
@@ -226,6 +231,7 @@ class ReplayRunner:
         hooks: ReplayHooks | None = None,
         batch: int = DEFAULT_BATCH,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
+        idle_poll_seconds: float = IDLE_POLL_SECONDS,
     ) -> None:
         self.control = control
         self.archives = archives
@@ -239,6 +245,7 @@ class ReplayRunner:
         # A batch is at most a tenth of a second of the rate, so pacing stays smooth.
         self.batch = batch if rate <= 0 else max(1, min(batch, int(rate / 10)))
         self.poll_seconds = poll_seconds
+        self.idle_poll_seconds = max(poll_seconds, idle_poll_seconds)
         self._changed = asyncio.Event()
         self._jobs: dict[tuple[str, str], _Job] = {}
         self._stopping = False
@@ -285,8 +292,9 @@ class ReplayRunner:
                     log.exception("replay_scheduling_failed")
                 if burst and not self._jobs:
                     return
+                wait = self.poll_seconds if self._jobs else self.idle_poll_seconds
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.poll_seconds):
+                    async with asyncio.timeout(wait):
                         await self._changed.wait()
         finally:
             for job in self._jobs.values():
