@@ -55,7 +55,8 @@ DDL: Final = (
     "CREATE INDEX IF NOT EXISTS dead_by_target ON deliveries (target, id) WHERE state = 2",
     # A payload that several deliveries of one `route` share (an event matched by many rules)
     # is stored once here; those deliveries keep an empty `payload` and point at it (`body`).
-    # `refs` counts the deliveries that point at it; the last ack deletes it.
+    # `refs` counted the deliveries that point at it when it was stored (it is not kept up to
+    # date); an ack deletes it when no delivery points at it any more (`deliveries_by_body`).
     """CREATE TABLE IF NOT EXISTS bodies (
         id INTEGER PRIMARY KEY, payload BLOB NOT NULL, refs INTEGER NOT NULL
     )""",
@@ -120,3 +121,7 @@ def create(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
     if "body" not in columns:  # a file from before shared bodies
         conn.execute("ALTER TABLE deliveries ADD COLUMN body INTEGER")
+    # Which deliveries point at a body: only those that share one are in it.
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS deliveries_by_body ON deliveries (body) WHERE body IS NOT NULL"
+    )
