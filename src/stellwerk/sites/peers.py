@@ -11,11 +11,11 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from stellwerk.auth import Principal
+from stellwerk.auth import Principal, Scope
 from stellwerk.capability import Outgoing, UnsafeUrl
 from stellwerk.clock import to_us, utc_now
 from stellwerk.config import check_site
-from stellwerk.refs import TenantId, TenantName
+from stellwerk.refs import TenantId, TenantName, TenantRef
 from stellwerk.secrets import DecryptionError, SecretBox
 from stellwerk.service import InvalidRequest, NotFound, Platform, Unauthorized
 from stellwerk.sites.mirror import snapshot
@@ -34,6 +34,12 @@ log = structlog.get_logger("stellwerk.sites")
 # The lag shown per bus counts the events behind up to this many; beyond, it says so.
 LAG_COUNT_LIMIT: Final = 10_000
 ACTOR_PREFIX: Final = "site:"
+# A settled pairing and the tenant it is for are read at most this often for signing and for
+# checking a peer's signature (two queries and an AES-GCM open per peer request otherwise). A
+# pairing changed or removed in another process is seen that late; one changed through this
+# process at once.
+RECORD_SECONDS: Final = 1.0
+OPENED_MAX: Final = 1024  # opened secrets kept, by their sealed text
 
 
 def site_name(text: str, field: str = "site") -> str:
@@ -60,6 +66,9 @@ class Peers:
         self._outgoing = outgoing
         self.local_site = local_site
         self._clock = clock
+        self._records: dict[tuple[TenantId, str], tuple[float, PeerRecord]] = {}
+        self._tenants: dict[str, tuple[float, TenantRef]] = {}
+        self._opened: dict[tuple[str, str], str] = {}
 
     async def put(self, principal: Principal, site: str, body: PeerInput) -> tuple[Peer, bool]:
         """Pair the caller's tenant with `site`, or change the pairing's URL and secret."""
@@ -78,6 +87,7 @@ class Peers:
             raise InvalidRequest(f"the peer's URL may not be used: {exc}", field="url") from None
         sealed = self._box.encrypt(body.secret, _associated(principal, site))
         created = await self._store.put_peer(principal.tenant_id, site, url, sealed, self._clock())
+        self._records.pop((principal.tenant_id, site), None)
         return await self.get(principal, site), created
 
     async def get(self, principal: Principal, site: str) -> Peer:
@@ -92,15 +102,46 @@ class Peers:
         ]
 
     async def delete(self, principal: Principal, site: str) -> None:
-        if not await self._store.delete_peer(principal.tenant_id, site_name(site)):
+        site = site_name(site)
+        self._records.pop((principal.tenant_id, site), None)
+        if not await self._store.delete_peer(principal.tenant_id, site):
             raise NotFound.of(f"peer {site!r}")
 
     async def record(self, principal: Principal, site: str) -> PeerRecord | None:
-        return await self._store.peer(principal.tenant_id, site)
+        """The tenant's pairing with `site` (a settled one as read within `RECORD_SECONDS`)."""
+        key = (principal.tenant_id, site)
+        now = time.monotonic()
+        kept = self._records.get(key)
+        if kept is not None and now - kept[0] < RECORD_SECONDS:
+            return kept[1]
+        record = await self._store.peer(principal.tenant_id, site)
+        # Unsettled pairings are read each time: their requests wait for the settling.
+        if record is None or record.tenant_state == "pending":
+            self._records.pop(key, None)
+        else:
+            self._records[key] = (now, record)
+        return record
 
     def secret(self, principal: Principal, record: PeerRecord) -> str:
         """The pair's shared secret, opened (for signing; never logged or shown)."""
-        return self._box.decrypt(record.sealed_secret, _associated(principal, record.site))
+        key = (record.sealed_secret, _associated(principal, record.site))
+        opened = self._opened.get(key)
+        if opened is None:
+            opened = self._box.decrypt(record.sealed_secret, key[1])
+            if len(self._opened) >= OPENED_MAX:
+                self._opened.clear()
+            self._opened[key] = opened
+        return opened
+
+    async def _acting_as(self, tenant: str, site: str) -> Principal:
+        """The tenant named `tenant`, acting as the peer `site` (its id read within
+        `RECORD_SECONDS`; only tenants that exist are kept, so a claimed name adds none)."""
+        now = time.monotonic()
+        kept = self._tenants.get(tenant)
+        if kept is None or now - kept[0] >= RECORD_SECONDS:
+            acting = await self._platform.tenants.acting_as(TenantName(tenant), ACTOR_PREFIX)
+            kept = self._tenants[tenant] = (now, acting.ref)
+        return Principal(kept[1], key_id=ACTOR_PREFIX + site, scope=Scope.ADMIN)
 
     async def authenticate(
         self, headers: Mapping[str, str], method: str, path: str, body: bytes
@@ -112,10 +153,8 @@ class Peers:
         site, tenant = "?", "?"
         try:
             site, tenant = claimed(headers)
-            principal = await self._platform.tenants.acting_as(
-                TenantName(tenant), ACTOR_PREFIX + site
-            )
-            record = await self._store.peer(principal.tenant_id, site)
+            principal = await self._acting_as(tenant, site)
+            record = await self.record(principal, site)
             if record is None:
                 raise BadSignature(f"tenant {tenant!r} has no peer {site!r}")
             verify(
