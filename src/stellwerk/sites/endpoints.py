@@ -14,6 +14,7 @@ import msgspec
 from stellwerk.auth import Principal
 from stellwerk.capability import GlobalEndpoint, GlobalEndpointSpec
 from stellwerk.clock import from_us, utc_now
+from stellwerk.refs import TenantId
 from stellwerk.service import InvalidRequest, NotFound, Platform, checked_name
 from stellwerk.sites.link import PeerLink
 from stellwerk.sites.model import (
@@ -33,9 +34,27 @@ _decode_state: Final = msgspec.json.Decoder(EndpointState).decode
 _decode_routed: Final = msgspec.json.Decoder(Routed).decode
 
 
+# (tenant, bus) -> (the other site, the sync bound in seconds)
+SyncRoutes = dict[tuple[TenantId, str], tuple[str, float]]
+
+
 def other_site(record: EndpointRecord, local: str) -> str:
     spec = record.spec
     return spec.secondary if local == spec.primary else spec.primary
+
+
+async def sync_routes(store: SitesStore, local: str) -> SyncRoutes:
+    """The buses site `local` replicates synchronously now: those of the `sync` endpoints it
+    is the active site of, with the other site and the bound."""
+    routes: SyncRoutes = {}
+    for record in await store.endpoints():
+        spec = record.spec
+        if spec.replication != "sync" or record.active != local:
+            continue
+        target = other_site(record, local)
+        for bus in spec.buses:
+            routes[(record.tenant_id, bus)] = (target, spec.health.sync_timeout_ms / 1000)
+    return routes
 
 
 class Endpoints:

@@ -23,6 +23,7 @@ from stellwerk.clock import to_us, utc_now
 from stellwerk.events import CloudEvent, EventError, validate_event
 from stellwerk.refs import TenantId
 from stellwerk.service import BusInput, Conflict, InvalidRequest, NotFound, Platform, StoredEvent
+from stellwerk.sites.endpoints import SyncRoutes, sync_routes
 from stellwerk.sites.link import PeerLink
 from stellwerk.sites.mirror import sealer, snapshot
 from stellwerk.sites.model import ReplicaBatch, Replicated
@@ -37,12 +38,28 @@ ORIGIN_RECORDED: Final = "originrecordedtime"
 BATCH: Final = 500
 MAX_BACKOFF_SECONDS: Final = 5.0
 CURSOR_WRITE_SECONDS: Final = 1.0  # at most this often for pages of replicas alone
+# On a bus that this site replicates synchronously, the replicator leaves an event this long to
+# the sync path before it looks whether the peer has it (the cursor the sync path moves). It
+# must outlast a sync round trip and the sync path's cursor write (`sync.CURSOR_FLUSH_SECONDS`),
+# or the replicator sends again what the peer has (harmless, but a whole request and append).
+SYNC_HOLD_SECONDS: Final = 0.3
 
 _encode: Final = msgspec.json.Encoder().encode
 _decode_batch: Final = msgspec.json.Decoder(ReplicaBatch).decode
 _decode_object: Final = msgspec.json.Decoder(dict[str, Any]).decode
 
 Key = tuple[TenantId, str, str]  # tenant, peer site, bus
+
+
+def sent_to(site: str, page: list[StoredEvent]) -> list[StoredEvent]:
+    """The events of `page` that go to the peer `site`: all but those that came from it."""
+    marker = b'"' + ORIGIN_SITE.encode() + b'":' + _encode(site)
+    return [event for event in page if marker not in event.body]
+
+
+def replica_batch(bus: str, page: list[StoredEvent]) -> bytes:
+    """The body of a peer request that carries `page` (`POST /v1/peers/{site}/events`)."""
+    return b'{"bus":' + _encode(bus) + b',"events":[' + b",".join(e.body for e in page) + b"]}"
 
 
 class ReplicationMetrics:
@@ -91,6 +108,7 @@ class Replicator:
         self._keepalive = keepalive_seconds
         self._clock = clock
         self._shippers: dict[Key, asyncio.Task[None]] = {}
+        self._synced: SyncRoutes = {}  # the buses the sync path ships, as of the last scan
 
     async def run(self) -> None:
         """Start a shipper for each paired bus, and stop those whose pairing or bus went."""
@@ -124,6 +142,7 @@ class Replicator:
     async def _wanted(self) -> dict[Key, Principal]:
         """Every paired bus, once each peer has the tenant's keys and buses as they are now."""
         wanted: dict[Key, Principal] = {}
+        self._synced = await sync_routes(self._store, self._link.local_site)
         for tenant_id in await self._store.paired_tenants():
             try:
                 principal = await self._platform.tenants.acting(tenant_id, ACTOR)
@@ -180,27 +199,47 @@ class Replicator:
                     unwritten, written_at = None, loop.time()
                 continue
             gauge.set(max(0.0, (to_us(self._clock()) - to_us(page[0].recorded_time)) / 1e6))
-            sent = await self._send(principal, site, bus, page)
+            whole = len(page) == BATCH
             last = page[-1]
+            if self._synced.get((principal.tenant_id, bus), ("", 0.0))[0] == site:
+                page = await self._left_by_sync(principal, site, bus, page)
+                if not page:  # the sync path sent them all and moved the cursor past them
+                    unwritten = None
+                    if not whole:
+                        gauge.set(0)
+                    continue
+            sent = await self._send(principal, site, bus, page)
             cursor = Cursor(bus, last.position, to_us(last.recorded_time))
             if sent or loop.time() - written_at >= CURSOR_WRITE_SECONDS:
                 await self._store.advance(principal.tenant_id, site, cursor, self._clock())
                 unwritten, written_at = None, loop.time()
             else:
                 unwritten = cursor
-            if len(page) < BATCH:
+            if not whole:
                 gauge.set(0)
+
+    async def _left_by_sync(
+        self, principal: Principal, site: str, bus: str, page: list[StoredEvent]
+    ) -> list[StoredEvent]:
+        """What the sync path has not sent of `page`: it is given `SYNC_HOLD_SECONDS` from
+        the newest event's recording, then the cursor it moves says what the peer has."""
+        newest = to_us(page[-1].recorded_time)
+        hold = (newest - to_us(self._clock())) / 1e6 + SYNC_HOLD_SECONDS
+        if hold > 0:
+            await asyncio.sleep(hold)  # the sync path's turn; it tells only through the cursor
+        cursor = (await self._store.cursors(principal.tenant_id, site)).get(bus)
+        through = cursor.position if cursor is not None else 0
+        return [event for event in page if event.position > through]
 
     async def _send(
         self, principal: Principal, site: str, bus: str, page: list[StoredEvent]
     ) -> bool:
         """Send a page until the peer acknowledges it (backing off while it does not); False
         when it held only the peer's own events, so nothing was sent."""
-        marker = b'"' + ORIGIN_SITE.encode() + b'":' + _encode(site)
-        bodies = [event.body for event in page if marker not in event.body]
-        if not bodies:
+        outgoing = sent_to(site, page)
+        if not outgoing:
             return False
-        body = b'{"bus":' + _encode(bus) + b',"events":[' + b",".join(bodies) + b"]}"
+        body = replica_batch(bus, outgoing)
         path = f"/v1/peers/{self._link.local_site}/events"
         backoff = 0.1
         failing = False
@@ -209,7 +248,7 @@ class Replicator:
                 return True  # unpaired meanwhile: the scan stops this shipper
             problem = await self._link.send(principal, site, "POST", path, body)
             if problem is None:
-                self._metrics.sent.labels(principal.tenant, site).inc(len(bodies))
+                self._metrics.sent.labels(principal.tenant, site).inc(len(outgoing))
                 if failing:
                     log.info("replication to peer resumed", site=site, bus=bus)
                 return True
