@@ -7,6 +7,10 @@ measures what issue 18 sets as targets:
   for `--latency-seconds`; the p50/p99 of the ingest answer (202).
 - sync: sites a and b paired, endpoint `bench` (primary a) with `"replication": "sync"` on the
   bus: the same POSTs to a; p50/p99, and p99 against the baseline's. Target: at most 2x.
+- floor: what one peer request with one durable append costs raw, in the same sitting:
+  single-event signed `POST /v1/peers/a/events` straight to b, paced as above (the request
+  the sync path adds to each ingest request), on a bus of b's in no endpoint. Sync cannot be
+  quicker than the baseline plus it.
 - async lag: the endpoint switched to `async`; `--rate` events/s (batches of `--batch`, open
   loop) to a for `--seconds`, while a's `GET /v1/peers/b` is read every 0.2 s: the replication
   lag in events and seconds (max and p99 of the readings), and the time from the last
@@ -38,6 +42,9 @@ _e2e = load("e2e")  # one way to start a server and take a percentile: the e2e b
 STELLWERK: str = _e2e.STELLWERK
 SECRET = "bench-pair-secret-0123456789"
 BUS = "default"
+# The floor's peer requests go to a bus in no endpoint: on the endpoint's bus the standby's
+# router would wait at replicas that the active site never routes (it does not have them).
+FLOOR_BUS = "floor"
 DATA = {"order": "x" * 200, "total": 42}
 
 
@@ -159,6 +166,55 @@ async def latencies(client: Client, at: Site, rate: float, seconds: float, tag: 
         began = time.perf_counter()
         if await client.send(at, [event(f"{tag}-{n}")]):
             taken.append((time.perf_counter() - began) * 1000)
+
+    start = time.perf_counter()
+    tasks = []
+    for n in range(count):
+        delay = start + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)  # pacing the load, not waiting for a condition
+        tasks.append(asyncio.create_task(one(n)))
+    await asyncio.gather(*tasks)
+    return taken
+
+
+async def peer_latencies(
+    client: Client, a: Site, b: Site, rate: float, seconds: float, tag: str
+) -> list[float]:
+    """Single-event signed peer requests from a to b, paced at `rate`/s: each one's latency in
+    ms (b stores each durably before it answers, as for a sync request)."""
+    from stellwerk.clock import utc_now
+    from stellwerk.events import format_rfc3339
+    from stellwerk.sites import signed_headers
+
+    path = f"/v1/peers/{a.name}/events"
+    count = int(rate * seconds)
+    taken: list[float] = []
+
+    async def one(n: int) -> None:
+        replica = {**event(f"{tag}-{n}"), "recordedtime": format_rfc3339(utc_now())}
+        body = json.dumps({"bus": FLOOR_BUS, "events": [replica]}).encode()
+        headers = signed_headers(
+            SECRET,
+            site=a.name,
+            tenant="default",
+            timestamp=int(time.time()),
+            method="POST",
+            path=path,
+            body=body,
+        )
+        headers["Content-Type"] = "application/json"
+        began = time.perf_counter()
+        try:
+            async with client.session.post(b.url + path, data=body, headers=headers) as answer:
+                await answer.read()
+                if answer.status != 200:
+                    client.failures.append(f"peer request {answer.status}")
+                    return
+        except Exception as exc:  # a benchmark counts failures rather than stopping
+            client.failures.append(repr(exc))
+            return
+        taken.append((time.perf_counter() - began) * 1000)
 
     start = time.perf_counter()
     tasks = []
@@ -299,7 +355,28 @@ async def measure(args: argparse.Namespace, root: Path) -> int:
             )
             metrics = await _text(client, a, "/metrics")
             degraded = _counter(metrics, "stellwerk_site_sync_degraded_total")
-            print(f"sync degraded to async meanwhile: {degraded:g} requests")
+            requests = _counter(metrics, "stellwerk_site_sync_requests_total")
+            resent = _counter(metrics, "stellwerk_site_replicated_events_total")
+            print(
+                f"sync degraded to async meanwhile: {degraded:g} requests; {requests:g} peer "
+                f"requests; {resent:g} events sent again by the replicator (warm-up included)"
+            )
+            await client.call(b, "PUT", f"/v1/buses/{FLOOR_BUS}", {})
+            await peer_latencies(client, a, b, args.latency_rate, args.warm_seconds, "warm")
+            on_b = Meter(b)
+            raw = await peer_latencies(
+                client, a, b, args.latency_rate, args.latency_seconds, "floor"
+            )
+            floor = [
+                _e2e.percentile(alone, q) + _e2e.percentile(raw, q) if raw and alone else 0.0
+                for q in (50, 99)
+            ]
+            print(
+                f"floor, one peer request + one durable append on b: {spread(raw)}; "
+                f"{on_b.stop(len(raw))} (b); baseline + it: p50 {floor[0]:.1f} ms, "
+                f"p99 {floor[1]:.1f} ms ({floor[1] / _e2e.percentile(alone, 99):.2f}x the "
+                "baseline's p99)"
+            )
             await client.call(a, "PUT", "/v1/endpoints/bench", {**spec, "replication": "async"})
             _, within = await lag_under_load(client, a, b, args)
             print(f"async lag under 1 s: {_e2e.verdict(within)}")
