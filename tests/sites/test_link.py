@@ -3,14 +3,25 @@ keep accepting, and once the link is back each has every event of the other, non
 
 from __future__ import annotations
 
+import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from tests.polling import wait_until
-from tests.sites.support import SECRET, Site, pair, receiving, settle, two_sites
+from tests.sites.support import (
+    SECRET,
+    Site,
+    pair,
+    receiving,
+    settle,
+    start_site,
+    two_sites,
+)
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -160,6 +171,68 @@ def test_sync_requests_that_append_while_one_is_in_flight_go_to_the_peer_togethe
         assert 1 <= counter(metrics, "stellwerk_site_sync_requests_total") < count
         stored = {e["id"] for e in b.events("default", count)}
         assert stored == {f"g{n}-0" for n in range(count)}
+
+
+def test_the_sync_path_sends_the_bus_from_the_cursor_and_moves_it_without_the_replicator(
+    tmp_path: Path,
+) -> None:
+    # a runs as two processes, and its pipeline process (the replicator's) is stopped: only
+    # the gateway's sync path can put events on b and move a's replication cursor for b.
+    with ExitStack() as stack:
+        a = start_site(stack, tmp_path, "a", "--processes", "2")
+        b = start_site(stack, tmp_path, "b")
+        pair(a, b)
+        wait_until(lambda: pending(a, "b"), what="a to have sent b everything", accept=_none)
+        pipeline = role_process(a, "pipeline")
+        os.kill(pipeline, signal.SIGSTOP)
+        try:
+            # Not replicated synchronously (no endpoint yet), and no replicator to send them.
+            assert a.send("default", batch("before", 3)).status_code == 202
+            assert pending(a, "b") == ["default"]
+            spec = {
+                "primary": "a",
+                "secondary": "b",
+                "buses": ["default"],
+                "replication": "sync",
+                "health": {"sync_timeout_ms": 5000, "recovery_seconds": 3600},
+            }
+            assert a.api("PUT", "/v1/endpoints/orders", json=spec).status_code == 201
+            assert a.send("default", batch("sync", 1)).status_code == 202
+            metrics = httpx.get(f"{a.url}/metrics", timeout=10).text
+            assert counter(metrics, "stellwerk_site_sync_events_total") == 1
+            assert counter(metrics, "stellwerk_site_sync_degraded_total") == 0
+            # The one sync request carried the three before it: b has all four already, and
+            # the cursor the sync path wrote says so.
+            ids = {"before-0", "before-1", "before-2", "sync-0"}
+            assert ids <= {e["id"] for e in b.events("default", 100, until="sync-0")}
+            wait_until(lambda: pending(a, "b"), what="a's cursor for b to move", accept=_none)
+        finally:
+            os.kill(pipeline, signal.SIGCONT)
+        assert a.send("default", batch("after", 1)).status_code == 202
+        stored = [e["id"] for e in b.events("default", 100, until="after-0")]
+        assert sorted(i for i in stored if i in ids) == sorted(ids)  # each once
+
+
+def _none(found: list[str]) -> bool:
+    return not found
+
+
+def role_process(site: Site, role: str) -> int:
+    """The pid of the site's child process that runs `role` (`stellwerk serve --role ROLE`)."""
+    parent = site.server.process.pid
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) != parent:
+            continue
+        if b"--role" in command and command[command.index(b"--role") + 1] == role.encode():
+            return int(entry.name)
+    raise AssertionError(f"{site.name} has no {role} process")
 
 
 def counter(metrics: str, name: str) -> float:
