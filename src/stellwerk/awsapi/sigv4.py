@@ -18,9 +18,8 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, NamedTuple
 from urllib.parse import quote, unquote
 
 from cryptography.exceptions import InvalidSignature
@@ -46,36 +45,66 @@ class SignatureError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class SignedRequest:
-    """What the `Authorization` header claims: who signed, for which day, region and service."""
+class SignedRequest(NamedTuple):
+    """What the `Authorization` header claims: who signed, for which day, region and service.
+    (A tuple: one is made per request, and a tuple is made fastest.)"""
 
     access_key_id: str
     date: str  # YYYYMMDD, the credential scope's day
-    region: str
+    region: str  # SigV4a: the region set, `*` or a comma list
     service: str
     signed_headers: tuple[str, ...]
-    signature: str
     amz_date: str  # YYYYMMDDTHHMMSSZ
-    algorithm: str = ALGORITHM  # SigV4a: `region` is the region set, `*` or a comma list
-
-    @property
-    def scope(self) -> str:
-        if self.algorithm == ALGORITHM_A:  # the region set is a signed header, not in the scope
-            return f"{self.date}/{self.service}/aws4_request"
-        return f"{self.date}/{self.region}/{self.service}/aws4_request"
+    algorithm: str
+    scope: str  # the credential scope as the string to sign names it
+    signature: str
 
 
 def parse(headers: Mapping[str, str], now: datetime) -> SignedRequest:
     """The signature's claims from the request's headers (names in lower case), checked for
-    shape and freshness; the signature itself is checked by `Verifier.verify`."""
+    shape and freshness; the signature itself is checked by `Verifier.verify`.
+
+    All but the signature and the freshness is the same on every call of a client within one
+    second (the SDKs write the signature last): checked once and remembered (`_claimed`)."""
     authorization = headers.get("authorization")
     if not authorization:
         raise SignatureError(
             "MissingAuthenticationTokenException",
             "Request is missing Authentication Token",
         )
-    algorithm, credential, signed, signature = _authorization(authorization)
+    amz_date = headers.get("x-amz-date", "")
+    region_set = headers.get(REGION_SET, "")
+    head, sep, signature = authorization.rpartition("Signature=")
+    if (
+        sep
+        and signature
+        and "," not in signature
+        and " " not in signature
+        and head.rstrip().endswith(",")  # a field of its own, after the others
+    ):
+        claimed, when = _claimed(head, ("Credential", "SignedHeaders"), amz_date, region_set)
+    else:  # not remembered: the text holds the signature, new on every call
+        claimed, when = _claimed.__wrapped__(
+            authorization, ("Credential", "SignedHeaders", "Signature"), amz_date, region_set
+        )
+        signature = _fields(authorization)["Signature"]
+    if abs(now - when) > MAX_SKEW:
+        raise SignatureError(
+            "InvalidSignatureException",
+            f"Signature expired: {amz_date} is now earlier than or later than the server's "
+            f"time {now:%Y%m%dT%H%M%SZ} by more than 5 minutes",
+        )
+    return SignedRequest._make((*claimed, signature))
+
+
+@functools.lru_cache(maxsize=1024)
+def _claimed(
+    text: str, required: tuple[str, ...], amz_date: str, region_set: str
+) -> tuple[tuple[str, str, str, str, tuple[str, ...], str, str, str], datetime]:
+    """The claims of `Authorization` text with the fields `required`, `X-Amz-Date` and
+    `X-Amz-Region-Set`, all but the signature (in `SignedRequest`'s order), checked; and the
+    time `amz_date` names. Refusals raise, and are not remembered."""
+    algorithm, credential, signed = _head(text, required)
     if algorithm == ALGORITHM_A:
         if len(credential) != 4 or credential[3] != "aws4_request":
             raise SignatureError(
@@ -83,7 +112,7 @@ def parse(headers: Mapping[str, str], now: datetime) -> SignedRequest:
                 "Credential must be <access key id>/<date>/<service>/aws4_request",
             )
         key_id, date, service, _ = credential
-        region = headers.get(REGION_SET, "")
+        region = region_set
     else:
         if len(credential) != 5 or credential[4] != "aws4_request":
             raise SignatureError(
@@ -98,9 +127,8 @@ def parse(headers: Mapping[str, str], now: datetime) -> SignedRequest:
         )
     if "host" not in signed:
         raise SignatureError("InvalidSignatureException", "'Host' must be a signed header")
-    amz_date = headers.get("x-amz-date", "")
     try:
-        when = _amz_date(amz_date)
+        when = _read_amz_date(amz_date)
     except ValueError:
         raise SignatureError(
             "IncompleteSignatureException",
@@ -118,35 +146,13 @@ def parse(headers: Mapping[str, str], now: datetime) -> SignedRequest:
             f"Date in Credential scope does not match YYYYMMDD from X-Amz-Date: {date} != "
             f"{amz_date[:8]}",
         )
-    if abs(now - when) > MAX_SKEW:
-        raise SignatureError(
-            "InvalidSignatureException",
-            f"Signature expired: {amz_date} is now earlier than or later than the server's "
-            f"time {now:%Y%m%dT%H%M%SZ} by more than 5 minutes",
-        )
-    return SignedRequest(key_id, date, region, service, signed, signature, amz_date, algorithm)
+    if algorithm == ALGORITHM_A:  # the region set is a signed header, not in the scope
+        scope = f"{date}/{service}/aws4_request"
+    else:
+        scope = f"{date}/{region}/{service}/aws4_request"
+    return (key_id, date, region, service, signed, amz_date, algorithm, scope), when
 
 
-def _authorization(authorization: str) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
-    """The algorithm, the credential's parts, the signed headers and the signature of an
-    `Authorization` header. What comes before the signature is the same on every call of a
-    client on one day (the SDKs write the signature last): read once and remembered."""
-    head, sep, signature = authorization.rpartition("Signature=")
-    if (
-        sep
-        and signature
-        and "," not in signature
-        and " " not in signature
-        and head.rstrip().endswith(",")  # a field of its own, after the others
-    ):
-        return (*_head(head, ("Credential", "SignedHeaders")), signature)
-    algorithm, credential, signed = _head(
-        authorization, ("Credential", "SignedHeaders", "Signature")
-    )
-    return algorithm, credential, signed, _fields(authorization)["Signature"]
-
-
-@functools.lru_cache(maxsize=1024)
 def _head(text: str, required: tuple[str, ...]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """The algorithm, the credential's parts and the signed headers of `Authorization` text
     that has the fields `required`."""
@@ -177,22 +183,8 @@ def _fields(authorization: str) -> dict[str, str]:
     return fields
 
 
-# The last `X-Amz-Date` read, and its time: a client's calls within one second share it.
-_last_date: tuple[str | None, datetime] = (None, datetime.min)
-
-
-def _amz_date(text: str) -> datetime:
-    """`YYYYMMDDTHHMMSSZ` read by hand: `strptime` cost as much as the rest of `parse`."""
-    global _last_date
-    last = _last_date
-    if last[0] == text:
-        return last[1]
-    when = _read_amz_date(text)
-    _last_date = (text, when)
-    return when
-
-
 def _read_amz_date(text: str) -> datetime:
+    """`YYYYMMDDTHHMMSSZ` read by hand: `strptime` cost as much as the rest of `parse`."""
     if not _AMZ_DATE.fullmatch(text):
         raise ValueError(text)
     return datetime(
@@ -221,6 +213,7 @@ def canonical_request(
     return "\n".join(lines)
 
 
+@functools.lru_cache(maxsize=256)
 def _canonical_path(path: str) -> str:
     return quote(unquote(path or "/"), safe="/-_.~")
 
