@@ -21,6 +21,7 @@ from stellwerk.awsapi.ids import new_ids, request_ids
 from stellwerk.awsapi.sigv4 import SignatureError, Verifier, parse
 
 NOW = "2026-12-05T05:00:00.123456Z"
+NOW_JSON = b'"' + NOW.encode() + b'"'  # as `put_events` gives it `_stored_fast`
 ENTRIES: list[dict[str, Any]] = [
     {"Source": "com.shop", "DetailType": "Order", "Detail": '{"order": 1, "name": "Zoë"}'},
     {"Source": "s", "DetailType": "t", "Detail": "{}", "Resources": ["arn:a", "arn:b"]},
@@ -64,7 +65,7 @@ def test_the_fast_way_answers_and_stores_as_the_general_way(entry: dict[str, Any
     (typed,) = params["Entries"]
     assert isinstance(typed, operations._Entry)
     event_id = str(uuid.uuid4())
-    fast = _either(operations._stored_fast, b'"eu-central-1"', typed, 0, event_id, NOW)
+    fast = _either(operations._stored_fast, b'"eu-central-1"', typed, 0, event_id, NOW_JSON)
     general = _either(operations._stored, "eu-central-1", entry, 0, event_id, NOW)
     assert fast == general
     if len(fast) == 3:
@@ -88,7 +89,7 @@ def test_an_entry_is_written_on_one_line_with_its_detail_as_sent() -> None:
     )
     assert params is not None
     written = [
-        operations._stored_fast(b'"r"', entry, n, f"id-{n}", NOW)[1].encoded
+        operations._stored_fast(b'"r"', entry, n, f"id-{n}", NOW_JSON)[1].encoded
         for n, entry in enumerate(params["Entries"])
     ]
     assert all(b"\n" not in w and b"\r" not in w for w in written)

@@ -21,15 +21,8 @@ def new_ids(count: int) -> list[str]:
     raw[8::16] = raw[8::16].translate(_VARIANT)
     h = raw.hex()
     return [
-        "-".join(
-            (
-                h[i : i + 8],
-                h[i + 8 : i + 12],
-                h[i + 12 : i + 16],
-                h[i + 16 : i + 20],
-                h[i + 20 : i + 32],
-            )
-        )
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-"
+        f"{h[i + 20 : i + 32]}"
         for i in range(0, 32 * count, 32)
     ]
 

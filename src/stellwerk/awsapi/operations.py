@@ -153,12 +153,13 @@ async def put_events(
     by_bus: dict[str, list[_Stored]] = {}
     ids = new_ids(len(entries))
     now = _now()
+    now_json = b'"%s"' % now.encode()  # a timestamp holds nothing to escape
     region = _encode(call.region)
     total = 0
     for index, entry in enumerate(entries):
         try:
             if type(entry) is _Entry:
-                bus, stored, size = _stored_fast(region, entry, index, ids[index], now)
+                bus, stored, size = _stored_fast(region, entry, index, ids[index], now_json)
             else:
                 bus, stored, size = _stored(call.region, entry, index, ids[index], now)
         except _EntryError as exc:
@@ -272,12 +273,12 @@ _CONTENT_TYPE: Final = b',"datacontenttype":"application/json","' + REGION_EXTEN
 
 
 def _stored_fast(
-    region: bytes, entry: _Entry, index: int, event_id: str, now: str
+    region: bytes, entry: _Entry, index: int, event_id: str, now: bytes
 ) -> tuple[str, _Stored, int]:
     """`_stored` for an entry decoded as `_Entry`, with the same checks and answers; `region`
-    is the call's region as JSON. The event is written piece by piece, in `_stored`'s order,
-    and its `data` is the entry's `Detail` as sent unless that spans lines (native ingest too
-    keeps `data` as sent): checked as a JSON object without being built."""
+    and `now` are the call's region and time as JSON. The event is written piece by piece, in
+    `_stored`'s order, and its `data` is the entry's `Detail` as sent unless that spans lines
+    (native ingest too keeps `data` as sent): checked as a JSON object without being built."""
     source, detail_type, detail_text = entry.Source, entry.DetailType, entry.Detail
     if not source:
         raise _missing("Source")
@@ -312,7 +313,7 @@ def _stored_fast(
         b',"type":',
         _encode(detail_type),
         b',"time":',
-        _encode(now if when is None else _time(when)),
+        now if when is None else _encode(_time(when)),
         _CONTENT_TYPE,
         b'":',
         region,
@@ -330,7 +331,7 @@ def _utf8_length(text: str) -> int:
 
 
 def _now() -> str:
-    return _rfc3339(datetime.now(UTC))
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _rfc3339(when: datetime) -> str:
@@ -354,8 +355,8 @@ async def _put_on_bus(
 ) -> None:
     """Take one bus's events through the edge's guards (suppressions, schemas, the tenant's
     event rate), as native ingest does, without encoding them as a request to decode again."""
-    events = [
-        DecodedEvent(number, s.encoded, id=s.id, source=s.source, type=s.type, subject=None)
+    events = [  # by position: keywords cost twice as much
+        DecodedEvent(number, s.encoded, s.id, s.source, s.type, None)
         for number, s in enumerate(placed)
     ]
     try:
