@@ -12,7 +12,10 @@ rate ratio is the inverse ratio of CPU per message, which holds where the server
 Messages: a `track` call as a shop's backend relays it: a browser's user agent and address, a
 page URL with UTM fields, a referrer, a consent list, and `userId` pseudonymised by the source.
 `--plain` sends CloudEvents only against the collector with consent and enrichment off (a
-`refine` keeping messages as they came), to see what they cost.
+`refine` keeping messages as they came), to see what they cost. `--general` takes every
+message the general way (decoded whole, checked, refined and encoded again) instead of by
+`tracking.segment_reader` (only what the collector reads decoded, the rest spliced raw): the
+code before issue 17's fourth round, for a before/after in one sitting.
 
 The app is built as `stellwerk serve` builds it, with the objects made at startup frozen out
 of the garbage collector's collections (`gc.freeze`); `--no-freeze` leaves them in, as an app
@@ -112,10 +115,15 @@ async def run(args: argparse.Namespace) -> float:
                 )
                 assert made.status_code == 201, made.text
                 write_key = made.json()["write_key"]
+                opened = services.capabilities[CAPABILITY.name]
+                assert isinstance(opened, TrackingOpened)
                 if args.plain:
-                    opened = services.capabilities[CAPABILITY.name]
-                    assert isinstance(opened, TrackingOpened)
                     opened.collector.refine = lambda m, _a, _b: m
+                elif args.general:
+                    # The same refinement through another callable: the collector then takes
+                    # every message the general way (decoded whole, `segment_reader` unused).
+                    refine = opened.collector.refine
+                    opened.collector.refine = lambda m, a, b: refine(m, a, b)
                 basic = base64.b64encode(f"{write_key}:".encode()).decode()
                 segment_headers = {"Authorization": f"Basic {basic}"}
                 ingest_headers = {
@@ -176,7 +184,8 @@ async def run(args: argparse.Namespace) -> float:
     seg, ing = statistics.median(segment_us), statistics.median(ingest_us)
     print(
         f"median of {args.rounds} rounds ({args.requests} requests of {args.batch} each, "
-        f"{'refine off' if args.plain else 'consent and enrichment on'}): "
+        f"{'refine off' if args.plain else 'consent and enrichment on'}"
+        f"{', general way' if args.general else ''}): "
         f"/v1/batch {seg:.1f} us/message, CloudEvents batch {ing:.1f} us/event: "
         f"{ing / seg:.2f}x (issue 17: >= 0.8x: {'met' if ing / seg >= 0.8 else 'MISSED'})"
     )
@@ -189,6 +198,11 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--plain", action="store_true", help="refine keeps messages as they came")
+    parser.add_argument(
+        "--general",
+        action="store_true",
+        help="messages decoded whole and refined the general way, not by segment_reader",
+    )
     parser.add_argument(
         "--no-freeze", action="store_true", help="leave startup's objects to the GC's collections"
     )

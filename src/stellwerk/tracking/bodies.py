@@ -29,11 +29,21 @@ def gunzip(body: bytes, limit: int) -> bytes:
 
 def decoded(body: bytes, encoding: str | None, limit: int) -> Any:
     """The JSON value of a body sent with `Content-Encoding: encoding`."""
+    return json_of(content_of(body, encoding, limit))
+
+
+def content_of(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The content of a body sent with `Content-Encoding: encoding`: gunzipped, or as it is."""
     coding = (encoding or "identity").strip().lower()
     if coding == "gzip":
-        body = gunzip(body, limit)
-    elif coding != "identity":
+        return gunzip(body, limit)
+    if coding != "identity":
         raise ApiError(415, "UnsupportedMediaType", f"Content-Encoding {coding[:40]!r} is not gzip")
+    return body
+
+
+def json_of(body: bytes) -> Any:
+    """The JSON value of a body's content, or 400."""
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as exc:

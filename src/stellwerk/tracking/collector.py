@@ -124,11 +124,43 @@ def tracked(
 _encode: Final = msgspec.json.Encoder().encode
 
 
+class Ready(msgspec.Struct, frozen=True, gc=False):
+    """A message a protocol's own reader checked, refined and encoded already (as `refine`,
+    `check` and `tracked` would have, byte for byte): the collector takes it as it is."""
+
+    encoded: bytes
+    id: str
+    type: str
+    subject: str | None
+    sent_id: str | None  # the message's own id (None: `id` was made up), for its failure
+
+
+class Dropped(msgspec.Struct, frozen=True, gc=False):
+    """A message a protocol's own reader found `refine` drops (no consent)."""
+
+
+DROPPED: Final = Dropped()
+
+
 class Collector:
-    def __init__(self, ingest: Ingest, metrics: TrackingMetrics, refine: Refine = keep) -> None:
+    def __init__(
+        self,
+        ingest: Ingest,
+        metrics: TrackingMetrics,
+        refine: Refine = keep,
+        quick: object = None,
+    ) -> None:
         self._ingest = ingest
         self._metrics = metrics
         self.refine = refine
+        self._quick = quick
+
+    def quick(self) -> object:
+        """The object whose method `refine` is, for protocols' own readers that give `Ready`
+        messages (`segment_reader` takes the `Refiner`): None when `refine` is another callable
+        (replaced), so that every message then passes that one."""
+        quick = self._quick
+        return quick if getattr(self.refine, "__self__", None) is quick is not None else None
 
     async def collect(
         self,
@@ -147,6 +179,25 @@ class Collector:
         dropped = 0
         source = binding.source
         for index, message in enumerate(messages):
+            if type(message) is Ready:
+                if len(message.encoded) <= MAX_EVENT_SIZE:
+                    events.append(
+                        DecodedEvent(
+                            len(events),
+                            message.encoded,
+                            message.id,
+                            source,
+                            message.type,
+                            message.subject,
+                        )
+                    )
+                    places.append(index)
+                    continue
+                failed.append(_too_large(index, len(message.encoded), message.sent_id))
+                continue
+            if message is DROPPED:
+                dropped += 1
+                continue
             problem = protocol.check(message)
             if problem is None:
                 refined = self.refine(message, arrival, binding)
@@ -212,6 +263,15 @@ class Collector:
         if taken.failed:
             failed = sorted([*failed, *(_failure(f, places) for f in taken.failed)], key=_index)
         return Collected(accepted=taken.accepted, dropped=dropped, failed=failed)
+
+
+def _too_large(index: int, size: int, id: str | None) -> Failure:
+    return Failure(
+        index=index,
+        error="EventTooLarge",
+        message=f"the event is {size} bytes encoded; the limit is {MAX_EVENT_SIZE} bytes",
+        id=id,
+    )
 
 
 def _failure(refused: FailedEvent, places: list[int]) -> Failure:

@@ -70,7 +70,9 @@ async def open_tracking(context: CapabilityContext) -> TrackingOpened:
     context.facades.offer_directory("Tracking sources", sources)
     return TrackingOpened(
         sources=sources,
-        collector=Collector(platform.ingest, TrackingMetrics(context.metrics), refiner.stored),
+        collector=Collector(
+            platform.ingest, TrackingMetrics(context.metrics), refiner.stored, quick=refiner
+        ),
         gate=platform.gate,
         max_body_bytes=context.settings.max_body_bytes,
         max_batch=context.settings.max_batch_events,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -65,7 +66,7 @@ class Refiner:
         # changes, and hashing a Binding on every message would cost more than the rest of it.
         self._policies: dict[int, tuple[Binding, ConsentPolicy, SourcePrivacy, SourcePrivacy]] = {}
         # Decisions and enrichments by visit (`_visit_key`): cleared, not evicted, when full.
-        self._visits: dict[tuple[object, ...], _Visit] = {}
+        self._visits: dict[tuple[object, ...], Visit] = {}
 
     def _compact(self, part: msgspec.Struct) -> dict[str, Any]:
         """A part of the enrichment as stored: its known fields only (an unknown value, `""`
@@ -117,14 +118,14 @@ class Refiner:
         policy: ConsentPolicy,
         privacy: SourcePrivacy,
         anonymous_privacy: SourcePrivacy,
-    ) -> _Visit:
+    ) -> Visit:
         """Consent, the decision and enrichment of a request, and what they add to every
         event of it: what `_visit_key`'s inputs decide."""
         generation = self._enricher.generation
         consent = consent_of(request, policy)
         decision = decide(consent, policy)
         if isinstance(decision, Drop):
-            return _Visit(binding, generation, False, None, {}, b"")
+            return Visit(binding, generation, False, None, {}, b"")
         anonymous = isinstance(decision, KeepAnonymous)
         if anonymous:
             request, privacy = anonymise(request), anonymous_privacy
@@ -138,7 +139,41 @@ class Refiner:
             "consent": stored_consent(consent, anonymous),
         }
         # Encoded once, without its closing brace: the start of every event's member (`stored`).
-        return _Visit(binding, generation, anonymous, enrichment, added, _encode(added)[:-1] + b",")
+        return Visit(binding, generation, anonymous, enrichment, added, _encode(added)[:-1] + b",")
+
+    def _keep(self, key: tuple[object, ...], visit: Visit) -> None:
+        if len(self._visits) >= VISITS_KEPT:
+            self._visits.clear()
+        self._visits[key] = visit
+
+    def settings(self, binding: Binding) -> tuple[ConsentPolicy, SourcePrivacy, SourcePrivacy]:
+        """The source's consent policy, its privacy settings, and those for anonymous events."""
+        return self._settings(binding)
+
+    def visit(
+        self,
+        key: tuple[object, ...],
+        sender: Sender,
+        listed: Sequence[str] | None,
+        binding: Binding,
+    ) -> Visit:
+        """The visit of `key` (`visit_key`'s, of the event's list of purposes `listed` and its
+        `sender`): from the cache, or worked out and kept. What `refine` decides for such an
+        event, for a protocol's own reader of messages that are not dicts (`segment_reader`)."""
+        visit = self._visits.get(key)
+        if (
+            visit is None
+            or visit.binding is not binding
+            or visit.generation != self._enricher.generation
+        ):
+            policy, privacy, anonymous_privacy = self._settings(binding)
+            # The list of purposes is all that consent reads of a message that has one; None:
+            # the message states no consent at all (and the request carries no TCF cookie).
+            payload = {} if listed is None else {"context": {"consent": {"purposes": list(listed)}}}
+            request = RequestContext(*sender, payload=payload)
+            visit = self._visit(request, binding, policy, privacy, anonymous_privacy)
+            self._keep(key, visit)
+        return visit
 
     def __call__(
         self, message: dict[str, Any], arrival: Arrival, binding: Binding
@@ -173,9 +208,7 @@ class Refiner:
             request = RequestContext(*sender, payload=message)
             visit = self._visit(request, binding, policy, privacy, anonymous_privacy)
             if key is not None:
-                if len(self._visits) >= VISITS_KEPT:
-                    self._visits.clear()
-                self._visits[key] = visit
+                self._keep(key, visit)
         # Else a visitor's next event: the same consent list, address, agent, page and referrer
         # as one before it, so the same decision and enrichment.
         enrichment = visit.enrichment
@@ -205,21 +238,33 @@ class Refiner:
         event_time = (
             _epoch_of_millis(message.get("ttm"), message.get("dtm")) if snowplow else None
         ) or _epoch(message.get("timestamp"), arrival.received_at)
-        user_data = _user_data(message, "uid" if snowplow else "userId", enrichment.ip, agent)
+        found = _user_data(message, "uid" if snowplow else "userId", enrichment.ip, agent)
         if raw:
-            # The visit's part, then this event's own: `{"ip":...,"consent":{...}` + `,` +
-            # `"received_at":...}`, the members in the order of the dict below.
-            own = _encode(_Own(arrival.received_at, event_time, user_data or None))
-            inner[MEMBER] = msgspec.Raw(visit.encoded + own[1:])
+            inner[MEMBER] = stored_member(visit, arrival.received_at, event_time, found)
         else:
             added = dict(visit.added)  # the shared part's values are shared, never changed
             added["received_at"] = arrival.received_at
             added["event_time"] = event_time
-            if user_data:
-                added["user_data"] = user_data
+            if found:
+                added["user_data"] = found
             inner[MEMBER] = added
         message["context"] = inner  # a top-level member: the collector lets refine set it
         return message
+
+
+def stored_member(
+    visit: Visit, received_at: str, event_time: int, found: dict[str, Any]
+) -> msgspec.Raw:
+    """`context.stellwerk` as its JSON: the visit's part, then this event's own
+    (`{"ip":...,"consent":{...}` + `,` + `"received_at":...}`), the members in the order of
+    `_refine`'s dict."""
+    own = _encode(_Own(received_at, event_time, found or None))
+    return msgspec.Raw(visit.encoded + own[1:])
+
+
+def epoch(timestamp: object, received_at: str) -> int:
+    """`_epoch`: Unix seconds of a message's `timestamp`, else of its arrival."""
+    return _epoch(timestamp, received_at)
 
 
 class _Own(msgspec.Struct, omit_defaults=True, gc=False):
@@ -233,7 +278,7 @@ class _Own(msgspec.Struct, omit_defaults=True, gc=False):
 _encode: Final = msgspec.json.Encoder().encode
 
 
-class _Visit(msgspec.Struct, frozen=True):
+class Visit(msgspec.Struct, frozen=True):
     """What a visit's inputs decided: whether the event is kept anonymously, its enrichment
     (None: dropped, no consent) and the part of `context.stellwerk` made of them. The binding
     and the enricher's generation are held so that a key whose binding id was reused by
@@ -248,7 +293,7 @@ class _Visit(msgspec.Struct, frozen=True):
 
 
 def _visit_key(
-    message: dict[str, Any], sender: _Sender, binding_id: int
+    message: dict[str, Any], sender: Sender, binding_id: int
 ) -> tuple[object, ...] | None:
     """The inputs that decide consent and enrichment, when they are the common ones: a
     tracker's list of purposes (strings) as the event's consent, and an address, agent, page
@@ -262,6 +307,11 @@ def _visit_key(
     for value in listed:
         if not isinstance(value, str):
             return None
+    return visit_key(listed, sender, binding_id)
+
+
+def visit_key(listed: Sequence[str], sender: Sender, binding_id: int) -> tuple[object, ...] | None:
+    """`_visit_key` of a list of at most `MAX_VISIT_PURPOSES` strings."""
     ip, agent, url, referrer, headers = sender
     if len(agent) + len(url) + len(referrer) + len(ip) > MAX_VISIT_TEXT:
         return None
@@ -290,7 +340,7 @@ def _stored_consent(origin: str, purposes: frozenset[str], anonymous: bool) -> d
     }
 
 
-_Sender = tuple[str, str, str, str, dict[str, str]]
+Sender = tuple[str, str, str, str, dict[str, str]]
 """A `RequestContext`'s members but the payload: address, agent, page, referrer, headers."""
 
 
@@ -306,7 +356,7 @@ def request_context(message: dict[str, Any], arrival: Arrival, binding: Binding)
     return RequestContext(*_sender(message, arrival, binding.kind), payload=message)
 
 
-def _sender(message: dict[str, Any], arrival: Arrival, kind: str) -> _Sender:
+def _sender(message: dict[str, Any], arrival: Arrival, kind: str) -> Sender:
     """`request_context`'s members but the payload, as a tuple (cheaper than the struct on a
     visit's next event, which reads no more than the address and the agent)."""
     inner = message.get("context")
@@ -319,6 +369,14 @@ def _sender(message: dict[str, Any], arrival: Arrival, kind: str) -> _Sender:
     else:
         ip, agent = inner.get("ip"), inner.get("userAgent")
         url, referrer = page.get("url"), page.get("referrer")
+    return sender_of(ip, agent, url, referrer, arrival, kind)
+
+
+def sender_of(
+    ip: object, agent: object, url: object, referrer: object, arrival: Arrival, kind: str
+) -> Sender:
+    """The sender of the values a message holds (of any type: a value that is no string, or
+    an empty one, counts as not given), with the request's where the message gives none."""
     headers = arrival.headers
     if not (isinstance(agent, str) and agent):
         if arrival.origin or kind == "snowplow":
@@ -413,15 +471,20 @@ def _user_data(message: dict[str, Any], user_field: str, ip: str, agent: str) ->
     in a list, with the (anonymised) address and the agent, in the Meta Conversions API's
     `user_data` shape. A pseudonymised field gives the hash of its pseudonym; an anonymous
     event has none of them."""
-    found: dict[str, Any] = {}
     traits = message.get("traits")
     inner = message.get("context")
     if not isinstance(traits, dict) and isinstance(inner, dict):
         traits = inner.get("traits")
     email = traits.get("email") if isinstance(traits, dict) else None
+    # Segment's userId, Snowplow's uid
+    return user_data(email, message.get(user_field), ip, agent)
+
+
+def user_data(email: object, user: object, ip: str, agent: str) -> dict[str, Any]:
+    """`_user_data` of the e-mail address and the user id a message holds (any values)."""
+    found: dict[str, Any] = {}
     if isinstance(email, str) and email.strip():
         found["em"] = [_sha256(email.strip().lower())]
-    user = message.get(user_field)  # Segment's userId, Snowplow's uid
     if isinstance(user, str | int) and not isinstance(user, bool) and str(user):
         found["external_id"] = [_sha256(str(user))]
     if ip:

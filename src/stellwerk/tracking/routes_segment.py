@@ -26,11 +26,13 @@ from stellwerk.api import Answerer, ApiError, Deferred, api_error, capability_of
 from stellwerk.clock import utc_now
 from stellwerk.events import format_rfc3339
 from stellwerk.service import ServiceError
+from stellwerk.tracking import segment_reader
 from stellwerk.tracking.admission import Refused, admitted, preflight
-from stellwerk.tracking.bodies import decoded
+from stellwerk.tracking.bodies import content_of, json_of
 from stellwerk.tracking.collector import Arrival, Collected, Failure
 from stellwerk.tracking.model import Binding
 from stellwerk.tracking.opened import NAME, TrackingOpened
+from stellwerk.tracking.refine import Refiner
 from stellwerk.tracking.segment import SEGMENT, messages_of
 
 _encode: Final = msgspec.json.Encoder().encode
@@ -195,14 +197,26 @@ async def take(
     allowed: dict[str, str] = {}
     try:
         first = heard.first
-        body = decoded(await read_body(), first.get("content-encoding"), opened.max_body_bytes)
+        content = content_of(
+            await read_body(), first.get("content-encoding"), opened.max_body_bytes
+        )
+        # The messages read for what the collector needs, the rest kept raw, while the
+        # collector refines with the refiner it was made with (else, and for a body that
+        # reader leaves, decoded whole).
+        refiner = opened.collector.quick()
+        fast = segment_reader.read(content, kind) if isinstance(refiner, Refiner) else None
+        body = fast.key_holder() if fast is not None else json_of(content)
         binding = await _binding(opened, first.get("authorization"), body)
         # The request's token is left to ingest, taken with the events' (one limiter call).
         allowed = await admitted(opened, binding, first.get("origin"), "segment", rated=False)
 
         async def collect() -> Collected:
-            messages = messages_of(body, kind, max_batch=opened.max_batch)
-            return await opened.collector.collect(binding, heard.arrival(), messages, SEGMENT)
+            arrival = heard.arrival()
+            if fast is not None and isinstance(refiner, Refiner):
+                messages = fast.messages(refiner, arrival, binding, max_batch=opened.max_batch)
+            else:
+                messages = messages_of(body, kind, max_batch=opened.max_batch)
+            return await opened.collector.collect(binding, arrival, messages, SEGMENT)
 
         collected = await opened.gate.counted(binding.tenant.id, collect)
     except Refused as exc:
