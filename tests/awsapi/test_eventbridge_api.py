@@ -7,15 +7,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import types
+from typing import Any
 
+import boto3
 import botocore.auth
 import botocore.crt.auth
 import httpx
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ParamValidationError
 from click.testing import CliRunner
 from tests.awsapi.conftest import Server, error_of
 
@@ -136,6 +139,45 @@ def test_more_than_ten_entries_is_a_validation_error(server: Server) -> None:
     code, message = error_of(exc)
     assert code == "ValidationException"
     assert "less than or equal to 10" in message
+
+
+def test_without_botocore_s_parameter_validation_the_server_refuses_the_same_calls(
+    server: Server,
+) -> None:
+    """`Config(parameter_validation=False)`, which docs/eventbridge-api.md advises for
+    throughput: what botocore would refuse before sending, the server refuses."""
+    key = server.bootstrap.admin_key
+    unchecked = boto3.client(
+        "events",
+        endpoint_url=server.url,
+        region_name="eu-central-1",
+        aws_access_key_id=key.split("_")[1],
+        aws_secret_access_key=key,
+        config=Config(parameter_validation=False, retries={"max_attempts": 1}),
+    )
+    with pytest.raises(ParamValidationError):  # the default client refuses before sending
+        server.admin.put_events(Entries=[])
+    calls: list[dict[str, Any]] = [{"Entries": []}, {}]
+    for call in calls:
+        with pytest.raises(ClientError) as exc:
+            unchecked.put_events(**call)
+        code, message = error_of(exc)
+        assert code == "ValidationException"
+        assert "Entries must have at least 1 member" in message
+    answer = unchecked.put_events(
+        Entries=[
+            {"Source": "s", "DetailType": "t", "Detail": "{}"},
+            {"Source": 1, "DetailType": "t", "Detail": "{}"},
+            {"Source": "s", "DetailType": "t", "Detail": {"not": "a string"}},
+        ]
+    )
+    assert answer["FailedEntryCount"] == 2
+    taken, numeric_source, object_detail = answer["Entries"]
+    assert "EventId" in taken
+    assert numeric_source["ErrorCode"] == "InvalidArgument"
+    assert "Source" in numeric_source["ErrorMessage"]
+    assert object_detail["ErrorCode"] == "InvalidArgument"
+    assert "Detail" in object_detail["ErrorMessage"]
 
 
 def test_buses_are_created_described_listed_by_page_and_deleted(server: Server) -> None:
