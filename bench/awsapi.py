@@ -8,7 +8,7 @@ Prints, with issue 19's targets:
   events** (10 a request, CloudEvents batch JSON over one keep-alive `http.client` connection), each
   from `--clients` client processes for `--duration` seconds against one `stellwerk serve
   --processes 1`: events/s, their ratio (target >= 0.6) and the server's CPU µs per event.
-  Phases alternate (native, boto3, native, boto3) and the better of each pair counts.
+  Phases alternate (native, boto3, boto3 tuned, native, ...) and the best of each kind counts.
 - **Native ingest at boto3's rate**: once more, each native client paced to its share of
   boto3's best events/s: the server's CPU per event grows as the rate falls (its per-wake-up
   and per-commit work is shared by fewer events), so this is the server figure to set beside
@@ -24,8 +24,8 @@ Two modes, both run unless `--mode` picks one (docs/eventbridge-api.md, "Benchma
   boto3's own CPU weighs on the ratio as much as the server's.
 - **pinned**: the server's process tree on one core and the client processes on another
   (`os.sched_setaffinity`, inherited by every thread and child), so neither side takes the
-  other's CPU: what the server carries with the clients' side held to one core, and, from the
-  busy figures, which side was the bound.
+  other's CPU: what the server carries with the clients' side held to one core; closing lines
+  name the side that bounds each kind's best rate.
 
 Beside boto3 as a default user makes it (`boto3.client("events", endpoint_url=...)`, the
 headline), `boto3 tuned` is the same with `Config(parameter_validation=False)`.
