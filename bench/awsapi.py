@@ -348,8 +348,15 @@ def affinity_of_tree(pid: int) -> set[int]:
 
     cores: set[int] = set()
     for each in process_tree(pid):
-        for task in Path(f"/proc/{each}/task").iterdir():
-            cores |= os.sched_getaffinity(int(task.name))
+        try:
+            tasks = list(Path(f"/proc/{each}/task").iterdir())
+        except OSError:  # the process ended meanwhile
+            continue
+        for task in tasks:
+            try:
+                cores |= os.sched_getaffinity(int(task.name))
+            except OSError:  # the thread ended meanwhile
+                continue
     return cores
 
 
