@@ -20,6 +20,7 @@ from tests.conftest import Bootstrap, free_port
 from tests.polling import wait_until
 
 SECRET = "pair-secret-0123456789abcdef"
+READY_SECONDS = 90.0
 # A revoked key is refused within the key cache's time: a second, not five, for the tests.
 FLAGS = ("--allow-private-targets", "--key-cache-seconds", "1")
 
@@ -33,7 +34,9 @@ class Site:
     first: Bootstrap | None = None
 
     def ready(self) -> None:
-        self.server.wait_until("/readyz", 200)
+        # The bound `running_server` gives a start: 30 s was not enough for two sites starting
+        # side by side on a loaded 2-core machine (load average 20).
+        self.server.wait_until("/readyz", 200, timeout=READY_SECONDS)
         path = self.server.data_dir / "bootstrap.json"
         self.bootstrap = Bootstrap(**json.loads(path.read_text()))
 
