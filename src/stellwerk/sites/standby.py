@@ -88,7 +88,8 @@ class SiteStandby:
 
     async def refresh(self) -> None:
         active: dict[BusRef, str] = {}
-        for record in await self._store.endpoints():
+        standing = await self._store.standing()
+        for record in standing.endpoints:
             spec = record.spec
             if self._local not in (spec.primary, spec.secondary) or record.active == self._local:
                 continue
@@ -96,8 +97,8 @@ class SiteStandby:
             if tenant is not None:
                 for bus in spec.buses:
                     active[BusRef(tenant, bus)] = record.active
-        self._through = await self._by_bus(await self._store.all_routed())
-        self._replicated = await self._by_bus(await self._store.all_cursors())
+        self._through = await self._by_bus(standing.routed)
+        self._replicated = await self._by_bus(standing.cursors)
         if active.keys() != self._active.keys():
             log.info("standing by", buses=sorted(str(bus) for bus in active))
         self._active = active

@@ -56,6 +56,15 @@ class EndpointRecord:
     updated_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """What a standby's router needs to know, read at once (`SitesStore.standing`)."""
+
+    endpoints: list[EndpointRecord]
+    routed: dict[tuple[TenantId, str, str], int]  # how far each peer routed each bus
+    cursors: dict[tuple[TenantId, str, str], int]  # what each peer has of each bus
+
+
 class SitesStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -163,13 +172,13 @@ class SitesStore:
                 updated_at=to_us(now),
             )
 
-    async def all_cursors(self) -> dict[tuple[TenantId, str, str], int]:
-        """Every replication cursor's position, by tenant, peer site and bus."""
+    async def standing(self) -> Standing:
+        """Every endpoint, routed position and cursor, read together (one transaction: each
+        takes the control plane's write lock, `BEGIN IMMEDIATE`, even to read)."""
+        query = endpoints.select().order_by(endpoints.c.tenant_id, endpoints.c.name)
         async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(cursors.c.tenant_id, cursors.c.site, cursors.c.bus, cursors.c.position)
-            )
-            return {(TenantId(r.tenant_id), r.site, r.bus): int(r.position) for r in rows}
+            found = [_endpoint(row) for row in await conn.execute(query)]
+            return Standing(found, await _all_routed(conn), await _all_cursors(conn))
 
     async def put_routed(
         self, tenant_id: TenantId, site: str, through: dict[str, int], now: datetime
@@ -186,14 +195,6 @@ class SitesStore:
         async with self._engine.connect() as conn:
             rows = await conn.execute(sa.select(routed.c.bus, routed.c.through_us).where(where))
             return {r.bus: int(r.through_us) for r in rows}
-
-    async def all_routed(self) -> dict[tuple[TenantId, str, str], int]:
-        """How far each peer site has routed each bus, by tenant, site and bus."""
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(routed.c.tenant_id, routed.c.site, routed.c.bus, routed.c.through_us)
-            )
-            return {(TenantId(r.tenant_id), r.site, r.bus): int(r.through_us) for r in rows}
 
     async def put_endpoint(
         self, tenant_id: TenantId, name: str, spec: EndpointInput, now: datetime
@@ -292,6 +293,20 @@ class SitesStore:
                 )
                 .values(mirrored=True)
             )
+
+
+async def _all_cursors(conn: AsyncConnection) -> dict[tuple[TenantId, str, str], int]:
+    rows = await conn.execute(
+        sa.select(cursors.c.tenant_id, cursors.c.site, cursors.c.bus, cursors.c.position)
+    )
+    return {(TenantId(r.tenant_id), r.site, r.bus): int(r.position) for r in rows}
+
+
+async def _all_routed(conn: AsyncConnection) -> dict[tuple[TenantId, str, str], int]:
+    rows = await conn.execute(
+        sa.select(routed.c.tenant_id, routed.c.site, routed.c.bus, routed.c.through_us)
+    )
+    return {(TenantId(r.tenant_id), r.site, r.bus): int(r.through_us) for r in rows}
 
 
 async def _forward(
