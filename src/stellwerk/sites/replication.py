@@ -43,6 +43,10 @@ CURSOR_WRITE_SECONDS: Final = 1.0  # at most this often for pages of replicas al
 # must outlast a sync round trip and the sync path's cursor write (`sync.CURSOR_FLUSH_SECONDS`),
 # or the replicator sends again what the peer has (harmless, but a whole request and append).
 SYNC_HOLD_SECONDS: Final = 0.3
+# After a short page the shipper lets the bus gather this long before it reads again: without
+# it a peer taking sync replicas one by one woke its replicator and read its log once per event
+# (to pass each over). Appends meanwhile are not missed: the tail is armed before each read.
+GATHER_SECONDS: Final = 0.05
 
 _encode: Final = msgspec.json.Encoder().encode
 _decode_batch: Final = msgspec.json.Decoder(ReplicaBatch).decode
@@ -217,6 +221,7 @@ class Replicator:
                 unwritten = cursor
             if not whole:
                 gauge.set(0)
+                await asyncio.sleep(GATHER_SECONDS)
 
     async def _left_by_sync(
         self, principal: Principal, site: str, bus: str, page: list[StoredEvent]

@@ -37,7 +37,7 @@ RELOAD_SECONDS: Final = 1.0
 DEGRADED_SECONDS: Final = 2.0
 # The replication cursor is written at most this often per bus (a control-plane commit each);
 # the replicator's hold (`replication.SYNC_HOLD_SECONDS`) outlasts it.
-CURSOR_FLUSH_SECONDS: Final = 0.1
+CURSOR_FLUSH_SECONDS: Final = 0.2
 # How long a known prefix (`_Prefix`) is trusted before it is read again from the cursor, which
 # the replicator moves too (it ships what the sync path left: degraded requests' events).
 PREFIX_READ_SECONDS: Final = 1.0
