@@ -14,12 +14,20 @@ import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.polling import eventually
 from tests.storage.eventlog_support import ACME_DEFAULT, MovableClock, body_of, new_event
 
 from stellwerk.clock import from_us, to_us
 from stellwerk.events.rfc3339 import format_rfc3339
 from stellwerk.refs import BusRef, TenantName
-from stellwerk.seams import AppendStatus, EventLogError, LogOverloaded, NewEvent
+from stellwerk.seams import (
+    AppendResult,
+    AppendStatus,
+    EventLogError,
+    LogClosed,
+    LogOverloaded,
+    NewEvent,
+)
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog, chunks
 from stellwerk.storage.eventlog.sqlite.commit import MAX_CHUNK_EVENTS, GroupCommitter, _Plan
 from stellwerk.storage.eventlog.sqlite.dedup import block_digests, block_positions, halves
@@ -140,6 +148,49 @@ async def test_appends_are_acknowledged_after_the_closing_drain(tmp_path: Path) 
     assert all(r[0].status is AppendStatus.STORED for r in results)
     async with SqliteEventLog(tmp_path / LOG_DIR) as reopened:
         assert len(await reopened.read(ACME_DEFAULT)) == 20
+
+
+async def test_appends_from_other_threads_loops_are_each_answered_across_the_close(
+    tmp_path: Path,
+) -> None:
+    """The hand-over takes no lock with the writer: appends from several loops at once, some
+    while the log closes, are each answered (stored, or refused as closed), and every one
+    answered as stored is in the log."""
+    log = SqliteEventLog(tmp_path / LOG_DIR)
+    await log.start()
+    outcomes: dict[str, list[list[AppendResult] | LogClosed]] = {"a": [], "b": []}
+    started = threading.Barrier(3)
+
+    def appender(name: str) -> None:
+        async def run() -> None:
+            started.wait()
+            for i in range(300):
+                try:
+                    outcomes[name].append(await log.append([new_event(f"{name}{i}")]))
+                except LogClosed as exc:
+                    outcomes[name].append(exc)
+
+        asyncio.run(run())
+
+    threads = [threading.Thread(target=appender, args=(n,)) for n in outcomes]
+    for thread in threads:
+        thread.start()
+    await asyncio.to_thread(started.wait)
+    # Close mid-stream: once each thread has had a few appends answered.
+    await eventually(lambda: all(len(answers) >= 5 for answers in outcomes.values()))
+    await log.close()
+    for thread in threads:
+        await asyncio.to_thread(thread.join, 30)  # a hang guard
+        assert not thread.is_alive()
+    stored = [
+        result[0].position
+        for answers in outcomes.values()
+        for result in answers
+        if isinstance(result, list)
+    ]
+    assert all(len(answers) == 300 for answers in outcomes.values())
+    async with SqliteEventLog(tmp_path / LOG_DIR) as reopened:
+        assert sorted(e.position for e in await reopened.read(ACME_DEFAULT)) == sorted(stored)
 
 
 async def test_a_failing_observer_does_not_fail_durable_appends(tmp_path: Path) -> None:
