@@ -2,12 +2,11 @@
 
 Two threads. The writer thread (`GroupCommitter.commit_group`, run by `writer.LogWriter`) owns
 the next position, the streams, the last recorded time and the newest dedup entries: it stores
-a group with one synchronized `pwritev` (`O_DSYNC`: a write and an `fdatasync` in one call),
-and its callers are answered then. The indexer thread (`Indexer`) brings the index up to date
-with the groups stored since its last commit, every `index_interval` seconds, and writes the
-dedup runs and deletes expired ones. So the index costs a few pages per interval instead of a
-few pages per group, and nothing it does ever stands between an append and its
-acknowledgement.
+a group with one `writev` and one `fdatasync`, and its callers are answered then. The indexer
+thread (`Indexer`) brings the index up to date with the groups stored since its last commit,
+every `index_interval` seconds, and writes the dedup runs and deletes expired ones. So the index
+costs a few pages per interval instead of a few pages per group, and nothing it does ever
+stands between an append and its acknowledgement.
 
 Positions are assigned in commit order, bus by bus within a group, so that each bus's events of
 a group form one chunk; recorded time is read once per group and never goes back, so positions

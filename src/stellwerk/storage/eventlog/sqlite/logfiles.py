@@ -21,12 +21,6 @@ from typing import Final
 from stellwerk.storage.eventlog.sqlite import chunks
 
 SUFFIX: Final = ".log"
-# Appends are opened for synchronized data writes: a `pwritev` returns once its bytes (and the
-# file size that reads them) are on disk, as a write and an `fdatasync` would, in one system
-# call. The writer thread then gives up the GIL once per group for the disk instead of twice,
-# and each time it takes it back it may wait for the event loop's thread to let go of it.
-_APPEND_FLAGS: Final = os.O_WRONLY | os.O_CREAT | getattr(os, "O_DSYNC", 0)
-_DSYNC: Final = bool(getattr(os, "O_DSYNC", 0))
 MAX_FILE_BYTES: Final = 256 * 1024 * 1024
 _SCAN_READ: Final = 1 << 20
 
@@ -73,9 +67,8 @@ class LogFiles:
         return self._file, self._written
 
     def append(self, data: list[bytes]) -> list[tuple[int, int]]:
-        """Write chunks after one another; return each one's `(file, offset)`. Durable once
-        `sync` returns (with `O_DSYNC`, already when this does; `sync` then only says so).
-        Rolls to a new file first if the current one is full."""
+        """Write chunks after one another; return each one's `(file, offset)`. Not yet durable:
+        `sync` makes it so. Rolls to a new file first if the current one is full."""
         if self._fd is None:
             raise RuntimeError("the log files are not open for appending")
         if self._cut_pending:
@@ -101,9 +94,6 @@ class LogFiles:
     def sync(self) -> None:
         """Make what was written durable; if that fails, cut it off again."""
         if self._fd is None:
-            return
-        if _DSYNC:
-            self._size = self._written  # each write was synchronized already
             return
         try:
             os.fdatasync(self._fd)
@@ -147,7 +137,7 @@ class LogFiles:
         self.open_for_append(self._file + 1, 0)
 
     def _open_file(self, number: int, size: int) -> int:
-        fd = os.open(self.directory / file_name(number), _APPEND_FLAGS, 0o600)
+        fd = os.open(self.directory / file_name(number), os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             if os.fstat(fd).st_size != size:
                 os.ftruncate(fd, size)
