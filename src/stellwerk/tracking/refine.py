@@ -64,7 +64,10 @@ class Refiner:
         self._parts: dict[int, tuple[msgspec.Struct, dict[str, Any]]] = {}
         # By the binding's identity: the source cache hands out one object per source until it
         # changes, and hashing a Binding on every message would cost more than the rest of it.
-        self._policies: dict[int, tuple[Binding, ConsentPolicy, SourcePrivacy, SourcePrivacy]] = {}
+        self._policies: dict[int, tuple[Binding, _Settings]] = {}
+        # The first binding of each value seen: the source cache makes a new object of an
+        # unchanged source every few seconds, and visits are kept by the binding's identity.
+        self._canonical: dict[Binding, Binding] = {}
         # Decisions and enrichments by visit (`_visit_key`): cleared, not evicted, when full.
         self._visits: dict[tuple[object, ...], Visit] = {}
 
@@ -91,7 +94,9 @@ class Refiner:
             self._tenant_keys[tenant_id] = key
         return key
 
-    def _settings(self, binding: Binding) -> tuple[ConsentPolicy, SourcePrivacy, SourcePrivacy]:
+    def _settings(self, binding: Binding) -> _Settings:
+        """The binding of the same value first seen (whose identity visits are kept by), the
+        source's consent policy, its privacy settings, and those for anonymous events."""
         found = self._policies.get(id(binding))
         if found is None or found[0] is not binding:
             tcf = dict(binding.tcf_purposes)
@@ -108,8 +113,12 @@ class Refiner:
             anonymous = msgspec.structs.replace(privacy, keep_full_ip=False)
             if len(self._policies) >= 1000:  # bindings change; keep this a bound, not a leak
                 self._policies.clear()
-            found = self._policies[id(binding)] = (binding, policy, privacy, anonymous)
-        return found[1:]
+            if len(self._canonical) >= 1000:
+                self._canonical.clear()
+            canonical = self._canonical.setdefault(binding, binding)
+            settings = (canonical, policy, privacy, anonymous)
+            found = self._policies[id(binding)] = (binding, settings)
+        return found[1]
 
     def _visit(
         self,
@@ -141,13 +150,19 @@ class Refiner:
         # Encoded once, without its closing brace: the start of every event's member (`stored`).
         return Visit(binding, generation, anonymous, enrichment, added, _encode(added)[:-1] + b",")
 
+    @property
+    def generation(self) -> int:
+        """The enricher's: a visit of another generation is stale."""
+        return self._enricher.generation
+
     def _keep(self, key: tuple[object, ...], visit: Visit) -> None:
         if len(self._visits) >= VISITS_KEPT:
             self._visits.clear()
         self._visits[key] = visit
 
-    def settings(self, binding: Binding) -> tuple[ConsentPolicy, SourcePrivacy, SourcePrivacy]:
-        """The source's consent policy, its privacy settings, and those for anonymous events."""
+    def settings(self, binding: Binding) -> _Settings:
+        """The binding of the same value visits are kept by, the source's consent policy, its
+        privacy settings, and those for anonymous events."""
         return self._settings(binding)
 
     def visit(
@@ -161,17 +176,17 @@ class Refiner:
         `sender`): from the cache, or worked out and kept. What `refine` decides for such an
         event, for a protocol's own reader of messages that are not dicts (`segment_reader`)."""
         visit = self._visits.get(key)
+        canonical, policy, privacy, anonymous_privacy = self._settings(binding)
         if (
             visit is None
-            or visit.binding is not binding
+            or visit.binding is not canonical
             or visit.generation != self._enricher.generation
         ):
-            policy, privacy, anonymous_privacy = self._settings(binding)
             # The list of purposes is all that consent reads of a message that has one; None:
             # the message states no consent at all (and the request carries no TCF cookie).
             payload = {} if listed is None else {"context": {"consent": {"purposes": list(listed)}}}
             request = RequestContext(*sender, payload=payload)
-            visit = self._visit(request, binding, policy, privacy, anonymous_privacy)
+            visit = self._visit(request, canonical, policy, privacy, anonymous_privacy)
             self._keep(key, visit)
         return visit
 
@@ -192,21 +207,21 @@ class Refiner:
     def _refine(
         self, message: dict[str, Any], arrival: Arrival, binding: Binding, raw: bool
     ) -> dict[str, Any] | None:
-        policy, privacy, anonymous_privacy = self._settings(binding)
+        canonical, policy, privacy, anonymous_privacy = self._settings(binding)
         message = _without_forgeries(message)
         sender = _sender(message, arrival, binding.kind)
-        key = _visit_key(message, sender, id(binding))
+        key = _visit_key(message, sender, id(canonical))
         visit = self._visits.get(key) if key is not None else None
         # The request's context is made only when it is read: on a visit's first event, or to
         # anonymise one (a hit needs no more than the sender's address and agent).
         request: RequestContext | None = None
         if (
             visit is None
-            or visit.binding is not binding
+            or visit.binding is not canonical
             or visit.generation != self._enricher.generation
         ):
             request = RequestContext(*sender, payload=message)
-            visit = self._visit(request, binding, policy, privacy, anonymous_privacy)
+            visit = self._visit(request, canonical, policy, privacy, anonymous_privacy)
             if key is not None:
                 self._keep(key, visit)
         # Else a visitor's next event: the same consent list, address, agent, page and referrer
@@ -262,6 +277,18 @@ def stored_member(
     return msgspec.Raw(visit.encoded + own[1:])
 
 
+def own_part(received_at: str, event_time: int, found: dict[str, Any]) -> bytes:
+    """The members of `context.stellwerk` that are an event's own, as `stored_member` writes
+    them after the visit's part: `"received_at":...}` (the closing brace included)."""
+    return _encode(_Own(received_at, event_time, found or None))[1:]
+
+
+def user_data_part(found: dict[str, Any]) -> bytes:
+    """What `own_part` writes of `user_data` after `event_time`: `,"user_data":{...}`, or
+    nothing for none."""
+    return b',"user_data":' + _encode(found) if found else b""
+
+
 def epoch(timestamp: object, received_at: str) -> int:
     """`_epoch`: Unix seconds of a message's `timestamp`, else of its arrival."""
     return _epoch(timestamp, received_at)
@@ -276,6 +303,9 @@ class _Own(msgspec.Struct, omit_defaults=True, gc=False):
 
 
 _encode: Final = msgspec.json.Encoder().encode
+
+
+_Settings = tuple[Binding, ConsentPolicy, SourcePrivacy, SourcePrivacy]
 
 
 class Visit(msgspec.Struct, frozen=True):

@@ -24,7 +24,10 @@ stay on one line.
 
 from __future__ import annotations
 
+import functools
+import re
 import uuid
+from datetime import date
 from typing import Any, Final
 
 import msgspec
@@ -39,10 +42,11 @@ from stellwerk.tracking.refine import (
     MAX_VISIT_PURPOSES,
     MEMBER,
     Refiner,
+    Visit,
     epoch,
     sender_of,
-    stored_member,
     user_data,
+    user_data_part,
     visit_key,
 )
 from stellwerk.tracking.segment import MAX_ID_LENGTH, TYPES, messages_of
@@ -50,6 +54,9 @@ from stellwerk.tracking.segment import MAX_ID_LENGTH, TYPES, messages_of
 _FORGED_TOP: Final = "context." + MEMBER
 _FORGED_INNER: Final = MEMBER + "."
 _NO_CONSENT: Final = (object(),)
+
+
+_NULL: Final = msgspec.Raw(b"null")
 
 
 class _Object(msgspec.Struct, gc=False):
@@ -97,10 +104,8 @@ class _Message(msgspec.Struct, gc=False):
     properties: _Object | None = None
     integrations: _Object | None = None
     traits: _Traits | None = None
-    context: _Context | None = None
-
-
-_NULL: Final = msgspec.Raw(b"null")
+    # Read by what it decides (`_Seen`): the same bytes, the same context.
+    context: msgspec.Raw = _NULL
 
 
 class _Batch(msgspec.Struct, gc=False):
@@ -131,14 +136,29 @@ _encode: Final = msgspec.json.Encoder().encode
 # Members of a message the view reads as more than an object: a pseudonymised one (but the
 # ids, and paths into `context.traits`) leaves the message to the general way.
 _VIEWED: Final = frozenset(_Message.__struct_fields__) - {"properties", "integrations", "traits"}
+_IDS: Final = frozenset({"userId", "anonymousId"})
+_TRAITS: Final = ["context", "traits"]
 
 
 def _compact(content: bytes) -> bytes:
     """The body without whitespace between tokens, when it may have some: a raw `\\n`, `\\r`
-    or `\\t` is never inside a JSON string, and `": ` only as an escaped quote's."""
-    if b'": ' in content or b"\n" in content or b"\r" in content or b"\t" in content:
+    or `\\t` is never inside a JSON string, and a serializer that puts spaces after separators
+    (Python's `json`, as the SDKs send) shows them in the first members (`": `, `, "` are
+    there only as an escaped quote's otherwise). A body that is compact at its start but not
+    further on is stored with its spaces: equal as JSON, on one line still."""
+    start = content[:_LOOK]
+    if (
+        b'": ' in start
+        or b', "' in start
+        or b"\n" in content
+        or b"\r" in content
+        or b"\t" in content
+    ):
         return msgspec.json.format(content, indent=-1)
     return content
+
+
+_LOOK: Final = 2_048
 
 
 class Body:
@@ -150,14 +170,12 @@ class Body:
         kind: str | None,
         raws: list[msgspec.Raw],
         shared: list[tuple[str, msgspec.Raw]],
-        shared_context: _Context | None,
         write_key: object,
     ) -> None:
         self._content = content
         self._kind = kind
         self._raws = raws
         self._shared = shared
-        self._shared_context = shared_context
         self.write_key = write_key
         self._general: list[Any] | None = None
 
@@ -187,7 +205,7 @@ class Body:
             except msgspec.DecodeError:
                 pass  # not an object, or not of the view's types
             else:
-                item = taker.take(layout, view, self._kind, self._shared, self._shared_context)
+                item = taker.take(layout, view, self._kind, self._shared)
             items.append(self._general_message(index) if item is None else item)
         return items
 
@@ -205,12 +223,11 @@ def read(content: bytes, kind: str | None) -> Body | None:
     try:
         content = _compact(content)
         if kind is not None:
-            return Body(content, kind, [msgspec.Raw(content)], [], None, _single(content).writeKey)
+            return Body(content, kind, [msgspec.Raw(content)], [], _single(content).writeKey)
         batch = _batch(content)
         shared: list[tuple[str, msgspec.Raw]] = []
-        shared_context: _Context | None = None
         if batch.context != _NULL:
-            shared_context = _context_view(batch.context)
+            _object(batch.context)
             shared.append(("context", batch.context))
         if batch.integrations != _NULL:
             _object(batch.integrations)
@@ -220,7 +237,79 @@ def read(content: bytes, kind: str | None) -> Body | None:
             shared.append(("sentAt", batch.sentAt))
     except msgspec.DecodeError:
         return None
-    return Body(content, None, batch.batch, shared, shared_context, batch.writeKey)
+    return Body(content, None, batch.batch, shared, batch.writeKey)
+
+
+class _Seen(msgspec.Struct, gc=False):
+    """What a message's `context` (its JSON, the same bytes) decides under one source and
+    request sender: the visit, and for a message to store, the stored context up to its
+    event's own part of `context.stellwerk` (`prefix`), the sender's agent, the enriched
+    address, and the e-mail address of `context.traits` (pseudonymised if the source says)."""
+
+    outcome: int  # _TAKE, _DROP or _LEAVE
+    visit: Visit | None
+    prefix: bytes = b""
+    agent: str = ""
+    ip: str = ""
+    email: object = None
+    no_consent: bool = False  # states none: `gdpr_consent` would decide
+    # `user_data`'s part of `context.stellwerk` by e-mail address and user id (strings).
+    users: dict[tuple[str | None, str | None], bytes] = msgspec.field(default_factory=dict)
+
+
+_TAKE: Final = 0
+_DROP: Final = 1
+_LEAVE: Final = 2  # to the general way
+_LEFT: Final = _Seen(_LEAVE, None)
+_PLACEHOLDER: Final = msgspec.Raw(b"0")
+_CONTEXTS_KEPT: Final = 32_768
+_USERS_KEPT: Final = 256
+_MAX_CONTEXT: Final = 8_192  # bytes; a longer context is worked out each time, never kept
+
+
+class _Contexts:
+    """`_Seen` by source, request sender and context bytes, for all requests: a visitor's
+    events repeat their context as long as they stay on a page. Cleared, not evicted, when
+    full; an entry whose visit is stale (the source's settings, the geo answers) is replaced."""
+
+    def __init__(self) -> None:
+        self.by_sender: dict[tuple[object, ...], dict[bytes, _Seen]] = {}
+        self.count = 0
+
+    def of(self, key: tuple[object, ...]) -> dict[bytes, _Seen]:
+        found = self.by_sender.get(key)
+        if found is None:
+            if len(self.by_sender) >= 4_096:
+                self.clear()
+            found = self.by_sender[key] = {}
+        return found
+
+    def kept(self, seen: dict[bytes, _Seen], context: bytes, entry: _Seen) -> None:
+        if len(context) > _MAX_CONTEXT:
+            return
+        if self.count >= _CONTEXTS_KEPT:
+            self.clear()
+        self.count += 1
+        seen[context] = entry
+
+    def clear(self) -> None:
+        for seen in self.by_sender.values():
+            seen.clear()  # a request holding one keeps adding to a dict no longer counted
+        self.by_sender.clear()
+        self.count = 0
+
+
+_contexts_of: Final[dict[int, tuple[Refiner, _Contexts]]] = {}
+
+
+def _contexts(refiner: Refiner) -> _Contexts:
+    """The refiner's contexts (one refiner per process; tests make several)."""
+    found = _contexts_of.get(id(refiner))
+    if found is None or found[0] is not refiner:
+        if len(_contexts_of) >= 16:
+            _contexts_of.clear()
+        found = _contexts_of[id(refiner)] = (refiner, _Contexts())
+    return found[1]
 
 
 class _Taker:
@@ -232,22 +321,107 @@ class _Taker:
         self.arrival = arrival
         self.binding = binding
         self.source = binding.source
-        _, self.privacy, _ = refiner.settings(binding)
-        self.pseudonymised = [(path, path.split(".")) for path in self.privacy.pseudonymise]
-        self.tenant_key = refiner.tenant_key(binding.tenant.id) if self.pseudonymised else b""
+        self.canonical, _, self.privacy, _ = refiner.settings(binding)
+        self.generation = refiner.generation
+        paths = [(path, path.split(".")) for path in self.privacy.pseudonymise]
+        self.context_paths = [
+            (path, parts) for path, parts in paths if len(parts) > 2 and parts[:2] == _TRAITS
+        ]
+        self.paths = [(path, parts) for path, parts in paths if parts[0] != "context"]
+        # A pseudonymised member the view reads (but the ids; paths into `context.traits`
+        # are the context's): every message of the source goes the general way.
+        self.leave_all = any(
+            parts[0] in _VIEWED and not (len(parts) == 1 and parts[0] in _IDS)
+            for _, parts in paths
+            if parts[:2] != _TRAITS or len(parts) < 3
+        )
+        self.tenant_key = refiner.tenant_key(binding.tenant.id) if paths else b""
         # With a TCF cookie, a message that states no consent has the cookie's.
         self.tcf_cookie = TCF_COOKIE in arrival.headers.get("cookie", "")
+        headers = arrival.headers
+        sender = (
+            arrival.ip,
+            arrival.user_agent,
+            bool(arrival.origin),
+            arrival.referrer,
+            headers.get("user-agent"),
+            self.tcf_cookie,
+        )
+        self.seen = _contexts(refiner).of((id(self.canonical), *sender))
+        self.received_at = arrival.received_at
+        # `context.stellwerk`'s own part up to the event's time (`refine.own_part`).
+        self.own = b'"received_at":' + _encode(arrival.received_at) + b',"event_time":'
 
-    def take(
+    def _context(self, raw: msgspec.Raw | None) -> _Seen:
+        """What a context decides (`_Seen`), worked out."""
+        inner: dict[str, Any] = {}
+        context: _Context | None = None
+        if raw is not None:
+            try:
+                context = _context_view(raw)
+            except msgspec.DecodeError:
+                return _LEFT  # no object, or not of the view's types
+            inner = _layout(raw)
+            if _FORGED_INNER in "\0".join(inner) or MEMBER in inner:
+                return _LEFT  # forged members, or a member of the name the collector sets
+        page = context.page if context is not None else None
+        consent = context.consent if context is not None else None
+        if consent is not None:
+            listed: list[str] | None = consent.purposes
+            if listed is None or len(listed) > MAX_VISIT_PURPOSES:
+                return _LEFT  # Segment's categoryPreferences, a TCF string, many purposes
+        elif self.tcf_cookie:
+            return _LEFT
+        else:
+            listed = None  # no consent stated at all
+        sender = sender_of(
+            context.ip if context is not None else None,
+            context.userAgent if context is not None else None,
+            page.url if page is not None else None,
+            page.referrer if page is not None else None,
+            self.arrival,
+            "segment",
+        )
+        key = visit_key(listed if listed is not None else (), sender, id(self.canonical))
+        if key is None:
+            return _LEFT  # long values: the general way works them out each time
+        if listed is None:
+            # Not the key of an empty list of purposes, which is another consent; the general
+            # way's keys hold only strings after the binding.
+            key += _NO_CONSENT
+        visit = self.refiner.visit(key, sender, listed, self.binding)
+        enrichment = visit.enrichment
+        if enrichment is None:
+            return _Seen(_DROP, visit)
+        if visit.anonymous:
+            return _Seen(_LEAVE, visit)
+        traits: Any = context.traits if context is not None else None
+        for path, _ in self.context_paths:
+            if "traits" in inner:
+                value = _any(inner["traits"])
+                rest = (path.split(".", 2)[2],)
+                if isinstance(value, dict):
+                    changed = pseudonymise(value, rest, self.tenant_key)
+                    if changed is not value:
+                        inner["traits"] = traits = changed
+        email = traits.get("email") if isinstance(traits, dict) else getattr(traits, "email", None)
+        if not self.privacy.keep_full_ip and context is not None and context.ip is not None:
+            inner["ip"] = enrichment.ip if context.ip == sender[0] else anonymise_ip(context.ip)[0]
+        inner[MEMBER] = _PLACEHOLDER  # the last member: `"stellwerk":0}` cut off
+        prefix = _encode(inner)[:-2] + visit.encoded
+        return _Seen(_TAKE, visit, prefix, sender[1], enrichment.ip, email, listed is None)
+
+    def take(  # one pass, in the order of the general way
         self,
         layout: dict[str, Any],
         view: _Message,
         kind: str | None,
         shared: list[tuple[str, msgspec.Raw]],
-        shared_context: _Context | None,
     ) -> Ready | Dropped | None:
         # `messages_of`: the write key out, the endpoint's type in, the batch's shared members
         # into each message that has none.
+        if self.leave_all:
+            return None
         layout.pop("writeKey", None)
         if kind is None:
             kind = view.type if isinstance(view.type, str) else None
@@ -255,10 +429,10 @@ class _Taker:
             layout["type"] = kind
         context = view.context
         for name, value in shared:
-            if getattr(view, name) is None:
+            if getattr(view, name) in (None, _NULL):
                 layout[name] = value
                 if name == "context":
-                    context = shared_context
+                    context = value
         # `check`, for the messages it takes.
         if kind not in TYPES:
             return None
@@ -275,71 +449,34 @@ class _Taker:
                 return None
         elif kind == "alias" and not (view.previousId and user):
             return None
-        # `refine`: no forged members, the visit's decision and enrichment.
+        # `refine`: no forged members, the visit's decision and enrichment (by the context).
         if _FORGED_TOP in "\0".join(layout):
             return None
-        inner: dict[str, Any] = {}
-        if context is not None:
-            inner = _layout(layout["context"])
-            if _FORGED_INNER in "\0".join(inner):
-                return None
-            page, consent = context.page, context.consent
-        else:
-            page = consent = None
-        if consent is not None:
-            listed: list[str] | None = consent.purposes
-            if listed is None or len(listed) > MAX_VISIT_PURPOSES:
-                return None  # Segment's categoryPreferences, a TCF string, many purposes
-        elif view.gdpr_consent is not None or self.tcf_cookie:
-            return None
-        else:
-            listed = None  # no consent stated at all
-        arrival = self.arrival
-        sender = sender_of(
-            context.ip if context is not None else None,
-            context.userAgent if context is not None else None,
-            page.url if page is not None else None,
-            page.referrer if page is not None else None,
-            arrival,
-            "segment",
-        )
-        key = visit_key(listed if listed is not None else (), sender, id(self.binding))
-        if key is None:
-            return None
-        if listed is None:
-            # Not the key of an empty list of purposes, which is another consent; the general
-            # way's keys hold only strings after the binding.
-            key += _NO_CONSENT
-        visit = self.refiner.visit(key, sender, listed, self.binding)
-        enrichment = visit.enrichment
-        if enrichment is None:
-            return DROPPED
-        if visit.anonymous:
+        raw = None if context == _NULL else context
+        text = bytes(raw) if raw is not None else b""
+        seen = self.seen.get(text)
+        if seen is None or (
+            seen.visit is not None
+            and (
+                seen.visit.binding is not self.canonical or seen.visit.generation != self.generation
+            )
+        ):
+            seen = self._context(raw)
+            _contexts(self.refiner).kept(self.seen, text, seen)
+        if seen.outcome != _TAKE:
+            return DROPPED if seen.outcome == _DROP else None
+        if seen.no_consent and view.gdpr_consent is not None:
             return None
         # Pseudonyms, on the members (and the traits) that hold the fields.
         traits: Any = view.traits
-        inner_traits: Any = context.traits if context is not None else None
-        for path, parts in self.pseudonymised:
+        for path, parts in self.paths:
             head = parts[0]
-            if head == "userId" and len(parts) == 1:
+            if len(parts) == 1 and head == "userId":
                 if user is not None:  # a null is left as it is, as the general way leaves it
                     user = layout[head] = pseudonym(self.tenant_key, user)
-            elif head == "anonymousId" and len(parts) == 1:
+            elif len(parts) == 1 and head == "anonymousId":
                 if anonymous is not None:
                     anonymous = layout[head] = pseudonym(self.tenant_key, anonymous)
-            elif head == "context" and len(parts) > 2 and parts[1] == "traits":
-                if "traits" in inner:
-                    value = _any(inner["traits"])
-                    rest = (path.split(".", 2)[2],)
-                    changed = (
-                        pseudonymise(value, rest, self.tenant_key)
-                        if isinstance(value, dict)
-                        else value
-                    )
-                    if changed is not value:
-                        inner["traits"] = inner_traits = changed
-            elif head in _VIEWED:
-                return None
             elif head in layout:
                 value = _any(layout[head])
                 changed = pseudonymise({head: value}, (path,), self.tenant_key)[head]
@@ -347,30 +484,65 @@ class _Taker:
                     layout[head] = changed
                     if head == "traits":
                         traits = changed
-        if traits is not None:
-            email = traits.get("email") if isinstance(traits, dict) else traits.email
-        elif inner_traits is not None:
-            email = (
-                inner_traits.get("email") if isinstance(inner_traits, dict) else inner_traits.email
-            )
+        if traits is None:
+            email = seen.email
         else:
-            email = None
-        if not self.privacy.keep_full_ip:
-            if context is not None and context.ip is not None:
-                inner["ip"] = (
-                    enrichment.ip if context.ip == sender[0] else anonymise_ip(context.ip)[0]
-                )
-            if view.ip is not None:
-                layout["ip"] = anonymise_ip(view.ip)[0]
+            email = traits.get("email") if isinstance(traits, dict) else traits.email
+        if view.ip is not None and not self.privacy.keep_full_ip:
+            layout["ip"] = anonymise_ip(view.ip)[0]
         timestamp = view.timestamp
-        found = user_data(email, user, enrichment.ip, sender[1])
-        inner[MEMBER] = stored_member(
-            visit, arrival.received_at, epoch(timestamp, arrival.received_at), found
+        time, event_time = _times(timestamp, self.received_at)
+        if isinstance(email, str | None):
+            users = seen.users
+            part = users.get((email, user))
+            if part is None:
+                if len(users) >= _USERS_KEPT:
+                    users.clear()
+                part = users[email, user] = user_data_part(
+                    user_data(email, user, seen.ip, seen.agent)
+                )
+        else:
+            part = user_data_part(user_data(email, user, seen.ip, seen.agent))
+        layout["context"] = msgspec.Raw(
+            b"".join((seen.prefix, self.own, str(event_time).encode(), part, b"}}"))
         )
-        layout["context"] = inner
         event_id = message_id or str(uuid.uuid4())
         event_type = "segment." + kind
         subject = user or anonymous
-        time = timestamp if timestamp is not None and is_rfc3339(timestamp) else None
         encoded = _encode(tracked(event_id, self.source, event_type, subject, time, layout))
         return Ready(encoded, event_id, event_type, subject, message_id)
+
+
+# The common RFC 3339 time, which needs no look at the calendar (`rfc3339._COMMON`), as
+# `datetime.fromisoformat` reads it too: upper-case T and Z, at most microseconds, no leap
+# second, a day up to the 28th, a year from 1971 (`_epoch`'s truncation is the floor then).
+_TIME: Final = re.compile(
+    r"((?:19[7-9][1-9]|19[89]0|2\d{3})-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8]))T"
+    r"([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.\d{1,6})?(?:Z|([+-])([01]\d|2[0-3]):([0-5]\d))",
+    re.ASCII,
+)
+
+
+@functools.lru_cache(maxsize=4_096)
+def _day(text: str) -> int:
+    """Unix seconds of a day's start (UTC)."""
+    return (date.fromisoformat(text) - _EPOCH_DAY).days * 86_400
+
+
+_EPOCH_DAY: Final = date(1970, 1, 1)
+
+
+def _times(timestamp: str | None, received_at: str) -> tuple[str | None, int]:
+    """The event's `time` (the timestamp if RFC 3339) and `event_time` (`refine.epoch`), with
+    one look at the text when it is the common form."""
+    if timestamp is None:
+        return None, epoch(None, received_at)
+    match = _TIME.fullmatch(timestamp)
+    if match is None:
+        return (timestamp if is_rfc3339(timestamp) else None), epoch(timestamp, received_at)
+    day, hours, minutes, seconds, sign, offset_hours, offset_minutes = match.groups()
+    seconds_of_day = int(hours) * 3600 + int(minutes) * 60 + int(seconds)
+    if sign is not None:
+        offset = int(offset_hours) * 3600 + int(offset_minutes) * 60
+        seconds_of_day -= offset if sign == "+" else -offset
+    return timestamp, _day(day) + seconds_of_day
