@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,103 @@ async def test_behind_a_trusted_proxy_the_sender_is_the_forwarded_address(served
             )
             assert answer.status_code == 200
     assert seen == ["203.0.113.9", "127.0.0.1"]
+
+
+def fixed_calls(client: SegmentClient | RudderClient) -> None:
+    """A shop's calls with their ids and times given, so that two runs send the same."""
+    when = datetime(2026, 12, 4, 10, 0, 0, 123000, tzinfo=UTC)
+    context = {
+        "ip": "81.2.69.160",
+        "userAgent": CHROME,
+        "page": {"url": "https://shop.example/p?utm_source=news", "referrer": ""},
+        "consent": {"purposes": ["analytics"]},
+        "traits": {"email": "Ada@Example.com"},
+    }
+    client.identify(
+        "u-1", {"email": "ada@example.com", "name": "Ädá"}, timestamp=when, message_id="m-1"
+    )
+    client.track(
+        "u-1",
+        "Order Completed",
+        {"order_id": "o-1", "total": 42.5, "items": [{"sku": "s", "qty": 2}]},
+        context=context,
+        timestamp=when,
+        message_id="m-2",
+    )
+    client.page(
+        "u-1",
+        "Shop",
+        "Cart",
+        {"url": "https://shop.example/cart"},
+        timestamp=when,
+        message_id="m-3",
+    )
+    client.track(
+        anonymous_id="a-9", event="Viewed", context=context, timestamp=when, message_id="m-4"
+    )
+    client.alias("anon-7", "u-1", timestamp=when, message_id="m-5")
+    client.flush()
+
+
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
+
+
+@pytest.mark.parametrize("sdk", ["segment", "rudderstack"])
+async def test_the_sdks_calls_are_stored_as_the_general_way_stores_them(
+    served: Served, sdk: str
+) -> None:
+    """The same calls of the real SDK (Segment's gzipped), once read by `segment_reader` and
+    once decoded whole (the collector's `refine` replaced by another callable): the stored
+    events are the same but for the times of sending and arrival."""
+    opened = served.services.capabilities[CAPABILITY.name]
+    assert isinstance(opened, TrackingOpened)
+    async with httpx.AsyncClient(base_url=served.url) as http:
+        settings = {"kind": "segment", "pseudonymise": ["userId", "context.traits.email"]}
+        keys = {}
+        for name in ("read", "whole"):
+            made = await http.put(f"/v1/sources/{name}", headers=served.admin, json=settings)
+            assert made.status_code == 201, made.text
+            keys[name] = made.json()["write_key"]
+    refine = opened.collector.refine
+    for name in ("read", "whole"):
+        if name == "whole":
+            opened.collector.refine = lambda m, a, b: refine(m, a, b)
+        assert (opened.collector.quick() is None) == (name == "whole")
+        errors: list[Exception] = []
+        make = SegmentClient if sdk == "segment" else RudderClient
+        options: dict[str, Any] = {"gzip": True} if sdk == "segment" else {}
+        client = make(
+            keys[name],
+            host=served.url,
+            on_error=lambda error, _batch, errors=errors: errors.append(error),
+            max_retries=1,
+            upload_interval=QUICK,
+            **options,
+        )
+        try:
+            await asyncio.to_thread(fixed_calls, client)
+        finally:
+            await asyncio.to_thread(client.shutdown)
+        assert errors == []
+    events = await served.events()
+    read = [comparable(e) for e in events if e["source"] == "/sources/read"]
+    whole = [comparable(e) for e in events if e["source"] == "/sources/whole"]
+    assert len(read) == 5
+    assert read == whole
+    assert read[1]["data"]["context"]["stellwerk"]["consent"]["purposes"] == {"analytics": True}
+    assert read[1]["data"]["userId"] != "u-1"  # pseudonymised
+
+
+def comparable(event: dict[str, Any]) -> dict[str, Any]:
+    """An event but its source and the times of sending, arrival and recording."""
+    event = {**event, "data": {**event["data"], "context": dict(event["data"]["context"])}}
+    del event["source"], event["recordedtime"]
+    event["data"].pop("sentAt", None)
+    event["data"].pop("originalTimestamp", None)
+    stellwerk = dict(event["data"]["context"]["stellwerk"])
+    del stellwerk["received_at"]
+    event["data"]["context"]["stellwerk"] = stellwerk
+    return event

@@ -277,15 +277,9 @@ def stored_member(
     return msgspec.Raw(visit.encoded + own[1:])
 
 
-def own_part(received_at: str, event_time: int, found: dict[str, Any]) -> bytes:
-    """The members of `context.stellwerk` that are an event's own, as `stored_member` writes
-    them after the visit's part: `"received_at":...}` (the closing brace included)."""
-    return _encode(_Own(received_at, event_time, found or None))[1:]
-
-
 def user_data_part(found: dict[str, Any]) -> bytes:
-    """What `own_part` writes of `user_data` after `event_time`: `,"user_data":{...}`, or
-    nothing for none."""
+    """What `stored_member` writes of `user_data` after `event_time`: `,"user_data":{...}`,
+    or nothing for none."""
     return b',"user_data":' + _encode(found) if found else b""
 
 

@@ -349,7 +349,7 @@ class _Taker:
         )
         self.seen = _contexts(refiner).of((id(self.canonical), *sender))
         self.received_at = arrival.received_at
-        # `context.stellwerk`'s own part up to the event's time (`refine.own_part`).
+        # `context.stellwerk`'s own part up to the event's time, as `stored_member` writes it.
         self.own = b'"received_at":' + _encode(arrival.received_at) + b',"event_time":'
 
     def _context(self, raw: msgspec.Raw | None) -> _Seen:
