@@ -347,6 +347,10 @@ class _Taker:
             headers.get("user-agent"),
             self.tcf_cookie,
         )
+        # By the binding's identity: an entry with a visit is checked against it; one without
+        # (left to the general way, for reasons of the context and the source's settings)
+        # could at worst meet a later binding given the same id, and leave its messages to
+        # the general way, which is never wrong.
         self.seen = _contexts(refiner).of((id(self.canonical), *sender))
         self.received_at = arrival.received_at
         # `context.stellwerk`'s own part up to the event's time, as `stored_member` writes it.
