@@ -9,19 +9,32 @@ import copy
 import functools
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from tests.conftest import RunningApp, app_running
+from tests.tracking.support import make_source
+from tests.tracking.test_segment_fuzz import requests as fuzz_requests
 
+from stellwerk.config import load_settings
 from stellwerk.ingest import DecodedEvent
 from stellwerk.ops import Metrics
 from stellwerk.refs import TenantId, TenantName, TenantRef
 from stellwerk.service import IngestResult, ServiceError
-from stellwerk.tracking import Arrival, Binding, Collector, segment_reader
+from stellwerk.tracking import (
+    CAPABILITY,
+    Arrival,
+    Binding,
+    Collector,
+    TrackingOpened,
+    segment_reader,
+)
 from stellwerk.tracking.collector import DROPPED, Collected, Ready
 from stellwerk.tracking.enrich import Enricher
 from stellwerk.tracking.metrics import TrackingMetrics
@@ -436,3 +449,53 @@ async def test_what_the_reader_leaves_is_the_message_the_general_way_reads() -> 
     items = await same(content, None, arrival, source)
     want = messages_of(copy.deepcopy(body), None, max_batch=50)
     assert items == want
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[RunningApp, str, list[int]]]:
+    """The whole app, the write key of a source that pseudonymises `userId`, and the statuses
+    answered (not hollow: both 200s and 4xx came back)."""
+    settings = load_settings(
+        {"data_dir": str(tmp_path / "data"), "tenant_request_rate": 0, "max_batch_events": 20}
+    )
+    statuses: list[int] = []
+    async with app_running(settings) as running:
+        key = await make_source(running.client, running.admin, pseudonymise=["userId"])
+        yield running, key, statuses
+    assert statuses.count(200) >= 10, statuses
+    assert sum(1 for s in statuses if 400 <= s < 500) >= 10, statuses
+
+
+@hsettings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    phases=_PHASES,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+async def test_every_request_is_answered_as_the_general_way_answers_it(
+    served: tuple[RunningApp, str, list[int]], data: st.DataObject
+) -> None:
+    """Through the whole app, the fuzz test's random requests (bad JSON, bad gzip, no object,
+    no batch, wrong keys, too many messages, random messages): the reader's answer is the one
+    the collector gives with every message decoded whole."""
+    app, key, statuses = served
+    opened = app.services.capabilities[CAPABILITY.name]
+    assert isinstance(opened, TrackingOpened)
+    path, content, headers = data.draw(fuzz_requests(key))
+    refine = opened.collector.refine
+    answers = []
+    for general_way in (False, True):
+        # The same request twice: a message of the first is a duplicate in the second, which
+        # is answered as accepted all the same.
+        if general_way:
+            opened.collector.refine = lambda m, a, b: refine(m, a, b)
+        try:
+            answer = await app.client.post(path, content=content, headers=headers)
+        finally:
+            opened.collector.refine = refine
+        answers.append((answer.status_code, answer.content))
+    assert answers[0] == answers[1]
+    assert answers[0][0] < 500
+    statuses.append(answers[0][0])
