@@ -190,7 +190,7 @@ async def test_a_key_adopted_with_its_text_is_sealed_with_this_sites_secret_key(
         assert texts == {made.id: made.key, spare.id: spare.key}
         await origin.revoke_key(tenant.id, spare.id)
         assert await Keys(origin).texts(tenant.id) == {made.id: made.key}  # live keys only
-        assert await Keys(origin).signing_ids(tenant.id) == [made.id]
+        assert (await Keys(origin).for_peer(tenant.id))[1] == [made.id]
         async with origin.engine.begin() as conn:
             await conn.execute(sa.text("DELETE FROM api_keys"))
 

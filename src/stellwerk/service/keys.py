@@ -86,7 +86,14 @@ class Keys:
 
     async def digests(self, tenant_id: TenantId) -> list[KeyDigest]:
         """The tenant's keys as a peer site takes them in (`adopt`): digests only."""
-        return [
+        return (await self.for_peer(tenant_id))[0]
+
+    async def for_peer(self, tenant_id: TenantId) -> tuple[list[KeyDigest], list[str]]:
+        """The tenant's keys' digests, and the ids of its live keys with a sealed copy (those
+        `texts` opens, unless one was sealed under another secret key), from one read and
+        without opening any key: what a peer's snapshot is made of, and compared by."""
+        records = await self._control.list_keys(tenant_id)
+        digests = [
             KeyDigest(
                 id=r.id,
                 scope=str(r.scope),  # type: ignore[arg-type]
@@ -95,17 +102,10 @@ class Keys:
                 created_at=r.created_at,
                 revoked_at=r.revoked_at,
             )
-            for r in await self._control.list_keys(tenant_id)
+            for r in records
         ]
-
-    async def signing_ids(self, tenant_id: TenantId) -> list[str]:
-        """The ids of the tenant's live keys with a sealed copy (those `texts` opens, unless one
-        was sealed under another secret key), without opening any."""
-        return [
-            r.id
-            for r in await self._control.list_keys(tenant_id)
-            if r.revoked_at is None and r.sealed_key is not None
-        ]
+        signing = [r.id for r in records if r.revoked_at is None and r.sealed_key is not None]
+        return digests, signing
 
     async def texts(self, tenant_id: TenantId) -> dict[str, str]:
         """The texts of the tenant's live keys that can sign requests here (those with a sealed

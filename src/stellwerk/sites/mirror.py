@@ -117,7 +117,7 @@ async def snapshot(
     the digest covers which keys can sign, never the texts (a sealed value differs at every
     call). Without, the body is the digest's alone: what `Peers` shows as pending, and what
     the replicator compares before it opens any key."""
-    keys = await platform.keys.digests(principal.tenant_id)
+    keys, signing = await platform.keys.for_peer(principal.tenant_id)
     buses = [
         MirroredBus(b.name, b.description, b.schema_validation)
         for b in await platform.buses.all(principal)
@@ -133,8 +133,9 @@ async def snapshot(
         standing=standing,
         created_at=await created_at(platform, principal),
     )
-    signing = sorted(await platform.keys.signing_ids(principal.tenant_id))
-    digest = hashlib.sha256(_encode(taken) + b"\ntexts:" + ",".join(signing).encode()).hexdigest()
+    digest = hashlib.sha256(
+        _encode(taken) + b"\ntexts:" + ",".join(sorted(signing)).encode()
+    ).hexdigest()
     # A tenant that yields is about to revoke its keys, and the peer does not take them.
     if seal is not None and signing and standing != "yields":
         texts = await platform.keys.texts(principal.tenant_id)
