@@ -136,8 +136,9 @@ async def snapshot(
     digest = hashlib.sha256(
         _encode(taken) + b"\ntexts:" + ",".join(sorted(signing)).encode()
     ).hexdigest()
-    # A tenant that yields is about to revoke its keys, and the peer does not take them.
-    if seal is not None and signing and standing != "yields":
+    # Also when this tenant yields: if both may give way, the peer may be the one that does,
+    # and it then takes these keys (`_give_way`) from this very snapshot.
+    if seal is not None and signing:
         texts = await platform.keys.texts(principal.tenant_id)
         if texts:
             taken.texts = seal(texts)
