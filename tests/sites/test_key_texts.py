@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from tests.polling import wait_until
 from tests.sites.support import SECRET, Site, pair, two_sites
 
+from stellwerk.auth import parse_key
 from stellwerk.sites import UnopenedKeys, open_texts, seal_texts
 
 TEXTS = {"k1": "swk_k1_secret-one", "k2": "swk_k2_secret-two"}
@@ -53,7 +54,7 @@ def events(site: Site, key: str, *, secret: str | None = None) -> Any:
         "events",
         endpoint_url=site.url,
         region_name="eu-central-1",
-        aws_access_key_id=key.split("_")[1],
+        aws_access_key_id=parse_key(key).key_id,
         aws_secret_access_key=secret or key,
         config=Config(retries={"max_attempts": 1}),
     )
@@ -133,8 +134,8 @@ def test_a_key_made_on_a_signs_sigv4_on_b_after_a_is_killed_and_revocation_follo
         assert new["key"] not in sealed
         for text in (b.api("GET", "/v1/keys").text, b.api("GET", "/v1/peers/a").text):
             assert new["key"] not in text
-            assert new["key"].split("_")[2] not in text
+            assert parse_key(new["key"]).secret not in text
         for site in (a, b):
             output = site.server.output()
-            assert new["key"].split("_")[2] not in output
+            assert parse_key(new["key"]).secret not in output
             assert SECRET not in output
