@@ -77,6 +77,27 @@ async def test_routed_and_changes_arrive_in_order_both_ways(
     assert ear_b.resyncs == 0
 
 
+async def test_a_routed_hint_goes_to_processes_that_deliver_not_to_a_gateway(
+    tmp_path: Path,
+) -> None:
+    # A gateway has no delivery worker: the hint cost it a datagram per routed round.
+    ears = {name: Ear() for name in ("gateway", "pipeline", "delivery")}
+    signals = {name: await listening(tmp_path, ear, name) for name, ear in ears.items()}
+    try:
+        signals["pipeline"].routed()
+        await ears["delivery"].until(lambda: ears["delivery"].routed == 1)
+        # Then an append, in a later flush: datagrams from one sender arrive in order, so a
+        # hint sent to the gateway would have come before it.
+        signals["pipeline"].appended(BusRef(TenantName("t1"), "default"))
+        await ears["gateway"].until(lambda: ears["gateway"].appended == [("t1", "default")])
+        assert ears["gateway"].routed == 0
+        signals["gateway"].routed()  # a redrive through the API: the pipeline looks now
+        await ears["pipeline"].until(lambda: ears["pipeline"].routed == 1)
+    finally:
+        for each in signals.values():
+            await each.close()
+
+
 async def test_many_buses_in_one_turn_are_split_over_datagrams(
     pair: tuple[UnixSignals, Ear, UnixSignals, Ear],
 ) -> None:

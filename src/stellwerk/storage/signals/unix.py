@@ -47,6 +47,9 @@ _ROUTED: Final = b"r"
 _CHANGED: Final = b"c"  # + sequence number + sender's name + b"\n" + the change
 _TAKEN: Final = b"k"  # + sequence number + the name of the process that applied it
 _SEQUENCE: Final = struct.Struct(">Q")
+# Processes named so (`role.pid`) have no delivery worker: a `routed` hint is not sent to them.
+# In embedded mode that is the gateway, and the hint went to it for every routed round.
+_NO_WORKER: Final = ("gateway.",)
 # A process's name as it signs its changes (role.pid): also a marker's file name, so nothing
 # that could climb out of the marker directory.
 _NAME: Final = re.compile(rb"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
@@ -207,13 +210,14 @@ class UnixSignals:
         self._flush_scheduled = False
         pairs, self._pending = sorted(self._pending), set()
         routed, self._routed = self._routed, False
-        datagrams = [
+        appends = [
             _APPENDED + _encode(pairs[i : i + MAX_PAIRS_PER_DATAGRAM])
             for i in range(0, len(pairs), MAX_PAIRS_PER_DATAGRAM)
         ]
-        if routed:
-            datagrams.append(_ROUTED)
         for name, address in list(self._current_peers().items()):
+            datagrams = appends
+            if routed and not name.startswith(_NO_WORKER):
+                datagrams = [*appends, _ROUTED]
             for datagram in datagrams:
                 # A full buffer: the peer is busy reading what it was told; its poll finds
                 # whatever this hint would have said.
