@@ -535,7 +535,7 @@ def _duties(
     async def refresh_depth() -> None:
         await report_depth(stores.queue.depth, delivery_metrics.set_depth, DEPTH_REFRESH_SECONDS)
 
-    ticker = RuleTicker(control, platform.ingest.publish)
+    ticker = RuleTicker(control, platform.ingest.publish, version=pipeline.rulebook.version)
     scheduling = [
         scheduler.duty(),
         _singleton(stores.leases, "rule-schedules", ticker.run),

@@ -6,7 +6,7 @@ missed beyond the grace are skipped."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +116,39 @@ async def test_a_rule_has_a_pattern_or_a_schedule(app: RunningApp) -> None:
     assert answer.status_code == 400
     assert answer.json()["error"] == "InvalidScheduleExpression"
     assert answer.json()["field"] == "schedule"
+
+
+async def test_with_the_rule_books_version_the_rules_are_read_again_only_after_a_change(
+    app: RunningApp, received: tuple[str, list[tuple[str, dict[str, Any]]]]
+) -> None:
+    # Read every second, the scheduled rules were one control-plane query a second in every
+    # idle pipeline process; now a saved rule moves the rule book's version, and that is read.
+    url, _got = received
+    services = app.services
+    control = services.stores.control
+    reads: list[int] = []
+    scheduled = control.rules.scheduled
+
+    async def counted() -> Any:
+        reads.append(1)
+        return await scheduled()
+
+    control.rules.scheduled = counted  # type: ignore[method-assign]
+    ticker = RuleTicker(
+        control, services.platform.ingest.publish, version=services.pipeline.rulebook.version
+    )
+    now = datetime.now(UTC)
+    assert await ticker.step(now) == 0
+    assert await ticker.step(now + timedelta(seconds=1)) == 0
+    assert len(reads) == 1
+    minutely = {
+        "schedule": "rate(1 minute)",
+        "targets": [{"id": "t", "type": "http", "url": f"{url}/minutely"}],
+    }
+    saved = await app.client.put(
+        "/v1/buses/default/rules/minutely", json=minutely, headers=app.admin
+    )
+    assert saved.status_code == 201, saved.text
+    # The API answers once the rule book took the change in: the next round reads the rules.
+    assert await ticker.step(now + timedelta(minutes=2)) == 1
+    assert len(reads) == 2

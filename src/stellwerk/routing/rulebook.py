@@ -59,6 +59,7 @@ class RuleBook:
         self._tenant_names: dict[TenantId, TenantName] = {}
         # Told when a bus comes or goes (the lease keeper's `wake`: its router takes it on now).
         self._buses_changed = buses_changed or (lambda: None)
+        self._version = 0  # one more for every bus's rules read again
 
     async def load(self) -> None:
         """Read everything (at start)."""
@@ -174,7 +175,13 @@ class RuleBook:
         )
         return _Bus(rule_set, bindings)
 
+    def version(self) -> int:
+        """Moves on whenever a bus's rules were read again (a change, a resync): what keeps a
+        list of rules from the control plane (the rule ticker's) reads it again."""
+        return self._version
+
     async def _replace(self, key: tuple[TenantName, str], new: _Bus | None) -> None:
+        self._version += 1
         old = self._buses.pop(key, None)
         if new is not None:
             self._buses[key] = new

@@ -12,6 +12,7 @@ never sent late or twice.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
@@ -22,7 +23,7 @@ from stellwerk.events import CloudEvent
 from stellwerk.events.scheduled import scheduled_event
 from stellwerk.refs import TenantRef
 from stellwerk.rules import InvalidScheduleError, parse_schedule
-from stellwerk.storage.control import ControlPlane
+from stellwerk.storage.control import ControlPlane, ScheduledRule
 
 log = structlog.get_logger("stellwerk.routing")
 
@@ -30,6 +31,9 @@ Publish = Callable[[TenantRef, str, Sequence[CloudEvent]], Awaitable[object]]
 
 GRACE = timedelta(seconds=60)
 INTERVAL_SECONDS = 1.0
+# With `version`, the scheduled rules are read again when it moves, and at least this often
+# (a change no signal brought: made by a tool without a server, or a tenant removed).
+REFRESH_SECONDS = 30.0
 
 
 class RuleTicker:
@@ -40,11 +44,18 @@ class RuleTicker:
         *,
         clock: Callable[[], datetime] = utc_now,
         interval: float = INTERVAL_SECONDS,
+        version: Callable[[], int] | None = None,
+        refresh_seconds: float = REFRESH_SECONDS,
     ) -> None:
+        """`version()` (the rule book's) moves whenever rules were read again after a change:
+        with it, the scheduled rules are kept between rounds instead of read every second."""
         self._control = control
         self._publish = publish
         self._clock = clock
         self._interval = interval
+        self._version = version
+        self._refresh_seconds = refresh_seconds
+        self._kept: tuple[int, float, list[ScheduledRule]] | None = None  # version, until, rules
         # When each rule (with its schedule as it was) was last looked at.
         self._looked: dict[tuple[str, str, str, str], datetime] = {}
 
@@ -53,6 +64,7 @@ class RuleTicker:
         duty is stopped is finished first: a control-plane query cancelled halfway leaves
         SQLAlchemy's aiosqlite adapter closing its connection forever (see `RoleSupervisor`)."""
         self._looked.clear()  # a new holder of the lease starts from the grace
+        self._kept = None
         while True:
             round_ = asyncio.ensure_future(self.step())
             try:
@@ -71,7 +83,7 @@ class RuleTicker:
         now = now or self._clock()
         sent = 0
         seen = set()
-        for rule in await self._control.rules.scheduled():
+        for rule in await self._scheduled():
             key = (rule.tenant.id, rule.bus, rule.name, rule.schedule)
             seen.add(key)
             after = self._looked.get(key, now - GRACE)
@@ -88,3 +100,14 @@ class RuleTicker:
         for gone in self._looked.keys() - seen:
             del self._looked[gone]
         return sent
+
+    async def _scheduled(self) -> list[ScheduledRule]:
+        if self._version is None:
+            return await self._control.rules.scheduled()
+        version, now = self._version(), time.monotonic()
+        kept = self._kept
+        if kept is None or kept[0] != version or now >= kept[1]:
+            # The version is taken before the read: a change during it is read again next time.
+            rules = await self._control.rules.scheduled()
+            kept = self._kept = (version, now + self._refresh_seconds, rules)
+        return kept[2]

@@ -14,6 +14,7 @@ from stellwerk.storage.control.failed import FailedEventFilter, FailedEventRecor
 from stellwerk.storage.control.limits import LIMIT_FIELDS, NO_LIMITS, TenantLimits
 from stellwerk.storage.control.records import ConflictError, NotFoundError
 from stellwerk.storage.control.replays import NewReplay, ReplayRecord, ReplayState
+from stellwerk.storage.control.rules import ScheduledRule
 from stellwerk.storage.control.schemas import SchemaRecord
 from stellwerk.storage.control.store import (
     DEFAULT_TENANT,
@@ -44,6 +45,7 @@ __all__ = [
     "NotFoundError",
     "ReplayRecord",
     "ReplayState",
+    "ScheduledRule",
     "SchemaRecord",
     "TenantLimits",
     "TenantRecord",
