@@ -31,8 +31,10 @@ import argparse
 import asyncio
 import random
 import sqlite3
+import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -206,6 +208,8 @@ async def worker_phase(
             "hanging": TargetBinding(HangingTarget(), concurrency=16),
         }
         worker = DeliveryWorker(queue, lambda t, b, r, i: bindings.get(i), history=history)
+        threads = _thread_cpu()
+        groups = queue.engine.groups
         cpu = time.process_time()
         started = time.perf_counter()
         running = asyncio.create_task(worker.run())
@@ -214,6 +218,11 @@ async def worker_phase(
         await worker.stop(grace=0)
         await running
         cpu_us = (time.process_time() - cpu) * 1e6 / deliveries
+        groups = queue.engine.groups - groups
+        threads = {
+            name: (ns - threads.get(name, 0)) / 1000 / deliveries
+            for name, ns in _thread_cpu().items()
+        }
         name = "worker, no-op + hanging target" if hanging else "worker, no-op target"
         if not history:
             name = "worker, no-op, no history"
@@ -221,7 +230,30 @@ async def worker_phase(
         if history:
             extra += f", {_history_bytes(queue.path) / deliveries:.0f} B/attempt"
         lines.append(row(name, deliveries, elapsed, "deliveries/s", extra))
+        # Where the CPU went: the event loop's thread (the worker), the engine's writer (the
+        # acks and the attempts), the rest (readers, the checkpointer); and the commits made.
+        loop_us = threads.get(threading.main_thread().name, 0.0)
+        writer_us = sum(us for name, us in threads.items() if name.endswith("-writer"))
+        rest_us = sum(threads.values()) - loop_us - writer_us
+        lines.append(
+            f"{'':<34} per delivery: loop {loop_us:.1f}, writer {writer_us:.1f},"
+            f" other threads {rest_us:.1f} CPU us; {groups:,} writer groups"
+        )
     return lines
+
+
+def _thread_cpu() -> dict[str, int]:
+    """CPU time (ns) of each live thread of this process, by name (threads of one name added)."""
+    spent: dict[str, int] = {}
+    for thread in threading.enumerate():
+        if thread.ident is None:
+            continue
+        try:
+            ns = time.clock_gettime_ns(time.pthread_getcpuclockid(thread.ident))
+        except OSError:  # it ended in between
+            continue
+        spent[thread.name] = spent.get(thread.name, 0) + ns
+    return spent
 
 
 def _delivered(d: LeasedDelivery, started: datetime) -> Attempt:
@@ -295,18 +327,27 @@ async def run(args: argparse.Namespace, directory: Path) -> None:
         print(await route_phase(directory / "route", args.events, args.rules, args.seed))
     # With and without history, alternating, so that a loaded machine skews both alike.
     cpu: dict[bool, list[float]] = {True: [], False: []}
+    rates: dict[bool, list[float]] = {True: [], False: []}
     for run_no in range(2 * args.pairs):
         history = run_no % 2 == 0
         where = directory / f"history{run_no}"
         where.mkdir()
         for line in await worker_phase(where, args.deliveries, False, history):
             if "CPU us/delivery" in line:
-                cpu[history].append(float(line.split("deliveries/s")[1].split()[0]))
+                before, after = line.split(" deliveries/s")
+                cpu[history].append(float(after.split()[0]))
+                rates[history].append(float(before.split()[-1].replace(",", "")))
             print(line)
     on, off = _median(cpu[True]), _median(cpu[False])
     print(
         f"history costs {on - off:.1f} CPU us/delivery (median {on:.1f} with, {off:.1f}"
         f" without): {100 * (on - off) / on:.0f}% of the worker's CPU with it"
+    )
+    fast, slow = _median(rates[False]), _median(rates[True])
+    print(
+        f"median rates {slow:,.0f} with history, {fast:,.0f} without: history costs"
+        f" {100 * (fast - slow) / fast:.1f}% of the delivery rate; at the CPU medians,"
+        f" {100 * (1 - off / on):.1f}%"
     )
     # The store's part alone, without the worker's noise.
     acks: dict[bool, list[float]] = {True: [], False: []}
@@ -330,7 +371,7 @@ async def run(args: argparse.Namespace, directory: Path) -> None:
 
 
 def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
+    return statistics.median(values)
 
 
 def main(argv: list[str] | None = None) -> int:
