@@ -45,6 +45,7 @@ from typing import Any
 import msgspec
 
 from stellwerk.cli import load_file
+from stellwerk.clock import to_us
 from stellwerk.delivery.model import Delivered, Outcome
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 from stellwerk.patterns import Matcher
@@ -219,7 +220,7 @@ async def worker_phase(
         await running
         cpu_us = (time.process_time() - cpu) * 1e6 / deliveries
         groups = queue.engine.groups - groups
-        threads = {
+        spent = {
             name: (ns - threads.get(name, 0)) / 1000 / deliveries
             for name, ns in _thread_cpu().items()
         }
@@ -232,9 +233,9 @@ async def worker_phase(
         lines.append(row(name, deliveries, elapsed, "deliveries/s", extra))
         # Where the CPU went: the event loop's thread (the worker), the engine's writer (the
         # acks and the attempts), the rest (readers, the checkpointer); and the commits made.
-        loop_us = threads.get(threading.main_thread().name, 0.0)
-        writer_us = sum(us for name, us in threads.items() if name.endswith("-writer"))
-        rest_us = sum(threads.values()) - loop_us - writer_us
+        loop_us = spent.get(threading.main_thread().name, 0.0)
+        writer_us = sum(us for name, us in spent.items() if name.endswith("-writer"))
+        rest_us = sum(spent.values()) - loop_us - writer_us
         lines.append(
             f"{'':<34} per delivery: loop {loop_us:.1f}, writer {writer_us:.1f},"
             f" other threads {rest_us:.1f} CPU us; {groups:,} writer groups"
@@ -258,7 +259,7 @@ def _thread_cpu() -> dict[str, int]:
 
 def _delivered(d: LeasedDelivery, started: datetime) -> Attempt:
     return Attempt(
-        d.tenant, d.bus, d.rule, d.target_id, d.event_id, d.position, 1, started, 40,
+        d.tenant, d.bus, d.rule, d.target_id, d.event_id, d.position, 1, to_us(started), 40,
         "delivered", 200, None, "ok",
     )  # fmt: skip
 

@@ -6,6 +6,8 @@ which compare and index cheaply; `utc_now` is the default clock that tests repla
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -14,6 +16,19 @@ EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def now_us() -> int:
+    """`to_us(utc_now())` without the datetime (a quarter of the cost, for per-delivery use)."""
+    return time.time_ns() // 1000
+
+
+def us_clock(clock: Callable[[], datetime]) -> Callable[[], int]:
+    """`clock` in microseconds since the epoch: `now_us` for the default clock, else a
+    conversion of what `clock` says (a test's movable clock is kept to)."""
+    if clock is utc_now:
+        return now_us
+    return lambda: to_us(clock())
 
 
 def to_us(moment: datetime) -> int:

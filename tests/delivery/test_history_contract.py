@@ -12,6 +12,7 @@ import pytest
 from tests.delivery.queue_support import ACME, QueueFactory, new_delivery
 from tests.storage.eventlog_support import ACME_DEFAULT, T0, MovableClock
 
+from stellwerk.clock import to_us
 from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 from stellwerk.refs import BusRef, TenantName
@@ -50,7 +51,7 @@ def attempt_of(
         event_id=d.event_id,
         position=d.position,
         attempt=d.attempts + 1,
-        started=started,
+        started_us=to_us(started),
         duration_us=1500,
         outcome=outcome,
         status=status,

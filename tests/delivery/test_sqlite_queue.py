@@ -16,6 +16,7 @@ from tests.delivery.queue_support import new_delivery
 from tests.storage.engine_support import commits, statements
 from tests.storage.eventlog_support import ACME_DEFAULT, T0, MovableClock
 
+from stellwerk.clock import to_us
 from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import Attempt, CursorConflict, LeasedDelivery
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
@@ -210,9 +211,12 @@ async def test_the_wal_is_folded_into_the_file_in_the_background(tmp_path: Path)
             await asyncio.sleep(0.02)
 
 
+T0_US = to_us(T0)
+
+
 def _delivered(d: LeasedDelivery) -> Attempt:
     return Attempt(
-        d.tenant, d.bus, d.rule, d.target_id, d.event_id, d.position, d.attempts + 1, T0, 10,
+        d.tenant, d.bus, d.rule, d.target_id, d.event_id, d.position, d.attempts + 1, T0_US, 10,
         "delivered",
     )  # fmt: skip
 

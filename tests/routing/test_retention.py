@@ -11,6 +11,7 @@ import pytest
 from tests.delivery.queue_support import new_delivery
 from tests.storage.eventlog_support import MovableClock, new_event
 
+from stellwerk.clock import to_us
 from stellwerk.ops.metrics import Metrics
 from stellwerk.refs import BusRef, TenantName
 from stellwerk.retention import Retention, RetentionMetrics
@@ -116,7 +117,7 @@ async def test_delivery_history_is_kept_as_long_as_the_log(stores: Stores) -> No
     (leased,) = await stores.queue.lease(stores.clock(), 1, 30)
     attempt = Attempt(
         leased.tenant, leased.bus, leased.rule, leased.target_id, leased.event_id,
-        leased.position, 1, stores.clock(), 10, "delivered",
+        leased.position, 1, to_us(stores.clock()), 10, "delivered",
     )  # fmt: skip
     await stores.queue.ack_many([leased.id], [attempt])
     retention = _retention(stores)

@@ -12,6 +12,7 @@ from typing import Final, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from stellwerk.clock import from_us
 from stellwerk.refs import BusRef, TenantName
 
 AttemptOutcome = Literal["delivered", "retrying", "dead_lettered", "dropped"]
@@ -29,9 +30,12 @@ MAX_ATTEMPT_PAGE: Final = 1000
 class Attempt(msgspec.Struct, frozen=True):
     """One attempt of one delivery: when it started, how long it took, how it ended.
 
-    `attempt` counts from 1 (a redrive starts again at 1). `status` is the HTTP status when the
-    target is one that answers with one; `error` says why a failed attempt failed; `excerpt` is
-    the start of the answer's body (at most `EXCERPT_BYTES`, secrets already redacted).
+    `attempt` counts from 1 (a redrive starts again at 1). `started_us` is the start in
+    microseconds since the epoch, as the stores keep it (`started` is it as a datetime): a
+    worker makes one of these per attempt and a store writes it, so neither converts a datetime.
+    `status` is the HTTP status when the target is one that answers with one; `error` says why
+    a failed attempt failed; `excerpt` is the start of the answer's body (at most
+    `EXCERPT_BYTES`, secrets already redacted).
     """
 
     tenant: TenantName
@@ -41,12 +45,16 @@ class Attempt(msgspec.Struct, frozen=True):
     event_id: str
     position: int
     attempt: int
-    started: datetime
+    started_us: int
     duration_us: int
     outcome: AttemptOutcome
     status: int | None = None
     error: str | None = None
     excerpt: str = ""
+
+    @property
+    def started(self) -> datetime:
+        return from_us(self.started_us)
 
 
 class RecordedAttempt(msgspec.Struct, frozen=True):

@@ -17,7 +17,7 @@ from typing import Final
 
 import msgspec
 
-from stellwerk.clock import from_us, to_us
+from stellwerk.clock import to_us
 from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import ATTEMPT_OUTCOMES, Attempt, AttemptOutcome, RecordedAttempt
 from stellwerk.storage.jetstream import Put, ensure_stream, log_config
@@ -57,7 +57,7 @@ _decode: Final = msgspec.msgpack.Decoder(AttemptRecord).decode
 def attempt_put(layout: QueueLayout, a: Attempt) -> Put:
     record = AttemptRecord(
         a.tenant, a.bus, a.rule, a.target_id, a.event_id, a.position, a.attempt,
-        to_us(a.started), a.duration_us, _OUTCOME_CODES[a.outcome], a.status, a.error, a.excerpt,
+        a.started_us, a.duration_us, _OUTCOME_CODES[a.outcome], a.status, a.error, a.excerpt,
     )  # fmt: skip
     body = _encode(record)
     subject = layout.attempt_subject(a.tenant, a.bus, a.rule, a.target_id, a.event_id)
@@ -76,7 +76,7 @@ def _recorded(seq: int, data: bytes) -> RecordedAttempt:
             event_id=r.event_id,
             position=r.position,
             attempt=r.attempt,
-            started=from_us(r.started_us),
+            started_us=r.started_us,
             duration_us=r.duration_us,
             outcome=ATTEMPT_OUTCOMES[r.outcome],
             status=r.status,

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from stellwerk.clock import from_us, to_us
+from stellwerk.clock import to_us
 from stellwerk.refs import BusRef
 from stellwerk.seams import ATTEMPT_OUTCOMES, Attempt, AttemptOutcome, RecordedAttempt, TargetKey
 
@@ -67,6 +67,7 @@ _LEGACY_GROUP: Final = 256  # ids per group when a one-row-per-attempt table is 
 
 
 def _crc(event_id: str) -> int:
+    # surrogatepass: an id with a lone surrogate has bytes too (JSON can carry one).
     return zlib.crc32(event_id.encode("utf-8", "surrogatepass"))
 
 
@@ -138,18 +139,19 @@ def _write(
 def record(conn: sqlite3.Connection, index: QueueIndex, attempts: Sequence[Attempt]) -> None:
     """Write the attempts as one group, in the writer's transaction.
 
-    Runs per attempt in the writer thread (the ack batch's), so it is kept lean: one tuple per
-    attempt, a batch's target ids looked up once per run of one target, one encode call."""
+    Runs per attempt in the writer thread (the ack batch's), so it is kept lean: one tuple and
+    one CRC per attempt, a batch's target ids looked up once per run of one target, the start
+    times taken as the integers they are, one encode call."""
     if not attempts:
         return
     known = index.target_ids
     codes = _OUTCOME_CODES
+    crc32 = zlib.crc32
     last: tuple[str, str, str, str] | None = None
     target = 0
     entries: list[Entry] = []
     crcs: list[int] = []
     targets: set[int] = set()
-    started_min = started_max = to_us(attempts[0].started)
     outcomes = 0
     for a in attempts:
         key = (a.tenant, a.bus, a.rule, a.target_id)
@@ -159,24 +161,23 @@ def record(conn: sqlite3.Connection, index: QueueIndex, attempts: Sequence[Attem
             target = found if found is not None else index.target(conn, TargetKey(*key))
             targets.add(target)
             last = key
-        started = to_us(a.started)
-        if started > started_max:
-            started_max = started
-        elif started < started_min:
-            started_min = started
         code = codes[a.outcome]
         outcomes |= 1 << code
         event_id = a.event_id
-        crcs.append(zlib.crc32(event_id.encode("utf-8", "surrogatepass")))
+        try:
+            crcs.append(crc32(event_id.encode()))
+        except UnicodeEncodeError:  # a lone surrogate: the bytes `_crc` hashes
+            crcs.append(_crc(event_id))
         entries.append(
-            (target, event_id, a.position, a.attempt, started, a.duration_us, code,
+            (target, event_id, a.position, a.attempt, a.started_us, a.duration_us, code,
              a.status, a.error, a.excerpt)
         )  # fmt: skip
+    started = [e[4] for e in entries]
     found_last = conn.execute(
         "SELECT id + count FROM attempt_groups ORDER BY id DESC LIMIT 1"
     ).fetchone()
     first = 1 if found_last is None else found_last[0]
-    _write(conn, first, entries, crcs, (started_min, started_max), outcomes, targets)
+    _write(conn, first, entries, crcs, (min(started), max(started)), outcomes, targets)
 
 
 TRIM_CHUNK: Final = 10_000  # attempts, about, per write
@@ -369,7 +370,7 @@ def _recorded(
             event_id=event_id,
             position=position,
             attempt=attempt,
-            started=from_us(started_us),
+            started_us=started_us,
             duration_us=duration_us,
             outcome=ATTEMPT_OUTCOMES[outcome],
             status=status,
