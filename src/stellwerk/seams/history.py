@@ -27,7 +27,7 @@ DEFAULT_ATTEMPT_PAGE: Final = 100
 MAX_ATTEMPT_PAGE: Final = 1000
 
 
-class Attempt(msgspec.Struct, frozen=True):
+class Attempt(msgspec.Struct, frozen=True, gc=False):
     """One attempt of one delivery: when it started, how long it took, how it ended.
 
     `attempt` counts from 1 (a redrive starts again at 1). `started_us` is the start in
@@ -36,6 +36,10 @@ class Attempt(msgspec.Struct, frozen=True):
     `status` is the HTTP status when the target is one that answers with one; `error` says why
     a failed attempt failed; `excerpt` is the start of the answer's body (at most
     `EXCERPT_BYTES`, secrets already redacted).
+
+    Not tracked by the garbage collector (`gc=False`: it holds strings and numbers only, so it
+    is never part of a cycle): one is made per attempt, and each wait for its ack batch made
+    the collector run, and promote them, more often.
     """
 
     tenant: TenantName
