@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import zlib
 from datetime import timedelta
 from pathlib import Path
 
 import msgspec
 import pytest
-from tests.delivery.queue_support import new_delivery
+from tests.delivery.queue_support import ACME, new_delivery
 from tests.storage.engine_support import commits, statements
 from tests.storage.eventlog_support import ACME_DEFAULT, T0, MovableClock
 
@@ -263,3 +264,38 @@ async def test_an_events_attempts_are_found_across_groups_and_in_an_older_file(
         assert conn.execute("SELECT id, count FROM attempt_groups ORDER BY id").fetchall() == [
             (1, 7), (12345, 1), (12346, 1),
         ]  # fmt: skip
+
+
+async def test_a_group_written_with_whole_start_times_is_read_as_before(tmp_path: Path) -> None:
+    """Groups keep their attempts' starts relative to the first since history5; a group of
+    the layout before (whole starts, no base) reads back the same, and erasing in it works."""
+    path = tmp_path / PIPELINE_FILE
+    async with SqliteDeliveryQueue(path) as queue:
+        await queue.route(ACME_DEFAULT, 2, [new_delivery(1), new_delivery(2)])
+        first, _ = await queue.lease(T0, 2, 30)
+        await queue.ack_many([first.id], [_delivered(first)])
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        (target,) = conn.execute("SELECT target FROM targets").fetchone()
+        old = [[target, "e2", 2, 1, T0_US + 5, 10, 0, 200, None, "ok"]]
+        conn.execute(
+            "INSERT INTO attempt_groups (id, count, started_min_us, started_max_us, outcomes,"
+            " body) VALUES (2, 1, ?, ?, 1, ?)",
+            (T0_US + 5, T0_US + 5, msgspec.msgpack.encode(old)),
+        )
+        crc = zlib.crc32(b"e2").to_bytes(4, "big")
+        conn.execute("INSERT INTO attempt_crcs (id, crcs) VALUES (2, ?)", (crc,))
+        conn.execute("INSERT INTO attempt_group_targets VALUES (?, 2)", (target,))
+    async with SqliteDeliveryQueue(path) as queue:
+        (mine,) = await queue.event_attempts(ACME_DEFAULT, "e1")
+        assert (mine.id, mine.attempt.started) == (1, T0)
+        (before,) = await queue.event_attempts(ACME_DEFAULT, "e2")
+        assert (before.id, before.attempt.started_us, before.attempt.excerpt) == (
+            2, T0_US + 5, "ok",
+        )  # fmt: skip
+        since = T0 + timedelta(microseconds=1)
+        page = await queue.target_attempts(ACME_DEFAULT, "r1", "t1", since=since)
+        assert [r.id for r in page] == [2]
+        erased = await queue.erase(ACME, "default", {("default", 2)}, b"", lambda p, c: False)
+        assert erased.attempts == 1
+        assert await queue.event_attempts(ACME_DEFAULT, "e2") == []
+        assert len(await queue.event_attempts(ACME_DEFAULT, "e1")) == 1
