@@ -12,7 +12,7 @@ import pytest
 from tests.delivery.queue_support import ACME, QueueFactory, new_delivery
 from tests.storage.eventlog_support import ACME_DEFAULT, T0, MovableClock
 
-from stellwerk.clock import to_us
+from stellwerk.clock import to_us, utc_now
 from stellwerk.delivery.model import Delivered, GiveUp, Outcome, RetryLater
 from stellwerk.delivery.worker import DeliveryWorker, TargetBinding
 from stellwerk.refs import BusRef, TenantName
@@ -231,6 +231,20 @@ async def test_a_worker_records_each_attempt_with_its_number_status_and_answer(
     assert recorded[0].started == T0
     assert recorded[2].started == T0 + timedelta(hours=1)
     assert all(a.duration_us >= 0 for a in recorded)
+
+
+async def test_a_worker_on_the_wall_clock_records_when_the_attempt_started(
+    queue: DeliveryQueue,
+) -> None:
+    """The default clock is read in µs without a datetime (`clock.now_us`); it is the same
+    clock as `utc_now`, so the start lies between two readings of it."""
+    await queue.route(ACME_DEFAULT, 1, [new_delivery(1)])
+    binding = TargetBinding(Answers(Delivered()), RetryPolicy())
+    before = utc_now()
+    await DeliveryWorker(queue, lambda *key: binding).run(burst=True)
+    after = utc_now()
+    (recorded,) = await history(queue).event_attempts(ACME_DEFAULT, "e1")
+    assert before <= recorded.attempt.started <= after
 
 
 async def test_a_worker_without_history_records_nothing(
