@@ -23,6 +23,7 @@ from tests.tracking.support import make_source
 from tests.tracking.test_segment_fuzz import requests as fuzz_requests
 
 from stellwerk.config import load_settings
+from stellwerk.events import is_rfc3339
 from stellwerk.ingest import DecodedEvent
 from stellwerk.ops import Metrics
 from stellwerk.refs import TenantId, TenantName, TenantRef
@@ -38,7 +39,7 @@ from stellwerk.tracking import (
 from stellwerk.tracking.collector import DROPPED, Collected, Ready
 from stellwerk.tracking.enrich import Enricher
 from stellwerk.tracking.metrics import TrackingMetrics
-from stellwerk.tracking.refine import Refiner
+from stellwerk.tracking.refine import Refiner, epoch
 from stellwerk.tracking.segment import SEGMENT, messages_of
 
 CHROME = (
@@ -449,6 +450,19 @@ async def test_what_the_reader_leaves_is_the_message_the_general_way_reads() -> 
     items = await same(content, None, arrival, source)
     want = messages_of(copy.deepcopy(body), None, max_batch=50)
     assert items == want
+
+
+def test_a_time_is_read_as_refine_reads_it_whichever_halves_were_seen_before() -> None:
+    """`_times` keeps the common form's halves (the second, the fraction and zone) once seen:
+    a text made of a kept first half and a kept rest is read as the general way reads it,
+    and a half of a text that is no RFC 3339 time is never kept."""
+    heads = ["2026-12-04T10:00:00", "1971-01-01T00:00:00", "2026-02-30T10:00:00", "2026-12-04t1"]
+    tails = ["Z", ".5Z", ".123456-09:30", "+23:59", ".1234567Z", "z", "+24:00", "", ":00Z"]
+    texts = [head + tail for head in heads for tail in tails]
+    for text in [*texts, *reversed(texts), *texts]:
+        want = (text if is_rfc3339(text) else None), epoch(text, "2026-12-05T08:00:00Z")
+        assert segment_reader._times(text, "2026-12-05T08:00:00Z") == want, text
+    assert segment_reader._times(None, "2026-12-05T08:00:00Z") == (None, 1796457600)
 
 
 @pytest.fixture

@@ -46,7 +46,6 @@ from stellwerk.tracking.refine import (
     epoch,
     sender_of,
     user_data,
-    user_data_part,
     visit_key,
 )
 from stellwerk.tracking.segment import MAX_ID_LENGTH, TYPES, messages_of
@@ -243,18 +242,16 @@ def read(content: bytes, kind: str | None) -> Body | None:
 class _Seen(msgspec.Struct, gc=False):
     """What a message's `context` (its JSON, the same bytes) decides under one source and
     request sender: the visit, and for a message to store, the stored context up to its
-    event's own part of `context.stellwerk` (`prefix`), the sender's agent, the enriched
-    address, and the e-mail address of `context.traits` (pseudonymised if the source says)."""
+    event's own part of `context.stellwerk` (`prefix`), the members of `user_data` that are
+    the sender's (`tail`: the enriched address and the agent, as `user_data` encodes them),
+    and the e-mail address of `context.traits` (pseudonymised if the source says)."""
 
     outcome: int  # _TAKE, _DROP or _LEAVE
     visit: Visit | None
     prefix: bytes = b""
-    agent: str = ""
-    ip: str = ""
+    tail: bytes = b""
     email: object = None
     no_consent: bool = False  # states none: `gdpr_consent` would decide
-    # `user_data`'s part of `context.stellwerk` by e-mail address and user id (strings).
-    users: dict[tuple[str | None, str | None], bytes] = msgspec.field(default_factory=dict)
 
 
 _TAKE: Final = 0
@@ -263,7 +260,8 @@ _LEAVE: Final = 2  # to the general way
 _LEFT: Final = _Seen(_LEAVE, None)
 _PLACEHOLDER: Final = msgspec.Raw(b"0")
 _CONTEXTS_KEPT: Final = 32_768
-_USERS_KEPT: Final = 256
+_IDS_KEPT: Final = 16_384
+_MAX_KEPT_ID: Final = 256  # characters; a longer id is worked out each time, never kept
 _MAX_CONTEXT: Final = 8_192  # bytes; a longer context is worked out each time, never kept
 
 
@@ -275,6 +273,18 @@ class _Contexts:
     def __init__(self) -> None:
         self.by_sender: dict[tuple[object, ...], dict[bytes, _Seen]] = {}
         self.count = 0
+        # A visitor's ids come with each of their events: their pseudonyms (by the tenant's
+        # key) and `user_data`'s `external_id` member, worked out once.
+        self.pseudonyms: dict[bytes, dict[str, str]] = {}
+        self.externals: dict[str, bytes] = {}
+
+    def pseudonyms_of(self, key: bytes) -> dict[str, str]:
+        found = self.pseudonyms.get(key)
+        if found is None:
+            if len(self.pseudonyms) >= 64:
+                self.pseudonyms.clear()
+            found = self.pseudonyms[key] = {}
+        return found
 
     def of(self, key: tuple[object, ...]) -> dict[bytes, _Seen]:
         found = self.by_sender.get(key)
@@ -336,6 +346,9 @@ class _Taker:
             if parts[:2] != _TRAITS or len(parts) < 3
         )
         self.tenant_key = refiner.tenant_key(binding.tenant.id) if paths else b""
+        contexts = _contexts(refiner)
+        self.pseudonyms = contexts.pseudonyms_of(self.tenant_key)
+        self.externals = contexts.externals
         # With a TCF cookie, a message that states no consent has the cookie's.
         self.tcf_cookie = TCF_COOKIE in arrival.headers.get("cookie", "")
         headers = arrival.headers
@@ -413,7 +426,19 @@ class _Taker:
             inner["ip"] = enrichment.ip if context.ip == sender[0] else anonymise_ip(context.ip)[0]
         inner[MEMBER] = _PLACEHOLDER  # the last member: `"stellwerk":0}` cut off
         prefix = _encode(inner)[:-2] + visit.encoded
-        return _Seen(_TAKE, visit, prefix, sender[1], enrichment.ip, email, listed is None)
+        tail = _encode(user_data(None, None, enrichment.ip, sender[1]))[1:-1]
+        return _Seen(_TAKE, visit, prefix, tail, email, listed is None)
+
+    def _pseudonym(self, text: str) -> str:
+        """`enrich.pseudonym` under the tenant's key, kept by the text."""
+        found = self.pseudonyms.get(text)
+        if found is None:
+            found = pseudonym(self.tenant_key, text)
+            if len(text) <= _MAX_KEPT_ID:
+                if len(self.pseudonyms) >= _IDS_KEPT:
+                    self.pseudonyms.clear()
+                self.pseudonyms[text] = found
+        return found
 
     def take(  # one pass, in the order of the general way
         self,
@@ -477,10 +502,10 @@ class _Taker:
             head = parts[0]
             if len(parts) == 1 and head == "userId":
                 if user is not None:  # a null is left as it is, as the general way leaves it
-                    user = layout[head] = pseudonym(self.tenant_key, user)
+                    user = layout[head] = self._pseudonym(user)
             elif len(parts) == 1 and head == "anonymousId":
                 if anonymous is not None:
-                    anonymous = layout[head] = pseudonym(self.tenant_key, anonymous)
+                    anonymous = layout[head] = self._pseudonym(anonymous)
             elif head in layout:
                 value = _any(layout[head])
                 changed = pseudonymise({head: value}, (path,), self.tenant_key)[head]
@@ -496,17 +521,21 @@ class _Taker:
             layout["ip"] = anonymise_ip(view.ip)[0]
         timestamp = view.timestamp
         time, event_time = _times(timestamp, self.received_at)
-        if isinstance(email, str | None):
-            users = seen.users
-            part = users.get((email, user))
-            if part is None:
-                if len(users) >= _USERS_KEPT:
-                    users.clear()
-                part = users[email, user] = user_data_part(
-                    user_data(email, user, seen.ip, seen.agent)
-                )
-        else:
-            part = user_data_part(user_data(email, user, seen.ip, seen.agent))
+        # `user_data` (`refine.user_data`, as `user_data_part` encodes it), its members put
+        # together: the e-mail's, the user id's, the sender's.
+        members = [seen.tail] if seen.tail else []
+        if user:  # a string: the view's type
+            external = self.externals.get(user)
+            if external is None:
+                external = b'"external_id":' + _encode(user_data(None, user, "", "")["external_id"])
+                if len(user) <= _MAX_KEPT_ID:
+                    if len(self.externals) >= _IDS_KEPT:
+                        self.externals.clear()
+                    self.externals[user] = external
+            members.insert(0, external)
+        if isinstance(email, str) and email.strip():
+            members.insert(0, b'"em":' + _encode(user_data(email, None, "", "")["em"]))
+        part = b',"user_data":{' + b",".join(members) + b"}" if members else b""
         layout["context"] = msgspec.Raw(
             b"".join((seen.prefix, self.own, str(event_time).encode(), part, b"}}"))
         )
@@ -536,17 +565,38 @@ def _day(text: str) -> int:
 _EPOCH_DAY: Final = date(1970, 1, 1)
 
 
+# The common form's two halves, its first 19 characters (`YYYY-MM-DDTHH:MM:SS`, fixed width)
+# and the rest (the fraction, the zone), each as Unix seconds and as the zone's offset, kept
+# once `_TIME` matched them: `_TIME` matches a text exactly when it matches both halves, and
+# a batch's times share their second and (to the millisecond) their rest.
+_HEADS: Final[dict[str, int]] = {}
+_TAILS: Final[dict[str, int]] = {}
+_HALVES_KEPT: Final = 4_096
+
+
 def _times(timestamp: str | None, received_at: str) -> tuple[str | None, int]:
     """The event's `time` (the timestamp if RFC 3339) and `event_time` (`refine.epoch`), with
     one look at the text when it is the common form."""
     if timestamp is None:
         return None, epoch(None, received_at)
+    head = _HEADS.get(timestamp[:19])
+    if head is not None:
+        offset = _TAILS.get(timestamp[19:])
+        if offset is not None:
+            return timestamp, head - offset
     match = _TIME.fullmatch(timestamp)
     if match is None:
         return (timestamp if is_rfc3339(timestamp) else None), epoch(timestamp, received_at)
     day, hours, minutes, seconds, sign, offset_hours, offset_minutes = match.groups()
-    seconds_of_day = int(hours) * 3600 + int(minutes) * 60 + int(seconds)
+    head = _day(day) + int(hours) * 3600 + int(minutes) * 60 + int(seconds)
+    offset = 0
     if sign is not None:
         offset = int(offset_hours) * 3600 + int(offset_minutes) * 60
-        seconds_of_day -= offset if sign == "+" else -offset
-    return timestamp, _day(day) + seconds_of_day
+        offset = offset if sign == "+" else -offset
+    if len(_HEADS) >= _HALVES_KEPT:
+        _HEADS.clear()
+    if len(_TAILS) >= _HALVES_KEPT:
+        _TAILS.clear()
+    _HEADS[timestamp[:19]] = head
+    _TAILS[timestamp[19:]] = offset
+    return timestamp, head - offset
