@@ -118,11 +118,29 @@ class _Batch(msgspec.Struct, gc=False):
     writeKey: object = None
 
 
+class _Views(msgspec.Struct, gc=False):
+    """A `/v1/batch` body whose every message is of the view's types, viewed in one call."""
+
+    batch: list[_Message]
+    context: msgspec.Raw = _NULL
+    integrations: msgspec.Raw = _NULL
+    sentAt: msgspec.Raw = _NULL
+    writeKey: object = None
+
+
+class _Layouts(msgspec.Struct, gc=False):
+    """A `/v1/batch` body's messages as their members' raw JSON, in one call."""
+
+    batch: list[dict[str, msgspec.Raw]]
+
+
 class _Single(msgspec.Struct, gc=False):
     writeKey: object = None
 
 
 _batch: Final = msgspec.json.Decoder(_Batch).decode
+_views: Final = msgspec.json.Decoder(_Views).decode
+_layouts: Final = msgspec.json.Decoder(_Layouts).decode
 _single: Final = msgspec.json.Decoder(_Single).decode
 _layout: Final = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _view: Final = msgspec.json.Decoder(_Message).decode
@@ -136,6 +154,7 @@ _encode: Final = msgspec.json.Encoder().encode
 # ids, and paths into `context.traits`) leaves the message to the general way.
 _VIEWED: Final = frozenset(_Message.__struct_fields__) - {"properties", "integrations", "traits"}
 _IDS: Final = frozenset({"userId", "anonymousId"})
+_EVENT_TYPES: Final = {kind: "segment." + kind for kind in TYPES}
 _TRAITS: Final = ["context", "traits"]
 
 
@@ -161,19 +180,23 @@ _LOOK: Final = 2_048
 
 
 class Body:
-    """A Segment API body as this reader takes it: `read`, then `messages`."""
+    """A Segment API body as this reader takes it: `read`, then `messages`. `views`: every
+    message viewed already (the body decoded whole for it, the common body), else None and
+    each of `raws` is decoded by itself."""
 
     def __init__(
         self,
         content: bytes,
         kind: str | None,
-        raws: list[msgspec.Raw],
+        raws: list[msgspec.Raw] | None,
+        views: list[_Message] | None,
         shared: list[tuple[str, msgspec.Raw]],
         write_key: object,
     ) -> None:
         self._content = content
         self._kind = kind
         self._raws = raws
+        self._views = views
         self._shared = shared
         self.write_key = write_key
         self._general: list[Any] | None = None
@@ -187,32 +210,50 @@ class Body:
     ) -> list[Any]:
         """The body's messages for `Collector.collect`: each `Ready`, `DROPPED`, or as
         `segment.messages_of` gives it (for the general way); its errors for the body."""
-        raws = self._raws
-        if self._kind is None and len(raws) > max_batch:
+        views: list[_Message | None]
+        layouts: list[dict[str, Any] | None]
+        if self._views is not None:
+            views = list(self._views)
+            count = len(views)
+        else:
+            assert self._raws is not None
+            count = len(self._raws)
+        if self._kind is None and count > max_batch:
             raise PayloadTooLarge(
-                f"the batch holds {len(raws)} messages; the limit is {max_batch}",
+                f"the batch holds {count} messages; the limit is {max_batch}",
                 code="BatchTooLarge",
                 field="batch",
             )
-        taker = _Taker(refiner, arrival, binding)
-        items: list[Any] = []
-        for index, raw in enumerate(raws):
-            item: Ready | Dropped | None = None
-            try:
-                layout = _layout(raw)
-                view = _view(raw)
-            except msgspec.DecodeError:
-                pass  # not an object, or not of the view's types
+        if self._views is not None:
+            if self._kind is None:
+                layouts = list(_layouts(self._content).batch)
             else:
-                item = taker.take(layout, view, self._kind, self._shared)
-            items.append(self._general_message(index) if item is None else item)
-        return items
+                layouts = [_layout(self._content)]
+        else:
+            assert self._raws is not None
+            views, layouts = [], []
+            for raw in self._raws:
+                try:
+                    layout, view = _layout(raw), _view(raw)
+                except msgspec.DecodeError:  # not an object, or not of the view's types
+                    layout, view = None, None
+                layouts.append(layout)
+                views.append(view)
+        # A member named with `context.stellwerk` needs the name in the body, or an escape.
+        forged = _FORGED_TOP.encode() in self._content or b"\\u" in self._content
+        taker = _Taker(refiner, arrival, binding)
+        taken = taker.take_all(layouts, views, self._kind, self._shared, forged)
+        return [
+            self._general_message(index) if item is None else item
+            for index, item in enumerate(taken)
+        ]
 
     def _general_message(self, index: int) -> Any:
         """The message at `index` as `messages_of` makes it of the whole body."""
         if self._general is None:
             body = _any(self._content)
-            self._general = messages_of(body, self._kind, max_batch=len(self._raws))
+            count = len(self._views) if self._views is not None else len(self._raws or ())
+            self._general = messages_of(body, self._kind, max_batch=count)
         return self._general[index]
 
 
@@ -222,8 +263,16 @@ def read(content: bytes, kind: str | None) -> Body | None:
     try:
         content = _compact(content)
         if kind is not None:
-            return Body(content, kind, [msgspec.Raw(content)], [], _single(content).writeKey)
-        batch = _batch(content)
+            write_key = _single(content).writeKey
+            try:
+                return Body(content, kind, None, [_view(content)], [], write_key)
+            except msgspec.DecodeError:
+                return Body(content, kind, [msgspec.Raw(content)], None, [], write_key)
+        batch: _Views | _Batch
+        try:
+            batch = _views(content)
+        except msgspec.DecodeError:  # a message of another shape: each decoded by itself
+            batch = _batch(content)
         shared: list[tuple[str, msgspec.Raw]] = []
         if batch.context != _NULL:
             _object(batch.context)
@@ -236,7 +285,9 @@ def read(content: bytes, kind: str | None) -> Body | None:
             shared.append(("sentAt", batch.sentAt))
     except msgspec.DecodeError:
         return None
-    return Body(content, None, batch.batch, shared, batch.writeKey)
+    if isinstance(batch, _Views):
+        return Body(content, None, None, batch.batch, shared, batch.writeKey)
+    return Body(content, None, batch.batch, None, shared, batch.writeKey)
 
 
 class _Seen(msgspec.Struct, gc=False):
@@ -338,6 +389,11 @@ class _Taker:
             (path, parts) for path, parts in paths if len(parts) > 2 and parts[:2] == _TRAITS
         ]
         self.paths = [(path, parts) for path, parts in paths if parts[0] != "context"]
+        # The common setting, the ids alone (each once): no loop over paths per message.
+        names = [path for path, _ in self.paths]
+        self.ids_only = set(names) <= _IDS and len(set(names)) == len(names)
+        self.user_path = "userId" in names
+        self.anonymous_path = "anonymousId" in names
         # A pseudonymised member the view reads (but the ids; paths into `context.traits`
         # are the context's): every message of the source goes the general way.
         self.leave_all = any(
@@ -440,110 +496,140 @@ class _Taker:
                 self.pseudonyms[text] = found
         return found
 
-    def take(  # one pass, in the order of the general way
+    def take_all(
         self,
-        layout: dict[str, Any],
-        view: _Message,
+        layouts: list[dict[str, Any] | None],
+        views: list[_Message | None],
         kind: str | None,
         shared: list[tuple[str, msgspec.Raw]],
-    ) -> Ready | Dropped | None:
-        # `messages_of`: the write key out, the endpoint's type in, the batch's shared members
-        # into each message that has none.
+        forged: bool,
+    ) -> list[Ready | Dropped | None]:
+        """Each message (its layout and view; None for one that is neither) taken, in one pass
+        over them in the order of the general way; None for one left to the general way.
+        `forged`: whether a member's name may hold `context.stellwerk` (the body does)."""
         if self.leave_all:
-            return None
-        layout.pop("writeKey", None)
-        if kind is None:
-            kind = view.type if isinstance(view.type, str) else None
-        else:
-            layout["type"] = kind
-        context = view.context
-        for name, value in shared:
-            if getattr(view, name) in (None, _NULL):
-                layout[name] = value
-                if name == "context":
-                    context = value
-        # `check`, for the messages it takes.
-        if kind not in TYPES:
-            return None
-        message_id, user, anonymous = view.messageId, view.userId, view.anonymousId
-        if message_id is not None and not 0 < len(message_id) <= MAX_ID_LENGTH:
-            return None
-        if user == "" or anonymous == "" or (user is None and anonymous is None):
-            return None
-        if kind == "track":
-            if not view.event:
-                return None
-        elif kind == "group":
-            if not view.groupId:
-                return None
-        elif kind == "alias" and not (view.previousId and user):
-            return None
-        # `refine`: no forged members, the visit's decision and enrichment (by the context).
-        if _FORGED_TOP in "\0".join(layout):
-            return None
-        raw = None if context == _NULL else context
-        text = bytes(raw) if raw is not None else b""
-        seen = self.seen.get(text)
-        if seen is None or (
-            seen.visit is not None
-            and (
-                seen.visit.binding is not self.canonical or seen.visit.generation != self.generation
+            return [None] * len(views)
+        # What each message reads of the request, as locals: a message costs a few µs here.
+        seen_of, canonical, generation = self.seen, self.canonical, self.generation
+        paths, keep_full_ip, received_at = self.paths, self.privacy.keep_full_ip, self.received_at
+        externals, own, source = self.externals, self.own, self.source
+        pseudonyms, ids_only = self.pseudonyms, self.ids_only
+        user_path, anonymous_path = self.user_path, self.anonymous_path
+        single = kind
+        taken: list[Ready | Dropped | None] = []
+        for layout, view in zip(layouts, views, strict=True):
+            if layout is None or view is None:
+                taken.append(None)
+                continue
+            # `messages_of`: the write key out, the endpoint's type in, the batch's shared
+            # members into each message that has none.
+            layout.pop("writeKey", None)
+            if single is None:
+                kind = view.type if isinstance(view.type, str) else None
+            else:
+                layout["type"] = kind
+            context = view.context
+            for name, value in shared:
+                if getattr(view, name) in (None, _NULL):
+                    layout[name] = value
+                    if name == "context":
+                        context = value
+            # `check`, for the messages it takes.
+            message_id, user, anonymous = view.messageId, view.userId, view.anonymousId
+            if (
+                kind not in TYPES
+                or (message_id is not None and not 0 < len(message_id) <= MAX_ID_LENGTH)
+                or user == ""
+                or anonymous == ""
+                or (user is None and anonymous is None)
+                or (kind == "track" and not view.event)
+                or (kind == "group" and not view.groupId)
+                or (kind == "alias" and not (view.previousId and user))
+                # `refine`: no forged members.
+                or (forged and _FORGED_TOP in "\0".join(layout))
+            ):
+                taken.append(None)
+                continue
+            # The visit's decision and enrichment, by the context.
+            text = b"" if context == _NULL else bytes(context)
+            seen = seen_of.get(text)
+            if seen is None or (
+                seen.visit is not None
+                and (seen.visit.binding is not canonical or seen.visit.generation != generation)
+            ):
+                seen = self._context(None if context == _NULL else context)
+                _contexts(self.refiner).kept(seen_of, text, seen)
+            if seen.outcome != _TAKE:
+                taken.append(DROPPED if seen.outcome == _DROP else None)
+                continue
+            if seen.no_consent and view.gdpr_consent is not None:
+                taken.append(None)
+                continue
+            # Pseudonyms, on the members (and the traits) that hold the fields.
+            traits: Any = view.traits
+            if ids_only:
+                # a null is left as it is, as the general way leaves it
+                if user_path and user is not None:
+                    user = layout["userId"] = pseudonyms.get(user) or self._pseudonym(user)
+                if anonymous_path and anonymous is not None:
+                    anonymous = layout["anonymousId"] = pseudonyms.get(
+                        anonymous
+                    ) or self._pseudonym(anonymous)
+            else:
+                for path, parts in paths:
+                    head = parts[0]
+                    if len(parts) == 1 and head == "userId":
+                        if user is not None:
+                            user = layout[head] = self._pseudonym(user)
+                    elif len(parts) == 1 and head == "anonymousId":
+                        if anonymous is not None:
+                            anonymous = layout[head] = self._pseudonym(anonymous)
+                    elif head in layout:
+                        value = _any(layout[head])
+                        changed = pseudonymise({head: value}, (path,), self.tenant_key)[head]
+                        if changed is not value:
+                            layout[head] = changed
+                            if head == "traits":
+                                traits = changed
+            if traits is None:
+                email = seen.email
+            else:
+                email = traits.get("email") if isinstance(traits, dict) else traits.email
+            if view.ip is not None and not keep_full_ip:
+                layout["ip"] = anonymise_ip(view.ip)[0]
+            time, event_time = _times(view.timestamp, received_at)
+            # `user_data` (`refine.user_data`, as `user_data_part` encodes it), its members put
+            # together: the e-mail's, the user id's, the sender's.
+            members = [seen.tail] if seen.tail else []
+            if user:  # a string: the view's type
+                members.insert(0, externals.get(user) or self._external(user))
+            if isinstance(email, str) and email.strip():
+                members.insert(0, b'"em":' + _encode(user_data(email, None, "", "")["em"]))
+            layout["context"] = msgspec.Raw(
+                b"".join(
+                    (
+                        seen.prefix,
+                        own,
+                        str(event_time).encode(),
+                        b',"user_data":{' + b",".join(members) + b"}}}" if members else b"}}",
+                    )
+                )
             )
-        ):
-            seen = self._context(raw)
-            _contexts(self.refiner).kept(self.seen, text, seen)
-        if seen.outcome != _TAKE:
-            return DROPPED if seen.outcome == _DROP else None
-        if seen.no_consent and view.gdpr_consent is not None:
-            return None
-        # Pseudonyms, on the members (and the traits) that hold the fields.
-        traits: Any = view.traits
-        for path, parts in self.paths:
-            head = parts[0]
-            if len(parts) == 1 and head == "userId":
-                if user is not None:  # a null is left as it is, as the general way leaves it
-                    user = layout[head] = self._pseudonym(user)
-            elif len(parts) == 1 and head == "anonymousId":
-                if anonymous is not None:
-                    anonymous = layout[head] = self._pseudonym(anonymous)
-            elif head in layout:
-                value = _any(layout[head])
-                changed = pseudonymise({head: value}, (path,), self.tenant_key)[head]
-                if changed is not value:
-                    layout[head] = changed
-                    if head == "traits":
-                        traits = changed
-        if traits is None:
-            email = seen.email
-        else:
-            email = traits.get("email") if isinstance(traits, dict) else traits.email
-        if view.ip is not None and not self.privacy.keep_full_ip:
-            layout["ip"] = anonymise_ip(view.ip)[0]
-        timestamp = view.timestamp
-        time, event_time = _times(timestamp, self.received_at)
-        # `user_data` (`refine.user_data`, as `user_data_part` encodes it), its members put
-        # together: the e-mail's, the user id's, the sender's.
-        members = [seen.tail] if seen.tail else []
-        if user:  # a string: the view's type
-            external = self.externals.get(user)
-            if external is None:
-                external = b'"external_id":' + _encode(user_data(None, user, "", "")["external_id"])
-                if len(user) <= _MAX_KEPT_ID:
-                    if len(self.externals) >= _IDS_KEPT:
-                        self.externals.clear()
-                    self.externals[user] = external
-            members.insert(0, external)
-        if isinstance(email, str) and email.strip():
-            members.insert(0, b'"em":' + _encode(user_data(email, None, "", "")["em"]))
-        part = b',"user_data":{' + b",".join(members) + b"}" if members else b""
-        layout["context"] = msgspec.Raw(
-            b"".join((seen.prefix, self.own, str(event_time).encode(), part, b"}}"))
-        )
-        event_id = message_id or str(uuid.uuid4())
-        event_type = "segment." + kind
-        subject = user or anonymous
-        encoded = _encode(tracked(event_id, self.source, event_type, subject, time, layout))
-        return Ready(encoded, event_id, event_type, subject, message_id)
+            event_id = message_id or str(uuid.uuid4())
+            event_type = _EVENT_TYPES[kind]
+            subject = user or anonymous
+            encoded = _encode(tracked(event_id, source, event_type, subject, time, layout))
+            taken.append(Ready(encoded, event_id, event_type, subject, message_id))
+        return taken
+
+    def _external(self, user: str) -> bytes:
+        """`user_data`'s `external_id` member of a user id, kept by the id."""
+        external = b'"external_id":' + _encode(user_data(None, user, "", "")["external_id"])
+        if len(user) <= _MAX_KEPT_ID:
+            if len(self.externals) >= _IDS_KEPT:
+                self.externals.clear()
+            self.externals[user] = external
+        return external
 
 
 # The common RFC 3339 time, which needs no look at the calendar (`rfc3339._COMMON`), as
