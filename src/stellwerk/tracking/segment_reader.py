@@ -154,6 +154,7 @@ _encode: Final = msgspec.json.Encoder().encode
 # ids, and paths into `context.traits`) leaves the message to the general way.
 _VIEWED: Final = frozenset(_Message.__struct_fields__) - {"properties", "integrations", "traits"}
 _IDS: Final = frozenset({"userId", "anonymousId"})
+_USER_DATA: Final = b',"user_data":{'  # as `user_data_part` opens it
 _EVENT_TYPES: Final = {kind: "segment." + kind for kind in TYPES}
 _TRAITS: Final = ["context", "traits"]
 
@@ -293,14 +294,16 @@ def read(content: bytes, kind: str | None) -> Body | None:
 class _Seen(msgspec.Struct, gc=False):
     """What a message's `context` (its JSON, the same bytes) decides under one source and
     request sender: the visit, and for a message to store, the stored context up to its
-    event's own part of `context.stellwerk` (`prefix`), the members of `user_data` that are
-    the sender's (`tail`: the enriched address and the agent, as `user_data` encodes them),
-    and the e-mail address of `context.traits` (pseudonymised if the source says)."""
+    event's own part of `context.stellwerk` (`prefix`), how it ends after a user's members
+    of `user_data` (`after`: the sender's members, the enriched address and the agent, as
+    `user_data` encodes them, and the closing braces) or without them (`alone`), and the
+    e-mail address of `context.traits` (pseudonymised if the source says)."""
 
     outcome: int  # _TAKE, _DROP or _LEAVE
     visit: Visit | None
     prefix: bytes = b""
-    tail: bytes = b""
+    after: bytes = b""
+    alone: bytes = b""
     email: object = None
     no_consent: bool = False  # states none: `gdpr_consent` would decide
 
@@ -483,7 +486,9 @@ class _Taker:
         inner[MEMBER] = _PLACEHOLDER  # the last member: `"stellwerk":0}` cut off
         prefix = _encode(inner)[:-2] + visit.encoded
         tail = _encode(user_data(None, None, enrichment.ip, sender[1]))[1:-1]
-        return _Seen(_TAKE, visit, prefix, tail, email, listed is None)
+        after = b"," + tail + b"}}}" if tail else b"}}}"
+        alone = _USER_DATA + tail + b"}}}" if tail else b"}}"
+        return _Seen(_TAKE, visit, prefix, after, alone, email, listed is None)
 
     def _pseudonym(self, text: str) -> str:
         """`enrich.pseudonym` under the tenant's key, kept by the text."""
@@ -514,6 +519,7 @@ class _Taker:
         paths, keep_full_ip, received_at = self.paths, self.privacy.keep_full_ip, self.received_at
         externals, own, source = self.externals, self.own, self.source
         pseudonyms, ids_only = self.pseudonyms, self.ids_only
+        heads, tails = _HEADS, _TAILS
         user_path, anonymous_path = self.user_path, self.anonymous_path
         single = kind
         taken: list[Ready | Dropped | None] = []
@@ -597,23 +603,27 @@ class _Taker:
                 email = traits.get("email") if isinstance(traits, dict) else traits.email
             if view.ip is not None and not keep_full_ip:
                 layout["ip"] = anonymise_ip(view.ip)[0]
-            time, event_time = _times(view.timestamp, received_at)
-            # `user_data` (`refine.user_data`, as `user_data_part` encodes it), its members put
-            # together: the e-mail's, the user id's, the sender's.
-            members = [seen.tail] if seen.tail else []
-            if user:  # a string: the view's type
-                members.insert(0, externals.get(user) or self._external(user))
+            timestamp = view.timestamp
+            second = None if timestamp is None else heads.get(timestamp[:19])
+            offset = None if second is None or timestamp is None else tails.get(timestamp[19:])
+            if second is not None and offset is not None:  # `_times`, by its kept halves
+                time, event_time = timestamp, second - offset
+            else:
+                time, event_time = _times(timestamp, received_at)
+            # `user_data` (`refine.user_data`, as `user_data_part` encodes it): the e-mail's
+            # member, the user id's, the sender's (`after`, with the closing braces).
             if isinstance(email, str) and email.strip():
-                members.insert(0, b'"em":' + _encode(user_data(email, None, "", "")["em"]))
+                opened = _USER_DATA + b'"em":' + _encode(user_data(email, None, "", "")["em"])
+                if user:
+                    external = externals.get(user) or self._external(user)
+                    opened += b"," + external[len(_USER_DATA) :]
+                after = seen.after
+            elif user:  # a string: the view's type
+                opened, after = externals.get(user) or self._external(user), seen.after
+            else:
+                opened, after = b"", seen.alone
             layout["context"] = msgspec.Raw(
-                b"".join(
-                    (
-                        seen.prefix,
-                        own,
-                        str(event_time).encode(),
-                        b',"user_data":{' + b",".join(members) + b"}}}" if members else b"}}",
-                    )
-                )
+                b"".join((seen.prefix, own, str(event_time).encode(), opened, after))
             )
             event_id = message_id or str(uuid.uuid4())
             event_type = _EVENT_TYPES[kind]
@@ -623,8 +633,11 @@ class _Taker:
         return taken
 
     def _external(self, user: str) -> bytes:
-        """`user_data`'s `external_id` member of a user id, kept by the id."""
-        external = b'"external_id":' + _encode(user_data(None, user, "", "")["external_id"])
+        """`user_data` opened with the `external_id` member of a user id
+        (`,"user_data":{"external_id":[...]`), kept by the id."""
+        external = (
+            _USER_DATA + b'"external_id":' + _encode(user_data(None, user, "", "")["external_id"])
+        )
         if len(user) <= _MAX_KEPT_ID:
             if len(self.externals) >= _IDS_KEPT:
                 self.externals.clear()
