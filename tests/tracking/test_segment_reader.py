@@ -452,6 +452,24 @@ async def test_what_the_reader_leaves_is_the_message_the_general_way_reads() -> 
     assert items == want
 
 
+async def test_ids_are_pseudonymised_as_the_general_way_does_when_the_kept_ones_are_cleared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reader keeps pseudonyms and `user_data`'s `external_id` by the id, a bounded
+    number in all: clearing them when full (here every 3) changes nothing that is stored."""
+    monkeypatch.setattr(segment_reader, "_IDS_KEPT", 3)
+    source = binding(pseudonymise=("userId", "anonymousId"))
+    arrival = Arrival(received_at="2026-12-05T08:00:00Z", ip="192.0.2.7", headers={})
+    batch = [{**shop_message(n), "userId": f"user-{n}"} for n in range(12)]
+    content = msgspec.json.encode({"batch": batch})
+    for _ in range(2):
+        items = await same(content, None, arrival, source)
+        assert all(isinstance(item, Ready) for item in items)
+    kept = segment_reader._contexts(refiner())
+    assert kept.pseudonyms_count <= 3
+    assert len(kept.externals) <= 3
+
+
 def test_a_time_is_read_as_refine_reads_it_whichever_halves_were_seen_before() -> None:
     """`_times` keeps the common form's halves (the second, the fraction and zone) once seen:
     a text made of a kept first half and a kept rest is read as the general way reads it,

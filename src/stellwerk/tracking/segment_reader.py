@@ -329,16 +329,27 @@ class _Contexts:
         self.count = 0
         # A visitor's ids come with each of their events: their pseudonyms (by the tenant's
         # key) and `user_data`'s `external_id` member, worked out once.
+        # At most `_IDS_KEPT` pseudonyms in all, cleared (as the contexts are) when full.
         self.pseudonyms: dict[bytes, dict[str, str]] = {}
+        self.pseudonyms_count = 0
         self.externals: dict[str, bytes] = {}
 
     def pseudonyms_of(self, key: bytes) -> dict[str, str]:
         found = self.pseudonyms.get(key)
         if found is None:
-            if len(self.pseudonyms) >= 64:
-                self.pseudonyms.clear()
             found = self.pseudonyms[key] = {}
         return found
+
+    def kept_pseudonym(self, kept: dict[str, str], text: str, value: str) -> None:
+        if len(text) > _MAX_KEPT_ID:
+            return
+        if self.pseudonyms_count >= _IDS_KEPT:
+            for each in self.pseudonyms.values():
+                each.clear()  # a request holding one keeps adding to a dict no longer counted
+            self.pseudonyms.clear()
+            self.pseudonyms_count = 0
+        self.pseudonyms_count += 1
+        kept[text] = value
 
     def of(self, key: tuple[object, ...]) -> dict[bytes, _Seen]:
         found = self.by_sender.get(key)
@@ -405,7 +416,7 @@ class _Taker:
             if parts[:2] != _TRAITS or len(parts) < 3
         )
         self.tenant_key = refiner.tenant_key(binding.tenant.id) if paths else b""
-        contexts = _contexts(refiner)
+        self.contexts = contexts = _contexts(refiner)
         self.pseudonyms = contexts.pseudonyms_of(self.tenant_key)
         self.externals = contexts.externals
         # With a TCF cookie, a message that states no consent has the cookie's.
@@ -495,10 +506,7 @@ class _Taker:
         found = self.pseudonyms.get(text)
         if found is None:
             found = pseudonym(self.tenant_key, text)
-            if len(text) <= _MAX_KEPT_ID:
-                if len(self.pseudonyms) >= _IDS_KEPT:
-                    self.pseudonyms.clear()
-                self.pseudonyms[text] = found
+            self.contexts.kept_pseudonym(self.pseudonyms, text, found)
         return found
 
     def take_all(
