@@ -3,9 +3,10 @@ bytes they came as (issue 17: `/v1/batch` at 0.8x the rate of CloudEvents batch 
 
 `segment.messages_of` decodes a whole body into Python objects, and the collector encodes each
 message again: `properties`, `traits`, `integrations` and members Stellwerk does not know are
-decoded and re-encoded without ever being read. Here each message is decoded twice in C, both
-cheap: as its members' raw JSON in their order (`dict[str, msgspec.Raw]`, the layout that is
-stored), and as a struct of the members Segment's checks, consent and enrichment read (a view:
+decoded and re-encoded without ever being read. Here a batch is decoded twice in C, both
+cheap: its messages as their members' raw JSON in their order (`dict[str, msgspec.Raw]`, the
+layout that is stored), and as structs of the members Segment's checks, consent and enrichment
+read (views; a batch with a message of another shape is decoded message by message:
 `properties` and the like are only checked to be objects, `traits` only for `email`). The
 stored event is the layout with the members that refine changes replaced (`context`, the
 pseudonymised ids, an address), encoded with the raw members spliced in as they came.
