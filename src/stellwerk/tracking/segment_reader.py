@@ -6,9 +6,9 @@ message again: `properties`, `traits`, `integrations` and members Stellwerk does
 decoded and re-encoded without ever being read. Here a batch is decoded twice in C, both
 cheap: its messages as their members' raw JSON in their order (`dict[str, msgspec.Raw]`, the
 layout that is stored), and as structs of the members Segment's checks, consent and enrichment
-read (views; a batch with a message of another shape is decoded message by message:
-`properties` and the like are only checked to be objects, `traits` only for `email`). The
-stored event is the layout with the members that refine changes replaced (`context`, the
+read (views: `properties` and the like are only checked to be objects, `traits` only for
+`email`); a batch with a message of another shape is decoded message by message. The stored
+event is the layout with the members that refine changes replaced (`context`, the
 pseudonymised ids, an address), encoded with the raw members spliced in as they came.
 
 A message this reader does not take as its common shape goes the collector's general way
