@@ -456,3 +456,26 @@ def test_a_body_that_is_not_utf8_is_invalid_json() -> None:
         with pytest.raises(BindingError) as caught:
             decode_request(content_type, {}, body)
         assert caught.value.code is BindingErrorCode.INVALID_JSON
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(_mostly_valid, min_size=1, max_size=6))
+def test_a_batch_decodes_as_its_events_do_one_by_one(events: list[dict[str, Any]]) -> None:
+    """A batch whose events are all kept as sent is decoded a step at a time for all of them;
+    each event comes out as it does sent alone, at its index."""
+    batch = decode_request(BATCH_CONTENT_TYPE, {}, msgspec.json.encode(events))
+    for index, (result, obj) in enumerate(zip(batch, events, strict=True)):
+        (alone,) = decode_request(STRUCTURED_CONTENT_TYPE, {}, msgspec.json.encode(obj))
+        assert result.index == index
+        if isinstance(alone, EventFailure):
+            assert isinstance(result, EventFailure)
+            assert (result.code, result.attribute) == (alone.code, alone.attribute)
+            continue
+        assert isinstance(result, DecodedEvent)
+        assert (result.encoded, result.id, result.source, result.type, result.subject) == (
+            alone.encoded,
+            alone.id,
+            alone.source,
+            alone.type,
+            alone.subject,
+        )

@@ -10,6 +10,7 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import count
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -287,7 +288,45 @@ def _decode_fast(mode: Mode, body: bytes, limits: BindingLimits) -> list[DecodeR
         return None
     if len(items) > limits.max_batch_size:
         return None
+    uniform = _decode_uniform(items, limits, one_line)
+    if uniform is not None:
+        return uniform
     return [_decode_raw(index, item, limits, one_line) for index, item in enumerate(items)]
+
+
+def _decode_uniform(
+    items: list[msgspec.Raw], limits: BindingLimits, one_line: bool
+) -> list[DecodeResult] | None:
+    """A batch whose every event `_decode_raw` keeps as sent, decoded with the same checks a
+    step at a time for the whole batch (each a loop in C, or one comprehension) instead of a
+    call per event; None: some event is not, and each goes its own way."""
+    if not items:
+        return None
+    try:
+        envelopes = list(map(_envelope_decoder.decode, items))
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return None
+    encoded = list(map(bytes, items))
+    if not one_line or max(map(len, encoded)) > limits.max_event_size // _FAST_SIZE_SHARE:
+        return None
+    datas = [envelope.data for envelope in envelopes]
+    if 4 in map(len, datas) and any(len(d) == 4 and bytes(d) == b"null" for d in datas):
+        return None
+    unset = msgspec.UNSET
+    times = [envelope.time for envelope in envelopes]
+    if not all(map(is_rfc3339, [time for time in times if time is not unset])):
+        return None
+    return [
+        DecodedEvent(
+            index,
+            body,
+            envelope.id,
+            envelope.source,
+            envelope.type,
+            None if envelope.subject is unset else envelope.subject,
+        )
+        for index, body, envelope in zip(count(), encoded, envelopes)
+    ]
 
 
 def _decode_raw(
