@@ -212,7 +212,34 @@ def test_every_key_of_a_run_is_found_in_its_block_and_no_other_key_is() -> None:
 
     assert [find(d) for d in digests] == [positions[d] for d in digests]
     strangers = [rng.randbytes(16) for _ in range(200)] + [edge[:8] + b"\x01" * 8]
+    # The bytes of two neighbours, from the middle of one to the middle of the next.
+    strangers += [digests[i][8:] + digests[i + 1][:8] for i in range(0, len(digests) - 1, 7)]
     assert [find(d) for d in strangers] == [None] * len(strangers)
+
+
+def test_a_key_found_in_a_block_across_two_digests_is_looked_for_on() -> None:
+    """A block is searched as bytes: a key that also lies across two neighbours before its own
+    place is found at its own place."""
+    key = b"\x80" * 8 + b"\x10" * 8
+    digests = [bytes(8) + key[:8], key[8:] + bytes(8), key]  # the first two hold it across
+    assert digests == sorted(digests)
+    ((_, entries),) = pack_blocks(digests, {d: 7 + i for i, d in enumerate(digests)})
+    assert entries.find(key) == 8
+    assert block_lookup(entries, key) == 9
+    assert block_lookup(entries, digests[0]) == 7
+
+
+def test_the_filters_masks_are_those_stored_filters_were_made_with() -> None:
+    """Filters of closed epochs are stored: a key's bits must stay the six its tag chose when
+    they were made, three pairs of 6-bit fields of its 36 low bits."""
+    rng = random.Random(3)
+    tags = [rng.getrandbits(64) - (1 << 63) for _ in range(20_000)]
+
+    def made_with(tag: int) -> int:
+        return sum({1 << ((tag >> (6 * field)) & 63) for field in range(6)})
+
+    assert [mask(tag) for tag in tags] == [made_with(tag) for tag in tags]
+    assert masks([(0, tag) for tag in tags]) == [made_with(tag) for tag in tags]
 
 
 def test_digests_made_a_group_at_a_time_are_those_made_one_by_one() -> None:
