@@ -300,7 +300,7 @@ def test_a_group_laid_out_at_once_is_the_group_laid_out_event_by_event() -> None
     assert len(at_once.runs) == 4  # default, audit in two chunks, default again
     assert at_once.results == one_by_one.results
     assert at_once.position == one_by_one.position == 41 + len(events)
-    first = chunks.decode(at_once.pieces[0], check=True)
+    first = chunks.decode(b"".join(at_once.pieces[0]), check=True)
     assert body_of(first.body(0)) == {
         **body_of(events[0].body),
         "tenant": "acme",

@@ -86,21 +86,38 @@ def encode(
     bodies: Sequence[bytes],
     suffix: bytes = b"",
 ) -> bytes:
-    """One chunk's bytes, header included. With `suffix`, each body is followed by it (the
-    writer's bodies are the events' JSON up to the last `}`, the suffix Stellwerk's extensions):
-    joined once here rather than copied into a new body per event."""
+    """One chunk's bytes, header included (`encode_parts` joined)."""
+    return b"".join(encode_parts(tenant, bus, position, recorded_us, attributes, bodies, suffix))
+
+
+def encode_parts(
+    tenant: TenantName,
+    bus: str,
+    position: int,
+    recorded_us: int,
+    attributes: Sequence[Attributes],
+    bodies: Sequence[bytes],
+    suffix: bytes = b"",
+) -> tuple[bytes, bytes]:
+    """One chunk's bytes in two parts, the header and all but the bodies, then the bodies: the
+    writer hands both to `pwritev` as they are, so the bodies are copied once (joined), not
+    twice more into a payload and behind its header. With `suffix`, each body is followed by
+    it (the writer's bodies are the events' JSON up to the last `}`, the suffix Stellwerk's
+    extensions): joined once here rather than copied into a new body per event."""
     owner = _text(tenant) + _text(bus)
     meta = _encode_meta(attributes)
     if suffix:
         lengths = map(add, map(len, bodies), repeat(len(suffix)))
         ends = _pack_ends(array("I", accumulate(lengths)))
         joined = suffix.join(bodies) + suffix if bodies else b""
-        payload = b"".join((owner, _META_LENGTH.pack(len(meta)), meta, ends, joined))
     else:
         ends = _pack_ends(array("I", accumulate(map(len, bodies))))
-        payload = b"".join((owner, _META_LENGTH.pack(len(meta)), meta, ends, *bodies))
-    head = HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), len(bodies), position, recorded_us)
-    return head + payload
+        joined = b"".join(bodies)
+    front = b"".join((owner, _META_LENGTH.pack(len(meta)), meta, ends))
+    crc = zlib.crc32(joined, zlib.crc32(front))
+    length = len(front) + len(joined)
+    head = HEADER.pack(MAGIC, length, crc, len(bodies), position, recorded_us)
+    return head + front, joined
 
 
 def read_header(raw: bytes | memoryview, offset: int = 0) -> Header:

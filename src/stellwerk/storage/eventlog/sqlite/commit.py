@@ -275,7 +275,8 @@ class GroupCommitter:
             for (stream, start, count), (file, offset), piece in zip(
                 runs, places, plan.pieces, strict=True
             ):
-                done.chunks.append((start, stream, count, now_us, file, offset, len(piece)))
+                size = len(piece[0]) + len(piece[1])
+                done.chunks.append((start, stream, count, now_us, file, offset, size))
                 done.last[stream] = start + count - 1
             done.end = self.files.end
             assert self.head is not None
@@ -362,7 +363,7 @@ class _Plan:
         self.now_us = now_us
         self.recorded = recorded
         self.results: list[AppendResult] = []
-        self.pieces: list[bytes] = []
+        self.pieces: list[tuple[bytes, bytes]] = []  # each chunk's parts
         self.runs: list[
             tuple[tuple[TenantName, str], int, int]
         ] = []  # owner, first position, count
@@ -388,7 +389,7 @@ class _Plan:
         tenant, bus = owner
         start, count = self.position, len(part)
         self.pieces.append(
-            chunks.encode(
+            chunks.encode_parts(
                 tenant,
                 bus,
                 start,
@@ -420,7 +421,9 @@ class _Plan:
         if self._bodies and self._owner is not None:
             tenant, bus = self._owner
             self.pieces.append(
-                chunks.encode(tenant, bus, self._start, self.now_us, self._attributes, self._bodies)
+                chunks.encode_parts(
+                    tenant, bus, self._start, self.now_us, self._attributes, self._bodies
+                )
             )
             self.runs.append((self._owner, self._start, len(self._bodies)))
         self._bodies, self._attributes = [], []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -23,6 +23,7 @@ from stellwerk.storage.eventlog.sqlite import chunks
 SUFFIX: Final = ".log"
 MAX_FILE_BYTES: Final = 256 * 1024 * 1024
 _SCAN_READ: Final = 1 << 20
+_MAX_BUFFERS: Final = min(1024, os.sysconf("SC_IOV_MAX"))  # per `pwritev`
 
 
 def file_name(number: int) -> str:
@@ -66,9 +67,10 @@ class LogFiles:
         """The file appended to, and the end of what was written: where the next chunk goes."""
         return self._file, self._written
 
-    def append(self, data: list[bytes]) -> list[tuple[int, int]]:
-        """Write chunks after one another; return each one's `(file, offset)`. Not yet durable:
-        `sync` makes it so. Rolls to a new file first if the current one is full."""
+    def append(self, data: Sequence[Sequence[bytes]]) -> list[tuple[int, int]]:
+        """Write chunks, each given as the parts it is made of, after one another; return each
+        one's `(file, offset)`. Not yet durable: `sync` makes it so. Rolls to a new file first
+        if the current one is full."""
         if self._fd is None:
             raise RuntimeError("the log files are not open for appending")
         if self._cut_pending:
@@ -77,13 +79,16 @@ class LogFiles:
             self._roll()
         places: list[tuple[int, int]] = []
         start = offset = self._written
-        for piece in data:
+        for parts in data:
             places.append((self._file, offset))
-            offset += len(piece)
+            offset += sum(map(len, parts))
+        buffers = [part for parts in data for part in parts]
+        if len(buffers) > _MAX_BUFFERS:  # more than one `pwritev` takes
+            buffers = [b"".join(buffers)]
         try:
-            written = os.pwritev(self._fd, data, start)
+            written = os.pwritev(self._fd, buffers, start)
             while written < offset - start:  # a short write: the disk filled up, or a signal
-                rest = b"".join(data)[written:]
+                rest = b"".join(buffers)[written:]
                 written += os.pwrite(self._fd, rest, start + written)
         except OSError:
             self._cut_quietly()

@@ -73,7 +73,7 @@ def move_legacy_log(legacy: Path, directory: Path) -> bool:
                 )
                 metas.append((position, stream, count, recorded_us))
             for (position, stream, count, recorded_us), (file, offset), piece in zip(
-                metas, files.append(pieces), pieces, strict=True
+                metas, files.append([(piece,) for piece in pieces]), pieces, strict=True
             ):
                 new.execute(
                     index.INSERT_CHUNK,
