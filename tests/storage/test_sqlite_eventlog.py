@@ -417,6 +417,28 @@ async def test_a_reading_process_sees_the_newest_events_before_they_are_indexed(
             await reader.append([new_event("nope")])
 
 
+async def test_reads_from_a_long_tail_start_where_they_are_asked_to(tmp_path: Path) -> None:
+    """Nothing indexed: reads and the end of each bus come from the tail, cut by bisection."""
+    path = tmp_path / LOG_DIR
+    async with (
+        SqliteEventLog(path, index_interval=3600) as writer,
+        SqliteEventLog(path, appends=False) as reader,
+    ):
+        stored = []
+        for group in range(40):  # a group a call: one chunk per bus and call
+            events = [new_event(f"e{group}.{i}", bus=f"b{i % 3}") for i in range(group % 4 + 1)]
+            stored += zip(events, await writer.append(events), strict=True)
+        for bus in ("b0", "b1", "b2"):
+            ours = [(e.id, r.position) for e, r in stored if e.bus == bus]
+            ref = BusRef(TenantName("acme"), bus)
+            assert await reader.last_position(ref) == ours[-1][1]
+            for after in (0, ours[0][1], ours[len(ours) // 2][1], ours[-1][1]):
+                read = await reader.read(ref, after=after, limit=5)
+                assert [(e.id, e.position) for e in read] == [(i, p) for i, p in ours if p > after][
+                    :5
+                ]
+
+
 async def test_a_torn_tail_is_cut_off_and_appends_go_on_after_it(tmp_path: Path) -> None:
     path = tmp_path / LOG_DIR
     async with SqliteEventLog(path, index_interval=3600) as log:

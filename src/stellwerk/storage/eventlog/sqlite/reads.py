@@ -8,6 +8,7 @@ byte is blank was erased and is skipped.
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -66,17 +67,23 @@ class Tail:
         self._chunks: list[TailChunk] = []
         self._scanned = Mark(1, 0)  # where the next header is read
 
-    def chunks(self, indexed: Mark) -> list[TailChunk]:
-        """The chunks from `indexed` up to the durable end, oldest first."""
+    def chunks(self, indexed: Mark, after: int = 0) -> list[TailChunk]:
+        """The chunks from `indexed` up to the durable end, oldest first; with `after`, only
+        those that hold a position above it.
+
+        Chunks lie in the files in the order of their positions, so both cuts are bisections:
+        a tail of a few hundred chunks (the index takes them in every half second or so) costs
+        a read no walk over all of them.
+        """
         head_file, head_end = self._head.load()
         with self._lock:
             if (self._scanned.file, self._scanned.end) < (indexed.file, indexed.end):
                 self._chunks, self._scanned = [], indexed
             else:
                 at = (indexed.file, indexed.end)
-                self._chunks = [c for c in self._chunks if (c.place.file, c.place.offset) >= at]
+                del self._chunks[: bisect.bisect_left(self._chunks, at, key=_place_of)]
             self._extend(head_file, head_end)
-            return list(self._chunks)
+            return self._chunks[bisect.bisect_right(self._chunks, after, key=_last_of) :]
 
     def _extend(self, head_file: int, head_end: int) -> None:
         file, offset = self._scanned.file, self._scanned.end
@@ -93,6 +100,14 @@ class Tail:
             self._chunks.append(TailChunk(tenant, bus, place))
             offset += head.size
         self._scanned = Mark(file, offset)
+
+
+def _place_of(chunk: TailChunk) -> tuple[int, int]:
+    return chunk.place.file, chunk.place.offset
+
+
+def _last_of(chunk: TailChunk) -> int:
+    return chunk.place.position + chunk.place.events - 1
 
 
 class Reader:
@@ -119,7 +134,7 @@ class Reader:
                         return out
         finally:
             conn.execute("COMMIT")
-        for chunk in self._tail.chunks(mark):
+        for chunk in self._tail.chunks(mark, after):
             if (chunk.tenant, chunk.bus) != (tenant, bus):
                 continue
             place = chunk.place
@@ -145,9 +160,9 @@ class Reader:
         finally:
             conn.execute("COMMIT")
         last = int(row[0]) if row else 0
-        for chunk in self._tail.chunks(mark):
+        for chunk in reversed(self._tail.chunks(mark, last)):  # the newest of the bus's is it
             if (chunk.tenant, chunk.bus) == (tenant, bus):
-                last = max(last, chunk.place.position + chunk.place.events - 1)
+                return chunk.place.position + chunk.place.events - 1
         return last
 
     def first_position_since(self, moment_us: int) -> int | None:
