@@ -424,7 +424,7 @@ async def test_reads_from_a_long_tail_start_where_they_are_asked_to(tmp_path: Pa
         SqliteEventLog(path, index_interval=3600) as writer,
         SqliteEventLog(path, appends=False) as reader,
     ):
-        stored = []
+        stored: list[tuple[NewEvent, AppendResult]] = []
         for group in range(40):  # a group a call: one chunk per bus and call
             events = [new_event(f"e{group}.{i}", bus=f"b{i % 3}") for i in range(group % 4 + 1)]
             stored += zip(events, await writer.append(events), strict=True)
