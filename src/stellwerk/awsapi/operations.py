@@ -149,8 +149,8 @@ async def put_events(
             "1 validation error detected: Value at 'entries' failed to satisfy constraint: "
             f"Member must have length less than or equal to {MAX_ENTRIES}"
         )
-    results: list[dict[str, str]] = [{} for _ in entries]
-    by_bus: dict[str, list[_Stored]] = {}
+    refused: dict[int, tuple[str, str]] = {}  # by position: the entry's ErrorCode, ErrorMessage
+    by_bus: dict[str, _Placed] = {}
     ids = new_ids(len(entries))
     now = _now()
     now_json = b'"%s"' % now.encode()  # a timestamp holds nothing to escape
@@ -159,38 +159,51 @@ async def put_events(
     for index, entry in enumerate(entries):
         try:
             if type(entry) is _Entry:
-                bus, stored, size = _stored_fast(region, entry, index, ids[index], now_json)
+                bus, event, size = _stored_fast(region, entry, index, ids[index], now_json)
             else:
-                bus, stored, size = _stored(call.region, entry, index, ids[index], now)
+                bus, event, size = _stored(call.region, entry, index, ids[index], now)
         except _EntryError as exc:
-            results[index] = {"ErrorCode": exc.code, "ErrorMessage": exc.message}
+            refused[index] = (exc.code, exc.message)
             continue
         total += size
         if endpoint and bus not in endpoint_buses:
-            results[index] = {
-                "ErrorCode": "InvalidArgument",
-                "ErrorMessage": f"Event bus {bus} is not a bus of endpoint {endpoint}.",
-            }
+            refused[index] = (
+                "InvalidArgument",
+                f"Event bus {bus} is not a bus of endpoint {endpoint}.",
+            )
             continue
-        if len(stored.encoded) > MAX_EVENT_SIZE:
-            results[index] = {
-                "ErrorCode": "InvalidArgument",
-                "ErrorMessage": f"The event is {len(stored.encoded)} bytes as stored; the limit "
-                f"is {MAX_EVENT_SIZE}.",
-            }
+        if len(event.encoded) > MAX_EVENT_SIZE:
+            refused[index] = (
+                "InvalidArgument",
+                f"The event is {len(event.encoded)} bytes as stored; the limit is "
+                f"{MAX_EVENT_SIZE}.",
+            )
             continue
-        by_bus.setdefault(bus, []).append(stored)
+        placed = by_bus.get(bus)
+        if placed is None:
+            placed = by_bus[bus] = _Placed([], [])
+        # Numbered from 0 on its bus, as ingest's take wants them.
+        event.index = len(placed.positions)
+        placed.positions.append(index)
+        placed.events.append(event)
     if total > MAX_ENTRIES_BYTES:
         raise validation("Total size of the entries in the request is over the limit.")
     for bus, placed in by_bus.items():
-        await _put_on_bus(call, bus, placed, results)
-    failed = sum(1 for r in results if "ErrorCode" in r)
-    if not failed:  # the usual answer, written at once
+        await _put_on_bus(call, bus, placed, refused)
+    if not refused:  # the usual answer, written at once
         return msgspec.Raw(
             b'{"FailedEntryCount":0,"Entries":[{"EventId":"%s"}]}'
-            % '"},{"EventId":"'.join([r["EventId"] for r in results]).encode()
+            % '"},{"EventId":"'.join(ids).encode()
         )
-    return {"FailedEntryCount": failed, "Entries": results}
+    results: list[dict[str, str]] = []
+    for index, event_id in enumerate(ids):
+        error = refused.get(index)
+        results.append(
+            {"EventId": event_id}
+            if error is None
+            else {"ErrorCode": error[0], "ErrorMessage": error[1]}
+        )
+    return {"FailedEntryCount": len(refused), "Entries": results}
 
 
 class _EntryError(Exception):
@@ -199,19 +212,16 @@ class _EntryError(Exception):
         self.message = message
 
 
-class _Stored(NamedTuple):
-    """One entry as the CloudEvent it is stored as (docs/eventbridge-api.md has the mapping)."""
+class _Placed(NamedTuple):
+    """One bus's events of a call: their positions in the call's entries, and the events."""
 
-    position: int  # in the call's entries
-    id: str
-    source: str
-    type: str
-    encoded: bytes  # as `encode_event` encodes the CloudEvent
+    positions: list[int]
+    events: list[DecodedEvent]
 
 
 def _stored(
     region: str, entry: object, index: int, event_id: str, now: str
-) -> tuple[str, _Stored, int]:
+) -> tuple[str, DecodedEvent, int]:
     """The bus and the stored event of one PutEvents entry, and its size as EventBridge counts
     it. The event is encoded straight from the entry, in the order and form `encode_event`
     gives a `CloudEvent` (the PutEvents path's cost is mostly per entry)."""
@@ -251,7 +261,8 @@ def _stored(
     event["data"] = detail
     size = _utf8_length(source) + _utf8_length(detail_type) + _utf8_length(detail_text)
     size += sum(_utf8_length(r) for r in resources)
-    return bus, _Stored(index, event_id, source, detail_type, _encode(event)), size
+    stored = DecodedEvent(index, _encode(event), event_id, source, detail_type, None)
+    return bus, stored, size
 
 
 def _required(entry: dict[str, Any], name: str) -> str:
@@ -268,16 +279,24 @@ def _missing(name: str) -> _EntryError:
 
 
 _MALFORMED_DETAIL: Final = ("MalformedDetail", "Detail is malformed.")
-_HEAD: Final = b'{"specversion":"' + SPECVERSION.encode() + b'","id":"'
-_CONTENT_TYPE: Final = b',"datacontenttype":"application/json","' + REGION_EXTENSION.encode()
+# The stored event as `_stored` encodes it, filled in by one formatting: id, source, type,
+# time, region, the Resources extension (or nothing), data.
+_EVENT: Final = (
+    b'{"specversion":"'
+    + SPECVERSION.encode()
+    + b'","id":"%s","source":%s,"type":%s,"time":%s,"datacontenttype":"application/json","'
+    + REGION_EXTENSION.encode()
+    + b'":%s%s,"data":%s}'
+)
+_RESOURCES: Final = b',"' + RESOURCES_EXTENSION.encode() + b'":'
 
 
 def _stored_fast(
     region: bytes, entry: _Entry, index: int, event_id: str, now: bytes
-) -> tuple[str, _Stored, int]:
+) -> tuple[str, DecodedEvent, int]:
     """`_stored` for an entry decoded as `_Entry`, with the same checks and answers; `region`
-    and `now` are the call's region and time as JSON. The event is written piece by piece, in
-    `_stored`'s order, and its `data` is the entry's `Detail` as sent unless that spans lines
+    and `now` are the call's region and time as JSON. The event is written in one formatting,
+    in `_stored`'s order, and its `data` is the entry's `Detail` as sent unless that spans lines
     (native ingest too keeps `data` as sent): checked as a JSON object without being built."""
     source, detail_type, detail_text = entry.Source, entry.DetailType, entry.Detail
     if not source:
@@ -287,7 +306,9 @@ def _stored_fast(
     if not detail_text:
         raise _missing("Detail")
     detail = detail_text.encode()
-    size = _utf8_length(source) + _utf8_length(detail_type) + len(detail)
+    size = len(detail)
+    size += len(source) if source.isascii() else len(source.encode())
+    size += len(detail_type) if detail_type.isascii() else len(detail_type.encode())
     try:
         if "\n" in detail_text or "\r" in detail_text:  # one line, as every stored event
             value = _decode(detail)
@@ -305,25 +326,21 @@ def _stored_fast(
         except AwsError as exc:
             raise _EntryError("InvalidArgument", exc.message) from None
     when = entry.Time
-    parts = [
-        _HEAD,
-        event_id.encode(),
-        b'","source":',
-        _encode(source),
-        b',"type":',
-        _encode(detail_type),
-        b',"time":',
-        now if when is None else _encode(_time(when)),
-        _CONTENT_TYPE,
-        b'":',
-        region,
-    ]
     resources = entry.Resources
+    extension = b""
     if resources:  # a CloudEvents extension holds no list: kept as its JSON
-        parts += [b',"', RESOURCES_EXTENSION.encode(), b'":', _encode(_encode(resources).decode())]
+        extension = _RESOURCES + _encode(_encode(resources).decode())
         size += sum(_utf8_length(r) for r in resources)
-    parts += [b',"data":', detail, b"}"]
-    return bus, _Stored(index, event_id, source, detail_type, b"".join(parts)), size
+    encoded = _EVENT % (
+        event_id.encode(),
+        _encode(source),
+        _encode(detail_type),
+        now if when is None else _encode(_time(when)),
+        region,
+        extension,
+        detail,
+    )
+    return bus, DecodedEvent(index, encoded, event_id, source, detail_type, None), size
 
 
 def _utf8_length(text: str) -> int:
@@ -351,16 +368,13 @@ def _time(value: object) -> str:
 
 
 async def _put_on_bus(
-    call: Call, bus: str, placed: list[_Stored], results: list[dict[str, str]]
+    call: Call, bus: str, placed: _Placed, refused: dict[int, tuple[str, str]]
 ) -> None:
     """Take one bus's events through the edge's guards (suppressions, schemas, the tenant's
-    event rate), as native ingest does, without encoding them as a request to decode again."""
-    events = [  # by position: keywords cost twice as much
-        DecodedEvent(number, s.encoded, s.id, s.source, s.type, None)
-        for number, s in enumerate(placed)
-    ]
+    event rate), as native ingest does, without encoding them as a request to decode again;
+    what is refused goes into `refused` by its position in the call."""
     try:
-        taken = await call.platform.ingest.take_encoded(call.principal.ref, bus, events)
+        taken = await call.platform.ingest.take_encoded(call.principal.ref, bus, placed.events)
     except ServiceError as exc:
         if isinstance(exc, RequestRateSpent):
             raise  # the call as a whole, as the gate's refusal was before
@@ -370,19 +384,11 @@ async def _put_on_bus(
             code, message = "ThrottlingException", exc.message
         else:
             code, message = from_service(exc).code, exc.message
-        for stored in placed:
-            results[stored.position] = {"ErrorCode": code, "ErrorMessage": message}
+        for position in placed.positions:
+            refused[position] = (code, message)
         return
-    failed = {f.index: f for f in taken.failed}
-    for number, stored in enumerate(placed):
-        refused = failed.get(number)
-        if refused is None:
-            results[stored.position] = {"EventId": stored.id}
-        else:
-            results[stored.position] = {
-                "ErrorCode": "InvalidArgument",
-                "ErrorMessage": refused.message,
-            }
+    for failed in taken.failed:
+        refused[placed.positions[failed.index]] = ("InvalidArgument", failed.message)
 
 
 async def test_event_pattern(call: Call) -> dict[str, Any]:
