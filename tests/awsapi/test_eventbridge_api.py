@@ -132,6 +132,47 @@ def test_a_bus_that_enforces_schemas_refuses_an_entry_on_its_own(server: Server)
     assert "sku" in bad["ErrorMessage"]
 
 
+def test_a_refusal_by_a_bus_lands_on_its_own_entry_among_other_buses_and_refusals(
+    server: Server,
+) -> None:
+    # Each bus's events are numbered from 0 for ingest; its refusals come back by that number.
+    schema = {"type": "object", "required": ["sku"], "properties": {"sku": {"type": "string"}}}
+    assert server.native("PUT", "/v1/schemas/sku.added", json={"schema": schema}).is_success
+    bus = server.native("PUT", "/v1/buses/checked", json={"schema_validation": "enforce"})
+    assert bus.is_success
+
+    def entry(sku: object, bus: str = "checked") -> dict[str, str]:
+        detail = json.dumps({"sku": sku})
+        return {"Source": "s", "DetailType": "sku.added", "Detail": detail, "EventBusName": bus}
+
+    answer = server.admin.put_events(
+        Entries=[
+            entry(1, "default"),  # no schema check on the default bus
+            entry(2),
+            {"Source": "s", "DetailType": "t", "Detail": "[]"},
+            entry("a"),
+            entry(3),
+            entry("b", "nowhere"),
+            entry("c"),
+        ]
+    )
+    codes = [e.get("ErrorCode", "taken") for e in answer["Entries"]]
+    assert codes == [
+        "taken",
+        "InvalidArgument",
+        "MalformedDetail",
+        "taken",
+        "InvalidArgument",
+        "ResourceNotFoundException",
+        "taken",
+    ]
+    assert answer["FailedEntryCount"] == 4
+    assert all("sku" in answer["Entries"][n]["ErrorMessage"] for n in (1, 4))
+    taken = [answer["Entries"][n]["EventId"] for n in (3, 6)]
+    stored = server.on_bus("checked", 1000, until=taken[-1])
+    assert [e["data"]["sku"] for e in stored if e["id"] in taken] == ["a", "c"]
+
+
 def test_more_than_ten_entries_is_a_validation_error(server: Server) -> None:
     entries = [{"Source": "s", "DetailType": "t", "Detail": "{}"}] * 11
     with pytest.raises(ClientError) as exc:
