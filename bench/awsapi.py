@@ -28,7 +28,9 @@ Two modes, both run unless `--mode` picks one (docs/eventbridge-api.md, "Benchma
   name the side that bounds each kind's best rate.
 
 Beside boto3 as a default user makes it (`boto3.client("events", endpoint_url=...)`, the
-headline), `boto3 tuned` is the same with `Config(parameter_validation=False)`.
+headline), `boto3 tuned` is the same with `Config(parameter_validation=False)`. Both run as
+`pip install boto3` installs it: without the AWS common runtime, which the development
+environment holds for SigV4a's tests and with which botocore would sign every call through it.
 
 `--in-process` measures instead what survives a loaded machine best: the app driven over ASGI
 in this process (no sockets, no clients), `--calls` pre-signed PutEvents calls and as many
@@ -193,19 +195,25 @@ def _native_client(args: tuple[str, str, float], rate: float = 0.0) -> int:
 
 class Result(NamedTuple):
     """One phase: events/s over all clients, the server's and the clients' CPU µs per event,
-    and how busy each side was (CPU seconds per second of the phase: 1.0 is one core)."""
+    how busy each side was (CPU seconds per second of the phase: 1.0 is one core), and the
+    milliseconds each client took per call of 10 events (its own CPU and its wait for the
+    answer, being off a core included)."""
 
     rate: float
     server_us: float
     client_us: float
     server_busy: float
     clients_busy: float
+    call_ms: float
 
     def line(self, label: str) -> str:
+        own = self.client_us * 10 / 1000  # the client's CPU per call of 10, in ms
         return (
             f"  {label:22} {self.rate:7.0f} events/s   CPU per event: server "
             f"{self.server_us:6.1f} µs, clients {self.client_us:6.1f} µs   busy: server "
-            f"{self.server_busy:4.2f}, clients {self.clients_busy:4.2f}"
+            f"{self.server_busy:4.2f}, clients {self.clients_busy:4.2f}   a call: "
+            f"{self.call_ms:5.2f} ms, {own:4.2f} the client's CPU, {self.call_ms - own:4.2f} "
+            "waiting"
         )
 
 
@@ -252,6 +260,7 @@ def phase(
         client_cpu * per_event,
         server_cpu / args.duration,
         client_cpu / args.duration,
+        args.duration * 1000 * args.clients * 10 / max(events, 1),
     )
 
 
@@ -365,6 +374,10 @@ def client_main(
 ) -> int:
     if cpu >= 0:  # before any thread starts: the affinity holds for the whole process
         os.sched_setaffinity(0, {cpu})
+    # boto3 as `pip install boto3` installs it: botocore signs with its own SigV4 code unless
+    # `awscrt` is importable (a dev dependency here, for SigV4a), which costs it some 3 % more
+    # CPU per call (docs/eventbridge-api.md, "awsapi5"). Read when botocore is first imported.
+    os.environ["BOTO_DISABLE_CRT"] = "true"
 
     def worker(args: tuple[str, str, float]) -> int:
         if kind in BOTO3_KINDS:
