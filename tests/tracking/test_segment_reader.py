@@ -476,6 +476,11 @@ def test_a_time_is_read_as_refine_reads_it_whichever_halves_were_seen_before() -
     and a half of a text that is no RFC 3339 time is never kept."""
     heads = ["2026-12-04T10:00:00", "1971-01-01T00:00:00", "2026-02-30T10:00:00", "2026-12-04t1"]
     tails = ["Z", ".5Z", ".123456-09:30", "+23:59", ".1234567Z", "z", "+24:00", "", ":00Z"]
+    # Rests too long to be kept: microseconds, read as a fraction and a kept zone.
+    tails += [".123456+23:59", ".123456Z", ".654321-09:30", ".12345+00:00", ".123456+24:00"]
+    tails += [".1234567+23:59", ".12345a+23:59", ".\u0661\u0662\u0663\u0664\u0665\u0666+23:59"]
+    tails += ["x123456+23:59"]
+    tails += [".123456+23:5", ".123456ZZ", ".123456+2359", ".1234567890Z"]
     texts = [head + tail for head in heads for tail in tails]
     for text in [*texts, *reversed(texts), *texts]:
         want = (text if is_rfc3339(text) else None), epoch(text, "2026-12-05T08:00:00Z")

@@ -679,10 +679,27 @@ _EPOCH_DAY: Final = date(1970, 1, 1)
 # The common form's two halves, its first 19 characters (`YYYY-MM-DDTHH:MM:SS`, fixed width)
 # and the rest (the fraction, the zone), each as Unix seconds and as the zone's offset, kept
 # once `_TIME` matched them: `_TIME` matches a text exactly when it matches both halves, and
-# a batch's times share their second and (to the millisecond) their rest.
+# a batch's times share their second and (to the millisecond) their rest. A longer rest
+# (microseconds, as Python's SDK writes them) rarely repeats: it is not kept, but read as a
+# fraction checked here and a zone looked up (each zone that matched is kept as a rest of its
+# own: a rest of six characters but a `Z` at the end is only ever a zone).
 _HEADS: Final[dict[str, int]] = {}
 _TAILS: Final[dict[str, int]] = {}
 _HALVES_KEPT: Final = 4_096
+_SHORT_REST: Final = 10  # characters: milliseconds and an offset, `.123+01:00`
+
+
+def _offset(rest: str) -> int | None:
+    """The zone's offset of a rest kept, or of a fraction and a kept zone; else None."""
+    offset = _TAILS.get(rest)
+    if offset is not None or len(rest) <= _SHORT_REST:
+        return offset
+    zone_at = len(rest) - 1 if rest[-1] == "Z" else len(rest) - 6
+    fraction = rest[:zone_at]  # `_TIME`'s `\.\d{1,6}`, in ASCII digits
+    digits = fraction[1:]
+    if 1 <= len(digits) <= 6 and fraction[0] == "." and digits.isascii() and digits.isdigit():
+        return _TAILS.get(rest[zone_at:])
+    return None
 
 
 def _times(timestamp: str | None, received_at: str) -> tuple[str | None, int]:
@@ -692,7 +709,7 @@ def _times(timestamp: str | None, received_at: str) -> tuple[str | None, int]:
         return None, epoch(None, received_at)
     head = _HEADS.get(timestamp[:19])
     if head is not None:
-        offset = _TAILS.get(timestamp[19:])
+        offset = _offset(timestamp[19:])
         if offset is not None:
             return timestamp, head - offset
     match = _TIME.fullmatch(timestamp)
@@ -709,5 +726,8 @@ def _times(timestamp: str | None, received_at: str) -> tuple[str | None, int]:
     if len(_TAILS) >= _HALVES_KEPT:
         _TAILS.clear()
     _HEADS[timestamp[:19]] = head
-    _TAILS[timestamp[19:]] = offset
+    rest = timestamp[19:]
+    if len(rest) <= _SHORT_REST:
+        _TAILS[rest] = offset
+    _TAILS[rest[-1:] if sign is None else rest[-6:]] = offset  # the zone alone
     return timestamp, head - offset
