@@ -470,6 +470,24 @@ async def test_ids_are_pseudonymised_as_the_general_way_does_when_the_kept_ones_
     assert len(kept.externals) <= 3
 
 
+async def test_messages_that_repeat_the_previous_ones_context_are_stored_as_the_general_way() -> (
+    None
+):
+    """One device's batch repeats its context from message to message: the reader takes the
+    previous message's decision again then, and stores what the general way stores."""
+    source = binding(pseudonymise=("userId",))
+    arrival = Arrival(received_at="2026-12-05T08:00:00Z", ip="192.0.2.7", headers={})
+    contexts = [0, 0, 0, 1, 1, 0, 2, 2]  # each that of `shop_message(c)`
+    batch = [
+        {**shop_message(c), "messageId": str(uuid.UUID(int=100 + n)), "userId": f"user-{n}"}
+        for n, c in enumerate(contexts)
+    ]
+    content = msgspec.json.encode({"batch": batch})
+    for _ in range(2):  # the contexts worked out, then kept
+        items = await same(content, None, arrival, source)
+        assert all(isinstance(item, Ready) for item in items)
+
+
 def test_a_time_is_read_as_refine_reads_it_whichever_halves_were_seen_before() -> None:
     """`_times` keeps the common form's halves (the second, the fraction and zone) once seen:
     a text made of a kept first half and a kept rest is read as the general way reads it,

@@ -534,6 +534,8 @@ class _Taker:
         heads, tails = _HEADS, _TAILS
         user_path, anonymous_path = self.user_path, self.anonymous_path
         single = kind
+        last_context: msgspec.Raw | None = None
+        last_seen = _LEFT
         taken: list[Ready | Dropped | None] = []
         for layout, view in zip(layouts, views, strict=True):
             if layout is None or view is None:
@@ -568,15 +570,22 @@ class _Taker:
             ):
                 taken.append(None)
                 continue
-            # The visit's decision and enrichment, by the context.
-            text = b"" if context == _NULL else bytes(context)
-            seen = seen_of.get(text)
-            if seen is None or (
-                seen.visit is not None
-                and (seen.visit.binding is not canonical or seen.visit.generation != generation)
-            ):
-                seen = self._context(None if context == _NULL else context)
-                _contexts(self.refiner).kept(seen_of, text, seen)
+            # The visit's decision and enrichment, by the context: the previous message's
+            # again when the same (one device's batch), compared without copying or hashing.
+            if context == last_context:
+                seen = last_seen
+            else:
+                text = b"" if context == _NULL else bytes(context)
+                found = seen_of.get(text)
+                visit = None if found is None else found.visit
+                if found is None or (
+                    visit is not None
+                    and (visit.binding is not canonical or visit.generation != generation)
+                ):
+                    found = self._context(None if context == _NULL else context)
+                    self.contexts.kept(seen_of, text, found)
+                seen = last_seen = found
+                last_context = context
             if seen.outcome != _TAKE:
                 taken.append(DROPPED if seen.outcome == _DROP else None)
                 continue
