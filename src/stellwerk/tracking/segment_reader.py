@@ -326,14 +326,13 @@ _MAX_CONTEXT: Final = 8_192  # bytes; a longer context is worked out each time, 
 class _Contexts:
     """`_Seen` by source, request sender and context bytes, for all requests: a visitor's
     events repeat their context as long as they stay on a page. Cleared, not evicted, when
-    full; an entry whose visit is stale (the source's settings, the geo answers) is replaced."""
+    full; an entry whose visit is stale (the source's settings, the geo answers) is replaced.
+    Beside them, as a visitor's ids come with each of their events: the ids' pseudonyms (by
+    the tenant's key) and `user_data`'s opening with `external_id`, `_IDS_KEPT` of each."""
 
     def __init__(self) -> None:
         self.by_sender: dict[tuple[object, ...], dict[bytes, _Seen]] = {}
         self.count = 0
-        # A visitor's ids come with each of their events: their pseudonyms (by the tenant's
-        # key) and `user_data`'s `external_id` member, worked out once.
-        # At most `_IDS_KEPT` pseudonyms in all, cleared (as the contexts are) when full.
         self.pseudonyms: dict[bytes, dict[str, str]] = {}
         self.pseudonyms_count = 0
         self.externals: dict[str, bytes] = {}
