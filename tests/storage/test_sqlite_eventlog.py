@@ -91,6 +91,21 @@ async def test_concurrent_appends_share_one_commit(tmp_path: Path) -> None:
         assert len(await log.read(ACME_DEFAULT)) == 101
 
 
+async def test_an_idle_writer_takes_a_round_of_appends_in_one_group(tmp_path: Path) -> None:
+    gate = CommitGate()
+    async with SqliteEventLog(tmp_path / LOG_DIR, on_commit=gate) as log:
+        writer = log._writer
+        assert writer is not None
+        await eventually(lambda: writer._idle, what="the writer waits for appends")
+        # Started in one round of the loop: the writer is woken once that round has run, not
+        # at the first of them, so it finds them all.
+        appends = [log.append([new_event(f"e{i}")]) for i in range(1000)]
+        results = await asyncio.gather(*appends)
+
+        assert gate.batches == [1000]
+        assert [r[0].position for r in results] == list(range(1, 1001))
+
+
 async def test_a_full_queue_refuses_instead_of_buffering(tmp_path: Path) -> None:
     gate = CommitGate()
     log = SqliteEventLog(tmp_path / LOG_DIR, on_commit=gate, max_queue_events=10)

@@ -47,7 +47,7 @@ class LogWriter:
     While a group is being stored, which is most of the time under load, a submit is a deque
     append and nothing more: no lock shared with the writer, so the loop thread never waits for
     the writer to let go of one (and then for the GIL), and the writer is woken once per group
-    at most.
+    at most: by the loop, after the round of callbacks that submitted (`_wake_from`).
     """
 
     def __init__(
@@ -66,6 +66,8 @@ class LogWriter:
         self._taken_bytes = 0
         self._wake = threading.Event()
         self._idle = False  # the writer is (about to be) waiting for `_wake`
+        # Loops with a wake-up of the writer scheduled for the end of their current round.
+        self._waking: set[asyncio.AbstractEventLoop] = set()
         self._started = False
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="eventlog-writer", daemon=True)
@@ -120,9 +122,19 @@ class LogWriter:
             self._submitted_events += events
             self._submitted_bytes += pending.size
             queue.append(pending)
-        if self._idle:
-            self._wake.set()
+            if self._idle and pending.loop not in self._waking:
+                # Woken once the loop has run what is ready now: the writer then takes every
+                # append of this round in one group, rather than the first alone while the
+                # rest wait for the next, and it does not ask for the GIL while the loop
+                # still has callbacks to run.
+                self._waking.add(pending.loop)
+                pending.loop.call_soon(self._wake_from, pending.loop)
         return None
+
+    def _wake_from(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._submitting:
+            self._waking.discard(loop)
+        self._wake.set()
 
     def _take(self) -> list[PendingAppend] | None:
         """The next group; None: stop."""
