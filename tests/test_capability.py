@@ -55,6 +55,36 @@ async def hello(_request: Request) -> Response:
     return PlainTextResponse("hello, world")
 
 
+async def test_a_start_stopped_halfway_ends_without_trying_again(tmp_path: Path) -> None:
+    """A stop while the services open cancels the start. A driver may answer the cancellation
+    with an error of its own (SQLAlchemy's aiosqlite adapter does); that is no failed start to
+    try again: the process stops, and the log's lock is free for the next one."""
+    opening = asyncio.Event()
+    attempts = 0
+
+    async def open_slowly(_context: CapabilityContext) -> Counter:
+        nonlocal attempts
+        attempts += 1
+        opening.set()
+        try:
+            await asyncio.Event().wait()  # a query under way when the stop comes
+        except asyncio.CancelledError:
+            raise RuntimeError("the driver's own answer to a cancellation") from None
+        raise AssertionError("never opened")
+
+    slow = Capability(name="slow", open=open_slowly)
+    settings = load_settings({"data_dir": str(tmp_path / "data")})
+    app = build_app(settings, capabilities=[*default_capabilities(), slow])
+    async with asyncio.timeout(60):
+        async with app.router.lifespan_context(app):
+            await opening.wait()
+    assert attempts == 1
+    assert app.state.lifecycle.failed_starts == 0
+    again = build_app(settings)
+    async with asyncio.timeout(60), again.router.lifespan_context(again):
+        await again.state.lifecycle.wait_started()
+
+
 async def test_a_capability_is_mounted_opened_run_and_closed_and_its_failed_start_retried(
     tmp_path: Path,
 ) -> None:

@@ -76,3 +76,22 @@ async def test_a_duty_that_does_not_end_when_asked_is_cancelled_after_the_grace(
         await deaf.started.wait()
         await supervisor.stop()
     assert deaf.cancelled
+
+
+async def test_a_supervisor_stopped_before_it_started_asks_its_duties_and_returns() -> None:
+    """A start that fails after the roles were set up closes them unstarted (found as a
+    `zip()` error that left the log's lock taken, so that the next start waited for itself)."""
+    polite, stubborn = Loop(), Loop()
+    supervisor = RoleSupervisor(
+        {
+            Role.ROUTER: [Duty("polite", polite.run, polite.stop, ends=True)],
+            Role.DELIVERY: [Duty("stubborn", stubborn.run)],
+        },
+        {Role.ROUTER, Role.DELIVERY},
+        grace=5.0,
+    )
+    async with asyncio.timeout(4):  # nothing started, so nothing to wait for
+        await supervisor.stop()
+    assert polite.stopping.is_set()
+    assert not polite.started.is_set()
+    assert not stubborn.started.is_set()

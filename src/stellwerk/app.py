@@ -49,7 +49,7 @@ from stellwerk.compose import Services, open_services
 from stellwerk.config import Role, Settings
 from stellwerk.delivery import DeliveryMetrics
 from stellwerk.ingest import IngestMetrics
-from stellwerk.ops import Lifecycle, Metrics, PeerMetrics, Tracing
+from stellwerk.ops import Lifecycle, Metrics, PeerMetrics, Tracing, cancelled_meanwhile
 from stellwerk.service import Platform, ServiceError
 from stellwerk.storage.signals import http_address
 from stellwerk.storage.sqlite import PIPELINE_LOCK, FileLock
@@ -130,6 +130,10 @@ async def _start(
                     capabilities=capabilities,
                 )
         except Exception as exc:
+            if cancelled_meanwhile():
+                # Stopped while starting: a driver may answer the cancellation with an error of
+                # its own, which is no reason to start again (and the stop waits for this task).
+                raise
             lifecycle.failed_starts += 1
             lifecycle.last_start_error = f"{type(exc).__name__}: {exc}"
             now = asyncio.get_running_loop().time()

@@ -71,28 +71,30 @@ class RoleSupervisor:
         self.roles = frozenset(roles)
         self._duties = [duty for role in sorted(self.roles) for duty in duties.get(role, ())]
         self._grace = grace
-        self._tasks: list[asyncio.Task[None]] = []
+        self._running: list[tuple[asyncio.Task[None], Duty]] = []
 
     def plays(self, role: Role) -> bool:
         return role in self.roles
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(d.run(), name=d.name) for d in self._duties]
+        self._running = [(asyncio.create_task(d.run(), name=d.name), d) for d in self._duties]
 
     async def stop(self) -> None:
+        """Also before `start`: a start that fails part of the way closes what it opened."""
         asked = []
         for duty in self._duties:
             if duty.stop is not None:
                 stopping = duty.stop()
                 if inspect.isawaitable(stopping):
                     asked.append(asyncio.ensure_future(stopping))
-        ending = [t for t, d in zip(self._tasks, self._duties, strict=True) if d.ends]
+        tasks = [task for task, _ in self._running]
+        ending = [task for task, duty in self._running if duty.ends]
         waiting = [*asked, *ending]
         if waiting:
             await asyncio.wait(waiting, timeout=self._grace)
-        for future in [*asked, *self._tasks]:
+        for future in [*asked, *tasks]:
             future.cancel()
-        for future in [*asked, *self._tasks]:
+        for future in [*asked, *tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await future
 
