@@ -16,9 +16,9 @@ from typing import Final
 def _triples(pairs: array[int]) -> array[int]:
     """`_TRIPLES`, made from the bytes of `pairs` (the loops in C: 262,144 words would take a
     quarter of a second one by one, at every start)."""
+    if sys.byteorder != "little":  # the byte of a bit differs: one by one, as the words are
+        return array("Q", (pairs[v & 4095] | (1 << (v >> 12)) for v in range(1 << 18)))
     words = pairs.tobytes()
-    if sys.byteorder != "little":
-        raise RuntimeError("the Bloom filter's tables assume a little-endian machine")
     blocks = []
     for high in range(64):
         block = bytearray(words)
