@@ -16,7 +16,7 @@ from stellwerk.erasure import Suppressions
 from stellwerk.ingest import BindingLimits, IngestMetrics
 from stellwerk.ops import Metrics
 from stellwerk.refs import BusRef, TenantName, TenantRef
-from stellwerk.seams import Change, NewEvent
+from stellwerk.seams import AppendResult, Change, NewEvent
 from stellwerk.service import (
     Authenticator,
     Buses,
@@ -285,7 +285,7 @@ async def test_the_tail_says_which_event_the_router_routed_last(
         assert (routed.id, routed.recorded_time) == ("e1", first.recorded_time)
 
 
-async def test_ingest_awaits_its_after_append_hooks_with_the_events_stored_now(
+async def test_ingest_announces_a_request_to_its_companion_and_awaits_it_once_durable(
     control: ControlPlane, tmp_path: Path
 ) -> None:
     acme = await admin_of(control, "acme")
@@ -301,14 +301,29 @@ async def test_ingest_awaits_its_after_append_hooks_with_the_events_stored_now(
             limits=BindingLimits(),
             event_rate=Quotas(control).rate("events", "events_per_second", 0),
         )
-        heard: list[tuple[str, str, list[int]]] = []
+        heard: list[tuple[str, str, list[str], list[int], bytes]] = []
 
-        async def hook(tenant: TenantRef, bus: str, positions: Sequence[int]) -> None:
-            durable = [e.position for e in await log.read(acme.bus(bus))]
-            assert set(positions) <= set(durable)  # durable before the hook runs
-            heard.append((tenant.name, bus, list(positions)))
+        class Companion:
+            def __init__(self, tenant: TenantRef, bus: str, batch: Sequence[NewEvent]) -> None:
+                self.said = (tenant.name, bus, [e.id for e in batch])
+                self.told: tuple[list[int], bytes] | None = None
 
-        ingest.after_append(hook)
+            def announce(self, results: Sequence[AppendResult], recorded: bytes) -> None:
+                stored = [r.position for r in results if not r.duplicate]
+                self.told = (stored, recorded)
+
+            async def finish(self) -> None:
+                assert self.told is not None  # announced before the append returned
+                stored, recorded = self.told
+                durable = {e.position: e for e in await log.read(acme.bus(self.said[1]))}
+                assert set(stored) <= set(durable)  # durable before it is finished
+                for position in stored:
+                    assert f'"recordedtime":"{recorded.decode()}"'.encode() in (
+                        durable[position].body
+                    )
+                heard.append((*self.said, stored, recorded))
+
+        ingest.beside_append(Companion)
 
         async def body(*ids: str) -> bytes:
             return json.dumps(
@@ -318,8 +333,19 @@ async def test_ingest_awaits_its_after_append_hooks_with_the_events_stored_now(
         await ingest.put(acme, "default", BATCH, {}, lambda: body("a", "b"))
         await ingest.put(acme, "default", BATCH, {}, lambda: body("a", "c"))
         await ingest.put(acme, "default", BATCH, {}, lambda: body("a"))  # all duplicates
-        stored = {e.id: e.position for e in await log.read(acme.bus("default"))}
+        stored = {e.id: e for e in await log.read(acme.bus("default"))}
+
+        def recorded(event_id: str) -> bytes:
+            return stored[event_id].body.rsplit(b'"recordedtime":"', 1)[1][:-2]
+
         assert heard == [
-            ("acme", "default", [stored["a"], stored["b"]]),
-            ("acme", "default", [stored["c"]]),
+            (
+                "acme",
+                "default",
+                ["a", "b"],
+                [stored["a"].position, stored["b"].position],
+                recorded("a"),
+            ),
+            ("acme", "default", ["a", "c"], [stored["c"].position], recorded("c")),
+            ("acme", "default", ["a"], [], heard[2][4]),
         ]

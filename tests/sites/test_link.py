@@ -201,10 +201,10 @@ def test_the_sync_path_sends_the_bus_from_the_cursor_and_moves_it_without_the_re
             metrics = httpx.get(f"{a.url}/metrics", timeout=10).text
             assert counter(metrics, "stellwerk_site_sync_events_total") == 1
             assert counter(metrics, "stellwerk_site_sync_degraded_total") == 0
-            # The one sync request carried the three before it: b has all four already, and
-            # the cursor the sync path wrote says so.
+            # The sync request carried its own event; moving the cursor past it, the sync path
+            # sent the three before it (b stores them after it), and the cursor says so.
             ids = {"before-0", "before-1", "before-2", "sync-0"}
-            assert ids <= {e["id"] for e in b.events("default", 100, until="sync-0")}
+            assert ids <= {e["id"] for e in b.events("default", 100, until="before-2")}
             wait_until(lambda: pending(a, "b"), what="a's cursor for b to move", accept=_none)
         finally:
             os.kill(pipeline, signal.SIGCONT)

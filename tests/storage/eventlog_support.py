@@ -14,6 +14,7 @@ from stellwerk.events import CloudEvent
 from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
+    Announce,
     AppendResult,
     ErasedEvent,
     EraseHook,
@@ -144,8 +145,10 @@ class SplitLog(CheckedEventLog):
         await self.writer.ping()
         await self.reader.ping()
 
-    async def _append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
-        return await self.writer.append(batch)
+    async def _append(
+        self, batch: Sequence[NewEvent], announce: Announce | None
+    ) -> list[AppendResult]:
+        return await self.writer.append(batch, announce)
 
     async def _read_after(self, bus: BusRef, after: int, limit: int) -> list[StoredEvent]:
         return await self.reader.read(bus, after, limit)

@@ -146,6 +146,22 @@ async def test_duplicates_within_one_batch_and_across_concurrent_appends(
     ]
 
 
+async def test_an_append_announces_its_results_and_recorded_time_before_it_returns(
+    event_log: EventLog,
+) -> None:
+    await event_log.append([new_event("x")])
+    told: list[tuple[list[Any], bytes]] = []
+    results = await event_log.append(
+        [new_event("x"), new_event("y")],
+        lambda outcomes, recorded: told.append((list(outcomes), recorded)),
+    )
+
+    assert told == [(results, told[0][1])]  # once, with the results the append returns
+    (y,) = [e for e in await event_log.read(ACME_DEFAULT) if e.id == "y"]
+    assert body_of(y.body)["recordedtime"] == told[0][1].decode()
+    assert parse_rfc3339(told[0][1].decode()) == y.recorded_time
+
+
 async def test_dedup_window_ends(log_factory: LogFactory, clock: MovableClock) -> None:
     window = timedelta(hours=2)
     async with log_factory(dedup_window=window) as log:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
     from stellwerk.delivery import Outcome, Target, TargetBinding
-    from stellwerk.seams import AppendResult, Delivery, EventLog, NewEvent
+    from stellwerk.seams import Announce, AppendResult, Delivery, EventLog, NewEvent
 
 # A batch of 1,000 events names its first ids, not all: spans are small by design.
 MAX_IDS: Final = 16
@@ -133,7 +133,9 @@ class _NotingAppends:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._log, name)
 
-    async def append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
+    async def append(
+        self, batch: Sequence[NewEvent], announce: Announce | None = None
+    ) -> list[AppendResult]:
         from opentelemetry import trace
 
         span = trace.get_current_span()
@@ -148,7 +150,7 @@ class _NotingAppends:
                     "stellwerk.bus": first.bus,
                 }
             )
-        return await self._log.append(batch)
+        return await self._log.append(batch, announce)
 
 
 class _TracedTarget:

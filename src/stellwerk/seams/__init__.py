@@ -19,6 +19,7 @@ from stellwerk.seams.archive import (
 from stellwerk.seams.eventlog import (
     DEFAULT_DEDUP_WINDOW,
     DEFAULT_READ_LIMIT,
+    Announce,
     AppendResult,
     AppendStatus,
     ErasedEvent,
@@ -96,6 +97,7 @@ __all__ = [
     "EXCERPT_BYTES",
     "MAX_ATTEMPT_PAGE",
     "MAX_DEAD_LETTER_PAGE",
+    "Announce",
     "AppendResult",
     "AppendStatus",
     "ArchiveCursorConflict",

@@ -93,6 +93,10 @@ class ErasedEvent(msgspec.Struct, frozen=True, gc=False):
     source: str
 
 
+Announce = Callable[[Sequence[AppendResult], bytes], None]
+"""Told, on the appending event loop, a batch's results and the recorded time its stored events
+get (the `recordedtime` text as stored) once both are fixed (`EventLog.append`)."""
+
 EraseMatch = Callable[[StoredEvent], bool]
 """Whether a stored event is one an erasure removes."""
 
@@ -153,10 +157,18 @@ class EventLog(Protocol):
         """Return if the log can take appends and serve reads now; raise `EventLogError` if not."""
         ...
 
-    async def append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
+    async def append(
+        self, batch: Sequence[NewEvent], announce: Announce | None = None
+    ) -> list[AppendResult]:
         """Store a batch (one HTTP request's events); return when every stored event is durable.
 
         Results are in batch order. Raises `LogOverloaded` instead of queueing without bound.
+
+        `announce` is called once the results and the recorded time are fixed, and before this
+        returns: the SQLite log calls it while the batch's group is being written and synced
+        (what waits for another copy, a peer site's, can then start it beside the local one),
+        JetStream once its acknowledgements are in. If the append then fails, nothing of the
+        batch is stored although it was announced, and the positions may be given again.
         """
         ...
 

@@ -8,7 +8,7 @@ same list, so that a single bad event (structured or binary mode) gets a plain c
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 
@@ -27,7 +27,15 @@ from stellwerk.ingest import (
 )
 from stellwerk.refs import BusRef, TenantId, TenantRef
 from stellwerk.schemas import SchemaViolation, event_violations
-from stellwerk.seams import AppendStatus, EventLog, LogOverloaded, LogUnavailable, NewEvent
+from stellwerk.seams import (
+    Announce,
+    AppendResult,
+    AppendStatus,
+    EventLog,
+    LogOverloaded,
+    LogUnavailable,
+    NewEvent,
+)
 from stellwerk.service.errors import (
     InvalidRequest,
     NotFound,
@@ -45,9 +53,24 @@ from stellwerk.storage.control import BusDirectory, BusRecord, ControlPlane, New
 
 SCHEMA_FAILURE = "SchemaValidationFailed"
 _encode: Final = msgspec.json.Encoder().encode
-AfterAppend = Callable[[TenantRef, str, Sequence[int]], Awaitable[None]]
-"""Awaited after a request's events are durable and before it is answered, with the tenant, the
-bus and the positions of the events stored now (duplicates left out)."""
+
+
+class AppendCompanion(Protocol):
+    """Work that goes beside one request's append (a peer site's copy of its events)."""
+
+    def announce(self, results: Sequence[AppendResult], recorded: bytes) -> None:
+        """The log fixed the results and the recorded time; the events are not durable yet."""
+        ...
+
+    async def finish(self) -> None:
+        """Awaited once the events are durable, before the request is answered. It must not
+        raise: the events are stored, and the client would send them again."""
+        ...
+
+
+BesideAppend = Callable[[TenantRef, str, Sequence[NewEvent]], AppendCompanion | None]
+"""Asked before each ingest request's append, with the tenant, the bus and the batch: the
+request's companion, or None when there is nothing to do beside it."""
 
 _BINDING_ERRORS: Final[dict[int, type[ServiceError]]] = {
     413: PayloadTooLarge,
@@ -137,15 +160,14 @@ class Ingest:
         self._event_rate = event_rate
         self._request_rate = request_rate
         self._quotas = quotas
-        self._after_append: list[AfterAppend] = []
+        self._beside: BesideAppend | None = None
 
-    def after_append(self, hook: AfterAppend) -> None:
-        """Await `hook` before answering each request that stored events (ingest's, not
-        `publish`'s): a capability that must hold the answer back until it has done its part
-        (a peer site's acknowledgement of synchronous replication). The events are durable
-        already, so a hook that gives up must not raise: the client would send them again.
-        """
-        self._after_append.append(hook)
+    def beside_append(self, hook: BesideAppend) -> None:
+        """Let `hook` go beside each ingest request's append (not `publish`'s): a capability
+        that must hold the answer back until it has done its part, and would start it before
+        the events are durable (a peer site's acknowledgement of synchronous replication,
+        whose peer request goes out while the log syncs). One hook at a time."""
+        self._beside = hook
 
     async def put(
         self,
@@ -347,8 +369,10 @@ class Ingest:
         batch = [
             NewEvent(tenant, name, d.id, d.source, d.type, d.subject, d.encoded) for d in decoded
         ]
+        companion = self._beside(tenant_ref, name, batch) if self._beside is not None else None
+        announce: Announce | None = companion.announce if companion is not None else None
         try:
-            appended = await self._log.append(batch)
+            appended = await self._log.append(batch, announce)
         except LogOverloaded as exc:
             unavailable = log_refused(exc, "the event log is overloaded")
             reason = unavailable.code if isinstance(exc, LogUnavailable) else "Overloaded"
@@ -357,16 +381,8 @@ class Ingest:
         self._watch.appended(tenant_ref.bus(name))
         # Counted in C: a property call per event was a tenth of a µs of the loop thread's.
         duplicates = [outcome.status for outcome in appended].count(AppendStatus.DUPLICATE)
-        if self._after_append and duplicates < len(appended):
-            # Without duplicates (the common request) every outcome is stored: no property call
-            # per event (a hook is registered on every gateway, by the sites capability).
-            stored = (
-                [outcome.position for outcome in appended]
-                if not duplicates
-                else [outcome.position for outcome in appended if not outcome.duplicate]
-            )
-            for hook in self._after_append:
-                await hook(tenant_ref, name, stored)
+        if companion is not None:
+            await companion.finish()
         metrics.accepted.inc(len(batch) - duplicates)
         if duplicates:
             metrics.duplicates.inc(duplicates)

@@ -63,7 +63,7 @@ class SitesOpened:
                 Duty("sites-standby", self.standby.run, self.standby.stop, ends=True)
             ]
         if Role.GATEWAY in context.roles:
-            platform.ingest.after_append(self.sync.after_append)
+            platform.ingest.beside_append(self.sync.beside_append)
 
     def duties(self) -> Mapping[Role, Sequence[Duty]]:
         return self._duties

@@ -13,7 +13,14 @@ from datetime import datetime
 from typing import Self
 
 from stellwerk.refs import BusRef
-from stellwerk.seams import DEFAULT_READ_LIMIT, AppendResult, EventLog, NewEvent, StoredEvent
+from stellwerk.seams import (
+    DEFAULT_READ_LIMIT,
+    Announce,
+    AppendResult,
+    EventLog,
+    NewEvent,
+    StoredEvent,
+)
 
 
 class CheckedEventLog(EventLog):
@@ -26,12 +33,14 @@ class CheckedEventLog(EventLog):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
+    async def append(
+        self, batch: Sequence[NewEvent], announce: Announce | None = None
+    ) -> list[AppendResult]:
         for event in batch:
             body = event.body
             if len(body) < 3 or body[0] != 0x7B or body[-1] != 0x7D:  # "{...}"
                 raise ValueError(f"event {event.id!r}: body must be one compact JSON object")
-        return await self._append(batch)
+        return await self._append(batch, announce)
 
     async def read(
         self, bus: BusRef, after: int = 0, limit: int = DEFAULT_READ_LIMIT
@@ -51,7 +60,9 @@ class CheckedEventLog(EventLog):
         return await self._read_window(bus, start, end, after, limit)
 
     @abstractmethod
-    async def _append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
+    async def _append(
+        self, batch: Sequence[NewEvent], announce: Announce | None
+    ) -> list[AppendResult]:
         """`append` of events whose bodies are JSON objects (the batch may be empty)."""
 
     @abstractmethod

@@ -17,7 +17,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from stellwerk.clock import to_us
-from stellwerk.seams import AppendResult, AppendStatus, NewEvent
+from stellwerk.seams import Announce, AppendResult, AppendStatus, NewEvent
 from stellwerk.storage.jetstream import (
     NO_RESPONDERS,
     STATUS,
@@ -118,7 +118,9 @@ class Appender:
         # process's recorded times grow with stream sequence, which time reads rely on.
         self._order = asyncio.Lock()
 
-    async def append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
+    async def append(
+        self, batch: Sequence[NewEvent], announce: Announce | None = None
+    ) -> list[AppendResult]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._ack_timeout
         first_of: dict[Key, int] = {}
@@ -150,6 +152,9 @@ class Appender:
             first = first_of[(event.tenant, event.bus, event.source, event.id)]
             result = results[first]
             out.append(result if first == index else AppendResult(_DUPLICATE, result.position))
+        if announce is not None:
+            # Durable already: JetStream tells positions and duplicates only in its acks.
+            announce(out, stamp.recorded)
         return out
 
     def _stamp(self) -> records.Stamp:

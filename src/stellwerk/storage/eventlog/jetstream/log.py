@@ -19,6 +19,7 @@ from stellwerk.clock import to_us, utc_now
 from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
+    Announce,
     AppendResult,
     ErasedEvent,
     EraseHook,
@@ -152,7 +153,9 @@ class JetStreamEventLog(CheckedEventLog):
 
     # -- appending -----------------------------------------------------------------------------
 
-    async def _append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
+    async def _append(
+        self, batch: Sequence[NewEvent], announce: Announce | None
+    ) -> list[AppendResult]:
         """Publish the batch and return once JetStream acknowledged every event."""
         opened = self._running()
         if not batch:
@@ -173,7 +176,7 @@ class JetStreamEventLog(CheckedEventLog):
             await opened.conn.wait_connected(min(self._ack_timeout, RECONNECT_GRACE))
             for tenant in {event.tenant for event in batch}:
                 await self._ensure_stream(opened.conn, tenant)
-            return await opened.appender.append(batch)
+            return await opened.appender.append(batch, announce)
         finally:
             self._pending_events -= len(batch)
             self._pending_bytes -= size

@@ -41,7 +41,7 @@ from stellwerk.storage.eventlog.sqlite.dedup import Dedup, key_digests
 from stellwerk.storage.eventlog.sqlite.head import HEAD_FILE, Head
 from stellwerk.storage.eventlog.sqlite.logfiles import LogFiles
 from stellwerk.storage.eventlog.sqlite.upkeep import rebuild_entries, redo_erasures
-from stellwerk.storage.eventlog.sqlite.writer import PendingAppend
+from stellwerk.storage.eventlog.sqlite.writer import PendingAppend, announce_planned
 from stellwerk.storage.sqlite import DiskTrouble, WalBound, diagnose, probe
 
 INDEX_INTERVAL: Final = 0.5
@@ -262,6 +262,16 @@ class GroupCommitter:
                 else:
                     seen[digest] = plan.store(event)
             plan.close_run()
+        split: list[list[AppendResult]] = [[] for _ in group]
+        offset = 0
+        for i in order:
+            count = len(group[i].batch)
+            split[i] = plan.results[offset : offset + count]
+            offset += count
+        if any(pending.announce is not None for pending in group):
+            # Positions, duplicates and the recorded time are fixed: what waits for another
+            # copy of these events (a peer site's) starts it now, beside the write and fsync.
+            announce_planned(group, split, recorded)
         done = Unindexed()
         if plan.pieces:
             runs = [
@@ -296,12 +306,6 @@ class GroupCommitter:
             # The group is durable whatever the observer does; its failure must not fail it.
             with contextlib.suppress(Exception):
                 self._on_commit(len(events), time.perf_counter() - started)
-        split: list[list[AppendResult]] = [[] for _ in group]
-        offset = 0
-        for i in order:
-            count = len(group[i].batch)
-            split[i] = plan.results[offset : offset + count]
-            offset += count
         return split
 
     # -- helpers -------------------------------------------------------------------------------

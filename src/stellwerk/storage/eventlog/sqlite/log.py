@@ -31,6 +31,7 @@ from stellwerk.clock import to_us, utc_now
 from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import (
     DEFAULT_DEDUP_WINDOW,
+    Announce,
     AppendResult,
     ErasedEvent,
     EraseHook,
@@ -233,7 +234,9 @@ class SqliteEventLog(CheckedEventLog):
 
     # -- the EventLog protocol -----------------------------------------------------------------
 
-    async def _append(self, batch: Sequence[NewEvent]) -> list[AppendResult]:
+    async def _append(
+        self, batch: Sequence[NewEvent], announce: Announce | None
+    ) -> list[AppendResult]:
         writer = self._writer
         if writer is None or not writer.accepting:
             if self._open and self._committer is None:
@@ -247,7 +250,7 @@ class SqliteEventLog(CheckedEventLog):
             raise LogUnavailable(trouble.message, code=trouble.code)
         size = sum(len(event.body) for event in batch)
         loop = asyncio.get_running_loop()
-        pending = PendingAppend(batch, size, loop.create_future(), loop)
+        pending = PendingAppend(batch, size, loop.create_future(), loop, announce)
         refusal = writer.submit(
             pending,
             max_events=self._max_queue_events,

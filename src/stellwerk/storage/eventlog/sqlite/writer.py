@@ -16,13 +16,20 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from stellwerk.seams import AppendResult, EventLogError, LogClosed, LogUnavailable, NewEvent
+from stellwerk.seams import (
+    Announce,
+    AppendResult,
+    EventLogError,
+    LogClosed,
+    LogUnavailable,
+    NewEvent,
+)
 
 
 class PendingAppend:
     """One `append` call waiting for its commit."""
 
-    __slots__ = ("batch", "enqueued", "future", "loop", "size")
+    __slots__ = ("announce", "batch", "enqueued", "future", "loop", "size")
 
     def __init__(
         self,
@@ -30,11 +37,13 @@ class PendingAppend:
         size: int,
         future: asyncio.Future[list[AppendResult]],
         loop: asyncio.AbstractEventLoop,
+        announce: Announce | None = None,
     ) -> None:
         self.batch = batch
         self.size = size
         self.future = future
         self.loop = loop
+        self.announce = announce
         self.enqueued = time.monotonic()
 
 
@@ -196,6 +205,25 @@ def _resolve(loop: asyncio.AbstractEventLoop, pairs: list[tuple[asyncio.Future[A
     # A closed loop raises RuntimeError: nobody is waiting there any more.
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(_settle, pairs)
+
+
+def announce_planned(
+    group: Sequence[PendingAppend], split: Sequence[Sequence[AppendResult]], recorded: bytes
+) -> None:
+    """Tell the appends that asked (`PendingAppend.announce`) their results and recorded time,
+    one `call_soon_threadsafe` per loop: queued before their completion, so told before it."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Announce, Sequence[AppendResult]]]] = {}
+    for pending, results in zip(group, split, strict=True):
+        if pending.announce is not None:
+            by_loop.setdefault(pending.loop, []).append((pending.announce, results))
+    for loop, told in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there
+            loop.call_soon_threadsafe(_tell, told, recorded)
+
+
+def _tell(told: list[tuple[Announce, Sequence[AppendResult]]], recorded: bytes) -> None:
+    for announce, results in told:
+        announce(results, recorded)
 
 
 def _settle(pairs: list[tuple[asyncio.Future[Any], Any]]) -> None:
