@@ -373,6 +373,19 @@ class StandbyFor:
     def routed_elsewhere(self, bus: BusRef, event: StoredEvent) -> bool:
         return event.id in self.routed
 
+    def knowledge(self, bus: BusRef) -> object:
+        return frozenset(self.routed)
+
+
+class CountedReads(SqliteEventLog):
+    """The real log, counting the reads of a bus's events."""
+
+    reads = 0
+
+    async def read(self, bus: BusRef, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        self.reads += 1
+        return await super().read(bus, after, limit)
+
 
 async def test_a_standby_site_routes_nothing_and_resumes_after_what_the_active_site_routed(
     setup: Setup,
@@ -396,6 +409,28 @@ async def test_a_standby_site_routes_nothing_and_resumes_after_what_the_active_s
     standby.buses.clear()  # this site is active now
     await router.run(burst=True)
     assert triples(await setup.leased()) == Counter({("e3", "all", "t"): 1, ("e4", "all", "t"): 1})
+
+
+async def test_a_waiting_standby_reads_the_bus_again_only_once_what_it_knows_moved(
+    tmp_path: Path, setup: Setup
+) -> None:
+    standby = StandbyFor({ACME_DEFAULT}, {"e1"})
+    site = SiteRouting()
+    site.register(standby)
+    async with CountedReads(tmp_path / "counted" / LOG_DIR) as log:
+        router = Router(log, setup.queue, setup.rules, lambda: BUSES, site=site)
+        await log.append([new_event(i) for i in ("e1", "e2")])
+        await router.route_bus(ACME_DEFAULT)
+        assert log.reads == 1  # passed e1, waits at e2
+        await log.append([new_event("e3")])
+        await router.route_bus(ACME_DEFAULT)
+        await router.route_bus(ACME_DEFAULT)
+        assert log.reads == 1  # e2 would be refused again: not read
+        standby.routed.add("e2")
+        await router.route_bus(ACME_DEFAULT)
+        assert log.reads == 2
+        (e2,) = [e for e in await log.read(ACME_DEFAULT) if e.id == "e2"]
+        assert await setup.queue.cursor(ACME_DEFAULT) == e2.position  # waits at e3 now
 
 
 async def test_a_standby_site_routes_its_rules_for_every_site_as_it_passes_events(

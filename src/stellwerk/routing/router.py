@@ -149,6 +149,8 @@ class Router(BusFollower):
         self.hooks: RouterHooks = hooks or NoRouterHooks()
         self.batch = batch
         self.site = site or SiteRouting()
+        # Standing by: the cursor and the standby's knowledge at which a bus waits.
+        self._waiting: dict[BusRef, tuple[int, object]] = {}
 
     def buses(self) -> Iterable[BusRef]:
         return self._buses()
@@ -165,17 +167,22 @@ class Router(BusFollower):
         cursor = self._cursors.get(bus)
         if cursor is None:
             cursor = self._cursors[bus] = await self.queue.cursor(bus)
-        if self.site.standing_by(bus) is None and not len(await self._rules(bus)):
+        standby = self.site.standing_by(bus)
+        if standby is None and not len(await self._rules(bus)):
             passed = await self._pass_unmatched(bus, cursor)
             if passed is not None:
                 return passed
+        if standby is not None and self._waiting.get(bus) == (cursor, standby.knowledge(bus)):
+            # Without this a standby read every batch after its cursor again on each append
+            # (most of a standby's CPU per event), only to stop at the same event.
+            return 0
         events = await self.log.read(bus, after=cursor, limit=self.batch)
         if not events:
             return 0
         standby = self.site.standing_by(bus)
         rules = await self._rules(bus)
         if standby is not None:
-            return await self._pass_over(bus, events, standby, rules.everywhere)
+            return await self._pass_over(bus, cursor, events, standby, rules.everywhere)
         deliveries = self._deliveries(rules, events)
         position = events[-1].position
         try:
@@ -223,6 +230,7 @@ class Router(BusFollower):
     async def _pass_over(
         self,
         bus: BusRef,
+        cursor: int,
         events: Sequence[StoredEvent],
         standby: Standby,
         everywhere: RuleSet | None,
@@ -230,11 +238,14 @@ class Router(BusFollower):
         """Standing by: move the cursor over the events the active site has routed, up to the
         first it has not (`stellwerk.routing.standby`), routing them to the rules that route on
         every site (`everywhere`) on the way; how many (0: wait there)."""
+        knowledge = standby.knowledge(bus)
         passed = 0
         for event in events:
             if not standby.routed_elsewhere(bus, event):
                 break
             passed += 1
+        if passed < len(events):
+            self._waiting[bus] = (events[passed - 1].position if passed else cursor, knowledge)
         if not passed:
             return 0
         position = events[passed - 1].position

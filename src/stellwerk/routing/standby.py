@@ -26,6 +26,12 @@ class Standby(Protocol):
         """True if the active site has routed `event` already (the standby moves past it)."""
         ...
 
+    def knowledge(self, bus: BusRef) -> object:
+        """What `routed_elsewhere` decides by for `bus` now, as a value to compare: while it is
+        equal, an event refused is refused again, so the router does not read the bus again
+        to ask (it waits at that event until what it knows of the active site moves)."""
+        ...
+
 
 class SiteRouting:
     """The process's answer to "does this site route the bus now"; one `Standby` may register."""

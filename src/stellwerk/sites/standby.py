@@ -86,6 +86,12 @@ class SiteStandby:
         # lie after it in that site's log. Such an event is routed here again (at least once).
         return recorded < through
 
+    def knowledge(self, bus: BusRef) -> object:
+        active = self._active.get(bus)
+        if active is None:
+            return None
+        return (active, self._through.get((bus, active)), self._replicated.get((bus, active), 0))
+
     async def refresh(self) -> None:
         active: dict[BusRef, str] = {}
         standing = await self._store.standing()
