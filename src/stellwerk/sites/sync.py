@@ -106,7 +106,17 @@ class SyncMetrics:
 class SyncRequest:
     """One ingest request's part in synchronous replication (`Ingest.beside_append`)."""
 
-    __slots__ = ("_sync", "answer", "batch", "bound", "bus", "positions", "site", "tenant")
+    __slots__ = (
+        "_sync",
+        "answer",
+        "batch",
+        "bound",
+        "bus",
+        "nothing_to_send",
+        "positions",
+        "site",
+        "tenant",
+    )
 
     def __init__(
         self,
@@ -124,8 +134,9 @@ class SyncRequest:
         self.bound = bound
         self.batch = batch
         self.positions: list[int] = []
-        # The peer's answer (None: stored), once the events went out; None: nothing to send.
+        # The peer's answer (None: stored), once the events are on their way.
         self.answer: asyncio.Future[str | None] | None = None
+        self.nothing_to_send = False  # announced: duplicates only, or the peer's own events
 
     def announce(self, results: Sequence[AppendResult], recorded: bytes) -> None:
         self._sync.planned(self, results, recorded)
@@ -199,6 +210,7 @@ class SyncReplication:
                 bodies.append(event.body[:-1] + suffix)
                 positions.append(result.position)
         if not bodies:
+            request.nothing_to_send = True
             return
         loop = asyncio.get_running_loop()
         request.positions = positions
@@ -257,14 +269,17 @@ class SyncReplication:
         """Wait (up to the bound) for the peer's acknowledgement of the request's events, which
         are durable here now; degrade when it does not come."""
         answer = request.answer
-        if answer is None:
-            return  # nothing went to the peer: duplicates, or the peer's own events
+        if request.nothing_to_send:
+            return
         tenant, site = request.tenant, request.site
         key = (tenant.id, site)
-        try:
-            problem = await asyncio.wait_for(asyncio.shield(answer), request.bound)
-        except TimeoutError:
-            problem = f"no acknowledgement within {request.bound:g} s"
+        if answer is None:  # never announced (a log that did not, a callback that failed)
+            problem: str | None = "the events were not announced to the sync path"
+        else:
+            try:
+                problem = await asyncio.wait_for(asyncio.shield(answer), request.bound)
+            except TimeoutError:
+                problem = f"no acknowledgement within {request.bound:g} s"
         if problem is None:
             self._metrics.acknowledged.labels(tenant.name, site).inc(len(request.positions))
             if self._degraded.pop(key, None) is not None:
