@@ -56,9 +56,12 @@ class PeerLink:
                 headers={**headers, "content-type": "application/json"},
                 timeout=aiohttp.ClientTimeout(total=within),
             ) as answer:
+                # Read to the end even when unused: aiohttp closes a connection whose answer
+                # was left unread, and each peer request then paid a new TCP connection.
+                text = await answer.text()
                 if 200 <= answer.status < 300:
                     return None
-                return f"HTTP {answer.status}: {(await answer.text())[:300]}"
+                return f"HTTP {answer.status}: {text[:300]}"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
@@ -72,6 +75,7 @@ class PeerLink:
             async with self._outgoing.session().get(
                 record.url + "/readyz", timeout=aiohttp.ClientTimeout(total=within)
             ) as answer:
+                await answer.read()  # so the connection is kept (see `send`)
                 if answer.status == 200:
                     return None
                 return f"readyz answered HTTP {answer.status}"
