@@ -7,7 +7,9 @@ HTTP: it takes a `Principal` and plain values, returns plain values, and refuses
 `ServiceError` that each edge renders its own way.
 """
 
-from stellwerk.seams import StoredEvent  # what `Tail` reads: the facades' callers type with it
+# What `Tail` reads, and what `Ingest.beside_append` hooks are given: the facades' callers type
+# with them.
+from stellwerk.seams import AppendResult, NewEvent, StoredEvent
 from stellwerk.service.access import Authenticator, Gate
 from stellwerk.service.archives import (
     MAX_ARCHIVES_PER_BUS,
@@ -57,7 +59,14 @@ from stellwerk.service.history import (
     TargetHistory,
     TargetState,
 )
-from stellwerk.service.ingest import FailedEvent, Ingest, IngestResult, SchemaWarning
+from stellwerk.service.ingest import (
+    AppendCompanion,
+    BesideAppend,
+    FailedEvent,
+    Ingest,
+    IngestResult,
+    SchemaWarning,
+)
 from stellwerk.service.keys import CreatedKey, KeyDigest, KeyInfo, KeyInput, Keys
 from stellwerk.service.platform import Platform
 from stellwerk.service.quotas import Quotas, TenantRate
@@ -74,6 +83,8 @@ __all__ = [
     "MAX_ARCHIVES_PER_BUS",
     "MAX_ATTEMPT_PAGE",
     "TYPE_RULE",
+    "AppendCompanion",
+    "AppendResult",
     "Archive",
     "ArchiveInput",
     "ArchiveState",
@@ -81,6 +92,7 @@ __all__ = [
     "AttemptOutcome",
     "AttemptView",
     "Authenticator",
+    "BesideAppend",
     "Bus",
     "BusInput",
     "Buses",
@@ -111,6 +123,7 @@ __all__ = [
     "KeyInfo",
     "KeyInput",
     "Keys",
+    "NewEvent",
     "NotFound",
     "NotSupported",
     "PayloadTooLarge",

@@ -27,8 +27,7 @@ from prometheus_client import CollectorRegistry, Counter
 from stellwerk.auth import Principal, Scope
 from stellwerk.clock import to_us, utc_now
 from stellwerk.refs import TenantId, TenantRef
-from stellwerk.seams import AppendResult, NewEvent
-from stellwerk.service import Platform
+from stellwerk.service import AppendResult, NewEvent, Platform
 from stellwerk.sites.endpoints import SyncRoutes, sync_routes
 from stellwerk.sites.link import PeerLink
 from stellwerk.sites.replication import BATCH, ORIGIN_SITE, replica_batch
