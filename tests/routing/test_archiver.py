@@ -217,6 +217,17 @@ async def test_the_running_archiver_wakes_on_notify_and_follows_changes(setup: S
         await asyncio.wait_for(task, 10)
 
 
+async def test_an_append_to_a_bus_without_an_archive_wakes_no_round(setup: Setup) -> None:
+    archiver = setup.archiver(poll_seconds=60, reload_seconds=60)
+    await archiver.reload()
+    archiver.notify(ACME_DEFAULT)
+    assert not archiver.appended.is_set()
+    await setup.create(archiver, "orders", ORDERS)  # the reload on leaving the pause wakes
+    archiver.appended.clear()
+    archiver.notify(ACME_DEFAULT)
+    assert archiver.appended.is_set()
+
+
 async def _has(setup: Setup, record: ArchiveRecord, ids: list[str]) -> bool:
     return await setup.ids(record) == ids
 

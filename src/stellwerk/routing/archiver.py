@@ -169,6 +169,12 @@ class Archiver(BusFollower):
     def buses(self) -> list[BusRef]:
         return list(self._archives)
 
+    def notify(self, bus: BusRef) -> None:
+        # A bus without an archive has nothing to archive: no wake-up and round per append.
+        # One that gets an archive is taken in by the reload that finds it (`_reload`).
+        if bus in self._archives:
+            super().notify(bus)
+
     @property
     def running(self) -> bool:
         """Whether `run` is archiving (this process plays the router role)."""
