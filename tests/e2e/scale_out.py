@@ -4,6 +4,7 @@ and PostgreSQL database, sharing one secret key."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 from tests.cli.server import ServerProcess, running_server
 from tests.conftest import free_port
+from tests.e2e.receiving import Received
 
 # How long a client waits before it retries a batch the gateway could not take (503).
 RETRY_BACKOFF_SECONDS = 0.2
@@ -101,6 +103,31 @@ def put_rule(gateway: ServerProcess, admin_key: str, name: str, rule: Mapping[st
         timeout=10,
     )
     assert response.status_code in (200, 201), response.text
+
+
+def first_through(
+    gateway: ServerProcess, ingest_key: str, received: Received, start: int, within: float = 60
+) -> str:
+    """The first event through every role after a rule was saved: one a second (ids from
+    `start` on) until one arrives; returns its id.
+
+    A router takes the rules as it knows them when it routes (docs/routing.md), and a rule saved
+    through the gateway reaches the routers through the signals: under load, an event sent right
+    after the save can be routed before the rule arrives there, and is then never delivered."""
+    deadline, sent = time.monotonic() + within, set[str]()
+    for n in itertools.count(start):
+        response = httpx.post(
+            f"{gateway.url}/v1/buses/default/events",
+            json=load_batch(n, 1),
+            headers={"Authorization": f"Bearer {ingest_key}"},
+            timeout=30,
+        )
+        assert response.status_code == 202, response.text
+        sent.add(f"e{n}")
+        if received.wait_for(lambda r: not sent.isdisjoint(r.ids), 1):
+            return next(i for i in sent if i in received.ids)
+        assert time.monotonic() < deadline, f"none of {len(sent)} events arrived"
+    raise AssertionError("unreachable")
 
 
 def metric_total(process: ServerProcess, name: str) -> float:

@@ -9,7 +9,6 @@ are allowed (delivery is at least once) and printed, so a run shows how many a f
 from __future__ import annotations
 
 import asyncio
-import itertools
 import signal
 import time
 from pathlib import Path
@@ -20,7 +19,15 @@ import nats
 import pytest
 from tests.cli.server import ServerProcess
 from tests.e2e.receiving import Received
-from tests.e2e.scale_out import Load, ScaleOut, keys_of, load_batch, metric_total, put_rule
+from tests.e2e.scale_out import (
+    Load,
+    ScaleOut,
+    first_through,
+    keys_of,
+    load_batch,
+    metric_total,
+    put_rule,
+)
 from tests.nats_support import NatsCluster, NatsServer
 from tests.tcp_proxy import TcpProxy
 
@@ -48,24 +55,9 @@ def route_all_to(gateway: ServerProcess, url: str) -> str:
 
 
 def warm_up(gateway: ServerProcess, ingest_key: str, received: Received) -> None:
-    """One event through every role before the load, so faults hit a platform in full flow.
-
-    A router takes the rules as it knows them when it routes (docs/routing.md): one that has not
-    yet heard of the rule just saved routes an event past it. So an event a second (ids above
-    the load's) until one arrives: the first to arrive shows the rule known and every role up."""
-    deadline, sent = time.monotonic() + 60, set[str]()
-    for n in itertools.count(EVENTS):
-        response = httpx.post(
-            f"{gateway.url}/v1/buses/default/events",
-            json=load_batch(n, 1),
-            headers={"Authorization": f"Bearer {ingest_key}"},
-            timeout=30,
-        )
-        assert response.status_code == 202, response.text
-        sent.add(f"e{n}")
-        if received.wait_for(lambda r: not sent.isdisjoint(r.ids), 1):
-            return
-        assert time.monotonic() < deadline, "no warm-up event arrived"
+    """One event through every role before the load (ids above the load's), so faults hit a
+    platform in full flow."""
+    first_through(gateway, ingest_key, received, EVENTS)
 
 
 def assert_all_delivered(

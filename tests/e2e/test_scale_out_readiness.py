@@ -14,7 +14,7 @@ import pytest
 from tests import polling
 from tests.cli.server import ServerProcess
 from tests.e2e.receiving import Received
-from tests.e2e.scale_out import ScaleOut, keys_of, load_batch, put_rule
+from tests.e2e.scale_out import ScaleOut, first_through, keys_of, load_batch, put_rule
 from tests.nats_support import NatsServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -57,8 +57,7 @@ def test_every_role_is_unready_while_nats_is_stopped_and_ready_when_it_returns(
         keys = keys_of(gateway)
         rule = {"pattern": {"type": ["load"]}, "targets": [{"id": "h", "type": "http", "url": url}]}
         put_rule(gateway, keys["admin_key"], "all", rule)
-        post_until_accepted(gateway, keys["ingest_key"], 0)
-        assert received.wait_for(lambda r: "e0" in r.ids, WITHIN), "the first event never came"
+        first_through(gateway, keys["ingest_key"], received, 100, within=WITHIN)
 
         nats_server.stop()
         stopped = time.monotonic()
