@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -21,6 +22,8 @@ import hypothesis
 import msgspec
 import pytest
 import structlog
+import uvicorn
+from tests import polling
 from tests.nats_support import free_port as free_port  # shared by every test folder
 from tests.nats_support import nats_cluster, nats_server  # noqa: F401 (fixtures)
 
@@ -268,6 +271,39 @@ async def app_running(
             yield RunningApp(client, services, settings, bootstrap)
     if alone:
         await assert_no_task_left()
+
+
+# What a client in a test waits for an answer from a server on loopback: far above any answer's
+# time on a quiet machine, so that a test only fails on this bound when something is stuck (at a
+# load average of 12 a 5-second connect, httpx's default, once ran out).
+LOOPBACK_TIMEOUT = 30.0
+
+
+@asynccontextmanager
+async def app_served(settings: Settings, **config: Any) -> AsyncIterator[tuple[str, RunningApp]]:
+    """The whole app behind uvicorn on `settings.port` on loopback, for real clients (SDKs, a
+    browser, the command line) to talk to; `config`: more of `uvicorn.Config`. It is yielded once
+    uvicorn listens, which comes after the app's start: the lifespan runs before the bind. The
+    `RunningApp`'s client talks to it over that socket."""
+    app = build_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=settings.port, log_config=None, lifespan="on", **config
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        services = await asyncio.wait_for(app.state.lifecycle.wait_started(), 30)
+        await polling.eventually(lambda: server.started, what="uvicorn listening", within=30)
+        bootstrap = msgspec.json.decode(
+            (settings.data_dir / "bootstrap.json").read_bytes(), type=Bootstrap
+        )
+        url = f"http://127.0.0.1:{settings.port}"
+        async with httpx.AsyncClient(base_url=url, timeout=LOOPBACK_TIMEOUT) as client:
+            yield url, RunningApp(client, services, settings, bootstrap)
+    finally:
+        server.should_exit = True
+        await serving
 
 
 @pytest.fixture

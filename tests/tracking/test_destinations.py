@@ -18,17 +18,15 @@ from typing import Any, Literal
 import httpx
 import msgspec
 import pytest
-import uvicorn
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from segment.analytics.client import Client as SegmentClient
-from tests.conftest import Bootstrap, RunningApp, app_running, free_port
+from tests.conftest import RunningApp, app_running, app_served, free_port
 from tests.delivery.targets.support import Receiver, start_receiver
 from tests.polling import eventually
 from tests.tracking.support import bus_events, make_source
 
-from stellwerk.app import build_app
 from stellwerk.config import load_settings
 
 # --- The documented request shapes, decoded strictly (an unknown or missing member fails).
@@ -116,27 +114,13 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     receiver.on("/ga4/mp/collect", got.handler("ga4"))
     receiver.on("/meta/v21.0/1234567890/events", got.handler("meta"))
     receiver.on("/segment/v1/batch", got.handler("segment"))
-    port = free_port()
     settings = load_settings(
-        {"data_dir": str(tmp_path / "data"), "port": port, "allow_private_targets": "true"}
+        {"data_dir": str(tmp_path / "data"), "port": free_port(), "allow_private_targets": "true"}
     )
-    app = build_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    )
-    serving = asyncio.create_task(server.serve())
     try:
-        await asyncio.wait_for(app.state.lifecycle.wait_started(), 30)
-        bootstrap = msgspec.json.decode(
-            (settings.data_dir / "bootstrap.json").read_bytes(), type=Bootstrap
-        )
-        url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=url) as client:
-            admin = {"Authorization": f"Bearer {bootstrap.admin_key}"}
-            yield Served(url, client, admin, receiver, got)
+        async with app_served(settings) as (url, app):
+            yield Served(url, app.client, app.admin, receiver, got)
     finally:
-        server.should_exit = True
-        await serving
         receiver.closing.set()
         await runner.cleanup()
 

@@ -11,15 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import httpx
-import msgspec
 import pytest
-import uvicorn
-from tests.conftest import Bootstrap, RunningApp, app_running, free_port
+from tests.conftest import RunningApp, app_running, app_served, free_port
 from tests.polling import eventually
 from tests.tracking.test_lake import lake_rows, save_lake_rule, send
 
-from stellwerk.app import build_app
 from stellwerk.auth import Scope
 from stellwerk.cli.main import main
 from stellwerk.config import load_settings
@@ -240,24 +236,9 @@ async def test_a_lake_on_s3_without_duckdbs_httpfs_answers_503_not_500(tmp_path:
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[str, RunningApp]]:
     """The app behind uvicorn on a loopback port, for the command to talk to."""
-    port = free_port()
-    settings = load_settings({"data_dir": str(tmp_path / "data"), "port": port})
-    app = build_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        services = await asyncio.wait_for(app.state.lifecycle.wait_started(), 30)
-        bootstrap = msgspec.json.decode(
-            (settings.data_dir / "bootstrap.json").read_bytes(), type=Bootstrap
-        )
-        url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=url) as client:
-            yield url, RunningApp(client, services, settings, bootstrap)
-    finally:
-        server.should_exit = True
-        await serving
+    settings = load_settings({"data_dir": str(tmp_path / "data"), "port": free_port()})
+    async with app_served(settings) as served:
+        yield served
 
 
 async def test_the_command_prints_the_answer_as_a_table_or_json(

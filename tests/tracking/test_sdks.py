@@ -15,12 +15,10 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-import uvicorn
 from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics.client import Client as SegmentClient
-from tests.conftest import Bootstrap, free_port
+from tests.conftest import app_served, free_port
 
-from stellwerk.app import build_app
 from stellwerk.compose import Services
 from stellwerk.config import load_settings
 from stellwerk.refs import BusRef, TenantName
@@ -42,35 +40,13 @@ class Served:
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
     """The whole app behind uvicorn on a free loopback port, with a segment source."""
-    port = free_port()
-    settings = load_settings({"data_dir": str(tmp_path / "data"), "port": port})
-    app = build_app(settings)
+    settings = load_settings({"data_dir": str(tmp_path / "data"), "port": free_port()})
     # Trusted for X-Forwarded-For as `stellwerk serve` trusts by default (uvicorn's default,
     # unless FORWARDED_ALLOW_IPS says otherwise), whatever this machine's environment says.
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        lifespan="on",
-        forwarded_allow_ips="127.0.0.1",
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    try:
-        services = await asyncio.wait_for(app.state.lifecycle.wait_started(), 30)
-        bootstrap = msgspec.json.decode(
-            (settings.data_dir / "bootstrap.json").read_bytes(), type=Bootstrap
-        )
-        url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=url) as client:
-            admin = {"Authorization": f"Bearer {bootstrap.admin_key}"}
-            made = await client.put("/v1/sources/shop", headers=admin, json={"kind": "segment"})
-            assert made.status_code == 201, made.text
-        yield Served(url, made.json()["write_key"], services, admin)
-    finally:
-        server.should_exit = True
-        await serving
+    async with app_served(settings, forwarded_allow_ips="127.0.0.1") as (url, app):
+        made = await app.client.put("/v1/sources/shop", headers=app.admin, json={"kind": "segment"})
+        assert made.status_code == 201, made.text
+        yield Served(url, made.json()["write_key"], app.services, app.admin)
 
 
 def every_call(client: SegmentClient | RudderClient) -> None:
