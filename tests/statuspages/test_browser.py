@@ -7,7 +7,6 @@ STELLWERK_UPDATE_SCREENSHOT=1 writes docs/images/status-page.png from the light 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -16,12 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import msgspec
 import pytest
-import uvicorn
-from tests.conftest import IN_CI, Bootstrap, free_port
+from tests.conftest import IN_CI, app_served, free_port
 
-from stellwerk.app import build_app
 from stellwerk.clock import to_us
 from stellwerk.compose import Services
 from stellwerk.config import load_settings
@@ -50,30 +46,14 @@ class Served:
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
     """The whole app behind uvicorn on a free loopback port."""
-    port = free_port()
-    settings = load_settings({"data_dir": str(tmp_path / "data"), "port": port})
-    app = build_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        services = await asyncio.wait_for(app.state.lifecycle.wait_started(), 30)
-        opened = services.capabilities["status-pages"]
+    settings = load_settings({"data_dir": str(tmp_path / "data"), "port": free_port()})
+    async with app_served(settings) as (url, app):
+        opened = app.services.capabilities["status-pages"]
         assert isinstance(opened, StatusPagesOpened)
         opened.cache.render_budget = 60.0
-        bootstrap = msgspec.json.decode(
-            (settings.data_dir / "bootstrap.json").read_bytes(), type=Bootstrap
-        )
-        url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(base_url=url) as client:
-            admin = {"Authorization": f"Bearer {bootstrap.admin_key}"}
-            await make_page(client, admin)
-            await backdate_history(services)
-            yield Served(url, client, admin, opened)
-    finally:
-        server.should_exit = True
-        await serving
+        await make_page(app.client, app.admin)
+        await backdate_history(app.services)
+        yield Served(url, app.client, app.admin, opened)
 
 
 async def make_page(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
