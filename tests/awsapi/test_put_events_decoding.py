@@ -6,6 +6,7 @@ events; the signature's claims and the ids made per call are checked here too.""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -125,6 +126,29 @@ def test_made_ids_are_random_version_4_uuids_and_request_ids_differ() -> None:
     requests = [request_ids() for _ in range(1000)]
     assert len(set(requests)) == 1000
     assert all(str(uuid.UUID(r)) == r for r in requests)
+
+
+def test_ids_come_from_batches_and_each_is_handed_out_once() -> None:
+    # Ten at a time across several batches (256 each), then more than a batch at once.
+    handed = [made for _ in range(100) for made in new_ids(10)] + new_ids(700)
+    assert len(handed) == len(set(handed)) == 1700
+    assert {uuid.UUID(made).version for made in handed} == {4}
+
+
+def test_a_forked_child_does_not_hand_out_its_parent_s_ids() -> None:
+    new_ids(1)  # the parent holds a batch
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        os.close(reading)
+        os.write(writing, " ".join(new_ids(10)).encode())
+        os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading) as pipe:
+        childs = set(pipe.read().split())
+    assert os.waitpid(child, 0)[1] == 0
+    assert len(childs) == 10
+    assert not childs & set(new_ids(255))
 
 
 def _signed(authorization_of: Any = None) -> tuple[dict[str, str], bytes]:
