@@ -15,12 +15,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import aiohttp
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import BaseRoute
+from yarl import URL
 
 from stellwerk.api import Answer, Answerer, Deferred, Endpoint
 from stellwerk.auth import Principal
@@ -34,7 +35,12 @@ from stellwerk.delivery import (
     TargetKind,
     TargetKinds,
 )
-from stellwerk.delivery.targets import AddressPolicy, SessionPool
+from stellwerk.delivery.targets import (
+    AddressPolicy,
+    SessionPool,
+    TransferError,
+    UnsafeAddressError,
+)
 from stellwerk.ops import Metrics
 from stellwerk.roles import Duty
 from stellwerk.routing import SiteRouting, Standby
@@ -43,6 +49,8 @@ from stellwerk.seams import Delivery
 from stellwerk.service import Platform
 from stellwerk.storage.control import migrate
 from stellwerk.storage.sqlite import BackupPart, copy_database
+
+_KEPT_URLS: Final = 256  # URLs `Outgoing.post` keeps parsed (peer sites: a handful)
 
 # What a capability needs to plug in, in one place: besides the seam itself, the values of a
 # target type it brings (a delivery, its outcomes, the target's saved spec).
@@ -66,6 +74,7 @@ __all__ = [
     "GlobalEndpoints",
     "InvalidRuleError",
     "Listing",
+    "NoAnswer",
     "Opened",
     "Outcome",
     "Outgoing",
@@ -136,6 +145,11 @@ class UnsafeUrl(ValueError):
     """An address outgoing requests may not go to (the SSRF guard); the message says why."""
 
 
+class NoAnswer(Exception):
+    """An outgoing request got no answer (refused by the guard, no connection, out of time);
+    the message says why."""
+
+
 class Outgoing:
     """Outgoing HTTP for a capability's own requests (a synthetic check, a subscriber's
     confirmation), under the same guard as deliveries: no private, loopback or link-local
@@ -145,6 +159,8 @@ class Outgoing:
     def __init__(self, pool: SessionPool, policy: AddressPolicy) -> None:
         self._pool = pool
         self._policy = policy
+        # The transport keeps a URL's text made once per URL object: one object per URL here.
+        self._urls: dict[str, URL] = {}
 
     def check_url(self, url: str) -> None:
         """Raises `UnsafeUrl` saying why requests may not go to `url`."""
@@ -156,6 +172,26 @@ class Outgoing:
     def session(self) -> aiohttp.ClientSession:
         """The process's guarded session (shared: never close it; no cookies, no proxies)."""
         return self._pool.session(self._policy)
+
+    async def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], within: float
+    ) -> tuple[int, bytes]:
+        """POST `body` to `url` through the deliveries' transport, all of it within `within`
+        seconds: the answer's status and (the first 64 KiB of) its body; `NoAnswer` if none came.
+
+        For requests on a hot path (a peer site's synchronous replication): on Linux the
+        transport is libcurl's, which costs about a third of the session's CPU per request
+        (docs/delivery.md). It follows no redirect."""
+        target = self._urls.get(url)
+        if target is None:
+            if len(self._urls) >= _KEPT_URLS:
+                self._urls.clear()
+            target = self._urls[url] = URL(url)
+        try:
+            answer = await self._pool.transport(self._policy).post(target, body, headers, within)
+        except (TransferError, UnsafeAddressError) as exc:
+            raise NoAnswer(str(exc)) from exc
+        return answer.status, answer.body
 
 
 ReplicationMode = Literal["off", "async", "sync"]

@@ -1,4 +1,7 @@
-"""Signed requests to a tenant's peer site: one place that finds the peer, signs and sends."""
+"""Signed requests to a tenant's peer site: one place that finds the peer, signs and sends.
+
+POSTs (replicated events, synchronous replication's on the ingest path) go through the
+deliveries' transport (libcurl), the other requests through the aiohttp session."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import Final
 import aiohttp
 
 from stellwerk.auth import Principal
-from stellwerk.capability import Outgoing
+from stellwerk.capability import NoAnswer, Outgoing
 from stellwerk.sites.peers import Peers
 from stellwerk.sites.signing import signed_headers
 
@@ -48,20 +51,28 @@ class PeerLink:
             path=path,
             body=body,
         )
+        headers["content-type"] = "application/json"
         try:
+            if method == "POST":  # events, synchronous replication's among them: the hot path
+                status, answer = await self._outgoing.post(record.url + path, body, headers, within)
+                if 200 <= status < 300:
+                    return None
+                return f"HTTP {status}: {answer[:300].decode(errors='replace')}"
             async with self._outgoing.session().request(
                 method,
                 record.url + path,
                 data=body,
-                headers={**headers, "content-type": "application/json"},
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=within),
-            ) as answer:
+            ) as response:
                 # Read to the end even when unused: aiohttp closes a connection whose answer
                 # was left unread, and each peer request then paid a new TCP connection.
-                text = await answer.text()
-                if 200 <= answer.status < 300:
+                text = await response.text()
+                if 200 <= response.status < 300:
                     return None
-                return f"HTTP {answer.status}: {text[:300]}"
+                return f"HTTP {response.status}: {text[:300]}"
+        except NoAnswer as exc:
+            return str(exc)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 

@@ -16,8 +16,13 @@ from stellwerk.delivery.targets.function import FunctionTarget, resolve_function
 from stellwerk.delivery.targets.http import HttpTarget
 from stellwerk.delivery.targets.log import LogTarget
 from stellwerk.delivery.targets.session import SessionPool
-from stellwerk.delivery.targets.ssrf import AddressPolicy, GuardedResolver, check_target_url
-from stellwerk.delivery.targets.transport import HttpClient
+from stellwerk.delivery.targets.ssrf import (
+    AddressPolicy,
+    GuardedResolver,
+    UnsafeAddressError,
+    check_target_url,
+)
+from stellwerk.delivery.targets.transport import HttpClient, TransferError
 from stellwerk.delivery.targets.webhooks import (
     RetiringSecret,
     WebhookSigner,
@@ -38,6 +43,8 @@ __all__ = [
     "RetiringSecret",
     "SessionPool",
     "StaticAuth",
+    "TransferError",
+    "UnsafeAddressError",
     "WebhookSigner",
     "build_auth",
     "check_target_url",
