@@ -98,6 +98,56 @@ def test_a_peer_request_with_a_wrong_signature_is_refused_and_logged(
     assert httpx.post(b.url + path, content=body, headers=good, timeout=10).status_code == 200
 
 
+def test_peer_events_are_answered_ahead_of_the_app_as_the_route_answers(
+    sites: tuple[Site, Site],
+) -> None:
+    """`POST /v1/peers/{site}/events` is the sites' fast path: each outcome as the route's."""
+    _, b = sites
+
+    def post(body: bytes, *, signed_as: str = "a", path: str = "/v1/peers/a/events") -> Any:
+        headers = signed_headers(
+            SECRET,
+            site=signed_as,
+            tenant="default",
+            timestamp=int(time.time()),
+            method="POST",
+            path=path,
+            body=body,
+        )
+        return httpx.post(b.url + path, content=body, headers=headers, timeout=10)
+
+    event = {"specversion": "1.0", "id": "fast-1", "source": "urn:fast", "type": "t"}
+    good = post(json.dumps({"bus": "fast-bus", "events": [event]}).encode())
+    assert good.status_code == 200, good.text
+    assert good.json() == {"stored": 1}
+    assert good.headers["content-type"] == "application/json"
+
+    not_a_batch = post(b'{"bus":"fast-bus"}')
+    assert not_a_batch.status_code == 400
+    assert not_a_batch.json()["error"] == "InvalidRequest"
+    assert "not a batch of replicated events" in not_a_batch.json()["message"]
+    not_an_event = post(b'{"bus":"fast-bus","events":[{"id":"x"}]}')
+    assert not_an_event.status_code == 400
+    assert not_an_event.json()["field"] == "events[0]"
+
+    other_site = post(b'{"bus":"fast-bus","events":[]}', path="/v1/peers/c/events")
+    assert other_site.status_code == 401
+    assert "the path names another site" in other_site.json()["message"]
+    assert other_site.headers["www-authenticate"] == "Bearer"
+    unsigned = httpx.post(b.url + "/v1/peers/a/events", content=b"{}", timeout=10)
+    assert unsigned.status_code == 401
+    assert "no stellwerk-site or stellwerk-tenant header" in unsigned.json()["message"]
+    too_large = post(b" " * (4 * 1024 * 1024 + 1))
+    assert too_large.status_code == 413
+    assert too_large.json()["error"] == "PayloadTooLarge"
+
+    # Not this route: the app answers as it does.
+    assert httpx.post(b.url + "/v1/peers/a/events/x", timeout=10).status_code == 404
+    assert httpx.get(b.url + "/v1/peers/a/events", timeout=10).status_code == 405
+    metrics = httpx.get(b.url + "/metrics", timeout=10).text
+    assert 'route="/v1/peers/{site}/events"' in metrics
+
+
 def test_accepted_events_reach_the_peer_with_their_id_source_and_origin(
     sites: tuple[Site, Site],
 ) -> None:

@@ -7,13 +7,14 @@ The package reaches the core only through `stellwerk.capability` and the facades
 
 from stellwerk.capability import Capability
 from stellwerk.sites.edge import build_edge_app
+from stellwerk.sites.fast import fast_path
 from stellwerk.sites.keycopies import UnopenedKeys, open_texts, seal_texts
 from stellwerk.sites.opened import NAME, SitesOpened, open_sites
 from stellwerk.sites.pairing import add_peer
 from stellwerk.sites.routes import ENDPOINTS
 from stellwerk.sites.signing import BadSignature, signed_headers, verify
 
-CAPABILITY = Capability(name=NAME, open=open_sites, endpoints=ENDPOINTS)
+CAPABILITY = Capability(name=NAME, open=open_sites, endpoints=ENDPOINTS, fast_path=fast_path)
 
 __all__ = [
     "CAPABILITY",

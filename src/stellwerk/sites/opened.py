@@ -34,6 +34,7 @@ class SitesOpened:
         registry = context.metrics.registry
         self.platform: Platform = platform
         self.site = context.settings.site
+        self.max_body = context.settings.max_body_bytes  # as the app's body limit
         self.store = SitesStore(context.database.engine)
         box = SecretBox(context.key(SEALING_PURPOSE))
         self.peers = Peers(platform, self.store, box, context.outgoing, self.site)

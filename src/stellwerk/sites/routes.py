@@ -42,6 +42,7 @@ from stellwerk.sites.opened import NAME, SitesOpened
 from stellwerk.sites.peers import site_name
 from stellwerk.sites.replication import take_replicas
 from stellwerk.sites.rules import RulesMirrored, RuleSnapshot, take_rules
+from stellwerk.sites.store import PeerRecord
 
 TAG = "sites"
 
@@ -80,10 +81,17 @@ async def from_peer(request: Request) -> tuple[SitesOpened, Principal, str, byte
     principal, record = await sites.peers.authenticate(
         request.headers, request.method, request.url.path, body
     )
+    check_sender(principal, record, request.path_params["site"], request.url.path)
+    return sites, principal, record.site, body
+
+
+def check_sender(principal: Principal, record: PeerRecord, named: str, path: str) -> None:
+    """Refuse a signed peer request whose path names another site than its signature, or, but
+    for the first snapshot (`/mirror`), one of a tenant whose pairing has not settled."""
     site = record.site
-    if site != request.path_params["site"]:
+    if site != named:
         raise Unauthorized("peer request refused: the path names another site than the signature")
-    if not request.url.path.endswith("/mirror"):
+    if not path.endswith("/mirror"):
         # Nothing of the tenant is taken before the first snapshot settled it (`mirror.py`).
         if record.tenant_state == "conflict":
             raise Conflict(record.tenant_detail or f"tenant {principal.tenant!r} conflicts")
@@ -92,7 +100,6 @@ async def from_peer(request: Request) -> tuple[SitesOpened, Principal, str, byte
                 f"the pairing of tenant {principal.tenant!r} with site {site!r} is not settled "
                 "yet: its keys and buses come first"
             )
-    return sites, principal, site, body
 
 
 async def receive_events(request: Request) -> Response:

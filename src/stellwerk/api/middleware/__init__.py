@@ -4,7 +4,7 @@ ingest route answered ahead of Starlette with the same checks, and capabilities'
 from stellwerk.api.middleware.fast import Answer, Answerer, Deferred, FastPaths
 from stellwerk.api.middleware.gate import GateMiddleware, principal_of
 from stellwerk.api.middleware.ingest import IngestFastPath
-from stellwerk.api.middleware.limits import BodyLimitMiddleware, too_large
+from stellwerk.api.middleware.limits import BodyLimitMiddleware, check_declared, too_large
 from stellwerk.api.middleware.metrics import RequestMetricsMiddleware
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "GateMiddleware",
     "IngestFastPath",
     "RequestMetricsMiddleware",
+    "check_declared",
     "principal_of",
     "too_large",
 ]
