@@ -1,8 +1,10 @@
 """A blocked Bloom filter: one 64-bit word per key, six bits set in it.
 
 Checking a key costs one word read and a mask compare, and the mask depends only on the key, so
-a key is checked against several filters for little more than against one. Twelve bits per key
-give about 0.2 % false positives.
+a key is checked against several filters for little more than against one. Filters are made
+with at least 24 bits per key (sizes are powers of two: 24 to 48), which lets at most about
+0.1 % of other keys through; each of those costs the writer a block look-up on disk per run of
+the filter's epoch.
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ def _triples(pairs: array[int]) -> array[int]:
     return array("Q", b"".join(blocks))
 
 
-BITS_PER_KEY: Final = 12
+# 12 bits per key (16 to 32 in practice) let 0.4-1 % of keys through each epoch's filter to a
+# block look-up on disk per run of the epoch: a third of the writer's dedup look-ups for batches
+# (issue 14, docs/architecture.md). Twice the memory (about 3 bytes per key in the window) buys
+# a tenth of them. Stored filters of either size load alike: the mask does not depend on it.
+BITS_PER_KEY: Final = 24
 # For each bit of a byte, each byte value with that bit set.
 _SET_BIT: Final = [bytes(v | (1 << bit) for v in range(256)) for bit in range(8)]
 # Two bit positions (6 bits each) per 12 bits of the key's tag.
