@@ -13,7 +13,9 @@ import asyncio
 import itertools
 import random
 import sqlite3
+import struct
 import threading
+from array import array
 from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
@@ -285,3 +287,41 @@ def test_a_full_filter_sends_at_most_one_key_in_500_it_does_not_hold_to_the_disk
     others = keys(100_000)
     passed = bloom.which_may_hold(others, masks(others), range(len(others)))
     assert len(passed) < len(others) // 500
+
+
+async def test_a_runs_filter_filled_from_the_writers_masks_is_the_one_its_digests_make(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once filters exist, the writer's check of a group makes each key's block and mask; a
+    run of groups stored without a duplicate has its filter filled from those, and that
+    filter must be the one its digests on disk make (as a restart rebuilds it)."""
+    from_masks: list[int] = []
+    add_masks = Bloom.add_masks
+
+    def counted(bloom: Bloom, blocks: Any, bits: list[int]) -> None:
+        from_masks.append(len(bits))
+        add_masks(bloom, blocks, bits)
+
+    monkeypatch.setattr(Bloom, "add_masks", counted)
+    log = SqliteEventLog(
+        tmp_path / LOG_DIR, index_interval=0.001, dedup_run_entries=256, dedup_epoch_entries=4096
+    )
+    async with log:
+        for group in range(30):
+            await log.append([new_event(f"g{group}-{i}") for i in range(100)])
+        dedup = log._committer.dedup  # type: ignore[union-attr]
+        await eventually(lambda: not dedup.frozen and dedup.flushed_below > 2_500)
+        assert sum(from_masks) >= 1_000  # most runs came from masks
+        conn = sqlite3.connect(log._index_path)
+        try:
+            for epoch in dedup.epochs:
+                rebuilt = Bloom(0, array("Q", bytes(8 * len(epoch.bloom.words))))
+                for (block,) in conn.execute(
+                    "SELECT entries FROM dedup_blocks WHERE run >= ? AND run <= ?",
+                    (epoch.first_run, epoch.last_run),
+                ):
+                    count = len(block) // 24
+                    rebuilt.add_keys(struct.iter_unpack("<qq", block[: 16 * count]))
+                assert rebuilt.words == epoch.bloom.words
+        finally:
+            conn.close()

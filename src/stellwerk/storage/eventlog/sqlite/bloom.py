@@ -94,6 +94,12 @@ class Bloom:
         for block, tag in keys:
             words[block & index] |= triples[tag & _LOW18] | triples[(tag >> 18) & _LOW18]
 
+    def add_masks(self, blocks: Iterable[int], bits: Iterable[int]) -> None:
+        """Add many keys by their blocks and `masks`, as a group's filter check made them."""
+        words, index = self.words, self._index
+        for block, mask in zip(blocks, bits, strict=True):
+            words[block & index] |= mask
+
     def add(self, block: int, bits: int) -> None:
         self.words[block & self._index] |= bits
 

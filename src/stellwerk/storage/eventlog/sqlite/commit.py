@@ -250,8 +250,10 @@ class GroupCommitter:
         plan = _Plan(self.next_position, now_us, recorded)
         # The common group has no duplicate, of earlier events or within itself.
         seen = dict(zip(digests, plan.numbered(events), strict=True))
+        stored_all: Sequence[bytes] | None = None
         if not earlier and len(seen) == len(events):
             plan.store_all(events)
+            stored_all = digests
         else:
             seen = {}
             for i, event in enumerate(events):
@@ -300,7 +302,9 @@ class GroupCommitter:
                 self._live_mark = (self.next_position, now_us)
             self.next_position = plan.position
             self.last_recorded_us = now_us
-            froze = self.window_us > 0 and self.dedup.add(seen.items(), self.next_position)
+            froze = self.window_us > 0 and self.dedup.add(
+                seen.items(), self.next_position, found=stored_all
+            )
             self.indexer.add(done, wake=froze)
         if self._on_commit is not None:
             # The group is durable whatever the observer does; its failure must not fail it.

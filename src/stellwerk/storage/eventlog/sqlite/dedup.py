@@ -30,17 +30,23 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import struct
+import sys
 import threading
 import time
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import msgspec
 
 from stellwerk.refs import TenantName
 from stellwerk.seams import NewEvent
 from stellwerk.storage.eventlog.sqlite.bloom import Bloom, masks
+
+# A group's keys as its filter check made them: their blocks (the digests' first halves) and
+# their masks, in the group's order.
+GroupMasks: TypeAlias = "tuple[array[int], list[int]]"
 
 RUN_ENTRIES: Final = 65_536
 EPOCH_ENTRIES: Final = 4 * 1024 * 1024
@@ -223,6 +229,9 @@ class _Frozen:
 
     entries: dict[bytes, int]
     upto: int  # every entry below this position is in this run or an earlier one
+    # The keys of every entry as the writer's filter checks made them (None: not all were
+    # made so): the run's filter is filled from these rather than from the digests again.
+    masks: list[GroupMasks] | None = None
 
 
 @dataclass
@@ -230,7 +239,8 @@ class Written:
     """A run written in a transaction not yet known to have committed."""
 
     frozen: _Frozen
-    keys: list[tuple[int, int]]  # (hash, tag) of its entries
+    live: int  # its entries
+    keys: list[tuple[int, int]]  # (hash, tag) of its entries; empty if `frozen.masks` has them
     epochs: list[Epoch]  # the epochs as they are once it has
 
 
@@ -245,6 +255,10 @@ class Dedup:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _next_run: int = 1
     _expiring: list[int] = field(default_factory=list)  # runs to delete, oldest first
+    # The writer thread's: the masks of the last `find`, and of every `add` into `recent`
+    # (None once an entry came without them).
+    _found_masks: GroupMasks | None = None
+    _recent_masks: list[GroupMasks] | None = field(default_factory=list)
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -306,12 +320,16 @@ class Dedup:
                 else:
                     unknown.append(index)
         asked: list[tuple[int, int, int]] = []
+        self._found_masks = None
         if epochs:
             # The filters' keys and masks for the whole group at once (a comprehension each,
             # not a call per digest and filter); only the digests a filter may hold are asked
             # for on disk, in each run of its epoch.
-            keys = list(_halves.iter_unpack(b"".join(digests)))
+            joined = b"".join(digests)
+            keys = list(_halves.iter_unpack(joined))
             bits = masks(keys)
+            if sys.byteorder == "little":  # the blocks by a slice in C, as `halves` reads them
+                self._found_masks = (array("q", joined)[0::2], bits)
             unknown = list(unknown)
             for bloom, first_run, last_run in epochs:
                 for index in bloom.which_may_hold(keys, bits, unknown):
@@ -327,9 +345,26 @@ class Dedup:
                     found[index] = position
         return found
 
-    def add(self, entries: Iterable[tuple[bytes, int]], next_position: int) -> bool:
+    def add(
+        self,
+        entries: Iterable[tuple[bytes, int]],
+        next_position: int,
+        *,
+        found: Sequence[bytes] | None = None,
+    ) -> bool:
         """The entries of newly stored events; True when they filled `recent` and it was handed
-        to the indexer (wake it)."""
+        to the indexer (wake it).
+
+        `found`: the digests of the last `find`, every one of them stored now (a group without
+        a duplicate): the masks that `find` made for them are kept for the run's filter, which
+        the indexer then fills without making them again."""
+        made = self._found_masks
+        if self._recent_masks is not None:
+            if found is not None and made is not None and len(made[1]) == len(found):
+                self._recent_masks.append(made)
+            else:
+                self._recent_masks = None
+        self._found_masks = None
         self.recent.update(entries)
         if len(self.recent) < self.run_entries:
             return False
@@ -341,8 +376,9 @@ class Dedup:
         if not self.recent:
             return
         with self._lock:
-            self._frozen.append(_Frozen(self.recent, next_position))
+            self._frozen.append(_Frozen(self.recent, next_position, self._recent_masks))
         self.recent = {}
+        self._recent_masks = []
 
     # -- the indexer thread --------------------------------------------------------------------
 
@@ -369,15 +405,24 @@ class Dedup:
             conn.executemany(_INSERT_BLOCK, [(run, *block) for block in pack_blocks(live, entries)])
             epochs = self._place_run(conn, epochs, run, len(live), last_position)
         conn.execute(_SET_FLUSHED, (frozen.upto,))
-        return Written(frozen, list(_halves.iter_unpack(b"".join(live))), epochs)
+        # Masks of entries that have expired meanwhile only make the filter a little fuller.
+        keys = [] if frozen.masks is not None else list(_halves.iter_unpack(b"".join(live)))
+        return Written(frozen, len(live), keys, epochs)
 
     def written(self, written: Written) -> None:
         """The transaction of `write_run` committed: fill the filter, then publish."""
-        if written.keys:
+        if written.live:
             bloom, keys = written.epochs[-1].bloom, written.keys
             for start in range(0, len(keys), _FILL_SLICE):
                 bloom.add_keys(keys[start : start + _FILL_SLICE])
                 time.sleep(0)  # let the writer and the event loop have the GIL in between
+            filled = 0
+            for blocks, bits in written.frozen.masks or ():
+                bloom.add_masks(blocks, bits)
+                filled += len(bits)
+                if filled >= _FILL_SLICE:
+                    filled = 0
+                    time.sleep(0)
             self._next_run += 1
         with self._lock:
             self.epochs = written.epochs
