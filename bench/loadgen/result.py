@@ -15,7 +15,9 @@ _SAMPLE_BYTES: Final = 300
 class LoadResult(msgspec.Struct):
     """Counts of one run (of one worker process, or all of them merged).
 
-    Requests sent during the warm-up are counted apart (`warmup_*`) and not in the figures.
+    Requests sent during the warm-up are counted apart (`warmup_*`) and not in the figures;
+    `warmup_events_acknowledged` lets a server's CPU and writes over the whole run, warm-up
+    included, be divided by every event it took in that time.
     `latency` holds the acknowledgement latency of 202 answers only, in nanoseconds: from the
     moment the request was due (open loop) or sent (closed loop) to the end of its answer.
     Every other answer is counted in `statuses` with one sample body per status in `samples`;
@@ -33,6 +35,7 @@ class LoadResult(msgspec.Struct):
     latency: LatencyHistogram = msgspec.field(default_factory=LatencyHistogram)
     warmup_statuses: dict[int, int] = msgspec.field(default_factory=dict)
     warmup_errors: int = 0
+    warmup_events_acknowledged: int = 0
 
     @property
     def answered(self) -> int:
@@ -84,6 +87,7 @@ class LoadResult(msgspec.Struct):
         self.events_not_accepted += other.events_not_accepted
         self.unsent += other.unsent
         self.warmup_errors += other.warmup_errors
+        self.warmup_events_acknowledged += other.warmup_events_acknowledged
         self.latency.merge(other.latency)
 
 

@@ -163,13 +163,16 @@ class Worker:
             return
         status, body = answer.result()
         self.result.count_answer(status, body, warmup=warmup)
-        if warmup or status != ACCEPTED:
+        if status != ACCEPTED:
             return
-        self.result.latency.record(end - due)
         expected = self.factory.events_per_request
         accepted = accepted_count(body)
         if accepted is None or accepted > expected:
             accepted = expected
+        if warmup:
+            self.result.warmup_events_acknowledged += accepted
+            return
+        self.result.latency.record(end - due)
         self.result.events_acknowledged += accepted
         self.result.events_not_accepted += expected - accepted
 

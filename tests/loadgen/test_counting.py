@@ -170,6 +170,10 @@ async def test_duration_ends_the_run_and_warmup_is_counted_apart() -> None:
     assert result.accepted_requests > 0
     assert warm + result.accepted_requests == tally.requests
     assert result.elapsed > 0
+    # The warm-up's events are counted apart too (a server's CPU over the whole run is divided
+    # by them all): one event per request here, every one accepted.
+    assert result.warmup_events_acknowledged == warm
+    assert result.events_acknowledged == result.accepted_requests
 
 
 async def test_worker_processes_split_the_load_and_their_counts_add_up() -> None:
