@@ -109,7 +109,9 @@ def encode_parts(
     if suffix:
         lengths = map(add, map(len, bodies), repeat(len(suffix)))
         ends = _pack_ends(array("I", accumulate(lengths)))
-        joined = suffix.join(bodies) + suffix if bodies else b""
+        # Joined with an empty last part: the suffix after the last body without a second copy
+        # of the whole (`+ suffix`).
+        joined = suffix.join([*bodies, b""]) if bodies else b""
     else:
         ends = _pack_ends(array("I", accumulate(map(len, bodies))))
         joined = b"".join(bodies)
