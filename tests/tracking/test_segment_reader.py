@@ -5,6 +5,7 @@ the same answers, and the messages it leaves to the general way are those it sho
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 import json
@@ -19,9 +20,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from tests.conftest import RunningApp, app_running
-from tests.tracking.support import make_source
+from tests.tracking.support import bus_events, make_source
 from tests.tracking.test_segment_fuzz import requests as fuzz_requests
 
+from stellwerk.api import ApiError
 from stellwerk.config import load_settings
 from stellwerk.events import is_rfc3339
 from stellwerk.ingest import DecodedEvent
@@ -36,6 +38,7 @@ from stellwerk.tracking import (
     TrackingOpened,
     segment_reader,
 )
+from stellwerk.tracking.bodies import json_of
 from stellwerk.tracking.collector import DROPPED, Collected, Ready
 from stellwerk.tracking.enrich import Enricher
 from stellwerk.tracking.metrics import TrackingMetrics
@@ -97,9 +100,10 @@ async def general(
     collector = Collector(taken, _metrics(), lambda m, a, b: refine(m, a, b), quick=refiner())  # type: ignore[arg-type]
     assert collector.quick() is None
     try:
-        messages = messages_of(msgspec.json.decode(content), kind, max_batch=50)
+        # As the route reads it: a body that is no JSON (or a number out of range) is a 400.
+        messages = messages_of(json_of(content), kind, max_batch=50)
         return await collector.collect(source, arrival, messages, SEGMENT), taken.calls
-    except ServiceError as exc:
+    except (ServiceError, ApiError) as exc:
         return f"{type(exc).__name__}: {exc}", taken.calls
 
 
@@ -116,7 +120,7 @@ async def read(
         return general_answer, events, []
     try:
         items = body.messages(refiner(), arrival, source, max_batch=50)
-    except ServiceError as exc:
+    except (ServiceError, ApiError) as exc:
         return f"{type(exc).__name__}: {exc}", taken.calls, []
     # As read: refine changes the general way's messages in place.
     snapshot = [copy.deepcopy(item) if isinstance(item, dict) else item for item in items]
@@ -554,3 +558,32 @@ async def test_every_request_is_answered_as_the_general_way_answers_it(
     assert answers[0] == answers[1]
     assert answers[0][0] < 500
     statuses.append(answers[0][0])
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        # A message left to the general way, whose decoding of the whole body failed (a 500).
+        b'{"batch":[{"type":"track","event":"E","userId":7,"properties":{"a":1e400}}]}',
+        b'{"batch":[{"type":"track","event":"E","userId":"u","\xff":1}]}',
+        # Messages the reader took, kept raw, and stored where the general way refuses.
+        b'{"batch":[{"type":"track","event":"E","userId":"u","properties":{"a":1e400}}]}',
+        b'{"batch":[{"type":"track","event":"E","userId":"u","properties":{"a":"\xff"}}]}',
+    ],
+)
+async def test_a_body_the_general_way_cannot_decode_is_refused_not_stored(
+    tmp_path: Path, content: bytes
+) -> None:
+    """A number out of a float's range or invalid UTF-8 in a member kept raw: answered 400
+    as the general way answers it, and nothing stored (an event that does not decode would
+    fail every reader of the bus)."""
+    settings = load_settings({"data_dir": str(tmp_path / "data")})
+    async with app_running(settings) as app:
+        key = await make_source(app.client, app.admin)
+        basic = base64.b64encode(f"{key}:".encode()).decode()
+        answer = await app.client.post(
+            "/v1/batch", content=content, headers={"Authorization": f"Basic {basic}"}
+        )
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["code"] == "InvalidJson"
+        assert await bus_events(app) == []

@@ -35,6 +35,7 @@ import msgspec
 
 from stellwerk.events import is_rfc3339
 from stellwerk.service import PayloadTooLarge
+from stellwerk.tracking.bodies import json_of
 from stellwerk.tracking.collector import DROPPED, Arrival, Dropped, Ready, tracked
 from stellwerk.tracking.consent import TCF_COOKIE
 from stellwerk.tracking.enrich import anonymise_ip, pseudonym, pseudonymise
@@ -181,6 +182,29 @@ def _compact(content: bytes) -> bytes:
 
 _LOOK: Final = 2_048
 
+# What a number too large for a float needs (msgspec refuses it, `Number out of range`, as
+# the general way does): an exponent of three digits, or 200 digits before it (at most 99).
+_MAYBE_OUT_OF_RANGE: Final = re.compile(rb"[eE][+-]?[0-9]{3}|[0-9]{200}")
+
+
+def _decodable(content: bytes) -> bool:
+    """Whether the body decodes as a whole, as the general way decodes it (else it answers
+    400): the members kept raw are never decoded here, and msgspec skips them unchecked, so
+    a raw member of invalid UTF-8 or a number out of range would be stored, or fail the
+    decoding of the layouts (a 500)."""
+    if not content.isascii():
+        try:
+            content.decode()
+        except UnicodeDecodeError:
+            return False
+    if _MAYBE_OUT_OF_RANGE.search(content) is None:
+        return True
+    try:
+        _any(content)
+    except msgspec.DecodeError:
+        return False
+    return True
+
 
 class Body:
     """A Segment API body as this reader takes it: `read`, then `messages`. `views`: every
@@ -256,7 +280,7 @@ class Body:
     def _general_message(self, index: int) -> Any:
         """The message at `index` as `messages_of` makes it of the whole body."""
         if self._general is None:
-            body = _any(self._content)
+            body = json_of(self._content)  # `read` took only bodies it decodes
             count = len(self._views) if self._views is not None else len(self._raws or ())
             self._general = messages_of(body, self._kind, max_batch=count)
         return self._general[index]
@@ -267,6 +291,8 @@ def read(content: bytes, kind: str | None) -> Body | None:
     not JSON, no object, or shared members of another type than a message's own."""
     try:
         content = _compact(content)
+        if not _decodable(content):
+            return None
         if kind is not None:
             write_key = _single(content).writeKey
             try:
