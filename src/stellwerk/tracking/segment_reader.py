@@ -26,7 +26,9 @@ stay on one line.
 from __future__ import annotations
 
 import functools
+import os
 import re
+import sys
 import uuid
 from datetime import date
 from typing import Any, Final
@@ -51,6 +53,15 @@ from stellwerk.tracking.refine import (
     visit_key,
 )
 from stellwerk.tracking.segment import MAX_ID_LENGTH, TYPES, messages_of
+
+try:
+    from stellwerk.tracking import _segment_native
+except ImportError:  # not built (a source tree without `pip install`): the Python reader
+    _segment_native = None  # type: ignore[assignment]
+
+# The C reader of a batch's common case (`_segment_native.c`), None for this module's alone:
+# STELLWERK_SEGMENT_NATIVE=0 (debugging; tests set this attribute to compare both).
+native: Any = None if os.environ.get("STELLWERK_SEGMENT_NATIVE") == "0" else _segment_native
 
 _FORGED_TOP: Final = "context." + MEMBER
 _FORGED_INNER: Final = MEMBER + "."
@@ -219,8 +230,10 @@ class Body:
         views: list[_Message] | None,
         shared: list[tuple[str, msgspec.Raw]],
         write_key: object,
+        layout: bytes | None = None,
     ) -> None:
         self._content = content
+        self._layout = layout
         self._kind = kind
         self._raws = raws
         self._views = views
@@ -237,6 +250,8 @@ class Body:
     ) -> list[Any]:
         """The body's messages for `Collector.collect`: each `Ready`, `DROPPED`, or as
         `segment.messages_of` gives it (for the general way); its errors for the body."""
+        if self._layout is not None:
+            return self._native_messages(self._layout, refiner, arrival, binding, max_batch)
         views: list[_Message | None]
         layouts: list[dict[str, Any] | None]
         if self._views is not None:
@@ -277,6 +292,35 @@ class Body:
             for index, item in enumerate(taken)
         ]
 
+    def _native_messages(
+        self, layout: bytes, refiner: Refiner, arrival: Arrival, binding: Binding, max_batch: int
+    ) -> list[Any]:
+        """`messages` by the C reader (`native.scan` gave `layout`): the messages it leaves
+        (None) are taken by this module's reader, of the whole body."""
+        count = int.from_bytes(layout[:4], sys.byteorder)
+        if count > max_batch:
+            raise PayloadTooLarge(
+                f"the batch holds {count} messages; the limit is {max_batch}",
+                code="BatchTooLarge",
+                field="batch",
+            )
+        taker = _Taker(refiner, arrival, binding)
+        if taker.leave_all or not taker.ids_only:
+            return self._python().messages(refiner, arrival, binding, max_batch=max_batch)
+        taken = taker.take_native(self._content, layout)
+        if None not in taken:
+            return taken
+        python = self._python().messages(refiner, arrival, binding, max_batch=max_batch)
+        return [python[index] if item is None else item for index, item in enumerate(taken)]
+
+    def _python(self) -> Body:
+        """This body as this module's reader reads it (it reads every body `native.scan`
+        takes; else, to be safe, as a body of the general way)."""
+        body = _read(self._content, self._kind)
+        if body is None:
+            return Body(self._content, self._kind, [], None, [], self.write_key)
+        return body
+
     def _general_message(self, index: int) -> Any:
         """The message at `index` as `messages_of` makes it of the whole body."""
         if self._general is None:
@@ -289,6 +333,21 @@ class Body:
 def read(content: bytes, kind: str | None) -> Body | None:
     """The body (JSON, decompressed) as this reader takes it, or None for the general way:
     not JSON, no object, or shared members of another type than a message's own."""
+    if kind is None and native is not None:
+        try:
+            compact = _compact(content)
+        except msgspec.DecodeError:
+            return None
+        scanned = native.scan(compact)
+        if scanned is not None:
+            layout, write_key = scanned
+            return Body(compact, None, None, None, [], write_key, layout)
+        content = compact
+    return _read(content, kind)
+
+
+def _read(content: bytes, kind: str | None) -> Body | None:
+    """`read` by this module alone."""
     try:
         content = _compact(content)
         if not _decodable(content):
@@ -336,6 +395,24 @@ class _Seen(msgspec.Struct, gc=False):
     alone: bytes = b""
     email: object = None
     no_consent: bool = False  # states none: `gdpr_consent` would decide
+    # The same for the C reader, read as one tuple rather than attribute by attribute:
+    # outcome, prefix, after, alone, whether `email` is text, no_consent, and the visit's
+    # binding's id and generation (None without a visit). The id stands for the binding
+    # itself: the visit held here keeps it alive, so no other binding can take its id.
+    packed: tuple[object, ...] = ()
+
+    def __post_init__(self) -> None:
+        visit = self.visit
+        self.packed = (
+            self.outcome,
+            self.prefix,
+            self.after,
+            self.alone,
+            isinstance(self.email, str),
+            self.no_consent,
+            None if visit is None else id(visit.binding),
+            None if visit is None else visit.generation,
+        )
 
 
 _TAKE: Final = 0
@@ -529,6 +606,38 @@ class _Taker:
         after = b"," + tail + b"}}}" if tail else b"}}}"
         alone = _USER_DATA + tail + b"}}}" if tail else b"}}"
         return _Seen(_TAKE, visit, prefix, after, alone, email, listed is None)
+
+    def _resolve(self, text: bytes) -> _Seen:
+        """What a context (its JSON; empty: none) decides, worked out and kept: the C
+        reader's miss."""
+        found = self._context(msgspec.Raw(text) if text else None)
+        self.contexts.kept(self.seen, text, found)
+        return found
+
+    def take_native(self, content: bytes, layout: bytes) -> list[Ready | Dropped | None]:
+        """`take_all` by the C reader, of the messages `native.scan` found in `content`:
+        the pseudonyms of the ids only (`ids_only`), never `leave_all`."""
+        taken: list[Ready | Dropped | None] = native.take(
+            content,
+            layout,
+            self.seen,
+            id(self.canonical),
+            self.generation,
+            self._resolve,
+            self.pseudonyms,
+            self._pseudonym,
+            self.user_path,
+            self.anonymous_path,
+            self.externals,
+            self._external,
+            self.own,
+            epoch(None, self.received_at),
+            self.privacy.keep_full_ip,
+            _encode(self.source),
+            Ready,
+            DROPPED,
+        )
+        return taken
 
     def _pseudonym(self, text: str) -> str:
         """`enrich.pseudonym` under the tenant's key, kept by the text."""

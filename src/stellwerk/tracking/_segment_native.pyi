@@ -1,0 +1,31 @@
+"""The Segment reader's common case in C (`_segment_native.c`); `segment_reader` calls it."""
+
+from collections.abc import Callable
+from typing import Any
+
+def scan(content: bytes, /) -> tuple[bytes, str | None] | None:
+    """A `/v1/batch` body (strict compact JSON) as its messages' members' places (the layout)
+    and its `writeKey` (a str, or None for none or null); None: one for the Python reader."""
+
+def take(
+    content: bytes,
+    layout: bytes,
+    seen: dict[bytes, Any],
+    canonical: int,
+    generation: int,
+    resolve: Callable[[bytes], Any],
+    pseudonyms: dict[str, str],
+    pseudonym: Callable[[str], str],
+    user_path: bool,
+    anonymous_path: bool,
+    externals: dict[str, bytes],
+    external: Callable[[str], bytes],
+    own: bytes,
+    received_epoch: int,
+    keep_full_ip: bool,
+    source: bytes,
+    ready: Callable[[bytes, str, str, str, str], Any],
+    dropped: object,
+    /,
+) -> list[Any]:
+    """Each message of the layout: its `Ready`, `dropped`, or None (the Python reader's)."""
