@@ -31,9 +31,11 @@ import argparse
 import asyncio
 import base64
 import gc
+import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -84,6 +86,24 @@ def cloudevent(payload: dict[str, Any]) -> dict[str, Any]:
         "datacontenttype": "application/json",
         "data": payload,
     }
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def thread_seconds() -> dict[str, float]:
+    """CPU seconds of each of this process's threads so far, by thread name (`/proc`)."""
+    names = {str(t.native_id): t.name for t in threading.enumerate()}
+    found: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        name = names.get(tid, f"thread {tid}")
+        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _TICKS
+    return found
 
 
 async def timed(send: Callable[[], Any], requests: int) -> float:
@@ -145,15 +165,27 @@ async def run(args: argparse.Namespace) -> float:
                     return [make() for _ in range(args.requests)]
 
                 collections: dict[str, list[int]] = {}
+                # CPU seconds by thread name, and messages, of each side's timed rounds.
+                by_thread: dict[str, dict[str, float]] = {}
+                timed_messages: dict[str, int] = {}
 
                 async def side(path: str, headers: dict[str, str], bodies: list[bytes]) -> float:
                     it = iter(bodies)
                     before = [g["collections"] for g in gc.get_stats()]
+                    threads_before = thread_seconds()
                     seconds = await timed(
                         lambda: client.post(path, headers=headers, content=next(it)),
                         args.requests,
                     )
+                    threads_after = thread_seconds()
                     after = [g["collections"] for g in gc.get_stats()]
+                    if timing:
+                        spent = by_thread.setdefault(path, {})
+                        for name, cpu in threads_after.items():
+                            used = cpu - threads_before.get(name, 0.0)
+                            spent[name] = spent.get(name, 0.0) + used
+                        sent = args.requests * args.batch
+                        timed_messages[path] = timed_messages.get(path, 0) + sent
                     counted = collections.setdefault(path, [0, 0, 0])
                     for generation in range(3):
                         counted[generation] += after[generation] - before[generation]
@@ -161,8 +193,10 @@ async def run(args: argparse.Namespace) -> float:
                     return seconds / messages * 1e6
 
                 # A warm-up round of each (caches, the UA parser, the log's first files).
+                timing = False
                 await side("/v1/batch", segment_headers, prepared(segment_body))
                 await side("/v1/buses/default/events", ingest_headers, prepared(ingest_body))
+                timing = True
                 segment_us: list[float] = []
                 ingest_us: list[float] = []
                 for round_ in range(args.rounds):
@@ -181,6 +215,15 @@ async def run(args: argparse.Namespace) -> float:
                     )
                 for path, counted in collections.items():
                     print(f"GC collections by generation (0, 1, 2) on {path}: {counted}")
+                # Where the CPU goes: the event loop's thread (MainThread), the log's writer,
+                # its indexer (whose periodic runs land on whichever side is running).
+                for path, spent in by_thread.items():
+                    shown = ", ".join(
+                        f"{name} {cpu / timed_messages[path] * 1e6:.1f}"
+                        for name, cpu in sorted(spent.items(), key=lambda kv: -kv[1])
+                        if cpu > 0
+                    )
+                    print(f"thread CPU us per message on {path}: {shown}")
     seg, ing = statistics.median(segment_us), statistics.median(ingest_us)
     print(
         f"median of {args.rounds} rounds ({args.requests} requests of {args.batch} each, "
