@@ -1229,7 +1229,9 @@ take(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto bad_layout;
     r.shared = ints + 1;
     Py_ssize_t messages = ints[0];
-    PyObject *taken = PyList_New(messages);
+    /* Appended to, not made with empty slots filled later: the callbacks run Python meanwhile,
+     * and a list with empty slots must never be seen by it (`gc.get_objects`). */
+    PyObject *taken = PyList_New(0);
     if (taken == NULL)
         return NULL;
     Py_ssize_t at = HEADER;
@@ -1266,7 +1268,14 @@ take(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             item = Py_NewRef(args[A_DROPPED]);
         else if (outcome == LEAVE)
             item = Py_NewRef(Py_None);
-        PyList_SET_ITEM(taken, index, item);
+        int failed = PyList_Append(taken, item);
+        Py_DECREF(item);
+        if (failed) {
+            Py_DECREF(taken);
+            decision_clear(&r.decision);
+            PyMem_Free(r.out.data);
+            return NULL;
+        }
     }
     decision_clear(&r.decision);
     PyMem_Free(r.out.data);
