@@ -36,7 +36,9 @@ from stellwerk.tracking import (
     Binding,
     Collector,
     TrackingOpened,
+    segment_kept,
     segment_reader,
+    segment_times,
 )
 from stellwerk.tracking.bodies import json_of
 from stellwerk.tracking.collector import DROPPED, Collected, Ready
@@ -461,7 +463,7 @@ async def test_ids_are_pseudonymised_as_the_general_way_does_when_the_kept_ones_
 ) -> None:
     """The reader keeps pseudonyms and `user_data`'s `external_id` by the id, a bounded
     number in all: clearing them when full (here every 3) changes nothing that is stored."""
-    monkeypatch.setattr(segment_reader, "_IDS_KEPT", 3)
+    monkeypatch.setattr(segment_kept, "IDS_KEPT", 3)
     source = binding(pseudonymise=("userId", "anonymousId"))
     arrival = Arrival(received_at="2026-12-05T08:00:00Z", ip="192.0.2.7", headers={})
     batch = [{**shop_message(n), "userId": f"user-{n}"} for n in range(12)]
@@ -469,7 +471,7 @@ async def test_ids_are_pseudonymised_as_the_general_way_does_when_the_kept_ones_
     for _ in range(2):
         items = await same(content, None, arrival, source)
         assert all(isinstance(item, Ready) for item in items)
-    kept = segment_reader._contexts(refiner())
+    kept = segment_kept.contexts_of(refiner())
     assert kept.pseudonyms_count <= 3
     assert len(kept.externals) <= 3
 
@@ -506,8 +508,8 @@ def test_a_time_is_read_as_refine_reads_it_whichever_halves_were_seen_before() -
     texts = [head + tail for head in heads for tail in tails]
     for text in [*texts, *reversed(texts), *texts]:
         want = (text if is_rfc3339(text) else None), epoch(text, "2026-12-05T08:00:00Z")
-        assert segment_reader._times(text, "2026-12-05T08:00:00Z") == want, text
-    assert segment_reader._times(None, "2026-12-05T08:00:00Z") == (None, 1796457600)
+        assert segment_times.times(text, "2026-12-05T08:00:00Z") == want, text
+    assert segment_times.times(None, "2026-12-05T08:00:00Z") == (None, 1796457600)
 
 
 @pytest.fixture

@@ -591,7 +591,7 @@ two(Ptr p)
     return (p[0] - '0') * 10 + (p[1] - '0');
 }
 
-/* `segment_reader._TIME`, exactly: the common RFC 3339 form, a year 1971-2999, a day up to
+/* `segment_times.TIME`, exactly: the common RFC 3339 form, a year 1971-2999, a day up to
  * the 28th, at most microseconds, `Z` or an offset. 1 and Unix seconds in `*epoch` when it
  * matches, else 0 (the caller leaves the message to Python, which reads other forms). */
 static int
@@ -705,7 +705,7 @@ static const Name KINDS[] = {NAME("track"), NAME("identify"), NAME("page"),
 #define KIND_COUNT 6
 static PyObject *event_types[KIND_COUNT]; /* "segment.track", ... */
 
-/* `_Seen.packed`'s items (see `segment_reader._Seen`). */
+/* `Seen.packed`'s items (see `segment_kept.Seen`). */
 enum {
     P_OUTCOME,
     P_PREFIX,
@@ -720,7 +720,7 @@ enum {
 
 static PyObject *s_packed; /* "packed", interned */
 
-/* What a context's `_Seen` says (its `packed` tuple, held; the items borrowed from it). */
+/* What a context's `Seen` says (its `packed` tuple, held; the items borrowed from it). */
 typedef struct {
     PyObject *packed;
     long outcome;
@@ -961,7 +961,7 @@ take_message(Request *r, const int32_t *members, int count, PyObject **ready)
         && !common_time(VALUE(M_TIMESTAMP) + 1, SIZE(M_TIMESTAMP) - 2, &event_time))
         return LEAVE;
 
-    /* The context, the message's own or the batch's: its bytes decide (`_Seen`). */
+    /* The context, the message's own or the batch's: its bytes decide (`Seen`). */
     const int32_t *shared = r->shared;
     Ptr context = NULL;
     Py_ssize_t context_size = 0;

@@ -21,21 +21,22 @@ byte for byte, when the body is compact JSON as msgspec or `JSON.stringify` writ
 the sender's escapes and number spellings (`"\\u00e9"`, `1e2`), equal as JSON. A body with
 whitespace between its tokens is compacted first (`msgspec.json.format`), so stored events
 stay on one line.
+
+A batch's common case is read by the C reader (`_segment_native`, `native`) when it is built;
+this module is its fallback and its oracle. What it keeps between requests is in
+`segment_kept`, the times in `segment_times`.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import sys
 import uuid
-from datetime import date
 from typing import Any, Final
 
 import msgspec
 
-from stellwerk.events import is_rfc3339
 from stellwerk.service import PayloadTooLarge
 from stellwerk.tracking.bodies import json_of
 from stellwerk.tracking.collector import DROPPED, Arrival, Dropped, Ready, tracked
@@ -46,13 +47,14 @@ from stellwerk.tracking.refine import (
     MAX_VISIT_PURPOSES,
     MEMBER,
     Refiner,
-    Visit,
     epoch,
     sender_of,
     user_data,
     visit_key,
 )
 from stellwerk.tracking.segment import MAX_ID_LENGTH, TYPES, messages_of
+from stellwerk.tracking.segment_kept import DROP, LEAVE, LEFT, TAKE, Seen, contexts_of
+from stellwerk.tracking.segment_times import HEADS, TAILS, times
 
 try:
     from stellwerk.tracking import _segment_native
@@ -117,7 +119,7 @@ class _Message(msgspec.Struct, gc=False):
     properties: _Object | None = None
     integrations: _Object | None = None
     traits: _Traits | None = None
-    # Read by what it decides (`_Seen`): the same bytes, the same context.
+    # Read by what it decides (`Seen`): the same bytes, the same context.
     context: msgspec.Raw = _NULL
 
 
@@ -380,117 +382,7 @@ def _read(content: bytes, kind: str | None) -> Body | None:
     return Body(content, None, batch.batch, None, shared, batch.writeKey)
 
 
-class _Seen(msgspec.Struct, gc=False):
-    """What a message's `context` (its JSON, the same bytes) decides under one source and
-    request sender: the visit, and for a message to store, the stored context up to its
-    event's own part of `context.stellwerk` (`prefix`), how it ends after a user's members
-    of `user_data` (`after`: the sender's members, the enriched address and the agent, as
-    `user_data` encodes them, and the closing braces) or without them (`alone`), and the
-    e-mail address of `context.traits` (pseudonymised if the source says)."""
-
-    outcome: int  # _TAKE, _DROP or _LEAVE
-    visit: Visit | None
-    prefix: bytes = b""
-    after: bytes = b""
-    alone: bytes = b""
-    email: object = None
-    no_consent: bool = False  # states none: `gdpr_consent` would decide
-    # The same for the C reader, read as one tuple rather than attribute by attribute:
-    # outcome, prefix, after, alone, whether `email` is text, no_consent, and the visit's
-    # binding's id and generation (None without a visit). The id stands for the binding
-    # itself: the visit held here keeps it alive, so no other binding can take its id.
-    packed: tuple[object, ...] = ()
-
-    def __post_init__(self) -> None:
-        visit = self.visit
-        self.packed = (
-            self.outcome,
-            self.prefix,
-            self.after,
-            self.alone,
-            isinstance(self.email, str),
-            self.no_consent,
-            None if visit is None else id(visit.binding),
-            None if visit is None else visit.generation,
-        )
-
-
-_TAKE: Final = 0
-_DROP: Final = 1
-_LEAVE: Final = 2  # to the general way
-_LEFT: Final = _Seen(_LEAVE, None)
 _PLACEHOLDER: Final = msgspec.Raw(b"0")
-_CONTEXTS_KEPT: Final = 32_768
-_IDS_KEPT: Final = 16_384
-_MAX_KEPT_ID: Final = 256  # characters; a longer id is worked out each time, never kept
-_MAX_CONTEXT: Final = 8_192  # bytes; a longer context is worked out each time, never kept
-
-
-class _Contexts:
-    """`_Seen` by source, request sender and context bytes, for all requests: a visitor's
-    events repeat their context as long as they stay on a page. Cleared, not evicted, when
-    full; an entry whose visit is stale (the source's settings, the geo answers) is replaced.
-    Beside them, as a visitor's ids come with each of their events: the ids' pseudonyms (by
-    the tenant's key) and `user_data`'s opening with `external_id`, `_IDS_KEPT` of each."""
-
-    def __init__(self) -> None:
-        self.by_sender: dict[tuple[object, ...], dict[bytes, _Seen]] = {}
-        self.count = 0
-        self.pseudonyms: dict[bytes, dict[str, str]] = {}
-        self.pseudonyms_count = 0
-        self.externals: dict[str, bytes] = {}
-
-    def pseudonyms_of(self, key: bytes) -> dict[str, str]:
-        found = self.pseudonyms.get(key)
-        if found is None:
-            found = self.pseudonyms[key] = {}
-        return found
-
-    def kept_pseudonym(self, kept: dict[str, str], text: str, value: str) -> None:
-        if len(text) > _MAX_KEPT_ID:
-            return
-        if self.pseudonyms_count >= _IDS_KEPT:
-            for each in self.pseudonyms.values():
-                each.clear()  # a request holding one keeps adding to a dict no longer counted
-            self.pseudonyms.clear()
-            self.pseudonyms_count = 0
-        self.pseudonyms_count += 1
-        kept[text] = value
-
-    def of(self, key: tuple[object, ...]) -> dict[bytes, _Seen]:
-        found = self.by_sender.get(key)
-        if found is None:
-            if len(self.by_sender) >= 4_096:
-                self.clear()
-            found = self.by_sender[key] = {}
-        return found
-
-    def kept(self, seen: dict[bytes, _Seen], context: bytes, entry: _Seen) -> None:
-        if len(context) > _MAX_CONTEXT:
-            return
-        if self.count >= _CONTEXTS_KEPT:
-            self.clear()
-        self.count += 1
-        seen[context] = entry
-
-    def clear(self) -> None:
-        for seen in self.by_sender.values():
-            seen.clear()  # a request holding one keeps adding to a dict no longer counted
-        self.by_sender.clear()
-        self.count = 0
-
-
-_contexts_of: Final[dict[int, tuple[Refiner, _Contexts]]] = {}
-
-
-def _contexts(refiner: Refiner) -> _Contexts:
-    """The refiner's contexts (one refiner per process; tests make several)."""
-    found = _contexts_of.get(id(refiner))
-    if found is None or found[0] is not refiner:
-        if len(_contexts_of) >= 16:
-            _contexts_of.clear()
-        found = _contexts_of[id(refiner)] = (refiner, _Contexts())
-    return found[1]
 
 
 class _Taker:
@@ -522,7 +414,7 @@ class _Taker:
             if parts[:2] != _TRAITS or len(parts) < 3
         )
         self.tenant_key = refiner.tenant_key(binding.tenant.id) if paths else b""
-        self.contexts = contexts = _contexts(refiner)
+        self.contexts = contexts = contexts_of(refiner)
         self.pseudonyms = contexts.pseudonyms_of(self.tenant_key)
         self.externals = contexts.externals
         # With a TCF cookie, a message that states no consent has the cookie's.
@@ -540,31 +432,31 @@ class _Taker:
         # (left to the general way, for reasons of the context and the source's settings)
         # could at worst meet a later binding given the same id, and leave its messages to
         # the general way, which is never wrong.
-        self.seen = _contexts(refiner).of((id(self.canonical), *sender))
+        self.seen = contexts.of((id(self.canonical), *sender))
         self.received_at = arrival.received_at
         # `context.stellwerk`'s own part up to the event's time, as `stored_member` writes it.
         self.own = b'"received_at":' + _encode(arrival.received_at) + b',"event_time":'
 
-    def _context(self, raw: msgspec.Raw | None) -> _Seen:
-        """What a context decides (`_Seen`), worked out."""
+    def _context(self, raw: msgspec.Raw | None) -> Seen:
+        """What a context decides (`Seen`), worked out."""
         inner: dict[str, Any] = {}
         context: _Context | None = None
         if raw is not None:
             try:
                 context = _context_view(raw)
             except msgspec.DecodeError:
-                return _LEFT  # no object, or not of the view's types
+                return LEFT  # no object, or not of the view's types
             inner = _layout(raw)
             if _FORGED_INNER in "\0".join(inner) or MEMBER in inner:
-                return _LEFT  # forged members, or a member of the name the collector sets
+                return LEFT  # forged members, or a member of the name the collector sets
         page = context.page if context is not None else None
         consent = context.consent if context is not None else None
         if consent is not None:
             listed: list[str] | None = consent.purposes
             if listed is None or len(listed) > MAX_VISIT_PURPOSES:
-                return _LEFT  # Segment's categoryPreferences, a TCF string, many purposes
+                return LEFT  # Segment's categoryPreferences, a TCF string, many purposes
         elif self.tcf_cookie:
-            return _LEFT
+            return LEFT
         else:
             listed = None  # no consent stated at all
         sender = sender_of(
@@ -577,7 +469,7 @@ class _Taker:
         )
         key = visit_key(listed if listed is not None else (), sender, id(self.canonical))
         if key is None:
-            return _LEFT  # long values: the general way works them out each time
+            return LEFT  # long values: the general way works them out each time
         if listed is None:
             # Not the key of an empty list of purposes, which is another consent; the general
             # way's keys hold only strings after the binding.
@@ -585,9 +477,9 @@ class _Taker:
         visit = self.refiner.visit(key, sender, listed, self.binding)
         enrichment = visit.enrichment
         if enrichment is None:
-            return _Seen(_DROP, visit)
+            return Seen(DROP, visit)
         if visit.anonymous:
-            return _Seen(_LEAVE, visit)
+            return Seen(LEAVE, visit)
         traits: Any = context.traits if context is not None else None
         for path, _ in self.context_paths:
             if "traits" in inner:
@@ -605,9 +497,9 @@ class _Taker:
         tail = _encode(user_data(None, None, enrichment.ip, sender[1]))[1:-1]
         after = b"," + tail + b"}}}" if tail else b"}}}"
         alone = _USER_DATA + tail + b"}}}" if tail else b"}}"
-        return _Seen(_TAKE, visit, prefix, after, alone, email, listed is None)
+        return Seen(TAKE, visit, prefix, after, alone, email, listed is None)
 
-    def _resolve(self, text: bytes) -> _Seen:
+    def _resolve(self, text: bytes) -> Seen:
         """What a context (its JSON; empty: none) decides, worked out and kept: the C
         reader's miss."""
         found = self._context(msgspec.Raw(text) if text else None)
@@ -665,11 +557,11 @@ class _Taker:
         paths, keep_full_ip, received_at = self.paths, self.privacy.keep_full_ip, self.received_at
         externals, own, source = self.externals, self.own, self.source
         pseudonyms, ids_only = self.pseudonyms, self.ids_only
-        heads, tails = _HEADS, _TAILS
+        heads, tails = HEADS, TAILS
         user_path, anonymous_path = self.user_path, self.anonymous_path
         single = kind
         last_context: msgspec.Raw | None = None
-        last_seen = _LEFT
+        last_seen = LEFT
         taken: list[Ready | Dropped | None] = []
         for layout, view in zip(layouts, views, strict=True):
             if layout is None or view is None:
@@ -720,8 +612,8 @@ class _Taker:
                     self.contexts.kept(seen_of, text, found)
                 seen = last_seen = found
                 last_context = context
-            if seen.outcome != _TAKE:
-                taken.append(DROPPED if seen.outcome == _DROP else None)
+            if seen.outcome != TAKE:
+                taken.append(DROPPED if seen.outcome == DROP else None)
                 continue
             if seen.no_consent and view.gdpr_consent is not None:
                 taken.append(None)
@@ -761,10 +653,10 @@ class _Taker:
             timestamp = view.timestamp
             second = None if timestamp is None else heads.get(timestamp[:19])
             offset = None if second is None or timestamp is None else tails.get(timestamp[19:])
-            if second is not None and offset is not None:  # `_times`, by its kept halves
+            if second is not None and offset is not None:  # `times`, by its kept halves
                 time, event_time = timestamp, second - offset
             else:
-                time, event_time = _times(timestamp, received_at)
+                time, event_time = times(timestamp, received_at)
             # `user_data` (`refine.user_data`, as `user_data_part` encodes it): the e-mail's
             # member, the user id's, the sender's (`after`, with the closing braces).
             if isinstance(email, str) and email.strip():
@@ -793,84 +685,5 @@ class _Taker:
         external = (
             _USER_DATA + b'"external_id":' + _encode(user_data(None, user, "", "")["external_id"])
         )
-        if len(user) <= _MAX_KEPT_ID:
-            if len(self.externals) >= _IDS_KEPT:
-                self.externals.clear()
-            self.externals[user] = external
+        self.contexts.kept_external(user, external)
         return external
-
-
-# The common RFC 3339 time, which needs no look at the calendar (`rfc3339._COMMON`), as
-# `datetime.fromisoformat` reads it too: upper-case T and Z, at most microseconds, no leap
-# second, a day up to the 28th, a year from 1971 (`_epoch`'s truncation is the floor then).
-_TIME: Final = re.compile(
-    r"((?:19[7-9][1-9]|19[89]0|2\d{3})-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8]))T"
-    r"([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.\d{1,6})?(?:Z|([+-])([01]\d|2[0-3]):([0-5]\d))",
-    re.ASCII,
-)
-
-
-@functools.lru_cache(maxsize=4_096)
-def _day(text: str) -> int:
-    """Unix seconds of a day's start (UTC)."""
-    return (date.fromisoformat(text) - _EPOCH_DAY).days * 86_400
-
-
-_EPOCH_DAY: Final = date(1970, 1, 1)
-
-
-# The common form's two halves, its first 19 characters (`YYYY-MM-DDTHH:MM:SS`, fixed width)
-# and the rest (the fraction, the zone), each as Unix seconds and as the zone's offset, kept
-# once `_TIME` matched them: `_TIME` matches a text exactly when it matches both halves, and
-# a batch's times share their second and (to the millisecond) their rest. A longer rest
-# (microseconds, as Python's SDK writes them) rarely repeats: it is not kept, but read as a
-# fraction checked here and a zone looked up (each zone that matched is kept as a rest of its
-# own: a rest of six characters but a `Z` at the end is only ever a zone).
-_HEADS: Final[dict[str, int]] = {}
-_TAILS: Final[dict[str, int]] = {}
-_HALVES_KEPT: Final = 4_096
-_SHORT_REST: Final = 10  # characters: milliseconds and an offset, `.123+01:00`
-
-
-def _offset(rest: str) -> int | None:
-    """The zone's offset of a rest kept, or of a fraction and a kept zone; else None."""
-    offset = _TAILS.get(rest)
-    if offset is not None or len(rest) <= _SHORT_REST:
-        return offset
-    zone_at = len(rest) - 1 if rest[-1] == "Z" else len(rest) - 6
-    fraction = rest[:zone_at]  # `_TIME`'s `\.\d{1,6}`, in ASCII digits
-    digits = fraction[1:]
-    if 1 <= len(digits) <= 6 and fraction[0] == "." and digits.isascii() and digits.isdigit():
-        return _TAILS.get(rest[zone_at:])
-    return None
-
-
-def _times(timestamp: str | None, received_at: str) -> tuple[str | None, int]:
-    """The event's `time` (the timestamp if RFC 3339) and `event_time` (`refine.epoch`), with
-    one look at the text when it is the common form."""
-    if timestamp is None:
-        return None, epoch(None, received_at)
-    head = _HEADS.get(timestamp[:19])
-    if head is not None:
-        offset = _offset(timestamp[19:])
-        if offset is not None:
-            return timestamp, head - offset
-    match = _TIME.fullmatch(timestamp)
-    if match is None:
-        return (timestamp if is_rfc3339(timestamp) else None), epoch(timestamp, received_at)
-    day, hours, minutes, seconds, sign, offset_hours, offset_minutes = match.groups()
-    head = _day(day) + int(hours) * 3600 + int(minutes) * 60 + int(seconds)
-    offset = 0
-    if sign is not None:
-        offset = int(offset_hours) * 3600 + int(offset_minutes) * 60
-        offset = offset if sign == "+" else -offset
-    if len(_HEADS) >= _HALVES_KEPT:
-        _HEADS.clear()
-    if len(_TAILS) >= _HALVES_KEPT:
-        _TAILS.clear()
-    _HEADS[timestamp[:19]] = head
-    rest = timestamp[19:]
-    if len(rest) <= _SHORT_REST:
-        _TAILS[rest] = offset
-    _TAILS[rest[-1:] if sign is None else rest[-6:]] = offset  # the zone alone
-    return timestamp, head - offset
