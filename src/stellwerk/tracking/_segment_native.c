@@ -711,7 +711,7 @@ enum {
     P_PREFIX,
     P_AFTER,
     P_ALONE,
-    P_EMAIL_TEXT,
+    P_EMAIL_PART,
     P_NO_CONSENT,
     P_BINDING_ID,
     P_GENERATION,
@@ -725,7 +725,7 @@ typedef struct {
     PyObject *packed;
     long outcome;
     PyObject *prefix, *after, *alone; /* bytes */
-    int email_text;                   /* `email` is a str: left to Python */
+    PyObject *email_part; /* bytes: `user_data`'s `"em":[...]` of `context.traits.email`, or empty */
     int no_consent;
 } Decision;
 
@@ -746,7 +746,8 @@ packed_of(PyObject *seen)
         || !PyLong_CheckExact(PyTuple_GET_ITEM(packed, P_OUTCOME))
         || !PyBytes_Check(PyTuple_GET_ITEM(packed, P_PREFIX))
         || !PyBytes_Check(PyTuple_GET_ITEM(packed, P_AFTER))
-        || !PyBytes_Check(PyTuple_GET_ITEM(packed, P_ALONE))) {
+        || !PyBytes_Check(PyTuple_GET_ITEM(packed, P_ALONE))
+        || !PyBytes_Check(PyTuple_GET_ITEM(packed, P_EMAIL_PART))) {
         Py_DECREF(packed);
         PyErr_SetString(PyExc_TypeError, "a context's packed decision is not of its shape");
         return NULL;
@@ -766,7 +767,7 @@ decision_read(Decision *d, PyObject *packed)
     d->prefix = PyTuple_GET_ITEM(packed, P_PREFIX);
     d->after = PyTuple_GET_ITEM(packed, P_AFTER);
     d->alone = PyTuple_GET_ITEM(packed, P_ALONE);
-    d->email_text = PyTuple_GET_ITEM(packed, P_EMAIL_TEXT) == Py_True;
+    d->email_part = PyTuple_GET_ITEM(packed, P_EMAIL_PART);
     d->no_consent = PyObject_IsTrue(PyTuple_GET_ITEM(packed, P_NO_CONSENT));
     return d->no_consent < 0 ? -1 : 0;
 }
@@ -825,8 +826,34 @@ enum {
     A_SOURCE,
     A_READY,
     A_DROPPED,
+    A_EMAIL_PART,
     A_COUNT
 };
+
+/* `user_data` as `segment_reader` opens it: `,"user_data":{`, then its members. */
+static const char USER_DATA[] = ",\"user_data\":{";
+#define USER_DATA_SIZE ((Py_ssize_t)(sizeof(USER_DATA) - 1))
+
+/* `user_data`'s opening (`_Taker.take_all`): the e-mail address's `em` member and the user
+ * id's `external_id` after it (`opened` less its own opening), or `opened` alone, or none. */
+static int
+add_opening(Out *out, PyObject *em, PyObject *opened)
+{
+    if (em != NULL) {
+        if (out_add(out, USER_DATA, USER_DATA_SIZE) < 0
+            || out_add(out, PyBytes_AS_STRING(em), PyBytes_GET_SIZE(em)) < 0)
+            return -1;
+        if (opened != NULL
+            && (ADD(out, ",") < 0
+                || out_add(out, PyBytes_AS_STRING(opened) + USER_DATA_SIZE,
+                           PyBytes_GET_SIZE(opened) - USER_DATA_SIZE) < 0))
+            return -1;
+        return 0;
+    }
+    if (opened != NULL)
+        return out_add(out, PyBytes_AS_STRING(opened), PyBytes_GET_SIZE(opened));
+    return 0;
+}
 
 /* How one message ended: an event, or a decision to leave it. */
 enum { TAKEN, LEAVE, DROP };
@@ -860,7 +887,9 @@ take_message(Request *r, const int32_t *members, int count, PyObject **ready)
     Ptr base = r->base;
     int at[M_COUNT];
     PyObject *id = NULL, *user = NULL, *anonymous = NULL, *user_out = NULL, *anonymous_out = NULL,
-             *opened = NULL, *encoded = NULL;
+             *opened = NULL, *encoded = NULL, *em = NULL;
+    Ptr email = NULL; /* the message's own `traits.email`, a string (its JSON) */
+    Py_ssize_t email_size = 0;
     int outcome = LEAVE;
 
     for (int m = 0; m < M_COUNT; m++)
@@ -904,9 +933,11 @@ take_message(Request *r, const int32_t *members, int count, PyObject **ready)
         return LEAVE; /* the IAB's parameter: consent reads it; Python does */
     int own_traits = PRESENT(M_TRAITS);
     if (own_traits) {
-        /* An object; with an e-mail address (or a member whose name is escaped), Python
-         * hashes it. */
+        /* An object: its `email`, read as the view reads it (a string without escapes; any
+         * other value is no address). A member named with an escape, or `email` twice, is
+         * left to Python. */
         Ptr p = VALUE(M_TRAITS), end = p + SIZE(M_TRAITS);
+        int emails = 0;
         if (*p != '{')
             return LEAVE;
         p++;
@@ -914,11 +945,23 @@ take_message(Request *r, const int32_t *members, int count, PyObject **ready)
             int esc = 0;
             Ptr name = p + 1;
             p = skip_string(p, end, &esc);
-            if (p == NULL || esc || KEY_IS(name, p - 1 - name, "email"))
+            if (p == NULL || esc)
                 return LEAVE;
-            p = skip_value(p + 1, end, 0);
+            int is_email = KEY_IS(name, p - 1 - name, "email");
+            Ptr value = p + 1;
+            p = skip_value(value, end, 0);
             if (p == NULL)
                 return LEAVE;
+            if (is_email) {
+                if (emails++)
+                    return LEAVE;
+                if (*value == '"') {
+                    if (memchr(value, '\\', (size_t)(p - value)) != NULL)
+                        return LEAVE;
+                    email = value;
+                    email_size = p - value;
+                }
+            }
             if (p < end && *p == ',')
                 p++;
         }
@@ -1020,8 +1063,25 @@ take_message(Request *r, const int32_t *members, int count, PyObject **ready)
         return DROP;
     if (d->outcome != 0)
         return LEAVE;
-    if (!own_traits && d->email_text)
-        return LEAVE; /* `context.traits.email` to hash: Python does */
+    /* `user_data`'s `em`: of the message's own `traits` when it has them, else of the
+     * context's (worked out with it); empty or NULL: none. */
+    if (own_traits) {
+        if (email != NULL) {
+            PyObject *text = text_of(email, email_size);
+            if (text == NULL)
+                return -1;
+            em = PyObject_CallOneArg(args[A_EMAIL_PART], text);
+            Py_DECREF(text);
+            if (em == NULL)
+                return -1;
+            if (!PyBytes_Check(em))
+                goto error_type;
+        }
+    }
+    else
+        em = Py_NewRef(d->email_part);
+    if (em != NULL && PyBytes_GET_SIZE(em) == 0)
+        Py_CLEAR(em);
 
     /* The ids, pseudonymised if the source says; the subject; `user_data`'s opening. */
     const char *user_text = NULL, *anonymous_text = NULL;
@@ -1056,11 +1116,12 @@ take_message(Request *r, const int32_t *members, int count, PyObject **ready)
         if (!plain_text(anonymous_text, anonymous_size))
             goto leave;
     }
-    PyObject *after = d->alone;
+    PyObject *after = em != NULL ? d->after : d->alone;
     if (has_user) {
         if (!(opened = kept_or_made(args[A_EXTERNALS], args[A_EXTERNAL], user_out)))
             goto error;
-        if (!PyBytes_Check(opened))
+        if (!PyBytes_Check(opened) || PyBytes_GET_SIZE(opened) < USER_DATA_SIZE
+            || memcmp(PyBytes_AS_STRING(opened), USER_DATA, USER_DATA_SIZE) != 0)
             goto error_type;
         after = d->after;
     }
@@ -1098,9 +1159,7 @@ take_message(Request *r, const int32_t *members, int count, PyObject **ready)
 #define CONTEXT_VALUE()                                                                      \
     (out_add(out, PyBytes_AS_STRING(d->prefix), PyBytes_GET_SIZE(d->prefix)) < 0             \
      || out_add(out, PyBytes_AS_STRING(own), PyBytes_GET_SIZE(own)) < 0                       \
-     || out_add(out, number, number_size) < 0                                                 \
-     || (opened != NULL                                                                       \
-         && out_add(out, PyBytes_AS_STRING(opened), PyBytes_GET_SIZE(opened)) < 0)           \
+     || out_add(out, number, number_size) < 0 || add_opening(out, em, opened) < 0            \
      || out_add(out, PyBytes_AS_STRING(after), PyBytes_GET_SIZE(after)) < 0)
     for (int i = 0; i < count; i++) {
         if (i == at[M_WRITE_KEY])
@@ -1185,6 +1244,7 @@ done:
     Py_XDECREF(anonymous_out);
     Py_XDECREF(opened);
     Py_XDECREF(encoded);
+    Py_XDECREF(em);
     return outcome;
 #undef VALUE
 #undef SIZE

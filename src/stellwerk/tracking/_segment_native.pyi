@@ -26,6 +26,7 @@ def take(
     source: bytes,
     ready: Callable[[bytes, str, str, str, str], Any],
     dropped: object,
+    email_part: Callable[[str], bytes],
     /,
 ) -> list[Any]:
     """Each message of the layout: its `Ready`, `dropped`, or None (the Python reader's)."""

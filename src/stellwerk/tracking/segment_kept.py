@@ -9,7 +9,17 @@ from typing import Final
 
 import msgspec
 
-from stellwerk.tracking.refine import Refiner, Visit
+from stellwerk.tracking.refine import Refiner, Visit, user_data
+
+_encode: Final = msgspec.json.Encoder().encode
+
+
+def email_part(email: object) -> bytes:
+    """`user_data`'s `em` member of an e-mail address (`"em":[...]`), as `user_data_part`
+    encodes it, or empty for none (no text, or blanks)."""
+    if isinstance(email, str) and email.strip():
+        return b'"em":' + _encode(user_data(email, None, "", "")["em"])
+    return b""
 
 
 class Seen(msgspec.Struct, gc=False):
@@ -28,9 +38,9 @@ class Seen(msgspec.Struct, gc=False):
     email: object = None
     no_consent: bool = False  # states none: `gdpr_consent` would decide
     # The same for the C reader, read as one tuple rather than attribute by attribute:
-    # outcome, prefix, after, alone, whether `email` is text, no_consent, and the visit's
-    # binding's id and generation (None without a visit). The id stands for the binding
-    # itself: the visit held here keeps it alive, so no other binding can take its id.
+    # outcome, prefix, after, alone, `email`'s `em` member (`email_part`), no_consent, and
+    # the visit's binding's id and generation (None without a visit). The id stands for the
+    # binding itself: the visit held here keeps it alive, so no other binding can take it.
     packed: tuple[object, ...] = ()
 
     def __post_init__(self) -> None:
@@ -40,7 +50,7 @@ class Seen(msgspec.Struct, gc=False):
             self.prefix,
             self.after,
             self.alone,
-            isinstance(self.email, str),
+            email_part(self.email),
             self.no_consent,
             None if visit is None else id(visit.binding),
             None if visit is None else visit.generation,

@@ -53,7 +53,15 @@ from stellwerk.tracking.refine import (
     visit_key,
 )
 from stellwerk.tracking.segment import MAX_ID_LENGTH, TYPES, messages_of
-from stellwerk.tracking.segment_kept import DROP, LEAVE, LEFT, TAKE, Seen, contexts_of
+from stellwerk.tracking.segment_kept import (
+    DROP,
+    LEAVE,
+    LEFT,
+    TAKE,
+    Seen,
+    contexts_of,
+    email_part,
+)
 from stellwerk.tracking.segment_times import HEADS, TAILS, times
 
 try:
@@ -528,6 +536,7 @@ class _Taker:
             _encode(self.source),
             Ready,
             DROPPED,
+            email_part,
         )
         return taken
 
