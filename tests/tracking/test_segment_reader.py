@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import copy
 import functools
+import importlib.util
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -589,3 +591,12 @@ async def test_a_body_the_general_way_cannot_decode_is_refused_not_stored(
         assert answer.status_code == 400, answer.text
         assert answer.json()["code"] == "InvalidJson"
         assert await bus_events(app) == []
+
+
+def test_the_c_reader_is_built_and_taken() -> None:
+    """`pip install` builds the C reader (`setup.py`), and the reader takes it unless told
+    not to: without this, a build that lost the extension would pass every other test on the
+    Python reader alone (`test_segment_native.py` skips)."""
+    assert importlib.util.find_spec("stellwerk.tracking._segment_native") is not None
+    if os.environ.get("STELLWERK_SEGMENT_NATIVE") != "0":
+        assert segment_reader.native is not None
