@@ -700,8 +700,10 @@ static const int TEXTS[] = {M_MESSAGE_ID, M_USER_ID, M_ANONYMOUS_ID, M_PREVIOUS_
                             M_EVENT, M_NAME, M_CATEGORY, M_TIMESTAMP, M_ORIGINAL_TIMESTAMP,
                             M_SENT_AT, M_IP};
 
+/* `segment.TYPES`, in the order of `enum Kind`. */
 static const Name KINDS[] = {NAME("track"), NAME("identify"), NAME("page"),
                              NAME("screen"), NAME("group"), NAME("alias")};
+enum Kind { K_TRACK, K_IDENTIFY, K_PAGE, K_SCREEN, K_GROUP, K_ALIAS };
 #define KIND_COUNT 6
 static PyObject *event_types[KIND_COUNT]; /* "segment.track", ... */
 
@@ -719,6 +721,10 @@ enum {
 };
 
 static PyObject *s_packed; /* "packed", interned */
+
+/* `segment_kept.TAKE` and `DROP` (anything else: LEAVE, to Python). */
+#define SEEN_TAKE 0
+#define SEEN_DROP 1
 
 /* What a context's `Seen` says (its `packed` tuple, held; the items borrowed from it). */
 typedef struct {
@@ -990,11 +996,11 @@ take_message(Request *r, const int32_t *members, int count, PyObject **ready)
         return LEAVE;
     if (!has_user && !has_anonymous)
         return LEAVE;
-    if (kind == 0 && !(PRESENT(M_EVENT) && SIZE(M_EVENT) > 2))
+    if (kind == K_TRACK && !(PRESENT(M_EVENT) && SIZE(M_EVENT) > 2))
         return LEAVE;
-    if (kind == 4 && !(PRESENT(M_GROUP_ID) && SIZE(M_GROUP_ID) > 2))
+    if (kind == K_GROUP && !(PRESENT(M_GROUP_ID) && SIZE(M_GROUP_ID) > 2))
         return LEAVE;
-    if (kind == 5 && !(PRESENT(M_PREVIOUS_ID) && SIZE(M_PREVIOUS_ID) > 2 && has_user))
+    if (kind == K_ALIAS && !(PRESENT(M_PREVIOUS_ID) && SIZE(M_PREVIOUS_ID) > 2 && has_user))
         return LEAVE;
     if (PRESENT(M_IP) && !r->keep_full_ip)
         return LEAVE; /* a top-level address to anonymise: Python does */
@@ -1059,9 +1065,9 @@ take_message(Request *r, const int32_t *members, int count, PyObject **ready)
         r->last_context_size = context_size;
     }
     Decision *d = &r->decision;
-    if (d->outcome == 1)
+    if (d->outcome == SEEN_DROP)
         return DROP;
-    if (d->outcome != 0)
+    if (d->outcome != SEEN_TAKE)
         return LEAVE;
     /* `user_data`'s `em`: of the message's own `traits` when it has them, else of the
      * context's (worked out with it); empty or NULL: none. */

@@ -57,7 +57,7 @@ class Seen(msgspec.Struct, gc=False):
         )
 
 
-TAKE: Final = 0
+TAKE: Final = 0  # the C reader has these numbers too (`_segment_native.c`, SEEN_TAKE)
 DROP: Final = 1
 LEAVE: Final = 2  # to the general way
 LEFT: Final = Seen(LEAVE, None)
