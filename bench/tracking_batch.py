@@ -17,6 +17,11 @@ message the general way (decoded whole, checked, refined and encoded again) inst
 `tracking.segment_reader` (only what the collector reads decoded, the rest spliced raw): the
 code before issue 17's fourth round, for a before/after in one sitting.
 
+Beside the ratio it prints each thread's CPU per message of both sides (`/proc`: the event
+loop's thread, the log's writer and indexer), and the ratio with the log indexer's CPU shared
+evenly between the sides: its dedup runs (one per 65,536 events) fall due, in this bench's
+order of rounds, while `/v1/batch` runs, though they are for both sides' events alike.
+
 The app is built as `stellwerk serve` builds it, with the objects made at startup frozen out
 of the garbage collector's collections (`gc.freeze`); `--no-freeze` leaves them in, as an app
 embedded in another process would. The GC's collections of each side are printed.
