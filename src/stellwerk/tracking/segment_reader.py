@@ -316,20 +316,22 @@ class Body:
             )
         taker = _Taker(refiner, arrival, binding)
         if taker.leave_all or not taker.ids_only:
-            return self._python().messages(refiner, arrival, binding, max_batch=max_batch)
+            return self._python_messages(refiner, arrival, binding, max_batch)
         taken = taker.take_native(self._content, layout)
         if None not in taken:
             return taken
-        python = self._python().messages(refiner, arrival, binding, max_batch=max_batch)
+        python = self._python_messages(refiner, arrival, binding, max_batch)
         return [python[index] if item is None else item for index, item in enumerate(taken)]
 
-    def _python(self) -> Body:
-        """This body as this module's reader reads it (it reads every body `native.scan`
-        takes; else, to be safe, as a body of the general way)."""
+    def _python_messages(
+        self, refiner: Refiner, arrival: Arrival, binding: Binding, max_batch: int
+    ) -> list[Any]:
+        """`messages` by this module's reader, which reads every body `native.scan` takes
+        (else, to be safe, every message the general way)."""
         body = _read(self._content, self._kind)
         if body is None:
-            return Body(self._content, self._kind, [], None, [], self.write_key)
-        return body
+            return messages_of(json_of(self._content), self._kind, max_batch=max_batch)
+        return body.messages(refiner, arrival, binding, max_batch=max_batch)
 
     def _general_message(self, index: int) -> Any:
         """The message at `index` as `messages_of` makes it of the whole body."""
