@@ -517,7 +517,10 @@ def test_a_time_is_read_as_refine_reads_it_whichever_halves_were_seen_before() -
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[RunningApp, str, list[int]]]:
     """The whole app, the write key of a source that pseudonymises `userId`, and the statuses
-    answered (not hollow: both 200s and 4xx came back)."""
+    answered (not hollow: both 200s and 4xx came back). Hypothesis's examples are not drawn
+    independently (it mutates what it drew before), so the share of 200s moves a lot between
+    runs: 11 to 33 of 60 in six runs, and 5 twice. Hence 120 examples and a floor well below
+    the least seen (the fuzz test's 120 gave 33 to 53)."""
     settings = load_settings(
         {"data_dir": str(tmp_path / "data"), "tenant_request_rate": 0, "max_batch_events": 20}
     )
@@ -530,7 +533,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[RunningApp, str, list[in
 
 
 @hsettings(
-    max_examples=60,
+    max_examples=120,
     deadline=None,
     database=None,
     phases=_PHASES,
