@@ -211,6 +211,7 @@ async def open_services(
             authenticator=authenticator,
             suppressions=suppressions,
             archiver=pipeline.archiver,
+            router=pipeline.router,
             replays=pipeline.replays,
             quotas=quotas,
         )
@@ -400,6 +401,7 @@ def _pipeline(
         hooks=RoutedSignal(delivery_metrics, stores.signals),
         owns=bus_owner(stores.leases, "router", rulebook.buses) if routes else None,
         site=site_routing,
+        has_rules=control.rules.any_enabled,
     )
     archiver = Archiver(
         event_log,
@@ -471,7 +473,13 @@ def _platform(
         ),
         tail=Tail(bus_directory, stores.event_log, stores.log_watch, routes=stores.queue),
         buses=buses,
-        rules=Rules(control, buses, targets, max_rules=settings.max_rules_per_bus),
+        rules=Rules(
+            control,
+            buses,
+            targets,
+            max_rules=settings.max_rules_per_bus,
+            event_log=stores.event_log,
+        ),
         archives=Archives(
             control=control,
             buses=buses,

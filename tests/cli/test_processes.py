@@ -451,7 +451,7 @@ def test_a_saved_rule_is_in_force_in_the_pipeline_before_the_answer(tmp_path: Pa
 
         def save(bus: str) -> None:
             answer = client.put(f"/v1/buses/{bus}", headers=platform.admin)
-            assert answer.status_code == 201, answer.text
+            assert answer.status_code in (200, 201), answer.text
             rule = {
                 "pattern": {"type": ["t"]},
                 "targets": [{"id": "hook", "type": "http", "url": url}],
@@ -459,10 +459,15 @@ def test_a_saved_rule_is_in_force_in_the_pipeline_before_the_answer(tmp_path: Pa
             answer = client.put(f"/v1/buses/{bus}/rules/all", json=rule, headers=platform.admin)
             assert answer.status_code == 201, answer.text
 
-        def send(bus: str) -> None:
+        def send(bus: str, event_id: str | None = None) -> None:
             answer = client.post(
                 f"/v1/buses/{bus}/events",
-                json={"specversion": "1.0", "id": bus, "source": "urn:start", "type": "t"},
+                json={
+                    "specversion": "1.0",
+                    "id": event_id or bus,
+                    "source": "urn:start",
+                    "type": "t",
+                },
                 headers=platform.ingest,
             )
             assert answer.status_code == 202, answer.text
@@ -478,7 +483,13 @@ def test_a_saved_rule_is_in_force_in_the_pipeline_before_the_answer(tmp_path: Pa
         for bus in starting:
             send(bus)
         # ... then each bus's event sent right after its rule's answer, on a kept connection.
+        # The buses have an event before their rule, so that the router passes them over
+        # lazily (at its sweeps), and the rule starts where its save found the log's end.
         running = [f"running-{n}" for n in range(20)]
+        for bus in running:
+            answer = client.put(f"/v1/buses/{bus}", headers=platform.admin)
+            assert answer.status_code == 201, answer.text
+            send(bus, f"{bus}-before")
         for bus in running:
             save(bus)
             send(bus)

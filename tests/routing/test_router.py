@@ -37,11 +37,19 @@ class Rules:
         return self.sets.get((bus.tenant, bus.bus)) or RuleSet(Matcher())
 
     def put(
-        self, tenant: str, bus: str, rule: str, pattern: dict[str, Any], *targets: RouteTarget
+        self,
+        tenant: str,
+        bus: str,
+        rule: str,
+        pattern: dict[str, Any],
+        *targets: RouteTarget,
+        routes_after: int = 0,
     ) -> None:
         current = self.sets.setdefault((tenant, bus), RuleSet(Matcher(), {}))
         current.matcher.add(rule, pattern)
-        self.sets[tenant, bus] = RuleSet(current.matcher, {**current.targets, rule: targets})
+        self.sets[tenant, bus] = RuleSet(
+            current.matcher, {**current.targets, rule: targets}, routes_after=routes_after
+        )
 
 
 @dataclass
@@ -240,6 +248,119 @@ async def test_a_rule_saved_while_the_end_of_the_log_is_read_still_matches(
     await counted.router().run(burst=True)
     assert triples(await counted.leased()) == Counter({("e1", "r", "t"): 1, ("e2", "r", "t"): 1})
     assert await counted.queue.cursor(ACME_DEFAULT) == 2
+
+
+async def test_a_bus_without_rules_is_passed_over_at_the_sweeps_not_on_each_append(
+    counted: Setup,
+) -> None:
+    log = counted.log
+    assert isinstance(log, CountingLog)
+    await counted.append("e1")
+    router = counted.router()
+    await router.run(burst=True)
+    assert await counted.queue.cursor(ACME_DEFAULT) == 1
+    router.appended.clear()
+    await counted.append("e2")
+    router.notify(ACME_DEFAULT)
+    assert not router.appended.is_set()  # no round for it: nothing could be delivered
+    await router.run(burst=True)  # a sweep passes it over
+    assert await counted.queue.cursor(ACME_DEFAULT) == 2
+    assert log.reads_with_events == 0
+
+
+async def test_a_first_rule_starts_where_its_save_found_the_end_of_the_log(setup: Setup) -> None:
+    await setup.append("e1", "e2")
+    router = setup.router()
+    await router.run(burst=True)  # no rule: passed over, from now on at the sweeps only
+    await setup.append("before")  # recorded before the save, not passed over yet
+    saved_at = await setup.log.last_position(ACME_DEFAULT)
+    setup.rules.put(
+        "acme", "default", "r", {"source": ["/orders"]}, RouteTarget("t"), routes_after=saved_at
+    )
+    await setup.append("after")  # sent the moment the save answered
+    router.rules_changed()
+    assert router.appended.is_set()  # routed at once, not at the next sweep
+    await router.run(burst=True)
+    assert triples(await setup.leased()) == Counter({("after", "r", "t"): 1})
+    assert await setup.queue.cursor(ACME_DEFAULT) == await setup.log.last_position(ACME_DEFAULT)
+
+
+async def test_a_rule_saved_but_not_taken_in_yet_holds_the_pass_over(setup: Setup) -> None:
+    # Scaled out, a rule reaches the router's process after the save answered, maybe after
+    # an event sent at once: the router finds it in the control plane and does not pass
+    # over that event.
+    saved: set[BusRef] = set()
+
+    async def has_rules(bus: BusRef) -> bool:
+        return bus in saved
+
+    router = Router(setup.log, setup.queue, setup.rules, lambda: BUSES, has_rules=has_rules)
+    await setup.append("e1")
+    await router.run(burst=True)
+    saved_at = await setup.log.last_position(ACME_DEFAULT)
+    saved.add(ACME_DEFAULT)
+    await setup.append("sent-at-the-answer")
+    await router.run(burst=True)  # a sweep before this process has the rule
+    assert await setup.queue.cursor(ACME_DEFAULT) == saved_at
+    setup.rules.put(
+        "acme", "default", "r", {"source": ["/orders"]}, RouteTarget("t"), routes_after=saved_at
+    )
+    router.rules_changed()
+    await router.run(burst=True)
+    assert triples(await setup.leased()) == Counter({("sent-at-the-answer", "r", "t"): 1})
+
+
+async def test_a_bus_passed_over_lazily_keeps_its_place_across_a_restart(tmp_path: Path) -> None:
+    clock = MovableClock()
+    rules = Rules({})
+    async with (
+        SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
+        SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=clock) as queue,
+    ):
+        await log.append([new_event(i) for i in ("e1", "e2")])
+        await Router(log, queue, rules, lambda: BUSES).run(burst=True)
+        # Stopped here: a new process starts from the files alone.
+    async with (
+        SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
+        SqliteDeliveryQueue(tmp_path / PIPELINE_FILE, clock=clock) as queue,
+    ):
+        assert await queue.cursor(ACME_DEFAULT) == 2
+        router = Router(log, queue, rules, lambda: BUSES)
+        await log.append([new_event("e3")])
+        await router.run(burst=True)
+        saved_at = await log.last_position(ACME_DEFAULT)
+        rules.put(
+            "acme", "default", "r", {"source": ["/orders"]}, RouteTarget("t"), routes_after=saved_at
+        )
+        await log.append([new_event("e4")])
+        router.rules_changed()
+        await router.run(burst=True)
+        leased = await queue.lease(clock(), 10_000, 60)
+    assert triples(leased) == Counter({("e4", "r", "t"): 1})
+
+
+async def test_a_standby_that_becomes_active_routes_from_its_cursor_not_from_a_rules_start(
+    setup: Setup,
+) -> None:
+    # What a standby passes over is what the active site routed; taking over, it routes the
+    # rest, however late its rules were mirrored here.
+    standby = StandbyFor({ACME_DEFAULT}, set())
+    site = SiteRouting()
+    site.register(standby)
+    router = Router(setup.log, setup.queue, setup.rules, lambda: BUSES, site=site)
+    standby.buses.clear()
+    await setup.append("e1", source="/orders")
+    await router.run(burst=True)  # active, no rule: passed over lazily
+    standby.buses.add(ACME_DEFAULT)  # an endpoint makes it stand by
+    await setup.append("e2", source="/orders")
+    await router.run(burst=True)  # waits at e2: the active site did not route it
+    saved_at = await setup.log.last_position(ACME_DEFAULT)
+    setup.rules.put(
+        "acme", "default", "r", {"source": ["/orders"]}, RouteTarget("t"), routes_after=saved_at
+    )
+    standby.buses.clear()  # failed over: active now
+    await router.run(burst=True)
+    assert triples(await setup.leased()) == Counter({("e2", "r", "t"): 1})
 
 
 async def test_rule_changes_apply_to_events_routed_after_them(setup: Setup) -> None:

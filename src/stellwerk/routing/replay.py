@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -441,8 +440,6 @@ class ReplayRunner:
         job.read_ahead = (events[-1].seq, asyncio.ensure_future(self._read(job, events[-1].seq)))
         record = job.record
         rules = self.rules_for(BusRef(job.tenant, record.bus))
-        if inspect.isawaitable(rules):
-            rules = await rules
         narrowed = job.rules(rules)
         deliveries: list[NewDelivery] = []
         for start in range(0, len(events), MATCH_CHUNK):

@@ -6,7 +6,6 @@ How it is shaped and why: docs/routing.md ("stellwerk.routing.router").
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -88,13 +87,21 @@ class RuleSet:
     # The rules that route on every site (`"sites": "all"`), alone: what this site routes
     # while it stands by for another (`stellwerk.routing.standby`). None: there are none.
     everywhere: RuleSet | None = None
+    # Every event after this log position goes through these rules: where the log ended when
+    # the earliest of them was enabled (0: not known). A router that passed over the bus
+    # without rules lazily starts here, never later (`Router.route_batch`).
+    routes_after: int = 0
 
     def __len__(self) -> int:
         return len(self.matcher) + len(self.envelope) + len(self.scheduled)
 
 
-RuleSource = Callable[[BusRef], "RuleSet | Awaitable[RuleSet]"]
+RuleSource = Callable[[BusRef], RuleSet]
 """`rules_for(bus)`: the bus's current rule set (cached by the caller; called per batch)."""
+
+SavedRules = Callable[[BusRef], Awaitable[bool]]
+"""`has_rules(bus)`: whether the bus has an enabled rule in the control plane now (not in a
+cache): what a router asks before it passes over events that no rule it knows of matches."""
 
 
 class RouterHooks(Protocol):
@@ -134,6 +141,7 @@ class Router(BusFollower):
         gather_seconds: float = GATHER_SECONDS,
         owns: Callable[[BusRef], bool] | None = None,
         site: SiteRouting | None = None,
+        has_rules: SavedRules | None = None,
     ) -> None:
         super().__init__(
             poll_seconds=poll_seconds,
@@ -149,11 +157,27 @@ class Router(BusFollower):
         self.hooks: RouterHooks = hooks or NoRouterHooks()
         self.batch = batch
         self.site = site or SiteRouting()
+        self.has_rules = has_rules
         # Standing by: the cursor and the standby's knowledge at which a bus waits.
         self._waiting: dict[BusRef, tuple[int, object]] = {}
+        # Buses without a rule that this router passes over at its sweeps only, not on every
+        # append: their cursors lag by up to a sweep. One that gets a rule first moves its
+        # cursor to where the rule starts (`RuleSet.routes_after`), never further.
+        self._unruled: set[BusRef] = set()
 
     def buses(self) -> Iterable[BusRef]:
         return self._buses()
+
+    def notify(self, bus: BusRef) -> None:
+        if bus in self._unruled and not len(self.rules_for(bus)):
+            return  # nothing to deliver: the next sweep passes the bus over
+        super().notify(bus)
+
+    def rules_changed(self) -> None:
+        """Rules were taken in: a bus passed over lazily that has rules now is routed at once
+        (an event recorded after the save answered may be waiting already)."""
+        for bus in [b for b in self._unruled if len(self.rules_for(b))]:
+            super().notify(bus)
 
     async def step(self, bus: BusRef) -> int:
         return await self.route_batch(bus)
@@ -166,12 +190,19 @@ class Router(BusFollower):
         """Route the next batch of the bus's events; return how many (0 at the end)."""
         cursor = self._cursors.get(bus)
         if cursor is None:
+            # Read afresh (a start, a lease taken back, a conflict): whoever moved it last,
+            # this router does not know that it passed the bus over lazily.
+            self._unruled.discard(bus)
             cursor = self._cursors[bus] = await self.queue.cursor(bus)
         standby = self.site.standing_by(bus)
-        if standby is None and not len(await self._rules(bus)):
+        if standby is not None:
+            self._unruled.discard(bus)
+        elif not len(self.rules_for(bus)):
             passed = await self._pass_unmatched(bus, cursor)
             if passed is not None:
                 return passed
+        if bus in self._unruled:
+            cursor = await self._start_rules(bus, cursor)
         if standby is not None and self._waiting.get(bus) == (cursor, standby.knowledge(bus)):
             # Without this a standby read every batch after its cursor again on each append
             # (most of a standby's CPU per event), only to stop at the same event.
@@ -180,7 +211,7 @@ class Router(BusFollower):
         if not events:
             return 0
         standby = self.site.standing_by(bus)
-        rules = await self._rules(bus)
+        rules = self.rules_for(bus)
         if standby is not None:
             return await self._pass_over(bus, cursor, events, standby, rules.everywhere)
         deliveries = self._deliveries(rules, events)
@@ -199,24 +230,30 @@ class Router(BusFollower):
             self.wake.set()
         return len(events)
 
-    async def _rules(self, bus: BusRef) -> RuleSet:
-        rules = self.rules_for(bus)
-        if inspect.isawaitable(rules):
-            rules = await rules
-        return rules
-
     async def _pass_unmatched(self, bus: BusRef, cursor: int) -> int | None:
         """The bus has no rule: move the cursor to the end of its log without reading the
         events (none could match); how many positions it passed, or None when a rule came
-        meanwhile (then the events are read and matched as usual).
+        meanwhile (then the events are read and matched as usual). From then on the bus is
+        passed over at the sweeps only (`notify`).
 
-        The end is read before the rules are looked at again, as `route_batch` reads events
-        before it takes the rules: every event passed was stored while the bus had no rule.
+        The end is read before the rules are looked at again, in this process and then in the
+        control plane (`has_rules`): a rule saved before the end was read is found there even
+        when it has not reached this process yet, and one saved later read the log's end
+        itself after this one (`RuleSet.routes_after`). So no event recorded after a rule's
+        save answered is passed over.
         """
         last = await self.log.last_position(bus)
         if last <= cursor:
+            self._unruled.add(bus)
             return 0
-        if len(await self._rules(bus)) or self.site.standing_by(bus) is not None:
+        if len(self.rules_for(bus)) or self.site.standing_by(bus) is not None:
+            return None
+        if self.has_rules is not None and await self.has_rules(bus):
+            # Saved, not taken in here yet: wait for it (`rules_changed`, or the next sweep),
+            # passed over lazily meanwhile; it starts where it was saved.
+            self._unruled.add(bus)
+            return 0
+        if len(self.rules_for(bus)) or self.site.standing_by(bus) is not None:
             return None
         try:
             await self.queue.route(bus, last, [])
@@ -224,8 +261,25 @@ class Router(BusFollower):
             self._cursors.pop(bus, None)
             raise
         self._cursors[bus] = last
+        self._unruled.add(bus)
         self.hooks.on_routed(bus.tenant, bus.bus, last - cursor, 0)
         return last - cursor
+
+    async def _start_rules(self, bus: BusRef, cursor: int) -> int:
+        """A bus passed over lazily has rules: move its cursor to where they start, without
+        reading (every event up to there was recorded before they were saved); the cursor."""
+        self._unruled.discard(bus)
+        start = self.rules_for(bus).routes_after
+        if start <= cursor:
+            return cursor
+        try:
+            await self.queue.route(bus, start, [])
+        except Exception:
+            self._cursors.pop(bus, None)
+            raise
+        self._cursors[bus] = start
+        self.hooks.on_routed(bus.tenant, bus.bus, start - cursor, 0)
+        return start
 
     async def _pass_over(
         self,

@@ -107,8 +107,9 @@ class RuleBook:
                 await self._replace(known, None)
         connections = {c.name: c for c in await self._control.connections.for_tenant(tenant_id)}
         for each in buses:
-            rules = await self._control.rules.for_bus(tenant_id, each)
-            await self._replace((name, each), self._compile(name, each, rules, connections))
+            rules, routes_after = await self._control.rules.routed_rules(tenant_id, each)
+            compiled = self._compile(name, each, rules, connections, routes_after)
+            await self._replace((name, each), compiled)
 
     def _compile(
         self,
@@ -116,6 +117,7 @@ class RuleBook:
         bus: str,
         rules: list[Rule],
         connections: Mapping[str, ConnectionRecord],
+        routes_after: int,
     ) -> _Bus:
         matcher = Matcher()
         envelope = Matcher()
@@ -172,6 +174,7 @@ class RuleBook:
             everywhere=RuleSet(everywhere, targets, everywhere_envelope)
             if len(everywhere) or len(everywhere_envelope)
             else None,
+            routes_after=routes_after,
         )
         return _Bus(rule_set, bindings)
 

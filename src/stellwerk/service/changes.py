@@ -12,7 +12,7 @@ import structlog
 
 from stellwerk.delivery import BusAccess
 from stellwerk.erasure import Suppressions
-from stellwerk.routing import Archiver, ReplayRunner, RuleBook
+from stellwerk.routing import Archiver, ReplayRunner, Router, RuleBook
 from stellwerk.seams import Change, Signals
 from stellwerk.service.access import Authenticator
 from stellwerk.service.quotas import Quotas
@@ -34,6 +34,7 @@ class Caches:
         authenticator: Authenticator,
         suppressions: Suppressions,
         archiver: Archiver,
+        router: Router,
         replays: ReplayRunner,
         quotas: Quotas,
     ) -> None:
@@ -44,6 +45,7 @@ class Caches:
         self._authenticator = authenticator
         self._suppressions = suppressions
         self._archiver = archiver
+        self._router = router
         self._replays = replays
         self._quotas = quotas
 
@@ -61,10 +63,12 @@ class Caches:
                     self._bus_access.forget(change.owner, bus, change.grantee)
             case "rules":
                 await self._rulebook.reload(change.tenant_id, bus)
+                self._router.rules_changed()
             case "bus":
                 if bus is not None:
                     self._buses.forget_bus(change.tenant_id, bus)
                 await self._rulebook.reload(change.tenant_id, bus)
+                self._router.rules_changed()
             case "schema":
                 if name is not None:
                     self._buses.forget_schema(change.tenant_id, name)
@@ -89,6 +93,7 @@ class Caches:
         without a time to live. Caches with one expire on their own."""
         try:
             await self._rulebook.load()
+            self._router.rules_changed()
             await self._archiver.reload()
         except Exception:
             log.exception("resync_failed")  # the next reconnect or change tries again

@@ -7,13 +7,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 import msgspec
+import structlog
 
 from stellwerk.auth import Principal, Scope
 from stellwerk.delivery import TargetRegistry
+from stellwerk.refs import BusRef
 from stellwerk.rules import InvalidRuleError, Rule, RuleInput, validate_rule
+from stellwerk.seams import EventLog
 from stellwerk.service.buses import Buses
 from stellwerk.service.errors import Conflict, InvalidRequest, NotFound, ValidationFailed
 from stellwerk.storage.control import ConflictError, ControlPlane
+
+log = structlog.get_logger("stellwerk")
 
 
 def _shown(rule: Rule, scope: Scope) -> Rule:
@@ -25,12 +30,19 @@ def _shown(rule: Rule, scope: Scope) -> Rule:
 
 class Rules:
     def __init__(
-        self, control: ControlPlane, buses: Buses, targets: TargetRegistry, *, max_rules: int
+        self,
+        control: ControlPlane,
+        buses: Buses,
+        targets: TargetRegistry,
+        *,
+        max_rules: int,
+        event_log: EventLog | None = None,
     ) -> None:
         self._control = control
         self._buses = buses
         self._targets = targets
         self._max_rules = max_rules
+        self._event_log = event_log
 
     async def put(
         self, principal: Principal, bus: str, name: str, body: RuleInput
@@ -44,12 +56,27 @@ class Rules:
             # A value outside a field's choices is 422, as the body's own checks answer it.
             refusal = ValidationFailed if exc.error == "ValidationFailed" else InvalidRequest
             raise refusal(str(exc), code=exc.error, field=exc.field) from None
+        log_end = await self._log_end(BusRef(principal.tenant, bus))
         try:
             return await self._control.rules.put(
-                principal.tenant_id, bus, name, body, max_rules=self._max_rules
+                principal.tenant_id, bus, name, body, max_rules=self._max_rules, log_end=log_end
             )
         except ConflictError as exc:
             raise Conflict(str(exc), code="LimitExceeded") from None
+
+    async def _log_end(self, bus: BusRef) -> int | None:
+        """Where the bus's log ends now, read before the save: every event recorded after the
+        save answers lies beyond it, and a new rule routes all of those (docs/routing.md)."""
+        if self._event_log is None:
+            return None
+        try:
+            return await self._event_log.last_position(bus)
+        except Exception as exc:
+            # Not known: the rule then also routes what a router passed over lazily before it.
+            log.warning(
+                "rule_saved_without_log_end", tenant=bus.tenant, bus=bus.bus, error=str(exc)
+            )
+            return None
 
     async def rotate_secret(
         self,

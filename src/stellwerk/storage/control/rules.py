@@ -11,7 +11,7 @@ import msgspec
 import sqlalchemy as sa
 
 from stellwerk.clock import as_utc
-from stellwerk.refs import TenantId, TenantName, TenantRef
+from stellwerk.refs import BusRef, TenantId, TenantName, TenantRef
 from stellwerk.rules import Rule, RuleInput, TargetSpec
 from stellwerk.seams import Change
 from stellwerk.storage.control.limits import tenant_limit
@@ -84,12 +84,23 @@ class RuleStore(SealedStore):
         )
 
     async def put(
-        self, tenant_id: TenantId, bus: str, name: str, body: RuleInput, *, max_rules: int
+        self,
+        tenant_id: TenantId,
+        bus: str,
+        name: str,
+        body: RuleInput,
+        *,
+        max_rules: int,
+        log_end: int | None = None,
     ) -> tuple[Rule, bool]:
-        """Create or replace a rule; returns it and whether it was created."""
+        """Create or replace a rule; returns it and whether it was created.
+
+        `log_end` is where the bus's log ended before this save (None: not known). A rule that
+        becomes enabled keeps it as `enabled_from`: the router routes every event after it
+        through the rule (`routed_rules`). A rule enabled before keeps its own."""
         now = self._now()
         where = sa.and_(rules.c.tenant_id == tenant_id, rules.c.bus == bus, rules.c.name == name)
-        values = {
+        values: dict[str, Any] = {
             "pattern": msgspec.json.encode(body.pattern).decode(),
             "state": body.state,
             "targets": self._encode_targets(tenant_id, bus, name, body.targets),
@@ -100,7 +111,13 @@ class RuleStore(SealedStore):
             "updated_at": now,
         }
         async with self._changes.begin() as conn:
-            existing = (await conn.execute(sa.select(rules.c.name).where(where))).first()
+            existing = (
+                await conn.execute(sa.select(rules.c.state, rules.c.enabled_from).where(where))
+            ).first()
+            if body.state != "enabled":
+                values["enabled_from"] = None
+            elif existing is None or existing.state != "enabled":
+                values["enabled_from"] = log_end
             if existing is None:
                 count = await conn.scalar(
                     sa.select(sa.func.count())
@@ -140,6 +157,32 @@ class RuleStore(SealedStore):
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [self._rule(r) for r in rows]
+
+    async def routed_rules(self, tenant_id: TenantId, bus: str) -> tuple[list[Rule], int]:
+        """The bus's rules (as `for_bus`), and the log position after which its enabled rules
+        route every event: the earliest at which one of them was enabled (0: not known, or no
+        enabled rule). Read together, so that the position is that of these rules."""
+        query = (
+            rules.select()
+            .where(rules.c.tenant_id == tenant_id, rules.c.bus == bus)
+            .order_by(rules.c.name)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        enabled = [r.enabled_from or 0 for r in rows if r.state == "enabled"]
+        return [self._rule(r) for r in rows], min(enabled, default=0)
+
+    async def any_enabled(self, bus: BusRef) -> bool:
+        """Whether the bus has an enabled rule now: a router asks before it passes over a bus
+        whose rules it has not taken in yet."""
+        query = (
+            sa.select(rules.c.name)
+            .join(tenants, tenants.c.id == rules.c.tenant_id)
+            .where(tenants.c.name == bus.tenant, rules.c.bus == bus.bus, rules.c.state == "enabled")
+            .limit(1)
+        )
+        async with self._engine.connect() as conn:
+            return (await conn.execute(query)).first() is not None
 
     async def scheduled(self) -> list[ScheduledRule]:
         """Every enabled scheduled rule of every tenant (the scheduler's list of work)."""

@@ -107,6 +107,8 @@ rules = sa.Table(
     sa.Column("schedule", sa.String(256), nullable=True),
     # `active` or `all`: where the rule routes when its bus is in a global endpoint (0010).
     sa.Column("sites", sa.String(8), nullable=False, server_default="active"),
+    # The bus's log end when the rule was last enabled: it routes every event after it (0012).
+    sa.Column("enabled_from", sa.BigInteger, nullable=True),
     sa.ForeignKeyConstraint(
         ["tenant_id", "bus"], ["buses.tenant_id", "buses.name"], ondelete="CASCADE"
     ),
