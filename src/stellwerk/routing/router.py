@@ -166,7 +166,9 @@ class Router(BusFollower):
         self._unruled: set[BusRef] = set()
 
     def buses(self) -> Iterable[BusRef]:
-        return self._buses()
+        # With those passed over lazily: their appends no longer notify, so the sweeps must
+        # find them even if the rule book does not name them.
+        return {*self._buses(), *self._unruled}
 
     def notify(self, bus: BusRef) -> None:
         if bus in self._unruled and not len(self.rules_for(bus)):
