@@ -11,7 +11,8 @@ its own tables behind a store of its own.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Final, Literal, Protocol
 
 import aiohttp
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from starlette.routing import BaseRoute
 from yarl import URL
 
@@ -42,12 +43,13 @@ from stellwerk.delivery.targets import (
     UnsafeAddressError,
 )
 from stellwerk.ops import Metrics
+from stellwerk.refs import TenantId
 from stellwerk.roles import Duty
 from stellwerk.routing import SiteRouting, Standby
 from stellwerk.rules import InvalidRuleError, TargetSpec, UnsafeTargetError
-from stellwerk.seams import Delivery
-from stellwerk.service import Platform
-from stellwerk.storage.control import migrate
+from stellwerk.seams import Change, Delivery
+from stellwerk.service import CapabilityChanges, Platform
+from stellwerk.storage.control import ChangeFeed, migrate
 from stellwerk.storage.sqlite import BackupPart, copy_database
 
 _KEPT_URLS: Final = 256  # URLs `Outgoing.post` keeps parsed (peer sites: a handful)
@@ -101,6 +103,7 @@ class Database:
     versioned in a table of its own, apart from the control plane's."""
 
     engine: AsyncEngine
+    changes: ChangeFeed | None = None  # None: a tool without a server, nobody to tell
 
     @property
     def dialect(self) -> str:
@@ -108,6 +111,20 @@ class Database:
 
     async def migrate(self, location: Path, *, version_table: str) -> None:
         await migrate.upgrade(self.engine, "heads", location=location, version_table=version_table)
+
+    @contextlib.asynccontextmanager
+    async def announcing(
+        self, capability: str, tenant_id: TenantId
+    ) -> AsyncIterator[AsyncConnection]:
+        """A write transaction that, once committed, `capability`'s listeners in every process
+        hear of (`CapabilityContext.changes`); one that rolls back tells nobody."""
+        if self.changes is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self.changes.begin() as conn:
+            self.changes.changed(Change.of("capability", tenant_id, name=capability))
+            yield conn
 
 
 def table_metadata() -> sa.MetaData:
@@ -315,6 +332,8 @@ class CapabilityContext:
     `facades`: what capabilities offer one another (one for the whole process).
     `site_routing.register(standby)` says, per bus, whether this site routes it now or stands
     by for another site (`stellwerk.routing.standby`; the sites capability, global endpoints).
+    `changes.listen(name, listener)`: called when a write made with
+    `database.announcing(name, tenant)` commits, in this process or another.
     """
 
     settings: Settings
@@ -328,6 +347,7 @@ class CapabilityContext:
     target_kinds: TargetKinds
     facades: Facades = field(default_factory=Facades)
     site_routing: SiteRouting = field(default_factory=SiteRouting)
+    changes: CapabilityChanges = field(default_factory=CapabilityChanges)
 
 
 class Opened(Protocol):

@@ -65,6 +65,7 @@ from stellwerk.service import (
     Authenticator,
     Buses,
     Caches,
+    CapabilityChanges,
     Connections,
     DeadLetters,
     Erasures,
@@ -203,6 +204,7 @@ async def open_services(
         )
         authenticator = Authenticator(control, cache_seconds=settings.key_cache_seconds)
         bus_directory = BusDirectory(control, ttl=settings.key_cache_seconds)
+        capability_changes = CapabilityChanges()
         caches = Caches(
             signals=stores.signals,
             rulebook=rulebook,
@@ -214,6 +216,7 @@ async def open_services(
             router=pipeline.router,
             replays=pipeline.replays,
             quotas=quotas,
+            capabilities=capability_changes,
         )
         control.changes.listen(caches.announce)
         platform = _platform(
@@ -240,7 +243,7 @@ async def open_services(
             CapabilityContext(
                 settings,
                 platform,
-                Database(control.engine),
+                Database(control.engine, control.changes),
                 metrics,
                 roles,
                 singleton=functools.partial(_singleton, stores.leases),
@@ -250,6 +253,7 @@ async def open_services(
                 target_kinds=kinds,
                 key=functools.partial(derive_key, master),
                 site_routing=site_routing,
+                changes=capability_changes,
             ),
         )
     except BaseException:

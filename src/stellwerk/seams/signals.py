@@ -25,6 +25,7 @@ ChangeKind = Literal[
     "replay",
     "replay_cancelled",
     "limits",
+    "capability",
 ]
 
 
@@ -41,7 +42,9 @@ class Change(msgspec.Struct, frozen=True, omit_defaults=True):
     - `archive`: an archive of `bus` was created, changed or deleted — archivers reload;
     - `replay`: a replay was created — the scheduler looks for work;
     - `replay_cancelled`: replay `name` was cancelled — the scheduler stops it;
-    - `limits`: the tenant's quotas were set or cleared — quota caches forget them.
+    - `limits`: the tenant's quotas were set or cleared — quota caches forget them;
+    - `capability`: what capability `name` keeps of the tenant changed — its listeners hear it
+      (`stellwerk.service.CapabilityChanges`).
 
     On the wire `tenant` is the tenant's id, except for `grant`, where it is the owner's name
     (and `name` the grantee's). Make and read one through the typed names: `Change.of` and

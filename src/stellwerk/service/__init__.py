@@ -19,7 +19,7 @@ from stellwerk.service.archives import (
     ArchiveState,
 )
 from stellwerk.service.buses import Bus, Buses, BusInput, ValidationMode, checked_name
-from stellwerk.service.changes import Caches
+from stellwerk.service.changes import Caches, CapabilityChanges
 from stellwerk.service.connections import Connection, Connections
 from stellwerk.service.dead_letters import DeadLetters, DeadLetterView
 from stellwerk.service.erasures import Erasure, ErasureInput, ErasureRequest, Erasures
@@ -97,6 +97,7 @@ __all__ = [
     "BusInput",
     "Buses",
     "Caches",
+    "CapabilityChanges",
     "Conflict",
     "Connection",
     "Connections",

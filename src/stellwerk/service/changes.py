@@ -8,6 +8,8 @@ other processes arrive through the signals and are only taken in (`take`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 
 from stellwerk.delivery import BusAccess
@@ -19,6 +21,27 @@ from stellwerk.service.quotas import Quotas
 from stellwerk.storage.control import BusDirectory
 
 log = structlog.get_logger("stellwerk")
+
+
+class CapabilityChanges:
+    """Where a capability hears of changes to what it keeps (a `Change` of kind `capability`
+    named by it), committed in this process or another: a loop with nothing to do waits for one
+    instead of polling."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, list[Callable[[], None]]] = {}
+
+    def listen(self, capability: str, listener: Callable[[], None]) -> None:
+        self._listeners.setdefault(capability, []).append(listener)
+
+    def heard(self, capability: str | None) -> None:
+        """`capability` changed (None: any may have; signals were missed)."""
+        if capability is None:
+            listeners = [each for some in self._listeners.values() for each in some]
+        else:
+            listeners = self._listeners.get(capability, [])
+        for listener in listeners:
+            listener()
 
 
 class Caches:
@@ -37,6 +60,7 @@ class Caches:
         router: Router,
         replays: ReplayRunner,
         quotas: Quotas,
+        capabilities: CapabilityChanges,
     ) -> None:
         self._signals = signals
         self._rulebook = rulebook
@@ -48,6 +72,7 @@ class Caches:
         self._router = router
         self._replays = replays
         self._quotas = quotas
+        self._capabilities = capabilities
 
     async def announce(self, change: Change) -> None:
         """A change committed here: take it in, then tell the other processes."""
@@ -87,6 +112,9 @@ class Caches:
             case "replay_cancelled":
                 if name is not None:
                     self._replays.cancel(change.tenant_id, name)
+            case "capability":
+                if name is not None:
+                    self._capabilities.heard(name)
 
     async def resync(self) -> None:
         """Signals may have been missed (the connection to NATS broke): reload what is cached
@@ -98,3 +126,4 @@ class Caches:
         except Exception:
             log.exception("resync_failed")  # the next reconnect or change tries again
         self._replays.notify()
+        self._capabilities.heard(None)

@@ -13,6 +13,7 @@ until the primary has it), and publishes each transition as a CloudEvent on the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +39,9 @@ log = structlog.get_logger("stellwerk.sites")
 
 ACTOR: Final = "sites-failover"
 TICK_SECONDS: Final = 1.0
+# With no endpoint on this site there is nothing to watch until one is made (a signal): this
+# long at most between looks, in case a signal was missed.
+IDLE_SECONDS: Final = 10.0
 EVENT_SOURCE: Final = "stellwerk:sites"
 EVENT_TYPE: Final = "stellwerk.endpoint.state-changed"
 EVENT_BUS: Final = "default"
@@ -84,6 +88,7 @@ class Failover:
         metrics: FailoverMetrics,
         *,
         tick: float = TICK_SECONDS,
+        idle: float | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._platform = platform
@@ -93,7 +98,9 @@ class Failover:
         self._link = link
         self._metrics = metrics
         self._tick = tick
+        self._idle = IDLE_SECONDS if idle is None else idle
         self._clock = clock
+        self._heard = asyncio.Event()
         self._watches: dict[tuple[str, str], Watch] = {}
         # What the other site of each endpoint acknowledged of our routed positions.
         self._shared: dict[tuple[str, str], dict[str, int]] = {}
@@ -103,13 +110,25 @@ class Failover:
         self._rules: dict[tuple[str, str], tuple[str, float]] = {}
         self._rules_failing: set[tuple[str, str]] = set()
 
+    def heard(self) -> None:
+        """Peers or endpoints changed (in this process or another)."""
+        self._heard.set()
+
     async def run(self) -> None:
+        local = self._link.local_site
         while True:
             started = asyncio.get_running_loop().time()
+            self._heard.clear()
             records = await self._store.endpoints()
             await asyncio.gather(*(self._step(record) for record in records))
-            elapsed = asyncio.get_running_loop().time() - started
-            await asyncio.sleep(max(0.0, self._tick - elapsed))
+            if any(local in (r.spec.primary, r.spec.secondary) for r in records):
+                # Watching: on the tick alone (a change must not hasten the probes).
+                elapsed = asyncio.get_running_loop().time() - started
+                await asyncio.sleep(max(0.0, self._tick - elapsed))
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._idle):
+                    await self._heard.wait()
 
     async def _step(self, record: EndpointRecord) -> None:
         local = self._link.local_site

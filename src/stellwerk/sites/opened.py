@@ -18,7 +18,7 @@ from stellwerk.sites.link import PeerLink
 from stellwerk.sites.peers import Peers
 from stellwerk.sites.replication import ReplicationMetrics, Replicator
 from stellwerk.sites.standby import SiteStandby
-from stellwerk.sites.store import SitesStore
+from stellwerk.sites.store import CHANGES, SitesStore
 from stellwerk.sites.sync import SyncMetrics, SyncReplication
 from stellwerk.sites.tables import VERSION_TABLE
 
@@ -35,7 +35,7 @@ class SitesOpened:
         self.platform: Platform = platform
         self.site = context.settings.site
         self.max_body = context.settings.max_body_bytes  # as the app's body limit
-        self.store = SitesStore(context.database.engine)
+        self.store = SitesStore(context.database)
         box = SecretBox(context.key(SEALING_PURPOSE))
         self.peers = Peers(platform, self.store, box, context.outgoing, self.site)
         link = PeerLink(self.peers, context.outgoing)
@@ -48,6 +48,8 @@ class SitesOpened:
         failover = Failover(
             platform, self.store, self.peers, self.endpoints, link, FailoverMetrics(registry)
         )
+        context.changes.listen(CHANGES, failover.heard)
+        context.changes.listen(CHANGES, replicator.heard)
         self._duties: dict[Role, list[Duty]] = {
             Role.SCHEDULER: [
                 context.singleton("sites-replicator", replicator.run),
@@ -59,6 +61,7 @@ class SitesOpened:
         self.standby: SiteStandby | None = None
         if Role.ROUTER in context.roles:
             self.standby = SiteStandby(platform, self.store, self.site)
+            context.changes.listen(CHANGES, self.standby.heard)
             context.site_routing.register(self.standby)
             self._duties[Role.ROUTER] = [
                 Duty("sites-standby", self.standby.run, self.standby.stop, ends=True)

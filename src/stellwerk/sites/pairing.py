@@ -45,4 +45,4 @@ async def add_peer(
     await Database(engine).migrate(MIGRATIONS, version_table=VERSION_TABLE)
     box = SecretBox(derive_key(master_key, SEALING_PURPOSE))
     sealed = box.encrypt(secret, peer_binding(tenant_id, site))
-    return await SitesStore(engine).put_peer(tenant_id, site, url, sealed, utc_now())
+    return await SitesStore(Database(engine)).put_peer(tenant_id, site, url, sealed, utc_now())

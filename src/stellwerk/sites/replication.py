@@ -36,6 +36,9 @@ ACTOR: Final = "sites-replicator"
 ORIGIN_SITE: Final = "originsite"
 ORIGIN_RECORDED: Final = "originrecordedtime"
 BATCH: Final = 500
+# With no peer there is nothing to replicate until one is added (a signal): this long at most
+# between looks, in case a signal was missed or a tool without a server added it.
+IDLE_SECONDS: Final = 10.0
 MAX_BACKOFF_SECONDS: Final = 5.0
 CURSOR_WRITE_SECONDS: Final = 1.0  # at most this often for pages of replicas alone
 # On a bus that this site replicates synchronously, the replicator leaves an event this long to
@@ -100,6 +103,7 @@ class Replicator:
         metrics: ReplicationMetrics,
         *,
         scan_seconds: float = 1.0,
+        idle_seconds: float | None = None,
         keepalive_seconds: float = 5.0,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -109,15 +113,23 @@ class Replicator:
         self._link = link
         self._metrics = metrics
         self._scan = scan_seconds
+        self._idle = IDLE_SECONDS if idle_seconds is None else idle_seconds
+        self._heard = asyncio.Event()
+        self._paired = False  # whether the last scan found a peer
         self._keepalive = keepalive_seconds
         self._clock = clock
         self._shippers: dict[Key, asyncio.Task[None]] = {}
         self._synced: SyncRoutes = {}  # the buses the sync path ships, as of the last scan
 
+    def heard(self) -> None:
+        """Peers or endpoints changed (in this process or another)."""
+        self._heard.set()
+
     async def run(self) -> None:
         """Start a shipper for each paired bus, and stop those whose pairing or bus went."""
         try:
             while True:
+                self._heard.clear()
                 wanted = await self._wanted()
                 for key, principal in wanted.items():
                     if key not in self._shippers:
@@ -136,7 +148,12 @@ class Replicator:
                                 site=key[1],
                                 error=repr(task.exception()),
                             )
-                await asyncio.sleep(self._scan)
+                if self._paired or self._shippers:
+                    await asyncio.sleep(self._scan)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._idle):
+                        await self._heard.wait()  # no peer: until one is added
         finally:
             for task in self._shippers.values():
                 task.cancel()
@@ -146,8 +163,10 @@ class Replicator:
     async def _wanted(self) -> dict[Key, Principal]:
         """Every paired bus, once each peer has the tenant's keys and buses as they are now."""
         wanted: dict[Key, Principal] = {}
-        self._synced = await sync_routes(self._store, self._link.local_site)
-        for tenant_id in await self._store.paired_tenants():
+        tenants = await self._store.paired_tenants()
+        self._paired = bool(tenants)
+        self._synced = await sync_routes(self._store, self._link.local_site) if tenants else {}
+        for tenant_id in tenants:
             try:
                 principal = await self._platform.tenants.acting(tenant_id, ACTOR)
             except NotFound:

@@ -6,7 +6,9 @@ the replicas the active site has routed already (their `originrecordedtime` befo
 position the active site sends, `Failover.share_routed`) and over the events taken here that
 the active site has stored (it routes them), and waits at the first event it cannot say that
 of. Becoming active, it routes from there. What the router's process knows of the endpoints
-and positions it reads from the sites tables every `refresh` seconds.
+and positions it reads from the sites tables every `refresh` seconds while it stands by for a
+bus; standing by for none, it reads them when an endpoint changed (`heard`), or after
+`IDLE_SECONDS` (a missed signal).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ log = structlog.get_logger("stellwerk.sites")
 
 ACTOR: Final = "sites-standby"
 REFRESH_SECONDS: Final = 0.5
+# Standing by for no bus: only an endpoint's change (a signal) can make it stand by, so it
+# waits for one; this long at most, in case a signal was missed.
+IDLE_SECONDS: Final = 10.0
 
 
 class _Origin(msgspec.Struct):
@@ -48,16 +53,23 @@ class SiteStandby:
         local: str,
         *,
         refresh: float = REFRESH_SECONDS,
+        idle: float | None = None,
     ) -> None:
         self._platform = platform
         self._store = store
         self._local = local
         self._refresh = refresh
+        self._idle = IDLE_SECONDS if idle is None else idle
         self._names: dict[TenantId, TenantName] = {}
         self._active: dict[BusRef, str] = {}  # the buses this site stands by for: active site
         self._through: dict[tuple[BusRef, str], int] = {}  # how far that site routed them
         self._replicated: dict[tuple[BusRef, str], int] = {}  # what it has of ours
         self._stopping = asyncio.Event()
+        self._heard = asyncio.Event()
+
+    def heard(self) -> None:
+        """Peers or endpoints changed (in this process or another): read them again now."""
+        self._heard.set()
 
     def standing_by(self, bus: BusRef) -> bool:
         return bus in self._active
@@ -112,16 +124,18 @@ class SiteStandby:
     async def run(self) -> None:
         self._stopping.clear()
         while not self._stopping.is_set():
+            self._heard.clear()
             try:
                 await self.refresh()
             except Exception:
                 log.exception("reading the endpoints for standing by failed")
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._refresh):
-                    await self._stopping.wait()
+                async with asyncio.timeout(self._refresh if self._active else self._idle):
+                    await self._heard.wait()
 
     def stop(self) -> None:
         self._stopping.set()
+        self._heard.set()
 
     async def _by_bus(
         self, values: dict[tuple[TenantId, str, str], int]

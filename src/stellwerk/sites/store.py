@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from stellwerk.capability import Database
 from stellwerk.clock import from_us, to_us
 from stellwerk.refs import TenantId
 from stellwerk.sites.model import EndpointInput, State, Transition
 from stellwerk.sites.tables import cursors, endpoints, peers, routed
 
 MAX_HISTORY = 100
+# The name its changes go by (`Database.announcing`): the capability's.
+CHANGES: Final = "sites"
 _encode = msgspec.json.Encoder().encode
 _decode_spec = msgspec.json.Decoder(EndpointInput).decode
 _decode_history = msgspec.json.Decoder(list[Transition]).decode
@@ -66,15 +71,21 @@ class Standing:
 
 
 class SitesStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._engine = database.engine
+
+    def _announcing(self, tenant_id: TenantId) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A write of peers or endpoints: every process's sites duties hear of it once it
+        commits (`CHANGES`), so that those with nothing to do wait for one, not poll."""
+        return self._database.announcing(CHANGES, tenant_id)
 
     async def put_peer(
         self, tenant_id: TenantId, site: str, url: str, sealed_secret: str, now: datetime
     ) -> bool:
         """Store a peer, or replace its URL and secret; True when it is new."""
         where = (peers.c.tenant_id == tenant_id) & (peers.c.site == site)
-        async with self._engine.begin() as conn:
+        async with self._announcing(tenant_id) as conn:
             found = (await conn.execute(sa.select(peers.c.site).where(where))).first()
             if found is None:
                 await conn.execute(
@@ -125,7 +136,7 @@ class SitesStore:
         self, tenant_id: TenantId, site: str, state: str, detail: str | None = None
     ) -> None:
         """Record how the tenant of the same name on this site and `site` was settled."""
-        async with self._engine.begin() as conn:
+        async with self._announcing(tenant_id) as conn:
             await conn.execute(
                 peers.update()
                 .where((peers.c.tenant_id == tenant_id) & (peers.c.site == site))
@@ -139,7 +150,7 @@ class SitesStore:
             return [TenantId(row.tenant_id) for row in rows]
 
     async def delete_peer(self, tenant_id: TenantId, site: str) -> bool:
-        async with self._engine.begin() as conn:
+        async with self._announcing(tenant_id) as conn:
             done = await conn.execute(
                 peers.delete().where((peers.c.tenant_id == tenant_id) & (peers.c.site == site))
             )
@@ -202,7 +213,7 @@ class SitesStore:
         """Store an endpoint's spec (a new one healthy on its primary; a changed one keeps its
         state unless its active site is no longer one of its two); it and whether it is new."""
         where = (endpoints.c.tenant_id == tenant_id) & (endpoints.c.name == name)
-        async with self._engine.begin() as conn:
+        async with self._announcing(tenant_id) as conn:
             row = (await conn.execute(endpoints.select().where(where))).first()
             if row is None:
                 first = Transition(now, "healthy", spec.primary, "created")
@@ -251,7 +262,7 @@ class SitesStore:
             return [_endpoint(row) for row in await conn.execute(query)]
 
     async def delete_endpoint(self, tenant_id: TenantId, name: str) -> bool:
-        async with self._engine.begin() as conn:
+        async with self._announcing(tenant_id) as conn:
             done = await conn.execute(
                 endpoints.delete().where(
                     (endpoints.c.tenant_id == tenant_id) & (endpoints.c.name == name)
@@ -269,7 +280,7 @@ class SitesStore:
         history: list[Transition],
         now: datetime,
     ) -> None:
-        async with self._engine.begin() as conn:
+        async with self._announcing(tenant_id) as conn:
             await conn.execute(
                 endpoints.update()
                 .where((endpoints.c.tenant_id == tenant_id) & (endpoints.c.name == name))
@@ -283,7 +294,7 @@ class SitesStore:
 
     async def set_mirrored(self, tenant_id: TenantId, name: str, spec: EndpointInput) -> None:
         """The peer took `spec`: mirrored unless the spec changed meanwhile."""
-        async with self._engine.begin() as conn:
+        async with self._announcing(tenant_id) as conn:
             await conn.execute(
                 endpoints.update()
                 .where(

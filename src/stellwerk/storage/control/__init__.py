@@ -7,6 +7,7 @@ default, PostgreSQL (asyncpg) for scale-out. Both run the same Alembic migration
 
 from stellwerk.storage.control import migrate
 from stellwerk.storage.control.archives import ArchiveRecord
+from stellwerk.storage.control.changes import ChangeFeed
 from stellwerk.storage.control.connections import ConnectionRecord
 from stellwerk.storage.control.directory import BusDirectory
 from stellwerk.storage.control.erasures import ErasureRecord, ErasureState, ErasureStore
@@ -32,6 +33,7 @@ __all__ = [
     "ArchiveRecord",
     "BusDirectory",
     "BusRecord",
+    "ChangeFeed",
     "ConflictError",
     "ConnectionRecord",
     "ControlPlane",
