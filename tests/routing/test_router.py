@@ -255,10 +255,15 @@ async def test_a_bus_without_rules_is_passed_over_at_the_sweeps_not_on_each_appe
 ) -> None:
     log = counted.log
     assert isinstance(log, CountingLog)
+    ends: list[None] = []
+    log.on_end = lambda: ends.append(None)
     await counted.append("e1")
     router = counted.router()
     await router.run(burst=True)
     assert await counted.queue.cursor(ACME_DEFAULT) == 1
+    looked = len(ends)
+    await router.run(burst=True)  # a sweep with nothing appended: not even its end is read
+    assert len(ends) == looked
     router.appended.clear()
     await counted.append("e2")
     router.notify(ACME_DEFAULT)

@@ -25,6 +25,9 @@ from stellwerk.transform import InputTransformer
 
 DEFAULT_BATCH: Final = 1000
 DEFAULT_POLL_SECONDS: Final = 1.0
+# A bus passed over lazily is looked at by a sweep only when an append to it was heard of, and
+# this often besides (a missed notification).
+RECHECK_SECONDS: Final = 30.0
 EVENT_CONTENT_TYPE: Final = "application/cloudevents+json"
 # What targets of rules with `view: eventbridge` get without a transformer: the envelope.
 ENVELOPE_CONTENT_TYPE: Final = "application/json"
@@ -164,6 +167,8 @@ class Router(BusFollower):
         # append: their cursors lag by up to a sweep. One that gets a rule first moves its
         # cursor to where the rule starts (`RuleSet.routes_after`), never further.
         self._unruled: set[BusRef] = set()
+        self._grown: set[BusRef] = set()  # of those, the ones appended to since their pass
+        self._looked: dict[BusRef, float] = {}  # when each was passed last (loop time)
 
     def buses(self) -> Iterable[BusRef]:
         # With those passed over lazily: their appends no longer notify, so the sweeps must
@@ -172,7 +177,8 @@ class Router(BusFollower):
 
     def notify(self, bus: BusRef) -> None:
         if bus in self._unruled and not len(self.rules_for(bus)):
-            return  # nothing to deliver: the next sweep passes the bus over
+            self._grown.add(bus)  # nothing to deliver: the next sweep passes the bus over
+            return
         super().notify(bus)
 
     def rules_changed(self) -> None:
@@ -200,6 +206,8 @@ class Router(BusFollower):
         if standby is not None:
             self._unruled.discard(bus)
         elif not len(self.rules_for(bus)):
+            if bus in self._unruled and bus not in self._grown and not self._recheck(bus):
+                return 0  # nothing appended since its last pass: no read of its end
             passed = await self._pass_unmatched(bus, cursor)
             if passed is not None:
                 return passed
@@ -244,6 +252,8 @@ class Router(BusFollower):
         itself after this one (`RuleSet.routes_after`). So no event recorded after a rule's
         save answered is passed over.
         """
+        self._grown.discard(bus)  # before the read: an append during it is heard again
+        self._looked[bus] = asyncio.get_running_loop().time()
         last = await self.log.last_position(bus)
         if last <= cursor:
             self._unruled.add(bus)
@@ -266,6 +276,9 @@ class Router(BusFollower):
         self._unruled.add(bus)
         self.hooks.on_routed(bus.tenant, bus.bus, last - cursor, 0)
         return last - cursor
+
+    def _recheck(self, bus: BusRef) -> bool:
+        return asyncio.get_running_loop().time() >= self._looked.get(bus, 0.0) + RECHECK_SECONDS
 
     async def _start_rules(self, bus: BusRef, cursor: int) -> int:
         """A bus passed over lazily has rules: move its cursor to where they start, without
