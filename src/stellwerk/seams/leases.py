@@ -121,11 +121,15 @@ async def while_held(
     The body starts when the lease is gained and is cancelled when it is lost (checked every
     `check_seconds`, a tenth of the ttl by default: well inside the safety margin before anyone
     else may take the lease), and starts again when it is regained. A body that ends, or fails
-    (logged), is started again one ttl later if the lease is still held. The body must stop
-    promptly when cancelled, and, since a stalled process can outlive its lease, its writes
-    should be idempotent or guarded by compare-and-set all the same.
+    (logged), is started again one ttl later if the lease is still held (embedded, where the
+    leases are held for good, within two). The body must stop promptly when cancelled, and,
+    since a stalled process can outlive its lease, its writes should be idempotent or guarded
+    by compare-and-set all the same.
     """
     interval = check_seconds if check_seconds is not None else leases.ttl / 10
+    if check_seconds is None and isinstance(leases, LocalLeases):
+        # Held for good (embedded): looked at only to start again a body that ended.
+        interval = leases.ttl
     unwant = leases.want(lambda: [name])
     loop = asyncio.get_running_loop()
     running: asyncio.Task[None] | None = None
