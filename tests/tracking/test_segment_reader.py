@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import structlog
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -603,3 +604,22 @@ def test_the_c_reader_is_built_and_taken() -> None:
     assert importlib.util.find_spec("stellwerk.tracking._segment_native") is not None
     if os.environ.get("STELLWERK_SEGMENT_NATIVE") != "0":
         assert segment_reader.native is not None
+
+
+async def test_the_start_says_when_batches_are_read_in_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The extension is optional at install (`setup.py`: no C compiler, no failed install), so
+    a server reading batches in Python alone says so once at its start, with the reason; one
+    with the C reader says nothing of it."""
+    for native, said in ((segment_reader.native, False), (None, True)):
+        monkeypatch.setattr(segment_reader, "native", native)
+        settings = load_settings({"data_dir": str(tmp_path / f"data-{said}")})
+        with structlog.testing.capture_logs() as lines:
+            async with app_running(settings):
+                pass
+        told = [line for line in lines if line["event"].startswith("Segment batches are read")]
+        if said:
+            assert [line["reason"] for line in told] == ["STELLWERK_SEGMENT_NATIVE=0"]
+        else:
+            assert told == []

@@ -11,6 +11,7 @@ import structlog
 from stellwerk.capability import CapabilityContext, Duty, Role
 from stellwerk.config import ConfigError
 from stellwerk.service import Gate
+from stellwerk.tracking import segment_reader
 from stellwerk.tracking.collector import Collector
 from stellwerk.tracking.enrich import Enricher, GeoDatabase
 from stellwerk.tracking.lake_model import lake_installed
@@ -68,6 +69,8 @@ async def open_tracking(context: CapabilityContext) -> TrackingOpened:
     refiner = Refiner(Enricher(geo), context.key(PSEUDONYM_PURPOSE))
     sources = Sources(SourceStore(context.database.engine), platform.buses)
     context.facades.offer_directory("Tracking sources", sources)
+    if (reason := segment_reader.why_in_python()) is not None:
+        log.info("Segment batches are read by the Python reader", reason=reason)
     return TrackingOpened(
         sources=sources,
         collector=Collector(

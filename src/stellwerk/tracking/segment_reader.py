@@ -64,14 +64,29 @@ from stellwerk.tracking.segment_kept import (
 )
 from stellwerk.tracking.segment_times import HEADS, TAILS, times
 
+_built: bool
 try:
     from stellwerk.tracking import _segment_native
-except ImportError:  # not built (a source tree without `pip install`): the Python reader
+
+    _built = True
+except ImportError:  # not built (no C compiler at install, or a source tree without it)
     _segment_native = None  # type: ignore[assignment]
+    _built = False
 
 # The C reader of a batch's common case (`_segment_native.c`), None for this module's alone:
 # STELLWERK_SEGMENT_NATIVE=0 (debugging; tests set this attribute to compare both).
 native: Any = None if os.environ.get("STELLWERK_SEGMENT_NATIVE") == "0" else _segment_native
+
+
+def why_in_python() -> str | None:
+    """Why batches are read by this module's Python alone, for the start's log; None when the
+    C reader takes them."""
+    if native is not None:
+        return None
+    if not _built:
+        return "the C reader is not built (no C compiler at install: docs/tracking.md)"
+    return "STELLWERK_SEGMENT_NATIVE=0"
+
 
 _FORGED_TOP: Final = "context." + MEMBER
 _FORGED_INNER: Final = MEMBER + "."
