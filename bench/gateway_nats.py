@@ -127,7 +127,8 @@ def measured(
     spent = [process_cpu(pid) - b for pid, b in zip(pids, before, strict=True)]
     print(line(name, result), flush=True)
     failures.extend(problems(name, result))
-    events = max(1, result.events_acknowledged)
+    # The CPU spans the warm-up too: divided by its events as well (as `bench ingest` does).
+    events = max(1, result.events_acknowledged + result.warmup_events_acknowledged)
     gateways, server = sum(spent[:-1]), spent[-1]
     print(
         f"{'':<28} gateway CPU {gateways * 1e6 / events:,.1f} us/event,"
