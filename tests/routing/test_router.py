@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from tests.polling import eventually
 from tests.storage.eventlog_support import MovableClock, new_event
 
 from stellwerk.patterns import Matcher
@@ -586,3 +587,34 @@ async def test_a_standby_site_routes_its_rules_for_every_site_as_it_passes_event
     assert triples(await setup.leased()) == Counter(
         {("e3", "here", "t"): 1, ("e3", "regional", "r"): 1}
     )
+
+
+class CountingGathers(Router):
+    """A router that counts its gathering pauses and its rounds."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gathers = 0
+        self.rounds = 0
+
+    async def gather(self) -> None:
+        self.gathers += 1
+
+    async def before_round(self) -> None:
+        self.rounds += 1
+        await super().before_round()
+
+
+async def test_only_a_wake_up_gathers_not_a_sweep_that_came_by_time(setup: Setup) -> None:
+    """The pause that gathers appends is for a notification; an idle router's sweeps (every
+    `poll_seconds`) read at once, without a timer more each. (The bus has a rule: a bus
+    without one is not woken for at all.)"""
+    setup.rules.put("acme", "default", "r", {"source": ["/orders"]}, RouteTarget("t"))
+    router = CountingGathers(setup.log, setup.queue, setup.rules, lambda: BUSES, poll_seconds=0.01)
+    running = asyncio.create_task(router.run())
+    await eventually(lambda: router.rounds >= 5)
+    assert router.gathers == 0
+    router.notify(BusRef(TenantName("acme"), "default"))
+    await eventually(lambda: router.gathers >= 1)
+    router.stop()
+    await asyncio.wait_for(running, 30)

@@ -4,7 +4,8 @@ Both keep one cursor per bus and move it batch by batch (`step`), each batch's w
 new cursor stored together by compare-and-set. Both sleep until told that a bus grew
 (`notify(bus)`, or the `appended` event for "some bus") and look at every bus at least
 every `poll_seconds` anyway. Woken, they wait `gather_seconds` more before reading, so that
-appends arriving one request at a time are read and stored as one batch, not one by one. With
+appends arriving one request at a time are read and stored as one batch, not one by one (a
+sweep that comes by time reads at once). With
 several processes (scale-out) `owns(bus)` says whether this one holds the bus's lease; a
 bus it does not own is skipped and its cached cursor forgotten, so that it is read afresh if the
 bus comes back. A `conflict` from the store (another process moved the cursor) makes it read the
@@ -14,7 +15,6 @@ cursor again and go on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterable
 from typing import ClassVar, Final
 
@@ -107,11 +107,15 @@ class BusFollower:
                 if done == 0:
                     return
                 continue
-            # A notification during the round has set `appended` again: no wait then.
-            with contextlib.suppress(TimeoutError):
+            # A notification during the round has set `appended` again: no wait then. Only a
+            # wake-up gathers: a sweep that came by time has nothing arriving to wait for.
+            woken = True
+            try:
                 async with asyncio.timeout(self.poll_seconds):
                     await self.appended.wait()
-            if not self._stopping:
+            except TimeoutError:
+                woken = False
+            if woken and not self._stopping:
                 await self.gather()
 
     async def follow(self, bus: BusRef) -> int:
