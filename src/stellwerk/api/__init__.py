@@ -17,6 +17,7 @@ from stellwerk.api.middleware import (
     Answer,
     Answerer,
     BodyLimitMiddleware,
+    ClientGone,
     Deferred,
     FastPaths,
     IngestFastPath,
@@ -24,6 +25,7 @@ from stellwerk.api.middleware import (
     check_declared,
     principal_of,
     too_large,
+    whole_body,
 )
 from stellwerk.api.openapi import Operation, Parameter, build_openapi
 from stellwerk.api.routes import ENDPOINTS, HEALTH_ENDPOINTS
@@ -35,6 +37,7 @@ __all__ = [
     "Answerer",
     "ApiError",
     "BodyLimitMiddleware",
+    "ClientGone",
     "Deferred",
     "Endpoint",
     "ErrorBody",
@@ -60,4 +63,5 @@ __all__ = [
     "principal_of",
     "read_json",
     "too_large",
+    "whole_body",
 ]

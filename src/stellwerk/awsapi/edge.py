@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from stellwerk.api import Answer, Answerer, Deferred, capability_of
+from stellwerk.api import Answer, Answerer, ClientGone, Deferred, capability_of, whole_body
 from stellwerk.auth import Scope as KeyScope
 from stellwerk.awsapi.catalog import OPERATIONS
 from stellwerk.awsapi.errors import AwsError, from_service, validation
@@ -41,10 +41,6 @@ _CONTENT_TYPE_HEADER: Final = (b"content-type", CONTENT_TYPE.encode())
 _encode: Final = msgspec.json.Encoder().encode
 
 ReadBody = Callable[[], Awaitable[bytes]]
-
-
-class _Disconnected(Exception):
-    """The client went away before its body was read: there is no one to answer."""
 
 
 async def respond(
@@ -165,28 +161,12 @@ async def _respond_to(opened: AwsApiOpened, scope: Scope, receive: Receive) -> A
     query: str = scope["query_string"].decode("latin-1")
 
     async def read_body() -> bytes:
-        return await _body(receive, opened.max_body)
+        return await whole_body(receive, opened.max_body, _too_large)
 
     try:
         return await respond(opened, "POST", scope["path"], query, headers, read_body)
-    except _Disconnected:
+    except ClientGone:
         return Answer(ROUTE, 400, [(b"content-length", b"0")])  # no one is there to read it
-
-
-async def _body(receive: Receive, limit: int) -> bytes:
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise _Disconnected
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def aws_json(request: Request) -> Response:
@@ -195,13 +175,13 @@ async def aws_json(request: Request) -> Response:
     headers = {name.lower(): value for name, value in request.headers.items()}
 
     async def read_body() -> bytes:
-        return await _body(request.receive, opened.max_body)
+        return await whole_body(request.receive, opened.max_body, _too_large)
 
     try:
         answer = await respond(
             opened, request.method, request.url.path, request.url.query, headers, read_body
         )
-    except _Disconnected:
+    except ClientGone:
         answer = Answer(ROUTE, 400, [(b"content-length", b"0")])
     response = Response(answer.body, answer.status)
     response.raw_headers = list(answer.headers)

@@ -10,7 +10,16 @@ from typing import Final
 import msgspec
 from starlette.types import Receive, Scope
 
-from stellwerk.api import Answer, Answerer, Deferred, answer_to, check_declared, too_large
+from stellwerk.api import (
+    Answer,
+    Answerer,
+    ClientGone,
+    Deferred,
+    answer_to,
+    check_declared,
+    too_large,
+    whole_body,
+)
 from stellwerk.capability import Opened
 from stellwerk.sites.opened import SitesOpened
 from stellwerk.sites.replication import take_replicas
@@ -21,10 +30,6 @@ _PREFIX: Final = "/v1/peers/"
 _SUFFIX: Final = "/events"
 _JSON: Final = (b"content-type", b"application/json")
 _encode: Final = msgspec.json.Encoder().encode
-
-
-class _Disconnected(Exception):
-    """The peer went before its body was read."""
 
 
 def fast_path(opened: Opened) -> Answerer:
@@ -54,7 +59,7 @@ async def _respond(sites: SitesOpened, scope: Scope, site: str, receive: Receive
     path: str = scope["path"]
     try:
         check_declared(scope["headers"], sites.max_body)
-        body = await _body(receive, sites.max_body)
+        body = await whole_body(receive, sites.max_body, too_large)
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:  # the first of each, as Starlette's `Headers.get`
             headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
@@ -62,7 +67,7 @@ async def _respond(sites: SitesOpened, scope: Scope, site: str, receive: Receive
         check_sender(principal, record, site, path)
         replicated = await take_replicas(sites.platform, principal, record.site, body)
         return _answer(200, [], _encode(replicated))
-    except _Disconnected:
+    except ClientGone:
         return Answer(ROUTE, 400, ((b"content-length", b"0"),))  # no one is there to read it
     except Exception as exc:
         error = answer_to(exc, "POST", path)
@@ -75,19 +80,3 @@ async def _respond(sites: SitesOpened, scope: Scope, site: str, receive: Receive
 
 def _answer(status: int, extra: list[tuple[bytes, bytes]], body: bytes) -> Answer:
     return Answer(ROUTE, status, [(b"content-length", b"%d" % len(body)), _JSON, *extra], body)
-
-
-async def _body(receive: Receive, limit: int) -> bytes:
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise _Disconnected
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

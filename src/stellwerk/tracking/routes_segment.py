@@ -22,7 +22,16 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope
 
 from stellwerk.api import Answer as FastAnswer
-from stellwerk.api import Answerer, ApiError, Deferred, api_error, capability_of, too_large
+from stellwerk.api import (
+    Answerer,
+    ApiError,
+    ClientGone,
+    Deferred,
+    api_error,
+    capability_of,
+    too_large,
+    whole_body,
+)
 from stellwerk.clock import utc_now
 from stellwerk.events import format_rfc3339
 from stellwerk.service import ServiceError
@@ -280,10 +289,6 @@ ROUTES: Final[list[BaseRoute]] = [
 ]
 
 
-class _Disconnected(Exception):
-    """The client went away before its body was read: there is no one to answer."""
-
-
 def fast_path(opened: TrackingOpened) -> Answerer:
     """A `POST` of the Segment API taken whole ahead of the app's stack (`Deferred`), answered
     exactly as its route answers it: one Starlette pass costs about as much as the collector
@@ -316,22 +321,10 @@ async def _respond(
     limit = opened.max_body_bytes
 
     async def read_body() -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                raise _Disconnected
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise too_large(limit)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return await whole_body(receive, limit, too_large)
 
     try:
         reply = await take(opened, _heard_of_scope(scope), read_body, kind)
-    except _Disconnected:
+    except ClientGone:
         return FastAnswer(scope["path"], 400, [(b"content-length", b"0")])
     return reply.answer(scope["path"])

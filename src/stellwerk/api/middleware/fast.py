@@ -24,9 +24,31 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from stellwerk.api.middleware.metrics import RequestSeries, method_label
 from stellwerk.ops import Metrics
 
-__all__ = ["Answer", "Answerer", "Deferred", "FastPaths"]
+__all__ = ["Answer", "Answerer", "ClientGone", "Deferred", "FastPaths", "whole_body"]
 
 log = structlog.get_logger(__name__)
+
+
+class ClientGone(Exception):
+    """The client went away before its body was read: there is no one to answer."""
+
+
+async def whole_body(receive: Receive, limit: int, too_large: Callable[[int], Exception]) -> bytes:
+    """A fast path's request body, read whole from `receive`: `too_large(limit)` is raised once
+    it grows past `limit` bytes, `ClientGone` if the client leaves first."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @dataclass(frozen=True, slots=True)
