@@ -148,27 +148,23 @@ class RuleStore(SealedStore):
             row = (await conn.execute(rules.select().where(where))).first()
         return self._rule(row) if row else None
 
-    async def for_bus(self, tenant_id: TenantId, bus: str) -> list[Rule]:
+    async def _bus_rows(self, tenant_id: TenantId, bus: str) -> list[sa.Row[Any]]:
         query = (
             rules.select()
             .where(rules.c.tenant_id == tenant_id, rules.c.bus == bus)
             .order_by(rules.c.name)
         )
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [self._rule(r) for r in rows]
+            return list((await conn.execute(query)).all())
+
+    async def for_bus(self, tenant_id: TenantId, bus: str) -> list[Rule]:
+        return [self._rule(r) for r in await self._bus_rows(tenant_id, bus)]
 
     async def routed_rules(self, tenant_id: TenantId, bus: str) -> tuple[list[Rule], int]:
         """The bus's rules (as `for_bus`), and the log position after which its enabled rules
         route every event: the earliest at which one of them was enabled (0: not known, or no
         enabled rule). Read together, so that the position is that of these rules."""
-        query = (
-            rules.select()
-            .where(rules.c.tenant_id == tenant_id, rules.c.bus == bus)
-            .order_by(rules.c.name)
-        )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._bus_rows(tenant_id, bus)
         enabled = [r.enabled_from or 0 for r in rows if r.state == "enabled"]
         return [self._rule(r) for r in rows], min(enabled, default=0)
 
