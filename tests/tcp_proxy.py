@@ -24,7 +24,11 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._live: set[asyncio.StreamWriter] = set()
+        # The task relaying each connection: `cut` cancels and awaits them, or one waiting (on
+        # a read, or holding a chunk back) would be left pending in the stopped loop.
+        self._relays: set[asyncio.Task[None]] = set()
         self.delay = 0.0
+        self.held = 0  # chunks being held back by `delay` now
 
     def __enter__(self) -> TcpProxy:
         self._thread.start()
@@ -56,23 +60,47 @@ class TcpProxy:
         for writer in self._live:
             writer.transport.abort()
         self._live.clear()
+        relays = list(self._relays)
+        for relay in relays:
+            relay.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        relay = asyncio.current_task()
+        assert relay is not None
+        self._relays.add(relay)
+        self._live.add(writer)
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
+            try:
+                up_reader, up_writer = await asyncio.open_connection(
+                    "127.0.0.1", self.upstream_port
+                )
+            except OSError:
+                return
+            self._live.add(up_writer)
+            try:
+                await asyncio.gather(
+                    self._pipe(reader, up_writer),
+                    self._pipe(up_reader, writer),
+                    return_exceptions=True,
+                )
+            finally:
+                self._live.discard(up_writer)
+                up_writer.transport.abort()
+        finally:
+            self._live.discard(writer)
             writer.transport.abort()
-            return
-        self._live |= {writer, up_writer}
-        await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
-        )
+            self._relays.discard(relay)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
                 if self.delay:
-                    await asyncio.sleep(self.delay)
+                    self.held += 1
+                    try:
+                        await asyncio.sleep(self.delay)
+                    finally:
+                        self.held -= 1
                 writer.write(data)
                 await writer.drain()
         finally:
