@@ -4,6 +4,7 @@ twice; a crash between claiming rows and writing their file is mended on the nex
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,13 @@ from stellwerk.config import load_settings
 from stellwerk.ops import Metrics
 from stellwerk.refs import BusRef, TenantName
 from stellwerk.seams import Delivery
-from stellwerk.tracking.lake import LakeTargetKind, LakeWriter, row_of, write_file
+from stellwerk.tracking.lake import (
+    LakeParameters,
+    LakeTargetKind,
+    LakeWriter,
+    row_of,
+    write_file,
+)
 from stellwerk.tracking.lake_metrics import LakeMetrics
 from stellwerk.tracking.lake_spool import Spool, Staged
 
@@ -365,4 +372,65 @@ async def test_an_idle_writer_reads_nothing_from_the_spool_after_its_first_step(
         assert await writer.step(everything=True) == 1
         assert [p.suffix for p in lake.rglob("*") if p.is_file()] == [".parquet"]
     finally:
+        await spool.close()
+
+
+async def test_an_idle_writer_waits_for_rows_and_wakes_only_when_something_falls_due(
+    tmp_path: Path,
+) -> None:
+    # It woke 5 times a second with nothing to do; now it waits for a row to be staged, or for
+    # the time the oldest staged row's partition rolls.
+    lake = tmp_path / "lake"
+    spool = Spool(tmp_path / "spool.db")
+    writer = LakeWriter(spool, str(lake), tmp_path / "scratch")
+    running = asyncio.create_task(writer.run())
+    try:
+        await eventually(lambda: writer.parked, what="the first step done")
+        assert (writer.rounds, writer.waits) == (1, None)  # nothing timed to wait for
+        await asyncio.sleep(1.0)  # an idle second: no wake-up in it (the tick made five)
+        assert writer.rounds == 1
+
+        # The first row of a partition: one wake-up, then a wait until the partition rolls.
+        key = staged(1).target
+        await spool.remember(key, msgspec.json.encode(LakeParameters(roll_rows=3)))
+        await spool.stage(staged(1))
+        await eventually(lambda: writer.rounds == 2 and writer.parked, what="the row taken in")
+        assert writer.waits is not None
+        assert 290 < writer.waits <= 300  # roll_seconds' default
+
+        # A row that makes nothing due wakes nothing (the staging told the writer just now).
+        await spool.stage(staged(2))
+        assert writer.parked
+        assert writer.rounds == 2
+        assert not lake.exists()
+
+        # The third row reaches roll_rows: that staging wakes the writer, which rolls.
+        await spool.stage(staged(3))
+        await eventually(lambda: list(lake.rglob("*.parquet")), what="the file rolled")
+        await eventually(lambda: writer.parked, what="the writer waiting again")
+        assert writer.rounds == 3
+        assert writer.waits is not None
+        assert writer.waits > 3600  # only the tombstones' pruning
+    finally:
+        writer.stop()
+        await running
+        await spool.close()
+
+
+async def test_the_writer_wakes_when_a_partition_has_waited_its_roll_seconds(
+    tmp_path: Path,
+) -> None:
+    lake = tmp_path / "lake"
+    spool = Spool(tmp_path / "spool.db")
+    writer = LakeWriter(spool, str(lake), tmp_path / "scratch")
+    running = asyncio.create_task(writer.run())
+    try:
+        key = staged(1).target
+        await spool.remember(key, msgspec.json.encode(LakeParameters(roll_seconds=0.1)))
+        await spool.stage(staged(1))
+        await eventually(lambda: list(lake.rglob("*.parquet")), what="the file rolled by time")
+        assert spool.backlog() == []
+    finally:
+        writer.stop()
+        await running
         await spool.close()

@@ -112,6 +112,17 @@ class Spool:
         # What waits per (target, partition), kept up to date as rows are staged and claimed:
         # counting it in SQL every tick took 35-90 ms for 100,000 staged rows.
         self._backlog = {(b.target, b.partition): b for b in _backlog(self._db)}
+        # Told which partitions rows were staged in (the writer's wake-up): it waits for them,
+        # not a clock.
+        self._listeners: list[Callable[[set[tuple[str, str]]], None]] = []
+        # One more whenever a target's roll settings were kept (`remember`): the writer reads
+        # them again only then.
+        self.targets_version = 0
+
+    def listen(self, listener: Callable[[set[tuple[str, str]]], None]) -> None:
+        """Call `listener` (in the event loop) with the (target, partition) pairs whenever
+        new rows were staged in them."""
+        self._listeners.append(listener)
 
     async def _run(self, work: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -138,17 +149,23 @@ class Spool:
                             future.set_exception(exc)
                 else:
                     now = _now_us()
+                    grown: set[tuple[str, str]] = set()
                     for (row, future), new in zip(batch, fresh, strict=True):
                         if new:
                             self._count(row.target, row.partition, 1, len(row.row), now)
+                            grown.add((row.target, row.partition))
                         if not future.done():
                             future.set_result(new)
+                    if grown:
+                        for listener in self._listeners:
+                            listener(grown)
         finally:
             self._staging = None
 
     async def remember(self, target: str, parameters: bytes) -> None:
         """Keep a target's roll settings, for rows of it left staged by an earlier run."""
         await self._run(_remember, target, parameters)
+        self.targets_version += 1
 
     async def parameters(self) -> dict[str, bytes]:
         return await self._run(_parameters)
@@ -196,6 +213,11 @@ class Spool:
 
     async def prune(self, older_than_s: float = TOMBSTONE_SECONDS) -> int:
         return await self._run(_prune, _now_us() - int(older_than_s * 1e6))
+
+    async def oldest_tombstone(self) -> float | None:
+        """When the oldest tombstone was written (epoch seconds); None: there is none."""
+        found = await self._run(_oldest_tombstone)
+        return None if found is None else found / 1e6
 
     async def close(self) -> None:
         if self._staging is not None:
@@ -307,6 +329,11 @@ def _written(db: sqlite3.Connection, file: str) -> None:
 def _prune(db: sqlite3.Connection, before_us: int) -> int:
     cursor = db.execute("DELETE FROM rows WHERE row IS NULL AND staged_us < ?", (before_us,))
     return cursor.rowcount
+
+
+def _oldest_tombstone(db: sqlite3.Connection) -> int | None:
+    found = db.execute("SELECT min(staged_us) FROM rows WHERE row IS NULL").fetchone()
+    return None if found is None or found[0] is None else int(found[0])
 
 
 def _close(db: sqlite3.Connection) -> None:
