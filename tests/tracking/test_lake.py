@@ -5,6 +5,8 @@ twice; a crash between claiming rows and writing their file is mended on the nex
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -375,16 +377,27 @@ async def test_an_idle_writer_reads_nothing_from_the_spool_after_its_first_step(
         await spool.close()
 
 
-async def test_an_idle_writer_waits_for_rows_and_wakes_only_when_something_falls_due(
-    tmp_path: Path,
-) -> None:
-    # It woke 5 times a second with nothing to do; now it waits for a row to be staged, or for
-    # the time the oldest staged row's partition rolls.
+@contextlib.asynccontextmanager
+async def running_writer(tmp_path: Path) -> AsyncIterator[tuple[Spool, LakeWriter, Path]]:
+    """A writer at work over a fresh spool, stopped (and the spool closed) after."""
     lake = tmp_path / "lake"
     spool = Spool(tmp_path / "spool.db")
     writer = LakeWriter(spool, str(lake), tmp_path / "scratch")
     running = asyncio.create_task(writer.run())
     try:
+        yield spool, writer, lake
+    finally:
+        writer.stop()
+        await running
+        await spool.close()
+
+
+async def test_an_idle_writer_waits_for_rows_and_wakes_only_when_something_falls_due(
+    tmp_path: Path,
+) -> None:
+    # It woke 5 times a second with nothing to do; now it waits for a row to be staged, or for
+    # the time the oldest staged row's partition rolls.
+    async with running_writer(tmp_path) as (spool, writer, lake):
         await eventually(lambda: writer.parked, what="the first step done")
         assert (writer.rounds, writer.waits) == (1, None)  # nothing timed to wait for
         await asyncio.sleep(1.0)  # an idle second: no wake-up in it (the tick made five)
@@ -411,26 +424,14 @@ async def test_an_idle_writer_waits_for_rows_and_wakes_only_when_something_falls
         assert writer.rounds == 3
         assert writer.waits is not None
         assert writer.waits > 3600  # only the tombstones' pruning
-    finally:
-        writer.stop()
-        await running
-        await spool.close()
 
 
 async def test_the_writer_wakes_when_a_partition_has_waited_its_roll_seconds(
     tmp_path: Path,
 ) -> None:
-    lake = tmp_path / "lake"
-    spool = Spool(tmp_path / "spool.db")
-    writer = LakeWriter(spool, str(lake), tmp_path / "scratch")
-    running = asyncio.create_task(writer.run())
-    try:
+    async with running_writer(tmp_path) as (spool, _, lake):
         key = staged(1).target
         await spool.remember(key, msgspec.json.encode(LakeParameters(roll_seconds=0.1)))
         await spool.stage(staged(1))
         await eventually(lambda: list(lake.rglob("*.parquet")), what="the file rolled by time")
         assert spool.backlog() == []
-    finally:
-        writer.stop()
-        await running
-        await spool.close()
