@@ -254,6 +254,7 @@ def serve_here(settings: Settings) -> None:
         check_port(settings.host, settings.port)
     # Imported here so that a refused flag (or a taken port) is reported before the server's
     # dependencies load.
+    from stellwerk.api.protocol import JoinedWritesProtocol
     from stellwerk.app import build_app
 
     if settings.role is Role.EDGE:
@@ -278,7 +279,7 @@ def serve_here(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=JoinedWritesProtocol,
         lifespan="on",
         log_config=None,
         access_log=False,
