@@ -73,7 +73,12 @@ class LogWriter:
         self._submitted_bytes = 0
         self._taken_events = 0  # written by the writer thread only
         self._taken_bytes = 0
-        self._wake = threading.Event()
+        # A wake-up pending: `_wake` unlocked. The writer waits by acquiring it (and so takes
+        # the wake-up); a waker releases it if held, under `_submitting`. A bare lock, not a
+        # `threading.Event`, whose `set` costs a Condition's Python (a few µs of the loop
+        # thread) for the same futex wake.
+        self._wake = threading.Lock()
+        self._wake.acquire()
         self._idle = False  # the writer is (about to be) waiting for `_wake`
         # Loops with a wake-up of the writer scheduled for the end of their current round.
         self._waking: set[asyncio.AbstractEventLoop] = set()
@@ -88,7 +93,8 @@ class LogWriter:
     def stop(self) -> None:
         """Finish what is queued, then end the thread; blocks until it has ended."""
         self._stopping = True
-        self._wake.set()
+        with self._submitting:
+            self._set_wake()
         self._thread.join()
 
     @property
@@ -143,7 +149,13 @@ class LogWriter:
     def _wake_from(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._submitting:
             self._waking.discard(loop)
-        self._wake.set()
+            self._set_wake()
+
+    def _set_wake(self) -> None:
+        """Leave a wake-up for the writer (at most one pending). Under `_submitting`: only
+        the writer acquires `_wake` besides, so a held lock stays held until released here."""
+        if self._wake.locked():
+            self._wake.release()
 
     def _take(self) -> list[PendingAppend] | None:
         """The next group; None: stop."""
@@ -152,11 +164,11 @@ class LogWriter:
             if self._stopping:
                 return None
             # Idle first, then look again: a submit that came before this look is seen, one
-            # that comes after it sees `_idle` and sets the event.
+            # that comes after it sees `_idle` and leaves a wake-up. A wake-up left before
+            # (for a group taken meanwhile) only makes this wait return at once.
             self._idle = True
-            self._wake.clear()
             if not queue and not self._stopping:
-                self._wake.wait()
+                self._wake.acquire()
             self._idle = False
         group: list[PendingAppend] = []
         events = size = 0
