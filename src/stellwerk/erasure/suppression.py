@@ -50,7 +50,12 @@ class Suppressions:
     ) -> tuple[list[E], int]:
         """The events that may be stored (`events` itself when none is kept out), and how many
         were kept out."""
-        if not events or not await self._any.get((tenant_id, bus)):
+        if not events:
+            return events, 0
+        key = (tenant_id, bus)
+        # What the cache holds, without a coroutine per request; loaded when it holds nothing.
+        held = self._any.fresh(key)
+        if not (await self._any.get(key) if held is None else held):
             return events, 0
         kept_out = await self._store.suppressed(tenant_id, bus, [(e.source, e.id) for e in events])
         if not kept_out:

@@ -35,7 +35,10 @@ class BusDirectory:
         )
 
     async def bus(self, tenant_id: TenantId, name: str) -> BusRecord | None:
-        return await self._buses.get((tenant_id, name))
+        key = (tenant_id, name)
+        # A bus held is answered without the cache's coroutine (every ingest request asks).
+        held = self._buses.fresh(key)
+        return held if held is not None else await self._buses.get(key)
 
     async def schema(self, tenant_id: TenantId, event_type: str) -> CompiledSchema | None:
         return await self._schemas.get((tenant_id, event_type))
