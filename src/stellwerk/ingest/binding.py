@@ -180,8 +180,27 @@ class EventFailure:
 DecodeResult = DecodedEvent | EventFailure
 
 
+# Content types whose mode the headers do not change (structured and batch), as sent: a
+# client sends the same one with every request. Bounded: cleared when full.
+_KNOWN_MODES: dict[str, Mode] = {}
+_KNOWN_MODES_MAX = 64
+
+
 def detect_mode(content_type: str | None, headers: Mapping[str, str]) -> Mode:
     """The binding mode of a request; raise `BindingError` (415) if Stellwerk does not take it."""
+    if content_type is not None:
+        known = _KNOWN_MODES.get(content_type)
+        if known is not None:
+            return known
+    mode = _detect_mode(content_type, headers)
+    if content_type is not None and mode in (Mode.STRUCTURED, Mode.BATCH):
+        if len(_KNOWN_MODES) >= _KNOWN_MODES_MAX:
+            _KNOWN_MODES.clear()
+        _KNOWN_MODES[content_type] = mode
+    return mode
+
+
+def _detect_mode(content_type: str | None, headers: Mapping[str, str]) -> Mode:
     media_type, params = _parse_content_type(content_type)
     if media_type == STRUCTURED_CONTENT_TYPE:
         mode = Mode.STRUCTURED
