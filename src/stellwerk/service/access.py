@@ -61,6 +61,16 @@ class Authenticator:
         # AES-GCM decryption, and a signed client asks for its key with every request.
         self._opened: dict[str, tuple[_Cached, Principal, str]] = {}
 
+    def remembered(self, authorization: str | None) -> Principal | None:
+        """The principal of a key that passed, while the record it passed against is the one
+        cached (as `authenticate` would answer, without a coroutine); None: ask that."""
+        if not authorization:
+            return None
+        remembered = self._verified.get(authorization)
+        if remembered is not None and self._keys.fresh(remembered[1].key_id) is remembered[0]:
+            return remembered[1]
+        return None
+
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
             raise Unauthorized("an API key is required: Authorization: Bearer <key>")
@@ -140,6 +150,15 @@ class Gate:
         return await self.allow(
             await self.authenticator.authenticate(authorization), method, needed, rated=rated
         )
+
+    def admitted(self, authorization: str | None, needed: Scope) -> Principal | None:
+        """The caller's principal when its key is remembered and its scope allows `needed`:
+        what `admit(..., rated=False)` answers, without a coroutine. None: ask `admit`, which
+        also gives the refusal."""
+        principal = self.authenticator.remembered(authorization)
+        if principal is None or not principal.scope.allows(needed):
+            return None
+        return principal
 
     async def allow(
         self, principal: Principal, method: str, needed: Scope | None, *, rated: bool = True
