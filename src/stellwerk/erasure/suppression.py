@@ -45,6 +45,11 @@ class Suppressions:
             registry=metrics.registry,
         )
 
+    def none_held(self, tenant_id: TenantId, bus: str) -> bool:
+        """True when the cache holds that the bus has no suppression: `drop` would keep every
+        event. False: ask `drop`."""
+        return self._any.fresh((tenant_id, bus)) is False
+
     async def drop(
         self, tenant_id: TenantId, tenant: str, bus: str, events: list[E]
     ) -> tuple[list[E], int]:

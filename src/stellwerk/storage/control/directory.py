@@ -34,6 +34,10 @@ class BusDirectory:
             load_schema, ttl
         )
 
+    def held(self, tenant_id: TenantId, name: str) -> BusRecord | None:
+        """The bus if the cache holds it (without a coroutine); None: ask `bus`."""
+        return self._buses.fresh((tenant_id, name))
+
     async def bus(self, tenant_id: TenantId, name: str) -> BusRecord | None:
         key = (tenant_id, name)
         # A bus held is answered without the cache's coroutine (every ingest request asks).
