@@ -330,8 +330,17 @@ class Ingest:
                 what = "event"
             else:
                 pending.taken = True
-                limited = await self._quotas.acquire_together(
-                    tenant_id, [(self._request_rate, 1.0), (self._event_rate, len(decoded))]
+                quotas, request_rate, event_rate = (
+                    self._quotas,
+                    self._request_rate,
+                    self._event_rate,
+                )
+                limited = (
+                    None
+                    if quotas.unlimited_held(tenant_id, (request_rate, event_rate))
+                    else await quotas.acquire_together(
+                        tenant_id, [(request_rate, 1.0), (event_rate, len(decoded))]
+                    )
                 )
                 spent = None if limited is None else limited[1]
                 what = (

@@ -99,6 +99,14 @@ class Quotas:
     def forget(self, tenant_id: TenantId) -> None:
         self._cache.forget(tenant_id)
 
+    def unlimited_held(self, tenant_id: TenantId, rates: Sequence[TenantRate]) -> bool:
+        """True when the tenant's limits are cached and none of `rates` is limited for it:
+        `acquire_together` would grant at once. False: ask it."""
+        limits = self._cache.fresh(tenant_id)
+        if limits is None:
+            return False
+        return all(rate.rate_in(limits) <= 0 for rate in rates)
+
     async def acquire_together(
         self, tenant_id: TenantId, takes: Sequence[tuple[TenantRate, float]]
     ) -> tuple[TenantRate, Spent] | None:

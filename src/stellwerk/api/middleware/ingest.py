@@ -37,6 +37,20 @@ class _Disconnected(Exception):
     """The client went away before its body was read: there is no one to answer."""
 
 
+class _ScopeHeaders(Headers):
+    """Starlette's `Headers` of a request, reading the scope's list where it is: made per
+    request, it copies nothing (decoding looks at the headers only for a binary-mode or a
+    plain JSON request)."""
+
+    def __init__(self, scope: Scope) -> None:  # Headers' own is not called: nothing to copy
+        self._scope = scope
+
+    @property
+    def _list(self) -> list[tuple[bytes, bytes]]:  # type: ignore[override]
+        headers: list[tuple[bytes, bytes]] = self._scope["headers"]
+        return headers
+
+
 class IngestFastPath:
     """Answers `POST /v1/buses/{bus}/events` itself; passes every other request to `app`."""
 
@@ -66,9 +80,44 @@ class IngestFastPath:
         started = time.perf_counter()
         status = 500
         try:
-            extra: dict[str, str] = {}
+            extra: dict[str, str] | None = None
+            # The answer in this frame (not a helper's): every request's wait for the log
+            # passes each frame between the task and the log twice.
             try:
-                body = await self._answer(scope, receive, match.group(1))
+                # One pass over the headers for what the checks need (the first of each, as
+                # Starlette reads them; every Content-Length is checked, as the body limit
+                # middleware does).
+                authorization: str | None = None
+                content_type: str | None = None
+                for name, value in scope["headers"]:
+                    if name == b"authorization":
+                        if authorization is None:
+                            authorization = value.decode("latin-1")
+                    elif name == b"content-type":
+                        if content_type is None:
+                            content_type = value.decode("latin-1")
+                    elif name == b"content-length":
+                        check_length(value, self.limit)
+                platform = platform_from(self.lifecycle)
+                # The request's token is taken with the events' (one round trip to a shared
+                # limiter).
+                gate = platform.gate
+                principal = gate.admitted(authorization, KeyScope.INGEST) or await gate.admit(
+                    authorization, "POST", KeyScope.INGEST, rated=False
+                )
+                try:
+                    bus = checked_name("bus", match.group(1), "bus")
+                except ServiceError:
+                    await platform.ingest.count_request(principal)  # a refusal costs a token too
+                    raise
+                body = await platform.ingest.put(
+                    principal,
+                    bus,
+                    content_type,
+                    _ScopeHeaders(scope),
+                    lambda: self._body(receive),
+                    request_counted=False,
+                )
                 status = 202
             except _Disconnected:
                 return  # counted as 500 like an exception, as the metrics middleware does
@@ -76,47 +125,14 @@ class IngestFastPath:
                 error = answer_to(exc, "POST", scope["path"])
                 status, body, extra = error.status, _encode(error.body()), error.headers
             headers = [(b"content-length", b"%d" % len(body)), _JSON]
-            for name, value in extra.items():
-                headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+            if extra:
+                for name, value in extra.items():
+                    headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         finally:
             in_flight.dec()
             self.series.record("POST", ROUTE, status, time.perf_counter() - started)
-
-    async def _answer(self, scope: Scope, receive: Receive, bus: str) -> bytes:
-        # One pass over the headers for what the checks need (the first of each, as Starlette
-        # reads them; every Content-Length is checked, as the body limit middleware does).
-        authorization: str | None = None
-        content_type: str | None = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                if authorization is None:
-                    authorization = value.decode("latin-1")
-            elif name == b"content-type":
-                if content_type is None:
-                    content_type = value.decode("latin-1")
-            elif name == b"content-length":
-                check_length(value, self.limit)
-        platform = platform_from(self.lifecycle)
-        # The request's token is taken with the events' (one round trip to a shared limiter).
-        gate = platform.gate
-        principal = gate.admitted(authorization, KeyScope.INGEST) or await gate.admit(
-            authorization, "POST", KeyScope.INGEST, rated=False
-        )
-        try:
-            bus = checked_name("bus", bus, "bus")
-        except ServiceError:
-            await platform.ingest.count_request(principal)  # a refusal costs a token too
-            raise
-        return await platform.ingest.put(
-            principal,
-            bus,
-            content_type,
-            Headers(scope=scope),
-            lambda: self._body(receive),
-            request_counted=False,
-        )
 
     async def _body(self, receive: Receive) -> bytes:
         message = await receive()
