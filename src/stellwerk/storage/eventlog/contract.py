@@ -8,9 +8,9 @@ limit) before the backend's `_append`, `_read_after` and `_read_window` see the 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Self
+from typing import Self
 
 from stellwerk.refs import BusRef
 from stellwerk.seams import (
@@ -33,16 +33,14 @@ class CheckedEventLog(EventLog):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def append(
+    async def append(
         self, batch: Sequence[NewEvent], announce: Announce | None = None
-    ) -> Coroutine[Any, Any, list[AppendResult]]:
-        # Not a coroutine itself: the backend's is awaited directly, one frame less for every
-        # request's wait to pass through. A refused batch raises at the call.
+    ) -> list[AppendResult]:
         for event in batch:
             body = event.body
             if len(body) < 3 or body[0] != 0x7B or body[-1] != 0x7D:  # "{...}"
                 raise ValueError(f"event {event.id!r}: body must be one compact JSON object")
-        return self._append(batch, announce)
+        return await self._append(batch, announce)
 
     async def read(
         self, bus: BusRef, after: int = 0, limit: int = DEFAULT_READ_LIMIT
