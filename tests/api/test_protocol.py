@@ -27,15 +27,7 @@ class Streaming:
         self.go = asyncio.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        assert scope["type"] == "http"
+        assert scope["type"] == "http"  # the server runs without a lifespan
         while (await receive()).get("more_body", False):
             pass
         path = scope["path"]
@@ -60,7 +52,7 @@ async def served(app: Streaming) -> AsyncIterator[int]:
     listener.bind(("127.0.0.1", 0))
     port: int = listener.getsockname()[1]
     config = uvicorn.Config(
-        app, http=JoinedWritesProtocol, log_config=None, lifespan="on", access_log=False
+        app, http=JoinedWritesProtocol, log_config=None, lifespan="off", access_log=False
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[listener]))
@@ -71,6 +63,16 @@ async def served(app: Streaming) -> AsyncIterator[int]:
         server.should_exit = True
         await serving
         listener.close()
+
+
+@contextlib.asynccontextmanager
+async def connected(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        await writer.wait_closed()
 
 
 async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
@@ -89,68 +91,48 @@ def request(path: str, method: str = "GET") -> bytes:
 
 
 async def test_answers_on_a_kept_alive_connection_and_pipelined_in_order() -> None:
-    async with served(Streaming()) as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            for _ in range(3):
-                writer.write(request("/one"))
-                head, body = await read_answer(reader)
-                assert head.startswith(b"HTTP/1.1 202 ")
-                assert body == BODY
-            # Three requests in one segment: three whole answers, in order.
-            writer.write(request("/a") + request("/b") + request("/c"))
-            for _ in range(3):
-                head, body = await read_answer(reader)
-                assert head.startswith(b"HTTP/1.1 202 ")
-                assert body == BODY
-        finally:
-            writer.close()
-            await writer.wait_closed()
-
-
-async def test_a_head_answer_has_no_body_and_the_connection_goes_on() -> None:
-    async with served(Streaming()) as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(request("/one", "HEAD"))
-            head = await reader.readuntil(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 202 ")
-            assert b"content-length: %d" % len(BODY) in head.lower()
+    async with served(Streaming()) as port, connected(port) as (reader, writer):
+        for _ in range(3):
             writer.write(request("/one"))
-            # Had HEAD's answer carried a body, it would be read here instead of the head.
             head, body = await read_answer(reader)
             assert head.startswith(b"HTTP/1.1 202 ")
             assert body == BODY
-        finally:
-            writer.close()
-            await writer.wait_closed()
+        # Three requests in one segment: three whole answers, in order.
+        writer.write(request("/a") + request("/b") + request("/c"))
+        for _ in range(3):
+            head, body = await read_answer(reader)
+            assert head.startswith(b"HTTP/1.1 202 ")
+            assert body == BODY
+
+
+async def test_a_head_answer_has_no_body_and_the_connection_goes_on() -> None:
+    async with served(Streaming()) as port, connected(port) as (reader, writer):
+        writer.write(request("/one", "HEAD"))
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 202 ")
+        assert b"content-length: %d" % len(BODY) in head.lower()
+        writer.write(request("/one"))
+        # Had HEAD's answer carried a body, it would be read here instead of the head.
+        head, body = await read_answer(reader)
+        assert head.startswith(b"HTTP/1.1 202 ")
+        assert body == BODY
 
 
 async def test_a_streaming_answer_sends_its_head_before_its_body_is_ready() -> None:
     app = Streaming()
-    async with served(app) as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(request("/stream"))
-            # The body waits for `go`, which is set only once the head has come.
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-            assert head.startswith(b"HTTP/1.1 200 ")
-            assert b"x-part: head" in head
-            app.go.set()
-            assert await reader.readuntil(b"0\r\n\r\n") == b"4\r\nlate\r\n0\r\n\r\n"
-        finally:
-            writer.close()
-            await writer.wait_closed()
+    async with served(app) as port, connected(port) as (reader, writer):
+        writer.write(request("/stream"))
+        # The body waits for `go`, which is set only once the head has come.
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"x-part: head" in head
+        app.go.set()
+        assert await reader.readuntil(b"0\r\n\r\n") == b"4\r\nlate\r\n0\r\n\r\n"
 
 
 async def test_a_failure_after_the_head_sends_the_head_and_closes() -> None:
-    async with served(Streaming()) as port:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(request("/broken"))
-            head = await reader.readuntil(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 200 ")
-            assert await reader.read() == b""  # closed, no body
-        finally:
-            writer.close()
-            await writer.wait_closed()
+    async with served(Streaming()) as port, connected(port) as (reader, writer):
+        writer.write(request("/broken"))
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert await reader.read() == b""  # closed, no body
