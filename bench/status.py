@@ -33,6 +33,7 @@ from pathlib import Path
 
 import httpx
 
+from stellwerk.api.protocol import JoinedWritesProtocol
 from stellwerk.cli import process_cpu
 
 STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
@@ -72,7 +73,7 @@ def serve_baseline(port: int, size: int) -> None:
         host="127.0.0.1",
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=JoinedWritesProtocol,
         lifespan="on",
         log_config=None,
         access_log=False,

@@ -1,7 +1,8 @@
 """The baselines for ingest benchmarks: bare ASGI apps under uvicorn, Stellwerk's floors.
 
-Both run under uvicorn with the settings `stellwerk serve` uses (uvloop, httptools, one process,
-no access log, no server header):
+Both run under uvicorn with the settings `stellwerk serve` uses (uvloop, httptools with
+Stellwerk's `JoinedWritesProtocol`, one process, no access log, no server header), so that the
+server's own cost is the same on both sides of a ratio:
 
 - the bare app reads the body and answers 202: the gap between it and Stellwerk is what
   Stellwerk itself costs per request (routing, auth, limits, decoding, the durable append,
@@ -25,6 +26,8 @@ from typing import Final
 import msgspec
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stellwerk.api.protocol import JoinedWritesProtocol
 
 ANSWER: Final = b'{"accepted":1,"failed":[],"duplicates":0}'
 _HEADERS: Final = [
@@ -108,7 +111,7 @@ def serve_baseline(host: str, port: int, durable: Path | None = None) -> None:
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=JoinedWritesProtocol,
         lifespan="on",
         log_config=None,
         log_level="warning",
