@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import socket
 import subprocess
@@ -303,14 +304,19 @@ def call(url: str, method: str, key: str, body: Any = None) -> Any:
 
 
 @contextmanager
-def server(directory: Path, replay_rate: float) -> Iterator[tuple[str, dict[str, str]]]:
-    """`stellwerk serve` with rate limits off and one replay at a time; its URL and keys."""
+def server(
+    directory: Path, replay_rate: float, nice: int | None = None
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """`stellwerk serve` with rate limits off and one replay at a time (the pipeline process at
+    `nice` steps below the gateway, None: the server's default); its URL and keys."""
     port = free_port()
     command = [
         STELLWERK, "serve", "--data-dir", str(directory / "data"), "--port", str(port),
         "--tenant-event-rate", "0", "--tenant-request-rate", "0", "--allow-private-targets",
         "--max-concurrent-replays", "1", "--replay-rate", str(replay_rate),
     ]  # fmt: skip
+    if nice is not None:
+        command += ["--pipeline-nice", str(nice)]
     with (directory / "server.log").open("wb") as output:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
     url = f"http://127.0.0.1:{port}"
@@ -337,6 +343,99 @@ def server(directory: Path, replay_rate: float) -> Iterator[tuple[str, dict[str,
             process.wait()
 
 
+class Usage(NamedTuple):
+    """What a process had used at one moment: CPU seconds (all threads) and bytes written."""
+
+    cpu: float
+    written: int
+
+    @classmethod
+    def of(cls, pid: int) -> Usage:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime
+        written = 0
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                written = int(line.split()[1])
+        return cls(ticks / os.sysconf("SC_CLK_TCK"), written)
+
+
+COMMIT = 'stellwerk_log_append_commit_seconds_{}{{process="gateway"{}}}'
+FULL_GC = 'python_gc_collections_total{{process="{}",generation="2"}}'
+
+
+def series(url: str) -> dict[str, float]:
+    """The server's metrics (both processes'), by series."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as answer:  # noqa: S310
+        text = answer.read().decode()
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition(" ") for line in text.splitlines())
+        if name and not name.startswith("#")
+    }
+
+
+class Processes:
+    """The server's gateway and pipeline processes (pids from their ready markers): what each
+    used during a phase, so that a slower phase says which process and what it waited on."""
+
+    def __init__(self, data: Path, url: str) -> None:
+        self.url = url
+        self.pids = {role: int((data / "run" / f"{role}.ready").read_text()) for role in ROLES}
+        self._start: tuple[float, dict[str, Usage], dict[str, float]] | None = None
+
+    def settle(self, quiet: float = 0.05, longest: float = 120.0) -> float:
+        """Wait until neither process uses more than `quiet` of a core over half a second (the
+        fill's after-work: the archiver, checkpoints, the index), so that the load alone
+        measures live ingest alone; the seconds it took."""
+        started = time.monotonic()
+        last = {role: Usage.of(pid).cpu for role, pid in self.pids.items()}
+        while time.monotonic() - started < longest:
+            time.sleep(0.5)
+            now = {role: Usage.of(pid).cpu for role, pid in self.pids.items()}
+            if all(now[role] - last[role] <= quiet * 0.5 for role in self.pids):
+                break
+            last = now
+        return time.monotonic() - started
+
+    def nice(self, role: str) -> int:
+        return os.getpriority(os.PRIO_PROCESS, self.pids[role])
+
+    def begin(self) -> None:
+        usage = {role: Usage.of(pid) for role, pid in self.pids.items()}
+        self._start = (time.process_time(), usage, series(self.url))
+
+    def report(self, requests: int, replayed: int) -> str:
+        assert self._start is not None
+        bench_cpu, before, was = self._start
+        parts = []
+        for role, pid in self.pids.items():
+            now = Usage.of(pid)
+            cpu = now.cpu - before[role].cpu
+            written = now.written - before[role].written
+            per = f"{cpu * 1e6 / requests:,.0f} us/request"
+            if role == "pipeline" and replayed:
+                per += f", {cpu * 1e6 / replayed:.1f} us/replayed event"
+            parts.append(f"{role} {cpu:.2f} s CPU ({per}), {written / 1e6:,.1f} MB written")
+        parts.append(f"load generator {time.process_time() - bench_cpu:.2f} s CPU")
+        got = series(self.url)
+
+        def diff(name: str) -> float:
+            return got.get(name, 0.0) - was.get(name, 0.0)
+
+        count = diff(COMMIT.format("count", ""))
+        if count:
+            mean = diff(COMMIT.format("sum", "")) * 1e3 / count
+            over = count - diff(COMMIT.format("bucket", ',le="0.005"'))
+            parts.append(f"log commits {count:,.0f}, mean {mean:.2f} ms, {over:,.0f} over 5 ms")
+        full = ", ".join(f"{role} {diff(FULL_GC.format(role)):.0f}" for role in ROLES)
+        parts.append(f"full collections: {full}")
+        return "; ".join(parts)
+
+
+ROLES = ("gateway", "pipeline")
+
+
 def p99_ms(result: LoadResult) -> float:
     return result.latency.percentile(99) / 1e6
 
@@ -347,11 +446,16 @@ def percentiles(result: LoadResult) -> str:
 
 
 def latency(
-    directory: Path, events: int, live_rate: float, seconds: float, replay_rate: float
+    directory: Path,
+    events: int,
+    live_rate: float,
+    seconds: float,
+    replay_rate: float,
+    nice: int | None = None,
 ) -> tuple[float, float]:
     """Part 2; returns the live p99 without and with the replay, in ms."""
     hold = holding_receiver()
-    with server(directory, replay_rate) as (url, keys):
+    with server(directory, replay_rate, nice) as (url, keys):
         admin, target = keys["admin_key"], Target(url, keys["ingest_key"])
         call(f"{url}/v1/buses/default/archives/all", "PUT", admin, {})
         since = datetime.now(UTC) - timedelta(seconds=1)
@@ -374,21 +478,33 @@ def latency(
         window = {"start": since.isoformat(), "end": datetime.now(UTC).isoformat()}
         live = LoadSpec(target, Mode.SINGLE, concurrency=32, rate=live_rate, duration=seconds,
                         warmup=1.0)  # fmt: skip
+        processes = Processes(directory / "data", url)
+        print(
+            f"(waited {processes.settle():.1f} s for the server to settle; nice: "
+            + ", ".join(f"{role} {processes.nice(role)}" for role in ROLES)
+            + ")"
+        )
+        processes.begin()
         alone = run_load(live)
+        alone_usage = processes.report(alone.accepted_requests, 0)
         print(
             f"{'live ingest alone':<28} p99 {p99_ms(alone):6.2f} ms  ({percentiles(alone)})",
             flush=True,
         )
+        print(f"  {alone_usage}", flush=True)
         # Enough replays of the window, one at a time, to run all through the second load.
         rounds = int(seconds * (replay_rate or TARGET_RATE) / events) + 2
         for number in range(rounds):
             body = {"name": f"r{number}", "archive": "all", "bus": "default", **window}
             call(f"{url}/v1/replays", "POST", admin, body)
+        before = sum(r["replayed"] for r in call(f"{url}/v1/replays", "GET", admin)["replays"])
+        processes.begin()
         started = time.monotonic()
         beside = run_load(live)
         elapsed = time.monotonic() - started
         replays = call(f"{url}/v1/replays", "GET", admin)["replays"]
-        replayed = sum(r["replayed"] for r in replays)
+        replayed = sum(r["replayed"] for r in replays) - before
+        beside_usage = processes.report(beside.accepted_requests, replayed)
         still = [r["name"] for r in replays if r["state"] in ("running", "queued")]
         print(
             f"{'live ingest beside replay':<28} p99 {p99_ms(beside):6.2f} ms",
@@ -398,6 +514,7 @@ def latency(
             row("replay in the server", replayed, elapsed),
             f"(paced at {replay_rate:,.0f}/s; {len(still)} replays left when the load ended)",
         )
+        print(f"  {beside_usage}")
         for name in still:
             try:
                 call(f"{url}/v1/replays/{name}", "DELETE", admin)
@@ -417,6 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--replay-rate", type=float, default=TARGET_RATE, help="the server's replay_rate"
     )
+    parser.add_argument(
+        "--pipeline-nice", type=int, default=None, help="the server's --pipeline-nice"
+    )
     parser.add_argument("--part", choices=("all", "throughput", "latency"), default="all")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the files")
     args = parser.parse_args(argv)
@@ -435,7 +555,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.part in ("all", "latency"):
             (Path(tmp) / "server").mkdir()
             alone, beside = latency(
-                Path(tmp) / "server", args.events, args.live_rate, args.seconds, args.replay_rate
+                Path(tmp) / "server",
+                args.events,
+                args.live_rate,
+                args.seconds,
+                args.replay_rate,
+                args.pipeline_nice,
             )
             verdicts.append(
                 f"live ingest p99 {beside:.2f} ms beside a replay, {alone:.2f} ms without: "
