@@ -80,6 +80,9 @@ class Settings:
     shutdown_timeout_seconds: float = 30.0
     # Embedded, several processes: the first wait before a child that exited is started again.
     restart_backoff_seconds: float = 0.5
+    # Embedded: how many steps of `nice` the pipeline process runs below the gateway, so that
+    # live acknowledgements come before replays and deliveries on the CPU (docs/replays.md).
+    pipeline_nice: int = 10
     key_cache_seconds: float = 5.0
     tenant_request_rate: float = 10_000.0
     tenant_event_rate: float = 200_000.0
@@ -362,6 +365,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "drain_seconds": _seconds(600),
     "shutdown_timeout_seconds": _seconds(3600),
     "restart_backoff_seconds": _seconds(30, low=0.01),
+    "pipeline_nice": _int_in(0, 19),
     "key_cache_seconds": _seconds(3600),
     "tenant_request_rate": _rate,
     "tenant_event_rate": _rate,

@@ -29,7 +29,7 @@ from stellwerk.cli.options import (
     store_options,
     switch_option,
 )
-from stellwerk.cli.supervise import die_with_parent, mark_ready, pass_the_gate
+from stellwerk.cli.supervise import die_with_parent, lower_priority, mark_ready, pass_the_gate
 from stellwerk.config import Role, Settings
 from stellwerk.ops import Lifecycle, configure_logging, start_error_tracking
 from stellwerk.secrets import SecretKeyError, load_or_create_key
@@ -262,6 +262,8 @@ def serve_here(settings: Settings) -> None:
         return
 
     die_with_parent()
+    if settings.role is Role.PIPELINE:
+        lower_priority(settings.pipeline_nice)
     pass_the_gate()
     if settings.role in (Role.GATEWAY, Role.PIPELINE) and settings.embedded:
         # Two processes write to one stream: each line says whose it is.
@@ -346,6 +348,10 @@ def pipeline_socket(data_dir: Path) -> socket.socket:
 @setting_option(
     "restart_backoff_seconds",
     "Embedded, 2 processes: the first wait before a child that died is restarted (it doubles).",
+)
+@setting_option(
+    "pipeline_nice",
+    "Embedded: steps of nice (0-19) the pipeline process runs below the gateway (acks first).",
 )
 @setting_option("key_cache_seconds", "How long a key lookup is cached (revocation delay).")
 @setting_option("tenant_request_rate", "Requests per second one tenant may make (0: unlimited).")

@@ -65,6 +65,20 @@ def die_with_parent() -> None:
         raise SystemExit("stellwerk: the supervising process has ended")
 
 
+def lower_priority(steps: int) -> None:
+    """In the pipeline process, before it starts a thread: run `steps` of `nice` below the
+    process that started it (every thread it starts inherits that).
+
+    Acknowledgements are the gateway's and latency-critical; the pipeline's replays, routing and
+    deliveries are throughput. On a machine whose cores are all busy, the kernel then runs a
+    gateway that wakes before a pipeline that has been running, instead of sharing the core
+    evenly: a replay at full rate stretched live acks' p99 5-15 times without it, not at all with
+    it (docs/replays.md, "The pipeline runs below the gateway").
+    """
+    if steps:
+        os.nice(steps)
+
+
 def pass_the_gate() -> None:
     """In a child started ahead of its turn, with its code loaded: wait until the parent says
     go; end if the parent goes away first (its end of the pipe closes)."""
