@@ -184,6 +184,15 @@ def all_delivered(received: Received, acknowledged: list[str], timeout: float = 
     return sum(count - 1 for count in received.ids.values())
 
 
+def thread_nices(pid: int) -> set[int]:
+    """The nice values of a process's threads (each thread has its own on Linux)."""
+    nices = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            nices.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+    return nices
+
+
 def test_a_gateway_and_a_pipeline_process_share_the_work(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with (
@@ -196,6 +205,10 @@ def test_a_gateway_and_a_pipeline_process_share_the_work(tmp_path: Path) -> None
         # The gateway appends to the log; the pipeline routes and delivers.
         assert lock_holder(data, "log-writer.lock") == roles["gateway"]
         assert lock_holder(data, "pipeline.lock") == roles["pipeline"]
+        # Acks first: every thread of the pipeline runs 10 steps of nice below the gateway's.
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        assert thread_nices(roles["gateway"]) == {mine}
+        assert thread_nices(roles["pipeline"]) == {min(19, mine + 10)}
         platform = Platform(server)
         platform.rule(url)
         for start in range(0, 500, BATCH):

@@ -67,6 +67,14 @@ def test_a_child_that_died_is_restarted_after_half_a_second_unless_set() -> None
             load_settings({"restart_backoff_seconds": refused})
 
 
+def test_the_pipeline_runs_10_steps_of_nice_below_the_gateway_unless_set() -> None:
+    assert load_settings({}).pipeline_nice == 10
+    assert load_settings({"pipeline_nice": "0"}).pipeline_nice == 0
+    for refused, reason in (("20", r"outside 0\.\.19"), ("-1", "outside"), ("low", "integer")):
+        with pytest.raises(ConfigError, match=f"--pipeline-nice.*{reason}"):
+            load_settings({"pipeline_nice": refused})
+
+
 @pytest.mark.parametrize(
     ("name", "value", "reason"),
     [
