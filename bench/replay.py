@@ -362,6 +362,7 @@ class Usage(NamedTuple):
 
 
 COMMIT = 'stellwerk_log_append_commit_seconds_{}{{process="gateway"{}}}'
+OVER = (0.005, 0.025, 0.1)  # commit times whose exceedances are counted (histogram buckets)
 FULL_GC = 'python_gc_collections_total{{process="{}",generation="2"}}'
 
 
@@ -427,8 +428,12 @@ class Processes:
         count = diff(COMMIT.format("count", ""))
         if count:
             mean = diff(COMMIT.format("sum", "")) * 1e3 / count
-            over = count - diff(COMMIT.format("bucket", ',le="0.005"'))
-            parts.append(f"log commits {count:,.0f}, mean {mean:.2f} ms, {over:,.0f} over 5 ms")
+            over = [count - diff(COMMIT.format("bucket", f',le="{le}"')) for le in OVER]
+            parts.append(
+                f"log commits {count:,.0f}, mean {mean:.2f} ms, "
+                + ", ".join(f"{n:,.0f} over {le * 1e3:g}" for n, le in zip(over, OVER, strict=True))
+                + " ms"
+            )
         full = ", ".join(f"{role} {diff(FULL_GC.format(role)):.0f}" for role in ROLES)
         parts.append(f"full collections: {full}")
         return "; ".join(parts)
