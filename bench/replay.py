@@ -446,9 +446,12 @@ def p99_ms(result: LoadResult) -> float:
     return result.latency.percentile(99) / 1e6
 
 
-def percentiles(result: LoadResult) -> str:
+def p99_line(result: LoadResult) -> str:
     p50, p90 = (result.latency.percentile(p) / 1e6 for p in (50, 90))
-    return f"p50 {p50:.2f} ms, p90 {p90:.2f} ms, {result.accepted_requests:,} requests"
+    return (
+        f"p99 {p99_ms(result):6.2f} ms  (p50 {p50:.2f} ms, p90 {p90:.2f} ms, "
+        f"{result.accepted_requests:,} requests)"
+    )
 
 
 def latency(
@@ -458,8 +461,10 @@ def latency(
     seconds: float,
     replay_rate: float,
     nice: int | None = None,
+    pairs: int = 1,
 ) -> tuple[float, float]:
-    """Part 2; returns the live p99 without and with the replay, in ms."""
+    """Part 2; returns the live p99 without and with the replay, in ms (of all `pairs` of
+    loads, which take turns so that a neighbour's burst on a shared machine falls on both)."""
     hold = holding_receiver()
     with server(directory, replay_rate, nice) as (url, keys):
         admin, target = keys["admin_key"], Target(url, keys["ingest_key"])
@@ -485,49 +490,51 @@ def latency(
         live = LoadSpec(target, Mode.SINGLE, concurrency=32, rate=live_rate, duration=seconds,
                         warmup=1.0)  # fmt: skip
         processes = Processes(directory / "data", url)
-        print(
-            f"(waited {processes.settle():.1f} s for the server to settle; nice: "
-            + ", ".join(f"{role} {processes.nice(role)}" for role in ROLES)
-            + ")"
-        )
-        processes.begin()
-        alone = run_load(live)
-        alone_usage = processes.report(alone.accepted_requests, 0)
-        print(
-            f"{'live ingest alone':<28} p99 {p99_ms(alone):6.2f} ms  ({percentiles(alone)})",
-            flush=True,
-        )
-        print(f"  {alone_usage}", flush=True)
-        # Enough replays of the window, one at a time, to run all through the second load.
-        rounds = int(seconds * (replay_rate or TARGET_RATE) / events) + 2
-        for number in range(rounds):
-            body = {"name": f"r{number}", "archive": "all", "bus": "default", **window}
-            call(f"{url}/v1/replays", "POST", admin, body)
-        before = sum(r["replayed"] for r in call(f"{url}/v1/replays", "GET", admin)["replays"])
-        processes.begin()
-        started = time.monotonic()
-        # New event ids: the same ones again would be duplicates, answered without a write.
-        beside = run_load(msgspec.structs.replace(live, run=new_run_id()))
-        elapsed = time.monotonic() - started
-        replays = call(f"{url}/v1/replays", "GET", admin)["replays"]
-        replayed = sum(r["replayed"] for r in replays) - before
-        beside_usage = processes.report(beside.accepted_requests, replayed)
-        still = [r["name"] for r in replays if r["state"] in ("running", "queued")]
-        print(
-            f"{'live ingest beside replay':<28} p99 {p99_ms(beside):6.2f} ms",
-            f" ({percentiles(beside)})",
-        )
-        print(
-            row("replay in the server", replayed, elapsed),
-            f"(paced at {replay_rate:,.0f}/s; {len(still)} replays left when the load ended)",
-        )
-        print(f"  {beside_usage}")
-        for name in still:
-            try:
-                call(f"{url}/v1/replays/{name}", "DELETE", admin)
-            except urllib.error.HTTPError as exc:
-                if exc.code != 409:  # 409: it finished since the listing
-                    raise
+        nices = ", ".join(f"{role} {processes.nice(role)}" for role in ROLES)
+        print(f"(nice: {nices})")
+        alone, beside = LoadResult(), LoadResult()
+        replays = 0
+        for pair in range(1, pairs + 1):
+            # Each load sends new event ids: the same ones again would be duplicates,
+            # answered without a write.
+            waited = processes.settle()
+            processes.begin()
+            result = run_load(msgspec.structs.replace(live, run=new_run_id()))
+            usage = processes.report(result.accepted_requests, 0)
+            alone.merge(result)
+            print(f"{f'{pair}. live ingest alone':<28} {p99_line(result)}")
+            print(f"  (after {waited:.1f} s to settle) {usage}", flush=True)
+            # Enough replays of the window, one at a time, to run all through the load.
+            names = []
+            for _ in range(int(seconds * (replay_rate or TARGET_RATE) / events) + 2):
+                replays += 1
+                names.append(f"r{replays}")
+                body = {"name": names[-1], "archive": "all", "bus": "default", **window}
+                call(f"{url}/v1/replays", "POST", admin, body)
+            processes.begin()
+            started = time.monotonic()
+            result = run_load(msgspec.structs.replace(live, run=new_run_id()))
+            elapsed = time.monotonic() - started
+            states = {r["name"]: r for r in call(f"{url}/v1/replays", "GET", admin)["replays"]}
+            replayed = sum(states[name]["replayed"] for name in names)
+            usage = processes.report(result.accepted_requests, replayed)
+            beside.merge(result)
+            still = [name for name in names if states[name]["state"] in ("running", "queued")]
+            print(f"{f'{pair}. live ingest beside replay':<28} {p99_line(result)}")
+            print(
+                f"  {row('replay in the server', replayed, elapsed)}",
+                f"(paced at {replay_rate:,.0f}/s; {len(still)} replays left when the load ended)",
+            )
+            print(f"  {usage}", flush=True)
+            for name in still:
+                try:
+                    call(f"{url}/v1/replays/{name}", "DELETE", admin)
+                except urllib.error.HTTPError as exc:
+                    if exc.code != 409:  # 409: it finished since the listing
+                        raise
+        if pairs > 1:
+            print(f"{'all, live ingest alone':<28} {p99_line(alone)}")
+            print(f"{'all, beside replay':<28} {p99_line(beside)}")
         return p99_ms(alone), p99_ms(beside)
 
 
@@ -543,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--pipeline-nice", type=int, default=None, help="the server's --pipeline-nice"
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=1, help="turns of the live loads alone and beside a replay"
     )
     parser.add_argument("--part", choices=("all", "throughput", "latency"), default="all")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the files")
@@ -568,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.seconds,
                 args.replay_rate,
                 args.pipeline_nice,
+                args.pairs,
             )
             verdicts.append(
                 f"live ingest p99 {beside:.2f} ms beside a replay, {alone:.2f} ms without: "
