@@ -12,7 +12,7 @@ import binascii
 import bisect
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -33,6 +33,7 @@ __all__ = [
     "consent_of",
     "decide",
     "decode_tcf",
+    "listed_consent",
     "may_deliver",
 ]
 
@@ -257,7 +258,7 @@ def consent_of(context: RequestContext, policy: ConsentPolicy) -> Consent:
     stated = stated if isinstance(stated, dict) else {}
     listed = stated.get("purposes")
     if isinstance(listed, list):
-        return _listed(listed)
+        return listed_consent(listed)
     preferences = stated.get("categoryPreferences")
     if isinstance(preferences, dict):
         return Consent("tracker", _names(name for name, on in preferences.items() if on is True))
@@ -272,19 +273,30 @@ def consent_of(context: RequestContext, policy: ConsentPolicy) -> Consent:
     return NO_CONSENT
 
 
-def _listed(values: list[Any]) -> Consent:
-    """The consent of a tracker's list of purposes; cached by the list when it holds only
-    strings (a shop's visitors state a handful of combinations)."""
-    if len(values) <= MAX_PURPOSES and all(
-        isinstance(v, str) and len(v) <= MAX_PURPOSE_NAME for v in values
+def listed_consent(values: Sequence[object]) -> Consent:
+    """The consent of a tracker's list of purposes (`context.consent.purposes`), as
+    `consent_of` reads it; kept by the list when it holds only strings (a shop's visitors
+    state a handful of combinations), so that a list seen before costs one lookup."""
+    key = tuple(values)
+    try:
+        found = _LISTED.get(key)
+    except TypeError:  # an unhashable value (a list, an object): never kept
+        found = None
+    if found is not None:
+        return found
+    consent = Consent("tracker", _names(key))
+    if len(key) <= MAX_PURPOSES and all(
+        isinstance(v, str) and len(v) <= MAX_PURPOSE_NAME for v in key
     ):
-        return _listed_names(tuple(values))
-    return Consent("tracker", _names(values))
+        if len(_LISTED) >= LISTED_KEPT:
+            _LISTED.clear()
+        _LISTED[key] = consent
+    return consent
 
 
-@functools.lru_cache(maxsize=1024)
-def _listed_names(values: tuple[str, ...]) -> Consent:
-    return Consent("tracker", _names(values))
+LISTED_KEPT = 1024
+# Consents by their lists of purposes (strings only, so that no other list equals a key).
+_LISTED: dict[tuple[object, ...], Consent] = {}
 
 
 def _names(values: Iterable[object]) -> frozenset[str]:

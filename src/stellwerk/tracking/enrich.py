@@ -34,6 +34,7 @@ __all__ = [
     "UserAgent",
     "anonymise_ip",
     "campaign_of",
+    "canonical_ip",
     "host_of",
     "pseudonymise",
     "referrer_class",
@@ -194,7 +195,8 @@ def _packed(ip: str) -> bytes | None:
     return packed[12:] if packed[:12] == _MAPPED_V4 else packed
 
 
-def _canonical_ip(ip: str) -> str:
+def canonical_ip(ip: str) -> str:
+    """The address in canonical form (IPv4-mapped IPv6 as IPv4), "" if it is none."""
     packed = _packed(ip)
     if packed is None:
         return ""
@@ -477,7 +479,7 @@ class Enricher:
 
     def enrich(self, context: RequestContext, privacy: SourcePrivacy) -> Enrichment:
         anonymised, _ = anonymise_ip(context.ip)
-        ip = _canonical_ip(context.ip) if privacy.keep_full_ip and anonymised else anonymised
+        ip = canonical_ip(context.ip) if privacy.keep_full_ip and anonymised else anonymised
         user_agent = context.user_agent or context.headers.get("user-agent", "")
         campaign = campaign_of(context.url)
         return Enrichment(

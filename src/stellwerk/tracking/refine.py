@@ -25,11 +25,9 @@ from stellwerk.tracking.consent import (
     DEFAULT_TCF_PURPOSES,
     Consent,
     ConsentPolicy,
-    Drop,
-    KeepAnonymous,
     anonymise,
     consent_of,
-    decide,
+    listed_consent,
 )
 from stellwerk.tracking.enrich import (
     Enricher,
@@ -39,7 +37,8 @@ from stellwerk.tracking.enrich import (
     anonymise_ip,
     pseudonymise,
 )
-from stellwerk.tracking.model import PURPOSE, Binding
+from stellwerk.tracking.model import Binding
+from stellwerk.tracking.refine_parts import VisitParts
 
 # The purpose under which the capability context derives the pseudonym master key; each
 # tenant's key is the HMAC of its id under it.
@@ -47,7 +46,6 @@ PSEUDONYM_PURPOSE: Final = "tracking-pseudonyms"
 MEMBER: Final = "stellwerk"  # the member of `context` that refine writes
 _FORGED_TOP: Final = "context." + MEMBER
 _FORGED_INNER: Final = MEMBER + "."
-_MAX_PARTS: Final = 20_000  # converted user agents and networks kept
 VISITS_KEPT: Final = 32_768  # decisions and enrichments by visit (`_visit_key`)
 MAX_VISIT_TEXT: Final = 2_048  # longer inputs are worked out each time, never kept
 MAX_VISIT_PURPOSES: Final = 16
@@ -61,7 +59,8 @@ class Refiner:
         self._enricher = enricher
         self._master = master_key
         self._tenant_keys: dict[str, bytes] = {}
-        self._parts: dict[int, tuple[msgspec.Struct, dict[str, Any]]] = {}
+        # A visit's enrichment and consent by its parts (agent, address, page, consent).
+        self._parts = VisitParts(enricher)
         # By the binding's identity: the source cache hands out one object per source until it
         # changes, and hashing a Binding on every message would cost more than the rest of it.
         self._policies: dict[int, tuple[Binding, _Settings]] = {}
@@ -70,20 +69,6 @@ class Refiner:
         self._canonical: dict[Binding, Binding] = {}
         # Decisions and enrichments by visit (`_visit_key`): cleared, not evicted, when full.
         self._visits: dict[tuple[object, ...], Visit] = {}
-
-    def _compact(self, part: msgspec.Struct) -> dict[str, Any]:
-        """A part of the enrichment as stored: its known fields only (an unknown value, `""`
-        or null, is left out; `bot` is always there, false or true, for destinations'
-        patterns). The enricher hands out one object per user agent and network from its
-        caches, so each is converted once; the dict is shared and never changed."""
-        found = self._parts.get(id(part))
-        if found is not None and found[0] is part:
-            return found[1]
-        compact = _known(part)
-        if len(self._parts) >= _MAX_PARTS:
-            self._parts.clear()
-        self._parts[id(part)] = (part, compact)
-        return compact
 
     def tenant_key(self, tenant_id: str) -> bytes:
         """The tenant's pseudonym key: HMAC-SHA256 of its id under the master key, so the same
@@ -130,25 +115,77 @@ class Refiner:
     ) -> Visit:
         """Consent, the decision and enrichment of a request, and what they add to every
         event of it: what `_visit_key`'s inputs decide."""
-        generation = self._enricher.generation
+        agent = request.user_agent or request.headers.get("user-agent", "")
         consent = consent_of(request, policy)
-        decision = decide(consent, policy)
-        if isinstance(decision, Drop):
+        return self._visit_of(
+            consent,
+            request.ip,
+            agent,
+            request.url,
+            request.referrer,
+            binding,
+            policy,
+            privacy,
+            anonymous_privacy,
+        )
+
+    def _visit_of(
+        self,
+        consent: Consent,
+        ip: str,
+        agent: str,
+        url: str,
+        referrer: str,
+        binding: Binding,
+        policy: ConsentPolicy,
+        privacy: SourcePrivacy,
+        anonymous_privacy: SourcePrivacy,
+    ) -> Visit:
+        """`_visit` of a request's consent and enrichment's inputs, worked out by their
+        parts, each kept (`refine_parts`): the same as `enrich` of the request (anonymised
+        first for an event kept anonymously, whose address is then cut whatever the source
+        allows)."""
+        generation = self._enricher.generation
+        decided = self._parts.consent(consent, binding, policy)
+        if decided.drop:
             return Visit(binding, generation, False, None, {}, b"")
-        anonymous = isinstance(decision, KeepAnonymous)
+        anonymous = decided.anonymous
         if anonymous:
-            request, privacy = anonymise(request), anonymous_privacy
-        enrichment = self._enricher.enrich(request, privacy)
+            privacy = anonymous_privacy
+        parts = self._parts
+        # `anonymise` cuts the address, and enrichment cuts it again to the same (or keeps
+        # it whole): the anonymised request's enrichment is the address's with the anonymous
+        # privacy, which never keeps it whole.
+        network = parts.network(ip, privacy.keep_full_ip)
+        parsed = parts.agent(agent)
+        page = parts.page(url, referrer, privacy.internal_hosts)
+        enrichment = Enrichment(
+            network.ip, parsed.parsed, network.geo, page.campaign, page.referrer
+        )
         added: dict[str, Any] = {
-            "ip": enrichment.ip,
-            "user_agent": self._compact(enrichment.user_agent),
-            "geo": self._compact(enrichment.geo),
-            "campaign": self._compact(enrichment.campaign),  # one object per URL, cached
-            "referrer": enrichment.referrer,
-            "consent": stored_consent(consent, anonymous),
+            "ip": network.ip,
+            "user_agent": parsed.stored,
+            "geo": network.stored,
+            "campaign": page.stored,  # shared parts: never changed
+            "referrer": page.referrer,
+            "consent": decided.stored,
         }
         # Encoded once, without its closing brace: the start of every event's member (`stored`).
-        return Visit(binding, generation, anonymous, enrichment, added, _encode(added)[:-1] + b",")
+        encoded = b"".join(
+            (
+                b'{"ip":',
+                network.ip_encoded,
+                b',"user_agent":',
+                parsed.encoded,
+                b',"geo":',
+                network.geo_encoded,
+                page.encoded,
+                b',"consent":',
+                decided.encoded,
+                b",",
+            )
+        )
+        return Visit(binding, generation, anonymous, enrichment, added, encoded)
 
     @property
     def generation(self) -> int:
@@ -182,11 +219,18 @@ class Refiner:
             or visit.binding is not canonical
             or visit.generation != self._enricher.generation
         ):
+            ip, agent, url, referrer, headers = sender
             # The list of purposes is all that consent reads of a message that has one; None:
             # the message states no consent at all (and the request carries no TCF cookie).
-            payload = {} if listed is None else {"context": {"consent": {"purposes": list(listed)}}}
-            request = RequestContext(*sender, payload=payload)
-            visit = self._visit(request, canonical, policy, privacy, anonymous_privacy)
+            consent = (
+                consent_of(RequestContext(*sender), policy)
+                if listed is None
+                else listed_consent(listed)
+            )
+            agent = agent or headers.get("user-agent", "")
+            visit = self._visit_of(
+                consent, ip, agent, url, referrer, canonical, policy, privacy, anonymous_privacy
+            )
             self._keep(key, visit)
         return visit
 
@@ -340,28 +384,6 @@ def visit_key(listed: Sequence[str], sender: Sender, binding_id: int) -> tuple[o
     if len(agent) + len(url) + len(referrer) + len(ip) > MAX_VISIT_TEXT:
         return None
     return (binding_id, ip, agent or headers.get("user-agent", ""), url, referrer, *listed)
-
-
-def _known(part: msgspec.Struct) -> dict[str, Any]:
-    """A struct's fields but the unknown ones (`""`, null)."""
-    return {k: v for k, v in msgspec.structs.asdict(part).items() if v != "" and v is not None}
-
-
-def stored_consent(consent: Consent, anonymous: bool) -> dict[str, Any]:
-    """The consent as stored: `purposes` maps each purpose name to true, so that a rule needs
-    several purposes by naming each (`{"analytics": [true], "advertising": [true]}` in one
-    pattern ANDs them). Names a pattern could not require (with a dot) are left out. Cached
-    by what it is made of (a handful of combinations); the dict is shared, never changed."""
-    return _stored_consent(consent.origin, consent.purposes, anonymous)
-
-
-@functools.lru_cache(maxsize=1024)
-def _stored_consent(origin: str, purposes: frozenset[str], anonymous: bool) -> dict[str, Any]:
-    return {
-        "origin": origin,
-        "purposes": {name: True for name in sorted(purposes) if PURPOSE.match(name)},
-        "anonymous": anonymous,
-    }
 
 
 Sender = tuple[str, str, str, str, dict[str, str]]
