@@ -11,6 +11,11 @@ rate ratio is the inverse ratio of CPU per message, which holds where the server
 
 Messages: a `track` call as a shop's backend relays it: a browser's user agent and address, a
 page URL with UTM fields, a referrer, a consent list, and `userId` pseudonymised by the source.
+`--shape` says how the contexts recur (`message`). The default, `cycling`, gives every message
+an address of 6,400 that come again, so that past the warm-up every context is one the reader
+kept: it measures a context's next events, not a new one's. `visitors` is a shop's backend
+relaying many visitors (every context new, of agents, pages and referrers seen before: what
+`refine_parts` keeps), `browser` a browser's batches (one new visitor per 100 messages).
 `--plain` sends CloudEvents only against the collector with consent and enrichment off (a
 `refine` keeping messages as they came), to see what they cost. `--general` takes every
 message the general way (decoded whole, checked, refined and encoded again) instead of by
@@ -60,7 +65,33 @@ AGENT = (
 )
 
 
-def message(n: int) -> dict[str, Any]:
+# `--shape visitors`: a shop's backend relaying many visitors' events, each with a context of
+# its own (a new address), made of parts that recur: 40 agents, 300 product pages, 4 referrers.
+AGENTS = [AGENT.replace("120.0.0.0", f"{version}.0.0.0") for version in range(100, 140)]
+REFERRERS = ["https://www.google.com/", "https://www.bing.com/", "https://t.co/x", ""]
+
+
+def message(n: int, shape: str = "cycling") -> dict[str, Any]:
+    """The `n`th message of a shape: `cycling` (the default, the figures' since the fourth
+    round: addresses that come again every 6,400 messages, so that after them every context
+    is one seen before), `visitors` (every context new, of parts seen before) or `browser`
+    (a browser's batches: one visitor, a new one, every 100 messages, its context in all)."""
+    made = _message(n)
+    if shape == "visitors":
+        context = made["context"]
+        context["ip"] = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+        context["userAgent"] = AGENTS[n % len(AGENTS)]
+        context["page"] = {
+            "url": f"https://shop.example/p/{n % 300}?utm_source=news&utm_medium=email",
+            "referrer": REFERRERS[n % len(REFERRERS)],
+        }
+    elif shape == "browser":
+        visitor = n // 100
+        made["context"]["ip"] = f"10.{visitor >> 16 & 255}.{visitor >> 8 & 255}.{visitor & 255}"
+    return made
+
+
+def _message(n: int) -> dict[str, Any]:
     return {
         "type": "track",
         "messageId": str(uuid.uuid4()),
@@ -161,11 +192,13 @@ async def run(args: argparse.Namespace) -> float:
                 counter = iter(range(10**9))
 
                 def segment_body() -> bytes:
-                    batch = [message(next(counter)) for _ in range(args.batch)]
+                    batch = [message(next(counter), args.shape) for _ in range(args.batch)]
                     return msgspec.json.encode({"batch": batch})
 
                 def ingest_body() -> bytes:
-                    batch = [cloudevent(message(next(counter))) for _ in range(args.batch)]
+                    batch = [
+                        cloudevent(message(next(counter), args.shape)) for _ in range(args.batch)
+                    ]
                     return msgspec.json.encode(batch)
 
                 # Bodies made before the clock starts: their making is not the server's cost.
@@ -256,7 +289,7 @@ async def run(args: argparse.Namespace) -> float:
     )
     print(
         f"median of {args.rounds} rounds ({args.requests} requests of {args.batch} each, "
-        f"{'refine off' if args.plain else 'consent and enrichment on'}"
+        f"{'refine off' if args.plain else 'consent and enrichment on'}, {args.shape}"
         f"{', general way' if args.general else ''}): "
         f"/v1/batch {seg:.1f} us/message, CloudEvents batch {ing:.1f} us/event: "
         f"{ing / seg:.2f}x (issue 17: >= 0.8x: {'met' if ing / seg >= 0.8 else 'MISSED'})"
@@ -269,6 +302,12 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument(
+        "--shape",
+        choices=["cycling", "visitors", "browser"],
+        default="cycling",
+        help="the messages' contexts (see `message`)",
+    )
     parser.add_argument("--plain", action="store_true", help="refine keeps messages as they came")
     parser.add_argument(
         "--general",
