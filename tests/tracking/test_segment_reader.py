@@ -623,3 +623,30 @@ async def test_the_start_says_when_batches_are_read_in_python(
             assert [line["reason"] for line in told] == ["STELLWERK_SEGMENT_NATIVE=0"]
         else:
             assert told == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "stellwerk.consent.purposes.advertising",
+        "st\\u0065llwerk.consent.purposes.advertising",  # the word only after the escape
+        "stellwerk\\u002econsent.purposes.advertising",
+        "st\\u0065llwerk",  # the member the collector sets
+    ],
+)
+async def test_a_context_member_forged_with_escapes_is_removed_as_the_general_way_removes_it(
+    name: str,
+) -> None:
+    """A context's member named into `context.stellwerk` is found whether its name is spelt
+    plainly or with escapes (the reader looks for the word in the bytes first)."""
+    message = shop_message(1)
+    raw = msgspec.json.encode(message["context"])
+    forged = raw[:-1] + b',"' + name.encode() + b'":true}'
+    content = msgspec.json.encode({"batch": [message]}).replace(raw, forged)
+    assert forged in content
+    arrival = Arrival(received_at="2026-12-05T08:00:00Z", ip="192.0.2.7")
+    for source in (binding(), binding(consent_purposes=("advertising",))):
+        await same(content, None, arrival, source)
+        _, events, _ = await read(content, None, arrival, source)
+        stored = msgspec.json.decode(events[0][0].encoded)["data"]["context"]
+        assert set(stored) == {"ip", "userAgent", "page", "consent", "traits", "stellwerk"}

@@ -526,6 +526,25 @@ def _user_data(message: dict[str, Any], user_field: str, ip: str, agent: str) ->
     return user_data(email, message.get(user_field), ip, agent)
 
 
+def sender_data(ip: str, agent: str) -> bytes:
+    """The members of `user_data` that are the sender's (`"client_ip_address":...,
+    "client_user_agent":...`), as `user_data(None, None, ip, agent)` encodes them."""
+    if ip and agent:
+        return b"".join(
+            (
+                b'"client_ip_address":',
+                _encode(ip),
+                b',"client_user_agent":',
+                _encode(agent[:512]),
+            )
+        )
+    if ip:
+        return b'"client_ip_address":' + _encode(ip)
+    if agent:
+        return b'"client_user_agent":' + _encode(agent[:512])
+    return b""
+
+
 def user_data(email: object, user: object, ip: str, agent: str) -> dict[str, Any]:
     """`_user_data` of the e-mail address and the user id a message holds (any values)."""
     found: dict[str, Any] = {}

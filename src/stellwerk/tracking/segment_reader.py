@@ -48,6 +48,7 @@ from stellwerk.tracking.refine import (
     MEMBER,
     Refiner,
     epoch,
+    sender_data,
     sender_of,
     user_data,
     visit_key,
@@ -408,6 +409,7 @@ def _read(content: bytes, kind: str | None) -> Body | None:
 
 
 _PLACEHOLDER: Final = msgspec.Raw(b"0")
+_MEMBER_BYTES: Final = MEMBER.encode()
 
 
 class _Taker:
@@ -462,8 +464,9 @@ class _Taker:
         # `context.stellwerk`'s own part up to the event's time, as `stored_member` writes it.
         self.own = b'"received_at":' + _encode(arrival.received_at) + b',"event_time":'
 
-    def _context(self, raw: msgspec.Raw | None) -> Seen:
-        """What a context decides (`Seen`), worked out."""
+    def _context(self, text: bytes) -> Seen:
+        """What a context (its JSON; empty: none) decides (`Seen`), worked out."""
+        raw = msgspec.Raw(text) if text else None
         inner: dict[str, Any] = {}
         context: _Context | None = None
         if raw is not None:
@@ -472,7 +475,10 @@ class _Taker:
             except msgspec.DecodeError:
                 return LEFT  # no object, or not of the view's types
             inner = _layout(raw)
-            if _FORGED_INNER in "\0".join(inner) or MEMBER in inner:
+            # A name with `stellwerk` in it needs the word in the bytes, or an escape.
+            if (_MEMBER_BYTES in text or b"\\u" in text) and (
+                _FORGED_INNER in "\0".join(inner) or MEMBER in inner
+            ):
                 return LEFT  # forged members, or a member of the name the collector sets
         page = context.page if context is not None else None
         consent = context.consent if context is not None else None
@@ -518,8 +524,8 @@ class _Taker:
         if not self.privacy.keep_full_ip and context is not None and context.ip is not None:
             inner["ip"] = enrichment.ip if context.ip == sender[0] else anonymise_ip(context.ip)[0]
         inner[MEMBER] = _PLACEHOLDER  # the last member: `"stellwerk":0}` cut off
-        prefix = _encode(inner)[:-2] + visit.encoded
-        tail = _encode(user_data(None, None, enrichment.ip, sender[1]))[1:-1]
+        prefix = b"".join((memoryview(_encode(inner))[:-2], visit.encoded))
+        tail = sender_data(enrichment.ip, sender[1])
         after = b"," + tail + b"}}}" if tail else b"}}}"
         alone = _USER_DATA + tail + b"}}}" if tail else b"}}"
         return Seen(TAKE, visit, prefix, after, alone, email, listed is None)
@@ -527,7 +533,7 @@ class _Taker:
     def _resolve(self, text: bytes) -> Seen:
         """What a context (its JSON; empty: none) decides, worked out and kept: the C
         reader's miss."""
-        found = self._context(msgspec.Raw(text) if text else None)
+        found = self._context(text)
         self.contexts.kept(self.seen, text, found)
         return found
 
@@ -634,7 +640,7 @@ class _Taker:
                     visit is not None
                     and (visit.binding is not canonical or visit.generation != generation)
                 ):
-                    found = self._context(None if context == _NULL else context)
+                    found = self._context(text)
                     self.contexts.kept(seen_of, text, found)
                 seen = last_seen = found
                 last_context = context
