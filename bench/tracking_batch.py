@@ -79,7 +79,8 @@ def message(n: int, shape: str = "cycling") -> dict[str, Any]:
     made = _message(n)
     if shape == "visitors":
         context = made["context"]
-        context["ip"] = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+        # A network of its own too (a /24 of 14.6 million), as visitors of a shop mostly are.
+        context["ip"] = f"{1 + n % 223}.{n // 223 % 256}.{n // 57_088 % 256}.{1 + n % 254}"
         context["userAgent"] = AGENTS[n % len(AGENTS)]
         context["page"] = {
             "url": f"https://shop.example/p/{n % 300}?utm_source=news&utm_medium=email",

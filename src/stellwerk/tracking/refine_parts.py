@@ -132,6 +132,7 @@ class VisitParts:
         self._agents = _Kept()
         self._networks = _Kept()
         self._networks_generation = enricher.generation
+        self._geos: dict[int, tuple[Geo, dict[str, Any], bytes]] = {}
         self._pages = _Kept()
         self._consents = _Kept()
 
@@ -153,6 +154,7 @@ class VisitParts:
         shares the network's part with the visitors of their /24 (/48)."""
         if self._networks_generation != self._enricher.generation:
             self._networks.clear()  # a replaced geo database: its answers are stale
+            self._geos.clear()
             self._networks_generation = self._enricher.generation
         kept = self._networks.found
         found: NetworkPart | None = kept.get((ip, keep_full_ip))
@@ -172,8 +174,15 @@ class VisitParts:
 
     def _network(self, kept: str, anonymised: str) -> NetworkPart:
         geo = self._enricher.geo(anonymised)
-        stored = known(geo)
-        return NetworkPart(kept, geo, stored, _encode(kept), _encode(stored))
+        # The enricher hands out one `Geo` per network from its cache (and one for all
+        # addresses it knows nothing of): each is made JSON once, kept by its identity.
+        found = self._geos.get(id(geo))
+        if found is None or found[0] is not geo:
+            stored = known(geo)
+            if len(self._geos) >= PARTS_KEPT:
+                self._geos.clear()
+            found = self._geos[id(geo)] = (geo, stored, _encode(stored))
+        return NetworkPart(kept, geo, found[1], _encode(kept), found[2])
 
     def page(self, url: str, referrer: str, internal_hosts: tuple[str, ...]) -> PagePart:
         """The part of a page and its referrer, for a source's own hosts."""
