@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.tracking.mmdb import city_record, write_mmdb
+from tests.tracking.test_refine_visits import Countries
+from tests.tracking.test_segment_reader import binding
 
-from stellwerk.refs import TenantId, TenantName, TenantRef
 from stellwerk.tracking import Binding, refine_parts
 from stellwerk.tracking.consent import (
     Consent,
@@ -91,21 +92,6 @@ def enricher(geo_db: GeoDatabase) -> Enricher:
     """One for the module: its user agent parser takes ~0.15 s to build. Its own caches are
     the documented steps' (tests/tracking/test_enrich.py)."""
     return Enricher(geo_db)
-
-
-def binding(**settings: Any) -> Binding:
-    fields: dict[str, Any] = {
-        "tenant": TenantRef(TenantId("t-1"), TenantName("acme")),
-        "name": "shop",
-        "kind": "segment",
-        "bus": "default",
-        "key_digest": "d",
-        "allowed_origins": frozenset(),
-        "without_consent": "anonymous",
-        "full_ip": False,
-        "pseudonymise": (),
-    }
-    return Binding(**{**fields, **settings})
 
 
 def known(part: msgspec.Struct) -> dict[str, Any]:
@@ -246,16 +232,6 @@ def refine_parts_consents() -> dict[tuple[object, ...], Consent]:
     from stellwerk.tracking import consent
 
     return consent._LISTED
-
-
-class Countries:
-    """A geo lookup whose answer the test changes, as a replaced database would."""
-
-    def __init__(self) -> None:
-        self.country = "DE"
-
-    def lookup(self, ip: str) -> Geo:
-        return Geo(country=self.country)
 
 
 def test_a_replaced_geo_database_is_never_answered_from_the_parts_kept() -> None:
