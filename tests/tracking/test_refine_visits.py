@@ -9,10 +9,12 @@ import copy
 from typing import Any
 
 import msgspec
+import pytest
 
 from stellwerk.refs import TenantId, TenantName, TenantRef
 from stellwerk.tracking import Arrival, Binding
 from stellwerk.tracking.enrich import Enricher, Geo
+from stellwerk.tracking import refine
 from stellwerk.tracking.refine import Refiner
 
 CHROME = (
@@ -149,3 +151,24 @@ def test_stored_encodes_byte_for_byte_as_the_refined_message() -> None:
             assert isinstance(got["context"]["stellwerk"], msgspec.Raw)
             assert msgspec.json.encode(got) == msgspec.json.encode(expected)
     assert kept >= 15  # most cases are kept: the comparison above is not vacuous
+
+
+def test_kept_visits_are_bounded_by_their_size_and_refined_the_same_when_cleared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Visits are kept by their keys' text and encodings as well as by number: past
+    `VISITS_SIZE` they start again empty, and an event refined after that is refined as a
+    fresh refiner refines it."""
+    monkeypatch.setattr(refine, "VISITS_SIZE", 2_000)
+    cached = Refiner(Enricher(), b"k" * 32)
+    parser = Enricher()  # for refiners that keep no visits yet (its parsing keeps none)
+    source = binding()
+    pages = [f"https://shop.example/{'p' * 300}/{n}?utm_source=news" for n in range(12)]
+    for _ in range(2):
+        for page in pages:
+            message = track(["analytics"])
+            message["context"]["page"]["url"] = page
+            got = refined(cached, message, source)
+            assert got == refined(Refiner(parser, b"k" * 32), message, source)
+            assert 0 < cached._visits_size <= 2_000
+            assert len(cached._visits) < len(pages)

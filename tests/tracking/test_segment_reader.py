@@ -650,3 +650,25 @@ async def test_a_context_member_forged_with_escapes_is_removed_as_the_general_wa
         _, events, _ = await read(content, None, arrival, source)
         stored = msgspec.json.decode(events[0][0].encoded)["data"]["context"]
         assert set(stored) == {"ip", "userAgent", "page", "consent", "traits", "stellwerk"}
+
+
+async def test_kept_contexts_are_bounded_by_their_bytes_and_stored_the_same_when_cleared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Contexts are kept by their bytes and their stored parts' as well as by number: past
+    `CONTEXTS_BYTES` they start again empty, and what is stored stays the general way's."""
+    monkeypatch.setattr(segment_kept, "CONTEXTS_BYTES", 4_000)
+    source = binding(pseudonymise=("userId",))
+    arrival = Arrival(received_at="2026-12-05T08:00:00Z", ip="192.0.2.7", headers={})
+    batch = []
+    for n in range(12):
+        message = shop_message(n)
+        message["context"]["ip"] = f"81.2.70.{n}"
+        batch.append(message)
+    content = msgspec.json.encode({"batch": batch})
+    kept = segment_kept.contexts_of(refiner())
+    for _ in range(2):
+        items = await same(content, None, arrival, source)
+        assert all(isinstance(item, Ready) for item in items)
+        assert 0 < kept.bytes <= 4_000
+        assert kept.count < len(batch)

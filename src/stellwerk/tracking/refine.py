@@ -48,6 +48,10 @@ _FORGED_TOP: Final = "context." + MEMBER
 _FORGED_INNER: Final = MEMBER + "."
 VISITS_KEPT: Final = 32_768  # decisions and enrichments by visit (`_visit_key`)
 MAX_VISIT_TEXT: Final = 2_048  # longer inputs are worked out each time, never kept
+# Characters of the kept visits' keys and bytes of their encodings: past it they start again
+# empty, as past `VISITS_KEPT` entries (keys of up to 2,048 characters, each with its
+# enrichment's JSON, would otherwise hold hundreds of MB).
+VISITS_SIZE: Final = 32 * 1024 * 1024
 MAX_VISIT_PURPOSES: Final = 16
 
 
@@ -67,8 +71,10 @@ class Refiner:
         # The first binding of each value seen: the source cache makes a new object of an
         # unchanged source every few seconds, and visits are kept by the binding's identity.
         self._canonical: dict[Binding, Binding] = {}
-        # Decisions and enrichments by visit (`_visit_key`): cleared, not evicted, when full.
+        # Decisions and enrichments by visit (`_visit_key`): cleared, not evicted, when full
+        # (`VISITS_KEPT` entries, or `VISITS_SIZE` of their keys' text and encodings).
         self._visits: dict[tuple[object, ...], Visit] = {}
+        self._visits_size = 0
 
     def tenant_key(self, tenant_id: str) -> bytes:
         """The tenant's pseudonym key: HMAC-SHA256 of its id under the master key, so the same
@@ -193,8 +199,11 @@ class Refiner:
         return self._enricher.generation
 
     def _keep(self, key: tuple[object, ...], visit: Visit) -> None:
-        if len(self._visits) >= VISITS_KEPT:
+        size = len(visit.encoded) + sum(len(part) for part in key if isinstance(part, str))
+        if len(self._visits) >= VISITS_KEPT or self._visits_size + size > VISITS_SIZE:
             self._visits.clear()
+            self._visits_size = 0
+        self._visits_size += size
         self._visits[key] = visit
 
     def settings(self, binding: Binding) -> _Settings:

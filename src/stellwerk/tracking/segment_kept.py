@@ -65,6 +65,10 @@ CONTEXTS_KEPT: Final = 32_768
 IDS_KEPT: Final = 16_384
 MAX_KEPT_ID: Final = 256  # characters; a longer id is worked out each time, never kept
 MAX_CONTEXT: Final = 8_192  # bytes; a longer context is worked out each time, never kept
+# Bytes of the contexts and their stored parts: past it they start again empty, as past
+# `CONTEXTS_KEPT` entries (32,768 contexts of up to 8 KB, each with a prefix as large, would
+# otherwise hold hundreds of MB). A shop's contexts of ~1 KB with their parts fill it at ~16,000.
+CONTEXTS_BYTES: Final = 32 * 1024 * 1024
 
 
 class Contexts:
@@ -77,6 +81,7 @@ class Contexts:
     def __init__(self) -> None:
         self.by_sender: dict[tuple[object, ...], dict[bytes, Seen]] = {}
         self.count = 0
+        self.bytes = 0  # of the contexts kept and their `Seen`'s parts (`CONTEXTS_BYTES`)
         self.pseudonyms: dict[bytes, dict[str, str]] = {}
         self.pseudonyms_count = 0
         self.externals: dict[str, bytes] = {}
@@ -115,9 +120,11 @@ class Contexts:
     def kept(self, seen: dict[bytes, Seen], context: bytes, entry: Seen) -> None:
         if len(context) > MAX_CONTEXT:
             return
-        if self.count >= CONTEXTS_KEPT:
+        size = len(context) + len(entry.prefix) + len(entry.after) + len(entry.alone)
+        if self.count >= CONTEXTS_KEPT or self.bytes + size > CONTEXTS_BYTES:
             self.clear()
         self.count += 1
+        self.bytes += size
         seen[context] = entry
 
     def clear(self) -> None:
@@ -125,6 +132,7 @@ class Contexts:
             seen.clear()  # a request holding one keeps adding to a dict no longer counted
         self.by_sender.clear()
         self.count = 0
+        self.bytes = 0
 
 
 _by_refiner: Final[dict[int, tuple[Refiner, Contexts]]] = {}
