@@ -12,9 +12,8 @@ import msgspec
 import pytest
 
 from stellwerk.refs import TenantId, TenantName, TenantRef
-from stellwerk.tracking import Arrival, Binding
+from stellwerk.tracking import Arrival, Binding, refine
 from stellwerk.tracking.enrich import Enricher, Geo
-from stellwerk.tracking import refine
 from stellwerk.tracking.refine import Refiner
 
 CHROME = (
