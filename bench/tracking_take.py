@@ -1,6 +1,6 @@
-"""Benchmark of the Segment reader's hit path alone: the C reader (`_segment_native.take`)
-reading one `/v1/batch` body of `bench tracking_batch`'s default messages again and again,
-every context and id kept (issue 17). No app, no ingest, no HTTP: what the reader costs a
+"""Benchmark of the Segment reader's hit path alone: the C reader (`_segment_native.scan` and
+`take`) reading one `/v1/batch` body of `bench tracking_batch`'s default messages again and
+again, every context and id kept (issue 17). No app, no ingest, no HTTP: what the reader costs a
 message once a visitor's context is known, which `bench tracking_batch` cannot separate from
 the rest.
 
@@ -8,10 +8,10 @@ It prints the thread's CPU microseconds per message. The figure that compares ac
 machine is the instruction count: run it under callgrind twice, with `--loops 0` and with
 `--loops N`, collecting only inside the C reader, and divide the difference by N x `--batch`:
 
-    valgrind --tool=callgrind --toggle-collect=take --callgrind-out-file=cg.0 \\
-        .venv/bin/stellwerk bench tracking_take --loops 0
-    valgrind --tool=callgrind --toggle-collect=take --callgrind-out-file=cg.200 \\
-        .venv/bin/stellwerk bench tracking_take --loops 200
+    valgrind --tool=callgrind --toggle-collect=take --toggle-collect=scan \\
+        --callgrind-out-file=cg.0 .venv/bin/stellwerk bench tracking_take --loops 0
+    valgrind --tool=callgrind --toggle-collect=take --toggle-collect=scan \\
+        --callgrind-out-file=cg.200 .venv/bin/stellwerk bench tracking_take --loops 200
 
 (`callgrind_annotate` of both gives the totals; both runs read the body once before the loop,
 so the difference is the loop's hits alone.)
@@ -70,7 +70,9 @@ def main(argv: Sequence[str]) -> int:
     assert all(type(item) is Ready for item in first), "the bench's messages are the common case"
     started = time.thread_time()
     for _ in range(args.loops):
-        body.messages(refiner, arrival, binding, max_batch=args.batch)
+        read = segment_reader.read(content, None)
+        assert read is not None
+        read.messages(refiner, arrival, binding, max_batch=args.batch)
     spent = time.thread_time() - started
     if args.loops:
         per_message = spent / (args.loops * args.batch) * 1e6
