@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from stellwerk.cli import process_cpu
-from stellwerk.cli.bench import process_tree
+from stellwerk.cli.bench import process_tree, process_written, written_since
 from stellwerk.cli.supervise import ready_marker
 from stellwerk.config import Role
 
@@ -422,10 +422,16 @@ async def measure(args: argparse.Namespace, server: Server) -> int:
         )
         cpu_before = bench.server_cpu()
         pipeline_before = process_cpu(server.pipeline)
+        written_before = process_written(server.pid)
+        pipeline_written_before = process_written(server.pipeline)
         from_ack, from_send, expected = await profiled(args, server, "a", bench.latency())
         sent = expected + int(args.rate * 0.5)  # with the warm-up's
         latency_cpu = (bench.server_cpu() - cpu_before) * 1e6 / sent
         pipeline_cpu = (process_cpu(server.pipeline) - pipeline_before) * 1e6 / sent
+        written = written_since(written_before, process_written(server.pid)) / sent
+        pipeline_written = (
+            written_since(pipeline_written_before, process_written(server.pipeline)) / sent
+        )
         ms = [x * 1000 for x in from_ack]
         ms_send = [x * 1000 for x in from_send]
         alone: list[Phase] = []
@@ -464,6 +470,11 @@ async def measure(args: argparse.Namespace, server: Server) -> int:
         f" the pipeline process {pipeline_cpu:,.0f})"
         if server.pipeline is not None
         else f"    server CPU {latency_cpu:,.0f} us/event (ingest, routing and delivery)"
+    )
+    stored = len(json.dumps(event("0" * 36)).encode())
+    print(
+        f"    bytes written {written:,.0f} per event"
+        f" (the pipeline process {pipeline_written:,.0f}); an event is {stored:,} bytes as JSON"
     )
     print(f"(a) p99 {p99:.2f} ms, target <= 25 ms: {verdict(p99 <= 25)}")
     report_failures(bench)
