@@ -19,6 +19,7 @@ from stellwerk.sites.peers import Peers
 from stellwerk.sites.replication import ReplicationMetrics, Replicator
 from stellwerk.sites.standby import SiteStandby
 from stellwerk.sites.store import CHANGES, SitesStore
+from stellwerk.sites.stream import PeerStreams
 from stellwerk.sites.sync import SyncMetrics, SyncReplication
 from stellwerk.sites.tables import VERSION_TABLE
 
@@ -39,7 +40,13 @@ class SitesOpened:
         box = SecretBox(context.key(SEALING_PURPOSE))
         self.peers = Peers(platform, self.store, box, context.outgoing, self.site)
         link = PeerLink(self.peers, context.outgoing)
-        self.sync = SyncReplication(platform, self.store, link, SyncMetrics(registry))
+        self.sync = SyncReplication(
+            platform,
+            self.store,
+            link,
+            SyncMetrics(registry),
+            PeerStreams(self.peers, context.outgoing),
+        )
         self.endpoints = Endpoints(platform, self.store, self.peers, link, changed=self.sync.reload)
         context.facades.offer_global_endpoints(OfferedEndpoints(self.endpoints, self.store))
         replicator = Replicator(

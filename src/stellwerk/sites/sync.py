@@ -32,6 +32,7 @@ from stellwerk.sites.endpoints import SyncRoutes, sync_routes
 from stellwerk.sites.link import PeerLink
 from stellwerk.sites.replication import BATCH, ORIGIN_SITE, replica_batch
 from stellwerk.sites.store import Cursor, SitesStore
+from stellwerk.sites.stream import PeerStreams, StreamRefused
 
 log = structlog.get_logger("stellwerk.sites")
 
@@ -94,6 +95,13 @@ class SyncMetrics:
             ["tenant", "site"],
             registry=registry,
         )
+        self.streamed = Counter(
+            "stellwerk_site_sync_streamed",
+            "Peer requests of synchronous replication that went on the kept peer stream (the "
+            "rest went as HTTP requests: a peer without the stream)",
+            ["tenant", "site"],
+            registry=registry,
+        )
         self.degraded = Counter(
             "stellwerk_site_sync_degraded",
             "Requests answered without the peer's acknowledgement (left to async replication)",
@@ -146,11 +154,17 @@ class SyncRequest:
 
 class SyncReplication:
     def __init__(
-        self, platform: Platform, store: SitesStore, link: PeerLink, metrics: SyncMetrics
+        self,
+        platform: Platform,
+        store: SitesStore,
+        link: PeerLink,
+        metrics: SyncMetrics,
+        streams: PeerStreams,
     ) -> None:
         self._platform = platform
         self._store = store
         self._link = link
+        self._streams = streams
         self._metrics = metrics
         self._routes: SyncRoutes = {}
         self._stopping = asyncio.Event()
@@ -177,6 +191,7 @@ class SyncReplication:
         self._stopping.set()
         for task in self._tasks:
             task.cancel()
+        self._streams.close()
 
     def beside_append(
         self, tenant: TenantRef, bus: str, batch: Sequence[NewEvent]
@@ -251,7 +266,7 @@ class SyncReplication:
         path = f"/v1/peers/{self._link.local_site}/events"
         self._metrics.requests.labels(tenant.name, site).inc()
         try:
-            problem = await self._link.send(principal, site, "POST", path, body, within=bound)
+            problem = await self._to_peer(principal, site, path, body, bound)
         except Exception as exc:  # every waiting request must be answered
             problem = f"{type(exc).__name__}: {exc}"
         finally:
@@ -263,6 +278,18 @@ class SyncReplication:
         for request in forming.requests:
             if request.answer is not None and not request.answer.done():
                 request.answer.set_result(problem)
+
+    async def _to_peer(
+        self, principal: Principal, site: str, path: str, body: bytes, bound: float
+    ) -> str | None:
+        """One group's events to the peer: on the kept stream, or as an HTTP request to a peer
+        that has no stream (an older version)."""
+        if self._streams.supported(principal, site):
+            with contextlib.suppress(StreamRefused):
+                problem = await self._streams.send(principal, site, body, bound)
+                self._metrics.streamed.labels(principal.tenant, site).inc()
+                return problem
+        return await self._link.send(principal, site, "POST", path, body, within=bound)
 
     async def finish(self, request: SyncRequest) -> None:
         """Wait (up to the bound) for the peer's acknowledgement of the request's events, which

@@ -1,0 +1,186 @@
+"""The kept peer stream of synchronous replication (`GET /v1/peers/{site}/stream`): two real
+sites on loopback carry sync batches on it, and a client speaking the protocol by hand (aiohttp,
+the pair's secret known to the test) checks what the receiving site refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+from tests.sites.support import SECRET, Site, pair, two_sites
+from tests.sites.test_link import batch, counter
+
+from stellwerk.sites import signed_headers
+
+pytestmark = pytest.mark.slow
+
+PATH = "/v1/peers/a/stream"
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Site]]:
+    with two_sites(Path(tmp_path_factory.mktemp("stream"))) as (a, b):
+        pair(a, b)
+        yield a, b
+
+
+def test_sync_batches_go_on_the_kept_stream_and_each_event_is_on_the_peer_once(
+    sites: tuple[Site, Site],
+) -> None:
+    a, b = sites
+    spec = {
+        "primary": "a",
+        "secondary": "b",
+        "buses": ["default"],
+        "replication": "sync",
+        "health": {"sync_timeout_ms": 5000, "recovery_seconds": 3600},
+    }
+    assert a.api("PUT", "/v1/endpoints/orders", json=spec).status_code == 201
+    count = 20
+    for n in range(count):
+        assert a.send("default", batch(f"s{n}", 1)).status_code == 202
+    metrics = httpx.get(f"{a.url}/metrics", timeout=10).text
+    assert counter(metrics, "stellwerk_site_sync_events_total") == count
+    assert counter(metrics, "stellwerk_site_sync_degraded_total") == 0
+    requests = counter(metrics, "stellwerk_site_sync_requests_total")
+    assert requests >= 1
+    assert counter(metrics, "stellwerk_site_sync_streamed_total") == requests
+    stored = b.events("default", 1000, until=f"s{count - 1}-0")
+    ours = [e["id"] for e in stored if e["id"].startswith("s")]
+    assert sorted(ours) == sorted(f"s{n}-0" for n in range(count))  # each once
+    replica = next(e for e in stored if e["id"] == "s0-0")
+    assert replica["originsite"] == "a"
+    assert "originrecordedtime" in replica
+
+
+def _headers(secret: str, path: str = PATH, site: str = "a") -> dict[str, str]:
+    return signed_headers(
+        secret,
+        site=site,
+        tenant="default",
+        timestamp=int(time.time()),
+        method="GET",
+        path=path,
+        body=b"",
+    )
+
+
+def _frame(nonce: bytes, number: int, body: bytes, secret: str = SECRET) -> bytes:
+    head = struct.pack(">Q", number)
+    mac = hmac.new(secret.encode(), b"q" + nonce + head + body, hashlib.sha256).digest()
+    return head + mac + body
+
+
+def _answer(nonce: bytes, data: bytes) -> tuple[int, int, Any]:
+    head, mac, body = data[:10], data[10:42], data[42:]
+    expected = hmac.new(SECRET.encode(), b"a" + nonce + head + body, hashlib.sha256).digest()
+    assert hmac.compare_digest(mac, expected), "the answer is not signed with the pair's secret"
+    number, status = struct.unpack(">QH", head)
+    return number, status, json.loads(body)
+
+
+def _event_body(event_id: str) -> bytes:
+    event = {"specversion": "1.0", "id": event_id, "source": "urn:stream", "type": "t"}
+    return json.dumps({"bus": "stream-bus", "events": [event]}).encode()
+
+
+def test_the_stream_takes_signed_numbered_batches_and_refuses_replays_and_forgeries(
+    sites: tuple[Site, Site],
+) -> None:
+    _, b = sites
+
+    async def run() -> list[Any]:
+        seen: list[Any] = []
+        async with aiohttp.ClientSession() as session:
+            headers = _headers(SECRET)
+            async with session.ws_connect(b.url + PATH, headers=headers) as ws:
+                hello = await ws.receive_bytes()
+                nonce = hello[:16]
+                # The peer proves it holds the secret: its hello is signed over our signature.
+                signature = headers["stellwerk-signature"].encode()
+                expected = hmac.new(
+                    SECRET.encode(),
+                    b"stellwerk-stream-hello\n" + nonce + signature,
+                    hashlib.sha256,
+                ).digest()
+                seen.append(hmac.compare_digest(hello[16:], expected))
+                # Two batches in flight at once, answered by number.
+                await ws.send_bytes(_frame(nonce, 1, _event_body("hand-1")))
+                await ws.send_bytes(_frame(nonce, 2, b'{"bus":"stream-bus"}'))
+                answers = {}
+                for _ in range(2):
+                    number, status, body = _answer(nonce, await ws.receive_bytes())
+                    answers[number] = (status, body)
+                seen.append(answers)
+                # The first frame again: a replay, refused, and the stream ends.
+                await ws.send_bytes(_frame(nonce, 1, _event_body("hand-1")))
+                seen.append(_answer(nonce, await ws.receive_bytes()))
+                seen.append((await ws.receive()).type)
+            # A frame signed with another secret is refused, and the stream ends.
+            async with session.ws_connect(b.url + PATH, headers=_headers(SECRET)) as ws:
+                fresh = (await ws.receive_bytes())[:16]
+                forged = _frame(fresh, 1, _event_body("hand-2"), "another-secret-0123456")
+                await ws.send_bytes(forged)
+                seen.append(_answer(fresh, await ws.receive_bytes()))
+                seen.append((await ws.receive()).type)
+            # A frame made for the first stream (its nonce) does not verify on a new one.
+            async with session.ws_connect(b.url + PATH, headers=_headers(SECRET)) as ws:
+                fresh = (await ws.receive_bytes())[:16]
+                await ws.send_bytes(_frame(nonce, 1, _event_body("hand-3")))
+                seen.append(_answer(fresh, await ws.receive_bytes()))
+        return seen
+
+    hello, answers, replay, replay_end, forged, forged_end, stale = asyncio.run(run())
+    assert hello is True
+    assert answers[1] == (200, {"stored": 1})
+    status, body = answers[2]
+    assert status == 400
+    assert "not a batch of replicated events" in body["message"]
+    assert replay[:2] == (1, 401)
+    assert "a replay" in replay[2]["message"]
+    assert replay_end is aiohttp.WSMsgType.CLOSE
+    assert forged[:2] == (1, 401)
+    assert "signature does not match" in forged[2]["message"]
+    assert forged_end is aiohttp.WSMsgType.CLOSE
+    assert stale[:2] == (1, 401)
+    assert [e["id"] for e in b.events("stream-bus", 10, until="hand-1")] == ["hand-1"]
+    output = b.server.output()
+    assert "peer request refused" in output
+    assert SECRET not in output
+
+
+@pytest.mark.parametrize(
+    ("secret", "path", "status", "says"),
+    [
+        ("not-the-pair-secret-at-all", PATH, 401, "signature does not match"),
+        (SECRET, "/v1/peers/c/stream", 401, "the path names another site"),
+    ],
+)
+def test_an_upgrade_not_signed_right_is_refused_with_401_and_logged(
+    sites: tuple[Site, Site], secret: str, path: str, status: int, says: str
+) -> None:
+    _, b = sites
+
+    async def run() -> aiohttp.WSServerHandshakeError:
+        async with aiohttp.ClientSession() as session:
+            try:
+                await session.ws_connect(b.url + path, headers=_headers(secret, path))
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc
+        raise AssertionError("the stream was opened")
+
+    refused = asyncio.run(run())
+    assert refused.status == status
+    if status == 401 and "signature" in says:
+        assert "peer request refused" in b.server.output()
+        assert says in b.server.output()
