@@ -9,15 +9,17 @@ import hashlib
 import hmac
 import json
 import struct
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
 import pytest
-from tests.sites.support import SECRET, Site, pair, two_sites
+from tests.sites.support import SECRET, Site, pair, settle, two_sites
 from tests.sites.test_link import batch, counter
 
 from stellwerk.sites import signed_headers
@@ -184,3 +186,91 @@ def test_an_upgrade_not_signed_right_is_refused_with_401_and_logged(
     if status == 401 and "signature" in says:
         assert "peer request refused" in b.server.output()
         assert says in b.server.output()
+
+
+class _OlderPeer(BaseHTTPRequestHandler):
+    """A relay in front of b that answers its stream route as a version without it does (403,
+    as uvicorn answers a WebSocket path the app does not have) and passes the rest on."""
+
+    protocol_version = "HTTP/1.1"
+    upstream = ""
+    upgrades = 0
+
+    def do_GET(self) -> None:
+        if self.path.endswith("/stream"):
+            type(self).upgrades += 1
+            self._answer(403, b"")
+            return
+        self._relay()
+
+    def do_POST(self) -> None:
+        self._relay()
+
+    def do_PUT(self) -> None:
+        self._relay()
+
+    def _relay(self) -> None:
+        length = int(self.headers.get("content-length", "0"))
+        body = self.rfile.read(length) if length else b""
+        skip = {"host", "content-length", "connection", "transfer-encoding"}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+        answer = httpx.request(
+            self.command, self.upstream + self.path, content=body, headers=headers, timeout=30
+        )
+        self._answer(answer.status_code, answer.content)
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+def test_a_peer_without_the_stream_gets_the_sync_batches_as_http_requests(
+    tmp_path: Path,
+) -> None:
+    with two_sites(tmp_path) as (a, b):
+
+        class OlderB(_OlderPeer):
+            upstream = b.url
+            upgrades = 0
+
+        handler = OlderB
+        relay = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=relay.serve_forever, daemon=True)
+        thread.start()
+        try:
+            body = {"url": f"http://127.0.0.1:{relay.server_address[1]}", "secret": SECRET}
+            assert a.api("PUT", "/v1/peers/b", json=body).status_code == 201
+            answer = b.api("PUT", "/v1/peers/a", json={"url": a.url, "secret": SECRET})
+            assert answer.status_code == 201
+            settle(a, b)
+            spec = {
+                "primary": "a",
+                "secondary": "b",
+                "buses": ["default"],
+                "replication": "sync",
+                "health": {"sync_timeout_ms": 5000, "recovery_seconds": 3600},
+            }
+            assert a.api("PUT", "/v1/endpoints/orders", json=spec).status_code == 201
+            count = 5
+            for n in range(count):
+                assert a.send("default", batch(f"h{n}", 1)).status_code == 202
+            metrics = httpx.get(f"{a.url}/metrics", timeout=10).text
+            assert counter(metrics, "stellwerk_site_sync_events_total") == count
+            assert counter(metrics, "stellwerk_site_sync_degraded_total") == 0
+            assert counter(metrics, "stellwerk_site_sync_requests_total") >= 1
+            assert counter(metrics, "stellwerk_site_sync_streamed_total") == 0
+            # Asked once; the rest went straight to HTTP for the while.
+            assert handler.upgrades == 1
+            stored = b.events("default", 1000, until=f"h{count - 1}-0")
+            ours = [e["id"] for e in stored if e["id"].startswith("h")]
+            assert sorted(ours) == sorted(f"h{n}-0" for n in range(count))
+        finally:
+            relay.shutdown()
+            relay.server_close()
+            thread.join()

@@ -54,6 +54,9 @@ NONCE_BYTES: Final = 16
 # After a peer refused the upgrade as a route it lacks (an older version), batches go as HTTP
 # requests for this long before the stream is tried again.
 UNSUPPORTED_SECONDS: Final = 60.0
+# How a peer without the route answers an upgrade (Starlette closes an unknown WebSocket
+# path, which uvicorn answers 403).
+REFUSED_AS_UNKNOWN: Final = frozenset((403, 404, 405))
 
 
 class StreamRefused(Exception):
@@ -186,8 +189,8 @@ class PeerStreams:
         try:
             stream = await self._stream(principal, site, within)
         except StreamRefused as exc:
-            if exc.status in (401, 409):
-                return str(exc)  # the peer's word on the pairing: as for an HTTP request
+            if exc.status not in REFUSED_AS_UNKNOWN:
+                return str(exc)  # the peer's word (the pairing, not ready): as for HTTP's
             self._unsupported[key] = time.monotonic() + UNSUPPORTED_SECONDS
             raise
         except (aiohttp.ClientError, TimeoutError, OSError, ConnectionError) as exc:
@@ -226,7 +229,10 @@ class PeerStreams:
                 stream = await asyncio.wait_for(
                     self._open(principal, site, record.url, secret), within
                 )
-            except BaseException as exc:
+            except asyncio.CancelledError:
+                opening.cancel()
+                raise
+            except Exception as exc:
                 opening.set_exception(exc)
                 opening.exception()  # retrieved: the ones waiting on it raise it too
                 raise
