@@ -10,7 +10,9 @@ measures what issue 18 sets as targets:
 - floor: what one peer request with one durable append costs raw, in the same sitting:
   single-event signed `POST /v1/peers/a/events` straight to b, paced as above (the request
   the sync path adds to each ingest request), on a bus of b's in no endpoint. Sync cannot be
-  quicker than the baseline plus it.
+  quicker than the baseline plus it. Then the same requests alternately as HTTP requests and
+  on the kept peer stream (`stellwerk.sites.stream`), in one paced load: the two transports'
+  latencies side by side.
 - async lag: the endpoint switched to `async`; `--rate` events/s (batches of `--batch`, open
   loop) to a for `--seconds`, while a's `GET /v1/peers/b` is read every 0.2 s: the replication
   lag in events and seconds (max and p99 of the readings), and the time from the last
@@ -227,6 +229,117 @@ async def peer_latencies(
     return taken
 
 
+class StreamClient:
+    """A's side of the kept peer stream to b (`stellwerk.sites.stream`), spoken by hand: one
+    WebSocket, signed numbered batches, answers matched by number."""
+
+    def __init__(self, client: Client, a: Site, b: Site) -> None:
+        self.client, self.a, self.b = client, a, b
+        self.number = 0
+        self.waiting: dict[int, asyncio.Future[int]] = {}
+
+    async def __aenter__(self) -> StreamClient:
+        from stellwerk.sites import signed_headers
+        from stellwerk.sites.stream import NONCE_BYTES, Macs, stream_path
+
+        path = stream_path(self.a.name)
+        headers = signed_headers(
+            SECRET,
+            site=self.a.name,
+            tenant="default",
+            timestamp=int(time.time()),
+            method="GET",
+            path=path,
+            body=b"",
+        )
+        self.ws = await self.client.session.ws_connect(self.b.url + path, headers=headers)
+        nonce = (await self.ws.receive_bytes())[:NONCE_BYTES]
+        self.macs = Macs(SECRET.encode(), nonce)
+        self.reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.ws.close()
+        await self.reader
+
+    async def _read(self) -> None:
+        from stellwerk.sites.stream import ANSWER_HEAD
+
+        async for message in self.ws:
+            number, status = ANSWER_HEAD.unpack(message.data[: ANSWER_HEAD.size])
+            future = self.waiting.pop(number, None)
+            if future is not None:
+                future.set_result(status)
+
+    async def send(self, body: bytes) -> int:
+        from stellwerk.sites.stream import NUMBER
+
+        self.number += 1
+        number = NUMBER.pack(self.number)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.waiting[self.number] = future
+        await self.ws.send_bytes(number + self.macs.batch(number, body) + body)
+        return await future
+
+
+async def peer_latencies_both(
+    client: Client, a: Site, b: Site, rate: float, seconds: float, tag: str
+) -> tuple[list[float], list[float]]:
+    """As `peer_latencies`, but every other request on the kept peer stream instead of an HTTP
+    request, in the same paced load: the latencies of each (ms)."""
+    from stellwerk.clock import utc_now
+    from stellwerk.events import format_rfc3339
+    from stellwerk.sites import signed_headers
+
+    path = f"/v1/peers/{a.name}/events"
+    count = int(rate * seconds)
+    http: list[float] = []
+    streamed: list[float] = []
+    async with StreamClient(client, a, b) as stream:
+
+        async def one(n: int) -> None:
+            replica = {**event(f"{tag}-{n}"), "recordedtime": format_rfc3339(utc_now())}
+            body = json.dumps({"bus": FLOOR_BUS, "events": [replica]}).encode()
+            began = time.perf_counter()
+            try:
+                if n % 2:
+                    status = await stream.send(body)
+                    if status != 200:
+                        client.failures.append(f"peer stream {status}")
+                        return
+                    streamed.append((time.perf_counter() - began) * 1000)
+                    return
+                headers = signed_headers(
+                    SECRET,
+                    site=a.name,
+                    tenant="default",
+                    timestamp=int(time.time()),
+                    method="POST",
+                    path=path,
+                    body=body,
+                )
+                headers["Content-Type"] = "application/json"
+                began = time.perf_counter()
+                async with client.session.post(b.url + path, data=body, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        client.failures.append(f"peer request {r.status}")
+                        return
+                http.append((time.perf_counter() - began) * 1000)
+            except Exception as exc:  # a benchmark counts failures rather than stopping
+                client.failures.append(repr(exc))
+
+        start = time.perf_counter()
+        tasks = []
+        for n in range(count):
+            delay = start + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)  # pacing the load, not waiting for a condition
+            tasks.append(asyncio.create_task(one(n)))
+        await asyncio.gather(*tasks)
+    return http, streamed
+
+
 def spread(values: list[float]) -> str:
     if not values:
         return "none"
@@ -356,10 +469,12 @@ async def measure(args: argparse.Namespace, root: Path) -> int:
             metrics = await _text(client, a, "/metrics")
             degraded = _counter(metrics, "stellwerk_site_sync_degraded_total")
             requests = _counter(metrics, "stellwerk_site_sync_requests_total")
+            streamed_requests = _counter(metrics, "stellwerk_site_sync_streamed_total")
             resent = _counter(metrics, "stellwerk_site_replicated_events_total")
             print(
                 f"sync degraded to async meanwhile: {degraded:g} requests; {requests:g} peer "
-                f"requests; {resent:g} events sent again by the replicator (warm-up included)"
+                f"requests ({streamed_requests:g} on the kept stream); {resent:g} events sent "
+                "again by the replicator (warm-up included)"
             )
             await client.call(b, "PUT", f"/v1/buses/{FLOOR_BUS}", {})
             await peer_latencies(client, a, b, args.latency_rate, args.warm_seconds, "warm")
@@ -376,6 +491,13 @@ async def measure(args: argparse.Namespace, root: Path) -> int:
                 f"{on_b.stop(len(raw))} (b); baseline + it: p50 {floor[0]:.1f} ms, "
                 f"p99 {floor[1]:.1f} ms ({floor[1] / _e2e.percentile(alone, 99):.2f}x the "
                 "baseline's p99)"
+            )
+            http, streamed = await peer_latencies_both(
+                client, a, b, args.latency_rate, args.latency_seconds, "both"
+            )
+            print(
+                f"the same peer requests, alternately as HTTP requests and on the kept stream: "
+                f"HTTP {spread(http)}; stream {spread(streamed)}"
             )
             await client.call(a, "PUT", "/v1/endpoints/bench", {**spec, "replication": "async"})
             _, within = await lag_under_load(client, a, b, args)
