@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import signal
 import struct
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+from tests.polling import wait_until
 from tests.sites.support import SECRET, Site, pair, settle, two_sites
 from tests.sites.test_link import batch, counter
 
@@ -274,3 +276,46 @@ def test_a_peer_without_the_stream_gets_the_sync_batches_as_http_requests(
             relay.shutdown()
             relay.server_close()
             thread.join()
+
+
+def test_a_hung_peer_degrades_sync_to_async_within_the_bound_and_the_stream_comes_back(
+    tmp_path: Path,
+) -> None:
+    with two_sites(tmp_path) as (a, b):
+        pair(a, b)
+        spec = {
+            "primary": "a",
+            "secondary": "b",
+            "buses": ["default"],
+            "replication": "sync",
+            "health": {"sync_timeout_ms": 1000, "recovery_seconds": 3600},
+        }
+        assert a.api("PUT", "/v1/endpoints/orders", json=spec).status_code == 201
+        for n in range(3):
+            assert a.send("default", batch(f"up{n}", 1)).status_code == 202
+
+        def sync_metrics() -> tuple[float, float]:
+            text = httpx.get(f"{a.url}/metrics", timeout=10).text
+            return (
+                counter(text, "stellwerk_site_sync_events_total"),
+                counter(text, "stellwerk_site_sync_degraded_total"),
+            )
+
+        assert sync_metrics() == (3, 0)
+        b.server.terminate(signal.SIGSTOP)  # hung: the stream's connection stays open
+        try:
+            began = time.monotonic()
+            assert a.send("default", batch("hung", 1)).status_code == 202
+            print(f"\nanswered {time.monotonic() - began:.2f} s after the peer hung (bound 1 s)")
+            assert sync_metrics() == (3, 1)
+            assert "synchronous replication degraded to async" in a.server.output()
+        finally:
+            b.server.terminate(signal.SIGCONT)
+        # b back: after the degraded spell a request waits for b again, on a new stream.
+        wait_until(
+            lambda: (a.send("default", batch(f"back{time.monotonic_ns()}", 1)), sync_metrics())[1],
+            what="a request acknowledged by b again",
+            accept=lambda m: m[0] > 3,
+        )
+        stored = {e["id"] for e in b.events("default", 1000, until="hung-0")}
+        assert {"up0-0", "up1-0", "up2-0", "hung-0"} <= stored
