@@ -31,7 +31,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,7 +161,6 @@ class Meter:
 
 async def latencies(client: Client, at: Site, rate: float, seconds: float, tag: str) -> list[float]:
     """Single-event POSTs paced at `rate`/s (open loop): each answer's latency in ms."""
-    count = int(rate * seconds)
     taken: list[float] = []
 
     async def one(n: int) -> None:
@@ -169,15 +168,57 @@ async def latencies(client: Client, at: Site, rate: float, seconds: float, tag: 
         if await client.send(at, [event(f"{tag}-{n}")]):
             taken.append((time.perf_counter() - began) * 1000)
 
+    await paced(rate, seconds, one)
+    return taken
+
+
+async def paced(
+    rate: float, seconds: float, one: Callable[[int], Coroutine[Any, Any, None]]
+) -> None:
+    """`one(n)` for n = 0, 1, ..., started at `rate`/s (open loop), all awaited."""
     start = time.perf_counter()
     tasks = []
-    for n in range(count):
+    for n in range(int(rate * seconds)):
         delay = start + n / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)  # pacing the load, not waiting for a condition
         tasks.append(asyncio.create_task(one(n)))
     await asyncio.gather(*tasks)
-    return taken
+
+
+def replica_body(event_id: str) -> bytes:
+    """One replicated event as a's sync path sends it: the event with its recorded time."""
+    from stellwerk.clock import utc_now
+    from stellwerk.events import format_rfc3339
+
+    replica = {**event(event_id), "recordedtime": format_rfc3339(utc_now())}
+    return json.dumps({"bus": FLOOR_BUS, "events": [replica]}).encode()
+
+
+async def peer_post(client: Client, a: Site, b: Site, body: bytes) -> bool:
+    """One signed `POST /v1/peers/a/events` to b; False (counted as a failure) unless 200."""
+    from stellwerk.sites import signed_headers
+
+    path = f"/v1/peers/{a.name}/events"
+    headers = signed_headers(
+        SECRET,
+        site=a.name,
+        tenant="default",
+        timestamp=int(time.time()),
+        method="POST",
+        path=path,
+        body=body,
+    )
+    headers["Content-Type"] = "application/json"
+    try:
+        async with client.session.post(b.url + path, data=body, headers=headers) as answer:
+            await answer.read()
+            if answer.status == 200:
+                return True
+            client.failures.append(f"peer request {answer.status}")
+    except Exception as exc:  # a benchmark counts failures rather than stopping
+        client.failures.append(repr(exc))
+    return False
 
 
 async def peer_latencies(
@@ -185,47 +226,15 @@ async def peer_latencies(
 ) -> list[float]:
     """Single-event signed peer requests from a to b, paced at `rate`/s: each one's latency in
     ms (b stores each durably before it answers, as for a sync request)."""
-    from stellwerk.clock import utc_now
-    from stellwerk.events import format_rfc3339
-    from stellwerk.sites import signed_headers
-
-    path = f"/v1/peers/{a.name}/events"
-    count = int(rate * seconds)
     taken: list[float] = []
 
     async def one(n: int) -> None:
-        replica = {**event(f"{tag}-{n}"), "recordedtime": format_rfc3339(utc_now())}
-        body = json.dumps({"bus": FLOOR_BUS, "events": [replica]}).encode()
-        headers = signed_headers(
-            SECRET,
-            site=a.name,
-            tenant="default",
-            timestamp=int(time.time()),
-            method="POST",
-            path=path,
-            body=body,
-        )
-        headers["Content-Type"] = "application/json"
+        body = replica_body(f"{tag}-{n}")
         began = time.perf_counter()
-        try:
-            async with client.session.post(b.url + path, data=body, headers=headers) as answer:
-                await answer.read()
-                if answer.status != 200:
-                    client.failures.append(f"peer request {answer.status}")
-                    return
-        except Exception as exc:  # a benchmark counts failures rather than stopping
-            client.failures.append(repr(exc))
-            return
-        taken.append((time.perf_counter() - began) * 1000)
+        if await peer_post(client, a, b, body):
+            taken.append((time.perf_counter() - began) * 1000)
 
-    start = time.perf_counter()
-    tasks = []
-    for n in range(count):
-        delay = start + n / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)  # pacing the load, not waiting for a condition
-        tasks.append(asyncio.create_task(one(n)))
-    await asyncio.gather(*tasks)
+    await paced(rate, seconds, one)
     return taken
 
 
@@ -287,56 +296,28 @@ async def peer_latencies_both(
 ) -> tuple[list[float], list[float]]:
     """As `peer_latencies`, but every other request on the kept peer stream instead of an HTTP
     request, in the same paced load: the latencies of each (ms)."""
-    from stellwerk.clock import utc_now
-    from stellwerk.events import format_rfc3339
-    from stellwerk.sites import signed_headers
-
-    path = f"/v1/peers/{a.name}/events"
-    count = int(rate * seconds)
     http: list[float] = []
     streamed: list[float] = []
     async with StreamClient(client, a, b) as stream:
 
         async def one(n: int) -> None:
-            replica = {**event(f"{tag}-{n}"), "recordedtime": format_rfc3339(utc_now())}
-            body = json.dumps({"bus": FLOOR_BUS, "events": [replica]}).encode()
+            body = replica_body(f"{tag}-{n}")
             began = time.perf_counter()
+            if n % 2 == 0:
+                if await peer_post(client, a, b, body):
+                    http.append((time.perf_counter() - began) * 1000)
+                return
             try:
-                if n % 2:
-                    status = await stream.send(body)
-                    if status != 200:
-                        client.failures.append(f"peer stream {status}")
-                        return
-                    streamed.append((time.perf_counter() - began) * 1000)
-                    return
-                headers = signed_headers(
-                    SECRET,
-                    site=a.name,
-                    tenant="default",
-                    timestamp=int(time.time()),
-                    method="POST",
-                    path=path,
-                    body=body,
-                )
-                headers["Content-Type"] = "application/json"
-                began = time.perf_counter()
-                async with client.session.post(b.url + path, data=body, headers=headers) as r:
-                    await r.read()
-                    if r.status != 200:
-                        client.failures.append(f"peer request {r.status}")
-                        return
-                http.append((time.perf_counter() - began) * 1000)
+                status = await stream.send(body)
             except Exception as exc:  # a benchmark counts failures rather than stopping
                 client.failures.append(repr(exc))
+                return
+            if status == 200:
+                streamed.append((time.perf_counter() - began) * 1000)
+            else:
+                client.failures.append(f"peer stream {status}")
 
-        start = time.perf_counter()
-        tasks = []
-        for n in range(count):
-            delay = start + n / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)  # pacing the load, not waiting for a condition
-            tasks.append(asyncio.create_task(one(n)))
-        await asyncio.gather(*tasks)
+        await paced(rate, seconds, one)
     return http, streamed
 
 

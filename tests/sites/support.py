@@ -132,6 +132,20 @@ def gave_way(here: Site, there: Site) -> Site | None:
     return None
 
 
+def sync_endpoint(primary: Site, secondary: str, timeout_ms: int = 5000) -> None:
+    """A `sync` endpoint `orders` on the `default` bus, `primary` active, that does not fail
+    back within a test (`recovery_seconds` an hour)."""
+    spec = {
+        "primary": primary.name,
+        "secondary": secondary,
+        "buses": ["default"],
+        "replication": "sync",
+        "health": {"sync_timeout_ms": timeout_ms, "recovery_seconds": 3600},
+    }
+    answer = primary.api("PUT", "/v1/endpoints/orders", json=spec)
+    assert answer.status_code == 201, answer.text
+
+
 @contextmanager
 def two_sites(root: Path) -> Iterator[tuple[Site, Site]]:
     """Two sites, started side by side (each start takes seconds on a loaded machine)."""

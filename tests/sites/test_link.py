@@ -20,6 +20,7 @@ from tests.sites.support import (
     receiving,
     settle,
     start_site,
+    sync_endpoint,
     two_sites,
 )
 from tests.tcp_proxy import TcpProxy
@@ -151,14 +152,7 @@ def test_sync_requests_that_append_while_one_is_in_flight_go_to_the_peer_togethe
         assert a.api("PUT", "/v1/peers/b", json=body).status_code == 201
         assert b.api("PUT", "/v1/peers/a", json={"url": a.url, "secret": SECRET}).status_code == 201
         settle(a, b)
-        spec = {
-            "primary": "a",
-            "secondary": "b",
-            "buses": ["default"],
-            "replication": "sync",
-            "health": {"sync_timeout_ms": 5000, "recovery_seconds": 3600},
-        }
-        assert a.api("PUT", "/v1/endpoints/orders", json=spec).status_code == 201
+        sync_endpoint(a, "b")
         to_b.delay = 0.2
         count = 12
         with ThreadPoolExecutor(count) as pool:
@@ -189,14 +183,7 @@ def test_the_sync_path_sends_the_bus_from_the_cursor_and_moves_it_without_the_re
             # Not replicated synchronously (no endpoint yet), and no replicator to send them.
             assert a.send("default", batch("before", 3)).status_code == 202
             assert pending(a, "b") == ["default"]
-            spec = {
-                "primary": "a",
-                "secondary": "b",
-                "buses": ["default"],
-                "replication": "sync",
-                "health": {"sync_timeout_ms": 5000, "recovery_seconds": 3600},
-            }
-            assert a.api("PUT", "/v1/endpoints/orders", json=spec).status_code == 201
+            sync_endpoint(a, "b")
             assert a.send("default", batch("sync", 1)).status_code == 202
             metrics = httpx.get(f"{a.url}/metrics", timeout=10).text
             assert counter(metrics, "stellwerk_site_sync_events_total") == 1

@@ -21,7 +21,7 @@ import aiohttp
 import httpx
 import pytest
 from tests.polling import wait_until
-from tests.sites.support import SECRET, Site, pair, settle, two_sites
+from tests.sites.support import SECRET, Site, pair, settle, sync_endpoint, two_sites
 from tests.sites.test_link import batch, counter
 
 from stellwerk.sites import signed_headers
@@ -42,14 +42,7 @@ def test_sync_batches_go_on_the_kept_stream_and_each_event_is_on_the_peer_once(
     sites: tuple[Site, Site],
 ) -> None:
     a, b = sites
-    spec = {
-        "primary": "a",
-        "secondary": "b",
-        "buses": ["default"],
-        "replication": "sync",
-        "health": {"sync_timeout_ms": 5000, "recovery_seconds": 3600},
-    }
-    assert a.api("PUT", "/v1/endpoints/orders", json=spec).status_code == 201
+    sync_endpoint(a, "b")
     count = 20
     for n in range(count):
         assert a.send("default", batch(f"s{n}", 1)).status_code == 202
@@ -251,14 +244,7 @@ def test_a_peer_without_the_stream_gets_the_sync_batches_as_http_requests(
             answer = b.api("PUT", "/v1/peers/a", json={"url": a.url, "secret": SECRET})
             assert answer.status_code == 201
             settle(a, b)
-            spec = {
-                "primary": "a",
-                "secondary": "b",
-                "buses": ["default"],
-                "replication": "sync",
-                "health": {"sync_timeout_ms": 5000, "recovery_seconds": 3600},
-            }
-            assert a.api("PUT", "/v1/endpoints/orders", json=spec).status_code == 201
+            sync_endpoint(a, "b")
             count = 5
             for n in range(count):
                 assert a.send("default", batch(f"h{n}", 1)).status_code == 202
@@ -283,14 +269,7 @@ def test_a_hung_peer_degrades_sync_to_async_within_the_bound_and_the_stream_come
 ) -> None:
     with two_sites(tmp_path) as (a, b):
         pair(a, b)
-        spec = {
-            "primary": "a",
-            "secondary": "b",
-            "buses": ["default"],
-            "replication": "sync",
-            "health": {"sync_timeout_ms": 1000, "recovery_seconds": 3600},
-        }
-        assert a.api("PUT", "/v1/endpoints/orders", json=spec).status_code == 201
+        sync_endpoint(a, "b", timeout_ms=1000)
         for n in range(3):
             assert a.send("default", batch(f"up{n}", 1)).status_code == 202
 
