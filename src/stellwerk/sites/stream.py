@@ -152,15 +152,28 @@ class _Stream:
             await self.ws.close()
 
     async def send(self, body: bytes, within: float) -> tuple[int, bytes]:
+        """The peer's answer to one batch: its status and body; TimeoutError after `within`
+        seconds (a timer on the answer's future: `wait_for` costs a task and more futures)."""
         self.number += 1
-        number = NUMBER.pack(self.number)
-        future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
-        self.waiting[self.number] = future
+        key = self.number
+        number = NUMBER.pack(key)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+        self.waiting[key] = future
+        timer = loop.call_later(within, _expire, future)
         try:
             await self.ws.send_bytes(number + self.macs.batch(number, body) + body)
-            return await asyncio.wait_for(future, within)
+            return await future
         finally:
-            self.waiting.pop(NUMBER.unpack(number)[0], None)
+            timer.cancel()
+            self.waiting.pop(key, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved, whatever ended the wait
+
+
+def _expire(future: asyncio.Future[tuple[int, bytes]]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class PeerStreams:
