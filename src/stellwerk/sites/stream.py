@@ -51,6 +51,8 @@ _HELLO: Final = b"stellwerk-stream-hello\n"
 _TO_PEER: Final = b"q"
 _FROM_PEER: Final = b"a"
 NONCE_BYTES: Final = 16
+# The largest answer frame the sender reads (answers are a few dozen bytes of JSON).
+ANSWER_LIMIT: Final = 1 << 20
 # After a peer refused the upgrade as a route it lacks (an older version), batches go as HTTP
 # requests for this long before the stream is tried again.
 UNSUPPORTED_SECONDS: Final = 60.0
@@ -162,6 +164,8 @@ class _Stream:
         self.waiting[key] = future
         timer = loop.call_later(within, _expire, future)
         try:
+            # Uncompressed, a frame is written before `send_bytes` first yields, so frames
+            # leave in the order of their numbers, which the peer requires (replays).
             await self.ws.send_bytes(number + self.macs.batch(number, body) + body)
             return await future
         finally:
@@ -276,7 +280,7 @@ class PeerStreams:
         )
         try:
             ws = await self._outgoing.session().ws_connect(
-                url + path, headers=headers, autoping=True, max_msg_size=0
+                url + path, headers=headers, autoping=True, max_msg_size=ANSWER_LIMIT, compress=0
             )
         except aiohttp.WSServerHandshakeError as exc:
             raise StreamRefused(
