@@ -220,6 +220,12 @@ def test_a_gateway_and_a_pipeline_process_share_the_work(tmp_path: Path) -> None
         assert 'stellwerk_peer_scrape_ok{process="pipeline"} 1\n' in exposition
         assert 'stellwerk_invocations_total{process="pipeline",' in exposition
         assert 'stellwerk_ingest_events_accepted_total{process="gateway",' in exposition
+        # `?name[]=` (a peer site's health signals): only those samples, of both processes.
+        names = {"name[]": ["stellwerk_invocations_total", "stellwerk_ingest_requests_total"]}
+        chosen = httpx.get(f"{server.url}/metrics", params=names, timeout=30).text
+        assert 'stellwerk_invocations_total{process="pipeline",' in chosen
+        assert 'stellwerk_ingest_requests_total{process="gateway",' in chosen
+        assert "stellwerk_ingest_events_accepted_total" not in chosen
         server.terminate(signal.SIGTERM)
         assert server.process.wait(timeout=120) == 0
     assert log_problems(server.output()) == []

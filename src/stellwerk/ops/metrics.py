@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 
 from prometheus_client import (
@@ -122,14 +122,18 @@ class Metrics:
         on it), read at each scrape: a full disk stops ingest, so it must be seen coming."""
         self.registry.register(_VolumeCollector(dict(volumes)))
 
-    def render(self, accept_header: str | None = None) -> tuple[bytes, str]:
-        """The exposition of every family in the registry and its content type.
+    def render(
+        self, accept_header: str | None = None, names: Collection[str] = ()
+    ) -> tuple[bytes, str]:
+        """The exposition of every family in the registry (only the samples `names`, when
+        given: `/metrics?name[]=...`) and its content type.
 
         The format follows the scraper's `Accept` header: OpenMetrics when asked for, the classic
         Prometheus text format otherwise.
         """
         encoder, content_type = choose_encoder(accept_header or "")
-        return encoder(self.registry), content_type
+        registry = self.registry.restricted_registry(names) if names else self.registry
+        return encoder(registry), content_type
 
 
 class _VolumeCollector(Collector):

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import urlencode
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -87,10 +88,12 @@ class PeerMetrics:
         self._peer = peer
         self._address = address
 
-    async def render(self) -> tuple[bytes, str]:
-        own = generate_latest(self._metrics.registry).decode()
+    async def render(self, names: Collection[str] = ()) -> tuple[bytes, str]:
+        """Both processes' exposition; only the samples `names` of each, when given."""
+        registry = self._metrics.registry
+        own = generate_latest(registry.restricted_registry(names) if names else registry).decode()
         parts = [(self._name, own)]
-        peer = await self._fetch()
+        peer = await self._fetch(names)
         if peer is not None:
             parts.append((self._peer, peer))
         ok = (
@@ -102,7 +105,7 @@ class PeerMetrics:
         parts.append((self._peer, ok))
         return merge_expositions(parts).encode(), CONTENT_TYPE_LATEST
 
-    async def _fetch(self) -> str | None:
+    async def _fetch(self, names: Collection[str] = ()) -> str | None:
         address = self._address()
         if address is None:
             return None
@@ -116,7 +119,10 @@ class PeerMetrics:
                     sock=sock, limit=MAX_EXPOSITION_BYTES
                 )
                 try:
-                    writer.write(b"GET /metrics HTTP/1.0\r\nHost: stellwerk\r\n\r\n")
+                    query = "?" + urlencode([("name[]", n) for n in names]) if names else ""
+                    writer.write(
+                        f"GET /metrics{query} HTTP/1.0\r\nHost: stellwerk\r\n\r\n".encode()
+                    )
                     await writer.drain()
                     answer = await reader.read(MAX_EXPOSITION_BYTES)
                     while chunk := await reader.read(MAX_EXPOSITION_BYTES):

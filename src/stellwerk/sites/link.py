@@ -6,6 +6,7 @@ deliveries' transport (libcurl), the other requests through the aiohttp session.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Final
 
 import aiohttp
@@ -93,14 +94,19 @@ class PeerLink:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
-    async def metrics(self, principal: Principal, site: str, within: float) -> str | None:
-        """The peer `site`'s `/metrics` text, or None when it gives none within `within`."""
+    async def metrics(
+        self, principal: Principal, site: str, within: float, names: Sequence[str] = ()
+    ) -> str | None:
+        """The peer `site`'s `/metrics` text (only the samples `names`, when given and the peer
+        can: an older one answers all of them), or None when it gives none within `within`."""
         record = await self._peers.record(principal, site)
         if record is None:
             return None
         try:
             async with self._outgoing.session().get(
-                record.url + "/metrics", timeout=aiohttp.ClientTimeout(total=within)
+                record.url + "/metrics",
+                params=[("name[]", name) for name in names],
+                timeout=aiohttp.ClientTimeout(total=within),
             ) as answer:
                 return await answer.text() if answer.status == 200 else None
         except (aiohttp.ClientError, TimeoutError, OSError):

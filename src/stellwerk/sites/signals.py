@@ -23,6 +23,7 @@ MIN_SAMPLES: Final = 20
 REQUESTS: Final = "stellwerk_ingest_requests_total"
 ERRORS: Final = "stellwerk_ingest_request_errors_total"
 LATENCY_BUCKET: Final = "stellwerk_ingestion_to_invocation_seconds_bucket"
+SAMPLES: Final = (REQUESTS, ERRORS, LATENCY_BUCKET)  # asked for alone (`/metrics?name[]=`)
 _SERIES: Final = (REQUESTS + "{", ERRORS + "{", LATENCY_BUCKET + "{")
 
 

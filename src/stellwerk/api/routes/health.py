@@ -59,12 +59,15 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    # `?name[]=...` (as prometheus_client's own handler): only those samples, for a reader
+    # that wants a few series often (a peer site's health signals) without the whole render.
+    names = request.query_params.getlist("name[]")
     peers = getattr(request.app.state, "peer_metrics", None)
     if peers is not None:
         # Embedded mode's gateway: the pipeline process's metrics too (docs/operations.md).
-        body, content_type = await peers.render()
+        body, content_type = await peers.render(names)
     else:
-        body, content_type = request.app.state.metrics.render(request.headers.get("accept"))
+        body, content_type = request.app.state.metrics.render(request.headers.get("accept"), names)
     return Response(body, media_type=content_type)
 
 
