@@ -33,8 +33,8 @@ from pathlib import Path
 
 import httpx
 
-from stellwerk.api.protocol import JoinedWritesProtocol
 from stellwerk.cli import process_cpu
+from stellwerk.cli.protocol import JoinedWritesProtocol
 
 STELLWERK = str(Path(sys.executable).with_name("stellwerk"))
 STATUSES = ["major_outage", "operational"]

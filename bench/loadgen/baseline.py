@@ -27,7 +27,7 @@ import msgspec
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stellwerk.api.protocol import JoinedWritesProtocol
+from stellwerk.cli.protocol import JoinedWritesProtocol
 
 ANSWER: Final = b'{"accepted":1,"failed":[],"duplicates":0}'
 _HEADERS: Final = [

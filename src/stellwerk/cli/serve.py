@@ -254,8 +254,8 @@ def serve_here(settings: Settings) -> None:
         check_port(settings.host, settings.port)
     # Imported here so that a refused flag (or a taken port) is reported before the server's
     # dependencies load.
-    from stellwerk.api.protocol import JoinedWritesProtocol
     from stellwerk.app import build_app
+    from stellwerk.cli.protocol import JoinedWritesProtocol
 
     if settings.role is Role.EDGE:
         serve_edge(settings)

@@ -15,8 +15,7 @@ import structlog
 from starlette.requests import Request
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from stellwerk.api import answer_to
-from stellwerk.api.context import capability_of
+from stellwerk.api import answer_to, capability_of
 from stellwerk.auth import Principal
 from stellwerk.service import Unauthorized
 from stellwerk.sites.opened import NAME, SitesOpened

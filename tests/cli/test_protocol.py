@@ -14,7 +14,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 from tests import polling
 
-from stellwerk.api.protocol import JoinedWritesProtocol
+from stellwerk.cli.protocol import JoinedWritesProtocol
 
 BODY = b'{"accepted":1,"failed":[],"duplicates":0}'
 
