@@ -163,3 +163,37 @@ async def test_a_malformed_signal_is_ignored_and_later_ones_still_arrive(
     await ear_b.until(lambda: len(ear_b.changes) == 1)
     assert ear_b.changes == [Change("bus", "t-1", "orders")]
     assert ear_b.appended == []
+
+
+async def test_a_started_listener_has_its_subscriptions_on_the_server(
+    nats_server: NatsServer,
+) -> None:
+    """`start` returns once the server has answered a PING sent after every SUB, so a change
+    published by another process from then on is heard. (nats-py's flush writes its PING ahead
+    of SUBs still queued for its flusher: one flush is not enough, and a signals test heard
+    nothing in one run of thirty under load.) A relay records what the client writes."""
+    written = bytearray()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", nats_server.port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, log: bool) -> None:
+            while chunk := await src.read(65536):
+                if log:
+                    written.extend(chunk)
+                dst.write(chunk)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    signals = await listening(f"nats://127.0.0.1:{port}", Ear())
+    try:
+        sent = bytes(written)
+        assert sent.count(b"SUB ") == 3, sent
+        assert sent.rindex(b"PING") > sent.rindex(b"SUB "), sent
+    finally:
+        await signals.close()
+        server.close()

@@ -83,6 +83,11 @@ class NatsSignals:
         await self._nc.subscribe(self.appended_subject, cb=self._heard_appended)
         await self._nc.subscribe(self.routed_subject, cb=self._heard_routed)
         await self._nc.subscribe(self.changed_subject, cb=self._heard_changed)
+        # Twice: nats-py (2.16) writes a flush's PING to the socket at once, ahead of the SUBs
+        # still queued for its flusher task, so the first PONG can come back before the server
+        # has the subscriptions, and a change sent meanwhile is not heard here. By the time
+        # that PONG is in, the flusher has written the SUBs; the second PING goes after them.
+        await self._nc.flush()
         await self._nc.flush()
 
     async def close(self) -> None:
