@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -173,18 +174,24 @@ async def test_a_started_listener_has_its_subscriptions_on_the_server(
     of SUBs still queued for its flusher: one flush is not enough, and a signals test heard
     nothing in one run of thirty under load.) A relay records what the client writes."""
     written = bytearray()
+    relays: list[asyncio.Task[object]] = []
 
-    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", nats_server.port)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, log: bool) -> None:
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, log: bool) -> None:
+        with contextlib.suppress(OSError):
             while chunk := await src.read(65536):
                 if log:
                     written.extend(chunk)
                 dst.write(chunk)
                 await dst.drain()
-            dst.close()
+        dst.close()
+        with contextlib.suppress(OSError):
+            await dst.wait_closed()
 
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        relays.append(task)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", nats_server.port)
         await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
 
     server = await asyncio.start_server(relay, "127.0.0.1", 0)
@@ -197,3 +204,7 @@ async def test_a_started_listener_has_its_subscriptions_on_the_server(
     finally:
         await signals.close()
         server.close()
+        # The client's close ends each relay: EOF one way, then the server's close the other.
+        async with asyncio.timeout(10):
+            await asyncio.gather(*relays)
+            await server.wait_closed()
