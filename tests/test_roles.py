@@ -4,8 +4,11 @@ first, cancelled when they do not end."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
-from stellwerk.config import Role
+from tests.conftest import app_running
+
+from stellwerk.config import Role, load_settings
 from stellwerk.roles import EVERY_ROLE, Duty, RoleSupervisor, roles_of
 
 
@@ -95,3 +98,21 @@ async def test_a_supervisor_stopped_before_it_started_asks_its_duties_and_return
     assert polite.stopping.is_set()
     assert not polite.started.is_set()
     assert not stubborn.started.is_set()
+
+
+async def test_a_gateway_beside_a_pipeline_does_not_tell_a_router_it_does_not_run(
+    tmp_path: Path,
+) -> None:
+    """The router and the archiver follow appends where they run; a gateway's append is heard
+    by the pipeline process through the signals, and wakes nothing of its own."""
+    settings = load_settings({"data_dir": str(tmp_path / "data"), "role": "gateway"})
+    async with app_running(settings) as running:
+        answer = await running.client.post(
+            "/v1/buses/default/events",
+            json={"specversion": "1.0", "id": "e1", "source": "/t", "type": "t.x"},
+            headers=running.auth(running.bootstrap.ingest_key),
+        )
+        assert answer.status_code == 202
+        pipeline = running.services.pipeline
+        assert not pipeline.router.appended.is_set()
+        assert not pipeline.archiver.appended.is_set()
