@@ -8,6 +8,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -203,3 +204,21 @@ def test_requests_in_flight_set_off_no_young_collections(tmp_path: Path) -> None
         assert statuses == [202] * 1920
         # At CPython's default threshold (700) there were 6 here.
         assert after - before <= 1
+
+
+def test_a_settled_collector_freezes_the_start_up_heap_and_waits_longer_for_young_ones() -> None:
+    """`settle_collector`, in a fresh interpreter (the collector's settings are the process's):
+    the start-up heap frozen, a young collection after 10,000 objects, not 700."""
+    script = (
+        "import gc\n"
+        "from stellwerk.app import settle_collector\n"
+        "settle_collector()\n"
+        "young = []\n"
+        "gc.callbacks.append(lambda phase, info: young.append(info['generation'] == 0))\n"
+        "kept = [[n] for n in range(5000)]\n"
+        "print(gc.get_freeze_count() > 0, sum(young))\n"
+    )
+    answer = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert answer.stdout.split() == ["True", "0"]
