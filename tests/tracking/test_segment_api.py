@@ -15,7 +15,8 @@ from tests.conftest import RunningApp, app_running
 from tests.tracking.support import bus_events, make_source
 
 from stellwerk.config import load_settings
-from stellwerk.tracking import CAPABILITY, Arrival, Binding, TrackingOpened
+from stellwerk.ingest import DecodedEvent
+from stellwerk.tracking import CAPABILITY, Arrival, Binding, TrackingOpened, segment_reader
 
 
 @pytest.fixture
@@ -417,3 +418,69 @@ async def test_a_rotated_write_key_replaces_the_old_one_at_once(app: RunningApp)
     assert (
         await app.client.post("/v1/sources/gone/write-key", headers=app.admin)
     ).status_code == 404
+
+
+class _CountedTake:
+    """The C reader (`segment_reader.native`) with the events its `take` made counted."""
+
+    def __init__(self) -> None:
+        native = segment_reader.native
+        assert native is not None, "the C reader is built (CI requires it)"
+        self.scan = native.scan
+        self._take = native.take
+        self.events: list[Any] = []
+
+    def take(self, *args: Any) -> list[Any]:
+        taken: list[Any] = self._take(*args)
+        self.events += [item for item in taken if isinstance(item, DecodedEvent)]
+        return taken
+
+
+async def test_failures_name_their_messages_when_the_c_reader_takes_only_some(
+    app: RunningApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The C reader numbers the events it makes among its own; a message it leaves (an id
+    that is a number, an event over the size limit) is taken the Python way between them,
+    and each failure still names its own message (index and id)."""
+    counted = _CountedTake()
+    monkeypatch.setattr(segment_reader, "native", counted)
+    key = await make_source(app.client, app.admin)
+    enforce = await app.client.put(
+        "/v1/buses/default", headers=app.admin, json={"schema_validation": "enforce"}
+    )
+    assert enforce.status_code == 200
+    schema = {
+        "type": "object",
+        "properties": {"properties": {"type": "object", "required": ["total"]}},
+    }
+    made = await app.client.put(
+        "/v1/schemas/segment.track", headers=app.admin, json={"schema": schema}
+    )
+    assert made.status_code == 201, made.text
+
+    def paid(message_id: str, **members: Any) -> dict[str, Any]:
+        return {
+            "type": "track",
+            "event": "Paid",
+            "userId": "u",
+            "messageId": message_id,
+            "properties": {"total": 1},
+            **members,
+        }
+
+    batch = [
+        paid("by-python", userId=7),  # a number: the Python reader's
+        paid("bad", properties={}),
+        paid("huge", properties={"total": 1, "blob": "x" * 300_000}),
+        paid("ok"),
+    ]
+    content = json.dumps({"batch": batch}, separators=(",", ":")).encode()
+    answer = await app.client.post("/v1/batch", headers=basic(key), content=content)
+    assert answer.status_code == 200, answer.text
+    failed = answer.json()["failed"]
+    assert [(f["index"], f["id"], f["error"]) for f in failed] == [
+        (1, "bad", "SchemaValidationFailed"),
+        (2, "huge", "EventTooLarge"),
+    ]
+    assert [e["id"] for e in await bus_events(app)] == ["by-python", "ok"]
+    assert [event.id for event in counted.events] == ["bad", "ok"]  # the C reader's

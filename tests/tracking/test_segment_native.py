@@ -36,9 +36,10 @@ from tests.tracking.test_segment_reader import (
 )
 
 from stellwerk.api import ApiError
+from stellwerk.ingest import DecodedEvent
 from stellwerk.service import ServiceError
 from stellwerk.tracking import Arrival, Binding, Collector, segment_reader
-from stellwerk.tracking.collector import DROPPED, Ready
+from stellwerk.tracking.collector import DROPPED, Events
 from stellwerk.tracking.segment import SEGMENT
 
 try:
@@ -376,7 +377,7 @@ def test_no_mutated_body_makes_the_c_reader_fail(body: dict[str, Any], data: st.
     scanned = native.scan(content)
     if scanned is not None:
         taken = _take(content, scanned[0])
-        assert all(item is None or item is DROPPED or type(item) is Ready for item in taken)
+        assert all(item is None or item is DROPPED or type(item) is DecodedEvent for item in taken)
 
 
 @settings(max_examples=300, deadline=None)
@@ -399,7 +400,7 @@ def test_a_layout_that_does_not_fit_its_content_is_refused(data: st.DataObject) 
     except ValueError as exc:
         refused, taken = exc, []
     assert refused is None or "layout" in str(refused)
-    assert all(item is None or item is DROPPED or type(item) is Ready for item in taken)
+    assert all(item is None or item is DROPPED or type(item) is DecodedEvent for item in taken)
 
 
 async def test_a_shops_batch_is_taken_in_c_whole() -> None:
@@ -415,7 +416,9 @@ async def test_a_shops_batch_is_taken_in_c_whole() -> None:
     assert scanned is not None
     for _ in range(2):  # the contexts worked out, then kept
         taken = _take(content, scanned[0])
-        assert all(type(item) is Ready for item in taken)
+        assert type(taken) is Events
+        assert all(type(item) is DecodedEvent for item in taken)
+        assert [item.index for item in taken] == list(range(len(batch)))
         await same_either_way(content, arrival, source)
 
 
@@ -427,3 +430,25 @@ def test_the_python_reader_is_taken_when_the_environment_says() -> None:
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
         )
         assert out.stdout.strip() == want
+
+
+def test_the_events_made_in_c_are_those_their_class_makes() -> None:
+    """`take` makes each `DecodedEvent` without its `__init__` (its slots set one by one): every
+    slot holds what the class's own constructor would put there, and a slot added to the class
+    later fails this test rather than being left unset."""
+    content = msgspec.json.encode({"batch": [shop_message(n) for n in range(4)]})
+    scanned = native.scan(content)
+    assert scanned is not None
+    _take(content, scanned[0])  # the contexts worked out and kept
+    taken = _take(content, scanned[0])
+    assert type(taken) is Events
+    assert len(taken) == 4
+    for index, made in enumerate(taken):
+        assert type(made) is DecodedEvent
+        args = (made.index, made.encoded, made.id, made.source, made.type, made.subject)
+        want = DecodedEvent(*args)
+        for name in DecodedEvent.__slots__:
+            assert getattr(made, name) == getattr(want, name), name
+        assert made.index == index
+        assert made.source == "/sources/shop"
+        assert made.event == want.event  # decoded from the bytes on first use

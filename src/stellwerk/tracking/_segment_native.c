@@ -22,6 +22,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <stdint.h>
 #include <string.h>
@@ -892,7 +893,10 @@ enum {
     A_RECEIVED_EPOCH,
     A_KEEP_FULL_IP,
     A_SOURCE,
-    A_READY,
+    A_SOURCE_TEXT,
+    A_EVENT,
+    A_EVENTS,
+    A_MAX_SIZE,
     A_DROPPED,
     A_EMAIL_PART,
     A_COUNT
@@ -923,6 +927,42 @@ add_opening(Out *out, PyObject *em, PyObject *opened)
     return 0;
 }
 
+/* ---------------------------------------------------------------------------------------
+ * The events: `ingest.DecodedEvent`s made here, what `Ingest.take_encoded` takes, so that
+ * the collector hands the C reader's list on as it is (no `Ready` a message, no loop in
+ * Python making each `DecodedEvent` of it). An event is made as `object.__new__` makes it
+ * and its slots are set through their member descriptors, as its `__init__` sets them
+ * (`test_segment_native` holds the two alike, slot by slot): calling the class would run
+ * that `__init__`'s Python for each event.
+ * ------------------------------------------------------------------------------------- */
+
+enum Slot { S_INDEX, S_ENCODED, S_ID, S_SOURCE, S_TYPE, S_SUBJECT, S_EVENT, S_COUNT };
+static const char *const SLOT_NAMES[S_COUNT] = {"index", "encoded", "id", "source",
+                                                "type", "subject", "_event"};
+
+/* `type`'s slots (member descriptors of object slots that it defines itself), or -1 with a
+ * TypeError for a type of another shape. */
+static int
+event_slots(PyObject *type, PyMemberDef **slots)
+{
+    if (!PyType_Check(type) || ((PyTypeObject *)type)->tp_alloc == NULL)
+        goto wrong;
+    for (int s = 0; s < S_COUNT; s++) {
+        PyObject *found = PyDict_GetItemString(((PyTypeObject *)type)->tp_dict, SLOT_NAMES[s]);
+        if (found == NULL || !Py_IS_TYPE(found, &PyMemberDescr_Type)
+            || PyDescr_TYPE(found) != (PyTypeObject *)type)
+            goto wrong;
+        PyMemberDef *member = ((PyMemberDescrObject *)found)->d_member;
+        if (member->type != T_OBJECT_EX || (member->flags & READONLY))
+            goto wrong;
+        slots[s] = member; /* the descriptor, and so the definition, lives with the type */
+    }
+    return 0;
+wrong:
+    PyErr_SetString(PyExc_TypeError, "take(): the events' type has not the slots of DecodedEvent");
+    return -1;
+}
+
 /* How one message ended: an event, or a decision to leave it. */
 enum { TAKEN, LEAVE, DROP };
 
@@ -938,7 +978,26 @@ typedef struct {
     Py_ssize_t last_context_size;
     int have_decision;
     Out out;
+    PyTypeObject *event_type;      /* `ingest.DecodedEvent` */
+    PyMemberDef *slots[S_COUNT];   /* its slots, by `enum Slot` */
+    Py_ssize_t taken;              /* events made so far: the next one's `index` */
+    Py_ssize_t max_size;           /* `events.MAX_EVENT_SIZE` */
 } Request;
+
+/* A new event of `r->event_type`, its slots set to `values` (by `enum Slot`). */
+static PyObject *
+event_made(Request *r, PyObject *const *values)
+{
+    PyObject *made = r->event_type->tp_alloc(r->event_type, 0);
+    if (made == NULL)
+        return NULL;
+    for (int s = 0; s < S_COUNT; s++)
+        if (PyMember_SetOne((char *)made, r->slots[s], values[s]) < 0) {
+            Py_DECREF(made);
+            return NULL;
+        }
+    return made;
+}
 
 static int
 is_null(Ptr value, Py_ssize_t size)
@@ -946,8 +1005,10 @@ is_null(Ptr value, Py_ssize_t size)
     return size == 4 && memcmp(value, "null", 4) == 0;
 }
 
-/* One message (its member list from the layout) made into a `Ready` in `*ready`, or LEAVE
- * or DROP; -1 with an exception set on an error of a callback or of memory. */
+/* One message (its member list from the layout) made into its event (`DecodedEvent`) in
+ * `*ready`, or LEAVE or DROP; -1 with an exception set on an error of a callback or of
+ * memory. An event over the size limit is left too: Python refuses it with the message's
+ * own id, as before. */
 static int
 take_message(Request *r, const int32_t *members, int count, PyObject **ready)
 {
@@ -955,7 +1016,7 @@ take_message(Request *r, const int32_t *members, int count, PyObject **ready)
     Ptr base = r->base;
     int at[M_COUNT];
     PyObject *id = NULL, *user = NULL, *anonymous = NULL, *user_out = NULL, *anonymous_out = NULL,
-             *opened = NULL, *encoded = NULL, *em = NULL;
+             *opened = NULL, *encoded = NULL, *em = NULL, *index = NULL;
     Ptr email = NULL; /* the message's own `traits.email`, a string (its JSON) */
     Py_ssize_t email_size = 0;
     int outcome = LEAVE;
@@ -1283,17 +1344,22 @@ take_message(Request *r, const int32_t *members, int count, PyObject **ready)
 #undef MEMBER_OPEN
 #undef CONTEXT_VALUE
 
+    if (out->size > r->max_size)
+        goto leave;
     if (!(encoded = PyBytes_FromStringAndSize(out->data, out->size)))
         goto error;
     if (!(id = text_of(VALUE(M_MESSAGE_ID), SIZE(M_MESSAGE_ID))))
         goto error;
+    if (!(index = PyLong_FromSsize_t(r->taken)))
+        goto error;
     {
-        PyObject *ready_args[5] = {encoded, id, event_types[kind],
-                                   has_user ? user_out : anonymous_out, id};
-        *ready = PyObject_Vectorcall(args[A_READY], ready_args, 5, NULL);
+        PyObject *values[S_COUNT] = {index, encoded, id, args[A_SOURCE_TEXT], event_types[kind],
+                                     has_user ? user_out : anonymous_out, Py_None};
+        *ready = event_made(r, values);
     }
     if (*ready == NULL)
         goto error;
+    r->taken++;
     outcome = TAKEN;
     goto done;
 error_type:
@@ -1313,6 +1379,7 @@ done:
     Py_XDECREF(opened);
     Py_XDECREF(encoded);
     Py_XDECREF(em);
+    Py_XDECREF(index);
     return outcome;
 #undef VALUE
 #undef SIZE
@@ -1330,7 +1397,9 @@ take(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!PyBytes_Check(args[A_CONTENT]) || !PyBytes_Check(args[A_LAYOUT])
         || !PyDict_Check(args[A_SEEN]) || !PyDict_Check(args[A_PSEUDONYMS])
         || !PyDict_Check(args[A_EXTERNALS]) || !PyBytes_Check(args[A_OWN])
-        || !PyBytes_Check(args[A_SOURCE])) {
+        || !PyBytes_Check(args[A_SOURCE]) || !PyUnicode_Check(args[A_SOURCE_TEXT])
+        || !PyType_Check(args[A_EVENTS])
+        || !PyType_IsSubtype((PyTypeObject *)args[A_EVENTS], &PyList_Type)) {
         PyErr_SetString(PyExc_TypeError, "take(): an argument is of the wrong type");
         return NULL;
     }
@@ -1343,8 +1412,12 @@ take(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     r.anonymous_path = PyObject_IsTrue(args[A_ANONYMOUS_PATH]);
     r.keep_full_ip = PyObject_IsTrue(args[A_KEEP_FULL_IP]);
     r.received_epoch = PyLong_AsLongLong(args[A_RECEIVED_EPOCH]);
+    r.max_size = PyLong_AsSsize_t(args[A_MAX_SIZE]);
     if (r.user_path < 0 || r.anonymous_path < 0 || r.keep_full_ip < 0 || PyErr_Occurred())
         return NULL;
+    if (event_slots(args[A_EVENT], r.slots) < 0)
+        return NULL;
+    r.event_type = (PyTypeObject *)args[A_EVENT];
 
     /* The layout, checked against the content: every span within it. */
     const int32_t *ints = (const int32_t *)PyBytes_AS_STRING(args[A_LAYOUT]);
@@ -1358,10 +1431,17 @@ take(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     r.shared = ints + 1;
     Py_ssize_t messages = ints[0];
     /* Appended to, not made with empty slots filled later: the callbacks run Python meanwhile,
-     * and a list with empty slots must never be seen by it (`gc.get_objects`). */
-    PyObject *taken = PyList_New(0);
+     * and a list with empty slots must never be seen by it (`gc.get_objects`). Of the list
+     * type `events` (`collector.Events`) while every message is taken: so the caller knows
+     * without a look at each item that all are events, numbered by their places. */
+    PyObject *taken = PyObject_CallNoArgs(args[A_EVENTS]);
     if (taken == NULL)
         return NULL;
+    if (!PyList_Check(taken)) {
+        Py_DECREF(taken);
+        PyErr_SetString(PyExc_TypeError, "take(): the events' list is not a list");
+        return NULL;
+    }
     Py_ssize_t at = HEADER;
     for (Py_ssize_t index = 0; index < messages; index++) {
         if (at >= size) {
@@ -1407,6 +1487,12 @@ take(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     decision_clear(&r.decision);
     PyMem_Free(r.out.data);
+    if (r.taken < messages) {
+        /* Some left or dropped: a plain list, which the caller looks through. */
+        PyObject *plain = PySequence_List(taken);
+        Py_DECREF(taken);
+        return plain;
+    }
     return taken;
 bad_layout:
     decision_clear(&r.decision);
@@ -1419,7 +1505,7 @@ static PyMethodDef methods[] = {
     {"scan", (PyCFunction)scan, METH_O,
      "scan(content) -> (layout, write_key) | None: a batch body's messages' members."},
     {"take", (PyCFunction)(void (*)(void))take, METH_FASTCALL,
-     "take(...) -> list: each message's Ready, the dropped marker, or None (Python's)."},
+     "take(...) -> list: each message's event, the dropped marker, or None (Python's)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -24,9 +24,14 @@ def take(
     received_epoch: int,
     keep_full_ip: bool,
     source: bytes,
-    ready: Callable[[bytes, str, str, str, str], Any],
+    source_text: str,
+    event: type,
+    events: type[list[Any]],
+    max_size: int,
     dropped: object,
     email_part: Callable[[str], bytes],
     /,
 ) -> list[Any]:
-    """Each message of the layout: its `Ready`, `dropped`, or None (the Python reader's)."""
+    """Each message of the layout: its event (of type `event`, a `DecodedEvent`, `index` its
+    place among the events), `dropped`, or None (the Python reader's). A list of type `events`
+    when every message is an event (a plain list otherwise)."""

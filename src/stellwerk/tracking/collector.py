@@ -142,6 +142,14 @@ class Dropped(msgspec.Struct, frozen=True, gc=False):
 DROPPED: Final = Dropped()
 
 
+class Events(list[DecodedEvent]):
+    """A request's messages as the Segment reader's C half gives them when it took every one:
+    each message's `DecodedEvent` (checked, refined, encoded, within the size limit), at its
+    message's place, numbered by it. The collector hands such a list to ingest as it is."""
+
+    __slots__ = ()
+
+
 class Collector:
     def __init__(
         self,
@@ -173,12 +181,21 @@ class Collector:
         the guards of ingest (erasure suppressions, the bus's schemas, the tenant's event rate):
         returns once every accepted one is durable. Raises the `ServiceError` of a request
         refused as a whole (no message of it is then acknowledged)."""
+        if type(messages) is Events:
+            collected = await self._take(binding, messages, range(len(messages)), 0, [])
+            self._counted(binding, collected)
+            return collected
         events: list[DecodedEvent] = []
         places: list[int] = []  # each event's message, by index
         failed: list[Failure] = []
         dropped = 0
         source = binding.source
         for index, message in enumerate(messages):
+            if type(message) is DecodedEvent:  # the C reader's (numbered among its own)
+                message.index = len(events)
+                events.append(message)
+                places.append(index)
+                continue
             if type(message) is Ready:
                 if len(message.encoded) <= MAX_EVENT_SIZE:
                     events.append(
@@ -234,18 +251,21 @@ class Collector:
                 )
             )
         collected = await self._take(binding, events, places, dropped, failed)
+        self._counted(binding, collected)
+        return collected
+
+    def _counted(self, binding: Binding, collected: Collected) -> None:
         tenant, name = binding.tenant.name, binding.name
         self._metrics.count(tenant, name, "accepted", collected.accepted)
         self._metrics.count(tenant, name, "dropped", collected.dropped)
         for failure in collected.failed:
             self._metrics.count(tenant, name, failure.error)
-        return collected
 
     async def _take(
         self,
         binding: Binding,
         events: list[DecodedEvent],
-        places: list[int],
+        places: Sequence[int],
         dropped: int,
         failed: list[Failure],
     ) -> Collected:
@@ -274,7 +294,7 @@ def _too_large(index: int, size: int, id: str | None) -> Failure:
     )
 
 
-def _failure(refused: FailedEvent, places: list[int]) -> Failure:
+def _failure(refused: FailedEvent, places: Sequence[int]) -> Failure:
     """An event ingest refused (its schema), as the failure of the message it was made of:
     the message is the event's `data`, so `data.properties.total` is `properties.total`."""
     field = refused.field

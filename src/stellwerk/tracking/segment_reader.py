@@ -37,9 +37,11 @@ from typing import Any, Final
 
 import msgspec
 
+from stellwerk.events import MAX_EVENT_SIZE
+from stellwerk.ingest import DecodedEvent
 from stellwerk.service import PayloadTooLarge
 from stellwerk.tracking.bodies import json_of
-from stellwerk.tracking.collector import DROPPED, Arrival, Dropped, Ready, tracked
+from stellwerk.tracking.collector import DROPPED, Arrival, Dropped, Events, Ready, tracked
 from stellwerk.tracking.consent import TCF_COOKIE
 from stellwerk.tracking.enrich import anonymise_ip, pseudonym, pseudonymise
 from stellwerk.tracking.model import Binding
@@ -334,7 +336,7 @@ class Body:
         if taker.leave_all or not taker.ids_only:
             return self._python_messages(refiner, arrival, binding, max_batch)
         taken = taker.take_native(self._content, layout)
-        if None not in taken:
+        if type(taken) is Events or None not in taken:
             return taken
         python = self._python_messages(refiner, arrival, binding, max_batch)
         return [python[index] if item is None else item for index, item in enumerate(taken)]
@@ -537,10 +539,12 @@ class _Taker:
         self.contexts.kept(self.seen, text, found)
         return found
 
-    def take_native(self, content: bytes, layout: bytes) -> list[Ready | Dropped | None]:
+    def take_native(self, content: bytes, layout: bytes) -> list[DecodedEvent | Dropped | None]:
         """`take_all` by the C reader, of the messages `native.scan` found in `content`:
-        the pseudonyms of the ids only (`ids_only`), never `leave_all`."""
-        taken: list[Ready | Dropped | None] = native.take(
+        the pseudonyms of the ids only (`ids_only`), never `leave_all`. Each message's
+        `DecodedEvent` (numbered among them), `DROPPED` or None; an `Events` list when every
+        message is an event."""
+        taken: list[DecodedEvent | Dropped | None] = native.take(
             content,
             layout,
             self.seen,
@@ -557,7 +561,10 @@ class _Taker:
             epoch(None, self.received_at),
             self.privacy.keep_full_ip,
             _encode(self.source),
-            Ready,
+            self.source,
+            DecodedEvent,
+            Events,
+            MAX_EVENT_SIZE,
             DROPPED,
             email_part,
         )
