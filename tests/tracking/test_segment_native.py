@@ -6,6 +6,7 @@ that does not fit, makes it crash or read out of bounds."""
 
 from __future__ import annotations
 
+import array
 import os
 import subprocess
 import sys
@@ -452,3 +453,27 @@ def test_the_events_made_in_c_are_those_their_class_makes() -> None:
         assert made.index == index
         assert made.source == "/sources/shop"
         assert made.event == want.event  # decoded from the bytes on first use
+
+
+def test_a_string_is_scanned_to_its_first_odd_byte_wherever_that_lies() -> None:
+    """`scan` reads a string many bytes at a time while they are plain: a quote, a backslash,
+    a control character or a byte past ASCII anywhere in a string, at any distance from its
+    start, is seen (the body refused as the strict reader refuses it), and a plain one
+    changes nothing, not even where the next member starts."""
+    plain = set(range(0x20, 0x80)) - {ord('"'), ord("\\")}
+    for length in range(41):
+        for at in range(length):
+            for byte in range(256):
+                text = bytearray(b"a" * length)
+                text[at] = byte
+                content = b'{"batch":[{"x":"' + bytes(text) + b'","y":1}]}'
+                scanned = native.scan(content)
+                assert (scanned is not None) == (byte in plain), (length, at, byte)
+                if scanned is None:
+                    continue
+                layout = array.array("i", scanned[0])
+                # Past the count and the shared members: the message's count of members,
+                # then each member's key and value (offset, length).
+                assert layout[7] == 2
+                key = content.rindex(b'"y"') + 1
+                assert layout[8 + 4 : 8 + 8].tolist() == [key, 1, key + 3, 1]
