@@ -40,6 +40,14 @@
 
 typedef const unsigned char *Ptr;
 
+/* The small writers a message calls many times (`out_add`, `ints_push`): inline even where
+ * the compiler would not, their growth kept aside. */
+#if defined(__GNUC__)
+#define ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE
+#endif
+
 /* ---------------------------------------------------------------------------------------
  * Strict JSON: each function takes the position of a token's first byte, returns the
  * position after it, or NULL when the input is not strict compact JSON.
@@ -338,28 +346,38 @@ typedef struct {
     Py_ssize_t size, capacity;
 } Ints;
 
+/* `data`, a buffer of `*capacity` items of `item` bytes, moved to one of at least `needed`
+ * (its capacity doubled, from `first`): the new buffer, or NULL with MemoryError (`data` and
+ * `*capacity` as they were). */
+static void *
+buffer_grown(void *data, Py_ssize_t *capacity, Py_ssize_t needed, Py_ssize_t first, size_t item)
+{
+    Py_ssize_t grown = *capacity ? *capacity : first;
+    while (grown < needed)
+        grown *= 2;
+    void *moved = PyMem_Realloc(data, (size_t)grown * item);
+    if (moved == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    *capacity = grown;
+    return moved;
+}
+
 /* Room for `more` numbers: the list grown (doubled from 1,024). */
 static int
 ints_grow(Ints *ints, Py_ssize_t more)
 {
-    Py_ssize_t capacity = ints->capacity ? ints->capacity : 1024;
-    while (capacity < ints->size + more)
-        capacity *= 2;
-    int32_t *items = PyMem_Realloc(ints->items, (size_t)capacity * sizeof(int32_t));
-    if (items == NULL) {
-        PyErr_NoMemory();
+    int32_t *items =
+        buffer_grown(ints->items, &ints->capacity, ints->size + more, 1024, sizeof(int32_t));
+    if (items == NULL)
         return -1;
-    }
     ints->items = items;
-    ints->capacity = capacity;
     return 0;
 }
 
 /* Inline, the growth aside (as `out_add`): a message's members push four numbers each. */
-#if defined(__GNUC__)
-__attribute__((always_inline))
-#endif
-static inline int
+ALWAYS_INLINE static inline int
 ints_push(Ints *ints, Py_ssize_t value)
 {
     if (ints->size == ints->capacity && ints_grow(ints, 1) < 0)
@@ -369,10 +387,7 @@ ints_push(Ints *ints, Py_ssize_t value)
 }
 
 /* A member's key and value (offset, length each), with one look at the room left. */
-#if defined(__GNUC__)
-__attribute__((always_inline))
-#endif
-static inline int
+ALWAYS_INLINE static inline int
 ints_push_member(Ints *ints, Py_ssize_t key, Py_ssize_t key_size, Py_ssize_t value,
                  Py_ssize_t value_size)
 {
@@ -604,24 +619,15 @@ typedef struct {
 static int
 out_grow(Out *out, Py_ssize_t size)
 {
-    Py_ssize_t capacity = out->capacity ? out->capacity : 4096;
-    while (capacity < out->size + size)
-        capacity *= 2;
-    char *data = PyMem_Realloc(out->data, (size_t)capacity);
-    if (data == NULL) {
-        PyErr_NoMemory();
+    char *data = buffer_grown(out->data, &out->capacity, out->size + size, 4096, 1);
+    if (data == NULL)
         return -1;
-    }
     out->data = data;
-    out->capacity = capacity;
     return 0;
 }
 
 /* Inline, the growth aside: an event is written in ~30 pieces, most of a few bytes. */
-#if defined(__GNUC__)
-__attribute__((always_inline))
-#endif
-static inline int
+ALWAYS_INLINE static inline int
 out_add(Out *out, const void *bytes, Py_ssize_t size)
 {
     if (out->size + size > out->capacity && out_grow(out, size) < 0)
