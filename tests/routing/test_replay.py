@@ -7,6 +7,9 @@ need no archiver running; the end-to-end tests in tests/e2e/test_replays.py run 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ from stellwerk.seams import ArchivedEvent, LeasedDelivery, ReplayCursor
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ArchiveRecord, ControlPlane, NewReplay, ReplayRecord
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
+from stellwerk.storage.pipeline import prepare
 from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
 from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE, Engine
 from stellwerk.transform import InputTransformer
@@ -154,12 +158,14 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
         start_position=0,
         max_archives=10,
     )
-    engine = Engine(tmp_path / PIPELINE_FILE)  # both stores on one, as in `stellwerk serve`
+    # Both stores on one engine, as in `stellwerk serve`: replayed deliveries point at the
+    # archived copies.
+    engine = Engine(tmp_path / PIPELINE_FILE, setup=[functools.partial(prepare, data_dir=tmp_path)])
     try:
         async with (
             SqliteEventLog(tmp_path / LOG_DIR, clock=clock) as log,
             WatchedArchiveStore(engine) as archives,
-            SqliteDeliveryQueue(engine, clock=clock) as queue,
+            SqliteDeliveryQueue(engine, clock=clock, archive_here=True) as queue,
         ):
             yield Setup(control, tenant.id, archive, log, archives, queue, rule_set(), clock)
     finally:
@@ -391,3 +397,72 @@ def test_a_replay_to_some_rules_matches_only_those_that_exist_now() -> None:
     assert list(chosen.matcher.names) == ["orders"]
     assert dict(chosen.targets) == {"orders": rules.targets["orders"]}
     assert len(narrowed(rules, ["gone"]).matcher) == 0
+
+
+def stored_rows(setup: Setup) -> list[tuple[str, int, int | None]]:
+    """What the queue's file holds per delivery: target, payload bytes, the archived copy."""
+    with contextlib.closing(sqlite3.connect(setup.queue.path)) as conn:
+        return conn.execute(
+            "SELECT t.target_id, length(d.payload), d.archived FROM deliveries AS d"
+            " JOIN targets AS t USING (target) ORDER BY d.id"
+        ).fetchall()
+
+
+async def test_a_replayed_delivery_stores_only_the_replay_name_and_is_leased_whole(
+    setup: Setup,
+) -> None:
+    await setup.record(3, minutes=1)
+    await setup.create("lean")
+    await setup.runner().run(burst=True)
+    archived = {e.id: e for e in await setup.archives.read_window(setup.archive.uid, *WINDOW)}
+    suffix = replay_name_suffix("lean")
+    rows = stored_rows(setup)
+    # The event itself: a pointer and the replay name; a transformer's output: a copy.
+    assert sorted(r for r in rows if r[0] == "hook") == sorted(
+        ("hook", len(suffix), e.seq) for e in archived.values()
+    )
+    assert {(r[1] > 0, r[2]) for r in rows if r[0] == "shaped"} == {(True, None)}
+    leased = [d for d in await setup.leased() if d.target_id == "hook"]
+    assert sorted(d.payload for d in leased) == sorted(
+        with_replay_name(e.body, suffix) for e in archived.values()
+    )
+
+
+async def test_a_replayed_delivery_keeps_its_payload_when_its_archived_copy_goes(
+    setup: Setup,
+) -> None:
+    await setup.record(3, minutes=1)
+    await setup.create("kept", rules=["orders"])
+    await setup.runner().run(burst=True)
+    leased = await setup.leased()
+    payloads = {d.event_id: d.payload for d in leased}
+    assert len(payloads) == 3
+    await setup.queue.dead_letter(leased[0].id, "gave up")
+    await setup.queue.release([d.id for d in leased[1:]])
+    dead = await setup.queue.dead_letters(ACME_DEFAULT)
+    assert [(d.event_id, d.payload) for d in dead] == [
+        (leased[0].event_id, payloads[leased[0].event_id])
+    ]
+
+    await setup.archives.drop(setup.archive.uid)  # the copies go; the deliveries get the bytes
+
+    assert {r[2] for r in stored_rows(setup)} == {None}
+    again = await setup.leased()
+    assert {d.event_id: d.payload for d in again} == {
+        e: p for e, p in payloads.items() if e != leased[0].event_id
+    }
+    dead = await setup.queue.dead_letters(ACME_DEFAULT)
+    assert [d.payload for d in dead] == [payloads[leased[0].event_id]]
+
+
+async def test_an_erasure_finds_the_data_of_a_replayed_delivery_in_its_archived_copy(
+    setup: Setup,
+) -> None:
+    await setup.record(3, minutes=1)
+    await setup.create("erased", rules=["orders"])
+    await setup.runner().run(burst=True)
+    erased = await setup.queue.erase(
+        TenantName("acme"), "default", (), b'"m1-1"', lambda payload, content_type: True
+    )
+    assert erased.pending == 1
+    assert sorted(d.event_id for d in await setup.leased()) == ["m1-0", "m1-2"]

@@ -36,6 +36,11 @@ class NewDelivery(msgspec.Struct, frozen=True):
     payload: bytes  # what the target receives: the event, or the input transformer's output
     content_type: str
     ordering_key: str | None = None  # set when the target asked for ordered delivery
+    # A replay's delivery of an archived event unchanged: (the archive's `seq`, how many first
+    # bytes of `payload` are the archived body's first bytes). A queue that keeps its rows in
+    # the archive's file may store the rest alone and read those bytes back from the archive
+    # (docs/storage.md, "Replayed deliveries point at the archive"); others ignore it.
+    archived: tuple[int, int] | None = None
 
 
 class Delivery(msgspec.Struct, frozen=True):

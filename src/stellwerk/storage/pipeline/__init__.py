@@ -45,16 +45,20 @@ def pipeline_stores(data_dir: Path, *, clock: Callable[[], datetime] = utc_now) 
         setup=[functools.partial(prepare, data_dir=data_dir)],
     )
     return PipelineStores(
-        engine, queue.SqliteDeliveryQueue(engine, clock=clock), archive.SqliteArchiveStore(engine)
+        engine,
+        queue.SqliteDeliveryQueue(engine, clock=clock, archive_here=True),
+        archive.SqliteArchiveStore(engine),
     )
 
 
 def prepare(conn: sqlite3.Connection, data_dir: Path) -> None:
-    """On the engine's writer as it opens: both stores' tables, then the files from before."""
+    """On the engine's writer as it opens: both stores' tables (replayed deliveries point at
+    archived copies), then the files from before."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         queue.create_tables(conn)
         archive.create_tables(conn)
+        queue.refer_to_archive(conn)
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):

@@ -29,7 +29,10 @@ _SHARED_MIN_BYTES: Final = 1024
 
 
 class QueueIndex:
-    def __init__(self) -> None:
+    def __init__(self, *, refer: bool = False) -> None:
+        # Deliveries may point at archived copies (`NewDelivery.archived`): the archive's
+        # tables are in this file (`schema.refer_to_archive`).
+        self.refer = refer
         self.target_ids: dict[TargetKey, int] = {}
         self.keys: dict[int, TargetKey] = {}
         self.earliest: dict[int, int] = {}  # target -> lower bound of its earliest ready due_us
@@ -157,7 +160,9 @@ class QueueIndex:
         """
         rows = []
         heads: set[tuple[int, str]] = set()
-        bodies = _share_bodies(conn, deliveries)
+        refer = self.refer
+        bodies = _share_bodies(conn, deliveries, refer)
+        stored = 0
         # Deliveries come in runs of one target and of one recorded time (the events of a log
         # group share theirs): each is looked up once per run, not once per delivery.
         key: TargetKey | None = None
@@ -187,16 +192,23 @@ class QueueIndex:
             due = recorded if now_us is None else now_us
             if state == READY:
                 self.lower(target, due)
-            body = bodies.get(d.payload) if bodies else None
+            payload, archived, kept = d.payload, None, None
+            if refer and d.archived is not None:
+                (archived, kept), payload = d.archived, payload[d.archived[1] :]
+                body = None
+            else:
+                body = bodies.get(payload) if bodies else None
+                if body is not None:
+                    payload = b""
+            stored += len(payload)
             last_id += 1
             rows.append(
                 (last_id, target, state, due, d.event_id, d.event_source, d.position,
-                 recorded, due, d.payload if body is None else b"", d.content_type,
-                 d.ordering_key, body)
+                 recorded, due, payload, d.content_type, d.ordering_key, body, archived, kept)
             )  # fmt: skip
         self.last_id = last_id
         schema.INSERT(conn, rows)
-        return sum(len(d.payload) for d in deliveries)
+        return stored
 
     def remove(self, conn: sqlite3.Connection, ids: Sequence[int]) -> Counter[int]:
         """Delete finished (acked or erased) deliveries; return how many of each state went.
@@ -235,16 +247,23 @@ class QueueIndex:
         return states
 
 
-def _share_bodies(conn: sqlite3.Connection, deliveries: Sequence[NewDelivery]) -> dict[bytes, int]:
+def _share_bodies(
+    conn: sqlite3.Connection, deliveries: Sequence[NewDelivery], refer: bool
+) -> dict[bytes, int]:
     """Store each payload that several of `deliveries` carry once; payload -> its body id.
 
     Payloads are shared by the deliveries of one event to several targets. When every delivery
     is of another event (a replay to one rule), there is nothing to share, and no payload is
-    even hashed to find that out.
+    even hashed to find that out. Deliveries that point at an archived copy (`refer`) need no
+    body.
     """
     if len({d.position for d in deliveries}) == len(deliveries):
         return {}
-    uses = Counter(d.payload for d in deliveries if len(d.payload) >= _SHARED_MIN_BYTES)
+    uses = Counter(
+        d.payload
+        for d in deliveries
+        if len(d.payload) >= _SHARED_MIN_BYTES and not (refer and d.archived is not None)
+    )
     return {
         payload: conn.execute(
             "INSERT INTO bodies (payload, refs) VALUES (?, ?) RETURNING id", (payload, refs)

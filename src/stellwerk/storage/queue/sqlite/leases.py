@@ -63,8 +63,9 @@ def lease(
             ).fetchall()
             by_id = {row[0]: row for row in rows}
             bodies = _shared_bodies(conn, rows)
+            copies = schema.archived_bodies(conn, (row[-2] for row in rows))
             key = index.keys[target]
-            out.extend(leased_from(key, by_id[i], bodies) for i in chosen)
+            out.extend(leased_from(key, by_id[i], bodies, copies) for i in chosen)
         first = conn.execute(schema.EARLIEST, (target,)).fetchone()[0]
         if first is None:
             del earliest[target]
@@ -74,19 +75,23 @@ def lease(
 
 
 def _shared_bodies(conn: sqlite3.Connection, rows: list[Any]) -> dict[int, bytes]:
-    """The shared payloads the rows point at (their last column), by body id."""
-    wanted = {row[-1] for row in rows if row[-1] is not None}
+    """The shared payloads the rows point at (their `body` column), by body id."""
+    wanted = {row[-3] for row in rows if row[-3] is not None}
     if not wanted:
         return {}
     marks = ",".join("?" * len(wanted))
     return dict(conn.execute(f"SELECT id, payload FROM bodies WHERE id IN ({marks})", list(wanted)))
 
 
-def leased_from(key: TargetKey, row: Any, bodies: dict[int, bytes]) -> LeasedDelivery:
+def leased_from(
+    key: TargetKey, row: Any, bodies: dict[int, bytes], copies: dict[int, bytes]
+) -> LeasedDelivery:
     (delivery_id, _, attempts, event_id, source, position, recorded_us, age_from_us,
-     payload, content_type, ordering_key, last_error, body) = row  # fmt: skip
+     payload, content_type, ordering_key, last_error, body, archived, kept) = row  # fmt: skip
     if body is not None:
         payload = bodies[body]
+    elif archived is not None:
+        payload = copies[archived][:kept] + payload
     return LeasedDelivery(
         id=delivery_id,
         tenant=key.tenant,

@@ -72,16 +72,23 @@ class SqliteDeliveryQueue(CheckedQueue):
     (`stellwerk.storage.pipeline`), or `SqliteDeliveryQueue(path)` on an engine of its own.
 
     `clock` stamps dead letters and redrives and measures depth (a test can move it); `lease`
-    takes its time from the caller.
+    takes its time from the caller. `archive_here`: the archive store's tables are in the same
+    file (`schema.refer_to_archive` was run on it), so a replayed delivery keeps only its own
+    bytes and points at the archived copy for the rest.
     """
 
     def __init__(
-        self, where: str | Path | Engine, *, clock: Callable[[], datetime] = utc_now
+        self,
+        where: str | Path | Engine,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        archive_here: bool = False,
     ) -> None:
         self.engine = where if isinstance(where, Engine) else Engine(where, name="pipeline")
         self.path = self.engine.path
         self._clock = clock
-        self._index = QueueIndex()
+        self._archive_here = archive_here
+        self._index = QueueIndex(refer=archive_here)
         self._handle: Handle | None = None
         self._ack_lock = threading.Lock()  # the event loop adds to a batch the writer takes
         self._acks: _AckBatch | None = None
@@ -95,7 +102,7 @@ class SqliteDeliveryQueue(CheckedQueue):
     async def start(self) -> None:
         if self._handle is not None:
             raise DeliveryQueueError("the delivery queue was already started")
-        index = self._index = QueueIndex()
+        index = self._index = QueueIndex(refer=self._archive_here)
         handle = self.engine.handle(
             "the delivery queue",
             closed=QueueClosed,

@@ -37,11 +37,13 @@ def dead_letters(
         {"tenant": tenant, "bus": name, "rule": rule, "target_id": target_id,
          "after": after, "limit": limit},
     ).fetchall()  # fmt: skip
+    copies = schema.archived_bodies(conn, (r[13] for r in rows))
     return [
         DeadLetter(
             id=r[0], tenant=tenant, bus=name, rule=r[1], target_id=r[2], event_id=r[3],
             event_source=r[4], position=r[5], recorded_time=from_us(r[6]),
-            dead_time=from_us(r[7]), attempts=r[8], last_error=r[9], payload=r[10],
+            dead_time=from_us(r[7]), attempts=r[8], last_error=r[9],
+            payload=r[10] if r[13] is None else copies[r[13]][: r[14]] + r[10],
             content_type=r[11], ordering_key=r[12],
         )
         for r in rows
@@ -97,10 +99,16 @@ def erase_page(
     conn: sqlite3.Connection, tenant: TenantName, bus: str | None, after: int
 ) -> list[tuple[int, str, int, bytes, str]]:
     """The next page of the tenant's deliveries: id, bus, position, payload, content type."""
-    return conn.execute(
-        "SELECT d.id, t.bus, d.position, coalesce(b.payload, d.payload), d.content_type"
+    rows = conn.execute(
+        "SELECT d.id, t.bus, d.position, coalesce(b.payload, d.payload), d.content_type,"
+        " d.archived, d.archived_kept"
         " FROM targets AS t JOIN deliveries AS d ON d.target = t.target"
         " LEFT JOIN bodies AS b ON b.id = d.body"
         " WHERE t.tenant = ? AND (? IS NULL OR t.bus = ?) AND d.id > ? ORDER BY d.id LIMIT ?",
         (tenant, bus, bus, after, ERASE_PAGE),
     ).fetchall()
+    copies = schema.archived_bodies(conn, (r[5] for r in rows))
+    return [
+        (i, on_bus, position, payload if seq is None else copies[seq][:kept] + payload, kind)
+        for i, on_bus, position, payload, kind, seq, kept in rows
+    ]

@@ -6,6 +6,7 @@ Durable-format rule as for the event log: add columns with defaults and new tabl
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from typing import Final
 
 from stellwerk.storage.queue.sqlite import history
@@ -72,13 +73,16 @@ LEGACY_TABLES: Final = {
 
 # A leased delivery's columns; `body` names its shared payload (`bodies`), if it has one, which
 # is looked up apart: a join for every row cost a third of the read, for the few that share.
+# `archived` names the archived copy whose first `archived_kept` bytes come before `payload`
+# (a replayed delivery in the archive's file, see `refer_to_archive`).
 COLUMNS: Final = (
     "id, target, attempts, event_id, event_source, position, recorded_us, age_from_us, payload,"
-    " content_type, ordering_key, last_error, body"
+    " content_type, ordering_key, last_error, body, archived, archived_kept"
 )
 INSERT: Final = InsertRows(
     "INSERT INTO deliveries (id, target, state, due_us, event_id, event_source, position,"
-    " recorded_us, age_from_us, payload, content_type, ordering_key, body)"
+    " recorded_us, age_from_us, payload, content_type, ordering_key, body, archived,"
+    " archived_kept)"
 )
 CURSOR: Final = "SELECT position FROM cursors WHERE tenant = ? AND bus = ?"
 # Never back: a cursor written later (by `route`, or by another process) may be further.
@@ -109,8 +113,17 @@ NEXT_IN_GROUP: Final = (
 DEAD_COLUMNS: Final = (
     "d.id, t.rule, t.target_id, d.event_id, d.event_source, d.position, d.recorded_us,"
     " d.dead_us, d.attempts, d.last_error, coalesce(b.payload, d.payload), d.content_type,"
-    " d.ordering_key"
+    " d.ordering_key, d.archived, d.archived_kept"
 )
+
+
+def archived_bodies(conn: sqlite3.Connection, seqs: Iterable[int | None]) -> dict[int, bytes]:
+    """The archived copies that deliveries point at, by seq (none: no lookup)."""
+    wanted = {seq for seq in seqs if seq is not None}
+    if not wanted:
+        return {}
+    marks = ",".join("?" * len(wanted))
+    return dict(conn.execute(f"SELECT seq, body FROM archived WHERE seq IN ({marks})", [*wanted]))
 
 
 def create(conn: sqlite3.Connection) -> None:
@@ -121,7 +134,34 @@ def create(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
     if "body" not in columns:  # a file from before shared bodies
         conn.execute("ALTER TABLE deliveries ADD COLUMN body INTEGER")
+    if "archived" not in columns:  # a file from before replays pointed at the archive
+        conn.execute("ALTER TABLE deliveries ADD COLUMN archived INTEGER")
+        conn.execute("ALTER TABLE deliveries ADD COLUMN archived_kept INTEGER")
     # Which deliveries point at a body: only those that share one are in it.
     conn.execute(
         "CREATE INDEX IF NOT EXISTS deliveries_by_body ON deliveries (body) WHERE body IS NOT NULL"
+    )
+
+
+def refer_to_archive(conn: sqlite3.Connection) -> None:
+    """Let deliveries point at archived copies in this file (the archive store's tables must
+    be here), inside the caller's transaction.
+
+    An archived copy that goes (retention, a dropped archive, an erasure) first gives its bytes
+    to the deliveries that point at it, so no delivery ever loses its payload. (An erasure then
+    removes those deliveries too, by the same match.)
+    """
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS deliveries_by_archived ON deliveries (archived)"
+        " WHERE archived IS NOT NULL"
+    )
+    conn.execute(
+        """CREATE TRIGGER IF NOT EXISTS archived_copy_goes BEFORE DELETE ON archived
+        WHEN EXISTS (SELECT 1 FROM deliveries WHERE archived = old.seq)
+        BEGIN
+            UPDATE deliveries
+            SET payload = CAST(substr(old.body, 1, archived_kept) || payload AS BLOB),
+                archived = NULL, archived_kept = NULL
+            WHERE archived = old.seq;
+        END"""
     )
