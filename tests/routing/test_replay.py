@@ -38,7 +38,7 @@ from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ArchiveRecord, ControlPlane, NewReplay, ReplayRecord
 from stellwerk.storage.eventlog.sqlite import SqliteEventLog
 from stellwerk.storage.pipeline import prepare
-from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue
+from stellwerk.storage.queue.sqlite import SqliteDeliveryQueue, give_archived_bytes
 from stellwerk.storage.sqlite import LOG_DIR, PIPELINE_FILE, Engine
 from stellwerk.transform import InputTransformer
 
@@ -51,7 +51,7 @@ class WatchedArchiveStore(SqliteArchiveStore):
     """The real store, counting how often the archiver's cursor is asked for."""
 
     def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
+        super().__init__(engine, before_delete=give_archived_bytes)
         self.cursor_calls = 0
         self.asked = asyncio.Condition()
 
@@ -466,3 +466,21 @@ async def test_an_erasure_finds_the_data_of_a_replayed_delivery_in_its_archived_
     )
     assert erased.pending == 1
     assert sorted(d.event_id for d in await setup.leased()) == ["m1-0", "m1-2"]
+
+
+async def test_a_replayed_delivery_keeps_its_payload_when_its_copy_is_erased_from_the_archive(
+    setup: Setup,
+) -> None:
+    await setup.record(3, minutes=1)
+    await setup.create("before-erasure", rules=["orders"])
+    await setup.runner().run(burst=True)
+    leased = await setup.leased()
+    payloads = {d.event_id: d.payload for d in leased}
+    await setup.queue.release([d.id for d in leased])
+
+    gone = await setup.archives.erase([setup.archive.uid], b'"m1-1"', lambda event: True)
+
+    # The archive's erasure takes only its copy; the queue's own erasure takes the delivery.
+    assert [e.id for e in gone] == ["m1-1"]
+    assert sorted(r[2] is None for r in stored_rows(setup)) == [False, False, True]
+    assert {d.event_id: d.payload for d in await setup.leased()} == payloads

@@ -47,7 +47,7 @@ def pipeline_stores(data_dir: Path, *, clock: Callable[[], datetime] = utc_now) 
     return PipelineStores(
         engine,
         queue.SqliteDeliveryQueue(engine, clock=clock, archive_here=True),
-        archive.SqliteArchiveStore(engine),
+        archive.SqliteArchiveStore(engine, before_delete=queue.give_archived_bytes),
     )
 
 

@@ -74,11 +74,13 @@ ANCHOR: Final = (
 COUNT: Final = (
     "SELECT count(*) FROM archived WHERE aid = ? AND recorded_us >= ? AND recorded_us < ?"
 )
-DELETE_OLDER: Final = """
-    DELETE FROM archived WHERE seq IN (
-        SELECT seq FROM archived WHERE aid = ? AND recorded_us < ? ORDER BY recorded_us LIMIT ?)
-    RETURNING length(body)
-"""
+OLDER: Final = (
+    "SELECT seq FROM archived WHERE aid = ? AND recorded_us < ? ORDER BY recorded_us LIMIT ?"
+)
+# The seqs as one JSON array: a chunk is more than a statement's host parameters.
+DELETE_SEQS: Final = (
+    "DELETE FROM archived WHERE seq IN (SELECT value FROM json_each(?)) RETURNING length(body)"
+)
 # The whole archive by its index; and the few events archived since a scan, by rowid.
 CANDIDATES: Final = f"""
     SELECT {COLUMNS} FROM archived WHERE aid = ? AND seq > ? AND instr(body, ?) > 0

@@ -7,6 +7,7 @@ docs/storage.md.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -29,6 +30,11 @@ from stellwerk.storage.sqlite import Engine, Handle, erasing
 
 DELETE_CHUNK: Final = 10_000
 _T = TypeVar("_T")
+BeforeDelete = Callable[[sqlite3.Connection, Sequence[int]], None]
+
+
+def _nothing(conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
+    pass
 
 
 class _Rows:
@@ -50,13 +56,24 @@ class _Rows:
 
 class SqliteArchiveStore(CheckedArchiveStore):
     """The `ArchiveStore` on an engine: `SqliteArchiveStore(engine)` beside the delivery queue
-    (`stellwerk.storage.pipeline`), or `SqliteArchiveStore(path)` on an engine of its own."""
+    (`stellwerk.storage.pipeline`), or `SqliteArchiveStore(path)` on an engine of its own.
 
-    def __init__(self, where: str | Path | Engine, *, readers: int = 2) -> None:
+    `before_delete(conn, seqs)` runs in the transaction that deletes copies, before it does:
+    the queue beside it gives their bytes to the deliveries that point at them.
+    """
+
+    def __init__(
+        self,
+        where: str | Path | Engine,
+        *,
+        readers: int = 2,
+        before_delete: BeforeDelete | None = None,
+    ) -> None:
         self.engine = (
             where if isinstance(where, Engine) else Engine(where, name="pipeline", readers=readers)
         )
         self.path = self.engine.path
+        self._before_delete = before_delete or _nothing
         self._handle: Handle | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -187,7 +204,9 @@ class SqliteArchiveStore(CheckedArchiveStore):
         total = 0
         while True:
             # Not synced: what a power failure brings back, the next pass trims again.
-            removed = await self._write(lambda conn: _delete_chunk(conn, uid, cut_us), synced=False)
+            removed = await self._write(
+                lambda conn: _delete_chunk(conn, uid, cut_us, self._before_delete), synced=False
+            )
             total += removed
             if removed < DELETE_CHUNK:
                 return total
@@ -196,7 +215,8 @@ class SqliteArchiveStore(CheckedArchiveStore):
         total = 0
         while True:
             removed = await self._write(
-                lambda conn: _delete_chunk(conn, uid, 2**63 - 1), synced=False
+                lambda conn: _delete_chunk(conn, uid, 2**63 - 1, self._before_delete),
+                synced=False,
             )
             total += removed
             if removed < DELETE_CHUNK:
@@ -229,6 +249,7 @@ class SqliteArchiveStore(CheckedArchiveStore):
 
         def remove(conn: sqlite3.Connection) -> list[ArchivedEvent]:
             late = _candidates(conn, wanted, scanned_up_to, needle, matches)
+            self._before_delete(conn, [event.seq for event in [*found, *late]])
             with erasing(conn):
                 return _remove_events(conn, [*found, *late])
 
@@ -264,13 +285,19 @@ def _new_aid(conn: sqlite3.Connection, uid: str) -> int:
     return int(row[0])
 
 
-def _delete_chunk(conn: sqlite3.Connection, uid: str, cut_us: int) -> int:
+def _delete_chunk(
+    conn: sqlite3.Connection, uid: str, cut_us: int, before_delete: BeforeDelete
+) -> int:
     """Remove up to `DELETE_CHUNK` of the archive's events recorded before `cut_us`."""
     aid = _aid(conn, uid)
     if aid is None:
         return 0
+    seqs = [seq for (seq,) in conn.execute(schema.OLDER, (aid, cut_us, DELETE_CHUNK))]
+    if not seqs:
+        return 0
+    before_delete(conn, seqs)
     with erasing(conn):  # trimmed copies are not left readable in free pages either
-        sizes = conn.execute(schema.DELETE_OLDER, (aid, cut_us, DELETE_CHUNK)).fetchall()
+        sizes = conn.execute(schema.DELETE_SEQS, (json.dumps(seqs),)).fetchall()
     if sizes:
         conn.execute(
             "UPDATE archives SET events = events - ?, bytes = bytes - ? WHERE aid = ?",

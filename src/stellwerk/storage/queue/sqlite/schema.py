@@ -6,7 +6,7 @@ Durable-format rule as for the event log: add columns with defaults and new tabl
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Final
 
 from stellwerk.storage.queue.sqlite import history
@@ -144,24 +144,36 @@ def create(conn: sqlite3.Connection) -> None:
 
 
 def refer_to_archive(conn: sqlite3.Connection) -> None:
-    """Let deliveries point at archived copies in this file (the archive store's tables must
-    be here), inside the caller's transaction.
+    """Let deliveries point at archived copies in this file, inside the caller's transaction.
 
-    An archived copy that goes (retention, a dropped archive, an erasure) first gives its bytes
-    to the deliveries that point at it, so no delivery ever loses its payload. (An erasure then
-    removes those deliveries too, by the same match.)
+    The archive store calls `give_archived_bytes` before it deletes copies. The index of the
+    deliveries that point is in delivery order, so a replay appends to it: one by archived seq
+    was written in the middle for every replay of a window already replayed (150 to 430 more
+    bytes per replayed event with 1 to 5 replays of one archive waiting; docs/storage.md).
     """
     conn.execute(
-        "CREATE INDEX IF NOT EXISTS deliveries_by_archived ON deliveries (archived)"
+        "CREATE INDEX IF NOT EXISTS deliveries_pointing ON deliveries (id, archived)"
         " WHERE archived IS NOT NULL"
     )
-    conn.execute(
-        """CREATE TRIGGER IF NOT EXISTS archived_copy_goes BEFORE DELETE ON archived
-        WHEN EXISTS (SELECT 1 FROM deliveries WHERE archived = old.seq)
-        BEGIN
-            UPDATE deliveries
-            SET payload = CAST(substr(old.body, 1, archived_kept) || payload AS BLOB),
-                archived = NULL, archived_kept = NULL
-            WHERE archived = old.seq;
-        END"""
+
+
+def give_archived_bytes(conn: sqlite3.Connection, seqs: Collection[int]) -> None:
+    """Before the archived copies `seqs` go (retention, a dropped archive, an erasure): the
+    deliveries that point at them take their bytes, so no delivery loses its payload. (An
+    erasure removes those deliveries too, by the same match.) One walk of the pointing
+    deliveries, however many copies go."""
+    going = set(seqs)
+    ids = [
+        delivery_id
+        for delivery_id, archived in conn.execute(
+            "SELECT id, archived FROM deliveries INDEXED BY deliveries_pointing"
+            " WHERE archived IS NOT NULL"
+        )
+        if archived in going
+    ]
+    conn.executemany(
+        "UPDATE deliveries SET payload = CAST(substr((SELECT a.body FROM archived AS a"
+        " WHERE a.seq = deliveries.archived), 1, archived_kept) || payload AS BLOB),"
+        " archived = NULL, archived_kept = NULL WHERE id = ?",
+        [(delivery_id,) for delivery_id in ids],
     )
