@@ -28,7 +28,8 @@ async def test_a_replayed_delivery_stores_its_own_bytes_and_outlives_its_archive
         payload = copy.body[:kept] + TAIL
         delivery = NewDelivery(
             ACME, "default", "backfill", "hook", copy.id, copy.source, copy.position,
-            copy.recorded_time, payload, "application/json", archived=(copy.seq, kept),
+            copy.recorded_time, payload, "application/json",
+            archived_seq=copy.seq, archived_kept=kept,
         )  # fmt: skip
         await queue.route_replay(ACME, "r", copy.seq, 1, [delivery], after=0)
         with contextlib.closing(sqlite3.connect(stores.engine.path)) as conn:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
 import structlog
-from msgspec.structs import replace
 from prometheus_client import Counter, Gauge
 
 from stellwerk.events import REPLAY_NAME
@@ -176,13 +175,12 @@ def replay_deliveries(
     suffix = replay_name_suffix(record.name)
     for archived in events:
         body = with_replay_name(archived.body, suffix)
-        first = len(out)
-        deliveries_of(tenant, record.bus, archived, body, rules, out)
         # A delivery of the body itself (no transformer, no envelope) names the archived copy
         # its bytes come from: a queue in the archive's file stores only the replay name.
-        for at in range(first, len(out)):
-            if out[at].payload is body:
-                out[at] = replace(out[at], archived=(archived.seq, len(archived.body) - 1))
+        deliveries_of(
+            tenant, record.bus, archived, body, rules, out,
+            archived_seq=archived.seq, archived_kept=len(archived.body) - 1,
+        )  # fmt: skip
     return out
 
 

@@ -348,9 +348,13 @@ def deliveries_of(
     body: bytes,
     rules: RuleSet,
     out: list[NewDelivery],
+    *,
+    archived_seq: int = 0,
+    archived_kept: int = 0,
 ) -> list[str]:
     """Match one event (whose JSON is `body`) against `rules` and add the deliveries to the
-    targets of the rules it matched to `out`; the names of those rules. Also used by replays.
+    targets of the rules it matched to `out`; the names of those rules. Also used by replays,
+    which name the archived copy that `body` begins with (`NewDelivery.archived_seq`).
 
     A scheduled rule's tick (`stellwerk.events.scheduled`) goes to that rule alone."""
     if rules.scheduled and event.source == SCHEDULED_SOURCE and event.subject in rules.scheduled:
@@ -371,7 +375,9 @@ def deliveries_of(
         for target in rules.targets.get(rule, ()):
             if decoded is None and (target.transformer is not None or target.ordered):
                 decoded = msgspec.json.decode(body)
-            delivery = build_delivery(tenant, bus, event, body, rule, target, decoded)
+            delivery = build_delivery(
+                tenant, bus, event, body, rule, target, decoded, archived_seq, archived_kept
+            )
             if delivery is not None:
                 out.append(delivery)
     if not len(rules.envelope):
@@ -394,6 +400,8 @@ def build_delivery(
     rule: str,
     target: RouteTarget,
     decoded: dict[str, Any] | None,
+    archived_seq: int = 0,
+    archived_kept: int = 0,
 ) -> NewDelivery | None:
     """The delivery of `event` (whose JSON is `body`) on `tenant`'s `bus` to one target of a
     matched rule (also used by replays).
@@ -416,6 +424,7 @@ def build_delivery(
             return None
         payload = text.encode()
         content_type = target.content_type or _text_type(payload)
+        archived_kept = 0  # not the archived bytes
     ordering_key = None
     if target.ordered and decoded is not None:
         # An envelope has no `partitionkey`: its events are ordered by `subject`.
@@ -433,6 +442,8 @@ def build_delivery(
         payload=payload,
         content_type=content_type,
         ordering_key=ordering_key,
+        archived_seq=archived_seq,
+        archived_kept=archived_kept,
     )
 
 

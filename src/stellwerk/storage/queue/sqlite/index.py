@@ -30,7 +30,7 @@ _SHARED_MIN_BYTES: Final = 1024
 
 class QueueIndex:
     def __init__(self, *, refer: bool = False) -> None:
-        # Deliveries may point at archived copies (`NewDelivery.archived`): the archive's
+        # Deliveries may point at archived copies (`NewDelivery.archived_seq`): the archive's
         # tables are in this file (`schema.refer_to_archive`).
         self.refer = refer
         self.target_ids: dict[TargetKey, int] = {}
@@ -193,8 +193,12 @@ class QueueIndex:
             if state == READY:
                 self.lower(target, due)
             payload, archived, kept = d.payload, None, None
-            if refer and d.archived is not None:
-                (archived, kept), payload = d.archived, payload[d.archived[1] :]
+            if refer and d.archived_kept:
+                archived, kept, payload = (
+                    d.archived_seq,
+                    d.archived_kept,
+                    payload[d.archived_kept :],
+                )
                 body = None
             else:
                 body = bodies.get(payload) if bodies else None
@@ -262,7 +266,7 @@ def _share_bodies(
     uses = Counter(
         d.payload
         for d in deliveries
-        if len(d.payload) >= _SHARED_MIN_BYTES and not (refer and d.archived is not None)
+        if len(d.payload) >= _SHARED_MIN_BYTES and not (refer and d.archived_kept)
     )
     return {
         payload: conn.execute(
