@@ -150,7 +150,7 @@ async def _ingest_and_route(stores: Stores, events: int, per_append: int) -> int
         batch = _events(start, min(per_append, events - start))
         await stores.log.append(batch)
         stored += sum(len(e.body) for e in batch)
-        await router.route_batch(TENANT, BUS)
+        await router.route_batch(BusRef(TENANT, BUS))
     return stored
 
 
@@ -171,9 +171,9 @@ def _router(stores: Stores, rules: int, batch: int) -> Any:
 
 async def _archive_all(stores: Stores, batch: int) -> None:
     cursor = 0
-    while events := await stores.log.read(TENANT, BUS, after=cursor, limit=batch):
+    while events := await stores.log.read(BusRef(TENANT, BUS), after=cursor, limit=batch):
         cursor = events[-1].position
-        await stores.archives.archive(TENANT, BUS, cursor, [("a1", e) for e in events])
+        await stores.archives.archive(BusRef(TENANT, BUS), cursor, [("a1", e) for e in events])
 
 
 async def _lease_and_ack(stores: Stores, expected: int, routing: asyncio.Task[Any] | None) -> None:
