@@ -16,12 +16,14 @@ from tests.storage.eventlog_support import T0, MovableClock, new_event
 from stellwerk.ops.metrics import Metrics
 from stellwerk.refs import BusRef, TenantId, TenantName
 from stellwerk.routing.archiver import (
+    ARCHIVE_GATHER_SECONDS,
     Archiver,
     ArchiverMetrics,
     archive_floors,
     is_replayed,
     trim_archives,
 )
+from stellwerk.routing.follower import GATHER_SECONDS
 from stellwerk.seams import ArchiveCursorConflict, ArchivedEvent
 from stellwerk.storage.archive.sqlite import SqliteArchiveStore
 from stellwerk.storage.control import ArchiveRecord, ControlPlane
@@ -385,3 +387,10 @@ def test_only_a_top_level_replayname_marks_a_replayed_event() -> None:
     assert is_replayed(b'{"id":"1","replayname":"r1"}')
     assert not is_replayed(b'{"id":"1","data":{"replayname":"r1"}}')
     assert not is_replayed(b'{"id":"1"}')
+
+
+async def test_woken_by_appends_the_archiver_gathers_a_tenth_of_a_second(setup: Setup) -> None:
+    # The follower's gathering pause (tested with the router in test_router.py), set long here:
+    # single-event requests are archived tens at a time, not one commit of four pages each.
+    assert setup.archiver().gather_seconds == ARCHIVE_GATHER_SECONDS == 0.1
+    assert GATHER_SECONDS < ARCHIVE_GATHER_SECONDS  # the router's, on delivery's way
