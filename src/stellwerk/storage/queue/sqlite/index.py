@@ -26,6 +26,10 @@ _ACK_CHUNK: Final = 500  # ids per DELETE, below SQLite's host-parameter limit
 # 64-67 us of CPU per event routed, leased and acked shared, 64 copied (and 10% fewer bytes);
 # a 2 KB one 115 shared against 129 copied (docs/storage.md, "Shared bodies").
 _SHARED_MIN_BYTES: Final = 1024
+# About what a delivery's row and index entries take beside its payload: a replayed delivery
+# that points at its archived copy stores a tail of some 20 bytes, and the WAL's bound
+# (`Engine.grew`) must still hear of its row.
+_ROW_BYTES: Final = 128
 
 
 class QueueIndex:
@@ -154,7 +158,7 @@ class QueueIndex:
         self, conn: sqlite3.Connection, deliveries: Sequence[NewDelivery], now_us: int | None
     ) -> int:
         """Insert checked deliveries, due at their event's recorded time or (replays) at `now_us`;
-        return the payload bytes stored.
+        return about the bytes stored (payloads and rows).
 
         The due time is also where the maximum event age counts from.
         """
@@ -204,7 +208,7 @@ class QueueIndex:
                 body = bodies.get(payload) if bodies else None
                 if body is not None:
                     payload = b""
-            stored += len(payload)
+            stored += len(payload) + _ROW_BYTES
             last_id += 1
             rows.append(
                 (last_id, target, state, due, d.event_id, d.event_source, d.position,
