@@ -84,6 +84,7 @@ from stellwerk.service import (
     Tail,
     Tenants,
 )
+from stellwerk.starthold import hold_start
 from stellwerk.storage.control import BusDirectory, ControlPlane
 from stellwerk.storage.sqlite import BackupPart
 from stellwerk.stores import LaneWatching, Stores, routed_elsewhere, stores_for
@@ -274,6 +275,7 @@ async def open_services(
         capabilities=opened,
     )
     try:
+        await hold_start(str(settings.role))  # only in a test that asks for it
         await stores.signals.start(
             on_appended=stores.log_watch.heard,
             on_routed=functools.partial(routed_elsewhere, stores.queue),

@@ -24,6 +24,8 @@ from tests.conftest import free_port
 from tests.e2e.receiving import Received, running_receiver
 from tests.polling import wait_until
 
+from stellwerk.starthold import START_HOLD_ENV
+
 pytestmark = pytest.mark.slow
 
 FLAGS: Final = ("--allow-private-targets", "--tenant-event-rate", "0", "--tenant-request-rate", "0")
@@ -459,11 +461,20 @@ def test_a_saved_rule_is_in_force_in_the_pipeline_before_the_answer(tmp_path: Pa
     gateway answers once the pipeline has taken the change in. This holds from the gateway's
     first answer, while the pipeline is still starting (a change committed after the pipeline
     had read the rules but before it listened for changes was once lost until a restart: a
-    rotated secret then kept the old one signing alone)."""
+    rotated secret then kept the old one signing alone). The pipeline's start is held in that
+    window (`STELLWERK_START_HOLD`), so that saves fall into it however fast the start is."""
+    hold = tmp_path / "hold"
+    os.mkfifo(hold)
     with (
         contextlib.ExitStack() as stack,
         running_receiver() as (received, url),
-        running_server(tmp_path / "data", free_port(), *TWO, ready_timeout=START_SECONDS) as server,
+        running_server(
+            tmp_path / "data",
+            free_port(),
+            *TWO,
+            env={START_HOLD_ENV: f"pipeline:{hold}"},
+            ready_timeout=START_SECONDS,
+        ) as server,
     ):
         platform = Platform(server)
         client = stack.enter_context(httpx.Client(base_url=platform.url, timeout=30))
@@ -492,13 +503,17 @@ def test_a_saved_rule_is_in_force_in_the_pipeline_before_the_answer(tmp_path: Pa
             assert answer.status_code == 202, answer.text
 
         # Each save has a bus of its own, so that no later save of the same bus makes up for a
-        # lost one. First bus after bus from the gateway's readiness until the pipeline's ...
-        starting: list[str] = []
+        # lost one. First three while the pipeline is held between its first read of the rules
+        # and listening for changes, then bus after bus until it is ready ...
+        wait_for_lines(server, "start held")
+        starting = [f"held-{n}" for n in range(3)]
+        for bus in starting:
+            save(bus)
+        hold.write_bytes(b"go\n")
         while not lines_starting(server, "processes ready"):
             assert server.process.poll() is None, server.output()
             save(f"start-{len(starting)}")
             starting.append(f"start-{len(starting)}")
-        assert len(starting) >= 3, "the pipeline was ready before the saves could span its start"
         for bus in starting:
             send(bus)
         # ... then each bus's event sent right after its rule's answer, on a kept connection.
