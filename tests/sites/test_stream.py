@@ -13,6 +13,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,15 @@ import aiohttp
 import httpx
 import pytest
 from tests.polling import wait_until
-from tests.sites.support import SECRET, Site, pair, settle, sync_endpoint, two_sites
+from tests.sites.support import (
+    SECRET,
+    Site,
+    pair,
+    settle,
+    start_site,
+    sync_endpoint,
+    two_sites,
+)
 from tests.sites.test_link import batch, counter
 
 from stellwerk.sites import signed_headers
@@ -298,3 +307,52 @@ def test_a_hung_peer_degrades_sync_to_async_within_the_bound_and_the_stream_come
         )
         stored = {e["id"] for e in b.events("default", 1000, until="hung-0")}
         assert {"up0-0", "up1-0", "up2-0", "hung-0"} <= stored
+
+
+def test_a_batch_stuck_behind_a_hung_peers_full_socket_buffer_is_given_up_within_the_bound(
+    tmp_path: Path,
+) -> None:
+    """A stopped peer reads nothing: a batch larger than the sockets' buffers stays in the
+    sender's buffer, and writing it waits for the peer. That wait is under the batch's bound as
+    the answer is: the batch is given up and the bus's next batch goes out (on a new stream),
+    instead of every later batch of the bus waiting behind it until the peer reads again."""
+    with ExitStack() as stack:
+        # Room for one request larger than loopback's socket buffers (4 MiB each way at most
+        # for a sender, and the stopped peer's receive buffer does not grow).
+        a = start_site(stack, tmp_path, "a", "--max-body-bytes", str(64 << 20), ready=False)
+        b = start_site(stack, tmp_path, "b", ready=False)
+        a.ready()
+        b.ready()
+        pair(a, b)
+        sync_endpoint(a, "b", timeout_ms=1000)
+        assert a.send("default", batch("up", 1)).status_code == 202  # the stream is open
+
+        def requests() -> float:
+            text = httpx.get(f"{a.url}/metrics", timeout=10).text
+            return counter(text, "stellwerk_site_sync_requests_total")
+
+        def acknowledged() -> float:
+            text = httpx.get(f"{a.url}/metrics", timeout=10).text
+            return counter(text, "stellwerk_site_sync_events_total")
+
+        b.server.terminate(signal.SIGSTOP)
+        try:
+            big = [{**e, "data": "x" * 250_000} for e in batch("big", 64)]  # 16 MB
+            assert a.send("default", big).status_code == 202
+            sent = requests()
+            # Another request once the degraded spell is over goes out only if the big
+            # batch's send ended: one batch of a bus is out at a time.
+            wait_until(
+                lambda: (a.send("default", batch(f"n{time.monotonic_ns()}", 1)), requests())[1],
+                what="the bus's next batch sent to the hung peer",
+                accept=lambda n: n > sent,
+                within=60,
+            )
+        finally:
+            b.server.terminate(signal.SIGCONT)
+        # b back: a request is acknowledged by b again.
+        wait_until(
+            lambda: (a.send("default", batch(f"back{time.monotonic_ns()}", 1)), acknowledged())[1],
+            what="a request acknowledged by b again",
+            accept=lambda n: n > 1,
+        )

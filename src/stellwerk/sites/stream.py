@@ -155,29 +155,25 @@ class _Stream:
 
     async def send(self, body: bytes, within: float) -> tuple[int, bytes]:
         """The peer's answer to one batch: its status and body; TimeoutError after `within`
-        seconds (a timer on the answer's future: `wait_for` costs a task and more futures)."""
+        seconds. The bound holds for the frame's write too: a peer that has stopped reading
+        fills the socket's buffers, and the write then waits for it to read again (`timeout`
+        costs a timer, as a timer on the answer's future did; `wait_for` costs a task)."""
         self.number += 1
         key = self.number
         number = NUMBER.pack(key)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+        future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         self.waiting[key] = future
-        timer = loop.call_later(within, _expire, future)
         try:
-            # Uncompressed, a frame is written before `send_bytes` first yields, so frames
-            # leave in the order of their numbers, which the peer requires (replays).
-            await self.ws.send_bytes(number + self.macs.batch(number, body) + body)
-            return await future
+            async with asyncio.timeout(within):
+                # Uncompressed, a frame is written before `send_bytes` first yields, so frames
+                # leave in the order of their numbers, which the peer requires (replays); a
+                # write cut short by the bound ends the stream (`PeerStreams.send`).
+                await self.ws.send_bytes(number + self.macs.batch(number, body) + body)
+                return await future
         finally:
-            timer.cancel()
             self.waiting.pop(key, None)
             if future.done() and not future.cancelled():
                 future.exception()  # retrieved, whatever ended the wait
-
-
-def _expire(future: asyncio.Future[tuple[int, bytes]]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
 
 
 class PeerStreams:
