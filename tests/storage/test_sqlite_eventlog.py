@@ -383,6 +383,34 @@ async def test_dedup_entries_move_to_runs_and_still_find_duplicates(tmp_path: Pa
         assert min(kept, default=None) is None or min(kept) > first[-1].position
 
 
+async def test_a_quiet_logs_dedup_filters_are_sized_for_the_keys_in_its_window(
+    tmp_path: Path,
+) -> None:
+    """A log that has taken many keys but holds few in its window makes each new epoch's
+    filter for those few: its filters do not keep the size of its busiest epoch (by doubling,
+    a quiet log came to hold full-size filters, 16-32 MiB, for good)."""
+    clock = MovableClock()
+    path = tmp_path / LOG_DIR
+    window = timedelta(hours=1)
+    settings = {
+        "clock": clock,
+        "dedup_window": window,
+        "index_interval": 0,
+        "dedup_run_entries": 8,
+        "dedup_epoch_entries": 1024,
+    }
+    async with SqliteEventLog(path, **settings) as log:  # type: ignore[arg-type]
+        for i in range(600):  # 16 events a window
+            clock.advance(window / 16)
+            await log.append([new_event(f"quiet{i}")])
+    # Closing stores the open epoch's filter too. A filter for the window's 16-odd keys, at 24
+    # bits a key rounded up to a power of two words, has at most 16 words.
+    with _index(path) as conn:
+        sizes = [len(f) for (f,) in conn.execute("SELECT filter FROM dedup_epochs")]
+    assert sizes
+    assert max(sizes) <= 16 * 8, sizes
+
+
 async def test_runs_an_earlier_version_wrote_a_row_per_entry_are_packed_and_still_found(
     tmp_path: Path,
 ) -> None:

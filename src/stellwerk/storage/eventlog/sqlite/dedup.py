@@ -11,8 +11,9 @@ page of its own. Here they are written only in bulk and only in order:
   any before, so the rows go to the end of the table, page after page. A row per block rather
   than per entry: a run costs a few hundred row inserts, not tens of thousands (docs/storage.md);
 - runs are grouped into *epochs*, each with one Bloom filter in memory, so a key is looked for on
-  disk only in the runs of an epoch whose filter may hold it. An epoch's filter is twice the size
-  of the last one's, up to `epoch_entries` keys: a quiet log keeps small filters;
+  disk only in the runs of an epoch whose filter may hold it. An epoch's filter is made for as
+  many keys as the window holds when it opens, up to `epoch_entries`: a quiet log keeps small
+  filters, and a young one's double;
 - an epoch whose newest entry has left the window is deleted.
 
 A crash loses nothing: the events themselves are durable, and `flushed_below` says from which
@@ -273,7 +274,7 @@ class Dedup:
             if raw is not None:
                 bloom, closed = Bloom.from_bytes(raw), True
             else:
-                bloom, closed = Bloom(self._capacity(entries)), False
+                bloom, closed = Bloom(self._capacity(2 * entries)), False
                 for (block,) in conn.execute(_RUN_BLOCKS, (first_run, last_run)):
                     bloom.add_keys(_halves.iter_unpack(b"".join(block_digests(block))))
             epochs.append(Epoch(number, first_run, last_run, entries, last_position, bloom, closed))
@@ -403,7 +404,7 @@ class Dedup:
         if live:
             run = self._next_run
             conn.executemany(_INSERT_BLOCK, [(run, *block) for block in pack_blocks(live, entries)])
-            epochs = self._place_run(conn, epochs, run, len(live), last_position)
+            epochs = self._place_run(conn, epochs, run, len(live), last_position, first_live)
         conn.execute(_SET_FLUSHED, (frozen.upto,))
         # Masks of entries that have expired meanwhile only make the filter a little fuller.
         keys = [] if frozen.masks is not None else list(_halves.iter_unpack(b"".join(live)))
@@ -479,9 +480,17 @@ class Dedup:
         self.flushed_below = next_position
 
     def _place_run(
-        self, conn: sqlite3.Connection, epochs: list[Epoch], run: int, count: int, last: int
+        self,
+        conn: sqlite3.Connection,
+        epochs: list[Epoch],
+        run: int,
+        count: int,
+        last: int,
+        first_live: int,
     ) -> list[Epoch]:
-        """The epochs once the run has joined the open one (closing it first if full)."""
+        """The epochs once the run has joined the open one (closing it first if full); a new
+        one's filter is made for the keys in the window (one an event, from the window's first
+        position to the run's last)."""
         current = epochs[-1] if epochs and not epochs[-1].closed else None
         if current is not None and current.entries + count > current.bloom.capacity:
             closed = replace(current, closed=True)
@@ -489,8 +498,7 @@ class Dedup:
             epochs[-1], current = closed, None
         if current is None:
             number = epochs[-1].number + 1 if epochs else 1
-            previous = epochs[-1].entries if epochs else 0
-            bloom = Bloom(max(count, self._capacity(previous)))
+            bloom = Bloom(max(count, self._capacity(last - first_live + 1)))
             current = Epoch(number, run, run, 0, 0, bloom)
             epochs.append(current)
         joined = replace(
@@ -503,9 +511,12 @@ class Dedup:
         conn.execute(_PUT_EPOCH, joined.row())
         return epochs
 
-    def _capacity(self, entries: int) -> int:
-        """The keys a new filter is made for: twice what came before, within bounds."""
-        return min(self.epoch_entries, max(self.run_entries, 2 * entries))
+    def _capacity(self, keys: int) -> int:
+        """The keys a new filter is made for, within bounds. Made for the window's keys, an
+        epoch lasts about a window at a steady rate, and two are held: once an epoch had been
+        made for `epoch_entries` (twice the last one's, as until house4), a quiet log held
+        16-32 MiB of filters for good. A young log's window is all it has: its filters double."""
+        return min(self.epoch_entries, max(self.run_entries, keys))
 
 
 def _pack_legacy_runs(conn: sqlite3.Connection) -> None:
