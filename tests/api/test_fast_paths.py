@@ -20,7 +20,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope
 from tests.api.test_metrics_middleware import duration_count, in_flight, requests_total
 
-from stellwerk.api import FastPaths, IngestFastPath
+from stellwerk.api import ClientGone, FastPaths, IngestFastPath, whole_body
 from stellwerk.app import App, build_app
 from stellwerk.capability import (
     Answer,
@@ -231,3 +231,29 @@ async def test_a_fault_after_the_body_was_read_is_a_logged_500(served: Served) -
     assert [entry["event"] for entry in logs] == ["a fast path failed"]
     assert requests_total(served.metrics, "PUT", "/greeting/{name}", 500) == 1
     assert in_flight(served.metrics) == 0
+
+
+def _receiving(*messages: Message) -> Receive:
+    queue = list(messages)
+
+    async def receive() -> Message:
+        return queue.pop(0)
+
+    return receive
+
+
+async def test_a_whole_body_is_limited_whether_it_came_in_one_message_or_several() -> None:
+    def too_large(limit: int) -> Exception:
+        return ValueError(f"over {limit}")
+
+    one = {"type": "http.request", "body": b"x" * 11, "more_body": False}
+    with pytest.raises(ValueError, match="over 10"):
+        await whole_body(_receiving(one), 10, too_large)
+    first = {"type": "http.request", "body": b"x" * 6, "more_body": True}
+    with pytest.raises(ValueError, match="over 10"):
+        await whole_body(_receiving(first, {**first, "more_body": False}), 10, too_large)
+    assert await whole_body(_receiving({**one, "body": b"x" * 10}), 10, too_large) == b"x" * 10
+    parts = (first, {"type": "http.request", "body": b"yz"})
+    assert await whole_body(_receiving(*parts), 10, too_large) == b"x" * 6 + b"yz"
+    with pytest.raises(ClientGone):
+        await whole_body(_receiving(first, {"type": "http.disconnect"}), 10, too_large)

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stellwerk.api.context import ServingLifecycle, platform_from
 from stellwerk.api.errors import answer_to
+from stellwerk.api.middleware.fast import ClientGone, whole_body
 from stellwerk.api.middleware.limits import check_length, too_large
 from stellwerk.api.middleware.metrics import RequestSeries
 from stellwerk.auth import Scope as KeyScope
@@ -31,10 +32,6 @@ ROUTE: Final = "/v1/buses/{bus}/events"
 _PATH: Final = re.compile(r"/v1/buses/([^/]+)/events")
 _JSON: Final = (b"content-type", b"application/json")
 _encode: Final = msgspec.json.Encoder().encode
-
-
-class _Disconnected(Exception):
-    """The client went away before its body was read: there is no one to answer."""
 
 
 class _ScopeHeaders(Headers):
@@ -115,11 +112,11 @@ class IngestFastPath:
                     bus,
                     content_type,
                     _ScopeHeaders(scope),
-                    lambda: self._body(receive),
+                    lambda: whole_body(receive, self.limit, too_large),
                     request_counted=False,
                 )
                 status = 202
-            except _Disconnected:
+            except ClientGone:
                 return  # counted as 500 like an exception, as the metrics middleware does
             except Exception as exc:
                 error = answer_to(exc, "POST", scope["path"])
@@ -133,26 +130,3 @@ class IngestFastPath:
         finally:
             in_flight.dec()
             self.series.record("POST", ROUTE, status, time.perf_counter() - started)
-
-    async def _body(self, receive: Receive) -> bytes:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise _Disconnected
-        body: bytes = message.get("body", b"")
-        if not message.get("more_body", False):
-            if len(body) > self.limit:
-                raise too_large(self.limit)
-            return body
-        chunks = [body]
-        received = len(body)
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                raise _Disconnected
-            chunk: bytes = message.get("body", b"")
-            received += len(chunk)
-            if received > self.limit:
-                raise too_large(self.limit)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
