@@ -513,9 +513,9 @@ class Dedup:
 
     def _capacity(self, keys: int) -> int:
         """The keys a new filter is made for, within bounds. Made for the window's keys, an
-        epoch lasts about a window at a steady rate, and two are held: once an epoch had been
-        made for `epoch_entries` (twice the last one's, as until house4), a quiet log held
-        16-32 MiB of filters for good. A young log's window is all it has: its filters double."""
+        epoch lasts about a window at a steady rate and two are held, however long the log has
+        run (docs/storage.md, "Filters sized by the window"). A young log's window is all it
+        has taken: its filters double."""
         return min(self.epoch_entries, max(self.run_entries, keys))
 
 
