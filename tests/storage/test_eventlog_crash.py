@@ -27,7 +27,8 @@ def _acknowledged_before_kill(
     path: Path, run_entries: int, epoch_entries: int, interval: float
 ) -> dict[str, int]:
     """Run the child until it has acknowledged enough events, SIGKILL it, return id -> position."""
-    child = subprocess.Popen(
+    acked: dict[str, int] = {}
+    with subprocess.Popen(
         [
             sys.executable,
             str(CHILD),
@@ -39,18 +40,23 @@ def _acknowledged_before_kill(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    assert child.stdout is not None
-    acked: dict[str, int] = {}
-    try:
-        while len(acked) < ACKS_BEFORE_KILL:
-            line = child.stdout.readline()
-            assert line, f"the child stopped early: {child.stderr.read() if child.stderr else ''}"
-            position, event_id = line.split()
-            acked[event_id] = int(position)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        rest, _ = child.communicate()
+    ) as child:
+        assert child.stdout is not None
+        try:
+            while len(acked) < ACKS_BEFORE_KILL:
+                line = child.stdout.readline()
+                assert line, (
+                    f"the child stopped early: {child.stderr.read() if child.stderr else ''}"
+                )
+                position, event_id = line.split()
+                acked[event_id] = int(position)
+        finally:
+            child.send_signal(signal.SIGKILL)
+            # The rest through the same stream. `communicate` reads the pipe's descriptor, after
+            # what `readline` has buffered: once the child was ahead (under load), that began
+            # mid-line, and a piece of a line was taken for a whole one.
+            rest = child.stdout.read()
+            child.wait()
     assert child.returncode == -signal.SIGKILL
     # Lines written before the kill are still in the pipe; a torn last line was never complete.
     for line in rest.splitlines(keepends=True):
