@@ -328,9 +328,10 @@ def test_a_group_laid_out_at_once_is_the_group_laid_out_event_by_event() -> None
 
 @contextlib.contextmanager
 def _index(path: Path) -> Iterator[sqlite3.Connection]:
-    """The index on a connection of the test's own, committed at the block's end and closed: a
-    statement left open on it (by a failed assertion) kept a snapshot that the log's closing
-    checkpoint then waited its busy timeout for."""
+    """The index on a connection of the test's own, committed at the block's end and closed.
+
+    Fetch each answer before asserting: a statement left open (by a failed assertion) keeps a
+    snapshot, even on a closed connection, that the log's closing checkpoint waits 10 s for."""
     with contextlib.closing(sqlite3.connect(path / INDEX_FILE)) as conn, conn:
         yield conn
 
