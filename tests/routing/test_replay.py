@@ -408,6 +408,13 @@ def stored_rows(setup: Setup) -> list[tuple[str, int, int | None]]:
         ).fetchall()
 
 
+async def replayed_to_orders(setup: Setup, name: str) -> None:
+    """Three events recorded a minute apart, replayed to the `orders` rule to the end."""
+    await setup.record(3, minutes=1)
+    await setup.create(name, rules=["orders"])
+    await setup.runner().run(burst=True)
+
+
 async def test_a_replayed_delivery_stores_only_the_replay_name_and_is_leased_whole(
     setup: Setup,
 ) -> None:
@@ -431,9 +438,7 @@ async def test_a_replayed_delivery_stores_only_the_replay_name_and_is_leased_who
 async def test_a_replayed_delivery_keeps_its_payload_when_its_archived_copy_goes(
     setup: Setup,
 ) -> None:
-    await setup.record(3, minutes=1)
-    await setup.create("kept", rules=["orders"])
-    await setup.runner().run(burst=True)
+    await replayed_to_orders(setup, "kept")
     leased = await setup.leased()
     payloads = {d.event_id: d.payload for d in leased}
     assert len(payloads) == 3
@@ -458,9 +463,7 @@ async def test_a_replayed_delivery_keeps_its_payload_when_its_archived_copy_goes
 async def test_an_erasure_finds_the_data_of_a_replayed_delivery_in_its_archived_copy(
     setup: Setup,
 ) -> None:
-    await setup.record(3, minutes=1)
-    await setup.create("erased", rules=["orders"])
-    await setup.runner().run(burst=True)
+    await replayed_to_orders(setup, "erased")
     erased = await setup.queue.erase(
         TenantName("acme"), "default", (), b'"m1-1"', lambda payload, content_type: True
     )
@@ -471,9 +474,7 @@ async def test_an_erasure_finds_the_data_of_a_replayed_delivery_in_its_archived_
 async def test_a_replayed_delivery_keeps_its_payload_when_its_copy_is_erased_from_the_archive(
     setup: Setup,
 ) -> None:
-    await setup.record(3, minutes=1)
-    await setup.create("before-erasure", rules=["orders"])
-    await setup.runner().run(burst=True)
+    await replayed_to_orders(setup, "before-erasure")
     leased = await setup.leased()
     payloads = {d.event_id: d.payload for d in leased}
     await setup.queue.release([d.id for d in leased])
